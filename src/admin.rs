@@ -1,0 +1,350 @@
+//! The admin API (JSON over HTTP on `listen.admin`), Prometheus metrics and health.
+//!
+//! Everything but `/metrics` and `/healthz` needs `Authorization: Bearer <token>`, compared in
+//! constant time. Errors are JSON `{"error": "..."}` with a message that says what to do. This
+//! listener never serves clicks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use prometheus::{Encoder as _, Registry, TextEncoder};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::Domain;
+use crate::certs::{CertStatus, Certs, error_chain, rfc3339, unix_now};
+use crate::links::{self, KeyId, KeyRing, Link, LinkKey, SharedKeyRing};
+use crate::policy::Policy;
+use crate::store::{DomainRecord, Store, StoreError};
+
+/// Largest admin request body, in bytes; larger bodies get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the admin handlers share.
+pub struct AdminState {
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Registered domains in memory.
+    pub policy: Arc<Policy>,
+    /// Certificates.
+    pub certs: Arc<Certs>,
+    /// Link keys in use.
+    pub keys: Arc<SharedKeyRing>,
+    /// Registry rendered at `/metrics`.
+    pub registry: Registry,
+    /// The bearer token.
+    pub token: String,
+}
+
+type Shared = Arc<AdminState>;
+
+/// The admin router.
+pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/v1/domains", get(list_domains).post(add_domain))
+        .route("/v1/domains/{name}", get(show_domain).delete(remove_domain))
+        .route("/v1/links", axum::routing::post(mint_link))
+        .route("/v1/keys", get(list_keys).post(rotate_key))
+        .route("/v1/keys/{id}", delete(remove_key))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An API error: status and a message for the caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %error_chain(&e), "admin request failed in the store");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal storage error; see the edge's log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn require_token(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = presented.is_some_and(|t| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(t.as_bytes(), state.token.as_bytes())
+            .is_ok()
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        let mut res = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token: send Authorization: Bearer <token> (the token is in <data_dir>/admin-token)",
+        )
+        .into_response();
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        res
+    }
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&state.registry.gather(), &mut out) {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// A domain as the API shows it.
+#[derive(Serialize)]
+struct DomainView {
+    name: Domain,
+    created_at: String,
+    certificate: CertStatus,
+}
+
+async fn view(state: &AdminState, record: DomainRecord) -> Result<DomainView, ApiError> {
+    let certificate = state.certs.status(&record.name, record.last_error).await?;
+    Ok(DomainView {
+        name: record.name,
+        created_at: rfc3339(record.created_at),
+        certificate,
+    })
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn parse_name(name: &str) -> Result<Domain, ApiError> {
+    Domain::parse(name)
+        .map_err(|e| ApiError::bad_request(format!("invalid domain name {name:?}: {e}")))
+}
+
+async fn list_domains(State(state): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let mut out = Vec::new();
+    for record in state.store.domains().await? {
+        out.push(view(&state, record).await?);
+    }
+    Ok(axum::Json(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddDomain {
+    name: String,
+}
+
+async fn add_domain(
+    State(state): State<Shared>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: AddDomain = parse_json(&body)?;
+    let name = parse_name(&req.name)?;
+    let created = state.store.add_domain(&name, unix_now()).await?;
+    state.policy.register(name.clone());
+    if created {
+        tracing::info!(domain = %name, "domain added");
+    }
+    let record =
+        state.store.domain(&name).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::CONFLICT, "domain was removed concurrently")
+        })?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(view(&state, record).await?)))
+}
+
+async fn show_domain(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = parse_name(&name)?;
+    let record = state
+        .store
+        .domain(&name)
+        .await?
+        .ok_or_else(|| not_registered(&name))?;
+    Ok(axum::Json(view(&state, record).await?))
+}
+
+fn not_registered(name: &Domain) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("domain {name} is not registered; add it with: clickedge domain add {name}"),
+    )
+}
+
+async fn remove_domain(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = parse_name(&name)?;
+    state.policy.unregister(name.as_str());
+    state.certs.forget(&name).await;
+    if !state.store.remove_domain(&name).await? {
+        return Err(not_registered(&name));
+    }
+    if let Err(e) = state.certs.refresh_gauges().await {
+        tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
+    }
+    tracing::info!(domain = %name, "domain removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintLink {
+    domain: String,
+    url: String,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
+}
+
+async fn mint_link(
+    State(state): State<Shared>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: MintLink = parse_json(&body)?;
+    let domain = parse_name(&req.domain)?;
+    if !state.policy.is_registered(domain.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "domain {domain} is not registered; add it first: clickedge domain add {domain}"
+        )));
+    }
+    let link = Link::new(&req.url, req.meta.into_iter().collect(), unix_now())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let token = links::seal(&state.keys.current(), domain.as_str(), &link);
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "link": format!("https://{domain}/c/{token}") })),
+    ))
+}
+
+#[derive(Serialize)]
+struct KeyView {
+    id: u16,
+    created_at: String,
+    active: bool,
+}
+
+async fn list_keys(State(state): State<Shared>) -> impl IntoResponse {
+    let ring = state.keys.current();
+    let active = ring.active().id();
+    let keys: Vec<_> = ring
+        .keys()
+        .iter()
+        .map(|k| KeyView {
+            id: k.id().0,
+            created_at: rfc3339(k.created_at()),
+            active: k.id() == active,
+        })
+        .collect();
+    axum::Json(keys)
+}
+
+/// Reads the key ring from the store and puts it in use.
+pub async fn reload_keys(store: &dyn Store, keys: &SharedKeyRing) -> Result<(), StoreError> {
+    let ring = load_key_ring(store).await?;
+    keys.replace(ring);
+    Ok(())
+}
+
+/// Loads the link key ring from the store, generating the first key if there is none.
+pub async fn load_key_ring(store: &dyn Store) -> Result<KeyRing, StoreError> {
+    let mut stored = store.link_keys().await?;
+    if stored.is_empty() {
+        store.add_link_key(rand::random(), unix_now()).await?;
+        stored = store.link_keys().await?;
+    }
+    let keys = stored
+        .into_iter()
+        .map(|k| LinkKey::new(KeyId(k.id), k.secret, k.created_at))
+        .collect();
+    KeyRing::new(keys).map_err(|_| StoreError::Corrupt("link_keys (empty after insert)"))
+}
+
+async fn rotate_key(State(state): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let id = state.store.add_link_key(rand::random(), unix_now()).await?;
+    reload_keys(state.store.as_ref(), &state.keys).await?;
+    tracing::info!(key = id, "link key added; it seals new links from now on");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(KeyView {
+            id,
+            created_at: rfc3339(unix_now()),
+            active: true,
+        }),
+    ))
+}
+
+async fn remove_key(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id: u16 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid key id {id:?}: expected a number")))?;
+    if state.keys.current().active().id() == KeyId(id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("key {id} is the sealing key; add a new key first (clickedge keys rotate)"),
+        ));
+    }
+    if !state.store.remove_link_key(id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no link key {id}"),
+        ));
+    }
+    reload_keys(state.store.as_ref(), &state.keys).await?;
+    tracing::warn!(key = id, "link key removed; links it sealed no longer open");
+    Ok(StatusCode::NO_CONTENT)
+}

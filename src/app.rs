@@ -1,0 +1,265 @@
+//! Builds the edge from a [`Config`] and runs it: store, key ring, policy, issuer, certificates,
+//! click sink, the three listeners, and an orderly shutdown.
+//!
+//! The only module that sees every other one; it holds no business logic.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::certs::Certs;
+use crate::clicks::file::{FileSink, FileSinkConfig};
+use crate::config::{Config, IssuerKind};
+use crate::http::{self, Edge, Protocols};
+use crate::issuer::{Issuer, LocalCa};
+use crate::links::SharedKeyRing;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::store::{SqliteStore, Store};
+use crate::tls::{self, Acceptor};
+
+/// File under the data dir holding the generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// File under the data dir holding the SQLite store.
+pub const STORE_FILE: &str = "clickedge.db";
+
+/// Where a started edge listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    /// HTTPS (clicks).
+    pub https: SocketAddr,
+    /// Plain HTTP.
+    pub http: SocketAddr,
+    /// Admin API.
+    pub admin: SocketAddr,
+}
+
+/// A running edge.
+pub struct App {
+    addrs: Addrs,
+    stop: watch::Sender<bool>,
+    connections: TaskTracker,
+    tasks: Vec<JoinHandle<()>>,
+    sink: FileSink,
+    grace: Duration,
+}
+
+impl App {
+    /// Builds everything from `config`, binds the listeners and starts serving.
+    pub async fn start(config: &Config) -> anyhow::Result<App> {
+        let data_dir = &config.data_dir;
+        create_private_dir(data_dir)?;
+        let token = admin_token(config)?;
+
+        let registry = Registry::new_custom(None, None).context("creating metrics registry")?;
+        let metrics = Metrics::new(&registry).context("registering metrics")?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&data_dir.join(STORE_FILE))
+                .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+        );
+        let keys = Arc::new(SharedKeyRing::new(
+            admin::load_key_ring(store.as_ref())
+                .await
+                .context("loading link keys")?,
+        ));
+        let domains = store.domains().await.context("loading domains")?;
+        let policy = Arc::new(Policy::new(domains.into_iter().map(|d| d.name)));
+
+        let issuer: Arc<dyn Issuer> = match config.tls.issuer {
+            IssuerKind::Local => {
+                Arc::new(LocalCa::load_or_create(data_dir).context("loading the local CA")?)
+            }
+            IssuerKind::Acme => {
+                bail!("tls.issuer = \"acme\" is not available in this version; use \"local\"")
+            }
+        };
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let certs = Arc::new(Certs::new(
+            config.tls.cert_cache_capacity.get(),
+            store.clone(),
+            issuer,
+            policy.clone(),
+            provider.clone(),
+            metrics.clone(),
+            config.tls.on_demand_timeout,
+        ));
+        certs
+            .refresh_gauges()
+            .await
+            .context("reading certificate summary")?;
+
+        let (sink, clicks) = FileSink::start(
+            FileSinkConfig {
+                dir: config.clicks_dir(),
+                flush_interval: config.clicks.flush_interval,
+                queue_capacity: config.clicks.queue_capacity.get(),
+                max_file_bytes: config.clicks.max_file_bytes.get(),
+                rotate_interval: config.clicks.rotate_interval,
+            },
+            metrics.clone(),
+        )?;
+
+        let server_config = tls::server_config(provider, config.tls.session_resumption)
+            .context("building the TLS configuration")?;
+        let acceptor = Arc::new(Acceptor::new(
+            server_config,
+            certs.clone(),
+            metrics.clone(),
+            config.tls.handshake_timeout,
+        ));
+        let edge = Arc::new(Edge::new(
+            keys.clone(),
+            clicks,
+            certs.clone(),
+            policy.clone(),
+            &metrics,
+        ));
+
+        let https = bind(config.listen.https, "listen.https").await?;
+        let http_listener = bind(config.listen.http, "listen.http").await?;
+        let admin_listener = bind(config.listen.admin, "listen.admin").await?;
+        let addrs = Addrs {
+            https: https.local_addr()?,
+            http: http_listener.local_addr()?,
+            admin: admin_listener.local_addr()?,
+        };
+
+        let (stop, stop_rx) = watch::channel(false);
+        let connections = TaskTracker::new();
+        let protocols = Protocols::default();
+        let mut tasks = vec![
+            tokio::spawn(http::serve_https(
+                https,
+                acceptor,
+                edge.clone(),
+                protocols.clone(),
+                connections.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(http::serve_http(
+                http_listener,
+                edge,
+                protocols,
+                connections.clone(),
+                stop_rx.clone(),
+            )),
+        ];
+        let admin_router = admin::router(Arc::new(AdminState {
+            store,
+            policy,
+            certs,
+            keys,
+            registry,
+            token,
+        }));
+        let mut admin_stop = stop_rx;
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(admin_listener, admin_router)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        }));
+
+        Ok(App {
+            addrs,
+            stop,
+            connections,
+            tasks,
+            sink,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// Where the edge listens (useful with port 0).
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    /// Stops accepting, lets open connections finish within the grace period, writes every
+    /// queued click, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.connections.close();
+        if tokio::time::timeout(self.grace, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.grace, "connections still open after the grace period; closing them");
+        }
+        let sink = self.sink;
+        if tokio::task::spawn_blocking(move || sink.close())
+            .await
+            .is_err()
+        {
+            tracing::error!("flushing clicks failed");
+        }
+        tracing::info!("stopped; every queued click was written");
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("binding {key} = \"{addr}\" (is another process using it? pick a free port in the config)")
+    })
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting data dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The configured admin token, or the one in `<data_dir>/admin-token`, generated on first use.
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if let Some(t) = &config.admin.token {
+        return Ok(t.trim().to_owned());
+    }
+    if !config.listen.admin.ip().is_loopback() {
+        bail!(
+            "listen.admin = \"{}\" is not a loopback address: set admin.token explicitly to expose the admin API",
+            config.listen.admin
+        );
+    }
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => bail!(
+            "{} is empty: delete it to have a new token generated",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}

@@ -1,0 +1,374 @@
+//! Command-line interface: argument definitions and the client commands that talk to a running
+//! edge's admin API (`domain`, `link`, `keys`). `serve` itself is in `main.rs` and [`crate::app`].
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// Environment variable holding the admin token for client commands.
+pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
+
+const CONFIG_REFERENCE: &str = "\
+Configuration (TOML; every key optional; unknown keys are an error):
+  data_dir = \"./clickedge-data\"         store, local CA (ca.pem), admin-token, clicks
+  shutdown_grace = \"10s\"                time for in-flight requests after SIGTERM/SIGINT
+  [listen]
+  https = \"127.0.0.1:8443\"              clicks over TLS
+  http  = \"127.0.0.1:8080\"              ACME HTTP-01, upgrade to HTTPS
+  admin = \"127.0.0.1:9180\"              admin API, /metrics, /healthz
+  [tls]
+  issuer = \"local\"                      \"local\" (built-in CA) or \"acme\"
+  on_demand_timeout = \"10s\"             how long a first handshake waits for its certificate
+  session_resumption = true             false forces full handshakes (benchmarks)
+  handshake_timeout = \"10s\"             time to send a ClientHello and finish the handshake
+  cert_cache_capacity = 100000          certificates kept in memory
+  [acme]
+  directory = \"https://acme-v02.api.letsencrypt.org/directory\"
+  contact = []                          e.g. [\"mailto:ops@example.com\"]
+  challenges = [\"http-01\", \"tls-alpn-01\"]
+  ca_root = (none)                      extra root for the ACME server's HTTPS
+  eab_kid, eab_hmac_key = (none)        external account binding
+  [clicks]
+  sink = \"file\"                         JSON Lines files
+  dir = \"<data_dir>/clicks\"
+  durability = \"buffered\"               written within flush_interval
+  flush_interval = \"100ms\"
+  queue_capacity = 65536                clicks waiting for the writer; beyond, counted drops
+  max_file_bytes = 67108864             rotate past 64 MiB...
+  rotate_interval = \"1h\"                ...or past this age
+  [onboarding]
+  cname_target = (none)                 the name customers CNAME to
+  addresses = []                        edge IPs A/AAAA records may point to
+  dns_servers = []                      resolvers (ip:port); default the system's
+  caa_identities = [\"letsencrypt.org\"]
+  [admin]
+  token = (generated)                   else generated once into <data_dir>/admin-token (0600)
+
+The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults).";
+
+/// clickedge: HTTPS click-tracking redirect edge with on-demand certificates.
+#[derive(Debug, Parser)]
+#[command(name = "clickedge", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (TOML). Default: $CLICKEDGE_CONFIG, else built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the edge (HTTPS clicks, HTTP, admin API).
+    #[command(after_long_help = CONFIG_REFERENCE)]
+    Serve,
+    /// Manage link domains on a running edge.
+    Domain {
+        /// Where and how to reach the admin API.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// What to do.
+        #[command(subcommand)]
+        action: DomainAction,
+    },
+    /// Mint a sealed link: prints https://<domain>/c/<token>.
+    Link {
+        /// Where and how to reach the admin API.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Destination URL (http or https).
+        url: String,
+        /// Link domain (must be registered).
+        #[arg(long)]
+        domain: String,
+        /// Metadata carried in the link and logged with each click; repeatable.
+        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+        meta: Vec<(String, String)>,
+    },
+    /// Manage the link keys (rotation).
+    Keys {
+        /// Where and how to reach the admin API.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+/// How client commands reach the admin API.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Admin API base URL. Default: http://<listen.admin from the config>.
+    #[arg(long, value_name = "URL", global = true)]
+    pub admin: Option<String>,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `clickedge domain ...`
+#[derive(Debug, Subcommand)]
+pub enum DomainAction {
+    /// Register a domain (its certificate is issued at the first handshake).
+    Add {
+        /// e.g. links.example.com
+        name: String,
+    },
+    /// List registered domains with their certificate status.
+    List,
+    /// Show one domain.
+    Show {
+        /// The domain.
+        name: String,
+    },
+    /// Unregister a domain and delete its certificate.
+    Remove {
+        /// The domain.
+        name: String,
+    },
+}
+
+/// `clickedge keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// List link keys.
+    List,
+    /// Add a new sealing key; older keys keep opening their links.
+    Rotate,
+    /// Remove a key: links it sealed stop working at once.
+    Remove {
+        /// Key id.
+        id: u16,
+    },
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "{s:?} is not KEY=VALUE (e.g. --meta campaign=spring)"
+        )),
+    }
+}
+
+/// A client of the admin API.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(config: &Config, args: &ClientArgs) -> anyhow::Result<Client> {
+        let base = args
+            .admin
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen.admin));
+        let token = match std::env::var(TOKEN_ENV) {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+            _ => match &config.admin.token {
+                Some(t) => t.trim().to_owned(),
+                None => {
+                    let path = config.data_dir.join(crate::app::ADMIN_TOKEN_FILE);
+                    std::fs::read_to_string(&path)
+                        .with_context(|| {
+                            format!(
+                                "reading the admin token from {} (set {TOKEN_ENV}, or run from the directory where `clickedge serve` runs, or pass --config)",
+                                path.display()
+                            )
+                        })?
+                        .trim()
+                        .to_owned()
+                }
+            },
+        };
+        let http = reqwest::Client::builder()
+            .build()
+            .context("building HTTP client")?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.with_context(|| {
+            format!("reaching the admin API at {url} (is `clickedge serve` running? --admin URL sets another address)")
+        })?;
+        let status = res.status();
+        let text = res.text().await.context("reading the admin API's answer")?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let msg = value
+                .get("error")
+                .and_then(Value::as_str)
+                .map_or_else(|| value.to_string(), str::to_owned);
+            bail!("{msg} (HTTP {status})");
+        }
+        Ok(value)
+    }
+}
+
+/// Runs a client command against the admin API.
+pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match command {
+        Command::Serve => unreachable!("serve is handled by main"),
+        Command::Domain { client, action } => {
+            let c = Client::new(config, &client)?;
+            let v = match &action {
+                DomainAction::Add { name } => {
+                    c.call(
+                        Method::POST,
+                        "/v1/domains",
+                        Some(serde_json::json!({ "name": name })),
+                    )
+                    .await?
+                }
+                DomainAction::List => c.call(Method::GET, "/v1/domains", None).await?,
+                DomainAction::Show { name } => {
+                    c.call(Method::GET, &format!("/v1/domains/{name}"), None)
+                        .await?
+                }
+                DomainAction::Remove { name } => {
+                    c.call(Method::DELETE, &format!("/v1/domains/{name}"), None)
+                        .await?
+                }
+            };
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            match action {
+                DomainAction::Add { name } => {
+                    println!("added {}", v["name"].as_str().unwrap_or(&name));
+                    println!("certificate: issued at the first HTTPS request for this name");
+                }
+                DomainAction::List => {
+                    let rows = v.as_array().cloned().unwrap_or_default();
+                    if rows.is_empty() {
+                        println!(
+                            "no domains; add one with: clickedge domain add links.example.com"
+                        );
+                    } else {
+                        println!("{:<40} {:<8} EXPIRES", "NAME", "CERT");
+                        for d in rows {
+                            let cert = &d["certificate"];
+                            println!(
+                                "{:<40} {:<8} {}",
+                                d["name"].as_str().unwrap_or("?"),
+                                cert["status"].as_str().unwrap_or("?"),
+                                cert["not_after"].as_str().unwrap_or("-")
+                            );
+                        }
+                    }
+                }
+                DomainAction::Show { .. } => print_domain(&v),
+                DomainAction::Remove { name } => println!("removed {name}"),
+            }
+        }
+        Command::Link {
+            client,
+            url,
+            domain,
+            meta,
+        } => {
+            let c = Client::new(config, &client)?;
+            let meta: serde_json::Map<String, Value> = meta
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            let v = c
+                .call(
+                    Method::POST,
+                    "/v1/links",
+                    Some(serde_json::json!({ "domain": domain, "url": url, "meta": meta })),
+                )
+                .await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{}", v["link"].as_str().unwrap_or_default());
+            }
+        }
+        Command::Keys { client, action } => {
+            let c = Client::new(config, &client)?;
+            let v = match &action {
+                KeysAction::List => c.call(Method::GET, "/v1/keys", None).await?,
+                KeysAction::Rotate => c.call(Method::POST, "/v1/keys", None).await?,
+                KeysAction::Remove { id } => {
+                    c.call(Method::DELETE, &format!("/v1/keys/{id}"), None)
+                        .await?
+                }
+            };
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            match action {
+                KeysAction::List => {
+                    println!("{:<6} {:<8} CREATED", "ID", "ACTIVE");
+                    for k in v.as_array().cloned().unwrap_or_default() {
+                        println!(
+                            "{:<6} {:<8} {}",
+                            k["id"],
+                            if k["active"].as_bool() == Some(true) {
+                                "yes"
+                            } else {
+                                ""
+                            },
+                            k["created_at"].as_str().unwrap_or("-")
+                        );
+                    }
+                }
+                KeysAction::Rotate => println!(
+                    "key {} now seals new links; older keys keep opening theirs",
+                    v["id"]
+                ),
+                KeysAction::Remove { id } => {
+                    println!("removed key {id}; links it sealed no longer open")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_domain(v: &Value) {
+    let cert = &v["certificate"];
+    let field = |x: &Value| x.as_str().map_or_else(|| "-".to_owned(), str::to_owned);
+    println!("name:        {}", field(&v["name"]));
+    println!("added:       {}", field(&v["created_at"]));
+    println!("certificate: {}", field(&cert["status"]));
+    println!("  issuer:    {}", field(&cert["issuer"]));
+    println!(
+        "  not_before:{}",
+        format_args!(" {}", field(&cert["not_before"]))
+    );
+    println!("  not_after: {}", field(&cert["not_after"]));
+    if let Some(e) = cert["last_error"].as_str() {
+        println!("  last_error: {e}");
+    }
+}

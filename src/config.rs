@@ -1,0 +1,412 @@
+//! Configuration: TOML (every key optional) plus the `CLICKEDGE_CONFIG` environment variable,
+//! parsed into typed values (`SocketAddr`, `Duration`, `NonZero*`).
+//!
+//! Unknown keys are an error that names the key and the file. This module reads one file and
+//! nothing else: it binds no socket and reads no certificate.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "CLICKEDGE_CONFIG";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema; the message names the key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and position.
+        message: String,
+    },
+    /// A value is well-formed but not usable.
+    #[error("config file {path}: {message}")]
+    Invalid {
+        /// The file, or `<defaults>`.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// The whole configuration. Every field has a default, so an empty file (or none) is valid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store, the local CA, the admin token and (by default) clicks live.
+    /// Default `./clickedge-data`.
+    pub data_dir: PathBuf,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT before connections
+    /// are closed. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Listening addresses.
+    pub listen: Listen,
+    /// TLS termination and certificates.
+    pub tls: Tls,
+    /// ACME issuer settings (used when `tls.issuer = "acme"`).
+    pub acme: Acme,
+    /// Click log.
+    pub clicks: Clicks,
+    /// What a customer's DNS must look like (domain checks).
+    pub onboarding: Onboarding,
+    /// Admin API.
+    pub admin: Admin,
+}
+
+/// `[listen]`: socket addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// HTTPS listener for clicks. Default `127.0.0.1:8443`.
+    pub https: SocketAddr,
+    /// Plain HTTP listener (HTTP-01 challenges, upgrade to HTTPS). Default `127.0.0.1:8080`.
+    pub http: SocketAddr,
+    /// Admin API, metrics and health. Default `127.0.0.1:9180`.
+    pub admin: SocketAddr,
+}
+
+/// Which certificate issuer the edge uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuerKind {
+    /// Built-in CA under the data dir; its root is `<data_dir>/ca.pem`.
+    Local,
+    /// An ACME directory (Let's Encrypt in production).
+    Acme,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// `local` (default) or `acme`.
+    pub issuer: IssuerKind,
+    /// How long a first handshake waits for its certificate. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub on_demand_timeout: Duration,
+    /// Session tickets and a session cache. Default `true`; `false` forces full handshakes.
+    pub session_resumption: bool,
+    /// How long a client may take to send its ClientHello and finish the handshake
+    /// (not counting on-demand issuance). Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Certificates kept in memory (least recently used are evicted and reloaded from the
+    /// store). Default `100000`.
+    pub cert_cache_capacity: NonZeroU64,
+}
+
+/// `[acme]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Acme {
+    /// ACME directory URL. Default Let's Encrypt production.
+    pub directory: String,
+    /// Account contact URLs (`mailto:`). Default none.
+    pub contact: Vec<String>,
+    /// Challenge types to use, in order of preference. Default `["http-01", "tls-alpn-01"]`.
+    pub challenges: Vec<String>,
+    /// Extra root certificate (PEM) trusted for the ACME server's own HTTPS. Default none.
+    pub ca_root: Option<PathBuf>,
+    /// External account binding key id. Default none.
+    pub eab_kid: Option<String>,
+    /// External account binding HMAC key (base64url). Default none.
+    pub eab_hmac_key: Option<String>,
+}
+
+/// How clicks reach storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Written within `flush_interval`; a crash loses at most that window.
+    Buffered,
+    /// The 302 waits until the click is on disk (fsync, group commit).
+    Synced,
+}
+
+/// Where clicks go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// JSON Lines files under `clicks.dir`.
+    File,
+}
+
+/// `[clicks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Clicks {
+    /// Sink. Default `file`.
+    pub sink: SinkKind,
+    /// Directory of the click log. Default `<data_dir>/clicks`.
+    pub dir: Option<PathBuf>,
+    /// `buffered` (default) or `synced`.
+    pub durability: Durability,
+    /// Longest time a click waits in memory before it is written. Default `100ms`.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Clicks queued between the request path and the writer; past it clicks are dropped and
+    /// counted. Default `65536`.
+    pub queue_capacity: NonZeroUsize,
+    /// A click file is closed and a new one started past this size. Default `67108864` (64 MiB).
+    pub max_file_bytes: NonZeroU64,
+    /// ...or past this age. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub rotate_interval: Duration,
+}
+
+/// `[onboarding]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Onboarding {
+    /// The name customers CNAME their link domain to. Default none.
+    pub cname_target: Option<String>,
+    /// Edge addresses that A/AAAA records may point to. Default none.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Resolvers to ask (`ip:port`). Default: the system's.
+    pub dns_servers: Vec<SocketAddr>,
+    /// CAA issuer identities that must be allowed. Default `["letsencrypt.org"]`.
+    pub caa_identities: Vec<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Bearer token for the admin API. Default: generated once into `<data_dir>/admin-token`.
+    pub token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./clickedge-data"),
+            shutdown_grace: Duration::from_secs(10),
+            listen: Listen::default(),
+            tls: Tls::default(),
+            acme: Acme::default(),
+            clicks: Clicks::default(),
+            onboarding: Onboarding::default(),
+            admin: Admin::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            https: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9180)),
+        }
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            issuer: IssuerKind::Local,
+            on_demand_timeout: Duration::from_secs(10),
+            session_resumption: true,
+            handshake_timeout: Duration::from_secs(10),
+            cert_cache_capacity: NonZeroU64::new(100_000).expect("non-zero literal"),
+        }
+    }
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Acme {
+            directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            contact: Vec::new(),
+            challenges: vec!["http-01".into(), "tls-alpn-01".into()],
+            ca_root: None,
+            eab_kid: None,
+            eab_hmac_key: None,
+        }
+    }
+}
+
+impl Default for Clicks {
+    fn default() -> Self {
+        Clicks {
+            sink: SinkKind::File,
+            dir: None,
+            durability: Durability::Buffered,
+            flush_interval: Duration::from_millis(100),
+            queue_capacity: NonZeroUsize::new(65_536).expect("non-zero literal"),
+            max_file_bytes: NonZeroU64::new(64 << 20).expect("non-zero literal"),
+            rotate_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` if given, else the file named by `CLICKEDGE_CONFIG`, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        match path.map(Path::to_path_buf).or(from_env) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::parse(&text, &path)
+            }
+            None => Config::default().validated(Path::new("<defaults>")),
+        }
+    }
+
+    /// Parses TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validated(path)
+    }
+
+    fn validated(self, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.clicks.flush_interval.is_zero() {
+            return Err(invalid(
+                "clicks.flush_interval must be greater than zero (e.g. \"100ms\")".into(),
+            ));
+        }
+        if self.clicks.rotate_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "clicks.rotate_interval must be at least 1s (e.g. \"1h\")".into(),
+            ));
+        }
+        if self.tls.on_demand_timeout.is_zero() || self.tls.handshake_timeout.is_zero() {
+            return Err(invalid(
+                "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),
+            ));
+        }
+        if self.clicks.durability == Durability::Synced {
+            return Err(invalid(
+                "clicks.durability = \"synced\" is not available in this version; use \"buffered\""
+                    .into(),
+            ));
+        }
+        if self
+            .admin
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            return Err(invalid(
+                "admin.token must be at least 16 characters; or remove it to have one generated"
+                    .into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The click log directory: `clicks.dir`, or `<data_dir>/clicks`.
+    pub fn clicks_dir(&self) -> PathBuf {
+        self.clicks
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("clicks"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("edge.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.https, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(c.listen.http, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.listen.admin, "127.0.0.1:9180".parse().unwrap());
+        assert_eq!(c.tls.issuer, IssuerKind::Local);
+        assert!(c.tls.session_resumption);
+        assert_eq!(c.clicks_dir(), PathBuf::from("./clickedge-data/clicks"));
+    }
+
+    #[test]
+    fn full_contract_example_parses() {
+        let c = parse(
+            r#"
+data_dir = "/var/lib/clickedge"
+[listen]
+https = "0.0.0.0:443"
+http  = "0.0.0.0:80"
+admin = "127.0.0.1:9180"
+[tls]
+issuer = "acme"
+on_demand_timeout = "5s"
+session_resumption = false
+[acme]
+directory = "https://acme.example/dir"
+contact = ["mailto:ops@example.com"]
+challenges = ["http-01", "tls-alpn-01"]
+ca_root = "/etc/clickedge/root.pem"
+[clicks]
+sink = "file"
+dir = "/var/log/clicks"
+durability = "buffered"
+flush_interval = "50ms"
+[onboarding]
+cname_target = "edge.example.net"
+addresses = ["203.0.113.10"]
+dns_servers = ["127.0.0.1:53"]
+caa_identities = ["letsencrypt.org"]
+[admin]
+token = "0123456789abcdef0123"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.tls.issuer, IssuerKind::Acme);
+        assert_eq!(c.tls.on_demand_timeout, Duration::from_secs(5));
+        assert!(!c.tls.session_resumption);
+        assert_eq!(c.clicks.flush_interval, Duration::from_millis(50));
+        assert_eq!(c.clicks_dir(), PathBuf::from("/var/log/clicks"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = parse("[tls]\nsession_resumptoin = false\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("edge.toml"), "{err}");
+        assert!(err.contains("session_resumptoin"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key() {
+        let err = parse("[listen]\nhttps = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("https"), "{err}");
+        let err = parse("[clicks]\nflush_interval = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("clicks.flush_interval"), "{err}");
+    }
+}

@@ -1,0 +1,392 @@
+//! The edge's HTTP side: accept loops for the HTTPS and plain HTTP listeners, and the request
+//! handler ([`Edge`]) that turns `/c/<token>` into a 302 and a click.
+//!
+//! Nothing that fails to open redirects: every failure is a 404 without `Location` and without a
+//! click. This module knows nothing about SQL or the CA.
+
+pub mod router;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use prometheus::IntCounter;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::Domain;
+use crate::certs::Certs;
+use crate::clicks::{ClickEvent, ClickQueue};
+use crate::links::{self, SharedKeyRing};
+use crate::metrics::{Metrics, outcome};
+use crate::policy::Policy;
+use crate::tls::Acceptor;
+use router::{Route, route};
+
+/// Response body type of the edge.
+pub type Body = Full<Bytes>;
+
+/// Header read timeout for HTTP/1.1 (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per-outcome request counters, resolved once (no label lookup per request).
+struct Counters {
+    redirect: IntCounter,
+    upgrade: IntCounter,
+    bad_token: IntCounter,
+    not_found: IntCounter,
+    method: IntCounter,
+    misdirected: IntCounter,
+}
+
+impl Counters {
+    fn new(m: &Metrics) -> Counters {
+        let c = |o| m.requests.with_label_values(&[o]);
+        Counters {
+            redirect: c(outcome::REDIRECT),
+            upgrade: c(outcome::UPGRADE),
+            bad_token: c(outcome::BAD_TOKEN),
+            not_found: c(outcome::NOT_FOUND),
+            method: c(outcome::METHOD),
+            misdirected: c(outcome::MISDIRECTED),
+        }
+    }
+}
+
+/// What the handler knows about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// SNI name for HTTPS; none on the plain HTTP listener.
+    pub sni: Option<Domain>,
+    /// TLS version for HTTPS.
+    pub tls: Option<&'static str>,
+}
+
+/// The request handler shared by both listeners.
+pub struct Edge {
+    keys: Arc<SharedKeyRing>,
+    clicks: ClickQueue,
+    certs: Arc<Certs>,
+    policy: Arc<Policy>,
+    counters: Counters,
+}
+
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+impl Edge {
+    /// A handler opening tokens with `keys` and logging to `clicks`.
+    pub fn new(
+        keys: Arc<SharedKeyRing>,
+        clicks: ClickQueue,
+        certs: Arc<Certs>,
+        policy: Arc<Policy>,
+        metrics: &Metrics,
+    ) -> Edge {
+        Edge {
+            keys,
+            clicks,
+            certs,
+            policy,
+            counters: Counters::new(metrics),
+        }
+    }
+
+    /// Handles one request.
+    pub async fn handle<B>(&self, conn: &ConnInfo, req: Request<B>) -> Response<Body> {
+        let token = match route(req.uri().path()) {
+            Route::Click(token) => token,
+            Route::AcmeChallenge(_) | Route::NotFound => {
+                self.counters.not_found.inc();
+                return text(StatusCode::NOT_FOUND, "not found\n");
+            }
+        };
+        let method = match *req.method() {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            _ => {
+                self.counters.method.inc();
+                let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                res.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                return res;
+            }
+        };
+        let host = request_host(&req);
+        let domain = match &conn.sni {
+            Some(sni) => {
+                // A Host for another name on this connection (domain fronting, or a client
+                // coalescing connections) is not ours to answer (RFC 9110 §15.5.20).
+                if host.is_some_and(|h| !same_name(h, sni.as_str())) {
+                    self.counters.misdirected.inc();
+                    return text(StatusCode::MISDIRECTED_REQUEST, "misdirected request\n");
+                }
+                sni.clone()
+            }
+            None => match host.map(Domain::parse) {
+                Some(Ok(d)) if self.policy.is_registered(d.as_str()) => {
+                    if self.certs.has_valid(&d).await {
+                        return self.upgrade(&d, &req);
+                    }
+                    d
+                }
+                _ => {
+                    self.counters.not_found.inc();
+                    return text(StatusCode::NOT_FOUND, "not found\n");
+                }
+            },
+        };
+        let link = match links::open(&self.keys.current(), domain.as_str(), token) {
+            Ok(link) if links::is_redirectable(&link.url) => link,
+            _ => {
+                self.counters.bad_token.inc();
+                return text(StatusCode::NOT_FOUND, "not found\n");
+            }
+        };
+        let Ok(location) = HeaderValue::from_str(&link.url) else {
+            self.counters.bad_token.inc();
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        };
+        let header_string = |name| {
+            req.headers()
+                .get(name)
+                .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        self.clicks.push(ClickEvent {
+            ts: SystemTime::now(),
+            domain,
+            url: link.url,
+            meta: link.meta,
+            minted_at: link.minted_at,
+            ip: conn.peer.ip(),
+            ua: header_string(header::USER_AGENT),
+            referer: header_string(header::REFERER),
+            method,
+            tls: conn.tls,
+            http: http_version(req.version()),
+        });
+        self.counters.redirect.inc();
+        let mut res = Response::new(Body::default());
+        *res.status_mut() = StatusCode::FOUND;
+        let h = res.headers_mut();
+        h.insert(header::LOCATION, location);
+        h.insert(header::CACHE_CONTROL, NO_STORE);
+        res
+    }
+
+    fn upgrade<B>(&self, domain: &Domain, req: &Request<B>) -> Response<Body> {
+        self.counters.upgrade.inc();
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = format!("https://{domain}{path}");
+        let mut res = Response::new(Body::default());
+        *res.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        if let Ok(v) = HeaderValue::from_str(&target) {
+            res.headers_mut().insert(header::LOCATION, v);
+        }
+        res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
+        res
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut res = Response::new(Body::new(Bytes::from_static(body.as_bytes())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, TEXT);
+    res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
+    res
+}
+
+/// The host a request names: `:authority` (h2) or `Host`, without the port.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    Some(strip_port(raw))
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Case-insensitive comparison ignoring one trailing dot on `host`.
+fn same_name(host: &str, name: &str) -> bool {
+    host.strip_suffix('.')
+        .unwrap_or(host)
+        .eq_ignore_ascii_case(name)
+}
+
+fn http_version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// Builders for the HTTP/1.1 and h2 connections, configured once.
+#[derive(Clone)]
+pub struct Protocols {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Default for Protocols {
+    fn default() -> Self {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new()).max_concurrent_streams(100);
+        Protocols { h1, h2 }
+    }
+}
+
+/// Resolves once the stop flag is true (at once if it already is).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens at shutdown.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves `conn` until it ends; once `stop` turns true it is asked to finish the request in
+/// flight and close (HTTP/1.1 stops keep-alive, h2 sends GOAWAY).
+async fn until_stopped<C: GracefulConnection>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), C::Error> {
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => return result,
+        _ = stopped(&mut stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
+}
+
+/// Accepts HTTPS connections until `stop` turns true. Connection tasks are spawned on `tracker`
+/// so shutdown can wait for them.
+pub async fn serve_https(
+    listener: TcpListener,
+    acceptor: Arc<Acceptor>,
+    edge: Arc<Edge>,
+    protocols: Protocols,
+    tracker: TaskTracker,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => { accept_error(e).await; continue; }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, edge, protocols, conn_stop) = (
+            acceptor.clone(),
+            edge.clone(),
+            protocols.clone(),
+            stop.clone(),
+        );
+        tracker.spawn(async move {
+            let accepted = match acceptor.accept(tcp).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "handshake failed");
+                    return;
+                }
+            };
+            let info = Arc::new(ConnInfo {
+                peer,
+                sni: Some(accepted.domain),
+                tls: Some(accepted.tls_version),
+            });
+            let io = TokioIo::new(accepted.stream);
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (edge, info) = (edge.clone(), info.clone());
+                async move { Ok::<_, Infallible>(edge.handle(&info, req).await) }
+            });
+            let result = if accepted.h2 {
+                until_stopped(protocols.h2.serve_connection(io, service), conn_stop).await
+            } else {
+                until_stopped(protocols.h1.serve_connection(io, service), conn_stop).await
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Accepts plain HTTP/1.1 connections (HTTP-01 challenges, upgrades to HTTPS) until `stop`.
+pub async fn serve_http(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    protocols: Protocols,
+    tracker: TaskTracker,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => { accept_error(e).await; continue; }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (edge, h1, conn_stop) = (edge.clone(), protocols.h1.clone(), stop.clone());
+        tracker.spawn(async move {
+            let info = Arc::new(ConnInfo {
+                peer,
+                sni: None,
+                tls: None,
+            });
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (edge, info) = (edge.clone(), info.clone());
+                async move { Ok::<_, Infallible>(edge.handle(&info, req).await) }
+            });
+            if let Err(e) =
+                until_stopped(h1.serve_connection(TokioIo::new(tcp), service), conn_stop).await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Accept errors (out of file descriptors, mostly) are transient: log, back off briefly, go on.
+async fn accept_error(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_parsing() {
+        assert_eq!(strip_port("a.example.com:8443"), "a.example.com");
+        assert_eq!(strip_port("a.example.com"), "a.example.com");
+        assert!(same_name("A.Example.com.", "a.example.com"));
+        assert!(!same_name("b.example.com", "a.example.com"));
+    }
+}

@@ -1,0 +1,131 @@
+//! Sealed links: what a link carries ([`Link`]), the token codec ([`token`]) and the key ring
+//! ([`KeyRing`]).
+//!
+//! Pure: no I/O. The edge opens a token with nothing but the key ring and the domain the request
+//! arrived on, so a redirect needs no database lookup.
+
+pub mod keyring;
+pub mod token;
+
+pub use keyring::{KeyId, KeyRing, LinkKey, SharedKeyRing};
+pub use token::{TokenError, open, seal};
+
+/// Longest destination URL accepted when minting, in bytes.
+pub const MAX_URL_LEN: usize = 4096;
+/// Most metadata pairs per link.
+pub const MAX_META_PAIRS: usize = 32;
+/// Longest metadata key, in bytes.
+pub const MAX_META_KEY_LEN: usize = 64;
+/// Longest metadata value, in bytes.
+pub const MAX_META_VALUE_LEN: usize = 512;
+
+/// What a sealed token carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Destination, an absolute http(s) URL with a host.
+    pub url: String,
+    /// Metadata the sender attached (campaign, recipient id, …), in the order given.
+    pub meta: Vec<(String, String)>,
+    /// When the link was minted, Unix seconds.
+    pub minted_at: u64,
+}
+
+/// Why a link cannot be minted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The destination is not an absolute http(s) URL with a host.
+    #[error("url {0:?} is not an absolute http:// or https:// URL with a host")]
+    BadUrl(String),
+    /// The destination is longer than [`MAX_URL_LEN`].
+    #[error("url is {0} bytes; at most 4096 are accepted")]
+    UrlTooLong(usize),
+    /// Too many metadata pairs.
+    #[error("{0} metadata pairs; at most 32 are accepted")]
+    TooManyPairs(usize),
+    /// A metadata key is empty or too long, or a value is too long.
+    #[error("metadata {0:?}: keys must be 1-64 bytes and values at most 512 bytes")]
+    BadMeta(String),
+}
+
+impl Link {
+    /// Checks a destination and metadata for minting and returns the link, with the URL in its
+    /// normalised (serialised) form so it is valid as a `Location` header.
+    pub fn new(url: &str, meta: Vec<(String, String)>, minted_at: u64) -> Result<Link, LinkError> {
+        if url.len() > MAX_URL_LEN {
+            return Err(LinkError::UrlTooLong(url.len()));
+        }
+        let parsed = url::Url::parse(url).map_err(|_| LinkError::BadUrl(url.into()))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none_or(str::is_empty)
+        {
+            return Err(LinkError::BadUrl(url.into()));
+        }
+        let url = String::from(parsed);
+        if url.len() > MAX_URL_LEN {
+            return Err(LinkError::UrlTooLong(url.len()));
+        }
+        if meta.len() > MAX_META_PAIRS {
+            return Err(LinkError::TooManyPairs(meta.len()));
+        }
+        if let Some((k, _)) = meta.iter().find(|(k, v)| {
+            k.is_empty() || k.len() > MAX_META_KEY_LEN || v.len() > MAX_META_VALUE_LEN
+        }) {
+            return Err(LinkError::BadMeta(k.clone()));
+        }
+        Ok(Link {
+            url,
+            meta,
+            minted_at,
+        })
+    }
+}
+
+/// True when `url` may be sent as a redirect: http or https, checked again on every open so that
+/// even a validly sealed token never redirects anywhere else.
+pub fn is_redirectable(url: &str) -> bool {
+    let lower = |prefix: &str| {
+        url.len() > prefix.len()
+            && url.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    (lower("https://") || lower("http://")) && !url.bytes().any(|b| b.is_ascii_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_http_and_https_with_host() {
+        assert_eq!(
+            Link::new("https://example.com/a?b=c", vec![], 1)
+                .unwrap()
+                .url,
+            "https://example.com/a?b=c"
+        );
+        assert!(Link::new("HTTP://Example.com", vec![], 1).is_ok());
+    }
+
+    #[test]
+    fn refuses_other_schemes_and_hostless_urls() {
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://example.com/",
+            "data:text/html,hi",
+            "/relative",
+            "https://",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(Link::new(bad, vec![], 1).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redirectable_checks_scheme() {
+        assert!(is_redirectable("https://example.com/"));
+        assert!(is_redirectable("HTTP://example.com/"));
+        assert!(!is_redirectable("javascript:alert(1)"));
+        assert!(!is_redirectable("https://"));
+        assert!(!is_redirectable("https://a\r\nSet-Cookie: x"));
+    }
+}

@@ -1,0 +1,150 @@
+//! The link key ring: every key that may open tokens, and the one that seals new ones.
+//!
+//! Rotation adds a key with a higher id, which becomes the sealing key; older keys keep opening
+//! the links they sealed until they are removed from the ring, which stops those links at once.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305};
+
+/// Identifies a key inside a token (2 bytes on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct KeyId(pub u16);
+
+/// One key: its id, its cipher and when it was created (Unix seconds).
+#[derive(Clone)]
+pub struct LinkKey {
+    id: KeyId,
+    cipher: XChaCha20Poly1305,
+    created_at: u64,
+}
+
+impl LinkKey {
+    /// A key from its 32 secret bytes.
+    pub fn new(id: KeyId, secret: [u8; 32], created_at: u64) -> LinkKey {
+        LinkKey {
+            id,
+            cipher: XChaCha20Poly1305::new(&secret.into()),
+            created_at,
+        }
+    }
+
+    /// The key id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// Creation time, Unix seconds.
+    pub fn created_at(&self) -> u64 {
+        self.created_at
+    }
+
+    pub(super) fn cipher(&self) -> &XChaCha20Poly1305 {
+        &self.cipher
+    }
+}
+
+impl fmt::Debug for LinkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // NOTE: the secret is deliberately not printed.
+        f.debug_struct("LinkKey")
+            .field("id", &self.id)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// All keys that open tokens; the one with the highest id seals.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    keys: Vec<LinkKey>,
+}
+
+/// A key ring needs at least one key.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the link key ring is empty")]
+pub struct EmptyKeyRing;
+
+impl KeyRing {
+    /// A ring of `keys`; the highest id becomes the sealing key.
+    pub fn new(mut keys: Vec<LinkKey>) -> Result<KeyRing, EmptyKeyRing> {
+        if keys.is_empty() {
+            return Err(EmptyKeyRing);
+        }
+        keys.sort_by_key(|k| std::cmp::Reverse(k.id));
+        keys.dedup_by_key(|k| k.id);
+        Ok(KeyRing { keys })
+    }
+
+    /// The sealing key.
+    pub fn active(&self) -> &LinkKey {
+        &self.keys[0]
+    }
+
+    /// The key with `id`, if it is in the ring. A ring holds a handful of keys; a scan is faster
+    /// than a map.
+    pub fn key(&self, id: KeyId) -> Option<&LinkKey> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    /// All keys, newest first.
+    pub fn keys(&self) -> &[LinkKey] {
+        &self.keys
+    }
+}
+
+/// The key ring in use, swapped whole when keys are added or removed. Readers take a cheap
+/// `Arc` clone; a lock is held only for that clone, never across an `.await`.
+#[derive(Debug)]
+pub struct SharedKeyRing(RwLock<Arc<KeyRing>>);
+
+impl SharedKeyRing {
+    /// Starts with `ring`.
+    pub fn new(ring: KeyRing) -> SharedKeyRing {
+        SharedKeyRing(RwLock::new(Arc::new(ring)))
+    }
+
+    /// The ring in use now.
+    pub fn current(&self) -> Arc<KeyRing> {
+        // A panic cannot happen while the lock is held (only an Arc clone or swap), so a
+        // poisoned lock still holds a consistent ring.
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the ring; tokens are opened with the new one from the next request on.
+    pub fn replace(&self, ring: KeyRing) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::links::{Link, open, seal};
+
+    #[test]
+    fn rotation_keeps_old_links_and_removal_stops_them() {
+        let k1 = LinkKey::new(KeyId(1), [1; 32], 0);
+        let k2 = LinkKey::new(KeyId(2), [2; 32], 0);
+        let link = Link::new("https://example.com/", vec![], 5).unwrap();
+        let old = KeyRing::new(vec![k1.clone()]).unwrap();
+        let token = seal(&old, "a.example.com", &link);
+
+        let rotated = KeyRing::new(vec![k1, k2.clone()]).unwrap();
+        assert_eq!(rotated.active().id(), KeyId(2));
+        assert_eq!(open(&rotated, "a.example.com", &token), Ok(link.clone()));
+        let fresh = seal(&rotated, "a.example.com", &link);
+        assert_eq!(open(&rotated, "a.example.com", &fresh), Ok(link.clone()));
+
+        let removed = KeyRing::new(vec![k2]).unwrap();
+        assert!(open(&removed, "a.example.com", &token).is_err());
+        assert_eq!(open(&removed, "a.example.com", &fresh), Ok(link));
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let k = LinkKey::new(KeyId(3), [0xAB; 32], 0);
+        assert!(!format!("{k:?}").to_lowercase().contains("ab, "));
+    }
+}

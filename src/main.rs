@@ -1,0 +1,113 @@
+//! The `clickedge` binary: parses arguments, loads config, installs the crypto provider, and either
+//! runs the edge until a signal or runs a client command.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use clickedge::app::App;
+use clickedge::cli::{Cli, Command};
+use clickedge::config::Config;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        command => clickedge::cli::run_client(&config, command).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging();
+    // The only global: rustls's process-wide crypto provider (aws-lc-rs), for any client config
+    // built without an explicit provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let app = App::start(&config).await?;
+    let a = app.addrs();
+    let data = config.data_dir.display();
+    println!(
+        "clickedge {} listening: https={} http={} admin={}",
+        env!("CARGO_PKG_VERSION"),
+        a.https,
+        a.http,
+        a.admin
+    );
+    println!(
+        "data dir {data} (clicks in {}); local CA root: {data}/ca.pem",
+        config.clicks_dir().display()
+    );
+    println!("try, in another terminal:");
+    println!("  clickedge domain add links.example.com");
+    println!(
+        "  clickedge link https://example.com/hello --domain links.example.com --meta campaign=spring"
+    );
+    println!(
+        "  curl -i --cacert {data}/ca.pem --resolve links.example.com:{port}:{ip} <the link with :{port} after the domain>",
+        port = a.https.port(),
+        ip = a.https.ip()
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; finishing requests and writing clicks");
+    // A second signal stops at once.
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    app.shutdown().await;
+    Ok(())
+}
+
+/// Logs go to stderr: human-readable by default, one JSON object per line with
+/// `CLICKEDGE_LOG_FORMAT=json`; the level filter is `CLICKEDGE_LOG` (default `info`).
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    let filter =
+        EnvFilter::try_from_env("CLICKEDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("CLICKEDGE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the edge can only be killed; wait forever rather than exit.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,129 @@
+//! Prometheus metrics, registered into a registry handed to [`Metrics::new`] (no global registry).
+//!
+//! Labels are small fixed sets (outcomes, kinds); never a domain name, so a million domains cost
+//! nothing here.
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Every metric the edge exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Edge HTTP requests by outcome.
+    pub requests: IntCounterVec,
+    /// Clicks written to the sink.
+    pub clicks_logged: IntCounter,
+    /// Clicks that were not written (queue full or sink failure), never silent.
+    pub clicks_dropped: IntCounter,
+    /// Clicks waiting between the request path and the writer.
+    pub clicks_queued: IntGauge,
+    /// Click sink write failures.
+    pub click_sink_errors: IntCounter,
+    /// TLS handshakes by outcome.
+    pub handshakes: IntCounterVec,
+    /// Certificates issued, by issuer.
+    pub certs_issued: IntCounterVec,
+    /// Certificate issuances that failed, by issuer.
+    pub certs_failed: IntCounterVec,
+    /// Seconds from the start of an issuance to the certificate being usable.
+    pub issuance_seconds: Histogram,
+    /// Certificates in the store.
+    pub certs_held: IntGauge,
+    /// Unix time of the soonest certificate expiry (0 when none is held).
+    pub certs_soonest_expiry: Gauge,
+}
+
+/// Outcomes of an edge request, the values of the `outcome` label.
+pub mod outcome {
+    /// 302 to the destination.
+    pub const REDIRECT: &str = "redirect";
+    /// 308 from plain HTTP to HTTPS.
+    pub const UPGRADE: &str = "upgrade";
+    /// A token that did not open.
+    pub const BAD_TOKEN: &str = "bad_token";
+    /// Any other 404.
+    pub const NOT_FOUND: &str = "not_found";
+    /// Wrong method on a link path.
+    pub const METHOD: &str = "method_not_allowed";
+    /// `Host` does not match SNI.
+    pub const MISDIRECTED: &str = "misdirected";
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them into `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new("clickedge_requests_total", "Edge HTTP requests by outcome"),
+                &["outcome"],
+            )?,
+            clicks_logged: IntCounter::new(
+                "clickedge_clicks_logged_total",
+                "Clicks written to the click sink",
+            )?,
+            clicks_dropped: IntCounter::new(
+                "clickedge_clicks_dropped_total",
+                "Clicks not written: queue full or sink failure",
+            )?,
+            clicks_queued: IntGauge::new(
+                "clickedge_clicks_queued",
+                "Clicks waiting to be written",
+            )?,
+            click_sink_errors: IntCounter::new(
+                "clickedge_click_sink_errors_total",
+                "Click sink write failures",
+            )?,
+            handshakes: IntCounterVec::new(
+                Opts::new(
+                    "clickedge_tls_handshakes_total",
+                    "TLS handshakes by outcome",
+                ),
+                &["outcome"],
+            )?,
+            certs_issued: IntCounterVec::new(
+                Opts::new("clickedge_certificates_issued_total", "Certificates issued"),
+                &["issuer"],
+            )?,
+            certs_failed: IntCounterVec::new(
+                Opts::new(
+                    "clickedge_certificates_failed_total",
+                    "Certificate issuances that failed",
+                ),
+                &["issuer"],
+            )?,
+            issuance_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "clickedge_certificate_issuance_seconds",
+                    "Time to obtain a certificate",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ]),
+            )?,
+            certs_held: IntGauge::new("clickedge_certificates_held", "Certificates in the store")?,
+            certs_soonest_expiry: Gauge::new(
+                "clickedge_certificates_soonest_expiry_timestamp_seconds",
+                "Unix time of the soonest certificate expiry, 0 when none",
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.clicks_logged.clone()))?;
+        registry.register(Box::new(m.clicks_dropped.clone()))?;
+        registry.register(Box::new(m.clicks_queued.clone()))?;
+        registry.register(Box::new(m.click_sink_errors.clone()))?;
+        registry.register(Box::new(m.handshakes.clone()))?;
+        registry.register(Box::new(m.certs_issued.clone()))?;
+        registry.register(Box::new(m.certs_failed.clone()))?;
+        registry.register(Box::new(m.issuance_seconds.clone()))?;
+        registry.register(Box::new(m.certs_held.clone()))?;
+        registry.register(Box::new(m.certs_soonest_expiry.clone()))?;
+        Ok(m)
+    }
+
+    /// Metrics registered into a private registry (tests, benches).
+    pub fn unregistered() -> Metrics {
+        // Invariant: a fresh registry has no names to collide with.
+        Metrics::new(&Registry::new()).expect("fresh registry")
+    }
+}

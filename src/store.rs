@@ -1,0 +1,114 @@
+//! Durable state behind the [`Store`] trait: registered domains, certificates and their keys, and
+//! the link key ring. [`SqliteStore`] is the embedded default.
+//!
+//! Nothing here sits on the request path: certificates are cached in memory by `certs`, the
+//! domain set by `policy`, and the key ring by `links`.
+
+mod sqlite;
+
+use std::fmt;
+
+pub use sqlite::SqliteStore;
+
+use crate::Domain;
+
+/// A storage failure. The message names the operation; the cause is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed an operation.
+    #[error("store: {op}")]
+    Db {
+        /// What was being done.
+        op: &'static str,
+        /// The database error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A value read back is not what was written (corruption, manual edits).
+    #[error("store: corrupt value in {0}")]
+    Corrupt(&'static str),
+}
+
+/// A registered domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRecord {
+    /// The name.
+    pub name: Domain,
+    /// When it was added, Unix seconds.
+    pub created_at: u64,
+    /// The last certificate error, in words, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// A certificate chain and its private key, as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredCert {
+    /// Which issuer made it (`local`, `acme`).
+    pub issuer: String,
+    /// PEM chain, leaf first.
+    pub chain_pem: String,
+    /// PEM PKCS#8 private key.
+    pub key_pem: String,
+    /// Validity start, Unix seconds.
+    pub not_before: u64,
+    /// Validity end, Unix seconds.
+    pub not_after: u64,
+}
+
+impl fmt::Debug for StoredCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // NOTE: the private key is deliberately not printed.
+        f.debug_struct("StoredCert")
+            .field("issuer", &self.issuer)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored link key: id, 32 secret bytes, creation time (Unix seconds).
+#[derive(Clone)]
+pub struct StoredLinkKey {
+    /// Key id.
+    pub id: u16,
+    /// The secret.
+    pub secret: [u8; 32],
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+}
+
+/// Count and soonest expiry of stored certificates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Certificates held.
+    pub count: u64,
+    /// Soonest `not_after`, Unix seconds.
+    pub soonest_expiry: Option<u64>,
+}
+
+/// Durable state. Implementations are cheap to share (`Arc<dyn Store>`).
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// All registered domains, sorted by name.
+    async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError>;
+    /// One domain.
+    async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError>;
+    /// Registers a domain; `false` if it already was.
+    async fn add_domain(&self, name: &Domain, now: u64) -> Result<bool, StoreError>;
+    /// Unregisters a domain and deletes its certificate; `false` if it was not registered.
+    async fn remove_domain(&self, name: &Domain) -> Result<bool, StoreError>;
+    /// Records (or clears) the last certificate error of a domain.
+    async fn set_last_error(&self, name: &Domain, error: Option<&str>) -> Result<(), StoreError>;
+    /// The certificate of a domain.
+    async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError>;
+    /// Stores (replaces) the certificate of a domain.
+    async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError>;
+    /// Count and soonest expiry of stored certificates.
+    async fn cert_summary(&self) -> Result<CertSummary, StoreError>;
+    /// All link keys.
+    async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError>;
+    /// Adds a link key with the next id and returns it.
+    async fn add_link_key(&self, secret: [u8; 32], now: u64) -> Result<u16, StoreError>;
+    /// Removes a link key; `false` if there was none with that id.
+    async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError>;
+}

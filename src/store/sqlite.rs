@@ -1,0 +1,370 @@
+//! The embedded SQLite store: one file under the data dir, mode 0600 (it holds private keys).
+//!
+//! SQLite calls are blocking, so each runs on tokio's blocking pool behind one connection mutex;
+//! nothing here is on the request path.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{CertSummary, DomainRecord, Store, StoreError, StoredCert, StoredLinkKey};
+use crate::Domain;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS domains (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    domain TEXT PRIMARY KEY,
+    issuer TEXT NOT NULL,
+    chain_pem TEXT NOT NULL,
+    key_pem TEXT NOT NULL,
+    not_before INTEGER NOT NULL,
+    not_after INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS link_keys (
+    id INTEGER PRIMARY KEY,
+    secret BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+";
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Db {
+        op,
+        source: Box::new(e),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, restricted to its owner.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path).map_err(db("opening database"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            StoreError::Db {
+                op: "restricting database permissions",
+                source: Box::new(e),
+            }
+        })?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+        )
+        .map_err(db("configuring database"))?;
+        conn.execute_batch(SCHEMA).map_err(db("creating schema"))?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// An in-memory database (tests, benches).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(db("opening database"))?;
+        conn.execute_batch(SCHEMA).map_err(db("creating schema"))?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite half-written (each call is one
+            // statement or transaction), so a poisoned lock is still safe to use.
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Db {
+            op,
+            source: Box::new(e),
+        })?
+        .map_err(db(op))
+    }
+}
+
+fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64, Option<String>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn to_record(
+    (name, created_at, last_error): (String, i64, Option<String>),
+) -> Result<DomainRecord, StoreError> {
+    Ok(DomainRecord {
+        name: Domain::parse(&name).map_err(|_| StoreError::Corrupt("domains.name"))?,
+        created_at: created_at.max(0) as u64,
+        last_error,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
+        let rows = self
+            .with("listing domains", |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT name, created_at, last_error FROM domains ORDER BY name",
+                )?;
+                st.query_map([], row_domain)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter().map(to_record).collect()
+    }
+
+    async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError> {
+        let name = name.clone();
+        self.with("reading domain", move |c| {
+            c.query_row(
+                "SELECT name, created_at, last_error FROM domains WHERE name = ?1",
+                [name.as_str()],
+                row_domain,
+            )
+            .optional()
+        })
+        .await?
+        .map(to_record)
+        .transpose()
+    }
+
+    async fn add_domain(&self, name: &Domain, now: u64) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.with("adding domain", move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO domains (name, created_at) VALUES (?1, ?2)",
+                params![name.as_str(), now as i64],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn remove_domain(&self, name: &Domain) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.with("removing domain", move |c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM certificates WHERE domain = ?1",
+                [name.as_str()],
+            )?;
+            let n = tx.execute("DELETE FROM domains WHERE name = ?1", [name.as_str()])?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_last_error(&self, name: &Domain, error: Option<&str>) -> Result<(), StoreError> {
+        let name = name.clone();
+        let error = error.map(str::to_owned);
+        self.with("recording domain error", move |c| {
+            c.execute(
+                "UPDATE domains SET last_error = ?2 WHERE name = ?1",
+                params![name.as_str(), error],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError> {
+        let name = name.clone();
+        self.with("reading certificate", move |c| {
+            c.query_row(
+                "SELECT issuer, chain_pem, key_pem, not_before, not_after FROM certificates WHERE domain = ?1",
+                [name.as_str()],
+                |r| {
+                    Ok(StoredCert {
+                        issuer: r.get(0)?,
+                        chain_pem: r.get(1)?,
+                        key_pem: r.get(2)?,
+                        not_before: r.get::<_, i64>(3)?.max(0) as u64,
+                        not_after: r.get::<_, i64>(4)?.max(0) as u64,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError> {
+        let name = name.clone();
+        let cert = cert.clone();
+        self.with("storing certificate", move |c| {
+            c.execute(
+                "INSERT INTO certificates (domain, issuer, chain_pem, key_pem, not_before, not_after)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(domain) DO UPDATE SET issuer = ?2, chain_pem = ?3, key_pem = ?4,
+                     not_before = ?5, not_after = ?6",
+                params![
+                    name.as_str(),
+                    cert.issuer,
+                    cert.chain_pem,
+                    cert.key_pem,
+                    cert.not_before as i64,
+                    cert.not_after as i64
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn cert_summary(&self) -> Result<CertSummary, StoreError> {
+        self.with("summarising certificates", |c| {
+            c.query_row(
+                "SELECT COUNT(*), MIN(not_after) FROM certificates",
+                [],
+                |r| {
+                    Ok(CertSummary {
+                        count: r.get::<_, i64>(0)?.max(0) as u64,
+                        soonest_expiry: r.get::<_, Option<i64>>(1)?.map(|t| t.max(0) as u64),
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError> {
+        let rows = self
+            .with("reading link keys", |c| {
+                let mut st =
+                    c.prepare_cached("SELECT id, secret, created_at FROM link_keys ORDER BY id")?;
+                st.query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(id, secret, created_at)| {
+                Ok(StoredLinkKey {
+                    id: u16::try_from(id).map_err(|_| StoreError::Corrupt("link_keys.id"))?,
+                    secret: secret
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("link_keys.secret"))?,
+                    created_at: created_at.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_link_key(&self, secret: [u8; 32], now: u64) -> Result<u16, StoreError> {
+        let id = self
+            .with("adding link key", move |c| {
+                let tx = c.unchecked_transaction()?;
+                let id: i64 =
+                    tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM link_keys", [], |r| {
+                        r.get(0)
+                    })?;
+                tx.execute(
+                    "INSERT INTO link_keys (id, secret, created_at) VALUES (?1, ?2, ?3)",
+                    params![id, &secret[..], now as i64],
+                )?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .await?;
+        u16::try_from(id)
+            .map_err(|_| StoreError::Corrupt("link_keys.id (more than 65535 rotations)"))
+    }
+
+    async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError> {
+        self.with("removing link key", move |c| {
+            c.execute("DELETE FROM link_keys WHERE id = ?1", [i64::from(id)])
+                .map(|n| n == 1)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Domain {
+        Domain::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn domains_and_certificates_round_trip() {
+        let s = SqliteStore::in_memory().unwrap();
+        assert!(s.add_domain(&d("b.example.com"), 1).await.unwrap());
+        assert!(s.add_domain(&d("a.example.com"), 2).await.unwrap());
+        assert!(!s.add_domain(&d("a.example.com"), 3).await.unwrap());
+        let names: Vec<_> = s
+            .domains()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, vec![d("a.example.com"), d("b.example.com")]);
+
+        let cert = StoredCert {
+            issuer: "local".into(),
+            chain_pem: "chain".into(),
+            key_pem: "key".into(),
+            not_before: 10,
+            not_after: 20,
+        };
+        s.put_certificate(&d("a.example.com"), &cert).await.unwrap();
+        assert_eq!(
+            s.certificate(&d("a.example.com")).await.unwrap(),
+            Some(cert)
+        );
+        assert_eq!(
+            s.cert_summary().await.unwrap(),
+            CertSummary {
+                count: 1,
+                soonest_expiry: Some(20)
+            }
+        );
+        s.set_last_error(&d("b.example.com"), Some("boom"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.domain(&d("b.example.com"))
+                .await
+                .unwrap()
+                .unwrap()
+                .last_error
+                .as_deref(),
+            Some("boom")
+        );
+        assert!(s.remove_domain(&d("a.example.com")).await.unwrap());
+        assert_eq!(s.certificate(&d("a.example.com")).await.unwrap(), None);
+        assert!(!s.remove_domain(&d("a.example.com")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn link_keys_get_increasing_ids() {
+        let s = SqliteStore::in_memory().unwrap();
+        assert_eq!(s.add_link_key([1; 32], 1).await.unwrap(), 1);
+        assert_eq!(s.add_link_key([2; 32], 2).await.unwrap(), 2);
+        assert!(s.remove_link_key(1).await.unwrap());
+        let keys = s.link_keys().await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].id, 2);
+        assert_eq!(keys[0].secret, [2; 32]);
+    }
+}

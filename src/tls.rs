@@ -1,0 +1,212 @@
+//! TLS termination: read the ClientHello, normalise SNI, pick the certificate, finish the
+//! handshake with one shared `ServerConfig`.
+//!
+//! rustls's certificate resolver is synchronous, so the certificate is found (and, on a first
+//! handshake, issued) in the acceptor before the handshake continues, then handed to the resolver
+//! through a task-local: the resolver itself never does I/O or a cache lookup. This module does
+//! not talk to a CA.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerConfig};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::Domain;
+use crate::certs::{CertError, Certs};
+use crate::metrics::Metrics;
+
+tokio::task_local! {
+    /// The certificate the acceptor chose for the handshake being driven on this task.
+    static SELECTED: Arc<CertifiedKey>;
+}
+
+/// Hands rustls the certificate the acceptor selected for this connection.
+#[derive(Debug)]
+struct SelectedCert;
+
+impl ResolvesServerCert for SelectedCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        SELECTED.try_with(Arc::clone).ok()
+    }
+}
+
+/// Session cache entries kept when resumption is on.
+const SESSION_CACHE_ENTRIES: usize = 4096;
+
+/// The shared server configuration: TLS 1.3 and 1.2, ALPN h2 and http/1.1, resumption (tickets
+/// and a bounded session cache) unless `session_resumption` is false.
+pub fn server_config(
+    provider: Arc<CryptoProvider>,
+    session_resumption: bool,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SelectedCert));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if session_resumption {
+        config.session_storage =
+            rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    } else {
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
+    Ok(Arc::new(config))
+}
+
+/// A finished handshake.
+pub struct Accepted<IO> {
+    /// The TLS stream.
+    pub stream: TlsStream<IO>,
+    /// The normalised SNI name.
+    pub domain: Domain,
+    /// `"1.3"` or `"1.2"`.
+    pub tls_version: &'static str,
+    /// True if ALPN selected h2.
+    pub h2: bool,
+}
+
+/// Why a handshake did not complete. Each variant is one `outcome` label value.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// No ClientHello or no finished handshake within the handshake timeout.
+    #[error("handshake timed out")]
+    Timeout,
+    /// The ClientHello had no SNI or an invalid name.
+    #[error("missing or invalid SNI")]
+    BadName,
+    /// The name is not registered (refused with `unrecognized_name`, no I/O).
+    #[error("{0} is not served")]
+    Unrecognized(Domain),
+    /// A registered name has no certificate (issuance failed or timed out).
+    #[error("no certificate: {0}")]
+    NoCertificate(CertError),
+    /// The TLS exchange itself failed (garbage, protocol error, client hung up).
+    #[error("tls: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl HandshakeError {
+    /// The `outcome` label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            HandshakeError::Timeout => "timeout",
+            HandshakeError::BadName => "bad_sni",
+            HandshakeError::Unrecognized(_) => "unrecognized_name",
+            HandshakeError::NoCertificate(_) => "no_certificate",
+            HandshakeError::Io(_) => "failed",
+        }
+    }
+}
+
+/// TLS alert descriptions we send ourselves before any handshake state exists (RFC 8446 §6).
+#[derive(Clone, Copy)]
+enum Alert {
+    UnrecognizedName = 112,
+    InternalError = 80,
+}
+
+/// Terminates TLS for the edge.
+pub struct Acceptor {
+    config: Arc<ServerConfig>,
+    certs: Arc<Certs>,
+    metrics: Metrics,
+    handshake_timeout: Duration,
+}
+
+impl Acceptor {
+    /// An acceptor using `config` (from [`server_config`]) and `certs`.
+    pub fn new(
+        config: Arc<ServerConfig>,
+        certs: Arc<Certs>,
+        metrics: Metrics,
+        handshake_timeout: Duration,
+    ) -> Acceptor {
+        Acceptor {
+            config,
+            certs,
+            metrics,
+            handshake_timeout,
+        }
+    }
+
+    /// Runs the handshake on `io` and counts its outcome.
+    pub async fn accept<IO>(&self, io: IO) -> Result<Accepted<IO>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let result = self.handshake(io).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.metrics.handshakes.with_label_values(&[outcome]).inc();
+        result
+    }
+
+    async fn handshake<IO>(&self, io: IO) -> Result<Accepted<IO>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let start = tokio::time::timeout(self.handshake_timeout, lazy)
+            .await
+            .map_err(|_| HandshakeError::Timeout)?
+            .map_err(HandshakeError::Io)?;
+        let name = start
+            .client_hello()
+            .server_name()
+            .map(Domain::parse)
+            .and_then(Result::ok);
+        let Some(domain) = name else {
+            refuse(start.io, Alert::UnrecognizedName).await;
+            return Err(HandshakeError::BadName);
+        };
+        let key = match self.certs.resolve(&domain).await {
+            Ok(key) => key,
+            Err(CertError::NotServed(d)) => {
+                refuse(start.io, Alert::UnrecognizedName).await;
+                return Err(HandshakeError::Unrecognized(d));
+            }
+            Err(e) => {
+                refuse(start.io, Alert::InternalError).await;
+                return Err(HandshakeError::NoCertificate(e));
+            }
+        };
+        // rustls resolves the certificate while `into_stream` builds the connection from the
+        // buffered ClientHello, synchronously: the task-local only needs to be set for that call.
+        let handshake = SELECTED.sync_scope(key, || start.into_stream(self.config.clone()));
+        let stream = tokio::time::timeout(self.handshake_timeout, handshake)
+            .await
+            .map_err(|_| HandshakeError::Timeout)?
+            .map_err(HandshakeError::Io)?;
+        let conn = stream.get_ref().1;
+        let tls_version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+            _ => "1.3",
+        };
+        let h2 = conn.alpn_protocol() == Some(b"h2");
+        Ok(Accepted {
+            stream,
+            domain,
+            tls_version,
+            h2,
+        })
+    }
+}
+
+/// Sends a fatal alert as a plaintext TLS record and closes. Before the ServerHello no keys
+/// exist, so a plaintext alert is what RFC 8446 §6 prescribes.
+async fn refuse<IO: AsyncWrite + Unpin>(mut io: IO, alert: Alert) {
+    let record = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, alert as u8];
+    // Best effort: the peer may already be gone.
+    let _ = io.write_all(&record).await;
+    let _ = io.shutdown().await;
+}
