@@ -1,0 +1,243 @@
+//! The admin API contract: bearer token (401), input errors (400 with a message), domain
+//! lifecycle, link minting, key rotation and removal, metrics and health.
+
+mod common;
+
+use common::Edge;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn missing_or_wrong_token_is_401_but_health_and_metrics_are_open() {
+    let edge = Edge::start();
+    for token in [None, Some("wrong-token"), Some("")] {
+        for (method, path) in [
+            (Method::GET, "/v1/domains"),
+            (Method::POST, "/v1/domains"),
+            (Method::POST, "/v1/links"),
+            (Method::GET, "/v1/keys"),
+        ] {
+            let (status, body) = edge
+                .admin_with_token(
+                    method.clone(),
+                    path,
+                    Some(json!({ "name": "a.example.com" })),
+                    token,
+                )
+                .await;
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
+            assert!(body["error"].as_str().unwrap().contains("token"));
+        }
+    }
+    let (status, _) = edge
+        .admin_with_token(Method::GET, "/healthz", None, None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        edge.metrics()
+            .await
+            .contains("clickedge_clicks_dropped_total 0")
+    );
+    // Nothing was registered by the refused calls.
+    let (_, list) = edge.admin(Method::GET, "/v1/domains", None).await;
+    assert_eq!(list, json!([]));
+}
+
+#[tokio::test]
+async fn bad_input_is_400_with_a_message() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    let raw = |body: &'static str| {
+        let url = format!("http://{}/v1/domains", edge.admin);
+        let token = edge.token.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, body) = raw("{not json").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("invalid JSON"),
+        "{body}"
+    );
+    let (status, body) = raw(r#"{"nme": "x.example.com"}"#).await;
+    assert_eq!(status, 400, "{body}");
+
+    for bad in ["localhost", "bad_name.example.com", "a..b", "", "127.0.0.1"] {
+        let (status, body) = edge
+            .admin(Method::POST, "/v1/domains", Some(json!({ "name": bad })))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{bad:?}")),
+            "{body}"
+        );
+    }
+    for url in [
+        "javascript:alert(1)",
+        "ftp://example.com/",
+        "/relative",
+        "https://",
+        "data:text/html,x",
+    ] {
+        let (status, body) = edge
+            .admin(
+                Method::POST,
+                "/v1/links",
+                Some(json!({ "domain": "links.example.com", "url": url })),
+            )
+            .await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("http"), "{body}");
+    }
+    let (status, body) = edge
+        .admin(
+            Method::POST,
+            "/v1/links",
+            Some(json!({ "domain": "unknown.example.com", "url": "https://example.com/" })),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("clickedge domain add unknown.example.com")
+    );
+    let (status, _) = edge
+        .admin(
+            Method::POST,
+            "/v1/links",
+            Some(json!({ "domain": "links.example.com", "url": "https://example.com/", "meta": { "k": 1 } })),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn domain_lifecycle() {
+    let edge = Edge::start();
+    let (status, body) = edge
+        .admin(
+            Method::POST,
+            "/v1/domains",
+            Some(json!({ "name": "Links.Example.COM." })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(body["name"], "links.example.com");
+    assert_eq!(body["certificate"]["status"], "none");
+    let (status, _) = edge
+        .admin(
+            Method::POST,
+            "/v1/domains",
+            Some(json!({ "name": "links.example.com" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // The first click issues the certificate; the status shows it.
+    let link = edge
+        .mint("links.example.com", "https://example.com/", json!({}))
+        .await;
+    assert_eq!(
+        edge.client(&["links.example.com"])
+            .get(&link)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        302
+    );
+    let (status, body) = edge
+        .admin(Method::GET, "/v1/domains/links.example.com", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["certificate"]["status"], "valid");
+    assert_eq!(body["certificate"]["issuer"], "local");
+    assert!(
+        body["certificate"]["not_after"]
+            .as_str()
+            .unwrap()
+            .starts_with("20")
+    );
+    assert!(body["certificate"]["last_error"].is_null());
+
+    let (_, list) = edge.admin(Method::GET, "/v1/domains", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let (status, _) = edge
+        .admin(Method::DELETE, "/v1/domains/links.example.com", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = edge
+        .admin(Method::GET, "/v1/domains/links.example.com", None)
+        .await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("clickedge domain add")
+    );
+    let (status, _) = edge
+        .admin(Method::DELETE, "/v1/domains/links.example.com", None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_links_and_removal_stops_them() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    let client = edge.client(&["links.example.com"]);
+    let old = edge
+        .mint("links.example.com", "https://example.com/old", json!({}))
+        .await;
+
+    let (status, key) = edge.admin(Method::POST, "/v1/keys", None).await;
+    assert_eq!(status, 201);
+    assert_eq!(key["id"], 2);
+    let new = edge
+        .mint("links.example.com", "https://example.com/new", json!({}))
+        .await;
+    assert_eq!(client.get(&old).send().await.unwrap().status(), 302);
+    assert_eq!(client.get(&new).send().await.unwrap().status(), 302);
+
+    // The sealing key cannot be removed; the old one can, and its links stop at once.
+    let (status, _) = edge.admin(Method::DELETE, "/v1/keys/2", None).await;
+    assert_eq!(status, 409);
+    let (status, _) = edge.admin(Method::DELETE, "/v1/keys/1", None).await;
+    assert_eq!(status, 204);
+    assert_eq!(client.get(&old).send().await.unwrap().status(), 404);
+    assert_eq!(client.get(&new).send().await.unwrap().status(), 302);
+    let (_, keys) = edge.admin(Method::GET, "/v1/keys", None).await;
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn admin_token_file_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let edge = Edge::start();
+    for file in ["admin-token", "ca-key.pem", "clickedge.db"] {
+        let mode = std::fs::metadata(edge.data_dir().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is {mode:o}");
+    }
+}

@@ -1,0 +1,148 @@
+//! The command line as a user meets it: `--help` that documents the config with defaults,
+//! config errors that name the key and the file, and the client commands against a running edge.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Edge, bin};
+
+#[test]
+fn serve_help_documents_every_config_key_with_its_default() {
+    let out = Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "data_dir = \"./clickedge-data\"",
+        "https = \"127.0.0.1:8443\"",
+        "http  = \"127.0.0.1:8080\"",
+        "admin = \"127.0.0.1:9180\"",
+        "issuer = \"local\"",
+        "on_demand_timeout = \"10s\"",
+        "session_resumption = true",
+        "flush_interval = \"100ms\"",
+        "durability = \"buffered\"",
+        "CLICKEDGE_CONFIG",
+    ] {
+        assert!(help.contains(key), "missing {key:?} in:\n{help}");
+    }
+    let version = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8(version.stdout)
+            .unwrap()
+            .starts_with("clickedge ")
+    );
+}
+
+#[test]
+fn config_errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, "[tls]\nsesion_resumption = false\n").unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("sesion_resumption"), "{err}");
+    assert!(err.contains("edge.toml"), "{err}");
+
+    // The environment variable names the file too.
+    std::fs::write(&path, "[listen]\nhttps = \"nowhere\"\n").unwrap();
+    let out = Command::new(bin())
+        .arg("serve")
+        .env("CLICKEDGE_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("https") && err.contains("edge.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn client_commands_add_list_link_and_remove() {
+    let edge = Edge::start();
+    // The config listens on port 0, so the address comes from --admin; the token from the
+    // data dir named by the config.
+    let admin = format!("http://{}", edge.admin);
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(edge.config_path())
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (ok, out, err) = run(&["domain", "add", "links.example.com"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("added links.example.com"));
+    let (ok, out, _) = run(&["domain", "list"]);
+    assert!(ok);
+    assert!(
+        out.contains("links.example.com") && out.contains("none"),
+        "{out}"
+    );
+    let (ok, link, err) = run(&[
+        "link",
+        "https://example.com/x",
+        "--domain",
+        "links.example.com",
+        "--meta",
+        "campaign=spring",
+    ]);
+    assert!(ok, "{err}");
+    let link = link.trim();
+    assert!(link.starts_with("https://links.example.com/c/"), "{link}");
+    let res = edge
+        .client(&["links.example.com"])
+        .get(edge.on_port(link))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let clicks = edge.wait_for_clicks(1);
+    assert_eq!(clicks[0]["meta"]["campaign"], "spring");
+
+    let (ok, _, err) = run(&[
+        "link",
+        "javascript:alert(1)",
+        "--domain",
+        "links.example.com",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("javascript:alert(1)") && err.contains("400"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "link",
+        "https://e.com/",
+        "--domain",
+        "d.example.com",
+        "--meta",
+        "novalue",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("KEY=VALUE"), "{err}");
+
+    let (ok, out, _) = run(&["domain", "show", "links.example.com", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["certificate"]["status"], "valid");
+    let (ok, _, _) = run(&["domain", "remove", "links.example.com"]);
+    assert!(ok);
+    let (ok, _, err) = run(&["domain", "show", "links.example.com"]);
+    assert!(!ok);
+    assert!(err.contains("not registered"), "{err}");
+}

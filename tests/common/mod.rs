@@ -1,0 +1,288 @@
+//! Test harness: starts the real `clickedge` binary on port 0 in a temporary data dir, and gives
+//! tests clients that trust its `ca.pem`. The child is killed on drop; readiness is read from the
+//! binary's first stdout line, never slept for.
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running edge.
+pub struct Edge {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub token: String,
+    pub ca_pem: String,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_clickedge")
+}
+
+impl Edge {
+    /// Starts an edge with default settings (ports 0).
+    pub fn start() -> Edge {
+        Edge::start_with("")
+    }
+
+    /// Starts an edge; `extra` is appended to the generated config (top-level keys first, then
+    /// tables, e.g. `"[clicks]\nflush_interval = \"10s\"\n"`).
+    pub fn start_with(extra: &str) -> Edge {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Edge::start_in(dir, extra)
+    }
+
+    /// Starts an edge in an existing data dir (restarts).
+    pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Edge {
+        let config = dir.path().join("clickedge.toml");
+        let listen =
+            "[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
+        let (top, tables) = match extra.find('[') {
+            Some(i) => extra.split_at(i),
+            None => (extra, ""),
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n{top}\n{listen}\n{tables}",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("writing config");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let mut child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CLICKEDGE_LOG", "info,clickedge=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning clickedge");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = match lines.next() {
+            Some(Ok(line)) => line,
+            _ => {
+                let _ = child.wait();
+                panic!(
+                    "clickedge did not start:\n{}",
+                    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+                );
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let addr = |key: &str| -> SocketAddr {
+            first
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("no {key}= in {first:?}"))
+                .parse()
+                .expect("address")
+        };
+        let data = dir.path().join("data");
+        let token = std::fs::read_to_string(data.join("admin-token"))
+            .expect("admin-token")
+            .trim()
+            .to_owned();
+        let ca_pem = std::fs::read_to_string(data.join("ca.pem")).expect("ca.pem");
+        Edge {
+            https: addr("https"),
+            http: addr("http"),
+            admin: addr("admin"),
+            child: Some(child),
+            dir,
+            token,
+            ca_pem,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("clickedge.toml")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// An HTTPS client that trusts the edge's CA and resolves `domains` to the edge.
+    pub fn client(&self, domains: &[&str]) -> reqwest::Client {
+        self.client_builder(domains).build().expect("client")
+    }
+
+    pub fn client_builder(&self, domains: &[&str]) -> reqwest::ClientBuilder {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("ca.pem parses");
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30));
+        for d in domains {
+            b = b.resolve(d, self.https);
+        }
+        b
+    }
+
+    /// Calls the admin API with the edge's token.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.admin_with_token(method, path, body, Some(&self.token))
+            .await
+    }
+
+    pub async fn admin_with_token(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req =
+            reqwest::Client::new().request(method, format!("http://{}{path}", self.admin));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("admin request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("admin body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn add_domain(&self, name: &str) {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/v1/domains",
+                Some(serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert!(
+            status == 201 || status == 200,
+            "adding {name}: {status} {body}"
+        );
+    }
+
+    /// Mints a link and returns it with the edge's HTTPS port inserted.
+    pub async fn mint(&self, domain: &str, url: &str, meta: Value) -> String {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/v1/links",
+                Some(serde_json::json!({ "domain": domain, "url": url, "meta": meta })),
+            )
+            .await;
+        assert_eq!(status, 201, "minting: {body}");
+        let link = body["link"].as_str().expect("link").to_owned();
+        self.on_port(&link)
+    }
+
+    /// Inserts the edge's HTTPS port after the host of `link`.
+    pub fn on_port(&self, link: &str) -> String {
+        let rest = link.strip_prefix("https://").expect("https link");
+        let (host, path) = rest.split_once('/').expect("path");
+        format!("https://{host}:{}/{path}", self.https.port())
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of one metric line (`name` includes labels, e.g. `foo_total{outcome="ok"}`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().expect("metric value"))
+    }
+
+    /// Every click line written so far, files in name order.
+    pub fn clicks(&self) -> Vec<Value> {
+        read_clicks(&self.data_dir().join("clicks"))
+    }
+
+    /// Polls the click log until it holds `n` lines (or fails after 20 s).
+    pub fn wait_for_clicks(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let clicks = self.clicks();
+            if clicks.len() >= n || Instant::now() > deadline {
+                return clicks;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(&child, "TERM");
+        child.wait().expect("wait")
+    }
+
+    /// Sends SIGTERM, waits, and gives back the data dir for a restart.
+    pub fn stop_keep_dir(mut self) -> tempfile::TempDir {
+        let status = self.terminate();
+        assert!(status.success(), "exit {status:?}\n{}", self.stderr());
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+pub fn read_clicks(dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries.map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("click file")
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("click line is JSON"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

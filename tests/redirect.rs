@@ -1,0 +1,212 @@
+//! Clicks over HTTPS: a verified 302 with `Location` and `Cache-Control: no-store`, HEAD, HTTP/1.1
+//! keep-alive and h2, TLS 1.2 and 1.3, and the click line each redirect writes. Anything that
+//! does not open is a 404 with no `Location` and no click.
+
+mod common;
+
+use common::Edge;
+use serde_json::json;
+
+const DOMAIN: &str = "links.example.com";
+const DEST: &str = "https://shop.example.com/sale?utm_source=email";
+
+#[tokio::test]
+async fn verified_redirect_logs_one_click_with_contract_fields() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge
+        .mint(DOMAIN, DEST, json!({ "campaign": "spring", "r": "42" }))
+        .await;
+    let res = edge
+        .client(&[DOMAIN])
+        .get(&link)
+        .header("user-agent", "test-agent/1")
+        .header("referer", "https://mail.example.net/")
+        .send()
+        .await
+        .expect("click over verified TLS");
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"], DEST);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+
+    let clicks = edge.wait_for_clicks(1);
+    assert_eq!(clicks.len(), 1, "{clicks:?}");
+    let c = &clicks[0];
+    assert_eq!(c["kind"], "click");
+    assert_eq!(c["domain"], DOMAIN);
+    assert_eq!(c["url"], DEST);
+    assert_eq!(c["meta"], json!({ "campaign": "spring", "r": "42" }));
+    assert_eq!(c["ip"], "127.0.0.1");
+    assert_eq!(c["ua"], "test-agent/1");
+    assert_eq!(c["referer"], "https://mail.example.net/");
+    assert_eq!(c["method"], "GET");
+    assert_eq!(c["tls"], "1.3");
+    let ts = c["ts"].as_str().expect("ts");
+    assert_eq!(ts.len(), "2026-01-01T00:00:00.000Z".len(), "{ts}");
+    assert!(ts.ends_with('Z'));
+}
+
+#[tokio::test]
+async fn head_h1_keepalive_h2_and_tls12_all_redirect_and_log() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+
+    let head = edge.client(&[DOMAIN]).head(&link).send().await.unwrap();
+    assert_eq!(head.status(), 302);
+    assert_eq!(head.headers()["location"], DEST);
+
+    let h1 = edge.client_builder(&[DOMAIN]).http1_only().build().unwrap();
+    for _ in 0..3 {
+        let res = h1.get(&link).send().await.unwrap();
+        assert_eq!(res.status(), 302);
+        assert_eq!(res.version(), reqwest::Version::HTTP_11);
+    }
+
+    let h2 = edge.client(&[DOMAIN]);
+    let res = h2.get(&link).send().await.unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+
+    let tls12 = edge
+        .client_builder(&[DOMAIN])
+        .tls_version_max(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    assert_eq!(tls12.get(&link).send().await.unwrap().status(), 302);
+
+    let clicks = edge.wait_for_clicks(6);
+    assert_eq!(clicks.len(), 6);
+    let field = |k: &str| {
+        clicks
+            .iter()
+            .map(|c| c[k].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("method"), ["HEAD", "GET", "GET", "GET", "GET", "GET"]);
+    assert_eq!(field("http"), ["2", "1.1", "1.1", "1.1", "2", "2"]);
+    assert_eq!(field("tls"), ["1.3", "1.3", "1.3", "1.3", "1.3", "1.2"]);
+}
+
+#[tokio::test]
+async fn tampered_truncated_and_garbage_tokens_never_redirect() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({ "c": "x" })).await;
+    let (prefix, token) = link.rsplit_once('/').unwrap();
+    let client = edge.client(&[DOMAIN]);
+
+    let mut bad = Vec::new();
+    for i in [0, 3, 10, token.len() / 2, token.len() - 1] {
+        let mut t = token.as_bytes().to_vec();
+        t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+        bad.push(String::from_utf8(t).unwrap());
+    }
+    bad.push(token[..token.len() - 1].to_owned());
+    bad.push(token[..20].to_owned());
+    bad.push(format!("{token}A"));
+    bad.push("garbage".to_owned());
+    bad.push("%00%ff".to_owned());
+    for t in &bad {
+        let res = client.get(format!("{prefix}/{t}")).send().await.unwrap();
+        assert_eq!(res.status(), 404, "token {t:.40}");
+        assert!(res.headers().get("location").is_none());
+    }
+    // Longer than any token we mint: refused (by the token codec or the HTTP layer's limits).
+    let res = client
+        .get(format!("{prefix}/{}", "A".repeat(40_000)))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+    assert!(res.headers().get("location").is_none());
+    for path in ["/", "/c/", "/c", "/other", &format!("/c/{token}/x")] {
+        let url = format!("https://{DOMAIN}:{}{path}", edge.https.port());
+        let res = client.get(url).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        assert!(res.headers().get("location").is_none());
+    }
+    let post = client.post(&link).send().await.unwrap();
+    assert_eq!(post.status(), 405);
+    assert!(post.headers().get("location").is_none());
+
+    // One good click after the bad ones is the only line in the log.
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    let clicks = edge.wait_for_clicks(1);
+    assert_eq!(clicks.len(), 1, "{clicks:?}");
+    assert_eq!(
+        edge.metric("clickedge_requests_total{outcome=\"bad_token\"}")
+            .await,
+        bad.len() as f64
+    );
+}
+
+#[tokio::test]
+async fn token_minted_for_one_domain_is_404_on_another() {
+    let edge = Edge::start();
+    edge.add_domain("a.example.com").await;
+    edge.add_domain("b.example.com").await;
+    let link = edge.mint("a.example.com", DEST, json!({})).await;
+    let moved = link.replace("a.example.com", "b.example.com");
+    let client = edge.client(&["a.example.com", "b.example.com"]);
+    let res = client.get(&moved).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.headers().get("location").is_none());
+    // And a Host that differs from SNI is refused rather than answered for the other name.
+    let h1 = edge
+        .client_builder(&["a.example.com", "b.example.com"])
+        .http1_only()
+        .build()
+        .unwrap();
+    let res = h1
+        .get(&link)
+        .header("host", "b.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 421);
+    assert!(edge.clicks().is_empty());
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+}
+
+#[tokio::test]
+async fn plain_http_click_is_upgraded_once_a_certificate_exists() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    // The first HTTPS click issues the certificate.
+    assert_eq!(
+        edge.client(&[DOMAIN])
+            .get(&link)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        302
+    );
+
+    let path = link
+        .split_once(&format!(":{}", edge.https.port()))
+        .unwrap()
+        .1;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = plain
+        .get(format!("http://{}{path}", edge.http))
+        .header("host", DOMAIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 308);
+    assert_eq!(res.headers()["location"], format!("https://{DOMAIN}{path}"));
+
+    let res = plain
+        .get(format!("http://{}{path}", edge.http))
+        .header("host", "unknown.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}

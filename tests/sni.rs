@@ -1,0 +1,125 @@
+//! TLS by SNI: registered names get a certificate chained to `ca.pem` at their first handshake,
+//! concurrent first handshakes share one issuance, and names that are not registered are refused
+//! with `unrecognized_name` without issuing anything.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Edge;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+fn connector(edge: &Edge) -> TlsConnector {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(edge.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn handshake(edge: &Edge, name: &str) -> Result<(), std::io::Error> {
+    handshake_to(edge.https, connector(edge), name.to_owned()).await
+}
+
+async fn handshake_to(
+    addr: std::net::SocketAddr,
+    connector: TlsConnector,
+    name: String,
+) -> Result<(), std::io::Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name).unwrap();
+    connector.connect(name, tcp).await.map(drop)
+}
+
+#[tokio::test]
+async fn unknown_sni_is_refused_with_unrecognized_name_and_issues_nothing() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    for name in ["other.example.com", "random-1234.example.org"] {
+        let err = handshake(&edge, name).await.expect_err("must be refused");
+        let text = format!("{err:?}");
+        assert!(text.contains("UnrecognisedName"), "{text}");
+    }
+    assert_eq!(
+        edge.metric("clickedge_tls_handshakes_total{outcome=\"unrecognized_name\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        edge.metric("clickedge_certificates_issued_total{issuer=\"local\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(edge.metric("clickedge_certificates_held").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_handshakes_share_one_issuance_and_verify() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        tasks.spawn(handshake_to(
+            edge.https,
+            connector(&edge),
+            "links.example.com".into(),
+        ));
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().expect("verified handshake");
+    }
+    assert_eq!(
+        edge.metric("clickedge_certificates_issued_total{issuer=\"local\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(edge.metric("clickedge_certificates_held").await, 1.0);
+    assert_eq!(
+        edge.metric("clickedge_tls_handshakes_total{outcome=\"ok\"}")
+            .await,
+        16.0
+    );
+}
+
+#[tokio::test]
+async fn removed_domain_is_refused_at_once() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    handshake(&edge, "links.example.com").await.expect("served");
+    let (status, _) = edge
+        .admin(
+            reqwest::Method::DELETE,
+            "/v1/domains/links.example.com",
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let err = handshake(&edge, "links.example.com")
+        .await
+        .expect_err("refused");
+    assert!(format!("{err:?}").contains("UnrecognisedName"));
+}
+
+#[tokio::test]
+async fn restart_serves_the_stored_certificate_without_issuing() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    handshake(&edge, "links.example.com").await.expect("served");
+    let dir = edge.stop_keep_dir();
+    let edge = Edge::start_in(dir, "");
+    handshake(&edge, "links.example.com")
+        .await
+        .expect("served after restart");
+    assert_eq!(
+        edge.metric("clickedge_certificates_issued_total{issuer=\"local\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(edge.metric("clickedge_certificates_held").await, 1.0);
+}
