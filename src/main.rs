@@ -58,10 +58,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "data dir {data} (clicks in {}); local CA root: {data}/ca.pem",
         config.clicks_dir().display()
     );
+    // The hints name this binary the way it was started, so they paste as they are.
+    let me = std::env::args()
+        .next()
+        .unwrap_or_else(|| "clickedge".into());
     println!("try, in another terminal:");
-    println!("  clickedge domain add links.example.com");
+    println!("  {me} domain add links.example.com");
     println!(
-        "  clickedge link https://example.com/hello --domain links.example.com --meta campaign=spring"
+        "  {me} link https://example.com/hello --domain links.example.com --meta campaign=spring"
     );
     println!(
         "  curl -i --cacert {data}/ca.pem --resolve links.example.com:{port}:{ip} <the link with :{port} after the domain>",

@@ -123,3 +123,51 @@ async fn restart_serves_the_stored_certificate_without_issuing() {
     );
     assert_eq!(edge.metric("clickedge_certificates_held").await, 1.0);
 }
+
+/// Two handshakes from one client (which keeps tickets and session ids): the second resumes
+/// when `tls.session_resumption` is on, and never when it is off.
+async fn second_handshake_kind(edge: &Edge) -> rustls::HandshakeKind {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(edge.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let connector = TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    let mut kind = None;
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(edge.https).await.unwrap();
+        let name = ServerName::try_from("links.example.com").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        // Read until the server's tickets (sent after the handshake in TLS 1.3) have arrived:
+        // send a request and read the response.
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: links.example.com\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = tls.read_to_end(&mut sink).await;
+        kind = tls.get_ref().1.handshake_kind();
+    }
+    kind.unwrap()
+}
+
+#[tokio::test]
+async fn session_resumption_is_on_by_default_and_can_be_turned_off() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    assert_eq!(
+        second_handshake_kind(&edge).await,
+        rustls::HandshakeKind::Resumed
+    );
+
+    let edge = Edge::start_with("[tls]\nsession_resumption = false\n");
+    edge.add_domain("links.example.com").await;
+    assert_eq!(
+        second_handshake_kind(&edge).await,
+        rustls::HandshakeKind::Full
+    );
+}

@@ -287,6 +287,34 @@ mod tests {
     }
 
     #[test]
+    fn rotates_by_age_and_names_sort_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, queue) = FileSink::start(
+            FileSinkConfig {
+                dir: dir.path().to_path_buf(),
+                flush_interval: Duration::from_millis(1),
+                queue_capacity: 100,
+                max_file_bytes: u64::MAX,
+                rotate_interval: Duration::from_millis(20),
+            },
+            Metrics::unregistered(),
+        )
+        .unwrap();
+        for i in 0..3 {
+            queue.push(event(i));
+            // Let the age limit pass between clicks: each lands in a file of its own.
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        sink.close();
+        let (files, lines) = lines(dir.path());
+        assert_eq!(files.len(), 3, "{files:?}");
+        for (i, line) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["url"], format!("https://example.com/{i}"));
+        }
+    }
+
+    #[test]
     fn full_queue_counts_drops() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::unregistered();
