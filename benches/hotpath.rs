@@ -1,1 +1,223 @@
-fn main() {}
+//! Micro-benchmarks for the edge's per-request and per-handshake hot paths: sealing and opening
+//! link tokens (including the cost of rejecting forged and garbage tokens), SNI/domain
+//! normalisation, the certificate cache hit taken on every TLS handshake, path routing, and
+//! click-log JSON encoding.
+//!
+//! Run with:
+//!
+//! ```text
+//! cargo bench --bench hotpath
+//! ```
+//!
+//! Criterion arguments go after `--`, e.g.
+//! `cargo bench --bench hotpath -- --warm-up-time 1 --measurement-time 2 links/`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+use clickedge::Domain;
+use clickedge::certs::Certs;
+use clickedge::clicks::ClickEvent;
+use clickedge::http::router::{Route, route};
+use clickedge::issuer::LocalCa;
+use clickedge::links::{self, KeyId, KeyRing, Link, LinkKey, TokenError};
+use clickedge::metrics::Metrics;
+use clickedge::policy::Policy;
+use clickedge::store::{SqliteStore, Store as _};
+
+/// The link domain every bench uses.
+const DOMAIN: &str = "links.example.com";
+/// An 80-byte destination, the "typical link" of `links::token`'s docs.
+const URL: &str =
+    "https://shop.example.com/spring-sale/shoes?utm_source=email&utm_campaign=spring1";
+
+fn ring() -> KeyRing {
+    KeyRing::new(vec![LinkKey::new(KeyId(1), [7; 32], 0)]).expect("one key")
+}
+
+fn typical_link() -> Link {
+    let link = Link::new(
+        URL,
+        vec![("c".into(), "spring".into()), ("r".into(), "4711".into())],
+        1_764_000_000,
+    )
+    .expect("valid link");
+    assert_eq!(link.url.len(), 80);
+    link
+}
+
+/// Token sealing and opening.
+fn bench_links(c: &mut Criterion) {
+    let ring = ring();
+    let link = typical_link();
+    let token = links::seal(&ring, DOMAIN, &link);
+    assert_eq!(links::open(&ring, DOMAIN, &token).as_ref(), Ok(&link));
+
+    // The same token with one ciphertext byte flipped: decodes fine, fails authentication.
+    let mut raw = URL_SAFE_NO_PAD.decode(&token).expect("token is base64url");
+    raw[40] ^= 0x01;
+    let forged = URL_SAFE_NO_PAD.encode(&raw);
+    assert_eq!(links::open(&ring, DOMAIN, &forged), Err(TokenError::Forged));
+
+    // Same length as a real token but not base64url: rejected while decoding.
+    let garbage = "!".repeat(token.len());
+    assert_eq!(
+        links::open(&ring, DOMAIN, &garbage),
+        Err(TokenError::Malformed)
+    );
+
+    let mut g = c.benchmark_group("links");
+    // Minting: payload encoding, a random nonce, XChaCha20-Poly1305 sealing and base64url.
+    g.bench_function("seal", |b| {
+        b.iter(|| links::seal(black_box(&ring), black_box(DOMAIN), black_box(&link)))
+    });
+    // A click's token check: base64url decode, authenticated decryption, payload decode.
+    g.bench_function("open", |b| {
+        b.iter(|| links::open(black_box(&ring), black_box(DOMAIN), black_box(&token)))
+    });
+    // Rejecting a tampered token: full decode and decryption, then the tag mismatch.
+    g.bench_function("open_forged", |b| {
+        b.iter(|| links::open(black_box(&ring), black_box(DOMAIN), black_box(&forged)))
+    });
+    // Rejecting non-base64 input of token length: fails in base64 decoding, no cryptography.
+    g.bench_function("open_garbage", |b| {
+        b.iter(|| links::open(black_box(&ring), black_box(DOMAIN), black_box(&garbage)))
+    });
+    g.finish();
+}
+
+/// Domain name parsing and normalisation.
+fn bench_domain(c: &mut Criterion) {
+    let mut g = c.benchmark_group("domain");
+    // An already-normalised name: validation plus one `Arc<str>` allocation.
+    g.bench_function("parse_normalised", |b| {
+        b.iter(|| Domain::parse(black_box("links.example.com")))
+    });
+    // An SNI-style name with upper case and a trailing dot: validation plus lowercasing.
+    g.bench_function("parse_sni_mixed_case", |b| {
+        b.iter(|| Domain::parse(black_box("Links.Example.COM.")))
+    });
+    g.finish();
+}
+
+/// Times `iters` runs of `f` inside one `block_on`, so the runtime's entry cost is not counted
+/// against each lookup (criterion's async support is not enabled).
+fn iter_on<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            black_box(f().await);
+        }
+        start.elapsed()
+    })
+}
+
+/// Certificate lookup for a handshake on a warm cache.
+fn bench_certs(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let domain = Domain::parse(DOMAIN).expect("valid domain");
+    let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
+    rt.block_on(store.add_domain(&domain, 0))
+        .expect("registering the domain");
+    let certs = Arc::new(Certs::new(
+        1_000,
+        store,
+        Arc::new(LocalCa::load_or_create(dir.path()).expect("local CA")),
+        Arc::new(Policy::new([domain.clone()], None)),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        Metrics::unregistered(),
+        Duration::from_secs(5),
+    ));
+    // Warm-up: the first call issues, stores and caches the certificate; later calls must hit.
+    let first = rt.block_on(certs.resolve(&domain)).expect("first resolve");
+    let again = rt.block_on(certs.resolve(&domain)).expect("cached resolve");
+    assert!(Arc::ptr_eq(&first, &again), "second resolve is a cache hit");
+
+    let mut g = c.benchmark_group("certs");
+    // Cache hit: policy check, clock read, moka lookup and an `Arc` clone.
+    g.bench_function("resolve_hit", |b| {
+        b.iter_custom(|iters| iter_on(&rt, iters, || certs.resolve(black_box(&domain))))
+    });
+    // What the acceptor does per ClientHello: normalise the SNI name, then the cache hit.
+    g.bench_function("handshake_lookup", |b| {
+        b.iter_custom(|iters| {
+            iter_on(&rt, iters, || async {
+                let name = Domain::parse(black_box("Links.Example.COM.")).expect("valid SNI");
+                certs.resolve(&name).await
+            })
+        })
+    });
+    g.finish();
+}
+
+/// Request path routing.
+fn bench_router(c: &mut Criterion) {
+    let token = links::seal(&ring(), DOMAIN, &typical_link());
+    let click = format!("/c/{token}");
+    assert_eq!(route(&click), Route::Click(&token));
+    assert_eq!(route("/favicon.ico"), Route::NotFound);
+
+    let mut g = c.benchmark_group("router");
+    // `/c/<195-char token>`: prefix match plus a scan of the token for '/'.
+    g.bench_function("click", |b| b.iter(|| route(black_box(&click))));
+    // A path matching neither prefix.
+    g.bench_function("not_found", |b| b.iter(|| route(black_box("/favicon.ico"))));
+    g.finish();
+}
+
+/// Click log encoding.
+fn bench_clicks(c: &mut Criterion) {
+    let link = typical_link();
+    let event = ClickEvent {
+        ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_123_456),
+        domain: Domain::parse(DOMAIN).expect("valid domain"),
+        url: link.url,
+        meta: link.meta,
+        minted_at: link.minted_at,
+        ip: "203.0.113.7".parse().expect("valid IP"),
+        ua: Some(
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 \
+             (KHTML, like Gecko) Version/17.4 Safari/605.1.15"
+                .into(),
+        ),
+        referer: Some("https://mail.example.net/".into()),
+        method: "GET",
+        tls: Some("1.3"),
+        http: "2",
+    };
+    let mut out = Vec::with_capacity(1024);
+
+    let mut g = c.benchmark_group("clicks");
+    // One JSON line (two timestamps formatted, meta map built, serde_json) into a reused buffer.
+    g.bench_function("write_json", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(&event).write_json(&mut out);
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_links,
+    bench_domain,
+    bench_certs,
+    bench_router,
+    bench_clicks
+);
+criterion_main!(benches);

@@ -147,7 +147,7 @@ struct DomainView {
 }
 
 async fn view(state: &AdminState, record: DomainRecord) -> Result<DomainView, ApiError> {
-    let certificate = state.certs.status(&record.name, record.last_error).await?;
+    let certificate = state.certs.status(&record).await?;
     Ok(DomainView {
         name: record.name,
         created_at: rfc3339(record.created_at),
@@ -189,6 +189,10 @@ async fn add_domain(
     state.policy.register(name.clone());
     if created {
         tracing::info!(domain = %name, "domain added");
+    } else {
+        // Adding an existing domain again is how a customer says "I fixed it, try now": the next
+        // handshake may order again instead of waiting out the backoff.
+        state.certs.reset_backoff(&name).await?;
     }
     let record =
         state.store.domain(&name).await?.ok_or_else(|| {
@@ -228,7 +232,7 @@ async fn remove_domain(
 ) -> Result<impl IntoResponse, ApiError> {
     let name = parse_name(&name)?;
     state.policy.unregister(name.as_str());
-    state.certs.forget(&name).await;
+    state.certs.forget(&name);
     if !state.store.remove_domain(&name).await? {
         return Err(not_registered(&name));
     }

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+use crate::acme::AcmeIssuer;
+use crate::acme::challenges::Challenges;
 use crate::admin::{self, AdminState};
 use crate::certs::Certs;
 use crate::clicks::file::{FileSink, FileSinkConfig};
@@ -25,7 +27,7 @@ use crate::http::{self, Edge, Protocols};
 use crate::issuer::{Issuer, LocalCa};
 use crate::links::SharedKeyRing;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::{Ask, Policy};
 use crate::store::{SqliteStore, Store};
 use crate::tls::{self, Acceptor};
 
@@ -74,17 +76,36 @@ impl App {
                 .context("loading link keys")?,
         ));
         let domains = store.domains().await.context("loading domains")?;
-        let policy = Arc::new(Policy::new(domains.into_iter().map(|d| d.name)));
+        let ask = match &config.tls.ask {
+            Some(url) => Some(
+                Ask::new(url.clone(), config.tls.ask_cache_ttl)
+                    .context("building the ask client")?,
+            ),
+            None => None,
+        };
+        let policy = Arc::new(Policy::new(domains.iter().map(|d| d.name.clone()), ask));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let challenges = Arc::new(Challenges::new(
+            store.clone(),
+            policy.clone(),
+            provider.clone(),
+        ));
 
         let issuer: Arc<dyn Issuer> = match config.tls.issuer {
             IssuerKind::Local => {
                 Arc::new(LocalCa::load_or_create(data_dir).context("loading the local CA")?)
             }
-            IssuerKind::Acme => {
-                bail!("tls.issuer = \"acme\" is not available in this version; use \"local\"")
-            }
+            IssuerKind::Acme => Arc::new(
+                AcmeIssuer::new(
+                    config.acme.clone(),
+                    store.clone(),
+                    challenges.clone(),
+                    metrics.clone(),
+                )
+                .map_err(anyhow::Error::msg)
+                .context("setting up the ACME issuer")?,
+            ),
         };
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let certs = Arc::new(Certs::new(
             config.tls.cert_cache_capacity.get(),
             store.clone(),
@@ -94,6 +115,13 @@ impl App {
             metrics.clone(),
             config.tls.on_demand_timeout,
         ));
+        certs.restore(
+            &domains,
+            &store
+                .cert_lifetimes()
+                .await
+                .context("reading certificate lifetimes")?,
+        );
         certs
             .refresh_gauges()
             .await
@@ -106,14 +134,18 @@ impl App {
                 queue_capacity: config.clicks.queue_capacity.get(),
                 max_file_bytes: config.clicks.max_file_bytes.get(),
                 rotate_interval: config.clicks.rotate_interval,
+                durability: config.clicks.durability,
+                max_buffered_bytes: config.clicks.max_buffered_bytes.get(),
             },
             metrics.clone(),
         )?;
 
-        let server_config = tls::server_config(provider, config.tls.session_resumption)
+        let server_config = tls::server_config(provider.clone(), config.tls.session_resumption)
             .context("building the TLS configuration")?;
         let acceptor = Arc::new(Acceptor::new(
             server_config,
+            tls::challenge_config(provider).context("building the TLS-ALPN-01 configuration")?,
+            challenges.clone(),
             certs.clone(),
             metrics.clone(),
             config.tls.handshake_timeout,
@@ -123,6 +155,7 @@ impl App {
             clicks,
             certs.clone(),
             policy.clone(),
+            challenges,
             &metrics,
         ));
 
@@ -155,6 +188,7 @@ impl App {
                 stop_rx.clone(),
             )),
         ];
+        tasks.push(tokio::spawn(certs.clone().run_maintenance(stop_rx.clone())));
         let admin_router = admin::router(Arc::new(AdminState {
             store,
             policy,

@@ -1,29 +1,44 @@
 //! Certificates for the handshake: a bounded in-memory cache of `Arc<CertifiedKey>` in front of
-//! the store, in front of the issuer.
+//! the store, in front of the issuer; plus backoff after failures and the renewal schedule.
 //!
-//! A miss for a registered name loads the stored certificate or, failing that, asks the issuer;
-//! concurrent misses for one name share a single load or issuance. Names that are not registered
-//! are refused before any of that. This module does not speak HTTP and does not decide policy.
+//! A miss for a permitted name loads the stored certificate or, failing that, asks the issuer.
+//! Every load, issuance or renewal of a name runs once, as a background task ("flight") that any
+//! number of handshakes wait on, each for at most `tls.on_demand_timeout`: the order goes on if
+//! they give up, and the next handshake finds its result. A failed issuance backs the name off
+//! (see [`schedule`]) so later handshakes fail fast instead of each starting an order. Names the
+//! policy does not permit are refused before any of that. This module does not speak HTTP.
 
-use std::sync::Arc;
+pub mod schedule;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use dashmap::DashSet;
+use dashmap::DashMap;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::{Notify, watch};
 
 use crate::Domain;
-use crate::issuer::Issuer;
+use crate::issuer::{IssueError, Issuer};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::store::{Store, StoreError, StoredCert};
+use crate::store::{CertLifetime, DomainRecord, IssueStatus, Store, StoreError, StoredCert};
+
+/// Certificates expiring within this long are counted in `clickedge_certificates_expiring`.
+const EXPIRING_SOON: u64 = 7 * 86_400;
+/// The maintenance loop wakes at least this often (gauges, and newly due renewals).
+const MAINTENANCE_TICK: Duration = Duration::from_secs(60);
+/// Stored certificates with an ARI-capable issuer are first checked within this spread after
+/// start, so a restart does not ask the CA about every certificate at once.
+const FIRST_CHECK_SPREAD: u64 = 6 * 3600;
 
 /// Why no certificate is available for a name.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CertError {
-    /// The name is not registered: refused without I/O.
+    /// The name is not permitted: refused without I/O.
     #[error("{0} is not a registered domain")]
     NotServed(Domain),
     /// Issuance or loading failed; the message is recorded as the domain's last error.
@@ -34,8 +49,18 @@ pub enum CertError {
         /// What went wrong, in words.
         message: String,
     },
-    /// The certificate did not arrive within `tls.on_demand_timeout`.
-    #[error("no certificate for {0} within the on-demand timeout")]
+    /// A recent attempt failed; no new order before `retry_at`.
+    #[error("no certificate for {domain}: backing off until {} after: {last_error}", rfc3339(*retry_at))]
+    BackingOff {
+        /// The name.
+        domain: Domain,
+        /// Unix seconds.
+        retry_at: u64,
+        /// The failure that caused it.
+        last_error: String,
+    },
+    /// The certificate did not arrive within `tls.on_demand_timeout` (the order goes on).
+    #[error("no certificate for {0} within the on-demand timeout; the order goes on")]
     Timeout(Domain),
 }
 
@@ -44,6 +69,57 @@ pub enum CertError {
 struct Entry {
     key: Arc<CertifiedKey>,
     not_after: u64,
+}
+
+type Outcome = Option<Result<Entry, CertError>>;
+
+/// What a flight does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flight {
+    /// A handshake needs a certificate: load it, or issue one.
+    Obtain,
+    /// The renewal schedule says it is time: check ARI, then renew.
+    Renew,
+}
+
+/// Renewal times by name, and names by time.
+#[derive(Debug, Default)]
+struct Schedule {
+    by_time: BTreeSet<(u64, Domain)>,
+    by_name: HashMap<Domain, u64>,
+}
+
+impl Schedule {
+    fn set(&mut self, name: &Domain, at: u64) {
+        if let Some(old) = self.by_name.insert(name.clone(), at) {
+            self.by_time.remove(&(old, name.clone()));
+        }
+        self.by_time.insert((at, name.clone()));
+    }
+
+    fn remove(&mut self, name: &Domain) {
+        if let Some(old) = self.by_name.remove(name) {
+            self.by_time.remove(&(old, name.clone()));
+        }
+    }
+
+    fn pop_due(&mut self, now: u64) -> Vec<Domain> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.by_time.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, name)) = self.by_time.pop_first() {
+                self.by_name.remove(&name);
+                due.push(name);
+            }
+        }
+        due
+    }
+
+    fn next(&self) -> Option<u64> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
 }
 
 /// Status of a domain's certificate, for the admin API.
@@ -57,14 +133,23 @@ pub struct CertStatus {
     pub not_before: Option<String>,
     /// Validity end (RFC 3339).
     pub not_after: Option<String>,
-    /// Last issuance error, in words.
+    /// When the certificate is next renewed (or renewal information checked), RFC 3339.
+    pub next_renewal: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// No new order before this time (RFC 3339), after a failure.
+    pub retry_at: Option<String>,
+    /// Last issuance error, with the CA's problem type and detail.
     pub last_error: Option<String>,
 }
 
 /// The certificate source used by the TLS acceptor.
 pub struct Certs {
-    cache: moka::future::Cache<Domain, Entry>,
-    pending: DashSet<Domain>,
+    cache: moka::sync::Cache<Domain, Entry>,
+    inflight: Mutex<HashMap<Domain, watch::Receiver<Outcome>>>,
+    backoff: DashMap<Domain, IssueStatus>,
+    schedule: Mutex<Schedule>,
+    wake: Notify,
     store: Arc<dyn Store>,
     issuer: Arc<dyn Issuer>,
     policy: Arc<Policy>,
@@ -85,8 +170,11 @@ impl Certs {
         on_demand_timeout: Duration,
     ) -> Certs {
         Certs {
-            cache: moka::future::Cache::new(capacity),
-            pending: DashSet::new(),
+            cache: moka::sync::Cache::new(capacity),
+            inflight: Mutex::new(HashMap::new()),
+            backoff: DashMap::new(),
+            schedule: Mutex::new(Schedule::default()),
+            wake: Notify::new(),
             store,
             issuer,
             policy,
@@ -96,77 +184,177 @@ impl Certs {
         }
     }
 
+    /// Restores backoff and the renewal schedule from the store (at start).
+    pub fn restore(&self, domains: &[DomainRecord], lifetimes: &[CertLifetime]) {
+        let now = unix_now();
+        for d in domains.iter().filter(|d| d.retry_at > now) {
+            self.backoff.insert(
+                d.name.clone(),
+                IssueStatus {
+                    last_error: d.last_error.clone(),
+                    failures: d.failures,
+                    retry_at: d.retry_at,
+                },
+            );
+        }
+        let mut schedule = lock(&self.schedule);
+        for c in lifetimes {
+            let due = schedule::default_renew_at(c.not_before, c.not_after, rand::random())
+                .min(now + rand::random_range(0..FIRST_CHECK_SPREAD));
+            schedule.set(&c.domain, due);
+        }
+    }
+
     /// The certificate for `name`, loading or issuing it if needed (waiting at most
-    /// `tls.on_demand_timeout`). Unregistered names are refused without I/O.
-    pub async fn resolve(&self, name: &Domain) -> Result<Arc<CertifiedKey>, CertError> {
-        if !self.policy.is_registered(name.as_str()) {
+    /// `tls.on_demand_timeout`). Names the policy does not permit are refused without I/O.
+    pub async fn resolve(self: &Arc<Self>, name: &Domain) -> Result<Arc<CertifiedKey>, CertError> {
+        let now = unix_now();
+        if let Some(entry) = self.cache.get(name)
+            && entry.not_after > now
+            && self.policy.is_registered(name.as_str())
+        {
+            return Ok(entry.key);
+        }
+        if !self.policy.allows(name).await {
             return Err(CertError::NotServed(name.clone()));
         }
-        let now = unix_now();
-        if let Some(entry) = self.cache.get(name).await {
-            if entry.not_after > now {
-                return Ok(entry.key);
-            }
-            self.cache.invalidate(name).await;
+        if let Some(entry) = self.cache.get(name)
+            && entry.not_after > now
+        {
+            return Ok(entry.key);
         }
-        let load = self
-            .cache
-            .try_get_with(name.clone(), self.load_or_issue(name));
-        match tokio::time::timeout(self.on_demand_timeout, load).await {
-            Ok(Ok(entry)) => Ok(entry.key),
-            Ok(Err(e)) => Err((*e).clone()),
-            Err(_) => Err(CertError::Timeout(name.clone())),
+        if let Some(status) = self.backoff.get(name)
+            && status.retry_at > now
+        {
+            return Err(CertError::BackingOff {
+                domain: name.clone(),
+                retry_at: status.retry_at,
+                last_error: status.last_error.clone().unwrap_or_default(),
+            });
+        }
+        let mut rx = self.fly(name, Flight::Obtain);
+        let outcome = tokio::time::timeout(self.on_demand_timeout, rx.wait_for(Option::is_some))
+            .await
+            .map_err(|_| CertError::Timeout(name.clone()))?
+            .map_err(|_| CertError::Timeout(name.clone()))?
+            .clone();
+        match outcome {
+            Some(Ok(entry)) => Ok(entry.key),
+            Some(Err(e)) => Err(e),
+            None => Err(CertError::Timeout(name.clone())),
         }
     }
 
     /// True if `name` has an unexpired certificate in memory or in the store.
     pub async fn has_valid(&self, name: &Domain) -> bool {
         let now = unix_now();
-        if let Some(entry) = self.cache.get(name).await {
+        if let Some(entry) = self.cache.get(name) {
             return entry.not_after > now;
         }
         matches!(self.store.certificate(name).await, Ok(Some(c)) if c.not_after > now)
     }
 
-    /// Drops `name` from memory (after it was unregistered).
-    pub async fn forget(&self, name: &Domain) {
-        self.cache.invalidate(name).await;
+    /// Forgets everything about `name` in memory (after it was unregistered).
+    pub fn forget(&self, name: &Domain) {
+        self.cache.invalidate(name);
+        self.backoff.remove(name);
+        lock(&self.schedule).remove(name);
+    }
+
+    /// Clears the backoff of `name` so the next handshake may order again.
+    pub async fn reset_backoff(&self, name: &Domain) -> Result<(), StoreError> {
+        self.backoff.remove(name);
+        self.store.set_status(name, &IssueStatus::default()).await
     }
 
     /// Certificate status of `name` for the admin API.
-    pub async fn status(
-        &self,
-        name: &Domain,
-        last_error: Option<String>,
-    ) -> Result<CertStatus, StoreError> {
+    pub async fn status(&self, record: &DomainRecord) -> Result<CertStatus, StoreError> {
+        let name = &record.name;
         let stored = self.store.certificate(name).await?;
         let now = unix_now();
+        let pending = lock(&self.inflight).contains_key(name);
         let status = match &stored {
-            _ if self.pending.contains(name) => "pending",
+            _ if pending => "pending",
             Some(c) if c.not_after > now => "valid",
-            _ if last_error.is_some() => "failed",
+            _ if record.last_error.is_some() => "failed",
             _ => "none",
         };
+        let next_renewal = lock(&self.schedule).by_name.get(name).copied();
         Ok(CertStatus {
             status,
             issuer: stored.as_ref().map(|c| c.issuer.clone()),
             not_before: stored.as_ref().map(|c| rfc3339(c.not_before)),
             not_after: stored.as_ref().map(|c| rfc3339(c.not_after)),
-            last_error,
+            next_renewal: stored.as_ref().and(next_renewal).map(rfc3339),
+            failures: record.failures,
+            retry_at: (record.retry_at > now).then(|| rfc3339(record.retry_at)),
+            last_error: record.last_error.clone(),
         })
     }
 
-    /// Refreshes the certificate count and soonest-expiry gauges from the store.
+    /// Refreshes the certificate gauges from the store.
     pub async fn refresh_gauges(&self) -> Result<(), StoreError> {
-        let summary = self.store.cert_summary().await?;
+        let summary = self.store.cert_summary(unix_now() + EXPIRING_SOON).await?;
         self.metrics.certs_held.set(summary.count as i64);
+        self.metrics.certs_expiring.set(summary.expiring as i64);
         self.metrics
             .certs_soonest_expiry
             .set(summary.soonest_expiry.unwrap_or(0) as f64);
         Ok(())
     }
 
-    async fn load_or_issue(&self, name: &Domain) -> Result<Entry, CertError> {
+    /// Renews certificates when the schedule says so, until `stop` turns true.
+    pub async fn run_maintenance(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let now = unix_now();
+            let due = lock(&self.schedule).pop_due(now);
+            for name in due {
+                // The flight runs on its own; nobody waits for it here.
+                drop(self.fly(&name, Flight::Renew));
+            }
+            if let Err(e) = self.refresh_gauges().await {
+                tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
+            }
+            let next = lock(&self.schedule).next();
+            let sleep = next.map_or(MAINTENANCE_TICK, |at| {
+                Duration::from_secs(at.saturating_sub(unix_now())).min(MAINTENANCE_TICK)
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(sleep.max(Duration::from_millis(200))) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Joins the flight for `name`, starting one if none is in the air.
+    fn fly(self: &Arc<Self>, name: &Domain, kind: Flight) -> watch::Receiver<Outcome> {
+        let mut inflight = lock(&self.inflight);
+        if let Some(rx) = inflight.get(name) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(name.clone(), rx.clone());
+        drop(inflight);
+        let this = self.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let result = match kind {
+                Flight::Obtain => this.obtain(&name).await,
+                Flight::Renew => this.renew(&name).await,
+            };
+            // Cache first, then leave the in-flight map: a handshake arriving in between finds
+            // the certificate and starts no second order.
+            if let Ok(entry) = &result {
+                this.cache.insert(name.clone(), entry.clone());
+            }
+            lock(&this.inflight).remove(&name);
+            let _ = tx.send(Some(result));
+        });
+        rx
+    }
+
+    async fn obtain(&self, name: &Domain) -> Result<Entry, CertError> {
         let unavailable = |message: String| CertError::Unavailable {
             domain: name.clone(),
             message,
@@ -176,46 +364,162 @@ impl Certs {
             .certificate(name)
             .await
             .map_err(|e| unavailable(error_chain(&e)))?;
-        if let Some(cert) = stored.filter(|c| c.not_after > unix_now()) {
-            return self.entry(&cert).map_err(unavailable);
+        if let Some(cert) = stored.as_ref().filter(|c| c.not_after > unix_now()) {
+            let entry = self.entry(cert).map_err(unavailable)?;
+            let mut schedule = lock(&self.schedule);
+            if !schedule.by_name.contains_key(name) {
+                schedule.set(
+                    name,
+                    schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
+                );
+            }
+            return Ok(entry);
         }
-        self.pending.insert(name.clone());
-        let result = self.issue(name).await;
-        self.pending.remove(name);
-        if let Err(e) = &result {
-            tracing::warn!(domain = %name, error = %e, "certificate issuance failed");
-        }
-        let last_error = result.as_ref().err().map(ToString::to_string);
-        if let Err(e) = self.store.set_last_error(name, last_error.as_deref()).await {
-            tracing::warn!(domain = %name, error = %error_chain(&e), "recording certificate status");
-        }
-        result.map_err(|e| unavailable(e.to_string()))
+        self.issue(name, None).await.map_err(|e| match e {
+            IssueOutcome::Failed(status) => CertError::BackingOff {
+                domain: name.clone(),
+                retry_at: status.retry_at,
+                last_error: status.last_error.unwrap_or_default(),
+            },
+            IssueOutcome::Unusable(message) => unavailable(message),
+        })
     }
 
-    async fn issue(&self, name: &Domain) -> Result<Entry, String> {
+    async fn renew(&self, name: &Domain) -> Result<Entry, CertError> {
+        let unavailable = |message: String| CertError::Unavailable {
+            domain: name.clone(),
+            message,
+        };
+        if !self.policy.is_registered(name.as_str()) {
+            return Err(CertError::NotServed(name.clone()));
+        }
+        let current = self
+            .store
+            .certificate(name)
+            .await
+            .map_err(|e| unavailable(error_chain(&e)))?
+            .ok_or_else(|| unavailable("no certificate to renew".into()))?;
+        let now = unix_now();
+        match self.issuer.renewal_window(&current).await {
+            Ok(Some(w)) => {
+                let at = schedule::ari_renew_at(w.start, w.end, now, rand::random());
+                if at > now {
+                    let check = now + w.check_after.as_secs().max(60);
+                    lock(&self.schedule).set(name, at.min(check));
+                    return self.entry(&current).map_err(unavailable);
+                }
+                tracing::info!(domain = %name, window_start = %rfc3339(w.start), "renewal window open: renewing");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Without renewal information, fall back to the lifetime rule.
+                tracing::warn!(domain = %name, error = %e, "renewal information unavailable");
+                let at = schedule::default_renew_at(
+                    current.not_before,
+                    current.not_after,
+                    rand::random(),
+                );
+                if at > now {
+                    lock(&self.schedule).set(name, at);
+                    return self.entry(&current).map_err(unavailable);
+                }
+            }
+        }
+        match self.issue(name, Some(&current)).await {
+            Ok(entry) => {
+                self.metrics.renewals.with_label_values(&["ok"]).inc();
+                Ok(entry)
+            }
+            Err(e) => {
+                self.metrics.renewals.with_label_values(&["failed"]).inc();
+                // The current certificate keeps serving; the schedule was set by `issue`.
+                let message = match e {
+                    IssueOutcome::Failed(s) => s.last_error.unwrap_or_default(),
+                    IssueOutcome::Unusable(m) => m,
+                };
+                tracing::warn!(domain = %name, error = %message, "renewal failed; the current certificate keeps serving");
+                self.entry(&current).map_err(unavailable)
+            }
+        }
+    }
+
+    /// Issues, stores and schedules a certificate, or records the failure and backs off.
+    async fn issue(
+        &self,
+        name: &Domain,
+        replacing: Option<&StoredCert>,
+    ) -> Result<Entry, IssueOutcome> {
         let kind = self.issuer.kind();
         let started = Instant::now();
-        let cert = match self.issuer.issue(name).await {
-            Ok(cert) => cert,
-            Err(e) => {
+        let result = match self.issuer.issue(name, replacing).await {
+            Ok(cert) => self
+                .entry(&cert)
+                .map(|e| (cert, e))
+                .map_err(IssueOutcome::Unusable),
+            Err(e) => Err(self.failed(name, &e, replacing.map(|c| c.not_after)).await),
+        };
+        let (cert, entry) = match result {
+            Ok(ok) => ok,
+            Err(outcome) => {
                 self.metrics.certs_failed.with_label_values(&[kind]).inc();
-                return Err(error_chain(&e));
+                return Err(outcome);
             }
         };
-        let entry = self.entry(&cert)?;
-        self.store
-            .put_certificate(name, &cert)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        if let Err(e) = self.store.put_certificate(name, &cert).await {
+            self.metrics.certs_failed.with_label_values(&[kind]).inc();
+            return Err(IssueOutcome::Unusable(error_chain(&e)));
+        }
         self.metrics.certs_issued.with_label_values(&[kind]).inc();
         self.metrics
             .issuance_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.backoff.remove(name);
+        if let Err(e) = self.store.set_status(name, &IssueStatus::default()).await {
+            tracing::warn!(domain = %name, error = %error_chain(&e), "recording certificate status");
+        }
+        lock(&self.schedule).set(
+            name,
+            schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
+        );
+        self.wake.notify_one();
         if let Err(e) = self.refresh_gauges().await {
             tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
         }
-        tracing::info!(domain = %name, issuer = kind, not_after = %rfc3339(cert.not_after), "certificate issued");
+        tracing::info!(domain = %name, issuer = kind, not_after = %rfc3339(cert.not_after), renewal = replacing.is_some(), "certificate issued");
         Ok(entry)
+    }
+
+    async fn failed(
+        &self,
+        name: &Domain,
+        e: &IssueError,
+        serving_until: Option<u64>,
+    ) -> IssueOutcome {
+        let now = unix_now();
+        let failures = self
+            .store
+            .domain(name)
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |d| d.failures)
+            .saturating_add(1);
+        let retry_at = schedule::retry_at(now, failures, serving_until);
+        let status = IssueStatus {
+            last_error: Some(e.to_string()),
+            failures,
+            retry_at,
+        };
+        tracing::warn!(domain = %name, error = %e, failures, retry_at = %rfc3339(retry_at), "certificate issuance failed");
+        if let Err(se) = self.store.set_status(name, &status).await {
+            tracing::warn!(domain = %name, error = %error_chain(&se), "recording certificate status");
+        }
+        self.backoff.insert(name.clone(), status.clone());
+        if serving_until.is_some() {
+            lock(&self.schedule).set(name, retry_at);
+            self.wake.notify_one();
+        }
+        IssueOutcome::Failed(status)
     }
 
     fn entry(&self, cert: &StoredCert) -> Result<Entry, String> {
@@ -225,6 +529,20 @@ impl Certs {
             not_after: cert.not_after,
         })
     }
+}
+
+/// Why `Certs::issue` produced no certificate.
+enum IssueOutcome {
+    /// The issuer failed; recorded, backing off.
+    Failed(IssueStatus),
+    /// The certificate could not be used or stored.
+    Unusable(String),
+}
+
+/// Locks a mutex that is only ever held for map updates without `.await` or panics inside, so a
+/// poisoned lock still guards consistent data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Builds a rustls `CertifiedKey` from a stored PEM chain and key.
@@ -282,9 +600,11 @@ mod tests {
     use crate::store::SqliteStore;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// Counts issuances; fails while `fail` is set.
     struct Counting {
         ca: LocalCa,
         calls: AtomicUsize,
+        fail: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait::async_trait]
@@ -292,20 +612,32 @@ mod tests {
         fn kind(&self) -> &'static str {
             "local"
         }
-        async fn issue(&self, d: &Domain) -> Result<StoredCert, crate::issuer::IssueError> {
+        async fn issue(
+            &self,
+            d: &Domain,
+            r: Option<&StoredCert>,
+        ) -> Result<StoredCert, IssueError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::task::yield_now().await;
-            self.ca.issue(d).await
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(IssueError::Refused {
+                    domain: d.clone(),
+                    problem_type: Some("urn:ietf:params:acme:error:rejectedIdentifier".into()),
+                    detail: "policy forbids issuing for name".into(),
+                });
+            }
+            self.ca.issue(d, r).await
         }
     }
 
-    fn setup(dir: &std::path::Path) -> (Arc<Counting>, Arc<dyn Store>, Certs) {
+    fn setup(dir: &std::path::Path) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>) {
         let issuer = Arc::new(Counting {
             ca: LocalCa::load_or_create(dir).unwrap(),
             calls: AtomicUsize::new(0),
+            fail: false.into(),
         });
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
-        let policy = Arc::new(Policy::new([Domain::parse("a.example.com").unwrap()]));
+        let policy = Arc::new(Policy::new([Domain::parse("a.example.com").unwrap()], None));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let certs = Certs::new(
             100,
@@ -316,15 +648,19 @@ mod tests {
             Metrics::unregistered(),
             Duration::from_secs(5),
         );
-        (issuer, store, certs)
+        (issuer, store, Arc::new(certs))
+    }
+
+    async fn record(store: &Arc<dyn Store>, name: &Domain) -> DomainRecord {
+        store.domain(name).await.unwrap().unwrap()
     }
 
     #[tokio::test]
     async fn concurrent_misses_share_one_issuance() {
         let dir = tempfile::tempdir().unwrap();
         let (issuer, store, certs) = setup(dir.path());
-        let certs = Arc::new(certs);
         let name = Domain::parse("a.example.com").unwrap();
+        store.add_domain(&name, 0).await.unwrap();
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let certs = certs.clone();
@@ -337,7 +673,9 @@ mod tests {
         }
         assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
         assert!(store.certificate(&name).await.unwrap().is_some());
-        assert_eq!(certs.status(&name, None).await.unwrap().status, "valid");
+        let status = certs.status(&record(&store, &name).await).await.unwrap();
+        assert_eq!(status.status, "valid");
+        assert!(status.next_renewal.is_some());
     }
 
     #[tokio::test]
@@ -350,5 +688,79 @@ mod tests {
             Err(CertError::NotServed(_))
         ));
         assert_eq!(issuer.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_backs_off_instead_of_ordering_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (issuer, store, certs) = setup(dir.path());
+        let name = Domain::parse("a.example.com").unwrap();
+        store.add_domain(&name, 0).await.unwrap();
+        issuer.fail.store(true, Ordering::SeqCst);
+        for _ in 0..5 {
+            let err = certs.resolve(&name).await.unwrap_err();
+            assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+            assert!(err.to_string().contains("rejectedIdentifier"), "{err}");
+        }
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+        let rec = record(&store, &name).await;
+        assert_eq!(rec.failures, 1);
+        assert!(rec.retry_at >= unix_now() + 59);
+        let status = certs.status(&rec).await.unwrap();
+        assert_eq!(status.status, "failed");
+        assert!(status.last_error.unwrap().contains("policy forbids"));
+
+        // Backoff survives a restart of the certificate layer.
+        let (_, _, fresh) = {
+            let issuer2 = issuer.clone();
+            let policy = Arc::new(Policy::new([name.clone()], None));
+            let c = Certs::new(
+                100,
+                store.clone(),
+                issuer2.clone(),
+                policy,
+                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+                Metrics::unregistered(),
+                Duration::from_secs(5),
+            );
+            c.restore(&store.domains().await.unwrap(), &[]);
+            (issuer2, store.clone(), Arc::new(c))
+        };
+        assert!(fresh.resolve(&name).await.is_err());
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+
+        // Clearing the backoff lets the next handshake order again.
+        issuer.fail.store(false, Ordering::SeqCst);
+        certs.reset_backoff(&name).await.unwrap();
+        certs.resolve(&name).await.unwrap();
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            record(&store, &name).await,
+            DomainRecord {
+                name: name.clone(),
+                created_at: 0,
+                last_error: None,
+                failures: 0,
+                retry_at: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn schedule_pops_in_time_order() {
+        let mut s = Schedule::default();
+        let a = Domain::parse("a.example.com").unwrap();
+        let b = Domain::parse("b.example.com").unwrap();
+        s.set(&a, 10);
+        s.set(&b, 5);
+        s.set(&a, 20);
+        assert_eq!(s.next(), Some(5));
+        assert_eq!(s.pop_due(10), vec![b.clone()]);
+        assert_eq!(s.pop_due(19), Vec::<Domain>::new());
+        assert_eq!(s.pop_due(20), vec![a.clone()]);
+        assert_eq!(s.next(), None);
+        s.set(&a, 1);
+        s.remove(&a);
+        assert_eq!(s.pop_due(100), Vec::<Domain>::new());
     }
 }

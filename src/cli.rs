@@ -26,12 +26,17 @@ Configuration (TOML; every key optional; unknown keys are an error):
   session_resumption = true             false forces full handshakes (benchmarks)
   handshake_timeout = \"10s\"             time to send a ClientHello and finish the handshake
   cert_cache_capacity = 100000          certificates kept in memory
+  ask = (none)                          URL approving extra names: GET ?domain=NAME, 2xx allows
+  ask_cache_ttl = \"5m\"                  how long an ask answer is remembered
   [acme]
   directory = \"https://acme-v02.api.letsencrypt.org/directory\"
   contact = []                          e.g. [\"mailto:ops@example.com\"]
-  challenges = [\"http-01\", \"tls-alpn-01\"]
-  ca_root = (none)                      extra root for the ACME server's HTTPS
-  eab_kid, eab_hmac_key = (none)        external account binding
+  challenges = [\"http-01\", \"tls-alpn-01\"]  in order of preference
+  ca_root = (none)                      only root trusted for the ACME server's HTTPS
+  eab_kid, eab_hmac_key = (none)        external account binding (both or neither)
+  max_orders = 300                      new orders per order_window; more wait
+  order_window = \"3h\"
+  order_timeout = \"90s\"                 one order, from creation to certificate
   [clicks]
   sink = \"file\"                         JSON Lines files
   dir = \"<data_dir>/clicks\"
@@ -264,7 +269,12 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             match action {
                 DomainAction::Add { name } => {
                     println!("added {}", v["name"].as_str().unwrap_or(&name));
-                    println!("certificate: issued at the first HTTPS request for this name");
+                    match v["certificate"]["status"].as_str() {
+                        Some("valid") => println!("certificate: valid"),
+                        _ => {
+                            println!("certificate: issued at the first HTTPS request for this name")
+                        }
+                    }
                 }
                 DomainAction::List => {
                     let rows = v.as_array().cloned().unwrap_or_default();
@@ -368,7 +378,14 @@ fn print_domain(v: &Value) {
         format_args!(" {}", field(&cert["not_before"]))
     );
     println!("  not_after: {}", field(&cert["not_after"]));
+    println!("  renewal:   {}", field(&cert["next_renewal"]));
     if let Some(e) = cert["last_error"].as_str() {
         println!("  last_error: {e}");
+        println!("  failures:  {}", cert["failures"]);
+        if let Some(t) = cert["retry_at"].as_str() {
+            println!(
+                "  retry_at:  {t} (after fixing the cause, `clickedge domain add` again retries now)"
+            );
+        }
     }
 }

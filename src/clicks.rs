@@ -1,19 +1,35 @@
 //! Clicks: the event ([`ClickEvent`]), the bounded queue the request path pushes into
 //! ([`ClickQueue`]), and the writer that batches events into the sink ([`file::FileSink`]).
 //!
-//! The request path never waits on I/O: [`ClickQueue::push`] is a non-blocking send, and a full
-//! queue is counted in `clickedge_clicks_dropped_total`, never silent. Shutdown drains the queue.
+//! The request path never waits on disk I/O and never blocks: both ways in are a non-blocking send
+//! into one bounded queue.
+//! - [`ClickQueue::push`] (buffered) returns at once; the writer writes the click within the flush
+//!   interval. The 302 goes out either way, so a click that cannot be kept (full queue, writer
+//!   gone, sink failing past its memory bound) is counted in `clickedge_clicks_dropped_total`:
+//!   acknowledged, then lost, never silently.
+//! - [`ClickQueue::push_synced`] resolves once the batch holding the click has been written and
+//!   `fdatasync`ed (group commit: one write and one sync for everything queued meanwhile). A click
+//!   that cannot be made durable is refused with [`ClickRejected`] and counted in
+//!   `clickedge_clicks_rejected_total`; the caller answers 503, so it was never acknowledged.
+//!
+//! [`ClickQueue::record`] picks between the two by the configured [`Durability`]. Shutdown drains
+//! the queue. This module does no I/O itself; [`file`] does, on its own thread.
 
 pub mod file;
+mod recover;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::SystemTime;
 
 use serde::Serialize;
+use tokio::sync::oneshot;
 
 use crate::Domain;
+use crate::config::Durability;
 use crate::metrics::Metrics;
 
 /// One click, as logged.
@@ -100,9 +116,31 @@ impl ClickEvent {
     }
 }
 
+/// Why a synced click was not acknowledged. Fieldless, so refusing costs no allocation on the
+/// request path; the caller answers 503 for every variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClickRejected {
+    /// The queue to the writer is full: the sink is not keeping up with the click rate.
+    #[error("click queue full")]
+    QueueFull,
+    /// The sink cannot write (disk full, directory missing or unwritable); the writer logs why.
+    #[error("click sink unavailable")]
+    SinkUnavailable,
+    /// The writer has stopped (shutdown).
+    #[error("click writer stopped")]
+    Stopped,
+}
+
+/// How the writer tells a synced click's waiter that the click is on disk, or why not.
+pub(crate) type Ack = oneshot::Sender<Result<(), ClickRejected>>;
+
 /// What the queue carries to the writer.
 pub(crate) enum Msg {
+    /// A buffered click: written within the flush interval, nobody waits for it.
     Click(Box<ClickEvent>),
+    /// A synced click: written and synced at once, then acknowledged (or refused) through the
+    /// sender.
+    Synced(Box<ClickEvent>, Ack),
     /// Write everything queued so far, flush, and stop.
     Stop,
 }
@@ -112,22 +150,99 @@ pub(crate) enum Msg {
 pub struct ClickQueue {
     tx: SyncSender<Msg>,
     metrics: Metrics,
+    durability: Durability,
+    /// Unix second of the last "queue full" log line: at most one a second, however many drops
+    /// (each one is counted in the metric).
+    last_full_log: Arc<AtomicU64>,
 }
 
 impl ClickQueue {
-    /// Queues a click without blocking; a full or closed queue counts a drop.
+    pub(crate) fn new(tx: SyncSender<Msg>, metrics: Metrics, durability: Durability) -> ClickQueue {
+        ClickQueue {
+            tx,
+            metrics,
+            durability,
+            last_full_log: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn log_full(&self) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last_full_log.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(
+                dropped_total = self.metrics.clicks_dropped.get(),
+                "click queue full: clicks are being dropped (counted in clickedge_clicks_dropped_total)"
+            );
+        }
+    }
+
+    /// The durability the sink was configured with, which [`ClickQueue::record`] follows.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Logs a click the configured way: [`ClickQueue::push`] when buffered (always `Ok`),
+    /// [`ClickQueue::push_synced`] when synced. On `Err` the caller must not acknowledge the click
+    /// (answer 503).
+    pub async fn record(&self, event: ClickEvent) -> Result<(), ClickRejected> {
+        match self.durability {
+            Durability::Buffered => {
+                self.push(event);
+                Ok(())
+            }
+            Durability::Synced => self.push_synced(event).await,
+        }
+    }
+
+    /// Queues a click without blocking and without waiting for it to be written; a full or closed
+    /// queue counts a drop.
     pub fn push(&self, event: ClickEvent) {
+        // Counted before the send so the writer's decrement can never run first and take the
+        // gauge below zero.
+        self.metrics.clicks_queued.inc();
         match self.tx.try_send(Msg::Click(Box::new(event))) {
-            Ok(()) => self.metrics.clicks_queued.inc(),
+            Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.metrics.clicks_queued.dec();
                 self.metrics.clicks_dropped.inc();
-                tracing::warn!("click queue full: click dropped");
+                self.log_full();
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.metrics.clicks_queued.dec();
                 self.metrics.clicks_dropped.inc();
                 tracing::error!("click writer stopped: click dropped");
             }
         }
+    }
+
+    /// Queues a click without blocking, then waits until the batch holding it has been written
+    /// and `fdatasync`ed. `Err` means the click is not known to be on disk: answer 503, not 302.
+    ///
+    /// Cancel-safe in the sense that matters: if the caller gives up (the client hung up), a
+    /// queued click is still written; only the acknowledgement goes nowhere.
+    pub async fn push_synced(&self, event: ClickEvent) -> Result<(), ClickRejected> {
+        let (ack, acked) = oneshot::channel();
+        self.metrics.clicks_queued.inc();
+        let refused = match self.tx.try_send(Msg::Synced(Box::new(event), ack)) {
+            // The writer answers every synced click it takes and counts its own refusals.
+            Ok(()) => match acked.await {
+                Ok(answer) => return answer,
+                // The writer dropped the sender unanswered: it died mid-batch.
+                Err(_) => ClickRejected::Stopped,
+            },
+            Err(TrySendError::Full(_)) => {
+                self.metrics.clicks_queued.dec();
+                ClickRejected::QueueFull
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.clicks_queued.dec();
+                ClickRejected::Stopped
+            }
+        };
+        self.metrics.clicks_rejected.inc();
+        Err(refused)
     }
 }
 

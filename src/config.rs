@@ -109,6 +109,33 @@ pub struct Tls {
     /// Certificates kept in memory (least recently used are evicted and reloaded from the
     /// store). Default `100000`.
     pub cert_cache_capacity: NonZeroU64,
+    /// Optional permission URL for names that are not registered: `GET <ask>?domain=NAME`, a 2xx
+    /// answer allows a certificate (compatible with Caddy's on-demand `ask`). Default none.
+    pub ask: Option<url::Url>,
+    /// How long an `ask` answer is remembered. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub ask_cache_ttl: Duration,
+}
+
+/// An ACME challenge type the edge can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum ChallengeKind {
+    /// RFC 8555 §8.3, answered by the HTTP listener.
+    #[serde(rename = "http-01")]
+    Http01,
+    /// RFC 8737, answered by the HTTPS listener for ALPN `acme-tls/1`.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    /// The ACME name of the challenge type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
 }
 
 /// `[acme]`.
@@ -120,13 +147,22 @@ pub struct Acme {
     /// Account contact URLs (`mailto:`). Default none.
     pub contact: Vec<String>,
     /// Challenge types to use, in order of preference. Default `["http-01", "tls-alpn-01"]`.
-    pub challenges: Vec<String>,
+    pub challenges: Vec<ChallengeKind>,
     /// Extra root certificate (PEM) trusted for the ACME server's own HTTPS. Default none.
     pub ca_root: Option<PathBuf>,
     /// External account binding key id. Default none.
     pub eab_kid: Option<String>,
     /// External account binding HMAC key (base64url). Default none.
     pub eab_hmac_key: Option<String>,
+    /// Account-wide order budget: at most this many new orders per `order_window` (Let's
+    /// Encrypt allows 300 per 3 hours); further orders wait. Default `300`.
+    pub max_orders: std::num::NonZeroU32,
+    /// The window of `max_orders`. Default `3h`.
+    #[serde(with = "humantime_serde")]
+    pub order_window: Duration,
+    /// Longest time one order may take, from creation to the certificate. Default `90s`.
+    #[serde(with = "humantime_serde")]
+    pub order_timeout: Duration,
 }
 
 /// How clicks reach storage.
@@ -168,6 +204,10 @@ pub struct Clicks {
     /// ...or past this age. Default `1h`.
     #[serde(with = "humantime_serde")]
     pub rotate_interval: Duration,
+    /// Clicks held in memory while the click log cannot be written (disk full, unwritable
+    /// directory), in bytes; past it buffered clicks are dropped (counted) and synced clicks get
+    /// 503. Default `67108864` (64 MiB).
+    pub max_buffered_bytes: NonZeroUsize,
 }
 
 /// `[onboarding]`.
@@ -225,6 +265,8 @@ impl Default for Tls {
             session_resumption: true,
             handshake_timeout: Duration::from_secs(10),
             cert_cache_capacity: NonZeroU64::new(100_000).expect("non-zero literal"),
+            ask: None,
+            ask_cache_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -234,10 +276,13 @@ impl Default for Acme {
         Acme {
             directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
             contact: Vec::new(),
-            challenges: vec!["http-01".into(), "tls-alpn-01".into()],
+            challenges: vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01],
             ca_root: None,
             eab_kid: None,
             eab_hmac_key: None,
+            max_orders: std::num::NonZeroU32::new(300).expect("non-zero literal"),
+            order_window: Duration::from_secs(3 * 3600),
+            order_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -252,6 +297,7 @@ impl Default for Clicks {
             queue_capacity: NonZeroUsize::new(65_536).expect("non-zero literal"),
             max_file_bytes: NonZeroU64::new(64 << 20).expect("non-zero literal"),
             rotate_interval: Duration::from_secs(3600),
+            max_buffered_bytes: NonZeroUsize::new(64 << 20).expect("non-zero literal"),
         }
     }
 }
@@ -301,11 +347,29 @@ impl Config {
                 "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),
             ));
         }
-        if self.clicks.durability == Durability::Synced {
+        if self.acme.challenges.is_empty() {
             return Err(invalid(
-                "clicks.durability = \"synced\" is not available in this version; use \"buffered\""
+                "acme.challenges is empty; use [\"http-01\", \"tls-alpn-01\"] or one of them"
                     .into(),
             ));
+        }
+        if self.acme.eab_kid.is_some() != self.acme.eab_hmac_key.is_some() {
+            return Err(invalid(
+                "acme.eab_kid and acme.eab_hmac_key go together: set both or neither".into(),
+            ));
+        }
+        if self.acme.order_window.is_zero() || self.acme.order_timeout.is_zero() {
+            return Err(invalid(
+                "acme.order_window and acme.order_timeout must be greater than zero".into(),
+            ));
+        }
+        if self
+            .tls
+            .ask
+            .as_ref()
+            .is_some_and(|u| !matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(invalid("tls.ask must be an http:// or https:// URL".into()));
         }
         if self
             .admin
@@ -383,6 +447,10 @@ token = "0123456789abcdef0123"
         )
         .unwrap();
         assert_eq!(c.tls.issuer, IssuerKind::Acme);
+        assert_eq!(
+            c.acme.challenges,
+            vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
+        );
         assert_eq!(c.tls.on_demand_timeout, Duration::from_secs(5));
         assert!(!c.tls.session_resumption);
         assert_eq!(c.clicks.flush_interval, Duration::from_millis(50));
@@ -396,6 +464,14 @@ token = "0123456789abcdef0123"
             .to_string();
         assert!(err.contains("edge.toml"), "{err}");
         assert!(err.contains("session_resumptoin"), "{err}");
+    }
+
+    #[test]
+    fn unknown_challenge_type_is_named() {
+        let err = parse("[acme]\nchallenges = [\"dns-01\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns-01"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::Domain;
+use crate::acme::challenges::Challenges;
 use crate::certs::Certs;
 use crate::clicks::{ClickEvent, ClickQueue};
 use crate::links::{self, SharedKeyRing};
@@ -47,6 +48,8 @@ struct Counters {
     not_found: IntCounter,
     method: IntCounter,
     misdirected: IntCounter,
+    acme: IntCounter,
+    unavailable: IntCounter,
 }
 
 impl Counters {
@@ -59,6 +62,8 @@ impl Counters {
             not_found: c(outcome::NOT_FOUND),
             method: c(outcome::METHOD),
             misdirected: c(outcome::MISDIRECTED),
+            acme: c(outcome::ACME_CHALLENGE),
+            unavailable: c(outcome::UNAVAILABLE),
         }
     }
 }
@@ -80,6 +85,7 @@ pub struct Edge {
     clicks: ClickQueue,
     certs: Arc<Certs>,
     policy: Arc<Policy>,
+    challenges: Arc<Challenges>,
     counters: Counters,
 }
 
@@ -93,6 +99,7 @@ impl Edge {
         clicks: ClickQueue,
         certs: Arc<Certs>,
         policy: Arc<Policy>,
+        challenges: Arc<Challenges>,
         metrics: &Metrics,
     ) -> Edge {
         Edge {
@@ -100,6 +107,7 @@ impl Edge {
             clicks,
             certs,
             policy,
+            challenges,
             counters: Counters::new(metrics),
         }
     }
@@ -108,6 +116,9 @@ impl Edge {
     pub async fn handle<B>(&self, conn: &ConnInfo, req: Request<B>) -> Response<Body> {
         let token = match route(req.uri().path()) {
             Route::Click(token) => token,
+            Route::AcmeChallenge(token) if conn.sni.is_none() => {
+                return self.http01(request_host(&req), token).await;
+            }
             Route::AcmeChallenge(_) | Route::NotFound => {
                 self.counters.not_found.inc();
                 return text(StatusCode::NOT_FOUND, "not found\n");
@@ -164,7 +175,7 @@ impl Edge {
                 .get(name)
                 .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
-        self.clicks.push(ClickEvent {
+        let event = ClickEvent {
             ts: SystemTime::now(),
             domain,
             url: link.url,
@@ -176,7 +187,16 @@ impl Edge {
             method,
             tls: conn.tls,
             http: http_version(req.version()),
-        });
+        };
+        // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
+        // and a click that cannot be kept is refused rather than acknowledged.
+        if self.clicks.record(event).await.is_err() {
+            self.counters.unavailable.inc();
+            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "try again\n");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
         self.counters.redirect.inc();
         let mut res = Response::new(Body::default());
         *res.status_mut() = StatusCode::FOUND;
@@ -184,6 +204,29 @@ impl Edge {
         h.insert(header::LOCATION, location);
         h.insert(header::CACHE_CONTROL, NO_STORE);
         res
+    }
+
+    /// Answers an HTTP-01 validation request (RFC 8555 §8.3) from the published challenges.
+    async fn http01(&self, host: Option<&str>, token: &str) -> Response<Body> {
+        let key_auth = match host.map(Domain::parse) {
+            Some(Ok(host)) => self.challenges.http01(&host, token).await,
+            _ => None,
+        };
+        match key_auth {
+            Some(key_auth) => {
+                self.counters.acme.inc();
+                let mut res = Response::new(Body::new(Bytes::from(key_auth)));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                res
+            }
+            None => {
+                self.counters.not_found.inc();
+                text(StatusCode::NOT_FOUND, "not found\n")
+            }
+        }
     }
 
     fn upgrade<B>(&self, domain: &Domain, req: &Request<B>) -> Response<Body> {
@@ -308,6 +351,7 @@ pub async fn serve_https(
         tracker.spawn(async move {
             let accepted = match acceptor.accept(tcp).await {
                 Ok(a) => a,
+                Err(crate::tls::HandshakeError::ChallengeAnswered) => return,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "handshake failed");
                     return;

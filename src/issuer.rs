@@ -1,10 +1,13 @@
 //! Certificate issuers behind the [`Issuer`] trait: [`LocalCa`] (a CA kept under the data dir,
-//! the embedded default) and, with `tls.issuer = "acme"`, an ACME directory.
+//! the embedded default) and [`crate::acme::AcmeIssuer`] (an ACME directory, Let's Encrypt in
+//! production).
 //!
-//! An issuer only issues. Who may get a certificate is decided by `policy`, and caching, storing
-//! and coalescing concurrent requests is `certs`.
+//! An issuer only issues. Who may get a certificate is decided by `policy`; caching, storing,
+//! coalescing concurrent requests, backoff and renewal are `certs`.
 
 mod local;
+
+use std::time::Duration;
 
 pub use local::LocalCa;
 
@@ -12,17 +15,45 @@ use crate::Domain;
 use crate::store::StoredCert;
 
 /// Why a certificate could not be issued.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum IssueError {
     /// The built-in CA failed to make or sign a certificate.
-    #[error("local CA could not issue a certificate for {domain}")]
+    #[error("local CA could not issue a certificate for {domain}: {message}")]
     Local {
         /// The name.
         domain: Domain,
-        /// The cause.
-        #[source]
-        source: rcgen::Error,
+        /// The cause, in words.
+        message: String,
     },
+    /// The CA refused: an RFC 8555 problem document.
+    #[error("the CA refused {domain}: {}{detail}", problem_type.as_deref().map(|t| format!("{t}: ")).unwrap_or_default())]
+    Refused {
+        /// The name.
+        domain: Domain,
+        /// The problem type (`urn:ietf:params:acme:error:...`), if the CA gave one.
+        problem_type: Option<String>,
+        /// The CA's explanation.
+        detail: String,
+    },
+    /// Talking to the CA failed (network, protocol, timeout).
+    #[error("obtaining a certificate for {domain}: {message}")]
+    Failed {
+        /// The name.
+        domain: Domain,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A renewal window suggested by the CA (ACME Renewal Information, RFC 9773).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Window start, Unix seconds.
+    pub start: u64,
+    /// Window end, Unix seconds.
+    pub end: u64,
+    /// When to ask again (the response's `Retry-After`).
+    pub check_after: Duration,
 }
 
 /// Something that turns a domain name into a certificate chain and key.
@@ -30,6 +61,19 @@ pub enum IssueError {
 pub trait Issuer: Send + Sync + 'static {
     /// Short name for metrics and status (`local`, `acme`).
     fn kind(&self) -> &'static str;
-    /// Issues a certificate for `domain`.
-    async fn issue(&self, domain: &Domain) -> Result<StoredCert, IssueError>;
+
+    /// Issues a certificate for `domain`; `replacing` is the certificate it renews, if any.
+    async fn issue(
+        &self,
+        domain: &Domain,
+        replacing: Option<&StoredCert>,
+    ) -> Result<StoredCert, IssueError>;
+
+    /// The CA's suggested renewal window for `cert`, if the CA offers one.
+    async fn renewal_window(
+        &self,
+        _cert: &StoredCert,
+    ) -> Result<Option<RenewalWindow>, IssueError> {
+        Ok(None)
+    }
 }

@@ -14,12 +14,24 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Clicks written to the sink.
     pub clicks_logged: IntCounter,
-    /// Clicks that were not written (queue full or sink failure), never silent.
+    /// Clicks acknowledged (302) but not written: queue full, sink failing past its memory
+    /// bound, or still failing at shutdown. Never silent.
     pub clicks_dropped: IntCounter,
+    /// Synced clicks refused (queue full, sink failing, writer stopped): answered 503, never
+    /// acknowledged, so not drops.
+    pub clicks_rejected: IntCounter,
     /// Clicks waiting between the request path and the writer.
     pub clicks_queued: IntGauge,
-    /// Click sink write failures.
+    /// Click sink write failures (every failed attempt, retries included).
     pub click_sink_errors: IntCounter,
+    /// 1 while the click sink writes, 0 while it is failing and holding clicks in memory.
+    pub click_sink_healthy: IntGauge,
+    /// Bytes of encoded clicks held in memory because the sink is failing.
+    pub click_sink_held_bytes: IntGauge,
+    /// `fdatasync` calls on the click log: one per group-committed batch of synced clicks.
+    pub click_fsyncs: IntCounter,
+    /// Torn click-log tails found at startup and moved to a `.torn` file.
+    pub click_log_torn: IntCounter,
     /// TLS handshakes by outcome.
     pub handshakes: IntCounterVec,
     /// Certificates issued, by issuer.
@@ -32,6 +44,12 @@ pub struct Metrics {
     pub certs_held: IntGauge,
     /// Unix time of the soonest certificate expiry (0 when none is held).
     pub certs_soonest_expiry: Gauge,
+    /// Certificates expiring within 7 days.
+    pub certs_expiring: IntGauge,
+    /// Renewals by outcome (`ok`, `failed`).
+    pub renewals: IntCounterVec,
+    /// ACME orders by challenge type and event (`started`, `succeeded`, `failed`).
+    pub acme_orders: IntCounterVec,
 }
 
 /// Outcomes of an edge request, the values of the `outcome` label.
@@ -48,6 +66,10 @@ pub mod outcome {
     pub const METHOD: &str = "method_not_allowed";
     /// `Host` does not match SNI.
     pub const MISDIRECTED: &str = "misdirected";
+    /// An ACME HTTP-01 challenge answered.
+    pub const ACME_CHALLENGE: &str = "acme_challenge";
+    /// 503: a synced click could not be recorded.
+    pub const UNAVAILABLE: &str = "unavailable";
 }
 
 impl Metrics {
@@ -64,7 +86,11 @@ impl Metrics {
             )?,
             clicks_dropped: IntCounter::new(
                 "clickedge_clicks_dropped_total",
-                "Clicks not written: queue full or sink failure",
+                "Clicks acknowledged but not written: queue full or sink failure",
+            )?,
+            clicks_rejected: IntCounter::new(
+                "clickedge_clicks_rejected_total",
+                "Synced clicks refused (503) because they could not be made durable",
             )?,
             clicks_queued: IntGauge::new(
                 "clickedge_clicks_queued",
@@ -72,7 +98,23 @@ impl Metrics {
             )?,
             click_sink_errors: IntCounter::new(
                 "clickedge_click_sink_errors_total",
-                "Click sink write failures",
+                "Click sink write failures, retries included",
+            )?,
+            click_sink_healthy: IntGauge::new(
+                "clickedge_click_sink_healthy",
+                "1 while the click sink writes, 0 while it fails and holds clicks in memory",
+            )?,
+            click_sink_held_bytes: IntGauge::new(
+                "clickedge_click_sink_held_bytes",
+                "Bytes of clicks held in memory while the click sink fails",
+            )?,
+            click_fsyncs: IntCounter::new(
+                "clickedge_click_fsyncs_total",
+                "fdatasync calls on the click log (one per synced batch)",
+            )?,
+            click_log_torn: IntCounter::new(
+                "clickedge_click_log_torn_total",
+                "Torn click log tails found at startup and quarantined",
             )?,
             handshakes: IntCounterVec::new(
                 Opts::new(
@@ -106,12 +148,38 @@ impl Metrics {
                 "clickedge_certificates_soonest_expiry_timestamp_seconds",
                 "Unix time of the soonest certificate expiry, 0 when none",
             )?,
+            certs_expiring: IntGauge::new(
+                "clickedge_certificates_expiring",
+                "Certificates expiring within 7 days",
+            )?,
+            renewals: IntCounterVec::new(
+                Opts::new(
+                    "clickedge_certificate_renewals_total",
+                    "Renewals by outcome",
+                ),
+                &["outcome"],
+            )?,
+            acme_orders: IntCounterVec::new(
+                Opts::new(
+                    "clickedge_acme_orders_total",
+                    "ACME orders by challenge type and event (started, succeeded, failed)",
+                ),
+                &["challenge", "event"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.certs_expiring.clone()))?;
+        registry.register(Box::new(m.renewals.clone()))?;
+        registry.register(Box::new(m.acme_orders.clone()))?;
         registry.register(Box::new(m.clicks_logged.clone()))?;
         registry.register(Box::new(m.clicks_dropped.clone()))?;
         registry.register(Box::new(m.clicks_queued.clone()))?;
+        registry.register(Box::new(m.clicks_rejected.clone()))?;
         registry.register(Box::new(m.click_sink_errors.clone()))?;
+        registry.register(Box::new(m.click_sink_healthy.clone()))?;
+        registry.register(Box::new(m.click_sink_held_bytes.clone()))?;
+        registry.register(Box::new(m.click_fsyncs.clone()))?;
+        registry.register(Box::new(m.click_log_torn.clone()))?;
         registry.register(Box::new(m.handshakes.clone()))?;
         registry.register(Box::new(m.certs_issued.clone()))?;
         registry.register(Box::new(m.certs_failed.clone()))?;

@@ -38,6 +38,32 @@ pub struct DomainRecord {
     pub created_at: u64,
     /// The last certificate error, in words, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Failed issuance attempts in a row.
+    pub failures: u32,
+    /// No new order before this time (Unix seconds; 0: none pending).
+    pub retry_at: u64,
+}
+
+/// The outcome of the last issuance attempt for a domain, as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssueStatus {
+    /// The error, in words; none after a success.
+    pub last_error: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// No new order before this time (Unix seconds).
+    pub retry_at: u64,
+}
+
+/// A certificate's validity, for renewal scheduling (no key material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertLifetime {
+    /// The name.
+    pub domain: Domain,
+    /// Validity start, Unix seconds.
+    pub not_before: u64,
+    /// Validity end, Unix seconds.
+    pub not_after: u64,
 }
 
 /// A certificate chain and its private key, as stored.
@@ -84,6 +110,8 @@ pub struct CertSummary {
     pub count: u64,
     /// Soonest `not_after`, Unix seconds.
     pub soonest_expiry: Option<u64>,
+    /// Certificates whose `not_after` is before the time asked about.
+    pub expiring: u64,
 }
 
 /// Durable state. Implementations are cheap to share (`Arc<dyn Store>`).
@@ -97,14 +125,39 @@ pub trait Store: Send + Sync + 'static {
     async fn add_domain(&self, name: &Domain, now: u64) -> Result<bool, StoreError>;
     /// Unregisters a domain and deletes its certificate; `false` if it was not registered.
     async fn remove_domain(&self, name: &Domain) -> Result<bool, StoreError>;
-    /// Records (or clears) the last certificate error of a domain.
-    async fn set_last_error(&self, name: &Domain, error: Option<&str>) -> Result<(), StoreError>;
+    /// Records the outcome of the last issuance attempt (error and backoff).
+    async fn set_status(&self, name: &Domain, status: &IssueStatus) -> Result<(), StoreError>;
     /// The certificate of a domain.
     async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError>;
     /// Stores (replaces) the certificate of a domain.
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError>;
-    /// Count and soonest expiry of stored certificates.
-    async fn cert_summary(&self) -> Result<CertSummary, StoreError>;
+    /// Count and soonest expiry of stored certificates, and how many expire before
+    /// `expiring_before` (Unix seconds).
+    async fn cert_summary(&self, expiring_before: u64) -> Result<CertSummary, StoreError>;
+    /// Validity of every stored certificate (for renewal scheduling).
+    async fn cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError>;
+    /// A small value by key (the ACME account, …).
+    async fn kv(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Stores a small value by key.
+    async fn put_kv(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Publishes an ACME challenge response (`kind` is the challenge type, `name` the HTTP-01
+    /// token or the TLS-ALPN-01 domain) until `expires_at`.
+    async fn put_challenge(
+        &self,
+        kind: &str,
+        name: &str,
+        value: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
+    /// A published, unexpired challenge response.
+    async fn challenge(
+        &self,
+        kind: &str,
+        name: &str,
+        now: u64,
+    ) -> Result<Option<String>, StoreError>;
+    /// Withdraws a challenge response (and any expired ones).
+    async fn remove_challenge(&self, kind: &str, name: &str, now: u64) -> Result<(), StoreError>;
     /// All link keys.
     async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError>;
     /// Adds a link key with the next id and returns it.

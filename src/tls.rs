@@ -18,6 +18,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::Domain;
+use crate::acme::challenges::{ACME_TLS_ALPN, Challenges};
 use crate::certs::{CertError, Certs};
 use crate::metrics::Metrics;
 
@@ -61,6 +62,19 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The configuration for TLS-ALPN-01 validation handshakes (RFC 8737 §3): ALPN `acme-tls/1`
+/// only, TLS 1.2 and later, no resumption.
+pub fn challenge_config(provider: Arc<CryptoProvider>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SelectedCert));
+    config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
 /// A finished handshake.
 pub struct Accepted<IO> {
     /// The TLS stream.
@@ -88,6 +102,12 @@ pub enum HandshakeError {
     /// A registered name has no certificate (issuance failed or timed out).
     #[error("no certificate: {0}")]
     NoCertificate(CertError),
+    /// A TLS-ALPN-01 validation handshake was answered; there is nothing to serve on it.
+    #[error("answered an ACME TLS-ALPN-01 challenge")]
+    ChallengeAnswered,
+    /// A TLS-ALPN-01 handshake for a name with no published challenge.
+    #[error("no ACME TLS-ALPN-01 challenge for {0}")]
+    NoChallenge(Domain),
     /// The TLS exchange itself failed (garbage, protocol error, client hung up).
     #[error("tls: {0}")]
     Io(#[source] io::Error),
@@ -101,6 +121,8 @@ impl HandshakeError {
             HandshakeError::BadName => "bad_sni",
             HandshakeError::Unrecognized(_) => "unrecognized_name",
             HandshakeError::NoCertificate(_) => "no_certificate",
+            HandshakeError::ChallengeAnswered => "acme_challenge",
+            HandshakeError::NoChallenge(_) => "acme_no_challenge",
             HandshakeError::Io(_) => "failed",
         }
     }
@@ -116,21 +138,28 @@ enum Alert {
 /// Terminates TLS for the edge.
 pub struct Acceptor {
     config: Arc<ServerConfig>,
+    challenge_config: Arc<ServerConfig>,
+    challenges: Arc<Challenges>,
     certs: Arc<Certs>,
     metrics: Metrics,
     handshake_timeout: Duration,
 }
 
 impl Acceptor {
-    /// An acceptor using `config` (from [`server_config`]) and `certs`.
+    /// An acceptor using `config` (from [`server_config`]) and `certs`, answering TLS-ALPN-01
+    /// validation with `challenges` and `challenge_config` (from [`challenge_config`]).
     pub fn new(
         config: Arc<ServerConfig>,
+        challenge_config: Arc<ServerConfig>,
+        challenges: Arc<Challenges>,
         certs: Arc<Certs>,
         metrics: Metrics,
         handshake_timeout: Duration,
     ) -> Acceptor {
         Acceptor {
             config,
+            challenge_config,
+            challenges,
             certs,
             metrics,
             handshake_timeout,
@@ -169,6 +198,13 @@ impl Acceptor {
             refuse(start.io, Alert::UnrecognizedName).await;
             return Err(HandshakeError::BadName);
         };
+        let acme = start
+            .client_hello()
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            return self.answer_challenge(start, domain).await;
+        }
         let key = match self.certs.resolve(&domain).await {
             Ok(key) => key,
             Err(CertError::NotServed(d)) => {
@@ -199,6 +235,32 @@ impl Acceptor {
             tls_version,
             h2,
         })
+    }
+}
+
+impl Acceptor {
+    /// Completes a TLS-ALPN-01 validation handshake with the challenge certificate, then ends.
+    async fn answer_challenge<IO>(
+        &self,
+        start: tokio_rustls::StartHandshake<IO>,
+        domain: Domain,
+    ) -> Result<Accepted<IO>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(key) = self.challenges.tls_alpn01(&domain).await else {
+            refuse(start.io, Alert::UnrecognizedName).await;
+            return Err(HandshakeError::NoChallenge(domain));
+        };
+        let handshake =
+            SELECTED.sync_scope(key, || start.into_stream(self.challenge_config.clone()));
+        let mut stream = tokio::time::timeout(self.handshake_timeout, handshake)
+            .await
+            .map_err(|_| HandshakeError::Timeout)?
+            .map_err(HandshakeError::Io)?;
+        tracing::debug!(%domain, "answered TLS-ALPN-01 validation");
+        let _ = stream.shutdown().await;
+        Err(HandshakeError::ChallengeAnswered)
     }
 }
 

@@ -170,11 +170,15 @@ impl Issuer for LocalCa {
         "local"
     }
 
-    async fn issue(&self, domain: &Domain) -> Result<StoredCert, IssueError> {
+    async fn issue(
+        &self,
+        domain: &Domain,
+        _replacing: Option<&StoredCert>,
+    ) -> Result<StoredCert, IssueError> {
         // Key generation and one P-256 signature: well under a millisecond, not worth a thread hop.
-        self.sign(domain).map_err(|source| IssueError::Local {
+        self.sign(domain).map_err(|e| IssueError::Local {
             domain: domain.clone(),
-            source,
+            message: e.to_string(),
         })
     }
 }
@@ -196,7 +200,7 @@ mod tests {
         let again = LocalCa::load_or_create(dir.path()).unwrap();
         assert_eq!(ca.root_pem(), again.root_pem());
         let cert = again
-            .issue(&Domain::parse("links.example.com").unwrap())
+            .issue(&Domain::parse("links.example.com").unwrap(), None)
             .await
             .unwrap();
         assert!(cert.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));

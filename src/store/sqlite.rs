@@ -9,16 +9,22 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{CertSummary, DomainRecord, Store, StoreError, StoredCert, StoredLinkKey};
+use super::{
+    CertLifetime, CertSummary, DomainRecord, IssueStatus, Store, StoreError, StoredCert,
+    StoredLinkKey,
+};
 use crate::Domain;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS domains (
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE domains (
     name TEXT PRIMARY KEY,
     created_at INTEGER NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    retry_at INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS certificates (
+CREATE TABLE certificates (
     domain TEXT PRIMARY KEY,
     issuer TEXT NOT NULL,
     chain_pem TEXT NOT NULL,
@@ -26,12 +32,34 @@ CREATE TABLE IF NOT EXISTS certificates (
     not_before INTEGER NOT NULL,
     not_after INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS link_keys (
+CREATE TABLE link_keys (
     id INTEGER PRIMARY KEY,
     secret BLOB NOT NULL,
     created_at INTEGER NOT NULL
 );
-";
+CREATE TABLE kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE challenges (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"];
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -60,7 +88,7 @@ impl SqliteStore {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
         )
         .map_err(db("configuring database"))?;
-        conn.execute_batch(SCHEMA).map_err(db("creating schema"))?;
+        migrate(&conn).map_err(db("migrating schema"))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -69,7 +97,7 @@ impl SqliteStore {
     /// An in-memory database (tests, benches).
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_in_memory().map_err(db("opening database"))?;
-        conn.execute_batch(SCHEMA).map_err(db("creating schema"))?;
+        migrate(&conn).map_err(db("migrating schema"))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -96,17 +124,29 @@ impl SqliteStore {
     }
 }
 
-fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64, Option<String>)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+type DomainRow = (String, i64, Option<String>, i64, i64);
+
+const DOMAIN_COLUMNS: &str = "name, created_at, last_error, failures, retry_at";
+
+fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
 fn to_record(
-    (name, created_at, last_error): (String, i64, Option<String>),
+    (name, created_at, last_error, failures, retry_at): DomainRow,
 ) -> Result<DomainRecord, StoreError> {
     Ok(DomainRecord {
         name: Domain::parse(&name).map_err(|_| StoreError::Corrupt("domains.name"))?,
         created_at: created_at.max(0) as u64,
         last_error,
+        failures: u32::try_from(failures).unwrap_or(0),
+        retry_at: retry_at.max(0) as u64,
     })
 }
 
@@ -115,9 +155,9 @@ impl Store for SqliteStore {
     async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
         let rows = self
             .with("listing domains", |c| {
-                let mut st = c.prepare_cached(
-                    "SELECT name, created_at, last_error FROM domains ORDER BY name",
-                )?;
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY name"
+                ))?;
                 st.query_map([], row_domain)?
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
@@ -129,7 +169,7 @@ impl Store for SqliteStore {
         let name = name.clone();
         self.with("reading domain", move |c| {
             c.query_row(
-                "SELECT name, created_at, last_error FROM domains WHERE name = ?1",
+                &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"),
                 [name.as_str()],
                 row_domain,
             )
@@ -167,13 +207,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_last_error(&self, name: &Domain, error: Option<&str>) -> Result<(), StoreError> {
+    async fn set_status(&self, name: &Domain, status: &IssueStatus) -> Result<(), StoreError> {
         let name = name.clone();
-        let error = error.map(str::to_owned);
-        self.with("recording domain error", move |c| {
+        let status = status.clone();
+        self.with("recording domain status", move |c| {
             c.execute(
-                "UPDATE domains SET last_error = ?2 WHERE name = ?1",
-                params![name.as_str(), error],
+                "UPDATE domains SET last_error = ?2, failures = ?3, retry_at = ?4 WHERE name = ?1",
+                params![
+                    name.as_str(),
+                    status.last_error,
+                    i64::from(status.failures),
+                    status.retry_at as i64
+                ],
             )
             .map(drop)
         })
@@ -224,18 +269,119 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn cert_summary(&self) -> Result<CertSummary, StoreError> {
-        self.with("summarising certificates", |c| {
+    async fn cert_summary(&self, expiring_before: u64) -> Result<CertSummary, StoreError> {
+        self.with("summarising certificates", move |c| {
             c.query_row(
-                "SELECT COUNT(*), MIN(not_after) FROM certificates",
-                [],
+                "SELECT COUNT(*), MIN(not_after), COUNT(CASE WHEN not_after < ?1 THEN 1 END)
+                 FROM certificates",
+                [expiring_before as i64],
                 |r| {
                     Ok(CertSummary {
                         count: r.get::<_, i64>(0)?.max(0) as u64,
                         soonest_expiry: r.get::<_, Option<i64>>(1)?.map(|t| t.max(0) as u64),
+                        expiring: r.get::<_, i64>(2)?.max(0) as u64,
                     })
                 },
             )
+        })
+        .await
+    }
+
+    async fn cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError> {
+        let rows = self
+            .with("listing certificate lifetimes", |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT domain, not_before, not_after FROM certificates ORDER BY domain",
+                )?;
+                st.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(name, nb, na)| {
+                Ok(CertLifetime {
+                    domain: Domain::parse(&name)
+                        .map_err(|_| StoreError::Corrupt("certificates.domain"))?,
+                    not_before: nb.max(0) as u64,
+                    not_after: na.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn kv(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.with("reading kv", move |c| {
+            c.query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    async fn put_kv(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.with("writing kv", move |c| {
+            c.execute(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn put_challenge(
+        &self,
+        kind: &str,
+        name: &str,
+        value: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let (kind, name, value) = (kind.to_owned(), name.to_owned(), value.to_owned());
+        self.with("publishing challenge", move |c| {
+            c.execute(
+                "INSERT INTO challenges (kind, name, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(kind, name) DO UPDATE SET value = ?3, expires_at = ?4",
+                params![kind, name, value, expires_at as i64],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn challenge(
+        &self,
+        kind: &str,
+        name: &str,
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let (kind, name) = (kind.to_owned(), name.to_owned());
+        self.with("reading challenge", move |c| {
+            c.query_row(
+                "SELECT value FROM challenges WHERE kind = ?1 AND name = ?2 AND expires_at > ?3",
+                params![kind, name, now as i64],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn remove_challenge(&self, kind: &str, name: &str, now: u64) -> Result<(), StoreError> {
+        let (kind, name) = (kind.to_owned(), name.to_owned());
+        self.with("removing challenge", move |c| {
+            c.execute(
+                "DELETE FROM challenges WHERE (kind = ?1 AND name = ?2) OR expires_at <= ?3",
+                params![kind, name, now as i64],
+            )
+            .map(drop)
         })
         .await
     }
@@ -333,27 +479,60 @@ mod tests {
             Some(cert)
         );
         assert_eq!(
-            s.cert_summary().await.unwrap(),
+            s.cert_summary(21).await.unwrap(),
             CertSummary {
                 count: 1,
-                soonest_expiry: Some(20)
+                soonest_expiry: Some(20),
+                expiring: 1
             }
         );
-        s.set_last_error(&d("b.example.com"), Some("boom"))
-            .await
-            .unwrap();
-        assert_eq!(
-            s.domain(&d("b.example.com"))
-                .await
-                .unwrap()
-                .unwrap()
-                .last_error
-                .as_deref(),
-            Some("boom")
-        );
+        assert_eq!(s.cert_summary(20).await.unwrap().expiring, 0);
+        let failed = IssueStatus {
+            last_error: Some("boom".into()),
+            failures: 2,
+            retry_at: 99,
+        };
+        s.set_status(&d("b.example.com"), &failed).await.unwrap();
+        let rec = s.domain(&d("b.example.com")).await.unwrap().unwrap();
+        assert_eq!(rec.last_error.as_deref(), Some("boom"));
+        assert_eq!((rec.failures, rec.retry_at), (2, 99));
         assert!(s.remove_domain(&d("a.example.com")).await.unwrap());
         assert_eq!(s.certificate(&d("a.example.com")).await.unwrap(), None);
         assert!(!s.remove_domain(&d("a.example.com")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn challenges_expire_and_kv_round_trips() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.put_challenge("http-01", "tok", "auth", 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.challenge("http-01", "tok", 50).await.unwrap().as_deref(),
+            Some("auth")
+        );
+        assert_eq!(s.challenge("http-01", "tok", 100).await.unwrap(), None);
+        assert_eq!(s.challenge("tls-alpn-01", "tok", 50).await.unwrap(), None);
+        s.remove_challenge("http-01", "tok", 0).await.unwrap();
+        assert_eq!(s.challenge("http-01", "tok", 50).await.unwrap(), None);
+        assert_eq!(s.kv("a").await.unwrap(), None);
+        s.put_kv("a", "1").await.unwrap();
+        s.put_kv("a", "2").await.unwrap();
+        assert_eq!(s.kv("a").await.unwrap().as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_does_not_rerun_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let s = SqliteStore::open(&path).unwrap();
+        rt.block_on(s.add_domain(&d("a.example.com"), 1)).unwrap();
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(rt.block_on(s.domains()).unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -3,6 +3,8 @@
 //! binary's first stdout line, never slept for.
 #![allow(dead_code)]
 
+pub mod pebble;
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,9 +43,15 @@ impl Edge {
 
     /// Starts an edge in an existing data dir (restarts).
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Edge {
+        Edge::start_in_at(dir, extra, 0, 0)
+    }
+
+    /// Starts an edge in an existing data dir with fixed HTTPS and HTTP ports (0: any).
+    pub fn start_in_at(dir: tempfile::TempDir, extra: &str, https: u16, http: u16) -> Edge {
         let config = dir.path().join("clickedge.toml");
-        let listen =
-            "[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
+        let listen = format!(
+            "[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:0\"\n"
+        );
         let (top, tables) = match extra.find('[') {
             Some(i) => extra.split_at(i),
             None => (extra, ""),
@@ -93,7 +101,8 @@ impl Edge {
             .expect("admin-token")
             .trim()
             .to_owned();
-        let ca_pem = std::fs::read_to_string(data.join("ca.pem")).expect("ca.pem");
+        // Only the local issuer writes ca.pem; ACME tests trust the CA's roots instead.
+        let ca_pem = std::fs::read_to_string(data.join("ca.pem")).unwrap_or_default();
         Edge {
             https: addr("https"),
             http: addr("http"),
@@ -123,9 +132,16 @@ impl Edge {
     }
 
     pub fn client_builder(&self, domains: &[&str]) -> reqwest::ClientBuilder {
-        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("ca.pem parses");
+        self.client_trusting(&self.ca_pem, domains)
+    }
+
+    /// A client builder that trusts the certificates in `roots_pem` and resolves `domains` to
+    /// the edge.
+    pub fn client_trusting(&self, roots_pem: &str, domains: &[&str]) -> reqwest::ClientBuilder {
+        let roots =
+            reqwest::Certificate::from_pem_bundle(roots_pem.as_bytes()).expect("roots parse");
         let mut b = reqwest::Client::builder()
-            .tls_certs_only([ca])
+            .tls_certs_only(roots)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30));
         for d in domains {
@@ -264,7 +280,10 @@ pub fn read_clicks(dir: &Path) -> Vec<Value> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<_> = entries.map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> = entries
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
     files.sort();
     files
         .iter()

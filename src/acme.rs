@@ -1,0 +1,422 @@
+//! The ACME issuer (RFC 8555, with instant-acme): one stored account, orders paced by an
+//! account-wide budget, HTTP-01 and TLS-ALPN-01 challenges published through the store, and
+//! renewal information (RFC 9773) when the directory offers it.
+//!
+//! It never decides who may get a certificate (`policy` does) and never caches (`certs` does).
+
+pub mod budget;
+pub mod challenges;
+pub mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus, Problem, RetryPolicy,
+};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+use tokio::sync::OnceCell;
+
+use crate::Domain;
+use crate::certs::{error_chain, unix_now};
+use crate::config::{self, ChallengeKind};
+use crate::issuer::{IssueError, Issuer, RenewalWindow};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoredCert};
+use budget::OrderBudget;
+use challenges::Challenges;
+use client::AcmeHttp;
+
+/// Extra time a published challenge stays answerable after the order's own timeout.
+const CHALLENGE_SLACK: u64 = 60;
+
+/// Issues certificates from an ACME directory.
+pub struct AcmeIssuer {
+    settings: config::Acme,
+    store: Arc<dyn Store>,
+    challenges: Arc<Challenges>,
+    http: AcmeHttp,
+    account: OnceCell<Account>,
+    budget: Arc<OrderBudget>,
+    metrics: Metrics,
+}
+
+impl AcmeIssuer {
+    /// An issuer for `settings.directory`. Nothing is fetched until the first order.
+    pub fn new(
+        settings: config::Acme,
+        store: Arc<dyn Store>,
+        challenges: Arc<Challenges>,
+        metrics: Metrics,
+    ) -> Result<AcmeIssuer, String> {
+        let budget = Arc::new(OrderBudget::new(
+            settings.max_orders.get(),
+            settings.order_window,
+        ));
+        let http = AcmeHttp::new(settings.ca_root.as_deref(), budget.clone())?;
+        Ok(AcmeIssuer {
+            settings,
+            store,
+            challenges,
+            http,
+            account: OnceCell::new(),
+            budget,
+            metrics,
+        })
+    }
+
+    fn account_key(&self) -> String {
+        format!("acme.account {}", self.settings.directory)
+    }
+
+    /// The account: loaded from the store, or created once and stored.
+    async fn account(&self, domain: &Domain) -> Result<&Account, IssueError> {
+        let failed = |message: String| IssueError::Failed {
+            domain: domain.clone(),
+            message,
+        };
+        self.account
+            .get_or_try_init(|| async {
+                let key = self.account_key();
+                let builder = Account::builder_with_http(Box::new(self.http.clone()));
+                let stored = self.store.kv(&key).await.map_err(|e| failed(error_chain(&e)))?;
+                if let Some(json) = stored {
+                    let credentials: AccountCredentials = serde_json::from_str(&json)
+                        .map_err(|e| failed(format!("stored ACME account does not parse: {e}")))?;
+                    return builder
+                        .from_credentials(credentials)
+                        .await
+                        .map_err(|e| acme_error(domain, e));
+                }
+                let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
+                let eab = match (&self.settings.eab_kid, &self.settings.eab_hmac_key) {
+                    (Some(kid), Some(hmac)) => {
+                        let key = URL_SAFE_NO_PAD
+                            .decode(hmac.trim_end_matches('='))
+                            .map_err(|_| failed("acme.eab_hmac_key is not base64url".into()))?;
+                        Some(ExternalAccountKey::new(kid.clone(), &key))
+                    }
+                    _ => None,
+                };
+                let (account, credentials) = builder
+                    .create(
+                        &NewAccount {
+                            contact: &contact,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        self.settings.directory.clone(),
+                        eab.as_ref(),
+                    )
+                    .await
+                    .map_err(|e| acme_error(domain, e))?;
+                let json = serde_json::to_string(&credentials)
+                    .map_err(|e| failed(format!("serialising the ACME account: {e}")))?;
+                self.store
+                    .put_kv(&key, &json)
+                    .await
+                    .map_err(|e| failed(error_chain(&e)))?;
+                tracing::info!(directory = %self.settings.directory, account = account.id(), "ACME account created");
+                Ok(account)
+            })
+            .await
+    }
+
+    async fn order(
+        &self,
+        domain: &Domain,
+        replacing: Option<&StoredCert>,
+        challenge: &mut Option<ChallengeKind>,
+        created: &mut bool,
+        published: &mut Vec<(ChallengeKind, String)>,
+    ) -> Result<StoredCert, IssueError> {
+        let account = self.account(domain).await?;
+        self.budget.acquire().await;
+        let identifiers = [Identifier::Dns(domain.to_string())];
+        let replaces = replacing.and_then(|c| certificate_id(c).ok());
+        let mut order = match &replaces {
+            Some(id) => match account
+                .new_order(&NewOrder::new(&identifiers).replaces(id.clone()))
+                .await
+            {
+                Err(instant_acme::Error::Unsupported(_)) => {
+                    account.new_order(&NewOrder::new(&identifiers)).await
+                }
+                other => other,
+            },
+            None => account.new_order(&NewOrder::new(&identifiers)).await,
+        }
+        .map_err(|e| acme_error(domain, e))?;
+        *created = true;
+
+        let expires_at = unix_now() + self.settings.order_timeout.as_secs() + CHALLENGE_SLACK;
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| acme_error(domain, e))?;
+            match authz.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(IssueError::Failed {
+                        domain: domain.clone(),
+                        message: format!("authorization is {other:?}"),
+                    });
+                }
+            }
+            let Some(kind) = self.settings.challenges.iter().copied().find(|k| {
+                authz
+                    .challenges
+                    .iter()
+                    .any(|c| c.r#type == challenge_type(*k))
+            }) else {
+                return Err(IssueError::Failed {
+                    domain: domain.clone(),
+                    message: format!(
+                        "the CA offers none of the configured challenge types ({})",
+                        self.settings
+                            .challenges
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            };
+            *challenge = Some(kind);
+            let Some(mut handle) = authz.challenge(challenge_type(kind)) else {
+                continue;
+            };
+            let key_auth = handle.key_authorization();
+            let (key, value) = match kind {
+                ChallengeKind::Http01 => (handle.token.clone(), key_auth.as_str().to_owned()),
+                ChallengeKind::TlsAlpn01 => (
+                    domain.to_string(),
+                    URL_SAFE_NO_PAD.encode(key_auth.digest()),
+                ),
+            };
+            self.challenges
+                .publish(kind, &key, &value, expires_at)
+                .await
+                .map_err(|e| IssueError::Failed {
+                    domain: domain.clone(),
+                    message: error_chain(&e),
+                })?;
+            published.push((kind, key));
+            handle
+                .set_ready()
+                .await
+                .map_err(|e| acme_error(domain, e))?;
+        }
+
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(self.settings.order_timeout);
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .map_err(|e| acme_error(domain, e))?;
+        if status != OrderStatus::Ready {
+            return Err(invalid_order(domain, &mut order).await);
+        }
+
+        let key =
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| IssueError::Failed {
+                domain: domain.clone(),
+                message: e.to_string(),
+            })?;
+        let mut params =
+            CertificateParams::new(vec![domain.to_string()]).map_err(|e| IssueError::Failed {
+                domain: domain.clone(),
+                message: e.to_string(),
+            })?;
+        params.distinguished_name = DistinguishedName::new();
+        let csr = params
+            .serialize_request(&key)
+            .map_err(|e| IssueError::Failed {
+                domain: domain.clone(),
+                message: e.to_string(),
+            })?;
+        order
+            .finalize_csr(csr.der())
+            .await
+            .map_err(|e| acme_error(domain, e))?;
+        let chain_pem = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(|e| acme_error(domain, e))?;
+        let (not_before, not_after) =
+            validity(&chain_pem).map_err(|message| IssueError::Failed {
+                domain: domain.clone(),
+                message,
+            })?;
+        Ok(StoredCert {
+            issuer: "acme".into(),
+            chain_pem,
+            key_pem: key.serialize_pem(),
+            not_before,
+            not_after,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Issuer for AcmeIssuer {
+    fn kind(&self) -> &'static str {
+        "acme"
+    }
+
+    async fn issue(
+        &self,
+        domain: &Domain,
+        replacing: Option<&StoredCert>,
+    ) -> Result<StoredCert, IssueError> {
+        let mut challenge = None;
+        let mut created = false;
+        let mut published = Vec::new();
+        let result = tokio::time::timeout(
+            // The budget may queue the order; the order itself gets `order_timeout`.
+            self.settings.order_timeout + self.settings.order_window,
+            self.order(
+                domain,
+                replacing,
+                &mut challenge,
+                &mut created,
+                &mut published,
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(IssueError::Failed {
+                domain: domain.clone(),
+                message: "the order timed out".into(),
+            })
+        });
+        for (kind, key) in published {
+            self.challenges.withdraw(kind, &key).await;
+        }
+        // Labelled by the challenge answered ("none": the CA reused a valid authorization, or
+        // the order failed before a challenge was chosen).
+        let label = challenge.map_or("none", ChallengeKind::as_str);
+        if created {
+            self.metrics
+                .acme_orders
+                .with_label_values(&[label, "started"])
+                .inc();
+        }
+        let event = if result.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        self.metrics
+            .acme_orders
+            .with_label_values(&[label, event])
+            .inc();
+        result
+    }
+
+    async fn renewal_window(&self, cert: &StoredCert) -> Result<Option<RenewalWindow>, IssueError> {
+        let domain = Domain::parse("renewal.invalid").map_err(|_| IssueError::Failed {
+            domain: Domain::parse("unknown.invalid").expect("valid literal"),
+            message: "internal".into(),
+        })?;
+        let account = self.account(&domain).await?;
+        let id = certificate_id(cert).map_err(|message| IssueError::Failed {
+            domain: domain.clone(),
+            message,
+        })?;
+        match account.renewal_info(&id).await {
+            Ok((info, check_after)) => Ok(Some(RenewalWindow {
+                start: info.suggested_window.start.unix_timestamp().max(0) as u64,
+                end: info.suggested_window.end.unix_timestamp().max(0) as u64,
+                check_after,
+            })),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(acme_error(&domain, e)),
+        }
+    }
+}
+
+fn challenge_type(kind: ChallengeKind) -> ChallengeType {
+    match kind {
+        ChallengeKind::Http01 => ChallengeType::Http01,
+        ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+    }
+}
+
+/// The ARI identifier of a stored certificate's leaf.
+fn certificate_id(cert: &StoredCert) -> Result<CertificateIdentifier<'static>, String> {
+    let leaf = CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+        .next()
+        .ok_or("empty chain")?
+        .map_err(|e| e.to_string())?;
+    CertificateIdentifier::try_from(&leaf)
+        .map(|id| id.into_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// `not_before` and `not_after` of the leaf, Unix seconds.
+fn validity(chain_pem: &str) -> Result<(u64, u64), String> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or("the CA sent an empty chain")?
+        .map_err(|e| format!("the CA's chain does not parse: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf)
+        .map_err(|e| format!("the CA's certificate does not parse: {e}"))?;
+    let v = cert.validity();
+    Ok((
+        v.not_before.timestamp().max(0) as u64,
+        v.not_after.timestamp().max(0) as u64,
+    ))
+}
+
+/// Maps an instant-acme error: problem documents keep the CA's type and detail.
+fn acme_error(domain: &Domain, e: instant_acme::Error) -> IssueError {
+    match e {
+        instant_acme::Error::Api(problem) => refused(domain, &problem),
+        other => IssueError::Failed {
+            domain: domain.clone(),
+            message: error_chain(&other),
+        },
+    }
+}
+
+fn refused(domain: &Domain, problem: &Problem) -> IssueError {
+    let mut detail = problem.detail.clone().unwrap_or_default();
+    for sub in &problem.subproblems {
+        if let Some(d) = &sub.detail {
+            detail.push_str("; ");
+            detail.push_str(d);
+        }
+    }
+    IssueError::Refused {
+        domain: domain.clone(),
+        problem_type: problem.r#type.clone(),
+        detail,
+    }
+}
+
+/// The reason an order became invalid: the failed challenge's problem, if the CA says.
+async fn invalid_order(domain: &Domain, order: &mut Order) -> IssueError {
+    if let Some(problem) = &order.state().error {
+        return refused(domain, &problem.clone());
+    }
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authz)) = authorizations.next().await {
+        if let Ok(state) = authz.refresh().await
+            && let Some(problem) = state.challenges.iter().find_map(|c| c.error.as_ref())
+        {
+            return refused(domain, &problem.clone());
+        }
+    }
+    IssueError::Failed {
+        domain: domain.clone(),
+        message: "the order became invalid without a reason from the CA".into(),
+    }
+}

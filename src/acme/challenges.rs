@@ -1,0 +1,185 @@
+//! Publishing and answering ACME challenges. Responses live in the store, so whichever node the
+//! CA reaches can answer: HTTP-01 (RFC 8555 §8.3) on the plain HTTP listener, TLS-ALPN-01
+//! (RFC 8737) in the TLS acceptor for a ClientHello offering ALPN `acme-tls/1`.
+//!
+//! Lookups happen only for names the policy permits, so random names or tokens cost no storage
+//! query.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::Domain;
+use crate::certs::{error_chain, unix_now};
+use crate::config::ChallengeKind;
+use crate::policy::Policy;
+use crate::store::{Store, StoreError};
+
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Challenge responses, published by orders and read by the listeners.
+pub struct Challenges {
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Challenges {
+    /// Challenges kept in `store`, answered for names `policy` permits.
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: Arc<Policy>,
+        provider: Arc<CryptoProvider>,
+    ) -> Challenges {
+        Challenges {
+            store,
+            policy,
+            provider,
+        }
+    }
+
+    /// Publishes a response until `expires_at` (Unix seconds). HTTP-01 is keyed by token, with
+    /// the key authorization as value; TLS-ALPN-01 by domain, with the base64url SHA-256 digest
+    /// of the key authorization.
+    pub async fn publish(
+        &self,
+        kind: ChallengeKind,
+        key: &str,
+        value: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.store
+            .put_challenge(kind.as_str(), key, value, expires_at)
+            .await
+    }
+
+    /// Withdraws a response (and any that expired).
+    pub async fn withdraw(&self, kind: ChallengeKind, key: &str) {
+        if let Err(e) = self
+            .store
+            .remove_challenge(kind.as_str(), key, unix_now())
+            .await
+        {
+            tracing::warn!(challenge = kind.as_str(), error = %error_chain(&e), "withdrawing challenge");
+        }
+    }
+
+    /// The HTTP-01 key authorization for `token`, if `host` is permitted and it is published.
+    pub async fn http01(&self, host: &Domain, token: &str) -> Option<String> {
+        if token.len() > 256 || !self.policy.allows(host).await {
+            return None;
+        }
+        self.lookup(ChallengeKind::Http01, token).await
+    }
+
+    /// The TLS-ALPN-01 certificate for `domain`, if it is permitted and a challenge is published.
+    pub async fn tls_alpn01(&self, domain: &Domain) -> Option<Arc<CertifiedKey>> {
+        if !self.policy.allows(domain).await {
+            return None;
+        }
+        let digest = self
+            .lookup(ChallengeKind::TlsAlpn01, domain.as_str())
+            .await?;
+        let digest = URL_SAFE_NO_PAD.decode(digest).ok()?;
+        match alpn_certificate(&self.provider, domain, &digest) {
+            Ok(key) => Some(Arc::new(key)),
+            Err(e) => {
+                tracing::error!(domain = %domain, error = %e, "building the TLS-ALPN-01 certificate");
+                None
+            }
+        }
+    }
+
+    async fn lookup(&self, kind: ChallengeKind, key: &str) -> Option<String> {
+        match self.store.challenge(kind.as_str(), key, unix_now()).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(challenge = kind.as_str(), error = %error_chain(&e), "reading challenge");
+                None
+            }
+        }
+    }
+}
+
+/// The self-signed certificate of RFC 8737 §3: the name as its only SAN and the critical
+/// `acmeIdentifier` extension holding the SHA-256 digest of the key authorization. Loaded with
+/// `CertifiedKey::new`, since rustls's own loaders refuse the unknown critical extension.
+pub fn alpn_certificate(
+    provider: &CryptoProvider,
+    domain: &Domain,
+    digest: &[u8],
+) -> Result<CertifiedKey, String> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(|e| e.to_string())?;
+    params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| e.to_string())?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn setup() -> Challenges {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let policy = Arc::new(Policy::new([Domain::parse("a.example.com").unwrap()], None));
+        Challenges::new(
+            store,
+            policy,
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+    }
+
+    #[tokio::test]
+    async fn http01_is_answered_only_for_permitted_hosts() {
+        let c = setup();
+        let a = Domain::parse("a.example.com").unwrap();
+        let b = Domain::parse("b.example.com").unwrap();
+        c.publish(ChallengeKind::Http01, "tok", "tok.thumb", unix_now() + 60)
+            .await
+            .unwrap();
+        assert_eq!(c.http01(&a, "tok").await.as_deref(), Some("tok.thumb"));
+        assert_eq!(c.http01(&b, "tok").await, None);
+        assert_eq!(c.http01(&a, "other").await, None);
+        c.withdraw(ChallengeKind::Http01, "tok").await;
+        assert_eq!(c.http01(&a, "tok").await, None);
+    }
+
+    #[tokio::test]
+    async fn tls_alpn01_certificate_carries_the_digest() {
+        let c = setup();
+        let a = Domain::parse("a.example.com").unwrap();
+        assert!(c.tls_alpn01(&a).await.is_none());
+        let digest = [7u8; 32];
+        c.publish(
+            ChallengeKind::TlsAlpn01,
+            "a.example.com",
+            &URL_SAFE_NO_PAD.encode(digest),
+            unix_now() + 60,
+        )
+        .await
+        .unwrap();
+        let key = c.tls_alpn01(&a).await.unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&key.cert[0]).unwrap();
+        let ext = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("acmeIdentifier extension");
+        assert!(ext.critical);
+        // DER OCTET STRING of 32 bytes: 0x04 0x20 followed by the digest.
+        assert_eq!(ext.value, [&[0x04, 0x20][..], &digest[..]].concat());
+    }
+}

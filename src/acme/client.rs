@@ -1,0 +1,121 @@
+//! The HTTP client instant-acme talks through: rustls with the platform's roots, or only
+//! `acme.ca_root` when set (private CAs, tests). It also watches every answer for a rate limit
+//! (`429`/`503` with `Retry-After`) and pauses the order budget accordingly.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::Request;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+
+use super::budget::OrderBudget;
+
+type Inner = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
+
+/// HTTPS client for the ACME directory.
+#[derive(Clone)]
+pub struct AcmeHttp {
+    inner: Inner,
+    budget: Arc<OrderBudget>,
+}
+
+impl AcmeHttp {
+    /// A client trusting `ca_root` alone if given, else the platform's roots.
+    pub fn new(ca_root: Option<&Path>, budget: Arc<OrderBudget>) -> Result<AcmeHttp, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match ca_root {
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("acme.ca_root {}: {e}", path.display()))?
+                {
+                    let cert = cert.map_err(|e| format!("acme.ca_root {}: {e}", path.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("acme.ca_root {}: {e}", path.display()))?;
+                }
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                builder.with_tls_config(config)
+            }
+            None => builder
+                .with_provider_and_platform_verifier(provider)
+                .map_err(|e| format!("loading the platform's root certificates: {e}"))?,
+        };
+        let connector = builder.https_only().enable_http1().enable_http2().build();
+        Ok(AcmeHttp {
+            inner: HyperClient::builder(TokioExecutor::new()).build(connector),
+            budget,
+        })
+    }
+}
+
+impl HttpClient for AcmeHttp {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = HttpClient::request(&self.inner, req);
+        let budget = self.budget.clone();
+        Box::pin(async move {
+            let rsp = fut.await?;
+            let status = rsp.parts.status.as_u16();
+            if (status == 429 || status == 503)
+                && let Some(until) = retry_after(&rsp.parts.headers)
+            {
+                budget.pause_until(until);
+            }
+            Ok(rsp)
+        })
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(headers: &http::HeaderMap) -> Option<SystemTime> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    match value.parse::<u64>() {
+        Ok(secs) => Some(SystemTime::now() + Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(value).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_retry_after_forms() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, "120".parse().unwrap());
+        let t = retry_after(&h).unwrap();
+        let secs = t.duration_since(SystemTime::now()).unwrap().as_secs();
+        assert!((118..=120).contains(&secs));
+        h.insert(
+            http::header::RETRY_AFTER,
+            "Fri, 31 Dec 2100 23:59:59 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            retry_after(&h).unwrap(),
+            httpdate::parse_http_date("Fri, 31 Dec 2100 23:59:59 GMT").unwrap()
+        );
+        h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+}

@@ -1,0 +1,322 @@
+//! Startup recovery of the click log: a crash in the middle of a write (power loss, a partial
+//! write on a full disk that could not be rolled back) can leave the newest click file ending in a
+//! torn line. Before the writer starts, the torn tail is copied to `<file>.torn` next to it and the
+//! file is truncated to the end of its last complete line, so readers of the log see only whole
+//! JSON lines and no record is lost (the tail is kept) or duplicated (nothing is rewritten).
+//!
+//! Only the newest non-empty `clicks-*.jsonl` file is examined: the writer only appends to the
+//! newest file, never reopens an older one, and does not start a new file while an older one may
+//! end in a partial batch. New clicks always go to a new file; this module never writes clicks.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use crate::metrics::Metrics;
+
+/// Bytes read per step when searching a file backwards for a newline.
+const CHUNK: usize = 64 << 10;
+
+/// The torn tail of a click file could not be quarantined; the file was left as it was.
+#[derive(Debug, thiserror::Error)]
+#[error("recovering click file {path}")]
+pub(super) struct RecoverError {
+    pub(super) path: PathBuf,
+    #[source]
+    pub(super) source: io::Error,
+}
+
+/// What recovery did to a torn file.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Quarantined {
+    /// The click file, now ending at its last complete line.
+    pub(super) file: PathBuf,
+    /// Where the torn bytes went.
+    pub(super) torn: PathBuf,
+    /// Length of the click file after truncation.
+    pub(super) kept_bytes: u64,
+    /// Bytes moved to `torn`.
+    pub(super) torn_bytes: u64,
+}
+
+/// Repairs the newest non-empty click file in `dir` if it ends in a torn line: warns, counts
+/// `clickedge_click_log_torn_total`, and says what it did. `None` when the log is clean.
+pub(super) fn recover(dir: &Path, metrics: &Metrics) -> Result<Option<Quarantined>, RecoverError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RecoverError { path, source }
+    };
+    let Some(path) = newest_click_file(dir).map_err(err(dir))? else {
+        return Ok(None);
+    };
+    let Some(done) = quarantine_torn_tail(&path).map_err(err(&path))? else {
+        return Ok(None);
+    };
+    metrics.click_log_torn.inc();
+    tracing::warn!(
+        file = %done.file.display(),
+        kept_bytes = done.kept_bytes,
+        torn_bytes = done.torn_bytes,
+        quarantine = %done.torn.display(),
+        "click log ended in a torn line (crash during a write); moved the partial line aside"
+    );
+    Ok(Some(done))
+}
+
+/// The newest `clicks-*.jsonl` file that is not empty. Names sort in time order (see
+/// [`super::file`]); an empty newest file means the writer opened it and died before writing,
+/// so the one before it is the last that was written to.
+fn newest_click_file(dir: &Path) -> io::Result<Option<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let is_click_file = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("clicks-") && n.ends_with(".jsonl"));
+        if is_click_file && entry.file_type()?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    for path in files.into_iter().rev() {
+        if std::fs::metadata(&path)?.len() > 0 {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// Moves the torn tail of `path`, if any, to a quarantine file and truncates `path` to its clean
+/// prefix.
+fn quarantine_torn_tail(path: &Path) -> io::Result<Option<Quarantined>> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let kept_bytes = clean_len(&file, len)?;
+    if kept_bytes == len {
+        return Ok(None);
+    }
+    let torn = quarantine_path(path)?;
+    // Quarantine first, durably, and only then truncate: a crash in between leaves the tail in
+    // both places, and the next start quarantines it again rather than losing it.
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&torn)?;
+    file.seek(SeekFrom::Start(kept_bytes))?;
+    let torn_bytes = io::copy(&mut (&mut file).take(len - kept_bytes), &mut out)?;
+    out.sync_all()?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    file.set_len(kept_bytes)?;
+    file.sync_all()?;
+    Ok(Some(Quarantined {
+        file: path.to_path_buf(),
+        torn,
+        kept_bytes,
+        torn_bytes,
+    }))
+}
+
+/// `<file>.torn`, or `<file>.torn.<n>` if that exists (left by a recovery interrupted between
+/// quarantine and truncation: keep it, a duplicate in quarantine is harmless, a lost tail is not).
+fn quarantine_path(path: &Path) -> io::Result<PathBuf> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".torn");
+    let first = PathBuf::from(name);
+    if !first.try_exists()? {
+        return Ok(first);
+    }
+    for n in 1u32.. {
+        let mut name = first.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        let candidate = PathBuf::from(name);
+        if !candidate.try_exists()? {
+            return Ok(candidate);
+        }
+    }
+    Err(io::Error::other("no free quarantine file name"))
+}
+
+/// Length of the longest prefix of `file` (of length `len`) that ends with a complete line
+/// holding valid JSON; 0 if there is none.
+fn clean_len(file: &File, len: u64) -> io::Result<u64> {
+    // Bytes after the last newline are a line cut short.
+    let mut end = rfind_newline(file, len)?.map_or(0, |nl| nl + 1);
+    // A newline-terminated line that is not JSON is torn too: after a power loss some file
+    // systems show blocks that were allocated but never written as zeros.
+    while end > 0 {
+        let start = rfind_newline(file, end - 1)?.map_or(0, |nl| nl + 1);
+        let mut line = vec![0; usize::try_from(end - 1 - start).map_err(io::Error::other)?];
+        file.read_exact_at(&mut line, start)?;
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_ok() {
+            break;
+        }
+        end = start;
+    }
+    Ok(end)
+}
+
+/// Offset of the last `\n` in the first `before` bytes of `file`, reading backwards.
+fn rfind_newline(file: &File, before: u64) -> io::Result<Option<u64>> {
+    let mut buf = vec![0; CHUNK];
+    let mut hi = before;
+    while hi > 0 {
+        let lo = hi.saturating_sub(CHUNK as u64);
+        // `hi - lo <= CHUNK`, so the cast cannot truncate.
+        let chunk = &mut buf[..(hi - lo) as usize];
+        file.read_exact_at(chunk, lo)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(lo + i as u64));
+        }
+        hi = lo;
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE_A: &str = "{\"ts\":\"2025-11-24T16:00:00.000Z\",\"kind\":\"click\",\"url\":\"a\"}\n";
+    const LINE_B: &str = "{\"ts\":\"2025-11-24T16:00:01.000Z\",\"kind\":\"click\",\"url\":\"b\"}\n";
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn tail_without_newline_is_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let clean = format!("{LINE_A}{LINE_B}");
+        let torn = "{\"ts\":\"2025-11-24T16:00:02.0";
+        let path = write(
+            dir.path(),
+            "clicks-20251124T160000.000Z.jsonl",
+            format!("{clean}{torn}").as_bytes(),
+        );
+        let metrics = Metrics::unregistered();
+        let done = recover(dir.path(), &metrics).unwrap().unwrap();
+        assert_eq!(done.kept_bytes, clean.len() as u64);
+        assert_eq!(done.torn_bytes, torn.len() as u64);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), clean);
+        assert_eq!(std::fs::read_to_string(&done.torn).unwrap(), torn);
+        assert!(done.torn.to_str().unwrap().ends_with(".jsonl.torn"));
+        assert_eq!(metrics.click_log_torn.get(), 1);
+        // Recovery is idempotent: the repaired file is clean now.
+        assert_eq!(recover(dir.path(), &metrics).unwrap(), None);
+        assert_eq!(metrics.click_log_torn.get(), 1);
+    }
+
+    #[test]
+    fn trailing_lines_that_are_not_json_are_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        // Zero-filled blocks after a power loss, with a newline in them.
+        let garbage = b"\0\0\0\0\n\0\0\0";
+        let mut bytes = format!("{LINE_A}{LINE_B}").into_bytes();
+        bytes.extend_from_slice(garbage);
+        let path = write(dir.path(), "clicks-20251124T160000.000Z.jsonl", &bytes);
+        let done = recover(dir.path(), &Metrics::unregistered())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{LINE_A}{LINE_B}")
+        );
+        assert_eq!(std::fs::read(&done.torn).unwrap(), garbage);
+    }
+
+    #[test]
+    fn clean_log_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "clicks-20251124T160000.000Z.jsonl",
+            format!("{LINE_A}{LINE_B}").as_bytes(),
+        );
+        let metrics = Metrics::unregistered();
+        assert_eq!(recover(dir.path(), &metrics).unwrap(), None);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{LINE_A}{LINE_B}")
+        );
+        assert_eq!(metrics.click_log_torn.get(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn only_the_newest_non_empty_file_is_examined() {
+        let dir = tempfile::tempdir().unwrap();
+        // Older files are never appended to again; one that is torn is not ours to judge.
+        let older = write(dir.path(), "clicks-20251124T150000.000Z.jsonl", b"{\"x\"");
+        let newest = write(
+            dir.path(),
+            "clicks-20251124T160000.000Z.jsonl",
+            format!("{LINE_A}{{\"y\"").as_bytes(),
+        );
+        // Opened, then the process died before the first write.
+        write(dir.path(), "clicks-20251124T170000.000Z.jsonl", b"");
+        write(dir.path(), "notes.txt", b"not a click file");
+        let done = recover(dir.path(), &Metrics::unregistered())
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.file, newest);
+        assert_eq!(std::fs::read_to_string(&newest).unwrap(), LINE_A);
+        assert_eq!(std::fs::read(&older).unwrap(), b"{\"x\"");
+    }
+
+    #[test]
+    fn torn_tail_longer_than_a_read_chunk_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let torn = format!("{{\"url\":\"{}", "x".repeat(3 * CHUNK + 17));
+        let path = write(
+            dir.path(),
+            "clicks-20251124T160000.000Z.jsonl",
+            format!("{LINE_A}{torn}").as_bytes(),
+        );
+        let done = recover(dir.path(), &Metrics::unregistered())
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), LINE_A);
+        assert_eq!(std::fs::read_to_string(&done.torn).unwrap(), torn);
+    }
+
+    #[test]
+    fn file_holding_only_a_torn_line_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "clicks-20251124T160000.000Z.jsonl", b"{\"ts\"");
+        let done = recover(dir.path(), &Metrics::unregistered())
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.kept_bytes, 0);
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        assert_eq!(std::fs::read(&done.torn).unwrap(), b"{\"ts\"");
+    }
+
+    #[test]
+    fn interrupted_recovery_keeps_the_earlier_quarantine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "clicks-20251124T160000.000Z.jsonl",
+            format!("{LINE_A}{{\"y\"").as_bytes(),
+        );
+        // A quarantine written by a recovery that died before truncating.
+        let first = write(
+            dir.path(),
+            "clicks-20251124T160000.000Z.jsonl.torn",
+            b"{\"y\"",
+        );
+        let done = recover(dir.path(), &Metrics::unregistered())
+            .unwrap()
+            .unwrap();
+        assert_ne!(done.torn, first);
+        assert_eq!(std::fs::read(&first).unwrap(), b"{\"y\"");
+        assert_eq!(std::fs::read(&done.torn).unwrap(), b"{\"y\"");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), LINE_A);
+    }
+}
