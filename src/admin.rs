@@ -24,8 +24,6 @@ use crate::links::{self, KeyId, KeyRing, Link, LinkKey, SharedKeyRing};
 use crate::policy::Policy;
 use crate::store::{DomainRecord, Store, StoreError};
 
-/// Largest admin request body, in bytes; larger bodies get 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -41,6 +39,8 @@ pub struct AdminState {
     pub registry: Registry,
     /// The bearer token.
     pub token: String,
+    /// Largest request body (`limits.admin_max_body_bytes`); larger gets 413.
+    pub max_body_bytes: usize,
 }
 
 type Shared = Arc<AdminState>;
@@ -59,7 +59,7 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
 }
 

@@ -23,7 +23,8 @@ use crate::admin::{self, AdminState};
 use crate::certs::Certs;
 use crate::clicks::file::{FileSink, FileSinkConfig};
 use crate::config::{Config, IssuerKind};
-use crate::http::{self, Edge, Protocols};
+use crate::http::Edge;
+use crate::http::serve::{self, ConnLimits, Protocols, Serving};
 use crate::issuer::{Issuer, LocalCa};
 use crate::links::SharedKeyRing;
 use crate::metrics::Metrics;
@@ -156,6 +157,7 @@ impl App {
             certs.clone(),
             policy.clone(),
             challenges,
+            config.limits.max_uri_bytes.get(),
             &metrics,
         ));
 
@@ -170,23 +172,16 @@ impl App {
 
         let (stop, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
-        let protocols = Protocols::default();
+        let serving = Serving {
+            edge,
+            protocols: Protocols::new(&config.limits),
+            limits: Arc::new(ConnLimits::new(&config.limits, metrics.clone())),
+            tracker: connections.clone(),
+            stop: stop_rx.clone(),
+        };
         let mut tasks = vec![
-            tokio::spawn(http::serve_https(
-                https,
-                acceptor,
-                edge.clone(),
-                protocols.clone(),
-                connections.clone(),
-                stop_rx.clone(),
-            )),
-            tokio::spawn(http::serve_http(
-                http_listener,
-                edge,
-                protocols,
-                connections.clone(),
-                stop_rx.clone(),
-            )),
+            tokio::spawn(serve::serve_https(https, acceptor, serving.clone())),
+            tokio::spawn(serve::serve_http(http_listener, serving)),
         ];
         tasks.push(tokio::spawn(certs.clone().run_maintenance(stop_rx.clone())));
         let admin_router = admin::router(Arc::new(AdminState {
@@ -196,6 +191,7 @@ impl App {
             keys,
             registry,
             token,
+            max_body_bytes: config.limits.admin_max_body_bytes.get(),
         }));
         let mut admin_stop = stop_rx;
         tasks.push(tokio::spawn(async move {

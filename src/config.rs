@@ -67,6 +67,49 @@ pub struct Config {
     pub onboarding: Onboarding,
     /// Admin API.
     pub admin: Admin,
+    /// Protection against slow, large or numerous requests.
+    pub limits: Limits,
+}
+
+/// `[limits]`: what one client, or all of them, may cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Time a client has to send a request's headers (slowloris guard; HTTP/1.1). Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; larger gets 431. Default
+    /// `16384`.
+    pub max_header_bytes: NonZeroUsize,
+    /// Longest request URI, in bytes; longer gets 414 before any token is opened. Default `8192`.
+    pub max_uri_bytes: NonZeroUsize,
+    /// Open client connections on the HTTPS and HTTP listeners together; past it new
+    /// connections wait in the kernel's backlog (accept backpressure). Default `10000`.
+    pub max_connections: NonZeroUsize,
+    /// Open connections per client address; `0` turns the limit off. Default `0`.
+    pub max_connections_per_ip: usize,
+    /// An idle keep-alive connection (HTTP/1.1 or h2) is closed after this long. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Concurrent streams per h2 connection. Default `100`.
+    pub h2_max_concurrent_streams: u32,
+    /// Largest admin API request body, in bytes; larger gets 413. Default `65536`.
+    pub admin_max_body_bytes: NonZeroUsize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: NonZeroUsize::new(16 * 1024).expect("non-zero literal"),
+            max_uri_bytes: NonZeroUsize::new(8 * 1024).expect("non-zero literal"),
+            max_connections: NonZeroUsize::new(10_000).expect("non-zero literal"),
+            max_connections_per_ip: 0,
+            keepalive_timeout: Duration::from_secs(60),
+            h2_max_concurrent_streams: 100,
+            admin_max_body_bytes: NonZeroUsize::new(64 * 1024).expect("non-zero literal"),
+        }
+    }
 }
 
 /// `[listen]`: socket addresses.
@@ -210,18 +253,48 @@ pub struct Clicks {
     pub max_buffered_bytes: NonZeroUsize,
 }
 
-/// `[onboarding]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[onboarding]`: what a customer's DNS must look like, checked by `clickedge domain check`.
+///
+/// With neither `cname_target` nor `addresses` set the edge cannot tell where a name should
+/// point: checks then run only on request, and never hold back a certificate order.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Onboarding {
     /// The name customers CNAME their link domain to. Default none.
-    pub cname_target: Option<String>,
+    pub cname_target: Option<crate::Domain>,
     /// Edge addresses that A/AAAA records may point to. Default none.
     pub addresses: Vec<std::net::IpAddr>,
-    /// Resolvers to ask (`ip:port`). Default: the system's.
+    /// Resolvers to ask (`ip:port`, UDP and TCP). Default: the system's (`/etc/resolv.conf`).
     pub dns_servers: Vec<SocketAddr>,
-    /// CAA issuer identities that must be allowed. Default `["letsencrypt.org"]`.
+    /// CAA issuer identities, one of which CAA records must allow. Default
+    /// `["letsencrypt.org"]`.
     pub caa_identities: Vec<String>,
+    /// Port the HTTP reachability check connects to on the name's addresses. Default `80`.
+    pub http_port: std::num::NonZeroU16,
+    /// How often domains without a valid certificate are checked again. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub recheck_interval: Duration,
+}
+
+impl Onboarding {
+    /// True if the edge knows where customers' names must point (`cname_target` or
+    /// `addresses`): checks then run on their own and gate certificate orders.
+    pub fn is_configured(&self) -> bool {
+        self.cname_target.is_some() || !self.addresses.is_empty()
+    }
+}
+
+impl Default for Onboarding {
+    fn default() -> Self {
+        Onboarding {
+            cname_target: None,
+            addresses: Vec::new(),
+            dns_servers: Vec::new(),
+            caa_identities: vec!["letsencrypt.org".into()],
+            http_port: std::num::NonZeroU16::new(80).expect("non-zero literal"),
+            recheck_interval: Duration::from_secs(300),
+        }
+    }
 }
 
 /// `[admin]`.
@@ -243,6 +316,7 @@ impl Default for Config {
             clicks: Clicks::default(),
             onboarding: Onboarding::default(),
             admin: Admin::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -347,6 +421,24 @@ impl Config {
                 "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),
             ));
         }
+        if self.onboarding.caa_identities.is_empty()
+            || self.onboarding.caa_identities.iter().any(|i| {
+                i.is_empty()
+                    || !i
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            })
+        {
+            return Err(invalid(
+                "onboarding.caa_identities must list the CA's CAA domains, e.g. [\"letsencrypt.org\"]"
+                    .into(),
+            ));
+        }
+        if self.onboarding.recheck_interval < Duration::from_secs(10) {
+            return Err(invalid(
+                "onboarding.recheck_interval must be at least 10s (e.g. \"5m\")".into(),
+            ));
+        }
         if self.acme.challenges.is_empty() {
             return Err(invalid(
                 "acme.challenges is empty; use [\"http-01\", \"tls-alpn-01\"] or one of them"
@@ -411,6 +503,27 @@ mod tests {
         assert_eq!(c.tls.issuer, IssuerKind::Local);
         assert!(c.tls.session_resumption);
         assert_eq!(c.clicks_dir(), PathBuf::from("./clickedge-data/clicks"));
+    }
+
+    #[test]
+    fn onboarding_defaults_and_bad_values() {
+        let o = parse("").unwrap().onboarding;
+        assert_eq!(o.caa_identities, vec!["letsencrypt.org".to_string()]);
+        assert_eq!(o.http_port.get(), 80);
+        assert_eq!(o.recheck_interval, Duration::from_secs(300));
+        assert!(!o.is_configured());
+        let o = parse("[onboarding]\ncname_target = \"Edge.Example.NET.\"\n")
+            .unwrap()
+            .onboarding;
+        assert_eq!(o.cname_target.unwrap().as_str(), "edge.example.net");
+        let err = parse("[onboarding]\ncname_target = \"not a name\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cname_target"), "{err}");
+        let err = parse("[onboarding]\ncaa_identities = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("onboarding.caa_identities"), "{err}");
     }
 
     #[test]

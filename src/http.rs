@@ -1,28 +1,21 @@
-//! The edge's HTTP side: accept loops for the HTTPS and plain HTTP listeners, and the request
-//! handler ([`Edge`]) that turns `/c/<token>` into a 302 and a click.
+//! The edge's HTTP side: the request handler ([`Edge`]) that turns `/c/<token>` into a 302 and a
+//! click, the router, and the listeners ([`serve`]).
 //!
 //! Nothing that fails to open redirects: every failure is a 404 without `Location` and without a
 //! click. This module knows nothing about SQL or the CA.
 
 pub mod router;
+pub mod serve;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use prometheus::IntCounter;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_util::task::TaskTracker;
 
 use crate::Domain;
 use crate::acme::challenges::Challenges;
@@ -31,14 +24,11 @@ use crate::clicks::{ClickEvent, ClickQueue};
 use crate::links::{self, SharedKeyRing};
 use crate::metrics::{Metrics, outcome};
 use crate::policy::Policy;
-use crate::tls::Acceptor;
 use router::{Route, route};
 
 /// Response body type of the edge.
 pub type Body = Full<Bytes>;
 
-/// Header read timeout for HTTP/1.1 (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Per-outcome request counters, resolved once (no label lookup per request).
 struct Counters {
@@ -86,6 +76,7 @@ pub struct Edge {
     certs: Arc<Certs>,
     policy: Arc<Policy>,
     challenges: Arc<Challenges>,
+    max_uri_bytes: usize,
     counters: Counters,
 }
 
@@ -100,6 +91,7 @@ impl Edge {
         certs: Arc<Certs>,
         policy: Arc<Policy>,
         challenges: Arc<Challenges>,
+        max_uri_bytes: usize,
         metrics: &Metrics,
     ) -> Edge {
         Edge {
@@ -108,12 +100,18 @@ impl Edge {
             certs,
             policy,
             challenges,
+            max_uri_bytes,
             counters: Counters::new(metrics),
         }
     }
 
     /// Handles one request.
     pub async fn handle<B>(&self, conn: &ConnInfo, req: Request<B>) -> Response<Body> {
+        // Longer than any link we mint: refused before routing, so it costs no cryptography.
+        if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_bytes {
+            self.counters.not_found.inc();
+            return text(StatusCode::URI_TOO_LONG, "URI too long\n");
+        }
         let token = match route(req.uri().path()) {
             Route::Click(token) => token,
             Route::AcmeChallenge(token) if conn.sni.is_none() => {
@@ -282,144 +280,6 @@ fn http_version(v: http::Version) -> &'static str {
         http::Version::HTTP_3 => "3",
         _ => "1.1",
     }
-}
-
-/// Builders for the HTTP/1.1 and h2 connections, configured once.
-#[derive(Clone)]
-pub struct Protocols {
-    h1: hyper::server::conn::http1::Builder,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-}
-
-impl Default for Protocols {
-    fn default() -> Self {
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new()).max_concurrent_streams(100);
-        Protocols { h1, h2 }
-    }
-}
-
-/// Resolves once the stop flag is true (at once if it already is).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender is gone, which only happens at shutdown.
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Serves `conn` until it ends; once `stop` turns true it is asked to finish the request in
-/// flight and close (HTTP/1.1 stops keep-alive, h2 sends GOAWAY).
-async fn until_stopped<C: GracefulConnection>(
-    conn: C,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), C::Error> {
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => return result,
-        _ = stopped(&mut stop) => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    conn.await
-}
-
-/// Accepts HTTPS connections until `stop` turns true. Connection tasks are spawned on `tracker`
-/// so shutdown can wait for them.
-pub async fn serve_https(
-    listener: TcpListener,
-    acceptor: Arc<Acceptor>,
-    edge: Arc<Edge>,
-    protocols: Protocols,
-    tracker: TaskTracker,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stopped(&mut stop) => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => { accept_error(e).await; continue; }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, edge, protocols, conn_stop) = (
-            acceptor.clone(),
-            edge.clone(),
-            protocols.clone(),
-            stop.clone(),
-        );
-        tracker.spawn(async move {
-            let accepted = match acceptor.accept(tcp).await {
-                Ok(a) => a,
-                Err(crate::tls::HandshakeError::ChallengeAnswered) => return,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "handshake failed");
-                    return;
-                }
-            };
-            let info = Arc::new(ConnInfo {
-                peer,
-                sni: Some(accepted.domain),
-                tls: Some(accepted.tls_version),
-            });
-            let io = TokioIo::new(accepted.stream);
-            let service = service_fn(move |req: Request<Incoming>| {
-                let (edge, info) = (edge.clone(), info.clone());
-                async move { Ok::<_, Infallible>(edge.handle(&info, req).await) }
-            });
-            let result = if accepted.h2 {
-                until_stopped(protocols.h2.serve_connection(io, service), conn_stop).await
-            } else {
-                until_stopped(protocols.h1.serve_connection(io, service), conn_stop).await
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-}
-
-/// Accepts plain HTTP/1.1 connections (HTTP-01 challenges, upgrades to HTTPS) until `stop`.
-pub async fn serve_http(
-    listener: TcpListener,
-    edge: Arc<Edge>,
-    protocols: Protocols,
-    tracker: TaskTracker,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stopped(&mut stop) => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => { accept_error(e).await; continue; }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (edge, h1, conn_stop) = (edge.clone(), protocols.h1.clone(), stop.clone());
-        tracker.spawn(async move {
-            let info = Arc::new(ConnInfo {
-                peer,
-                sni: None,
-                tls: None,
-            });
-            let service = service_fn(move |req: Request<Incoming>| {
-                let (edge, info) = (edge.clone(), info.clone());
-                async move { Ok::<_, Infallible>(edge.handle(&info, req).await) }
-            });
-            if let Err(e) =
-                until_stopped(h1.serve_connection(TokioIo::new(tcp), service), conn_stop).await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-}
-
-/// Accept errors (out of file descriptors, mostly) are transient: log, back off briefly, go on.
-async fn accept_error(e: std::io::Error) {
-    tracing::warn!(error = %e, "accept failed");
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 #[cfg(test)]

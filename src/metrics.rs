@@ -46,6 +46,10 @@ pub struct Metrics {
     pub certs_soonest_expiry: Gauge,
     /// Certificates expiring within 7 days.
     pub certs_expiring: IntGauge,
+    /// Client connections open on the edge listeners.
+    pub connections_open: IntGauge,
+    /// Connections closed at once because their address had too many open.
+    pub connections_refused: IntCounter,
     /// Renewals by outcome (`ok`, `failed`).
     pub renewals: IntCounterVec,
     /// ACME orders by challenge type and event (`started`, `succeeded`, `failed`).
@@ -152,6 +156,14 @@ impl Metrics {
                 "clickedge_certificates_expiring",
                 "Certificates expiring within 7 days",
             )?,
+            connections_open: IntGauge::new(
+                "clickedge_connections_open",
+                "Client connections open on the edge listeners",
+            )?,
+            connections_refused: IntCounter::new(
+                "clickedge_connections_refused_total",
+                "Connections refused: too many from one address",
+            )?,
             renewals: IntCounterVec::new(
                 Opts::new(
                     "clickedge_certificate_renewals_total",
@@ -169,6 +181,8 @@ impl Metrics {
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.certs_expiring.clone()))?;
+        registry.register(Box::new(m.connections_open.clone()))?;
+        registry.register(Box::new(m.connections_refused.clone()))?;
         registry.register(Box::new(m.renewals.clone()))?;
         registry.register(Box::new(m.acme_orders.clone()))?;
         registry.register(Box::new(m.clicks_logged.clone()))?;
