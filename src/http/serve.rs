@@ -107,12 +107,10 @@ impl Drop for Slot {
         self.limits.metrics.connections_open.dec();
         if self.limits.per_ip > 0 {
             // Remove the entry at zero so the map only holds addresses with open connections.
-            self.limits
-                .by_ip
-                .remove_if_mut(&self.ip, |_, n| {
-                    *n = n.saturating_sub(1);
-                    *n == 0
-                });
+            self.limits.by_ip.remove_if_mut(&self.ip, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
         }
     }
 }
@@ -133,20 +131,24 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// Waits for room under the connection cap, then for a connection. `None` at shutdown.
+    /// The next connection to serve, once there is room under the connection cap. `None` at
+    /// shutdown.
     async fn next(&mut self, listener: &TcpListener) -> Option<(TcpStream, SocketAddr, Slot)> {
         loop {
-            // Backpressure: at the cap we stop calling accept(), and the kernel's backlog holds
-            // new connections until one closes.
-            let permit = tokio::select! {
-                _ = stopped(&mut self.stop) => return None,
-                p = self.limits.total.clone().acquire_owned() => p.ok()?,
-            };
             let (tcp, peer) = tokio::select! {
                 _ = stopped(&mut self.stop) => return None,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => { accept_error(e).await; continue; }
+                },
+            };
+            // Backpressure: at the cap this loop holds the connection it has and accepts no
+            // more, so new connections wait in the kernel's backlog until one closes.
+            let permit = match self.limits.total.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => tokio::select! {
+                    _ = stopped(&mut self.stop) => return None,
+                    p = self.limits.total.clone().acquire_owned() => p.ok()?,
                 },
             };
             let Some(slot) = self.limits.admit(peer.ip(), permit) else {
@@ -180,10 +182,16 @@ pub async fn serve_https(listener: TcpListener, acceptor: Arc<Acceptor>, mut ser
             };
             let (io, activity) = Activity::wrap(accepted.stream);
             let result = if accepted.h2 {
-                let conn = s.protocols.h2.serve_connection(io, service(s.edge.clone(), info));
+                let conn = s
+                    .protocols
+                    .h2
+                    .serve_connection(io, service(s.edge.clone(), info));
                 drive(conn, activity, s.limits.keepalive, s.stop).await
             } else {
-                let conn = s.protocols.h1.serve_connection(io, service(s.edge.clone(), info));
+                let conn = s
+                    .protocols
+                    .h1
+                    .serve_connection(io, service(s.edge.clone(), info));
                 drive(conn, activity, s.limits.keepalive, s.stop).await
             };
             if let Err(e) = result {
@@ -205,7 +213,10 @@ pub async fn serve_http(listener: TcpListener, mut serving: Serving) {
                 tls: None,
             };
             let (io, activity) = Activity::wrap(tcp);
-            let conn = s.protocols.h1.serve_connection(io, service(s.edge.clone(), info));
+            let conn = s
+                .protocols
+                .h1
+                .serve_connection(io, service(s.edge.clone(), info));
             if let Err(e) = drive(conn, activity, s.limits.keepalive, s.stop).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

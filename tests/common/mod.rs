@@ -252,6 +252,39 @@ impl Edge {
         }
     }
 
+    /// The edge's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `sig` (e.g. "TERM", "KILL") without waiting.
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.as_ref().expect("running"), sig);
+    }
+
+    /// Waits for the process to exit (after a signal).
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.take().expect("running").wait().expect("wait")
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    /// Resident set size, KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
