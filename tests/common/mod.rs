@@ -46,8 +46,23 @@ impl Edge {
         Edge::start_in_at(dir, extra, 0, 0)
     }
 
+    /// Starts an edge with extra environment variables for the child.
+    pub fn start_with_env(env: &[(&str, &str)], extra: &str) -> Edge {
+        Edge::start_full(tempfile::tempdir().expect("tempdir"), extra, 0, 0, env)
+    }
+
     /// Starts an edge in an existing data dir with fixed HTTPS and HTTP ports (0: any).
     pub fn start_in_at(dir: tempfile::TempDir, extra: &str, https: u16, http: u16) -> Edge {
+        Edge::start_full(dir, extra, https, http, &[])
+    }
+
+    fn start_full(
+        dir: tempfile::TempDir,
+        extra: &str,
+        https: u16,
+        http: u16,
+        env: &[(&str, &str)],
+    ) -> Edge {
         let config = dir.path().join("clickedge.toml");
         let listen = format!(
             "[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:0\"\n"
@@ -69,6 +84,7 @@ impl Edge {
             .args(["serve", "--config"])
             .arg(&config)
             .env("CLICKEDGE_LOG", "info,clickedge=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -290,6 +306,15 @@ impl Edge {
         let mut child = self.child.take().expect("running");
         signal(&child, "TERM");
         child.wait().expect("wait")
+    }
+
+    /// Gives back the data dir of an edge that has exited (or is killed now), for a restart.
+    pub fn take_dir(mut self) -> tempfile::TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
     /// Sends SIGTERM, waits, and gives back the data dir for a restart.
