@@ -6,17 +6,16 @@
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305};
 
 /// Identifies a key inside a token (2 bytes on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct KeyId(pub u16);
 
-/// One key: its id, its cipher and when it was created (Unix seconds).
+/// One key: its id, its secret and when it was created (Unix seconds).
 #[derive(Clone)]
 pub struct LinkKey {
     id: KeyId,
-    cipher: XChaCha20Poly1305,
+    secret: [u8; 32],
     created_at: u64,
 }
 
@@ -25,7 +24,7 @@ impl LinkKey {
     pub fn new(id: KeyId, secret: [u8; 32], created_at: u64) -> LinkKey {
         LinkKey {
             id,
-            cipher: XChaCha20Poly1305::new(&secret.into()),
+            secret,
             created_at,
         }
     }
@@ -40,8 +39,8 @@ impl LinkKey {
         self.created_at
     }
 
-    pub(super) fn cipher(&self) -> &XChaCha20Poly1305 {
-        &self.cipher
+    pub(super) fn secret(&self) -> &[u8; 32] {
+        &self.secret
     }
 }
 
