@@ -92,6 +92,32 @@ async fn tls_alpn01_issuance_verifies_against_pebble_root() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_account_binding_is_sent_when_the_ca_requires_it() {
+    let kid = "kid-1";
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let ports = PebblePorts::reserve();
+    let config = format!(
+        "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{}eab_kid = \"{kid}\"\neab_hmac_key = \"{key}\"\n",
+        ports.acme_toml(&["http-01"])
+    );
+    let edge = Edge::start_with(&config);
+    let options = PebbleOptions {
+        eab: Some((kid.into(), key.into())),
+        ..Default::default()
+    };
+    let pebble = ports
+        .start(edge.http.port(), edge.https.port(), &options)
+        .await;
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let roots = pebble.issuing_roots().await;
+    let res = click(&edge, &roots, &link)
+        .await
+        .unwrap_or_else(|e| panic!("click failed: {e:?}\n{}", edge.stderr()));
+    assert_eq!(res.status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_concurrent_first_handshakes_make_one_order() {
     let (edge, pebble) = edge_with_pebble(&["http-01"], PebbleOptions::default()).await;
     edge.add_domain(DOMAIN).await;

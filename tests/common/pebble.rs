@@ -35,6 +35,8 @@ pub struct PebbleOptions {
     pub blocklist: Vec<String>,
     /// Keep Pebble's default 5% badNonce rejection (else 0%).
     pub bad_nonces: bool,
+    /// Require external account binding with this key id and base64url HMAC key.
+    pub eab: Option<(String, String)>,
 }
 
 fn need(binary: &str) {
@@ -156,6 +158,10 @@ impl PebblePorts {
         });
         if let Some(v) = options.validity_secs {
             config["pebble"]["certificateValidityPeriod"] = v.into();
+        }
+        if let Some((kid, key)) = &options.eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
         }
         let config_path = self.dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
