@@ -1,8 +1,12 @@
-//! The admin API (JSON over HTTP on `listen.admin`), Prometheus metrics and health.
+//! The admin API (JSON over HTTP on `listen.admin`), the onboarding web page (`/ui/`, see
+//! [`ui`]), Prometheus metrics and health.
 //!
-//! Everything but `/metrics` and `/healthz` needs `Authorization: Bearer <token>`, compared in
+//! Everything but `/metrics` and `/healthz` needs the admin token: `Authorization: Bearer
+//! <token>` for the API, a cookie set by the page's login form for `/ui/`, both compared in
 //! constant time. Errors are JSON `{"error": "..."}` with a message that says what to do. This
 //! listener never serves clicks.
+
+mod ui;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use prometheus::{Encoder as _, Registry, TextEncoder};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,9 +25,9 @@ use serde_json::json;
 use crate::Domain;
 use crate::certs::{CertStatus, Certs, error_chain, rfc3339, unix_now};
 use crate::links::{self, KeyId, KeyRing, Link, LinkKey, SharedKeyRing};
+use crate::onboarding::{Check, Onboarding, certificate};
 use crate::policy::Policy;
 use crate::store::{DomainRecord, Store, StoreError};
-
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -41,6 +45,8 @@ pub struct AdminState {
     pub token: String,
     /// Largest request body (`limits.admin_max_body_bytes`); larger gets 413.
     pub max_body_bytes: usize,
+    /// Domain checks.
+    pub onboarding: Arc<Onboarding>,
 }
 
 type Shared = Arc<AdminState>;
@@ -50,6 +56,7 @@ pub fn router(state: Shared) -> Router {
     let api = Router::new()
         .route("/v1/domains", get(list_domains).post(add_domain))
         .route("/v1/domains/{name}", get(show_domain).delete(remove_domain))
+        .route("/v1/domains/{name}/check", post(check_domain))
         .route("/v1/links", axum::routing::post(mint_link))
         .route("/v1/keys", get(list_keys).post(rotate_key))
         .route("/v1/keys/{id}", delete(remove_key))
@@ -58,6 +65,7 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(api)
+        .merge(ui::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
@@ -144,14 +152,28 @@ struct DomainView {
     name: Domain,
     created_at: String,
     certificate: CertStatus,
+    /// The latest onboarding checks (the certificate check describes the certificate now);
+    /// empty if never checked.
+    checks: Vec<Check>,
+    /// When the checks ran (RFC 3339); none if never.
+    checked_at: Option<String>,
 }
 
 async fn view(state: &AdminState, record: DomainRecord) -> Result<DomainView, ApiError> {
     let certificate = state.certs.status(&record).await?;
+    let (checks, checked_at) = match state.onboarding.latest(&record.name) {
+        Some(report) => (
+            report.with_certificate(&record.name, &certificate),
+            Some(rfc3339(report.checked_at)),
+        ),
+        None => (Vec::new(), None),
+    };
     Ok(DomainView {
         name: record.name,
         created_at: rfc3339(record.created_at),
         certificate,
+        checks,
+        checked_at,
     })
 }
 
@@ -185,6 +207,18 @@ async fn add_domain(
 ) -> Result<impl IntoResponse, ApiError> {
     let req: AddDomain = parse_json(&body)?;
     let name = parse_name(&req.name)?;
+    let (created, view) = add(&state, name).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(view)))
+}
+
+/// Registers `name` (again), runs its checks when the edge knows what they compare against,
+/// and returns whether it was new, with the domain.
+async fn add(state: &AdminState, name: Domain) -> Result<(bool, DomainView), ApiError> {
     let created = state.store.add_domain(&name, unix_now()).await?;
     state.policy.register(name.clone());
     if created {
@@ -194,16 +228,52 @@ async fn add_domain(
         // handshake may order again instead of waiting out the backoff.
         state.certs.reset_backoff(&name).await?;
     }
-    let record =
+    let mut record =
         state.store.domain(&name).await?.ok_or_else(|| {
             ApiError::new(StatusCode::CONFLICT, "domain was removed concurrently")
         })?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(view(&state, record).await?)))
+    if state.onboarding.is_configured() {
+        // Before answering, so the first certificate order already knows whether DNS is right
+        // and the customer sees what to fix in the answer.
+        state.onboarding.check(&record, &state.certs).await?;
+        record = state.store.domain(&name).await?.unwrap_or(record);
+    }
+    Ok((created, view(state, record).await?))
+}
+
+async fn check_domain(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = parse_name(&name)?;
+    Ok(axum::Json(check_now(&state, &name).await?))
+}
+
+/// Runs the checks of `name` now and returns the domain.
+async fn check_now(state: &AdminState, name: &Domain) -> Result<DomainView, ApiError> {
+    let record = state
+        .store
+        .domain(name)
+        .await?
+        .ok_or_else(|| not_registered(name))?;
+    let report = state.onboarding.check(&record, &state.certs).await?;
+    // Checks that pass again after a failure they can see the cause of are how a customer says
+    // "fixed": the next handshake may order at once instead of waiting out the backoff.
+    if report.blocking().is_none()
+        && record.retry_at > unix_now()
+        && record
+            .last_error
+            .as_deref()
+            .is_some_and(certificate::checks_cover)
+    {
+        state.certs.reset_backoff(name).await?;
+    }
+    let record = state
+        .store
+        .domain(name)
+        .await?
+        .ok_or_else(|| not_registered(name))?;
+    view(state, record).await
 }
 
 async fn show_domain(
@@ -233,6 +303,7 @@ async fn remove_domain(
     let name = parse_name(&name)?;
     state.policy.unregister(name.as_str());
     state.certs.forget(&name);
+    state.onboarding.forget(&name);
     if !state.store.remove_domain(&name).await? {
         return Err(not_registered(&name));
     }

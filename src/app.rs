@@ -28,6 +28,7 @@ use crate::http::serve::{self, ConnLimits, Protocols, Serving};
 use crate::issuer::{Issuer, LocalCa};
 use crate::links::SharedKeyRing;
 use crate::metrics::Metrics;
+use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
 use crate::policy::{Ask, Policy};
 use crate::store::{SqliteStore, Store};
 use crate::tls::{self, Acceptor};
@@ -107,15 +108,26 @@ impl App {
                 .context("setting up the ACME issuer")?,
             ),
         };
-        let certs = Arc::new(Certs::new(
-            config.tls.cert_cache_capacity.get(),
+        let onboarding = Arc::new(Onboarding::new(
+            OnboardingSettings::from_config(config),
             store.clone(),
-            issuer,
-            policy.clone(),
-            provider.clone(),
-            metrics.clone(),
-            config.tls.on_demand_timeout,
         ));
+        onboarding
+            .restore()
+            .await
+            .context("reading domain checks")?;
+        let certs = Arc::new(
+            Certs::new(
+                config.tls.cert_cache_capacity.get(),
+                store.clone(),
+                issuer,
+                policy.clone(),
+                provider.clone(),
+                metrics.clone(),
+                config.tls.on_demand_timeout,
+            )
+            .with_gate(onboarding.clone()),
+        );
         certs.restore(
             &domains,
             &store
@@ -151,15 +163,18 @@ impl App {
             metrics.clone(),
             config.tls.handshake_timeout,
         ));
-        let edge = Arc::new(Edge::new(
-            keys.clone(),
-            clicks,
-            certs.clone(),
-            policy.clone(),
-            challenges,
-            config.limits.max_uri_bytes.get(),
-            &metrics,
-        ));
+        let edge = Arc::new(
+            Edge::new(
+                keys.clone(),
+                clicks,
+                certs.clone(),
+                policy.clone(),
+                challenges,
+                config.limits.max_uri_bytes.get(),
+                &metrics,
+            )
+            .with_check_nonces(onboarding.nonces()),
+        );
 
         let https = bind(config.listen.https, "listen.https").await?;
         let http_listener = bind(config.listen.http, "listen.http").await?;
@@ -184,6 +199,11 @@ impl App {
             tokio::spawn(serve::serve_http(http_listener, serving)),
         ];
         tasks.push(tokio::spawn(certs.clone().run_maintenance(stop_rx.clone())));
+        tasks.push(tokio::spawn(
+            onboarding
+                .clone()
+                .run_periodic(certs.clone(), stop_rx.clone()),
+        ));
         let admin_router = admin::router(Arc::new(AdminState {
             store,
             policy,
@@ -192,6 +212,7 @@ impl App {
             registry,
             token,
             max_body_bytes: config.limits.admin_max_body_bytes.get(),
+            onboarding,
         }));
         let mut admin_stop = stop_rx;
         tasks.push(tokio::spawn(async move {

@@ -143,6 +143,14 @@ pub struct CertStatus {
     pub last_error: Option<String>,
 }
 
+/// Holds back first orders for a name while something known to make them fail is unresolved
+/// (onboarding checks). Consulted in the background flight, never in the rustls resolver; it
+/// must answer from memory.
+pub trait IssueGate: Send + Sync + 'static {
+    /// Why no order may be attempted for `name` now, naming what to fix; none to go ahead.
+    fn hold(&self, name: &Domain) -> Option<String>;
+}
+
 /// The certificate source used by the TLS acceptor.
 pub struct Certs {
     cache: moka::sync::Cache<Domain, Entry>,
@@ -156,6 +164,7 @@ pub struct Certs {
     provider: Arc<CryptoProvider>,
     metrics: Metrics,
     on_demand_timeout: Duration,
+    gate: Option<Arc<dyn IssueGate>>,
 }
 
 impl Certs {
@@ -181,7 +190,15 @@ impl Certs {
             provider,
             metrics,
             on_demand_timeout,
+            gate: None,
         }
+    }
+
+    /// Consults `gate` before every first order (not renewals: a serving certificate keeps
+    /// being renewed).
+    pub fn with_gate(mut self, gate: Arc<dyn IssueGate>) -> Certs {
+        self.gate = Some(gate);
+        self
     }
 
     /// Restores backoff and the renewal schedule from the store (at start).
@@ -374,6 +391,20 @@ impl Certs {
                 );
             }
             return Ok(entry);
+        }
+        if let Some(reason) = self.gate.as_ref().and_then(|g| g.hold(name)) {
+            // Recorded as the domain's last error (without backoff: asking the gate is free).
+            let record = self.store.domain(name).await.ok().flatten();
+            let status = IssueStatus {
+                last_error: Some(reason.clone()),
+                failures: record.as_ref().map_or(0, |r| r.failures),
+                retry_at: record.as_ref().map_or(0, |r| r.retry_at),
+            };
+            if let Err(e) = self.store.set_status(name, &status).await {
+                tracing::warn!(domain = %name, error = %error_chain(&e), "recording certificate status");
+            }
+            tracing::info!(domain = %name, reason = %reason, "certificate order held back");
+            return Err(unavailable(reason));
         }
         self.issue(name, None).await.map_err(|e| match e {
             IssueOutcome::Failed(status) => CertError::BackingOff {
@@ -744,6 +775,47 @@ mod tests {
                 retry_at: 0,
             }
         );
+    }
+
+    /// Holds back every name while `reason` is set.
+    struct Gate(Mutex<Option<String>>);
+
+    impl IssueGate for Gate {
+        fn hold(&self, _name: &Domain) -> Option<String> {
+            lock(&self.0).clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_back_name_orders_nothing_and_records_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (issuer, store, _) = setup(dir.path());
+        let name = Domain::parse("a.example.com").unwrap();
+        store.add_domain(&name, 0).await.unwrap();
+        let gate = Arc::new(Gate(Mutex::new(Some("the `caa` check fails".into()))));
+        let certs = Arc::new(
+            Certs::new(
+                100,
+                store.clone(),
+                issuer.clone(),
+                Arc::new(Policy::new([name.clone()], None)),
+                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+                Metrics::unregistered(),
+                Duration::from_secs(5),
+            )
+            .with_gate(gate.clone()),
+        );
+        let err = certs.resolve(&name).await.unwrap_err();
+        assert!(err.to_string().contains("`caa` check fails"), "{err}");
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 0);
+        let rec = record(&store, &name).await;
+        assert_eq!(rec.last_error.as_deref(), Some("the `caa` check fails"));
+        assert_eq!((rec.failures, rec.retry_at), (0, 0), "no backoff");
+        // Once the gate opens, the next handshake orders.
+        *lock(&gate.0) = None;
+        certs.resolve(&name).await.unwrap();
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(record(&store, &name).await.last_error, None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Command-line interface: argument definitions and the client commands that talk to a running
 //! edge's admin API (`domain`, `link`, `keys`). `serve` itself is in `main.rs` and [`crate::app`].
 
+mod checks;
+
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
@@ -8,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 use crate::config::Config;
+use checks::{checks_verdict, count_status, print_checks, with_progress};
 
 /// Environment variable holding the admin token for client commands.
 pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
@@ -40,16 +43,28 @@ Configuration (TOML; every key optional; unknown keys are an error):
   [clicks]
   sink = \"file\"                         JSON Lines files
   dir = \"<data_dir>/clicks\"
-  durability = \"buffered\"               written within flush_interval
+  durability = \"buffered\"               or \"synced\": the 302 waits for fdatasync
   flush_interval = \"100ms\"
   queue_capacity = 65536                clicks waiting for the writer; beyond, counted drops
   max_file_bytes = 67108864             rotate past 64 MiB...
   rotate_interval = \"1h\"                ...or past this age
+  max_buffered_bytes = 67108864         held in memory while the log cannot be written
+  [limits]
+  header_read_timeout = \"10s\"           slowloris guard
+  max_header_bytes = 16384              larger request heads get 431
+  max_uri_bytes = 8192                  longer URIs get 414
+  max_connections = 10000               past it, accept() waits (backpressure)
+  max_connections_per_ip = 0            0: off
+  keepalive_timeout = \"60s\"             idle connections are closed
+  h2_max_concurrent_streams = 100
+  admin_max_body_bytes = 65536          larger admin requests get 413
   [onboarding]
   cname_target = (none)                 the name customers CNAME to
   addresses = []                        edge IPs A/AAAA records may point to
   dns_servers = []                      resolvers (ip:port); default the system's
-  caa_identities = [\"letsencrypt.org\"]
+  caa_identities = [\"letsencrypt.org\"]  CAA identities of the CA, one must be allowed
+  http_port = 80                        port of the HTTP reachability check
+  recheck_interval = \"5m\"              re-check domains without a valid certificate
   [admin]
   token = (generated)                   else generated once into <data_dir>/admin-token (0600)
 
@@ -128,8 +143,14 @@ pub enum DomainAction {
     },
     /// List registered domains with their certificate status.
     List,
-    /// Show one domain.
+    /// Show one domain, with its latest checks.
     Show {
+        /// The domain.
+        name: String,
+    },
+    /// Check a domain's DNS, CAA, HTTP reachability and certificate now, with the fix for each
+    /// failure. Exits 0 when nothing fails, 1 otherwise.
+    Check {
         /// The domain.
         name: String,
     },
@@ -257,6 +278,15 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                     c.call(Method::GET, &format!("/v1/domains/{name}"), None)
                         .await?
                 }
+                DomainAction::Check { name } => {
+                    let path = format!("/v1/domains/{name}/check");
+                    let call = c.call(Method::POST, &path, None);
+                    with_progress(
+                        &format!("checking {name}: DNS, CAA, HTTP, certificate"),
+                        call,
+                    )
+                    .await?
+                }
                 DomainAction::Remove { name } => {
                     c.call(Method::DELETE, &format!("/v1/domains/{name}"), None)
                         .await?
@@ -264,17 +294,34 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             };
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
+                if let DomainAction::Check { name } = &action {
+                    return checks_verdict(name, &v);
+                }
                 return Ok(());
             }
             match action {
                 DomainAction::Add { name } => {
-                    println!("added {}", v["name"].as_str().unwrap_or(&name));
+                    let name = v["name"].as_str().unwrap_or(&name).to_owned();
+                    println!("added {name}");
                     match v["certificate"]["status"].as_str() {
                         Some("valid") => println!("certificate: valid"),
                         _ => {
                             println!("certificate: issued at the first HTTPS request for this name")
                         }
                     }
+                    if v["checks"].as_array().is_some_and(|c| !c.is_empty()) {
+                        println!();
+                        print_checks(&v);
+                        if count_status(&v, "fail") > 0 {
+                            println!(
+                                "\nno certificate until these are fixed; then run: clickedge domain check {name}"
+                            );
+                        }
+                    }
+                }
+                DomainAction::Check { name } => {
+                    print_checks(&v);
+                    return checks_verdict(&name, &v);
                 }
                 DomainAction::List => {
                     let rows = v.as_array().cloned().unwrap_or_default();
@@ -388,4 +435,6 @@ fn print_domain(v: &Value) {
             );
         }
     }
+    println!();
+    print_checks(v);
 }

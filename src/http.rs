@@ -78,6 +78,7 @@ pub struct Edge {
     challenges: Arc<Challenges>,
     max_uri_bytes: usize,
     counters: Counters,
+    check_nonces: Option<Arc<crate::onboarding::reach::Nonces>>,
 }
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -102,7 +103,14 @@ impl Edge {
             challenges,
             max_uri_bytes,
             counters: Counters::new(metrics),
+            check_nonces: None,
         }
+    }
+
+    /// Answers the onboarding reachability nonces in `nonces` on the plain HTTP listener.
+    pub fn with_check_nonces(mut self, nonces: Arc<crate::onboarding::reach::Nonces>) -> Edge {
+        self.check_nonces = Some(nonces);
+        self
     }
 
     /// Handles one request.
@@ -117,7 +125,16 @@ impl Edge {
             Route::AcmeChallenge(token) if conn.sni.is_none() => {
                 return self.http01(request_host(&req), token).await;
             }
-            Route::AcmeChallenge(_) | Route::NotFound => {
+            // The edge reaching itself through a customer's name: the nonce back, or 404.
+            Route::OnboardingCheck(nonce)
+                if conn.sni.is_none()
+                    && self.check_nonces.as_ref().is_some_and(|n| n.answers(nonce)) =>
+            {
+                // Counted with the ACME challenges: both are validation requests.
+                self.counters.acme.inc();
+                return text_owned(StatusCode::OK, nonce.to_owned());
+            }
+            Route::AcmeChallenge(_) | Route::OnboardingCheck(_) | Route::NotFound => {
                 self.counters.not_found.inc();
                 return text(StatusCode::NOT_FOUND, "not found\n");
             }
@@ -239,6 +256,14 @@ impl Edge {
         res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
         res
     }
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response<Body> {
+    let mut res = Response::new(Body::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, TEXT);
+    res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
+    res
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -18,6 +18,7 @@ pub mod http;
 pub mod issuer;
 pub mod links;
 pub mod metrics;
+pub mod onboarding;
 pub mod policy;
 pub mod store;
 pub mod tls;

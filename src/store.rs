@@ -164,4 +164,28 @@ pub trait Store: Send + Sync + 'static {
     async fn add_link_key(&self, secret: [u8; 32], now: u64) -> Result<u16, StoreError>;
     /// Removes a link key; `false` if there was none with that id.
     async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError>;
+
+    /// The latest onboarding check report (JSON) of every domain that has one.
+    ///
+    /// The default keeps reports in [`Store::kv`]; stores override it to drop a report with its
+    /// domain.
+    async fn domain_checks(&self) -> Result<Vec<(Domain, String)>, StoreError> {
+        let mut out = Vec::new();
+        for d in self.domains().await? {
+            if let Some(json) = self.kv(&checks_key(&d.name)).await? {
+                out.push((d.name, json));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores (replaces) the latest onboarding check report (JSON) of a registered domain.
+    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<(), StoreError> {
+        self.put_kv(&checks_key(name), json).await
+    }
+}
+
+/// The [`Store::kv`] key of a domain's check report in the default implementation.
+fn checks_key(name: &Domain) -> String {
+    format!("onboarding.checks {name}")
 }

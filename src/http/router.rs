@@ -7,6 +7,8 @@ pub enum Route<'a> {
     Click(&'a str),
     /// `/.well-known/acme-challenge/<token>`: an HTTP-01 challenge (plain HTTP listener).
     AcmeChallenge(&'a str),
+    /// `/.well-known/clickedge-check/<nonce>`: the onboarding reachability check (plain HTTP).
+    OnboardingCheck(&'a str),
     /// Anything else.
     NotFound,
 }
@@ -22,6 +24,11 @@ pub fn route(path: &str) -> Route<'_> {
         && !token.contains('/')
     {
         return Route::AcmeChallenge(token);
+    } else if let Some(nonce) = path.strip_prefix("/.well-known/clickedge-check/")
+        && !nonce.is_empty()
+        && !nonce.contains('/')
+    {
+        return Route::OnboardingCheck(nonce);
     }
     Route::NotFound
 }
@@ -43,13 +50,18 @@ mod tests {
             Route::AcmeChallenge("tok")
         );
         assert_eq!(route("/.well-known/acme-challenge/"), Route::NotFound);
+        assert_eq!(
+            route("/.well-known/clickedge-check/n1"),
+            Route::OnboardingCheck("n1")
+        );
+        assert_eq!(route("/.well-known/clickedge-check/"), Route::NotFound);
     }
 
     proptest! {
         #[test]
         fn route_is_total(path in ".*") {
             match route(&path) {
-                Route::Click(t) | Route::AcmeChallenge(t) => {
+                Route::Click(t) | Route::AcmeChallenge(t) | Route::OnboardingCheck(t) => {
                     prop_assert!(!t.is_empty());
                     prop_assert!(path.ends_with(t));
                 }

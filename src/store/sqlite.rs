@@ -16,7 +16,8 @@ use super::{
 use crate::Domain;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE domains (
     name TEXT PRIMARY KEY,
     created_at INTEGER NOT NULL,
@@ -48,7 +49,12 @@ CREATE TABLE challenges (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (kind, name)
 );
-"];
+",
+    "
+-- The latest onboarding check report (JSON), dropped with its domain.
+ALTER TABLE domains ADD COLUMN checks TEXT;
+",
+];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -441,6 +447,38 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn domain_checks(&self) -> Result<Vec<(Domain, String)>, StoreError> {
+        let rows = self
+            .with("reading domain checks", |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT name, checks FROM domains WHERE checks IS NOT NULL ORDER BY name",
+                )?;
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(name, json)| {
+                Ok((
+                    Domain::parse(&name).map_err(|_| StoreError::Corrupt("domains.name"))?,
+                    json,
+                ))
+            })
+            .collect()
+    }
+
+    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<(), StoreError> {
+        let (name, json) = (name.clone(), json.to_owned());
+        self.with("recording domain checks", move |c| {
+            c.execute(
+                "UPDATE domains SET checks = ?2 WHERE name = ?1",
+                params![name.as_str(), json],
+            )
+            .map(drop)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -533,6 +571,24 @@ mod tests {
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(rt.block_on(s.domains()).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn domain_checks_round_trip_and_go_with_the_domain() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.add_domain(&d("a.example.com"), 1).await.unwrap();
+        s.add_domain(&d("b.example.com"), 1).await.unwrap();
+        assert!(s.domain_checks().await.unwrap().is_empty());
+        s.put_domain_checks(&d("a.example.com"), "{\"checks\":[]}")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.domain_checks().await.unwrap(),
+            vec![(d("a.example.com"), "{\"checks\":[]}".to_owned())]
+        );
+        s.remove_domain(&d("a.example.com")).await.unwrap();
+        s.add_domain(&d("a.example.com"), 2).await.unwrap();
+        assert!(s.domain_checks().await.unwrap().is_empty());
     }
 
     #[tokio::test]

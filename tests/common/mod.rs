@@ -3,6 +3,7 @@
 //! binary's first stdout line, never slept for.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod pebble;
 
 use std::io::{BufRead as _, BufReader};

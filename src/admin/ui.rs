@@ -1,0 +1,179 @@
+//! The onboarding web page on the admin listener, at `/ui/`: every domain at a glance (checks,
+//! certificate status and expiry), a form to add one, and a page per domain with its checks,
+//! the fix under each failure and a "check again" button.
+//!
+//! Server-rendered HTML, one stylesheet and a few lines of script served from here (no external
+//! assets). Protected by the admin token: the login form (or `?token=` once) sets an HttpOnly,
+//! SameSite=Strict session cookie, an HMAC of its expiry keyed by the token, so the cookie is
+//! not the API token and stops working when the token changes. Forms only post to this origin;
+//! a POST from another site (Origin or Sec-Fetch-Site says so) is refused, on top of what
+//! SameSite does. Every value shown is HTML-escaped: DNS answers are customer-controlled.
+
+mod render;
+mod session;
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use super::{ApiError, Shared, add, check_now, not_registered, parse_name, view};
+use render::{asset, error_page, forbidden, html, login_page, see_other, set_cookie};
+use session::{login_cookie, logout_cookie, same_origin, token_matches};
+
+const STYLE: &str = include_str!("ui/style.css");
+const SCRIPT: &str = include_str!("ui/app.js");
+
+/// The `/ui/` routes.
+pub(super) fn router() -> Router<Shared> {
+    Router::new()
+        .route("/ui", get(|| async { see_other("/ui/") }))
+        .route("/ui/", get(index))
+        .route("/ui/login", post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/domains", post(add_domain))
+        .route("/ui/domains/{name}", get(domain))
+        .route("/ui/domains/{name}/check", post(check_domain))
+        .route("/ui/style.css", get(|| async { asset("text/css", STYLE) }))
+        .route(
+            "/ui/app.js",
+            get(|| async { asset("text/javascript", SCRIPT) }),
+        )
+}
+
+fn form(body: &Bytes) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+async fn index(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let token = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    if let Some(token) = token {
+        // Accepted once, then out of the address bar (and history) at once.
+        if token_matches(&state.token, &token) {
+            let mut res = see_other("/ui/");
+            set_cookie(&mut res, &login_cookie(&state.token));
+            return res;
+        }
+        return login_page(StatusCode::UNAUTHORIZED, Some("That token is not right."));
+    }
+    if !session::logged_in(&state.token, &headers) {
+        return login_page(StatusCode::UNAUTHORIZED, None);
+    }
+    index_page(&state, StatusCode::OK, None, "").await
+}
+
+async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if !same_origin(&headers) {
+        return forbidden();
+    }
+    match form(&body).get("token") {
+        Some(t) if token_matches(&state.token, t) => {
+            let mut res = see_other("/ui/");
+            set_cookie(&mut res, &login_cookie(&state.token));
+            res
+        }
+        _ => login_page(StatusCode::UNAUTHORIZED, Some("That token is not right.")),
+    }
+}
+
+async fn logout(headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return forbidden();
+    }
+    let mut res = see_other("/ui/");
+    set_cookie(&mut res, &logout_cookie());
+    res
+}
+
+async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if !same_origin(&headers) {
+        return forbidden();
+    }
+    if !session::logged_in(&state.token, &headers) {
+        return login_page(StatusCode::UNAUTHORIZED, None);
+    }
+    let input = form(&body).remove("name").unwrap_or_default();
+    let name = match parse_name(input.trim()) {
+        Ok(name) => name,
+        Err(e) => return index_page(&state, e.status, Some(&e.message), input.trim()).await,
+    };
+    match add(&state, name.clone()).await {
+        Ok(_) => see_other(&format!("/ui/domains/{name}")),
+        Err(e) => index_page(&state, e.status, Some(&e.message), name.as_str()).await,
+    }
+}
+
+async fn domain(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if !session::logged_in(&state.token, &headers) {
+        return login_page(StatusCode::UNAUTHORIZED, None);
+    }
+    let found = async {
+        let name = parse_name(&name)?;
+        let record = state
+            .store
+            .domain(&name)
+            .await?
+            .ok_or_else(|| not_registered(&name))?;
+        view(&state, record).await
+    };
+    match found.await {
+        Ok(v) => html(StatusCode::OK, v.name.as_str(), &render::domain_body(&v)),
+        Err(e) => error_page(e),
+    }
+}
+
+async fn check_domain(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if !same_origin(&headers) {
+        return forbidden();
+    }
+    if !session::logged_in(&state.token, &headers) {
+        return login_page(StatusCode::UNAUTHORIZED, None);
+    }
+    let checked = async {
+        let name = parse_name(&name)?;
+        check_now(&state, &name).await
+    };
+    match checked.await {
+        Ok(v) => see_other(&format!("/ui/domains/{}", v.name)),
+        Err(e) => error_page(e),
+    }
+}
+
+async fn index_page(
+    state: &Shared,
+    status: StatusCode,
+    error: Option<&str>,
+    typed: &str,
+) -> Response {
+    let mut views = Vec::new();
+    let listed = async {
+        for record in state.store.domains().await? {
+            views.push(view(state, record).await?);
+        }
+        Ok::<_, ApiError>(())
+    };
+    if let Err(e) = listed.await {
+        return error_page(e);
+    }
+    render::index(&views, state.onboarding.settings(), status, error, typed)
+}

@@ -1,0 +1,300 @@
+//! Self-service domain onboarding: checks that tell a customer whether their link domain works
+//! and, if not, exactly what to change.
+//!
+//! A check run gathers what DNS says about the name ([`dns`]: a thin layer over hickory-resolver
+//! that returns a [`DnsView`]), evaluates it with pure functions ([`checks`], [`caa`]), asks
+//! whether the edge can reach itself through the name over HTTP ([`reach`]), and describes the
+//! certificate ([`certificate`]). Every check has an id, a status, a message and, when it does
+//! not pass, a fix a customer can paste: a DNS record in zone-file form, or the exact step.
+//!
+//! The latest report per domain is kept in memory and in the store. When the edge knows where
+//! names must point (`[onboarding] cname_target` or `addresses`), reports also hold back
+//! certificate orders while a blocking check fails (the [`IssueGate`] that `certs` consults,
+//! without I/O), and domains without a valid certificate are checked again periodically. With
+//! neither set, checks run only on request and never hold anything back.
+//!
+//! This module does not serve HTTP (the edge's HTTP listener answers the reachability nonces
+//! through [`reach::Nonces`]) and does not issue certificates.
+
+pub mod caa;
+pub mod certificate;
+pub mod checks;
+pub mod dns;
+pub mod reach;
+mod report;
+mod zone;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::Domain;
+use crate::certs::{Certs, IssueGate, error_chain, unix_now};
+use crate::config::{ChallengeKind, Config, IssuerKind};
+use crate::store::{DomainRecord, IssueStatus, Store, StoreError};
+pub use dns::DnsView;
+pub use report::{Check, CheckId, CheckStatus, Report};
+
+/// Domains checked at the same time by the periodic re-check.
+const PERIODIC_CONCURRENCY: usize = 8;
+/// How `last_error` starts when the gate held back an order (so a later passing run can clear
+/// exactly that message and no CA error).
+pub const HELD_BACK: &str = "no certificate order while the";
+
+/// What the checks compare DNS against; from `[onboarding]` (and `[tls]`/`[acme]` for what
+/// blocks).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The name customers CNAME to.
+    pub cname_target: Option<Domain>,
+    /// Addresses A/AAAA records may point to.
+    pub addresses: Vec<IpAddr>,
+    /// Resolvers (`ip:port`); empty: the system's.
+    pub dns_servers: Vec<SocketAddr>,
+    /// CAA identities of the CA, one of which must be allowed.
+    pub caa_identities: Vec<String>,
+    /// Port of the HTTP reachability fetch.
+    pub http_port: u16,
+    /// Period of re-checks for domains without a valid certificate.
+    pub recheck_interval: Duration,
+    /// True if HTTP-01 is the only way the CA can validate (ACME with only `http-01`): then an
+    /// unreachable name holds back orders too.
+    pub http_blocks: bool,
+}
+
+impl Settings {
+    /// Settings from the whole config.
+    pub fn from_config(config: &Config) -> Settings {
+        let o = &config.onboarding;
+        Settings {
+            cname_target: o.cname_target.clone(),
+            addresses: o.addresses.clone(),
+            dns_servers: o.dns_servers.clone(),
+            caa_identities: o
+                .caa_identities
+                .iter()
+                .map(|i| i.to_ascii_lowercase())
+                .collect(),
+            http_port: o.http_port.get(),
+            recheck_interval: o.recheck_interval,
+            http_blocks: config.tls.issuer == IssuerKind::Acme
+                && !config.acme.challenges.contains(&ChallengeKind::TlsAlpn01),
+        }
+    }
+
+    /// True if the edge knows where names must point: checks then gate orders and re-run.
+    pub fn is_configured(&self) -> bool {
+        self.cname_target.is_some() || !self.addresses.is_empty()
+    }
+}
+
+/// Runs checks, keeps the latest report per domain, and holds back orders while one fails.
+pub struct Onboarding {
+    settings: Settings,
+    store: Arc<dyn Store>,
+    nonces: Arc<reach::Nonces>,
+    latest: DashMap<Domain, Arc<Report>>,
+    /// Names being checked right now (a periodic run skips them).
+    running: Mutex<HashSet<Domain>>,
+}
+
+impl Onboarding {
+    /// Checks with `settings`, reports kept in `store`.
+    pub fn new(settings: Settings, store: Arc<dyn Store>) -> Onboarding {
+        Onboarding {
+            settings,
+            store,
+            nonces: Arc::new(reach::Nonces::default()),
+            latest: DashMap::new(),
+            running: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The nonces the edge's HTTP listener answers for the reachability check.
+    pub fn nonces(&self) -> Arc<reach::Nonces> {
+        self.nonces.clone()
+    }
+
+    /// True if checks run on their own and gate orders.
+    pub fn is_configured(&self) -> bool {
+        self.settings.is_configured()
+    }
+
+    /// Loads the stored reports (at start).
+    pub async fn restore(&self) -> Result<(), StoreError> {
+        for (name, json) in self.store.domain_checks().await? {
+            match serde_json::from_str::<Report>(&json) {
+                Ok(report) => {
+                    self.latest.insert(name, Arc::new(report));
+                }
+                // An unreadable report is only stale diagnostics: the next run replaces it.
+                Err(e) => tracing::warn!(domain = %name, error = %e, "stored checks do not parse"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest report for `name`, if it was ever checked.
+    pub fn latest(&self, name: &Domain) -> Option<Arc<Report>> {
+        self.latest.get(name).map(|r| r.clone())
+    }
+
+    /// Forgets the report of a removed domain (the store drops it with the domain).
+    pub fn forget(&self, name: &Domain) {
+        self.latest.remove(name);
+    }
+
+    /// Runs every check for `record` now, stores and returns the report.
+    pub async fn check(
+        &self,
+        record: &DomainRecord,
+        certs: &Certs,
+    ) -> Result<Arc<Report>, StoreError> {
+        let name = &record.name;
+        let running = Running::start(&self.running, name);
+        let view = dns::gather(name, &self.settings.dns_servers).await;
+        let mut list = checks::evaluate(&view, &self.settings);
+        if let Some(reach) = reach::check(&view, &list, &self.settings, &self.nonces).await {
+            list.push(reach);
+        }
+        let cert = certs.status(record).await;
+        drop(running);
+        let held = self.is_configured()
+            && list
+                .iter()
+                .any(|c| c.status == CheckStatus::Fail && c.blocking);
+        list.push(certificate::check(name, &cert?, held));
+        let report = Arc::new(Report {
+            checked_at: unix_now(),
+            checks: list,
+        });
+        let json = serde_json::to_string(report.as_ref())
+            .map_err(|_| StoreError::Corrupt("domain checks (not serialisable)"))?;
+        self.store.put_domain_checks(name, &json).await?;
+        self.latest.insert(name.clone(), report.clone());
+        if report.blocking().is_none()
+            && record
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(HELD_BACK))
+        {
+            // The gate's own message is resolved; keep any backoff a CA error set.
+            let status = IssueStatus {
+                last_error: None,
+                failures: record.failures,
+                retry_at: record.retry_at,
+            };
+            self.store.set_status(name, &status).await?;
+        }
+        tracing::info!(
+            domain = %name,
+            failing = report.checks.iter().filter(|c| c.status == CheckStatus::Fail).count(),
+            blocking = report.blocking().map(|c| c.id.as_str()),
+            "domain checked"
+        );
+        Ok(report)
+    }
+
+    /// Checks again, every `recheck_interval`, the domains without a valid certificate whose
+    /// last check is older than that, until `stop` turns true. Does nothing unless configured.
+    pub async fn run_periodic(self: Arc<Self>, certs: Arc<Certs>, mut stop: watch::Receiver<bool>) {
+        if !self.is_configured() {
+            return;
+        }
+        // Waking twice per period re-checks a domain between one and one and a half periods
+        // after its last check, however the periods line up.
+        let tick = self.settings.recheck_interval / 2;
+        loop {
+            if let Err(e) = self.recheck_due(&certs).await {
+                tracing::warn!(error = %error_chain(&e), "periodic domain checks");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn recheck_due(self: &Arc<Self>, certs: &Arc<Certs>) -> Result<(), StoreError> {
+        let now = unix_now();
+        let period = self.settings.recheck_interval.as_secs();
+        let mut due = Vec::new();
+        for record in self.store.domains().await? {
+            let fresh = self
+                .latest(&record.name)
+                .is_some_and(|r| r.checked_at + period > now);
+            if fresh || lock(&self.running).contains(&record.name) {
+                continue;
+            }
+            if !certs.has_valid(&record.name).await {
+                due.push(record);
+            }
+        }
+        let mut tasks = JoinSet::new();
+        for record in due {
+            while tasks.len() >= PERIODIC_CONCURRENCY {
+                tasks.join_next().await;
+            }
+            let (this, certs) = (self.clone(), certs.clone());
+            tasks.spawn(async move {
+                if let Err(e) = this.check(&record, &certs).await {
+                    tracing::warn!(domain = %record.name, error = %error_chain(&e), "checking domain");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+impl IssueGate for Onboarding {
+    fn hold(&self, name: &Domain) -> Option<String> {
+        if !self.is_configured() {
+            return None;
+        }
+        let report = self.latest.get(name)?;
+        let check = report.blocking()?;
+        Some(format!(
+            "{HELD_BACK} `{}` check fails: {}; `clickedge domain check {name}` shows the fix",
+            check.id, check.message,
+        ))
+    }
+}
+
+/// Marks a name as being checked until dropped (also when the run is cancelled midway, e.g. by
+/// an admin client that hung up).
+struct Running<'a> {
+    set: &'a Mutex<HashSet<Domain>>,
+    name: Domain,
+}
+
+impl<'a> Running<'a> {
+    fn start(set: &'a Mutex<HashSet<Domain>>, name: &Domain) -> Running<'a> {
+        lock(set).insert(name.clone());
+        Running {
+            set,
+            name: name.clone(),
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.name);
+    }
+}
+
+/// Locks a mutex only held for set updates without `.await` or panics inside.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,301 @@
+//! CAA (RFC 8659) as a CA applies it, over records already fetched: may a CA with one of our
+//! identities issue a (non-wildcard) certificate for the name? And the `caa` check that says so,
+//! with the record to add when it may not. Pure; the lookup that climbs the tree is in
+//! [`super::dns`].
+
+use super::zone::{existing, list, record};
+use super::{Check, CheckId, Settings};
+use crate::Domain;
+
+/// One CAA record: flags, tag and raw value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaaRecord {
+    /// The issuer-critical flag (RFC 8659 §4.1).
+    pub critical: bool,
+    /// The property tag (`issue`, `issuewild`, `iodef`, …).
+    pub tag: String,
+    /// The property value as text.
+    pub value: String,
+}
+
+impl CaaRecord {
+    /// The record in zone-file form, at `owner`.
+    pub fn zone_line(&self, owner: &Domain) -> String {
+        format!(
+            "{owner}. IN CAA {} {} \"{}\"",
+            if self.critical { 128 } else { 0 },
+            self.tag,
+            self.value
+        )
+    }
+}
+
+/// The relevant CAA RRset (RFC 8659 §3): the first non-empty one climbing from the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaaSet {
+    /// The name that holds it (the name itself or a parent).
+    pub owner: Domain,
+    /// Its records.
+    pub records: Vec<CaaRecord>,
+}
+
+/// What the relevant RRset means for our CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No CAA records anywhere up the tree: any CA may issue.
+    NoRecords,
+    /// The RRset has no `issue` property: any CA may issue non-wildcard certificates.
+    NoIssueProperty,
+    /// An `issue` property names one of our identities (the one named).
+    Allowed(String),
+    /// `issue` properties exist and none names our identities; the identities they do allow
+    /// (empty: `issue ";"`, which allows no CA).
+    NotAllowed(Vec<String>),
+    /// An `issue` property names our identity but restricts validation methods to ones the
+    /// edge does not use (RFC 8657 `validationmethods`).
+    MethodsExcluded(String, String),
+    /// A critical property the CA does not understand: no CA may issue (RFC 8659 §4.5).
+    UnknownCritical(String),
+}
+
+/// Validation methods the edge can answer (RFC 8657 method names).
+const OUR_METHODS: [&str; 2] = ["http-01", "tls-alpn-01"];
+
+/// Applies RFC 8659 §4 to `set` for a CA known by any of `identities` (lowercase).
+pub fn verdict(set: Option<&CaaSet>, identities: &[String]) -> Verdict {
+    let Some(set) = set else {
+        return Verdict::NoRecords;
+    };
+    let known = |tag: &str| ["issue", "issuewild", "iodef"].contains(&tag);
+    if let Some(r) = set
+        .records
+        .iter()
+        .find(|r| r.critical && !known(&r.tag.to_ascii_lowercase()))
+    {
+        return Verdict::UnknownCritical(r.tag.clone());
+    }
+    let issue: Vec<(String, Vec<(String, String)>)> = set
+        .records
+        .iter()
+        .filter(|r| r.tag.eq_ignore_ascii_case("issue"))
+        .map(|r| parse_issue_value(&r.value))
+        .collect();
+    if issue.is_empty() {
+        return Verdict::NoIssueProperty;
+    }
+    let mut excluded = None;
+    for (issuer, params) in &issue {
+        if !identities.iter().any(|i| i == issuer) {
+            continue;
+        }
+        match params.iter().find(|(k, _)| k == "validationmethods") {
+            Some((_, methods)) if !methods.split(',').any(|m| OUR_METHODS.contains(&m.trim())) => {
+                excluded = Some(Verdict::MethodsExcluded(issuer.clone(), methods.clone()));
+            }
+            _ => return Verdict::Allowed(issuer.clone()),
+        }
+    }
+    if let Some(v) = excluded {
+        return v;
+    }
+    let mut allowed: Vec<String> = issue
+        .into_iter()
+        .map(|(issuer, _)| issuer)
+        .filter(|i| !i.is_empty())
+        .collect();
+    allowed.dedup();
+    Verdict::NotAllowed(allowed)
+}
+
+/// Splits an `issue` value (RFC 8659 §4.2) into the issuer domain (lowercase; empty for `;`)
+/// and its `key=value` parameters. Lenient about spaces, as CAs are.
+pub fn parse_issue_value(value: &str) -> (String, Vec<(String, String)>) {
+    let mut parts = value.split(';');
+    let issuer = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let params = parts
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
+        .collect();
+    (issuer, params)
+}
+
+/// The `caa` check over the relevant RRset `set` of `name`.
+pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> Check {
+    let ours = s
+        .caa_identities
+        .first()
+        .map_or("letsencrypt.org", String::as_str);
+    let allow = |owner: &Domain| record(owner, "CAA", &format!("0 issue \"{ours}\""));
+    match (verdict(set, &s.caa_identities), set) {
+        (Verdict::NoRecords, _) | (_, None) => Check::pass(
+            CheckId::Caa,
+            format!("no CAA record on {name} or its parents: every CA may issue"),
+        ),
+        (Verdict::NoIssueProperty, Some(set)) => Check::pass(
+            CheckId::Caa,
+            format!(
+                "CAA at {} has no issue property: every CA may issue",
+                set.owner
+            ),
+        ),
+        (Verdict::Allowed(id), Some(set)) => {
+            Check::pass(CheckId::Caa, format!("CAA at {} allows {id}", set.owner))
+        }
+        (Verdict::NotAllowed(others), Some(set)) if others.is_empty() => Check::fail(
+            CheckId::Caa,
+            format!(
+                "CAA at {} forbids every CA (issue \";\"), so {ours} will refuse to issue for {name}",
+                set.owner
+            ),
+            format!(
+                "Replace the CAA record:\n{}\nwith:\n{}",
+                existing(&set.owner, "CAA", "0 issue \";\""),
+                allow(&set.owner)
+            ),
+            gate,
+        ),
+        (Verdict::NotAllowed(others), Some(set)) => Check::fail(
+            CheckId::Caa,
+            format!(
+                "CAA at {} allows only {}, not {ours}, so {ours} will refuse to issue for {name}",
+                set.owner,
+                list(&others)
+            ),
+            format!(
+                "Add this record next to the existing ones (they keep working for their CA):\n{}",
+                allow(&set.owner)
+            ),
+            gate,
+        ),
+        (Verdict::MethodsExcluded(id, methods), Some(set)) => Check::fail(
+            CheckId::Caa,
+            format!(
+                "CAA at {} allows {id} only with validationmethods={methods}; the edge validates with http-01 or tls-alpn-01",
+                set.owner
+            ),
+            format!(
+                "Add this record next to the existing ones:\n{}",
+                allow(&set.owner)
+            ),
+            gate,
+        ),
+        (Verdict::UnknownCritical(tag), Some(set)) => {
+            let line = set
+                .records
+                .iter()
+                .find(|r| r.critical && r.tag == tag)
+                .map(|r| r.zone_line(&set.owner))
+                .unwrap_or_default();
+            Check::fail(
+                CheckId::Caa,
+                format!(
+                    "CAA at {} has the critical property {tag:?}, which CAs do not understand: no CA may issue",
+                    set.owner
+                ),
+                format!("Delete this record (or set its flags to 0):\n{line}"),
+                gate,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(records: &[(bool, &str, &str)]) -> CaaSet {
+        CaaSet {
+            owner: Domain::parse("example.com").unwrap(),
+            records: records
+                .iter()
+                .map(|(critical, tag, value)| CaaRecord {
+                    critical: *critical,
+                    tag: (*tag).into(),
+                    value: (*value).into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn le() -> Vec<String> {
+        vec!["letsencrypt.org".into()]
+    }
+
+    #[test]
+    fn no_records_or_no_issue_property_allow_any_ca() {
+        assert_eq!(verdict(None, &le()), Verdict::NoRecords);
+        let s = set(&[
+            (false, "iodef", "mailto:sec@example.com"),
+            (false, "issuewild", ";"),
+        ]);
+        assert_eq!(verdict(Some(&s), &le()), Verdict::NoIssueProperty);
+    }
+
+    #[test]
+    fn issue_for_our_identity_allows_with_or_without_parameters() {
+        let s = set(&[
+            (false, "issue", "other-ca.example"),
+            (false, "issue", "LetsEncrypt.org; accounturi=https://x"),
+        ]);
+        assert_eq!(
+            verdict(Some(&s), &le()),
+            Verdict::Allowed("letsencrypt.org".into())
+        );
+    }
+
+    #[test]
+    fn issue_for_another_ca_or_nobody_is_named() {
+        let s = set(&[
+            (false, "issue", "other-ca.example"),
+            (false, "issue", "other-ca.example"),
+        ]);
+        assert_eq!(
+            verdict(Some(&s), &le()),
+            Verdict::NotAllowed(vec!["other-ca.example".into()])
+        );
+        let s = set(&[(false, "issue", ";")]);
+        assert_eq!(verdict(Some(&s), &le()), Verdict::NotAllowed(vec![]));
+    }
+
+    #[test]
+    fn unknown_critical_tag_forbids_issuance() {
+        let s = set(&[(false, "issue", "letsencrypt.org"), (true, "tbs", "x")]);
+        assert_eq!(
+            verdict(Some(&s), &le()),
+            Verdict::UnknownCritical("tbs".into())
+        );
+        // Not critical: ignored.
+        let s = set(&[(false, "issue", "letsencrypt.org"), (false, "tbs", "x")]);
+        assert!(matches!(verdict(Some(&s), &le()), Verdict::Allowed(_)));
+    }
+
+    #[test]
+    fn validation_methods_the_edge_does_not_use_are_reported() {
+        let s = set(&[(false, "issue", "letsencrypt.org; validationmethods=dns-01")]);
+        assert_eq!(
+            verdict(Some(&s), &le()),
+            Verdict::MethodsExcluded("letsencrypt.org".into(), "dns-01".into())
+        );
+        let s = set(&[(
+            false,
+            "issue",
+            "letsencrypt.org; validationmethods=dns-01,http-01",
+        )]);
+        assert!(matches!(verdict(Some(&s), &le()), Verdict::Allowed(_)));
+    }
+
+    #[test]
+    fn zone_line_quotes_the_value() {
+        let r = CaaRecord {
+            critical: false,
+            tag: "issue".into(),
+            value: "letsencrypt.org".into(),
+        };
+        assert_eq!(
+            r.zone_line(&Domain::parse("example.com").unwrap()),
+            "example.com. IN CAA 0 issue \"letsencrypt.org\""
+        );
+    }
+}

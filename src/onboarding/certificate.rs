@@ -1,0 +1,252 @@
+//! The `certificate` check: the certificate's state (none, pending, valid until, failed) and the
+//! last issuance error translated from ACME problem types (RFC 8555 §6.7) into plain words with
+//! the step that fixes it. Pure.
+
+use super::{Check, CheckId, HELD_BACK};
+use crate::Domain;
+use crate::certs::CertStatus;
+
+/// ACME problem type prefix (RFC 8555 §6.7).
+const ACME_ERROR: &str = "urn:ietf:params:acme:error:";
+
+/// The certificate check for `name` in state `cert`; `held` if a failing check holds back its
+/// order.
+pub fn check(name: &Domain, cert: &CertStatus, held: bool) -> Check {
+    let until = cert.not_after.as_deref().unwrap_or("?");
+    let issuer = cert.issuer.as_deref().unwrap_or("?");
+    match (cert.status, &cert.last_error) {
+        ("valid", None) => Check::pass(
+            CheckId::Certificate,
+            format!("valid until {until} (issuer: {issuer})"),
+        ),
+        ("valid", Some(error)) => {
+            let (plain, fix) = explain(name, error, cert.retry_at.as_deref());
+            Check::warn(
+                CheckId::Certificate,
+                format!("valid until {until}, but renewing it failed: {plain}"),
+                Some(fix),
+            )
+        }
+        // A consequence, not a cause: the failing check is reported on its own.
+        (_, Some(error)) if error.starts_with(HELD_BACK) => Check::warn(
+            CheckId::Certificate,
+            format!("not ordered yet: {}", held_back_by(error)),
+            Some(
+                "Apply the fix of that check; the certificate is ordered at the next HTTPS request after the checks pass."
+                    .into(),
+            ),
+        ),
+        ("pending", _) => Check::warn(CheckId::Certificate, "being issued now".to_owned(), None),
+        (_, Some(error)) => {
+            let (plain, fix) = explain(name, error, cert.retry_at.as_deref());
+            Check::fail(CheckId::Certificate, plain, fix, false)
+        }
+        _ if held => Check::warn(
+            CheckId::Certificate,
+            format!(
+                "none yet: it is ordered at the first HTTPS request for {name} after the failing checks are fixed"
+            ),
+            None,
+        ),
+        _ => Check::warn(
+            CheckId::Certificate,
+            format!("none yet: it is issued at the first HTTPS request for {name}"),
+            None,
+        ),
+    }
+}
+
+/// "the `caa` check fails" out of the gate's message.
+fn held_back_by(error: &str) -> String {
+    let id = error.split('`').nth(1).unwrap_or("a blocking");
+    format!("the `{id}` check fails")
+}
+
+/// True if `error` is one the DNS and reachability checks can see the cause of (so checks that
+/// pass again are a good reason to retry at once).
+pub fn checks_cover(error: &str) -> bool {
+    error.starts_with(HELD_BACK)
+        || [
+            "caa",
+            "dns",
+            "connection",
+            "unauthorized",
+            "incorrectResponse",
+            "tls",
+        ]
+        .iter()
+        .any(|t| error.contains(&format!("{ACME_ERROR}{t}")))
+}
+
+/// The error in plain words, and what to do about it.
+pub fn explain(name: &Domain, error: &str, retry_at: Option<&str>) -> (String, String) {
+    let retry = match retry_at {
+        Some(t) => format!(" The edge tries again after {t}."),
+        None => String::new(),
+    };
+    let again = format!(
+        "Then run `clickedge domain check {name}`: once the checks pass, the next HTTPS request orders the certificate again."
+    );
+    let problem = error
+        .find(ACME_ERROR)
+        .map(|i| &error[i + ACME_ERROR.len()..])
+        .map(|rest| {
+            rest.split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or("")
+        });
+    let said = format!(" (the CA said: {error})");
+    let (plain, fix) = match problem {
+        Some("caa") => (
+            "the CA refused because a CAA record does not allow it".to_owned(),
+            format!("Add the CAA record the `caa` check names.{retry} {again}"),
+        ),
+        Some("dns") => (
+            format!("the CA could not look up {name} in DNS"),
+            format!(
+                "Publish the records the checks above name (saved and live at your DNS provider, not a draft), and make sure your name servers answer from everywhere.{retry} {again}"
+            ),
+        ),
+        Some("connection") => (
+            format!("the CA could not connect to the edge through {name}"),
+            format!(
+                "Point {name} at the edge (see `points-to-edge`) and open ports 80 and 443 to it from the internet (firewall, security group, load balancer).{retry} {again}"
+            ),
+        ),
+        Some("unauthorized" | "incorrectResponse") => (
+            format!(
+                "the CA reached a server that did not answer its challenge: {name} points somewhere else, or a proxy or CDN answers in front of the edge"
+            ),
+            format!(
+                "Point {name} straight at the edge (see `points-to-edge`); if a proxy or CDN sits in front (for example Cloudflare's orange cloud), set it to DNS only.{retry} {again}"
+            ),
+        ),
+        Some("tls") => (
+            "the CA's TLS connection to the edge failed".to_owned(),
+            format!(
+                "Make port 443 of {name} reach the edge itself, not a proxy that ends TLS.{retry} {again}"
+            ),
+        ),
+        Some("rejectedIdentifier") => (
+            format!("the CA will not issue for {name}: its policy forbids this name"),
+            "Use another name for links: this CA refuses this one (for example a name on its blocklist).".to_owned(),
+        ),
+        Some("rateLimited") => (
+            "the CA's rate limit for this name or account was reached".to_owned(),
+            format!("Nothing to change: wait.{retry}"),
+        ),
+        Some(_) => (
+            "the CA could not issue the certificate".to_owned(),
+            format!(
+                "If the CA's words name something in your DNS, fix it; otherwise tell the edge's operator.{retry} After a fix, `clickedge domain add {name}` retries at once."
+            ),
+        ),
+        None if error.starts_with("obtaining a certificate") => (
+            "the edge could not complete the order with the CA".to_owned(),
+            format!(
+                "Nothing to change on the domain: the edge's operator should check that the edge reaches its CA.{retry}"
+            ),
+        ),
+        None => (
+            "issuing the certificate failed".to_owned(),
+            format!("Tell the edge's operator.{retry}"),
+        ),
+    };
+    (format!("{plain}{said}"), fix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: &'static str, last_error: Option<&str>) -> CertStatus {
+        CertStatus {
+            status,
+            issuer: Some("acme".into()),
+            not_before: None,
+            not_after: Some("2027-01-01T00:00:00Z".into()),
+            next_renewal: None,
+            failures: u32::from(last_error.is_some()),
+            retry_at: last_error.map(|_| "2026-11-25T10:00:00Z".into()),
+            last_error: last_error.map(Into::into),
+        }
+    }
+
+    fn check_now(cert: &CertStatus) -> Check {
+        check(&name(), cert, false)
+    }
+
+    fn name() -> Domain {
+        Domain::parse("links.example.com").unwrap()
+    }
+
+    #[test]
+    fn states_map_to_statuses() {
+        use crate::onboarding::CheckStatus::*;
+        assert_eq!(check_now(&status("valid", None)).status, Pass);
+        assert!(
+            check_now(&status("valid", None))
+                .message
+                .contains("2027-01-01")
+        );
+        assert_eq!(check_now(&status("none", None)).status, Warn);
+        assert_eq!(check_now(&status("pending", None)).status, Warn);
+        let waiting = check(&name(), &status("none", None), true);
+        assert!(
+            waiting
+                .message
+                .contains("after the failing checks are fixed")
+        );
+        let failed = check_now(&status(
+            "failed",
+            Some(
+                "the CA refused links.example.com: urn:ietf:params:acme:error:unauthorized: wrong answer",
+            ),
+        ));
+        assert_eq!(failed.status, Fail);
+        assert!(!failed.blocking);
+        assert!(
+            failed
+                .message
+                .starts_with("the CA reached a server that did not answer"),
+            "{}",
+            failed.message
+        );
+        assert!(failed.message.contains("wrong answer"));
+        let fix = failed.fix.unwrap();
+        assert!(fix.contains("DNS only"), "{fix}");
+        assert!(fix.contains("2026-11-25T10:00:00Z"), "{fix}");
+    }
+
+    #[test]
+    fn problem_types_are_translated() {
+        let e = |t: &str| {
+            format!("the CA refused links.example.com: urn:ietf:params:acme:error:{t}: detail")
+        };
+        assert!(explain(&name(), &e("caa"), None).0.contains("CAA record"));
+        assert!(
+            explain(&name(), &e("rejectedIdentifier"), None)
+                .0
+                .contains("policy forbids")
+        );
+        assert!(
+            explain(&name(), &e("rateLimited"), None)
+                .1
+                .starts_with("Nothing to change")
+        );
+        assert!(
+            explain(&name(), &e("connection"), None)
+                .1
+                .contains("ports 80 and 443")
+        );
+        assert!(checks_cover(&e("dns")));
+        assert!(!checks_cover(&e("rejectedIdentifier")));
+        assert!(checks_cover(&format!("{HELD_BACK} `caa` check fails: x")));
+        let held = check_now(&status(
+            "failed",
+            Some(&format!("{HELD_BACK} `caa` check fails: CAA at x")),
+        ));
+        assert_eq!(held.status, crate::onboarding::CheckStatus::Warn);
+        assert_eq!(held.message, "not ordered yet: the `caa` check fails");
+    }
+}

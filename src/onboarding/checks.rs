@@ -1,0 +1,594 @@
+//! The DNS checks, as pure functions of a [`DnsView`] and the [`Settings`]: whether the DNS
+//! server answered, whether the name resolves, whether it points at the edge (a CNAME to
+//! `cname_target`, or A/AAAA records only at `addresses`), whether an AAAA record points
+//! elsewhere, and whether CAA allows the CA.
+//!
+//! Each failure names the records involved with their values and says what to change, as DNS
+//! records in zone-file form (`name. TTL IN TYPE value`) a customer can paste at their DNS
+//! provider. A check whose input could not be looked up is left out: the `dns-server` check
+//! already says why.
+
+use std::net::IpAddr;
+
+use super::caa;
+use super::dns::{DnsFailure, DnsView, FailureKind, QUERY_TIMEOUT};
+use super::zone::{address_record, address_type, existing, list, plural, record};
+use super::{Check, CheckId, CheckStatus, Settings};
+use crate::Domain;
+
+/// Evaluates every DNS check.
+pub fn evaluate(view: &DnsView, s: &Settings) -> Vec<Check> {
+    // Failures hold back orders only when the edge knows what the DNS should be.
+    let gate = s.is_configured();
+    let mut out = vec![dns_server(view, gate)];
+    if let (Ok(chain), Ok(a), Ok(aaaa)) = (&view.cname, &view.a, &view.aaaa) {
+        let found = Found {
+            name: &view.name,
+            chain,
+            v4: a.iter().copied().map(IpAddr::V4).collect(),
+            v6: aaaa.iter().copied().map(IpAddr::V6).collect(),
+        };
+        let resolves = resolves(&found, s, gate);
+        let resolved = resolves.status == CheckStatus::Pass;
+        out.push(resolves);
+        if resolved {
+            out.push(points_to_edge(&found, s));
+            if s.is_configured() {
+                out.push(no_stray_aaaa(&found, s));
+            }
+        }
+    }
+    if let Ok(set) = &view.caa {
+        out.push(caa::check(&view.name, set.as_ref(), s, gate));
+    }
+    out
+}
+
+/// The name's records as found.
+struct Found<'a> {
+    name: &'a Domain,
+    chain: &'a [Domain],
+    v4: Vec<IpAddr>,
+    v6: Vec<IpAddr>,
+}
+
+impl Found<'_> {
+    /// The name that holds the address records: the end of the CNAME chain.
+    fn owner(&self) -> &Domain {
+        self.chain.last().unwrap_or(self.name)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &IpAddr> {
+        self.v4.iter().chain(&self.v6)
+    }
+}
+
+/// The records the name should have: a CNAME to the target, else one per edge address.
+fn wanted(name: &Domain, s: &Settings) -> Vec<String> {
+    match &s.cname_target {
+        Some(target) => vec![record(name, "CNAME", &format!("{target}."))],
+        None => s
+            .addresses
+            .iter()
+            .map(|ip| address_record(name, ip))
+            .collect(),
+    }
+}
+
+fn add_wanted(name: &Domain, s: &Settings) -> String {
+    let lines = wanted(name, s);
+    let what = if lines.len() == 1 {
+        "this record"
+    } else {
+        "these records"
+    };
+    format!("Add {what} at your DNS provider:\n{}", lines.join("\n"))
+}
+
+/// Failed queries grouped by name: `[("a.example.com", ["A", "AAAA"])]`.
+type QueriesByName<'a> = Vec<(String, Vec<&'a str>)>;
+
+fn dns_server(view: &DnsView, gate: bool) -> Check {
+    let failures = view.failures();
+    let Some(first) = failures.first() else {
+        return Check::pass(
+            CheckId::DnsServer,
+            format!("{} answered every query", view.servers),
+        );
+    };
+    let what = |f: &DnsFailure| match &f.kind {
+        FailureKind::ServFail => "answered SERVFAIL".to_owned(),
+        FailureKind::Refused => "refused to answer".to_owned(),
+        FailureKind::Timeout => format!("did not answer within {}s", QUERY_TIMEOUT.as_secs()),
+        FailureKind::Other(e) => format!("could not be asked ({e})"),
+    };
+    // "answered SERVFAIL for a.example.com (A, AAAA), example.com (CAA)"
+    let mut parts: Vec<(String, QueriesByName<'_>)> = Vec::new();
+    for f in &failures {
+        let w = what(f);
+        let i = match parts.iter().position(|(x, _)| *x == w) {
+            Some(i) => i,
+            None => {
+                parts.push((w, Vec::new()));
+                parts.len() - 1
+            }
+        };
+        let names = &mut parts[i].1;
+        match names.iter_mut().find(|(n, _)| *n == f.name) {
+            Some((_, types)) => types.push(f.record_type),
+            None => names.push((f.name.clone(), vec![f.record_type])),
+        }
+    }
+    let message = format!(
+        "DNS server failure: {} {}",
+        view.servers,
+        parts
+            .iter()
+            .map(|(w, names)| {
+                let names: Vec<String> = names
+                    .iter()
+                    .map(|(n, types)| format!("{n} ({})", types.join(", ")))
+                    .collect();
+                format!("{w} for {}", names.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let name = &view.name;
+    let fix = match &first.kind {
+        FailureKind::ServFail => format!(
+            "SERVFAIL means the name servers of the zone holding {name} could not answer. Usually the delegation is broken (NS records at the registrar name servers that do not serve the zone) or DNSSEC does not match (a DS record at the registrar for a zone that is unsigned or signed with another key). Check the NS and DS records of your domain at your registrar and DNS provider, then check again. CAs refuse to issue while this lasts."
+        ),
+        FailureKind::Timeout => format!(
+            "If this lasts, the name servers of the zone holding {name} are down or unreachable: check its NS records at your registrar. If only this edge sees it, its resolver ({}) is at fault: tell the edge's operator.",
+            view.servers
+        ),
+        FailureKind::Refused => format!(
+            "If {} is the edge's resolver, it must answer recursive queries from the edge (edge operator: onboarding.dns_servers); otherwise the zone holding {name} is not served where its NS records point.",
+            view.servers
+        ),
+        FailureKind::Other(_) => {
+            "The edge could not ask DNS at all: tell the edge's operator (onboarding.dns_servers, /etc/resolv.conf).".to_owned()
+        }
+    };
+    Check::fail(CheckId::DnsServer, message, fix, gate)
+}
+
+fn resolves(f: &Found<'_>, s: &Settings, gate: bool) -> Check {
+    let name = f.name;
+    let addrs: Vec<&IpAddr> = f.all().collect();
+    if !addrs.is_empty() {
+        let path = if f.chain.is_empty() {
+            String::new()
+        } else {
+            format!(" through {}", list(f.chain))
+        };
+        return Check::pass(
+            CheckId::Resolves,
+            format!("{name} resolves{path} to {}", list(&addrs)),
+        );
+    }
+    let Some(last) = f.chain.last() else {
+        let fix = if s.is_configured() {
+            add_wanted(name, s)
+        } else {
+            "Add a CNAME (or A/AAAA records) for this name that points at the edge; ask the edge's operator for its name or addresses.".into()
+        };
+        return Check::fail(
+            CheckId::Resolves,
+            format!("{name} does not resolve: it has no CNAME, A or AAAA record"),
+            fix,
+            gate,
+        );
+    };
+    let message = format!(
+        "{name} is a CNAME to {}, but {last} has no A or AAAA record",
+        list(f.chain)
+    );
+    let fix = match &s.cname_target {
+        Some(target) if f.chain.contains(target) => format!(
+            "{target} is the edge's own name and does not resolve: tell the edge's operator; nothing to change on your side."
+        ),
+        _ if s.is_configured() => format!(
+            "Delete the CNAME:\n{}\nthen {}",
+            existing(name, "CNAME", &format!("{}.", f.chain[0])),
+            lowercase_first(&add_wanted(name, s))
+        ),
+        _ => format!("Make {last} resolve, or point {name} straight at the edge."),
+    };
+    Check::fail(CheckId::Resolves, message, fix, gate)
+}
+
+fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
+    let name = f.name;
+    if !s.is_configured() {
+        return Check::warn(
+            CheckId::PointsToEdge,
+            format!(
+                "not checked: the edge does not say where {name} must point (no onboarding.cname_target or onboarding.addresses)"
+            ),
+            Some(
+                "Edge operator: set [onboarding] cname_target (or addresses) in the edge's config."
+                    .into(),
+            ),
+        );
+    }
+    if let Some(target) = &s.cname_target
+        && let Some(i) = f.chain.iter().position(|c| c == target)
+    {
+        let via = if i == 0 {
+            String::new()
+        } else {
+            format!(" (through {})", list(&f.chain[..i]))
+        };
+        return Check::pass(
+            CheckId::PointsToEdge,
+            format!("{name} is a CNAME to {target}{via}"),
+        );
+    }
+    // Judge IPv4 when there is any (the no-stray-aaaa check covers IPv6), else IPv6.
+    let judged = if f.v4.is_empty() { &f.v6 } else { &f.v4 };
+    let stray: Vec<&IpAddr> = judged
+        .iter()
+        .filter(|ip| !s.addresses.contains(ip))
+        .collect();
+    if stray.is_empty() && !s.addresses.is_empty() {
+        let at = if f.chain.is_empty() {
+            String::new()
+        } else {
+            format!(" through the CNAME {}", list(f.chain))
+        };
+        return Check::pass(
+            CheckId::PointsToEdge,
+            format!("{name} points at the edge{at}: {}", list(judged)),
+        );
+    }
+    let owner = f.owner();
+    let message = if let Some(first) = f.chain.first() {
+        match &s.cname_target {
+            Some(target) => format!("{name} is a CNAME to {first}, not to {target}"),
+            None => format!(
+                "{name} is a CNAME to {first}, which points at {}, not at the edge ({})",
+                list(&stray),
+                list(&s.addresses)
+            ),
+        }
+    } else {
+        let kind = stray.first().map_or("A", |ip| address_type(ip));
+        format!(
+            "{name} has {} {} that {} not the edge's",
+            plural(
+                stray.len(),
+                &format!("an {kind} record"),
+                &format!("{kind} records")
+            ),
+            list(&stray),
+            plural(stray.len(), "is", "are"),
+        )
+    };
+    // A CNAME cannot share its name with other records: replacing with a CNAME deletes every
+    // address record; pointing with addresses deletes the stray ones and any CNAME.
+    let mut delete: Vec<String> = Vec::new();
+    if let Some(first) = f.chain.first() {
+        delete.push(existing(name, "CNAME", &format!("{first}.")));
+    } else if s.cname_target.is_some() {
+        delete.extend(
+            f.all()
+                .map(|ip| existing(owner, address_type(ip), &ip.to_string())),
+        );
+    } else {
+        delete.extend(
+            stray
+                .iter()
+                .map(|ip| existing(owner, address_type(ip), &ip.to_string())),
+        );
+    }
+    let add: Vec<String> = match &s.cname_target {
+        Some(_) => wanted(name, s),
+        None if f.chain.is_empty() => s
+            .addresses
+            .iter()
+            .filter(|ip| {
+                !judged.contains(ip) && judged.first().is_some_and(|j| ip.is_ipv4() == j.is_ipv4())
+            })
+            .map(|ip| address_record(name, ip))
+            .collect(),
+        None => wanted(name, s),
+    };
+    let mut fix = format!(
+        "Delete {}:\n{}",
+        plural(delete.len(), "this record", "these records"),
+        delete.join("\n")
+    );
+    if !add.is_empty() {
+        fix.push_str(&format!("\nthen add:\n{}", add.join("\n")));
+    }
+    Check::fail(CheckId::PointsToEdge, message, fix, true)
+}
+
+fn no_stray_aaaa(f: &Found<'_>, s: &Settings) -> Check {
+    let name = f.name;
+    if let Some(target) = &s.cname_target
+        && f.chain.contains(target)
+    {
+        return Check::pass(
+            CheckId::NoStrayAaaa,
+            format!("{name}'s IPv6 addresses come from {target}"),
+        );
+    }
+    let stray: Vec<&IpAddr> = f.v6.iter().filter(|ip| !s.addresses.contains(ip)).collect();
+    if stray.is_empty() {
+        let message = if f.v6.is_empty() {
+            format!("{name} has no AAAA record")
+        } else {
+            format!("{name}'s AAAA records point at the edge: {}", list(&f.v6))
+        };
+        return Check::pass(CheckId::NoStrayAaaa, message);
+    }
+    let owner = f.owner();
+    let a_right = !f.v4.is_empty() && f.v4.iter().all(|ip| s.addresses.contains(ip));
+    let message = format!(
+        "{owner} has {} {} that {} not the edge's{}: IPv6 clients, and the CA (which tries IPv6 first), reach another server",
+        plural(stray.len(), "an AAAA record", "AAAA records"),
+        list(&stray),
+        plural(stray.len(), "is", "are"),
+        if a_right {
+            ", while its A records are right"
+        } else {
+            ""
+        },
+    );
+    let mut fix = format!(
+        "Delete {}:\n{}",
+        plural(stray.len(), "this record", "these records"),
+        stray
+            .iter()
+            .map(|ip| existing(owner, "AAAA", &ip.to_string()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let edge_v6: Vec<String> = s
+        .addresses
+        .iter()
+        .filter(|ip| ip.is_ipv6() && !f.v6.contains(ip))
+        .map(|ip| address_record(owner, ip))
+        .collect();
+    if s.cname_target.is_none() && !edge_v6.is_empty() {
+        fix.push_str(&format!("\nthen add:\n{}", edge_v6.join("\n")));
+    }
+    Check::fail(CheckId::NoStrayAaaa, message, fix, true)
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::onboarding::caa::{CaaRecord, CaaSet};
+
+    fn d(s: &str) -> Domain {
+        Domain::parse(s).unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            cname_target: Some(d("edge.example.net")),
+            addresses: vec!["203.0.113.10".parse().unwrap()],
+            dns_servers: vec!["127.0.0.1:53".parse().unwrap()],
+            caa_identities: vec!["letsencrypt.org".into()],
+            http_port: 80,
+            recheck_interval: Duration::from_secs(300),
+            http_blocks: false,
+        }
+    }
+
+    fn view(chain: &[&str], a: &[&str], aaaa: &[&str]) -> DnsView {
+        DnsView {
+            name: d("links.customer.com"),
+            servers: "127.0.0.1:53".into(),
+            cname: Ok(chain.iter().map(|c| d(c)).collect()),
+            a: Ok(a.iter().map(|ip| ip.parse::<Ipv4Addr>().unwrap()).collect()),
+            aaaa: Ok(aaaa
+                .iter()
+                .map(|ip| ip.parse::<Ipv6Addr>().unwrap())
+                .collect()),
+            caa: Ok(None),
+        }
+    }
+
+    fn find(checks: &[Check], id: CheckId) -> &Check {
+        checks
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no {id} in {checks:#?}"))
+    }
+
+    fn failing(checks: &[Check]) -> Vec<CheckId> {
+        checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Fail)
+            .map(|c| c.id)
+            .collect()
+    }
+
+    #[test]
+    fn cname_to_the_target_passes_everything() {
+        let checks = evaluate(
+            &view(&["edge.example.net"], &["203.0.113.10"], &["2001:db8::1"]),
+            &settings(),
+        );
+        assert_eq!(failing(&checks), vec![], "{checks:#?}");
+        assert!(
+            find(&checks, CheckId::PointsToEdge)
+                .message
+                .contains("CNAME to edge.example.net")
+        );
+        // AAAA behind the edge's own name is the operator's business.
+        assert_eq!(
+            find(&checks, CheckId::NoStrayAaaa).status,
+            CheckStatus::Pass
+        );
+    }
+
+    #[test]
+    fn stray_a_record_is_named_and_the_cname_to_add_is_given() {
+        let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &settings());
+        assert_eq!(failing(&checks), vec![CheckId::PointsToEdge]);
+        let c = find(&checks, CheckId::PointsToEdge);
+        assert!(c.blocking);
+        assert!(c.message.contains("an A record 192.0.2.7"), "{}", c.message);
+        let fix = c.fix.as_deref().unwrap();
+        assert!(fix.contains("links.customer.com. IN A 192.0.2.7"), "{fix}");
+        assert!(
+            fix.contains("links.customer.com. 300 IN CNAME edge.example.net."),
+            "{fix}"
+        );
+    }
+
+    #[test]
+    fn a_records_at_edge_addresses_pass_without_a_cname() {
+        let checks = evaluate(&view(&[], &["203.0.113.10"], &[]), &settings());
+        assert_eq!(failing(&checks), vec![]);
+    }
+
+    #[test]
+    fn aaaa_elsewhere_while_a_is_right_fails_on_its_own() {
+        let checks = evaluate(
+            &view(&[], &["203.0.113.10"], &["2001:db8::99"]),
+            &settings(),
+        );
+        assert_eq!(failing(&checks), vec![CheckId::NoStrayAaaa]);
+        let c = find(&checks, CheckId::NoStrayAaaa);
+        assert!(c.message.contains("2001:db8::99"), "{}", c.message);
+        assert!(
+            c.message.contains("while its A records are right"),
+            "{}",
+            c.message
+        );
+        assert!(
+            c.fix
+                .as_deref()
+                .unwrap()
+                .contains("links.customer.com. IN AAAA 2001:db8::99")
+        );
+    }
+
+    #[test]
+    fn cname_elsewhere_is_replaced() {
+        let checks = evaluate(
+            &view(&["old.provider.example"], &["198.51.100.1"], &[]),
+            &settings(),
+        );
+        let c = find(&checks, CheckId::PointsToEdge);
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(
+            c.message
+                .contains("CNAME to old.provider.example, not to edge.example.net")
+        );
+        let fix = c.fix.as_deref().unwrap();
+        assert!(
+            fix.contains("links.customer.com. IN CNAME old.provider.example."),
+            "{fix}"
+        );
+        assert!(fix.contains("CNAME edge.example.net."), "{fix}");
+    }
+
+    #[test]
+    fn addresses_only_edge_asks_for_the_missing_a_record() {
+        let mut s = settings();
+        s.cname_target = None;
+        let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &s);
+        let fix = find(&checks, CheckId::PointsToEdge).fix.clone().unwrap();
+        assert!(fix.contains("IN A 192.0.2.7"), "{fix}");
+        assert!(
+            fix.contains("links.customer.com. 300 IN A 203.0.113.10"),
+            "{fix}"
+        );
+    }
+
+    #[test]
+    fn no_records_fails_with_the_record_to_add_and_skips_what_depends_on_it() {
+        let checks = evaluate(&view(&[], &[], &[]), &settings());
+        assert_eq!(failing(&checks), vec![CheckId::Resolves]);
+        let c = find(&checks, CheckId::Resolves);
+        assert!(c.message.contains("no CNAME, A or AAAA record"));
+        assert!(
+            c.fix
+                .as_deref()
+                .unwrap()
+                .ends_with("links.customer.com. 300 IN CNAME edge.example.net.")
+        );
+        assert!(!checks.iter().any(|c| c.id == CheckId::PointsToEdge));
+    }
+
+    #[test]
+    fn servfail_is_a_dns_server_failure_naming_the_resolver() {
+        let mut v = view(&[], &[], &[]);
+        let failure = |t| DnsFailure {
+            name: "links.customer.com".into(),
+            record_type: t,
+            kind: FailureKind::ServFail,
+        };
+        v.a = Err(failure("A"));
+        v.caa = Err(failure("CAA"));
+        let checks = evaluate(&v, &settings());
+        assert_eq!(failing(&checks), vec![CheckId::DnsServer]);
+        let c = find(&checks, CheckId::DnsServer);
+        assert!(c.blocking);
+        assert_eq!(
+            c.message,
+            "DNS server failure: 127.0.0.1:53 answered SERVFAIL for links.customer.com (A, CAA)"
+        );
+        assert!(c.fix.as_deref().unwrap().contains("NS and DS records"));
+    }
+
+    #[test]
+    fn caa_for_another_ca_names_the_identity_to_allow() {
+        let mut v = view(&["edge.example.net"], &["203.0.113.10"], &[]);
+        v.caa = Ok(Some(CaaSet {
+            owner: d("customer.com"),
+            records: vec![CaaRecord {
+                critical: false,
+                tag: "issue".into(),
+                value: "other-ca.example".into(),
+            }],
+        }));
+        let checks = evaluate(&v, &settings());
+        assert_eq!(failing(&checks), vec![CheckId::Caa]);
+        let c = find(&checks, CheckId::Caa);
+        assert!(
+            c.message
+                .contains("allows only other-ca.example, not letsencrypt.org")
+        );
+        assert!(
+            c.fix
+                .as_deref()
+                .unwrap()
+                .ends_with("customer.com. 300 IN CAA 0 issue \"letsencrypt.org\"")
+        );
+    }
+
+    #[test]
+    fn unconfigured_edge_warns_and_blocks_nothing() {
+        let mut s = settings();
+        s.cname_target = None;
+        s.addresses.clear();
+        let checks = evaluate(&view(&[], &[], &[]), &s);
+        assert!(checks.iter().all(|c| !c.blocking), "{checks:#?}");
+        let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &s);
+        assert_eq!(
+            find(&checks, CheckId::PointsToEdge).status,
+            CheckStatus::Warn
+        );
+        assert!(!checks.iter().any(|c| c.id == CheckId::NoStrayAaaa));
+    }
+}

@@ -1,0 +1,358 @@
+//! The thin DNS layer of the checks: asks a resolver (hickory-resolver; `onboarding.dns_servers`
+//! over UDP and TCP, else the system's) what the checks need and returns it as a [`DnsView`].
+//!
+//! Every run builds a fresh resolver without a cache, so a customer who just changed a record
+//! sees what their DNS serves now (up to the TTLs of the resolvers in between). Queries are
+//! fully qualified (no search domains) and `/etc/hosts` is ignored: the point is what the world
+//! sees. A SERVFAIL, a refusal or a timeout is kept as a [`DnsFailure`] naming the query, not
+//! turned into "no records". Judging the answers is [`super::checks`]'s job.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{RData, RecordType};
+
+use super::caa::{CaaRecord, CaaSet};
+use crate::Domain;
+
+/// How long one query waits for an answer.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest CNAME chain followed.
+const MAX_CNAME_HOPS: usize = 8;
+
+/// Why a query got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The server answered SERVFAIL.
+    ServFail,
+    /// The server answered REFUSED.
+    Refused,
+    /// No answer within the timeout.
+    Timeout,
+    /// Anything else (I/O error, malformed answer, another response code).
+    Other(String),
+}
+
+/// A query that failed at the DNS server, as opposed to one that found no records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsFailure {
+    /// The name asked about.
+    pub name: String,
+    /// The record type asked for (`A`, `CAA`, …).
+    pub record_type: &'static str,
+    /// What happened.
+    pub kind: FailureKind,
+}
+
+/// What DNS says about one name, as the checks need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsView {
+    /// The name checked.
+    pub name: Domain,
+    /// The resolvers asked, for messages (`127.0.0.1:53`, or the system's).
+    pub servers: String,
+    /// The CNAME chain from the name: first hop first; empty if the name is no alias.
+    pub cname: Result<Vec<Domain>, DnsFailure>,
+    /// IPv4 addresses of the name, after following CNAMEs.
+    pub a: Result<Vec<Ipv4Addr>, DnsFailure>,
+    /// IPv6 addresses of the name, after following CNAMEs.
+    pub aaaa: Result<Vec<Ipv6Addr>, DnsFailure>,
+    /// The relevant CAA RRset (RFC 8659 §3), if any name on the way up has one.
+    pub caa: Result<Option<CaaSet>, DnsFailure>,
+}
+
+impl DnsView {
+    /// Every failed query, in a fixed order.
+    pub fn failures(&self) -> Vec<&DnsFailure> {
+        [
+            self.cname.as_ref().err(),
+            self.a.as_ref().err(),
+            self.aaaa.as_ref().err(),
+            self.caa.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// All addresses of the name (A then AAAA); empty if a lookup failed.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let v4 = self
+            .a
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| IpAddr::V4(*a));
+        let v6 = self
+            .aaaa
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| IpAddr::V6(*a));
+        v4.chain(v6).collect()
+    }
+}
+
+/// The resolver of one run and how messages name it.
+struct Dns {
+    resolver: TokioResolver,
+}
+
+impl Dns {
+    fn new(servers: &[SocketAddr]) -> Result<(Dns, String), String> {
+        let (config, mut opts) = if servers.is_empty() {
+            hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| format!("reading the system resolver configuration: {e}"))?
+        } else {
+            let name_servers = servers
+                .iter()
+                .map(|s| {
+                    let (mut udp, mut tcp) = (ConnectionConfig::udp(), ConnectionConfig::tcp());
+                    udp.port = s.port();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            (
+                ResolverConfig::from_name_servers(name_servers),
+                ResolverOpts::default(),
+            )
+        };
+        let described = describe(servers, &config);
+        opts.timeout = QUERY_TIMEOUT;
+        // One retry: a lost UDP packet is not a broken DNS server.
+        opts.attempts = 1;
+        opts.cache_size = 0;
+        opts.preserve_intermediates = true;
+        opts.use_hosts_file = ResolveHosts::Never;
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+        *builder.options_mut() = opts;
+        let resolver = builder
+            .build()
+            .map_err(|e| format!("setting up the DNS resolver: {e}"))?;
+        Ok((Dns { resolver }, described))
+    }
+
+    /// The records of `record_type` at `name` (CNAMEs followed, except when asking for CNAME).
+    async fn records(&self, name: &str, record_type: RecordType) -> Result<Vec<RData>, DnsFailure> {
+        let failure = |kind| DnsFailure {
+            name: name.to_owned(),
+            record_type: type_name(record_type),
+            kind,
+        };
+        match self.resolver.lookup(format!("{name}."), record_type).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter(|r| r.record_type() == record_type)
+                .map(|r| r.data.clone())
+                .collect()),
+            Err(NetError::Dns(DnsError::NoRecordsFound(none))) => match none.response_code {
+                ResponseCode::NoError | ResponseCode::NXDomain => Ok(Vec::new()),
+                code => Err(failure(from_code(code))),
+            },
+            Err(NetError::Dns(DnsError::ResponseCode(code))) => Err(failure(from_code(code))),
+            Err(NetError::Timeout) => Err(failure(FailureKind::Timeout)),
+            Err(e) => Err(failure(FailureKind::Other(e.to_string()))),
+        }
+    }
+
+    async fn cname_chain(&self, name: &Domain) -> Result<Vec<Domain>, DnsFailure> {
+        let mut chain: Vec<Domain> = Vec::new();
+        let mut at = name.clone();
+        while chain.len() < MAX_CNAME_HOPS {
+            let next = self
+                .records(at.as_str(), RecordType::CNAME)
+                .await?
+                .into_iter()
+                .find_map(|r| match r {
+                    RData::CNAME(target) => Domain::parse(&target.0.to_ascii()).ok(),
+                    _ => None,
+                });
+            match next {
+                Some(target) if target != *name && !chain.contains(&target) => {
+                    chain.push(target.clone());
+                    at = target;
+                }
+                _ => break,
+            }
+        }
+        Ok(chain)
+    }
+
+    /// RFC 8659 §3: the CAA RRset of the name, else of its parent, and so on up to (not
+    /// including) the top-level domain; the resolver follows CNAMEs at each name. The first
+    /// non-empty RRset is the relevant one.
+    async fn relevant_caa(&self, name: &Domain) -> Result<Option<CaaSet>, DnsFailure> {
+        for owner in climb(name) {
+            let records: Vec<CaaRecord> = self
+                .records(owner.as_str(), RecordType::CAA)
+                .await?
+                .into_iter()
+                .filter_map(|r| match r {
+                    RData::CAA(caa) => Some(CaaRecord {
+                        critical: caa.issuer_critical,
+                        tag: caa.tag.clone(),
+                        value: String::from_utf8_lossy(&caa.value).into_owned(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            if !records.is_empty() {
+                return Ok(Some(CaaSet { owner, records }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Asks DNS everything the checks need about `name`, using `servers` (empty: the system's).
+/// Never fails: a resolver that cannot even be set up is reported as a failure of every query.
+pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
+    let (dns, described) = match Dns::new(servers) {
+        Ok(ok) => ok,
+        Err(message) => {
+            let failure = |t| DnsFailure {
+                name: name.to_string(),
+                record_type: t,
+                kind: FailureKind::Other(message.clone()),
+            };
+            return DnsView {
+                name: name.clone(),
+                servers: describe(servers, &ResolverConfig::default()),
+                cname: Err(failure("CNAME")),
+                a: Err(failure("A")),
+                aaaa: Err(failure("AAAA")),
+                caa: Err(failure("CAA")),
+            };
+        }
+    };
+    let (cname, a, aaaa, caa) = tokio::join!(
+        dns.cname_chain(name),
+        dns.records(name.as_str(), RecordType::A),
+        dns.records(name.as_str(), RecordType::AAAA),
+        dns.relevant_caa(name),
+    );
+    let a = a.map(|rs| {
+        rs.into_iter()
+            .filter_map(|r| match r {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect()
+    });
+    let aaaa = aaaa.map(|rs| {
+        rs.into_iter()
+            .filter_map(|r| match r {
+                RData::AAAA(a) => Some(a.0),
+                _ => None,
+            })
+            .collect()
+    });
+    DnsView {
+        name: name.clone(),
+        servers: described,
+        cname,
+        a,
+        aaaa,
+        caa,
+    }
+}
+
+/// The names whose CAA records may apply to `name`: itself, then each parent, down to two
+/// labels (the top-level domain is left out).
+pub fn climb(name: &Domain) -> Vec<Domain> {
+    let s = name.as_str();
+    let mut out = vec![name.clone()];
+    let mut rest = s;
+    while let Some((_, parent)) = rest.split_once('.') {
+        if !parent.contains('.') {
+            break;
+        }
+        if let Ok(d) = Domain::parse(parent) {
+            out.push(d);
+        }
+        rest = parent;
+    }
+    out
+}
+
+fn describe(servers: &[SocketAddr], system: &ResolverConfig) -> String {
+    if !servers.is_empty() {
+        return servers
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+    let ips: Vec<String> = system
+        .name_servers()
+        .iter()
+        .map(|ns| ns.ip.to_string())
+        .collect();
+    if ips.is_empty() {
+        "the system resolver".into()
+    } else {
+        format!("the system resolver ({})", ips.join(", "))
+    }
+}
+
+fn from_code(code: ResponseCode) -> FailureKind {
+    match code {
+        ResponseCode::ServFail => FailureKind::ServFail,
+        ResponseCode::Refused => FailureKind::Refused,
+        other => FailureKind::Other(format!("response code {other}")),
+    }
+}
+
+fn type_name(t: RecordType) -> &'static str {
+    match t {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::CNAME => "CNAME",
+        RecordType::CAA => "CAA",
+        _ => "?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Domain {
+        Domain::parse(s).unwrap()
+    }
+
+    #[test]
+    fn climb_stops_before_the_top_level_domain() {
+        assert_eq!(
+            climb(&d("a.links.example.com")),
+            vec![
+                d("a.links.example.com"),
+                d("links.example.com"),
+                d("example.com")
+            ]
+        );
+        assert_eq!(climb(&d("example.com")), vec![d("example.com")]);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_timeout_not_an_empty_answer() {
+        // A UDP port nobody listens on: every query times out (or is refused by ICMP).
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        drop(sock);
+        let view = gather(&d("links.example.com"), &[addr]).await;
+        assert_eq!(view.servers, addr.to_string());
+        assert!(view.a.is_err(), "{view:?}");
+        assert_eq!(view.failures().len(), 4, "{view:?}");
+    }
+}

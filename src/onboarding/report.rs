@@ -1,0 +1,216 @@
+//! What a check run produces: [`Check`]s (id, status, message, fix) and the [`Report`] kept per
+//! domain. The ids and statuses are part of the admin API.
+
+use serde::{Deserialize, Serialize};
+
+use super::certificate;
+use crate::Domain;
+use crate::certs::CertStatus;
+
+/// What a check is about. The ids are part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CheckId {
+    /// The resolver answered every query (no SERVFAIL, refusal or timeout).
+    #[serde(rename = "dns-server")]
+    DnsServer,
+    /// The name has addresses.
+    #[serde(rename = "resolves")]
+    Resolves,
+    /// A CNAME to `cname_target`, or A/AAAA records only at `addresses`.
+    #[serde(rename = "points-to-edge")]
+    PointsToEdge,
+    /// No AAAA record points somewhere else.
+    #[serde(rename = "no-stray-aaaa")]
+    NoStrayAaaa,
+    /// CAA (RFC 8659) allows one of `caa_identities`.
+    #[serde(rename = "caa")]
+    Caa,
+    /// The edge fetched a nonce from itself through the name's addresses.
+    #[serde(rename = "http-reachable")]
+    HttpReachable,
+    /// Certificate state, and the last issuance error in plain words.
+    #[serde(rename = "certificate")]
+    Certificate,
+}
+
+impl CheckId {
+    /// The id as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckId::DnsServer => "dns-server",
+            CheckId::Resolves => "resolves",
+            CheckId::PointsToEdge => "points-to-edge",
+            CheckId::NoStrayAaaa => "no-stray-aaaa",
+            CheckId::Caa => "caa",
+            CheckId::HttpReachable => "http-reachable",
+            CheckId::Certificate => "certificate",
+        }
+    }
+
+    /// A short title for people.
+    pub fn title(self) -> &'static str {
+        match self {
+            CheckId::DnsServer => "DNS answers",
+            CheckId::Resolves => "Name resolves",
+            CheckId::PointsToEdge => "Points to the edge",
+            CheckId::NoStrayAaaa => "No stray IPv6 (AAAA)",
+            CheckId::Caa => "CAA allows the CA",
+            CheckId::HttpReachable => "Reachable over HTTP",
+            CheckId::Certificate => "Certificate",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// Nothing to do.
+    Pass,
+    /// Works, or cannot be judged, but worth a look.
+    Warn,
+    /// Does not work; the fix says what to change.
+    Fail,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// What was checked.
+    pub id: CheckId,
+    /// Pass, warn or fail.
+    pub status: CheckStatus,
+    /// What was found, naming the records and addresses involved.
+    pub message: String,
+    /// What to change: DNS records in zone-file form, or the exact step. None on a pass.
+    pub fix: Option<String>,
+    /// True if no certificate order is attempted while this check fails.
+    #[serde(default)]
+    pub blocking: bool,
+}
+
+impl Check {
+    /// A passing check.
+    pub fn pass(id: CheckId, message: impl Into<String>) -> Check {
+        Check {
+            id,
+            status: CheckStatus::Pass,
+            message: message.into(),
+            fix: None,
+            blocking: false,
+        }
+    }
+
+    /// A warning with an optional fix.
+    pub fn warn(id: CheckId, message: impl Into<String>, fix: Option<String>) -> Check {
+        Check {
+            id,
+            status: CheckStatus::Warn,
+            message: message.into(),
+            fix,
+            blocking: false,
+        }
+    }
+
+    /// A failure with its fix; `blocking` holds back certificate orders while it lasts.
+    pub fn fail(id: CheckId, message: impl Into<String>, fix: String, blocking: bool) -> Check {
+        Check {
+            id,
+            status: CheckStatus::Fail,
+            message: message.into(),
+            fix: Some(fix),
+            blocking,
+        }
+    }
+}
+
+/// The latest results for one domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// When the checks ran, Unix seconds.
+    pub checked_at: u64,
+    /// The results, in a fixed order; checks that could not run (their input failed) are left
+    /// out rather than reported twice.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// The first failing check that holds back certificate orders.
+    pub fn blocking(&self) -> Option<&Check> {
+        self.checks
+            .iter()
+            .find(|c| c.status == CheckStatus::Fail && c.blocking)
+    }
+
+    /// The checks with the certificate check replaced by one describing `cert` now (the stored
+    /// one describes the certificate as it was when the checks ran).
+    pub fn with_certificate(&self, name: &Domain, cert: &CertStatus) -> Vec<Check> {
+        let mut checks: Vec<Check> = self
+            .checks
+            .iter()
+            .filter(|c| c.id != CheckId::Certificate)
+            .cloned()
+            .collect();
+        let held = self.blocking().is_some();
+        checks.push(certificate::check(name, cert, held));
+        checks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing(id: CheckId, blocking: bool) -> Check {
+        Check::fail(id, "broken", "do this".into(), blocking)
+    }
+
+    #[test]
+    fn ids_and_statuses_serialise_as_the_api_spells_them() {
+        let c = failing(CheckId::PointsToEdge, true);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["id"], "points-to-edge");
+        assert_eq!(v["status"], "fail");
+        assert_eq!(v["fix"], "do this");
+        let back: Check = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
+        for id in [
+            CheckId::DnsServer,
+            CheckId::Resolves,
+            CheckId::PointsToEdge,
+            CheckId::NoStrayAaaa,
+            CheckId::Caa,
+            CheckId::HttpReachable,
+            CheckId::Certificate,
+        ] {
+            assert_eq!(serde_json::to_value(id).unwrap(), id.as_str());
+        }
+    }
+
+    #[test]
+    fn only_blocking_failures_hold_back_orders() {
+        let report = Report {
+            checked_at: 1,
+            checks: vec![
+                Check::pass(CheckId::DnsServer, "ok"),
+                failing(CheckId::HttpReachable, false),
+                Check::warn(CheckId::Certificate, "none yet", None),
+            ],
+        };
+        assert!(report.blocking().is_none());
+        let report = Report {
+            checked_at: 1,
+            checks: vec![
+                failing(CheckId::HttpReachable, false),
+                failing(CheckId::Caa, true),
+            ],
+        };
+        assert_eq!(report.blocking().unwrap().id, CheckId::Caa);
+    }
+}

@@ -1,0 +1,491 @@
+//! Domain onboarding checks against a real DNS server (pebble-challtestsrv): a correct CNAME
+//! passes and gets its certificate; a stray A record, CAA for another CA, SERVFAIL and no
+//! records each fail naming what is wrong and what to add; a failing check holds back the
+//! certificate order until the DNS is fixed; `clickedge domain check` prints and exits by the
+//! result; reports survive a restart; an edge without `[onboarding]` holds nothing back; a real
+//! ACME CA's (Pebble's) refusal is explained in plain words.
+
+mod common;
+
+use std::process::Command;
+
+use common::dns::Dns;
+use common::pebble::{PebbleOptions, PebblePorts, free_tcp_port};
+use common::{Edge, bin};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const TARGET: &str = "edge.example.net";
+
+/// An edge whose onboarding expects a CNAME to `edge.example.net` (or 127.0.0.1), asks `dns`,
+/// and checks reachability on its own HTTP port.
+fn edge_with(dns: &Dns, extra: &str) -> Edge {
+    let (https, http) = (free_tcp_port(), free_tcp_port());
+    let config = format!(
+        "[onboarding]\ncname_target = \"{TARGET}\"\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\n{extra}",
+        dns.addr
+    );
+    Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http)
+}
+
+async fn start() -> (Dns, Edge) {
+    let dns = Dns::start().await;
+    dns.add_a(TARGET, &["127.0.0.1"]).await;
+    let edge = edge_with(&dns, "");
+    (dns, edge)
+}
+
+/// Adds `name` and returns the domain as the API answers (checks included).
+async fn add(edge: &Edge, name: &str) -> Value {
+    let (status, body) = edge
+        .admin(Method::POST, "/v1/domains", Some(json!({ "name": name })))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+async fn check(edge: &Edge, name: &str) -> Value {
+    let (status, body) = edge
+        .admin(Method::POST, &format!("/v1/domains/{name}/check"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn find<'a>(domain: &'a Value, id: &str) -> &'a Value {
+    domain["checks"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("no {id} check in {domain:#}"))
+}
+
+fn failing(domain: &Value) -> Vec<String> {
+    domain["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn click(edge: &Edge, name: &str) -> reqwest::Result<reqwest::Response> {
+    let link = edge.mint(name, "https://example.com/", json!({})).await;
+    edge.client(&[name]).get(&link).send().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correct_cname_passes_every_check_and_gets_its_certificate() {
+    let (dns, edge) = start().await;
+    let name = "good.example.com";
+    dns.set_cname(name, TARGET).await;
+    // Checks run when the domain is added; the answer carries them.
+    let d = add(&edge, name).await;
+    assert_eq!(failing(&d), Vec::<String>::new(), "{d:#}");
+    assert!(d["checked_at"].is_string(), "{d:#}");
+    for id in [
+        "dns-server",
+        "resolves",
+        "points-to-edge",
+        "no-stray-aaaa",
+        "caa",
+        "http-reachable",
+    ] {
+        assert_eq!(find(&d, id)["status"], "pass", "{id}: {d:#}");
+    }
+    assert!(
+        find(&d, "points-to-edge")["message"]
+            .as_str()
+            .unwrap()
+            .contains("CNAME to edge.example.net")
+    );
+    let reach = find(&d, "http-reachable")["message"].as_str().unwrap();
+    assert!(
+        reach.contains(&format!("http://{name}:{}/", edge.http.port())),
+        "{reach}"
+    );
+    assert_eq!(find(&d, "certificate")["status"], "warn");
+
+    assert_eq!(click(&edge, name).await.unwrap().status(), 302);
+    let (_, d) = edge
+        .admin(Method::GET, &format!("/v1/domains/{name}"), None)
+        .await;
+    let cert = find(&d, "certificate");
+    assert_eq!(cert["status"], "pass", "{d:#}");
+    assert!(cert["message"].as_str().unwrap().starts_with("valid until"));
+
+    // A nonce that no check run issued is not answered.
+    let res = reqwest::get(format!(
+        "http://{}/.well-known/clickedge-check/0123456789abcdef",
+        edge.http
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_a_record_fails_naming_it_holds_back_the_order_until_fixed() {
+    let (dns, edge) = start().await;
+    let name = "stray.example.com";
+    dns.add_a(name, &["192.0.2.7"]).await;
+    let d = add(&edge, name).await;
+    assert_eq!(failing(&d), vec!["points-to-edge"], "{d:#}");
+    let c = find(&d, "points-to-edge");
+    assert_eq!(c["blocking"], true);
+    let message = c["message"].as_str().unwrap();
+    assert!(message.contains("an A record 192.0.2.7"), "{message}");
+    let fix = c["fix"].as_str().unwrap();
+    assert!(fix.contains("stray.example.com. IN A 192.0.2.7"), "{fix}");
+    assert!(
+        fix.contains("stray.example.com. 300 IN CNAME edge.example.net."),
+        "{fix}"
+    );
+    // The edge never fetches from an address that is not its own.
+    assert!(
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "http-reachable")
+    );
+
+    // No order while the check fails; last_error says which check.
+    assert!(
+        click(&edge, name).await.is_err(),
+        "no certificate, no click"
+    );
+    let (_, d) = edge
+        .admin(Method::GET, &format!("/v1/domains/{name}"), None)
+        .await;
+    let last_error = d["certificate"]["last_error"].as_str().unwrap();
+    assert!(
+        last_error.contains("`points-to-edge` check fails"),
+        "{last_error}"
+    );
+    assert!(last_error.contains("192.0.2.7"), "{last_error}");
+    assert_eq!(
+        edge.metric("clickedge_certificates_issued_total{issuer=\"local\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(find(&d, "certificate")["status"], "warn", "{d:#}");
+
+    // The customer fixes the record and checks again: the next request gets its certificate.
+    dns.clear_a(name).await;
+    dns.set_cname(name, TARGET).await;
+    let d = check(&edge, name).await;
+    assert_eq!(failing(&d), Vec::<String>::new(), "{d:#}");
+    assert!(d["certificate"]["last_error"].is_null(), "{d:#}");
+    assert_eq!(click(&edge, name).await.unwrap().status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caa_for_another_ca_fails_naming_the_identity_to_allow() {
+    let (dns, edge) = start().await;
+    let name = "links.shop.example.com";
+    dns.set_cname(name, TARGET).await;
+    // On the parent: CAA is found by climbing the tree.
+    dns.add_caa_issue("shop.example.com", "other-ca.example")
+        .await;
+    let d = add(&edge, name).await;
+    assert_eq!(failing(&d), vec!["caa"], "{d:#}");
+    let c = find(&d, "caa");
+    let message = c["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("CAA at shop.example.com allows only other-ca.example, not letsencrypt.org"),
+        "{message}"
+    );
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .ends_with("shop.example.com. 300 IN CAA 0 issue \"letsencrypt.org\""),
+        "{c:#}"
+    );
+    assert_eq!(c["blocking"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_is_reported_as_a_dns_server_failure_naming_the_resolver() {
+    let (dns, edge) = start().await;
+    let name = "broken.example.com";
+    dns.set_servfail(name).await;
+    let d = add(&edge, name).await;
+    assert_eq!(failing(&d), vec!["dns-server"], "{d:#}");
+    let c = find(&d, "dns-server");
+    let message = c["message"].as_str().unwrap();
+    assert!(message.starts_with("DNS server failure"), "{message}");
+    assert!(message.contains(&dns.addr.to_string()), "{message}");
+    assert!(
+        message.contains("SERVFAIL for broken.example.com (CNAME, A, AAAA, CAA)"),
+        "{message}"
+    );
+    assert!(c["fix"].as_str().unwrap().contains("NS and DS records"));
+    // Nothing is guessed from a failed lookup.
+    assert!(
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "resolves")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_records_fail_with_the_record_to_add() {
+    let (_dns, edge) = start().await;
+    let name = "nothing.example.com";
+    let d = add(&edge, name).await;
+    assert_eq!(failing(&d), vec!["resolves"], "{d:#}");
+    let c = find(&d, "resolves");
+    assert_eq!(
+        c["message"],
+        "nothing.example.com does not resolve: it has no CNAME, A or AAAA record"
+    );
+    assert_eq!(
+        c["fix"],
+        "Add this record at your DNS provider:\nnothing.example.com. 300 IN CNAME edge.example.net."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_http_port_fails_naming_the_address_to_open() {
+    let dns = Dns::start().await;
+    dns.add_a(TARGET, &["127.0.0.1"]).await;
+    let name = "closed.example.com";
+    dns.set_cname(name, TARGET).await;
+    // Nothing listens there: as if a firewall dropped port 80 in front of the edge.
+    let closed = free_tcp_port();
+    let edge = Edge::start_with(&format!(
+        "[onboarding]\ncname_target = \"{TARGET}\"\ndns_servers = [\"{}\"]\nhttp_port = {closed}\n",
+        dns.addr
+    ));
+    let d = add(&edge, name).await;
+    assert_eq!(failing(&d), vec!["http-reachable"], "{d:#}");
+    let c = find(&d, "http-reachable");
+    let message = c["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "http://{name}:{closed}/ through 127.0.0.1:{closed}: "
+        )),
+        "{message}"
+    );
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Port {closed} of 127.0.0.1 must reach the edge")),
+        "{c:#}"
+    );
+    // The local issuer validates nothing over HTTP: this does not hold back the certificate.
+    assert_eq!(c["blocking"], false);
+    assert_eq!(click(&edge, name).await.unwrap().status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_by_a_real_acme_ca_is_explained_in_plain_words() {
+    let dns = Dns::start().await;
+    let blocked = "blocked.example.com";
+    dns.add_a(blocked, &["127.0.0.1"]).await;
+    let ports = PebblePorts::reserve();
+    let (https, http) = (free_tcp_port(), free_tcp_port());
+    let config = format!(
+        "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{}[onboarding]\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\n",
+        ports.acme_toml(&["http-01"]),
+        dns.addr
+    );
+    let edge = Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http);
+    let options = PebbleOptions {
+        blocklist: vec![blocked.into()],
+        ..Default::default()
+    };
+    let pebble = ports.start(http, https, &options).await;
+    let d = add(&edge, blocked).await;
+    assert_eq!(failing(&d), Vec::<String>::new(), "{d:#}");
+    // With HTTP-01 as the only challenge, reachability would hold back the order.
+    assert_eq!(find(&d, "http-reachable")["status"], "pass");
+
+    let link = edge.mint(blocked, "https://example.com/", json!({})).await;
+    let roots = pebble.issuing_roots().await;
+    let client = edge.client_trusting(&roots, &[blocked]).build().unwrap();
+    assert!(
+        client.get(&link).send().await.is_err(),
+        "refused: no certificate"
+    );
+    let d = check(&edge, blocked).await;
+    let c = find(&d, "certificate");
+    assert_eq!(c["status"], "fail", "{d:#}");
+    let message = c["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "the CA will not issue for blocked.example.com: its policy forbids this name"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("rejectedIdentifier"),
+        "the CA's words stay: {message}"
+    );
+    assert!(
+        c["fix"].as_str().unwrap().starts_with("Use another name"),
+        "{c:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_check_prints_each_check_and_exits_by_the_result() {
+    let (dns, edge) = start().await;
+    dns.set_cname("good.example.com", TARGET).await;
+    dns.add_a("bad.example.com", &["192.0.2.7"]).await;
+    dns.add_aaaa("bad.example.com", &["2001:db8::7"]).await;
+    edge.add_domain("good.example.com").await;
+    edge.add_domain("bad.example.com").await;
+    let admin = format!("http://{}", edge.admin);
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .arg("--config")
+            .arg(edge.config_path())
+            .args(["domain", "check"])
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&["good.example.com"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("good.example.com: ready\n"), "{stdout}");
+    assert!(
+        stdout.contains("✓ points-to-edge  good.example.com is a CNAME to edge.example.net"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("✓ http-reachable"), "{stdout}");
+    assert!(
+        !stdout.contains('\x1b'),
+        "plain text when piped: {stdout:?}"
+    );
+
+    let out = run(&["bad.example.com"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("bad.example.com: 2 checks fail"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("✗ points-to-edge  bad.example.com has an A record 192.0.2.7"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("✗ no-stray-aaaa   bad.example.com has an AAAA record 2001:db8::7"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    fix: Delete these records:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("         bad.example.com. 300 IN CNAME edge.example.net."),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("2 checks fail for bad.example.com"),
+        "{stderr}"
+    );
+
+    let out = run(&["bad.example.com", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(failing(&v), vec!["points-to-edge", "no-stray-aaaa"]);
+
+    let out = run(&["unknown.example.com"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("clickedge domain add unknown.example.com")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_domain_is_checked_again_on_its_own_until_it_works() {
+    let dns = Dns::start().await;
+    dns.add_a(TARGET, &["127.0.0.1"]).await;
+    let edge = edge_with(&dns, "recheck_interval = \"10s\"\n");
+    let name = "later.example.com";
+    let first = add(&edge, name).await;
+    assert_eq!(failing(&first), vec!["resolves"]);
+    // The customer adds the record and does nothing else.
+    dns.set_cname(name, TARGET).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, d) = edge
+            .admin(Method::GET, &format!("/v1/domains/{name}"), None)
+            .await;
+        if d["checked_at"] != first["checked_at"] && failing(&d).is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not re-checked within 60 s: {d:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(click(&edge, name).await.unwrap().status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_checks_survive_a_restart() {
+    let dns = Dns::start().await;
+    dns.add_a("stray.example.com", &["192.0.2.7"]).await;
+    let edge = edge_with(&dns, "");
+    let before = add(&edge, "stray.example.com").await;
+    let (https, http) = (edge.https.port(), edge.http.port());
+    let config = std::fs::read_to_string(edge.config_path()).unwrap();
+    let tables = config[config.find("[onboarding]").unwrap()..].to_owned();
+    let dir = edge.stop_keep_dir();
+    let edge = Edge::start_in_at(dir, &tables, https, http);
+    let (_, after) = edge
+        .admin(Method::GET, "/v1/domains/stray.example.com", None)
+        .await;
+    assert_eq!(after["checked_at"], before["checked_at"]);
+    assert_eq!(failing(&after), vec!["points-to-edge"]);
+    // The stored failure still holds back the order after the restart.
+    assert!(click(&edge, "stray.example.com").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_without_onboarding_config_checks_on_request_and_holds_nothing_back() {
+    let dns = Dns::start().await;
+    dns.add_a("stray.example.com", &["192.0.2.7"]).await;
+    let edge = Edge::start_with(&format!("[onboarding]\ndns_servers = [\"{}\"]\n", dns.addr));
+    let d = add(&edge, "stray.example.com").await;
+    assert_eq!(d["checks"], json!([]), "not checked on add: {d:#}");
+    assert!(d["checked_at"].is_null());
+    let d = check(&edge, "stray.example.com").await;
+    assert_eq!(find(&d, "points-to-edge")["status"], "warn", "{d:#}");
+    assert!(
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["blocking"] == false)
+    );
+    assert!(
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "http-reachable")
+    );
+    // Issuance at the first handshake, exactly as without onboarding.
+    assert_eq!(
+        click(&edge, "stray.example.com").await.unwrap().status(),
+        302
+    );
+}
