@@ -5,7 +5,7 @@
 //! It starts with no default addresses (`-defaultIPv4 ""`), so a name without records really
 //! has none. Its answers have TTL 0, so a changed record is seen at once.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,16 +20,6 @@ pub struct Dns {
     client: reqwest::Client,
 }
 
-fn free_udp_tcp_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 impl Dns {
     /// Starts the server; fails naming the package if it is not installed.
     pub async fn start() -> Dns {
@@ -40,7 +30,7 @@ impl Dns {
             found,
             "pebble-challtestsrv is not installed: install the Debian package `pebble` (scripts/test does)"
         );
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], super::pebble::free_udp_tcp_port()));
         let management = SocketAddr::from(([127, 0, 0, 1], super::pebble::free_tcp_port()));
         let child = Command::new("pebble-challtestsrv")
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])

@@ -56,7 +56,8 @@ pub fn free_tcp_port() -> u16 {
         .port()
 }
 
-fn free_udp_tcp_port() -> u16 {
+/// A port free for both UDP and TCP (a DNS server needs both).
+pub fn free_udp_tcp_port() -> u16 {
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
