@@ -1,0 +1,1032 @@
+//! End-to-end bench: server CPU per click of clickedge against nginx and Caddy, side by side in
+//! one run, with the method of PERFORMANCE.md.
+//!
+//! ```text
+//! cargo bench --bench e2e                       # 3 rounds of 5 s runs, a few minutes
+//! cargo bench --bench e2e -- --help             # rounds, duration, rate, servers, ...
+//! ```
+//!
+//! Each server is pinned to core 0 and driven from core 1 by this bench's own load generator
+//! (the `loadgen` bench's code, run as a child process `e2e loadgen ...`). Server CPU is the
+//! utime + stime of its whole process tree from `/proc`, before and after each run, divided by
+//! the 302s received. Resumption is off on every side: clickedge `tls.session_resumption =
+//! false`, nginx `ssl_session_cache off; ssl_session_tickets off`, Caddy's session tickets
+//! disabled, and the client's rustls `Resumption::disabled()`; the client counts resumed
+//! handshakes, and there must be none.
+//!
+//! Everything is on loopback, in temp dirs removed at the end; every child is stopped on drop;
+//! every run is bounded in time. Under `cargo test` (no `--bench` argument) it only runs a quick
+//! functional pass against clickedge: every request answered 302 and logged; no timing is
+//! checked.
+
+#[path = "support/client.rs"]
+#[allow(dead_code)] // shared with the loadgen bench
+mod client;
+#[path = "support/hist.rs"]
+#[allow(dead_code)] // shared with the loadgen bench
+mod hist;
+#[path = "support/loadgen.rs"]
+#[allow(dead_code)] // shared with the loadgen bench
+mod loadgen;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/procs.rs"]
+mod procs;
+#[path = "support/report.rs"]
+mod report;
+#[path = "support/targets.rs"]
+#[allow(dead_code)] // shared with the loadgen bench
+mod targets;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+
+use loadgen::{LoadArgs, Summary};
+use peers::Server;
+use report::{Once, Row, Sample};
+
+/// The server's core and the load generator's.
+const SERVER_CORE: usize = 0;
+const CLIENT_CORE: usize = 1;
+
+/// End-to-end bench: clickedge, nginx and Caddy under the same load, one table.
+#[derive(clap::Parser)]
+#[command(name = "e2e")]
+struct Opts {
+    /// Rounds; the table shows the median and min–max of the rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Length of each load run.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// The fixed rate of the latency run (new connections), requests per second.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Link domains registered on clickedge (SNI names `links{0..N-1}.example.com`).
+    #[arg(long, default_value_t = 100)]
+    domains: usize,
+    /// Links minted per domain.
+    #[arg(long, default_value_t = 5)]
+    links_per_domain: usize,
+    /// Idle TLS connections opened for the memory figure (0: skip it).
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Servers to run, in column order.
+    #[arg(long, value_delimiter = ',', default_value = "clickedge,nginx,caddy")]
+    servers: Vec<String>,
+    /// Do not install missing peers even when running as root (skip their columns instead).
+    #[arg(long)]
+    no_install: bool,
+    /// Also write every sample as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Keep the temp dir (configs, logs, click files) and print where it is.
+    #[arg(long)]
+    keep: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// `e2e loadgen ...`: the load generator, as the child process of a run.
+#[derive(clap::Parser)]
+#[command(name = "e2e loadgen")]
+struct LoadCli {
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// One kind of load run.
+struct Workload {
+    key: &'static str,
+    /// Load generator arguments, split at spaces.
+    args: &'static str,
+    /// A fixed rate (the `--rate` option) instead of flat out.
+    fixed_rate: bool,
+    /// Verify certificates (only where the client's CPU does not matter).
+    verify: bool,
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        key: "new-x25519",
+        args: "--mode new-conn --http 1.1 --kx x25519 -c 128",
+        fixed_rate: false,
+        verify: false,
+    },
+    Workload {
+        key: "new-pq",
+        args: "--mode new-conn --http 1.1 --kx x25519mlkem768 -c 128",
+        fixed_rate: false,
+        verify: false,
+    },
+    Workload {
+        key: "new-rate",
+        args: "--mode new-conn --http 1.1 --kx x25519 -c 64",
+        fixed_rate: true,
+        verify: true,
+    },
+    Workload {
+        key: "ka-h1",
+        args: "--mode keep-alive --http 1.1 --kx x25519 -c 256",
+        fixed_rate: false,
+        verify: false,
+    },
+    Workload {
+        key: "ka-h2",
+        args: "--mode keep-alive --http 2 --kx x25519 -c 256 --connections 8",
+        fixed_rate: false,
+        verify: false,
+    },
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("loadgen") {
+        let cli = LoadCli::parse_from(&args[1..]);
+        match loadgen::run_blocking(cli.load) {
+            Ok(summary) => println!(
+                "{}",
+                serde_json::to_string(&summary).expect("summary serialises")
+            ),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        smoke();
+        return;
+    }
+    let opts = Opts::parse();
+    if let Err(e) = bench(&opts) {
+        eprintln!("e2e: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Whether this process runs as root (for `apt-get`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Installs nginx and Caddy if missing (as root), or says how; returns the servers to run.
+fn ensure_peers(opts: &Opts) -> Vec<&'static str> {
+    let wanted: Vec<&'static str> = ["clickedge", "nginx", "caddy"]
+        .into_iter()
+        .filter(|s| opts.servers.iter().any(|w| w == s))
+        .collect();
+    let missing = |s: &str| {
+        s != "clickedge"
+            && procs::installed(s).is_none()
+            && procs::installed(&format!("/usr/sbin/{s}")).is_none()
+    };
+    if wanted.iter().any(|s| missing(s)) {
+        let cmd = format!("apt-get install -y {}", peers::PEER_PACKAGES);
+        if is_root() && !opts.no_install {
+            eprintln!("e2e: installing the reference servers: apt-get update && {cmd}");
+            let ok = std::process::Command::new("apt-get")
+                .args(["update", "-qq"])
+                .status()
+                .is_ok_and(|s| s.success())
+                && std::process::Command::new("apt-get")
+                    .args(["install", "-y", "-qq", "nginx-light", "caddy"])
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("e2e: installing failed; the missing servers' columns are skipped");
+            }
+        } else {
+            eprintln!(
+                "e2e: nginx and/or Caddy are missing: run `sudo apt-get update && sudo {cmd}` \
+                 (note: on a systemd machine the packages also start their services on port 80); \
+                 their columns are skipped"
+            );
+        }
+    }
+    wanted.into_iter().filter(|s| !missing(s)).collect()
+}
+
+/// What every run against one server needs.
+struct Target<'a> {
+    server: &'a mut Server,
+    urls: &'a Path,
+    roots: &'a Path,
+}
+
+/// Runs the load generator pinned to the client core against `t`, measuring the server's CPU.
+fn run_load(
+    exe: &Path,
+    t: &mut Target<'_>,
+    extra: &[String],
+    timeout: Duration,
+    pin: bool,
+) -> Result<(Summary, f64, f64), String> {
+    let tck = procs::clock_ticks();
+    let mut cmd = procs::pinned(pin.then_some(CLIENT_CORE), exe);
+    cmd.arg("loadgen")
+        .arg("--target")
+        .arg(t.server.https.to_string())
+        .arg("--urls-file")
+        .arg(t.urls)
+        .arg("--ca")
+        .arg(t.roots)
+        .args(["--json", "--no-progress"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let cpu0 = t.server.proc.cpu_seconds(tck);
+    let core0 = procs::core_ticks(SERVER_CORE);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting the load generator: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the load generator did not finish within {timeout:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let cpu1 = t.server.proc.cpu_seconds(tck);
+    let core1 = procs::core_ticks(SERVER_CORE);
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    }
+    if !status.success() {
+        return Err(format!("the load generator failed ({status})"));
+    }
+    if !t.server.proc.alive() {
+        return Err(format!(
+            "{} exited:\n{}",
+            t.server.name,
+            t.server.proc.log_tail()
+        ));
+    }
+    let summary: Summary = out
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("no summary from the load generator: {out:?}"))?;
+    let (busy0, total0) = core0;
+    let (busy1, total1) = core1;
+    let server_cpu = cpu1 - cpu0;
+    let core_busy = (busy1 - busy0) as f64 / tck;
+    let core_wall = ((total1 - total0) as f64 / tck).max(1e-9);
+    let other = ((core_busy - server_cpu) / core_wall).max(0.0);
+    Ok((summary, server_cpu, other))
+}
+
+fn sample(
+    server: &'static str,
+    w: &Workload,
+    round: usize,
+    s: &Summary,
+    cpu: f64,
+    other: f64,
+) -> Sample {
+    Sample {
+        server,
+        workload: w.key,
+        round,
+        ok: s.ok,
+        bad: s.bad(),
+        rate: s.rate,
+        cpu_s: cpu,
+        cpu_us: if s.ok > 0 {
+            cpu * 1e6 / s.ok as f64
+        } else {
+            f64::NAN
+        },
+        busy: cpu / s.elapsed_s.max(1e-9),
+        client_busy: s.client_cpu_s / s.elapsed_s.max(1e-9),
+        core0_other: other,
+        p50_ms: s.latency_ms.p50,
+        p99_ms: s.latency_ms.p99,
+        handshakes: s.handshakes.clone(),
+        kx_groups: s.kx_groups.clone(),
+    }
+}
+
+fn bench(opts: &Opts) -> Result<(), String> {
+    let started = Instant::now();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let pin = procs::installed("taskset").is_some();
+    if !pin {
+        eprintln!(
+            "e2e: taskset not found (package util-linux): server and client are NOT pinned; figures will be noisy"
+        );
+    }
+    let servers = ensure_peers(opts);
+    let nofile = procs::raise_nofile(opts.idle as u64 * 2 + 2048);
+    let idle = if opts.idle > 0 && nofile < opts.idle as u64 + 1024 {
+        let n = nofile.saturating_sub(1024) as usize;
+        eprintln!(
+            "e2e: open-files limit {nofile}: holding {n} idle connections instead of {} (raise `ulimit -n`)",
+            opts.idle
+        );
+        n
+    } else {
+        opts.idle
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("clickedge-e2e-")
+        .tempdir()
+        .map_err(|e| format!("creating a temp dir: {e}"))?;
+    let dir = tmp.path().to_path_buf();
+    let core = pin.then_some(SERVER_CORE);
+    let cert = peers::TestCert::generate(&dir)?;
+
+    let names: Vec<String> = (0..opts.domains)
+        .map(|i| format!("links{i}.example.com"))
+        .collect();
+    let mut running: Vec<Server> = Vec::new();
+    let mut clicks_sent: u64 = 0;
+    let roots = dir.join("roots.pem");
+    let urls = dir.join("urls.txt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    for name in &servers {
+        let server = match *name {
+            "clickedge" => {
+                let s = peers::clickedge(
+                    env!("CARGO_BIN_EXE_clickedge"),
+                    &dir.join("clickedge"),
+                    core,
+                )?;
+                let data = s.data_dir.clone().expect("clickedge has a data dir");
+                let token = std::fs::read_to_string(data.join("admin-token"))
+                    .map_err(|e| format!("reading clickedge's admin token: {e}"))?;
+                let admin =
+                    targets::Admin::new(&format!("http://{}", s.admin.expect("admin")), &token);
+                eprintln!(
+                    "e2e: registering {} domains, minting {} links",
+                    names.len(),
+                    names.len() * opts.links_per_domain
+                );
+                let pairs = rt.block_on(admin.mint_all(&names, opts.links_per_domain, true))?;
+                let text: String = pairs
+                    .iter()
+                    .map(|(h, p)| format!("https://{h}{p}\n"))
+                    .collect();
+                std::fs::write(&urls, text).map_err(|e| e.to_string())?;
+                let mut pem =
+                    std::fs::read_to_string(data.join("ca.pem")).map_err(|e| e.to_string())?;
+                pem.push_str(&std::fs::read_to_string(&cert.ca).map_err(|e| e.to_string())?);
+                std::fs::write(&roots, pem).map_err(|e| e.to_string())?;
+                s
+            }
+            "nginx" => peers::nginx(&cert, &dir.join("nginx"), core, nofile)?,
+            _ => peers::caddy(&cert, &dir.join("caddy"), core)?,
+        };
+        running.push(server);
+    }
+    if !servers.contains(&"clickedge") {
+        // The peers answer any path: request plain paths under the same names.
+        let text: String = names
+            .iter()
+            .map(|h| format!("https://{h}/c/bench\n"))
+            .collect();
+        std::fs::write(&urls, text).map_err(|e| e.to_string())?;
+        std::fs::copy(&cert.ca, &roots).map_err(|e| e.to_string())?;
+    }
+
+    // Warm-up and check: every name once, certificates verified (clickedge issues them here).
+    for s in &mut running {
+        eprintln!(
+            "e2e: {}: pre-warming {} names (certificates verified)",
+            s.name,
+            names.len()
+        );
+        let mut t = Target {
+            server: s,
+            urls: &urls,
+            roots: &roots,
+        };
+        let extra: Vec<String> = [
+            "--mode",
+            "new-conn",
+            "--kx",
+            "x25519",
+            "-c",
+            "8",
+            "--timeout",
+            "30s",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain(["-n".into(), names.len().to_string()])
+        .collect();
+        let (summary, ..) = run_load(&exe, &mut t, &extra, Duration::from_secs(120), pin)?;
+        if t.server.name == "clickedge" {
+            clicks_sent += summary.ok;
+        }
+        if summary.ok != names.len() as u64 {
+            return Err(format!(
+                "{}: pre-warm answered {} of {} with 302:\n{}",
+                t.server.name,
+                summary.ok,
+                names.len(),
+                summary.text()
+            ));
+        }
+    }
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let secs = opts.duration.as_secs_f64();
+    for round in 0..opts.rounds {
+        // Rotate the order each round so slow drift of the machine does not favour a server.
+        let n = running.len();
+        for k in 0..n {
+            let s = &mut running[(k + round) % n];
+            for w in WORKLOADS {
+                let mut extra: Vec<String> = w.args.split_whitespace().map(String::from).collect();
+                extra.extend(["--duration".into(), format!("{secs}s")]);
+                if w.fixed_rate {
+                    extra.extend(["--rate".into(), opts.rate.to_string()]);
+                }
+                if !w.verify {
+                    extra.push("--insecure-no-verify".into());
+                }
+                let mut t = Target {
+                    server: s,
+                    urls: &urls,
+                    roots: &roots,
+                };
+                let (summary, cpu, other) = run_load(
+                    &exe,
+                    &mut t,
+                    &extra,
+                    opts.duration + Duration::from_secs(60),
+                    pin,
+                )?;
+                let name = t.server.name;
+                if name == "clickedge" {
+                    clicks_sent += summary.ok;
+                }
+                let smp = sample(name, w, round, &summary, cpu, other);
+                eprintln!(
+                    "e2e: round {}/{} {:<9} {:<10} {:>7} ok {:>8.0}/s  server {:>6.1} µs/click, busy {:>3.0}% (client {:>3.0}%)  p50 {:.2} ms p99 {:.2} ms{}{}",
+                    round + 1,
+                    opts.rounds,
+                    name,
+                    w.key,
+                    smp.ok,
+                    smp.rate,
+                    smp.cpu_us,
+                    smp.busy * 100.0,
+                    smp.client_busy * 100.0,
+                    smp.p50_ms,
+                    smp.p99_ms,
+                    if smp.bad > 0 {
+                        format!("  {} FAILED: {:?}", smp.bad, summary.error_samples)
+                    } else {
+                        String::new()
+                    },
+                    if smp.core0_other > 0.05 {
+                        format!(
+                            "  (core 0 also {:.0}% busy with other work)",
+                            smp.core0_other * 100.0
+                        )
+                    } else {
+                        String::new()
+                    },
+                );
+                if summary.handshakes.contains_key("resumed") {
+                    eprintln!(
+                        "e2e: WARNING: {name} resumed sessions in {}: new-connection figures are not full handshakes",
+                        w.key
+                    );
+                }
+                samples.push(smp);
+            }
+        }
+    }
+
+    let mut once: BTreeMap<&'static str, Once> = BTreeMap::new();
+    for s in &running {
+        once.entry(s.name).or_default().rss_after_kib = s.proc.rss_kib();
+    }
+    if idle > 0 {
+        for s in &mut running {
+            match hold_idle(&exe, s, &urls, &roots, idle, pin) {
+                Ok((per_10k, held, ok)) => {
+                    let o = once.entry(s.name).or_default();
+                    o.idle_rss_per_10k_kib = Some(per_10k);
+                    o.idle_held = held;
+                    if s.name == "clickedge" {
+                        clicks_sent += ok;
+                    }
+                }
+                Err(e) => eprintln!("e2e: {}: idle connections: {e}", s.name),
+            }
+        }
+    }
+
+    let click_check = match running.iter().find(|s| s.name == "clickedge") {
+        Some(s) => Some(check_clicks(&rt, s, clicks_sent)?),
+        None => None,
+    };
+
+    let rows = rows(opts);
+    println!();
+    println!(
+        "clickedge e2e: {} round(s) of {:.0} s runs, server on core {SERVER_CORE}, load generator on core {CLIENT_CORE}{}, {} names, {} links; {}",
+        opts.rounds,
+        secs,
+        if pin {
+            ""
+        } else {
+            " (NOT pinned: taskset missing)"
+        },
+        names.len(),
+        names.len() * opts.links_per_domain,
+        cpu_model(),
+    );
+    println!(
+        "cells: median (min–max) of the rounds; ratios: clickedge's median over the peer's (CPU and latency: lower is better for clickedge below ×1)"
+    );
+    println!();
+    print!("{}", report::table(&servers, &rows, &samples, &once));
+    println!();
+    for s in &servers {
+        if let Some(o) = once.get(s)
+            && o.idle_held > 0
+            && o.idle_held < idle as u64
+        {
+            println!(
+                "note: {s} held only {} of {idle} idle connections",
+                o.idle_held
+            );
+        }
+    }
+    let other: Vec<f64> = samples.iter().map(|s| s.core0_other).collect();
+    let worst = other.iter().copied().fold(0.0, f64::max);
+    if worst > 0.05 {
+        println!(
+            "note: core 0 was up to {:.0}% busy with work other than the server (not counting niced background jobs) during some runs (shared machine): absolute figures are noisy, ratios less so",
+            worst * 100.0
+        );
+    }
+    let mut limits: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| {
+        WORKLOADS
+            .iter()
+            .any(|w| w.key == s.workload && !w.fixed_rate)
+    }) {
+        let limit = if s.busy >= 0.9 {
+            "the server's core (saturated: clicks/s is the server's)"
+        } else if s.client_busy >= 0.9 {
+            "the load generator's core"
+        } else if s.core0_other >= 0.1 {
+            "other work sharing the server's core"
+        } else {
+            "neither core full (requests in flight, or other work on the client's core)"
+        };
+        limits.entry(limit).or_default().push(format!(
+            "{} {} r{}",
+            s.server,
+            s.workload,
+            s.round + 1
+        ));
+    }
+    if !limits.keys().all(|k| k.starts_with("the server's")) {
+        println!(
+            "note: what limited the flat-out runs (µs per click stays valid whatever the limit; clicks/s does not):"
+        );
+        for (limit, runs) in &limits {
+            println!("  {limit}: {}", runs.join(", "));
+        }
+    }
+    if let Some(c) = click_check {
+        println!("{c}");
+    }
+    if let Some(path) = &opts.json {
+        let all = serde_json::json!({ "samples": samples, "once": once });
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&all).expect("serialises"),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    drop(running);
+    if opts.keep {
+        let kept = tmp.keep();
+        println!("kept {}", kept.display());
+    }
+    Ok(())
+}
+
+fn rows(opts: &Opts) -> Vec<Row> {
+    let rate = opts.rate;
+    let row = |label: String, workload, value: fn(&Sample) -> f64, decimals| Row {
+        ratio: !label.contains("busy"),
+        label,
+        workload,
+        value,
+        decimals,
+    };
+    vec![
+        row(
+            "server CPU µs per new-connection click, X25519".into(),
+            "new-x25519",
+            |s| s.cpu_us,
+            1,
+        ),
+        row(
+            "server CPU µs per new-connection click, X25519MLKEM768 offered".into(),
+            "new-pq",
+            |s| s.cpu_us,
+            1,
+        ),
+        row(
+            format!("server CPU µs per new-connection click at {rate}/s"),
+            "new-rate",
+            |s| s.cpu_us,
+            1,
+        ),
+        row(
+            "server CPU µs per keep-alive click, HTTP/1.1".into(),
+            "ka-h1",
+            |s| s.cpu_us,
+            2,
+        ),
+        row(
+            "server CPU µs per keep-alive click, h2".into(),
+            "ka-h2",
+            |s| s.cpu_us,
+            2,
+        ),
+        row(
+            format!("latency p50 ms, new connections at {rate}/s"),
+            "new-rate",
+            |s| s.p50_ms,
+            2,
+        ),
+        row(
+            format!("latency p99 ms, new connections at {rate}/s"),
+            "new-rate",
+            |s| s.p99_ms,
+            2,
+        ),
+        row(
+            "new-connection clicks/s, flat out, 128 in flight (X25519)".into(),
+            "new-x25519",
+            |s| s.rate,
+            0,
+        ),
+        row(
+            "  server core busy %".into(),
+            "new-x25519",
+            |s| s.busy * 100.0,
+            0,
+        ),
+        row(
+            "  load generator core busy %".into(),
+            "new-x25519",
+            |s| s.client_busy * 100.0,
+            0,
+        ),
+        row(
+            "  clicks/s per server core (10⁶ / µs per click)".into(),
+            "new-x25519",
+            |s| 1e6 / s.cpu_us,
+            0,
+        ),
+        row(
+            "new-connection clicks/s, flat out (X25519MLKEM768)".into(),
+            "new-pq",
+            |s| s.rate,
+            0,
+        ),
+        row(
+            "  server core busy %".into(),
+            "new-pq",
+            |s| s.busy * 100.0,
+            0,
+        ),
+        row(
+            "  load generator core busy %".into(),
+            "new-pq",
+            |s| s.client_busy * 100.0,
+            0,
+        ),
+        row(
+            "keep-alive clicks/s, HTTP/1.1, 256 connections".into(),
+            "ka-h1",
+            |s| s.rate,
+            0,
+        ),
+        row(
+            "  server core busy %".into(),
+            "ka-h1",
+            |s| s.busy * 100.0,
+            0,
+        ),
+        row(
+            "  load generator core busy %".into(),
+            "ka-h1",
+            |s| s.client_busy * 100.0,
+            0,
+        ),
+        row(
+            "keep-alive clicks/s, h2, 8 connections × 32 streams".into(),
+            "ka-h2",
+            |s| s.rate,
+            0,
+        ),
+        row(
+            "  server core busy %".into(),
+            "ka-h2",
+            |s| s.busy * 100.0,
+            0,
+        ),
+        row(
+            "  load generator core busy %".into(),
+            "ka-h2",
+            |s| s.client_busy * 100.0,
+            0,
+        ),
+    ]
+}
+
+/// Opens `n` idle h2 connections (one click each) and holds them; returns the server's RSS
+/// growth per 10 000 connections (KiB), the connections held, and the 302s received.
+fn hold_idle(
+    exe: &Path,
+    s: &mut Server,
+    urls: &Path,
+    roots: &Path,
+    n: usize,
+    pin: bool,
+) -> Result<(f64, u64, u64), String> {
+    eprintln!("e2e: {}: opening {n} idle TLS connections", s.name);
+    let before = s.proc.rss_kib();
+    let mut cmd = procs::pinned(pin.then_some(CLIENT_CORE), exe);
+    cmd.arg("loadgen")
+        .arg("--target")
+        .arg(s.https.to_string())
+        .arg("--urls-file")
+        .arg(urls)
+        .arg("--ca")
+        .arg(roots)
+        .args([
+            "--mode",
+            "hold",
+            "--http",
+            "2",
+            "--kx",
+            "x25519",
+            "--insecure-no-verify",
+            "-c",
+            "64",
+        ])
+        .args([
+            "--timeout",
+            "30s",
+            "--duration",
+            "120s",
+            "--no-progress",
+            "--json",
+        ])
+        .arg("--connections")
+        .arg(n.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let dir = s
+        .proc
+        .log
+        .parent()
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let mut child = procs::Proc::spawn("loadgen (hold)", cmd, &dir.join("hold.log"))?;
+    let stdout = child.child().stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| {
+        format!(
+            "connections not all open within 120 s:\n{}",
+            child.log_tail()
+        )
+    })?;
+    // "holding N connections, K ok"
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (held, ok) = match nums.as_slice() {
+        [h, k, ..] => (*h, *k),
+        _ => return Err(format!("unexpected line from the load generator: {line:?}")),
+    };
+    // Let the server finish its side of the last handshakes and requests.
+    std::thread::sleep(Duration::from_millis(500));
+    let during = s.proc.rss_kib();
+    child.stop(Duration::from_secs(5));
+    if held == 0 {
+        return Err("no connection held".into());
+    }
+    let per_10k = during.saturating_sub(before) as f64 * 10_000.0 / held as f64;
+    eprintln!(
+        "e2e: {}: {held} idle connections: RSS {:.1} → {:.1} MiB ({:.1} MiB per 10 000)",
+        s.name,
+        before as f64 / 1024.0,
+        during as f64 / 1024.0,
+        per_10k / 1024.0
+    );
+    Ok((per_10k, held, ok))
+}
+
+/// Polls clickedge's click log until it holds `sent` lines (or 20 s pass) and reads its metrics.
+fn check_clicks(rt: &tokio::runtime::Runtime, s: &Server, sent: u64) -> Result<String, String> {
+    let dir = s.data_dir.as_ref().expect("clickedge").join("clicks");
+    let count = || -> u64 {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+                    .map(|e| {
+                        std::fs::read(e.path())
+                            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = count();
+    while lines < sent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        lines = count();
+    }
+    let metrics = rt.block_on(async {
+        let url = format!("http://{}/metrics", s.admin.expect("admin"));
+        match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    });
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .map_or_else(|| "?".into(), |v| v.trim().to_owned())
+    };
+    let verdict = if lines == sent {
+        "every click logged"
+    } else {
+        "MISMATCH"
+    };
+    Ok(format!(
+        "clickedge clicks: {sent} answered 302 to the load generator, {lines} lines in its click log ({verdict}); \
+         clickedge_clicks_dropped_total {}, clickedge_clicks_logged_total {}, requests_total{{outcome=\"redirect\"}} {}",
+        metric("clickedge_clicks_dropped_total"),
+        metric("clickedge_clicks_logged_total"),
+        metric("clickedge_requests_total{outcome=\"redirect\"}"),
+    ))
+}
+
+fn cpu_model() -> String {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|v| v.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = text.lines().filter(|l| l.starts_with("processor")).count();
+    format!("{model}, {cores} CPUs")
+}
+
+/// `cargo test`: a quick functional pass against clickedge only (no peers, no pinning, no timing).
+fn smoke() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut edge = peers::clickedge(
+        env!("CARGO_BIN_EXE_clickedge"),
+        &tmp.path().join("clickedge"),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let data = edge.data_dir.clone().expect("data dir");
+    let token = std::fs::read_to_string(data.join("admin-token")).expect("admin token");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin = targets::Admin::new(&format!("http://{}", edge.admin.expect("admin")), &token);
+    let names = vec![
+        "links0.example.com".to_owned(),
+        "links1.example.com".to_owned(),
+    ];
+    let pairs = rt
+        .block_on(admin.mint_all(&names, 2, true))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ca = data.join("ca.pem");
+    let runs: &[&[&str]] = &[
+        &["--mode", "new-conn", "--http", "1.1", "-n", "8"],
+        &[
+            "--mode", "new-conn", "--http", "1.1", "--kx", "x25519", "-n", "4", "--rate", "200",
+        ],
+        &["--mode", "new-conn", "--http", "2", "-n", "4"],
+        &[
+            "--mode",
+            "keep-alive",
+            "--http",
+            "1.1",
+            "-n",
+            "8",
+            "-c",
+            "2",
+        ],
+        &[
+            "--mode",
+            "keep-alive",
+            "--http",
+            "2",
+            "-n",
+            "8",
+            "-c",
+            "4",
+            "--connections",
+            "2",
+        ],
+        &[
+            "--mode",
+            "hold",
+            "--http",
+            "2",
+            "--connections",
+            "3",
+            "--duration",
+            "0s",
+        ],
+    ];
+    let mut sent = 0;
+    for extra in runs {
+        let mut argv = vec![
+            "loadgen".to_owned(),
+            "--target".into(),
+            edge.https.to_string(),
+        ];
+        argv.extend([
+            "--ca".into(),
+            ca.display().to_string(),
+            "--no-progress".into(),
+        ]);
+        argv.extend(extra.iter().map(|a| a.to_string()));
+        let cli = LoadCli::parse_from(&argv);
+        let summary = rt.block_on(async {
+            loadgen::Plan::with_pairs(cli.load, &pairs)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .run()
+                .await
+        });
+        assert!(
+            summary.ok == summary.requests
+                && summary.ok > 0
+                && !summary.handshakes.contains_key("resumed"),
+            "{extra:?}:\n{}\n{}",
+            summary.text(),
+            edge.proc.log_tail()
+        );
+        sent += summary.ok;
+    }
+    let check = check_clicks(&rt, &edge, sent).unwrap_or_else(|e| panic!("{e}"));
+    assert!(check.contains("every click logged"), "{check}");
+    edge.proc.stop(Duration::from_secs(10));
+    println!(
+        "e2e smoke: {sent} clicks answered and logged (timings are only measured by `cargo bench --bench e2e`)"
+    );
+}

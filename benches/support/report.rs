@@ -1,0 +1,190 @@
+//! The end-to-end bench's measurements and its one table: per server and workload, the median of
+//! the rounds with min–max, and clickedge's ratio to nginx and to Caddy from the same run.
+
+use std::collections::BTreeMap;
+
+/// One load run against one server.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sample {
+    /// `clickedge`, `nginx`, `caddy`.
+    pub server: &'static str,
+    /// Workload key.
+    pub workload: &'static str,
+    /// Round number, from 0.
+    pub round: usize,
+    /// Answers with the expected status.
+    pub ok: u64,
+    /// Failed requests and other statuses.
+    pub bad: u64,
+    /// `ok` per second of the run.
+    pub rate: f64,
+    /// Server CPU (utime + stime, whole process tree) over the run, seconds.
+    pub cpu_s: f64,
+    /// Server CPU per expected answer, microseconds.
+    pub cpu_us: f64,
+    /// Server CPU over the run's wall time: 1.0 is one core saturated.
+    pub busy: f64,
+    /// The load generator's CPU over the run's wall time.
+    pub client_busy: f64,
+    /// Core 0's busy share not spent by the server (other processes not niced, interrupts):
+    /// noise.
+    pub core0_other: f64,
+    /// Latency quantiles from the intended send time, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Handshakes by kind (`resumed` must be absent).
+    pub handshakes: BTreeMap<String, u64>,
+    /// Handshakes by key exchange group.
+    pub kx_groups: BTreeMap<String, u64>,
+}
+
+/// Per-server figures measured once (not per round).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Once {
+    /// RSS after the load runs, KiB.
+    pub rss_after_kib: u64,
+    /// RSS growth per 10 000 idle TLS connections, KiB (none if not measured).
+    pub idle_rss_per_10k_kib: Option<f64>,
+    /// Connections actually held for that measurement.
+    pub idle_held: u64,
+}
+
+/// How one table row is read from the samples.
+pub struct Row {
+    /// Label, may mention the rate.
+    pub label: String,
+    /// Workload key.
+    pub workload: &'static str,
+    /// The value of a sample.
+    pub value: fn(&Sample) -> f64,
+    /// Decimals shown.
+    pub decimals: usize,
+    /// Show clickedge's ratio to the peers.
+    pub ratio: bool,
+}
+
+fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some((median, v[0], v[n - 1]))
+}
+
+fn cell(m: Option<(f64, f64, f64)>, decimals: usize) -> String {
+    match m {
+        None => "—".into(),
+        Some((med, lo, hi)) if (hi - lo).abs() < f64::EPSILON => format!("{med:.decimals$}"),
+        Some((med, lo, hi)) => format!("{med:.decimals$} ({lo:.decimals$}–{hi:.decimals$})"),
+    }
+}
+
+fn ratio(a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>) -> String {
+    match (a, b) {
+        (Some((a, ..)), Some((b, ..))) if b != 0.0 => format!("×{:.2}", a / b),
+        _ => "—".into(),
+    }
+}
+
+/// Renders the table as Markdown. `servers` in column order; the ratios are clickedge's
+/// median over nginx's and Caddy's.
+pub fn table(
+    servers: &[&'static str],
+    rows: &[Row],
+    samples: &[Sample],
+    once: &BTreeMap<&'static str, Once>,
+) -> String {
+    let mut header = vec!["".to_owned()];
+    header.extend(servers.iter().map(|s| (*s).to_owned()));
+    let peers: Vec<&str> = servers
+        .iter()
+        .copied()
+        .filter(|s| *s != "clickedge")
+        .collect();
+    let with_ratios = servers.contains(&"clickedge");
+    if with_ratios {
+        header.extend(peers.iter().map(|p| format!("clickedge / {p}")));
+    }
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    let stat = |server: &str, row: &Row| {
+        median_min_max(
+            samples
+                .iter()
+                .filter(|s| s.server == server && s.workload == row.workload)
+                .map(row.value)
+                .collect(),
+        )
+    };
+    for row in rows {
+        let mut line = vec![row.label.clone()];
+        for s in servers {
+            line.push(cell(stat(s, row), row.decimals));
+        }
+        if with_ratios {
+            for p in &peers {
+                line.push(if row.ratio {
+                    ratio(stat("clickedge", row), stat(p, row))
+                } else {
+                    String::new()
+                });
+            }
+        }
+        lines.push(line);
+    }
+    let once_row = |label: &str, f: &dyn Fn(&Once) -> Option<f64>| {
+        let mut line = vec![label.to_owned()];
+        let val = |s: &str| once.get(s).and_then(f).map(|v| (v, v, v));
+        for s in servers {
+            line.push(cell(val(s), 1));
+        }
+        if with_ratios {
+            for p in &peers {
+                line.push(ratio(val("clickedge"), val(p)));
+            }
+        }
+        line
+    };
+    lines.push(once_row("RSS after the runs, MiB", &|o| {
+        (o.rss_after_kib > 0).then(|| o.rss_after_kib as f64 / 1024.0)
+    }));
+    lines.push(once_row(
+        "RSS per 10 000 idle TLS connections (h2), MiB",
+        &|o| o.idle_rss_per_10k_kib.map(|k| k / 1024.0),
+    ));
+    let bad = |server: &str| -> u64 {
+        samples
+            .iter()
+            .filter(|s| s.server == server)
+            .map(|s| s.bad)
+            .sum()
+    };
+    let mut line = vec!["failed or non-302 requests, all runs".to_owned()];
+    line.extend(servers.iter().map(|s| bad(s).to_string()));
+    if with_ratios {
+        line.extend(peers.iter().map(|_| String::new()));
+    }
+    lines.push(line);
+
+    let mut out = String::new();
+    let render = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+    out.push_str(&render(&header));
+    out.push_str(&render(
+        &header
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if i == 0 { "---".into() } else { "---:".into() })
+            .collect::<Vec<_>>(),
+    ));
+    for l in &lines {
+        out.push_str(&render(l));
+    }
+    out
+}
