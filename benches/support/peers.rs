@@ -120,15 +120,19 @@ pub struct Server {
 }
 
 /// Starts the release clickedge in `dir` with resumption off, every port 0 on loopback.
+/// `CLICKEDGE_BENCH_DURABILITY=synced` measures the synced click log instead of the buffered one.
 pub fn clickedge(bin: &str, dir: &Path, core: Option<usize>) -> Result<Server, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let data = dir.join("data");
     let config = dir.join("clickedge.toml");
+    let durability =
+        std::env::var("CLICKEDGE_BENCH_DURABILITY").unwrap_or_else(|_| "buffered".into());
     std::fs::write(
         &config,
         format!(
             "data_dir = \"{}\"\n\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
-             [tls]\n# Every handshake a full one, like an email click's (and nginx's and Caddy's here).\nsession_resumption = false\n",
+             [tls]\n# Every handshake a full one, like an email click's (and nginx's and Caddy's here).\nsession_resumption = false\n\n\
+             [clicks]\ndurability = \"{durability}\"\n",
             data.display()
         ),
     )
