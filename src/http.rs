@@ -29,7 +29,6 @@ use router::{Route, route};
 /// Response body type of the edge.
 pub type Body = Full<Bytes>;
 
-
 /// Per-outcome request counters, resolved once (no label lookup per request).
 struct Counters {
     redirect: IntCounter,

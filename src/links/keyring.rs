@@ -6,7 +6,6 @@
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-
 /// Identifies a key inside a token (2 bytes on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct KeyId(pub u16);

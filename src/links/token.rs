@@ -25,9 +25,9 @@
 //! against the RustCrypto implementation in the tests. An 80-byte URL with two short metadata pairs (`c=spring`, `r=4711`) makes a
 //! 195-character token (146 bytes: 43 of overhead, 103 of payload) (see `token_length_for_typical_link`).
 
+use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use chacha20::cipher::consts::U10;
 use rand::RngCore as _;
 
@@ -111,7 +111,11 @@ pub fn open(ring: &KeyRing, domain: &str, token: &str) -> Result<Link, TokenErro
     let (cipher, nonce) = xchacha(key.secret(), &nonce);
     // Ciphertext and tag, decrypted in place; the tag is checked before anything is returned.
     let payload = cipher
-        .open_in_place(nonce, Aad::from(&aad[..]), &mut raw[HEADER_LEN + NONCE_LEN..])
+        .open_in_place(
+            nonce,
+            Aad::from(&aad[..]),
+            &mut raw[HEADER_LEN + NONCE_LEN..],
+        )
         .map_err(|_| TokenError::Forged)?;
     decode_payload(payload).ok_or(TokenError::BadPayload)
 }
