@@ -251,11 +251,7 @@ async fn check_domain(
 
 /// Runs the checks of `name` now and returns the domain.
 async fn check_now(state: &AdminState, name: &Domain) -> Result<DomainView, ApiError> {
-    let record = state
-        .store
-        .domain(name)
-        .await?
-        .ok_or_else(|| not_registered(name))?;
+    let record = registered(state, name).await?;
     let report = state.onboarding.check(&record, &state.certs).await?;
     // Checks that pass again after a failure they can see the cause of are how a customer says
     // "fixed": the next handshake may order at once instead of waiting out the backoff.
@@ -268,11 +264,7 @@ async fn check_now(state: &AdminState, name: &Domain) -> Result<DomainView, ApiE
     {
         state.certs.reset_backoff(name).await?;
     }
-    let record = state
-        .store
-        .domain(name)
-        .await?
-        .ok_or_else(|| not_registered(name))?;
+    let record = registered(state, name).await?;
     view(state, record).await
 }
 
@@ -281,12 +273,17 @@ async fn show_domain(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = parse_name(&name)?;
-    let record = state
-        .store
-        .domain(&name)
-        .await?
-        .ok_or_else(|| not_registered(&name))?;
+    let record = registered(&state, &name).await?;
     Ok(axum::Json(view(&state, record).await?))
+}
+
+/// The stored record of a registered domain, or 404 saying how to add it.
+async fn registered(state: &AdminState, name: &Domain) -> Result<DomainRecord, ApiError> {
+    state
+        .store
+        .domain(name)
+        .await?
+        .ok_or_else(|| not_registered(name))
 }
 
 fn not_registered(name: &Domain) -> ApiError {

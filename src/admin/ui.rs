@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use super::{ApiError, Shared, add, check_now, not_registered, parse_name, view};
+use super::{ApiError, Shared, add, check_now, parse_name, registered, view};
 use render::{asset, error_page, forbidden, html, login_page, see_other, set_cookie};
 use session::{login_cookie, logout_cookie, same_origin, token_matches};
 
@@ -125,11 +125,7 @@ async fn domain(
     }
     let found = async {
         let name = parse_name(&name)?;
-        let record = state
-            .store
-            .domain(&name)
-            .await?
-            .ok_or_else(|| not_registered(&name))?;
+        let record = registered(&state, &name).await?;
         view(&state, record).await
     };
     match found.await {
