@@ -154,15 +154,7 @@ async fn domain_lifecycle() {
     let link = edge
         .mint("links.example.com", "https://example.com/", json!({}))
         .await;
-    assert_eq!(
-        edge.client(&["links.example.com"])
-            .get(&link)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        302
-    );
+    assert_eq!(edge.click_status("links.example.com", &link).await, 302);
     let (status, body) = edge
         .admin(Method::GET, "/v1/domains/links.example.com", None)
         .await;

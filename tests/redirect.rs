@@ -175,15 +175,7 @@ async fn plain_http_click_is_upgraded_once_a_certificate_exists() {
     edge.add_domain(DOMAIN).await;
     let link = edge.mint(DOMAIN, DEST, json!({})).await;
     // The first HTTPS click issues the certificate.
-    assert_eq!(
-        edge.client(&[DOMAIN])
-            .get(&link)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        302
-    );
+    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
 
     let path = link
         .split_once(&format!(":{}", edge.https.port()))

@@ -73,15 +73,7 @@ async fn private_keys_never_reach_the_log() {
     let mut edge = Edge::start_with_env(&[("CLICKEDGE_LOG", "trace")], "");
     edge.add_domain(DOMAIN).await;
     let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
-    assert_eq!(
-        edge.client(&[DOMAIN])
-            .get(&link)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        302
-    );
+    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
     assert!(edge.terminate().success());
 
     let db = rusqlite::Connection::open(edge.data_dir().join("clickedge.db")).unwrap();

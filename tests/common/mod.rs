@@ -167,6 +167,17 @@ impl Edge {
         b
     }
 
+    /// Clicks `link` (on `domain`, over verified TLS) and returns the status code.
+    pub async fn click_status(&self, domain: &str, link: &str) -> u16 {
+        let res = self
+            .client(&[domain])
+            .get(link)
+            .send()
+            .await
+            .expect("click");
+        res.status().as_u16()
+    }
+
     /// Calls the admin API with the edge's token.
     pub async fn admin(
         &self,
