@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::thread::Thread;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -151,17 +152,32 @@ pub struct ClickQueue {
     tx: SyncSender<Msg>,
     metrics: Metrics,
     durability: Durability,
+    /// The writer thread. It sleeps while a batch waits for its flush deadline; a push wakes it
+    /// only when it must act sooner (a synced click, or `wake_depth` clicks queued).
+    writer: Thread,
+    wake_depth: i64,
     /// Unix second of the last "queue full" log line: at most one a second, however many drops
     /// (each one is counted in the metric).
     last_full_log: Arc<AtomicU64>,
 }
 
 impl ClickQueue {
-    pub(crate) fn new(tx: SyncSender<Msg>, metrics: Metrics, durability: Durability) -> ClickQueue {
+    /// A queue of `capacity` into the writer thread `writer`.
+    pub(crate) fn new(
+        tx: SyncSender<Msg>,
+        metrics: Metrics,
+        durability: Durability,
+        writer: Thread,
+        capacity: usize,
+    ) -> ClickQueue {
         ClickQueue {
             tx,
             metrics,
             durability,
+            writer,
+            // A quarter full: early enough that the queue never fills while the writer sleeps,
+            // late enough that a busy edge wakes it a few times per flush interval, not per click.
+            wake_depth: i64::try_from(capacity / 4).unwrap_or(i64::MAX).max(1),
             last_full_log: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -203,7 +219,11 @@ impl ClickQueue {
         // gauge below zero.
         self.metrics.clicks_queued.inc();
         match self.tx.try_send(Msg::Click(Box::new(event))) {
-            Ok(()) => {}
+            Ok(()) => {
+                if self.metrics.clicks_queued.get() >= self.wake_depth {
+                    self.writer.unpark();
+                }
+            }
             Err(TrySendError::Full(_)) => {
                 self.metrics.clicks_queued.dec();
                 self.metrics.clicks_dropped.inc();
@@ -227,11 +247,14 @@ impl ClickQueue {
         self.metrics.clicks_queued.inc();
         let refused = match self.tx.try_send(Msg::Synced(Box::new(event), ack)) {
             // The writer answers every synced click it takes and counts its own refusals.
-            Ok(()) => match acked.await {
-                Ok(answer) => return answer,
-                // The writer dropped the sender unanswered: it died mid-batch.
-                Err(_) => ClickRejected::Stopped,
-            },
+            Ok(()) => {
+                self.writer.unpark();
+                match acked.await {
+                    Ok(answer) => return answer,
+                    // The writer dropped the sender unanswered: it died mid-batch.
+                    Err(_) => ClickRejected::Stopped,
+                }
+            }
             Err(TrySendError::Full(_)) => {
                 self.metrics.clicks_queued.dec();
                 ClickRejected::QueueFull

@@ -21,7 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -125,8 +125,10 @@ impl FileSink {
             source: e.source,
         })?;
         let (tx, rx) = sync_channel(config.queue_capacity);
-        let queue = ClickQueue::new(tx.clone(), metrics.clone(), config.durability);
-        let thread = Writer::new(config, metrics).spawn(rx)?;
+        let (capacity, durability) = (config.queue_capacity, config.durability);
+        let thread = Writer::new(config, metrics.clone()).spawn(rx)?;
+        let writer = thread.thread().clone();
+        let queue = ClickQueue::new(tx.clone(), metrics, durability, writer, capacity);
         Ok((FileSink { tx, thread }, queue))
     }
 
@@ -136,7 +138,9 @@ impl FileSink {
     pub fn close(self) {
         // A blocking send: if the queue is full this waits for the writer to make room, so the
         // stop marker lands after every click already queued.
-        if self.tx.send(Msg::Stop).is_ok() && self.thread.join().is_err() {
+        let sent = self.tx.send(Msg::Stop).is_ok();
+        self.thread.thread().unpark();
+        if sent && self.thread.join().is_err() {
             tracing::error!("click writer panicked");
         }
     }
@@ -217,23 +221,25 @@ impl Writer {
             .map_err(SinkError::Spawn)
     }
 
+    /// Waits for work, batches it and writes it. With clicks in the batch the writer sleeps until
+    /// the batch is due instead of watching the queue, so buffered clicks queue up without waking
+    /// it one by one; [`ClickQueue`] wakes it early for a synced click, the stop marker, or a
+    /// queue a quarter full.
     fn run(mut self, rx: Receiver<Msg>) {
         loop {
-            let first = match self.wake_at() {
-                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            let mut stop = match first {
-                Ok(msg) => self.accept(msg),
-                Err(RecvTimeoutError::Timeout) => false,
-                Err(RecvTimeoutError::Disconnected) => true,
+            let mut stop = match self.wake_at() {
+                None => rx.recv().map_or(true, |msg| self.accept(msg)),
+                Some(at) => {
+                    std::thread::park_timeout(at.saturating_duration_since(Instant::now()));
+                    false
+                }
             };
             // Group commit: whatever is already queued joins this batch.
             while !stop && self.buf.len() < BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(msg) => stop = self.accept(msg),
-                    // Empty; or disconnected, which the next blocking receive reports.
-                    Err(_) => break,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => stop = true,
                 }
             }
             if stop {
@@ -650,6 +656,18 @@ mod tests {
         }
     }
 
+    /// A queue whose writer is started by hand, or not at all: it wakes the test thread instead,
+    /// which is harmless.
+    fn test_queue(
+        tx: SyncSender<Msg>,
+        metrics: &Metrics,
+        durability: Durability,
+        capacity: usize,
+    ) -> ClickQueue {
+        let thread = std::thread::current();
+        ClickQueue::new(tx, metrics.clone(), durability, thread, capacity)
+    }
+
     fn config(dir: &Path) -> FileSinkConfig {
         FileSinkConfig {
             dir: dir.to_path_buf(),
@@ -772,10 +790,40 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_sleeping_until_its_flush_deadline_is_woken_before_the_queue_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::unregistered();
+        let (sink, queue) = FileSink::start(
+            FileSinkConfig {
+                // The writer's own deadline never comes during the test.
+                flush_interval: Duration::from_secs(3600),
+                queue_capacity: 8,
+                ..config(dir.path())
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        // Ten times the queue's capacity, a click at a time: only the wake at a quarter full
+        // drains the queue while the batch waits for its deadline.
+        for i in 0..80 {
+            eventually("room in the queue", || metrics.clicks_queued.get() < 8);
+            queue.push(event(i));
+        }
+        assert_eq!(metrics.clicks_dropped.get(), 0);
+        assert_eq!(
+            metrics.clicks_logged.get(),
+            0,
+            "written before its deadline"
+        );
+        sink.close();
+        assert_eq!(lines(dir.path()).1, urls(0..80));
+    }
+
+    #[test]
     fn full_queue_counts_drops() {
         let metrics = Metrics::unregistered();
         let (tx, rx) = sync_channel(2);
-        let queue = ClickQueue::new(tx, metrics.clone(), Durability::Buffered);
+        let queue = test_queue(tx, &metrics, Durability::Buffered, 2);
         for i in 0..5 {
             queue.push(event(i));
         }
@@ -788,7 +836,7 @@ mod tests {
     async fn full_queue_refuses_synced_clicks_as_rejected_not_dropped() {
         let metrics = Metrics::unregistered();
         let (tx, rx) = sync_channel(1);
-        let queue = ClickQueue::new(tx, metrics.clone(), Durability::Synced);
+        let queue = test_queue(tx, &metrics, Durability::Synced, 1);
         queue.push(event(0));
         assert_eq!(
             queue.push_synced(event(1)).await,
@@ -840,7 +888,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::unregistered();
         let (tx, rx) = sync_channel(1_000);
-        let queue = ClickQueue::new(tx, metrics.clone(), Durability::Synced);
+        let queue = test_queue(tx, &metrics, Durability::Synced, 1_000);
         let mut waiting = tokio::task::JoinSet::new();
         for i in 0..200 {
             let queue = queue.clone();
@@ -876,7 +924,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::unregistered();
         let (tx, rx) = sync_channel(100);
-        let queue = ClickQueue::new(tx.clone(), metrics.clone(), Durability::Buffered);
+        let queue = test_queue(tx.clone(), &metrics, Durability::Buffered, 100);
         // Queued before the writer starts: one batch, whose write stops in the middle of a line
         // after several complete ones.
         for i in 0..10 {
