@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use super::{ConnInfo, Edge};
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::tls::{Acceptor, HandshakeError};
+use crate::tls::{Accepted, Acceptor, HandshakeError};
 
 /// Builders for the HTTP/1.1 and h2 connections, configured once from `[limits]`.
 #[derive(Clone)]
@@ -167,7 +167,9 @@ pub async fn serve_https(listener: TcpListener, acceptor: Arc<Acceptor>, mut ser
         let (acceptor, s) = (acceptor.clone(), serving.clone());
         serving.tracker.spawn(async move {
             let _slot = slot;
-            let accepted = match acceptor.accept(tcp).await {
+            // Boxed, like the connection below: the handshake's state is large and short-lived,
+            // and the task of an idle connection should not keep room for it.
+            let accepted = match Box::pin(acceptor.accept(tcp)).await {
                 Ok(a) => a,
                 Err(HandshakeError::ChallengeAnswered) => return,
                 Err(e) => {
@@ -175,51 +177,51 @@ pub async fn serve_https(listener: TcpListener, acceptor: Arc<Acceptor>, mut ser
                     return;
                 }
             };
-            let info = ConnInfo {
-                peer,
-                sni: Some(accepted.domain),
-                tls: Some(accepted.tls_version),
-            };
-            let (io, activity) = Activity::wrap(accepted.stream);
-            let result = if accepted.h2 {
-                let conn = s
-                    .protocols
-                    .h2
-                    .serve_connection(io, service(s.edge.clone(), info));
-                drive(conn, activity, s.limits.keepalive, s.stop).await
-            } else {
-                let conn = s
-                    .protocols
-                    .h1
-                    .serve_connection(io, service(s.edge.clone(), info));
-                drive(conn, activity, s.limits.keepalive, s.stop).await
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            serve_tls(accepted, peer, s).await;
         });
     }
 }
+
+/// Serves a connection after its handshake, boxed with exactly the state of the protocol it
+/// speaks: an idle connection costs hyper's state for h2 or HTTP/1.1, not room for both.
+fn serve_tls(accepted: Accepted<TcpStream>, peer: SocketAddr, s: Serving) -> BoxFuture<'static> {
+    let info = ConnInfo {
+        peer,
+        sni: Some(accepted.domain),
+        tls: Some(accepted.tls_version),
+    };
+    let (io, activity) = Activity::wrap(accepted.stream);
+    let service = service(s.edge.clone(), info);
+    let keepalive = s.limits.keepalive;
+    if accepted.h2 {
+        let conn = s.protocols.h2.serve_connection(io, service);
+        Box::pin(drive(conn, peer, activity, keepalive, s.stop))
+    } else {
+        let conn = s.protocols.h1.serve_connection(io, service);
+        Box::pin(drive(conn, peer, activity, keepalive, s.stop))
+    }
+}
+
+type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Accepts plain HTTP/1.1 connections (HTTP-01 challenges, upgrades to HTTPS) until shutdown.
 pub async fn serve_http(listener: TcpListener, mut serving: Serving) {
     while let Some((tcp, peer, slot)) = serving.next(&listener).await {
         let s = serving.clone();
+        let info = ConnInfo {
+            peer,
+            sni: None,
+            tls: None,
+        };
+        let (io, activity) = Activity::wrap(tcp);
+        let conn = s
+            .protocols
+            .h1
+            .serve_connection(io, service(s.edge.clone(), info));
+        let served = drive(conn, peer, activity, s.limits.keepalive, s.stop);
         serving.tracker.spawn(async move {
             let _slot = slot;
-            let info = ConnInfo {
-                peer,
-                sni: None,
-                tls: None,
-            };
-            let (io, activity) = Activity::wrap(tcp);
-            let conn = s
-                .protocols
-                .h1
-                .serve_connection(io, service(s.edge.clone(), info));
-            if let Err(e) = drive(conn, activity, s.limits.keepalive, s.stop).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            served.await;
         });
     }
 }
@@ -248,30 +250,37 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Serves `conn` until it ends. It is asked to finish the request in flight and close (HTTP/1.1
 /// stops keep-alive, h2 sends GOAWAY) at shutdown, or once no byte moved for `keepalive`.
-async fn drive<C: GracefulConnection>(
+async fn drive<C>(
     conn: C,
+    peer: SocketAddr,
     activity: Activity,
     keepalive: Duration,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), C::Error> {
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
     let mut conn = std::pin::pin!(conn);
     let mut deadline = Instant::now() + keepalive;
-    loop {
+    let result = loop {
         tokio::select! {
-            result = conn.as_mut() => return result,
-            _ = stopped(&mut stop) => break,
+            result = conn.as_mut() => break result,
+            _ = stopped(&mut stop) => {}
             _ = tokio::time::sleep_until(deadline) => {
                 let last = activity.last();
-                if last + keepalive <= Instant::now() {
-                    tracing::debug!("closing idle connection");
-                    break;
+                if last + keepalive > Instant::now() {
+                    deadline = last + keepalive;
+                    continue;
                 }
-                deadline = last + keepalive;
+                tracing::debug!(%peer, "closing idle connection");
             }
         }
+        conn.as_mut().graceful_shutdown();
+        break conn.await;
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
-    conn.as_mut().graceful_shutdown();
-    conn.await
 }
 
 /// When a connection last moved a byte, shared between its I/O wrapper and [`drive`].
