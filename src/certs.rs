@@ -224,12 +224,18 @@ impl Certs {
 
     /// The certificate for `name`, loading or issuing it if needed (waiting at most
     /// `tls.on_demand_timeout`). Names the policy does not permit are refused without I/O.
+    ///
+    /// Counts one `clickedge_certificate_lookups_total` per handshake that gets as far as a
+    /// lookup: `hit` when the certificate is in memory, `miss` when it joins a flight (whatever
+    /// the flight's outcome), so the hit rate says whether `tls.cert_cache_capacity` holds the
+    /// hot names. Refused and backing-off names count neither: no certificate was looked for.
     pub async fn resolve(self: &Arc<Self>, name: &Domain) -> Result<Arc<CertifiedKey>, CertError> {
         let now = unix_now();
         if let Some(entry) = self.cache.get(name)
             && entry.not_after > now
             && self.policy.is_registered(name.as_str())
         {
+            self.metrics.cert_lookup_hits.inc();
             return Ok(entry.key);
         }
         if !self.policy.allows(name).await {
@@ -238,6 +244,7 @@ impl Certs {
         if let Some(entry) = self.cache.get(name)
             && entry.not_after > now
         {
+            self.metrics.cert_lookup_hits.inc();
             return Ok(entry.key);
         }
         if let Some(status) = self.backoff.get(name)
@@ -249,6 +256,7 @@ impl Certs {
                 last_error: status.last_error.clone().unwrap_or_default(),
             });
         }
+        self.metrics.cert_lookup_misses.inc();
         let mut rx = self.fly(name, Flight::Obtain);
         let outcome = tokio::time::timeout(self.on_demand_timeout, rx.wait_for(Option::is_some))
             .await
@@ -707,6 +715,47 @@ mod tests {
         let status = certs.status(&record(&store, &name).await).await.unwrap();
         assert_eq!(status.status, "valid");
         assert!(status.next_renewal.is_some());
+    }
+
+    /// `(hit, miss)` of `clickedge_certificate_lookups_total`.
+    fn lookups(certs: &Certs) -> (u64, u64) {
+        (
+            certs.metrics.cert_lookup_hits.get(),
+            certs.metrics.cert_lookup_misses.get(),
+        )
+    }
+
+    #[tokio::test]
+    async fn lookups_count_a_miss_per_flight_and_a_hit_per_cached_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (issuer, store, certs) = setup(dir.path());
+        let name = Domain::parse("a.example.com").unwrap();
+        store.add_domain(&name, 0).await.unwrap();
+        certs.resolve(&name).await.unwrap();
+        assert_eq!(lookups(&certs), (0, 1), "issued: a miss");
+        certs.resolve(&name).await.unwrap();
+        certs.resolve(&name).await.unwrap();
+        assert_eq!(lookups(&certs), (2, 1), "then served from memory");
+
+        // A restart (cold cache) loads the stored certificate: a miss, no issuance.
+        let cold = Arc::new(Certs::new(
+            100,
+            store.clone(),
+            issuer.clone(),
+            Arc::new(Policy::new([name.clone()], None)),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            Metrics::unregistered(),
+            Duration::from_secs(5),
+        ));
+        cold.resolve(&name).await.unwrap();
+        cold.resolve(&name).await.unwrap();
+        assert_eq!(lookups(&cold), (1, 1));
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+
+        // A refused name looks nothing up.
+        let other = Domain::parse("b.example.com").unwrap();
+        assert!(cold.resolve(&other).await.is_err());
+        assert_eq!(lookups(&cold), (1, 1));
     }
 
     #[tokio::test]

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub certs_failed: IntCounterVec,
     /// Seconds from the start of an issuance to the certificate being usable.
     pub issuance_seconds: Histogram,
+    /// Handshakes whose certificate came from the in-memory cache, `result="hit"` of
+    /// `clickedge_certificate_lookups_total`. Resolved once here so the handshake path does no
+    /// label lookup.
+    pub cert_lookup_hits: IntCounter,
+    /// Handshakes that had to wait for a flight (store load or issuance), `result="miss"`.
+    pub cert_lookup_misses: IntCounter,
     /// Certificates in the store.
     pub certs_held: IntGauge,
     /// Unix time of the soonest certificate expiry (0 when none is held).
@@ -79,6 +85,13 @@ pub mod outcome {
 impl Metrics {
     /// Creates the metrics and registers them into `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let cert_lookups = IntCounterVec::new(
+            Opts::new(
+                "clickedge_certificate_lookups_total",
+                "Handshake certificate lookups: hit (in-memory cache) or miss (store load or issuance)",
+            ),
+            &["result"],
+        )?;
         let m = Metrics {
             requests: IntCounterVec::new(
                 Opts::new("clickedge_requests_total", "Edge HTTP requests by outcome"),
@@ -147,6 +160,8 @@ impl Metrics {
                     0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                 ]),
             )?,
+            cert_lookup_hits: cert_lookups.with_label_values(&["hit"]),
+            cert_lookup_misses: cert_lookups.with_label_values(&["miss"]),
             certs_held: IntGauge::new("clickedge_certificates_held", "Certificates in the store")?,
             certs_soonest_expiry: Gauge::new(
                 "clickedge_certificates_soonest_expiry_timestamp_seconds",
@@ -198,6 +213,7 @@ impl Metrics {
         registry.register(Box::new(m.certs_issued.clone()))?;
         registry.register(Box::new(m.certs_failed.clone()))?;
         registry.register(Box::new(m.issuance_seconds.clone()))?;
+        registry.register(Box::new(cert_lookups))?;
         registry.register(Box::new(m.certs_held.clone()))?;
         registry.register(Box::new(m.certs_soonest_expiry.clone()))?;
         Ok(m)
