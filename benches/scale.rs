@@ -385,15 +385,16 @@ fn load(
     Ok(rt.block_on(plan.run()))
 }
 
-/// Fails unless every request got the expected status.
-fn all_ok(what: &str, s: &Summary, expected: u64) -> Result<(), String> {
+/// Fails unless every request got the expected status, with the tail of clickedge's log.
+fn all_ok(edge: &Edge, what: &str, s: &Summary, expected: u64) -> Result<(), String> {
     if s.ok == s.requests && s.requests == expected {
         Ok(())
     } else {
         Err(format!(
-            "{what}: {} of {expected} requests answered as expected:\n{}",
+            "{what}: {} of {expected} requests answered as expected:\n{}\nclickedge's log:\n{}",
             s.ok,
-            s.text()
+            s.text(),
+            edge.server.proc.log_tail()
         ))
     }
 }
@@ -456,7 +457,7 @@ fn run(p: &Params, dir: &Path) -> Result<Report, String> {
         )
     })?;
     edge.check_alive()?;
-    all_ok("issuing", &s, p.domains as u64)?;
+    all_ok(&edge, "issuing", &s, p.domains as u64)?;
     report.failures += s.bad();
     report.issue = t;
     report.issued = s.ok;
@@ -520,7 +521,7 @@ fn run(p: &Params, dir: &Path) -> Result<Report, String> {
         )
     })?;
     edge.check_alive()?;
-    all_ok("first pass over the hot domains", &s, p.hot as u64)?;
+    all_ok(&edge, "first pass over the hot domains", &s, p.hot as u64)?;
     report.first_pass = t;
     report.clicks_sent += s.ok;
     let after_first = rt.block_on(edge.lookups())?;
@@ -580,7 +581,7 @@ fn run(p: &Params, dir: &Path) -> Result<Report, String> {
             )
         })?;
         edge.check_alive()?;
-        all_ok("touching every domain", &s, p.domains as u64)?;
+        all_ok(&edge, "touching every domain", &s, p.domains as u64)?;
         let lookups = rt.block_on(edge.lookups())?.since(before);
         report.touch = Some((t, lookups, edge.rss_settled()));
     }
