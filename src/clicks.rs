@@ -138,8 +138,7 @@ impl ClickEvent {
             json_pairs(out, pairs.collect::<BTreeMap<_, _>>().into_iter());
         }
         out.extend_from_slice(b"},\"ip\":\"");
-        // Invariant: formatting into a Vec cannot fail.
-        write!(out, "{}", self.ip).expect("IP address formats");
+        json_ip(out, self.ip);
         out.extend_from_slice(b"\",\"ua\":");
         json_opt(out, self.ua.as_deref());
         out.extend_from_slice(b",\"referer\":");
@@ -170,6 +169,29 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     } else {
         // Invariant: serialising a string into a Vec cannot fail.
         serde_json::to_writer(&mut *out, s).expect("string serialises");
+    }
+}
+
+/// The address as `Display` writes it. IPv4 digit by digit: `write!` went through the formatting
+/// machinery for a thousand instructions, a quarter of the writer's work per click.
+fn json_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        // Invariant: formatting into a Vec cannot fail.
+        IpAddr::V6(v6) => write!(out, "{v6}").expect("IPv6 address formats"),
     }
 }
 
