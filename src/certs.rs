@@ -396,8 +396,12 @@ impl Certs {
                 Flight::Renew => this.renew(&name).await,
             };
             // Cache first, then leave the in-flight map: a handshake arriving in between finds
-            // the certificate and starts no second order.
-            if let Ok(entry) = &result {
+            // the certificate and starts no second order. A renewal check only replaces what is
+            // cached: it visits every stored certificate, and caching each would fill memory
+            // with names nobody clicks (the next handshake loads from the store anyway).
+            if let Ok(entry) = &result
+                && (kind == Flight::Obtain || this.cache.contains_key(&name))
+            {
                 this.cache.insert(name.clone(), entry.clone());
             }
             lock(&this.inflight).remove(&name);
@@ -476,16 +480,19 @@ impl Certs {
                 }
                 tracing::info!(domain = %name, window_start = %rfc3339(w.start), "renewal window open: renewing");
             }
-            Ok(None) => {}
-            Err(e) => {
-                // Without renewal information, fall back to the lifetime rule.
-                tracing::warn!(domain = %name, error = %e, "renewal information unavailable");
-                let at = schedule::default_renew_at(
-                    current.not_before,
-                    current.not_after,
-                    rand::random(),
-                );
-                if at > now {
+            // Without renewal information (the CA offers none, or could not be asked), the
+            // lifetime rule decides: this check may come early (every certificate gets one within
+            // hours of a start), and renewing on it would reissue every certificate after every
+            // restart.
+            info => {
+                if let Err(e) = info {
+                    tracing::warn!(domain = %name, error = %e, "renewal information unavailable");
+                }
+                // Renew once the earliest point the rule can pick has passed; a fresh random
+                // point here could defer a check that came on time.
+                let (nb, na) = (current.not_before, current.not_after);
+                if now < schedule::default_renew_at(nb, na, 1.0) {
+                    let at = schedule::default_renew_at(nb, na, rand::random());
                     lock(&self.schedule).set(name, at);
                     return self.entry(&current).map_err(unavailable);
                 }
@@ -884,6 +891,48 @@ mod tests {
                 retry_at: 0,
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_check_without_renewal_information_renews_only_when_the_lifetime_rule_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let (issuer, store, certs) = setup(dir.path());
+        let name = Domain::parse("a.example.com").unwrap();
+        store.add_domain(&name, 0).await.unwrap();
+        certs.resolve(&name).await.unwrap();
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+        // The early check every stored certificate gets after a start: the issuer offers no
+        // renewal window and the certificate is young, so nothing is ordered, and the next
+        // check is set by the lifetime rule.
+        certs.renew(&name).await.unwrap();
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+        let cert = store.certificate(&name).await.unwrap().unwrap();
+        let due = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
+        let lifetime = cert.not_after - cert.not_before;
+        assert!(
+            due > unix_now() && due >= cert.not_before + lifetime / 2,
+            "next check {due} for a certificate valid {}..{}",
+            cert.not_before,
+            cert.not_after
+        );
+    }
+
+    #[tokio::test]
+    async fn a_renewal_check_does_not_cache_a_name_nobody_clicked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_issuer, store, certs) = setup(dir.path());
+        let name = Domain::parse("a.example.com").unwrap();
+        store.add_domain(&name, 0).await.unwrap();
+        certs.resolve(&name).await.unwrap();
+        // As after a restart: stored, not in memory.
+        certs.cache.invalidate(&name);
+        let mut done = certs.fly(&name, Flight::Renew);
+        done.wait_for(Option::is_some).await.unwrap();
+        assert!(!certs.cache.contains_key(&name));
+        // A handshake's flight does cache it.
+        let mut done = certs.fly(&name, Flight::Obtain);
+        done.wait_for(Option::is_some).await.unwrap();
+        assert!(certs.cache.contains_key(&name));
     }
 
     /// Holds back every name while `reason` is set.
