@@ -1,7 +1,8 @@
 //! Micro-benchmarks for the edge's per-request and per-handshake hot paths: sealing and opening
 //! link tokens (including the cost of rejecting forged and garbage tokens), SNI/domain
-//! normalisation, the certificate cache hit taken on every TLS handshake, path routing, and
-//! click-log JSON encoding.
+//! normalisation, the certificate cache hit taken on every TLS handshake, path routing,
+//! click-log JSON encoding, and the in-process request handler (a whole click, from the parsed
+//! request to the 302 with the click queued).
 //!
 //! Run with:
 //!
@@ -21,14 +22,21 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use clickedge::Domain;
+use clickedge::acme::challenges::Challenges;
 use clickedge::certs::Certs;
 use clickedge::clicks::ClickEvent;
+use clickedge::clicks::file::{FileSink, FileSinkConfig};
 use clickedge::http::router::{Route, route};
+use clickedge::http::{ConnInfo, Edge};
 use clickedge::issuer::LocalCa;
-use clickedge::links::{self, KeyId, KeyRing, Link, LinkKey, TokenError};
+use clickedge::links::{self, KeyId, KeyRing, Link, LinkKey, SharedKeyRing, TokenError};
 use clickedge::metrics::Metrics;
 use clickedge::policy::Policy;
 use clickedge::store::{SqliteStore, Store as _};
+
+/// The binary's allocator, so allocation costs are the ones the edge pays.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The link domain every bench uses.
 const DOMAIN: &str = "links.example.com";
@@ -51,6 +59,13 @@ fn typical_link() -> Link {
     link
 }
 
+/// The same token with one ciphertext byte flipped: decodes fine, fails authentication.
+fn forge(token: &str) -> String {
+    let mut raw = URL_SAFE_NO_PAD.decode(token).expect("token is base64url");
+    raw[40] ^= 0x01;
+    URL_SAFE_NO_PAD.encode(&raw)
+}
+
 /// Token sealing and opening.
 fn bench_links(c: &mut Criterion) {
     let ring = ring();
@@ -58,10 +73,7 @@ fn bench_links(c: &mut Criterion) {
     let token = links::seal(&ring, DOMAIN, &link);
     assert_eq!(links::open(&ring, DOMAIN, &token).as_ref(), Ok(&link));
 
-    // The same token with one ciphertext byte flipped: decodes fine, fails authentication.
-    let mut raw = URL_SAFE_NO_PAD.decode(&token).expect("token is base64url");
-    raw[40] ^= 0x01;
-    let forged = URL_SAFE_NO_PAD.encode(&raw);
+    let forged = forge(&token);
     assert_eq!(links::open(&ring, DOMAIN, &forged), Err(TokenError::Forged));
 
     // Same length as a real token but not base64url: rejected while decoding.
@@ -212,12 +224,99 @@ fn bench_clicks(c: &mut Criterion) {
     g.finish();
 }
 
+/// The request handler: what a click costs between hyper's parsed request and its response.
+fn bench_handler(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let domain = Domain::parse(DOMAIN).expect("valid domain");
+    let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
+    let policy = Arc::new(Policy::new([domain.clone()], None));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let metrics = Metrics::unregistered();
+    let certs = Arc::new(Certs::new(
+        1_000,
+        store.clone(),
+        Arc::new(LocalCa::load_or_create(dir.path()).expect("local CA")),
+        policy.clone(),
+        provider.clone(),
+        metrics.clone(),
+        Duration::from_secs(5),
+    ));
+    // The real writer thread, writing into the temp dir: the handler only queues, but the
+    // queue must drain for every click to take the path a served click takes.
+    let (sink, clicks) = FileSink::start(
+        FileSinkConfig {
+            dir: dir.path().join("clicks"),
+            ..FileSinkConfig::default()
+        },
+        metrics.clone(),
+    )
+    .expect("click sink");
+    let edge = Edge::new(
+        Arc::new(SharedKeyRing::new(ring())),
+        clicks,
+        certs,
+        policy.clone(),
+        Arc::new(Challenges::new(store, policy, provider)),
+        4096,
+        &metrics,
+    );
+    let conn = ConnInfo {
+        peer: "203.0.113.7:50000".parse().expect("valid address"),
+        sni: Some(domain),
+        tls: Some("1.3"),
+    };
+    let token = links::seal(&ring(), DOMAIN, &typical_link());
+    let click = format!("/c/{token}");
+    let forged = format!("/c/{}", forge(&token));
+    let request = |path: &str| {
+        http::Request::get(path)
+            .header(http::header::HOST, DOMAIN)
+            .header(
+                http::header::USER_AGENT,
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
+            )
+            .header(http::header::REFERER, "https://mail.example.net/")
+            .body(())
+            .expect("valid request")
+    };
+    let status = |path: &str| rt.block_on(edge.handle(&conn, request(path))).status();
+    assert_eq!(status(&click), http::StatusCode::FOUND);
+    assert_eq!(status(&forged), http::StatusCode::NOT_FOUND);
+
+    let mut g = c.benchmark_group("http");
+    // Every click is a line on disk: bound the run so the temp dir stays some hundreds of MB.
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    // A valid link: route, Host check, token open, click queued, 302 built. The request is
+    // built inside the loop, as hyper hands the handler a new one for every click.
+    g.bench_function("handle_click", |b| {
+        b.iter_custom(|iters| iter_on(&rt, iters, || edge.handle(&conn, request(&click))))
+    });
+    // A forged token: the same up to the AEAD tag check, then 404 with nothing logged.
+    g.bench_function("handle_forged", |b| {
+        b.iter_custom(|iters| iter_on(&rt, iters, || edge.handle(&conn, request(&forged))))
+    });
+    g.finish();
+    sink.close();
+    // A click dropped at a full queue would have taken a shorter path than a served one.
+    println!(
+        "http: {} clicks logged, {} dropped",
+        metrics.clicks_logged.get(),
+        metrics.clicks_dropped.get()
+    );
+}
+
 criterion_group!(
     benches,
     bench_links,
     bench_domain,
     bench_certs,
     bench_router,
-    bench_clicks
+    bench_clicks,
+    bench_handler
 );
 criterion_main!(benches);
