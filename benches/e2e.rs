@@ -566,7 +566,7 @@ fn bench(opts: &Opts) -> Result<(), String> {
         },
         names.len(),
         names.len() * opts.links_per_domain,
-        cpu_model(),
+        procs::cpu_model(),
     );
     println!(
         "cells: median (min–max) of the rounds; ratios: clickedge's median over the peer's (CPU and latency: lower is better for clickedge below ×1)"
@@ -870,25 +870,7 @@ fn hold_idle(
 /// Polls clickedge's click log until it holds `sent` lines (or 20 s pass) and reads its metrics.
 fn check_clicks(rt: &tokio::runtime::Runtime, s: &Server, sent: u64) -> Result<String, String> {
     let dir = s.data_dir.as_ref().expect("clickedge").join("clicks");
-    let count = || -> u64 {
-        std::fs::read_dir(&dir)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
-                    .map(|e| {
-                        std::fs::read(e.path())
-                            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut lines = count();
-    while lines < sent && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        lines = count();
-    }
+    let lines = peers::wait_for_click_lines(&dir, sent);
     let metrics = rt.block_on(async {
         let url = format!("http://{}/metrics", s.admin.expect("admin"));
         match reqwest::get(&url).await {
@@ -914,20 +896,6 @@ fn check_clicks(rt: &tokio::runtime::Runtime, s: &Server, sent: u64) -> Result<S
         metric("clickedge_clicks_logged_total"),
         metric("clickedge_requests_total{outcome=\"redirect\"}"),
     ))
-}
-
-fn cpu_model() -> String {
-    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|v| v.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = text.lines().filter(|l| l.starts_with("processor")).count();
-    format!("{model}, {cores} CPUs")
 }
 
 /// `cargo test`: a quick functional pass against clickedge only (no peers, no pinning, no timing).

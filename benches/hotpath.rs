@@ -117,6 +117,13 @@ fn bench_domain(c: &mut Criterion) {
     g.finish();
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// Times `iters` runs of `f` inside one `block_on`, so the runtime's entry cost is not counted
 /// against each lookup (criterion's async support is not enabled).
 fn iter_on<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, mut f: F) -> Duration
@@ -135,10 +142,7 @@ where
 
 /// Certificate lookup for a handshake on a warm cache.
 fn bench_certs(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let domain = Domain::parse(DOMAIN).expect("valid domain");
     let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
@@ -226,10 +230,7 @@ fn bench_clicks(c: &mut Criterion) {
 
 /// The request handler: what a click costs between hyper's parsed request and its response.
 fn bench_handler(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let domain = Domain::parse(DOMAIN).expect("valid domain");
     let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));

@@ -601,25 +601,7 @@ fn count_clicks(
     sent: u64,
 ) -> Result<(u64, String), String> {
     let dir = edge.data.join("clicks");
-    let count = || -> u64 {
-        std::fs::read_dir(&dir)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
-                    .map(|e| {
-                        std::fs::read(e.path())
-                            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut lines = count();
-    while lines < sent && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        lines = count();
-    }
+    let lines = peers::wait_for_click_lines(&dir, sent);
     let metrics = rt.block_on(edge.metrics())?;
     let dropped = metrics
         .lines()
@@ -836,7 +818,7 @@ fn print_table(p: &Params, r: &Report) {
         count(n as u64),
         count(h as u64),
         if p.pin { "" } else { " (NOT pinned)" },
-        cpu_model()
+        procs::cpu_model()
     );
     println!();
     println!("| | |");
@@ -845,20 +827,6 @@ fn print_table(p: &Params, r: &Report) {
         println!("| {k} | {v} |");
     }
     println!();
-}
-
-fn cpu_model() -> String {
-    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|v| v.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = text.lines().filter(|l| l.starts_with("processor")).count();
-    format!("{model}, {cores} CPUs")
 }
 
 /// `cargo test`: the same phases with tiny numbers, not pinned; checks outcomes, not timing.

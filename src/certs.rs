@@ -724,6 +724,16 @@ mod tests {
         (issuer, store, Arc::new(certs))
     }
 
+    /// [`setup`] with `a.example.com` registered in the store (the policy already serves it).
+    async fn registered(
+        dir: &std::path::Path,
+    ) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>, Domain) {
+        let (issuer, store, certs) = setup(dir);
+        let name = Domain::parse("a.example.com").unwrap();
+        store.add_domain(&name, 0).await.unwrap();
+        (issuer, store, certs, name)
+    }
+
     async fn record(store: &Arc<dyn Store>, name: &Domain) -> DomainRecord {
         store.domain(name).await.unwrap().unwrap()
     }
@@ -731,9 +741,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_share_one_issuance() {
         let dir = tempfile::tempdir().unwrap();
-        let (issuer, store, certs) = setup(dir.path());
-        let name = Domain::parse("a.example.com").unwrap();
-        store.add_domain(&name, 0).await.unwrap();
+        let (issuer, store, certs, name) = registered(dir.path()).await;
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let certs = certs.clone();
@@ -795,9 +803,7 @@ mod tests {
     #[tokio::test]
     async fn lookups_count_a_miss_per_flight_and_a_hit_per_cached_certificate() {
         let dir = tempfile::tempdir().unwrap();
-        let (issuer, store, certs) = setup(dir.path());
-        let name = Domain::parse("a.example.com").unwrap();
-        store.add_domain(&name, 0).await.unwrap();
+        let (issuer, store, certs, name) = registered(dir.path()).await;
         certs.resolve(&name).await.unwrap();
         assert_eq!(lookups(&certs), (0, 1), "issued: a miss");
         certs.resolve(&name).await.unwrap();
@@ -840,9 +846,7 @@ mod tests {
     #[tokio::test]
     async fn a_failure_backs_off_instead_of_ordering_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (issuer, store, certs) = setup(dir.path());
-        let name = Domain::parse("a.example.com").unwrap();
-        store.add_domain(&name, 0).await.unwrap();
+        let (issuer, store, certs, name) = registered(dir.path()).await;
         issuer.fail.store(true, Ordering::SeqCst);
         for _ in 0..5 {
             let err = certs.resolve(&name).await.unwrap_err();
@@ -896,9 +900,7 @@ mod tests {
     #[tokio::test]
     async fn a_check_without_renewal_information_renews_only_when_the_lifetime_rule_says() {
         let dir = tempfile::tempdir().unwrap();
-        let (issuer, store, certs) = setup(dir.path());
-        let name = Domain::parse("a.example.com").unwrap();
-        store.add_domain(&name, 0).await.unwrap();
+        let (issuer, store, certs, name) = registered(dir.path()).await;
         certs.resolve(&name).await.unwrap();
         assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
         // The early check every stored certificate gets after a start: the issuer offers no
@@ -920,9 +922,7 @@ mod tests {
     #[tokio::test]
     async fn a_renewal_check_does_not_cache_a_name_nobody_clicked() {
         let dir = tempfile::tempdir().unwrap();
-        let (_issuer, store, certs) = setup(dir.path());
-        let name = Domain::parse("a.example.com").unwrap();
-        store.add_domain(&name, 0).await.unwrap();
+        let (_issuer, _store, certs, name) = registered(dir.path()).await;
         certs.resolve(&name).await.unwrap();
         // As after a restart: stored, not in memory.
         certs.cache.invalidate(&name);
@@ -947,9 +947,7 @@ mod tests {
     #[tokio::test]
     async fn a_held_back_name_orders_nothing_and_records_why() {
         let dir = tempfile::tempdir().unwrap();
-        let (issuer, store, _) = setup(dir.path());
-        let name = Domain::parse("a.example.com").unwrap();
-        store.add_domain(&name, 0).await.unwrap();
+        let (issuer, store, _, name) = registered(dir.path()).await;
         let gate = Arc::new(Gate(Mutex::new(Some("the `caa` check fails".into()))));
         let certs = Arc::new(
             Certs::new(

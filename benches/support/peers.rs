@@ -300,3 +300,28 @@ pub fn caddy(cert: &TestCert, dir: &Path, core: Option<usize>) -> Result<Server,
         data_dir: None,
     })
 }
+
+/// Polls a clickedge click log directory until its `.jsonl` files hold `sent` lines (or 20 s
+/// pass, the writer's flush interval many times over); returns the lines found.
+pub fn wait_for_click_lines(dir: &Path, sent: u64) -> u64 {
+    let count = || -> u64 {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+                    .map(|e| {
+                        std::fs::read(e.path())
+                            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = count();
+    while lines < sent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        lines = count();
+    }
+    lines
+}

@@ -240,3 +240,18 @@ impl Drop for Proc {
         self.stop(Duration::from_secs(5));
     }
 }
+
+/// The CPU model and how many CPUs this machine has, from `/proc/cpuinfo`, for report headers.
+pub fn cpu_model() -> String {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|v| v.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = text.lines().filter(|l| l.starts_with("processor")).count();
+    format!("{model}, {cores} CPUs")
+}
