@@ -137,9 +137,12 @@ impl FileSink {
     /// are counted as dropped.
     pub fn close(self) {
         // A blocking send: if the queue is full this waits for the writer to make room, so the
-        // stop marker lands after every click already queued.
+        // stop marker lands after every click already queued. The writer may be asleep until
+        // its flush deadline: wake it first to make that room, and again to see the marker.
+        let writer = self.thread.thread();
+        writer.unpark();
         let sent = self.tx.send(Msg::Stop).is_ok();
-        self.thread.thread().unpark();
+        writer.unpark();
         if sent && self.thread.join().is_err() {
             tracing::error!("click writer panicked");
         }
