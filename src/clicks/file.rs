@@ -237,13 +237,21 @@ impl Writer {
                     false
                 }
             };
-            // Group commit: whatever is already queued joins this batch.
-            while !stop && self.buf.len() < BATCH_BYTES {
+            // Group commit: whatever is already queued joins this batch. While the sink fails the
+            // batch is held, not written, so it keeps taking past BATCH_BYTES (`take` drops past
+            // `max_buffered_bytes`), or the queue would fill and the stop marker never be seen;
+            // at most a queue's worth per pass, so a flood cannot put off the retry.
+            let mut taken = 0;
+            while !stop
+                && (self.buf.len() < BATCH_BYTES || self.failure.is_some())
+                && taken < self.config.queue_capacity
+            {
                 match rx.try_recv() {
                     Ok(msg) => stop = self.accept(msg),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => stop = true,
                 }
+                taken += 1;
             }
             if stop {
                 // Clones of the queue may have pushed after the stop marker; take those too.
@@ -1094,6 +1102,41 @@ mod tests {
         sink.close();
         assert_eq!(metrics.clicks_dropped.get(), 3);
         assert_eq!(metrics.clicks_logged.get(), 1);
+        restore();
+        assert_eq!(lines(&dir).1, urls(0..1));
+    }
+
+    #[test]
+    fn a_failing_sink_holds_more_than_a_batch_and_still_closes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("clicks");
+        let metrics = Metrics::unregistered();
+        let (sink, queue) = FileSink::start(
+            FileSinkConfig {
+                queue_capacity: 64,
+                // Every write opens a new file, so the broken directory fails it.
+                max_file_bytes: 1,
+                ..config(&dir)
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        queue.push(event(0));
+        eventually("the first click", || metrics.clicks_logged.get() == 1);
+        let restore = break_dir(&dir);
+        // Well past BATCH_BYTES held in memory (each line is over 100 bytes), a queue's room at
+        // a time: the writer must keep taking clicks while it cannot write them.
+        let n = 2 * BATCH_BYTES / 100;
+        for i in 1..=n {
+            eventually("room in the queue", || metrics.clicks_queued.get() < 64);
+            queue.push(event(i));
+        }
+        eventually("every click held", || metrics.clicks_queued.get() == 0);
+        assert_eq!(metrics.clicks_dropped.get(), 0, "held, not dropped");
+        assert!(metrics.click_sink_held_bytes.get() > BATCH_BYTES as i64);
+        // Shutdown while still failing: one last attempt, then the held clicks are counted.
+        sink.close();
+        assert_eq!(metrics.clicks_dropped.get(), n as u64);
         restore();
         assert_eq!(lines(&dir).1, urls(0..1));
     }
