@@ -732,7 +732,7 @@ mod tests {
     /// Makes `dir` unusable the way a lost mount or a full disk is, in a way that also holds for
     /// root (tests run as root, where permissions do not stop writes): the directory is moved away
     /// and a regular file takes its place. Returns the undo.
-    fn break_dir(dir: &Path) -> impl FnOnce() {
+    fn break_dir(dir: &Path) -> impl FnOnce() + use<> {
         let away = dir.with_extension("away");
         std::fs::rename(dir, &away).unwrap();
         std::fs::write(dir, b"").unwrap();
@@ -741,6 +741,27 @@ mod tests {
             std::fs::remove_file(&dir).unwrap();
             std::fs::rename(&away, &dir).unwrap();
         }
+    }
+
+    /// A buffered sink under `root/clicks` (`config` changed by `with`) whose first click is on
+    /// disk and whose directory is then broken. Every later write fails: `max_file_bytes` 1 makes
+    /// each one open a new file. Returns the sink, its queue, the directory and the undo.
+    fn failing_sink(
+        root: &Path,
+        metrics: &Metrics,
+        with: impl FnOnce(FileSinkConfig) -> FileSinkConfig,
+    ) -> (FileSink, ClickQueue, PathBuf, Box<dyn FnOnce()>) {
+        let dir = root.join("clicks");
+        let config = with(FileSinkConfig {
+            max_file_bytes: 1,
+            ..config(&dir)
+        });
+        let (sink, queue) = FileSink::start(config, metrics.clone()).unwrap();
+        assert_eq!(metrics.click_sink_healthy.get(), 1);
+        queue.push(event(0));
+        eventually("the first click", || metrics.clicks_logged.get() == 1);
+        let restore = Box::new(break_dir(&dir));
+        (sink, queue, dir, restore)
     }
 
     #[test]
@@ -958,22 +979,8 @@ mod tests {
     #[test]
     fn buffered_clicks_are_held_while_the_directory_is_unwritable_and_written_in_order_after() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("clicks");
         let metrics = Metrics::unregistered();
-        let (sink, queue) = FileSink::start(
-            FileSinkConfig {
-                // Every batch starts a new file, so the missing directory shows at once.
-                max_file_bytes: 1,
-                ..config(&dir)
-            },
-            metrics.clone(),
-        )
-        .unwrap();
-        assert_eq!(metrics.click_sink_healthy.get(), 1);
-        queue.push(event(0));
-        eventually("the first click", || metrics.clicks_logged.get() == 1);
-
-        let restore = break_dir(&dir);
+        let (sink, queue, dir, restore) = failing_sink(root.path(), &metrics, |c| c);
         for i in 1..=20 {
             queue.push(event(i));
         }
@@ -1043,23 +1050,13 @@ mod tests {
     #[test]
     fn clicks_past_the_memory_bound_are_dropped_and_counted_while_failing() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("clicks");
         let mut line = Vec::new();
         event(0).write_json(&mut line);
         let metrics = Metrics::unregistered();
-        let (sink, queue) = FileSink::start(
-            FileSinkConfig {
-                max_file_bytes: 1,
-                max_buffered_bytes: 3 * line.len(),
-                ..config(&dir)
-            },
-            metrics.clone(),
-        )
-        .unwrap();
-        queue.push(event(0));
-        eventually("the first click", || metrics.clicks_logged.get() == 1);
-
-        let restore = break_dir(&dir);
+        let (sink, queue, dir, restore) = failing_sink(root.path(), &metrics, |c| FileSinkConfig {
+            max_buffered_bytes: 3 * line.len(),
+            ..c
+        });
         queue.push(event(1));
         eventually("the failure", || metrics.click_sink_healthy.get() == 0);
         for i in 2..10 {
@@ -1080,19 +1077,8 @@ mod tests {
     #[test]
     fn close_while_failing_counts_held_clicks_as_dropped() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("clicks");
         let metrics = Metrics::unregistered();
-        let (sink, queue) = FileSink::start(
-            FileSinkConfig {
-                max_file_bytes: 1,
-                ..config(&dir)
-            },
-            metrics.clone(),
-        )
-        .unwrap();
-        queue.push(event(0));
-        eventually("the first click", || metrics.clicks_logged.get() == 1);
-        let restore = break_dir(&dir);
+        let (sink, queue, dir, restore) = failing_sink(root.path(), &metrics, |c| c);
         for i in 1..4 {
             queue.push(event(i));
         }
@@ -1109,21 +1095,11 @@ mod tests {
     #[test]
     fn a_failing_sink_holds_more_than_a_batch_and_still_closes() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("clicks");
         let metrics = Metrics::unregistered();
-        let (sink, queue) = FileSink::start(
-            FileSinkConfig {
-                queue_capacity: 64,
-                // Every write opens a new file, so the broken directory fails it.
-                max_file_bytes: 1,
-                ..config(&dir)
-            },
-            metrics.clone(),
-        )
-        .unwrap();
-        queue.push(event(0));
-        eventually("the first click", || metrics.clicks_logged.get() == 1);
-        let restore = break_dir(&dir);
+        let (sink, queue, dir, restore) = failing_sink(root.path(), &metrics, |c| FileSinkConfig {
+            queue_capacity: 64,
+            ..c
+        });
         // Well past BATCH_BYTES held in memory (each line is over 100 bytes), a queue's room at
         // a time: the writer must keep taking clicks while it cannot write them.
         let n = 2 * BATCH_BYTES / 100;
