@@ -710,18 +710,29 @@ mod tests {
             fail: false.into(),
         });
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
-        let policy = Arc::new(Policy::new([Domain::parse("a.example.com").unwrap()], None));
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let certs = Certs::new(
-            100,
-            store.clone(),
+        let certs = certs_over(
+            &store,
             issuer.clone(),
-            policy,
-            provider,
-            Metrics::unregistered(),
-            Duration::from_secs(5),
+            [Domain::parse("a.example.com").unwrap()],
         );
         (issuer, store, Arc::new(certs))
+    }
+
+    /// A certificate layer over `store` and `issuer` serving `names`, as a (re)start makes it.
+    fn certs_over(
+        store: &Arc<dyn Store>,
+        issuer: Arc<dyn Issuer>,
+        names: impl IntoIterator<Item = Domain>,
+    ) -> Certs {
+        Certs::new(
+            100,
+            store.clone(),
+            issuer,
+            Arc::new(Policy::new(names, None)),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            Metrics::unregistered(),
+            Duration::from_secs(5),
+        )
     }
 
     /// [`setup`] with `a.example.com` registered in the store (the policy already serves it).
@@ -769,15 +780,8 @@ mod tests {
         for name in &names {
             store.add_domain(name, 0).await.unwrap();
         }
-        let certs = Arc::new(Certs::new(
-            100,
-            store.clone(),
-            Arc::new(LocalCa::load_or_create(dir.path()).unwrap()),
-            Arc::new(Policy::new(names.clone(), None)),
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            Metrics::unregistered(),
-            Duration::from_secs(5),
-        ));
+        let ca = Arc::new(LocalCa::load_or_create(dir.path()).unwrap());
+        let certs = Arc::new(certs_over(&store, ca, names.clone()));
         let mut tasks = tokio::task::JoinSet::new();
         for name in names.clone() {
             let certs = certs.clone();
@@ -811,15 +815,7 @@ mod tests {
         assert_eq!(lookups(&certs), (2, 1), "then served from memory");
 
         // A restart (cold cache) loads the stored certificate: a miss, no issuance.
-        let cold = Arc::new(Certs::new(
-            100,
-            store.clone(),
-            issuer.clone(),
-            Arc::new(Policy::new([name.clone()], None)),
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            Metrics::unregistered(),
-            Duration::from_secs(5),
-        ));
+        let cold = Arc::new(certs_over(&store, issuer.clone(), [name.clone()]));
         cold.resolve(&name).await.unwrap();
         cold.resolve(&name).await.unwrap();
         assert_eq!(lookups(&cold), (1, 1));
@@ -864,16 +860,7 @@ mod tests {
         // Backoff survives a restart of the certificate layer.
         let (_, _, fresh) = {
             let issuer2 = issuer.clone();
-            let policy = Arc::new(Policy::new([name.clone()], None));
-            let c = Certs::new(
-                100,
-                store.clone(),
-                issuer2.clone(),
-                policy,
-                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-                Metrics::unregistered(),
-                Duration::from_secs(5),
-            );
+            let c = certs_over(&store, issuer2.clone(), [name.clone()]);
             c.restore(&store.domains().await.unwrap(), &[]);
             (issuer2, store.clone(), Arc::new(c))
         };
@@ -949,18 +936,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (issuer, store, _, name) = registered(dir.path()).await;
         let gate = Arc::new(Gate(Mutex::new(Some("the `caa` check fails".into()))));
-        let certs = Arc::new(
-            Certs::new(
-                100,
-                store.clone(),
-                issuer.clone(),
-                Arc::new(Policy::new([name.clone()], None)),
-                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-                Metrics::unregistered(),
-                Duration::from_secs(5),
-            )
-            .with_gate(gate.clone()),
-        );
+        let certs =
+            Arc::new(certs_over(&store, issuer.clone(), [name.clone()]).with_gate(gate.clone()));
         let err = certs.resolve(&name).await.unwrap_err();
         assert!(err.to_string().contains("`caa` check fails"), "{err}");
         assert_eq!(issuer.calls.load(Ordering::SeqCst), 0);
