@@ -23,8 +23,9 @@ use rustls_pki_types::pem::PemObject as _;
 use tokio::sync::OnceCell;
 
 use crate::Domain;
-use crate::certs::{error_chain, unix_now};
+use crate::clock::unix_now;
 use crate::config::{self, ChallengeKind};
+use crate::errors::chain as error_chain;
 use crate::issuer::{IssueError, Issuer, RenewalWindow};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoredCert};

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::Domain;
-use crate::certs::{CertStatus, Certs, error_chain, rfc3339, unix_now};
+use crate::certs::{CertStatus, Certs};
+use crate::clock::{from_unix_secs, rfc3339, unix_now};
+use crate::errors::chain as error_chain;
 use crate::links::{self, KeyId, KeyRing, Link, LinkKey, SharedKeyRing};
 use crate::onboarding::{Check, Onboarding, certificate};
 use crate::policy::Policy;
@@ -164,13 +166,13 @@ async fn view(state: &AdminState, record: DomainRecord) -> Result<DomainView, Ap
     let (checks, checked_at) = match state.onboarding.latest(&record.name) {
         Some(report) => (
             report.with_certificate(&record.name, &certificate),
-            Some(rfc3339(report.checked_at)),
+            Some(rfc3339(from_unix_secs(report.checked_at))),
         ),
         None => (Vec::new(), None),
     };
     Ok(DomainView {
         name: record.name,
-        created_at: rfc3339(record.created_at),
+        created_at: rfc3339(from_unix_secs(record.created_at)),
         certificate,
         checks,
         checked_at,
@@ -355,7 +357,7 @@ async fn list_keys(State(state): State<Shared>) -> impl IntoResponse {
         .iter()
         .map(|k| KeyView {
             id: k.id().0,
-            created_at: rfc3339(k.created_at()),
+            created_at: rfc3339(from_unix_secs(k.created_at())),
             active: k.id() == active,
         })
         .collect();
@@ -391,7 +393,7 @@ async fn rotate_key(State(state): State<Shared>) -> Result<impl IntoResponse, Ap
         StatusCode::CREATED,
         axum::Json(KeyView {
             id,
-            created_at: rfc3339(unix_now()),
+            created_at: rfc3339(from_unix_secs(unix_now())),
             active: true,
         }),
     ))

@@ -13,7 +13,7 @@ pub mod schedule;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use rustls::crypto::CryptoProvider;
@@ -23,6 +23,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::{Notify, watch};
 
 use crate::Domain;
+use crate::clock::{from_unix_secs, rfc3339, unix_now};
+use crate::errors::chain as error_chain;
 use crate::issuer::{IssueError, Issuer};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -51,7 +53,7 @@ pub enum CertError {
         message: String,
     },
     /// A recent attempt failed; no new order before `retry_at`.
-    #[error("no certificate for {domain}: backing off until {} after: {last_error}", rfc3339(*retry_at))]
+    #[error("no certificate for {domain}: backing off until {} after: {last_error}", rfc3339(from_unix_secs(*retry_at)))]
     BackingOff {
         /// The name.
         domain: Domain,
@@ -326,11 +328,18 @@ impl Certs {
         Ok(CertStatus {
             status,
             issuer: stored.as_ref().map(|c| c.issuer.clone()),
-            not_before: stored.as_ref().map(|c| rfc3339(c.not_before)),
-            not_after: stored.as_ref().map(|c| rfc3339(c.not_after)),
-            next_renewal: stored.as_ref().and(next_renewal).map(rfc3339),
+            not_before: stored
+                .as_ref()
+                .map(|c| rfc3339(from_unix_secs(c.not_before))),
+            not_after: stored
+                .as_ref()
+                .map(|c| rfc3339(from_unix_secs(c.not_after))),
+            next_renewal: stored
+                .as_ref()
+                .and(next_renewal)
+                .map(|t| rfc3339(from_unix_secs(t))),
             failures: record.failures,
-            retry_at: (record.retry_at > now).then(|| rfc3339(record.retry_at)),
+            retry_at: (record.retry_at > now).then(|| rfc3339(from_unix_secs(record.retry_at))),
             last_error: record.last_error.clone(),
         })
     }
@@ -478,7 +487,7 @@ impl Certs {
                     lock(&self.schedule).set(name, at.min(check));
                     return self.entry(&current).map_err(unavailable);
                 }
-                tracing::info!(domain = %name, window_start = %rfc3339(w.start), "renewal window open: renewing");
+                tracing::info!(domain = %name, window_start = %rfc3339(from_unix_secs(w.start)), "renewal window open: renewing");
             }
             // Without renewal information (the CA offers none, or could not be asked), the
             // lifetime rule decides: this check may come early (every certificate gets one within
@@ -558,7 +567,7 @@ impl Certs {
         if let Err(e) = self.refresh_gauges().await {
             tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
         }
-        tracing::info!(domain = %name, issuer = kind, not_after = %rfc3339(cert.not_after), renewal = replacing.is_some(), "certificate issued");
+        tracing::info!(domain = %name, issuer = kind, not_after = %rfc3339(from_unix_secs(cert.not_after)), renewal = replacing.is_some(), "certificate issued");
         Ok(entry)
     }
 
@@ -583,7 +592,7 @@ impl Certs {
             failures,
             retry_at,
         };
-        tracing::warn!(domain = %name, error = %e, failures, retry_at = %rfc3339(retry_at), "certificate issuance failed");
+        tracing::warn!(domain = %name, error = %e, failures, retry_at = %rfc3339(from_unix_secs(retry_at)), "certificate issuance failed");
         if let Err(se) = self.store.set_status(name, &status).await {
             tracing::warn!(domain = %name, error = %error_chain(&se), "recording certificate status");
         }
@@ -634,36 +643,6 @@ pub fn certified_key(provider: &CryptoProvider, cert: &StoredCert) -> Result<Cer
         .load_private_key(key)
         .map_err(|e| format!("stored private key is not usable: {e}"))?;
     Ok(CertifiedKey::new(chain, signing))
-}
-
-/// An error and its sources, joined with `: `.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Unix seconds as RFC 3339 (UTC).
-pub fn rfc3339(t: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -34,8 +34,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Domain;
-use crate::certs::{Certs, IssueGate, error_chain, unix_now};
+use crate::certs::{Certs, IssueGate};
+use crate::clock::unix_now;
 use crate::config::{ChallengeKind, Config, IssuerKind};
+use crate::errors::chain as error_chain;
 use crate::store::{DomainRecord, IssueStatus, Store, StoreError};
 pub use dns::DnsView;
 pub use report::{Check, CheckId, CheckStatus, Report};

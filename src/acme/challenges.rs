@@ -15,8 +15,9 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::Domain;
-use crate::certs::{error_chain, unix_now};
+use crate::clock::unix_now;
 use crate::config::ChallengeKind;
+use crate::errors::chain as error_chain;
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 

@@ -5,7 +5,7 @@
 use aws_lc_rs::hmac;
 use axum::http::{HeaderMap, HeaderValue, header};
 
-use crate::certs::unix_now;
+use crate::clock::unix_now;
 
 /// The session cookie's name.
 const COOKIE: &str = "clickedge_ui";
