@@ -30,13 +30,11 @@ use crate::links::SharedKeyRing;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
 use crate::policy::{Ask, Policy};
-use crate::store::{SqliteStore, Store};
+use crate::store;
 use crate::tls::{self, Acceptor};
 
 /// File under the data dir holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
-/// File under the data dir holding the SQLite store.
-pub const STORE_FILE: &str = "clickedge.db";
 
 /// Where a started edge listens.
 #[derive(Debug, Clone, Copy)]
@@ -68,10 +66,8 @@ impl App {
 
         let registry = Registry::new_custom(None, None).context("creating metrics registry")?;
         let metrics = Metrics::new(&registry).context("registering metrics")?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&data_dir.join(STORE_FILE))
-                .with_context(|| format!("opening the store in {}", data_dir.display()))?,
-        );
+        let store = store::open(config)
+            .with_context(|| format!("opening the store {}", config.store_path().display()))?;
         let keys = Arc::new(SharedKeyRing::new(
             admin::load_key_ring(store.as_ref())
                 .await

@@ -23,6 +23,9 @@ Configuration (TOML; every key optional; unknown keys are an error):
   https = \"127.0.0.1:8443\"              clicks over TLS
   http  = \"127.0.0.1:8080\"              ACME HTTP-01, upgrade to HTTPS
   admin = \"127.0.0.1:9180\"              admin API, /metrics, /healthz
+  [store]
+  kind = \"sqlite\"                       one embedded file, mode 0600
+  path = \"<data_dir>/clickedge.db\"
   [tls]
   issuer = \"local\"                      \"local\" (built-in CA) or \"acme\"
   on_demand_timeout = \"10s\"             how long a first handshake waits for its certificate

@@ -4,6 +4,8 @@
 //! Unknown keys are an error that names the key and the file. This module reads one file and
 //! nothing else: it binds no socket and reads no certificate.
 
+mod validate;
+
 use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use serde::Deserialize;
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "CLICKEDGE_CONFIG";
+/// File under the data dir holding the SQLite store unless `store.path` says otherwise.
+pub const STORE_FILE: &str = "clickedge.db";
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +52,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Where the store, the local CA, the admin token and (by default) clicks live.
-    /// Default `./clickedge-data`.
+    /// Where the store, the local CA, the admin token and clicks live (the store and clicks
+    /// by default). Default `./clickedge-data`.
     pub data_dir: PathBuf,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT before connections
     /// are closed. Default `10s`.
@@ -57,6 +61,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Listening addresses.
     pub listen: Listen,
+    /// Durable state (domains, certificates, link keys).
+    pub store: Store,
     /// TLS termination and certificates.
     pub tls: Tls,
     /// ACME issuer settings (used when `tls.issuer = "acme"`).
@@ -122,6 +128,26 @@ pub struct Listen {
     pub http: SocketAddr,
     /// Admin API, metrics and health. Default `127.0.0.1:9180`.
     pub admin: SocketAddr,
+}
+
+/// Which store keeps the edge's durable state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One SQLite file, embedded: no server to run.
+    #[default]
+    Sqlite,
+}
+
+/// `[store]`: where domains, certificates and link keys are kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// `sqlite` (default).
+    pub kind: StoreKind,
+    /// The SQLite database file, created mode 0600 (it holds private keys). Default
+    /// `<data_dir>/clickedge.db`.
+    pub path: Option<PathBuf>,
 }
 
 /// Which certificate issuer the edge uses.
@@ -311,6 +337,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./clickedge-data"),
             shutdown_grace: Duration::from_secs(10),
             listen: Listen::default(),
+            store: Store::default(),
             tls: Tls::default(),
             acme: Acme::default(),
             clicks: Clicks::default(),
@@ -401,80 +428,12 @@ impl Config {
         config.validated(path)
     }
 
-    fn validated(self, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        if self.clicks.flush_interval.is_zero() {
-            return Err(invalid(
-                "clicks.flush_interval must be greater than zero (e.g. \"100ms\")".into(),
-            ));
-        }
-        if self.clicks.rotate_interval < Duration::from_secs(1) {
-            return Err(invalid(
-                "clicks.rotate_interval must be at least 1s (e.g. \"1h\")".into(),
-            ));
-        }
-        if self.tls.on_demand_timeout.is_zero() || self.tls.handshake_timeout.is_zero() {
-            return Err(invalid(
-                "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),
-            ));
-        }
-        if self.onboarding.caa_identities.is_empty()
-            || self.onboarding.caa_identities.iter().any(|i| {
-                i.is_empty()
-                    || !i
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            })
-        {
-            return Err(invalid(
-                "onboarding.caa_identities must list the CA's CAA domains, e.g. [\"letsencrypt.org\"]"
-                    .into(),
-            ));
-        }
-        if self.onboarding.recheck_interval < Duration::from_secs(10) {
-            return Err(invalid(
-                "onboarding.recheck_interval must be at least 10s (e.g. \"5m\")".into(),
-            ));
-        }
-        if self.acme.challenges.is_empty() {
-            return Err(invalid(
-                "acme.challenges is empty; use [\"http-01\", \"tls-alpn-01\"] or one of them"
-                    .into(),
-            ));
-        }
-        if self.acme.eab_kid.is_some() != self.acme.eab_hmac_key.is_some() {
-            return Err(invalid(
-                "acme.eab_kid and acme.eab_hmac_key go together: set both or neither".into(),
-            ));
-        }
-        if self.acme.order_window.is_zero() || self.acme.order_timeout.is_zero() {
-            return Err(invalid(
-                "acme.order_window and acme.order_timeout must be greater than zero".into(),
-            ));
-        }
-        if self
-            .tls
-            .ask
-            .as_ref()
-            .is_some_and(|u| !matches!(u.scheme(), "http" | "https"))
-        {
-            return Err(invalid("tls.ask must be an http:// or https:// URL".into()));
-        }
-        if self
-            .admin
-            .token
-            .as_deref()
-            .is_some_and(|t| t.trim().len() < 16)
-        {
-            return Err(invalid(
-                "admin.token must be at least 16 characters; or remove it to have one generated"
-                    .into(),
-            ));
-        }
-        Ok(self)
+    /// The SQLite database file: `store.path`, or `<data_dir>/clickedge.db`.
+    pub fn store_path(&self) -> PathBuf {
+        self.store
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(STORE_FILE))
     }
 
     /// The click log directory: `clicks.dir`, or `<data_dir>/clicks`.
@@ -487,115 +446,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("edge.toml"))
-    }
-
-    #[test]
-    fn empty_file_gives_defaults() {
-        let c = parse("").unwrap();
-        assert_eq!(c.listen.https, "127.0.0.1:8443".parse().unwrap());
-        assert_eq!(c.listen.http, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.listen.admin, "127.0.0.1:9180".parse().unwrap());
-        assert_eq!(c.tls.issuer, IssuerKind::Local);
-        assert!(c.tls.session_resumption);
-        assert_eq!(c.clicks_dir(), PathBuf::from("./clickedge-data/clicks"));
-    }
-
-    #[test]
-    fn onboarding_defaults_and_bad_values() {
-        let o = parse("").unwrap().onboarding;
-        assert_eq!(o.caa_identities, vec!["letsencrypt.org".to_string()]);
-        assert_eq!(o.http_port.get(), 80);
-        assert_eq!(o.recheck_interval, Duration::from_secs(300));
-        assert!(!o.is_configured());
-        let o = parse("[onboarding]\ncname_target = \"Edge.Example.NET.\"\n")
-            .unwrap()
-            .onboarding;
-        assert_eq!(o.cname_target.unwrap().as_str(), "edge.example.net");
-        let err = parse("[onboarding]\ncname_target = \"not a name\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("cname_target"), "{err}");
-        let err = parse("[onboarding]\ncaa_identities = []\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("onboarding.caa_identities"), "{err}");
-    }
-
-    #[test]
-    fn full_contract_example_parses() {
-        let c = parse(
-            r#"
-data_dir = "/var/lib/clickedge"
-[listen]
-https = "0.0.0.0:443"
-http  = "0.0.0.0:80"
-admin = "127.0.0.1:9180"
-[tls]
-issuer = "acme"
-on_demand_timeout = "5s"
-session_resumption = false
-[acme]
-directory = "https://acme.example/dir"
-contact = ["mailto:ops@example.com"]
-challenges = ["http-01", "tls-alpn-01"]
-ca_root = "/etc/clickedge/root.pem"
-[clicks]
-sink = "file"
-dir = "/var/log/clicks"
-durability = "buffered"
-flush_interval = "50ms"
-[onboarding]
-cname_target = "edge.example.net"
-addresses = ["203.0.113.10"]
-dns_servers = ["127.0.0.1:53"]
-caa_identities = ["letsencrypt.org"]
-[admin]
-token = "0123456789abcdef0123"
-"#,
-        )
-        .unwrap();
-        assert_eq!(c.tls.issuer, IssuerKind::Acme);
-        assert_eq!(
-            c.acme.challenges,
-            vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
-        );
-        assert_eq!(c.tls.on_demand_timeout, Duration::from_secs(5));
-        assert!(!c.tls.session_resumption);
-        assert_eq!(c.clicks.flush_interval, Duration::from_millis(50));
-        assert_eq!(c.clicks_dir(), PathBuf::from("/var/log/clicks"));
-    }
-
-    #[test]
-    fn unknown_key_names_key_and_file() {
-        let err = parse("[tls]\nsession_resumptoin = false\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("edge.toml"), "{err}");
-        assert!(err.contains("session_resumptoin"), "{err}");
-    }
-
-    #[test]
-    fn unknown_challenge_type_is_named() {
-        let err = parse("[acme]\nchallenges = [\"dns-01\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("dns-01"), "{err}");
-    }
-
-    #[test]
-    fn bad_value_names_key() {
-        let err = parse("[listen]\nhttps = \"localhost\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("https"), "{err}");
-        let err = parse("[clicks]\nflush_interval = \"0s\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("clicks.flush_interval"), "{err}");
-    }
-}
+mod tests;

@@ -139,9 +139,9 @@ mod tests {
                     let ok = q.get("domain").is_some_and(|d| d.starts_with("ok"));
                     async move {
                         if ok {
-                            axum::http::StatusCode::OK
+                            http::StatusCode::OK
                         } else {
-                            axum::http::StatusCode::FORBIDDEN
+                            http::StatusCode::FORBIDDEN
                         }
                     }
                 },

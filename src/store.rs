@@ -1,16 +1,29 @@
 //! Durable state behind the [`Store`] trait: registered domains, certificates and their keys, and
-//! the link key ring. [`SqliteStore`] is the embedded default.
+//! the link key ring. [`SqliteStore`] is the embedded default; [`open`] picks the store the
+//! config names, and [`conformance`] is what every implementation must pass.
 //!
 //! Nothing here sits on the request path: certificates are cached in memory by `certs`, the
 //! domain set by `policy`, and the key ring by `links`.
 
+#[doc(hidden)]
+pub mod conformance;
 mod sqlite;
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 pub use sqlite::SqliteStore;
 
 use crate::Domain;
+use crate::config::{ChallengeKind, Config, StoreKind};
+
+/// Opens the store `[store]` names: the one place the edge chooses an implementation.
+pub fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    match config.store.kind {
+        StoreKind::Sqlite => Ok(Arc::new(SqliteStore::open(&config.store_path())?)),
+    }
+}
 
 /// A storage failure. The message names the operation; the cause is the source.
 #[derive(Debug, thiserror::Error)]
@@ -140,24 +153,29 @@ pub trait Store: Send + Sync + 'static {
     async fn kv(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Stores a small value by key.
     async fn put_kv(&self, key: &str, value: &str) -> Result<(), StoreError>;
-    /// Publishes an ACME challenge response (`kind` is the challenge type, `name` the HTTP-01
-    /// token or the TLS-ALPN-01 domain) until `expires_at`.
+    /// Publishes (replaces) an ACME challenge response until `expires_at`; `name` is the
+    /// HTTP-01 token or the TLS-ALPN-01 domain. Responses of different kinds never mix.
     async fn put_challenge(
         &self,
-        kind: &str,
+        kind: ChallengeKind,
         name: &str,
         value: &str,
-        expires_at: u64,
+        expires_at: SystemTime,
     ) -> Result<(), StoreError>;
-    /// A published, unexpired challenge response.
+    /// A published response that has not expired at `now`.
     async fn challenge(
         &self,
-        kind: &str,
+        kind: ChallengeKind,
         name: &str,
-        now: u64,
+        now: SystemTime,
     ) -> Result<Option<String>, StoreError>;
-    /// Withdraws a challenge response (and any expired ones).
-    async fn remove_challenge(&self, kind: &str, name: &str, now: u64) -> Result<(), StoreError>;
+    /// Withdraws a challenge response, and any that expired by `now`.
+    async fn remove_challenge(
+        &self,
+        kind: ChallengeKind,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
     /// All link keys.
     async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError>;
     /// Adds a link key with the next id and returns it.

@@ -15,7 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::Domain;
-use crate::clock::unix_now;
+use crate::clock::{from_unix_secs, unix_now};
 use crate::config::ChallengeKind;
 use crate::errors::chain as error_chain;
 use crate::policy::Policy;
@@ -56,7 +56,7 @@ impl Challenges {
         expires_at: u64,
     ) -> Result<(), StoreError> {
         self.store
-            .put_challenge(kind.as_str(), key, value, expires_at)
+            .put_challenge(kind, key, value, from_unix_secs(expires_at))
             .await
     }
 
@@ -64,7 +64,7 @@ impl Challenges {
     pub async fn withdraw(&self, kind: ChallengeKind, key: &str) {
         if let Err(e) = self
             .store
-            .remove_challenge(kind.as_str(), key, unix_now())
+            .remove_challenge(kind, key, from_unix_secs(unix_now()))
             .await
         {
             tracing::warn!(challenge = kind.as_str(), error = %error_chain(&e), "withdrawing challenge");
@@ -98,7 +98,11 @@ impl Challenges {
     }
 
     async fn lookup(&self, kind: ChallengeKind, key: &str) -> Option<String> {
-        match self.store.challenge(kind.as_str(), key, unix_now()).await {
+        match self
+            .store
+            .challenge(kind, key, from_unix_secs(unix_now()))
+            .await
+        {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(challenge = kind.as_str(), error = %error_chain(&e), "reading challenge");

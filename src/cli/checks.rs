@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// Runs `call`, showing `what` with a spinner on stderr while it lasts if stderr is a terminal
 /// (piped output stays plain).
-pub(super) async fn with_progress<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
+pub(super) async fn with_progress<T>(what: &str, call: impl Future<Output = T>) -> T {
     use std::io::{IsTerminal as _, Write as _};
     if !std::io::stderr().is_terminal() {
         return call.await;

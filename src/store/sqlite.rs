@@ -6,6 +6,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
@@ -14,6 +15,8 @@ use super::{
     StoredLinkKey,
 };
 use crate::Domain;
+use crate::clock::unix_secs;
+use crate::config::ChallengeKind;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -345,17 +348,18 @@ impl Store for SqliteStore {
 
     async fn put_challenge(
         &self,
-        kind: &str,
+        kind: ChallengeKind,
         name: &str,
         value: &str,
-        expires_at: u64,
+        expires_at: SystemTime,
     ) -> Result<(), StoreError> {
-        let (kind, name, value) = (kind.to_owned(), name.to_owned(), value.to_owned());
+        let (name, value) = (name.to_owned(), value.to_owned());
+        let expires_at = unix_secs(expires_at) as i64;
         self.with("publishing challenge", move |c| {
             c.execute(
                 "INSERT INTO challenges (kind, name, value, expires_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(kind, name) DO UPDATE SET value = ?3, expires_at = ?4",
-                params![kind, name, value, expires_at as i64],
+                params![kind.as_str(), name, value, expires_at],
             )
             .map(drop)
         })
@@ -364,15 +368,16 @@ impl Store for SqliteStore {
 
     async fn challenge(
         &self,
-        kind: &str,
+        kind: ChallengeKind,
         name: &str,
-        now: u64,
+        now: SystemTime,
     ) -> Result<Option<String>, StoreError> {
-        let (kind, name) = (kind.to_owned(), name.to_owned());
+        let name = name.to_owned();
+        let now = unix_secs(now) as i64;
         self.with("reading challenge", move |c| {
             c.query_row(
                 "SELECT value FROM challenges WHERE kind = ?1 AND name = ?2 AND expires_at > ?3",
-                params![kind, name, now as i64],
+                params![kind.as_str(), name, now],
                 |r| r.get(0),
             )
             .optional()
@@ -380,12 +385,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_challenge(&self, kind: &str, name: &str, now: u64) -> Result<(), StoreError> {
-        let (kind, name) = (kind.to_owned(), name.to_owned());
+    async fn remove_challenge(
+        &self,
+        kind: ChallengeKind,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        let now = unix_secs(now) as i64;
         self.with("removing challenge", move |c| {
             c.execute(
                 "DELETE FROM challenges WHERE (kind = ?1 AND name = ?2) OR expires_at <= ?3",
-                params![kind, name, now as i64],
+                params![kind.as_str(), name, now],
             )
             .map(drop)
         })
@@ -485,79 +496,9 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn d(s: &str) -> Domain {
-        Domain::parse(s).unwrap()
-    }
-
-    #[tokio::test]
-    async fn domains_and_certificates_round_trip() {
-        let s = SqliteStore::in_memory().unwrap();
-        assert!(s.add_domain(&d("b.example.com"), 1).await.unwrap());
-        assert!(s.add_domain(&d("a.example.com"), 2).await.unwrap());
-        assert!(!s.add_domain(&d("a.example.com"), 3).await.unwrap());
-        let names: Vec<_> = s
-            .domains()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        assert_eq!(names, vec![d("a.example.com"), d("b.example.com")]);
-
-        let cert = StoredCert {
-            issuer: "local".into(),
-            chain_pem: "chain".into(),
-            key_pem: "key".into(),
-            not_before: 10,
-            not_after: 20,
-        };
-        s.put_certificate(&d("a.example.com"), &cert).await.unwrap();
-        assert_eq!(
-            s.certificate(&d("a.example.com")).await.unwrap(),
-            Some(cert)
-        );
-        assert_eq!(
-            s.cert_summary(21).await.unwrap(),
-            CertSummary {
-                count: 1,
-                soonest_expiry: Some(20),
-                expiring: 1
-            }
-        );
-        assert_eq!(s.cert_summary(20).await.unwrap().expiring, 0);
-        let failed = IssueStatus {
-            last_error: Some("boom".into()),
-            failures: 2,
-            retry_at: 99,
-        };
-        s.set_status(&d("b.example.com"), &failed).await.unwrap();
-        let rec = s.domain(&d("b.example.com")).await.unwrap().unwrap();
-        assert_eq!(rec.last_error.as_deref(), Some("boom"));
-        assert_eq!((rec.failures, rec.retry_at), (2, 99));
-        assert!(s.remove_domain(&d("a.example.com")).await.unwrap());
-        assert_eq!(s.certificate(&d("a.example.com")).await.unwrap(), None);
-        assert!(!s.remove_domain(&d("a.example.com")).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn challenges_expire_and_kv_round_trips() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.put_challenge("http-01", "tok", "auth", 100)
-            .await
-            .unwrap();
-        assert_eq!(
-            s.challenge("http-01", "tok", 50).await.unwrap().as_deref(),
-            Some("auth")
-        );
-        assert_eq!(s.challenge("http-01", "tok", 100).await.unwrap(), None);
-        assert_eq!(s.challenge("tls-alpn-01", "tok", 50).await.unwrap(), None);
-        s.remove_challenge("http-01", "tok", 0).await.unwrap();
-        assert_eq!(s.challenge("http-01", "tok", 50).await.unwrap(), None);
-        assert_eq!(s.kv("a").await.unwrap(), None);
-        s.put_kv("a", "1").await.unwrap();
-        s.put_kv("a", "2").await.unwrap();
-        assert_eq!(s.kv("a").await.unwrap().as_deref(), Some("2"));
-    }
+    crate::store_conformance_tests!(async {
+        SqliteStore::in_memory().expect("in-memory SQLite store")
+    });
 
     #[test]
     fn reopening_keeps_data_and_does_not_rerun_migrations() {
@@ -567,39 +508,10 @@ mod tests {
             .build()
             .unwrap();
         let s = SqliteStore::open(&path).unwrap();
-        rt.block_on(s.add_domain(&d("a.example.com"), 1)).unwrap();
+        rt.block_on(s.add_domain(&Domain::parse("a.example.com").unwrap(), 1))
+            .unwrap();
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(rt.block_on(s.domains()).unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn domain_checks_round_trip_and_go_with_the_domain() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.add_domain(&d("a.example.com"), 1).await.unwrap();
-        s.add_domain(&d("b.example.com"), 1).await.unwrap();
-        assert!(s.domain_checks().await.unwrap().is_empty());
-        s.put_domain_checks(&d("a.example.com"), "{\"checks\":[]}")
-            .await
-            .unwrap();
-        assert_eq!(
-            s.domain_checks().await.unwrap(),
-            vec![(d("a.example.com"), "{\"checks\":[]}".to_owned())]
-        );
-        s.remove_domain(&d("a.example.com")).await.unwrap();
-        s.add_domain(&d("a.example.com"), 2).await.unwrap();
-        assert!(s.domain_checks().await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn link_keys_get_increasing_ids() {
-        let s = SqliteStore::in_memory().unwrap();
-        assert_eq!(s.add_link_key([1; 32], 1).await.unwrap(), 1);
-        assert_eq!(s.add_link_key([2; 32], 2).await.unwrap(), 2);
-        assert!(s.remove_link_key(1).await.unwrap());
-        let keys = s.link_keys().await.unwrap();
-        assert_eq!(keys.len(), 1);
-        assert_eq!(keys[0].id, 2);
-        assert_eq!(keys[0].secret, [2; 32]);
     }
 }

@@ -1,0 +1,130 @@
+//! Config parsing: defaults, the documented example, and errors that name the key and file.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("edge.toml"))
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.listen.https, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(c.listen.http, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.listen.admin, "127.0.0.1:9180".parse().unwrap());
+    assert_eq!(c.tls.issuer, IssuerKind::Local);
+    assert!(c.tls.session_resumption);
+    assert_eq!(c.clicks_dir(), PathBuf::from("./clickedge-data/clicks"));
+    assert_eq!(c.store.kind, StoreKind::Sqlite);
+    assert_eq!(
+        c.store_path(),
+        PathBuf::from("./clickedge-data/clickedge.db")
+    );
+}
+
+#[test]
+fn store_is_chosen_in_its_table_and_unknown_kinds_and_keys_are_named() {
+    let c = parse("[store]\nkind = \"sqlite\"\npath = \"/var/lib/edge.db\"\n").unwrap();
+    assert_eq!(c.store.kind, StoreKind::Sqlite);
+    assert_eq!(c.store_path(), PathBuf::from("/var/lib/edge.db"));
+    let err = parse("[store]\nkind = \"mysql\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mysql"), "{err}");
+    let err = parse("[store]\nurl = \"x\"\n").unwrap_err().to_string();
+    assert!(err.contains("url"), "{err}");
+}
+
+#[test]
+fn onboarding_defaults_and_bad_values() {
+    let o = parse("").unwrap().onboarding;
+    assert_eq!(o.caa_identities, vec!["letsencrypt.org".to_string()]);
+    assert_eq!(o.http_port.get(), 80);
+    assert_eq!(o.recheck_interval, Duration::from_secs(300));
+    assert!(!o.is_configured());
+    let o = parse("[onboarding]\ncname_target = \"Edge.Example.NET.\"\n")
+        .unwrap()
+        .onboarding;
+    assert_eq!(o.cname_target.unwrap().as_str(), "edge.example.net");
+    let err = parse("[onboarding]\ncname_target = \"not a name\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cname_target"), "{err}");
+    let err = parse("[onboarding]\ncaa_identities = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("onboarding.caa_identities"), "{err}");
+}
+
+#[test]
+fn full_contract_example_parses() {
+    let c = parse(
+        r#"
+data_dir = "/var/lib/clickedge"
+[listen]
+https = "0.0.0.0:443"
+http  = "0.0.0.0:80"
+admin = "127.0.0.1:9180"
+[tls]
+issuer = "acme"
+on_demand_timeout = "5s"
+session_resumption = false
+[acme]
+directory = "https://acme.example/dir"
+contact = ["mailto:ops@example.com"]
+challenges = ["http-01", "tls-alpn-01"]
+ca_root = "/etc/clickedge/root.pem"
+[clicks]
+sink = "file"
+dir = "/var/log/clicks"
+durability = "buffered"
+flush_interval = "50ms"
+[onboarding]
+cname_target = "edge.example.net"
+addresses = ["203.0.113.10"]
+dns_servers = ["127.0.0.1:53"]
+caa_identities = ["letsencrypt.org"]
+[admin]
+token = "0123456789abcdef0123"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.tls.issuer, IssuerKind::Acme);
+    assert_eq!(
+        c.acme.challenges,
+        vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
+    );
+    assert_eq!(c.tls.on_demand_timeout, Duration::from_secs(5));
+    assert!(!c.tls.session_resumption);
+    assert_eq!(c.clicks.flush_interval, Duration::from_millis(50));
+    assert_eq!(c.clicks_dir(), PathBuf::from("/var/log/clicks"));
+}
+
+#[test]
+fn unknown_key_names_key_and_file() {
+    let err = parse("[tls]\nsession_resumptoin = false\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("edge.toml"), "{err}");
+    assert!(err.contains("session_resumptoin"), "{err}");
+}
+
+#[test]
+fn unknown_challenge_type_is_named() {
+    let err = parse("[acme]\nchallenges = [\"dns-01\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dns-01"), "{err}");
+}
+
+#[test]
+fn bad_value_names_key() {
+    let err = parse("[listen]\nhttps = \"localhost\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("https"), "{err}");
+    let err = parse("[clicks]\nflush_interval = \"0s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("clicks.flush_interval"), "{err}");
+}

@@ -1,0 +1,86 @@
+//! What a well-formed config must also satisfy to be usable: non-zero intervals, CAA identities
+//! that are domain names, settings that only work in pairs. Each refusal names the key and says
+//! what to write instead.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Config, ConfigError};
+
+impl Config {
+    pub(super) fn validated(self, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.clicks.flush_interval.is_zero() {
+            return Err(invalid(
+                "clicks.flush_interval must be greater than zero (e.g. \"100ms\")".into(),
+            ));
+        }
+        if self.clicks.rotate_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "clicks.rotate_interval must be at least 1s (e.g. \"1h\")".into(),
+            ));
+        }
+        if self.tls.on_demand_timeout.is_zero() || self.tls.handshake_timeout.is_zero() {
+            return Err(invalid(
+                "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),
+            ));
+        }
+        if self.onboarding.caa_identities.is_empty()
+            || self.onboarding.caa_identities.iter().any(|i| {
+                i.is_empty()
+                    || !i
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            })
+        {
+            return Err(invalid(
+                "onboarding.caa_identities must list the CA's CAA domains, e.g. [\"letsencrypt.org\"]"
+                    .into(),
+            ));
+        }
+        if self.onboarding.recheck_interval < Duration::from_secs(10) {
+            return Err(invalid(
+                "onboarding.recheck_interval must be at least 10s (e.g. \"5m\")".into(),
+            ));
+        }
+        if self.acme.challenges.is_empty() {
+            return Err(invalid(
+                "acme.challenges is empty; use [\"http-01\", \"tls-alpn-01\"] or one of them"
+                    .into(),
+            ));
+        }
+        if self.acme.eab_kid.is_some() != self.acme.eab_hmac_key.is_some() {
+            return Err(invalid(
+                "acme.eab_kid and acme.eab_hmac_key go together: set both or neither".into(),
+            ));
+        }
+        if self.acme.order_window.is_zero() || self.acme.order_timeout.is_zero() {
+            return Err(invalid(
+                "acme.order_window and acme.order_timeout must be greater than zero".into(),
+            ));
+        }
+        if self
+            .tls
+            .ask
+            .as_ref()
+            .is_some_and(|u| !matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(invalid("tls.ask must be an http:// or https:// URL".into()));
+        }
+        if self
+            .admin
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            return Err(invalid(
+                "admin.token must be at least 16 characters; or remove it to have one generated"
+                    .into(),
+            ));
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,291 @@
+//! What every [`Store`] must do, written once against the trait: one async function per
+//! behaviour, each given a fresh, empty store. An implementation's test module runs them all with
+//! [`store_conformance_tests!`](crate::store_conformance_tests):
+//!
+//! ```ignore
+//! clickedge::store_conformance_tests!(async { MyStore::connect(fresh_database()).await.unwrap() });
+//! ```
+//!
+//! Only the behaviour the rest of the edge relies on is asserted, not how a store gets there. Public so that a store living outside this crate's
+//! unit tests can run the same suite; not part of the edge's API.
+
+use super::{IssueStatus, Store, StoreError, StoredCert};
+use crate::Domain;
+use crate::clock::from_unix_secs;
+use crate::config::ChallengeKind;
+
+/// Defines one `#[tokio::test]` per conformance behaviour; `$fresh` is an expression (usually an
+/// `async` block) evaluated anew in every test, giving an empty store.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($fresh:expr) => {
+        $crate::store_conformance_tests!(@each $fresh;
+            domains_are_registered_once_and_listed_by_name,
+            removing_a_domain_deletes_its_certificate_and_checks,
+            certificates_round_trip_with_their_keys,
+            certificate_summary_counts_and_finds_the_soonest_expiry,
+            issuance_status_round_trips_and_resets,
+            domain_checks_round_trip_and_go_with_the_domain,
+            challenges_are_kept_per_kind_until_they_expire,
+            withdrawing_a_challenge_also_drops_expired_ones,
+            link_keys_get_increasing_ids_and_can_be_removed,
+            small_values_round_trip,
+        );
+    };
+    (@each $fresh:expr; $($behaviour:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $behaviour() {
+                let store = $fresh.await;
+                if let Err(e) = $crate::store::conformance::$behaviour(&store).await {
+                    panic!("{}", $crate::errors::chain(&e));
+                }
+            }
+        )+
+    };
+}
+
+/// A name the tests use; the literals are valid names.
+fn d(name: &str) -> Domain {
+    Domain::parse(name).unwrap_or_else(|e| panic!("test domain {name}: {e}"))
+}
+
+/// A timestamp `secs` after the epoch, as the store's record types take it.
+fn t(secs: u64) -> u64 {
+    secs
+}
+
+fn cert(issuer: &str, not_before: u64, not_after: u64) -> StoredCert {
+    StoredCert {
+        issuer: issuer.into(),
+        chain_pem: format!("chain of {issuer}"),
+        key_pem: format!("key of {issuer}"),
+        not_before: t(not_before),
+        not_after: t(not_after),
+    }
+}
+
+/// Adding a domain twice registers it once; listings are sorted by name; one domain reads back
+/// with the time it was first added and no issuance error.
+pub async fn domains_are_registered_once_and_listed_by_name(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    assert!(store.domains().await?.is_empty());
+    assert!(store.add_domain(&d("b.example.com"), t(1)).await?);
+    assert!(store.add_domain(&d("a.example.com"), t(2)).await?);
+    assert!(!store.add_domain(&d("a.example.com"), t(3)).await?);
+    let names: Vec<_> = store.domains().await?.into_iter().map(|r| r.name).collect();
+    assert_eq!(names, vec![d("a.example.com"), d("b.example.com")]);
+    let a = store
+        .domain(&d("a.example.com"))
+        .await?
+        .expect("a is registered");
+    assert_eq!(a.created_at, t(2), "adding again keeps the first time");
+    assert_eq!((a.last_error, a.failures), (None, 0));
+    assert_eq!(store.domain(&d("c.example.com")).await?, None);
+    Ok(())
+}
+
+/// Removing a domain deletes its certificate and checks with it, says whether it was there, and
+/// a domain added again starts clean.
+pub async fn removing_a_domain_deletes_its_certificate_and_checks(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let a = d("a.example.com");
+    store.add_domain(&a, t(1)).await?;
+    store.put_certificate(&a, &cert("local", 10, 20)).await?;
+    store.put_domain_checks(&a, "{\"checks\":[]}").await?;
+    assert!(store.remove_domain(&a).await?);
+    assert!(!store.remove_domain(&a).await?);
+    assert_eq!(store.domain(&a).await?, None);
+    assert_eq!(store.certificate(&a).await?, None);
+    assert!(store.cert_lifetimes().await?.is_empty());
+    store.add_domain(&a, t(2)).await?;
+    assert_eq!(store.certificate(&a).await?, None);
+    assert!(store.domain_checks().await?.is_empty());
+    Ok(())
+}
+
+/// A certificate reads back exactly as stored, chain and private key included; storing again
+/// replaces it; lifetimes list every certificate by name.
+pub async fn certificates_round_trip_with_their_keys(store: &dyn Store) -> Result<(), StoreError> {
+    let (a, b) = (d("a.example.com"), d("b.example.com"));
+    store.add_domain(&a, t(1)).await?;
+    store.add_domain(&b, t(1)).await?;
+    assert_eq!(store.certificate(&a).await?, None);
+    let first = cert("local", 10, 20);
+    store.put_certificate(&a, &first).await?;
+    assert_eq!(store.certificate(&a).await?, Some(first));
+    let renewed = cert("acme", 15, 30);
+    store.put_certificate(&a, &renewed).await?;
+    store.put_certificate(&b, &cert("local", 5, 25)).await?;
+    assert_eq!(store.certificate(&a).await?, Some(renewed));
+    let lifetimes: Vec<_> = store
+        .cert_lifetimes()
+        .await?
+        .into_iter()
+        .map(|l| (l.domain, l.not_before, l.not_after))
+        .collect();
+    assert_eq!(lifetimes, vec![(a, t(15), t(30)), (b, t(5), t(25))]);
+    Ok(())
+}
+
+/// The summary counts certificates, finds the soonest expiry, and counts those expiring strictly
+/// before the time asked about.
+pub async fn certificate_summary_counts_and_finds_the_soonest_expiry(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let empty = store.cert_summary(t(100)).await?;
+    assert_eq!(
+        (empty.count, empty.soonest_expiry, empty.expiring),
+        (0, None, 0)
+    );
+    for (name, not_after) in [("a.example.com", 20), ("b.example.com", 40)] {
+        store.add_domain(&d(name), t(1)).await?;
+        store
+            .put_certificate(&d(name), &cert("local", 10, not_after))
+            .await?;
+    }
+    let s = store.cert_summary(t(21)).await?;
+    assert_eq!((s.count, s.soonest_expiry, s.expiring), (2, Some(t(20)), 1));
+    assert_eq!(store.cert_summary(t(20)).await?.expiring, 0);
+    assert_eq!(store.cert_summary(t(41)).await?.expiring, 2);
+    Ok(())
+}
+
+/// The outcome of the last issuance attempt reads back with the domain, and a default status
+/// clears it.
+pub async fn issuance_status_round_trips_and_resets(store: &dyn Store) -> Result<(), StoreError> {
+    let b = d("b.example.com");
+    store.add_domain(&b, t(1)).await?;
+    let failed = IssueStatus {
+        last_error: Some("boom".into()),
+        failures: 2,
+        retry_at: t(99),
+    };
+    store.set_status(&b, &failed).await?;
+    let rec = store.domain(&b).await?.expect("b is registered");
+    assert_eq!(rec.last_error.as_deref(), Some("boom"));
+    assert_eq!((rec.failures, rec.retry_at), (2, t(99)));
+    store.set_status(&b, &IssueStatus::default()).await?;
+    let rec = store.domain(&b).await?.expect("b is registered");
+    let cleared = IssueStatus::default();
+    assert_eq!(
+        (rec.last_error, rec.failures, rec.retry_at),
+        (cleared.last_error, cleared.failures, cleared.retry_at)
+    );
+    Ok(())
+}
+
+/// The latest check report of a domain reads back, replaced by the next one.
+pub async fn domain_checks_round_trip_and_go_with_the_domain(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let (a, b) = (d("a.example.com"), d("b.example.com"));
+    store.add_domain(&a, t(1)).await?;
+    store.add_domain(&b, t(1)).await?;
+    assert!(store.domain_checks().await?.is_empty());
+    store.put_domain_checks(&a, "{\"checks\":[]}").await?;
+    store.put_domain_checks(&a, "{\"checks\":[1]}").await?;
+    assert_eq!(
+        store.domain_checks().await?,
+        vec![(a.clone(), "{\"checks\":[1]}".to_owned())]
+    );
+    store.remove_domain(&a).await?;
+    assert!(store.domain_checks().await?.is_empty());
+    Ok(())
+}
+
+/// A published response is answered until (not at) its expiry, only for its kind, replaced when
+/// published again, and gone once withdrawn.
+pub async fn challenges_are_kept_per_kind_until_they_expire(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let at = |secs| from_unix_secs(t(secs));
+    let http = ChallengeKind::Http01;
+    store.put_challenge(http, "tok", "auth", at(100)).await?;
+    assert_eq!(
+        store.challenge(http, "tok", at(50)).await?.as_deref(),
+        Some("auth")
+    );
+    assert_eq!(
+        store.challenge(http, "tok", at(100)).await?,
+        None,
+        "expired"
+    );
+    let alpn = ChallengeKind::TlsAlpn01;
+    assert_eq!(
+        store.challenge(alpn, "tok", at(50)).await?,
+        None,
+        "other kind"
+    );
+    assert_eq!(store.challenge(http, "other", at(50)).await?, None);
+    store.put_challenge(http, "tok", "auth2", at(200)).await?;
+    assert_eq!(
+        store.challenge(http, "tok", at(150)).await?.as_deref(),
+        Some("auth2")
+    );
+    store.put_challenge(alpn, "tok", "digest", at(200)).await?;
+    store.remove_challenge(http, "tok", at(0)).await?;
+    assert_eq!(store.challenge(http, "tok", at(50)).await?, None);
+    assert_eq!(
+        store.challenge(alpn, "tok", at(50)).await?.as_deref(),
+        Some("digest")
+    );
+    Ok(())
+}
+
+/// Withdrawing one response also drops every response that expired by then, and no other.
+pub async fn withdrawing_a_challenge_also_drops_expired_ones(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let at = |secs| from_unix_secs(t(secs));
+    let http = ChallengeKind::Http01;
+    store.put_challenge(http, "old", "a", at(10)).await?;
+    store.put_challenge(http, "live", "b", at(100)).await?;
+    store.remove_challenge(http, "gone", at(50)).await?;
+    // Asked as of before its expiry: a store that kept it would still answer.
+    assert_eq!(store.challenge(http, "old", at(5)).await?, None);
+    assert_eq!(
+        store.challenge(http, "live", at(50)).await?.as_deref(),
+        Some("b")
+    );
+    Ok(())
+}
+
+/// Link keys are numbered from 1, each new one after the highest (`clickedge keys remove 1`
+/// means the first key everywhere), read back with their secret and time, and removal says
+/// whether the key was there.
+pub async fn link_keys_get_increasing_ids_and_can_be_removed(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    assert!(store.link_keys().await?.is_empty());
+    assert_eq!(store.add_link_key([1; 32], t(1)).await?, 1);
+    assert_eq!(store.add_link_key([2; 32], t(2)).await?, 2);
+    assert!(store.remove_link_key(1).await?);
+    assert!(!store.remove_link_key(1).await?);
+    assert_eq!(store.add_link_key([3; 32], t(3)).await?, 3);
+    let mut keys: Vec<_> = store
+        .link_keys()
+        .await?
+        .into_iter()
+        .map(|k| (k.id, k.secret, k.created_at))
+        .collect();
+    keys.sort_by_key(|k| k.0);
+    assert_eq!(keys, vec![(2, [2; 32], t(2)), (3, [3; 32], t(3))]);
+    Ok(())
+}
+
+/// Small values (the ACME account) read back, replaced by the last write.
+pub async fn small_values_round_trip(store: &dyn Store) -> Result<(), StoreError> {
+    assert_eq!(store.kv("acme.account").await?, None);
+    store.put_kv("acme.account", "{\"id\":1}").await?;
+    store.put_kv("acme.account", "{\"id\":2}").await?;
+    store.put_kv("other", "x").await?;
+    assert_eq!(
+        store.kv("acme.account").await?.as_deref(),
+        Some("{\"id\":2}")
+    );
+    Ok(())
+}
