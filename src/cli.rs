@@ -178,12 +178,15 @@ pub enum KeysAction {
     },
 }
 
-fn parse_meta(s: &str) -> Result<(String, String), String> {
+/// A `--meta` value that is not `KEY=VALUE`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not KEY=VALUE (e.g. --meta campaign=spring)")]
+pub struct MetaError(String);
+
+fn parse_meta(s: &str) -> Result<(String, String), MetaError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!(
-            "{s:?} is not KEY=VALUE (e.g. --meta campaign=spring)"
-        )),
+        _ => Err(MetaError(s.to_owned())),
     }
 }
 

@@ -21,6 +21,7 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 
 use super::caa::{CaaRecord, CaaSet};
 use crate::Domain;
+use crate::errors::chain as error_chain;
 
 /// How long one query waits for an answer.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -100,16 +101,26 @@ impl DnsView {
     }
 }
 
+/// Why no resolver could be set up for a run.
+#[derive(Debug, thiserror::Error)]
+enum ResolverError {
+    /// `/etc/resolv.conf` could not be read or understood.
+    #[error("reading the system resolver configuration")]
+    SystemConf(#[source] NetError),
+    /// The resolver refused its configuration.
+    #[error("setting up the DNS resolver")]
+    Build(#[source] NetError),
+}
+
 /// The resolver of one run and how messages name it.
 struct Dns {
     resolver: TokioResolver,
 }
 
 impl Dns {
-    fn new(servers: &[SocketAddr]) -> Result<(Dns, String), String> {
+    fn new(servers: &[SocketAddr]) -> Result<(Dns, String), ResolverError> {
         let (config, mut opts) = if servers.is_empty() {
-            hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| format!("reading the system resolver configuration: {e}"))?
+            hickory_resolver::system_conf::read_system_conf().map_err(ResolverError::SystemConf)?
         } else {
             let name_servers = servers
                 .iter()
@@ -135,9 +146,7 @@ impl Dns {
         let mut builder =
             TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
         *builder.options_mut() = opts;
-        let resolver = builder
-            .build()
-            .map_err(|e| format!("setting up the DNS resolver: {e}"))?;
+        let resolver = builder.build().map_err(ResolverError::Build)?;
         Ok((Dns { resolver }, described))
     }
 
@@ -219,7 +228,8 @@ impl Dns {
 pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
     let (dns, described) = match Dns::new(servers) {
         Ok(ok) => ok,
-        Err(message) => {
+        Err(e) => {
+            let message = error_chain(&e);
             let failure = |t| DnsFailure {
                 name: name.to_string(),
                 record_type: t,

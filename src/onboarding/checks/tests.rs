@@ -1,0 +1,224 @@
+//! The DNS checks judged on hand-made DNS views: each failure names what DNS says and the fix.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use super::*;
+use crate::onboarding::caa::{CaaRecord, CaaSet};
+
+fn d(s: &str) -> Domain {
+    Domain::parse(s).unwrap()
+}
+
+fn settings() -> Settings {
+    Settings {
+        cname_target: Some(d("edge.example.net")),
+        addresses: vec!["203.0.113.10".parse().unwrap()],
+        dns_servers: vec!["127.0.0.1:53".parse().unwrap()],
+        caa_identities: vec!["letsencrypt.org".into()],
+        http_port: 80,
+        recheck_interval: Duration::from_secs(300),
+        http_blocks: false,
+    }
+}
+
+fn view(chain: &[&str], a: &[&str], aaaa: &[&str]) -> DnsView {
+    DnsView {
+        name: d("links.customer.com"),
+        servers: "127.0.0.1:53".into(),
+        cname: Ok(chain.iter().map(|c| d(c)).collect()),
+        a: Ok(a.iter().map(|ip| ip.parse::<Ipv4Addr>().unwrap()).collect()),
+        aaaa: Ok(aaaa
+            .iter()
+            .map(|ip| ip.parse::<Ipv6Addr>().unwrap())
+            .collect()),
+        caa: Ok(None),
+    }
+}
+
+fn find(checks: &[Check], id: CheckId) -> &Check {
+    checks
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no {id} in {checks:#?}"))
+}
+
+fn failing(checks: &[Check]) -> Vec<CheckId> {
+    checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .map(|c| c.id)
+        .collect()
+}
+
+#[test]
+fn cname_to_the_target_passes_everything() {
+    let checks = evaluate(
+        &view(&["edge.example.net"], &["203.0.113.10"], &["2001:db8::1"]),
+        &settings(),
+    );
+    assert_eq!(failing(&checks), vec![], "{checks:#?}");
+    assert!(
+        find(&checks, CheckId::PointsToEdge)
+            .message
+            .contains("CNAME to edge.example.net")
+    );
+    // AAAA behind the edge's own name is the operator's business.
+    assert_eq!(
+        find(&checks, CheckId::NoStrayAaaa).status,
+        CheckStatus::Pass
+    );
+}
+
+#[test]
+fn stray_a_record_is_named_and_the_cname_to_add_is_given() {
+    let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &settings());
+    assert_eq!(failing(&checks), vec![CheckId::PointsToEdge]);
+    let c = find(&checks, CheckId::PointsToEdge);
+    assert!(c.blocking);
+    assert!(c.message.contains("an A record 192.0.2.7"), "{}", c.message);
+    let fix = c.fix.as_deref().unwrap();
+    assert!(fix.contains("links.customer.com. IN A 192.0.2.7"), "{fix}");
+    assert!(
+        fix.contains("links.customer.com. 300 IN CNAME edge.example.net."),
+        "{fix}"
+    );
+}
+
+#[test]
+fn a_records_at_edge_addresses_pass_without_a_cname() {
+    let checks = evaluate(&view(&[], &["203.0.113.10"], &[]), &settings());
+    assert_eq!(failing(&checks), vec![]);
+}
+
+#[test]
+fn aaaa_elsewhere_while_a_is_right_fails_on_its_own() {
+    let checks = evaluate(
+        &view(&[], &["203.0.113.10"], &["2001:db8::99"]),
+        &settings(),
+    );
+    assert_eq!(failing(&checks), vec![CheckId::NoStrayAaaa]);
+    let c = find(&checks, CheckId::NoStrayAaaa);
+    assert!(c.message.contains("2001:db8::99"), "{}", c.message);
+    assert!(
+        c.message.contains("while its A records are right"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.fix
+            .as_deref()
+            .unwrap()
+            .contains("links.customer.com. IN AAAA 2001:db8::99")
+    );
+}
+
+#[test]
+fn cname_elsewhere_is_replaced() {
+    let checks = evaluate(
+        &view(&["old.provider.example"], &["198.51.100.1"], &[]),
+        &settings(),
+    );
+    let c = find(&checks, CheckId::PointsToEdge);
+    assert_eq!(c.status, CheckStatus::Fail);
+    assert!(
+        c.message
+            .contains("CNAME to old.provider.example, not to edge.example.net")
+    );
+    let fix = c.fix.as_deref().unwrap();
+    assert!(
+        fix.contains("links.customer.com. IN CNAME old.provider.example."),
+        "{fix}"
+    );
+    assert!(fix.contains("CNAME edge.example.net."), "{fix}");
+}
+
+#[test]
+fn addresses_only_edge_asks_for_the_missing_a_record() {
+    let mut s = settings();
+    s.cname_target = None;
+    let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &s);
+    let fix = find(&checks, CheckId::PointsToEdge).fix.clone().unwrap();
+    assert!(fix.contains("IN A 192.0.2.7"), "{fix}");
+    assert!(
+        fix.contains("links.customer.com. 300 IN A 203.0.113.10"),
+        "{fix}"
+    );
+}
+
+#[test]
+fn no_records_fails_with_the_record_to_add_and_skips_what_depends_on_it() {
+    let checks = evaluate(&view(&[], &[], &[]), &settings());
+    assert_eq!(failing(&checks), vec![CheckId::Resolves]);
+    let c = find(&checks, CheckId::Resolves);
+    assert!(c.message.contains("no CNAME, A or AAAA record"));
+    assert!(
+        c.fix
+            .as_deref()
+            .unwrap()
+            .ends_with("links.customer.com. 300 IN CNAME edge.example.net.")
+    );
+    assert!(!checks.iter().any(|c| c.id == CheckId::PointsToEdge));
+}
+
+#[test]
+fn servfail_is_a_dns_server_failure_naming_the_resolver() {
+    let mut v = view(&[], &[], &[]);
+    let failure = |t| DnsFailure {
+        name: "links.customer.com".into(),
+        record_type: t,
+        kind: FailureKind::ServFail,
+    };
+    v.a = Err(failure("A"));
+    v.caa = Err(failure("CAA"));
+    let checks = evaluate(&v, &settings());
+    assert_eq!(failing(&checks), vec![CheckId::DnsServer]);
+    let c = find(&checks, CheckId::DnsServer);
+    assert!(c.blocking);
+    assert_eq!(
+        c.message,
+        "DNS server failure: 127.0.0.1:53 answered SERVFAIL for links.customer.com (A, CAA)"
+    );
+    assert!(c.fix.as_deref().unwrap().contains("NS and DS records"));
+}
+
+#[test]
+fn caa_for_another_ca_names_the_identity_to_allow() {
+    let mut v = view(&["edge.example.net"], &["203.0.113.10"], &[]);
+    v.caa = Ok(Some(CaaSet {
+        owner: d("customer.com"),
+        records: vec![CaaRecord {
+            critical: false,
+            tag: "issue".into(),
+            value: "other-ca.example".into(),
+        }],
+    }));
+    let checks = evaluate(&v, &settings());
+    assert_eq!(failing(&checks), vec![CheckId::Caa]);
+    let c = find(&checks, CheckId::Caa);
+    assert!(
+        c.message
+            .contains("allows only other-ca.example, not letsencrypt.org")
+    );
+    assert!(
+        c.fix
+            .as_deref()
+            .unwrap()
+            .ends_with("customer.com. 300 IN CAA 0 issue \"letsencrypt.org\"")
+    );
+}
+
+#[test]
+fn unconfigured_edge_warns_and_blocks_nothing() {
+    let mut s = settings();
+    s.cname_target = None;
+    s.addresses.clear();
+    let checks = evaluate(&view(&[], &[], &[]), &s);
+    assert!(checks.iter().all(|c| !c.blocking), "{checks:#?}");
+    let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &s);
+    assert_eq!(
+        find(&checks, CheckId::PointsToEdge).status,
+        CheckStatus::Warn
+    );
+    assert!(!checks.iter().any(|c| c.id == CheckId::NoStrayAaaa));
+}
