@@ -45,7 +45,12 @@ const URL: &str =
     "https://shop.example.com/spring-sale/shoes?utm_source=email&utm_campaign=spring1";
 
 fn ring() -> KeyRing {
-    KeyRing::new(vec![LinkKey::new(KeyId(1), [7; 32], 0)]).expect("one key")
+    KeyRing::new(vec![LinkKey::new(
+        KeyId(1),
+        [7; 32],
+        SystemTime::UNIX_EPOCH,
+    )])
+    .expect("one key")
 }
 
 fn typical_link() -> Link {

@@ -22,11 +22,13 @@ use crate::acme::challenges::Challenges;
 use crate::admin::{self, AdminState};
 use crate::certs::Certs;
 use crate::clicks::file::{FileSink, FileSinkConfig};
+use crate::clock::Clock;
 use crate::config::{Config, IssuerKind};
+use crate::domains::Domains;
 use crate::http::Edge;
 use crate::http::serve::{self, ConnLimits, Protocols, Serving};
 use crate::issuer::{Issuer, LocalCa};
-use crate::links::SharedKeyRing;
+use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
 use crate::policy::{Ask, Policy};
@@ -64,24 +66,24 @@ impl App {
         create_private_dir(data_dir)?;
         let token = admin_token(config)?;
 
+        let clock = Clock::system();
         let registry = Registry::new_custom(None, None).context("creating metrics registry")?;
         let metrics = Metrics::new(&registry).context("registering metrics")?;
         let store = store::open(config)
             .with_context(|| format!("opening the store {}", config.store_path().display()))?;
-        let keys = Arc::new(SharedKeyRing::new(
-            admin::load_key_ring(store.as_ref())
-                .await
-                .context("loading link keys")?,
-        ));
         let domains = store.domains().await.context("loading domains")?;
         let ask = match &config.tls.ask {
             Some(url) => Some(
-                Ask::new(url.clone(), config.tls.ask_cache_ttl)
-                    .context("building the ask client")?,
+                Ask::new(url.clone(), config.tls.ask_cache_ttl).context("setting up tls.ask")?,
             ),
             None => None,
         };
         let policy = Arc::new(Policy::new(domains.iter().map(|d| d.name.clone()), ask));
+        let keys = Arc::new(
+            LinkKeys::load(store.clone(), policy.clone(), clock.clone())
+                .await
+                .context("loading link keys")?,
+        );
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let challenges = Arc::new(Challenges::new(
             store.clone(),
@@ -107,6 +109,7 @@ impl App {
         let onboarding = Arc::new(Onboarding::new(
             OnboardingSettings::from_config(config),
             store.clone(),
+            clock.clone(),
         ));
         onboarding
             .restore()
@@ -161,7 +164,7 @@ impl App {
         ));
         let edge = Arc::new(
             Edge::new(
-                keys.clone(),
+                keys.ring(),
                 clicks,
                 certs.clone(),
                 policy.clone(),
@@ -200,15 +203,20 @@ impl App {
                 .clone()
                 .run_periodic(certs.clone(), stop_rx.clone()),
         ));
-        let admin_router = admin::router(Arc::new(AdminState {
+        let domains = Arc::new(Domains::new(
             store,
             policy,
             certs,
+            onboarding,
+            clock.clone(),
+        ));
+        let admin_router = admin::router(Arc::new(AdminState {
+            domains,
             keys,
             registry,
             token,
             max_body_bytes: config.limits.admin_max_body_bytes.get(),
-            onboarding,
+            clock,
         }));
         let mut admin_stop = stop_rx;
         tasks.push(tokio::spawn(async move {

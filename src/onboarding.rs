@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 
 use crate::Domain;
 use crate::certs::{Certs, IssueGate};
-use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::config::{ChallengeKind, Config, IssuerKind};
 use crate::errors::chain as error_chain;
 use crate::store::{DomainRecord, IssueStatus, Store, StoreError};
@@ -103,17 +103,19 @@ pub struct Onboarding {
     latest: DashMap<Domain, Arc<Report>>,
     /// Names being checked right now (a periodic run skips them).
     running: Mutex<HashSet<Domain>>,
+    clock: Clock,
 }
 
 impl Onboarding {
-    /// Checks with `settings`, reports kept in `store`.
-    pub fn new(settings: Settings, store: Arc<dyn Store>) -> Onboarding {
+    /// Checks with `settings`, reports kept in `store`, stamped by `clock`.
+    pub fn new(settings: Settings, store: Arc<dyn Store>, clock: Clock) -> Onboarding {
         Onboarding {
             settings,
             store,
             nonces: Arc::new(reach::Nonces::default()),
             latest: DashMap::new(),
             running: Mutex::new(HashSet::new()),
+            clock,
         }
     }
 
@@ -177,7 +179,7 @@ impl Onboarding {
                 .any(|c| c.status == CheckStatus::Fail && c.blocking);
         list.push(certificate::check(name, &cert?, held));
         let report = Arc::new(Report {
-            checked_at: unix_now(),
+            checked_at: self.clock.now(),
             checks: list,
         });
         let json = serde_json::to_string(report.as_ref())
@@ -228,8 +230,8 @@ impl Onboarding {
     }
 
     async fn recheck_due(self: &Arc<Self>, certs: &Arc<Certs>) -> Result<(), StoreError> {
-        let now = unix_now();
-        let period = self.settings.recheck_interval.as_secs();
+        let now = self.clock.now();
+        let period = self.settings.recheck_interval;
         let mut due = Vec::new();
         for record in self.store.domains().await? {
             let fresh = self

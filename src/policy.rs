@@ -2,8 +2,8 @@
 //! memory so that a refusal costs one hash lookup and no I/O (a random-SNI flood touches neither
 //! the store nor the issuer); and, if configured, names an `ask` URL approves.
 //!
-//! The set is loaded from the store at start and kept in step by the admin API. Policy decides;
-//! it never issues.
+//! The set is loaded from the store at start; from then on only [`crate::domains::Domains`], the
+//! domain lifecycle, changes it, after the store. Policy decides; it never issues.
 
 use std::time::Duration;
 
@@ -17,6 +17,15 @@ const ASK_CACHE_ENTRIES: u64 = 100_000;
 /// How long one `ask` request may take; no answer counts as a refusal.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why the `ask` client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("building the HTTP client for the ask endpoint {url}")]
+pub struct AskError {
+    url: url::Url,
+    #[source]
+    source: reqwest::Error,
+}
+
 /// An `ask` endpoint (compatible with Caddy's on-demand TLS `ask`): `GET <url>?domain=NAME`, a
 /// 2xx answer permits the name.
 pub struct Ask {
@@ -27,10 +36,17 @@ pub struct Ask {
 
 impl Ask {
     /// An endpoint at `url` whose answers are remembered for `ttl`.
-    pub fn new(url: url::Url, ttl: Duration) -> Result<Ask, reqwest::Error> {
+    pub fn new(url: url::Url, ttl: Duration) -> Result<Ask, AskError> {
+        let client = reqwest::Client::builder()
+            .timeout(ASK_TIMEOUT)
+            .build()
+            .map_err(|source| AskError {
+                url: url.clone(),
+                source,
+            })?;
         Ok(Ask {
             url,
-            client: reqwest::Client::builder().timeout(ASK_TIMEOUT).build()?,
+            client,
             decisions: moka::future::Cache::builder()
                 .max_capacity(ASK_CACHE_ENTRIES)
                 .time_to_live(ttl)
@@ -88,13 +104,13 @@ impl Policy {
         }
     }
 
-    /// Starts serving `name`.
-    pub fn register(&self, name: Domain) {
+    /// Starts serving `name` (the domain lifecycle's job, once the store has it).
+    pub(crate) fn register(&self, name: Domain) {
         self.registered.insert(name);
     }
 
-    /// Stops serving `name`.
-    pub fn unregister(&self, name: &str) {
+    /// Stops serving `name` (the domain lifecycle's job).
+    pub(crate) fn unregister(&self, name: &str) {
         self.registered.remove(name);
     }
 

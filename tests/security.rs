@@ -104,7 +104,12 @@ async fn a_validly_sealed_token_never_redirects_to_a_non_http_url() {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();
-    let ring = KeyRing::new(vec![LinkKey::new(KeyId(id), secret.try_into().unwrap(), 0)]).unwrap();
+    let ring = KeyRing::new(vec![LinkKey::new(
+        KeyId(id),
+        secret.try_into().unwrap(),
+        std::time::SystemTime::UNIX_EPOCH,
+    )])
+    .unwrap();
     let client = edge.client(&[DOMAIN]);
     for url in [
         "javascript:alert(1)",

@@ -21,7 +21,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use super::{ApiError, Shared, add, check_now, parse_name, registered, view};
+use super::Shared;
+use super::error::{ApiError, parse_name};
+use super::views::DomainView;
 use render::{asset, error_page, forbidden, html, login_page, see_other, set_cookie};
 use session::{login_cookie, logout_cookie, same_origin, token_matches};
 
@@ -63,12 +65,12 @@ async fn index(
         // Accepted once, then out of the address bar (and history) at once.
         if token_matches(&state.token, &token) {
             let mut res = see_other("/ui/");
-            set_cookie(&mut res, &login_cookie(&state.token));
+            set_cookie(&mut res, &login_cookie(&state.token, state.clock.now()));
             return res;
         }
         return login_page(StatusCode::UNAUTHORIZED, Some("That token is not right."));
     }
-    if !session::logged_in(&state.token, &headers) {
+    if !logged_in(&state, &headers) {
         return login_page(StatusCode::UNAUTHORIZED, None);
     }
     index_page(&state, StatusCode::OK, None, "").await
@@ -81,7 +83,7 @@ async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     match form(&body).get("token") {
         Some(t) if token_matches(&state.token, t) => {
             let mut res = see_other("/ui/");
-            set_cookie(&mut res, &login_cookie(&state.token));
+            set_cookie(&mut res, &login_cookie(&state.token, state.clock.now()));
             res
         }
         _ => login_page(StatusCode::UNAUTHORIZED, Some("That token is not right.")),
@@ -101,7 +103,7 @@ async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes
     if !same_origin(&headers) {
         return forbidden();
     }
-    if !session::logged_in(&state.token, &headers) {
+    if !logged_in(&state, &headers) {
         return login_page(StatusCode::UNAUTHORIZED, None);
     }
     let input = form(&body).remove("name").unwrap_or_default();
@@ -109,9 +111,12 @@ async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         Ok(name) => name,
         Err(e) => return index_page(&state, e.status, Some(&e.message), input.trim()).await,
     };
-    match add(&state, name.clone()).await {
+    match state.domains.add(name.clone()).await {
         Ok(_) => see_other(&format!("/ui/domains/{name}")),
-        Err(e) => index_page(&state, e.status, Some(&e.message), name.as_str()).await,
+        Err(e) => {
+            let e = ApiError::from(e);
+            index_page(&state, e.status, Some(&e.message), name.as_str()).await
+        }
     }
 }
 
@@ -120,13 +125,12 @@ async fn domain(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if !session::logged_in(&state.token, &headers) {
+    if !logged_in(&state, &headers) {
         return login_page(StatusCode::UNAUTHORIZED, None);
     }
     let found = async {
         let name = parse_name(&name)?;
-        let record = registered(&state, &name).await?;
-        view(&state, record).await
+        Ok::<_, ApiError>(DomainView::from(state.domains.show(&name).await?))
     };
     match found.await {
         Ok(v) => html(StatusCode::OK, v.name.as_str(), &render::domain_body(&v)),
@@ -142,15 +146,16 @@ async fn check_domain(
     if !same_origin(&headers) {
         return forbidden();
     }
-    if !session::logged_in(&state.token, &headers) {
+    if !logged_in(&state, &headers) {
         return login_page(StatusCode::UNAUTHORIZED, None);
     }
     let checked = async {
         let name = parse_name(&name)?;
-        check_now(&state, &name).await
+        state.domains.check(&name).await?;
+        Ok::<_, ApiError>(name)
     };
     match checked.await {
-        Ok(v) => see_other(&format!("/ui/domains/{}", v.name)),
+        Ok(name) => see_other(&format!("/ui/domains/{name}")),
         Err(e) => error_page(e),
     }
 }
@@ -161,15 +166,14 @@ async fn index_page(
     error: Option<&str>,
     typed: &str,
 ) -> Response {
-    let mut views = Vec::new();
-    let listed = async {
-        for record in state.store.domains().await? {
-            views.push(view(state, record).await?);
-        }
-        Ok::<_, ApiError>(())
+    let views: Vec<DomainView> = match state.domains.list().await {
+        Ok(list) => list.into_iter().map(DomainView::from).collect(),
+        Err(e) => return error_page(e.into()),
     };
-    if let Err(e) = listed.await {
-        return error_page(e);
-    }
-    render::index(&views, state.onboarding.settings(), status, error, typed)
+    render::index(&views, state.domains.check_settings(), status, error, typed)
+}
+
+/// True if the request carries a valid session cookie.
+fn logged_in(state: &Shared, headers: &HeaderMap) -> bool {
+    session::logged_in(&state.token, headers, state.clock.now())
 }

@@ -5,22 +5,23 @@
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 /// Identifies a key inside a token (2 bytes on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct KeyId(pub u16);
 
-/// One key: its id, its secret and when it was created (Unix seconds).
+/// One key: its id, its secret and when it was created.
 #[derive(Clone)]
 pub struct LinkKey {
     id: KeyId,
     secret: [u8; 32],
-    created_at: u64,
+    created_at: SystemTime,
 }
 
 impl LinkKey {
     /// A key from its 32 secret bytes.
-    pub fn new(id: KeyId, secret: [u8; 32], created_at: u64) -> LinkKey {
+    pub fn new(id: KeyId, secret: [u8; 32], created_at: SystemTime) -> LinkKey {
         LinkKey {
             id,
             secret,
@@ -33,8 +34,8 @@ impl LinkKey {
         self.id
     }
 
-    /// Creation time, Unix seconds.
-    pub fn created_at(&self) -> u64 {
+    /// When the key was created.
+    pub fn created_at(&self) -> SystemTime {
         self.created_at
     }
 
@@ -123,8 +124,8 @@ mod tests {
 
     #[test]
     fn rotation_keeps_old_links_and_removal_stops_them() {
-        let k1 = LinkKey::new(KeyId(1), [1; 32], 0);
-        let k2 = LinkKey::new(KeyId(2), [2; 32], 0);
+        let k1 = LinkKey::new(KeyId(1), [1; 32], SystemTime::UNIX_EPOCH);
+        let k2 = LinkKey::new(KeyId(2), [2; 32], SystemTime::UNIX_EPOCH);
         let link = Link::new("https://example.com/", vec![], 5).unwrap();
         let old = KeyRing::new(vec![k1.clone()]).unwrap();
         let token = seal(&old, "a.example.com", &link);
@@ -142,7 +143,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_secret() {
-        let k = LinkKey::new(KeyId(3), [0xAB; 32], 0);
+        let k = LinkKey::new(KeyId(3), [0xAB; 32], SystemTime::UNIX_EPOCH);
         assert!(!format!("{k:?}").to_lowercase().contains("ab, "));
     }
 }

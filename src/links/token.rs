@@ -200,7 +200,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn ring() -> KeyRing {
-        KeyRing::new(vec![LinkKey::new(super::super::KeyId(1), [7; 32], 0)]).unwrap()
+        KeyRing::new(vec![LinkKey::new(
+            super::super::KeyId(1),
+            [7; 32],
+            std::time::SystemTime::UNIX_EPOCH,
+        )])
+        .unwrap()
     }
 
     fn link() -> Link {
@@ -273,7 +278,12 @@ mod tests {
     #[test]
     fn unknown_key_does_not_open() {
         let token = seal(&ring(), "a.example.com", &link());
-        let other = KeyRing::new(vec![LinkKey::new(super::super::KeyId(2), [7; 32], 0)]).unwrap();
+        let other = KeyRing::new(vec![LinkKey::new(
+            super::super::KeyId(2),
+            [7; 32],
+            std::time::SystemTime::UNIX_EPOCH,
+        )])
+        .unwrap();
         assert_eq!(
             open(&other, "a.example.com", &token),
             Err(TokenError::UnknownKey)

@@ -1,6 +1,8 @@
 //! What a check run produces: [`Check`]s (id, status, message, fix) and the [`Report`] kept per
 //! domain. The ids and statuses are part of the admin API.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 
 use super::certificate;
@@ -133,8 +135,9 @@ impl Check {
 /// The latest results for one domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    /// When the checks ran, Unix seconds.
-    pub checked_at: u64,
+    /// When the checks ran (stored as Unix seconds).
+    #[serde(with = "unix_seconds")]
+    pub checked_at: SystemTime,
     /// The results, in a fixed order; checks that could not run (their input failed) are left
     /// out rather than reported twice.
     pub checks: Vec<Check>,
@@ -163,9 +166,27 @@ impl Report {
     }
 }
 
+/// A time as whole Unix seconds, the form reports have always been stored in.
+mod unix_seconds {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use crate::clock::{from_unix_secs, unix_secs};
+
+    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(unix_secs(*t))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        u64::deserialize(d).map(from_unix_secs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::from_unix_secs;
 
     fn failing(id: CheckId, blocking: bool) -> Check {
         Check::fail(id, "broken", "do this".into(), blocking)
@@ -194,9 +215,20 @@ mod tests {
     }
 
     #[test]
+    fn reports_are_stored_with_unix_seconds() {
+        let report = Report {
+            checked_at: from_unix_secs(1_700_000_000),
+            checks: Vec::new(),
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(json, r#"{"checked_at":1700000000,"checks":[]}"#);
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
+    }
+
+    #[test]
     fn only_blocking_failures_hold_back_orders() {
         let report = Report {
-            checked_at: 1,
+            checked_at: from_unix_secs(1),
             checks: vec![
                 Check::pass(CheckId::DnsServer, "ok"),
                 failing(CheckId::HttpReachable, false),
@@ -205,7 +237,7 @@ mod tests {
         };
         assert!(report.blocking().is_none());
         let report = Report {
-            checked_at: 1,
+            checked_at: from_unix_secs(1),
             checks: vec![
                 failing(CheckId::HttpReachable, false),
                 failing(CheckId::Caa, true),

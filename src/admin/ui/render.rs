@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::super::{ApiError, DomainView};
+use super::super::error::ApiError;
+use super::super::views::DomainView;
 use crate::onboarding::{Check, CheckId, CheckStatus, Settings};
 
 /// Everything the page loads comes from here; nothing may frame it.

@@ -2,25 +2,29 @@
 //! keyed by the admin token (so the cookie is not the token, and changing the token ends every
 //! session), and the check that a form was posted from the page itself (CSRF).
 
+use std::time::{Duration, SystemTime};
+
 use aws_lc_rs::hmac;
 use axum::http::{HeaderMap, HeaderValue, header};
 
-use crate::clock::unix_now;
+use crate::clock::unix_secs;
 
 /// The session cookie's name.
 const COOKIE: &str = "clickedge_ui";
-/// How long a login lasts, in seconds.
-const SESSION_SECS: u64 = 12 * 3600;
+/// How long a login lasts.
+const SESSION: Duration = Duration::from_secs(12 * 3600);
 
-/// A session value valid until `expires` (Unix seconds): `<expires>.<hex HMAC>`.
-pub(super) fn session_value(token: &str, expires: u64) -> String {
+/// A session value valid until `expires`: `<expires, Unix seconds>.<hex HMAC>`.
+pub(super) fn session_value(token: &str, expires: SystemTime) -> String {
+    let expires = unix_secs(expires);
     let key = hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes());
     let tag = hmac::sign(&key, format!("clickedge-ui {expires}").as_bytes());
     format!("{expires}.{}", hex(tag.as_ref()))
 }
 
 /// True if `value` is a session for `token` that has not expired at `now`.
-pub(super) fn session_valid(token: &str, value: &str, now: u64) -> bool {
+pub(super) fn session_valid(token: &str, value: &str, now: SystemTime) -> bool {
+    let now = unix_secs(now);
     let Some((expires, tag)) = value.split_once('.') else {
         return false;
     };
@@ -32,9 +36,8 @@ pub(super) fn session_valid(token: &str, value: &str, now: u64) -> bool {
     expires > now && hmac::verify(&key, format!("clickedge-ui {expires}").as_bytes(), &tag).is_ok()
 }
 
-/// True if a request carries a valid session cookie for `token`.
-pub(super) fn logged_in(token: &str, headers: &HeaderMap) -> bool {
-    let now = unix_now();
+/// True if a request carries a session cookie for `token` valid at `now`.
+pub(super) fn logged_in(token: &str, headers: &HeaderMap, now: SystemTime) -> bool {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -66,12 +69,12 @@ pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// `Set-Cookie` value of a new session for `token`.
-pub(super) fn login_cookie(token: &str) -> String {
-    let expires = unix_now() + SESSION_SECS;
+/// `Set-Cookie` value of a session for `token` starting at `now`.
+pub(super) fn login_cookie(token: &str, now: SystemTime) -> String {
     format!(
-        "{COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}",
-        session_value(token, expires)
+        "{COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
+        session_value(token, now + SESSION),
+        SESSION.as_secs()
     )
 }
 
@@ -97,23 +100,44 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::from_unix_secs;
 
     #[test]
     fn sessions_are_bound_to_the_token_and_expire() {
-        let v = session_value("token-one-0123456789", 1000);
-        assert!(session_valid("token-one-0123456789", &v, 999));
-        assert!(!session_valid("token-one-0123456789", &v, 1000), "expired");
+        let at = from_unix_secs;
+        let v = session_value("token-one-0123456789", at(1000));
+        assert!(session_valid("token-one-0123456789", &v, at(999)));
         assert!(
-            !session_valid("token-two-0123456789", &v, 999),
+            !session_valid("token-one-0123456789", &v, at(1000)),
+            "expired"
+        );
+        assert!(
+            !session_valid("token-two-0123456789", &v, at(999)),
             "other token"
         );
         let forged = v.replacen("1000", "9999", 1);
         assert!(
-            !session_valid("token-one-0123456789", &forged, 999),
+            !session_valid("token-one-0123456789", &forged, at(999)),
             "expiry is signed"
         );
-        assert!(!session_valid("token-one-0123456789", "garbage", 0));
-        assert!(!session_valid("token-one-0123456789", "5.zz", 0));
+        assert!(!session_valid("token-one-0123456789", "garbage", at(0)));
+        assert!(!session_valid("token-one-0123456789", "5.zz", at(0)));
+    }
+
+    #[test]
+    fn a_login_lasts_twelve_hours_by_the_clock_it_was_given() {
+        let start = from_unix_secs(1_000_000);
+        let cookie = login_cookie("token-one-0123456789", start);
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        let token = "token-one-0123456789";
+        assert!(logged_in(
+            token,
+            &h,
+            start + SESSION - Duration::from_secs(1)
+        ));
+        assert!(!logged_in(token, &h, start + SESSION));
+        assert!(cookie.contains("Max-Age=43200"), "{cookie}");
     }
 
     #[test]

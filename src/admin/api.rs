@@ -1,0 +1,130 @@
+//! The JSON API under `/v1`: domains (add, list, show, check, remove), links (mint) and keys
+//! (list, rotate, remove). Each handler parses the request, calls the service and shows the
+//! answer; statuses of errors are decided in [`super::error`].
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Shared;
+use super::error::{ApiError, parse_name};
+use super::views::{DomainView, KeyView};
+
+/// The `/v1` routes (the token check is layered on by the caller).
+pub(super) fn router() -> Router<Shared> {
+    Router::new()
+        .route("/v1/domains", get(list_domains).post(add_domain))
+        .route("/v1/domains/{name}", get(show_domain).delete(remove_domain))
+        .route("/v1/domains/{name}/check", post(check_domain))
+        .route("/v1/links", post(mint_link))
+        .route("/v1/keys", get(list_keys).post(rotate_key))
+        .route("/v1/keys/{id}", delete(remove_key))
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+async fn list_domains(State(state): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let list = state.domains.list().await?;
+    Ok(axum::Json(
+        list.into_iter().map(DomainView::from).collect::<Vec<_>>(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddDomain {
+    name: String,
+}
+
+async fn add_domain(
+    State(state): State<Shared>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: AddDomain = parse_json(&body)?;
+    let added = state.domains.add(parse_name(&req.name)?).await?;
+    let status = if added.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(DomainView::from(added.domain))))
+}
+
+async fn show_domain(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let domain = state.domains.show(&parse_name(&name)?).await?;
+    Ok(axum::Json(DomainView::from(domain)))
+}
+
+async fn check_domain(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let domain = state.domains.check(&parse_name(&name)?).await?;
+    Ok(axum::Json(DomainView::from(domain)))
+}
+
+async fn remove_domain(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    state.domains.remove(&parse_name(&name)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintLink {
+    domain: String,
+    url: String,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
+}
+
+async fn mint_link(
+    State(state): State<Shared>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: MintLink = parse_json(&body)?;
+    let domain = parse_name(&req.domain)?;
+    let token = state
+        .keys
+        .mint(&domain, &req.url, req.meta.into_iter().collect())?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "link": format!("https://{domain}/c/{token}") })),
+    ))
+}
+
+async fn list_keys(State(state): State<Shared>) -> impl IntoResponse {
+    let keys: Vec<KeyView> = state.keys.list().into_iter().map(KeyView::from).collect();
+    axum::Json(keys)
+}
+
+async fn rotate_key(State(state): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let key = state.keys.rotate().await?;
+    Ok((StatusCode::CREATED, axum::Json(KeyView::from(key))))
+}
+
+async fn remove_key(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id: u16 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid key id {id:?}: expected a number")))?;
+    state.keys.remove(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

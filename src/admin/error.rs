@@ -1,0 +1,85 @@
+//! Errors as the admin listener answers them: the one place a service error gets its HTTP status
+//! (and a store failure its log line), for the API and the page alike.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::Domain;
+use crate::domains::DomainError;
+use crate::errors::chain as error_chain;
+use crate::keys::{KeyError, MintError};
+use crate::store::StoreError;
+
+/// An error answer: a status and a message for the caller.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    pub(super) status: StatusCode,
+    pub(super) message: String,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 500, with the cause in the edge's log rather than in the answer.
+    fn internal(e: &StoreError) -> ApiError {
+        tracing::error!(error = %error_chain(e), "admin request failed in the store");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal storage error; see the edge's log",
+        )
+    }
+}
+
+/// A name from a path or a form, or 400 saying what is wrong with it.
+pub(super) fn parse_name(name: &str) -> Result<Domain, ApiError> {
+    Domain::parse(name)
+        .map_err(|e| ApiError::bad_request(format!("invalid domain name {name:?}: {e}")))
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> ApiError {
+        let status = match &e {
+            DomainError::NotRegistered(_) => StatusCode::NOT_FOUND,
+            DomainError::RemovedConcurrently(_) => StatusCode::CONFLICT,
+            DomainError::Store(e) => return ApiError::internal(e),
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> ApiError {
+        let status = match &e {
+            KeyError::Sealing(_) => StatusCode::CONFLICT,
+            KeyError::NoSuchKey(_) => StatusCode::NOT_FOUND,
+            KeyError::Store(e) => return ApiError::internal(e),
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<MintError> for ApiError {
+    fn from(e: MintError) -> ApiError {
+        match e {
+            MintError::NotRegistered(_) | MintError::Link(_) => {
+                ApiError::bad_request(e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}

@@ -1,0 +1,54 @@
+//! What the API shows of a domain and of a key: the JSON shapes of the admin contract, times in
+//! RFC 3339. The page renders the same views.
+
+use serde::Serialize;
+
+use crate::Domain;
+use crate::certs::CertStatus;
+use crate::clock::{from_unix_secs, rfc3339};
+use crate::domains::DomainState;
+use crate::keys::KeyInfo;
+use crate::onboarding::Check;
+
+/// A domain as the API shows it.
+#[derive(Serialize)]
+pub(super) struct DomainView {
+    pub(super) name: Domain,
+    pub(super) created_at: String,
+    pub(super) certificate: CertStatus,
+    /// The latest onboarding checks (the certificate check describes the certificate now);
+    /// empty if never checked.
+    pub(super) checks: Vec<Check>,
+    /// When the checks ran (RFC 3339); none if never.
+    pub(super) checked_at: Option<String>,
+}
+
+impl From<DomainState> for DomainView {
+    fn from(d: DomainState) -> DomainView {
+        DomainView {
+            name: d.record.name,
+            created_at: rfc3339(from_unix_secs(d.record.created_at)),
+            certificate: d.certificate,
+            checks: d.checks,
+            checked_at: d.checked_at.map(rfc3339),
+        }
+    }
+}
+
+/// A link key as the API shows it (never its secret).
+#[derive(Serialize)]
+pub(super) struct KeyView {
+    id: u16,
+    created_at: String,
+    active: bool,
+}
+
+impl From<KeyInfo> for KeyView {
+    fn from(k: KeyInfo) -> KeyView {
+        KeyView {
+            id: k.id.0,
+            created_at: rfc3339(k.created_at),
+            active: k.active,
+        }
+    }
+}

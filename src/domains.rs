@@ -1,0 +1,191 @@
+//! The domain lifecycle: add, check again, show, list and remove a link domain. The admin API,
+//! the onboarding page and (through the API) the CLI all come here, so each step happens the same
+//! way whoever asks.
+//!
+//! This is the one writer of the registered-domain set: every change goes to the store first,
+//! then to [`Policy`] (which answers handshakes from memory), [`Certs`] (backoff, cache) and
+//! [`Onboarding`] (the latest checks). It speaks no HTTP; errors are [`DomainError`], which the
+//! callers turn into a status or a page.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::Domain;
+use crate::certs::{CertStatus, Certs};
+use crate::clock::Clock;
+use crate::errors::chain as error_chain;
+use crate::onboarding::{Check, Onboarding, Settings, certificate};
+use crate::policy::Policy;
+use crate::store::{DomainRecord, Store, StoreError};
+
+/// Why a domain operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The name is not registered.
+    #[error("domain {0} is not registered; add it with: clickedge domain add {0}")]
+    NotRegistered(Domain),
+    /// The name was removed while it was being added.
+    #[error("domain {0} was removed concurrently")]
+    RemovedConcurrently(Domain),
+    /// The store failed.
+    #[error("reading or writing domains in the store")]
+    Store(#[from] StoreError),
+}
+
+/// A domain as it stands: its record, its certificate now, and its latest checks.
+#[derive(Debug, Clone)]
+pub struct DomainState {
+    /// The stored record (name, when it was added, issuance status).
+    pub record: DomainRecord,
+    /// The certificate now.
+    pub certificate: CertStatus,
+    /// The latest checks, the certificate check describing the certificate now; empty if never
+    /// checked.
+    pub checks: Vec<Check>,
+    /// When the checks ran; none if never.
+    pub checked_at: Option<SystemTime>,
+}
+
+/// What [`Domains::add`] did.
+#[derive(Debug, Clone)]
+pub struct Added {
+    /// True if the name was new; false if it was registered already (its backoff was reset).
+    pub created: bool,
+    /// The domain after adding (and checking) it.
+    pub domain: DomainState,
+}
+
+/// Domain lifecycle over the store, the policy, the certificates and the checks.
+pub struct Domains {
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    certs: Arc<Certs>,
+    onboarding: Arc<Onboarding>,
+    clock: Clock,
+}
+
+impl Domains {
+    /// The lifecycle over these parts; `policy` must hold the domains of `store` (as built at
+    /// start), and changes only through this service from then on.
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: Arc<Policy>,
+        certs: Arc<Certs>,
+        onboarding: Arc<Onboarding>,
+        clock: Clock,
+    ) -> Domains {
+        Domains {
+            store,
+            policy,
+            certs,
+            onboarding,
+            clock,
+        }
+    }
+
+    /// What the checks compare DNS against (the page shows customers where to point).
+    pub fn check_settings(&self) -> &Settings {
+        self.onboarding.settings()
+    }
+
+    /// Every registered domain, sorted by name.
+    pub async fn list(&self) -> Result<Vec<DomainState>, DomainError> {
+        let mut out = Vec::new();
+        for record in self.store.domains().await? {
+            out.push(self.state(record).await?);
+        }
+        Ok(out)
+    }
+
+    /// One registered domain.
+    pub async fn show(&self, name: &Domain) -> Result<DomainState, DomainError> {
+        let record = self.registered(name).await?;
+        self.state(record).await
+    }
+
+    /// Registers `name` (again) and, when the edge knows what DNS must look like, checks it
+    /// before answering, so the first certificate order already knows whether DNS is right and
+    /// the customer sees what to fix.
+    pub async fn add(&self, name: Domain) -> Result<Added, DomainError> {
+        let created = self.store.add_domain(&name, self.clock.unix_secs()).await?;
+        self.policy.register(name.clone());
+        if created {
+            tracing::info!(domain = %name, "domain added");
+        } else {
+            // Adding an existing domain again is how a customer says "I fixed it, try now": the
+            // next handshake may order again instead of waiting out the backoff.
+            self.certs.reset_backoff(&name).await?;
+        }
+        let mut record = self
+            .store
+            .domain(&name)
+            .await?
+            .ok_or_else(|| DomainError::RemovedConcurrently(name.clone()))?;
+        if self.onboarding.is_configured() {
+            self.onboarding.check(&record, &self.certs).await?;
+            record = self.store.domain(&name).await?.unwrap_or(record);
+        }
+        Ok(Added {
+            created,
+            domain: self.state(record).await?,
+        })
+    }
+
+    /// Runs the checks of `name` now. Checks that pass again after a failure they can see the
+    /// cause of are how a customer says "fixed": the backoff is reset, so the next handshake
+    /// may order at once.
+    pub async fn check(&self, name: &Domain) -> Result<DomainState, DomainError> {
+        let record = self.registered(name).await?;
+        let report = self.onboarding.check(&record, &self.certs).await?;
+        if report.blocking().is_none()
+            && record.retry_at > self.clock.unix_secs()
+            && record
+                .last_error
+                .as_deref()
+                .is_some_and(certificate::checks_cover)
+        {
+            self.certs.reset_backoff(name).await?;
+        }
+        self.show(name).await
+    }
+
+    /// Unregisters `name`: handshakes for it fail from now on, and its certificate and checks
+    /// are deleted.
+    pub async fn remove(&self, name: &Domain) -> Result<(), DomainError> {
+        self.policy.unregister(name.as_str());
+        self.certs.forget(name);
+        self.onboarding.forget(name);
+        if !self.store.remove_domain(name).await? {
+            return Err(DomainError::NotRegistered(name.clone()));
+        }
+        if let Err(e) = self.certs.refresh_gauges().await {
+            tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
+        }
+        tracing::info!(domain = %name, "domain removed");
+        Ok(())
+    }
+
+    async fn registered(&self, name: &Domain) -> Result<DomainRecord, DomainError> {
+        self.store
+            .domain(name)
+            .await?
+            .ok_or_else(|| DomainError::NotRegistered(name.clone()))
+    }
+
+    async fn state(&self, record: DomainRecord) -> Result<DomainState, DomainError> {
+        let certificate = self.certs.status(&record).await?;
+        let (checks, checked_at) = match self.onboarding.latest(&record.name) {
+            Some(report) => (
+                report.with_certificate(&record.name, &certificate),
+                Some(report.checked_at),
+            ),
+            None => (Vec::new(), None),
+        };
+        Ok(DomainState {
+            record,
+            certificate,
+            checks,
+            checked_at,
+        })
+    }
+}
