@@ -189,3 +189,108 @@ impl Domains {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{ManualClock, from_unix_secs};
+    use crate::config::Config;
+    use crate::issuer::LocalCa;
+    use crate::metrics::Metrics;
+    use crate::onboarding::Settings;
+    use crate::store::{IssueStatus, SqliteStore};
+
+    /// The lifecycle over an empty in-memory store, the built-in CA and unconfigured checks.
+    fn domains(ca_dir: &std::path::Path, clock: &ManualClock) -> (Domains, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let policy = Arc::new(Policy::default());
+        let certs = Arc::new(Certs::new(
+            100,
+            store.clone(),
+            Arc::new(LocalCa::load_or_create(ca_dir).unwrap()),
+            policy.clone(),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            Metrics::unregistered(),
+            Duration::from_secs(5),
+        ));
+        let mut settings = Settings::from_config(&Config::default());
+        // Nothing listens there: lookups fail at once, without the network.
+        settings.dns_servers = vec!["127.0.0.1:9".parse().unwrap()];
+        let onboarding = Arc::new(Onboarding::new(settings, store.clone(), clock.clock()));
+        let domains = Domains::new(store.clone(), policy, certs, onboarding, clock.clock());
+        (domains, store)
+    }
+
+    fn d(name: &str) -> Domain {
+        Domain::parse(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn adding_and_removing_keep_the_store_and_the_policy_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(from_unix_secs(1_000));
+        let (domains, _) = domains(dir.path(), &clock);
+        let a = d("a.example.com");
+        let added = domains.add(a.clone()).await.unwrap();
+        assert!(added.created);
+        assert_eq!(added.domain.record.created_at, 1_000);
+        assert_eq!(added.domain.certificate.status, "none");
+        assert!(added.domain.checks.is_empty() && added.domain.checked_at.is_none());
+        assert!(domains.policy.is_registered(a.as_str()));
+        assert!(!domains.add(a.clone()).await.unwrap().created);
+        assert_eq!(domains.list().await.unwrap().len(), 1);
+
+        domains.remove(&a).await.unwrap();
+        assert!(!domains.policy.is_registered(a.as_str()));
+        assert!(matches!(
+            domains.remove(&a).await,
+            Err(DomainError::NotRegistered(_))
+        ));
+        assert!(matches!(
+            domains.show(&a).await,
+            Err(DomainError::NotRegistered(_))
+        ));
+        assert!(matches!(
+            domains.check(&a).await,
+            Err(DomainError::NotRegistered(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn adding_a_domain_again_clears_its_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(from_unix_secs(1_000));
+        let (domains, store) = domains(dir.path(), &clock);
+        let a = d("a.example.com");
+        domains.add(a.clone()).await.unwrap();
+        let failed = IssueStatus {
+            last_error: Some("urn:ietf:params:acme:error:caa".into()),
+            failures: 3,
+            retry_at: 5_000,
+        };
+        store.set_status(&a, &failed).await.unwrap();
+        let shown = domains.show(&a).await.unwrap();
+        assert_eq!(shown.certificate.failures, 3);
+
+        let again = domains.add(a.clone()).await.unwrap().domain;
+        let cleared = IssueStatus::default();
+        assert_eq!(again.record.failures, cleared.failures);
+        assert_eq!(again.record.last_error, cleared.last_error);
+        assert_eq!(again.record.retry_at, cleared.retry_at);
+    }
+
+    #[tokio::test]
+    async fn a_check_on_request_is_stamped_by_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(from_unix_secs(1_000));
+        let (domains, _) = domains(dir.path(), &clock);
+        let a = d("a.example.com");
+        domains.add(a.clone()).await.unwrap();
+        clock.advance(Duration::from_secs(30));
+        let checked = domains.check(&a).await.unwrap();
+        assert_eq!(checked.checked_at, Some(from_unix_secs(1_030)));
+        assert!(!checked.checks.is_empty());
+    }
+}
