@@ -202,14 +202,24 @@ mod tests {
     use crate::onboarding::Settings;
     use crate::store::{IssueStatus, SqliteStore};
 
-    /// The lifecycle over an empty in-memory store, the built-in CA and unconfigured checks.
-    fn domains(ca_dir: &std::path::Path, clock: &ManualClock) -> (Domains, Arc<dyn Store>) {
+    /// The lifecycle over an empty in-memory store, the built-in CA and unconfigured checks,
+    /// with a clock standing at 1 000 s.
+    struct Fixture {
+        domains: Domains,
+        store: Arc<dyn Store>,
+        clock: ManualClock,
+        _ca_dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let ca_dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(from_unix_secs(1_000));
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let policy = Arc::new(Policy::default());
         let certs = Arc::new(Certs::new(
             100,
             store.clone(),
-            Arc::new(LocalCa::load_or_create(ca_dir).unwrap()),
+            Arc::new(LocalCa::load_or_create(ca_dir.path()).unwrap()),
             policy.clone(),
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             Metrics::unregistered(),
@@ -219,8 +229,12 @@ mod tests {
         // Nothing listens there: lookups fail at once, without the network.
         settings.dns_servers = vec!["127.0.0.1:9".parse().unwrap()];
         let onboarding = Arc::new(Onboarding::new(settings, store.clone(), clock.clock()));
-        let domains = Domains::new(store.clone(), policy, certs, onboarding, clock.clock());
-        (domains, store)
+        Fixture {
+            domains: Domains::new(store.clone(), policy, certs, onboarding, clock.clock()),
+            store,
+            clock,
+            _ca_dir: ca_dir,
+        }
     }
 
     fn d(name: &str) -> Domain {
@@ -229,9 +243,8 @@ mod tests {
 
     #[tokio::test]
     async fn adding_and_removing_keep_the_store_and_the_policy_in_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(from_unix_secs(1_000));
-        let (domains, _) = domains(dir.path(), &clock);
+        let f = fixture();
+        let domains = &f.domains;
         let a = d("a.example.com");
         let added = domains.add(a.clone()).await.unwrap();
         assert!(added.created);
@@ -260,9 +273,8 @@ mod tests {
 
     #[tokio::test]
     async fn adding_a_domain_again_clears_its_backoff() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(from_unix_secs(1_000));
-        let (domains, store) = domains(dir.path(), &clock);
+        let f = fixture();
+        let (domains, store) = (&f.domains, &f.store);
         let a = d("a.example.com");
         domains.add(a.clone()).await.unwrap();
         let failed = IssueStatus {
@@ -283,9 +295,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_check_on_request_is_stamped_by_the_clock() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(from_unix_secs(1_000));
-        let (domains, _) = domains(dir.path(), &clock);
+        let f = fixture();
+        let (domains, clock) = (&f.domains, &f.clock);
         let a = d("a.example.com");
         domains.add(a.clone()).await.unwrap();
         clock.advance(Duration::from_secs(30));
