@@ -24,8 +24,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use clickedge::Domain;
 use clickedge::acme::challenges::Challenges;
 use clickedge::certs::Certs;
-use clickedge::clicks::ClickEvent;
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
+use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter};
+use clickedge::clock::{Clock, from_unix_secs};
 use clickedge::http::router::{Route, route};
 use clickedge::http::{ConnInfo, Edge};
 use clickedge::issuer::LocalCa;
@@ -207,7 +208,7 @@ fn bench_clicks(c: &mut Criterion) {
         domain: Domain::parse(DOMAIN).expect("valid domain"),
         url: link.url,
         meta: link.meta,
-        minted_at: link.minted_at,
+        minted_at: from_unix_secs(link.minted_at),
         ip: "203.0.113.7".parse().expect("valid IP"),
         ua: Some(
             "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 \
@@ -253,14 +254,22 @@ fn bench_handler(c: &mut Criterion) {
     ));
     // The real writer thread, writing into the temp dir: the handler only queues, but the
     // queue must drain for every click to take the path a served click takes.
-    let (sink, clicks) = FileSink::start(
+    let sink = FileSink::open(
         FileSinkConfig {
             dir: dir.path().join("clicks"),
             ..FileSinkConfig::default()
         },
         metrics.clone(),
+        Clock::system(),
     )
     .expect("click sink");
+    let (writer, clicks) = ClickWriter::start(
+        sink,
+        BatchConfig::default(),
+        metrics.clone(),
+        Clock::system(),
+    )
+    .expect("click writer");
     let edge = Edge::new(
         Arc::new(SharedKeyRing::new(ring())),
         clicks,
@@ -307,7 +316,7 @@ fn bench_handler(c: &mut Criterion) {
         b.iter_custom(|iters| iter_on(&rt, iters, || edge.handle(&conn, request(&forged))))
     });
     g.finish();
-    sink.close();
+    writer.close();
     // A click dropped at a full queue would have taken a shorter path than a served one.
     println!(
         "http: {} clicks logged, {} dropped",

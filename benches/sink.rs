@@ -1,5 +1,5 @@
-//! File-sink throughput alone: clicks pushed into `clickedge::clicks::file::FileSink`'s queue as
-//! fast as the writer takes them (never dropping one), then `close()`, which writes everything.
+//! File-sink throughput alone: clicks pushed into the queue of a `clickedge::clicks::ClickWriter`
+//! over a `clickedge::clicks::file::FileSink` as fast as the writer takes them (never dropping one), then `close()`, which writes everything.
 //! No network and no TLS: this is the ceiling the click log puts on the edge.
 //!
 //! ```text
@@ -12,11 +12,12 @@
 //! every one is on disk; no timing is checked.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use clickedge::Domain;
-use clickedge::clicks::ClickEvent;
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
+use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter};
+use clickedge::clock::{Clock, from_unix_secs};
 use clickedge::metrics::Metrics;
 
 /// An 80-byte destination, the "typical link" of the hotpath bench.
@@ -24,13 +25,13 @@ const URL: &str =
     "https://shop.example.com/spring-sale/shoes?utm_source=email&utm_campaign=spring1";
 const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
-fn event(domain: &Domain, ip: IpAddr, i: u64) -> ClickEvent {
+fn event(clock: &Clock, domain: &Domain, ip: IpAddr, i: u64) -> ClickEvent {
     ClickEvent {
-        ts: SystemTime::now(),
+        ts: clock.now(),
         domain: domain.clone(),
         url: URL.to_owned(),
         meta: vec![("c".into(), "spring".into()), ("r".into(), i.to_string())],
-        minted_at: 1_764_000_000,
+        minted_at: from_unix_secs(1_764_000_000),
         ip,
         ua: Some(UA.to_owned()),
         referer: None,
@@ -64,15 +65,26 @@ fn run(clicks: u64) -> Run {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).expect("metrics");
     let capacity = 65_536;
-    let (sink, queue) = FileSink::start(
+    let clock = Clock::system();
+    let sink = FileSink::open(
         FileSinkConfig {
             dir: dir.path().to_path_buf(),
-            queue_capacity: capacity,
             ..FileSinkConfig::default()
         },
         metrics.clone(),
+        clock.clone(),
     )
-    .expect("starting the sink");
+    .expect("opening the sink");
+    let (writer, queue) = ClickWriter::start(
+        sink,
+        BatchConfig {
+            queue_capacity: capacity,
+            ..BatchConfig::default()
+        },
+        metrics.clone(),
+        clock.clone(),
+    )
+    .expect("starting the writer");
     let domain = Domain::parse("links0.example.com").expect("domain");
     let ip: IpAddr = "203.0.113.7".parse().expect("ip");
     let cpu0 = own_cpu_seconds();
@@ -82,10 +94,10 @@ fn run(clicks: u64) -> Run {
         while metrics.clicks_queued.get() >= (capacity as i64 - 1024) {
             std::thread::yield_now();
         }
-        queue.push(event(&domain, ip, i));
+        queue.push(event(&clock, &domain, ip, i));
     }
     drop(queue);
-    sink.close();
+    writer.close();
     let elapsed = start.elapsed();
     let cpu = own_cpu_seconds() - cpu0;
     assert_eq!(metrics.clicks_dropped.get(), 0, "clicks dropped");

@@ -22,6 +22,7 @@ use crate::acme::challenges::Challenges;
 use crate::admin::{self, AdminState};
 use crate::certs::Certs;
 use crate::clicks::file::{FileSink, FileSinkConfig};
+use crate::clicks::{BatchConfig, ClickWriter};
 use crate::clock::Clock;
 use crate::config::{Config, IssuerKind};
 use crate::domains::Domains;
@@ -55,7 +56,7 @@ pub struct App {
     stop: watch::Sender<bool>,
     connections: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
-    sink: FileSink,
+    clicks: ClickWriter,
     grace: Duration,
 }
 
@@ -139,17 +140,25 @@ impl App {
             .await
             .context("reading certificate summary")?;
 
-        let (sink, clicks) = FileSink::start(
+        let sink = FileSink::open(
             FileSinkConfig {
                 dir: config.clicks_dir(),
-                flush_interval: config.clicks.flush_interval,
-                queue_capacity: config.clicks.queue_capacity.get(),
                 max_file_bytes: config.clicks.max_file_bytes.get(),
                 rotate_interval: config.clicks.rotate_interval,
+            },
+            metrics.clone(),
+            clock.clone(),
+        )?;
+        let (click_writer, clicks) = ClickWriter::start(
+            sink,
+            BatchConfig {
+                flush_interval: config.clicks.flush_interval,
+                queue_capacity: config.clicks.queue_capacity.get(),
                 durability: config.clicks.durability,
                 max_buffered_bytes: config.clicks.max_buffered_bytes.get(),
             },
             metrics.clone(),
+            clock.clone(),
         )?;
 
         let server_config = tls::server_config(provider.clone(), config.tls.session_resumption)
@@ -235,7 +244,7 @@ impl App {
             stop,
             connections,
             tasks,
-            sink,
+            clicks: click_writer,
             grace: config.shutdown_grace,
         })
     }
@@ -259,8 +268,8 @@ impl App {
         {
             tracing::warn!(grace = ?self.grace, "connections still open after the grace period; closing them");
         }
-        let sink = self.sink;
-        if tokio::task::spawn_blocking(move || sink.close())
+        let clicks = self.clicks;
+        if tokio::task::spawn_blocking(move || clicks.close())
             .await
             .is_err()
         {

@@ -9,7 +9,6 @@ pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -21,6 +20,7 @@ use crate::Domain;
 use crate::acme::challenges::Challenges;
 use crate::certs::Certs;
 use crate::clicks::{ClickEvent, ClickQueue};
+use crate::clock::from_unix_secs;
 use crate::links::{self, SharedKeyRing};
 use crate::metrics::{Metrics, outcome};
 use crate::policy::Policy;
@@ -84,7 +84,8 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
 impl Edge {
-    /// A handler opening tokens with `keys` and logging to `clicks`.
+    /// A handler opening tokens with `keys` and logging to `clicks` (stamped by the queue's
+    /// clock).
     pub fn new(
         keys: Arc<SharedKeyRing>,
         clicks: ClickQueue,
@@ -190,11 +191,11 @@ impl Edge {
                 .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
         let event = ClickEvent {
-            ts: SystemTime::now(),
+            ts: self.clicks.clock().now(),
             domain,
             url: link.url,
             meta: link.meta,
-            minted_at: link.minted_at,
+            minted_at: from_unix_secs(link.minted_at),
             ip: conn.peer.ip(),
             ua: header_string(header::USER_AGENT),
             referer: header_string(header::REFERER),

@@ -13,6 +13,7 @@ use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use super::naming;
 use crate::metrics::Metrics;
 
 /// Bytes read per step when searching a file backwards for a newline.
@@ -65,17 +66,14 @@ pub(super) fn recover(dir: &Path, metrics: &Metrics) -> Result<Option<Quarantine
 }
 
 /// The newest `clicks-*.jsonl` file that is not empty. Names sort in time order (see
-/// [`super::file`]); an empty newest file means the writer opened it and died before writing,
+/// [`naming`]); an empty newest file means the writer opened it and died before writing,
 /// so the one before it is the last that was written to.
 fn newest_click_file(dir: &Path) -> io::Result<Option<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let is_click_file = name
-            .to_str()
-            .is_some_and(|n| n.starts_with("clicks-") && n.ends_with(".jsonl"));
-        if is_click_file && entry.file_type()?.is_file() {
+        if name.to_str().is_some_and(naming::is_click_file) && entry.file_type()?.is_file() {
             files.push(entry.path());
         }
     }

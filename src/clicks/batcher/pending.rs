@@ -1,0 +1,138 @@
+//! The batch being built: encoded lines in arrival order, how many, which of them are synced
+//! clicks and who waits for each, and when the oldest is due. What the batcher holds while the
+//! sink fails is this, so its size in bytes is the memory bound.
+//!
+//! Bookkeeping only: when to write, and every counter, are the batcher's.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::clicks::queue::Ack;
+use crate::clicks::{Batch, ClickEvent, ClickRejected};
+
+/// A synced click in the batch: its bytes in [`Pending::buf`] and who waits for it.
+pub(super) struct Waiter {
+    lines: Range<usize>,
+    ack: Ack,
+}
+
+pub(super) struct Pending {
+    /// Encoded lines not yet written, in arrival order.
+    buf: Vec<u8>,
+    /// Clicks in `buf`.
+    clicks: u64,
+    /// Synced clicks in `buf`, in order.
+    waiters: Vec<Waiter>,
+    /// When the oldest click in `buf` is due to be written.
+    due_at: Option<Instant>,
+}
+
+impl Pending {
+    pub(super) fn new() -> Pending {
+        Pending {
+            buf: Vec::with_capacity(64 << 10),
+            clicks: 0,
+            waiters: Vec::new(),
+            due_at: None,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Size of the encoded lines.
+    pub(super) fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(super) fn clicks(&self) -> u64 {
+        self.clicks
+    }
+
+    /// Whether a synced click waits in the batch.
+    pub(super) fn has_synced(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+
+    /// When the oldest click is due to be written (none while the batch is empty).
+    pub(super) fn due_at(&self) -> Option<Instant> {
+        self.due_at
+    }
+
+    /// The batch for the sink: durable if a synced click is in it.
+    pub(super) fn batch(&self) -> Batch<'_> {
+        Batch::new(&self.buf, self.clicks, self.has_synced())
+    }
+
+    /// Encodes `event` onto the end of the batch, due `flush_interval` from now if it is the
+    /// first. With a `bound`, a click whose line would take the batch past it is not kept (a tail
+    /// drop: what is held stays a gapless run of the oldest clicks) and its `ack` is handed back.
+    pub(super) fn push(
+        &mut self,
+        event: &ClickEvent,
+        ack: Option<Ack>,
+        bound: Option<usize>,
+        flush_interval: Duration,
+    ) -> Result<(), Option<Ack>> {
+        let start = self.buf.len();
+        event.write_json(&mut self.buf);
+        if bound.is_some_and(|bound| self.buf.len() > bound) {
+            self.buf.truncate(start);
+            return Err(ack);
+        }
+        self.clicks += 1;
+        if let Some(ack) = ack {
+            self.waiters.push(Waiter {
+                lines: start..self.buf.len(),
+                ack,
+            });
+        }
+        self.due_at
+            .get_or_insert_with(|| Instant::now() + flush_interval);
+        Ok(())
+    }
+
+    /// The batch is kept: acknowledges its synced clicks and empties it.
+    pub(super) fn written(&mut self) {
+        for waiter in self.waiters.drain(..) {
+            // The waiter may have gone (client hung up); the click is kept all the same.
+            let _ = waiter.ack.send(Ok(()));
+        }
+        self.buf.clear();
+        // Give back what a long failure episode made the buffer grow to.
+        self.buf.shrink_to(2 * super::BATCH_BYTES);
+        self.clicks = 0;
+        self.due_at = None;
+    }
+
+    /// Takes the synced clicks out of the batch, lines and all; the buffered clicks around them
+    /// stay, in order. The caller counts them and then [`refuse`]s them.
+    pub(super) fn take_synced(&mut self) -> Vec<Waiter> {
+        if self.waiters.is_empty() {
+            return Vec::new();
+        }
+        let mut kept = Vec::with_capacity(self.buf.len());
+        let mut from = 0;
+        for waiter in &self.waiters {
+            kept.extend_from_slice(&self.buf[from..waiter.lines.start]);
+            from = waiter.lines.end;
+        }
+        kept.extend_from_slice(&self.buf[from..]);
+        self.buf = kept;
+        let taken = std::mem::take(&mut self.waiters);
+        self.clicks -= taken.len() as u64;
+        if self.buf.is_empty() {
+            self.due_at = None;
+        }
+        taken
+    }
+}
+
+/// Tells waiters their clicks were not written.
+pub(super) fn refuse(waiters: Vec<Waiter>) {
+    for waiter in waiters {
+        // The waiter may have gone (client hung up); nothing to tell then.
+        let _ = waiter.ack.send(Err(ClickRejected::SinkUnavailable));
+    }
+}

@@ -1,0 +1,145 @@
+//! The click line against serde_json, byte for byte; the timestamp writer against the generic
+//! formatter.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::Domain;
+use crate::clock::from_unix_secs;
+
+fn contract_event() -> ClickEvent {
+    ClickEvent {
+        ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
+        domain: Domain::parse("links.example.com").unwrap(),
+        url: "https://example.com/".into(),
+        meta: vec![("c".into(), "spring".into())],
+        minted_at: from_unix_secs(1_764_000_000),
+        ip: "127.0.0.1".parse().unwrap(),
+        ua: Some("curl/8".into()),
+        referer: None,
+        method: "GET",
+        tls: Some("1.3"),
+        http: "2",
+    }
+}
+
+#[test]
+fn line_has_contract_fields() {
+    let ev = contract_event();
+    let mut out = Vec::new();
+    ev.write_json(&mut out);
+    assert_eq!(out.last(), Some(&b'\n'));
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["ts"], "2025-11-24T16:00:00.123Z");
+    assert_eq!(v["kind"], "click");
+    assert_eq!(v["domain"], "links.example.com");
+    assert_eq!(v["url"], "https://example.com/");
+    assert_eq!(v["meta"]["c"], "spring");
+    assert_eq!(v["ip"], "127.0.0.1");
+    assert_eq!(v["ua"], "curl/8");
+    assert!(v["referer"].is_null());
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["tls"], "1.3");
+    assert_eq!(v["http"], "2");
+    assert_eq!(v["minted_at"], "2025-11-24T16:00:00.000Z");
+    assert_eq!(v.as_object().unwrap().len(), 12);
+}
+
+/// The click log contract's line as a struct: what [`ClickEvent::write_json`] must write, byte
+/// for byte, as serde_json serialises it.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    ts: String,
+    kind: &'static str,
+    domain: &'a str,
+    url: &'a str,
+    meta: BTreeMap<&'a str, &'a str>,
+    ip: IpAddr,
+    ua: Option<&'a str>,
+    referer: Option<&'a str>,
+    method: &'static str,
+    tls: Option<&'static str>,
+    http: &'static str,
+    minted_at: String,
+}
+
+fn reference_line(ev: &ClickEvent) -> Vec<u8> {
+    let line = Line {
+        ts: format_ts(ev.ts),
+        kind: "click",
+        domain: ev.domain.as_str(),
+        url: &ev.url,
+        meta: ev
+            .meta
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        ip: ev.ip,
+        ua: ev.ua.as_deref(),
+        referer: ev.referer.as_deref(),
+        method: ev.method,
+        tls: ev.tls,
+        http: ev.http,
+        minted_at: format_ts(ev.minted_at),
+    };
+    let mut out = serde_json::to_vec(&line).unwrap();
+    out.push(b'\n');
+    out
+}
+
+/// Any string, weighted towards what needs escaping.
+fn text() -> impl proptest::strategy::Strategy<Value = String> {
+    proptest::string::string_regex("[a-z\"\\\\\\x00-\\x1f\\x7f/é€😀 ]{0,12}").unwrap()
+}
+
+proptest::proptest! {
+    #[test]
+    fn line_is_what_serde_json_writes_for_the_contract_struct(
+        ms in 0u64..4_000_000_000_000,
+        minted_at in 0u64..4_000_000_000,
+        url in text(),
+        meta in proptest::collection::vec((text(), text()), 0..4),
+        ip in proptest::prelude::any::<IpAddr>(),
+        ua in proptest::option::of(text()),
+        referer in proptest::option::of(text()),
+        tls in proptest::option::of(proptest::sample::select(vec!["1.3", "1.2"])),
+    ) {
+        let ev = ClickEvent {
+            ts: SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
+            domain: Domain::parse("links.example.com").unwrap(),
+            url,
+            meta,
+            minted_at: from_unix_secs(minted_at),
+            ip,
+            ua,
+            referer,
+            method: "GET",
+            tls,
+            http: "1.1",
+        };
+        let mut out = Vec::new();
+        ev.write_json(&mut out);
+        // One line: the batch a sink is handed splits on newlines.
+        proptest::prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        proptest::prop_assert_eq!(
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(reference_line(&ev)).unwrap()
+        );
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn stamp_writes_what_format_ts_writes(
+        ms in -377_705_116_800_000i64..253_402_300_800_000
+    ) {
+        // Every instant `time` represents, years -9999 to 9999; negative years take the
+        // generic formatter.
+        let d = Duration::from_millis(ms.unsigned_abs());
+        let t = if ms < 0 { SystemTime::UNIX_EPOCH - d } else { SystemTime::UNIX_EPOCH + d };
+        let stamp = Stamp::new(t);
+        proptest::prop_assert_eq!(stamp.as_str(), format_ts(t));
+    }
+}
