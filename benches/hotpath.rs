@@ -25,6 +25,7 @@ use clickedge::Domain;
 use clickedge::acme::challenges::Challenges;
 use clickedge::certs::Certs;
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
+use clickedge::clicks::verdict::{Class, Verdict};
 use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter};
 use clickedge::clock::{Clock, from_unix_secs};
 use clickedge::http::router::{Route, route};
@@ -219,6 +220,15 @@ fn bench_clicks(c: &mut Criterion) {
         method: "GET",
         tls: Some("1.3"),
         http: "2",
+        verdict: None,
+    };
+    let judged = ClickEvent {
+        verdict: Some(Verdict {
+            class: Class::Machine,
+            reasons: vec!["ua-bot", "prefetch"],
+            rules: "2026-01",
+        }),
+        ..event.clone()
     };
     let mut out = Vec::with_capacity(1024);
 
@@ -228,6 +238,14 @@ fn bench_clicks(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             black_box(&event).write_json(&mut out);
+            black_box(out.len())
+        })
+    });
+    // The same line with a verdict's three fields appended.
+    g.bench_function("write_json_verdict", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(&judged).write_json(&mut out);
             black_box(out.len())
         })
     });

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! request path ──push──▶ ClickQueue ──▶ batcher thread ──Batch──▶ Sink (FileSink, …)
-//!                        (queue.rs)      (batcher.rs)              (sink.rs, file.rs)
+//!      │                 (queue.rs)      (batcher.rs)              (sink.rs, file.rs)
+//!      └─ VerdictStage (verdict.rs) judges the click before it is queued
 //! ```
 //!
 //! - [`ClickQueue`] is the request path's end: a non-blocking send into one bounded queue, with
@@ -25,7 +26,7 @@
 //!   files; a stream sink can implement the same trait without touching the batcher.
 //!
 //! The click log line is the contract ([`ClickEvent::write_json`]); new fields are only ever
-//! appended.
+//! appended (the verdict is).
 
 mod batcher;
 pub mod file;
@@ -34,6 +35,7 @@ mod queue;
 mod sink;
 #[cfg(test)]
 mod testing;
+pub mod verdict;
 
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -44,6 +46,7 @@ pub use batcher::{BatchConfig, ClickWriter, DEFAULT_MAX_BUFFERED_BYTES, StartErr
 pub use line::format_ts;
 pub use queue::{ClickQueue, ClickRejected};
 pub use sink::{Batch, Sink};
+pub use verdict::{NoVerdict, Verdict, VerdictStage};
 
 /// One click, as logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,4 +73,7 @@ pub struct ClickEvent {
     pub tls: Option<&'static str>,
     /// HTTP version (`"1.1"`, `"2"`).
     pub http: &'static str,
+    /// How the [`VerdictStage`] judged the click; none when it did not (the line then has no
+    /// verdict fields at all).
+    pub verdict: Option<Verdict>,
 }

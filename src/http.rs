@@ -19,6 +19,7 @@ use prometheus::IntCounter;
 use crate::Domain;
 use crate::acme::challenges::Challenges;
 use crate::certs::Certs;
+use crate::clicks::verdict::{Facts, NoVerdict, VerdictStage};
 use crate::clicks::{ClickEvent, ClickQueue};
 use crate::clock::from_unix_secs;
 use crate::links::{self, SharedKeyRing};
@@ -68,8 +69,9 @@ pub struct ConnInfo {
     pub tls: Option<&'static str>,
 }
 
-/// The request handler shared by both listeners.
-pub struct Edge {
+/// The request handler shared by both listeners. Generic over the [`VerdictStage`] that judges
+/// each click, so the default ([`NoVerdict`]) costs nothing per click.
+pub struct Edge<V = NoVerdict> {
     keys: Arc<SharedKeyRing>,
     clicks: ClickQueue,
     certs: Arc<Certs>,
@@ -78,6 +80,7 @@ pub struct Edge {
     max_uri_bytes: usize,
     counters: Counters,
     check_nonces: Option<Arc<crate::onboarding::reach::Nonces>>,
+    verdict: V,
 }
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -85,7 +88,7 @@ const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
 impl Edge {
     /// A handler opening tokens with `keys` and logging to `clicks` (stamped by the queue's
-    /// clock).
+    /// clock), judging no click.
     pub fn new(
         keys: Arc<SharedKeyRing>,
         clicks: ClickQueue,
@@ -104,11 +107,29 @@ impl Edge {
             max_uri_bytes,
             counters: Counters::new(metrics),
             check_nonces: None,
+            verdict: NoVerdict,
+        }
+    }
+}
+
+impl<V: VerdictStage> Edge<V> {
+    /// Judges every click with `verdict` before it is logged.
+    pub fn with_verdict<W: VerdictStage>(self, verdict: W) -> Edge<W> {
+        Edge {
+            keys: self.keys,
+            clicks: self.clicks,
+            certs: self.certs,
+            policy: self.policy,
+            challenges: self.challenges,
+            max_uri_bytes: self.max_uri_bytes,
+            counters: self.counters,
+            check_nonces: self.check_nonces,
+            verdict,
         }
     }
 
     /// Answers the onboarding reachability nonces in `nonces` on the plain HTTP listener.
-    pub fn with_check_nonces(mut self, nonces: Arc<crate::onboarding::reach::Nonces>) -> Edge {
+    pub fn with_check_nonces(mut self, nonces: Arc<crate::onboarding::reach::Nonces>) -> Self {
         self.check_nonces = Some(nonces);
         self
     }
@@ -190,7 +211,7 @@ impl Edge {
                 .get(name)
                 .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
-        let event = ClickEvent {
+        let mut event = ClickEvent {
             ts: self.clicks.clock().now(),
             domain,
             url: link.url,
@@ -202,7 +223,12 @@ impl Edge {
             method,
             tls: conn.tls,
             http: http_version(req.version()),
+            verdict: None,
         };
+        event.verdict = self.verdict.judge(&Facts {
+            click: &event,
+            headers: req.headers(),
+        });
         // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
         // and a click that cannot be kept is refused rather than acknowledged.
         if self.clicks.record(event).await.is_err() {
@@ -308,14 +334,4 @@ fn http_version(v: http::Version) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_parsing() {
-        assert_eq!(strip_port("a.example.com:8443"), "a.example.com");
-        assert_eq!(strip_port("a.example.com"), "a.example.com");
-        assert!(same_name("A.Example.com.", "a.example.com"));
-        assert!(!same_name("b.example.com", "a.example.com"));
-    }
-}
+mod tests;

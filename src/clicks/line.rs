@@ -2,7 +2,9 @@
 //! what serde_json writes for the contract's struct (the tests check the two against each
 //! other), because serde_json's escaping and formatting were most of the writer's work per click.
 //!
-//! This module writes bytes into a buffer; it does no I/O and knows nothing of batches or files.
+//! The contract only grows at the end: the verdict's three fields are appended when there is a
+//! verdict, and a line without one is exactly the line written before verdicts existed. This
+//! module writes bytes into a buffer; it does no I/O and knows nothing of batches or files.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -10,6 +12,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::ClickEvent;
+use super::verdict::Verdict;
 
 const TS_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
@@ -104,8 +107,27 @@ impl ClickEvent {
         json_str(out, self.http);
         out.extend_from_slice(b",\"minted_at\":");
         json_str(out, minted_at.as_str());
+        if let Some(verdict) = &self.verdict {
+            json_verdict(out, verdict);
+        }
         out.extend_from_slice(b"}\n");
     }
+}
+
+/// The verdict's members, appended after the original fields: `"verdict"`, `"reasons"`,
+/// `"rules"`.
+fn json_verdict(out: &mut Vec<u8>, verdict: &Verdict) {
+    out.extend_from_slice(b",\"verdict\":");
+    json_str(out, verdict.class.as_str());
+    out.extend_from_slice(b",\"reasons\":[");
+    for (i, reason) in verdict.reasons.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, reason);
+    }
+    out.extend_from_slice(b"],\"rules\":");
+    json_str(out, verdict.rules);
 }
 
 /// `s` as a JSON string, escaped exactly as serde_json escapes it.

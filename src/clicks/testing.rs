@@ -32,6 +32,7 @@ pub(super) fn event(i: usize) -> ClickEvent {
         method: "GET",
         tls: Some("1.3"),
         http: "1.1",
+        verdict: None,
     }
 }
 

@@ -1,5 +1,5 @@
-//! The click line against serde_json, byte for byte; the timestamp writer against the generic
-//! formatter.
+//! The click line against serde_json, byte for byte, with and without a verdict; the timestamp
+//! writer against the generic formatter.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::Domain;
+use crate::clicks::verdict::Class;
 use crate::clock::from_unix_secs;
 
 fn contract_event() -> ClickEvent {
@@ -22,6 +23,7 @@ fn contract_event() -> ClickEvent {
         method: "GET",
         tls: Some("1.3"),
         http: "2",
+        verdict: None,
     }
 }
 
@@ -44,7 +46,29 @@ fn line_has_contract_fields() {
     assert_eq!(v["tls"], "1.3");
     assert_eq!(v["http"], "2");
     assert_eq!(v["minted_at"], "2025-11-24T16:00:00.000Z");
+    // No verdict, no verdict fields: the line is the one written before verdicts existed.
     assert_eq!(v.as_object().unwrap().len(), 12);
+}
+
+#[test]
+fn a_verdict_appends_its_three_fields_after_the_unchanged_line() {
+    let mut ev = contract_event();
+    let mut plain = Vec::new();
+    ev.write_json(&mut plain);
+    ev.verdict = Some(Verdict {
+        class: Class::Machine,
+        reasons: vec!["ua-bot", "prefetch"],
+        rules: "2026-01",
+    });
+    let mut judged = Vec::new();
+    ev.write_json(&mut judged);
+    // Additive: everything before the closing brace is the line without a verdict.
+    let head = &plain[..plain.len() - 2];
+    assert_eq!(&judged[..head.len()], head);
+    assert_eq!(
+        std::str::from_utf8(&judged[head.len()..]).unwrap(),
+        ",\"verdict\":\"machine\",\"reasons\":[\"ua-bot\",\"prefetch\"],\"rules\":\"2026-01\"}\n"
+    );
 }
 
 /// The click log contract's line as a struct: what [`ClickEvent::write_json`] must write, byte
@@ -63,6 +87,12 @@ struct Line<'a> {
     tls: Option<&'static str>,
     http: &'static str,
     minted_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasons: Option<&'a [&'static str]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<&'static str>,
 }
 
 fn reference_line(ev: &ClickEvent) -> Vec<u8> {
@@ -83,6 +113,9 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
         tls: ev.tls,
         http: ev.http,
         minted_at: format_ts(ev.minted_at),
+        verdict: ev.verdict.as_ref().map(|v| v.class.as_str()),
+        reasons: ev.verdict.as_ref().map(|v| v.reasons.as_slice()),
+        rules: ev.verdict.as_ref().map(|v| v.rules),
     };
     let mut out = serde_json::to_vec(&line).unwrap();
     out.push(b'\n');
@@ -92,6 +125,34 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
 /// Any string, weighted towards what needs escaping.
 fn text() -> impl proptest::strategy::Strategy<Value = String> {
     proptest::string::string_regex("[a-z\"\\\\\\x00-\\x1f\\x7f/é€😀 ]{0,12}").unwrap()
+}
+
+/// Reason codes and rule versions are `&'static str`: a fixed pool, some needing escapes.
+fn code() -> impl proptest::strategy::Strategy<Value = &'static str> {
+    proptest::sample::select(vec![
+        "",
+        "ua-bot",
+        "prefetch",
+        "2026-01",
+        "q\"uote",
+        "back\\slash",
+        "tab\t",
+        "é€😀",
+    ])
+}
+
+fn verdict() -> impl proptest::strategy::Strategy<Value = Verdict> {
+    use proptest::strategy::Strategy as _;
+    (
+        proptest::sample::select(vec![Class::Human, Class::Machine, Class::Unknown]),
+        proptest::collection::vec(code(), 0..4),
+        code(),
+    )
+        .prop_map(|(class, reasons, rules)| Verdict {
+            class,
+            reasons,
+            rules,
+        })
 }
 
 proptest::proptest! {
@@ -105,6 +166,7 @@ proptest::proptest! {
         ua in proptest::option::of(text()),
         referer in proptest::option::of(text()),
         tls in proptest::option::of(proptest::sample::select(vec!["1.3", "1.2"])),
+        verdict in proptest::option::of(verdict()),
     ) {
         let ev = ClickEvent {
             ts: SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
@@ -118,6 +180,7 @@ proptest::proptest! {
             method: "GET",
             tls,
             http: "1.1",
+            verdict,
         };
         let mut out = Vec::new();
         ev.write_json(&mut out);

@@ -1,0 +1,78 @@
+//! The verdict seam: room for judging whether a click came from a person or a machine (mail
+//! scanners, link unfurlers, prefetchers), without judging anything yet.
+//!
+//! The request path calls a [`VerdictStage`] once per click, with what the request carries
+//! ([`Facts`]), before the click is queued; its [`Verdict`] rides along in the [`ClickEvent`] and
+//! is appended to the click line as `"verdict"`, `"reasons"` and `"rules"`. The default stage,
+//! [`NoVerdict`], judges nothing: the line keeps exactly its old fields, and since the handler is
+//! generic over its stage, the call compiles away (no allocation, no dynamic dispatch).
+//!
+//! This module holds the types only; rules that fill a verdict belong in their own module.
+//! NOTE: [`Facts`] borrows the request's headers as the `http` crate's [`http::HeaderMap`]:
+//! vocabulary types, not the server; copying the headers into a type of ours would cost an
+//! allocation per click.
+
+use super::ClickEvent;
+
+/// Who a click is judged to come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// A person following the link.
+    Human,
+    /// Software fetching the link on its own (a scanner, an unfurler, a prefetch).
+    Machine,
+    /// The stage looked and could not tell.
+    Unknown,
+}
+
+impl Class {
+    /// The value of the line's `"verdict"` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Human => "human",
+            Class::Machine => "machine",
+            Class::Unknown => "unknown",
+        }
+    }
+}
+
+/// A stage's judgement of one click.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The judgement: the line's `"verdict"`.
+    pub class: Class,
+    /// Codes of the rules that decided it, in the order they fired: the line's `"reasons"`.
+    pub reasons: Vec<&'static str>,
+    /// Version of the rule set that judged: the line's `"rules"`, so a later reader knows which
+    /// rules a verdict came from.
+    pub rules: &'static str,
+}
+
+/// What the request path knows about a click when it judges it. Fields may be added (TLS
+/// facts of the connection, say) without changing [`VerdictStage`].
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The click as it will be logged, without a verdict yet: method, address, TLS and HTTP
+    /// versions, the link and its minting time.
+    pub click: &'a ClickEvent,
+    /// Every request header, including those the click line does not keep.
+    pub headers: &'a http::HeaderMap,
+}
+
+/// Judges clicks on the request path. Called once per click, before it is queued, so it must be
+/// quick and must not block or do I/O.
+pub trait VerdictStage: Send + Sync + 'static {
+    /// The verdict on the click `facts` describes; `None` leaves the click unjudged.
+    fn judge(&self, facts: &Facts<'_>) -> Option<Verdict>;
+}
+
+/// The stage that judges nothing, the default: every click is logged without a verdict.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoVerdict;
+
+impl VerdictStage for NoVerdict {
+    #[inline]
+    fn judge(&self, _facts: &Facts<'_>) -> Option<Verdict> {
+        None
+    }
+}
