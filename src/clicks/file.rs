@@ -7,8 +7,8 @@
 //! landed in part leaves no torn or duplicate line for the batcher's retry. If even the truncation
 //! fails, nothing else is written until it succeeds, so only the newest file can end torn.
 //!
-//! At open a torn tail left by a crash is quarantined ([`recover`]). File names
-//! ([`naming`]) sort in time order. This module never reads the log back and never deletes
+//! At open a torn tail left by a crash is quarantined (`recover`). File names
+//! (`naming`) sort in time order. This module never reads the log back and never deletes
 //! files; what to do while it fails (hold, retry, drop, refuse) is the batcher's business.
 
 mod naming;
