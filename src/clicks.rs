@@ -1,7 +1,7 @@
 //! Clicks: the event ([`ClickEvent`]) and the pipeline that keeps it, in three rooms.
 //!
 //! ```text
-//! request path ──push──▶ ClickQueue ──▶ batcher thread ──Batch──▶ Sink (FileSink, …)
+//! request path ──push──▶ ClickQueue ──▶ batcher thread ──Batch──▶ ClickSink (FileSink, …)
 //!      │                 (queue.rs)      (batcher.rs)              (sink.rs, file.rs)
 //!      └─ VerdictStage (verdict.rs) judges the click before it is queued
 //! ```
@@ -21,7 +21,7 @@
 //! - The batcher ([`ClickWriter`]) works for any sink: it encodes clicks into JSON lines,
 //!   batches them, sleeps until a batch is due, holds the batch while the sink fails (up to a
 //!   memory bound), and drains the queue on close.
-//! - A [`Sink`] only owns its medium: it writes whole batches, or fails with a typed error and
+//! - A [`ClickSink`] only owns its medium: it writes whole batches, or fails with a typed error and
 //!   keeps nothing torn, so the batcher can retry. [`file::FileSink`] writes rotated JSON Lines
 //!   files; a stream sink can implement the same trait without touching the batcher.
 //!
@@ -45,7 +45,7 @@ use crate::Domain;
 pub use batcher::{BatchConfig, ClickWriter, DEFAULT_MAX_BUFFERED_BYTES, StartError};
 pub use line::format_ts;
 pub use queue::{ClickQueue, ClickRejected};
-pub use sink::{Batch, Sink};
+pub use sink::{Batch, ClickSink};
 pub use verdict::{NoVerdict, Verdict, VerdictStage};
 
 /// One click, as logged.

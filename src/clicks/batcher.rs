@@ -1,5 +1,5 @@
 //! The batcher: one thread per sink that drains the [`ClickQueue`], encodes clicks into lines and
-//! hands them to a [`Sink`] in batches. Everything about clicks in flight lives here, for any
+//! hands them to a [`ClickSink`] in batches. Everything about clicks in flight lives here, for any
 //! sink; the sink only writes.
 //!
 //! Group commit: the batcher takes everything queued (up to [`BATCH_BYTES`]) and hands it over as
@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::queue::{Ack, Msg};
-use super::{ClickEvent, ClickQueue, ClickRejected, Sink};
+use super::{ClickEvent, ClickQueue, ClickRejected, ClickSink};
 use crate::clock::Clock;
 use crate::config::Durability;
 use crate::errors;
@@ -81,7 +81,7 @@ pub struct ClickWriter {
 impl ClickWriter {
     /// Starts the batcher thread over `sink`; returns it and the queue for the request path,
     /// which stamps clicks with `clock`.
-    pub fn start<S: Sink>(
+    pub fn start<S: ClickSink>(
         sink: S,
         config: BatchConfig,
         metrics: Metrics,
@@ -113,7 +113,7 @@ impl ClickWriter {
 }
 
 /// Starts the batcher thread over `sink`, draining `rx`.
-pub(super) fn spawn<S: Sink>(
+pub(super) fn spawn<S: ClickSink>(
     sink: S,
     config: BatchConfig,
     metrics: Metrics,
@@ -144,7 +144,7 @@ struct Batcher<S> {
     failure: Option<Failure>,
 }
 
-impl<S: Sink> Batcher<S> {
+impl<S: ClickSink> Batcher<S> {
     fn new(sink: S, config: BatchConfig, metrics: Metrics) -> Batcher<S> {
         metrics.click_sink_healthy.set(1);
         Batcher {

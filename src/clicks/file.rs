@@ -1,5 +1,5 @@
 //! The file sink: JSON Lines files under `clicks.dir`, rotated by size and age, written only by
-//! the batcher thread through [`Sink`]. The one place that does click I/O.
+//! the batcher thread through [`ClickSink`]. The one place that does click I/O.
 //!
 //! Each batch is appended with one `write`; a durable batch is then `fdatasync`ed (and the
 //! directory synced once per new file, so its name survives a crash too). A write or sync that
@@ -19,7 +19,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Batch, Sink};
+use super::{Batch, ClickSink};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 
@@ -229,7 +229,7 @@ impl FileSink {
     }
 }
 
-impl Sink for FileSink {
+impl ClickSink for FileSink {
     type Error = WriteError;
 
     /// Appends the batch to the current file (repairing, rotating or opening one first as

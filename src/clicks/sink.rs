@@ -1,4 +1,4 @@
-//! The seam between the batcher and a medium: [`Sink`] writes whole [`Batch`]es of encoded
+//! The seam between the batcher and a medium: [`ClickSink`] writes whole [`Batch`]es of encoded
 //! click lines, and [`Batch`] is what it is handed.
 //!
 //! Split of duties: the batcher owns everything about clicks in flight (queueing, batching,
@@ -52,7 +52,7 @@ impl<'a> Batch<'a> {
         self.clicks
     }
 
-    /// Whether a synced click is in the batch: [`Sink::write`] must then return `Ok` only once
+    /// Whether a synced click is in the batch: [`ClickSink::write`] must then return `Ok` only once
     /// the batch is durable (synced to disk, acknowledged by the stream), because the click's
     /// waiter is acknowledged right after.
     pub fn durable(&self) -> bool {
@@ -61,7 +61,7 @@ impl<'a> Batch<'a> {
 }
 
 /// A medium for click lines, driven by the batcher thread.
-pub trait Sink: Send + 'static {
+pub trait ClickSink: Send + 'static {
     /// Why a write failed. Logged by the batcher with its causes; never shown to a client.
     type Error: std::error::Error + Send + 'static;
 

@@ -245,7 +245,7 @@ fn a_failing_sink_holds_more_than_a_batch_and_still_closes() {
     assert_eq!(lines(&dir).1, urls(0..1));
 }
 
-/// One call of [`Sink::write`] as the fake saw it.
+/// One call of [`ClickSink::write`] as the fake saw it.
 #[derive(Debug, PartialEq, Eq)]
 struct Attempt {
     urls: Vec<String>,
@@ -273,7 +273,7 @@ impl FakeSink {
     }
 }
 
-impl Sink for FakeSink {
+impl ClickSink for FakeSink {
     type Error = io::Error;
 
     fn write(&mut self, batch: &Batch<'_>) -> io::Result<()> {

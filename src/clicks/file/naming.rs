@@ -1,7 +1,7 @@
-//! Click file names: `clicks-<UTC time of opening, ms>.jsonl` (`clicks-20261125T091000.123Z.jsonl`),
-//! so a plain sort of the directory is time order, with no characters that need quoting. Both
-//! ways: naming a new file ([`create_next`]) and recognising one ([`is_click_file`]), which
-//! startup recovery relies on to find the newest file.
+//! Click file names: `clicks-<UTC time of opening, ms>.jsonl`
+//! (`clicks-20261125T091000.123Z.jsonl`), so a plain sort of the directory is time order, with no
+//! characters that need quoting. Both ways: naming a new file ([`create_next`]) and recognising
+//! one ([`is_click_file`]), which startup recovery relies on to find the newest file.
 
 use std::fs::{File, OpenOptions};
 use std::io;
