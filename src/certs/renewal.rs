@@ -1,0 +1,145 @@
+//! The renewal driver: a queue of renewal times, and the maintenance loop that starts a renewal
+//! flight for each name that comes due. When to renew is [`super::schedule`]'s to say.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::flight::{Flight, IssueOutcome};
+use super::key::Entry;
+use super::{CertError, Certs, lock, schedule};
+use crate::Domain;
+use crate::clock::{from_unix_secs, rfc3339, unix_now};
+use crate::errors::chain as error_chain;
+
+/// The maintenance loop wakes at least this often (gauges, and newly due renewals).
+const MAINTENANCE_TICK: Duration = Duration::from_secs(60);
+
+/// Renewal times by name, and names by time.
+#[derive(Debug, Default)]
+pub(super) struct Schedule {
+    by_time: BTreeSet<(u64, Domain)>,
+    pub(super) by_name: HashMap<Domain, u64>,
+}
+
+impl Schedule {
+    pub(super) fn set(&mut self, name: &Domain, at: u64) {
+        if let Some(old) = self.by_name.insert(name.clone(), at) {
+            self.by_time.remove(&(old, name.clone()));
+        }
+        self.by_time.insert((at, name.clone()));
+    }
+
+    pub(super) fn remove(&mut self, name: &Domain) {
+        if let Some(old) = self.by_name.remove(name) {
+            self.by_time.remove(&(old, name.clone()));
+        }
+    }
+
+    pub(super) fn pop_due(&mut self, now: u64) -> Vec<Domain> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.by_time.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, name)) = self.by_time.pop_first() {
+                self.by_name.remove(&name);
+                due.push(name);
+            }
+        }
+        due
+    }
+
+    pub(super) fn next(&self) -> Option<u64> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
+}
+
+impl Certs {
+    /// Renews certificates when the schedule says so, until `stop` turns true.
+    pub async fn run_maintenance(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let now = unix_now();
+            let due = lock(&self.schedule).pop_due(now);
+            for name in due {
+                // The flight runs on its own; nobody waits for it here.
+                drop(self.fly(&name, Flight::Renew));
+            }
+            if let Err(e) = self.refresh_gauges().await {
+                tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
+            }
+            let next = lock(&self.schedule).next();
+            let sleep = next.map_or(MAINTENANCE_TICK, |at| {
+                Duration::from_secs(at.saturating_sub(unix_now())).min(MAINTENANCE_TICK)
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(sleep.max(Duration::from_millis(200))) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    pub(super) async fn renew(&self, name: &Domain) -> Result<Entry, CertError> {
+        let unavailable = |message: String| CertError::Unavailable {
+            domain: name.clone(),
+            message,
+        };
+        if !self.policy.is_registered(name.as_str()) {
+            return Err(CertError::NotServed(name.clone()));
+        }
+        let current = self
+            .store
+            .certificate(name)
+            .await
+            .map_err(|e| unavailable(error_chain(&e)))?
+            .ok_or_else(|| unavailable("no certificate to renew".into()))?;
+        let now = unix_now();
+        match self.issuer.renewal_window(&current).await {
+            Ok(Some(w)) => {
+                let at = schedule::ari_renew_at(w.start, w.end, now, rand::random());
+                if at > now {
+                    let check = now + w.check_after.as_secs().max(60);
+                    lock(&self.schedule).set(name, at.min(check));
+                    return self.entry(&current).map_err(unavailable);
+                }
+                tracing::info!(domain = %name, window_start = %rfc3339(from_unix_secs(w.start)), "renewal window open: renewing");
+            }
+            // Without renewal information (the CA offers none, or could not be asked), the
+            // lifetime rule decides: this check may come early (every certificate gets one within
+            // hours of a start), and renewing on it would reissue every certificate after every
+            // restart.
+            info => {
+                if let Err(e) = info {
+                    tracing::warn!(domain = %name, error = %e, "renewal information unavailable");
+                }
+                // Renew once the earliest point the rule can pick has passed; a fresh random
+                // point here could defer a check that came on time.
+                let (nb, na) = (current.not_before, current.not_after);
+                if now < schedule::default_renew_at(nb, na, 1.0) {
+                    let at = schedule::default_renew_at(nb, na, rand::random());
+                    lock(&self.schedule).set(name, at);
+                    return self.entry(&current).map_err(unavailable);
+                }
+            }
+        }
+        match self.issue(name, Some(&current)).await {
+            Ok(entry) => {
+                self.metrics.renewals.with_label_values(&["ok"]).inc();
+                Ok(entry)
+            }
+            Err(e) => {
+                self.metrics.renewals.with_label_values(&["failed"]).inc();
+                // The current certificate keeps serving; the schedule was set by `issue`.
+                let message = match e {
+                    IssueOutcome::Failed(s) => s.last_error.unwrap_or_default(),
+                    IssueOutcome::Unusable(m) => m,
+                };
+                tracing::warn!(domain = %name, error = %message, "renewal failed; the current certificate keeps serving");
+                self.entry(&current).map_err(unavailable)
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! A domain's certificate status for the admin API: state, validity, next renewal, backoff and
+//! the last error.
+
+use super::{Certs, lock};
+use crate::clock::{from_unix_secs, rfc3339, unix_now};
+use crate::store::{DomainRecord, StoreError};
+
+/// Status of a domain's certificate, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertStatus {
+    /// `none`, `pending`, `valid` or `failed`.
+    pub status: &'static str,
+    /// Issuer of the current certificate.
+    pub issuer: Option<String>,
+    /// Validity start (RFC 3339).
+    pub not_before: Option<String>,
+    /// Validity end (RFC 3339).
+    pub not_after: Option<String>,
+    /// When the certificate is next renewed (or renewal information checked), RFC 3339.
+    pub next_renewal: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// No new order before this time (RFC 3339), after a failure.
+    pub retry_at: Option<String>,
+    /// Last issuance error, with the CA's problem type and detail.
+    pub last_error: Option<String>,
+}
+
+impl Certs {
+    /// Certificate status of `name` for the admin API.
+    pub async fn status(&self, record: &DomainRecord) -> Result<CertStatus, StoreError> {
+        let name = &record.name;
+        let stored = self.store.certificate(name).await?;
+        let now = unix_now();
+        let pending = lock(&self.inflight).contains_key(name);
+        let status = match &stored {
+            _ if pending => "pending",
+            Some(c) if c.not_after > now => "valid",
+            _ if record.last_error.is_some() => "failed",
+            _ => "none",
+        };
+        let next_renewal = lock(&self.schedule).by_name.get(name).copied();
+        Ok(CertStatus {
+            status,
+            issuer: stored.as_ref().map(|c| c.issuer.clone()),
+            not_before: stored
+                .as_ref()
+                .map(|c| rfc3339(from_unix_secs(c.not_before))),
+            not_after: stored
+                .as_ref()
+                .map(|c| rfc3339(from_unix_secs(c.not_after))),
+            next_renewal: stored
+                .as_ref()
+                .and(next_renewal)
+                .map(|t| rfc3339(from_unix_secs(t))),
+            failures: record.failures,
+            retry_at: (record.retry_at > now).then(|| rfc3339(from_unix_secs(record.retry_at))),
+            last_error: record.last_error.clone(),
+        })
+    }
+}

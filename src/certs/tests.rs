@@ -1,0 +1,298 @@
+//! Tests of the certificate layer over a real SQLite store and the built-in CA.
+
+use super::*;
+use crate::issuer::IssueError;
+use crate::issuer::LocalCa;
+use crate::store::SqliteStore;
+use crate::store::StoredCert;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Counts issuances; fails while `fail` is set.
+struct Counting {
+    ca: LocalCa,
+    calls: AtomicUsize,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Issuer for Counting {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+    async fn issue(&self, d: &Domain, r: Option<&StoredCert>) -> Result<StoredCert, IssueError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(IssueError::Refused {
+                domain: d.clone(),
+                problem_type: Some("urn:ietf:params:acme:error:rejectedIdentifier".into()),
+                detail: "policy forbids issuing for name".into(),
+            });
+        }
+        self.ca.issue(d, r).await
+    }
+}
+
+fn setup(dir: &std::path::Path) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>) {
+    let issuer = Arc::new(Counting {
+        ca: LocalCa::load_or_create(dir).unwrap(),
+        calls: AtomicUsize::new(0),
+        fail: false.into(),
+    });
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let certs = certs_over(
+        &store,
+        issuer.clone(),
+        [Domain::parse("a.example.com").unwrap()],
+    );
+    (issuer, store, Arc::new(certs))
+}
+
+/// A certificate layer over `store` and `issuer` serving `names`, as a (re)start makes it.
+fn certs_over(
+    store: &Arc<dyn Store>,
+    issuer: Arc<dyn Issuer>,
+    names: impl IntoIterator<Item = Domain>,
+) -> Certs {
+    Certs::new(
+        100,
+        store.clone(),
+        issuer,
+        Arc::new(Policy::new(names, None)),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        Metrics::unregistered(),
+        Duration::from_secs(5),
+    )
+}
+
+/// [`setup`] with `a.example.com` registered in the store (the policy already serves it).
+async fn registered(dir: &std::path::Path) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>, Domain) {
+    let (issuer, store, certs) = setup(dir);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, 0).await.unwrap();
+    (issuer, store, certs, name)
+}
+
+async fn record(store: &Arc<dyn Store>, name: &Domain) -> DomainRecord {
+    store.domain(name).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_issuance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, certs, name) = registered(dir.path()).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let certs = certs.clone();
+            let name = name.clone();
+            tokio::spawn(async move { certs.resolve(&name).await.map(|_| ()) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    assert!(store.certificate(&name).await.unwrap().is_some());
+    let status = certs.status(&record(&store, &name).await).await.unwrap();
+    assert_eq!(status.status, "valid");
+    assert!(status.next_renewal.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_issuances_each_return_with_gauges_counting_their_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<Domain> = (0..24)
+        .map(|i| Domain::parse(&format!("n{i}.example.com")).unwrap())
+        .collect();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    for name in &names {
+        store.add_domain(name, 0).await.unwrap();
+    }
+    let ca = Arc::new(LocalCa::load_or_create(dir.path()).unwrap());
+    let certs = Arc::new(certs_over(&store, ca, names.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in names.clone() {
+        let certs = certs.clone();
+        tasks.spawn(async move { certs.resolve(&name).await.map(drop) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    // Each issuance returned only after a scan that saw its certificate.
+    assert_eq!(certs.metrics.certs_held.get(), 24);
+    assert_eq!(certs.gauges.asked.load(Ordering::SeqCst), 24);
+    assert_eq!(certs.gauges.covered.load(Ordering::SeqCst), 24);
+}
+
+/// `(hit, miss)` of `clickedge_certificate_lookups_total`.
+fn lookups(certs: &Certs) -> (u64, u64) {
+    (
+        certs.metrics.cert_lookup_hits.get(),
+        certs.metrics.cert_lookup_misses.get(),
+    )
+}
+
+#[tokio::test]
+async fn lookups_count_a_miss_per_flight_and_a_hit_per_cached_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, certs, name) = registered(dir.path()).await;
+    certs.resolve(&name).await.unwrap();
+    assert_eq!(lookups(&certs), (0, 1), "issued: a miss");
+    certs.resolve(&name).await.unwrap();
+    certs.resolve(&name).await.unwrap();
+    assert_eq!(lookups(&certs), (2, 1), "then served from memory");
+
+    // A restart (cold cache) loads the stored certificate: a miss, no issuance.
+    let cold = Arc::new(certs_over(&store, issuer.clone(), [name.clone()]));
+    cold.resolve(&name).await.unwrap();
+    cold.resolve(&name).await.unwrap();
+    assert_eq!(lookups(&cold), (1, 1));
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+
+    // A refused name looks nothing up.
+    let other = Domain::parse("b.example.com").unwrap();
+    assert!(cold.resolve(&other).await.is_err());
+    assert_eq!(lookups(&cold), (1, 1));
+}
+
+#[tokio::test]
+async fn unregistered_names_are_refused_without_issuing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, _store, certs) = setup(dir.path());
+    let other = Domain::parse("b.example.com").unwrap();
+    assert!(matches!(
+        certs.resolve(&other).await,
+        Err(CertError::NotServed(_))
+    ));
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_failure_backs_off_instead_of_ordering_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, certs, name) = registered(dir.path()).await;
+    issuer.fail.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        let err = certs.resolve(&name).await.unwrap_err();
+        assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+        assert!(err.to_string().contains("rejectedIdentifier"), "{err}");
+    }
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    let rec = record(&store, &name).await;
+    assert_eq!(rec.failures, 1);
+    assert!(rec.retry_at >= unix_now() + 59);
+    let status = certs.status(&rec).await.unwrap();
+    assert_eq!(status.status, "failed");
+    assert!(status.last_error.unwrap().contains("policy forbids"));
+
+    // Backoff survives a restart of the certificate layer.
+    let (_, _, fresh) = {
+        let issuer2 = issuer.clone();
+        let c = certs_over(&store, issuer2.clone(), [name.clone()]);
+        c.restore(&store.domains().await.unwrap(), &[]);
+        (issuer2, store.clone(), Arc::new(c))
+    };
+    assert!(fresh.resolve(&name).await.is_err());
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+
+    // Clearing the backoff lets the next handshake order again.
+    issuer.fail.store(false, Ordering::SeqCst);
+    certs.reset_backoff(&name).await.unwrap();
+    certs.resolve(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        record(&store, &name).await,
+        DomainRecord {
+            name: name.clone(),
+            created_at: 0,
+            last_error: None,
+            failures: 0,
+            retry_at: 0,
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_check_without_renewal_information_renews_only_when_the_lifetime_rule_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, certs, name) = registered(dir.path()).await;
+    certs.resolve(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    // The early check every stored certificate gets after a start: the issuer offers no
+    // renewal window and the certificate is young, so nothing is ordered, and the next
+    // check is set by the lifetime rule.
+    certs.renew(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    let cert = store.certificate(&name).await.unwrap().unwrap();
+    let due = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
+    let lifetime = cert.not_after - cert.not_before;
+    assert!(
+        due > unix_now() && due >= cert.not_before + lifetime / 2,
+        "next check {due} for a certificate valid {}..{}",
+        cert.not_before,
+        cert.not_after
+    );
+}
+
+#[tokio::test]
+async fn a_renewal_check_does_not_cache_a_name_nobody_clicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_issuer, _store, certs, name) = registered(dir.path()).await;
+    certs.resolve(&name).await.unwrap();
+    // As after a restart: stored, not in memory.
+    certs.cache.invalidate(&name);
+    let mut done = certs.fly(&name, Flight::Renew);
+    done.wait_for(Option::is_some).await.unwrap();
+    assert!(!certs.cache.contains_key(&name));
+    // A handshake's flight does cache it.
+    let mut done = certs.fly(&name, Flight::Obtain);
+    done.wait_for(Option::is_some).await.unwrap();
+    assert!(certs.cache.contains_key(&name));
+}
+
+/// Holds back every name while `reason` is set.
+struct Gate(Mutex<Option<String>>);
+
+impl IssueGate for Gate {
+    fn hold(&self, _name: &Domain) -> Option<String> {
+        lock(&self.0).clone()
+    }
+}
+
+#[tokio::test]
+async fn a_held_back_name_orders_nothing_and_records_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, _, name) = registered(dir.path()).await;
+    let gate = Arc::new(Gate(Mutex::new(Some("the `caa` check fails".into()))));
+    let certs =
+        Arc::new(certs_over(&store, issuer.clone(), [name.clone()]).with_gate(gate.clone()));
+    let err = certs.resolve(&name).await.unwrap_err();
+    assert!(err.to_string().contains("`caa` check fails"), "{err}");
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 0);
+    let rec = record(&store, &name).await;
+    assert_eq!(rec.last_error.as_deref(), Some("the `caa` check fails"));
+    assert_eq!((rec.failures, rec.retry_at), (0, 0), "no backoff");
+    // Once the gate opens, the next handshake orders.
+    *lock(&gate.0) = None;
+    certs.resolve(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(record(&store, &name).await.last_error, None);
+}
+
+#[test]
+fn schedule_pops_in_time_order() {
+    let mut s = Schedule::default();
+    let a = Domain::parse("a.example.com").unwrap();
+    let b = Domain::parse("b.example.com").unwrap();
+    s.set(&a, 10);
+    s.set(&b, 5);
+    s.set(&a, 20);
+    assert_eq!(s.next(), Some(5));
+    assert_eq!(s.pop_due(10), vec![b.clone()]);
+    assert_eq!(s.pop_due(19), Vec::<Domain>::new());
+    assert_eq!(s.pop_due(20), vec![a.clone()]);
+    assert_eq!(s.next(), None);
+    s.set(&a, 1);
+    s.remove(&a);
+    assert_eq!(s.pop_due(100), Vec::<Domain>::new());
+}
