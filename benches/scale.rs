@@ -330,7 +330,7 @@ fn timed<T>(edge: &Edge, f: impl FnOnce() -> Result<T, String>) -> Result<(T, Ti
 async fn in_parallel<F, Fut>(admin: &Admin, jobs: usize, f: F) -> Result<(), String>
 where
     F: Fn(Admin, usize) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     let mut set = tokio::task::JoinSet::new();
     let mut next = 0;

@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod challenges;
 pub mod client;
+mod error;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +26,13 @@ use tokio::sync::OnceCell;
 use crate::Domain;
 use crate::clock::unix_now;
 use crate::config::{self, ChallengeKind};
-use crate::errors::chain as error_chain;
 use crate::issuer::{IssueError, Issuer, RenewalWindow};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoredCert};
 use budget::OrderBudget;
 use challenges::Challenges;
 use client::AcmeHttp;
+pub use error::AcmeError;
 
 /// Extra time a published challenge stays answerable after the order's own timeout.
 const CHALLENGE_SLACK: u64 = 60;
@@ -54,7 +55,7 @@ impl AcmeIssuer {
         store: Arc<dyn Store>,
         challenges: Arc<Challenges>,
         metrics: Metrics,
-    ) -> Result<AcmeIssuer, String> {
+    ) -> Result<AcmeIssuer, AcmeError> {
         let budget = Arc::new(OrderBudget::new(
             settings.max_orders.get(),
             settings.order_window,
@@ -77,18 +78,15 @@ impl AcmeIssuer {
 
     /// The account: loaded from the store, or created once and stored.
     async fn account(&self, domain: &Domain) -> Result<&Account, IssueError> {
-        let failed = |message: String| IssueError::Failed {
-            domain: domain.clone(),
-            message,
-        };
+        let failed = |e: AcmeError| failed(domain, e);
         self.account
             .get_or_try_init(|| async {
                 let key = self.account_key();
                 let builder = Account::builder_with_http(Box::new(self.http.clone()));
-                let stored = self.store.kv(&key).await.map_err(|e| failed(error_chain(&e)))?;
+                let stored = self.store.kv(&key).await.map_err(|e| failed(e.into()))?;
                 if let Some(json) = stored {
                     let credentials: AccountCredentials = serde_json::from_str(&json)
-                        .map_err(|e| failed(format!("stored ACME account does not parse: {e}")))?;
+                        .map_err(|e| failed(AcmeError::StoredAccount(e)))?;
                     return builder
                         .from_credentials(credentials)
                         .await
@@ -99,7 +97,7 @@ impl AcmeIssuer {
                     (Some(kid), Some(hmac)) => {
                         let key = URL_SAFE_NO_PAD
                             .decode(hmac.trim_end_matches('='))
-                            .map_err(|_| failed("acme.eab_hmac_key is not base64url".into()))?;
+                            .map_err(|_| failed(AcmeError::EabKey))?;
                         Some(ExternalAccountKey::new(kid.clone(), &key))
                     }
                     _ => None,
@@ -117,11 +115,11 @@ impl AcmeIssuer {
                     .await
                     .map_err(|e| acme_error(domain, e))?;
                 let json = serde_json::to_string(&credentials)
-                    .map_err(|e| failed(format!("serialising the ACME account: {e}")))?;
+                    .map_err(|e| failed(AcmeError::SerialiseAccount(e)))?;
                 self.store
                     .put_kv(&key, &json)
                     .await
-                    .map_err(|e| failed(error_chain(&e)))?;
+                    .map_err(|e| failed(e.into()))?;
                 tracing::info!(directory = %self.settings.directory, account = account.id(), "ACME account created");
                 Ok(account)
             })
@@ -162,12 +160,7 @@ impl AcmeIssuer {
             match authz.status {
                 AuthorizationStatus::Valid => continue,
                 AuthorizationStatus::Pending => {}
-                other => {
-                    return Err(IssueError::Failed {
-                        domain: domain.clone(),
-                        message: format!("authorization is {other:?}"),
-                    });
-                }
+                other => return Err(failed(domain, AcmeError::Authorization(other))),
             }
             let Some(kind) = self.settings.challenges.iter().copied().find(|k| {
                 authz
@@ -175,18 +168,8 @@ impl AcmeIssuer {
                     .iter()
                     .any(|c| c.r#type == challenge_type(*k))
             }) else {
-                return Err(IssueError::Failed {
-                    domain: domain.clone(),
-                    message: format!(
-                        "the CA offers none of the configured challenge types ({})",
-                        self.settings
-                            .challenges
-                            .iter()
-                            .map(|k| k.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
+                let configured = self.settings.challenges.clone();
+                return Err(failed(domain, AcmeError::NoChallenge(configured)));
             };
             *challenge = Some(kind);
             let Some(mut handle) = authz.challenge(challenge_type(kind)) else {
@@ -203,10 +186,7 @@ impl AcmeIssuer {
             self.challenges
                 .publish(kind, &key, &value, expires_at)
                 .await
-                .map_err(|e| IssueError::Failed {
-                    domain: domain.clone(),
-                    message: error_chain(&e),
-                })?;
+                .map_err(|e| failed(domain, e))?;
             published.push((kind, key));
             handle
                 .set_ready()
@@ -226,23 +206,11 @@ impl AcmeIssuer {
             return Err(invalid_order(domain, &mut order).await);
         }
 
-        let key =
-            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| IssueError::Failed {
-                domain: domain.clone(),
-                message: e.to_string(),
-            })?;
-        let mut params =
-            CertificateParams::new(vec![domain.to_string()]).map_err(|e| IssueError::Failed {
-                domain: domain.clone(),
-                message: e.to_string(),
-            })?;
+        let csr_failed = |e| failed(domain, AcmeError::Csr(e));
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(csr_failed)?;
+        let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(csr_failed)?;
         params.distinguished_name = DistinguishedName::new();
-        let csr = params
-            .serialize_request(&key)
-            .map_err(|e| IssueError::Failed {
-                domain: domain.clone(),
-                message: e.to_string(),
-            })?;
+        let csr = params.serialize_request(&key).map_err(csr_failed)?;
         order
             .finalize_csr(csr.der())
             .await
@@ -251,11 +219,7 @@ impl AcmeIssuer {
             .poll_certificate(&retries)
             .await
             .map_err(|e| acme_error(domain, e))?;
-        let (not_before, not_after) =
-            validity(&chain_pem).map_err(|message| IssueError::Failed {
-                domain: domain.clone(),
-                message,
-            })?;
+        let (not_before, not_after) = validity(&chain_pem).map_err(|e| failed(domain, e))?;
         Ok(StoredCert {
             issuer: "acme".into(),
             chain_pem,
@@ -292,12 +256,7 @@ impl Issuer for AcmeIssuer {
             ),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(IssueError::Failed {
-                domain: domain.clone(),
-                message: "the order timed out".into(),
-            })
-        });
+        .unwrap_or_else(|_| Err(failed(domain, AcmeError::Timeout)));
         for (kind, key) in published {
             self.challenges.withdraw(kind, &key).await;
         }
@@ -322,16 +281,13 @@ impl Issuer for AcmeIssuer {
         result
     }
 
-    async fn renewal_window(&self, cert: &StoredCert) -> Result<Option<RenewalWindow>, IssueError> {
-        let domain = Domain::parse("renewal.invalid").map_err(|_| IssueError::Failed {
-            domain: Domain::parse("unknown.invalid").expect("valid literal"),
-            message: "internal".into(),
-        })?;
-        let account = self.account(&domain).await?;
-        let id = certificate_id(cert).map_err(|message| IssueError::Failed {
-            domain: domain.clone(),
-            message,
-        })?;
+    async fn renewal_window(
+        &self,
+        domain: &Domain,
+        cert: &StoredCert,
+    ) -> Result<Option<RenewalWindow>, IssueError> {
+        let account = self.account(domain).await?;
+        let id = certificate_id(cert).map_err(|e| failed(domain, e))?;
         match account.renewal_info(&id).await {
             Ok((info, check_after)) => Ok(Some(RenewalWindow {
                 start: info.suggested_window.start.unix_timestamp().max(0) as u64,
@@ -339,7 +295,7 @@ impl Issuer for AcmeIssuer {
                 check_after,
             })),
             Err(instant_acme::Error::Unsupported(_)) => Ok(None),
-            Err(e) => Err(acme_error(&domain, e)),
+            Err(e) => Err(acme_error(domain, e)),
         }
     }
 }
@@ -352,24 +308,23 @@ fn challenge_type(kind: ChallengeKind) -> ChallengeType {
 }
 
 /// The ARI identifier of a stored certificate's leaf.
-fn certificate_id(cert: &StoredCert) -> Result<CertificateIdentifier<'static>, String> {
+fn certificate_id(cert: &StoredCert) -> Result<CertificateIdentifier<'static>, AcmeError> {
     let leaf = CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
         .next()
-        .ok_or("empty chain")?
-        .map_err(|e| e.to_string())?;
+        .ok_or(AcmeError::StoredChainEmpty)?
+        .map_err(AcmeError::StoredChainPem)?;
     CertificateIdentifier::try_from(&leaf)
         .map(|id| id.into_owned())
-        .map_err(|e| e.to_string())
+        .map_err(AcmeError::CertificateId)
 }
 
 /// `not_before` and `not_after` of the leaf, Unix seconds.
-fn validity(chain_pem: &str) -> Result<(u64, u64), String> {
+fn validity(chain_pem: &str) -> Result<(u64, u64), AcmeError> {
     let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .next()
-        .ok_or("the CA sent an empty chain")?
-        .map_err(|e| format!("the CA's chain does not parse: {e}"))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&leaf)
-        .map_err(|e| format!("the CA's certificate does not parse: {e}"))?;
+        .ok_or(AcmeError::EmptyChain)?
+        .map_err(AcmeError::ChainPem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).map_err(AcmeError::Certificate)?;
     let v = cert.validity();
     Ok((
         v.not_before.timestamp().max(0) as u64,
@@ -381,10 +336,15 @@ fn validity(chain_pem: &str) -> Result<(u64, u64), String> {
 fn acme_error(domain: &Domain, e: instant_acme::Error) -> IssueError {
     match e {
         instant_acme::Error::Api(problem) => refused(domain, &problem),
-        other => IssueError::Failed {
-            domain: domain.clone(),
-            message: error_chain(&other),
-        },
+        other => failed(domain, AcmeError::Protocol(other)),
+    }
+}
+
+/// An order for `domain` failed for a reason other than a refusal.
+fn failed(domain: &Domain, source: impl Into<AcmeError>) -> IssueError {
+    IssueError::Failed {
+        domain: domain.clone(),
+        source: source.into(),
     }
 }
 
@@ -416,8 +376,5 @@ async fn invalid_order(domain: &Domain, order: &mut Order) -> IssueError {
             return refused(domain, &problem.clone());
         }
     }
-    IssueError::Failed {
-        domain: domain.clone(),
-        message: "the order became invalid without a reason from the CA".into(),
-    }
+    failed(domain, AcmeError::InvalidOrder)
 }

@@ -103,7 +103,6 @@ impl App {
                     challenges.clone(),
                     metrics.clone(),
                 )
-                .map_err(anyhow::Error::msg)
                 .context("setting up the ACME issuer")?,
             ),
         };

@@ -36,11 +36,11 @@ use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::store::{CertLifetime, DomainRecord, IssueStatus, Store, StoreError};
-pub use error::CertError;
+pub use error::{CertError, LoadError};
 use flight::{Flight, Outcome};
 use gauges::GaugeScans;
 use key::Entry;
-pub use key::certified_key;
+pub use key::{KeyError, certified_key};
 use renewal::Schedule;
 pub use status::CertStatus;
 

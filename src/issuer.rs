@@ -12,18 +12,23 @@ use std::time::Duration;
 pub use local::LocalCa;
 
 use crate::Domain;
+use crate::acme::AcmeError;
 use crate::store::StoredCert;
 
 /// Why a certificate could not be issued.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// NOTE: the variants name each issuer's own error as their source (the built-in CA's
+/// `rcgen::Error`, `acme`'s [`AcmeError`]), so what kind of failure it was is read from types.
+#[derive(Debug, thiserror::Error)]
 pub enum IssueError {
     /// The built-in CA failed to make or sign a certificate.
-    #[error("local CA could not issue a certificate for {domain}: {message}")]
+    #[error("local CA could not issue a certificate for {domain}")]
     Local {
         /// The name.
         domain: Domain,
-        /// The cause, in words.
-        message: String,
+        /// The cause.
+        #[source]
+        source: rcgen::Error,
     },
     /// The CA refused: an RFC 8555 problem document.
     #[error("the CA refused {domain}: {}{detail}", problem_type.as_deref().map(|t| format!("{t}: ")).unwrap_or_default())]
@@ -36,12 +41,13 @@ pub enum IssueError {
         detail: String,
     },
     /// Talking to the CA failed (network, protocol, timeout).
-    #[error("obtaining a certificate for {domain}: {message}")]
+    #[error("obtaining a certificate for {domain}")]
     Failed {
         /// The name.
         domain: Domain,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: AcmeError,
     },
 }
 
@@ -69,9 +75,11 @@ pub trait Issuer: Send + Sync + 'static {
         replacing: Option<&StoredCert>,
     ) -> Result<StoredCert, IssueError>;
 
-    /// The CA's suggested renewal window for `cert`, if the CA offers one.
+    /// The CA's suggested renewal window for `cert`, the certificate of `domain`, if the CA
+    /// offers one.
     async fn renewal_window(
         &self,
+        _domain: &Domain,
         _cert: &StoredCert,
     ) -> Result<Option<RenewalWindow>, IssueError> {
         Ok(None)

@@ -100,8 +100,8 @@ pub enum HandshakeError {
     #[error("{0} is not served")]
     Unrecognized(Domain),
     /// A registered name has no certificate (issuance failed or timed out).
-    #[error("no certificate: {0}")]
-    NoCertificate(CertError),
+    #[error("no certificate")]
+    NoCertificate(#[source] CertError),
     /// A TLS-ALPN-01 validation handshake was answered; there is nothing to serve on it.
     #[error("answered an ACME TLS-ALPN-01 challenge")]
     ChallengeAnswered,
@@ -109,7 +109,7 @@ pub enum HandshakeError {
     #[error("no ACME TLS-ALPN-01 challenge for {0}")]
     NoChallenge(Domain),
     /// The TLS exchange itself failed (garbage, protocol error, client hung up).
-    #[error("tls: {0}")]
+    #[error("tls")]
     Io(#[source] io::Error),
 }
 

@@ -21,6 +21,8 @@ use crate::errors::chain as error_chain;
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 
+use super::AcmeError;
+
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
@@ -91,7 +93,7 @@ impl Challenges {
         match alpn_certificate(&self.provider, domain, &digest) {
             Ok(key) => Some(Arc::new(key)),
             Err(e) => {
-                tracing::error!(domain = %domain, error = %e, "building the TLS-ALPN-01 certificate");
+                tracing::error!(domain = %domain, error = %error_chain(&e), "building the TLS-ALPN-01 certificate");
                 None
             }
         }
@@ -119,16 +121,19 @@ pub fn alpn_certificate(
     provider: &CryptoProvider,
     domain: &Domain,
     digest: &[u8],
-) -> Result<CertifiedKey, String> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(|e| e.to_string())?;
+) -> Result<CertifiedKey, AcmeError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(AcmeError::AlpnCertificate)?;
+    let mut params =
+        CertificateParams::new(vec![domain.to_string()]).map_err(AcmeError::AlpnCertificate)?;
     params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(AcmeError::AlpnCertificate)?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signing = provider
         .key_provider
         .load_private_key(der)
-        .map_err(|e| e.to_string())?;
+        .map_err(AcmeError::AlpnKey)?;
     Ok(CertifiedKey::new(vec![cert.der().clone()], signing))
 }
 

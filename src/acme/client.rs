@@ -17,6 +17,7 @@ use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
+use super::AcmeError;
 use super::budget::OrderBudget;
 
 type Inner = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
@@ -30,30 +31,34 @@ pub struct AcmeHttp {
 
 impl AcmeHttp {
     /// A client trusting `ca_root` alone if given, else the platform's roots.
-    pub fn new(ca_root: Option<&Path>, budget: Arc<OrderBudget>) -> Result<AcmeHttp, String> {
+    pub fn new(ca_root: Option<&Path>, budget: Arc<OrderBudget>) -> Result<AcmeHttp, AcmeError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match ca_root {
             Some(path) => {
+                let unreadable = |source| AcmeError::CaRoot {
+                    path: path.to_path_buf(),
+                    source,
+                };
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("acme.ca_root {}: {e}", path.display()))?
-                {
-                    let cert = cert.map_err(|e| format!("acme.ca_root {}: {e}", path.display()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("acme.ca_root {}: {e}", path.display()))?;
+                for cert in CertificateDer::pem_file_iter(path).map_err(unreadable)? {
+                    roots.add(cert.map_err(unreadable)?).map_err(|source| {
+                        AcmeError::CaRootCertificate {
+                            path: path.to_path_buf(),
+                            source,
+                        }
+                    })?;
                 }
                 let config = rustls::ClientConfig::builder_with_provider(provider)
                     .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?
+                    .map_err(AcmeError::Tls)?
                     .with_root_certificates(roots)
                     .with_no_client_auth();
                 builder.with_tls_config(config)
             }
             None => builder
                 .with_provider_and_platform_verifier(provider)
-                .map_err(|e| format!("loading the platform's root certificates: {e}"))?,
+                .map_err(AcmeError::PlatformRoots)?,
         };
         let connector = builder.https_only().enable_http1().enable_http2().build();
         Ok(AcmeHttp {

@@ -1,7 +1,11 @@
 //! Why no certificate is available for a name: what the TLS acceptor gets instead of one.
 
+use std::sync::Arc;
+
+use super::key::KeyError;
 use crate::Domain;
 use crate::clock::{from_unix_secs, rfc3339};
+use crate::store::StoreError;
 
 /// Why no certificate is available for a name.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -9,13 +13,22 @@ pub enum CertError {
     /// The name is not permitted: refused without I/O.
     #[error("{0} is not a registered domain")]
     NotServed(Domain),
-    /// Issuance or loading failed; the message is recorded as the domain's last error.
-    #[error("no certificate for {domain}: {message}")]
+    /// A check holds back the first order; the reason is recorded as the domain's last error.
+    #[error("no certificate for {domain}: {reason}")]
+    HeldBack {
+        /// The name.
+        domain: Domain,
+        /// What fails and how to fix it, in words.
+        reason: String,
+    },
+    /// The certificate could not be loaded, stored or used.
+    #[error("no certificate for {domain}")]
     Unavailable {
         /// The name.
         domain: Domain,
-        /// What went wrong, in words.
-        message: String,
+        /// What went wrong (shared by every handshake waiting on the same flight).
+        #[source]
+        source: Arc<LoadError>,
     },
     /// A recent attempt failed; no new order before `retry_at`.
     #[error("no certificate for {domain}: backing off until {} after: {last_error}", rfc3339(from_unix_secs(*retry_at)))]
@@ -30,4 +43,28 @@ pub enum CertError {
     /// The certificate did not arrive within `tls.on_demand_timeout` (the order goes on).
     #[error("no certificate for {0} within the on-demand timeout; the order goes on")]
     Timeout(Domain),
+}
+
+/// Why a certificate could not be loaded, stored or used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading or writing the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The certificate does not make a usable key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A renewal came due for a name with no stored certificate.
+    #[error("no certificate to renew")]
+    NothingToRenew,
+}
+
+impl CertError {
+    /// [`CertError::Unavailable`] for `domain`.
+    pub(super) fn unavailable(domain: &Domain, source: impl Into<LoadError>) -> CertError {
+        CertError::Unavailable {
+            domain: domain.clone(),
+            source: Arc::new(source.into()),
+        }
+    }
 }

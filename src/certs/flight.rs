@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use super::error::LoadError;
 use super::key::Entry;
 use super::{CertError, Certs, lock, schedule};
 use crate::Domain;
@@ -59,17 +60,14 @@ impl Certs {
     }
 
     async fn obtain(&self, name: &Domain) -> Result<Entry, CertError> {
-        let unavailable = |message: String| CertError::Unavailable {
-            domain: name.clone(),
-            message,
-        };
+        let unavailable = |e: LoadError| CertError::unavailable(name, e);
         let stored = self
             .store
             .certificate(name)
             .await
-            .map_err(|e| unavailable(error_chain(&e)))?;
+            .map_err(|e| unavailable(e.into()))?;
         if let Some(cert) = stored.as_ref().filter(|c| c.not_after > unix_now()) {
-            let entry = self.entry(cert).map_err(unavailable)?;
+            let entry = self.entry(cert).map_err(|e| unavailable(e.into()))?;
             let mut schedule = lock(&self.schedule);
             if !schedule.by_name.contains_key(name) {
                 schedule.set(
@@ -91,7 +89,10 @@ impl Certs {
                 tracing::warn!(domain = %name, error = %error_chain(&e), "recording certificate status");
             }
             tracing::info!(domain = %name, reason = %reason, "certificate order held back");
-            return Err(unavailable(reason));
+            return Err(CertError::HeldBack {
+                domain: name.clone(),
+                reason,
+            });
         }
         self.issue(name, None).await.map_err(|e| match e {
             IssueOutcome::Failed(status) => CertError::BackingOff {
@@ -99,7 +100,7 @@ impl Certs {
                 retry_at: status.retry_at,
                 last_error: status.last_error.unwrap_or_default(),
             },
-            IssueOutcome::Unusable(message) => unavailable(message),
+            IssueOutcome::Unusable(e) => unavailable(e),
         })
     }
 
@@ -115,7 +116,7 @@ impl Certs {
             Ok(cert) => self
                 .entry(&cert)
                 .map(|e| (cert, e))
-                .map_err(IssueOutcome::Unusable),
+                .map_err(|e| IssueOutcome::Unusable(e.into())),
             Err(e) => Err(self.failed(name, &e, replacing.map(|c| c.not_after)).await),
         };
         let (cert, entry) = match result {
@@ -127,7 +128,7 @@ impl Certs {
         };
         if let Err(e) = self.store.put_certificate(name, &cert).await {
             self.metrics.certs_failed.with_label_values(&[kind]).inc();
-            return Err(IssueOutcome::Unusable(error_chain(&e)));
+            return Err(IssueOutcome::Unusable(e.into()));
         }
         self.metrics.certs_issued.with_label_values(&[kind]).inc();
         self.metrics
@@ -166,11 +167,11 @@ impl Certs {
             .saturating_add(1);
         let retry_at = schedule::retry_at(now, failures, serving_until);
         let status = IssueStatus {
-            last_error: Some(e.to_string()),
+            last_error: Some(error_chain(e)),
             failures,
             retry_at,
         };
-        tracing::warn!(domain = %name, error = %e, failures, retry_at = %rfc3339(from_unix_secs(retry_at)), "certificate issuance failed");
+        tracing::warn!(domain = %name, error = %error_chain(e), failures, retry_at = %rfc3339(from_unix_secs(retry_at)), "certificate issuance failed");
         if let Err(se) = self.store.set_status(name, &status).await {
             tracing::warn!(domain = %name, error = %error_chain(&se), "recording certificate status");
         }
@@ -188,5 +189,5 @@ pub(super) enum IssueOutcome {
     /// The issuer failed; recorded, backing off.
     Failed(IssueStatus),
     /// The certificate could not be used or stored.
-    Unusable(String),
+    Unusable(LoadError),
 }

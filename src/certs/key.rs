@@ -11,6 +11,24 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::Certs;
 use crate::store::StoredCert;
 
+/// Why a stored certificate cannot be used for handshakes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The PEM chain does not parse.
+    #[error("stored certificate chain does not parse")]
+    Chain(#[source] rustls_pki_types::pem::Error),
+    /// The PEM chain holds no certificate.
+    #[error("stored certificate chain is empty")]
+    EmptyChain,
+    /// The PEM private key does not parse.
+    // NOTE: no source: the parser's error could quote key material.
+    #[error("stored private key does not parse")]
+    Key,
+    /// The crypto provider refuses the key.
+    #[error("stored private key is not usable")]
+    Unusable(#[source] rustls::Error),
+}
+
 /// A cached certificate and when it stops being valid.
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
@@ -19,7 +37,8 @@ pub(super) struct Entry {
 }
 
 impl Certs {
-    pub(super) fn entry(&self, cert: &StoredCert) -> Result<Entry, String> {
+    /// The cache entry for `cert`.
+    pub(super) fn entry(&self, cert: &StoredCert) -> Result<Entry, KeyError> {
         let key = certified_key(&self.provider, cert)?;
         Ok(Entry {
             key: Arc::new(key),
@@ -29,19 +48,20 @@ impl Certs {
 }
 
 /// Builds a rustls `CertifiedKey` from a stored PEM chain and key.
-pub fn certified_key(provider: &CryptoProvider, cert: &StoredCert) -> Result<CertifiedKey, String> {
+pub fn certified_key(
+    provider: &CryptoProvider,
+    cert: &StoredCert,
+) -> Result<CertifiedKey, KeyError> {
     let chain = CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("stored certificate chain does not parse: {e}"))?;
+        .map_err(KeyError::Chain)?;
     if chain.is_empty() {
-        return Err("stored certificate chain is empty".into());
+        return Err(KeyError::EmptyChain);
     }
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
-        // NOTE: the error is not formatted with the key material, only its kind.
-        .map_err(|_| "stored private key does not parse".to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).map_err(|_| KeyError::Key)?;
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| format!("stored private key is not usable: {e}"))?;
+        .map_err(KeyError::Unusable)?;
     Ok(CertifiedKey::new(chain, signing))
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::error::LoadError;
 use super::flight::{Flight, IssueOutcome};
 use super::key::Entry;
 use super::{CertError, Certs, lock, schedule};
@@ -83,10 +84,7 @@ impl Certs {
     }
 
     pub(super) async fn renew(&self, name: &Domain) -> Result<Entry, CertError> {
-        let unavailable = |message: String| CertError::Unavailable {
-            domain: name.clone(),
-            message,
-        };
+        let unavailable = |e: LoadError| CertError::unavailable(name, e);
         if !self.policy.is_registered(name.as_str()) {
             return Err(CertError::NotServed(name.clone()));
         }
@@ -94,16 +92,16 @@ impl Certs {
             .store
             .certificate(name)
             .await
-            .map_err(|e| unavailable(error_chain(&e)))?
-            .ok_or_else(|| unavailable("no certificate to renew".into()))?;
+            .map_err(|e| unavailable(e.into()))?
+            .ok_or_else(|| unavailable(LoadError::NothingToRenew))?;
         let now = unix_now();
-        match self.issuer.renewal_window(&current).await {
+        match self.issuer.renewal_window(name, &current).await {
             Ok(Some(w)) => {
                 let at = schedule::ari_renew_at(w.start, w.end, now, rand::random());
                 if at > now {
                     let check = now + w.check_after.as_secs().max(60);
                     lock(&self.schedule).set(name, at.min(check));
-                    return self.entry(&current).map_err(unavailable);
+                    return self.entry(&current).map_err(|e| unavailable(e.into()));
                 }
                 tracing::info!(domain = %name, window_start = %rfc3339(from_unix_secs(w.start)), "renewal window open: renewing");
             }
@@ -113,7 +111,7 @@ impl Certs {
             // restart.
             info => {
                 if let Err(e) = info {
-                    tracing::warn!(domain = %name, error = %e, "renewal information unavailable");
+                    tracing::warn!(domain = %name, error = %error_chain(&e), "renewal information unavailable");
                 }
                 // Renew once the earliest point the rule can pick has passed; a fresh random
                 // point here could defer a check that came on time.
@@ -121,7 +119,7 @@ impl Certs {
                 if now < schedule::default_renew_at(nb, na, 1.0) {
                     let at = schedule::default_renew_at(nb, na, rand::random());
                     lock(&self.schedule).set(name, at);
-                    return self.entry(&current).map_err(unavailable);
+                    return self.entry(&current).map_err(|e| unavailable(e.into()));
                 }
             }
         }
@@ -135,10 +133,10 @@ impl Certs {
                 // The current certificate keeps serving; the schedule was set by `issue`.
                 let message = match e {
                     IssueOutcome::Failed(s) => s.last_error.unwrap_or_default(),
-                    IssueOutcome::Unusable(m) => m,
+                    IssueOutcome::Unusable(e) => error_chain(&e),
                 };
                 tracing::warn!(domain = %name, error = %message, "renewal failed; the current certificate keeps serving");
-                self.entry(&current).map_err(unavailable)
+                self.entry(&current).map_err(|e| unavailable(e.into()))
             }
         }
     }

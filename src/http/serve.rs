@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{ConnInfo, Edge};
 use crate::config::Limits;
+use crate::errors::chain as error_chain;
 use crate::metrics::Metrics;
 use crate::tls::{Accepted, Acceptor, HandshakeError};
 
@@ -173,7 +174,7 @@ pub async fn serve_https(listener: TcpListener, acceptor: Arc<Acceptor>, mut ser
                 Ok(a) => a,
                 Err(HandshakeError::ChallengeAnswered) => return,
                 Err(e) => {
-                    tracing::debug!(%peer, error = %e, "handshake failed");
+                    tracing::debug!(%peer, error = %error_chain(&e), "handshake failed");
                     return;
                 }
             };

@@ -176,9 +176,9 @@ impl Issuer for LocalCa {
         _replacing: Option<&StoredCert>,
     ) -> Result<StoredCert, IssueError> {
         // Key generation and one P-256 signature: well under a millisecond, not worth a thread hop.
-        self.sign(domain).map_err(|e| IssueError::Local {
+        self.sign(domain).map_err(|source| IssueError::Local {
             domain: domain.clone(),
-            message: e.to_string(),
+            source,
         })
     }
 }
