@@ -23,7 +23,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use clickedge::Domain;
 use clickedge::acme::challenges::Challenges;
-use clickedge::certs::Certs;
+use clickedge::certs::{self, Certs};
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
 use clickedge::clicks::verdict::{Class, Verdict};
 use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter};
@@ -42,6 +42,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The link domain every bench uses.
 const DOMAIN: &str = "links.example.com";
+/// The certificate layer of every bench: a thousand certificates in memory, as in production
+/// for a small edge, and the default on-demand timeout.
+const CERTS: certs::Settings = certs::Settings {
+    cache_capacity: 1_000,
+    on_demand_timeout: Duration::from_secs(5),
+};
 /// An 80-byte destination, the "typical link" of `links::token`'s docs.
 const URL: &str =
     "https://shop.example.com/spring-sale/shoes?utm_source=email&utm_campaign=spring1";
@@ -153,16 +159,16 @@ fn bench_certs(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let domain = Domain::parse(DOMAIN).expect("valid domain");
     let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
-    rt.block_on(store.add_domain(&domain, 0))
+    rt.block_on(store.add_domain(&domain, SystemTime::UNIX_EPOCH))
         .expect("registering the domain");
     let certs = Arc::new(Certs::new(
-        1_000,
+        CERTS,
         store,
-        Arc::new(LocalCa::load_or_create(dir.path()).expect("local CA")),
+        Arc::new(LocalCa::load_or_create(dir.path(), Clock::system()).expect("local CA")),
         Arc::new(Policy::new([domain.clone()], None)),
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         Metrics::unregistered(),
-        Duration::from_secs(5),
+        Clock::system(),
     ));
     // Warm-up: the first call issues, stores and caches the certificate; later calls must hit.
     let first = rt.block_on(certs.resolve(&domain)).expect("first resolve");
@@ -262,13 +268,13 @@ fn bench_handler(c: &mut Criterion) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let metrics = Metrics::unregistered();
     let certs = Arc::new(Certs::new(
-        1_000,
+        CERTS,
         store.clone(),
-        Arc::new(LocalCa::load_or_create(dir.path()).expect("local CA")),
+        Arc::new(LocalCa::load_or_create(dir.path(), Clock::system()).expect("local CA")),
         policy.clone(),
         provider.clone(),
         metrics.clone(),
-        Duration::from_secs(5),
+        Clock::system(),
     ));
     // The real writer thread, writing into the temp dir: the handler only queues, but the
     // queue must drain for every click to take the path a served click takes.
@@ -293,7 +299,7 @@ fn bench_handler(c: &mut Criterion) {
         clicks,
         certs,
         policy.clone(),
-        Arc::new(Challenges::new(store, policy, provider)),
+        Arc::new(Challenges::new(store, policy, provider, Clock::system())),
         4096,
         &metrics,
     );

@@ -10,7 +10,7 @@ pub mod client;
 mod error;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,7 +24,7 @@ use rustls_pki_types::pem::PemObject as _;
 use tokio::sync::OnceCell;
 
 use crate::Domain;
-use crate::clock::unix_now;
+use crate::clock::{Clock, from_unix_secs};
 use crate::config::{self, ChallengeKind};
 use crate::issuer::{IssueError, Issuer, RenewalWindow};
 use crate::metrics::Metrics;
@@ -35,7 +35,7 @@ use client::AcmeHttp;
 pub use error::AcmeError;
 
 /// Extra time a published challenge stays answerable after the order's own timeout.
-const CHALLENGE_SLACK: u64 = 60;
+const CHALLENGE_SLACK: Duration = Duration::from_secs(60);
 
 /// Issues certificates from an ACME directory.
 pub struct AcmeIssuer {
@@ -46,6 +46,7 @@ pub struct AcmeIssuer {
     account: OnceCell<Account>,
     budget: Arc<OrderBudget>,
     metrics: Metrics,
+    clock: Clock,
 }
 
 impl AcmeIssuer {
@@ -55,12 +56,14 @@ impl AcmeIssuer {
         store: Arc<dyn Store>,
         challenges: Arc<Challenges>,
         metrics: Metrics,
+        clock: Clock,
     ) -> Result<AcmeIssuer, AcmeError> {
         let budget = Arc::new(OrderBudget::new(
             settings.max_orders.get(),
             settings.order_window,
+            clock.clone(),
         ));
-        let http = AcmeHttp::new(settings.ca_root.as_deref(), budget.clone())?;
+        let http = AcmeHttp::new(settings.ca_root.as_deref(), budget.clone(), clock.clone())?;
         Ok(AcmeIssuer {
             settings,
             store,
@@ -69,6 +72,7 @@ impl AcmeIssuer {
             account: OnceCell::new(),
             budget,
             metrics,
+            clock,
         })
     }
 
@@ -153,7 +157,7 @@ impl AcmeIssuer {
         .map_err(|e| acme_error(domain, e))?;
         *created = true;
 
-        let expires_at = unix_now() + self.settings.order_timeout.as_secs() + CHALLENGE_SLACK;
+        let expires_at = self.clock.now() + self.settings.order_timeout + CHALLENGE_SLACK;
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(|e| acme_error(domain, e))?;
@@ -290,8 +294,8 @@ impl Issuer for AcmeIssuer {
         let id = certificate_id(cert).map_err(|e| failed(domain, e))?;
         match account.renewal_info(&id).await {
             Ok((info, check_after)) => Ok(Some(RenewalWindow {
-                start: info.suggested_window.start.unix_timestamp().max(0) as u64,
-                end: info.suggested_window.end.unix_timestamp().max(0) as u64,
+                start: info.suggested_window.start.into(),
+                end: info.suggested_window.end.into(),
                 check_after,
             })),
             Err(instant_acme::Error::Unsupported(_)) => Ok(None),
@@ -318,18 +322,17 @@ fn certificate_id(cert: &StoredCert) -> Result<CertificateIdentifier<'static>, A
         .map_err(AcmeError::CertificateId)
 }
 
-/// `not_before` and `not_after` of the leaf, Unix seconds.
-fn validity(chain_pem: &str) -> Result<(u64, u64), AcmeError> {
+/// `not_before` and `not_after` of the leaf.
+fn validity(chain_pem: &str) -> Result<(SystemTime, SystemTime), AcmeError> {
     let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .next()
         .ok_or(AcmeError::EmptyChain)?
         .map_err(AcmeError::ChainPem)?;
     let (_, cert) = x509_parser::parse_x509_certificate(&leaf).map_err(AcmeError::Certificate)?;
     let v = cert.validity();
-    Ok((
-        v.not_before.timestamp().max(0) as u64,
-        v.not_after.timestamp().max(0) as u64,
-    ))
+    let time =
+        |t: x509_parser::time::ASN1Time| from_unix_secs(u64::try_from(t.timestamp()).unwrap_or(0));
+    Ok((time(v.not_before), time(v.not_after)))
 }
 
 /// Maps an instant-acme error: problem documents keep the CA's type and detail.

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::acme::AcmeIssuer;
 use crate::acme::challenges::Challenges;
 use crate::admin::{self, AdminState};
-use crate::certs::Certs;
+use crate::certs::{Certs, Settings as CertSettings};
 use crate::clicks::file::{FileSink, FileSinkConfig};
 use crate::clicks::{BatchConfig, ClickWriter};
 use crate::clock::Clock;
@@ -90,18 +90,20 @@ impl App {
             store.clone(),
             policy.clone(),
             provider.clone(),
+            clock.clone(),
         ));
 
         let issuer: Arc<dyn Issuer> = match config.tls.issuer {
-            IssuerKind::Local => {
-                Arc::new(LocalCa::load_or_create(data_dir).context("loading the local CA")?)
-            }
+            IssuerKind::Local => Arc::new(
+                LocalCa::load_or_create(data_dir, clock.clone()).context("loading the local CA")?,
+            ),
             IssuerKind::Acme => Arc::new(
                 AcmeIssuer::new(
                     config.acme.clone(),
                     store.clone(),
                     challenges.clone(),
                     metrics.clone(),
+                    clock.clone(),
                 )
                 .context("setting up the ACME issuer")?,
             ),
@@ -117,13 +119,16 @@ impl App {
             .context("reading domain checks")?;
         let certs = Arc::new(
             Certs::new(
-                config.tls.cert_cache_capacity.get(),
+                CertSettings {
+                    cache_capacity: config.tls.cert_cache_capacity.get(),
+                    on_demand_timeout: config.tls.on_demand_timeout,
+                },
                 store.clone(),
                 issuer,
                 policy.clone(),
                 provider.clone(),
                 metrics.clone(),
-                config.tls.on_demand_timeout,
+                clock.clone(),
             )
             .with_gate(onboarding.clone()),
         );

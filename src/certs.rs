@@ -8,11 +8,16 @@
 //! (see [`schedule`]) so later handshakes fail fast instead of each starting an order. Names the
 //! policy does not permit are refused before any of that. This module does not speak HTTP.
 //!
-//! Here: the cache and the resolver ([`Certs::resolve`]). By concept: [`key`] (stored PEM to a
-//! cached rustls key), [`flight`] (single flight, issuance and its failures), [`renewal`] (the
-//! renewal queue and the maintenance loop), [`schedule`] (when to renew and retry, pure),
-//! [`status`] (the admin API's view), [`gauges`] (certificate metrics), [`error`].
+//! Here: the cache and the resolver ([`Certs::resolve`]). By concept, in `certs/`: `key` (stored
+//! PEM to a cached rustls key), `flight` (single flight, issuance), `backoff` (the one record of
+//! failures and retry times), `renewal` (the renewal queue and the maintenance loop),
+//! [`schedule`] (when to renew and retry, pure), `status` (the admin API's view), `gauges`
+//! (certificate metrics), `error`.
+//!
+//! Wall-clock time comes from the [`Clock`] handed to [`Certs::new`]; the on-demand timeout and
+//! the maintenance loop's sleeps are tokio's.
 
+mod backoff;
 mod error;
 mod flight;
 mod gauges;
@@ -25,17 +30,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use tokio::sync::{Notify, watch};
 
 use crate::Domain;
-use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::store::{CertLifetime, DomainRecord, IssueStatus, Store, StoreError};
+use crate::store::{CertLifetime, DomainRecord, FailureKind, IssueFailure, Store, StoreError};
+use backoff::Backoff;
 pub use error::{CertError, LoadError};
 use flight::{Flight, Outcome};
 use gauges::GaugeScans;
@@ -44,23 +49,46 @@ pub use key::{KeyError, certified_key};
 use renewal::Schedule;
 pub use status::CertStatus;
 
-/// Stored certificates with an ARI-capable issuer are first checked within this spread after
-/// start, so a restart does not ask the CA about every certificate at once.
-const FIRST_CHECK_SPREAD: u64 = 6 * 3600;
+/// How many certificates are held in memory and how long a handshake waits for one (`[tls]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Certificates held in memory (`tls.cert_cache_capacity`).
+    pub cache_capacity: u64,
+    /// How long a handshake waits for a load or an order (`tls.on_demand_timeout`).
+    pub on_demand_timeout: Duration,
+}
 
 /// Holds back first orders for a name while something known to make them fail is unresolved
 /// (onboarding checks). Consulted in the background flight, never in the rustls resolver; it
 /// must answer from memory.
 pub trait IssueGate: Send + Sync + 'static {
-    /// Why no order may be attempted for `name` now, naming what to fix; none to go ahead.
-    fn hold(&self, name: &Domain) -> Option<String>;
+    /// Why no order may be attempted for `name` now; none to go ahead.
+    fn hold(&self, name: &Domain) -> Option<Hold>;
+}
+
+/// Why an order is held back: the failing check, and words naming what to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The id of the failing check (`caa`, `points-to-edge`, …).
+    pub check: String,
+    /// What fails and how to fix it, recorded as the domain's last error.
+    pub message: String,
+}
+
+impl From<Hold> for IssueFailure {
+    fn from(hold: Hold) -> IssueFailure {
+        IssueFailure {
+            kind: FailureKind::HeldBack { check: hold.check },
+            detail: hold.message,
+        }
+    }
 }
 
 /// The certificate source used by the TLS acceptor.
 pub struct Certs {
     cache: moka::sync::Cache<Domain, Entry>,
     inflight: Mutex<HashMap<Domain, watch::Receiver<Outcome>>>,
-    backoff: DashMap<Domain, IssueStatus>,
+    backoff: Backoff,
     schedule: Mutex<Schedule>,
     wake: Notify,
     store: Arc<dyn Store>,
@@ -68,26 +96,27 @@ pub struct Certs {
     policy: Arc<Policy>,
     provider: Arc<CryptoProvider>,
     metrics: Metrics,
+    clock: Clock,
     on_demand_timeout: Duration,
     gate: Option<Arc<dyn IssueGate>>,
     gauges: GaugeScans,
 }
 
 impl Certs {
-    /// A certificate source holding at most `capacity` certificates in memory.
+    /// A certificate source over `store` and `issuer`, serving the names `policy` permits.
     pub fn new(
-        capacity: u64,
+        settings: Settings,
         store: Arc<dyn Store>,
         issuer: Arc<dyn Issuer>,
         policy: Arc<Policy>,
         provider: Arc<CryptoProvider>,
         metrics: Metrics,
-        on_demand_timeout: Duration,
+        clock: Clock,
     ) -> Certs {
         Certs {
-            cache: moka::sync::Cache::new(capacity),
+            cache: moka::sync::Cache::new(settings.cache_capacity),
             inflight: Mutex::new(HashMap::new()),
-            backoff: DashMap::new(),
+            backoff: Backoff::new(store.clone()),
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
             store,
@@ -95,7 +124,8 @@ impl Certs {
             policy,
             provider,
             metrics,
-            on_demand_timeout,
+            clock,
+            on_demand_timeout: settings.on_demand_timeout,
             gate: None,
             gauges: GaugeScans::default(),
         }
@@ -110,23 +140,9 @@ impl Certs {
 
     /// Restores backoff and the renewal schedule from the store (at start).
     pub fn restore(&self, domains: &[DomainRecord], lifetimes: &[CertLifetime]) {
-        let now = unix_now();
-        for d in domains.iter().filter(|d| d.retry_at > now) {
-            self.backoff.insert(
-                d.name.clone(),
-                IssueStatus {
-                    last_error: d.last_error.clone(),
-                    failures: d.failures,
-                    retry_at: d.retry_at,
-                },
-            );
-        }
-        let mut schedule = lock(&self.schedule);
-        for c in lifetimes {
-            let due = schedule::default_renew_at(c.not_before, c.not_after, rand::random())
-                .min(now + rand::random_range(0..FIRST_CHECK_SPREAD));
-            schedule.set(&c.domain, due);
-        }
+        let now = self.clock.now();
+        self.backoff.restore(domains, now);
+        self.schedule_stored(lifetimes, now);
     }
 
     /// The certificate for `name`, loading or issuing it if needed (waiting at most
@@ -137,7 +153,7 @@ impl Certs {
     /// the flight's outcome), so the hit rate says whether `tls.cert_cache_capacity` holds the
     /// hot names. Refused and backing-off names count neither: no certificate was looked for.
     pub async fn resolve(self: &Arc<Self>, name: &Domain) -> Result<Arc<CertifiedKey>, CertError> {
-        let now = unix_now();
+        let now = self.clock.now();
         if let Some(entry) = self.cache.get(name)
             && entry.not_after > now
             && self.policy.is_registered(name.as_str())
@@ -154,13 +170,11 @@ impl Certs {
             self.metrics.cert_lookup_hits.inc();
             return Ok(entry.key);
         }
-        if let Some(status) = self.backoff.get(name)
-            && status.retry_at > now
-        {
+        if let Some(pending) = self.backoff.pending(name, now) {
             return Err(CertError::BackingOff {
                 domain: name.clone(),
-                retry_at: status.retry_at,
-                last_error: status.last_error.clone().unwrap_or_default(),
+                retry_at: pending.until,
+                last_error: pending.cause,
             });
         }
         self.metrics.cert_lookup_misses.inc();
@@ -179,7 +193,7 @@ impl Certs {
 
     /// True if `name` has an unexpired certificate in memory or in the store.
     pub async fn has_valid(&self, name: &Domain) -> bool {
-        let now = unix_now();
+        let now = self.clock.now();
         if let Some(entry) = self.cache.get(name) {
             return entry.not_after > now;
         }
@@ -189,14 +203,19 @@ impl Certs {
     /// Forgets everything about `name` in memory (after it was unregistered).
     pub fn forget(&self, name: &Domain) {
         self.cache.invalidate(name);
-        self.backoff.remove(name);
+        self.backoff.forget(name);
         lock(&self.schedule).remove(name);
     }
 
     /// Clears the backoff of `name` so the next handshake may order again.
     pub async fn reset_backoff(&self, name: &Domain) -> Result<(), StoreError> {
-        self.backoff.remove(name);
-        self.store.set_status(name, &IssueStatus::default()).await
+        self.backoff.reset(name).await
+    }
+
+    /// Clears the recorded reason an order for `name` was held back, once the checks pass;
+    /// keeps any backoff a CA error set.
+    pub async fn release_hold(&self, name: &Domain) -> Result<(), StoreError> {
+        self.backoff.release_hold(name).await
     }
 }
 

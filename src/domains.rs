@@ -107,7 +107,7 @@ impl Domains {
     /// before answering, so the first certificate order already knows whether DNS is right and
     /// the customer sees what to fix.
     pub async fn add(&self, name: Domain) -> Result<Added, DomainError> {
-        let created = self.store.add_domain(&name, self.clock.unix_secs()).await?;
+        let created = self.store.add_domain(&name, self.clock.now()).await?;
         self.policy.register(name.clone());
         if created {
             tracing::info!(domain = %name, "domain added");
@@ -138,11 +138,11 @@ impl Domains {
         let record = self.registered(name).await?;
         let report = self.onboarding.check(&record, &self.certs).await?;
         if report.blocking().is_none()
-            && record.retry_at > self.clock.unix_secs()
+            && record.retry_at.is_some_and(|t| t > self.clock.now())
             && record
                 .last_error
-                .as_deref()
-                .is_some_and(certificate::checks_cover)
+                .as_ref()
+                .is_some_and(|f| certificate::checks_cover(&f.kind))
         {
             self.certs.reset_backoff(name).await?;
         }
@@ -195,12 +195,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::certs::Settings as CertSettings;
     use crate::clock::{ManualClock, from_unix_secs};
     use crate::config::Config;
     use crate::issuer::LocalCa;
     use crate::metrics::Metrics;
     use crate::onboarding::Settings;
-    use crate::store::{IssueStatus, SqliteStore};
+    use crate::store::{AcmeProblem, FailureKind, IssueFailure, IssueStatus, SqliteStore};
 
     /// The lifecycle over an empty in-memory store, the built-in CA and unconfigured checks,
     /// with a clock standing at 1 000 s.
@@ -217,13 +218,16 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let policy = Arc::new(Policy::default());
         let certs = Arc::new(Certs::new(
-            100,
+            CertSettings {
+                cache_capacity: 100,
+                on_demand_timeout: Duration::from_secs(5),
+            },
             store.clone(),
-            Arc::new(LocalCa::load_or_create(ca_dir.path()).unwrap()),
+            Arc::new(LocalCa::load_or_create(ca_dir.path(), clock.clock()).unwrap()),
             policy.clone(),
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             Metrics::unregistered(),
-            Duration::from_secs(5),
+            clock.clock(),
         ));
         let mut settings = Settings::from_config(&Config::default());
         // Nothing listens there: lookups fail at once, without the network.
@@ -248,7 +252,7 @@ mod tests {
         let a = d("a.example.com");
         let added = domains.add(a.clone()).await.unwrap();
         assert!(added.created);
-        assert_eq!(added.domain.record.created_at, 1_000);
+        assert_eq!(added.domain.record.created_at, from_unix_secs(1_000));
         assert_eq!(added.domain.certificate.status, "none");
         assert!(added.domain.checks.is_empty() && added.domain.checked_at.is_none());
         assert!(domains.policy.is_registered(a.as_str()));
@@ -278,9 +282,12 @@ mod tests {
         let a = d("a.example.com");
         domains.add(a.clone()).await.unwrap();
         let failed = IssueStatus {
-            last_error: Some("urn:ietf:params:acme:error:caa".into()),
+            last_error: Some(IssueFailure {
+                kind: FailureKind::Problem(AcmeProblem::Caa),
+                detail: "urn:ietf:params:acme:error:caa".into(),
+            }),
             failures: 3,
-            retry_at: 5_000,
+            retry_at: Some(from_unix_secs(5_000)),
         };
         store.set_status(&a, &failed).await.unwrap();
         let shown = domains.show(&a).await.unwrap();

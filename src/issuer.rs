@@ -7,13 +7,14 @@
 
 mod local;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 pub use local::LocalCa;
 
 use crate::Domain;
 use crate::acme::AcmeError;
-use crate::store::StoredCert;
+use crate::errors::chain as error_chain;
+use crate::store::{AcmeProblem, FailureKind, IssueFailure, StoredCert};
 
 /// Why a certificate could not be issued.
 ///
@@ -51,13 +52,36 @@ pub enum IssueError {
     },
 }
 
+impl IssueError {
+    /// What kind of failure this is, as recorded with the domain.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            IssueError::Local { .. } => FailureKind::Local,
+            IssueError::Refused { problem_type, .. } => problem_type
+                .as_deref()
+                .and_then(AcmeProblem::from_type)
+                .map_or(FailureKind::Refused, FailureKind::Problem),
+            IssueError::Failed { .. } => FailureKind::Order,
+        }
+    }
+
+    /// The failure as recorded with the domain: its kind, and the error with its causes in
+    /// words.
+    pub fn failure(&self) -> IssueFailure {
+        IssueFailure {
+            kind: self.kind(),
+            detail: error_chain(self),
+        }
+    }
+}
+
 /// A renewal window suggested by the CA (ACME Renewal Information, RFC 9773).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RenewalWindow {
-    /// Window start, Unix seconds.
-    pub start: u64,
-    /// Window end, Unix seconds.
-    pub end: u64,
+    /// Window start.
+    pub start: SystemTime,
+    /// Window end.
+    pub end: SystemTime,
     /// When to ask again (the response's `Retry-After`).
     pub check_after: Duration,
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::Domain;
-use crate::clock::{Clock, from_unix_secs, unix_secs};
+use crate::clock::Clock;
 use crate::links::{self, KeyId, KeyRing, Link, LinkError, LinkKey, SharedKeyRing};
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
@@ -98,10 +98,7 @@ impl LinkKeys {
     /// Adds a key, which seals new links from now on; older keys keep opening theirs.
     pub async fn rotate(&self) -> Result<KeyInfo, KeyError> {
         let now = self.clock.now();
-        let id = self
-            .store
-            .add_link_key(rand::random(), unix_secs(now))
-            .await?;
+        let id = self.store.add_link_key(rand::random(), now).await?;
         self.reload().await?;
         tracing::info!(key = id, "link key added; it seals new links from now on");
         Ok(KeyInfo {
@@ -149,14 +146,12 @@ impl LinkKeys {
 async fn load_ring(store: &dyn Store, clock: &Clock) -> Result<KeyRing, StoreError> {
     let mut stored = store.link_keys().await?;
     if stored.is_empty() {
-        store
-            .add_link_key(rand::random(), clock.unix_secs())
-            .await?;
+        store.add_link_key(rand::random(), clock.now()).await?;
         stored = store.link_keys().await?;
     }
     let keys = stored
         .into_iter()
-        .map(|k| LinkKey::new(KeyId(k.id), k.secret, from_unix_secs(k.created_at)))
+        .map(|k| LinkKey::new(KeyId(k.id), k.secret, k.created_at))
         .collect();
     KeyRing::new(keys).map_err(|_| StoreError::Corrupt("link_keys (empty after insert)"))
 }
@@ -164,7 +159,7 @@ async fn load_ring(store: &dyn Store, clock: &Clock) -> Result<KeyRing, StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{ManualClock, from_unix_secs};
     use crate::store::SqliteStore;
 
     async fn keys(clock: &ManualClock) -> LinkKeys {

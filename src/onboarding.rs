@@ -34,18 +34,18 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Domain;
-use crate::certs::{Certs, IssueGate};
+use crate::certs::{Certs, Hold, IssueGate};
 use crate::clock::Clock;
 use crate::config::{ChallengeKind, Config, IssuerKind};
 use crate::errors::chain as error_chain;
-use crate::store::{DomainRecord, IssueStatus, Store, StoreError};
+use crate::store::{DomainRecord, FailureKind, Store, StoreError};
 pub use dns::DnsView;
 pub use report::{Check, CheckId, CheckStatus, Report};
 
 /// Domains checked at the same time by the periodic re-check.
 const PERIODIC_CONCURRENCY: usize = 8;
-/// How `last_error` starts when the gate held back an order (so a later passing run can clear
-/// exactly that message and no CA error).
+/// How the words of a held-back order start (the kind, [`FailureKind::HeldBack`], is what a later
+/// passing run looks for to clear exactly that reason and no CA error).
 pub const HELD_BACK: &str = "no certificate order while the";
 
 /// What the checks compare DNS against; from `[onboarding]` (and `[tls]`/`[acme]` for what
@@ -189,16 +189,11 @@ impl Onboarding {
         if report.blocking().is_none()
             && record
                 .last_error
-                .as_deref()
-                .is_some_and(|e| e.starts_with(HELD_BACK))
+                .as_ref()
+                .is_some_and(|f| matches!(f.kind, FailureKind::HeldBack { .. }))
         {
-            // The gate's own message is resolved; keep any backoff a CA error set.
-            let status = IssueStatus {
-                last_error: None,
-                failures: record.failures,
-                retry_at: record.retry_at,
-            };
-            self.store.set_status(name, &status).await?;
+            // The gate's own reason is resolved; any backoff a CA error set stays.
+            certs.release_hold(name).await?;
         }
         tracing::info!(
             domain = %name,
@@ -262,16 +257,19 @@ impl Onboarding {
 }
 
 impl IssueGate for Onboarding {
-    fn hold(&self, name: &Domain) -> Option<String> {
+    fn hold(&self, name: &Domain) -> Option<Hold> {
         if !self.is_configured() {
             return None;
         }
         let report = self.latest.get(name)?;
         let check = report.blocking()?;
-        Some(format!(
-            "{HELD_BACK} `{}` check fails: {}; `clickedge domain check {name}` shows the fix",
-            check.id, check.message,
-        ))
+        Some(Hold {
+            check: check.id.as_str().to_owned(),
+            message: format!(
+                "{HELD_BACK} `{}` check fails: {}; `clickedge domain check {name}` shows the fix",
+                check.id, check.message,
+            ),
+        })
     }
 }
 

@@ -7,12 +7,14 @@
 
 #[doc(hidden)]
 pub mod conformance;
+mod failure;
 mod sqlite;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use failure::{AcmeProblem, FailureKind, IssueFailure};
 pub use sqlite::SqliteStore;
 
 use crate::Domain;
@@ -47,25 +49,36 @@ pub enum StoreError {
 pub struct DomainRecord {
     /// The name.
     pub name: Domain,
-    /// When it was added, Unix seconds.
-    pub created_at: u64,
-    /// The last certificate error, in words, if the last attempt failed.
-    pub last_error: Option<String>,
+    /// When it was added.
+    pub created_at: SystemTime,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<IssueFailure>,
     /// Failed issuance attempts in a row.
     pub failures: u32,
-    /// No new order before this time (Unix seconds; 0: none pending).
-    pub retry_at: u64,
+    /// No new order before this time; none when no retry is pending.
+    pub retry_at: Option<SystemTime>,
 }
 
 /// The outcome of the last issuance attempt for a domain, as recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IssueStatus {
-    /// The error, in words; none after a success.
-    pub last_error: Option<String>,
+    /// Why it failed; none after a success.
+    pub last_error: Option<IssueFailure>,
     /// Failed attempts in a row.
     pub failures: u32,
-    /// No new order before this time (Unix seconds).
-    pub retry_at: u64,
+    /// No new order before this time; none when no retry is pending.
+    pub retry_at: Option<SystemTime>,
+}
+
+impl IssueStatus {
+    /// The status recorded in `record`.
+    pub fn of(record: &DomainRecord) -> IssueStatus {
+        IssueStatus {
+            last_error: record.last_error.clone(),
+            failures: record.failures,
+            retry_at: record.retry_at,
+        }
+    }
 }
 
 /// A certificate's validity, for renewal scheduling (no key material).
@@ -73,10 +86,10 @@ pub struct IssueStatus {
 pub struct CertLifetime {
     /// The name.
     pub domain: Domain,
-    /// Validity start, Unix seconds.
-    pub not_before: u64,
-    /// Validity end, Unix seconds.
-    pub not_after: u64,
+    /// Validity start.
+    pub not_before: SystemTime,
+    /// Validity end.
+    pub not_after: SystemTime,
 }
 
 /// A certificate chain and its private key, as stored.
@@ -88,10 +101,10 @@ pub struct StoredCert {
     pub chain_pem: String,
     /// PEM PKCS#8 private key.
     pub key_pem: String,
-    /// Validity start, Unix seconds.
-    pub not_before: u64,
-    /// Validity end, Unix seconds.
-    pub not_after: u64,
+    /// Validity start.
+    pub not_before: SystemTime,
+    /// Validity end.
+    pub not_after: SystemTime,
 }
 
 impl fmt::Debug for StoredCert {
@@ -105,15 +118,15 @@ impl fmt::Debug for StoredCert {
     }
 }
 
-/// A stored link key: id, 32 secret bytes, creation time (Unix seconds).
+/// A stored link key: id, 32 secret bytes, creation time.
 #[derive(Clone)]
 pub struct StoredLinkKey {
     /// Key id.
     pub id: u16,
     /// The secret.
     pub secret: [u8; 32],
-    /// Creation time, Unix seconds.
-    pub created_at: u64,
+    /// Creation time.
+    pub created_at: SystemTime,
 }
 
 /// Count and soonest expiry of stored certificates.
@@ -121,8 +134,8 @@ pub struct StoredLinkKey {
 pub struct CertSummary {
     /// Certificates held.
     pub count: u64,
-    /// Soonest `not_after`, Unix seconds.
-    pub soonest_expiry: Option<u64>,
+    /// Soonest `not_after`.
+    pub soonest_expiry: Option<SystemTime>,
     /// Certificates whose `not_after` is before the time asked about.
     pub expiring: u64,
 }
@@ -135,7 +148,7 @@ pub trait Store: Send + Sync + 'static {
     /// One domain.
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError>;
     /// Registers a domain; `false` if it already was.
-    async fn add_domain(&self, name: &Domain, now: u64) -> Result<bool, StoreError>;
+    async fn add_domain(&self, name: &Domain, created_at: SystemTime) -> Result<bool, StoreError>;
     /// Unregisters a domain and deletes its certificate; `false` if it was not registered.
     async fn remove_domain(&self, name: &Domain) -> Result<bool, StoreError>;
     /// Records the outcome of the last issuance attempt (error and backoff).
@@ -145,8 +158,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores (replaces) the certificate of a domain.
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError>;
     /// Count and soonest expiry of stored certificates, and how many expire before
-    /// `expiring_before` (Unix seconds).
-    async fn cert_summary(&self, expiring_before: u64) -> Result<CertSummary, StoreError>;
+    /// `expiring_before`.
+    async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError>;
     /// Validity of every stored certificate (for renewal scheduling).
     async fn cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError>;
     /// A small value by key (the ACME account, …).
@@ -179,7 +192,11 @@ pub trait Store: Send + Sync + 'static {
     /// All link keys.
     async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError>;
     /// Adds a link key with the next id and returns it.
-    async fn add_link_key(&self, secret: [u8; 32], now: u64) -> Result<u16, StoreError>;
+    async fn add_link_key(
+        &self,
+        secret: [u8; 32],
+        created_at: SystemTime,
+    ) -> Result<u16, StoreError>;
     /// Removes a link key; `false` if there was none with that id.
     async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError>;
 

@@ -1,11 +1,16 @@
 //! The account-wide order budget: a token bucket that queues new orders rather than letting the
 //! account run into the CA's rate limit (Let's Encrypt: 300 new orders per account per 3 hours),
 //! and that stops all new orders until the time a CA's `Retry-After` names.
+//!
+//! The bucket runs on tokio's monotonic time (so `tokio::time::pause` drives it in tests); the
+//! wall clock is only read to turn a `Retry-After` date into a delay.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
+
+use crate::clock::Clock;
 
 /// A token bucket of new orders.
 #[derive(Debug)]
@@ -13,6 +18,7 @@ pub struct OrderBudget {
     capacity: f64,
     per_second: f64,
     state: Mutex<State>,
+    clock: Clock,
 }
 
 #[derive(Debug)]
@@ -23,8 +29,9 @@ struct State {
 }
 
 impl OrderBudget {
-    /// `orders` new orders per `window`, all available at first.
-    pub fn new(orders: u32, window: Duration) -> OrderBudget {
+    /// `orders` new orders per `window`, all available at first; `Retry-After` dates are read
+    /// against `clock`.
+    pub fn new(orders: u32, window: Duration, clock: Clock) -> OrderBudget {
         let capacity = f64::from(orders.max(1));
         OrderBudget {
             capacity,
@@ -34,6 +41,7 @@ impl OrderBudget {
                 last: Instant::now(),
                 paused_until: None,
             }),
+            clock,
         }
     }
 
@@ -61,7 +69,7 @@ impl OrderBudget {
 
     /// The CA said `Retry-After: until`: no new order before then.
     pub fn pause_until(&self, until: SystemTime) {
-        let Ok(delay) = until.duration_since(SystemTime::now()) else {
+        let Ok(delay) = until.duration_since(self.clock.now()) else {
             return;
         };
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -79,10 +87,11 @@ impl OrderBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     #[tokio::test(start_paused = true)]
     async fn queues_orders_beyond_the_budget() {
-        let budget = OrderBudget::new(3, Duration::from_secs(30));
+        let budget = OrderBudget::new(3, Duration::from_secs(30), Clock::system());
         let start = Instant::now();
         for _ in 0..3 {
             budget.acquire().await;
@@ -96,9 +105,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_pauses_new_orders() {
-        let budget = OrderBudget::new(300, Duration::from_secs(3 * 3600));
+        let wall = ManualClock::starting_now();
+        let budget = OrderBudget::new(300, Duration::from_secs(3 * 3600), wall.clock());
         let start = Instant::now();
-        budget.pause_until(SystemTime::now() + Duration::from_secs(120));
+        budget.pause_until(wall.clock().now() + Duration::from_secs(120));
         budget.acquire().await;
         assert!(Instant::now() - start >= Duration::from_secs(119));
     }

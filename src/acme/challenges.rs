@@ -6,6 +6,7 @@
 //! query.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,7 +16,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::Domain;
-use crate::clock::{from_unix_secs, unix_now};
+use crate::clock::Clock;
 use crate::config::ChallengeKind;
 use crate::errors::chain as error_chain;
 use crate::policy::Policy;
@@ -31,23 +32,27 @@ pub struct Challenges {
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
     provider: Arc<CryptoProvider>,
+    clock: Clock,
 }
 
 impl Challenges {
-    /// Challenges kept in `store`, answered for names `policy` permits.
+    /// Challenges kept in `store`, answered for names `policy` permits while unexpired by
+    /// `clock`.
     pub fn new(
         store: Arc<dyn Store>,
         policy: Arc<Policy>,
         provider: Arc<CryptoProvider>,
+        clock: Clock,
     ) -> Challenges {
         Challenges {
             store,
             policy,
             provider,
+            clock,
         }
     }
 
-    /// Publishes a response until `expires_at` (Unix seconds). HTTP-01 is keyed by token, with
+    /// Publishes a response until `expires_at`. HTTP-01 is keyed by token, with
     /// the key authorization as value; TLS-ALPN-01 by domain, with the base64url SHA-256 digest
     /// of the key authorization.
     pub async fn publish(
@@ -55,18 +60,16 @@ impl Challenges {
         kind: ChallengeKind,
         key: &str,
         value: &str,
-        expires_at: u64,
+        expires_at: SystemTime,
     ) -> Result<(), StoreError> {
-        self.store
-            .put_challenge(kind, key, value, from_unix_secs(expires_at))
-            .await
+        self.store.put_challenge(kind, key, value, expires_at).await
     }
 
     /// Withdraws a response (and any that expired).
     pub async fn withdraw(&self, kind: ChallengeKind, key: &str) {
         if let Err(e) = self
             .store
-            .remove_challenge(kind, key, from_unix_secs(unix_now()))
+            .remove_challenge(kind, key, self.clock.now())
             .await
         {
             tracing::warn!(challenge = kind.as_str(), error = %error_chain(&e), "withdrawing challenge");
@@ -100,11 +103,7 @@ impl Challenges {
     }
 
     async fn lookup(&self, kind: ChallengeKind, key: &str) -> Option<String> {
-        match self
-            .store
-            .challenge(kind, key, from_unix_secs(unix_now()))
-            .await
-        {
+        match self.store.challenge(kind, key, self.clock.now()).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(challenge = kind.as_str(), error = %error_chain(&e), "reading challenge");
@@ -140,24 +139,44 @@ pub fn alpn_certificate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::store::SqliteStore;
+    use std::time::Duration;
 
-    fn setup() -> Challenges {
+    fn setup() -> (Challenges, ManualClock) {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let policy = Arc::new(Policy::new([Domain::parse("a.example.com").unwrap()], None));
-        Challenges::new(
+        let clock = ManualClock::starting_now();
+        let challenges = Challenges::new(
             store,
             policy,
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        )
+            clock.clock(),
+        );
+        (challenges, clock)
+    }
+
+    #[tokio::test]
+    async fn a_challenge_expires_when_the_clock_passes_it() {
+        let (c, clock) = setup();
+        let a = Domain::parse("a.example.com").unwrap();
+        let expires = clock.clock().now() + Duration::from_secs(60);
+        c.publish(ChallengeKind::Http01, "tok", "tok.thumb", expires)
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(59));
+        assert_eq!(c.http01(&a, "tok").await.as_deref(), Some("tok.thumb"));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(c.http01(&a, "tok").await, None);
     }
 
     #[tokio::test]
     async fn http01_is_answered_only_for_permitted_hosts() {
-        let c = setup();
+        let (c, clock) = setup();
         let a = Domain::parse("a.example.com").unwrap();
         let b = Domain::parse("b.example.com").unwrap();
-        c.publish(ChallengeKind::Http01, "tok", "tok.thumb", unix_now() + 60)
+        let expires = clock.clock().now() + Duration::from_secs(60);
+        c.publish(ChallengeKind::Http01, "tok", "tok.thumb", expires)
             .await
             .unwrap();
         assert_eq!(c.http01(&a, "tok").await.as_deref(), Some("tok.thumb"));
@@ -169,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn tls_alpn01_certificate_carries_the_digest() {
-        let c = setup();
+        let (c, clock) = setup();
         let a = Domain::parse("a.example.com").unwrap();
         assert!(c.tls_alpn01(&a).await.is_none());
         let digest = [7u8; 32];
@@ -177,7 +196,7 @@ mod tests {
             ChallengeKind::TlsAlpn01,
             "a.example.com",
             &URL_SAFE_NO_PAD.encode(digest),
-            unix_now() + 60,
+            clock.clock().now() + Duration::from_secs(60),
         )
         .await
         .unwrap();

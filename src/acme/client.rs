@@ -19,6 +19,7 @@ use rustls_pki_types::pem::PemObject as _;
 
 use super::AcmeError;
 use super::budget::OrderBudget;
+use crate::clock::Clock;
 
 type Inner = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 
@@ -27,11 +28,17 @@ type Inner = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrappe
 pub struct AcmeHttp {
     inner: Inner,
     budget: Arc<OrderBudget>,
+    clock: Clock,
 }
 
 impl AcmeHttp {
-    /// A client trusting `ca_root` alone if given, else the platform's roots.
-    pub fn new(ca_root: Option<&Path>, budget: Arc<OrderBudget>) -> Result<AcmeHttp, AcmeError> {
+    /// A client trusting `ca_root` alone if given, else the platform's roots; `Retry-After`
+    /// seconds count from `clock`'s now.
+    pub fn new(
+        ca_root: Option<&Path>,
+        budget: Arc<OrderBudget>,
+        clock: Clock,
+    ) -> Result<AcmeHttp, AcmeError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match ca_root {
@@ -64,6 +71,7 @@ impl AcmeHttp {
         Ok(AcmeHttp {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector),
             budget,
+            clock,
         })
     }
 }
@@ -75,11 +83,12 @@ impl HttpClient for AcmeHttp {
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = HttpClient::request(&self.inner, req);
         let budget = self.budget.clone();
+        let clock = self.clock.clone();
         Box::pin(async move {
             let rsp = fut.await?;
             let status = rsp.parts.status.as_u16();
             if (status == 429 || status == 503)
-                && let Some(until) = retry_after(&rsp.parts.headers)
+                && let Some(until) = retry_after(&rsp.parts.headers, clock.now())
             {
                 budget.pause_until(until);
             }
@@ -88,15 +97,15 @@ impl HttpClient for AcmeHttp {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
-fn retry_after(headers: &http::HeaderMap) -> Option<SystemTime> {
+/// `Retry-After` as seconds after `now` or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<SystemTime> {
     let value = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
     match value.parse::<u64>() {
-        Ok(secs) => Some(SystemTime::now() + Duration::from_secs(secs)),
+        Ok(secs) => Some(now + Duration::from_secs(secs)),
         Err(_) => httpdate::parse_http_date(value).ok(),
     }
 }
@@ -104,23 +113,25 @@ fn retry_after(headers: &http::HeaderMap) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::from_unix_secs;
 
     #[test]
     fn parses_both_retry_after_forms() {
+        let now = from_unix_secs(1_800_000_000);
         let mut h = http::HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "120".parse().unwrap());
-        let t = retry_after(&h).unwrap();
-        let secs = t.duration_since(SystemTime::now()).unwrap().as_secs();
+        let t = retry_after(&h, now).unwrap();
+        let secs = t.duration_since(now).unwrap().as_secs();
         assert!((118..=120).contains(&secs));
         h.insert(
             http::header::RETRY_AFTER,
             "Fri, 31 Dec 2100 23:59:59 GMT".parse().unwrap(),
         );
         assert_eq!(
-            retry_after(&h).unwrap(),
+            retry_after(&h, now).unwrap(),
             httpdate::parse_http_date("Fri, 31 Dec 2100 23:59:59 GMT").unwrap()
         );
         h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
+        assert_eq!(retry_after(&h, now), None);
     }
 }

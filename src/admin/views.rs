@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::Domain;
 use crate::certs::CertStatus;
-use crate::clock::{from_unix_secs, rfc3339};
+use crate::clock::rfc3339;
 use crate::domains::DomainState;
 use crate::keys::KeyInfo;
 use crate::onboarding::Check;
@@ -27,7 +27,7 @@ impl From<DomainState> for DomainView {
     fn from(d: DomainState) -> DomainView {
         DomainView {
             name: d.record.name,
-            created_at: rfc3339(from_unix_secs(d.record.created_at)),
+            created_at: rfc3339(d.record.created_at),
             certificate: d.certificate,
             checks: d.checks,
             checked_at: d.checked_at.map(rfc3339),

@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
+use super::Hold;
 use super::key::KeyError;
 use crate::Domain;
-use crate::clock::{from_unix_secs, rfc3339};
-use crate::store::StoreError;
+use crate::clock::rfc3339;
+use crate::store::{IssueFailure, StoreError};
 
 /// Why no certificate is available for a name.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -14,12 +17,12 @@ pub enum CertError {
     #[error("{0} is not a registered domain")]
     NotServed(Domain),
     /// A check holds back the first order; the reason is recorded as the domain's last error.
-    #[error("no certificate for {domain}: {reason}")]
+    #[error("no certificate for {domain}: {}", hold.message)]
     HeldBack {
         /// The name.
         domain: Domain,
-        /// What fails and how to fix it, in words.
-        reason: String,
+        /// The failing check and what to fix.
+        hold: Hold,
     },
     /// The certificate could not be loaded, stored or used.
     #[error("no certificate for {domain}")]
@@ -31,14 +34,14 @@ pub enum CertError {
         source: Arc<LoadError>,
     },
     /// A recent attempt failed; no new order before `retry_at`.
-    #[error("no certificate for {domain}: backing off until {} after: {last_error}", rfc3339(from_unix_secs(*retry_at)))]
+    #[error("no certificate for {domain}: backing off until {} after: {last_error}", rfc3339(*retry_at))]
     BackingOff {
         /// The name.
         domain: Domain,
-        /// Unix seconds.
-        retry_at: u64,
+        /// The earliest time of the next order.
+        retry_at: SystemTime,
         /// The failure that caused it.
-        last_error: String,
+        last_error: IssueFailure,
     },
     /// The certificate did not arrive within `tls.on_demand_timeout` (the order goes on).
     #[error("no certificate for {0} within the on-demand timeout; the order goes on")]

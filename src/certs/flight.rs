@@ -2,18 +2,19 @@
 //! any number of handshakes wait on. A failed issuance is recorded and backs the name off.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use super::backoff::NotBefore;
 use super::error::LoadError;
 use super::key::Entry;
 use super::{CertError, Certs, lock, schedule};
 use crate::Domain;
-use crate::clock::{from_unix_secs, rfc3339, unix_now};
+use crate::clock::rfc3339;
 use crate::errors::chain as error_chain;
 use crate::issuer::IssueError;
-use crate::store::{IssueStatus, StoredCert};
+use crate::store::StoredCert;
 
 /// What a flight's waiters get: none until it lands.
 pub(super) type Outcome = Option<Result<Entry, CertError>>;
@@ -60,14 +61,15 @@ impl Certs {
     }
 
     async fn obtain(&self, name: &Domain) -> Result<Entry, CertError> {
-        let unavailable = |e: LoadError| CertError::unavailable(name, e);
         let stored = self
             .store
             .certificate(name)
             .await
-            .map_err(|e| unavailable(e.into()))?;
-        if let Some(cert) = stored.as_ref().filter(|c| c.not_after > unix_now()) {
-            let entry = self.entry(cert).map_err(|e| unavailable(e.into()))?;
+            .map_err(|e| CertError::unavailable(name, e))?;
+        if let Some(cert) = stored.as_ref().filter(|c| c.not_after > self.clock.now()) {
+            let entry = self
+                .entry(cert)
+                .map_err(|e| CertError::unavailable(name, e))?;
             let mut schedule = lock(&self.schedule);
             if !schedule.by_name.contains_key(name) {
                 schedule.set(
@@ -77,30 +79,22 @@ impl Certs {
             }
             return Ok(entry);
         }
-        if let Some(reason) = self.gate.as_ref().and_then(|g| g.hold(name)) {
+        if let Some(hold) = self.gate.as_ref().and_then(|g| g.hold(name)) {
             // Recorded as the domain's last error (without backoff: asking the gate is free).
-            let record = self.store.domain(name).await.ok().flatten();
-            let status = IssueStatus {
-                last_error: Some(reason.clone()),
-                failures: record.as_ref().map_or(0, |r| r.failures),
-                retry_at: record.as_ref().map_or(0, |r| r.retry_at),
-            };
-            if let Err(e) = self.store.set_status(name, &status).await {
-                tracing::warn!(domain = %name, error = %error_chain(&e), "recording certificate status");
-            }
-            tracing::info!(domain = %name, reason = %reason, "certificate order held back");
+            self.backoff.held_back(name, hold.clone().into()).await;
+            tracing::info!(domain = %name, reason = %hold.message, "certificate order held back");
             return Err(CertError::HeldBack {
                 domain: name.clone(),
-                reason,
+                hold,
             });
         }
         self.issue(name, None).await.map_err(|e| match e {
-            IssueOutcome::Failed(status) => CertError::BackingOff {
+            IssueOutcome::Failed(not_before) => CertError::BackingOff {
                 domain: name.clone(),
-                retry_at: status.retry_at,
-                last_error: status.last_error.unwrap_or_default(),
+                retry_at: not_before.until,
+                last_error: not_before.cause,
             },
-            IssueOutcome::Unusable(e) => unavailable(e),
+            IssueOutcome::Unusable(e) => CertError::unavailable(name, e),
         })
     }
 
@@ -134,10 +128,7 @@ impl Certs {
         self.metrics
             .issuance_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.backoff.remove(name);
-        if let Err(e) = self.store.set_status(name, &IssueStatus::default()).await {
-            tracing::warn!(domain = %name, error = %error_chain(&e), "recording certificate status");
-        }
+        self.backoff.succeeded(name).await;
         lock(&self.schedule).set(
             name,
             schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
@@ -146,48 +137,35 @@ impl Certs {
         if let Err(e) = self.refresh_gauges().await {
             tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
         }
-        tracing::info!(domain = %name, issuer = kind, not_after = %rfc3339(from_unix_secs(cert.not_after)), renewal = replacing.is_some(), "certificate issued");
+        tracing::info!(domain = %name, issuer = kind, not_after = %rfc3339(cert.not_after), renewal = replacing.is_some(), "certificate issued");
         Ok(entry)
     }
 
+    /// Records a failed order and backs off; a failing renewal is tried again at the retry time.
     async fn failed(
         &self,
         name: &Domain,
         e: &IssueError,
-        serving_until: Option<u64>,
+        serving_until: Option<SystemTime>,
     ) -> IssueOutcome {
-        let now = unix_now();
-        let failures = self
-            .store
-            .domain(name)
-            .await
-            .ok()
-            .flatten()
-            .map_or(0, |d| d.failures)
-            .saturating_add(1);
-        let retry_at = schedule::retry_at(now, failures, serving_until);
-        let status = IssueStatus {
-            last_error: Some(error_chain(e)),
-            failures,
-            retry_at,
-        };
-        tracing::warn!(domain = %name, error = %error_chain(e), failures, retry_at = %rfc3339(from_unix_secs(retry_at)), "certificate issuance failed");
-        if let Err(se) = self.store.set_status(name, &status).await {
-            tracing::warn!(domain = %name, error = %error_chain(&se), "recording certificate status");
-        }
-        self.backoff.insert(name.clone(), status.clone());
+        let failure = e.failure();
+        let not_before = self
+            .backoff
+            .failed(name, failure, self.clock.now(), serving_until)
+            .await;
+        tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "certificate issuance failed");
         if serving_until.is_some() {
-            lock(&self.schedule).set(name, retry_at);
+            lock(&self.schedule).set(name, not_before.until);
             self.wake.notify_one();
         }
-        IssueOutcome::Failed(status)
+        IssueOutcome::Failed(not_before)
     }
 }
 
 /// Why `Certs::issue` produced no certificate.
 pub(super) enum IssueOutcome {
     /// The issuer failed; recorded, backing off.
-    Failed(IssueStatus),
+    Failed(NotBefore),
     /// The certificate could not be used or stored.
     Unusable(LoadError),
 }

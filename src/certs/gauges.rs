@@ -2,13 +2,14 @@
 //! refreshed from one store scan shared by concurrent callers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::Certs;
-use crate::clock::unix_now;
+use crate::clock::unix_secs;
 use crate::store::StoreError;
 
 /// Certificates expiring within this long are counted in `clickedge_certificates_expiring`.
-const EXPIRING_SOON: u64 = 7 * 86_400;
+const EXPIRING_SOON: Duration = Duration::from_secs(7 * 86_400);
 
 /// Shares the certificate gauges' store scan between concurrent callers.
 ///
@@ -36,12 +37,15 @@ impl Certs {
             return Ok(());
         }
         let covers = self.gauges.asked.load(Ordering::SeqCst);
-        let summary = self.store.cert_summary(unix_now() + EXPIRING_SOON).await?;
+        let summary = self
+            .store
+            .cert_summary(self.clock.now() + EXPIRING_SOON)
+            .await?;
         self.metrics.certs_held.set(summary.count as i64);
         self.metrics.certs_expiring.set(summary.expiring as i64);
         self.metrics
             .certs_soonest_expiry
-            .set(summary.soonest_expiry.unwrap_or(0) as f64);
+            .set(summary.soonest_expiry.map_or(0, unix_secs) as f64);
         self.gauges.covered.store(covers, Ordering::SeqCst);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! stored PEM chain and key, cached with the time it stops being valid.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
@@ -33,7 +34,7 @@ pub enum KeyError {
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
     pub(super) key: Arc<CertifiedKey>,
-    pub(super) not_after: u64,
+    pub(super) not_after: SystemTime,
 }
 
 impl Certs {

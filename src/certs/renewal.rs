@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
@@ -12,21 +12,27 @@ use super::flight::{Flight, IssueOutcome};
 use super::key::Entry;
 use super::{CertError, Certs, lock, schedule};
 use crate::Domain;
-use crate::clock::{from_unix_secs, rfc3339, unix_now};
+use crate::clock::rfc3339;
 use crate::errors::chain as error_chain;
+use crate::store::CertLifetime;
 
 /// The maintenance loop wakes at least this often (gauges, and newly due renewals).
 const MAINTENANCE_TICK: Duration = Duration::from_secs(60);
+/// Stored certificates with an ARI-capable issuer are first checked within this spread after
+/// start (whole seconds), so a restart does not ask the CA about every certificate at once.
+const FIRST_CHECK_SPREAD_SECS: u64 = 6 * 3600;
+/// Renewal information is asked for again no sooner than this.
+const MIN_ARI_CHECK: Duration = Duration::from_secs(60);
 
 /// Renewal times by name, and names by time.
 #[derive(Debug, Default)]
 pub(super) struct Schedule {
-    by_time: BTreeSet<(u64, Domain)>,
-    pub(super) by_name: HashMap<Domain, u64>,
+    by_time: BTreeSet<(SystemTime, Domain)>,
+    pub(super) by_name: HashMap<Domain, SystemTime>,
 }
 
 impl Schedule {
-    pub(super) fn set(&mut self, name: &Domain, at: u64) {
+    pub(super) fn set(&mut self, name: &Domain, at: SystemTime) {
         if let Some(old) = self.by_name.insert(name.clone(), at) {
             self.by_time.remove(&(old, name.clone()));
         }
@@ -39,7 +45,7 @@ impl Schedule {
         }
     }
 
-    pub(super) fn pop_due(&mut self, now: u64) -> Vec<Domain> {
+    pub(super) fn pop_due(&mut self, now: SystemTime) -> Vec<Domain> {
         let mut due = Vec::new();
         while let Some((at, _)) = self.by_time.first() {
             if *at > now {
@@ -53,16 +59,28 @@ impl Schedule {
         due
     }
 
-    pub(super) fn next(&self) -> Option<u64> {
+    pub(super) fn next(&self) -> Option<SystemTime> {
         self.by_time.first().map(|(at, _)| *at)
     }
 }
 
 impl Certs {
+    /// Schedules the first check of every stored certificate (at start): when the lifetime rule
+    /// says, or sooner, within [`FIRST_CHECK_SPREAD_SECS`], so an ARI-capable CA is asked early.
+    pub(super) fn schedule_stored(&self, lifetimes: &[CertLifetime], now: SystemTime) {
+        let mut schedule = lock(&self.schedule);
+        for c in lifetimes {
+            let spread = Duration::from_secs(rand::random_range(0..FIRST_CHECK_SPREAD_SECS));
+            let due = schedule::default_renew_at(c.not_before, c.not_after, rand::random())
+                .min(now + spread);
+            schedule.set(&c.domain, due);
+        }
+    }
+
     /// Renews certificates when the schedule says so, until `stop` turns true.
     pub async fn run_maintenance(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
-            let now = unix_now();
+            let now = self.clock.now();
             let due = lock(&self.schedule).pop_due(now);
             for name in due {
                 // The flight runs on its own; nobody waits for it here.
@@ -73,7 +91,8 @@ impl Certs {
             }
             let next = lock(&self.schedule).next();
             let sleep = next.map_or(MAINTENANCE_TICK, |at| {
-                Duration::from_secs(at.saturating_sub(unix_now())).min(MAINTENANCE_TICK)
+                let until = at.duration_since(self.clock.now()).unwrap_or_default();
+                until.min(MAINTENANCE_TICK)
             });
             tokio::select! {
                 _ = tokio::time::sleep(sleep.max(Duration::from_millis(200))) => {}
@@ -84,7 +103,6 @@ impl Certs {
     }
 
     pub(super) async fn renew(&self, name: &Domain) -> Result<Entry, CertError> {
-        let unavailable = |e: LoadError| CertError::unavailable(name, e);
         if !self.policy.is_registered(name.as_str()) {
             return Err(CertError::NotServed(name.clone()));
         }
@@ -92,18 +110,20 @@ impl Certs {
             .store
             .certificate(name)
             .await
-            .map_err(|e| unavailable(e.into()))?
-            .ok_or_else(|| unavailable(LoadError::NothingToRenew))?;
-        let now = unix_now();
+            .map_err(|e| CertError::unavailable(name, e))?
+            .ok_or_else(|| CertError::unavailable(name, LoadError::NothingToRenew))?;
+        let now = self.clock.now();
         match self.issuer.renewal_window(name, &current).await {
             Ok(Some(w)) => {
                 let at = schedule::ari_renew_at(w.start, w.end, now, rand::random());
                 if at > now {
-                    let check = now + w.check_after.as_secs().max(60);
+                    let check = now + w.check_after.max(MIN_ARI_CHECK);
                     lock(&self.schedule).set(name, at.min(check));
-                    return self.entry(&current).map_err(|e| unavailable(e.into()));
+                    return self
+                        .entry(&current)
+                        .map_err(|e| CertError::unavailable(name, e));
                 }
-                tracing::info!(domain = %name, window_start = %rfc3339(from_unix_secs(w.start)), "renewal window open: renewing");
+                tracing::info!(domain = %name, window_start = %rfc3339(w.start), "renewal window open: renewing");
             }
             // Without renewal information (the CA offers none, or could not be asked), the
             // lifetime rule decides: this check may come early (every certificate gets one within
@@ -119,7 +139,9 @@ impl Certs {
                 if now < schedule::default_renew_at(nb, na, 1.0) {
                     let at = schedule::default_renew_at(nb, na, rand::random());
                     lock(&self.schedule).set(name, at);
-                    return self.entry(&current).map_err(|e| unavailable(e.into()));
+                    return self
+                        .entry(&current)
+                        .map_err(|e| CertError::unavailable(name, e));
                 }
             }
         }
@@ -132,11 +154,12 @@ impl Certs {
                 self.metrics.renewals.with_label_values(&["failed"]).inc();
                 // The current certificate keeps serving; the schedule was set by `issue`.
                 let message = match e {
-                    IssueOutcome::Failed(s) => s.last_error.unwrap_or_default(),
+                    IssueOutcome::Failed(not_before) => not_before.cause.detail,
                     IssueOutcome::Unusable(e) => error_chain(&e),
                 };
                 tracing::warn!(domain = %name, error = %message, "renewal failed; the current certificate keeps serving");
-                self.entry(&current).map_err(|e| unavailable(e.into()))
+                self.entry(&current)
+                    .map_err(|e| CertError::unavailable(name, e))
             }
         }
     }

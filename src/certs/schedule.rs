@@ -1,5 +1,6 @@
-//! When to renew, and when to try again after a failure. Pure functions of times (Unix seconds)
-//! and a random fraction, so they are tested without a clock.
+//! When to renew, and when to try again after a failure. Pure functions of times and a random
+//! fraction, so they are tested without a clock. They work in whole seconds, as certificates
+//! state their validity.
 //!
 //! - Without renewal information: renew when a third of the lifetime remains, minus a jitter of up
 //!   to 1/30 of the lifetime so that certificates issued together don't renew together. This
@@ -9,7 +10,7 @@
 //! - After a failure: 1 min, 10 min, 100 min, then daily; never later than half-way to the expiry
 //!   of the certificate still serving, so a failing renewal keeps retrying before it is too late.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Delays after the 1st, 2nd and 3rd failure in a row; daily after that.
 const BACKOFF: [u64; 3] = [60, 600, 6000];
@@ -23,38 +24,44 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// Renewal time without renewal information: one third of the lifetime before expiry, minus
 /// `jitter` (in `[0, 1)`) times a thirtieth of the lifetime.
-pub fn default_renew_at(not_before: u64, not_after: u64, jitter: f64) -> u64 {
-    let lifetime = not_after.saturating_sub(not_before);
+pub fn default_renew_at(not_before: SystemTime, not_after: SystemTime, jitter: f64) -> SystemTime {
+    let lifetime = secs_between(not_before, not_after);
     let jitter = (lifetime as f64 / 30.0 * jitter.clamp(0.0, 1.0)) as u64;
-    not_after
-        .saturating_sub(lifetime / 3)
-        .saturating_sub(jitter)
+    // Never before `not_before`: a third plus a thirtieth of the lifetime is less than all of it.
+    not_after - Duration::from_secs(lifetime / 3 + jitter)
 }
 
 /// Renewal time from an ARI window: a point `frac` (in `[0, 1)`) of the way through the part of
 /// the window that is still ahead of `now`; `now` once the window is over.
-pub fn ari_renew_at(start: u64, end: u64, now: u64, frac: f64) -> u64 {
+pub fn ari_renew_at(start: SystemTime, end: SystemTime, now: SystemTime, frac: f64) -> SystemTime {
     let start = start.max(now);
     if end <= start {
         return now;
     }
-    start + ((end - start) as f64 * frac.clamp(0.0, 1.0)) as u64
+    let ahead = secs_between(start, end) as f64;
+    start + Duration::from_secs((ahead * frac.clamp(0.0, 1.0)) as u64)
 }
 
 /// Next attempt after `failures` failures in a row at `now`, for a certificate valid until
 /// `not_after` (or none). Bounded by expiry: at most half the time left, and at least 1 s away.
-pub fn retry_at(now: u64, failures: u32, not_after: Option<u64>) -> u64 {
+pub fn retry_at(now: SystemTime, failures: u32, not_after: Option<SystemTime>) -> SystemTime {
     let wait = backoff(failures).as_secs();
     let wait = match not_after {
-        Some(na) if na > now => wait.min((na - now) / 2),
+        Some(na) if na > now => wait.min(secs_between(now, na) / 2),
         _ => wait,
     };
-    now + wait.max(1)
+    now + Duration::from_secs(wait.max(1))
+}
+
+/// Whole seconds from `from` to `to` (0 if `to` is not later).
+fn secs_between(from: SystemTime, to: SystemTime) -> u64 {
+    to.duration_since(from).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::from_unix_secs as t;
     use instant_acme::RenewalInfo;
     use proptest::prelude::*;
 
@@ -63,11 +70,14 @@ mod tests {
     #[test]
     fn default_is_a_third_of_the_lifetime_before_expiry() {
         let nb = 1_000_000;
-        assert_eq!(default_renew_at(nb, nb + 90 * DAY, 0.0), nb + 60 * DAY);
+        assert_eq!(
+            default_renew_at(t(nb), t(nb + 90 * DAY), 0.0),
+            t(nb + 60 * DAY)
+        );
         // A 90-second test certificate renews at 60 s, jittered down to 57 s at most.
-        assert_eq!(default_renew_at(nb, nb + 90, 0.0), nb + 60);
-        assert_eq!(default_renew_at(nb, nb + 90, 0.999), nb + 58);
-        assert!(default_renew_at(nb, nb + 90 * DAY, 0.999) >= nb + 57 * DAY);
+        assert_eq!(default_renew_at(t(nb), t(nb + 90), 0.0), t(nb + 60));
+        assert_eq!(default_renew_at(t(nb), t(nb + 90), 0.999), t(nb + 58));
+        assert!(default_renew_at(t(nb), t(nb + 90 * DAY), 0.999) >= t(nb + 57 * DAY));
     }
 
     #[test]
@@ -82,12 +92,12 @@ mod tests {
     #[test]
     fn retries_are_bounded_by_expiry() {
         let now = 1_000;
-        assert_eq!(retry_at(now, 1, None), now + 60);
-        assert_eq!(retry_at(now, 4, Some(now + 30 * DAY)), now + DAY);
+        assert_eq!(retry_at(t(now), 1, None), t(now + 60));
+        assert_eq!(retry_at(t(now), 4, Some(t(now + 30 * DAY))), t(now + DAY));
         // 40 s of validity left: try again in 20 s, not in a minute.
-        assert_eq!(retry_at(now, 1, Some(now + 40)), now + 20);
-        assert_eq!(retry_at(now, 1, Some(now + 1)), now + 1);
-        assert_eq!(retry_at(now, 1, Some(now - 5)), now + 60);
+        assert_eq!(retry_at(t(now), 1, Some(t(now + 40))), t(now + 20));
+        assert_eq!(retry_at(t(now), 1, Some(t(now + 1))), t(now + 1));
+        assert_eq!(retry_at(t(now), 1, Some(t(now - 5))), t(now + 60));
     }
 
     /// A renewalInfo response as Let's Encrypt serves it (RFC 9773 §4.2).
@@ -99,26 +109,30 @@ mod tests {
         "explanationURL": "https://acme.example.com/docs/ari"
     }"#;
 
-    fn unix(rfc3339: &str) -> u64 {
-        time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-            .unwrap()
-            .unix_timestamp() as u64
+    fn unix(rfc3339: &str) -> SystemTime {
+        t(
+            time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .unix_timestamp() as u64,
+        )
     }
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     #[test]
     fn ari_window_from_a_recorded_response() {
         let info: RenewalInfo = serde_json::from_str(RECORDED).unwrap();
-        let start = info.suggested_window.start.unix_timestamp() as u64;
-        let end = info.suggested_window.end.unix_timestamp() as u64;
+        let start = SystemTime::from(info.suggested_window.start);
+        let end = SystemTime::from(info.suggested_window.end);
         assert_eq!(start, unix("2025-01-02T04:00:00Z"));
         let before = unix("2025-01-01T00:00:00Z");
         assert_eq!(ari_renew_at(start, end, before, 0.0), start);
-        assert_eq!(ari_renew_at(start, end, before, 0.5), start + 12 * 3600);
+        assert_eq!(ari_renew_at(start, end, before, 0.5), start + 12 * HOUR);
         // Inside the window: a point of what is left of it.
-        let inside = start + 12 * 3600;
-        assert_eq!(ari_renew_at(start, end, inside, 0.5), inside + 6 * 3600);
+        let inside = start + 12 * HOUR;
+        assert_eq!(ari_renew_at(start, end, inside, 0.5), inside + 6 * HOUR);
         // Window over (e.g. the CA moved it into the past after a revocation): renew now.
-        let after = end + 1;
+        let after = end + Duration::from_secs(1);
         assert_eq!(ari_renew_at(start, end, after, 0.7), after);
     }
 
@@ -131,8 +145,8 @@ mod tests {
         .unwrap();
         let now = unix("2025-06-01T00:00:00Z");
         let at = ari_renew_at(
-            info.suggested_window.start.unix_timestamp() as u64,
-            info.suggested_window.end.unix_timestamp() as u64,
+            info.suggested_window.start.into(),
+            info.suggested_window.end.into(),
             now,
             0.3,
         );
@@ -142,15 +156,15 @@ mod tests {
     proptest! {
         #[test]
         fn renewal_is_inside_the_lifetime(nb in 0u64..1 << 40, life in 1u64..400 * DAY, j in 0.0f64..1.0) {
-            let at = default_renew_at(nb, nb + life, j);
-            prop_assert!(at >= nb && at <= nb + life);
+            let at = default_renew_at(t(nb), t(nb + life), j);
+            prop_assert!(at >= t(nb) && at <= t(nb + life));
         }
 
         #[test]
         fn ari_point_is_inside_the_window_or_now(s in 0u64..1 << 40, len in 0u64..DAY, now in 0u64..1 << 40, f in 0.0f64..1.0) {
-            let at = ari_renew_at(s, s + len, now, f);
-            prop_assert!(at >= now.min(s + len));
-            prop_assert!(at <= (s + len).max(now));
+            let at = ari_renew_at(t(s), t(s + len), t(now), f);
+            prop_assert!(at >= t(now.min(s + len)));
+            prop_assert!(at <= t((s + len).max(now)));
         }
     }
 }

@@ -2,8 +2,8 @@
 //! the last error.
 
 use super::{Certs, lock};
-use crate::clock::{from_unix_secs, rfc3339, unix_now};
-use crate::store::{DomainRecord, StoreError};
+use crate::clock::rfc3339;
+use crate::store::{DomainRecord, IssueFailure, StoreError};
 
 /// Status of a domain's certificate, for the admin API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -22,8 +22,18 @@ pub struct CertStatus {
     pub failures: u32,
     /// No new order before this time (RFC 3339), after a failure.
     pub retry_at: Option<String>,
-    /// Last issuance error, with the CA's problem type and detail.
-    pub last_error: Option<String>,
+    /// Why the last attempt failed. The API shows its words (with the CA's problem type and
+    /// detail); its kind is for the code that explains it.
+    #[serde(serialize_with = "words")]
+    pub last_error: Option<IssueFailure>,
+}
+
+/// `last_error` as the API shows it: the words only.
+fn words<S: serde::Serializer>(failure: &Option<IssueFailure>, s: S) -> Result<S::Ok, S::Error> {
+    match failure {
+        Some(f) => s.serialize_some(&f.detail),
+        None => s.serialize_none(),
+    }
 }
 
 impl Certs {
@@ -31,7 +41,7 @@ impl Certs {
     pub async fn status(&self, record: &DomainRecord) -> Result<CertStatus, StoreError> {
         let name = &record.name;
         let stored = self.store.certificate(name).await?;
-        let now = unix_now();
+        let now = self.clock.now();
         let pending = lock(&self.inflight).contains_key(name);
         let status = match &stored {
             _ if pending => "pending",
@@ -43,18 +53,11 @@ impl Certs {
         Ok(CertStatus {
             status,
             issuer: stored.as_ref().map(|c| c.issuer.clone()),
-            not_before: stored
-                .as_ref()
-                .map(|c| rfc3339(from_unix_secs(c.not_before))),
-            not_after: stored
-                .as_ref()
-                .map(|c| rfc3339(from_unix_secs(c.not_after))),
-            next_renewal: stored
-                .as_ref()
-                .and(next_renewal)
-                .map(|t| rfc3339(from_unix_secs(t))),
+            not_before: stored.as_ref().map(|c| rfc3339(c.not_before)),
+            not_after: stored.as_ref().map(|c| rfc3339(c.not_after)),
+            next_renewal: stored.as_ref().and(next_renewal).map(rfc3339),
             failures: record.failures,
-            retry_at: (record.retry_at > now).then(|| rfc3339(from_unix_secs(record.retry_at))),
+            retry_at: record.retry_at.filter(|t| *t > now).map(rfc3339),
             last_error: record.last_error.clone(),
         })
     }

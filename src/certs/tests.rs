@@ -1,11 +1,11 @@
 //! Tests of the certificate layer over a real SQLite store and the built-in CA.
 
 use super::*;
-use crate::issuer::IssueError;
-use crate::issuer::LocalCa;
-use crate::store::SqliteStore;
-use crate::store::StoredCert;
+use crate::clock::{ManualClock, from_unix_secs};
+use crate::issuer::{IssueError, LocalCa};
+use crate::store::{AcmeProblem, SqliteStore, StoredCert};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 /// Counts issuances; fails while `fail` is set.
 struct Counting {
@@ -33,9 +33,13 @@ impl Issuer for Counting {
     }
 }
 
-fn setup(dir: &std::path::Path) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>) {
+/// The layer serving `a.example.com` on a clock that stands still unless `clock` moves it.
+fn setup_at(
+    dir: &std::path::Path,
+    clock: &ManualClock,
+) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>) {
     let issuer = Arc::new(Counting {
-        ca: LocalCa::load_or_create(dir).unwrap(),
+        ca: LocalCa::load_or_create(dir, clock.clock()).unwrap(),
         calls: AtomicUsize::new(0),
         fail: false.into(),
     });
@@ -44,8 +48,13 @@ fn setup(dir: &std::path::Path) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>) {
         &store,
         issuer.clone(),
         [Domain::parse("a.example.com").unwrap()],
+        clock.clock(),
     );
     (issuer, store, Arc::new(certs))
+}
+
+fn setup(dir: &std::path::Path) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>) {
+    setup_at(dir, &ManualClock::starting_now())
 }
 
 /// A certificate layer over `store` and `issuer` serving `names`, as a (re)start makes it.
@@ -53,15 +62,19 @@ fn certs_over(
     store: &Arc<dyn Store>,
     issuer: Arc<dyn Issuer>,
     names: impl IntoIterator<Item = Domain>,
+    clock: Clock,
 ) -> Certs {
     Certs::new(
-        100,
+        Settings {
+            cache_capacity: 100,
+            on_demand_timeout: Duration::from_secs(5),
+        },
         store.clone(),
         issuer,
         Arc::new(Policy::new(names, None)),
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         Metrics::unregistered(),
-        Duration::from_secs(5),
+        clock,
     )
 }
 
@@ -69,7 +82,10 @@ fn certs_over(
 async fn registered(dir: &std::path::Path) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>, Domain) {
     let (issuer, store, certs) = setup(dir);
     let name = Domain::parse("a.example.com").unwrap();
-    store.add_domain(&name, 0).await.unwrap();
+    store
+        .add_domain(&name, SystemTime::UNIX_EPOCH)
+        .await
+        .unwrap();
     (issuer, store, certs, name)
 }
 
@@ -106,10 +122,14 @@ async fn concurrent_issuances_each_return_with_gauges_counting_their_certificate
         .collect();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     for name in &names {
-        store.add_domain(name, 0).await.unwrap();
+        store
+            .add_domain(name, SystemTime::UNIX_EPOCH)
+            .await
+            .unwrap();
     }
-    let ca = Arc::new(LocalCa::load_or_create(dir.path()).unwrap());
-    let certs = Arc::new(certs_over(&store, ca, names.clone()));
+    let clock = ManualClock::starting_now().clock();
+    let ca = Arc::new(LocalCa::load_or_create(dir.path(), clock.clone()).unwrap());
+    let certs = Arc::new(certs_over(&store, ca, names.clone(), clock));
     let mut tasks = tokio::task::JoinSet::new();
     for name in names.clone() {
         let certs = certs.clone();
@@ -143,7 +163,12 @@ async fn lookups_count_a_miss_per_flight_and_a_hit_per_cached_certificate() {
     assert_eq!(lookups(&certs), (2, 1), "then served from memory");
 
     // A restart (cold cache) loads the stored certificate: a miss, no issuance.
-    let cold = Arc::new(certs_over(&store, issuer.clone(), [name.clone()]));
+    let cold = Arc::new(certs_over(
+        &store,
+        issuer.clone(),
+        [name.clone()],
+        certs.clock.clone(),
+    ));
     cold.resolve(&name).await.unwrap();
     cold.resolve(&name).await.unwrap();
     assert_eq!(lookups(&cold), (1, 1));
@@ -180,15 +205,20 @@ async fn a_failure_backs_off_instead_of_ordering_again() {
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
     let rec = record(&store, &name).await;
     assert_eq!(rec.failures, 1);
-    assert!(rec.retry_at >= unix_now() + 59);
+    assert!(rec.retry_at.unwrap() >= certs.clock.now() + Duration::from_secs(59));
+    assert_eq!(
+        rec.last_error.as_ref().unwrap().kind,
+        FailureKind::Problem(AcmeProblem::RejectedIdentifier),
+        "the kind is recorded as data"
+    );
     let status = certs.status(&rec).await.unwrap();
     assert_eq!(status.status, "failed");
-    assert!(status.last_error.unwrap().contains("policy forbids"));
+    assert!(status.last_error.unwrap().detail.contains("policy forbids"));
 
     // Backoff survives a restart of the certificate layer.
     let (_, _, fresh) = {
         let issuer2 = issuer.clone();
-        let c = certs_over(&store, issuer2.clone(), [name.clone()]);
+        let c = certs_over(&store, issuer2.clone(), [name.clone()], certs.clock.clone());
         c.restore(&store.domains().await.unwrap(), &[]);
         (issuer2, store.clone(), Arc::new(c))
     };
@@ -204,11 +234,37 @@ async fn a_failure_backs_off_instead_of_ordering_again() {
         record(&store, &name).await,
         DomainRecord {
             name: name.clone(),
-            created_at: 0,
+            created_at: SystemTime::UNIX_EPOCH,
             last_error: None,
             failures: 0,
-            retry_at: 0,
+            retry_at: None,
         }
+    );
+}
+
+#[tokio::test]
+async fn a_backoff_ends_when_the_clock_passes_its_retry_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::starting_now();
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    issuer.fail.store(true, Ordering::SeqCst);
+    assert!(certs.resolve(&name).await.is_err());
+    // The backoff after a first failure is one minute (then 10 min, 100 min, daily).
+    wall.advance(Duration::from_secs(59));
+    let err = certs.resolve(&name).await.unwrap_err();
+    assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    wall.advance(Duration::from_secs(1));
+    assert!(certs.resolve(&name).await.is_err());
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 2, "ordered again");
+    let rec = record(&store, &name).await;
+    assert_eq!(rec.failures, 2);
+    let second = rec.retry_at.unwrap().duration_since(wall.clock().now());
+    assert!(
+        second.unwrap() > Duration::from_secs(599),
+        "ten minutes after the second"
     );
 }
 
@@ -225,10 +281,10 @@ async fn a_check_without_renewal_information_renews_only_when_the_lifetime_rule_
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
     let cert = store.certificate(&name).await.unwrap().unwrap();
     let due = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
-    let lifetime = cert.not_after - cert.not_before;
+    let lifetime = cert.not_after.duration_since(cert.not_before).unwrap();
     assert!(
-        due > unix_now() && due >= cert.not_before + lifetime / 2,
-        "next check {due} for a certificate valid {}..{}",
+        due > certs.clock.now() && due >= cert.not_before + lifetime / 2,
+        "next check {due:?} for a certificate valid {:?}..{:?}",
         cert.not_before,
         cert.not_after
     );
@@ -250,11 +306,11 @@ async fn a_renewal_check_does_not_cache_a_name_nobody_clicked() {
     assert!(certs.cache.contains_key(&name));
 }
 
-/// Holds back every name while `reason` is set.
-struct Gate(Mutex<Option<String>>);
+/// Holds back every name while a hold is set.
+struct Gate(Mutex<Option<Hold>>);
 
 impl IssueGate for Gate {
-    fn hold(&self, _name: &Domain) -> Option<String> {
+    fn hold(&self, _name: &Domain) -> Option<Hold> {
         lock(&self.0).clone()
     }
 }
@@ -263,15 +319,28 @@ impl IssueGate for Gate {
 async fn a_held_back_name_orders_nothing_and_records_why() {
     let dir = tempfile::tempdir().unwrap();
     let (issuer, store, _, name) = registered(dir.path()).await;
-    let gate = Arc::new(Gate(Mutex::new(Some("the `caa` check fails".into()))));
+    let hold = Hold {
+        check: "caa".into(),
+        message: "the `caa` check fails".into(),
+    };
+    let gate = Arc::new(Gate(Mutex::new(Some(hold))));
+    let clock = ManualClock::starting_now().clock();
     let certs =
-        Arc::new(certs_over(&store, issuer.clone(), [name.clone()]).with_gate(gate.clone()));
+        Arc::new(certs_over(&store, issuer.clone(), [name.clone()], clock).with_gate(gate.clone()));
     let err = certs.resolve(&name).await.unwrap_err();
     assert!(err.to_string().contains("`caa` check fails"), "{err}");
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 0);
     let rec = record(&store, &name).await;
-    assert_eq!(rec.last_error.as_deref(), Some("the `caa` check fails"));
-    assert_eq!((rec.failures, rec.retry_at), (0, 0), "no backoff");
+    assert_eq!(
+        rec.last_error,
+        Some(IssueFailure {
+            kind: FailureKind::HeldBack {
+                check: "caa".into()
+            },
+            detail: "the `caa` check fails".into(),
+        })
+    );
+    assert_eq!((rec.failures, rec.retry_at), (0, None), "no backoff");
     // Once the gate opens, the next handshake orders.
     *lock(&gate.0) = None;
     certs.resolve(&name).await.unwrap();
@@ -284,15 +353,16 @@ fn schedule_pops_in_time_order() {
     let mut s = Schedule::default();
     let a = Domain::parse("a.example.com").unwrap();
     let b = Domain::parse("b.example.com").unwrap();
-    s.set(&a, 10);
-    s.set(&b, 5);
-    s.set(&a, 20);
-    assert_eq!(s.next(), Some(5));
-    assert_eq!(s.pop_due(10), vec![b.clone()]);
-    assert_eq!(s.pop_due(19), Vec::<Domain>::new());
-    assert_eq!(s.pop_due(20), vec![a.clone()]);
+    let t = from_unix_secs;
+    s.set(&a, t(10));
+    s.set(&b, t(5));
+    s.set(&a, t(20));
+    assert_eq!(s.next(), Some(t(5)));
+    assert_eq!(s.pop_due(t(10)), vec![b.clone()]);
+    assert_eq!(s.pop_due(t(19)), Vec::<Domain>::new());
+    assert_eq!(s.pop_due(t(20)), vec![a.clone()]);
     assert_eq!(s.next(), None);
-    s.set(&a, 1);
+    s.set(&a, t(1));
     s.remove(&a);
-    assert_eq!(s.pop_due(100), Vec::<Domain>::new());
+    assert_eq!(s.pop_due(t(100)), Vec::<Domain>::new());
 }

@@ -34,16 +34,19 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let policy = Arc::new(Policy::new([domain.clone()], None));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let clock = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
     let certs = Arc::new(Certs::new(
-        10,
+        crate::certs::Settings {
+            cache_capacity: 10,
+            on_demand_timeout: Duration::from_secs(5),
+        },
         store.clone(),
-        Arc::new(LocalCa::load_or_create(dir.path()).unwrap()),
+        Arc::new(LocalCa::load_or_create(dir.path(), clock.clone()).unwrap()),
         policy.clone(),
         provider.clone(),
         metrics.clone(),
-        Duration::from_secs(5),
+        clock.clone(),
     ));
-    let clock = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
     let sink = FileSink::open(
         FileSinkConfig {
             dir: dir.path().join("clicks"),
@@ -54,7 +57,7 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
     )
     .unwrap();
     let (writer, clicks) =
-        ClickWriter::start(sink, BatchConfig::default(), metrics.clone(), clock).unwrap();
+        ClickWriter::start(sink, BatchConfig::default(), metrics.clone(), clock.clone()).unwrap();
     let ring = KeyRing::new(vec![LinkKey::new(KeyId(1), [7; 32], from_unix_secs(0))]).unwrap();
     let link = Link::new("https://example.com/", vec![], 1_764_000_000).unwrap();
     let path = format!("/c/{}", links::seal(&ring, DOMAIN, &link));
@@ -63,7 +66,7 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
         clicks,
         certs,
         policy.clone(),
-        Arc::new(Challenges::new(store, policy, provider)),
+        Arc::new(Challenges::new(store, policy, provider, clock.clone())),
         4096,
         &metrics,
     )

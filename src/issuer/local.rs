@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -15,6 +15,7 @@ use rcgen::{
 
 use super::{IssueError, Issuer};
 use crate::Domain;
+use crate::clock::{Clock, from_unix_secs};
 use crate::store::StoredCert;
 
 /// Leaf validity, like Let's Encrypt's.
@@ -50,6 +51,7 @@ pub enum LocalCaError {
 pub struct LocalCa {
     issuer: RcgenIssuer<'static, KeyPair>,
     root_pem: String,
+    clock: Clock,
 }
 
 impl LocalCa {
@@ -58,8 +60,9 @@ impl LocalCa {
     /// File holding the root's private key (mode 0600), under the data dir.
     pub const KEY_FILE: &'static str = "ca-key.pem";
 
-    /// Loads the CA from `dir`, creating it on first use.
-    pub fn load_or_create(dir: &Path) -> Result<LocalCa, LocalCaError> {
+    /// Loads the CA from `dir`, creating it on first use; validity periods start at `clock`'s
+    /// now.
+    pub fn load_or_create(dir: &Path, clock: Clock) -> Result<LocalCa, LocalCaError> {
         let cert_path = dir.join(Self::ROOT_FILE);
         let key_path = dir.join(Self::KEY_FILE);
         if key_path.exists() {
@@ -81,7 +84,11 @@ impl LocalCa {
                     source,
                 }
             })?;
-            return Ok(LocalCa { issuer, root_pem });
+            return Ok(LocalCa {
+                issuer,
+                root_pem,
+                clock,
+            });
         }
         let gen_err = |source| LocalCaError::Cert {
             what: "generation failed",
@@ -100,7 +107,7 @@ impl LocalCa {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let now = SystemTime::now();
+        let now = clock.now();
         params.not_before = (now - BACKDATE).into();
         params.not_after = (now + CA_LIFETIME).into();
         let cert = params.self_signed(&key).map_err(gen_err)?;
@@ -111,6 +118,7 @@ impl LocalCa {
         Ok(LocalCa {
             issuer: RcgenIssuer::new(params, key),
             root_pem,
+            clock,
         })
     }
 
@@ -128,7 +136,8 @@ impl LocalCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
-        let now = SystemTime::now();
+        // Whole seconds, as the certificate states them.
+        let now = from_unix_secs(self.clock.unix_secs());
         let not_before = now - BACKDATE;
         let not_after = now + LEAF_LIFETIME;
         params.not_before = not_before.into();
@@ -138,15 +147,10 @@ impl LocalCa {
             issuer: "local".into(),
             chain_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-            not_before: unix(not_before),
-            not_after: unix(not_after),
+            not_before,
+            not_after,
         })
     }
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), LocalCaError> {
@@ -186,18 +190,21 @@ impl Issuer for LocalCa {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use std::os::unix::fs::PermissionsExt as _;
 
     #[tokio::test]
     async fn creates_once_and_reloads_the_same_root() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = LocalCa::load_or_create(dir.path()).unwrap();
+        let wall = ManualClock::new(from_unix_secs(1_800_000_000));
+        let clock = wall.clock();
+        let ca = LocalCa::load_or_create(dir.path(), clock.clone()).unwrap();
         let mode = std::fs::metadata(dir.path().join(LocalCa::KEY_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = LocalCa::load_or_create(dir.path()).unwrap();
+        let again = LocalCa::load_or_create(dir.path(), clock).unwrap();
         assert_eq!(ca.root_pem(), again.root_pem());
         let cert = again
             .issue(&Domain::parse("links.example.com").unwrap(), None)
@@ -205,5 +212,11 @@ mod tests {
             .unwrap();
         assert!(cert.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(cert.not_after > cert.not_before);
+        // Valid from an hour before the clock's now, for 90 days.
+        assert_eq!(cert.not_before, from_unix_secs(1_800_000_000) - BACKDATE);
+        assert_eq!(
+            cert.not_after,
+            from_unix_secs(1_800_000_000) + LEAF_LIFETIME
+        );
     }
 }

@@ -1,13 +1,12 @@
 //! The `certificate` check: the certificate's state (none, pending, valid until, failed) and the
-//! last issuance error translated from ACME problem types (RFC 8555 §6.7) into plain words with
-//! the step that fixes it. Pure.
+//! last issuance error explained by its recorded kind (an ACME problem type, RFC 8555 §6.7, a
+//! held-back order, …) in plain words with the step that fixes it. Pure; it reads the kind, never
+//! the words.
 
-use super::{Check, CheckId, HELD_BACK};
+use super::{Check, CheckId};
 use crate::Domain;
 use crate::certs::CertStatus;
-
-/// ACME problem type prefix (RFC 8555 §6.7).
-const ACME_ERROR: &str = "urn:ietf:params:acme:error:";
+use crate::store::{AcmeProblem, FailureKind, IssueFailure};
 
 /// The certificate check for `name` in state `cert`; `held` if a failing check holds back its
 /// order.
@@ -19,8 +18,8 @@ pub fn check(name: &Domain, cert: &CertStatus, held: bool) -> Check {
             CheckId::Certificate,
             format!("valid until {until} (issuer: {issuer})"),
         ),
-        ("valid", Some(error)) => {
-            let (plain, fix) = explain(name, error, cert.retry_at.as_deref());
+        ("valid", Some(failure)) => {
+            let (plain, fix) = explain(name, failure, cert.retry_at.as_deref());
             Check::warn(
                 CheckId::Certificate,
                 format!("valid until {until}, but renewing it failed: {plain}"),
@@ -28,17 +27,23 @@ pub fn check(name: &Domain, cert: &CertStatus, held: bool) -> Check {
             )
         }
         // A consequence, not a cause: the failing check is reported on its own.
-        (_, Some(error)) if error.starts_with(HELD_BACK) => Check::warn(
+        (
+            _,
+            Some(IssueFailure {
+                kind: FailureKind::HeldBack { check },
+                ..
+            }),
+        ) => Check::warn(
             CheckId::Certificate,
-            format!("not ordered yet: {}", held_back_by(error)),
+            format!("not ordered yet: the `{check}` check fails"),
             Some(
                 "Apply the fix of that check; the certificate is ordered at the next HTTPS request after the checks pass."
                     .into(),
             ),
         ),
         ("pending", _) => Check::warn(CheckId::Certificate, "being issued now".to_owned(), None),
-        (_, Some(error)) => {
-            let (plain, fix) = explain(name, error, cert.retry_at.as_deref());
+        (_, Some(failure)) => {
+            let (plain, fix) = explain(name, failure, cert.retry_at.as_deref());
             Check::fail(CheckId::Certificate, plain, fix, false)
         }
         _ if held => Check::warn(
@@ -56,30 +61,25 @@ pub fn check(name: &Domain, cert: &CertStatus, held: bool) -> Check {
     }
 }
 
-/// "the `caa` check fails" out of the gate's message.
-fn held_back_by(error: &str) -> String {
-    let id = error.split('`').nth(1).unwrap_or("a blocking");
-    format!("the `{id}` check fails")
+/// True if a failure of this kind is one the DNS and reachability checks can see the cause of
+/// (so checks that pass again are a good reason to retry at once).
+pub fn checks_cover(kind: &FailureKind) -> bool {
+    matches!(
+        kind,
+        FailureKind::HeldBack { .. }
+            | FailureKind::Problem(
+                AcmeProblem::Caa
+                    | AcmeProblem::Dns
+                    | AcmeProblem::Connection
+                    | AcmeProblem::Unauthorized
+                    | AcmeProblem::IncorrectResponse
+                    | AcmeProblem::Tls
+            )
+    )
 }
 
-/// True if `error` is one the DNS and reachability checks can see the cause of (so checks that
-/// pass again are a good reason to retry at once).
-pub fn checks_cover(error: &str) -> bool {
-    error.starts_with(HELD_BACK)
-        || [
-            "caa",
-            "dns",
-            "connection",
-            "unauthorized",
-            "incorrectResponse",
-            "tls",
-        ]
-        .iter()
-        .any(|t| error.contains(&format!("{ACME_ERROR}{t}")))
-}
-
-/// The error in plain words, and what to do about it.
-pub fn explain(name: &Domain, error: &str, retry_at: Option<&str>) -> (String, String) {
+/// The failure in plain words (quoting what was said), and what to do about it.
+pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) -> (String, String) {
     let retry = match retry_at {
         Some(t) => format!(" The edge tries again after {t}."),
         None => String::new(),
@@ -87,33 +87,25 @@ pub fn explain(name: &Domain, error: &str, retry_at: Option<&str>) -> (String, S
     let again = format!(
         "Then run `clickedge domain check {name}`: once the checks pass, the next HTTPS request orders the certificate again."
     );
-    let problem = error
-        .find(ACME_ERROR)
-        .map(|i| &error[i + ACME_ERROR.len()..])
-        .map(|rest| {
-            rest.split(|c: char| !c.is_ascii_alphanumeric())
-                .next()
-                .unwrap_or("")
-        });
-    let said = format!(" (the CA said: {error})");
-    let (plain, fix) = match problem {
-        Some("caa") => (
+    let said = format!(" (the CA said: {})", failure.detail);
+    let (plain, fix) = match &failure.kind {
+        FailureKind::Problem(AcmeProblem::Caa) => (
             "the CA refused because a CAA record does not allow it".to_owned(),
             format!("Add the CAA record the `caa` check names.{retry} {again}"),
         ),
-        Some("dns") => (
+        FailureKind::Problem(AcmeProblem::Dns) => (
             format!("the CA could not look up {name} in DNS"),
             format!(
                 "Publish the records the checks above name (saved and live at your DNS provider, not a draft), and make sure your name servers answer from everywhere.{retry} {again}"
             ),
         ),
-        Some("connection") => (
+        FailureKind::Problem(AcmeProblem::Connection) => (
             format!("the CA could not connect to the edge through {name}"),
             format!(
                 "Point {name} at the edge (see `points-to-edge`) and open ports 80 and 443 to it from the internet (firewall, security group, load balancer).{retry} {again}"
             ),
         ),
-        Some("unauthorized" | "incorrectResponse") => (
+        FailureKind::Problem(AcmeProblem::Unauthorized | AcmeProblem::IncorrectResponse) => (
             format!(
                 "the CA reached a server that did not answer its challenge: {name} points somewhere else, or a proxy or CDN answers in front of the edge"
             ),
@@ -121,33 +113,36 @@ pub fn explain(name: &Domain, error: &str, retry_at: Option<&str>) -> (String, S
                 "Point {name} straight at the edge (see `points-to-edge`); if a proxy or CDN sits in front (for example Cloudflare's orange cloud), set it to DNS only.{retry} {again}"
             ),
         ),
-        Some("tls") => (
+        FailureKind::Problem(AcmeProblem::Tls) => (
             "the CA's TLS connection to the edge failed".to_owned(),
             format!(
                 "Make port 443 of {name} reach the edge itself, not a proxy that ends TLS.{retry} {again}"
             ),
         ),
-        Some("rejectedIdentifier") => (
+        FailureKind::Problem(AcmeProblem::RejectedIdentifier) => (
             format!("the CA will not issue for {name}: its policy forbids this name"),
             "Use another name for links: this CA refuses this one (for example a name on its blocklist).".to_owned(),
         ),
-        Some("rateLimited") => (
+        FailureKind::Problem(AcmeProblem::RateLimited) => (
             "the CA's rate limit for this name or account was reached".to_owned(),
             format!("Nothing to change: wait.{retry}"),
         ),
-        Some(_) => (
+        FailureKind::Problem(AcmeProblem::Other(_)) => (
             "the CA could not issue the certificate".to_owned(),
             format!(
                 "If the CA's words name something in your DNS, fix it; otherwise tell the edge's operator.{retry} After a fix, `clickedge domain add {name}` retries at once."
             ),
         ),
-        None if error.starts_with("obtaining a certificate") => (
+        FailureKind::Order => (
             "the edge could not complete the order with the CA".to_owned(),
             format!(
                 "Nothing to change on the domain: the edge's operator should check that the edge reaches its CA.{retry}"
             ),
         ),
-        None => (
+        FailureKind::HeldBack { .. }
+        | FailureKind::Refused
+        | FailureKind::Local
+        | FailureKind::Unknown => (
             "issuing the certificate failed".to_owned(),
             format!("Tell the edge's operator.{retry}"),
         ),
@@ -158,8 +153,20 @@ pub fn explain(name: &Domain, error: &str, retry_at: Option<&str>) -> (String, S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::issuer::IssueError;
+    use crate::onboarding::HELD_BACK;
 
-    fn status(status: &'static str, last_error: Option<&str>) -> CertStatus {
+    /// The failure recorded when the CA refuses with `urn:ietf:params:acme:error:<problem>`.
+    fn refused(problem: &str, detail: &str) -> IssueFailure {
+        IssueError::Refused {
+            domain: name(),
+            problem_type: Some(format!("urn:ietf:params:acme:error:{problem}")),
+            detail: detail.into(),
+        }
+        .failure()
+    }
+
+    fn status(status: &'static str, last_error: Option<IssueFailure>) -> CertStatus {
         CertStatus {
             status,
             issuer: Some("acme".into()),
@@ -167,8 +174,8 @@ mod tests {
             not_after: Some("2027-01-01T00:00:00Z".into()),
             next_renewal: None,
             failures: u32::from(last_error.is_some()),
-            retry_at: last_error.map(|_| "2026-11-25T10:00:00Z".into()),
-            last_error: last_error.map(Into::into),
+            retry_at: last_error.as_ref().map(|_| "2026-11-25T10:00:00Z".into()),
+            last_error,
         }
     }
 
@@ -199,9 +206,7 @@ mod tests {
         );
         let failed = check_now(&status(
             "failed",
-            Some(
-                "the CA refused links.example.com: urn:ietf:params:acme:error:unauthorized: wrong answer",
-            ),
+            Some(refused("unauthorized", "wrong answer")),
         ));
         assert_eq!(failed.status, Fail);
         assert!(!failed.blocking);
@@ -220,9 +225,7 @@ mod tests {
 
     #[test]
     fn problem_types_are_translated() {
-        let e = |t: &str| {
-            format!("the CA refused links.example.com: urn:ietf:params:acme:error:{t}: detail")
-        };
+        let e = |t: &str| refused(t, "detail");
         assert!(explain(&name(), &e("caa"), None).0.contains("CAA record"));
         assert!(
             explain(&name(), &e("rejectedIdentifier"), None)
@@ -239,12 +242,22 @@ mod tests {
                 .1
                 .contains("ports 80 and 443")
         );
-        assert!(checks_cover(&e("dns")));
-        assert!(!checks_cover(&e("rejectedIdentifier")));
-        assert!(checks_cover(&format!("{HELD_BACK} `caa` check fails: x")));
+        assert!(checks_cover(&e("dns").kind));
+        assert!(!checks_cover(&e("rejectedIdentifier").kind));
+        let held_back = |detail: String| IssueFailure {
+            kind: FailureKind::HeldBack {
+                check: "caa".into(),
+            },
+            detail,
+        };
+        assert!(checks_cover(
+            &held_back(format!("{HELD_BACK} `caa` check fails: x")).kind
+        ));
         let held = check_now(&status(
             "failed",
-            Some(&format!("{HELD_BACK} `caa` check fails: CAA at x")),
+            Some(held_back(format!(
+                "{HELD_BACK} `caa` check fails: CAA at x"
+            ))),
         ));
         assert_eq!(held.status, crate::onboarding::CheckStatus::Warn);
         assert_eq!(held.message, "not ordered yet: the `caa` check fails");

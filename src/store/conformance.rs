@@ -9,7 +9,9 @@
 //! Only the behaviour the rest of the edge relies on is asserted, not how a store gets there. Public so that a store living outside this crate's
 //! unit tests can run the same suite; not part of the edge's API.
 
-use super::{IssueStatus, Store, StoreError, StoredCert};
+use std::time::SystemTime;
+
+use super::{AcmeProblem, FailureKind, IssueFailure, IssueStatus, Store, StoreError, StoredCert};
 use crate::Domain;
 use crate::clock::from_unix_secs;
 use crate::config::ChallengeKind;
@@ -52,8 +54,8 @@ fn d(name: &str) -> Domain {
 }
 
 /// A timestamp `secs` after the epoch, as the store's record types take it.
-fn t(secs: u64) -> u64 {
-    secs
+fn t(secs: u64) -> SystemTime {
+    from_unix_secs(secs)
 }
 
 fn cert(issuer: &str, not_before: u64, not_after: u64) -> StoredCert {
@@ -159,15 +161,23 @@ pub async fn certificate_summary_counts_and_finds_the_soonest_expiry(
 pub async fn issuance_status_round_trips_and_resets(store: &dyn Store) -> Result<(), StoreError> {
     let b = d("b.example.com");
     store.add_domain(&b, t(1)).await?;
+    let boom = IssueFailure {
+        kind: FailureKind::Problem(AcmeProblem::RateLimited),
+        detail: "boom".into(),
+    };
     let failed = IssueStatus {
-        last_error: Some("boom".into()),
+        last_error: Some(boom.clone()),
         failures: 2,
-        retry_at: t(99),
+        retry_at: Some(t(99)),
     };
     store.set_status(&b, &failed).await?;
     let rec = store.domain(&b).await?.expect("b is registered");
-    assert_eq!(rec.last_error.as_deref(), Some("boom"));
-    assert_eq!((rec.failures, rec.retry_at), (2, t(99)));
+    assert_eq!(
+        rec.last_error,
+        Some(boom),
+        "the kind reads back with the words"
+    );
+    assert_eq!((rec.failures, rec.retry_at), (2, Some(t(99))));
     store.set_status(&b, &IssueStatus::default()).await?;
     let rec = store.domain(&b).await?.expect("b is registered");
     let cleared = IssueStatus::default();
@@ -202,35 +212,30 @@ pub async fn domain_checks_round_trip_and_go_with_the_domain(
 pub async fn challenges_are_kept_per_kind_until_they_expire(
     store: &dyn Store,
 ) -> Result<(), StoreError> {
-    let at = |secs| from_unix_secs(t(secs));
     let http = ChallengeKind::Http01;
-    store.put_challenge(http, "tok", "auth", at(100)).await?;
+    store.put_challenge(http, "tok", "auth", t(100)).await?;
     assert_eq!(
-        store.challenge(http, "tok", at(50)).await?.as_deref(),
+        store.challenge(http, "tok", t(50)).await?.as_deref(),
         Some("auth")
     );
-    assert_eq!(
-        store.challenge(http, "tok", at(100)).await?,
-        None,
-        "expired"
-    );
+    assert_eq!(store.challenge(http, "tok", t(100)).await?, None, "expired");
     let alpn = ChallengeKind::TlsAlpn01;
     assert_eq!(
-        store.challenge(alpn, "tok", at(50)).await?,
+        store.challenge(alpn, "tok", t(50)).await?,
         None,
         "other kind"
     );
-    assert_eq!(store.challenge(http, "other", at(50)).await?, None);
-    store.put_challenge(http, "tok", "auth2", at(200)).await?;
+    assert_eq!(store.challenge(http, "other", t(50)).await?, None);
+    store.put_challenge(http, "tok", "auth2", t(200)).await?;
     assert_eq!(
-        store.challenge(http, "tok", at(150)).await?.as_deref(),
+        store.challenge(http, "tok", t(150)).await?.as_deref(),
         Some("auth2")
     );
-    store.put_challenge(alpn, "tok", "digest", at(200)).await?;
-    store.remove_challenge(http, "tok", at(0)).await?;
-    assert_eq!(store.challenge(http, "tok", at(50)).await?, None);
+    store.put_challenge(alpn, "tok", "digest", t(200)).await?;
+    store.remove_challenge(http, "tok", t(0)).await?;
+    assert_eq!(store.challenge(http, "tok", t(50)).await?, None);
     assert_eq!(
-        store.challenge(alpn, "tok", at(50)).await?.as_deref(),
+        store.challenge(alpn, "tok", t(50)).await?.as_deref(),
         Some("digest")
     );
     Ok(())
@@ -240,15 +245,14 @@ pub async fn challenges_are_kept_per_kind_until_they_expire(
 pub async fn withdrawing_a_challenge_also_drops_expired_ones(
     store: &dyn Store,
 ) -> Result<(), StoreError> {
-    let at = |secs| from_unix_secs(t(secs));
     let http = ChallengeKind::Http01;
-    store.put_challenge(http, "old", "a", at(10)).await?;
-    store.put_challenge(http, "live", "b", at(100)).await?;
-    store.remove_challenge(http, "gone", at(50)).await?;
+    store.put_challenge(http, "old", "a", t(10)).await?;
+    store.put_challenge(http, "live", "b", t(100)).await?;
+    store.remove_challenge(http, "gone", t(50)).await?;
     // Asked as of before its expiry: a store that kept it would still answer.
-    assert_eq!(store.challenge(http, "old", at(5)).await?, None);
+    assert_eq!(store.challenge(http, "old", t(5)).await?, None);
     assert_eq!(
-        store.challenge(http, "live", at(50)).await?.as_deref(),
+        store.challenge(http, "live", t(50)).await?.as_deref(),
         Some("b")
     );
     Ok(())

@@ -167,7 +167,10 @@ pub(super) fn domain_body(v: &DomainView) -> String {
         row("Valid until", cert.not_after.as_deref()),
         row("Next renewal", cert.next_renewal.as_deref()),
         row("Retry after", cert.retry_at.as_deref()),
-        row("Last error", cert.last_error.as_deref()),
+        row(
+            "Last error",
+            cert.last_error.as_ref().map(|f| f.detail.as_str()),
+        ),
     );
     b
 }

@@ -1,0 +1,181 @@
+//! Backoff after failed orders, held in one place.
+//!
+//! The domain row in the store is the source of truth: failures in a row, the time before which
+//! no new order is placed, and why the last attempt failed ([`IssueStatus`]). It survives a
+//! restart, so a crash loop does not become an order loop, and the admin API reads it. [`Backoff`]
+//! is the only writer of those columns, and keeps in memory a copy of the rows that say "not
+//! before", written through on every change and loaded at start, so a handshake for a name that
+//! is backing off fails fast without a store query. Nothing else keeps backoff state.
+//!
+//! When to retry is [`super::schedule::retry_at`]'s to say; this module only records.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+
+use super::schedule;
+use crate::Domain;
+use crate::errors::chain as error_chain;
+use crate::store::{DomainRecord, FailureKind, IssueFailure, IssueStatus, Store, StoreError};
+
+/// No new order for a name before `until`, because of `cause`.
+#[derive(Debug, Clone)]
+pub(super) struct NotBefore {
+    /// The earliest time of the next order.
+    pub(super) until: SystemTime,
+    /// Why the last attempt failed.
+    pub(super) cause: IssueFailure,
+    /// Failed attempts in a row.
+    pub(super) failures: u32,
+}
+
+/// The issuance status of every domain: recorded in the store, with an in-memory copy of the
+/// retry times for the handshake path.
+pub(super) struct Backoff {
+    store: Arc<dyn Store>,
+    /// The `retry_at` and `last_error` of every row that has both, as last written or loaded.
+    not_before: DashMap<Domain, NotBefore>,
+}
+
+impl Backoff {
+    pub(super) fn new(store: Arc<dyn Store>) -> Backoff {
+        Backoff {
+            store,
+            not_before: DashMap::new(),
+        }
+    }
+
+    /// Loads the retry times still ahead of `now` (at start).
+    pub(super) fn restore(&self, domains: &[DomainRecord], now: SystemTime) {
+        for d in domains {
+            if let (Some(until), Some(cause)) = (d.retry_at, &d.last_error)
+                && until > now
+            {
+                let not_before = NotBefore {
+                    until,
+                    cause: cause.clone(),
+                    failures: d.failures,
+                };
+                self.not_before.insert(d.name.clone(), not_before);
+            }
+        }
+    }
+
+    /// The retry time of `name` and its cause, if it is later than `now`. From memory only.
+    pub(super) fn pending(&self, name: &Domain, now: SystemTime) -> Option<NotBefore> {
+        self.not_before
+            .get(name)
+            .filter(|n| n.until > now)
+            .map(|n| n.clone())
+    }
+
+    /// Records a failed order at `now`: one more failure in a row, and no new order before the
+    /// time [`schedule::retry_at`] says (never later than half-way to `serving_until`, the expiry
+    /// of a certificate still serving).
+    pub(super) async fn failed(
+        &self,
+        name: &Domain,
+        cause: IssueFailure,
+        now: SystemTime,
+        serving_until: Option<SystemTime>,
+    ) -> NotBefore {
+        let failures = self
+            .store
+            .domain(name)
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |d| d.failures)
+            .saturating_add(1);
+        let until = schedule::retry_at(now, failures, serving_until);
+        let status = IssueStatus {
+            last_error: Some(cause.clone()),
+            failures,
+            retry_at: Some(until),
+        };
+        self.record_or_warn(name, &status).await;
+        NotBefore {
+            until,
+            cause,
+            failures,
+        }
+    }
+
+    /// Records why an order was held back, keeping the failures and retry time a CA error set
+    /// (asking again costs nothing, so holding back does not back off).
+    pub(super) async fn held_back(&self, name: &Domain, cause: IssueFailure) {
+        let mut status = self.recorded(name).await;
+        status.last_error = Some(cause);
+        self.record_or_warn(name, &status).await;
+    }
+
+    /// Records a success: no failure, no retry time.
+    pub(super) async fn succeeded(&self, name: &Domain) {
+        self.record_or_warn(name, &IssueStatus::default()).await;
+    }
+
+    /// Clears the backoff of `name` so the next handshake may order again.
+    pub(super) async fn reset(&self, name: &Domain) -> Result<(), StoreError> {
+        self.record(name, &IssueStatus::default()).await
+    }
+
+    /// Clears a held-back reason once the checks pass, keeping any backoff a CA error set.
+    pub(super) async fn release_hold(&self, name: &Domain) -> Result<(), StoreError> {
+        let Some(record) = self.store.domain(name).await? else {
+            return Ok(());
+        };
+        let held = record
+            .last_error
+            .as_ref()
+            .is_some_and(|f| matches!(f.kind, FailureKind::HeldBack { .. }));
+        if !held {
+            return Ok(());
+        }
+        let status = IssueStatus {
+            last_error: None,
+            ..IssueStatus::of(&record)
+        };
+        self.record(name, &status).await
+    }
+
+    /// Forgets the in-memory copy for `name` (after it was unregistered; the store dropped the
+    /// row).
+    pub(super) fn forget(&self, name: &Domain) {
+        self.not_before.remove(name);
+    }
+
+    /// The recorded status of `name` (the default if it cannot be read).
+    async fn recorded(&self, name: &Domain) -> IssueStatus {
+        match self.store.domain(name).await {
+            Ok(Some(record)) => IssueStatus::of(&record),
+            _ => IssueStatus::default(),
+        }
+    }
+
+    async fn record_or_warn(&self, name: &Domain, status: &IssueStatus) {
+        if let Err(e) = self.record(name, status).await {
+            tracing::warn!(domain = %name, error = %error_chain(&e), "recording certificate status");
+        }
+    }
+
+    /// Writes `status` to the store, then the in-memory copy, which follows even when the store
+    /// fails: a failing store must not turn every handshake into an order.
+    async fn record(&self, name: &Domain, status: &IssueStatus) -> Result<(), StoreError> {
+        let written = self.store.set_status(name, status).await;
+        match (status.retry_at, &status.last_error) {
+            (Some(until), Some(cause)) => {
+                let not_before = NotBefore {
+                    until,
+                    cause: cause.clone(),
+                    failures: status.failures,
+                };
+                self.not_before.insert(name.clone(), not_before);
+            }
+            _ => {
+                self.not_before.remove(name);
+            }
+        }
+        written
+    }
+}

@@ -1,0 +1,115 @@
+//! Tests of the SQLite store: the conformance suite every store passes, then what is SQLite's
+//! own (reopening a file, schema migrations).
+
+use super::*;
+use crate::store::AcmeProblem;
+
+crate::store_conformance_tests!(async {
+    SqliteStore::in_memory().expect("in-memory SQLite store")
+});
+
+fn d(s: &str) -> Domain {
+    Domain::parse(s).unwrap()
+}
+
+fn t(secs: u64) -> SystemTime {
+    from_unix_secs(secs)
+}
+
+#[test]
+fn reopening_keeps_data_and_does_not_rerun_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let s = SqliteStore::open(&path).unwrap();
+    rt.block_on(s.add_domain(&d("a.example.com"), t(1)))
+        .unwrap();
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(rt.block_on(s.domains()).unwrap().len(), 1);
+}
+
+#[test]
+fn failures_recorded_before_kinds_get_theirs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        // A database as the version before kinds left it.
+        let conn = Connection::open(&path).unwrap();
+        for (i, sql) in MIGRATIONS.iter().take(2).enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        for (name, error) in [
+            (
+                "held.example.com",
+                "no certificate order while the `points-to-edge` check fails: A 192.0.2.7; `clickedge domain check held.example.com` shows the fix",
+            ),
+            (
+                "caa.example.com",
+                "the CA refused caa.example.com: urn:ietf:params:acme:error:caa: CAA record forbids",
+            ),
+            (
+                "net.example.com",
+                "obtaining a certificate for net.example.com: connection refused",
+            ),
+            (
+                "ca.example.com",
+                "local CA could not issue a certificate for ca.example.com: no key",
+            ),
+            ("odd.example.com", "something else"),
+        ] {
+            conn.execute(
+                "INSERT INTO domains (name, created_at, last_error, failures, retry_at)
+                 VALUES (?1, 1, ?2, 1, 100)",
+                params![name, error],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO domains (name, created_at) VALUES ('ok.example.com', 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let kinds: Vec<_> = rt
+        .block_on(s.domains())
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.name.to_string(), r.last_error.map(|f| f.kind)))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("ca.example.com".into(), Some(FailureKind::Local)),
+            (
+                "caa.example.com".into(),
+                Some(FailureKind::Problem(AcmeProblem::Caa))
+            ),
+            (
+                "held.example.com".into(),
+                Some(FailureKind::HeldBack {
+                    check: "points-to-edge".into()
+                })
+            ),
+            ("net.example.com".into(), Some(FailureKind::Order)),
+            ("odd.example.com".into(), Some(FailureKind::Unknown)),
+            ("ok.example.com".into(), None),
+        ]
+    );
+    let rec = rt
+        .block_on(s.domain(&d("caa.example.com")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec.last_error.unwrap().detail,
+        "the CA refused caa.example.com: urn:ietf:params:acme:error:caa: CAA record forbids"
+    );
+    assert_eq!((rec.failures, rec.retry_at), (1, Some(t(100))));
+}
