@@ -78,13 +78,6 @@ impl ManualClock {
     }
 }
 
-/// Seconds since the Unix epoch by the system's clock.
-///
-/// NOTE: transitional, for callers not yet handed a [`Clock`]; each one is to take a clock.
-pub fn unix_now() -> u64 {
-    Clock::system().unix_secs()
-}
-
 /// Whole seconds since the Unix epoch (0 for times before it).
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
