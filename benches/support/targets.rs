@@ -265,8 +265,7 @@ impl Admin {
     ) -> Result<Vec<(usize, Option<(String, String)>)>, String>
     where
         F: Fn(Admin, usize) -> Fut,
-        Fut:
-            std::future::Future<Output = Result<Option<(String, String)>, String>> + Send + 'static,
+        Fut: Future<Output = Result<Option<(String, String)>, String>> + Send + 'static,
     {
         let mut set = tokio::task::JoinSet::new();
         let mut out = Vec::with_capacity(jobs);
