@@ -1,6 +1,7 @@
 //! Tests of the SQLite store: the conformance suite every store passes, then what is SQLite's
 //! own (reopening a file, schema migrations).
 
+use super::schema::MIGRATIONS;
 use super::*;
 use crate::store::AcmeProblem;
 
