@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::config::{Config, IssuerKind};
 use crate::domains::Domains;
 use crate::http::Edge;
-use crate::http::serve::{self, ConnLimits, Protocols, Serving};
+use crate::http::serve::{self, Serving};
 use crate::issuer::{Issuer, LocalCa};
 use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
@@ -199,13 +199,13 @@ impl App {
 
         let (stop, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
-        let serving = Serving {
+        let serving = Serving::new(
             edge,
-            protocols: Protocols::new(&config.limits),
-            limits: Arc::new(ConnLimits::new(&config.limits, metrics.clone())),
-            tracker: connections.clone(),
-            stop: stop_rx.clone(),
-        };
+            &config.limits,
+            &metrics,
+            connections.clone(),
+            stop_rx.clone(),
+        );
         let mut tasks = vec![
             tokio::spawn(serve::serve_https(https, acceptor, serving.clone())),
             tokio::spawn(serve::serve_http(http_listener, serving)),
@@ -231,17 +231,13 @@ impl App {
             max_body_bytes: config.limits.admin_max_body_bytes.get(),
             clock,
         }));
-        let mut admin_stop = stop_rx;
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(admin_listener, admin_router)
-                .with_graceful_shutdown(async move {
-                    let _ = admin_stop.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "admin listener failed");
-            }
-        }));
+        tasks.push(tokio::spawn(serve::serve_admin(
+            admin_listener,
+            admin_router,
+            &config.limits,
+            connections.clone(),
+            stop_rx,
+        )));
 
         Ok(App {
             addrs,

@@ -56,11 +56,18 @@ Configuration (TOML; every key optional; unknown keys are an error):
   header_read_timeout = \"10s\"           slowloris guard
   max_header_bytes = 16384              larger request heads get 431
   max_uri_bytes = 8192                  longer URIs get 414
-  max_connections = 10000               past it, accept() waits (backpressure)
-  max_connections_per_ip = 0            0: off
-  keepalive_timeout = \"60s\"             idle connections are closed
+  max_connections = 10000               HTTPS listener; past it, accept() waits (backpressure)
+  http_max_connections = 1000           HTTP listener, a cap of its own; past it, accept() waits
+  max_connections_per_ip = 256          per address (IPv6: per /64) and listener; 0: off
+  keepalive_timeout = \"60s\"             no request in flight this long: asked to close
+  close_timeout = \"10s\"                 ...and dropped if still open this long after
+  write_timeout = \"30s\"                 writes stalled this long (client not reading): dropped
+  h2_keepalive_interval = \"20s\"         h2 PING after this long without a frame
+  h2_keepalive_timeout = \"10s\"          ...unanswered this long: dropped
   h2_max_concurrent_streams = 100
   admin_max_body_bytes = 65536          larger admin requests get 413
+  admin_max_connections = 64            admin listener; past it, connections are closed
+  admin_header_read_timeout = \"10s\"     half-sent admin requests are closed
   [onboarding]
   cname_target = (none)                 the name customers CNAME to
   addresses = []                        edge IPs A/AAAA records may point to

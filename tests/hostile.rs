@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Edge;
@@ -67,16 +66,7 @@ async fn poke(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 }
 
 fn connector(edge: &Edge) -> TlsConnector {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(edge.ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
+    edge.tls_connector(b"http/1.1")
 }
 
 /// Sends raw bytes inside a verified TLS connection and returns the raw answer.
@@ -311,9 +301,10 @@ async fn per_address_connection_limit_closes_the_extra_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_is_backpressure_not_a_crash() {
     let (mut edge, link) = edge_with_link("[limits]\nmax_connections = 4\n").await;
+    // Held on the HTTPS listener, whose cap `max_connections` is (the HTTP one has its own).
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(TcpStream::connect(edge.http).await.unwrap());
+        held.push(TcpStream::connect(edge.https).await.unwrap());
     }
     // The fifth connection waits in the backlog: a click on it completes once one closes.
     let client = edge.client(&[DOMAIN]);

@@ -132,7 +132,8 @@ pub fn clickedge(bin: &str, dir: &Path, core: Option<usize>) -> Result<Server, S
         format!(
             "data_dir = \"{}\"\n\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
              [tls]\n# Every handshake a full one, like an email click's (and nginx's and Caddy's here).\nsession_resumption = false\n\n\
-             [clicks]\ndurability = \"{durability}\"\n",
+             [clicks]\ndurability = \"{durability}\"\n\n\
+             [limits]\n# Every connection comes from the one load generator's address.\nmax_connections_per_ip = 0\n",
             data.display()
         ),
     )

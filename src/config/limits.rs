@@ -1,5 +1,5 @@
-//! `[limits]`: what one client, or all of them, may cost — request sizes, connection caps and
-//! timeouts.
+//! `[limits]`: what one client, or all of them, may cost — request sizes, connection caps per
+//! listener and per address, and the timeouts that make sure no connection lives forever.
 //!
 //! Plain values only; the listeners in [`crate::http::serve`] apply them.
 
@@ -9,6 +9,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// `[limits]`: what one client, or all of them, may cost.
+///
+/// Each listener has its own connection cap, so a flood on one port (say HTTPS) leaves the others
+/// (the HTTP port ACME validation needs, the admin API) answering. No connection lives forever:
+/// an idle one is asked to close after `keepalive_timeout` and dropped `close_timeout` later if it
+/// has not closed, a response nobody reads is dropped after `write_timeout`, and an h2 client
+/// that stops answering PINGs is dropped after `h2_keepalive_timeout`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -20,18 +26,75 @@ pub struct Limits {
     pub max_header_bytes: NonZeroUsize,
     /// Longest request URI, in bytes; longer gets 414 before any token is opened. Default `8192`.
     pub max_uri_bytes: NonZeroUsize,
-    /// Open client connections on the HTTPS and HTTP listeners together; past it new
-    /// connections wait in the kernel's backlog (accept backpressure). Default `10000`.
+    /// Open client connections on the HTTPS listener; past it new connections wait in the
+    /// kernel's backlog (accept backpressure). Default `10000`.
+    ///
+    /// NOTE: this used to count the HTTPS and HTTP listeners together; the HTTP listener now has
+    /// its own cap, `http_max_connections`, so a flood on one cannot starve the other.
     pub max_connections: NonZeroUsize,
-    /// Open connections per client address; `0` turns the limit off. Default `0`.
+    /// Open client connections on the plain HTTP listener (ACME HTTP-01 validation, upgrades to
+    /// HTTPS); past it new connections wait in the kernel's backlog. Default `1000`.
+    pub http_max_connections: NonZeroUsize,
+    /// Open connections per client address on each edge listener (HTTPS and HTTP counted
+    /// apart); past it a new connection is closed at once. IPv6 addresses count by their /64,
+    /// the prefix one site normally gets. `0` turns the limit off (needed behind a proxy that
+    /// hides client addresses). Default `256`.
+    ///
+    /// Sized for an office behind one NAT address: a connection stays open for up to
+    /// `keepalive_timeout` (a minute) after its click, and a browser holds one or two per link
+    /// domain, so 256 lets well over a hundred people behind one address click within the same
+    /// minute, while one address can hold at most 256 of the 10000 HTTPS places.
     pub max_connections_per_ip: usize,
-    /// An idle keep-alive connection (HTTP/1.1 or h2) is closed after this long. Default `60s`.
+    /// An idle keep-alive connection (HTTP/1.1 or h2: no request in flight) is asked to close
+    /// after this long. Default `60s`.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// How long a connection asked to close for being idle may take to do so (HTTP/1.1 writing
+    /// its last response, h2 waiting for the answer to its GOAWAY's PING) before it is dropped.
+    /// At shutdown `shutdown_grace` applies instead. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
+    /// A connection whose writes make no progress for this long (a client that sends requests
+    /// but does not read the responses) is dropped. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// An h2 connection sends a keep-alive PING after this long without hearing from the client.
+    /// Default `20s`.
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_interval: Duration,
+    /// An h2 connection whose keep-alive PING is not answered within this is dropped. Default
+    /// `10s`.
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_timeout: Duration,
     /// Concurrent streams per h2 connection. Default `100`.
     pub h2_max_concurrent_streams: u32,
     /// Largest admin API request body, in bytes; larger gets 413. Default `65536`.
     pub admin_max_body_bytes: NonZeroUsize,
+    /// Open connections on the admin listener; past it a new connection is closed at once.
+    /// Default `64`.
+    pub admin_max_connections: NonZeroUsize,
+    /// Time an admin API client has to send a request's headers; a half-sent request is closed
+    /// after it. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub admin_header_read_timeout: Duration,
+}
+
+impl Limits {
+    /// What is wrong with these limits, if anything, saying how to fix it.
+    pub(super) fn invalid(&self) -> Option<&'static str> {
+        let timeouts = [
+            self.close_timeout,
+            self.write_timeout,
+            self.h2_keepalive_interval,
+            self.h2_keepalive_timeout,
+            self.admin_header_read_timeout,
+        ];
+        timeouts.iter().any(Duration::is_zero).then_some(
+            "limits.close_timeout, limits.write_timeout, limits.h2_keepalive_interval, \
+             limits.h2_keepalive_timeout and limits.admin_header_read_timeout must be greater \
+             than zero (e.g. \"10s\")",
+        )
+    }
 }
 
 impl Default for Limits {
@@ -41,10 +104,84 @@ impl Default for Limits {
             max_header_bytes: NonZeroUsize::new(16 * 1024).expect("non-zero literal"),
             max_uri_bytes: NonZeroUsize::new(8 * 1024).expect("non-zero literal"),
             max_connections: NonZeroUsize::new(10_000).expect("non-zero literal"),
-            max_connections_per_ip: 0,
+            http_max_connections: NonZeroUsize::new(1_000).expect("non-zero literal"),
+            max_connections_per_ip: 256,
             keepalive_timeout: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            h2_keepalive_interval: Duration::from_secs(20),
+            h2_keepalive_timeout: Duration::from_secs(10),
             h2_max_concurrent_streams: 100,
             admin_max_body_bytes: NonZeroUsize::new(64 * 1024).expect("non-zero literal"),
+            admin_max_connections: NonZeroUsize::new(64).expect("non-zero literal"),
+            admin_header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn limits(text: &str) -> Result<Limits, String> {
+        Config::parse(text, Path::new("edge.toml"))
+            .map(|c| c.limits)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_bound_every_connection_and_cap_each_listener() {
+        let l = limits("").unwrap();
+        assert_eq!(l.max_connections.get(), 10_000);
+        assert_eq!(l.http_max_connections.get(), 1_000);
+        assert_eq!(l.admin_max_connections.get(), 64);
+        assert_eq!(l.max_connections_per_ip, 256);
+        assert_eq!(l.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(l.close_timeout, Duration::from_secs(10));
+        assert_eq!(l.write_timeout, Duration::from_secs(30));
+        assert_eq!(l.h2_keepalive_interval, Duration::from_secs(20));
+        assert_eq!(l.h2_keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(l.admin_header_read_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn connection_keys_parse() {
+        let l = limits(
+            "[limits]\nmax_connections = 20\nhttp_max_connections = 5\nmax_connections_per_ip = 0\n\
+             close_timeout = \"1s\"\nwrite_timeout = \"2s\"\nh2_keepalive_interval = \"3s\"\n\
+             h2_keepalive_timeout = \"4s\"\nadmin_max_connections = 2\n\
+             admin_header_read_timeout = \"500ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(l.max_connections.get(), 20);
+        assert_eq!(l.http_max_connections.get(), 5);
+        assert_eq!(l.max_connections_per_ip, 0);
+        assert_eq!(l.close_timeout, Duration::from_secs(1));
+        assert_eq!(l.write_timeout, Duration::from_secs(2));
+        assert_eq!(l.h2_keepalive_interval, Duration::from_secs(3));
+        assert_eq!(l.h2_keepalive_timeout, Duration::from_secs(4));
+        assert_eq!(l.admin_max_connections.get(), 2);
+        assert_eq!(l.admin_header_read_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn zero_timeouts_and_caps_are_refused_naming_the_key() {
+        for key in [
+            "close_timeout",
+            "write_timeout",
+            "h2_keepalive_interval",
+            "h2_keepalive_timeout",
+            "admin_header_read_timeout",
+        ] {
+            let err = limits(&format!("[limits]\n{key} = \"0s\"\n")).unwrap_err();
+            assert!(err.contains(&format!("limits.{key}")), "{err}");
+        }
+        for key in ["http_max_connections", "admin_max_connections"] {
+            let err = limits(&format!("[limits]\n{key} = 0\n")).unwrap_err();
+            assert!(err.contains(key), "{err}");
         }
     }
 }

@@ -28,6 +28,9 @@ impl Config {
                 "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),
             ));
         }
+        if let Some(message) = self.limits.invalid() {
+            return Err(invalid(message.into()));
+        }
         if self.onboarding.caa_identities.is_empty()
             || self.onboarding.caa_identities.iter().any(|i| {
                 i.is_empty()

@@ -64,6 +64,18 @@ impl Edge {
         http: u16,
         env: &[(&str, &str)],
     ) -> Edge {
+        Edge::launch(Command::new(bin()), dir, extra, https, http, env)
+    }
+
+    /// Runs `command serve --config <generated>` and waits for its first line.
+    fn launch(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        extra: &str,
+        https: u16,
+        http: u16,
+        env: &[(&str, &str)],
+    ) -> Edge {
         let config = dir.path().join("clickedge.toml");
         let listen = format!(
             "[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:0\"\n"
@@ -81,7 +93,7 @@ impl Edge {
         )
         .expect("writing config");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let mut child = Command::new(bin())
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&config)
             .env("CLICKEDGE_LOG", "info,clickedge=debug")
@@ -165,6 +177,20 @@ impl Edge {
             b = b.resolve(d, self.https);
         }
         b
+    }
+
+    /// A raw TLS connector that trusts the edge's CA and offers `alpn` (`b"h2"`, `b"http/1.1"`).
+    pub fn tls_connector(&self, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert.expect("CA PEM")).expect("CA certificate");
+        }
+        let mut config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
     }
 
     /// Clicks `link` (on `domain`, over verified TLS) and returns the status code.

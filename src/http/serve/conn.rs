@@ -1,0 +1,289 @@
+//! One connection's life after its handshake: served until it ends, asked to close once idle or
+//! at shutdown, and dropped when it does not close in time.
+//!
+//! Idle means no request in flight: bytes alone do not count, since an h2 connection's own
+//! keep-alive PINGs move bytes every `h2_keepalive_interval`. What bounds a client that stops
+//! reading is the write timeout in [`super::io`]; what bounds a client that never answers the
+//! closing handshake (h2 GOAWAY and PING, or an HTTP/1.1 response it does not read) is
+//! `close_timeout` here.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::stopped;
+use crate::config::Limits;
+
+/// The timeouts every connection of a listener gets, from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timeouts {
+    /// No request in flight for this long: asked to close.
+    pub(super) keepalive: Duration,
+    /// Asked to close for being idle and still open after this long: dropped.
+    pub(super) close: Duration,
+    /// A write that makes no progress for this long fails the connection.
+    pub(super) write: Duration,
+}
+
+impl Timeouts {
+    pub(super) fn new(limits: &Limits) -> Timeouts {
+        Timeouts {
+            keepalive: limits.keepalive_timeout,
+            close: limits.close_timeout,
+            write: limits.write_timeout,
+        }
+    }
+}
+
+/// A connection's requests in flight and when the last one finished, shared between its
+/// service (which marks requests, see [`Activity::busy`]) and [`drive`].
+#[derive(Debug)]
+pub(super) struct Activity {
+    epoch: Instant,
+    /// When the last request finished, in ms after `epoch` (0: none yet).
+    last_ms: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+impl Activity {
+    pub(super) fn new() -> Activity {
+        Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+        }
+    }
+
+    /// Marks a request in flight until the guard is dropped (also when the request is
+    /// cancelled, e.g. by an h2 stream reset).
+    pub(super) fn busy(&self) -> Busy<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self)
+    }
+
+    /// When the connection became idle, or `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        // Acquire pairs with the Release in `Busy::drop`: seeing its decrement means seeing the
+        // time it stored before.
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A request in flight on a connection (see [`Activity::busy`]).
+pub(super) struct Busy<'a>(&'a Activity);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let a = self.0;
+        let ms = u64::try_from(a.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.last_ms.store(ms, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A connection that can be asked to finish what it is doing and close: hyper's
+/// ([`GracefulConnection`], sealed), or a stand-in in tests.
+pub(super) trait Closable: Future<Output = Result<(), <Self as Closable>::Error>> {
+    /// Why the connection ended badly.
+    type Error: std::fmt::Display;
+    /// Asks the connection to close once its request in flight is answered.
+    fn close(self: Pin<&mut Self>);
+}
+
+impl<C> Closable for C
+where
+    C: GracefulConnection,
+    <C as GracefulConnection>::Error: std::fmt::Display,
+{
+    type Error = <C as GracefulConnection>::Error;
+    fn close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Why a connection is being asked to close.
+enum Closing {
+    Idle,
+    Shutdown,
+}
+
+/// Serves `conn` until it ends. It is asked to finish the request in flight and close (HTTP/1.1
+/// stops keep-alive, h2 sends GOAWAY) at shutdown, or once it had no request in flight for
+/// `timeouts.keepalive`; an idle connection that has not closed `timeouts.close` later is
+/// dropped. At shutdown the edge's `shutdown_grace` bounds the wait instead.
+pub(super) async fn drive<C: Closable>(
+    conn: C,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conn = std::pin::pin!(conn);
+    // One timer for the connection's whole life: the idle deadline, then the close deadline.
+    let timer = tokio::time::sleep(timeouts.keepalive);
+    let mut timer = std::pin::pin!(timer);
+    let closing = loop {
+        tokio::select! {
+            result = conn.as_mut() => return ended(peer, result),
+            _ = stopped(&mut stop) => break Closing::Shutdown,
+            _ = timer.as_mut() => {
+                let now = Instant::now();
+                match activity.idle_since() {
+                    None => timer.as_mut().reset(now + timeouts.keepalive),
+                    Some(since) if since + timeouts.keepalive > now => {
+                        timer.as_mut().reset(since + timeouts.keepalive);
+                    }
+                    Some(_) => break Closing::Idle,
+                }
+            }
+        }
+    };
+    conn.as_mut().close();
+    match closing {
+        Closing::Shutdown => ended(peer, conn.await),
+        Closing::Idle => {
+            tracing::debug!(%peer, "closing idle connection");
+            timer.as_mut().reset(Instant::now() + timeouts.close);
+            tokio::select! {
+                result = conn.as_mut() => ended(peer, result),
+                _ = timer.as_mut() => {
+                    tracing::debug!(%peer, "dropping a connection that did not close within limits.close_timeout");
+                }
+            }
+        }
+    }
+}
+
+fn ended<E: std::fmt::Display>(peer: SocketAddr, result: Result<(), E>) {
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A connection that never ends by itself, and records whether it was asked to close.
+    /// `closes` says whether it then ends (a polite client) or hangs (one that never answers).
+    struct Stubborn {
+        asked: Arc<AtomicBool>,
+        closes: bool,
+    }
+
+    impl Future for Stubborn {
+        type Output = Result<(), std::io::Error>;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            if self.closes && self.asked.load(Ordering::Relaxed) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    impl Closable for Stubborn {
+        type Error = std::io::Error;
+        fn close(self: Pin<&mut Self>) {
+            self.asked.store(true, Ordering::Relaxed);
+        }
+    }
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        keepalive: Duration::from_secs(60),
+        close: Duration::from_secs(10),
+        write: Duration::from_secs(30),
+    };
+
+    fn peer() -> SocketAddr {
+        "192.0.2.1:443".parse().unwrap()
+    }
+
+    /// Drives a connection; returns when it was asked to close and when `drive` returned.
+    async fn lifetime(closes: bool, activity: Arc<Activity>) -> (Instant, Instant) {
+        let asked = Arc::new(AtomicBool::new(false));
+        let (_stop_tx, stop) = watch::channel(false);
+        let conn = Stubborn {
+            asked: asked.clone(),
+            closes,
+        };
+        let driving = tokio::spawn(drive(conn, peer(), activity, TIMEOUTS, stop));
+        while !asked.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let asked_at = Instant::now();
+        driving.await.unwrap();
+        (asked_at, Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_that_never_closes_is_dropped_after_close_timeout() {
+        let start = Instant::now();
+        let (asked, ended) = lifetime(false, Arc::new(Activity::new())).await;
+        assert!(asked - start >= TIMEOUTS.keepalive);
+        assert!(asked - start < TIMEOUTS.keepalive + Duration::from_secs(1));
+        assert!(ended - asked >= TIMEOUTS.close - Duration::from_millis(100));
+        assert!(ended - asked < TIMEOUTS.close + Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_polite_connection_closes_when_asked() {
+        let start = Instant::now();
+        let (asked, ended) = lifetime(true, Arc::new(Activity::new())).await;
+        assert!(asked - start < TIMEOUTS.keepalive + Duration::from_secs(1));
+        assert!(ended - asked < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_keeps_the_connection_and_its_end_restarts_the_idle_clock() {
+        let activity = Arc::new(Activity::new());
+        let start = Instant::now();
+        let asker = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                let busy = activity.busy();
+                tokio::time::sleep(Duration::from_secs(150)).await;
+                drop(busy);
+            })
+        };
+        let (asked, _) = lifetime(true, activity).await;
+        asker.await.unwrap();
+        // Busy for 150 s, then idle for keepalive.
+        assert!(asked - start >= Duration::from_secs(150) + TIMEOUTS.keepalive);
+        assert!(asked - start < Duration::from_secs(151) + TIMEOUTS.keepalive);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_shutdown_a_connection_is_asked_to_close_at_once() {
+        let asked = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop) = watch::channel(false);
+        let conn = Stubborn {
+            asked: asked.clone(),
+            closes: true,
+        };
+        let driving = tokio::spawn(drive(
+            conn,
+            peer(),
+            Arc::new(Activity::new()),
+            TIMEOUTS,
+            stop,
+        ));
+        let start = Instant::now();
+        stop_tx.send(true).unwrap();
+        driving.await.unwrap();
+        assert!(asked.load(Ordering::Relaxed));
+        assert!(Instant::now() - start < Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,223 @@
+//! Connection caps: one per listener, and one per client address on the edge listeners.
+//!
+//! A listener at its cap either stops accepting, so new connections wait in the kernel's backlog
+//! (the edge listeners: a burst of clicks is slowed, not refused), or accepts and closes at once
+//! (the admin listener: an operator sees the refusal). Nothing here reads or writes a byte.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use super::{accept_error, stopped};
+use crate::metrics::Metrics;
+
+/// What a listener does with a connection past its cap.
+#[derive(Debug, Clone, Copy)]
+enum AtCap {
+    /// Stop accepting until a place frees up.
+    Wait,
+    /// Accept and close at once.
+    Refuse,
+}
+
+/// The caps of one listener.
+pub(super) struct ConnLimits {
+    places: Arc<Semaphore>,
+    at_cap: AtCap,
+    per_ip: usize,
+    by_ip: DashMap<IpAddr, usize>,
+    /// The edge listeners' gauges; the admin listener is not counted in them.
+    metrics: Option<Metrics>,
+}
+
+impl ConnLimits {
+    /// An edge listener: `cap` places, then backpressure; at most `per_ip` per client address
+    /// (`0`: no such limit).
+    pub(super) fn edge(cap: NonZeroUsize, per_ip: usize, metrics: Metrics) -> ConnLimits {
+        ConnLimits {
+            places: Arc::new(Semaphore::new(cap.get())),
+            at_cap: AtCap::Wait,
+            per_ip,
+            by_ip: DashMap::new(),
+            metrics: Some(metrics),
+        }
+    }
+
+    /// The admin listener: `cap` places, then refusals.
+    pub(super) fn admin(cap: NonZeroUsize) -> ConnLimits {
+        ConnLimits {
+            places: Arc::new(Semaphore::new(cap.get())),
+            at_cap: AtCap::Refuse,
+            per_ip: 0,
+            by_ip: DashMap::new(),
+            metrics: None,
+        }
+    }
+
+    /// Counts a connection from `ip`, or refuses it when the address is at its limit.
+    fn admit(self: &Arc<Self>, ip: IpAddr, permit: OwnedSemaphorePermit) -> Option<Slot> {
+        let key = client_key(ip);
+        if self.per_ip > 0 {
+            let mut n = self.by_ip.entry(key).or_insert(0);
+            if *n >= self.per_ip {
+                if let Some(m) = &self.metrics {
+                    m.connections_refused.inc();
+                }
+                return None;
+            }
+            *n += 1;
+        }
+        if let Some(m) = &self.metrics {
+            m.connections_open.inc();
+        }
+        Some(Slot {
+            limits: self.clone(),
+            key,
+            _permit: permit,
+        })
+    }
+}
+
+/// The address a per-address cap counts: IPv4 as it is (also when a dual-stack socket shows it
+/// IPv4-mapped), IPv6 by its /64, the prefix one site or one host normally gets, so an attacker
+/// cannot take a fresh address for every connection.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
+
+/// One admitted connection; dropping it frees its place.
+pub(super) struct Slot {
+    limits: Arc<ConnLimits>,
+    key: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(m) = &self.limits.metrics {
+            m.connections_open.dec();
+        }
+        if self.limits.per_ip > 0 {
+            // Remove the entry at zero so the map only holds addresses with open connections.
+            self.limits.by_ip.remove_if_mut(&self.key, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
+    }
+}
+
+/// A listener behind its caps: hands out the connections that fit, until shutdown.
+pub(super) struct Gate {
+    listener: TcpListener,
+    limits: Arc<ConnLimits>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Gate {
+    pub(super) fn new(
+        listener: TcpListener,
+        limits: Arc<ConnLimits>,
+        stop: watch::Receiver<bool>,
+    ) -> Gate {
+        Gate {
+            listener,
+            limits,
+            stop,
+        }
+    }
+
+    /// The next connection to serve, once there is room for it. `None` at shutdown.
+    pub(super) async fn next(&mut self) -> Option<(TcpStream, SocketAddr, Slot)> {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = stopped(&mut self.stop) => return None,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => { accept_error(e).await; continue; }
+                },
+            };
+            let permit = match (
+                self.limits.places.clone().try_acquire_owned(),
+                self.limits.at_cap,
+            ) {
+                (Ok(p), _) => p,
+                (Err(_), AtCap::Refuse) => {
+                    tracing::debug!(%peer, "connection refused: the listener is at its cap");
+                    continue;
+                }
+                // Backpressure: at the cap this loop holds the connection it has and accepts no
+                // more, so new connections wait in the kernel's backlog until one closes.
+                (Err(_), AtCap::Wait) => tokio::select! {
+                    _ = stopped(&mut self.stop) => return None,
+                    p = self.limits.places.clone().acquire_owned() => p.ok()?,
+                },
+            };
+            let Some(slot) = self.limits.admit(peer.ip(), permit) else {
+                tracing::debug!(%peer, "connection refused: too many from this address");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            return Some((tcp, peer, slot));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ip: &str) -> String {
+        client_key(ip.parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn ipv4_counts_as_itself_even_when_mapped() {
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64() {
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
+    #[test]
+    fn per_address_places_are_counted_and_freed() {
+        let limits = Arc::new(ConnLimits {
+            places: Arc::new(Semaphore::new(10)),
+            at_cap: AtCap::Wait,
+            per_ip: 2,
+            by_ip: DashMap::new(),
+            metrics: None,
+        });
+        let permit = || limits.places.clone().try_acquire_owned().unwrap();
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        let first = limits.admit(a, permit()).unwrap();
+        let _second = limits.admit(b, permit()).unwrap();
+        assert!(
+            limits.admit(a, permit()).is_none(),
+            "same /64: third refused"
+        );
+        assert!(
+            limits
+                .admit("192.0.2.1".parse().unwrap(), permit())
+                .is_some()
+        );
+        drop(first);
+        assert!(
+            limits.admit(a, permit()).is_some(),
+            "a freed place is reused"
+        );
+    }
+}

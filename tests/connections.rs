@@ -1,0 +1,328 @@
+//! No connection lives forever, and a flood on one port does not starve another. Each test
+//! reproduces an attack against the real binary and shows it now fails: an h2 client that never
+//! answers a PING, an HTTP/1.1 client that pipelines requests and never reads the responses, a
+//! flood of held connections at one listener's cap, many connections from one address, and a
+//! half-sent request or a crowd on the admin port.
+//!
+//! Configured timeouts are small (1 s) so the tests are quick; "closed in time" means within the
+//! configured deadline plus [`SLACK`] for a loaded machine.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Edge, bin};
+use rustls::pki_types::ServerName;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
+
+const DOMAIN: &str = "links.example.com";
+
+/// Room on top of a configured deadline for a loaded machine; not a timing claim.
+const SLACK: Duration = Duration::from_secs(10);
+
+/// The h2 connection preface and an empty SETTINGS frame (RFC 9113 §3.4): enough for the edge
+/// to serve the connection. The client says nothing after it, not even a SETTINGS ack.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Reads and ignores whatever the edge sends (answering nothing) until it closes the connection;
+/// fails if it is still open after `within`.
+async fn closed_within(mut io: impl AsyncRead + Unpin, within: Duration, what: &str) {
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(within, async {
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "{what}: still open after {within:?}");
+}
+
+/// A verified TLS connection to the edge's HTTPS port offering `alpn`.
+async fn tls(
+    edge: &Edge,
+    tcp: TcpStream,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tls = edge
+        .tls_connector(alpn)
+        .connect(ServerName::try_from(DOMAIN).unwrap(), tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    tls
+}
+
+/// An h2 client that sends the preface and then never answers anything.
+async fn silent_h2_client(edge: &Edge) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut h2 = tls(edge, TcpStream::connect(edge.https).await.unwrap(), b"h2").await;
+    h2.write_all(H2_PREFACE).await.unwrap();
+    h2.flush().await.unwrap();
+    h2
+}
+
+async fn edge_with_domain(limits: &str) -> Edge {
+    let edge = Edge::start_with(limits);
+    edge.add_domain(DOMAIN).await;
+    edge
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_client_that_never_answers_the_closing_ping_is_dropped_after_close_timeout() {
+    // Keep-alive PINGs out of the way: this is the close after the idle timeout (GOAWAY, then a
+    // PING whose answer never comes), which used to wait forever.
+    let edge = edge_with_domain(
+        "[limits]\nkeepalive_timeout = \"1s\"\nclose_timeout = \"1s\"\nh2_keepalive_interval = \"1h\"\n",
+    )
+    .await;
+    let h2 = silent_h2_client(&edge).await;
+    closed_within(h2, Duration::from_secs(2) + SLACK, "silent h2 client").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_client_that_never_answers_keepalive_pings_is_dropped() {
+    // The idle timeout out of the way: only the keep-alive PING can end this connection.
+    let edge = edge_with_domain(
+        "[limits]\nkeepalive_timeout = \"1h\"\nh2_keepalive_interval = \"1s\"\nh2_keepalive_timeout = \"1s\"\n",
+    )
+    .await;
+    let h2 = silent_h2_client(&edge).await;
+    closed_within(h2, Duration::from_secs(2) + SLACK, "silent h2 client").await;
+}
+
+/// A TCP connection with small socket buffers, so that a client that does not read fills them
+/// quickly.
+async fn small_buffered(addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Pipelines requests for a 404 on `io` and never reads a response; returns once writing
+/// fails, which is when the edge has dropped the connection.
+async fn pipeline_without_reading(mut io: impl AsyncWrite + Unpin, within: Duration, what: &str) {
+    let requests = format!("GET /nothing-here HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n").repeat(64);
+    let dropped = tokio::time::timeout(within, async {
+        while io.write_all(requests.as_bytes()).await.is_ok() {}
+    })
+    .await;
+    assert!(dropped.is_ok(), "{what}: still open after {within:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_client_that_never_reads_its_responses_is_dropped_after_write_timeout() {
+    // The idle and header timeouts out of the way: only the stalled writes can end this.
+    let edge = edge_with_domain(
+        "[limits]\nkeepalive_timeout = \"1h\"\nheader_read_timeout = \"1h\"\nwrite_timeout = \"1s\"\n",
+    )
+    .await;
+    let tcp = small_buffered(edge.http).await;
+    pipeline_without_reading(tcp, Duration::from_secs(1) + SLACK, "plain HTTP non-reader").await;
+    assert_eq!(
+        edge.click_status(DOMAIN, &link(&edge).await).await,
+        302,
+        "the edge still serves"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_client_that_never_reads_is_dropped_after_close_timeout_once_idle() {
+    // The write timeout out of the way: the close after the idle timeout, which used to wait
+    // forever for responses nobody reads, is what ends this (over TLS this time).
+    let edge = edge_with_domain(
+        "[limits]\nkeepalive_timeout = \"1s\"\nclose_timeout = \"1s\"\nheader_read_timeout = \"1h\"\nwrite_timeout = \"1h\"\n",
+    )
+    .await;
+    let https = tls(&edge, small_buffered(edge.https).await, b"http/1.1").await;
+    pipeline_without_reading(https, Duration::from_secs(2) + SLACK, "HTTPS non-reader").await;
+}
+
+async fn link(edge: &Edge) -> String {
+    edge.mint(DOMAIN, "https://example.com/", json!({})).await
+}
+
+/// Opens `n` connections to `addr` that send nothing, and waits until the edge counts them.
+async fn hold(edge: &Edge, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    wait_for_open(edge, n).await;
+    held
+}
+
+async fn wait_for_open(edge: &Edge, n: usize) {
+    let deadline = Instant::now() + SLACK;
+    while edge.metric("clickedge_connections_open").await != n as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "the edge did not count {n} connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends one request on a new plain connection and returns the status line of the answer.
+async fn status_line(addr: SocketAddr, request: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(SLACK, tcp.read_to_end(&mut answer))
+        .await
+        .expect("no answer")
+        .unwrap();
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Both edge listeners capped at 20, nothing per address; held connections never time out.
+const FLOOD: &str = "[tls]\nhandshake_timeout = \"1m\"\n[limits]\nmax_connections = 20\nhttp_max_connections = 20\nmax_connections_per_ip = 0\nheader_read_timeout = \"1m\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_flood_at_its_cap_leaves_the_http_port_answering_acme_validation() {
+    let edge = edge_with_domain(FLOOD).await;
+    let _flood = hold(&edge, edge.https, 20).await;
+    let status = status_line(
+        edge.http,
+        &format!(
+            "GET /.well-known/acme-challenge/some-token HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    // No challenge is published, so 404: what matters is that the HTTP port answers.
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_flood_at_its_cap_leaves_https_clicks_answering() {
+    let edge = edge_with_domain(FLOOD).await;
+    let link = link(&edge).await;
+    let _flood = hold(&edge, edge.http, 20).await;
+    let status = tokio::time::timeout(SLACK, edge.click_status(DOMAIN, &link))
+        .await
+        .expect("the click was not answered");
+    assert_eq!(status, 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_cap_is_on_by_default_and_counted_per_listener() {
+    let edge = edge_with_domain("[limits]\nheader_read_timeout = \"1m\"\n").await;
+    let link = link(&edge).await;
+    let _held = hold(&edge, edge.http, 256).await;
+    let mut extra = TcpStream::connect(edge.http).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(SLACK, extra.read_to_end(&mut answer))
+        .await
+        .expect("the connection past the per-address cap was not closed")
+        .unwrap();
+    assert!(answer.is_empty());
+    assert_eq!(
+        edge.metric("clickedge_connections_refused_total").await,
+        1.0
+    );
+    // The same address still has its places on the HTTPS listener.
+    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_port_closes_a_half_sent_request() {
+    let edge = Edge::start_with("[limits]\nadmin_header_read_timeout = \"1s\"\n");
+    let mut tcp = TcpStream::connect(edge.admin).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: adm")
+        .await
+        .unwrap();
+    closed_within(
+        tcp,
+        Duration::from_secs(1) + SLACK,
+        "half-sent admin request",
+    )
+    .await;
+}
+
+/// Sends `GET /healthz` on a kept-alive admin connection and reads the answer.
+async fn healthz(tcp: &mut TcpStream) {
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"\r\n\r\nok\n") {
+        let n = tokio::time::timeout(SLACK, tcp.read(&mut buf))
+            .await
+            .expect("no answer from /healthz")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_port_refuses_connections_past_its_cap() {
+    let edge = Edge::start_with("[limits]\nadmin_max_connections = 2\n");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = TcpStream::connect(edge.admin).await.unwrap();
+        healthz(&mut tcp).await;
+        held.push(tcp);
+    }
+    // Both places are taken (each connection has been served and is kept alive): a third is
+    // closed at once, without an answer.
+    let mut extra = TcpStream::connect(edge.admin).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(SLACK, extra.read_to_end(&mut answer))
+        .await
+        .expect("the connection past the admin cap was not closed");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // A place freed is a place served again.
+    held.pop();
+    let deadline = Instant::now() + SLACK;
+    loop {
+        let mut tcp = TcpStream::connect(edge.admin).await.unwrap();
+        let _ = tcp
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(SLACK, tcp.read_to_end(&mut answer)).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed admin place was not reused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn serve_help_documents_the_connection_limits() {
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "max_connections = 10000",
+        "http_max_connections = 1000",
+        "max_connections_per_ip = 256",
+        "close_timeout = \"10s\"",
+        "write_timeout = \"30s\"",
+        "h2_keepalive_interval = \"20s\"",
+        "h2_keepalive_timeout = \"10s\"",
+        "admin_max_connections = 64",
+        "admin_header_read_timeout = \"10s\"",
+    ] {
+        assert!(help.contains(key), "missing {key:?} in:\n{help}");
+    }
+}
