@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use clickedge::app::App;
 use clickedge::cli::{Cli, Command};
-use clickedge::config::Config;
+use clickedge::config::{Config, Limits};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -43,6 +43,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // The only global: rustls's process-wide crypto provider (aws-lc-rs), for any client config
     // built without an explicit provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    raise_open_files_limit(&config.limits);
 
     let app = App::start(&config).await?;
     let a = app.addrs();
@@ -83,6 +84,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     app.shutdown().await;
     Ok(())
+}
+
+/// Raises the open-files soft limit to the hard limit (each connection is a file descriptor), and
+/// warns when the connection caps of `[limits]` cannot fit in it: past the limit `accept` fails
+/// and the edge can no longer open its store or click files.
+fn raise_open_files_limit(limits: &Limits) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: maximum,
+        maximum,
+    };
+    let soft = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => maximum,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-files limit to its hard limit");
+            current
+        }
+    };
+    let needed = limits.open_files_needed();
+    // `None` is no limit at all.
+    if let Some(soft) = soft.filter(|&soft| soft < needed) {
+        tracing::warn!(
+            "open-files limit {soft} is below the {needed} that [limits] may need \
+             (max_connections + http_max_connections + admin_max_connections + a reserve); \
+             raise the hard limit (systemd LimitNOFILE=, ulimit -Hn) or lower the caps"
+        );
+    } else {
+        tracing::debug!(?soft, needed, "open-files limit");
+    }
 }
 
 /// Logs go to stderr: human-readable by default, one JSON object per line with

@@ -2,7 +2,8 @@
 //! reproduces an attack against the real binary and shows it now fails: an h2 client that never
 //! answers a PING, an HTTP/1.1 client that pipelines requests and never reads the responses, a
 //! flood of held connections at one listener's cap, many connections from one address, and a
-//! half-sent request or a crowd on the admin port.
+//! half-sent request or a crowd on the admin port. Also: the binary raises its open-files limit
+//! and says when the caps cannot fit in it.
 //!
 //! Configured timeouts are small (1 s) so the tests are quick; "closed in time" means within the
 //! configured deadline plus [`SLACK`] for a loaded machine.
@@ -303,6 +304,48 @@ async fn admin_port_refuses_connections_past_its_cap() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The soft and hard open-files limits of process `pid`.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let mut numbers = line["Max open files".len()..].split_whitespace();
+    (
+        numbers.next().unwrap().to_owned(),
+        numbers.next().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn open_files_limit_is_raised_to_the_hard_limit_and_caps_that_do_not_fit_are_warned() {
+    // Defaults need 10000 + 1000 + 64 places and a reserve of 256: more than 4096.
+    let edge = Edge::start_with_open_files_limit(1024, 4096, "");
+    assert_eq!(
+        open_files_limits(edge.pid()),
+        ("4096".into(), "4096".into())
+    );
+    let warning = edge
+        .stderr()
+        .lines()
+        .find(|l| l.contains("open-files limit"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no warning:\n{}", edge.stderr()));
+    assert!(
+        warning.contains("4096") && warning.contains("11320"),
+        "{warning}"
+    );
+
+    // Caps that fit: raised the same, and no warning.
+    let edge = Edge::start_with_open_files_limit(1024, 4096, "[limits]\nmax_connections = 1000\n");
+    assert_eq!(
+        open_files_limits(edge.pid()),
+        ("4096".into(), "4096".into())
+    );
+    assert!(!edge.stderr().contains("is below the"), "{}", edge.stderr());
 }
 
 #[test]

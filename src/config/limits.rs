@@ -79,7 +79,22 @@ pub struct Limits {
     pub admin_header_read_timeout: Duration,
 }
 
+/// File descriptors the edge needs besides its client connections: listeners, the store, the
+/// click log, the ACME and `ask` clients, DNS lookups, with room to spare.
+const OPEN_FILES_RESERVE: u64 = 256;
+
 impl Limits {
+    /// File descriptors the edge may need with every listener at its cap: the three caps plus a
+    /// reserve for the store, the click log and outgoing connections.
+    pub fn open_files_needed(&self) -> u64 {
+        let caps = [
+            self.max_connections,
+            self.http_max_connections,
+            self.admin_max_connections,
+        ];
+        caps.iter().map(|cap| cap.get() as u64).sum::<u64>() + OPEN_FILES_RESERVE
+    }
+
     /// What is wrong with these limits, if anything, saying how to fix it.
     pub(super) fn invalid(&self) -> Option<&'static str> {
         let timeouts = [
@@ -145,6 +160,10 @@ mod tests {
         assert_eq!(l.h2_keepalive_interval, Duration::from_secs(20));
         assert_eq!(l.h2_keepalive_timeout, Duration::from_secs(10));
         assert_eq!(l.admin_header_read_timeout, Duration::from_secs(10));
+        assert_eq!(
+            l.open_files_needed(),
+            10_000 + 1_000 + 64 + OPEN_FILES_RESERVE
+        );
     }
 
     #[test]
@@ -165,6 +184,7 @@ mod tests {
         assert_eq!(l.h2_keepalive_timeout, Duration::from_secs(4));
         assert_eq!(l.admin_max_connections.get(), 2);
         assert_eq!(l.admin_header_read_timeout, Duration::from_millis(500));
+        assert_eq!(l.open_files_needed(), 27 + OPEN_FILES_RESERVE);
     }
 
     #[test]

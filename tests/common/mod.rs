@@ -57,6 +57,26 @@ impl Edge {
         Edge::start_full(dir, extra, https, http, &[])
     }
 
+    /// Starts an edge whose open-files limits are `soft` and `hard` when it starts (set by the
+    /// shell that execs it).
+    pub fn start_with_open_files_limit(soft: u64, hard: u64, extra: &str) -> Edge {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!(
+                "ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\" \"$@\""
+            ))
+            .arg(bin());
+        Edge::launch(
+            shell,
+            tempfile::tempdir().expect("tempdir"),
+            extra,
+            0,
+            0,
+            &[],
+        )
+    }
+
     fn start_full(
         dir: tempfile::TempDir,
         extra: &str,
