@@ -25,6 +25,15 @@ fn serve_help_documents_every_config_key_with_its_default() {
         "session_resumption = true",
         "flush_interval = \"100ms\"",
         "durability = \"buffered\"",
+        "max_connections = 10000",
+        "http_max_connections = 1000",
+        "max_connections_per_ip = 256",
+        "close_timeout = \"10s\"",
+        "write_timeout = \"30s\"",
+        "h2_keepalive_interval = \"20s\"",
+        "h2_keepalive_timeout = \"10s\"",
+        "admin_max_connections = 64",
+        "admin_header_read_timeout = \"10s\"",
         "CLICKEDGE_CONFIG",
     ] {
         assert!(help.contains(key), "missing {key:?} in:\n{help}");
