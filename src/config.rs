@@ -4,6 +4,7 @@
 //! Unknown keys are an error that names the key and the file. This module reads one file and
 //! nothing else: it binds no socket and reads no certificate.
 
+mod limits;
 mod validate;
 
 use std::net::SocketAddr;
@@ -12,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-
-mod limits;
 
 pub use limits::Limits;
 
