@@ -7,10 +7,14 @@
 //! before", written through on every change and loaded at start, so a handshake for a name that
 //! is backing off fails fast without a store query. Nothing else keeps backoff state.
 //!
+//! A held-back order (a blocking onboarding check fails) is recorded and logged once per
+//! [`HELD_NOTICE_INTERVAL`] per name and reason, not once per handshake: a client retrying a
+//! held name in a loop costs a memory lookup, not a store write and a log line each.
+//!
 //! When to retry is [`super::schedule::retry_at`]'s to say; this module only records.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 
@@ -18,6 +22,9 @@ use super::schedule;
 use crate::Domain;
 use crate::errors::chain as error_chain;
 use crate::store::{DomainRecord, FailureKind, IssueFailure, IssueStatus, Store, StoreError};
+
+/// The same held-back reason of a name is written and logged again at most this often.
+pub(super) const HELD_NOTICE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// No new order for a name before `until`, because of `cause`.
 #[derive(Debug, Clone)]
@@ -36,6 +43,8 @@ pub(super) struct Backoff {
     store: Arc<dyn Store>,
     /// The `retry_at` and `last_error` of every row that has both, as last written or loaded.
     not_before: DashMap<Domain, NotBefore>,
+    /// The held-back reason last recorded for a name, and when.
+    held: DashMap<Domain, (FailureKind, SystemTime)>,
 }
 
 impl Backoff {
@@ -43,6 +52,7 @@ impl Backoff {
         Backoff {
             store,
             not_before: DashMap::new(),
+            held: DashMap::new(),
         }
     }
 
@@ -104,10 +114,27 @@ impl Backoff {
 
     /// Records why an order was held back, keeping the failures and retry time a CA error set
     /// (asking again costs nothing, so holding back does not back off).
-    pub(super) async fn held_back(&self, name: &Domain, cause: IssueFailure) {
+    ///
+    /// Returns false, recording nothing, when the same reason was recorded for `name` less than
+    /// [`HELD_NOTICE_INTERVAL`] before `now`; the caller then does not log either.
+    pub(super) async fn held_back(
+        &self,
+        name: &Domain,
+        cause: IssueFailure,
+        now: SystemTime,
+    ) -> bool {
+        let recent = self.held.get(name).is_some_and(|held| {
+            let (kind, at) = &*held;
+            *kind == cause.kind && now < *at + HELD_NOTICE_INTERVAL
+        });
+        if recent {
+            return false;
+        }
+        self.held.insert(name.clone(), (cause.kind.clone(), now));
         let mut status = self.recorded(name).await;
         status.last_error = Some(cause);
         self.record_or_warn(name, &status).await;
+        true
     }
 
     /// Records a success: no failure, no retry time.
@@ -143,6 +170,7 @@ impl Backoff {
     /// row).
     pub(super) fn forget(&self, name: &Domain) {
         self.not_before.remove(name);
+        self.held.remove(name);
     }
 
     /// The recorded status of `name` (the default if it cannot be read).
@@ -162,6 +190,13 @@ impl Backoff {
     /// Writes `status` to the store, then the in-memory copy, which follows even when the store
     /// fails: a failing store must not turn every handshake into an order.
     async fn record(&self, name: &Domain, status: &IssueStatus) -> Result<(), StoreError> {
+        let still_held = status
+            .last_error
+            .as_ref()
+            .is_some_and(|f| matches!(f.kind, FailureKind::HeldBack { .. }));
+        if !still_held {
+            self.held.remove(name);
+        }
         let written = self.store.set_status(name, status).await;
         match (status.retry_at, &status.last_error) {
             (Some(until), Some(cause)) => {

@@ -81,8 +81,13 @@ impl Certs {
         }
         if let Some(hold) = self.gate.as_ref().and_then(|g| g.hold(name)) {
             // Recorded as the domain's last error (without backoff: asking the gate is free).
-            self.backoff.held_back(name, hold.clone().into()).await;
-            tracing::info!(domain = %name, reason = %hold.message, "certificate order held back");
+            if self
+                .backoff
+                .held_back(name, hold.clone().into(), self.clock.now())
+                .await
+            {
+                tracing::info!(domain = %name, reason = %hold.message, "certificate order held back");
+            }
             return Err(CertError::HeldBack {
                 domain: name.clone(),
                 hold,

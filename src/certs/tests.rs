@@ -3,7 +3,7 @@
 use super::*;
 use crate::clock::{ManualClock, from_unix_secs};
 use crate::issuer::{IssueError, LocalCa};
-use crate::store::{AcmeProblem, SqliteStore, StoredCert};
+use crate::store::{AcmeProblem, IssueStatus, SqliteStore, StoredCert};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
@@ -346,6 +346,42 @@ async fn a_held_back_name_orders_nothing_and_records_why() {
     certs.resolve(&name).await.unwrap();
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
     assert_eq!(record(&store, &name).await.last_error, None);
+}
+
+#[tokio::test]
+async fn a_held_back_name_is_recorded_and_logged_once_a_minute_not_per_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, _, name) = registered(dir.path()).await;
+    let hold = Hold {
+        check: "caa".into(),
+        message: "the `caa` check fails".into(),
+    };
+    let gate = Arc::new(Gate(Mutex::new(Some(hold))));
+    let manual = ManualClock::starting_now();
+    let certs = Arc::new(
+        certs_over(&store, issuer.clone(), [name.clone()], manual.clock()).with_gate(gate),
+    );
+    certs.resolve(&name).await.unwrap_err();
+    assert!(record(&store, &name).await.last_error.is_some());
+    // Wipe the record behind the edge's back: a handshake within the interval writes nothing.
+    store
+        .set_status(&name, &IssueStatus::default())
+        .await
+        .unwrap();
+    manual.advance(backoff::HELD_NOTICE_INTERVAL - Duration::from_secs(1));
+    for _ in 0..5 {
+        certs.resolve(&name).await.unwrap_err();
+    }
+    assert_eq!(
+        record(&store, &name).await.last_error,
+        None,
+        "rewritten per handshake"
+    );
+    // Once the interval has passed, the reason is recorded (and logged) again.
+    manual.advance(Duration::from_secs(1));
+    certs.resolve(&name).await.unwrap_err();
+    assert!(record(&store, &name).await.last_error.is_some());
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 0);
 }
 
 #[test]
