@@ -180,6 +180,12 @@ impl<V: VerdictStage> Edge<V> {
                     self.counters.misdirected.inc();
                     return text(StatusCode::MISDIRECTED_REQUEST, "misdirected request\n");
                 }
+                // A domain removed while this connection stayed open: its links stop with it,
+                // as on the plain HTTP listener (one in-memory lookup, before any crypto).
+                if !self.policy.is_registered(sni.as_str()) {
+                    self.counters.not_found.inc();
+                    return text(StatusCode::NOT_FOUND, "not found\n");
+                }
                 sni.clone()
             }
             None => match host.map(Domain::parse) {

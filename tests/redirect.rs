@@ -1,6 +1,7 @@
 //! Clicks over HTTPS: a verified 302 with `Location` and `Cache-Control: no-store`, HEAD, HTTP/1.1
 //! keep-alive and h2, TLS 1.2 and 1.3, and the click line each redirect writes. Anything that
-//! does not open is a 404 with no `Location` and no click.
+//! does not open is a 404 with no `Location` and no click, and so is a link of a domain removed
+//! while its connection stays open.
 
 mod common;
 
@@ -201,4 +202,50 @@ async fn plain_http_click_is_upgraded_once_a_certificate_exists() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+}
+
+/// TLS handshakes the edge has done, whatever their outcome.
+async fn handshakes(edge: &Edge) -> f64 {
+    edge.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("clickedge_tls_handshakes_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn removing_a_domain_stops_its_links_on_connections_already_open() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    // One HTTP/1.1 keep-alive connection carries both clicks.
+    let client = edge.client_builder(&[DOMAIN]).http1_only().build().unwrap();
+    let res = client.get(&link).send().await.unwrap();
+    assert_eq!(res.status(), 302);
+    res.bytes().await.unwrap();
+    let before = handshakes(&edge).await;
+
+    let (status, _) = edge
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/v1/domains/{DOMAIN}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let res = client.get(&link).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.headers().get("location").is_none());
+    assert_eq!(
+        handshakes(&edge).await,
+        before,
+        "the second click came on the connection the first one opened"
+    );
+    assert_eq!(
+        edge.metric("clickedge_requests_total{outcome=\"redirect\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(edge.wait_for_clicks(1).len(), 1);
 }
