@@ -81,9 +81,14 @@ impl App {
         };
         let policy = Arc::new(Policy::new(domains.iter().map(|d| d.name.clone()), ask));
         let keys = Arc::new(
-            LinkKeys::load(store.clone(), policy.clone(), clock.clone())
-                .await
-                .context("loading link keys")?,
+            LinkKeys::load(
+                store.clone(),
+                policy.clone(),
+                config.limits.max_uri_bytes.get(),
+                clock.clone(),
+            )
+            .await
+            .context("loading link keys")?,
         );
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let challenges = Arc::new(Challenges::new(

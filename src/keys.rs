@@ -1,6 +1,6 @@
 //! The link key lifecycle: the ring loaded from the store at start (the first key generated on a
-//! fresh store), rotation, removal, the list; and minting links with the sealing key. The admin
-//! API and (through it) the CLI come here.
+//! fresh store), rotation, removal, the list; and minting links with the sealing key, never one
+//! longer than the edge opens. The admin API and (through it) the CLI come here.
 //!
 //! The store changes first, then the ring in use is reloaded from it, so what opens tokens is
 //! always what is stored. The ring and the token codec themselves are [`crate::links`] (pure);
@@ -38,7 +38,21 @@ pub enum MintError {
     /// The destination or the metadata is refused.
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// The link's path would be longer than the edge accepts (it would answer 414).
+    #[error(
+        "the link's path would be {length} bytes, over limits.max_uri_bytes ({limit}), the longest \
+         URI the edge opens; shorten the URL or the metadata (or raise limits.max_uri_bytes)"
+    )]
+    TooLong {
+        /// Bytes of `/c/<token>`.
+        length: usize,
+        /// `limits.max_uri_bytes`.
+        limit: usize,
+    },
 }
+
+/// The path of a link before its token, as the edge routes it (`http::router`).
+const LINK_PATH: &str = "/c/";
 
 /// One key as listed (no secret).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,15 +70,18 @@ pub struct LinkKeys {
     store: Arc<dyn Store>,
     ring: Arc<SharedKeyRing>,
     policy: Arc<Policy>,
+    max_uri_bytes: usize,
     clock: Clock,
 }
 
 impl LinkKeys {
     /// Loads the ring from `store`, generating the first key if there is none; links are minted
-    /// for the domains `policy` registers.
+    /// for the domains `policy` registers, with paths of at most `max_uri_bytes`
+    /// (`limits.max_uri_bytes`, past which the edge answers 414).
     pub async fn load(
         store: Arc<dyn Store>,
         policy: Arc<Policy>,
+        max_uri_bytes: usize,
         clock: Clock,
     ) -> Result<LinkKeys, StoreError> {
         let ring = Arc::new(SharedKeyRing::new(load_ring(store.as_ref(), &clock).await?));
@@ -72,6 +89,7 @@ impl LinkKeys {
             store,
             ring,
             policy,
+            max_uri_bytes,
             clock,
         })
     }
@@ -121,7 +139,8 @@ impl LinkKeys {
         Ok(())
     }
 
-    /// Seals a link to `url` carrying `meta` for `domain`, minted now; returns its token.
+    /// Seals a link to `url` carrying `meta` for `domain`, minted now; returns the link,
+    /// `https://<domain>/c/<token>`.
     pub fn mint(
         &self,
         domain: &Domain,
@@ -132,7 +151,16 @@ impl LinkKeys {
             return Err(MintError::NotRegistered(domain.clone()));
         }
         let link = Link::new(url, meta, self.clock.unix_secs())?;
-        Ok(links::seal(&self.ring.current(), domain.as_str(), &link))
+        let token = links::seal(&self.ring.current(), domain.as_str(), &link);
+        // The edge measures the path and query of the request; a link is only its path.
+        let length = LINK_PATH.len() + token.len();
+        if length > self.max_uri_bytes {
+            return Err(MintError::TooLong {
+                length,
+                limit: self.max_uri_bytes,
+            });
+        }
+        Ok(format!("https://{domain}{LINK_PATH}{token}"))
     }
 
     async fn reload(&self) -> Result<(), StoreError> {
@@ -160,12 +188,24 @@ async fn load_ring(store: &dyn Store, clock: &Clock) -> Result<KeyRing, StoreErr
 mod tests {
     use super::*;
     use crate::clock::{ManualClock, from_unix_secs};
+    use crate::http::router::{Route, route};
     use crate::store::SqliteStore;
 
     async fn keys(clock: &ManualClock) -> LinkKeys {
+        keys_with_limit(clock, 8192).await
+    }
+
+    async fn keys_with_limit(clock: &ManualClock, max_uri_bytes: usize) -> LinkKeys {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let policy = Arc::new(Policy::new([Domain::parse("a.example.com").unwrap()], None));
-        LinkKeys::load(store, policy, clock.clock()).await.unwrap()
+        LinkKeys::load(store, policy, max_uri_bytes, clock.clock())
+            .await
+            .unwrap()
+    }
+
+    /// The token of a minted link.
+    fn token(link: &str) -> &str {
+        link.rsplit_once('/').unwrap().1
     }
 
     #[tokio::test]
@@ -191,12 +231,12 @@ mod tests {
         let clock = ManualClock::new(from_unix_secs(1_000));
         let keys = keys(&clock).await;
         let a = Domain::parse("a.example.com").unwrap();
-        let token = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
+        let link = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
         assert!(matches!(keys.remove(1).await, Err(KeyError::Sealing(1))));
         keys.rotate().await.unwrap();
-        assert!(links::open(&keys.ring().current(), a.as_str(), &token).is_ok());
+        assert!(links::open(&keys.ring().current(), a.as_str(), token(&link)).is_ok());
         keys.remove(1).await.unwrap();
-        assert!(links::open(&keys.ring().current(), a.as_str(), &token).is_err());
+        assert!(links::open(&keys.ring().current(), a.as_str(), token(&link)).is_err());
         assert!(matches!(keys.remove(1).await, Err(KeyError::NoSuchKey(1))));
     }
 
@@ -205,8 +245,14 @@ mod tests {
         let clock = ManualClock::new(from_unix_secs(1_000));
         let keys = keys(&clock).await;
         let a = Domain::parse("a.example.com").unwrap();
-        let token = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
-        let link = links::open(&keys.ring().current(), a.as_str(), &token).unwrap();
+        let minted = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
+        let path = minted.strip_prefix("https://a.example.com").unwrap();
+        assert_eq!(
+            route(path),
+            Route::Click(token(&minted)),
+            "the edge routes it"
+        );
+        let link = links::open(&keys.ring().current(), a.as_str(), token(&minted)).unwrap();
         assert_eq!(link.minted_at, 1_000);
         let b = Domain::parse("b.example.com").unwrap();
         assert!(matches!(
@@ -217,5 +263,33 @@ mod tests {
             keys.mint(&a, "javascript:alert(1)", Vec::new()),
             Err(MintError::Link(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn no_link_is_minted_longer_than_the_edge_opens() {
+        let clock = ManualClock::new(from_unix_secs(1_000));
+        let a = Domain::parse("a.example.com").unwrap();
+        let url = format!("https://example.com/{}", "x".repeat(300));
+        let meta = vec![("campaign".to_owned(), "spring".to_owned())];
+        let fits = keys(&clock).await.mint(&a, &url, meta.clone()).unwrap();
+        // Tokens of one link all have one length: the path is exactly this long.
+        let path = fits.len() - "https://a.example.com".len();
+
+        let at_limit = keys_with_limit(&clock, path).await;
+        assert!(at_limit.mint(&a, &url, meta.clone()).is_ok());
+        let below = keys_with_limit(&clock, path - 1).await;
+        let err = below.mint(&a, &url, meta).unwrap_err();
+        assert!(
+            matches!(err, MintError::TooLong { length, limit } if length == path && limit == path - 1),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        for part in [
+            &format!("{path} bytes"),
+            &format!("limits.max_uri_bytes ({})", path - 1),
+            "shorten the URL or the metadata",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Security promises, each tested: the admin API is not exposed beyond loopback without an
 //! explicitly configured token; tokens are checked exactly; private keys never reach the log;
-//! even a validly sealed token never redirects anywhere but http(s). (Key files mode 0600 and
-//! key rotation/removal are covered in admin.rs.)
+//! even a validly sealed token never redirects anywhere but http(s); no link is minted that the
+//! edge would refuse as too long. (Key files mode 0600 and key rotation/removal are covered in
+//! admin.rs.)
 
 mod common;
 
@@ -149,4 +150,57 @@ async fn a_validly_sealed_token_never_redirects_to_a_non_http_url() {
         .unwrap();
     assert_eq!(res.status(), 302);
     assert!(edge.clicks().len() <= 1);
+}
+
+#[tokio::test]
+async fn the_api_never_mints_a_link_the_edge_will_not_open() {
+    let edge = Edge::start_with("[limits]\nmax_uri_bytes = 600\n");
+    edge.add_domain(DOMAIN).await;
+    // Under the limit: minted, and it opens.
+    let fits = format!("https://example.com/{}", "a".repeat(300));
+    let link = edge.mint(DOMAIN, &fits, json!({})).await;
+    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
+
+    // A path that long is what the edge refuses to open...
+    let res = edge
+        .client(&[DOMAIN])
+        .get(format!(
+            "https://{DOMAIN}:{}/c/{}",
+            edge.https.port(),
+            "A".repeat(600)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 414);
+    // ...so a link that long is not minted: 400 naming the limit, the length and the fix.
+    let long = format!("https://example.com/{}", "a".repeat(600));
+    let (status, body) = edge
+        .admin(
+            Method::POST,
+            "/v1/links",
+            Some(json!({ "domain": DOMAIN, "url": long })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"].as_str().unwrap();
+    for part in [
+        "limits.max_uri_bytes (600)",
+        " bytes",
+        "shorten the URL or the metadata",
+    ] {
+        assert!(message.contains(part), "{message}");
+    }
+
+    // `clickedge link` says the same.
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(edge.config_path())
+        .args(["link", &long, "--domain", DOMAIN])
+        .args(["--admin", &format!("http://{}", edge.admin)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(message) && err.contains("400"), "{err}");
 }

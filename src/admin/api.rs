@@ -99,13 +99,10 @@ async fn mint_link(
 ) -> Result<impl IntoResponse, ApiError> {
     let req: MintLink = parse_json(&body)?;
     let domain = parse_name(&req.domain)?;
-    let token = state
+    let link = state
         .keys
         .mint(&domain, &req.url, req.meta.into_iter().collect())?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({ "link": format!("https://{domain}/c/{token}") })),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(json!({ "link": link }))))
 }
 
 async fn list_keys(State(state): State<Shared>) -> impl IntoResponse {

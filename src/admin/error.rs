@@ -71,7 +71,7 @@ impl From<KeyError> for ApiError {
 impl From<MintError> for ApiError {
     fn from(e: MintError) -> ApiError {
         match e {
-            MintError::NotRegistered(_) | MintError::Link(_) => {
+            MintError::NotRegistered(_) | MintError::Link(_) | MintError::TooLong { .. } => {
                 ApiError::bad_request(e.to_string())
             }
         }
