@@ -2,16 +2,21 @@
 //! (`/ui/`, see [`ui`]), Prometheus metrics and health.
 //!
 //! Everything but `/metrics` and `/healthz` needs the admin token: `Authorization: Bearer
-//! <token>` for the API, a cookie set by the page's login form for `/ui/`, both compared in
-//! constant time. Handlers are thin: they parse the request, call the [`Domains`] or
+//! <token>` for the API, a session the page's sign-in form starts for `/ui/`, the token compared
+//! in constant time. Everything but `/healthz` answers only to the host names of [`hosts`]
+//! (DNS rebinding). Handlers are thin: they parse the request, call the [`Domains`] or
 //! [`LinkKeys`] service, and turn its answer into JSON or a page; errors get their status in
 //! [`error`] and are JSON `{"error": "..."}` with a message that says what to do. This listener
 //! never serves clicks.
 
 mod api;
 mod error;
+mod hosts;
 mod ui;
 mod views;
+
+pub use hosts::Hosts;
+pub use ui::Sessions;
 
 use std::sync::Arc;
 
@@ -42,6 +47,10 @@ pub struct AdminState {
     pub max_body_bytes: usize,
     /// Time, for the page's sessions.
     pub clock: Clock,
+    /// The host names the listener answers to (`admin.hosts` and defaults).
+    pub hosts: Hosts,
+    /// The page's signed-in sessions.
+    pub sessions: Sessions,
 }
 
 type Shared = Arc<AdminState>;
@@ -51,11 +60,14 @@ pub fn router(state: Shared) -> Router {
     let api =
         api::router().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(api)
         .merge(ui::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), hosts::check))
+        // After the host check's layer, so outside it: health says nothing, and load balancers
+        // probe it under whatever name they like.
+        .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
 }

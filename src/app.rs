@@ -235,6 +235,10 @@ impl App {
             token,
             max_body_bytes: config.limits.admin_max_body_bytes.get(),
             clock,
+            hosts: admin::Hosts::new(&config.admin.hosts, addrs.admin),
+            // The admin listener serves plain HTTP: the cookie is Secure when admin.secure_cookie
+            // says browsers reach it over HTTPS (through a proxy).
+            sessions: admin::Sessions::new(config.admin.secure_cookie),
         }));
         tasks.push(tokio::spawn(serve::serve_admin(
             admin_listener,

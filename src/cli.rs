@@ -77,6 +77,8 @@ Configuration (TOML; every key optional; unknown keys are an error):
   recheck_interval = \"5m\"              re-check domains without a valid certificate
   [admin]
   token = (generated)                   else generated once into <data_dir>/admin-token (0600)
+  hosts = []                            names answered besides IPs and localhost; others get 421
+  secure_cookie = false                 true: the /ui/ session cookie is Secure (HTTPS proxy)
 
 The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults).";
 

@@ -4,6 +4,7 @@
 //! Unknown keys are an error that names the key and the file. This module reads one file and
 //! nothing else: it binds no socket and reads no certificate.
 
+mod admin;
 mod limits;
 mod validate;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use admin::{Admin, AdminHost, AdminHostError};
 pub use limits::Limits;
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -283,14 +285,6 @@ impl Default for Onboarding {
             recheck_interval: Duration::from_secs(300),
         }
     }
-}
-
-/// `[admin]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Admin {
-    /// Bearer token for the admin API. Default: generated once into `<data_dir>/admin-token`.
-    pub token: Option<String>,
 }
 
 impl Default for Config {

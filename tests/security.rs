@@ -1,8 +1,9 @@
 //! Security promises, each tested: the admin API is not exposed beyond loopback without an
 //! explicitly configured token; tokens are checked exactly; private keys never reach the log;
 //! even a validly sealed token never redirects anywhere but http(s); no link is minted that the
-//! edge would refuse as too long. (Key files mode 0600 and key rotation/removal are covered in
-//! admin.rs.)
+//! edge would refuse as too long; a DNS name rebound to the admin listener reads nothing. (Key
+//! files mode 0600, key rotation/removal and the page's sessions are covered in admin.rs and
+//! ui.rs.)
 
 mod common;
 
@@ -203,4 +204,56 @@ async fn the_api_never_mints_a_link_the_edge_will_not_open() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(message) && err.contains("400"), "{err}");
+}
+
+/// GETs `path` on the admin listener through the name `host`, which resolves to it (as a
+/// rebound DNS name would), with the admin token; returns the status and the body.
+async fn admin_as(edge: &Edge, host: &str, path: &str) -> (u16, String) {
+    let res = reqwest::Client::builder()
+        .resolve(host, edge.admin)
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{host}:{}{path}", edge.admin.port()))
+        .bearer_auth(&edge.token)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn dns_rebinding_cannot_read_the_admin_listener() {
+    let edge = Edge::start_with("[admin]\nhosts = [\"admin.example.net\"]\n");
+    // A page on rebound.example, now resolving to the edge, reads through the visitor's browser.
+    for path in ["/metrics", "/v1/domains", "/v1/keys", "/ui/", "/nowhere"] {
+        let (status, body) = admin_as(&edge, "rebound.example", path).await;
+        assert_eq!(status, 421, "{path}: {body}");
+        assert!(
+            body.contains("admin.hosts") && body.contains("rebound.example"),
+            "{path}: {body}"
+        );
+        assert!(!body.contains("clickedge_"), "{path}: {body}");
+    }
+    assert_eq!(admin_as(&edge, "rebound.example", "/healthz").await.0, 200);
+
+    // The listener's address, localhost (it is on loopback) and the configured name answer.
+    for host in ["127.0.0.1", "localhost", "admin.example.net"] {
+        let (status, body) = admin_as(&edge, host, "/metrics").await;
+        assert_eq!(status, 200, "{host}: {body}");
+        assert!(body.contains("clickedge_requests_total"), "{host}");
+        assert_eq!(admin_as(&edge, host, "/v1/keys").await.0, 200, "{host}");
+    }
+    // So does the CLI, which uses the address.
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(edge.config_path())
+        .args(["keys", "list", "--admin", &format!("http://{}", edge.admin)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,7 +1,9 @@
-//! The onboarding web page (`/ui/` on the admin listener): protected by the admin token, refuses
-//! cross-site posts, and, driven in headless Debian Chromium through chromedriver (WebDriver
-//! over HTTP), lets a person sign in, add a domain, read its checks and fixes, fix the DNS and
-//! check again. Screenshots go to `$CARGO_TARGET_TMPDIR/ui/`.
+//! The onboarding web page (`/ui/` on the admin listener): protected by the admin token (typed
+//! into the form, never taken from the address), refuses cross-site posts, ends sessions on the
+//! server at sign-out, marks its cookie `Secure` when told the page is reached over HTTPS, and,
+//! driven in headless Debian Chromium through chromedriver (WebDriver over HTTP), lets a person
+//! sign in, add a domain, read its checks and fixes, fix the DNS and check again. Screenshots go
+//! to `$CARGO_TARGET_TMPDIR/ui/`.
 
 mod common;
 
@@ -130,6 +132,94 @@ async fn the_page_needs_the_admin_token_and_refuses_cross_site_posts() {
         .admin_with_token(reqwest::Method::GET, "/v1/domains", None, Some(value))
         .await;
     assert_eq!(status, 401);
+}
+
+/// Signs in with `token` through the form; returns the status and the `Set-Cookie` value.
+async fn sign_in(edge: &Edge, token: &str) -> (u16, Option<String>) {
+    let res = form_post(&no_redirects(), &format!("http://{}/ui/login", edge.admin))
+        .body(form(&[("token", token)]))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    (res.status().as_u16(), cookie)
+}
+
+/// The status of the domain list for a browser sending `cookie` (a `name=value` pair).
+async fn index_status(edge: &Edge, cookie: &str) -> u16 {
+    no_redirects()
+        .get(format!("http://{}/ui/", edge.admin))
+        .header(header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_on_the_server_so_a_copied_cookie_stops_working() {
+    let edge = Edge::start();
+    let (status, cookie) = sign_in(&edge, &edge.token).await;
+    assert_eq!(status, 303);
+    let cookie = cookie.unwrap();
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP by default: {cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let (_, other) = sign_in(&edge, &edge.token).await;
+    let other = other.unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(index_status(&edge, &session).await, 200);
+
+    // Someone copied the cookie; its owner signs out.
+    let copy = session.clone();
+    let res = form_post(&no_redirects(), &format!("http://{}/ui/logout", edge.admin))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cleared = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(index_status(&edge, &copy).await, 401, "the copy is dead");
+    assert_eq!(
+        index_status(&edge, &other).await,
+        200,
+        "other sign-ins stay"
+    );
+}
+
+#[tokio::test]
+async fn the_token_in_the_address_does_not_sign_in() {
+    let edge = Edge::start();
+    let token: String = url::form_urlencoded::byte_serialize(edge.token.as_bytes()).collect();
+    let res = no_redirects()
+        .get(format!("http://{}/ui/?token={token}", edge.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().get(header::SET_COOKIE).is_none());
+    let body = res.text().await.unwrap();
+    assert!(body.contains("not accepted in the address"), "{body}");
+    assert!(body.contains("Admin token"), "the sign-in form: {body}");
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_page_is_reached_over_https() {
+    let edge = Edge::start_with("[admin]\nsecure_cookie = true\n");
+    let (status, cookie) = sign_in(&edge, &edge.token).await;
+    assert_eq!(status, 303);
+    let cookie = cookie.unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
 }
 
 /// chromedriver driving headless Chromium; both killed on drop.

@@ -3,11 +3,12 @@
 //! the fix under each failure and a "check again" button.
 //!
 //! Server-rendered HTML, one stylesheet and a few lines of script served from here (no external
-//! assets). Protected by the admin token: the login form (or `?token=` once) sets an HttpOnly,
-//! SameSite=Strict session cookie, an HMAC of its expiry keyed by the token, so the cookie is
-//! not the API token and stops working when the token changes. Forms only post to this origin;
-//! a POST from another site (Origin or Sec-Fetch-Site says so) is refused, on top of what
-//! SameSite does. Every value shown is HTML-escaped: DNS answers are customer-controlled.
+//! assets). Protected by the admin token, typed into the sign-in form and never accepted in the
+//! address (where history and logs would keep it): signing in starts a server-side session
+//! ([`session`]) whose cookie is not the token, and signing out ends it on the server. Forms
+//! only post to this origin; a POST from another site (Origin or Sec-Fetch-Site says so) is
+//! refused, on top of what SameSite does. Every value shown is HTML-escaped: DNS answers are
+//! customer-controlled.
 
 mod render;
 mod session;
@@ -25,7 +26,9 @@ use super::Shared;
 use super::error::{ApiError, parse_name};
 use super::views::DomainView;
 use render::{asset, error_page, forbidden, html, login_page, see_other, set_cookie};
-use session::{login_cookie, logout_cookie, same_origin, token_matches};
+use session::{same_origin, token_matches};
+
+pub use session::Sessions;
 
 const STYLE: &str = include_str!("ui/style.css");
 const SCRIPT: &str = include_str!("ui/app.js");
@@ -56,19 +59,18 @@ async fn index(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let token = query.as_deref().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    });
-    if let Some(token) = token {
-        // Accepted once, then out of the address bar (and history) at once.
-        if token_matches(&state.token, &token) {
-            let mut res = see_other("/ui/");
-            set_cookie(&mut res, &login_cookie(&state.token, state.clock.now()));
-            return res;
-        }
-        return login_page(StatusCode::UNAUTHORIZED, Some("That token is not right."));
+    // NOTE: a token in the address is refused, right or wrong: the address bar, history,
+    // proxies and logs would keep it.
+    let token_in_address = query
+        .as_deref()
+        .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "token"));
+    if token_in_address {
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            Some(
+                "The token is not accepted in the address, where history and logs keep it: type it here.",
+            ),
+        );
     }
     if !logged_in(&state, &headers) {
         return login_page(StatusCode::UNAUTHORIZED, None);
@@ -83,19 +85,20 @@ async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     match form(&body).get("token") {
         Some(t) if token_matches(&state.token, t) => {
             let mut res = see_other("/ui/");
-            set_cookie(&mut res, &login_cookie(&state.token, state.clock.now()));
+            set_cookie(&mut res, &state.sessions.start(state.clock.now()));
             res
         }
         _ => login_page(StatusCode::UNAUTHORIZED, Some("That token is not right.")),
     }
 }
 
-async fn logout(headers: HeaderMap) -> Response {
+/// Ends the session on the server (a copy of the cookie stops working too) and in the browser.
+async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Response {
     if !same_origin(&headers) {
         return forbidden();
     }
     let mut res = see_other("/ui/");
-    set_cookie(&mut res, &logout_cookie());
+    set_cookie(&mut res, &state.sessions.end(&headers));
     res
 }
 
@@ -173,7 +176,7 @@ async fn index_page(
     render::index(&views, state.domains.check_settings(), status, error, typed)
 }
 
-/// True if the request carries a valid session cookie.
+/// True if the request carries a live session.
 fn logged_in(state: &Shared, headers: &HeaderMap) -> bool {
-    session::logged_in(&state.token, headers, state.clock.now())
+    state.sessions.is_live(headers, state.clock.now())
 }

@@ -1,50 +1,105 @@
-//! The page's session: an HttpOnly, SameSite=Strict cookie holding an expiry and an HMAC of it
-//! keyed by the admin token (so the cookie is not the token, and changing the token ends every
-//! session), and the check that a form was posted from the page itself (CSRF).
+//! The page's sessions: a random id in an HttpOnly, SameSite=Strict cookie (`Secure` when the
+//! page is reached over HTTPS), valid while the edge's in-memory table holds it. Signing out
+//! removes it from the table, so a copied cookie stops working too; a restart signs everyone
+//! out. Also the check that a form was posted from the page itself (CSRF).
+//!
+//! The table keys sessions by the SHA-256 of their id, so a lookup compares digests, not
+//! secrets, and the process never holds a usable id.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::digest;
 use axum::http::{HeaderMap, HeaderValue, header};
-
-use crate::clock::unix_secs;
 
 /// The session cookie's name.
 const COOKIE: &str = "clickedge_ui";
-/// How long a login lasts.
+/// How long a sign-in lasts.
 const SESSION: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions held at once; past it the one ending soonest is dropped (only holders of the
+/// admin token start sessions, but memory stays bounded regardless).
+const MAX_SESSIONS: usize = 1024;
 
-/// A session value valid until `expires`: `<expires, Unix seconds>.<hex HMAC>`.
-pub(super) fn session_value(token: &str, expires: SystemTime) -> String {
-    let expires = unix_secs(expires);
-    let key = hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes());
-    let tag = hmac::sign(&key, format!("clickedge-ui {expires}").as_bytes());
-    format!("{expires}.{}", hex(tag.as_ref()))
+type Digest = [u8; 32];
+
+/// The signed-in sessions of the page.
+pub struct Sessions {
+    /// Digest of each live session id, and when it ends.
+    live: Mutex<HashMap<Digest, SystemTime>>,
+    secure: bool,
 }
 
-/// True if `value` is a session for `token` that has not expired at `now`.
-pub(super) fn session_valid(token: &str, value: &str, now: SystemTime) -> bool {
-    let now = unix_secs(now);
-    let Some((expires, tag)) = value.split_once('.') else {
-        return false;
-    };
-    let (Ok(expires), Some(tag)) = (expires.parse::<u64>(), unhex(tag)) else {
-        return false;
-    };
-    let key = hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes());
-    // Constant-time comparison of the tag.
-    expires > now && hmac::verify(&key, format!("clickedge-ui {expires}").as_bytes(), &tag).is_ok()
+impl Sessions {
+    /// No session yet. `secure` marks the cookie `Secure`: browsers reach the page over HTTPS
+    /// (`admin.secure_cookie`, or a listener serving TLS itself).
+    pub fn new(secure: bool) -> Sessions {
+        Sessions {
+            live: Mutex::new(HashMap::new()),
+            secure,
+        }
+    }
+
+    /// Starts a session at `now`; returns the `Set-Cookie` value carrying it.
+    pub(super) fn start(&self, now: SystemTime) -> String {
+        let id: [u8; 32] = rand::random();
+        let mut live = self.lock();
+        live.retain(|_, end| *end > now);
+        if live.len() >= MAX_SESSIONS
+            && let Some(soonest) = live.iter().min_by_key(|(_, end)| **end).map(|(d, _)| *d)
+        {
+            live.remove(&soonest);
+        }
+        live.insert(digest_of(&id), now + SESSION);
+        drop(live);
+        self.cookie(&hex(&id), SESSION.as_secs())
+    }
+
+    /// True if the request carries a session that is live at `now`.
+    pub(super) fn is_live(&self, headers: &HeaderMap, now: SystemTime) -> bool {
+        let live = self.lock();
+        presented(headers).any(|d| live.get(&d).is_some_and(|end| *end > now))
+    }
+
+    /// Ends the sessions the request carries; returns the `Set-Cookie` value clearing the cookie.
+    pub(super) fn end(&self, headers: &HeaderMap) -> String {
+        let mut live = self.lock();
+        for d in presented(headers) {
+            live.remove(&d);
+        }
+        drop(live);
+        self.cookie("", 0)
+    }
+
+    fn cookie(&self, value: &str, max_age: u64) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Digest, SystemTime>> {
+        // A panic while the lock was held leaves at worst a session too many or too few: the
+        // table has no invariant to break, so a poisoned lock is used as it is.
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-/// True if a request carries a session cookie for `token` valid at `now`.
-pub(super) fn logged_in(token: &str, headers: &HeaderMap, now: SystemTime) -> bool {
+/// Digests of the session ids in the request's cookies (well-formed ones only).
+fn presented(headers: &HeaderMap) -> impl Iterator<Item = Digest> + '_ {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .any(|v| session_valid(token, v, now))
+        .filter_map(unhex)
+        .filter(|id| id.len() == 32)
+        .map(|id| digest_of(&id))
+}
+
+fn digest_of(id: &[u8]) -> Digest {
+    let mut out = [0; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, id).as_ref());
+    out
 }
 
 /// Constant-time comparison of a presented token with the admin token.
@@ -69,20 +124,6 @@ pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// `Set-Cookie` value of a session for `token` starting at `now`.
-pub(super) fn login_cookie(token: &str, now: SystemTime) -> String {
-    format!(
-        "{COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
-        session_value(token, now + SESSION),
-        SESSION.as_secs()
-    )
-}
-
-/// `Set-Cookie` value that ends the session.
-pub(super) fn logout_cookie() -> String {
-    format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0")
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -98,65 +139,4 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::from_unix_secs;
-
-    #[test]
-    fn sessions_are_bound_to_the_token_and_expire() {
-        let at = from_unix_secs;
-        let v = session_value("token-one-0123456789", at(1000));
-        assert!(session_valid("token-one-0123456789", &v, at(999)));
-        assert!(
-            !session_valid("token-one-0123456789", &v, at(1000)),
-            "expired"
-        );
-        assert!(
-            !session_valid("token-two-0123456789", &v, at(999)),
-            "other token"
-        );
-        let forged = v.replacen("1000", "9999", 1);
-        assert!(
-            !session_valid("token-one-0123456789", &forged, at(999)),
-            "expiry is signed"
-        );
-        assert!(!session_valid("token-one-0123456789", "garbage", at(0)));
-        assert!(!session_valid("token-one-0123456789", "5.zz", at(0)));
-    }
-
-    #[test]
-    fn a_login_lasts_twelve_hours_by_the_clock_it_was_given() {
-        let start = from_unix_secs(1_000_000);
-        let cookie = login_cookie("token-one-0123456789", start);
-        let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
-        let token = "token-one-0123456789";
-        assert!(logged_in(
-            token,
-            &h,
-            start + SESSION - Duration::from_secs(1)
-        ));
-        assert!(!logged_in(token, &h, start + SESSION));
-        assert!(cookie.contains("Max-Age=43200"), "{cookie}");
-    }
-
-    #[test]
-    fn cross_site_posts_are_refused() {
-        let mut h = HeaderMap::new();
-        assert!(
-            same_origin(&h),
-            "no browser hints: the cookie still has to be there"
-        );
-        h.insert("host", HeaderValue::from_static("127.0.0.1:9180"));
-        h.insert("origin", HeaderValue::from_static("http://127.0.0.1:9180"));
-        assert!(same_origin(&h));
-        h.insert("origin", HeaderValue::from_static("http://evil.example"));
-        assert!(!same_origin(&h));
-        h.remove("origin");
-        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(!same_origin(&h));
-        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        h.insert("origin", HeaderValue::from_static("null"));
-        assert!(same_origin(&h));
-    }
-}
+mod tests;

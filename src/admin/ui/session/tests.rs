@@ -1,0 +1,100 @@
+//! Sessions: they last twelve hours by the injected clock, end on the server at sign-out, are
+//! only the ones this edge started, stay bounded; and cross-site posts are refused.
+
+use super::*;
+use crate::clock::from_unix_secs;
+
+/// The request headers of a browser that got `set_cookie`.
+fn sent(set_cookie: &str) -> HeaderMap {
+    let pair = set_cookie.split(';').next().unwrap();
+    let mut h = HeaderMap::new();
+    h.insert(header::COOKIE, HeaderValue::from_str(pair).unwrap());
+    h
+}
+
+#[test]
+fn a_sign_in_lasts_twelve_hours_by_the_clock_it_was_given() {
+    let sessions = Sessions::new(false);
+    let start = from_unix_secs(1_000_000);
+    let cookie = sessions.start(start);
+    let h = sent(&cookie);
+    assert!(sessions.is_live(&h, start + SESSION - Duration::from_secs(1)));
+    assert!(!sessions.is_live(&h, start + SESSION));
+    assert!(cookie.contains("Max-Age=43200"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}
+
+#[test]
+fn sign_out_ends_the_session_on_the_server_so_a_copied_cookie_stops_working() {
+    let sessions = Sessions::new(false);
+    let now = from_unix_secs(1_000);
+    let mine = sent(&sessions.start(now));
+    let other = sent(&sessions.start(now));
+    let copy = mine.clone();
+    let cleared = sessions.end(&mine);
+    assert!(cleared.contains("clickedge_ui=;") && cleared.contains("Max-Age=0"));
+    assert!(!sessions.is_live(&copy, now), "the copy ended with it");
+    assert!(sessions.is_live(&other, now), "other sign-ins stay");
+}
+
+#[test]
+fn only_sessions_this_edge_started_are_accepted() {
+    let sessions = Sessions::new(false);
+    let now = from_unix_secs(1_000);
+    let elsewhere = Sessions::new(false).start(now);
+    assert!(!sessions.is_live(&sent(&elsewhere), now));
+    for value in ["garbage", "", "zz", &"00".repeat(32), &"00".repeat(33)] {
+        assert!(
+            !sessions.is_live(&sent(&format!("clickedge_ui={value}")), now),
+            "{value}"
+        );
+    }
+}
+
+#[test]
+fn the_cookie_is_secure_when_the_page_is_reached_over_https() {
+    let sessions = Sessions::new(true);
+    let cookie = sessions.start(from_unix_secs(1_000));
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    assert!(sessions.end(&sent(&cookie)).ends_with("; Secure"));
+}
+
+#[test]
+fn the_table_stays_bounded_and_drops_the_session_ending_soonest() {
+    let sessions = Sessions::new(false);
+    let t0 = from_unix_secs(1_000);
+    let first = sent(&sessions.start(t0));
+    for i in 1..=MAX_SESSIONS as u64 {
+        sessions.start(t0 + Duration::from_secs(i));
+    }
+    assert_eq!(sessions.lock().len(), MAX_SESSIONS);
+    assert!(!sessions.is_live(&first, t0), "the oldest went");
+    // Expired sessions are dropped before anything live.
+    let later = t0 + SESSION + Duration::from_secs(2 * MAX_SESSIONS as u64);
+    sessions.start(later);
+    assert_eq!(sessions.lock().len(), 1);
+}
+
+#[test]
+fn cross_site_posts_are_refused() {
+    let mut h = HeaderMap::new();
+    assert!(
+        same_origin(&h),
+        "no browser hints: the cookie still has to be there"
+    );
+    h.insert("host", HeaderValue::from_static("127.0.0.1:9180"));
+    h.insert("origin", HeaderValue::from_static("http://127.0.0.1:9180"));
+    assert!(same_origin(&h));
+    h.insert("origin", HeaderValue::from_static("http://evil.example"));
+    assert!(!same_origin(&h));
+    h.remove("origin");
+    h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+    assert!(!same_origin(&h));
+    h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+    h.insert("origin", HeaderValue::from_static("null"));
+    assert!(same_origin(&h));
+}

@@ -1,0 +1,120 @@
+//! `[admin]`: the admin listener's token, the host names it answers to (beyond addresses), and
+//! whether the page's session cookie is `Secure`. This module parses; the admin listener applies.
+
+use serde::Deserialize;
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Bearer token for the admin API. Default: generated once into `<data_dir>/admin-token`.
+    pub token: Option<String>,
+    /// Host names the admin listener answers to, besides IP addresses (always answered) and
+    /// `localhost` (answered when `listen.admin` is a loopback or unspecified address). A request
+    /// whose `Host` names anything else gets 421, so a page on a rebound DNS name cannot read
+    /// the API or `/metrics` through a browser. Default none.
+    pub hosts: Vec<AdminHost>,
+    /// Marks the `/ui/` session cookie `Secure`, for a page reached over HTTPS (through a
+    /// TLS-terminating proxy in front of the admin listener). Default `false`.
+    pub secure_cookie: bool,
+}
+
+/// A host name in `admin.hosts`: lowercase, without a trailing dot and without a port (any port
+/// is answered: the name is what DNS rebinding forges).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AdminHost(String);
+
+/// Why an `admin.hosts` entry is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminHostError {
+    /// The entry is empty.
+    #[error("admin.hosts has an empty name")]
+    Empty,
+    /// The entry has a port.
+    #[error("admin.hosts entry {0:?} has a port; list the name alone (every port is answered)")]
+    Port(String),
+    /// The entry is not a host name.
+    #[error(
+        "admin.hosts entry {0:?} is not a host name (letters, digits, '-' and '.'); IP \
+         addresses need no entry"
+    )]
+    NotAName(String),
+}
+
+impl AdminHost {
+    /// Parses a host name as `admin.hosts` lists it (single-label names like `edge-admin` too).
+    pub fn parse(input: &str) -> Result<AdminHost, AdminHostError> {
+        let name = input.strip_suffix('.').unwrap_or(input);
+        if name.is_empty() {
+            return Err(AdminHostError::Empty);
+        }
+        if name.contains(':') {
+            return Err(AdminHostError::Port(input.to_owned()));
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(AdminHostError::NotAName(input.to_owned()));
+        }
+        Ok(AdminHost(name.to_ascii_lowercase()))
+    }
+
+    /// The name, lowercase.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for AdminHost {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        AdminHost::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_hosts_are_names_without_ports() {
+        let ok = |s| AdminHost::parse(s).unwrap();
+        assert_eq!(ok("Admin.Example.NET.").as_str(), "admin.example.net");
+        assert_eq!(ok("edge-admin").as_str(), "edge-admin");
+        assert_eq!(AdminHost::parse(""), Err(AdminHostError::Empty));
+        assert!(matches!(
+            AdminHost::parse("admin.example.net:9180"),
+            Err(AdminHostError::Port(_))
+        ));
+        for bad in ["a b", "-a.example", "a..b", "*.example.com", "[::1]"] {
+            assert!(AdminHost::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn admin_keys_parse_and_a_bad_host_names_the_key() {
+        let parse = |t: &str| super::super::Config::parse(t, std::path::Path::new("edge.toml"));
+        let a = parse("[admin]\nhosts = [\"admin.example.net\"]\nsecure_cookie = true\n")
+            .unwrap()
+            .admin;
+        assert_eq!(
+            a.hosts,
+            vec![AdminHost::parse("admin.example.net").unwrap()]
+        );
+        assert!(a.secure_cookie);
+        let d = parse("").unwrap().admin;
+        assert!(d.hosts.is_empty() && !d.secure_cookie);
+        let err = parse("[admin]\nhosts = [\"admin.example.net:9180\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin.hosts") && err.contains("edge.toml"),
+            "{err}"
+        );
+    }
+}
