@@ -75,6 +75,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   caa_identities = [\"letsencrypt.org\"]  CAA identities of the CA, one must be allowed
   http_port = 80                        port of the HTTP reachability check
   recheck_interval = \"5m\"              re-check domains without a valid certificate
+  danger_allow_private_addresses = false  tests only: let the HTTP check use loopback/private IPs
   [admin]
   token = (generated)                   else generated once into <data_dir>/admin-token (0600)
   hosts = []                            names answered besides IPs and localhost; others get 421

@@ -264,6 +264,11 @@ pub struct Onboarding {
     /// How often domains without a valid certificate are checked again. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub recheck_interval: Duration,
+    /// Lets the HTTP reachability check connect to loopback, private (RFC 1918, RFC 6598,
+    /// unique local) and link-local addresses of the edge. For tests and labs only: in
+    /// production the edge's addresses are public, and refusing the others keeps a customer's
+    /// DNS from pointing the check at internal services. Default `false`.
+    pub danger_allow_private_addresses: bool,
 }
 
 impl Onboarding {
@@ -283,6 +288,7 @@ impl Default for Onboarding {
             caa_identities: vec!["letsencrypt.org".into()],
             http_port: std::num::NonZeroU16::new(80).expect("non-zero literal"),
             recheck_interval: Duration::from_secs(300),
+            danger_allow_private_addresses: false,
         }
     }
 }

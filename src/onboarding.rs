@@ -67,6 +67,9 @@ pub struct Settings {
     /// True if HTTP-01 is the only way the CA can validate (ACME with only `http-01`): then an
     /// unreachable name holds back orders too.
     pub http_blocks: bool,
+    /// True if the reachability check may connect to loopback, private and link-local
+    /// addresses (tests and labs only).
+    pub danger_allow_private_addresses: bool,
 }
 
 impl Settings {
@@ -86,12 +89,30 @@ impl Settings {
             recheck_interval: o.recheck_interval,
             http_blocks: config.tls.issuer == IssuerKind::Acme
                 && !config.acme.challenges.contains(&ChallengeKind::TlsAlpn01),
+            danger_allow_private_addresses: o.danger_allow_private_addresses,
         }
     }
 
     /// True if the edge knows where names must point: checks then gate orders and re-run.
     pub fn is_configured(&self) -> bool {
         self.cname_target.is_some() || !self.addresses.is_empty()
+    }
+
+    /// Settings of the unit tests: a CNAME to `edge.example.net`, or A records at
+    /// 203.0.113.10; the local issuer.
+    #[cfg(test)]
+    pub(crate) fn example() -> Settings {
+        let parse = |s: &str| Domain::parse(s).expect("a valid name");
+        Settings {
+            cname_target: Some(parse("edge.example.net")),
+            addresses: vec![IpAddr::from([203, 0, 113, 10])],
+            dns_servers: vec![SocketAddr::from(([127, 0, 0, 1], 53))],
+            caa_identities: vec!["letsencrypt.org".into()],
+            http_port: 80,
+            recheck_interval: Duration::from_secs(300),
+            http_blocks: false,
+            danger_allow_private_addresses: false,
+        }
     }
 }
 

@@ -3,10 +3,16 @@
 //! records each fail naming what is wrong and what to add; a failing check holds back the
 //! certificate order until the DNS is fixed; `clickedge domain check` prints and exits by the
 //! result; reports survive a restart; an edge without `[onboarding]` holds nothing back; a real
-//! ACME CA's (Pebble's) refusal is explained in plain words.
+//! ACME CA's (Pebble's) refusal is explained in plain words. And what a hostile DNS cannot do:
+//! make the reachability check connect anywhere but the edge's own public addresses, or learn
+//! what answered there.
+//!
+//! Everything runs on loopback, so most edges here set
+//! `onboarding.danger_allow_private_addresses`; the tests of the address rules say when not.
 
 mod common;
 
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::Command;
 
 use common::dns::Dns;
@@ -22,7 +28,7 @@ const TARGET: &str = "edge.example.net";
 fn edge_with(dns: &Dns, extra: &str) -> Edge {
     let (https, http) = (free_tcp_port(), free_tcp_port());
     let config = format!(
-        "[onboarding]\ncname_target = \"{TARGET}\"\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\n{extra}",
+        "[onboarding]\ncname_target = \"{TARGET}\"\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\ndanger_allow_private_addresses = true\n{extra}",
         dns.addr
     );
     Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http)
@@ -259,20 +265,24 @@ async fn an_unreachable_http_port_fails_naming_the_address_to_open() {
     // Nothing listens there: as if a firewall dropped port 80 in front of the edge.
     let closed = free_tcp_port();
     let edge = Edge::start_with(&format!(
-        "[onboarding]\ncname_target = \"{TARGET}\"\ndns_servers = [\"{}\"]\nhttp_port = {closed}\n",
+        "[onboarding]\ncname_target = \"{TARGET}\"\ndns_servers = [\"{}\"]\nhttp_port = {closed}\ndanger_allow_private_addresses = true\n",
         dns.addr
     ));
     let d = add(&edge, name).await;
     assert_eq!(failing(&d), vec!["http-reachable"], "{d:#}");
     let c = find(&d, "http-reachable");
-    let message = c["message"].as_str().unwrap();
-    assert!(
-        message.starts_with(&format!(
-            "http://{name}:{closed}/ through 127.0.0.1:{closed}: "
-        )),
-        "{message}"
+    // Reached or not, and through which of the edge's addresses; never what answered or why,
+    // which would turn the check into a port scanner.
+    assert_eq!(
+        c["message"],
+        format!("http://{name}:{closed}/ through 127.0.0.1:{closed} did not reach the edge")
     );
-    assert!(message.to_lowercase().contains("refused"), "{message}");
+    let log = edge.stderr();
+    assert!(
+        log.contains("reachability check did not reach the edge")
+            && log.contains("connection refused"),
+        "the operator log keeps the reason: {log}"
+    );
     assert!(
         c["fix"]
             .as_str()
@@ -293,7 +303,7 @@ async fn a_refusal_by_a_real_acme_ca_is_explained_in_plain_words() {
     let ports = PebblePorts::reserve();
     let (https, http) = (free_tcp_port(), free_tcp_port());
     let config = format!(
-        "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{}[onboarding]\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\n",
+        "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{}[onboarding]\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\ndanger_allow_private_addresses = true\n",
         ports.acme_toml(&["http-01"]),
         dns.addr
     );
@@ -487,5 +497,150 @@ async fn an_edge_without_onboarding_config_checks_on_request_and_holds_nothing_b
     assert_eq!(
         click(&edge, "stray.example.com").await.unwrap().status(),
         302
+    );
+}
+
+/// Listeners that must never be connected to, on `ips` and one port free on all of them.
+struct Tripwire(Vec<TcpListener>);
+
+impl Tripwire {
+    fn on(ips: &[&str]) -> Tripwire {
+        let ips: Vec<IpAddr> = ips.iter().map(|ip| ip.parse().unwrap()).collect();
+        for _ in 0..50 {
+            let first = TcpListener::bind((ips[0], 0)).unwrap();
+            let port = first.local_addr().unwrap().port();
+            let rest: Result<Vec<TcpListener>, _> = ips[1..]
+                .iter()
+                .map(|ip| TcpListener::bind((*ip, port)))
+                .collect();
+            if let Ok(rest) = rest {
+                return Tripwire::arm(std::iter::once(first).chain(rest).collect());
+            }
+        }
+        panic!("no port free on all of {ips:?}");
+    }
+
+    fn at(addrs: &[SocketAddr]) -> Tripwire {
+        Tripwire::arm(
+            addrs
+                .iter()
+                .map(|a| TcpListener::bind(a).unwrap_or_else(|e| panic!("binding {a}: {e}")))
+                .collect(),
+        )
+    }
+
+    fn arm(listeners: Vec<TcpListener>) -> Tripwire {
+        for l in &listeners {
+            l.set_nonblocking(true).unwrap();
+        }
+        Tripwire(listeners)
+    }
+
+    fn port(&self) -> u16 {
+        self.0[0].local_addr().unwrap().port()
+    }
+
+    /// The listeners something connected to. No waiting: a check run's answer comes after its
+    /// fetches, and the kernel queues a connection for accept() as soon as it is made.
+    fn tripped(&self) -> Vec<SocketAddr> {
+        self.0
+            .iter()
+            .filter(|l| l.accept().is_ok())
+            .map(|l| l.local_addr().unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reachability_never_connects_to_loopback_answers_without_the_test_setting() {
+    let dns = Dns::start().await;
+    // The edge's own name and the customers' names all lead to loopback, over IPv4 and IPv6.
+    dns.add_a(TARGET, &["127.0.0.1"]).await;
+    dns.add_aaaa(TARGET, &["::1"]).await;
+    let by_cname = "cname.example.com";
+    dns.set_cname(by_cname, TARGET).await;
+    let by_address = "address.example.com";
+    dns.add_a(by_address, &["127.0.0.1"]).await;
+    dns.add_aaaa(by_address, &["::1"]).await;
+    let wire = Tripwire::on(&["127.0.0.1", "::1"]);
+    let edge = Edge::start_with(&format!(
+        "[onboarding]\ncname_target = \"{TARGET}\"\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {}\n",
+        dns.addr,
+        wire.port()
+    ));
+    let mut checked = Vec::new();
+    for name in [by_cname, by_address] {
+        checked.push(add(&edge, name).await);
+    }
+    assert_eq!(wire.tripped(), Vec::<SocketAddr>::new(), "nothing connects");
+    for d in &checked {
+        assert_eq!(find(d, "points-to-edge")["status"], "pass", "{d:#}");
+        let c = find(d, "http-reachable");
+        assert_eq!(c["status"], "warn", "{d:#}");
+        let message = c["message"].as_str().unwrap();
+        assert!(message.starts_with("not checked: "), "{message}");
+        assert!(
+            c["fix"]
+                .as_str()
+                .unwrap()
+                .contains("danger_allow_private_addresses"),
+            "{c:#}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reachability_connects_only_to_the_edges_own_addresses_whatever_dns_answers() {
+    let dns = Dns::start().await;
+    dns.add_a(TARGET, &["127.0.0.1"]).await;
+    let edge = edge_with(&dns, "");
+    // Where a hostile DNS would send the check: another loopback host and IPv6 loopback, on
+    // the port the check uses. Only the edge's own 127.0.0.1 may be fetched through.
+    let port = edge.http.port();
+    let wire = Tripwire::at(&[
+        SocketAddr::from(([127, 0, 0, 2], port)),
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    ]);
+
+    // The CNAME query leads to the edge's name, the A and AAAA queries to other hosts: the
+    // server answers them for the hop, which claims to be a CNAME to the edge.
+    let hostile = "hostile.example.com";
+    let hop = "hop.customer.example";
+    dns.set_cname(hostile, hop).await;
+    dns.set_cname(hop, TARGET).await;
+    dns.add_a(hop, &["127.0.0.2"]).await;
+    dns.add_aaaa(hop, &["::1"]).await;
+    // Addresses mode: the A record is the edge's, the AAAA record is not.
+    let stray = "stray-aaaa.example.com";
+    dns.add_a(stray, &["127.0.0.1"]).await;
+    dns.add_aaaa(stray, &["::1"]).await;
+    let (d, d_stray) = (add(&edge, hostile).await, add(&edge, stray).await);
+    assert_eq!(wire.tripped(), Vec::<SocketAddr>::new(), "nothing connects");
+
+    let points = find(&d, "points-to-edge")["message"].as_str().unwrap();
+    assert!(
+        points.contains(&format!("CNAME to {TARGET} (through {hop})")),
+        "{d:#}"
+    );
+    let resolves = find(&d, "resolves")["message"].as_str().unwrap();
+    assert!(resolves.contains("127.0.0.2"), "the answers: {resolves}");
+    let reach = find(&d, "http-reachable");
+    assert_eq!(reach["status"], "pass", "{d:#}");
+    assert!(
+        reach["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(" through 127.0.0.1"),
+        "{reach:#}"
+    );
+
+    let d = d_stray;
+    assert_eq!(failing(&d), vec!["no-stray-aaaa"], "{d:#}");
+    assert!(
+        find(&d, "http-reachable")["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(" through 127.0.0.1"),
+        "{d:#}"
     );
 }

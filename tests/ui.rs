@@ -26,7 +26,7 @@ async fn start() -> (Dns, Edge) {
     dns.add_a(TARGET, &["127.0.0.1"]).await;
     let (https, http) = (free_tcp_port(), free_tcp_port());
     let config = format!(
-        "[onboarding]\ncname_target = \"{TARGET}\"\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\n",
+        "[onboarding]\ncname_target = \"{TARGET}\"\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\ndanger_allow_private_addresses = true\n",
         dns.addr
     );
     let edge = Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http);

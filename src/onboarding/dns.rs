@@ -83,6 +83,27 @@ impl DnsView {
         .collect()
     }
 
+    /// A view of `links.customer.com` as the unit tests need it: this CNAME chain and these
+    /// addresses, no CAA, every query answered by `127.0.0.1:53`.
+    #[cfg(test)]
+    pub(crate) fn example(chain: &[&str], a: &[&str], aaaa: &[&str]) -> DnsView {
+        let name = |s: &str| Domain::parse(s).expect("a valid name");
+        DnsView {
+            name: name("links.customer.com"),
+            servers: "127.0.0.1:53".into(),
+            cname: Ok(chain.iter().map(|c| name(c)).collect()),
+            a: Ok(a
+                .iter()
+                .map(|s| s.parse().expect("an IPv4 address"))
+                .collect()),
+            aaaa: Ok(aaaa
+                .iter()
+                .map(|s| s.parse().expect("an IPv6 address"))
+                .collect()),
+            caa: Ok(None),
+        }
+    }
+
     /// All addresses of the name (A then AAAA); empty if a lookup failed.
     pub fn addresses(&self) -> Vec<IpAddr> {
         let v4 = self
@@ -174,6 +195,33 @@ impl Dns {
         }
     }
 
+    async fn a(&self, name: &Domain) -> Result<Vec<Ipv4Addr>, DnsFailure> {
+        self.picked(name, RecordType::A, |r| match r {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn aaaa(&self, name: &Domain) -> Result<Vec<Ipv6Addr>, DnsFailure> {
+        self.picked(name, RecordType::AAAA, |r| match r {
+            RData::AAAA(a) => Some(a.0),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The records of `record_type` at `name` that `pick` takes.
+    async fn picked<T>(
+        &self,
+        name: &Domain,
+        record_type: RecordType,
+        pick: fn(RData) -> Option<T>,
+    ) -> Result<Vec<T>, DnsFailure> {
+        let records = self.records(name.as_str(), record_type).await?;
+        Ok(records.into_iter().filter_map(pick).collect())
+    }
+
     async fn cname_chain(&self, name: &Domain) -> Result<Vec<Domain>, DnsFailure> {
         let mut chain: Vec<Domain> = Vec::new();
         let mut at = name.clone();
@@ -247,26 +295,10 @@ pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
     };
     let (cname, a, aaaa, caa) = tokio::join!(
         dns.cname_chain(name),
-        dns.records(name.as_str(), RecordType::A),
-        dns.records(name.as_str(), RecordType::AAAA),
+        dns.a(name),
+        dns.aaaa(name),
         dns.relevant_caa(name),
     );
-    let a = a.map(|rs| {
-        rs.into_iter()
-            .filter_map(|r| match r {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect()
-    });
-    let aaaa = aaaa.map(|rs| {
-        rs.into_iter()
-            .filter_map(|r| match r {
-                RData::AAAA(a) => Some(a.0),
-                _ => None,
-            })
-            .collect()
-    });
     DnsView {
         name: name.clone(),
         servers: described,
@@ -275,6 +307,26 @@ pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
         aaaa,
         caa,
     }
+}
+
+/// The addresses of `name` (A then AAAA, CNAMEs followed), asking `servers` (empty: the
+/// system's). For the edge's own name (`cname_target`), whose addresses are the only ones the
+/// reachability check connects to when a customer's name is a CNAME to it.
+pub async fn addresses(name: &Domain, servers: &[SocketAddr]) -> Result<Vec<IpAddr>, DnsFailure> {
+    let dns = match Dns::new(servers) {
+        Ok((dns, _)) => dns,
+        Err(e) => {
+            return Err(DnsFailure {
+                name: name.to_string(),
+                record_type: "A",
+                kind: FailureKind::Other(error_chain(&e)),
+            });
+        }
+    };
+    let (a, aaaa) = tokio::join!(dns.a(name), dns.aaaa(name));
+    let v4 = a?.into_iter().map(IpAddr::V4);
+    let v6 = aaaa?.into_iter().map(IpAddr::V6);
+    Ok(v4.chain(v6).collect())
 }
 
 /// The names whose CAA records may apply to `name`: itself, then each parent, down to two

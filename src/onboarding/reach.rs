@@ -2,96 +2,85 @@
 //!
 //! A check run makes a random nonce, which the edge's plain HTTP listener serves at
 //! `/.well-known/clickedge-check/<nonce>` while the run lasts ([`Nonces`]), and fetches
-//! `http://<name>:<http_port>/.well-known/clickedge-check/<nonce>` through each address the
-//! name resolved to (from the run's own [`DnsView`], not the system resolver). Getting the nonce
-//! back means the edge reached itself; anything else names the address that went elsewhere.
+//! `http://<name>:<http_port>/.well-known/clickedge-check/<nonce>` through the edge's own
+//! addresses that the name leads to. Getting the nonce back means the edge reached itself.
 //!
-//! NOTE: the fetch only runs once the name points at the edge (`points-to-edge` passes), so
-//! the edge never connects to an address a customer's DNS chose freely (no SSRF through a
-//! domain's records).
+//! NOTE: security. The edge connects only to its own addresses, so a customer's DNS cannot
+//! point it anywhere else (no SSRF, no port scan repeated by the periodic re-check):
+//! - the check runs only once `points-to-edge` passes;
+//! - a name that is a CNAME to `cname_target` is fetched through the addresses `cname_target`
+//!   itself resolves to, never through the name's own A/AAAA answers (a hostile DNS server can
+//!   answer the CNAME query with the edge's name and the A query with an internal address);
+//! - any other name only through its A and AAAA records that are in `addresses` (a stray AAAA
+//!   record is reported by `no-stray-aaaa`, never fetched);
+//! - of those, only public unicast addresses (`ranges`), unless
+//!   `onboarding.danger_allow_private_addresses` (tests and labs) allows local ones.
+//!
+//! The customer sees only whether the edge was reached through an address, never what answered
+//! there or why a connection failed; the operator log keeps a short classified reason (`Miss`).
 
-use std::collections::HashMap;
+mod nonces;
+mod ranges;
+
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::dns::DnsView;
+use super::dns::{self, DnsView};
+use super::zone::list;
 use super::{Check, CheckId, CheckStatus, Settings};
 use crate::Domain;
+pub use nonces::{NonceGuard, Nonces};
+use ranges::{Range, may_connect, non_public};
 
 /// URL path prefix the edge answers nonces under.
 pub const PATH_PREFIX: &str = "/.well-known/clickedge-check/";
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
-/// A nonce stops being answered after this long even if its run never ended.
-const NONCE_TTL: Duration = Duration::from_secs(60);
 /// Addresses fetched through, at most.
 const MAX_ADDRESSES: usize = 4;
 /// Bytes of a response read, at most (a nonce is 32).
 const MAX_BODY_BYTES: usize = 256;
 
-/// Nonces of the check runs in progress, answered by the edge's HTTP listener.
-#[derive(Debug, Default)]
-pub struct Nonces {
-    live: Mutex<HashMap<String, Instant>>,
-}
-
-impl Nonces {
-    /// A new nonce, answered until the guard is dropped (or [`NONCE_TTL`] passes).
-    pub fn issue(&self) -> NonceGuard<'_> {
-        let bytes: [u8; 16] = rand::random();
-        let nonce: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let now = Instant::now();
-        let mut live = self.lock();
-        live.retain(|_, expires| *expires > now);
-        live.insert(nonce.clone(), now + NONCE_TTL);
-        NonceGuard {
-            nonces: self,
-            nonce,
-        }
-    }
-
-    /// True if `nonce` belongs to a run in progress. One map lookup; no I/O.
-    pub fn answers(&self, nonce: &str) -> bool {
-        self.lock()
-            .get(nonce)
-            .is_some_and(|expires| *expires > Instant::now())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        // Held only for map updates, never across `.await`.
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A live nonce; withdrawn on drop.
-pub struct NonceGuard<'a> {
-    nonces: &'a Nonces,
-    nonce: String,
-}
-
-impl NonceGuard<'_> {
-    /// The nonce.
-    pub fn as_str(&self) -> &str {
-        &self.nonce
-    }
-}
-
-impl Drop for NonceGuard<'_> {
-    fn drop(&mut self) {
-        self.nonces.lock().remove(&self.nonce);
-    }
-}
-
 /// What one fetch found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     /// The edge answered with the nonce.
     Reached,
-    /// Something answered, but not this edge.
-    Elsewhere(String),
-    /// Nothing answered.
-    Unreachable(String),
+    /// Anything else; why is for the operator log only.
+    Missed(Miss),
+}
+
+/// Why a fetch did not reach the edge: a classification, never the remote's own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Miss {
+    /// The connection was refused.
+    Refused,
+    /// No answer within [`FETCH_TIMEOUT`].
+    TimedOut,
+    /// No connection for another reason (unreachable network, local error).
+    NoConnection,
+    /// Something answered, but not with the nonce (another server, or a broken exchange).
+    OtherAnswer,
+}
+
+impl Miss {
+    fn as_str(self) -> &'static str {
+        match self {
+            Miss::Refused => "connection refused",
+            Miss::TimedOut => "timed out",
+            Miss::NoConnection => "no connection",
+            Miss::OtherAnswer => "answered, but not as this edge",
+        }
+    }
+}
+
+/// Where the edge's own addresses for a name come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Own {
+    /// The name is a CNAME to `cname_target`: what that name itself resolves to.
+    Target(Domain),
+    /// The name's A and AAAA records that are among `addresses`.
+    Configured(Vec<IpAddr>),
 }
 
 /// The reachability check, or none when it must not run: the edge does not know its own
@@ -102,15 +91,31 @@ pub async fn check(view: &DnsView, done: &[Check], s: &Settings, nonces: &Nonces
     if !s.is_configured() || points.status != CheckStatus::Pass {
         return None;
     }
-    let addrs: Vec<IpAddr> = view.addresses().into_iter().take(MAX_ADDRESSES).collect();
+    let name = &view.name;
+    let own = match own(view, s) {
+        Own::Target(target) => match dns::addresses(&target, &s.dns_servers).await {
+            Ok(addrs) if !addrs.is_empty() => addrs,
+            _ => return Some(target_unresolved(&target)),
+        },
+        Own::Configured(addrs) => addrs,
+    };
+    let addrs = dialable(&own, s.danger_allow_private_addresses);
     if addrs.is_empty() {
-        return None;
+        if own.is_empty() {
+            return None;
+        }
+        let ranges: Vec<String> = own
+            .iter()
+            .map(|ip| format!("{ip} ({})", non_public(*ip).map_or("public", Range::as_str)))
+            .collect();
+        tracing::info!(domain = %name, addresses = %list(&ranges), "reachability not checked: the edge's addresses are not public");
+        return Some(not_public(name, &own));
     }
     let nonce = nonces.issue();
     // All addresses at once: a run takes one fetch timeout at most.
     let mut fetches = tokio::task::JoinSet::new();
     for (i, ip) in addrs.iter().copied().enumerate() {
-        let (name, port, nonce) = (view.name.clone(), s.http_port, nonce.as_str().to_owned());
+        let (name, port, nonce) = (name.clone(), s.http_port, nonce.as_str().to_owned());
         fetches.spawn(async move { (i, ip, fetch(&name, ip, port, &nonce).await) });
     }
     let mut results = Vec::new();
@@ -120,52 +125,87 @@ pub async fn check(view: &DnsView, done: &[Check], s: &Settings, nonces: &Nonces
         }
     }
     drop(nonce);
-    // In the order DNS gave the addresses, so the failure named is the same every run.
+    // In the order of the edge's addresses, so the failure named is the same every run.
     results.sort_by_key(|(i, _, _)| *i);
     let results: Vec<(IpAddr, Outcome)> = results.into_iter().map(|(_, ip, o)| (ip, o)).collect();
-    Some(judge(&view.name, s.http_port, &results, s.http_blocks))
+    for (ip, outcome) in &results {
+        if let Outcome::Missed(miss) = outcome {
+            let address = SocketAddr::new(*ip, s.http_port);
+            tracing::info!(domain = %name, %address, reason = miss.as_str(), "reachability check did not reach the edge");
+        }
+    }
+    Some(judge(name, s.http_port, &results, s.http_blocks))
+}
+
+/// Whose addresses the fetch may go through (see the module docs): decided from the settings
+/// and the CNAME chain, never from the name's address answers alone.
+fn own(view: &DnsView, s: &Settings) -> Own {
+    if let (Some(target), Ok(chain)) = (&s.cname_target, &view.cname)
+        && chain.contains(target)
+    {
+        return Own::Target(target.clone());
+    }
+    Own::Configured(
+        view.addresses()
+            .into_iter()
+            .filter(|ip| s.addresses.contains(ip))
+            .collect(),
+    )
+}
+
+/// The addresses of `own` the check may connect to, at most [`MAX_ADDRESSES`].
+fn dialable(own: &[IpAddr], allow_private: bool) -> Vec<IpAddr> {
+    own.iter()
+        .copied()
+        .filter(|ip| may_connect(*ip, allow_private))
+        .take(MAX_ADDRESSES)
+        .collect()
 }
 
 fn judge(name: &Domain, port: u16, results: &[(IpAddr, Outcome)], blocking: bool) -> Check {
     let url = base_url(name, port);
-    let reached: Vec<String> = results
-        .iter()
-        .filter(|(_, o)| *o == Outcome::Reached)
-        .map(|(ip, _)| ip.to_string())
-        .collect();
-    let failure = results.iter().find_map(|(ip, o)| match o {
-        Outcome::Reached => None,
-        Outcome::Elsewhere(what) => Some((*ip, true, what)),
-        Outcome::Unreachable(why) => Some((*ip, false, why)),
-    });
-    let Some((ip, answered, detail)) = failure else {
+    let Some((ip, _)) = results.iter().find(|(_, o)| *o != Outcome::Reached) else {
         return Check::pass(
             CheckId::HttpReachable,
             format!(
                 "the edge reached itself at {url} through {}",
-                reached.join(", ")
+                list(&results.iter().map(|(ip, _)| *ip).collect::<Vec<_>>())
             ),
         );
     };
-    let at = SocketAddr::new(ip, port);
-    let (message, fix) = if answered {
-        (
-            format!(
-                "{url} through {at} answered {detail}, but not as this edge: another server answers there"
-            ),
-            format!(
-                "Send port {port} of {ip} to the edge's HTTP listener. If a proxy or CDN sits in front of {name} (for example Cloudflare's orange cloud), set it to DNS only until the certificate is issued."
-            ),
-        )
-    } else {
-        (
-            format!("{url} through {at}: {detail}"),
-            format!(
-                "Port {port} of {ip} must reach the edge: open it in the firewall, security group or load balancer in front of the edge. The CA validates HTTP-01 certificates on port 80."
-            ),
-        )
-    };
-    Check::fail(CheckId::HttpReachable, message, fix, blocking)
+    let at = SocketAddr::new(*ip, port);
+    Check::fail(
+        CheckId::HttpReachable,
+        format!("{url} through {at} did not reach the edge"),
+        format!(
+            "Port {port} of {ip} must reach the edge's HTTP listener: open it in the firewall, security group or load balancer in front of the edge, and make sure no other server answers there. The CA validates HTTP-01 certificates on port 80."
+        ),
+        blocking,
+    )
+}
+
+fn not_public(name: &Domain, own: &[IpAddr]) -> Check {
+    Check::warn(
+        CheckId::HttpReachable,
+        format!(
+            "not checked: the edge's addresses for {name} ({}) are not public, and the edge fetches only through public addresses",
+            list(own)
+        ),
+        Some(
+            "Edge operator: the CA reaches the edge only through public addresses (onboarding.addresses, or what onboarding.cname_target resolves to). onboarding.danger_allow_private_addresses lets this check use private ones, in tests and labs only."
+                .into(),
+        ),
+    )
+}
+
+fn target_unresolved(target: &Domain) -> Check {
+    Check::warn(
+        CheckId::HttpReachable,
+        format!("not checked: {target}, the edge's own name, did not resolve"),
+        Some(format!(
+            "Edge operator: {target} must have A or AAAA records at the edge's addresses."
+        )),
+    )
 }
 
 fn base_url(name: &Domain, port: u16) -> String {
@@ -177,23 +217,19 @@ fn base_url(name: &Domain, port: u16) -> String {
 }
 
 async fn fetch(name: &Domain, ip: IpAddr, port: u16, nonce: &str) -> Outcome {
-    let client = match reqwest::Client::builder()
+    let Ok(client) = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(FETCH_TIMEOUT)
         .resolve(name.as_str(), SocketAddr::new(ip, port))
         .build()
-    {
-        Ok(c) => c,
-        Err(e) => return Outcome::Unreachable(format!("building the HTTP client: {e}")),
+    else {
+        return Outcome::Missed(Miss::NoConnection);
     };
     let url = format!("http://{name}:{port}{PATH_PREFIX}{nonce}");
     let mut res = match client.get(&url).send().await {
         Ok(res) => res,
-        Err(e) if e.is_timeout() => {
-            return Outcome::Unreachable(format!("no answer within {}s", FETCH_TIMEOUT.as_secs()));
-        }
-        Err(e) => return Outcome::Unreachable(innermost(&e)),
+        Err(e) => return Outcome::Missed(classify(&e)),
     };
     let status = res.status();
     let mut body = Vec::new();
@@ -201,80 +237,38 @@ async fn fetch(name: &Domain, ip: IpAddr, port: u16, nonce: &str) -> Outcome {
         match res.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
-            Err(e) => return Outcome::Unreachable(innermost(&e)),
+            Err(e) if e.is_timeout() => return Outcome::Missed(Miss::TimedOut),
+            Err(_) => return Outcome::Missed(Miss::OtherAnswer),
         }
     }
     if status.is_success() && body == nonce.as_bytes() {
         Outcome::Reached
     } else {
-        Outcome::Elsewhere(format!("HTTP {}", status.as_u16()))
+        Outcome::Missed(Miss::OtherAnswer)
     }
 }
 
-/// The most specific cause of a client error ("Connection refused (os error 111)").
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
+/// What kind of failure a request error is, from its kind and the I/O error under it.
+fn classify(e: &reqwest::Error) -> Miss {
+    if e.is_timeout() {
+        return Miss::TimedOut;
     }
-    cur.to_string()
+    if !e.is_connect() {
+        return Miss::OtherAnswer;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => Miss::Refused,
+                std::io::ErrorKind::TimedOut => Miss::TimedOut,
+                _ => Miss::NoConnection,
+            };
+        }
+        cause = err.source();
+    }
+    Miss::NoConnection
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nonces_are_answered_only_while_their_run_lasts() {
-        let nonces = Nonces::default();
-        let guard = nonces.issue();
-        let n = guard.as_str().to_owned();
-        assert_eq!(n.len(), 32);
-        assert!(nonces.answers(&n));
-        assert!(!nonces.answers("0123"));
-        drop(guard);
-        assert!(!nonces.answers(&n));
-    }
-
-    #[test]
-    fn a_failure_names_the_address_and_says_what_to_open() {
-        let name = Domain::parse("links.example.com").unwrap();
-        let ip: IpAddr = "203.0.113.10".parse().unwrap();
-        let c = judge(
-            &name,
-            80,
-            &[(
-                ip,
-                Outcome::Unreachable("Connection refused (os error 111)".into()),
-            )],
-            true,
-        );
-        assert_eq!(c.status, CheckStatus::Fail);
-        assert!(c.blocking);
-        assert_eq!(
-            c.message,
-            "http://links.example.com/ through 203.0.113.10:80: Connection refused (os error 111)"
-        );
-        assert!(c.fix.unwrap().contains("Port 80 of 203.0.113.10"));
-        let c = judge(
-            &name,
-            8080,
-            &[(ip, Outcome::Elsewhere("HTTP 404".into()))],
-            false,
-        );
-        assert!(
-            c.message
-                .contains("answered HTTP 404, but not as this edge"),
-            "{}",
-            c.message
-        );
-        assert!(!c.blocking);
-        let c = judge(&name, 8080, &[(ip, Outcome::Reached)], false);
-        assert_eq!(c.status, CheckStatus::Pass);
-        assert!(
-            c.message.contains("http://links.example.com:8080/"),
-            "{}",
-            c.message
-        );
-    }
-}
+mod tests;

@@ -1,8 +1,5 @@
 //! The DNS checks judged on hand-made DNS views: each failure names what DNS says and the fix.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
-
 use super::*;
 use crate::onboarding::caa::{CaaRecord, CaaSet};
 
@@ -11,29 +8,11 @@ fn d(s: &str) -> Domain {
 }
 
 fn settings() -> Settings {
-    Settings {
-        cname_target: Some(d("edge.example.net")),
-        addresses: vec!["203.0.113.10".parse().unwrap()],
-        dns_servers: vec!["127.0.0.1:53".parse().unwrap()],
-        caa_identities: vec!["letsencrypt.org".into()],
-        http_port: 80,
-        recheck_interval: Duration::from_secs(300),
-        http_blocks: false,
-    }
+    Settings::example()
 }
 
 fn view(chain: &[&str], a: &[&str], aaaa: &[&str]) -> DnsView {
-    DnsView {
-        name: d("links.customer.com"),
-        servers: "127.0.0.1:53".into(),
-        cname: Ok(chain.iter().map(|c| d(c)).collect()),
-        a: Ok(a.iter().map(|ip| ip.parse::<Ipv4Addr>().unwrap()).collect()),
-        aaaa: Ok(aaaa
-            .iter()
-            .map(|ip| ip.parse::<Ipv6Addr>().unwrap())
-            .collect()),
-        caa: Ok(None),
-    }
+    DnsView::example(chain, a, aaaa)
 }
 
 fn find(checks: &[Check], id: CheckId) -> &Check {

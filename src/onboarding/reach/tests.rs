@@ -1,0 +1,129 @@
+//! The reachability check's pure parts: which addresses it may fetch through, and what the
+//! customer is told (reached or not, never what answered or why).
+
+use super::*;
+
+fn d(s: &str) -> Domain {
+    Domain::parse(s).unwrap()
+}
+
+fn ips(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|ip| ip.parse().unwrap()).collect()
+}
+
+fn view(chain: &[&str], a: &[&str], aaaa: &[&str]) -> DnsView {
+    DnsView::example(chain, a, aaaa)
+}
+
+#[test]
+fn a_cname_to_the_edge_is_fetched_through_the_edge_names_addresses_not_the_answers() {
+    let s = Settings::example();
+    // A hostile DNS server: the CNAME query says the edge's name, the A query an internal host.
+    let v = view(&["edge.example.net"], &["10.0.0.1"], &["::1"]);
+    assert_eq!(own(&v, &s), Own::Target(d("edge.example.net")));
+    let v = view(
+        &["hop.customer.com", "edge.example.net"],
+        &["169.254.169.254"],
+        &[],
+    );
+    assert_eq!(own(&v, &s), Own::Target(d("edge.example.net")));
+}
+
+#[test]
+fn addresses_mode_fetches_only_through_configured_addresses_aaaa_included() {
+    let s = Settings {
+        cname_target: None,
+        addresses: ips(&["203.0.113.10", "2001:db8::10"]),
+        ..Settings::example()
+    };
+    let v = view(
+        &[],
+        &["203.0.113.10"],
+        &[
+            "::1",
+            "::ffff:10.0.0.1",
+            "::ffff:203.0.113.10",
+            "2001:db8::10",
+        ],
+    );
+    assert_eq!(
+        own(&v, &s),
+        Own::Configured(ips(&["203.0.113.10", "2001:db8::10"]))
+    );
+    // A name that is a CNAME elsewhere whose addresses happen to be the edge's.
+    let v = view(&["other.example.org"], &["203.0.113.10", "10.0.0.1"], &[]);
+    assert_eq!(own(&v, &s), Own::Configured(ips(&["203.0.113.10"])));
+}
+
+#[test]
+fn only_public_addresses_are_dialled_unless_the_test_setting_allows_local_ones() {
+    let own = ips(&[
+        "127.0.0.1",
+        "::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "10.1.2.3",
+        "0.0.0.0",
+        "198.51.99.1",
+        "2606:4700::1111",
+    ]);
+    assert_eq!(
+        dialable(&own, false),
+        ips(&["198.51.99.1", "2606:4700::1111"])
+    );
+    assert_eq!(
+        dialable(&own, true),
+        ips(&["127.0.0.1", "::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"]),
+        "at most {MAX_ADDRESSES}, unspecified never"
+    );
+}
+
+#[test]
+fn a_miss_names_the_edge_address_and_says_what_to_open_but_not_what_answered() {
+    let name = d("links.example.com");
+    let ip: IpAddr = "203.0.113.10".parse().unwrap();
+    for miss in [
+        Miss::Refused,
+        Miss::TimedOut,
+        Miss::NoConnection,
+        Miss::OtherAnswer,
+    ] {
+        let c = judge(&name, 80, &[(ip, Outcome::Missed(miss))], true);
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.blocking);
+        assert_eq!(
+            c.message,
+            "http://links.example.com/ through 203.0.113.10:80 did not reach the edge"
+        );
+        assert!(
+            c.fix
+                .unwrap()
+                .starts_with("Port 80 of 203.0.113.10 must reach the edge")
+        );
+    }
+    let c = judge(
+        &name,
+        8080,
+        &[(ip, Outcome::Missed(Miss::OtherAnswer))],
+        false,
+    );
+    assert!(!c.blocking);
+    let c = judge(&name, 8080, &[(ip, Outcome::Reached)], false);
+    assert_eq!(c.status, CheckStatus::Pass);
+    assert_eq!(
+        c.message,
+        "the edge reached itself at http://links.example.com:8080/ through 203.0.113.10"
+    );
+}
+
+#[test]
+fn non_public_edge_addresses_are_a_warning_for_the_operator() {
+    let c = not_public(&d("links.example.com"), &ips(&["127.0.0.1"]));
+    assert_eq!(c.status, CheckStatus::Warn);
+    assert!(c.message.starts_with("not checked: "), "{}", c.message);
+    assert!(
+        c.fix
+            .unwrap()
+            .contains("onboarding.danger_allow_private_addresses")
+    );
+}
