@@ -3,6 +3,7 @@
 
 mod checks;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
@@ -10,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 use crate::config::Config;
-use checks::{checks_verdict, count_status, print_checks, with_progress};
+use crate::onboarding::escape::escape;
+use checks::{checks_verdict, count_status, print_checks, shown, with_progress};
 
 /// Environment variable holding the admin token for client commands.
 pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
@@ -267,7 +269,7 @@ impl Client {
                 .get("error")
                 .and_then(Value::as_str)
                 .map_or_else(|| value.to_string(), str::to_owned);
-            bail!("{msg} (HTTP {status})");
+            bail!("{} (HTTP {status})", escape(&msg));
         }
         Ok(value)
     }
@@ -317,7 +319,9 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             }
             match action {
                 DomainAction::Add { name } => {
-                    let name = v["name"].as_str().unwrap_or(&name).to_owned();
+                    let name = v["name"]
+                        .as_str()
+                        .map_or(Cow::Borrowed(name.as_str()), escape);
                     println!("added {name}");
                     match v["certificate"]["status"].as_str() {
                         Some("valid") => println!("certificate: valid"),
@@ -351,9 +355,11 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                             let cert = &d["certificate"];
                             println!(
                                 "{:<40} {:<8} {}",
-                                d["name"].as_str().unwrap_or("?"),
-                                cert["status"].as_str().unwrap_or("?"),
-                                cert["not_after"].as_str().unwrap_or("-")
+                                shown(&d["name"]),
+                                shown(&cert["status"]),
+                                cert["not_after"]
+                                    .as_str()
+                                    .map_or(Cow::Borrowed("-"), escape)
                             );
                         }
                     }
@@ -431,7 +437,9 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
 
 fn print_domain(v: &Value) {
     let cert = &v["certificate"];
-    let field = |x: &Value| x.as_str().map_or_else(|| "-".to_owned(), str::to_owned);
+    fn field(x: &Value) -> Cow<'_, str> {
+        x.as_str().map_or(Cow::Borrowed("-"), escape)
+    }
     println!("name:        {}", field(&v["name"]));
     println!("added:       {}", field(&v["created_at"]));
     println!("certificate: {}", field(&cert["status"]));
@@ -443,11 +451,12 @@ fn print_domain(v: &Value) {
     println!("  not_after: {}", field(&cert["not_after"]));
     println!("  renewal:   {}", field(&cert["next_renewal"]));
     if let Some(e) = cert["last_error"].as_str() {
-        println!("  last_error: {e}");
+        println!("  last_error: {}", escape(e));
         println!("  failures:  {}", cert["failures"]);
         if let Some(t) = cert["retry_at"].as_str() {
             println!(
-                "  retry_at:  {t} (after fixing the cause, `clickedge domain add` again retries now)"
+                "  retry_at:  {} (after fixing the cause, `clickedge domain add` again retries now)",
+                escape(t)
             );
         }
     }

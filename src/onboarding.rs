@@ -20,6 +20,7 @@ pub mod caa;
 pub mod certificate;
 pub mod checks;
 pub mod dns;
+pub mod escape;
 pub mod reach;
 mod report;
 mod zone;
@@ -163,7 +164,10 @@ impl Onboarding {
                     self.latest.insert(name, Arc::new(report));
                 }
                 // An unreadable report is only stale diagnostics: the next run replaces it.
-                Err(e) => tracing::warn!(domain = %name, error = %e, "stored checks do not parse"),
+                Err(e) => {
+                    let error = e.to_string();
+                    tracing::warn!(domain = %name, error = %escape::escape(&error), "stored checks do not parse");
+                }
             }
         }
         Ok(())
@@ -284,11 +288,14 @@ impl IssueGate for Onboarding {
         }
         let report = self.latest.get(name)?;
         let check = report.blocking()?;
+        // Escaped again: a report stored by an older edge may hold DNS text raw, and this
+        // message reaches the log and `last_error`.
         Some(Hold {
             check: check.id.as_str().to_owned(),
             message: format!(
                 "{HELD_BACK} `{}` check fails: {}; `clickedge domain check {name}` shows the fix",
-                check.id, check.message,
+                check.id,
+                escape::escape(&check.message),
             ),
         })
     }

@@ -4,8 +4,8 @@
 //! certificate order until the DNS is fixed; `clickedge domain check` prints and exits by the
 //! result; reports survive a restart; an edge without `[onboarding]` holds nothing back; a real
 //! ACME CA's (Pebble's) refusal is explained in plain words. And what a hostile DNS cannot do:
-//! make the reachability check connect anywhere but the edge's own public addresses, or learn
-//! what answered there.
+//! make the reachability check connect anywhere but the edge's own public addresses, learn what
+//! answered there, or put control characters on a terminal or in the log.
 //!
 //! Everything runs on loopback, so most edges here set
 //! `onboarding.danger_allow_private_addresses`; the tests of the address rules say when not.
@@ -643,4 +643,51 @@ async fn reachability_connects_only_to_the_edges_own_addresses_whatever_dns_answ
             .ends_with(" through 127.0.0.1"),
         "{d:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_from_dns_reach_neither_the_terminal_nor_the_log() {
+    let (dns, edge) = start().await;
+    let name = "links.controls.example.com";
+    dns.set_cname(name, TARGET).await;
+    // A CAA value that would retitle the terminal, clear it, forge a line and reverse the text.
+    let hostile =
+        "other-ca.example\u{1b}[2J\r\nforged\u{9b}31m\u{85}\u{2028}\u{202e}\u{1b}]0;pwned\u{7}";
+    dns.add_caa_issue("controls.example.com", hostile).await;
+    let unsafe_chars = |text: &str| -> Vec<char> {
+        text.chars()
+            .filter(|&c| {
+                c != '\n'
+                    && (c.is_control()
+                        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}'))
+            })
+            .collect()
+    };
+
+    let d = add(&edge, name).await;
+    assert_eq!(failing(&d), vec!["caa"], "{d:#}");
+    let message = find(&d, "caa")["message"].as_str().unwrap();
+    assert_eq!(unsafe_chars(message), Vec::<char>::new(), "{message:?}");
+    assert!(message.contains("other-ca.example\\u{1b}"), "{message}");
+
+    let admin = format!("http://{}", edge.admin);
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(edge.config_path())
+        .args(["domain", "check", name, "--admin", &admin])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(unsafe_chars(&stdout), Vec::<char>::new(), "{stdout:?}");
+    assert!(
+        stdout.contains("other-ca.example\\u{1b}[2j\\u{d}\\u{a}forged\\u{9b}31m"),
+        "{stdout}"
+    );
+
+    // The held-back order is logged with the check's message.
+    assert!(click(&edge, name).await.is_err());
+    let log = edge.stderr();
+    assert!(log.contains("certificate order held back"), "{log}");
+    assert_eq!(unsafe_chars(&log), Vec::<char>::new(), "{log:?}");
 }

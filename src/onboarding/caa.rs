@@ -3,6 +3,7 @@
 //! with the record to add when it may not. Pure; the lookup that climbs the tree is in
 //! [`super::dns`].
 
+use super::escape::escape;
 use super::zone::{existing, list, record};
 use super::{Check, CheckId, Settings};
 use crate::Domain;
@@ -19,13 +20,14 @@ pub struct CaaRecord {
 }
 
 impl CaaRecord {
-    /// The record in zone-file form, at `owner`.
+    /// The record in zone-file form, at `owner`; control characters of the tag and value (as
+    /// the customer's DNS served them) escaped, so the line stays one line.
     pub fn zone_line(&self, owner: &Domain) -> String {
         format!(
             "{owner}. IN CAA {} {} \"{}\"",
             if self.critical { 128 } else { 0 },
-            self.tag,
-            self.value
+            escape(&self.tag),
+            escape(&self.value)
         )
     }
 }
@@ -284,6 +286,33 @@ mod tests {
             "letsencrypt.org; validationmethods=dns-01,http-01",
         )]);
         assert!(matches!(verdict(Some(&s), &le()), Verdict::Allowed(_)));
+    }
+
+    #[test]
+    fn values_with_control_characters_are_shown_escaped() {
+        let settings = Settings::example();
+        let name = Domain::parse("links.example.com").unwrap();
+        let hostile = "ca.example\u{1b}[2J\u{7}\n\u{9b}31m\u{2028}\u{202e}";
+        let s = set(&[(false, "issue", hostile)]);
+        let c = check(&name, Some(&s), &settings, true);
+        assert!(
+            c.message
+                .contains("ca.example\\u{1b}[2j\\u{7}\\u{a}\\u{9b}31m\\u{2028}\\u{202e}"),
+            "{}",
+            c.message
+        );
+        let s = set(&[(true, "tbs", hostile)]);
+        let c = check(&name, Some(&s), &settings, true);
+        let fix = c.fix.unwrap();
+        assert_eq!(fix.lines().count(), 2, "{fix}");
+        for text in [&c.message, &fix] {
+            assert!(
+                !text
+                    .chars()
+                    .any(|ch| ch != '\n' && crate::onboarding::escape::is_unsafe(ch)),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

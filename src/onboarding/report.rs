@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::certificate;
+use super::escape::{escape_lines, escape_owned};
 use crate::Domain;
 use crate::certs::CertStatus;
 
@@ -81,7 +82,9 @@ pub enum CheckStatus {
     Fail,
 }
 
-/// One check's result.
+/// One check's result. The constructors escape control characters in the message and the fix
+/// (line breaks of the fix aside): parts of both come from DNS answers or a CA's error, and they
+/// reach terminals, the log and `last_error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// What was checked.
@@ -103,7 +106,7 @@ impl Check {
         Check {
             id,
             status: CheckStatus::Pass,
-            message: message.into(),
+            message: escape_owned(message.into()),
             fix: None,
             blocking: false,
         }
@@ -114,8 +117,8 @@ impl Check {
         Check {
             id,
             status: CheckStatus::Warn,
-            message: message.into(),
-            fix,
+            message: escape_owned(message.into()),
+            fix: fix.map(escape_lines),
             blocking: false,
         }
     }
@@ -125,8 +128,8 @@ impl Check {
         Check {
             id,
             status: CheckStatus::Fail,
-            message: message.into(),
-            fix: Some(fix),
+            message: escape_owned(message.into()),
+            fix: Some(escape_lines(fix)),
             blocking,
         }
     }
