@@ -1,6 +1,7 @@
 //! The click log line: [`ClickEvent::write_json`] writes one JSON line by hand, byte for byte
-//! what serde_json writes for the contract's struct (the tests check the two against each
-//! other), because serde_json's escaping and formatting were most of the writer's work per click.
+//! what serde_json writes for the contract's struct but for three more escapes (U+0085, U+2028,
+//! U+2029; the tests check the two against each other), because serde_json's escaping and
+//! formatting were most of the writer's work per click.
 //!
 //! The contract only grows at the end: the verdict's three fields are appended when there is a
 //! verdict, and a line without one is exactly the line written before verdicts existed. This
@@ -70,12 +71,14 @@ impl Stamp {
 impl ClickEvent {
     /// Appends the event as one JSON line (with the trailing newline) to `out`: the click log
     /// contract's fields, in the order and form serde_json gives the `Line` struct in the tests,
-    /// which check the two byte for byte. Written out here because serde_json escapes strings
-    /// byte by byte, the writer's largest cost per click; here a string needing no escape (nearly
-    /// all) is checked in one branch-free pass and copied.
+    /// which check the two byte for byte (with the Unicode line breaks escaped as well). Written
+    /// out here because serde_json escapes strings byte by byte, the writer's largest cost per
+    /// click; here a string needing no escape (nearly all) is checked in one branch-free pass and
+    /// copied.
     ///
     /// The line never holds a raw newline but the last byte (control characters are escaped), so
-    /// a batch of lines splits on `\n`.
+    /// a batch of lines splits on `\n`; nor a raw U+0085, U+2028 or U+2029, so readers that split
+    /// on Unicode line breaks see one record per line too.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let ts = Stamp::new(self.ts);
         let minted_at = Stamp::new(self.minted_at);
@@ -130,21 +133,59 @@ fn json_verdict(out: &mut Vec<u8>, verdict: &Verdict) {
     json_str(out, verdict.rules);
 }
 
-/// `s` as a JSON string, escaped exactly as serde_json escapes it.
+/// `s` as a JSON string, escaped as serde_json escapes it, and U+0085, U+2028 and U+2029 too.
+///
+/// NOTE: serde_json leaves those three raw, which is valid JSON, but line splitters that follow
+/// Unicode (JavaScript's, Python's `str.splitlines`, many log shippers) end a record at them, so a
+/// `User-Agent` holding one would split a click in two. Escaped as `\uXXXX` they are still the
+/// same string to any JSON reader.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    // serde_json escapes control characters, '"' and '\\' only. A fold rather than `any`: no
-    // early exit, so the check vectorises.
+    // Nothing to escape in nearly every string: control characters, '"', '\\', and the lead
+    // bytes of U+0085 (0xC2) and of U+2028/U+2029 (0xE2) send it to the slow path. A fold rather
+    // than `any`: no early exit, so the check vectorises.
     let clean = s.bytes().fold(true, |clean, b| {
-        clean & (b >= 0x20) & (b != b'"') & (b != b'\\')
+        clean & (b >= 0x20) & (b != b'"') & (b != b'\\') & (b != 0xC2) & (b != 0xE2)
     });
+    out.push(b'"');
     if clean {
-        out.push(b'"');
         out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
     } else {
-        // Invariant: serialising a string into a Vec cannot fail.
-        serde_json::to_writer(&mut *out, s).expect("string serialises");
+        json_escaped(out, s);
     }
+    out.push(b'"');
+}
+
+/// The body of a JSON string that needs escapes: serde_json's short forms (`\"`, `\\`, `\b`,
+/// `\f`, `\n`, `\r`, `\t`), `\u00XX` (lower-case hex) for other control characters, and
+/// `\uXXXX` for the Unicode line and paragraph separators.
+fn json_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut from = 0;
+    for (at, c) in s.char_indices() {
+        let mut code = [b'\\', b'u', b'0', b'0', b'0', b'0'];
+        let escape: &[u8] = match c {
+            '"' => b"\\\"",
+            '\\' => b"\\\\",
+            '\u{08}' => b"\\b",
+            '\u{0C}' => b"\\f",
+            '\n' => b"\\n",
+            '\r' => b"\\r",
+            '\t' => b"\\t",
+            '\u{00}'..='\u{1F}' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                let c = u32::from(c);
+                for (i, digit) in code[2..].iter_mut().enumerate() {
+                    // Invariant: a nibble indexes the 16 hex digits.
+                    *digit = HEX[(c >> (12 - 4 * i) & 0xF) as usize];
+                }
+                &code
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[from..at]);
+        out.extend_from_slice(escape);
+        from = at + c.len_utf8();
+    }
+    out.extend_from_slice(&s.as_bytes()[from..]);
 }
 
 /// The address as `Display` writes it. IPv4 digit by digit: `write!` went through the formatting

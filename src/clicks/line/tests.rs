@@ -1,5 +1,5 @@
-//! The click line against serde_json, byte for byte, with and without a verdict; the timestamp
-//! writer against the generic formatter.
+//! The click line against serde_json, byte for byte (plus the escapes of the Unicode line
+//! breaks), with and without a verdict; the timestamp writer against the generic formatter.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -71,6 +71,32 @@ fn a_verdict_appends_its_three_fields_after_the_unchanged_line() {
     );
 }
 
+#[test]
+fn unicode_line_breaks_in_a_header_do_not_split_the_click_line() {
+    // A User-Agent and a Referer carrying the breaks that Unicode-aware line splitters honour
+    // (NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR): a reader splitting the log on them must still
+    // see one whole record.
+    let mut ev = contract_event();
+    ev.ua = Some("evil\u{2028}{\"kind\":\"click\"}\u{2029}x\u{85}y".into());
+    ev.referer = Some("https://a.example/\u{2028}".into());
+    let mut out = Vec::new();
+    ev.write_json(&mut out);
+    let text = std::str::from_utf8(&out).unwrap();
+    let records: Vec<&str> = text
+        .split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
+        .filter(|r| !r.is_empty())
+        .collect();
+    assert_eq!(records.len(), 1, "{text}");
+    assert!(
+        text.contains(r#"evil\u2028{\"kind\":\"click\"}\u2029x\u0085y"#),
+        "{text}"
+    );
+    // Still the same strings to a JSON reader.
+    let v: serde_json::Value = serde_json::from_str(records[0]).unwrap();
+    assert_eq!(v["ua"], ev.ua.unwrap());
+    assert_eq!(v["referer"], ev.referer.unwrap());
+}
+
 /// The click log contract's line as a struct: what [`ClickEvent::write_json`] must write, byte
 /// for byte, as serde_json serialises it.
 #[derive(serde::Serialize)]
@@ -117,14 +143,25 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
         reasons: ev.verdict.as_ref().map(|v| v.reasons.as_slice()),
         rules: ev.verdict.as_ref().map(|v| v.rules),
     };
-    let mut out = serde_json::to_vec(&line).unwrap();
+    // serde_json leaves the Unicode line breaks raw; the click line escapes them. Outside strings
+    // a JSON text holds none, so replacing every one is escaping those in strings.
+    let mut out = serde_json::to_string(&line)
+        .unwrap()
+        .replace('\u{85}', "\\u0085")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+        .into_bytes();
     out.push(b'\n');
     out
 }
 
-/// Any string, weighted towards what needs escaping.
+/// Any string, weighted towards what needs escaping, and towards characters that share a first
+/// byte with the Unicode line breaks (U+0080..U+00BF, U+2000..U+2FFF).
 fn text() -> impl proptest::strategy::Strategy<Value = String> {
-    proptest::string::string_regex("[a-z\"\\\\\\x00-\\x1f\\x7f/é€😀 ]{0,12}").unwrap()
+    proptest::string::string_regex(
+        "[a-z\"\\\\\\x00-\\x1f\\x7f/é€😀 \u{85}\u{a0}\u{2028}\u{2029}\u{2027}\u{202a}—]{0,12}",
+    )
+    .unwrap()
 }
 
 /// Reason codes and rule versions are `&'static str`: a fixed pool, some needing escapes.
@@ -138,6 +175,7 @@ fn code() -> impl proptest::strategy::Strategy<Value = &'static str> {
         "back\\slash",
         "tab\t",
         "é€😀",
+        "line\u{2028}break",
     ])
 }
 
@@ -184,8 +222,12 @@ proptest::proptest! {
         };
         let mut out = Vec::new();
         ev.write_json(&mut out);
-        // One line: the batch a sink is handed splits on newlines.
+        // One line: the batch a sink is handed splits on newlines, and a reader splitting on
+        // Unicode line breaks finds no other.
         proptest::prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        let text = std::str::from_utf8(&out).unwrap();
+        let breaks = ['\u{85}', '\u{2028}', '\u{2029}'];
+        proptest::prop_assert!(!text.contains(breaks), "raw Unicode line break in {}", text);
         proptest::prop_assert_eq!(
             String::from_utf8(out).unwrap(),
             String::from_utf8(reference_line(&ev)).unwrap()
