@@ -5,17 +5,19 @@
 //! nothing else: it binds no socket and reads no certificate.
 
 mod admin;
+mod clicks;
 mod limits;
 mod validate;
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 pub use admin::{Admin, AdminHost, AdminHostError};
+pub use clicks::{Clicks, Durability, SinkKind};
 pub use limits::Limits;
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -198,51 +200,6 @@ pub struct Acme {
     pub order_timeout: Duration,
 }
 
-/// How clicks reach storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// Written within `flush_interval`; a crash loses at most that window.
-    Buffered,
-    /// The 302 waits until the click is on disk (fsync, group commit).
-    Synced,
-}
-
-/// Where clicks go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    /// JSON Lines files under `clicks.dir`.
-    File,
-}
-
-/// `[clicks]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Clicks {
-    /// Sink. Default `file`.
-    pub sink: SinkKind,
-    /// Directory of the click log. Default `<data_dir>/clicks`.
-    pub dir: Option<PathBuf>,
-    /// `buffered` (default) or `synced`.
-    pub durability: Durability,
-    /// Longest time a click waits in memory before it is written. Default `100ms`.
-    #[serde(with = "humantime_serde")]
-    pub flush_interval: Duration,
-    /// Clicks queued between the request path and the writer; past it clicks are dropped and
-    /// counted. Default `65536`.
-    pub queue_capacity: NonZeroUsize,
-    /// A click file is closed and a new one started past this size. Default `67108864` (64 MiB).
-    pub max_file_bytes: NonZeroU64,
-    /// ...or past this age. Default `1h`.
-    #[serde(with = "humantime_serde")]
-    pub rotate_interval: Duration,
-    /// Clicks held in memory while the click log cannot be written (disk full, unwritable
-    /// directory), in bytes; past it buffered clicks are dropped (counted) and synced clicks get
-    /// 503. Default `67108864` (64 MiB).
-    pub max_buffered_bytes: NonZeroUsize,
-}
-
 /// `[onboarding]`: what a customer's DNS must look like, checked by `clickedge domain check`.
 ///
 /// With neither `cname_target` nor `addresses` set the edge cannot tell where a name should
@@ -346,21 +303,6 @@ impl Default for Acme {
             max_orders: std::num::NonZeroU32::new(300).expect("non-zero literal"),
             order_window: Duration::from_secs(3 * 3600),
             order_timeout: Duration::from_secs(90),
-        }
-    }
-}
-
-impl Default for Clicks {
-    fn default() -> Self {
-        Clicks {
-            sink: SinkKind::File,
-            dir: None,
-            durability: Durability::Buffered,
-            flush_interval: Duration::from_millis(100),
-            queue_capacity: NonZeroUsize::new(65_536).expect("non-zero literal"),
-            max_file_bytes: NonZeroU64::new(64 << 20).expect("non-zero literal"),
-            rotate_interval: Duration::from_secs(3600),
-            max_buffered_bytes: NonZeroUsize::new(64 << 20).expect("non-zero literal"),
         }
     }
 }
