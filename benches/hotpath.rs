@@ -26,7 +26,7 @@ use clickedge::acme::challenges::Challenges;
 use clickedge::certs::{self, Certs};
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
 use clickedge::clicks::verdict::{Class, Verdict};
-use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter};
+use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter, Truncated};
 use clickedge::clock::{Clock, from_unix_secs};
 use clickedge::http::router::{Route, route};
 use clickedge::http::{ConnInfo, Edge};
@@ -227,6 +227,7 @@ fn bench_clicks(c: &mut Criterion) {
         tls: Some("1.3"),
         http: "2",
         verdict: None,
+        truncated: Truncated::default(),
     };
     let judged = ClickEvent {
         verdict: Some(Verdict {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use clickedge::Domain;
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
-use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter};
+use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter, Truncated};
 use clickedge::clock::{Clock, from_unix_secs};
 use clickedge::metrics::Metrics;
 
@@ -39,6 +39,7 @@ fn event(clock: &Clock, domain: &Domain, ip: IpAddr, i: u64) -> ClickEvent {
         tls: Some("1.3"),
         http: "2",
         verdict: None,
+        truncated: Truncated::default(),
     }
 }
 

@@ -26,9 +26,10 @@
 //!   files; a stream sink can implement the same trait without touching the batcher.
 //!
 //! The click log line is the contract ([`ClickEvent::write_json`]); new fields are only ever
-//! appended (the verdict is).
+//! appended (the verdict is, and the list of fields cut to their bound, see [`Truncated`]).
 
 mod batcher;
+mod bounded;
 pub mod file;
 mod line;
 mod queue;
@@ -43,6 +44,7 @@ use std::time::SystemTime;
 use crate::Domain;
 
 pub use batcher::{BatchConfig, ClickWriter, DEFAULT_MAX_BUFFERED_BYTES, StartError};
+pub use bounded::{MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated, bounded_text};
 pub use line::format_ts;
 pub use queue::{ClickQueue, ClickRejected};
 pub use sink::{Batch, ClickSink};
@@ -63,9 +65,9 @@ pub struct ClickEvent {
     pub minted_at: SystemTime,
     /// Client address.
     pub ip: IpAddr,
-    /// `User-Agent`.
+    /// `User-Agent`, at most [`MAX_UA_BYTES`] (see [`bounded_text`]).
     pub ua: Option<String>,
-    /// `Referer`.
+    /// `Referer`, at most [`MAX_REFERER_BYTES`].
     pub referer: Option<String>,
     /// `GET` or `HEAD`.
     pub method: &'static str,
@@ -76,4 +78,7 @@ pub struct ClickEvent {
     /// How the [`VerdictStage`] judged the click; none when it did not (the line then has no
     /// verdict fields at all).
     pub verdict: Option<Verdict>,
+    /// Which of `ua` and `referer` were cut to their bound; the line lists them in `"truncated"`
+    /// after everything else, and has no such field when nothing was cut.
+    pub truncated: Truncated,
 }

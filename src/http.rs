@@ -20,7 +20,9 @@ use crate::Domain;
 use crate::acme::challenges::Challenges;
 use crate::certs::Certs;
 use crate::clicks::verdict::{Facts, NoVerdict, VerdictStage};
-use crate::clicks::{ClickEvent, ClickQueue};
+use crate::clicks::{
+    ClickEvent, ClickQueue, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated, bounded_text,
+};
 use crate::clock::from_unix_secs;
 use crate::links::{self, SharedKeyRing};
 use crate::metrics::{Metrics, outcome};
@@ -40,6 +42,9 @@ struct Counters {
     misdirected: IntCounter,
     acme: IntCounter,
     unavailable: IntCounter,
+    /// Clicks whose `User-Agent` / `Referer` was cut to its bound.
+    ua_truncated: IntCounter,
+    referer_truncated: IntCounter,
 }
 
 impl Counters {
@@ -54,6 +59,8 @@ impl Counters {
             misdirected: c(outcome::MISDIRECTED),
             acme: c(outcome::ACME_CHALLENGE),
             unavailable: c(outcome::UNAVAILABLE),
+            ua_truncated: m.click_fields_truncated.with_label_values(&["ua"]),
+            referer_truncated: m.click_fields_truncated.with_label_values(&["referer"]),
         }
     }
 }
@@ -212,11 +219,16 @@ impl<V: VerdictStage> Edge<V> {
             self.counters.bad_token.inc();
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
-        let header_string = |name| {
-            req.headers()
-                .get(name)
-                .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
+        // What the client sends is kept within bounds, so a click line stays small whatever the
+        // headers (`clicks::bounded`).
+        let (ua, ua_cut) = header_text(&req, header::USER_AGENT, MAX_UA_BYTES);
+        let (referer, referer_cut) = header_text(&req, header::REFERER, MAX_REFERER_BYTES);
+        if ua_cut {
+            self.counters.ua_truncated.inc();
+        }
+        if referer_cut {
+            self.counters.referer_truncated.inc();
+        }
         let mut event = ClickEvent {
             ts: self.clicks.clock().now(),
             domain,
@@ -224,12 +236,16 @@ impl<V: VerdictStage> Edge<V> {
             meta: link.meta,
             minted_at: from_unix_secs(link.minted_at),
             ip: conn.peer.ip(),
-            ua: header_string(header::USER_AGENT),
-            referer: header_string(header::REFERER),
+            ua,
+            referer,
             method,
             tls: conn.tls,
             http: http_version(req.version()),
             verdict: None,
+            truncated: Truncated {
+                ua: ua_cut,
+                referer: referer_cut,
+            },
         };
         event.verdict = self.verdict.judge(&Facts {
             click: &event,
@@ -287,6 +303,22 @@ impl<V: VerdictStage> Edge<V> {
         }
         res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
         res
+    }
+}
+
+/// Request header `name` as click text within `max` bytes (see [`bounded_text`]), and whether it
+/// was cut; `None` when the request has no such header.
+fn header_text<B>(
+    req: &Request<B>,
+    name: header::HeaderName,
+    max: usize,
+) -> (Option<String>, bool) {
+    match req.headers().get(name) {
+        Some(value) => {
+            let (text, cut) = bounded_text(value.as_bytes(), max);
+            (Some(text), cut)
+        }
+        None => (None, false),
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub click_fsyncs: IntCounter,
     /// Torn click-log tails found at startup and moved to a `.torn` file.
     pub click_log_torn: IntCounter,
+    /// Clicks whose `User-Agent` or `Referer` was cut to its bound, by `field` (`ua`, `referer`).
+    pub click_fields_truncated: IntCounterVec,
     /// TLS handshakes by outcome.
     pub handshakes: IntCounterVec,
     /// Certificates issued, by issuer.
@@ -133,6 +135,13 @@ impl Metrics {
                 "clickedge_click_log_torn_total",
                 "Torn click log tails found at startup and quarantined",
             )?,
+            click_fields_truncated: IntCounterVec::new(
+                Opts::new(
+                    "clickedge_click_fields_truncated_total",
+                    "Clicks whose User-Agent or Referer was cut to its bound in the click line",
+                ),
+                &["field"],
+            )?,
             handshakes: IntCounterVec::new(
                 Opts::new(
                     "clickedge_tls_handshakes_total",
@@ -209,6 +218,7 @@ impl Metrics {
         registry.register(Box::new(m.click_sink_held_bytes.clone()))?;
         registry.register(Box::new(m.click_fsyncs.clone()))?;
         registry.register(Box::new(m.click_log_torn.clone()))?;
+        registry.register(Box::new(m.click_fields_truncated.clone()))?;
         registry.register(Box::new(m.handshakes.clone()))?;
         registry.register(Box::new(m.certs_issued.clone()))?;
         registry.register(Box::new(m.certs_failed.clone()))?;

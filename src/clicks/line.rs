@@ -4,16 +4,17 @@
 //! formatting were most of the writer's work per click.
 //!
 //! The contract only grows at the end: the verdict's three fields are appended when there is a
-//! verdict, and a line without one is exactly the line written before verdicts existed. This
-//! module writes bytes into a buffer; it does no I/O and knows nothing of batches or files.
+//! verdict, then `"truncated"` when a header was cut to its bound; a line with neither is exactly
+//! the line written before they existed. This module writes bytes into a buffer; it does no I/O
+//! and knows nothing of batches or files.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use super::ClickEvent;
 use super::verdict::Verdict;
+use super::{ClickEvent, Truncated};
 
 const TS_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
@@ -113,6 +114,9 @@ impl ClickEvent {
         if let Some(verdict) = &self.verdict {
             json_verdict(out, verdict);
         }
+        if self.truncated.any() {
+            json_truncated(out, self.truncated);
+        }
         out.extend_from_slice(b"}\n");
     }
 }
@@ -131,6 +135,18 @@ fn json_verdict(out: &mut Vec<u8>, verdict: &Verdict) {
     }
     out.extend_from_slice(b"],\"rules\":");
     json_str(out, verdict.rules);
+}
+
+/// `"truncated"`, the names of the fields cut to their bound, appended last when there is one.
+fn json_truncated(out: &mut Vec<u8>, truncated: Truncated) {
+    out.extend_from_slice(b",\"truncated\":[");
+    for (i, field) in truncated.fields().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, field);
+    }
+    out.push(b']');
 }
 
 /// `s` as a JSON string, escaped as serde_json escapes it, and U+0085, U+2028 and U+2029 too.

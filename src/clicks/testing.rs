@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::file::{FileSink, FileSinkConfig};
 use super::queue::Msg;
-use super::{BatchConfig, ClickEvent, ClickQueue, ClickWriter, DEFAULT_MAX_BUFFERED_BYTES};
+use super::{
+    BatchConfig, ClickEvent, ClickQueue, ClickWriter, DEFAULT_MAX_BUFFERED_BYTES, Truncated,
+};
 use crate::Domain;
 use crate::clock::{Clock, ManualClock, from_unix_secs};
 use crate::config::Durability;
@@ -33,6 +35,7 @@ pub(super) fn event(i: usize) -> ClickEvent {
         tls: Some("1.3"),
         http: "1.1",
         verdict: None,
+        truncated: Truncated::default(),
     }
 }
 

@@ -24,6 +24,7 @@ fn contract_event() -> ClickEvent {
         tls: Some("1.3"),
         http: "2",
         verdict: None,
+        truncated: Truncated::default(),
     }
 }
 
@@ -68,6 +69,30 @@ fn a_verdict_appends_its_three_fields_after_the_unchanged_line() {
     assert_eq!(
         std::str::from_utf8(&judged[head.len()..]).unwrap(),
         ",\"verdict\":\"machine\",\"reasons\":[\"ua-bot\",\"prefetch\"],\"rules\":\"2026-01\"}\n"
+    );
+}
+
+#[test]
+fn cut_fields_are_listed_last_and_only_when_something_was_cut() {
+    let mut ev = contract_event();
+    let mut plain = Vec::new();
+    ev.write_json(&mut plain);
+    ev.verdict = Some(Verdict {
+        class: Class::Human,
+        reasons: vec![],
+        rules: "r1",
+    });
+    ev.truncated = Truncated {
+        ua: true,
+        referer: true,
+    };
+    let mut cut = Vec::new();
+    ev.write_json(&mut cut);
+    let head = &plain[..plain.len() - 2];
+    assert_eq!(&cut[..head.len()], head);
+    assert_eq!(
+        std::str::from_utf8(&cut[head.len()..]).unwrap(),
+        ",\"verdict\":\"human\",\"reasons\":[],\"rules\":\"r1\",\"truncated\":[\"ua\",\"referer\"]}\n"
     );
 }
 
@@ -119,6 +144,8 @@ struct Line<'a> {
     reasons: Option<&'a [&'static str]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rules: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    truncated: Vec<&'static str>,
 }
 
 fn reference_line(ev: &ClickEvent) -> Vec<u8> {
@@ -142,6 +169,7 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
         verdict: ev.verdict.as_ref().map(|v| v.class.as_str()),
         reasons: ev.verdict.as_ref().map(|v| v.reasons.as_slice()),
         rules: ev.verdict.as_ref().map(|v| v.rules),
+        truncated: ev.truncated.fields().collect(),
     };
     // serde_json leaves the Unicode line breaks raw; the click line escapes them. Outside strings
     // a JSON text holds none, so replacing every one is escaping those in strings.
@@ -205,6 +233,7 @@ proptest::proptest! {
         referer in proptest::option::of(text()),
         tls in proptest::option::of(proptest::sample::select(vec!["1.3", "1.2"])),
         verdict in proptest::option::of(verdict()),
+        (ua_cut, referer_cut) in proptest::prelude::any::<(bool, bool)>(),
     ) {
         let ev = ClickEvent {
             ts: SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
@@ -219,6 +248,7 @@ proptest::proptest! {
             tls,
             http: "1.1",
             verdict,
+            truncated: Truncated { ua: ua_cut, referer: referer_cut },
         };
         let mut out = Vec::new();
         ev.write_json(&mut out);

@@ -1,0 +1,106 @@
+//! What one client can do to the click log, end to end against the real binary: headers are cut
+//! to their bounds and flagged, and a line never holds a raw line break.
+
+mod common;
+
+use common::Edge;
+use serde_json::json;
+
+const DOMAIN: &str = "links.example.com";
+const DEST: &str = "https://shop.example.com/";
+
+#[tokio::test]
+async fn huge_user_agent_and_referer_are_logged_cut_to_their_bounds_and_flagged() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    // As much as one request head may carry (limits.max_header_bytes, 16 KiB): what a link
+    // holder used to get written into the log on every click. The referer's "é" straddles its
+    // bound, so the cut must step back over the whole character.
+    let ua = "u".repeat(10_000);
+    let referer = format!(
+        "https://a.example/{}é{}",
+        "r".repeat(1005),
+        "r".repeat(4_000)
+    );
+    let res = client
+        .get(&link)
+        .header("user-agent", &ua)
+        .header("referer", &referer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"], DEST);
+    // An ordinary click next to it is logged as before: no "truncated" field.
+    let res = client
+        .get(&link)
+        .header("user-agent", "test-agent/1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+
+    let clicks = edge.wait_for_clicks(2);
+    assert_eq!(clicks.len(), 2, "{clicks:?}");
+    let cut = &clicks[0];
+    assert_eq!(cut["ua"], "u".repeat(512));
+    let kept = cut["referer"].as_str().unwrap();
+    assert_eq!(kept, &referer[..1023], "cut before the two-byte character");
+    assert_eq!(cut["truncated"], json!(["ua", "referer"]));
+    assert_eq!(clicks[1]["ua"], "test-agent/1");
+    assert!(clicks[1].get("truncated").is_none(), "{}", clicks[1]);
+    // The whole line, not just the fields, is small now.
+    let line_bytes: usize = std::fs::read_dir(edge.data_dir().join("clicks"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
+        .sum();
+    assert!(
+        line_bytes < 2 * 1024 + 1024,
+        "{line_bytes} bytes for two clicks"
+    );
+    assert_eq!(
+        edge.metric("clickedge_click_fields_truncated_total{field=\"ua\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        edge.metric("clickedge_click_fields_truncated_total{field=\"referer\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn unicode_line_breaks_in_headers_stay_inside_one_click_line() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    // Raw UTF-8 in a header value (obs-text): NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR, with a
+    // forged record between them.
+    let ua = "a\u{2028}{\"kind\":\"click\",\"url\":\"https://forged.example/\"}\u{2029}b\u{85}c";
+    let value = reqwest::header::HeaderValue::from_bytes(ua.as_bytes()).unwrap();
+    let res = edge
+        .client(&[DOMAIN])
+        .get(&link)
+        .header("user-agent", value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    edge.wait_for_clicks(1);
+    let dir = edge.data_dir().join("clicks");
+    let text: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let records: Vec<&str> = text
+        .split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
+        .filter(|r| !r.is_empty())
+        .collect();
+    assert_eq!(records.len(), 1, "{text}");
+    let click: serde_json::Value = serde_json::from_str(records[0]).unwrap();
+    assert_eq!(click["ua"], ua);
+    assert_eq!(click["url"], DEST);
+}
