@@ -21,7 +21,7 @@ use crate::acme::AcmeIssuer;
 use crate::acme::challenges::Challenges;
 use crate::admin::{self, AdminState};
 use crate::certs::{Certs, Settings as CertSettings};
-use crate::clicks::file::{FileSink, FileSinkConfig};
+use crate::clicks::file::{Access, FileSink, FileSinkConfig};
 use crate::clicks::{BatchConfig, ClickWriter};
 use crate::clock::Clock;
 use crate::config::{Config, IssuerKind};
@@ -154,6 +154,11 @@ impl App {
                 dir: config.clicks_dir(),
                 max_file_bytes: config.clicks.max_file_bytes.get(),
                 rotate_interval: config.clicks.rotate_interval,
+                access: if config.clicks.group_read {
+                    Access::GroupRead
+                } else {
+                    Access::Private
+                },
             },
             metrics.clone(),
             clock.clone(),

@@ -1,7 +1,11 @@
 //! What one client can do to the click log, end to end against the real binary: headers are cut
-//! to their bounds and flagged, and a line never holds a raw line break.
+//! to their bounds and flagged, and a line never holds a raw line break. And who may read it:
+//! click files are private whatever the umask and whoever created the data dir.
 
 mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 
 use common::Edge;
 use serde_json::json;
@@ -103,4 +107,93 @@ async fn unicode_line_breaks_in_headers_stay_inside_one_click_line() {
     let click: serde_json::Value = serde_json::from_str(records[0]).unwrap();
     assert_eq!(click["ua"], ua);
     assert_eq!(click["url"], DEST);
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The click files of `dir` (logs and quarantined tails) with their modes.
+fn click_file_modes(dir: &Path) -> Vec<(String, u32)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("clicks-")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_str().unwrap().to_owned(),
+                mode(&p),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A data dir someone else made with a permissive umask: everything in it world-readable and
+/// writable, including a click log from before and a quarantined tail.
+fn permissive_data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("data/clicks");
+    std::fs::create_dir_all(&clicks).unwrap();
+    let old = clicks.join("clicks-20251124T160000.000Z.jsonl");
+    std::fs::write(&old, b"{\"kind\":\"click\"}\n").unwrap();
+    let torn = clicks.join("clicks-20251124T160000.000Z.jsonl.torn");
+    std::fs::write(&torn, b"{\"ki").unwrap();
+    for p in [dir.path().join("data"), clicks.clone()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    for p in [old, torn] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    dir
+}
+
+async fn click_once(edge: &Edge) {
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
+    edge.wait_for_clicks(2);
+}
+
+#[tokio::test]
+async fn click_log_is_private_under_a_permissive_umask_in_a_data_dir_made_by_someone_else() {
+    // umask 000: without explicit modes, new files would be 0666 and directories 0777.
+    let edge = Edge::start_in_with_umask(permissive_data_dir(), 0o000, "");
+    click_once(&edge).await;
+    let clicks = edge.data_dir().join("clicks");
+    assert_eq!(mode(&clicks), 0o700);
+    let files = click_file_modes(&clicks);
+    assert_eq!(files.len(), 3, "{files:?}");
+    for (name, mode) in &files {
+        assert_eq!(*mode, 0o600, "{name}");
+    }
+    assert!(
+        edge.stderr()
+            .contains("click log directory had other permissions")
+    );
+}
+
+#[tokio::test]
+async fn group_read_gives_the_group_read_access_whatever_the_umask() {
+    // umask 077 would take the group's bits away from anything not set explicitly.
+    let edge = Edge::start_in_with_umask(
+        permissive_data_dir(),
+        0o077,
+        "[clicks]\ngroup_read = true\n",
+    );
+    click_once(&edge).await;
+    let clicks = edge.data_dir().join("clicks");
+    assert_eq!(mode(&clicks), 0o750);
+    let files = click_file_modes(&clicks);
+    assert_eq!(files.len(), 3, "{files:?}");
+    for (name, mode) in &files {
+        assert_eq!(*mode, 0o640, "{name}");
+    }
 }

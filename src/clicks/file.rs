@@ -11,6 +11,7 @@
 //! (`naming`) sort in time order. This module never reads the log back and never deletes
 //! files; what to do while it fails (hold, retry, drop, refuse) is the batcher's business.
 
+mod access;
 mod naming;
 mod recover;
 
@@ -18,6 +19,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+pub use access::Access;
 
 use super::{Batch, ClickSink};
 use crate::clock::Clock;
@@ -32,6 +35,9 @@ pub struct FileSinkConfig {
     pub max_file_bytes: u64,
     /// Rotate past this age.
     pub rotate_interval: Duration,
+    /// Who may read the files: [`Access::Private`] (`0700`/`0600`, the default) or
+    /// [`Access::GroupRead`].
+    pub access: Access,
 }
 
 impl Default for FileSinkConfig {
@@ -41,6 +47,7 @@ impl Default for FileSinkConfig {
             dir: PathBuf::from("./clickedge-data/clicks"),
             max_file_bytes: 64 << 20,
             rotate_interval: Duration::from_secs(3600),
+            access: Access::Private,
         }
     }
 }
@@ -48,8 +55,8 @@ impl Default for FileSinkConfig {
 /// The file sink could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The click log directory could not be created.
-    #[error("creating click log directory {dir}")]
+    /// The click log directory could not be created or read.
+    #[error("preparing click log directory {dir}")]
     Dir {
         /// The directory.
         dir: PathBuf,
@@ -145,18 +152,20 @@ struct TornFile {
 }
 
 impl FileSink {
-    /// Creates the directory if needed and quarantines a torn tail left by a crash. New files are
-    /// named by `clock`.
+    /// Creates the directory if needed, gives it and the files in it the configured mode
+    /// ([`Access`]), and quarantines a torn tail left by a crash. New files are named by `clock`.
     pub fn open(
         config: FileSinkConfig,
         metrics: Metrics,
         clock: Clock,
     ) -> Result<FileSink, OpenError> {
-        std::fs::create_dir_all(&config.dir).map_err(|source| OpenError::Dir {
+        let dir_error = |source| OpenError::Dir {
             dir: config.dir.clone(),
             source,
-        })?;
-        recover::recover(&config.dir, &metrics).map_err(|e| OpenError::Recover {
+        };
+        access::prepare_dir(&config.dir, config.access).map_err(dir_error)?;
+        access::restrict_files(&config.dir, config.access).map_err(dir_error)?;
+        recover::recover(&config.dir, config.access, &metrics).map_err(|e| OpenError::Recover {
             path: e.path,
             source: e.source,
         })?;
@@ -204,13 +213,11 @@ impl FileSink {
 
     /// A new file, named for now.
     fn create(&self) -> Result<OpenFile, WriteError> {
-        let (file, path) =
-            naming::create_next(&self.config.dir, &self.clock).map_err(|source| {
-                WriteError::Create {
-                    dir: self.config.dir.clone(),
-                    source,
-                }
-            })?;
+        let (file, path) = naming::create_next(&self.config.dir, &self.clock, self.config.access)
+            .map_err(|source| WriteError::Create {
+            dir: self.config.dir.clone(),
+            source,
+        })?;
         tracing::info!(path = %path.display(), "click file opened");
         Ok(OpenFile {
             file,

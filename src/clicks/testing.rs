@@ -73,6 +73,7 @@ pub(super) fn file_config(dir: &Path) -> FileSinkConfig {
         dir: dir.to_path_buf(),
         max_file_bytes: u64::MAX,
         rotate_interval: Duration::from_secs(3600),
+        access: super::file::Access::Private,
     }
 }
 

@@ -50,6 +50,10 @@ pub struct Clicks {
     /// directory), in bytes; past it buffered clicks are dropped (counted) and synced clicks get
     /// 503. Default `67108864` (64 MiB).
     pub max_buffered_bytes: NonZeroUsize,
+    /// Whether the edge's group may read the click log: directory `0750` and files `0640`
+    /// instead of `0700` and `0600`, for a shipping agent in that group. The modes are set
+    /// whatever the umask, also on a directory and files that already exist. Default `false`.
+    pub group_read: bool,
 }
 
 impl Default for Clicks {
@@ -63,6 +67,7 @@ impl Default for Clicks {
             max_file_bytes: NonZeroU64::new(64 << 20).expect("non-zero literal"),
             rotate_interval: Duration::from_secs(3600),
             max_buffered_bytes: NonZeroUsize::new(64 << 20).expect("non-zero literal"),
+            group_read: false,
         }
     }
 }

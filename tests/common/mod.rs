@@ -57,6 +57,17 @@ impl Edge {
         Edge::start_full(dir, extra, https, http, &[])
     }
 
+    /// Starts an edge in an existing data dir with the process umask set to `umask` (by the
+    /// shell that execs it).
+    pub fn start_in_with_umask(dir: tempfile::TempDir, umask: u32, extra: &str) -> Edge {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
+            .arg(bin());
+        Edge::launch(shell, dir, extra, 0, 0, &[])
+    }
+
     /// Starts an edge whose open-files limits are `soft` and `hard` when it starts (set by the
     /// shell that execs it).
     pub fn start_with_open_files_limit(soft: u64, hard: u64, extra: &str) -> Edge {

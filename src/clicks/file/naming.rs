@@ -1,13 +1,16 @@
 //! Click file names: `clicks-<UTC time of opening, ms>.jsonl`
 //! (`clicks-20261125T091000.123Z.jsonl`), so a plain sort of the directory is time order, with no
 //! characters that need quoting. Both ways: naming a new file ([`create_next`]) and recognising
-//! one ([`is_click_file`]), which startup recovery relies on to find the newest file.
+//! one ([`is_click_file`]), which startup recovery relies on to find the newest file, and which
+//! files of the directory are the log's at all ([`is_log_file`]: click files and their
+//! quarantined tails).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::access::{self, Access};
 use crate::clicks::format_ts;
 use crate::clock::Clock;
 
@@ -19,14 +22,25 @@ pub(super) fn is_click_file(name: &str) -> bool {
     name.starts_with(PREFIX) && name.ends_with(SUFFIX)
 }
 
-/// Creates a new click file in `dir` for appending, named for `clock`'s time, and returns it
-/// with its path. Never reuses a name: if one is taken (two files within a millisecond) the
-/// next millisecond is tried, so the new name still sorts after every earlier one.
-pub(super) fn create_next(dir: &Path, clock: &Clock) -> io::Result<(File, PathBuf)> {
+/// Whether `name` is one of the click log's files: a click file, or a torn tail quarantined
+/// next to one (`<click file>.torn`, `<click file>.torn.<n>`).
+pub(super) fn is_log_file(name: &str) -> bool {
+    name.starts_with(PREFIX) && (name.ends_with(SUFFIX) || name.contains(".jsonl.torn"))
+}
+
+/// Creates a new click file in `dir` for appending, with `access`'s mode, named for `clock`'s
+/// time, and returns it with its path. Never reuses a name: if one is taken (two files within a
+/// millisecond) the next millisecond is tried, so the new name still sorts after every earlier
+/// one.
+pub(super) fn create_next(
+    dir: &Path,
+    clock: &Clock,
+    access: Access,
+) -> io::Result<(File, PathBuf)> {
     let mut at = clock.now();
     loop {
         let path = dir.join(file_name(at));
-        match OpenOptions::new().append(true).create_new(true).open(&path) {
+        match access::create_new(&path, access) {
             Ok(file) => return Ok((file, path)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // Strictly later each time: ends whether or not the clock moves (a manual one).
@@ -58,7 +72,7 @@ mod tests {
         let clock = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
         let names: Vec<String> = (0..3)
             .map(|_| {
-                let (_, path) = create_next(dir.path(), &clock).unwrap();
+                let (_, path) = create_next(dir.path(), &clock, Access::Private).unwrap();
                 path.file_name().unwrap().to_str().unwrap().to_owned()
             })
             .collect();
@@ -70,7 +84,10 @@ mod tests {
                 "clicks-20251124T160000.002Z.jsonl",
             ]
         );
-        assert!(names.iter().all(|n| is_click_file(n)));
+        assert!(names.iter().all(|n| is_click_file(n) && is_log_file(n)));
         assert!(!is_click_file("clicks-20251124T160000.000Z.jsonl.torn"));
+        assert!(is_log_file("clicks-20251124T160000.000Z.jsonl.torn"));
+        assert!(is_log_file("clicks-20251124T160000.000Z.jsonl.torn.2"));
+        assert!(!is_log_file("notes.txt"));
     }
 }

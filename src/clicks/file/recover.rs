@@ -13,6 +13,7 @@ use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use super::access::{self, Access};
 use super::naming;
 use crate::metrics::Metrics;
 
@@ -41,9 +42,14 @@ pub(super) struct Quarantined {
     pub(super) torn_bytes: u64,
 }
 
-/// Repairs the newest non-empty click file in `dir` if it ends in a torn line: warns, counts
-/// `clickedge_click_log_torn_total`, and says what it did. `None` when the log is clean.
-pub(super) fn recover(dir: &Path, metrics: &Metrics) -> Result<Option<Quarantined>, RecoverError> {
+/// Repairs the newest non-empty click file in `dir` if it ends in a torn line (the quarantine file
+/// gets `access`'s mode): warns, counts `clickedge_click_log_torn_total`, and says what it did.
+/// `None` when the log is clean.
+pub(super) fn recover(
+    dir: &Path,
+    access: Access,
+    metrics: &Metrics,
+) -> Result<Option<Quarantined>, RecoverError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| RecoverError { path, source }
@@ -51,7 +57,7 @@ pub(super) fn recover(dir: &Path, metrics: &Metrics) -> Result<Option<Quarantine
     let Some(path) = newest_click_file(dir).map_err(err(dir))? else {
         return Ok(None);
     };
-    let Some(done) = quarantine_torn_tail(&path).map_err(err(&path))? else {
+    let Some(done) = quarantine_torn_tail(&path, access).map_err(err(&path))? else {
         return Ok(None);
     };
     metrics.click_log_torn.inc();
@@ -88,7 +94,7 @@ fn newest_click_file(dir: &Path) -> io::Result<Option<PathBuf>> {
 
 /// Moves the torn tail of `path`, if any, to a quarantine file and truncates `path` to its clean
 /// prefix.
-fn quarantine_torn_tail(path: &Path) -> io::Result<Option<Quarantined>> {
+fn quarantine_torn_tail(path: &Path, access: Access) -> io::Result<Option<Quarantined>> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
     let kept_bytes = clean_len(&file, len)?;
@@ -98,10 +104,7 @@ fn quarantine_torn_tail(path: &Path) -> io::Result<Option<Quarantined>> {
     let torn = quarantine_path(path)?;
     // Quarantine first, durably, and only then truncate: a crash in between leaves the tail in
     // both places, and the next start quarantines it again rather than losing it.
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&torn)?;
+    let mut out = access::create_new(&torn, access)?;
     file.seek(SeekFrom::Start(kept_bytes))?;
     let torn_bytes = io::copy(&mut (&mut file).take(len - kept_bytes), &mut out)?;
     out.sync_all()?;
@@ -198,7 +201,9 @@ mod tests {
             format!("{clean}{torn}").as_bytes(),
         );
         let metrics = Metrics::unregistered();
-        let done = recover(dir.path(), &metrics).unwrap().unwrap();
+        let done = recover(dir.path(), Access::Private, &metrics)
+            .unwrap()
+            .unwrap();
         assert_eq!(done.kept_bytes, clean.len() as u64);
         assert_eq!(done.torn_bytes, torn.len() as u64);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), clean);
@@ -206,7 +211,10 @@ mod tests {
         assert!(done.torn.to_str().unwrap().ends_with(".jsonl.torn"));
         assert_eq!(metrics.click_log_torn.get(), 1);
         // Recovery is idempotent: the repaired file is clean now.
-        assert_eq!(recover(dir.path(), &metrics).unwrap(), None);
+        assert_eq!(
+            recover(dir.path(), Access::Private, &metrics).unwrap(),
+            None
+        );
         assert_eq!(metrics.click_log_torn.get(), 1);
     }
 
@@ -218,7 +226,7 @@ mod tests {
         let mut bytes = format!("{LINE_A}{LINE_B}").into_bytes();
         bytes.extend_from_slice(garbage);
         let path = write(dir.path(), "clicks-20251124T160000.000Z.jsonl", &bytes);
-        let done = recover(dir.path(), &Metrics::unregistered())
+        let done = recover(dir.path(), Access::Private, &Metrics::unregistered())
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -237,7 +245,10 @@ mod tests {
             format!("{LINE_A}{LINE_B}").as_bytes(),
         );
         let metrics = Metrics::unregistered();
-        assert_eq!(recover(dir.path(), &metrics).unwrap(), None);
+        assert_eq!(
+            recover(dir.path(), Access::Private, &metrics).unwrap(),
+            None
+        );
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             format!("{LINE_A}{LINE_B}")
@@ -259,7 +270,7 @@ mod tests {
         // Opened, then the process died before the first write.
         write(dir.path(), "clicks-20251124T170000.000Z.jsonl", b"");
         write(dir.path(), "notes.txt", b"not a click file");
-        let done = recover(dir.path(), &Metrics::unregistered())
+        let done = recover(dir.path(), Access::Private, &Metrics::unregistered())
             .unwrap()
             .unwrap();
         assert_eq!(done.file, newest);
@@ -276,7 +287,7 @@ mod tests {
             "clicks-20251124T160000.000Z.jsonl",
             format!("{LINE_A}{torn}").as_bytes(),
         );
-        let done = recover(dir.path(), &Metrics::unregistered())
+        let done = recover(dir.path(), Access::Private, &Metrics::unregistered())
             .unwrap()
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), LINE_A);
@@ -287,7 +298,7 @@ mod tests {
     fn file_holding_only_a_torn_line_is_emptied() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "clicks-20251124T160000.000Z.jsonl", b"{\"ts\"");
-        let done = recover(dir.path(), &Metrics::unregistered())
+        let done = recover(dir.path(), Access::Private, &Metrics::unregistered())
             .unwrap()
             .unwrap();
         assert_eq!(done.kept_bytes, 0);
@@ -309,7 +320,7 @@ mod tests {
             "clicks-20251124T160000.000Z.jsonl.torn",
             b"{\"y\"",
         );
-        let done = recover(dir.path(), &Metrics::unregistered())
+        let done = recover(dir.path(), Access::Private, &Metrics::unregistered())
             .unwrap()
             .unwrap();
         assert_ne!(done.torn, first);
