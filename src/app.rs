@@ -5,6 +5,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Arc;
@@ -159,6 +160,7 @@ impl App {
                 } else {
                     Access::Private
                 },
+                max_total_bytes: NonZeroU64::new(config.clicks.max_total_bytes),
             },
             metrics.clone(),
             clock.clone(),

@@ -34,6 +34,12 @@ pub struct Metrics {
     pub click_log_torn: IntCounter,
     /// Clicks whose `User-Agent` or `Referer` was cut to its bound, by `field` (`ua`, `referer`).
     pub click_fields_truncated: IntCounterVec,
+    /// Bytes of the click files, the open one included: what `clicks.max_total_bytes` caps.
+    pub click_log_bytes: IntGauge,
+    /// Click files deleted, oldest first, to keep the log under `clicks.max_total_bytes`.
+    pub click_log_deleted_files: IntCounter,
+    /// Bytes of those files.
+    pub click_log_deleted_bytes: IntCounter,
     /// TLS handshakes by outcome.
     pub handshakes: IntCounterVec,
     /// Certificates issued, by issuer.
@@ -142,6 +148,18 @@ impl Metrics {
                 ),
                 &["field"],
             )?,
+            click_log_bytes: IntGauge::new(
+                "clickedge_click_log_bytes",
+                "Bytes of the click files, the open one included (capped by clicks.max_total_bytes)",
+            )?,
+            click_log_deleted_files: IntCounter::new(
+                "clickedge_click_log_deleted_files_total",
+                "Oldest click files deleted to keep the log under clicks.max_total_bytes",
+            )?,
+            click_log_deleted_bytes: IntCounter::new(
+                "clickedge_click_log_deleted_bytes_total",
+                "Bytes of click files deleted to keep the log under clicks.max_total_bytes",
+            )?,
             handshakes: IntCounterVec::new(
                 Opts::new(
                     "clickedge_tls_handshakes_total",
@@ -219,6 +237,9 @@ impl Metrics {
         registry.register(Box::new(m.click_fsyncs.clone()))?;
         registry.register(Box::new(m.click_log_torn.clone()))?;
         registry.register(Box::new(m.click_fields_truncated.clone()))?;
+        registry.register(Box::new(m.click_log_bytes.clone()))?;
+        registry.register(Box::new(m.click_log_deleted_files.clone()))?;
+        registry.register(Box::new(m.click_log_deleted_bytes.clone()))?;
         registry.register(Box::new(m.handshakes.clone()))?;
         registry.register(Box::new(m.certs_issued.clone()))?;
         registry.register(Box::new(m.certs_failed.clone()))?;

@@ -1,6 +1,7 @@
 //! What one client can do to the click log, end to end against the real binary: headers are cut
-//! to their bounds and flagged, and a line never holds a raw line break. And who may read it:
-//! click files are private whatever the umask and whoever created the data dir.
+//! to their bounds and flagged, a line never holds a raw line break, and the log never grows past
+//! its cap (the oldest files go, counted). And who may read it: click files are private whatever
+//! the umask and whoever created the data dir.
 
 mod common;
 
@@ -196,4 +197,74 @@ async fn group_read_gives_the_group_read_access_whatever_the_umask() {
     for (name, mode) in &files {
         assert_eq!(*mode, 0o640, "{name}");
     }
+}
+
+#[tokio::test]
+async fn flood_of_large_clicks_keeps_the_log_under_its_cap_by_deleting_the_oldest_files() {
+    const CAP: u64 = 16 * 1024;
+    let edge = Edge::start_with(&format!(
+        "[clicks]\nmax_file_bytes = 4096\nmax_total_bytes = {CAP}\nflush_interval = \"1ms\"\n"
+    ));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    let dir = edge.data_dir().join("clicks");
+    let log_bytes = || -> u64 {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    // Each click as large as a request can make it (about 2 KiB of line), numbered in its
+    // referer; forty of them are five times the cap.
+    let clicks = 40;
+    for i in 0..clicks {
+        let res = client
+            .get(&link)
+            .header("user-agent", "u".repeat(10_000))
+            .header(
+                "referer",
+                format!("https://a.example/{i:04}/{}", "r".repeat(2_000)),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 302);
+        // One click per write, so the cap is checked at every line.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while edge.metric("clickedge_clicks_logged_total").await < f64::from(i + 1) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "click {i} not written"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(log_bytes() <= CAP, "{} bytes after click {i}", log_bytes());
+    }
+    // What is left is the newest clicks, whole and in order.
+    let kept: Vec<String> = edge
+        .clicks()
+        .iter()
+        .map(|c| c["referer"].as_str().unwrap()[..22].to_owned())
+        .collect();
+    let newest: Vec<String> = (clicks - kept.len() as u32..clicks)
+        .map(|i| format!("https://a.example/{i:04}"))
+        .collect();
+    assert!(kept.len() >= 4, "{kept:?}");
+    assert_eq!(kept, newest);
+    // Never silent: every deleted byte is counted, and each deletion logged.
+    let deleted = edge.metric("clickedge_click_log_deleted_bytes_total").await;
+    assert!(edge.metric("clickedge_click_log_deleted_files_total").await >= 4.0);
+    assert_eq!(
+        edge.metric("clickedge_click_log_bytes").await,
+        log_bytes() as f64
+    );
+    assert!(deleted + log_bytes() as f64 > 4.0 * CAP as f64);
+    assert!(
+        edge.stderr()
+            .contains("click log at clicks.max_total_bytes: deleted its oldest file"),
+        "{}",
+        edge.stderr()
+    );
+    assert_eq!(edge.metric("clickedge_clicks_dropped_total").await, 0.0);
 }

@@ -7,16 +7,20 @@
 //! landed in part leaves no torn or duplicate line for the batcher's retry. If even the truncation
 //! fails, nothing else is written until it succeeds, so only the newest file can end torn.
 //!
-//! At open a torn tail left by a crash is quarantined (`recover`). File names
-//! (`naming`) sort in time order. This module never reads the log back and never deletes
-//! files; what to do while it fails (hold, retry, drop, refuse) is the batcher's business.
+//! At open the directory and files get their mode (`access`) and a torn tail left by a crash is
+//! quarantined (`recover`). File names (`naming`) sort in time order, so the oldest files are the
+//! ones deleted to keep the log under `clicks.max_total_bytes` (`retention`). This module never
+//! reads the log back; what to do while it fails (hold, retry, drop, refuse) is the batcher's
+//! business.
 
 mod access;
 mod naming;
 mod recover;
+mod retention;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,7 @@ pub use access::Access;
 use super::{Batch, ClickSink};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use retention::Retention;
 
 /// Settings of the file sink.
 #[derive(Debug, Clone)]
@@ -38,7 +43,13 @@ pub struct FileSinkConfig {
     /// Who may read the files: [`Access::Private`] (`0700`/`0600`, the default) or
     /// [`Access::GroupRead`].
     pub access: Access,
+    /// The most the click files may add up to: past it the oldest are deleted (see
+    /// `retention`). `None`: no cap.
+    pub max_total_bytes: Option<NonZeroU64>,
 }
+
+/// Suggested [`FileSinkConfig::max_total_bytes`]: 10 GiB, some 20 million clicks of 450 bytes.
+pub const DEFAULT_MAX_TOTAL_BYTES: NonZeroU64 = NonZeroU64::new(10 << 30).expect("non-zero");
 
 impl Default for FileSinkConfig {
     /// The defaults of the `[clicks]` config section, under `./clickedge-data/clicks`.
@@ -48,6 +59,7 @@ impl Default for FileSinkConfig {
             max_file_bytes: 64 << 20,
             rotate_interval: Duration::from_secs(3600),
             access: Access::Private,
+            max_total_bytes: Some(DEFAULT_MAX_TOTAL_BYTES),
         }
     }
 }
@@ -85,6 +97,18 @@ pub enum WriteError {
     /// A file left torn by an earlier failure could not be truncated back.
     #[error("truncating torn click file {path}")]
     Repair {
+        /// The click file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The oldest click file could not be deleted to keep the log under the cap.
+    #[error(
+        "deleting click file {path} to keep the click log under clicks.max_total_bytes; make it \
+         deletable by the edge's user, or move it away"
+    )]
+    Delete {
         /// The click file.
         path: PathBuf,
         /// The I/O error.
@@ -129,6 +153,8 @@ pub struct FileSink {
     clock: Clock,
     file: Option<OpenFile>,
     torn: Option<TornFile>,
+    /// The closed files, and the cap they are kept under.
+    retention: Retention,
     faults: Faults,
 }
 
@@ -169,12 +195,15 @@ impl FileSink {
             path: e.path,
             source: e.source,
         })?;
+        let retention = Retention::scan(&config.dir, config.max_total_bytes).map_err(dir_error)?;
+        metrics.click_log_bytes.set(gauge(retention.closed_bytes()));
         Ok(FileSink {
             config,
             metrics,
             clock,
             file: None,
             torn: None,
+            retention,
             faults: Faults::default(),
         })
     }
@@ -228,11 +257,40 @@ impl FileSink {
         })
     }
 
-    fn close_file(&self, f: OpenFile) {
+    /// Syncs and closes the open file; it becomes the newest closed file.
+    fn close_file(&mut self, f: OpenFile) {
         if let Err(e) = f.file.sync_all() {
             self.metrics.click_sink_errors.inc();
             tracing::error!(path = %f.path.display(), error = %e, "syncing click file");
         }
+        self.retention.push_closed(f.path, f.bytes);
+    }
+
+    /// Keeps the log under the cap with `incoming` more bytes: deletes the oldest closed files,
+    /// and if that is not enough, closes the open file (now the oldest left) and deletes it too.
+    fn make_room(&mut self, incoming: u64) -> Result<(), WriteError> {
+        let deleting = |e: retention::DeleteError| WriteError::Delete {
+            path: e.path,
+            source: e.source,
+        };
+        let open = self.file.as_ref().map_or(0, |f| f.bytes);
+        if self
+            .retention
+            .make_room(open + incoming, &self.metrics)
+            .map_err(deleting)?
+        {
+            return Ok(());
+        }
+        if let Some(f) = self.file.take() {
+            self.close_file(f);
+        }
+        // NOTE: a batch larger than the whole cap (a cap under one batch: 1 MiB, or
+        // max_buffered_bytes after a failure) still does not fit; it is written alone, and the
+        // next write deletes it.
+        self.retention
+            .make_room(incoming, &self.metrics)
+            .map_err(deleting)?;
+        Ok(())
     }
 }
 
@@ -256,6 +314,7 @@ impl ClickSink for FileSink {
         if due && let Some(f) = self.file.take() {
             self.close_file(f);
         }
+        self.make_room(batch.bytes().len() as u64)?;
         let mut file = match self.file.take() {
             Some(f) => f,
             None => self.create()?,
@@ -263,6 +322,9 @@ impl ClickSink for FileSink {
         let good = file.bytes;
         let Err(e) = self.append(&mut file, batch) else {
             file.bytes += batch.bytes().len() as u64;
+            self.metrics
+                .click_log_bytes
+                .set(gauge(self.retention.closed_bytes() + file.bytes));
             self.file = Some(file);
             return Ok(());
         };
@@ -325,6 +387,10 @@ impl TornFile {
             dir_synced: false,
         }))
     }
+}
+
+fn gauge(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -74,6 +74,7 @@ pub(super) fn file_config(dir: &Path) -> FileSinkConfig {
         max_file_bytes: u64::MAX,
         rotate_interval: Duration::from_secs(3600),
         access: super::file::Access::Private,
+        max_total_bytes: None,
     }
 }
 

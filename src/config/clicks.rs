@@ -54,6 +54,10 @@ pub struct Clicks {
     /// instead of `0700` and `0600`, for a shipping agent in that group. The modes are set
     /// whatever the umask, also on a directory and files that already exist. Default `false`.
     pub group_read: bool,
+    /// The most the click files may add up to, in bytes; before a write would pass it the
+    /// oldest files are deleted (each logged and counted). `0`: no cap. Otherwise at least twice
+    /// `max_file_bytes`. Default `10737418240` (10 GiB).
+    pub max_total_bytes: u64,
 }
 
 impl Default for Clicks {
@@ -68,6 +72,7 @@ impl Default for Clicks {
             rotate_interval: Duration::from_secs(3600),
             max_buffered_bytes: NonZeroUsize::new(64 << 20).expect("non-zero literal"),
             group_read: false,
+            max_total_bytes: 10 << 30,
         }
     }
 }

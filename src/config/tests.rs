@@ -128,3 +128,21 @@ fn bad_value_names_key() {
         .to_string();
     assert!(err.contains("clicks.flush_interval"), "{err}");
 }
+
+#[test]
+fn click_log_cap_defaults_to_10_gib_and_must_leave_room_for_a_whole_file() {
+    let c = parse("").unwrap().clicks;
+    assert_eq!(c.max_total_bytes, 10 << 30);
+    assert!(!c.group_read);
+    let c = parse("[clicks]\nmax_total_bytes = 0\ngroup_read = true\n")
+        .unwrap()
+        .clicks;
+    assert_eq!(c.max_total_bytes, 0);
+    assert!(c.group_read);
+    assert!(parse("[clicks]\nmax_file_bytes = 1000\nmax_total_bytes = 2000\n").is_ok());
+    let err = parse("[clicks]\nmax_file_bytes = 1000\nmax_total_bytes = 1999\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("clicks.max_total_bytes"), "{err}");
+    assert!(err.contains("2000"), "{err}");
+}

@@ -23,6 +23,13 @@ impl Config {
                 "clicks.rotate_interval must be at least 1s (e.g. \"1h\")".into(),
             ));
         }
+        let min_total = self.clicks.max_file_bytes.get().saturating_mul(2);
+        if self.clicks.max_total_bytes != 0 && self.clicks.max_total_bytes < min_total {
+            return Err(invalid(format!(
+                "clicks.max_total_bytes must be 0 (no cap) or at least twice clicks.max_file_bytes \
+                 ({min_total}), so a whole file is kept while the oldest is deleted"
+            )));
+        }
         if self.tls.on_demand_timeout.is_zero() || self.tls.handshake_timeout.is_zero() {
             return Err(invalid(
                 "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),

@@ -1,6 +1,7 @@
 //! The file sink on a real directory, driven by the batcher: rotation, naming, `fdatasync`,
-//! rollback of a torn write, and recovery at open.
+//! rollback of a torn write, recovery at open, and the cap on the log's size.
 
+use std::num::NonZeroU64;
 use std::sync::mpsc::sync_channel;
 
 use super::*;
@@ -8,7 +9,7 @@ use crate::clicks::batcher::{self, ClickWriter};
 use crate::clicks::testing::{
     batch_config, event, eventually, file_config, lines, start_file, test_queue, url, urls,
 };
-use crate::clicks::{BatchConfig, ClickQueue};
+use crate::clicks::{Batch, BatchConfig, ClickQueue};
 use crate::config::Durability;
 
 #[test]
@@ -154,4 +155,92 @@ fn start_quarantines_a_torn_tail_and_writes_new_clicks_to_a_new_file() {
     assert_eq!(files.len(), 2, "{files:?}");
     assert_eq!(files[0], crashed);
     assert_eq!(lines, [url(0), url(1), url(2), url(4)]);
+}
+
+/// Bytes of the click files in `dir`.
+fn log_bytes(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn log_stays_under_its_cap_by_deleting_the_oldest_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    // Every line has the same length (fixed-width URLs, one timestamp).
+    let mut one = Vec::new();
+    event(0).write_json(&mut one);
+    let line = one.len() as u64;
+    let cap = 10 * line;
+    let (sink, queue) = start_file(
+        FileSinkConfig {
+            max_file_bytes: 4 * line,
+            max_total_bytes: NonZeroU64::new(cap),
+            ..file_config(dir.path())
+        },
+        batch_config(),
+        &metrics,
+    );
+    for i in 0..100 {
+        queue.push(event(i));
+        // One click per batch, so the cap is checked at every line.
+        eventually("the click", || metrics.clicks_logged.get() == i as u64 + 1);
+        let (files, _) = lines(dir.path());
+        assert!(log_bytes(&files) <= cap, "over the cap after click {i}");
+    }
+    sink.close();
+    let (files, kept) = lines(dir.path());
+    // What is left is the newest clicks, whole and in order; the rest was deleted file by file,
+    // oldest first, and counted.
+    assert!(kept.len() >= 6, "{kept:?}");
+    assert_eq!(kept, urls(100 - kept.len()..100));
+    assert_eq!(metrics.click_log_bytes.get() as u64, log_bytes(&files));
+    assert_eq!(
+        metrics.click_log_deleted_bytes.get() + log_bytes(&files),
+        100 * line
+    );
+    assert!(metrics.click_log_deleted_files.get() >= 20);
+    assert_eq!(metrics.clicks_dropped.get(), 0);
+}
+
+#[test]
+fn open_file_is_deleted_too_when_it_alone_leaves_no_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let mut sink = FileSink::open(
+        FileSinkConfig {
+            max_total_bytes: NonZeroU64::new(100),
+            ..file_config(dir.path())
+        },
+        metrics.clone(),
+        Clock::system(),
+    )
+    .unwrap();
+    let a = format!("{{\"url\":\"{}\"}}\n", "a".repeat(50));
+    let b = format!("{{\"url\":\"{}\"}}\n", "b".repeat(50));
+    sink.write(&Batch::new(a.as_bytes(), 1, false)).unwrap();
+    sink.write(&Batch::new(b.as_bytes(), 1, false)).unwrap();
+    sink.close();
+    let (files, kept) = lines(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(kept, ["b".repeat(50)]);
+    assert_eq!(metrics.click_log_deleted_files.get(), 1);
+    assert_eq!(metrics.click_log_deleted_bytes.get(), a.len() as u64);
+}
+
+#[test]
+fn new_click_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let (sink, queue) = start_file(file_config(dir.path()), batch_config(), &metrics);
+    queue.push(event(0));
+    sink.close();
+    let (files, _) = lines(dir.path());
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
 }

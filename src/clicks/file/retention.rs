@@ -1,0 +1,203 @@
+//! The cap on the click log's size (`clicks.max_total_bytes`): before a batch is written, the
+//! oldest click files are deleted until the log, the batch included, fits under the cap, the way
+//! `logrotate`'s `maxsize` or journald's `SystemMaxUse` keep a log directory bounded.
+//!
+//! Why delete the oldest rather than stop writing: the directory is a spool that a shipping agent
+//! drains, so its oldest files are the ones shipped long ago, and an edge that stopped logging
+//! at the cap would lose every new click until someone came to clean up. Never silently: each
+//! deletion logs a warning naming the file and counts its bytes
+//! (`clickedge_click_log_deleted_files_total`, `clickedge_click_log_deleted_bytes_total`), and
+//! `clickedge_click_log_bytes` shows how close the log is to the cap.
+//!
+//! What counts is the click files (`clicks-*.jsonl`), found at open and then tracked as they are
+//! written, closed and deleted; quarantined tails (`.torn`, at most one partial batch each) and
+//! anything else in the directory are neither counted nor deleted. A file someone else deleted
+//! (a shipping agent that removes what it shipped) is simply forgotten.
+
+use std::collections::VecDeque;
+use std::io;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+
+use super::naming;
+use crate::metrics::Metrics;
+
+/// A click file could not be deleted to keep the log under the cap; it stays the oldest.
+#[derive(Debug, thiserror::Error)]
+#[error("deleting click file {path}")]
+pub(super) struct DeleteError {
+    pub(super) path: PathBuf,
+    #[source]
+    pub(super) source: io::Error,
+}
+
+/// The closed click files, oldest first, and the cap they are kept under.
+pub(super) struct Retention {
+    cap: Option<NonZeroU64>,
+    /// Closed click files (every one but the file being written), oldest first, with sizes.
+    closed: VecDeque<(PathBuf, u64)>,
+    /// Sum of the sizes in `closed`.
+    closed_bytes: u64,
+}
+
+impl Retention {
+    /// The click files already in `dir`, all of them closed (new clicks go to a new file).
+    pub(super) fn scan(dir: &Path, cap: Option<NonZeroU64>) -> io::Result<Retention> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if !entry
+                .file_name()
+                .to_str()
+                .is_some_and(naming::is_click_file)
+            {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if meta.is_file() {
+                files.push((entry.path(), meta.len()));
+            }
+        }
+        // Names sort in time order.
+        files.sort();
+        Ok(Retention {
+            cap,
+            closed_bytes: files.iter().map(|(_, len)| len).sum(),
+            closed: files.into(),
+        })
+    }
+
+    /// Bytes of the closed files.
+    pub(super) fn closed_bytes(&self) -> u64 {
+        self.closed_bytes
+    }
+
+    /// A file was closed at `bytes`: it is now the newest closed file.
+    pub(super) fn push_closed(&mut self, path: PathBuf, bytes: u64) {
+        self.closed_bytes += bytes;
+        self.closed.push_back((path, bytes));
+    }
+
+    /// Deletes the oldest closed files until they and `more` bytes (the open file and the batch
+    /// about to be written) fit under the cap. True if they fit (always, without a cap); false
+    /// if every closed file is gone and they still do not.
+    pub(super) fn make_room(&mut self, more: u64, metrics: &Metrics) -> Result<bool, DeleteError> {
+        let Some(cap) = self.cap else {
+            return Ok(true);
+        };
+        while self.closed_bytes.saturating_add(more) > cap.get() {
+            let Some((path, bytes)) = self.closed.front() else {
+                return Ok(false);
+            };
+            match std::fs::remove_file(path) {
+                Ok(()) => {
+                    metrics.click_log_deleted_files.inc();
+                    metrics.click_log_deleted_bytes.inc_by(*bytes);
+                    tracing::warn!(
+                        path = %path.display(),
+                        bytes,
+                        max_total_bytes = cap.get(),
+                        "click log at clicks.max_total_bytes: deleted its oldest file"
+                    );
+                }
+                // Shipped and removed by someone else: nothing to delete, and not our deletion.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    tracing::debug!(path = %path.display(), "click file already gone");
+                }
+                Err(source) => {
+                    return Err(DeleteError {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
+            self.closed_bytes -= bytes;
+            self.closed.pop_front();
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(dir: &Path, name: &str, len: usize) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![b'x'; len]).unwrap();
+        path
+    }
+
+    #[test]
+    fn oldest_files_go_first_until_the_new_bytes_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 100);
+        let b = file(dir.path(), "clicks-20251124T170000.000Z.jsonl", 100);
+        let c = file(dir.path(), "clicks-20251124T180000.000Z.jsonl", 100);
+        let torn = file(dir.path(), "clicks-20251124T160000.000Z.jsonl.torn", 1000);
+        let other = file(dir.path(), "notes.txt", 1000);
+        let metrics = Metrics::unregistered();
+        let mut r = Retention::scan(dir.path(), NonZeroU64::new(350)).unwrap();
+        assert_eq!(r.closed_bytes(), 300);
+        // 300 + 50 fits exactly.
+        assert!(r.make_room(50, &metrics).unwrap());
+        assert!(a.exists());
+        // 300 + 51 does not: the oldest goes, and only it.
+        assert!(r.make_room(51, &metrics).unwrap());
+        assert!(!a.exists() && b.exists() && c.exists());
+        assert_eq!(r.closed_bytes(), 200);
+        assert_eq!(metrics.click_log_deleted_files.get(), 1);
+        assert_eq!(metrics.click_log_deleted_bytes.get(), 100);
+        // A closed file joins at the new end.
+        let d = file(dir.path(), "clicks-20251124T190000.000Z.jsonl", 100);
+        r.push_closed(d.clone(), 100);
+        assert!(r.make_room(100, &metrics).unwrap());
+        assert!(!b.exists() && c.exists() && d.exists());
+        // More than the cap: everything closed goes, and it still does not fit.
+        assert!(!r.make_room(400, &metrics).unwrap());
+        assert!(!c.exists() && !d.exists());
+        assert_eq!(r.closed_bytes(), 0);
+        assert_eq!(metrics.click_log_deleted_files.get(), 4);
+        // Not click files: never counted, never deleted.
+        assert!(torn.exists() && other.exists());
+    }
+
+    #[test]
+    fn files_deleted_by_someone_else_are_forgotten_not_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 100);
+        let b = file(dir.path(), "clicks-20251124T170000.000Z.jsonl", 100);
+        let metrics = Metrics::unregistered();
+        let mut r = Retention::scan(dir.path(), NonZeroU64::new(200)).unwrap();
+        std::fs::remove_file(&a).unwrap();
+        assert!(r.make_room(50, &metrics).unwrap());
+        assert!(b.exists());
+        assert_eq!(r.closed_bytes(), 100);
+        assert_eq!(metrics.click_log_deleted_files.get(), 0);
+    }
+
+    #[test]
+    fn without_a_cap_nothing_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 100);
+        let mut r = Retention::scan(dir.path(), None).unwrap();
+        assert!(r.make_room(u64::MAX, &Metrics::unregistered()).unwrap());
+        assert!(a.exists());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_deleted_stops_the_write_and_stays_first() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory with a click file's name: remove_file fails on it, even for root.
+        let stuck = dir.path().join("clicks-20251124T160000.000Z.jsonl");
+        std::fs::create_dir(&stuck).unwrap();
+        let mut r = Retention {
+            cap: NonZeroU64::new(100),
+            closed: VecDeque::from([(stuck.clone(), 100)]),
+            closed_bytes: 100,
+        };
+        let err = r.make_room(1, &Metrics::unregistered()).unwrap_err();
+        assert_eq!(err.path, stuck);
+        assert_eq!(r.closed_bytes(), 100);
+    }
+}
