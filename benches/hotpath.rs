@@ -2,7 +2,8 @@
 //! link tokens (including the cost of rejecting forged and garbage tokens), SNI/domain
 //! normalisation, the certificate cache hit taken on every TLS handshake, path routing,
 //! click-log JSON encoding, and the in-process request handler (a whole click, from the parsed
-//! request to the 302 with the click queued).
+//! request to the 302 with the click queued, and a click past its address's rate, redirected
+//! without being logged).
 //!
 //! Run with:
 //!
@@ -14,6 +15,7 @@
 //! `cargo bench --bench hotpath -- --warm-up-time 1 --measurement-time 2 links/`.
 
 use std::hint::black_box;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -295,15 +297,28 @@ fn bench_handler(c: &mut Criterion) {
         Clock::system(),
     )
     .expect("click writer");
-    let edge = Edge::new(
-        Arc::new(SharedKeyRing::new(ring())),
-        clicks,
-        certs,
+    let challenges = Arc::new(Challenges::new(
+        store,
         policy.clone(),
-        Arc::new(Challenges::new(store, policy, provider, Clock::system())),
-        4096,
-        &metrics,
-    );
+        provider,
+        Clock::system(),
+    ));
+    let edge_with = |clicks| {
+        Edge::new(
+            Arc::new(SharedKeyRing::new(ring())),
+            clicks,
+            certs.clone(),
+            policy.clone(),
+            challenges.clone(),
+            4096,
+            &metrics,
+        )
+    };
+    // As a default edge serves: the per-address click rate is looked up for every click (here
+    // at a rate every click passes, so each is logged).
+    let edge = edge_with(clicks.clone().with_rate_per_address(NonZeroU32::MAX));
+    // A client past its rate: redirected, not logged.
+    let flooded = edge_with(clicks.with_rate_per_address(NonZeroU32::MIN));
     let conn = ConnInfo {
         peer: "203.0.113.7:50000".parse().expect("valid address"),
         sni: Some(domain),
@@ -336,6 +351,11 @@ fn bench_handler(c: &mut Criterion) {
     g.bench_function("handle_click", |b| {
         b.iter_custom(|iters| iter_on(&rt, iters, || edge.handle(&conn, request(&click))))
     });
+    // A click past its address's rate: the same up to the rate lookup, then 302 with nothing
+    // logged (no event built, nothing queued).
+    g.bench_function("handle_click_unlogged", |b| {
+        b.iter_custom(|iters| iter_on(&rt, iters, || flooded.handle(&conn, request(&click))))
+    });
     // A forged token: the same up to the AEAD tag check, then 404 with nothing logged.
     g.bench_function("handle_forged", |b| {
         b.iter_custom(|iters| iter_on(&rt, iters, || edge.handle(&conn, request(&forged))))
@@ -344,9 +364,10 @@ fn bench_handler(c: &mut Criterion) {
     writer.close();
     // A click dropped at a full queue would have taken a shorter path than a served one.
     println!(
-        "http: {} clicks logged, {} dropped",
+        "http: {} clicks logged, {} dropped, {} unlogged past the rate",
         metrics.clicks_logged.get(),
-        metrics.clicks_dropped.get()
+        metrics.clicks_dropped.get(),
+        metrics.clicks_unlogged_rate.get()
     );
 }
 

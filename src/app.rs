@@ -5,7 +5,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Arc;
@@ -165,7 +165,7 @@ impl App {
             metrics.clone(),
             clock.clone(),
         )?;
-        let (click_writer, clicks) = ClickWriter::start(
+        let (click_writer, mut clicks) = ClickWriter::start(
             sink,
             BatchConfig {
                 flush_interval: config.clicks.flush_interval,
@@ -176,6 +176,9 @@ impl App {
             metrics.clone(),
             clock.clone(),
         )?;
+        if let Some(per_sec) = NonZeroU32::new(config.clicks.max_clicks_per_ip_per_sec) {
+            clicks = clicks.with_rate_per_address(per_sec);
+        }
 
         let server_config = tls::server_config(provider.clone(), config.tls.session_resumption)
             .context("building the TLS configuration")?;

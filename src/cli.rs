@@ -56,6 +56,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   max_buffered_bytes = 67108864         held in memory while the log cannot be written
   group_read = false                    true: click dir 0750, files 0640 (else 0700, 0600)
   max_total_bytes = 10737418240         10 GiB; oldest click files deleted past it (0: no cap)
+  max_clicks_per_ip_per_sec = 10        past it, redirected but not logged (counted); 0: no bound
   [limits]
   header_read_timeout = \"10s\"           slowloris guard
   max_header_bytes = 16384              larger request heads get 431

@@ -33,6 +33,7 @@ mod bounded;
 pub mod file;
 mod line;
 mod queue;
+mod rate;
 mod sink;
 #[cfg(test)]
 mod testing;

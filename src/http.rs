@@ -219,6 +219,11 @@ impl<V: VerdictStage> Edge<V> {
             self.counters.bad_token.inc();
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
+        // Past its address's click rate a client is still redirected, but not logged (the queue
+        // counts it): asked before the event is built, so a flood costs no allocation.
+        if !self.clicks.admit(conn.peer.ip()) {
+            return self.found(location);
+        }
         // What the client sends is kept within bounds, so a click line stays small whatever the
         // headers (`clicks::bounded`).
         let (ua, ua_cut) = header_text(&req, header::USER_AGENT, MAX_UA_BYTES);
@@ -260,6 +265,11 @@ impl<V: VerdictStage> Edge<V> {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return res;
         }
+        self.found(location)
+    }
+
+    /// The click's answer: `302 Found` to the destination, never cached.
+    fn found(&self, location: HeaderValue) -> Response<Body> {
         self.counters.redirect.inc();
         let mut res = Response::new(Body::default());
         *res.status_mut() = StatusCode::FOUND;

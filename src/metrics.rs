@@ -20,6 +20,10 @@ pub struct Metrics {
     /// Synced clicks refused (queue full, sink failing, writer stopped): answered 503, never
     /// acknowledged, so not drops.
     pub clicks_rejected: IntCounter,
+    /// Clicks redirected but deliberately not logged, `reason="rate"` of
+    /// `clickedge_clicks_unlogged_total`: past `clicks.max_clicks_per_ip_per_sec`. Resolved once
+    /// here so the request path does no label lookup.
+    pub clicks_unlogged_rate: IntCounter,
     /// Clicks waiting between the request path and the writer.
     pub clicks_queued: IntGauge,
     /// Click sink write failures (every failed attempt, retries included).
@@ -100,6 +104,14 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let clicks_unlogged = IntCounterVec::new(
+            Opts::new(
+                "clickedge_clicks_unlogged_total",
+                "Clicks redirected but deliberately not logged, by reason (rate: past \
+                 clicks.max_clicks_per_ip_per_sec)",
+            ),
+            &["reason"],
+        )?;
         let m = Metrics {
             requests: IntCounterVec::new(
                 Opts::new("clickedge_requests_total", "Edge HTTP requests by outcome"),
@@ -117,6 +129,7 @@ impl Metrics {
                 "clickedge_clicks_rejected_total",
                 "Synced clicks refused (503) because they could not be made durable",
             )?,
+            clicks_unlogged_rate: clicks_unlogged.with_label_values(&["rate"]),
             clicks_queued: IntGauge::new(
                 "clickedge_clicks_queued",
                 "Clicks waiting to be written",
@@ -231,6 +244,7 @@ impl Metrics {
         registry.register(Box::new(m.clicks_dropped.clone()))?;
         registry.register(Box::new(m.clicks_queued.clone()))?;
         registry.register(Box::new(m.clicks_rejected.clone()))?;
+        registry.register(Box::new(clicks_unlogged))?;
         registry.register(Box::new(m.click_sink_errors.clone()))?;
         registry.register(Box::new(m.click_sink_healthy.clone()))?;
         registry.register(Box::new(m.click_sink_held_bytes.clone()))?;

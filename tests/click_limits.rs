@@ -1,12 +1,15 @@
 //! What one client can do to the click log, end to end against the real binary: headers are cut
-//! to their bounds and flagged, a line never holds a raw line break, and the log never grows past
-//! its cap (the oldest files go, counted). And who may read it: click files are private whatever
-//! the umask and whoever created the data dir.
+//! to their bounds and flagged, a line never holds a raw line break, clicks past the per-address
+//! rate are redirected but not logged (counted), and the log never grows past its cap (the oldest
+//! files go, counted). And who may read it: click files are private whatever the umask and
+//! whoever created the data dir.
 
 mod common;
 
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::Edge;
 use serde_json::json;
@@ -202,8 +205,10 @@ async fn group_read_gives_the_group_read_access_whatever_the_umask() {
 #[tokio::test]
 async fn flood_of_large_clicks_keeps_the_log_under_its_cap_by_deleting_the_oldest_files() {
     const CAP: u64 = 16 * 1024;
+    // No per-address bound: this is the flood that bound would stop short.
     let edge = Edge::start_with(&format!(
-        "[clicks]\nmax_file_bytes = 4096\nmax_total_bytes = {CAP}\nflush_interval = \"1ms\"\n"
+        "[clicks]\nmax_file_bytes = 4096\nmax_total_bytes = {CAP}\nflush_interval = \"1ms\"\n\
+         max_clicks_per_ip_per_sec = 0\n"
     ));
     edge.add_domain(DOMAIN).await;
     let link = edge.mint(DOMAIN, DEST, json!({})).await;
@@ -231,12 +236,9 @@ async fn flood_of_large_clicks_keeps_the_log_under_its_cap_by_deleting_the_oldes
             .unwrap();
         assert_eq!(res.status(), 302);
         // One click per write, so the cap is checked at every line.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while edge.metric("clickedge_clicks_logged_total").await < f64::from(i + 1) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "click {i} not written"
-            );
+            assert!(Instant::now() < deadline, "click {i} not written");
             tokio::task::yield_now().await;
         }
         assert!(log_bytes() <= CAP, "{} bytes after click {i}", log_bytes());
@@ -267,4 +269,71 @@ async fn flood_of_large_clicks_keeps_the_log_under_its_cap_by_deleting_the_oldes
         edge.stderr()
     );
     assert_eq!(edge.metric("clickedge_clicks_dropped_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn one_address_clicking_fast_is_redirected_but_logged_only_up_to_its_rate() {
+    let edge = Edge::start_with("[clicks]\nmax_clicks_per_ip_per_sec = 1\n");
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    let from = |ip: &str| {
+        edge.client_builder(&[DOMAIN])
+            .local_address(ip.parse::<IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let flooder = from("127.0.0.1");
+    let clicks: u32 = 60;
+    let started = Instant::now();
+    for _ in 0..clicks {
+        let res = flooder.get(&link).send().await.unwrap();
+        // Every click is still redirected: the bound is on the log, not on the people.
+        assert_eq!(res.status(), 302);
+        assert_eq!(res.headers()["location"], DEST);
+    }
+    let elapsed = started.elapsed();
+    // Other clients are not held back by the flood: their clicks are logged. (Each address has
+    // a bucket of its own, but for a 1 in 65 536 chance of sharing the flooder's: one of three
+    // may.)
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        assert_eq!(from(ip).get(&link).send().await.unwrap().status(), 302);
+    }
+    let unlogged_metric = "clickedge_clicks_unlogged_total{reason=\"rate\"}";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while edge.metric("clickedge_clicks_logged_total").await + edge.metric(unlogged_metric).await
+        < f64::from(clicks + 3)
+    {
+        assert!(Instant::now() < deadline, "clicks not settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = edge.clicks();
+    let logged_from = |ip: &str| lines.iter().filter(|c| c["ip"] == ip).count() as u64;
+    let flooder_logged = logged_from("127.0.0.1");
+    // One a second: the first, then one per second the flood lasted (the bound is computed from
+    // the measured time, not assumed).
+    let bound = 1 + elapsed.as_secs() + 1;
+    assert!(
+        (1..=bound).contains(&flooder_logged),
+        "{flooder_logged} lines in {elapsed:?}"
+    );
+    let others = ["127.0.0.2", "127.0.0.3", "127.0.0.4"].map(logged_from);
+    assert!(others.iter().sum::<u64>() >= 2, "{others:?}");
+    // Never silent: every click not logged is counted.
+    let unlogged = edge.metric(unlogged_metric).await as u64;
+    assert_eq!(
+        unlogged + flooder_logged + others.iter().sum::<u64>(),
+        u64::from(clicks) + 3
+    );
+    assert!(unlogged > 0);
+    assert_eq!(
+        edge.metric("clickedge_requests_total{outcome=\"redirect\"}")
+            .await,
+        f64::from(clicks + 3)
+    );
+    assert!(
+        edge.stderr()
+            .contains("clicks over clicks.max_clicks_per_ip_per_sec"),
+        "{}",
+        edge.stderr()
+    );
 }

@@ -35,7 +35,9 @@ fn lenient_clicks(dir: &Path) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_in_synced_mode_loses_no_acknowledged_click() {
-    let mut edge = Edge::start_with("[clicks]\ndurability = \"synced\"\n");
+    // One client clicking flat out: no per-address bound, every click must be logged.
+    let config = "[clicks]\ndurability = \"synced\"\nmax_clicks_per_ip_per_sec = 0\n";
+    let mut edge = Edge::start_with(config);
     edge.add_domain(DOMAIN).await;
     // One link per click, so each acknowledged click can be found in the log.
     let mut links = Vec::new();
@@ -93,7 +95,7 @@ async fn sigkill_under_load_in_synced_mode_loses_no_acknowledged_click() {
 
     // The edge starts again on the same log and serves.
     let dir = edge.take_dir();
-    let edge = Edge::start_in(dir, "[clicks]\ndurability = \"synced\"\n");
+    let edge = Edge::start_in(dir, config);
     let path = &links[0][links[0].find("/c/").unwrap()..];
     let link = edge.on_port(&format!("https://{DOMAIN}{path}"));
     let res = edge.client(&[DOMAIN]).get(&link).send().await.unwrap();
@@ -114,7 +116,10 @@ fn repair_dir(dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_clicks_survive_a_failing_sink_and_are_written_after() {
     // Every flush needs a new file, so a broken directory fails every write.
-    let edge = Edge::start_with("[clicks]\nmax_file_bytes = 1\nflush_interval = \"20ms\"\n");
+    // Twenty clicks at once from one client: no per-address bound, every click must be logged.
+    let edge = Edge::start_with(
+        "[clicks]\nmax_file_bytes = 1\nflush_interval = \"20ms\"\nmax_clicks_per_ip_per_sec = 0\n",
+    );
     edge.add_domain(DOMAIN).await;
     let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
     let client = edge.client(&[DOMAIN]);

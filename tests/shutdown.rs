@@ -6,10 +6,14 @@ mod common;
 use common::Edge;
 use serde_json::json;
 
+/// A flush interval longer than the test, and no per-address click bound: one client clicks
+/// flat out here, and every click it gets a 302 for must be logged.
+const FLOOD: &str = "[clicks]\nflush_interval = \"1h\"\nmax_clicks_per_ip_per_sec = 0\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_every_acknowledged_click() {
-    // 1 h flush interval: only the shutdown flush can put these clicks on disk.
-    let mut edge = Edge::start_with("[clicks]\nflush_interval = \"1h\"\n");
+    // Only the shutdown flush can put these clicks on disk.
+    let mut edge = Edge::start_with(FLOOD);
     edge.add_domain("links.example.com").await;
     let link = edge
         .mint("links.example.com", "https://example.com/", json!({}))
@@ -31,7 +35,7 @@ async fn sigterm_flushes_every_acknowledged_click() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_concurrent_load_loses_no_acknowledged_click() {
-    let mut edge = Edge::start_with("[clicks]\nflush_interval = \"1h\"\n");
+    let mut edge = Edge::start_with(FLOOD);
     edge.add_domain("links.example.com").await;
     let link = edge
         .mint("links.example.com", "https://example.com/", json!({}))

@@ -132,7 +132,9 @@ pub fn clickedge(bin: &str, dir: &Path, core: Option<usize>) -> Result<Server, S
         format!(
             "data_dir = \"{}\"\n\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
              [tls]\n# Every handshake a full one, like an email click's (and nginx's and Caddy's here).\nsession_resumption = false\n\n\
-             [clicks]\ndurability = \"{durability}\"\n\n\
+             [clicks]\ndurability = \"{durability}\"\n\
+             # The load generator is one address clicking flat out, and every click must be logged.\n\
+             max_clicks_per_ip_per_sec = 0\n\n\
              [limits]\n# Every connection comes from the one load generator's address.\nmax_connections_per_ip = 0\n",
             data.display()
         ),

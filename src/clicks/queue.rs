@@ -1,10 +1,13 @@
 //! The request path's end of the click pipeline: [`ClickQueue`], a non-blocking send into the
 //! bounded queue the batcher thread drains, and the accounting of every click it cannot take
-//! (dropped when buffered, rejected when synced).
+//! (dropped when buffered, rejected when synced) or is not to log (past the per-address rate,
+//! [`ClickQueue::admit`]).
 //!
 //! The queue never waits for room and never does I/O. It wakes the batcher only when it must act
 //! before its flush deadline: for a synced click, or once the queue is a quarter full.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -13,6 +16,7 @@ use std::thread::Thread;
 use tokio::sync::oneshot;
 
 use super::ClickEvent;
+use super::rate::AddressRate;
 use crate::clock::Clock;
 use crate::config::Durability;
 use crate::metrics::Metrics;
@@ -56,12 +60,29 @@ pub struct ClickQueue {
     /// only when it must act sooner (a synced click, or `wake_depth` clicks queued).
     writer: Thread,
     wake_depth: i64,
-    /// The clock clicks are stamped with (see [`ClickQueue::clock`]) and the "queue full" log
-    /// is rate-limited by.
+    /// The clock clicks are stamped with (see [`ClickQueue::clock`]) and the log lines below are
+    /// rate-limited by.
     clock: Clock,
-    /// Unix second of the last "queue full" log line: at most one a second, however many drops
-    /// (each one is counted in the metric).
-    last_full_log: Arc<AtomicU64>,
+    /// The "queue full" log line.
+    full_log: LogThrottle,
+    /// The per-address rate bound, if any ([`ClickQueue::with_rate_per_address`]).
+    rate: Option<Arc<AddressRate>>,
+    /// The "over the per-address rate" log line.
+    rate_log: LogThrottle,
+}
+
+/// At most one log line a second for an event, however often it happens (each occurrence is
+/// counted in a metric): the Unix second of the last line.
+#[derive(Clone, Default)]
+struct LogThrottle(Arc<AtomicU64>);
+
+impl LogThrottle {
+    /// Whether a line may be logged now; if so, none more this second.
+    fn ready(&self, clock: &Clock) -> bool {
+        let now = clock.unix_secs();
+        // A load first: under a flood, every caller but one a second only reads the line.
+        self.0.load(Ordering::Relaxed) != now && self.0.swap(now, Ordering::Relaxed) != now
+    }
 }
 
 impl ClickQueue {
@@ -83,13 +104,44 @@ impl ClickQueue {
             // late enough that a busy edge wakes it a few times per flush interval, not per click.
             wake_depth: i64::try_from(capacity / 4).unwrap_or(i64::MAX).max(1),
             clock,
-            last_full_log: Arc::new(AtomicU64::new(0)),
+            full_log: LogThrottle::default(),
+            rate: None,
+            rate_log: LogThrottle::default(),
         }
     }
 
+    /// Logs at most `per_sec` clicks a second from one client address (IPv6: one /64), in
+    /// bursts of up to `per_sec`; see [`ClickQueue::admit`].
+    pub fn with_rate_per_address(mut self, per_sec: NonZeroU32) -> ClickQueue {
+        self.rate = Some(Arc::new(AddressRate::new(per_sec)));
+        self
+    }
+
+    /// Whether a click from `ip` is to be logged: false past the per-address rate, if one is set.
+    /// Such a click is still redirected, just not logged; it is counted in
+    /// `clickedge_clicks_unlogged_total{reason="rate"}` (with a warning at most once a second),
+    /// never silently. Ask before building the [`ClickEvent`], so a flood costs no allocation.
+    pub fn admit(&self, ip: IpAddr) -> bool {
+        let Some(rate) = &self.rate else {
+            return true;
+        };
+        if rate.admit(ip) {
+            return true;
+        }
+        self.metrics.clicks_unlogged_rate.inc();
+        if self.rate_log.ready(&self.clock) {
+            tracing::warn!(
+                address = %ip,
+                unlogged_total = self.metrics.clicks_unlogged_rate.get(),
+                "clicks over clicks.max_clicks_per_ip_per_sec: redirected but not logged \
+                 (counted in clickedge_clicks_unlogged_total{{reason=\"rate\"}})"
+            );
+        }
+        false
+    }
+
     fn log_full(&self) {
-        let now = self.clock.unix_secs();
-        if self.last_full_log.swap(now, Ordering::Relaxed) != now {
+        if self.full_log.ready(&self.clock) {
             tracing::warn!(
                 dropped_total = self.metrics.clicks_dropped.get(),
                 "click queue full: clicks are being dropped (counted in clickedge_clicks_dropped_total)"
@@ -184,6 +236,23 @@ mod tests {
 
     use super::*;
     use crate::clicks::testing::{event, test_queue};
+
+    #[test]
+    fn clicks_past_the_address_rate_are_not_admitted_and_are_counted() {
+        let metrics = Metrics::unregistered();
+        let (tx, _rx) = sync_channel(10);
+        let queue = test_queue(tx, &metrics, Durability::Buffered, 10);
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        // No bound: everything is admitted, nothing counted.
+        assert!((0..100).all(|_| queue.admit(ip)));
+        let queue = queue.with_rate_per_address(NonZeroU32::new(1).unwrap());
+        // The first passes, then refusals, each counted (`rate.rs` tests the bucket's arithmetic
+        // on explicit times; twenty calls here would need nineteen seconds to all pass).
+        let admitted = (0..20).filter(|_| queue.admit(ip)).count();
+        assert!((1..20).contains(&admitted), "{admitted}");
+        assert_eq!(metrics.clicks_unlogged_rate.get(), 20 - admitted as u64);
+        assert_eq!(metrics.clicks_queued.get(), 0);
+    }
 
     #[test]
     fn full_queue_counts_drops() {

@@ -58,6 +58,11 @@ pub struct Clicks {
     /// oldest files are deleted (each logged and counted). `0`: no cap. Otherwise at least twice
     /// `max_file_bytes`. Default `10737418240` (10 GiB).
     pub max_total_bytes: u64,
+    /// Clicks logged per second from one client address (an IPv6 client: its /64), in bursts of
+    /// up to as many; past it the client is still redirected but its clicks are not logged
+    /// (counted in `clickedge_clicks_unlogged_total{reason="rate"}`). `0`: no bound. Default
+    /// `10`.
+    pub max_clicks_per_ip_per_sec: u32,
 }
 
 impl Default for Clicks {
@@ -73,6 +78,7 @@ impl Default for Clicks {
             max_buffered_bytes: NonZeroUsize::new(64 << 20).expect("non-zero literal"),
             group_read: false,
             max_total_bytes: 10 << 30,
+            max_clicks_per_ip_per_sec: 10,
         }
     }
 }

@@ -146,3 +146,14 @@ fn click_log_cap_defaults_to_10_gib_and_must_leave_room_for_a_whole_file() {
     assert!(err.contains("clicks.max_total_bytes"), "{err}");
     assert!(err.contains("2000"), "{err}");
 }
+
+#[test]
+fn per_address_click_rate_defaults_to_10_and_0_turns_it_off() {
+    assert_eq!(parse("").unwrap().clicks.max_clicks_per_ip_per_sec, 10);
+    let c = parse("[clicks]\nmax_clicks_per_ip_per_sec = 0\n").unwrap();
+    assert_eq!(c.clicks.max_clicks_per_ip_per_sec, 0);
+    let err = parse("[clicks]\nmax_clicks_per_ip_per_sec = -1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_clicks_per_ip_per_sec"), "{err}");
+}

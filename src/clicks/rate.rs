@@ -1,0 +1,172 @@
+//! The per-address click rate bound (`clicks.max_clicks_per_ip_per_sec`): past it a client is
+//! still redirected, but its clicks are not logged (the queue counts them in
+//! `clickedge_clicks_unlogged_total{reason="rate"}`). One client can then add at most that many
+//! lines a second to the log, however fast it clicks, and cannot push everyone else's clicks out
+//! of the capped log.
+//!
+//! A token bucket per address, holding one second's worth (the rate is also the burst), kept as
+//! GCRA: one "theoretical arrival time" per bucket in an `AtomicU64`, so a click costs a hash,
+//! a load and, when admitted, one compare-and-swap; no lock, no allocation.
+//!
+//! Memory is fixed whatever the number of addresses: [`SLOTS`] buckets, indexed by a hash keyed
+//! at random per process (an attacker cannot aim at a victim's bucket). NOTE: two addresses that
+//! land in one bucket share it, so while k addresses flood, about k / [`SLOTS`] of other clients
+//! share a flooding bucket and may go unlogged too (counted, and still redirected); an exact map
+//! would need memory (and locking) that grows with the flood.
+//!
+//! An IPv6 client is keyed by its /64, the block one subscriber gets (one host can use any
+//! address in it); an IPv4-mapped IPv6 address counts as its IPv4 address.
+
+use std::hash::{BuildHasher as _, RandomState};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Buckets in the table: 64 Ki of 8 bytes, 512 KiB.
+pub const SLOTS: usize = 1 << 16;
+
+/// Click rate buckets for every client address, in fixed memory.
+pub struct AddressRate {
+    /// Per bucket, when (ns since `epoch`) its next click would conform at the steady rate.
+    slots: Box<[AtomicU64]>,
+    hasher: RandomState,
+    /// Nanoseconds between two clicks at the steady rate.
+    interval_ns: u64,
+    /// How far ahead of now a bucket may run: a burst of `per_sec` clicks at once.
+    tolerance_ns: u64,
+    epoch: Instant,
+}
+
+impl AddressRate {
+    /// Buckets admitting `per_sec` clicks a second per address, in bursts of up to `per_sec`.
+    pub fn new(per_sec: NonZeroU32) -> AddressRate {
+        let interval_ns = 1_000_000_000 / u64::from(per_sec.get());
+        AddressRate {
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            hasher: RandomState::new(),
+            interval_ns,
+            tolerance_ns: interval_ns * u64::from(per_sec.get() - 1),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Whether a click from `ip` now is within its address's rate (and takes its token if so).
+    pub fn admit(&self, ip: IpAddr) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.admit_at(ip, now)
+    }
+
+    /// [`AddressRate::admit`] at `now`, nanoseconds since the table was made.
+    fn admit_at(&self, ip: IpAddr, now: u64) -> bool {
+        let slot = &self.slots[self.slot(ip)];
+        let mut tat = slot.load(Ordering::Relaxed);
+        loop {
+            let start = tat.max(now);
+            if start - now > self.tolerance_ns {
+                // Refused without a write: a flood only reads its bucket.
+                return false;
+            }
+            match slot.compare_exchange_weak(
+                tat,
+                start + self.interval_ns,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    fn slot(&self, ip: IpAddr) -> usize {
+        let key: (u8, u64) = match ip.to_canonical() {
+            IpAddr::V4(v4) => (4, u64::from(u32::from(v4))),
+            // The /64: the top half of the address.
+            IpAddr::V6(v6) => (6, (u128::from(v6) >> 64) as u64),
+        };
+        // Truncating the hash is the point: its low bits pick the bucket.
+        self.hasher.hash_one(key) as usize & (SLOTS - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn rate(per_sec: u32) -> AddressRate {
+        AddressRate::new(NonZeroU32::new(per_sec).unwrap())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// An address of `candidates` whose bucket is not `other`'s (the hash is random per table).
+    fn apart_from(table: &AddressRate, other: IpAddr, candidates: &[&str]) -> IpAddr {
+        candidates
+            .iter()
+            .map(|c| ip(c))
+            .find(|c| table.slot(*c) != table.slot(other))
+            .expect("some candidate in another bucket")
+    }
+
+    #[test]
+    fn a_burst_of_one_seconds_worth_then_the_steady_rate() {
+        let r = rate(10);
+        let a = ip("203.0.113.7");
+        let admitted = (0..25).filter(|_| r.admit_at(a, 5 * SECOND)).count();
+        assert_eq!(admitted, 10);
+        // A tenth of a second later, one more token.
+        assert!(r.admit_at(a, 5 * SECOND + SECOND / 10));
+        assert!(!r.admit_at(a, 5 * SECOND + SECOND / 10));
+        // A quiet second refills the bucket.
+        let later = 7 * SECOND;
+        assert_eq!((0..25).filter(|_| r.admit_at(a, later)).count(), 10);
+    }
+
+    #[test]
+    fn other_addresses_keep_their_own_buckets() {
+        let r = rate(1);
+        let a = ip("203.0.113.7");
+        let b = apart_from(&r, a, &["198.51.100.1", "198.51.100.2", "198.51.100.3"]);
+        assert!(r.admit_at(a, 0));
+        assert!(!r.admit_at(a, 0));
+        assert!(r.admit_at(b, 0));
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client_and_a_mapped_ipv4_is_its_ipv4() {
+        let r = rate(1);
+        assert!(r.admit_at(ip("2001:db8:1:2::1"), 0));
+        assert!(!r.admit_at(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 0));
+        let other = apart_from(
+            &r,
+            ip("2001:db8:1:2::1"),
+            &["2001:db8:1:3::1", "2001:db8:9::1"],
+        );
+        assert!(r.admit_at(other, 0));
+        assert!(r.admit_at(ip("192.0.2.1"), 0));
+        assert!(!r.admit_at(ip("::ffff:192.0.2.1"), 0));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_more_than_the_burst_plus_the_rate_over_time(
+            per_sec in 1u32..50,
+            mut times in proptest::collection::vec(0u64..3 * SECOND, 1..300),
+        ) {
+            let r = rate(per_sec);
+            times.sort_unstable();
+            let a = ip("203.0.113.7");
+            let admitted = times.iter().filter(|t| r.admit_at(a, **t)).count() as u64;
+            let span = times[times.len() - 1] - times[0];
+            let bound = u64::from(per_sec) + span * u64::from(per_sec) / SECOND + 1;
+            proptest::prop_assert!(admitted <= bound, "{admitted} > {bound}");
+            // And the first click always passes.
+            proptest::prop_assert!(admitted >= 1);
+        }
+    }
+}
