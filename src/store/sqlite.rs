@@ -3,6 +3,7 @@
 //! SQLite calls are blocking, so each runs on tokio's blocking pool behind one connection mutex;
 //! nothing here is on the request path.
 
+mod rows;
 mod schema;
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -13,12 +14,13 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    CertLifetime, CertSummary, DomainRecord, FailureKind, IssueFailure, IssueStatus, Store,
-    StoreError, StoredCert, StoredLinkKey,
+    CertLifetime, CertSummary, DomainRecord, IssueStatus, Store, StoreError, StoredCert,
+    StoredLinkKey,
 };
 use crate::Domain;
-use crate::clock::{from_unix_secs, unix_secs};
+use crate::clock::unix_secs;
 use crate::config::ChallengeKind;
+use rows::{DOMAIN_COLUMNS, row_domain, secs, time, to_record};
 use schema::migrate;
 
 /// SQLite-backed [`Store`].
@@ -82,53 +84,6 @@ impl SqliteStore {
         })?
         .map_err(db(op))
     }
-}
-
-/// A time as the schema stores it: whole seconds since the Unix epoch.
-fn secs(t: SystemTime) -> i64 {
-    i64::try_from(unix_secs(t)).unwrap_or(i64::MAX)
-}
-
-/// A stored time (negative values, from manual edits, read as the epoch).
-fn time(secs: i64) -> SystemTime {
-    from_unix_secs(u64::try_from(secs).unwrap_or(0))
-}
-
-/// A stored time where 0 means none.
-fn time_or_none(secs: i64) -> Option<SystemTime> {
-    (secs > 0).then(|| time(secs))
-}
-
-type DomainRow = (String, i64, Option<String>, Option<String>, i64, i64);
-
-const DOMAIN_COLUMNS: &str = "name, created_at, last_error, error_kind, failures, retry_at";
-
-fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-    ))
-}
-
-fn to_record(
-    (name, created_at, last_error, error_kind, failures, retry_at): DomainRow,
-) -> Result<DomainRecord, StoreError> {
-    Ok(DomainRecord {
-        name: Domain::parse(&name).map_err(|_| StoreError::Corrupt("domains.name"))?,
-        created_at: time(created_at),
-        last_error: last_error.map(|detail| IssueFailure {
-            kind: error_kind
-                .as_deref()
-                .map_or(FailureKind::Unknown, FailureKind::from_code),
-            detail,
-        }),
-        failures: u32::try_from(failures).unwrap_or(0),
-        retry_at: time_or_none(retry_at),
-    })
 }
 
 #[async_trait::async_trait]

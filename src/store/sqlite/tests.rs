@@ -3,7 +3,8 @@
 
 use super::schema::MIGRATIONS;
 use super::*;
-use crate::store::AcmeProblem;
+use crate::clock::from_unix_secs;
+use crate::store::{AcmeProblem, FailureKind};
 
 crate::store_conformance_tests!(async {
     SqliteStore::in_memory().expect("in-memory SQLite store")

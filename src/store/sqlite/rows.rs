@@ -1,0 +1,56 @@
+//! Values as the SQLite schema stores them: times as whole Unix seconds (0 for none), and a
+//! domain row read back into a [`DomainRecord`], its codes (failure kind) parsed.
+
+use std::time::SystemTime;
+
+use crate::Domain;
+use crate::clock::{from_unix_secs, unix_secs};
+use crate::store::{DomainRecord, FailureKind, IssueFailure, StoreError};
+
+/// A time as the schema stores it: whole seconds since the Unix epoch.
+pub(super) fn secs(t: SystemTime) -> i64 {
+    i64::try_from(unix_secs(t)).unwrap_or(i64::MAX)
+}
+
+/// A stored time (negative values, from manual edits, read as the epoch).
+pub(super) fn time(secs: i64) -> SystemTime {
+    from_unix_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+/// A stored time where 0 means none.
+fn time_or_none(secs: i64) -> Option<SystemTime> {
+    (secs > 0).then(|| time(secs))
+}
+
+pub(super) type DomainRow = (String, i64, Option<String>, Option<String>, i64, i64);
+
+pub(super) const DOMAIN_COLUMNS: &str =
+    "name, created_at, last_error, error_kind, failures, retry_at";
+
+pub(super) fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+pub(super) fn to_record(
+    (name, created_at, last_error, error_kind, failures, retry_at): DomainRow,
+) -> Result<DomainRecord, StoreError> {
+    Ok(DomainRecord {
+        name: Domain::parse(&name).map_err(|_| StoreError::Corrupt("domains.name"))?,
+        created_at: time(created_at),
+        last_error: last_error.map(|detail| IssueFailure {
+            kind: error_kind
+                .as_deref()
+                .map_or(FailureKind::Unknown, FailureKind::from_code),
+            detail,
+        }),
+        failures: u32::try_from(failures).unwrap_or(0),
+        retry_at: time_or_none(retry_at),
+    })
+}
