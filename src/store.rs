@@ -49,6 +49,8 @@ pub enum StoreError {
 pub struct DomainRecord {
     /// The name.
     pub name: Domain,
+    /// Who registered it.
+    pub origin: Origin,
     /// When it was added.
     pub created_at: SystemTime,
     /// Why the last attempt failed, if it did.
@@ -57,6 +59,36 @@ pub struct DomainRecord {
     pub failures: u32,
     /// No new order before this time; none when no retry is pending.
     pub retry_at: Option<SystemTime>,
+}
+
+/// Who registered a domain. Either way it is served, issued for, backed off, renewed and removed
+/// alike; the origin says why it is there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// An operator added it (admin API, CLI or page).
+    #[default]
+    Admin,
+    /// The `tls.ask` endpoint approved it at a handshake.
+    Ask,
+}
+
+impl Origin {
+    /// The origin as the admin API shows it and the store keeps it: `admin` or `ask`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Admin => "admin",
+            Origin::Ask => "ask",
+        }
+    }
+
+    /// The origin `code` names ([`Origin::as_str`]); none for anything else.
+    pub fn from_code(code: &str) -> Option<Origin> {
+        match code {
+            "admin" => Some(Origin::Admin),
+            "ask" => Some(Origin::Ask),
+            _ => None,
+        }
+    }
 }
 
 /// The outcome of the last issuance attempt for a domain, as recorded.
@@ -147,8 +179,17 @@ pub trait Store: Send + Sync + 'static {
     async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError>;
     /// One domain.
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError>;
-    /// Registers a domain; `false` if it already was.
+    /// Registers a domain an operator added (origin [`Origin::Admin`]); `false` if it already
+    /// was. A name `tls.ask` approved becomes the operator's: its origin turns to `admin`, and
+    /// nothing else about it changes.
     async fn add_domain(&self, name: &Domain, created_at: SystemTime) -> Result<bool, StoreError>;
+    /// Registers a name the `tls.ask` endpoint approved (origin [`Origin::Ask`]); `false`, and
+    /// no change at all, if it was registered already, whatever its origin.
+    async fn add_approved_domain(
+        &self,
+        name: &Domain,
+        created_at: SystemTime,
+    ) -> Result<bool, StoreError>;
     /// Unregisters a domain and deletes its certificate; `false` if it was not registered.
     async fn remove_domain(&self, name: &Domain) -> Result<bool, StoreError>;
     /// Records the outcome of the last issuance attempt (error and backoff).

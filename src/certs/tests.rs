@@ -3,7 +3,7 @@
 use super::*;
 use crate::clock::{ManualClock, from_unix_secs};
 use crate::issuer::{IssueError, LocalCa};
-use crate::store::{AcmeProblem, IssueStatus, SqliteStore, StoredCert};
+use crate::store::{AcmeProblem, IssueStatus, Origin, SqliteStore, StoredCert};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
@@ -234,6 +234,7 @@ async fn a_failure_backs_off_instead_of_ordering_again() {
         record(&store, &name).await,
         DomainRecord {
             name: name.clone(),
+            origin: Origin::Admin,
             created_at: SystemTime::UNIX_EPOCH,
             last_error: None,
             failures: 0,

@@ -11,7 +11,9 @@
 
 use std::time::SystemTime;
 
-use super::{AcmeProblem, FailureKind, IssueFailure, IssueStatus, Store, StoreError, StoredCert};
+use super::{
+    AcmeProblem, FailureKind, IssueFailure, IssueStatus, Origin, Store, StoreError, StoredCert,
+};
 use crate::Domain;
 use crate::clock::from_unix_secs;
 use crate::config::ChallengeKind;
@@ -24,6 +26,8 @@ macro_rules! store_conformance_tests {
     ($fresh:expr) => {
         $crate::store_conformance_tests!(@each $fresh;
             domains_are_registered_once_and_listed_by_name,
+            approved_names_are_registered_once_with_origin_ask,
+            an_operator_add_takes_over_an_approved_name,
             removing_a_domain_deletes_its_certificate_and_checks,
             certificates_round_trip_with_their_keys,
             certificate_summary_counts_and_finds_the_soonest_expiry,
@@ -85,7 +89,56 @@ pub async fn domains_are_registered_once_and_listed_by_name(
         .expect("a is registered");
     assert_eq!(a.created_at, t(2), "adding again keeps the first time");
     assert_eq!((a.last_error, a.failures), (None, 0));
+    assert_eq!(a.origin, Origin::Admin);
     assert_eq!(store.domain(&d("c.example.com")).await?, None);
+    Ok(())
+}
+
+/// A name `tls.ask` approved is registered with origin `ask`, once: approving it again, or
+/// approving a name an operator added, changes nothing.
+pub async fn approved_names_are_registered_once_with_origin_ask(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let (a, b) = (d("a.example.com"), d("b.example.com"));
+    assert!(store.add_approved_domain(&a, t(1)).await?);
+    assert!(!store.add_approved_domain(&a, t(2)).await?);
+    let rec = store.domain(&a).await?.expect("a is registered");
+    assert_eq!((rec.origin, rec.created_at), (Origin::Ask, t(1)));
+    store.add_domain(&b, t(3)).await?;
+    assert!(!store.add_approved_domain(&b, t(4)).await?);
+    let rec = store.domain(&b).await?.expect("b is registered");
+    assert_eq!((rec.origin, rec.created_at), (Origin::Admin, t(3)));
+    let names: Vec<_> = store.domains().await?.into_iter().map(|r| r.name).collect();
+    assert_eq!(
+        names,
+        vec![a, b],
+        "approved names are listed with the others"
+    );
+    Ok(())
+}
+
+/// An operator adding a name `tls.ask` approved takes it over (origin `admin`), keeping its
+/// time, status and certificate; adding it says it was not new.
+pub async fn an_operator_add_takes_over_an_approved_name(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let a = d("a.example.com");
+    store.add_approved_domain(&a, t(1)).await?;
+    let failed = IssueStatus {
+        last_error: Some(IssueFailure {
+            kind: FailureKind::Refused,
+            detail: "refused".into(),
+        }),
+        failures: 2,
+        retry_at: Some(t(50)),
+    };
+    store.set_status(&a, &failed).await?;
+    store.put_certificate(&a, &cert("acme", 10, 20)).await?;
+    assert!(!store.add_domain(&a, t(5)).await?);
+    let rec = store.domain(&a).await?.expect("a is registered");
+    assert_eq!((rec.origin, rec.created_at), (Origin::Admin, t(1)));
+    assert_eq!(IssueStatus::of(&rec), failed);
+    assert_eq!(store.certificate(&a).await?, Some(cert("acme", 10, 20)));
     Ok(())
 }
 

@@ -119,8 +119,32 @@ impl Store for SqliteStore {
     async fn add_domain(&self, name: &Domain, created_at: SystemTime) -> Result<bool, StoreError> {
         let name = name.clone();
         self.with("adding domain", move |c| {
+            // New or not is whether the insert happened; an operator's add then takes over a
+            // name ask approved.
+            let tx = c.unchecked_transaction()?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO domains (name, created_at, origin) VALUES (?1, ?2, 'admin')",
+                params![name.as_str(), secs(created_at)],
+            )?;
+            tx.execute(
+                "UPDATE domains SET origin = 'admin' WHERE name = ?1 AND origin != 'admin'",
+                [name.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn add_approved_domain(
+        &self,
+        name: &Domain,
+        created_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.with("adding approved domain", move |c| {
             c.execute(
-                "INSERT OR IGNORE INTO domains (name, created_at) VALUES (?1, ?2)",
+                "INSERT OR IGNORE INTO domains (name, created_at, origin) VALUES (?1, ?2, 'ask')",
                 params![name.as_str(), secs(created_at)],
             )
             .map(|n| n == 1)

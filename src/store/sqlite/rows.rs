@@ -1,11 +1,11 @@
 //! Values as the SQLite schema stores them: times as whole Unix seconds (0 for none), and a
-//! domain row read back into a [`DomainRecord`], its codes (failure kind) parsed.
+//! domain row read back into a [`DomainRecord`], its codes (origin, failure kind) parsed.
 
 use std::time::SystemTime;
 
 use crate::Domain;
 use crate::clock::{from_unix_secs, unix_secs};
-use crate::store::{DomainRecord, FailureKind, IssueFailure, StoreError};
+use crate::store::{DomainRecord, FailureKind, IssueFailure, Origin, StoreError};
 
 /// A time as the schema stores it: whole seconds since the Unix epoch.
 pub(super) fn secs(t: SystemTime) -> i64 {
@@ -22,10 +22,18 @@ fn time_or_none(secs: i64) -> Option<SystemTime> {
     (secs > 0).then(|| time(secs))
 }
 
-pub(super) type DomainRow = (String, i64, Option<String>, Option<String>, i64, i64);
+pub(super) type DomainRow = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
 
 pub(super) const DOMAIN_COLUMNS: &str =
-    "name, created_at, last_error, error_kind, failures, retry_at";
+    "name, origin, created_at, last_error, error_kind, failures, retry_at";
 
 pub(super) fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
     Ok((
@@ -35,14 +43,16 @@ pub(super) fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow>
         row.get(3)?,
         row.get(4)?,
         row.get(5)?,
+        row.get(6)?,
     ))
 }
 
 pub(super) fn to_record(
-    (name, created_at, last_error, error_kind, failures, retry_at): DomainRow,
+    (name, origin, created_at, last_error, error_kind, failures, retry_at): DomainRow,
 ) -> Result<DomainRecord, StoreError> {
     Ok(DomainRecord {
         name: Domain::parse(&name).map_err(|_| StoreError::Corrupt("domains.name"))?,
+        origin: Origin::from_code(&origin).ok_or(StoreError::Corrupt("domains.origin"))?,
         created_at: time(created_at),
         last_error: last_error.map(|detail| IssueFailure {
             kind: error_kind

@@ -62,6 +62,11 @@ UPDATE domains SET error_kind = CASE
 END
 WHERE last_error IS NOT NULL;
 ",
+    "
+-- Who registered the domain: `admin` (an operator) or `ask` (approved by tls.ask at a
+-- handshake). Rows from before origins were stored were all added by an operator.
+ALTER TABLE domains ADD COLUMN origin TEXT NOT NULL DEFAULT 'admin';
+",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

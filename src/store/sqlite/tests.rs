@@ -4,7 +4,7 @@
 use super::schema::MIGRATIONS;
 use super::*;
 use crate::clock::from_unix_secs;
-use crate::store::{AcmeProblem, FailureKind};
+use crate::store::{AcmeProblem, FailureKind, Origin};
 
 crate::store_conformance_tests!(async {
     SqliteStore::in_memory().expect("in-memory SQLite store")
@@ -80,9 +80,12 @@ fn failures_recorded_before_kinds_get_theirs_once() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let kinds: Vec<_> = rt
-        .block_on(s.domains())
-        .unwrap()
+    let domains = rt.block_on(s.domains()).unwrap();
+    assert!(
+        domains.iter().all(|r| r.origin == Origin::Admin),
+        "rows from before origins were added by an operator"
+    );
+    let kinds: Vec<_> = domains
         .into_iter()
         .map(|r| (r.name.to_string(), r.last_error.map(|f| f.kind)))
         .collect();
