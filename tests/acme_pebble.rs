@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Edge;
-use common::pebble::{Pebble, PebbleOptions, PebblePorts};
+use common::pebble::{Pebble, PebbleOptions, PebblePorts, orders};
 use reqwest::Method;
 use serde_json::json;
 
@@ -35,17 +35,6 @@ async fn click(edge: &Edge, roots: &str, link: &str) -> reqwest::Result<reqwest:
         .get(link)
         .send()
         .await
-}
-
-async fn orders(edge: &Edge, event: &str) -> f64 {
-    let text = edge.metrics().await;
-    text.lines()
-        .filter(|l| {
-            l.starts_with("clickedge_acme_orders_total{")
-                && l.contains(&format!("event=\"{event}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn issue_and_click(challenge: &str, options: PebbleOptions) {

@@ -13,6 +13,19 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
+/// ACME orders of an edge with `event` (`started`, `succeeded`, `failed`), every challenge type
+/// together, from its metrics.
+pub async fn orders(edge: &super::Edge, event: &str) -> f64 {
+    let text = edge.metrics().await;
+    text.lines()
+        .filter(|l| {
+            l.starts_with("clickedge_acme_orders_total{")
+                && l.contains(&format!("event=\"{event}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A running Pebble with its DNS server.
 pub struct Pebble {
     pebble: Child,
