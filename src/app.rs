@@ -33,7 +33,7 @@ use crate::issuer::{Issuer, LocalCa};
 use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
-use crate::policy::{Ask, Policy};
+use crate::policy::{Ask, AskSettings, Policy};
 use crate::store;
 use crate::tls::{self, Acceptor};
 
@@ -76,7 +76,18 @@ impl App {
         let domains = store.domains().await.context("loading domains")?;
         let ask = match &config.tls.ask {
             Some(url) => Some(
-                Ask::new(url.clone(), config.tls.ask_cache_ttl).context("setting up tls.ask")?,
+                Ask::new(
+                    url.clone(),
+                    AskSettings {
+                        cache_ttl: config.tls.ask_cache_ttl,
+                        rate: config.tls.ask_rate,
+                        burst: config.tls.ask_burst,
+                    },
+                    store.clone(),
+                    &metrics,
+                    clock.clone(),
+                )
+                .context("setting up tls.ask")?,
             ),
             None => None,
         };

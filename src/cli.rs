@@ -34,8 +34,10 @@ Configuration (TOML; every key optional; unknown keys are an error):
   session_resumption = true             false forces full handshakes (benchmarks)
   handshake_timeout = \"10s\"             time to send a ClientHello and finish the handshake
   cert_cache_capacity = 100000          certificates kept in memory
-  ask = (none)                          URL approving extra names: GET ?domain=NAME, 2xx allows
-  ask_cache_ttl = \"5m\"                  how long an ask answer is remembered
+  ask = (none)                          URL approving extra names: GET ?domain=NAME, a direct 200
+  ask_cache_ttl = \"5m\"                  how long an ask answer is remembered (failures: 10s)
+  ask_rate = 10                         ask requests per second, all names; beyond, refused unasked
+  ask_burst = 20                        ask requests at once after a quiet spell
   [acme]
   directory = \"https://acme-v02.api.letsencrypt.org/directory\"
   contact = []                          e.g. [\"mailto:ops@example.com\"]

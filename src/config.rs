@@ -10,7 +10,7 @@ mod limits;
 mod validate;
 
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,12 +144,19 @@ pub struct Tls {
     /// Certificates kept in memory (least recently used are evicted and reloaded from the
     /// store). Default `100000`.
     pub cert_cache_capacity: NonZeroU64,
-    /// Optional permission URL for names that are not registered: `GET <ask>?domain=NAME`, a 2xx
-    /// answer allows a certificate (compatible with Caddy's on-demand `ask`). Default none.
+    /// Optional permission URL for names that are not registered: `GET <ask>?domain=NAME`; only
+    /// a direct `200` approves (redirects are not followed), and an approved name is registered
+    /// with origin `ask` (compatible with Caddy's on-demand `ask`). Default none.
     pub ask: Option<url::Url>,
-    /// How long an `ask` answer is remembered. Default `5m`.
+    /// How long an `ask` answer (approval or denial) is remembered; a failed ask (no answer, or
+    /// a 5xx) is remembered for at most 10 s. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub ask_cache_ttl: Duration,
+    /// `ask` requests per second, sustained, for all names together; a name that would exceed
+    /// it is refused without a request (and asked again at a later handshake). Default `10`.
+    pub ask_rate: NonZeroU32,
+    /// `ask` requests allowed at once above `ask_rate` after a quiet spell. Default `20`.
+    pub ask_burst: NonZeroU32,
 }
 
 /// An ACME challenge type the edge can answer.
@@ -191,7 +198,7 @@ pub struct Acme {
     pub eab_hmac_key: Option<String>,
     /// Account-wide order budget: at most this many new orders per `order_window` (Let's
     /// Encrypt allows 300 per 3 hours); further orders wait. Default `300`.
-    pub max_orders: std::num::NonZeroU32,
+    pub max_orders: NonZeroU32,
     /// The window of `max_orders`. Default `3h`.
     #[serde(with = "humantime_serde")]
     pub order_window: Duration,
@@ -287,6 +294,8 @@ impl Default for Tls {
             cert_cache_capacity: NonZeroU64::new(100_000).expect("non-zero literal"),
             ask: None,
             ask_cache_ttl: Duration::from_secs(300),
+            ask_rate: NonZeroU32::new(10).expect("non-zero literal"),
+            ask_burst: NonZeroU32::new(20).expect("non-zero literal"),
         }
     }
 }
@@ -300,7 +309,7 @@ impl Default for Acme {
             ca_root: None,
             eab_kid: None,
             eab_hmac_key: None,
-            max_orders: std::num::NonZeroU32::new(300).expect("non-zero literal"),
+            max_orders: NonZeroU32::new(300).expect("non-zero literal"),
             order_window: Duration::from_secs(3 * 3600),
             order_timeout: Duration::from_secs(90),
         }

@@ -2,8 +2,10 @@
 //! the onboarding page and (through the API) the CLI all come here, so each step happens the same
 //! way whoever asks.
 //!
-//! This is the one writer of the registered-domain set: every change goes to the store first,
-//! then to [`Policy`] (which answers handshakes from memory), [`Certs`] (backoff, cache) and
+//! This is the one writer of the registered-domain set but for `tls.ask` approvals (which the
+//! policy records itself, in the store first, as domains of origin `ask`; from then on they are
+//! shown, checked and removed here like any other): every change goes to the store first, then
+//! to [`Policy`] (which answers handshakes from memory), [`Certs`] (backoff, cache) and
 //! [`Onboarding`] (the latest checks). It speaks no HTTP; errors are [`DomainError`], which the
 //! callers turn into a status or a page.
 
@@ -103,7 +105,8 @@ impl Domains {
         self.state(record).await
     }
 
-    /// Registers `name` (again) and, when the edge knows what DNS must look like, checks it
+    /// Registers `name` (again; a name `tls.ask` approved becomes the operator's, origin
+    /// `admin`) and, when the edge knows what DNS must look like, checks it
     /// before answering, so the first certificate order already knows whether DNS is right and
     /// the customer sees what to fix.
     pub async fn add(&self, name: Domain) -> Result<Added, DomainError> {
@@ -150,9 +153,9 @@ impl Domains {
     }
 
     /// Unregisters `name`: handshakes for it fail from now on, and its certificate and checks
-    /// are deleted.
+    /// are deleted. A name `tls.ask` approved is asked about afresh at its next handshake.
     pub async fn remove(&self, name: &Domain) -> Result<(), DomainError> {
-        self.policy.unregister(name.as_str());
+        self.policy.unregister(name.as_str()).await;
         self.certs.forget(name);
         self.onboarding.forget(name);
         if !self.store.remove_domain(name).await? {

@@ -58,6 +58,13 @@ pub struct Metrics {
     pub cert_lookup_hits: IntCounter,
     /// Handshakes that had to wait for a flight (store load or issuance), `result="miss"`.
     pub cert_lookup_misses: IntCounter,
+    /// `tls.ask` requests, by what they found out: `result="allowed"`, `denied`, `error`, and
+    /// `limited` for the ones not made because the rate limit was reached. Resolved once, like
+    /// the lookups.
+    pub ask_requests: AskRequests,
+    /// Handshakes whose `tls.ask` answer needed no request of their own (remembered, or shared
+    /// with a concurrent handshake for the same name).
+    pub ask_cache_hits: IntCounter,
     /// Certificates in the store.
     pub certs_held: IntGauge,
     /// Unix time of the soonest certificate expiry (0 when none is held).
@@ -72,6 +79,19 @@ pub struct Metrics {
     pub renewals: IntCounterVec,
     /// ACME orders by challenge type and event (`started`, `succeeded`, `failed`).
     pub acme_orders: IntCounterVec,
+}
+
+/// The counters of `clickedge_ask_requests_total`, one per `result`.
+#[derive(Clone)]
+pub struct AskRequests {
+    /// A direct `200`: the name is approved.
+    pub allowed: IntCounter,
+    /// Any other answer (redirects included): the name is refused.
+    pub denied: IntCounter,
+    /// No answer, or a 5xx: the name is refused for a short while.
+    pub error: IntCounter,
+    /// Not asked: the rate limit was reached, the name is refused.
+    pub limited: IntCounter,
 }
 
 /// Outcomes of an edge request, the values of the `outcome` label.
@@ -111,6 +131,13 @@ impl Metrics {
                  clicks.max_clicks_per_ip_per_sec)",
             ),
             &["reason"],
+        )?;
+        let ask_requests = IntCounterVec::new(
+            Opts::new(
+                "clickedge_ask_requests_total",
+                "tls.ask requests by result: allowed, denied, error, or limited (not made)",
+            ),
+            &["result"],
         )?;
         let m = Metrics {
             requests: IntCounterVec::new(
@@ -202,6 +229,16 @@ impl Metrics {
             )?,
             cert_lookup_hits: cert_lookups.with_label_values(&["hit"]),
             cert_lookup_misses: cert_lookups.with_label_values(&["miss"]),
+            ask_requests: AskRequests {
+                allowed: ask_requests.with_label_values(&["allowed"]),
+                denied: ask_requests.with_label_values(&["denied"]),
+                error: ask_requests.with_label_values(&["error"]),
+                limited: ask_requests.with_label_values(&["limited"]),
+            },
+            ask_cache_hits: IntCounter::new(
+                "clickedge_ask_cache_hits_total",
+                "tls.ask answers given without a request of their own (remembered or shared)",
+            )?,
             certs_held: IntGauge::new("clickedge_certificates_held", "Certificates in the store")?,
             certs_soonest_expiry: Gauge::new(
                 "clickedge_certificates_soonest_expiry_timestamp_seconds",
@@ -259,6 +296,8 @@ impl Metrics {
         registry.register(Box::new(m.certs_failed.clone()))?;
         registry.register(Box::new(m.issuance_seconds.clone()))?;
         registry.register(Box::new(cert_lookups))?;
+        registry.register(Box::new(ask_requests))?;
+        registry.register(Box::new(m.ask_cache_hits.clone()))?;
         registry.register(Box::new(m.certs_held.clone()))?;
         registry.register(Box::new(m.certs_soonest_expiry.clone()))?;
         Ok(m)

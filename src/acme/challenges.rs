@@ -2,8 +2,10 @@
 //! CA reaches can answer: HTTP-01 (RFC 8555 §8.3) on the plain HTTP listener, TLS-ALPN-01
 //! (RFC 8737) in the TLS acceptor for a ClientHello offering ALPN `acme-tls/1`.
 //!
-//! Lookups happen only for names the policy permits, so random names or tokens cost no storage
-//! query.
+//! Lookups happen only for registered names (a name `tls.ask` approves is registered before its
+//! first order), so a random name or token costs no storage query, and never an `ask` request:
+//! validation answers what the store has published, it does not decide who may get a
+//! certificate.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -36,7 +38,7 @@ pub struct Challenges {
 }
 
 impl Challenges {
-    /// Challenges kept in `store`, answered for names `policy` permits while unexpired by
+    /// Challenges kept in `store`, answered for names `policy` has registered while unexpired by
     /// `clock`.
     pub fn new(
         store: Arc<dyn Store>,
@@ -76,17 +78,18 @@ impl Challenges {
         }
     }
 
-    /// The HTTP-01 key authorization for `token`, if `host` is permitted and it is published.
+    /// The HTTP-01 key authorization for `token`, if `host` is registered and it is published.
     pub async fn http01(&self, host: &Domain, token: &str) -> Option<String> {
-        if token.len() > 256 || !self.policy.allows(host).await {
+        if token.len() > 256 || !self.policy.is_registered(host.as_str()) {
             return None;
         }
         self.lookup(ChallengeKind::Http01, token).await
     }
 
-    /// The TLS-ALPN-01 certificate for `domain`, if it is permitted and a challenge is published.
+    /// The TLS-ALPN-01 certificate for `domain`, if it is registered and a challenge is
+    /// published.
     pub async fn tls_alpn01(&self, domain: &Domain) -> Option<Arc<CertifiedKey>> {
-        if !self.policy.allows(domain).await {
+        if !self.policy.is_registered(domain.as_str()) {
             return None;
         }
         let digest = self

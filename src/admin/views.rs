@@ -14,6 +14,8 @@ use crate::onboarding::Check;
 #[derive(Serialize)]
 pub(super) struct DomainView {
     pub(super) name: Domain,
+    /// Who registered it: `admin` (an operator) or `ask` (approved by `tls.ask`).
+    pub(super) origin: &'static str,
     pub(super) created_at: String,
     pub(super) certificate: CertStatus,
     /// The latest onboarding checks (the certificate check describes the certificate now);
@@ -26,6 +28,7 @@ pub(super) struct DomainView {
 impl From<DomainState> for DomainView {
     fn from(d: DomainState) -> DomainView {
         DomainView {
+            origin: d.record.origin.as_str(),
             name: d.record.name,
             created_at: rfc3339(d.record.created_at),
             certificate: d.certificate,

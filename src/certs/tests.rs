@@ -403,3 +403,51 @@ fn schedule_pops_in_time_order() {
     s.remove(&a);
     assert_eq!(s.pop_due(t(100)), Vec::<Domain>::new());
 }
+
+#[tokio::test]
+async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one() {
+    let server = crate::policy::testing::AskServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::starting_now();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let issuer = Arc::new(Counting {
+        ca: LocalCa::load_or_create(dir.path(), wall.clock()).unwrap(),
+        calls: AtomicUsize::new(0),
+        fail: true.into(),
+    });
+    let metrics = Metrics::unregistered();
+    let ask = server.ask(store.clone(), &metrics, wall.clock(), None);
+    let certs = Arc::new(Certs::new(
+        Settings {
+            cache_capacity: 100,
+            on_demand_timeout: Duration::from_secs(5),
+        },
+        store.clone(),
+        issuer.clone(),
+        Arc::new(Policy::new([], Some(ask))),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        metrics,
+        wall.clock(),
+    ));
+    let name = Domain::parse("ok-approved.example.com").unwrap();
+    // Three handshakes within the first minute: one order; the backoff answers the others.
+    for _ in 0..3 {
+        assert!(certs.resolve(&name).await.is_err());
+        wall.advance(Duration::from_secs(19));
+    }
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    wall.advance(Duration::from_secs(3));
+    assert!(certs.resolve(&name).await.is_err());
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 2, "ordered again");
+    let rec = record(&store, &name).await;
+    assert_eq!((rec.origin, rec.failures), (Origin::Ask, 2));
+    let wait = rec.retry_at.unwrap().duration_since(wall.clock().now());
+    assert!(
+        wait.unwrap() > Duration::from_secs(599),
+        "ten minutes after the second failure, not one"
+    );
+    wall.advance(Duration::from_secs(60));
+    assert!(certs.resolve(&name).await.is_err());
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 2, "still backing off");
+    assert_eq!(server.hits(), 1, "asked once, at the first handshake");
+}

@@ -57,6 +57,20 @@ fn onboarding_defaults_and_bad_values() {
 }
 
 #[test]
+fn ask_is_off_by_default_and_rate_limited_when_on() {
+    let t = parse("").unwrap().tls;
+    assert!(t.ask.is_none());
+    assert_eq!((t.ask_rate.get(), t.ask_burst.get()), (10, 20));
+    assert_eq!(t.ask_cache_ttl, Duration::from_secs(300));
+    let t = parse("[tls]\nask = \"http://127.0.0.1:5555/allowed\"\nask_rate = 2\nask_burst = 5\n")
+        .unwrap()
+        .tls;
+    assert_eq!((t.ask_rate.get(), t.ask_burst.get()), (2, 5));
+    let err = parse("[tls]\nask_rate = 0\n").unwrap_err().to_string();
+    assert!(err.contains("ask_rate"), "{err}");
+}
+
+#[test]
 fn full_contract_example_parses() {
     let c = parse(
         r#"

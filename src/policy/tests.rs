@@ -1,0 +1,144 @@
+//! Policy over a real `ask` endpoint on loopback and a real (in-memory) store.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::testing::AskServer;
+use super::*;
+use crate::clock::{ManualClock, from_unix_secs};
+use crate::metrics::Metrics;
+use crate::store::{Origin, SqliteStore, Store};
+
+fn d(name: &str) -> Domain {
+    Domain::parse(name).unwrap()
+}
+
+/// A policy with no registered names over `server`, its store, metrics and clock (at 1 000 s).
+fn over(server: &AskServer, rate_burst: Option<(u32, u32)>) -> (Policy, Arc<dyn Store>, Metrics) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let metrics = Metrics::unregistered();
+    let clock = ManualClock::new(from_unix_secs(1_000)).clock();
+    let ask = server.ask(store.clone(), &metrics, clock, rate_burst);
+    (Policy::new([], Some(ask)), store, metrics)
+}
+
+#[tokio::test]
+async fn registers_and_unregisters() {
+    let p = Policy::new([d("a.example.com")], None);
+    assert!(p.is_registered("a.example.com"));
+    assert!(!p.is_registered("b.example.com"));
+    p.register(d("b.example.com"));
+    p.unregister("a.example.com").await;
+    assert!(!p.is_registered("a.example.com"));
+    assert!(p.is_registered("b.example.com"));
+    assert_eq!(p.len(), 1);
+}
+
+#[tokio::test]
+async fn an_approved_name_is_registered_in_the_store_with_origin_ask() {
+    let server = AskServer::start().await;
+    let (p, store, metrics) = over(&server, None);
+    let ok = d("ok.example.com");
+    assert!(p.allows(&ok).await);
+    assert!(
+        p.is_registered(ok.as_str()),
+        "served from memory from now on"
+    );
+    let rec = store.domain(&ok).await.unwrap().expect("recorded");
+    assert_eq!(
+        (rec.origin, rec.created_at),
+        (Origin::Ask, from_unix_secs(1_000))
+    );
+    assert!(p.allows(&ok).await);
+    assert_eq!(
+        server.hits(),
+        1,
+        "a registered name is not asked about again"
+    );
+    assert_eq!(metrics.ask_requests.allowed.get(), 1);
+}
+
+#[tokio::test]
+async fn only_a_direct_200_approves() {
+    let server = AskServer::start().await;
+    let (p, store, metrics) = over(&server, None);
+    for name in [
+        "redirect.example.com",
+        "empty.example.com",
+        "no.example.com",
+    ] {
+        assert!(!p.allows(&d(name)).await, "{name}");
+    }
+    assert_eq!(server.followed(), 0, "the redirect is not followed");
+    assert!(store.domains().await.unwrap().is_empty());
+    assert_eq!(metrics.ask_requests.denied.get(), 3);
+}
+
+#[tokio::test]
+async fn denials_and_failures_are_remembered() {
+    let server = AskServer::start().await;
+    let (p, _store, metrics) = over(&server, None);
+    for _ in 0..5 {
+        assert!(!p.allows(&d("no.example.com")).await);
+        assert!(!p.allows(&d("fail.example.com")).await);
+    }
+    assert_eq!(server.hits(), 2, "one request per name");
+    assert_eq!(metrics.ask_requests.denied.get(), 1);
+    assert_eq!(metrics.ask_requests.error.get(), 1);
+    assert_eq!(metrics.ask_cache_hits.get(), 8);
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_refuses() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let metrics = Metrics::unregistered();
+    let settings = AskSettings {
+        cache_ttl: std::time::Duration::from_secs(60),
+        rate: 1.try_into().unwrap(),
+        burst: 1.try_into().unwrap(),
+    };
+    let url = "http://127.0.0.1:9/ask".parse().unwrap();
+    let ask = Ask::new(
+        url,
+        settings,
+        store,
+        &metrics,
+        ManualClock::starting_now().clock(),
+    );
+    let p = Policy::new([], Some(ask.unwrap()));
+    assert!(!p.allows(&d("ok.example.com")).await);
+    assert_eq!(metrics.ask_requests.error.get(), 1);
+}
+
+#[tokio::test]
+async fn names_beyond_the_rate_are_refused_without_a_request() {
+    let server = AskServer::start().await;
+    let (rate, burst) = (1, 3);
+    let (p, _store, metrics) = over(&server, Some((rate, burst)));
+    let started = Instant::now();
+    for i in 0..50 {
+        assert!(!p.allows(&d(&format!("random-{i}.example.com"))).await);
+    }
+    // The bucket refills at `rate` per second: whatever this machine's speed, the requests made
+    // are at most the burst plus what the time taken refilled.
+    let refilled = started.elapsed().as_secs() as usize * rate as usize + 1;
+    let made = server.hits();
+    assert!(made >= burst as usize, "the burst is asked: {made}");
+    assert!(made <= burst as usize + refilled, "{made} requests");
+    assert_eq!(metrics.ask_requests.limited.get() as usize, 50 - made);
+    // A refused name is not remembered: asked again once there is room.
+    assert_eq!(metrics.ask_cache_hits.get(), 0);
+}
+
+#[tokio::test]
+async fn removing_an_approved_name_forgets_its_answer() {
+    let server = AskServer::start().await;
+    let (p, store, _metrics) = over(&server, None);
+    let ok = d("ok.example.com");
+    assert!(p.allows(&ok).await);
+    store.remove_domain(&ok).await.unwrap();
+    p.unregister(ok.as_str()).await;
+    assert!(!p.is_registered(ok.as_str()));
+    assert!(p.allows(&ok).await);
+    assert_eq!(server.hits(), 2, "asked afresh after the removal");
+}
