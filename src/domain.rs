@@ -2,11 +2,16 @@
 //!
 //! Every name that reaches the edge — SNI, `Host`, admin input — goes through [`Domain::parse`],
 //! so the rest of the code compares plain, lowercase, dot-less strings. It does not resolve names
-//! or decide who may get a certificate (that is `policy`).
+//! or decide who may get a certificate (that is `policy`). [`Zone`] is a name with everything
+//! under it, for the subtrees a certificate authority may vouch for.
+
+mod zone;
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
+
+pub use zone::{Zone, Zones};
 
 /// Longest DNS name in presentation form without the trailing dot (RFC 1035 §2.3.4).
 pub const MAX_NAME_LEN: usize = 253;
