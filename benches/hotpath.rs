@@ -30,6 +30,7 @@ use clickedge::clicks::file::{FileSink, FileSinkConfig};
 use clickedge::clicks::verdict::{Class, Verdict};
 use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter, Truncated};
 use clickedge::clock::{Clock, from_unix_secs};
+use clickedge::domain::Zones;
 use clickedge::http::router::{Route, route};
 use clickedge::http::{ConnInfo, Edge};
 use clickedge::issuer::LocalCa;
@@ -166,7 +167,10 @@ fn bench_certs(c: &mut Criterion) {
     let certs = Arc::new(Certs::new(
         CERTS,
         store,
-        Arc::new(LocalCa::load_or_create(dir.path(), Clock::system()).expect("local CA")),
+        Arc::new(
+            LocalCa::load_or_create(dir.path(), Zones::reserved(), Clock::system())
+                .expect("local CA"),
+        ),
         Arc::new(Policy::new([domain.clone()], None)),
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         Metrics::unregistered(),
@@ -273,7 +277,10 @@ fn bench_handler(c: &mut Criterion) {
     let certs = Arc::new(Certs::new(
         CERTS,
         store.clone(),
-        Arc::new(LocalCa::load_or_create(dir.path(), Clock::system()).expect("local CA")),
+        Arc::new(
+            LocalCa::load_or_create(dir.path(), Zones::reserved(), Clock::system())
+                .expect("local CA"),
+        ),
         policy.clone(),
         provider.clone(),
         metrics.clone(),

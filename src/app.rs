@@ -112,7 +112,8 @@ impl App {
 
         let issuer: Arc<dyn Issuer> = match config.tls.issuer {
             IssuerKind::Local => Arc::new(
-                LocalCa::load_or_create(data_dir, clock.clone()).context("loading the local CA")?,
+                LocalCa::load_or_create(data_dir, config.tls.local_ca_names.clone(), clock.clone())
+                    .context("loading the local CA")?,
             ),
             IssuerKind::Acme => Arc::new(
                 AcmeIssuer::new(

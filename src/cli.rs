@@ -38,6 +38,8 @@ Configuration (TOML; every key optional; unknown keys are an error):
   ask_cache_ttl = \"5m\"                  how long an ask answer is remembered (failures: 10s)
   ask_rate = 10                         ask requests per second, all names; beyond, refused unasked
   ask_burst = 20                        ask requests at once after a quiet spell
+  local_ca_names = [\"example\", \"example.com\", \"example.net\", \"example.org\", \"invalid\",
+                    \"localhost\", \"test\"]  the only zones the built-in CA vouches for
   [acme]
   directory = \"https://acme-v02.api.letsencrypt.org/directory\"
   contact = []                          e.g. [\"mailto:ops@example.com\"]

@@ -157,6 +157,12 @@ pub struct Tls {
     pub ask_rate: NonZeroU32,
     /// `ask` requests allowed at once above `ask_rate` after a quiet spell. Default `20`.
     pub ask_burst: NonZeroU32,
+    /// The DNS zones the built-in CA may vouch for (`tls.issuer = "local"`): its root carries
+    /// them as name constraints, so a client that trusts `ca.pem` accepts its certificates only
+    /// for names under them, and it refuses to issue for other names. Default the names
+    /// reserved for documentation and testing: `["example", "example.com", "example.net",
+    /// "example.org", "invalid", "localhost", "test"]`.
+    pub local_ca_names: crate::domain::Zones,
 }
 
 /// An ACME challenge type the edge can answer.
@@ -296,6 +302,7 @@ impl Default for Tls {
             ask_cache_ttl: Duration::from_secs(300),
             ask_rate: NonZeroU32::new(10).expect("non-zero literal"),
             ask_burst: NonZeroU32::new(20).expect("non-zero literal"),
+            local_ca_names: crate::domain::Zones::reserved(),
         }
     }
 }

@@ -201,6 +201,7 @@ mod tests {
     use crate::certs::Settings as CertSettings;
     use crate::clock::{ManualClock, from_unix_secs};
     use crate::config::Config;
+    use crate::domain::Zones;
     use crate::issuer::LocalCa;
     use crate::metrics::Metrics;
     use crate::onboarding::Settings;
@@ -226,7 +227,9 @@ mod tests {
                 on_demand_timeout: Duration::from_secs(5),
             },
             store.clone(),
-            Arc::new(LocalCa::load_or_create(ca_dir.path(), clock.clock()).unwrap()),
+            Arc::new(
+                LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap(),
+            ),
             policy.clone(),
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             Metrics::unregistered(),

@@ -13,6 +13,7 @@ pub use local::LocalCa;
 
 use crate::Domain;
 use crate::acme::AcmeError;
+use crate::domain::Zones;
 use crate::errors::chain as error_chain;
 use crate::store::{AcmeProblem, FailureKind, IssueFailure, StoredCert};
 
@@ -30,6 +31,17 @@ pub enum IssueError {
         /// The cause.
         #[source]
         source: rcgen::Error,
+    },
+    /// The built-in CA refused a name outside the zones its root may vouch for: the edge's own
+    /// configuration, not a CA's verdict.
+    #[error(
+        "the built-in CA vouches only for names under tls.local_ca_names ({names}), not {domain}: add its zone there, or use tls.issuer = \"acme\""
+    )]
+    OutsideLocalNames {
+        /// The name.
+        domain: Domain,
+        /// The zones the built-in CA vouches for.
+        names: Zones,
     },
     /// The CA refused: an RFC 8555 problem document.
     #[error("the CA refused {domain}: {}{detail}", problem_type.as_deref().map(|t| format!("{t}: ")).unwrap_or_default())]
@@ -56,7 +68,9 @@ impl IssueError {
     /// What kind of failure this is, as recorded with the domain.
     pub fn kind(&self) -> FailureKind {
         match self {
-            IssueError::Local { .. } => FailureKind::Local,
+            // NOTE: a refusal by the built-in CA is the edge's own (a setting), never a CA's
+            // problem type: passing DNS checks cannot fix it, so it is not retried for them.
+            IssueError::Local { .. } | IssueError::OutsideLocalNames { .. } => FailureKind::Local,
             IssueError::Refused { problem_type, .. } => problem_type
                 .as_deref()
                 .and_then(AcmeProblem::from_type)

@@ -23,6 +23,7 @@ fn serve_help_documents_every_config_key_with_its_default() {
         "issuer = \"local\"",
         "on_demand_timeout = \"10s\"",
         "session_resumption = true",
+        "local_ca_names = [\"example\", \"example.com\"",
         "flush_interval = \"100ms\"",
         "durability = \"buffered\"",
         "max_connections = 10000",

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::clock::{ManualClock, from_unix_secs};
+use crate::domain::Zones;
 use crate::issuer::{IssueError, LocalCa};
 use crate::store::{AcmeProblem, IssueStatus, Origin, SqliteStore, StoredCert};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +40,7 @@ fn setup_at(
     clock: &ManualClock,
 ) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>) {
     let issuer = Arc::new(Counting {
-        ca: LocalCa::load_or_create(dir, clock.clock()).unwrap(),
+        ca: LocalCa::load_or_create(dir, Zones::reserved(), clock.clock()).unwrap(),
         calls: AtomicUsize::new(0),
         fail: false.into(),
     });
@@ -128,7 +129,8 @@ async fn concurrent_issuances_each_return_with_gauges_counting_their_certificate
             .unwrap();
     }
     let clock = ManualClock::starting_now().clock();
-    let ca = Arc::new(LocalCa::load_or_create(dir.path(), clock.clone()).unwrap());
+    let ca =
+        Arc::new(LocalCa::load_or_create(dir.path(), Zones::reserved(), clock.clone()).unwrap());
     let certs = Arc::new(certs_over(&store, ca, names.clone(), clock));
     let mut tasks = tokio::task::JoinSet::new();
     for name in names.clone() {

@@ -171,3 +171,30 @@ fn per_address_click_rate_defaults_to_10_and_0_turns_it_off() {
         .to_string();
     assert!(err.contains("max_clicks_per_ip_per_sec"), "{err}");
 }
+
+#[test]
+fn local_ca_names_default_to_reserved_zones_and_bad_entries_are_named() {
+    let names = parse("").unwrap().tls.local_ca_names;
+    assert_eq!(names, crate::domain::Zones::reserved());
+    let names = parse("[tls]\nlocal_ca_names = [\"Corp.Internal.\", \"test\"]\n")
+        .unwrap()
+        .tls
+        .local_ca_names;
+    assert_eq!(names.to_string(), "corp.internal, test");
+    for (bad, shown) in [
+        ("[\"*.corp.internal\"]", "*.corp.internal"),
+        ("[\"10.0.0.1\"]", "10.0.0.1"),
+        ("[\"\"]", "DNS zone \"\""),
+    ] {
+        let err = parse(&format!("[tls]\nlocal_ca_names = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("local_ca_names"), "{err}");
+        assert!(err.contains(shown), "{err}");
+    }
+    let err = parse("[tls]\nlocal_ca_names = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("local_ca_names"), "{err}");
+    assert!(err.contains("at least one DNS zone"), "{err}");
+}

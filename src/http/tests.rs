@@ -7,6 +7,7 @@ use crate::clicks::file::{FileSink, FileSinkConfig};
 use crate::clicks::verdict::{Class, Verdict};
 use crate::clicks::{BatchConfig, ClickWriter};
 use crate::clock::{ManualClock, from_unix_secs};
+use crate::domain::Zones;
 use crate::issuer::LocalCa;
 use crate::links::{KeyId, KeyRing, Link, LinkKey};
 use crate::store::SqliteStore;
@@ -41,7 +42,7 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
             on_demand_timeout: Duration::from_secs(5),
         },
         store.clone(),
-        Arc::new(LocalCa::load_or_create(dir.path(), clock.clone()).unwrap()),
+        Arc::new(LocalCa::load_or_create(dir.path(), Zones::reserved(), clock.clone()).unwrap()),
         policy.clone(),
         provider.clone(),
         metrics.clone(),

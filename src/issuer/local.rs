@@ -1,7 +1,13 @@
 //! The built-in CA: created once under the data dir (`ca.pem`, `ca-key.pem` mode 0600), it signs
 //! ECDSA P-256 leaf certificates for registered names. Clients trust `ca.pem`.
 //!
-//! For development, tests and private deployments; production uses ACME.
+//! For development, tests and private deployments; production uses ACME. Its root carries a
+//! critical name-constraints extension (RFC 5280 §4.2.1.10) limited to `tls.local_ca_names`, so a
+//! `ca.pem` in a trust store cannot vouch for any other name, even with a stolen key; names
+//! outside those zones are refused before anything is signed. It does not decide who may get a
+//! certificate (`policy`) nor keep certificates (`certs`).
+
+mod root;
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -9,20 +15,29 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer as RcgenIssuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer as RcgenIssuer, KeyPair, KeyUsagePurpose, NameConstraints,
+    PKCS_ECDSA_P256_SHA256,
 };
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 
 use super::{IssueError, Issuer};
 use crate::Domain;
 use crate::clock::{Clock, from_unix_secs};
+use crate::domain::Zones;
 use crate::store::StoredCert;
+use root::RootScope;
 
 /// Leaf validity, like Let's Encrypt's.
 const LEAF_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Leaves start an hour in the past to tolerate clients with a slow clock.
 const BACKDATE: Duration = Duration::from_secs(3600);
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How to replace the root, as errors and warnings say it ([`LocalCa::ROOT_FILE`],
+/// [`LocalCa::KEY_FILE`]).
+const REPLACE_ROOT: &str = "stop the edge, delete ca.pem and ca-key.pem from the data dir and start it again: \
+    clients must then trust the new ca.pem";
 
 /// Why the CA could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +60,43 @@ pub enum LocalCaError {
         #[source]
         source: rcgen::Error,
     },
+    /// The root file holds no PEM certificate.
+    #[error("local CA root {path} is not a PEM certificate")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The root's extensions do not parse.
+    #[error("local CA root {path}: reading its name constraints")]
+    Constraints {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: x509_parser::error::X509Error,
+    },
+    /// The existing root vouches for other zones than the configuration lists.
+    #[error(
+        "local CA root {path} vouches for names under {root}, but tls.local_ca_names lists {config}: set tls.local_ca_names to the first list or, to make a new CA, {REPLACE_ROOT}"
+    )]
+    NamesDiffer {
+        /// The root file.
+        path: PathBuf,
+        /// The zones in the root's name constraints, separated by `, `.
+        root: String,
+        /// The zones in `tls.local_ca_names`.
+        config: Zones,
+    },
 }
 
 /// The built-in certificate authority.
 pub struct LocalCa {
     issuer: RcgenIssuer<'static, KeyPair>,
     root_pem: String,
+    names: Zones,
     clock: Clock,
 }
 
@@ -60,36 +106,90 @@ impl LocalCa {
     /// File holding the root's private key (mode 0600), under the data dir.
     pub const KEY_FILE: &'static str = "ca-key.pem";
 
-    /// Loads the CA from `dir`, creating it on first use; validity periods start at `clock`'s
-    /// now.
-    pub fn load_or_create(dir: &Path, clock: Clock) -> Result<LocalCa, LocalCaError> {
+    /// Loads the CA from `dir`, creating it on first use with its root limited to `names`
+    /// (`tls.local_ca_names`); validity periods start at `clock`'s now.
+    ///
+    /// An existing root constrained to other zones is an error; one without constraints (made by
+    /// a version before them) is used, with a warning that it can vouch for any name. Either
+    /// way only names under `names` are issued.
+    pub fn load_or_create(dir: &Path, names: Zones, clock: Clock) -> Result<LocalCa, LocalCaError> {
         let cert_path = dir.join(Self::ROOT_FILE);
         let key_path = dir.join(Self::KEY_FILE);
         if key_path.exists() {
-            let read = |p: &Path| {
-                std::fs::read_to_string(p).map_err(|source| LocalCaError::Io {
-                    path: p.to_path_buf(),
-                    source,
-                })
-            };
-            let key_pem = read(&key_path)?;
-            let root_pem = read(&cert_path)?;
-            let key = KeyPair::from_pem(&key_pem).map_err(|source| LocalCaError::Cert {
-                what: "key does not parse",
+            LocalCa::load(&cert_path, &key_path, names, clock)
+        } else {
+            LocalCa::create(&cert_path, &key_path, names, clock)
+        }
+    }
+
+    fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        names: Zones,
+        clock: Clock,
+    ) -> Result<LocalCa, LocalCaError> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| LocalCaError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let key_pem = read(key_path)?;
+        let root_pem = read(cert_path)?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|source| LocalCaError::Cert {
+            what: "key does not parse",
+            source,
+        })?;
+        let der = CertificateDer::from_pem_slice(root_pem.as_bytes()).map_err(|source| {
+            LocalCaError::Pem {
+                path: cert_path.to_path_buf(),
+                source,
+            }
+        })?;
+        let issuer =
+            RcgenIssuer::from_ca_cert_der(&der, key).map_err(|source| LocalCaError::Cert {
+                what: "certificate does not parse",
                 source,
             })?;
-            let issuer = RcgenIssuer::from_ca_cert_pem(&root_pem, key).map_err(|source| {
-                LocalCaError::Cert {
-                    what: "certificate does not parse",
-                    source,
-                }
-            })?;
-            return Ok(LocalCa {
-                issuer,
-                root_pem,
-                clock,
-            });
+        let scope = root::scope(&der).map_err(|source| LocalCaError::Constraints {
+            path: cert_path.to_path_buf(),
+            source,
+        })?;
+        match scope {
+            RootScope::Under(root)
+                if root
+                    .iter()
+                    .map(String::as_str)
+                    .eq(names.iter().map(|z| z.as_str())) => {}
+            RootScope::Under(root) => {
+                return Err(LocalCaError::NamesDiffer {
+                    path: cert_path.to_path_buf(),
+                    root: root.join(", "),
+                    config: names,
+                });
+            }
+            // NOTE: kept so data dirs from before name constraints keep starting; the operator
+            // decides when to replace it, since every client must then trust the new root.
+            RootScope::Any => tracing::warn!(
+                root = %cert_path.display(),
+                "the local CA root has no name constraints: a client that trusts it accepts a certificate it signs for any name; \
+                 to limit it to tls.local_ca_names ({names}), {REPLACE_ROOT}"
+            ),
         }
+        Ok(LocalCa {
+            issuer,
+            root_pem,
+            names,
+            clock,
+        })
+    }
+
+    fn create(
+        cert_path: &Path,
+        key_path: &Path,
+        names: Zones,
+        clock: Clock,
+    ) -> Result<LocalCa, LocalCaError> {
         let gen_err = |source| LocalCaError::Cert {
             what: "generation failed",
             source,
@@ -107,17 +207,28 @@ impl LocalCa {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
+        // Marked critical by rcgen, as RFC 5280 §4.2.1.10 requires; `Zones` is never empty, so
+        // the extension is always written.
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: names
+                .iter()
+                .map(|zone| GeneralSubtree::DnsName(zone.as_str().to_owned()))
+                .collect(),
+            excluded_subtrees: Vec::new(),
+        });
         let now = clock.now();
         params.not_before = (now - BACKDATE).into();
         params.not_after = (now + CA_LIFETIME).into();
         let cert = params.self_signed(&key).map_err(gen_err)?;
         let root_pem = cert.pem();
         // The key first, so a crash in between leaves no root without its key.
-        write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_file(&cert_path, root_pem.as_bytes(), 0o644)?;
+        write_file(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(cert_path, root_pem.as_bytes(), 0o644)?;
+        tracing::info!(root = %cert_path.display(), names = %names, "created the local CA; it vouches only for names under tls.local_ca_names");
         Ok(LocalCa {
             issuer: RcgenIssuer::new(params, key),
             root_pem,
+            names,
             clock,
         })
     }
@@ -127,6 +238,7 @@ impl LocalCa {
         &self.root_pem
     }
 
+    /// Signs a leaf for `domain`, whatever the name: [`Issuer::issue`] checks it first.
     fn sign(&self, domain: &Domain) -> Result<StoredCert, rcgen::Error> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(vec![domain.to_string()])?;
@@ -179,6 +291,14 @@ impl Issuer for LocalCa {
         domain: &Domain,
         _replacing: Option<&StoredCert>,
     ) -> Result<StoredCert, IssueError> {
+        // Also for a root without constraints (older data dirs): the setting says what the
+        // operator means the CA to vouch for.
+        if !self.names.covers(domain) {
+            return Err(IssueError::OutsideLocalNames {
+                domain: domain.clone(),
+                names: self.names.clone(),
+            });
+        }
         // Key generation and one P-256 signature: well under a millisecond, not worth a thread hop.
         self.sign(domain).map_err(|source| IssueError::Local {
             domain: domain.clone(),
@@ -188,35 +308,4 @@ impl Issuer for LocalCa {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-    use std::os::unix::fs::PermissionsExt as _;
-
-    #[tokio::test]
-    async fn creates_once_and_reloads_the_same_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let wall = ManualClock::new(from_unix_secs(1_800_000_000));
-        let clock = wall.clock();
-        let ca = LocalCa::load_or_create(dir.path(), clock.clone()).unwrap();
-        let mode = std::fs::metadata(dir.path().join(LocalCa::KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let again = LocalCa::load_or_create(dir.path(), clock).unwrap();
-        assert_eq!(ca.root_pem(), again.root_pem());
-        let cert = again
-            .issue(&Domain::parse("links.example.com").unwrap(), None)
-            .await
-            .unwrap();
-        assert!(cert.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(cert.not_after > cert.not_before);
-        // Valid from an hour before the clock's now, for 90 days.
-        assert_eq!(cert.not_before, from_unix_secs(1_800_000_000) - BACKDATE);
-        assert_eq!(
-            cert.not_after,
-            from_unix_secs(1_800_000_000) + LEAF_LIFETIME
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,51 @@
+//! What an existing root certificate says: which names it may vouch for (its name-constraints
+//! extension, RFC 5280 §4.2.1.10), so a root made by an older version (no constraints) or under
+//! other settings is recognised at start. Reads only; deciding what to do is the caller's.
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::error::X509Error;
+use x509_parser::extensions::GeneralName;
+
+/// The DNS names a root certificate may vouch for.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum RootScope {
+    /// Any name: the root has no name constraints, or none that permits DNS subtrees.
+    Any,
+    /// Names under these zones only (lowercase, no trailing dot, sorted, without repeats).
+    Under(Vec<String>),
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, X509Error> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| match e {
+            x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
+            x509_parser::nom::Err::Incomplete(_) => X509Error::InvalidCertificate,
+        })
+}
+
+/// The scope of the root certificate `der`.
+pub(super) fn scope(der: &[u8]) -> Result<RootScope, X509Error> {
+    let cert = parse(der)?;
+    let Some(constraints) = cert.name_constraints()? else {
+        return Ok(RootScope::Any);
+    };
+    let mut zones: Vec<String> = constraints
+        .value
+        .permitted_subtrees
+        .iter()
+        .flatten()
+        .filter_map(|subtree| match subtree.base {
+            GeneralName::DNSName(name) => Some(name.trim_end_matches('.').to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    // NOTE: without a permitted DNS subtree, DNS names are not limited (RFC 5280 §4.2.1.10),
+    // whatever other kinds of names the extension constrains.
+    if zones.is_empty() {
+        return Ok(RootScope::Any);
+    }
+    zones.sort();
+    zones.dedup();
+    Ok(RootScope::Under(zones))
+}
