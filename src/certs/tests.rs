@@ -294,6 +294,26 @@ async fn a_check_without_renewal_information_renews_only_when_the_lifetime_rule_
 }
 
 #[tokio::test]
+async fn a_certificate_a_replaced_local_root_signed_is_renewed_at_its_first_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_issuer, store, certs, name) = registered(dir.path()).await;
+    certs.resolve(&name).await.unwrap();
+    let old = store.certificate(&name).await.unwrap().unwrap();
+    // `ca.pem` and `ca-key.pem` deleted: the restarted edge makes a new root, same store.
+    let clock = ManualClock::starting_now();
+    let new_dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(
+        LocalCa::load_or_create(new_dir.path(), Zones::reserved(), clock.clock()).unwrap(),
+    );
+    let certs = certs_over(&store, ca.clone(), [name.clone()], clock.clock());
+    certs.renew(&name).await.unwrap();
+    let renewed = store.certificate(&name).await.unwrap().unwrap();
+    assert_ne!(renewed.chain_pem, old.chain_pem);
+    // The new root's own: no longer due.
+    assert_eq!(ca.renewal_window(&name, &renewed).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn a_renewal_check_does_not_cache_a_name_nobody_clicked() {
     let dir = tempfile::tempdir().unwrap();
     let (_issuer, _store, certs, name) = registered(dir.path()).await;

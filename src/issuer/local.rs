@@ -4,7 +4,8 @@
 //! For development, tests and private deployments; production uses ACME. Its root carries a
 //! critical name-constraints extension (RFC 5280 §4.2.1.10) limited to `tls.local_ca_names`, so a
 //! `ca.pem` in a trust store cannot vouch for any other name, even with a stolen key; names
-//! outside those zones are refused before anything is signed. It does not decide who may get a
+//! outside those zones are refused before anything is signed. A stored leaf that another root
+//! signed (the CA was replaced) is due for renewal at once. It does not decide who may get a
 //! certificate (`policy`) nor keep certificates (`certs`).
 
 mod root;
@@ -22,7 +23,7 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
-use super::{IssueError, Issuer};
+use super::{IssueError, Issuer, RenewalWindow};
 use crate::Domain;
 use crate::clock::{Clock, from_unix_secs};
 use crate::domain::Zones;
@@ -35,9 +36,9 @@ const LEAF_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 const BACKDATE: Duration = Duration::from_secs(3600);
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How to replace the root, as errors and warnings say it ([`LocalCa::ROOT_FILE`],
-/// [`LocalCa::KEY_FILE`]).
+/// [`LocalCa::KEY_FILE`]); the renewal is [`Issuer::renewal_window`]'s doing.
 const REPLACE_ROOT: &str = "stop the edge, delete ca.pem and ca-key.pem from the data dir and start it again: \
-    clients must then trust the new ca.pem";
+    clients must then trust the new ca.pem, and certificates the old root signed are renewed within hours";
 
 /// Why the CA could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,7 @@ pub enum LocalCaError {
 pub struct LocalCa {
     issuer: RcgenIssuer<'static, KeyPair>,
     root_pem: String,
+    root_der: CertificateDer<'static>,
     names: Zones,
     clock: Clock,
 }
@@ -179,6 +181,7 @@ impl LocalCa {
         Ok(LocalCa {
             issuer,
             root_pem,
+            root_der: der.into_owned(),
             names,
             clock,
         })
@@ -228,6 +231,7 @@ impl LocalCa {
         Ok(LocalCa {
             issuer: RcgenIssuer::new(params, key),
             root_pem,
+            root_der: cert.der().clone(),
             names,
             clock,
         })
@@ -304,6 +308,41 @@ impl Issuer for LocalCa {
             domain: domain.clone(),
             source,
         })
+    }
+
+    /// Due now for a leaf of the built-in CA that another root signed: after `ca.pem` and
+    /// `ca-key.pem` were replaced, clients that trust the new root reject it. Otherwise none, and
+    /// the lifetime rule decides.
+    async fn renewal_window(
+        &self,
+        domain: &Domain,
+        cert: &StoredCert,
+    ) -> Result<Option<RenewalWindow>, IssueError> {
+        // Certificates of another issuer (tls.issuer was "acme") serve until they are due.
+        if cert.issuer != self.kind() {
+            return Ok(None);
+        }
+        let unreadable = |error: &dyn std::error::Error| {
+            tracing::warn!(domain = %domain, error = %error, "stored certificate does not parse; the lifetime rule decides its renewal");
+            Ok(None)
+        };
+        let leaf = match CertificateDer::from_pem_slice(cert.chain_pem.as_bytes()) {
+            Ok(leaf) => leaf,
+            Err(e) => return unreadable(&e),
+        };
+        match root::issued(&leaf, &self.root_der) {
+            Ok(true) => Ok(None),
+            Ok(false) => {
+                tracing::info!(domain = %domain, "certificate signed by a replaced local CA root: renewing");
+                let now = self.clock.now();
+                Ok(Some(RenewalWindow {
+                    start: now,
+                    end: now,
+                    check_after: Duration::ZERO,
+                }))
+            }
+            Err(e) => unreadable(&e),
+        }
     }
 }
 

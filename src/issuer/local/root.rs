@@ -1,10 +1,11 @@
 //! What an existing root certificate says: which names it may vouch for (its name-constraints
 //! extension, RFC 5280 §4.2.1.10), so a root made by an older version (no constraints) or under
-//! other settings is recognised at start. Reads only; deciding what to do is the caller's.
+//! other settings is recognised at start; and whether it is the root a stored leaf chains to, so
+//! leaves of a replaced root are renewed. Reads only; deciding what to do is the caller's.
 
 use x509_parser::certificate::X509Certificate;
 use x509_parser::error::X509Error;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 /// The DNS names a root certificate may vouch for.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,4 +49,32 @@ pub(super) fn scope(der: &[u8]) -> Result<RootScope, X509Error> {
     zones.sort();
     zones.dedup();
     Ok(RootScope::Under(zones))
+}
+
+/// True if the leaf `leaf_der` names `root_der` as its issuer: the same subject and, when both
+/// carry one, the same key identifier (RFC 5280 §4.2.1.1–2). The signature is not checked: the
+/// stored leaf is the edge's own, and the question is only which of its roots made it.
+pub(super) fn issued(leaf_der: &[u8], root_der: &[u8]) -> Result<bool, X509Error> {
+    let (leaf, root) = (parse(leaf_der)?, parse(root_der)?);
+    if leaf.issuer().as_raw() != root.subject().as_raw() {
+        return Ok(false);
+    }
+    let authority_key = leaf
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        });
+    let subject_key = root
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(ski) => Some(ski),
+            _ => None,
+        });
+    Ok(match (authority_key, subject_key) {
+        (Some(a), Some(s)) => a.0 == s.0,
+        _ => true,
+    })
 }

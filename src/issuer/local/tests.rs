@@ -202,3 +202,27 @@ fn a_root_constrained_to_other_zones_fails_to_load_naming_both_sets() {
         assert!(words.contains(part), "{part:?} in {words}");
     }
 }
+
+#[tokio::test]
+async fn a_leaf_of_a_replaced_root_is_due_for_renewal_at_once() {
+    let old = tempfile::tempdir().unwrap();
+    let old = LocalCa::load_or_create(old.path(), Zones::reserved(), clock()).unwrap();
+    let new = tempfile::tempdir().unwrap();
+    let new = LocalCa::load_or_create(new.path(), Zones::reserved(), clock()).unwrap();
+    let name = domain("links.example.com");
+    let own = new.issue(&name, None).await.unwrap();
+    assert_eq!(new.renewal_window(&name, &own).await.unwrap(), None);
+    let stale = old.issue(&name, None).await.unwrap();
+    let window = new
+        .renewal_window(&name, &stale)
+        .await
+        .unwrap()
+        .expect("due");
+    assert!(window.end <= from_unix_secs(NOW_SECS), "{window:?}");
+    // Another issuer's certificate serves until the lifetime rule says otherwise.
+    let acme = StoredCert {
+        issuer: "acme".into(),
+        ..stale
+    };
+    assert_eq!(new.renewal_window(&name, &acme).await.unwrap(), None);
+}
