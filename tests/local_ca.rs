@@ -33,6 +33,18 @@ async fn handshake(
     connector.connect(name, tcp).await.map(drop)
 }
 
+/// A verified TLS handshake with the edge for `name`, trusting its `ca.pem`.
+async fn edge_handshake(edge: &Edge, name: &str) -> Result<(), std::io::Error> {
+    handshake(edge.https, &edge.tls_connector(b"http/1.1"), name).await
+}
+
+/// Asserts that `text` says each of `parts`.
+fn assert_says(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+}
+
 /// A leaf for `name` signed with the edge's `ca-key.pem`, as anyone holding that file could.
 fn forge(edge: &Edge, name: &str) -> (rcgen::Certificate, KeyPair) {
     let ca_key = std::fs::read_to_string(edge.data_dir().join("ca-key.pem")).expect("ca-key.pem");
@@ -94,13 +106,9 @@ async fn a_trusted_ca_pem_accepts_no_certificate_outside_local_ca_names_even_one
 async fn a_registered_name_outside_local_ca_names_gets_no_certificate_and_says_what_to_do() {
     let edge = Edge::start();
     edge.add_domain("links.customer.com").await;
-    handshake(
-        edge.https,
-        &edge.tls_connector(b"http/1.1"),
-        "links.customer.com",
-    )
-    .await
-    .expect_err("no certificate outside the zones");
+    edge_handshake(&edge, "links.customer.com")
+        .await
+        .expect_err("no certificate outside the zones");
     let (status, body) = edge
         .admin(reqwest::Method::GET, "/v1/domains/links.customer.com", None)
         .await;
@@ -108,13 +116,14 @@ async fn a_registered_name_outside_local_ca_names_gets_no_certificate_and_says_w
     let last_error = body["certificate"]["last_error"]
         .as_str()
         .unwrap_or_else(|| panic!("no last_error in {body}"));
-    for part in [
-        "vouches only for names under tls.local_ca_names (example, example.com,",
-        "not links.customer.com",
-        "add its zone there, or use tls.issuer = \"acme\"",
-    ] {
-        assert!(last_error.contains(part), "{part:?} in {last_error}");
-    }
+    assert_says(
+        &last_error,
+        &[
+            "vouches only for names under tls.local_ca_names (example, example.com,",
+            "not links.customer.com",
+            "add its zone there, or use tls.issuer = \"acme\"",
+        ],
+    );
     assert_eq!(
         edge.metric("clickedge_certificates_issued_total{issuer=\"local\"}")
             .await,
@@ -124,13 +133,9 @@ async fn a_registered_name_outside_local_ca_names_gets_no_certificate_and_says_w
     // Listing the zone lets the name through (a new data dir: the root is made for it).
     let edge = Edge::start_with("[tls]\nlocal_ca_names = [\"customer.com\"]\n");
     edge.add_domain("links.customer.com").await;
-    handshake(
-        edge.https,
-        &edge.tls_connector(b"http/1.1"),
-        "links.customer.com",
-    )
-    .await
-    .expect("served once its zone is listed");
+    edge_handshake(&edge, "links.customer.com")
+        .await
+        .expect("served once its zone is listed");
 }
 
 /// Writes a root and key as versions before name constraints made them into `data`.
@@ -159,21 +164,18 @@ async fn a_root_from_before_name_constraints_keeps_serving_and_warns_how_to_repl
     let edge = Edge::start_in(dir, "");
     assert_eq!(edge.ca_pem, old_root, "the old root is kept");
     let stderr = edge.stderr();
-    for part in [
-        "has no name constraints",
-        "delete ca.pem and ca-key.pem",
-        "trust the new ca.pem",
-    ] {
-        assert!(stderr.contains(part), "{part:?} in {stderr}");
-    }
+    assert_says(
+        &stderr,
+        &[
+            "has no name constraints",
+            "delete ca.pem and ca-key.pem",
+            "trust the new ca.pem",
+        ],
+    );
     edge.add_domain("links.example.com").await;
-    handshake(
-        edge.https,
-        &edge.tls_connector(b"http/1.1"),
-        "links.example.com",
-    )
-    .await
-    .expect("served under the old root");
+    edge_handshake(&edge, "links.example.com")
+        .await
+        .expect("served under the old root");
 }
 
 #[test]
@@ -210,12 +212,13 @@ fn a_root_made_for_other_zones_stops_the_start_naming_both_sets() {
         .expect("stderr");
     assert!(started.is_none(), "started with another root: {stderr}");
     assert!(!status.success());
-    for part in [
-        "vouches for names under example, example.com, example.net, example.org, invalid, localhost, test",
-        "tls.local_ca_names lists corp.internal",
-        "delete ca.pem and ca-key.pem",
-    ] {
-        assert!(stderr.contains(part), "{part:?} in {stderr}");
-    }
+    assert_says(
+        &stderr,
+        &[
+            "vouches for names under example, example.com, example.net, example.org, invalid, localhost, test",
+            "tls.local_ca_names lists corp.internal",
+            "delete ca.pem and ca-key.pem",
+        ],
+    );
     drop(dir);
 }

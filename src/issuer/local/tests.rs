@@ -46,6 +46,16 @@ fn verify(root_pem: &str, cert: &StoredCert, name: &str) -> Result<(), rustls::E
         .map(drop)
 }
 
+/// Asks `ca` for `name`, which it must refuse as outside its zones.
+async fn refused(ca: &LocalCa, name: &str) -> IssueError {
+    let err = ca.issue(&domain(name), None).await.expect_err(name);
+    assert!(
+        matches!(err, IssueError::OutsideLocalNames { .. }),
+        "{err:?}"
+    );
+    err
+}
+
 /// A root and key as versions before name constraints made them, written into `dir`.
 fn write_unconstrained_root(dir: &Path) -> String {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
@@ -135,14 +145,7 @@ async fn a_client_trusting_the_root_rejects_a_leaf_its_key_signs_outside_the_zon
 async fn names_outside_the_zones_are_refused_saying_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let ca = LocalCa::load_or_create(dir.path(), Zones::reserved(), clock()).unwrap();
-    let err = ca
-        .issue(&domain("links.customer.com"), None)
-        .await
-        .expect_err("outside the zones");
-    assert!(
-        matches!(err, IssueError::OutsideLocalNames { .. }),
-        "{err:?}"
-    );
+    let err = refused(&ca, "links.customer.com").await;
     // The edge's own setting, not a CA's problem.
     assert_eq!(err.kind(), FailureKind::Local);
     let words = err.failure().detail;
@@ -164,14 +167,7 @@ async fn a_root_without_name_constraints_keeps_loading_and_issues_only_inside_th
     assert_eq!(root::scope(&der).unwrap(), RootScope::Any);
     let cert = ca.issue(&domain("links.example.com"), None).await.unwrap();
     verify(&root_pem, &cert, "links.example.com").unwrap();
-    let err = ca
-        .issue(&domain("links.customer.com"), None)
-        .await
-        .expect_err("outside the zones");
-    assert!(
-        matches!(err, IssueError::OutsideLocalNames { .. }),
-        "{err:?}"
-    );
+    let err = refused(&ca, "links.customer.com").await;
 }
 
 #[test]
