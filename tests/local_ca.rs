@@ -117,7 +117,7 @@ async fn a_registered_name_outside_local_ca_names_gets_no_certificate_and_says_w
         .as_str()
         .unwrap_or_else(|| panic!("no last_error in {body}"));
     assert_says(
-        &last_error,
+        last_error,
         &[
             "vouches only for names under tls.local_ca_names (example, example.com,",
             "not links.customer.com",

@@ -433,7 +433,7 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
     let wall = ManualClock::starting_now();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let issuer = Arc::new(Counting {
-        ca: LocalCa::load_or_create(dir.path(), wall.clock()).unwrap(),
+        ca: LocalCa::load_or_create(dir.path(), Zones::reserved(), wall.clock()).unwrap(),
         calls: AtomicUsize::new(0),
         fail: true.into(),
     });
