@@ -338,18 +338,47 @@ impl IssueGate for Gate {
     }
 }
 
-#[tokio::test]
-async fn a_held_back_name_orders_nothing_and_records_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let (issuer, store, _, name) = registered(dir.path()).await;
+/// A registered name whose certificate layer is held back by a failing `caa` check.
+struct HeldBack {
+    issuer: Arc<Counting>,
+    store: Arc<dyn Store>,
+    certs: Arc<Certs>,
+    name: Domain,
+    gate: Arc<Gate>,
+    clock: ManualClock,
+}
+
+async fn held_back(dir: &std::path::Path) -> HeldBack {
+    let (issuer, store, _, name) = registered(dir).await;
     let hold = Hold {
         check: "caa".into(),
         message: "the `caa` check fails".into(),
     };
     let gate = Arc::new(Gate(Mutex::new(Some(hold))));
-    let clock = ManualClock::starting_now().clock();
-    let certs =
-        Arc::new(certs_over(&store, issuer.clone(), [name.clone()], clock).with_gate(gate.clone()));
+    let clock = ManualClock::starting_now();
+    let certs = certs_over(&store, issuer.clone(), [name.clone()], clock.clock());
+    let certs = Arc::new(certs.with_gate(gate.clone()));
+    HeldBack {
+        issuer,
+        store,
+        certs,
+        name,
+        gate,
+        clock,
+    }
+}
+
+#[tokio::test]
+async fn a_held_back_name_orders_nothing_and_records_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let HeldBack {
+        issuer,
+        store,
+        certs,
+        name,
+        gate,
+        ..
+    } = held_back(dir.path()).await;
     let err = certs.resolve(&name).await.unwrap_err();
     assert!(err.to_string().contains("`caa` check fails"), "{err}");
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 0);
@@ -374,16 +403,14 @@ async fn a_held_back_name_orders_nothing_and_records_why() {
 #[tokio::test]
 async fn a_held_back_name_is_recorded_and_logged_once_a_minute_not_per_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    let (issuer, store, _, name) = registered(dir.path()).await;
-    let hold = Hold {
-        check: "caa".into(),
-        message: "the `caa` check fails".into(),
-    };
-    let gate = Arc::new(Gate(Mutex::new(Some(hold))));
-    let manual = ManualClock::starting_now();
-    let certs = Arc::new(
-        certs_over(&store, issuer.clone(), [name.clone()], manual.clock()).with_gate(gate),
-    );
+    let HeldBack {
+        issuer,
+        store,
+        certs,
+        name,
+        clock: manual,
+        ..
+    } = held_back(dir.path()).await;
     certs.resolve(&name).await.unwrap_err();
     assert!(record(&store, &name).await.last_error.is_some());
     // Wipe the record behind the edge's back: a handshake within the interval writes nothing.
