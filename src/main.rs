@@ -44,6 +44,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // built without an explicit provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     raise_open_files_limit(&config.limits);
+    // Listened for before the edge says it is ready: a signal sent right after the ready line
+    // must drain like any other, not kill the process with the default action.
+    let mut signals = Signals::install();
 
     let app = App::start(&config).await?;
     let a = app.addrs();
@@ -74,11 +77,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ip = a.https.ip()
     );
 
-    shutdown_signal().await;
+    Signals::next(&mut signals).await;
     tracing::info!("shutting down: no new connections; finishing requests and writing clicks");
     // A second signal stops at once.
-    tokio::spawn(async {
-        shutdown_signal().await;
+    tokio::spawn(async move {
+        Signals::next(&mut signals).await;
         eprintln!("second signal: exiting now");
         std::process::exit(130);
     });
@@ -132,18 +135,39 @@ fn init_logging() {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the edge can only be killed; wait forever rather than exit.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, the signals that stop the edge.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Replaces the default action of both signals (exit) with delivery here; `None` if the
+    /// handlers cannot be installed.
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some(Signals { term, int }),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM and SIGINT: the edge can only be killed");
+                None
+            }
+        }
+    }
+
+    /// The next SIGTERM or SIGINT. Without handlers, never: waiting forever is better than
+    /// exiting at once.
+    async fn next(signals: &mut Option<Signals>) {
+        let Some(s) = signals else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = s.term.recv() => {}
+            _ = s.int.recv() => {}
+        }
     }
 }
 
