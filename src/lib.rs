@@ -10,6 +10,7 @@ pub mod app;
 pub mod certs;
 pub mod cli;
 pub mod clicks;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod domain;

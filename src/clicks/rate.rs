@@ -23,6 +23,8 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::client;
+
 /// Buckets in the table: 64 Ki of 8 bytes, 512 KiB.
 pub const SLOTS: usize = 1 << 16;
 
@@ -80,11 +82,7 @@ impl AddressRate {
     }
 
     fn slot(&self, ip: IpAddr) -> usize {
-        let key: (u8, u64) = match ip.to_canonical() {
-            IpAddr::V4(v4) => (4, u64::from(u32::from(v4))),
-            // The /64: the top half of the address.
-            IpAddr::V6(v6) => (6, (u128::from(v6) >> 64) as u64),
-        };
+        let key = client::key(ip);
         // Truncating the hash is the point: its low bits pick the bucket.
         self.hasher.hash_one(key) as usize & (SLOTS - 1)
     }

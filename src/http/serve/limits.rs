@@ -4,7 +4,7 @@
 //! (the edge listeners: a burst of clicks is slowed, not refused), or accepts and closes at once
 //! (the admin listener: an operator sees the refusal). Nothing here reads or writes a byte.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{accept_error, stopped};
+use crate::client;
 use crate::metrics::Metrics;
 
 /// What a listener does with a connection past its cap.
@@ -60,7 +61,7 @@ impl ConnLimits {
 
     /// Counts a connection from `ip`, or refuses it when the address is at its limit.
     fn admit(self: &Arc<Self>, ip: IpAddr, permit: OwnedSemaphorePermit) -> Option<Slot> {
-        let key = client_key(ip);
+        let key = client::key(ip);
         if self.per_ip > 0 {
             let mut n = self.by_ip.entry(key).or_insert(0);
             if *n >= self.per_ip {
@@ -79,16 +80,6 @@ impl ConnLimits {
             key,
             _permit: permit,
         })
-    }
-}
-
-/// The address a per-address cap counts: IPv4 as it is (also when a dual-stack socket shows it
-/// IPv4-mapped), IPv6 by its /64, the prefix one site or one host normally gets, so an attacker
-/// cannot take a fresh address for every connection.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-        v4 => v4,
     }
 }
 
@@ -173,23 +164,6 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(ip: &str) -> String {
-        client_key(ip.parse().unwrap()).to_string()
-    }
-
-    #[test]
-    fn ipv4_counts_as_itself_even_when_mapped() {
-        assert_eq!(key("203.0.113.7"), "203.0.113.7");
-        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
-    }
-
-    #[test]
-    fn ipv6_counts_by_its_64() {
-        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
-        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-    }
 
     #[test]
     fn per_address_places_are_counted_and_freed() {
