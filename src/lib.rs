@@ -23,6 +23,7 @@ pub mod links;
 pub mod metrics;
 pub mod onboarding;
 pub mod policy;
+pub mod rate;
 pub mod store;
 pub mod tls;
 

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::client;
+use crate::rate::Gcra;
 
 /// Buckets in the table: 64 Ki of 8 bytes, 512 KiB.
 pub const SLOTS: usize = 1 << 16;
@@ -33,22 +34,18 @@ pub struct AddressRate {
     /// Per bucket, when (ns since `epoch`) its next click would conform at the steady rate.
     slots: Box<[AtomicU64]>,
     hasher: RandomState,
-    /// Nanoseconds between two clicks at the steady rate.
-    interval_ns: u64,
-    /// How far ahead of now a bucket may run: a burst of `per_sec` clicks at once.
-    tolerance_ns: u64,
+    /// `per_sec` a second, in bursts of up to `per_sec`.
+    rate: Gcra,
     epoch: Instant,
 }
 
 impl AddressRate {
     /// Buckets admitting `per_sec` clicks a second per address, in bursts of up to `per_sec`.
     pub fn new(per_sec: NonZeroU32) -> AddressRate {
-        let interval_ns = 1_000_000_000 / u64::from(per_sec.get());
         AddressRate {
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             hasher: RandomState::new(),
-            interval_ns,
-            tolerance_ns: interval_ns * u64::from(per_sec.get() - 1),
+            rate: Gcra::new(per_sec, per_sec),
             epoch: Instant::now(),
         }
     }
@@ -64,17 +61,11 @@ impl AddressRate {
         let slot = &self.slots[self.slot(ip)];
         let mut tat = slot.load(Ordering::Relaxed);
         loop {
-            let start = tat.max(now);
-            if start - now > self.tolerance_ns {
-                // Refused without a write: a flood only reads its bucket.
+            // Refused without a write: a flood only reads its bucket.
+            let Some(next) = self.rate.step(tat, now) else {
                 return false;
-            }
-            match slot.compare_exchange_weak(
-                tat,
-                start + self.interval_ns,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            };
+            match slot.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(current) => tat = current,
             }

@@ -1,51 +1,42 @@
 //! A token bucket: at most `burst` takes at once, refilled at `rate` per second. Pure: the caller
-//! says what time it is, so tests need no clock and the bucket never reads one.
+//! says what time it is, so tests need no clock and the bucket never reads one. The arithmetic is
+//! [`crate::rate::Gcra`], the same as every other rate bound's.
 
 use std::num::NonZeroU32;
 use std::time::Instant;
 
-/// One token, in the bucket's units: a token per second of `rate` adds one unit per nanosecond,
-/// so refills are exact integers.
-const TOKEN: u128 = 1_000_000_000;
+use crate::rate::Gcra;
 
 /// Tokens for one kind of request, shared by everyone who makes it.
 #[derive(Debug)]
 pub(super) struct TokenBucket {
-    /// Units added per nanosecond (tokens per second).
-    rate: u128,
-    /// Most units held.
-    full: u128,
-    /// Units held at `at`.
-    held: u128,
-    at: Instant,
+    rate: Gcra,
+    /// The bucket's arrival time, nanoseconds since `epoch` (see [`Gcra::step`]).
+    tat: u64,
+    epoch: Instant,
 }
 
 impl TokenBucket {
     /// A full bucket at `now`.
     pub(super) fn new(rate: NonZeroU32, burst: NonZeroU32, now: Instant) -> TokenBucket {
-        let full = u128::from(burst.get()) * TOKEN;
         TokenBucket {
-            rate: u128::from(rate.get()),
-            full,
-            held: full,
-            at: now,
+            rate: Gcra::new(rate, burst),
+            tat: 0,
+            epoch: now,
         }
     }
 
     /// Takes a token at `now`; false if none is left. A `now` earlier than the last one adds
     /// nothing.
     pub(super) fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_nanos();
-        self.held = self
-            .held
-            .saturating_add(elapsed.saturating_mul(self.rate))
-            .min(self.full);
-        self.at = self.at.max(now);
-        if self.held >= TOKEN {
-            self.held -= TOKEN;
-            true
-        } else {
-            false
+        let now = now.saturating_duration_since(self.epoch).as_nanos();
+        let now = u64::try_from(now).unwrap_or(u64::MAX);
+        match self.rate.step(self.tat, now) {
+            Some(next) => {
+                self.tat = next;
+                true
+            }
+            None => false,
         }
     }
 }
