@@ -6,6 +6,7 @@
 
 mod admin;
 mod clicks;
+mod cluster;
 mod limits;
 mod validate;
 
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use admin::{Admin, AdminHost, AdminHostError};
 pub use clicks::{Clicks, Durability, SinkKind};
+pub use cluster::{Cluster, NodeId, NodeIdError};
 pub use limits::Limits;
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -82,6 +84,8 @@ pub struct Config {
     pub admin: Admin,
     /// Protection against slow, large or numerous requests.
     pub limits: Limits,
+    /// This node among several (node id, seal key).
+    pub cluster: Cluster,
 }
 
 /// `[listen]`: socket addresses.
@@ -276,6 +280,7 @@ impl Default for Config {
             onboarding: Onboarding::default(),
             admin: Admin::default(),
             limits: Limits::default(),
+            cluster: Cluster::default(),
         }
     }
 }
