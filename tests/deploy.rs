@@ -1,0 +1,469 @@
+//! The files under `deploy/`, each checked by the tool that will read it in production: the
+//! systemd unit by `systemd-analyze verify`, the alert rules by `promtool` (syntax and their
+//! unit tests), the scrape config and rules by a real Prometheus scraping a running edge, the
+//! Grafana dashboard's queries against that edge's `/metrics`, the Kubernetes manifests by
+//! `kubernetes-validate` (its bundled schemas, strict), and the shipped edge configs by the
+//! edge's own config loader. The container script is run by hand (README "Running in
+//! production"); Vector has no Debian package, so its config is checked against the click files
+//! the edge really writes, not by Vector.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Edge;
+use common::pebble::free_tcp_port;
+use serde_json::{Value, json};
+
+const DOMAIN: &str = "links.example.com";
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+/// Runs `program` with `args`, failing with the Debian package to install when it is missing.
+fn run(program: &str, args: &[&str], cwd: &Path, package: &str) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program} could not run ({e}): install the Debian package `{package}` (scripts/test does)")
+        })
+}
+
+fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every `clickedge_…` metric name in `text`.
+fn clickedge_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("clickedge_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// An edge that has issued a certificate, handshaken and redirected a click, so that every
+/// metric it exports on demand (labelled series appear at their first event) is there.
+async fn edge_with_a_click() -> Edge {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/a", json!({})).await;
+    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
+    edge.wait_for_clicks(1);
+    edge
+}
+
+/// The names a live edge exports.
+async fn exported(edge: &Edge) -> BTreeSet<String> {
+    edge.metrics()
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    // verify checks that ExecStart names an executable: point it at the binary under test.
+    let unit = std::fs::read_to_string(deploy("systemd/clickedge.service")).expect("unit");
+    assert!(unit.contains("ExecStart=/usr/local/bin/clickedge serve"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("clickedge.service"),
+        unit.replace("/usr/local/bin/clickedge", common::bin()),
+    )
+    .expect("writing unit");
+    let out = run(
+        "systemd-analyze",
+        &["verify", "./clickedge.service"],
+        dir.path(),
+        "systemd",
+    );
+    assert_ok("systemd-analyze verify", &out);
+    assert!(
+        out.stderr.is_empty(),
+        "systemd-analyze verify warned:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let dir = deploy("prometheus");
+    let check = run(
+        "promtool",
+        &["check", "rules", "clickedge.rules.yml"],
+        &dir,
+        "prometheus",
+    );
+    assert_ok("promtool check rules", &check);
+    let config = run(
+        "promtool",
+        &["check", "config", "prometheus.yml"],
+        &dir,
+        "prometheus",
+    );
+    assert_ok("promtool check config", &config);
+    let tests = run(
+        "promtool",
+        &["test", "rules", "clickedge.rules.test.yml"],
+        &dir,
+        "prometheus",
+    );
+    assert_ok("promtool test rules", &tests);
+}
+
+#[tokio::test]
+async fn dashboard_queries_name_only_metrics_a_running_edge_exports() {
+    let edge = edge_with_a_click().await;
+    let live = exported(&edge).await;
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/clickedge.json")).unwrap())
+            .expect("dashboard JSON");
+    let mut queried = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            queried.extend(clickedge_names(target["expr"].as_str().expect("expr")));
+        }
+    }
+    assert!(queried.len() >= 15, "the dashboard queries {queried:?}");
+    let missing: Vec<_> = queried.difference(&live).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics the edge does not export: {missing:?}"
+    );
+}
+
+/// Metrics the rules name that a plain local-CA edge does not export: ACME orders exist with
+/// `tls.issuer = "acme"` only, and the shipping age with a click stream only.
+const RULE_METRICS_ELSEWHERE: &[&str] = &[
+    "clickedge_acme_orders_total",
+    "clickedge_clicks_unshipped_age_seconds",
+];
+
+#[tokio::test]
+async fn alert_rules_name_only_metrics_the_edge_exports() {
+    let edge = edge_with_a_click().await;
+    let live = exported(&edge).await;
+    let rules = std::fs::read_to_string(deploy("prometheus/clickedge.rules.yml")).unwrap();
+    let named = clickedge_names(
+        &rules
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    assert!(named.len() >= 8, "the rules name {named:?}");
+    let missing: Vec<_> = named
+        .iter()
+        .filter(|n| !live.contains(*n) && !RULE_METRICS_ELSEWHERE.contains(&n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "rules name metrics the edge does not export: {missing:?}"
+    );
+}
+
+/// A Prometheus server, killed on drop.
+struct Prometheus {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Starts Prometheus with the shipped config and rules, its one target `edge`'s admin
+    /// listener instead of the example's.
+    fn scraping(edge: &Edge) -> Prometheus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shipped = std::fs::read_to_string(deploy("prometheus/prometheus.yml")).unwrap();
+        assert!(shipped.contains("- 127.0.0.1:9180"));
+        let config = shipped
+            .replace("- 127.0.0.1:9180", &format!("- {}", edge.admin))
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+            .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+            .replace("scrape_timeout: 5s", "scrape_timeout: 1s");
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        std::fs::copy(
+            deploy("prometheus/clickedge.rules.yml"),
+            dir.path().join("clickedge.rules.yml"),
+        )
+        .unwrap();
+        let addr = format!("127.0.0.1:{}", free_tcp_port());
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("prometheus could not run ({e}): install the Debian package `prometheus` (scripts/test does)")
+            });
+        Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    async fn api(&self, path: &str) -> Option<Value> {
+        let res = reqwest::get(format!("http://{}/api/v1/{path}", self.addr))
+            .await
+            .ok()?;
+        res.json().await.ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_the_edge_with_the_shipped_config_and_evaluates_every_rule() {
+    let edge = edge_with_a_click().await;
+    let prometheus = Prometheus::scraping(&edge);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Every rule of every group evaluated at least once, with the edge's target up and scraped.
+    let (targets, rules) = loop {
+        let targets = prometheus.api("targets").await;
+        let rules = prometheus.api("rules").await;
+        let done = |t: &Option<Value>, r: &Option<Value>| -> Option<(Value, Value)> {
+            let (t, r) = (t.as_ref()?, r.as_ref()?);
+            let up = t["data"]["activeTargets"]
+                .as_array()?
+                .iter()
+                .any(|t| t["health"] == "up");
+            let groups = r["data"]["groups"].as_array()?;
+            let evaluated = !groups.is_empty()
+                && groups.iter().all(|g| {
+                    g["rules"].as_array().is_some_and(|rs| {
+                        rs.iter().all(|r| {
+                            r["lastEvaluation"]
+                                .as_str()
+                                .is_some_and(|t| !t.starts_with("0001"))
+                        })
+                    })
+                });
+            (up && evaluated).then(|| (t.clone(), r.clone()))
+        };
+        if let Some(both) = done(&targets, &rules) {
+            break both;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not scrape the edge and evaluate the rules in 60 s:\ntargets {targets:?}\nrules {rules:?}\n{}",
+            prometheus.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let target = &targets["data"]["activeTargets"][0];
+    assert_eq!(target["labels"]["job"], "clickedge", "{target}");
+    assert_eq!(target["lastError"], "", "{target}");
+    let mut count = 0;
+    for group in rules["data"]["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            count += 1;
+            assert_eq!(rule["health"], "ok", "rule evaluated with an error: {rule}");
+            // A healthy edge fires nothing.
+            assert_eq!(rule["state"], "inactive", "{rule}");
+        }
+    }
+    assert_eq!(count, 10, "{rules}");
+    // The scrape carried the edge's own series.
+    let query = prometheus
+        .api("query?query=clickedge_requests_total%7Boutcome%3D%22redirect%22%7D")
+        .await
+        .expect("query");
+    assert_eq!(
+        query["data"]["result"][0]["value"][1], "1",
+        "one redirect scraped: {query}"
+    );
+}
+
+/// The program `kubernetes-validate`: from `KUBERNETES_VALIDATE`, else the virtualenv that
+/// scripts/test makes under target/.
+fn kubernetes_validate() -> PathBuf {
+    let path = std::env::var_os("KUBERNETES_VALIDATE").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/deploy-venv/bin/kubernetes-validate"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/test installs it (python3 -m venv target/deploy-venv && \
+         target/deploy-venv/bin/pip install kubernetes-validate; Debian package `python3-venv`)",
+        path.display()
+    );
+    path
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml")
+            && path.file_name().is_some_and(|n| n != "kustomization.yaml")
+        {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_the_schemas() {
+    let validate = kubernetes_validate();
+    let mut files = Vec::new();
+    yaml_files(&deploy("kubernetes"), &mut files);
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    let out = Command::new(&validate)
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .expect("running kubernetes-validate");
+    assert_ok("kubernetes-validate --strict", &out);
+    let report = String::from_utf8_lossy(&out.stdout);
+    for kind in [
+        "statefulset/clickedge",
+        "service/clickedge",
+        "poddisruptionbudget/clickedge",
+    ] {
+        assert!(report.contains(kind), "{kind} not validated:\n{report}");
+    }
+    // Every file a kustomization lists exists (kustomize itself is not a Debian package).
+    for overlay in ["base", "overlays/single-node", "overlays/cluster"] {
+        let dir = deploy("kubernetes").join(overlay);
+        let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+        for entry in k
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- "))
+            .filter(|e| e.ends_with(".yaml") || e.ends_with(".toml") || e.starts_with(".."))
+        {
+            assert!(dir.join(entry).exists(), "{overlay} lists missing {entry}");
+        }
+    }
+}
+
+#[test]
+fn kubernetes_pods_outlast_shutdown_delay_and_grace() {
+    for overlay in ["single-node", "cluster"] {
+        let dir = deploy("kubernetes/overlays").join(overlay);
+        let config: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.join("clickedge.toml")).unwrap()).unwrap();
+        let secs = |key: &str| -> u64 {
+            let v = config[key].as_str().expect(key);
+            v.strip_suffix('s').unwrap().parse().unwrap()
+        };
+        let workload = std::fs::read_to_string(dir.join("statefulset.yaml")).unwrap();
+        let period: u64 = workload
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds: "))
+            .expect("terminationGracePeriodSeconds")
+            .parse()
+            .unwrap();
+        assert!(
+            period >= secs("shutdown_delay") + secs("shutdown_grace") + 10,
+            "{overlay}: terminationGracePeriodSeconds {period} leaves no room to write the clicks"
+        );
+        assert!(workload.contains("path: /readyz") && workload.contains("path: /healthz"));
+    }
+}
+
+#[test]
+fn shipped_edge_configs_load() {
+    for path in [
+        "container/clickedge.toml",
+        "kubernetes/overlays/single-node/clickedge.toml",
+    ] {
+        if let Err(e) = clickedge::config::Config::load(Some(&deploy(path))) {
+            panic!("{path}: {e:#}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs [store] url (PostgreSQL store) and clicks.stream (NATS shipping) in the config"]
+fn shipped_cluster_config_loads() {
+    let path = deploy("kubernetes/overlays/cluster/clickedge.toml");
+    if let Err(e) = clickedge::config::Config::load(Some(&path)) {
+        panic!("{}: {e:#}", path.display());
+    }
+}
+
+#[tokio::test]
+async fn vector_tails_the_click_files_the_edge_writes_with_checkpoints() {
+    let edge = edge_with_a_click().await;
+    let vector: toml::Table =
+        toml::from_str(&std::fs::read_to_string(deploy("vector/vector.toml")).unwrap())
+            .expect("vector.toml");
+    assert!(
+        vector["data_dir"].as_str().is_some(),
+        "checkpoints need data_dir"
+    );
+    let source = &vector["sources"]["clicks"];
+    assert_eq!(source["type"].as_str(), Some("file"));
+    let include = source["include"][0].as_str().unwrap();
+    let (dir, pattern) = include.rsplit_once('/').unwrap();
+    assert_eq!(
+        dir, "/var/lib/clickedge/clicks",
+        "the systemd data_dir's clicks"
+    );
+    let (prefix, suffix) = pattern.split_once('*').unwrap();
+    let names: Vec<String> = std::fs::read_dir(edge.data_dir().join("clicks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.is_empty());
+    for name in &names {
+        let matches = name.starts_with(prefix) && name.ends_with(suffix);
+        assert_eq!(
+            matches,
+            !name.ends_with(".torn"),
+            "{name} against {include}"
+        );
+    }
+    let sink = &vector["sinks"]["warehouse"];
+    assert_eq!(
+        sink["acknowledgements"]["enabled"].as_bool(),
+        Some(true),
+        "checkpoints must follow the sink's acknowledgements"
+    );
+}
