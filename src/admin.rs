@@ -1,9 +1,9 @@
 //! The admin API (JSON over HTTP on `listen.admin`, see [`api`]), the onboarding web page
 //! (`/ui/`, see [`ui`]), Prometheus metrics and health.
 //!
-//! Everything but `/metrics` and `/healthz` needs the admin token: `Authorization: Bearer
+//! Everything but `/metrics`, `/healthz` and `/readyz` ([`ready`]) needs the admin token: `Authorization: Bearer
 //! <token>` for the API, a session the page's sign-in form starts for `/ui/`, the token compared
-//! in constant time. Everything but `/healthz` answers only to the host names of [`hosts`]
+//! in constant time. Everything but the two health checks answers only to the host names of [`hosts`]
 //! (DNS rebinding). Handlers are thin: they parse the request, call the [`Domains`] or
 //! [`LinkKeys`] service, and turn its answer into JSON or a page; errors get their status in
 //! [`error`] and are JSON `{"error": "..."}` with a message that says what to do. This listener
@@ -12,10 +12,12 @@
 mod api;
 mod error;
 mod hosts;
+mod ready;
 mod ui;
 mod views;
 
 pub use hosts::Hosts;
+pub use ready::Readiness;
 pub use ui::Sessions;
 
 use std::sync::Arc;
@@ -51,6 +53,8 @@ pub struct AdminState {
     pub hosts: Hosts,
     /// The page's signed-in sessions.
     pub sessions: Sessions,
+    /// What `/readyz` answers.
+    pub readiness: Arc<Readiness>,
 }
 
 type Shared = Arc<AdminState>;
@@ -68,6 +72,10 @@ pub fn router(state: Shared) -> Router {
         // After the host check's layer, so outside it: health says nothing, and load balancers
         // probe it under whatever name they like.
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(state): State<Shared>| async move { state.readiness.answer() }),
+        )
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
 }

@@ -59,6 +59,9 @@ pub struct App {
     tasks: Vec<JoinHandle<()>>,
     clicks: ClickWriter,
     grace: Duration,
+    /// `shutdown_delay`: not ready but serving, before the listeners close.
+    delay: Duration,
+    readiness: Arc<admin::Readiness>,
 }
 
 impl App {
@@ -71,6 +74,7 @@ impl App {
         let clock = Clock::system();
         let registry = Registry::new_custom(None, None).context("creating metrics registry")?;
         let metrics = Metrics::new(&registry).context("registering metrics")?;
+        let readiness = admin::Readiness::new(&registry).context("registering metrics")?;
         let store = store::open(config)
             .with_context(|| format!("opening the store {}", config.store_path().display()))?;
         let domains = store.domains().await.context("loading domains")?;
@@ -126,6 +130,14 @@ impl App {
                 .context("setting up the ACME issuer")?,
             ),
         };
+        // The series alerts watch exist from the start, at 0: an absent series never makes
+        // `increase()` fire, and the first failure would go unnoticed.
+        for vec in [&metrics.certs_issued, &metrics.certs_failed] {
+            vec.with_label_values(&[issuer.kind()]);
+        }
+        for outcome in ["ok", "failed"] {
+            metrics.renewals.with_label_values(&[outcome]);
+        }
         let onboarding = Arc::new(Onboarding::new(
             OnboardingSettings::from_config(config),
             store.clone(),
@@ -261,6 +273,7 @@ impl App {
             // The admin listener serves plain HTTP: the cookie is Secure when admin.secure_cookie
             // says browsers reach it over HTTPS (through a proxy).
             sessions: admin::Sessions::new(config.admin.secure_cookie),
+            readiness: readiness.clone(),
         }));
         tasks.push(tokio::spawn(serve::serve_admin(
             admin_listener,
@@ -270,6 +283,8 @@ impl App {
             stop_rx,
         )));
 
+        // The store is loaded and every listener bound and served: traffic is welcome.
+        readiness.set(true);
         Ok(App {
             addrs,
             stop,
@@ -277,6 +292,8 @@ impl App {
             tasks,
             clicks: click_writer,
             grace: config.shutdown_grace,
+            delay: config.shutdown_delay,
+            readiness,
         })
     }
 
@@ -288,6 +305,13 @@ impl App {
     /// Stops accepting, lets open connections finish within the grace period, writes every
     /// queued click, and returns.
     pub async fn shutdown(self) {
+        // Not ready first, still serving for `shutdown_delay`: load balancers probing /readyz
+        // stop sending before the listeners close.
+        self.readiness.set(false);
+        if !self.delay.is_zero() {
+            tracing::info!(delay = ?self.delay, "draining: /readyz answers 503; still serving");
+            tokio::time::sleep(self.delay).await;
+        }
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
@@ -331,9 +355,20 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
     if let Some(t) = &config.admin.token {
         return Ok(t.trim().to_owned());
     }
+    if let Some(path) = &config.admin.token_file {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("reading admin.token_file {}", path.display()))?;
+        if t.trim().len() < 16 {
+            bail!(
+                "admin.token_file {} holds fewer than 16 characters: write a longer token (e.g. 64 hex digits)",
+                path.display()
+            );
+        }
+        return Ok(t.trim().to_owned());
+    }
     if !config.listen.admin.ip().is_loopback() {
         bail!(
-            "listen.admin = \"{}\" is not a loopback address: set admin.token explicitly to expose the admin API",
+            "listen.admin = \"{}\" is not a loopback address: set admin.token or admin.token_file explicitly to expose the admin API",
             config.listen.admin
         );
     }

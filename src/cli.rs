@@ -2,6 +2,7 @@
 //! edge's admin API (`domain`, `link`, `keys`). `serve` itself is in `main.rs` and [`crate::app`].
 
 mod checks;
+mod health;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::onboarding::escape::escape;
 use checks::{checks_verdict, count_status, print_checks, shown, with_progress};
 
@@ -21,10 +22,13 @@ const CONFIG_REFERENCE: &str = "\
 Configuration (TOML; every key optional; unknown keys are an error):
   data_dir = \"./clickedge-data\"         store, local CA (ca.pem), admin-token, clicks
   shutdown_grace = \"10s\"                time for in-flight requests after SIGTERM/SIGINT
+  shutdown_delay = \"0s\"                 /readyz answers 503 this long, still serving, before
+                                        the listeners close (load balancers stop sending)
+  log_format = \"text\"                   or \"json\"; --log-format and $CLICKEDGE_LOG_FORMAT win
   [listen]
   https = \"127.0.0.1:8443\"              clicks over TLS
   http  = \"127.0.0.1:8080\"              ACME HTTP-01, upgrade to HTTPS
-  admin = \"127.0.0.1:9180\"              admin API, /metrics, /healthz
+  admin = \"127.0.0.1:9180\"              admin API, /metrics, /healthz, /readyz
   [store]
   kind = \"sqlite\"                       one embedded file, mode 0600
   path = \"<data_dir>/clickedge.db\"
@@ -87,6 +91,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   danger_allow_private_addresses = false  tests only: let the HTTP check use loopback/private IPs
   [admin]
   token = (generated)                   else generated once into <data_dir>/admin-token (0600)
+  token_file = (none)                   read the token from this file (a mounted secret)
   hosts = []                            names answered besides IPs and localhost; others get 421
   secure_cookie = false                 true: the /ui/ session cookie is Secure (HTTPS proxy)
 
@@ -99,6 +104,10 @@ pub struct Cli {
     /// Config file (TOML). Default: $CLICKEDGE_CONFIG, else built-in defaults.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Log lines of `serve`: `text` or `json` (one object per line). Default:
+    /// $CLICKEDGE_LOG_FORMAT, else the config's `log_format`, else `text`.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -110,6 +119,12 @@ pub enum Command {
     /// Run the edge (HTTPS clicks, HTTP, admin API).
     #[command(after_long_help = CONFIG_REFERENCE)]
     Serve,
+    /// Ask a running edge whether it is ready (`/readyz`): exits 0 when it is, 1 when not.
+    Health {
+        /// Admin API base URL. Default: http://<listen.admin from the config>.
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+    },
     /// Manage link domains on a running edge.
     Domain {
         /// Where and how to reach the admin API.
@@ -221,13 +236,17 @@ impl Client {
         let base = args
             .admin
             .clone()
-            .unwrap_or_else(|| format!("http://{}", config.listen.admin));
+            .unwrap_or_else(|| format!("http://{}", health::reachable(config.listen.admin)));
         let token = match std::env::var(TOKEN_ENV) {
             Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
             _ => match &config.admin.token {
                 Some(t) => t.trim().to_owned(),
                 None => {
-                    let path = config.data_dir.join(crate::app::ADMIN_TOKEN_FILE);
+                    let path = config
+                        .admin
+                        .token_file
+                        .clone()
+                        .unwrap_or_else(|| config.data_dir.join(crate::app::ADMIN_TOKEN_FILE));
                     std::fs::read_to_string(&path)
                         .with_context(|| {
                             format!(
@@ -287,6 +306,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
     use reqwest::Method;
     match command {
         Command::Serve => unreachable!("serve is handled by main"),
+        Command::Health { admin } => health::run(config, admin.as_deref()).await?,
         Command::Domain { client, action } => {
             let c = Client::new(config, &client)?;
             let v = match &action {

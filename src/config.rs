@@ -22,6 +22,17 @@ pub use clicks::{Clicks, Durability, SinkKind};
 pub use cluster::{Cluster, NodeId, NodeIdError};
 pub use limits::Limits;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields` (with `message`), `target`.
+    Json,
+}
+
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "CLICKEDGE_CONFIG";
 /// File under the data dir holding the SQLite store unless `store.path` says otherwise.
@@ -68,6 +79,13 @@ pub struct Config {
     /// are closed. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long `/readyz` answers 503 after SIGTERM/SIGINT while the edge still serves, before
+    /// the listeners close: time for load balancers to stop sending. Default `0s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    /// Log lines: `text` (human-readable) or `json` (one object per line). `--log-format` and
+    /// `CLICKEDGE_LOG_FORMAT` win over it. Default `text`.
+    pub log_format: LogFormat,
     /// Listening addresses.
     pub listen: Listen,
     /// Durable state (domains, certificates, link keys).
@@ -272,6 +290,8 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./clickedge-data"),
             shutdown_grace: Duration::from_secs(10),
+            shutdown_delay: Duration::ZERO,
+            log_format: LogFormat::Text,
             listen: Listen::default(),
             store: Store::default(),
             tls: Tls::default(),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use clickedge::app::App;
 use clickedge::cli::{Cli, Command};
-use clickedge::config::{Config, Limits};
+use clickedge::config::{Config, Limits, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -33,13 +33,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config, cli.log_format).await,
         command => clickedge::cli::run_client(&config, command).await,
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging();
+async fn serve(config: Config, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    init_logging(log_format_of(log_format, &config)?);
     // The only global: rustls's process-wide crypto provider (aws-lc-rs), for any client config
     // built without an explicit provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -119,16 +119,31 @@ fn raise_open_files_limit(limits: &Limits) {
     }
 }
 
-/// Logs go to stderr: human-readable by default, one JSON object per line with
-/// `CLICKEDGE_LOG_FORMAT=json`; the level filter is `CLICKEDGE_LOG` (default `info`).
-fn init_logging() {
+/// The log format: `--log-format`, else `CLICKEDGE_LOG_FORMAT` (`json` or `text`), else the
+/// config's `log_format`.
+fn log_format_of(flag: Option<LogFormat>, config: &Config) -> anyhow::Result<LogFormat> {
+    use clap::ValueEnum as _;
+    if let Some(f) = flag {
+        return Ok(f);
+    }
+    match std::env::var("CLICKEDGE_LOG_FORMAT") {
+        Ok(v) => LogFormat::from_str(&v, true).map_err(|_| {
+            anyhow::anyhow!("CLICKEDGE_LOG_FORMAT={v:?} is not a log format: use json or text")
+        }),
+        Err(_) => Ok(config.log_format),
+    }
+}
+
+/// Logs go to stderr: human-readable (`text`) or one JSON object per line (`json`); the level
+/// filter is `CLICKEDGE_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
     use std::io::IsTerminal as _;
     let filter =
         EnvFilter::try_from_env("CLICKEDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::env::var("CLICKEDGE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();

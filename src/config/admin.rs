@@ -9,6 +9,9 @@ use serde::Deserialize;
 pub struct Admin {
     /// Bearer token for the admin API. Default: generated once into `<data_dir>/admin-token`.
     pub token: Option<String>,
+    /// A file holding the bearer token (a mounted secret), read at start; exclusive with
+    /// `token`. Default none.
+    pub token_file: Option<std::path::PathBuf>,
     /// Host names the admin listener answers to, besides IP addresses (always answered) and
     /// `localhost` (answered when `listen.admin` is a loopback or unspecified address). A request
     /// whose `Host` names anything else gets 421, so a page on a rebound DNS name cannot read

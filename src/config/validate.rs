@@ -91,6 +91,11 @@ impl Config {
                     .into(),
             ));
         }
+        if self.admin.token.is_some() && self.admin.token_file.is_some() {
+            return Err(invalid(
+                "admin.token and admin.token_file are both set: keep one".into(),
+            ));
+        }
         Ok(self)
     }
 }
