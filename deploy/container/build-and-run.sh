@@ -6,6 +6,8 @@
 # Usage: deploy/container/build-and-run.sh [BINARY]
 #   BINARY: the clickedge binary to put in the image (default: target/release/clickedge, built
 #   with `cargo build --release --locked` when missing).
+# Environment: ISOLATION=chroot builds without an OCI runtime (hosts where crun cannot create
+# cgroups, e.g. inside another container).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -40,7 +42,7 @@ fi
 echo "== building $image"
 cp "$binary" "$here/clickedge.toml" "$work/"
 cp "$here/Containerfile" "$work/"
-podman build --quiet --tag "$image" --file "$work/Containerfile" "$work" >/dev/null
+podman build --quiet --format docker --isolation "${ISOLATION:-oci}" --tag "$image" --file "$work/Containerfile" "$work" >/dev/null
 podman image ls "$image" --format '{{.Repository}}:{{.Tag}} {{.Size}}'
 
 # 3. Run it with its admin token as a secret, on free ports of the host's loopback.
