@@ -112,27 +112,14 @@ fn systemd_unit_verifies() {
 #[test]
 fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     let dir = deploy("prometheus");
-    let check = run(
-        "promtool",
-        &["check", "rules", "clickedge.rules.yml"],
-        &dir,
-        "prometheus",
-    );
-    assert_ok("promtool check rules", &check);
-    let config = run(
-        "promtool",
-        &["check", "config", "prometheus.yml"],
-        &dir,
-        "prometheus",
-    );
-    assert_ok("promtool check config", &config);
-    let tests = run(
-        "promtool",
-        &["test", "rules", "clickedge.rules.test.yml"],
-        &dir,
-        "prometheus",
-    );
-    assert_ok("promtool test rules", &tests);
+    for args in [
+        ["check", "rules", "clickedge.rules.yml"],
+        ["check", "config", "prometheus.yml"],
+        ["test", "rules", "clickedge.rules.test.yml"],
+    ] {
+        let out = run("promtool", &args, &dir, "prometheus");
+        assert_ok(&format!("promtool {}", args.join(" ")), &out);
+    }
 }
 
 #[tokio::test]
