@@ -28,7 +28,7 @@ use clickedge::acme::challenges::Challenges;
 use clickedge::certs::{self, Certs};
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
 use clickedge::clicks::verdict::{Class, Verdict};
-use clickedge::clicks::{BatchConfig, ClickEvent, ClickWriter, Truncated};
+use clickedge::clicks::{BatchConfig, ClickEvent, ClickId, ClickWriter, Truncated};
 use clickedge::clock::{Clock, from_unix_secs};
 use clickedge::domain::Zones;
 use clickedge::http::router::{Route, route};
@@ -244,13 +244,14 @@ fn bench_clicks(c: &mut Criterion) {
         ..event.clone()
     };
     let mut out = Vec::with_capacity(1024);
+    let node = clickedge::config::NodeId::parse("edge-a").expect("node id");
 
     let mut g = c.benchmark_group("clicks");
     // One JSON line (two timestamps formatted, meta map built, serde_json) into a reused buffer.
     g.bench_function("write_json", |b| {
         b.iter(|| {
             out.clear();
-            black_box(&event).write_json(&mut out);
+            black_box(&event).write_json(ClickId::new(&node, 1_000_000), &mut out);
             black_box(out.len())
         })
     });
@@ -258,7 +259,7 @@ fn bench_clicks(c: &mut Criterion) {
     g.bench_function("write_json_verdict", |b| {
         b.iter(|| {
             out.clear();
-            black_box(&judged).write_json(&mut out);
+            black_box(&judged).write_json(ClickId::new(&node, 1_000_000), &mut out);
             black_box(out.len())
         })
     });

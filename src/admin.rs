@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
+use crate::clicks::ship::Progress;
 use crate::clock::Clock;
 use crate::domains::Domains;
 use crate::keys::LinkKeys;
@@ -55,6 +56,8 @@ pub struct AdminState {
     pub sessions: Sessions,
     /// What `/readyz` answers.
     pub readiness: Arc<Readiness>,
+    /// With a click stream: how far shipping has come, for `/healthz`.
+    pub shipping: Option<Progress>,
 }
 
 type Shared = Arc<AdminState>;
@@ -71,13 +74,24 @@ pub fn router(state: Shared) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), hosts::check))
         // After the host check's layer, so outside it: health says nothing, and load balancers
         // probe it under whatever name they like.
-        .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(|State(state): State<Shared>| async move { state.readiness.answer() }),
         )
+        .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
+}
+
+/// `ok`, and with a click stream a second line, `shipping: current` or `shipping: behind`
+/// (publishing fails, or the oldest unshipped click is older than 10 s). Healthy either way:
+/// unshipped clicks are safe in the log.
+async fn health(State(state): State<Shared>) -> &'static str {
+    match &state.shipping {
+        None => "ok\n",
+        Some(p) if p.behind() => "ok\nshipping: behind\n",
+        Some(_) => "ok\nshipping: current\n",
+    }
 }
 
 async fn require_token(

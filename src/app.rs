@@ -23,9 +23,10 @@ use crate::acme::challenges::Challenges;
 use crate::admin::{self, AdminState};
 use crate::certs::{Certs, Settings as CertSettings};
 use crate::clicks::file::{Access, FileSink, FileSinkConfig};
-use crate::clicks::{BatchConfig, ClickWriter};
+use crate::clicks::ship::{NatsTarget, ShipMetrics, Shipper};
+use crate::clicks::{BatchConfig, ClickIds, ClickWriter};
 use crate::clock::Clock;
-use crate::config::{Config, IssuerKind};
+use crate::config::{Config, IssuerKind, StreamKind};
 use crate::domains::Domains;
 use crate::http::Edge;
 use crate::http::serve::{self, Serving};
@@ -174,6 +175,20 @@ impl App {
             .await
             .context("reading certificate summary")?;
 
+        let shipper = match config.clicks.stream {
+            Some(StreamKind::Nats) => Some(
+                Shipper::new(
+                    config.clicks_dir(),
+                    NatsTarget::from_config(&config.clicks, &config.cluster.node_id()),
+                    ShipMetrics::new(&registry).context("registering shipping metrics")?,
+                    clock.clone(),
+                )
+                .await
+                .context("setting up click shipping to NATS")?,
+            ),
+            None => None,
+        };
+        let shipping = shipper.as_ref().map(Shipper::progress);
         let sink = FileSink::open(
             FileSinkConfig {
                 dir: config.clicks_dir(),
@@ -185,10 +200,13 @@ impl App {
                     Access::Private
                 },
                 max_total_bytes: NonZeroU64::new(config.clicks.max_total_bytes),
+                max_age: config.clicks.retention,
+                shipped: shipping.clone(),
             },
             metrics.clone(),
             clock.clone(),
         )?;
+        let ids = ClickIds::new(config.cluster.node_id(), sink.next_click_seq());
         let (click_writer, mut clicks) = ClickWriter::start(
             sink,
             BatchConfig {
@@ -196,6 +214,7 @@ impl App {
                 queue_capacity: config.clicks.queue_capacity.get(),
                 durability: config.clicks.durability,
                 max_buffered_bytes: config.clicks.max_buffered_bytes.get(),
+                ids,
             },
             metrics.clone(),
             clock.clone(),
@@ -250,6 +269,9 @@ impl App {
             tokio::spawn(serve::serve_http(http_listener, serving)),
         ];
         tasks.push(tokio::spawn(certs.clone().run_maintenance(stop_rx.clone())));
+        if let Some(shipper) = shipper {
+            tasks.push(tokio::spawn(shipper.run(stop_rx.clone())));
+        }
         tasks.push(tokio::spawn(
             onboarding
                 .clone()
@@ -274,6 +296,7 @@ impl App {
             // says browsers reach it over HTTPS (through a proxy).
             sessions: admin::Sessions::new(config.admin.secure_cookie),
             readiness: readiness.clone(),
+            shipping,
         }));
         tasks.push(tokio::spawn(serve::serve_admin(
             admin_listener,

@@ -31,9 +31,11 @@
 mod batcher;
 mod bounded;
 pub mod file;
+mod id;
 mod line;
 mod queue;
 mod rate;
+pub mod ship;
 mod sink;
 #[cfg(test)]
 mod testing;
@@ -46,6 +48,7 @@ use crate::Domain;
 
 pub use batcher::{BatchConfig, ClickWriter, DEFAULT_MAX_BUFFERED_BYTES, StartError};
 pub use bounded::{MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated, bounded_text};
+pub use id::{ClickId, ClickIds, id_seq, line_click_id};
 pub use line::format_ts;
 pub use queue::{ClickQueue, ClickRejected};
 pub use sink::{Batch, ClickSink};

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use admin::{Admin, AdminHost, AdminHostError};
-pub use clicks::{Clicks, Durability, SinkKind};
+pub use clicks::{Clicks, Durability, SinkKind, StreamKind};
 pub use cluster::{Cluster, NodeId, NodeIdError};
 pub use limits::Limits;
 

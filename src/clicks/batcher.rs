@@ -23,10 +23,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::id::ClickIds;
 use super::queue::{Ack, Msg};
 use super::{ClickEvent, ClickQueue, ClickRejected, ClickSink};
 use crate::clock::Clock;
-use crate::config::Durability;
+use crate::config::{Durability, NodeId};
 use crate::errors;
 use crate::metrics::Metrics;
 use pending::{Pending, Waiter, refuse};
@@ -53,6 +54,9 @@ pub struct BatchConfig {
     /// Encoded clicks held in memory while the sink is failing, in bytes; past it new buffered
     /// clicks are dropped (counted) and synced ones refused. See [`DEFAULT_MAX_BUFFERED_BYTES`].
     pub max_buffered_bytes: usize,
+    /// The ids the clicks get, in the order they are encoded: the node's, going on from the
+    /// sequence number after the newest line of the log (see [`ClickIds`]).
+    pub ids: ClickIds,
 }
 
 impl Default for BatchConfig {
@@ -63,6 +67,7 @@ impl Default for BatchConfig {
             queue_capacity: 65_536,
             durability: Durability::Buffered,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            ids: ClickIds::new(NodeId::host(), 1),
         }
     }
 }
@@ -227,10 +232,17 @@ impl<S: ClickSink> Batcher<S> {
             .failure
             .is_some()
             .then_some(self.config.max_buffered_bytes);
-        match self
-            .pending
-            .push(event, ack, bound, self.config.flush_interval)
-        {
+        let pushed = self.pending.push(
+            event,
+            self.config.ids.peek(),
+            ack,
+            bound,
+            self.config.flush_interval,
+        );
+        if pushed.is_ok() {
+            self.config.ids.advance();
+        }
+        match pushed {
             Ok(()) if self.failure.is_some() => {
                 self.metrics
                     .click_sink_held_bytes

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use access::Access;
+pub(in crate::clicks) use naming::is_click_file;
 
+use super::ship::Progress;
 use super::{Batch, ClickSink};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -46,6 +48,10 @@ pub struct FileSinkConfig {
     /// The most the click files may add up to: past it the oldest are deleted (see
     /// `retention`). `None`: no cap.
     pub max_total_bytes: Option<NonZeroU64>,
+    /// Closed files older than this are deleted (`clicks.retention`). `None`: kept.
+    pub max_age: Option<Duration>,
+    /// With a stream: the shipper's progress; no file is deleted before it is shipped.
+    pub shipped: Option<Progress>,
 }
 
 /// Suggested [`FileSinkConfig::max_total_bytes`]: 10 GiB, some 20 million clicks of 450 bytes.
@@ -60,6 +66,8 @@ impl Default for FileSinkConfig {
             rotate_interval: Duration::from_secs(3600),
             access: Access::Private,
             max_total_bytes: Some(DEFAULT_MAX_TOTAL_BYTES),
+            max_age: None,
+            shipped: None,
         }
     }
 }
@@ -115,6 +123,15 @@ pub enum WriteError {
         #[source]
         source: io::Error,
     },
+    /// The log is at `clicks.max_total_bytes` and its oldest file is not shipped yet.
+    #[error(
+        "click log at clicks.max_total_bytes and its oldest file {path} is not shipped to the \
+         stream yet; bring the stream back or raise clicks.max_total_bytes"
+    )]
+    Unshipped {
+        /// The oldest click file.
+        path: PathBuf,
+    },
     /// A new click file could not be created.
     #[error("creating a click file in {dir}")]
     Create {
@@ -155,6 +172,8 @@ pub struct FileSink {
     torn: Option<TornFile>,
     /// The closed files, and the cap they are kept under.
     retention: Retention,
+    /// The sequence number after the newest click id in the log, found at open.
+    next_seq: u64,
     faults: Faults,
 }
 
@@ -195,7 +214,17 @@ impl FileSink {
             path: e.path,
             source: e.source,
         })?;
-        let retention = Retention::scan(&config.dir, config.max_total_bytes).map_err(dir_error)?;
+        let last = recover::last_line(&config.dir).map_err(|source| OpenError::Recover {
+            path: config.dir.clone(),
+            source,
+        })?;
+        let next_seq = super::id::next_seq_after(last.as_deref());
+        let bounds = retention::Bounds {
+            cap: config.max_total_bytes,
+            max_age: config.max_age,
+            shipped: config.shipped.clone(),
+        };
+        let retention = Retention::scan(&config.dir, bounds).map_err(dir_error)?;
         metrics.click_log_bytes.set(gauge(retention.closed_bytes()));
         Ok(FileSink {
             config,
@@ -204,8 +233,15 @@ impl FileSink {
             file: None,
             torn: None,
             retention,
+            next_seq,
             faults: Faults::default(),
         })
+    }
+
+    /// The sequence number the next click id takes up: the one after the newest click line of
+    /// the log (1 for an empty log, or one from before ids). See [`super::ClickIds`].
+    pub fn next_click_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// Appends the batch to `file`, and syncs it if it is durable.
@@ -263,16 +299,21 @@ impl FileSink {
             self.metrics.click_sink_errors.inc();
             tracing::error!(path = %f.path.display(), error = %e, "syncing click file");
         }
-        self.retention.push_closed(f.path, f.bytes);
+        tracing::info!(path = %f.path.display(), bytes = f.bytes, "click file closed");
+        self.retention
+            .push_closed(f.path, f.bytes, self.clock.now());
     }
 
     /// Keeps the log under the cap with `incoming` more bytes: deletes the oldest closed files,
     /// and if that is not enough, closes the open file (now the oldest left) and deletes it too.
     fn make_room(&mut self, incoming: u64) -> Result<(), WriteError> {
-        let deleting = |e: retention::DeleteError| WriteError::Delete {
-            path: e.path,
-            source: e.source,
+        let deleting = |e: retention::DeleteError| match e {
+            retention::DeleteError::Io { path, source } => WriteError::Delete { path, source },
+            retention::DeleteError::Unshipped { path } => WriteError::Unshipped { path },
         };
+        self.retention
+            .expire(self.clock.now(), &self.metrics)
+            .map_err(deleting)?;
         let open = self.file.as_ref().map_or(0, |f| f.bytes);
         if self
             .retention

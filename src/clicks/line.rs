@@ -4,8 +4,8 @@
 //! formatting were most of the writer's work per click.
 //!
 //! The contract only grows at the end: the verdict's three fields are appended when there is a
-//! verdict, then `"truncated"` when a header was cut to its bound; a line with neither is exactly
-//! the line written before they existed. This module writes bytes into a buffer; it does no I/O
+//! verdict, then `"truncated"` when a header was cut to its bound, then `"click_id"` (see
+//! [`super::id`]) always, last, where a shipper finds it without parsing the line. This module writes bytes into a buffer; it does no I/O
 //! and knows nothing of batches or files.
 
 use std::collections::BTreeMap;
@@ -13,6 +13,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use super::id::ClickId;
 use super::verdict::Verdict;
 use super::{ClickEvent, Truncated};
 
@@ -70,7 +71,7 @@ impl Stamp {
 }
 
 impl ClickEvent {
-    /// Appends the event as one JSON line (with the trailing newline) to `out`: the click log
+    /// Appends the event, as the click `id`, as one JSON line (with the trailing newline) to `out`: the click log
     /// contract's fields, in the order and form serde_json gives the `Line` struct in the tests,
     /// which check the two byte for byte (with the Unicode line breaks escaped as well). Written
     /// out here because serde_json escapes strings byte by byte, the writer's largest cost per
@@ -80,7 +81,7 @@ impl ClickEvent {
     /// The line never holds a raw newline but the last byte (control characters are escaped), so
     /// a batch of lines splits on `\n`; nor a raw U+0085, U+2028 or U+2029, so readers that split
     /// on Unicode line breaks see one record per line too.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    pub fn write_json(&self, id: ClickId<'_>, out: &mut Vec<u8>) {
         let ts = Stamp::new(self.ts);
         let minted_at = Stamp::new(self.minted_at);
         out.extend_from_slice(b"{\"ts\":");
@@ -117,6 +118,7 @@ impl ClickEvent {
         if self.truncated.any() {
             json_truncated(out, self.truncated);
         }
+        id.write_member(out);
         out.extend_from_slice(b"}\n");
     }
 }

@@ -2,17 +2,19 @@
 //! breaking a directory the way a lost mount does, and polling for a state.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use super::file::{FileSink, FileSinkConfig};
 use super::queue::Msg;
 use super::{
-    BatchConfig, ClickEvent, ClickQueue, ClickWriter, DEFAULT_MAX_BUFFERED_BYTES, Truncated,
+    BatchConfig, ClickEvent, ClickId, ClickIds, ClickQueue, ClickWriter,
+    DEFAULT_MAX_BUFFERED_BYTES, Truncated,
 };
 use crate::Domain;
 use crate::clock::{Clock, ManualClock, from_unix_secs};
-use crate::config::Durability;
+use crate::config::{Durability, NodeId};
 use crate::metrics::Metrics;
 
 pub(super) fn url(i: usize) -> String {
@@ -37,6 +39,18 @@ pub(super) fn event(i: usize) -> ClickEvent {
         verdict: None,
         truncated: Truncated::default(),
     }
+}
+
+/// The node of the tests' clicks.
+pub(super) static NODE: LazyLock<NodeId> = LazyLock::new(|| NodeId::parse("edge-t").unwrap());
+
+/// The first sequence number of the tests' clicks: wide enough that every line of a test has
+/// the same length.
+pub(super) const FIRST_SEQ: u64 = 1_000_000;
+
+/// The line of `event` as the first click of a test's batcher writes it.
+pub(super) fn encode(event: &ClickEvent, out: &mut Vec<u8>) {
+    event.write_json(ClickId::new(&NODE, FIRST_SEQ), out);
 }
 
 pub(super) fn urls(range: impl IntoIterator<Item = usize>) -> Vec<String> {
@@ -75,6 +89,8 @@ pub(super) fn file_config(dir: &Path) -> FileSinkConfig {
         rotate_interval: Duration::from_secs(3600),
         access: super::file::Access::Private,
         max_total_bytes: None,
+        max_age: None,
+        shipped: None,
     }
 }
 
@@ -85,6 +101,7 @@ pub(super) fn batch_config() -> BatchConfig {
         queue_capacity: 10_000,
         durability: Durability::Buffered,
         max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+        ids: ClickIds::new(NODE.clone(), FIRST_SEQ),
     }
 }
 

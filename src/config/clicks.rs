@@ -1,5 +1,6 @@
-//! `[clicks]`: where the click log goes, how durable a click is before its 302, and what one
-//! client or the whole log may cost (parsed here, enforced by the click pipeline).
+//! `[clicks]`: where the click log goes, how durable a click is before its 302, what one
+//! client or the whole log may cost, and the stream the log is shipped to (parsed and checked
+//! here, enforced by the click pipeline).
 
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
@@ -23,6 +24,14 @@ pub enum Durability {
 pub enum SinkKind {
     /// JSON Lines files under `clicks.dir`.
     File,
+}
+
+/// Where the click log is shipped, besides being kept in files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    /// A NATS JetStream stream (`nats_url`, `nats_subject`, `nats_stream`).
+    Nats,
 }
 
 /// `[clicks]`.
@@ -63,6 +72,23 @@ pub struct Clicks {
     /// (counted in `clickedge_clicks_unlogged_total{reason="rate"}`). `0`: no bound. Default
     /// `10`.
     pub max_clicks_per_ip_per_sec: u32,
+    /// Closed click files older than this are deleted (each logged and counted); when a stream
+    /// is configured, only once fully shipped. Default none: kept until `max_total_bytes`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// Ship every click line to a stream: `"nats"`. Default none (files only).
+    pub stream: Option<StreamKind>,
+    /// The NATS server: `nats://host:port`, or `tls://host:port` for TLS. Default
+    /// `nats://127.0.0.1:4222`.
+    pub nats_url: url::Url,
+    /// The subject every click of this node is published on; `{node_id}` is replaced by
+    /// `[cluster] node_id`. Default `clicks.{node_id}`.
+    pub nats_subject: String,
+    /// The JetStream stream holding the clicks, created if missing (file storage, the subject
+    /// with `{node_id}` as a wildcard, a 2-minute duplicate window). Default `CLICKS`.
+    pub nats_stream: String,
+    /// A NATS credentials file (`.creds`: user JWT and NKey seed). Default none.
+    pub nats_credentials: Option<PathBuf>,
 }
 
 impl Default for Clicks {
@@ -79,6 +105,63 @@ impl Default for Clicks {
             group_read: false,
             max_total_bytes: 10 << 30,
             max_clicks_per_ip_per_sec: 10,
+            retention: None,
+            stream: None,
+            // Invariant: a literal that parses.
+            nats_url: url::Url::parse("nats://127.0.0.1:4222").expect("valid literal"),
+            nats_subject: "clicks.{node_id}".into(),
+            nats_stream: "CLICKS".into(),
+            nats_credentials: None,
         }
+    }
+}
+
+impl Clicks {
+    /// What is wrong with the stream and retention settings, in words that say what to write
+    /// instead; none when they are usable.
+    pub(super) fn invalid(&self) -> Option<String> {
+        if self.retention.is_some_and(|r| r < Duration::from_secs(60)) {
+            return Some(
+                "clicks.retention must be at least 1m (e.g. \"30d\"), or left out to keep files \
+                 until clicks.max_total_bytes"
+                    .into(),
+            );
+        }
+        let url = &self.nats_url;
+        if !matches!(url.scheme(), "nats" | "tls") || url.host_str().is_none_or(str::is_empty) {
+            return Some(format!(
+                "clicks.nats_url = \"{url}\" is not a NATS server address: write \
+                 \"nats://host:4222\", or \"tls://host:4222\" for TLS"
+            ));
+        }
+        let subject = self.nats_subject.replace("{node_id}", "node");
+        let subject_ok = !subject.is_empty()
+            && subject.split('.').all(|token| {
+                !token.is_empty()
+                    && token
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !matches!(b, b'*' | b'>'))
+            });
+        if !subject_ok {
+            return Some(format!(
+                "clicks.nats_subject = {:?} is not a NATS subject to publish on: use tokens of \
+                 printable characters without '*' or '>', separated by single dots, e.g. \
+                 \"clicks.{{node_id}}\"",
+                self.nats_subject
+            ));
+        }
+        let stream_ok = (1..=255).contains(&self.nats_stream.len())
+            && self
+                .nats_stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if !stream_ok {
+            return Some(format!(
+                "clicks.nats_stream = {:?} is not a usable stream name: use letters, digits, '-' \
+                 and '_', e.g. \"CLICKS\"",
+                self.nats_stream
+            ));
+        }
+        None
     }
 }

@@ -30,6 +30,9 @@ impl Config {
                  ({min_total}), so a whole file is kept while the oldest is deleted"
             )));
         }
+        if let Some(message) = self.clicks.invalid() {
+            return Err(invalid(message));
+        }
         if self.tls.on_demand_timeout.is_zero() || self.tls.handshake_timeout.is_zero() {
             return Err(invalid(
                 "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),

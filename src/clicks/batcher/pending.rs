@@ -7,6 +7,7 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use crate::clicks::id::ClickId;
 use crate::clicks::queue::Ack;
 use crate::clicks::{Batch, ClickEvent, ClickRejected};
 
@@ -65,18 +66,19 @@ impl Pending {
         Batch::new(&self.buf, self.clicks, self.has_synced())
     }
 
-    /// Encodes `event` onto the end of the batch, due `flush_interval` from now if it is the
+    /// Encodes `event` as click `id` onto the end of the batch, due `flush_interval` from now if it is the
     /// first. With a `bound`, a click whose line would take the batch past it is not kept (a tail
     /// drop: what is held stays a gapless run of the oldest clicks) and its `ack` is handed back.
     pub(super) fn push(
         &mut self,
         event: &ClickEvent,
+        id: ClickId<'_>,
         ack: Option<Ack>,
         bound: Option<usize>,
         flush_interval: Duration,
     ) -> Result<(), Option<Ack>> {
         let start = self.buf.len();
-        event.write_json(&mut self.buf);
+        event.write_json(id, &mut self.buf);
         if bound.is_some_and(|bound| self.buf.len() > bound) {
             self.buf.truncate(start);
             return Err(ack);

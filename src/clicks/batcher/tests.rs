@@ -12,7 +12,7 @@ use super::*;
 use crate::clicks::Batch;
 use crate::clicks::file::{FileSink, FileSinkConfig};
 use crate::clicks::testing::{
-    batch_config, break_dir, event, eventually, file_config, line_url, lines, start_file,
+    batch_config, break_dir, encode, event, eventually, file_config, line_url, lines, start_file,
     test_queue, url, urls,
 };
 
@@ -179,7 +179,7 @@ async fn synced_clicks_are_refused_while_the_directory_is_unwritable() {
 fn clicks_past_the_memory_bound_are_dropped_and_counted_while_failing() {
     let root = tempfile::tempdir().unwrap();
     let mut line = Vec::new();
-    event(0).write_json(&mut line);
+    encode(&event(0), &mut line);
     let metrics = Metrics::unregistered();
     let (sink, queue, dir, restore) = failing_sink(root.path(), &metrics, |c| BatchConfig {
         max_buffered_bytes: 3 * line.len(),

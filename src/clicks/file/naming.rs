@@ -18,7 +18,7 @@ const PREFIX: &str = "clicks-";
 const SUFFIX: &str = ".jsonl";
 
 /// Whether `name` is a click file's name (not a quarantined tail, not anything else).
-pub(super) fn is_click_file(name: &str) -> bool {
+pub(in crate::clicks) fn is_click_file(name: &str) -> bool {
     name.starts_with(PREFIX) && name.ends_with(SUFFIX)
 }
 

@@ -71,6 +71,22 @@ pub(super) fn recover(
     Ok(Some(done))
 }
 
+/// The last line of the newest non-empty click file (after [`recover`], a whole line), without
+/// its newline: where the sequence of click ids goes on from at start.
+pub(super) fn last_line(dir: &Path) -> io::Result<Option<Vec<u8>>> {
+    let Some(path) = newest_click_file(dir)? else {
+        return Ok(None);
+    };
+    let file = File::open(&path)?;
+    let len = file.metadata()?.len();
+    // The file is not empty and ends in a newline: the line is what follows the newline before.
+    let end = len.saturating_sub(1);
+    let start = rfind_newline(&file, end)?.map_or(0, |nl| nl + 1);
+    let mut line = vec![0; usize::try_from(end - start).map_err(io::Error::other)?];
+    file.read_exact_at(&mut line, start)?;
+    Ok(Some(line))
+}
+
 /// The newest `clicks-*.jsonl` file that is not empty. Names sort in time order (see
 /// [`naming`]); an empty newest file means the writer opened it and died before writing,
 /// so the one before it is the last that was written to.

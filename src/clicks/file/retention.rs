@@ -9,6 +9,14 @@
 //! (`clickedge_click_log_deleted_files_total`, `clickedge_click_log_deleted_bytes_total`), and
 //! `clickedge_click_log_bytes` shows how close the log is to the cap.
 //!
+//! Age (`clicks.retention`): closed files older than the bound (by their last write) are deleted
+//! too, at the next write, each logged and counted the same way.
+//!
+//! With a stream (`clicks.stream`), a file is deleted by neither rule before the shipper's
+//! checkpoint is past it ([`Progress::fully_shipped`]): at the cap with the oldest file not yet
+//! shipped, the write fails instead ([`DeleteError::Unshipped`]), and the batcher holds, then
+//! drops and counts new clicks, as for a full disk. Clicks already kept are never the ones lost.
+//!
 //! What counts is the click files (`clicks-*.jsonl`), found at open and then tracked as they are
 //! written, closed and deleted; quarantined tails (`.torn`, at most one partial batch each) and
 //! anything else in the directory are neither counted nor deleted. A file someone else deleted
@@ -18,31 +26,60 @@ use std::collections::VecDeque;
 use std::io;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::naming;
+use crate::clicks::ship::Progress;
 use crate::metrics::Metrics;
 
 /// A click file could not be deleted to keep the log under the cap; it stays the oldest.
 #[derive(Debug, thiserror::Error)]
-#[error("deleting click file {path}")]
-pub(super) struct DeleteError {
-    pub(super) path: PathBuf,
-    #[source]
-    pub(super) source: io::Error,
+pub(super) enum DeleteError {
+    /// Deleting it failed.
+    #[error("deleting click file {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// It is not shipped yet.
+    #[error("click file {path} is not shipped to the stream yet")]
+    Unshipped { path: PathBuf },
 }
 
-/// The closed click files, oldest first, and the cap they are kept under.
+/// A closed click file.
+struct Closed {
+    path: PathBuf,
+    bytes: u64,
+    /// Its last write.
+    closed_at: SystemTime,
+}
+
+/// What the closed files are kept under.
+#[derive(Clone, Default)]
+pub(super) struct Bounds {
+    /// `clicks.max_total_bytes`.
+    pub(super) cap: Option<NonZeroU64>,
+    /// `clicks.retention`.
+    pub(super) max_age: Option<Duration>,
+    /// With a stream: how far it has shipped.
+    pub(super) shipped: Option<Progress>,
+}
+
+/// The closed click files, oldest first, and the bounds they are kept under.
 pub(super) struct Retention {
     cap: Option<NonZeroU64>,
-    /// Closed click files (every one but the file being written), oldest first, with sizes.
-    closed: VecDeque<(PathBuf, u64)>,
+    max_age: Option<Duration>,
+    shipped: Option<Progress>,
+    /// Closed click files (every one but the file being written), oldest first.
+    closed: VecDeque<Closed>,
     /// Sum of the sizes in `closed`.
     closed_bytes: u64,
 }
 
 impl Retention {
     /// The click files already in `dir`, all of them closed (new clicks go to a new file).
-    pub(super) fn scan(dir: &Path, cap: Option<NonZeroU64>) -> io::Result<Retention> {
+    pub(super) fn scan(dir: &Path, bounds: Bounds) -> io::Result<Retention> {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -55,15 +92,24 @@ impl Retention {
             }
             let meta = entry.metadata()?;
             if meta.is_file() {
-                files.push((entry.path(), meta.len()));
+                files.push((entry.path(), meta.len(), meta.modified()?));
             }
         }
         // Names sort in time order.
         files.sort();
         Ok(Retention {
-            cap,
-            closed_bytes: files.iter().map(|(_, len)| len).sum(),
-            closed: files.into(),
+            cap: bounds.cap,
+            max_age: bounds.max_age,
+            shipped: bounds.shipped,
+            closed_bytes: files.iter().map(|(_, len, _)| len).sum(),
+            closed: files
+                .into_iter()
+                .map(|(path, bytes, closed_at)| Closed {
+                    path,
+                    bytes,
+                    closed_at,
+                })
+                .collect(),
         })
     }
 
@@ -72,10 +118,35 @@ impl Retention {
         self.closed_bytes
     }
 
-    /// A file was closed at `bytes`: it is now the newest closed file.
-    pub(super) fn push_closed(&mut self, path: PathBuf, bytes: u64) {
+    /// A file was closed at `bytes` at `now`: it is now the newest closed file.
+    pub(super) fn push_closed(&mut self, path: PathBuf, bytes: u64, now: SystemTime) {
         self.closed_bytes += bytes;
-        self.closed.push_back((path, bytes));
+        self.closed.push_back(Closed {
+            path,
+            bytes,
+            closed_at: now,
+        });
+    }
+
+    /// Deletes the closed files older than `clicks.retention` at `now` that are shipped (if a
+    /// stream is configured), oldest first.
+    pub(super) fn expire(&mut self, now: SystemTime, metrics: &Metrics) -> Result<(), DeleteError> {
+        let Some(max_age) = self.max_age else {
+            return Ok(());
+        };
+        while let Some(oldest) = self.closed.front() {
+            let old = now
+                .duration_since(oldest.closed_at)
+                .is_ok_and(|age| age > max_age);
+            if !old || !self.is_shipped(&oldest.path) {
+                return Ok(());
+            }
+            self.delete_oldest(
+                metrics,
+                "click file older than clicks.retention: deleted it",
+            )?;
+        }
+        Ok(())
     }
 
     /// Deletes the oldest closed files until they and `more` bytes (the open file and the batch
@@ -86,41 +157,112 @@ impl Retention {
             return Ok(true);
         };
         while self.closed_bytes.saturating_add(more) > cap.get() {
-            let Some((path, bytes)) = self.closed.front() else {
+            let Some(oldest) = self.closed.front() else {
                 return Ok(false);
             };
-            match std::fs::remove_file(path) {
-                Ok(()) => {
-                    metrics.click_log_deleted_files.inc();
-                    metrics.click_log_deleted_bytes.inc_by(*bytes);
-                    tracing::warn!(
-                        path = %path.display(),
-                        bytes,
-                        max_total_bytes = cap.get(),
-                        "click log at clicks.max_total_bytes: deleted its oldest file"
-                    );
-                }
-                // Shipped and removed by someone else: nothing to delete, and not our deletion.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    tracing::debug!(path = %path.display(), "click file already gone");
-                }
-                Err(source) => {
-                    return Err(DeleteError {
-                        path: path.clone(),
-                        source,
-                    });
-                }
+            if !self.is_shipped(&oldest.path) {
+                return Err(DeleteError::Unshipped {
+                    path: oldest.path.clone(),
+                });
             }
-            self.closed_bytes -= bytes;
-            self.closed.pop_front();
+            self.delete_oldest(
+                metrics,
+                "click log at clicks.max_total_bytes: deleted its oldest file",
+            )?;
         }
         Ok(true)
+    }
+
+    /// Whether the file may go as far as shipping is concerned.
+    fn is_shipped(&self, path: &Path) -> bool {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        self.shipped.as_ref().is_none_or(|p| p.fully_shipped(name))
+    }
+
+    /// Deletes the oldest closed file (one there is), logging `why`.
+    fn delete_oldest(&mut self, metrics: &Metrics, why: &'static str) -> Result<(), DeleteError> {
+        let Some(Closed { path, bytes, .. }) = self.closed.front() else {
+            return Ok(());
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                metrics.click_log_deleted_files.inc();
+                metrics.click_log_deleted_bytes.inc_by(*bytes);
+                tracing::warn!(
+                    path = %path.display(),
+                    bytes,
+                    max_total_bytes = self.cap.map_or(0, NonZeroU64::get),
+                    retention = ?self.max_age,
+                    "{why}"
+                );
+            }
+            // Shipped and removed by someone else: nothing to delete, and not our deletion.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::debug!(path = %path.display(), "click file already gone");
+            }
+            Err(source) => {
+                return Err(DeleteError::Io {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+        self.closed_bytes -= bytes;
+        self.closed.pop_front();
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn cap(bytes: u64) -> Bounds {
+        Bounds {
+            cap: NonZeroU64::new(bytes),
+            ..Bounds::default()
+        }
+    }
+
+    #[test]
+    fn old_files_go_only_once_shipped_and_unshipped_ones_stop_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 100);
+        let b = file(dir.path(), "clicks-20251124T170000.000Z.jsonl", 100);
+        let shipped = Progress::new(crate::clicks::ship::Position::default());
+        let metrics = Metrics::unregistered();
+        let day = Duration::from_secs(86_400);
+        let mut r = Retention::scan(
+            dir.path(),
+            Bounds {
+                cap: NonZeroU64::new(250),
+                max_age: Some(day),
+                shipped: Some(shipped.clone()),
+            },
+        )
+        .unwrap();
+        let later = SystemTime::now() + 2 * day;
+        // Old, but nothing is shipped: kept, and the cap cannot be kept either.
+        r.expire(later, &metrics).unwrap();
+        assert!(a.exists() && b.exists());
+        assert!(matches!(
+            r.make_room(100, &metrics),
+            Err(DeleteError::Unshipped { path }) if path == a
+        ));
+        assert!(a.exists());
+        // The checkpoint is in the second file: the first is shipped and goes, the second stays.
+        shipped.set_shipped_for_tests("clicks-20251124T170000.000Z.jsonl");
+        r.expire(later, &metrics).unwrap();
+        assert!(!a.exists() && b.exists());
+        assert_eq!(metrics.click_log_deleted_files.get(), 1);
+        // Not old yet: kept.
+        r.expire(SystemTime::now(), &metrics).unwrap();
+        assert!(b.exists());
+    }
 
     fn file(dir: &Path, name: &str, len: usize) -> PathBuf {
         let path = dir.join(name);
@@ -137,7 +279,7 @@ mod tests {
         let torn = file(dir.path(), "clicks-20251124T160000.000Z.jsonl.torn", 1000);
         let other = file(dir.path(), "notes.txt", 1000);
         let metrics = Metrics::unregistered();
-        let mut r = Retention::scan(dir.path(), NonZeroU64::new(350)).unwrap();
+        let mut r = Retention::scan(dir.path(), cap(350)).unwrap();
         assert_eq!(r.closed_bytes(), 300);
         // 300 + 50 fits exactly.
         assert!(r.make_room(50, &metrics).unwrap());
@@ -150,7 +292,7 @@ mod tests {
         assert_eq!(metrics.click_log_deleted_bytes.get(), 100);
         // A closed file joins at the new end.
         let d = file(dir.path(), "clicks-20251124T190000.000Z.jsonl", 100);
-        r.push_closed(d.clone(), 100);
+        r.push_closed(d.clone(), 100, SystemTime::now());
         assert!(r.make_room(100, &metrics).unwrap());
         assert!(!b.exists() && c.exists() && d.exists());
         // More than the cap: everything closed goes, and it still does not fit.
@@ -168,7 +310,7 @@ mod tests {
         let a = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 100);
         let b = file(dir.path(), "clicks-20251124T170000.000Z.jsonl", 100);
         let metrics = Metrics::unregistered();
-        let mut r = Retention::scan(dir.path(), NonZeroU64::new(200)).unwrap();
+        let mut r = Retention::scan(dir.path(), cap(200)).unwrap();
         std::fs::remove_file(&a).unwrap();
         assert!(r.make_room(50, &metrics).unwrap());
         assert!(b.exists());
@@ -180,7 +322,7 @@ mod tests {
     fn without_a_cap_nothing_is_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let a = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 100);
-        let mut r = Retention::scan(dir.path(), None).unwrap();
+        let mut r = Retention::scan(dir.path(), Bounds::default()).unwrap();
         assert!(r.make_room(u64::MAX, &Metrics::unregistered()).unwrap());
         assert!(a.exists());
     }
@@ -191,13 +333,10 @@ mod tests {
         // A directory with a click file's name: remove_file fails on it, even for root.
         let stuck = dir.path().join("clicks-20251124T160000.000Z.jsonl");
         std::fs::create_dir(&stuck).unwrap();
-        let mut r = Retention {
-            cap: NonZeroU64::new(100),
-            closed: VecDeque::from([(stuck.clone(), 100)]),
-            closed_bytes: 100,
-        };
+        let mut r = Retention::scan(dir.path(), cap(100)).unwrap();
+        r.push_closed(stuck.clone(), 100, SystemTime::now());
         let err = r.make_room(1, &Metrics::unregistered()).unwrap_err();
-        assert_eq!(err.path, stuck);
+        assert!(matches!(err, DeleteError::Io { path, .. } if path == stuck));
         assert_eq!(r.closed_bytes(), 100);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::mpsc::sync_channel;
 use super::*;
 use crate::clicks::batcher::{self, ClickWriter};
 use crate::clicks::testing::{
-    batch_config, event, eventually, file_config, lines, start_file, test_queue, url, urls,
+    batch_config, encode, event, eventually, file_config, lines, start_file, test_queue, url, urls,
 };
 use crate::clicks::{Batch, BatchConfig, ClickQueue};
 use crate::config::Durability;
@@ -132,10 +132,10 @@ fn start_quarantines_a_torn_tail_and_writes_new_clicks_to_a_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut complete = Vec::new();
     for i in 0..3 {
-        event(i).write_json(&mut complete);
+        encode(&event(i), &mut complete);
     }
     let mut last = Vec::new();
-    event(3).write_json(&mut last);
+    encode(&event(3), &mut last);
     let torn = &last[..last.len() / 2];
     let crashed = dir.path().join("clicks-20251124T160000.000Z.jsonl");
     std::fs::write(&crashed, [complete.as_slice(), torn].concat()).unwrap();
@@ -171,7 +171,7 @@ fn log_stays_under_its_cap_by_deleting_the_oldest_files() {
     let metrics = Metrics::unregistered();
     // Every line has the same length (fixed-width URLs, one timestamp).
     let mut one = Vec::new();
-    event(0).write_json(&mut one);
+    encode(&event(0), &mut one);
     let line = one.len() as u64;
     let cap = 10 * line;
     let (sink, queue) = start_file(

@@ -7,8 +7,21 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::Domain;
+use crate::clicks::id::ClickId;
 use crate::clicks::verdict::Class;
 use crate::clock::from_unix_secs;
+use crate::config::NodeId;
+
+fn node() -> NodeId {
+    NodeId::parse("edge-a.eu").unwrap()
+}
+
+/// The member every line of the tests ends with.
+const ID_MEMBER: &str = ",\"click_id\":\"edge-a.eu-42\"";
+
+fn write(ev: &ClickEvent, out: &mut Vec<u8>) {
+    ev.write_json(ClickId::new(&node(), 42), out);
+}
 
 fn contract_event() -> ClickEvent {
     ClickEvent {
@@ -32,7 +45,7 @@ fn contract_event() -> ClickEvent {
 fn line_has_contract_fields() {
     let ev = contract_event();
     let mut out = Vec::new();
-    ev.write_json(&mut out);
+    write(&ev, &mut out);
     assert_eq!(out.last(), Some(&b'\n'));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["ts"], "2025-11-24T16:00:00.123Z");
@@ -47,28 +60,32 @@ fn line_has_contract_fields() {
     assert_eq!(v["tls"], "1.3");
     assert_eq!(v["http"], "2");
     assert_eq!(v["minted_at"], "2025-11-24T16:00:00.000Z");
-    // No verdict, no verdict fields: the line is the one written before verdicts existed.
-    assert_eq!(v.as_object().unwrap().len(), 12);
+    assert_eq!(v["click_id"], "edge-a.eu-42");
+    // No verdict, no verdict fields: the line is the one written before verdicts existed, and
+    // the click id.
+    assert_eq!(v.as_object().unwrap().len(), 13);
 }
 
 #[test]
 fn a_verdict_appends_its_three_fields_after_the_unchanged_line() {
     let mut ev = contract_event();
     let mut plain = Vec::new();
-    ev.write_json(&mut plain);
+    write(&ev, &mut plain);
     ev.verdict = Some(Verdict {
         class: Class::Machine,
         reasons: vec!["ua-bot", "prefetch"],
         rules: "2026-01",
     });
     let mut judged = Vec::new();
-    ev.write_json(&mut judged);
-    // Additive: everything before the closing brace is the line without a verdict.
-    let head = &plain[..plain.len() - 2];
+    write(&ev, &mut judged);
+    // Additive: everything before the click id is the line without a verdict.
+    let head = &plain[..plain.len() - 2 - ID_MEMBER.len()];
     assert_eq!(&judged[..head.len()], head);
     assert_eq!(
         std::str::from_utf8(&judged[head.len()..]).unwrap(),
-        ",\"verdict\":\"machine\",\"reasons\":[\"ua-bot\",\"prefetch\"],\"rules\":\"2026-01\"}\n"
+        format!(
+            ",\"verdict\":\"machine\",\"reasons\":[\"ua-bot\",\"prefetch\"],\"rules\":\"2026-01\"{ID_MEMBER}}}\n"
+        )
     );
 }
 
@@ -76,7 +93,7 @@ fn a_verdict_appends_its_three_fields_after_the_unchanged_line() {
 fn cut_fields_are_listed_last_and_only_when_something_was_cut() {
     let mut ev = contract_event();
     let mut plain = Vec::new();
-    ev.write_json(&mut plain);
+    write(&ev, &mut plain);
     ev.verdict = Some(Verdict {
         class: Class::Human,
         reasons: vec![],
@@ -87,12 +104,14 @@ fn cut_fields_are_listed_last_and_only_when_something_was_cut() {
         referer: true,
     };
     let mut cut = Vec::new();
-    ev.write_json(&mut cut);
-    let head = &plain[..plain.len() - 2];
+    write(&ev, &mut cut);
+    let head = &plain[..plain.len() - 2 - ID_MEMBER.len()];
     assert_eq!(&cut[..head.len()], head);
     assert_eq!(
         std::str::from_utf8(&cut[head.len()..]).unwrap(),
-        ",\"verdict\":\"human\",\"reasons\":[],\"rules\":\"r1\",\"truncated\":[\"ua\",\"referer\"]}\n"
+        format!(
+            ",\"verdict\":\"human\",\"reasons\":[],\"rules\":\"r1\",\"truncated\":[\"ua\",\"referer\"]{ID_MEMBER}}}\n"
+        )
     );
 }
 
@@ -105,7 +124,7 @@ fn unicode_line_breaks_in_a_header_do_not_split_the_click_line() {
     ev.ua = Some("evil\u{2028}{\"kind\":\"click\"}\u{2029}x\u{85}y".into());
     ev.referer = Some("https://a.example/\u{2028}".into());
     let mut out = Vec::new();
-    ev.write_json(&mut out);
+    write(&ev, &mut out);
     let text = std::str::from_utf8(&out).unwrap();
     let records: Vec<&str> = text
         .split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
@@ -146,6 +165,7 @@ struct Line<'a> {
     rules: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     truncated: Vec<&'static str>,
+    click_id: &'static str,
 }
 
 fn reference_line(ev: &ClickEvent) -> Vec<u8> {
@@ -170,6 +190,7 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
         reasons: ev.verdict.as_ref().map(|v| v.reasons.as_slice()),
         rules: ev.verdict.as_ref().map(|v| v.rules),
         truncated: ev.truncated.fields().collect(),
+        click_id: "edge-a.eu-42",
     };
     // serde_json leaves the Unicode line breaks raw; the click line escapes them. Outside strings
     // a JSON text holds none, so replacing every one is escaping those in strings.
@@ -251,7 +272,7 @@ proptest::proptest! {
             truncated: Truncated { ua: ua_cut, referer: referer_cut },
         };
         let mut out = Vec::new();
-        ev.write_json(&mut out);
+        write(&ev, &mut out);
         // One line: the batch a sink is handed splits on newlines, and a reader splitting on
         // Unicode line breaks finds no other.
         proptest::prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);

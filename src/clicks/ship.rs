@@ -1,0 +1,460 @@
+//! The shipper: a tokio task that streams the click log to NATS JetStream (`clicks.stream =
+//! "nats"`), line by line, from a persisted checkpoint. The broker is never on the redirect path:
+//! the batcher still writes only files, which stay the durable spool; this task reads them back.
+//!
+//! ```text
+//! click files ──reader (whole, fdatasync'd lines)──▶ publish (Nats-Msg-Id = click_id)
+//!      ▲                                                  │ ≤ MAX_IN_FLIGHT acks pending
+//!      └──────── checkpoint (file, offset) ◀── acked in order
+//! ```
+//!
+//! - Delivery: each line is published with its `click_id` as `Nats-Msg-Id`, at most
+//!   [`MAX_IN_FLIGHT`] acknowledgements pending. The acknowledged position advances only past
+//!   lines acknowledged in order, and is persisted (atomically, see [`checkpoint`]) at most every
+//!   [`CHECKPOINT_EVERY`] and at shutdown. A failed or timed-out publish is not known to have
+//!   failed: the shipper backs off (up to [`MAX_BACKOFF`]) and re-publishes from the acknowledged
+//!   position with the same ids, as it does after a restart; the stream acknowledges those it
+//!   already has as duplicates (counted). Consumers get every click at least once and dedupe by
+//!   `click_id`.
+//! - The stream is created when missing. If an operator deletes it, the shipper creates it again;
+//!   if an operator recreates it, the shipper sees the stream's sequence go back. Either way it
+//!   logs what happened and goes on from the checkpoint: clicks acknowledged by the old stream
+//!   are not sent again.
+//! - Lag is visible: [`ShipMetrics`] (shipped, duplicates, errors, unshipped bytes, age of the
+//!   oldest unshipped click), and [`Progress::behind`] for the health endpoint. Retention asks
+//!   [`Progress::fully_shipped`] before deleting a click file.
+
+mod checkpoint;
+mod metrics;
+mod nats;
+mod reader;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
+use tokio::sync::watch;
+
+pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, Position};
+pub use metrics::ShipMetrics;
+pub use nats::{DUPLICATE_WINDOW, NatsError, NatsTarget};
+
+use super::line_click_id;
+use crate::clock::Clock;
+use crate::errors;
+use nats::Nats;
+use reader::Reader;
+
+/// Acknowledgements waited for at once.
+pub const MAX_IN_FLIGHT: usize = 512;
+
+/// Longest wait between attempts while NATS fails.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// First wait after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The checkpoint is written at most this often while shipping (and at shutdown).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// How often the log is looked at for new lines when there were none.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Bytes read from the log at a time.
+const CHUNK: usize = 256 << 10;
+
+/// Shipping is "behind" when its oldest unshipped click is this old (or publishing fails).
+const BEHIND_AFTER: Duration = Duration::from_secs(10);
+
+/// How far shipping has come, shared with retention and the health endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<ProgressInner>);
+
+#[derive(Debug, Default)]
+struct ProgressInner {
+    /// The persisted checkpoint.
+    shipped: Mutex<Position>,
+    behind: AtomicBool,
+}
+
+impl Progress {
+    /// Progress starting at the persisted position `shipped`.
+    pub fn new(shipped: Position) -> Progress {
+        Progress(Arc::new(ProgressInner {
+            shipped: Mutex::new(shipped),
+            behind: AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether every line of the click file `name` is acknowledged by the stream, by the
+    /// persisted checkpoint: it is past the file.
+    pub fn fully_shipped(&self, name: &str) -> bool {
+        let shipped = self
+            .0
+            .shipped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *name < *shipped.file
+    }
+
+    /// Whether publishing fails, or the oldest unshipped click is older than 10 s.
+    pub fn behind(&self) -> bool {
+        self.0.behind.load(Ordering::Relaxed)
+    }
+
+    /// Test-only: the checkpoint is at the start of `file`.
+    #[cfg(test)]
+    pub(crate) fn set_shipped_for_tests(&self, file: &str) {
+        self.set_shipped(Position {
+            file: file.into(),
+            offset: 0,
+        });
+    }
+
+    fn set_shipped(&self, pos: Position) {
+        *self
+            .0
+            .shipped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = pos;
+    }
+}
+
+/// The shipper could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// The checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The NATS client could not be set up.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+/// The shipper task's state.
+pub struct Shipper {
+    dir: PathBuf,
+    nats: Nats,
+    checkpoint: Checkpoint,
+    progress: Progress,
+    metrics: ShipMetrics,
+    clock: Clock,
+    /// The position after the last line acknowledged in order.
+    acked: Position,
+    /// When `acked` was last persisted, if it moved since.
+    dirty_since: Option<Instant>,
+    /// The stream's sequence number of the last new message acknowledged (0: none yet).
+    last_seq: u64,
+    /// Whether the stream is known to exist.
+    stream_ready: bool,
+    failure: Option<Failure>,
+}
+
+/// A failure episode: from the first failed attempt to the next that succeeds.
+struct Failure {
+    since: Instant,
+    backoff: Duration,
+    /// When the next attempt is due.
+    retry_at: Instant,
+}
+
+impl Shipper {
+    /// Reads the checkpoint of the click log in `dir` and sets up the NATS client (which
+    /// connects in the background). Returns the shipper and its shared progress.
+    pub async fn new(
+        dir: PathBuf,
+        target: NatsTarget,
+        metrics: ShipMetrics,
+        clock: Clock,
+    ) -> Result<Shipper, ShipError> {
+        let checkpoint = Checkpoint::in_dir(&dir);
+        let acked = checkpoint.load()?;
+        let nats = Nats::connect(target).await?;
+        tracing::info!(
+            url = %nats.target().url,
+            stream = %nats.target().stream,
+            subject = %nats.target().subject,
+            from = %acked,
+            "shipping clicks to NATS JetStream"
+        );
+        Ok(Shipper {
+            dir,
+            nats,
+            checkpoint,
+            progress: Progress::new(acked.clone()),
+            metrics,
+            clock,
+            acked,
+            dirty_since: None,
+            last_seq: 0,
+            stream_ready: false,
+            failure: None,
+        })
+    }
+
+    /// The shared progress (for retention and health).
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    /// Ships until `stop` turns true, then persists the checkpoint.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut reader = Reader::new(&self.dir, self.acked.clone(), CHUNK);
+        let mut stats_at = Instant::now();
+        while !*stop.borrow() {
+            if stats_at.elapsed() >= Duration::from_secs(1) {
+                self.update_stats().await;
+                stats_at = Instant::now();
+            }
+            let wait = if let Some(at) = self.failure.as_ref().map(|f| f.retry_at)
+                && at > Instant::now()
+            {
+                at - Instant::now()
+            } else if !self.stream_ready {
+                match self.nats.ensure_stream().await {
+                    Ok(created) => self.stream_ready(created),
+                    Err(e) => self.failed(&e),
+                }
+                continue;
+            } else {
+                let read = tokio::task::spawn_blocking(move || {
+                    let next = reader.next_chunk();
+                    (reader, next)
+                })
+                .await;
+                let next;
+                (reader, next) = match read {
+                    Ok(done) => done,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the click shipper's reader panicked");
+                        break;
+                    }
+                };
+                match next {
+                    Ok(Some(chunk)) => {
+                        let shipped = tokio::select! {
+                            r = self.ship(chunk) => r,
+                            _ = stop.changed() => Ok(()),
+                        };
+                        match shipped {
+                            Ok(()) => {
+                                self.recovered();
+                                self.persist(false).await;
+                            }
+                            Err(e) => {
+                                self.publish_failed(&e);
+                                reader.seek(self.acked.clone());
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(None) => {
+                        self.persist(false).await;
+                        POLL
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, at = %self.acked, "reading the click log to ship it");
+                        MAX_BACKOFF
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        self.persist(true).await;
+        tracing::info!(at = %self.acked, "click shipper stopped");
+    }
+
+    /// Publishes the lines of `chunk`, waiting for their acknowledgements in order.
+    async fn ship(&mut self, chunk: reader::Chunk) -> Result<(), PublishError> {
+        let file = chunk.start.file.clone();
+        let mut offset = chunk.start.offset;
+        let mut in_flight = VecDeque::with_capacity(MAX_IN_FLIGHT);
+        let bytes = chunk.bytes;
+        let mut from = 0;
+        while from < bytes.len() {
+            let len = bytes[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len() - from, |i| i + 1);
+            let line = bytes.slice(from..from + len);
+            from += len;
+            offset += len as u64;
+            if in_flight.len() >= MAX_IN_FLIGHT
+                && let Some((end, ack)) = in_flight.pop_front()
+            {
+                self.acked(ack_of(ack).await?, &file, end);
+            }
+            let id = line_click_id(&line);
+            let payload = line.slice(..line.len().saturating_sub(1));
+            let ack = self.nats.publish(id, payload).await?;
+            in_flight.push_back((offset, ack));
+        }
+        while let Some((end, ack)) = in_flight.pop_front() {
+            self.acked(ack_of(ack).await?, &file, end);
+        }
+        Ok(())
+    }
+
+    /// The stream acknowledged the line ending at `end` of `file`.
+    fn acked(&mut self, ack: PublishAck, file: &str, end: u64) {
+        self.metrics.shipped.inc();
+        if ack.duplicate {
+            self.metrics.duplicates.inc();
+        } else {
+            if ack.sequence <= self.last_seq {
+                tracing::warn!(
+                    stream = %ack.stream,
+                    was = self.last_seq,
+                    now = ack.sequence,
+                    resume = %self.acked,
+                    "stream was recreated (its sequence went back): shipping resumes from the \
+                     checkpoint; clicks acknowledged before are only in the old stream"
+                );
+            }
+            self.last_seq = ack.sequence;
+        }
+        if self.acked.file != file {
+            self.acked.file = file.to_owned();
+        }
+        self.acked.offset = end;
+        self.dirty_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Persists the acknowledged position if it moved and the last write is old enough (or
+    /// `now`).
+    async fn persist(&mut self, now: bool) {
+        let Some(since) = self.dirty_since else {
+            return;
+        };
+        if !now && since.elapsed() < CHECKPOINT_EVERY {
+            return;
+        }
+        let (cp, pos) = (self.checkpoint.clone(), self.acked.clone());
+        let stored = tokio::task::spawn_blocking(move || cp.store(&pos)).await;
+        match stored {
+            Ok(Ok(())) => {
+                self.dirty_since = None;
+                self.progress.set_shipped(self.acked.clone());
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %errors::chain(&e), "writing the shipping checkpoint");
+            }
+            Err(e) => tracing::error!(error = %e, "writing the shipping checkpoint panicked"),
+        }
+    }
+
+    /// Unshipped bytes, the age of the oldest unshipped click, and whether that is behind.
+    async fn update_stats(&mut self) {
+        let (dir, acked) = (self.dir.clone(), self.acked.clone());
+        let stats = tokio::task::spawn_blocking(move || {
+            let mut r = Reader::new(&dir, acked, 0);
+            let bytes = r.unshipped_bytes()?;
+            // `{"ts":"2025-11-24T16:00:00.123Z"`: the timestamp is the first member.
+            let head = r.peek(40)?;
+            Ok::<_, std::io::Error>((bytes, head))
+        })
+        .await;
+        let Ok(Ok((bytes, head))) = stats else {
+            return;
+        };
+        let oldest = head.as_deref().and_then(line_ts);
+        let age = oldest
+            .and_then(|ts| self.clock.now().duration_since(ts).ok())
+            .unwrap_or_default();
+        let age = if bytes == 0 { Duration::ZERO } else { age };
+        self.metrics
+            .unshipped_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.metrics
+            .oldest_unshipped_seconds
+            .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+        self.progress.0.behind.store(
+            self.failure.is_some() || age >= BEHIND_AFTER,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn stream_ready(&mut self, created: bool) {
+        self.stream_ready = true;
+        if created {
+            // A new stream numbers from 1 again; not a sign of another recreation.
+            self.last_seq = 0;
+            tracing::warn!(
+                stream = %self.nats.target().stream,
+                subjects = %self.nats.target().stream_subject,
+                resume = %self.acked,
+                "stream was missing (new, or deleted by an operator): created it; shipping \
+                 resumes from the checkpoint"
+            );
+        }
+        self.recovered();
+    }
+
+    fn publish_failed(&mut self, e: &PublishError) {
+        if matches!(e.kind(), PublishErrorKind::StreamNotFound) {
+            self.stream_ready = false;
+        }
+        self.failed(e);
+    }
+
+    /// Counts a failure and schedules the next attempt; the first of an episode is logged, and
+    /// shipping is behind.
+    fn failed(&mut self, e: &(dyn std::error::Error + 'static)) {
+        self.metrics.errors.inc();
+        self.progress.0.behind.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        match &mut self.failure {
+            None => {
+                tracing::warn!(
+                    error = %errors::chain(e),
+                    at = %self.acked,
+                    "shipping clicks to NATS failed: clicks stay in the log, retrying with backoff"
+                );
+                self.failure = Some(Failure {
+                    since: now,
+                    backoff: MIN_BACKOFF,
+                    retry_at: now + MIN_BACKOFF,
+                });
+            }
+            Some(f) => {
+                tracing::debug!(error = %errors::chain(e), "shipping still failing");
+                f.backoff = (f.backoff * 2).min(MAX_BACKOFF);
+                f.retry_at = now + f.backoff;
+            }
+        }
+    }
+
+    /// Something succeeded: ends a failure episode.
+    fn recovered(&mut self) {
+        if let Some(f) = self.failure.take() {
+            tracing::info!(
+                failing_for = ?f.since.elapsed(),
+                at = %self.acked,
+                "shipping clicks to NATS recovered"
+            );
+        }
+    }
+}
+
+async fn ack_of(
+    ack: async_nats::jetstream::context::PublishAckFuture,
+) -> Result<PublishAck, PublishError> {
+    ack.await
+}
+
+/// The `ts` of a click line from its first bytes.
+fn line_ts(head: &[u8]) -> Option<std::time::SystemTime> {
+    let rest = head.strip_prefix(b"{\"ts\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.into())
+}

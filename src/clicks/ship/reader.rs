@@ -1,0 +1,330 @@
+//! Tailing the click log for the shipper: from a [`Position`], the next run of whole lines, in
+//! file order, and only what is on disk.
+//!
+//! - Order: click file names sort in time order, and the writer never writes to a file again
+//!   once it has created a newer one. So a file is finished when a newer one exists: the reader
+//!   reads it to its end once more after seeing the newer file, then moves on.
+//! - Whole lines: bytes after the last newline are a line still being written; they are left for
+//!   the next read. A finished file cannot end in a partial line (startup recovery quarantines a
+//!   torn tail), but if one does it is skipped with a warning rather than blocking the log.
+//! - Durable only: before lines are handed out, the file is `fdatasync`ed (and its directory,
+//!   once per file). The writer syncs only synced clicks; buffered ones may sit in the page cache.
+//!   A click the stream has seen must survive a power cut, or its sequence number, recovered from
+//!   the log at the next start, would be handed to another click (see `clicks::id`).
+//!
+//! Blocking file I/O: the shipper calls it from a blocking task.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::checkpoint::Position;
+use crate::clicks::file::is_click_file;
+
+/// Whole lines of one click file, read from `start.offset`.
+#[derive(Debug)]
+pub(super) struct Chunk {
+    /// Where the lines start.
+    pub(super) start: Position,
+    /// The lines, each with its newline.
+    pub(super) bytes: Bytes,
+}
+
+/// Reads the click log in `dir` from a position on.
+pub(super) struct Reader {
+    dir: PathBuf,
+    pos: Position,
+    /// The file at `pos`, open, and whether its data and name are synced up to `synced`.
+    open: Option<OpenFile>,
+    max_chunk: usize,
+}
+
+struct OpenFile {
+    name: String,
+    file: File,
+    synced: u64,
+}
+
+impl Reader {
+    /// A reader of the click log in `dir` from `pos`, handing out at most `max_chunk` bytes at a
+    /// time (a longer line is handed out whole).
+    pub(super) fn new(dir: &Path, pos: Position, max_chunk: usize) -> Reader {
+        Reader {
+            dir: dir.to_path_buf(),
+            pos,
+            open: None,
+            max_chunk,
+        }
+    }
+
+    /// Starts over from `pos` (after a failed publish: from the last acknowledged line).
+    pub(super) fn seek(&mut self, pos: Position) {
+        if self.open.as_ref().is_some_and(|o| o.name != pos.file) {
+            self.open = None;
+        }
+        self.pos = pos;
+    }
+
+    /// The next whole lines after the position, durable, and moves past them; `None` when the
+    /// log holds nothing more yet.
+    pub(super) fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        loop {
+            let files = self.click_files()?;
+            // The file at the position, or the first after it (the start of the log, or a file
+            // deleted before it was shipped).
+            let Some(current) = files.iter().find(|f| **f >= self.pos.file) else {
+                return Ok(None);
+            };
+            if *current != self.pos.file {
+                if self.pos.offset > 0 {
+                    tracing::warn!(
+                        file = %self.pos.file,
+                        offset = self.pos.offset,
+                        "click file gone before it was fully shipped; shipping goes on with the next"
+                    );
+                }
+                self.seek(Position {
+                    file: current.clone(),
+                    offset: 0,
+                });
+            }
+            let newer = files.iter().any(|f| *f > self.pos.file);
+            if let Some(chunk) = self.read_lines()? {
+                return Ok(Some(chunk));
+            }
+            if !newer {
+                return Ok(None);
+            }
+            // A newer file exists, so this one was finished before it was created: one more read
+            // sees all of it.
+            if let Some(chunk) = self.read_lines()? {
+                return Ok(Some(chunk));
+            }
+            let len = self.open_file()?.file.metadata()?.len();
+            if len > self.pos.offset {
+                tracing::warn!(
+                    file = %self.pos.file,
+                    bytes = len - self.pos.offset,
+                    "finished click file ends in a partial line; skipped it"
+                );
+            }
+            let next = files.iter().find(|f| **f > self.pos.file).cloned();
+            // Invariant: `newer` said there is one.
+            let next = next.unwrap_or_default();
+            self.seek(Position {
+                file: next,
+                offset: 0,
+            });
+        }
+    }
+
+    /// Bytes of the log after the position: the rest of its file and every later file.
+    pub(super) fn unshipped_bytes(&self) -> io::Result<u64> {
+        let mut total = 0u64;
+        for name in self.click_files()? {
+            if name < self.pos.file {
+                continue;
+            }
+            let len = match std::fs::metadata(self.dir.join(&name)) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(e),
+            };
+            let skip = if name == self.pos.file {
+                self.pos.offset
+            } else {
+                0
+            };
+            total += len.saturating_sub(skip);
+        }
+        Ok(total)
+    }
+
+    /// The start of the first line after the position (enough for its `ts`), if there is one.
+    pub(super) fn peek(&mut self, bytes: usize) -> io::Result<Option<Vec<u8>>> {
+        if self.pos.file.is_empty() {
+            return Ok(None);
+        }
+        let offset = self.pos.offset;
+        let file = match self.open_file() {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0; bytes];
+        let n = file.file.read_at(&mut buf, offset)?;
+        buf.truncate(n);
+        Ok((n > 0).then_some(buf))
+    }
+
+    /// Reads whole lines from the position in its file, syncing them first.
+    fn read_lines(&mut self) -> io::Result<Option<Chunk>> {
+        let (max, offset) = (self.max_chunk, self.pos.offset);
+        let dir = self.dir.clone();
+        let open = self.open_file()?;
+        let len = open.file.metadata()?.len();
+        if len <= offset {
+            return Ok(None);
+        }
+        let want = usize::try_from(len - offset).unwrap_or(usize::MAX);
+        let mut buf = vec![0; want.min(max)];
+        let n = read_full_at(&open.file, &mut buf, offset)?;
+        buf.truncate(n);
+        let mut end = buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+        if end.is_none() && n == max && want > max {
+            // One line longer than a chunk: read on to its end.
+            let mut rest = vec![0; want - n];
+            let more = read_full_at(&open.file, &mut rest, offset + n as u64)?;
+            buf.extend_from_slice(&rest[..more]);
+            end = buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+        }
+        let Some(end) = end else {
+            return Ok(None);
+        };
+        buf.truncate(end);
+        let upto = offset + end as u64;
+        if open.synced < upto {
+            open.file.sync_data()?;
+            if open.synced == 0 {
+                File::open(&dir)?.sync_all()?;
+            }
+            open.synced = upto;
+        }
+        let start = self.pos.clone();
+        self.pos.offset = upto;
+        Ok(Some(Chunk {
+            start,
+            bytes: Bytes::from(buf),
+        }))
+    }
+
+    fn open_file(&mut self) -> io::Result<&mut OpenFile> {
+        let stale = self.open.as_ref().is_none_or(|o| o.name != self.pos.file);
+        if stale {
+            let file = File::open(self.dir.join(&self.pos.file))?;
+            self.open = Some(OpenFile {
+                name: self.pos.file.clone(),
+                file,
+                synced: 0,
+            });
+        }
+        // Invariant: set just above when it was not.
+        Ok(self.open.as_mut().expect("file open"))
+    }
+
+    /// The click files' names, in order.
+    fn click_files(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(name) = name.to_str().filter(|n| is_click_file(n)) {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Reads into `buf` at `offset` until it is full or the file ends; how many bytes were read.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(dir: &Path, name: &str, text: &str) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn text(c: Option<Chunk>) -> Option<String> {
+        c.map(|c| String::from_utf8(c.bytes.to_vec()).unwrap())
+    }
+
+    const A: &str = "clicks-20251124T160000.000Z.jsonl";
+    const B: &str = "clicks-20251124T170000.000Z.jsonl";
+
+    #[test]
+    fn whole_lines_in_file_order_and_a_partial_line_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Reader::new(dir.path(), Position::default(), 1 << 20);
+        assert!(r.next_chunk().unwrap().is_none());
+        append(dir.path(), A, "a1\na2\na3");
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a1\na2\n"));
+        // The third line is still being written.
+        assert!(r.next_chunk().unwrap().is_none());
+        append(dir.path(), A, "\n");
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a3\n"));
+        // A newer file: the old one is finished once read to its end.
+        append(dir.path(), A, "a4\n");
+        append(dir.path(), B, "b1\n");
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a4\n"));
+        let chunk = r.next_chunk().unwrap().unwrap();
+        assert_eq!(
+            chunk.start,
+            Position {
+                file: B.into(),
+                offset: 0
+            }
+        );
+        assert_eq!(&chunk.bytes[..], b"b1\n");
+        assert_eq!(r.unshipped_bytes().unwrap(), 0);
+        // Back to an acknowledged position: the same lines again.
+        r.seek(Position {
+            file: A.into(),
+            offset: 6,
+        });
+        assert_eq!(r.unshipped_bytes().unwrap(), 6 + 3);
+        assert_eq!(r.peek(2).unwrap().as_deref(), Some(&b"a3"[..]));
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a3\na4\n"));
+    }
+
+    #[test]
+    fn chunks_are_bounded_but_a_long_line_comes_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        append(dir.path(), A, "0123456789\nab\ncd\n");
+        let mut r = Reader::new(dir.path(), Position::default(), 4);
+        assert_eq!(
+            text(r.next_chunk().unwrap()).as_deref(),
+            Some("0123456789\nab\ncd\n")
+        );
+        let mut r = Reader::new(
+            dir.path(),
+            Position {
+                file: A.into(),
+                offset: 11,
+            },
+            4,
+        );
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("ab\n"));
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("cd\n"));
+    }
+
+    #[test]
+    fn a_finished_file_ending_in_a_partial_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        append(dir.path(), A, "a1\ntorn");
+        append(dir.path(), B, "b1\n");
+        let mut r = Reader::new(dir.path(), Position::default(), 1 << 20);
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a1\n"));
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
+    }
+}
