@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod nats;
 pub mod pebble;
 
 use std::io::{BufRead as _, BufReader};

@@ -1,0 +1,256 @@
+//! Clicks to NATS JetStream (issue 13), against a real `nats-server -js`: every click answered
+//! with a 302 reaches the stream under its `click_id` (the message's `Nats-Msg-Id`), with no gap
+//! in the node's sequence, whatever fails: NATS stopped under load and restarted, the edge
+//! SIGKILLed mid-shipping and restarted, the stream deleted and recreated by an operator.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use common::Edge;
+use common::nats::{NatsServer, read_stream};
+use serde_json::{Value, json};
+
+const DOMAIN: &str = "links.example.com";
+const NODE: &str = "edge-a";
+
+fn config(nats: &NatsServer, durability: &str) -> String {
+    format!(
+        "[cluster]\nnode_id = \"{NODE}\"\n[clicks]\nstream = \"nats\"\nnats_url = \"{}\"\n\
+         durability = \"{durability}\"\nflush_interval = \"20ms\"\nmax_clicks_per_ip_per_sec = 0\n",
+        nats.url()
+    )
+}
+
+/// Clients clicking `link` until `stop`, each pausing between clicks so the load stays bounded;
+/// counts the 302s.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    fn start(edge: &Edge, link: &str, clients: usize) -> Load {
+        let (stop, ok) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let (client, link) = (edge.client(&[DOMAIN]), link.to_owned());
+            let (stop, ok) = (stop.clone(), ok.clone());
+            tasks.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.get(&link).send().await {
+                        Ok(r) if r.status() == 302 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => return,
+                    }
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                }
+            });
+        }
+        Load { stop, ok, tasks }
+    }
+
+    fn answered(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients; the number of 302s.
+    async fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        while self.tasks.join_next().await.is_some() {}
+        self.answered()
+    }
+}
+
+/// Polls the stream until it holds `n` distinct click ids (or fails after 40 s); returns the
+/// messages.
+async fn wait_for_ids(js: &jetstream::Context, n: usize) -> Vec<(String, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let msgs = read_stream(js, "CLICKS").await;
+        let distinct: HashSet<&str> = msgs.iter().map(|(id, _)| id.as_str()).collect();
+        if distinct.len() >= n {
+            return msgs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream holds {} distinct click ids, want {n}",
+            distinct.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The sequence numbers of the messages' ids, after checking each message's `Nats-Msg-Id` is
+/// the `click_id` of its line.
+fn seqs(msgs: &[(String, Value)]) -> BTreeSet<u64> {
+    msgs.iter()
+        .map(|(id, line)| {
+            assert_eq!(line["click_id"], id.as_str(), "Nats-Msg-Id is the click_id");
+            let seq = id.strip_prefix(&format!("{NODE}-")).expect("node prefix");
+            seq.parse().expect("sequence number")
+        })
+        .collect()
+}
+
+fn gapless(seqs: &BTreeSet<u64>, n: u64) {
+    assert_eq!(seqs.len() as u64, n, "distinct click ids");
+    assert_eq!(seqs.first(), Some(&1));
+    assert_eq!(seqs.last(), Some(&n), "a gap in the sequence");
+}
+
+async fn wait_for_metric(edge: &Edge, name: &str, done: impl Fn(f64) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !done(edge.metric(name).await) {
+        assert!(Instant::now() < deadline, "{name} never got there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn health(edge: &Edge) -> String {
+    let url = format!("http://{}/healthz", edge.admin);
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(res.status(), 200, "healthz stays healthy");
+    res.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_under_load_for_ten_seconds_loses_and_doubles_no_click() {
+    let mut nats = NatsServer::start();
+    let edge = Edge::start_with(&config(&nats, "buffered"));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let load = Load::start(&edge, &link, 2);
+    wait_for_metric(&edge, "clickedge_clicks_shipped_total", |v| v >= 50.0).await;
+
+    nats.stop();
+    let outage = Instant::now();
+    let mut behind = false;
+    while outage.elapsed() < Duration::from_secs(10) {
+        behind |= health(&edge).await.contains("shipping: behind");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        behind,
+        "/healthz never said shipping is behind while NATS was down"
+    );
+    assert!(edge.metric("clickedge_click_ship_errors_total").await >= 1.0);
+    assert!(edge.metric("clickedge_click_unshipped_bytes").await > 0.0);
+    nats.restart();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let answered = load.stop().await;
+    assert!(answered > 500, "only {answered} clicks");
+
+    let js = nats.jetstream().await;
+    let msgs = wait_for_ids(&js, answered as usize).await;
+    gapless(&seqs(&msgs), answered);
+    // The log holds the same clicks.
+    let logged: BTreeSet<u64> = edge
+        .clicks()
+        .iter()
+        .map(|c| {
+            c["click_id"]
+                .as_str()
+                .unwrap()
+                .rsplit_once('-')
+                .unwrap()
+                .1
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(logged, seqs(&msgs));
+    // Whatever was published again (its acknowledgement lost in the outage) was acknowledged as
+    // a duplicate, not stored twice; every line was acknowledged once at least.
+    wait_for_metric(&edge, "clickedge_click_unshipped_bytes", |v| v == 0.0).await;
+    assert_eq!(msgs.len() as u64, answered, "a click stored twice");
+    assert!(edge.metric("clickedge_clicks_shipped_total").await >= answered as f64);
+    assert!(health(&edge).await.contains("shipping: current"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_sigkilled_mid_shipping_ships_every_acknowledged_click_after_restart() {
+    let nats = NatsServer::start();
+    let config = config(&nats, "synced");
+    let mut edge = Edge::start_with(&config);
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let path = link[link.find("/c/").unwrap()..].to_owned();
+    let clients = 3;
+    let load = Load::start(&edge, &link, clients);
+    wait_for_metric(&edge, "clickedge_clicks_shipped_total", |v| v >= 300.0).await;
+    edge.signal("KILL");
+    edge.wait();
+    let answered = load.stop().await;
+
+    // Started again on the same log: it goes on shipping from its checkpoint, and numbering
+    // from its log.
+    let edge = Edge::start_in(edge.take_dir(), &config);
+    let link = edge.on_port(&format!("https://{DOMAIN}{path}"));
+    let client = edge.client(&[DOMAIN]);
+    for _ in 0..10 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    let js = nats.jetstream().await;
+    wait_for_metric(&edge, "clickedge_click_unshipped_bytes", |v| v == 0.0).await;
+    let logged = edge.clicks().len();
+    let msgs = wait_for_ids(&js, logged).await;
+    let seqs = seqs(&msgs);
+    gapless(&seqs, logged as u64);
+    // Every 302 is in the stream; at most the clicks in flight at the kill (written, their 302
+    // lost with the process) are there besides.
+    let total = answered + 10;
+    assert!(
+        (total..=total + clients as u64).contains(&(logged as u64)),
+        "{logged} clicks shipped, {total} answered"
+    );
+    assert_eq!(msgs.len(), logged, "a click stored twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_and_recreated_stream_gets_shipping_from_the_checkpoint() {
+    let nats = NatsServer::start();
+    let edge = Edge::start_with(&config(&nats, "buffered"));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    for _ in 0..50 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    let js = nats.jetstream().await;
+    gapless(&seqs(&wait_for_ids(&js, 50).await), 50);
+    wait_for_metric(&edge, "clickedge_click_unshipped_bytes", |v| v == 0.0).await;
+
+    // The operator deletes the stream and makes it again, as it was.
+    js.delete_stream("CLICKS").await.unwrap();
+    for _ in 0..50 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: "CLICKS".into(),
+        subjects: vec!["clicks.>".into()],
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let msgs = wait_for_ids(&js, 50).await;
+    // The new stream has the clicks after the checkpoint, each once, and none from before.
+    let after: BTreeSet<u64> = (51..=100).collect();
+    assert_eq!(seqs(&msgs), after);
+    assert_eq!(msgs.len(), 50);
+    let log = edge.stderr();
+    assert!(
+        log.contains("stream was missing") || log.contains("stream was recreated"),
+        "no log line about the stream: {log}"
+    );
+}
