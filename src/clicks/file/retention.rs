@@ -245,7 +245,8 @@ mod tests {
             },
         )
         .unwrap();
-        let later = SystemTime::now() + 2 * day;
+        let written = std::fs::metadata(&b).unwrap().modified().unwrap();
+        let later = written + 2 * day;
         // Old, but nothing is shipped: kept, and the cap cannot be kept either.
         r.expire(later, &metrics).unwrap();
         assert!(a.exists() && b.exists());
@@ -260,7 +261,7 @@ mod tests {
         assert!(!a.exists() && b.exists());
         assert_eq!(metrics.click_log_deleted_files.get(), 1);
         // Not old yet: kept.
-        r.expire(SystemTime::now(), &metrics).unwrap();
+        r.expire(written, &metrics).unwrap();
         assert!(b.exists());
     }
 
@@ -292,7 +293,7 @@ mod tests {
         assert_eq!(metrics.click_log_deleted_bytes.get(), 100);
         // A closed file joins at the new end.
         let d = file(dir.path(), "clicks-20251124T190000.000Z.jsonl", 100);
-        r.push_closed(d.clone(), 100, SystemTime::now());
+        r.push_closed(d.clone(), 100, crate::clock::from_unix_secs(1_764_000_000));
         assert!(r.make_room(100, &metrics).unwrap());
         assert!(!b.exists() && c.exists() && d.exists());
         // More than the cap: everything closed goes, and it still does not fit.
@@ -334,7 +335,11 @@ mod tests {
         let stuck = dir.path().join("clicks-20251124T160000.000Z.jsonl");
         std::fs::create_dir(&stuck).unwrap();
         let mut r = Retention::scan(dir.path(), cap(100)).unwrap();
-        r.push_closed(stuck.clone(), 100, SystemTime::now());
+        r.push_closed(
+            stuck.clone(),
+            100,
+            crate::clock::from_unix_secs(1_764_000_000),
+        );
         let err = r.make_room(1, &Metrics::unregistered()).unwrap_err();
         assert!(matches!(err, DeleteError::Io { path, .. } if path == stuck));
         assert_eq!(r.closed_bytes(), 100);
