@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::acme::AcmeIssuer;
 use crate::acme::challenges::Challenges;
 use crate::admin::{self, AdminState};
-use crate::certs::{Certs, Settings as CertSettings};
+use crate::certs::{Certs, ClaimSettings, Settings as CertSettings};
 use crate::clicks::file::{Access, FileSink, FileSinkConfig};
 use crate::clicks::{BatchConfig, ClickWriter};
 use crate::clock::Clock;
@@ -160,7 +160,11 @@ impl App {
                 metrics.clone(),
                 clock.clone(),
             )
-            .with_gate(onboarding.clone()),
+            .with_gate(onboarding.clone())
+            .with_claims(ClaimSettings {
+                holder: config.cluster.node_id().to_string(),
+                ttl: config.acme.lease_ttl,
+            }),
         );
         certs.restore(
             &domains,

@@ -203,11 +203,11 @@ pub trait Store: Send + Sync + 'static {
     /// first one), so a fenced writer with an older fence still cannot replace it.
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError>;
     /// Stores the certificate of a domain obtained under the lease `fence`, guarded in the same
-    /// statement: it replaces a stored certificate only if that one expires strictly earlier and
-    /// was written with a fence no higher than `fence`. Returns whether it wrote.
+    /// statement: it never replaces a certificate that expires later, or one written with a
+    /// higher fence (an equal expiry is a reissue, and is replaced). Returns whether it wrote.
     ///
     /// PostgreSQL: `INSERT INTO certificates (…, fence) VALUES (…, $fence) ON CONFLICT (domain)
-    /// DO UPDATE SET … WHERE certificates.not_after < EXCLUDED.not_after AND certificates.fence
+    /// DO UPDATE SET … WHERE certificates.not_after <= EXCLUDED.not_after AND certificates.fence
     /// <= EXCLUDED.fence` (one row affected: written).
     async fn put_certificate_fenced(
         &self,

@@ -3,7 +3,7 @@
 use super::*;
 use crate::clock::{ManualClock, from_unix_secs};
 use crate::domain::Zones;
-use crate::issuer::{IssueError, LocalCa};
+use crate::issuer::{IssueError, LocalCa, OrderClaim};
 use crate::store::{AcmeProblem, IssueStatus, Origin, SqliteStore, StoredCert};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
@@ -20,7 +20,12 @@ impl Issuer for Counting {
     fn kind(&self) -> &'static str {
         "local"
     }
-    async fn issue(&self, d: &Domain, r: Option<&StoredCert>) -> Result<StoredCert, IssueError> {
+    async fn issue(
+        &self,
+        d: &Domain,
+        r: Option<&StoredCert>,
+        claim: &dyn OrderClaim,
+    ) -> Result<StoredCert, IssueError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::task::yield_now().await;
         if self.fail.load(Ordering::SeqCst) {
@@ -30,7 +35,7 @@ impl Issuer for Counting {
                 detail: "policy forbids issuing for name".into(),
             });
         }
-        self.ca.issue(d, r).await
+        self.ca.issue(d, r, claim).await
     }
 }
 
