@@ -8,6 +8,8 @@ use crate::store::{AcmeProblem, IssueStatus, Origin, SqliteStore, StoredCert};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
+mod cluster;
+
 /// Counts issuances; fails while `fail` is set.
 struct Counting {
     ca: LocalCa,
