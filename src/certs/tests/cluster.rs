@@ -218,6 +218,7 @@ async fn a_name_in_backoff_fails_fast_on_both_nodes() {
         1,
         "no order from the other node"
     );
+    assert!(ca.resumed.lock().unwrap().is_empty(), "nor a resumed one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
