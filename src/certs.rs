@@ -9,8 +9,9 @@
 //! policy does not permit are refused before any of that. This module does not speak HTTP.
 //!
 //! Here: the cache and the resolver ([`Certs::resolve`]). By concept, in `certs/`: `key` (stored
-//! PEM to a cached rustls key), `flight` (single flight, issuance), `backoff` (the one record of
-//! failures and retry times), `renewal` (the renewal queue and the maintenance loop),
+//! PEM to a cached rustls key), `flight` (single flight, issuance), `claim` (a node's lease on a
+//! name's certificate work, shared with other nodes through the store), `backoff` (the one
+//! record of failures and retry times), `renewal` (the renewal queue and the maintenance loop),
 //! [`schedule`] (when to renew and retry, pure), `status` (the admin API's view), `gauges`
 //! (certificate metrics), `error`.
 //!
