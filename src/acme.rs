@@ -1,7 +1,7 @@
 //! The ACME issuer (RFC 8555, with instant-acme): one stored account, orders paced by an
 //! account-wide budget shared through the store, an order resumed from the name's lease when a
-//! node takes another's work over, HTTP-01 and TLS-ALPN-01 challenges published through the store, and
-//! renewal information (RFC 9773) when the directory offers it.
+//! node takes another's work over, HTTP-01 and TLS-ALPN-01 challenges published through the
+//! store, and renewal information (RFC 9773) when the directory offers it.
 //!
 //! It never decides who may get a certificate (`policy` does) and never caches (`certs` does).
 
