@@ -31,13 +31,18 @@ impl Issuer for Counting {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::task::yield_now().await;
         if self.fail.load(Ordering::SeqCst) {
-            return Err(IssueError::Refused {
-                domain: d.clone(),
-                problem_type: Some("urn:ietf:params:acme:error:rejectedIdentifier".into()),
-                detail: "policy forbids issuing for name".into(),
-            });
+            return Err(refusal(d));
         }
         self.ca.issue(d, r, claim).await
+    }
+}
+
+/// The refusal the fake CAs answer while failing: a CA's problem, so the name backs off.
+fn refusal(d: &Domain) -> IssueError {
+    IssueError::Refused {
+        domain: d.clone(),
+        problem_type: Some("urn:ietf:params:acme:error:rejectedIdentifier".into()),
+        detail: "policy forbids issuing for name".into(),
     }
 }
 

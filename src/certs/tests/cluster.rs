@@ -61,11 +61,7 @@ impl Issuer for FakeCa {
             stall.notified().await;
         }
         if self.fail.load(Ordering::SeqCst) {
-            return Err(IssueError::Refused {
-                domain: d.clone(),
-                problem_type: Some("urn:ietf:params:acme:error:rejectedIdentifier".into()),
-                detail: "policy forbids issuing for name".into(),
-            });
+            return Err(refusal(d));
         }
         let cert = self.ca.issue(d, r, claim).await?;
         self.issued.lock().unwrap().push(cert.clone());
