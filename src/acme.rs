@@ -1,6 +1,7 @@
 //! The ACME issuer (RFC 8555, with instant-acme): one stored account, orders paced by an
-//! account-wide budget, HTTP-01 and TLS-ALPN-01 challenges published through the store, and
-//! renewal information (RFC 9773) when the directory offers it.
+//! account-wide budget shared through the store, an order resumed from the name's lease when a
+//! node takes another's work over, HTTP-01 and TLS-ALPN-01 challenges published through the
+//! store, and renewal information (RFC 9773) when the directory offers it.
 //!
 //! It never decides who may get a certificate (`policy` does) and never caches (`certs` does).
 
@@ -15,8 +16,9 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
-    ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus, Problem, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeStatus,
+    ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus,
+    Problem, RetryPolicy,
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::CertificateDer;
@@ -26,7 +28,7 @@ use tokio::sync::OnceCell;
 use crate::Domain;
 use crate::clock::{Clock, from_unix_secs};
 use crate::config::{self, ChallengeKind};
-use crate::issuer::{IssueError, Issuer, RenewalWindow};
+use crate::issuer::{IssueError, Issuer, OrderClaim, RenewalWindow};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoredCert};
 use budget::OrderBudget;
@@ -36,6 +38,8 @@ pub use error::AcmeError;
 
 /// Extra time a published challenge stays answerable after the order's own timeout.
 const CHALLENGE_SLACK: Duration = Duration::from_secs(60);
+/// The problem a CA answers an order whose `replaces` names a certificate already replaced.
+const ALREADY_REPLACED: &str = "urn:ietf:params:acme:error:alreadyReplaced";
 
 /// Issues certificates from an ACME directory.
 pub struct AcmeIssuer {
@@ -59,6 +63,8 @@ impl AcmeIssuer {
         clock: Clock,
     ) -> Result<AcmeIssuer, AcmeError> {
         let budget = Arc::new(OrderBudget::new(
+            store.clone(),
+            &settings.directory,
             settings.max_orders.get(),
             settings.order_window,
             clock.clone(),
@@ -130,32 +136,88 @@ impl AcmeIssuer {
             .await
     }
 
-    async fn order(
+    /// The order kept with `claim`, if the CA still has it and it can be carried on with (its
+    /// challenges not yet answered, or validated but not finalized: a finalized order's key is
+    /// its previous worker's).
+    async fn resumed(
         &self,
+        account: &Account,
+        domain: &Domain,
+        claim: &dyn OrderClaim,
+    ) -> Option<Order> {
+        let url = claim.resume()?;
+        match account.order(url.to_owned()).await {
+            Ok(mut order) => match order.state().status {
+                OrderStatus::Pending | OrderStatus::Ready => {
+                    tracing::info!(domain = %domain, order = url, "resuming the order kept with the lease");
+                    Some(order)
+                }
+                status => {
+                    tracing::info!(domain = %domain, order = url, ?status, "the kept order cannot be resumed: placing a new one");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(domain = %domain, order = url, error = %crate::errors::chain(&e), "the kept order cannot be read: placing a new one");
+                None
+            }
+        }
+    }
+
+    /// A new order, taken from the budget, naming `replacing` in `replaces` (RFC 9773) when the
+    /// CA supports it and has not seen that certificate replaced already.
+    async fn new_order(
+        &self,
+        account: &Account,
         domain: &Domain,
         replacing: Option<&StoredCert>,
-        challenge: &mut Option<ChallengeKind>,
-        created: &mut bool,
-        published: &mut Vec<(ChallengeKind, String)>,
-    ) -> Result<StoredCert, IssueError> {
-        let account = self.account(domain).await?;
-        self.budget.acquire().await;
+    ) -> Result<Order, IssueError> {
+        self.budget.acquire().await.map_err(|e| failed(domain, e))?;
         let identifiers = [Identifier::Dns(domain.to_string())];
         let replaces = replacing.and_then(|c| certificate_id(c).ok());
-        let mut order = match &replaces {
+        match &replaces {
             Some(id) => match account
                 .new_order(&NewOrder::new(&identifiers).replaces(id.clone()))
                 .await
             {
+                // NOTE: `alreadyReplaced`: an order naming it exists (a node finalized one and
+                // died before storing its certificate); a plain order still renews.
                 Err(instant_acme::Error::Unsupported(_)) => {
+                    account.new_order(&NewOrder::new(&identifiers)).await
+                }
+                Err(instant_acme::Error::Api(p))
+                    if p.r#type.as_deref() == Some(ALREADY_REPLACED) =>
+                {
                     account.new_order(&NewOrder::new(&identifiers)).await
                 }
                 other => other,
             },
             None => account.new_order(&NewOrder::new(&identifiers)).await,
         }
-        .map_err(|e| acme_error(domain, e))?;
-        *created = true;
+        .map_err(|e| acme_error(domain, e))
+    }
+
+    async fn order(
+        &self,
+        domain: &Domain,
+        replacing: Option<&StoredCert>,
+        claim: &dyn OrderClaim,
+        challenge: &mut Option<ChallengeKind>,
+        created: &mut bool,
+        published: &mut Vec<(ChallengeKind, String)>,
+    ) -> Result<StoredCert, IssueError> {
+        let account = self.account(domain).await?;
+        let mut order = match self.resumed(account, domain, claim).await {
+            Some(order) => order,
+            None => {
+                let order = self.new_order(account, domain, replacing).await?;
+                *created = true;
+                // Kept before any challenge is answered: a node taking over resumes this order
+                // (an ARI `replaces` is sent once per certificate).
+                claim.keep(order.url()).await?;
+                order
+            }
+        };
 
         let expires_at = self.clock.now() + self.settings.order_timeout + CHALLENGE_SLACK;
         let mut authorizations = order.authorizations();
@@ -192,10 +254,13 @@ impl AcmeIssuer {
                 .await
                 .map_err(|e| failed(domain, e))?;
             published.push((kind, key));
-            handle
-                .set_ready()
-                .await
-                .map_err(|e| acme_error(domain, e))?;
+            // A resumed order's challenge may have been answered by the node that placed it.
+            if handle.status == ChallengeStatus::Pending {
+                handle
+                    .set_ready()
+                    .await
+                    .map_err(|e| acme_error(domain, e))?;
+            }
         }
 
         let retries = RetryPolicy::new()
@@ -210,6 +275,8 @@ impl AcmeIssuer {
             return Err(invalid_order(domain, &mut order).await);
         }
 
+        // The last step the CA takes for us: never under a lost claim.
+        claim.confirm().await?;
         let csr_failed = |e| failed(domain, AcmeError::Csr(e));
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(csr_failed)?;
         let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(csr_failed)?;
@@ -244,6 +311,7 @@ impl Issuer for AcmeIssuer {
         &self,
         domain: &Domain,
         replacing: Option<&StoredCert>,
+        claim: &dyn OrderClaim,
     ) -> Result<StoredCert, IssueError> {
         let mut challenge = None;
         let mut created = false;
@@ -254,6 +322,7 @@ impl Issuer for AcmeIssuer {
             self.order(
                 domain,
                 replacing,
+                claim,
                 &mut challenge,
                 &mut created,
                 &mut published,

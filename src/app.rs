@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::acme::AcmeIssuer;
 use crate::acme::challenges::Challenges;
 use crate::admin::{self, AdminState};
-use crate::certs::{Certs, Settings as CertSettings};
+use crate::certs::{Certs, ClaimSettings, Settings as CertSettings};
 use crate::clicks::file::{Access, FileSink, FileSinkConfig};
 use crate::clicks::ship::{NatsTarget, ShipMetrics, Shipper};
 use crate::clicks::{BatchConfig, ClickIds, ClickWriter};
@@ -161,7 +161,11 @@ impl App {
                 metrics.clone(),
                 clock.clone(),
             )
-            .with_gate(onboarding.clone()),
+            .with_gate(onboarding.clone())
+            .with_claims(ClaimSettings {
+                holder: config.cluster.node_id().to_string(),
+                ttl: config.acme.lease_ttl,
+            }),
         );
         certs.restore(
             &domains,

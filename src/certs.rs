@@ -9,8 +9,9 @@
 //! policy does not permit are refused before any of that. This module does not speak HTTP.
 //!
 //! Here: the cache and the resolver ([`Certs::resolve`]). By concept, in `certs/`: `key` (stored
-//! PEM to a cached rustls key), `flight` (single flight, issuance), `backoff` (the one record of
-//! failures and retry times), `renewal` (the renewal queue and the maintenance loop),
+//! PEM to a cached rustls key), `flight` (single flight, issuance), `claim` (a node's lease on a
+//! name's certificate work, shared with other nodes through the store), `backoff` (the one
+//! record of failures and retry times), `renewal` (the renewal queue and the maintenance loop),
 //! [`schedule`] (when to renew and retry, pure), `status` (the admin API's view), `gauges`
 //! (certificate metrics), `error`.
 //!
@@ -18,6 +19,7 @@
 //! the maintenance loop's sleeps are tokio's.
 
 mod backoff;
+mod claim;
 mod error;
 mod flight;
 mod gauges;
@@ -41,6 +43,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::store::{CertLifetime, DomainRecord, FailureKind, IssueFailure, Store, StoreError};
 use backoff::Backoff;
+pub use claim::ClaimSettings;
 pub use error::{CertError, LoadError};
 use flight::{Flight, Outcome};
 use gauges::GaugeScans;
@@ -99,6 +102,7 @@ pub struct Certs {
     clock: Clock,
     on_demand_timeout: Duration,
     gate: Option<Arc<dyn IssueGate>>,
+    claims: ClaimSettings,
     gauges: GaugeScans,
 }
 
@@ -127,6 +131,7 @@ impl Certs {
             clock,
             on_demand_timeout: settings.on_demand_timeout,
             gate: None,
+            claims: ClaimSettings::default(),
             gauges: GaugeScans::default(),
         }
     }
@@ -135,6 +140,13 @@ impl Certs {
     /// being renewed).
     pub fn with_gate(mut self, gate: Arc<dyn IssueGate>) -> Certs {
         self.gate = Some(gate);
+        self
+    }
+
+    /// Claims names for issuance as `claims` says (this node's id, the lease TTL) instead of
+    /// the defaults (holder `node`, 60 s).
+    pub fn with_claims(mut self, claims: ClaimSettings) -> Certs {
+        self.claims = claims;
         self
     }
 

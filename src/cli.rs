@@ -53,6 +53,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   max_orders = 300                      new orders per order_window; more wait
   order_window = \"3h\"
   order_timeout = \"90s\"                 one order, from creation to certificate
+  lease_ttl = \"60s\"                     a node's claim on a name's order, renewed every third
   [clicks]
   sink = \"file\"                         JSON Lines files
   dir = \"<data_dir>/clicks\"

@@ -233,6 +233,12 @@ pub struct Acme {
     /// Longest time one order may take, from creation to the certificate. Default `90s`.
     #[serde(with = "humantime_serde")]
     pub order_timeout: Duration,
+    /// How long a node's claim on a name's certificate work (its lease in the store) lasts
+    /// without a heartbeat; the holder renews it every third of this. A node that dies holding
+    /// one delays that name's order on the others by at most this long. At least `3s`.
+    /// Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
 }
 
 /// `[onboarding]`: what a customer's DNS must look like, checked by `clickedge domain check`.
@@ -344,6 +350,7 @@ impl Default for Acme {
             max_orders: NonZeroU32::new(300).expect("non-zero literal"),
             order_window: Duration::from_secs(3 * 3600),
             order_timeout: Duration::from_secs(90),
+            lease_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::Domain;
 use crate::acme::AcmeError;
 use crate::domain::Zones;
 use crate::errors::chain as error_chain;
-use crate::store::{AcmeProblem, FailureKind, IssueFailure, StoredCert};
+use crate::store::{AcmeProblem, FailureKind, IssueFailure, StoreError, StoredCert};
 
 /// Why a certificate could not be issued.
 ///
@@ -62,6 +62,23 @@ pub enum IssueError {
         #[source]
         source: AcmeError,
     },
+    /// The claim on the name's certificate work was lost (its lease expired or another node
+    /// took it over): the work stopped before the CA's last step, and nothing was written.
+    /// Another node's work, not a failure of the name.
+    #[error("the claim on {domain}'s certificate work was lost to another node")]
+    ClaimLost {
+        /// The name.
+        domain: Domain,
+    },
+    /// The order could not be kept with the claim in the store.
+    #[error("keeping the order for {domain} in the store")]
+    Claim {
+        /// The name.
+        domain: Domain,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
 }
 
 impl IssueError {
@@ -75,7 +92,9 @@ impl IssueError {
                 .as_deref()
                 .and_then(AcmeProblem::from_type)
                 .map_or(FailureKind::Refused, FailureKind::Problem),
-            IssueError::Failed { .. } => FailureKind::Order,
+            IssueError::Failed { .. } | IssueError::ClaimLost { .. } | IssueError::Claim { .. } => {
+                FailureKind::Order
+            }
         }
     }
 
@@ -100,17 +119,53 @@ pub struct RenewalWindow {
     pub check_after: Duration,
 }
 
+/// The claim a node holds on a name's certificate work while it issues (its lease, in
+/// `certs`): where the order being worked on is kept, so that a node taking over resumes it
+/// instead of placing another, and whether the claim still holds before the CA's last step.
+#[async_trait::async_trait]
+pub trait OrderClaim: Send + Sync {
+    /// The URL of an order placed for the name under an earlier claim and not finished.
+    fn resume(&self) -> Option<&str>;
+    /// Keeps `url` as the name's order with the claim; done before any challenge is answered.
+    /// [`IssueError::ClaimLost`] when the claim no longer holds.
+    async fn keep(&self, url: &str) -> Result<(), IssueError>;
+    /// Whether the claim still holds; asked before finalizing an order.
+    /// [`IssueError::ClaimLost`] when it does not.
+    async fn confirm(&self) -> Result<(), IssueError>;
+}
+
+/// Work nobody else can take over (tests): no order to resume, nothing kept, always held.
+#[cfg(test)]
+pub(crate) struct Unclaimed;
+
+#[cfg(test)]
+#[async_trait::async_trait]
+impl OrderClaim for Unclaimed {
+    fn resume(&self) -> Option<&str> {
+        None
+    }
+    async fn keep(&self, _url: &str) -> Result<(), IssueError> {
+        Ok(())
+    }
+    async fn confirm(&self) -> Result<(), IssueError> {
+        Ok(())
+    }
+}
+
 /// Something that turns a domain name into a certificate chain and key.
 #[async_trait::async_trait]
 pub trait Issuer: Send + Sync + 'static {
     /// Short name for metrics and status (`local`, `acme`).
     fn kind(&self) -> &'static str;
 
-    /// Issues a certificate for `domain`; `replacing` is the certificate it renews, if any.
+    /// Issues a certificate for `domain` under `claim`; `replacing` is the certificate it
+    /// renews, if any. An issuer whose work is one local step may ignore the claim (`certs`
+    /// checks it again before writing).
     async fn issue(
         &self,
         domain: &Domain,
         replacing: Option<&StoredCert>,
+        claim: &dyn OrderClaim,
     ) -> Result<StoredCert, IssueError>;
 
     /// The CA's suggested renewal window for `cert`, the certificate of `domain`, if the CA

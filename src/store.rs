@@ -8,13 +8,15 @@
 #[doc(hidden)]
 pub mod conformance;
 mod failure;
+mod lease;
 mod sqlite;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use failure::{AcmeProblem, FailureKind, IssueFailure};
+pub use lease::{Fence, Lease, OrderRate, OrderTurn};
 pub use sqlite::SqliteStore;
 
 use crate::Domain;
@@ -196,8 +198,23 @@ pub trait Store: Send + Sync + 'static {
     async fn set_status(&self, name: &Domain, status: &IssueStatus) -> Result<(), StoreError>;
     /// The certificate of a domain.
     async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError>;
-    /// Stores (replaces) the certificate of a domain.
+    /// Stores (replaces) the certificate of a domain, unguarded (the built-in CA outside the
+    /// issuance flight, operators). It keeps the fence of the certificate it replaces (0 for a
+    /// first one), so a fenced writer with an older fence still cannot replace it.
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError>;
+    /// Stores the certificate of a domain obtained under the lease `fence`, guarded in the same
+    /// statement: it never replaces a certificate that expires later, or one written with a
+    /// higher fence (an equal expiry is a reissue, and is replaced). Returns whether it wrote.
+    ///
+    /// PostgreSQL: `INSERT INTO certificates (…, fence) VALUES (…, $fence) ON CONFLICT (domain)
+    /// DO UPDATE SET … WHERE certificates.not_after <= EXCLUDED.not_after AND certificates.fence
+    /// <= EXCLUDED.fence` (one row affected: written).
+    async fn put_certificate_fenced(
+        &self,
+        name: &Domain,
+        cert: &StoredCert,
+        fence: Fence,
+    ) -> Result<bool, StoreError>;
     /// Count and soonest expiry of stored certificates, and how many expire before
     /// `expiring_before`.
     async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError>;
@@ -230,6 +247,69 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         now: SystemTime,
     ) -> Result<(), StoreError>;
+    /// Takes the issuance lease of `name` for `holder` until `now + ttl`, in one atomic
+    /// statement: granted when nobody holds it or the holder's lease expired (`expires_at <=
+    /// now`), with a fresh [`Fence`] larger than every fence handed out before (for any name),
+    /// and the order URL kept with the lease ([`Store::set_lease_order`]); none while another
+    /// lease (or this holder's own, under another fence) is unexpired. Two concurrent calls
+    /// never both get one.
+    ///
+    /// PostgreSQL: `INSERT INTO leases (name, holder, fence, expires_at) VALUES ($1, $2,
+    /// nextval('lease_fence'), $now + $ttl) ON CONFLICT (name) DO UPDATE SET holder =
+    /// EXCLUDED.holder, fence = EXCLUDED.fence, expires_at = EXCLUDED.expires_at WHERE
+    /// leases.expires_at <= $now RETURNING fence, order_url` (a conflict that fails the `WHERE`
+    /// may still consume a sequence value: fences only need to grow, not be dense).
+    async fn acquire_lease(
+        &self,
+        name: &Domain,
+        holder: &str,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Extends the lease of `name` held under `fence` to `now + ttl`, only while it is unexpired
+    /// at `now` (one statement: `UPDATE leases SET expires_at = $now + $ttl WHERE name = $1 AND
+    /// fence = $2 AND expires_at > $now`). `false`: the lease is lost (expired, or taken over):
+    /// stop before finalizing an order or writing anything.
+    async fn extend_lease(
+        &self,
+        name: &Domain,
+        fence: Fence,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Keeps `order_url` (none: forgets it) with the lease of `name` held under `fence`, while it
+    /// is unexpired at `now`; `false` if the lease is lost. The URL survives the lease's release
+    /// and expiry, and the next [`Store::acquire_lease`] of the name returns it.
+    async fn set_lease_order(
+        &self,
+        name: &Domain,
+        fence: Fence,
+        order_url: Option<&str>,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
+    /// Gives up the lease of `name` held under `fence`, making it free to take at once; never
+    /// someone else's (a lease taken over under a later fence is left alone, `false`). The kept
+    /// order URL stays.
+    async fn release_lease(&self, name: &Domain, fence: Fence) -> Result<bool, StoreError>;
+    /// Takes one order from the shared budget named `budget` (one row per ACME account), as a
+    /// GCRA bucket of `rate`, atomically: [`OrderTurn::Taken`], or [`OrderTurn::Wait`] with the
+    /// time the next token is due or the pause ([`Store::pause_orders`]) ends, whichever is
+    /// later, and then nothing changes. A budget never used is full.
+    ///
+    /// PostgreSQL (times as numbers): `INSERT INTO order_budgets (name, tat, paused_until)
+    /// VALUES ($1, $now + $interval, 0) ON CONFLICT (name) DO UPDATE SET tat =
+    /// GREATEST(order_budgets.tat, $now) + $interval WHERE GREATEST(order_budgets.tat, $now) -
+    /// $now <= $tolerance AND order_budgets.paused_until <= $now RETURNING tat`; no row: read
+    /// `tat` and `paused_until` to say when to come back.
+    async fn take_order(
+        &self,
+        budget: &str,
+        rate: OrderRate,
+        now: SystemTime,
+    ) -> Result<OrderTurn, StoreError>;
+    /// No order from the budget named `budget` before `until` (the CA's `Retry-After`); an
+    /// earlier time than a pause already recorded changes nothing.
+    async fn pause_orders(&self, budget: &str, until: SystemTime) -> Result<(), StoreError>;
     /// All link keys.
     async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError>;
     /// Adds a link key with the next id and returns it.

@@ -1,85 +1,86 @@
-//! The account-wide order budget: a token bucket that queues new orders rather than letting the
-//! account run into the CA's rate limit (Let's Encrypt: 300 new orders per account per 3 hours),
-//! and that stops all new orders until the time a CA's `Retry-After` names.
+//! The account-wide order budget, shared by every node over the store: a GCRA bucket (the
+//! algorithm Let's Encrypt uses: 300 new orders per account per 3 hours is one order per 36 s
+//! with a burst of 300) that queues new orders rather than letting the account run into the CA's
+//! rate limit, and a pause until the time a CA's `Retry-After` names, which stops new orders on
+//! every node.
 //!
-//! The bucket runs on tokio's monotonic time (so `tokio::time::pause` drives it in tests); the
-//! wall clock is only read to turn a `Retry-After` date into a delay.
+//! Each order takes its token from the store in one atomic step ([`Store::take_order`]), so N
+//! nodes together never place more than the budget; the wall clock is the injected [`Clock`].
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
 use crate::clock::Clock;
+use crate::errors::chain as error_chain;
+use crate::store::{OrderRate, OrderTurn, Store, StoreError};
 
-/// A token bucket of new orders.
-#[derive(Debug)]
+/// A queued order asks the store again at least this often, so a clock step or a pause lifted
+/// early is noticed.
+const MAX_WAIT_STEP: Duration = Duration::from_secs(60);
+/// ... and no more often than this.
+const MIN_WAIT_STEP: Duration = Duration::from_millis(10);
+
+/// The order budget of one ACME account, kept in the store.
 pub struct OrderBudget {
-    capacity: f64,
-    per_second: f64,
-    state: Mutex<State>,
+    store: Arc<dyn Store>,
+    /// The budget's row: one per account (directory).
+    name: String,
+    rate: OrderRate,
     clock: Clock,
 }
 
-#[derive(Debug)]
-struct State {
-    tokens: f64,
-    last: Instant,
-    paused_until: Option<Instant>,
-}
-
 impl OrderBudget {
-    /// `orders` new orders per `window`, all available at first; `Retry-After` dates are read
-    /// against `clock`.
-    pub fn new(orders: u32, window: Duration, clock: Clock) -> OrderBudget {
-        let capacity = f64::from(orders.max(1));
+    /// `orders` new orders per `window` for the account at `directory`, all available at first
+    /// (shared by every node using the same store and directory); times are read from `clock`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        directory: &str,
+        orders: u32,
+        window: Duration,
+        clock: Clock,
+    ) -> OrderBudget {
         OrderBudget {
-            capacity,
-            per_second: capacity / window.as_secs_f64().max(1e-3),
-            state: Mutex::new(State {
-                tokens: capacity,
-                last: Instant::now(),
-                paused_until: None,
-            }),
+            store,
+            name: format!("acme {directory}"),
+            rate: OrderRate::per_window(orders, window),
             clock,
         }
     }
 
+    /// Takes an order from the budget if one is available now; else when to ask again.
+    pub async fn try_acquire(&self) -> Result<OrderTurn, StoreError> {
+        self.store
+            .take_order(&self.name, self.rate, self.clock.now())
+            .await
+    }
+
     /// Waits until a new order may be placed, and takes it from the budget.
-    pub async fn acquire(&self) {
+    pub async fn acquire(&self) -> Result<(), StoreError> {
         loop {
-            let wait = {
-                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                let elapsed = now.duration_since(s.last).as_secs_f64();
-                s.tokens = (s.tokens + elapsed * self.per_second).min(self.capacity);
-                s.last = now;
-                match s.paused_until {
-                    Some(until) if until > now => until - now,
-                    _ if s.tokens >= 1.0 => {
-                        s.tokens -= 1.0;
-                        return;
-                    }
-                    _ => Duration::from_secs_f64((1.0 - s.tokens) / self.per_second),
-                }
+            let until = match self.try_acquire().await? {
+                OrderTurn::Taken => return Ok(()),
+                OrderTurn::Wait(until) => until,
             };
+            let wait = until
+                .duration_since(self.clock.now())
+                .unwrap_or_default()
+                .clamp(MIN_WAIT_STEP, MAX_WAIT_STEP);
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// The CA said `Retry-After: until`: no new order before then.
-    pub fn pause_until(&self, until: SystemTime) {
+    /// The CA said `Retry-After: until`: no new order before then, on any node. A failure to
+    /// record it is logged (the CA will say it again).
+    pub async fn pause_until(&self, until: SystemTime) {
         let Ok(delay) = until.duration_since(self.clock.now()) else {
             return;
         };
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let until = Instant::now() + delay;
-        if s.paused_until.is_none_or(|p| p < until) {
-            tracing::warn!(
+        match self.store.pause_orders(&self.name, until).await {
+            Ok(()) => tracing::warn!(
                 seconds = delay.as_secs(),
-                "the CA asked to retry later: new orders wait"
-            );
-            s.paused_until = Some(until);
+                "the CA asked to retry later: new orders wait, on every node"
+            ),
+            Err(e) => tracing::warn!(error = %error_chain(&e), "recording the CA's Retry-After"),
         }
     }
 }
@@ -87,29 +88,59 @@ impl OrderBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{ManualClock, from_unix_secs};
+    use crate::store::SqliteStore;
 
-    #[tokio::test(start_paused = true)]
-    async fn queues_orders_beyond_the_budget() {
-        let budget = OrderBudget::new(3, Duration::from_secs(30), Clock::system());
-        let start = Instant::now();
-        for _ in 0..3 {
-            budget.acquire().await;
-        }
-        assert_eq!(Instant::now(), start, "the first three are immediate");
-        budget.acquire().await;
-        // One order refills every 10 s.
-        assert!(Instant::now() - start >= Duration::from_secs(10));
-        assert!(Instant::now() - start < Duration::from_secs(11));
+    fn store() -> Arc<dyn Store> {
+        Arc::new(SqliteStore::in_memory().expect("in-memory store"))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn retry_after_pauses_new_orders() {
-        let wall = ManualClock::starting_now();
-        let budget = OrderBudget::new(300, Duration::from_secs(3 * 3600), wall.clock());
-        let start = Instant::now();
-        budget.pause_until(wall.clock().now() + Duration::from_secs(120));
-        budget.acquire().await;
-        assert!(Instant::now() - start >= Duration::from_secs(119));
+    #[tokio::test]
+    async fn two_nodes_share_one_budget() {
+        let (store, wall) = (store(), ManualClock::new(from_unix_secs(1_800_000_000)));
+        let window = Duration::from_secs(30);
+        let a = OrderBudget::new(store.clone(), "https://ca/dir", 2, window, wall.clock());
+        let b = OrderBudget::new(store.clone(), "https://ca/dir", 2, window, wall.clock());
+        assert_eq!(a.try_acquire().await.unwrap(), OrderTurn::Taken);
+        assert_eq!(b.try_acquire().await.unwrap(), OrderTurn::Taken);
+        let next = wall.clock().now() + Duration::from_secs(15);
+        assert_eq!(a.try_acquire().await.unwrap(), OrderTurn::Wait(next));
+        assert_eq!(b.try_acquire().await.unwrap(), OrderTurn::Wait(next));
+        let other = OrderBudget::new(store, "https://other/dir", 2, window, wall.clock());
+        assert_eq!(other.try_acquire().await.unwrap(), OrderTurn::Taken);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_seen_by_one_node_pauses_every_node() {
+        let (store, wall) = (store(), ManualClock::new(from_unix_secs(1_800_000_000)));
+        let window = Duration::from_secs(3 * 3600);
+        let a = OrderBudget::new(store.clone(), "https://ca/dir", 300, window, wall.clock());
+        let b = OrderBudget::new(store, "https://ca/dir", 300, window, wall.clock());
+        let until = wall.clock().now() + Duration::from_secs(120);
+        a.pause_until(until).await;
+        assert_eq!(b.try_acquire().await.unwrap(), OrderTurn::Wait(until));
+        wall.advance(Duration::from_secs(120));
+        assert_eq!(b.try_acquire().await.unwrap(), OrderTurn::Taken);
+    }
+
+    #[tokio::test]
+    async fn acquire_waits_for_the_next_token_instead_of_failing() {
+        // One order per 50 ms of the real clock: the second acquire must wait, then succeed.
+        let budget = OrderBudget::new(
+            store(),
+            "https://ca/dir",
+            1,
+            Duration::from_millis(50),
+            Clock::system(),
+        );
+        budget.acquire().await.unwrap();
+        assert!(matches!(
+            budget.try_acquire().await.unwrap(),
+            OrderTurn::Wait(_)
+        ));
+        tokio::time::timeout(Duration::from_secs(10), budget.acquire())
+            .await
+            .expect("the next token comes within its interval")
+            .unwrap();
     }
 }

@@ -90,7 +90,7 @@ impl HttpClient for AcmeHttp {
             if (status == 429 || status == 503)
                 && let Some(until) = retry_after(&rsp.parts.headers, clock.now())
             {
-                budget.pause_until(until);
+                budget.pause_until(until).await;
             }
             Ok(rsp)
         })

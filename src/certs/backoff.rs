@@ -80,6 +80,35 @@ impl Backoff {
             .map(|n| n.clone())
     }
 
+    /// The retry time of `name` and its cause, if it is later than `now`: from memory, or else
+    /// from the store's row, which another node sharing the store may have written (then kept
+    /// in memory). Asked before ordering only, never on a handshake's way to a cached name.
+    pub(super) async fn recheck(&self, name: &Domain, now: SystemTime) -> Option<NotBefore> {
+        if let Some(pending) = self.pending(name, now) {
+            return Some(pending);
+        }
+        let record = match self.store.domain(name).await {
+            Ok(record) => record?,
+            Err(e) => {
+                tracing::warn!(domain = %name, error = %error_chain(&e), "reading the recorded backoff");
+                return None;
+            }
+        };
+        let (Some(until), Some(cause)) = (record.retry_at, record.last_error) else {
+            return None;
+        };
+        if until <= now {
+            return None;
+        }
+        let not_before = NotBefore {
+            until,
+            cause,
+            failures: record.failures,
+        };
+        self.not_before.insert(name.clone(), not_before.clone());
+        Some(not_before)
+    }
+
     /// Records a failed order at `now`: one more failure in a row, and no new order before the
     /// time [`schedule::retry_at`] says (never later than half-way to `serving_until`, the expiry
     /// of a certificate still serving).

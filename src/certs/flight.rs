@@ -1,20 +1,29 @@
 //! Single flight: every load, issuance or renewal of a name runs once, as a background task that
 //! any number of handshakes wait on. A failed issuance is recorded and backs the name off.
+//!
+//! Across nodes sharing a store, issuance runs under the name's lease ([`Claim`]): the node that
+//! takes it orders, the others poll the store for the certificate it writes (fenced), and a
+//! failure it records backs the name off on every node.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
 use super::backoff::NotBefore;
+use super::claim::Claim;
 use super::error::LoadError;
 use super::key::Entry;
 use super::{CertError, Certs, lock, schedule};
 use crate::Domain;
 use crate::clock::rfc3339;
 use crate::errors::chain as error_chain;
-use crate::issuer::IssueError;
+use crate::issuer::{IssueError, OrderClaim as _};
 use crate::store::StoredCert;
+
+/// While another node holds a name's lease, its store is read this often for the certificate
+/// (and the lease tried again, in case its holder died).
+const CLAIM_POLL: Duration = Duration::from_millis(200);
 
 /// What a flight's waiters get: none until it lands.
 pub(super) type Outcome = Option<Result<Entry, CertError>>;
@@ -60,23 +69,35 @@ impl Certs {
         rx
     }
 
-    async fn obtain(&self, name: &Domain) -> Result<Entry, CertError> {
+    /// A valid certificate of `name` in the store, as a cache entry (scheduling its renewal if
+    /// nothing is scheduled yet); none when the store has none that is unexpired.
+    pub(super) async fn stored(&self, name: &Domain) -> Result<Option<Entry>, CertError> {
         let stored = self
             .store
             .certificate(name)
             .await
             .map_err(|e| CertError::unavailable(name, e))?;
-        if let Some(cert) = stored.as_ref().filter(|c| c.not_after > self.clock.now()) {
-            let entry = self
-                .entry(cert)
-                .map_err(|e| CertError::unavailable(name, e))?;
-            let mut schedule = lock(&self.schedule);
-            if !schedule.by_name.contains_key(name) {
-                schedule.set(
-                    name,
-                    schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
-                );
-            }
+        let Some(cert) = stored.filter(|c| c.not_after > self.clock.now()) else {
+            return Ok(None);
+        };
+        let entry = self
+            .entry(&cert)
+            .map_err(|e| CertError::unavailable(name, e))?;
+        let mut schedule = lock(&self.schedule);
+        if !schedule.by_name.contains_key(name) {
+            schedule.set(
+                name,
+                schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
+            );
+        }
+        Ok(Some(entry))
+    }
+
+    /// A first certificate for `name`: the stored one, else one issued under the name's lease,
+    /// else (another node holds the lease) the one that node stores, polled for at most
+    /// `tls.on_demand_timeout`.
+    async fn obtain(&self, name: &Domain) -> Result<Entry, CertError> {
+        if let Some(entry) = self.stored(name).await? {
             return Ok(entry);
         }
         if let Some(hold) = self.gate.as_ref().and_then(|g| g.hold(name)) {
@@ -93,41 +114,98 @@ impl Certs {
                 hold,
             });
         }
-        self.issue(name, None).await.map_err(|e| match e {
-            IssueOutcome::Failed(not_before) => CertError::BackingOff {
-                domain: name.clone(),
-                retry_at: not_before.until,
-                last_error: not_before.cause,
-            },
-            IssueOutcome::Unusable(e) => CertError::unavailable(name, e),
-        })
+        let deadline = tokio::time::Instant::now() + self.on_demand_timeout;
+        loop {
+            // A failure another node recorded backs the name off here too.
+            if let Some(not_before) = self.backoff.recheck(name, self.clock.now()).await {
+                return Err(backing_off(name, not_before));
+            }
+            if let Some(claim) = self.claim(name).await? {
+                // The previous holder may have stored one between our read and our claim.
+                if let Some(entry) = self.stored(name).await? {
+                    claim.release(false).await;
+                    return Ok(entry);
+                }
+                match self.issue(name, None, claim).await {
+                    Ok(entry) => return Ok(entry),
+                    Err(IssueOutcome::Failed(not_before)) => {
+                        return Err(backing_off(name, not_before));
+                    }
+                    Err(IssueOutcome::Unusable(e)) => return Err(CertError::unavailable(name, e)),
+                    // Another node took over: wait for its certificate like any other waiter.
+                    Err(IssueOutcome::Superseded) => {}
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CertError::Timeout(name.clone()));
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+            if let Some(entry) = self.stored(name).await? {
+                return Ok(entry);
+            }
+        }
     }
 
-    /// Issues, stores and schedules a certificate, or records the failure and backs off.
+    /// Takes the lease of `name` for this node; none while another node holds it.
+    pub(super) async fn claim(&self, name: &Domain) -> Result<Option<Claim>, CertError> {
+        Claim::take(&self.store, name, &self.claims, &self.clock)
+            .await
+            .map_err(|e| CertError::unavailable(name, e))
+    }
+
+    /// Issues under `claim`, stores with its fence and schedules a certificate, or records the
+    /// failure and backs off. The claim is released either way; an order that did not finish
+    /// stays kept with the lease for the next holder to resume.
     pub(super) async fn issue(
         &self,
         name: &Domain,
         replacing: Option<&StoredCert>,
+        claim: Claim,
+    ) -> Result<Entry, IssueOutcome> {
+        let result = self.issue_claimed(name, replacing, &claim).await;
+        claim.release(result.is_ok()).await;
+        result
+    }
+
+    async fn issue_claimed(
+        &self,
+        name: &Domain,
+        replacing: Option<&StoredCert>,
+        claim: &Claim,
     ) -> Result<Entry, IssueOutcome> {
         let kind = self.issuer.kind();
         let started = Instant::now();
-        let result = match self.issuer.issue(name, replacing).await {
+        let result = match self.issuer.issue(name, replacing, claim).await {
             Ok(cert) => self
                 .entry(&cert)
                 .map(|e| (cert, e))
                 .map_err(|e| IssueOutcome::Unusable(e.into())),
+            Err(IssueError::ClaimLost { .. }) => Err(IssueOutcome::Superseded),
             Err(e) => Err(self.failed(name, &e, replacing.map(|c| c.not_after)).await),
         };
         let (cert, entry) = match result {
             Ok(ok) => ok,
+            Err(IssueOutcome::Superseded) => return Err(self.superseded(name)),
             Err(outcome) => {
                 self.metrics.certs_failed.with_label_values(&[kind]).inc();
                 return Err(outcome);
             }
         };
-        if let Err(e) = self.store.put_certificate(name, &cert).await {
-            self.metrics.certs_failed.with_label_values(&[kind]).inc();
-            return Err(IssueOutcome::Unusable(e.into()));
+        // Nothing is written under a lost claim; the fence guards the write itself too.
+        if claim.confirm().await.is_err() {
+            return Err(self.superseded(name));
+        }
+        match self
+            .store
+            .put_certificate_fenced(name, &cert, claim.fence())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Err(self.superseded(name)),
+            Err(e) => {
+                self.metrics.certs_failed.with_label_values(&[kind]).inc();
+                return Err(IssueOutcome::Unusable(e.into()));
+            }
         }
         self.metrics.certs_issued.with_label_values(&[kind]).inc();
         self.metrics
@@ -144,6 +222,13 @@ impl Certs {
         }
         tracing::info!(domain = %name, issuer = kind, not_after = %rfc3339(cert.not_after), renewal = replacing.is_some(), "certificate issued");
         Ok(entry)
+    }
+
+    /// Another node took the name's work over (or stored a later certificate): this node
+    /// writes nothing and records no failure.
+    fn superseded(&self, name: &Domain) -> IssueOutcome {
+        tracing::info!(domain = %name, "certificate work taken over by another node: nothing written here");
+        IssueOutcome::Superseded
     }
 
     /// Records a failed order and backs off; a failing renewal is tried again at the retry time.
@@ -173,4 +258,15 @@ pub(super) enum IssueOutcome {
     Failed(NotBefore),
     /// The certificate could not be used or stored.
     Unusable(LoadError),
+    /// The claim was lost to another node, which does the work: nothing written or recorded.
+    Superseded,
+}
+
+/// The error of a handshake waiting on a name that backs off.
+fn backing_off(name: &Domain, not_before: NotBefore) -> CertError {
+    CertError::BackingOff {
+        domain: name.clone(),
+        retry_at: not_before.until,
+        last_error: not_before.cause,
+    }
 }

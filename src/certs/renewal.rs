@@ -14,7 +14,7 @@ use super::{CertError, Certs, lock, schedule};
 use crate::Domain;
 use crate::clock::rfc3339;
 use crate::errors::chain as error_chain;
-use crate::store::CertLifetime;
+use crate::store::{CertLifetime, StoredCert};
 
 /// The maintenance loop wakes at least this often (gauges, and newly due renewals).
 const MAINTENANCE_TICK: Duration = Duration::from_secs(60);
@@ -119,9 +119,7 @@ impl Certs {
                 if at > now {
                     let check = now + w.check_after.max(MIN_ARI_CHECK);
                     lock(&self.schedule).set(name, at.min(check));
-                    return self
-                        .entry(&current)
-                        .map_err(|e| CertError::unavailable(name, e));
+                    return self.serving(name, &current);
                 }
                 tracing::info!(domain = %name, window_start = %rfc3339(w.start), "renewal window open: renewing");
             }
@@ -139,28 +137,56 @@ impl Certs {
                 if now < schedule::default_renew_at(nb, na, 1.0) {
                     let at = schedule::default_renew_at(nb, na, rand::random());
                     lock(&self.schedule).set(name, at);
-                    return self
-                        .entry(&current)
-                        .map_err(|e| CertError::unavailable(name, e));
+                    return self.serving(name, &current);
                 }
             }
         }
-        match self.issue(name, Some(&current)).await {
+        // Once per cluster: a failure another node recorded holds this node back too, and only
+        // the lease holder renews.
+        if let Some(not_before) = self.backoff.recheck(name, now).await {
+            lock(&self.schedule).set(name, not_before.until);
+            return self.serving(name, &current);
+        }
+        let Some(claim) = self.claim(name).await? else {
+            tracing::info!(domain = %name, "another node is renewing: checking again later");
+            lock(&self.schedule).set(name, now + self.claims.ttl);
+            return self.serving(name, &current);
+        };
+        // Re-read under the lease: another node may have renewed since this check began.
+        let latest = self
+            .store
+            .certificate(name)
+            .await
+            .map_err(|e| CertError::unavailable(name, e))?;
+        if let Some(latest) = latest.filter(|l| l.not_after > current.not_after) {
+            claim.release(false).await;
+            tracing::info!(domain = %name, not_after = %rfc3339(latest.not_after), "already renewed by another node");
+            let (nb, na) = (latest.not_before, latest.not_after);
+            lock(&self.schedule).set(name, schedule::default_renew_at(nb, na, rand::random()));
+            return self.serving(name, &latest);
+        }
+        let message = match self.issue(name, Some(&current), claim).await {
             Ok(entry) => {
                 self.metrics.renewals.with_label_values(&["ok"]).inc();
-                Ok(entry)
+                return Ok(entry);
             }
-            Err(e) => {
-                self.metrics.renewals.with_label_values(&["failed"]).inc();
-                // The current certificate keeps serving; the schedule was set by `issue`.
-                let message = match e {
-                    IssueOutcome::Failed(not_before) => not_before.cause.detail,
-                    IssueOutcome::Unusable(e) => error_chain(&e),
-                };
-                tracing::warn!(domain = %name, error = %message, "renewal failed; the current certificate keeps serving");
-                self.entry(&current)
-                    .map_err(|e| CertError::unavailable(name, e))
+            Err(IssueOutcome::Superseded) => {
+                // The node that took over stores the renewal; look again after its lease.
+                lock(&self.schedule).set(name, now + self.claims.ttl);
+                return self.serving(name, &current);
             }
-        }
+            Err(IssueOutcome::Failed(not_before)) => not_before.cause.detail,
+            Err(IssueOutcome::Unusable(e)) => error_chain(&e),
+        };
+        self.metrics.renewals.with_label_values(&["failed"]).inc();
+        // The current certificate keeps serving; the schedule was set by `issue`.
+        tracing::warn!(domain = %name, error = %message, "renewal failed; the current certificate keeps serving");
+        self.serving(name, &current)
+    }
+
+    /// `cert`, which keeps serving `name`, as a cache entry.
+    fn serving(&self, name: &Domain, cert: &StoredCert) -> Result<Entry, CertError> {
+        self.entry(cert)
+            .map_err(|e| CertError::unavailable(name, e))
     }
 }

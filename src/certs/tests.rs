@@ -3,10 +3,12 @@
 use super::*;
 use crate::clock::{ManualClock, from_unix_secs};
 use crate::domain::Zones;
-use crate::issuer::{IssueError, LocalCa};
+use crate::issuer::{IssueError, LocalCa, OrderClaim};
 use crate::store::{AcmeProblem, IssueStatus, Origin, SqliteStore, StoredCert};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
+
+mod cluster;
 
 /// Counts issuances; fails while `fail` is set.
 struct Counting {
@@ -20,17 +22,27 @@ impl Issuer for Counting {
     fn kind(&self) -> &'static str {
         "local"
     }
-    async fn issue(&self, d: &Domain, r: Option<&StoredCert>) -> Result<StoredCert, IssueError> {
+    async fn issue(
+        &self,
+        d: &Domain,
+        r: Option<&StoredCert>,
+        claim: &dyn OrderClaim,
+    ) -> Result<StoredCert, IssueError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::task::yield_now().await;
         if self.fail.load(Ordering::SeqCst) {
-            return Err(IssueError::Refused {
-                domain: d.clone(),
-                problem_type: Some("urn:ietf:params:acme:error:rejectedIdentifier".into()),
-                detail: "policy forbids issuing for name".into(),
-            });
+            return Err(refusal(d));
         }
-        self.ca.issue(d, r).await
+        self.ca.issue(d, r, claim).await
+    }
+}
+
+/// The refusal the fake CAs answer while failing: a CA's problem, so the name backs off.
+fn refusal(d: &Domain) -> IssueError {
+    IssueError::Refused {
+        domain: d.clone(),
+        problem_type: Some("urn:ietf:params:acme:error:rejectedIdentifier".into()),
+        detail: "policy forbids issuing for name".into(),
     }
 }
 

@@ -198,3 +198,14 @@ fn local_ca_names_default_to_reserved_zones_and_bad_entries_are_named() {
     assert!(err.contains("local_ca_names"), "{err}");
     assert!(err.contains("at least one DNS zone"), "{err}");
 }
+
+#[test]
+fn lease_ttl_defaults_to_a_minute_and_must_leave_room_for_heartbeats() {
+    assert_eq!(parse("").unwrap().acme.lease_ttl, Duration::from_secs(60));
+    assert!(parse("[acme]\nlease_ttl = \"3s\"\n").is_ok());
+    let err = parse("[acme]\nlease_ttl = \"2s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("acme.lease_ttl"), "{err}");
+    assert!(err.contains("at least 3s"), "{err}");
+}

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use super::{Config, ConfigError};
 
+/// The shortest `acme.lease_ttl`: its holder renews it every third, at least once a second.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
+
 impl Config {
     pub(super) fn validated(self, path: &Path) -> Result<Config, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
@@ -74,6 +77,13 @@ impl Config {
             return Err(invalid(
                 "acme.order_window and acme.order_timeout must be greater than zero".into(),
             ));
+        }
+        if self.acme.lease_ttl < MIN_LEASE_TTL {
+            return Err(invalid(format!(
+                "acme.lease_ttl is {}; use at least 3s (the lease is renewed every third of it), \
+                 for example \"60s\"",
+                humantime::format_duration(self.acme.lease_ttl)
+            )));
         }
         if self
             .tls

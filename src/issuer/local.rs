@@ -23,7 +23,7 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
-use super::{IssueError, Issuer, RenewalWindow};
+use super::{IssueError, Issuer, OrderClaim, RenewalWindow};
 use crate::Domain;
 use crate::clock::{Clock, from_unix_secs};
 use crate::domain::Zones;
@@ -294,6 +294,7 @@ impl Issuer for LocalCa {
         &self,
         domain: &Domain,
         _replacing: Option<&StoredCert>,
+        _claim: &dyn OrderClaim,
     ) -> Result<StoredCert, IssueError> {
         // Also for a root without constraints (older data dirs): the setting says what the
         // operator means the CA to vouch for.

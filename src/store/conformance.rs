@@ -9,7 +9,11 @@
 //! Only the behaviour the rest of the edge relies on is asserted, not how a store gets there. Public so that a store living outside this crate's
 //! unit tests can run the same suite; not part of the edge's API.
 
+mod cluster;
+
 use std::time::SystemTime;
+
+pub use cluster::*;
 
 use super::{
     AcmeProblem, FailureKind, IssueFailure, IssueStatus, Origin, Store, StoreError, StoredCert,
@@ -37,6 +41,16 @@ macro_rules! store_conformance_tests {
             withdrawing_a_challenge_also_drops_expired_ones,
             link_keys_get_increasing_ids_and_can_be_removed,
             small_values_round_trip,
+            a_lease_goes_to_one_holder_until_it_expires,
+            concurrent_acquires_grant_one_lease,
+            fences_grow_across_names,
+            a_lease_extends_only_under_its_fence_while_unexpired,
+            the_order_url_is_kept_across_release_and_takeover,
+            a_stale_fence_cannot_release_extend_or_keep_an_order,
+            fenced_writes_never_replace_a_later_expiry_or_a_higher_fence,
+            the_order_budget_is_a_gcra_bucket,
+            concurrent_takes_never_exceed_the_budget,
+            a_pause_stops_orders_until_it_ends,
         );
     };
     (@each $fresh:expr; $($behaviour:ident),+ $(,)?) => {

@@ -3,87 +3,29 @@
 //! SQLite calls are blocking, so each runs on tokio's blocking pool behind one connection mutex;
 //! nothing here is on the request path.
 
+mod cluster;
+mod conn;
 mod rows;
 mod schema;
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    CertLifetime, CertSummary, DomainRecord, IssueStatus, Store, StoreError, StoredCert,
-    StoredLinkKey,
+    CertLifetime, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate, OrderTurn,
+    Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::clock::unix_secs;
 use crate::config::ChallengeKind;
 use rows::{DOMAIN_COLUMNS, row_domain, secs, time, to_record};
-use schema::migrate;
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-}
-
-fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Db {
-        op,
-        source: Box::new(e),
-    }
-}
-
-impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`, restricted to its owner.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path).map_err(db("opening database"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-            StoreError::Db {
-                op: "restricting database permissions",
-                source: Box::new(e),
-            }
-        })?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
-        )
-        .map_err(db("configuring database"))?;
-        migrate(&conn).map_err(db("migrating schema"))?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    /// An in-memory database (tests, benches).
-    pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open_in_memory().map_err(db("opening database"))?;
-        migrate(&conn).map_err(db("migrating schema"))?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    async fn with<T: Send + 'static>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite half-written (each call is one
-            // statement or transaction), so a poisoned lock is still safe to use.
-            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
-        })
-        .await
-        .map_err(|e| StoreError::Db {
-            op,
-            source: Box::new(e),
-        })?
-        .map_err(db(op))
-    }
 }
 
 #[async_trait::async_trait]
@@ -235,6 +177,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn put_certificate_fenced(
+        &self,
+        name: &Domain,
+        cert: &StoredCert,
+        fence: Fence,
+    ) -> Result<bool, StoreError> {
+        let (name, cert) = (name.clone(), cert.clone());
+        self.with("storing certificate", move |c| {
+            cluster::put_fenced(c, name.as_str(), &cert, fence)
+        })
+        .await
+    }
+
     async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError> {
         self.with("summarising certificates", move |c| {
             c.query_row(
@@ -358,6 +313,75 @@ impl Store for SqliteStore {
             .map(drop)
         })
         .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &Domain,
+        holder: &str,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (name, holder) = (name.clone(), holder.to_owned());
+        self.with("acquiring lease", move |c| {
+            cluster::acquire(c, name.as_str(), &holder, now, ttl)
+        })
+        .await
+    }
+
+    async fn extend_lease(
+        &self,
+        name: &Domain,
+        fence: Fence,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.with("extending lease", move |c| {
+            cluster::extend(c, name.as_str(), fence, now, ttl)
+        })
+        .await
+    }
+
+    async fn set_lease_order(
+        &self,
+        name: &Domain,
+        fence: Fence,
+        order_url: Option<&str>,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (name, url) = (name.clone(), order_url.map(str::to_owned));
+        self.with("keeping order with lease", move |c| {
+            cluster::set_order(c, name.as_str(), fence, url.as_deref(), now)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &Domain, fence: Fence) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.with("releasing lease", move |c| {
+            cluster::release(c, name.as_str(), fence)
+        })
+        .await
+    }
+
+    async fn take_order(
+        &self,
+        budget: &str,
+        rate: OrderRate,
+        now: SystemTime,
+    ) -> Result<OrderTurn, StoreError> {
+        let budget = budget.to_owned();
+        self.with("taking from the order budget", move |c| {
+            cluster::take_order(c, &budget, rate, now)
+        })
+        .await
+    }
+
+    async fn pause_orders(&self, budget: &str, until: SystemTime) -> Result<(), StoreError> {
+        let budget = budget.to_owned();
+        self.with("pausing orders", move |c| cluster::pause(c, &budget, until))
+            .await
     }
 
     async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError> {

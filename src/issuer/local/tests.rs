@@ -12,6 +12,7 @@ use rustls_pki_types::{ServerName, UnixTime};
 use super::*;
 use crate::clock::ManualClock;
 use crate::domain::Zone;
+use crate::issuer::Unclaimed;
 use crate::store::FailureKind;
 
 const NOW_SECS: u64 = 1_800_000_000;
@@ -48,7 +49,10 @@ fn verify(root_pem: &str, cert: &StoredCert, name: &str) -> Result<(), rustls::E
 
 /// Asks `ca` for `name`, which it must refuse as outside its zones.
 async fn refused(ca: &LocalCa, name: &str) -> IssueError {
-    let err = ca.issue(&domain(name), None).await.expect_err(name);
+    let err = ca
+        .issue(&domain(name), None, &Unclaimed)
+        .await
+        .expect_err(name);
     assert!(
         matches!(err, IssueError::OutsideLocalNames { .. }),
         "{err:?}"
@@ -91,7 +95,7 @@ async fn creates_once_and_reloads_the_same_root() {
     let again = LocalCa::load_or_create(dir.path(), Zones::reserved(), clock()).unwrap();
     assert_eq!(ca.root_pem(), again.root_pem());
     let cert = again
-        .issue(&domain("links.example.com"), None)
+        .issue(&domain("links.example.com"), None, &Unclaimed)
         .await
         .unwrap();
     assert!(cert.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));
@@ -127,7 +131,7 @@ async fn a_client_trusting_the_root_rejects_a_leaf_its_key_signs_outside_the_zon
         "links.test",
         "a.b.localhost",
     ] {
-        let cert = ca.issue(&domain(name), None).await.unwrap();
+        let cert = ca.issue(&domain(name), None, &Unclaimed).await.unwrap();
         verify(ca.root_pem(), &cert, name).unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
     // What a stolen `ca-key.pem` could sign: the CA's own key, no refusal in the way.
@@ -165,7 +169,10 @@ async fn a_root_without_name_constraints_keeps_loading_and_issues_only_inside_th
     assert_eq!(ca.root_pem(), root_pem);
     let der = CertificateDer::from_pem_slice(root_pem.as_bytes()).unwrap();
     assert_eq!(root::scope(&der).unwrap(), RootScope::Any);
-    let cert = ca.issue(&domain("links.example.com"), None).await.unwrap();
+    let cert = ca
+        .issue(&domain("links.example.com"), None, &Unclaimed)
+        .await
+        .unwrap();
     verify(&root_pem, &cert, "links.example.com").unwrap();
     refused(&ca, "links.customer.com").await;
 }
@@ -206,9 +213,9 @@ async fn a_leaf_of_a_replaced_root_is_due_for_renewal_at_once() {
     let new = tempfile::tempdir().unwrap();
     let new = LocalCa::load_or_create(new.path(), Zones::reserved(), clock()).unwrap();
     let name = domain("links.example.com");
-    let own = new.issue(&name, None).await.unwrap();
+    let own = new.issue(&name, None, &Unclaimed).await.unwrap();
     assert_eq!(new.renewal_window(&name, &own).await.unwrap(), None);
-    let stale = old.issue(&name, None).await.unwrap();
+    let stale = old.issue(&name, None, &Unclaimed).await.unwrap();
     let window = new
         .renewal_window(&name, &stale)
         .await

@@ -67,6 +67,32 @@ WHERE last_error IS NOT NULL;
 -- handshake). Rows from before origins were stored were all added by an operator.
 ALTER TABLE domains ADD COLUMN origin TEXT NOT NULL DEFAULT 'admin';
 ",
+    "
+-- Cluster-wide certificate work. The fence a certificate was written under (0: unfenced): a
+-- writer with an older fence never replaces it.
+ALTER TABLE certificates ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+-- One issuance lease per name; times in milliseconds since the Unix epoch. Rows are expired,
+-- never deleted, so a name's fence only grows and its unfinished order URL is kept.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    fence INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    order_url TEXT
+);
+-- The fence sequence: the last fence handed out, for any name.
+CREATE TABLE lease_fence (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO lease_fence (id, last) VALUES (1, 0);
+-- Shared order budgets (GCRA): the theoretical arrival time and the CA's pause, in ms.
+CREATE TABLE order_budgets (
+    name TEXT PRIMARY KEY,
+    tat INTEGER NOT NULL,
+    paused_until INTEGER NOT NULL
+);
+",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -1,0 +1,246 @@
+//! Two nodes in one process: two certificate layers over ONE store, as two edges sharing a
+//! database would run. What must hold: one order per name across the nodes, a lease holder that
+//! stalls past its TTL writes nothing afterwards, a takeover resumes the kept order, a name in
+//! backoff fails fast on both, and a certificate is renewed once, not once per node.
+
+use std::sync::Mutex as StdMutex;
+
+use tokio::sync::Notify;
+
+use super::*;
+
+const TTL: Duration = Duration::from_secs(60);
+
+/// A CA as the nodes see it: counts new orders (an order it is asked to resume is not one),
+/// keeps each new order with the claim as ACME does, optionally stalls until `stall` is
+/// notified, and fails while `fail` is set.
+struct FakeCa {
+    ca: LocalCa,
+    orders: AtomicUsize,
+    resumed: StdMutex<Vec<String>>,
+    fail: std::sync::atomic::AtomicBool,
+    stall: Option<Arc<Notify>>,
+    /// Issued certificates, in order (to tell whose certificate the store kept).
+    issued: StdMutex<Vec<StoredCert>>,
+}
+
+impl FakeCa {
+    fn new(dir: &std::path::Path, clock: &ManualClock, stall: Option<Arc<Notify>>) -> Arc<FakeCa> {
+        Arc::new(FakeCa {
+            ca: LocalCa::load_or_create(dir, Zones::reserved(), clock.clock()).unwrap(),
+            orders: AtomicUsize::new(0),
+            resumed: StdMutex::new(Vec::new()),
+            fail: false.into(),
+            stall,
+            issued: StdMutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Issuer for FakeCa {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+    async fn issue(
+        &self,
+        d: &Domain,
+        r: Option<&StoredCert>,
+        claim: &dyn OrderClaim,
+    ) -> Result<StoredCert, IssueError> {
+        match claim.resume() {
+            Some(url) => self.resumed.lock().unwrap().push(url.to_owned()),
+            None => {
+                let n = self.orders.fetch_add(1, Ordering::SeqCst) + 1;
+                claim.keep(&format!("https://ca.test/order/{n}")).await?;
+            }
+        }
+        // Long enough that the other node's flight runs while this order is in the air.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(stall) = &self.stall {
+            stall.notified().await;
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(refusal(d));
+        }
+        let cert = self.ca.issue(d, r, claim).await?;
+        self.issued.lock().unwrap().push(cert.clone());
+        Ok(cert)
+    }
+}
+
+/// Node `id` over `store`, serving `a.example.com`.
+fn node(store: &Arc<dyn Store>, ca: Arc<FakeCa>, id: &str, clock: &ManualClock) -> Arc<Certs> {
+    let name = Domain::parse("a.example.com").unwrap();
+    Arc::new(
+        certs_over(store, ca, [name], clock.clock()).with_claims(ClaimSettings {
+            holder: id.into(),
+            ttl: TTL,
+        }),
+    )
+}
+
+/// One store with `a.example.com` registered, and the name.
+async fn shared_store() -> (Arc<dyn Store>, Domain) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let name = Domain::parse("a.example.com").unwrap();
+    store
+        .add_domain(&name, SystemTime::UNIX_EPOCH)
+        .await
+        .unwrap();
+    (store, name)
+}
+
+fn leaf(key: &CertifiedKey) -> Vec<u8> {
+    key.cert[0].to_vec()
+}
+
+fn stored_leaf(cert: &StoredCert) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject as _;
+    rustls_pki_types::CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_first_handshakes_over_two_nodes_make_one_order_and_all_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let ca = FakeCa::new(dir.path(), &clock, None);
+    let nodes = [
+        node(&store, ca.clone(), "edge-a", &clock),
+        node(&store, ca.clone(), "edge-b", &clock),
+    ];
+    let mut handshakes = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (certs, name) = (nodes[i % 2].clone(), name.clone());
+        handshakes.spawn(async move { certs.resolve(&name).await });
+    }
+    let mut leaves = Vec::new();
+    while let Some(r) = handshakes.join_next().await {
+        leaves.push(leaf(
+            &r.unwrap().expect("every handshake gets the certificate"),
+        ));
+    }
+    assert_eq!(
+        ca.orders.load(Ordering::SeqCst),
+        1,
+        "one order for both nodes"
+    );
+    let stored = store.certificate(&name).await.unwrap().unwrap();
+    assert_eq!(leaves.len(), 50);
+    assert!(
+        leaves.iter().all(|l| *l == stored_leaf(&stored)),
+        "all serve the stored one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_holder_stalled_past_its_ttl_writes_nothing_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let stall = Arc::new(Notify::new());
+    let stalled_ca = FakeCa::new(dir.path(), &clock, Some(stall.clone()));
+    let other_ca = FakeCa::new(dir.path(), &clock, None);
+    let stalled = node(&store, stalled_ca.clone(), "edge-a", &clock);
+    let other = node(&store, other_ca.clone(), "edge-b", &clock);
+    let first = {
+        let (stalled, name) = (stalled.clone(), name.clone());
+        tokio::spawn(async move { stalled.resolve(&name).await.map(|k| leaf(&k)) })
+    };
+    while stalled_ca.orders.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The holder stands still past its lease; the other node takes over and finishes.
+    clock.advance(TTL + Duration::from_secs(1));
+    let served = leaf(
+        &other
+            .resolve(&name)
+            .await
+            .expect("the other node takes over"),
+    );
+    let written = store.certificate(&name).await.unwrap().unwrap();
+    assert_eq!(served, stored_leaf(&written));
+    // It resumed the order the stalled holder kept with the lease, rather than placing one.
+    assert_eq!(other_ca.orders.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        *other_ca.resumed.lock().unwrap(),
+        vec!["https://ca.test/order/1".to_owned()]
+    );
+    // The stalled holder wakes up with a certificate of its own, and writes nothing.
+    stall.notify_one();
+    let answer = first.await.unwrap();
+    assert_eq!(
+        stalled_ca.issued.lock().unwrap().len(),
+        1,
+        "it did finish its order"
+    );
+    let after = store.certificate(&name).await.unwrap().unwrap();
+    assert_eq!(
+        after, written,
+        "the store still holds the other node's certificate"
+    );
+    if let Ok(leaf) = answer {
+        assert_eq!(
+            leaf, served,
+            "its handshakes got the certificate the store holds"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_name_in_backoff_fails_fast_on_both_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let ca = FakeCa::new(dir.path(), &clock, None);
+    ca.fail.store(true, Ordering::SeqCst);
+    let (a, b) = (
+        node(&store, ca.clone(), "edge-a", &clock),
+        node(&store, ca.clone(), "edge-b", &clock),
+    );
+    let err = a.resolve(&name).await.expect_err("the CA refuses");
+    assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    for _ in 0..2 {
+        let err = b.resolve(&name).await.expect_err("backing off");
+        assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    }
+    assert_eq!(
+        ca.orders.load(Ordering::SeqCst),
+        1,
+        "no order from the other node"
+    );
+    assert!(ca.resumed.lock().unwrap().is_empty(), "nor a resumed one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_due_certificate_is_renewed_once_not_once_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let ca = FakeCa::new(dir.path(), &clock, None);
+    let (a, b) = (
+        node(&store, ca.clone(), "edge-a", &clock),
+        node(&store, ca.clone(), "edge-b", &clock),
+    );
+    a.resolve(&name).await.unwrap();
+    let first = store.certificate(&name).await.unwrap().unwrap();
+    // Past the latest point the lifetime rule picks: due on both nodes.
+    clock.advance(Duration::from_secs(70 * 24 * 3600));
+    let (ra, rb) = tokio::join!(a.renew(&name), b.renew(&name));
+    ra.unwrap();
+    rb.unwrap();
+    // A node that checks again afterwards finds the renewed one.
+    b.renew(&name).await.unwrap();
+    assert_eq!(
+        ca.orders.load(Ordering::SeqCst),
+        2,
+        "the first order and one renewal"
+    );
+    let renewed = store.certificate(&name).await.unwrap().unwrap();
+    assert!(renewed.not_after > first.not_after);
+}

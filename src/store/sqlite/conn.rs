@@ -1,0 +1,69 @@
+//! Opening the SQLite file (owner-only, WAL, migrated) and running each call on tokio's
+//! blocking pool behind the store's one connection.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use super::SqliteStore;
+use super::schema::migrate;
+use crate::store::StoreError;
+
+pub(super) fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Db {
+        op,
+        source: Box::new(e),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, restricted to its owner.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path).map_err(db("opening database"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            StoreError::Db {
+                op: "restricting database permissions",
+                source: Box::new(e),
+            }
+        })?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+        )
+        .map_err(db("configuring database"))?;
+        migrate(&conn).map_err(db("migrating schema"))?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// An in-memory database (tests, benches).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(db("opening database"))?;
+        migrate(&conn).map_err(db("migrating schema"))?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub(super) async fn with<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite half-written (each call is one
+            // statement or transaction), so a poisoned lock is still safe to use.
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Db {
+            op,
+            source: Box::new(e),
+        })?
+        .map_err(db(op))
+    }
+}
