@@ -77,7 +77,8 @@ impl App {
         let metrics = Metrics::new(&registry).context("registering metrics")?;
         let readiness = admin::Readiness::new(&registry).context("registering metrics")?;
         let store = store::open(config)
-            .with_context(|| format!("opening the store {}", config.store_path().display()))?;
+            .await
+            .with_context(|| format!("opening the store {}", store::location(config)))?;
         let domains = store.domains().await.context("loading domains")?;
         let ask = match &config.tls.ask {
             Some(url) => Some(

@@ -8,6 +8,7 @@ mod admin;
 mod clicks;
 mod cluster;
 mod limits;
+mod store;
 mod validate;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ pub use admin::{Admin, AdminHost, AdminHostError};
 pub use clicks::{Clicks, Durability, SinkKind, StreamKind};
 pub use cluster::{Cluster, NodeId, NodeIdError};
 pub use limits::Limits;
+pub use store::{Store, StoreKind, StoreUrl};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -116,26 +118,6 @@ pub struct Listen {
     pub http: SocketAddr,
     /// Admin API, metrics and health. Default `127.0.0.1:9180`.
     pub admin: SocketAddr,
-}
-
-/// Which store keeps the edge's durable state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// One SQLite file, embedded: no server to run.
-    #[default]
-    Sqlite,
-}
-
-/// `[store]`: where domains, certificates and link keys are kept.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Store {
-    /// `sqlite` (default).
-    pub kind: StoreKind,
-    /// The SQLite database file, created mode 0600 (it holds private keys). Default
-    /// `<data_dir>/clickedge.db`.
-    pub path: Option<PathBuf>,
 }
 
 /// Which certificate issuer the edge uses.

@@ -1,6 +1,7 @@
 //! Durable state behind the [`Store`] trait: registered domains, certificates and their keys, and
-//! the link key ring. [`SqliteStore`] is the embedded default; [`open`] picks the store the
-//! config names, and [`conformance`] is what every implementation must pass.
+//! the link key ring. [`SqliteStore`] is the embedded default, [`PgStore`] the database a cluster
+//! shares (its secrets sealed with the cluster's seal key); [`open`] picks the store the config
+//! names, and [`conformance`] is what every implementation must pass.
 //!
 //! Nothing here sits on the request path: certificates are cached in memory by `certs`, the
 //! domain set by `policy`, and the key ring by `links`.
@@ -9,6 +10,7 @@
 pub mod conformance;
 mod failure;
 mod lease;
+mod postgres;
 mod sqlite;
 
 use std::fmt;
@@ -17,15 +19,40 @@ use std::time::{Duration, SystemTime};
 
 pub use failure::{AcmeProblem, FailureKind, IssueFailure};
 pub use lease::{Fence, Lease, OrderRate, OrderTurn};
+pub use postgres::{PASSWORD_ENV, PgStore};
 pub use sqlite::SqliteStore;
 
 use crate::Domain;
 use crate::config::{ChallengeKind, Config, StoreKind};
+use crate::seal::{SEAL_KEY_ENV, SealError, SealKey};
 
 /// Opens the store `[store]` names: the one place the edge chooses an implementation.
-pub fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    match config.store.kind {
+/// PostgreSQL needs the cluster's seal key (`cluster.seal_key_file` or `CLICKEDGE_SEAL_KEY`);
+/// SQLite, one file under the data dir restricted to its owner, stores secrets unsealed and
+/// does not read the key.
+pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    match config.store.kind() {
         StoreKind::Sqlite => Ok(Arc::new(SqliteStore::open(&config.store_path())?)),
+        StoreKind::Postgres => {
+            // The config refuses `kind = "postgres"` without a URL; this only guards.
+            let url = config.store.url.as_ref().ok_or(StoreError::NoUrl)?;
+            let seal = SealKey::from_config(&config.cluster)
+                .map_err(StoreError::Seal)?
+                .ok_or(StoreError::NoSealKey)?;
+            let password = std::env::var(PASSWORD_ENV).ok();
+            Ok(Arc::new(
+                PgStore::connect(url, password.as_deref(), seal).await?,
+            ))
+        }
+    }
+}
+
+/// Where the store `[store]` names lives, for messages: the SQLite file, or the PostgreSQL URL
+/// with its password redacted.
+pub fn location(config: &Config) -> String {
+    match (config.store.kind(), &config.store.url) {
+        (StoreKind::Postgres, Some(url)) => url.redacted(),
+        _ => config.store_path().display().to_string(),
     }
 }
 
@@ -44,6 +71,37 @@ pub enum StoreError {
     /// A value read back is not what was written (corruption, manual edits).
     #[error("store: corrupt value in {0}")]
     Corrupt(&'static str),
+    /// The database could not be reached (or refused the credentials) at start.
+    #[error("store: cannot reach the PostgreSQL database {url}")]
+    Unreachable {
+        /// `store.url`, its password redacted.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The driver refused `store.url`.
+    #[error("store: store.url {url} is not usable")]
+    Url {
+        /// `store.url`, its password redacted.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `kind = "postgres"` without `store.url`.
+    #[error("store: store.kind is \"postgres\" but store.url is not set")]
+    NoUrl,
+    /// PostgreSQL without a seal key: secrets would be stored in the clear.
+    #[error(
+        "store: a PostgreSQL store needs the cluster's seal key: set cluster.seal_key_file to a \
+         key file (mode 0600) or {SEAL_KEY_ENV} to the key; make one with `clickedge cluster \
+         keygen FILE` and give every node the same"
+    )]
+    NoSealKey,
+    /// A secret could not be sealed or opened, or the seal key not read.
+    #[error("store: sealed secrets")]
+    Seal(#[source] SealError),
 }
 
 /// A registered domain.

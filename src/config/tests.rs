@@ -15,7 +15,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(c.tls.issuer, IssuerKind::Local);
     assert!(c.tls.session_resumption);
     assert_eq!(c.clicks_dir(), PathBuf::from("./clickedge-data/clicks"));
-    assert_eq!(c.store.kind, StoreKind::Sqlite);
+    assert_eq!(c.store.kind(), StoreKind::Sqlite);
     assert_eq!(
         c.store_path(),
         PathBuf::from("./clickedge-data/clickedge.db")
@@ -25,7 +25,7 @@ fn empty_file_gives_defaults() {
 #[test]
 fn store_is_chosen_in_its_table_and_unknown_kinds_and_keys_are_named() {
     let c = parse("[store]\nkind = \"sqlite\"\npath = \"/var/lib/edge.db\"\n").unwrap();
-    assert_eq!(c.store.kind, StoreKind::Sqlite);
+    assert_eq!(c.store.kind(), StoreKind::Sqlite);
     assert_eq!(c.store_path(), PathBuf::from("/var/lib/edge.db"));
     let err = parse("[store]\nkind = \"mysql\"\n")
         .unwrap_err()
@@ -33,6 +33,39 @@ fn store_is_chosen_in_its_table_and_unknown_kinds_and_keys_are_named() {
     assert!(err.contains("mysql"), "{err}");
     let err = parse("[store]\nurl = \"x\"\n").unwrap_err().to_string();
     assert!(err.contains("url"), "{err}");
+    let err = parse("[store]\nfile = \"x\"\n").unwrap_err().to_string();
+    assert!(err.contains("file"), "{err}");
+}
+
+#[test]
+fn a_store_url_means_postgres_and_never_goes_with_a_sqlite_path() {
+    let c = parse("[store]\nurl = \"postgres://edge:pw@127.0.0.1:5432/clickedge\"\n").unwrap();
+    assert_eq!(c.store.kind(), StoreKind::Postgres);
+    let c = parse("[store]\nkind = \"postgres\"\nurl = \"postgres://edge@db/c\"\n").unwrap();
+    assert_eq!(c.store.kind(), StoreKind::Postgres);
+    let err = parse("[store]\npath = \"/var/lib/edge.db\"\nurl = \"postgres://edge:pw@db/c\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("store.path (/var/lib/edge.db)")
+            && err.contains("store.url (postgres://edge:***@db/c)"),
+        "{err}"
+    );
+    let err = parse("[store]\nkind = \"postgres\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("store.url"), "{err}");
+    let err = parse("[store]\nkind = \"sqlite\"\nurl = \"postgres://edge@db/c\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("store.kind") && err.contains("store.url"),
+        "{err}"
+    );
+    let err = parse("[store]\nurl = \"mysql://edge@db/c\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("postgres://"), "{err}");
 }
 
 #[test]

@@ -3,9 +3,9 @@
 //! SQLite calls are blocking, so each runs on tokio's blocking pool behind one connection mutex;
 //! nothing here is on the request path.
 
-mod cluster;
+pub(super) mod cluster;
 mod conn;
-mod rows;
+pub(super) mod rows;
 mod schema;
 
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,6 @@
 //! Values as the SQLite schema stores them: times as whole Unix seconds (0 for none), and a
-//! domain row read back into a [`DomainRecord`], its codes (origin, failure kind) parsed.
+//! domain row read back into a [`DomainRecord`], its codes (origin, failure kind) parsed. The
+//! PostgreSQL schema stores them alike and reads its rows back through the same functions.
 
 use std::time::SystemTime;
 
@@ -8,12 +9,12 @@ use crate::clock::{from_unix_secs, unix_secs};
 use crate::store::{DomainRecord, FailureKind, IssueFailure, Origin, StoreError};
 
 /// A time as the schema stores it: whole seconds since the Unix epoch.
-pub(super) fn secs(t: SystemTime) -> i64 {
+pub(in crate::store) fn secs(t: SystemTime) -> i64 {
     i64::try_from(unix_secs(t)).unwrap_or(i64::MAX)
 }
 
 /// A stored time (negative values, from manual edits, read as the epoch).
-pub(super) fn time(secs: i64) -> SystemTime {
+pub(in crate::store) fn time(secs: i64) -> SystemTime {
     from_unix_secs(u64::try_from(secs).unwrap_or(0))
 }
 
@@ -22,7 +23,7 @@ fn time_or_none(secs: i64) -> Option<SystemTime> {
     (secs > 0).then(|| time(secs))
 }
 
-pub(super) type DomainRow = (
+pub(in crate::store) type DomainRow = (
     String,
     String,
     i64,
@@ -32,7 +33,7 @@ pub(super) type DomainRow = (
     i64,
 );
 
-pub(super) const DOMAIN_COLUMNS: &str =
+pub(in crate::store) const DOMAIN_COLUMNS: &str =
     "name, origin, created_at, last_error, error_kind, failures, retry_at";
 
 pub(super) fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
@@ -47,7 +48,7 @@ pub(super) fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow>
     ))
 }
 
-pub(super) fn to_record(
+pub(in crate::store) fn to_record(
     (name, origin, created_at, last_error, error_kind, failures, retry_at): DomainRow,
 ) -> Result<DomainRecord, StoreError> {
     Ok(DomainRecord {

@@ -1,0 +1,89 @@
+//! The PostgreSQL schema, as the migrations that build it: each runs once, in order, and the
+//! `schema_version` row records how many have. Nodes starting at the same moment serialise on
+//! one advisory lock held by the migrating transaction, so each migration runs exactly once.
+//!
+//! Every mutable row carries a `version` drawn from one sequence (`row_version`), set anew on
+//! every write, so that a node can later fetch what changed since the last version it saw.
+//! Secrets (`key_sealed`, `secret_sealed`, `value_sealed`) are sealed by the store, never
+//! stored in the clear. Times are whole Unix seconds, as in the SQLite schema.
+
+use tokio_postgres::Client;
+
+/// Schema migrations, applied in order; `schema_version.version` records how many have run.
+pub(super) const MIGRATIONS: &[&str] = &["
+CREATE SEQUENCE row_version;
+CREATE TABLE domains (
+    name TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_error TEXT,
+    error_kind TEXT,
+    failures BIGINT NOT NULL DEFAULT 0,
+    retry_at BIGINT NOT NULL DEFAULT 0,
+    checks TEXT,
+    version BIGINT NOT NULL DEFAULT nextval('row_version')
+);
+CREATE TABLE certificates (
+    domain TEXT PRIMARY KEY,
+    issuer TEXT NOT NULL,
+    chain_pem TEXT NOT NULL,
+    key_sealed BYTEA NOT NULL,
+    not_before BIGINT NOT NULL,
+    not_after BIGINT NOT NULL,
+    version BIGINT NOT NULL DEFAULT nextval('row_version')
+);
+CREATE TABLE link_keys (
+    id INTEGER PRIMARY KEY,
+    secret_sealed BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    version BIGINT NOT NULL DEFAULT nextval('row_version')
+);
+CREATE TABLE kv (
+    key TEXT PRIMARY KEY,
+    value_sealed BYTEA NOT NULL,
+    version BIGINT NOT NULL DEFAULT nextval('row_version')
+);
+CREATE TABLE challenges (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"];
+
+/// The advisory lock key the migrating transaction holds (`clickedg` in ASCII): any number
+/// would do, as long as every node uses the same one.
+const MIGRATION_LOCK: i64 = 0x636c_6963_6b65_6467;
+
+/// Applies the migrations this database has not seen, in one transaction holding
+/// [`MIGRATION_LOCK`]: a node that starts while another migrates waits, then finds the work done.
+/// Returns how many ran.
+pub(super) async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+             version INTEGER NOT NULL
+         );
+         INSERT INTO schema_version (version) VALUES (0) ON CONFLICT DO NOTHING;",
+    )
+    .await?;
+    let done: i32 = tx
+        .query_one("SELECT version FROM schema_version", &[])
+        .await?
+        .get(0);
+    let done = usize::try_from(done).unwrap_or(0);
+    let mut ran = 0;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        tx.batch_execute(sql).await?;
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute("UPDATE schema_version SET version = $1", &[&version])
+            .await?;
+        ran += 1;
+    }
+    tx.commit().await?;
+    Ok(ran)
+}

@@ -1,0 +1,257 @@
+//! A throwaway PostgreSQL server for tests (Debian package `postgresql`): `initdb` in a temporary
+//! directory, `pg_ctl start` on 127.0.0.1 and a port picked here, one database per test. As
+//! root (CI) the server runs as the `postgres` user, since `initdb` and `pg_ctl` refuse root.
+//!
+//! One server per test process ([`shared`]), or one per test ([`PgServer::start`]) for tests
+//! that stop it. A watchdog shell holding a pipe from this process stops the server
+//! (`pg_ctl stop -m immediate`) and deletes its directory when the server is dropped, or when
+//! the process ends however it ends: a shared server in a `static` is never dropped.
+//!
+//! This file is also compiled into the library's own tests (`#[path]`), so it uses nothing from
+//! the other harness modules.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The Debian package with the server binaries.
+pub const PACKAGE: &str = "postgresql";
+
+/// A running server; stopped and deleted on drop.
+pub struct PgServer {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    watchdog: Option<Child>,
+}
+
+static SHARED: OnceLock<PgServer> = OnceLock::new();
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// The server every test of this process shares, started on first use.
+pub fn shared() -> &'static PgServer {
+    SHARED.get_or_init(PgServer::start)
+}
+
+/// `/usr/lib/postgresql/<newest>/bin`; fails the test naming the package when it is missing.
+fn bin_dir() -> PathBuf {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .max();
+    match newest {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql: install the \
+             `{PACKAGE}` package (apt-get install -y {PACKAGE})"
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `program` run as the `postgres` user when this process is root, else as this user.
+fn as_server_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(what: &str, mut cmd: Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e} (is `{PACKAGE}` installed?)"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+impl PgServer {
+    /// Initialises and starts a new server; its data lives until the server is dropped.
+    pub fn start() -> PgServer {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("clickedge-pg-")
+            .tempdir()
+            .expect("temp dir for PostgreSQL")
+            .keep();
+        if is_root() {
+            let mut chown = Command::new("chown");
+            chown.arg("postgres:postgres").arg(&dir);
+            run("chown postgres the PostgreSQL dir", chown);
+        }
+        let data = dir.join("data");
+        let mut initdb = as_server_user(&bin.join("initdb"));
+        initdb
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--no-sync",
+            ])
+            .arg("-D")
+            .arg(&data);
+        let mut server = PgServer {
+            watchdog: Some(watchdog(&bin, &dir)),
+            dir,
+            bin,
+            port: 0,
+        };
+        run("initdb", initdb);
+        // The port is free when picked; another process may take it before the server binds
+        // it, so a failed start is retried on a new one.
+        for attempt in 1..=3 {
+            server.port = free_port();
+            let mut start = as_server_user(&server.bin.join("pg_ctl"));
+            start
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(server.dir.join("log"))
+                .arg("-o")
+                .arg(format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 \
+                     -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                    server.port,
+                    server.dir.display()
+                ))
+                .args(["-w", "-t", "30", "start"]);
+            let out = start.stdin(Stdio::null()).output().expect("running pg_ctl");
+            if out.status.success() {
+                return server;
+            }
+            if attempt == 3 {
+                panic!(
+                    "pg_ctl start failed: {}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    std::fs::read_to_string(server.dir.join("log")).unwrap_or_default()
+                );
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `db` (user `postgres`, no password).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates a new, empty database and returns its URL.
+    pub fn fresh_database(&self) -> String {
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::Relaxed)
+        );
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        self.url(&name)
+    }
+
+    /// Runs `sql` in database `db` with `psql` and returns its unaligned, tuples-only output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .arg("-p")
+        .arg(self.port.to_string())
+        .args(["-d", db, "-c", sql]);
+        String::from_utf8_lossy(&run("psql", psql).stdout).into_owned()
+    }
+
+    /// The whole of database `db` as `pg_dump` writes it (SQL text).
+    pub fn dump(&self, db: &str) -> String {
+        let mut dump = Command::new(self.bin.join("pg_dump"));
+        dump.args(["-h", "127.0.0.1", "-U", "postgres"])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg(db);
+        String::from_utf8_lossy(&run("pg_dump", dump).stdout).into_owned()
+    }
+}
+
+/// A shell that waits for this process's end of its stdin to close, then stops the server and
+/// deletes its directory. It ignores SIGINT, so a Ctrl-C on the test run still cleans up.
+fn watchdog(bin: &Path, dir: &Path) -> Child {
+    let stop = if is_root() {
+        "runuser -u postgres -- \"$1/pg_ctl\""
+    } else {
+        "\"$1/pg_ctl\""
+    };
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' INT; read _; {stop} -D \"$2/data\" -m immediate -w -t 30 stop; rm -rf \"$2\""
+        ))
+        .arg("watchdog")
+        .arg(bin)
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the PostgreSQL watchdog shell")
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let Some(mut watchdog) = self.watchdog.take() else {
+            return;
+        };
+        // A line, then EOF: either wakes the watchdog.
+        if let Some(mut stdin) = watchdog.stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = watchdog.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = watchdog.kill();
+        let _ = watchdog.wait();
+    }
+}
