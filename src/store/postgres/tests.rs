@@ -15,3 +15,166 @@ async fn fresh() -> PgStore {
 }
 
 crate::store_conformance_tests!(fresh());
+
+fn db_name(url: &str) -> &str {
+    url.rsplit('/').next().expect("a database in the URL")
+}
+
+#[tokio::test]
+async fn three_nodes_starting_at_once_migrate_the_schema_once() {
+    let url = StoreUrl::parse(&harness::shared().fresh_database()).unwrap();
+    let pool = connect::pool(&url, None).unwrap();
+    let (mut a, mut b, mut c) = (
+        pool.get().await.unwrap(),
+        pool.get().await.unwrap(),
+        pool.get().await.unwrap(),
+    );
+    let (ra, rb, rc) = tokio::join!(
+        schema::migrate(&mut a),
+        schema::migrate(&mut b),
+        schema::migrate(&mut c)
+    );
+    let ran: Vec<usize> = [ra, rb, rc]
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("{}", crate::errors::chain(&e))))
+        .collect();
+    assert_eq!(
+        ran.iter().sum::<usize>(),
+        schema::MIGRATIONS.len(),
+        "each migration ran once among the three: {ran:?}"
+    );
+    assert!(ran.contains(&schema::MIGRATIONS.len()), "{ran:?}");
+
+    // Three whole stores starting on one new database all come up and share it.
+    let url = StoreUrl::parse(&harness::shared().fresh_database()).unwrap();
+    let (x, y, z) = tokio::join!(
+        PgStore::connect(&url, None, SealKey::generate()),
+        PgStore::connect(&url, None, SealKey::generate()),
+        PgStore::connect(&url, None, SealKey::generate()),
+    );
+    let (x, y, _z) = (x.unwrap(), y.unwrap(), z.unwrap());
+    let name = Domain::parse("a.example.com").unwrap();
+    x.add_domain(&name, crate::clock::from_unix_secs(1))
+        .await
+        .unwrap();
+    assert!(y.domain(&name).await.unwrap().is_some());
+    let version =
+        harness::shared().psql(db_name(url.secret()), "SELECT version FROM schema_version");
+    assert_eq!(version.trim(), schema::MIGRATIONS.len().to_string());
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_with_its_password_redacted() {
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = StoreUrl::parse(&format!(
+        "postgres://edge:hunter2@127.0.0.1:{port}/clickedge"
+    ))
+    .unwrap();
+    let err = match PgStore::connect(&url, None, SealKey::generate()).await {
+        Ok(_) => panic!("connected to a closed port"),
+        Err(e) => crate::errors::chain(&e),
+    };
+    assert!(
+        err.contains(&format!(
+            "cannot reach the PostgreSQL database postgres://edge:***@127.0.0.1:{port}/clickedge"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+6lcBwZsSYLiIDU0Ky9zrj5Fe4d8Fh\n-----END PRIVATE KEY-----\n";
+const ACCOUNT: &str = "{\"id\":\"https://ca/acct/1\",\"key_pkcs8\":\"c2VjcmV0LWFjY291bnQta2V5\"}";
+
+#[tokio::test]
+async fn a_dump_of_the_database_holds_no_private_key_or_link_secret() {
+    let url = harness::shared().fresh_database();
+    let store = PgStore::connect(&StoreUrl::parse(&url).unwrap(), None, SealKey::generate())
+        .await
+        .unwrap();
+    let t = crate::clock::from_unix_secs;
+    let (a, b) = (
+        Domain::parse("a.example.com").unwrap(),
+        Domain::parse("b.example.com").unwrap(),
+    );
+    let cert = |key: &str| StoredCert {
+        issuer: "acme".into(),
+        chain_pem: "-----BEGIN CERTIFICATE-----\n".into(),
+        key_pem: key.into(),
+        not_before: t(1),
+        not_after: t(2),
+    };
+    for name in [&a, &b] {
+        store.add_domain(name, t(1)).await.unwrap();
+    }
+    store.put_certificate(&a, &cert(KEY_PEM)).await.unwrap();
+    store.put_certificate(&b, &cert("other key")).await.unwrap();
+    store.put_kv("acme.account", ACCOUNT).await.unwrap();
+    let secret = [0xa7; 32];
+    store.add_link_key(secret, t(1)).await.unwrap();
+
+    let db = db_name(&url);
+    let dump = harness::shared().dump(db);
+    assert!(dump.contains("a.example.com"), "the dump holds the rows");
+    let secret_hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    for clear in [
+        "PRIVATE KEY",
+        "MC4CAQAwBQYDK2Vw",
+        "key_pkcs8",
+        "c2VjcmV0LWFjY291bnQta2V5",
+        &secret_hex,
+    ] {
+        assert!(!dump.contains(clear), "{clear:?} in the dump:\n{dump}");
+    }
+    let raw = harness::shared().psql(
+        db,
+        "SELECT encode(key_sealed, 'escape') FROM certificates UNION ALL \
+         SELECT encode(value_sealed, 'escape') FROM kv UNION ALL \
+         SELECT encode(secret_sealed, 'hex') FROM link_keys",
+    );
+    assert!(
+        !raw.contains("PRIVATE KEY") && !raw.contains("key_pkcs8") && !raw.contains(&secret_hex)
+    );
+
+    // The same rows read through the store come back whole.
+    assert_eq!(
+        store.certificate(&a).await.unwrap().unwrap().key_pem,
+        KEY_PEM
+    );
+    assert_eq!(
+        store.kv("acme.account").await.unwrap().as_deref(),
+        Some(ACCOUNT)
+    );
+    assert_eq!(store.link_keys().await.unwrap()[0].secret, secret);
+
+    // A sealed key moved to another domain's row does not open there.
+    harness::shared().psql(
+        db,
+        "UPDATE certificates SET key_sealed = \
+         (SELECT key_sealed FROM certificates WHERE domain = 'a.example.com') \
+         WHERE domain = 'b.example.com'",
+    );
+    let err = store.certificate(&b).await.unwrap_err();
+    assert!(matches!(err, StoreError::Seal(_)), "{err:?}");
+
+    // Another key (a node set up with the wrong one, or a thief without it) opens nothing.
+    let stranger = PgStore::connect(&StoreUrl::parse(&url).unwrap(), None, SealKey::generate())
+        .await
+        .unwrap();
+    assert!(matches!(
+        stranger.certificate(&a).await,
+        Err(StoreError::Seal(_))
+    ));
+    assert!(matches!(
+        stranger.kv("acme.account").await,
+        Err(StoreError::Seal(_))
+    ));
+    assert!(matches!(
+        stranger.link_keys().await,
+        Err(StoreError::Seal(_))
+    ));
+}
