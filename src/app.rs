@@ -26,7 +26,7 @@ use crate::clicks::file::{Access, FileSink, FileSinkConfig};
 use crate::clicks::ship::{NatsTarget, ShipMetrics, Shipper};
 use crate::clicks::{BatchConfig, ClickIds, ClickWriter};
 use crate::clock::Clock;
-use crate::config::{Config, IssuerKind, StreamKind};
+use crate::config::{Config, IssuerKind, StoreKind, StreamKind};
 use crate::domains::Domains;
 use crate::http::Edge;
 use crate::http::serve::{self, Serving};
@@ -78,7 +78,11 @@ impl App {
         let readiness = admin::Readiness::new(&registry).context("registering metrics")?;
         let store = store::open(config)
             .await
-            .with_context(|| format!("opening the store {}", store::location(config)))?;
+            .with_context(|| match config.store.kind() {
+                StoreKind::Sqlite => format!("opening the store {}", config.store_path().display()),
+                // PostgreSQL errors name the URL themselves, its password redacted.
+                StoreKind::Postgres => "opening the store".to_owned(),
+            })?;
         let domains = store.domains().await.context("loading domains")?;
         let ask = match &config.tls.ask {
             Some(url) => Some(

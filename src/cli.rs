@@ -2,6 +2,7 @@
 //! edge's admin API (`domain`, `link`, `keys`). `serve` itself is in `main.rs` and [`crate::app`].
 
 mod checks;
+mod cluster;
 mod health;
 
 use std::borrow::Cow;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use crate::config::{Config, LogFormat};
 use crate::onboarding::escape::escape;
 use checks::{checks_verdict, count_status, print_checks, shown, with_progress};
+pub use cluster::ClusterAction;
 
 /// Environment variable holding the admin token for client commands.
 pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
@@ -30,8 +32,10 @@ Configuration (TOML; every key optional; unknown keys are an error):
   http  = \"127.0.0.1:8080\"              ACME HTTP-01, upgrade to HTTPS
   admin = \"127.0.0.1:9180\"              admin API, /metrics, /healthz, /readyz
   [store]
-  kind = \"sqlite\"                       one embedded file, mode 0600
+  kind = \"sqlite\"                       one embedded file, mode 0600; \"postgres\" with url
   path = \"<data_dir>/clickedge.db\"
+  url = (none)                          postgres://USER@HOST:5432/DB: a cluster's shared store
+                                        (password in the URL or PGPASSWORD; needs the seal key)
   [tls]
   issuer = \"local\"                      \"local\" (built-in CA) or \"acme\"
   on_demand_timeout = \"10s\"             how long a first handshake waits for its certificate
@@ -101,6 +105,10 @@ Configuration (TOML; every key optional; unknown keys are an error):
   token_file = (none)                   read the token from this file (a mounted secret)
   hosts = []                            names answered besides IPs and localhost; others get 421
   secure_cookie = false                 true: the /ui/ session cookie is Secure (HTTPS proxy)
+  [cluster]
+  node_id = (host name)                 this node's unique name among a cluster's
+  seal_key_file = (none)                seal key (clickedge cluster keygen FILE), mode 0600, or
+                                        env CLICKEDGE_SEAL_KEY; required with store.url
 
 The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults).";
 
@@ -163,6 +171,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Set up nodes sharing one PostgreSQL store (the seal key).
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        action: ClusterAction,
     },
 }
 
@@ -314,6 +328,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
     match command {
         Command::Serve => unreachable!("serve is handled by main"),
         Command::Health { admin } => health::run(config, admin.as_deref()).await?,
+        Command::Cluster { action } => cluster::run(action)?,
         Command::Domain { client, action } => {
             let c = Client::new(config, &client)?;
             let v = match &action {

@@ -47,15 +47,6 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
-/// Where the store `[store]` names lives, for messages: the SQLite file, or the PostgreSQL URL
-/// with its password redacted.
-pub fn location(config: &Config) -> String {
-    match (config.store.kind(), &config.store.url) {
-        (StoreKind::Postgres, Some(url)) => url.redacted(),
-        _ => config.store_path().display().to_string(),
-    }
-}
-
 /// A storage failure. The message names the operation; the cause is the source.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod nats;
 pub mod pebble;
+pub mod postgres;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;

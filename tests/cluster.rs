@@ -1,0 +1,193 @@
+//! Cluster mode, one node at a time: `clickedge serve` on a PostgreSQL store (a throwaway server
+//! per test process), the seal key it requires, and `clickedge cluster keygen`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::postgres;
+use common::{Edge, bin};
+use serde_json::json;
+
+const DOMAIN: &str = "links.example.com";
+const DEST: &str = "https://shop.example.com/sale";
+
+fn store_config(url: &str) -> String {
+    format!("[store]\nurl = \"{url}\"\n")
+}
+
+/// A new seal key, as `clickedge cluster keygen` writes it.
+fn keygen(path: &Path) -> std::process::Output {
+    Command::new(bin())
+        .args(["cluster", "keygen"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running clickedge cluster keygen")
+}
+
+/// Runs `clickedge serve` with `config` and `env`, expecting it to refuse to start; returns its
+/// stderr. Bounded: a start that does not end within 30 s fails the test.
+fn refused_start(config: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clickedge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{config}",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("CLICKEDGE_SEAL_KEY")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning clickedge");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("clickedge serve neither started nor refused within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(!status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_postgres_store_share_domains_links_and_certificates() {
+    let url = postgres::shared().fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("seal.key");
+    assert!(keygen(&key).status.success());
+    let config = format!(
+        "{}[cluster]\nseal_key_file = \"{}\"\n",
+        store_config(&url),
+        key.display()
+    );
+    let a = Edge::start_with(&config);
+    a.add_domain(DOMAIN).await;
+    let link = a.mint(DOMAIN, DEST, json!({ "c": "1" })).await;
+    let res = a
+        .client(&[DOMAIN])
+        .get(&link)
+        .send()
+        .await
+        .expect("click on a");
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"], DEST);
+    assert_eq!(a.wait_for_clicks(1).len(), 1);
+
+    // A second node started on the same store and key knows the domain, opens the link minted
+    // on the first, and serves the certificate the first stored (issued by the first's CA).
+    let b = Edge::start_with(&config);
+    let on_b = link.replace(
+        &format!(":{}/", a.https.port()),
+        &format!(":{}/", b.https.port()),
+    );
+    let client = b
+        .client_trusting(&a.ca_pem, &[DOMAIN])
+        .build()
+        .expect("client");
+    let res = client.get(&on_b).send().await.expect("click on b");
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"], DEST);
+    let (status, body) = b
+        .admin(reqwest::Method::GET, &format!("/v1/domains/{DOMAIN}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["certificate"]["status"], "valid", "{body}");
+
+    // Nothing the nodes stored is readable in the clear.
+    let dump = postgres::shared().dump(url.rsplit('/').next().unwrap());
+    assert!(dump.contains(DOMAIN));
+    assert!(!dump.contains("PRIVATE KEY"), "a private key in the dump");
+}
+
+#[test]
+fn a_postgres_store_without_a_seal_key_refuses_to_start_saying_how_to_make_one() {
+    let url = postgres::shared().fresh_database();
+    let err = refused_start(&store_config(&url), &[]);
+    for needed in [
+        "cluster.seal_key_file",
+        "CLICKEDGE_SEAL_KEY",
+        "clickedge cluster keygen",
+    ] {
+        assert!(err.contains(needed), "{needed} not named: {err}");
+    }
+}
+
+#[test]
+fn a_seal_key_file_others_can_read_refuses_the_start_naming_the_fix() {
+    let url = postgres::shared().fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("seal.key");
+    assert!(keygen(&key).status.success());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = refused_start(
+        &format!(
+            "{}[cluster]\nseal_key_file = \"{}\"\n",
+            store_config(&url),
+            key.display()
+        ),
+        &[],
+    );
+    assert!(
+        err.contains(&format!("chmod 600 {}", key.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_database_stops_the_start_naming_it_without_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let err = refused_start(
+        &store_config(&format!(
+            "postgres://edge:hunter2@127.0.0.1:{port}/clickedge"
+        )),
+        &[("CLICKEDGE_SEAL_KEY", &"ab".repeat(32))],
+    );
+    assert!(
+        err.contains(&format!("postgres://edge:***@127.0.0.1:{port}/clickedge")),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn keygen_writes_a_private_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("seal.key");
+    let out = keygen(&key);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seal_key_file"));
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(text.trim().len(), 64);
+    assert!(text.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = keygen(&key);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not overwriting"),
+        "{again:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+}
