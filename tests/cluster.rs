@@ -191,3 +191,63 @@ fn keygen_writes_a_private_key_once() {
     );
     assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
 }
+
+#[tokio::test]
+async fn with_sslmode_require_the_store_talks_tls_and_verifies_the_server() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "database test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let server = postgres::PgServer::start_with_tls(&leaf.pem(), &key.serialize_pem());
+    let url = format!("{}?sslmode=require", server.fresh_database());
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("db-ca.pem");
+    std::fs::write(&roots, ca_cert.pem()).unwrap();
+    let seal = "cd".repeat(32);
+
+    // The system's roots do not vouch for the test CA: the start is refused.
+    let err = refused_start(
+        &store_config(&url),
+        &[
+            ("CLICKEDGE_SEAL_KEY", &seal),
+            ("SSL_CERT_FILE", "/dev/null"),
+        ],
+    );
+    assert!(
+        err.contains("cannot reach the PostgreSQL database") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+
+    // Trusting it, the node starts, and its connections are encrypted.
+    let roots = roots.display().to_string();
+    let edge = Edge::start_with_env(
+        &[("CLICKEDGE_SEAL_KEY", &seal), ("SSL_CERT_FILE", &roots)],
+        &store_config(&url),
+    );
+    edge.add_domain(DOMAIN).await;
+    let encrypted = server.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name = 'clickedge' AND ssl",
+    );
+    assert_ne!(
+        encrypted.trim(),
+        "0",
+        "no encrypted connection from the edge"
+    );
+    let plain = server.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name = 'clickedge' AND NOT ssl",
+    );
+    assert_eq!(plain.trim(), "0");
+}

@@ -13,6 +13,7 @@
 
 use std::io::Write as _;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -99,6 +100,15 @@ fn free_port() -> u16 {
 impl PgServer {
     /// Initialises and starts a new server; its data lives until the server is dropped.
     pub fn start() -> PgServer {
+        PgServer::start_with(None)
+    }
+
+    /// A server that also accepts TLS, with this certificate chain and key (PEM).
+    pub fn start_with_tls(chain_pem: &str, key_pem: &str) -> PgServer {
+        PgServer::start_with(Some((chain_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> PgServer {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("clickedge-pg-")
@@ -128,6 +138,24 @@ impl PgServer {
             port: 0,
         };
         run("initdb", initdb);
+        let mut options = String::new();
+        if let Some((chain, key)) = tls {
+            for (name, pem) in [("server.crt", chain), ("server.key", key)] {
+                let path = server.dir.join(name);
+                std::fs::write(&path, pem).expect("writing the server's TLS files");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .expect("restricting the server's key");
+                if is_root() {
+                    let mut chown = Command::new("chown");
+                    chown.arg("postgres:postgres").arg(&path);
+                    run("chown postgres the TLS files", chown);
+                }
+            }
+            options = format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                server.dir.display()
+            );
+        }
         // The port is free when picked; another process may take it before the server binds
         // it, so a failed start is retried on a new one.
         for attempt in 1..=3 {
@@ -141,7 +169,7 @@ impl PgServer {
                 .arg("-o")
                 .arg(format!(
                     "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 \
-                     -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                     -c fsync=off -c synchronous_commit=off -c full_page_writes=off{options}",
                     server.port,
                     server.dir.display()
                 ))
