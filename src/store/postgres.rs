@@ -9,15 +9,15 @@
 //! Nothing here is on the request path; every call takes a pooled connection.
 
 mod connect;
+mod rows;
 mod schema;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use deadpool_postgres::{Object, Pool};
-use tokio_postgres::Row;
 
-use super::sqlite::rows::{DOMAIN_COLUMNS, DomainRow, secs, time, to_record};
+use super::sqlite::rows::{DOMAIN_COLUMNS, secs, time, to_link_key, to_record};
 use super::{
     CertLifetime, CertSummary, DomainRecord, IssueStatus, Store, StoreError, StoredCert,
     StoredLinkKey,
@@ -26,6 +26,7 @@ use crate::Domain;
 use crate::config::{ChallengeKind, StoreUrl};
 use crate::seal::SealKey;
 pub use connect::PASSWORD_ENV;
+use rows::{cert_binding, domain_row, kv_binding, link_key_binding, parse_domain, utf8};
 
 /// PostgreSQL-backed [`Store`].
 #[derive(Clone)]
@@ -82,38 +83,6 @@ impl PgStore {
     fn open(&self, binding: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         self.seal.open(binding, sealed).map_err(StoreError::Seal)
     }
-}
-
-fn cert_binding(name: &str) -> String {
-    format!("cert-key:{name}")
-}
-
-fn kv_binding(key: &str) -> String {
-    format!("kv:{key}")
-}
-
-fn link_key_binding(id: i32) -> String {
-    format!("link-key:{id}")
-}
-
-fn domain_row(r: &Row) -> DomainRow {
-    (
-        r.get(0),
-        r.get(1),
-        r.get(2),
-        r.get(3),
-        r.get(4),
-        r.get(5),
-        r.get(6),
-    )
-}
-
-fn parse_domain(name: &str, column: &'static str) -> Result<Domain, StoreError> {
-    Domain::parse(name).map_err(|_| StoreError::Corrupt(column))
-}
-
-fn utf8(bytes: Vec<u8>, column: &'static str) -> Result<String, StoreError> {
-    String::from_utf8(bytes).map_err(|_| StoreError::Corrupt(column))
 }
 
 #[async_trait::async_trait]
@@ -427,13 +396,7 @@ impl Store for PgStore {
             .map(|r| {
                 let id: i32 = r.get(0);
                 let secret = self.open(&link_key_binding(id), r.get(1))?;
-                Ok(StoredLinkKey {
-                    id: u16::try_from(id).map_err(|_| StoreError::Corrupt("link_keys.id"))?,
-                    secret: secret
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("link_keys.secret_sealed"))?,
-                    created_at: time(r.get(2)),
-                })
+                to_link_key(id.into(), secret, r.get(2))
             })
             .collect()
     }

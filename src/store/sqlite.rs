@@ -20,7 +20,7 @@ use super::{
 use crate::Domain;
 use crate::clock::unix_secs;
 use crate::config::ChallengeKind;
-use rows::{DOMAIN_COLUMNS, row_domain, secs, time, to_record};
+use rows::{DOMAIN_COLUMNS, row_domain, secs, time, to_link_key, to_record};
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -400,15 +400,7 @@ impl Store for SqliteStore {
             })
             .await?;
         rows.into_iter()
-            .map(|(id, secret, created_at)| {
-                Ok(StoredLinkKey {
-                    id: u16::try_from(id).map_err(|_| StoreError::Corrupt("link_keys.id"))?,
-                    secret: secret
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("link_keys.secret"))?,
-                    created_at: time(created_at),
-                })
-            })
+            .map(|(id, secret, created_at)| to_link_key(id, secret, created_at))
             .collect()
     }
 

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use crate::Domain;
 use crate::clock::{from_unix_secs, unix_secs};
-use crate::store::{DomainRecord, FailureKind, IssueFailure, Origin, StoreError};
+use crate::store::{DomainRecord, FailureKind, IssueFailure, Origin, StoreError, StoredLinkKey};
 
 /// A time as the schema stores it: whole seconds since the Unix epoch.
 pub(in crate::store) fn secs(t: SystemTime) -> i64 {
@@ -63,5 +63,21 @@ pub(in crate::store) fn to_record(
         }),
         failures: u32::try_from(failures).unwrap_or(0),
         retry_at: time_or_none(retry_at),
+    })
+}
+
+/// A link key row read back: its id, its 32-byte secret (opened, where the store seals it) and
+/// its creation time.
+pub(in crate::store) fn to_link_key(
+    id: i64,
+    secret: Vec<u8>,
+    created_at: i64,
+) -> Result<StoredLinkKey, StoreError> {
+    Ok(StoredLinkKey {
+        id: u16::try_from(id).map_err(|_| StoreError::Corrupt("link_keys.id"))?,
+        secret: secret
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("link_keys.secret"))?,
+        created_at: time(created_at),
     })
 }
