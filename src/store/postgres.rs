@@ -4,28 +4,31 @@
 //! Secrets never reach the database in the clear: certificate private keys, small values (the
 //! ACME account and its key) and link key secrets are sealed with the cluster's [`SealKey`],
 //! each bound to its row (`cert-key:<domain>`, `kv:<key>`, `link-key:<id>`). A database dump
-//! alone mints no link and impersonates no domain.
+//! alone mints no link and impersonates no domain. Issuance leases and the shared order budget
+//! are in `cluster`.
 //!
 //! Nothing here is on the request path; every call takes a pooled connection.
 
+mod cluster;
 mod connect;
 mod rows;
 mod schema;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Pool;
 
 use super::sqlite::rows::{DOMAIN_COLUMNS, secs, time, to_link_key, to_record};
 use super::{
-    CertLifetime, CertSummary, DomainRecord, IssueStatus, Store, StoreError, StoredCert,
-    StoredLinkKey,
+    CertLifetime, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate, OrderTurn,
+    Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
-use crate::config::{ChallengeKind, StoreUrl};
+use crate::config::ChallengeKind;
 use crate::seal::SealKey;
 pub use connect::PASSWORD_ENV;
+use connect::db;
 use rows::{cert_binding, domain_row, kv_binding, link_key_binding, parse_domain, utf8};
 
 /// PostgreSQL-backed [`Store`].
@@ -33,56 +36,6 @@ use rows::{cert_binding, domain_row, kv_binding, link_key_binding, parse_domain,
 pub struct PgStore {
     pool: Pool,
     seal: Arc<SealKey>,
-}
-
-fn db(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-    move |e| StoreError::Db {
-        op,
-        source: Box::new(e),
-    }
-}
-
-impl PgStore {
-    /// Connects to `url` (the password from the URL, else `password`, the value of
-    /// `PGPASSWORD`), applies the migrations the database has not seen, and seals secrets with
-    /// `seal`. An unreachable database is an error naming the URL, its password redacted.
-    pub async fn connect(
-        url: &StoreUrl,
-        password: Option<&str>,
-        seal: SealKey,
-    ) -> Result<PgStore, StoreError> {
-        let pool = connect::pool(url, password)?;
-        let mut conn = pool.get().await.map_err(|source| StoreError::Unreachable {
-            url: url.redacted(),
-            source: Box::new(source),
-        })?;
-        let ran = schema::migrate(&mut conn)
-            .await
-            .map_err(db("migrating schema"))?;
-        if ran > 0 {
-            tracing::info!(migrations = ran, store = %url, "store schema migrated");
-        }
-        drop(conn);
-        Ok(PgStore {
-            pool,
-            seal: Arc::new(seal),
-        })
-    }
-
-    async fn conn(&self, op: &'static str) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|source| StoreError::Db {
-            op,
-            source: Box::new(source),
-        })
-    }
-
-    fn seal(&self, binding: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
-        self.seal.seal(binding, plain).map_err(StoreError::Seal)
-    }
-
-    fn open(&self, binding: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
-        self.seal.open(binding, sealed).map_err(StoreError::Seal)
-    }
 }
 
 #[async_trait::async_trait]
@@ -251,6 +204,19 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn put_certificate_fenced(
+        &self,
+        name: &Domain,
+        cert: &StoredCert,
+        fence: Fence,
+    ) -> Result<bool, StoreError> {
+        let op = "storing certificate";
+        let key = self.seal(&cert_binding(name.as_str()), cert.key_pem.as_bytes())?;
+        cluster::put_fenced(&*self.conn(op).await?, name.as_str(), cert, &key, fence)
+            .await
+            .map_err(db(op))
+    }
+
     async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError> {
         let op = "summarising certificates";
         let r = self
@@ -379,6 +345,71 @@ impl Store for PgStore {
             .await
             .map_err(db(op))?;
         Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &Domain,
+        holder: &str,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let op = "acquiring lease";
+        cluster::acquire(&*self.conn(op).await?, name.as_str(), holder, now, ttl)
+            .await
+            .map_err(db(op))
+    }
+
+    async fn extend_lease(
+        &self,
+        name: &Domain,
+        fence: Fence,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let op = "extending lease";
+        cluster::extend(&*self.conn(op).await?, name.as_str(), fence, now, ttl)
+            .await
+            .map_err(db(op))
+    }
+
+    async fn set_lease_order(
+        &self,
+        name: &Domain,
+        fence: Fence,
+        order_url: Option<&str>,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let op = "keeping order with lease";
+        cluster::set_order(&*self.conn(op).await?, name.as_str(), fence, order_url, now)
+            .await
+            .map_err(db(op))
+    }
+
+    async fn release_lease(&self, name: &Domain, fence: Fence) -> Result<bool, StoreError> {
+        let op = "releasing lease";
+        cluster::release(&*self.conn(op).await?, name.as_str(), fence)
+            .await
+            .map_err(db(op))
+    }
+
+    async fn take_order(
+        &self,
+        budget: &str,
+        rate: OrderRate,
+        now: SystemTime,
+    ) -> Result<OrderTurn, StoreError> {
+        let op = "taking from the order budget";
+        cluster::take_order(&*self.conn(op).await?, budget, rate, now)
+            .await
+            .map_err(db(op))
+    }
+
+    async fn pause_orders(&self, budget: &str, until: SystemTime) -> Result<(), StoreError> {
+        let op = "pausing orders";
+        cluster::pause(&*self.conn(op).await?, budget, until)
+            .await
+            .map_err(db(op))
     }
 
     async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError> {

@@ -1,17 +1,19 @@
 //! From `store.url` to a pool of connections: the driver's config (password from the URL, else
 //! `PGPASSWORD`), TLS through rustls with the platform's roots when the URL asks for it
 //! (`sslmode=require`), and bounded waits so that an unreachable database fails the start with
-//! its (redacted) URL instead of hanging.
+//! its (redacted) URL instead of hanging; and the store's way to a connection and its seal key.
 
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use rustls_platform_verifier::BuilderVerifierExt as _;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::{PgStore, schema};
 use crate::config::StoreUrl;
+use crate::seal::SealKey;
 use crate::store::StoreError;
 
 /// Environment variable with the database password when the URL carries none (as libpq reads it).
@@ -71,4 +73,55 @@ fn tls(url: &StoreUrl) -> Result<MakeRustlsConnect, StoreError> {
         })?
         .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
+}
+
+impl PgStore {
+    /// Connects to `url` (the password from the URL, else `password`, the value of
+    /// `PGPASSWORD`), applies the migrations the database has not seen, and seals secrets with
+    /// `seal`. An unreachable database is an error naming the URL, its password redacted.
+    pub async fn connect(
+        url: &StoreUrl,
+        password: Option<&str>,
+        seal: SealKey,
+    ) -> Result<PgStore, StoreError> {
+        let pool = pool(url, password)?;
+        let mut conn = pool.get().await.map_err(|source| StoreError::Unreachable {
+            url: url.redacted(),
+            source: Box::new(source),
+        })?;
+        let ran = schema::migrate(&mut conn)
+            .await
+            .map_err(db("migrating schema"))?;
+        if ran > 0 {
+            tracing::info!(migrations = ran, store = %url, "store schema migrated");
+        }
+        drop(conn);
+        Ok(PgStore {
+            pool,
+            seal: Arc::new(seal),
+        })
+    }
+
+    pub(super) async fn conn(&self, op: &'static str) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|source| StoreError::Db {
+            op,
+            source: Box::new(source),
+        })
+    }
+
+    pub(super) fn seal(&self, binding: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.seal.seal(binding, plain).map_err(StoreError::Seal)
+    }
+
+    pub(super) fn open(&self, binding: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.seal.open(binding, sealed).map_err(StoreError::Seal)
+    }
+}
+
+/// Maps a database error of the operation `op`.
+pub(super) fn db(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| StoreError::Db {
+        op,
+        source: Box::new(e),
+    }
 }

@@ -10,7 +10,8 @@
 use tokio_postgres::Client;
 
 /// Schema migrations, applied in order; `schema_version.version` records how many have run.
-pub(super) const MIGRATIONS: &[&str] = &["
+pub(super) const MIGRATIONS: &[&str] = &[
+    "
 CREATE SEQUENCE row_version;
 CREATE TABLE domains (
     name TEXT PRIMARY KEY,
@@ -50,7 +51,30 @@ CREATE TABLE challenges (
     expires_at BIGINT NOT NULL,
     PRIMARY KEY (kind, name)
 );
-"];
+",
+    "
+-- Cluster-wide certificate work. The fence a certificate was written under (0: unfenced): a
+-- writer with an older fence never replaces it.
+ALTER TABLE certificates ADD COLUMN fence BIGINT NOT NULL DEFAULT 0;
+-- Fencing tokens, for every name.
+CREATE SEQUENCE lease_fence;
+-- One issuance lease per name; times in milliseconds since the Unix epoch. Rows are expired,
+-- never deleted, so a name's fence only grows and its unfinished order URL is kept.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    fence BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    order_url TEXT
+);
+-- Shared order budgets (GCRA): the theoretical arrival time and the CA's pause, in ms.
+CREATE TABLE order_budgets (
+    name TEXT PRIMARY KEY,
+    tat BIGINT NOT NULL,
+    paused_until BIGINT NOT NULL
+);
+",
+];
 
 /// The advisory lock key the migrating transaction holds (`clickedg` in ASCII): any number
 /// would do, as long as every node uses the same one.

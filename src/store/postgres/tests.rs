@@ -6,6 +6,7 @@
 mod harness;
 
 use super::*;
+use crate::config::StoreUrl;
 
 async fn fresh() -> PgStore {
     let url = StoreUrl::parse(&harness::shared().fresh_database()).expect("harness URL");

@@ -2,7 +2,8 @@
 //! fenced certificate write, and the shared order budget. Each runs under the store's one
 //! connection, in one statement or one transaction, so it is atomic among every caller of the
 //! file. Times of this part are whole milliseconds since the Unix epoch: leases and the budget
-//! need finer steps than the seconds of the rest of the schema.
+//! need finer steps than the seconds of the rest of the schema (the PostgreSQL schema stores
+//! them alike, through the same conversions).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,27 +13,27 @@ use super::rows::secs;
 use crate::store::{Fence, Lease, OrderRate, OrderTurn, StoredCert};
 
 /// A time as this part stores it: milliseconds since the Unix epoch (0 before it).
-fn ms(t: SystemTime) -> i64 {
+pub(in crate::store) fn ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A duration in whole milliseconds.
-fn ms_in(d: Duration) -> i64 {
+pub(in crate::store) fn ms_in(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A duration in milliseconds, at least 1 (a zero interval would make a bucket bottomless).
-fn ms_of(d: Duration) -> i64 {
+pub(in crate::store) fn ms_of(d: Duration) -> i64 {
     ms_in(d).max(1)
 }
 
 /// A stored millisecond time (negative values read as the epoch).
-fn from_ms(ms: i64) -> SystemTime {
+pub(in crate::store) fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-fn fence_param(fence: Fence) -> i64 {
+pub(in crate::store) fn fence_param(fence: Fence) -> i64 {
     i64::try_from(fence.0).unwrap_or(i64::MAX)
 }
 
