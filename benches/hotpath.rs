@@ -233,6 +233,7 @@ fn bench_clicks(c: &mut Criterion) {
         tls: Some("1.3"),
         http: "2",
         verdict: None,
+        message: None,
         truncated: Truncated::default(),
     };
     let judged = ClickEvent {

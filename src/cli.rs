@@ -72,6 +72,11 @@ Configuration (TOML; every key optional; unknown keys are an error):
   nats_subject = \"clicks.{node_id}\"     {node_id} from [cluster]
   nats_stream = \"CLICKS\"                created if missing
   nats_credentials = (none)             NATS .creds file
+  networks_file = (none)                scanner ranges extending (or replacing) the built-in catalogue
+  early_window = \"60s\"                  a click this soon after the send counts against it
+  probable_window = \"600s\"              this soon from a probable scanner network: a machine
+  message_ttl = \"10m\"                   message table: a source's clicks on a message kept this long
+  message_table_bytes = 67108864        message table memory cap (LRU eviction beyond, counted)
   [limits]
   header_read_timeout = \"10s\"           slowloris guard
   max_header_bytes = 16384              larger request heads get 431
