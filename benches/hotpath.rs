@@ -27,7 +27,8 @@ use clickedge::Domain;
 use clickedge::acme::challenges::Challenges;
 use clickedge::certs::{self, Certs};
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
-use clickedge::clicks::verdict::{Class, Verdict};
+use clickedge::clicks::verdict::networks::{Catalogue, SharedCatalogue};
+use clickedge::clicks::verdict::{Class, Revise, Rules, Timing, Verdict, messages};
 use clickedge::clicks::{BatchConfig, ClickEvent, ClickId, ClickWriter, Truncated};
 use clickedge::clock::{Clock, from_unix_secs};
 use clickedge::domain::Zones;
@@ -233,6 +234,7 @@ fn bench_clicks(c: &mut Criterion) {
         tls: Some("1.3"),
         http: "2",
         verdict: None,
+        message: None,
         truncated: Truncated::default(),
     };
     let judged = ClickEvent {
@@ -325,6 +327,19 @@ fn bench_handler(c: &mut Criterion) {
     // As a default edge serves: the per-address click rate is looked up for every click (here
     // at a rate every click passes, so each is logged).
     let edge = edge_with(clicks.clone().with_rate_per_address(NonZeroU32::MAX));
+    // The same edge judging every click with the default rule set and catalogue (the edge as
+    // `serve` runs it): `handle_click_verdict` against `handle_click` is the verdict's cost.
+    let judging =
+        edge_with(clicks.clone().with_rate_per_address(NonZeroU32::MAX)).with_verdict(Rules::new(
+            Arc::new(SharedCatalogue::new(Catalogue::defaults())),
+            messages::Config {
+                ttl: Duration::from_secs(600),
+                max_bytes: 64 << 20,
+            },
+            Timing::default(),
+            &metrics,
+            Box::new(NoRevisions),
+        ));
     // A client past its rate: redirected, not logged.
     let flooded = edge_with(clicks.with_rate_per_address(NonZeroU32::MIN));
     let conn = ConnInfo {
@@ -359,6 +374,9 @@ fn bench_handler(c: &mut Criterion) {
     g.bench_function("handle_click", |b| {
         b.iter_custom(|iters| iter_on(&rt, iters, || edge.handle(&conn, request(&click))))
     });
+    g.bench_function("handle_click_verdict", |b| {
+        b.iter_custom(|iters| iter_on(&rt, iters, || judging.handle(&conn, request(&click))))
+    });
     // A click past its address's rate: the same up to the rate lookup, then 302 with nothing
     // logged (no event built, nothing queued).
     g.bench_function("handle_click_unlogged", |b| {
@@ -377,6 +395,13 @@ fn bench_handler(c: &mut Criterion) {
         metrics.clicks_dropped.get(),
         metrics.clicks_unlogged_rate.get()
     );
+}
+
+/// Revisions go nowhere in the benchmark (plain links carry no message).
+struct NoRevisions;
+
+impl Revise for NoRevisions {
+    fn revise(&self, _: u64, _: Class, _: &[&'static str]) {}
 }
 
 /// The groups, in a private module: `criterion_group!` defines a `pub fn` it cannot document.

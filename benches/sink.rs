@@ -39,6 +39,7 @@ fn event(clock: &Clock, domain: &Domain, ip: IpAddr, i: u64) -> ClickEvent {
         tls: Some("1.3"),
         http: "2",
         verdict: None,
+        message: None,
         truncated: Truncated::default(),
     }
 }

@@ -24,11 +24,30 @@ use crate::admin::{self, AdminState};
 use crate::certs::{Certs, ClaimSettings, Settings as CertSettings};
 use crate::clicks::file::{Access, FileSink, FileSinkConfig};
 use crate::clicks::ship::{NatsTarget, ShipMetrics, Shipper};
+use crate::clicks::verdict::networks::SharedCatalogue;
+use crate::clicks::verdict::{Class, Revise, Rules, Timing, messages};
 use crate::clicks::{BatchConfig, ClickIds, ClickWriter};
 use crate::clock::Clock;
 use crate::config::{Config, IssuerKind, StoreKind, StreamKind};
 use crate::domains::Domains;
 use crate::http::Edge;
+
+/// How often `clicks.networks_file` is checked for changes.
+const NETWORKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Revisions of earlier clicks, until the click log can name them by `click_id`: logged.
+struct LogRevisions;
+
+impl Revise for LogRevisions {
+    fn revise(&self, handle: u64, class: Class, reasons: &[&'static str]) {
+        tracing::debug!(
+            handle,
+            verdict = class.as_str(),
+            ?reasons,
+            "earlier click revised"
+        );
+    }
+}
 use crate::http::serve::{self, Serving};
 use crate::issuer::{Issuer, LocalCa};
 use crate::keys::LinkKeys;
@@ -242,6 +261,23 @@ impl App {
             metrics.clone(),
             config.tls.handshake_timeout,
         ));
+        let catalogue = Arc::new(
+            SharedCatalogue::load(config.clicks.networks_file.as_deref())
+                .context("loading clicks.networks_file")?,
+        );
+        let verdict = Rules::new(
+            catalogue.clone(),
+            messages::Config {
+                ttl: config.clicks.message_ttl,
+                max_bytes: config.clicks.message_table_bytes.get(),
+            },
+            Timing {
+                early_window: config.clicks.early_window,
+                probable_window: config.clicks.probable_window,
+            },
+            &metrics,
+            Box::new(LogRevisions),
+        );
         let edge = Arc::new(
             Edge::new(
                 keys.ring(),
@@ -252,7 +288,8 @@ impl App {
                 config.limits.max_uri_bytes.get(),
                 &metrics,
             )
-            .with_check_nonces(onboarding.nonces()),
+            .with_check_nonces(onboarding.nonces())
+            .with_verdict(verdict),
         );
 
         let https = bind(config.listen.https, "listen.https").await?;
@@ -280,6 +317,13 @@ impl App {
         tasks.push(tokio::spawn(certs.clone().run_maintenance(stop_rx.clone())));
         if let Some(shipper) = shipper {
             tasks.push(tokio::spawn(shipper.run(stop_rx.clone())));
+        }
+        if let Some(path) = config.clicks.networks_file.clone() {
+            tasks.push(tokio::spawn(catalogue.watch(
+                path,
+                NETWORKS_RELOAD_INTERVAL,
+                stop_rx.clone(),
+            )));
         }
         tasks.push(tokio::spawn(
             onboarding

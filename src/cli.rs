@@ -76,6 +76,11 @@ Configuration (TOML; every key optional; unknown keys are an error):
   nats_subject = \"clicks.{node_id}\"     {node_id} from [cluster]
   nats_stream = \"CLICKS\"                created if missing
   nats_credentials = (none)             NATS .creds file
+  networks_file = (none)                scanner ranges extending (or replacing) the built-in catalogue
+  early_window = \"60s\"                  a click this soon after the send counts against it
+  probable_window = \"600s\"              this soon from a probable scanner network: a machine
+  message_ttl = \"10m\"                   message table: a source's clicks on a message kept this long
+  message_table_bytes = 67108864        message table memory cap (LRU eviction beyond, counted)
   [limits]
   header_read_timeout = \"10s\"           slowloris guard
   max_header_bytes = 16384              larger request heads get 431
@@ -162,6 +167,9 @@ pub enum Command {
         /// Metadata carried in the link and logged with each click; repeatable.
         #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
         meta: Vec<(String, String)>,
+        /// Message context sealed in the link, used to judge clicks (see README).
+        #[command(flatten)]
+        message: MessageArgs,
     },
     /// Manage the link keys (rotation).
     Keys {
@@ -231,6 +239,42 @@ pub enum KeysAction {
         /// Key id.
         id: u16,
     },
+}
+
+/// The message a minted link belongs to (`clickedge link`), all optional.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MessageArgs {
+    /// The message's id: links of one message are judged together (bursts, coverage, decoys).
+    #[arg(long)]
+    message: Option<String>,
+    /// This link's position among the message's links, from 0.
+    #[arg(long, requires = "message")]
+    index: Option<u32>,
+    /// How many links the message has.
+    #[arg(long, requires = "message")]
+    count: Option<u32>,
+    /// When the message was sent (RFC 3339); without it, the minting time counts.
+    #[arg(long, requires = "message")]
+    sent_at: Option<String>,
+    /// content, footer, unsubscribe, confirm or decoy (a hidden link no person clicks).
+    #[arg(long, requires = "message")]
+    role: Option<String>,
+}
+
+impl MessageArgs {
+    /// The context's members of the `POST /v1/links` body.
+    fn add_to(&self, body: &mut serde_json::Map<String, Value>) {
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                body.insert(k.into(), v);
+            }
+        };
+        put("message", self.message.clone().map(Value::from));
+        put("index", self.index.map(Value::from));
+        put("count", self.count.map(Value::from));
+        put("sent_at", self.sent_at.clone().map(Value::from));
+        put("role", self.role.clone().map(Value::from));
+    }
 }
 
 /// A `--meta` value that is not `KEY=VALUE`.
@@ -422,18 +466,20 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             url,
             domain,
             meta,
+            message,
         } => {
             let c = Client::new(config, &client)?;
             let meta: serde_json::Map<String, Value> = meta
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect();
+            let mut body = serde_json::Map::new();
+            body.insert("domain".into(), domain.into());
+            body.insert("url".into(), url.into());
+            body.insert("meta".into(), meta.into());
+            message.add_to(&mut body);
             let v = c
-                .call(
-                    Method::POST,
-                    "/v1/links",
-                    Some(serde_json::json!({ "domain": domain, "url": url, "meta": meta })),
-                )
+                .call(Method::POST, "/v1/links", Some(Value::Object(body)))
                 .await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

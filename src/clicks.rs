@@ -82,6 +82,8 @@ pub struct ClickEvent {
     /// How the [`VerdictStage`] judged the click; none when it did not (the line then has no
     /// verdict fields at all).
     pub verdict: Option<Verdict>,
+    /// The message context sealed in the link, if any: the line's `"message"`.
+    pub message: Option<crate::links::MessageContext>,
     /// Which of `ua` and `referer` were cut to their bound; the line lists them in `"truncated"`
     /// after everything else, and has no such field when nothing was cut.
     pub truncated: Truncated,

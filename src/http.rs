@@ -29,6 +29,9 @@ use crate::metrics::{Metrics, outcome};
 use crate::policy::Policy;
 use router::{Route, route};
 
+/// The edge as it serves: every click judged by the rule set.
+pub type JudgingEdge = Edge<crate::clicks::verdict::Rules>;
+
 /// Response body type of the edge.
 pub type Body = Full<Bytes>;
 
@@ -247,6 +250,7 @@ impl<V: VerdictStage> Edge<V> {
             tls: conn.tls,
             http: http_version(req.version()),
             verdict: None,
+            message: None,
             truncated: Truncated {
                 ua: ua_cut,
                 referer: referer_cut,
@@ -255,7 +259,9 @@ impl<V: VerdictStage> Edge<V> {
         event.verdict = self.verdict.judge(&Facts {
             click: &event,
             headers: req.headers(),
+            context: link.context.as_ref(),
         });
+        event.message = link.context;
         // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
         // and a click that cannot be kept is refused rather than acknowledged.
         if self.clicks.record(event).await.is_err() {

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use crate::Domain;
 use crate::clock::Clock;
-use crate::links::{self, KeyId, KeyRing, Link, LinkError, LinkKey, SharedKeyRing};
+use crate::links::{self, KeyId, KeyRing, Link, LinkError, LinkKey, MessageContext, SharedKeyRing};
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 
@@ -147,10 +147,24 @@ impl LinkKeys {
         url: &str,
         meta: Vec<(String, String)>,
     ) -> Result<String, MintError> {
+        self.mint_in_message(domain, url, meta, None)
+    }
+
+    /// As [`LinkKeys::mint`], the token also carrying the message `context` when given.
+    pub fn mint_in_message(
+        &self,
+        domain: &Domain,
+        url: &str,
+        meta: Vec<(String, String)>,
+        context: Option<MessageContext>,
+    ) -> Result<String, MintError> {
         if !self.policy.is_registered(domain.as_str()) {
             return Err(MintError::NotRegistered(domain.clone()));
         }
-        let link = Link::new(url, meta, self.clock.unix_secs())?;
+        let mut link = Link::new(url, meta, self.clock.unix_secs())?;
+        if let Some(context) = context {
+            link = link.with_context(context)?;
+        }
         let token = links::seal(&self.ring.current(), domain.as_str(), &link);
         // The edge measures the path and query of the request; a link is only its path.
         let length = LINK_PATH.len() + token.len();

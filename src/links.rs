@@ -4,9 +4,11 @@
 //! Pure: no I/O. The edge opens a token with nothing but the key ring and the domain the request
 //! arrived on, so a redirect needs no database lookup.
 
+pub mod context;
 pub mod keyring;
 pub mod token;
 
+pub use context::{ContextError, MessageContext, Role};
 pub use keyring::{KeyId, KeyRing, LinkKey, SharedKeyRing};
 pub use token::{TokenError, open, seal};
 
@@ -28,6 +30,8 @@ pub struct Link {
     pub meta: Vec<(String, String)>,
     /// When the link was minted, Unix seconds.
     pub minted_at: u64,
+    /// The message the link belongs to, if the sender said.
+    pub context: Option<MessageContext>,
 }
 
 /// Why a link cannot be minted.
@@ -45,6 +49,9 @@ pub enum LinkError {
     /// A metadata key is empty or too long, or a value is too long.
     #[error("metadata {0:?}: keys must be 1-64 bytes and values at most 512 bytes")]
     BadMeta(String),
+    /// The message context is refused.
+    #[error("message context")]
+    Context(#[source] ContextError),
 }
 
 impl Link {
@@ -76,7 +83,15 @@ impl Link {
             url,
             meta,
             minted_at,
+            context: None,
         })
+    }
+
+    /// The link carrying `context` (checked) in its token.
+    pub fn with_context(mut self, context: MessageContext) -> Result<Link, LinkError> {
+        context.validate().map_err(LinkError::Context)?;
+        self.context = Some(context);
+        Ok(self)
     }
 }
 

@@ -38,6 +38,14 @@ pub struct Metrics {
     pub click_log_torn: IntCounter,
     /// Clicks whose `User-Agent` or `Referer` was cut to its bound, by `field` (`ua`, `referer`).
     pub click_fields_truncated: IntCounterVec,
+    /// Clicks judged, by `verdict` (`human`, `machine`, `unknown`).
+    pub clicks_by_verdict: IntCounterVec,
+    /// Earlier clicks revised by a later judgement (a burst, coverage, a decoy hit).
+    pub verdict_revisions: IntCounter,
+    /// Entries (message and source) in the verdict's message table.
+    pub message_table_entries: IntGauge,
+    /// Message table entries evicted by its memory cap.
+    pub message_table_evictions: IntCounter,
     /// Bytes of the click files, the open one included: what `clicks.max_total_bytes` caps.
     pub click_log_bytes: IntGauge,
     /// Click files deleted, oldest first, to keep the log under `clicks.max_total_bytes`.
@@ -188,6 +196,25 @@ impl Metrics {
                 ),
                 &["field"],
             )?,
+            clicks_by_verdict: IntCounterVec::new(
+                Opts::new(
+                    "clickedge_clicks_by_verdict_total",
+                    "Clicks judged, by verdict (human, machine, unknown)",
+                ),
+                &["verdict"],
+            )?,
+            verdict_revisions: IntCounter::new(
+                "clickedge_verdict_revisions_total",
+                "Earlier clicks revised by a later judgement (burst, coverage, decoy)",
+            )?,
+            message_table_entries: IntGauge::new(
+                "clickedge_message_table_entries",
+                "Entries (message and source) in the verdict's message table",
+            )?,
+            message_table_evictions: IntCounter::new(
+                "clickedge_message_table_evictions_total",
+                "Message table entries evicted by clicks.message_table_bytes",
+            )?,
             click_log_bytes: IntGauge::new(
                 "clickedge_click_log_bytes",
                 "Bytes of the click files, the open one included (capped by clicks.max_total_bytes)",
@@ -288,6 +315,13 @@ impl Metrics {
         registry.register(Box::new(m.click_fsyncs.clone()))?;
         registry.register(Box::new(m.click_log_torn.clone()))?;
         registry.register(Box::new(m.click_fields_truncated.clone()))?;
+        registry.register(Box::new(m.clicks_by_verdict.clone()))?;
+        for verdict in ["human", "machine", "unknown"] {
+            m.clicks_by_verdict.with_label_values(&[verdict]);
+        }
+        registry.register(Box::new(m.verdict_revisions.clone()))?;
+        registry.register(Box::new(m.message_table_entries.clone()))?;
+        registry.register(Box::new(m.message_table_evictions.clone()))?;
         registry.register(Box::new(m.click_log_bytes.clone()))?;
         registry.register(Box::new(m.click_log_deleted_files.clone()))?;
         registry.register(Box::new(m.click_log_deleted_bytes.clone()))?;

@@ -124,6 +124,7 @@ async fn a_validly_sealed_token_never_redirects_to_a_non_http_url() {
             url: url.into(),
             meta: vec![],
             minted_at: 0,
+            context: None,
         };
         let token = seal(&ring, DOMAIN, &link);
         let res = client
@@ -142,6 +143,7 @@ async fn a_validly_sealed_token_never_redirects_to_a_non_http_url() {
             url: "https://example.com/".into(),
             meta: vec![],
             minted_at: 0,
+            context: None,
         },
     );
     let res = client

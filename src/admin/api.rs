@@ -16,6 +16,7 @@ use serde_json::json;
 use super::Shared;
 use super::error::{ApiError, parse_name};
 use super::views::{DomainView, KeyView};
+use crate::links::{ContextError, MessageContext, Role};
 
 /// The `/v1` routes (the token check is layered on by the caller).
 pub(super) fn router() -> Router<Shared> {
@@ -91,6 +92,60 @@ struct MintLink {
     url: String,
     #[serde(default)]
     meta: BTreeMap<String, String>,
+    /// Message context, sealed in the token (all optional; the others need `message`).
+    message: Option<String>,
+    index: Option<u32>,
+    count: Option<u32>,
+    /// RFC 3339.
+    sent_at: Option<String>,
+    role: Option<String>,
+}
+
+impl MintLink {
+    /// The message context the request gives, if any.
+    fn context(&self) -> Result<Option<MessageContext>, ApiError> {
+        let Some(message) = self.message.clone() else {
+            if self.index.is_some()
+                || self.count.is_some()
+                || self.sent_at.is_some()
+                || self.role.is_some()
+            {
+                return Err(ApiError::bad_request(ContextError::NoMessage.to_string()));
+            }
+            return Ok(None);
+        };
+        let sent_at = match &self.sent_at {
+            Some(s) => Some(crate::clock::unix_secs(parse_rfc3339(s).ok_or_else(
+                || {
+                    ApiError::bad_request(format!(
+                        "sent_at {s:?} is not an RFC 3339 time (e.g. 2025-11-24T09:00:00Z)"
+                    ))
+                },
+            )?)),
+            None => None,
+        };
+        let role = match &self.role {
+            Some(r) => Some(Role::parse(r).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "role {r:?} is not one of content, footer, unsubscribe, confirm, decoy"
+                ))
+            })?),
+            None => None,
+        };
+        Ok(Some(MessageContext {
+            message,
+            index: self.index,
+            count: self.count,
+            sent_at,
+            role,
+        }))
+    }
+}
+
+fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(std::time::SystemTime::from)
 }
 
 async fn mint_link(
@@ -99,9 +154,11 @@ async fn mint_link(
 ) -> Result<impl IntoResponse, ApiError> {
     let req: MintLink = parse_json(&body)?;
     let domain = parse_name(&req.domain)?;
-    let link = state
-        .keys
-        .mint(&domain, &req.url, req.meta.into_iter().collect())?;
+    let context = req.context()?;
+    let link =
+        state
+            .keys
+            .mint_in_message(&domain, &req.url, req.meta.into_iter().collect(), context)?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "link": link }))))
 }
 

@@ -72,7 +72,7 @@ impl From<MintError> for ApiError {
     fn from(e: MintError) -> ApiError {
         match e {
             MintError::NotRegistered(_) | MintError::Link(_) | MintError::TooLong { .. } => {
-                ApiError::bad_request(e.to_string())
+                ApiError::bad_request(crate::errors::chain(&e))
             }
         }
     }

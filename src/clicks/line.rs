@@ -4,8 +4,9 @@
 //! formatting were most of the writer's work per click.
 //!
 //! The contract only grows at the end: the verdict's three fields are appended when there is a
-//! verdict, then `"truncated"` when a header was cut to its bound, then `"click_id"` (see
-//! [`super::id`]) always, last, where a shipper finds it without parsing the line. This module writes bytes into a buffer; it does no I/O
+//! verdict, then `"truncated"` when a header was cut to its bound, then `"message"` when the link
+//! carries a message context, then `"click_id"` (see [`super::id`]) always, last, where a shipper
+//! finds it without parsing the line. This module writes bytes into a buffer; it does no I/O
 //! and knows nothing of batches or files.
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::time::SystemTime;
 use super::id::ClickId;
 use super::verdict::Verdict;
 use super::{ClickEvent, Truncated};
+use crate::links::MessageContext;
 
 const TS_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
@@ -118,6 +120,9 @@ impl ClickEvent {
         if self.truncated.any() {
             json_truncated(out, self.truncated);
         }
+        if let Some(message) = &self.message {
+            json_message(out, message);
+        }
         id.write_member(out);
         out.extend_from_slice(b"}\n");
     }
@@ -149,6 +154,32 @@ fn json_truncated(out: &mut Vec<u8>, truncated: Truncated) {
         json_str(out, field);
     }
     out.push(b']');
+}
+
+/// `"message"`, the message context the link carries, appended when it has one: `id`, then
+/// `index`, `count`, `sent_at` (RFC 3339) and `role` when given.
+fn json_message(out: &mut Vec<u8>, m: &MessageContext) {
+    out.extend_from_slice(b",\"message\":{\"id\":");
+    json_str(out, &m.message);
+    if let Some(index) = m.index {
+        // Invariant: formatting into a Vec cannot fail.
+        write!(out, ",\"index\":{index}").expect("number formats");
+    }
+    if let Some(count) = m.count {
+        write!(out, ",\"count\":{count}").expect("number formats");
+    }
+    if let Some(sent_at) = m.sent_at {
+        out.extend_from_slice(b",\"sent_at\":");
+        json_str(
+            out,
+            Stamp::new(crate::clock::from_unix_secs(sent_at)).as_str(),
+        );
+    }
+    if let Some(role) = m.role {
+        out.extend_from_slice(b",\"role\":");
+        json_str(out, role.as_str());
+    }
+    out.push(b'}');
 }
 
 /// `s` as a JSON string, escaped as serde_json escapes it, and U+0085, U+2028 and U+2029 too.

@@ -37,6 +37,7 @@ pub(super) fn event(i: usize) -> ClickEvent {
         tls: Some("1.3"),
         http: "1.1",
         verdict: None,
+        message: None,
         truncated: Truncated::default(),
     }
 }

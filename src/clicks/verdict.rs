@@ -7,12 +7,22 @@
 //! [`NoVerdict`], judges nothing: the line keeps exactly its old fields, and since the handler is
 //! generic over its stage, the call compiles away (no allocation, no dynamic dispatch).
 //!
-//! This module holds the types only; rules that fill a verdict belong in their own module.
+//! This module holds the seam's types; the rule set that fills a verdict is [`rules::Rules`]
+//! (request shape in [`shape`], the network catalogue in [`networks`], the message table in
+//! [`messages`]).
 //! NOTE: [`Facts`] borrows the request's headers as the `http` crate's [`http::HeaderMap`]:
 //! vocabulary types, not the server; copying the headers into a type of ours would cost an
 //! allocation per click.
 
+pub mod messages;
+pub mod networks;
+pub mod rules;
+pub mod shape;
+
 use super::ClickEvent;
+use crate::links::MessageContext;
+
+pub use rules::{RULES_VERSION, Revise, Rules, Timing};
 
 /// Who a click is judged to come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +67,8 @@ pub struct Facts<'a> {
     pub click: &'a ClickEvent,
     /// Every request header, including those the click line does not keep.
     pub headers: &'a http::HeaderMap,
+    /// The message context sealed in the link, if any.
+    pub context: Option<&'a MessageContext>,
 }
 
 /// Judges clicks on the request path. Called once per click, before it is queued, so it must be

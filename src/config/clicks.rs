@@ -89,6 +89,25 @@ pub struct Clicks {
     pub nats_stream: String,
     /// A NATS credentials file (`.creds`: user JWT and NKey seed). Default none.
     pub nats_credentials: Option<PathBuf>,
+    /// A file of network ranges (`CIDR NAME SCOPE CERTAINTY` a line) extending the compiled-in
+    /// catalogue of scanner networks, or replacing it with a line `replace-defaults`; re-read
+    /// when it changes. Default: none.
+    pub networks_file: Option<PathBuf>,
+    /// A click this soon after its message was sent (or its link minted) counts against it.
+    /// Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub early_window: Duration,
+    /// A click this soon after the send from a probable scanner network is a machine. Default
+    /// `600s`.
+    #[serde(with = "humantime_serde")]
+    pub probable_window: Duration,
+    /// How long the message table remembers a source's clicks on a message after its last one.
+    /// Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub message_ttl: Duration,
+    /// The most memory the message table may take, in bytes; the least recently used entries are
+    /// evicted past it (counted). Default `67108864` (64 MiB).
+    pub message_table_bytes: NonZeroU64,
 }
 
 impl Default for Clicks {
@@ -112,6 +131,11 @@ impl Default for Clicks {
             nats_subject: "clicks.{node_id}".into(),
             nats_stream: "CLICKS".into(),
             nats_credentials: None,
+            networks_file: None,
+            early_window: Duration::from_secs(60),
+            probable_window: Duration::from_secs(600),
+            message_ttl: Duration::from_secs(600),
+            message_table_bytes: NonZeroU64::new(64 << 20).expect("non-zero literal"),
         }
     }
 }

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use super::{ConnInfo, Edge};
+use super::{ConnInfo, JudgingEdge};
 use crate::config::Limits;
 use crate::errors::chain as error_chain;
 use crate::metrics::Metrics;
@@ -70,7 +70,7 @@ impl Protocols {
 /// and the connections' timeouts.
 #[derive(Clone)]
 pub struct Serving {
-    edge: Arc<Edge>,
+    edge: Arc<JudgingEdge>,
     protocols: Protocols,
     https: Arc<ConnLimits>,
     http: Arc<ConnLimits>,
@@ -83,7 +83,7 @@ impl Serving {
     /// Serving `edge` within `limits`; connection tasks join `tracker` (so shutdown can wait for
     /// them), and everything stops accepting once `stop` turns true.
     pub fn new(
-        edge: Arc<Edge>,
+        edge: Arc<JudgingEdge>,
         limits: &Limits,
         metrics: &Metrics,
         tracker: TaskTracker,
@@ -186,7 +186,7 @@ pub async fn serve_http(listener: TcpListener, serving: Serving) {
 
 /// The edge's handler for one connection; each request is marked in flight for the idle timer.
 fn service(
-    edge: Arc<Edge>,
+    edge: Arc<JudgingEdge>,
     info: ConnInfo,
     activity: Arc<Activity>,
 ) -> impl hyper::service::Service<

@@ -4,7 +4,7 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | format version, `1` |
+//! | 1 | format version: `1`, or `2` for a link with message context |
 //! | 2 | key id, big endian |
 //! | 24 | random nonce |
 //! | n | ciphertext of the payload |
@@ -12,7 +12,11 @@
 //!
 //! The associated data is the 3-byte header followed by the domain the link was minted for, so a
 //! token only opens on its own domain and its key id cannot be swapped. The payload is
-//! `varint(minted_at) ‖ varint(len) url ‖ varint(pairs) (varint(len) key varint(len) value)*`.
+//! `varint(minted_at) ‖ varint(len) url ‖ varint(pairs) (varint(len) key varint(len) value)*`,
+//! and in version 2 the message context after it: `varint(len) message ‖ flags` (bit 0 index,
+//! 1 count, 2 sent_at, 3 role) `‖ varint(index)? ‖ varint(count)? ‖ varint(sent_at)? ‖ role?`
+//! (one byte). A link without context is sealed as version 1, so tokens minted before message
+//! context existed and those minted without it are the same format and keep opening.
 //!
 //! Why XChaCha20-Poly1305: nonces are random and 192 bits long, so a key can seal billions of links
 //! (even 2^48 of them) with a nonce-collision probability below 2^-95; AES-GCM's 96-bit random
@@ -31,17 +35,31 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20::cipher::consts::U10;
 use rand::RngCore as _;
 
-use super::{KeyRing, Link, MAX_META_KEY_LEN, MAX_META_PAIRS, MAX_META_VALUE_LEN, MAX_URL_LEN};
+use super::context::MAX_MESSAGE_LEN;
+use super::{
+    KeyRing, Link, MAX_META_KEY_LEN, MAX_META_PAIRS, MAX_META_VALUE_LEN, MAX_URL_LEN,
+    MessageContext, Role,
+};
 
+/// The format of a link without message context.
 const VERSION: u8 = 1;
+/// The format of a link with message context.
+const VERSION_CONTEXT: u8 = 2;
 const HEADER_LEN: usize = 3;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 
 /// Largest payload [`seal`] can produce from a [`Link`] that passed [`Link::new`].
-const MAX_PAYLOAD_LEN: usize =
-    10 + 2 + MAX_URL_LEN + 1 + MAX_META_PAIRS * (1 + MAX_META_KEY_LEN + 2 + MAX_META_VALUE_LEN);
+const MAX_PAYLOAD_LEN: usize = 10
+    + 2
+    + MAX_URL_LEN
+    + 1
+    + MAX_META_PAIRS * (1 + MAX_META_KEY_LEN + 2 + MAX_META_VALUE_LEN)
+    + MAX_CONTEXT_LEN;
+
+/// Largest message context [`seal`] writes: the id, the flags, three varints and the role.
+const MAX_CONTEXT_LEN: usize = 2 + MAX_MESSAGE_LEN + 1 + 5 + 5 + 10 + 1;
 
 /// Longest token string we could ever have minted. Anything longer is refused before any base64
 /// decoding or cryptography.
@@ -69,7 +87,11 @@ pub enum TokenError {
 pub fn seal(ring: &KeyRing, domain: &str, link: &Link) -> String {
     let key = ring.active();
     let mut buf = Vec::with_capacity(OVERHEAD + link.url.len() + 16 + link.meta.len() * 24);
-    buf.push(VERSION);
+    buf.push(if link.context.is_some() {
+        VERSION_CONTEXT
+    } else {
+        VERSION
+    });
     buf.extend_from_slice(&key.id().0.to_be_bytes());
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
@@ -81,6 +103,9 @@ pub fn seal(ring: &KeyRing, domain: &str, link: &Link) -> String {
     for (k, v) in &link.meta {
         put_bytes(&mut buf, k.as_bytes());
         put_bytes(&mut buf, v.as_bytes());
+    }
+    if let Some(context) = &link.context {
+        put_context(&mut buf, context);
     }
     let aad = associated_data(&buf[..HEADER_LEN], domain);
     let (cipher, nonce) = xchacha(key.secret(), &nonce);
@@ -100,7 +125,8 @@ pub fn open(ring: &KeyRing, domain: &str, token: &str) -> Result<Link, TokenErro
     let mut raw = URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| TokenError::Malformed)?;
-    if raw.len() < OVERHEAD || raw[0] != VERSION {
+    let version = raw.first().copied();
+    if raw.len() < OVERHEAD || !matches!(version, Some(VERSION | VERSION_CONTEXT)) {
         return Err(TokenError::Malformed);
     }
     let key_id = super::KeyId(u16::from_be_bytes([raw[1], raw[2]]));
@@ -117,7 +143,7 @@ pub fn open(ring: &KeyRing, domain: &str, token: &str) -> Result<Link, TokenErro
             &mut raw[HEADER_LEN + NONCE_LEN..],
         )
         .map_err(|_| TokenError::Forged)?;
-    decode_payload(payload).ok_or(TokenError::BadPayload)
+    decode_payload(payload, version == Some(VERSION_CONTEXT)).ok_or(TokenError::BadPayload)
 }
 
 /// The XChaCha20-Poly1305 construction: the HChaCha20 subkey, and the 96-bit nonce for
@@ -138,7 +164,7 @@ fn associated_data(header: &[u8], domain: &str) -> Vec<u8> {
     aad
 }
 
-fn decode_payload(mut p: &[u8]) -> Option<Link> {
+fn decode_payload(mut p: &[u8], with_context: bool) -> Option<Link> {
     let minted_at = take_varint(&mut p)?;
     let url = take_str(&mut p)?;
     let pairs = usize::try_from(take_varint(&mut p)?).ok()?;
@@ -151,10 +177,74 @@ fn decode_payload(mut p: &[u8]) -> Option<Link> {
         let v = take_str(&mut p)?;
         meta.push((k, v));
     }
+    let context = if with_context {
+        Some(take_context(&mut p)?)
+    } else {
+        None
+    };
     p.is_empty().then_some(Link {
         url,
         meta,
         minted_at,
+        context,
+    })
+}
+
+const HAS_INDEX: u8 = 1;
+const HAS_COUNT: u8 = 2;
+const HAS_SENT_AT: u8 = 4;
+const HAS_ROLE: u8 = 8;
+
+fn put_context(buf: &mut Vec<u8>, c: &MessageContext) {
+    put_bytes(buf, c.message.as_bytes());
+    let flag = |present: bool, bit: u8| if present { bit } else { 0 };
+    buf.push(
+        flag(c.index.is_some(), HAS_INDEX)
+            | flag(c.count.is_some(), HAS_COUNT)
+            | flag(c.sent_at.is_some(), HAS_SENT_AT)
+            | flag(c.role.is_some(), HAS_ROLE),
+    );
+    for v in [c.index.map(u64::from), c.count.map(u64::from), c.sent_at]
+        .into_iter()
+        .flatten()
+    {
+        put_varint(buf, v);
+    }
+    if let Some(role) = c.role {
+        buf.push(role.code());
+    }
+}
+
+fn take_context(p: &mut &[u8]) -> Option<MessageContext> {
+    let message = take_str(p)?;
+    let (&flags, rest) = p.split_first()?;
+    *p = rest;
+    if flags & !(HAS_INDEX | HAS_COUNT | HAS_SENT_AT | HAS_ROLE) != 0 {
+        return None;
+    }
+    let mut take = |bit: u8| -> Option<Option<u64>> {
+        if flags & bit == 0 {
+            Some(None)
+        } else {
+            take_varint(p).map(Some)
+        }
+    };
+    let index = take(HAS_INDEX)?.map(u32::try_from).transpose().ok()?;
+    let count = take(HAS_COUNT)?.map(u32::try_from).transpose().ok()?;
+    let sent_at = take(HAS_SENT_AT)?;
+    let role = if flags & HAS_ROLE == 0 {
+        None
+    } else {
+        let (&code, rest) = p.split_first()?;
+        *p = rest;
+        Some(Role::from_code(code)?)
+    };
+    Some(MessageContext {
+        message,
+        index,
+        count,
+        sent_at,
+        role,
     })
 }
 
@@ -194,168 +284,4 @@ fn take_str(p: &mut &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::links::LinkKey;
-    use proptest::prelude::*;
-
-    fn ring() -> KeyRing {
-        KeyRing::new(vec![LinkKey::new(
-            super::super::KeyId(1),
-            [7; 32],
-            std::time::SystemTime::UNIX_EPOCH,
-        )])
-        .unwrap()
-    }
-
-    fn link() -> Link {
-        Link::new(
-            "https://shop.example.com/spring-sale/shoes?utm_source=email&utm_campaign=spring1",
-            vec![("c".into(), "spring".into()), ("r".into(), "4711".into())],
-            1_764_000_000,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn round_trip() {
-        let ring = ring();
-        let token = seal(&ring, "links.example.com", &link());
-        assert_eq!(open(&ring, "links.example.com", &token), Ok(link()));
-    }
-
-    #[test]
-    fn token_length_for_typical_link() {
-        let l = link();
-        assert_eq!(l.url.len(), 80);
-        let token = seal(&ring(), "links.example.com", &l);
-        assert_eq!(token.len(), 195);
-        assert!(
-            token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
-    }
-
-    #[test]
-    fn format_is_standard_xchacha20_poly1305() {
-        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-        let ring = ring();
-        let token = seal(&ring, "links.example.com", &link());
-        let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
-        let reference = chacha20poly1305::XChaCha20Poly1305::new(&[7u8; 32].into());
-        let plain = reference
-            .decrypt(
-                chacha20poly1305::XNonce::from_slice(&raw[HEADER_LEN..HEADER_LEN + NONCE_LEN]),
-                Payload {
-                    msg: &raw[HEADER_LEN + NONCE_LEN..],
-                    aad: &[&raw[..HEADER_LEN], b"links.example.com"].concat(),
-                },
-            )
-            .expect("the reference implementation opens our token");
-        assert_eq!(decode_payload(&plain), Some(link()));
-    }
-
-    #[test]
-    fn token_reveals_nothing() {
-        let token = seal(&ring(), "links.example.com", &link());
-        let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
-        let hay = String::from_utf8_lossy(&raw);
-        assert!(!hay.contains("shop.example.com"));
-        assert!(!hay.contains("spring"));
-    }
-
-    #[test]
-    fn other_domain_does_not_open() {
-        let ring = ring();
-        let token = seal(&ring, "links.example.com", &link());
-        assert_eq!(
-            open(&ring, "links.example.org", &token),
-            Err(TokenError::Forged)
-        );
-    }
-
-    #[test]
-    fn unknown_key_does_not_open() {
-        let token = seal(&ring(), "a.example.com", &link());
-        let other = KeyRing::new(vec![LinkKey::new(
-            super::super::KeyId(2),
-            [7; 32],
-            std::time::SystemTime::UNIX_EPOCH,
-        )])
-        .unwrap();
-        assert_eq!(
-            open(&other, "a.example.com", &token),
-            Err(TokenError::UnknownKey)
-        );
-    }
-
-    #[test]
-    fn every_changed_byte_fails() {
-        let ring = ring();
-        let token = seal(&ring, "a.example.com", &link());
-        let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
-        for i in 0..raw.len() {
-            let mut bad = raw.clone();
-            bad[i] ^= 0x01;
-            let bad = URL_SAFE_NO_PAD.encode(&bad);
-            assert!(open(&ring, "a.example.com", &bad).is_err(), "byte {i}");
-        }
-        for cut in 1..token.len() {
-            assert!(
-                open(&ring, "a.example.com", &token[..cut]).is_err(),
-                "cut {cut}"
-            );
-        }
-    }
-
-    #[test]
-    fn overlong_token_is_refused_before_decoding() {
-        let long = "A".repeat(MAX_TOKEN_LEN + 1);
-        assert_eq!(
-            open(&ring(), "a.example.com", &long),
-            Err(TokenError::Malformed)
-        );
-    }
-
-    #[test]
-    fn largest_mintable_link_fits_the_limit() {
-        let meta = (0..MAX_META_PAIRS)
-            .map(|i| (format!("{i:0>64}"), "v".repeat(MAX_META_VALUE_LEN)))
-            .collect();
-        let url = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN - 20));
-        let l = Link::new(&url, meta, u64::MAX).unwrap();
-        let token = seal(&ring(), "a.example.com", &l);
-        assert!(token.len() <= MAX_TOKEN_LEN);
-        assert_eq!(open(&ring(), "a.example.com", &token), Ok(l));
-    }
-
-    proptest! {
-        #[test]
-        fn seal_open_round_trip(
-            path in "[a-zA-Z0-9/_.-]{0,200}",
-            meta in proptest::collection::vec(("[a-z]{1,10}", ".{0,40}"), 0..8),
-            minted_at in any::<u64>(),
-            domain in "[a-z]{1,10}\\.example\\.com",
-        ) {
-            let ring = ring();
-            let l = Link::new(&format!("https://example.com/{path}"), meta, minted_at).unwrap();
-            let token = seal(&ring, &domain, &l);
-            prop_assert_eq!(open(&ring, &domain, &token), Ok(l));
-        }
-
-        #[test]
-        fn open_never_panics(token in ".{0,400}") {
-            let _ = open(&ring(), "a.example.com", &token);
-        }
-
-        #[test]
-        fn open_never_panics_on_base64(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let mut bytes = bytes;
-            if let Some(b) = bytes.first_mut() { *b = VERSION; }
-            if bytes.len() > 2 { bytes[1] = 0; bytes[2] = 1; }
-            let token = URL_SAFE_NO_PAD.encode(&bytes);
-            prop_assert!(open(&ring(), "a.example.com", &token).is_err());
-        }
-    }
-}
+mod tests;

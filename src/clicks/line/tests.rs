@@ -22,6 +22,7 @@ const ID_MEMBER: &str = ",\"click_id\":\"edge-a.eu-42\"";
 fn write(ev: &ClickEvent, out: &mut Vec<u8>) {
     ev.write_json(ClickId::new(&node(), 42), out);
 }
+use crate::links::MessageContext;
 
 fn contract_event() -> ClickEvent {
     ClickEvent {
@@ -37,6 +38,7 @@ fn contract_event() -> ClickEvent {
         tls: Some("1.3"),
         http: "2",
         verdict: None,
+        message: None,
         truncated: Truncated::default(),
     }
 }
@@ -165,7 +167,22 @@ struct Line<'a> {
     rules: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     truncated: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Message<'a>>,
     click_id: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Message<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
 }
 
 fn reference_line(ev: &ClickEvent) -> Vec<u8> {
@@ -190,6 +207,13 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
         reasons: ev.verdict.as_ref().map(|v| v.reasons.as_slice()),
         rules: ev.verdict.as_ref().map(|v| v.rules),
         truncated: ev.truncated.fields().collect(),
+        message: ev.message.as_ref().map(|m| Message {
+            id: &m.message,
+            index: m.index,
+            count: m.count,
+            sent_at: m.sent_at.map(|s| format_ts(from_unix_secs(s))),
+            role: m.role.map(|r| r.as_str()),
+        }),
         click_id: "edge-a.eu-42",
     };
     // serde_json leaves the Unicode line breaks raw; the click line escapes them. Outside strings
@@ -242,6 +266,25 @@ fn verdict() -> impl proptest::strategy::Strategy<Value = Verdict> {
         })
 }
 
+fn message() -> impl proptest::strategy::Strategy<Value = MessageContext> {
+    use proptest::prelude::any;
+    use proptest::strategy::Strategy as _;
+    (
+        text(),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(0u64..4_000_000_000),
+        proptest::option::of(proptest::sample::select(crate::links::Role::ALL.to_vec())),
+    )
+        .prop_map(|(message, index, count, sent_at, role)| MessageContext {
+            message,
+            index,
+            count,
+            sent_at,
+            role,
+        })
+}
+
 proptest::proptest! {
     #[test]
     fn line_is_what_serde_json_writes_for_the_contract_struct(
@@ -254,6 +297,7 @@ proptest::proptest! {
         referer in proptest::option::of(text()),
         tls in proptest::option::of(proptest::sample::select(vec!["1.3", "1.2"])),
         verdict in proptest::option::of(verdict()),
+        message in proptest::option::of(message()),
         (ua_cut, referer_cut) in proptest::prelude::any::<(bool, bool)>(),
     ) {
         let ev = ClickEvent {
@@ -269,6 +313,7 @@ proptest::proptest! {
             tls,
             http: "1.1",
             verdict,
+            message,
             truncated: Truncated { ua: ua_cut, referer: referer_cut },
         };
         let mut out = Vec::new();

@@ -1,0 +1,321 @@
+//! Message-level rules without a database: a bounded in-memory table per node, keyed by (link
+//! domain, message id, source), remembering the last clicks each source made on one message's
+//! links. From it come three reasons:
+//!
+//! - `burst`: at least [`BURST_LINKS`] distinct links of one message from one source within
+//!   [`BURST_WINDOW`] (field data: scanners follow every link of a message within a second or
+//!   two; a person reads between clicks);
+//! - `coverage`: most links of a message of at least three links clicked by one source (all of
+//!   three or four, four in five above: see [`covers`]);
+//! - `decoy`: a hit on the message's decoy link (no person sees it), and every click of the same
+//!   source on that message within [`DECOY_WINDOW`] of it, before or after.
+//!
+//! Earlier clicks a later one makes suspect are returned as handles to revise; each is revised
+//! once. The table is a `moka` cache: entries live [`Config::ttl`] after their last click, and the
+//! memory cap evicts the least recently used first (counted). A source is a client as
+//! [`crate::client::key`] counts it (an IPv6 /64). The key is a 64-bit keyed hash, so a lookup
+//! allocates nothing; only a source's first click on a message allocates its entry.
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::notification::RemovalCause;
+use prometheus::{IntCounter, IntGauge};
+
+use crate::links::Role;
+
+/// Distinct links of one message from one source that make a burst.
+pub const BURST_LINKS: usize = 2;
+/// The window of a burst.
+pub const BURST_WINDOW: Duration = Duration::from_secs(5);
+/// How far from a decoy hit the same source's clicks are machines too.
+pub const DECOY_WINDOW: Duration = Duration::from_secs(10);
+/// Clicks remembered per message and source (the oldest forgotten first).
+const REMEMBERED: usize = 16;
+/// Distinct links remembered per message and source, for coverage.
+const DISTINCT: usize = 64;
+/// What one entry costs, for the memory cap: the state, its vectors at their bounds, the key and
+/// the cache's own bookkeeping.
+pub const ENTRY_BYTES: u32 =
+    (size_of::<State>() + REMEMBERED * size_of::<Seen>() + DISTINCT * 4 + 160) as u32;
+
+/// The table's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// How long an entry lives after its last click.
+    pub ttl: Duration,
+    /// The most memory the entries may take, in bytes.
+    pub max_bytes: u64,
+}
+
+/// The table's counters.
+#[derive(Clone)]
+pub struct Gauges {
+    /// Entries now (`clickedge_message_table_entries`).
+    pub entries: IntGauge,
+    /// Entries evicted by the memory cap (`clickedge_message_table_evictions_total`).
+    pub evictions: IntCounter,
+}
+
+/// One click of a link of a message, as the table sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Click<'a> {
+    /// The link domain.
+    pub domain: &'a str,
+    /// The message id.
+    pub message: &'a str,
+    /// The client address.
+    pub ip: IpAddr,
+    /// Which link of the message: its index, or a hash of its URL when it has none.
+    pub link: u32,
+    /// The message's link count, if known.
+    pub count: Option<u32>,
+    /// The link's role, if known.
+    pub role: Option<Role>,
+    /// When, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The click's handle, named again if it is revised.
+    pub handle: u64,
+}
+
+/// What the table says about a click.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// A burst across the message's links.
+    pub burst: bool,
+    /// Most links of the message clicked.
+    pub coverage: bool,
+    /// A decoy hit, or near one.
+    pub decoy: bool,
+    /// Earlier clicks of the same source on the message to revise (handles), each once.
+    pub revise: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at_ms: u64,
+    link: u32,
+    handle: u64,
+    revised: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    clicks: Vec<Seen>,
+    distinct: Vec<u32>,
+    decoy_at_ms: Option<u64>,
+}
+
+/// The table.
+pub struct MessageTable {
+    cache: moka::sync::Cache<u64, Arc<Mutex<State>>>,
+    hasher: std::collections::hash_map::RandomState,
+    gauges: Gauges,
+}
+
+impl MessageTable {
+    /// An empty table within `config`, counting into `gauges`.
+    pub fn new(config: Config, gauges: Gauges) -> MessageTable {
+        let evictions = gauges.evictions.clone();
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_, _| ENTRY_BYTES)
+            .time_to_idle(config.ttl)
+            .eviction_listener(move |_, _, cause| {
+                if cause == RemovalCause::Size {
+                    evictions.inc();
+                }
+            })
+            .build();
+        MessageTable {
+            cache,
+            hasher: std::collections::hash_map::RandomState::new(),
+            gauges,
+        }
+    }
+
+    /// Records `click` and judges it against the same source's earlier clicks on the message.
+    pub fn observe(&self, click: &Click<'_>) -> Findings {
+        let key = self
+            .hasher
+            .hash_one((click.domain, click.message, crate::client::key(click.ip)));
+        let entry = self
+            .cache
+            .entry(key)
+            .or_insert_with(|| Arc::new(Mutex::new(State::default())));
+        if entry.is_fresh() {
+            self.gauges
+                .entries
+                .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
+        }
+        let state = entry.into_value();
+        // A panic cannot happen while the lock is held (arithmetic and vector pushes), so a
+        // poisoned state is still whole.
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        state.judge(click)
+    }
+
+    /// Runs the cache's pending maintenance (evictions, expiry) now; for tests and the gauge.
+    pub fn sync(&self) {
+        self.cache.run_pending_tasks();
+        self.gauges
+            .entries
+            .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
+    }
+}
+
+impl State {
+    fn judge(&mut self, c: &Click<'_>) -> Findings {
+        let mut f = Findings::default();
+        if !self.distinct.contains(&c.link) && self.distinct.len() < DISTINCT {
+            self.distinct.push(c.link);
+        }
+        let near = |at: u64, window: Duration| {
+            at.abs_diff(c.at_ms) <= u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
+        };
+        if c.role == Some(Role::Decoy) {
+            self.decoy_at_ms = Some(c.at_ms);
+        }
+        f.decoy = self.decoy_at_ms.is_some_and(|d| near(d, DECOY_WINDOW));
+        let mut in_burst: Vec<u32> = Vec::new();
+        for s in self.clicks.iter().filter(|s| near(s.at_ms, BURST_WINDOW)) {
+            if s.link != c.link && !in_burst.contains(&s.link) {
+                in_burst.push(s.link);
+            }
+        }
+        f.burst = in_burst.len() + 1 >= BURST_LINKS;
+        f.coverage = c.count.is_some_and(|n| covers(self.distinct.len(), n));
+        for s in &mut self.clicks {
+            let suspect = (f.decoy && near(s.at_ms, DECOY_WINDOW))
+                || (f.burst && near(s.at_ms, BURST_WINDOW))
+                || f.coverage;
+            if suspect && !s.revised {
+                s.revised = true;
+                f.revise.push(s.handle);
+            }
+        }
+        if self.clicks.len() == REMEMBERED {
+            self.clicks.remove(0);
+        }
+        self.clicks.push(Seen {
+            at_ms: c.at_ms,
+            link: c.link,
+            handle: c.handle,
+            revised: f.burst || f.coverage || f.decoy,
+        });
+        f
+    }
+}
+
+/// Whether `clicked` distinct links cover a message of `count`: at least three links, all of
+/// them up to four, four in five above.
+pub fn covers(clicked: usize, count: u32) -> bool {
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    count >= 3 && clicked * 5 >= count.saturating_mul(4).max(count.min(4) * 5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(max_bytes: u64) -> (MessageTable, Gauges) {
+        let gauges = Gauges {
+            entries: IntGauge::new("e", "e").unwrap(),
+            evictions: IntCounter::new("v", "v").unwrap(),
+        };
+        let config = Config {
+            ttl: Duration::from_secs(600),
+            max_bytes,
+        };
+        (MessageTable::new(config, gauges.clone()), gauges)
+    }
+
+    fn click(link: u32, at_ms: u64, handle: u64) -> Click<'static> {
+        Click {
+            domain: "links.example.com",
+            message: "m1",
+            ip: "203.0.113.7".parse().unwrap(),
+            link,
+            count: Some(5),
+            role: Some(Role::Content),
+            at_ms,
+            handle,
+        }
+    }
+
+    #[test]
+    fn two_links_within_five_seconds_are_a_burst_and_revise_the_first() {
+        let (t, _) = table(1 << 20);
+        assert_eq!(t.observe(&click(0, 1_000, 1)), Findings::default());
+        let f = t.observe(&click(1, 3_000, 2));
+        assert!(f.burst && !f.coverage && !f.decoy);
+        assert_eq!(f.revise, [1]);
+        // Revised once only.
+        let f = t.observe(&click(2, 4_000, 3));
+        assert!(f.burst);
+        assert_eq!(f.revise, Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_person_clicking_twice_or_slowly_is_no_burst() {
+        let (t, _) = table(1 << 20);
+        t.observe(&click(0, 1_000, 1));
+        assert!(!t.observe(&click(0, 2_000, 2)).burst, "same link again");
+        assert!(!t.observe(&click(1, 60_000, 3)).burst, "a minute later");
+        let mut other = click(2, 61_000, 4);
+        other.ip = "198.51.100.1".parse().unwrap();
+        assert!(!t.observe(&other).burst, "another source");
+    }
+
+    #[test]
+    fn most_links_clicked_is_coverage() {
+        assert!(!covers(2, 3) && covers(3, 3));
+        assert!(!covers(3, 4) && covers(4, 4));
+        assert!(!covers(3, 5) && covers(4, 5));
+        assert!(!covers(2, 2), "two-link messages are never covered");
+        let (t, _) = table(1 << 20);
+        for (i, at) in [(0, 0), (1, 60_000), (2, 120_000)] {
+            assert!(!t.observe(&click(i, at, u64::from(i))).coverage);
+        }
+        let f = t.observe(&click(3, 180_000, 3));
+        assert!(f.coverage && !f.burst);
+        assert_eq!(f.revise, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_decoy_hit_marks_clicks_within_ten_seconds_on_both_sides() {
+        let (t, _) = table(1 << 20);
+        t.observe(&click(0, 0, 1));
+        t.observe(&click(1, 30_000, 2));
+        let mut decoy = click(4, 36_000, 3);
+        decoy.role = Some(Role::Decoy);
+        let f = t.observe(&decoy);
+        assert!(f.decoy);
+        assert_eq!(
+            f.revise,
+            [2],
+            "the click 6 s before, not the one 36 s before"
+        );
+        assert!(t.observe(&click(2, 45_000, 4)).decoy, "9 s after");
+        assert!(!t.observe(&click(3, 47_000, 5)).decoy, "11 s after");
+    }
+
+    #[test]
+    fn the_memory_cap_evicts_and_counts() {
+        let (t, g) = table(u64::from(ENTRY_BYTES) * 8);
+        for i in 0..100u32 {
+            let mut c = click(0, 0, u64::from(i));
+            c.ip = IpAddr::from([198, 51, 100, i as u8]);
+            t.observe(&c);
+        }
+        t.sync();
+        assert!(g.entries.get() <= 8, "{} entries", g.entries.get());
+        assert!(
+            g.evictions.get() >= 92 - 8,
+            "{} evictions",
+            g.evictions.get()
+        );
+    }
+}

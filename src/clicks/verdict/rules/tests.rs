@@ -1,0 +1,181 @@
+//! The rule set end to end over one click at a time: which reasons make which verdict, and the
+//! revisions a later click sends for earlier ones.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use http::{HeaderMap, HeaderValue};
+
+use super::*;
+use crate::Domain;
+use crate::clicks::{ClickEvent, Truncated};
+use crate::clock::from_unix_secs;
+use crate::links::MessageContext;
+
+const SENT: u64 = 1_764_000_000;
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like \
+                      Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+#[derive(Default)]
+struct Seen(Mutex<Vec<(u64, Vec<&'static str>)>>);
+
+impl Revise for Arc<Seen> {
+    fn revise(&self, handle: u64, class: Class, reasons: &[&'static str]) {
+        assert_eq!(class, Class::Machine);
+        self.0.lock().unwrap().push((handle, reasons.to_vec()));
+    }
+}
+
+fn rules() -> (Rules, Arc<Seen>, Metrics) {
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    let seen = Arc::new(Seen::default());
+    let rules = Rules::new(
+        Arc::new(SharedCatalogue::new(
+            super::super::networks::Catalogue::defaults(),
+        )),
+        messages::Config {
+            ttl: Duration::from_secs(600),
+            max_bytes: 1 << 20,
+        },
+        Timing::default(),
+        &metrics,
+        Box::new(seen.clone()),
+    );
+    (rules, seen, metrics)
+}
+
+fn click(ip: &str, after_send: u64) -> ClickEvent {
+    ClickEvent {
+        ts: from_unix_secs(SENT + after_send),
+        domain: Domain::parse("links.example.com").unwrap(),
+        url: "https://shop.example.com/a".into(),
+        meta: vec![],
+        minted_at: from_unix_secs(SENT),
+        ip: ip.parse::<IpAddr>().unwrap(),
+        ua: Some(CHROME.into()),
+        referer: None,
+        method: "GET",
+        tls: Some("1.3"),
+        http: "2",
+        verdict: None,
+        message: None,
+        truncated: Truncated::default(),
+    }
+}
+
+fn browser() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("user-agent", HeaderValue::from_static(CHROME));
+    h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+    h.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+    h.insert("sec-fetch-dest", HeaderValue::from_static("document"));
+    h
+}
+
+fn judge(r: &Rules, c: &ClickEvent, h: &HeaderMap, ctx: Option<&MessageContext>) -> Verdict {
+    r.judge(&Facts {
+        click: c,
+        headers: h,
+        context: ctx,
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_browser_an_hour_after_the_send_is_human() {
+    let (r, _, m) = rules();
+    let v = judge(&r, &click("203.0.113.7", 3600), &browser(), None);
+    assert_eq!((v.class, v.reasons.as_slice()), (Class::Human, &[][..]));
+    assert_eq!(v.rules, RULES_VERSION);
+    assert_eq!(m.clicks_by_verdict.with_label_values(&["human"]).get(), 1);
+}
+
+#[test]
+fn safe_links_from_microsoft_eop_is_a_machine_even_with_a_browser_shape() {
+    let (r, _, _) = rules();
+    let v = judge(&r, &click("40.107.22.5", 3600), &browser(), None);
+    assert_eq!(v.class, Class::Machine);
+    assert_eq!(v.reasons, ["net:microsoft-eop"]);
+}
+
+#[test]
+fn a_probable_network_is_a_machine_only_soon_after_the_send() {
+    let (r, _, _) = rules();
+    let v = judge(&r, &click("148.163.130.5", 300), &browser(), None);
+    assert_eq!(
+        (v.class, v.reasons.clone()),
+        (Class::Machine, vec!["net:proofpoint", "early"])
+    );
+    let v = judge(&r, &click("148.163.130.5", 3600), &browser(), None);
+    assert_eq!(
+        (v.class, v.reasons.clone()),
+        (Class::Unknown, vec!["net:proofpoint"])
+    );
+}
+
+#[test]
+fn early_alone_is_unknown_and_with_a_second_count_against_a_machine() {
+    let (r, _, _) = rules();
+    let v = judge(&r, &click("203.0.113.7", 20), &browser(), None);
+    assert_eq!(
+        (v.class, v.reasons.clone()),
+        (Class::Unknown, vec!["early"])
+    );
+    let mut bare = HeaderMap::new();
+    bare.insert("user-agent", HeaderValue::from_static(CHROME));
+    let v = judge(&r, &click("203.0.113.7", 20), &bare, None);
+    assert_eq!(
+        (v.class, v.reasons.clone()),
+        (Class::Machine, vec!["early", "no-sec-fetch"])
+    );
+}
+
+#[test]
+fn sent_at_moves_the_timing_window() {
+    let (r, _, _) = rules();
+    let ctx = MessageContext {
+        message: "m".into(),
+        sent_at: Some(SENT + 3590),
+        ..MessageContext::default()
+    };
+    let v = judge(&r, &click("203.0.113.7", 3600), &browser(), Some(&ctx));
+    assert_eq!(v.reasons, ["early"]);
+}
+
+#[test]
+fn a_burst_judges_the_second_click_and_revises_the_first() {
+    let (r, seen, m) = rules();
+    let at = |index| MessageContext {
+        message: "m-1".into(),
+        index: Some(index),
+        count: Some(6),
+        ..MessageContext::default()
+    };
+    let first = judge(&r, &click("203.0.113.7", 3600), &browser(), Some(&at(0)));
+    assert_eq!(first.class, Class::Human);
+    let second = judge(&r, &click("203.0.113.7", 3601), &browser(), Some(&at(1)));
+    assert_eq!(
+        (second.class, second.reasons.clone()),
+        (Class::Machine, vec!["burst"])
+    );
+    assert_eq!(*seen.0.lock().unwrap(), [(1, vec!["burst"])]);
+    assert_eq!(m.verdict_revisions.get(), 1);
+}
+
+#[test]
+fn head_and_scripts_keep_every_reason_in_order() {
+    let (r, _, _) = rules();
+    let mut c = click("40.92.1.1", 5);
+    c.method = "HEAD";
+    let mut h = HeaderMap::new();
+    h.insert(
+        "user-agent",
+        HeaderValue::from_static("python-requests/2.32"),
+    );
+    let v = judge(&r, &c, &h, None);
+    assert_eq!(v.class, Class::Machine);
+    assert_eq!(
+        v.reasons,
+        ["head", "ua:python-requests", "net:microsoft-eop", "early"]
+    );
+}

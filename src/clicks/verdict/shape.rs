@@ -1,0 +1,273 @@
+//! Request-shape signals: what a single request says about its sender, from its method and
+//! headers alone. `HEAD`, a prefetch or preview header, a missing `User-Agent` and user-agent
+//! markers of scanners and HTTP libraries are machines; a browser user agent of an engine that
+//! always sends `Sec-Fetch-*` on a navigation, arriving without any, counts against the click.
+//!
+//! Pure and allocation-free: every reason is a `&'static str`, and the marker search is a
+//! case-insensitive substring scan of the (bounded) user agent.
+
+use http::HeaderMap;
+
+/// User-agent markers of scanners, gateways and HTTP libraries, each with its reason code.
+/// Matched case-insensitively anywhere in the user agent; the first that matches names it.
+pub const UA_MARKERS: &[(&str, &str)] = &[
+    ("safelinks", "ua:safelinks"),
+    ("urldefense", "ua:urldefense"),
+    ("proofpoint", "ua:proofpoint"),
+    ("mimecast", "ua:mimecast"),
+    ("barracuda", "ua:barracuda"),
+    ("headless", "ua:headless"),
+    ("curl/", "ua:curl"),
+    ("wget/", "ua:wget"),
+    ("python-requests", "ua:python-requests"),
+    ("python-urllib", "ua:python-urllib"),
+    ("aiohttp", "ua:aiohttp"),
+    ("go-http-client", "ua:go-http-client"),
+    ("java/", "ua:java"),
+    ("okhttp", "ua:okhttp"),
+    ("libwww-perl", "ua:libwww-perl"),
+    ("httpclient", "ua:httpclient"),
+    ("node-fetch", "ua:node-fetch"),
+    ("axios/", "ua:axios"),
+    ("googleimageproxy", "ua:googleimageproxy"),
+    ("slackbot", "ua:slackbot"),
+    ("spider", "ua:spider"),
+    ("crawler", "ua:crawler"),
+    ("bot", "ua:bot"),
+];
+
+/// What one request's shape says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Reasons that make the click a machine, in order: `head`, `prefetch`, `no-ua`, `ua:…`.
+    pub machine: [Option<&'static str>; 4],
+    /// A browser engine that always sends `Sec-Fetch-*` sent none (`no-sec-fetch`): counts
+    /// against the click, never decides alone.
+    pub no_sec_fetch: bool,
+    /// Which `Sec-Fetch-*` headers came, for the click log ([`sec_fetch_code`]).
+    pub sec_fetch: u8,
+}
+
+/// `Sec-Fetch-Dest`, `-Mode`, `-Site`, `-User`, as bits of [`Shape::sec_fetch`].
+const SEC_FETCH: [&str; 4] = [
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+];
+
+/// The prefetch and preview headers browsers and mail clients send (name, value marker).
+const PREFETCH: [&str; 4] = ["sec-purpose", "purpose", "x-purpose", "x-moz"];
+
+/// Reads the shape of a request with `method` and `headers`.
+pub fn shape(method: &str, headers: &HeaderMap) -> Shape {
+    let mut s = Shape::default();
+    let mut n = 0;
+    let mut push = |reason| {
+        s.machine[n] = Some(reason);
+        n += 1;
+    };
+    if method == "HEAD" {
+        push("head");
+    }
+    if PREFETCH.iter().any(|h| {
+        headers.get(*h).is_some_and(|v| {
+            let v = v.as_bytes();
+            contains_ci(v, b"prefetch")
+                || contains_ci(v, b"preview")
+                || contains_ci(v, b"prerender")
+        })
+    }) {
+        push("prefetch");
+    }
+    let ua = headers.get(http::header::USER_AGENT).map(|v| v.as_bytes());
+    match ua {
+        None => push("no-ua"),
+        Some(ua) if ua.iter().all(u8::is_ascii_whitespace) => push("no-ua"),
+        Some(ua) => {
+            if let Some(reason) = ua_marker(ua) {
+                push(reason);
+            }
+        }
+    }
+    for (bit, name) in SEC_FETCH.iter().enumerate() {
+        if headers.contains_key(*name) {
+            s.sec_fetch |= 1 << bit;
+        }
+    }
+    // Chromium (since 76) and Firefox (since 90) send Sec-Fetch-Site/Mode/Dest on every
+    // navigation; Safari only since 16.4 and never Sec-Fetch-User, so its absence alone is no
+    // signal, and Safari user agents are not judged by it at all.
+    s.no_sec_fetch = s.sec_fetch == 0 && ua.is_some_and(fetch_metadata_engine);
+    s
+}
+
+/// The reason code of the first user-agent marker in `ua`, or `None`. Old Chrome versions
+/// (38 to 42), frozen in some scanners' user agents, count as a marker (`ua:old-chrome`).
+pub fn ua_marker(ua: &[u8]) -> Option<&'static str> {
+    if let Some((_, reason)) = UA_MARKERS
+        .iter()
+        .find(|(m, _)| contains_ci(ua, m.as_bytes()))
+    {
+        return Some(reason);
+    }
+    let at = find_ci(ua, b"chrome/")?;
+    let version = &ua[at + 7..];
+    let major = version.get(..2)?;
+    let old = matches!(major, b"38" | b"39" | b"40" | b"41" | b"42")
+        && version.get(2).is_none_or(|b| !b.is_ascii_digit());
+    old.then_some("ua:old-chrome")
+}
+
+/// A user agent of an engine that sends `Sec-Fetch-*` on every navigation: Chromium-based
+/// (`Chrome/` 76 or later, not on iOS where every browser is WebKit) or Firefox 90 or later.
+fn fetch_metadata_engine(ua: &[u8]) -> bool {
+    if contains_ci(ua, b"iphone") || contains_ci(ua, b"ipad") {
+        return false;
+    }
+    let major = |marker: &[u8]| -> Option<u32> {
+        let at = find_ci(ua, marker)? + marker.len();
+        let digits = ua[at..].iter().take_while(|b| b.is_ascii_digit()).take(4);
+        digits.fold(None, |acc: Option<u32>, d| {
+            Some(acc.unwrap_or(0) * 10 + u32::from(d - b'0'))
+        })
+    };
+    major(b"chrome/").is_some_and(|v| v >= 76) || major(b"firefox/").is_some_and(|v| v >= 90)
+}
+
+/// The click log's `"sec_fetch"` value for the bits of [`Shape::sec_fetch`]: the present
+/// headers' suffixes, comma-separated, in the order dest, mode, site, user (`""` for none).
+pub fn sec_fetch_code(bits: u8) -> &'static str {
+    const CODES: [&str; 16] = [
+        "",
+        "dest",
+        "mode",
+        "dest,mode",
+        "site",
+        "dest,site",
+        "mode,site",
+        "dest,mode,site",
+        "user",
+        "dest,user",
+        "mode,user",
+        "dest,mode,user",
+        "site,user",
+        "dest,site,user",
+        "mode,site,user",
+        "dest,mode,site,user",
+    ];
+    CODES[usize::from(bits & 0xf)]
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    find_ci(hay, needle).is_some()
+}
+
+/// Where the ASCII-lowercase `needle` first occurs in `hay`, ignoring ASCII case.
+fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| {
+        w.iter()
+            .zip(needle)
+            .all(|(a, b)| a.to_ascii_lowercase() == *b)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                          (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    const SAFARI: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 \
+                          (KHTML, like Gecko) Version/17.5 Safari/605.1.15";
+
+    fn reasons(s: &Shape) -> Vec<&'static str> {
+        s.machine.iter().flatten().copied().collect()
+    }
+
+    #[test]
+    fn a_browser_navigation_has_no_reason() {
+        let h = headers(&[
+            ("user-agent", CHROME),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+            ("sec-fetch-user", "?1"),
+        ]);
+        let s = shape("GET", &h);
+        assert_eq!(reasons(&s), Vec::<&str>::new());
+        assert!(!s.no_sec_fetch);
+        assert_eq!(sec_fetch_code(s.sec_fetch), "dest,mode,site,user");
+    }
+
+    #[test]
+    fn safari_without_sec_fetch_user_or_any_sec_fetch_is_not_held_against() {
+        let s = shape("GET", &headers(&[("user-agent", SAFARI)]));
+        assert_eq!(reasons(&s), Vec::<&str>::new());
+        assert!(!s.no_sec_fetch);
+        let s = shape(
+            "GET",
+            &headers(&[
+                ("user-agent", SAFARI),
+                ("sec-fetch-site", "none"),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ]),
+        );
+        assert!(!s.no_sec_fetch);
+        assert_eq!(sec_fetch_code(s.sec_fetch), "dest,mode,site");
+    }
+
+    #[test]
+    fn chrome_without_any_sec_fetch_counts_against() {
+        let s = shape("GET", &headers(&[("user-agent", CHROME)]));
+        assert!(s.no_sec_fetch);
+        assert_eq!(reasons(&s), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn head_prefetch_and_missing_ua_are_machines_in_order() {
+        let s = shape("HEAD", &headers(&[("sec-purpose", "prefetch;prerender")]));
+        assert_eq!(reasons(&s), ["head", "prefetch", "no-ua"]);
+        for (h, v) in [
+            ("purpose", "prefetch"),
+            ("x-purpose", "preview"),
+            ("x-moz", "prefetch"),
+        ] {
+            let s = shape("GET", &headers(&[(h, v), ("user-agent", CHROME)]));
+            assert_eq!(reasons(&s), ["prefetch"], "{h}");
+        }
+        let s = shape("GET", &headers(&[("user-agent", "  ")]));
+        assert_eq!(reasons(&s), ["no-ua"]);
+    }
+
+    #[test]
+    fn user_agent_markers_are_found_case_insensitively() {
+        for (ua, reason) in [
+            ("curl/8.5.0", "ua:curl"),
+            ("python-requests/2.31.0", "ua:python-requests"),
+            ("Go-http-client/1.1", "ua:go-http-client"),
+            ("Mozilla/5.0 (compatible; Googlebot/2.1)", "ua:bot"),
+            ("Mozilla/5.0 HeadlessChrome/120.0.0.0", "ua:headless"),
+            (
+                "Mozilla/5.0 Chrome/41.0.2228.0 Safari/537.36",
+                "ua:old-chrome",
+            ),
+        ] {
+            assert_eq!(ua_marker(ua.as_bytes()), Some(reason), "{ua}");
+        }
+        assert_eq!(ua_marker(CHROME.as_bytes()), None);
+        assert_eq!(ua_marker(b"Mozilla/5.0 Chrome/420.0"), None);
+    }
+}
