@@ -1,7 +1,10 @@
 //! Builds the edge from a [`Config`] and runs it: store, key ring, policy, issuer, certificates,
 //! click sink, the three listeners, and an orderly shutdown.
 //!
-//! The only module that sees every other one; it holds no business logic.
+//! The only module that sees every other one; it holds no business logic. In `app/`: `lock`
+//! (one serving process per data dir).
+
+mod lock;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -38,6 +41,8 @@ use crate::policy::{Ask, AskSettings, Policy};
 use crate::store;
 use crate::tls::{self, Acceptor};
 
+pub use lock::{DataDirLock, LOCK_FILE, LockError};
+
 /// File under the data dir holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -63,6 +68,23 @@ pub struct App {
     /// `shutdown_delay`: not ready but serving, before the listeners close.
     delay: Duration,
     readiness: Arc<admin::Readiness>,
+    reloadable: Reloadable,
+    _lock: DataDirLock,
+}
+
+/// What SIGHUP re-reads from the store.
+struct Reloadable {
+    keys: Arc<LinkKeys>,
+    certs: Arc<Certs>,
+}
+
+/// What a reload found in the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Reloaded {
+    /// Certificates stored; the in-memory cache reloads each from the store at its next handshake.
+    pub certificates: usize,
+    /// Link keys now opening tokens.
+    pub link_keys: usize,
 }
 
 impl App {
@@ -70,6 +92,7 @@ impl App {
     pub async fn start(config: &Config) -> anyhow::Result<App> {
         let data_dir = &config.data_dir;
         create_private_dir(data_dir)?;
+        let lock = DataDirLock::acquire(data_dir)?;
         let token = admin_token(config)?;
 
         let clock = Clock::system();
@@ -281,6 +304,10 @@ impl App {
                 .clone()
                 .run_periodic(certs.clone(), stop_rx.clone()),
         ));
+        let reloadable = Reloadable {
+            keys: keys.clone(),
+            certs: certs.clone(),
+        };
         let domains = Arc::new(Domains::new(
             store,
             policy,
@@ -321,6 +348,29 @@ impl App {
             grace: config.shutdown_grace,
             delay: config.shutdown_delay,
             readiness,
+            reloadable,
+            _lock: lock,
+        })
+    }
+
+    /// Re-reads the link keys and the certificates from the store (SIGHUP), for changes made
+    /// outside this process; requests go on being served meanwhile, and no click is touched.
+    pub async fn reload(&self) -> anyhow::Result<Reloaded> {
+        let link_keys = self
+            .reloadable
+            .keys
+            .reload()
+            .await
+            .context("reloading link keys")?;
+        let certificates = self
+            .reloadable
+            .certs
+            .reload()
+            .await
+            .context("reloading certificates")?;
+        Ok(Reloaded {
+            certificates,
+            link_keys,
         })
     }
 

@@ -21,10 +21,11 @@ pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
 const CONFIG_REFERENCE: &str = "\
 Configuration (TOML; every key optional; unknown keys are an error):
   data_dir = \"./clickedge-data\"         store, local CA (ca.pem), admin-token, clicks
-  shutdown_grace = \"10s\"                time for in-flight requests after SIGTERM/SIGINT
+  shutdown_grace = \"10s\"                time for in-flight requests after SIGTERM/SIGINT/SIGQUIT
   shutdown_delay = \"0s\"                 /readyz answers 503 this long, still serving, before
                                         the listeners close (load balancers stop sending)
   log_format = \"text\"                   or \"json\"; --log-format and $CLICKEDGE_LOG_FORMAT win
+  log = \"info\"                          log filter when CLICKEDGE_LOG is unset; SIGHUP applies it
   [listen]
   https = \"127.0.0.1:8443\"              clicks over TLS
   http  = \"127.0.0.1:8080\"              ACME HTTP-01, upgrade to HTTPS
@@ -102,7 +103,11 @@ Configuration (TOML; every key optional; unknown keys are an error):
   hosts = []                            names answered besides IPs and localhost; others get 421
   secure_cookie = false                 true: the /ui/ session cookie is Secure (HTTPS proxy)
 
-The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults).";
+The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults).
+
+Signals: SIGTERM, SIGINT, SIGQUIT stop gracefully (every queued click written); SIGHUP reloads
+the log filter, certificates and link keys; SIGUSR1, SIGUSR2, SIGPIPE are ignored. One serve
+per data dir: a second one refuses, naming the first one's pid (<data_dir>/clickedge.lock).";
 
 /// clickedge: HTTPS click-tracking redirect edge with on-demand certificates.
 #[derive(Debug, Parser)]

@@ -75,7 +75,7 @@ pub struct Config {
     /// Where the store, the local CA, the admin token and clicks live (the store and clicks
     /// by default). Default `./clickedge-data`.
     pub data_dir: PathBuf,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT before connections
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT/SIGQUIT before connections
     /// are closed. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -104,6 +104,9 @@ pub struct Config {
     pub limits: Limits,
     /// This node among several (node id, seal key).
     pub cluster: Cluster,
+    /// The log filter (`info`, `warn`, `info,clickedge=debug`, …) when `CLICKEDGE_LOG` is not
+    /// set; applied again when SIGHUP re-reads the file. Default `info`.
+    pub log: Option<String>,
 }
 
 /// `[listen]`: socket addresses.
@@ -307,6 +310,7 @@ impl Default for Config {
             admin: Admin::default(),
             limits: Limits::default(),
             cluster: Cluster::default(),
+            log: None,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod onboarding;
 pub mod policy;
 pub mod rate;
+pub mod signals;
 pub mod store;
 pub mod tls;
 

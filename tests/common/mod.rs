@@ -109,9 +109,14 @@ impl Edge {
         env: &[(&str, &str)],
     ) -> Edge {
         let config = dir.path().join("clickedge.toml");
-        let listen = format!(
-            "[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:0\"\n"
-        );
+        // A test that brings its own `[listen]` table (a `[::]` listener) keeps it.
+        let listen = if extra.contains("[listen]") {
+            String::new()
+        } else {
+            format!(
+                "[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:0\"\n"
+            )
+        };
         let (top, tables) = match extra.find('[') {
             Some(i) => extra.split_at(i),
             None => (extra, ""),
@@ -369,6 +374,22 @@ impl Edge {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
+    }
+
+    /// Polls stderr until it contains `text` `times` times (or fails after 20 s).
+    pub fn wait_for_log(&self, text: &str, times: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.stderr();
+            if log.matches(text).count() >= times {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} not logged {times} time(s):\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM and waits for the exit.
