@@ -55,6 +55,8 @@ pub struct Addrs {
     pub http: SocketAddr,
     /// Admin API.
     pub admin: SocketAddr,
+    /// The metrics-only listener (`listen.metrics`), if configured.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A running edge.
@@ -276,10 +278,18 @@ impl App {
         let https = bind(config.listen.https, "listen.https").await?;
         let http_listener = bind(config.listen.http, "listen.http").await?;
         let admin_listener = bind(config.listen.admin, "listen.admin").await?;
+        let metrics_listener = match config.listen.metrics {
+            Some(addr) => Some(bind(addr, "listen.metrics").await?),
+            None => None,
+        };
         let addrs = Addrs {
             https: https.local_addr()?,
             http: http_listener.local_addr()?,
             admin: admin_listener.local_addr()?,
+            metrics: metrics_listener
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
         };
 
         let (stop, stop_rx) = watch::channel(false);
@@ -315,6 +325,15 @@ impl App {
             onboarding,
             clock.clone(),
         ));
+        if let Some(listener) = metrics_listener {
+            tasks.push(tokio::spawn(serve::serve_admin(
+                listener,
+                admin::metrics_router(registry.clone()),
+                &config.limits,
+                connections.clone(),
+                stop_rx.clone(),
+            )));
+        }
         let admin_router = admin::router(Arc::new(AdminState {
             domains,
             keys,

@@ -30,6 +30,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   https = \"127.0.0.1:8443\"              clicks over TLS
   http  = \"127.0.0.1:8080\"              ACME HTTP-01, upgrade to HTTPS
   admin = \"127.0.0.1:9180\"              admin API, /metrics, /healthz, /readyz
+  metrics = (none)                      optional listener serving only /metrics (no token)
   [store]
   kind = \"sqlite\"                       one embedded file, mode 0600
   path = \"<data_dir>/clickedge.db\"

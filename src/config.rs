@@ -119,6 +119,9 @@ pub struct Listen {
     pub http: SocketAddr,
     /// Admin API, metrics and health. Default `127.0.0.1:9180`.
     pub admin: SocketAddr,
+    /// A listener serving only `/metrics` (no token, no API), for a Prometheus that must not
+    /// reach the admin API. Default none (metrics on `admin` only).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Which store keeps the edge's durable state.
@@ -321,6 +324,7 @@ impl Default for Listen {
             https: SocketAddr::from(([127, 0, 0, 1], 8443)),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            metrics: None,
         }
     }
 }

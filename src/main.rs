@@ -73,11 +73,14 @@ async fn serve(
     let a = app.addrs();
     let data = config.data_dir.display();
     println!(
-        "clickedge {} listening: https={} http={} admin={}",
+        "clickedge {} listening: https={} http={} admin={}{}",
         env!("CARGO_PKG_VERSION"),
         a.https,
         a.http,
-        a.admin
+        a.admin,
+        a.metrics
+            .map(|m| format!(" metrics={m}"))
+            .unwrap_or_default()
     );
     println!(
         "data dir {data} (clicks in {}); local CA root: {data}/ca.pem",

@@ -22,6 +22,8 @@ pub struct Edge {
     pub https: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// `listen.metrics`, when the test configured it.
+    pub metrics: Option<SocketAddr>,
     pub token: String,
     pub ca_pem: String,
 }
@@ -173,6 +175,10 @@ impl Edge {
             https: addr("https"),
             http: addr("http"),
             admin: addr("admin"),
+            metrics: first
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("metrics="))
+                .map(|a| a.parse().expect("address")),
             child: Some(child),
             dir,
             token,
