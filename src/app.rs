@@ -2,9 +2,12 @@
 //! click sink, the three listeners, and an orderly shutdown.
 //!
 //! The only module that sees every other one; it holds no business logic. In `app/`: `lock`
-//! (one serving process per data dir).
+//! (one serving process per data dir), `bind` (listeners, and what to do when one cannot be bound), `probe` (is the ACME
+//! directory reachable at start).
 
+mod bind;
 mod lock;
+mod probe;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -41,6 +44,7 @@ use crate::policy::{Ask, AskSettings, Policy};
 use crate::store;
 use crate::tls::{self, Acceptor};
 
+use bind::bind;
 pub use lock::{DataDirLock, LOCK_FILE, LockError};
 
 /// File under the data dir holding the generated admin token.
@@ -145,16 +149,18 @@ impl App {
                 LocalCa::load_or_create(data_dir, config.tls.local_ca_names.clone(), clock.clone())
                     .context("loading the local CA")?,
             ),
-            IssuerKind::Acme => Arc::new(
-                AcmeIssuer::new(
+            IssuerKind::Acme => {
+                let issuer = AcmeIssuer::new(
                     config.acme.clone(),
                     store.clone(),
                     challenges.clone(),
                     metrics.clone(),
                     clock.clone(),
                 )
-                .context("setting up the ACME issuer")?,
-            ),
+                .context("setting up the ACME issuer")?;
+                tokio::spawn(probe::acme_directory(config.acme.clone()));
+                Arc::new(issuer)
+            }
         };
         // The series alerts watch exist from the start, at 0: an absent series never makes
         // `increase()` fire, and the first failure would go unnoticed.
@@ -428,12 +434,6 @@ impl App {
         }
         tracing::info!("stopped; every queued click was written");
     }
-}
-
-async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
-        format!("binding {key} = \"{addr}\" (is another process using it? pick a free port in the config)")
-    })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

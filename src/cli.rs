@@ -104,7 +104,8 @@ Configuration (TOML; every key optional; unknown keys are an error):
   hosts = []                            names answered besides IPs and localhost; others get 421
   secure_cookie = false                 true: the /ui/ session cookie is Secure (HTTPS proxy)
 
-The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults).
+The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults). Byte counts
+(*_bytes) take an integer or a size: \"64MiB\", \"10 GiB\", \"512KB\"; durations \"100ms\", \"5m\", \"1h\".
 
 Signals: SIGTERM, SIGINT, SIGQUIT stop gracefully (every queued click written); SIGHUP reloads
 the log filter, certificates and link keys; SIGUSR1, SIGUSR2, SIGPIPE are ignored. One serve

@@ -8,6 +8,7 @@ mod admin;
 mod clicks;
 mod cluster;
 mod limits;
+pub mod size;
 mod validate;
 
 use std::net::SocketAddr;
@@ -381,9 +382,11 @@ impl Config {
 
     /// Parses TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // The parser's message keeps its lines: the snippet of the file with a caret under the
+        // bad value is what shows the user where to look.
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: in_words(e.to_string().trim_end()),
         })?;
         config.validated(path)
     }
@@ -403,6 +406,32 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("clicks"))
     }
+}
+
+/// The parser's message with Rust's type names (`a nonzero u32`, `u16`) in words.
+fn in_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 8] = [
+        ("expected a nonzero u64", "expected a whole number above 0"),
+        ("expected a nonzero u32", "expected a whole number above 0"),
+        (
+            "expected a nonzero u16",
+            "expected a whole number from 1 to 65535",
+        ),
+        (
+            "expected a nonzero usize",
+            "expected a whole number above 0",
+        ),
+        ("expected u64", "expected a whole number, 0 or more"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected usize", "expected a whole number, 0 or more"),
+    ];
+    WORDS.iter().fold(message.to_owned(), |m, (rust, words)| {
+        m.replace(rust, words)
+    })
 }
 
 #[cfg(test)]
