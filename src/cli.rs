@@ -153,12 +153,13 @@ pub enum Command {
         /// Where and how to reach the admin API.
         #[command(flatten)]
         client: ClientArgs,
-        /// Destination URL (http or https).
+        /// Destination URL: http:// or https:// with a host, at most 4096 bytes.
         url: String,
-        /// Link domain (must be registered).
+        /// Link domain (must be registered; an internationalised name may be given in Unicode).
         #[arg(long)]
         domain: String,
-        /// Metadata carried in the link and logged with each click; repeatable.
+        /// Metadata carried in the link and logged with each click; repeatable, each key once, at
+        /// most 32 pairs (keys 1-64 bytes, values at most 512 bytes).
         #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
         meta: Vec<(String, String)>,
     },
@@ -416,10 +417,13 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             meta,
         } => {
             let c = Client::new(config, &client)?;
-            let meta: serde_json::Map<String, Value> = meta
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
+            let mut pairs = serde_json::Map::new();
+            for (k, v) in meta {
+                if pairs.insert(k.clone(), Value::String(v)).is_some() {
+                    bail!("--meta {k}=… is given twice; give each key once");
+                }
+            }
+            let meta = pairs;
             let v = c
                 .call(
                     Method::POST,
