@@ -125,9 +125,29 @@ async fn require_token(
     }
 }
 
+/// The router of `listen.metrics`: `/metrics` and nothing else (no token, no API, no page), for a
+/// Prometheus that must not reach the admin API. It answers any `Host`: metrics carry no
+/// domain names and no secret.
+pub fn metrics_router(registry: Registry) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(registry): State<Registry>| async move { render(&registry) }),
+        )
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "this listener serves only /metrics")
+        })
+        .with_state(registry)
+}
+
 async fn metrics(State(state): State<Shared>) -> Response {
+    render(&state.registry)
+}
+
+/// The registry in Prometheus's text format.
+fn render(registry: &Registry) -> Response {
     let mut out = Vec::new();
-    if let Err(e) = TextEncoder::new().encode(&state.registry.gather(), &mut out) {
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut out) {
         return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -1,7 +1,13 @@
 //! Builds the edge from a [`Config`] and runs it: store, key ring, policy, issuer, certificates,
 //! click sink, the three listeners, and an orderly shutdown.
 //!
-//! The only module that sees every other one; it holds no business logic.
+//! The only module that sees every other one; it holds no business logic. In `app/`: `lock`
+//! (one serving process per data dir), `bind` (listeners, and what to do when one cannot be bound), `probe` (is the ACME
+//! directory reachable at start).
+
+mod bind;
+mod lock;
+mod probe;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -57,6 +63,9 @@ use crate::policy::{Ask, AskSettings, Policy};
 use crate::store;
 use crate::tls::{self, Acceptor};
 
+use bind::bind;
+pub use lock::{DataDirLock, LOCK_FILE, LockError};
+
 /// File under the data dir holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -69,6 +78,8 @@ pub struct Addrs {
     pub http: SocketAddr,
     /// Admin API.
     pub admin: SocketAddr,
+    /// The metrics-only listener (`listen.metrics`), if configured.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A running edge.
@@ -82,6 +93,23 @@ pub struct App {
     /// `shutdown_delay`: not ready but serving, before the listeners close.
     delay: Duration,
     readiness: Arc<admin::Readiness>,
+    reloadable: Reloadable,
+    _lock: DataDirLock,
+}
+
+/// What SIGHUP re-reads from the store.
+struct Reloadable {
+    keys: Arc<LinkKeys>,
+    certs: Arc<Certs>,
+}
+
+/// What a reload found in the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Reloaded {
+    /// Certificates stored; the in-memory cache reloads each from the store at its next handshake.
+    pub certificates: usize,
+    /// Link keys now opening tokens.
+    pub link_keys: usize,
 }
 
 impl App {
@@ -89,6 +117,7 @@ impl App {
     pub async fn start(config: &Config) -> anyhow::Result<App> {
         let data_dir = &config.data_dir;
         create_private_dir(data_dir)?;
+        let lock = DataDirLock::acquire(data_dir)?;
         let token = admin_token(config)?;
 
         let clock = Clock::system();
@@ -144,16 +173,18 @@ impl App {
                 LocalCa::load_or_create(data_dir, config.tls.local_ca_names.clone(), clock.clone())
                     .context("loading the local CA")?,
             ),
-            IssuerKind::Acme => Arc::new(
-                AcmeIssuer::new(
+            IssuerKind::Acme => {
+                let issuer = AcmeIssuer::new(
                     config.acme.clone(),
                     store.clone(),
                     challenges.clone(),
                     metrics.clone(),
                     clock.clone(),
                 )
-                .context("setting up the ACME issuer")?,
-            ),
+                .context("setting up the ACME issuer")?;
+                tokio::spawn(probe::acme_directory(config.acme.clone()));
+                Arc::new(issuer)
+            }
         };
         // The series alerts watch exist from the start, at 0: an absent series never makes
         // `increase()` fire, and the first failure would go unnoticed.
@@ -295,10 +326,18 @@ impl App {
         let https = bind(config.listen.https, "listen.https").await?;
         let http_listener = bind(config.listen.http, "listen.http").await?;
         let admin_listener = bind(config.listen.admin, "listen.admin").await?;
+        let metrics_listener = match config.listen.metrics {
+            Some(addr) => Some(bind(addr, "listen.metrics").await?),
+            None => None,
+        };
         let addrs = Addrs {
             https: https.local_addr()?,
             http: http_listener.local_addr()?,
             admin: admin_listener.local_addr()?,
+            metrics: metrics_listener
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
         };
 
         let (stop, stop_rx) = watch::channel(false);
@@ -330,6 +369,10 @@ impl App {
                 .clone()
                 .run_periodic(certs.clone(), stop_rx.clone()),
         ));
+        let reloadable = Reloadable {
+            keys: keys.clone(),
+            certs: certs.clone(),
+        };
         let domains = Arc::new(Domains::new(
             store,
             policy,
@@ -337,6 +380,15 @@ impl App {
             onboarding,
             clock.clone(),
         ));
+        if let Some(listener) = metrics_listener {
+            tasks.push(tokio::spawn(serve::serve_admin(
+                listener,
+                admin::metrics_router(registry.clone()),
+                &config.limits,
+                connections.clone(),
+                stop_rx.clone(),
+            )));
+        }
         let admin_router = admin::router(Arc::new(AdminState {
             domains,
             keys,
@@ -370,6 +422,29 @@ impl App {
             grace: config.shutdown_grace,
             delay: config.shutdown_delay,
             readiness,
+            reloadable,
+            _lock: lock,
+        })
+    }
+
+    /// Re-reads the link keys and the certificates from the store (SIGHUP), for changes made
+    /// outside this process; requests go on being served meanwhile, and no click is touched.
+    pub async fn reload(&self) -> anyhow::Result<Reloaded> {
+        let link_keys = self
+            .reloadable
+            .keys
+            .reload()
+            .await
+            .context("reloading link keys")?;
+        let certificates = self
+            .reloadable
+            .certs
+            .reload()
+            .await
+            .context("reloading certificates")?;
+        Ok(Reloaded {
+            certificates,
+            link_keys,
         })
     }
 
@@ -408,12 +483,6 @@ impl App {
         }
         tracing::info!("stopped; every queued click was written");
     }
-}
-
-async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
-        format!("binding {key} = \"{addr}\" (is another process using it? pick a free port in the config)")
-    })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

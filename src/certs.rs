@@ -219,6 +219,18 @@ impl Certs {
         lock(&self.schedule).remove(name);
     }
 
+    /// Forgets every certificate held in memory, so each name's next handshake loads it again
+    /// from the store (a certificate replaced there by another process), and reschedules
+    /// renewals from the stored lifetimes (SIGHUP). Returns how many certificates are stored.
+    pub async fn reload(&self) -> Result<usize, StoreError> {
+        let lifetimes = self.store.cert_lifetimes().await?;
+        self.cache.invalidate_all();
+        self.schedule_stored(&lifetimes, self.clock.now());
+        self.wake.notify_one();
+        self.refresh_gauges().await?;
+        Ok(lifetimes.len())
+    }
+
     /// Clears the backoff of `name` so the next handshake may order again.
     pub async fn reset_backoff(&self, name: &Domain) -> Result<(), StoreError> {
         self.backoff.reset(name).await

@@ -23,14 +23,16 @@ pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
 const CONFIG_REFERENCE: &str = "\
 Configuration (TOML; every key optional; unknown keys are an error):
   data_dir = \"./clickedge-data\"         store, local CA (ca.pem), admin-token, clicks
-  shutdown_grace = \"10s\"                time for in-flight requests after SIGTERM/SIGINT
+  shutdown_grace = \"10s\"                time for in-flight requests after SIGTERM/SIGINT/SIGQUIT
   shutdown_delay = \"0s\"                 /readyz answers 503 this long, still serving, before
                                         the listeners close (load balancers stop sending)
   log_format = \"text\"                   or \"json\"; --log-format and $CLICKEDGE_LOG_FORMAT win
+  log = \"info\"                          log filter when CLICKEDGE_LOG is unset; SIGHUP applies it
   [listen]
   https = \"127.0.0.1:8443\"              clicks over TLS
   http  = \"127.0.0.1:8080\"              ACME HTTP-01, upgrade to HTTPS
   admin = \"127.0.0.1:9180\"              admin API, /metrics, /healthz, /readyz
+  metrics = (none)                      optional listener serving only /metrics (no token)
   [store]
   kind = \"sqlite\"                       one embedded file, mode 0600; \"postgres\" with url
   path = \"<data_dir>/clickedge.db\"
@@ -115,7 +117,12 @@ Configuration (TOML; every key optional; unknown keys are an error):
   seal_key_file = (none)                seal key (clickedge cluster keygen FILE), mode 0600, or
                                         env CLICKEDGE_SEAL_KEY; required with store.url
 
-The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults).";
+The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults). Byte counts
+(*_bytes) take an integer or a size: \"64MiB\", \"10 GiB\", \"512KB\"; durations \"100ms\", \"5m\", \"1h\".
+
+Signals: SIGTERM, SIGINT, SIGQUIT stop gracefully (every queued click written); SIGHUP reloads
+the log filter, certificates and link keys; SIGUSR1, SIGUSR2, SIGPIPE are ignored. One serve
+per data dir: a second one refuses, naming the first one's pid (<data_dir>/clickedge.lock).";
 
 /// clickedge: HTTPS click-tracking redirect edge with on-demand certificates.
 #[derive(Debug, Parser)]
@@ -159,12 +166,13 @@ pub enum Command {
         /// Where and how to reach the admin API.
         #[command(flatten)]
         client: ClientArgs,
-        /// Destination URL (http or https).
+        /// Destination URL: http:// or https:// with a host, at most 4096 bytes.
         url: String,
-        /// Link domain (must be registered).
+        /// Link domain (must be registered; an internationalised name may be given in Unicode).
         #[arg(long)]
         domain: String,
-        /// Metadata carried in the link and logged with each click; repeatable.
+        /// Metadata carried in the link and logged with each click; repeatable, each key once, at
+        /// most 32 pairs (keys 1-64 bytes, values at most 512 bytes).
         #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
         meta: Vec<(String, String)>,
         /// Message context sealed in the link, used to judge clicks (see README).
@@ -469,14 +477,16 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             message,
         } => {
             let c = Client::new(config, &client)?;
-            let meta: serde_json::Map<String, Value> = meta
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
+            let mut pairs = serde_json::Map::new();
+            for (k, v) in meta {
+                if pairs.insert(k.clone(), Value::String(v)).is_some() {
+                    bail!("--meta {k}=… is given twice; give each key once");
+                }
+            }
             let mut body = serde_json::Map::new();
             body.insert("domain".into(), domain.into());
             body.insert("url".into(), url.into());
-            body.insert("meta".into(), meta.into());
+            body.insert("meta".into(), pairs.into());
             message.add_to(&mut body);
             let v = c
                 .call(Method::POST, "/v1/links", Some(Value::Object(body)))

@@ -9,6 +9,7 @@ mod clicks;
 mod cluster;
 mod limits;
 mod store;
+pub mod size;
 mod validate;
 
 use std::net::SocketAddr;
@@ -77,7 +78,7 @@ pub struct Config {
     /// Where the store, the local CA, the admin token and clicks live (the store and clicks
     /// by default). Default `./clickedge-data`.
     pub data_dir: PathBuf,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT before connections
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT/SIGQUIT before connections
     /// are closed. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -106,6 +107,9 @@ pub struct Config {
     pub limits: Limits,
     /// This node among several (node id, seal key).
     pub cluster: Cluster,
+    /// The log filter (`info`, `warn`, `info,clickedge=debug`, …) when `CLICKEDGE_LOG` is not
+    /// set; applied again when SIGHUP re-reads the file. Default `info`.
+    pub log: Option<String>,
 }
 
 /// `[listen]`: socket addresses.
@@ -118,6 +122,9 @@ pub struct Listen {
     pub http: SocketAddr,
     /// Admin API, metrics and health. Default `127.0.0.1:9180`.
     pub admin: SocketAddr,
+    /// A listener serving only `/metrics` (no token, no API), for a Prometheus that must not
+    /// reach the admin API. Default none (metrics on `admin` only).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Which certificate issuer the edge uses.
@@ -289,6 +296,7 @@ impl Default for Config {
             admin: Admin::default(),
             limits: Limits::default(),
             cluster: Cluster::default(),
+            log: None,
         }
     }
 }
@@ -299,6 +307,7 @@ impl Default for Listen {
             https: SocketAddr::from(([127, 0, 0, 1], 8443)),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            metrics: None,
         }
     }
 }
@@ -355,9 +364,11 @@ impl Config {
 
     /// Parses TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // The parser's message keeps its lines: the snippet of the file with a caret under the
+        // bad value is what shows the user where to look.
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: in_words(e.to_string().trim_end()),
         })?;
         config.validated(path)
     }
@@ -377,6 +388,32 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("clicks"))
     }
+}
+
+/// The parser's message with Rust's type names (`a nonzero u32`, `u16`) in words.
+fn in_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 8] = [
+        ("expected a nonzero u64", "expected a whole number above 0"),
+        ("expected a nonzero u32", "expected a whole number above 0"),
+        (
+            "expected a nonzero u16",
+            "expected a whole number from 1 to 65535",
+        ),
+        (
+            "expected a nonzero usize",
+            "expected a whole number above 0",
+        ),
+        ("expected u64", "expected a whole number, 0 or more"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected usize", "expected a whole number, 0 or more"),
+    ];
+    WORDS.iter().fold(message.to_owned(), |m, (rust, words)| {
+        m.replace(rust, words)
+    })
 }
 
 #[cfg(test)]

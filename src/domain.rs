@@ -37,11 +37,12 @@ pub enum DomainError {
     /// A label is empty (`a..b`) or longer than 63 characters.
     #[error("a label is empty or longer than 63 characters")]
     BadLabelLength,
-    /// A character other than a-z, 0-9, `-` and `.` (internationalised names must be A-labels).
-    #[error(
-        "invalid character {0:?} (use letters, digits, '-' and '.'; internationalised names as xn-- A-labels)"
-    )]
+    /// A character other than a-z, 0-9, `-` and `.`.
+    #[error("invalid character {0:?} (use letters, digits, '-' and '.')")]
     BadChar(char),
+    /// A non-ASCII name that IDNA (UTS #46) does not map to A-labels.
+    #[error("not a valid internationalised domain name")]
+    BadIdn,
     /// A label starts or ends with `-`.
     #[error("a label starts or ends with '-'")]
     BadHyphen,
@@ -55,7 +56,18 @@ pub enum DomainError {
 impl Domain {
     /// Normalises `input` (ASCII lowercase, one trailing dot removed) and checks it is a valid
     /// host name. Total: any input gives `Ok` or `Err`, never a panic.
+    ///
+    /// An internationalised name (`bücher.example`) is accepted and kept as its A-labels
+    /// (`xn--bcher-kva.example`), the form DNS, certificates and SNI use; [`Domain::unicode`]
+    /// gives it back for people.
     pub fn parse(input: &str) -> Result<Domain, DomainError> {
+        if !input.is_ascii() {
+            // UTS #46 mapping, as browsers do.
+            return match idna::domain_to_ascii(input) {
+                Ok(ascii) if ascii.is_ascii() => Domain::parse(&ascii),
+                _ => Err(DomainError::BadIdn),
+            };
+        }
         let name = input.strip_suffix('.').unwrap_or(input);
         if name.is_empty() {
             return Err(DomainError::Empty);
@@ -92,9 +104,19 @@ impl Domain {
         }
     }
 
-    /// The name as a string slice.
+    /// The name as a string slice (A-labels).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name as people read it: A-labels (`xn--…`) shown as Unicode, `None` when it has none
+    /// (the name reads the same either way).
+    pub fn unicode(&self) -> Option<String> {
+        if !self.0.split('.').any(|l| l.starts_with("xn--")) {
+            return None;
+        }
+        let (unicode, result) = idna::domain_to_unicode(&self.0);
+        result.ok().map(|()| unicode).filter(|u| u != self.as_str())
     }
 }
 
@@ -169,7 +191,6 @@ mod tests {
         assert_eq!(Domain::parse("a.b.."), Err(DomainError::BadLabelLength));
         assert_eq!(Domain::parse("-a.com"), Err(DomainError::BadHyphen));
         assert_eq!(Domain::parse("a_b.com"), Err(DomainError::BadChar('_')));
-        assert_eq!(Domain::parse("bücher.de"), Err(DomainError::BadChar('ü')));
         assert_eq!(Domain::parse("a b.com"), Err(DomainError::BadChar(' ')));
         let long_label = format!("{}.com", "a".repeat(64));
         assert_eq!(Domain::parse(&long_label), Err(DomainError::BadLabelLength));
@@ -191,5 +212,18 @@ mod tests {
                 prop_assert_eq!(Domain::parse(d.as_str()), Ok(d.clone()));
             }
         }
+    }
+
+    #[test]
+    fn an_internationalised_name_is_kept_as_a_labels_and_shown_in_unicode() {
+        let d = Domain::parse("Bücher.example").unwrap();
+        assert_eq!(d.as_str(), "xn--bcher-kva.example");
+        assert_eq!(d.unicode().as_deref(), Some("bücher.example"));
+        assert_eq!(Domain::parse("xn--bcher-kva.example").unwrap(), d);
+        assert_eq!(Domain::parse("links.example.com").unwrap().unicode(), None);
+        assert!(matches!(
+            Domain::parse("b\u{fffd}cher.example"),
+            Err(DomainError::BadIdn)
+        ));
     }
 }

@@ -177,10 +177,13 @@ impl LinkKeys {
         Ok(format!("https://{domain}{LINK_PATH}{token}"))
     }
 
-    async fn reload(&self) -> Result<(), StoreError> {
-        self.ring
-            .replace(load_ring(self.store.as_ref(), &self.clock).await?);
-        Ok(())
+    /// Replaces the ring in use with the keys stored now (after a change made elsewhere, or on
+    /// SIGHUP); returns how many keys it holds.
+    pub async fn reload(&self) -> Result<usize, StoreError> {
+        let ring = load_ring(self.store.as_ref(), &self.clock).await?;
+        let keys = ring.keys().len();
+        self.ring.replace(ring);
+        Ok(keys)
     }
 }
 

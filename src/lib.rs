@@ -25,6 +25,7 @@ pub mod onboarding;
 pub mod policy;
 pub mod rate;
 pub mod seal;
+pub mod signals;
 pub mod store;
 pub mod tls;
 

@@ -52,6 +52,9 @@ pub enum LinkError {
     /// The message context is refused.
     #[error("message context")]
     Context(#[source] ContextError),
+    /// The same metadata key twice: one of the values would be lost.
+    #[error("metadata key {0:?} is given twice; give each key once")]
+    DuplicateMeta(String),
 }
 
 impl Link {
@@ -62,7 +65,8 @@ impl Link {
             return Err(LinkError::UrlTooLong(url.len()));
         }
         let parsed = url::Url::parse(url).map_err(|_| LinkError::BadUrl(url.into()))?;
-        if !matches!(parsed.scheme(), "http" | "https")
+        if !names_its_host(url)
+            || !matches!(parsed.scheme(), "http" | "https")
             || parsed.host_str().is_none_or(str::is_empty)
         {
             return Err(LinkError::BadUrl(url.into()));
@@ -79,6 +83,14 @@ impl Link {
         }) {
             return Err(LinkError::BadMeta(k.clone()));
         }
+        // At most 32 pairs: comparing each with the others is cheaper than a set.
+        if let Some((_, (k, _))) = meta
+            .iter()
+            .enumerate()
+            .find(|(i, (k, _))| meta[..*i].iter().any(|(seen, _)| seen == k))
+        {
+            return Err(LinkError::DuplicateMeta(k.clone()));
+        }
         Ok(Link {
             url,
             meta,
@@ -93,6 +105,17 @@ impl Link {
         self.context = Some(context);
         Ok(self)
     }
+}
+
+/// True if `url` names its host where people read it: `scheme://host…`. The URL standard (and
+/// the `url` crate) reads `https:///path`, `https:/path` and `https:path` as host `path`; a link
+/// to a host nobody typed is refused like a URL without a host.
+fn names_its_host(url: &str) -> bool {
+    url.trim().split_once(':').is_some_and(|(_, rest)| {
+        rest.strip_prefix("//").is_some_and(|authority| {
+            !authority.is_empty() && !authority.starts_with(['/', '\\', '?', '#'])
+        })
+    })
 }
 
 /// True when `url` may be sent as a redirect: http or https, checked again on every open so that
@@ -125,6 +148,27 @@ mod tests {
     }
 
     #[test]
+    fn a_metadata_key_given_twice_is_refused_naming_it() {
+        let meta = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let err = Link::new(
+            "https://example.com/",
+            meta(&[("campaign", "a"), ("src", "x"), ("campaign", "b")]),
+            1,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, LinkError::DuplicateMeta(k) if k == "campaign"),
+            "{err}"
+        );
+        assert!(Link::new("https://example.com/", meta(&[("a", "1"), ("b", "1")]), 1).is_ok());
+    }
+
+    #[test]
     fn refuses_other_schemes_and_hostless_urls() {
         for bad in [
             "javascript:alert(1)",
@@ -134,6 +178,11 @@ mod tests {
             "https://",
             "file:///etc/passwd",
             "not a url",
+            "https:///path",
+            "https:/path",
+            "https:path",
+            "https:\\\\example.com/",
+            "https://?q",
         ] {
             assert!(Link::new(bad, vec![], 1).is_err(), "{bad}");
         }

@@ -1,13 +1,24 @@
 //! The `clickedge` binary: parses arguments, loads config, installs the crypto provider, and either
 //! runs the edge until a signal or runs a client command.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use clickedge::app::App;
 use clickedge::cli::{Cli, Command};
 use clickedge::config::{Config, Limits, LogFormat};
-use tracing_subscriber::EnvFilter;
+use clickedge::errors;
+use clickedge::signals::{Event, Signals};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+/// The environment variable with the log filter; it wins over the config's `log` at start.
+const LOG_ENV: &str = "CLICKEDGE_LOG";
+
+/// Swaps the log filter of the running process (SIGHUP).
+type LogFilter = reload::Handle<EnvFilter, Registry>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,30 +44,43 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => serve(config, cli.log_format).await,
+        Command::Serve => serve(config, cli.config.as_deref(), cli.log_format).await,
         command => clickedge::cli::run_client(&config, command).await,
     }
 }
 
-async fn serve(config: Config, log_format: Option<LogFormat>) -> anyhow::Result<()> {
-    init_logging(log_format_of(log_format, &config)?);
+async fn serve(
+    config: Config,
+    config_path: Option<&Path>,
+    log_format: Option<LogFormat>,
+) -> anyhow::Result<()> {
+    let log_filter = init_logging(log_format_of(log_format, &config)?, config.log.as_deref());
     // The only global: rustls's process-wide crypto provider (aws-lc-rs), for any client config
     // built without an explicit provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     raise_open_files_limit(&config.limits);
     // Listened for before the edge says it is ready: a signal sent right after the ready line
     // must drain like any other, not kill the process with the default action.
-    let mut signals = Signals::install();
+    let mut signals = match Signals::install() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for signals: the edge can only be killed");
+            None
+        }
+    };
 
     let app = App::start(&config).await?;
     let a = app.addrs();
     let data = config.data_dir.display();
     println!(
-        "clickedge {} listening: https={} http={} admin={}",
+        "clickedge {} listening: https={} http={} admin={}{}",
         env!("CARGO_PKG_VERSION"),
         a.https,
         a.http,
-        a.admin
+        a.admin,
+        a.metrics
+            .map(|m| format!(" metrics={m}"))
+            .unwrap_or_default()
     );
     println!(
         "data dir {data} (clicks in {}); local CA root: {data}/ca.pem",
@@ -77,11 +101,21 @@ async fn serve(config: Config, log_format: Option<LogFormat>) -> anyhow::Result<
         ip = a.https.ip()
     );
 
-    Signals::next(&mut signals).await;
-    tracing::info!("shutting down: no new connections; finishing requests and writing clicks");
-    // A second signal stops at once.
+    let stop = loop {
+        match next_signal(&mut signals).await {
+            Event::Stop(name) => break name,
+            Event::Reload => reload(&app, config_path, &log_filter).await,
+            Event::Ignored(name) => {
+                tracing::info!("{name} received; it means nothing to clickedge")
+            }
+        }
+    };
+    tracing::info!(
+        "{stop}: shutting down: no new connections; finishing requests and writing clicks"
+    );
+    // A second stop signal stops at once; SIGHUP no longer reloads anything.
     tokio::spawn(async move {
-        Signals::next(&mut signals).await;
+        while !matches!(next_signal(&mut signals).await, Event::Stop(_)) {}
         eprintln!("second signal: exiting now");
         std::process::exit(130);
     });
@@ -135,54 +169,76 @@ fn log_format_of(flag: Option<LogFormat>, config: &Config) -> anyhow::Result<Log
 }
 
 /// Logs go to stderr: human-readable (`text`) or one JSON object per line (`json`); the level
-/// filter is `CLICKEDGE_LOG` (default `info`).
-fn init_logging(format: LogFormat) {
+/// filter is `CLICKEDGE_LOG`, else the config's `log`, else `info`. Returns the handle SIGHUP
+/// swaps the filter through.
+fn init_logging(format: LogFormat, configured: Option<&str>) -> LogFilter {
     use std::io::IsTerminal as _;
-    let filter =
-        EnvFilter::try_from_env("CLICKEDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = std::env::var(LOG_ENV)
+        .ok()
+        .filter(|f| !f.trim().is_empty())
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| configured.and_then(|f| EnvFilter::try_new(f).ok()))
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     if format == LogFormat::Json {
-        builder.json().init();
+        registry.with(layer.json()).init();
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
+        registry
+            .with(layer.with_ansi(std::io::stderr().is_terminal()))
+            .init();
     }
+    handle
 }
 
-/// SIGTERM and SIGINT, the signals that stop the edge.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    /// Replaces the default action of both signals (exit) with delivery here; `None` if the
-    /// handlers cannot be installed.
-    fn install() -> Option<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(term), Ok(int)) => Some(Signals { term, int }),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM and SIGINT: the edge can only be killed");
-                None
+/// SIGHUP: re-reads the config file for its `log` filter, and the certificates and link keys
+/// from the store. Nothing stops serving, no click is touched; other changed keys wait for a
+/// restart. A file that no longer parses changes nothing and says why.
+async fn reload(app: &App, config_path: Option<&Path>, log_filter: &LogFilter) {
+    let filter = match Config::load(config_path) {
+        Ok(config) => config.log,
+        Err(e) => {
+            tracing::warn!(
+                error = %errors::chain(&e),
+                "SIGHUP: the config file was not re-read; the log filter stays as it was"
+            );
+            None
+        }
+    };
+    match app.reload().await {
+        Ok(r) => tracing::info!(
+            certificates = r.certificates,
+            link_keys = r.link_keys,
+            log = filter.as_deref().unwrap_or("(unchanged)"),
+            "SIGHUP: reloaded certificates and link keys from the store{}; other config changes \
+             take effect at restart",
+            if filter.is_some() {
+                " and the log filter from the config"
+            } else {
+                ""
             }
-        }
+        ),
+        Err(e) => tracing::warn!(
+            error = %format!("{e:#}"),
+            "SIGHUP: reloading from the store failed; serving on with what was loaded"
+        ),
     }
+    // Last, so the lines above are logged whatever the new filter lets through. The config
+    // validated the filter: it parses.
+    if let Some(filter) = filter
+        && let Ok(parsed) = EnvFilter::try_new(&filter)
+        && let Err(e) = log_filter.reload(parsed)
+    {
+        tracing::warn!(error = %e, "SIGHUP: the log filter could not be replaced");
+    }
+}
 
-    /// The next SIGTERM or SIGINT. Without handlers, never: waiting forever is better than
-    /// exiting at once.
-    async fn next(signals: &mut Option<Signals>) {
-        let Some(s) = signals else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = s.term.recv() => {}
-            _ = s.int.recv() => {}
-        }
+/// The next signal. Without handlers, never: waiting forever is better than exiting at once.
+async fn next_signal(signals: &mut Option<Signals>) -> Event {
+    match signals {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -4,7 +4,7 @@
 //! nothing here.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
 /// Every metric the edge exports.
@@ -75,8 +75,8 @@ pub struct Metrics {
     pub ask_cache_hits: IntCounter,
     /// Certificates in the store.
     pub certs_held: IntGauge,
-    /// Unix time of the soonest certificate expiry (0 when none is held).
-    pub certs_soonest_expiry: Gauge,
+    /// Unix time of the soonest certificate expiry; absent while none is held.
+    pub certs_soonest_expiry: SoonestExpiry,
     /// Certificates expiring within 7 days.
     pub certs_expiring: IntGauge,
     /// Client connections open on the edge listeners.
@@ -87,6 +87,24 @@ pub struct Metrics {
     pub renewals: IntCounterVec,
     /// ACME orders by challenge type and event (`started`, `succeeded`, `failed`).
     pub acme_orders: IntCounterVec,
+    /// Seconds from a click request handed to the handler until its `302` is written.
+    pub redirect_seconds: Histogram,
+}
+
+/// `clickedge_certificates_soonest_expiry_timestamp_seconds`: present only while a certificate
+/// is held, so an alert on "expires within N days" cannot fire on an edge with none (a `0` would
+/// read as expired since 1970).
+#[derive(Clone)]
+pub struct SoonestExpiry(GaugeVec);
+
+impl SoonestExpiry {
+    /// Sets the soonest expiry (Unix seconds), or removes the series when none is held.
+    pub fn set(&self, unix_secs: Option<f64>) {
+        match unix_secs {
+            Some(at) => self.0.with_label_values(&[] as &[&str]).set(at),
+            None => self.0.reset(),
+        }
+    }
 }
 
 /// The counters of `clickedge_ask_requests_total`, one per `result`.
@@ -120,6 +138,58 @@ pub mod outcome {
     pub const ACME_CHALLENGE: &str = "acme_challenge";
     /// 503: a synced click could not be recorded.
     pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// The values of `outcome` in `clickedge_requests_total`.
+const REQUEST_OUTCOMES: [&str; 8] = [
+    outcome::REDIRECT,
+    outcome::UPGRADE,
+    outcome::BAD_TOKEN,
+    outcome::NOT_FOUND,
+    outcome::METHOD,
+    outcome::MISDIRECTED,
+    outcome::ACME_CHALLENGE,
+    outcome::UNAVAILABLE,
+];
+
+/// The values of `outcome` in `clickedge_tls_handshakes_total` (`tls::HandshakeError::outcome`).
+const HANDSHAKE_OUTCOMES: [&str; 8] = [
+    "ok",
+    "unrecognized_name",
+    "bad_sni",
+    "no_certificate",
+    "timeout",
+    "failed",
+    "acme_challenge",
+    "acme_no_challenge",
+];
+
+/// The values of `issuer` (`issuer::Issuer::kind`).
+const ISSUERS: [&str; 2] = ["local", "acme"];
+
+/// Buckets of the redirect latency: a redirect takes tens of microseconds of server time, so
+/// the resolution is there, up to the seconds a stalled writer or a synced click may take.
+const REDIRECT_BUCKETS: [f64; 14] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.5, 2.5,
+];
+
+/// `clickedge_build_info{version} 1`, and the standard `process_*` series of this process (RSS,
+/// CPU seconds, open and maximum file descriptors, threads, start time), read from `/proc` at
+/// each scrape.
+fn register_process(registry: &Registry) -> prometheus::Result<()> {
+    let build = IntGauge::with_opts(
+        Opts::new(
+            "clickedge_build_info",
+            "Always 1; the version of the running binary in the label",
+        )
+        .const_label("version", env!("CARGO_PKG_VERSION")),
+    )?;
+    build.set(1);
+    registry.register(Box::new(build))?;
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))
 }
 
 impl Metrics {
@@ -267,10 +337,13 @@ impl Metrics {
                 "tls.ask answers given without a request of their own (remembered or shared)",
             )?,
             certs_held: IntGauge::new("clickedge_certificates_held", "Certificates in the store")?,
-            certs_soonest_expiry: Gauge::new(
-                "clickedge_certificates_soonest_expiry_timestamp_seconds",
-                "Unix time of the soonest certificate expiry, 0 when none",
-            )?,
+            certs_soonest_expiry: SoonestExpiry(GaugeVec::new(
+                Opts::new(
+                    "clickedge_certificates_soonest_expiry_timestamp_seconds",
+                    "Unix time of the soonest certificate expiry; absent while none is held",
+                ),
+                &[],
+            )?),
             certs_expiring: IntGauge::new(
                 "clickedge_certificates_expiring",
                 "Certificates expiring within 7 days",
@@ -296,6 +369,13 @@ impl Metrics {
                     "ACME orders by challenge type and event (started, succeeded, failed)",
                 ),
                 &["challenge", "event"],
+            )?,
+            redirect_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "clickedge_redirect_duration_seconds",
+                    "Seconds from a click request handed to the handler until its 302 is written",
+                )
+                .buckets(REDIRECT_BUCKETS.to_vec()),
             )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
@@ -333,8 +413,37 @@ impl Metrics {
         registry.register(Box::new(ask_requests))?;
         registry.register(Box::new(m.ask_cache_hits.clone()))?;
         registry.register(Box::new(m.certs_held.clone()))?;
-        registry.register(Box::new(m.certs_soonest_expiry.clone()))?;
+        registry.register(Box::new(m.certs_soonest_expiry.0.clone()))?;
+        registry.register(Box::new(m.redirect_seconds.clone()))?;
+        m.precreate_labels();
+        register_process(registry)?;
         Ok(m)
+    }
+
+    /// Every labelled series exists from the start, at zero: a rate over a series that appears
+    /// only with its first event is blind to that event, and "absent" alerts misfire.
+    fn precreate_labels(&self) {
+        for o in REQUEST_OUTCOMES {
+            self.requests.with_label_values(&[o]);
+        }
+        for o in HANDSHAKE_OUTCOMES {
+            self.handshakes.with_label_values(&[o]);
+        }
+        for issuer in ISSUERS {
+            self.certs_issued.with_label_values(&[issuer]);
+            self.certs_failed.with_label_values(&[issuer]);
+        }
+        for o in ["ok", "failed"] {
+            self.renewals.with_label_values(&[o]);
+        }
+        for field in ["ua", "referer"] {
+            self.click_fields_truncated.with_label_values(&[field]);
+        }
+        for challenge in ["http-01", "tls-alpn-01", "none"] {
+            for event in ["started", "succeeded", "failed"] {
+                self.acme_orders.with_label_values(&[challenge, event]);
+            }
+        }
     }
 
     /// Metrics registered into a private registry (tests, benches).

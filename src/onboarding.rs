@@ -68,6 +68,9 @@ pub struct Settings {
     /// True if HTTP-01 is the only way the CA can validate (ACME with only `http-01`): then an
     /// unreachable name holds back orders too.
     pub http_blocks: bool,
+    /// True if the issuer honours CAA (ACME CAs must, RFC 8659): then a failing CAA check holds
+    /// back orders. The built-in local CA does not read CAA, so it is never held back by one.
+    pub caa_blocks: bool,
     /// True if the reachability check may connect to loopback, private and link-local
     /// addresses (tests and labs only).
     pub danger_allow_private_addresses: bool,
@@ -90,6 +93,7 @@ impl Settings {
             recheck_interval: o.recheck_interval,
             http_blocks: config.tls.issuer == IssuerKind::Acme
                 && !config.acme.challenges.contains(&ChallengeKind::TlsAlpn01),
+            caa_blocks: config.tls.issuer == IssuerKind::Acme,
             danger_allow_private_addresses: o.danger_allow_private_addresses,
         }
     }
@@ -112,6 +116,7 @@ impl Settings {
             http_port: 80,
             recheck_interval: Duration::from_secs(300),
             http_blocks: false,
+            caa_blocks: true,
             danger_allow_private_addresses: false,
         }
     }

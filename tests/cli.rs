@@ -156,3 +156,59 @@ async fn client_commands_add_list_link_and_remove() {
     assert!(!ok);
     assert!(err.contains("not registered"), "{err}");
 }
+
+#[tokio::test]
+async fn a_link_with_a_meta_key_twice_or_without_a_typed_host_is_refused() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .arg("--config")
+            .arg(edge.config_path())
+            .args(args)
+            .args(["--admin", &format!("http://{}", edge.admin)])
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "link",
+        "https://example.com/",
+        "--domain",
+        "links.example.com",
+        "--meta",
+        "campaign=a",
+        "--meta",
+        "campaign=b",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--meta campaign=… is given twice"), "{err}");
+
+    let out = run(&["link", "https:///path", "--domain", "links.example.com"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("with a host"), "{err}");
+}
+
+#[tokio::test]
+async fn an_internationalised_domain_is_added_as_its_a_labels() {
+    let edge = Edge::start();
+    let (status, body) = edge
+        .admin(
+            reqwest::Method::POST,
+            "/v1/domains",
+            Some(serde_json::json!({ "name": "bücher.example" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "xn--bcher-kva.example");
+    let link = edge
+        .mint(
+            "bücher.example",
+            "https://example.com/",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(link.starts_with("https://xn--bcher-kva.example:"), "{link}");
+    assert_eq!(edge.click_status("xn--bcher-kva.example", &link).await, 302);
+}

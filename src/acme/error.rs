@@ -48,8 +48,8 @@ pub enum AcmeError {
     #[error("acme.eab_hmac_key is not base64url")]
     EabKey,
     /// The exchange with the CA failed (network, protocol, an unexpected answer).
-    #[error(transparent)]
-    Protocol(instant_acme::Error),
+    #[error("could not reach the CA or understand its answer")]
+    Protocol(#[source] instant_acme::Error),
     /// An authorization is in a state no challenge can change.
     #[error("authorization is {0:?}")]
     Authorization(AuthorizationStatus),

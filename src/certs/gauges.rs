@@ -45,7 +45,7 @@ impl Certs {
         self.metrics.certs_expiring.set(summary.expiring as i64);
         self.metrics
             .certs_soonest_expiry
-            .set(summary.soonest_expiry.map_or(0, unix_secs) as f64);
+            .set(summary.soonest_expiry.map(|at| unix_secs(at) as f64));
         self.gauges.covered.store(covers, Ordering::SeqCst);
         Ok(())
     }

@@ -51,6 +51,7 @@ pub struct Clicks {
     /// counted. Default `65536`.
     pub queue_capacity: NonZeroUsize,
     /// A click file is closed and a new one started past this size. Default `67108864` (64 MiB).
+    #[serde(deserialize_with = "super::size::positive_u64")]
     pub max_file_bytes: NonZeroU64,
     /// ...or past this age. Default `1h`.
     #[serde(with = "humantime_serde")]
@@ -58,6 +59,7 @@ pub struct Clicks {
     /// Clicks held in memory while the click log cannot be written (disk full, unwritable
     /// directory), in bytes; past it buffered clicks are dropped (counted) and synced clicks get
     /// 503. Default `67108864` (64 MiB).
+    #[serde(deserialize_with = "super::size::positive_usize")]
     pub max_buffered_bytes: NonZeroUsize,
     /// Whether the edge's group may read the click log: directory `0750` and files `0640`
     /// instead of `0700` and `0600`, for a shipping agent in that group. The modes are set
@@ -66,6 +68,7 @@ pub struct Clicks {
     /// The most the click files may add up to, in bytes; before a write would pass it the
     /// oldest files are deleted (each logged and counted). `0`: no cap. Otherwise at least twice
     /// `max_file_bytes`. Default `10737418240` (10 GiB).
+    #[serde(deserialize_with = "super::size::or_zero_for_no_cap")]
     pub max_total_bytes: u64,
     /// Clicks logged per second from one client address (an IPv6 client: its /64), in bursts of
     /// up to as many; past it the client is still redirected but its clicks are not logged

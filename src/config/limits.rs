@@ -23,8 +23,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers), in bytes; larger gets 431. Default
     /// `16384`.
+    #[serde(deserialize_with = "super::size::positive_usize")]
     pub max_header_bytes: NonZeroUsize,
     /// Longest request URI, in bytes; longer gets 414 before any token is opened. Default `8192`.
+    #[serde(deserialize_with = "super::size::positive_usize")]
     pub max_uri_bytes: NonZeroUsize,
     /// Open client connections on the HTTPS listener; past it new connections wait in the
     /// kernel's backlog (accept backpressure). Default `10000`.
@@ -69,6 +71,7 @@ pub struct Limits {
     /// Concurrent streams per h2 connection. Default `100`.
     pub h2_max_concurrent_streams: u32,
     /// Largest admin API request body, in bytes; larger gets 413. Default `65536`.
+    #[serde(deserialize_with = "super::size::positive_usize")]
     pub admin_max_body_bytes: NonZeroUsize,
     /// Open connections on the admin listener; past it a new connection is closed at once.
     /// Default `64`.

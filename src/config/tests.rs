@@ -242,3 +242,58 @@ fn lease_ttl_defaults_to_a_minute_and_must_leave_room_for_heartbeats() {
     assert!(err.contains("acme.lease_ttl"), "{err}");
     assert!(err.contains("at least 3s"), "{err}");
 }
+
+#[test]
+fn a_bad_value_is_shown_in_its_line_with_a_caret_and_expected_in_words() {
+    let err = parse("[clicks]\nmax_file_bytes = 0\n")
+        .unwrap_err()
+        .to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 4, "one line per part of the snippet:\n{err}");
+    assert!(lines.contains(&"2 | max_file_bytes = 0"), "{err}");
+    let caret = lines.iter().position(|l| l.trim_end().ends_with('^'));
+    assert!(
+        caret.is_some_and(|i| lines[i].find('^') == lines[i - 1].find('0')),
+        "the caret under the value:\n{err}"
+    );
+    assert!(
+        err.contains("expected a positive number of bytes, e.g. 67108864 or \"64MiB\""),
+        "{err}"
+    );
+    for (text, words) in [
+        ("[tls]\nask_rate = 0\n", "expected a whole number above 0"),
+        ("[onboarding]\nhttp_port = 70000\n", "from 1 to 65535"),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(words), "{err}");
+        assert!(!err.contains("nonzero") && !err.contains("u16"), "{err}");
+    }
+}
+
+#[test]
+fn byte_counts_take_human_sizes_and_plain_integers() {
+    let c = parse(
+        "[clicks]\nmax_file_bytes = \"64MiB\"\nmax_buffered_bytes = 1048576\n\
+         max_total_bytes = \"10 GiB\"\n[limits]\nmax_header_bytes = \"16KiB\"\n\
+         max_uri_bytes = \"8kb\"\nadmin_max_body_bytes = 65536\n",
+    )
+    .unwrap();
+    assert_eq!(c.clicks.max_file_bytes.get(), 64 << 20);
+    assert_eq!(c.clicks.max_buffered_bytes.get(), 1 << 20);
+    assert_eq!(c.clicks.max_total_bytes, 10 << 30);
+    assert_eq!(c.limits.max_header_bytes.get(), 16 << 10);
+    assert_eq!(c.limits.max_uri_bytes.get(), 8_000);
+    assert_eq!(c.limits.admin_max_body_bytes.get(), 65_536);
+    assert_eq!(
+        parse("[clicks]\nmax_total_bytes = 0\n")
+            .unwrap()
+            .clicks
+            .max_total_bytes,
+        0,
+        "0: no cap"
+    );
+    let err = parse("[clicks]\nmax_total_bytes = \"lots\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a number of bytes (0: no cap)"), "{err}");
+}

@@ -16,6 +16,14 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
+        if let Some(log) = &self.log
+            && let Err(e) = tracing_subscriber::EnvFilter::builder().parse(log)
+        {
+            return Err(invalid(format!(
+                "log = \"{log}\" is not a log filter ({e}); write a level such as \"info\" or \
+                 \"warn\", optionally with per-module levels: \"info,clickedge=debug\""
+            )));
+        }
         if self.clicks.flush_interval.is_zero() {
             return Err(invalid(
                 "clicks.flush_interval must be greater than zero (e.g. \"100ms\")".into(),

@@ -12,6 +12,7 @@ mod admin;
 mod conn;
 mod io;
 mod limits;
+mod timed;
 
 pub use admin::serve_admin;
 
@@ -19,11 +20,11 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -37,6 +38,7 @@ use crate::tls::{Accepted, Acceptor, HandshakeError};
 use conn::{Activity, Timeouts, drive};
 use io::WriteDeadline;
 use limits::{ConnLimits, Gate};
+use timed::Timed;
 
 /// Builders for the HTTP/1.1 and h2 connections, configured once from `[limits]`.
 #[derive(Clone)]
@@ -71,6 +73,7 @@ impl Protocols {
 #[derive(Clone)]
 pub struct Serving {
     edge: Arc<JudgingEdge>,
+    redirect_seconds: prometheus::Histogram,
     protocols: Protocols,
     https: Arc<ConnLimits>,
     http: Arc<ConnLimits>,
@@ -92,6 +95,7 @@ impl Serving {
         let per_ip = limits.max_connections_per_ip;
         Serving {
             edge,
+            redirect_seconds: metrics.redirect_seconds.clone(),
             protocols: Protocols::new(limits),
             https: Arc::new(ConnLimits::edge(
                 limits.max_connections,
@@ -114,6 +118,7 @@ impl Serving {
 struct Conn {
     info: ConnInfo,
     activity: Arc<Activity>,
+    redirect_seconds: prometheus::Histogram,
 }
 
 /// Accepts HTTPS connections until shutdown.
@@ -148,7 +153,12 @@ fn serve_tls(accepted: Accepted<TcpStream>, peer: SocketAddr, s: Serving) -> Box
     };
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(WriteDeadline::new(accepted.stream, s.timeouts.write));
-    let service = service(s.edge.clone(), info, activity.clone());
+    let service = service(
+        s.edge.clone(),
+        info,
+        activity.clone(),
+        s.redirect_seconds.clone(),
+    );
     if accepted.h2 {
         let conn = s.protocols.h2.serve_connection(io, service);
         Box::pin(drive(conn, peer, activity, s.timeouts, s.stop))
@@ -172,10 +182,15 @@ pub async fn serve_http(listener: TcpListener, serving: Serving) {
         };
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(WriteDeadline::new(tcp, s.timeouts.write));
-        let conn = s
-            .protocols
-            .h1
-            .serve_connection(io, service(s.edge.clone(), info, activity.clone()));
+        let conn = s.protocols.h1.serve_connection(
+            io,
+            service(
+                s.edge.clone(),
+                info,
+                activity.clone(),
+                s.redirect_seconds.clone(),
+            ),
+        );
         let served = drive(conn, peer, activity, s.timeouts, s.stop);
         serving.tracker.spawn(async move {
             let _slot = slot;
@@ -185,22 +200,32 @@ pub async fn serve_http(listener: TcpListener, serving: Serving) {
 }
 
 /// The edge's handler for one connection; each request is marked in flight for the idle timer.
+/// A `302` is timed until written (`clickedge_redirect_duration_seconds`).
 fn service(
     edge: Arc<JudgingEdge>,
     info: ConnInfo,
     activity: Arc<Activity>,
+    redirect_seconds: prometheus::Histogram,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
-    Response = hyper::Response<super::Body>,
+    Response = hyper::Response<Timed>,
     Error = Infallible,
-    Future = impl Future<Output = Result<hyper::Response<super::Body>, Infallible>> + Send,
+    Future = impl Future<Output = Result<hyper::Response<Timed>, Infallible>> + Send,
 > + Clone {
-    let conn = Arc::new(Conn { info, activity });
+    let conn = Arc::new(Conn {
+        info,
+        activity,
+        redirect_seconds,
+    });
     service_fn(move |req: Request<Incoming>| {
         let (edge, conn) = (edge.clone(), conn.clone());
         async move {
             let _busy = conn.activity.busy();
-            Ok::<_, Infallible>(edge.handle(&conn.info, req).await)
+            let received = Instant::now();
+            let res = edge.handle(&conn.info, req).await;
+            let timed = (res.status() == StatusCode::FOUND)
+                .then(|| (received, conn.redirect_seconds.clone()));
+            Ok::<_, Infallible>(res.map(|body| Timed::new(body, timed)))
         }
     })
 }

@@ -87,7 +87,13 @@ pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) ->
     let again = format!(
         "Then run `clickedge domain check {name}`: once the checks pass, the next HTTPS request orders the certificate again."
     );
-    let said = format!(" (the CA said: {})", failure.detail);
+    // Only a problem document is the CA's own words; anything else is what the edge met.
+    let said = match &failure.kind {
+        FailureKind::Problem(_) | FailureKind::Refused => {
+            format!(" (the CA said: {})", failure.detail)
+        }
+        _ => format!(" ({})", failure.detail),
+    };
     let (plain, fix) = match &failure.kind {
         FailureKind::Problem(AcmeProblem::Caa) => (
             "the CA refused because a CAA record does not allow it".to_owned(),
@@ -134,7 +140,7 @@ pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) ->
             ),
         ),
         FailureKind::Order => (
-            "the edge could not complete the order with the CA".to_owned(),
+            "the edge could not reach the CA or complete the order with it".to_owned(),
             format!(
                 "Nothing to change on the domain: the edge's operator should check that the edge reaches its CA.{retry}"
             ),
@@ -261,5 +267,18 @@ mod tests {
         ));
         assert_eq!(held.status, crate::onboarding::CheckStatus::Warn);
         assert_eq!(held.message, "not ordered yet: the `caa` check fails");
+    }
+
+    #[test]
+    fn an_order_that_could_not_reach_the_ca_says_so_and_not_what_the_ca_said() {
+        let failure = IssueFailure {
+            kind: FailureKind::Order,
+            detail: "could not reach the CA or understand its answer: connection refused".into(),
+        };
+        let (message, _) = explain(&name(), &failure, None);
+        assert!(message.contains("could not reach the CA"), "{message}");
+        assert!(!message.contains("the CA said"), "{message}");
+        let (refusal, _) = explain(&name(), &refused("caa", "CAA forbids"), None);
+        assert!(refusal.contains("(the CA said: "), "{refusal}");
     }
 }

@@ -39,7 +39,12 @@ pub fn evaluate(view: &DnsView, s: &Settings) -> Vec<Check> {
         }
     }
     if let Ok(set) = &view.caa {
-        out.push(caa::check(&view.name, set.as_ref(), s, gate));
+        out.push(caa::check(
+            &view.name,
+            set.as_ref(),
+            s,
+            gate && s.caa_blocks,
+        ));
     }
     out
 }

@@ -23,6 +23,8 @@ pub struct Edge {
     pub https: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// `listen.metrics`, when the test configured it.
+    pub metrics: Option<SocketAddr>,
     pub token: String,
     pub ca_pem: String,
 }
@@ -110,9 +112,14 @@ impl Edge {
         env: &[(&str, &str)],
     ) -> Edge {
         let config = dir.path().join("clickedge.toml");
-        let listen = format!(
-            "[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:0\"\n"
-        );
+        // A test that brings its own `[listen]` table (a `[::]` listener) keeps it.
+        let listen = if extra.contains("[listen]") {
+            String::new()
+        } else {
+            format!(
+                "[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:0\"\n"
+            )
+        };
         let (top, tables) = match extra.find('[') {
             Some(i) => extra.split_at(i),
             None => (extra, ""),
@@ -169,6 +176,10 @@ impl Edge {
             https: addr("https"),
             http: addr("http"),
             admin: addr("admin"),
+            metrics: first
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("metrics="))
+                .map(|a| a.parse().expect("address")),
             child: Some(child),
             dir,
             token,
@@ -370,6 +381,22 @@ impl Edge {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
+    }
+
+    /// Polls stderr until it contains `text` `times` times (or fails after 20 s).
+    pub fn wait_for_log(&self, text: &str, times: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.stderr();
+            if log.matches(text).count() >= times {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} not logged {times} time(s):\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM and waits for the exit.

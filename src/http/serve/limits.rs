@@ -131,7 +131,7 @@ impl Gate {
             let (tcp, peer) = tokio::select! {
                 _ = stopped(&mut self.stop) => return None,
                 accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
+                    Ok((tcp, peer)) => (tcp, client::canonical(peer)),
                     Err(e) => { accept_error(e).await; continue; }
                 },
             };

@@ -1,0 +1,107 @@
+//! One serving process per data dir: an advisory lock (`flock`, non-blocking) on
+//! `<data_dir>/clickedge.lock`, held for the life of the process and holding its pid.
+//!
+//! Two edges on one data dir would write the same click files and race on the store and the
+//! local CA; the second one refuses to start instead, naming the first. The kernel releases the
+//! lock when the process ends, however it ends, so a stale file never blocks a restart. Client
+//! commands (which talk to the admin API) never take it.
+
+use std::fs::File;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, flock};
+use rustix::io::Errno;
+
+/// The lock file's name under the data dir.
+pub const LOCK_FILE: &str = "clickedge.lock";
+
+/// Why the data dir could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock.
+    #[error(
+        "data dir {dir} is in use by another clickedge serve (pid {pid}); stop that process \
+         first (kill -TERM {pid}), or give this one its own data_dir"
+    )]
+    InUse {
+        /// The data dir.
+        dir: PathBuf,
+        /// The holder's pid as it wrote it, or `unknown`.
+        pid: String,
+    },
+    /// The lock file could not be opened, locked or written.
+    #[error("locking the data dir with {path}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The held lock; dropping it (or the process ending) releases it.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Takes the lock on `data_dir` without waiting and writes this process's pid into it.
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
+        let path = data_dir.join(LOCK_FILE);
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        // Not truncated on open: a refused second process must still read the holder's pid.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(LockError::InUse {
+                    dir: data_dir.to_path_buf(),
+                    pid: if pid.is_empty() { "unknown" } else { pid }.to_owned(),
+                });
+            }
+            Err(e) => return Err(io(e.into())),
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_a_data_dir_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DataDirLock::acquire(dir.path()).unwrap();
+        // flock locks belong to the open file description: a second open in this process
+        // conflicts like another process would.
+        let err = DataDirLock::acquire(dir.path()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
+        drop(held);
+        assert!(DataDirLock::acquire(dir.path()).is_ok(), "released on drop");
+    }
+}

@@ -1,0 +1,92 @@
+//! Signals a service manager or an operator sends: SIGHUP reloads without losing a click,
+//! SIGQUIT stops as gracefully as SIGTERM, SIGPIPE, SIGUSR1 and SIGUSR2 change nothing.
+
+mod common;
+
+use common::Edge;
+use serde_json::json;
+
+/// A flush interval longer than the test and no per-address click bound: only the shutdown
+/// flush writes these clicks, so a signal that killed the edge would lose them.
+const FLOOD: &str = "[clicks]\nflush_interval = \"1h\"\nmax_clicks_per_ip_per_sec = 0\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_under_clicks_reloads_and_loses_no_acknowledged_click() {
+    let mut edge = Edge::start_with(FLOOD);
+    edge.add_domain("links.example.com").await;
+    let link = edge
+        .mint("links.example.com", "https://example.com/", json!({}))
+        .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let client = edge.client(&["links.example.com"]);
+        let link = link.clone();
+        tasks.spawn(async move {
+            let mut ok = 0usize;
+            // Bounded: 150 requests per task; any failure ends the task and the test below.
+            for _ in 0..150 {
+                let res = client
+                    .get(&link)
+                    .send()
+                    .await
+                    .expect("the edge keeps serving");
+                assert_eq!(res.status(), 302);
+                ok += 1;
+            }
+            ok
+        });
+    }
+    // Signals land while the clicks are being answered.
+    for (i, sig) in ["HUP", "PIPE", "USR1", "USR2", "HUP"].iter().enumerate() {
+        while edge
+            .metric("clickedge_requests_total{outcome=\"redirect\"}")
+            .await
+            < (20 * (i + 1)) as f64
+        {
+            tokio::task::yield_now().await;
+        }
+        edge.signal(sig);
+    }
+    edge.wait_for_log("SIGHUP: reloaded certificates and link keys", 1);
+    let mut acknowledged = 0;
+    while let Some(n) = tasks.join_next().await {
+        acknowledged += n.unwrap();
+    }
+    assert_eq!(acknowledged, 600);
+    assert!(edge.alive(), "{}", edge.stderr());
+    // Still serving after the signals, and nothing flushed before the stop.
+    assert_eq!(edge.click_status("links.example.com", &link).await, 302);
+    assert!(edge.clicks().is_empty(), "nothing should be flushed yet");
+
+    edge.signal("QUIT");
+    let status = edge.wait();
+    assert!(status.success(), "exit {status:?}\n{}", edge.stderr());
+    assert_eq!(edge.clicks().len(), acknowledged + 1);
+    assert!(edge.stderr().contains("SIGQUIT: shutting down"));
+}
+
+#[tokio::test]
+async fn sighup_applies_the_log_filter_of_the_config_file() {
+    let mut edge = Edge::start();
+    let config = std::fs::read_to_string(edge.config_path()).unwrap();
+    edge.signal("USR1");
+    edge.wait_for_log("SIGUSR1 received; it means nothing to clickedge", 1);
+
+    std::fs::write(edge.config_path(), format!("log = \"warn\"\n{config}")).unwrap();
+    edge.signal("HUP");
+    edge.wait_for_log("SIGHUP: reloaded", 1);
+    // Now at warn: an ignored signal is no longer logged. A config that no longer parses is
+    // (a warning), which tells when both signals were handled.
+    std::fs::write(edge.config_path(), format!("log = [\n{config}")).unwrap();
+    edge.signal("USR1");
+    edge.signal("HUP");
+    let log = edge.wait_for_log("the config file was not re-read", 1);
+    assert_eq!(
+        log.matches("SIGUSR1 received").count(),
+        1,
+        "info lines after the filter became warn:\n{log}"
+    );
+    assert!(edge.alive());
+    let status = edge.terminate();
+    assert!(status.success());
+}
