@@ -28,7 +28,7 @@ use clickedge::acme::challenges::Challenges;
 use clickedge::certs::{self, Certs};
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
 use clickedge::clicks::verdict::networks::{Catalogue, SharedCatalogue};
-use clickedge::clicks::verdict::{Class, Revise, Rules, Timing, Verdict, messages};
+use clickedge::clicks::verdict::{Class, Revise, Revision, Rules, Timing, Verdict, messages};
 use clickedge::clicks::{BatchConfig, ClickEvent, ClickId, ClickWriter, Truncated};
 use clickedge::clock::{Clock, from_unix_secs};
 use clickedge::domain::Zones;
@@ -242,6 +242,7 @@ fn bench_clicks(c: &mut Criterion) {
             class: Class::Machine,
             reasons: vec!["ua-bot", "prefetch"],
             rules: "2026-01",
+            handle: None,
         }),
         ..event.clone()
     };
@@ -401,7 +402,7 @@ fn bench_handler(c: &mut Criterion) {
 struct NoRevisions;
 
 impl Revise for NoRevisions {
-    fn revise(&self, _: u64, _: Class, _: &[&'static str]) {}
+    fn revise(&self, _: Revision) {}
 }
 
 /// The groups, in a private module: `criterion_group!` defines a `pub fn` it cannot document.

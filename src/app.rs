@@ -31,7 +31,7 @@ use crate::certs::{Certs, ClaimSettings, Settings as CertSettings};
 use crate::clicks::file::{Access, FileSink, FileSinkConfig};
 use crate::clicks::ship::{NatsTarget, ShipMetrics, Shipper};
 use crate::clicks::verdict::networks::SharedCatalogue;
-use crate::clicks::verdict::{Class, Revise, Rules, Timing, messages};
+use crate::clicks::verdict::{Rules, Timing, messages};
 use crate::clicks::{BatchConfig, ClickIds, ClickWriter};
 use crate::clock::Clock;
 use crate::config::{Config, IssuerKind, StoreKind, StreamKind};
@@ -41,19 +41,6 @@ use crate::http::Edge;
 /// How often `clicks.networks_file` is checked for changes.
 const NETWORKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Revisions of earlier clicks, until the click log can name them by `click_id`: logged.
-struct LogRevisions;
-
-impl Revise for LogRevisions {
-    fn revise(&self, handle: u64, class: Class, reasons: &[&'static str]) {
-        tracing::debug!(
-            handle,
-            verdict = class.as_str(),
-            ?reasons,
-            "earlier click revised"
-        );
-    }
-}
 use crate::http::serve::{self, Serving};
 use crate::issuer::{Issuer, LocalCa};
 use crate::keys::LinkKeys;
@@ -307,7 +294,8 @@ impl App {
                 probable_window: config.clicks.probable_window,
             },
             &metrics,
-            Box::new(LogRevisions),
+            // Revisions are written as lines of the click log, after the clicks they name.
+            Box::new(clicks.clone()),
         );
         let edge = Arc::new(
             Edge::new(

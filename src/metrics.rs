@@ -40,8 +40,11 @@ pub struct Metrics {
     pub click_fields_truncated: IntCounterVec,
     /// Clicks judged, by `verdict` (`human`, `machine`, `unknown`).
     pub clicks_by_verdict: IntCounterVec,
-    /// Earlier clicks revised by a later judgement (a burst, coverage, a decoy hit).
+    /// Revision lines written: earlier clicks revised by a later judgement (a burst, coverage, a
+    /// decoy hit).
     pub verdict_revisions: IntCounter,
+    /// Revisions that could not be written (queue full, revised click unknown to the writer).
+    pub verdict_revisions_lost: IntCounter,
     /// Entries (message and source) in the verdict's message table.
     pub message_table_entries: IntGauge,
     /// Message table entries evicted by its memory cap.
@@ -275,7 +278,11 @@ impl Metrics {
             )?,
             verdict_revisions: IntCounter::new(
                 "clickedge_verdict_revisions_total",
-                "Earlier clicks revised by a later judgement (burst, coverage, decoy)",
+                "Revision lines written: earlier clicks revised by a later judgement (burst, coverage, decoy)",
+            )?,
+            verdict_revisions_lost: IntCounter::new(
+                "clickedge_verdict_revisions_lost_total",
+                "Revisions not written: the queue was full, or the revised click was not logged or is too old for the writer to name",
             )?,
             message_table_entries: IntGauge::new(
                 "clickedge_message_table_entries",
@@ -400,6 +407,7 @@ impl Metrics {
             m.clicks_by_verdict.with_label_values(&[verdict]);
         }
         registry.register(Box::new(m.verdict_revisions.clone()))?;
+        registry.register(Box::new(m.verdict_revisions_lost.clone()))?;
         registry.register(Box::new(m.message_table_entries.clone()))?;
         registry.register(Box::new(m.message_table_evictions.clone()))?;
         registry.register(Box::new(m.click_log_bytes.clone()))?;

@@ -17,19 +17,22 @@
 //! [`ClickWriter::close`] drains the queue, makes one last attempt, and closes the sink. Deadlines
 //! here are monotonic ([`Instant`]); wall-clock time only reaches the clicks through the queue.
 
+mod handles;
 mod pending;
 
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::id::ClickIds;
+use super::id::{ClickId, ClickIds};
 use super::queue::{Ack, Msg};
+use super::verdict::Revision;
 use super::{ClickEvent, ClickQueue, ClickRejected, ClickSink};
 use crate::clock::Clock;
 use crate::config::{Durability, NodeId};
 use crate::errors;
 use crate::metrics::Metrics;
+use handles::{Handles, Lost};
 use pending::{Pending, Waiter, refuse};
 
 /// Suggested [`BatchConfig::max_buffered_bytes`]: 64 MiB, some 150 000 clicks of 450 bytes.
@@ -147,6 +150,8 @@ struct Batcher<S> {
     /// The batch being built, or held while the sink fails.
     pending: Pending,
     failure: Option<Failure>,
+    /// The click ids of judged clicks, for revisions to name them.
+    handles: Handles,
 }
 
 impl<S: ClickSink> Batcher<S> {
@@ -158,6 +163,7 @@ impl<S: ClickSink> Batcher<S> {
             metrics,
             pending: Pending::new(),
             failure: None,
+            handles: Handles::new(),
         }
     }
 
@@ -217,6 +223,14 @@ impl<S: ClickSink> Batcher<S> {
         let (event, ack) = match msg {
             Msg::Click(event) => (event, None),
             Msg::Synced(event, ack) => (event, Some(ack)),
+            Msg::Revision(revision) => {
+                match self.handles.resolve(*revision) {
+                    Ok((seq, revision)) => self.revise(&revision, seq),
+                    Err(Lost(true)) => self.metrics.verdict_revisions_lost.inc(),
+                    Err(Lost(false)) => {}
+                }
+                return false;
+            }
             Msg::Stop => return true,
         };
         self.take(&event, ack);
@@ -240,7 +254,13 @@ impl<S: ClickSink> Batcher<S> {
             self.config.flush_interval,
         );
         if pushed.is_ok() {
+            let seq = self.config.ids.peek().seq();
             self.config.ids.advance();
+            if let Some(handle) = event.verdict.as_ref().and_then(|v| v.handle) {
+                for revision in self.handles.encoded(handle, seq) {
+                    self.revise(&revision, seq);
+                }
+            }
         }
         match pushed {
             Ok(()) if self.failure.is_some() => {
@@ -266,6 +286,28 @@ impl<S: ClickSink> Batcher<S> {
                     failure.dropped += 1;
                 }
             }
+        }
+    }
+
+    /// Encodes a revision of click `seq` into the batch, after that click; past the memory bound
+    /// while failing it is lost (counted).
+    fn revise(&mut self, revision: &Revision, seq: u64) {
+        let bound = self
+            .failure
+            .is_some()
+            .then_some(self.config.max_buffered_bytes);
+        let ids = &self.config.ids;
+        let revises = ClickId::new(ids.node(), seq);
+        if self.pending.push_revision(
+            revision,
+            revises,
+            ids.peek(),
+            bound,
+            self.config.flush_interval,
+        ) {
+            self.config.ids.advance();
+        } else {
+            self.metrics.verdict_revisions_lost.inc();
         }
     }
 
@@ -317,6 +359,9 @@ impl<S: ClickSink> Batcher<S> {
             );
         }
         self.metrics.clicks_logged.inc_by(self.pending.clicks());
+        self.metrics
+            .verdict_revisions
+            .inc_by(self.pending.revisions());
         self.pending.written();
     }
 
@@ -376,6 +421,9 @@ impl<S: ClickSink> Batcher<S> {
     fn finish(mut self) {
         self.flush();
         let held = self.pending.clicks();
+        self.metrics
+            .verdict_revisions_lost
+            .inc_by(self.pending.revisions());
         if held > 0 {
             self.metrics.clicks_dropped.inc_by(held);
             tracing::error!(

@@ -1,5 +1,7 @@
 //! `click_id`: `{node_id}-{seq}`, the last field of every click line, the `Nats-Msg-Id` of its
-//! message in the stream, and the key consumers deduplicate on.
+//! message in the stream, and the key consumers deduplicate on. A revision line takes its
+//! `revision_id` from the same sequence (its `click_id` names the click it revises), so every
+//! line of the log has an id of its own.
 //!
 //! The node id (`[cluster] node_id`) makes ids unique across nodes; the sequence number makes them
 //! unique on one node. It is handed out by the batcher thread as it encodes each click (so the log
@@ -66,25 +68,45 @@ impl<'a> ClickId<'a> {
         ClickId { node, seq }
     }
 
+    /// The sequence number.
+    pub(super) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Appends `,"click_id":"{node}-{seq}"`: the member the line ends with. A node id is letters,
     /// digits, `-`, `_` and `.` ([`NodeId`]), so it needs no escape.
     pub(super) fn write_member(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b",\"click_id\":\"");
+        self.write_member_as(CLICK_KEY, out);
+    }
+
+    /// Appends the id under another key (`key` is `,"name":"`): a revision line's own id.
+    pub(super) fn write_member_as(&self, key: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(key);
         out.extend_from_slice(self.node.as_str().as_bytes());
         // Invariant: formatting an integer into a Vec cannot fail.
         write!(out, "-{}\"", self.seq).expect("integer formats");
     }
 }
 
-/// The `click_id` of a click line (with or without its newline): the last member, so it is found
-/// from the end without parsing the line. A string member cannot fake it: every `"` inside a
-/// string is escaped, so `,"click_id":"` only occurs as the member itself.
+const CLICK_KEY: &[u8] = b",\"click_id\":\"";
+const REVISION_KEY: &[u8] = b",\"revision_id\":\"";
+
+/// The id a line is known by (with or without its newline): a click line's `click_id`, a
+/// revision line's `revision_id` (it names the revised click in its own `click_id`). Either is
+/// the last member, so it is found from the end without parsing the line. A string cannot fake
+/// it: every `"` inside a string is escaped, so the key only occurs structurally, and the id
+/// must run to the end of the line without a quote, which a `meta` key of that name does not.
 pub fn line_click_id(line: &[u8]) -> Option<&str> {
-    const KEY: &[u8] = b",\"click_id\":\"";
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let body = line.strip_suffix(b"\"}")?;
-    let at = body.windows(KEY.len()).rposition(|w| w == KEY)?;
-    std::str::from_utf8(&body[at + KEY.len()..]).ok()
+    [REVISION_KEY, CLICK_KEY].into_iter().find_map(|key| {
+        let at = body.windows(key.len()).rposition(|w| w == key)?;
+        let id = &body[at + key.len()..];
+        if id.contains(&b'"') {
+            return None;
+        }
+        std::str::from_utf8(id).ok()
+    })
 }
 
 /// The sequence number of a click id (`{node}-{seq}`).
@@ -117,6 +139,23 @@ mod tests {
         // Lines from before ids, and no line at all: start at 1.
         assert_eq!(next_seq_after(Some(br#"{"ts":"x","ua":"a"}"#)), 1);
         assert_eq!(next_seq_after(None), 1);
+    }
+
+    #[test]
+    fn a_revision_line_is_known_by_its_own_id_not_the_click_it_names() {
+        let node = NodeId::parse("n").unwrap();
+        let mut line = br#"{"kind":"verdict""#.to_vec();
+        ClickId::new(&node, 5).write_member(&mut line);
+        line.extend_from_slice(br#","verdict":"machine""#);
+        ClickId::new(&node, 9).write_member_as(REVISION_KEY, &mut line);
+        line.extend_from_slice(b"}\n");
+        assert_eq!(line_click_id(&line), Some("n-9"));
+        assert_eq!(next_seq_after(Some(&line)), 10);
+        // A click line whose meta has a `revision_id` key is still known by its click id.
+        let mut click = br#"{"meta":{"revision_id":"x-1"},"ip":"192.0.2.1""#.to_vec();
+        ClickId::new(&node, 6).write_member(&mut click);
+        click.extend_from_slice(b"}\n");
+        assert_eq!(line_click_id(&click), Some("n-6"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! The contract only grows at the end: the verdict's three fields are appended when there is a
 //! verdict, then `"truncated"` when a header was cut to its bound, then `"message"` when the link
 //! carries a message context, then `"click_id"` (see [`super::id`]) always, last, where a shipper
-//! finds it without parsing the line. This module writes bytes into a buffer; it does no I/O
+//! finds it without parsing the line. A revision of an earlier click's verdict is a line of its
+//! own ([`revision`]). This module writes bytes into a buffer; it does no I/O
 //! and knows nothing of batches or files.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::id::ClickId;
-use super::verdict::Verdict;
+use super::verdict::Class;
 use super::{ClickEvent, Truncated};
 use crate::links::MessageContext;
 
@@ -114,8 +115,8 @@ impl ClickEvent {
         json_str(out, self.http);
         out.extend_from_slice(b",\"minted_at\":");
         json_str(out, minted_at.as_str());
-        if let Some(verdict) = &self.verdict {
-            json_verdict(out, verdict);
+        if let Some(v) = &self.verdict {
+            json_verdict_members(out, v.class, &v.reasons, v.rules);
         }
         if self.truncated.any() {
             json_truncated(out, self.truncated);
@@ -128,20 +129,20 @@ impl ClickEvent {
     }
 }
 
-/// The verdict's members, appended after the original fields: `"verdict"`, `"reasons"`,
-/// `"rules"`.
-fn json_verdict(out: &mut Vec<u8>, verdict: &Verdict) {
+/// A verdict's members, appended after the original fields of a click line, and in a revision
+/// line: `"verdict"`, `"reasons"`, `"rules"`.
+fn json_verdict_members(out: &mut Vec<u8>, class: Class, reasons: &[&str], rules: &str) {
     out.extend_from_slice(b",\"verdict\":");
-    json_str(out, verdict.class.as_str());
+    json_str(out, class.as_str());
     out.extend_from_slice(b",\"reasons\":[");
-    for (i, reason) in verdict.reasons.iter().enumerate() {
+    for (i, reason) in reasons.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         json_str(out, reason);
     }
     out.extend_from_slice(b"],\"rules\":");
-    json_str(out, verdict.rules);
+    json_str(out, rules);
 }
 
 /// `"truncated"`, the names of the fields cut to their bound, appended last when there is one.
@@ -278,6 +279,8 @@ fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
         None => out.extend_from_slice(b"null"),
     }
 }
+
+mod revision;
 
 #[cfg(test)]
 mod tests;

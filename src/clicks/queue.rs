@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::ClickEvent;
 use super::rate::AddressRate;
+use super::verdict::{Revise, Revision};
 use crate::clock::Clock;
 use crate::config::Durability;
 use crate::metrics::Metrics;
@@ -46,6 +47,8 @@ pub(super) enum Msg {
     /// A synced click: written and synced at once, then acknowledged (or refused) through the
     /// sender.
     Synced(Box<ClickEvent>, Ack),
+    /// A later judgement of an earlier click, written as a buffered line after that click.
+    Revision(Box<Revision>),
     /// Write everything queued so far, flush, and stop.
     Stop,
 }
@@ -227,6 +230,20 @@ impl ClickQueue {
         };
         self.metrics.clicks_rejected.inc();
         Err(refused)
+    }
+}
+
+/// Revisions go through the queue like buffered clicks, so the batcher writes them after the
+/// click they name, through the same sink. One that cannot be queued (queue full, writer gone)
+/// is counted in `clickedge_verdict_revisions_lost_total`, never silently.
+impl Revise for ClickQueue {
+    fn revise(&self, revision: Revision) {
+        match self.tx.try_send(Msg::Revision(Box::new(revision))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.metrics.verdict_revisions_lost.inc();
+            }
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// A batch of `clicks` newline-terminated lines in `bytes`.
+    /// A batch of `clicks` newline-terminated lines in `bytes` (clicks and revisions).
     pub(super) fn new(bytes: &'a [u8], clicks: u64, durable: bool) -> Batch<'a> {
         Batch {
             bytes,
@@ -47,7 +47,8 @@ impl<'a> Batch<'a> {
         self.bytes.split_inclusive(|&b| b == b'\n')
     }
 
-    /// How many clicks (lines) the batch holds; never zero.
+    /// How many lines the batch holds (clicks, and revisions of earlier clicks' verdicts); never
+    /// zero.
     pub fn clicks(&self) -> u64 {
         self.clicks
     }

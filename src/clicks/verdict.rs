@@ -56,6 +56,27 @@ pub struct Verdict {
     /// Version of the rule set that judged: the line's `"rules"`, so a later reader knows which
     /// rules a verdict came from.
     pub rules: &'static str,
+    /// The stage's name for the click, if a later judgement may revise it: the batcher learns
+    /// which `click_id` the click got under it, so a [`Revision`] can name the click. Not on the
+    /// line.
+    pub handle: Option<u64>,
+}
+
+/// A later judgement of an earlier click (a burst, a decoy hit, coverage that makes it suspect),
+/// written as its own `"kind": "verdict"` line naming the click by its `click_id`: click lines
+/// are never rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    /// When it was judged: the time of the click that made the earlier one suspect.
+    pub ts: std::time::SystemTime,
+    /// The earlier click, by its [`Verdict::handle`].
+    pub handle: u64,
+    /// The new judgement.
+    pub class: Class,
+    /// Codes of the rules that revised it.
+    pub reasons: Vec<&'static str>,
+    /// Version of the rule set that revised it.
+    pub rules: &'static str,
 }
 
 /// What the request path knows about a click when it judges it. Fields may be added (TLS

@@ -22,6 +22,7 @@ impl VerdictStage for UaJudge {
             class: Class::Machine,
             reasons: vec!["ua-scanner"],
             rules: "test-1",
+            handle: None,
         })
     }
 }

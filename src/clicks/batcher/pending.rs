@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::clicks::id::ClickId;
 use crate::clicks::queue::Ack;
+use crate::clicks::verdict::Revision;
 use crate::clicks::{Batch, ClickEvent, ClickRejected};
 
 /// A synced click in the batch: its bytes in [`Pending::buf`] and who waits for it.
@@ -22,6 +23,8 @@ pub(super) struct Pending {
     buf: Vec<u8>,
     /// Clicks in `buf`.
     clicks: u64,
+    /// Revision lines in `buf`.
+    revisions: u64,
     /// Synced clicks in `buf`, in order.
     waiters: Vec<Waiter>,
     /// When the oldest click in `buf` is due to be written.
@@ -33,6 +36,7 @@ impl Pending {
         Pending {
             buf: Vec::with_capacity(64 << 10),
             clicks: 0,
+            revisions: 0,
             waiters: Vec::new(),
             due_at: None,
         }
@@ -51,6 +55,10 @@ impl Pending {
         self.clicks
     }
 
+    pub(super) fn revisions(&self) -> u64 {
+        self.revisions
+    }
+
     /// Whether a synced click waits in the batch.
     pub(super) fn has_synced(&self) -> bool {
         !self.waiters.is_empty()
@@ -63,7 +71,7 @@ impl Pending {
 
     /// The batch for the sink: durable if a synced click is in it.
     pub(super) fn batch(&self) -> Batch<'_> {
-        Batch::new(&self.buf, self.clicks, self.has_synced())
+        Batch::new(&self.buf, self.clicks + self.revisions, self.has_synced())
     }
 
     /// Encodes `event` as click `id` onto the end of the batch, due `flush_interval` from now if it is the
@@ -95,6 +103,28 @@ impl Pending {
         Ok(())
     }
 
+    /// Encodes `revision` of click `revises` as line `id`, like a buffered click (see
+    /// [`Pending::push`]); `false` when it would take the batch past `bound`.
+    pub(super) fn push_revision(
+        &mut self,
+        revision: &Revision,
+        revises: ClickId<'_>,
+        id: ClickId<'_>,
+        bound: Option<usize>,
+        flush_interval: Duration,
+    ) -> bool {
+        let start = self.buf.len();
+        revision.write_json(revises, id, &mut self.buf);
+        if bound.is_some_and(|bound| self.buf.len() > bound) {
+            self.buf.truncate(start);
+            return false;
+        }
+        self.revisions += 1;
+        self.due_at
+            .get_or_insert_with(|| Instant::now() + flush_interval);
+        true
+    }
+
     /// The batch is kept: acknowledges its synced clicks and empties it.
     pub(super) fn written(&mut self) {
         for waiter in self.waiters.drain(..) {
@@ -105,6 +135,7 @@ impl Pending {
         // Give back what a long failure episode made the buffer grow to.
         self.buf.shrink_to(2 * super::BATCH_BYTES);
         self.clicks = 0;
+        self.revisions = 0;
         self.due_at = None;
     }
 

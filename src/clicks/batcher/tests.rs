@@ -9,12 +9,13 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::clicks::Batch;
 use crate::clicks::file::{FileSink, FileSinkConfig};
 use crate::clicks::testing::{
-    batch_config, break_dir, encode, event, eventually, file_config, line_url, lines, start_file,
-    test_queue, url, urls,
+    FIRST_SEQ, batch_config, break_dir, encode, event, eventually, file_config, line_url, lines,
+    start_file, test_queue, url, urls,
 };
+use crate::clicks::{Batch, line_click_id};
+use crate::clock::from_unix_secs;
 
 /// A buffered sink under `root/clicks` (the batcher's config changed by `with`) whose first click
 /// is on disk and whose directory is then broken. Every later write fails: `max_file_bytes` 1
@@ -381,4 +382,71 @@ fn close_hands_the_sink_everything_queued_in_one_batch_then_closes_it() {
     );
     assert!(*sink.closed.lock().unwrap());
     assert_eq!(metrics.clicks_logged.get(), 5);
+}
+
+#[test]
+fn a_revision_is_its_own_line_naming_the_click_id_of_the_click_it_revises() {
+    use crate::clicks::verdict::{Class, Revise as _, Revision, Verdict};
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let (writer, queue) = start_file(file_config(dir.path()), batch_config(), &metrics);
+    let judged = |i, handle| {
+        let mut e = event(i);
+        e.verdict = Some(Verdict {
+            class: Class::Human,
+            reasons: vec![],
+            rules: "r",
+            handle: Some(handle),
+        });
+        e
+    };
+    let revision = |handle| Revision {
+        ts: from_unix_secs(1_764_000_001),
+        handle,
+        class: Class::Machine,
+        reasons: vec!["burst"],
+        rules: "r",
+    };
+    queue.push(judged(0, 11));
+    queue.push(judged(1, 12));
+    queue.revise(revision(11));
+    // A revision that overtook its click (judged on another connection meanwhile) waits for it.
+    queue.revise(revision(13));
+    queue.push(judged(2, 13));
+    // One whose click was never logged is not written.
+    queue.revise(revision(99));
+    writer.close();
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let got: Vec<(String, String, Option<String>)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let own = line_click_id(l.as_bytes()).unwrap().to_owned();
+            let id = v["click_id"].as_str().unwrap().to_owned();
+            let revision = (v["kind"] == "verdict").then(|| {
+                assert_eq!(v["verdict"], "machine");
+                assert_eq!(v["reasons"], serde_json::json!(["burst"]));
+                assert_eq!(v["ts"], "2025-11-24T16:00:01.000Z");
+                v["revision_id"].as_str().unwrap().to_owned()
+            });
+            (own, id, revision)
+        })
+        .collect();
+    let id = |seq: u64| format!("edge-t-{}", FIRST_SEQ + seq);
+    assert_eq!(
+        got,
+        [
+            (id(0), id(0), None),
+            (id(1), id(1), None),
+            (id(2), id(0), Some(id(2))),
+            (id(3), id(3), None),
+            (id(4), id(3), Some(id(4))),
+        ]
+    );
+    assert_eq!(metrics.clicks_logged.get(), 3);
+    assert_eq!(metrics.verdict_revisions.get(), 2);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::Domain;
 use crate::clicks::id::ClickId;
-use crate::clicks::verdict::Class;
+use crate::clicks::verdict::{Class, Verdict};
 use crate::clock::from_unix_secs;
 use crate::config::NodeId;
 
@@ -77,6 +77,7 @@ fn a_verdict_appends_its_three_fields_after_the_unchanged_line() {
         class: Class::Machine,
         reasons: vec!["ua-bot", "prefetch"],
         rules: "2026-01",
+        handle: None,
     });
     let mut judged = Vec::new();
     write(&ev, &mut judged);
@@ -100,6 +101,7 @@ fn cut_fields_are_listed_last_and_only_when_something_was_cut() {
         class: Class::Human,
         reasons: vec![],
         rules: "r1",
+        handle: None,
     });
     ev.truncated = Truncated {
         ua: true,
@@ -263,6 +265,7 @@ fn verdict() -> impl proptest::strategy::Strategy<Value = Verdict> {
             class,
             reasons,
             rules,
+            handle: None,
         })
 }
 

@@ -25,7 +25,7 @@ use prometheus::IntCounter;
 use super::messages::{self, MessageTable};
 use super::networks::{Certainty, SharedCatalogue};
 use super::shape::shape;
-use super::{Class, Facts, Verdict, VerdictStage};
+use super::{Class, Facts, Revision, Verdict, VerdictStage};
 use crate::links::Role;
 use crate::metrics::Metrics;
 
@@ -50,10 +50,11 @@ impl Default for Timing {
     }
 }
 
-/// Where revisions of earlier clicks go (the click queue, as `"kind": "verdict"` lines).
+/// Where revisions of earlier clicks go (the click queue, which writes them as `"kind":
+/// "verdict"` lines). Must not block: it is called on the request path.
 pub trait Revise: Send + Sync + 'static {
-    /// Earlier click `handle` is now judged `class` for `reasons`.
-    fn revise(&self, handle: u64, class: Class, reasons: &[&'static str]);
+    /// An earlier click is judged again.
+    fn revise(&self, revision: Revision);
 }
 
 /// Per-verdict counters, resolved once.
@@ -61,7 +62,6 @@ struct Counters {
     human: IntCounter,
     machine: IntCounter,
     unknown: IntCounter,
-    revisions: IntCounter,
 }
 
 /// The rule set.
@@ -99,7 +99,6 @@ impl Rules {
                 human: by("human"),
                 machine: by("machine"),
                 unknown: by("unknown"),
-                revisions: metrics.verdict_revisions.clone(),
             },
             revise,
             handles: AtomicU64::new(1),
@@ -146,8 +145,10 @@ impl VerdictStage for Rules {
             reasons.push("no-sec-fetch");
             against += 1;
         }
+        let mut handle = None;
         if let Some(c) = context {
-            let handle = self.handles.fetch_add(1, Ordering::Relaxed);
+            let this = self.handles.fetch_add(1, Ordering::Relaxed);
+            handle = Some(this);
             let f = self.table.observe(&messages::Click {
                 domain: click.domain.as_str(),
                 message: &c.message,
@@ -156,7 +157,7 @@ impl VerdictStage for Rules {
                 count: c.count,
                 role: c.role,
                 at_ms: unix_ms(click.ts),
-                handle,
+                handle: this,
             });
             let mut found = Vec::new();
             for (hit, reason) in [
@@ -170,8 +171,13 @@ impl VerdictStage for Rules {
             }
             if !found.is_empty() {
                 for earlier in &f.revise {
-                    self.revise.revise(*earlier, Class::Machine, &found);
-                    self.counters.revisions.inc();
+                    self.revise.revise(Revision {
+                        ts: click.ts,
+                        handle: *earlier,
+                        class: Class::Machine,
+                        reasons: found.clone(),
+                        rules: RULES_VERSION,
+                    });
                 }
                 reasons.extend(found);
                 decisive = true;
@@ -194,6 +200,7 @@ impl VerdictStage for Rules {
             class,
             reasons,
             rules: RULES_VERSION,
+            handle,
         })
     }
 }

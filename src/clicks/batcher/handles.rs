@@ -1,0 +1,115 @@
+//! Which `click_id` a judged click got, by its verdict handle, so a later revision can name it:
+//! a fixed table the batcher thread fills as it encodes clicks, and the few revisions that
+//! arrive before the click they name.
+//!
+//! Bounded both ways, allocated once: [`SLOTS`] handles are remembered (a handle's slot is the
+//! handle modulo the size, so a newer click overwrites an older one; revisions come within the
+//! message table's burst and decoy windows, seconds, long before [`SLOTS`] clicks with a
+//! message pass on one node at any realistic rate), and at most [`EARLY`] revisions wait for
+//! their click. A revision can overtake its click: the rules judge the click, then the request
+//! path queues it, and a second click on another connection can be judged and queue its
+//! revision in between. A revision that is never resolved (its click was not logged, or is too
+//! old) is given back as lost, for the batcher to count.
+
+use crate::clicks::verdict::Revision;
+
+/// Handles remembered.
+const SLOTS: usize = 4096;
+/// Revisions waiting for their click.
+const EARLY: usize = 64;
+
+pub(super) struct Handles {
+    /// `(handle, seq)` per slot; handle 0 is never handed out, so it marks an empty slot.
+    slots: Box<[(u64, u64)]>,
+    /// Revisions whose click has not been encoded yet, oldest first.
+    early: Vec<Revision>,
+}
+
+impl Handles {
+    pub(super) fn new() -> Handles {
+        Handles {
+            slots: vec![(0, 0); SLOTS].into_boxed_slice(),
+            early: Vec::with_capacity(EARLY),
+        }
+    }
+
+    fn slot(handle: u64) -> usize {
+        // Invariant: the remainder is below SLOTS, a usize.
+        (handle % SLOTS as u64) as usize
+    }
+
+    /// The click judged under `handle` got sequence number `seq`; returns the revisions that
+    /// were waiting for it.
+    pub(super) fn encoded(&mut self, handle: u64, seq: u64) -> Vec<Revision> {
+        self.slots[Self::slot(handle)] = (handle, seq);
+        if self.early.is_empty() {
+            return Vec::new();
+        }
+        let (ready, waiting) = std::mem::take(&mut self.early)
+            .into_iter()
+            .partition(|r| r.handle == handle);
+        self.early = waiting;
+        ready
+    }
+
+    /// The sequence number of the click `revision` names, or none yet: the revision then waits
+    /// for its click, and an older waiting revision it pushes out is returned as lost.
+    pub(super) fn resolve(&mut self, revision: Revision) -> Result<(u64, Revision), Lost> {
+        let (handle, seq) = self.slots[Self::slot(revision.handle)];
+        if handle == revision.handle && handle != 0 {
+            return Ok((seq, revision));
+        }
+        let lost = if self.early.len() == EARLY {
+            Some(self.early.remove(0))
+        } else {
+            None
+        };
+        self.early.push(revision);
+        Err(Lost(lost.is_some()))
+    }
+}
+
+/// A revision waits for its click; `Lost(true)` when an older one was given up for it.
+pub(super) struct Lost(pub(super) bool);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clicks::verdict::Class;
+
+    fn revision(handle: u64) -> Revision {
+        Revision {
+            ts: std::time::UNIX_EPOCH,
+            handle,
+            class: Class::Machine,
+            reasons: vec!["burst"],
+            rules: "r",
+        }
+    }
+
+    #[test]
+    fn a_revision_finds_its_click_or_waits_for_it() {
+        let mut h = Handles::new();
+        assert!(h.encoded(1, 10).is_empty());
+        assert_eq!(h.resolve(revision(1)).ok().map(|(seq, _)| seq), Some(10));
+        // Overtaken: the revision of 2 comes first and is handed back when 2 is encoded.
+        assert!(h.resolve(revision(2)).is_err());
+        assert!(h.encoded(3, 11).is_empty());
+        let ready = h.encoded(2, 12);
+        assert_eq!(ready, [revision(2)]);
+        // A newer click in the same slot makes the old handle unknown.
+        h.encoded(1 + SLOTS as u64, 13);
+        assert!(h.resolve(revision(1)).is_err());
+    }
+
+    #[test]
+    fn waiting_revisions_are_bounded_and_the_oldest_is_lost() {
+        let mut h = Handles::new();
+        for i in 0..EARLY as u64 {
+            assert!(matches!(h.resolve(revision(100 + i)), Err(Lost(false))));
+        }
+        assert!(matches!(h.resolve(revision(1000)), Err(Lost(true))));
+        assert!(h.encoded(100, 1).is_empty(), "the oldest was given up");
+        assert_eq!(h.encoded(101, 2), [revision(101)]);
+    }
+}
