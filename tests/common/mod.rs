@@ -3,6 +3,7 @@
 //! binary's first stdout line, never slept for.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod dns;
 pub mod nats;
 pub mod pebble;
