@@ -8,8 +8,8 @@ mod admin;
 mod clicks;
 mod cluster;
 mod limits;
-mod store;
 pub mod size;
+mod store;
 mod validate;
 
 use std::net::SocketAddr;
