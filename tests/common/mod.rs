@@ -433,6 +433,14 @@ pub fn signal(child: &Child, sig: &str) {
 }
 
 pub fn read_clicks(dir: &Path) -> Vec<Value> {
+    read_click_lines(dir)
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("click line is JSON"))
+        .collect()
+}
+
+/// Every click line in `dir` as written (without its newline), files in name order.
+pub fn read_click_lines(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -447,7 +455,7 @@ pub fn read_clicks(dir: &Path) -> Vec<Value> {
             std::fs::read_to_string(p)
                 .expect("click file")
                 .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("click line is JSON"))
+                .map(str::to_owned)
                 .collect::<Vec<_>>()
         })
         .collect()
