@@ -452,24 +452,45 @@ async fn vector_tails_the_click_files_the_edge_writes_with_checkpoints() {
     );
     let source = &vector["sources"]["clicks"];
     assert_eq!(source["type"].as_str(), Some("file"));
-    let include = source["include"][0].as_str().unwrap();
-    let (dir, pattern) = include.rsplit_once('/').unwrap();
-    assert_eq!(
-        dir, "/var/lib/clickedge/clicks",
-        "the systemd data_dir's clicks"
-    );
-    let (prefix, suffix) = pattern.split_once('*').unwrap();
-    let names: Vec<String> = std::fs::read_dir(edge.data_dir().join("clicks"))
+    let include: Vec<&str> = source["include"]
+        .as_array()
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .iter()
+        .map(|g| g.as_str().unwrap())
         .collect();
-    assert!(!names.is_empty());
-    for name in &names {
-        let matches = name.starts_with(prefix) && name.ends_with(suffix);
+    let matches = |name: &str| {
+        include.iter().any(|glob| {
+            let (dir, pattern) = glob.rsplit_once('/').unwrap();
+            assert_eq!(
+                dir, "/var/lib/clickedge/clicks",
+                "the systemd data_dir's clicks"
+            );
+            let (prefix, suffix) = pattern.split_once('*').unwrap();
+            name.starts_with(prefix) && name.ends_with(suffix)
+        })
+    };
+    // While the edge runs: the file being written is tailed.
+    let dir = edge.data_dir().join("clicks");
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("clicks-"))
+            .collect()
+    };
+    let open = names(&dir);
+    assert!(open.iter().any(|n| n.ends_with(".jsonl.open")), "{open:?}");
+    // Stopped: it is closed under its final name, tailed too; a quarantined tail is not.
+    let mut edge = edge;
+    assert!(edge.terminate().success());
+    std::fs::write(dir.join("clicks-20251124T160000.000Z.jsonl.torn"), b"{").unwrap();
+    let closed = names(&dir);
+    assert!(closed.iter().any(|n| n.ends_with(".jsonl")), "{closed:?}");
+    for name in open.iter().chain(&closed) {
         assert_eq!(
-            matches,
+            matches(name),
             !name.ends_with(".torn"),
-            "{name} against {include}"
+            "{name} against {include:?}"
         );
     }
     let sink = &vector["sinks"]["warehouse"];

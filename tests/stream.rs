@@ -191,10 +191,24 @@ async fn edge_sigkilled_mid_shipping_ships_every_acknowledged_click_after_restar
     edge.signal("KILL");
     edge.wait();
     let answered = load.stop().await;
+    // The file being written at the kill keeps its open name: a loader of `*.jsonl` skips it.
+    let dir = edge.data_dir().join("clicks");
+    let left_open: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".jsonl.open"))
+        .collect();
+    assert_eq!(left_open.len(), 1, "{left_open:?}");
+    let open_text = std::fs::read_to_string(dir.join(&left_open[0])).unwrap();
+    let whole = &open_text[..open_text.rfind('\n').map_or(0, |i| i + 1)];
+    assert!(whole.lines().count() > 0);
 
-    // Started again on the same log: it goes on shipping from its checkpoint, and numbering
-    // from its log.
+    // Started again on the same log: it closes that file with its clicks, goes on shipping from
+    // its checkpoint (which names the file by its closed name), and numbering from its log.
     let edge = Edge::start_in(edge.take_dir(), &config);
+    let closed = dir.join(left_open[0].strip_suffix(".open").unwrap());
+    assert_eq!(std::fs::read_to_string(&closed).unwrap(), whole);
+    assert!(!dir.join(&left_open[0]).exists());
     let link = edge.on_port(&format!("https://{DOMAIN}{path}"));
     let client = edge.client(&[DOMAIN]);
     for _ in 0..10 {

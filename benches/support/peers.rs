@@ -304,14 +304,19 @@ pub fn caddy(cert: &TestCert, dir: &Path, core: Option<usize>) -> Result<Server,
     })
 }
 
-/// Polls a clickedge click log directory until its `.jsonl` files hold `sent` lines (or 20 s
-/// pass, the writer's flush interval many times over); returns the lines found.
+/// Polls a clickedge click log directory until its click files (`.jsonl`, and the one being
+/// written, `.jsonl.open`) hold `sent` lines (or 20 s pass, the writer's flush interval many
+/// times over); returns the lines found.
 pub fn wait_for_click_lines(dir: &Path, sent: u64) -> u64 {
     let count = || -> u64 {
         std::fs::read_dir(dir)
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+                    .filter(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        name.ends_with(".jsonl") || name.ends_with(".jsonl.open")
+                    })
                     .map(|e| {
                         std::fs::read(e.path())
                             .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
