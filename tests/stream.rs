@@ -102,6 +102,16 @@ fn seqs(msgs: &[(String, Value)]) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The sequence number of a click line's `click_id`.
+fn click_seq(line: &Value) -> u64 {
+    let id = line["click_id"].as_str().expect("click_id");
+    id.rsplit_once('-')
+        .expect("node-seq")
+        .1
+        .parse()
+        .expect("sequence number")
+}
+
 fn gapless(seqs: &BTreeSet<u64>, n: u64) {
     assert_eq!(seqs.len() as u64, n, "distinct click ids");
     assert_eq!(seqs.first(), Some(&1));
@@ -154,20 +164,7 @@ async fn nats_stopped_under_load_for_ten_seconds_loses_and_doubles_no_click() {
     let msgs = wait_for_ids(&js, answered as usize).await;
     gapless(&seqs(&msgs), answered);
     // The log holds the same clicks.
-    let logged: BTreeSet<u64> = edge
-        .clicks()
-        .iter()
-        .map(|c| {
-            c["click_id"]
-                .as_str()
-                .unwrap()
-                .rsplit_once('-')
-                .unwrap()
-                .1
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let logged: BTreeSet<u64> = edge.clicks().iter().map(click_seq).collect();
     assert_eq!(logged, seqs(&msgs));
     // Whatever was published again (its acknowledgement lost in the outage) was acknowledged as
     // a duplicate, not stored twice; every line was acknowledged once at least.
@@ -366,17 +363,7 @@ async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
     assert_eq!(all.take(5), after);
     let ids: BTreeSet<u64> = after
         .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|v| {
-            v["click_id"]
-                .as_str()
-                .unwrap()
-                .rsplit_once('-')
-                .unwrap()
-                .1
-                .parse()
-                .unwrap()
-        })
+        .map(|l| click_seq(&serde_json::from_str(l).unwrap()))
         .collect();
     assert_eq!(ids, (21..=25).collect());
     // Nothing between: the next line is the next click.
