@@ -432,7 +432,6 @@ fn shipped_edge_configs_load() {
 }
 
 #[test]
-#[ignore = "needs [store] url (PostgreSQL store) in the config"]
 fn shipped_cluster_config_loads() {
     let path = deploy("kubernetes/overlays/cluster/clickedge.toml");
     if let Err(e) = clickedge::config::Config::load(Some(&path)) {
