@@ -85,6 +85,10 @@ struct Opts {
     /// Also write every sample as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Stream clickedge's clicks to a local `nats-server -js` (`clicks.stream = "nats"`, the
+    /// server unpinned); after the runs, wait for the shipper to drain and report it.
+    #[arg(long)]
+    nats: bool,
     /// Keep the temp dir (configs, logs, click files) and print where it is.
     #[arg(long)]
     keep: bool,
@@ -363,6 +367,13 @@ fn bench(opts: &Opts) -> Result<(), String> {
     let names: Vec<String> = (0..opts.domains)
         .map(|i| format!("links{i}.example.com"))
         .collect();
+    let nats = match opts.nats {
+        true => Some(peers::nats_server(&dir.join("nats"))?),
+        false => None,
+    };
+    let stream_config = nats.as_ref().map_or_else(String::new, |(_, url)| {
+        format!("stream = \"nats\"\nnats_url = \"{url}\"\n")
+    });
     let mut running: Vec<Server> = Vec::new();
     let mut clicks_sent: u64 = 0;
     let roots = dir.join("roots.pem");
@@ -374,10 +385,11 @@ fn bench(opts: &Opts) -> Result<(), String> {
     for name in &servers {
         let server = match *name {
             "clickedge" => {
-                let s = peers::clickedge(
+                let s = peers::clickedge_with(
                     env!("CARGO_BIN_EXE_clickedge"),
                     &dir.join("clickedge"),
                     core,
+                    &stream_config,
                 )?;
                 let data = s.data_dir.clone().expect("clickedge has a data dir");
                 let token = std::fs::read_to_string(data.join("admin-token"))
@@ -549,7 +561,7 @@ fn bench(opts: &Opts) -> Result<(), String> {
     }
 
     let click_check = match running.iter().find(|s| s.name == "clickedge") {
-        Some(s) => Some(check_clicks(&rt, s, clicks_sent)?),
+        Some(s) => Some(check_clicks(&rt, s, clicks_sent, nats.is_some())?),
         None => None,
     };
 
@@ -868,22 +880,55 @@ fn hold_idle(
 }
 
 /// Polls clickedge's click log until it holds `sent` lines (or 20 s pass) and reads its metrics.
-fn check_clicks(rt: &tokio::runtime::Runtime, s: &Server, sent: u64) -> Result<String, String> {
+fn check_clicks(
+    rt: &tokio::runtime::Runtime,
+    s: &Server,
+    sent: u64,
+    shipping: bool,
+) -> Result<String, String> {
     let dir = s.data_dir.as_ref().expect("clickedge").join("clicks");
     let lines = peers::wait_for_click_lines(&dir, sent);
-    let metrics = rt.block_on(async {
-        let url = format!("http://{}/metrics", s.admin.expect("admin"));
-        match reqwest::get(&url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    });
-    let metric = |name: &str| {
+    let scrape = || {
+        rt.block_on(async {
+            let url = format!("http://{}/metrics", s.admin.expect("admin"));
+            match reqwest::get(&url).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            }
+        })
+    };
+    let value = |metrics: &str, name: &str| {
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
             .map_or_else(|| "?".into(), |v| v.trim().to_owned())
     };
+    // With a stream: how long after the last run the shipper takes to have every byte
+    // acknowledged (bounded: 120 s).
+    let drained = shipping.then(|| {
+        let start = Instant::now();
+        let mut last = scrape();
+        while value(&last, "clickedge_click_unshipped_bytes") != "0"
+            && start.elapsed() < Duration::from_secs(120)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            last = scrape();
+        }
+        (start.elapsed(), last)
+    });
+    let metrics = scrape();
+    let metric = |name: &str| value(&metrics, name);
+    let shipped = drained.map_or_else(String::new, |(waited, at_end)| {
+        format!(
+            "; shipping: unshipped bytes {} after waiting {:.1} s for the drain, \
+             clickedge_clicks_shipped_total {}, duplicates {}, errors {}",
+            value(&at_end, "clickedge_click_unshipped_bytes"),
+            waited.as_secs_f64(),
+            metric("clickedge_clicks_shipped_total"),
+            metric("clickedge_click_ship_duplicates_total"),
+            metric("clickedge_click_ship_errors_total"),
+        )
+    });
     let verdict = if lines == sent {
         "every click logged"
     } else {
@@ -891,7 +936,7 @@ fn check_clicks(rt: &tokio::runtime::Runtime, s: &Server, sent: u64) -> Result<S
     };
     Ok(format!(
         "clickedge clicks: {sent} answered 302 to the load generator, {lines} lines in its click log ({verdict}); \
-         clickedge_clicks_dropped_total {}, clickedge_clicks_logged_total {}, requests_total{{outcome=\"redirect\"}} {}",
+         clickedge_clicks_dropped_total {}, clickedge_clicks_logged_total {}, requests_total{{outcome=\"redirect\"}} {}{shipped}",
         metric("clickedge_clicks_dropped_total"),
         metric("clickedge_clicks_logged_total"),
         metric("clickedge_requests_total{outcome=\"redirect\"}"),
@@ -991,7 +1036,7 @@ fn smoke() {
         );
         sent += summary.ok;
     }
-    let check = check_clicks(&rt, &edge, sent).unwrap_or_else(|e| panic!("{e}"));
+    let check = check_clicks(&rt, &edge, sent, false).unwrap_or_else(|e| panic!("{e}"));
     assert!(check.contains("every click logged"), "{check}");
     edge.proc.stop(Duration::from_secs(10));
     println!(

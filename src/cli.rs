@@ -3,6 +3,7 @@
 
 mod checks;
 mod cluster;
+mod follow;
 mod health;
 
 use std::borrow::Cow;
@@ -16,6 +17,7 @@ use crate::config::{Config, LogFormat};
 use crate::onboarding::escape::escape;
 use checks::{checks_verdict, count_status, print_checks, shown, with_progress};
 pub use cluster::ClusterAction;
+pub use follow::{ClicksAction, FollowArgs};
 
 /// Environment variable holding the admin token for client commands.
 pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
@@ -178,6 +180,12 @@ pub enum Command {
         /// Message context sealed in the link, used to judge clicks (see README).
         #[command(flatten)]
         message: MessageArgs,
+    },
+    /// Read the click stream (`clicks.stream = "nats"`).
+    Clicks {
+        /// What to do.
+        #[command(subcommand)]
+        action: ClicksAction,
     },
     /// Manage the link keys (rotation).
     Keys {
@@ -381,6 +389,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
         Command::Serve => unreachable!("serve is handled by main"),
         Command::Health { admin } => health::run(config, admin.as_deref()).await?,
         Command::Cluster { action } => cluster::run(action)?,
+        Command::Clicks { action } => follow::run(config, action).await?,
         Command::Domain { client, action } => {
             let c = Client::new(config, &client)?;
             let v = match &action {

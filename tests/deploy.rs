@@ -1,6 +1,7 @@
 //! The files under `deploy/`, each checked by the tool that will read it in production: the
 //! systemd unit by `systemd-analyze verify`, the alert rules by `promtool` (syntax and their
-//! unit tests), the scrape config and rules by a real Prometheus scraping a running edge, the
+//! unit tests), the scrape config and rules by a real Prometheus scraping a running edge (one that
+//! streams its clicks to a real `nats-server`, so that the shipping series exist too), the
 //! Grafana dashboard's queries against that edge's `/metrics`, the Kubernetes manifests by
 //! `kubernetes-validate` (its bundled schemas, strict), and the shipped edge configs by the
 //! edge's own config loader. The container script is run by hand (README "Running in
@@ -15,6 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Edge;
+use common::nats::NatsServer;
 use common::pebble::free_tcp_port;
 use serde_json::{Value, json};
 
@@ -65,7 +67,22 @@ fn clickedge_names(text: &str) -> BTreeSet<String> {
 /// An edge that has issued a certificate, handshaken and redirected a click, so that every
 /// metric it exports on demand (labelled series appear at their first event) is there.
 async fn edge_with_a_click() -> Edge {
-    let edge = Edge::start();
+    clicked(Edge::start()).await
+}
+
+/// The same, streaming its clicks to a NATS JetStream server (returned with it, to keep it
+/// running): the shipping metrics exist only with a stream.
+async fn streaming_edge_with_a_click() -> (NatsServer, Edge) {
+    let nats = NatsServer::start();
+    let config = format!(
+        "[clicks]\nstream = \"nats\"\nnats_url = \"{}\"\n",
+        nats.url()
+    );
+    let edge = clicked(Edge::start_with(&config)).await;
+    (nats, edge)
+}
+
+async fn clicked(edge: Edge) -> Edge {
     edge.add_domain(DOMAIN).await;
     let link = edge.mint(DOMAIN, "https://example.com/a", json!({})).await;
     assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
@@ -124,7 +141,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
 
 #[tokio::test]
 async fn dashboard_queries_name_only_metrics_a_running_edge_exports() {
-    let edge = edge_with_a_click().await;
+    let (_nats, edge) = streaming_edge_with_a_click().await;
     let live = exported(&edge).await;
     let dashboard: Value =
         serde_json::from_str(&std::fs::read_to_string(deploy("grafana/clickedge.json")).unwrap())
@@ -143,16 +160,13 @@ async fn dashboard_queries_name_only_metrics_a_running_edge_exports() {
     );
 }
 
-/// Metrics the rules name that a plain local-CA edge does not export: ACME orders exist with
-/// `tls.issuer = "acme"` only, and the shipping age with a click stream only.
-const RULE_METRICS_ELSEWHERE: &[&str] = &[
-    "clickedge_acme_orders_total",
-    "clickedge_clicks_unshipped_age_seconds",
-];
+/// Metrics the rules name that a local-CA edge does not export: ACME orders exist with
+/// `tls.issuer = "acme"` only.
+const RULE_METRICS_ELSEWHERE: &[&str] = &["clickedge_acme_orders_total"];
 
 #[tokio::test]
 async fn alert_rules_name_only_metrics_the_edge_exports() {
-    let edge = edge_with_a_click().await;
+    let (_nats, edge) = streaming_edge_with_a_click().await;
     let live = exported(&edge).await;
     let rules = std::fs::read_to_string(deploy("prometheus/clickedge.rules.yml")).unwrap();
     let named = clickedge_names(
@@ -245,7 +259,8 @@ impl Prometheus {
 
 #[tokio::test]
 async fn prometheus_scrapes_the_edge_with_the_shipped_config_and_evaluates_every_rule() {
-    let edge = edge_with_a_click().await;
+    // With a stream, so that the shipping rule is evaluated over the edge's real series too.
+    let (_nats, edge) = streaming_edge_with_a_click().await;
     let prometheus = Prometheus::scraping(&edge);
     let deadline = Instant::now() + Duration::from_secs(60);
     // Every rule of every group evaluated at least once, with the edge's target up and scraped.
@@ -302,6 +317,16 @@ async fn prometheus_scrapes_the_edge_with_the_shipped_config_and_evaluates_every
     assert_eq!(
         query["data"]["result"][0]["value"][1], "1",
         "one redirect scraped: {query}"
+    );
+    // And the series the shipping rule watches.
+    let query = prometheus
+        .api("query?query=clickedge_click_unshipped_oldest_age_seconds")
+        .await
+        .expect("query");
+    assert_eq!(
+        query["data"]["result"].as_array().map(Vec::len),
+        Some(1),
+        "the shipping age scraped: {query}"
     );
 }
 
@@ -407,7 +432,6 @@ fn shipped_edge_configs_load() {
 }
 
 #[test]
-#[ignore = "needs [store] url (PostgreSQL store) and clicks.stream (NATS shipping) in the config"]
 fn shipped_cluster_config_loads() {
     let path = deploy("kubernetes/overlays/cluster/clickedge.toml");
     if let Err(e) = clickedge::config::Config::load(Some(&path)) {
@@ -427,24 +451,45 @@ async fn vector_tails_the_click_files_the_edge_writes_with_checkpoints() {
     );
     let source = &vector["sources"]["clicks"];
     assert_eq!(source["type"].as_str(), Some("file"));
-    let include = source["include"][0].as_str().unwrap();
-    let (dir, pattern) = include.rsplit_once('/').unwrap();
-    assert_eq!(
-        dir, "/var/lib/clickedge/clicks",
-        "the systemd data_dir's clicks"
-    );
-    let (prefix, suffix) = pattern.split_once('*').unwrap();
-    let names: Vec<String> = std::fs::read_dir(edge.data_dir().join("clicks"))
+    let include: Vec<&str> = source["include"]
+        .as_array()
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .iter()
+        .map(|g| g.as_str().unwrap())
         .collect();
-    assert!(!names.is_empty());
-    for name in &names {
-        let matches = name.starts_with(prefix) && name.ends_with(suffix);
+    let matches = |name: &str| {
+        include.iter().any(|glob| {
+            let (dir, pattern) = glob.rsplit_once('/').unwrap();
+            assert_eq!(
+                dir, "/var/lib/clickedge/clicks",
+                "the systemd data_dir's clicks"
+            );
+            let (prefix, suffix) = pattern.split_once('*').unwrap();
+            name.starts_with(prefix) && name.ends_with(suffix)
+        })
+    };
+    // While the edge runs: the file being written is tailed.
+    let dir = edge.data_dir().join("clicks");
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("clicks-"))
+            .collect()
+    };
+    let open = names(&dir);
+    assert!(open.iter().any(|n| n.ends_with(".jsonl.open")), "{open:?}");
+    // Stopped: it is closed under its final name, tailed too; a quarantined tail is not.
+    let mut edge = edge;
+    assert!(edge.terminate().success());
+    std::fs::write(dir.join("clicks-20251124T160000.000Z.jsonl.torn"), b"{").unwrap();
+    let closed = names(&dir);
+    assert!(closed.iter().any(|n| n.ends_with(".jsonl")), "{closed:?}");
+    for name in open.iter().chain(&closed) {
         assert_eq!(
-            matches,
+            matches(name),
             !name.ends_with(".torn"),
-            "{name} against {include}"
+            "{name} against {include:?}"
         );
     }
     let sink = &vector["sinks"]["warehouse"];

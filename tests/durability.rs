@@ -16,17 +16,10 @@ const DOMAIN: &str = "links.example.com";
 
 /// Click lines, skipping a torn last line (a crash may leave one; recovery handles it at start).
 fn lenient_clicks(dir: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    files.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|x| x == "jsonl"));
-    files.sort();
-    files
+    common::read_click_files(dir)
         .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
+        .flat_map(|text| {
+            text.lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect::<Vec<_>>()
         })

@@ -102,6 +102,16 @@ fn seqs(msgs: &[(String, Value)]) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The sequence number of a click line's `click_id`.
+fn click_seq(line: &Value) -> u64 {
+    let id = line["click_id"].as_str().expect("click_id");
+    id.rsplit_once('-')
+        .expect("node-seq")
+        .1
+        .parse()
+        .expect("sequence number")
+}
+
 fn gapless(seqs: &BTreeSet<u64>, n: u64) {
     assert_eq!(seqs.len() as u64, n, "distinct click ids");
     assert_eq!(seqs.first(), Some(&1));
@@ -154,20 +164,7 @@ async fn nats_stopped_under_load_for_ten_seconds_loses_and_doubles_no_click() {
     let msgs = wait_for_ids(&js, answered as usize).await;
     gapless(&seqs(&msgs), answered);
     // The log holds the same clicks.
-    let logged: BTreeSet<u64> = edge
-        .clicks()
-        .iter()
-        .map(|c| {
-            c["click_id"]
-                .as_str()
-                .unwrap()
-                .rsplit_once('-')
-                .unwrap()
-                .1
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let logged: BTreeSet<u64> = edge.clicks().iter().map(click_seq).collect();
     assert_eq!(logged, seqs(&msgs));
     // Whatever was published again (its acknowledgement lost in the outage) was acknowledged as
     // a duplicate, not stored twice; every line was acknowledged once at least.
@@ -191,10 +188,24 @@ async fn edge_sigkilled_mid_shipping_ships_every_acknowledged_click_after_restar
     edge.signal("KILL");
     edge.wait();
     let answered = load.stop().await;
+    // The file being written at the kill keeps its open name: a loader of `*.jsonl` skips it.
+    let dir = edge.data_dir().join("clicks");
+    let left_open: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".jsonl.open"))
+        .collect();
+    assert_eq!(left_open.len(), 1, "{left_open:?}");
+    let open_text = std::fs::read_to_string(dir.join(&left_open[0])).unwrap();
+    let whole = &open_text[..open_text.rfind('\n').map_or(0, |i| i + 1)];
+    assert!(whole.lines().count() > 0);
 
-    // Started again on the same log: it goes on shipping from its checkpoint, and numbering
-    // from its log.
+    // Started again on the same log: it closes that file with its clicks, goes on shipping from
+    // its checkpoint (which names the file by its closed name), and numbering from its log.
     let edge = Edge::start_in(edge.take_dir(), &config);
+    let closed = dir.join(left_open[0].strip_suffix(".open").unwrap());
+    assert_eq!(std::fs::read_to_string(&closed).unwrap(), whole);
+    assert!(!dir.join(&left_open[0]).exists());
     let link = edge.on_port(&format!("https://{DOMAIN}{path}"));
     let client = edge.client(&[DOMAIN]);
     for _ in 0..10 {
@@ -253,4 +264,131 @@ async fn a_deleted_and_recreated_stream_gets_shipping_from_the_checkpoint() {
         log.contains("stream was missing") || log.contains("stream was recreated"),
         "no log line about the stream: {log}"
     );
+}
+
+/// `clickedge clicks follow ARGS` as a child process, its output lines read on a thread; killed
+/// on drop.
+struct Follow {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Follow {
+    /// Starts it and waits until it follows the stream (its line on stderr).
+    fn start(args: &[&str]) -> Follow {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(common::bin())
+            .args(["clicks", "follow"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting clickedge clicks follow");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        assert!(
+            first.starts_with("following stream CLICKS"),
+            "clicks follow said: {first}"
+        );
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Follow { child, lines }
+    }
+
+    /// The next `n` lines (each within 20 s).
+    fn take(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                self.lines
+                    .recv_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("line {i} of {n}: {e}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
+    let nats = NatsServer::start();
+    let edge = Edge::start_with(&config(&nats, "buffered"));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    let click = async || assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    for _ in 0..20 {
+        click().await;
+    }
+    wait_for_ids(&nats.jetstream().await, 20).await;
+    let logged = || common::read_click_lines(&edge.data_dir().join("clicks"));
+    let config = edge.config_path();
+    let config = config.to_str().unwrap();
+
+    // The config's [clicks] nats settings, from the start: every line exactly as logged.
+    let all = Follow::start(&["--config", config, "--from-start"]);
+    assert_eq!(all.take(20), logged());
+    // The last 3, with the server and stream named on the command line instead.
+    let last = Follow::start(&[
+        "--last",
+        "3",
+        "--nats-url",
+        &nats.url(),
+        "--stream",
+        "CLICKS",
+    ]);
+    assert_eq!(last.take(3), logged()[17..]);
+    // By default only what comes after it starts; both followers get the new clicks.
+    let new = Follow::start(&["--config", config]);
+    for _ in 0..5 {
+        click().await;
+    }
+    let after = new.take(5);
+    assert_eq!(after, logged()[20..]);
+    assert_eq!(all.take(5), after);
+    let ids: BTreeSet<u64> = after
+        .iter()
+        .map(|l| click_seq(&serde_json::from_str(l).unwrap()))
+        .collect();
+    assert_eq!(ids, (21..=25).collect());
+    // Nothing between: the next line is the next click.
+    click().await;
+    let next: Value = serde_json::from_str(&new.take(1)[0]).unwrap();
+    assert_eq!(next["click_id"], format!("{NODE}-26"));
+
+    // `| head`: once its reader is gone, the next click ends it, with success.
+    let mut new = new;
+    drop(std::mem::replace(
+        &mut new.lines,
+        std::sync::mpsc::channel().1,
+    ));
+    drop(all);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        click().await;
+        if let Some(status) = new.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clicks follow went on after its reader left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "clicks follow on a closed pipe: {status}");
 }

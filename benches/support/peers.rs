@@ -9,7 +9,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rcgen::{
@@ -122,6 +122,33 @@ pub struct Server {
 /// Starts the release clickedge in `dir` with resumption off, every port 0 on loopback.
 /// `CLICKEDGE_BENCH_DURABILITY=synced` measures the synced click log instead of the buffered one.
 pub fn clickedge(bin: &str, dir: &Path, core: Option<usize>) -> Result<Server, String> {
+    clickedge_with(bin, dir, core, "")
+}
+
+/// Starts a local `nats-server -js` (Debian package `nats-server`) on a free loopback port with
+/// its store under `dir`, unpinned; returns it and its URL.
+pub fn nats_server(dir: &Path) -> Result<(Proc, String), String> {
+    let bin = procs::installed("nats-server")
+        .ok_or("nats-server not found: apt-get install -y nats-server")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let port = free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut proc = Proc::spawn("nats-server", cmd, &dir.join("stderr.log"))?;
+    wait_listening(&mut proc, ([127, 0, 0, 1], port).into())?;
+    Ok((proc, format!("nats://127.0.0.1:{port}")))
+}
+
+/// Starts clickedge with `clicks` appended to its `[clicks]` section (e.g. a stream).
+pub fn clickedge_with(
+    bin: &str,
+    dir: &Path,
+    core: Option<usize>,
+    clicks: &str,
+) -> Result<Server, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let data = dir.join("data");
     let config = dir.join("clickedge.toml");
@@ -134,7 +161,7 @@ pub fn clickedge(bin: &str, dir: &Path, core: Option<usize>) -> Result<Server, S
              [tls]\n# Every handshake a full one, like an email click's (and nginx's and Caddy's here).\nsession_resumption = false\n\n\
              [clicks]\ndurability = \"{durability}\"\n\
              # The load generator is one address clicking flat out, and every click must be logged.\n\
-             max_clicks_per_ip_per_sec = 0\n\n\
+             max_clicks_per_ip_per_sec = 0\n{clicks}\n\
              [limits]\n# Every connection comes from the one load generator's address.\nmax_connections_per_ip = 0\n",
             data.display()
         ),
@@ -304,14 +331,19 @@ pub fn caddy(cert: &TestCert, dir: &Path, core: Option<usize>) -> Result<Server,
     })
 }
 
-/// Polls a clickedge click log directory until its `.jsonl` files hold `sent` lines (or 20 s
-/// pass, the writer's flush interval many times over); returns the lines found.
+/// Polls a clickedge click log directory until its click files (`.jsonl`, and the one being
+/// written, `.jsonl.open`) hold `sent` lines (or 20 s pass, the writer's flush interval many
+/// times over); returns the lines found.
 pub fn wait_for_click_lines(dir: &Path, sent: u64) -> u64 {
     let count = || -> u64 {
         std::fs::read_dir(dir)
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+                    .filter(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        name.ends_with(".jsonl") || name.ends_with(".jsonl.open")
+                    })
                     .map(|e| {
                         std::fs::read(e.path())
                             .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)

@@ -7,9 +7,12 @@
 //! landed in part leaves no torn or duplicate line for the batcher's retry. If even the truncation
 //! fails, nothing else is written until it succeeds, so only the newest file can end torn.
 //!
-//! At open the directory and files get their mode (`access`) and a torn tail left by a crash is
-//! quarantined (`recover`). File names (`naming`) sort in time order, so the oldest files are the
-//! ones deleted to keep the log under `clicks.max_total_bytes` (`retention`). This module never
+//! The file being written is named `clicks-….jsonl.open` and renamed to `clicks-….jsonl` when it
+//! is closed (rotation, shutdown), so only finished files match `clicks-*.jsonl` (`naming`). At
+//! open the directory and files get their mode (`access`), a torn tail left by a crash is
+//! quarantined and files left open are closed (`recover`). File names sort in time order, so the
+//! oldest files are the ones deleted to keep the log under `clicks.max_total_bytes`
+//! (`retention`), which only ever deletes closed files. This module never
 //! reads the log back; what to do while it fails (hold, retry, drop, refuse) is the batcher's
 //! business.
 
@@ -25,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use access::Access;
-pub(in crate::clicks) use naming::is_click_file;
+pub(in crate::clicks) use naming::{closed_name, open_name};
 
 use super::ship::Progress;
 use super::{Batch, ClickSink};
@@ -293,15 +296,28 @@ impl FileSink {
         })
     }
 
-    /// Syncs and closes the open file; it becomes the newest closed file.
+    /// Syncs and closes the open file, renaming it to its closed name; it becomes the newest
+    /// closed file. If the rename fails it keeps its open name (the next start closes it).
     fn close_file(&mut self, f: OpenFile) {
         if let Err(e) = f.file.sync_all() {
             self.metrics.click_sink_errors.inc();
             tracing::error!(path = %f.path.display(), error = %e, "syncing click file");
         }
-        tracing::info!(path = %f.path.display(), bytes = f.bytes, "click file closed");
-        self.retention
-            .push_closed(f.path, f.bytes, self.clock.now());
+        drop(f.file);
+        let path = match naming::close(&f.path) {
+            Ok(closed) => closed,
+            Err(e) => {
+                self.metrics.click_sink_errors.inc();
+                tracing::error!(
+                    path = %f.path.display(),
+                    error = %e,
+                    "renaming click file to its closed name; the next start closes it"
+                );
+                f.path
+            }
+        };
+        tracing::info!(path = %path.display(), bytes = f.bytes, "click file closed");
+        self.retention.push_closed(path, f.bytes, self.clock.now());
     }
 
     /// Keeps the log under the cap with `incoming` more bytes: deletes the oldest closed files,

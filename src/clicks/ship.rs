@@ -41,7 +41,7 @@ use tokio::sync::watch;
 
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, Position};
 pub use metrics::ShipMetrics;
-pub use nats::{DUPLICATE_WINDOW, NatsError, NatsTarget};
+pub use nats::{DUPLICATE_WINDOW, NatsError, NatsTarget, connect_options};
 
 use super::line_click_id;
 use crate::clock::Clock;

@@ -125,15 +125,19 @@ pub(super) fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The click files of `dir` in name order, and the URLs of their lines in file order. Every
-/// line must be JSON.
+/// The click files of `dir` (closed, and the one being written) in time order, and the URLs of
+/// their lines in file order. Every line must be JSON.
 pub(super) fn lines(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .filter_map(|p| {
+            let closed = super::file::closed_name(p.file_name()?.to_str()?)?.to_owned();
+            Some((closed, p))
+        })
         .collect();
     files.sort();
+    let files: Vec<PathBuf> = files.into_iter().map(|(_, p)| p).collect();
     let urls = files
         .iter()
         .flat_map(|p| {

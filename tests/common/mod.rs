@@ -434,22 +434,48 @@ pub fn signal(child: &Child, sig: &str) {
 }
 
 pub fn read_clicks(dir: &Path) -> Vec<Value> {
+    read_click_lines(dir)
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("click line is JSON"))
+        .collect()
+}
+
+/// Every click line in `dir` as written (without its newline), files in time order.
+pub fn read_click_lines(dir: &Path) -> Vec<String> {
+    read_click_files(dir)
+        .iter()
+        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+/// The text of every click file in `dir` in time order: the closed ones (`clicks-….jsonl`) and
+/// the one being written (`clicks-….jsonl.open`, renamed to its closed name when closed).
+pub fn read_click_files(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<_> = entries
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+    let mut closed: Vec<String> = entries
+        .map(|e| {
+            e.expect("entry")
+                .file_name()
+                .into_string()
+                .expect("UTF-8 name")
+        })
+        .filter_map(|n| {
+            let n = n.strip_suffix(".open").unwrap_or(&n);
+            (n.starts_with("clicks-") && n.ends_with(".jsonl")).then(|| n.to_owned())
+        })
         .collect();
-    files.sort();
-    files
+    closed.sort();
+    closed.dedup();
+    closed
         .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
+        .map(|name| {
+            // Under its open name, else closed since the directory was read.
+            let open = dir.join(format!("{name}.open"));
+            std::fs::read_to_string(&open)
+                .or_else(|_| std::fs::read_to_string(dir.join(name)))
                 .expect("click file")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("click line is JSON"))
-                .collect::<Vec<_>>()
         })
         .collect()
 }

@@ -1,9 +1,16 @@
-//! Click file names: `clicks-<UTC time of opening, ms>.jsonl`
-//! (`clicks-20261125T091000.123Z.jsonl`), so a plain sort of the directory is time order, with no
-//! characters that need quoting. Both ways: naming a new file ([`create_next`]) and recognising
-//! one ([`is_click_file`]), which startup recovery relies on to find the newest file, and which
-//! files of the directory are the log's at all ([`is_log_file`]: click files and their
-//! quarantined tails).
+//! Click file names: `clicks-<UTC time of opening, ms>.jsonl` (`clicks-20261125T091000.123Z.jsonl`),
+//! so a plain sort of the directory is time order, with no characters that need quoting.
+//!
+//! The file being written carries `.open` after that name (`clicks-….jsonl.open`) and is renamed
+//! to its closed name when it is closed (on rotation, at shutdown, or by startup recovery after a
+//! crash): a loader that lists `clicks-*.jsonl` only ever sees finished files, whole. The rename
+//! keeps the inode, so a reader holding the file open reads on, and the closed name is the file's
+//! name for good: positions in the log (the shipper's checkpoint) use it in both states.
+//!
+//! Both ways: naming a new file ([`create_next`]) and closing it ([`close`]), and recognising
+//! them ([`is_click_file`]: closed; [`closed_name`]: either state), which startup recovery and the
+//! shipper rely on, and which files of the directory are the log's at all ([`is_log_file`]: click
+//! files and their quarantined tails).
 
 use std::fs::File;
 use std::io;
@@ -16,22 +23,37 @@ use crate::clock::Clock;
 
 const PREFIX: &str = "clicks-";
 const SUFFIX: &str = ".jsonl";
+/// After [`SUFFIX`] while the file is written.
+const OPEN: &str = ".open";
 
-/// Whether `name` is a click file's name (not a quarantined tail, not anything else).
+/// Whether `name` is a closed click file's name (not one being written, not a quarantined tail,
+/// not anything else).
 pub(in crate::clicks) fn is_click_file(name: &str) -> bool {
     name.starts_with(PREFIX) && name.ends_with(SUFFIX)
 }
 
-/// Whether `name` is one of the click log's files: a click file, or a torn tail quarantined
-/// next to one (`<click file>.torn`, `<click file>.torn.<n>`).
-pub(super) fn is_log_file(name: &str) -> bool {
-    name.starts_with(PREFIX) && (name.ends_with(SUFFIX) || name.contains(".jsonl.torn"))
+/// The closed name of the click file `name`, in either state (`….jsonl` or `….jsonl.open`);
+/// `None` if it is not a click file.
+pub(in crate::clicks) fn closed_name(name: &str) -> Option<&str> {
+    let closed = name.strip_suffix(OPEN).unwrap_or(name);
+    is_click_file(closed).then_some(closed)
 }
 
-/// Creates a new click file in `dir` for appending, with `access`'s mode, named for `clock`'s
-/// time, and returns it with its path. Never reuses a name: if one is taken (two files within a
-/// millisecond) the next millisecond is tried, so the new name still sorts after every earlier
-/// one.
+/// The name the click file `closed` has while it is written.
+pub(in crate::clicks) fn open_name(closed: &str) -> String {
+    format!("{closed}{OPEN}")
+}
+
+/// Whether `name` is one of the click log's files: a click file in either state, or a torn tail
+/// quarantined next to one (`<click file>.torn`, `<click file>.torn.<n>`).
+pub(super) fn is_log_file(name: &str) -> bool {
+    closed_name(name).is_some() || (name.starts_with(PREFIX) && name.contains(".jsonl.torn"))
+}
+
+/// Creates a new click file in `dir` for appending, with `access`'s mode, under its open name
+/// for `clock`'s time, and returns it with its path. Never reuses a name, open or closed: if one
+/// is taken (two files within a millisecond) the next millisecond is tried, so the new name
+/// still sorts after every earlier one.
 pub(super) fn create_next(
     dir: &Path,
     clock: &Clock,
@@ -39,8 +61,14 @@ pub(super) fn create_next(
 ) -> io::Result<(File, PathBuf)> {
     let mut at = clock.now();
     loop {
-        let path = dir.join(file_name(at));
-        match access::create_new(&path, access) {
+        let closed = dir.join(file_name(at));
+        let path = dir.join(open_name(&file_name(at)));
+        let created = if closed.try_exists()? {
+            Err(io::ErrorKind::AlreadyExists.into())
+        } else {
+            access::create_new(&path, access)
+        };
+        match created {
             Ok(file) => return Ok((file, path)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // Strictly later each time: ends whether or not the clock moves (a manual one).
@@ -49,6 +77,34 @@ pub(super) fn create_next(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Closes the click file at `path` by name: renames `….jsonl.open` to `….jsonl` and syncs the
+/// directory, so the closed name survives a crash. Returns the closed path (`path` itself if it
+/// was closed already). Refuses to replace a file that has the closed name.
+pub(super) fn close(path: &Path) -> io::Result<PathBuf> {
+    let Some(closed) = path
+        .to_str()
+        .and_then(|p| p.strip_suffix(OPEN))
+        .map(PathBuf::from)
+    else {
+        return Ok(path.to_path_buf());
+    };
+    if closed.try_exists()? {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists besides {}: move one of them away",
+                closed.display(),
+                path.display()
+            ),
+        ));
+    }
+    std::fs::rename(path, &closed)?;
+    if let Some(dir) = closed.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(closed)
 }
 
 fn file_name(t: SystemTime) -> String {
@@ -79,15 +135,45 @@ mod tests {
         assert_eq!(
             names,
             [
-                "clicks-20251124T160000.000Z.jsonl",
-                "clicks-20251124T160000.001Z.jsonl",
-                "clicks-20251124T160000.002Z.jsonl",
+                "clicks-20251124T160000.000Z.jsonl.open",
+                "clicks-20251124T160000.001Z.jsonl.open",
+                "clicks-20251124T160000.002Z.jsonl.open",
             ]
         );
-        assert!(names.iter().all(|n| is_click_file(n) && is_log_file(n)));
+        assert!(names.iter().all(|n| !is_click_file(n) && is_log_file(n)));
+        assert_eq!(
+            closed_name(&names[0]),
+            Some("clicks-20251124T160000.000Z.jsonl")
+        );
+        // Closed, a name is still taken: the next file does not reuse it.
+        let closed = close(&dir.path().join(&names[0])).unwrap();
+        assert_eq!(closed, dir.path().join("clicks-20251124T160000.000Z.jsonl"));
+        assert!(!dir.path().join(&names[0]).exists());
+        assert_eq!(close(&closed).unwrap(), closed);
+        let clock = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
+        let (_, next) = create_next(dir.path(), &clock, Access::Private).unwrap();
+        assert!(next.ends_with("clicks-20251124T160000.003Z.jsonl.open"));
+        assert!(is_click_file("clicks-20251124T160000.000Z.jsonl"));
+        assert_eq!(
+            closed_name("clicks-20251124T160000.000Z.jsonl"),
+            Some("clicks-20251124T160000.000Z.jsonl")
+        );
         assert!(!is_click_file("clicks-20251124T160000.000Z.jsonl.torn"));
+        assert_eq!(closed_name("clicks-20251124T160000.000Z.jsonl.torn"), None);
         assert!(is_log_file("clicks-20251124T160000.000Z.jsonl.torn"));
         assert!(is_log_file("clicks-20251124T160000.000Z.jsonl.torn.2"));
         assert!(!is_log_file("notes.txt"));
+    }
+
+    #[test]
+    fn closing_never_replaces_a_closed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("clicks-20251124T160000.000Z.jsonl.open");
+        let closed = dir.path().join("clicks-20251124T160000.000Z.jsonl");
+        std::fs::write(&open, b"a\n").unwrap();
+        std::fs::write(&closed, b"b\n").unwrap();
+        assert!(close(&open).is_err());
+        assert_eq!(std::fs::read(&closed).unwrap(), b"b\n");
+        assert_eq!(std::fs::read(&open).unwrap(), b"a\n");
     }
 }

@@ -4,9 +4,14 @@
 //! file is truncated to the end of its last complete line, so readers of the log see only whole
 //! JSON lines and no record is lost (the tail is kept) or duplicated (nothing is rewritten).
 //!
-//! Only the newest non-empty `clicks-*.jsonl` file is examined: the writer only appends to the
-//! newest file, never reopens an older one, and does not start a new file while an older one may
-//! end in a partial batch. New clicks always go to a new file; this module never writes clicks.
+//! Only the newest non-empty click file is examined: the writer only appends to the newest file,
+//! never reopens an older one, and does not start a new file while an older one may end in a
+//! partial batch. New clicks always go to a new file; this module never writes clicks.
+//!
+//! Then every file a crash left open (`clicks-….jsonl.open`, see `naming`) is closed: renamed to
+//! its closed name, with a warning. None of them is the one to append to, since the writer starts
+//! a new file; so after recovery every click file is closed and whole, and a loader listing
+//! `clicks-*.jsonl` sees the clicks written before the crash.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom};
@@ -20,7 +25,8 @@ use crate::metrics::Metrics;
 /// Bytes read per step when searching a file backwards for a newline.
 const CHUNK: usize = 64 << 10;
 
-/// The torn tail of a click file could not be quarantined; the file was left as it was.
+/// The torn tail of a click file could not be quarantined (the file was left as it was), or a
+/// file left open could not be closed.
 #[derive(Debug, thiserror::Error)]
 #[error("recovering click file {path}")]
 pub(super) struct RecoverError {
@@ -32,7 +38,7 @@ pub(super) struct RecoverError {
 /// What recovery did to a torn file.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Quarantined {
-    /// The click file, now ending at its last complete line.
+    /// The click file, now ending at its last complete line (by its name before closing).
     pub(super) file: PathBuf,
     /// Where the torn bytes went.
     pub(super) torn: PathBuf,
@@ -43,8 +49,8 @@ pub(super) struct Quarantined {
 }
 
 /// Repairs the newest non-empty click file in `dir` if it ends in a torn line (the quarantine file
-/// gets `access`'s mode): warns, counts `clickedge_click_log_torn_total`, and says what it did.
-/// `None` when the log is clean.
+/// gets `access`'s mode): warns, counts `clickedge_click_log_torn_total`, and says what it did
+/// (`None` when the log is clean). Then closes the files left open.
 pub(super) fn recover(
     dir: &Path,
     access: Access,
@@ -54,21 +60,33 @@ pub(super) fn recover(
         let path = path.to_path_buf();
         move |source| RecoverError { path, source }
     };
-    let Some(path) = newest_click_file(dir).map_err(err(dir))? else {
-        return Ok(None);
+    let newest = newest_click_file(dir).map_err(err(dir))?;
+    let quarantined = match newest {
+        Some(path) => quarantine_torn_tail(&path, access).map_err(err(&path))?,
+        None => None,
     };
-    let Some(done) = quarantine_torn_tail(&path, access).map_err(err(&path))? else {
-        return Ok(None);
-    };
-    metrics.click_log_torn.inc();
-    tracing::warn!(
-        file = %done.file.display(),
-        kept_bytes = done.kept_bytes,
-        torn_bytes = done.torn_bytes,
-        quarantine = %done.torn.display(),
-        "click log ended in a torn line (crash during a write); moved the partial line aside"
-    );
-    Ok(Some(done))
+    if let Some(done) = &quarantined {
+        metrics.click_log_torn.inc();
+        tracing::warn!(
+            file = %done.file.display(),
+            kept_bytes = done.kept_bytes,
+            torn_bytes = done.torn_bytes,
+            quarantine = %done.torn.display(),
+            "click log ended in a torn line (crash during a write); moved the partial line aside"
+        );
+    }
+    for path in click_files(dir).map_err(err(dir))? {
+        if naming::is_click_file(&name_of(&path)) {
+            continue;
+        }
+        let closed = naming::close(&path).map_err(err(&path))?;
+        tracing::warn!(
+            file = %closed.display(),
+            bytes = std::fs::metadata(&closed).map_or(0, |m| m.len()),
+            "click file left open (the edge stopped without closing it): closed it"
+        );
+    }
+    Ok(quarantined)
 }
 
 /// The last line of the newest non-empty click file (after [`recover`], a whole line), without
@@ -87,25 +105,38 @@ pub(super) fn last_line(dir: &Path) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(line))
 }
 
-/// The newest `clicks-*.jsonl` file that is not empty. Names sort in time order (see
-/// [`naming`]); an empty newest file means the writer opened it and died before writing,
-/// so the one before it is the last that was written to.
+/// The newest click file (open or closed) that is not empty. Names sort in time order (see
+/// [`naming`]); an empty newest file means the writer opened it and died before writing, so the
+/// one before it is the last that was written to.
 fn newest_click_file(dir: &Path) -> io::Result<Option<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_str().is_some_and(naming::is_click_file) && entry.file_type()?.is_file() {
-            files.push(entry.path());
-        }
-    }
-    files.sort();
-    for path in files.into_iter().rev() {
+    for path in click_files(dir)?.into_iter().rev() {
         if std::fs::metadata(&path)?.len() > 0 {
             return Ok(Some(path));
         }
     }
     Ok(None)
+}
+
+/// The click files of `dir`, open or closed, in the order of their closed names.
+fn click_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(closed) = name.to_str().and_then(naming::closed_name)
+            && entry.file_type()?.is_file()
+        {
+            files.push((closed.to_owned(), entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files.into_iter().map(|(_, path)| path).collect())
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Moves the torn tail of `path`, if any, to a quarantine file and truncates `path` to its clean
@@ -117,7 +148,9 @@ fn quarantine_torn_tail(path: &Path, access: Access) -> io::Result<Option<Quaran
     if kept_bytes == len {
         return Ok(None);
     }
-    let torn = quarantine_path(path)?;
+    // Named after the closed name: the tail belongs to that file whatever its state.
+    let closed = path.with_file_name(naming::closed_name(&name_of(path)).unwrap_or_default());
+    let torn = quarantine_path(&closed)?;
     // Quarantine first, durably, and only then truncate: a crash in between leaves the tail in
     // both places, and the next start quarantines it again rather than losing it.
     let mut out = access::create_new(&torn, access)?;
@@ -292,6 +325,60 @@ mod tests {
         assert_eq!(done.file, newest);
         assert_eq!(std::fs::read_to_string(&newest).unwrap(), LINE_A);
         assert_eq!(std::fs::read(&older).unwrap(), b"{\"x\"");
+    }
+
+    #[test]
+    fn files_left_open_by_a_crash_are_repaired_and_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file whose close failed, then the one being written at the crash, torn, then one
+        // opened just before the crash and never written.
+        write(
+            dir.path(),
+            "clicks-20251124T150000.000Z.jsonl.open",
+            LINE_A.as_bytes(),
+        );
+        let open = write(
+            dir.path(),
+            "clicks-20251124T160000.000Z.jsonl.open",
+            format!("{LINE_A}{LINE_B}{{\"y\"").as_bytes(),
+        );
+        write(dir.path(), "clicks-20251124T170000.000Z.jsonl.open", b"");
+        let metrics = Metrics::unregistered();
+        let done = recover(dir.path(), Access::Private, &metrics)
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.file, open);
+        let torn = dir.path().join("clicks-20251124T160000.000Z.jsonl.torn");
+        assert_eq!(done.torn, torn);
+        assert_eq!(std::fs::read(&torn).unwrap(), b"{\"y\"");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "clicks-20251124T150000.000Z.jsonl",
+                "clicks-20251124T160000.000Z.jsonl",
+                "clicks-20251124T160000.000Z.jsonl.torn",
+                "clicks-20251124T170000.000Z.jsonl",
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("clicks-20251124T160000.000Z.jsonl")).unwrap(),
+            format!("{LINE_A}{LINE_B}")
+        );
+        assert_eq!(
+            last_line(dir.path()).unwrap().unwrap(),
+            LINE_B.trim_end().as_bytes()
+        );
+        // Nothing left to do the second time.
+        assert_eq!(
+            recover(dir.path(), Access::Private, &metrics).unwrap(),
+            None
+        );
+        assert_eq!(metrics.click_log_torn.get(), 1);
     }
 
     #[test]

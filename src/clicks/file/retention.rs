@@ -17,8 +17,9 @@
 //! shipped, the write fails instead ([`DeleteError::Unshipped`]), and the batcher holds, then
 //! drops and counts new clicks, as for a full disk. Clicks already kept are never the ones lost.
 //!
-//! What counts is the click files (`clicks-*.jsonl`), found at open and then tracked as they are
-//! written, closed and deleted; quarantined tails (`.torn`, at most one partial batch each) and
+//! What counts is the click files (`clicks-*.jsonl`, all closed once startup recovery has run),
+//! found at open and then tracked as they are written, closed and deleted; only closed files are
+//! ever deleted (the open one is closed first, see `FileSink::make_room`); quarantined tails (`.torn`, at most one partial batch each) and
 //! anything else in the directory are neither counted nor deleted. A file someone else deleted
 //! (a shipping agent that removes what it shipped) is simply forgotten.
 
@@ -179,6 +180,8 @@ impl Retention {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
+        // Positions name files by their closed name (one whose rename failed keeps `.open`).
+        let name = naming::closed_name(name).unwrap_or(name);
         self.shipped.as_ref().is_none_or(|p| p.fully_shipped(name))
     }
 

@@ -42,6 +42,72 @@ fn close_writes_everything_in_order_and_rotates_by_size() {
     assert_eq!(metrics.click_fsyncs.get(), 0);
 }
 
+/// The names in `dir` a loader listing `clicks-*.jsonl` sees.
+fn closed_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("clicks-") && n.ends_with(".jsonl"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_loader_listing_jsonl_files_never_sees_the_file_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let (sink, queue) = start_file(
+        FileSinkConfig {
+            max_file_bytes: 1,
+            ..file_config(dir.path())
+        },
+        batch_config(),
+        &metrics,
+    );
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..3 {
+        queue.push(event(i));
+        eventually("the click", || metrics.clicks_logged.get() == i as u64 + 1);
+        // Every file a loader finds is finished: whole, and never written again.
+        let closed = closed_files(dir.path());
+        assert_eq!(closed.len(), i, "{closed:?}");
+        for name in closed {
+            let text = std::fs::read_to_string(dir.path().join(&name)).unwrap();
+            assert_eq!(text.lines().count(), 1);
+            assert_eq!(seen.entry(name).or_insert_with(|| text.clone()), &text);
+        }
+        let (files, lines) = lines(dir.path());
+        assert!(
+            files
+                .last()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .ends_with(".jsonl.open")
+        );
+        assert_eq!(lines, urls(0..=i));
+    }
+    sink.close();
+    let closed = closed_files(dir.path());
+    assert_eq!(closed.len(), 3);
+    assert_eq!(seen.len(), 2);
+    assert!(
+        !lines(dir.path())
+            .0
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "open"))
+    );
+    // What a loader saw of a file is what it holds closed.
+    for (name, text) in &seen {
+        assert_eq!(
+            &std::fs::read_to_string(dir.path().join(name)).unwrap(),
+            text
+        );
+    }
+    assert_eq!(lines(dir.path()).1, urls(0..3));
+}
+
 #[test]
 fn rotates_by_age_and_names_sort_in_time_order() {
     let dir = tempfile::tempdir().unwrap();

@@ -103,6 +103,20 @@ pub enum NatsError {
     },
 }
 
+/// The client options for `target`: its credentials file, if it has one (TLS follows from a
+/// `tls://` URL). Shared by the shipper and the stream's readers (`clickedge clicks follow`).
+pub async fn connect_options(target: &NatsTarget) -> Result<async_nats::ConnectOptions, NatsError> {
+    match &target.credentials {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|source| NatsError::Credentials {
+                path: path.clone(),
+                source,
+            }),
+        None => Ok(async_nats::ConnectOptions::new()),
+    }
+}
+
 /// A JetStream context on one connection.
 pub(super) struct Nats {
     js: jetstream::Context,
@@ -112,16 +126,8 @@ pub(super) struct Nats {
 impl Nats {
     /// Starts the connection; it is made (and remade) in the background.
     pub(super) async fn connect(target: NatsTarget) -> Result<Nats, NatsError> {
-        let options = match &target.credentials {
-            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|source| NatsError::Credentials {
-                    path: path.clone(),
-                    source,
-                })?,
-            None => async_nats::ConnectOptions::new(),
-        };
-        let client = options
+        let client = connect_options(&target)
+            .await?
             .name(&target.client_name)
             .retry_on_initial_connect()
             .connect(target.url.as_str())

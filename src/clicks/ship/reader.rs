@@ -4,6 +4,9 @@
 //! - Order: click file names sort in time order, and the writer never writes to a file again
 //!   once it has created a newer one. So a file is finished when a newer one exists: the reader
 //!   reads it to its end once more after seeing the newer file, then moves on.
+//! - Names: the file being written is `….jsonl.open` and is renamed `….jsonl` when closed. Files
+//!   are known (and positions name them) by their closed name in both states, and opened under
+//!   whichever name they have; a rename while the file is open changes nothing for the reader.
 //! - Whole lines: bytes after the last newline are a line still being written; they are left for
 //!   the next read. A finished file cannot end in a partial line (startup recovery quarantines a
 //!   torn tail), but if one does it is skipped with a warning rather than blocking the log.
@@ -22,7 +25,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::checkpoint::Position;
-use crate::clicks::file::is_click_file;
+use crate::clicks::file::{closed_name, open_name};
 
 /// Whole lines of one click file, read from `start.offset`.
 #[derive(Debug)]
@@ -128,8 +131,8 @@ impl Reader {
             if name < self.pos.file {
                 continue;
             }
-            let len = match std::fs::metadata(self.dir.join(&name)) {
-                Ok(m) => m.len(),
+            let len = match open_either(&self.dir, &name) {
+                Ok(f) => f.metadata()?.len(),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
                 Err(e) => return Err(e),
             };
@@ -204,7 +207,7 @@ impl Reader {
     fn open_file(&mut self) -> io::Result<&mut OpenFile> {
         let stale = self.open.as_ref().is_none_or(|o| o.name != self.pos.file);
         if stale {
-            let file = File::open(self.dir.join(&self.pos.file))?;
+            let file = open_either(&self.dir, &self.pos.file)?;
             self.open = Some(OpenFile {
                 name: self.pos.file.clone(),
                 file,
@@ -215,18 +218,38 @@ impl Reader {
         Ok(self.open.as_mut().expect("file open"))
     }
 
-    /// The click files' names, in order.
+    /// The click files' closed names, in order.
     fn click_files(&self) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
-            if let Some(name) = name.to_str().filter(|n| is_click_file(n)) {
+            if let Some(name) = name.to_str().and_then(closed_name) {
                 names.push(name.to_owned());
             }
         }
         names.sort();
+        // A file seen under both names (renamed while the directory was read) counts once.
+        names.dedup();
         Ok(names)
     }
+}
+
+/// Opens the click file `closed` in `dir` under the name it has: closed, else open, else closed
+/// again (it was closed between the first two tries).
+fn open_either(dir: &Path, closed: &str) -> io::Result<File> {
+    let not_found = |r: &io::Result<File>| {
+        r.as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+    };
+    let file = File::open(dir.join(closed));
+    if !not_found(&file) {
+        return file;
+    }
+    let file = File::open(dir.join(open_name(closed)));
+    if !not_found(&file) {
+        return file;
+    }
+    File::open(dir.join(closed))
 }
 
 /// Reads into `buf` at `offset` until it is full or the file ends; how many bytes were read.
@@ -295,6 +318,44 @@ mod tests {
         assert_eq!(r.unshipped_bytes().unwrap(), 6 + 3);
         assert_eq!(r.peek(2).unwrap().as_deref(), Some(&b"a3"[..]));
         assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a3\na4\n"));
+    }
+
+    #[test]
+    fn a_file_is_read_on_across_its_close_and_known_by_its_closed_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = format!("{A}.open");
+        append(dir.path(), &open, "a1\na2");
+        let mut r = Reader::new(dir.path(), Position::default(), 1 << 20);
+        let chunk = r.next_chunk().unwrap().unwrap();
+        assert_eq!(chunk.start.file, A, "positions name the closed file");
+        assert_eq!(&chunk.bytes[..], b"a1\n");
+        append(dir.path(), &open, "\n");
+        std::fs::rename(dir.path().join(&open), dir.path().join(A)).unwrap();
+        append(dir.path(), &format!("{B}.open"), "b1\n");
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a2\n"));
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
+        // A reader starting from a checkpoint in a file that has been closed since.
+        let mut r = Reader::new(
+            dir.path(),
+            Position {
+                file: A.into(),
+                offset: 3,
+            },
+            1 << 20,
+        );
+        assert_eq!(r.unshipped_bytes().unwrap(), 3 + 3);
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a2\n"));
+        // And one in the file still open.
+        let mut r = Reader::new(
+            dir.path(),
+            Position {
+                file: B.into(),
+                offset: 0,
+            },
+            1 << 20,
+        );
+        assert_eq!(r.peek(2).unwrap().as_deref(), Some(&b"b1"[..]));
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
     }
 
     #[test]

@@ -1,0 +1,155 @@
+//! `clickedge clicks follow`: prints the click stream (`clicks.stream = "nats"`) as JSON lines,
+//! each message's payload as it is (the click line the edge logged), one per line, for scripts
+//! and for a look at what consumers get.
+//!
+//! It reads with an ordered ephemeral consumer (a pull consumer the server forgets when the
+//! command ends, recreated by the client at the right sequence after a gap or a reconnect), so it
+//! needs no rights to create durable consumers and leaves nothing behind. Like any consumer it
+//! gets every click at least once: dedupe by `click_id`. Output is buffered and flushed whenever
+//! no message is waiting; a closed pipe (`| head`) ends it with success.
+
+use std::io::{self, Write as _};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
+use clap::{Args, Subcommand};
+use futures_util::{FutureExt as _, StreamExt as _};
+
+use crate::clicks::ship::{NatsTarget, connect_options};
+use crate::clock::Clock;
+use crate::config::Config;
+
+/// `clickedge clicks ...`
+#[derive(Debug, Subcommand)]
+pub enum ClicksAction {
+    /// Print the click stream (NATS JetStream) as JSON lines, one click per line as the edge
+    /// logged it, and keep following until interrupted. Delivery is at least once: dedupe by
+    /// `click_id`. Default: only clicks published from now on.
+    Follow(FollowArgs),
+}
+
+/// Where `clicks follow` starts and what it reads.
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// Start with the oldest click the stream holds.
+    #[arg(long, group = "start")]
+    pub from_start: bool,
+    /// Start with the clicks published this long ago (e.g. `10m`, `2h`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, group = "start")]
+    pub since: Option<Duration>,
+    /// Start with the last N clicks of the stream (every node's).
+    #[arg(long, value_name = "N", group = "start")]
+    pub last: Option<u64>,
+    /// The NATS server. Default: the config's `clicks.nats_url`.
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<url::Url>,
+    /// The stream. Default: the config's `clicks.nats_stream`.
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+}
+
+/// Runs `clickedge clicks ACTION`.
+pub(super) async fn run(config: &Config, action: ClicksAction) -> anyhow::Result<()> {
+    match action {
+        ClicksAction::Follow(args) => follow(config, args).await,
+    }
+}
+
+async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
+    let mut clicks = config.clicks.clone();
+    if let Some(url) = args.nats_url.clone() {
+        clicks.nats_url = url;
+    }
+    if let Some(stream) = args.stream.clone() {
+        clicks.nats_stream = stream;
+    }
+    let target = NatsTarget::from_config(&clicks, &config.cluster.node_id());
+    let client = connect_options(&target)
+        .await?
+        .name(format!("clickedge-follow-{}", config.cluster.node_id()))
+        .connect(target.url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {} (--nats-url)", target.url))?;
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(&target.stream).await.with_context(|| {
+        format!(
+            "opening stream {} (--stream; an edge with clicks.stream = \"nats\" creates it)",
+            target.stream
+        )
+    })?;
+    let (deliver_policy, from) = match (&args.since, args.last) {
+        _ if args.from_start => (DeliverPolicy::All, "its start".to_owned()),
+        (Some(ago), _) => {
+            let at = Clock::system().now() - *ago;
+            let start_time = time::OffsetDateTime::from(at);
+            let shown = humantime::format_duration(*ago);
+            (
+                DeliverPolicy::ByStartTime { start_time },
+                format!("{shown} ago"),
+            )
+        }
+        (None, Some(n)) => {
+            let info = stream.info().await.context("reading the stream's state")?;
+            let last = info.state.last_sequence;
+            let start_sequence = last.saturating_sub(n.saturating_sub(1)).max(1);
+            let policy = if n == 0 {
+                DeliverPolicy::New
+            } else {
+                DeliverPolicy::ByStartSequence { start_sequence }
+            };
+            (policy, format!("its last {n} clicks"))
+        }
+        (None, None) => (DeliverPolicy::New, "now".to_owned()),
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .context("creating an ordered consumer")?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .context("reading the stream's messages")?;
+    eprintln!(
+        "following stream {} at {} from {from}",
+        target.stream, target.url
+    );
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    loop {
+        let next = match messages.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                // Nothing waiting: what was read goes out before the wait.
+                if closed(out.flush())? {
+                    return Ok(());
+                }
+                messages.next().await
+            }
+        };
+        let Some(message) = next else {
+            closed(out.flush())?;
+            return Ok(());
+        };
+        let message = message.context("reading the stream")?;
+        let written = out
+            .write_all(&message.payload)
+            .and_then(|()| out.write_all(b"\n"));
+        if closed(written)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether a write found the output closed (the reader of a pipe gone): the command ends with
+/// success then. Any other failure is an error.
+fn closed(written: io::Result<()>) -> anyhow::Result<bool> {
+    match written {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(true),
+        Err(e) => Err(e).context("writing to standard output"),
+    }
+}
