@@ -17,6 +17,7 @@
 //! business.
 
 mod access;
+mod floor;
 mod naming;
 mod recover;
 mod retention;
@@ -31,7 +32,7 @@ pub use access::Access;
 pub(in crate::clicks) use naming::{closed_name, open_name};
 
 use super::ship::Progress;
-use super::{Batch, ClickSink};
+use super::{Batch, ClickSink, id_seq, line_click_id};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use retention::Retention;
@@ -177,6 +178,10 @@ pub struct FileSink {
     retention: Retention,
     /// The sequence number after the newest click id in the log, found at open.
     next_seq: u64,
+    /// The sequence number of the newest line written (0: none yet this run).
+    last_seq: u64,
+    /// The stored floor ([`floor`]): the newest sequence number in a closed file.
+    floor: u64,
     faults: Faults,
 }
 
@@ -221,7 +226,11 @@ impl FileSink {
             path: config.dir.clone(),
             source,
         })?;
-        let next_seq = super::id::next_seq_after(last.as_deref());
+        let floor = floor::load(&config.dir).map_err(|source| OpenError::Recover {
+            path: config.dir.join(floor::FLOOR_FILE),
+            source,
+        })?;
+        let next_seq = super::id::next_seq_after(last.as_deref()).max(floor.saturating_add(1));
         let bounds = retention::Bounds {
             cap: config.max_total_bytes,
             max_age: config.max_age,
@@ -237,12 +246,15 @@ impl FileSink {
             torn: None,
             retention,
             next_seq,
+            last_seq: 0,
+            floor,
             faults: Faults::default(),
         })
     }
 
     /// The sequence number the next click id takes up: the one after the newest click line of
-    /// the log (1 for an empty log, or one from before ids). See [`super::ClickIds`].
+    /// the log or the floor ([`floor`]), whichever is later (1 for an empty log, or one from
+    /// before ids). See [`super::ClickIds`].
     pub fn next_click_seq(&self) -> u64 {
         self.next_seq
     }
@@ -304,6 +316,20 @@ impl FileSink {
             tracing::error!(path = %f.path.display(), error = %e, "syncing click file");
         }
         drop(f.file);
+        if self.last_seq > self.floor {
+            match floor::store(&self.config.dir, self.last_seq) {
+                Ok(()) => self.floor = self.last_seq,
+                Err(e) => {
+                    self.metrics.click_sink_errors.inc();
+                    tracing::error!(
+                        dir = %self.config.dir.display(),
+                        error = %e,
+                        "storing the click id floor; deleting this file before the next one \
+                         closes could let a restart reuse its ids"
+                    );
+                }
+            }
+        }
         let path = match naming::close(&f.path) {
             Ok(closed) => closed,
             Err(e) => {
@@ -379,6 +405,14 @@ impl ClickSink for FileSink {
         let good = file.bytes;
         let Err(e) = self.append(&mut file, batch) else {
             file.bytes += batch.bytes().len() as u64;
+            if let Some(seq) = batch
+                .lines()
+                .last()
+                .and_then(line_click_id)
+                .and_then(id_seq)
+            {
+                self.last_seq = seq;
+            }
             self.metrics
                 .click_log_bytes
                 .set(gauge(self.retention.closed_bytes() + file.bytes));

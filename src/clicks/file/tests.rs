@@ -7,7 +7,8 @@ use std::sync::mpsc::sync_channel;
 use super::*;
 use crate::clicks::batcher::{self, ClickWriter};
 use crate::clicks::testing::{
-    batch_config, encode, event, eventually, file_config, lines, start_file, test_queue, url, urls,
+    FIRST_SEQ, batch_config, encode, event, eventually, file_config, lines, start_file, test_queue,
+    url, urls,
 };
 use crate::clicks::{Batch, BatchConfig, ClickQueue};
 use crate::config::Durability;
@@ -309,4 +310,23 @@ fn new_click_files_are_private() {
     assert_eq!(mode & 0o777, 0o600);
     let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn click_ids_go_on_after_every_closed_file_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let (sink, queue) = start_file(file_config(dir.path()), batch_config(), &metrics);
+    for i in 0..5 {
+        queue.push(event(i));
+    }
+    sink.close();
+    // What retention, a shipping agent or an operator may do to closed files.
+    let (files, _) = lines(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    for f in files {
+        std::fs::remove_file(f).unwrap();
+    }
+    let reopened = FileSink::open(file_config(dir.path()), metrics, Clock::system()).unwrap();
+    assert_eq!(reopened.next_click_seq(), FIRST_SEQ + 5);
 }
