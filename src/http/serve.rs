@@ -6,8 +6,8 @@
 //! timer asks a connection with no request in flight to close and drops it if it does not
 //! ([`conn`]), a write that makes no progress fails ([`io`]), and h2 keep-alive PINGs drop a
 //! client that stopped answering. Behind a load balancer, the client's address is read from a
-//! PROXY protocol header first ([`proxy`]). Requests themselves are handled by [`super::Edge`] and the
-//! admin router; this module only moves connections.
+//! PROXY protocol header first ([`proxy`]). Requests themselves are handled by [`super::Edge`]
+//! and the admin router; this module only moves connections.
 
 mod admin;
 mod conn;
