@@ -41,7 +41,7 @@ use crate::http::Edge;
 /// How often `clicks.networks_file` is checked for changes.
 const NETWORKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
-use crate::http::serve::{self, Serving};
+use crate::http::serve::{self, ProxyProtocol, Serving};
 use crate::issuer::{Issuer, LocalCa};
 use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
@@ -50,19 +50,19 @@ use crate::policy::{Ask, AskSettings, Policy};
 use crate::store;
 use crate::tls::{self, Acceptor};
 
-use bind::bind;
+use bind::{bind, bind_all};
 pub use lock::{DataDirLock, LOCK_FILE, LockError};
 
 /// File under the data dir holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Where a started edge listens.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Addrs {
-    /// HTTPS (clicks).
-    pub https: SocketAddr,
-    /// Plain HTTP.
-    pub http: SocketAddr,
+    /// HTTPS (clicks), one per address of `listen.https`.
+    pub https: Vec<SocketAddr>,
+    /// Plain HTTP, one per address of `listen.http`.
+    pub http: Vec<SocketAddr>,
     /// Admin API.
     pub admin: SocketAddr,
     /// The metrics-only listener (`listen.metrics`), if configured.
@@ -311,16 +311,22 @@ impl App {
             .with_verdict(verdict),
         );
 
-        let https = bind(config.listen.https, "listen.https").await?;
-        let http_listener = bind(config.listen.http, "listen.http").await?;
-        let admin_listener = bind(config.listen.admin, "listen.admin").await?;
+        let https = bind_all(config.listen.https.all(), "listen.https")?;
+        let http_listeners = bind_all(config.listen.http.all(), "listen.http")?;
+        let admin_listener = bind(config.listen.admin, "listen.admin")?;
         let metrics_listener = match config.listen.metrics {
-            Some(addr) => Some(bind(addr, "listen.metrics").await?),
+            Some(addr) => Some(bind(addr, "listen.metrics")?),
             None => None,
         };
+        let local = |listeners: &[TcpListener]| {
+            listeners
+                .iter()
+                .map(TcpListener::local_addr)
+                .collect::<std::io::Result<Vec<_>>>()
+        };
         let addrs = Addrs {
-            https: https.local_addr()?,
-            http: http_listener.local_addr()?,
+            https: local(&https)?,
+            http: local(&http_listeners)?,
             admin: admin_listener.local_addr()?,
             metrics: metrics_listener
                 .as_ref()
@@ -330,17 +336,30 @@ impl App {
 
         let (stop, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
-        let serving = Serving::new(
+        let mut serving = Serving::new(
             edge,
             &config.limits,
             &metrics,
             connections.clone(),
             stop_rx.clone(),
         );
-        let mut tasks = vec![
-            tokio::spawn(serve::serve_https(https, acceptor, serving.clone())),
-            tokio::spawn(serve::serve_http(http_listener, serving)),
-        ];
+        if config.listen.proxy_protocol {
+            serving = serving.with_proxy_protocol(ProxyProtocol::new(
+                config.listen.trusted_proxies.clone(),
+                config.tls.handshake_timeout,
+            ));
+        }
+        // Each address its own accept loop; those of a listener share its caps (`serving`).
+        let mut tasks = Vec::new();
+        for listener in https {
+            let (acceptor, serving) = (acceptor.clone(), serving.clone());
+            tasks.push(tokio::spawn(serve::serve_https(
+                listener, acceptor, serving,
+            )));
+        }
+        for listener in http_listeners {
+            tasks.push(tokio::spawn(serve::serve_http(listener, serving.clone())));
+        }
         tasks.push(tokio::spawn(certs.clone().run_maintenance(stop_rx.clone())));
         if let Some(shipper) = shipper {
             tasks.push(tokio::spawn(shipper.run(stop_rx.clone())));
@@ -437,8 +456,8 @@ impl App {
     }
 
     /// Where the edge listens (useful with port 0).
-    pub fn addrs(&self) -> Addrs {
-        self.addrs
+    pub fn addrs(&self) -> &Addrs {
+        &self.addrs
     }
 
     /// Stops accepting, lets open connections finish within the grace period, writes every

@@ -8,6 +8,7 @@ mod admin;
 mod clicks;
 mod cluster;
 mod limits;
+mod listen;
 pub mod size;
 mod store;
 mod validate;
@@ -23,6 +24,7 @@ pub use admin::{Admin, AdminHost, AdminHostError};
 pub use clicks::{Clicks, Durability, SinkKind, StreamKind};
 pub use cluster::{Cluster, NodeId, NodeIdError};
 pub use limits::Limits;
+pub use listen::{Addresses, Listen};
 pub use store::{Store, StoreKind, StoreUrl};
 
 /// How log lines are written.
@@ -110,21 +112,6 @@ pub struct Config {
     /// The log filter (`info`, `warn`, `info,clickedge=debug`, …) when `CLICKEDGE_LOG` is not
     /// set; applied again when SIGHUP re-reads the file. Default `info`.
     pub log: Option<String>,
-}
-
-/// `[listen]`: socket addresses.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Listen {
-    /// HTTPS listener for clicks. Default `127.0.0.1:8443`.
-    pub https: SocketAddr,
-    /// Plain HTTP listener (HTTP-01 challenges, upgrade to HTTPS). Default `127.0.0.1:8080`.
-    pub http: SocketAddr,
-    /// Admin API, metrics and health. Default `127.0.0.1:9180`.
-    pub admin: SocketAddr,
-    /// A listener serving only `/metrics` (no token, no API), for a Prometheus that must not
-    /// reach the admin API. Default none (metrics on `admin` only).
-    pub metrics: Option<SocketAddr>,
 }
 
 /// Which certificate issuer the edge uses.
@@ -297,17 +284,6 @@ impl Default for Config {
             limits: Limits::default(),
             cluster: Cluster::default(),
             log: None,
-        }
-    }
-}
-
-impl Default for Listen {
-    fn default() -> Self {
-        Listen {
-            https: SocketAddr::from(([127, 0, 0, 1], 8443)),
-            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 9180)),
-            metrics: None,
         }
     }
 }

@@ -73,10 +73,10 @@ async fn serve(
     let a = app.addrs();
     let data = config.data_dir.display();
     println!(
-        "clickedge {} listening: https={} http={} admin={}{}",
+        "clickedge {} listening: {} {} admin={}{}",
         env!("CARGO_PKG_VERSION"),
-        a.https,
-        a.http,
+        words("https", &a.https),
+        words("http", &a.http),
         a.admin,
         a.metrics
             .map(|m| format!(" metrics={m}"))
@@ -95,11 +95,13 @@ async fn serve(
     println!(
         "  {me} link https://example.com/hello --domain links.example.com --meta campaign=spring"
     );
-    println!(
-        "  curl -i --cacert {data}/ca.pem --resolve links.example.com:{port}:{ip} <the link with :{port} after the domain>",
-        port = a.https.port(),
-        ip = a.https.ip()
-    );
+    if let Some(https) = a.https.first() {
+        println!(
+            "  curl -i --cacert {data}/ca.pem --resolve links.example.com:{port}:{ip} <the link with :{port} after the domain>",
+            port = https.port(),
+            ip = https.ip()
+        );
+    }
 
     let stop = loop {
         match next_signal(&mut signals).await {
@@ -247,3 +249,9 @@ async fn next_signal(signals: &mut Option<Signals>) -> Event {
 /// used buffers cost fewer resident pages. Figures in BENCHMARKS.md.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// `key=addr` for each address, space-separated (`https=0.0.0.0:443 https=[::]:443`).
+fn words(key: &str, addrs: &[std::net::SocketAddr]) -> String {
+    let words: Vec<String> = addrs.iter().map(|a| format!("{key}={a}")).collect();
+    words.join(" ")
+}

@@ -1,17 +1,59 @@
 //! Binding the listeners, and an error that says what to do when the kernel refuses: no
 //! permission for a port below 1024 names `CAP_NET_BIND_SERVICE`, a port in use names the key
 //! to change.
+//!
+//! An IPv6 wildcard (`[::]`) is dual-stack, set explicitly (`IPV6_V6ONLY` off) rather than left
+//! to the host's `net.ipv6.bindv6only`: IPv4 clients arrive IPv4-mapped, and are seen as IPv4
+//! (`client::canonical`). When the same listener also lists `0.0.0.0` on that port, the IPv4
+//! socket takes the IPv4 clients and `[::]` is IPv6 only, so both can be bound.
 
 use std::net::SocketAddr;
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
+/// The kernel's queue of connections not yet accepted (tokio's and std's choice too).
+const BACKLOG: i32 = 1024;
+
+/// Binds each of `addrs`, the value of config key `key`.
+pub(super) fn bind_all(addrs: &[SocketAddr], key: &str) -> anyhow::Result<Vec<TcpListener>> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            let ipv4_beside = addrs.iter().any(|a| {
+                a.port() == addr.port()
+                    && a.port() != 0
+                    && a.ip() == std::net::Ipv4Addr::UNSPECIFIED
+            });
+            bind_socket(addr, key, ipv4_beside)
+        })
+        .collect()
+}
+
 /// Binds `addr`, the value of config key `key`.
-pub(super) async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+pub(super) fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    bind_socket(addr, key, false)
+}
+
+fn bind_socket(addr: SocketAddr, key: &str, only_v6: bool) -> anyhow::Result<TcpListener> {
+    listen(addr, only_v6).map_err(|e| {
         let hint = bind_hint(addr, key, e.kind());
         anyhow::Error::new(e).context(hint)
     })
+}
+
+/// A listening socket on `addr`, set up as `TcpListener::bind` does (`SO_REUSEADDR`, so a
+/// restarted edge binds while its old connections linger in TIME_WAIT), plus `IPV6_V6ONLY`.
+fn listen(addr: SocketAddr, only_v6: bool) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(only_v6)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// What to do when `key = addr` cannot be bound, by what the kernel said.
@@ -40,6 +82,30 @@ fn bind_hint(addr: SocketAddr, key: &str, kind: std::io::ErrorKind) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_wildcard_ipv6_listener_takes_ipv4_unless_an_ipv4_wildcard_is_beside_it() {
+        let dual = bind_all(&["[::]:0".parse().unwrap()], "listen.https").unwrap();
+        let port = dual[0].local_addr().unwrap().port();
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("an IPv4 client of [::]");
+        drop(dual);
+
+        // Both wildcards on one port: only possible with [::] IPv6 only.
+        let port = TcpListener::bind("0.0.0.0:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let both: Vec<SocketAddr> = vec![
+            format!("[::]:{port}").parse().unwrap(),
+            format!("0.0.0.0:{port}").parse().unwrap(),
+        ];
+        let listeners = bind_all(&both, "listen.https").unwrap();
+        assert_eq!(listeners.len(), 2);
+    }
+
     use std::io::ErrorKind;
 
     use super::*;
@@ -62,7 +128,7 @@ mod tests {
     async fn a_port_in_use_is_named_with_its_key() {
         let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = taken.local_addr().unwrap();
-        let err = format!("{:#}", bind(addr, "listen.admin").await.unwrap_err());
+        let err = format!("{:#}", bind(addr, "listen.admin").unwrap_err());
         assert!(
             err.contains(&format!("listen.admin = \"{addr}\": another process")),
             "{err}"

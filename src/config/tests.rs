@@ -9,8 +9,10 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 #[test]
 fn empty_file_gives_defaults() {
     let c = parse("").unwrap();
-    assert_eq!(c.listen.https, "127.0.0.1:8443".parse().unwrap());
-    assert_eq!(c.listen.http, "127.0.0.1:8080".parse().unwrap());
+    let one = |a: &str| vec![a.parse::<SocketAddr>().unwrap()];
+    assert_eq!(c.listen.https.all(), one("127.0.0.1:8443"));
+    assert_eq!(c.listen.http.all(), one("127.0.0.1:8080"));
+    assert!(!c.listen.proxy_protocol);
     assert_eq!(c.listen.admin, "127.0.0.1:9180".parse().unwrap());
     assert_eq!(c.tls.issuer, IssuerKind::Local);
     assert!(c.tls.session_resumption);
@@ -296,4 +298,56 @@ fn byte_counts_take_human_sizes_and_plain_integers() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("a number of bytes (0: no cap)"), "{err}");
+}
+
+#[test]
+fn a_listener_takes_one_address_or_a_list_but_not_an_empty_one() {
+    let c =
+        parse("[listen]\nhttps = [\"0.0.0.0:443\", \"[::]:443\"]\nhttp = \"[::]:80\"\n").unwrap();
+    let all: Vec<String> = c.listen.https.all().iter().map(|a| a.to_string()).collect();
+    assert_eq!(all, ["0.0.0.0:443", "[::]:443"]);
+    assert_eq!(c.listen.http.all().len(), 1);
+    let err = parse("[listen]\nhttps = []\n").unwrap_err().to_string();
+    assert!(
+        err.contains("https") && err.contains("at least one"),
+        "{err}"
+    );
+    let err = parse("[listen]\nhttp = 443\n").unwrap_err().to_string();
+    assert!(
+        err.contains("http") && err.contains("list of addresses"),
+        "{err}"
+    );
+}
+
+#[test]
+fn proxy_protocol_needs_trusted_proxies_and_they_need_it() {
+    let err = parse("[listen]\nproxy_protocol = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("listen.proxy_protocol") && err.contains("listen.trusted_proxies"),
+        "{err}"
+    );
+    let err = parse("[listen]\ntrusted_proxies = [\"10.0.0.0/8\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("listen.proxy_protocol = true"), "{err}");
+    let c = parse(
+        "[listen]\nproxy_protocol = true\ntrusted_proxies = [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n",
+    )
+    .unwrap();
+    let nets: Vec<String> = c
+        .listen
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    let err = parse("[listen]\nproxy_protocol = true\ntrusted_proxies = [\"lb.internal\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("trusted_proxies") && err.contains("lb.internal"),
+        "{err}"
+    );
 }

@@ -49,6 +49,9 @@ impl Config {
                 "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),
             ));
         }
+        if let Some(message) = self.listen.invalid() {
+            return Err(invalid(message));
+        }
         if let Some(message) = self.store.invalid() {
             return Err(invalid(message));
         }

@@ -5,16 +5,19 @@
 //! No connection lives forever: the header read timeout bounds a half-sent request, the idle
 //! timer asks a connection with no request in flight to close and drops it if it does not
 //! ([`conn`]), a write that makes no progress fails ([`io`]), and h2 keep-alive PINGs drop a
-//! client that stopped answering. Requests themselves are handled by [`super::Edge`] and the
-//! admin router; this module only moves connections.
+//! client that stopped answering. Behind a load balancer, the client's address is read from a
+//! PROXY protocol header first ([`proxy`]). Requests themselves are handled by [`super::Edge`]
+//! and the admin router; this module only moves connections.
 
 mod admin;
 mod conn;
 mod io;
 mod limits;
+mod proxy;
 mod timed;
 
 pub use admin::serve_admin;
+pub use proxy::ProxyProtocol;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,7 +40,7 @@ use crate::metrics::Metrics;
 use crate::tls::{Accepted, Acceptor, HandshakeError};
 use conn::{Activity, Timeouts, drive};
 use io::WriteDeadline;
-use limits::{ConnLimits, Gate};
+use limits::{ConnLimits, Gate, Place, Slot};
 use timed::Timed;
 
 /// Builders for the HTTP/1.1 and h2 connections, configured once from `[limits]`.
@@ -78,6 +81,8 @@ pub struct Serving {
     https: Arc<ConnLimits>,
     http: Arc<ConnLimits>,
     timeouts: Timeouts,
+    /// `listen.proxy_protocol`: the client's address from a header its trusted proxy sends.
+    proxy: Option<Arc<ProxyProtocol>>,
     tracker: TaskTracker,
     stop: watch::Receiver<bool>,
 }
@@ -108,9 +113,37 @@ impl Serving {
                 metrics.clone(),
             )),
             timeouts: Timeouts::new(limits),
+            proxy: None,
             tracker,
             stop,
         }
+    }
+
+    /// Both edge listeners read a PROXY protocol header before anything else (see [`proxy`]).
+    pub fn with_proxy_protocol(mut self, proxy: ProxyProtocol) -> Serving {
+        self.proxy = Some(Arc::new(proxy));
+        self
+    }
+
+    /// The connection's client (from its PROXY protocol header, when the listeners expect one),
+    /// counted against that address; `None` when the connection is refused.
+    async fn admit(
+        &self,
+        tcp: &mut TcpStream,
+        peer: SocketAddr,
+        place: Place,
+    ) -> Option<(SocketAddr, Slot)> {
+        let client = match &self.proxy {
+            None => peer,
+            Some(proxy) => match proxy.client(tcp, peer).await {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %error_chain(&e), "connection refused");
+                    return None;
+                }
+            },
+        };
+        Some((client, place.admit(client)?))
     }
 }
 
@@ -124,10 +157,12 @@ struct Conn {
 /// Accepts HTTPS connections until shutdown.
 pub async fn serve_https(listener: TcpListener, acceptor: Arc<Acceptor>, serving: Serving) {
     let mut gate = Gate::new(listener, serving.https.clone(), serving.stop.clone());
-    while let Some((tcp, peer, slot)) = gate.next().await {
+    while let Some((mut tcp, peer, place)) = gate.next().await {
         let (acceptor, s) = (acceptor.clone(), serving.clone());
         serving.tracker.spawn(async move {
-            let _slot = slot;
+            let Some((peer, _slot)) = s.admit(&mut tcp, peer, place).await else {
+                return;
+            };
             // Boxed, like the connection below: the handshake's state is large and short-lived,
             // and the task of an idle connection should not keep room for it.
             let accepted = match Box::pin(acceptor.accept(tcp)).await {
@@ -173,28 +208,29 @@ type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 /// Accepts plain HTTP/1.1 connections (HTTP-01 challenges, upgrades to HTTPS) until shutdown.
 pub async fn serve_http(listener: TcpListener, serving: Serving) {
     let mut gate = Gate::new(listener, serving.http.clone(), serving.stop.clone());
-    while let Some((tcp, peer, slot)) = gate.next().await {
+    while let Some((mut tcp, peer, place)) = gate.next().await {
         let s = serving.clone();
-        let info = ConnInfo {
-            peer,
-            sni: None,
-            tls: None,
-        };
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(WriteDeadline::new(tcp, s.timeouts.write));
-        let conn = s.protocols.h1.serve_connection(
-            io,
-            service(
-                s.edge.clone(),
-                info,
-                activity.clone(),
-                s.redirect_seconds.clone(),
-            ),
-        );
-        let served = drive(conn, peer, activity, s.timeouts, s.stop);
         serving.tracker.spawn(async move {
-            let _slot = slot;
-            served.await;
+            let Some((peer, _slot)) = s.admit(&mut tcp, peer, place).await else {
+                return;
+            };
+            let info = ConnInfo {
+                peer,
+                sni: None,
+                tls: None,
+            };
+            let activity = Arc::new(Activity::new());
+            let io = TokioIo::new(WriteDeadline::new(tcp, s.timeouts.write));
+            let conn = s.protocols.h1.serve_connection(
+                io,
+                service(
+                    s.edge.clone(),
+                    info,
+                    activity.clone(),
+                    s.redirect_seconds.clone(),
+                ),
+            );
+            drive(conn, peer, activity, s.timeouts, s.stop).await;
         });
     }
 }

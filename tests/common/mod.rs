@@ -21,8 +21,11 @@ use serde_json::Value;
 pub struct Edge {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
+    /// The first address of `listen.https` (and of `listen.http` below).
     pub https: SocketAddr,
     pub http: SocketAddr,
+    /// Every address the edge said it listens on, as `(key, address)` (`https`, `http`, ...).
+    pub listening: Vec<(String, SocketAddr)>,
     pub admin: SocketAddr,
     /// `listen.metrics`, when the test configured it.
     pub metrics: Option<SocketAddr>,
@@ -173,7 +176,13 @@ impl Edge {
             .to_owned();
         // Only the local issuer writes ca.pem; ACME tests trust the CA's roots instead.
         let ca_pem = std::fs::read_to_string(data.join("ca.pem")).unwrap_or_default();
+        let listening = first
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .filter_map(|(k, a)| Some((k.to_owned(), a.parse().ok()?)))
+            .collect();
         Edge {
+            listening,
             https: addr("https"),
             http: addr("http"),
             admin: addr("admin"),

@@ -38,7 +38,10 @@ pub fn serve_admin(
     let mut gate = Gate::new(listener, places, stop.clone());
     let router = TowerToHyperService::new(router);
     async move {
-        while let Some((tcp, peer, slot)) = gate.next().await {
+        while let Some((tcp, peer, place)) = gate.next().await {
+            let Some(slot) = place.admit(peer) else {
+                continue;
+            };
             let activity = Arc::new(Activity::new());
             let service = {
                 let (router, activity) = (router.clone(), activity.clone());

@@ -83,6 +83,25 @@ impl ConnLimits {
     }
 }
 
+/// A connection's place under its listener's cap, before it is counted against its client's
+/// address: that is known only once a PROXY protocol header is read.
+pub(super) struct Place {
+    limits: Arc<ConnLimits>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Place {
+    /// Counts the connection against its client, `peer` (canonical); `None` (and the place
+    /// freed) when that address is at its limit.
+    pub(super) fn admit(self, peer: SocketAddr) -> Option<Slot> {
+        let slot = self.limits.admit(peer.ip(), self.permit);
+        if slot.is_none() {
+            tracing::debug!(%peer, "connection refused: too many from this address");
+        }
+        slot
+    }
+}
+
 /// One admitted connection; dropping it frees its place.
 pub(super) struct Slot {
     limits: Arc<ConnLimits>,
@@ -125,8 +144,9 @@ impl Gate {
         }
     }
 
-    /// The next connection to serve, once there is room for it. `None` at shutdown.
-    pub(super) async fn next(&mut self) -> Option<(TcpStream, SocketAddr, Slot)> {
+    /// The next connection to serve and its peer (canonical), once there is room for it. `None`
+    /// at shutdown.
+    pub(super) async fn next(&mut self) -> Option<(TcpStream, SocketAddr, Place)> {
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = stopped(&mut self.stop) => return None,
@@ -151,12 +171,12 @@ impl Gate {
                     p = self.limits.places.clone().acquire_owned() => p.ok()?,
                 },
             };
-            let Some(slot) = self.limits.admit(peer.ip(), permit) else {
-                tracing::debug!(%peer, "connection refused: too many from this address");
-                continue;
-            };
             let _ = tcp.set_nodelay(true);
-            return Some((tcp, peer, slot));
+            let place = Place {
+                limits: self.limits.clone(),
+                permit,
+            };
+            return Some((tcp, peer, place));
         }
     }
 }

@@ -1,0 +1,119 @@
+//! `[listen]`: where the edge listens, and whether its clients arrive through a load balancer
+//! that speaks the PROXY protocol.
+//!
+//! `https` and `http` take one address or a list (`"[::]:443"`, or `["0.0.0.0:443", "[::]:443"]`);
+//! `trusted_proxies` takes networks (`"10.0.0.0/8"`) or single addresses.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+/// `[listen]`: socket addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// HTTPS listener(s) for clicks. Default `127.0.0.1:8443`.
+    pub https: Addresses,
+    /// Plain HTTP listener(s) (HTTP-01 challenges, upgrade to HTTPS). Default `127.0.0.1:8080`.
+    pub http: Addresses,
+    /// Admin API, metrics and health. Default `127.0.0.1:9180`.
+    pub admin: SocketAddr,
+    /// A listener serving only `/metrics` (no token, no API), for a Prometheus that must not
+    /// reach the admin API. Default none (metrics on `admin` only).
+    pub metrics: Option<SocketAddr>,
+    /// Connections to `https` and `http` from `trusted_proxies` start with a PROXY protocol
+    /// header (v1 or v2) naming the client; a trusted proxy's connection without one is refused,
+    /// and so is a header from any other peer. Default `false`.
+    pub proxy_protocol: bool,
+    /// The load balancers whose PROXY protocol headers are believed (networks or addresses).
+    /// Required with `proxy_protocol`. Default none.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            https: Addresses(vec![SocketAddr::from(([127, 0, 0, 1], 8443))]),
+            http: Addresses(vec![SocketAddr::from(([127, 0, 0, 1], 8080))]),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            metrics: None,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Listen {
+    /// What makes this section unusable, as a message naming the keys.
+    pub(super) fn invalid(&self) -> Option<String> {
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Some(
+                "listen.proxy_protocol = true needs listen.trusted_proxies: list the load \
+                 balancers' networks (e.g. [\"10.0.0.0/8\"]), since only they may name the client"
+                    .into(),
+            );
+        }
+        if !self.proxy_protocol && !self.trusted_proxies.is_empty() {
+            return Some(
+                "listen.trusted_proxies is set but listen.proxy_protocol is not: set \
+                 listen.proxy_protocol = true, or remove listen.trusted_proxies"
+                    .into(),
+            );
+        }
+        None
+    }
+}
+
+/// One listener's addresses: one or more, each bound with its own accept loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses(Vec<SocketAddr>);
+
+impl Addresses {
+    /// The addresses, in the order written (never empty).
+    pub fn all(&self) -> &[SocketAddr] {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Addresses {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "an address (\"0.0.0.0:443\") or a list of addresses"
+        )]
+        enum OneOrMany {
+            One(SocketAddr),
+            Many(Vec<SocketAddr>),
+        }
+        let all = match OneOrMany::deserialize(d)? {
+            OneOrMany::One(a) => vec![a],
+            OneOrMany::Many(all) => all,
+        };
+        if all.is_empty() {
+            return Err(serde::de::Error::custom(
+                "an empty list of addresses: give at least one",
+            ));
+        }
+        Ok(Addresses(all))
+    }
+}
+
+/// Networks (`10.0.0.0/8`) or single addresses (`192.0.2.7`, a /32 or /128).
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{s:?} is neither a network (\"10.0.0.0/8\") nor an address"
+                    ))
+                })
+        })
+        .collect()
+}
