@@ -3,7 +3,7 @@
 //!
 //! Everything but `/metrics`, `/healthz` and `/readyz` ([`ready`]) needs the admin token: `Authorization: Bearer
 //! <token>` for the API, a session the page's sign-in form starts for `/ui/`, the token compared
-//! in constant time. Everything but the two health checks answers only to the host names of [`hosts`]
+//! in constant time; a read-only token ([`scope`]) reads and checks but changes nothing (403). Everything but the two health checks answers only to the host names of [`hosts`]
 //! (DNS rebinding). Handlers are thin: they parse the request, call the [`Domains`] or
 //! [`LinkKeys`] service, and turn its answer into JSON or a page; errors get their status in
 //! [`error`] and are JSON `{"error": "..."}` with a message that says what to do. This listener
@@ -13,11 +13,13 @@ mod api;
 mod error;
 mod hosts;
 mod ready;
+mod scope;
 mod ui;
 mod views;
 
 pub use hosts::Hosts;
 pub use ready::Readiness;
+pub use scope::{Scope, Tokens};
 pub use ui::Sessions;
 
 use std::sync::Arc;
@@ -44,8 +46,8 @@ pub struct AdminState {
     pub keys: Arc<LinkKeys>,
     /// Registry rendered at `/metrics`.
     pub registry: Registry,
-    /// The bearer token.
-    pub token: String,
+    /// The bearer tokens: the full one and the read-only ones.
+    pub tokens: Tokens,
     /// Largest request body (`limits.admin_max_body_bytes`); larger gets 413.
     pub max_body_bytes: usize,
     /// Time, for the page's sessions.
@@ -97,7 +99,7 @@ async fn health(State(state): State<Shared>) -> &'static str {
 async fn require_token(
     State(state): State<Shared>,
     headers: HeaderMap,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let presented = headers
@@ -105,11 +107,8 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let ok = presented.is_some_and(|t| {
-        aws_lc_rs::constant_time::verify_slices_are_equal(t.as_bytes(), state.token.as_bytes())
-            .is_ok()
-    });
-    if ok {
+    if let Some(scope) = presented.and_then(|t| state.tokens.scope_of(t)) {
+        req.extensions_mut().insert(scope);
         next.run(req).await
     } else {
         let mut res = ApiError::new(

@@ -8,16 +8,16 @@
 mod bind;
 mod lock;
 mod probe;
+mod tokens;
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -105,7 +105,7 @@ impl App {
         let data_dir = &config.data_dir;
         create_private_dir(data_dir)?;
         let lock = DataDirLock::acquire(data_dir)?;
-        let token = admin_token(config)?;
+        let tokens = tokens::admin_tokens(config)?;
 
         let clock = Clock::system();
         let registry = Registry::new_custom(None, None).context("creating metrics registry")?;
@@ -400,7 +400,7 @@ impl App {
             domains,
             keys,
             registry,
-            token,
+            tokens,
             max_body_bytes: config.limits.admin_max_body_bytes.get(),
             clock,
             hosts: admin::Hosts::new(&config.admin.hosts, addrs.admin),
@@ -500,48 +500,4 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("restricting data dir {}", dir.display()))?;
     }
     Ok(())
-}
-
-/// The configured admin token, or the one in `<data_dir>/admin-token`, generated on first use.
-fn admin_token(config: &Config) -> anyhow::Result<String> {
-    if let Some(t) = &config.admin.token {
-        return Ok(t.trim().to_owned());
-    }
-    if let Some(path) = &config.admin.token_file {
-        let t = std::fs::read_to_string(path)
-            .with_context(|| format!("reading admin.token_file {}", path.display()))?;
-        if t.trim().len() < 16 {
-            bail!(
-                "admin.token_file {} holds fewer than 16 characters: write a longer token (e.g. 64 hex digits)",
-                path.display()
-            );
-        }
-        return Ok(t.trim().to_owned());
-    }
-    if !config.listen.admin.ip().is_loopback() {
-        bail!(
-            "listen.admin = \"{}\" is not a loopback address: set admin.token or admin.token_file explicitly to expose the admin API",
-            config.listen.admin
-        );
-    }
-    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
-        Ok(_) => bail!(
-            "{} is empty: delete it to have a new token generated",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-    let bytes: [u8; 32] = rand::random();
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
-    Ok(token)
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Edge;
+use common::{Edge, refused_start};
 use reqwest::Method;
 use serde_json::json;
 
@@ -231,5 +231,86 @@ async fn admin_token_file_is_private() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0, "{file} is {mode:o}");
+    }
+}
+
+const READ_TOKEN: &str = "read-only-dashboard-token-0123456789";
+
+#[tokio::test]
+async fn a_read_only_token_reads_and_checks_but_every_write_is_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("read-tokens");
+    std::fs::write(&file, "\nsupport-staff-token-0123456789\n").unwrap();
+    let edge = Edge::start_with(&format!(
+        "[admin]\nread_tokens = [\"{READ_TOKEN}\"]\nread_tokens_file = \"{}\"\n",
+        file.display()
+    ));
+    edge.add_domain("links.example.com").await;
+    for token in [READ_TOKEN, "support-staff-token-0123456789"] {
+        for (method, path, body) in [
+            (Method::GET, "/v1/domains", None),
+            (Method::GET, "/v1/domains/links.example.com", None),
+            (Method::POST, "/v1/domains/links.example.com/check", None),
+            (Method::GET, "/v1/keys", None),
+        ] {
+            let (status, body) = edge
+                .admin_with_token(method.clone(), path, body, Some(token))
+                .await;
+            assert_eq!(status, 200, "{method} {path}: {body}");
+        }
+        let (_, keys) = edge
+            .admin_with_token(Method::GET, "/v1/keys", None, Some(token))
+            .await;
+        assert!(keys[0]["id"].is_number(), "{keys}");
+        for (method, path, body) in [
+            (
+                Method::POST,
+                "/v1/domains",
+                Some(json!({"name": "b.example.com"})),
+            ),
+            (Method::DELETE, "/v1/domains/links.example.com", None),
+            (
+                Method::POST,
+                "/v1/links",
+                Some(json!({"domain": "links.example.com", "url": "https://example.org/"})),
+            ),
+            (Method::POST, "/v1/keys", None),
+            (Method::DELETE, "/v1/keys/1", None),
+        ] {
+            let (status, body) = edge
+                .admin_with_token(method.clone(), path, body, Some(token))
+                .await;
+            assert_eq!(status, 403, "{method} {path}: {body}");
+            let msg = body["error"].as_str().unwrap();
+            assert!(msg.contains("scope read"), "{msg}");
+            assert!(!msg.contains(token), "{msg}");
+        }
+    }
+    // Nothing changed; the full token still writes.
+    let (_, list) = edge.admin(Method::GET, "/v1/domains", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let (_, keys) = edge.admin(Method::GET, "/v1/keys", None).await;
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    let (status, _) = edge.admin(Method::POST, "/v1/keys", None).await;
+    assert_eq!(status, 201);
+    assert!(!edge.stderr().contains(READ_TOKEN));
+}
+
+#[tokio::test]
+async fn a_short_read_only_token_or_the_admin_token_reused_refuses_the_start() {
+    for (tokens, says) in [
+        ("[\"short\"]", "fewer than 16"),
+        ("[\"the-full-admin-token-0123456789\"]", "must differ"),
+    ] {
+        let err = refused_start(
+            &format!(
+                "[admin]\ntoken = \"the-full-admin-token-0123456789\"\nread_tokens = {tokens}\n"
+            ),
+            &[],
+        );
+        assert!(
+            err.contains(says) && err.contains("admin.read_tokens"),
+            "{err}"
+        );
     }
 }

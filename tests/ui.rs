@@ -279,3 +279,43 @@ async fn chromium_adds_a_domain_sees_its_checks_and_checks_again_after_the_fix()
     assert!(page.contains("<td class=\"pass\">✓ ready</td>"), "{page}");
     browser.screenshot(&shots.join("domains.png")).await;
 }
+
+#[tokio::test]
+async fn a_read_only_token_signs_in_to_a_page_without_the_add_form_and_cannot_add() {
+    let token = "read-only-dashboard-token-0123456789";
+    let edge = Edge::start_with(&format!("[admin]\nread_tokens = [\"{token}\"]\n"));
+    edge.add_domain("seen.example.com").await;
+    let ui = format!("http://{}/ui/", edge.admin);
+    let client = no_redirects();
+    let session = |token: &str| {
+        let res = form_post(&client, &format!("{ui}login")).body(form(&[("token", token)]));
+        async move {
+            let res = res.send().await.unwrap();
+            assert_eq!(res.status(), 303);
+            let cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
+            cookie.split(';').next().unwrap().to_owned()
+        }
+    };
+    let page = |session: String| {
+        let req = client.get(&ui).header(header::COOKIE, session);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let read = session(token).await;
+    let body = page(read.clone()).await;
+    assert!(body.contains("seen.example.com"), "{body}");
+    assert!(!body.contains("action=\"/ui/domains\""), "{body}");
+    assert!(body.contains("read-only"), "{body}");
+    let full = session(&edge.token).await;
+    assert!(page(full).await.contains("action=\"/ui/domains\""));
+
+    let res = form_post(&client, &format!("{ui}domains"))
+        .header(header::COOKIE, &read)
+        .body(form(&[("name", "added.example.com")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("scope read"));
+    let (_, list) = edge.admin(reqwest::Method::GET, "/v1/domains", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}

@@ -18,15 +18,22 @@ use super::error::{ApiError, parse_name};
 use super::views::{DomainView, KeyView};
 use crate::links::{ContextError, MessageContext, Role};
 
-/// The `/v1` routes (the token check is layered on by the caller).
+/// The `/v1` routes (the token check is layered on by the caller). Those that change something
+/// need the full scope; a read-only token lists, shows and checks.
 pub(super) fn router() -> Router<Shared> {
-    Router::new()
-        .route("/v1/domains", get(list_domains).post(add_domain))
-        .route("/v1/domains/{name}", get(show_domain).delete(remove_domain))
+    let read = Router::new()
+        .route("/v1/domains", get(list_domains))
+        .route("/v1/domains/{name}", get(show_domain))
         .route("/v1/domains/{name}/check", post(check_domain))
+        .route("/v1/keys", get(list_keys));
+    let write = Router::new()
+        .route("/v1/domains", post(add_domain))
+        .route("/v1/domains/{name}", delete(remove_domain))
         .route("/v1/links", post(mint_link))
-        .route("/v1/keys", get(list_keys).post(rotate_key))
+        .route("/v1/keys", post(rotate_key))
         .route("/v1/keys/{id}", delete(remove_key))
+        .route_layer(axum::middleware::from_fn(super::scope::require_full));
+    read.merge(write)
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {

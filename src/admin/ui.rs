@@ -26,7 +26,9 @@ use super::Shared;
 use super::error::{ApiError, parse_name};
 use super::views::DomainView;
 use render::{asset, error_page, forbidden, html, login_page, see_other, set_cookie};
-use session::{same_origin, token_matches};
+use session::same_origin;
+
+use super::Scope;
 
 pub use session::Sessions;
 
@@ -72,23 +74,26 @@ async fn index(
             ),
         );
     }
-    if !logged_in(&state, &headers) {
+    let Some(scope) = signed_in(&state, &headers) else {
         return login_page(StatusCode::UNAUTHORIZED, None);
-    }
-    index_page(&state, StatusCode::OK, None, "").await
+    };
+    index_page(&state, scope, StatusCode::OK, None, "").await
 }
 
 async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     if !same_origin(&headers) {
         return forbidden();
     }
-    match form(&body).get("token") {
-        Some(t) if token_matches(&state.token, t) => {
+    match form(&body)
+        .get("token")
+        .and_then(|t| state.tokens.scope_of(t.trim()))
+    {
+        Some(scope) => {
             let mut res = see_other("/ui/");
-            set_cookie(&mut res, &state.sessions.start(state.clock.now()));
+            set_cookie(&mut res, &state.sessions.start(state.clock.now(), scope));
             res
         }
-        _ => login_page(StatusCode::UNAUTHORIZED, Some("That token is not right.")),
+        None => login_page(StatusCode::UNAUTHORIZED, Some("That token is not right.")),
     }
 }
 
@@ -106,19 +111,24 @@ async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes
     if !same_origin(&headers) {
         return forbidden();
     }
-    if !logged_in(&state, &headers) {
+    let Some(scope) = signed_in(&state, &headers) else {
         return login_page(StatusCode::UNAUTHORIZED, None);
+    };
+    if scope != Scope::Full {
+        return error_page(super::scope::read_only());
     }
     let input = form(&body).remove("name").unwrap_or_default();
     let name = match parse_name(input.trim()) {
         Ok(name) => name,
-        Err(e) => return index_page(&state, e.status, Some(&e.message), input.trim()).await,
+        Err(e) => {
+            return index_page(&state, scope, e.status, Some(&e.message), input.trim()).await;
+        }
     };
     match state.domains.add(name.clone()).await {
         Ok(_) => see_other(&format!("/ui/domains/{name}")),
         Err(e) => {
             let e = ApiError::from(e);
-            index_page(&state, e.status, Some(&e.message), name.as_str()).await
+            index_page(&state, scope, e.status, Some(&e.message), name.as_str()).await
         }
     }
 }
@@ -165,6 +175,7 @@ async fn check_domain(
 
 async fn index_page(
     state: &Shared,
+    scope: Scope,
     status: StatusCode,
     error: Option<&str>,
     typed: &str,
@@ -173,10 +184,22 @@ async fn index_page(
         Ok(list) => list.into_iter().map(DomainView::from).collect(),
         Err(e) => return error_page(e.into()),
     };
-    render::index(&views, state.domains.check_settings(), status, error, typed)
+    render::index(
+        &views,
+        state.domains.check_settings(),
+        scope,
+        status,
+        error,
+        typed,
+    )
 }
 
 /// True if the request carries a live session.
 fn logged_in(state: &Shared, headers: &HeaderMap) -> bool {
-    state.sessions.is_live(headers, state.clock.now())
+    signed_in(state, headers).is_some()
+}
+
+/// The scope of the request's live session, if it carries one.
+fn signed_in(state: &Shared, headers: &HeaderMap) -> Option<Scope> {
+    state.sessions.scope(headers, state.clock.now())
 }

@@ -1,4 +1,4 @@
-//! `[admin]`: the admin listener's token, the host names it answers to (beyond addresses), and
+//! `[admin]`: the admin listener's tokens (full and read-only), the host names it answers to (beyond addresses), and
 //! whether the page's session cookie is `Secure`. This module parses; the admin listener applies.
 
 use serde::Deserialize;
@@ -12,6 +12,13 @@ pub struct Admin {
     /// A file holding the bearer token (a mounted secret), read at start; exclusive with
     /// `token`. Default none.
     pub token_file: Option<std::path::PathBuf>,
+    /// Read-only bearer tokens (dashboards, support staff): they list and show domains and keys'
+    /// ids, run a domain's checks and read the page, and change nothing (403). At least 16
+    /// characters each. Default none.
+    pub read_tokens: Vec<String>,
+    /// A file of read-only tokens, one a line (a mounted secret), read at start; added to
+    /// `read_tokens`. Default none.
+    pub read_tokens_file: Option<std::path::PathBuf>,
     /// Host names the admin listener answers to, besides IP addresses (always answered) and
     /// `localhost` (answered when `listen.admin` is a loopback or unspecified address). A request
     /// whose `Host` names anything else gets 421, so a page on a rebound DNS name cannot read

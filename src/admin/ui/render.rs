@@ -9,16 +9,19 @@ use axum::response::{IntoResponse, Response};
 
 use super::super::error::ApiError;
 use super::super::views::DomainView;
+use crate::admin::Scope;
 use crate::onboarding::{Check, CheckId, CheckStatus, Settings};
 
 /// Everything the page loads comes from here; nothing may frame it.
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The list of domains with the add form; `error` and `typed` redisplay a refused name.
+/// The list of domains with the add form (not with a read-only `scope`); `error` and `typed`
+/// redisplay a refused name.
 pub(super) fn index(
     views: &[DomainView],
     s: &Settings,
+    scope: Scope,
     status: StatusCode,
     error: Option<&str>,
     typed: &str,
@@ -28,15 +31,14 @@ pub(super) fn index(
     if let Some(e) = error {
         let _ = write!(b, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
     }
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"/ui/domains\" class=\"busy-on-submit\">\
-         <label for=\"name\">Link domain</label>\
-         <input id=\"name\" name=\"name\" value=\"{}\" placeholder=\"links.customer.com\" \
-         autocomplete=\"off\" spellcheck=\"false\" required>\
-         <button type=\"submit\" data-busy=\"Checking…\">Add and check</button></form>",
-        esc(typed)
-    );
+    if scope == Scope::Read {
+        b.push_str(
+            "<p class=\"hint\">Signed in with a read-only token: domains can be looked at and \
+             checked, not added or removed.</p>",
+        );
+    } else {
+        add_form(&mut b, typed);
+    }
     if let Some(target) = &s.cname_target {
         let _ = write!(
             b,
@@ -78,6 +80,19 @@ pub(super) fn index(
     }
     b.push_str("</section>");
     html(status, "Domains", &b)
+}
+
+/// The form adding a domain, `typed` in its field.
+fn add_form(b: &mut String, typed: &str) {
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/ui/domains\" class=\"busy-on-submit\">\
+         <label for=\"name\">Link domain</label>\
+         <input id=\"name\" name=\"name\" value=\"{}\" placeholder=\"links.customer.com\" \
+         autocomplete=\"off\" spellcheck=\"false\" required>\
+         <button type=\"submit\" data-busy=\"Checking…\">Add and check</button></form>",
+        esc(typed)
+    );
 }
 
 /// A one-line verdict over `checks`, and its CSS class.

@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::digest;
 use axum::http::{HeaderMap, HeaderValue, header};
 
+use crate::admin::Scope;
+
 /// The session cookie's name.
 const COOKIE: &str = "clickedge_ui";
 /// How long a sign-in lasts.
@@ -25,8 +27,8 @@ type Digest = [u8; 32];
 
 /// The signed-in sessions of the page.
 pub struct Sessions {
-    /// Digest of each live session id, and when it ends.
-    live: Mutex<HashMap<Digest, SystemTime>>,
+    /// Digest of each live session id: when it ends, and the scope of the token that started it.
+    live: Mutex<HashMap<Digest, (SystemTime, Scope)>>,
     secure: bool,
 }
 
@@ -40,25 +42,38 @@ impl Sessions {
         }
     }
 
-    /// Starts a session at `now`; returns the `Set-Cookie` value carrying it.
-    pub(super) fn start(&self, now: SystemTime) -> String {
+    /// Starts a session at `now` with a token's `scope`; returns the `Set-Cookie` value carrying
+    /// it.
+    pub(super) fn start(&self, now: SystemTime, scope: Scope) -> String {
         let id: [u8; 32] = rand::random();
         let mut live = self.lock();
-        live.retain(|_, end| *end > now);
+        live.retain(|_, (end, _)| *end > now);
         if live.len() >= MAX_SESSIONS
-            && let Some(soonest) = live.iter().min_by_key(|(_, end)| **end).map(|(d, _)| *d)
+            && let Some(soonest) = live
+                .iter()
+                .min_by_key(|(_, (end, _))| *end)
+                .map(|(d, _)| *d)
         {
             live.remove(&soonest);
         }
-        live.insert(digest_of(&id), now + SESSION);
+        live.insert(digest_of(&id), (now + SESSION, scope));
         drop(live);
         self.cookie(&hex(&id), SESSION.as_secs())
     }
 
-    /// True if the request carries a session that is live at `now`.
-    pub(super) fn is_live(&self, headers: &HeaderMap, now: SystemTime) -> bool {
+    /// The scope of the session live at `now` the request carries, if any (the widest, should
+    /// it carry several).
+    pub(super) fn scope(&self, headers: &HeaderMap, now: SystemTime) -> Option<Scope> {
         let live = self.lock();
-        presented(headers).any(|d| live.get(&d).is_some_and(|end| *end > now))
+        presented(headers)
+            .filter_map(|d| live.get(&d).filter(|(end, _)| *end > now).map(|(_, s)| *s))
+            .min_by_key(|s| *s != Scope::Full)
+    }
+
+    /// True if the request carries a session that is live at `now`.
+    #[cfg(test)]
+    pub(super) fn is_live(&self, headers: &HeaderMap, now: SystemTime) -> bool {
+        self.scope(headers, now).is_some()
     }
 
     /// Ends the sessions the request carries; returns the `Set-Cookie` value clearing the cookie.
@@ -76,7 +91,7 @@ impl Sessions {
         format!("{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Digest, SystemTime>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Digest, (SystemTime, Scope)>> {
         // A panic while the lock was held leaves at worst a session too many or too few: the
         // table has no invariant to break, so a poisoned lock is used as it is.
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
@@ -100,12 +115,6 @@ fn digest_of(id: &[u8]) -> Digest {
     let mut out = [0; 32];
     out.copy_from_slice(digest::digest(&digest::SHA256, id).as_ref());
     out
-}
-
-/// Constant-time comparison of a presented token with the admin token.
-pub(super) fn token_matches(token: &str, presented: &str) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(presented.trim().as_bytes(), token.as_bytes())
-        .is_ok()
 }
 
 /// False for a request another site's page made (CSRF), as far as the browser says.

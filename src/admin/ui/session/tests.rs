@@ -16,7 +16,7 @@ fn sent(set_cookie: &str) -> HeaderMap {
 fn a_sign_in_lasts_twelve_hours_by_the_clock_it_was_given() {
     let sessions = Sessions::new(false);
     let start = from_unix_secs(1_000_000);
-    let cookie = sessions.start(start);
+    let cookie = sessions.start(start, Scope::Full);
     let h = sent(&cookie);
     assert!(sessions.is_live(&h, start + SESSION - Duration::from_secs(1)));
     assert!(!sessions.is_live(&h, start + SESSION));
@@ -32,8 +32,8 @@ fn a_sign_in_lasts_twelve_hours_by_the_clock_it_was_given() {
 fn sign_out_ends_the_session_on_the_server_so_a_copied_cookie_stops_working() {
     let sessions = Sessions::new(false);
     let now = from_unix_secs(1_000);
-    let mine = sent(&sessions.start(now));
-    let other = sent(&sessions.start(now));
+    let mine = sent(&sessions.start(now, Scope::Full));
+    let other = sent(&sessions.start(now, Scope::Full));
     let copy = mine.clone();
     let cleared = sessions.end(&mine);
     assert!(cleared.contains("clickedge_ui=;") && cleared.contains("Max-Age=0"));
@@ -45,7 +45,7 @@ fn sign_out_ends_the_session_on_the_server_so_a_copied_cookie_stops_working() {
 fn only_sessions_this_edge_started_are_accepted() {
     let sessions = Sessions::new(false);
     let now = from_unix_secs(1_000);
-    let elsewhere = Sessions::new(false).start(now);
+    let elsewhere = Sessions::new(false).start(now, Scope::Full);
     assert!(!sessions.is_live(&sent(&elsewhere), now));
     for value in ["garbage", "", "zz", &"00".repeat(32), &"00".repeat(33)] {
         assert!(
@@ -58,7 +58,7 @@ fn only_sessions_this_edge_started_are_accepted() {
 #[test]
 fn the_cookie_is_secure_when_the_page_is_reached_over_https() {
     let sessions = Sessions::new(true);
-    let cookie = sessions.start(from_unix_secs(1_000));
+    let cookie = sessions.start(from_unix_secs(1_000), Scope::Full);
     assert!(cookie.ends_with("; Secure"), "{cookie}");
     assert!(sessions.end(&sent(&cookie)).ends_with("; Secure"));
 }
@@ -67,15 +67,15 @@ fn the_cookie_is_secure_when_the_page_is_reached_over_https() {
 fn the_table_stays_bounded_and_drops_the_session_ending_soonest() {
     let sessions = Sessions::new(false);
     let t0 = from_unix_secs(1_000);
-    let first = sent(&sessions.start(t0));
+    let first = sent(&sessions.start(t0, Scope::Full));
     for i in 1..=MAX_SESSIONS as u64 {
-        sessions.start(t0 + Duration::from_secs(i));
+        sessions.start(t0 + Duration::from_secs(i), Scope::Full);
     }
     assert_eq!(sessions.lock().len(), MAX_SESSIONS);
     assert!(!sessions.is_live(&first, t0), "the oldest went");
     // Expired sessions are dropped before anything live.
     let later = t0 + SESSION + Duration::from_secs(2 * MAX_SESSIONS as u64);
-    sessions.start(later);
+    sessions.start(later, Scope::Full);
     assert_eq!(sessions.lock().len(), 1);
 }
 
@@ -97,4 +97,15 @@ fn cross_site_posts_are_refused() {
     h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
     h.insert("origin", HeaderValue::from_static("null"));
     assert!(same_origin(&h));
+}
+
+#[test]
+fn a_session_keeps_the_scope_of_the_token_that_started_it() {
+    let sessions = Sessions::new(false);
+    let now = from_unix_secs(1_000);
+    let read = sent(&sessions.start(now, Scope::Read));
+    let full = sent(&sessions.start(now, Scope::Full));
+    assert_eq!(sessions.scope(&read, now), Some(Scope::Read));
+    assert_eq!(sessions.scope(&full, now), Some(Scope::Full));
+    assert_eq!(sessions.scope(&read, now + SESSION), None);
 }
