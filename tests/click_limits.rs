@@ -99,10 +99,7 @@ async fn unicode_line_breaks_in_headers_stay_inside_one_click_line() {
     assert_eq!(res.status(), 302);
     edge.wait_for_clicks(1);
     let dir = edge.data_dir().join("clicks");
-    let text: String = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let text: String = common::read_click_files(&dir).concat();
     let records: Vec<&str> = text
         .split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
         .filter(|r| !r.is_empty())

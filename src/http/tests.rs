@@ -91,7 +91,15 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
         .unwrap();
     let log = std::fs::read_dir(dir.path().join("clicks"))
         .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("clicks-")
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap())
         .collect::<String>();
     let lines: Vec<serde_json::Value> = log
         .lines()

@@ -419,6 +419,7 @@ fn a_revision_is_its_own_line_naming_the_click_id_of_the_click_it_revises() {
     let files: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.to_str().is_some_and(|p| p.ends_with(".jsonl")))
         .collect();
     let text = std::fs::read_to_string(&files[0]).unwrap();
     let got: Vec<(String, String, Option<String>)> = text
