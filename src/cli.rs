@@ -3,8 +3,10 @@
 
 mod checks;
 mod cluster;
+mod confirm;
 mod follow;
 mod health;
+pub(crate) mod out;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -17,7 +19,9 @@ use crate::config::{Config, LogFormat};
 use crate::onboarding::escape::escape;
 use checks::{checks_verdict, count_status, print_checks, shown, with_progress};
 pub use cluster::ClusterAction;
+use confirm::confirm;
 pub use follow::{ClicksAction, FollowArgs};
+use out::say;
 
 /// Environment variable holding the admin token for client commands.
 pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
@@ -236,10 +240,14 @@ pub enum DomainAction {
         /// The domain.
         name: String,
     },
-    /// Unregister a domain and delete its certificate.
+    /// Unregister a domain and delete its certificate. Asks first on a terminal; elsewhere
+    /// (scripts) refuses without --yes.
     Remove {
         /// The domain.
         name: String,
+        /// Remove without asking.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -250,10 +258,14 @@ pub enum KeysAction {
     List,
     /// Add a new sealing key; older keys keep opening their links.
     Rotate,
-    /// Remove a key: links it sealed stop working at once.
+    /// Remove a key: links it sealed stop working at once. Asks first on a terminal; elsewhere
+    /// (scripts) refuses without --yes.
     Remove {
         /// Key id.
         id: u16,
+        /// Remove without asking.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -415,13 +427,18 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                     )
                     .await?
                 }
-                DomainAction::Remove { name } => {
+                DomainAction::Remove { name, yes } => {
+                    confirm(
+                        *yes,
+                        &format!("remove domain {name} and delete its certificate"),
+                        &format!("clickedge domain remove {name}"),
+                    )?;
                     c.call(Method::DELETE, &format!("/v1/domains/{name}"), None)
                         .await?
                 }
             };
             if client.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                say!("{}", serde_json::to_string_pretty(&v)?);
                 if let DomainAction::Check { name } = &action {
                     return checks_verdict(name, &v);
                 }
@@ -432,18 +449,18 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                     let name = v["name"]
                         .as_str()
                         .map_or(Cow::Borrowed(name.as_str()), escape);
-                    println!("added {name}");
+                    say!("added {name}");
                     match v["certificate"]["status"].as_str() {
-                        Some("valid") => println!("certificate: valid"),
+                        Some("valid") => say!("certificate: valid"),
                         _ => {
-                            println!("certificate: issued at the first HTTPS request for this name")
+                            say!("certificate: issued at the first HTTPS request for this name")
                         }
                     }
                     if v["checks"].as_array().is_some_and(|c| !c.is_empty()) {
-                        println!();
+                        say!();
                         print_checks(&v);
                         if count_status(&v, "fail") > 0 {
-                            println!(
+                            say!(
                                 "\nno certificate until these are fixed; then run: clickedge domain check {name}"
                             );
                         }
@@ -456,14 +473,12 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                 DomainAction::List => {
                     let rows = v.as_array().cloned().unwrap_or_default();
                     if rows.is_empty() {
-                        println!(
-                            "no domains; add one with: clickedge domain add links.example.com"
-                        );
+                        say!("no domains; add one with: clickedge domain add links.example.com");
                     } else {
-                        println!("{:<40} {:<8} EXPIRES", "NAME", "CERT");
+                        say!("{:<40} {:<8} EXPIRES", "NAME", "CERT");
                         for d in rows {
                             let cert = &d["certificate"];
-                            println!(
+                            say!(
                                 "{:<40} {:<8} {}",
                                 shown(&d["name"]),
                                 shown(&cert["status"]),
@@ -475,7 +490,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                     }
                 }
                 DomainAction::Show { .. } => print_domain(&v),
-                DomainAction::Remove { name } => println!("removed {name}"),
+                DomainAction::Remove { name, .. } => say!("removed {name}"),
             }
         }
         Command::Link {
@@ -501,9 +516,9 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                 .call(Method::POST, "/v1/links", Some(Value::Object(body)))
                 .await?;
             if client.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                say!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{}", v["link"].as_str().unwrap_or_default());
+                say!("{}", v["link"].as_str().unwrap_or_default());
             }
         }
         Command::Keys { client, action } => {
@@ -511,20 +526,25 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             let v = match &action {
                 KeysAction::List => c.call(Method::GET, "/v1/keys", None).await?,
                 KeysAction::Rotate => c.call(Method::POST, "/v1/keys", None).await?,
-                KeysAction::Remove { id } => {
+                KeysAction::Remove { id, yes } => {
+                    confirm(
+                        *yes,
+                        &format!("remove key {id}; links it sealed stop opening"),
+                        &format!("clickedge keys remove {id}"),
+                    )?;
                     c.call(Method::DELETE, &format!("/v1/keys/{id}"), None)
                         .await?
                 }
             };
             if client.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                say!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
             match action {
                 KeysAction::List => {
-                    println!("{:<6} {:<8} CREATED", "ID", "ACTIVE");
+                    say!("{:<6} {:<8} CREATED", "ID", "ACTIVE");
                     for k in v.as_array().cloned().unwrap_or_default() {
-                        println!(
+                        say!(
                             "{:<6} {:<8} {}",
                             k["id"],
                             if k["active"].as_bool() == Some(true) {
@@ -536,12 +556,12 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                         );
                     }
                 }
-                KeysAction::Rotate => println!(
+                KeysAction::Rotate => say!(
                     "key {} now seals new links; older keys keep opening theirs",
                     v["id"]
                 ),
-                KeysAction::Remove { id } => {
-                    println!("removed key {id}; links it sealed no longer open")
+                KeysAction::Remove { id, .. } => {
+                    say!("removed key {id}; links it sealed no longer open")
                 }
             }
         }
@@ -554,26 +574,26 @@ fn print_domain(v: &Value) {
     fn field(x: &Value) -> Cow<'_, str> {
         x.as_str().map_or(Cow::Borrowed("-"), escape)
     }
-    println!("name:        {}", field(&v["name"]));
-    println!("added:       {}", field(&v["created_at"]));
-    println!("certificate: {}", field(&cert["status"]));
-    println!("  issuer:    {}", field(&cert["issuer"]));
-    println!(
+    say!("name:        {}", field(&v["name"]));
+    say!("added:       {}", field(&v["created_at"]));
+    say!("certificate: {}", field(&cert["status"]));
+    say!("  issuer:    {}", field(&cert["issuer"]));
+    say!(
         "  not_before:{}",
         format_args!(" {}", field(&cert["not_before"]))
     );
-    println!("  not_after: {}", field(&cert["not_after"]));
-    println!("  renewal:   {}", field(&cert["next_renewal"]));
+    say!("  not_after: {}", field(&cert["not_after"]));
+    say!("  renewal:   {}", field(&cert["next_renewal"]));
     if let Some(e) = cert["last_error"].as_str() {
-        println!("  last_error: {}", escape(e));
-        println!("  failures:  {}", cert["failures"]);
+        say!("  last_error: {}", escape(e));
+        say!("  failures:  {}", cert["failures"]);
         if let Some(t) = cert["retry_at"].as_str() {
-            println!(
+            say!(
                 "  retry_at:  {} (after fixing the cause, `clickedge domain add` again retries now)",
                 escape(t)
             );
         }
     }
-    println!();
+    say!();
     print_checks(v);
 }

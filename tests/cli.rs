@@ -150,7 +150,15 @@ async fn client_commands_add_list_link_and_remove() {
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["certificate"]["status"], "valid");
-    let (ok, _, _) = run(&["domain", "remove", "links.example.com"]);
+    let (ok, _, err) = run(&["domain", "remove", "links.example.com"]);
+    assert!(!ok, "removed without --yes and without a terminal");
+    assert!(
+        err.contains("clickedge domain remove links.example.com --yes"),
+        "{err}"
+    );
+    let (ok, _, _) = run(&["domain", "show", "links.example.com"]);
+    assert!(ok, "the refused remove removed the domain");
+    let (ok, _, _) = run(&["domain", "remove", "links.example.com", "--yes"]);
     assert!(ok);
     let (ok, _, err) = run(&["domain", "show", "links.example.com"]);
     assert!(!ok);
@@ -211,4 +219,76 @@ async fn an_internationalised_domain_is_added_as_its_a_labels() {
         .await;
     assert!(link.starts_with("https://xn--bcher-kva.example:"), "{link}");
     assert_eq!(edge.click_status("xn--bcher-kva.example", &link).await, 302);
+}
+
+#[tokio::test]
+async fn keys_remove_without_yes_off_a_terminal_is_refused_and_changes_nothing() {
+    let edge = Edge::start();
+    let (status, _) = edge.admin(reqwest::Method::POST, "/v1/keys", None).await;
+    assert_eq!(status, 201);
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .arg("--config")
+            .arg(edge.config_path())
+            .args(args)
+            .args(["--admin", &format!("http://{}", edge.admin)])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let (_, keys) = edge.admin(reqwest::Method::GET, "/v1/keys", None).await;
+    let before = keys.as_array().unwrap().len();
+    let oldest = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["active"] != true)
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let out = run(&["keys", "remove", &oldest]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("clickedge keys remove {oldest} --yes")),
+        "{err}"
+    );
+    let (_, keys) = edge.admin(reqwest::Method::GET, "/v1/keys", None).await;
+    assert_eq!(keys.as_array().unwrap().len(), before);
+    let out = run(&["keys", "remove", &oldest, "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, keys) = edge.admin(reqwest::Method::GET, "/v1/keys", None).await;
+    assert_eq!(keys.as_array().unwrap().len(), before - 1);
+}
+
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly_with_success() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    // The reading end is closed before the command starts, so its first write meets EPIPE, as
+    // `clickedge domain list | head -0` would.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    for args in [
+        &["domain", "list"][..],
+        &["keys", "list"],
+        &["domain", "list", "--json"],
+    ] {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(edge.config_path())
+            .args(args)
+            .args(["--admin", &format!("http://{}", edge.admin)])
+            .stdout(writer.try_clone().unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
 }

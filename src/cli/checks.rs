@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use anyhow::bail;
 use serde_json::Value;
 
+use super::out;
 use crate::onboarding::escape::escape;
 
 /// Runs `call`, showing `what` with a spinner on stderr while it lasts if stderr is a terminal
@@ -61,7 +62,7 @@ pub(super) fn checks_verdict(name: &str, v: &Value) -> anyhow::Result<()> {
 pub(super) fn print_checks(v: &Value) {
     use std::io::IsTerminal as _;
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    print!("{}", render_checks(v, colour));
+    out::text(&render_checks(v, colour));
 }
 
 /// A string of the API's answer for a terminal: control characters escaped (messages and fixes

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use super::out::say;
 use crate::seal::{self, SEAL_KEY_ENV};
 
 /// `clickedge cluster ...`
@@ -24,7 +25,7 @@ pub fn run(action: ClusterAction) -> anyhow::Result<()> {
     match action {
         ClusterAction::Keygen { file } => {
             seal::write_new_key(&file)?;
-            println!(
+            say!(
                 "wrote a new seal key to {f} (mode 0600); give every node the same key: \
                  [cluster] seal_key_file = \"{f}\", or {SEAL_KEY_ENV}; keep a copy offline, \
                  as what it sealed opens only with it",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use super::out::say;
 use crate::config::Config;
 
 /// The admin listener as a client reaches it: an unspecified address (`0.0.0.0`, `[::]`) is
@@ -38,7 +39,7 @@ pub(super) async fn run(config: &Config, admin: Option<&str>) -> anyhow::Result<
     if status != reqwest::StatusCode::OK {
         bail!("{url} answered {status}: {}", body.trim());
     }
-    println!("{}", body.trim());
+    say!("{}", body.trim());
     Ok(())
 }
 
