@@ -258,6 +258,11 @@ pub enum KeysAction {
     List,
     /// Add a new sealing key; older keys keep opening their links.
     Rotate,
+    /// Retire a key: it seals no new link and keeps opening its own (remove it later).
+    Retire {
+        /// Key id.
+        id: u16,
+    },
     /// Remove a key: links it sealed stop working at once. Asks first on a terminal; elsewhere
     /// (scripts) refuses without --yes.
     Remove {
@@ -526,6 +531,10 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             let v = match &action {
                 KeysAction::List => c.call(Method::GET, "/v1/keys", None).await?,
                 KeysAction::Rotate => c.call(Method::POST, "/v1/keys", None).await?,
+                KeysAction::Retire { id } => {
+                    c.call(Method::POST, &format!("/v1/keys/{id}/retire"), None)
+                        .await?
+                }
                 KeysAction::Remove { id, yes } => {
                     confirm(
                         *yes,
@@ -542,20 +551,25 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             }
             match action {
                 KeysAction::List => {
-                    say!("{:<6} {:<8} CREATED", "ID", "ACTIVE");
+                    say!("{:<6} {:<8} {:<21} RETIRED", "ID", "ACTIVE", "CREATED");
                     for k in v.as_array().cloned().unwrap_or_default() {
                         say!(
-                            "{:<6} {:<8} {}",
+                            "{:<6} {:<8} {:<21} {}",
                             k["id"],
                             if k["active"].as_bool() == Some(true) {
                                 "yes"
                             } else {
                                 ""
                             },
-                            k["created_at"].as_str().unwrap_or("-")
+                            k["created_at"].as_str().unwrap_or("-"),
+                            k["retired_at"].as_str().unwrap_or("-")
                         );
                     }
                 }
+                KeysAction::Retire { id } => say!(
+                    "retired key {id}: it seals no new link and keeps opening its own; \
+                     remove it when they are no longer clicked: clickedge keys remove {id}"
+                ),
                 KeysAction::Rotate => say!(
                     "key {} now seals new links; older keys keep opening theirs",
                     v["id"]

@@ -1,5 +1,5 @@
 //! The link key lifecycle: the ring loaded from the store at start (the first key generated on a
-//! fresh store), rotation, removal, the list; and minting links with the sealing key, never one
+//! fresh store), rotation, retirement, removal, the list; and minting links with the sealing key, never one
 //! longer than the edge opens. The admin API and (through it) the CLI come here.
 //!
 //! The store changes first, then the ring in use is reloaded from it, so what opens tokens is
@@ -21,6 +21,11 @@ pub enum KeyError {
     /// Removing the sealing key would leave new links without a key.
     #[error("key {0} is the sealing key; add a new key first (clickedge keys rotate)")]
     Sealing(u16),
+    /// Retiring the only key that may seal would leave new links without a key.
+    #[error(
+        "key {0} is the only key that seals new links; add a new key first (clickedge keys rotate)"
+    )]
+    LastSealing(u16),
     /// No key has that id.
     #[error("no link key {0}")]
     NoSuchKey(u16),
@@ -63,6 +68,8 @@ pub struct KeyInfo {
     pub created_at: SystemTime,
     /// True for the key that seals new links.
     pub active: bool,
+    /// When it was retired (it seals no new link, keeps opening its own).
+    pub retired_at: Option<SystemTime>,
 }
 
 /// Link keys over the store, and the ring in use.
@@ -109,6 +116,7 @@ impl LinkKeys {
                 id: k.id(),
                 created_at: k.created_at(),
                 active: k.id() == active,
+                retired_at: k.retired_at(),
             })
             .collect()
     }
@@ -123,7 +131,39 @@ impl LinkKeys {
             id: KeyId(id),
             created_at: now,
             active: true,
+            retired_at: None,
         })
+    }
+
+    /// Retires a key: it seals no new link from now on and keeps opening the links it sealed,
+    /// until it is removed. Retiring the only key that may seal is refused (add one first with
+    /// `keys rotate`); retiring a retired key changes nothing.
+    pub async fn retire(&self, id: u16) -> Result<KeyInfo, KeyError> {
+        let ring = self.ring.current();
+        let Some(key) = ring.key(KeyId(id)) else {
+            return Err(KeyError::NoSuchKey(id));
+        };
+        let another_seals = ring
+            .keys()
+            .iter()
+            .any(|k| k.id() != KeyId(id) && !k.is_retired());
+        if !key.is_retired() && !another_seals {
+            return Err(KeyError::LastSealing(id));
+        }
+        if !self.store.retire_link_key(id, self.clock.now()).await? {
+            return Err(KeyError::NoSuchKey(id));
+        }
+        self.reload().await?;
+        let active = self.ring.current().active().id();
+        tracing::info!(
+            key = id,
+            sealing = active.0,
+            "link key retired; it keeps opening its links"
+        );
+        self.list()
+            .into_iter()
+            .find(|k| k.id == KeyId(id))
+            .ok_or(KeyError::NoSuchKey(id))
     }
 
     /// Removes a key: links it sealed stop opening at once. The sealing key cannot be removed.
@@ -196,7 +236,13 @@ async fn load_ring(store: &dyn Store, clock: &Clock) -> Result<KeyRing, StoreErr
     }
     let keys = stored
         .into_iter()
-        .map(|k| LinkKey::new(KeyId(k.id), k.secret, k.created_at))
+        .map(|k| {
+            let key = LinkKey::new(KeyId(k.id), k.secret, k.created_at);
+            match k.retired_at {
+                Some(at) => key.retired(at),
+                None => key,
+            }
+        })
         .collect();
     KeyRing::new(keys).map_err(|_| StoreError::Corrupt("link_keys (empty after insert)"))
 }
@@ -255,6 +301,39 @@ mod tests {
         keys.remove(1).await.unwrap();
         assert!(links::open(&keys.ring().current(), a.as_str(), token(&link)).is_err());
         assert!(matches!(keys.remove(1).await, Err(KeyError::NoSuchKey(1))));
+    }
+
+    #[tokio::test]
+    async fn a_retired_key_stops_sealing_and_keeps_opening_but_the_last_sealing_one_stays() {
+        let clock = ManualClock::new(from_unix_secs(1_000));
+        let keys = keys(&clock).await;
+        let a = Domain::parse("a.example.com").unwrap();
+        assert!(matches!(
+            keys.retire(1).await,
+            Err(KeyError::LastSealing(1))
+        ));
+        assert!(matches!(keys.retire(9).await, Err(KeyError::NoSuchKey(9))));
+        keys.rotate().await.unwrap();
+        let by_2 = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
+        clock.advance(std::time::Duration::from_secs(60));
+        let retired = keys.retire(2).await.unwrap();
+        assert_eq!(retired.retired_at, Some(from_unix_secs(1_060)));
+        assert!(!retired.active);
+        let ring = keys.ring().current();
+        assert_eq!(
+            ring.active().id(),
+            KeyId(1),
+            "the newest key not retired seals"
+        );
+        assert!(links::open(&ring, a.as_str(), token(&by_2)).is_ok());
+        assert!(matches!(
+            keys.retire(1).await,
+            Err(KeyError::LastSealing(1))
+        ));
+        // Retiring again keeps the first time.
+        clock.advance(std::time::Duration::from_secs(60));
+        let again = keys.retire(2).await.unwrap();
+        assert_eq!(again.retired_at, Some(from_unix_secs(1_060)));
     }
 
     #[tokio::test]

@@ -210,6 +210,8 @@ pub struct StoredLinkKey {
     pub secret: [u8; 32],
     /// Creation time.
     pub created_at: SystemTime,
+    /// When it was retired (it stops sealing, keeps opening); `None` while it may seal.
+    pub retired_at: Option<SystemTime>,
 }
 
 /// Count and soonest expiry of stored certificates.
@@ -369,6 +371,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u16, StoreError>;
     /// Removes a link key; `false` if there was none with that id.
     async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError>;
+    /// Retires a link key at `at` (it stops sealing, keeps opening); a key already retired keeps
+    /// its first time. `false` if there was none with that id.
+    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError>;
 
     /// The latest onboarding check report (JSON) of every domain that has one.
     ///

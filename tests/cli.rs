@@ -222,7 +222,7 @@ async fn an_internationalised_domain_is_added_as_its_a_labels() {
 }
 
 #[tokio::test]
-async fn keys_remove_without_yes_off_a_terminal_is_refused_and_changes_nothing() {
+async fn keys_retire_then_remove_which_without_yes_off_a_terminal_is_refused() {
     let edge = Edge::start();
     let (status, _) = edge.admin(reqwest::Method::POST, "/v1/keys", None).await;
     assert_eq!(status, 201);
@@ -247,6 +247,34 @@ async fn keys_remove_without_yes_off_a_terminal_is_refused_and_changes_nothing()
         .as_u64()
         .unwrap()
         .to_string();
+    let out = run(&["keys", "retire", &oldest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, keys) = edge.admin(reqwest::Method::GET, "/v1/keys", None).await;
+    let sealing = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["active"] == true)
+        .unwrap();
+    assert!(sealing["retired_at"].is_null(), "{keys}");
+    let retired = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == oldest.parse::<u64>().unwrap())
+        .unwrap();
+    assert!(retired["retired_at"].is_string(), "{keys}");
+    let out = run(&["keys", "retire", &sealing["id"].to_string()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("clickedge keys rotate") && err.contains("409"),
+        "{err}"
+    );
     let out = run(&["keys", "remove", &oldest]);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();

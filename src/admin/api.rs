@@ -32,6 +32,7 @@ pub(super) fn router() -> Router<Shared> {
         .route("/v1/links", post(mint_link))
         .route("/v1/keys", post(rotate_key))
         .route("/v1/keys/{id}", delete(remove_key))
+        .route("/v1/keys/{id}/retire", post(retire_key))
         .route_layer(axum::middleware::from_fn(super::scope::require_full));
     read.merge(write)
 }
@@ -183,9 +184,19 @@ async fn remove_key(
     State(state): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id: u16 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("invalid key id {id:?}: expected a number")))?;
-    state.keys.remove(id).await?;
+    state.keys.remove(key_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn retire_key(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let key = state.keys.retire(key_id(&id)?).await?;
+    Ok(axum::Json(KeyView::from(key)))
+}
+
+fn key_id(id: &str) -> Result<u16, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid key id {id:?}: expected a number")))
 }

@@ -44,6 +44,8 @@ pub(super) struct KeyView {
     id: u16,
     created_at: String,
     active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retired_at: Option<String>,
 }
 
 impl From<KeyInfo> for KeyView {
@@ -52,6 +54,7 @@ impl From<KeyInfo> for KeyView {
             id: k.id.0,
             created_at: rfc3339(k.created_at),
             active: k.active,
+            retired_at: k.retired_at.map(rfc3339),
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Rotation adds a key with a higher id, which becomes the sealing key; older keys keep opening
 //! the links they sealed until they are removed from the ring, which stops those links at once.
+//! A retired key stops sealing and keeps opening: the newest key not retired seals.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -11,12 +12,13 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct KeyId(pub u16);
 
-/// One key: its id, its secret and when it was created.
+/// One key: its id, its secret, when it was created and whether it is retired.
 #[derive(Clone)]
 pub struct LinkKey {
     id: KeyId,
     secret: [u8; 32],
     created_at: SystemTime,
+    retired_at: Option<SystemTime>,
 }
 
 impl LinkKey {
@@ -26,7 +28,26 @@ impl LinkKey {
             id,
             secret,
             created_at,
+            retired_at: None,
         }
+    }
+
+    /// The same key, retired at `at`: it opens its links and seals no new one.
+    pub fn retired(self, at: SystemTime) -> LinkKey {
+        LinkKey {
+            retired_at: Some(at),
+            ..self
+        }
+    }
+
+    /// When the key was retired, if it was.
+    pub fn retired_at(&self) -> Option<SystemTime> {
+        self.retired_at
+    }
+
+    /// Whether the key is retired.
+    pub fn is_retired(&self) -> bool {
+        self.retired_at.is_some()
     }
 
     /// The key id.
@@ -50,14 +71,17 @@ impl fmt::Debug for LinkKey {
         f.debug_struct("LinkKey")
             .field("id", &self.id)
             .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
             .finish_non_exhaustive()
     }
 }
 
-/// All keys that open tokens; the one with the highest id seals.
+/// All keys that open tokens; the one with the highest id that is not retired seals.
 #[derive(Debug, Clone)]
 pub struct KeyRing {
     keys: Vec<LinkKey>,
+    /// Index in `keys` of the sealing key.
+    sealing: usize,
 }
 
 /// A key ring needs at least one key.
@@ -66,19 +90,23 @@ pub struct KeyRing {
 pub struct EmptyKeyRing;
 
 impl KeyRing {
-    /// A ring of `keys`; the highest id becomes the sealing key.
+    /// A ring of `keys`; the highest id not retired becomes the sealing key. Should every key be
+    /// retired (the service refuses to retire the last sealing one, but another node's store may
+    /// say so), the highest id seals: links keep being minted rather than none.
     pub fn new(mut keys: Vec<LinkKey>) -> Result<KeyRing, EmptyKeyRing> {
         if keys.is_empty() {
             return Err(EmptyKeyRing);
         }
         keys.sort_by_key(|k| std::cmp::Reverse(k.id));
         keys.dedup_by_key(|k| k.id);
-        Ok(KeyRing { keys })
+        let sealing = keys.iter().position(|k| !k.is_retired()).unwrap_or(0);
+        Ok(KeyRing { keys, sealing })
     }
 
     /// The sealing key.
     pub fn active(&self) -> &LinkKey {
-        &self.keys[0]
+        // `new` refuses an empty ring and `sealing` is an index into it.
+        &self.keys[self.sealing]
     }
 
     /// The key with `id`, if it is in the ring. A ring holds a handful of keys; a scan is faster
@@ -139,6 +167,33 @@ mod tests {
         let removed = KeyRing::new(vec![k2]).unwrap();
         assert!(open(&removed, "a.example.com", &token).is_err());
         assert_eq!(open(&removed, "a.example.com", &fresh), Ok(link));
+    }
+
+    #[test]
+    fn a_retired_key_keeps_opening_and_the_newest_unretired_key_seals() {
+        let k1 = LinkKey::new(KeyId(1), [1; 32], SystemTime::UNIX_EPOCH);
+        let k2 = LinkKey::new(KeyId(2), [2; 32], SystemTime::UNIX_EPOCH);
+        let link = Link::new("https://example.com/", vec![], 5).unwrap();
+        let by_2 = seal(
+            &KeyRing::new(vec![k2.clone()]).unwrap(),
+            "a.example.com",
+            &link,
+        );
+
+        let ring =
+            KeyRing::new(vec![k1.clone(), k2.clone().retired(SystemTime::UNIX_EPOCH)]).unwrap();
+        assert_eq!(ring.active().id(), KeyId(1));
+        assert_eq!(open(&ring, "a.example.com", &by_2), Ok(link.clone()));
+        let fresh = seal(&ring, "a.example.com", &link);
+        let only_1 = KeyRing::new(vec![k1.clone()]).unwrap();
+        assert_eq!(open(&only_1, "a.example.com", &fresh), Ok(link));
+
+        let all_retired = KeyRing::new(vec![
+            k1.retired(SystemTime::UNIX_EPOCH),
+            k2.retired(SystemTime::UNIX_EPOCH),
+        ])
+        .unwrap();
+        assert_eq!(all_retired.active().id(), KeyId(2));
     }
 
     #[test]

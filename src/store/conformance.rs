@@ -40,6 +40,7 @@ macro_rules! store_conformance_tests {
             challenges_are_kept_per_kind_until_they_expire,
             withdrawing_a_challenge_also_drops_expired_ones,
             link_keys_get_increasing_ids_and_can_be_removed,
+            a_retired_link_key_is_kept_with_its_first_retirement_time,
             small_values_round_trip,
             a_lease_goes_to_one_holder_until_it_expires,
             concurrent_acquires_grant_one_lease,
@@ -345,6 +346,27 @@ pub async fn link_keys_get_increasing_ids_and_can_be_removed(
         .collect();
     keys.sort_by_key(|k| k.0);
     assert_eq!(keys, vec![(2, [2; 32], t(2)), (3, [3; 32], t(3))]);
+    Ok(())
+}
+
+/// Retiring a key keeps it (secret and all) and records when; retiring it again keeps the first
+/// time, and a key that is not there is reported.
+pub async fn a_retired_link_key_is_kept_with_its_first_retirement_time(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    assert_eq!(store.add_link_key([1; 32], t(1)).await?, 1);
+    assert_eq!(store.add_link_key([2; 32], t(2)).await?, 2);
+    assert!(store.retire_link_key(1, t(5)).await?);
+    assert!(store.retire_link_key(1, t(9)).await?);
+    assert!(!store.retire_link_key(7, t(9)).await?);
+    let mut keys: Vec<_> = store
+        .link_keys()
+        .await?
+        .into_iter()
+        .map(|k| (k.id, k.secret, k.retired_at))
+        .collect();
+    keys.sort_by_key(|k| k.0);
+    assert_eq!(keys, vec![(1, [1; 32], Some(t(5))), (2, [2; 32], None)]);
     Ok(())
 }
 

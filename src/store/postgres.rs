@@ -418,7 +418,7 @@ impl Store for PgStore {
             .conn(op)
             .await?
             .query(
-                "SELECT id, secret_sealed, created_at FROM link_keys ORDER BY id",
+                "SELECT id, secret_sealed, created_at, retired_at FROM link_keys ORDER BY id",
                 &[],
             )
             .await
@@ -427,7 +427,7 @@ impl Store for PgStore {
             .map(|r| {
                 let id: i32 = r.get(0);
                 let secret = self.open(&link_key_binding(id), r.get(1))?;
-                to_link_key(id.into(), secret, r.get(2))
+                to_link_key(id.into(), secret, r.get(2), r.get(3))
             })
             .collect()
     }
@@ -468,6 +468,21 @@ impl Store for PgStore {
             .conn(op)
             .await?
             .execute("DELETE FROM link_keys WHERE id = $1", &[&i32::from(id)])
+            .await
+            .map_err(db(op))?;
+        Ok(n == 1)
+    }
+
+    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError> {
+        let op = "retiring link key";
+        let n = self
+            .conn(op)
+            .await?
+            .execute(
+                "UPDATE link_keys SET retired_at = COALESCE(retired_at, $2), \
+                 version = nextval('row_version') WHERE id = $1",
+                &[&i32::from(id), &secs(at)],
+            )
             .await
             .map_err(db(op))?;
         Ok(n == 1)

@@ -387,20 +387,24 @@ impl Store for SqliteStore {
     async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError> {
         let rows = self
             .with("reading link keys", |c| {
-                let mut st =
-                    c.prepare_cached("SELECT id, secret, created_at FROM link_keys ORDER BY id")?;
+                let mut st = c.prepare_cached(
+                    "SELECT id, secret, created_at, retired_at FROM link_keys ORDER BY id",
+                )?;
                 st.query_map([], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, Vec<u8>>(1)?,
                         r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;
         rows.into_iter()
-            .map(|(id, secret, created_at)| to_link_key(id, secret, created_at))
+            .map(|(id, secret, created_at, retired_at)| {
+                to_link_key(id, secret, created_at, retired_at)
+            })
             .collect()
     }
 
@@ -432,6 +436,17 @@ impl Store for SqliteStore {
         self.with("removing link key", move |c| {
             c.execute("DELETE FROM link_keys WHERE id = ?1", [i64::from(id)])
                 .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError> {
+        self.with("retiring link key", move |c| {
+            c.execute(
+                "UPDATE link_keys SET retired_at = COALESCE(retired_at, ?2) WHERE id = ?1",
+                params![i64::from(id), secs(at)],
+            )
+            .map(|n| n == 1)
         })
         .await
     }

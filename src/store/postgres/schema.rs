@@ -74,6 +74,11 @@ CREATE TABLE order_budgets (
     paused_until BIGINT NOT NULL
 );
 ",
+    "
+-- A retired link key stops sealing new links and keeps opening its own (seconds since the
+-- Unix epoch; NULL while it may seal).
+ALTER TABLE link_keys ADD COLUMN retired_at BIGINT;
+",
 ];
 
 /// The advisory lock key the migrating transaction holds (`clickedg` in ASCII): any number

@@ -66,12 +66,13 @@ pub(in crate::store) fn to_record(
     })
 }
 
-/// A link key row read back: its id, its 32-byte secret (opened, where the store seals it) and
-/// its creation time.
+/// A link key row read back: its id, its 32-byte secret (opened, where the store seals it), its
+/// creation time and when it was retired, if it was.
 pub(in crate::store) fn to_link_key(
     id: i64,
     secret: Vec<u8>,
     created_at: i64,
+    retired_at: Option<i64>,
 ) -> Result<StoredLinkKey, StoreError> {
     Ok(StoredLinkKey {
         id: u16::try_from(id).map_err(|_| StoreError::Corrupt("link_keys.id"))?,
@@ -79,5 +80,6 @@ pub(in crate::store) fn to_link_key(
             .try_into()
             .map_err(|_| StoreError::Corrupt("link_keys.secret"))?,
         created_at: time(created_at),
+        retired_at: retired_at.map(time),
     })
 }

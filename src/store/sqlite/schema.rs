@@ -93,6 +93,11 @@ CREATE TABLE order_budgets (
     paused_until INTEGER NOT NULL
 );
 ",
+    "
+-- A retired link key stops sealing new links and keeps opening its own (seconds since the
+-- Unix epoch; NULL while it may seal).
+ALTER TABLE link_keys ADD COLUMN retired_at INTEGER;
+",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
