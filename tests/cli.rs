@@ -165,19 +165,22 @@ async fn client_commands_add_list_link_and_remove() {
     assert!(err.contains("not registered"), "{err}");
 }
 
+/// A client command against `edge`'s admin API, with its config.
+fn client(edge: &Edge, args: &[&str]) -> Command {
+    let mut command = Command::new(bin());
+    command
+        .arg("--config")
+        .arg(edge.config_path())
+        .args(args)
+        .args(["--admin", &format!("http://{}", edge.admin)]);
+    command
+}
+
 #[tokio::test]
 async fn a_link_with_a_meta_key_twice_or_without_a_typed_host_is_refused() {
     let edge = Edge::start();
     edge.add_domain("links.example.com").await;
-    let run = |args: &[&str]| {
-        Command::new(bin())
-            .arg("--config")
-            .arg(edge.config_path())
-            .args(args)
-            .args(["--admin", &format!("http://{}", edge.admin)])
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| client(&edge, args).output().unwrap();
     let out = run(&[
         "link",
         "https://example.com/",
@@ -227,11 +230,7 @@ async fn keys_retire_then_remove_which_without_yes_off_a_terminal_is_refused() {
     let (status, _) = edge.admin(reqwest::Method::POST, "/v1/keys", None).await;
     assert_eq!(status, 201);
     let run = |args: &[&str]| {
-        Command::new(bin())
-            .arg("--config")
-            .arg(edge.config_path())
-            .args(args)
-            .args(["--admin", &format!("http://{}", edge.admin)])
+        client(&edge, args)
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()
@@ -307,11 +306,7 @@ async fn output_into_a_closed_pipe_ends_quietly_with_success() {
         &["keys", "list"],
         &["domain", "list", "--json"],
     ] {
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(edge.config_path())
-            .args(args)
-            .args(["--admin", &format!("http://{}", edge.admin)])
+        let out = client(&edge, args)
             .stdout(writer.try_clone().unwrap())
             .output()
             .unwrap();
