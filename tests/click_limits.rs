@@ -60,9 +60,9 @@ async fn huge_user_agent_and_referer_are_logged_cut_to_their_bounds_and_flagged(
     assert_eq!(clicks[1]["ua"], "test-agent/1");
     assert!(clicks[1].get("truncated").is_none(), "{}", clicks[1]);
     // The whole line, not just the fields, is small now.
-    let line_bytes: usize = std::fs::read_dir(edge.data_dir().join("clicks"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
+    let line_bytes: usize = common::read_click_files(&edge.data_dir().join("clicks"))
+        .iter()
+        .map(String::len)
         .sum();
     assert!(
         line_bytes < 2 * 1024 + 1024,
@@ -214,9 +214,16 @@ async fn flood_of_large_clicks_keeps_the_log_under_its_cap_by_deleting_the_oldes
     let log_bytes = || -> u64 {
         std::fs::read_dir(&dir)
             .unwrap()
+            .map(|e| e.unwrap())
+            // Click files only (not the click-seq floor beside them).
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("clicks-"))
+            })
             // A file closed (renamed) or deleted since the listing is counted under its new
             // name in the next poll.
-            .map(|e| e.unwrap().metadata().map_or(0, |m| m.len()))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
             .sum()
     };
     // Each click as large as a request can make it (about 2 KiB of line), numbered in its
