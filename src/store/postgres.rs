@@ -9,6 +9,7 @@
 //!
 //! Nothing here is on the request path; every call takes a pooled connection.
 
+mod changes;
 mod cluster;
 mod connect;
 mod rows;
@@ -35,11 +36,17 @@ use rows::{cert_binding, domain_row, kv_binding, link_key_binding, parse_domain,
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    listener: connect::Listener,
     seal: Arc<SealKey>,
+    queries: prometheus::IntCounter,
 }
 
 #[async_trait::async_trait]
 impl Store for PgStore {
+    fn queries(&self) -> prometheus::IntCounter {
+        self.queries.clone()
+    }
+
     async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
         let op = "listing domains";
         let rows = self
