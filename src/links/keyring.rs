@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Identifies a key inside a token (2 bytes on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -79,6 +79,21 @@ impl KeyRing {
     /// The sealing key.
     pub fn active(&self) -> &LinkKey {
         &self.keys[0]
+    }
+
+    /// The key that seals at `now` when a new key must first be `delay` old (in a cluster, the
+    /// time every node takes to open it): the newest key that old, or the oldest key if none is
+    /// yet. With no delay, the newest key ([`KeyRing::active`]).
+    pub fn sealing(&self, now: SystemTime, delay: Duration) -> &LinkKey {
+        self.keys
+            .iter()
+            .find(|k| k.created_at + delay <= now)
+            .unwrap_or_else(|| self.oldest())
+    }
+
+    fn oldest(&self) -> &LinkKey {
+        // A ring is never empty (KeyRing::new refuses), so the last key exists.
+        &self.keys[self.keys.len() - 1]
     }
 
     /// The key with `id`, if it is in the ring. A ring holds a handful of keys; a scan is faster
