@@ -34,7 +34,7 @@ use crate::clicks::verdict::networks::SharedCatalogue;
 use crate::clicks::verdict::{Rules, Timing, messages};
 use crate::clicks::{BatchConfig, ClickIds, ClickWriter};
 use crate::clock::Clock;
-use crate::cluster::{Propagation, Settings as PropagationSettings};
+use crate::cluster::{Propagation, Settings as PropagationSettings, StatusReader};
 use crate::config::{Config, IssuerKind, StoreKind, StreamKind};
 use crate::domains::Domains;
 use crate::http::Edge;
@@ -48,7 +48,7 @@ use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
 use crate::policy::{Ask, AskSettings, Policy};
-use crate::store;
+use crate::store::{self, OrderRate};
 use crate::tls::{self, Acceptor};
 
 use bind::{bind, bind_all};
@@ -392,6 +392,13 @@ impl App {
             version,
         ));
         tasks.push(tokio::spawn(propagation.clone().run(stop_rx.clone())));
+        let cluster = Arc::new(StatusReader::new(
+            store.clone(),
+            propagation,
+            OrderRate::per_window(config.acme.max_orders.get(), config.acme.order_window),
+            HEARTBEAT_INTERVAL,
+            clock.clone(),
+        ));
         if let Some(shipper) = shipper {
             tasks.push(tokio::spawn(shipper.run(stop_rx.clone())));
         }
@@ -440,6 +447,7 @@ impl App {
             sessions: admin::Sessions::new(config.admin.secure_cookie),
             readiness: readiness.clone(),
             shipping,
+            cluster,
         }));
         tasks.push(tokio::spawn(serve::serve_admin(
             admin_listener,

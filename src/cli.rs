@@ -196,7 +196,7 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Set up nodes sharing one PostgreSQL store (the seal key).
+    /// Set up and watch nodes sharing one PostgreSQL store (the seal key, their status).
     Cluster {
         /// What to do.
         #[command(subcommand)]
@@ -388,7 +388,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
     match command {
         Command::Serve => unreachable!("serve is handled by main"),
         Command::Health { admin } => health::run(config, admin.as_deref()).await?,
-        Command::Cluster { action } => cluster::run(action)?,
+        Command::Cluster { action } => cluster::run(config, action).await?,
         Command::Clicks { action } => follow::run(config, action).await?,
         Command::Domain { client, action } => {
             let c = Client::new(config, &client)?;

@@ -10,3 +10,4 @@ mod propagation;
 pub mod status;
 
 pub use propagation::{Propagation, Settings};
+pub use status::StatusReader;

@@ -80,6 +80,11 @@ impl Propagation {
         }
     }
 
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
     /// The last version applied.
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Relaxed)
@@ -216,3 +221,6 @@ impl Propagation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
