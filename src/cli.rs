@@ -118,6 +118,8 @@ Configuration (TOML; every key optional; unknown keys are an error):
   node_id = (host name)                 this node's unique name among a cluster's
   seal_key_file = (none)                seal key (clickedge cluster keygen FILE), mode 0600, or
                                         env CLICKEDGE_SEAL_KEY; required with store.url
+  scan_interval = \"30s\"                read every change since the last applied this often
+                                        (NOTIFY: sooner); a new link key seals after 2x + 5s
 
 The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults). Byte counts
 (*_bytes) take an integer or a size: \"64MiB\", \"10 GiB\", \"512KB\"; durations \"100ms\", \"5m\", \"1h\".
