@@ -86,8 +86,8 @@ fn print_status(v: &Value) {
             "{:<24} {:<6} {:>10} {:>6} {}",
             text(&n["node_id"]),
             alive,
-            n["applied"],
-            n["lag"],
+            n["applied"].as_u64().unwrap_or(0),
+            n["lag"].as_u64().unwrap_or(0),
             text(&n["heartbeat_at"])
         );
     }
@@ -106,7 +106,7 @@ fn print_status(v: &Value) {
             "  {:<40} {:<24} fence {:<8} until {}{}",
             text(&l["name"]),
             text(&l["holder"]),
-            l["fence"],
+            l["fence"].as_u64().unwrap_or(0),
             text(&l["expires_at"]),
             if l["order_url"].is_string() {
                 "  (order kept)"
