@@ -60,6 +60,8 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     /// With a click stream: how far shipping has come, for `/healthz`.
     pub shipping: Option<Progress>,
+    /// The cluster's status (`GET /v1/cluster`).
+    pub cluster: Arc<crate::cluster::StatusReader>,
 }
 
 type Shared = Arc<AdminState>;

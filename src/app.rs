@@ -34,6 +34,7 @@ use crate::clicks::verdict::networks::SharedCatalogue;
 use crate::clicks::verdict::{Rules, Timing, messages};
 use crate::clicks::{BatchConfig, ClickIds, ClickWriter};
 use crate::clock::Clock;
+use crate::cluster::{Propagation, Settings as PropagationSettings, StatusReader};
 use crate::config::{Config, IssuerKind, StoreKind, StreamKind};
 use crate::domains::Domains;
 use crate::http::Edge;
@@ -47,7 +48,7 @@ use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
 use crate::policy::{Ask, AskSettings, Policy};
-use crate::store;
+use crate::store::{self, OrderRate};
 use crate::tls::{self, Acceptor};
 
 use bind::{bind, bind_all};
@@ -55,6 +56,10 @@ pub use lock::{DataDirLock, LOCK_FILE, LockError};
 
 /// File under the data dir holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// How often a node records its heartbeat in the store (`cluster status` counts a node alive
+/// while its last heartbeat is at most three of these old).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where a started edge listens.
 #[derive(Debug, Clone)]
@@ -118,6 +123,14 @@ impl App {
                 // PostgreSQL errors name the URL themselves, its password redacted.
                 StoreKind::Postgres => "opening the store".to_owned(),
             })?;
+        registry
+            .register(Box::new(store.queries()))
+            .context("registering metrics")?;
+        // Read before loading: a change made while loading is applied again, never missed.
+        let version = store
+            .latest_version()
+            .await
+            .context("reading the store's version")?;
         let domains = store.domains().await.context("loading domains")?;
         let ask = match &config.tls.ask {
             Some(url) => Some(
@@ -145,7 +158,11 @@ impl App {
                 clock.clone(),
             )
             .await
-            .context("loading link keys")?,
+            .context("loading link keys")?
+            .with_seal_delay(match config.store.kind() {
+                StoreKind::Sqlite => Duration::ZERO,
+                StoreKind::Postgres => config.cluster.key_seal_delay(),
+            }),
         );
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let challenges = Arc::new(Challenges::new(
@@ -361,6 +378,27 @@ impl App {
             tasks.push(tokio::spawn(serve::serve_http(listener, serving.clone())));
         }
         tasks.push(tokio::spawn(certs.clone().run_maintenance(stop_rx.clone())));
+        let propagation = Arc::new(Propagation::new(
+            store.clone(),
+            policy.clone(),
+            certs.clone(),
+            keys.clone(),
+            clock.clone(),
+            PropagationSettings {
+                node_id: config.cluster.node_id().to_string(),
+                scan_interval: config.cluster.scan_interval,
+                heartbeat_interval: HEARTBEAT_INTERVAL,
+            },
+            version,
+        ));
+        tasks.push(tokio::spawn(propagation.clone().run(stop_rx.clone())));
+        let cluster = Arc::new(StatusReader::new(
+            store.clone(),
+            propagation,
+            OrderRate::per_window(config.acme.max_orders.get(), config.acme.order_window),
+            HEARTBEAT_INTERVAL,
+            clock.clone(),
+        ));
         if let Some(shipper) = shipper {
             tasks.push(tokio::spawn(shipper.run(stop_rx.clone())));
         }
@@ -409,6 +447,7 @@ impl App {
             sessions: admin::Sessions::new(config.admin.secure_cookie),
             readiness: readiness.clone(),
             shipping,
+            cluster,
         }));
         tasks.push(tokio::spawn(serve::serve_admin(
             admin_listener,

@@ -231,6 +231,42 @@ impl Certs {
         Ok(lifetimes.len())
     }
 
+    /// Takes the issuance status another node recorded for a domain (change propagation): a
+    /// name it backed off fails fast here too, one it cleared may order again.
+    pub fn apply_status(&self, record: &DomainRecord) {
+        self.backoff.apply(record, self.clock.now());
+    }
+
+    /// Takes the certificate of `name` as the store now holds it, after another node stored,
+    /// renewed or removed it (change propagation): a cached one is replaced by the stored one (or
+    /// dropped when there is none); one not cached is left to the next handshake to load.
+    pub async fn reload_name(&self, name: &Domain) -> Result<(), StoreError> {
+        if !self.cache.contains_key(name) {
+            return Ok(());
+        }
+        let stored = self.store.certificate(name).await?;
+        let now = self.clock.now();
+        match stored.filter(|c| c.not_after > now) {
+            Some(cert) => match self.entry(&cert) {
+                Ok(entry) => {
+                    self.cache.insert(name.clone(), entry);
+                    lock(&self.schedule).set(
+                        name,
+                        schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(domain = %name, error = %crate::errors::chain(&e), "a stored certificate is not usable; keeping the cached one");
+                }
+            },
+            None => {
+                self.cache.invalidate(name);
+                lock(&self.schedule).remove(name);
+            }
+        }
+        Ok(())
+    }
+
     /// Clears the backoff of `name` so the next handshake may order again.
     pub async fn reset_backoff(&self, name: &Domain) -> Result<(), StoreError> {
         self.backoff.reset(name).await

@@ -122,6 +122,8 @@ Configuration (TOML; every key optional; unknown keys are an error):
   node_id = (host name)                 this node's unique name among a cluster's
   seal_key_file = (none)                seal key (clickedge cluster keygen FILE), mode 0600, or
                                         env CLICKEDGE_SEAL_KEY; required with store.url
+  scan_interval = \"30s\"                read every change since the last applied this often
+                                        (NOTIFY: sooner); a new link key seals after 2x + 5s
 
 The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults). Byte counts
 (*_bytes) take an integer or a size: \"64MiB\", \"10 GiB\", \"512KB\"; durations \"100ms\", \"5m\", \"1h\".
@@ -200,7 +202,7 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Set up nodes sharing one PostgreSQL store (the seal key).
+    /// Set up and watch nodes sharing one PostgreSQL store (the seal key, their status).
     Cluster {
         /// What to do.
         #[command(subcommand)]
@@ -405,7 +407,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
     match command {
         Command::Serve => unreachable!("serve is handled by main"),
         Command::Health { admin } => health::run(config, admin.as_deref()).await?,
-        Command::Cluster { action } => cluster::run(action)?,
+        Command::Cluster { action } => cluster::run(config, action).await?,
         Command::Clicks { action } => follow::run(config, action).await?,
         Command::Domain { client, action } => {
             let c = Client::new(config, &client)?;

@@ -3,11 +3,14 @@
 //! longer than the edge opens. The admin API and (through it) the CLI come here.
 //!
 //! The store changes first, then the ring in use is reloaded from it, so what opens tokens is
-//! always what is stored. The ring and the token codec themselves are [`crate::links`] (pure);
+//! always what is stored; keys another node added or removed arrive by change propagation
+//! ([`LinkKeys::reload`]). In a cluster a new key opens links at once on every node that has it,
+//! but seals only once it is [`LinkKeys::with_seal_delay`] old, by when every node has it: a link
+//! minted anywhere right after a rotation opens everywhere. The ring and the token codec themselves are [`crate::links`] (pure);
 //! this module does the I/O and speaks no HTTP.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::Domain;
 use crate::clock::Clock;
@@ -79,6 +82,7 @@ pub struct LinkKeys {
     policy: Arc<Policy>,
     max_uri_bytes: usize,
     clock: Clock,
+    seal_delay: Duration,
 }
 
 impl LinkKeys {
@@ -98,7 +102,20 @@ impl LinkKeys {
             policy,
             max_uri_bytes,
             clock,
+            seal_delay: Duration::ZERO,
         })
+    }
+
+    /// A new key seals links only once it is `delay` old (`cluster.key_seal_delay`); until then
+    /// the newest older key does. Zero (the default, one node): at once.
+    pub fn with_seal_delay(mut self, delay: Duration) -> LinkKeys {
+        self.seal_delay = delay;
+        self
+    }
+
+    /// The key that seals new links now.
+    fn sealing(&self, ring: &KeyRing) -> KeyId {
+        ring.sealing(self.clock.now(), self.seal_delay).id()
     }
 
     /// The ring in use, shared with the edge that opens tokens.
@@ -109,7 +126,7 @@ impl LinkKeys {
     /// Every key in use, newest first.
     pub fn list(&self) -> Vec<KeyInfo> {
         let ring = self.ring.current();
-        let active = ring.active().id();
+        let active = self.sealing(&ring);
         ring.keys()
             .iter()
             .map(|k| KeyInfo {
@@ -121,7 +138,8 @@ impl LinkKeys {
             .collect()
     }
 
-    /// Adds a key, which seals new links from now on; older keys keep opening theirs.
+    /// Adds a key, which seals new links from now on (in a cluster, once every node has it);
+    /// older keys keep opening theirs.
     pub async fn rotate(&self) -> Result<KeyInfo, KeyError> {
         let now = self.clock.now();
         let id = self.store.add_link_key(rand::random(), now).await?;
@@ -130,7 +148,7 @@ impl LinkKeys {
         Ok(KeyInfo {
             id: KeyId(id),
             created_at: now,
-            active: true,
+            active: self.sealing(&self.ring.current()) == KeyId(id),
             retired_at: None,
         })
     }
@@ -154,7 +172,7 @@ impl LinkKeys {
             return Err(KeyError::NoSuchKey(id));
         }
         self.reload().await?;
-        let active = self.ring.current().active().id();
+        let active = self.sealing(&self.ring.current());
         tracing::info!(
             key = id,
             sealing = active.0,
@@ -168,7 +186,7 @@ impl LinkKeys {
 
     /// Removes a key: links it sealed stop opening at once. The sealing key cannot be removed.
     pub async fn remove(&self, id: u16) -> Result<(), KeyError> {
-        if self.ring.current().active().id() == KeyId(id) {
+        if self.sealing(&self.ring.current()) == KeyId(id) {
             return Err(KeyError::Sealing(id));
         }
         if !self.store.remove_link_key(id).await? {
@@ -205,7 +223,9 @@ impl LinkKeys {
         if let Some(context) = context {
             link = link.with_context(context)?;
         }
-        let token = links::seal(&self.ring.current(), domain.as_str(), &link);
+        let ring = self.ring.current();
+        let key = ring.sealing(self.clock.now(), self.seal_delay);
+        let token = links::seal_with(key, domain.as_str(), &link);
         // The edge measures the path and query of the request; a link is only its path.
         let length = LINK_PATH.len() + token.len();
         if length > self.max_uri_bytes {
@@ -217,8 +237,8 @@ impl LinkKeys {
         Ok(format!("https://{domain}{LINK_PATH}{token}"))
     }
 
-    /// Replaces the ring in use with the keys stored now (after a change made elsewhere, or on
-    /// SIGHUP); returns how many keys it holds.
+    /// Replaces the ring in use with the keys stored now (after a change here or on another
+    /// node, or on SIGHUP); returns how many keys it holds.
     pub async fn reload(&self) -> Result<usize, StoreError> {
         let ring = load_ring(self.store.as_ref(), &self.clock).await?;
         let keys = ring.keys().len();
@@ -279,7 +299,7 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!((first[0].id, first[0].active), (KeyId(1), true));
         assert_eq!(first[0].created_at, from_unix_secs(1_000));
-        clock.advance(std::time::Duration::from_secs(60));
+        clock.advance(Duration::from_secs(60));
         let added = keys.rotate().await.unwrap();
         assert_eq!(added.id, KeyId(2));
         assert_eq!(added.created_at, from_unix_secs(1_060));
@@ -287,6 +307,35 @@ mod tests {
         assert_eq!(listed[0], added);
         assert_eq!((listed[1].id, listed[1].active), (KeyId(1), false));
         assert_eq!(keys.ring().current().active().id(), KeyId(2));
+    }
+
+    #[tokio::test]
+    async fn with_a_seal_delay_a_new_key_opens_at_once_and_seals_once_it_is_old_enough() {
+        let clock = ManualClock::new(from_unix_secs(1_000));
+        let keys = keys(&clock).await.with_seal_delay(Duration::from_secs(65));
+        let a = Domain::parse("a.example.com").unwrap();
+        clock.advance(Duration::from_secs(100));
+        let added = keys.rotate().await.unwrap();
+        assert_eq!((added.id, added.active), (KeyId(2), false));
+        // Minted now: sealed with key 1, which every node has.
+        let link = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
+        let opened_with = |ring: &KeyRing| links::open(ring, a.as_str(), token(&link)).is_ok();
+        let only_first = KeyRing::new(vec![keys.ring().current().keys()[1].clone()]).unwrap();
+        assert!(opened_with(&only_first), "a node without key 2 opens it");
+        assert!(matches!(keys.remove(1).await, Err(KeyError::Sealing(1))));
+        clock.advance(Duration::from_secs(65));
+        let link = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
+        assert!(links::open(&only_first, a.as_str(), token(&link)).is_err());
+        assert!(links::open(&keys.ring().current(), a.as_str(), token(&link)).is_ok());
+        assert_eq!(
+            keys.list()[0],
+            KeyInfo {
+                id: KeyId(2),
+                created_at: from_unix_secs(1_100),
+                active: true,
+                retired_at: None,
+            }
+        );
     }
 
     #[tokio::test]
@@ -315,7 +364,7 @@ mod tests {
         assert!(matches!(keys.retire(9).await, Err(KeyError::NoSuchKey(9))));
         keys.rotate().await.unwrap();
         let by_2 = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
-        clock.advance(std::time::Duration::from_secs(60));
+        clock.advance(Duration::from_secs(60));
         let retired = keys.retire(2).await.unwrap();
         assert_eq!(retired.retired_at, Some(from_unix_secs(1_060)));
         assert!(!retired.active);
@@ -331,7 +380,7 @@ mod tests {
             Err(KeyError::LastSealing(1))
         ));
         // Retiring again keeps the first time.
-        clock.advance(std::time::Duration::from_secs(60));
+        clock.advance(Duration::from_secs(60));
         let again = keys.retire(2).await.unwrap();
         assert_eq!(again.retired_at, Some(from_unix_secs(1_060)));
     }

@@ -58,12 +58,12 @@ impl Policy {
     }
 
     /// Starts serving `name` (the domain lifecycle's job, once the store has it).
-    pub(crate) fn register(&self, name: Domain) {
+    pub fn register(&self, name: Domain) {
         self.registered.insert(name);
     }
 
     /// Stops serving `name` (the domain lifecycle's job), and forgets what `ask` said about it.
-    pub(crate) async fn unregister(&self, name: &str) {
+    pub async fn unregister(&self, name: &str) {
         self.registered.remove(name);
         if let Some(ask) = &self.ask {
             ask.forget(name).await;

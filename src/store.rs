@@ -6,10 +6,12 @@
 //! Nothing here sits on the request path: certificates are cached in memory by `certs`, the
 //! domain set by `policy`, and the key ring by `links`.
 
+mod changes;
 #[doc(hidden)]
 pub mod conformance;
 mod failure;
 mod lease;
+mod nodes;
 mod postgres;
 mod sqlite;
 
@@ -17,8 +19,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub use changes::{Change, Changed, Changes};
 pub use failure::{AcmeProblem, FailureKind, IssueFailure};
 pub use lease::{Fence, Lease, OrderRate, OrderTurn};
+pub use nodes::{BudgetRecord, ClusterView, LeaseRecord, NodeRecord};
 pub use postgres::{PASSWORD_ENV, PgStore};
 pub use sqlite::SqliteStore;
 
@@ -59,6 +63,16 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The database did not answer an operation: it is down or unreachable, or no connection
+    /// came free in time. Writes fail; what nodes hold in memory keeps serving.
+    #[error("store: the database is unreachable ({op})")]
+    Unavailable {
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A value read back is not what was written (corruption, manual edits).
     #[error("store: corrupt value in {0}")]
     Corrupt(&'static str),
@@ -93,6 +107,27 @@ pub enum StoreError {
     /// A secret could not be sealed or opened, or the seal key not read.
     #[error("store: sealed secrets")]
     Seal(#[source] SealError),
+}
+
+impl StoreError {
+    /// True when the database could not be reached (rather than refusing the operation).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// The name of the counter of store operations: each is one database round trip or
+/// transaction. Handshakes for unknown names never add to it.
+pub const QUERIES_METRIC: &str = "clickedge_store_queries_total";
+
+/// A new, unregistered counter of store operations; the app registers the store's.
+fn query_counter() -> prometheus::IntCounter {
+    prometheus::IntCounter::new(
+        QUERIES_METRIC,
+        "Store operations (database round trips or transactions).",
+    )
+    // The name and help are constants the registry accepts: this cannot fail.
+    .expect("a valid constant metric name")
 }
 
 /// A registered domain.
@@ -225,9 +260,12 @@ pub struct CertSummary {
     pub expiring: u64,
 }
 
-/// Durable state. Implementations are cheap to share (`Arc<dyn Store>`).
+/// Durable state. Implementations are cheap to share (`Arc<dyn Store>`). What changed since a
+/// version is [`Changes`], the cluster's records [`ClusterView`].
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Changes + ClusterView + Send + Sync + 'static {
+    /// The counter of this store's operations ([`QUERIES_METRIC`]), for the app to register.
+    fn queries(&self) -> prometheus::IntCounter;
     /// All registered domains, sorted by name.
     async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError>;
     /// One domain.

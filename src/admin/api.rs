@@ -1,5 +1,5 @@
-//! The JSON API under `/v1`: domains (add, list, show, check, remove), links (mint) and keys
-//! (list, rotate, remove). Each handler parses the request, calls the service and shows the
+//! The JSON API under `/v1`: domains (add, list, show, check, remove), links (mint), keys
+//! (list, rotate, remove) and the cluster's status. Each handler parses the request, calls the service and shows the
 //! answer; statuses of errors are decided in [`super::error`].
 
 use std::collections::BTreeMap;
@@ -25,7 +25,8 @@ pub(super) fn router() -> Router<Shared> {
         .route("/v1/domains", get(list_domains))
         .route("/v1/domains/{name}", get(show_domain))
         .route("/v1/domains/{name}/check", post(check_domain))
-        .route("/v1/keys", get(list_keys));
+        .route("/v1/keys", get(list_keys))
+        .route("/v1/cluster", get(cluster_status));
     let write = Router::new()
         .route("/v1/domains", post(add_domain))
         .route("/v1/domains/{name}", delete(remove_domain))
@@ -35,6 +36,10 @@ pub(super) fn router() -> Router<Shared> {
         .route("/v1/keys/{id}/retire", post(retire_key))
         .route_layer(axum::middleware::from_fn(super::scope::require_full));
     read.merge(write)
+}
+
+async fn cluster_status(State(state): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(state.cluster.read().await?))
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {

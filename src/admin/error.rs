@@ -30,8 +30,18 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    /// 500, with the cause in the edge's log rather than in the answer.
+    /// 503 when the database is unreachable (the edge keeps serving from memory; the write can
+    /// be retried once it is back), else 500; the cause in the edge's log rather than in the
+    /// answer.
     fn internal(e: &StoreError) -> ApiError {
+        if e.is_unavailable() {
+            tracing::warn!(error = %error_chain(e), "admin request failed: the database is unreachable");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unreachable: nothing was changed; links and known domains are \
+                 still served from memory; retry once the database is back",
+            );
+        }
         tracing::error!(error = %error_chain(e), "admin request failed in the store");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,6 +85,12 @@ impl From<MintError> for ApiError {
                 ApiError::bad_request(crate::errors::chain(&e))
             }
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::internal(&e)
     }
 }
 

@@ -59,16 +59,24 @@ impl Backoff {
     /// Loads the retry times still ahead of `now` (at start).
     pub(super) fn restore(&self, domains: &[DomainRecord], now: SystemTime) {
         for d in domains {
-            if let (Some(until), Some(cause)) = (d.retry_at, &d.last_error)
-                && until > now
-            {
-                let not_before = NotBefore {
-                    until,
-                    cause: cause.clone(),
-                    failures: d.failures,
-                };
-                self.not_before.insert(d.name.clone(), not_before);
-            }
+            self.apply(d, now);
+        }
+    }
+
+    /// Takes the status recorded in `d` as the in-memory copy (at start, and when another node
+    /// recorded it): a retry time ahead of `now` is kept, anything else clears the copy.
+    pub(super) fn apply(&self, d: &DomainRecord, now: SystemTime) {
+        if let (Some(until), Some(cause)) = (d.retry_at, &d.last_error)
+            && until > now
+        {
+            let not_before = NotBefore {
+                until,
+                cause: cause.clone(),
+                failures: d.failures,
+            };
+            self.not_before.insert(d.name.clone(), not_before);
+        } else {
+            self.not_before.remove(&d.name);
         }
     }
 

@@ -1,11 +1,17 @@
-//! `clickedge cluster ...`: setting up nodes that share one store. `keygen` writes the cluster's
-//! seal key; it runs locally and talks to no edge.
+//! `clickedge cluster ...`: setting up nodes that share one store and watching them. `keygen`
+//! writes the cluster's seal key (locally, talking to no edge); `status` asks any node's admin
+//! API (`GET /v1/cluster`).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use reqwest::Method;
+use serde_json::Value;
+
 use super::out::say;
+use super::{Client, ClientArgs, escape};
+use crate::config::Config;
 use crate::seal::{self, SEAL_KEY_ENV};
 
 /// `clickedge cluster ...`
@@ -18,11 +24,29 @@ pub enum ClusterAction {
         /// Where to write the key, e.g. /etc/clickedge/seal.key.
         file: PathBuf,
     },
+    /// Show the nodes alive, the leases held, the orders in flight, the shared order budget left
+    /// and each node's propagation lag (any node answers; it reads the shared store).
+    Status {
+        /// Where and how to reach the admin API.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Runs a `cluster` command.
-pub fn run(action: ClusterAction) -> anyhow::Result<()> {
+pub async fn run(config: &Config, action: ClusterAction) -> anyhow::Result<()> {
     match action {
+        ClusterAction::Status { client } => {
+            let v = Client::new(config, &client)?
+                .call(Method::GET, "/v1/cluster", None)
+                .await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+            Ok(())
+        }
         ClusterAction::Keygen { file } => {
             seal::write_new_key(&file)?;
             say!(
@@ -33,5 +57,75 @@ pub fn run(action: ClusterAction) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// The status as a few tables.
+fn print_status(v: &Value) {
+    let text = |x: &Value| {
+        x.as_str()
+            .map_or_else(|| "-".to_owned(), |s| escape(s).into_owned())
+    };
+    let rows = |x: &Value| x.as_array().cloned().unwrap_or_default();
+    println!(
+        "store version {} (asked {})",
+        v["version"],
+        text(&v["node_id"])
+    );
+    println!();
+    println!(
+        "{:<24} {:<6} {:>10} {:>6} LAST HEARTBEAT",
+        "NODE", "ALIVE", "APPLIED", "LAG"
+    );
+    for n in rows(&v["nodes"]) {
+        let alive = if n["alive"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "NO"
+        };
+        println!(
+            "{:<24} {:<6} {:>10} {:>6} {}",
+            text(&n["node_id"]),
+            alive,
+            n["applied"].as_u64().unwrap_or(0),
+            n["lag"].as_u64().unwrap_or(0),
+            text(&n["heartbeat_at"])
+        );
+    }
+    println!();
+    let leases = rows(&v["leases"]);
+    let held = leases
+        .iter()
+        .filter(|l| l["held"].as_bool() == Some(true))
+        .count();
+    println!(
+        "leases held: {held}; orders in flight: {}",
+        v["orders_in_flight"]
+    );
+    for l in &leases {
+        println!(
+            "  {:<40} {:<24} fence {:<8} until {}{}",
+            text(&l["name"]),
+            text(&l["holder"]),
+            l["fence"].as_u64().unwrap_or(0),
+            text(&l["expires_at"]),
+            if l["order_url"].is_string() {
+                "  (order kept)"
+            } else {
+                ""
+            }
+        );
+    }
+    for b in rows(&v["budgets"]) {
+        let paused = b["paused_until"]
+            .as_str()
+            .map(|t| format!(", paused until {}", escape(t)))
+            .unwrap_or_default();
+        println!(
+            "order budget {}: {} of {} left{paused}",
+            text(&b["name"]),
+            b["left"],
+            b["of"]
+        );
     }
 }

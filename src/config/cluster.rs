@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 /// `[cluster]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
     /// This node's name, unique among the nodes sharing a store or a click stream: it prefixes
@@ -17,6 +18,21 @@ pub struct Cluster {
     /// FILE` writes one), mode 0600. The environment variable `CLICKEDGE_SEAL_KEY` may carry it
     /// instead. Default none.
     pub seal_key_file: Option<PathBuf>,
+    /// How often a node reads every change since the last one it applied, whatever the change
+    /// notifications said (they are only a hint, and can be lost). A new link key seals only
+    /// after two of these (plus 5 s), once every node opens it. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub scan_interval: Duration,
+}
+
+impl Default for Cluster {
+    fn default() -> Cluster {
+        Cluster {
+            node_id: None,
+            seal_key_file: None,
+            scan_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Cluster {
@@ -24,6 +40,12 @@ impl Cluster {
     /// valid node id).
     pub fn node_id(&self) -> NodeId {
         self.node_id.clone().unwrap_or_else(NodeId::host)
+    }
+
+    /// How long a new link key waits before it seals links: by then every node reachable from
+    /// the store has scanned (twice) and opens it, so no node answers 404 for a fresh link.
+    pub fn key_seal_delay(&self) -> Duration {
+        self.scan_interval.saturating_mul(2) + Duration::from_secs(5)
     }
 }
 

@@ -92,6 +92,12 @@ impl Config {
                 "acme.order_window and acme.order_timeout must be greater than zero".into(),
             ));
         }
+        if self.cluster.scan_interval < Duration::from_secs(1) {
+            return Err(invalid(format!(
+                "cluster.scan_interval is {}; use at least 1s, for example \"30s\"",
+                humantime::format_duration(self.cluster.scan_interval)
+            )));
+        }
         if self.acme.lease_ttl < MIN_LEASE_TTL {
             return Err(invalid(format!(
                 "acme.lease_ttl is {}; use at least 3s (the lease is renewed every third of it), \

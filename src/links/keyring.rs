@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Identifies a key inside a token (2 bytes on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -107,6 +107,19 @@ impl KeyRing {
     pub fn active(&self) -> &LinkKey {
         // `new` refuses an empty ring and `sealing` is an index into it.
         &self.keys[self.sealing]
+    }
+
+    /// The key that seals at `now` when a new key must first be `delay` old (in a cluster, the
+    /// time every node takes to open it): the newest key not retired that is that old, else the
+    /// oldest key not retired (the one most likely to have reached every node), else
+    /// [`KeyRing::active`]. With no delay, [`KeyRing::active`].
+    pub fn sealing(&self, now: SystemTime, delay: Duration) -> &LinkKey {
+        let mut unretired = self.keys.iter().filter(|k| !k.is_retired());
+        unretired
+            .clone()
+            .find(|k| k.created_at + delay <= now)
+            .or_else(|| unretired.next_back())
+            .unwrap_or_else(|| self.active())
     }
 
     /// The key with `id`, if it is in the ring. A ring holds a handful of keys; a scan is faster

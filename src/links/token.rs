@@ -37,7 +37,7 @@ use rand::RngCore as _;
 
 use super::context::MAX_MESSAGE_LEN;
 use super::{
-    KeyRing, Link, MAX_META_KEY_LEN, MAX_META_PAIRS, MAX_META_VALUE_LEN, MAX_URL_LEN,
+    KeyRing, Link, LinkKey, MAX_META_KEY_LEN, MAX_META_PAIRS, MAX_META_VALUE_LEN, MAX_URL_LEN,
     MessageContext, Role,
 };
 
@@ -85,7 +85,11 @@ pub enum TokenError {
 
 /// Seals `link` for `domain` with the ring's active key.
 pub fn seal(ring: &KeyRing, domain: &str, link: &Link) -> String {
-    let key = ring.active();
+    seal_with(ring.active(), domain, link)
+}
+
+/// Seals `link` for `domain` with `key` (one of a ring's, as [`KeyRing::sealing`] picks it).
+pub fn seal_with(key: &LinkKey, domain: &str, link: &Link) -> String {
     let mut buf = Vec::with_capacity(OVERHEAD + link.url.len() + 16 + link.meta.len() * 24);
     buf.push(if link.context.is_some() {
         VERSION_CONTEXT

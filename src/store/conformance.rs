@@ -9,10 +9,12 @@
 //! Only the behaviour the rest of the edge relies on is asserted, not how a store gets there. Public so that a store living outside this crate's
 //! unit tests can run the same suite; not part of the edge's API.
 
+mod changes;
 mod cluster;
 
 use std::time::SystemTime;
 
+pub use changes::*;
 pub use cluster::*;
 
 use super::{
@@ -52,6 +54,9 @@ macro_rules! store_conformance_tests {
             the_order_budget_is_a_gcra_bucket,
             concurrent_takes_never_exceed_the_budget,
             a_pause_stops_orders_until_it_ends,
+            every_write_and_delete_is_a_change_since_the_last_version,
+            changes_come_in_pages_oldest_first,
+            heartbeats_record_each_node_once,
         );
     };
     (@each $fresh:expr; $($behaviour:ident),+ $(,)?) => {

@@ -9,8 +9,10 @@
 //!
 //! Nothing here is on the request path; every call takes a pooled connection.
 
+mod changes;
 mod cluster;
 mod connect;
+mod keys;
 mod rows;
 mod schema;
 
@@ -19,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 
-use super::sqlite::rows::{DOMAIN_COLUMNS, secs, time, to_link_key, to_record};
+use super::sqlite::rows::{DOMAIN_COLUMNS, secs, time, to_record};
 use super::{
     CertLifetime, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate, OrderTurn,
     Store, StoreError, StoredCert, StoredLinkKey,
@@ -29,17 +31,23 @@ use crate::config::ChallengeKind;
 use crate::seal::SealKey;
 pub use connect::PASSWORD_ENV;
 use connect::db;
-use rows::{cert_binding, domain_row, kv_binding, link_key_binding, parse_domain, utf8};
+use rows::{cert_binding, domain_row, kv_binding, parse_domain, utf8};
 
 /// PostgreSQL-backed [`Store`].
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    listener: connect::Listener,
     seal: Arc<SealKey>,
+    queries: prometheus::IntCounter,
 }
 
 #[async_trait::async_trait]
 impl Store for PgStore {
+    fn queries(&self) -> prometheus::IntCounter {
+        self.queries.clone()
+    }
+
     async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
         let op = "listing domains";
         let rows = self
@@ -413,23 +421,7 @@ impl Store for PgStore {
     }
 
     async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError> {
-        let op = "reading link keys";
-        let rows = self
-            .conn(op)
-            .await?
-            .query(
-                "SELECT id, secret_sealed, created_at, retired_at FROM link_keys ORDER BY id",
-                &[],
-            )
-            .await
-            .map_err(db(op))?;
-        rows.iter()
-            .map(|r| {
-                let id: i32 = r.get(0);
-                let secret = self.open(&link_key_binding(id), r.get(1))?;
-                to_link_key(id.into(), secret, r.get(2), r.get(3))
-            })
-            .collect()
+        self.stored_link_keys().await
     }
 
     async fn add_link_key(
@@ -437,40 +429,11 @@ impl Store for PgStore {
         secret: [u8; 32],
         created_at: SystemTime,
     ) -> Result<u16, StoreError> {
-        let op = "adding link key";
-        let mut conn = self.conn(op).await?;
-        let tx = conn.transaction().await.map_err(db(op))?;
-        // Two nodes rotating at once take turns, each getting the next id.
-        tx.batch_execute("LOCK TABLE link_keys IN SHARE ROW EXCLUSIVE MODE")
-            .await
-            .map_err(db(op))?;
-        let id: i32 = tx
-            .query_one("SELECT COALESCE(MAX(id), 0) + 1 FROM link_keys", &[])
-            .await
-            .map_err(db(op))?
-            .get(0);
-        let id16 = u16::try_from(id)
-            .map_err(|_| StoreError::Corrupt("link_keys.id (more than 65535 rotations)"))?;
-        let sealed = self.seal(&link_key_binding(id), &secret)?;
-        tx.execute(
-            "INSERT INTO link_keys (id, secret_sealed, created_at) VALUES ($1, $2, $3)",
-            &[&id, &sealed, &secs(created_at)],
-        )
-        .await
-        .map_err(db(op))?;
-        tx.commit().await.map_err(db(op))?;
-        Ok(id16)
+        self.insert_link_key(secret, created_at).await
     }
 
     async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError> {
-        let op = "removing link key";
-        let n = self
-            .conn(op)
-            .await?
-            .execute("DELETE FROM link_keys WHERE id = $1", &[&i32::from(id)])
-            .await
-            .map_err(db(op))?;
-        Ok(n == 1)
+        self.delete_link_key(id).await
     }
 
     async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError> {

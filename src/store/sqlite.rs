@@ -3,6 +3,7 @@
 //! SQLite calls are blocking, so each runs on tokio's blocking pool behind one connection mutex;
 //! nothing here is on the request path.
 
+mod changes;
 pub(super) mod cluster;
 mod conn;
 pub(super) mod rows;
@@ -26,10 +27,15 @@ use rows::{DOMAIN_COLUMNS, row_domain, secs, time, to_link_key, to_record};
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    queries: prometheus::IntCounter,
 }
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    fn queries(&self) -> prometheus::IntCounter {
+        self.queries.clone()
+    }
+
     async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
         let rows = self
             .with("listing domains", |c| {

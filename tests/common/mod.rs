@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod cluster;
 pub mod dns;
 pub mod nats;
 pub mod pebble;
@@ -73,7 +74,7 @@ impl Edge {
             .arg("-c")
             .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
             .arg(bin());
-        Edge::launch(shell, dir, extra, 0, 0, &[])
+        Edge::launch(shell, dir, "127.0.0.1", extra, (0, 0), &[])
     }
 
     /// Starts an edge whose open-files limits are `soft` and `hard` when it starts (set by the
@@ -89,9 +90,9 @@ impl Edge {
         Edge::launch(
             shell,
             tempfile::tempdir().expect("tempdir"),
+            "127.0.0.1",
             extra,
-            0,
-            0,
+            (0, 0),
             &[],
         )
     }
@@ -103,16 +104,30 @@ impl Edge {
         http: u16,
         env: &[(&str, &str)],
     ) -> Edge {
-        Edge::launch(Command::new(bin()), dir, extra, https, http, env)
+        Edge::launch(
+            Command::new(bin()),
+            dir,
+            "127.0.0.1",
+            extra,
+            (https, http),
+            env,
+        )
+    }
+
+    /// Starts an edge whose HTTPS and HTTP listeners are on `ip` (a loopback address such as
+    /// 127.0.0.2, so that several nodes share one pair of ports), with extra environment.
+    pub fn start_on(ip: &str, https: u16, http: u16, env: &[(&str, &str)], extra: &str) -> Edge {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Edge::launch(Command::new(bin()), dir, ip, extra, (https, http), env)
     }
 
     /// Runs `command serve --config <generated>` and waits for its first line.
     fn launch(
         mut command: Command,
         dir: tempfile::TempDir,
+        ip: &str,
         extra: &str,
-        https: u16,
-        http: u16,
+        (https, http): (u16, u16),
         env: &[(&str, &str)],
     ) -> Edge {
         let config = dir.path().join("clickedge.toml");
@@ -121,7 +136,7 @@ impl Edge {
             String::new()
         } else {
             format!(
-                "[listen]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:0\"\n"
+                "[listen]\nhttps = \"{ip}:{https}\"\nhttp = \"{ip}:{http}\"\nadmin = \"127.0.0.1:0\"\n"
             )
         };
         let (top, tables) = match extra.find('[') {

@@ -50,6 +50,9 @@ pub struct PebbleOptions {
     pub bad_nonces: bool,
     /// Require external account binding with this key id and base64url HMAC key.
     pub eab: Option<(String, String)>,
+    /// Seconds the validation authority waits before validating (`PEBBLE_VA_SLEEPTIME`; else
+    /// none): a window between an order and its validation.
+    pub va_sleep_secs: Option<u32>,
 }
 
 fn need(binary: &str) {
@@ -183,10 +186,13 @@ impl PebblePorts {
         cmd.arg("-config")
             .arg(&config_path)
             .args(["-dnsserver", &dns.to_string()])
-            .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_AUTHZREUSE", "0")
             .stdout(std::fs::File::create(self.dir.path().join("pebble.log")).unwrap())
             .stderr(Stdio::null());
+        match options.va_sleep_secs {
+            Some(secs) => cmd.env("PEBBLE_VA_SLEEPTIME", secs.to_string()),
+            None => cmd.env("PEBBLE_VA_NOSLEEP", "1"),
+        };
         if !options.bad_nonces {
             cmd.env("PEBBLE_WFE_NONCEREJECT", "0");
         }
@@ -251,6 +257,26 @@ impl Pebble {
             out.push_str(&res.text().await.unwrap());
         }
         out
+    }
+
+    /// Answers `host` with `ip` from Pebble's DNS (instead of 127.0.0.1): the node that must
+    /// answer its challenges.
+    pub async fn point(&self, host: &str, ip: &str) {
+        let res = reqwest::Client::new()
+            .post(format!("http://{}/add-a", self.dns_management))
+            .json(&serde_json::json!({ "host": format!("{host}."), "addresses": [ip] }))
+            .send()
+            .await
+            .expect("pebble-challtestsrv management");
+        assert!(res.status().is_success(), "add-a {host}: {}", res.status());
+    }
+
+    /// Orders Pebble accepted, from its log.
+    pub fn orders_placed(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("POST /order-plz"))
+            .count()
     }
 
     pub fn log(&self) -> String {

@@ -28,6 +28,8 @@ pub struct PgServer {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
+    /// Server options beyond the defaults (TLS).
+    options: String,
     watchdog: Option<Child>,
 }
 
@@ -136,6 +138,7 @@ impl PgServer {
             dir,
             bin,
             port: 0,
+            options: String::new(),
         };
         run("initdb", initdb);
         let mut options = String::new();
@@ -156,25 +159,12 @@ impl PgServer {
                 server.dir.display()
             );
         }
+        server.options = options;
         // The port is free when picked; another process may take it before the server binds
         // it, so a failed start is retried on a new one.
         for attempt in 1..=3 {
             server.port = free_port();
-            let mut start = as_server_user(&server.bin.join("pg_ctl"));
-            start
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(server.dir.join("log"))
-                .arg("-o")
-                .arg(format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 \
-                     -c fsync=off -c synchronous_commit=off -c full_page_writes=off{options}",
-                    server.port,
-                    server.dir.display()
-                ))
-                .args(["-w", "-t", "30", "start"]);
-            let out = start.stdin(Stdio::null()).output().expect("running pg_ctl");
+            let out = server.pg_ctl_start();
             if out.status.success() {
                 return server;
             }
@@ -187,6 +177,44 @@ impl PgServer {
             }
         }
         unreachable!("the loop returns or panics")
+    }
+
+    fn pg_ctl_start(&self) -> Output {
+        let mut start = as_server_user(&self.bin.join("pg_ctl"));
+        start
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 \
+                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off{}",
+                self.port,
+                self.dir.display(),
+                self.options
+            ))
+            .args(["-w", "-t", "30", "start"]);
+        start.stdin(Stdio::null()).output().expect("running pg_ctl")
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected), keeping its data.
+    pub fn stop(&self) {
+        let mut stop = as_server_user(&self.bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "-t", "30", "stop"]);
+        run("pg_ctl stop", stop);
+    }
+
+    /// Starts a stopped server again, on the same port.
+    pub fn start_again(&self) {
+        let out = self.pg_ctl_start();
+        assert!(
+            out.status.success(),
+            "pg_ctl start (again) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The port the server listens on (127.0.0.1).

@@ -22,12 +22,13 @@ pub const PASSWORD_ENV: &str = "PGPASSWORD";
 /// Connections kept open at most: the store is off the request path, so a few suffice.
 const MAX_CONNECTIONS: usize = 8;
 
-/// Longest wait for a new connection (TCP, TLS and authentication), or for a free one.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a new connection (TCP, TLS and authentication), or for a free one: short,
+/// so that with the database down an admin write answers 503 at once rather than hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A pool for `url`; `password` (from `PGPASSWORD`) is used only if the URL carries none. No
 /// connection is made yet.
-pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<Pool, StoreError> {
+pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<(Pool, Listener), StoreError> {
     let mut pg =
         tokio_postgres::Config::from_str(url.secret()).map_err(|source| StoreError::Url {
             url: url.redacted(),
@@ -40,14 +41,19 @@ pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<Pool, Store
     }
     pg.connect_timeout(CONNECT_TIMEOUT);
     pg.application_name("clickedge");
+    let tls = tls(url)?;
+    let listener = Listener {
+        config: pg.clone(),
+        tls: tls.clone(),
+    };
     let manager = Manager::from_config(
         pg,
-        tls(url)?,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(MAX_CONNECTIONS)
         .runtime(Runtime::Tokio1)
         .create_timeout(Some(CONNECT_TIMEOUT))
@@ -57,7 +63,16 @@ pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<Pool, Store
         .map_err(|source| StoreError::Url {
             url: url.redacted(),
             source: Box::new(source),
-        })
+        })?;
+    Ok((pool, listener))
+}
+
+/// What the listening connection is made from: the pool's driver config and TLS, outside the
+/// pool (a `LISTEN` belongs to one connection for as long as it lives).
+#[derive(Clone)]
+pub(super) struct Listener {
+    pub(super) config: tokio_postgres::Config,
+    pub(super) tls: MakeRustlsConnect,
 }
 
 /// TLS as the URL's `sslmode` asks: the server's certificate is verified against the platform's
@@ -84,7 +99,7 @@ impl PgStore {
         password: Option<&str>,
         seal: SealKey,
     ) -> Result<PgStore, StoreError> {
-        let pool = pool(url, password)?;
+        let (pool, listener) = pool(url, password)?;
         let mut conn = pool.get().await.map_err(|source| StoreError::Unreachable {
             url: url.redacted(),
             source: Box::new(source),
@@ -98,15 +113,23 @@ impl PgStore {
         drop(conn);
         Ok(PgStore {
             pool,
+            listener,
             seal: Arc::new(seal),
+            queries: crate::store::query_counter(),
         })
     }
 
+    /// A pooled connection for one operation, counted as a store query. A database that cannot
+    /// be reached is [`StoreError::Unavailable`].
     pub(super) async fn conn(&self, op: &'static str) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|source| StoreError::Db {
-            op,
-            source: Box::new(source),
-        })
+        self.queries.inc();
+        self.pool
+            .get()
+            .await
+            .map_err(|source| StoreError::Unavailable {
+                op,
+                source: Box::new(source),
+            })
     }
 
     pub(super) fn seal(&self, binding: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -118,10 +141,21 @@ impl PgStore {
     }
 }
 
-/// Maps a database error of the operation `op`.
+/// Maps a database error of the operation `op`: a lost connection is
+/// [`StoreError::Unavailable`], anything the server said is [`StoreError::Db`].
 pub(super) fn db(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-    move |e| StoreError::Db {
-        op,
-        source: Box::new(e),
+    move |e| {
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        if e.is_closed() || io {
+            StoreError::Unavailable {
+                op,
+                source: Box::new(e),
+            }
+        } else {
+            StoreError::Db {
+                op,
+                source: Box::new(e),
+            }
+        }
     }
 }

@@ -74,6 +74,69 @@ CREATE TABLE order_budgets (
     paused_until BIGINT NOT NULL
 );
 ",
+    r"
+-- Change propagation. Every write to a propagated table (domains, certificates, link_keys)
+-- first takes one transaction-scoped advisory lock (a statement trigger, before any row lock,
+-- so writers never deadlock on it): writers commit one at a time, versions are handed out in
+-- commit order, and a scan `version > last_seen` never skips a row committed later under a
+-- lower version. Each row write takes a fresh version and sends a `clickedge_changes`
+-- notification, delivered at commit (a hint only); each delete leaves a tombstone.
+CREATE TABLE tombstones (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX domains_version ON domains (version);
+CREATE INDEX certificates_version ON certificates (version);
+CREATE INDEX link_keys_version ON link_keys (version);
+CREATE INDEX tombstones_version ON tombstones (version);
+CREATE FUNCTION clickedge_write_lock() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(7162863372592195174);
+    RETURN NULL;
+END $$;
+CREATE FUNCTION clickedge_versioned() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.version := nextval('row_version');
+    PERFORM pg_notify('clickedge_changes', '');
+    RETURN NEW;
+END $$;
+CREATE FUNCTION clickedge_tombstone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tombstones (kind, key, version)
+    VALUES (TG_TABLE_NAME, to_jsonb(OLD) ->> TG_ARGV[0], nextval('row_version'))
+    ON CONFLICT (kind, key) DO UPDATE SET version = EXCLUDED.version;
+    PERFORM pg_notify('clickedge_changes', '');
+    RETURN OLD;
+END $$;
+CREATE TRIGGER domains_lock BEFORE INSERT OR UPDATE OR DELETE ON domains
+    FOR EACH STATEMENT EXECUTE FUNCTION clickedge_write_lock();
+CREATE TRIGGER domains_version BEFORE INSERT OR UPDATE ON domains
+    FOR EACH ROW EXECUTE FUNCTION clickedge_versioned();
+CREATE TRIGGER domains_tombstone AFTER DELETE ON domains
+    FOR EACH ROW EXECUTE FUNCTION clickedge_tombstone('name');
+CREATE TRIGGER certificates_lock BEFORE INSERT OR UPDATE OR DELETE ON certificates
+    FOR EACH STATEMENT EXECUTE FUNCTION clickedge_write_lock();
+CREATE TRIGGER certificates_version BEFORE INSERT OR UPDATE ON certificates
+    FOR EACH ROW EXECUTE FUNCTION clickedge_versioned();
+CREATE TRIGGER certificates_tombstone AFTER DELETE ON certificates
+    FOR EACH ROW EXECUTE FUNCTION clickedge_tombstone('domain');
+CREATE TRIGGER link_keys_lock BEFORE INSERT OR UPDATE OR DELETE ON link_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION clickedge_write_lock();
+CREATE TRIGGER link_keys_version BEFORE INSERT OR UPDATE ON link_keys
+    FOR EACH ROW EXECUTE FUNCTION clickedge_versioned();
+CREATE TRIGGER link_keys_tombstone AFTER DELETE ON link_keys
+    FOR EACH ROW EXECUTE FUNCTION clickedge_tombstone('id');
+-- The nodes of the cluster: when each started, its last heartbeat and the last version it
+-- applied (times in milliseconds since the Unix epoch).
+CREATE TABLE nodes (
+    node_id TEXT PRIMARY KEY,
+    started_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    applied BIGINT NOT NULL
+);
+",
     "
 -- A retired link key stops sealing new links and keeps opening its own (seconds since the
 -- Unix epoch; NULL while it may seal).

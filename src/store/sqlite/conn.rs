@@ -35,6 +35,7 @@ impl SqliteStore {
         migrate(&conn).map_err(db("migrating schema"))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            queries: crate::store::query_counter(),
         })
     }
 
@@ -44,14 +45,17 @@ impl SqliteStore {
         migrate(&conn).map_err(db("migrating schema"))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            queries: crate::store::query_counter(),
         })
     }
 
+    /// Runs `f` on the connection as the operation `op`, counted as a store query.
     pub(super) async fn with<T: Send + 'static>(
         &self,
         op: &'static str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.queries.inc();
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave SQLite half-written (each call is one

@@ -94,6 +94,76 @@ CREATE TABLE order_budgets (
 );
 ",
     "
+-- Change propagation, as in the PostgreSQL schema: every row of domains, certificates and
+-- link_keys takes a fresh version from one counter on each write, and each delete leaves a
+-- tombstone, so the one code path that applies changes since a version works on both stores.
+CREATE TABLE row_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO row_version (id, last) VALUES (1, 0);
+CREATE TABLE tombstones (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX tombstones_version ON tombstones (version);
+ALTER TABLE domains ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX domains_version ON domains (version);
+CREATE TRIGGER domains_inserted AFTER INSERT ON domains BEGIN
+    UPDATE row_version SET last = last + 1 WHERE id = 1;
+    UPDATE domains SET version = (SELECT last FROM row_version) WHERE name = NEW.name;
+END;
+CREATE TRIGGER domains_updated AFTER UPDATE ON domains WHEN NEW.version = OLD.version BEGIN
+    UPDATE row_version SET last = last + 1 WHERE id = 1;
+    UPDATE domains SET version = (SELECT last FROM row_version) WHERE name = NEW.name;
+END;
+CREATE TRIGGER domains_deleted AFTER DELETE ON domains BEGIN
+    UPDATE row_version SET last = last + 1 WHERE id = 1;
+    INSERT OR REPLACE INTO tombstones (kind, key, version)
+    VALUES ('domains', CAST(OLD.name AS TEXT), (SELECT last FROM row_version));
+END;
+ALTER TABLE certificates ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX certificates_version ON certificates (version);
+CREATE TRIGGER certificates_inserted AFTER INSERT ON certificates BEGIN
+    UPDATE row_version SET last = last + 1 WHERE id = 1;
+    UPDATE certificates SET version = (SELECT last FROM row_version) WHERE domain = NEW.domain;
+END;
+CREATE TRIGGER certificates_updated AFTER UPDATE ON certificates WHEN NEW.version = OLD.version BEGIN
+    UPDATE row_version SET last = last + 1 WHERE id = 1;
+    UPDATE certificates SET version = (SELECT last FROM row_version) WHERE domain = NEW.domain;
+END;
+CREATE TRIGGER certificates_deleted AFTER DELETE ON certificates BEGIN
+    UPDATE row_version SET last = last + 1 WHERE id = 1;
+    INSERT OR REPLACE INTO tombstones (kind, key, version)
+    VALUES ('certificates', CAST(OLD.domain AS TEXT), (SELECT last FROM row_version));
+END;
+ALTER TABLE link_keys ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX link_keys_version ON link_keys (version);
+CREATE TRIGGER link_keys_inserted AFTER INSERT ON link_keys BEGIN
+    UPDATE row_version SET last = last + 1 WHERE id = 1;
+    UPDATE link_keys SET version = (SELECT last FROM row_version) WHERE id = NEW.id;
+END;
+CREATE TRIGGER link_keys_updated AFTER UPDATE ON link_keys WHEN NEW.version = OLD.version BEGIN
+    UPDATE row_version SET last = last + 1 WHERE id = 1;
+    UPDATE link_keys SET version = (SELECT last FROM row_version) WHERE id = NEW.id;
+END;
+CREATE TRIGGER link_keys_deleted AFTER DELETE ON link_keys BEGIN
+    UPDATE row_version SET last = last + 1 WHERE id = 1;
+    INSERT OR REPLACE INTO tombstones (kind, key, version)
+    VALUES ('link_keys', CAST(OLD.id AS TEXT), (SELECT last FROM row_version));
+END;
+-- The node (one, for SQLite): when it started, its last heartbeat and the last version it
+-- applied (times in milliseconds since the Unix epoch).
+CREATE TABLE nodes (
+    node_id TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    applied INTEGER NOT NULL
+);
+",
+    "
 -- A retired link key stops sealing new links and keeps opening its own (seconds since the
 -- Unix epoch; NULL while it may seal).
 ALTER TABLE link_keys ADD COLUMN retired_at INTEGER;

@@ -1,0 +1,226 @@
+//! Change propagation: each node applies the changes since the last version it applied to its
+//! memory: the policy's domain set and each domain's backoff copy, the certificate cache (a
+//! cached certificate is replaced, one not cached is left to the next handshake), the link key
+//! ring.
+//!
+//! The truth is the scan ([`crate::store::Changes::changes_since`]): at start (the version read
+//! before everything was loaded), after every hint that something changed (PostgreSQL's
+//! `NOTIFY`, sent in the writer's transaction), after the listening connection drops, and every
+//! `cluster.scan_interval` whatever the hints said. A lost notification delays a change by at
+//! most one interval; a database that is down delays every change until it is back, and memory
+//! keeps serving meanwhile.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, watch};
+
+use crate::certs::Certs;
+use crate::clock::Clock;
+use crate::errors::chain as error_chain;
+use crate::keys::LinkKeys;
+use crate::policy::Policy;
+use crate::store::{Change, Changed, Store, StoreError};
+
+/// Changes read per query.
+const PAGE: u32 = 1000;
+
+/// Wait before listening again after the listening connection failed or dropped.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// How this node takes part.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `cluster.node_id`.
+    pub node_id: String,
+    /// `cluster.scan_interval`: the longest a change waits when every hint is lost.
+    pub scan_interval: Duration,
+    /// How often the node records its heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+/// Applies what other nodes change to this node's memory.
+pub struct Propagation {
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    certs: Arc<Certs>,
+    keys: Arc<LinkKeys>,
+    clock: Clock,
+    settings: Settings,
+    started_at: SystemTime,
+    applied: AtomicU64,
+    hint: Arc<Notify>,
+}
+
+impl Propagation {
+    /// Propagation into these parts, loaded from `store` as of `applied` (the latest version
+    /// read *before* they were loaded: a change made while loading is applied again, which
+    /// changes nothing).
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: Arc<Policy>,
+        certs: Arc<Certs>,
+        keys: Arc<LinkKeys>,
+        clock: Clock,
+        settings: Settings,
+        applied: u64,
+    ) -> Propagation {
+        Propagation {
+            started_at: clock.now(),
+            store,
+            policy,
+            certs,
+            keys,
+            clock,
+            settings,
+            applied: AtomicU64::new(applied),
+            hint: Arc::new(Notify::new()),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    /// The last version applied.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    /// Reads and applies every change since the last one applied; returns how many there were.
+    /// On an error, what was applied stays applied and the next scan goes on from there.
+    pub async fn scan(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let changes = self.store.changes_since(self.applied(), PAGE).await?;
+            let n = changes.len();
+            total += n;
+            self.apply(changes).await?;
+            if n < PAGE as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Applies one page, oldest first, each row once (at its last version in the page); the
+    /// link key ring is reloaded once at the end if any key changed.
+    async fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let Some(last) = changes.last().map(|c| c.version) else {
+            return Ok(());
+        };
+        let mut latest: HashMap<&Changed, u64> = HashMap::new();
+        for c in &changes {
+            latest.insert(&c.what, c.version);
+        }
+        let mut keys_changed = false;
+        for c in &changes {
+            if latest.get(&c.what) != Some(&c.version) {
+                continue;
+            }
+            match &c.what {
+                Changed::Domain(name) => match self.store.domain(name).await? {
+                    Some(record) => {
+                        if !self.policy.is_registered(name.as_str()) {
+                            tracing::info!(domain = %name, "domain added on another node");
+                        }
+                        self.policy.register(name.clone());
+                        self.certs.apply_status(&record);
+                    }
+                    None => {
+                        if self.policy.is_registered(name.as_str()) {
+                            tracing::info!(domain = %name, "domain removed on another node");
+                        }
+                        self.policy.unregister(name.as_str()).await;
+                        self.certs.forget(name);
+                    }
+                },
+                Changed::Certificate(name) => self.certs.reload_name(name).await?,
+                Changed::LinkKey(_) => keys_changed = true,
+            }
+        }
+        if keys_changed {
+            self.keys.reload().await?;
+        }
+        self.applied.fetch_max(last, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Scans at every hint and every `scan_interval`, listens for hints, and records the
+    /// heartbeat, until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::select! {
+            () = self.scan_loop() => {}
+            () = self.listen_loop() => {}
+            () = self.heartbeat_loop() => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+
+    async fn scan_loop(&self) {
+        let mut failing = false;
+        loop {
+            match self.scan().await {
+                Ok(n) => {
+                    if failing {
+                        tracing::info!(
+                            changes = n,
+                            version = self.applied(),
+                            "store reachable again; changes applied"
+                        );
+                    }
+                    failing = false;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %error_chain(&e), "reading changes from the store; serving from memory and trying again");
+                    }
+                    failing = true;
+                }
+            }
+            let wait = if failing {
+                LISTEN_RETRY
+            } else {
+                self.settings.scan_interval
+            };
+            tokio::select! {
+                () = self.hint.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn listen_loop(&self) {
+        loop {
+            match self.store.listen(self.hint.clone()).await {
+                Ok(()) => {
+                    tracing::warn!("the connection listening for changes closed; listening again")
+                }
+                Err(e) => tracing::debug!(error = %error_chain(&e), "listening for changes"),
+            }
+            // Changes made while nobody listened were not hinted at: scan.
+            self.hint.notify_one();
+            tokio::time::sleep(LISTEN_RETRY).await;
+        }
+    }
+
+    async fn heartbeat_loop(&self) {
+        loop {
+            let beat = self.store.heartbeat(
+                &self.settings.node_id,
+                self.started_at,
+                self.applied(),
+                self.clock.now(),
+            );
+            if let Err(e) = beat.await {
+                tracing::debug!(error = %error_chain(&e), "recording the heartbeat");
+            }
+            tokio::time::sleep(self.settings.heartbeat_interval).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! Propagation between two nodes over one store: what one writes reaches the other's memory at
+//! its next scan, and not before.
+
+use std::time::Duration;
+
+use super::*;
+use crate::Domain;
+use crate::certs::{CertError, Settings as CertSettings};
+use crate::clock::ManualClock;
+use crate::domain::Zones;
+use crate::issuer::{Issuer, LocalCa, Unclaimed};
+use crate::metrics::Metrics;
+use crate::store::{FailureKind, IssueFailure, IssueStatus, SqliteStore};
+
+/// This node's parts over a store another node writes to, and its propagation.
+struct Fixture {
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    certs: Arc<Certs>,
+    keys: Arc<LinkKeys>,
+    propagation: Propagation,
+    /// The other node's CA, to store certificates this node did not issue.
+    other_ca: LocalCa,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn fixture(clock: &ManualClock) -> Fixture {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let version = store.latest_version().await.unwrap();
+    let policy = Arc::new(Policy::new([], None));
+    let issuer: Arc<dyn Issuer> =
+        Arc::new(LocalCa::load_or_create(dirs.0.path(), Zones::reserved(), clock.clock()).unwrap());
+    let certs = Arc::new(Certs::new(
+        CertSettings {
+            cache_capacity: 100,
+            on_demand_timeout: Duration::from_secs(5),
+        },
+        store.clone(),
+        issuer,
+        policy.clone(),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        Metrics::unregistered(),
+        clock.clock(),
+    ));
+    let keys = Arc::new(
+        LinkKeys::load(store.clone(), policy.clone(), 8192, clock.clock())
+            .await
+            .unwrap(),
+    );
+    let propagation = Propagation::new(
+        store.clone(),
+        policy.clone(),
+        certs.clone(),
+        keys.clone(),
+        clock.clock(),
+        Settings {
+            node_id: "edge-b".into(),
+            scan_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+        },
+        version,
+    );
+    Fixture {
+        other_ca: LocalCa::load_or_create(dirs.1.path(), Zones::reserved(), clock.clock()).unwrap(),
+        store,
+        policy,
+        certs,
+        keys,
+        propagation,
+        _dirs: dirs,
+    }
+}
+
+fn leaf(key: &rustls::sign::CertifiedKey) -> Vec<u8> {
+    key.cert[0].to_vec()
+}
+
+fn ids(keys: &LinkKeys) -> Vec<u16> {
+    keys.list().iter().map(|k| k.id.0).collect()
+}
+
+#[tokio::test]
+async fn domains_and_their_backoff_reach_the_other_node_at_its_next_scan() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    // The first key this node generated is a change too.
+    assert_eq!(f.propagation.scan().await.unwrap(), 1);
+    let a = Domain::parse("a.example.com").unwrap();
+
+    f.store.add_domain(&a, clock.clock().now()).await.unwrap();
+    assert!(!f.policy.is_registered(a.as_str()), "not before the scan");
+    assert_eq!(f.propagation.scan().await.unwrap(), 1);
+    assert!(f.policy.is_registered(a.as_str()));
+    assert_eq!(f.propagation.scan().await.unwrap(), 0, "nothing new");
+
+    // The other node backed it off: this one fails fast, without an order.
+    let status = IssueStatus {
+        last_error: Some(IssueFailure {
+            kind: FailureKind::Order,
+            detail: "refused".into(),
+        }),
+        failures: 1,
+        retry_at: Some(clock.clock().now() + Duration::from_secs(600)),
+    };
+    f.store.set_status(&a, &status).await.unwrap();
+    f.propagation.scan().await.unwrap();
+    assert!(matches!(
+        f.certs.resolve(&a).await,
+        Err(CertError::BackingOff { .. })
+    ));
+    // ... and cleared it: this one orders again.
+    f.store
+        .set_status(&a, &IssueStatus::default())
+        .await
+        .unwrap();
+    f.propagation.scan().await.unwrap();
+    assert!(f.certs.resolve(&a).await.is_ok());
+
+    f.store.remove_domain(&a).await.unwrap();
+    f.propagation.scan().await.unwrap();
+    assert!(!f.policy.is_registered(a.as_str()));
+    assert!(matches!(
+        f.certs.resolve(&a).await,
+        Err(CertError::NotServed(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_certificate_another_node_stored_replaces_the_cached_one() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let a = Domain::parse("a.example.com").unwrap();
+    f.store.add_domain(&a, clock.clock().now()).await.unwrap();
+    f.propagation.scan().await.unwrap();
+    let mine = f.certs.resolve(&a).await.unwrap();
+
+    let theirs = f.other_ca.issue(&a, None, &Unclaimed).await.unwrap();
+    f.store.put_certificate(&a, &theirs).await.unwrap();
+    assert_eq!(
+        leaf(&f.certs.resolve(&a).await.unwrap()),
+        leaf(&mine),
+        "not before the scan"
+    );
+    f.propagation.scan().await.unwrap();
+    let now = f.certs.resolve(&a).await.unwrap();
+    assert_ne!(
+        leaf(&now),
+        leaf(&mine),
+        "the cached certificate was replaced"
+    );
+}
+
+#[tokio::test]
+async fn keys_added_or_removed_elsewhere_reach_the_ring() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    f.propagation.scan().await.unwrap();
+    assert_eq!(ids(&f.keys), vec![1]);
+    let id = f
+        .store
+        .add_link_key([9; 32], clock.clock().now())
+        .await
+        .unwrap();
+    f.propagation.scan().await.unwrap();
+    assert_eq!(ids(&f.keys), vec![id, 1]);
+    f.store.remove_link_key(1).await.unwrap();
+    f.propagation.scan().await.unwrap();
+    assert_eq!(ids(&f.keys), vec![id]);
+}

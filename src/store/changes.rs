@@ -1,0 +1,103 @@
+//! Change propagation, as the store offers it: every row of `domains`, `certificates` and
+//! `link_keys` carries a version from one counter, set anew on every write, and every delete
+//! leaves a tombstone with a version of its own; [`Changes::changes_since`] lists what changed
+//! after a version, oldest first. A node keeps the last version it applied and asks again, so
+//! nothing is missed however many notifications are lost: [`Changes::listen`] only hints that
+//! it is worth asking now.
+//!
+//! Versions are handed out in commit order (PostgreSQL: writers serialise on one advisory lock
+//! taken before any row lock; SQLite: one writer), so a row committed after a scan never carries
+//! a version below what that scan returned.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::StoreError;
+use crate::Domain;
+
+/// What a change is about; the current state is read from the store when it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Changed {
+    /// A domain was added, updated (origin, issuance status, checks) or removed.
+    Domain(Domain),
+    /// A certificate was stored, renewed or removed.
+    Certificate(Domain),
+    /// A link key was added or removed.
+    LinkKey(u16),
+}
+
+/// One change: what, the version it took, and whether it was a delete (a tombstone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The version the write took.
+    pub version: u64,
+    /// The row it touched.
+    pub what: Changed,
+    /// True for a delete.
+    pub removed: bool,
+}
+
+/// Changes since a version, and hints that there are new ones.
+#[async_trait::async_trait]
+pub trait Changes: Send + Sync + 'static {
+    /// At most `limit` changes with a version above `version`, oldest first: rows written and
+    /// tombstones of rows deleted since. A row written several times is listed once, under its
+    /// latest version.
+    async fn changes_since(&self, version: u64, limit: u32) -> Result<Vec<Change>, StoreError>;
+    /// The highest version of any row or tombstone committed (0 for none): what a node that
+    /// loads everything now has seen.
+    async fn latest_version(&self) -> Result<u64, StoreError>;
+    /// Wakes `hint` once listening has begun and after every change another writer commits,
+    /// until the connection that listens is lost (then returns: the caller scans and listens
+    /// again). A store only this process writes (SQLite) has nothing to hint and never returns.
+    async fn listen(&self, hint: Arc<Notify>) -> Result<(), StoreError>;
+}
+
+/// The [`Change`] of a row as listed by both stores: its table (`kind`) and key as text.
+pub(super) fn to_change(
+    version: i64,
+    kind: &str,
+    key: &str,
+    removed: bool,
+) -> Result<Change, StoreError> {
+    let domain = |column| Domain::parse(key).map_err(|_| StoreError::Corrupt(column));
+    let what = match kind {
+        "domains" => Changed::Domain(domain("domains.name")?),
+        "certificates" => Changed::Certificate(domain("certificates.domain")?),
+        "link_keys" => Changed::LinkKey(
+            key.parse()
+                .map_err(|_| StoreError::Corrupt("link_keys.id"))?,
+        ),
+        _ => return Err(StoreError::Corrupt("tombstones.kind")),
+    };
+    Ok(Change {
+        version: u64::try_from(version).unwrap_or(0),
+        what,
+        removed,
+    })
+}
+
+/// The query listing changes since `?1`/`$1` (limit `?2`/`$2`), the same text for both stores
+/// but for the placeholders and the removed flag's literals.
+pub(super) fn changes_query(placeholder: char, removed: (&str, &str)) -> String {
+    let (row, tomb) = removed;
+    let p = placeholder;
+    format!(
+        "SELECT version, 'domains', name, {row} FROM domains WHERE version > {p}1
+         UNION ALL SELECT version, 'certificates', domain, {row} FROM certificates
+             WHERE version > {p}1
+         UNION ALL SELECT version, 'link_keys', CAST(id AS TEXT), {row} FROM link_keys
+             WHERE version > {p}1
+         UNION ALL SELECT version, kind, key, {tomb} FROM tombstones WHERE version > {p}1
+         ORDER BY 1 LIMIT {p}2"
+    )
+}
+
+/// The query for [`Changes::latest_version`], for both stores.
+pub(super) const LATEST_VERSION: &str = "SELECT COALESCE(MAX(v), 0) FROM (
+    SELECT MAX(version) AS v FROM domains
+    UNION ALL SELECT MAX(version) FROM certificates
+    UNION ALL SELECT MAX(version) FROM link_keys
+    UNION ALL SELECT MAX(version) FROM tombstones
+) AS versions";

@@ -1,0 +1,72 @@
+//! PostgreSQL's link key rows: the ring read with each secret opened, a new key under the next id
+//! (two nodes rotating at once take turns), and a key removed.
+
+use std::time::SystemTime;
+
+use super::rows::link_key_binding;
+use super::{PgStore, db};
+use crate::store::sqlite::rows::{secs, to_link_key};
+use crate::store::{StoreError, StoredLinkKey};
+
+impl PgStore {
+    pub(super) async fn stored_link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError> {
+        let op = "reading link keys";
+        let rows = self
+            .conn(op)
+            .await?
+            .query(
+                "SELECT id, secret_sealed, created_at, retired_at FROM link_keys ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(db(op))?;
+        rows.iter()
+            .map(|r| {
+                let id: i32 = r.get(0);
+                let secret = self.open(&link_key_binding(id), r.get(1))?;
+                to_link_key(id.into(), secret, r.get(2), r.get(3))
+            })
+            .collect()
+    }
+
+    pub(super) async fn insert_link_key(
+        &self,
+        secret: [u8; 32],
+        created_at: SystemTime,
+    ) -> Result<u16, StoreError> {
+        let op = "adding link key";
+        let mut conn = self.conn(op).await?;
+        let tx = conn.transaction().await.map_err(db(op))?;
+        // Two nodes rotating at once take turns, each getting the next id.
+        tx.batch_execute("LOCK TABLE link_keys IN SHARE ROW EXCLUSIVE MODE")
+            .await
+            .map_err(db(op))?;
+        let id: i32 = tx
+            .query_one("SELECT COALESCE(MAX(id), 0) + 1 FROM link_keys", &[])
+            .await
+            .map_err(db(op))?
+            .get(0);
+        let id16 = u16::try_from(id)
+            .map_err(|_| StoreError::Corrupt("link_keys.id (more than 65535 rotations)"))?;
+        let sealed = self.seal(&link_key_binding(id), &secret)?;
+        tx.execute(
+            "INSERT INTO link_keys (id, secret_sealed, created_at) VALUES ($1, $2, $3)",
+            &[&id, &sealed, &secs(created_at)],
+        )
+        .await
+        .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(id16)
+    }
+
+    pub(super) async fn delete_link_key(&self, id: u16) -> Result<bool, StoreError> {
+        let op = "removing link key";
+        let n = self
+            .conn(op)
+            .await?
+            .execute("DELETE FROM link_keys WHERE id = $1", &[&i32::from(id)])
+            .await
+            .map_err(db(op))?;
+        Ok(n == 1)
+    }
+}

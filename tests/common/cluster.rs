@@ -1,0 +1,51 @@
+//! Three clickedge nodes the way a cluster runs: on 127.0.0.2, .3 and .4 with the same HTTPS and
+//! HTTP ports (Pebble's validation authority dials fixed ports), one throwaway PostgreSQL
+//! database, one seal key, issuing from a Pebble whose DNS points each name at the node that
+//! must answer its challenges. Everything is killed on drop.
+
+#![allow(dead_code)]
+
+use super::Edge;
+use super::pebble::{Pebble, PebbleOptions, PebblePorts, free_tcp_port};
+use super::postgres;
+
+/// The nodes' addresses: node `i` listens on `ADDRESSES[i]`.
+pub const ADDRESSES: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+
+/// A running cluster of three nodes and its CA.
+pub struct Cluster {
+    pub nodes: Vec<Edge>,
+    pub pebble: Pebble,
+    /// The database's URL.
+    pub url: String,
+}
+
+impl Cluster {
+    /// Three nodes sharing a fresh database, ordering from a fresh Pebble with `challenges`;
+    /// `extra` is more config for every node (tables).
+    pub async fn start(challenges: &[&str], options: &PebbleOptions, extra: &str) -> Cluster {
+        let url = postgres::shared().fresh_database();
+        let ports = PebblePorts::reserve();
+        let (https, http) = (free_tcp_port(), free_tcp_port());
+        let seal = "c1".repeat(32);
+        let nodes = ADDRESSES
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                let config = format!(
+                    "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{acme}lease_ttl = \"3s\"\n\
+                     [store]\nurl = \"{url}\"\n[cluster]\nnode_id = \"edge-{i}\"\n{extra}",
+                    acme = ports.acme_toml(challenges),
+                );
+                Edge::start_on(ip, https, http, &[("CLICKEDGE_SEAL_KEY", &seal)], &config)
+            })
+            .collect();
+        let pebble = ports.start(http, https, options).await;
+        Cluster { nodes, pebble, url }
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &Edge {
+        &self.nodes[i]
+    }
+}

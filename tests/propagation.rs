@@ -1,0 +1,345 @@
+//! Cluster mode with real processes: nodes sharing one throwaway PostgreSQL. A write on one node
+//! reaches the others' memory within a second (the NOTIFY hint), within the scan interval when
+//! notifications are lost, and nodes keep serving with the database stopped, answering admin
+//! writes with 503, and resync when it is back, without a restart. Unknown SNI never costs a
+//! store query.
+
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use common::Edge;
+use common::postgres::{self, PgServer};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const DEST: &str = "https://shop.example.com/sale";
+
+/// How long a change may take with notifications working.
+const HINTED: Duration = Duration::from_secs(1);
+
+/// A node `id` on the database at `url`, scanning every `scan`.
+fn node(url: &str, id: &str, scan: &str) -> Edge {
+    node_with(url, id, scan, "")
+}
+
+/// [`node`] with more configuration (`[table]`s).
+fn node_with(url: &str, id: &str, scan: &str, extra: &str) -> Edge {
+    Edge::start_with_env(
+        &[("CLICKEDGE_SEAL_KEY", &"5e".repeat(32))],
+        &format!(
+            "[store]\nurl = \"{url}\"\n[cluster]\nnode_id = \"{id}\"\nscan_interval = \"{scan}\"\n{extra}"
+        ),
+    )
+}
+
+/// Every node's CA: a certificate may come from any of them.
+fn roots(nodes: &[&Edge]) -> String {
+    nodes.iter().map(|n| n.ca_pem.as_str()).collect()
+}
+
+/// The status of a click on `link` (as minted, `https://<domain>/c/...`) sent to `edge`; none
+/// when the handshake or the request fails (the domain is not served there).
+async fn click(edge: &Edge, roots: &str, domain: &str, link: &str) -> Option<u16> {
+    let client = edge
+        .client_trusting(roots, &[domain])
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let res = client.get(edge.on_port(link)).send().await.ok()?;
+    Some(res.status().as_u16())
+}
+
+/// A link to `DEST` minted on `edge`, as minted (no port).
+async fn mint(edge: &Edge, domain: &str) -> String {
+    let (status, body) = edge
+        .admin(
+            Method::POST,
+            "/v1/links",
+            Some(json!({ "domain": domain, "url": DEST, "meta": {} })),
+        )
+        .await;
+    assert_eq!(status, 201, "minting: {body}");
+    body["link"].as_str().expect("link").to_owned()
+}
+
+/// Polls `check` every 20 ms until it holds; how long that took, or none after `limit`.
+async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() <= limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_keys_and_removals_reach_the_other_node_within_a_second() {
+    let url = postgres::shared().fresh_database();
+    let a = node(&url, "edge-a", "30s");
+    let b = node(&url, "edge-b", "30s");
+    let roots = roots(&[&a, &b]);
+    let domain = "p1.example.com";
+
+    a.add_domain(domain).await;
+    let link = mint(&a, domain).await;
+    let took = within(HINTED, || async {
+        click(&b, &roots, domain, &link).await == Some(302)
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "the domain added on a is not served by b within 1 s"
+    );
+
+    // A key rotated on a seals only once every node has it; a link minted right after the
+    // rotation opens on b at once.
+    let (status, key) = a.admin(Method::POST, "/v1/keys", None).await;
+    assert_eq!(status, 201, "{key}");
+    assert_eq!(
+        key["active"], false,
+        "a new key sealing before it propagated: {key}"
+    );
+    let fresh = mint(&a, domain).await;
+    assert_eq!(click(&b, &roots, domain, &fresh).await, Some(302));
+    let listed = within(HINTED, || async {
+        let (_, keys) = b.admin(Method::GET, "/v1/keys", None).await;
+        keys.as_array().is_some_and(|k| k.len() == 2)
+    })
+    .await;
+    assert!(listed.is_some(), "b does not hold the new key within 1 s");
+
+    let (status, body) = a
+        .admin(Method::DELETE, &format!("/v1/domains/{domain}"), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let gone = within(HINTED, || async {
+        click(&b, &roots, domain, &link).await.is_none()
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "b still serves the domain removed on a after 1 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_notifications_lost_changes_arrive_by_the_scan() {
+    let server = postgres::shared();
+    let url = server.fresh_database();
+    let db = url.rsplit('/').next().expect("database").to_owned();
+    let a = node(&url, "edge-a", "3s");
+    let b = node(&url, "edge-b", "3s");
+    let roots = roots(&[&a, &b]);
+
+    // The listeners' backends killed: the nodes scan and listen again.
+    let killed = server.psql(
+        &db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query LIKE 'LISTEN %'",
+    );
+    assert_eq!(killed.trim(), "2", "both nodes listen");
+    a.add_domain("p2.example.com").await;
+    let link = mint(&a, "p2.example.com").await;
+    let took = within(Duration::from_secs(30), || async {
+        click(&b, &roots, "p2.example.com", &link).await == Some(302)
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "not served by b within 30 s of the listener's death"
+    );
+
+    // A write that sends no notification at all (triggers off for this session: the row still
+    // takes a version, as a lost notification leaves it): found by the scan, within its interval.
+    server.psql(
+        &db,
+        "SET session_replication_role = replica; \
+         INSERT INTO domains (name, origin, created_at) VALUES ('p3.example.com', 'admin', 0)",
+    );
+    let link = link.replace("p2.example.com", "p3.example.com");
+    let start = Instant::now();
+    let took = within(Duration::from_secs(10), || async {
+        click(&b, &roots, "p3.example.com", &link).await.is_some()
+    })
+    .await;
+    assert!(
+        took.is_some_and(|t| t <= Duration::from_secs(3) + HINTED),
+        "a change without a notification took {:?} (scan interval 3 s)",
+        start.elapsed()
+    );
+}
+
+/// Clicks `link` on every node in turn until `stop`; (302 answers, anything else).
+async fn load(
+    nodes: Vec<(&Edge, String)>,
+    roots: &str,
+    domain: &str,
+    stop: Instant,
+) -> (usize, Vec<String>) {
+    let (mut ok, mut failed) = (0, Vec::new());
+    while Instant::now() < stop {
+        for (edge, link) in &nodes {
+            // A new client each time: a fresh handshake, the certificate from memory.
+            match click(edge, roots, domain, link).await {
+                Some(302) => ok += 1,
+                other => failed.push(format!("{}: {other:?}", edge.https)),
+            }
+        }
+    }
+    (ok, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_stopped_nodes_keep_serving_refuse_writes_and_resync_after() {
+    let server = PgServer::start();
+    let url = server.fresh_database();
+    // Every click logged, however fast the load comes from one address.
+    let unbounded = "[clicks]\nmax_clicks_per_ip_per_sec = 0\n";
+    let a = node_with(&url, "edge-a", "30s", unbounded);
+    let b = node_with(&url, "edge-b", "30s", unbounded);
+    let roots = roots(&[&a, &b]);
+    let domain = "s1.example.com";
+    a.add_domain(domain).await;
+    let link = mint(&a, domain).await;
+    // Both nodes serve the domain before the outage: its certificate is in their memory.
+    for edge in [&a, &b] {
+        let served = within(HINTED, || async {
+            click(edge, &roots, domain, &link).await == Some(302)
+        });
+        assert!(served.await.is_some());
+    }
+
+    server.stop();
+    let outage = Instant::now() + Duration::from_secs(20);
+    let (clicks, writes) = tokio::join!(
+        load(
+            vec![(&a, link.clone()), (&b, link.clone())],
+            &roots,
+            domain,
+            outage
+        ),
+        async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let started = Instant::now();
+            let add = a
+                .admin(
+                    Method::POST,
+                    "/v1/domains",
+                    Some(json!({ "name": "s2.example.com" })),
+                )
+                .await;
+            let rotate = b.admin(Method::POST, "/v1/keys", None).await;
+            (add, rotate, started.elapsed())
+        }
+    );
+    let (ok, failed) = clicks;
+    assert!(
+        failed.is_empty(),
+        "{} of {} clicks failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "only {ok} clicks during the outage");
+    let ((add_status, add_body), (rotate_status, rotate_body), took) = writes;
+    for (status, body) in [(add_status, &add_body), (rotate_status, &rotate_body)] {
+        assert_eq!(status, 503, "{body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(message.contains("database is unreachable"), "{message}");
+    }
+    assert!(
+        took < Duration::from_secs(15),
+        "the refused writes took {took:?}"
+    );
+
+    // Every click answered is in a click log: none lost.
+    let expected = ok + 2;
+    let settled = within(Duration::from_secs(10), || async {
+        a.clicks().len() + b.clicks().len() == expected
+    })
+    .await;
+    let logged = a.clicks().len() + b.clicks().len();
+    assert!(
+        settled.is_some(),
+        "{logged} clicks logged, {expected} answered"
+    );
+
+    // Back: writes work again and reach the other node, nobody restarted.
+    server.start_again();
+    let back = within(Duration::from_secs(30), || async {
+        a.admin(
+            Method::POST,
+            "/v1/domains",
+            Some(json!({ "name": "s2.example.com" })),
+        )
+        .await
+        .0 == 201
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "admin writes still fail 30 s after the database returned"
+    );
+    let link2 = mint(&a, "s2.example.com").await;
+    let seen = within(Duration::from_secs(30), || async {
+        click(&b, &roots, "s2.example.com", &link2).await == Some(302)
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "b did not resync after the database returned"
+    );
+    // Both nodes heartbeat again, caught up with every change.
+    let caught_up = within(Duration::from_secs(30), || async {
+        let status: Value = a.admin(Method::GET, "/v1/cluster", None).await.1;
+        status["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["alive"] == true && n["lag"] == 0))
+    })
+    .await;
+    let status: Value = a.admin(Method::GET, "/v1/cluster", None).await.1;
+    assert!(caught_up.is_some(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_names_never_touch_the_database() {
+    let url = postgres::shared().fresh_database();
+    let a = node(&url, "edge-a", "1h");
+    let known = "k1.example.com";
+    a.add_domain(known).await;
+    let metric = "clickedge_store_queries_total";
+    // Background work (the heartbeat every 5 s) queries too: a round counts only if it saw
+    // none; a handshake that queried would spoil every round.
+    let mut rounds = Vec::new();
+    for round in 0..5 {
+        let before = a.metric(metric).await;
+        for i in 0..100 {
+            let name = format!("r{round}-{i}.unknown.example.net");
+            let ok = a
+                .client(&[&name])
+                .get(format!("https://{name}:{}/", a.https.port()))
+                .send()
+                .await;
+            assert!(ok.is_err(), "an unknown name was served");
+        }
+        let after = a.metric(metric).await;
+        rounds.push(after - before);
+        if after == before {
+            break;
+        }
+    }
+    assert_eq!(
+        rounds.last(),
+        Some(&0.0),
+        "store queries per round of 100 unknown-SNI handshakes: {rounds:?}"
+    );
+    assert!(a.metric(metric).await > 0.0, "the counter counts");
+}
