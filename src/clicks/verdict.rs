@@ -16,6 +16,7 @@
 
 pub mod messages;
 pub mod networks;
+pub mod replay;
 pub mod rules;
 pub mod shape;
 

@@ -12,7 +12,9 @@
 //!
 //! Earlier clicks a later one makes suspect are returned as handles to revise; each is revised
 //! once. The table is a `moka` cache: entries live [`Config::ttl`] after their last click, and the
-//! memory cap evicts the least recently used first (counted). A source is a client as
+//! memory cap evicts the least recently used first (counted). The TTL is also read against the
+//! clicks' own times (a source's clicks on a message more than the TTL apart start afresh), so a
+//! replay of recorded clicks (`clickedge classify --replay`) judges as the edge did. A source is a client as
 //! [`crate::client::key`] counts it (an IPv6 /64). The key is a 64-bit keyed hash, so a lookup
 //! allocates nothing; only a source's first click on a message allocates its entry.
 
@@ -106,6 +108,8 @@ struct State {
     clicks: Vec<Seen>,
     distinct: Vec<u32>,
     decoy_at_ms: Option<u64>,
+    /// The latest click's time.
+    last_ms: Option<u64>,
 }
 
 /// The table.
@@ -113,6 +117,7 @@ pub struct MessageTable {
     cache: moka::sync::Cache<u64, Arc<Mutex<State>>>,
     hasher: std::collections::hash_map::RandomState,
     gauges: Gauges,
+    ttl_ms: u64,
 }
 
 impl MessageTable {
@@ -133,6 +138,7 @@ impl MessageTable {
             cache,
             hasher: std::collections::hash_map::RandomState::new(),
             gauges,
+            ttl_ms: u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
@@ -154,7 +160,7 @@ impl MessageTable {
         // A panic cannot happen while the lock is held (arithmetic and vector pushes), so a
         // poisoned state is still whole.
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        state.judge(click)
+        state.judge(click, self.ttl_ms)
     }
 
     /// Runs the cache's pending maintenance (evictions, expiry) now; for tests and the gauge.
@@ -167,7 +173,14 @@ impl MessageTable {
 }
 
 impl State {
-    fn judge(&mut self, c: &Click<'_>) -> Findings {
+    fn judge(&mut self, c: &Click<'_>, ttl_ms: u64) -> Findings {
+        if self
+            .last_ms
+            .is_some_and(|last| c.at_ms.saturating_sub(last) > ttl_ms)
+        {
+            *self = State::default();
+        }
+        self.last_ms = Some(self.last_ms.map_or(c.at_ms, |last| last.max(c.at_ms)));
         let mut f = Findings::default();
         if !self.distinct.contains(&c.link) && self.distinct.len() < DISTINCT {
             self.distinct.push(c.link);
@@ -300,6 +313,19 @@ mod tests {
         );
         assert!(t.observe(&click(2, 45_000, 4)).decoy, "9 s after");
         assert!(!t.observe(&click(3, 47_000, 5)).decoy, "11 s after");
+    }
+
+    #[test]
+    fn clicks_further_apart_than_the_ttl_start_afresh() {
+        let (t, _) = table(1 << 20);
+        for (i, at) in [(0, 0), (1, 60_000), (2, 120_000)] {
+            t.observe(&click(i, at, u64::from(i)));
+        }
+        // The fourth link, the TTL (600 s) after the third: no coverage of what was forgotten.
+        let f = t.observe(&click(3, 720_001, 3));
+        assert_eq!(f, Findings::default());
+        let f = t.observe(&click(4, 720_002, 4));
+        assert!(f.burst, "the table still remembers from there on");
     }
 
     #[test]
