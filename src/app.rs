@@ -30,8 +30,8 @@ use crate::admin::{self, AdminState};
 use crate::certs::{Certs, ClaimSettings, Settings as CertSettings};
 use crate::clicks::file::{Access, FileSink, FileSinkConfig};
 use crate::clicks::ship::{NatsTarget, ShipMetrics, Shipper};
+use crate::clicks::verdict::Rules;
 use crate::clicks::verdict::networks::SharedCatalogue;
-use crate::clicks::verdict::{Rules, Timing, messages};
 use crate::clicks::{BatchConfig, ClickIds, ClickWriter};
 use crate::clock::Clock;
 use crate::cluster::{Propagation, Settings as PropagationSettings, StatusReader};
@@ -300,16 +300,9 @@ impl App {
             SharedCatalogue::load(config.clicks.networks_file.as_deref())
                 .context("loading clicks.networks_file")?,
         );
-        let verdict = Rules::new(
+        let verdict = Rules::configured(
             catalogue.clone(),
-            messages::Config {
-                ttl: config.clicks.message_ttl,
-                max_bytes: config.clicks.message_table_bytes.get(),
-            },
-            Timing {
-                early_window: config.clicks.early_window,
-                probable_window: config.clicks.probable_window,
-            },
+            &config.clicks,
             &metrics,
             // Revisions are written as lines of the click log, after the clicks they name.
             Box::new(clicks.clone()),

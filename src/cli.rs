@@ -2,6 +2,7 @@
 //! edge's admin API (`domain`, `link`, `keys`). `serve` itself is in `main.rs` and [`crate::app`].
 
 mod checks;
+mod classify;
 mod cluster;
 mod confirm;
 mod follow;
@@ -201,6 +202,14 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Judge recorded request traces (JSON lines) with the rules `serve` uses under this config:
+    /// prints the click and revision lines the edge would log, and for labelled traces a
+    /// confusion table with precision and recall for `machine` (on stderr). See README.
+    Classify {
+        /// The traces, one JSON object a line (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        replay: PathBuf,
     },
     /// Set up and watch nodes sharing one PostgreSQL store (the seal key, their status).
     Cluster {
@@ -409,6 +418,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
         Command::Health { admin } => health::run(config, admin.as_deref()).await?,
         Command::Cluster { action } => cluster::run(config, action).await?,
         Command::Clicks { action } => follow::run(config, action).await?,
+        Command::Classify { replay } => classify::run(config, &replay)?,
         Command::Domain { client, action } => {
             let c = Client::new(config, &client)?;
             let v = match &action {

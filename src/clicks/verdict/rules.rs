@@ -104,6 +104,29 @@ impl Rules {
             handles: AtomicU64::new(1),
         }
     }
+
+    /// Rules over `catalogue` with the windows and table bounds of `config`: what `serve` judges
+    /// with, and `classify --replay` too.
+    pub fn configured(
+        catalogue: Arc<SharedCatalogue>,
+        config: &crate::config::Clicks,
+        metrics: &Metrics,
+        revise: Box<dyn Revise>,
+    ) -> Rules {
+        Rules::new(
+            catalogue,
+            messages::Config {
+                ttl: config.message_ttl,
+                max_bytes: config.message_table_bytes.get(),
+            },
+            Timing {
+                early_window: config.early_window,
+                probable_window: config.probable_window,
+            },
+            metrics,
+            revise,
+        )
+    }
 }
 
 impl VerdictStage for Rules {
