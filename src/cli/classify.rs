@@ -2,9 +2,9 @@
 //! would use under the same config (catalogue file, windows, table bounds), writes the click and
 //! revision lines the edge would have logged to stdout, and, when traces carry labels, the
 //! confusion table with precision and recall for `machine` to stderr (so stdout stays a click
-//! log for analysts' tools). See [`crate::clicks::verdict::replay`] for the trace format.
+//! log for analysts' tools; a reader gone ends it quietly, as [`super::out`] does). See [`crate::clicks::verdict::replay`] for the trace format.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,7 +33,6 @@ pub(super) fn run(config: &Config, file: &Path) -> anyhow::Result<()> {
                 .with_context(|| format!("opening the traces {}", file.display()))?,
         )
     };
-    let mut stdout = std::io::stdout().lock();
     let mut out = Vec::new();
     for (n, line) in BufReader::new(input).lines().enumerate() {
         let line = line.with_context(|| format!("reading the traces {}", file.display()))?;
@@ -42,9 +41,9 @@ pub(super) fn run(config: &Config, file: &Path) -> anyhow::Result<()> {
         }
         out.clear();
         replay.trace(n + 1, &line, &mut out)?;
-        stdout.write_all(&out).context("writing to stdout")?;
+        // The lines are JSON written from Rust strings: UTF-8.
+        super::out::text(&String::from_utf8_lossy(&out));
     }
-    stdout.flush().context("writing to stdout")?;
     let tally = replay.tally();
     if tally.counts.iter().flatten().any(|c| *c > 0) {
         eprint!("{}", tally.report());
