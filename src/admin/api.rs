@@ -128,13 +128,13 @@ impl MintLink {
             return Ok(None);
         };
         let sent_at = match &self.sent_at {
-            Some(s) => Some(crate::clock::unix_secs(parse_rfc3339(s).ok_or_else(
-                || {
+            Some(s) => Some(crate::clock::unix_secs(
+                crate::clock::parse_rfc3339(s).ok_or_else(|| {
                     ApiError::bad_request(format!(
                         "sent_at {s:?} is not an RFC 3339 time (e.g. 2025-11-24T09:00:00Z)"
                     ))
-                },
-            )?)),
+                })?,
+            )),
             None => None,
         };
         let role = match &self.role {
@@ -153,12 +153,6 @@ impl MintLink {
             role,
         }))
     }
-}
-
-fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(std::time::SystemTime::from)
 }
 
 async fn mint_link(
