@@ -368,7 +368,12 @@ fn bench(opts: &Opts) -> Result<(), String> {
         .map(|i| format!("links{i}.example.com"))
         .collect();
     let nats = match opts.nats {
-        true => Some(peers::nats_server(&dir.join("nats"))?),
+        // The broker stands for another machine: off the server's core, beside the load
+        // generator, so the server's core does only the edge's work.
+        true => Some(peers::nats_server(
+            &dir.join("nats"),
+            pin.then_some(CLIENT_CORE),
+        )?),
         false => None,
     };
     let stream_config = nats.as_ref().map_or_else(String::new, |(_, url)| {

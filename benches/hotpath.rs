@@ -1,9 +1,9 @@
 //! Micro-benchmarks for the edge's per-request and per-handshake hot paths: sealing and opening
 //! link tokens (including the cost of rejecting forged and garbage tokens), SNI/domain
-//! normalisation, the certificate cache hit taken on every TLS handshake, path routing,
-//! click-log JSON encoding, and the in-process request handler (a whole click, from the parsed
-//! request to the 302 with the click queued, and a click past its address's rate, redirected
-//! without being logged).
+//! normalisation, the certificate cache hit taken on every TLS handshake, path routing, the
+//! verdict's request-shape reading, click-log JSON encoding, and the in-process request handler
+//! (a whole click, from the parsed request to the 302 with the click queued, and a click past
+//! its address's rate, redirected without being logged).
 //!
 //! Run with:
 //!
@@ -28,6 +28,7 @@ use clickedge::acme::challenges::Challenges;
 use clickedge::certs::{self, Certs};
 use clickedge::clicks::file::{FileSink, FileSinkConfig};
 use clickedge::clicks::verdict::networks::{Catalogue, SharedCatalogue};
+use clickedge::clicks::verdict::shape::shape;
 use clickedge::clicks::verdict::{Class, Revise, Revision, Rules, Timing, Verdict, messages};
 use clickedge::clicks::{BatchConfig, ClickEvent, ClickId, ClickWriter, Truncated};
 use clickedge::clock::{Clock, from_unix_secs};
@@ -269,6 +270,44 @@ fn bench_clicks(c: &mut Criterion) {
     g.finish();
 }
 
+/// The verdict's request-shape signals alone: method and headers of a browser navigation, and
+/// a scanner's, read by `verdict::shape` (user-agent markers, prefetch headers, `Sec-Fetch-*`).
+fn bench_verdict(c: &mut Criterion) {
+    let browser = headers(&[
+        (
+            "user-agent",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/131.0.0.0 Safari/537.36",
+        ),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+        ("sec-fetch-user", "?1"),
+        ("referer", "https://mail.example.net/"),
+    ]);
+    let scanner = headers(&[(
+        "user-agent",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+         Chrome/41.0.2228.0 Safari/537.36",
+    )]);
+    let mut g = c.benchmark_group("verdict");
+    g.bench_function("shape_browser", |b| {
+        b.iter(|| shape(black_box("GET"), black_box(&browser)))
+    });
+    g.bench_function("shape_scanner", |b| {
+        b.iter(|| shape(black_box("GET"), black_box(&scanner)))
+    });
+    g.finish();
+}
+
+fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(*k, http::HeaderValue::from_static(v));
+    }
+    h
+}
+
 /// The request handler: what a click costs between hyper's parsed request and its response.
 fn bench_handler(c: &mut Criterion) {
     let rt = runtime();
@@ -416,6 +455,7 @@ mod groups {
         bench_certs,
         bench_router,
         bench_clicks,
+        bench_verdict,
         bench_handler
     );
 }

@@ -9,7 +9,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rcgen::{
@@ -126,13 +126,13 @@ pub fn clickedge(bin: &str, dir: &Path, core: Option<usize>) -> Result<Server, S
 }
 
 /// Starts a local `nats-server -js` (Debian package `nats-server`) on a free loopback port with
-/// its store under `dir`, unpinned; returns it and its URL.
-pub fn nats_server(dir: &Path) -> Result<(Proc, String), String> {
+/// its store under `dir`, pinned to `core` if given; returns it and its URL.
+pub fn nats_server(dir: &Path, core: Option<usize>) -> Result<(Proc, String), String> {
     let bin = procs::installed("nats-server")
         .ok_or("nats-server not found: apt-get install -y nats-server")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let port = free_port()?;
-    let mut cmd = Command::new(bin);
+    let mut cmd = procs::pinned(core, bin);
     cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(dir)
         .stdin(Stdio::null())

@@ -3,9 +3,13 @@
 //! markers of scanners and HTTP libraries are machines; a browser user agent of an engine that
 //! always sends `Sec-Fetch-*` on a navigation, arriving without any, counts against the click.
 //!
-//! Pure and allocation-free: every reason is a `&'static str`, and the marker search is a
-//! case-insensitive substring scan of the (bounded) user agent.
+//! Pure and allocation-free: every reason is a `&'static str`, and the user agent is read once,
+//! by one case-insensitive Aho-Corasick pass that finds the scanner markers and the engine
+//! markers together (24 separate substring scans cost the click about 3 µs).
 
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
 use http::HeaderMap;
 
 /// User-agent markers of scanners, gateways and HTTP libraries, each with its reason code.
@@ -81,14 +85,14 @@ pub fn shape(method: &str, headers: &HeaderMap) -> Shape {
         push("prefetch");
     }
     let ua = headers.get(http::header::USER_AGENT).map(|v| v.as_bytes());
-    match ua {
-        None => push("no-ua"),
-        Some(ua) if ua.iter().all(u8::is_ascii_whitespace) => push("no-ua"),
-        Some(ua) => {
-            if let Some(reason) = ua_marker(ua) {
+    let scan = ua.map(UaScan::of);
+    match (ua, &scan) {
+        (Some(ua), Some(scan)) if !ua.iter().all(u8::is_ascii_whitespace) => {
+            if let Some(reason) = scan.marker(ua) {
                 push(reason);
             }
         }
+        _ => push("no-ua"),
     }
     for (bit, name) in SEC_FETCH.iter().enumerate() {
         if headers.contains_key(*name) {
@@ -98,41 +102,88 @@ pub fn shape(method: &str, headers: &HeaderMap) -> Shape {
     // Chromium (since 76) and Firefox (since 90) send Sec-Fetch-Site/Mode/Dest on every
     // navigation; Safari only since 16.4 and never Sec-Fetch-User, so its absence alone is no
     // signal, and Safari user agents are not judged by it at all.
-    s.no_sec_fetch = s.sec_fetch == 0 && ua.is_some_and(fetch_metadata_engine);
+    s.no_sec_fetch = s.sec_fetch == 0
+        && scan
+            .zip(ua)
+            .is_some_and(|(scan, ua)| scan.fetch_metadata_engine(ua));
     s
 }
 
 /// The reason code of the first user-agent marker in `ua`, or `None`. Old Chrome versions
 /// (38 to 42), frozen in some scanners' user agents, count as a marker (`ua:old-chrome`).
 pub fn ua_marker(ua: &[u8]) -> Option<&'static str> {
-    if let Some((_, reason)) = UA_MARKERS
-        .iter()
-        .find(|(m, _)| contains_ci(ua, m.as_bytes()))
-    {
-        return Some(reason);
-    }
-    let at = find_ci(ua, b"chrome/")?;
-    let version = &ua[at + 7..];
-    let major = version.get(..2)?;
-    let old = matches!(major, b"38" | b"39" | b"40" | b"41" | b"42")
-        && version.get(2).is_none_or(|b| !b.is_ascii_digit());
-    old.then_some("ua:old-chrome")
+    UaScan::of(ua).marker(ua)
 }
 
-/// A user agent of an engine that sends `Sec-Fetch-*` on every navigation: Chromium-based
-/// (`Chrome/` 76 or later, not on iOS where every browser is WebKit) or Firefox 90 or later.
-fn fetch_metadata_engine(ua: &[u8]) -> bool {
-    if contains_ci(ua, b"iphone") || contains_ci(ua, b"ipad") {
-        return false;
+/// Engine markers, searched in the same pass as [`UA_MARKERS`] (their pattern ids follow).
+const ENGINES: [&str; 4] = ["chrome/", "firefox/", "iphone", "ipad"];
+
+/// One automaton for [`UA_MARKERS`] then [`ENGINES`], ASCII case-insensitive. Standard match
+/// semantics, searched for overlapping matches: every marker present is seen, so the first of
+/// the list wins whatever its place in the user agent.
+static MARKERS: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::Standard)
+        .build(UA_MARKERS.iter().map(|(m, _)| *m).chain(ENGINES))
+        // A handful of short literal patterns is far below any of the builder's limits.
+        .expect("the user-agent markers build an automaton")
+});
+
+/// What one pass over a user agent found.
+#[derive(Debug, Default)]
+struct UaScan {
+    /// The lowest index into [`UA_MARKERS`] that occurs.
+    marker: Option<usize>,
+    /// Where the version after the first `chrome/` starts.
+    chrome: Option<usize>,
+    /// Where the version after the first `firefox/` starts.
+    firefox: Option<usize>,
+    /// `iphone` or `ipad` occurs.
+    ios: bool,
+}
+
+impl UaScan {
+    fn of(ua: &[u8]) -> UaScan {
+        let mut scan = UaScan::default();
+        for m in MARKERS.find_overlapping_iter(ua) {
+            let id = m.pattern().as_usize();
+            match id.checked_sub(UA_MARKERS.len()) {
+                None => scan.marker = Some(scan.marker.map_or(id, |first| first.min(id))),
+                Some(0) => _ = scan.chrome.get_or_insert(m.end()),
+                Some(1) => _ = scan.firefox.get_or_insert(m.end()),
+                Some(_) => scan.ios = true,
+            }
+        }
+        scan
     }
-    let major = |marker: &[u8]| -> Option<u32> {
-        let at = find_ci(ua, marker)? + marker.len();
-        let digits = ua[at..].iter().take_while(|b| b.is_ascii_digit()).take(4);
-        digits.fold(None, |acc: Option<u32>, d| {
-            Some(acc.unwrap_or(0) * 10 + u32::from(d - b'0'))
-        })
-    };
-    major(b"chrome/").is_some_and(|v| v >= 76) || major(b"firefox/").is_some_and(|v| v >= 90)
+
+    /// The reason code of the first marker in the list, or `ua:old-chrome`, or `None`.
+    fn marker(&self, ua: &[u8]) -> Option<&'static str> {
+        if let Some(i) = self.marker {
+            return Some(UA_MARKERS[i].1);
+        }
+        let version = &ua[self.chrome?..];
+        let major = version.get(..2)?;
+        let old = matches!(major, b"38" | b"39" | b"40" | b"41" | b"42")
+            && version.get(2).is_none_or(|b| !b.is_ascii_digit());
+        old.then_some("ua:old-chrome")
+    }
+
+    /// A user agent of an engine that sends `Sec-Fetch-*` on every navigation: Chromium-based
+    /// (`Chrome/` 76 or later, not on iOS where every browser is WebKit) or Firefox 90 or later.
+    fn fetch_metadata_engine(&self, ua: &[u8]) -> bool {
+        if self.ios {
+            return false;
+        }
+        let major = |at: Option<usize>| -> Option<u32> {
+            let digits = ua[at?..].iter().take_while(|b| b.is_ascii_digit()).take(4);
+            digits.fold(None, |acc: Option<u32>, d| {
+                Some(acc.unwrap_or(0) * 10 + u32::from(d - b'0'))
+            })
+        };
+        major(self.chrome).is_some_and(|v| v >= 76) || major(self.firefox).is_some_and(|v| v >= 90)
+    }
 }
 
 /// The click log's `"sec_fetch"` value for the bits of [`Shape::sec_fetch`]: the present
@@ -178,6 +229,7 @@ fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -269,5 +321,53 @@ mod tests {
         }
         assert_eq!(ua_marker(CHROME.as_bytes()), None);
         assert_eq!(ua_marker(b"Mozilla/5.0 Chrome/420.0"), None);
+    }
+
+    #[test]
+    fn the_first_marker_of_the_list_names_the_click_wherever_it_stands() {
+        // `bot` stands first in the user agent but last in the list.
+        let ua = b"MyBot/1.0 (via Safelinks; CURL/8)";
+        assert_eq!(ua_marker(ua), Some("ua:safelinks"));
+    }
+
+    /// The marker search as it was written first: one case-insensitive scan per marker, in the
+    /// list's order, then the old-Chrome check on the first `chrome/`.
+    fn marker_by_scans(ua: &[u8]) -> Option<&'static str> {
+        if let Some((_, reason)) = UA_MARKERS
+            .iter()
+            .find(|(m, _)| find_ci(ua, m.as_bytes()).is_some())
+        {
+            return Some(reason);
+        }
+        let version = &ua[find_ci(ua, b"chrome/")? + 7..];
+        let old = matches!(version.get(..2)?, b"38" | b"39" | b"40" | b"41" | b"42")
+            && version.get(2).is_none_or(|b| !b.is_ascii_digit());
+        old.then_some("ua:old-chrome")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_finds_what_a_scan_per_marker_finds(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(
+                        UA_MARKERS.iter().map(|(m, _)| *m).chain(ENGINES)
+                            .chain(["Chrome/41.0", "chrome/4", "CHROME/39", "Firefox/95.0"])
+                            .collect::<Vec<_>>()
+                    ).prop_map(str::to_owned),
+                    "[ -~]{0,12}",
+                ],
+                0..8,
+            ),
+            upper in proptest::collection::vec(proptest::bool::ANY, 0..64),
+        ) {
+            let mut ua: Vec<u8> = parts.concat().into_bytes();
+            for (b, up) in ua.iter_mut().zip(upper) {
+                if up {
+                    b.make_ascii_uppercase();
+                }
+            }
+            proptest::prop_assert_eq!(ua_marker(&ua), marker_by_scans(&ua));
+        }
     }
 }
