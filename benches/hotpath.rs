@@ -1,9 +1,10 @@
 //! Micro-benchmarks for the edge's per-request and per-handshake hot paths: sealing and opening
 //! link tokens (including the cost of rejecting forged and garbage tokens), SNI/domain
-//! normalisation, the certificate cache hit taken on every TLS handshake, path routing, the
-//! verdict's request-shape reading, click-log JSON encoding, and the in-process request handler
-//! (a whole click, from the parsed request to the 302 with the click queued, and a click past
-//! its address's rate, redirected without being logged).
+//! normalisation, the certificate cache hit taken on every TLS handshake, the JA4 fingerprint of
+//! a ClientHello (recorded, parsed, hashed), path routing, the verdict's request-shape reading,
+//! click-log JSON encoding, and the in-process request handler (a whole click, from the parsed
+//! request to the 302 with the click queued, and a click past its address's rate, redirected
+//! without being logged).
 //!
 //! Run with:
 //!
@@ -234,6 +235,7 @@ fn bench_clicks(c: &mut Criterion) {
         method: "GET",
         tls: Some("1.3"),
         http: "2",
+        tls_fp: None,
         verdict: None,
         message: None,
         truncated: Truncated::default(),
@@ -244,6 +246,7 @@ fn bench_clicks(c: &mut Criterion) {
             reasons: vec!["ua-bot", "prefetch"],
             rules: "2026-01",
             handle: None,
+            sec_fetch: None,
         }),
         ..event.clone()
     };
@@ -386,6 +389,7 @@ fn bench_handler(c: &mut Criterion) {
         peer: "203.0.113.7:50000".parse().expect("valid address"),
         sni: Some(domain),
         tls: Some("1.3"),
+        tls_fp: None,
     };
     let token = links::seal(&ring(), DOMAIN, &typical_link());
     let click = format!("/c/{token}");
@@ -440,6 +444,47 @@ fn bench_handler(c: &mut Criterion) {
 /// Revisions go nowhere in the benchmark (plain links carry no message).
 struct NoRevisions;
 
+/// A ClientHello as the acceptor reads it: Chromium 148's (1823 bytes, with its post-quantum key
+/// share), the sixth real hello in the JA4 test vectors.
+fn chromium_hello() -> Vec<u8> {
+    let line = include_str!("../src/tls/ja4/vectors.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .nth(5)
+        .unwrap();
+    let hex = line.split_once(' ').unwrap().0;
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The fingerprint's cost per handshake: the hello read through the recorder (rustls reads in
+/// chunks of up to 4 KiB), then parsed and hashed (`tls/ja4`); and the parse and hash alone.
+fn bench_ja4(c: &mut Criterion) {
+    use clickedge::tls::{ja4, recorder::Recorder};
+    use tokio::io::AsyncReadExt as _;
+    let hello = chromium_hello();
+    assert!(ja4::fingerprint(&hello).is_some());
+    let rt = runtime();
+    let mut g = c.benchmark_group("tls");
+    g.bench_function("ja4", |b| {
+        b.iter_custom(|iters| {
+            iter_on(&rt, iters, || async {
+                let mut r = Recorder::new(black_box(&hello[..]));
+                let mut buf = [0u8; 4096];
+                while r.read(&mut buf).await.unwrap() > 0 {}
+                let (_, seen) = r.into_parts();
+                black_box(seen.as_deref().and_then(ja4::fingerprint));
+            })
+        })
+    });
+    g.bench_function("ja4_parse_hash", |b| {
+        b.iter(|| ja4::fingerprint(black_box(&hello)))
+    });
+    g.finish();
+}
+
 impl Revise for NoRevisions {
     fn revise(&self, _: Revision) {}
 }
@@ -456,7 +501,8 @@ mod groups {
         bench_router,
         bench_clicks,
         bench_verdict,
-        bench_handler
+        bench_handler,
+        bench_ja4
     );
 }
 criterion_main!(groups::benches);

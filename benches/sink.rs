@@ -38,6 +38,7 @@ fn event(clock: &Clock, domain: &Domain, ip: IpAddr, i: u64) -> ClickEvent {
         method: "GET",
         tls: Some("1.3"),
         http: "2",
+        tls_fp: None,
         verdict: None,
         message: None,
         truncated: Truncated::default(),

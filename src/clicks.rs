@@ -79,6 +79,9 @@ pub struct ClickEvent {
     pub tls: Option<&'static str>,
     /// HTTP version (`"1.1"`, `"2"`).
     pub http: &'static str,
+    /// The JA4 fingerprint of the connection's ClientHello, none over plain HTTP: the line's
+    /// `"tls_fp"`.
+    pub tls_fp: Option<crate::tls::Ja4>,
     /// How the [`VerdictStage`] judged the click; none when it did not (the line then has no
     /// verdict fields at all).
     pub verdict: Option<Verdict>,

@@ -77,6 +77,8 @@ pub struct ConnInfo {
     pub sni: Option<Domain>,
     /// TLS version for HTTPS.
     pub tls: Option<&'static str>,
+    /// The JA4 fingerprint of the ClientHello, for HTTPS.
+    pub tls_fp: Option<crate::tls::Ja4>,
 }
 
 /// The request handler shared by both listeners. Generic over the [`VerdictStage`] that judges
@@ -249,6 +251,7 @@ impl<V: VerdictStage> Edge<V> {
             method,
             tls: conn.tls,
             http: http_version(req.version()),
+            tls_fp: conn.tls_fp,
             verdict: None,
             message: None,
             truncated: Truncated {

@@ -5,6 +5,9 @@
 //! handshake, issued) in the acceptor before the handshake continues, then handed to the resolver
 //! through a task-local: the resolver itself never does I/O or a cache lookup. This module does
 //! not talk to a CA.
+//!
+//! The bytes up to the ClientHello are kept while rustls reads it ([`recorder`]), and the
+//! connection's JA4 fingerprint ([`ja4`]) is computed from them once the handshake is done.
 
 use std::io;
 use std::sync::Arc;
@@ -21,6 +24,12 @@ use crate::Domain;
 use crate::acme::challenges::{ACME_TLS_ALPN, Challenges};
 use crate::certs::{CertError, Certs};
 use crate::metrics::Metrics;
+
+pub mod ja4;
+pub mod recorder;
+
+pub use ja4::Ja4;
+use recorder::Recorder;
 
 tokio::task_local! {
     /// The certificate the acceptor chose for the handshake being driven on this task.
@@ -85,6 +94,9 @@ pub struct Accepted<IO> {
     pub tls_version: &'static str,
     /// True if ALPN selected h2.
     pub h2: bool,
+    /// The JA4 fingerprint of the client's ClientHello (none if it was over the recorder's
+    /// bound).
+    pub tls_fp: Option<Ja4>,
 }
 
 /// Why a handshake did not complete. Each variant is one `outcome` label value.
@@ -184,11 +196,15 @@ impl Acceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Recorder::new(io));
         let start = tokio::time::timeout(self.handshake_timeout, lazy)
             .await
             .map_err(|_| HandshakeError::Timeout)?
             .map_err(HandshakeError::Io)?;
+        // The hello is read: the connection goes on over the bare transport, and the bytes are
+        // kept for the fingerprint until the handshake is done.
+        let (io, hello) = start.io.into_parts();
+        let start = tokio_rustls::StartHandshake::from_parts(start.accepted, io);
         let name = start
             .client_hello()
             .server_name()
@@ -229,11 +245,13 @@ impl Acceptor {
             _ => "1.3",
         };
         let h2 = conn.alpn_protocol() == Some(b"h2");
+        let tls_fp = hello.as_deref().and_then(ja4::fingerprint);
         Ok(Accepted {
             stream,
             domain,
             tls_version,
             h2,
+            tls_fp,
         })
     }
 }

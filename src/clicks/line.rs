@@ -4,9 +4,11 @@
 //! formatting were most of the writer's work per click.
 //!
 //! The contract only grows at the end: the verdict's three fields are appended when there is a
-//! verdict, then `"truncated"` when a header was cut to its bound, then `"message"` when the link
-//! carries a message context, then `"click_id"` (see [`super::id`]) always, last, where a shipper
-//! finds it without parsing the line. A revision of an earlier click's verdict is a line of its
+//! verdict (and `"sec_fetch"` when the stage looked at the request's `Sec-Fetch-*` headers), then
+//! `"truncated"` when a header was cut to its bound, then `"message"` when the link carries a
+//! message context, then `"tls_fp"` when the connection's ClientHello was fingerprinted, then
+//! `"click_id"` (see [`super::id`]) always, last, where a shipper finds it without parsing the
+//! line. A revision of an earlier click's verdict is a line of its
 //! own ([`revision`]). This module writes bytes into a buffer; it does no I/O
 //! and knows nothing of batches or files.
 
@@ -117,12 +119,20 @@ impl ClickEvent {
         json_str(out, minted_at.as_str());
         if let Some(v) = &self.verdict {
             json_verdict_members(out, v.class, &v.reasons, v.rules);
+            if let Some(sec_fetch) = v.sec_fetch {
+                out.extend_from_slice(b",\"sec_fetch\":");
+                json_str(out, sec_fetch);
+            }
         }
         if self.truncated.any() {
             json_truncated(out, self.truncated);
         }
         if let Some(message) = &self.message {
             json_message(out, message);
+        }
+        if let Some(fp) = &self.tls_fp {
+            out.extend_from_slice(b",\"tls_fp\":");
+            json_str(out, fp.as_str());
         }
         id.write_member(out);
         out.extend_from_slice(b"}\n");

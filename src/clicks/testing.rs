@@ -36,6 +36,7 @@ pub(super) fn event(i: usize) -> ClickEvent {
         method: "GET",
         tls: Some("1.3"),
         http: "1.1",
+        tls_fp: None,
         verdict: None,
         message: None,
         truncated: Truncated::default(),

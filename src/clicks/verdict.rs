@@ -8,12 +8,13 @@
 //! generic over its stage, the call compiles away (no allocation, no dynamic dispatch).
 //!
 //! This module holds the seam's types; the rule set that fills a verdict is [`rules::Rules`]
-//! (request shape in [`shape`], the network catalogue in [`networks`], the message table in
-//! [`messages`]).
+//! (request shape in [`shape`], the TLS fingerprint in [`fingerprints`], the network catalogue
+//! in [`networks`], the message table in [`messages`]).
 //! NOTE: [`Facts`] borrows the request's headers as the `http` crate's [`http::HeaderMap`]:
 //! vocabulary types, not the server; copying the headers into a type of ours would cost an
 //! allocation per click.
 
+pub mod fingerprints;
 pub mod messages;
 pub mod networks;
 pub mod replay;
@@ -61,6 +62,9 @@ pub struct Verdict {
     /// which `click_id` the click got under it, so a [`Revision`] can name the click. Not on the
     /// line.
     pub handle: Option<u64>,
+    /// Which `Sec-Fetch-*` headers came ([`shape::sec_fetch_code`]): the line's `"sec_fetch"`,
+    /// none from a stage that did not look.
+    pub sec_fetch: Option<&'static str>,
 }
 
 /// A later judgement of an earlier click (a burst, a decoy hit, coverage that makes it suspect),

@@ -185,6 +185,7 @@ fn serve_tls(accepted: Accepted<TcpStream>, peer: SocketAddr, s: Serving) -> Box
         peer,
         sni: Some(accepted.domain),
         tls: Some(accepted.tls_version),
+        tls_fp: accepted.tls_fp,
     };
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(WriteDeadline::new(accepted.stream, s.timeouts.write));
@@ -218,6 +219,7 @@ pub async fn serve_http(listener: TcpListener, serving: Serving) {
                 peer,
                 sni: None,
                 tls: None,
+                tls_fp: None,
             };
             let activity = Arc::new(Activity::new());
             let io = TokioIo::new(WriteDeadline::new(tcp, s.timeouts.write));

@@ -23,6 +23,7 @@ impl VerdictStage for UaJudge {
             reasons: vec!["ua-scanner"],
             rules: "test-1",
             handle: None,
+            sec_fetch: None,
         })
     }
 }
@@ -77,6 +78,7 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
         peer: "203.0.113.7:50000".parse().unwrap(),
         sni: Some(domain),
         tls: Some("1.3"),
+        tls_fp: None,
     };
     for ua in ["scanner/1", "Firefox/140.0"] {
         let req = Request::get(&path)

@@ -397,6 +397,7 @@ fn a_revision_is_its_own_line_naming_the_click_id_of_the_click_it_revises() {
             reasons: vec![],
             rules: "r",
             handle: Some(handle),
+            sec_fetch: None,
         });
         e
     };

@@ -37,6 +37,7 @@ fn contract_event() -> ClickEvent {
         method: "GET",
         tls: Some("1.3"),
         http: "2",
+        tls_fp: None,
         verdict: None,
         message: None,
         truncated: Truncated::default(),
@@ -78,6 +79,7 @@ fn a_verdict_appends_its_three_fields_after_the_unchanged_line() {
         reasons: vec!["ua-bot", "prefetch"],
         rules: "2026-01",
         handle: None,
+        sec_fetch: None,
     });
     let mut judged = Vec::new();
     write(&ev, &mut judged);
@@ -102,6 +104,7 @@ fn cut_fields_are_listed_last_and_only_when_something_was_cut() {
         reasons: vec![],
         rules: "r1",
         handle: None,
+        sec_fetch: None,
     });
     ev.truncated = Truncated {
         ua: true,
@@ -167,10 +170,14 @@ struct Line<'a> {
     reasons: Option<&'a [&'static str]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rules: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sec_fetch: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     truncated: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<Message<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_fp: Option<&'a str>,
     click_id: &'static str,
 }
 
@@ -208,6 +215,7 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
         verdict: ev.verdict.as_ref().map(|v| v.class.as_str()),
         reasons: ev.verdict.as_ref().map(|v| v.reasons.as_slice()),
         rules: ev.verdict.as_ref().map(|v| v.rules),
+        sec_fetch: ev.verdict.as_ref().and_then(|v| v.sec_fetch),
         truncated: ev.truncated.fields().collect(),
         message: ev.message.as_ref().map(|m| Message {
             id: &m.message,
@@ -216,6 +224,7 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
             sent_at: m.sent_at.map(|s| format_ts(from_unix_secs(s))),
             role: m.role.map(|r| r.as_str()),
         }),
+        tls_fp: ev.tls_fp.as_ref().map(crate::tls::Ja4::as_str),
         click_id: "edge-a.eu-42",
     };
     // serde_json leaves the Unicode line breaks raw; the click line escapes them. Outside strings
@@ -260,12 +269,18 @@ fn verdict() -> impl proptest::strategy::Strategy<Value = Verdict> {
         proptest::sample::select(vec![Class::Human, Class::Machine, Class::Unknown]),
         proptest::collection::vec(code(), 0..4),
         code(),
+        proptest::option::of(proptest::sample::select(
+            (0..16)
+                .map(crate::clicks::verdict::shape::sec_fetch_code)
+                .collect::<Vec<_>>(),
+        )),
     )
-        .prop_map(|(class, reasons, rules)| Verdict {
+        .prop_map(|(class, reasons, rules, sec_fetch)| Verdict {
             class,
             reasons,
             rules,
             handle: None,
+            sec_fetch,
         })
 }
 
@@ -301,6 +316,11 @@ proptest::proptest! {
         tls in proptest::option::of(proptest::sample::select(vec!["1.3", "1.2"])),
         verdict in proptest::option::of(verdict()),
         message in proptest::option::of(message()),
+        tls_fp in proptest::option::of(proptest::sample::select(vec![
+            "t13d1516h2_8daaf6152771_e5627efa2ab1",
+            "t12i0000\"\\_000000000000_000000000000",
+            "t13d3112h2_e8f1e7e78f70_b26ce05bbdd6",
+        ])),
         (ua_cut, referer_cut) in proptest::prelude::any::<(bool, bool)>(),
     ) {
         let ev = ClickEvent {
@@ -315,6 +335,7 @@ proptest::proptest! {
             method: "GET",
             tls,
             http: "1.1",
+            tls_fp: tls_fp.map(|s| crate::tls::Ja4::parse(s).unwrap()),
             verdict,
             message,
             truncated: Truncated { ua: ua_cut, referer: referer_cut },

@@ -13,8 +13,9 @@
 //! `time` and `address` are required; `method` is `GET` (default) or `HEAD`; `headers` is the
 //! request's header set (names case-insensitive); `context` is the message context the link
 //! carried; `minted_at` (default: `context.sent_at`; one of the two is required), `domain` and
-//! `url` stand for the link; `label` (`human`, `machine`) is the truth, when known; `tls_fp` and
-//! `note` are carried along, not judged.
+//! `url` stand for the link; `tls_fp` is the connection's JA4 fingerprint (judged as the edge
+//! judges it, and written on the click line); `label` (`human`, `machine`) is the truth, when
+//! known; `note` is carried along, not judged.
 //!
 //! Each trace is judged by the same [`Rules`] as the edge's, through [`VerdictStage::judge`],
 //! with the trace's time as the click's: timing windows, bursts and the message table's TTL all
@@ -39,6 +40,7 @@ use crate::clicks::{
 use crate::clock::{parse_rfc3339, unix_secs};
 use crate::config::NodeId;
 use crate::links::{MessageContext, Role};
+use crate::tls::Ja4;
 
 /// Why a trace line cannot be replayed.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,6 @@ struct Trace {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
-    #[allow(dead_code)] // Carried for analysts; not judged.
     tls_fp: Option<String>,
     #[serde(default)]
     context: Option<TraceContext>,
@@ -304,6 +305,12 @@ fn event(t: &Trace) -> Result<(ClickEvent, HeaderMap), String> {
         (None, Some(sent)) => crate::clock::from_unix_secs(sent),
         (None, None) => return Err("minted_at or context.sent_at is needed".into()),
     };
+    let tls_fp = match &t.tls_fp {
+        Some(s) => {
+            Some(Ja4::parse(s).ok_or_else(|| format!("tls_fp {s:?} is not a JA4 fingerprint"))?)
+        }
+        None => None,
+    };
     let domain = t.domain.as_deref().unwrap_or("links.example.com");
     let domain = Domain::parse(domain).map_err(|e| format!("domain {domain:?}: {e}"))?;
     let text = |name, max| match headers.get(name) {
@@ -331,6 +338,7 @@ fn event(t: &Trace) -> Result<(ClickEvent, HeaderMap), String> {
         // Not in traces: the rules do not read them.
         tls: Some("1.3"),
         http: "2",
+        tls_fp,
         verdict: None,
         message: context,
         truncated: Truncated {

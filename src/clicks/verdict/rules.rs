@@ -7,7 +7,8 @@
 //!   `early` (within `probable_window` of the send); or two reasons that count against a click;
 //! - **unknown** on one reason that only counts against it: a probable range alone, `early`
 //!   (within `early_window` of the send, from anywhere), `no-sec-fetch` (an engine that always
-//!   sends `Sec-Fetch-*` sent none);
+//!   sends `Sec-Fetch-*` sent none), `tls:<library>` or `tls:not-browser` (the connection's JA4
+//!   fingerprint is an HTTP library's, or not a browser's under a browser user agent);
 //! - **human** otherwise.
 //!
 //! The send time is the link's `sent_at`, or its minting time. Default windows: 60 s from
@@ -22,15 +23,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 
+use super::fingerprints;
 use super::messages::{self, MessageTable};
 use super::networks::{Certainty, SharedCatalogue};
-use super::shape::shape;
+use super::shape::{sec_fetch_code, shape};
 use super::{Class, Facts, Revision, Verdict, VerdictStage};
 use crate::links::Role;
 use crate::metrics::Metrics;
 
 /// The version of the rules and the compiled-in catalogue, the click line's `"rules"`.
-pub const RULES_VERSION: &str = "r1+n1";
+pub const RULES_VERSION: &str = "r2+n1";
 
 /// The timing windows.
 #[derive(Debug, Clone, Copy)]
@@ -168,6 +170,15 @@ impl VerdictStage for Rules {
             reasons.push("no-sec-fetch");
             against += 1;
         }
+        let ua = facts.headers.get(http::header::USER_AGENT);
+        let tls = click
+            .tls_fp
+            .as_ref()
+            .and_then(|fp| fingerprints::judge(fp, ua.map(http::HeaderValue::as_bytes)));
+        if let Some(reason) = tls {
+            reasons.push(reason);
+            against += 1;
+        }
         let mut handle = None;
         if let Some(c) = context {
             let this = self.handles.fetch_add(1, Ordering::Relaxed);
@@ -224,6 +235,7 @@ impl VerdictStage for Rules {
             reasons,
             rules: RULES_VERSION,
             handle,
+            sec_fetch: Some(sec_fetch_code(s.sec_fetch)),
         })
     }
 }

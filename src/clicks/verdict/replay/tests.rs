@@ -132,3 +132,29 @@ fn bad_traces_name_their_line_and_member() {
         serde_json::json!(["head", "no-ua"])
     );
 }
+
+#[test]
+fn the_fingerprint_is_judged_and_written_as_on_the_edge() {
+    let mut r = replay();
+    let mut out = Vec::new();
+    let with = |fp: &str| {
+        format!(
+            r#"{{"time":"2025-11-24T12:00:00Z","address":"203.0.113.9","headers":{{{CHROME}}},"tls_fp":"{fp}","minted_at":"2025-11-24T09:00:00Z"}}"#
+        )
+    };
+    // FoxIO's published Chrome fingerprint under Chrome's headers: a person.
+    r.trace(1, &with("t13d1516h2_8daaf6152771_e5627efa2ab1"), &mut out)
+        .unwrap();
+    // curl's fingerprint under the same headers counts against it.
+    r.trace(2, &with("t13d3112h2_e8f1e7e78f70_b26ce05bbdd6"), &mut out)
+        .unwrap();
+    let l = lines(&out);
+    assert_eq!(l[0]["tls_fp"], "t13d1516h2_8daaf6152771_e5627efa2ab1");
+    assert_eq!(l[0]["verdict"], "human", "{}", l[0]);
+    assert_eq!(l[0]["sec_fetch"], "dest,mode,site");
+    assert_eq!(l[1]["verdict"], "unknown", "{}", l[1]);
+    assert_eq!(l[1]["reasons"], serde_json::json!(["tls:curl"]));
+    // A value no edge writes is refused, naming the member.
+    let err = r.trace(3, &with("t13d1516h2"), &mut out).unwrap_err();
+    assert!(err.to_string().contains("tls_fp"), "{err}");
+}

@@ -61,6 +61,7 @@ fn click(ip: &str, after_send: u64) -> ClickEvent {
         method: "GET",
         tls: Some("1.3"),
         http: "2",
+        tls_fp: None,
         verdict: None,
         message: None,
         truncated: Truncated::default(),
