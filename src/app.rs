@@ -149,7 +149,10 @@ impl App {
             ),
             None => None,
         };
-        let policy = Arc::new(Policy::new(domains.iter().map(|d| d.name.clone()), ask));
+        let policy = Arc::new(Policy::new([], ask));
+        for record in &domains {
+            policy.register_record(record);
+        }
         let keys = Arc::new(
             LinkKeys::load(
                 store.clone(),

@@ -6,11 +6,11 @@ mod classify;
 mod client;
 mod cluster;
 mod confirm;
+mod domain;
 mod follow;
 mod health;
 pub(crate) mod out;
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -19,10 +19,10 @@ use serde_json::Value;
 
 use crate::config::{Config, LogFormat};
 use crate::onboarding::escape::escape;
-use checks::{checks_verdict, count_status, print_checks, shown, with_progress};
 use client::Client;
 pub use cluster::ClusterAction;
 use confirm::confirm;
+pub use domain::DomainAction;
 pub use follow::{ClicksAction, FollowArgs};
 use out::say;
 
@@ -232,38 +232,6 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
-/// `clickedge domain ...`
-#[derive(Debug, Subcommand)]
-pub enum DomainAction {
-    /// Register a domain (its certificate is issued at the first handshake).
-    Add {
-        /// e.g. links.example.com
-        name: String,
-    },
-    /// List registered domains with their certificate status.
-    List,
-    /// Show one domain, with its latest checks.
-    Show {
-        /// The domain.
-        name: String,
-    },
-    /// Check a domain's DNS, CAA, HTTP reachability and certificate now, with the fix for each
-    /// failure. Exits 0 when nothing fails, 1 otherwise.
-    Check {
-        /// The domain.
-        name: String,
-    },
-    /// Unregister a domain and delete its certificate. Asks first on a terminal; elsewhere
-    /// (scripts) refuses without --yes.
-    Remove {
-        /// The domain.
-        name: String,
-        /// Remove without asking.
-        #[arg(long)]
-        yes: bool,
-    },
-}
-
 /// `clickedge keys ...`
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
@@ -344,97 +312,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
         Command::Cluster { action } => cluster::run(config, action).await?,
         Command::Clicks { action } => follow::run(config, action).await?,
         Command::Classify { replay } => classify::run(config, &replay)?,
-        Command::Domain { client, action } => {
-            let c = Client::new(config, &client)?;
-            let v = match &action {
-                DomainAction::Add { name } => {
-                    c.call(
-                        Method::POST,
-                        "/v1/domains",
-                        Some(serde_json::json!({ "name": name })),
-                    )
-                    .await?
-                }
-                DomainAction::List => c.call(Method::GET, "/v1/domains", None).await?,
-                DomainAction::Show { name } => {
-                    c.call(Method::GET, &format!("/v1/domains/{name}"), None)
-                        .await?
-                }
-                DomainAction::Check { name } => {
-                    let path = format!("/v1/domains/{name}/check");
-                    let call = c.call(Method::POST, &path, None);
-                    with_progress(
-                        &format!("checking {name}: DNS, CAA, HTTP, certificate"),
-                        call,
-                    )
-                    .await?
-                }
-                DomainAction::Remove { name, yes } => {
-                    confirm(
-                        *yes,
-                        &format!("remove domain {name} and delete its certificate"),
-                        &format!("clickedge domain remove {name}"),
-                    )?;
-                    c.call(Method::DELETE, &format!("/v1/domains/{name}"), None)
-                        .await?
-                }
-            };
-            if client.json {
-                say!("{}", serde_json::to_string_pretty(&v)?);
-                if let DomainAction::Check { name } = &action {
-                    return checks_verdict(name, &v);
-                }
-                return Ok(());
-            }
-            match action {
-                DomainAction::Add { name } => {
-                    let name = v["name"]
-                        .as_str()
-                        .map_or(Cow::Borrowed(name.as_str()), escape);
-                    say!("added {name}");
-                    match v["certificate"]["status"].as_str() {
-                        Some("valid") => say!("certificate: valid"),
-                        _ => {
-                            say!("certificate: issued at the first HTTPS request for this name")
-                        }
-                    }
-                    if v["checks"].as_array().is_some_and(|c| !c.is_empty()) {
-                        say!();
-                        print_checks(&v);
-                        if count_status(&v, "fail") > 0 {
-                            say!(
-                                "\nno certificate until these are fixed; then run: clickedge domain check {name}"
-                            );
-                        }
-                    }
-                }
-                DomainAction::Check { name } => {
-                    print_checks(&v);
-                    return checks_verdict(&name, &v);
-                }
-                DomainAction::List => {
-                    let rows = v.as_array().cloned().unwrap_or_default();
-                    if rows.is_empty() {
-                        say!("no domains; add one with: clickedge domain add links.example.com");
-                    } else {
-                        say!("{:<40} {:<8} EXPIRES", "NAME", "CERT");
-                        for d in rows {
-                            let cert = &d["certificate"];
-                            say!(
-                                "{:<40} {:<8} {}",
-                                shown(&d["name"]),
-                                shown(&cert["status"]),
-                                cert["not_after"]
-                                    .as_str()
-                                    .map_or(Cow::Borrowed("-"), escape)
-                            );
-                        }
-                    }
-                }
-                DomainAction::Show { .. } => print_domain(&v),
-                DomainAction::Remove { name, .. } => say!("removed {name}"),
-            }
-        }
+        Command::Domain { client, action } => domain::run(config, &client, action).await?,
         Command::Link {
             client,
             url,
@@ -518,33 +396,4 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
         }
     }
     Ok(())
-}
-
-fn print_domain(v: &Value) {
-    let cert = &v["certificate"];
-    fn field(x: &Value) -> Cow<'_, str> {
-        x.as_str().map_or(Cow::Borrowed("-"), escape)
-    }
-    say!("name:        {}", field(&v["name"]));
-    say!("added:       {}", field(&v["created_at"]));
-    say!("certificate: {}", field(&cert["status"]));
-    say!("  issuer:    {}", field(&cert["issuer"]));
-    say!(
-        "  not_before:{}",
-        format_args!(" {}", field(&cert["not_before"]))
-    );
-    say!("  not_after: {}", field(&cert["not_after"]));
-    say!("  renewal:   {}", field(&cert["next_renewal"]));
-    if let Some(e) = cert["last_error"].as_str() {
-        say!("  last_error: {}", escape(e));
-        say!("  failures:  {}", cert["failures"]);
-        if let Some(t) = cert["retry_at"].as_str() {
-            say!(
-                "  retry_at:  {} (after fixing the cause, `clickedge domain add` again retries now)",
-                escape(t)
-            );
-        }
-    }
-    say!();
-    print_checks(v);
 }

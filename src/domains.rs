@@ -16,6 +16,7 @@ use crate::Domain;
 use crate::certs::{CertStatus, Certs};
 use crate::clock::Clock;
 use crate::errors::chain as error_chain;
+use crate::links::{self, LinkError};
 use crate::onboarding::{Check, Onboarding, Settings, certificate};
 use crate::policy::Policy;
 use crate::store::{DomainRecord, Store, StoreError};
@@ -29,6 +30,9 @@ pub enum DomainError {
     /// The name was removed while it was being added.
     #[error("domain {0} was removed concurrently")]
     RemovedConcurrently(Domain),
+    /// The fallback URL is not a destination a link could have.
+    #[error("fallback_url")]
+    BadFallback(#[source] LinkError),
     /// The store failed.
     #[error("reading or writing domains in the store")]
     Store(#[from] StoreError),
@@ -106,12 +110,16 @@ impl Domains {
     }
 
     /// Registers `name` (again; a name `tls.ask` approved becomes the operator's, origin
-    /// `admin`) and, when the edge knows what DNS must look like, checks it
+    /// `admin`), with `fallback` as its fallback URL when one is given (none keeps what it has),
+    /// and, when the edge knows what DNS must look like, checks it
     /// before answering, so the first certificate order already knows whether DNS is right and
-    /// the customer sees what to fix.
-    pub async fn add(&self, name: Domain) -> Result<Added, DomainError> {
+    /// the customer sees what to fix. A fallback that is not a link destination changes nothing.
+    pub async fn add(&self, name: Domain, fallback: Option<&str>) -> Result<Added, DomainError> {
+        let fallback = fallback.map(checked_fallback).transpose()?;
         let created = self.store.add_domain(&name, self.clock.now()).await?;
-        self.policy.register(name.clone());
+        if let Some(url) = &fallback {
+            self.store.set_fallback_url(&name, Some(url)).await?;
+        }
         if created {
             tracing::info!(domain = %name, "domain added");
         } else {
@@ -124,6 +132,7 @@ impl Domains {
             .domain(&name)
             .await?
             .ok_or_else(|| DomainError::RemovedConcurrently(name.clone()))?;
+        self.policy.register_record(&record);
         if self.onboarding.is_configured() {
             self.onboarding.check(&record, &self.certs).await?;
             record = self.store.domain(&name).await?.unwrap_or(record);
@@ -150,6 +159,31 @@ impl Domains {
             self.certs.reset_backoff(name).await?;
         }
         self.show(name).await
+    }
+
+    /// Sets the fallback URL of `name` (checked like a link destination), or clears it with
+    /// none: from now on a link of `name` that does not open redirects there (or shows the
+    /// recipient page), on this node at once and on the others once they apply the change.
+    pub async fn set_fallback(
+        &self,
+        name: &Domain,
+        fallback: Option<&str>,
+    ) -> Result<DomainState, DomainError> {
+        let fallback = fallback.map(checked_fallback).transpose()?;
+        if !self
+            .store
+            .set_fallback_url(name, fallback.as_deref())
+            .await?
+        {
+            return Err(DomainError::NotRegistered(name.clone()));
+        }
+        let record = self.registered(name).await?;
+        self.policy.register_record(&record);
+        match &record.fallback_url {
+            Some(url) => tracing::info!(domain = %name, fallback_url = %url, "domain fallback set"),
+            None => tracing::info!(domain = %name, "domain fallback cleared"),
+        }
+        self.state(record).await
     }
 
     /// Unregisters `name`: handshakes for it fail from now on, and its certificate and checks
@@ -191,6 +225,12 @@ impl Domains {
             checked_at,
         })
     }
+}
+
+/// A fallback URL as links take a destination (http or https, a host, at most 4096 bytes),
+/// normalised.
+fn checked_fallback(url: &str) -> Result<String, DomainError> {
+    links::destination(url.trim()).map_err(DomainError::BadFallback)
 }
 
 #[cfg(test)]
@@ -256,13 +296,13 @@ mod tests {
         let f = fixture();
         let domains = &f.domains;
         let a = d("a.example.com");
-        let added = domains.add(a.clone()).await.unwrap();
+        let added = domains.add(a.clone(), None).await.unwrap();
         assert!(added.created);
         assert_eq!(added.domain.record.created_at, from_unix_secs(1_000));
         assert_eq!(added.domain.certificate.status, "none");
         assert!(added.domain.checks.is_empty() && added.domain.checked_at.is_none());
         assert!(domains.policy.is_registered(a.as_str()));
-        assert!(!domains.add(a.clone()).await.unwrap().created);
+        assert!(!domains.add(a.clone(), None).await.unwrap().created);
         assert_eq!(domains.list().await.unwrap().len(), 1);
 
         domains.remove(&a).await.unwrap();
@@ -282,11 +322,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fallback_reaches_the_policy_after_the_store_and_a_bad_one_changes_nothing() {
+        let f = fixture();
+        let domains = &f.domains;
+        let a = d("a.example.com");
+        let url = "https://www.example.com/expired";
+        let added = domains.add(a.clone(), Some(url)).await.unwrap();
+        assert_eq!(added.domain.record.fallback_url.as_deref(), Some(url));
+        assert_eq!(domains.policy.fallback(a.as_str()).unwrap(), url);
+
+        for bad in ["ftp://x.example/", "https:///x", "mailto:a@example.com"] {
+            let e = domains.set_fallback(&a, Some(bad)).await.unwrap_err();
+            assert!(matches!(e, DomainError::BadFallback(_)), "{bad}: {e}");
+            let b = d("b.example.com");
+            assert!(domains.add(b.clone(), Some(bad)).await.is_err());
+            assert!(!domains.policy.is_registered(b.as_str()), "{bad} added b");
+        }
+        assert_eq!(domains.policy.fallback(a.as_str()).unwrap(), url);
+        // Adding again without a fallback keeps it.
+        domains.add(a.clone(), None).await.unwrap();
+        assert_eq!(domains.policy.fallback(a.as_str()).unwrap(), url);
+
+        let cleared = domains.set_fallback(&a, None).await.unwrap();
+        assert_eq!(cleared.record.fallback_url, None);
+        assert_eq!(domains.policy.fallback(a.as_str()), None);
+        assert!(matches!(
+            domains.set_fallback(&d("c.example.com"), Some(url)).await,
+            Err(DomainError::NotRegistered(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn adding_a_domain_again_clears_its_backoff() {
         let f = fixture();
         let (domains, store) = (&f.domains, &f.store);
         let a = d("a.example.com");
-        domains.add(a.clone()).await.unwrap();
+        domains.add(a.clone(), None).await.unwrap();
         let failed = IssueStatus {
             last_error: Some(IssueFailure {
                 kind: FailureKind::Problem(AcmeProblem::Caa),
@@ -299,7 +370,7 @@ mod tests {
         let shown = domains.show(&a).await.unwrap();
         assert_eq!(shown.certificate.failures, 3);
 
-        let again = domains.add(a.clone()).await.unwrap().domain;
+        let again = domains.add(a.clone(), None).await.unwrap().domain;
         let cleared = IssueStatus::default();
         assert_eq!(again.record.failures, cleared.failures);
         assert_eq!(again.record.last_error, cleared.last_error);
@@ -311,7 +382,7 @@ mod tests {
         let f = fixture();
         let (domains, clock) = (&f.domains, &f.clock);
         let a = d("a.example.com");
-        domains.add(a.clone()).await.unwrap();
+        domains.add(a.clone(), None).await.unwrap();
         clock.advance(Duration::from_secs(30));
         let checked = domains.check(&a).await.unwrap();
         assert_eq!(checked.checked_at, Some(from_unix_secs(1_030)));

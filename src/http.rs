@@ -1,11 +1,13 @@
 //! The edge's HTTP side: the request handler ([`Edge`]) that turns `/c/<token>` into a 302 and a
 //! click, the router, and the listeners ([`serve`]).
 //!
-//! Nothing that fails to open redirects: every failure is a 404 without `Location` and without a
-//! click. This module knows nothing about SQL or the CA.
+//! Nothing that fails to open redirects anywhere the token says: a link that does not open is
+//! a 404 page without `Location` and without a click, or a 302 to the fallback URL the operator
+//! fixed for its domain ([`unopened`]). This module knows nothing about SQL or the CA.
 
 pub mod router;
 pub mod serve;
+mod unopened;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -196,7 +198,7 @@ impl<V: VerdictStage> Edge<V> {
                 // as on the plain HTTP listener (one in-memory lookup, before any crypto).
                 if !self.policy.is_registered(sni.as_str()) {
                     self.counters.not_found.inc();
-                    return text(StatusCode::NOT_FOUND, "not found\n");
+                    return self.unopened(Some(sni), &req);
                 }
                 sni.clone()
             }
@@ -209,7 +211,7 @@ impl<V: VerdictStage> Edge<V> {
                 }
                 _ => {
                     self.counters.not_found.inc();
-                    return text(StatusCode::NOT_FOUND, "not found\n");
+                    return self.unopened(None, &req);
                 }
             },
         };
@@ -217,12 +219,12 @@ impl<V: VerdictStage> Edge<V> {
             Ok(link) if links::is_redirectable(&link.url) => link,
             _ => {
                 self.counters.bad_token.inc();
-                return text(StatusCode::NOT_FOUND, "not found\n");
+                return self.unopened(Some(&domain), &req);
             }
         };
         let Ok(location) = HeaderValue::from_str(&link.url) else {
             self.counters.bad_token.inc();
-            return text(StatusCode::NOT_FOUND, "not found\n");
+            return self.unopened(Some(&domain), &req);
         };
         // Past its address's click rate a client is still redirected, but not logged (the queue
         // counts it): asked before the event is built, so a flood costs no allocation.
@@ -286,6 +288,16 @@ impl<V: VerdictStage> Edge<V> {
         h.insert(header::LOCATION, location);
         h.insert(header::CACHE_CONTROL, NO_STORE);
         res
+    }
+
+    /// The answer to a link of `domain` (none: no domain served) that does not open: the
+    /// domain's fallback URL if the operator set one (from memory), else the 404 page. Nothing
+    /// in it comes from the token.
+    fn unopened<B>(&self, domain: Option<&Domain>, req: &Request<B>) -> Response<Body> {
+        match domain.and_then(|d| self.policy.fallback(d.as_str())) {
+            Some(location) => unopened::fallback(location),
+            None => unopened::not_valid(domain, req.headers().get(header::ACCEPT)),
+        }
     }
 
     /// Answers an HTTP-01 validation request (RFC 8555 §8.3) from the published challenges.

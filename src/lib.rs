@@ -17,6 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod domains;
 pub mod errors;
+pub mod html;
 pub mod http;
 pub mod issuer;
 pub mod keys;

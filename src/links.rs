@@ -61,20 +61,7 @@ impl Link {
     /// Checks a destination and metadata for minting and returns the link, with the URL in its
     /// normalised (serialised) form so it is valid as a `Location` header.
     pub fn new(url: &str, meta: Vec<(String, String)>, minted_at: u64) -> Result<Link, LinkError> {
-        if url.len() > MAX_URL_LEN {
-            return Err(LinkError::UrlTooLong(url.len()));
-        }
-        let parsed = url::Url::parse(url).map_err(|_| LinkError::BadUrl(url.into()))?;
-        if !names_its_host(url)
-            || !matches!(parsed.scheme(), "http" | "https")
-            || parsed.host_str().is_none_or(str::is_empty)
-        {
-            return Err(LinkError::BadUrl(url.into()));
-        }
-        let url = String::from(parsed);
-        if url.len() > MAX_URL_LEN {
-            return Err(LinkError::UrlTooLong(url.len()));
-        }
+        let url = destination(url)?;
         if meta.len() > MAX_META_PAIRS {
             return Err(LinkError::TooManyPairs(meta.len()));
         }
@@ -105,6 +92,27 @@ impl Link {
         self.context = Some(context);
         Ok(self)
     }
+}
+
+/// Checks a destination as links and domain fallbacks take it: an absolute http(s) URL naming
+/// its host, at most [`MAX_URL_LEN`] bytes; returns its normalised (serialised) form, valid as a
+/// `Location` header.
+pub fn destination(url: &str) -> Result<String, LinkError> {
+    if url.len() > MAX_URL_LEN {
+        return Err(LinkError::UrlTooLong(url.len()));
+    }
+    let parsed = url::Url::parse(url).map_err(|_| LinkError::BadUrl(url.into()))?;
+    if !names_its_host(url)
+        || !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host_str().is_none_or(str::is_empty)
+    {
+        return Err(LinkError::BadUrl(url.into()));
+    }
+    let url = String::from(parsed);
+    if url.len() > MAX_URL_LEN {
+        return Err(LinkError::UrlTooLong(url.len()));
+    }
+    Ok(url)
 }
 
 /// True if `url` names its host where people read it: `scheme://host…`. The URL standard (and

@@ -6,6 +6,9 @@
 //! The set is loaded from the store at start; from then on it changes only after the store: by
 //! [`crate::domains::Domains`], the domain lifecycle, and by an `ask` approval recorded here.
 //! Policy decides; it never issues.
+//!
+//! Each registered domain's fallback URL (where a link that does not open sends the recipient)
+//! is kept beside the set, so the request path answers such a link from memory too.
 
 pub mod ask;
 mod bucket;
@@ -14,14 +17,18 @@ pub mod testing;
 
 pub use ask::{Ask, AskError, AskSettings};
 
-use dashmap::DashSet;
+use dashmap::{DashMap, DashSet};
+use http::HeaderValue;
 
 use crate::Domain;
+use crate::store::DomainRecord;
 
-/// The registered domains, and the optional `ask` endpoint.
+/// The registered domains, their fallback URLs, and the optional `ask` endpoint.
 #[derive(Default)]
 pub struct Policy {
     registered: DashSet<Domain>,
+    /// The `Location` of each domain that has a fallback URL (none: the recipient page).
+    fallbacks: DashMap<Domain, HeaderValue>,
     ask: Option<Ask>,
 }
 
@@ -30,6 +37,7 @@ impl Policy {
     pub fn new(domains: impl IntoIterator<Item = Domain>, ask: Option<Ask>) -> Policy {
         Policy {
             registered: domains.into_iter().collect(),
+            fallbacks: DashMap::new(),
             ask,
         }
     }
@@ -62,9 +70,44 @@ impl Policy {
         self.registered.insert(name);
     }
 
-    /// Stops serving `name` (the domain lifecycle's job), and forgets what `ask` said about it.
+    /// Serves the domain of `record` as stored: registered, with its fallback URL (the domain
+    /// lifecycle's and change propagation's job, once the store has it).
+    pub fn register_record(&self, record: &DomainRecord) {
+        self.set_fallback(&record.name, record.fallback_url.as_deref());
+        self.register(record.name.clone());
+    }
+
+    /// Where a link of `name` that does not open sends the recipient, if the operator chose a
+    /// fallback for it and it is registered. No I/O.
+    pub fn fallback(&self, name: &str) -> Option<HeaderValue> {
+        if !self.is_registered(name) {
+            return None;
+        }
+        self.fallbacks.get(name).map(|v| v.value().clone())
+    }
+
+    /// Sets or clears the fallback URL of `name` (already checked as a destination; one that is
+    /// not a valid header value, which a checked URL never is, is cleared with a warning).
+    fn set_fallback(&self, name: &Domain, url: Option<&str>) {
+        match url.map(HeaderValue::from_str) {
+            Some(Ok(location)) => {
+                self.fallbacks.insert(name.clone(), location);
+            }
+            Some(Err(_)) => {
+                tracing::warn!(domain = %name, "stored fallback URL is not a valid Location; the recipient page is shown instead");
+                self.fallbacks.remove(name.as_str());
+            }
+            None => {
+                self.fallbacks.remove(name.as_str());
+            }
+        }
+    }
+
+    /// Stops serving `name` (the domain lifecycle's job), and forgets its fallback and what
+    /// `ask` said about it.
     pub async fn unregister(&self, name: &str) {
         self.registered.remove(name);
+        self.fallbacks.remove(name);
         if let Some(ask) = &self.ask {
             ask.forget(name).await;
         }

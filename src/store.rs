@@ -145,6 +145,9 @@ pub struct DomainRecord {
     pub failures: u32,
     /// No new order before this time; none when no retry is pending.
     pub retry_at: Option<SystemTime>,
+    /// Where a link of this domain that does not open sends the recipient (the operator's
+    /// choice, checked like a link destination); none: a page saying the link is not valid.
+    pub fallback_url: Option<String>,
 }
 
 /// Who registered a domain. Either way it is served, issued for, backed off, renewed and removed
@@ -281,6 +284,10 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
         name: &Domain,
         created_at: SystemTime,
     ) -> Result<bool, StoreError>;
+    /// Sets (or, with none, clears) the fallback URL of a registered domain, already checked by
+    /// the caller; `false`, and no change, if it is not registered. A change is a change of the
+    /// domain's row (it propagates to other nodes).
+    async fn set_fallback_url(&self, name: &Domain, url: Option<&str>) -> Result<bool, StoreError>;
     /// Unregisters a domain and deletes its certificate; `false` if it was not registered.
     async fn remove_domain(&self, name: &Domain) -> Result<bool, StoreError>;
     /// Records the outcome of the last issuance attempt (error and backoff).

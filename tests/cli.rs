@@ -201,8 +201,18 @@ async fn a_link_with_a_meta_key_twice_or_without_a_typed_host_is_refused() {
     assert!(err.contains("with a host"), "{err}");
 }
 
+/// Runs a client command; its success, stdout and stderr.
+fn run_client(edge: &Edge, args: &[&str]) -> (bool, String, String) {
+    let out = client(edge, args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 #[tokio::test]
-async fn an_internationalised_domain_is_added_as_its_a_labels() {
+async fn an_internationalised_domain_is_added_as_its_a_labels_and_shown_in_both_forms() {
     let edge = Edge::start();
     let (status, body) = edge
         .admin(
@@ -213,6 +223,36 @@ async fn an_internationalised_domain_is_added_as_its_a_labels() {
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["name"], "xn--bcher-kva.example");
+    assert_eq!(body["unicode"], "bücher.example");
+    edge.add_domain("links.example.com").await;
+    let (_, ascii) = edge
+        .admin(reqwest::Method::GET, "/v1/domains/links.example.com", None)
+        .await;
+    assert_eq!(
+        ascii["unicode"], "links.example.com",
+        "always present: {ascii}"
+    );
+
+    let (ok, out, err) = run_client(&edge, &["domain", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("xn--bcher-kva.example (bücher.example)"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("links.example.com"))
+        .unwrap();
+    assert!(
+        !line.contains('('),
+        "no second form for an ASCII name: {line}"
+    );
+    let (ok, out, err) = run_client(&edge, &["domain", "show", "bücher.example"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("name:        xn--bcher-kva.example (bücher.example)"),
+        "{out}"
+    );
     let link = edge
         .mint(
             "bücher.example",
@@ -222,6 +262,81 @@ async fn an_internationalised_domain_is_added_as_its_a_labels() {
         .await;
     assert!(link.starts_with("https://xn--bcher-kva.example:"), "{link}");
     assert_eq!(edge.click_status("xn--bcher-kva.example", &link).await, 302);
+}
+
+#[tokio::test]
+async fn domain_add_takes_a_fallback_url_and_domain_set_changes_or_clears_it() {
+    let edge = Edge::start();
+    let fallback = "https://www.example.com/expired";
+    let (ok, out, err) = run_client(
+        &edge,
+        &[
+            "domain",
+            "add",
+            "links.example.com",
+            "--fallback-url",
+            fallback,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("fallback:    {fallback}")), "{out}");
+    let (_, body) = edge
+        .admin(reqwest::Method::GET, "/v1/domains/links.example.com", None)
+        .await;
+    assert_eq!(body["fallback_url"], fallback);
+    let (_, out, _) = run_client(&edge, &["domain", "list"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("links.example.com"))
+        .unwrap();
+    assert!(line.ends_with(fallback), "{line}");
+    let (_, out, _) = run_client(&edge, &["domain", "show", "links.example.com"]);
+    assert!(out.contains(&format!("fallback:    {fallback}")), "{out}");
+
+    let (ok, _, err) = run_client(
+        &edge,
+        &[
+            "domain",
+            "set",
+            "links.example.com",
+            "--fallback-url",
+            "ftp://x.example/",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("fallback_url") && err.contains("http"),
+        "{err}"
+    );
+    let (ok, _, err) = run_client(&edge, &["domain", "set", "links.example.com"]);
+    assert!(!ok, "set with nothing to change");
+    assert!(err.contains("--fallback-url"), "{err}");
+
+    let (ok, out, err) = run_client(
+        &edge,
+        &["domain", "set", "links.example.com", "--no-fallback-url"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("fallback none"), "{out}");
+    let (_, body) = edge
+        .admin(reqwest::Method::GET, "/v1/domains/links.example.com", None)
+        .await;
+    assert_eq!(body["fallback_url"], serde_json::Value::Null);
+    let (ok, _, _) = run_client(
+        &edge,
+        &[
+            "domain",
+            "set",
+            "links.example.com",
+            "--fallback-url",
+            "https://a.example/",
+        ],
+    );
+    assert!(ok);
+    let (_, body) = edge
+        .admin(reqwest::Method::GET, "/v1/domains/links.example.com", None)
+        .await;
+    assert_eq!(body["fallback_url"], "https://a.example/");
 }
 
 #[tokio::test]

@@ -343,3 +343,69 @@ async fn unknown_names_never_touch_the_database() {
     );
     assert!(a.metric(metric).await > 0.0, "the counter counts");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_url_set_on_one_node_is_followed_by_the_other_within_a_second() {
+    let url = postgres::shared().fresh_database();
+    let a = node(&url, "edge-a", "30s");
+    let b = node(&url, "edge-b", "30s");
+    let roots = roots(&[&a, &b]);
+    let domain = "fallback.example.com";
+    a.add_domain(domain).await;
+    let link = mint(&a, domain).await;
+    let forged = format!("{link}A");
+    let fallback = "https://www.example.com/expired";
+    // Where b sends a link that does not open: its status and Location.
+    let answer = || {
+        let client = b
+            .client_trusting(&roots, &[domain])
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let forged = b.on_port(&forged);
+        async move {
+            let res = client.get(forged).send().await.ok()?;
+            let location = res
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            Some((res.status().as_u16(), location))
+        }
+    };
+    let served = within(HINTED, || async { answer().await == Some((404, None)) }).await;
+    assert!(
+        served.is_some(),
+        "b does not serve the domain added on a within 1 s"
+    );
+
+    let (status, body) = a
+        .admin(
+            Method::PATCH,
+            &format!("/v1/domains/{domain}"),
+            Some(json!({ "fallback_url": fallback })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let set = within(HINTED, || async {
+        answer().await == Some((302, Some(fallback.to_owned())))
+    })
+    .await;
+    assert!(
+        set.is_some(),
+        "b does not follow the fallback set on a within 1 s"
+    );
+
+    let (status, body) = a
+        .admin(
+            Method::PATCH,
+            &format!("/v1/domains/{domain}"),
+            Some(json!({ "fallback_url": null })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cleared = within(HINTED, || async { answer().await == Some((404, None)) }).await;
+    assert!(
+        cleared.is_some(),
+        "b keeps the fallback cleared on a after 1 s"
+    );
+}

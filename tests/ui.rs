@@ -319,3 +319,56 @@ async fn a_read_only_token_signs_in_to_a_page_without_the_add_form_and_cannot_ad
     let (_, list) = edge.admin(reqwest::Method::GET, "/v1/domains", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
+
+#[tokio::test]
+async fn the_page_shows_both_forms_of_an_internationalised_name_and_each_fallback() {
+    let edge = Edge::start();
+    let fallback = "https://www.example.com/expired?a=1&b=2";
+    let (status, body) = edge
+        .admin(
+            reqwest::Method::POST,
+            "/v1/domains",
+            Some(serde_json::json!({ "name": "bücher.example", "fallback_url": fallback })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    edge.add_domain("plain.example.com").await;
+    let (status, cookie) = sign_in(&edge, &edge.token).await;
+    assert_eq!(status, 303);
+    let session = cookie.unwrap().split(';').next().unwrap().to_owned();
+    let get = |path: &str| {
+        let req = no_redirects()
+            .get(format!("http://{}{path}", edge.admin))
+            .header(header::COOKIE, &session);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let escaped = "https://www.example.com/expired?a=1&amp;b=2";
+    let list = get("/ui/").await;
+    assert!(list.contains(">xn--bcher-kva.example</a>"), "{list}");
+    assert!(
+        list.contains("<span class=\"unicode\" lang=\"und\">bücher.example</span>"),
+        "{list}"
+    );
+    assert!(list.contains(&format!("<code>{escaped}</code>")), "{list}");
+    assert_eq!(
+        list.matches("class=\"unicode\"").count(),
+        1,
+        "none for an ASCII name"
+    );
+
+    let page = get("/ui/domains/xn--bcher-kva.example").await;
+    assert!(
+        page.contains("Shown to people as <strong>bücher.example</strong>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("redirects to <code>{escaped}</code>")),
+        "{page}"
+    );
+    let plain = get("/ui/domains/plain.example.com").await;
+    assert!(!plain.contains("Shown to people as"), "{plain}");
+    assert!(
+        plain.contains("shows a page saying the link is not valid"),
+        "{plain}"
+    );
+}

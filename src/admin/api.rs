@@ -1,4 +1,4 @@
-//! The JSON API under `/v1`: domains (add, list, show, check, remove), links (mint), keys
+//! The JSON API under `/v1`: domains (add, list, show, change, check, remove), links (mint), keys
 //! (list, rotate, remove) and the cluster's status. Each handler parses the request, calls the service and shows the
 //! answer; statuses of errors are decided in [`super::error`].
 
@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -29,7 +29,10 @@ pub(super) fn router() -> Router<Shared> {
         .route("/v1/cluster", get(cluster_status));
     let write = Router::new()
         .route("/v1/domains", post(add_domain))
-        .route("/v1/domains/{name}", delete(remove_domain))
+        .route(
+            "/v1/domains/{name}",
+            delete(remove_domain).merge(patch(change_domain)),
+        )
         .route("/v1/links", post(mint_link))
         .route("/v1/keys", post(rotate_key))
         .route("/v1/keys/{id}", delete(remove_key))
@@ -58,6 +61,8 @@ async fn list_domains(State(state): State<Shared>) -> Result<impl IntoResponse, 
 #[serde(deny_unknown_fields)]
 struct AddDomain {
     name: String,
+    /// Where links of the domain that do not open send recipients; absent keeps what it has.
+    fallback_url: Option<String>,
 }
 
 async fn add_domain(
@@ -65,7 +70,10 @@ async fn add_domain(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: AddDomain = parse_json(&body)?;
-    let added = state.domains.add(parse_name(&req.name)?).await?;
+    let added = state
+        .domains
+        .add(parse_name(&req.name)?, req.fallback_url.as_deref())
+        .await?;
     let status = if added.created {
         StatusCode::CREATED
     } else {
@@ -79,6 +87,40 @@ async fn show_domain(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let domain = state.domains.show(&parse_name(&name)?).await?;
+    Ok(axum::Json(DomainView::from(domain)))
+}
+
+/// `PATCH /v1/domains/<name> {"fallback_url": URL | null}`: what can change of a domain. The
+/// one field is required (null clears it), so an empty body is a mistake, not a no-op.
+async fn change_domain(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
+    let fallback = match fields.remove("fallback_url") {
+        Some(serde_json::Value::String(url)) => Some(url),
+        Some(serde_json::Value::Null) => None,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "fallback_url must be a URL string, or null to clear it",
+            ));
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "nothing to change: give {\"fallback_url\": URL} or {\"fallback_url\": null}",
+            ));
+        }
+    };
+    if let Some(unknown) = fields.keys().next() {
+        return Err(ApiError::bad_request(format!(
+            "unknown field {unknown:?}: only fallback_url can be changed"
+        )));
+    }
+    let domain = state
+        .domains
+        .set_fallback(&parse_name(&name)?, fallback.as_deref())
+        .await?;
     Ok(axum::Json(DomainView::from(domain)))
 }
 

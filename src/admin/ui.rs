@@ -124,7 +124,7 @@ async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes
             return index_page(&state, scope, e.status, Some(&e.message), input.trim()).await;
         }
     };
-    match state.domains.add(name.clone()).await {
+    match state.domains.add(name.clone(), None).await {
         Ok(_) => see_other(&format!("/ui/domains/{name}")),
         Err(e) => {
             let e = ApiError::from(e);

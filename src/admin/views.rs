@@ -14,6 +14,11 @@ use crate::onboarding::Check;
 #[derive(Serialize)]
 pub(super) struct DomainView {
     pub(super) name: Domain,
+    /// The name for people: its U-labels (`bücher.example` for `xn--bcher-kva.example`), the
+    /// name itself when it has none.
+    pub(super) unicode: String,
+    /// Where links of the domain that do not open send recipients; none: the recipient page.
+    pub(super) fallback_url: Option<String>,
     /// Who registered it: `admin` (an operator) or `ask` (approved by `tls.ask`).
     pub(super) origin: &'static str,
     pub(super) created_at: String,
@@ -29,6 +34,12 @@ impl From<DomainState> for DomainView {
     fn from(d: DomainState) -> DomainView {
         DomainView {
             origin: d.record.origin.as_str(),
+            unicode: d
+                .record
+                .name
+                .unicode()
+                .unwrap_or_else(|| d.record.name.to_string()),
+            fallback_url: d.record.fallback_url,
             name: d.record.name,
             created_at: rfc3339(d.record.created_at),
             certificate: d.certificate,

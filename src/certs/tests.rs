@@ -253,6 +253,7 @@ async fn a_failure_backs_off_instead_of_ordering_again() {
             last_error: None,
             failures: 0,
             retry_at: None,
+            fallback_url: None,
         }
     );
 }

@@ -1,5 +1,5 @@
 //! Change propagation: each node applies the changes since the last version it applied to its
-//! memory: the policy's domain set and each domain's backoff copy, the certificate cache (a
+//! memory: the policy's domain set (with each domain's fallback URL) and each domain's backoff copy, the certificate cache (a
 //! cached certificate is replaced, one not cached is left to the next handshake), the link key
 //! ring.
 //!
@@ -126,7 +126,7 @@ impl Propagation {
                         if !self.policy.is_registered(name.as_str()) {
                             tracing::info!(domain = %name, "domain added on another node");
                         }
-                        self.policy.register(name.clone());
+                        self.policy.register_record(&record);
                         self.certs.apply_status(&record);
                     }
                     None => {

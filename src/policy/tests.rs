@@ -35,6 +35,42 @@ async fn registers_and_unregisters() {
 }
 
 #[tokio::test]
+async fn a_fallback_is_served_while_its_domain_is_registered() {
+    let store = SqliteStore::in_memory().unwrap();
+    let a = d("a.example.com");
+    store.add_domain(&a, from_unix_secs(1)).await.unwrap();
+    let p = Policy::default();
+    async fn record(store: &SqliteStore) -> DomainRecord {
+        let a = d("a.example.com");
+        store.domain(&a).await.unwrap().unwrap()
+    }
+    p.register_record(&record(&store).await);
+    assert!(p.is_registered("a.example.com"));
+    assert_eq!(p.fallback("a.example.com"), None);
+
+    let url = "https://www.example.com/expired";
+    store.set_fallback_url(&a, Some(url)).await.unwrap();
+    p.register_record(&record(&store).await);
+    assert_eq!(p.fallback("a.example.com").unwrap(), url);
+    assert_eq!(p.fallback("b.example.com"), None, "only the domain's own");
+
+    store.set_fallback_url(&a, None).await.unwrap();
+    p.register_record(&record(&store).await);
+    assert_eq!(p.fallback("a.example.com"), None, "cleared");
+
+    store.set_fallback_url(&a, Some(url)).await.unwrap();
+    p.register_record(&record(&store).await);
+    p.unregister("a.example.com").await;
+    assert_eq!(p.fallback("a.example.com"), None, "gone with its domain");
+    p.register(a.clone());
+    assert_eq!(
+        p.fallback("a.example.com"),
+        None,
+        "registered again: no fallback"
+    );
+}
+
+#[tokio::test]
 async fn an_approved_name_is_registered_in_the_store_with_origin_ask() {
     let server = AskServer::start().await;
     let (p, store, metrics) = over(&server, None);

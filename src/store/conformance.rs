@@ -18,7 +18,8 @@ pub use changes::*;
 pub use cluster::*;
 
 use super::{
-    AcmeProblem, FailureKind, IssueFailure, IssueStatus, Origin, Store, StoreError, StoredCert,
+    AcmeProblem, Changed, FailureKind, IssueFailure, IssueStatus, Origin, Store, StoreError,
+    StoredCert,
 };
 use crate::Domain;
 use crate::clock::from_unix_secs;
@@ -35,6 +36,7 @@ macro_rules! store_conformance_tests {
             approved_names_are_registered_once_with_origin_ask,
             an_operator_add_takes_over_an_approved_name,
             removing_a_domain_deletes_its_certificate_and_checks,
+            a_fallback_url_is_kept_with_its_domain_and_propagates,
             certificates_round_trip_with_their_keys,
             certificate_summary_counts_and_finds_the_soonest_expiry,
             issuance_status_round_trips_and_resets,
@@ -179,6 +181,60 @@ pub async fn removing_a_domain_deletes_its_certificate_and_checks(
     store.add_domain(&a, t(2)).await?;
     assert_eq!(store.certificate(&a).await?, None);
     assert!(store.domain_checks().await?.is_empty());
+    Ok(())
+}
+
+/// A domain's fallback URL is none at first, reads back as set, is cleared with none, survives
+/// adding the domain again, goes with the domain, and is only set on a registered domain; every
+/// change of it is a change of the domain since the last version (other nodes apply it).
+pub async fn a_fallback_url_is_kept_with_its_domain_and_propagates(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let (a, b) = (d("a.example.com"), d("b.example.com"));
+    let url = "https://www.example.com/expired";
+    store.add_domain(&a, t(1)).await?;
+    store.add_domain(&b, t(1)).await?;
+    let fallback = |r: Option<super::DomainRecord>| r.and_then(|r| r.fallback_url);
+    assert_eq!(fallback(store.domain(&a).await?), None);
+
+    let seen = store.latest_version().await?;
+    assert!(store.set_fallback_url(&a, Some(url)).await?);
+    assert_eq!(fallback(store.domain(&a).await?).as_deref(), Some(url));
+    assert_eq!(fallback(store.domain(&b).await?), None, "b is left alone");
+    assert_eq!(
+        since(store, seen).await?,
+        vec![(Changed::Domain(a.clone()), false)]
+    );
+
+    assert!(!store.add_domain(&a, t(2)).await?);
+    let rec = store.domain(&a).await?.expect("a is registered");
+    assert_eq!(
+        rec.fallback_url.as_deref(),
+        Some(url),
+        "adding again keeps it"
+    );
+    assert_eq!((rec.origin, rec.created_at), (Origin::Admin, t(1)));
+
+    let seen = store.latest_version().await?;
+    assert!(store.set_fallback_url(&a, None).await?);
+    assert_eq!(fallback(store.domain(&a).await?), None);
+    assert_eq!(
+        since(store, seen).await?,
+        vec![(Changed::Domain(a.clone()), false)]
+    );
+
+    let c = d("c.example.com");
+    assert!(!store.set_fallback_url(&c, Some(url)).await?);
+    assert_eq!(store.domain(&c).await?, None, "setting registers nothing");
+
+    store.set_fallback_url(&a, Some(url)).await?;
+    store.remove_domain(&a).await?;
+    store.add_domain(&a, t(3)).await?;
+    assert_eq!(
+        fallback(store.domain(&a).await?),
+        None,
+        "a new domain starts clean"
+    );
     Ok(())
 }
 

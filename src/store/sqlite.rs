@@ -100,6 +100,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_fallback_url(&self, name: &Domain, url: Option<&str>) -> Result<bool, StoreError> {
+        let (name, url) = (name.clone(), url.map(str::to_owned));
+        self.with("setting domain fallback", move |c| {
+            c.execute(
+                "UPDATE domains SET fallback_url = ?2 WHERE name = ?1",
+                params![name.as_str(), url],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
     async fn remove_domain(&self, name: &Domain) -> Result<bool, StoreError> {
         let name = name.clone();
         self.with("removing domain", move |c| {

@@ -517,20 +517,31 @@ impl Drop for Edge {
 /// stderr. Bounded: a start that does not end within 30 s fails the test.
 pub fn refused_start(config: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clickedge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "data_dir = \"{}\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{config}",
-            dir.path().join("data").display()
+    let mut command = Command::new(bin());
+    command
+        .env_remove("CLICKEDGE_SEAL_KEY")
+        .envs(env.iter().copied());
+    refused_start_as(
+        command,
+        dir.path(),
+        &format!(
+            "[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{config}"
         ),
     )
+}
+
+/// [`refused_start`] through `command` (the binary, or a program that runs it as another user:
+/// `serve --config FILE` is appended), with the data dir under `dir` and `config` after it.
+pub fn refused_start_as(mut command: Command, dir: &Path, config: &str) -> String {
+    let path = dir.join("clickedge.toml");
+    std::fs::write(
+        &path,
+        format!("data_dir = \"{}\"\n{config}", dir.join("data").display()),
+    )
     .unwrap();
-    let mut child = Command::new(bin())
+    let mut child = command
         .args(["serve", "--config"])
         .arg(&path)
-        .env_remove("CLICKEDGE_SEAL_KEY")
-        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::super::error::ApiError;
 use super::super::views::DomainView;
 use crate::admin::Scope;
+pub(super) use crate::html::escape as esc;
 use crate::onboarding::{Check, CheckId, CheckStatus, Settings};
 
 /// Everything the page loads comes from here; nothing may frame it.
@@ -67,11 +68,12 @@ pub(super) fn index(
             let cert = &v.certificate;
             let _ = write!(
                 b,
-                "<tr><td><a href=\"/ui/domains/{name}\">{name}</a></td>\
+                "<tr><td><a href=\"/ui/domains/{name}\">{name}</a>{also}</td>\
                  <td class=\"{class}\">{summary}</td>\
                  <td><span class=\"badge cert-{status}\">{status}</span></td>\
                  <td>{expires}</td></tr>",
                 name = esc(v.name.as_str()),
+                also = also_known(v),
                 status = esc(cert.status),
                 expires = esc(cert.not_after.as_deref().map_or("—", date)),
             );
@@ -80,6 +82,27 @@ pub(super) fn index(
     }
     b.push_str("</section>");
     html(status, "Domains", &b)
+}
+
+/// What the list shows under a domain's name: its Unicode form when it has one, and where its
+/// links that do not open send recipients.
+fn also_known(v: &DomainView) -> String {
+    let mut out = String::new();
+    if v.unicode != v.name.as_str() {
+        let _ = write!(
+            out,
+            "<span class=\"unicode\" lang=\"und\">{}</span>",
+            esc(&v.unicode)
+        );
+    }
+    if let Some(url) = &v.fallback_url {
+        let _ = write!(
+            out,
+            "<span class=\"fallback\">links that do not open → <code>{}</code></span>",
+            esc(url)
+        );
+    }
+    out
 }
 
 /// The form adding a domain, `typed` in its field.
@@ -122,6 +145,21 @@ pub(super) fn domain_body(v: &DomainView) -> String {
     let _ = write!(
         b,
         "<p class=\"back\"><a href=\"/ui/\">← All domains</a></p><h2 class=\"domain\">{name}</h2>"
+    );
+    if v.unicode != v.name.as_str() {
+        let _ = write!(
+            b,
+            "<p class=\"unicode\">Shown to people as <strong>{}</strong></p>",
+            esc(&v.unicode)
+        );
+    }
+    let _ = write!(
+        b,
+        "<p class=\"fallback\">A link of this domain that does not open {}</p>",
+        match &v.fallback_url {
+            Some(url) => format!("redirects to <code>{}</code>.", esc(url)),
+            None => "shows a page saying the link is not valid or has expired.".to_owned(),
+        }
     );
     let (class, line) = summary(&v.checks, v.checked_at.is_some());
     let advice = match class {
@@ -298,33 +336,4 @@ pub(super) fn set_cookie(res: &mut Response, cookie: &str) {
 /// The date part of an RFC 3339 time.
 fn date(t: &str) -> &str {
     t.split_once('T').map_or(t, |(d, _)| d)
-}
-
-/// HTML-escapes text for element content and quoted attribute values.
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escaping_covers_markup_and_quotes() {
-        assert_eq!(
-            esc("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
 }

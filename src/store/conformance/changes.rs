@@ -6,7 +6,10 @@ use super::{cert, d, t};
 use crate::store::{Change, Changed, IssueStatus, Store, StoreError};
 
 /// What changed since `version`, as (what, removed) pairs, checking the versions grow.
-async fn since(store: &dyn Store, version: u64) -> Result<Vec<(Changed, bool)>, StoreError> {
+pub(super) async fn since(
+    store: &dyn Store,
+    version: u64,
+) -> Result<Vec<(Changed, bool)>, StoreError> {
     let changes = store.changes_since(version, 1000).await?;
     let versions: Vec<u64> = changes.iter().map(|c| c.version).collect();
     assert!(

@@ -32,6 +32,7 @@ pub(super) fn domain_row(r: &Row) -> DomainRow {
         r.get(4),
         r.get(5),
         r.get(6),
+        r.get(7),
     )
 }
 

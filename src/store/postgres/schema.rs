@@ -142,6 +142,12 @@ CREATE TABLE nodes (
 -- Unix epoch; NULL while it may seal).
 ALTER TABLE link_keys ADD COLUMN retired_at BIGINT;
 ",
+    "
+-- Where a link of the domain that does not open sends the recipient (an http(s) URL the
+-- operator chose); NULL: the edge's page saying the link is not valid. Setting it is an update
+-- of the row: the version trigger propagates it like any other domain change.
+ALTER TABLE domains ADD COLUMN fallback_url TEXT;
+",
 ];
 
 /// The advisory lock key the migrating transaction holds (`clickedg` in ASCII): any number

@@ -31,10 +31,11 @@ pub(in crate::store) type DomainRow = (
     Option<String>,
     i64,
     i64,
+    Option<String>,
 );
 
 pub(in crate::store) const DOMAIN_COLUMNS: &str =
-    "name, origin, created_at, last_error, error_kind, failures, retry_at";
+    "name, origin, created_at, last_error, error_kind, failures, retry_at, fallback_url";
 
 pub(super) fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
     Ok((
@@ -45,11 +46,12 @@ pub(super) fn row_domain(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow>
         row.get(4)?,
         row.get(5)?,
         row.get(6)?,
+        row.get(7)?,
     ))
 }
 
 pub(in crate::store) fn to_record(
-    (name, origin, created_at, last_error, error_kind, failures, retry_at): DomainRow,
+    (name, origin, created_at, last_error, error_kind, failures, retry_at, fallback_url): DomainRow,
 ) -> Result<DomainRecord, StoreError> {
     Ok(DomainRecord {
         name: Domain::parse(&name).map_err(|_| StoreError::Corrupt("domains.name"))?,
@@ -63,6 +65,7 @@ pub(in crate::store) fn to_record(
         }),
         failures: u32::try_from(failures).unwrap_or(0),
         retry_at: time_or_none(retry_at),
+        fallback_url,
     })
 }
 

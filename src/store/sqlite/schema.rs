@@ -168,6 +168,11 @@ CREATE TABLE nodes (
 -- Unix epoch; NULL while it may seal).
 ALTER TABLE link_keys ADD COLUMN retired_at INTEGER;
 ",
+    "
+-- Where a link of the domain that does not open sends the recipient (an http(s) URL the
+-- operator chose); NULL: the edge's page saying the link is not valid.
+ALTER TABLE domains ADD COLUMN fallback_url TEXT;
+",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -1,0 +1,222 @@
+//! `clickedge domain ...`: link domains on a running edge, through its admin API (`/v1/domains`):
+//! add (with an optional fallback URL), list, show, change (`set`), check, remove. Names are
+//! printed as A-labels with their Unicode form beside them when they have one.
+
+use std::borrow::Cow;
+
+use clap::{ArgGroup, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::checks::{checks_verdict, count_status, print_checks, shown, with_progress};
+use super::out::say;
+use super::{Client, ClientArgs, confirm, escape};
+use crate::config::Config;
+
+/// `clickedge domain ...`
+#[derive(Debug, Subcommand)]
+pub enum DomainAction {
+    /// Register a domain (its certificate is issued at the first handshake). An
+    /// internationalised name may be given in Unicode; it is kept as its A-labels.
+    Add {
+        /// e.g. links.example.com
+        name: String,
+        /// Where a link of this domain that does not open (forged, expired, its key removed)
+        /// sends the recipient: an http:// or https:// URL with a host. Default: a page saying
+        /// the link is not valid or has expired. Adding an existing domain without it keeps
+        /// the one it has.
+        #[arg(long, value_name = "URL")]
+        fallback_url: Option<String>,
+    },
+    /// List registered domains with their certificate status and fallback URL.
+    List,
+    /// Show one domain, with its latest checks.
+    Show {
+        /// The domain.
+        name: String,
+    },
+    /// Change a domain: set or clear its fallback URL.
+    #[command(group(ArgGroup::new("change").required(true).args(["fallback_url", "no_fallback_url"])))]
+    Set {
+        /// The domain.
+        name: String,
+        /// Where a link of this domain that does not open sends the recipient (http:// or
+        /// https:// with a host).
+        #[arg(long, value_name = "URL")]
+        fallback_url: Option<String>,
+        /// Clear the fallback URL: such links show the page saying the link is not valid.
+        #[arg(long)]
+        no_fallback_url: bool,
+    },
+    /// Check a domain's DNS, CAA, HTTP reachability and certificate now, with the fix for each
+    /// failure. Exits 0 when nothing fails, 1 otherwise.
+    Check {
+        /// The domain.
+        name: String,
+    },
+    /// Unregister a domain and delete its certificate. Asks first on a terminal; elsewhere
+    /// (scripts) refuses without --yes.
+    Remove {
+        /// The domain.
+        name: String,
+        /// Remove without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Runs a `domain` command against the admin API.
+pub(super) async fn run(
+    config: &Config,
+    client: &ClientArgs,
+    action: DomainAction,
+) -> anyhow::Result<()> {
+    let c = Client::new(config, client)?;
+    let v = match &action {
+        DomainAction::Add { name, fallback_url } => {
+            let mut body = json!({ "name": name });
+            if let Some(url) = fallback_url {
+                body["fallback_url"] = url.as_str().into();
+            }
+            c.call(Method::POST, "/v1/domains", Some(body)).await?
+        }
+        DomainAction::List => c.call(Method::GET, "/v1/domains", None).await?,
+        DomainAction::Show { name } => {
+            c.call(Method::GET, &format!("/v1/domains/{name}"), None)
+                .await?
+        }
+        DomainAction::Set {
+            name, fallback_url, ..
+        } => {
+            let body = json!({ "fallback_url": fallback_url });
+            c.call(Method::PATCH, &format!("/v1/domains/{name}"), Some(body))
+                .await?
+        }
+        DomainAction::Check { name } => {
+            let path = format!("/v1/domains/{name}/check");
+            let call = c.call(Method::POST, &path, None);
+            with_progress(
+                &format!("checking {name}: DNS, CAA, HTTP, certificate"),
+                call,
+            )
+            .await?
+        }
+        DomainAction::Remove { name, yes } => {
+            confirm(
+                *yes,
+                &format!("remove domain {name} and delete its certificate"),
+                &format!("clickedge domain remove {name}"),
+            )?;
+            c.call(Method::DELETE, &format!("/v1/domains/{name}"), None)
+                .await?
+        }
+    };
+    if client.json {
+        say!("{}", serde_json::to_string_pretty(&v)?);
+        if let DomainAction::Check { name } = &action {
+            return checks_verdict(name, &v);
+        }
+        return Ok(());
+    }
+    match action {
+        DomainAction::Add { name, .. } => {
+            let name = v["name"]
+                .as_str()
+                .map_or(Cow::Borrowed(name.as_str()), escape);
+            say!("added {name}{}", also_shown_as(&v));
+            match v["certificate"]["status"].as_str() {
+                Some("valid") => say!("certificate: valid"),
+                _ => {
+                    say!("certificate: issued at the first HTTPS request for this name")
+                }
+            }
+            say!("fallback:    {}", fallback(&v));
+            if v["checks"].as_array().is_some_and(|c| !c.is_empty()) {
+                say!();
+                print_checks(&v);
+                if count_status(&v, "fail") > 0 {
+                    say!(
+                        "\nno certificate until these are fixed; then run: clickedge domain check {name}"
+                    );
+                }
+            }
+        }
+        DomainAction::Check { name } => {
+            print_checks(&v);
+            return checks_verdict(&name, &v);
+        }
+        DomainAction::List => {
+            let rows = v.as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                say!("no domains; add one with: clickedge domain add links.example.com");
+            } else {
+                say!("{:<40} {:<8} {:<21} FALLBACK", "NAME", "CERT", "EXPIRES");
+                for d in rows {
+                    let cert = &d["certificate"];
+                    let expires = cert["not_after"]
+                        .as_str()
+                        .map_or(Cow::Borrowed("-"), escape);
+                    say!(
+                        "{:<40} {:<8} {:<21} {}",
+                        format!("{}{}", shown(&d["name"]), also_shown_as(&d)),
+                        shown(&cert["status"]),
+                        expires,
+                        d["fallback_url"]
+                            .as_str()
+                            .map_or(Cow::Borrowed("-"), escape)
+                    );
+                }
+            }
+        }
+        DomainAction::Show { .. } => print_domain(&v),
+        DomainAction::Set { name, .. } => say!("{name}: fallback {}", fallback(&v)),
+        DomainAction::Remove { name, .. } => say!("removed {name}"),
+    }
+    Ok(())
+}
+
+/// ` (bücher.example)` when the domain's Unicode form differs from its name, else nothing.
+fn also_shown_as(v: &Value) -> String {
+    match (v["name"].as_str(), v["unicode"].as_str()) {
+        (Some(name), Some(unicode)) if unicode != name => format!(" ({})", escape(unicode)),
+        _ => String::new(),
+    }
+}
+
+/// Where links that do not open go, in words.
+fn fallback(v: &Value) -> Cow<'_, str> {
+    v["fallback_url"].as_str().map_or(
+        Cow::Borrowed("none (links that do not open show the edge's page)"),
+        escape,
+    )
+}
+
+fn print_domain(v: &Value) {
+    let cert = &v["certificate"];
+    fn field(x: &Value) -> Cow<'_, str> {
+        x.as_str().map_or(Cow::Borrowed("-"), escape)
+    }
+    say!("name:        {}{}", field(&v["name"]), also_shown_as(v));
+    say!("added:       {}", field(&v["created_at"]));
+    say!("fallback:    {}", fallback(v));
+    say!("certificate: {}", field(&cert["status"]));
+    say!("  issuer:    {}", field(&cert["issuer"]));
+    say!(
+        "  not_before:{}",
+        format_args!(" {}", field(&cert["not_before"]))
+    );
+    say!("  not_after: {}", field(&cert["not_after"]));
+    say!("  renewal:   {}", field(&cert["next_renewal"]));
+    if let Some(e) = cert["last_error"].as_str() {
+        say!("  last_error: {}", escape(e));
+        say!("  failures:  {}", cert["failures"]);
+        if let Some(t) = cert["retry_at"].as_str() {
+            say!(
+                "  retry_at:  {} (after fixing the cause, `clickedge domain add` again retries now)",
+                escape(t)
+            );
+        }
+    }
+    say!();
+    print_checks(v);
+}
