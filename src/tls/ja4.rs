@@ -120,16 +120,16 @@ fn client_hello(records: &[u8]) -> Option<Cow<'_, [u8]>> {
         if have.first().is_some_and(|t| *t != CLIENT_HELLO) {
             return None;
         }
-        if let Some(need) = message_len(have) {
-            if have.len() >= need {
-                return Some(match joined {
-                    None => Cow::Borrowed(&fragment[..need]),
-                    Some(mut j) => {
-                        j.truncate(need);
-                        Cow::Owned(j)
-                    }
-                });
-            }
+        if let Some(need) = message_len(have)
+            && have.len() >= need
+        {
+            return Some(match joined {
+                None => Cow::Borrowed(&fragment[..need]),
+                Some(mut j) => {
+                    j.truncate(need);
+                    Cow::Owned(j)
+                }
+            });
         }
         if joined.is_none() {
             joined = Some(fragment.to_vec());
