@@ -10,7 +10,7 @@
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// User-agent markers of scanners, gateways and HTTP libraries, each with its reason code.
 /// Matched case-insensitively anywhere in the user agent; the first that matches names it.
@@ -53,15 +53,21 @@ pub struct Shape {
 }
 
 /// `Sec-Fetch-Dest`, `-Mode`, `-Site`, `-User`, as bits of [`Shape::sec_fetch`].
-const SEC_FETCH: [&str; 4] = [
-    "sec-fetch-dest",
-    "sec-fetch-mode",
-    "sec-fetch-site",
-    "sec-fetch-user",
+const SEC_FETCH: [HeaderName; 4] = [
+    HeaderName::from_static("sec-fetch-dest"),
+    HeaderName::from_static("sec-fetch-mode"),
+    HeaderName::from_static("sec-fetch-site"),
+    HeaderName::from_static("sec-fetch-user"),
 ];
 
-/// The prefetch and preview headers browsers and mail clients send (name, value marker).
-const PREFETCH: [&str; 4] = ["sec-purpose", "purpose", "x-purpose", "x-moz"];
+/// The prefetch and preview headers browsers and mail clients send. Names built once: a lookup
+/// by `&str` parses the name again on every click.
+const PREFETCH: [HeaderName; 4] = [
+    HeaderName::from_static("sec-purpose"),
+    HeaderName::from_static("purpose"),
+    HeaderName::from_static("x-purpose"),
+    HeaderName::from_static("x-moz"),
+];
 
 /// Reads the shape of a request with `method` and `headers`.
 pub fn shape(method: &str, headers: &HeaderMap) -> Shape {
@@ -75,7 +81,7 @@ pub fn shape(method: &str, headers: &HeaderMap) -> Shape {
         push("head");
     }
     if PREFETCH.iter().any(|h| {
-        headers.get(*h).is_some_and(|v| {
+        headers.get(h).is_some_and(|v| {
             let v = v.as_bytes();
             contains_ci(v, b"prefetch")
                 || contains_ci(v, b"preview")
@@ -95,7 +101,7 @@ pub fn shape(method: &str, headers: &HeaderMap) -> Shape {
         _ => push("no-ua"),
     }
     for (bit, name) in SEC_FETCH.iter().enumerate() {
-        if headers.contains_key(*name) {
+        if headers.contains_key(name) {
             s.sec_fetch |= 1 << bit;
         }
     }
