@@ -444,6 +444,10 @@ fn bench_handler(c: &mut Criterion) {
 /// Revisions go nowhere in the benchmark (plain links carry no message).
 struct NoRevisions;
 
+impl Revise for NoRevisions {
+    fn revise(&self, _: Revision) {}
+}
+
 /// A ClientHello as the acceptor reads it: Chromium 148's (1823 bytes, with its post-quantum key
 /// share), the sixth real hello in the JA4 test vectors.
 fn chromium_hello() -> Vec<u8> {
@@ -483,10 +487,6 @@ fn bench_ja4(c: &mut Criterion) {
         b.iter(|| ja4::fingerprint(black_box(&hello)))
     });
     g.finish();
-}
-
-impl Revise for NoRevisions {
-    fn revise(&self, _: Revision) {}
 }
 
 /// The groups, in a private module: `criterion_group!` defines a `pub fn` it cannot document.
