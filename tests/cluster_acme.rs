@@ -1,7 +1,8 @@
 //! Three nodes issuing from a real ACME CA (Pebble) through one PostgreSQL store: one order for
 //! 50 first handshakes spread over the nodes, any node answering the challenges of an order
-//! another placed (HTTP-01 and TLS-ALPN-01), and a node SIGKILLed mid-order whose order another
-//! node resumes, still one order at Pebble.
+//! another placed (HTTP-01 and TLS-ALPN-01), a node SIGKILLed mid-order whose order another
+//! node resumes, still one order at Pebble, and a node SIGSTOPped past its lease that writes
+//! nothing once it runs again.
 
 mod common;
 
@@ -130,28 +131,9 @@ async fn a_node_killed_mid_order_has_its_order_resumed_by_another() {
     let mut c = Cluster::start(&["http-01"], &options, "").await;
     let link = registered(&c, 1).await;
     let roots = c.pebble.issuing_roots().await;
-    {
-        let a = c.node(0);
-        let (roots, link) = (roots.clone(), link.clone());
-        let client = a
-            .client_trusting(&roots, &[DOMAIN])
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
-        let url = a.on_port(&link);
-        tokio::spawn(async move { client.get(url).send().await.map(|_| ()) });
-    }
     // Killed once the order is placed, kept with the lease and its challenge made ready, while
     // Pebble's validation sleeps.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !c.pebble.log().contains("POST /chalZ/") {
-        assert!(
-            Instant::now() < deadline,
-            "no challenge made ready\n{}",
-            logs(&c)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    order_in_flight_on_node_0(&c, &roots, &link).await;
     c.nodes[0].signal("KILL");
     let _ = c.nodes[0].wait();
 
@@ -169,4 +151,83 @@ async fn a_node_killed_mid_order_has_its_order_resumed_by_another() {
         0.0,
         "node 2 placed an order of its own"
     );
+}
+
+/// Starts a first handshake on node 0 and waits until its order's challenge is ready (Pebble's
+/// validation then sleeps): the order is placed and kept with node 0's lease.
+async fn order_in_flight_on_node_0(c: &Cluster, roots: &str, link: &str) {
+    let client = c
+        .node(0)
+        .client_trusting(roots, &[DOMAIN])
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let url = c.node(0).on_port(link);
+    tokio::spawn(async move { client.get(url).send().await.map(|_| ()) });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.pebble.log().contains("POST /chalZ/") {
+        assert!(
+            Instant::now() < deadline,
+            "no challenge made ready\n{}",
+            logs(c)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_past_its_lease_writes_nothing_after_another_finished_its_order() {
+    let options = PebbleOptions {
+        va_sleep_secs: Some(10),
+        ..PebbleOptions::default()
+    };
+    let c = Cluster::start(&["http-01"], &options, "").await;
+    let link = registered(&c, 1).await;
+    let roots = c.pebble.issuing_roots().await;
+    order_in_flight_on_node_0(&c, &roots, &link).await;
+    c.node(0).signal("STOP");
+    let lease = |c: &Cluster| {
+        c.psql(&format!(
+            "SELECT holder, fence FROM leases WHERE name = '{DOMAIN}'"
+        ))
+    };
+    let held = lease(&c);
+    assert!(held.starts_with("edge-0|"), "{held}");
+    let stale_fence: i64 = held.trim().rsplit('|').next().unwrap().parse().unwrap();
+
+    // Past the lease's TTL (3 s) node 2 takes over and finishes the same order.
+    let status = click(c.node(2), &roots, &link).await;
+    assert_eq!(status, Ok(302), "{}", logs(&c));
+    assert_eq!(
+        c.pebble.orders_placed(),
+        1,
+        "orders at Pebble\n{}",
+        c.pebble.log()
+    );
+    assert_eq!(orders(c.node(2), "started").await, 0.0);
+    let rows = |c: &Cluster| {
+        c.psql(&format!(
+            "SELECT c.fence, c.not_after, c.version, d.failures, d.last_error IS NULL, d.version \
+             FROM certificates c JOIN domains d ON d.name = c.domain WHERE c.domain = '{DOMAIN}'"
+        ))
+    };
+    let written = rows(&c);
+    let fence: i64 = written.split('|').next().unwrap().parse().unwrap();
+    assert!(
+        fence > stale_fence,
+        "written under fence {fence}, stale {stale_fence}"
+    );
+
+    // Running again, node 0 finds its claim lost and writes nothing: not its certificate, not
+    // a failure of the order it now sees finished by another.
+    c.node(0).signal("CONT");
+    let log = c.node(0).wait_for_log("nothing written here", 1);
+    assert!(!log.contains("certificate issued"), "{log}");
+    assert!(!log.contains("certificate issuance failed"), "{log}");
+    assert_eq!(
+        rows(&c),
+        written,
+        "rows changed after the stale holder resumed"
+    );
+    assert_eq!(c.pebble.orders_placed(), 1, "orders at Pebble");
 }

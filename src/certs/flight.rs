@@ -181,6 +181,11 @@ impl Certs {
                 .map(|e| (cert, e))
                 .map_err(|e| IssueOutcome::Unusable(e.into())),
             Err(IssueError::ClaimLost { .. }) => Err(IssueOutcome::Superseded),
+            // A holder stopped past its TTL and resumed may see the order another node
+            // finished since as failed: under a lost claim it records nothing, not even that.
+            Err(_) if matches!(claim.confirm().await, Err(IssueError::ClaimLost { .. })) => {
+                Err(IssueOutcome::Superseded)
+            }
             Err(e) => Err(self.failed(name, &e, replacing.map(|c| c.not_after)).await),
         };
         let (cert, entry) = match result {

@@ -24,6 +24,16 @@ impl Cluster {
     /// Three nodes sharing a fresh database, ordering from a fresh Pebble with `challenges`;
     /// `extra` is more config for every node (tables).
     pub async fn start(challenges: &[&str], options: &PebbleOptions, extra: &str) -> Cluster {
+        Cluster::start_with_acme(challenges, options, "", extra).await
+    }
+
+    /// [`Cluster::start`] with more `[acme]` settings (lines) for every node.
+    pub async fn start_with_acme(
+        challenges: &[&str],
+        options: &PebbleOptions,
+        acme_extra: &str,
+        extra: &str,
+    ) -> Cluster {
         let url = postgres::shared().fresh_database();
         let ports = PebblePorts::reserve();
         let (https, http) = (free_tcp_port(), free_tcp_port());
@@ -33,7 +43,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, ip)| {
                 let config = format!(
-                    "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{acme}lease_ttl = \"3s\"\n\
+                    "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{acme}lease_ttl = \"3s\"\n{acme_extra}\
                      [store]\nurl = \"{url}\"\n[cluster]\nnode_id = \"edge-{i}\"\n{extra}",
                     acme = ports.acme_toml(challenges),
                 );
@@ -47,5 +57,11 @@ impl Cluster {
     /// Node `i`.
     pub fn node(&self, i: usize) -> &Edge {
         &self.nodes[i]
+    }
+
+    /// Runs `sql` in the cluster's database; its unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> String {
+        let db = self.url.rsplit('/').next().expect("a database in the URL");
+        postgres::shared().psql(db, sql)
     }
 }

@@ -192,6 +192,44 @@ async fn a_lease_holder_stalled_past_its_ttl_writes_nothing_afterwards() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_holder_stalled_past_its_ttl_records_no_failure_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let stall = Arc::new(Notify::new());
+    let stalled_ca = FakeCa::new(dir.path(), &clock, Some(stall.clone()));
+    let stalled = node(&store, stalled_ca.clone(), "edge-a", &clock);
+    let other = node(
+        &store,
+        FakeCa::new(dir.path(), &clock, None),
+        "edge-b",
+        &clock,
+    );
+    let first = {
+        let (stalled, name) = (stalled.clone(), name.clone());
+        tokio::spawn(async move { stalled.resolve(&name).await.map(|k| leaf(&k)) })
+    };
+    while stalled_ca.orders.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    clock.advance(TTL + Duration::from_secs(1));
+    other
+        .resolve(&name)
+        .await
+        .expect("the other node takes over");
+    let before = store.domain(&name).await.unwrap().unwrap();
+    // The stalled holder wakes up to an order that failed (as the order the other node
+    // finished looks to it): it records no failure, so the name does not back off.
+    stalled_ca.fail.store(true, Ordering::SeqCst);
+    stall.notify_one();
+    let _ = first.await.unwrap();
+    let after = store.domain(&name).await.unwrap().unwrap();
+    assert_eq!(after.failures, 0, "{after:?}");
+    assert_eq!(after.last_error, None, "{after:?}");
+    assert_eq!(after, before);
+}
+
 #[tokio::test]
 async fn a_name_in_backoff_fails_fast_on_both_nodes() {
     let dir = tempfile::tempdir().unwrap();
