@@ -30,7 +30,7 @@ use crate::clock::{Clock, from_unix_secs};
 use crate::config::{self, ChallengeKind};
 use crate::issuer::{IssueError, Issuer, OrderClaim, RenewalWindow};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoredCert};
+use crate::store::{OrderTurn, Store, StoredCert};
 use budget::OrderBudget;
 use challenges::Challenges;
 use client::AcmeHttp;
@@ -172,7 +172,25 @@ impl AcmeIssuer {
         domain: &Domain,
         replacing: Option<&StoredCert>,
     ) -> Result<Order, IssueError> {
-        self.budget.acquire().await.map_err(|e| failed(domain, e))?;
+        match replacing {
+            // NOTE: a first certificate is waited for by handshakes, which cannot wait for the
+            // budget's next order (one per `order_window / max_orders`): it fails at once and
+            // the name backs off, on every node. A renewal has time, and queues.
+            None => {
+                if let OrderTurn::Wait(next) = self
+                    .budget
+                    .try_acquire()
+                    .await
+                    .map_err(|e| failed(domain, e))?
+                {
+                    return Err(IssueError::OrderBudget {
+                        domain: domain.clone(),
+                        next,
+                    });
+                }
+            }
+            Some(_) => self.budget.acquire().await.map_err(|e| failed(domain, e))?,
+        }
         let identifiers = [Identifier::Dns(domain.to_string())];
         let replaces = replacing.and_then(|c| certificate_id(c).ok());
         match &replaces {

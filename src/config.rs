@@ -201,7 +201,8 @@ pub struct Acme {
     /// External account binding HMAC key (base64url). Default none.
     pub eab_hmac_key: Option<String>,
     /// Account-wide order budget: at most this many new orders per `order_window` (Let's
-    /// Encrypt allows 300 per 3 hours); further orders wait. Default `300`.
+    /// Encrypt allows 300 per 3 hours); further renewals wait, further first certificates fail
+    /// at once (their handshakes cannot wait) and back off. Default `300`.
     pub max_orders: NonZeroU32,
     /// The window of `max_orders`. Default `3h`.
     #[serde(with = "humantime_serde")]

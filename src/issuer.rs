@@ -13,6 +13,7 @@ pub use local::LocalCa;
 
 use crate::Domain;
 use crate::acme::AcmeError;
+use crate::clock::rfc3339;
 use crate::domain::Zones;
 use crate::errors::chain as error_chain;
 use crate::store::{AcmeProblem, FailureKind, IssueFailure, StoreError, StoredCert};
@@ -42,6 +43,18 @@ pub enum IssueError {
         domain: Domain,
         /// The zones the built-in CA vouches for.
         names: Zones,
+    },
+    /// A first certificate found the account's order budget spent (or paused by the CA's
+    /// `Retry-After`): no order was placed. A handshake cannot wait for the next one.
+    #[error(
+        "no new order for {domain} before {}: the order budget (acme.max_orders per acme.order_window, shared by every node) is spent or paused by the CA; a first certificate does not queue for it",
+        rfc3339(*next)
+    )]
+    OrderBudget {
+        /// The name.
+        domain: Domain,
+        /// When the budget allows the next new order.
+        next: SystemTime,
     },
     /// The CA refused: an RFC 8555 problem document.
     #[error("the CA refused {domain}: {}{detail}", problem_type.as_deref().map(|t| format!("{t}: ")).unwrap_or_default())]
@@ -87,7 +100,10 @@ impl IssueError {
         match self {
             // NOTE: a refusal by the built-in CA is the edge's own (a setting), never a CA's
             // problem type: passing DNS checks cannot fix it, so it is not retried for them.
-            IssueError::Local { .. } | IssueError::OutsideLocalNames { .. } => FailureKind::Local,
+            // The edge's own pacing, not the CA's verdict.
+            IssueError::Local { .. }
+            | IssueError::OutsideLocalNames { .. }
+            | IssueError::OrderBudget { .. } => FailureKind::Local,
             IssueError::Refused { problem_type, .. } => problem_type
                 .as_deref()
                 .and_then(AcmeProblem::from_type)
