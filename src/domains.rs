@@ -189,10 +189,14 @@ impl Domains {
     /// Unregisters `name`: handshakes for it fail from now on, and its certificate and checks
     /// are deleted. A name `tls.ask` approved is asked about afresh at its next handshake.
     pub async fn remove(&self, name: &Domain) -> Result<(), DomainError> {
+        // The store first: a remove that fails (the database is unreachable) leaves the name
+        // served here as on every other node. Not in the store (removed by another node whose
+        // change has not arrived yet): forgotten here too.
+        let removed = self.store.remove_domain(name).await?;
         self.policy.unregister(name.as_str()).await;
         self.certs.forget(name);
         self.onboarding.forget(name);
-        if !self.store.remove_domain(name).await? {
+        if !removed {
             return Err(DomainError::NotRegistered(name.clone()));
         }
         if let Err(e) = self.certs.refresh_gauges().await {

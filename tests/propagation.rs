@@ -198,19 +198,21 @@ async fn load(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_database_stopped_nodes_keep_serving_refuse_writes_and_resync_after() {
+async fn with_the_database_stopped_three_nodes_keep_serving_refuse_writes_and_resync_after() {
     let server = PgServer::start();
     let url = server.fresh_database();
     // Every click logged, however fast the load comes from one address.
     let unbounded = "[clicks]\nmax_clicks_per_ip_per_sec = 0\n";
     let a = node_with(&url, "edge-a", "30s", unbounded);
     let b = node_with(&url, "edge-b", "30s", unbounded);
-    let roots = roots(&[&a, &b]);
+    let c = node_with(&url, "edge-c", "30s", unbounded);
+    let nodes = [&a, &b, &c];
+    let roots = roots(&nodes);
     let domain = "s1.example.com";
     a.add_domain(domain).await;
     let link = mint(&a, domain).await;
-    // Both nodes serve the domain before the outage: its certificate is in their memory.
-    for edge in [&a, &b] {
+    // Every node serves the domain before the outage: its certificate is in their memory.
+    for edge in nodes {
         let served = within(HINTED, || async {
             click(edge, &roots, domain, &link).await == Some(302)
         });
@@ -221,7 +223,7 @@ async fn with_the_database_stopped_nodes_keep_serving_refuse_writes_and_resync_a
     let outage = Instant::now() + Duration::from_secs(20);
     let (clicks, writes) = tokio::join!(
         load(
-            vec![(&a, link.clone()), (&b, link.clone())],
+            nodes.iter().map(|n| (*n, link.clone())).collect(),
             &roots,
             domain,
             outage
@@ -237,7 +239,12 @@ async fn with_the_database_stopped_nodes_keep_serving_refuse_writes_and_resync_a
                 )
                 .await;
             let rotate = b.admin(Method::POST, "/v1/keys", None).await;
-            (add, rotate, started.elapsed())
+            // A remove the store refused changes nothing: c keeps serving the name (the load
+            // goes on clicking it there).
+            let remove = c
+                .admin(Method::DELETE, &format!("/v1/domains/{domain}"), None)
+                .await;
+            (vec![add, rotate, remove], started.elapsed())
         }
     );
     let (ok, failed) = clicks;
@@ -248,31 +255,30 @@ async fn with_the_database_stopped_nodes_keep_serving_refuse_writes_and_resync_a
         ok + failed.len(),
         &failed[..failed.len().min(5)]
     );
-    assert!(ok > 20, "only {ok} clicks during the outage");
-    let ((add_status, add_body), (rotate_status, rotate_body), took) = writes;
-    for (status, body) in [(add_status, &add_body), (rotate_status, &rotate_body)] {
-        assert_eq!(status, 503, "{body}");
+    assert!(ok > 30, "only {ok} clicks during the outage");
+    let (answers, took) = writes;
+    for (status, body) in &answers {
+        assert_eq!(*status, 503, "{body}");
         let message = body["error"].as_str().unwrap_or_default();
         assert!(message.contains("database is unreachable"), "{message}");
     }
     assert!(
-        took < Duration::from_secs(15),
+        took < Duration::from_secs(20),
         "the refused writes took {took:?}"
     );
+    assert_eq!(click(&c, &roots, domain, &link).await, Some(302));
 
     // Every click answered is in a click log: none lost.
-    let expected = ok + 2;
-    let settled = within(Duration::from_secs(10), || async {
-        a.clicks().len() + b.clicks().len() == expected
-    })
-    .await;
-    let logged = a.clicks().len() + b.clicks().len();
+    let expected = ok + nodes.len() + 1;
+    let logged = || nodes.iter().map(|n| n.clicks().len()).sum::<usize>();
+    let settled = within(Duration::from_secs(10), || async { logged() == expected }).await;
     assert!(
         settled.is_some(),
-        "{logged} clicks logged, {expected} answered"
+        "{} clicks logged, {expected} answered",
+        logged()
     );
 
-    // Back: writes work again and reach the other node, nobody restarted.
+    // Back: writes work again and reach the other nodes, nobody restarted.
     server.start_again();
     let back = within(Duration::from_secs(30), || async {
         a.admin(
@@ -289,20 +295,27 @@ async fn with_the_database_stopped_nodes_keep_serving_refuse_writes_and_resync_a
         "admin writes still fail 30 s after the database returned"
     );
     let link2 = mint(&a, "s2.example.com").await;
-    let seen = within(Duration::from_secs(30), || async {
-        click(&b, &roots, "s2.example.com", &link2).await == Some(302)
-    })
-    .await;
-    assert!(
-        seen.is_some(),
-        "b did not resync after the database returned"
-    );
-    // Both nodes heartbeat again, caught up with every change.
+    for edge in [&b, &c] {
+        let seen = within(Duration::from_secs(30), || async {
+            click(edge, &roots, "s2.example.com", &link2).await == Some(302)
+        })
+        .await;
+        assert!(
+            seen.is_some(),
+            "{} did not resync after the database returned",
+            edge.https
+        );
+    }
+    // The refused remove left the name registered everywhere.
+    for edge in nodes {
+        assert_eq!(click(edge, &roots, domain, &link).await, Some(302));
+    }
+    // Every node heartbeats again, caught up with every change.
     let caught_up = within(Duration::from_secs(30), || async {
         let status: Value = a.admin(Method::GET, "/v1/cluster", None).await.1;
         status["nodes"]
             .as_array()
-            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["alive"] == true && n["lag"] == 0))
+            .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["alive"] == true && n["lag"] == 0))
     })
     .await;
     let status: Value = a.admin(Method::GET, "/v1/cluster", None).await.1;
