@@ -69,4 +69,19 @@ impl PgStore {
             .map_err(db(op))?;
         Ok(n == 1)
     }
+
+    pub(super) async fn retire_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError> {
+        let op = "retiring link key";
+        let n = self
+            .conn(op)
+            .await?
+            .execute(
+                "UPDATE link_keys SET retired_at = COALESCE(retired_at, $2), \
+                 version = nextval('row_version') WHERE id = $1",
+                &[&i32::from(id), &secs(at)],
+            )
+            .await
+            .map_err(db(op))?;
+        Ok(n == 1)
+    }
 }

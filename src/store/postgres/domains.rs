@@ -1,0 +1,173 @@
+//! PostgreSQL's domain rows: the registered set, an operator's add (taking over a name `ask`
+//! approved) and an approval's, removal with the name's certificate, the issuance status and the
+//! latest onboarding checks.
+
+use std::time::SystemTime;
+
+use super::rows::{domain_row, parse_domain};
+use super::{PgStore, db};
+use crate::Domain;
+use crate::store::sqlite::rows::{DOMAIN_COLUMNS, secs, to_record};
+use crate::store::{DomainRecord, IssueStatus, StoreError};
+
+impl PgStore {
+    pub(super) async fn read_domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
+        let op = "listing domains";
+        let rows = self
+            .conn(op)
+            .await?
+            .query(
+                &format!("SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY name COLLATE \"C\""),
+                &[],
+            )
+            .await
+            .map_err(db(op))?;
+        rows.iter().map(|r| to_record(domain_row(r))).collect()
+    }
+
+    pub(super) async fn read_domain(
+        &self,
+        name: &Domain,
+    ) -> Result<Option<DomainRecord>, StoreError> {
+        let op = "reading domain";
+        self.conn(op)
+            .await?
+            .query_opt(
+                &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1"),
+                &[&name.as_str()],
+            )
+            .await
+            .map_err(db(op))?
+            .map(|r| to_record(domain_row(&r)))
+            .transpose()
+    }
+
+    pub(super) async fn insert_domain(
+        &self,
+        name: &Domain,
+        created_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let op = "adding domain";
+        let mut conn = self.conn(op).await?;
+        let tx = conn.transaction().await.map_err(db(op))?;
+        // New or not is whether the insert happened; an operator's add then takes over a name
+        // ask approved.
+        let inserted = tx
+            .execute(
+                "INSERT INTO domains (name, created_at, origin) VALUES ($1, $2, 'admin')
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name.as_str(), &secs(created_at)],
+            )
+            .await
+            .map_err(db(op))?;
+        tx.execute(
+            "UPDATE domains SET origin = 'admin', version = nextval('row_version')
+             WHERE name = $1 AND origin <> 'admin'",
+            &[&name.as_str()],
+        )
+        .await
+        .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(inserted == 1)
+    }
+
+    pub(super) async fn insert_approved_domain(
+        &self,
+        name: &Domain,
+        created_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let op = "adding approved domain";
+        let n = self
+            .conn(op)
+            .await?
+            .execute(
+                "INSERT INTO domains (name, created_at, origin) VALUES ($1, $2, 'ask')
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name.as_str(), &secs(created_at)],
+            )
+            .await
+            .map_err(db(op))?;
+        Ok(n == 1)
+    }
+
+    pub(super) async fn delete_domain(&self, name: &Domain) -> Result<bool, StoreError> {
+        let op = "removing domain";
+        let mut conn = self.conn(op).await?;
+        let tx = conn.transaction().await.map_err(db(op))?;
+        tx.execute(
+            "DELETE FROM certificates WHERE domain = $1",
+            &[&name.as_str()],
+        )
+        .await
+        .map_err(db(op))?;
+        let n = tx
+            .execute("DELETE FROM domains WHERE name = $1", &[&name.as_str()])
+            .await
+            .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(n == 1)
+    }
+
+    pub(super) async fn write_status(
+        &self,
+        name: &Domain,
+        status: &IssueStatus,
+    ) -> Result<(), StoreError> {
+        let op = "recording domain status";
+        let (detail, kind) = match &status.last_error {
+            Some(f) => (Some(f.detail.as_str()), Some(f.kind.code())),
+            None => (None, None),
+        };
+        self.conn(op)
+            .await?
+            .execute(
+                "UPDATE domains SET last_error = $2, error_kind = $3, failures = $4,
+                     retry_at = $5, version = nextval('row_version')
+                 WHERE name = $1",
+                &[
+                    &name.as_str(),
+                    &detail,
+                    &kind.as_deref(),
+                    &i64::from(status.failures),
+                    &status.retry_at.map_or(0, secs),
+                ],
+            )
+            .await
+            .map_err(db(op))?;
+        Ok(())
+    }
+
+    pub(super) async fn read_domain_checks(&self) -> Result<Vec<(Domain, String)>, StoreError> {
+        let op = "reading domain checks";
+        let rows = self
+            .conn(op)
+            .await?
+            .query(
+                "SELECT name, checks FROM domains WHERE checks IS NOT NULL
+                 ORDER BY name COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(db(op))?;
+        rows.iter()
+            .map(|r| Ok((parse_domain(r.get(0), "domains.name")?, r.get(1))))
+            .collect()
+    }
+
+    pub(super) async fn write_domain_checks(
+        &self,
+        name: &Domain,
+        json: &str,
+    ) -> Result<(), StoreError> {
+        let op = "recording domain checks";
+        self.conn(op)
+            .await?
+            .execute(
+                "UPDATE domains SET checks = $2, version = nextval('row_version') WHERE name = $1",
+                &[&name.as_str(), &json],
+            )
+            .await
+            .map_err(db(op))?;
+        Ok(())
+    }
+}
