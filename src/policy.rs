@@ -113,6 +113,11 @@ impl Policy {
         }
     }
 
+    /// Every registered name (a copy: a full comparison with the store, rare).
+    pub fn names(&self) -> Vec<Domain> {
+        self.registered.iter().map(|n| n.key().clone()).collect()
+    }
+
     /// How many names are registered.
     pub fn len(&self) -> usize {
         self.registered.len()

@@ -9,8 +9,13 @@
 //! `cluster.scan_interval` whatever the hints said. A lost notification delays a change by at
 //! most one interval; a database that is down delays every change until it is back, and memory
 //! keeps serving meanwhile.
+//!
+//! Deletes are tombstones, pruned once a day old (by whichever node's heartbeat finds it due).
+//! A node that applied nothing since before the newest pruned tombstone (away, or cut off from
+//! the database, that long) cannot read the deletes it missed: it compares its domain set and
+//! key ring with the store instead, then scans as usual.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -26,6 +31,9 @@ use crate::store::{Change, Changed, Store, StoreError};
 
 /// Changes read per query.
 const PAGE: u32 = 1000;
+
+/// How long a tombstone is kept: a node away for less reads every delete it missed.
+pub const TOMBSTONE_KEEP: Duration = Duration::from_secs(24 * 3600);
 
 /// Wait before listening again after the listening connection failed or dropped.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
@@ -93,6 +101,10 @@ impl Propagation {
     /// Reads and applies every change since the last one applied; returns how many there were.
     /// On an error, what was applied stays applied and the next scan goes on from there.
     pub async fn scan(&self) -> Result<usize, StoreError> {
+        let pruned = self.store.pruned_through().await?;
+        if self.applied() < pruned {
+            self.forget_removed().await?;
+        }
         let mut total = 0;
         loop {
             let changes = self.store.changes_since(self.applied(), PAGE).await?;
@@ -100,9 +112,40 @@ impl Propagation {
             total += n;
             self.apply(changes).await?;
             if n < PAGE as usize {
+                // Everything up to `pruned` is read now: written rows by the scan, deletes by
+                // the comparison.
+                self.applied.fetch_max(pruned, Ordering::Relaxed);
                 return Ok(total);
             }
         }
+    }
+
+    /// The deletes this node missed had their tombstones pruned: what it serves and the store
+    /// no longer holds is forgotten (domains, with their certificates; link keys). Rows written
+    /// meanwhile are the scan's.
+    async fn forget_removed(&self) -> Result<(), StoreError> {
+        let stored: HashSet<_> = self
+            .store
+            .domains()
+            .await?
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        let mut gone = 0;
+        for name in self.policy.names() {
+            if !stored.contains(&name) {
+                self.policy.unregister(name.as_str()).await;
+                self.certs.forget(&name);
+                gone += 1;
+            }
+        }
+        self.keys.reload().await?;
+        tracing::warn!(
+            applied = self.applied(),
+            removed = gone,
+            "deletes missed for longer than tombstones are kept: compared with the store"
+        );
+        Ok(())
     }
 
     /// Applies one page, oldest first, each row once (at its last version in the page); the
@@ -216,6 +259,15 @@ impl Propagation {
             );
             if let Err(e) = beat.await {
                 tracing::debug!(error = %error_chain(&e), "recording the heartbeat");
+            }
+            match self
+                .store
+                .prune_tombstones(self.clock.now(), TOMBSTONE_KEEP)
+                .await
+            {
+                Ok(Some(n)) => tracing::debug!(pruned = n, "tombstones pruned"),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %error_chain(&e), "pruning tombstones"),
             }
             tokio::time::sleep(self.settings.heartbeat_interval).await;
         }

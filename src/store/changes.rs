@@ -5,11 +5,16 @@
 //! nothing is missed however many notifications are lost: [`Changes::listen`] only hints that
 //! it is worth asking now.
 //!
+//! Tombstones do not pile up: [`Changes::prune_tombstones`] deletes those older than a bound
+//! (a day, from one node at a time), and [`Changes::pruned_through`] tells a node that was away
+//! longer to compare instead of reading deletes.
+//!
 //! Versions are handed out in commit order (PostgreSQL: writers serialise on one advisory lock
 //! taken before any row lock; SQLite: one writer), so a row committed after a scan never carries
 //! a version below what that scan returned.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -48,6 +53,18 @@ pub trait Changes: Send + Sync + 'static {
     /// The highest version of any row or tombstone committed (0 for none): what a node that
     /// loads everything now has seen.
     async fn latest_version(&self) -> Result<u64, StoreError>;
+    /// Deletes the tombstones at least `keep` old, in one step that is due at most once per
+    /// `keep` for every node sharing the store together (the call that finds it due does it):
+    /// each run deletes the tombstones the run before saw committed (its mark), and marks the
+    /// latest version for the next. How many were deleted; none when it was not due.
+    async fn prune_tombstones(
+        &self,
+        now: SystemTime,
+        keep: Duration,
+    ) -> Result<Option<u64>, StoreError>;
+    /// The highest version a pruned tombstone may have had (0: none pruned): a node that applied
+    /// less may have missed a delete, and compares what it holds with the store instead.
+    async fn pruned_through(&self) -> Result<u64, StoreError>;
     /// Wakes `hint` once listening has begun and after every change another writer commits,
     /// until the connection that listens is lost (then returns: the caller scans and listens
     /// again). A store only this process writes (SQLite) has nothing to hint and never returns.
@@ -93,6 +110,11 @@ pub(super) fn changes_query(placeholder: char, removed: (&str, &str)) -> String 
          ORDER BY 1 LIMIT {p}2"
     )
 }
+
+/// The row that paces tombstone pruning, for both stores: the highest version pruned, the
+/// mark (the latest version at the last run: what the next run deletes) and when that run was
+/// (ms since the Unix epoch).
+pub(super) const PRUNED_THROUGH: &str = "SELECT pruned_through FROM tombstone_prune";
 
 /// The query for [`Changes::latest_version`], for both stores.
 pub(super) const LATEST_VERSION: &str = "SELECT COALESCE(MAX(v), 0) FROM (

@@ -58,6 +58,7 @@ macro_rules! store_conformance_tests {
             a_pause_stops_orders_until_it_ends,
             every_write_and_delete_is_a_change_since_the_last_version,
             changes_come_in_pages_oldest_first,
+            old_tombstones_are_pruned_once_per_bound,
             heartbeats_record_each_node_once,
         );
     };

@@ -168,3 +168,56 @@ async fn keys_added_or_removed_elsewhere_reach_the_ring() {
     f.propagation.scan().await.unwrap();
     assert_eq!(ids(&f.keys), vec![id]);
 }
+
+#[tokio::test]
+async fn a_node_away_longer_than_tombstones_are_kept_still_forgets_what_was_removed() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let (a, b) = (
+        Domain::parse("a.example.com").unwrap(),
+        Domain::parse("b.example.com").unwrap(),
+    );
+    for name in [&a, &b] {
+        f.store.add_domain(name, clock.clock().now()).await.unwrap();
+    }
+    let id = f
+        .store
+        .add_link_key([9; 32], clock.clock().now())
+        .await
+        .unwrap();
+    f.propagation.scan().await.unwrap();
+    assert_eq!(ids(&f.keys), vec![id, 1]);
+
+    // While this node scans nothing, a and the new key are removed, b's status changes, and
+    // both tombstones are pruned (marked by one run, deleted by the next a bound later).
+    f.store.remove_domain(&a).await.unwrap();
+    f.store.remove_link_key(id).await.unwrap();
+    let now = clock.clock().now();
+    f.store.prune_tombstones(now, TOMBSTONE_KEEP).await.unwrap();
+    let pruned = f
+        .store
+        .prune_tombstones(now + TOMBSTONE_KEEP, TOMBSTONE_KEEP)
+        .await
+        .unwrap();
+    assert_eq!(pruned, Some(2));
+    let backoff = IssueStatus {
+        failures: 1,
+        retry_at: Some(now + Duration::from_secs(600)),
+        last_error: Some(IssueFailure {
+            kind: FailureKind::Order,
+            detail: "refused".into(),
+        }),
+    };
+    f.store.set_status(&b, &backoff).await.unwrap();
+    assert!(f.propagation.applied() < f.store.pruned_through().await.unwrap());
+
+    f.propagation.scan().await.unwrap();
+    assert!(!f.policy.is_registered(a.as_str()), "a removed while away");
+    assert_eq!(ids(&f.keys), vec![1], "the key removed while away");
+    assert!(f.policy.is_registered(b.as_str()));
+    assert!(
+        matches!(f.certs.resolve(&b).await, Err(CertError::BackingOff { .. })),
+        "b's status, written while away, applied too"
+    );
+    assert!(f.propagation.applied() >= f.store.pruned_through().await.unwrap());
+}

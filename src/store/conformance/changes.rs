@@ -95,6 +95,44 @@ pub async fn changes_come_in_pages_oldest_first(store: &dyn Store) -> Result<(),
     Ok(())
 }
 
+/// Tombstones are pruned once at least `keep` old, by one run per `keep` whoever asks, and
+/// `pruned_through` names the highest version that may be gone; rows are never pruned.
+pub async fn old_tombstones_are_pruned_once_per_bound(store: &dyn Store) -> Result<(), StoreError> {
+    let keep = std::time::Duration::from_secs(3600);
+    let (a, b, c) = (d("a.example.com"), d("b.example.com"), d("c.example.com"));
+    for name in [&a, &b, &c] {
+        store.add_domain(name, t(1)).await?;
+    }
+    store.remove_domain(&a).await?;
+    let a_gone = store.latest_version().await?;
+    assert_eq!(store.pruned_through().await?, 0, "nothing pruned yet");
+    // The first run only marks what it saw; a run before `keep` has passed does nothing.
+    assert_eq!(store.prune_tombstones(t(10_000), keep).await?, Some(0));
+    assert_eq!(store.prune_tombstones(t(10_000), keep).await?, None);
+    assert_eq!(store.prune_tombstones(t(10_000 + 3599), keep).await?, None);
+    store.remove_domain(&b).await?;
+    // An hour on: the tombstone marked then goes, the newer one stays.
+    assert_eq!(
+        store.prune_tombstones(t(10_000 + 3600), keep).await?,
+        Some(1)
+    );
+    assert_eq!(store.pruned_through().await?, a_gone);
+    assert_eq!(
+        since(store, 0).await?,
+        vec![
+            (Changed::Domain(c.clone()), false),
+            (Changed::Domain(b.clone()), true)
+        ]
+    );
+    assert_eq!(
+        store.prune_tombstones(t(10_000 + 7200), keep).await?,
+        Some(1)
+    );
+    assert_eq!(since(store, 0).await?, vec![(Changed::Domain(c), false)]);
+    assert!(store.pruned_through().await? > a_gone);
+    Ok(())
+}
+
 /// A node's heartbeat replaces its last one; nodes are listed by id.
 pub async fn heartbeats_record_each_node_once(store: &dyn Store) -> Result<(), StoreError> {
     store.heartbeat("edge-b", t(10), 3, t(11)).await?;

@@ -3,13 +3,13 @@
 //! node heartbeats, leases and budgets as `cluster status` reads them.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio_postgres::AsyncMessage;
 
-use super::super::changes::{LATEST_VERSION, changes_query, to_change};
-use super::super::sqlite::cluster::{from_ms, ms};
+use super::super::changes::{LATEST_VERSION, PRUNED_THROUGH, changes_query, to_change};
+use super::super::sqlite::cluster::{from_ms, ms, ms_in};
 use super::{PgStore, db};
 use crate::store::{
     BudgetRecord, Change, Changes, ClusterView, Fence, LeaseRecord, NodeRecord, StoreError,
@@ -43,6 +43,50 @@ impl Changes for PgStore {
             .conn(op)
             .await?
             .query_one(LATEST_VERSION, &[])
+            .await
+            .map_err(db(op))?
+            .get(0);
+        Ok(u64::try_from(v).unwrap_or(0))
+    }
+
+    async fn prune_tombstones(
+        &self,
+        now: SystemTime,
+        keep: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let op = "pruning tombstones";
+        let mut conn = self.conn(op).await?;
+        let tx = conn.transaction().await.map_err(db(op))?;
+        // The row lock orders concurrent runs; the one that waited finds `marked_at` moved on.
+        let due = tx
+            .query_opt(
+                &format!(
+                    "UPDATE tombstone_prune SET pruned_through = GREATEST(pruned_through, mark),
+                         mark = ({LATEST_VERSION}), marked_at = $1
+                     WHERE marked_at <= $2 RETURNING pruned_through"
+                ),
+                &[&ms(now), &ms(now).saturating_sub(ms_in(keep))],
+            )
+            .await
+            .map_err(db(op))?;
+        let Some(row) = due else {
+            return Ok(None);
+        };
+        let through: i64 = row.get(0);
+        let n = tx
+            .execute("DELETE FROM tombstones WHERE version <= $1", &[&through])
+            .await
+            .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(Some(n))
+    }
+
+    async fn pruned_through(&self) -> Result<u64, StoreError> {
+        let op = "reading the pruned version";
+        let v: i64 = self
+            .conn(op)
+            .await?
+            .query_one(PRUNED_THROUGH, &[])
             .await
             .map_err(db(op))?
             .get(0);

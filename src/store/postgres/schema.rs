@@ -148,6 +148,19 @@ ALTER TABLE link_keys ADD COLUMN retired_at BIGINT;
 -- of the row: the version trigger propagates it like any other domain change.
 ALTER TABLE domains ADD COLUMN fallback_url TEXT;
 ",
+    "
+-- Tombstone pruning, paced by one row: a run deletes the tombstones up to the last run's mark
+-- (the latest version then) and marks the latest version now, at most once per bound for all
+-- nodes together (`marked_at`, ms since the Unix epoch). `pruned_through` is the highest version
+-- a pruned tombstone may have had.
+CREATE TABLE tombstone_prune (
+    one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    pruned_through BIGINT NOT NULL,
+    mark BIGINT NOT NULL,
+    marked_at BIGINT NOT NULL
+);
+INSERT INTO tombstone_prune (pruned_through, mark, marked_at) VALUES (0, 0, 0);
+",
 ];
 
 /// The advisory lock key the migrating transaction holds (`clickedg` in ASCII): any number

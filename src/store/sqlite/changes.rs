@@ -4,14 +4,14 @@
 //! to listen for.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension as _, params};
 use tokio::sync::Notify;
 
 use super::SqliteStore;
-use super::cluster::{from_ms, ms};
-use crate::store::changes::{LATEST_VERSION, changes_query, to_change};
+use super::cluster::{from_ms, ms, ms_in};
+use crate::store::changes::{LATEST_VERSION, PRUNED_THROUGH, changes_query, to_change};
 use crate::store::{
     BudgetRecord, Change, Changes, ClusterView, Fence, LeaseRecord, NodeRecord, StoreError,
 };
@@ -43,6 +43,44 @@ impl Changes for SqliteStore {
         let v: i64 = self
             .with("reading the latest version", |c| {
                 c.query_row(LATEST_VERSION, [], |r| r.get(0))
+            })
+            .await?;
+        Ok(u64::try_from(v).unwrap_or(0))
+    }
+
+    async fn prune_tombstones(
+        &self,
+        now: SystemTime,
+        keep: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let (now, due) = (ms(now), ms(now).saturating_sub(ms_in(keep)));
+        self.with("pruning tombstones", move |c| {
+            let tx = c.unchecked_transaction()?;
+            let through: Option<i64> = tx
+                .query_row(
+                    &format!(
+                        "UPDATE tombstone_prune SET pruned_through = MAX(pruned_through, mark),
+                             mark = ({LATEST_VERSION}), marked_at = ?1
+                         WHERE marked_at <= ?2 RETURNING pruned_through"
+                    ),
+                    params![now, due],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(through) = through else {
+                return Ok(None);
+            };
+            let n = tx.execute("DELETE FROM tombstones WHERE version <= ?1", [through])?;
+            tx.commit()?;
+            Ok(Some(n as u64))
+        })
+        .await
+    }
+
+    async fn pruned_through(&self) -> Result<u64, StoreError> {
+        let v: i64 = self
+            .with("reading the pruned version", |c| {
+                c.query_row(PRUNED_THROUGH, [], |r| r.get(0))
             })
             .await?;
         Ok(u64::try_from(v).unwrap_or(0))

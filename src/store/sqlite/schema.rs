@@ -173,6 +173,17 @@ ALTER TABLE link_keys ADD COLUMN retired_at INTEGER;
 -- operator chose); NULL: the edge's page saying the link is not valid.
 ALTER TABLE domains ADD COLUMN fallback_url TEXT;
 ",
+    "
+-- Tombstone pruning, as in the PostgreSQL schema: a run deletes the tombstones up to the last
+-- run's mark and marks the latest version now, at most once per bound (`marked_at`, ms).
+CREATE TABLE tombstone_prune (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pruned_through INTEGER NOT NULL,
+    mark INTEGER NOT NULL,
+    marked_at INTEGER NOT NULL
+);
+INSERT INTO tombstone_prune (id, pruned_through, mark, marked_at) VALUES (1, 0, 0, 0);
+",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
