@@ -138,6 +138,23 @@ async fn fifty_first_handshakes_over_two_nodes_make_one_order_and_all_get_it() {
     );
 }
 
+/// Node edge-a's order for the name, stalled until `stall` is notified; the task resolving it
+/// (its leaf, or the error) is returned once edge-a's CA has the order.
+async fn stalled_order(
+    store: &Arc<dyn Store>,
+    name: &Domain,
+    ca: &Arc<FakeCa>,
+    clock: &ManualClock,
+) -> tokio::task::JoinHandle<Result<Vec<u8>, CertError>> {
+    let stalled = node(store, ca.clone(), "edge-a", clock);
+    let name = name.clone();
+    let first = tokio::spawn(async move { stalled.resolve(&name).await.map(|k| leaf(&k)) });
+    while ca.orders.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_holder_stalled_past_its_ttl_writes_nothing_afterwards() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,15 +163,8 @@ async fn a_lease_holder_stalled_past_its_ttl_writes_nothing_afterwards() {
     let stall = Arc::new(Notify::new());
     let stalled_ca = FakeCa::new(dir.path(), &clock, Some(stall.clone()));
     let other_ca = FakeCa::new(dir.path(), &clock, None);
-    let stalled = node(&store, stalled_ca.clone(), "edge-a", &clock);
     let other = node(&store, other_ca.clone(), "edge-b", &clock);
-    let first = {
-        let (stalled, name) = (stalled.clone(), name.clone());
-        tokio::spawn(async move { stalled.resolve(&name).await.map(|k| leaf(&k)) })
-    };
-    while stalled_ca.orders.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let first = stalled_order(&store, &name, &stalled_ca, &clock).await;
     // The holder stands still past its lease; the other node takes over and finishes.
     clock.advance(TTL + Duration::from_secs(1));
     let served = leaf(
@@ -199,20 +209,13 @@ async fn a_lease_holder_stalled_past_its_ttl_records_no_failure_afterwards() {
     let (store, name) = shared_store().await;
     let stall = Arc::new(Notify::new());
     let stalled_ca = FakeCa::new(dir.path(), &clock, Some(stall.clone()));
-    let stalled = node(&store, stalled_ca.clone(), "edge-a", &clock);
     let other = node(
         &store,
         FakeCa::new(dir.path(), &clock, None),
         "edge-b",
         &clock,
     );
-    let first = {
-        let (stalled, name) = (stalled.clone(), name.clone());
-        tokio::spawn(async move { stalled.resolve(&name).await.map(|k| leaf(&k)) })
-    };
-    while stalled_ca.orders.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let first = stalled_order(&store, &name, &stalled_ca, &clock).await;
     clock.advance(TTL + Duration::from_secs(1));
     other
         .resolve(&name)
