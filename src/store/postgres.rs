@@ -74,17 +74,7 @@ impl Store for PgStore {
     }
 
     async fn set_fallback_url(&self, name: &Domain, url: Option<&str>) -> Result<bool, StoreError> {
-        let op = "setting domain fallback";
-        let n = self
-            .conn(op)
-            .await?
-            .execute(
-                "UPDATE domains SET fallback_url = $2 WHERE name = $1",
-                &[&name.as_str(), &url],
-            )
-            .await
-            .map_err(db(op))?;
-        Ok(n == 1)
+        self.write_fallback_url(name, url).await
     }
 
     async fn remove_domain(&self, name: &Domain) -> Result<bool, StoreError> {

@@ -1,6 +1,6 @@
 //! PostgreSQL's domain rows: the registered set, an operator's add (taking over a name `ask`
-//! approved) and an approval's, removal with the name's certificate, the issuance status and the
-//! latest onboarding checks.
+//! approved) and an approval's, its fallback URL, removal with the name's certificate, the
+//! issuance status and the latest onboarding checks.
 
 use std::time::SystemTime;
 
@@ -169,5 +169,23 @@ impl PgStore {
             .await
             .map_err(db(op))?;
         Ok(())
+    }
+
+    pub(super) async fn write_fallback_url(
+        &self,
+        name: &Domain,
+        url: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let op = "setting domain fallback";
+        let n = self
+            .conn(op)
+            .await?
+            .execute(
+                "UPDATE domains SET fallback_url = $2 WHERE name = $1",
+                &[&name.as_str(), &url],
+            )
+            .await
+            .map_err(db(op))?;
+        Ok(n == 1)
     }
 }
