@@ -255,3 +255,55 @@ async fn the_cli_prints_the_rewritten_parts() {
     let json: Value = serde_json::from_str(&run(&["--text", "-", "--json"])).unwrap_or_default();
     assert_eq!(json["links"], json!([]), "stdin is empty here");
 }
+
+#[tokio::test]
+async fn the_pixel_answers_the_same_transparent_gif_never_cached_and_without_a_cookie() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let (status, out) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "m", "pixel": true,
+               "html": "<p><a href=\"https://a.example/\">hi</a></p>"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    let pixel = edge.on_port(out["pixel"].as_str().unwrap());
+    let forged = format!("{}x", pixel);
+    let client = edge.client(&[DOMAIN]);
+    let mut bodies = Vec::new();
+    for (method, url) in [
+        (Method::GET, &pixel),
+        (Method::HEAD, &pixel),
+        (Method::GET, &forged),
+    ] {
+        let res = client.request(method.clone(), url).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{method} {url}");
+        let h = res.headers();
+        assert_eq!(h["content-type"], "image/gif");
+        assert_eq!(
+            h["cache-control"],
+            "no-cache, no-store, must-revalidate, max-age=0"
+        );
+        assert!(h.get("set-cookie").is_none());
+        let body = res.bytes().await.unwrap();
+        if method == Method::GET {
+            bodies.push(body);
+        }
+    }
+    assert_eq!(bodies[0], bodies[1], "a bad token gets the same bytes");
+    let gif = &bodies[0];
+    // GIF89a, 1×1, a graphic control extension whose transparency flag is set for colour 0.
+    assert_eq!(&gif[..6], b"GIF89a");
+    assert_eq!((&gif[6..8], &gif[8..10]), (&[1u8, 0][..], &[1u8, 0][..]));
+    let gce = gif.windows(2).position(|w| w == [0x21, 0xf9]).unwrap();
+    assert_eq!((gif[gce + 3] & 1, gif[gce + 6]), (1, 0));
+    assert_eq!(gif.last(), Some(&b';'));
+    let res = client.post(&pixel).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    // Opens are not logged yet: the one line is the click made after the pixel's requests.
+    let link = edge.on_port(out["links"][0]["link"].as_str().unwrap());
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    let lines = edge.wait_for_clicks(1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["url"], "https://a.example/");
+}
