@@ -13,6 +13,7 @@ mod api;
 mod error;
 mod hosts;
 mod ready;
+mod rewrite;
 mod scope;
 mod ui;
 mod views;

@@ -1,5 +1,5 @@
 //! Command-line interface: argument definitions and the client commands that talk to a running
-//! edge's admin API (`domain`, `link`, `keys`). `serve` itself is in `main.rs` and [`crate::app`].
+//! edge's admin API (`domain`, `link`, `rewrite`, `keys`). `serve` itself is in `main.rs` and [`crate::app`].
 
 mod checks;
 mod classify;
@@ -10,6 +10,7 @@ mod domain;
 mod follow;
 mod health;
 pub(crate) mod out;
+mod rewrite;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ use confirm::confirm;
 pub use domain::DomainAction;
 pub use follow::{ClicksAction, FollowArgs};
 use out::say;
+pub use rewrite::RewriteArgs;
 
 /// Environment variable holding the admin token for client commands.
 pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
@@ -190,6 +192,9 @@ pub enum Command {
         #[command(flatten)]
         message: MessageArgs,
     },
+    /// Prepare a whole message: its links sealed, an open pixel and a decoy when asked; prints
+    /// the rewritten parts (see README, "Preparing a message").
+    Rewrite(RewriteArgs),
     /// Read the click stream (`clicks.stream = "nats"`).
     Clicks {
         /// What to do.
@@ -303,6 +308,17 @@ fn parse_meta(s: &str) -> Result<(String, String), MetaError> {
     }
 }
 
+/// The `--meta` pairs as the API's `meta` object; a key given twice is refused.
+fn meta_object(meta: Vec<(String, String)>) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut pairs = serde_json::Map::new();
+    for (k, v) in meta {
+        if pairs.insert(k.clone(), Value::String(v)).is_some() {
+            bail!("--meta {k}=… is given twice; give each key once");
+        }
+    }
+    Ok(pairs)
+}
+
 /// Runs a client command against the admin API.
 pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()> {
     use reqwest::Method;
@@ -312,6 +328,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
         Command::Cluster { action } => cluster::run(config, action).await?,
         Command::Clicks { action } => follow::run(config, action).await?,
         Command::Classify { replay } => classify::run(config, &replay)?,
+        Command::Rewrite(args) => rewrite::run(config, args).await?,
         Command::Domain { client, action } => domain::run(config, &client, action).await?,
         Command::Link {
             client,
@@ -321,16 +338,10 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             message,
         } => {
             let c = Client::new(config, &client)?;
-            let mut pairs = serde_json::Map::new();
-            for (k, v) in meta {
-                if pairs.insert(k.clone(), Value::String(v)).is_some() {
-                    bail!("--meta {k}=… is given twice; give each key once");
-                }
-            }
             let mut body = serde_json::Map::new();
             body.insert("domain".into(), domain.into());
             body.insert("url".into(), url.into());
-            body.insert("meta".into(), pairs.into());
+            body.insert("meta".into(), meta_object(meta)?.into());
             message.add_to(&mut body);
             let v = c
                 .call(Method::POST, "/v1/links", Some(Value::Object(body)))

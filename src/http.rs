@@ -1,5 +1,6 @@
 //! The edge's HTTP side: the request handler ([`Edge`]) that turns `/c/<token>` into a 302 and a
-//! click, the router, and the listeners ([`serve`]).
+//! click and answers `/o/<token>` with the open pixel, the router, and the listeners
+//! ([`serve`]).
 //!
 //! Nothing that fails to open redirects anywhere the token says: a link that does not open is
 //! a 404 page without `Location` and without a click, or a 302 to the fallback URL the operator
@@ -47,6 +48,7 @@ struct Counters {
     misdirected: IntCounter,
     acme: IntCounter,
     unavailable: IntCounter,
+    pixel: IntCounter,
     /// Clicks whose `User-Agent` / `Referer` was cut to its bound.
     ua_truncated: IntCounter,
     referer_truncated: IntCounter,
@@ -64,6 +66,7 @@ impl Counters {
             misdirected: c(outcome::MISDIRECTED),
             acme: c(outcome::ACME_CHALLENGE),
             unavailable: c(outcome::UNAVAILABLE),
+            pixel: c(outcome::PIXEL),
             ua_truncated: m.click_fields_truncated.with_label_values(&["ua"]),
             referer_truncated: m.click_fields_truncated.with_label_values(&["referer"]),
         }
@@ -98,6 +101,12 @@ pub struct Edge<V = NoVerdict> {
 }
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+/// The open pixel's caching: none, by every cache's reading (CLICKS.md, "Rules of behaviour").
+const PIXEL_CACHE: HeaderValue =
+    HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0");
+/// A 1×1 transparent GIF (GIF89a, one-colour table, graphic control extension marking colour 0
+/// transparent): 43 bytes.
+const PIXEL_GIF: [u8; 43] = *b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
 impl Edge {
@@ -157,6 +166,7 @@ impl<V: VerdictStage> Edge<V> {
         }
         let token = match route(req.uri().path()) {
             Route::Click(token) => token,
+            Route::Open(_) => return self.pixel(&req),
             Route::AcmeChallenge(token) if conn.sni.is_none() => {
                 return self.http01(request_host(&req), token).await;
             }
@@ -177,13 +187,7 @@ impl<V: VerdictStage> Edge<V> {
         let method = match *req.method() {
             Method::GET => "GET",
             Method::HEAD => "HEAD",
-            _ => {
-                self.counters.method.inc();
-                let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                res.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                return res;
-            }
+            _ => return self.method_not_allowed(),
         };
         let host = request_host(&req);
         let domain = match &conn.sni {
@@ -277,6 +281,35 @@ impl<V: VerdictStage> Edge<V> {
             return res;
         }
         self.found(location)
+    }
+
+    /// An open pixel's answer: the same transparent GIF whatever the token, never cached, never
+    /// a cookie.
+    // NOTE: opens are not logged yet (issue 15, point 3): a valid token answers the same bytes.
+    fn pixel<B>(&self, req: &Request<B>) -> Response<Body> {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return self.method_not_allowed();
+        }
+        self.counters.pixel.inc();
+        // HEAD: the headers alone (an h2 client checks a body it is sent against the request).
+        let body = if req.method() == Method::HEAD {
+            Body::default()
+        } else {
+            Body::new(Bytes::from_static(&PIXEL_GIF))
+        };
+        let mut res = Response::new(body);
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+        h.insert(header::CACHE_CONTROL, PIXEL_CACHE);
+        res
+    }
+
+    fn method_not_allowed(&self) -> Response<Body> {
+        self.counters.method.inc();
+        let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        res
     }
 
     /// The click's answer: `302 Found` to the destination, never cached.

@@ -61,6 +61,8 @@ pub enum MintError {
 
 /// The path of a link before its token, as the edge routes it (`http::router`).
 const LINK_PATH: &str = "/c/";
+/// The path of an open pixel before its token.
+const PIXEL_PATH: &str = "/o/";
 
 /// One key as listed (no secret).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,25 +218,60 @@ impl LinkKeys {
         meta: Vec<(String, String)>,
         context: Option<MessageContext>,
     ) -> Result<String, MintError> {
-        if !self.policy.is_registered(domain.as_str()) {
-            return Err(MintError::NotRegistered(domain.clone()));
-        }
+        self.registered(domain)?;
         let mut link = Link::new(url, meta, self.clock.unix_secs())?;
         if let Some(context) = context {
             link = link.with_context(context)?;
         }
         let ring = self.ring.current();
         let key = ring.sealing(self.clock.now(), self.seal_delay);
-        let token = links::seal_with(key, domain.as_str(), &link);
+        self.located(
+            domain,
+            LINK_PATH,
+            links::seal_with(key, domain.as_str(), &link),
+        )
+    }
+
+    /// The open pixel of a message for `domain`, minted now: `https://<domain>/o/<token>`, the
+    /// token carrying `context` (checked) and `meta` (checked as a link's).
+    pub fn mint_pixel(
+        &self,
+        domain: &Domain,
+        context: MessageContext,
+        meta: Vec<(String, String)>,
+    ) -> Result<String, MintError> {
+        self.registered(domain)?;
+        // The metadata is checked as a link's; the placeholder destination is not sealed.
+        let meta = Link::new("https://pixel.invalid/", meta, 0)?.meta;
+        context
+            .validate()
+            .map_err(|e| MintError::Link(LinkError::Context(e)))?;
+        let ring = self.ring.current();
+        let key = ring.sealing(self.clock.now(), self.seal_delay);
+        let token =
+            links::seal_pixel_with(key, domain.as_str(), context, meta, self.clock.unix_secs());
+        self.located(domain, PIXEL_PATH, token)
+    }
+
+    fn registered(&self, domain: &Domain) -> Result<(), MintError> {
+        if self.policy.is_registered(domain.as_str()) {
+            Ok(())
+        } else {
+            Err(MintError::NotRegistered(domain.clone()))
+        }
+    }
+
+    /// `https://<domain><path><token>`, unless longer than the edge opens.
+    fn located(&self, domain: &Domain, path: &str, token: String) -> Result<String, MintError> {
         // The edge measures the path and query of the request; a link is only its path.
-        let length = LINK_PATH.len() + token.len();
+        let length = path.len() + token.len();
         if length > self.max_uri_bytes {
             return Err(MintError::TooLong {
                 length,
                 limit: self.max_uri_bytes,
             });
         }
-        Ok(format!("https://{domain}{LINK_PATH}{token}"))
+        Ok(format!("https://{domain}{path}{token}"))
     }
 
     /// Replaces the ring in use with the keys stored now (after a change here or on another
@@ -407,6 +444,37 @@ mod tests {
         assert!(matches!(
             keys.mint(&a, "javascript:alert(1)", Vec::new()),
             Err(MintError::Link(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_pixel_is_minted_at_o_and_opens_only_as_a_pixel() {
+        let clock = ManualClock::new(from_unix_secs(1_000));
+        let keys = keys(&clock).await;
+        let a = Domain::parse("a.example.com").unwrap();
+        let context = MessageContext {
+            message: "m-1".into(),
+            sent_at: Some(900),
+            ..MessageContext::default()
+        };
+        let meta = vec![("r".to_owned(), "7".to_owned())];
+        let pixel = keys.mint_pixel(&a, context.clone(), meta.clone()).unwrap();
+        let token = pixel.strip_prefix("https://a.example.com/o/").unwrap();
+        let ring = keys.ring().current();
+        let opened = links::open_pixel(&ring, a.as_str(), token).unwrap();
+        assert_eq!(
+            (opened.context, opened.meta, opened.minted_at),
+            (Some(context.clone()), meta.clone(), 1_000)
+        );
+        assert!(links::open(&ring, a.as_str(), token).is_err());
+        let b = Domain::parse("b.example.com").unwrap();
+        assert!(matches!(
+            keys.mint_pixel(&b, context, meta),
+            Err(MintError::NotRegistered(_))
+        ));
+        assert!(matches!(
+            keys.mint_pixel(&a, MessageContext::default(), Vec::new()),
+            Err(MintError::Link(LinkError::Context(_)))
         ));
     }
 

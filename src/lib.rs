@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod onboarding;
 pub mod policy;
 pub mod rate;
+pub mod rewrite;
 pub mod seal;
 pub mod signals;
 pub mod store;

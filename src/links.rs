@@ -10,7 +10,7 @@ pub mod token;
 
 pub use context::{ContextError, MessageContext, Role};
 pub use keyring::{KeyId, KeyRing, LinkKey, SharedKeyRing};
-pub use token::{TokenError, open, seal, seal_with};
+pub use token::{TokenError, open, open_pixel, seal, seal_pixel_with, seal_with};
 
 /// Longest destination URL accepted when minting, in bytes.
 pub const MAX_URL_LEN: usize = 4096;

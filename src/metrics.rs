@@ -141,10 +141,12 @@ pub mod outcome {
     pub const ACME_CHALLENGE: &str = "acme_challenge";
     /// 503: a synced click could not be recorded.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// An open pixel answered (whatever its token).
+    pub const PIXEL: &str = "pixel";
 }
 
 /// The values of `outcome` in `clickedge_requests_total`.
-const REQUEST_OUTCOMES: [&str; 8] = [
+const REQUEST_OUTCOMES: [&str; 9] = [
     outcome::REDIRECT,
     outcome::UPGRADE,
     outcome::BAD_TOKEN,
@@ -153,6 +155,7 @@ const REQUEST_OUTCOMES: [&str; 8] = [
     outcome::MISDIRECTED,
     outcome::ACME_CHALLENGE,
     outcome::UNAVAILABLE,
+    outcome::PIXEL,
 ];
 
 /// The values of `outcome` in `clickedge_tls_handshakes_total` (`tls::HandshakeError::outcome`).

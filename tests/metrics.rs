@@ -19,6 +19,7 @@ const FROM_START: &[&str] = &[
     "clickedge_requests_total{outcome=\"redirect\"} 0",
     "clickedge_requests_total{outcome=\"unavailable\"} 0",
     "clickedge_requests_total{outcome=\"bad_token\"} 0",
+    "clickedge_requests_total{outcome=\"pixel\"} 0",
     "clickedge_tls_handshakes_total{outcome=\"ok\"} 0",
     "clickedge_tls_handshakes_total{outcome=\"unrecognized_name\"} 0",
     "clickedge_certificates_issued_total{issuer=\"local\"} 0",

@@ -1,4 +1,5 @@
-//! The JSON API under `/v1`: domains (add, list, show, change, check, remove), links (mint), keys
+//! The JSON API under `/v1`: domains (add, list, show, change, check, remove), links (mint; whole
+//! messages in [`super::rewrite`]), keys
 //! (list, rotate, remove) and the cluster's status. Each handler parses the request, calls the service and shows the
 //! answer; statuses of errors are decided in [`super::error`].
 
@@ -37,6 +38,7 @@ pub(super) fn router() -> Router<Shared> {
         .route("/v1/keys", post(rotate_key))
         .route("/v1/keys/{id}", delete(remove_key))
         .route("/v1/keys/{id}/retire", post(retire_key))
+        .merge(super::rewrite::router())
         .route_layer(axum::middleware::from_fn(super::scope::require_full));
     read.merge(write)
 }
@@ -45,7 +47,7 @@ async fn cluster_status(State(state): State<Shared>) -> Result<impl IntoResponse
     Ok(axum::Json(state.cluster.read().await?))
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -169,16 +171,7 @@ impl MintLink {
             }
             return Ok(None);
         };
-        let sent_at = match &self.sent_at {
-            Some(s) => Some(crate::clock::unix_secs(
-                crate::clock::parse_rfc3339(s).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "sent_at {s:?} is not an RFC 3339 time (e.g. 2025-11-24T09:00:00Z)"
-                    ))
-                })?,
-            )),
-            None => None,
-        };
+        let sent_at = self.sent_at.as_deref().map(parse_sent_at).transpose()?;
         let role = match &self.role {
             Some(r) => Some(Role::parse(r).ok_or_else(|| {
                 ApiError::bad_request(format!(
@@ -195,6 +188,17 @@ impl MintLink {
             role,
         }))
     }
+}
+
+/// A message's send time, RFC 3339, as Unix seconds.
+pub(super) fn parse_sent_at(s: &str) -> Result<u64, ApiError> {
+    crate::clock::parse_rfc3339(s)
+        .map(crate::clock::unix_secs)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "sent_at {s:?} is not an RFC 3339 time (e.g. 2025-11-24T09:00:00Z)"
+            ))
+        })
 }
 
 async fn mint_link(

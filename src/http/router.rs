@@ -5,6 +5,8 @@
 pub enum Route<'a> {
     /// `/c/<token>`: a link.
     Click(&'a str),
+    /// `/o/<token>`: a message's open pixel.
+    Open(&'a str),
     /// `/.well-known/acme-challenge/<token>`: an HTTP-01 challenge (plain HTTP listener).
     AcmeChallenge(&'a str),
     /// `/.well-known/clickedge-check/<nonce>`: the onboarding reachability check (plain HTTP).
@@ -18,6 +20,10 @@ pub fn route(path: &str) -> Route<'_> {
     if let Some(token) = path.strip_prefix("/c/") {
         if !token.is_empty() && !token.contains('/') {
             return Route::Click(token);
+        }
+    } else if let Some(token) = path.strip_prefix("/o/") {
+        if !token.is_empty() && !token.contains('/') {
+            return Route::Open(token);
         }
     } else if let Some(token) = path.strip_prefix("/.well-known/acme-challenge/")
         && !token.is_empty()
@@ -44,6 +50,9 @@ mod tests {
         assert_eq!(route("/c/"), Route::NotFound);
         assert_eq!(route("/c/a/b"), Route::NotFound);
         assert_eq!(route("/c"), Route::NotFound);
+        assert_eq!(route("/o/abc"), Route::Open("abc"));
+        assert_eq!(route("/o/"), Route::NotFound);
+        assert_eq!(route("/o/a/b"), Route::NotFound);
         assert_eq!(route("/"), Route::NotFound);
         assert_eq!(
             route("/.well-known/acme-challenge/tok"),
@@ -61,7 +70,10 @@ mod tests {
         #[test]
         fn route_is_total(path in ".*") {
             match route(&path) {
-                Route::Click(t) | Route::AcmeChallenge(t) | Route::OnboardingCheck(t) => {
+                Route::Click(t)
+                | Route::Open(t)
+                | Route::AcmeChallenge(t)
+                | Route::OnboardingCheck(t) => {
                     prop_assert!(!t.is_empty());
                     prop_assert!(path.ends_with(t));
                 }

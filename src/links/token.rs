@@ -15,7 +15,7 @@
 //! `varint(minted_at) ‖ varint(len) url ‖ varint(pairs) (varint(len) key varint(len) value)*`,
 //! and in version 2 the message context after it: `varint(len) message ‖ flags` (bit 0 index,
 //! 1 count, 2 sent_at, 3 role) `‖ varint(index)? ‖ varint(count)? ‖ varint(sent_at)? ‖ role?`
-//! (one byte). A link without context is sealed as version 1, so tokens minted before message
+//! (one byte). Version 3 is an open pixel's token: version 2's payload with an empty URL. A link without context is sealed as version 1, so tokens minted before message
 //! context existed and those minted without it are the same format and keep opening.
 //!
 //! Why XChaCha20-Poly1305: nonces are random and 192 bits long, so a key can seal billions of links
@@ -45,6 +45,10 @@ use super::{
 const VERSION: u8 = 1;
 /// The format of a link with message context.
 const VERSION_CONTEXT: u8 = 2;
+/// The format of an open pixel's token: a link's payload with message context (and an empty
+/// URL). The version is authenticated, so a pixel token never opens as a link nor a link as a
+/// pixel.
+const VERSION_PIXEL: u8 = 3;
 const HEADER_LEN: usize = 3;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
@@ -90,12 +94,35 @@ pub fn seal(ring: &KeyRing, domain: &str, link: &Link) -> String {
 
 /// Seals `link` for `domain` with `key` (one of a ring's, as [`KeyRing::sealing`] picks it).
 pub fn seal_with(key: &LinkKey, domain: &str, link: &Link) -> String {
-    let mut buf = Vec::with_capacity(OVERHEAD + link.url.len() + 16 + link.meta.len() * 24);
-    buf.push(if link.context.is_some() {
+    let version = if link.context.is_some() {
         VERSION_CONTEXT
     } else {
         VERSION
-    });
+    };
+    seal_as(version, key, domain, link)
+}
+
+/// Seals an open pixel's token for `domain` with `key`: the message `context` and `meta`, no
+/// destination. It opens only with [`open_pixel`].
+pub fn seal_pixel_with(
+    key: &LinkKey,
+    domain: &str,
+    context: MessageContext,
+    meta: Vec<(String, String)>,
+    minted_at: u64,
+) -> String {
+    let link = Link {
+        url: String::new(),
+        meta,
+        minted_at,
+        context: Some(context),
+    };
+    seal_as(VERSION_PIXEL, key, domain, &link)
+}
+
+fn seal_as(version: u8, key: &LinkKey, domain: &str, link: &Link) -> String {
+    let mut buf = Vec::with_capacity(OVERHEAD + link.url.len() + 16 + link.meta.len() * 24);
+    buf.push(version);
     buf.extend_from_slice(&key.id().0.to_be_bytes());
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
@@ -123,6 +150,16 @@ pub fn seal_with(key: &LinkKey, domain: &str, link: &Link) -> String {
 
 /// Opens a token that arrived on `domain`. Never panics, whatever the input.
 pub fn open(ring: &KeyRing, domain: &str, token: &str) -> Result<Link, TokenError> {
+    open_as(ring, domain, token, false)
+}
+
+/// Opens an open pixel's token that arrived on `domain` (a link's token does not open here):
+/// its [`Link`] has an empty URL and always a message context. Never panics, whatever the input.
+pub fn open_pixel(ring: &KeyRing, domain: &str, token: &str) -> Result<Link, TokenError> {
+    open_as(ring, domain, token, true)
+}
+
+fn open_as(ring: &KeyRing, domain: &str, token: &str, pixel: bool) -> Result<Link, TokenError> {
     if token.len() > MAX_TOKEN_LEN || token.len() < (OVERHEAD * 4).div_ceil(3) {
         return Err(TokenError::Malformed);
     }
@@ -130,7 +167,12 @@ pub fn open(ring: &KeyRing, domain: &str, token: &str) -> Result<Link, TokenErro
         .decode(token)
         .map_err(|_| TokenError::Malformed)?;
     let version = raw.first().copied();
-    if raw.len() < OVERHEAD || !matches!(version, Some(VERSION | VERSION_CONTEXT)) {
+    let known = if pixel {
+        version == Some(VERSION_PIXEL)
+    } else {
+        matches!(version, Some(VERSION | VERSION_CONTEXT))
+    };
+    if raw.len() < OVERHEAD || !known {
         return Err(TokenError::Malformed);
     }
     let key_id = super::KeyId(u16::from_be_bytes([raw[1], raw[2]]));
@@ -147,7 +189,7 @@ pub fn open(ring: &KeyRing, domain: &str, token: &str) -> Result<Link, TokenErro
             &mut raw[HEADER_LEN + NONCE_LEN..],
         )
         .map_err(|_| TokenError::Forged)?;
-    decode_payload(payload, version == Some(VERSION_CONTEXT)).ok_or(TokenError::BadPayload)
+    decode_payload(payload, version != Some(VERSION)).ok_or(TokenError::BadPayload)
 }
 
 /// The XChaCha20-Poly1305 construction: the HChaCha20 subkey, and the 96-bit nonce for

@@ -113,6 +113,45 @@ fn the_version_is_authenticated() {
 }
 
 #[test]
+fn pixel_tokens_open_only_as_pixels_and_links_only_as_links() {
+    let ring = ring();
+    let key = ring.active();
+    let meta = vec![("r".to_owned(), "4711".to_owned())];
+    let pixel = seal_pixel_with(key, "a.example.com", context(), meta.clone(), 1_764_000_000);
+    assert_eq!(URL_SAFE_NO_PAD.decode(&pixel).unwrap()[0], VERSION_PIXEL);
+    let opened = open_pixel(&ring, "a.example.com", &pixel).unwrap();
+    assert_eq!(
+        (opened.url.as_str(), opened.meta, opened.context),
+        ("", meta, Some(context()))
+    );
+    assert_eq!(
+        open(&ring, "a.example.com", &pixel),
+        Err(TokenError::Malformed)
+    );
+    assert_eq!(
+        open_pixel(&ring, "b.example.com", &pixel),
+        Err(TokenError::Forged)
+    );
+    let link = seal(
+        &ring,
+        "a.example.com",
+        &link().with_context(context()).unwrap(),
+    );
+    assert_eq!(
+        open_pixel(&ring, "a.example.com", &link),
+        Err(TokenError::Malformed)
+    );
+    // Relabelling a link as a pixel fails the tag.
+    let mut raw = URL_SAFE_NO_PAD.decode(&link).unwrap();
+    raw[0] = VERSION_PIXEL;
+    let relabelled = URL_SAFE_NO_PAD.encode(&raw);
+    assert_eq!(
+        open_pixel(&ring, "a.example.com", &relabelled),
+        Err(TokenError::Forged)
+    );
+}
+
+#[test]
 fn token_reveals_nothing() {
     let token = seal(&ring(), "links.example.com", &link());
     let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();

@@ -1,0 +1,239 @@
+//! Whole messages: every tracked link of an email's HTML and plain-text parts replaced by a
+//! sealed link carrying its place in the message (index, count, role), and, when asked, an open
+//! pixel just before `</body>` and a hidden decoy link.
+//!
+//! The HTML part goes through a streaming HTML rewriter ([`html`], lol_html), never regular
+//! expressions: only the `href` of `<a>` and `<area>` elements changes (their start tag is
+//! re-serialised, nothing else is), the text of a link never does. The plain-text part's URLs are
+//! found by a linkifier ([`text`]). Which links are tracked is [`href`]'s decision: absolute
+//! `http`/`https` URLs, unless the element carries an opt-out attribute.
+//!
+//! Pure: minting is the caller's [`Minter`] (the message id, metadata and send time are its
+//! business); this module decides what is minted, in which order, and where it goes. Two passes
+//! over the HTML: the first finds the links (the count must be sealed in every token), the
+//! second writes them.
+
+pub mod href;
+pub mod html;
+pub mod text;
+
+use std::collections::HashMap;
+
+use crate::links::Role;
+use crate::links::context::MAX_LINKS_PER_MESSAGE;
+
+/// A message to prepare.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Message<'a> {
+    /// The HTML part.
+    pub html: Option<&'a str>,
+    /// The plain-text part.
+    pub text: Option<&'a str>,
+    /// Insert an open pixel just before `</body>` (at the end without one).
+    pub pixel: bool,
+    /// Insert a hidden decoy link (HTML part only) right after `<body>` (at the end without one).
+    pub decoy: bool,
+}
+
+/// Where a link sits in its message: what its token carries besides the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Position among the message's distinct links, from 0.
+    pub index: u32,
+    /// How many distinct links the message has (the decoy included).
+    pub count: u32,
+    /// What the link is for.
+    pub role: Role,
+}
+
+/// Seals links and the pixel for one message.
+pub trait Minter {
+    /// Why minting failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The sealed link to `url` (absolute http(s), checked by [`href`]) at `place`.
+    fn link(&mut self, url: &str, place: Place) -> Result<String, Self::Error>;
+    /// The open pixel's URL for the message.
+    fn pixel(&mut self) -> Result<String, Self::Error>;
+}
+
+/// One distinct link of a rewritten message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintedLink {
+    /// Its place among the message's links.
+    pub index: u32,
+    /// The destination, normalised.
+    pub url: String,
+    /// The sealed link that replaced it.
+    pub link: String,
+    /// What it is for.
+    pub role: Role,
+}
+
+/// A rewritten message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The HTML part, when one was given.
+    pub html: Option<String>,
+    /// The plain-text part, when one was given.
+    pub text: Option<String>,
+    /// The distinct links, by index.
+    pub links: Vec<MintedLink>,
+    /// The pixel's URL, when asked.
+    pub pixel: Option<String>,
+}
+
+/// Why a message was not rewritten.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError<E: std::error::Error + 'static> {
+    /// More distinct links than a message may declare.
+    #[error("the message has {0} distinct links; at most 1000 can be tracked (opt some out)")]
+    TooManyLinks(usize),
+    /// A `data-clickedge-role` names no role a person may give.
+    #[error(
+        "data-clickedge-role {0:?} is not one of content, footer, unsubscribe, confirm \
+         (on the link to {1})"
+    )]
+    BadRole(String, String),
+    /// The HTML could not be processed.
+    #[error("rewriting the HTML part")]
+    Html(#[source] lol_html::errors::RewritingError),
+    /// A link or the pixel was not minted.
+    #[error("minting the link to {url}")]
+    Mint {
+        /// The destination (empty for the pixel).
+        url: String,
+        /// Why.
+        #[source]
+        source: E,
+    },
+}
+
+/// A distinct link of the message: its destination and role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Target {
+    pub(crate) url: String,
+    pub(crate) role: Role,
+}
+
+/// Rewrites `message`, minting with `minter`.
+pub fn rewrite<M: Minter>(
+    message: Message<'_>,
+    minter: &mut M,
+) -> Result<Rewritten, RewriteError<M::Error>> {
+    // Pass one: the distinct links, HTML first, then the text part's (which reuse the HTML's
+    // link to the same destination and leave alone what the HTML opted out).
+    let found = match message.html {
+        Some(h) => html::collect(h)?,
+        None => html::Found::default(),
+    };
+    let text_urls = message.text.map(text::find).unwrap_or_default();
+    let mut targets: Vec<Target> = Vec::new();
+    let mut seen: HashMap<Target, u32> = HashMap::new();
+    let mut by_url: HashMap<String, u32> = HashMap::new();
+    let mut add = |t: Target, targets: &mut Vec<Target>| {
+        let next = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+        let index = *seen.entry(t.clone()).or_insert(next);
+        if index == next {
+            by_url.entry(t.url.clone()).or_insert(index);
+            targets.push(t);
+        }
+    };
+    for t in found.tracked {
+        add(t, &mut targets);
+    }
+    let html_links = targets.len();
+    for (_, url) in &text_urls {
+        let known = targets[..html_links].iter().any(|t| &t.url == url);
+        if !known && !found.opted_out.contains(url) {
+            add(
+                Target {
+                    url: url.clone(),
+                    role: Role::Content,
+                },
+                &mut targets,
+            );
+        }
+    }
+    // The decoy leads where the message's first link does: a scanner following it sees a live
+    // page, and no person ever sees it.
+    if message.decoy
+        && message.html.is_some()
+        && let Some(first) = targets.first()
+    {
+        let decoy = Target {
+            url: first.url.clone(),
+            role: Role::Decoy,
+        };
+        targets.push(decoy);
+    }
+    if targets.len() > MAX_LINKS_PER_MESSAGE as usize {
+        return Err(RewriteError::TooManyLinks(targets.len()));
+    }
+    // Invariant: at most MAX_LINKS_PER_MESSAGE (1000) targets, checked just above.
+    let count = targets.len() as u32;
+
+    let mut links = Vec::with_capacity(targets.len());
+    for (index, t) in (0u32..).zip(&targets) {
+        let place = Place {
+            index,
+            count,
+            role: t.role,
+        };
+        let link = minter
+            .link(&t.url, place)
+            .map_err(|source| RewriteError::Mint {
+                url: t.url.clone(),
+                source,
+            })?;
+        links.push(MintedLink {
+            index,
+            url: t.url.clone(),
+            link,
+            role: t.role,
+        });
+    }
+    let pixel = if message.pixel {
+        Some(minter.pixel().map_err(|source| RewriteError::Mint {
+            url: String::new(),
+            source,
+        })?)
+    } else {
+        None
+    };
+
+    // Pass two: write the links.
+    let lookup: HashMap<&Target, &str> = targets
+        .iter()
+        .zip(&links)
+        .map(|(t, l)| (t, l.link.as_str()))
+        .collect();
+    let decoy = links
+        .iter()
+        .find(|l| l.role == Role::Decoy)
+        .map(|l| l.link.as_str());
+    let html = match message.html {
+        Some(h) => Some(html::write(
+            h,
+            &html::Writes {
+                links: &lookup,
+                pixel: pixel.as_deref(),
+                decoy,
+            },
+        )?),
+        None => None,
+    };
+    let text = message.text.map(|t| {
+        text::write(t, &text_urls, |url| {
+            by_url.get(url).map(|&i| links[i as usize].link.as_str())
+        })
+    });
+    Ok(Rewritten {
+        html,
+        text,
+        links,
+        pixel,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! Which links are tracked: an absolute `http`/`https` URL with a host, read as a browser reads
+//! the attribute (entities decoded, surrounding whitespace stripped), on an element without an
+//! opt-out attribute. `mailto:`, `tel:`, `sms:`, fragments, relative links and anything else are
+//! left exactly as written. The attributes this module reads (opt-outs and
+//! `data-clickedge-role`) are for the sender's tooling, not the recipient: they are removed from
+//! the output.
+
+use crate::links::{Link, Role};
+
+/// The per-link opt-out attributes of the field, and ours, with the value that opts out (none:
+/// the attribute's presence does). SendGrid, Postmark, Mailgun, Amazon SES, clickedge.
+pub const OPT_OUTS: [(&str, Option<&str>); 5] = [
+    ("clicktracking", Some("off")),
+    ("data-pm-no-track", None),
+    ("disable-tracking", None),
+    ("ses:no-track", None),
+    ("data-clickedge", Some("off")),
+];
+
+/// The attribute that gives a link's role.
+pub const ROLE_ATTRIBUTE: &str = "data-clickedge-role";
+
+/// What an opt-out attribute with `value` means, for the attribute `name`: `Some(true)` opts
+/// out, `Some(false)` is one of ours that does not, `None` is not an opt-out attribute.
+pub fn opts_out(name: &str, value: &str) -> Option<bool> {
+    OPT_OUTS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, off)| off.is_none_or(|off| value.trim().eq_ignore_ascii_case(off)))
+}
+
+/// The role a `data-clickedge-role` value names; the decoy is the edge's own and never given.
+pub fn role(value: &str) -> Option<Role> {
+    Role::parse(value.trim()).filter(|r| *r != Role::Decoy)
+}
+
+/// The destination an `href` attribute's raw value (as written, entities and all) leads to, in
+/// the normalised form a sealed link carries, when it is a link the edge tracks.
+pub fn destination(raw: &str) -> Option<String> {
+    let decoded = htmlize::unescape_attribute(raw);
+    url_destination(&decoded)
+}
+
+/// As [`destination`], for a URL as written in plain text.
+pub fn url_destination(url: &str) -> Option<String> {
+    // Browsers strip leading and trailing ASCII whitespace and C0 controls from URLs.
+    let url = url.trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control());
+    let scheme = url.split_once(':')?.0;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    Link::new(url, Vec::new(), 0).ok().map(|l| l.url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_absolute_http_links_are_tracked() {
+        for left in [
+            "mailto:a@example.com",
+            "tel:+441234",
+            "sms:+441234",
+            "#top",
+            "/relative",
+            "relative.html",
+            "//example.com/protocol-relative",
+            "javascript:alert(1)",
+            "ftp://example.com/",
+            "https://",
+            "{{unsubscribe_url}}",
+            "",
+        ] {
+            assert_eq!(destination(left), None, "{left}");
+        }
+        assert_eq!(
+            destination(" https://example.com/a?b=1&amp;c=2 ").as_deref(),
+            Some("https://example.com/a?b=1&c=2")
+        );
+        assert_eq!(
+            destination("HTTP://Example.COM").as_deref(),
+            Some("http://example.com/")
+        );
+    }
+
+    #[test]
+    fn entities_decode_as_a_browser_reads_an_attribute() {
+        // A legacy entity without `;` followed by `=` stays literal in an attribute.
+        assert_eq!(
+            destination("https://example.com/?a=1&copy=2").as_deref(),
+            Some("https://example.com/?a=1&copy=2")
+        );
+        assert_eq!(
+            destination("https://example.com/&#x2F;x&#47;y").as_deref(),
+            Some("https://example.com//x/y")
+        );
+        // Non-ASCII: the host as an A-label, the path percent-encoded, as a browser sends them.
+        assert_eq!(
+            destination("https://bücher.example/straße?q=grüße").as_deref(),
+            Some("https://xn--bcher-kva.example/stra%C3%9Fe?q=gr%C3%BC%C3%9Fe")
+        );
+    }
+
+    #[test]
+    fn opt_outs_by_presence_or_value() {
+        assert_eq!(opts_out("clicktracking", "off"), Some(true));
+        assert_eq!(opts_out("ClickTracking", " OFF "), Some(true));
+        assert_eq!(opts_out("clicktracking", "on"), Some(false));
+        assert_eq!(opts_out("data-pm-no-track", ""), Some(true));
+        assert_eq!(opts_out("disable-tracking", "true"), Some(true));
+        assert_eq!(opts_out("ses:no-track", ""), Some(true));
+        assert_eq!(opts_out("data-clickedge", "off"), Some(true));
+        assert_eq!(opts_out("class", "off"), None);
+        assert_eq!(role("unsubscribe"), Some(Role::Unsubscribe));
+        assert_eq!(role("decoy"), None);
+    }
+}

@@ -1,0 +1,437 @@
+use std::convert::Infallible;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// Mints `https://t.example/c/<index>` and remembers every call.
+#[derive(Default)]
+struct Recorder {
+    links: Vec<(String, Place)>,
+    pixels: usize,
+}
+
+impl Minter for Recorder {
+    type Error = Infallible;
+    fn link(&mut self, url: &str, place: Place) -> Result<String, Infallible> {
+        self.links.push((url.to_owned(), place));
+        Ok(format!("https://t.example/c/{}", place.index))
+    }
+    fn pixel(&mut self) -> Result<String, Infallible> {
+        self.pixels += 1;
+        Ok("https://t.example/o/px".into())
+    }
+}
+
+const PIXEL: &str = r#"<img src="https://t.example/o/px" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">"#;
+
+fn decoy(index: u32) -> String {
+    format!(
+        r#"<a href="https://t.example/c/{index}" aria-hidden="true" tabindex="-1" style="display:none;mso-hide:all;font-size:0;line-height:0;max-height:0;overflow:hidden"></a>"#
+    )
+}
+
+fn html(h: &str) -> (Rewritten, Recorder) {
+    let mut m = Recorder::default();
+    let out = rewrite(
+        Message {
+            html: Some(h),
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap();
+    (out, m)
+}
+
+#[test]
+fn tracked_links_get_sealed_links_and_everything_else_is_left_alone() {
+    let input = concat!(
+        r#"<p>Hi <a href="https://shop.example/a?x=1&amp;y=2" class="btn">https://other.example/</a>"#,
+        r##" <a href="mailto:a@example.com">mail</a> <a href="tel:+44">tel</a> <a href="sms:+44">sms</a>"##,
+        r##" <a href="#top">top</a> <a href="/rel">rel</a> <area href="https://map.example/">"##,
+        r#" <a href='https://shop.example/a?x=1&y=2'>again</a> <img src="https://img.example/i.png"></p>"#,
+    );
+    let (out, m) = html(input);
+    assert_eq!(
+        out.html.unwrap(),
+        concat!(
+            // The link's text, a URL pointing elsewhere, stays as it is.
+            r#"<p>Hi <a href="https://t.example/c/0" class="btn">https://other.example/</a>"#,
+            r##" <a href="mailto:a@example.com">mail</a> <a href="tel:+44">tel</a> <a href="sms:+44">sms</a>"##,
+            r##" <a href="#top">top</a> <a href="/rel">rel</a> <area href="https://t.example/c/1">"##,
+            r#" <a href="https://t.example/c/0">again</a> <img src="https://img.example/i.png"></p>"#,
+        )
+    );
+    let urls: Vec<_> = out.links.iter().map(|l| l.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        ["https://shop.example/a?x=1&y=2", "https://map.example/"]
+    );
+    assert!(m.links.iter().all(|(_, p)| p.count == 2));
+}
+
+#[test]
+fn opt_out_attributes_leave_the_link_and_are_removed() {
+    for attr in [
+        r#"clicktracking="off""#,
+        r#"clicktracking=OFF"#,
+        "data-pm-no-track",
+        r#"disable-tracking="true""#,
+        "ses:no-track",
+        r#"data-clickedge="off""#,
+    ] {
+        let (out, m) = html(&format!(
+            r#"<a href="https://a.example/" {attr} id="x">a</a>"#
+        ));
+        assert_eq!(
+            out.html.unwrap(),
+            r#"<a href="https://a.example/" id="x">a</a>"#,
+            "{attr}"
+        );
+        assert!(m.links.is_empty(), "{attr}");
+    }
+    // Not an opt-out: tracked, and the attribute stays.
+    let (out, _) = html(r#"<a href="https://a.example/" clicktracking="on">a</a>"#);
+    assert_eq!(
+        out.html.unwrap(),
+        r#"<a href="https://t.example/c/0" clicktracking="on">a</a>"#
+    );
+}
+
+#[test]
+fn a_role_attribute_marks_the_role_and_is_removed() {
+    let (out, m) = html(concat!(
+        r#"<a href="https://a.example/u" data-clickedge-role="unsubscribe">Unsubscribe</a>"#,
+        r#"<a href="https://a.example/u">same URL, content</a>"#,
+    ));
+    assert_eq!(
+        out.html.unwrap(),
+        r#"<a href="https://t.example/c/0">Unsubscribe</a><a href="https://t.example/c/1">same URL, content</a>"#
+    );
+    assert_eq!(m.links[0].1.role, Role::Unsubscribe);
+    assert_eq!(m.links[1].1.role, Role::Content);
+
+    let err = rewrite(
+        Message {
+            html: Some(r#"<a href="https://a.example/" data-clickedge-role="decoy">x</a>"#),
+            ..Message::default()
+        },
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, RewriteError::BadRole(v, _) if v == "decoy"),
+        "{err}"
+    );
+}
+
+#[test]
+fn entities_and_non_ascii_urls_round_trip() {
+    let (out, m) = html(
+        r#"<a href="https://bücher.example/straße?q=grüße&amp;r=1&#38;s=&quot;">Bücher &amp; mehr</a>"#,
+    );
+    assert_eq!(
+        out.html.unwrap(),
+        r#"<a href="https://t.example/c/0">Bücher &amp; mehr</a>"#
+    );
+    let parsed = url::Url::parse(&m.links[0].0).unwrap();
+    assert_eq!(parsed.host_str(), Some("xn--bcher-kva.example"));
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    assert_eq!(
+        pairs,
+        [
+            ("q".into(), "grüße".into()),
+            ("r".into(), "1".into()),
+            ("s".into(), "\"".into())
+        ]
+    );
+}
+
+#[test]
+fn pixel_goes_before_body_end_and_decoy_after_body_start() {
+    let mut m = Recorder::default();
+    let out = rewrite(
+        Message {
+            html: Some(r#"<html><body class="b"><a href="https://a.example/">a</a></body></html>"#),
+            text: Some("Read https://a.example/ now."),
+            pixel: true,
+            decoy: true,
+        },
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(
+        out.html.unwrap(),
+        format!(
+            r#"<html><body class="b">{}<a href="https://t.example/c/0">a</a>{PIXEL}</body></html>"#,
+            decoy(1)
+        )
+    );
+    // The decoy is absent from the text part; its destination is the first link's.
+    assert_eq!(out.text.unwrap(), "Read https://t.example/c/0 now.");
+    assert_eq!(
+        m.links[1],
+        (
+            "https://a.example/".to_owned(),
+            Place {
+                index: 1,
+                count: 2,
+                role: Role::Decoy
+            }
+        )
+    );
+    assert_eq!(out.pixel.as_deref(), Some("https://t.example/o/px"));
+
+    // Without a body, both go at the end.
+    let mut m = Recorder::default();
+    let out = rewrite(
+        Message {
+            html: Some(r#"<a href="https://a.example/">a</a>"#),
+            pixel: true,
+            decoy: true,
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(
+        out.html.unwrap(),
+        format!(
+            r#"<a href="https://t.example/c/0">a</a>{}{PIXEL}"#,
+            decoy(1)
+        )
+    );
+}
+
+#[test]
+fn the_text_part_follows_the_html_links_and_opt_outs() {
+    let mut m = Recorder::default();
+    let out = rewrite(
+        Message {
+            html: Some(concat!(
+                r#"<a href="https://a.example/x">x</a>"#,
+                r#"<a href="https://b.example/" clicktracking=off>b</a>"#,
+            )),
+            text: Some(
+                "x: https://a.example/x\nb: (https://b.example/)\nc: https://c.example/c.\n\
+                 mail: mailto:a@example.com ftp://f.example/ www.d.example",
+            ),
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(
+        out.text.unwrap(),
+        "x: https://t.example/c/0\nb: (https://b.example/)\nc: https://t.example/c/1.\n\
+         mail: mailto:a@example.com ftp://f.example/ www.d.example"
+    );
+    assert_eq!(out.links.len(), 2);
+    assert_eq!(out.links[1].url, "https://c.example/c");
+    assert!(m.links.iter().all(|(_, p)| p.count == 2));
+}
+
+#[test]
+fn more_than_a_thousand_links_are_refused() {
+    let many: String = (0..1001)
+        .map(|i| format!(r#"<a href="https://a.example/{i}">{i}</a>"#))
+        .collect();
+    let err = rewrite(
+        Message {
+            html: Some(&many),
+            ..Message::default()
+        },
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RewriteError::TooManyLinks(1001)), "{err}");
+}
+
+/// An href as written and the destination it leads to.
+const URLS: [(&str, &str); 4] = [
+    (
+        "https://shop.example/a?x=1&amp;y=2",
+        "https://shop.example/a?x=1&y=2",
+    ),
+    (
+        "https://bücher.example/straße",
+        "https://xn--bcher-kva.example/stra%C3%9Fe",
+    ),
+    ("HTTPS://News.Example/", "https://news.example/"),
+    ("http://plain.example/p", "http://plain.example/p"),
+];
+const LEFT: [&str; 5] = [
+    "mailto:a@b.example",
+    "tel:+44",
+    "sms:1",
+    "#top",
+    "../rel?a=1&amp;b",
+];
+const OPT_OUTS: [&str; 5] = [
+    r#" clicktracking="off""#,
+    " data-pm-no-track",
+    r#" disable-tracking="true""#,
+    " ses:no-track",
+    r#" data-clickedge="off""#,
+];
+
+#[derive(Debug, Clone)]
+enum Piece {
+    Text(String),
+    Link {
+        href: Result<usize, usize>,
+        opt_out: Option<usize>,
+        role: Option<Role>,
+        text: String,
+    },
+    Other(&'static str),
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            "[a-zA-Z0-9 .,!äü€😀]{0,8}",
+            Just("&amp;".to_owned()),
+            Just("&lt;a href=\"https://x.example/\"&gt;".to_owned()),
+            Just("&#x1F600;".to_owned()),
+            Just("https://in-text.example/".to_owned()),
+        ],
+        0..3,
+    )
+    .prop_map(|v| v.concat())
+}
+
+fn piece() -> impl Strategy<Value = Piece> {
+    prop_oneof![
+        text().prop_map(Piece::Text),
+        (
+            prop_oneof![(0..URLS.len()).prop_map(Ok), (0..LEFT.len()).prop_map(Err)],
+            prop::option::of(0..OPT_OUTS.len()),
+            prop::option::of(prop::sample::select(vec![
+                Role::Content,
+                Role::Footer,
+                Role::Unsubscribe,
+                Role::Confirm
+            ])),
+            text(),
+        )
+            .prop_map(|(href, opt_out, role, text)| Piece::Link {
+                href,
+                opt_out,
+                role,
+                text
+            }),
+        prop::sample::select(vec![
+            "<p class=\"x\">",
+            "</p>",
+            "<img src=\"https://img.example/a.png\">",
+            "<!-- <a href=\"https://c.example/\">c</a> -->",
+            "<script>var a = '<a href=\"https://s.example/\">';</script>",
+            "<textarea><a href=\"https://t.example/\"></textarea>",
+            "<br/>",
+        ])
+        .prop_map(Piece::Other),
+    ]
+}
+
+/// The input, and the output expected from the model: only hrefs change, distinct
+/// (destination, role) pairs numbered in order of appearance.
+fn model(pieces: &[Piece], body: bool, pixel: bool) -> (String, String, usize) {
+    let (mut input, mut expected) = (String::new(), String::new());
+    let mut distinct: Vec<(&str, Role)> = Vec::new();
+    if body {
+        input.push_str("<html><body>");
+        expected.push_str("<html><body>");
+    }
+    for p in pieces {
+        match p {
+            Piece::Text(t) => {
+                input.push_str(t);
+                expected.push_str(t);
+            }
+            Piece::Other(o) => {
+                input.push_str(o);
+                expected.push_str(o);
+            }
+            Piece::Link {
+                href,
+                opt_out,
+                role,
+                text,
+            } => {
+                let raw = match href {
+                    Ok(i) => URLS[*i].0,
+                    Err(i) => LEFT[*i],
+                };
+                let role_attr = role
+                    .map(|r| format!(" data-clickedge-role=\"{}\"", r.as_str()))
+                    .unwrap_or_default();
+                let opt = opt_out.map(|i| OPT_OUTS[i]).unwrap_or_default();
+                input.push_str(&format!(
+                    "<a href=\"{raw}\"{opt}{role_attr} title=\"t\">{text}</a>"
+                ));
+                let href_out = match (href, opt_out) {
+                    (Ok(i), None) => {
+                        let key = (URLS[*i].1, role.unwrap_or(Role::Content));
+                        let index = distinct.iter().position(|d| *d == key).unwrap_or_else(|| {
+                            distinct.push(key);
+                            distinct.len() - 1
+                        });
+                        format!("https://t.example/c/{index}")
+                    }
+                    _ => raw.to_owned(),
+                };
+                expected.push_str(&format!("<a href=\"{href_out}\" title=\"t\">{text}</a>"));
+            }
+        }
+    }
+    if pixel {
+        expected.push_str(PIXEL);
+    }
+    if body {
+        input.push_str("</body></html>");
+        expected.push_str("</body></html>");
+    }
+    (input, expected, distinct.len())
+}
+
+proptest! {
+    #[test]
+    fn rewriting_changes_only_hrefs_and_the_insertions(
+        pieces in prop::collection::vec(piece(), 0..12),
+        body in any::<bool>(),
+        pixel in any::<bool>(),
+    ) {
+        let (input, expected, distinct) = model(&pieces, body, pixel);
+        let mut m = Recorder::default();
+        let out = rewrite(Message { html: Some(&input), pixel, ..Message::default() }, &mut m)
+            .unwrap();
+        prop_assert_eq!(out.html.unwrap(), expected);
+        prop_assert_eq!(m.links.len(), distinct);
+        prop_assert!(m.links.iter().all(|(_, p)| p.count as usize == distinct));
+    }
+
+    #[test]
+    fn malformed_html_never_panics_and_without_links_is_kept_byte_for_byte(
+        input in r#"(<|>|/|=|"|'|&|a|href|body|script|!--|-->|[ \t\n]|[^<>]{0,6}|ä|😀|#|:|https://x.example/)*"#,
+        pixel in any::<bool>(),
+    ) {
+        let mut m = Recorder::default();
+        let out = rewrite(Message { html: Some(&input), pixel, ..Message::default() }, &mut m);
+        let Ok(out) = out else { return Ok(()) };
+        let html = out.html.unwrap();
+        if m.links.is_empty() && !input.contains(href::ROLE_ATTRIBUTE) {
+            // Nothing to rewrite: the input comes back as it was, the pixel (once) aside.
+            prop_assert_eq!(html.replacen(PIXEL, "", usize::from(pixel)), input);
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics(input in "\\PC*") {
+        let _ = rewrite(
+            Message { html: Some(&input), text: Some(&input), pixel: true, decoy: true },
+            &mut Recorder::default(),
+        );
+    }
+}

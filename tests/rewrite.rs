@@ -1,0 +1,309 @@
+//! Preparing a whole message on a running edge: `POST /v1/rewrite` and `clickedge rewrite`
+//! against the real binary; the links it returns redirect and log their message context; the
+//! 2 MiB body limit.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Edge, bin};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const DOMAIN: &str = "links.example.com";
+
+const HTML: &str = concat!(
+    "<html><body>\n<p>Hello &amp; welcome. <a href=\"https://shop.example/spring?a=1&amp;b=2\" ",
+    "class=\"btn\">Spring sale</a></p>\n",
+    "<p><a href=\"mailto:help@shop.example\">Write to us</a> · ",
+    "<a href=\"https://shop.example/terms\" data-pm-no-track>Terms</a></p>\n",
+    "<p><a href=\"https://shop.example/unsubscribe?u=42\" data-clickedge-role=\"unsubscribe\">",
+    "Unsubscribe</a></p>\n</body></html>\n",
+);
+
+const TEXT: &str = "Spring sale: https://shop.example/spring?a=1&b=2\n\
+                    Terms: https://shop.example/terms\n\
+                    Unsubscribe: https://shop.example/unsubscribe?u=42\n";
+
+async fn rewrite(edge: &Edge, body: Value) -> (u16, Value) {
+    edge.admin(Method::POST, "/v1/rewrite", Some(body)).await
+}
+
+#[tokio::test]
+async fn a_whole_message_is_rewritten_and_its_links_redirect_with_their_place_in_the_message() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let (status, out) = rewrite(
+        &edge,
+        json!({
+            "domain": DOMAIN, "message": "msg-1", "html": HTML, "text": TEXT,
+            "meta": {"campaign": "spring"}, "sent_at": "2025-11-24T09:00:00Z",
+            "pixel": true, "decoy": true,
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    let links = out["links"].as_array().unwrap();
+    let described: Vec<(u64, &str, &str)> = links
+        .iter()
+        .map(|l| {
+            (
+                l["index"].as_u64().unwrap(),
+                l["url"].as_str().unwrap(),
+                l["role"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            (0, "https://shop.example/spring?a=1&b=2", "content"),
+            (1, "https://shop.example/unsubscribe?u=42", "unsubscribe"),
+            (2, "https://shop.example/spring?a=1&b=2", "decoy"),
+        ]
+    );
+    let link = |i: usize| links[i]["link"].as_str().unwrap();
+    let pixel = out["pixel"].as_str().unwrap();
+    assert!(
+        pixel.starts_with(&format!("https://{DOMAIN}/o/")),
+        "{pixel}"
+    );
+    let html = out["html"].as_str().unwrap();
+    let expected = HTML
+        .replace("https://shop.example/spring?a=1&amp;b=2", link(0))
+        .replace(" data-pm-no-track", "")
+        .replace(
+            "https://shop.example/unsubscribe?u=42\" data-clickedge-role=\"unsubscribe\"",
+            &format!("{}\"", link(1)),
+        )
+        .replace(
+            "<html><body>",
+            &format!(
+                "<html><body><a href=\"{}\" aria-hidden=\"true\" tabindex=\"-1\" style=\"display:none;mso-hide:all;font-size:0;line-height:0;max-height:0;overflow:hidden\"></a>",
+                link(2)
+            ),
+        )
+        .replace(
+            "</body>",
+            &format!(
+                "<img src=\"{pixel}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;width:1px;height:1px;border:0\"></body>"
+            ),
+        );
+    assert_eq!(html, expected);
+    assert_eq!(
+        out["text"].as_str().unwrap(),
+        TEXT.replace("https://shop.example/spring?a=1&b=2", link(0))
+            .replace("https://shop.example/unsubscribe?u=42", link(1))
+    );
+
+    // The rewritten link redirects to its destination and logs its place in the message.
+    let res = edge
+        .client(&[DOMAIN])
+        .get(edge.on_port(link(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(
+        res.headers()["location"],
+        "https://shop.example/unsubscribe?u=42"
+    );
+    let click = edge.wait_for_clicks(1).pop().unwrap();
+    assert_eq!(click["meta"], json!({"campaign": "spring"}));
+    assert_eq!(
+        click["message"],
+        json!({"id": "msg-1", "index": 1, "count": 3, "sent_at": "2025-11-24T09:00:00.000Z", "role": "unsubscribe"})
+    );
+}
+
+#[tokio::test]
+async fn refusals_name_their_cause() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let cases = [
+        (
+            json!({"domain": DOMAIN, "message": "m",
+                   "html": "<a href=\"https://a.example/\" data-clickedge-role=\"hidden\">a</a>"}),
+            400,
+            "data-clickedge-role \"hidden\" is not one of",
+        ),
+        (
+            json!({"domain": "other.example.com", "message": "m",
+                   "html": "<a href=\"https://a.example/\">a</a>"}),
+            400,
+            "not registered",
+        ),
+        (
+            json!({"domain": DOMAIN, "message": "", "html": "<a href=\"https://a.example/\">a</a>"}),
+            400,
+            "message id must be 1-128 bytes",
+        ),
+        (
+            json!({"domain": DOMAIN, "message": "m", "html": "x", "sent_at": "yesterday"}),
+            400,
+            "sent_at \"yesterday\" is not an RFC 3339 time",
+        ),
+    ];
+    for (body, status, words) in cases {
+        let (got, answer) = rewrite(&edge, body.clone()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(words), "{body}: {error}");
+    }
+    // A read-only token may not mint.
+    let edge = Edge::start_with("[admin]\nread_tokens = [\"read-only-token-0123456789\"]\n");
+    let (status, answer) = edge
+        .admin_with_token(
+            Method::POST,
+            "/v1/rewrite",
+            Some(json!({"domain": DOMAIN, "message": "m", "text": "x"})),
+            Some("read-only-token-0123456789"),
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+}
+
+#[tokio::test]
+async fn messages_up_to_2_mib_are_accepted_and_larger_get_413_naming_the_limit() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    // Past the 64 KiB of limits.admin_max_body_bytes, within 2 MiB.
+    let filler = "<p>Lorem ipsum dolor sit amet.</p>\n".repeat(50_000);
+    let html = format!("<html><body>{filler}<a href=\"https://a.example/\">a</a></body></html>");
+    assert!(html.len() > 1_500_000 && html.len() < 2 * 1024 * 1024 - 1024);
+    let (status, out) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "m", "html": html}),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", out["error"]);
+    assert_eq!(out["links"].as_array().unwrap().len(), 1);
+
+    let html = "x".repeat(2 * 1024 * 1024);
+    let (status, out) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "m", "html": html}),
+    )
+    .await;
+    assert_eq!(status, 413);
+    let error = out["error"].as_str().unwrap();
+    assert!(error.contains("2097152 bytes (2 MiB)"), "{error}");
+}
+
+#[tokio::test]
+async fn the_cli_prints_the_rewritten_parts() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (html, text) = (dir.path().join("m.html"), dir.path().join("m.txt"));
+    std::fs::write(&html, HTML).unwrap();
+    std::fs::write(&text, TEXT).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(edge.config_path())
+            .arg("rewrite")
+            .args(["--admin", &format!("http://{}", edge.admin)])
+            .args(["--domain", DOMAIN, "--message", "msg-cli"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let only_text = run(&["--text", text.to_str().unwrap()]);
+    let link_prefix = format!("https://{DOMAIN}/c/");
+    assert!(
+        only_text.starts_with(&format!("Spring sale: {link_prefix}")),
+        "{only_text}"
+    );
+    // Alone, the text part opts nothing out.
+    assert!(
+        only_text.contains(&format!("Terms: {link_prefix}")),
+        "{only_text}"
+    );
+    assert_eq!(only_text.lines().count(), 3);
+
+    let both = run(&[
+        "--html",
+        html.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--meta",
+        "campaign=spring",
+    ]);
+    let (html_part, text_part) = both
+        .strip_prefix("==> html <==\n")
+        .and_then(|rest| rest.split_once("==> text <==\n"))
+        .unwrap_or_else(|| panic!("{both}"));
+    assert!(
+        html_part.contains(&format!("<a href=\"{link_prefix}")),
+        "{html_part}"
+    );
+    assert!(html_part.contains("<a href=\"mailto:help@shop.example\">"));
+    assert!(text_part.starts_with(&format!("Spring sale: {link_prefix}")));
+    // With the HTML part, its opt-out holds in the text part too.
+    assert!(
+        text_part.contains("Terms: https://shop.example/terms\n"),
+        "{text_part}"
+    );
+
+    let json: Value = serde_json::from_str(&run(&["--text", "-", "--json"])).unwrap_or_default();
+    assert_eq!(json["links"], json!([]), "stdin is empty here");
+}
+
+#[tokio::test]
+async fn the_pixel_answers_the_same_transparent_gif_never_cached_and_without_a_cookie() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let (status, out) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "m", "pixel": true,
+               "html": "<p><a href=\"https://a.example/\">hi</a></p>"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    let pixel = edge.on_port(out["pixel"].as_str().unwrap());
+    let forged = format!("{}x", pixel);
+    let client = edge.client(&[DOMAIN]);
+    let mut bodies = Vec::new();
+    for (method, url) in [
+        (Method::GET, &pixel),
+        (Method::HEAD, &pixel),
+        (Method::GET, &forged),
+    ] {
+        let res = client.request(method.clone(), url).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{method} {url}");
+        let h = res.headers();
+        assert_eq!(h["content-type"], "image/gif");
+        assert_eq!(
+            h["cache-control"],
+            "no-cache, no-store, must-revalidate, max-age=0"
+        );
+        assert!(h.get("set-cookie").is_none());
+        let body = res.bytes().await.unwrap();
+        if method == Method::GET {
+            bodies.push(body);
+        }
+    }
+    assert_eq!(bodies[0], bodies[1], "a bad token gets the same bytes");
+    let gif = &bodies[0];
+    // GIF89a, 1×1, a graphic control extension whose transparency flag is set for colour 0.
+    assert_eq!(&gif[..6], b"GIF89a");
+    assert_eq!((&gif[6..8], &gif[8..10]), (&[1u8, 0][..], &[1u8, 0][..]));
+    let gce = gif.windows(2).position(|w| w == [0x21, 0xf9]).unwrap();
+    assert_eq!((gif[gce + 3] & 1, gif[gce + 6]), (1, 0));
+    assert_eq!(gif.last(), Some(&b';'));
+    let res = client.post(&pixel).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    // Opens are not logged yet: the one line is the click made after the pixel's requests.
+    let link = edge.on_port(out["links"][0]["link"].as_str().unwrap());
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    let lines = edge.wait_for_clicks(1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["url"], "https://a.example/");
+}
