@@ -285,12 +285,18 @@ impl AcmeIssuer {
             .initial_delay(Duration::from_millis(250))
             .backoff(1.5)
             .timeout(self.settings.order_timeout);
-        let status = order
-            .poll_ready(&retries)
+        match poll_settled(&mut order, self.settings.order_timeout)
             .await
-            .map_err(|e| acme_error(domain, e))?;
-        if status != OrderStatus::Ready {
-            return Err(invalid_order(domain, &mut order).await);
+            .map_err(|e| acme_error(domain, e))?
+        {
+            OrderStatus::Ready => {}
+            // Finalized by the node that held the lease while this one was stalled past it:
+            // under a lost claim that is the other node's certificate, not a failure here.
+            OrderStatus::Processing | OrderStatus::Valid => {
+                claim.confirm().await?;
+                return Err(failed(domain, AcmeError::FinalizedElsewhere));
+            }
+            _ => return Err(invalid_order(domain, &mut order).await),
         }
 
         // The last step the CA takes for us: never under a lost claim.
@@ -454,6 +460,32 @@ fn refused(domain: &Domain, problem: &Problem) -> IssueError {
 }
 
 /// The reason an order became invalid: the failed challenge's problem, if the CA says.
+/// Polls `order` until it leaves `pending`, backing off from 250 ms by 1.5 up to `timeout`:
+/// ready to finalize, invalid, or already finalized (`processing`, `valid`). instant-acme's
+/// `poll_ready` waits only for ready or invalid, so an order another node finalized meanwhile
+/// would be polled until the timeout.
+async fn poll_settled(
+    order: &mut Order,
+    timeout: Duration,
+) -> Result<OrderStatus, instant_acme::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let state = order.refresh().await?;
+        if let Some(problem) = &state.error {
+            return Err(instant_acme::Error::Api(problem.clone()));
+        }
+        if state.status != OrderStatus::Pending {
+            return Ok(state.status);
+        }
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(instant_acme::Error::Timeout(None));
+        }
+        tokio::time::sleep(delay).await;
+        delay = delay.mul_f64(1.5);
+    }
+}
+
 async fn invalid_order(domain: &Domain, order: &mut Order) -> IssueError {
     if let Some(problem) = &order.state().error {
         return refused(domain, &problem.clone());

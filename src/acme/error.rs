@@ -62,6 +62,10 @@ pub enum AcmeError {
     /// The order did not complete within `acme.order_timeout` (plus the budget's wait).
     #[error("the order timed out")]
     Timeout,
+    /// The order was finalized by another holder of the name's lease (this node was stalled
+    /// past it); its certificate key is not this node's, so a new order is needed.
+    #[error("the order was finalized by another node")]
+    FinalizedElsewhere,
     /// The key or the certificate signing request could not be made.
     #[error(transparent)]
     Csr(rcgen::Error),
