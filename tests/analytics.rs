@@ -13,6 +13,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/data/verdict-corpus.jsonl"
@@ -33,17 +35,8 @@ for stmt in [s for s in sys.stdin.read().split(";") if s.strip()]:
 #[test]
 fn readme_duckdb_queries_count_what_the_click_lines_say() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_clickedge"))
-        .args(["classify", "--replay", CORPUS])
-        .env_remove("CLICKEDGE_CONFIG")
-        .output()
-        .expect("running clickedge classify");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(dir.path().join("replay.jsonl"), &out.stdout).unwrap();
+    let log = common::replayed(Path::new(CORPUS));
+    std::fs::write(dir.path().join("replay.jsonl"), &log).unwrap();
 
     let sql = readme_sql();
     let mut python = Command::new(python());
@@ -68,7 +61,7 @@ fn readme_duckdb_queries_count_what_the_click_lines_say() {
         .collect();
     assert_eq!(results.len(), 3, "README's three queries");
 
-    let clicks = final_clicks(&String::from_utf8(out.stdout).unwrap());
+    let clicks = final_clicks(&log);
     assert!(clicks.len() > 100, "{} clicks replayed", clicks.len());
     let human = |c: &&Click| c.verdict == "human";
 

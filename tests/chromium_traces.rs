@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::process::Command;
 
 use common::Edge;
 use common::browser::Browser;
@@ -153,19 +152,7 @@ async fn chromium_clicks_become_traces_that_replay_to_the_edges_verdicts() {
     let file = dir.path().join("traces.jsonl");
     let text: String = traces.iter().map(|t| format!("{t}\n")).collect();
     std::fs::write(&file, &text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_clickedge"))
-        .args(["classify", "--replay"])
-        .arg(&file)
-        .env_remove("CLICKEDGE_CONFIG")
-        .output()
-        .expect("running clickedge classify");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replayed: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let replayed: Vec<Value> = common::replayed(&file)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|l: &Value| l["kind"] == "click")

@@ -2,7 +2,9 @@
 //! written by `scripts/verdict-corpus` from documented scanner and browser behaviour): the
 //! figures README states for `machine` must hold, and stdout must be a click log.
 
-use std::process::Command;
+use std::path::Path;
+
+mod common;
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -15,11 +17,7 @@ const MIN_RECALL: f64 = 0.96;
 
 #[test]
 fn the_corpus_replays_at_the_stated_precision_and_recall() {
-    let out = Command::new(env!("CARGO_BIN_EXE_clickedge"))
-        .args(["classify", "--replay", CORPUS])
-        .env_remove("CLICKEDGE_CONFIG")
-        .output()
-        .expect("running clickedge classify");
+    let out = common::replay(Path::new(CORPUS));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let corpus = std::fs::read_to_string(CORPUS).unwrap();
@@ -92,12 +90,7 @@ fn a_bad_trace_names_its_line() {
         "{\"time\":\"2025-11-24T09:00:00Z\",\"address\":\"192.0.2.1\",\"minted_at\":\"2025-11-24T08:00:00Z\"}\n\n{\"time\":\"2025-11-24T09:00:00Z\"}\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_clickedge"))
-        .args(["classify", "--replay"])
-        .arg(&file)
-        .env_remove("CLICKEDGE_CONFIG")
-        .output()
-        .unwrap();
+    let out = common::replay(&file);
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -562,3 +562,24 @@ pub fn refused_start_as(mut command: Command, dir: &Path, config: &str) -> Strin
     assert!(!status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// `clickedge classify --replay FILE` without a config file: its whole output, succeeded or not.
+pub fn replay(file: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_clickedge"))
+        .args(["classify", "--replay"])
+        .arg(file)
+        .env_remove("CLICKEDGE_CONFIG")
+        .output()
+        .expect("running clickedge classify")
+}
+
+/// The click log `clickedge classify --replay FILE` writes, which must succeed.
+pub fn replayed(file: &Path) -> String {
+    let out = replay(file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the click log is UTF-8")
+}
