@@ -15,6 +15,7 @@ mod hosts;
 mod ready;
 mod rewrite;
 mod scope;
+mod share;
 mod ui;
 mod views;
 
@@ -63,6 +64,8 @@ pub struct AdminState {
     pub shipping: Option<Progress>,
     /// The cluster's status (`GET /v1/cluster`).
     pub cluster: Arc<crate::cluster::StatusReader>,
+    /// Where customers' status pages are (`onboarding.public_url`); none: no sharing.
+    pub public_url: Option<crate::config::PublicUrl>,
 }
 
 type Shared = Arc<AdminState>;

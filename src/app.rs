@@ -38,6 +38,7 @@ use crate::cluster::{Propagation, Settings as PropagationSettings, StatusReader}
 use crate::config::{Config, IssuerKind, StoreKind, StreamKind};
 use crate::domains::Domains;
 use crate::http::Edge;
+use crate::status::StatusPages;
 
 /// How often `clicks.networks_file` is checked for changes.
 const NETWORKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -126,6 +127,13 @@ impl App {
         registry
             .register(Box::new(store.queries()))
             .context("registering metrics")?;
+        // The status pages' name is served like any registered domain (its certificate on demand).
+        if let Some(url) = &config.onboarding.public_url {
+            store
+                .add_domain(&url.host, clock.now())
+                .await
+                .context("registering onboarding.public_url")?;
+        }
         // Read before loading: a change made while loading is applied again, never missed.
         let version = store
             .latest_version()
@@ -310,19 +318,32 @@ impl App {
             // Revisions are written as lines of the click log, after the clicks they name.
             Box::new(clicks.clone()),
         );
-        let edge = Arc::new(
-            Edge::new(
-                keys.ring(),
-                clicks,
-                certs.clone(),
-                policy.clone(),
-                challenges,
-                config.limits.max_uri_bytes.get(),
-                &metrics,
-            )
-            .with_check_nonces(onboarding.nonces())
-            .with_verdict(verdict),
-        );
+        let domains = Arc::new(Domains::new(
+            store.clone(),
+            policy.clone(),
+            certs.clone(),
+            onboarding.clone(),
+            clock.clone(),
+        ));
+        let mut edge = Edge::new(
+            keys.ring(),
+            clicks,
+            certs.clone(),
+            policy.clone(),
+            challenges,
+            config.limits.max_uri_bytes.get(),
+            &metrics,
+        )
+        .with_check_nonces(onboarding.nonces());
+        if let Some(url) = &config.onboarding.public_url {
+            edge = edge.with_status_pages(Arc::new(StatusPages::new(
+                url.host.clone(),
+                keys.clone(),
+                domains.clone(),
+                clock.clone(),
+            )));
+        }
+        let edge = Arc::new(edge.with_verdict(verdict));
 
         let https = bind_all(config.listen.https.all(), "listen.https")?;
         let http_listeners = bind_all(config.listen.http.all(), "listen.http")?;
@@ -414,13 +435,6 @@ impl App {
             keys: keys.clone(),
             certs: certs.clone(),
         };
-        let domains = Arc::new(Domains::new(
-            store,
-            policy,
-            certs,
-            onboarding,
-            clock.clone(),
-        ));
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(serve::serve_admin(
                 listener,
@@ -444,6 +458,7 @@ impl App {
             readiness: readiness.clone(),
             shipping,
             cluster,
+            public_url: config.onboarding.public_url.clone(),
         }));
         tasks.push(tokio::spawn(serve::serve_admin(
             admin_listener,

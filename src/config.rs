@@ -244,6 +244,39 @@ pub struct Onboarding {
     /// production the edge's addresses are public, and refusing the others keeps a customer's
     /// DNS from pointing the check at internal services. Default `false`.
     pub danger_allow_private_addresses: bool,
+    /// Where customers' status pages are served: an `https://` URL with a host and no path,
+    /// served on the HTTPS listener like any registered domain (registered at start).
+    /// `<public_url>/s/<token>` is a domain's page. Default none: no status pages.
+    pub public_url: Option<PublicUrl>,
+}
+
+/// `onboarding.public_url`: `https://<name>` (a trailing `/` allowed), nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// The host, the name the status pages are served on.
+    pub host: crate::Domain,
+}
+
+impl PublicUrl {
+    /// The URL without a trailing `/`.
+    pub fn base(&self) -> String {
+        format!("https://{}", self.host)
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PublicUrl, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "onboarding.public_url {s:?} must be https://NAME, without port or path"
+            ))
+        };
+        let rest = s.strip_prefix("https://").ok_or_else(bad)?;
+        let host = rest.strip_suffix('/').unwrap_or(rest);
+        let host = crate::Domain::parse(host).map_err(|_| bad())?;
+        Ok(PublicUrl { host })
+    }
 }
 
 impl Onboarding {
@@ -264,6 +297,7 @@ impl Default for Onboarding {
             http_port: std::num::NonZeroU16::new(80).expect("non-zero literal"),
             recheck_interval: Duration::from_secs(300),
             danger_allow_private_addresses: false,
+            public_url: None,
         }
     }
 }

@@ -1,5 +1,8 @@
 //! HTML escaping for the text the edge puts in its pages (the operator's `/ui/`, the recipient
 //! page of a link that does not open): names, DNS answers and URLs are not the edge's to trust.
+//! [`records`] renders the fix records of onboarding checks.
+
+pub mod records;
 
 /// `s` escaped for element content and quoted attribute values.
 pub fn escape(s: &str) -> String {

@@ -97,6 +97,8 @@ pub struct Edge<V = NoVerdict> {
     max_uri_bytes: usize,
     counters: Counters,
     check_nonces: Option<Arc<crate::onboarding::reach::Nonces>>,
+    /// Customers' status pages, on their public name (`onboarding.public_url`).
+    status: Option<Arc<crate::status::StatusPages>>,
     verdict: V,
 }
 
@@ -130,6 +132,7 @@ impl Edge {
             max_uri_bytes,
             counters: Counters::new(metrics),
             check_nonces: None,
+            status: None,
             verdict: NoVerdict,
         }
     }
@@ -147,6 +150,7 @@ impl<V: VerdictStage> Edge<V> {
             max_uri_bytes: self.max_uri_bytes,
             counters: self.counters,
             check_nonces: self.check_nonces,
+            status: self.status,
             verdict,
         }
     }
@@ -157,12 +161,25 @@ impl<V: VerdictStage> Edge<V> {
         self
     }
 
+    /// Serves customers' status pages (`/s/…` over HTTPS on their public name).
+    pub fn with_status_pages(mut self, pages: Arc<crate::status::StatusPages>) -> Self {
+        self.status = Some(pages);
+        self
+    }
+
     /// Handles one request.
     pub async fn handle<B>(&self, conn: &ConnInfo, req: Request<B>) -> Response<Body> {
         // Longer than any link we mint: refused before routing, so it costs no cryptography.
         if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_bytes {
             self.counters.not_found.inc();
             return text(StatusCode::URI_TOO_LONG, "URI too long\n");
+        }
+        if let (Some(pages), Some(sni)) = (&self.status, &conn.sni)
+            && sni == pages.host()
+            && req.uri().path().starts_with(crate::status::PREFIX)
+            && request_host(&req).is_none_or(|h| same_name(h, sni.as_str()))
+        {
+            return pages.handle(&req).await;
         }
         let token = match route(req.uri().path()) {
             Route::Click(token) => token,

@@ -274,6 +274,21 @@ impl LinkKeys {
         Ok(format!("https://{domain}{path}{token}"))
     }
 
+    /// Seals a status page token for the registered `domain`, expiring at `expires_at` (Unix
+    /// seconds), with the key that seals links now.
+    pub fn seal_share(&self, domain: &Domain, expires_at: u64) -> Result<String, MintError> {
+        if !self.policy.is_registered(domain.as_str()) {
+            return Err(MintError::NotRegistered(domain.clone()));
+        }
+        let ring = self.ring.current();
+        let key = ring.sealing(self.clock.now(), self.seal_delay);
+        let share = links::share::Share {
+            domain: domain.clone(),
+            expires_at,
+        };
+        Ok(links::share::seal(key, &share))
+    }
+
     /// Replaces the ring in use with the keys stored now (after a change here or on another
     /// node, or on SIGHUP); returns how many keys it holds.
     pub async fn reload(&self) -> Result<usize, StoreError> {

@@ -29,6 +29,7 @@ pub mod rate;
 pub mod rewrite;
 pub mod seal;
 pub mod signals;
+pub mod status;
 pub mod store;
 pub mod tls;
 

@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod keyring;
+pub mod share;
 pub mod token;
 
 pub use context::{ContextError, MessageContext, Role};

@@ -23,7 +23,7 @@ pub mod dns;
 pub mod escape;
 pub mod reach;
 mod report;
-mod zone;
+pub mod zone;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +42,7 @@ use crate::errors::chain as error_chain;
 use crate::store::{DomainRecord, FailureKind, Store, StoreError};
 pub use dns::DnsView;
 pub use report::{Check, CheckId, CheckStatus, Report};
+pub use zone::FixRecord;
 
 /// Domains checked at the same time by the periodic re-check.
 const PERIODIC_CONCURRENCY: usize = 8;

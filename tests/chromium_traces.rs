@@ -12,7 +12,6 @@
 
 mod common;
 
-
 use common::Edge;
 use common::browser::Browser;
 use serde_json::{Map, Value, json};

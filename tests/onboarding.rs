@@ -147,6 +147,17 @@ async fn stray_a_record_fails_naming_it_holds_back_the_order_until_fixed() {
         fix.contains("stray.example.com. 300 IN CNAME edge.example.net."),
         "{fix}"
     );
+    // The same fix as records a DNS provider's form takes, the name relative to the zone too.
+    assert_eq!(
+        c["fix_records"],
+        json!([
+            {"action": "delete", "type": "A", "name": name, "host": "stray",
+             "zone": "example.com", "value": "192.0.2.7", "ttl": null},
+            {"action": "add", "type": "CNAME", "name": name, "host": "stray",
+             "zone": "example.com", "value": TARGET, "ttl": 300},
+        ]),
+        "{c:#}"
+    );
     // The edge never fetches from an address that is not its own.
     assert!(
         d["checks"]
@@ -209,6 +220,12 @@ async fn caa_for_another_ca_fails_naming_the_identity_to_allow_but_does_not_hold
             .as_str()
             .unwrap()
             .ends_with("shop.example.com. 300 IN CAA 0 issue \"letsencrypt.org\""),
+        "{c:#}"
+    );
+    assert_eq!(
+        c["fix_records"],
+        json!([{"action": "add", "type": "CAA", "name": "shop.example.com", "host": "shop",
+                "zone": "example.com", "value": "0 issue \"letsencrypt.org\"", "ttl": 300}]),
         "{c:#}"
     );
     // The built-in CA does not read CAA: a warning about the CA to come, not a hold.

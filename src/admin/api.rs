@@ -34,6 +34,7 @@ pub(super) fn router() -> Router<Shared> {
             "/v1/domains/{name}",
             delete(remove_domain).merge(patch(change_domain)),
         )
+        .route("/v1/domains/{name}/share", post(share_domain))
         .route("/v1/links", post(mint_link))
         .route("/v1/keys", post(rotate_key))
         .route("/v1/keys/{id}", delete(remove_key))
@@ -132,6 +133,29 @@ async fn check_domain(
 ) -> Result<impl IntoResponse, ApiError> {
     let domain = state.domains.check(&parse_name(&name)?).await?;
     Ok(axum::Json(DomainView::from(domain)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ShareDomain {
+    /// How long the address opens (`30d`, `12h`).
+    ttl: Option<String>,
+}
+
+/// `POST /v1/domains/<name>/share {"ttl"?}`: the address of the domain's status page for its
+/// customer, and when it stops opening.
+async fn share_domain(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: ShareDomain = if body.is_empty() {
+        ShareDomain::default()
+    } else {
+        parse_json(&body)?
+    };
+    let shared = super::share::share(&state, &parse_name(&name)?, req.ttl.as_deref()).await?;
+    Ok(axum::Json(shared))
 }
 
 async fn remove_domain(

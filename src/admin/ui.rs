@@ -32,8 +32,11 @@ use super::Scope;
 
 pub use session::Sessions;
 
-const STYLE: &str = include_str!("ui/style.css");
-const SCRIPT: &str = include_str!("ui/app.js");
+const STYLE: &str = concat!(
+    include_str!("ui/style.css"),
+    include_str!("../html/records.css")
+);
+const SCRIPT: &str = concat!(include_str!("ui/app.js"), include_str!("../html/copy.js"));
 
 /// The `/ui/` routes.
 pub(super) fn router() -> Router<Shared> {
@@ -45,6 +48,7 @@ pub(super) fn router() -> Router<Shared> {
         .route("/ui/domains", post(add_domain))
         .route("/ui/domains/{name}", get(domain))
         .route("/ui/domains/{name}/check", post(check_domain))
+        .route("/ui/domains/{name}/share", post(share_domain))
         .route("/ui/style.css", get(|| async { asset("text/css", STYLE) }))
         .route(
             "/ui/app.js",
@@ -108,27 +112,35 @@ async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Response {
 }
 
 async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if !same_origin(&headers) {
-        return forbidden();
-    }
-    let Some(scope) = signed_in(&state, &headers) else {
-        return login_page(StatusCode::UNAUTHORIZED, None);
-    };
-    if scope != Scope::Full {
-        return error_page(super::scope::read_only());
+    if let Some(refused) = refusal_to_change(&state, &headers) {
+        return refused;
     }
     let input = form(&body).remove("name").unwrap_or_default();
     let name = match parse_name(input.trim()) {
         Ok(name) => name,
         Err(e) => {
-            return index_page(&state, scope, e.status, Some(&e.message), input.trim()).await;
+            return index_page(
+                &state,
+                Scope::Full,
+                e.status,
+                Some(&e.message),
+                input.trim(),
+            )
+            .await;
         }
     };
     match state.domains.add(name.clone(), None).await {
         Ok(_) => see_other(&format!("/ui/domains/{name}")),
         Err(e) => {
             let e = ApiError::from(e);
-            index_page(&state, scope, e.status, Some(&e.message), name.as_str()).await
+            index_page(
+                &state,
+                Scope::Full,
+                e.status,
+                Some(&e.message),
+                name.as_str(),
+            )
+            .await
         }
     }
 }
@@ -146,7 +158,14 @@ async fn domain(
         Ok::<_, ApiError>(DomainView::from(state.domains.show(&name).await?))
     };
     match found.await {
-        Ok(v) => html(StatusCode::OK, v.name.as_str(), &render::domain_body(&v)),
+        Ok(v) => {
+            let can_share = can_share(&state, &headers);
+            html(
+                StatusCode::OK,
+                v.name.as_str(),
+                &render::domain_body(&v, can_share, None),
+            )
+        }
         Err(e) => error_page(e),
     }
 }
@@ -171,6 +190,49 @@ async fn check_domain(
         Ok(name) => see_other(&format!("/ui/domains/{name}")),
         Err(e) => error_page(e),
     }
+}
+
+/// "Share with customer": the domain's page with a status page address for its customer.
+async fn share_domain(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(refused) = refusal_to_change(&state, &headers) {
+        return refused;
+    }
+    let shared = async {
+        let name = parse_name(&name)?;
+        let shared = super::share::share(&state, &name, None).await?;
+        Ok::<_, ApiError>((DomainView::from(state.domains.show(&name).await?), shared))
+    };
+    match shared.await {
+        Ok((v, shared)) => html(
+            StatusCode::OK,
+            v.name.as_str(),
+            &render::domain_body(&v, true, Some(&shared)),
+        ),
+        Err(e) => error_page(e),
+    }
+}
+
+/// The answer to a form that changes something unless it was sent from this page in a live
+/// session of the full scope; none when it may go ahead.
+fn refusal_to_change(state: &Shared, headers: &HeaderMap) -> Option<Response> {
+    if !same_origin(headers) {
+        return Some(forbidden());
+    }
+    match signed_in(state, headers) {
+        None => Some(login_page(StatusCode::UNAUTHORIZED, None)),
+        Some(Scope::Full) => None,
+        Some(_) => Some(error_page(super::scope::read_only())),
+    }
+}
+
+/// True if the page may offer "share with customer": status pages are on and the session may
+/// change things.
+fn can_share(state: &Shared, headers: &HeaderMap) -> bool {
+    state.public_url.is_some() && signed_in(state, headers) == Some(Scope::Full)
 }
 
 async fn index_page(

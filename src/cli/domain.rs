@@ -1,5 +1,6 @@
 //! `clickedge domain ...`: link domains on a running edge, through its admin API (`/v1/domains`):
-//! add (with an optional fallback URL), list, show, change (`set`), check, remove. Names are
+//! add (with an optional fallback URL), list, show, change (`set`), check, share (the
+//! customer's status page address), remove. Names are
 //! printed as A-labels with their Unicode form beside them when they have one.
 
 use std::borrow::Cow;
@@ -54,6 +55,15 @@ pub enum DomainAction {
         /// The domain.
         name: String,
     },
+    /// Print the address of the domain's status page for its customer (needs
+    /// `[onboarding] public_url`): the checks and the exact records to change, no token needed.
+    Share {
+        /// The domain.
+        name: String,
+        /// How long the address opens, e.g. 30d, 12h (at most 366d). Default 30d.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
     /// Unregister a domain and delete its certificate. Asks first on a terminal; elsewhere
     /// (scripts) refuses without --yes.
     Remove {
@@ -98,6 +108,18 @@ pub(super) async fn run(
             with_progress(
                 &format!("checking {name}: DNS, CAA, HTTP, certificate"),
                 call,
+            )
+            .await?
+        }
+        DomainAction::Share { name, ttl } => {
+            let body = match ttl {
+                Some(ttl) => json!({ "ttl": ttl }),
+                None => json!({}),
+            };
+            c.call(
+                Method::POST,
+                &format!("/v1/domains/{name}/share"),
+                Some(body),
             )
             .await?
         }
@@ -170,6 +192,10 @@ pub(super) async fn run(
         }
         DomainAction::Show { .. } => print_domain(&v),
         DomainAction::Set { name, .. } => say!("{name}: fallback {}", fallback(&v)),
+        DomainAction::Share { .. } => {
+            say!("{}", shown(&v["url"]));
+            say!("expires {}", shown(&v["expires_at"]));
+        }
         DomainAction::Remove { name, .. } => say!("removed {name}"),
     }
     Ok(())

@@ -52,7 +52,7 @@ const VERSION_PIXEL: u8 = 3;
 const HEADER_LEN: usize = 3;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
-const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
+pub(super) const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 
 /// Largest payload [`seal`] can produce from a [`Link`] that passed [`Link::new`].
 const MAX_PAYLOAD_LEN: usize = 10
@@ -121,24 +121,40 @@ pub fn seal_pixel_with(
 }
 
 fn seal_as(version: u8, key: &LinkKey, domain: &str, link: &Link) -> String {
-    let mut buf = Vec::with_capacity(OVERHEAD + link.url.len() + 16 + link.meta.len() * 24);
+    let capacity = OVERHEAD + link.url.len() + 16 + link.meta.len() * 24;
+    seal_payload(key, version, domain.as_bytes(), capacity, |buf| {
+        put_varint(buf, link.minted_at);
+        put_bytes(buf, link.url.as_bytes());
+        put_varint(buf, link.meta.len() as u64);
+        for (k, v) in &link.meta {
+            put_bytes(buf, k.as_bytes());
+            put_bytes(buf, v.as_bytes());
+        }
+        if let Some(context) = &link.context {
+            put_context(buf, context);
+        }
+    })
+}
+
+/// A token of format `version` sealed with `key`: the header, a random nonce, then what
+/// `write` appends, encrypted, and the tag; the associated data is the header followed by
+/// `aad_tail`. Base64url without padding.
+pub(super) fn seal_payload(
+    key: &LinkKey,
+    version: u8,
+    aad_tail: &[u8],
+    capacity: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> String {
+    let mut buf = Vec::with_capacity(capacity);
     buf.push(version);
     buf.extend_from_slice(&key.id().0.to_be_bytes());
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
     buf.extend_from_slice(&nonce);
     let header_end = buf.len();
-    put_varint(&mut buf, link.minted_at);
-    put_bytes(&mut buf, link.url.as_bytes());
-    put_varint(&mut buf, link.meta.len() as u64);
-    for (k, v) in &link.meta {
-        put_bytes(&mut buf, k.as_bytes());
-        put_bytes(&mut buf, v.as_bytes());
-    }
-    if let Some(context) = &link.context {
-        put_context(&mut buf, context);
-    }
-    let aad = associated_data(&buf[..HEADER_LEN], domain);
+    write(&mut buf);
+    let aad = associated_data(&buf[..HEADER_LEN], aad_tail);
     let (cipher, nonce) = xchacha(key.secret(), &nonce);
     let tag = cipher
         .seal_in_place_separate_tag(nonce, Aad::from(&aad[..]), &mut buf[header_end..])
@@ -146,6 +162,28 @@ fn seal_as(version: u8, key: &LinkKey, domain: &str, link: &Link) -> String {
         .expect("payload is far below the cipher's length limit");
     buf.extend_from_slice(tag.as_ref());
     URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The payload of the decoded token `raw` (at least [`OVERHEAD`] bytes), decrypted in place
+/// with `key`, the associated data being its header followed by `aad_tail`; the tag is checked
+/// before anything is returned.
+pub(super) fn open_payload<'a>(
+    key: &LinkKey,
+    raw: &'a mut [u8],
+    aad_tail: &[u8],
+) -> Result<&'a [u8], TokenError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&raw[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
+    let aad = associated_data(&raw[..HEADER_LEN], aad_tail);
+    let (cipher, nonce) = xchacha(key.secret(), &nonce);
+    let payload = cipher
+        .open_in_place(
+            nonce,
+            Aad::from(&aad[..]),
+            &mut raw[HEADER_LEN + NONCE_LEN..],
+        )
+        .map_err(|_| TokenError::Forged)?;
+    Ok(payload)
 }
 
 /// Opens a token that arrived on `domain`. Never panics, whatever the input.
@@ -177,18 +215,7 @@ fn open_as(ring: &KeyRing, domain: &str, token: &str, pixel: bool) -> Result<Lin
     }
     let key_id = super::KeyId(u16::from_be_bytes([raw[1], raw[2]]));
     let key = ring.key(key_id).ok_or(TokenError::UnknownKey)?;
-    let mut nonce = [0u8; NONCE_LEN];
-    nonce.copy_from_slice(&raw[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
-    let aad = associated_data(&raw[..HEADER_LEN], domain);
-    let (cipher, nonce) = xchacha(key.secret(), &nonce);
-    // Ciphertext and tag, decrypted in place; the tag is checked before anything is returned.
-    let payload = cipher
-        .open_in_place(
-            nonce,
-            Aad::from(&aad[..]),
-            &mut raw[HEADER_LEN + NONCE_LEN..],
-        )
-        .map_err(|_| TokenError::Forged)?;
+    let payload = open_payload(key, &mut raw, domain.as_bytes())?;
     decode_payload(payload, version != Some(VERSION)).ok_or(TokenError::BadPayload)
 }
 
@@ -203,11 +230,8 @@ fn xchacha(secret: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
     (LessSafeKey::new(key), Nonce::assume_unique_for_key(iv))
 }
 
-fn associated_data(header: &[u8], domain: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + domain.len());
-    aad.extend_from_slice(header);
-    aad.extend_from_slice(domain.as_bytes());
-    aad
+fn associated_data(header: &[u8], tail: &[u8]) -> Vec<u8> {
+    [header, tail].concat()
 }
 
 fn decode_payload(mut p: &[u8], with_context: bool) -> Option<Link> {
@@ -294,7 +318,7 @@ fn take_context(p: &mut &[u8]) -> Option<MessageContext> {
     })
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -302,12 +326,12 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
-fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+pub(super) fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
     put_varint(buf, b.len() as u64);
     buf.extend_from_slice(b);
 }
 
-fn take_varint(p: &mut &[u8]) -> Option<u64> {
+pub(super) fn take_varint(p: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for (i, &b) in p.iter().enumerate().take(10) {
         v |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
@@ -319,7 +343,7 @@ fn take_varint(p: &mut &[u8]) -> Option<u64> {
     None
 }
 
-fn take_str(p: &mut &[u8]) -> Option<String> {
+pub(super) fn take_str(p: &mut &[u8]) -> Option<String> {
     let len = usize::try_from(take_varint(p)?).ok()?;
     if len > p.len() {
         return None;

@@ -4,7 +4,7 @@
 //! [`super::dns`].
 
 use super::escape::escape;
-use super::zone::{existing, list, record};
+use super::zone::{FixRecord, existing, list, record};
 use super::{Check, CheckId, Settings};
 use crate::Domain;
 
@@ -23,12 +23,18 @@ impl CaaRecord {
     /// The record in zone-file form, at `owner`; control characters of the tag and value (as
     /// the customer's DNS served them) escaped, so the line stays one line.
     pub fn zone_line(&self, owner: &Domain) -> String {
-        format!(
-            "{owner}. IN CAA {} {} \"{}\"",
+        self.to_delete(owner).line()
+    }
+
+    /// The record at `owner` as one to delete, escaped like [`CaaRecord::zone_line`].
+    pub fn to_delete(&self, owner: &Domain) -> FixRecord {
+        let value = format!(
+            "{} {} \"{}\"",
             if self.critical { 128 } else { 0 },
             escape(&self.tag),
             escape(&self.value)
-        )
+        );
+        existing(owner, "CAA", &value)
     }
 }
 
@@ -145,19 +151,26 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         (Verdict::Allowed(id), Some(set)) => {
             Check::pass(CheckId::Caa, format!("CAA at {} allows {id}", set.owner))
         }
-        (Verdict::NotAllowed(others), Some(set)) if others.is_empty() => Check::fail(
-            CheckId::Caa,
-            format!(
-                "CAA at {} forbids every CA (issue \";\"), so {ours} will refuse to issue for {name}",
-                set.owner
-            ),
-            format!(
-                "Replace the CAA record:\n{}\nwith:\n{}",
+        (Verdict::NotAllowed(others), Some(set)) if others.is_empty() => {
+            let (delete, add) = (
                 existing(&set.owner, "CAA", "0 issue \";\""),
-                allow(&set.owner)
-            ),
-            gate,
-        ),
+                allow(&set.owner),
+            );
+            Check::fail(
+                CheckId::Caa,
+                format!(
+                    "CAA at {} forbids every CA (issue \";\"), so {ours} will refuse to issue for {name}",
+                    set.owner
+                ),
+                format!(
+                    "Replace the CAA record:\n{}\nwith:\n{}",
+                    delete.line(),
+                    add.line()
+                ),
+                gate,
+            )
+            .with_records(vec![delete, add])
+        }
         (Verdict::NotAllowed(others), Some(set)) => Check::fail(
             CheckId::Caa,
             format!(
@@ -167,10 +180,11 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
             ),
             format!(
                 "Add this record next to the existing ones (they keep working for their CA):\n{}",
-                allow(&set.owner)
+                allow(&set.owner).line()
             ),
             gate,
-        ),
+        )
+        .with_records(vec![allow(&set.owner)]),
         (Verdict::MethodsExcluded(id, methods), Some(set)) => Check::fail(
             CheckId::Caa,
             format!(
@@ -179,17 +193,20 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
             ),
             format!(
                 "Add this record next to the existing ones:\n{}",
-                allow(&set.owner)
+                allow(&set.owner).line()
             ),
             gate,
-        ),
+        )
+        .with_records(vec![allow(&set.owner)]),
         (Verdict::UnknownCritical(tag), Some(set)) => {
-            let line = set
+            let delete: Vec<FixRecord> = set
                 .records
                 .iter()
                 .find(|r| r.critical && r.tag == tag)
-                .map(|r| r.zone_line(&set.owner))
-                .unwrap_or_default();
+                .map(|r| r.to_delete(&set.owner))
+                .into_iter()
+                .collect();
+            let line = delete.first().map(FixRecord::line).unwrap_or_default();
             Check::fail(
                 CheckId::Caa,
                 format!(
@@ -199,6 +216,7 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
                 format!("Delete this record (or set its flags to 0):\n{line}"),
                 gate,
             )
+            .with_records(delete)
         }
     }
 }

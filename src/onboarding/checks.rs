@@ -12,7 +12,9 @@ use std::net::IpAddr;
 
 use super::caa;
 use super::dns::{DnsFailure, DnsView, FailureKind, QUERY_TIMEOUT};
-use super::zone::{address_record, address_type, existing, list, plural, record};
+use super::zone::{
+    FixRecord, address_record, address_type, existing, guessed_zone, lines, list, plural, record,
+};
 use super::{Check, CheckId, CheckStatus, Settings};
 use crate::Domain;
 
@@ -46,6 +48,13 @@ pub fn evaluate(view: &DnsView, s: &Settings) -> Vec<Check> {
             gate && s.caa_blocks,
         ));
     }
+    let zone = view
+        .zone
+        .clone()
+        .unwrap_or_else(|| guessed_zone(&view.name));
+    for r in out.iter_mut().flat_map(|c| c.fix_records.iter_mut()) {
+        r.place(&zone);
+    }
     out
 }
 
@@ -69,9 +78,9 @@ impl Found<'_> {
 }
 
 /// The records the name should have: a CNAME to the target, else one per edge address.
-fn wanted(name: &Domain, s: &Settings) -> Vec<String> {
+fn wanted(name: &Domain, s: &Settings) -> Vec<FixRecord> {
     match &s.cname_target {
-        Some(target) => vec![record(name, "CNAME", &format!("{target}."))],
+        Some(target) => vec![record(name, "CNAME", target.as_str())],
         None => s
             .addresses
             .iter()
@@ -80,14 +89,10 @@ fn wanted(name: &Domain, s: &Settings) -> Vec<String> {
     }
 }
 
-fn add_wanted(name: &Domain, s: &Settings) -> String {
-    let lines = wanted(name, s);
-    let what = if lines.len() == 1 {
-        "this record"
-    } else {
-        "these records"
-    };
-    format!("Add {what} at your DNS provider:\n{}", lines.join("\n"))
+/// The text of a fix that adds `records`.
+fn add_text(records: &[FixRecord]) -> String {
+    let what = plural(records.len(), "this record", "these records");
+    format!("Add {what} at your DNS provider:\n{}", lines(records))
 }
 
 /// Failed queries grouped by name: `[("a.example.com", ["A", "AAAA"])]`.
@@ -174,17 +179,13 @@ fn resolves(f: &Found<'_>, s: &Settings, gate: bool) -> Check {
         );
     }
     let Some(last) = f.chain.last() else {
-        let fix = if s.is_configured() {
-            add_wanted(name, s)
-        } else {
-            "Add a CNAME (or A/AAAA records) for this name that points at the edge; ask the edge's operator for its name or addresses.".into()
-        };
-        return Check::fail(
-            CheckId::Resolves,
-            format!("{name} does not resolve: it has no CNAME, A or AAAA record"),
-            fix,
-            gate,
-        );
+        let message = format!("{name} does not resolve: it has no CNAME, A or AAAA record");
+        if !s.is_configured() {
+            let fix = "Add a CNAME (or A/AAAA records) for this name that points at the edge; ask the edge's operator for its name or addresses.";
+            return Check::fail(CheckId::Resolves, message, fix.into(), gate);
+        }
+        let add = wanted(name, s);
+        return Check::fail(CheckId::Resolves, message, add_text(&add), gate).with_records(add);
     };
     let message = format!(
         "{name} is a CNAME to {}, but {last} has no A or AAAA record",
@@ -194,11 +195,17 @@ fn resolves(f: &Found<'_>, s: &Settings, gate: bool) -> Check {
         Some(target) if f.chain.contains(target) => format!(
             "{target} is the edge's own name and does not resolve: tell the edge's operator; nothing to change on your side."
         ),
-        _ if s.is_configured() => format!(
-            "Delete the CNAME:\n{}\nthen {}",
-            existing(name, "CNAME", &format!("{}.", f.chain[0])),
-            lowercase_first(&add_wanted(name, s))
-        ),
+        _ if s.is_configured() => {
+            let delete = existing(name, "CNAME", f.chain[0].as_str());
+            let add = wanted(name, s);
+            let fix = format!(
+                "Delete the CNAME:\n{}\nthen {}",
+                delete.line(),
+                lowercase_first(&add_text(&add))
+            );
+            let records = std::iter::once(delete).chain(add).collect();
+            return Check::fail(CheckId::Resolves, message, fix, gate).with_records(records);
+        }
         _ => format!("Make {last} resolve, or point {name} straight at the edge."),
     };
     Check::fail(CheckId::Resolves, message, fix, gate)
@@ -273,9 +280,9 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
     };
     // A CNAME cannot share its name with other records: replacing with a CNAME deletes every
     // address record; pointing with addresses deletes the stray ones and any CNAME.
-    let mut delete: Vec<String> = Vec::new();
+    let mut delete: Vec<FixRecord> = Vec::new();
     if let Some(first) = f.chain.first() {
-        delete.push(existing(name, "CNAME", &format!("{first}.")));
+        delete.push(existing(name, "CNAME", first.as_str()));
     } else if s.cname_target.is_some() {
         delete.extend(
             f.all()
@@ -288,7 +295,7 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
                 .map(|ip| existing(owner, address_type(ip), &ip.to_string())),
         );
     }
-    let add: Vec<String> = match &s.cname_target {
+    let add: Vec<FixRecord> = match &s.cname_target {
         Some(_) => wanted(name, s),
         None if f.chain.is_empty() => s
             .addresses
@@ -300,15 +307,9 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
             .collect(),
         None => wanted(name, s),
     };
-    let mut fix = format!(
-        "Delete {}:\n{}",
-        plural(delete.len(), "this record", "these records"),
-        delete.join("\n")
-    );
-    if !add.is_empty() {
-        fix.push_str(&format!("\nthen add:\n{}", add.join("\n")));
-    }
-    Check::fail(CheckId::PointsToEdge, message, fix, true)
+    let fix = delete_then_add(&delete, &add);
+    let records = delete.into_iter().chain(add).collect();
+    Check::fail(CheckId::PointsToEdge, message, fix, true).with_records(records)
 }
 
 fn no_stray_aaaa(f: &Found<'_>, s: &Settings) -> Check {
@@ -343,25 +344,35 @@ fn no_stray_aaaa(f: &Found<'_>, s: &Settings) -> Check {
             ""
         },
     );
+    let delete: Vec<FixRecord> = stray
+        .iter()
+        .map(|ip| existing(owner, "AAAA", &ip.to_string()))
+        .collect();
+    let add: Vec<FixRecord> = match s.cname_target {
+        Some(_) => Vec::new(),
+        None => s
+            .addresses
+            .iter()
+            .filter(|ip| ip.is_ipv6() && !f.v6.contains(ip))
+            .map(|ip| address_record(owner, ip))
+            .collect(),
+    };
+    let fix = delete_then_add(&delete, &add);
+    let records = delete.into_iter().chain(add).collect();
+    Check::fail(CheckId::NoStrayAaaa, message, fix, true).with_records(records)
+}
+
+/// `Delete this record: … then add: …` (the second part only if `add` is not empty).
+fn delete_then_add(delete: &[FixRecord], add: &[FixRecord]) -> String {
     let mut fix = format!(
         "Delete {}:\n{}",
-        plural(stray.len(), "this record", "these records"),
-        stray
-            .iter()
-            .map(|ip| existing(owner, "AAAA", &ip.to_string()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        plural(delete.len(), "this record", "these records"),
+        lines(delete)
     );
-    let edge_v6: Vec<String> = s
-        .addresses
-        .iter()
-        .filter(|ip| ip.is_ipv6() && !f.v6.contains(ip))
-        .map(|ip| address_record(owner, ip))
-        .collect();
-    if s.cname_target.is_none() && !edge_v6.is_empty() {
-        fix.push_str(&format!("\nthen add:\n{}", edge_v6.join("\n")));
+    if !add.is_empty() {
+        fix.push_str(&format!("\nthen add:\n{}", lines(add)));
     }
-    Check::fail(CheckId::NoStrayAaaa, message, fix, true)
+    fix
 }
 
 fn lowercase_first(s: &str) -> String {

@@ -67,6 +67,9 @@ pub struct DnsView {
     pub aaaa: Result<Vec<Ipv6Addr>, DnsFailure>,
     /// The relevant CAA RRset (RFC 8659 §3), if any name on the way up has one.
     pub caa: Result<Option<CaaSet>, DnsFailure>,
+    /// The zone holding the name, from an SOA answer or authority record; None if DNS did not
+    /// say (fix records then take the name's last two labels).
+    pub zone: Option<Domain>,
 }
 
 impl DnsView {
@@ -101,6 +104,7 @@ impl DnsView {
                 .map(|s| s.parse().expect("an IPv6 address"))
                 .collect()),
             caa: Ok(None),
+            zone: None,
         }
     }
 
@@ -245,6 +249,30 @@ impl Dns {
         Ok(chain)
     }
 
+    /// The zone holding `name`: the owner of the SOA record in the answer (the name is a zone
+    /// apex) or in the authority section of an empty answer. None if DNS names no zone that
+    /// contains the name (a SOA reached through a CNAME belongs to another zone).
+    async fn zone(&self, name: &Domain) -> Option<Domain> {
+        let owner = match self
+            .resolver
+            .lookup(format!("{name}."), RecordType::SOA)
+            .await
+        {
+            Ok(lookup) => lookup
+                .answers()
+                .iter()
+                .find(|r| r.record_type() == RecordType::SOA)
+                .map(|r| r.name.to_ascii()),
+            Err(NetError::Dns(DnsError::NoRecordsFound(none))) => {
+                none.soa.map(|soa| soa.name.to_ascii())
+            }
+            Err(_) => None,
+        }?;
+        let zone = Domain::parse(owner.trim_end_matches('.')).ok()?;
+        let inside = name == &zone || name.as_str().ends_with(&format!(".{zone}"));
+        inside.then_some(zone)
+    }
+
     /// RFC 8659 §3: the CAA RRset of the name, else of its parent, and so on up to (not
     /// including) the top-level domain; the resolver follows CNAMEs at each name. The first
     /// non-empty RRset is the relevant one.
@@ -290,14 +318,16 @@ pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
                 a: Err(failure("A")),
                 aaaa: Err(failure("AAAA")),
                 caa: Err(failure("CAA")),
+                zone: None,
             };
         }
     };
-    let (cname, a, aaaa, caa) = tokio::join!(
+    let (cname, a, aaaa, caa, zone) = tokio::join!(
         dns.cname_chain(name),
         dns.a(name),
         dns.aaaa(name),
         dns.relevant_caa(name),
+        dns.zone(name),
     );
     DnsView {
         name: name.clone(),
@@ -306,6 +336,7 @@ pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
         a,
         aaaa,
         caa,
+        zone,
     }
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::certificate;
 use super::escape::{escape_lines, escape_owned};
+use super::zone::FixRecord;
 use crate::Domain;
 use crate::certs::CertStatus;
 
@@ -98,6 +99,10 @@ pub struct Check {
     /// True if no certificate order is attempted while this check fails.
     #[serde(default)]
     pub blocking: bool,
+    /// The fix as DNS records to add and delete, in order (empty when the fix is not a record
+    /// change; reports stored before records existed have none).
+    #[serde(default)]
+    pub fix_records: Vec<FixRecord>,
 }
 
 impl Check {
@@ -109,6 +114,7 @@ impl Check {
             message: escape_owned(message.into()),
             fix: None,
             blocking: false,
+            fix_records: Vec::new(),
         }
     }
 
@@ -120,6 +126,7 @@ impl Check {
             message: escape_owned(message.into()),
             fix: fix.map(escape_lines),
             blocking: false,
+            fix_records: Vec::new(),
         }
     }
 
@@ -131,7 +138,14 @@ impl Check {
             message: escape_owned(message.into()),
             fix: Some(escape_lines(fix)),
             blocking,
+            fix_records: Vec::new(),
         }
+    }
+
+    /// The check with its fix as `records` too (their values escaped like the fix).
+    pub fn with_records(mut self, records: Vec<FixRecord>) -> Check {
+        self.fix_records = records.into_iter().map(FixRecord::escaped).collect();
+        self
     }
 }
 

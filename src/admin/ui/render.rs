@@ -139,7 +139,13 @@ fn summary(checks: &[Check], checked: bool) -> (&'static str, String) {
     }
 }
 
-pub(super) fn domain_body(v: &DomainView) -> String {
+/// The page of one domain; `can_share` offers "share with customer" (status pages on, full
+/// scope), and `shared` shows an address just made for its customer.
+pub(super) fn domain_body(
+    v: &DomainView,
+    can_share: bool,
+    shared: Option<&super::super::share::SharedPage>,
+) -> String {
     let name = esc(v.name.as_str());
     let mut b = String::new();
     let _ = write!(
@@ -171,8 +177,27 @@ pub(super) fn domain_body(v: &DomainView) -> String {
         b,
         "<div class=\"status-bar\"><p class=\"verdict {class}\">{line}{advice}</p>\
          <form method=\"post\" action=\"/ui/domains/{name}/check\" class=\"busy-on-submit\">\
-         <button type=\"submit\" data-busy=\"Checking…\">Check again</button></form></div>"
+         <button type=\"submit\" data-busy=\"Checking…\">Check again</button></form>{share}</div>",
+        share = if can_share {
+            format!(
+                "<form method=\"post\" action=\"/ui/domains/{name}/share\">\
+                 <button type=\"submit\">Share with customer</button></form>"
+            )
+        } else {
+            String::new()
+        }
     );
+    if let Some(s) = shared {
+        let _ = write!(
+            b,
+            "<div class=\"shared\" role=\"status\"><p>Send this address to the customer: their \
+             status page, with what to fix, until {}.</p><span class=\"copyable\">\
+             <input readonly id=\"share-url\" value=\"{url}\" aria-label=\"status page address\">\
+             <button type=\"button\" class=\"copy\" data-copy=\"{url}\">Copy</button></span></div>",
+            esc(&s.expires_at),
+            url = esc(&s.url),
+        );
+    }
     if let Some(at) = &v.checked_at {
         let _ = write!(b, "<p class=\"muted\">Checked at {}.</p>", esc(at));
     }
@@ -200,8 +225,9 @@ pub(super) fn domain_body(v: &DomainView) -> String {
         if let Some(fix) = &c.fix {
             let _ = write!(
                 b,
-                "<div class=\"fix\"><h4>Fix</h4><pre>{}</pre></div>",
-                esc(fix)
+                "<div class=\"fix\"><h4>Fix</h4><pre>{}</pre>{}</div>",
+                esc(fix),
+                crate::html::records::table(&c.fix_records)
             );
         }
         b.push_str("</div></li>");

@@ -201,3 +201,125 @@ fn unconfigured_edge_warns_and_blocks_nothing() {
     );
     assert!(!checks.iter().any(|c| c.id == CheckId::NoStrayAaaa));
 }
+
+/// `(action, type, host, value, ttl)` of a fix record.
+type RecordFields = (String, String, Option<String>, String, Option<u32>);
+
+/// The fields of each fix record of `c`.
+fn records(c: &Check) -> Vec<RecordFields> {
+    c.fix_records
+        .iter()
+        .map(|r| {
+            let action = serde_json::to_value(r.action).unwrap();
+            (
+                action.as_str().unwrap().to_owned(),
+                r.rtype.clone(),
+                r.host.clone(),
+                r.value.clone(),
+                r.ttl,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_cname_elsewhere_is_fixed_by_records_relative_to_the_zone() {
+    let mut v = view(&["old.provider.example"], &["198.51.100.1"], &[]);
+    v.zone = Some(d("customer.com"));
+    let checks = evaluate(&v, &settings());
+    let c = find(&checks, CheckId::PointsToEdge);
+    let s = |x: &str| x.to_owned();
+    assert_eq!(
+        records(c),
+        vec![
+            (
+                s("delete"),
+                s("CNAME"),
+                Some(s("links")),
+                s("old.provider.example"),
+                None
+            ),
+            (
+                s("add"),
+                s("CNAME"),
+                Some(s("links")),
+                s("edge.example.net"),
+                Some(300)
+            ),
+        ]
+    );
+    assert!(c.fix_records.iter().all(|r| r.name == "links.customer.com"));
+    // The text says the same records in zone-file form.
+    for r in &c.fix_records {
+        assert!(
+            c.fix.as_deref().unwrap().contains(&r.line()),
+            "{}",
+            r.line()
+        );
+    }
+    let json = serde_json::to_value(c).unwrap();
+    assert_eq!(json["fix_records"][1]["type"], "CNAME");
+    assert_eq!(json["fix_records"][1]["zone"], "customer.com");
+}
+
+#[test]
+fn without_a_zone_from_dns_the_last_two_labels_are_taken() {
+    let checks = evaluate(&view(&[], &[], &[]), &settings());
+    let c = find(&checks, CheckId::Resolves);
+    let r = &c.fix_records[0];
+    assert_eq!(
+        (r.host.as_deref(), r.zone.as_deref()),
+        (Some("links"), Some("customer.com"))
+    );
+}
+
+#[test]
+fn a_caa_forbidding_every_ca_is_replaced_at_the_zone_apex() {
+    let mut v = view(&["edge.example.net"], &["203.0.113.10"], &[]);
+    v.zone = Some(d("customer.com"));
+    v.caa = Ok(Some(CaaSet {
+        owner: d("customer.com"),
+        records: vec![CaaRecord {
+            critical: false,
+            tag: "issue".into(),
+            value: ";".into(),
+        }],
+    }));
+    let checks = evaluate(&v, &settings());
+    let c = find(&checks, CheckId::Caa);
+    let s = |x: &str| x.to_owned();
+    assert_eq!(
+        records(c),
+        vec![
+            (
+                s("delete"),
+                s("CAA"),
+                Some(s("@")),
+                s("0 issue \";\""),
+                None
+            ),
+            (
+                s("add"),
+                s("CAA"),
+                Some(s("@")),
+                s("0 issue \"letsencrypt.org\""),
+                Some(300)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn passing_checks_and_text_only_fixes_have_no_records() {
+    let mut v = view(&["edge.example.net"], &["203.0.113.10"], &[]);
+    v.a = Err(DnsFailure {
+        name: "links.customer.com".into(),
+        record_type: "A",
+        kind: FailureKind::ServFail,
+    });
+    let checks = evaluate(&v, &settings());
+    assert!(
+        checks.iter().all(|c| c.fix_records.is_empty()),
+        "{checks:#?}"
+    );
+}
