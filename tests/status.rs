@@ -255,3 +255,86 @@ async fn wrong_expired_revoked_and_foreign_tokens_get_a_plain_404() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// The customer's way through, in headless Chromium: the page of a broken domain shows the
+/// record to change (screenshots at desktop and at a 390 px phone width keep it visible); the
+/// DNS is fixed through the DNS server's API, the open page checks again by itself and, once
+/// the first certificate is issued, turns ready without a reload and offers the test link
+/// (which `a_shared_page_shows_its_domain_rechecks_and_turns_ready_with_a_test_link` follows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_the_page_shows_the_fix_and_turns_ready_by_itself() {
+    let (dns, edge) = start().await;
+    dns.add_a(BROKEN, &["192.0.2.7"]).await;
+    edge.add_domain(BROKEN).await;
+    let (url, _) = share(&edge, BROKEN, "1h").await;
+    let args = [
+        format!("--host-resolver-rules=MAP {STATUS} 127.0.0.1, MAP {BROKEN} 127.0.0.1"),
+        "--ignore-certificate-errors".to_owned(),
+    ];
+    let browser = common::browser::Browser::start_with(edge.dir.path(), &args).await;
+    browser.goto(&url).await;
+    browser.wait_for("", "data-copy=\"edge.example.net\"").await;
+    let shots = edge.dir.path().join("screenshots");
+    browser.screenshot(&shots.join("desktop.png")).await;
+    for (width, name) in [(390, "phone.png")] {
+        browser
+            .call(
+                Method::POST,
+                "/window/rect",
+                Some(json!({ "width": width, "height": 1500 })),
+            )
+            .await;
+        let inner = browser
+            .call(
+                Method::POST,
+                "/execute/sync",
+                Some(json!({
+                    "script": "return [document.documentElement.scrollWidth, window.innerWidth, \
+                               document.body.innerText.includes('edge.example.net')];",
+                    "args": []
+                })),
+            )
+            .await;
+        assert!(
+            inner[0].as_u64() <= inner[1].as_u64(),
+            "sideways scrolling at {width} px: {inner}"
+        );
+        assert_eq!(
+            inner[2], true,
+            "the record's value is not visible text: {inner}"
+        );
+        let png = browser.call(Method::GET, "/screenshot", None).await;
+        assert!(png.as_str().is_some_and(|p| p.len() > 1000), "{name}");
+    }
+
+    dns.clear_a(BROKEN).await;
+    dns.set_cname(BROKEN, TARGET).await;
+    // The open page checks again by itself; once the checks pass, the first HTTPS request for
+    // the name gets its certificate, as a first click would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, text) = get(&edge, &format!("{url}.json")).await;
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let passing = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "pass" || c["id"] == "certificate");
+        if passing {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page's own re-checks never saw the fix: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = client(&edge)
+        .get(format!("https://{BROKEN}:{}/", edge.https.port()))
+        .send()
+        .await;
+    let page = browser.wait_for("", "is ready").await;
+    assert!(page.contains("id=\"test-link\""), "{page}");
+    assert_eq!(browser.current_url().await, url, "the page was reloaded");
+    browser.screenshot(&shots.join("ready.png")).await;
+}
