@@ -31,22 +31,7 @@ async fn a_second_serve_on_a_data_dir_in_use_refuses_naming_the_first() {
     );
 
     // Client commands talk to the admin API and take no lock.
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(edge.config_path())
-        .args([
-            "domain",
-            "list",
-            "--admin",
-            &format!("http://{}", edge.admin),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    edge.cli(&["domain", "list"]);
 
     // Once the first has stopped, the data dir is free again.
     assert!(edge.alive());

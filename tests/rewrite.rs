@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{Edge, bin};
+use common::Edge;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -199,21 +197,12 @@ async fn the_cli_prints_the_rewritten_parts() {
     std::fs::write(&html, HTML).unwrap();
     std::fs::write(&text, TEXT).unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(edge.config_path())
-            .arg("rewrite")
-            .args(["--admin", &format!("http://{}", edge.admin)])
-            .args(["--domain", DOMAIN, "--message", "msg-cli"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let command = [
+            &["rewrite", "--domain", DOMAIN, "--message", "msg-cli"],
+            args,
+        ]
+        .concat();
+        edge.cli(&command)
     };
     let only_text = run(&["--text", text.to_str().unwrap()]);
     let link_prefix = format!("https://{DOMAIN}/c/");

@@ -247,15 +247,5 @@ async fn dns_rebinding_cannot_read_the_admin_listener() {
         assert_eq!(admin_as(&edge, host, "/v1/keys").await.0, 200, "{host}");
     }
     // So does the CLI, which uses the address.
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(edge.config_path())
-        .args(["keys", "list", "--admin", &format!("http://{}", edge.admin)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    edge.cli(&["keys", "list"]);
 }

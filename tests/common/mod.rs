@@ -220,6 +220,24 @@ impl Edge {
         self.dir.path().join("clickedge.toml")
     }
 
+    /// Runs a client command (`clickedge ARGS --admin <this edge>` with its config), which must
+    /// succeed; its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_clickedge"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .args(["--admin", &format!("http://{}", self.admin)])
+            .output()
+            .expect("running clickedge");
+        assert!(
+            out.status.success(),
+            "clickedge {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
