@@ -174,8 +174,14 @@ async fn second_signal_exits_at_once() {
     tcp.write_all(b"GET /c/x HTTP/1.1\r\nHost: links.example.com\r\n")
         .await
         .unwrap();
-    edge.signal("TERM");
+    // Signal only once the edge holds the connection: one still in the accept queue is never
+    // served, and the drain would end without it.
     let deadline = Instant::now() + Duration::from_secs(20);
+    while edge.metric("clickedge_connections_open").await < 1.0 {
+        assert!(Instant::now() < deadline, "the connection was never accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    edge.signal("TERM");
     while !edge.stderr().contains("shutting down") {
         assert!(Instant::now() < deadline, "no shutdown log line");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -12,7 +12,6 @@
 #![allow(dead_code)]
 
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -92,12 +91,6 @@ fn run(what: &str, mut cmd: Command) -> Output {
     out
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
-}
 
 impl PgServer {
     /// Initialises and starts a new server; its data lives until the server is dropped.
@@ -163,7 +156,7 @@ impl PgServer {
         // The port is free when picked; another process may take it before the server binds
         // it, so a failed start is retried on a new one.
         for attempt in 1..=3 {
-            server.port = free_port();
+            server.port = super::pebble::free_tcp_port();
             let out = server.pg_ctl_start();
             if out.status.success() {
                 return server;
