@@ -178,7 +178,10 @@ async fn second_signal_exits_at_once() {
     // served, and the drain would end without it.
     let deadline = Instant::now() + Duration::from_secs(20);
     while edge.metric("clickedge_connections_open").await < 1.0 {
-        assert!(Instant::now() < deadline, "the connection was never accepted");
+        assert!(
+            Instant::now() < deadline,
+            "the connection was never accepted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     edge.signal("TERM");

@@ -253,7 +253,7 @@ async fn chromium_adds_a_domain_sees_its_checks_and_checks_again_after_the_fix()
     assert!(page.contains("holds back the certificate"), "{page}");
     browser.screenshot(&shots.join("domain-broken.png")).await;
     browser
-        .screenshot(&edge.dir.path().join("domain-broken.png"))
+        .check_phone_width(&shots.join("domain-broken-phone.png"), "holds back")
         .await;
 
     // The customer applies the fix; "Check again" shows it working.

@@ -81,8 +81,8 @@ pub(super) fn render(
     if let Some(link) = test_link {
         let _ = write!(
             b,
-            "<p class=\"test\">Try it: <a id=\"test-link\" href=\"{l}\">{l}</a> goes through \
-             {name} and comes back here.</p>",
+            "<p class=\"test\">Try it: <a id=\"test-link\" href=\"{l}\">a test link</a> goes \
+             through {name} and comes back here.</p>",
             l = esc(link)
         );
     }
@@ -129,7 +129,7 @@ fn certificate(b: &mut String, v: &StatusView) {
         b,
         "<section class=\"cert\" id=\"certificate\" data-status=\"{status}\"><h2>Certificate</h2>\
          <dl><dt>Status</dt><dd>{status}</dd>{}{}{}</dl></section>",
-        row("Issued", &c.issued_at),
+        row("Valid from", &c.issued_at),
         row("Issuer", &c.issuer),
         row("Expires", &c.expires_at),
         status = esc(c.status),

@@ -201,6 +201,45 @@ impl Browser {
         }
     }
 
+    /// Narrows the window to a 390 px phone and checks the page: no sideways scrolling, `text`
+    /// in the visible text, every copy button inside the screen. Saves a PNG at `path`.
+    pub async fn check_phone_width(&self, path: &Path, text: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": 390, "height": 1500 })),
+        )
+        .await;
+        let seen = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({
+                    "script": "const w = window.innerWidth; return [\
+                        document.documentElement.scrollWidth, w, \
+                        document.body.innerText.includes(arguments[0]), \
+                        [...document.querySelectorAll('button.copy')].filter(b => \
+                            b.getBoundingClientRect().right > w).length];",
+                    "args": [text]
+                })),
+            )
+            .await;
+        assert!(
+            seen[1].as_u64().is_some_and(|w| w <= 420),
+            "the window did not narrow: {seen}"
+        );
+        assert!(
+            seen[0].as_u64() <= seen[1].as_u64(),
+            "sideways scrolling at 390 px: {seen}"
+        );
+        assert_eq!(
+            seen[2], true,
+            "{text:?} is not visible text at 390 px: {seen}"
+        );
+        assert_eq!(seen[3], 0, "copy buttons off the screen at 390 px: {seen}");
+        self.save_png(path).await;
+    }
+
     /// Saves a PNG of the whole window at `path`.
     pub async fn screenshot(&self, path: &Path) {
         self.call(
@@ -209,6 +248,11 @@ impl Browser {
             Some(json!({ "width": 1200, "height": 1500 })),
         )
         .await;
+        self.save_png(path).await;
+    }
+
+    /// Saves a PNG of the window as it is.
+    async fn save_png(&self, path: &Path) {
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().unwrap())

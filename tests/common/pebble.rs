@@ -6,7 +6,7 @@
 //! Pebble validates HTTP-01 and TLS-ALPN-01 against the edge's own listeners (`httpPort`,
 //! `tlsPort`), and resolves every name to 127.0.0.1 through pebble-challtestsrv's DNS.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,29 +65,10 @@ fn need(binary: &str) {
 }
 
 /// A port free for TCP and UDP on 127.0.0.1, never handed out twice in one test process.
-///
-/// Ports come from below the kernel's ephemeral range (32768 and up on Linux): a port taken
-/// from `bind(0)` and freed is in that range, and any outgoing connection of a parallel test
-/// may take it as its source port before the peer that was meant to listen there binds it.
 pub fn free_tcp_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    // A start spread by process id, so two test processes at once seldom walk the same ports.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + (std::process::id() % 60) as u16 * 100,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    loop {
-        let port = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(port < 32_768, "no free port left below the ephemeral range");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
-        }
-    }
+    use super::postgres::ports::PortRange;
+    static PORTS: PortRange = PortRange::new(16_000, 32_768);
+    PORTS.take()
 }
 
 /// A port free for both UDP and TCP (a DNS server needs both).

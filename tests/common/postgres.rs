@@ -19,6 +19,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+// Declared here rather than beside the other modules because this file is also compiled on its
+// own into the store's unit tests; the other peers take their ports from it too.
+#[path = "ports.rs"]
+pub mod ports;
+
+/// Ports for PostgreSQL servers: below those of the other peers.
+static PORTS: ports::PortRange = ports::PortRange::new(12_000, 16_000);
+
 /// The Debian package with the server binaries.
 pub const PACKAGE: &str = "postgresql";
 
@@ -91,7 +99,6 @@ fn run(what: &str, mut cmd: Command) -> Output {
     out
 }
 
-
 impl PgServer {
     /// Initialises and starts a new server; its data lives until the server is dropped.
     pub fn start() -> PgServer {
@@ -156,7 +163,7 @@ impl PgServer {
         // The port is free when picked; another process may take it before the server binds
         // it, so a failed start is retried on a new one.
         for attempt in 1..=3 {
-            server.port = super::pebble::free_tcp_port();
+            server.port = PORTS.take();
             let out = server.pg_ctl_start();
             if out.status.success() {
                 return server;
