@@ -282,6 +282,11 @@ async fn in_a_browser_the_page_shows_the_fix_and_turns_ready_by_itself() {
     // Kept after the run (README's pictures come from here).
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status");
     browser.screenshot(&shots.join("broken.png")).await;
+    let shown = browser.visible_text().await;
+    assert!(
+        shown.contains("broken.example.com. 300 IN CNAME edge.example.net."),
+        "the fix is not visible at desktop width:\n{shown}"
+    );
     browser
         .check_phone_width(&shots.join("broken-phone.png"), "edge.example.net")
         .await;

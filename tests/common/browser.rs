@@ -201,6 +201,19 @@ impl Browser {
         }
     }
 
+    /// The text the page shows (`innerText`: what is rendered, not the markup).
+    pub async fn visible_text(&self) -> String {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": "return document.body.innerText;", "args": [] })),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
     /// Narrows the window to a 390 px phone and checks the page: no sideways scrolling, `text`
     /// in the visible text, every copy button inside the screen. Saves a PNG at `path`.
     pub async fn check_phone_width(&self, path: &Path, text: &str) {
