@@ -35,18 +35,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-use async_nats::jetstream::publish::PublishAck;
 use tokio::sync::watch;
 
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, Position};
 pub use metrics::ShipMetrics;
-pub use nats::{DUPLICATE_WINDOW, NatsError, NatsTarget, connect_options};
+pub use nats::{DUPLICATE_WINDOW, NatsError, NatsTarget, PublishError, connect_options};
 
 use super::line_click_id;
 use crate::clock::Clock;
 use crate::errors;
-use nats::Nats;
+use nats::{Ack, Nats};
 use reader::Reader;
 
 /// Acknowledgements waited for at once.
@@ -279,46 +277,45 @@ impl Shipper {
         let bytes = chunk.bytes;
         let mut from = 0;
         while from < bytes.len() {
-            let len = bytes[from..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(bytes.len() - from, |i| i + 1);
+            let len = memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len() - from, |i| i + 1);
             let line = bytes.slice(from..from + len);
             from += len;
             offset += len as u64;
             if in_flight.len() >= MAX_IN_FLIGHT
-                && let Some((end, ack)) = in_flight.pop_front()
+                && let Some((end, n)) = in_flight.pop_front()
             {
-                self.acked(ack_of(ack).await?, &file, end);
+                let ack = self.nats.ack(n).await?;
+                self.acked(ack, &file, end);
             }
             let id = line_click_id(&line);
             let payload = line.slice(..line.len().saturating_sub(1));
-            let ack = self.nats.publish(id, payload).await?;
-            in_flight.push_back((offset, ack));
+            let n = self.nats.publish(id, payload).await?;
+            in_flight.push_back((offset, n));
         }
-        while let Some((end, ack)) = in_flight.pop_front() {
-            self.acked(ack_of(ack).await?, &file, end);
+        while let Some((end, n)) = in_flight.pop_front() {
+            let ack = self.nats.ack(n).await?;
+            self.acked(ack, &file, end);
         }
         Ok(())
     }
 
     /// The stream acknowledged the line ending at `end` of `file`.
-    fn acked(&mut self, ack: PublishAck, file: &str, end: u64) {
+    fn acked(&mut self, ack: Ack, file: &str, end: u64) {
         self.metrics.shipped.inc();
         if ack.duplicate {
             self.metrics.duplicates.inc();
         } else {
-            if ack.sequence <= self.last_seq {
+            if ack.seq <= self.last_seq {
                 tracing::warn!(
-                    stream = %ack.stream,
+                    stream = %self.nats.target().stream,
                     was = self.last_seq,
-                    now = ack.sequence,
+                    now = ack.seq,
                     resume = %self.acked,
                     "stream was recreated (its sequence went back): shipping resumes from the \
                      checkpoint; clicks acknowledged before are only in the old stream"
                 );
             }
-            self.last_seq = ack.sequence;
+            self.last_seq = ack.seq;
         }
         if self.acked.file != file {
             self.acked.file = file.to_owned();
@@ -398,7 +395,7 @@ impl Shipper {
     }
 
     fn publish_failed(&mut self, e: &PublishError) {
-        if matches!(e.kind(), PublishErrorKind::StreamNotFound) {
+        if e.stream_missing() {
             self.stream_ready = false;
         }
         self.failed(e);
@@ -441,12 +438,6 @@ impl Shipper {
             );
         }
     }
-}
-
-async fn ack_of(
-    ack: async_nats::jetstream::context::PublishAckFuture,
-) -> Result<PublishAck, PublishError> {
-    ack.await
 }
 
 /// The `ts` of a click line from its first bytes.

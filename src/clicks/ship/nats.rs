@@ -1,6 +1,12 @@
 //! The shipper's NATS side (async-nats, JetStream): the connection, the stream it publishes to
 //! (created when missing), and one publish per click line with its `click_id` as `Nats-Msg-Id`.
 //!
+//! A publish is a plain NATS publish whose reply subject is `<inbox>.<n>`, the stream's
+//! acknowledgements all arriving on one subscription to `<inbox>.*` and read in order
+//! ([`Nats::ack`]). This is what the JetStream context's own publish does, without its
+//! per-message costs (a fresh inbox name, a waiting table entry, a timer and a generic JSON
+//! response per line), which measured several µs of CPU per click (BENCHMARKS.md).
+//!
 //! The client connects in the background and reconnects by itself; a publish while NATS is away
 //! fails or times out, and the shipper backs off and re-publishes the same lines with the same
 //! ids. The stream is created with file storage, every node's subject (`{node_id}` as a
@@ -10,9 +16,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishAckFuture, stream};
-use async_nats::{HeaderMap, header::NATS_MESSAGE_ID};
+use std::borrow::Cow;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::{HeaderMap, StatusCode, Subject, Subscriber, header::NATS_MESSAGE_ID};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 
 use crate::config::{Clicks, NodeId};
 
@@ -119,8 +128,95 @@ pub async fn connect_options(target: &NatsTarget) -> Result<async_nats::ConnectO
 
 /// A JetStream context on one connection.
 pub(super) struct Nats {
+    client: async_nats::Client,
     js: jetstream::Context,
     target: NatsTarget,
+    /// `target.subject`, built once.
+    subject: Subject,
+    /// The prefix of every reply subject: `<inbox>.`.
+    inbox: String,
+    /// The subscription to `<inbox>.*`, made at the first publish.
+    acks: Option<Subscriber>,
+    /// The number of the next publish (its reply subject's last token).
+    next: u64,
+}
+
+/// The stream's answer to one publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Ack {
+    /// The message's sequence number in the stream.
+    pub seq: u64,
+    /// The stream already had a message with this id (inside its duplicate window).
+    pub duplicate: bool,
+}
+
+/// A publish whose acknowledgement did not come: nothing is known of it, and the shipper
+/// re-publishes from the last acknowledged line.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The client could not take the message (its connection is closed).
+    #[error("publishing to NATS")]
+    Send(#[source] async_nats::PublishError),
+    /// The subscription for acknowledgements could not be made.
+    #[error("subscribing to the stream's acknowledgements")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    /// No acknowledgement (or no room in the client's queue) within the timeout.
+    #[error("no answer from NATS within {0:?}")]
+    TimedOut(Duration),
+    /// The acknowledgement of a later publish came first: this one's was lost.
+    #[error("an acknowledgement was lost (a later one came first)")]
+    Lost,
+    /// The subscription ended (the client was closed).
+    #[error("the NATS connection closed")]
+    Closed,
+    /// Nothing listens on the subject: no stream takes it (deleted, or not yet created).
+    #[error("no stream takes subject {0} (no responders)")]
+    NoStream(String),
+    /// The stream answered with an error.
+    #[error("the stream refused the message: {description} (err_code {err_code})")]
+    Refused {
+        /// JetStream's error code.
+        err_code: u64,
+        /// JetStream's description.
+        description: String,
+    },
+    /// The answer was not a JetStream acknowledgement.
+    #[error("the stream's answer is not an acknowledgement")]
+    Malformed(#[source] serde_json::Error),
+}
+
+/// JetStream's error code for "stream not found".
+const STREAM_NOT_FOUND: u64 = 10059;
+
+impl PublishError {
+    /// Whether the stream is missing (to be created again before the next attempt).
+    pub(super) fn stream_missing(&self) -> bool {
+        match self {
+            PublishError::NoStream(_) => true,
+            PublishError::Refused { err_code, .. } => *err_code == STREAM_NOT_FOUND,
+            _ => false,
+        }
+    }
+}
+
+/// A JetStream publish acknowledgement as sent: `{"stream", "seq", "duplicate"?}` or
+/// `{"error": {"code", "err_code", "description"}}`.
+#[derive(serde::Deserialize)]
+struct AckReply<'a> {
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    duplicate: bool,
+    #[serde(borrow)]
+    error: Option<ApiError<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ApiError<'a> {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(borrow, default)]
+    description: Cow<'a, str>,
 }
 
 impl Nats {
@@ -136,9 +232,18 @@ impl Nats {
                 url: target.url.clone(),
                 source,
             })?;
-        let mut js = jetstream::new(client);
+        let mut js = jetstream::new(client.clone());
         js.set_timeout(ACK_TIMEOUT);
-        Ok(Nats { js, target })
+        let inbox = format!("{}.", client.new_inbox());
+        Ok(Nats {
+            subject: Subject::from(target.subject.as_str()),
+            client,
+            js,
+            target,
+            inbox,
+            acks: None,
+            next: 0,
+        })
     }
 
     /// The target published to.
@@ -177,26 +282,120 @@ impl Nats {
         Ok(true)
     }
 
-    /// Publishes one click line (without its newline) with `id` as its `Nats-Msg-Id`; the future
-    /// resolves with the stream's acknowledgement.
+    /// Publishes one click line (without its newline) with `id` as its `Nats-Msg-Id`; returns
+    /// the publish's number, which [`Nats::ack`] waits for.
     pub(super) async fn publish(
-        &self,
+        &mut self,
         id: Option<&str>,
         line: Bytes,
-    ) -> Result<PublishAckFuture, jetstream::context::PublishError> {
+    ) -> Result<u64, PublishError> {
+        if self.acks.is_none() {
+            let all = format!("{}*", self.inbox);
+            let sub = self
+                .client
+                .subscribe(all)
+                .await
+                .map_err(PublishError::Subscribe)?;
+            self.acks = Some(sub);
+        }
         let mut headers = HeaderMap::new();
         if let Some(id) = id {
             headers.insert(NATS_MESSAGE_ID, id);
         }
-        self.js
-            .publish_with_headers(self.target.subject.clone(), headers, line)
+        let n = self.next;
+        self.next += 1;
+        let reply = Subject::from(format!("{}{n}", self.inbox));
+        // While NATS is away the client queues messages; once its queue is full this waits.
+        let send =
+            self.client
+                .publish_with_reply_and_headers(self.subject.clone(), reply, headers, line);
+        tokio::time::timeout(ACK_TIMEOUT, send)
             .await
+            .map_err(|_| PublishError::TimedOut(ACK_TIMEOUT))?
+            .map_err(PublishError::Send)?;
+        Ok(n)
     }
+
+    /// Waits for the acknowledgement of publish `n`, the oldest still waited for (the stream
+    /// acknowledges in publishing order). Older ones left from a failed attempt are skipped; a
+    /// newer one first means `n`'s was lost.
+    pub(super) async fn ack(&mut self, n: u64) -> Result<Ack, PublishError> {
+        let acks = self.acks.as_mut().ok_or(PublishError::Closed)?;
+        loop {
+            let msg = tokio::time::timeout(ACK_TIMEOUT, acks.next())
+                .await
+                .map_err(|_| PublishError::TimedOut(ACK_TIMEOUT))?
+                .ok_or(PublishError::Closed)?;
+            let got = msg
+                .subject
+                .rsplit_once('.')
+                .and_then(|(_, n)| n.parse::<u64>().ok());
+            match got {
+                Some(got) if got < n => continue,
+                Some(got) if got > n => return Err(PublishError::Lost),
+                Some(_) => {}
+                None => continue,
+            }
+            if msg.status == Some(StatusCode::NO_RESPONDERS) {
+                return Err(PublishError::NoStream(self.target.subject.clone()));
+            }
+            return parse_ack(&msg.payload);
+        }
+    }
+}
+
+/// The acknowledgement in a reply's payload.
+fn parse_ack(payload: &[u8]) -> Result<Ack, PublishError> {
+    let reply: AckReply<'_> = serde_json::from_slice(payload).map_err(PublishError::Malformed)?;
+    if let Some(e) = reply.error {
+        return Err(PublishError::Refused {
+            err_code: e.err_code,
+            description: e.description.into_owned(),
+        });
+    }
+    Ok(Ack {
+        seq: reply.seq,
+        duplicate: reply.duplicate,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledgements_are_read_as_jetstream_sends_them() {
+        let ack = parse_ack(br#"{"stream":"CLICKS","seq":42}"#).unwrap();
+        assert_eq!(
+            ack,
+            Ack {
+                seq: 42,
+                duplicate: false
+            }
+        );
+        let ack = parse_ack(br#"{"stream":"CLICKS","domain":"hub","seq":7,"duplicate":true}"#);
+        assert_eq!(
+            ack.unwrap(),
+            Ack {
+                seq: 7,
+                duplicate: true
+            }
+        );
+        let err = parse_ack(
+            br#"{"error":{"code":404,"err_code":10059,"description":"stream not found"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.stream_missing(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "the stream refused the message: stream not found (err_code 10059)"
+        );
+        let err = parse_ack(br#"{"error":{"code":503,"err_code":10077,"description":"x \"y\""}}"#)
+            .unwrap_err();
+        assert!(!err.stream_missing());
+        assert!(err.to_string().contains(r#"x "y""#), "{err}");
+        assert!(matches!(parse_ack(b"+OK"), Err(PublishError::Malformed(_))));
+    }
 
     #[test]
     fn the_stream_subject_takes_every_node_and_the_subject_this_one() {
