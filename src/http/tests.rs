@@ -84,7 +84,7 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
         let req = Request::get(&path)
             .header(header::HOST, DOMAIN)
             .header(header::USER_AGENT, ua)
-            .body(())
+            .body(String::new())
             .unwrap();
         assert_eq!(edge.handle(&conn, req).await.status(), StatusCode::FOUND);
     }
