@@ -10,6 +10,7 @@
 
 mod action;
 mod page;
+mod request;
 pub mod router;
 pub mod serve;
 mod unopened;
@@ -27,13 +28,12 @@ use crate::Domain;
 use crate::acme::challenges::Challenges;
 use crate::certs::Certs;
 use crate::clicks::verdict::{Facts, NoVerdict, VerdictStage};
-use crate::clicks::{
-    ClickEvent, ClickQueue, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated, bounded_text,
-};
+use crate::clicks::{ClickEvent, ClickQueue, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated};
 use crate::clock::from_unix_secs;
 use crate::links::{self, SharedKeyRing};
 use crate::metrics::{Metrics, outcome};
 use crate::policy::Policy;
+use request::{header_text, http_version, request_host, same_name};
 use router::{Route, route};
 
 /// The edge as it serves: every click judged by the rule set.
@@ -441,22 +441,6 @@ impl<V: VerdictStage> Edge<V> {
     }
 }
 
-/// Request header `name` as click text within `max` bytes (see [`bounded_text`]), and whether it
-/// was cut; `None` when the request has no such header.
-fn header_text<B>(
-    req: &Request<B>,
-    name: header::HeaderName,
-    max: usize,
-) -> (Option<String>, bool) {
-    match req.headers().get(name) {
-        Some(value) => {
-            let (text, cut) = bounded_text(value.as_bytes(), max);
-            (Some(text), cut)
-        }
-        None => (None, false),
-    }
-}
-
 /// What a link that opened answers.
 enum Answer {
     /// `302` to the destination.
@@ -481,39 +465,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     res.headers_mut().insert(header::CONTENT_TYPE, TEXT);
     res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
     res
-}
-
-/// The host a request names: `:authority` (h2) or `Host`, without the port.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?,
-    };
-    Some(strip_port(raw))
-}
-
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
-/// Case-insensitive comparison ignoring one trailing dot on `host`.
-fn same_name(host: &str, name: &str) -> bool {
-    host.strip_suffix('.')
-        .unwrap_or(host)
-        .eq_ignore_ascii_case(name)
-}
-
-fn http_version(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_09 => "0.9",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::request::strip_port;
 use super::*;
 use crate::clicks::file::{FileSink, FileSinkConfig};
 use crate::clicks::verdict::{Class, Verdict};
