@@ -89,14 +89,6 @@ async fn start() -> Edge {
     edge
 }
 
-/// RFC 3339 for an hour ago: a send long enough before the clicks that timing says nothing.
-fn an_hour_ago() -> String {
-    let now = clickedge::clock::Clock::system().now();
-    (time::OffsetDateTime::from(now) - time::Duration::hours(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
-
 /// Mints a link to `url` with `role`, the only link of message `message` (sent an hour ago), on
 /// the edge's port.
 async fn mint(edge: &Edge, url: &str, message: &str, role: &str) -> String {
@@ -106,7 +98,7 @@ async fn mint(edge: &Edge, url: &str, message: &str, role: &str) -> String {
             "/v1/links",
             Some(json!({
                 "domain": DOMAIN, "url": url, "meta": {},
-                "message": message, "index": 0, "count": 1, "role": role, "sent_at": an_hour_ago(),
+                "message": message, "index": 0, "count": 1, "role": role, "sent_at": common::an_hour_ago(),
             })),
         )
         .await;
