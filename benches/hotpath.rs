@@ -404,7 +404,7 @@ fn bench_handler(c: &mut Criterion) {
                 "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
             )
             .header(http::header::REFERER, "https://mail.example.net/")
-            .body(())
+            .body(String::new())
             .expect("valid request")
     };
     let status = |path: &str| rt.block_on(edge.handle(&conn, request(path))).status();

@@ -73,7 +73,7 @@ pub struct ClickEvent {
     pub ua: Option<String>,
     /// `Referer`, at most [`MAX_REFERER_BYTES`].
     pub referer: Option<String>,
-    /// `GET` or `HEAD`.
+    /// `GET` or `HEAD`; `POST` for an action link's confirmation.
     pub method: &'static str,
     /// TLS version (`"1.3"`, `"1.2"`), none over plain HTTP.
     pub tls: Option<&'static str>,

@@ -4,8 +4,13 @@
 //!
 //! Nothing that fails to open redirects anywhere the token says: a link that does not open is
 //! a 404 page without `Location` and without a click, or a 302 to the fallback URL the operator
-//! fixed for its domain ([`unopened`]). This module knows nothing about SQL or the CA.
+//! fixed for its domain ([`unopened`]). A link whose role is `unsubscribe` or `confirm` answers
+//! a GET with a confirm page and redirects only the POST its button sends ([`action`]). This
+//! module knows nothing about SQL or the CA.
 
+mod action;
+mod page;
+mod request;
 pub mod router;
 pub mod serve;
 mod unopened;
@@ -23,13 +28,12 @@ use crate::Domain;
 use crate::acme::challenges::Challenges;
 use crate::certs::Certs;
 use crate::clicks::verdict::{Facts, NoVerdict, VerdictStage};
-use crate::clicks::{
-    ClickEvent, ClickQueue, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated, bounded_text,
-};
+use crate::clicks::{ClickEvent, ClickQueue, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated};
 use crate::clock::from_unix_secs;
 use crate::links::{self, SharedKeyRing};
 use crate::metrics::{Metrics, outcome};
 use crate::policy::Policy;
+use request::{header_text, http_version, request_host, same_name};
 use router::{Route, route};
 
 /// The edge as it serves: every click judged by the rule set.
@@ -49,6 +53,9 @@ struct Counters {
     acme: IntCounter,
     unavailable: IntCounter,
     pixel: IntCounter,
+    confirm_page: IntCounter,
+    confirmed: IntCounter,
+    body_refused: IntCounter,
     /// Clicks whose `User-Agent` / `Referer` was cut to its bound.
     ua_truncated: IntCounter,
     referer_truncated: IntCounter,
@@ -67,6 +74,9 @@ impl Counters {
             acme: c(outcome::ACME_CHALLENGE),
             unavailable: c(outcome::UNAVAILABLE),
             pixel: c(outcome::PIXEL),
+            confirm_page: c(outcome::CONFIRM_PAGE),
+            confirmed: c(outcome::CONFIRMED),
+            body_refused: c(outcome::BODY_REFUSED),
             ua_truncated: m.click_fields_truncated.with_label_values(&["ua"]),
             referer_truncated: m.click_fields_truncated.with_label_values(&["referer"]),
         }
@@ -168,7 +178,11 @@ impl<V: VerdictStage> Edge<V> {
     }
 
     /// Handles one request.
-    pub async fn handle<B>(&self, conn: &ConnInfo, req: Request<B>) -> Response<Body> {
+    pub async fn handle<B>(&self, conn: &ConnInfo, mut req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Unpin,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         // Longer than any link we mint: refused before routing, so it costs no cryptography.
         if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_bytes {
             self.counters.not_found.inc();
@@ -204,6 +218,8 @@ impl<V: VerdictStage> Edge<V> {
         let method = match *req.method() {
             Method::GET => "GET",
             Method::HEAD => "HEAD",
+            // Only an action link takes one (known once its token opens).
+            Method::POST => "POST",
             _ => return self.method_not_allowed(),
         };
         let host = request_host(&req);
@@ -247,10 +263,28 @@ impl<V: VerdictStage> Edge<V> {
             self.counters.bad_token.inc();
             return self.unopened(Some(&domain), &req);
         };
-        // Past its address's click rate a client is still redirected, but not logged (the queue
+        let answer = match (action::role(link.context.as_ref()), method) {
+            (None, "POST") => return self.method_not_allowed(),
+            (None, _) => Answer::Found,
+            (Some(_), "POST") => {
+                if let Err(e) = action::take_body(&mut req).await {
+                    self.counters.body_refused.inc();
+                    return e.response();
+                }
+                Answer::Confirmed
+            }
+            // Built before the link's parts move into the click; returned once it is recorded.
+            (Some(role), _) => Answer::ConfirmPage(action::confirm_page(
+                &domain,
+                role,
+                &link.url,
+                method == "HEAD",
+            )),
+        };
+        // Past its address's click rate a client is still answered, but not logged (the queue
         // counts it): asked before the event is built, so a flood costs no allocation.
         if !self.clicks.admit(conn.peer.ip()) {
-            return self.found(location);
+            return self.answer(answer, location);
         }
         // What the client sends is kept within bounds, so a click line stays small whatever the
         // headers (`clicks::bounded`).
@@ -282,11 +316,15 @@ impl<V: VerdictStage> Edge<V> {
                 referer: referer_cut,
             },
         };
-        event.verdict = self.verdict.judge(&Facts {
+        let facts = Facts {
             click: &event,
             headers: req.headers(),
             context: link.context.as_ref(),
-        });
+        };
+        event.verdict = match &answer {
+            Answer::Confirmed => self.verdict.confirmed(&facts),
+            _ => self.verdict.judge(&facts),
+        };
         event.message = link.context;
         // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
         // and a click that cannot be kept is refused rather than acknowledged.
@@ -297,7 +335,23 @@ impl<V: VerdictStage> Edge<V> {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return res;
         }
-        self.found(location)
+        self.answer(answer, location)
+    }
+
+    /// A link's answer once it opened: the redirect, or an action link's confirm page or
+    /// confirmation.
+    fn answer(&self, answer: Answer, location: HeaderValue) -> Response<Body> {
+        match answer {
+            Answer::Found => self.found(location),
+            Answer::ConfirmPage(page) => {
+                self.counters.confirm_page.inc();
+                page
+            }
+            Answer::Confirmed => {
+                self.counters.confirmed.inc();
+                action::see_other(location)
+            }
+        }
     }
 
     /// An open pixel's answer: the same transparent GIF whatever the token, never cached, never
@@ -387,20 +441,14 @@ impl<V: VerdictStage> Edge<V> {
     }
 }
 
-/// Request header `name` as click text within `max` bytes (see [`bounded_text`]), and whether it
-/// was cut; `None` when the request has no such header.
-fn header_text<B>(
-    req: &Request<B>,
-    name: header::HeaderName,
-    max: usize,
-) -> (Option<String>, bool) {
-    match req.headers().get(name) {
-        Some(value) => {
-            let (text, cut) = bounded_text(value.as_bytes(), max);
-            (Some(text), cut)
-        }
-        None => (None, false),
-    }
+/// What a link that opened answers.
+enum Answer {
+    /// `302` to the destination.
+    Found,
+    /// An action link fetched: its confirm page.
+    ConfirmPage(Response<Body>),
+    /// An action link's confirmation (its button, or RFC 8058): `303` to the destination.
+    Confirmed,
 }
 
 fn text_owned(status: StatusCode, body: String) -> Response<Body> {
@@ -417,39 +465,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     res.headers_mut().insert(header::CONTENT_TYPE, TEXT);
     res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
     res
-}
-
-/// The host a request names: `:authority` (h2) or `Host`, without the port.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?,
-    };
-    Some(strip_port(raw))
-}
-
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
-/// Case-insensitive comparison ignoring one trailing dot on `host`.
-fn same_name(host: &str, name: &str) -> bool {
-    host.strip_suffix('.')
-        .unwrap_or(host)
-        .eq_ignore_ascii_case(name)
-}
-
-fn http_version(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_09 => "0.9",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
 }
 
 #[cfg(test)]

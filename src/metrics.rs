@@ -143,10 +143,16 @@ pub mod outcome {
     pub const UNAVAILABLE: &str = "unavailable";
     /// An open pixel answered (whatever its token).
     pub const PIXEL: &str = "pixel";
+    /// An action link's confirm page (`GET`/`HEAD` of a link with role unsubscribe or confirm).
+    pub const CONFIRM_PAGE: &str = "confirm_page";
+    /// An action link confirmed (`POST`): 303 to the destination.
+    pub const CONFIRMED: &str = "confirmed";
+    /// An action link's `POST` whose body was refused (too large, too slow, broken off).
+    pub const BODY_REFUSED: &str = "body_refused";
 }
 
 /// The values of `outcome` in `clickedge_requests_total`.
-const REQUEST_OUTCOMES: [&str; 9] = [
+const REQUEST_OUTCOMES: [&str; 12] = [
     outcome::REDIRECT,
     outcome::UPGRADE,
     outcome::BAD_TOKEN,
@@ -156,6 +162,9 @@ const REQUEST_OUTCOMES: [&str; 9] = [
     outcome::ACME_CHALLENGE,
     outcome::UNAVAILABLE,
     outcome::PIXEL,
+    outcome::CONFIRM_PAGE,
+    outcome::CONFIRMED,
+    outcome::BODY_REFUSED,
 ];
 
 /// The values of `outcome` in `clickedge_tls_handshakes_total` (`tls::HandshakeError::outcome`).

@@ -94,24 +94,27 @@ async fn a_whole_message_is_rewritten_and_its_links_redirect_with_their_place_in
             .replace("https://shop.example/unsubscribe?u=42", link(1))
     );
 
-    // The rewritten link redirects to its destination and logs its place in the message.
-    let res = edge
-        .client(&[DOMAIN])
-        .get(edge.on_port(link(1)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302);
+    // The rewritten unsubscribe link is an action link: its GET shows the confirm page, its
+    // POST redirects to the destination; both log its place in the message.
+    let client = edge.client(&[DOMAIN]);
+    let res = client.get(edge.on_port(link(1))).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("location").is_none());
+    let res = client.post(edge.on_port(link(1))).send().await.unwrap();
+    assert_eq!(res.status(), 303);
     assert_eq!(
         res.headers()["location"],
         "https://shop.example/unsubscribe?u=42"
     );
-    let click = edge.wait_for_clicks(1).pop().unwrap();
-    assert_eq!(click["meta"], json!({"campaign": "spring"}));
-    assert_eq!(
-        click["message"],
-        json!({"id": "msg-1", "index": 1, "count": 3, "sent_at": "2025-11-24T09:00:00.000Z", "role": "unsubscribe"})
-    );
+    let clicks = edge.wait_for_clicks(2);
+    assert_eq!(clicks.len(), 2, "{clicks:#?}");
+    for click in clicks {
+        assert_eq!(click["meta"], json!({"campaign": "spring"}));
+        assert_eq!(
+            click["message"],
+            json!({"id": "msg-1", "index": 1, "count": 3, "sent_at": "2025-11-24T09:00:00.000Z", "role": "unsubscribe"})
+        );
+    }
 }
 
 #[tokio::test]

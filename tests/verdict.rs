@@ -34,14 +34,6 @@ async fn start() -> Edge {
     edge
 }
 
-/// RFC 3339 for an hour ago: a send long enough before the clicks that timing says nothing.
-fn an_hour_ago() -> String {
-    let now = clickedge::clock::Clock::system().now();
-    (time::OffsetDateTime::from(now) - time::Duration::hours(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
-
 /// Mints link `index` of `count` of message `message`, sent an hour ago.
 async fn mint(edge: &Edge, message: &str, index: u32, count: u32) -> String {
     mint_to(edge, &format!("{DEST}/{index}"), message, index, count).await
@@ -55,7 +47,7 @@ async fn mint_to(edge: &Edge, url: &str, message: &str, index: u32, count: u32) 
             "/v1/links",
             Some(json!({
                 "domain": DOMAIN, "url": url, "meta": {},
-                "message": message, "index": index, "count": count, "sent_at": an_hour_ago(),
+                "message": message, "index": index, "count": count, "sent_at": common::an_hour_ago(),
             })),
         )
         .await;
@@ -121,7 +113,7 @@ async fn every_request_shape_gets_the_browsers_302_and_its_verdict_and_reasons_a
     let got: Vec<(String, Value, Value, &str)> = clicks_only(&lines)
         .into_iter()
         .map(|c| {
-            assert_eq!(c["rules"], "r2+n1");
+            assert_eq!(c["rules"], "r3+n1");
             (
                 c["message"]["id"].as_str().unwrap().to_owned(),
                 c["verdict"].clone(),
@@ -196,7 +188,7 @@ async fn a_burst_across_links_of_one_message_revises_the_earlier_clicks_by_click
     assert_eq!(r["click_id"], clicks[0]["click_id"]);
     assert_eq!(r["verdict"], "machine");
     assert_eq!(r["reasons"], json!(["burst"]));
-    assert_eq!(r["rules"], "r2+n1");
+    assert_eq!(r["rules"], "r3+n1");
     // Its own id, from the same sequence, different from every click's.
     let own = r["revision_id"].as_str().unwrap();
     assert!(clicks.iter().all(|c| c["click_id"] != own), "{lines:#?}");

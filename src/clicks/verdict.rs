@@ -102,6 +102,14 @@ pub struct Facts<'a> {
 pub trait VerdictStage: Send + Sync + 'static {
     /// The verdict on the click `facts` describes; `None` leaves the click unjudged.
     fn judge(&self, facts: &Facts<'_>) -> Option<Verdict>;
+
+    /// The verdict on an action link's confirmation (the `POST` of its confirm page's button,
+    /// or an RFC 8058 one-click `POST`): a person's act, not a fetch to judge. `None` (the
+    /// default) leaves it unjudged.
+    fn confirmed(&self, facts: &Facts<'_>) -> Option<Verdict> {
+        let _ = facts;
+        None
+    }
 }
 
 /// The stage that judges nothing, the default: every click is logged without a verdict.

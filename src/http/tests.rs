@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::request::strip_port;
 use super::*;
 use crate::clicks::file::{FileSink, FileSinkConfig};
 use crate::clicks::verdict::{Class, Verdict};
@@ -84,7 +85,7 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
         let req = Request::get(&path)
             .header(header::HOST, DOMAIN)
             .header(header::USER_AGENT, ua)
-            .body(())
+            .body(String::new())
             .unwrap();
         assert_eq!(edge.handle(&conn, req).await.status(), StatusCode::FOUND);
     }

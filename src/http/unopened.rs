@@ -9,23 +9,16 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::Body;
+use super::page;
 use crate::Domain;
-use crate::html::escape;
 
 /// Nothing loads from anywhere; the page's only style is inline; it cannot be framed.
 const CSP: HeaderValue = HeaderValue::from_static(
     "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'",
 );
-const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-
-/// Inline so that the CSP can forbid every other source; readable from 320 px wide up.
-const STYLE: &str = "body{margin:0;font:17px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,\
-sans-serif;color:#1d2330;background:#f6f7f9}main{max-width:32rem;margin:12vh auto;padding:0 20px}\
-h1{font-size:22px;margin:0 0 12px}p{margin:0 0 12px;overflow-wrap:anywhere}\
-.muted{color:#5d6675;font-size:15px}";
 
 /// `302` to the operator's fallback `location` for the domain, never cached.
 pub(super) fn fallback(location: HeaderValue) -> Response<Body> {
@@ -43,47 +36,29 @@ pub(super) fn not_valid(domain: Option<&Domain>, accept: Option<&HeaderValue>) -
     let wants_html = accept
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"));
-    let mut res = if wants_html {
-        let mut res = Response::new(Body::new(Bytes::from(page(domain))));
-        let h = res.headers_mut();
-        h.insert(header::CONTENT_TYPE, HTML);
-        h.insert(header::CONTENT_SECURITY_POLICY, CSP);
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        res
-    } else {
-        let mut res = Response::new(Body::new(Bytes::from_static(b"not found\n")));
-        res.headers_mut().insert(header::CONTENT_TYPE, TEXT);
-        res
-    };
+    if wants_html {
+        return page::respond(StatusCode::NOT_FOUND, CSP, render(domain), false);
+    }
+    let mut res = Response::new(Body::new(Bytes::from_static(b"not found\n")));
     *res.status_mut() = StatusCode::NOT_FOUND;
+    res.headers_mut().insert(header::CONTENT_TYPE, TEXT);
     res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
     res
 }
 
 /// The page: what happened, on which domain (its Unicode form, escaped), what to do.
-fn page(domain: Option<&Domain>) -> String {
+fn render(domain: Option<&Domain>) -> String {
     let on = match domain {
-        Some(d) => format!(
-            " on <strong>{}</strong>",
-            escape(&d.unicode().unwrap_or_else(|| d.to_string()))
-        ),
+        Some(d) => format!(" on <strong>{}</strong>", page::domain_name(d)),
         None => String::new(),
     };
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>Link not valid</title>\
-         <style>{STYLE}</style></head><body><main><h1>This link is not valid</h1>\
-         <p>The link you followed{on} is not valid or has expired.</p>\
-         <p class=\"muted\">If it came in a message, ask the sender for a new one.</p>\
-         </main></body></html>"
+    page::document(
+        "Link not valid",
+        &format!(
+            "<h1>This link is not valid</h1>\
+             <p>The link you followed{on} is not valid or has expired.</p>\
+             <p class=\"muted\">If it came in a message, ask the sender for a new one.</p>"
+        ),
     )
 }
 
@@ -103,7 +78,10 @@ mod tests {
         let html = HeaderValue::from_static("text/html,application/xhtml+xml,*/*;q=0.8");
         let res = not_valid(Some(&d), Some(&html));
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
-        assert_eq!(res.headers()[header::CONTENT_TYPE], HTML);
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
         assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
         assert!(
             res.headers()[header::CONTENT_SECURITY_POLICY]
@@ -126,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_page_without_a_served_domain_names_none() {
-        let page = page(None);
+        let page = render(None);
         assert!(
             page.contains("The link you followed is not valid"),
             "{page}"

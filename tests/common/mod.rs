@@ -475,6 +475,14 @@ pub fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
+/// RFC 3339 for an hour ago: a send long enough before the clicks that timing says nothing.
+pub fn an_hour_ago() -> String {
+    let now = clickedge::clock::Clock::system().now();
+    (time::OffsetDateTime::from(now) - time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
 pub fn read_clicks(dir: &Path) -> Vec<Value> {
     read_click_lines(dir)
         .iter()

@@ -254,6 +254,8 @@ fn code() -> impl proptest::strategy::Strategy<Value = &'static str> {
         "",
         "ua-bot",
         "prefetch",
+        "confirmed",
+        "unconfirmed",
         "2026-01",
         "q\"uote",
         "back\\slash",
@@ -322,6 +324,7 @@ proptest::proptest! {
             "t13d3112h2_e8f1e7e78f70_b26ce05bbdd6",
         ])),
         (ua_cut, referer_cut) in proptest::prelude::any::<(bool, bool)>(),
+        method in proptest::sample::select(vec!["GET", "HEAD", "POST"]),
     ) {
         let ev = ClickEvent {
             ts: SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
@@ -332,7 +335,7 @@ proptest::proptest! {
             ip,
             ua,
             referer,
-            method: "GET",
+            method,
             tls,
             http: "1.1",
             tls_fp: tls_fp.map(|s| crate::tls::Ja4::parse(s).unwrap()),

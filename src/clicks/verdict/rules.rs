@@ -8,8 +8,12 @@
 //! - **unknown** on one reason that only counts against it: a probable range alone, `early`
 //!   (within `early_window` of the send, from anywhere), `no-sec-fetch` (an engine that always
 //!   sends `Sec-Fetch-*` sent none), `tls:<library>` or `tls:not-browser` (the connection's JA4
-//!   fingerprint is an HTTP library's, or not a browser's under a browser user agent);
-//! - **human** otherwise.
+//!   fingerprint is an HTTP library's, or not a browser's under a browser user agent); and
+//!   `unconfirmed`: an action link (role `unsubscribe` or `confirm`) fetched, which shows its
+//!   confirm page: a person has not acted until the page's button is pressed, so a fetch of
+//!   one is never human;
+//! - **human** otherwise, and always for an action link's confirmation ([`Rules::confirmed`],
+//!   reason `confirmed`): a `POST` from its confirm page or an RFC 8058 one-click `POST`.
 //!
 //! The send time is the link's `sent_at`, or its minting time. Default windows: 60 s from
 //! anywhere and 600 s from a probable range (field data: scanner bursts come a median 43 s after
@@ -32,7 +36,7 @@ use crate::links::Role;
 use crate::metrics::Metrics;
 
 /// The version of the rules and the compiled-in catalogue, the click line's `"rules"`.
-pub const RULES_VERSION: &str = "r2+n1";
+pub const RULES_VERSION: &str = "r3+n1";
 
 /// The timing windows.
 #[derive(Debug, Clone, Copy)]
@@ -180,6 +184,7 @@ impl VerdictStage for Rules {
             against += 1;
         }
         let mut handle = None;
+        let mut unconfirmed = false;
         if let Some(c) = context {
             let this = self.handles.fetch_add(1, Ordering::Relaxed);
             handle = Some(this);
@@ -219,11 +224,15 @@ impl VerdictStage for Rules {
             if c.role == Some(Role::Decoy) {
                 decisive = true;
             }
+            if matches!(c.role, Some(Role::Unsubscribe | Role::Confirm)) {
+                reasons.push("unconfirmed");
+                unconfirmed = true;
+            }
         }
         let class = if decisive || against >= 2 {
             self.counters.machine.inc();
             Class::Machine
-        } else if against == 1 {
+        } else if against == 1 || unconfirmed {
             self.counters.unknown.inc();
             Class::Unknown
         } else {
@@ -236,6 +245,21 @@ impl VerdictStage for Rules {
             rules: RULES_VERSION,
             handle,
             sec_fetch: Some(sec_fetch_code(s.sec_fetch)),
+        })
+    }
+
+    /// Human, reason `confirmed`: pressing a button is what a scanner fetching links does not
+    /// do. Not entered in the message table: the fetch that showed the page was.
+    fn confirmed(&self, facts: &Facts<'_>) -> Option<Verdict> {
+        self.counters.human.inc();
+        Some(Verdict {
+            class: Class::Human,
+            reasons: vec!["confirmed"],
+            rules: RULES_VERSION,
+            handle: None,
+            sec_fetch: Some(sec_fetch_code(
+                shape(facts.click.method, facts.headers).sec_fetch,
+            )),
         })
     }
 }

@@ -188,3 +188,59 @@ fn head_and_scripts_keep_every_reason_in_order() {
         ["head", "ua:python-requests", "net:microsoft-eop", "early"]
     );
 }
+
+#[test]
+fn an_action_link_fetched_is_never_human_and_its_confirmation_always_is() {
+    let (r, _, m) = rules();
+    let action = |role| MessageContext {
+        message: "m-2".into(),
+        index: Some(0),
+        count: Some(2),
+        role: Some(role),
+        ..MessageContext::default()
+    };
+    for (i, role) in [Role::Unsubscribe, Role::Confirm].into_iter().enumerate() {
+        // A browser's fetch that would be human on any other link.
+        let ip = format!("203.0.113.{}", 10 + i);
+        let v = judge(&r, &click(&ip, 3600), &browser(), Some(&action(role)));
+        assert_eq!(
+            (v.class, v.reasons.as_slice()),
+            (Class::Unknown, &["unconfirmed"][..]),
+            "{role:?}"
+        );
+        // A scanner's stays a machine, with every reason.
+        let mut scanner = click("40.92.0.1", 3600);
+        scanner.ua = None;
+        let v = judge(&r, &scanner, &HeaderMap::new(), Some(&action(role)));
+        assert_eq!(v.class, Class::Machine, "{role:?}");
+        assert_eq!(v.reasons.last(), Some(&"unconfirmed"), "{v:?}");
+    }
+    let content = judge(
+        &r,
+        &click("203.0.113.20", 3600),
+        &browser(),
+        Some(&MessageContext {
+            message: "m-3".into(),
+            role: Some(Role::Footer),
+            ..MessageContext::default()
+        }),
+    );
+    assert_eq!((content.class, content.reasons.len()), (Class::Human, 0));
+
+    let mut post = click("203.0.113.10", 3601);
+    post.method = "POST";
+    let ctx = action(Role::Unsubscribe);
+    let v = r
+        .confirmed(&Facts {
+            click: &post,
+            headers: &browser(),
+            context: Some(&ctx),
+        })
+        .unwrap();
+    assert_eq!(
+        (v.class, v.reasons.as_slice(), v.rules, v.handle),
+        (Class::Human, &["confirmed"][..], RULES_VERSION, None)
+    );
+    assert_eq!(v.sec_fetch, Some("dest,mode,site"));
+    assert_eq!(m.clicks_by_verdict.with_label_values(&["human"]).get(), 2);
+}
