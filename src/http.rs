@@ -22,7 +22,9 @@ use prometheus::IntCounter;
 use crate::Domain;
 use crate::acme::challenges::Challenges;
 use crate::certs::Certs;
-use crate::clicks::verdict::{Facts, NoVerdict, VerdictStage};
+use crate::clicks::opens::{OpenClass, SeenOpens};
+use crate::clicks::privacy::Privacy;
+use crate::clicks::verdict::{Class, Facts, NoVerdict, VerdictStage};
 use crate::clicks::{
     ClickEvent, ClickQueue, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated, bounded_text,
 };
@@ -52,6 +54,8 @@ struct Counters {
     /// Clicks whose `User-Agent` / `Referer` was cut to its bound.
     ua_truncated: IntCounter,
     referer_truncated: IntCounter,
+    /// Opens logged, in the order of [`OpenClass::ALL`].
+    opens: [IntCounter; 5],
 }
 
 impl Counters {
@@ -69,6 +73,7 @@ impl Counters {
             pixel: c(outcome::PIXEL),
             ua_truncated: m.click_fields_truncated.with_label_values(&["ua"]),
             referer_truncated: m.click_fields_truncated.with_label_values(&["referer"]),
+            opens: OpenClass::ALL.map(|c| m.opens.with_label_values(&[c.as_str()])),
         }
     }
 }
@@ -99,6 +104,10 @@ pub struct Edge<V = NoVerdict> {
     check_nonces: Option<Arc<crate::onboarding::reach::Nonces>>,
     /// Customers' status pages, on their public name (`onboarding.public_url`).
     status: Option<Arc<crate::status::StatusPages>>,
+    /// What every line keeps of its client (`clicks.ip`, `clicks.visitor`).
+    privacy: Privacy,
+    /// Messages seen opened on this node, for a click's `"implied_open"`.
+    seen: SeenOpens,
     verdict: V,
 }
 
@@ -133,6 +142,8 @@ impl Edge {
             counters: Counters::new(metrics),
             check_nonces: None,
             status: None,
+            privacy: Privacy::default(),
+            seen: SeenOpens::default(),
             verdict: NoVerdict,
         }
     }
@@ -151,6 +162,8 @@ impl<V: VerdictStage> Edge<V> {
             counters: self.counters,
             check_nonces: self.check_nonces,
             status: self.status,
+            privacy: self.privacy,
+            seen: self.seen,
             verdict,
         }
     }
@@ -164,6 +177,12 @@ impl<V: VerdictStage> Edge<V> {
     /// Serves customers' status pages (`/s/…` over HTTPS on their public name).
     pub fn with_status_pages(mut self, pages: Arc<crate::status::StatusPages>) -> Self {
         self.status = Some(pages);
+        self
+    }
+
+    /// Keeps of every line's client what `privacy` says (`clicks.ip`, `clicks.visitor`).
+    pub fn with_privacy(mut self, privacy: Privacy) -> Self {
+        self.privacy = privacy;
         self
     }
 
@@ -183,7 +202,7 @@ impl<V: VerdictStage> Edge<V> {
         }
         let token = match route(req.uri().path()) {
             Route::Click(token) => token,
-            Route::Open(_) => return self.pixel(&req),
+            Route::Open(token) => return self.open(conn, &req, token),
             Route::AcmeChallenge(token) if conn.sni.is_none() => {
                 return self.http01(request_host(&req), token).await;
             }
@@ -252,17 +271,52 @@ impl<V: VerdictStage> Edge<V> {
         if !self.clicks.admit(conn.peer.ip()) {
             return self.found(location);
         }
-        // What the client sends is kept within bounds, so a click line stays small whatever the
-        // headers (`clicks::bounded`).
-        let (ua, ua_cut) = header_text(&req, header::USER_AGENT, MAX_UA_BYTES);
-        let (referer, referer_cut) = header_text(&req, header::REFERER, MAX_REFERER_BYTES);
+        let mut event = self.event(conn, &req, domain, link, method);
+        event.verdict = self.verdict.judge(&Facts {
+            click: &event,
+            headers: req.headers(),
+            context: event.message.as_ref(),
+        });
+        // A person's click implies the message was opened: said once per message this node did
+        // not see opened, so an analyst counts opens without joining clicks to them.
+        if let (Some(m), Some(v)) = (&event.message, &event.verdict) {
+            event.implied_open = v.class == Class::Human
+                && self
+                    .seen
+                    .click_implies_open(event.domain.as_str(), &m.message);
+        }
+        self.privacy.apply(&mut event);
+        // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
+        // and a click that cannot be kept is refused rather than acknowledged.
+        if self.clicks.record(event).await.is_err() {
+            self.counters.unavailable.inc();
+            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "try again\n");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
+        self.found(location)
+    }
+
+    /// The event of a request for `link` on `domain`: what the client sent kept within bounds,
+    /// so a line stays small whatever the headers (`clicks::bounded`); not judged yet.
+    fn event<B>(
+        &self,
+        conn: &ConnInfo,
+        req: &Request<B>,
+        domain: Domain,
+        link: links::Link,
+        method: &'static str,
+    ) -> ClickEvent {
+        let (ua, ua_cut) = header_text(req, header::USER_AGENT, MAX_UA_BYTES);
+        let (referer, referer_cut) = header_text(req, header::REFERER, MAX_REFERER_BYTES);
         if ua_cut {
             self.counters.ua_truncated.inc();
         }
         if referer_cut {
             self.counters.referer_truncated.inc();
         }
-        let mut event = ClickEvent {
+        ClickEvent {
             ts: self.clicks.clock().now(),
             domain,
             url: link.url,
@@ -276,37 +330,69 @@ impl<V: VerdictStage> Edge<V> {
             http: http_version(req.version()),
             tls_fp: conn.tls_fp,
             verdict: None,
-            message: None,
+            message: link.context,
             truncated: Truncated {
                 ua: ua_cut,
                 referer: referer_cut,
             },
-        };
-        event.verdict = self.verdict.judge(&Facts {
-            click: &event,
-            headers: req.headers(),
-            context: link.context.as_ref(),
-        });
-        event.message = link.context;
-        // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
-        // and a click that cannot be kept is refused rather than acknowledged.
-        if self.clicks.record(event).await.is_err() {
-            self.counters.unavailable.inc();
-            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "try again\n");
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return res;
+            open: None,
+            implied_open: false,
+            visitor: None,
         }
-        self.found(location)
+    }
+
+    /// An open pixel: the GIF, and for a pixel token that opens on the request's domain an open
+    /// line, queued without waiting (whatever `clicks.durability`: the pixel never waits on the
+    /// log and never answers anything but the GIF).
+    fn open<B>(&self, conn: &ConnInfo, req: &Request<B>, token: &str) -> Response<Body> {
+        let method = match *req.method() {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            _ => return self.method_not_allowed(),
+        };
+        let host = request_host(req);
+        let domain = match &conn.sni {
+            Some(sni) if host.is_none_or(|h| same_name(h, sni.as_str())) => Some(sni.clone()),
+            Some(_) => None,
+            None => host.and_then(|h| Domain::parse(h).ok()),
+        };
+        let link = domain
+            .filter(|d| self.policy.is_registered(d.as_str()))
+            .and_then(|d| {
+                Some((
+                    links::open_pixel(&self.keys.current(), d.as_str(), token).ok()?,
+                    d,
+                ))
+            });
+        if let Some((link, domain)) = link
+            && self.clicks.admit(conn.peer.ip())
+        {
+            let mut event = self.event(conn, req, domain, link, method);
+            let (class, verdict) = self.verdict.judge_open(&Facts {
+                click: &event,
+                headers: req.headers(),
+                context: event.message.as_ref(),
+            });
+            // Only an open that may be a person's makes a later click's open not implied:
+            // Apple's prefetch and scanners fetch whether or not anyone reads.
+            if verdict.class != Class::Machine
+                && let Some(m) = &event.message
+            {
+                self.seen.open(event.domain.as_str(), &m.message);
+            }
+            event.open = Some(class);
+            event.verdict = Some(verdict);
+            self.privacy.apply(&mut event);
+            // `OpenClass::ALL` lists the variants in declaration order.
+            self.counters.opens[class as usize].inc();
+            self.clicks.push(event);
+        }
+        self.pixel(req)
     }
 
     /// An open pixel's answer: the same transparent GIF whatever the token, never cached, never
     /// a cookie.
-    // NOTE: opens are not logged yet (issue 15, point 3): a valid token answers the same bytes.
     fn pixel<B>(&self, req: &Request<B>) -> Response<Body> {
-        if !matches!(*req.method(), Method::GET | Method::HEAD) {
-            return self.method_not_allowed();
-        }
         self.counters.pixel.inc();
         // HEAD: the headers alone (an h2 client checks a body it is sent against the request).
         let body = if req.method() == Method::HEAD {
