@@ -8,7 +8,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::Edge;
+use common::{Edge, an_hour_ago};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -45,14 +45,6 @@ async fn start(extra: &str) -> Edge {
     edge
 }
 
-/// RFC 3339 for an hour ago: a send long enough before the clicks that timing says nothing.
-fn an_hour_ago() -> String {
-    let now = clickedge::clock::Clock::system().now();
-    (time::OffsetDateTime::from(now) - time::Duration::hours(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
-
 /// Prepares `message` (one link, the pixel) on `domain`: its pixel and its link, on the edge's
 /// port.
 async fn prepare(edge: &Edge, domain: &str, message: &str) -> (String, String) {
@@ -80,23 +72,9 @@ fn client_from(edge: &Edge, from: &str) -> reqwest::Client {
         .unwrap()
 }
 
-/// Fetches `url` as `ua` (none: no `User-Agent`) and checks the pixel's answer; the body.
+/// Fetches the pixel at `url` as `ua`; its body.
 async fn fetch(client: &reqwest::Client, method: Method, url: &str, ua: &str) -> Vec<u8> {
-    let res = client
-        .request(method.clone(), url)
-        .header("user-agent", ua)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "{method} {url}");
-    let h = res.headers();
-    assert_eq!(h["content-type"], "image/gif");
-    assert_eq!(
-        h["cache-control"],
-        "no-cache, no-store, must-revalidate, max-age=0"
-    );
-    assert!(h.get("set-cookie").is_none());
-    res.bytes().await.unwrap().to_vec()
+    common::fetch_pixel(client, method, url, Some(ua)).await
 }
 
 /// A person's click the way a browser sends it.

@@ -8,8 +8,8 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::Edge;
 use common::browser::Browser;
+use common::{Edge, an_hour_ago};
 use serde_json::{Value, json};
 
 const DOMAIN: &str = "links.example.com";
@@ -32,14 +32,6 @@ async fn start() -> Edge {
     let edge = Edge::start_in(dir, &config);
     edge.add_domain(DOMAIN).await;
     edge
-}
-
-/// RFC 3339 for an hour ago: a send long enough before the clicks that timing says nothing.
-fn an_hour_ago() -> String {
-    let now = clickedge::clock::Clock::system().now();
-    (time::OffsetDateTime::from(now) - time::Duration::hours(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
 }
 
 /// Mints link `index` of `count` of message `message`, sent an hour ago.
