@@ -241,6 +241,9 @@ fn bench_clicks(c: &mut Criterion) {
         verdict: None,
         message: None,
         truncated: Truncated::default(),
+        open: None,
+        implied_open: false,
+        visitor: None,
     };
     let judged = ClickEvent {
         verdict: Some(Verdict {

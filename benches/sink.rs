@@ -42,6 +42,9 @@ fn event(clock: &Clock, domain: &Domain, ip: IpAddr, i: u64) -> ClickEvent {
         verdict: None,
         message: None,
         truncated: Truncated::default(),
+        open: None,
+        implied_open: false,
+        visitor: None,
     }
 }
 

@@ -43,6 +43,9 @@ use crate::status::StatusPages;
 /// How often `clicks.networks_file` is checked for changes.
 const NETWORKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often a past day's visitor salt is looked for and dropped: within the hour after its day.
+const VISITOR_SALT_CHECK: Duration = Duration::from_secs(3600);
+
 use crate::http::serve::{self, ProxyProtocol, Serving};
 use crate::issuer::{Issuer, LocalCa};
 use crate::keys::LinkKeys;
@@ -325,6 +328,11 @@ impl App {
             onboarding.clone(),
             clock.clone(),
         ));
+        // Visitors' daily salts, in memory only (`clicks::privacy`).
+        let visitors = config
+            .clicks
+            .visitor
+            .then(|| Arc::new(crate::clicks::privacy::Visitors::default()));
         let mut edge = Edge::new(
             keys.ring(),
             clicks,
@@ -334,7 +342,11 @@ impl App {
             config.limits.max_uri_bytes.get(),
             &metrics,
         )
-        .with_check_nonces(onboarding.nonces());
+        .with_check_nonces(onboarding.nonces())
+        .with_privacy(crate::clicks::privacy::Privacy::new(
+            config.clicks.ip,
+            visitors.clone(),
+        ));
         if let Some(url) = &config.onboarding.public_url {
             edge = edge.with_status_pages(Arc::new(StatusPages::new(
                 url.host.clone(),
@@ -418,6 +430,13 @@ impl App {
         ));
         if let Some(shipper) = shipper {
             tasks.push(tokio::spawn(shipper.run(stop_rx.clone())));
+        }
+        if let Some(visitors) = visitors {
+            tasks.push(tokio::spawn(visitors.expire(
+                clock.clone(),
+                VISITOR_SALT_CHECK,
+                stop_rx.clone(),
+            )));
         }
         if let Some(path) = config.clicks.networks_file.clone() {
             tasks.push(tokio::spawn(catalogue.watch(

@@ -94,6 +94,8 @@ Configuration (TOML; every key optional; unknown keys are an error):
   probable_window = \"600s\"              this soon from a probable scanner network: a machine
   message_ttl = \"10m\"                   message table: a source's clicks on a message kept this long
   message_table_bytes = 67108864        message table memory cap (LRU eviction beyond, counted)
+  ip = \"full\"                           or \"truncated\": every line's ip cut to its IPv4 /24 or IPv6 /48
+  visitor = false                       true: lines get \"visitor\" (daily-salted hash, salt in memory only)
   [limits]
   header_read_timeout = \"10s\"           slowloris guard
   max_header_bytes = 16384              larger request heads get 431

@@ -33,6 +33,8 @@ mod bounded;
 pub mod file;
 mod id;
 mod line;
+pub mod opens;
+pub mod privacy;
 mod queue;
 mod rate;
 pub mod ship;
@@ -90,4 +92,13 @@ pub struct ClickEvent {
     /// Which of `ua` and `referer` were cut to their bound; the line lists them in `"truncated"`
     /// after everything else, and has no such field when nothing was cut.
     pub truncated: Truncated,
+    /// Who fetched the open pixel, when the event is an open (`"kind": "open"`, `"url": null`
+    /// and `"open_class"`); none for a click.
+    pub open: Option<opens::OpenClass>,
+    /// A person's click on a message whose open this node had not seen: the line's
+    /// `"implied_open": true` (absent when false).
+    pub implied_open: bool,
+    /// The keyed hash of the client's network and user agent ([`privacy`]): the line's
+    /// `"visitor"`, when `clicks.visitor` is on.
+    pub visitor: Option<privacy::Visitor>,
 }

@@ -10,6 +10,7 @@
 
 mod action;
 mod page;
+mod pixel;
 mod request;
 pub mod router;
 pub mod serve;
@@ -27,7 +28,9 @@ use prometheus::IntCounter;
 use crate::Domain;
 use crate::acme::challenges::Challenges;
 use crate::certs::Certs;
-use crate::clicks::verdict::{Facts, NoVerdict, VerdictStage};
+use crate::clicks::opens::{OpenClass, SeenOpens};
+use crate::clicks::privacy::Privacy;
+use crate::clicks::verdict::{Class, Facts, NoVerdict, VerdictStage};
 use crate::clicks::{ClickEvent, ClickQueue, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated};
 use crate::clock::from_unix_secs;
 use crate::links::{self, SharedKeyRing};
@@ -59,6 +62,8 @@ struct Counters {
     /// Clicks whose `User-Agent` / `Referer` was cut to its bound.
     ua_truncated: IntCounter,
     referer_truncated: IntCounter,
+    /// Opens logged, in the order of [`OpenClass::ALL`].
+    opens: [IntCounter; 5],
 }
 
 impl Counters {
@@ -79,6 +84,7 @@ impl Counters {
             body_refused: c(outcome::BODY_REFUSED),
             ua_truncated: m.click_fields_truncated.with_label_values(&["ua"]),
             referer_truncated: m.click_fields_truncated.with_label_values(&["referer"]),
+            opens: OpenClass::ALL.map(|c| m.opens.with_label_values(&[c.as_str()])),
         }
     }
 }
@@ -109,16 +115,14 @@ pub struct Edge<V = NoVerdict> {
     check_nonces: Option<Arc<crate::onboarding::reach::Nonces>>,
     /// Customers' status pages, on their public name (`onboarding.public_url`).
     status: Option<Arc<crate::status::StatusPages>>,
+    /// What every line keeps of its client (`clicks.ip`, `clicks.visitor`).
+    privacy: Privacy,
+    /// Messages seen opened on this node, for a click's `"implied_open"`.
+    seen: SeenOpens,
     verdict: V,
 }
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-/// The open pixel's caching: none, by every cache's reading (CLICKS.md, "Rules of behaviour").
-const PIXEL_CACHE: HeaderValue =
-    HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0");
-/// A 1×1 transparent GIF (GIF89a, one-colour table, graphic control extension marking colour 0
-/// transparent): 43 bytes.
-const PIXEL_GIF: [u8; 43] = *b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
 impl Edge {
@@ -143,6 +147,8 @@ impl Edge {
             counters: Counters::new(metrics),
             check_nonces: None,
             status: None,
+            privacy: Privacy::default(),
+            seen: SeenOpens::default(),
             verdict: NoVerdict,
         }
     }
@@ -161,6 +167,8 @@ impl<V: VerdictStage> Edge<V> {
             counters: self.counters,
             check_nonces: self.check_nonces,
             status: self.status,
+            privacy: self.privacy,
+            seen: self.seen,
             verdict,
         }
     }
@@ -174,6 +182,12 @@ impl<V: VerdictStage> Edge<V> {
     /// Serves customers' status pages (`/s/…` over HTTPS on their public name).
     pub fn with_status_pages(mut self, pages: Arc<crate::status::StatusPages>) -> Self {
         self.status = Some(pages);
+        self
+    }
+
+    /// Keeps of every line's client what `privacy` says (`clicks.ip`, `clicks.visitor`).
+    pub fn with_privacy(mut self, privacy: Privacy) -> Self {
+        self.privacy = privacy;
         self
     }
 
@@ -197,7 +211,7 @@ impl<V: VerdictStage> Edge<V> {
         }
         let token = match route(req.uri().path()) {
             Route::Click(token) => token,
-            Route::Open(_) => return self.pixel(&req),
+            Route::Open(token) => return self.open(conn, &req, token),
             Route::AcmeChallenge(token) if conn.sni.is_none() => {
                 return self.http01(request_host(&req), token).await;
             }
@@ -286,46 +300,25 @@ impl<V: VerdictStage> Edge<V> {
         if !self.clicks.admit(conn.peer.ip()) {
             return self.answer(answer, location);
         }
-        // What the client sends is kept within bounds, so a click line stays small whatever the
-        // headers (`clicks::bounded`).
-        let (ua, ua_cut) = header_text(&req, header::USER_AGENT, MAX_UA_BYTES);
-        let (referer, referer_cut) = header_text(&req, header::REFERER, MAX_REFERER_BYTES);
-        if ua_cut {
-            self.counters.ua_truncated.inc();
-        }
-        if referer_cut {
-            self.counters.referer_truncated.inc();
-        }
-        let mut event = ClickEvent {
-            ts: self.clicks.clock().now(),
-            domain,
-            url: link.url,
-            meta: link.meta,
-            minted_at: from_unix_secs(link.minted_at),
-            ip: conn.peer.ip(),
-            ua,
-            referer,
-            method,
-            tls: conn.tls,
-            http: http_version(req.version()),
-            tls_fp: conn.tls_fp,
-            verdict: None,
-            message: None,
-            truncated: Truncated {
-                ua: ua_cut,
-                referer: referer_cut,
-            },
-        };
+        let mut event = self.event(conn, &req, domain, link, method);
         let facts = Facts {
             click: &event,
             headers: req.headers(),
-            context: link.context.as_ref(),
+            context: event.message.as_ref(),
         };
         event.verdict = match &answer {
             Answer::Confirmed => self.verdict.confirmed(&facts),
             _ => self.verdict.judge(&facts),
         };
-        event.message = link.context;
+        // A person's click implies the message was opened: said once per message this node did
+        // not see opened, so an analyst counts opens without joining clicks to them.
+        if let (Some(m), Some(v)) = (&event.message, &event.verdict) {
+            event.implied_open = v.class == Class::Human
+                && self
+                    .seen
+                    .click_implies_open(event.domain.as_str(), &m.message);
+        }
+        self.privacy.apply(&mut event);
         // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
         // and a click that cannot be kept is refused rather than acknowledged.
         if self.clicks.record(event).await.is_err() {
@@ -354,25 +347,47 @@ impl<V: VerdictStage> Edge<V> {
         }
     }
 
-    /// An open pixel's answer: the same transparent GIF whatever the token, never cached, never
-    /// a cookie.
-    // NOTE: opens are not logged yet (issue 15, point 3): a valid token answers the same bytes.
-    fn pixel<B>(&self, req: &Request<B>) -> Response<Body> {
-        if !matches!(*req.method(), Method::GET | Method::HEAD) {
-            return self.method_not_allowed();
+    /// The event of a request for `link` on `domain`: what the client sent kept within bounds,
+    /// so a line stays small whatever the headers (`clicks::bounded`); not judged yet.
+    fn event<B>(
+        &self,
+        conn: &ConnInfo,
+        req: &Request<B>,
+        domain: Domain,
+        link: links::Link,
+        method: &'static str,
+    ) -> ClickEvent {
+        let (ua, ua_cut) = header_text(req, header::USER_AGENT, MAX_UA_BYTES);
+        let (referer, referer_cut) = header_text(req, header::REFERER, MAX_REFERER_BYTES);
+        if ua_cut {
+            self.counters.ua_truncated.inc();
         }
-        self.counters.pixel.inc();
-        // HEAD: the headers alone (an h2 client checks a body it is sent against the request).
-        let body = if req.method() == Method::HEAD {
-            Body::default()
-        } else {
-            Body::new(Bytes::from_static(&PIXEL_GIF))
-        };
-        let mut res = Response::new(body);
-        let h = res.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
-        h.insert(header::CACHE_CONTROL, PIXEL_CACHE);
-        res
+        if referer_cut {
+            self.counters.referer_truncated.inc();
+        }
+        ClickEvent {
+            ts: self.clicks.clock().now(),
+            domain,
+            url: link.url,
+            meta: link.meta,
+            minted_at: from_unix_secs(link.minted_at),
+            ip: conn.peer.ip(),
+            ua,
+            referer,
+            method,
+            tls: conn.tls,
+            http: http_version(req.version()),
+            tls_fp: conn.tls_fp,
+            verdict: None,
+            message: link.context,
+            truncated: Truncated {
+                ua: ua_cut,
+                referer: referer_cut,
+            },
+            open: None,
+            implied_open: false,
+            visitor: None,
+        }
     }
 
     fn method_not_allowed(&self) -> Response<Body> {

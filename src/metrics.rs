@@ -40,6 +40,8 @@ pub struct Metrics {
     pub click_fields_truncated: IntCounterVec,
     /// Clicks judged, by `verdict` (`human`, `machine`, `unknown`).
     pub clicks_by_verdict: IntCounterVec,
+    /// Opens logged, by `class` (`direct`, `apple_mpp`, `gmail_proxy`, `yahoo_proxy`, `scanner`).
+    pub opens: IntCounterVec,
     /// Revision lines written: earlier clicks revised by a later judgement (a burst, coverage, a
     /// decoy hit).
     pub verdict_revisions: IntCounter,
@@ -288,6 +290,13 @@ impl Metrics {
                 ),
                 &["verdict"],
             )?,
+            opens: IntCounterVec::new(
+                Opts::new(
+                    "clickedge_opens_total",
+                    "Opens logged, by who fetched the pixel (direct, apple_mpp, gmail_proxy, yahoo_proxy, scanner)",
+                ),
+                &["class"],
+            )?,
             verdict_revisions: IntCounter::new(
                 "clickedge_verdict_revisions_total",
                 "Revision lines written: earlier clicks revised by a later judgement (burst, coverage, decoy)",
@@ -417,6 +426,10 @@ impl Metrics {
         registry.register(Box::new(m.clicks_by_verdict.clone()))?;
         for verdict in ["human", "machine", "unknown"] {
             m.clicks_by_verdict.with_label_values(&[verdict]);
+        }
+        registry.register(Box::new(m.opens.clone()))?;
+        for class in crate::clicks::opens::OpenClass::ALL {
+            m.opens.with_label_values(&[class.as_str()]);
         }
         registry.register(Box::new(m.verdict_revisions.clone()))?;
         registry.register(Box::new(m.verdict_revisions_lost.clone()))?;

@@ -26,6 +26,8 @@ fn serve_help_documents_every_config_key_with_its_default() {
         "local_ca_names = [\"example\", \"example.com\"",
         "flush_interval = \"100ms\"",
         "durability = \"buffered\"",
+        "ip = \"full\"",
+        "visitor = false",
         "max_connections = 10000",
         "http_max_connections = 1000",
         "max_connections_per_ip = 256",

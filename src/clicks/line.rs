@@ -7,9 +7,11 @@
 //! verdict (and `"sec_fetch"` when the stage looked at the request's `Sec-Fetch-*` headers), then
 //! `"truncated"` when a header was cut to its bound, then `"message"` when the link carries a
 //! message context, then `"tls_fp"` when the connection's ClientHello was fingerprinted, then
-//! `"click_id"` (see [`super::id`]) always, last, where a shipper finds it without parsing the
+//! `"implied_open": true` when a person's click implies an open this node did not see, then
+//! `"visitor"` when visitors are counted, then `"click_id"` (see [`super::id`]) always, last, where a shipper finds it without parsing the
 //! line. A revision of an earlier click's verdict is a line of its
-//! own ([`revision`]). This module writes bytes into a buffer; it does no I/O
+//! own ([`revision`]). An open is the same line with `"kind": "open"`, `"url": null` and
+//! `"open_class"` after `"minted_at"`. This module writes bytes into a buffer; it does no I/O
 //! and knows nothing of batches or files.
 
 use std::collections::BTreeMap;
@@ -91,10 +93,17 @@ impl ClickEvent {
         let minted_at = Stamp::new(self.minted_at);
         out.extend_from_slice(b"{\"ts\":");
         json_str(out, ts.as_str());
-        out.extend_from_slice(b",\"kind\":\"click\",\"domain\":");
-        json_str(out, self.domain.as_str());
-        out.extend_from_slice(b",\"url\":");
-        json_str(out, &self.url);
+        // An open has no destination: its `"url"` is null.
+        if self.open.is_some() {
+            out.extend_from_slice(b",\"kind\":\"open\",\"domain\":");
+            json_str(out, self.domain.as_str());
+            out.extend_from_slice(b",\"url\":null");
+        } else {
+            out.extend_from_slice(b",\"kind\":\"click\",\"domain\":");
+            json_str(out, self.domain.as_str());
+            out.extend_from_slice(b",\"url\":");
+            json_str(out, &self.url);
+        }
         out.extend_from_slice(b",\"meta\":{");
         let pairs = self.meta.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         if self.meta.windows(2).all(|w| w[0].0 < w[1].0) {
@@ -117,6 +126,10 @@ impl ClickEvent {
         json_str(out, self.http);
         out.extend_from_slice(b",\"minted_at\":");
         json_str(out, minted_at.as_str());
+        if let Some(class) = self.open {
+            out.extend_from_slice(b",\"open_class\":");
+            json_str(out, class.as_str());
+        }
         if let Some(v) = &self.verdict {
             json_verdict_members(out, v.class, &v.reasons, v.rules);
             if let Some(sec_fetch) = v.sec_fetch {
@@ -133,6 +146,13 @@ impl ClickEvent {
         if let Some(fp) = &self.tls_fp {
             out.extend_from_slice(b",\"tls_fp\":");
             json_str(out, fp.as_str());
+        }
+        if self.implied_open {
+            out.extend_from_slice(b",\"implied_open\":true");
+        }
+        if let Some(visitor) = &self.visitor {
+            out.extend_from_slice(b",\"visitor\":");
+            json_str(out, visitor.as_str());
         }
         id.write_member(out);
         out.extend_from_slice(b"}\n");

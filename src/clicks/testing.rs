@@ -40,6 +40,9 @@ pub(super) fn event(i: usize) -> ClickEvent {
         verdict: None,
         message: None,
         truncated: Truncated::default(),
+        open: None,
+        implied_open: false,
+        visitor: None,
     }
 }
 

@@ -110,6 +110,34 @@ pub trait VerdictStage: Send + Sync + 'static {
         let _ = facts;
         None
     }
+
+    /// Who fetched the open pixel `facts` describes (its `click` is the open), and the verdict
+    /// on it. By default from the request alone, without the network catalogue (so never
+    /// `apple_mpp`); [`Rules`] looks the address up too.
+    fn judge_open(&self, facts: &Facts<'_>) -> (crate::clicks::opens::OpenClass, Verdict) {
+        open_verdict(facts, None)
+    }
+}
+
+/// An open's class and verdict from the request and the catalogue entry `net` of its address.
+pub(crate) fn open_verdict(
+    facts: &Facts<'_>,
+    net: Option<networks::Network>,
+) -> (crate::clicks::opens::OpenClass, Verdict) {
+    let ua = facts
+        .headers
+        .get(http::header::USER_AGENT)
+        .map(http::HeaderValue::as_bytes);
+    let s = shape::shape(facts.click.method, facts.headers);
+    let judged = crate::clicks::opens::classify(ua, &s, net);
+    let verdict = Verdict {
+        class: judged.verdict,
+        reasons: judged.reasons,
+        rules: RULES_VERSION,
+        handle: None,
+        sec_fetch: None,
+    };
+    (judged.class, verdict)
 }
 
 /// The stage that judges nothing, the default: every click is logged without a verdict.

@@ -34,6 +34,17 @@ pub enum StreamKind {
     Nats,
 }
 
+/// What a line keeps of the client's address (`clicks.ip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpField {
+    /// The whole address.
+    #[default]
+    Full,
+    /// Its network only: IPv4 /24, IPv6 /48 (the rest zero).
+    Truncated,
+}
+
 /// `[clicks]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +122,12 @@ pub struct Clicks {
     /// The most memory the message table may take, in bytes; the least recently used entries are
     /// evicted past it (counted). Default `67108864` (64 MiB).
     pub message_table_bytes: NonZeroU64,
+    /// What every line's `"ip"` keeps: `"full"` (default) or `"truncated"` (IPv4 /24, IPv6 /48).
+    /// Verdicts judge the full address either way; it is cut before the line is queued.
+    pub ip: IpField,
+    /// Whether lines carry `"visitor"`: a keyed hash of the link domain, the address's /24 or
+    /// /48 and the user agent, under a salt of the UTC day kept in memory only. Default `false`.
+    pub visitor: bool,
 }
 
 impl Default for Clicks {
@@ -139,6 +156,8 @@ impl Default for Clicks {
             probable_window: Duration::from_secs(600),
             message_ttl: Duration::from_secs(600),
             message_table_bytes: NonZeroU64::new(64 << 20).expect("non-zero literal"),
+            ip: IpField::Full,
+            visitor: false,
         }
     }
 }

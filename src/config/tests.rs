@@ -197,6 +197,22 @@ fn click_log_cap_defaults_to_10_gib_and_must_leave_room_for_a_whole_file() {
 }
 
 #[test]
+fn addresses_are_kept_whole_and_visitors_off_by_default_and_a_bad_ip_value_names_the_choices() {
+    let c = parse("").unwrap().clicks;
+    assert_eq!((c.ip, c.visitor), (IpField::Full, false));
+    let c = parse("[clicks]\nip = \"truncated\"\nvisitor = true\n")
+        .unwrap()
+        .clicks;
+    assert_eq!((c.ip, c.visitor), (IpField::Truncated, true));
+    let err = parse("[clicks]\nip = \"hashed\"\n")
+        .unwrap_err()
+        .to_string();
+    for part in ["ip", "hashed", "`full`", "`truncated`"] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+}
+
+#[test]
 fn per_address_click_rate_defaults_to_10_and_0_turns_it_off() {
     assert_eq!(parse("").unwrap().clicks.max_clicks_per_ip_per_sec, 10);
     let c = parse("[clicks]\nmax_clicks_per_ip_per_sec = 0\n").unwrap();

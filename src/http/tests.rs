@@ -29,23 +29,25 @@ impl VerdictStage for UaJudge {
     }
 }
 
-#[tokio::test]
-async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
-    const DOMAIN: &str = "links.example.com";
-    let dir = tempfile::tempdir().unwrap();
+const DOMAIN: &str = "links.example.com";
+
+/// An edge over one registered domain, logging to files under `dir` through a writer whose
+/// clock is the returned manual one; and the key ring its links are sealed with.
+fn edge_in(dir: &std::path::Path) -> (Edge, ClickWriter, KeyRing, ManualClock) {
     let metrics = Metrics::unregistered();
     let domain = Domain::parse(DOMAIN).unwrap();
     let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let policy = Arc::new(Policy::new([domain.clone()], None));
+    let policy = Arc::new(Policy::new([domain], None));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let clock = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
+    let manual = ManualClock::new(from_unix_secs(1_764_000_000));
+    let clock = manual.clock();
     let certs = Arc::new(Certs::new(
         crate::certs::Settings {
             cache_capacity: 10,
             on_demand_timeout: Duration::from_secs(5),
         },
         store.clone(),
-        Arc::new(LocalCa::load_or_create(dir.path(), Zones::reserved(), clock.clone()).unwrap()),
+        Arc::new(LocalCa::load_or_create(dir, Zones::reserved(), clock.clone()).unwrap()),
         policy.clone(),
         provider.clone(),
         metrics.clone(),
@@ -53,7 +55,7 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
     ));
     let sink = FileSink::open(
         FileSinkConfig {
-            dir: dir.path().join("clicks"),
+            dir: dir.join("clicks"),
             ..FileSinkConfig::default()
         },
         metrics.clone(),
@@ -63,36 +65,41 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
     let (writer, clicks) =
         ClickWriter::start(sink, BatchConfig::default(), metrics.clone(), clock.clone()).unwrap();
     let ring = KeyRing::new(vec![LinkKey::new(KeyId(1), [7; 32], from_unix_secs(0))]).unwrap();
-    let link = Link::new("https://example.com/", vec![], 1_764_000_000).unwrap();
-    let path = format!("/c/{}", links::seal(&ring, DOMAIN, &link));
     let edge = Edge::new(
-        Arc::new(SharedKeyRing::new(ring)),
+        Arc::new(SharedKeyRing::new(ring.clone())),
         clicks,
         certs,
         policy.clone(),
-        Arc::new(Challenges::new(store, policy, provider, clock.clone())),
+        Arc::new(Challenges::new(store, policy, provider, clock)),
         4096,
         &metrics,
-    )
-    .with_verdict(UaJudge);
-    let conn = ConnInfo {
-        peer: "203.0.113.7:50000".parse().unwrap(),
-        sni: Some(domain),
+    );
+    (edge, writer, ring, manual)
+}
+
+fn conn(peer: &str) -> ConnInfo {
+    ConnInfo {
+        peer: peer.parse().unwrap(),
+        sni: Some(Domain::parse(DOMAIN).unwrap()),
         tls: Some("1.3"),
         tls_fp: None,
-    };
-    for ua in ["scanner/1", "Firefox/140.0"] {
-        let req = Request::get(&path)
-            .header(header::HOST, DOMAIN)
-            .header(header::USER_AGENT, ua)
-            .body(String::new())
-            .unwrap();
-        assert_eq!(edge.handle(&conn, req).await.status(), StatusCode::FOUND);
     }
+}
+
+fn get(path: &str, ua: &str) -> Request<String> {
+    Request::get(path)
+        .header(header::HOST, DOMAIN)
+        .header(header::USER_AGENT, ua)
+        .body(String::new())
+        .unwrap()
+}
+
+/// Closes `writer` and reads every line it wrote under `dir`.
+async fn lines(dir: &std::path::Path, writer: ClickWriter) -> Vec<serde_json::Value> {
     tokio::task::spawn_blocking(move || writer.close())
         .await
         .unwrap();
-    let log = std::fs::read_dir(dir.path().join("clicks"))
+    let log = std::fs::read_dir(dir.join("clicks"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
@@ -104,10 +111,25 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
         })
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect::<String>();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
+    log.lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, writer, ring, _) = edge_in(dir.path());
+    let edge = edge.with_verdict(UaJudge);
+    let link = Link::new("https://example.com/", vec![], 1_764_000_000).unwrap();
+    let path = format!("/c/{}", links::seal(&ring, DOMAIN, &link));
+    for ua in ["scanner/1", "Firefox/140.0"] {
+        let res = edge
+            .handle(&conn("203.0.113.7:50000"), get(&path, ua))
+            .await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+    }
+    let lines = lines(dir.path(), writer).await;
     assert_eq!(lines.len(), 2);
     assert_eq!(
         lines[0]["ts"], "2025-11-24T16:00:00.000Z",
@@ -119,6 +141,55 @@ async fn the_verdict_stage_judges_each_click_and_its_verdict_is_logged() {
     // Unjudged: no verdict fields at all.
     let unjudged = lines[1].as_object().unwrap();
     assert!(!unjudged.contains_key("verdict") && !unjudged.contains_key("reasons"));
+}
+
+#[tokio::test]
+async fn visitors_are_one_per_network_and_browser_a_day_and_addresses_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, writer, ring, manual) = edge_in(dir.path());
+    let visitors = Arc::new(crate::clicks::privacy::Visitors::default());
+    let edge = edge.with_privacy(Privacy::new(
+        crate::config::IpField::Truncated,
+        Some(visitors),
+    ));
+    let link = Link::new("https://example.com/", vec![], 1_764_000_000).unwrap();
+    let path = format!("/c/{}", links::seal(&ring, DOMAIN, &link));
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    let day = [
+        ("203.0.113.7:50000", firefox),
+        ("203.0.113.99:50000", firefox),
+        ("[2001:db8:1:2::7]:50000", firefox),
+        ("[2001:db8:1:ffff::9]:50000", firefox),
+        ("203.0.113.7:50000", "Mozilla/5.0 (iPhone) Safari/604.1"),
+    ];
+    for (peer, ua) in day {
+        edge.handle(&conn(peer), get(&path, ua)).await;
+    }
+    manual.advance(Duration::from_secs(86_400));
+    edge.handle(&conn("203.0.113.7:50000"), get(&path, firefox))
+        .await;
+    let lines = lines(dir.path(), writer).await;
+    let ips: Vec<&str> = lines.iter().map(|l| l["ip"].as_str().unwrap()).collect();
+    assert_eq!(
+        ips,
+        [
+            "203.0.113.0",
+            "203.0.113.0",
+            "2001:db8:1::",
+            "2001:db8:1::",
+            "203.0.113.0",
+            "203.0.113.0"
+        ]
+    );
+    let v: Vec<&str> = lines
+        .iter()
+        .map(|l| l["visitor"].as_str().unwrap())
+        .collect();
+    assert_eq!(v[0], v[1], "one /24, one browser, one day");
+    assert_eq!(v[2], v[3], "one /48");
+    assert_ne!(v[0], v[2]);
+    assert_ne!(v[0], v[4], "another browser");
+    assert_ne!(v[0], v[5], "the next day");
 }
 
 #[test]

@@ -539,6 +539,30 @@ impl Drop for Edge {
     }
 }
 
+/// Fetches the open pixel at `url` with `method` (and `ua` as `User-Agent`), checks that it is
+/// the pixel's answer (200, a GIF, never cached, no cookie) and returns its body.
+pub async fn fetch_pixel(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    ua: Option<&str>,
+) -> Vec<u8> {
+    let mut req = client.request(method.clone(), url);
+    if let Some(ua) = ua {
+        req = req.header("user-agent", ua);
+    }
+    let res = req.send().await.expect("pixel request");
+    assert_eq!(res.status(), 200, "{method} {url}");
+    let h = res.headers();
+    assert_eq!(h["content-type"], "image/gif");
+    assert_eq!(
+        h["cache-control"],
+        "no-cache, no-store, must-revalidate, max-age=0"
+    );
+    assert!(h.get("set-cookie").is_none());
+    res.bytes().await.expect("pixel body").to_vec()
+}
+
 /// Runs `clickedge serve` with `config` and `env`, expecting it to refuse to start; returns its
 /// stderr. Bounded: a start that does not end within 30 s fails the test.
 pub fn refused_start(config: &str, env: &[(&str, &str)]) -> String {

@@ -41,6 +41,9 @@ fn contract_event() -> ClickEvent {
         verdict: None,
         message: None,
         truncated: Truncated::default(),
+        open: None,
+        implied_open: false,
+        visitor: None,
     }
 }
 
@@ -91,6 +94,59 @@ fn a_verdict_appends_its_three_fields_after_the_unchanged_line() {
         format!(
             ",\"verdict\":\"machine\",\"reasons\":[\"ua-bot\",\"prefetch\"],\"rules\":\"2026-01\"{ID_MEMBER}}}\n"
         )
+    );
+}
+
+#[test]
+fn an_open_is_a_line_of_kind_open_without_url_naming_its_class() {
+    let mut ev = contract_event();
+    ev.url = String::new();
+    ev.open = Some(crate::clicks::opens::OpenClass::AppleMpp);
+    ev.verdict = Some(Verdict {
+        class: Class::Machine,
+        reasons: vec!["net:apple-mpp"],
+        rules: "r3+n2",
+        handle: None,
+        sec_fetch: None,
+    });
+    let mut out = Vec::new();
+    write(&ev, &mut out);
+    let text = std::str::from_utf8(&out).unwrap();
+    assert!(
+        text.starts_with(
+            "{\"ts\":\"2025-11-24T16:00:00.123Z\",\"kind\":\"open\",\"domain\":\"links.example.com\",\"url\":null,"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "\"minted_at\":\"2025-11-24T16:00:00.000Z\",\"open_class\":\"apple_mpp\",\"verdict\":\"machine\",\"reasons\":[\"net:apple-mpp\"]"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn implied_open_and_visitor_come_after_everything_but_the_click_id() {
+    let mut ev = contract_event();
+    let mut plain = Vec::new();
+    write(&ev, &mut plain);
+    ev.implied_open = true;
+    ev.visitor = Some(crate::clicks::privacy::Visitors::default().visitor(
+        ev.ts,
+        "links.example.com",
+        ev.ip,
+        None,
+    ));
+    let mut out = Vec::new();
+    write(&ev, &mut out);
+    let head = &plain[..plain.len() - 2 - ID_MEMBER.len()];
+    assert_eq!(&out[..head.len()], head);
+    let tail = std::str::from_utf8(&out[head.len()..]).unwrap();
+    let visitor = ev.visitor.as_ref().unwrap().as_str();
+    assert_eq!(
+        tail,
+        format!(",\"implied_open\":true,\"visitor\":\"{visitor}\"{ID_MEMBER}}}\n")
     );
 }
 
@@ -155,7 +211,7 @@ struct Line<'a> {
     ts: String,
     kind: &'static str,
     domain: &'a str,
-    url: &'a str,
+    url: Option<&'a str>,
     meta: BTreeMap<&'a str, &'a str>,
     ip: IpAddr,
     ua: Option<&'a str>,
@@ -164,6 +220,8 @@ struct Line<'a> {
     tls: Option<&'static str>,
     http: &'static str,
     minted_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_class: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verdict: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +236,10 @@ struct Line<'a> {
     message: Option<Message<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_fp: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    implied_open: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    visitor: Option<&'a str>,
     click_id: &'static str,
 }
 
@@ -197,9 +259,9 @@ struct Message<'a> {
 fn reference_line(ev: &ClickEvent) -> Vec<u8> {
     let line = Line {
         ts: format_ts(ev.ts),
-        kind: "click",
+        kind: if ev.open.is_some() { "open" } else { "click" },
         domain: ev.domain.as_str(),
-        url: &ev.url,
+        url: ev.open.is_none().then_some(ev.url.as_str()),
         meta: ev
             .meta
             .iter()
@@ -212,6 +274,7 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
         tls: ev.tls,
         http: ev.http,
         minted_at: format_ts(ev.minted_at),
+        open_class: ev.open.map(crate::clicks::opens::OpenClass::as_str),
         verdict: ev.verdict.as_ref().map(|v| v.class.as_str()),
         reasons: ev.verdict.as_ref().map(|v| v.reasons.as_slice()),
         rules: ev.verdict.as_ref().map(|v| v.rules),
@@ -225,6 +288,11 @@ fn reference_line(ev: &ClickEvent) -> Vec<u8> {
             role: m.role.map(|r| r.as_str()),
         }),
         tls_fp: ev.tls_fp.as_ref().map(crate::tls::Ja4::as_str),
+        implied_open: ev.implied_open,
+        visitor: ev
+            .visitor
+            .as_ref()
+            .map(crate::clicks::privacy::Visitor::as_str),
         click_id: "edge-a.eu-42",
     };
     // serde_json leaves the Unicode line breaks raw; the click line escapes them. Outside strings
@@ -325,9 +393,17 @@ proptest::proptest! {
         ])),
         (ua_cut, referer_cut) in proptest::prelude::any::<(bool, bool)>(),
         method in proptest::sample::select(vec!["GET", "HEAD", "POST"]),
+        open in proptest::option::of(proptest::sample::select(
+            crate::clicks::opens::OpenClass::ALL.to_vec()
+        )),
+        (implied_open, with_visitor) in proptest::prelude::any::<(bool, bool)>(),
     ) {
+        let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let visitor = with_visitor.then(|| {
+            crate::clicks::privacy::Visitors::default().visitor(ts, "links.example.com", ip, None)
+        });
         let ev = ClickEvent {
-            ts: SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
+            ts,
             domain: Domain::parse("links.example.com").unwrap(),
             url,
             meta,
@@ -342,6 +418,9 @@ proptest::proptest! {
             verdict,
             message,
             truncated: Truncated { ua: ua_cut, referer: referer_cut },
+            open,
+            implied_open,
+            visitor,
         };
         let mut out = Vec::new();
         write(&ev, &mut out);

@@ -53,12 +53,21 @@ impl Network {
     pub fn judges_clicks(&self) -> bool {
         matches!(self.scope, Scope::Clicks | Scope::All)
     }
+
+    /// Whether the range judges opens (image loads).
+    pub fn judges_opens(&self) -> bool {
+        matches!(self.scope, Scope::Opens | Scope::All)
+    }
 }
 
 /// The compiled-in catalogue, in the file's format (see [`Catalogue::parse`]). Sources: Microsoft
 /// 365 / Exchange Online Protection's published outbound ranges (Safe Links fetches from them;
 /// a person's click never does, so they are certain); Proofpoint, Mimecast and Barracuda
-/// published egress ranges of their gateways (probable: browser isolation can carry a person).
+/// published egress ranges of their gateways (probable: browser isolation can carry a person);
+/// Apple's iCloud Private Relay egress, which Mail Privacy Protection's image loads come from
+/// (a few rows of Apple's published list, `https://mask-api.icloud.com/egress-ip-ranges.csv`;
+/// opens only, probable: people browse through the same relays, so only the prefetch's bare
+/// user agent makes an open `apple_mpp`, see [`crate::clicks::opens`]).
 /// Vendors' lists change: operators keep theirs current through `clicks.networks_file`.
 pub const DEFAULTS: &str = "\
 # Microsoft 365 / Exchange Online Protection (Safe Links)
@@ -82,10 +91,13 @@ pub const DEFAULTS: &str = "\
 # Barracuda Email Security Service
 64.235.144.0/20     barracuda       all     probable
 209.222.80.0/21     barracuda       all     probable
+# Apple iCloud Private Relay egress (Mail Privacy Protection), from mask-api.icloud.com/egress-ip-ranges.csv
+172.224.224.0/27    apple-mpp       opens   probable
+172.224.224.32/28   apple-mpp       opens   probable
 ";
 
 /// The version of [`DEFAULTS`], part of the click line's `"rules"`.
-pub const DEFAULTS_VERSION: &str = "n1";
+pub const DEFAULTS_VERSION: &str = "n2";
 
 /// Why a catalogue file is refused. The catalogue in use stays.
 #[derive(Debug, thiserror::Error)]

@@ -345,6 +345,9 @@ fn event(t: &Trace) -> Result<(ClickEvent, HeaderMap), String> {
             ua: ua_cut,
             referer: referer_cut,
         },
+        open: None,
+        implied_open: false,
+        visitor: None,
     };
     Ok((click, headers))
 }

@@ -36,7 +36,7 @@ use crate::links::Role;
 use crate::metrics::Metrics;
 
 /// The version of the rules and the compiled-in catalogue, the click line's `"rules"`.
-pub const RULES_VERSION: &str = "r3+n1";
+pub const RULES_VERSION: &str = "r3+n2";
 
 /// The timing windows.
 #[derive(Debug, Clone, Copy)]
@@ -261,6 +261,12 @@ impl VerdictStage for Rules {
                 shape(facts.click.method, facts.headers).sec_fetch,
             )),
         })
+    }
+
+    /// Opens are judged by [`crate::clicks::opens::classify`] with the catalogue entry of the
+    /// address (scope opens or all); they never enter the message table.
+    fn judge_open(&self, facts: &Facts<'_>) -> (crate::clicks::opens::OpenClass, Verdict) {
+        super::open_verdict(facts, self.catalogue.lookup(facts.click.ip))
     }
 }
 

@@ -65,6 +65,9 @@ fn click(ip: &str, after_send: u64) -> ClickEvent {
         verdict: None,
         message: None,
         truncated: Truncated::default(),
+        open: None,
+        implied_open: false,
+        visitor: None,
     }
 }
 
