@@ -110,6 +110,14 @@ impl Store for PgStore {
         self.read_cert_lifetimes().await
     }
 
+    async fn certificates_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<(Domain, StoredCert)>, StoreError> {
+        self.read_certificates_after(after, limit).await
+    }
+
     async fn kv(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.read_kv(key).await
     }

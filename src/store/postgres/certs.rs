@@ -102,6 +102,41 @@ impl PgStore {
         })
     }
 
+    /// One page of certificates by name (the table's own collation, so the primary key's
+    /// index serves both the `>` and the order), each key opened.
+    pub(super) async fn read_certificates_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<(Domain, StoredCert)>, StoreError> {
+        let op = "listing certificates";
+        let rows = self
+            .conn(op)
+            .await?
+            .query(
+                "SELECT domain, issuer, chain_pem, key_sealed, not_before, not_after
+                 FROM certificates WHERE $1::TEXT IS NULL OR domain > $1
+                 ORDER BY domain LIMIT $2",
+                &[&after.map(Domain::as_str), &i64::from(limit)],
+            )
+            .await
+            .map_err(db(op))?;
+        rows.iter()
+            .map(|r| {
+                let name = parse_domain(r.get(0), "certificates.domain")?;
+                let key = self.open(&cert_binding(name.as_str()), r.get(3))?;
+                let cert = StoredCert {
+                    issuer: r.get(1),
+                    chain_pem: r.get(2),
+                    key_pem: utf8(key, "certificates.key_sealed")?,
+                    not_before: time(r.get(4)),
+                    not_after: time(r.get(5)),
+                };
+                Ok((name, cert))
+            })
+            .collect()
+    }
+
     pub(super) async fn read_cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError> {
         let op = "listing certificate lifetimes";
         let rows = self
