@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::Pool;
 
 use super::{
-    CertLifetime, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate, OrderTurn,
-    Store, StoreError, StoredCert, StoredLinkKey,
+    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate,
+    OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::config::ChallengeKind;
@@ -114,7 +114,7 @@ impl Store for PgStore {
         &self,
         after: Option<&Domain>,
         limit: u32,
-    ) -> Result<Vec<(Domain, StoredCert)>, StoreError> {
+    ) -> Result<CertPage, StoreError> {
         self.read_certificates_after(after, limit).await
     }
 

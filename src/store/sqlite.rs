@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    CertLifetime, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate, OrderTurn,
-    Store, StoreError, StoredCert, StoredLinkKey,
+    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate,
+    OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::clock::unix_secs;
@@ -259,7 +259,7 @@ impl Store for SqliteStore {
         &self,
         after: Option<&Domain>,
         limit: u32,
-    ) -> Result<Vec<(Domain, StoredCert)>, StoreError> {
+    ) -> Result<CertPage, StoreError> {
         let after = after.map(|d| d.as_str().to_owned());
         let rows = self
             .with("listing certificates", move |c| {

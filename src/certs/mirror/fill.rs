@@ -2,7 +2,8 @@
 //! never waits for it), a page at a time (never the whole table in memory), each page one
 //! transaction. Rows the store no longer holds are swept once the copy is complete.
 //!
-//! Names not registered when their page is copied are skipped: a removal applied meanwhile is
+//! A row the store cannot open (its key sealed with another key, altered) is skipped and
+//! counted, never stops the copy. Names not registered when their page is copied are skipped: a removal applied meanwhile is
 //! not undone (a copy of an unregistered name would never be served anyway, and the next
 //! start's sweep deletes it).
 
@@ -45,7 +46,7 @@ impl Certs {
                 }
             }
         };
-        let (mut after, mut copied, mut failing) = (None, 0, false);
+        let (mut after, mut copied, mut unusable, mut failing) = (None, 0, 0, false);
         loop {
             let page = match self.store.certificates_after(after.as_ref(), PAGE).await {
                 Ok(page) => page,
@@ -59,10 +60,19 @@ impl Certs {
             };
             let last = page.last().map(|(name, _)| name.clone());
             let done = page.len() < PAGE as usize;
-            let rows: Vec<_> = page
-                .into_iter()
-                .filter(|(name, _)| self.policy.is_registered(name.as_str()))
-                .collect();
+            let (mut rows, mut bad) = (Vec::with_capacity(page.len()), 0);
+            for (name, cert) in page {
+                match cert {
+                    Ok(cert) if self.policy.is_registered(name.as_str()) => rows.push((name, cert)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        if unusable + bad == 0 {
+                            tracing::warn!(domain = %name, error = %error_chain(&e), "a stored certificate is not usable: not mirrored (further ones are counted)");
+                        }
+                        bad += 1;
+                    }
+                }
+            }
             let n = rows.len();
             if let Err(e) = mirror.put_all(rows).await {
                 if !std::mem::replace(&mut failing, true) {
@@ -73,6 +83,7 @@ impl Certs {
             }
             failing = false;
             copied += n;
+            unusable += bad;
             after = last;
             if done {
                 break;
@@ -83,6 +94,7 @@ impl Certs {
                 mirror.metrics.filled.set(1);
                 tracing::info!(
                     copied,
+                    unusable,
                     swept,
                     held,
                     seconds = started.elapsed().as_secs_f64(),

@@ -8,7 +8,7 @@ use super::rows::{cert_binding, parse_domain, utf8};
 use super::{PgStore, cluster, db};
 use crate::Domain;
 use crate::store::sqlite::rows::{secs, time};
-use crate::store::{CertLifetime, CertSummary, Fence, StoreError, StoredCert};
+use crate::store::{CertLifetime, CertPage, CertSummary, Fence, StoreError, StoredCert};
 
 impl PgStore {
     pub(super) async fn read_certificate(
@@ -103,12 +103,12 @@ impl PgStore {
     }
 
     /// One page of certificates by name (the table's own collation, so the primary key's
-    /// index serves both the `>` and the order), each key opened.
+    /// index serves both the `>` and the order), each key opened (or the row's error).
     pub(super) async fn read_certificates_after(
         &self,
         after: Option<&Domain>,
         limit: u32,
-    ) -> Result<Vec<(Domain, StoredCert)>, StoreError> {
+    ) -> Result<CertPage, StoreError> {
         let op = "listing certificates";
         let rows = self
             .conn(op)
@@ -124,14 +124,16 @@ impl PgStore {
         rows.iter()
             .map(|r| {
                 let name = parse_domain(r.get(0), "certificates.domain")?;
-                let key = self.open(&cert_binding(name.as_str()), r.get(3))?;
-                let cert = StoredCert {
-                    issuer: r.get(1),
-                    chain_pem: r.get(2),
-                    key_pem: utf8(key, "certificates.key_sealed")?,
-                    not_before: time(r.get(4)),
-                    not_after: time(r.get(5)),
-                };
+                let cert = self
+                    .open(&cert_binding(name.as_str()), r.get(3))
+                    .and_then(|key| utf8(key, "certificates.key_sealed"))
+                    .map(|key_pem| StoredCert {
+                        issuer: r.get(1),
+                        chain_pem: r.get(2),
+                        key_pem,
+                        not_before: time(r.get(4)),
+                        not_after: time(r.get(5)),
+                    });
                 Ok((name, cert))
             })
             .collect()

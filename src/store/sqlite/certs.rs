@@ -5,7 +5,7 @@ use rusqlite::{Connection, params};
 
 use super::rows::time;
 use crate::Domain;
-use crate::store::{StoreError, StoredCert};
+use crate::store::{CertPage, StoreError, StoredCert};
 
 /// At most `limit` certificates whose domain sorts after `after` (from the first with none).
 pub(super) fn page(
@@ -32,14 +32,13 @@ pub(super) fn page(
     .collect()
 }
 
-/// The rows of [`page`] with their names parsed.
-pub(super) fn to_domains(
-    rows: Vec<(String, StoredCert)>,
-) -> Result<Vec<(Domain, StoredCert)>, StoreError> {
+/// The rows of [`page`] with their names parsed (SQLite's keys are not sealed: each row is
+/// usable).
+pub(super) fn to_domains(rows: Vec<(String, StoredCert)>) -> Result<CertPage, StoreError> {
     rows.into_iter()
         .map(|(name, cert)| {
             Domain::parse(&name)
-                .map(|d| (d, cert))
+                .map(|d| (d, Ok(cert)))
                 .map_err(|_| StoreError::Corrupt("certificates.domain"))
         })
         .collect()
