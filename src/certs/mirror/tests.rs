@@ -33,6 +33,15 @@ fn open(path: &Path, key: &Arc<SealKey>) -> CertMirror {
     CertMirror::open(path, key.clone(), MirrorMetrics::unregistered()).unwrap()
 }
 
+/// Copies of `a.example.com` and `b.example.com` (tags `a`, `b`, expiring at 100), written
+/// together.
+async fn two_copies(m: &CertMirror) -> (Domain, Domain) {
+    let (a, b) = (d("a.example.com"), d("b.example.com"));
+    let rows = vec![(a.clone(), cert("a", 100)), (b.clone(), cert("b", 100))];
+    assert_eq!(m.put_all(rows).await.unwrap(), 2);
+    (a, b)
+}
+
 #[tokio::test]
 async fn a_copy_reads_back_and_is_replaced_only_by_a_later_or_equal_expiry() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,13 +68,7 @@ async fn a_removed_copy_is_gone() {
         &dir.path().join(MIRROR_FILE),
         &Arc::new(SealKey::generate()),
     );
-    let (a, b) = (d("a.example.com"), d("b.example.com"));
-    m.put_all(vec![
-        (a.clone(), cert("a", 100)),
-        (b.clone(), cert("b", 100)),
-    ])
-    .await
-    .unwrap();
+    let (a, b) = two_copies(&m).await;
     assert_eq!(m.metrics.entries.get(), 2);
     assert!(m.remove(&a).await.unwrap());
     assert!(!m.remove(&a).await.unwrap());
@@ -109,13 +112,7 @@ async fn an_altered_or_moved_row_is_refused_by_the_seal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(MIRROR_FILE);
     let m = open(&path, &Arc::new(SealKey::generate()));
-    let (a, b) = (d("a.example.com"), d("b.example.com"));
-    m.put_all(vec![
-        (a.clone(), cert("a", 100)),
-        (b.clone(), cert("b", 100)),
-    ])
-    .await
-    .unwrap();
+    let (a, b) = two_copies(&m).await;
     let raw = Connection::open(&path).unwrap();
     // One byte of a's sealed value flipped, in another process's way: straight in the file.
     let mut sealed: Vec<u8> = raw
