@@ -3,10 +3,11 @@
 //!
 //! The only module that sees every other one; it holds no business logic. In `app/`: `lock`
 //! (one serving process per data dir), `bind` (listeners, and what to do when one cannot be bound), `probe` (is the ACME
-//! directory reachable at start).
+//! directory reachable at start), `mirror` (whether this node keeps a certificate mirror).
 
 mod bind;
 mod lock;
+mod mirror;
 mod probe;
 mod tokens;
 
@@ -238,7 +239,8 @@ impl App {
             .with_claims(ClaimSettings {
                 holder: config.cluster.node_id().to_string(),
                 ttl: config.acme.lease_ttl,
-            }),
+            })
+            .with_mirror(mirror::open(config, &registry)?),
         );
         certs.restore(
             &domains,
@@ -407,6 +409,7 @@ impl App {
             tasks.push(tokio::spawn(serve::serve_http(listener, serving.clone())));
         }
         tasks.push(tokio::spawn(certs.clone().run_maintenance(stop_rx.clone())));
+        tasks.push(tokio::spawn(certs.clone().fill_mirror(stop_rx.clone())));
         let propagation = Arc::new(Propagation::new(
             store.clone(),
             policy.clone(),

@@ -13,7 +13,8 @@
 //! name's certificate work, shared with other nodes through the store), `backoff` (the one
 //! record of failures and retry times), `renewal` (the renewal queue and the maintenance loop),
 //! [`schedule`] (when to renew and retry, pure), `status` (the admin API's view), `gauges`
-//! (certificate metrics), `error`.
+//! (certificate metrics), `error`, `mirror` (a cluster node's sealed local copy of every stored
+//! certificate, read when the store fails).
 //!
 //! Wall-clock time comes from the [`Clock`] handed to [`Certs::new`]; the on-demand timeout and
 //! the maintenance loop's sleeps are tokio's.
@@ -24,6 +25,7 @@ mod error;
 mod flight;
 mod gauges;
 mod key;
+mod mirror;
 mod renewal;
 pub mod schedule;
 mod status;
@@ -49,6 +51,7 @@ use flight::{Flight, Outcome};
 use gauges::GaugeScans;
 use key::Entry;
 pub use key::{KeyError, certified_key};
+pub use mirror::{CertMirror, MIRROR_FILE, MirrorError, MirrorMetrics};
 use renewal::Schedule;
 pub use status::CertStatus;
 
@@ -104,6 +107,7 @@ pub struct Certs {
     gate: Option<Arc<dyn IssueGate>>,
     claims: ClaimSettings,
     gauges: GaugeScans,
+    mirror: Option<Arc<CertMirror>>,
 }
 
 impl Certs {
@@ -133,6 +137,7 @@ impl Certs {
             gate: None,
             claims: ClaimSettings::default(),
             gauges: GaugeScans::default(),
+            mirror: None,
         }
     }
 
@@ -147,6 +152,13 @@ impl Certs {
     /// the defaults (holder `node`, 60 s).
     pub fn with_claims(mut self, claims: ClaimSettings) -> Certs {
         self.claims = claims;
+        self
+    }
+
+    /// Keeps `mirror` (a cluster node's local copy of every stored certificate) current, and
+    /// serves from it when the store fails; none: no mirror (SQLite).
+    pub fn with_mirror(mut self, mirror: Option<Arc<CertMirror>>) -> Certs {
+        self.mirror = mirror;
         self
     }
 
@@ -217,6 +229,7 @@ impl Certs {
         self.cache.invalidate(name);
         self.backoff.forget(name);
         lock(&self.schedule).remove(name);
+        self.unmirror(name);
     }
 
     /// Forgets every certificate held in memory, so each name's next handshake loads it again
@@ -239,12 +252,18 @@ impl Certs {
 
     /// Takes the certificate of `name` as the store now holds it, after another node stored,
     /// renewed or removed it (change propagation): a cached one is replaced by the stored one (or
-    /// dropped when there is none); one not cached is left to the next handshake to load.
+    /// dropped when there is none); one not cached is left to the next handshake to load. The
+    /// mirror, if any, copies it either way.
     pub async fn reload_name(&self, name: &Domain) -> Result<(), StoreError> {
-        if !self.cache.contains_key(name) {
+        let cached = self.cache.contains_key(name);
+        if !cached && !self.mirrors() {
             return Ok(());
         }
         let stored = self.store.certificate(name).await?;
+        self.mirror_stored(name, stored.as_ref()).await;
+        if !cached {
+            return Ok(());
+        }
         let now = self.clock.now();
         match stored.filter(|c| c.not_after > now) {
             Some(cert) => match self.entry(&cert) {

@@ -252,6 +252,10 @@ pub struct StoredLinkKey {
     pub retired_at: Option<SystemTime>,
 }
 
+/// A page of [`Store::certificates_after`]: each name with its certificate, or why the row is
+/// not usable.
+pub type CertPage = Vec<(Domain, Result<StoredCert, StoreError>)>;
+
 /// Count and soonest expiry of stored certificates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CertSummary {
@@ -316,6 +320,16 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
     async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError>;
     /// Validity of every stored certificate (for renewal scheduling).
     async fn cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError>;
+    /// One page of stored certificates with their keys: at most `limit`, in the store's order
+    /// of names, those after `after` (from the first with none). A caller reads every row once
+    /// by passing the last name of each page until a page comes back short (a node's local
+    /// copy of every certificate is filled this way, in the background). A row whose key does
+    /// not open comes with its error, so one bad row does not stop a reader of all the others.
+    async fn certificates_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<CertPage, StoreError>;
     /// A small value by key (the ACME account, …).
     async fn kv(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Stores a small value by key.

@@ -70,13 +70,17 @@ impl Certs {
     }
 
     /// A valid certificate of `name` in the store, as a cache entry (scheduling its renewal if
-    /// nothing is scheduled yet); none when the store has none that is unexpired.
+    /// nothing is scheduled yet); none when the store has none that is unexpired. When the store
+    /// fails, the mirror's copy (see `mirror/fallback`).
     pub(super) async fn stored(&self, name: &Domain) -> Result<Option<Entry>, CertError> {
-        let stored = self
-            .store
-            .certificate(name)
-            .await
-            .map_err(|e| CertError::unavailable(name, e))?;
+        let stored = match self.store.certificate(name).await {
+            Ok(stored) => {
+                self.store_answered();
+                stored
+            }
+            // The store failed (not "none"): the mirror's copy, if this node keeps one.
+            Err(e) => return self.mirrored(name, e).await,
+        };
         let Some(cert) = stored.filter(|c| c.not_after > self.clock.now()) else {
             return Ok(None);
         };

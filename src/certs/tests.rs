@@ -71,7 +71,7 @@ fn setup(dir: &std::path::Path) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>) {
 }
 
 /// A certificate layer over `store` and `issuer` serving `names`, as a (re)start makes it.
-fn certs_over(
+pub(in crate::certs) fn certs_over(
     store: &Arc<dyn Store>,
     issuer: Arc<dyn Issuer>,
     names: impl IntoIterator<Item = Domain>,

@@ -38,6 +38,7 @@ macro_rules! store_conformance_tests {
             removing_a_domain_deletes_its_certificate_and_checks,
             a_fallback_url_is_kept_with_its_domain_and_propagates,
             certificates_round_trip_with_their_keys,
+            certificates_are_read_in_pages_each_once,
             certificate_summary_counts_and_finds_the_soonest_expiry,
             issuance_status_round_trips_and_resets,
             domain_checks_round_trip_and_go_with_the_domain,
@@ -260,6 +261,51 @@ pub async fn certificates_round_trip_with_their_keys(store: &dyn Store) -> Resul
         .map(|l| (l.domain, l.not_before, l.not_after))
         .collect();
     assert_eq!(lifetimes, vec![(a, t(15), t(30)), (b, t(5), t(25))]);
+    Ok(())
+}
+
+/// Paging through the certificates (each page after the last name of the one before) reads
+/// every stored one once, with its key, in pages no longer than asked; an empty store is one
+/// empty page.
+pub async fn certificates_are_read_in_pages_each_once(store: &dyn Store) -> Result<(), StoreError> {
+    assert!(store.certificates_after(None, 10).await?.is_empty());
+    // Names whose order differs by collation (`-` and `.` against letters).
+    let names = [
+        "a-b.example.com",
+        "ab.example.com",
+        "a.example.com",
+        "b.example.com",
+        "z.example.org",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        store.add_domain(&d(name), t(1)).await?;
+        let issuer = format!("issuer {i}");
+        store
+            .put_certificate(&d(name), &cert(&issuer, 10, 20 + i as u64))
+            .await?;
+    }
+    let mut read = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.certificates_after(after.as_ref(), 2).await?;
+        assert!(page.len() <= 2, "a page of {} asked 2", page.len());
+        after = page.last().map(|(name, _)| name.clone());
+        let short = page.len() < 2;
+        for (name, cert) in page {
+            read.push((name, cert?));
+        }
+        if short {
+            break;
+        }
+    }
+    read.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut expected: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (d(name), cert(&format!("issuer {i}"), 10, 20 + i as u64)))
+        .collect();
+    expected.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(read, expected);
     Ok(())
 }
 

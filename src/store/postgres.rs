@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::Pool;
 
 use super::{
-    CertLifetime, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate, OrderTurn,
-    Store, StoreError, StoredCert, StoredLinkKey,
+    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate,
+    OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::config::ChallengeKind;
@@ -108,6 +108,14 @@ impl Store for PgStore {
 
     async fn cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError> {
         self.read_cert_lifetimes().await
+    }
+
+    async fn certificates_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<CertPage, StoreError> {
+        self.read_certificates_after(after, limit).await
     }
 
     async fn kv(&self, key: &str) -> Result<Option<String>, StoreError> {

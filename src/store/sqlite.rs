@@ -3,6 +3,7 @@
 //! SQLite calls are blocking, so each runs on tokio's blocking pool behind one connection mutex;
 //! nothing here is on the request path.
 
+mod certs;
 mod changes;
 pub(super) mod cluster;
 mod conn;
@@ -15,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    CertLifetime, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate, OrderTurn,
-    Store, StoreError, StoredCert, StoredLinkKey,
+    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate,
+    OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::clock::unix_secs;
@@ -252,6 +253,20 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn certificates_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<CertPage, StoreError> {
+        let after = after.map(|d| d.as_str().to_owned());
+        let rows = self
+            .with("listing certificates", move |c| {
+                certs::page(c, after.as_deref(), limit)
+            })
+            .await?;
+        certs::to_domains(rows)
     }
 
     async fn kv(&self, key: &str) -> Result<Option<String>, StoreError> {

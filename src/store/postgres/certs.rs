@@ -8,7 +8,7 @@ use super::rows::{cert_binding, parse_domain, utf8};
 use super::{PgStore, cluster, db};
 use crate::Domain;
 use crate::store::sqlite::rows::{secs, time};
-use crate::store::{CertLifetime, CertSummary, Fence, StoreError, StoredCert};
+use crate::store::{CertLifetime, CertPage, CertSummary, Fence, StoreError, StoredCert};
 
 impl PgStore {
     pub(super) async fn read_certificate(
@@ -100,6 +100,43 @@ impl PgStore {
             soonest_expiry: r.get::<_, Option<i64>>(1).map(time),
             expiring: r.get::<_, i64>(2).max(0) as u64,
         })
+    }
+
+    /// One page of certificates by name (the table's own collation, so the primary key's
+    /// index serves both the `>` and the order), each key opened (or the row's error).
+    pub(super) async fn read_certificates_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<CertPage, StoreError> {
+        let op = "listing certificates";
+        let rows = self
+            .conn(op)
+            .await?
+            .query(
+                "SELECT domain, issuer, chain_pem, key_sealed, not_before, not_after
+                 FROM certificates WHERE $1::TEXT IS NULL OR domain > $1
+                 ORDER BY domain LIMIT $2",
+                &[&after.map(Domain::as_str), &i64::from(limit)],
+            )
+            .await
+            .map_err(db(op))?;
+        rows.iter()
+            .map(|r| {
+                let name = parse_domain(r.get(0), "certificates.domain")?;
+                let cert = self
+                    .open(&cert_binding(name.as_str()), r.get(3))
+                    .and_then(|key| utf8(key, "certificates.key_sealed"))
+                    .map(|key_pem| StoredCert {
+                        issuer: r.get(1),
+                        chain_pem: r.get(2),
+                        key_pem,
+                        not_before: time(r.get(4)),
+                        not_after: time(r.get(5)),
+                    });
+                Ok((name, cert))
+            })
+            .collect()
     }
 
     pub(super) async fn read_cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError> {

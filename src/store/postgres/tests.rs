@@ -161,6 +161,11 @@ async fn a_dump_of_the_database_holds_no_private_key_or_link_secret() {
     );
     let err = store.certificate(&b).await.unwrap_err();
     assert!(matches!(err, StoreError::Seal(_)), "{err:?}");
+    // Read a page at a time, the bad row comes with its error and the others whole.
+    let page = store.certificates_after(None, 10).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].1.as_ref().unwrap().key_pem, KEY_PEM);
+    assert!(matches!(page[1].1, Err(StoreError::Seal(_))), "{page:?}");
 
     // Another key (a node set up with the wrong one, or a thief without it) opens nothing.
     let stranger = PgStore::connect(&StoreUrl::parse(&url).unwrap(), None, SealKey::generate())

@@ -1,0 +1,31 @@
+//! Whether this node keeps a certificate mirror, and where: with a PostgreSQL store, under the
+//! data dir, sealed with the cluster's seal key; with SQLite, none (the store is local already).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use prometheus::Registry;
+
+use crate::certs::{CertMirror, MIRROR_FILE, MirrorMetrics};
+use crate::config::{Config, StoreKind};
+use crate::seal::SealKey;
+
+/// The mirror this node keeps, opened; none with SQLite.
+pub(super) fn open(
+    config: &Config,
+    registry: &Registry,
+) -> anyhow::Result<Option<Arc<CertMirror>>> {
+    if config.store.kind() != StoreKind::Postgres {
+        return Ok(None);
+    }
+    // The store was opened with the same key already: reading it again cannot find it missing
+    // unless the file changed in between, which this reports.
+    let seal = SealKey::from_config(&config.cluster)
+        .context("reading the seal key for the certificate mirror")?
+        .context("the seal key is no longer set (cluster.seal_key_file or CLICKEDGE_SEAL_KEY)")?;
+    let metrics = MirrorMetrics::new(registry).context("registering metrics")?;
+    let path = config.data_dir.join(MIRROR_FILE);
+    let mirror = CertMirror::open(&path, Arc::new(seal), metrics)
+        .with_context(|| format!("opening the certificate mirror {}", path.display()))?;
+    Ok(Some(Arc::new(mirror)))
+}
