@@ -7,13 +7,15 @@
 //! ```
 //!
 //! In order: a throwaway PostgreSQL (as the tests start it); one node applies the schema; the
-//! rows are inserted with SQL (`generate_series`; the certificates are placeholders: start-up
-//! reads only their lifetimes); node A starts, timed from spawn to its ready line (every domain
-//! and certificate lifetime loaded), and its RSS is read at rest; node B starts; a domain is
-//! added through A's admin API, and the time until B completes a TLS handshake for it is the
-//! propagation time (B's built-in CA issues at that first handshake, which is included). Under
-//! `cargo test` (no `--bench` argument) it runs the same steps with 2 000 domains and 200
-//! certificates and checks the outcome, not the timing.
+//! domains are inserted with SQL (`generate_series`), the certificates through the store as the
+//! edge writes them (one real leaf, its key sealed to each row); node A starts, timed from spawn
+//! to its ready line (every domain and certificate lifetime loaded), its RSS read at rest, then
+//! the time until its local certificate mirror is filled (in the background: every certificate
+//! read, opened, sealed again and written under its data dir) and its RSS after; node B starts;
+//! a domain is added through A's admin API, and the time until B completes a TLS handshake for
+//! it is the propagation time (B's built-in CA issues at that first handshake, which is
+//! included). Under `cargo test` (no `--bench` argument) it runs the same steps with 2 000
+//! domains and 200 certificates and checks the outcome, not the timing.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -21,16 +23,27 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use clickedge::Domain;
 use clickedge::clock::{Clock, unix_secs};
+use clickedge::config::StoreUrl;
+use clickedge::seal::SealKey;
+use clickedge::store::{PgStore, Store, StoredCert};
 
 use common::Edge;
 use common::postgres::PgServer;
 
 const NEW: &str = "new.scale.example";
 
+/// The seal key of every node (and of the rows the bench writes).
+fn seal_hex() -> String {
+    "ab".repeat(32)
+}
+
 fn node(url: &str, id: &str) -> Edge {
     Edge::start_with_env(
-        &[("CLICKEDGE_SEAL_KEY", &"ab".repeat(32))],
+        &[("CLICKEDGE_SEAL_KEY", &seal_hex())],
         &format!(
             "[store]\nurl = \"{url}\"\n[cluster]\nnode_id = \"{id}\"\n[tls]\ncert_cache_capacity = 1000\n"
         ),
@@ -67,21 +80,27 @@ async fn run(domains: u64, certs: u64, bench: bool) {
              SELECT 'd' || g || '.scale.example', 'admin', {now} FROM generate_series(1, {domains}) g"
         ),
     );
-    server.psql(
-        &db,
-        &format!(
-            "INSERT INTO certificates (domain, issuer, chain_pem, key_sealed, not_before, not_after) \
-             SELECT 'd' || g || '.scale.example', 'acme', 'placeholder', '\\x00'::bytea, {now}, \
-             {now} + 7776000 FROM generate_series(1, {certs}) g"
-        ),
-    );
     let inserted = inserting.elapsed();
+    let storing = Instant::now();
+    store_certificates(&url, certs).await;
+    let stored = storing.elapsed();
 
     let starting = Instant::now();
     let a = node(&url, "edge-a");
     let start = starting.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = a.rss_kib();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while a.metric("clickedge_certificate_mirror_filled").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the mirror was not filled in 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let filled = starting.elapsed();
+    let mirrored = a.metric("clickedge_certificate_mirror_entries").await;
+    let rss_filled = a.rss_kib();
     let b = node(&url, "edge-b");
 
     let adding = Instant::now();
@@ -103,9 +122,15 @@ async fn run(domains: u64, certs: u64, bench: bool) {
     };
 
     println!("cluster scale: {domains} domains, {certs} certificates in PostgreSQL");
-    println!("  rows inserted (SQL)            {inserted:>10.1?}");
+    println!("  domains inserted (SQL)         {inserted:>10.1?}");
+    println!("  certificates stored            {stored:>10.1?}");
     println!("  node start-up to ready         {start:>10.1?}");
     println!("  node RSS at rest               {:>7} MiB", rss / 1024);
+    println!("  start to mirror filled         {filled:>10.1?}  ({mirrored} certificates)");
+    println!(
+        "  node RSS, mirror filled        {:>7} MiB",
+        rss_filled / 1024
+    );
     println!("  admin add on A                 {added:>10.1?}");
     println!("  add on A to handshake on B     {propagated:>10.1?}");
     if !bench {
@@ -113,5 +138,42 @@ async fn run(domains: u64, certs: u64, bench: bool) {
             .admin(reqwest::Method::GET, &format!("/v1/domains/{NEW}"), None)
             .await;
         assert_eq!(listed["name"], NEW, "{listed}");
+        assert_eq!(mirrored, certs as f64, "every certificate mirrored");
+    }
+}
+
+/// Stores `count` certificates (`d1.scale.example` …) through the store, as the edge does: one
+/// real leaf and key, the key sealed to each row.
+async fn store_certificates(url: &str, count: u64) {
+    let url = StoreUrl::parse(url).expect("store URL");
+    let seal = SealKey::from_hex(&seal_hex(), "bench").expect("seal key");
+    let store = Arc::new(PgStore::connect(&url, None, seal).await.expect("store"));
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["*.scale.example".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("leaf");
+    let now = Clock::system().now();
+    let cert = Arc::new(StoredCert {
+        issuer: "acme".to_owned(),
+        chain_pem: leaf.pem(),
+        key_pem: key.serialize_pem(),
+        not_before: now,
+        not_after: now + Duration::from_secs(90 * 86_400),
+    });
+    // Sixteen writers at once, each taking every sixteenth name.
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let (store, cert) = (store.clone(), cert.clone());
+            tokio::spawn(async move {
+                for g in (1 + w..=count).step_by(16) {
+                    let name = Domain::parse(&format!("d{g}.scale.example")).expect("name");
+                    store.put_certificate(&name, &cert).await.expect("storing");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
     }
 }
