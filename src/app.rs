@@ -2,17 +2,20 @@
 //! click sink, the three listeners, and an orderly shutdown.
 //!
 //! The only module that sees every other one; it holds no business logic. In `app/`: `lock`
-//! (one serving process per data dir), `bind` (listeners, and what to do when one cannot be bound), `probe` (is the ACME
+//! (one serving process per data dir), `bind` (listeners, and what to do when one cannot be bound), `clicks` (the click log, its writer and
+//! its shipper), `issuer` (the configured issuer), `probe` (is the ACME
 //! directory reachable at start), `mirror` (whether this node keeps a certificate mirror).
 
 mod bind;
+mod clicks;
+mod issuer;
 mod lock;
 mod mirror;
 mod probe;
 mod tokens;
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64};
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,18 +28,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use crate::acme::AcmeIssuer;
 use crate::acme::challenges::Challenges;
 use crate::admin::{self, AdminState};
 use crate::certs::{Certs, ClaimSettings, Settings as CertSettings};
-use crate::clicks::file::{Access, FileSink, FileSinkConfig};
-use crate::clicks::ship::{NatsTarget, ShipMetrics, Shipper};
+use crate::clicks::ClickWriter;
 use crate::clicks::verdict::Rules;
 use crate::clicks::verdict::networks::SharedCatalogue;
-use crate::clicks::{BatchConfig, ClickIds, ClickWriter};
 use crate::clock::Clock;
 use crate::cluster::{Propagation, Settings as PropagationSettings, StatusReader};
-use crate::config::{Config, IssuerKind, StoreKind, StreamKind};
+use crate::config::{Config, StoreKind};
 use crate::domains::Domains;
 use crate::http::Edge;
 use crate::status::StatusPages;
@@ -48,7 +48,6 @@ const NETWORKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 const VISITOR_SALT_CHECK: Duration = Duration::from_secs(3600);
 
 use crate::http::serve::{self, ProxyProtocol, Serving};
-use crate::issuer::{Issuer, LocalCa};
 use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
@@ -57,6 +56,7 @@ use crate::store::{self, OrderRate};
 use crate::tls::{self, Acceptor};
 
 use bind::{bind, bind_all};
+use clicks::ClickLog;
 pub use lock::{DataDirLock, LOCK_FILE, LockError};
 
 /// File under the data dir holding the generated admin token.
@@ -187,32 +187,7 @@ impl App {
             clock.clone(),
         ));
 
-        let issuer: Arc<dyn Issuer> = match config.tls.issuer {
-            IssuerKind::Local => Arc::new(
-                LocalCa::load_or_create(data_dir, config.tls.local_ca_names.clone(), clock.clone())
-                    .context("loading the local CA")?,
-            ),
-            IssuerKind::Acme => {
-                let issuer = AcmeIssuer::new(
-                    config.acme.clone(),
-                    store.clone(),
-                    challenges.clone(),
-                    metrics.clone(),
-                    clock.clone(),
-                )
-                .context("setting up the ACME issuer")?;
-                tokio::spawn(probe::acme_directory(config.acme.clone()));
-                Arc::new(issuer)
-            }
-        };
-        // The series alerts watch exist from the start, at 0: an absent series never makes
-        // `increase()` fire, and the first failure would go unnoticed.
-        for vec in [&metrics.certs_issued, &metrics.certs_failed] {
-            vec.with_label_values(&[issuer.kind()]);
-        }
-        for outcome in ["ok", "failed"] {
-            metrics.renewals.with_label_values(&[outcome]);
-        }
+        let issuer = issuer::build(config, &store, &challenges, &metrics, &clock)?;
         let onboarding = Arc::new(Onboarding::new(
             OnboardingSettings::from_config(config),
             store.clone(),
@@ -254,53 +229,12 @@ impl App {
             .await
             .context("reading certificate summary")?;
 
-        let shipper = match config.clicks.stream {
-            Some(StreamKind::Nats) => Some(
-                Shipper::new(
-                    config.clicks_dir(),
-                    NatsTarget::from_config(&config.clicks, &config.cluster.node_id()),
-                    ShipMetrics::new(&registry).context("registering shipping metrics")?,
-                    clock.clone(),
-                )
-                .await
-                .context("setting up click shipping to NATS")?,
-            ),
-            None => None,
-        };
-        let shipping = shipper.as_ref().map(Shipper::progress);
-        let sink = FileSink::open(
-            FileSinkConfig {
-                dir: config.clicks_dir(),
-                max_file_bytes: config.clicks.max_file_bytes.get(),
-                rotate_interval: config.clicks.rotate_interval,
-                access: if config.clicks.group_read {
-                    Access::GroupRead
-                } else {
-                    Access::Private
-                },
-                max_total_bytes: NonZeroU64::new(config.clicks.max_total_bytes),
-                max_age: config.clicks.retention,
-                shipped: shipping.clone(),
-            },
-            metrics.clone(),
-            clock.clone(),
-        )?;
-        let ids = ClickIds::new(config.cluster.node_id(), sink.next_click_seq());
-        let (click_writer, mut clicks) = ClickWriter::start(
-            sink,
-            BatchConfig {
-                flush_interval: config.clicks.flush_interval,
-                queue_capacity: config.clicks.queue_capacity.get(),
-                durability: config.clicks.durability,
-                max_buffered_bytes: config.clicks.max_buffered_bytes.get(),
-                ids,
-            },
-            metrics.clone(),
-            clock.clone(),
-        )?;
-        if let Some(per_sec) = NonZeroU32::new(config.clicks.max_clicks_per_ip_per_sec) {
-            clicks = clicks.with_rate_per_address(per_sec);
-        }
+        let ClickLog {
+            shipper,
+            shipping,
+            writer: click_writer,
+            queue: clicks,
+        } = clicks::start(config, &metrics, &registry, &clock).await?;
 
         let server_config = tls::server_config(provider.clone(), config.tls.session_resumption)
             .context("building the TLS configuration")?;
