@@ -15,6 +15,8 @@
 #[path = "support/procs.rs"]
 #[allow(dead_code)] // shared with the e2e bench
 mod procs;
+#[path = "support/runs.rs"]
+mod runs;
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -29,19 +31,6 @@ use procs::Proc;
 /// A click line as the edge writes it (a browser's click with a verdict and a message), without
 /// its `click_id`: 600 bytes or so, like the lines of the e2e bench.
 const LINE: &str = r#"{"ts":"2026-11-29T10:24:30.123Z","kind":"click","domain":"links0.example.com","url":"https://shop.example.com/spring-sale/shoes?utm_source=email&utm_campaign=spring1","meta":{"c":"spring","r":"12345"},"ip":"203.0.113.7","ua":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36","referer":null,"method":"GET","tls":"1.3","http":"2","minted_at":"2026-11-24T16:00:00Z","verdict":"human","reasons":[],"rules":"r2+n1","sec_fetch":"document,navigate,none,?1","message":{"id":"m-2026-11-29-0001","index":3,"count":12},"tls_fp":"t13d1516h2_8daaf6152771_e5627efa2ab1""#;
-
-fn own_cpu_seconds() -> f64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let Some(rest) = text.rfind(')').map(|i| &text[i + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    [11, 12]
-        .iter()
-        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
-        .sum::<f64>()
-        / procs::clock_ticks()
-}
 
 /// A local `nats-server -js` with its store in `dir`, pinned to the last core when there are
 /// two or more (this process keeps the others); its URL.
@@ -111,7 +100,7 @@ fn run(clicks: u64) -> Run {
             .await
             .expect("shipper");
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let cpu0 = own_cpu_seconds();
+        let cpu0 = runs::own_cpu_seconds();
         let start = Instant::now();
         let task = tokio::spawn(shipper.run(stopped));
         let deadline = start + Duration::from_secs(300);
@@ -124,7 +113,7 @@ fn run(clicks: u64) -> Run {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let elapsed = start.elapsed();
-        let cpu = own_cpu_seconds() - cpu0;
+        let cpu = runs::own_cpu_seconds() - cpu0;
         let _ = stop.send(true);
         task.await.expect("shipper task");
         assert_eq!(
@@ -141,21 +130,15 @@ fn run(clicks: u64) -> Run {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
+    let (args, bench) = runs::args();
+    if !bench {
         run(2_000);
         println!(
             "ship smoke: 2000 clicks acknowledged; timings only under `cargo bench --bench ship`"
         );
         return;
     }
-    let value = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let value = |name, default| runs::value(&args, name, default);
     let (clicks, runs) = (value("--clicks", 200_000), value("--runs", 3));
     let mut results: Vec<Run> = (0..runs)
         .map(|i| {
@@ -169,12 +152,7 @@ fn main() {
             r
         })
         .collect();
-    results.sort_by(|a, b| a.cpu_us.total_cmp(&b.cpu_us));
-    let (lo, med, hi) = (
-        &results[0],
-        &results[results.len() / 2],
-        &results[results.len() - 1],
-    );
+    let (lo, med, hi) = runs::spread(&mut results, |r| r.cpu_us);
     println!(
         "shipping to JetStream: {:.2} µs CPU per click (min {:.2}, max {:.2}), {:.0} clicks/s, {clicks} clicks per run, {runs} runs",
         med.cpu_us, lo.cpu_us, hi.cpu_us, med.clicks_per_s

@@ -11,6 +11,9 @@
 //! writer thread), and bytes per click. Under `cargo test` it writes 10 000 clicks once and checks
 //! every one is on disk; no timing is checked.
 
+#[path = "support/runs.rs"]
+mod runs;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -48,19 +51,6 @@ fn event(clock: &Clock, domain: &Domain, ip: IpAddr, i: u64) -> ClickEvent {
     }
 }
 
-fn own_cpu_seconds() -> f64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let Some(rest) = text.rfind(')').map(|i| &text[i + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    [11, 12]
-        .iter()
-        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
-        .sum::<f64>()
-        / 100.0
-}
-
 struct Run {
     clicks_per_s: f64,
     cpu_us: f64,
@@ -94,7 +84,7 @@ fn run(clicks: u64) -> Run {
     .expect("starting the writer");
     let domain = Domain::parse("links0.example.com").expect("domain");
     let ip: IpAddr = "203.0.113.7".parse().expect("ip");
-    let cpu0 = own_cpu_seconds();
+    let cpu0 = runs::own_cpu_seconds();
     let start = Instant::now();
     for i in 0..clicks {
         // Stay under the queue bound so nothing is dropped: this measures the writer.
@@ -106,7 +96,7 @@ fn run(clicks: u64) -> Run {
     drop(queue);
     writer.close();
     let elapsed = start.elapsed();
-    let cpu = own_cpu_seconds() - cpu0;
+    let cpu = runs::own_cpu_seconds() - cpu0;
     assert_eq!(metrics.clicks_dropped.get(), 0, "clicks dropped");
     let (lines, bytes) = std::fs::read_dir(dir.path())
         .expect("click dir")
@@ -129,8 +119,8 @@ fn run(clicks: u64) -> Run {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
+    let (args, bench) = runs::args();
+    if !bench {
         let r = run(10_000);
         println!(
             "sink smoke: 10000 clicks written ({:.0} bytes each); timings only under `cargo bench --bench sink`",
@@ -138,13 +128,7 @@ fn main() {
         );
         return;
     }
-    let value = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let value = |name, default| runs::value(&args, name, default);
     let (clicks, runs) = (value("--clicks", 1_000_000), value("--runs", 3));
     let mut results: Vec<Run> = (0..runs)
         .map(|i| {
@@ -159,12 +143,7 @@ fn main() {
             r
         })
         .collect();
-    results.sort_by(|a, b| a.clicks_per_s.total_cmp(&b.clicks_per_s));
-    let (lo, med, hi) = (
-        &results[0],
-        &results[results.len() / 2],
-        &results[results.len() - 1],
-    );
+    let (lo, med, hi) = runs::spread(&mut results, |r| r.clicks_per_s);
     println!(
         "file sink, buffered: {:.0} clicks/s (min {:.0}, max {:.0}), {:.2} µs CPU per click, {:.0} bytes per click, {} clicks per run, {runs} runs",
         med.clicks_per_s, lo.clicks_per_s, hi.clicks_per_s, med.cpu_us, med.bytes_per_click, clicks

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::Edge;
 use common::postgres::{self, PgServer};
+use common::{Edge, within};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -62,22 +61,6 @@ async fn mint(edge: &Edge, domain: &str) -> String {
         .await;
     assert_eq!(status, 201, "minting: {body}");
     body["link"].as_str().expect("link").to_owned()
-}
-
-/// Polls `check` every 20 ms until it holds; how long that took, or none after `limit`.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

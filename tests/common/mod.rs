@@ -483,6 +483,22 @@ pub fn an_hour_ago() -> String {
         .unwrap()
 }
 
+/// Polls `check` every 20 ms until it holds; how long that took, or none after `limit`.
+pub async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() <= limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 pub fn read_clicks(dir: &Path) -> Vec<Value> {
     read_click_lines(dir)
         .iter()
