@@ -319,9 +319,22 @@ impl<V: VerdictStage> Edge<V> {
                     .click_implies_open(event.domain.as_str(), &m.message);
         }
         self.privacy.apply(&mut event);
+        // Kept (once per message) to give the implied open back if the click is refused.
+        let implied = event
+            .implied_open
+            .then(|| {
+                event
+                    .message
+                    .as_ref()
+                    .map(|m| (event.domain.clone(), m.message.clone()))
+            })
+            .flatten();
         // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
         // and a click that cannot be kept is refused rather than acknowledged.
         if self.clicks.record(event).await.is_err() {
+            if let Some((domain, message)) = implied {
+                self.seen.forget(domain.as_str(), &message);
+            }
             self.counters.unavailable.inc();
             let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "try again\n");
             res.headers_mut()

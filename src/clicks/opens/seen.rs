@@ -56,18 +56,31 @@ impl SeenOpens {
         !self.test_and_set(domain, message)
     }
 
-    /// Whether the message was remembered; it is remembered afterwards.
-    fn test_and_set(&self, domain: &str, message: &str) -> bool {
+    /// Undoes a click's [`SeenOpens::click_implies_open`] whose click could not be logged, so
+    /// that the next person's click on the message says `implied_open` again.
+    pub fn forget(&self, domain: &str, message: &str) {
+        let (fp, ways) = self.place(domain, message);
+        for way in ways {
+            let _ = way.compare_exchange(fp, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// The message's fingerprint (never 0, which marks an empty slot) and its bucket.
+    fn place(&self, domain: &str, message: &str) -> (u64, &[AtomicU64]) {
         let mut h = self.keys.build_hasher();
         h.write(domain.as_bytes());
         h.write_u8(0xff);
         h.write(message.as_bytes());
-        // 0 marks an empty slot.
         let fp = h.finish().max(1);
         let buckets = self.slots.len() / WAYS;
         // Invariant: the remainder is below `buckets`, which fits in usize.
         let bucket = (fp % buckets as u64) as usize * WAYS;
-        let ways = &self.slots[bucket..bucket + WAYS];
+        (fp, &self.slots[bucket..bucket + WAYS])
+    }
+
+    /// Whether the message was remembered; it is remembered afterwards.
+    fn test_and_set(&self, domain: &str, message: &str) -> bool {
+        let (fp, ways) = self.place(domain, message);
         let mut empty = None;
         for (i, way) in ways.iter().enumerate() {
             match way.load(Ordering::Relaxed) {
@@ -99,6 +112,18 @@ mod tests {
             "a message's clicks imply its open once"
         );
         assert!(seen.click_implies_open("other.example.com", "m1"));
+    }
+
+    #[test]
+    fn a_click_that_could_not_be_logged_gives_its_implied_open_back() {
+        let seen = SeenOpens::with_slots(64);
+        assert!(seen.click_implies_open("d", "m1"));
+        seen.forget("d", "m1");
+        assert!(
+            seen.click_implies_open("d", "m1"),
+            "the next click says it again"
+        );
+        assert!(!seen.click_implies_open("d", "m1"));
     }
 
     #[test]

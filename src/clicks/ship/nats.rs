@@ -2,8 +2,9 @@
 //! (created when missing), and one publish per click line with its `click_id` as `Nats-Msg-Id`.
 //!
 //! A publish is a plain NATS publish whose reply subject is `<inbox>.<n>`, the stream's
-//! acknowledgements all arriving on one subscription to `<inbox>.*` and read in order
-//! ([`Nats::ack`]). This is what the JetStream context's own publish does, without its
+//! acknowledgements all arriving on one subscription to `<inbox>.*` and taken in publishing
+//! order ([`Nats::ack`]; one that overtakes an earlier one, as a replicated stream's leader may
+//! answer a duplicate before a message still in consensus, is kept until its turn). This is what the JetStream context's own publish does, without its
 //! per-message costs (a fresh inbox name, a waiting table entry, a timer and a generic JSON
 //! response per line), which measured several µs of CPU per click (BENCHMARKS.md).
 //!
@@ -13,10 +14,10 @@
 //! wildcard) and a duplicate window of [`DUPLICATE_WINDOW`]: a re-publish inside it is
 //! acknowledged as a duplicate, not stored twice. Nothing here reads the click log.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use std::borrow::Cow;
 
 use async_nats::jetstream::{self, stream};
 use async_nats::{HeaderMap, StatusCode, Subject, Subscriber, header::NATS_MESSAGE_ID};
@@ -137,6 +138,8 @@ pub(super) struct Nats {
     inbox: String,
     /// The subscription to `<inbox>.*`, made at the first publish.
     acks: Option<Subscriber>,
+    /// Acknowledgements that came before their turn, by publish number.
+    early: BTreeMap<u64, async_nats::Message>,
     /// The number of the next publish (its reply subject's last token).
     next: u64,
 }
@@ -163,9 +166,6 @@ pub enum PublishError {
     /// No acknowledgement (or no room in the client's queue) within the timeout.
     #[error("no answer from NATS within {0:?}")]
     TimedOut(Duration),
-    /// The acknowledgement of a later publish came first: this one's was lost.
-    #[error("an acknowledgement was lost (a later one came first)")]
-    Lost,
     /// The subscription ended (the client was closed).
     #[error("the NATS connection closed")]
     Closed,
@@ -242,6 +242,7 @@ impl Nats {
             target,
             inbox,
             acks: None,
+            early: BTreeMap::new(),
             next: 0,
         })
     }
@@ -316,10 +317,15 @@ impl Nats {
         Ok(n)
     }
 
-    /// Waits for the acknowledgement of publish `n`, the oldest still waited for (the stream
-    /// acknowledges in publishing order). Older ones left from a failed attempt are skipped; a
-    /// newer one first means `n`'s was lost.
+    /// Waits for the acknowledgement of publish `n`, the oldest still waited for. Older ones
+    /// left from a failed attempt are dropped; newer ones that overtake it are kept for their
+    /// turn (at most [`super::MAX_IN_FLIGHT`] of them: the shipper waits for none further out).
     pub(super) async fn ack(&mut self, n: u64) -> Result<Ack, PublishError> {
+        if let Some(msg) = self.early.remove(&n) {
+            return self.decode(&msg);
+        }
+        // Anything kept from before `n` belongs to an attempt given up on.
+        self.early = self.early.split_off(&n);
         let acks = self.acks.as_mut().ok_or(PublishError::Closed)?;
         loop {
             let msg = tokio::time::timeout(ACK_TIMEOUT, acks.next())
@@ -331,16 +337,21 @@ impl Nats {
                 .rsplit_once('.')
                 .and_then(|(_, n)| n.parse::<u64>().ok());
             match got {
-                Some(got) if got < n => continue,
-                Some(got) if got > n => return Err(PublishError::Lost),
-                Some(_) => {}
-                None => continue,
+                Some(got) if got == n => return self.decode(&msg),
+                Some(got) if got > n && self.early.len() < super::MAX_IN_FLIGHT => {
+                    self.early.insert(got, msg);
+                }
+                _ => {}
             }
-            if msg.status == Some(StatusCode::NO_RESPONDERS) {
-                return Err(PublishError::NoStream(self.target.subject.clone()));
-            }
-            return parse_ack(&msg.payload);
         }
+    }
+
+    /// The acknowledgement (or refusal) a reply says.
+    fn decode(&self, msg: &async_nats::Message) -> Result<Ack, PublishError> {
+        if msg.status == Some(StatusCode::NO_RESPONDERS) {
+            return Err(PublishError::NoStream(self.target.subject.clone()));
+        }
+        parse_ack(&msg.payload)
     }
 }
 
