@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
 use common::postgres::PgServer;
@@ -170,4 +171,47 @@ async fn a_sqlite_edge_keeps_no_mirror() {
         !edge.data_dir().join("cert-mirror.db").exists(),
         "a mirror file next to a local store"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_that_cannot_be_opened_is_set_aside_and_filled_again() {
+    let server = PgServer::start();
+    let url = server.fresh_database();
+    let a = node(&url, "edge-a");
+    let domain = "m3.example.com";
+    a.add_domain(domain).await;
+    let link = a.mint(domain, DEST, json!({})).await;
+    assert_eq!(click(&a, &a, domain, &link).await, Some(302));
+    // b's data dir already holds, where its mirror goes, a file that is no database.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(data.join("cert-mirror.db"), [b'x'; 4096]).unwrap();
+    let key = dir.path().join("seal.key");
+    std::fs::write(&key, "6d".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let b = Edge::start_in(
+        dir,
+        &format!(
+            "[store]\nurl = \"{url}\"\n[cluster]\nnode_id = \"edge-b\"\nseal_key_file = \"{}\"\n",
+            key.display()
+        ),
+    );
+    assert!(
+        within(Duration::from_secs(30), || async {
+            b.metric(FILLED).await == 1.0 && b.metric(ENTRIES).await == 1.0
+        })
+        .await
+        .is_some(),
+        "b's new mirror was not filled:\n{}",
+        b.stderr()
+    );
+    let log = b.stderr();
+    assert!(
+        log.contains("the certificate mirror cannot be opened"),
+        "{log}"
+    );
+    let aside = b.data_dir().join("cert-mirror.db.damaged");
+    assert_eq!(std::fs::read(aside).unwrap(), vec![b'x'; 4096]);
 }

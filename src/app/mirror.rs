@@ -25,7 +25,27 @@ pub(super) fn open(
         .context("the seal key is no longer set (cluster.seal_key_file or CLICKEDGE_SEAL_KEY)")?;
     let metrics = MirrorMetrics::new(registry).context("registering metrics")?;
     let path = config.data_dir.join(MIRROR_FILE);
-    let mirror = CertMirror::open(&path, Arc::new(seal), metrics)
-        .with_context(|| format!("opening the certificate mirror {}", path.display()))?;
+    let seal = Arc::new(seal);
+    // The mirror is a copy: one that cannot be opened (damaged, or not a database) is set aside
+    // and made again from the store by the fill, rather than stopping the node.
+    let mirror = match CertMirror::open(&path, seal.clone(), metrics.clone()) {
+        Ok(mirror) => mirror,
+        Err(e) => {
+            let aside = path.with_extension("db.damaged");
+            tracing::warn!(
+                path = %path.display(),
+                aside = %aside.display(),
+                error = %crate::errors::chain(&e),
+                "the certificate mirror cannot be opened: set aside, a new one is filled from the store"
+            );
+            std::fs::rename(&path, &aside)
+                .with_context(|| format!("setting {} aside", path.display()))?;
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            CertMirror::open(&path, seal, metrics)
+                .with_context(|| format!("opening the certificate mirror {}", path.display()))?
+        }
+    };
     Ok(Some(Arc::new(mirror)))
 }
