@@ -215,7 +215,7 @@ impl App {
                 holder: config.cluster.node_id().to_string(),
                 ttl: config.acme.lease_ttl,
             })
-            .with_mirror(mirror::open(config, &registry)?),
+            .with_mirror(mirror::open(config, &registry, &policy)?),
         );
         certs.restore(
             &domains,

@@ -8,12 +8,14 @@ use prometheus::Registry;
 
 use crate::certs::{CertMirror, MIRROR_FILE, MirrorMetrics};
 use crate::config::{Config, StoreKind};
+use crate::policy::Policy;
 use crate::seal::SealKey;
 
 /// The mirror this node keeps, opened; none with SQLite.
 pub(super) fn open(
     config: &Config,
     registry: &Registry,
+    policy: &Arc<Policy>,
 ) -> anyhow::Result<Option<Arc<CertMirror>>> {
     if config.store.kind() != StoreKind::Postgres {
         return Ok(None);
@@ -47,5 +49,5 @@ pub(super) fn open(
                 .with_context(|| format!("opening the certificate mirror {}", path.display()))?
         }
     };
-    Ok(Some(Arc::new(mirror)))
+    Ok(Some(Arc::new(mirror.registered_by(policy.clone()))))
 }

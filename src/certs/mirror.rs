@@ -102,6 +102,9 @@ pub struct CertMirror {
     /// Set while handshakes are served from the mirror, cleared when the store answers: the
     /// outage is logged once, at its first use.
     in_use: AtomicBool,
+    /// Names copied only while registered, checked under the connection's lock: a copy read
+    /// before its domain was removed cannot be written after its removal deleted it.
+    registered: Option<Arc<crate::policy::Policy>>,
 }
 
 impl CertMirror {
@@ -143,7 +146,14 @@ impl CertMirror {
             generation: Arc::new(AtomicU64::new(u64::try_from(generation).unwrap_or(0))),
             metrics,
             in_use: AtomicBool::new(false),
+            registered: None,
         })
+    }
+
+    /// Copies only names `policy` holds registered when the copy is written.
+    pub fn registered_by(mut self, policy: Arc<crate::policy::Policy>) -> CertMirror {
+        self.registered = Some(policy);
+        self
     }
 
     /// Copies `name`'s certificate, unless the copy already expires later; whether it wrote.
@@ -157,12 +167,19 @@ impl CertMirror {
         let seal = self.seal.clone();
         let generation = self.generation.clone();
         let entries = self.metrics.entries.clone();
+        let registered = self.registered.clone();
         self.blocking("writing certificates", move |conn| {
             let generation = generation.load(Ordering::SeqCst) as i64;
             let tx = conn.unchecked_transaction().map_err(db("writing"))?;
             let mut written = 0;
             let mut added = 0;
             for (name, cert) in &certs {
+                if registered
+                    .as_ref()
+                    .is_some_and(|p| !p.is_registered(name.as_str()))
+                {
+                    continue;
+                }
                 let not_after = secs(unix_secs(cert.not_after));
                 let sealed = seal_row(&seal, name, cert)?;
                 let before: Option<i64> = tx

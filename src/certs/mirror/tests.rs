@@ -186,3 +186,20 @@ async fn the_fill_copies_every_stored_certificate_and_sweeps_the_rest() {
 
 /// The fill's page size, to make a store span pages.
 const PAGE_FOR_TESTS: usize = fill::PAGE as usize;
+
+#[tokio::test]
+async fn a_name_removed_before_its_copy_is_written_is_not_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Arc::new(crate::policy::Policy::new([d("a.example.com")], None));
+    let m = open(
+        &dir.path().join(MIRROR_FILE),
+        &Arc::new(SealKey::generate()),
+    )
+    .registered_by(policy.clone());
+    let (a, b) = (d("a.example.com"), d("b.example.com"));
+    assert!(m.put(&a, &cert("a", 100)).await.unwrap());
+    // b was read from the store, then removed, before its copy was written.
+    assert!(!m.put(&b, &cert("b", 100)).await.unwrap());
+    assert_eq!(m.read(&b).await.unwrap(), None);
+    assert_eq!(m.metrics.entries.get(), 1);
+}
