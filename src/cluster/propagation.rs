@@ -148,8 +148,10 @@ impl Propagation {
         Ok(())
     }
 
-    /// Applies one page, oldest first, each row once (at its last version in the page); the
-    /// link key ring is reloaded once at the end if any key changed.
+    /// Applies one page, each row once (at its last version in the page): domains first, then
+    /// certificates, oldest first (a certificate is applied to a name already registered or
+    /// already forgotten, whatever order the rows were written in); the link key ring is
+    /// reloaded once at the end if any key changed.
     async fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         let Some(last) = changes.last().map(|c| c.version) else {
             return Ok(());
@@ -159,10 +161,11 @@ impl Propagation {
             latest.insert(&c.what, c.version);
         }
         let mut keys_changed = false;
-        for c in &changes {
-            if latest.get(&c.what) != Some(&c.version) {
-                continue;
-            }
+        let (domains, others): (Vec<&Change>, Vec<&Change>) = changes
+            .iter()
+            .filter(|c| latest.get(&c.what) == Some(&c.version))
+            .partition(|c| matches!(c.what, Changed::Domain(_)));
+        for c in domains.into_iter().chain(others) {
             match &c.what {
                 Changed::Domain(name) => match self.store.domain(name).await? {
                     Some(record) => {
