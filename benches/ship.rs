@@ -12,6 +12,9 @@
 //! when there are two). Under `cargo test` it ships 2 000 clicks once and checks every one was
 //! acknowledged; no timing is checked.
 
+#[path = "support/peers.rs"]
+#[allow(dead_code)] // shared with the e2e bench
+mod peers;
 #[path = "support/procs.rs"]
 #[allow(dead_code)] // shared with the e2e bench
 mod procs;
@@ -19,44 +22,15 @@ mod procs;
 mod runs;
 
 use std::io::Write as _;
-use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clickedge::clicks::ship::{NatsTarget, ShipMetrics, Shipper};
 use clickedge::clock::Clock;
 use clickedge::config::{Clicks, NodeId};
-use procs::Proc;
 
 /// A click line as the edge writes it (a browser's click with a verdict and a message), without
 /// its `click_id`: 600 bytes or so, like the lines of the e2e bench.
 const LINE: &str = r#"{"ts":"2026-11-29T10:24:30.123Z","kind":"click","domain":"links0.example.com","url":"https://shop.example.com/spring-sale/shoes?utm_source=email&utm_campaign=spring1","meta":{"c":"spring","r":"12345"},"ip":"203.0.113.7","ua":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36","referer":null,"method":"GET","tls":"1.3","http":"2","minted_at":"2026-11-24T16:00:00Z","verdict":"human","reasons":[],"rules":"r2+n1","sec_fetch":"document,navigate,none,?1","message":{"id":"m-2026-11-29-0001","index":3,"count":12},"tls_fp":"t13d1516h2_8daaf6152771_e5627efa2ab1""#;
-
-/// A local `nats-server -js` with its store in `dir`, pinned to the last core when there are
-/// two or more (this process keeps the others); its URL.
-fn nats(dir: &std::path::Path) -> (Proc, url::Url) {
-    let bin = procs::installed("nats-server")
-        .expect("nats-server is not installed: apt-get install -y nats-server");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    std::fs::create_dir_all(dir).expect("nats dir");
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut cmd = procs::pinned((cores > 1).then_some(cores - 1), bin);
-    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let proc = Proc::spawn("nats-server", cmd, &dir.join("nats.log")).expect("nats-server");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let url = format!("nats://127.0.0.1:{port}").parse().expect("url");
-    (proc, url)
-}
 
 struct Run {
     clicks_per_s: f64,
@@ -82,7 +56,12 @@ fn run(clicks: u64) -> Run {
         .expect("flushing")
         .sync_all()
         .expect("syncing");
-    let (_nats, url) = nats(&dir.path().join("nats"));
+    // The broker on the last core when there are two or more (this process keeps the others).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (_nats, url) =
+        peers::nats_server(&dir.path().join("nats"), (cores > 1).then_some(cores - 1))
+            .expect("nats-server");
+    let url = url.parse().expect("url");
     let clicks_config = Clicks {
         nats_url: url,
         ..Clicks::default()

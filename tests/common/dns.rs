@@ -30,7 +30,7 @@ impl Dns {
             found,
             "pebble-challtestsrv is not installed: install the Debian package `pebble` (scripts/test does)"
         );
-        let addr = SocketAddr::from(([127, 0, 0, 1], super::pebble::free_udp_tcp_port()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], super::pebble::free_tcp_port()));
         let management = SocketAddr::from(([127, 0, 0, 1], super::pebble::free_tcp_port()));
         let child = Command::new("pebble-challtestsrv")
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])

@@ -64,16 +64,12 @@ fn need(binary: &str) {
     );
 }
 
-/// A port free for TCP and UDP on 127.0.0.1, never handed out twice in one test process.
+/// A port free for TCP and UDP (a DNS server needs both) on 127.0.0.1, never handed out twice
+/// in one test process.
 pub fn free_tcp_port() -> u16 {
     use super::postgres::ports::PortRange;
     static PORTS: PortRange = PortRange::new(16_000, 32_768);
     PORTS.take()
-}
-
-/// A port free for both UDP and TCP (a DNS server needs both).
-pub fn free_udp_tcp_port() -> u16 {
-    free_tcp_port()
 }
 
 /// Ports reserved for a Pebble that starts later (the edge's config needs its URL first).
@@ -139,7 +135,7 @@ impl PebblePorts {
 
     /// Starts Pebble, validating against the edge's `http` and `https` ports.
     pub async fn start(self, http_port: u16, tls_port: u16, options: &PebbleOptions) -> Pebble {
-        let dns_port = free_udp_tcp_port();
+        let dns_port = free_tcp_port();
         let dns = SocketAddr::from(([127, 0, 0, 1], dns_port));
         let dns_management = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let challtestsrv = Command::new("pebble-challtestsrv")
