@@ -272,12 +272,16 @@ impl AcmeIssuer {
                 .await
                 .map_err(|e| failed(domain, e))?;
             published.push((kind, key));
-            // A resumed order's challenge may have been answered by the node that placed it.
-            if handle.status == ChallengeStatus::Pending {
-                handle
-                    .set_ready()
-                    .await
-                    .map_err(|e| acme_error(domain, e))?;
+            // A resumed order's challenge may have been answered by the node that placed it,
+            // and may turn valid between reading it and answering it (a CA can keep it pending
+            // while it validates): then the CA refuses the answer, and the order's state decides.
+            if handle.status == ChallengeStatus::Pending
+                && let Err(e) = handle.set_ready().await
+            {
+                if *created {
+                    return Err(acme_error(domain, e));
+                }
+                tracing::debug!(%domain, error = %e, "resumed order: the challenge was not answered again");
             }
         }
 
