@@ -49,26 +49,89 @@ impl ResolvesServerCert for SelectedCert {
 /// Session cache entries kept when resumption is on.
 const SESSION_CACHE_ENTRIES: usize = 4096;
 
-/// The shared server configuration: TLS 1.3 and 1.2, ALPN h2 and http/1.1, resumption (tickets
-/// and a bounded session cache) unless `session_resumption` is false.
+/// The edge's two server configurations, alike but for the cipher suite choice (see
+/// [`ServerConfigs::for_hello`]).
+#[derive(Clone)]
+pub struct ServerConfigs {
+    /// The client's order decides: browsers put AES-128-GCM first, or ChaCha20-Poly1305 where
+    /// they have no AES instructions.
+    by_client: Arc<ServerConfig>,
+    /// AES-128-GCM whenever offered, for clients that put AES-256-GCM first (OpenSSL's and Go's
+    /// defaults, so most scanners and scripts): the same security margin for TLS here, and
+    /// AES-256-GCM's suite hashes the transcript with SHA-384, which costs more per handshake.
+    aes128_first: Arc<ServerConfig>,
+}
+
+impl ServerConfigs {
+    /// The configuration for a client offering `suites`, in its order of preference.
+    fn for_hello(&self, suites: &[rustls::CipherSuite]) -> &Arc<ServerConfig> {
+        use rustls::CipherSuite::{
+            TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+        };
+        let first = suites.iter().find(|s| {
+            matches!(
+                s,
+                TLS13_AES_128_GCM_SHA256
+                    | TLS13_AES_256_GCM_SHA384
+                    | TLS13_CHACHA20_POLY1305_SHA256
+            )
+        });
+        match first {
+            Some(TLS13_AES_256_GCM_SHA384) => &self.aes128_first,
+            _ => &self.by_client,
+        }
+    }
+}
+
+/// The shared server configurations: TLS 1.3 and 1.2, ALPN h2 and http/1.1, resumption (tickets
+/// and a bounded session cache, shared by both) unless `session_resumption` is false.
 pub fn server_config(
     provider: Arc<CryptoProvider>,
     session_resumption: bool,
-) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SelectedCert));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+) -> Result<ServerConfigs, rustls::Error> {
+    let build = |provider: Arc<CryptoProvider>| -> Result<ServerConfig, rustls::Error> {
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SelectedCert));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    };
+    let mut by_client = build(provider.clone())?;
     if session_resumption {
-        config.session_storage =
+        by_client.session_storage =
             rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        by_client.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     } else {
-        config.session_storage = Arc::new(NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
+        by_client.session_storage = Arc::new(NoServerSessionStorage {});
+        by_client.send_tls13_tickets = 0;
     }
-    Ok(Arc::new(config))
+    let mut suites = provider.cipher_suites.clone();
+    // Stable: AES-128-GCM's suites first, the others after them in the provider's order.
+    suites.sort_by_key(|s| {
+        use rustls::CipherSuite::{
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            TLS13_AES_128_GCM_SHA256,
+        };
+        !matches!(
+            s.suite(),
+            TLS13_AES_128_GCM_SHA256
+                | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    let mut aes128_first = build(Arc::new(CryptoProvider {
+        cipher_suites: suites,
+        ..(*provider).clone()
+    }))?;
+    aes128_first.ignore_client_order = true;
+    aes128_first.session_storage = by_client.session_storage.clone();
+    aes128_first.ticketer = by_client.ticketer.clone();
+    aes128_first.send_tls13_tickets = by_client.send_tls13_tickets;
+    Ok(ServerConfigs {
+        by_client: Arc::new(by_client),
+        aes128_first: Arc::new(aes128_first),
+    })
 }
 
 /// The configuration for TLS-ALPN-01 validation handshakes (RFC 8737 §3): ALPN `acme-tls/1`
@@ -149,7 +212,7 @@ enum Alert {
 
 /// Terminates TLS for the edge.
 pub struct Acceptor {
-    config: Arc<ServerConfig>,
+    configs: ServerConfigs,
     challenge_config: Arc<ServerConfig>,
     challenges: Arc<Challenges>,
     certs: Arc<Certs>,
@@ -158,10 +221,10 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// An acceptor using `config` (from [`server_config`]) and `certs`, answering TLS-ALPN-01
+    /// An acceptor using `configs` (from [`server_config`]) and `certs`, answering TLS-ALPN-01
     /// validation with `challenges` and `challenge_config` (from [`challenge_config`]).
     pub fn new(
-        config: Arc<ServerConfig>,
+        configs: ServerConfigs,
         challenge_config: Arc<ServerConfig>,
         challenges: Arc<Challenges>,
         certs: Arc<Certs>,
@@ -169,7 +232,7 @@ impl Acceptor {
         handshake_timeout: Duration,
     ) -> Acceptor {
         Acceptor {
-            config,
+            configs,
             challenge_config,
             challenges,
             certs,
@@ -234,7 +297,11 @@ impl Acceptor {
         };
         // rustls resolves the certificate while `into_stream` builds the connection from the
         // buffered ClientHello, synchronously: the task-local only needs to be set for that call.
-        let handshake = SELECTED.sync_scope(key, || start.into_stream(self.config.clone()));
+        let config = self
+            .configs
+            .for_hello(start.client_hello().cipher_suites())
+            .clone();
+        let handshake = SELECTED.sync_scope(key, || start.into_stream(config));
         let stream = tokio::time::timeout(self.handshake_timeout, handshake)
             .await
             .map_err(|_| HandshakeError::Timeout)?

@@ -171,3 +171,59 @@ async fn session_resumption_is_on_by_default_and_can_be_turned_off() {
         rustls::HandshakeKind::Full
     );
 }
+
+/// The suite the edge picks for a client offering `suites`, in that order.
+async fn negotiated(edge: &Edge, suites: &[rustls::SupportedCipherSuite]) -> rustls::CipherSuite {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(edge.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites.to_vec(),
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(edge.https).await.unwrap();
+    let name = ServerName::try_from("links.example.com").unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+}
+
+#[tokio::test]
+async fn a_client_that_puts_aes_256_first_gets_aes_128_and_any_other_gets_its_first_choice() {
+    use rustls::CipherSuite as S;
+    use rustls::crypto::aws_lc_rs::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256 as AES128, TLS13_AES_256_GCM_SHA384 as AES256,
+        TLS13_CHACHA20_POLY1305_SHA256 as CHACHA,
+    };
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    let cases = [
+        // OpenSSL's and Go's order: AES-128 whenever offered.
+        (vec![AES256, CHACHA, AES128], S::TLS13_AES_128_GCM_SHA256),
+        // Browsers' orders are kept.
+        (vec![AES128, AES256, CHACHA], S::TLS13_AES_128_GCM_SHA256),
+        (
+            vec![CHACHA, AES256, AES128],
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        // Nothing better offered: the client's only suite.
+        (vec![AES256], S::TLS13_AES_256_GCM_SHA384),
+        (vec![AES256, CHACHA], S::TLS13_AES_256_GCM_SHA384),
+    ];
+    for (offered, expected) in cases {
+        let names: Vec<_> = offered.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            negotiated(&edge, &offered).await,
+            expected,
+            "offered {names:?}"
+        );
+    }
+}
