@@ -86,6 +86,8 @@ pub struct Metrics {
     pub certs_expiring: IntGauge,
     /// Client connections open on the edge listeners.
     pub connections_open: IntGauge,
+    /// Idle HTTP/1.1 connections held without hyper's buffers (see `http::serve::park`).
+    pub connections_parked: IntGauge,
     /// Connections closed at once because their address had too many open.
     pub connections_refused: IntCounter,
     /// Renewals by outcome (`ok`, `failed`).
@@ -380,6 +382,10 @@ impl Metrics {
                 "clickedge_connections_open",
                 "Client connections open on the edge listeners",
             )?,
+            connections_parked: IntGauge::new(
+                "clickedge_connections_parked",
+                "Idle HTTP/1.1 connections held open without their HTTP buffers",
+            )?,
             connections_refused: IntCounter::new(
                 "clickedge_connections_refused_total",
                 "Connections refused: too many from one address",
@@ -409,6 +415,7 @@ impl Metrics {
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.certs_expiring.clone()))?;
         registry.register(Box::new(m.connections_open.clone()))?;
+        registry.register(Box::new(m.connections_parked.clone()))?;
         registry.register(Box::new(m.connections_refused.clone()))?;
         registry.register(Box::new(m.renewals.clone()))?;
         registry.register(Box::new(m.acme_orders.clone()))?;

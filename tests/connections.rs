@@ -347,3 +347,104 @@ fn open_files_limit_is_raised_to_the_hard_limit_and_caps_that_do_not_fit_are_war
     );
     assert!(!edge.stderr().contains("is below the"), "{}", edge.stderr());
 }
+
+/// Sends a GET for `path` on a kept-alive HTTP/1.1 connection and reads the whole answer (head,
+/// then `content-length` bytes); returns its status line.
+async fn exchange(io: &mut (impl AsyncRead + AsyncWrite + Unpin), path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n");
+    io.write_all(request.as_bytes()).await.unwrap();
+    io.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(SLACK, io.read(&mut byte))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed mid-answer: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.push(byte[0]);
+    }
+    let head = String::from_utf8(answer).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    io.read_exact(&mut body).await.unwrap();
+    head.lines().next().unwrap().to_owned()
+}
+
+async fn wait_for_parked(edge: &Edge, n: usize) {
+    let deadline = Instant::now() + SLACK;
+    while edge.metric("clickedge_connections_parked").await != n as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "the edge did not park {n} connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http1_connection_is_parked_serves_its_next_click_and_closes_at_shutdown() {
+    let mut edge = edge_with_domain("").await;
+    let link = link(&edge).await;
+    let path = &link[link.find("/c/").expect("a click path")..];
+    let mut https = tls(
+        &edge,
+        TcpStream::connect(edge.https).await.unwrap(),
+        b"http/1.1",
+    )
+    .await;
+    assert_eq!(exchange(&mut https, path).await, "HTTP/1.1 302 Found");
+    // Idle past the park delay: hyper's state is dropped, the connection stays open.
+    wait_for_parked(&edge, 1).await;
+    assert_eq!(edge.metric("clickedge_connections_open").await, 1.0);
+    // The parked connection wakes for its next request, over the same TLS session.
+    assert_eq!(exchange(&mut https, path).await, "HTTP/1.1 302 Found");
+    assert_eq!(edge.wait_for_clicks(2).len(), 2);
+    // The plain HTTP listener parks its connections too.
+    let mut http = TcpStream::connect(edge.http).await.unwrap();
+    let first = exchange(&mut http, path).await;
+    wait_for_parked(&edge, 2).await;
+    assert_eq!(exchange(&mut http, path).await, first);
+    // At shutdown a parked connection is closed at once (close_notify, then FIN).
+    wait_for_parked(&edge, 2).await;
+    let status = edge.terminate();
+    assert!(status.success(), "{status:?}");
+    closed_within(https, SLACK, "parked HTTPS connection at shutdown").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_http1_connection_is_closed_at_its_idle_deadline() {
+    let edge =
+        edge_with_domain("[limits]\nkeepalive_timeout = \"6s\"\nheader_read_timeout = \"1h\"\n")
+            .await;
+    let link = link(&edge).await;
+    let path = &link[link.find("/c/").expect("a click path")..];
+    let mut https = tls(
+        &edge,
+        TcpStream::connect(edge.https).await.unwrap(),
+        b"http/1.1",
+    )
+    .await;
+    assert_eq!(exchange(&mut https, path).await, "HTTP/1.1 302 Found");
+    wait_for_parked(&edge, 1).await;
+    closed_within(
+        https,
+        Duration::from_secs(6) + SLACK,
+        "parked HTTPS connection",
+    )
+    .await;
+    wait_for_parked(&edge, 0).await;
+    assert_eq!(edge.metric("clickedge_connections_open").await, 0.0);
+}

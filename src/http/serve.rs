@@ -13,6 +13,7 @@ mod admin;
 mod conn;
 mod io;
 mod limits;
+mod park;
 mod proxy;
 mod timed;
 
@@ -77,7 +78,9 @@ impl Protocols {
 pub struct Serving {
     edge: Arc<JudgingEdge>,
     redirect_seconds: prometheus::Histogram,
-    protocols: Protocols,
+    /// HTTP/1.1, with idle connections parked (see [`park`]).
+    h1: park::H1,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     https: Arc<ConnLimits>,
     http: Arc<ConnLimits>,
     timeouts: Timeouts,
@@ -98,10 +101,16 @@ impl Serving {
         stop: watch::Receiver<bool>,
     ) -> Serving {
         let per_ip = limits.max_connections_per_ip;
+        let Protocols { h1, h2 } = Protocols::new(limits);
         Serving {
             edge,
             redirect_seconds: metrics.redirect_seconds.clone(),
-            protocols: Protocols::new(limits),
+            h1: park::H1 {
+                builder: h1,
+                timeouts: Timeouts::new(limits),
+                parked: metrics.connections_parked.clone(),
+            },
+            h2,
             https: Arc::new(ConnLimits::edge(
                 limits.max_connections,
                 per_ip,
@@ -188,7 +197,7 @@ fn serve_tls(accepted: Accepted<TcpStream>, peer: SocketAddr, s: Serving) -> Box
         tls_fp: accepted.tls_fp,
     };
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(WriteDeadline::new(accepted.stream, s.timeouts.write));
+    let io = WriteDeadline::new(accepted.stream, s.timeouts.write);
     let service = service(
         s.edge.clone(),
         info,
@@ -196,11 +205,10 @@ fn serve_tls(accepted: Accepted<TcpStream>, peer: SocketAddr, s: Serving) -> Box
         s.redirect_seconds.clone(),
     );
     if accepted.h2 {
-        let conn = s.protocols.h2.serve_connection(io, service);
+        let conn = s.h2.serve_connection(TokioIo::new(io), service);
         Box::pin(drive(conn, peer, activity, s.timeouts, s.stop))
     } else {
-        let conn = s.protocols.h1.serve_connection(io, service);
-        Box::pin(drive(conn, peer, activity, s.timeouts, s.stop))
+        Box::pin(park::drive_h1(io, service, peer, activity, s.h1, s.stop))
     }
 }
 
@@ -222,17 +230,14 @@ pub async fn serve_http(listener: TcpListener, serving: Serving) {
                 tls_fp: None,
             };
             let activity = Arc::new(Activity::new());
-            let io = TokioIo::new(WriteDeadline::new(tcp, s.timeouts.write));
-            let conn = s.protocols.h1.serve_connection(
-                io,
-                service(
-                    s.edge.clone(),
-                    info,
-                    activity.clone(),
-                    s.redirect_seconds.clone(),
-                ),
+            let io = WriteDeadline::new(tcp, s.timeouts.write);
+            let service = service(
+                s.edge.clone(),
+                info,
+                activity.clone(),
+                s.redirect_seconds.clone(),
             );
-            drive(conn, peer, activity, s.timeouts, s.stop).await;
+            park::drive_h1(io, service, peer, activity, s.h1, s.stop).await;
         });
     }
 }

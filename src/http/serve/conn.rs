@@ -68,7 +68,7 @@ impl Activity {
     }
 
     /// When the connection became idle, or `None` while a request is in flight.
-    fn idle_since(&self) -> Option<Instant> {
+    pub(super) fn idle_since(&self) -> Option<Instant> {
         // Acquire pairs with the Release in `Busy::drop`: seeing its decrement means seeing the
         // time it stored before.
         if self.in_flight.load(Ordering::Acquire) > 0 {
@@ -110,16 +110,93 @@ where
     }
 }
 
-/// Why a connection is being asked to close.
-enum Closing {
+/// Why serving a connection stopped short of its end.
+pub(super) enum Interrupted {
+    /// No request in flight for `timeouts.keepalive`: asked to close.
     Idle,
+    /// The edge is shutting down: asked to close.
     Shutdown,
+    /// Quiet for the park delay given to [`serve_until`]: the caller may take the connection
+    /// apart (see [`super::park`]).
+    Parkable,
 }
 
-/// Serves `conn` until it ends. It is asked to finish the request in flight and close (HTTP/1.1
-/// stops keep-alive, h2 sends GOAWAY) at shutdown, or once it had no request in flight for
-/// `timeouts.keepalive`; an idle connection that has not closed `timeouts.close` later is
-/// dropped. At shutdown the edge's `shutdown_grace` bounds the wait instead.
+/// Serves `conn` until it ends (`None`), or until it is idle, the edge stops, or (with `park`
+/// set: the delay and whether the connection is quiet) it may be parked.
+pub(super) async fn serve_until<C: Closable>(
+    mut conn: Pin<&mut C>,
+    peer: SocketAddr,
+    activity: &Activity,
+    timeouts: Timeouts,
+    stop: &mut watch::Receiver<bool>,
+    park: Option<(Duration, &(dyn Fn() -> bool + Sync))>,
+) -> Option<Interrupted> {
+    // The first check comes at the park delay when there is one (shorter than any keep-alive
+    // worth having), else at the idle deadline.
+    let first = park.map_or(timeouts.keepalive, |(after, _)| {
+        after.min(timeouts.keepalive)
+    });
+    let timer = tokio::time::sleep(first);
+    let mut timer = std::pin::pin!(timer);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                ended(peer, result);
+                return None;
+            }
+            _ = stopped(stop) => return Some(Interrupted::Shutdown),
+            _ = timer.as_mut() => {
+                let now = Instant::now();
+                let Some(since) = activity.idle_since() else {
+                    timer.as_mut().reset(now + first);
+                    continue;
+                };
+                let close_at = since + timeouts.keepalive;
+                if close_at <= now {
+                    return Some(Interrupted::Idle);
+                }
+                match park {
+                    Some((after, quiet)) if since + after <= now => {
+                        if quiet() {
+                            return Some(Interrupted::Parkable);
+                        }
+                        // Not quiet yet (a response still being flushed): look again soon.
+                        timer.as_mut().reset((now + after).min(close_at));
+                    }
+                    Some((after, _)) => timer.as_mut().reset((since + after).min(close_at)),
+                    None => timer.as_mut().reset(close_at),
+                }
+            }
+        }
+    }
+}
+
+/// Asks `conn` to finish its request in flight and close (HTTP/1.1 stops keep-alive, h2 sends
+/// GOAWAY), and waits for it: at shutdown as long as it takes (the edge's `shutdown_grace`
+/// bounds it), when idle at most `timeouts.close`, then drops it.
+pub(super) async fn close<C: Closable>(
+    mut conn: Pin<&mut C>,
+    why: Interrupted,
+    peer: SocketAddr,
+    timeouts: Timeouts,
+) {
+    conn.as_mut().close();
+    if let Interrupted::Shutdown = why {
+        return ended(peer, conn.await);
+    }
+    tracing::debug!(%peer, "closing idle connection");
+    let close = tokio::time::timeout(timeouts.close, conn);
+    match close.await {
+        Ok(result) => ended(peer, result),
+        Err(_) => tracing::debug!(
+            %peer,
+            "dropping a connection that did not close within limits.close_timeout"
+        ),
+    }
+}
+
+/// Serves `conn` until it ends. It is asked to finish the request in flight and close at
+/// shutdown, or once it had no request in flight for `timeouts.keepalive` (see [`close`]).
 pub(super) async fn drive<C: Closable>(
     conn: C,
     peer: SocketAddr,
@@ -128,38 +205,9 @@ pub(super) async fn drive<C: Closable>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conn = std::pin::pin!(conn);
-    // One timer for the connection's whole life: the idle deadline, then the close deadline.
-    let timer = tokio::time::sleep(timeouts.keepalive);
-    let mut timer = std::pin::pin!(timer);
-    let closing = loop {
-        tokio::select! {
-            result = conn.as_mut() => return ended(peer, result),
-            _ = stopped(&mut stop) => break Closing::Shutdown,
-            _ = timer.as_mut() => {
-                let now = Instant::now();
-                match activity.idle_since() {
-                    None => timer.as_mut().reset(now + timeouts.keepalive),
-                    Some(since) if since + timeouts.keepalive > now => {
-                        timer.as_mut().reset(since + timeouts.keepalive);
-                    }
-                    Some(_) => break Closing::Idle,
-                }
-            }
-        }
-    };
-    conn.as_mut().close();
-    match closing {
-        Closing::Shutdown => ended(peer, conn.await),
-        Closing::Idle => {
-            tracing::debug!(%peer, "closing idle connection");
-            timer.as_mut().reset(Instant::now() + timeouts.close);
-            tokio::select! {
-                result = conn.as_mut() => ended(peer, result),
-                _ = timer.as_mut() => {
-                    tracing::debug!(%peer, "dropping a connection that did not close within limits.close_timeout");
-                }
-            }
-        }
+    if let Some(why) = serve_until(conn.as_mut(), peer, &activity, timeouts, &mut stop, None).await
+    {
+        close(conn, why, peer, timeouts).await;
     }
 }
 

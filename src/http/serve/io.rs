@@ -33,6 +33,10 @@ impl<T> WriteDeadline<T> {
         }
     }
 
+    pub(super) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// Passes on a write-side result, failing it once writes have been stalled for `limit`.
     fn check<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if poll.is_ready() {

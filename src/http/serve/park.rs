@@ -1,0 +1,230 @@
+//! Idle HTTP/1.1 connections parked outside hyper, so that holding many costs little memory.
+//!
+//! hyper keeps an HTTP/1.1 connection's buffers for its whole life: 8 KiB reserved for the next
+//! request head while it waits, and an 8 KiB write buffer, neither released nor configurable.
+//! An email click's browser often keeps its connection open for a while after the redirect, so
+//! an edge holds many idle connections. Once a connection has had no request in flight for
+//! [`PARK_AFTER`] and hyper is quiet (waiting to read, everything written flushed), the
+//! connection is taken apart ([`hyper::server::conn::http1::Connection::into_parts`]): the TLS
+//! stream and the service are kept, hyper's state is dropped, and the task waits for the socket
+//! to become readable. Then a new hyper connection serves it again, over any bytes the old one
+//! had read but not parsed. The idle and shutdown rules of [`super::conn`] hold throughout: a
+//! parked connection is closed (TLS `close_notify`, then FIN) at its idle deadline or at
+//! shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::TokioIo;
+use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+
+use super::conn::{Activity, Interrupted, Timeouts, close, serve_until};
+use super::io::WriteDeadline;
+use super::stopped;
+
+/// How long an HTTP/1.1 connection has no request in flight before it is parked. Long enough
+/// that a busy keep-alive connection never is (rebuilding hyper's state costs a few
+/// allocations), short against `limits.keepalive_timeout`.
+pub(super) const PARK_AFTER: Duration = Duration::from_secs(2);
+
+/// A transport that can say when it has something to read, without reading it.
+pub(super) trait Readiness {
+    /// Resolves once a read would not block (data, end of stream or an error).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Readiness for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
+
+impl<T: Readiness> Readiness for TlsStream<T> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.get_ref().0.readable()
+    }
+}
+
+impl<T: Readiness> Readiness for WriteDeadline<T> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.get_ref().readable()
+    }
+}
+
+/// What the driver knows of hyper's use of the transport: whether its last read found nothing
+/// to read, and whether it has read or written anything since its last completed flush (a
+/// request begun, or a response not yet on the wire).
+#[derive(Debug, Default)]
+struct Wire {
+    read_waiting: AtomicBool,
+    owes: AtomicBool,
+}
+
+impl Wire {
+    /// hyper is waiting for the client's next request, having answered every one it read.
+    fn quiet(&self) -> bool {
+        self.read_waiting.load(Ordering::Relaxed) && !self.owes.load(Ordering::Relaxed)
+    }
+}
+
+/// The transport as hyper sees it: `inner`, after any bytes a previous hyper connection read and
+/// did not parse, with its reads and flushes watched.
+struct Watched<T> {
+    unread: Bytes,
+    inner: T,
+    wire: Arc<Wire>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread[..n]);
+            self.unread = self.unread.slice(n..);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.wire
+            .read_waiting
+            .store(poll.is_pending(), Ordering::Relaxed);
+        if buf.filled().len() > before {
+            self.wire.owes.store(true, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.wire.owes.store(true, Ordering::Relaxed);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.wire.owes.store(true, Ordering::Relaxed);
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = poll {
+            self.wire.owes.store(false, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How a listener serves HTTP/1.1: hyper's builder, the connections' timeouts, and the gauge of
+/// parked connections (`clickedge_connections_parked`).
+#[derive(Clone)]
+pub(super) struct H1 {
+    pub(super) builder: http1::Builder,
+    pub(super) timeouts: Timeouts,
+    pub(super) parked: IntGauge,
+}
+
+/// Serves an HTTP/1.1 connection until it ends, parking it whenever it is idle (see the module
+/// docs).
+pub(super) async fn drive_h1<T, S>(
+    io: T,
+    mut service: S,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    h1: H1,
+    mut stop: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
+    S: HttpService<Incoming> + Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let wire = Arc::new(Wire::default());
+    let mut io = Watched {
+        unread: Bytes::new(),
+        inner: io,
+        wire: wire.clone(),
+    };
+    loop {
+        wire.read_waiting.store(false, Ordering::Relaxed);
+        let mut conn = h1.builder.serve_connection(TokioIo::new(io), service);
+        let quiet = || wire.quiet();
+        let park = Some((PARK_AFTER, &quiet as &(dyn Fn() -> bool + Sync)));
+        let why = serve_until(
+            Pin::new(&mut conn),
+            peer,
+            &activity,
+            h1.timeouts,
+            &mut stop,
+            park,
+        )
+        .await;
+        match why {
+            None => return,
+            Some(Interrupted::Parkable) => {}
+            Some(why) => return close(Pin::new(&mut conn), why, peer, h1.timeouts).await,
+        }
+        let parts = conn.into_parts();
+        (io, service) = (parts.io.into_inner(), parts.service);
+        if !parts.read_buf.is_empty() {
+            // A request head begun but not finished: serve on at once, its bytes first.
+            io.unread = parts.read_buf;
+            continue;
+        }
+        // Parked: only the TLS stream, the service and this task are left.
+        let deadline = activity
+            .idle_since()
+            .map_or_else(Instant::now, |since| since + h1.timeouts.keepalive);
+        h1.parked.inc();
+        let woken = tokio::select! {
+            ready = io.inner.readable() => ready.is_ok(),
+            _ = stopped(&mut stop) => false,
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(%peer, "closing idle connection");
+                false
+            }
+        };
+        h1.parked.dec();
+        if !woken {
+            return shut(io.inner, h1.timeouts).await;
+        }
+    }
+}
+
+/// Closes a parked connection: TLS `close_notify` and FIN, bounded by `timeouts.close`.
+async fn shut<T: AsyncWrite + Unpin>(mut io: T, timeouts: Timeouts) {
+    let _ = tokio::time::timeout(timeouts.close, io.shutdown()).await;
+}
