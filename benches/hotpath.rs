@@ -161,21 +161,19 @@ where
     })
 }
 
-/// Certificate lookup for a handshake on a warm cache.
-fn bench_certs(c: &mut Criterion) {
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A certificate layer with [`DOMAIN`] registered and its certificate issued by a local CA
+/// (ECDSA P-256, as the edge's are) and cached; and that CA's root, PEM.
+fn warm_certs(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (Arc<Certs>, Domain, String) {
     let domain = Domain::parse(DOMAIN).expect("valid domain");
     let store = Arc::new(SqliteStore::in_memory().expect("in-memory store"));
     rt.block_on(store.add_domain(&domain, SystemTime::UNIX_EPOCH))
         .expect("registering the domain");
+    let ca = LocalCa::load_or_create(dir, Zones::reserved(), Clock::system()).expect("local CA");
+    let root = ca.root_pem().to_owned();
     let certs = Arc::new(Certs::new(
         CERTS,
         store,
-        Arc::new(
-            LocalCa::load_or_create(dir.path(), Zones::reserved(), Clock::system())
-                .expect("local CA"),
-        ),
+        Arc::new(ca),
         Arc::new(Policy::new([domain.clone()], None)),
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         Metrics::unregistered(),
@@ -185,6 +183,14 @@ fn bench_certs(c: &mut Criterion) {
     let first = rt.block_on(certs.resolve(&domain)).expect("first resolve");
     let again = rt.block_on(certs.resolve(&domain)).expect("cached resolve");
     assert!(Arc::ptr_eq(&first, &again), "second resolve is a cache hit");
+    (certs, domain, root)
+}
+
+/// Certificate lookup for a handshake on a warm cache.
+fn bench_certs(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (certs, domain, _) = warm_certs(&rt, dir.path());
 
     let mut g = c.benchmark_group("certs");
     // Cache hit: policy check, clock read, moka lookup and an `Arc` clone.
@@ -564,6 +570,126 @@ fn bench_ja4(c: &mut Criterion) {
     g.finish();
 }
 
+/// The floor under a new-connection click's handshake, on this machine: the server's key
+/// exchange (its key share and the shared secret, as rustls computes them), the ECDSA P-256
+/// signature of the CertificateVerify, and a whole TLS 1.3 server handshake in memory (rustls
+/// alone: no sockets, no HTTP), timed on the server's side only, for each key share a browser
+/// sends. The client offers AES-128-GCM first, as browsers do.
+fn bench_floor(c: &mut Criterion) {
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider, kx_group};
+    use rustls::crypto::{CryptoProvider, SupportedKxGroup};
+    use rustls::pki_types::ServerName;
+
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (certs, domain, root) = warm_certs(&rt, dir.path());
+    let key = rt
+        .block_on(certs.resolve(&domain))
+        .expect("cached certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
+            root.as_bytes(),
+        )
+    {
+        roots
+            .add(cert.expect("root PEM"))
+            .expect("root certificate");
+    }
+    let server = Arc::new({
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(key.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        config
+    });
+    let client = |group: &'static dyn SupportedKxGroup| {
+        let provider = CryptoProvider {
+            kx_groups: vec![group],
+            cipher_suites: vec![
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+                cipher_suite::TLS13_AES_256_GCM_SHA384,
+            ],
+            ..default_provider()
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        Arc::new(config)
+    };
+    let name = ServerName::try_from(DOMAIN).expect("server name");
+
+    let mut g = c.benchmark_group("floor");
+    for (label, group) in [
+        ("x25519", kx_group::X25519),
+        ("x25519mlkem768", kx_group::X25519MLKEM768),
+    ] {
+        let share = group.start().expect("client key share");
+        g.bench_function(format!("kx_{label}"), |b| {
+            b.iter(|| group.start_and_complete(black_box(share.pub_key())))
+        });
+        let client = client(group);
+        g.bench_function(format!("handshake_{label}"), |b| {
+            b.iter_custom(|iters| {
+                let mut server_time = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut c = rustls::ClientConnection::new(client.clone(), name.clone())
+                        .expect("client");
+                    let mut s = rustls::ServerConnection::new(server.clone()).expect("server");
+                    while c.is_handshaking() || s.is_handshaking() {
+                        let mut wire = Vec::new();
+                        c.write_tls(&mut wire).expect("client writes");
+                        let start = Instant::now();
+                        if !wire.is_empty() {
+                            s.read_tls(&mut &wire[..]).expect("server reads");
+                            s.process_new_packets().expect("server handshake");
+                        }
+                        wire.clear();
+                        s.write_tls(&mut wire).expect("server writes");
+                        server_time += start.elapsed();
+                        if !wire.is_empty() {
+                            c.read_tls(&mut &wire[..]).expect("client reads");
+                            c.process_new_packets().expect("client handshake");
+                        }
+                    }
+                }
+                server_time
+            })
+        });
+    }
+    let signer = key
+        .key
+        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
+        .expect("an ECDSA P-256 key");
+    // What TLS 1.3 signs: 64 spaces, the context string, a zero byte and a SHA-256 hash.
+    let message = [0x20u8; 130];
+    g.bench_function("ecdsa_p256_sign", |b| {
+        b.iter(|| signer.sign(black_box(&message)))
+    });
+    g.finish();
+}
+
+/// The certificate the floor's server presents for every name.
+#[derive(Debug)]
+struct Fixed(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Fixed {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
 /// The groups, in a private module: `criterion_group!` defines a `pub fn` it cannot document.
 mod groups {
     use super::*;
@@ -578,7 +704,8 @@ mod groups {
         bench_verdict,
         bench_handler,
         bench_ja4,
-        bench_rewrite
+        bench_rewrite,
+        bench_floor
     );
 }
 criterion_main!(groups::benches);
