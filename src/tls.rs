@@ -56,8 +56,8 @@ pub struct ServerConfigs {
     /// The client's order decides: browsers put AES-128-GCM first, or ChaCha20-Poly1305 where
     /// they have no AES instructions.
     by_client: Arc<ServerConfig>,
-    /// AES-128-GCM whenever offered, for clients that put AES-256-GCM first (OpenSSL's and Go's
-    /// defaults, so most scanners and scripts): the same security margin for TLS here, and
+    /// AES-128-GCM whenever offered, for clients that put AES-256-GCM first (OpenSSL's and rustls's
+    /// defaults: curl, Python, many scanners and scripts): the same security margin for TLS here, and
     /// AES-256-GCM's suite hashes the transcript with SHA-384, which costs more per handshake.
     aes128_first: Arc<ServerConfig>,
 }

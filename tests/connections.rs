@@ -394,6 +394,22 @@ async fn wait_for_parked(edge: &Edge, n: usize) {
     }
 }
 
+/// Reads what the edge sends until it closes; true if it closed with TLS `close_notify` (the
+/// client's read ends cleanly), false for a bare FIN or a reset.
+async fn closes_with_close_notify(mut io: impl AsyncRead + Unpin) -> bool {
+    let mut buf = [0u8; 4096];
+    let end = tokio::time::timeout(SLACK, async {
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    });
+    end.await.expect("still open")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http1_connection_is_parked_serves_its_next_click_and_closes_at_shutdown() {
     let mut edge = edge_with_domain("").await;
@@ -417,18 +433,21 @@ async fn an_idle_http1_connection_is_parked_serves_its_next_click_and_closes_at_
     let first = exchange(&mut http, path).await;
     wait_for_parked(&edge, 2).await;
     assert_eq!(exchange(&mut http, path).await, first);
-    // At shutdown a parked connection is closed at once (close_notify, then FIN).
+    // At shutdown a parked connection is closed at once, with close_notify, and the edge exits
+    // (the default shutdown_grace is far longer than SLACK).
     wait_for_parked(&edge, 2).await;
-    let status = edge.terminate();
+    edge.signal("TERM");
+    assert!(closes_with_close_notify(https).await, "no close_notify");
+    closed_within(http, SLACK, "parked plain HTTP connection at shutdown").await;
+    let status = edge.wait();
     assert!(status.success(), "{status:?}");
-    closed_within(https, SLACK, "parked HTTPS connection at shutdown").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parked_http1_connection_is_closed_at_its_idle_deadline() {
-    let edge =
-        edge_with_domain("[limits]\nkeepalive_timeout = \"6s\"\nheader_read_timeout = \"1h\"\n")
-            .await;
+async fn a_parked_http1_connection_is_closed_when_hyper_would_have_closed_it() {
+    // An idle HTTP/1.1 connection waits header_read_timeout for its next request head (hyper's
+    // rule); parking keeps it, also under a longer keepalive_timeout.
+    let edge = edge_with_domain("[limits]\nheader_read_timeout = \"6s\"\n").await;
     let link = link(&edge).await;
     let path = &link[link.find("/c/").expect("a click path")..];
     let mut https = tls(
@@ -438,13 +457,38 @@ async fn a_parked_http1_connection_is_closed_at_its_idle_deadline() {
     )
     .await;
     assert_eq!(exchange(&mut https, path).await, "HTTP/1.1 302 Found");
+    let answered = Instant::now();
     wait_for_parked(&edge, 1).await;
-    closed_within(
-        https,
-        Duration::from_secs(6) + SLACK,
-        "parked HTTPS connection",
+    assert!(closes_with_close_notify(https).await, "no close_notify");
+    let open_for = answered.elapsed();
+    assert!(
+        open_for >= Duration::from_secs(5),
+        "closed after {open_for:?}"
+    );
+    wait_for_parked(&edge, 0).await;
+    wait_for_open(&edge, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_head_is_never_parked_and_closed_at_the_header_timeout() {
+    // A slow client after a first click: a head begun and never finished. Parking would restart
+    // hyper's header timer each time; the connection must still close at header_read_timeout.
+    let edge = edge_with_domain("[limits]\nheader_read_timeout = \"5s\"\n").await;
+    let link = link(&edge).await;
+    let path = &link[link.find("/c/").expect("a click path")..];
+    let mut https = tls(
+        &edge,
+        TcpStream::connect(edge.https).await.unwrap(),
+        b"http/1.1",
     )
     .await;
-    wait_for_parked(&edge, 0).await;
-    assert_eq!(edge.metric("clickedge_connections_open").await, 0.0);
+    assert_eq!(exchange(&mut https, path).await, "HTTP/1.1 302 Found");
+    https
+        .write_all(format!("GET {path} HTTP/1.1\r\nHo").as_bytes())
+        .await
+        .unwrap();
+    https.flush().await.unwrap();
+    // Within the header timeout (plus slack), not the keep-alive timeout (60 s).
+    closed_within(&mut https, Duration::from_secs(5) + SLACK, "half-sent head").await;
+    assert_eq!(edge.metric("clickedge_connections_parked").await, 0.0);
 }

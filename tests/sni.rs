@@ -206,7 +206,7 @@ async fn a_client_that_puts_aes_256_first_gets_aes_128_and_any_other_gets_its_fi
     let edge = Edge::start();
     edge.add_domain("links.example.com").await;
     let cases = [
-        // OpenSSL's and Go's order: AES-128 whenever offered.
+        // OpenSSL's and rustls's order: AES-128 whenever offered.
         (vec![AES256, CHACHA, AES128], S::TLS13_AES_128_GCM_SHA256),
         // Browsers' orders are kept.
         (vec![AES128, AES256, CHACHA], S::TLS13_AES_128_GCM_SHA256),

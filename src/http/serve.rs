@@ -108,6 +108,7 @@ impl Serving {
             h1: park::H1 {
                 builder: h1,
                 timeouts: Timeouts::new(limits),
+                head_timeout: limits.header_read_timeout,
                 parked: metrics.connections_parked.clone(),
             },
             h2,

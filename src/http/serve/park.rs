@@ -8,9 +8,11 @@
 //! connection is taken apart ([`hyper::server::conn::http1::Connection::into_parts`]): the TLS
 //! stream and the service are kept, hyper's state is dropped, and the task waits for the socket
 //! to become readable. Then a new hyper connection serves it again, over any bytes the old one
-//! had read but not parsed. The idle and shutdown rules of [`super::conn`] hold throughout: a
-//! parked connection is closed (TLS `close_notify`, then FIN) at its idle deadline or at
-//! shutdown.
+//! had read but not parsed. A parked connection is closed (TLS `close_notify`, then FIN) at
+//! shutdown, and when hyper would have closed it: `limits.header_read_timeout` after its last
+//! answer (hyper times the wait for every request head, an idle connection's too), or
+//! `limits.keepalive_timeout` if that is shorter. Bytes of a request head, even half of one, keep
+//! a connection from being parked, so hyper's header timer bounds a slow client as before.
 
 use std::io;
 use std::net::SocketAddr;
@@ -64,19 +66,45 @@ impl<T: Readiness> Readiness for WriteDeadline<T> {
     }
 }
 
-/// What the driver knows of hyper's use of the transport: whether its last read found nothing
-/// to read, and whether it has read or written anything since its last completed flush (a
-/// request begun, or a response not yet on the wire).
+/// What the driver knows of hyper's use of the transport.
 #[derive(Debug, Default)]
 struct Wire {
+    /// hyper's last read found nothing to read.
     read_waiting: AtomicBool,
-    owes: AtomicBool,
+    /// Bytes came in after the last response began: a request head, perhaps half of one, that
+    /// hyper's header timer is timing.
+    unanswered: AtomicBool,
+    /// Something was written and not yet flushed.
+    unflushed: AtomicBool,
 }
 
 impl Wire {
     /// hyper is waiting for the client's next request, having answered every one it read.
     fn quiet(&self) -> bool {
-        self.read_waiting.load(Ordering::Relaxed) && !self.owes.load(Ordering::Relaxed)
+        self.read_waiting.load(Ordering::Relaxed)
+            && !self.unanswered.load(Ordering::Relaxed)
+            && !self.unflushed.load(Ordering::Relaxed)
+    }
+
+    fn wrote(&self) {
+        self.unanswered.store(false, Ordering::Relaxed);
+        self.unflushed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Counts a connection in `clickedge_connections_parked` while it lives.
+struct Parked<'a>(&'a IntGauge);
+
+impl<'a> Parked<'a> {
+    fn new(gauge: &'a IntGauge) -> Parked<'a> {
+        gauge.inc();
+        Parked(gauge)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -106,7 +134,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
             .read_waiting
             .store(poll.is_pending(), Ordering::Relaxed);
         if buf.filled().len() > before {
-            self.wire.owes.store(true, Ordering::Relaxed);
+            self.wire.unanswered.store(true, Ordering::Relaxed);
         }
         poll
     }
@@ -118,7 +146,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.wire.owes.store(true, Ordering::Relaxed);
+        self.wire.wrote();
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -127,7 +155,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.wire.owes.store(true, Ordering::Relaxed);
+        self.wire.wrote();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -138,7 +166,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let poll = Pin::new(&mut self.inner).poll_flush(cx);
         if let Poll::Ready(Ok(())) = poll {
-            self.wire.owes.store(false, Ordering::Relaxed);
+            self.wire.unflushed.store(false, Ordering::Relaxed);
         }
         poll
     }
@@ -154,6 +182,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 pub(super) struct H1 {
     pub(super) builder: http1::Builder,
     pub(super) timeouts: Timeouts,
+    /// `limits.header_read_timeout`: hyper closes a connection that has waited this long for a
+    /// request head, idle ones included; a parked connection keeps that rule.
+    pub(super) head_timeout: Duration,
     pub(super) parked: IntGauge,
 }
 
@@ -178,11 +209,12 @@ pub(super) async fn drive_h1<T, S>(
         inner: io,
         wire: wire.clone(),
     };
+    let mut may_park = true;
     loop {
         wire.read_waiting.store(false, Ordering::Relaxed);
         let mut conn = h1.builder.serve_connection(TokioIo::new(io), service);
         let quiet = || wire.quiet();
-        let park = Some((PARK_AFTER, &quiet as &(dyn Fn() -> bool + Sync)));
+        let park = may_park.then_some((PARK_AFTER, &quiet as &(dyn Fn() -> bool + Sync)));
         let why = serve_until(
             Pin::new(&mut conn),
             peer,
@@ -200,15 +232,18 @@ pub(super) async fn drive_h1<T, S>(
         let parts = conn.into_parts();
         (io, service) = (parts.io.into_inner(), parts.service);
         if !parts.read_buf.is_empty() {
-            // A request head begun but not finished: serve on at once, its bytes first.
+            // Half a pipelined request head, read with the request before it: served on at once,
+            // its bytes first, and never parked again, so that the new connection's header timer
+            // is restarted once at most.
             io.unread = parts.read_buf;
+            may_park = false;
             continue;
         }
-        // Parked: only the TLS stream, the service and this task are left.
-        let deadline = activity
-            .idle_since()
-            .map_or_else(Instant::now, |since| since + h1.timeouts.keepalive);
-        h1.parked.inc();
+        // Parked: only the TLS stream, the service and this task are left, until the client's
+        // next bytes, the edge's shutdown, or the deadline hyper would have kept.
+        let since = activity.idle_since().unwrap_or_else(Instant::now);
+        let deadline = since + h1.timeouts.keepalive.min(h1.head_timeout);
+        let parked = Parked::new(&h1.parked);
         let woken = tokio::select! {
             ready = io.inner.readable() => ready.is_ok(),
             _ = stopped(&mut stop) => false,
@@ -217,7 +252,7 @@ pub(super) async fn drive_h1<T, S>(
                 false
             }
         };
-        h1.parked.dec();
+        drop(parked);
         if !woken {
             return shut(io.inner, h1.timeouts).await;
         }
