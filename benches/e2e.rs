@@ -92,6 +92,11 @@ struct Opts {
     /// Keep the temp dir (configs, logs, click files) and print where it is.
     #[arg(long)]
     keep: bool,
+    /// Give the server and the load generator both cores (nothing pinned; the load generator
+    /// runs two threads): how a server scales past one core. The busy columns then read core 0
+    /// for both.
+    #[arg(long)]
+    both_cores: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -338,8 +343,8 @@ fn sample(
 fn bench(opts: &Opts) -> Result<(), String> {
     let started = Instant::now();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let pin = procs::installed("taskset").is_some();
-    if !pin {
+    let pin = !opts.both_cores && procs::installed("taskset").is_some();
+    if !pin && !opts.both_cores {
         eprintln!(
             "e2e: taskset not found (package util-linux): server and client are NOT pinned; figures will be noisy"
         );
@@ -490,6 +495,9 @@ fn bench(opts: &Opts) -> Result<(), String> {
                 if !w.verify {
                     extra.push("--insecure-no-verify".into());
                 }
+                if opts.both_cores {
+                    extra.extend(["--threads".into(), "2".into()]);
+                }
                 let mut t = Target {
                     server: s,
                     urls: &urls,
@@ -573,13 +581,14 @@ fn bench(opts: &Opts) -> Result<(), String> {
     let rows = rows(opts);
     println!();
     println!(
-        "clickedge e2e: {} round(s) of {:.0} s runs, server on core {SERVER_CORE}, load generator on core {CLIENT_CORE}{}, {} names, {} links; {}",
+        "clickedge e2e: {} round(s) of {:.0} s runs, {}, {} names, {} links; {}",
         opts.rounds,
         secs,
-        if pin {
-            ""
-        } else {
-            " (NOT pinned: taskset missing)"
+        match (pin, opts.both_cores) {
+            (true, _) =>
+                format!("server on core {SERVER_CORE}, load generator on core {CLIENT_CORE}"),
+            (false, true) => "server and load generator sharing both cores (--both-cores)".into(),
+            (false, false) => "NOT pinned: taskset missing".into(),
         },
         names.len(),
         names.len() * opts.links_per_domain,
