@@ -410,18 +410,24 @@ async fn closes_with_close_notify(mut io: impl AsyncRead + Unpin) -> bool {
     end.await.expect("still open")
 }
 
+/// An edge with `limits`, and a verified HTTP/1.1 connection to it that has made one click;
+/// with the click's path.
+async fn after_one_click(
+    limits: &str,
+) -> (Edge, tokio_rustls::client::TlsStream<TcpStream>, String) {
+    let edge = edge_with_domain(limits).await;
+    let link = link(&edge).await;
+    let path = link[link.find("/c/").expect("a click path")..].to_owned();
+    let tcp = TcpStream::connect(edge.https).await.unwrap();
+    let mut https = tls(&edge, tcp, b"http/1.1").await;
+    assert_eq!(exchange(&mut https, &path).await, "HTTP/1.1 302 Found");
+    (edge, https, path)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http1_connection_is_parked_serves_its_next_click_and_closes_at_shutdown() {
-    let mut edge = edge_with_domain("").await;
-    let link = link(&edge).await;
-    let path = &link[link.find("/c/").expect("a click path")..];
-    let mut https = tls(
-        &edge,
-        TcpStream::connect(edge.https).await.unwrap(),
-        b"http/1.1",
-    )
-    .await;
-    assert_eq!(exchange(&mut https, path).await, "HTTP/1.1 302 Found");
+    let (mut edge, mut https, path) = after_one_click("").await;
+    let path = path.as_str();
     // Idle past the park delay: hyper's state is dropped, the connection stays open.
     wait_for_parked(&edge, 1).await;
     assert_eq!(edge.metric("clickedge_connections_open").await, 1.0);
@@ -447,16 +453,7 @@ async fn an_idle_http1_connection_is_parked_serves_its_next_click_and_closes_at_
 async fn a_parked_http1_connection_is_closed_when_hyper_would_have_closed_it() {
     // An idle HTTP/1.1 connection waits header_read_timeout for its next request head (hyper's
     // rule); parking keeps it, also under a longer keepalive_timeout.
-    let edge = edge_with_domain("[limits]\nheader_read_timeout = \"6s\"\n").await;
-    let link = link(&edge).await;
-    let path = &link[link.find("/c/").expect("a click path")..];
-    let mut https = tls(
-        &edge,
-        TcpStream::connect(edge.https).await.unwrap(),
-        b"http/1.1",
-    )
-    .await;
-    assert_eq!(exchange(&mut https, path).await, "HTTP/1.1 302 Found");
+    let (edge, https, _) = after_one_click("[limits]\nheader_read_timeout = \"6s\"\n").await;
     let answered = Instant::now();
     wait_for_parked(&edge, 1).await;
     assert!(closes_with_close_notify(https).await, "no close_notify");
@@ -473,16 +470,7 @@ async fn a_parked_http1_connection_is_closed_when_hyper_would_have_closed_it() {
 async fn a_half_sent_request_head_is_never_parked_and_closed_at_the_header_timeout() {
     // A slow client after a first click: a head begun and never finished. Parking would restart
     // hyper's header timer each time; the connection must still close at header_read_timeout.
-    let edge = edge_with_domain("[limits]\nheader_read_timeout = \"5s\"\n").await;
-    let link = link(&edge).await;
-    let path = &link[link.find("/c/").expect("a click path")..];
-    let mut https = tls(
-        &edge,
-        TcpStream::connect(edge.https).await.unwrap(),
-        b"http/1.1",
-    )
-    .await;
-    assert_eq!(exchange(&mut https, path).await, "HTTP/1.1 302 Found");
+    let (edge, mut https, path) = after_one_click("[limits]\nheader_read_timeout = \"5s\"\n").await;
     https
         .write_all(format!("GET {path} HTTP/1.1\r\nHo").as_bytes())
         .await
