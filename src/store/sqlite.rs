@@ -210,19 +210,23 @@ impl Store for SqliteStore {
     }
 
     async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError> {
+        // Three queries, each answered from the `not_after` index alone (a count of its
+        // entries, its first entry, a range): a single aggregate over the table read every
+        // row's certificate and key, ~100 ms at 100 000 certificates, after every issuance.
         self.with("summarising certificates", move |c| {
-            c.query_row(
-                "SELECT COUNT(*), MIN(not_after), COUNT(CASE WHEN not_after < ?1 THEN 1 END)
-                 FROM certificates",
+            let count: i64 = c.query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))?;
+            let soonest: Option<i64> =
+                c.query_row("SELECT MIN(not_after) FROM certificates", [], |r| r.get(0))?;
+            let expiring: i64 = c.query_row(
+                "SELECT COUNT(*) FROM certificates WHERE not_after < ?1",
                 [secs(expiring_before)],
-                |r| {
-                    Ok(CertSummary {
-                        count: r.get::<_, i64>(0)?.max(0) as u64,
-                        soonest_expiry: r.get::<_, Option<i64>>(1)?.map(time),
-                        expiring: r.get::<_, i64>(2)?.max(0) as u64,
-                    })
-                },
-            )
+                |r| r.get(0),
+            )?;
+            Ok(CertSummary {
+                count: count.max(0) as u64,
+                soonest_expiry: soonest.map(time),
+                expiring: expiring.max(0) as u64,
+            })
         })
         .await
     }
