@@ -212,11 +212,12 @@ pub(super) async fn drive_h1<T, S>(
     let mut may_park = true;
     loop {
         wire.read_waiting.store(false, Ordering::Relaxed);
-        let mut conn = h1.builder.serve_connection(TokioIo::new(io), service);
+        // Boxed: the task keeps no room for hyper's connection while parked.
+        let mut conn = Box::new(h1.builder.serve_connection(TokioIo::new(io), service));
         let quiet = || wire.quiet();
         let park = may_park.then_some((PARK_AFTER, &quiet as &(dyn Fn() -> bool + Sync)));
         let why = serve_until(
-            Pin::new(&mut conn),
+            Pin::new(&mut *conn),
             peer,
             &activity,
             h1.timeouts,
@@ -227,7 +228,7 @@ pub(super) async fn drive_h1<T, S>(
         match why {
             None => return,
             Some(Interrupted::Parkable) => {}
-            Some(why) => return close(Pin::new(&mut conn), why, peer, h1.timeouts).await,
+            Some(why) => return close(Pin::new(&mut *conn), why, peer, h1.timeouts).await,
         }
         let parts = conn.into_parts();
         (io, service) = (parts.io.into_inner(), parts.service);
