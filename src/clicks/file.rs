@@ -405,12 +405,7 @@ impl ClickSink for FileSink {
         let good = file.bytes;
         let Err(e) = self.append(&mut file, batch) else {
             file.bytes += batch.bytes().len() as u64;
-            if let Some(seq) = batch
-                .lines()
-                .last()
-                .and_then(line_click_id)
-                .and_then(id_seq)
-            {
+            if let Some(seq) = batch.last_line().and_then(line_click_id).and_then(id_seq) {
                 self.last_seq = seq;
             }
             self.metrics

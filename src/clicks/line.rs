@@ -68,12 +68,23 @@ impl Stamp {
         Stamp::Fixed(b)
     }
 
-    fn as_str(&self) -> &str {
+    fn as_bytes(&self) -> &[u8] {
         match self {
-            // Invariant: only ASCII digits and punctuation are written.
-            Stamp::Fixed(b) => std::str::from_utf8(b).expect("ASCII timestamp"),
-            Stamp::Other(s) => s,
+            Stamp::Fixed(b) => b,
+            Stamp::Other(s) => s.as_bytes(),
         }
+    }
+
+    #[cfg(test)]
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("ASCII timestamp")
+    }
+
+    /// The stamp as a JSON string: digits and punctuation, nothing to escape.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'"');
+        out.extend_from_slice(self.as_bytes());
+        out.push(b'"');
     }
 }
 
@@ -92,7 +103,7 @@ impl ClickEvent {
         let ts = Stamp::new(self.ts);
         let minted_at = Stamp::new(self.minted_at);
         out.extend_from_slice(b"{\"ts\":");
-        json_str(out, ts.as_str());
+        ts.write_json(out);
         // An open has no destination: its `"url"` is null.
         if self.open.is_some() {
             out.extend_from_slice(b",\"kind\":\"open\",\"domain\":");
@@ -125,7 +136,7 @@ impl ClickEvent {
         out.extend_from_slice(b",\"http\":");
         json_str(out, self.http);
         out.extend_from_slice(b",\"minted_at\":");
-        json_str(out, minted_at.as_str());
+        minted_at.write_json(out);
         if let Some(class) = self.open {
             out.extend_from_slice(b",\"open_class\":");
             json_str(out, class.as_str());
@@ -201,10 +212,7 @@ fn json_message(out: &mut Vec<u8>, m: &MessageContext) {
     }
     if let Some(sent_at) = m.sent_at {
         out.extend_from_slice(b",\"sent_at\":");
-        json_str(
-            out,
-            Stamp::new(crate::clock::from_unix_secs(sent_at)).as_str(),
-        );
+        Stamp::new(crate::clock::from_unix_secs(sent_at)).write_json(out);
     }
     if let Some(role) = m.role {
         out.extend_from_slice(b",\"role\":");

@@ -9,7 +9,7 @@
 //! (see [`crate::clicks::line_click_id`]), so a revision is shipped under its own message id and
 //! is never taken for a duplicate of the click it names.
 
-use super::{Stamp, json_str, json_verdict_members};
+use super::{Stamp, json_verdict_members};
 use crate::clicks::id::ClickId;
 use crate::clicks::verdict::Revision;
 
@@ -22,7 +22,7 @@ impl Revision {
         out: &mut Vec<u8>,
     ) {
         out.extend_from_slice(b"{\"ts\":");
-        json_str(out, Stamp::new(self.ts).as_str());
+        Stamp::new(self.ts).write_json(out);
         out.extend_from_slice(b",\"kind\":\"verdict\"");
         revises.write_member(out);
         json_verdict_members(out, self.class, &self.reasons, self.rules);
