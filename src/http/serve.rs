@@ -169,27 +169,37 @@ pub async fn serve_https(listener: TcpListener, acceptor: Arc<Acceptor>, serving
     let mut gate = Gate::new(listener, serving.https.clone(), serving.stop.clone());
     while let Some((mut tcp, peer, place)) = gate.next().await {
         let (acceptor, s) = (acceptor.clone(), serving.clone());
-        serving.tracker.spawn(async move {
-            let Some((peer, _slot)) = s.admit(&mut tcp, peer, place).await else {
-                return;
-            };
-            // Boxed, like the connection below: the handshake's state is large and short-lived,
-            // and the task of an idle connection should not keep room for it.
-            let accepted = match Box::pin(acceptor.accept(tcp)).await {
+        // The admission and the handshake in a box of their own, freed once the connection is
+        // served: the task of a long-lived connection keeps room for neither (a task's size is
+        // that of its largest state, for its whole life).
+        let setup: SetupFuture = Box::pin(async move {
+            let (peer, slot) = s.admit(&mut tcp, peer, place).await?;
+            let accepted = match acceptor.accept(tcp).await {
                 Ok(a) => a,
-                Err(HandshakeError::ChallengeAnswered) => return,
+                Err(HandshakeError::ChallengeAnswered) => return None,
                 Err(e) => {
                     tracing::debug!(%peer, error = %error_chain(&e), "handshake failed");
-                    return;
+                    return None;
                 }
             };
-            serve_tls(accepted, peer, s).await;
+            Some((slot, serve_tls(accepted, peer, s)))
+        });
+        serving.tracker.spawn(async move {
+            if let Some((_slot, conn)) = setup.await {
+                conn.await;
+            }
         });
     }
 }
 
+/// A connection's admission and handshake: its slot and how it is served, or `None` when it is
+/// refused or its handshake fails.
+type SetupFuture = Pin<Box<dyn Future<Output = Option<(Slot, BoxFuture<'static>)>> + Send>>;
+
 /// Serves a connection after its handshake, boxed with exactly the state of the protocol it
-/// speaks: an idle connection costs hyper's state for h2 or HTTP/1.1, not room for both.
+/// speaks: an idle connection costs hyper's state for h2 or HTTP/1.1, not room for both. The
+/// TLS stream (about 1.2 KiB, rustls's connection inline) is boxed too, so that the futures
+/// that move it around keep a pointer rather than a copy each.
 fn serve_tls(accepted: Accepted<TcpStream>, peer: SocketAddr, s: Serving) -> BoxFuture<'static> {
     let info = ConnInfo {
         peer,
@@ -198,7 +208,7 @@ fn serve_tls(accepted: Accepted<TcpStream>, peer: SocketAddr, s: Serving) -> Box
         tls_fp: accepted.tls_fp,
     };
     let activity = Arc::new(Activity::new());
-    let io = WriteDeadline::new(accepted.stream, s.timeouts.write);
+    let io = Box::new(WriteDeadline::new(accepted.stream, s.timeouts.write));
     let service = service(
         s.edge.clone(),
         info,
@@ -207,7 +217,7 @@ fn serve_tls(accepted: Accepted<TcpStream>, peer: SocketAddr, s: Serving) -> Box
     );
     if accepted.h2 {
         let conn = s.h2.serve_connection(TokioIo::new(io), service);
-        Box::pin(drive(conn, peer, activity, s.timeouts, s.stop))
+        Box::pin(drive(Box::pin(conn), peer, activity, s.timeouts, s.stop))
     } else {
         Box::pin(park::drive_h1(io, service, peer, activity, s.h1, s.stop))
     }

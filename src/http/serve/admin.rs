@@ -55,7 +55,7 @@ pub fn serve_admin(
             };
             let io = TokioIo::new(WriteDeadline::new(tcp, timeouts.write));
             let served = drive(
-                h1.serve_connection(io, service),
+                Box::pin(h1.serve_connection(io, service)),
                 peer,
                 activity,
                 timeouts,

@@ -195,19 +195,19 @@ pub(super) async fn close<C: Closable>(
     }
 }
 
-/// Serves `conn` until it ends. It is asked to finish the request in flight and close at
+/// Serves `conn` until it ends (boxed: an async function's argument is kept twice in its future,
+/// and hyper's h2 connection is 3 KiB). It is asked to finish the request in flight and close at
 /// shutdown, or once it had no request in flight for `timeouts.keepalive` (see [`close`]).
 pub(super) async fn drive<C: Closable>(
-    conn: C,
+    mut conn: Pin<Box<C>>,
     peer: SocketAddr,
     activity: Arc<Activity>,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut conn = std::pin::pin!(conn);
     if let Some(why) = serve_until(conn.as_mut(), peer, &activity, timeouts, &mut stop, None).await
     {
-        close(conn, why, peer, timeouts).await;
+        close(conn.as_mut(), why, peer, timeouts).await;
     }
 }
 
@@ -267,7 +267,7 @@ mod tests {
             asked: asked.clone(),
             closes,
         };
-        let driving = tokio::spawn(drive(conn, peer(), activity, TIMEOUTS, stop));
+        let driving = tokio::spawn(drive(Box::pin(conn), peer(), activity, TIMEOUTS, stop));
         while !asked.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -322,7 +322,7 @@ mod tests {
             closes: true,
         };
         let driving = tokio::spawn(drive(
-            conn,
+            Box::pin(conn),
             peer(),
             Arc::new(Activity::new()),
             TIMEOUTS,

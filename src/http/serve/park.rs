@@ -54,6 +54,12 @@ impl Readiness for TcpStream {
     }
 }
 
+impl<T: Readiness> Readiness for Box<T> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).readable()
+    }
+}
+
 impl<T: Readiness> Readiness for TlsStream<T> {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         self.get_ref().0.readable()
@@ -230,16 +236,24 @@ pub(super) async fn drive_h1<T, S>(
             Some(Interrupted::Parkable) => {}
             Some(why) => return close(Pin::new(&mut *conn), why, peer, h1.timeouts).await,
         }
-        let parts = conn.into_parts();
-        (io, service) = (parts.io.into_inner(), parts.service);
-        if !parts.read_buf.is_empty() {
+        // Taken out of its box, which is freed here rather than kept empty while parked.
+        let http1::Parts {
+            io: parts_io,
+            read_buf,
+            service: parts_service,
+            ..
+        } = unbox(conn).into_parts();
+        (io, service) = (parts_io.into_inner(), parts_service);
+        if !read_buf.is_empty() {
             // Half a pipelined request head, read with the request before it: served on at once,
             // its bytes first, and never parked again, so that the new connection's header timer
             // is restarted once at most.
-            io.unread = parts.read_buf;
+            io.unread = read_buf;
             may_park = false;
             continue;
         }
+        // Empty, but it still holds hyper's read buffer (8 KiB): not kept while parked.
+        drop(read_buf);
         // Parked: only the TLS stream, the service and this task are left, until the client's
         // next bytes, the edge's shutdown, or the deadline hyper would have kept.
         let since = activity.idle_since().unwrap_or_else(Instant::now);
@@ -258,6 +272,11 @@ pub(super) async fn drive_h1<T, S>(
             return shut(io.inner, h1.timeouts).await;
         }
     }
+}
+
+/// The value out of its box, the box's memory freed now rather than at the end of the scope.
+fn unbox<T>(b: Box<T>) -> T {
+    *b
 }
 
 /// Closes a parked connection: TLS `close_notify` and FIN, bounded by `timeouts.close`.
