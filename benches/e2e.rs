@@ -14,6 +14,10 @@
 //! disabled, and the client's rustls `Resumption::disabled()`; the client counts resumed
 //! handshakes, and there must be none.
 //!
+//! After the rounds, latency near saturation: each server gets new-connection clicks at 80%
+//! (`--near-saturation`) of its own median flat-out X25519 rate, certificates not verified so
+//! that the load generator's core is not the one saturated; its busy share is in the table.
+//!
 //! Everything is on loopback, in temp dirs removed at the end; every child is stopped on drop;
 //! every run is bounded in time. Under `cargo test` (no `--bench` argument) it only runs a quick
 //! functional pass against clickedge: every request answered 302 and logged; no timing is
@@ -67,6 +71,12 @@ struct Opts {
     /// The fixed rate of the latency run (new connections), requests per second.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// After the rounds, one more new-connection run per round and server at this fraction of
+    /// that server's median flat-out X25519 rate, certificates not verified (the load
+    /// generator then needs less CPU per click than the server): latency near saturation.
+    /// 0 skips it.
+    #[arg(long, default_value_t = 0.8)]
+    near_saturation: f64,
     /// Link domains registered on clickedge (SNI names `links{0..N-1}.example.com`).
     #[arg(long, default_value_t = 100)]
     domains: usize,
@@ -153,6 +163,15 @@ const WORKLOADS: &[Workload] = &[
         verify: false,
     },
 ];
+
+/// The latency run near saturation (`--near-saturation`): its rate is set per server after the
+/// rounds, so it is not in [`WORKLOADS`].
+const NEAR_SATURATION: Workload = Workload {
+    key: "new-near-sat",
+    args: "--mode new-conn --http 1.1 --kx x25519 -c 128",
+    fixed_rate: true,
+    verify: false,
+};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -553,6 +572,76 @@ fn bench(opts: &Opts) -> Result<(), String> {
         }
     }
 
+    if opts.near_saturation > 0.0 {
+        let flat_out: BTreeMap<&str, f64> = running
+            .iter()
+            .map(|s| {
+                let mut rates: Vec<f64> = samples
+                    .iter()
+                    .filter(|x| x.server == s.name && x.workload == "new-x25519")
+                    .map(|x| x.rate)
+                    .collect();
+                rates.sort_by(f64::total_cmp);
+                (s.name, rates.get(rates.len() / 2).copied().unwrap_or(0.0))
+            })
+            .collect();
+        for round in 0..opts.rounds {
+            let n = running.len();
+            for k in 0..n {
+                let s = &mut running[(k + round) % n];
+                let rate = (flat_out[s.name] * opts.near_saturation).max(1.0).round();
+                let w = &NEAR_SATURATION;
+                let mut extra: Vec<String> = w.args.split_whitespace().map(String::from).collect();
+                extra.extend([
+                    "--duration".into(),
+                    format!("{secs}s"),
+                    "--rate".into(),
+                    rate.to_string(),
+                    "--insecure-no-verify".into(),
+                ]);
+                if opts.both_cores {
+                    extra.extend(["--threads".into(), "2".into()]);
+                }
+                let mut t = Target {
+                    server: s,
+                    urls: &urls,
+                    roots: &roots,
+                };
+                let (summary, cpu, other) = run_load(
+                    &exe,
+                    &mut t,
+                    &extra,
+                    opts.duration + Duration::from_secs(60),
+                    pin,
+                )?;
+                let name = t.server.name;
+                if name == "clickedge" {
+                    clicks_sent += summary.ok;
+                }
+                let smp = sample(name, w, round, &summary, cpu, other);
+                eprintln!(
+                    "e2e: round {}/{} {:<9} {} at {rate}/s: {:>7} ok {:>8.0}/s  server busy {:>3.0}% (client {:>3.0}%)  p50 {:.2} ms p99 {:.2} ms{}",
+                    round + 1,
+                    opts.rounds,
+                    name,
+                    w.key,
+                    smp.ok,
+                    smp.rate,
+                    smp.busy * 100.0,
+                    smp.client_busy * 100.0,
+                    smp.p50_ms,
+                    smp.p99_ms,
+                    if smp.bad > 0 {
+                        format!("  {} FAILED: {:?}", smp.bad, summary.error_samples)
+                    } else {
+                        String::new()
+                    },
+                );
+                samples.push(smp);
+            }
+        }
+    }
+
     let mut once: BTreeMap<&'static str, Once> = BTreeMap::new();
     for s in &running {
         once.entry(s.name).or_default().rss_after_kib = s.proc.rss_kib();
@@ -720,6 +809,42 @@ fn rows(opts: &Opts) -> Vec<Row> {
             "new-rate",
             |s| s.p99_ms,
             2,
+        ),
+        row(
+            format!(
+                "latency p50 ms, new connections at {:.0}% of the server's flat-out rate",
+                opts.near_saturation * 100.0
+            ),
+            "new-near-sat",
+            |s| s.p50_ms,
+            2,
+        ),
+        row(
+            format!(
+                "latency p99 ms, new connections at {:.0}% of the server's flat-out rate",
+                opts.near_saturation * 100.0
+            ),
+            "new-near-sat",
+            |s| s.p99_ms,
+            2,
+        ),
+        row(
+            "  clicks/s answered (the rate offered: that fraction of each server's own)".into(),
+            "new-near-sat",
+            |s| s.rate,
+            0,
+        ),
+        row(
+            "  server core busy %".into(),
+            "new-near-sat",
+            |s| s.busy * 100.0,
+            0,
+        ),
+        row(
+            "  load generator core busy %".into(),
+            "new-near-sat",
+            |s| s.client_busy * 100.0,
+            0,
         ),
         row(
             "new-connection clicks/s, flat out, 128 in flight (X25519)".into(),
