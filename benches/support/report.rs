@@ -64,6 +64,11 @@ pub struct Row {
     pub ratio: bool,
 }
 
+/// The median of the finite values, the two middle ones averaged; `None` without any.
+pub fn median(v: Vec<f64>) -> Option<f64> {
+    median_min_max(v).map(|(median, ..)| median)
+}
+
 fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     v.retain(|x| x.is_finite());
     if v.is_empty() {

@@ -96,7 +96,14 @@ mod tests {
 
     #[test]
     fn the_last_line_is_the_one_lines_ends_with() {
-        for bytes in [&b"a\nbc\n"[..], b"only\n", b"a\n\n", b"x\ny\nz\n"] {
+        for bytes in [
+            &b"a\nbc\n"[..],
+            b"only\n",
+            b"a\n\n",
+            b"x\ny\nz\n",
+            b"a\nbc",
+            b"\n",
+        ] {
             let batch = Batch::new(bytes, 1, false);
             assert_eq!(batch.last_line(), batch.lines().last(), "{bytes:?}");
         }

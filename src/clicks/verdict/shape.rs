@@ -67,6 +67,8 @@ const PREFETCH: [&str; 4] = ["sec-purpose", "purpose", "x-purpose", "x-moz"];
 ///
 /// The headers are read in one pass over the map (a handful of entries) rather than by nine
 /// lookups, each of which hashes its name: the lookups were half of the verdict's work per click.
+/// A repeated `User-Agent` is judged by its first value; a prefetch marker counts in any value
+/// of a repeated prefetch header.
 pub fn shape(method: &str, headers: &HeaderMap) -> Shape {
     let mut s = Shape::default();
     let mut prefetch = false;
@@ -308,6 +310,32 @@ mod tests {
         }
         let s = shape("GET", &headers(&[("user-agent", "  ")]));
         assert_eq!(reasons(&s), ["no-ua"]);
+    }
+
+    #[test]
+    fn a_repeated_header_reads_its_first_user_agent_and_any_prefetch_value() {
+        // The user agent judged is the first, as `HeaderMap::get` gives it (the verdict's
+        // fingerprint check reads it that way too).
+        let s = shape(
+            "GET",
+            &headers(&[("user-agent", "curl/8.5.0"), ("user-agent", CHROME)]),
+        );
+        assert_eq!(reasons(&s), ["ua:curl"]);
+        let s = shape(
+            "GET",
+            &headers(&[("user-agent", CHROME), ("user-agent", "curl/8.5.0")]),
+        );
+        assert_eq!(reasons(&s), Vec::<&str>::new());
+        // A prefetch marker in any of a header's values counts, as in a comma-joined one.
+        let s = shape(
+            "GET",
+            &headers(&[
+                ("purpose", "navigate"),
+                ("purpose", "prefetch"),
+                ("user-agent", CHROME),
+            ]),
+        );
+        assert_eq!(reasons(&s), ["prefetch"]);
     }
 
     #[test]
