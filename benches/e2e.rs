@@ -257,6 +257,71 @@ struct Target<'a> {
     roots: &'a Path,
 }
 
+/// One run of `w` against `t` (at `rate` per second when given, else flat out), logged as it
+/// ends: its sample, and how many clicks were answered.
+fn run_workload(
+    exe: &Path,
+    t: &mut Target<'_>,
+    w: &Workload,
+    rate: Option<f64>,
+    round: usize,
+    opts: &Opts,
+    pin: bool,
+) -> Result<(Sample, u64), String> {
+    let mut extra: Vec<String> = w.args.split_whitespace().map(String::from).collect();
+    extra.extend([
+        "--duration".into(),
+        format!("{}s", opts.duration.as_secs_f64()),
+    ]);
+    if let Some(rate) = rate {
+        extra.extend(["--rate".into(), rate.to_string()]);
+    }
+    if !w.verify {
+        extra.push("--insecure-no-verify".into());
+    }
+    if opts.both_cores {
+        extra.extend(["--threads".into(), "2".into()]);
+    }
+    let (summary, cpu, other) =
+        run_load(exe, t, &extra, opts.duration + Duration::from_secs(60), pin)?;
+    let smp = sample(t.server.name, w, round, &summary, cpu, other);
+    eprintln!(
+        "e2e: round {}/{} {:<9} {:<12} {:>7} ok {:>8.0}/s{}  server {:>6.1} µs/click, busy {:>3.0}% (client {:>3.0}%)  p50 {:.2} ms p99 {:.2} ms{}{}",
+        round + 1,
+        opts.rounds,
+        t.server.name,
+        w.key,
+        smp.ok,
+        smp.rate,
+        rate.map_or_else(String::new, |r| format!(" (offered {r}/s)")),
+        smp.cpu_us,
+        smp.busy * 100.0,
+        smp.client_busy * 100.0,
+        smp.p50_ms,
+        smp.p99_ms,
+        if smp.bad > 0 {
+            format!("  {} FAILED: {:?}", smp.bad, summary.error_samples)
+        } else {
+            String::new()
+        },
+        if smp.core0_other > 0.05 {
+            format!(
+                "  (core 0 also {:.0}% busy with other work)",
+                smp.core0_other * 100.0
+            )
+        } else {
+            String::new()
+        },
+    );
+    if summary.handshakes.contains_key("resumed") {
+        eprintln!(
+            "e2e: WARNING: {} resumed sessions in {}: new-connection figures are not full handshakes",
+            t.server.name, w.key
+        );
+    }
+    Ok((smp, summary.ok))
+}
+
 /// Runs the load generator pinned to the client core against `t`, measuring the server's CPU.
 fn run_load(
     exe: &Path,
@@ -506,66 +571,15 @@ fn bench(opts: &Opts) -> Result<(), String> {
         for k in 0..n {
             let s = &mut running[(k + round) % n];
             for w in WORKLOADS {
-                let mut extra: Vec<String> = w.args.split_whitespace().map(String::from).collect();
-                extra.extend(["--duration".into(), format!("{secs}s")]);
-                if w.fixed_rate {
-                    extra.extend(["--rate".into(), opts.rate.to_string()]);
-                }
-                if !w.verify {
-                    extra.push("--insecure-no-verify".into());
-                }
-                if opts.both_cores {
-                    extra.extend(["--threads".into(), "2".into()]);
-                }
                 let mut t = Target {
                     server: s,
                     urls: &urls,
                     roots: &roots,
                 };
-                let (summary, cpu, other) = run_load(
-                    &exe,
-                    &mut t,
-                    &extra,
-                    opts.duration + Duration::from_secs(60),
-                    pin,
-                )?;
-                let name = t.server.name;
-                if name == "clickedge" {
-                    clicks_sent += summary.ok;
-                }
-                let smp = sample(name, w, round, &summary, cpu, other);
-                eprintln!(
-                    "e2e: round {}/{} {:<9} {:<10} {:>7} ok {:>8.0}/s  server {:>6.1} µs/click, busy {:>3.0}% (client {:>3.0}%)  p50 {:.2} ms p99 {:.2} ms{}{}",
-                    round + 1,
-                    opts.rounds,
-                    name,
-                    w.key,
-                    smp.ok,
-                    smp.rate,
-                    smp.cpu_us,
-                    smp.busy * 100.0,
-                    smp.client_busy * 100.0,
-                    smp.p50_ms,
-                    smp.p99_ms,
-                    if smp.bad > 0 {
-                        format!("  {} FAILED: {:?}", smp.bad, summary.error_samples)
-                    } else {
-                        String::new()
-                    },
-                    if smp.core0_other > 0.05 {
-                        format!(
-                            "  (core 0 also {:.0}% busy with other work)",
-                            smp.core0_other * 100.0
-                        )
-                    } else {
-                        String::new()
-                    },
-                );
-                if summary.handshakes.contains_key("resumed") {
-                    eprintln!(
-                        "e2e: WARNING: {name} resumed sessions in {}: new-connection figures are not full handshakes",
-                        w.key
-                    );
+                let rate = w.fixed_rate.then_some(opts.rate);
+                let (smp, ok) = run_workload(&exe, &mut t, w, rate, round, opts, pin)?;
+                if t.server.name == "clickedge" {
+                    clicks_sent += ok;
                 }
                 samples.push(smp);
             }
@@ -596,53 +610,16 @@ fn bench(opts: &Opts) -> Result<(), String> {
                     );
                     continue;
                 }
-                let w = &NEAR_SATURATION;
-                let mut extra: Vec<String> = w.args.split_whitespace().map(String::from).collect();
-                extra.extend([
-                    "--duration".into(),
-                    format!("{secs}s"),
-                    "--rate".into(),
-                    rate.to_string(),
-                    "--insecure-no-verify".into(),
-                ]);
-                if opts.both_cores {
-                    extra.extend(["--threads".into(), "2".into()]);
-                }
                 let mut t = Target {
                     server: s,
                     urls: &urls,
                     roots: &roots,
                 };
-                let (summary, cpu, other) = run_load(
-                    &exe,
-                    &mut t,
-                    &extra,
-                    opts.duration + Duration::from_secs(60),
-                    pin,
-                )?;
-                let name = t.server.name;
-                if name == "clickedge" {
-                    clicks_sent += summary.ok;
+                let (smp, ok) =
+                    run_workload(&exe, &mut t, &NEAR_SATURATION, Some(rate), round, opts, pin)?;
+                if t.server.name == "clickedge" {
+                    clicks_sent += ok;
                 }
-                let smp = sample(name, w, round, &summary, cpu, other);
-                eprintln!(
-                    "e2e: round {}/{} {:<9} {} at {rate}/s: {:>7} ok {:>8.0}/s  server busy {:>3.0}% (client {:>3.0}%)  p50 {:.2} ms p99 {:.2} ms{}",
-                    round + 1,
-                    opts.rounds,
-                    name,
-                    w.key,
-                    smp.ok,
-                    smp.rate,
-                    smp.busy * 100.0,
-                    smp.client_busy * 100.0,
-                    smp.p50_ms,
-                    smp.p99_ms,
-                    if smp.bad > 0 {
-                        format!("  {} FAILED: {:?}", smp.bad, summary.error_samples)
-                    } else {
-                        String::new()
-                    },
-                );
                 samples.push(smp);
             }
         }
