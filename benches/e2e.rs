@@ -750,7 +750,24 @@ fn rows(opts: &Opts) -> Vec<Row> {
         value,
         decimals,
     };
-    let mut rows = vec![
+    // The busy shares of both cores under a throughput row: ratios make no sense for them.
+    let busy = |workload| {
+        [
+            row(
+                "  server core busy %".into(),
+                workload,
+                |s| s.busy * 100.0,
+                0,
+            ),
+            row(
+                "  load generator core busy %".into(),
+                workload,
+                |s| s.client_busy * 100.0,
+                0,
+            ),
+        ]
+    };
+    let mut rows: Vec<Row> = [
         row(
             "server CPU µs per new-connection click, X25519".into(),
             "new-x25519",
@@ -799,18 +816,10 @@ fn rows(opts: &Opts) -> Vec<Row> {
             |s| s.rate,
             0,
         ),
-        row(
-            "  server core busy %".into(),
-            "new-x25519",
-            |s| s.busy * 100.0,
-            0,
-        ),
-        row(
-            "  load generator core busy %".into(),
-            "new-x25519",
-            |s| s.client_busy * 100.0,
-            0,
-        ),
+    ]
+    .into_iter()
+    .chain(busy("new-x25519"))
+    .chain([
         row(
             "  clicks/s per server core (10⁶ / µs per click)".into(),
             "new-x25519",
@@ -823,55 +832,23 @@ fn rows(opts: &Opts) -> Vec<Row> {
             |s| s.rate,
             0,
         ),
-        row(
-            "  server core busy %".into(),
-            "new-pq",
-            |s| s.busy * 100.0,
-            0,
-        ),
-        row(
-            "  load generator core busy %".into(),
-            "new-pq",
-            |s| s.client_busy * 100.0,
-            0,
-        ),
-        row(
-            "keep-alive clicks/s, HTTP/1.1, 256 connections".into(),
-            "ka-h1",
-            |s| s.rate,
-            0,
-        ),
-        row(
-            "  server core busy %".into(),
-            "ka-h1",
-            |s| s.busy * 100.0,
-            0,
-        ),
-        row(
-            "  load generator core busy %".into(),
-            "ka-h1",
-            |s| s.client_busy * 100.0,
-            0,
-        ),
-        row(
-            "keep-alive clicks/s, h2, 8 connections × 32 streams".into(),
-            "ka-h2",
-            |s| s.rate,
-            0,
-        ),
-        row(
-            "  server core busy %".into(),
-            "ka-h2",
-            |s| s.busy * 100.0,
-            0,
-        ),
-        row(
-            "  load generator core busy %".into(),
-            "ka-h2",
-            |s| s.client_busy * 100.0,
-            0,
-        ),
-    ];
+    ])
+    .chain(busy("new-pq"))
+    .chain([row(
+        "keep-alive clicks/s, HTTP/1.1, 256 connections".into(),
+        "ka-h1",
+        |s| s.rate,
+        0,
+    )])
+    .chain(busy("ka-h1"))
+    .chain([row(
+        "keep-alive clicks/s, h2, 8 connections × 32 streams".into(),
+        "ka-h2",
+        |s| s.rate,
+        0,
+    )])
+    .chain(busy("ka-h2"))
+    .collect();
     if opts.near_saturation > 0.0 {
         // After the fixed-rate rows, before the flat-out ones.
         let at = rows
@@ -906,19 +883,9 @@ fn rows(opts: &Opts) -> Vec<Row> {
                     |s| s.rate,
                     0,
                 ),
-                row(
-                    "  server core busy %".into(),
-                    "new-near-sat",
-                    |s| s.busy * 100.0,
-                    0,
-                ),
-                row(
-                    "  load generator core busy %".into(),
-                    "new-near-sat",
-                    |s| s.client_busy * 100.0,
-                    0,
-                ),
-            ],
+            ]
+            .into_iter()
+            .chain(busy("new-near-sat")),
         );
     }
     rows
