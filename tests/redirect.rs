@@ -90,6 +90,43 @@ async fn head_h1_keepalive_h2_and_tls12_all_redirect_and_log() {
 }
 
 #[tokio::test]
+async fn a_click_that_asks_to_close_gets_its_whole_answer_then_close_notify() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    let url = reqwest::Url::parse(&link).unwrap();
+    let path = url.path();
+    // The answer and the close_notify after it leave in one write (BENCHMARKS.md): both arrive.
+    for (version, connection) in [("HTTP/1.1", "Connection: close\r\n"), ("HTTP/1.0", "")] {
+        let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+        let mut tls = edge
+            .tls_connector(b"http/1.1")
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let request = format!("GET {path} {version}\r\nHost: {DOMAIN}\r\n{connection}\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        // rustls reports an end without close_notify as an error (UnexpectedEof).
+        tls.read_to_end(&mut answer)
+            .await
+            .unwrap_or_else(|e| panic!("{version}: the answer, then close_notify: {e}"));
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.contains(" 302 Found\r\n"), "{version}: {answer}");
+        assert!(
+            answer.contains(&format!("\r\nlocation: {DEST}\r\n")),
+            "{version}: {answer}"
+        );
+        if version == "HTTP/1.1" {
+            assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+        }
+    }
+    assert_eq!(edge.wait_for_clicks(2).len(), 2);
+}
+
+#[tokio::test]
 async fn tampered_truncated_and_garbage_tokens_never_redirect() {
     let edge = Edge::start();
     edge.add_domain(DOMAIN).await;

@@ -27,8 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
+use hyper::header::CONNECTION;
 use hyper::service::{Service as _, service_fn};
-use hyper::{Request, StatusCode};
+use hyper::{Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -279,6 +280,9 @@ fn service(
         let (edge, conn) = (edge.clone(), conn.clone());
         async move {
             let _busy = conn.activity.busy();
+            if closes_after(&req) {
+                conn.activity.last_request();
+            }
             let received = Instant::now();
             let res = edge.handle(&conn.info, req).await;
             let timed = (res.status() == StatusCode::FOUND)
@@ -286,6 +290,25 @@ fn service(
             Ok::<_, Infallible>(res.map(|body| Timed::new(body, timed)))
         }
     })
+}
+
+/// Whether hyper closes an HTTP/1.x connection once `req` is answered, by hyper's own rule:
+/// a `Connection` header with the `close` token, or HTTP/1.0 without `keep-alive`. (h2
+/// requests carry no `Connection` header.)
+fn closes_after<B>(req: &Request<B>) -> bool {
+    let mut keep_alive = req.version() != Version::HTTP_10;
+    for value in req.headers().get_all(CONNECTION) {
+        let has = |token: &str| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        };
+        if has("close") {
+            return true;
+        }
+        keep_alive |= has("keep-alive");
+    }
+    !keep_alive
 }
 
 /// Resolves once the stop flag is true (at once if it already is).
@@ -298,4 +321,38 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn accept_error(e: std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_closes_its_connection_by_hypers_rule() {
+        let req = |version, connection: &[&str]| {
+            let mut b = Request::builder().version(version);
+            for c in connection {
+                b = b.header(CONNECTION, *c);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(!closes_after(&req(Version::HTTP_11, &[])));
+        assert!(closes_after(&req(Version::HTTP_11, &["close"])));
+        assert!(closes_after(&req(Version::HTTP_11, &["Upgrade, CLOSE "])));
+        assert!(closes_after(&req(
+            Version::HTTP_11,
+            &["keep-alive", "close"]
+        )));
+        assert!(!closes_after(&req(
+            Version::HTTP_11,
+            &["keep-alive, closed"]
+        )));
+        assert!(closes_after(&req(Version::HTTP_10, &[])));
+        assert!(!closes_after(&req(Version::HTTP_10, &["Keep-Alive"])));
+        assert!(closes_after(&req(
+            Version::HTTP_10,
+            &["keep-alive", "close"]
+        )));
+        assert!(!closes_after(&req(Version::HTTP_2, &[])));
+    }
 }

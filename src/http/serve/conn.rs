@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulConnection;
@@ -49,6 +49,8 @@ pub(super) struct Activity {
     /// When the last request finished, in ms after `epoch` (0: none yet).
     last_ms: AtomicU64,
     in_flight: AtomicU32,
+    /// A request said the connection closes after its answer (see [`Activity::last_request`]).
+    closing: AtomicBool,
 }
 
 impl Activity {
@@ -57,7 +59,20 @@ impl Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the request being answered as the connection's last: the client asked to close
+    /// (HTTP/1.x). Its answer can then go out with the TLS `close_notify` that follows it, in
+    /// one write (see `park`).
+    pub(super) fn last_request(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a request said the connection closes after its answer.
+    pub(super) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Marks a request in flight until the guard is dropped (also when the request is

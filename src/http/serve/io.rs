@@ -37,6 +37,10 @@ impl<T> WriteDeadline<T> {
         &self.inner
     }
 
+    pub(super) fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// Passes on a write-side result, failing it once writes have been stalled for `limit`.
     fn check<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if poll.is_ready() {

@@ -171,7 +171,7 @@ impl Gate {
                     p = self.limits.places.clone().acquire_owned() => p.ok()?,
                 },
             };
-            let _ = tcp.set_nodelay(true);
+            // TCP_NODELAY comes from the listener (`app::bind`).
             let place = Place {
                 limits: self.limits.clone(),
                 permit,

@@ -15,11 +15,12 @@
 //! a connection from being parked, so hyper's header timer bounds a slow client as before.
 
 use std::io;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::body::{Bytes, Incoming};
@@ -42,33 +43,55 @@ use super::stopped;
 /// allocations), short against `limits.keepalive_timeout`.
 pub(super) const PARK_AFTER: Duration = Duration::from_secs(2);
 
-/// A transport that can say when it has something to read, without reading it.
-pub(super) trait Readiness {
+/// What [`drive_h1`] needs of a transport besides reading and writing.
+pub(super) trait Transport {
     /// Resolves once a read would not block (data, end of stream or an error).
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Takes what it can of `bufs` to send with the next write out, without writing to the
+    /// socket now: TLS encrypts them into rustls's buffer, so that a connection's last answer
+    /// and the `close_notify` after it leave in one write. `None`: this transport writes at
+    /// once (plain TCP).
+    fn write_later(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>>;
 }
 
-impl Readiness for TcpStream {
+impl Transport for TcpStream {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         TcpStream::readable(self)
     }
+
+    fn write_later(&mut self, _: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        None
+    }
 }
 
-impl<T: Readiness> Readiness for Box<T> {
+impl<T: Transport> Transport for Box<T> {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         (**self).readable()
     }
-}
 
-impl<T: Readiness> Readiness for TlsStream<T> {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.get_ref().0.readable()
+    fn write_later(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        (**self).write_later(bufs)
     }
 }
 
-impl<T: Readiness> Readiness for WriteDeadline<T> {
+impl<T: Transport> Transport for TlsStream<T> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.get_ref().0.readable()
+    }
+
+    fn write_later(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        Some(self.get_mut().1.writer().write_vectored(bufs))
+    }
+}
+
+impl<T: Transport> Transport for WriteDeadline<T> {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         self.get_ref().readable()
+    }
+
+    fn write_later(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        self.get_mut().write_later(bufs)
     }
 }
 
@@ -120,14 +143,41 @@ struct Watched<T> {
     unread: Bytes,
     inner: T,
     wire: Arc<Wire>,
+    /// Says when the answer being written is the connection's last.
+    activity: Arc<Activity>,
+    /// Bytes of the last answer that `inner` holds (see [`Transport::write_later`]); hyper's
+    /// flush leaves them there, and its shutdown sends them with the `close_notify` (or its next
+    /// read, should hyper read again after all, sends them first).
+    held: bool,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+impl<T: Transport + AsyncWrite + Unpin> Watched<T> {
+    /// Hands bytes of the connection's last answer to `inner` to keep, if both can.
+    fn hold(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<Poll<io::Result<usize>>> {
+        if !self.activity.closing() {
+            return None;
+        }
+        match self.inner.write_later(bufs)? {
+            // Nothing taken (its buffer is full): written out as usual, which makes room.
+            Ok(0) => None,
+            taken => {
+                self.held |= taken.is_ok();
+                Some(Poll::Ready(taken))
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.held {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+            self.held = false;
+        }
         if !self.unread.is_empty() {
             let n = self.unread.len().min(buf.remaining());
             buf.put_slice(&self.unread[..n]);
@@ -146,13 +196,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+impl<T: Transport + AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.wire.wrote();
+        if let Some(held) = self.hold(&[io::IoSlice::new(buf)]) {
+            return held;
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -162,6 +215,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.wire.wrote();
+        if let Some(held) = self.hold(bufs) {
+            return held;
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -170,6 +226,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.held {
+            // Kept for the shutdown (or the next read); `unflushed` stays set meanwhile.
+            return Poll::Ready(Ok(()));
+        }
         let poll = Pin::new(&mut self.inner).poll_flush(cx);
         if let Poll::Ready(Ok(())) = poll {
             self.wire.unflushed.store(false, Ordering::Relaxed);
@@ -178,7 +238,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+        self.held = false;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -204,7 +266,7 @@ pub(super) async fn drive_h1<T, S>(
     h1: H1,
     mut stop: watch::Receiver<bool>,
 ) where
-    T: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Transport + Unpin + Send + 'static,
     S: HttpService<Incoming> + Unpin,
     S::ResBody: 'static,
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -214,6 +276,8 @@ pub(super) async fn drive_h1<T, S>(
         unread: Bytes::new(),
         inner: io,
         wire: wire.clone(),
+        activity: activity.clone(),
+        held: false,
     };
     let mut may_park = true;
     loop {
@@ -284,4 +348,124 @@ fn unbox<T>(b: Box<T>) -> T {
 /// Closes a parked connection: TLS `close_notify` and FIN, bounded by `timeouts.close`.
 async fn shut<T: AsyncWrite + Unpin>(mut io: T, timeouts: Timeouts) {
     let _ = tokio::time::timeout(timeouts.close, io.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A transport that records each write that reaches its socket and, like TLS, can hold
+    /// bytes back until the next one; its shutdown writes `<close>` as TLS writes `close_notify`.
+    #[derive(Default)]
+    struct Recorder {
+        held: Vec<u8>,
+        writes: Vec<Vec<u8>>,
+    }
+
+    impl Recorder {
+        fn write_out(&mut self, more: &[u8]) {
+            let mut out = std::mem::take(&mut self.held);
+            out.extend_from_slice(more);
+            if !out.is_empty() {
+                self.writes.push(out);
+            }
+        }
+    }
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.write_out(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.write_out(b"");
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.write_out(b"<close>");
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Transport for Recorder {
+        fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+            std::future::ready(Ok(()))
+        }
+
+        fn write_later(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+            let before = self.held.len();
+            bufs.iter().for_each(|b| self.held.extend_from_slice(b));
+            Some(Ok(self.held.len() - before))
+        }
+    }
+
+    fn watched(activity: &Arc<Activity>) -> Watched<Recorder> {
+        Watched {
+            unread: Bytes::new(),
+            inner: Recorder::default(),
+            wire: Arc::default(),
+            activity: activity.clone(),
+            held: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_on_a_connection_that_stays_goes_out_at_its_flush() {
+        let activity = Arc::new(Activity::new());
+        let mut io = watched(&activity);
+        io.write_all(b"answer").await.unwrap();
+        io.flush().await.unwrap();
+        assert_eq!(io.inner.writes, [b"answer".to_vec()]);
+        io.shutdown().await.unwrap();
+        assert_eq!(io.inner.writes, [b"answer".to_vec(), b"<close>".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn the_last_answer_leaves_with_the_close_in_one_write() {
+        let activity = Arc::new(Activity::new());
+        activity.last_request();
+        let mut io = watched(&activity);
+        io.write_all(b"last ").await.unwrap();
+        io.write_all(b"answer").await.unwrap();
+        io.flush().await.unwrap();
+        assert!(io.inner.writes.is_empty(), "{:?}", io.inner.writes);
+        assert!(!io.wire.quiet(), "held bytes are unflushed: never parked");
+        io.shutdown().await.unwrap();
+        assert_eq!(io.inner.writes, [b"last answer<close>".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn held_bytes_go_out_before_a_read_should_the_connection_go_on() {
+        let activity = Arc::new(Activity::new());
+        activity.last_request();
+        let mut io = watched(&activity);
+        io.write_all(b"answer").await.unwrap();
+        io.flush().await.unwrap();
+        let _ = io.read(&mut [0; 16]).await.unwrap();
+        assert_eq!(io.inner.writes, [b"answer".to_vec()]);
+        io.write_all(b"more").await.unwrap();
+        io.shutdown().await.unwrap();
+        assert_eq!(
+            io.inner.writes,
+            [b"answer".to_vec(), b"more<close>".to_vec()]
+        );
+    }
 }
