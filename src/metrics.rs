@@ -90,6 +90,9 @@ pub struct Metrics {
     pub connections_parked: IntGauge,
     /// Connections closed at once because their address had too many open.
     pub connections_refused: IntCounter,
+    /// Connections refused by the PROXY protocol check, by reason (see
+    /// `http::serve::ProxyProtocol`).
+    pub proxy_refused: IntCounterVec,
     /// Renewals by outcome (`ok`, `failed`).
     pub renewals: IntCounterVec,
     /// ACME orders by challenge type and event (`started`, `succeeded`, `failed`).
@@ -390,6 +393,14 @@ impl Metrics {
                 "clickedge_connections_refused_total",
                 "Connections refused: too many from one address",
             )?,
+            proxy_refused: IntCounterVec::new(
+                Opts::new(
+                    "clickedge_proxy_protocol_refused_total",
+                    "Connections refused by the PROXY protocol check (listen.proxy_protocol), by \
+                     reason: untrusted, missing, timeout, malformed, io",
+                ),
+                &["reason"],
+            )?,
             renewals: IntCounterVec::new(
                 Opts::new(
                     "clickedge_certificate_renewals_total",
@@ -417,6 +428,7 @@ impl Metrics {
         registry.register(Box::new(m.connections_open.clone()))?;
         registry.register(Box::new(m.connections_parked.clone()))?;
         registry.register(Box::new(m.connections_refused.clone()))?;
+        registry.register(Box::new(m.proxy_refused.clone()))?;
         registry.register(Box::new(m.renewals.clone()))?;
         registry.register(Box::new(m.acme_orders.clone()))?;
         registry.register(Box::new(m.clicks_logged.clone()))?;

@@ -199,6 +199,10 @@ async fn headers_from_strangers_missing_truncated_or_oversized_are_refused() {
         ""
     );
     edge.wait_for_log("malformed proxy protocol v1 header", 1);
+    for (reason, refused) in [("untrusted", 2.0), ("missing", 2.0), ("malformed", 6.0)] {
+        let name = format!("clickedge_proxy_protocol_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(edge.metric(&name).await, refused, "{name}");
+    }
 
     // What is served: a proxy's LOCAL connection (its health check) as the proxy, a stranger
     // without a header as itself, and the plain HTTP listener behind a header.

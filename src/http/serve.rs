@@ -87,6 +87,8 @@ pub struct Serving {
     timeouts: Timeouts,
     /// `listen.proxy_protocol`: the client's address from a header its trusted proxy sends.
     proxy: Option<Arc<ProxyProtocol>>,
+    /// `clickedge_proxy_protocol_refused_total`.
+    proxy_refused: prometheus::IntCounterVec,
     tracker: TaskTracker,
     stop: watch::Receiver<bool>,
 }
@@ -125,6 +127,7 @@ impl Serving {
             )),
             timeouts: Timeouts::new(limits),
             proxy: None,
+            proxy_refused: metrics.proxy_refused.clone(),
             tracker,
             stop,
         }
@@ -150,6 +153,7 @@ impl Serving {
                 Ok(client) => client,
                 Err(e) => {
                     tracing::debug!(%peer, error = %error_chain(&e), "connection refused");
+                    self.proxy_refused.with_label_values(&[e.reason()]).inc();
                     return None;
                 }
             },

@@ -67,6 +67,22 @@ pub(super) enum ProxyError {
     V2(#[source] ppp::v2::ParseError),
 }
 
+impl ProxyError {
+    /// The `reason` label of `clickedge_proxy_protocol_refused_total`.
+    pub(super) fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::Untrusted { .. } => "untrusted",
+            ProxyError::Missing { .. } => "missing",
+            ProxyError::Timeout => "timeout",
+            ProxyError::Truncated
+            | ProxyError::Oversized { .. }
+            | ProxyError::V1(_)
+            | ProxyError::V2(_) => "malformed",
+            ProxyError::Read(_) => "io",
+        }
+    }
+}
+
 /// The listeners' PROXY protocol settings.
 #[derive(Debug, Clone)]
 pub struct ProxyProtocol {
