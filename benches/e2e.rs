@@ -107,6 +107,10 @@ struct Opts {
     /// for both.
     #[arg(long)]
     both_cores: bool,
+    /// clickedge's `listen.https_threads` (0, its default: HTTPS on the shared runtime; N: N
+    /// threads of its own, one socket each). With `--both-cores`, 2 is one per core.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    https_threads: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -483,6 +487,7 @@ fn bench(opts: &Opts) -> Result<(), String> {
                     env!("CARGO_BIN_EXE_clickedge"),
                     &dir.join("clickedge"),
                     core,
+                    &format!("https_threads = {}\n", opts.https_threads),
                     &stream_config,
                 )?;
                 let data = s.data_dir.clone().expect("clickedge has a data dir");
@@ -653,7 +658,7 @@ fn bench(opts: &Opts) -> Result<(), String> {
     let rows = rows(opts);
     println!();
     println!(
-        "clickedge e2e: {} round(s) of {:.0} s runs, {}, {} names, {} links; {}",
+        "clickedge e2e: {} round(s) of {:.0} s runs, {}{}, {} names, {} links; {}",
         opts.rounds,
         secs,
         match (pin, opts.both_cores) {
@@ -661,6 +666,10 @@ fn bench(opts: &Opts) -> Result<(), String> {
                 format!("server on core {SERVER_CORE}, load generator on core {CLIENT_CORE}"),
             (false, true) => "server and load generator sharing both cores (--both-cores)".into(),
             (false, false) => "NOT pinned: taskset missing".into(),
+        },
+        match opts.https_threads {
+            0 => String::new(),
+            n => format!(", clickedge with listen.https_threads = {n}"),
         },
         names.len(),
         names.len() * opts.links_per_domain,

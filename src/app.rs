@@ -12,6 +12,7 @@ mod issuer;
 mod lock;
 mod mirror;
 mod probe;
+mod threads;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -55,7 +56,7 @@ use crate::policy::{Ask, AskSettings, Policy};
 use crate::store::{self, OrderRate};
 use crate::tls::{self, Acceptor};
 
-use bind::{bind, bind_all};
+use bind::{bind, bind_all, bind_copies};
 use clicks::ClickLog;
 pub use lock::{DataDirLock, LOCK_FILE, LockError};
 
@@ -293,7 +294,13 @@ impl App {
         }
         let edge = Arc::new(edge.with_verdict(verdict));
 
-        let https = bind_all(config.listen.https.all(), "listen.https")?;
+        // One socket per address and HTTPS thread (`listen.https_threads`), else one.
+        let https_threads = config.listen.https_threads;
+        let https = bind_copies(
+            config.listen.https.all(),
+            "listen.https",
+            https_threads.max(1),
+        )?;
         let http_listeners = bind_all(config.listen.http.all(), "listen.http")?;
         let admin_listener = bind(config.listen.admin, "listen.admin")?;
         let metrics_listener = match config.listen.metrics {
@@ -307,7 +314,10 @@ impl App {
                 .collect::<std::io::Result<Vec<_>>>()
         };
         let addrs = Addrs {
-            https: local(&https)?,
+            https: https
+                .iter()
+                .map(|copies| copies[0].local_addr())
+                .collect::<std::io::Result<_>>()?,
             http: local(&http_listeners)?,
             admin: admin_listener.local_addr()?,
             metrics: metrics_listener
@@ -333,11 +343,26 @@ impl App {
         }
         // Each address its own accept loop; those of a listener share its caps (`serving`).
         let mut tasks = Vec::new();
-        for listener in https {
-            let (acceptor, serving) = (acceptor.clone(), serving.clone());
-            tasks.push(tokio::spawn(serve::serve_https(
-                listener, acceptor, serving,
-            )));
+        if https_threads == 0 {
+            for listener in https.into_iter().flatten() {
+                let (acceptor, serving) = (acceptor.clone(), serving.clone());
+                tasks.push(tokio::spawn(serve::serve_https(
+                    listener, acceptor, serving,
+                )));
+            }
+        } else {
+            // Thread i serves copy i of every address.
+            let mut copies: Vec<_> = https.into_iter().map(Vec::into_iter).collect();
+            for i in 0..https_threads {
+                let listeners = copies.iter_mut().filter_map(Iterator::next).collect();
+                tasks.push(threads::serve_https(
+                    i,
+                    listeners,
+                    acceptor.clone(),
+                    serving.clone(),
+                    connections.clone(),
+                )?);
+            }
         }
         for listener in http_listeners {
             tasks.push(tokio::spawn(serve::serve_http(listener, serving.clone())));

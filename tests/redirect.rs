@@ -49,7 +49,27 @@ async fn verified_redirect_logs_one_click_with_contract_fields() {
 
 #[tokio::test]
 async fn head_h1_keepalive_h2_and_tls12_all_redirect_and_log() {
-    let edge = Edge::start();
+    every_protocol_redirects_and_logs(&Edge::start()).await;
+}
+
+#[tokio::test]
+async fn https_served_by_threads_of_its_own_redirects_and_logs_the_same() {
+    let edge = Edge::start_with(
+        "[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         https_threads = 2\n",
+    );
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", edge.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("https-"))
+        .collect();
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    every_protocol_redirects_and_logs(&edge).await;
+}
+
+/// HEAD, HTTP/1.1 keep-alive, h2 and TLS 1.2 each get the 302 and a click line.
+async fn every_protocol_redirects_and_logs(edge: &Edge) {
     edge.add_domain(DOMAIN).await;
     let link = edge.mint(DOMAIN, DEST, json!({})).await;
 

@@ -122,7 +122,7 @@ pub struct Server {
 /// Starts the release clickedge in `dir` with resumption off, every port 0 on loopback.
 /// `CLICKEDGE_BENCH_DURABILITY=synced` measures the synced click log instead of the buffered one.
 pub fn clickedge(bin: &str, dir: &Path, core: Option<usize>) -> Result<Server, String> {
-    clickedge_with(bin, dir, core, "")
+    clickedge_with(bin, dir, core, "", "")
 }
 
 /// Starts a local `nats-server -js` (Debian package `nats-server`) on a free loopback port with
@@ -147,6 +147,7 @@ pub fn clickedge_with(
     bin: &str,
     dir: &Path,
     core: Option<usize>,
+    listen: &str,
     clicks: &str,
 ) -> Result<Server, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -157,7 +158,7 @@ pub fn clickedge_with(
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\n\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
+            "data_dir = \"{}\"\n\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{listen}\n\
              [tls]\n# Every handshake a full one, like an email click's (and nginx's and Caddy's here).\nsession_resumption = false\n\n\
              [clicks]\ndurability = \"{durability}\"\n\
              # The load generator is one address clicking flat out, and every click must be logged.\n\

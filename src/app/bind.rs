@@ -17,6 +17,17 @@ const BACKLOG: i32 = 1024;
 
 /// Binds each of `addrs`, the value of config key `key`.
 pub(super) fn bind_all(addrs: &[SocketAddr], key: &str) -> anyhow::Result<Vec<TcpListener>> {
+    Ok(bind_copies(addrs, key, 1)?.into_iter().flatten().collect())
+}
+
+/// Binds each of `addrs` `copies` times, `SO_REUSEPORT` when more than once (the kernel spreads
+/// an address's connections over its sockets): one list of sockets per address.
+pub(super) fn bind_copies(
+    addrs: &[SocketAddr],
+    key: &str,
+    copies: usize,
+) -> anyhow::Result<Vec<Vec<TcpListener>>> {
+    let shared = copies > 1;
     addrs
         .iter()
         .map(|&addr| {
@@ -25,18 +36,30 @@ pub(super) fn bind_all(addrs: &[SocketAddr], key: &str) -> anyhow::Result<Vec<Tc
                     && a.port() != 0
                     && a.ip() == std::net::Ipv4Addr::UNSPECIFIED
             });
-            bind_socket(addr, key, ipv4_beside)
+            let first = bind_socket(addr, key, ipv4_beside, shared)?;
+            // Port 0: the others join the port the first one got.
+            let addr = first.local_addr()?;
+            let mut all = vec![first];
+            for _ in 1..copies {
+                all.push(bind_socket(addr, key, ipv4_beside, shared)?);
+            }
+            Ok(all)
         })
         .collect()
 }
 
 /// Binds `addr`, the value of config key `key`.
 pub(super) fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    bind_socket(addr, key, false)
+    bind_socket(addr, key, false, false)
 }
 
-fn bind_socket(addr: SocketAddr, key: &str, only_v6: bool) -> anyhow::Result<TcpListener> {
-    listen(addr, only_v6).map_err(|e| {
+fn bind_socket(
+    addr: SocketAddr,
+    key: &str,
+    only_v6: bool,
+    reuse_port: bool,
+) -> anyhow::Result<TcpListener> {
+    listen(addr, only_v6, reuse_port).map_err(|e| {
         let hint = bind_hint(addr, key, e.kind());
         anyhow::Error::new(e).context(hint)
     })
@@ -44,14 +67,15 @@ fn bind_socket(addr: SocketAddr, key: &str, only_v6: bool) -> anyhow::Result<Tcp
 
 /// A listening socket on `addr`, set up as `TcpListener::bind` does (`SO_REUSEADDR`, so a
 /// restarted edge binds while its old connections linger in TIME_WAIT), plus `IPV6_V6ONLY`,
-/// and `TCP_NODELAY`, which Linux copies to every connection it accepts: a response goes out
-/// when written, without a system call per connection to say so.
-fn listen(addr: SocketAddr, only_v6: bool) -> std::io::Result<TcpListener> {
+/// `SO_REUSEPORT` when asked, and `TCP_NODELAY`, which Linux copies to every connection it
+/// accepts: a response goes out when written, without a system call per connection to say so.
+fn listen(addr: SocketAddr, only_v6: bool, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(only_v6)?;
     }
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -144,6 +168,40 @@ mod tests {
                 "a client socket has Nagle on by default"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn copies_of_a_listener_share_its_port_and_each_accepts() {
+        let copies = bind_copies(&["127.0.0.1:0".parse().unwrap()], "listen.https", 3).unwrap();
+        let [copies] = <[Vec<TcpListener>; 1]>::try_from(copies).unwrap();
+        let port = copies[0].local_addr().unwrap().port();
+        assert!(
+            copies
+                .iter()
+                .all(|l| l.local_addr().unwrap().port() == port)
+        );
+        // The kernel picks the copy by the connection's addresses: enough connections reach
+        // every copy.
+        let mut clients = Vec::new();
+        for _ in 0..64 {
+            clients.push(
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for (i, copy) in copies.iter().enumerate() {
+            tokio::time::timeout(std::time::Duration::from_secs(5), copy.accept())
+                .await
+                .unwrap_or_else(|_| panic!("copy {i} accepted nothing of 64 connections"))
+                .unwrap();
+        }
+        // A copy is a listener of ours only: the port stays refused to one without the option.
+        let err = format!(
+            "{:#}",
+            bind(copies[0].local_addr().unwrap(), "listen.https").unwrap_err()
+        );
+        assert!(err.contains("another process"), "{err}");
     }
 
     #[tokio::test]

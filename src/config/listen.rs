@@ -30,7 +30,15 @@ pub struct Listen {
     /// Required with `proxy_protocol`. Default none.
     #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<IpNet>,
+    /// Threads that serve `https`, each with a single-threaded runtime and, from two on, its own
+    /// socket per address (`SO_REUSEPORT`: the kernel spreads connections over them), so that a
+    /// connection and the tasks it spawns (h2's streams) stay on one thread. Default 0: `https`
+    /// is served by the process's shared runtime, like every other listener.
+    pub https_threads: usize,
 }
+
+/// The most `listen.https_threads` takes: far more threads than cores only adds switching.
+pub const MAX_HTTPS_THREADS: usize = 256;
 
 impl Default for Listen {
     fn default() -> Self {
@@ -41,6 +49,7 @@ impl Default for Listen {
             metrics: None,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            https_threads: 0,
         }
     }
 }
@@ -54,6 +63,13 @@ impl Listen {
                  balancers' networks (e.g. [\"10.0.0.0/8\"]), since only they may name the client"
                     .into(),
             );
+        }
+        if self.https_threads > MAX_HTTPS_THREADS {
+            return Some(format!(
+                "listen.https_threads = {} is more than {MAX_HTTPS_THREADS}: use one per CPU core \
+                 the edge may use, or 0 for the shared runtime",
+                self.https_threads
+            ));
         }
         if !self.proxy_protocol && !self.trusted_proxies.is_empty() {
             return Some(

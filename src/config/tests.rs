@@ -336,6 +336,29 @@ fn a_listener_takes_one_address_or_a_list_but_not_an_empty_one() {
 }
 
 #[test]
+fn https_threads_default_to_the_shared_runtime_and_are_bounded() {
+    assert_eq!(parse("").unwrap().listen.https_threads, 0);
+    assert_eq!(
+        parse("[listen]\nhttps_threads = 2\n")
+            .unwrap()
+            .listen
+            .https_threads,
+        2
+    );
+    let err = parse("[listen]\nhttps_threads = 100000\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("listen.https_threads = 100000") && err.contains("one per CPU core"),
+        "{err}"
+    );
+    let err = parse("[listen]\nhttps_threads = -1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("https_threads"), "{err}");
+}
+
+#[test]
 fn proxy_protocol_needs_trusted_proxies_and_they_need_it() {
     let err = parse("[listen]\nproxy_protocol = true\n")
         .unwrap_err()
