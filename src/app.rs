@@ -342,28 +342,8 @@ impl App {
             ));
         }
         // Each address its own accept loop; those of a listener share its caps (`serving`).
-        let mut tasks = Vec::new();
-        if https_threads == 0 {
-            for listener in https.into_iter().flatten() {
-                let (acceptor, serving) = (acceptor.clone(), serving.clone());
-                tasks.push(tokio::spawn(serve::serve_https(
-                    listener, acceptor, serving,
-                )));
-            }
-        } else {
-            // Thread i serves copy i of every address.
-            let mut copies: Vec<_> = https.into_iter().map(Vec::into_iter).collect();
-            for i in 0..https_threads {
-                let listeners = copies.iter_mut().filter_map(Iterator::next).collect();
-                tasks.push(threads::serve_https(
-                    i,
-                    listeners,
-                    acceptor.clone(),
-                    serving.clone(),
-                    connections.clone(),
-                )?);
-            }
-        }
+        let mut tasks =
+            threads::serve_https(https, https_threads, &acceptor, &serving, &connections)?;
         for listener in http_listeners {
             tasks.push(tokio::spawn(serve::serve_http(listener, serving.clone())));
         }

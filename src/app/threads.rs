@@ -1,5 +1,6 @@
-//! `listen.https_threads`: HTTPS served by threads of its own, each a single-threaded runtime
-//! with its own sockets (`SO_REUSEPORT`), instead of the shared runtime. A connection and every
+//! Where the HTTPS listeners are served: on the shared runtime (the default), or with
+//! `listen.https_threads` on threads of their own, each a single-threaded runtime with its own
+//! sockets (`SO_REUSEPORT`). A connection and every
 //! task it spawns (h2 runs one per request) then stay on one thread: no task moves to the other
 //! core and wakes its connection from there, which on two cores cost h2 about a third more CPU
 //! per click (BENCHMARKS.md).
@@ -14,11 +15,45 @@ use tokio_util::task::TaskTracker;
 use crate::http::serve::{self, Serving};
 use crate::tls::Acceptor;
 
-/// Serves `listeners` (taken from the shared runtime) on thread `index`. The task returned ends
-/// with the thread's accept loops, at shutdown; the thread keeps its runtime, and the
-/// connections on it, until `connections` is closed and empty (or the process ends after the
-/// grace period).
+/// Serves the HTTPS listeners, bound as `bind_copies` does (a list of sockets per address, one per
+/// thread): `threads` 0, on the shared runtime; else copy i of every address on thread i. The
+/// tasks returned end with the accept loops, at shutdown.
 pub(super) fn serve_https(
+    https: Vec<Vec<TcpListener>>,
+    threads: usize,
+    acceptor: &Arc<Acceptor>,
+    serving: &Serving,
+    connections: &TaskTracker,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    if threads == 0 {
+        let loops = https.into_iter().flatten().map(|listener| {
+            tokio::spawn(serve::serve_https(
+                listener,
+                acceptor.clone(),
+                serving.clone(),
+            ))
+        });
+        return Ok(loops.collect());
+    }
+    let mut copies: Vec<_> = https.into_iter().map(Vec::into_iter).collect();
+    (0..threads)
+        .map(|i| {
+            let listeners = copies.iter_mut().filter_map(Iterator::next).collect();
+            on_thread(
+                i,
+                listeners,
+                acceptor.clone(),
+                serving.clone(),
+                connections.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Serves `listeners` (taken from the shared runtime) on thread `index`. The task returned ends
+/// with the thread's accept loops; the thread keeps its runtime, and the connections on it,
+/// until `connections` is closed and empty (or the process ends after the grace period).
+fn on_thread(
     index: usize,
     listeners: Vec<TcpListener>,
     acceptor: Arc<Acceptor>,
