@@ -1,9 +1,8 @@
 //! Where the HTTPS listeners are served: on the shared runtime (the default), or with
 //! `listen.https_threads` on threads of their own, each a single-threaded runtime with its own
-//! sockets (`SO_REUSEPORT`). A connection and every
-//! task it spawns (h2 runs one per request) then stay on one thread: no task moves to the other
-//! core and wakes its connection from there, which on two cores cost h2 about a third more CPU
-//! per click (BENCHMARKS.md).
+//! sockets (`SO_REUSEPORT`). On a thread, a connection and every task it spawns (h2 runs one
+//! per request) stay on it: no task moves to the other core and wakes its connection from
+//! there, which on two cores cost h2 about a third more CPU per click (BENCHMARKS.md).
 
 use std::sync::Arc;
 
