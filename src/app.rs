@@ -343,7 +343,7 @@ impl App {
         }
         // Each address its own accept loop; those of a listener share its caps (`serving`).
         let mut tasks =
-            threads::serve_https(https, https_threads, &acceptor, &serving, &connections)?;
+            threads::serve_https(https, https_threads, &acceptor, &serving, &connections).await?;
         for listener in http_listeners {
             tasks.push(tokio::spawn(serve::serve_http(listener, serving.clone())));
         }

@@ -17,7 +17,7 @@ use crate::tls::Acceptor;
 /// Serves the HTTPS listeners, bound as `bind_copies` does (a list of sockets per address, one per
 /// thread): `threads` 0, on the shared runtime; else copy i of every address on thread i. The
 /// tasks returned end with the accept loops, at shutdown.
-pub(super) fn serve_https(
+pub(super) async fn serve_https(
     https: Vec<Vec<TcpListener>>,
     threads: usize,
     acceptor: &Arc<Acceptor>,
@@ -35,48 +35,64 @@ pub(super) fn serve_https(
         return Ok(loops.collect());
     }
     let mut copies: Vec<_> = https.into_iter().map(Vec::into_iter).collect();
-    (0..threads)
-        .map(|i| {
-            let listeners = copies.iter_mut().filter_map(Iterator::next).collect();
-            on_thread(
-                i,
-                listeners,
-                acceptor.clone(),
-                serving.clone(),
-                connections.clone(),
-            )
-        })
-        .collect()
+    let mut tasks = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let listeners = copies.iter_mut().filter_map(Iterator::next).collect();
+        tasks.push(on_thread(i, listeners, acceptor, serving, connections).await?);
+    }
+    Ok(tasks)
 }
 
-/// Serves `listeners` (taken from the shared runtime) on thread `index`. The task returned ends
-/// with the thread's accept loops; the thread keeps its runtime, and the connections on it,
-/// until `connections` is closed and empty (or the process ends after the grace period).
-fn on_thread(
+/// Serves `listeners` (taken from the shared runtime) on thread `index`, once its runtime has
+/// started. The task returned ends with the thread's accept loops; the thread keeps its runtime,
+/// and the connections on it, until `connections` is closed and empty (or the process ends after
+/// the grace period).
+async fn on_thread(
     index: usize,
     listeners: Vec<TcpListener>,
-    acceptor: Arc<Acceptor>,
-    serving: Serving,
-    connections: TaskTracker,
+    acceptor: &Arc<Acceptor>,
+    serving: &Serving,
+    connections: &TaskTracker,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting an HTTPS thread's runtime (listen.https_threads)")?;
-    let listeners = {
-        // Registered with the thread's own runtime: its I/O driver wakes its accept loops.
-        let _in = runtime.enter();
-        listeners
-            .into_iter()
-            .map(|l| TcpListener::from_std(l.into_std()?))
-            .collect::<std::io::Result<Vec<_>>>()
-            .context("moving an HTTPS listener to its thread")?
-    };
+    let listeners = listeners
+        .into_iter()
+        .map(TcpListener::into_std)
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("taking an HTTPS listener to its thread")?;
+    let (acceptor, serving, connections) = (acceptor.clone(), serving.clone(), connections.clone());
+    let (started, starting) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
     let (done, accepting) = tokio::sync::oneshot::channel::<()>();
+    // The runtime is made, used and dropped on the thread: a runtime may not be dropped inside
+    // another one's task, as a failed start here would otherwise do.
     std::thread::Builder::new()
         .name(format!("https-{index}"))
         .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ =
+                        started.send(Err(anyhow::Error::new(e).context("starting its runtime")));
+                    return;
+                }
+            };
             runtime.block_on(async move {
+                // Registered with this thread's runtime: its I/O driver wakes the accept loops.
+                let listeners = match listeners
+                    .into_iter()
+                    .map(TcpListener::from_std)
+                    .collect::<std::io::Result<Vec<_>>>()
+                {
+                    Ok(listeners) => listeners,
+                    Err(e) => {
+                        let _ = started
+                            .send(Err(anyhow::Error::new(e).context("taking its listeners")));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(()));
                 let loops: Vec<_> = listeners
                     .into_iter()
                     .map(|l| tokio::spawn(serve::serve_https(l, acceptor.clone(), serving.clone())))
@@ -89,6 +105,10 @@ fn on_thread(
             });
         })
         .context("starting an HTTPS thread (listen.https_threads)")?;
+    starting
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("it ended while starting")))
+        .with_context(|| format!("starting HTTPS thread https-{index} (listen.https_threads)"))?;
     Ok(tokio::spawn(async move {
         let _ = accepting.await;
     }))

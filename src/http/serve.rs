@@ -152,8 +152,8 @@ impl Serving {
             Some(proxy) => match proxy.client(tcp, peer).await {
                 Ok(client) => client,
                 Err(e) => {
-                    tracing::debug!(%peer, error = %error_chain(&e), "connection refused");
                     self.proxy_refused.with_label_values(&[e.reason()]).inc();
+                    tracing::debug!(%peer, error = %error_chain(&e), "connection refused");
                     return None;
                 }
             },

@@ -41,6 +41,11 @@ impl<T> WriteDeadline<T> {
         &mut self.inner
     }
 
+    /// Bytes were taken without a write (buffered to go out later): progress, as a write is.
+    pub(super) fn progressed(&mut self) {
+        self.stalled = false;
+    }
+
     /// Passes on a write-side result, failing it once writes have been stalled for `limit`.
     fn check<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if poll.is_ready() {

@@ -91,7 +91,11 @@ impl<T: Transport> Transport for WriteDeadline<T> {
     }
 
     fn write_later(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
-        self.get_mut().write_later(bufs)
+        let taken = self.get_mut().write_later(bufs);
+        if matches!(taken, Some(Ok(n)) if n > 0) {
+            self.progressed();
+        }
+        taken
     }
 }
 
@@ -296,9 +300,20 @@ pub(super) async fn drive_h1<T, S>(
         )
         .await;
         match why {
-            None => return,
             Some(Interrupted::Parkable) => {}
-            Some(why) => return close(Pin::new(&mut *conn), why, peer, h1.timeouts).await,
+            ended => {
+                if let Some(why) = ended {
+                    close(Pin::new(&mut *conn), why, peer, h1.timeouts).await;
+                }
+                // hyper shuts the transport down as it ends, unless a request asked for an
+                // upgrade (`Upgrade`, CONNECT), answered or not: then it hands the transport
+                // back untouched, and a last answer held for the shutdown goes out here.
+                let io = unbox(conn).into_parts().io.into_inner();
+                if io.held {
+                    shut(io.inner, h1.timeouts).await;
+                }
+                return;
+            }
         }
         // Taken out of its box, which is freed here rather than kept empty while parked.
         let http1::Parts {
@@ -447,7 +462,10 @@ mod tests {
         io.write_all(b"answer").await.unwrap();
         io.flush().await.unwrap();
         assert!(io.inner.writes.is_empty(), "{:?}", io.inner.writes);
-        assert!(!io.wire.quiet(), "held bytes are unflushed: never parked");
+        assert!(
+            io.wire.unflushed.load(Ordering::Relaxed),
+            "held bytes count as unflushed: the connection is never parked with them"
+        );
         io.shutdown().await.unwrap();
         assert_eq!(io.inner.writes, [b"last answer<close>".to_vec()]);
     }
