@@ -356,7 +356,7 @@ impl Nats {
 }
 
 /// Publish `n`'s reply subject, `<inbox>.<n>` (`inbox` ends with its dot), built without the
-/// formatting machinery, which cost about 900 instructions of every click shipped.
+/// formatting machinery (about 550 instructions less per click shipped).
 fn reply_subject(inbox: &str, mut n: u64) -> String {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
