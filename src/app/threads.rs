@@ -25,14 +25,7 @@ pub(super) async fn serve_https(
     connections: &TaskTracker,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     if threads == 0 {
-        let loops = https.into_iter().flatten().map(|listener| {
-            tokio::spawn(serve::serve_https(
-                listener,
-                acceptor.clone(),
-                serving.clone(),
-            ))
-        });
-        return Ok(loops.collect());
+        return Ok(accept_loops(https.into_iter().flatten(), acceptor, serving));
     }
     let mut copies: Vec<_> = https.into_iter().map(Vec::into_iter).collect();
     let mut tasks = Vec::with_capacity(threads);
@@ -93,11 +86,7 @@ async fn on_thread(
                     }
                 };
                 let _ = started.send(Ok(()));
-                let loops: Vec<_> = listeners
-                    .into_iter()
-                    .map(|l| tokio::spawn(serve::serve_https(l, acceptor.clone(), serving.clone())))
-                    .collect();
-                for l in loops {
+                for l in accept_loops(listeners, &acceptor, &serving) {
                     let _ = l.await;
                 }
                 drop(done);
@@ -112,4 +101,16 @@ async fn on_thread(
     Ok(tokio::spawn(async move {
         let _ = accepting.await;
     }))
+}
+
+/// An accept loop per listener, spawned on the current runtime.
+fn accept_loops(
+    listeners: impl IntoIterator<Item = TcpListener>,
+    acceptor: &Arc<Acceptor>,
+    serving: &Serving,
+) -> Vec<JoinHandle<()>> {
+    listeners
+        .into_iter()
+        .map(|l| tokio::spawn(serve::serve_https(l, acceptor.clone(), serving.clone())))
+        .collect()
 }
