@@ -49,16 +49,17 @@ impl Cluster {
     }
 }
 
-/// A node's name: 1 to 64 ASCII letters, digits, `-`, `_` and `.`, so it fits a NATS subject
-/// token, a file name and a log line unquoted.
+/// A node's name: 1 to 64 ASCII letters, digits, `-`, `_` and `.`, a dot only between two of the
+/// others (as in a host name), so it fits a NATS subject (where dots separate tokens, none of them
+/// empty), a file name and a log line unquoted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeId(String);
 
 /// Why a node id is refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "node id {0:?} is not usable: use 1 to 64 ASCII letters, digits, '-', '_' or '.', for \
-     example \"edge-a\""
+    "node id {0:?} is not usable: use 1 to 64 ASCII letters, digits, '-', '_' or '.' (a dot \
+     only between two of the others), for example \"edge-a\" or \"edge-a.eu\""
 )]
 pub struct NodeIdError(String);
 
@@ -66,9 +67,12 @@ impl NodeId {
     /// Parses a node id.
     pub fn parse(input: &str) -> Result<NodeId, NodeIdError> {
         let ok = (1..=64).contains(&input.len())
-            && input
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && input.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+            });
         if ok {
             Ok(NodeId(input.to_owned()))
         } else {
@@ -114,7 +118,19 @@ mod tests {
             NodeId::parse("edge-a.eu_1").unwrap().as_str(),
             "edge-a.eu_1"
         );
-        for bad in ["", "edge a", "edge/a", "edge*", "é", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "edge a",
+            "edge/a",
+            "edge*",
+            "é",
+            &"a".repeat(65),
+            // Each would make an empty token in the NATS subject `clicks.{node_id}`.
+            ".",
+            "edge.",
+            ".edge",
+            "edge..a",
+        ] {
             assert!(NodeId::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
