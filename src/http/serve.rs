@@ -301,16 +301,17 @@ fn service(
 /// requests carry no `Connection` header.)
 fn closes_after<B>(req: &Request<B>) -> bool {
     let mut keep_alive = req.version() != Version::HTTP_10;
-    for value in req.headers().get_all(CONNECTION) {
-        let has = |token: &str| {
-            value
-                .to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        };
-        if has("close") {
+    let values = req.headers().get_all(CONNECTION);
+    for token in values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let token = token.trim();
+        if token.eq_ignore_ascii_case("close") {
             return true;
         }
-        keep_alive |= has("keep-alive");
+        keep_alive |= token.eq_ignore_ascii_case("keep-alive");
     }
     !keep_alive
 }
