@@ -28,6 +28,10 @@ use clickedge::clicks::ship::{NatsTarget, ShipMetrics, Shipper};
 use clickedge::clock::Clock;
 use clickedge::config::{Clicks, NodeId};
 
+/// The binary's allocator, so allocation costs are the ones the edge pays.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A click line as the edge writes it (a browser's click with a verdict and a message), without
 /// its `click_id`: 600 bytes or so, like the lines of the e2e bench.
 const LINE: &str = r#"{"ts":"2026-11-29T10:24:30.123Z","kind":"click","domain":"links0.example.com","url":"https://shop.example.com/spring-sale/shoes?utm_source=email&utm_campaign=spring1","meta":{"c":"spring","r":"12345"},"ip":"203.0.113.7","ua":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36","referer":null,"method":"GET","tls":"1.3","http":"2","minted_at":"2026-11-24T16:00:00Z","verdict":"human","reasons":[],"rules":"r2+n1","sec_fetch":"document,navigate,none,?1","message":{"id":"m-2026-11-29-0001","index":3,"count":12},"tls_fp":"t13d1516h2_8daaf6152771_e5627efa2ab1""#;
