@@ -60,8 +60,9 @@ const CLIENT_CORE: usize = 1;
 /// Admin API calls in flight while registering. The admin listener shares clickedge's one core
 /// and the store's one SQLite connection, so more would only queue there.
 const ADMIN_CONCURRENCY: usize = 32;
-/// How long the RSS is left to settle after a start or a run before it is read.
-const SETTLE: Duration = Duration::from_millis(1000);
+/// How long the RSS is left to settle after a start or a run before it is read: past jemalloc's
+/// dirty-page decay (10 s), after which its background threads have returned what was freed.
+const SETTLE: Duration = Duration::from_secs(12);
 
 /// Scale bench: RSS and certificate cache hit rate with many registered domains, a few hot.
 #[derive(clap::Parser)]
@@ -109,6 +110,8 @@ struct Params {
     pin: bool,
     /// Progress lines from the load generator on stderr.
     progress: bool,
+    /// How long to wait before each RSS reading ([`SETTLE`]; none in the smoke run).
+    settle: Duration,
 }
 
 /// Server CPU and wall time of one phase.
@@ -206,6 +209,7 @@ fn bench(opts: &Opts) -> Result<(), String> {
         touch_all: !opts.no_touch_all,
         pin,
         progress: true,
+        settle: SETTLE,
     };
     let report = run(&params, tmp.path())?;
     print_table(&params, &report);
@@ -300,9 +304,9 @@ impl Edge {
         }
     }
 
-    /// RSS after [`SETTLE`].
-    fn rss_settled(&self) -> u64 {
-        std::thread::sleep(SETTLE);
+    /// RSS after `settle`.
+    fn rss_settled(&self, settle: Duration) -> u64 {
+        std::thread::sleep(settle);
         self.server.proc.rss_kib()
     }
 }
@@ -468,7 +472,7 @@ fn run(p: &Params, dir: &Path) -> Result<Report, String> {
         s.ok as f64 / t.wall_s,
         t.server_cpu_s * 1e6 / s.ok.max(1) as f64
     );
-    report.rss_issued_kib = edge.rss_settled();
+    report.rss_issued_kib = edge.rss_settled(p.settle);
 
     eprintln!("scale: minting one link for each of {} hot domains", p.hot);
     let hot = &names[..p.hot];
@@ -499,7 +503,7 @@ fn run(p: &Params, dir: &Path) -> Result<Report, String> {
             .map_err(|e| format!("GET {url} after the restart: {e}"))
     })?;
     report.restart_s = t0.elapsed().as_secs_f64();
-    report.rss_rest_kib = edge.rss_settled();
+    report.rss_rest_kib = edge.rss_settled(p.settle);
     let at_rest = rt.block_on(edge.lookups())?;
     if at_rest != Lookups::default() {
         return Err(format!(
@@ -547,7 +551,7 @@ fn run(p: &Params, dir: &Path) -> Result<Report, String> {
     report.clicks_sent += s.ok;
     report.run = t;
     report.run_lookups = rt.block_on(edge.lookups())?.since(after_first);
-    report.rss_hot_kib = edge.rss_settled();
+    report.rss_hot_kib = edge.rss_settled(p.settle);
     if s.requests == 0 || s.bad() > 0 {
         return Err(format!(
             "the click run had {} failures in {} requests:\n{}",
@@ -583,7 +587,7 @@ fn run(p: &Params, dir: &Path) -> Result<Report, String> {
         edge.check_alive()?;
         all_ok(&edge, "touching every domain", &s, p.domains as u64)?;
         let lookups = rt.block_on(edge.lookups())?.since(before);
-        report.touch = Some((t, lookups, edge.rss_settled()));
+        report.touch = Some((t, lookups, edge.rss_settled(p.settle)));
     }
 
     let (logged, dropped) = count_clicks(&rt, &edge, report.clicks_sent)?;
@@ -840,6 +844,7 @@ fn smoke() {
         touch_all: true,
         pin: false,
         progress: false,
+        settle: Duration::ZERO,
     };
     let r = run(&p, tmp.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.issued, 50);

@@ -47,6 +47,12 @@ impl Policy {
         self.registered.contains(name)
     }
 
+    /// The registered name equal to `name`, sharing its allocation, so a table that keys every
+    /// stored certificate by name holds no second copy of each name. No I/O.
+    pub fn registered_name(&self, name: &str) -> Option<Domain> {
+        self.registered.get(name).map(|n| n.key().clone())
+    }
+
     /// True if `name` may have a certificate: registered, or approved by `ask` now, which
     /// registers it (in the store first). Only the certificate resolver asks this: challenge
     /// answers and the plain HTTP listener take registered names only, so no `Host` they see

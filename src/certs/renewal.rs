@@ -73,7 +73,12 @@ impl Certs {
             let spread = Duration::from_secs(rand::random_range(0..FIRST_CHECK_SPREAD_SECS));
             let due = schedule::default_renew_at(c.not_before, c.not_after, rand::random())
                 .min(now + spread);
-            schedule.set(&c.domain, due);
+            // The policy's copy of the name, not the one read with the lifetimes: with 100 000
+            // certificates that is 4.6 MiB less at rest (BENCHMARKS.md).
+            match self.policy.registered_name(c.domain.as_str()) {
+                Some(name) => schedule.set(&name, due),
+                None => schedule.set(&c.domain, due),
+            }
         }
     }
 

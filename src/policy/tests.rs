@@ -35,6 +35,21 @@ async fn registers_and_unregisters() {
 }
 
 #[tokio::test]
+async fn the_registered_name_is_shared_not_copied() {
+    let a = d("a.example.com");
+    let p = Policy::new([a.clone()], None);
+    let shared = p.registered_name(d("a.example.com").as_str()).unwrap();
+    assert_eq!(shared, a);
+    assert!(
+        std::ptr::eq(shared.as_str(), a.as_str()),
+        "a second allocation of the name"
+    );
+    assert_eq!(p.registered_name("b.example.com"), None);
+    p.unregister("a.example.com").await;
+    assert_eq!(p.registered_name("a.example.com"), None);
+}
+
+#[tokio::test]
 async fn a_fallback_is_served_while_its_domain_is_registered() {
     let store = SqliteStore::in_memory().unwrap();
     let a = d("a.example.com");
