@@ -269,8 +269,9 @@ impl Certs {
             Some(cert) => match self.entry(&cert) {
                 Ok(entry) => {
                     self.cache.insert(name.clone(), entry);
+                    let shared = self.shared(name);
                     lock(&self.schedule).set(
-                        name,
+                        &shared,
                         schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
                     );
                 }

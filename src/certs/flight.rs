@@ -87,10 +87,11 @@ impl Certs {
         let entry = self
             .entry(&cert)
             .map_err(|e| CertError::unavailable(name, e))?;
+        let shared = self.shared(name);
         let mut schedule = lock(&self.schedule);
         if !schedule.by_name.contains_key(name) {
             schedule.set(
-                name,
+                &shared,
                 schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
             );
         }
@@ -221,8 +222,9 @@ impl Certs {
             .issuance_seconds
             .observe(started.elapsed().as_secs_f64());
         self.backoff.succeeded(name).await;
+        let shared = self.shared(name);
         lock(&self.schedule).set(
-            name,
+            &shared,
             schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
         );
         self.wake.notify_one();

@@ -27,15 +27,18 @@ const MIN_ARI_CHECK: Duration = Duration::from_secs(60);
 /// Renewal times by name, and names by time.
 #[derive(Debug, Default)]
 pub(super) struct Schedule {
-    by_time: BTreeSet<(SystemTime, Domain)>,
+    pub(super) by_time: BTreeSet<(SystemTime, Domain)>,
     pub(super) by_name: HashMap<Domain, SystemTime>,
 }
 
 impl Schedule {
+    /// Schedules `name` at `at`, replacing its earlier time (and the copy of the name kept with
+    /// it, so both sides hold `name`'s allocation).
     pub(super) fn set(&mut self, name: &Domain, at: SystemTime) {
-        if let Some(old) = self.by_name.insert(name.clone(), at) {
-            self.by_time.remove(&(old, name.clone()));
+        if let Some((old_name, old)) = self.by_name.remove_entry(name) {
+            self.by_time.remove(&(old, old_name));
         }
+        self.by_name.insert(name.clone(), at);
         self.by_time.insert((at, name.clone()));
     }
 
@@ -65,20 +68,25 @@ impl Schedule {
 }
 
 impl Certs {
+    /// `name` as the policy holds it, to key the schedule with: one allocation per name however
+    /// many tables hold it (48 bytes a name, 4.6 MiB with 100 000 certificates; BENCHMARKS.md).
+    /// `name` itself if it is not registered.
+    pub(super) fn shared(&self, name: &Domain) -> Domain {
+        self.policy
+            .registered_name(name.as_str())
+            .unwrap_or_else(|| name.clone())
+    }
+
     /// Schedules the first check of every stored certificate (at start): when the lifetime rule
     /// says, or sooner, within [`FIRST_CHECK_SPREAD_SECS`], so an ARI-capable CA is asked early.
     pub(super) fn schedule_stored(&self, lifetimes: &[CertLifetime], now: SystemTime) {
+        let names: Vec<Domain> = lifetimes.iter().map(|c| self.shared(&c.domain)).collect();
         let mut schedule = lock(&self.schedule);
-        for c in lifetimes {
+        for (c, name) in lifetimes.iter().zip(&names) {
             let spread = Duration::from_secs(rand::random_range(0..FIRST_CHECK_SPREAD_SECS));
             let due = schedule::default_renew_at(c.not_before, c.not_after, rand::random())
                 .min(now + spread);
-            // The policy's copy of the name, not the one read with the lifetimes: with 100 000
-            // certificates that is 4.6 MiB less at rest (BENCHMARKS.md).
-            match self.policy.registered_name(c.domain.as_str()) {
-                Some(name) => schedule.set(&name, due),
-                None => schedule.set(&c.domain, due),
-            }
+            schedule.set(name, due);
         }
     }
 

@@ -106,6 +106,47 @@ async fn record(store: &Arc<dyn Store>, name: &Domain) -> DomainRecord {
     store.domain(name).await.unwrap().unwrap()
 }
 
+/// The schedule's copy of `name` is the policy's (one allocation per name), and it is due.
+fn assert_scheduled_under_the_policys_name(certs: &Certs, name: &Domain) {
+    let policys = certs.policy.registered_name(name.as_str()).unwrap();
+    assert!(
+        !std::ptr::eq(policys.as_str(), name.as_str()),
+        "the test's name must be a separate copy"
+    );
+    let schedule = lock(&certs.schedule);
+    let (by_name, at) = schedule.by_name.get_key_value(name).unwrap();
+    assert!(
+        std::ptr::eq(by_name.as_str(), policys.as_str()),
+        "a copy in the map by name"
+    );
+    let by_time = schedule.by_time.get(&(*at, name.clone())).unwrap();
+    assert!(
+        std::ptr::eq(by_time.1.as_str(), policys.as_str()),
+        "a copy in the set by time"
+    );
+}
+
+#[tokio::test]
+async fn the_renewal_schedule_keys_by_the_policys_copy_of_each_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store, certs, name) = registered(dir.path()).await;
+    // Issued on a handshake whose name was parsed apart from the policy's.
+    certs.resolve(&name).await.unwrap();
+    assert_scheduled_under_the_policys_name(&certs, &name);
+    // Scheduled at start from the stored lifetimes, which are parsed apart too.
+    let fresh = certs_over(
+        &store,
+        certs.issuer.clone(),
+        [Domain::parse("a.example.com").unwrap()],
+        certs.clock.clone(),
+    );
+    fresh.restore(
+        &store.domains().await.unwrap(),
+        &store.cert_lifetimes().await.unwrap(),
+    );
+    assert_scheduled_under_the_policys_name(&fresh, &name);
+}
+
 #[tokio::test]
 async fn concurrent_misses_share_one_issuance() {
     let dir = tempfile::tempdir().unwrap();
