@@ -106,7 +106,7 @@ async fn record(store: &Arc<dyn Store>, name: &Domain) -> DomainRecord {
     store.domain(name).await.unwrap().unwrap()
 }
 
-/// The schedule's copy of `name` is the policy's (one allocation per name), and it is due.
+/// The schedule keys `name` by the policy's copy of it (one allocation per name), on both sides.
 fn assert_scheduled_under_the_policys_name(certs: &Certs, name: &Domain) {
     let policys = certs.policy.registered_name(name.as_str()).unwrap();
     assert!(
