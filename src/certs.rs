@@ -269,11 +269,7 @@ impl Certs {
             Some(cert) => match self.entry(&cert) {
                 Ok(entry) => {
                     self.cache.insert(name.clone(), entry);
-                    let shared = self.shared(name);
-                    lock(&self.schedule).set(
-                        &shared,
-                        schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
-                    );
+                    self.schedule_by_lifetime(name, &cert);
                 }
                 Err(e) => {
                     tracing::warn!(domain = %name, error = %crate::errors::chain(&e), "a stored certificate is not usable; keeping the cached one");

@@ -222,11 +222,7 @@ impl Certs {
             .issuance_seconds
             .observe(started.elapsed().as_secs_f64());
         self.backoff.succeeded(name).await;
-        let shared = self.shared(name);
-        lock(&self.schedule).set(
-            &shared,
-            schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
-        );
+        self.schedule_by_lifetime(name, &cert);
         self.wake.notify_one();
         if let Err(e) = self.refresh_gauges().await {
             tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
@@ -256,7 +252,7 @@ impl Certs {
             .await;
         tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "certificate issuance failed");
         if serving_until.is_some() {
-            lock(&self.schedule).set(name, not_before.until);
+            self.schedule_at(name, not_before.until);
             self.wake.notify_one();
         }
         IssueOutcome::Failed(not_before)

@@ -77,6 +77,18 @@ impl Certs {
             .unwrap_or_else(|| name.clone())
     }
 
+    /// Checks `name` next at `at` (replacing the time it had), keyed by [`Certs::shared`].
+    pub(super) fn schedule_at(&self, name: &Domain, at: SystemTime) {
+        let name = self.shared(name);
+        lock(&self.schedule).set(&name, at);
+    }
+
+    /// Checks `name` next when the lifetime rule says for `cert`.
+    pub(super) fn schedule_by_lifetime(&self, name: &Domain, cert: &StoredCert) {
+        let at = schedule::default_renew_at(cert.not_before, cert.not_after, rand::random());
+        self.schedule_at(name, at);
+    }
+
     /// Schedules the first check of every stored certificate (at start): when the lifetime rule
     /// says, or sooner, within [`FIRST_CHECK_SPREAD_SECS`], so an ARI-capable CA is asked early.
     pub(super) fn schedule_stored(&self, lifetimes: &[CertLifetime], now: SystemTime) {
@@ -131,7 +143,7 @@ impl Certs {
                 let at = schedule::ari_renew_at(w.start, w.end, now, rand::random());
                 if at > now {
                     let check = now + w.check_after.max(MIN_ARI_CHECK);
-                    lock(&self.schedule).set(name, at.min(check));
+                    self.schedule_at(name, at.min(check));
                     return self.serving(name, &current);
                 }
                 tracing::info!(domain = %name, window_start = %rfc3339(w.start), "renewal window open: renewing");
@@ -148,8 +160,7 @@ impl Certs {
                 // point here could defer a check that came on time.
                 let (nb, na) = (current.not_before, current.not_after);
                 if now < schedule::default_renew_at(nb, na, 1.0) {
-                    let at = schedule::default_renew_at(nb, na, rand::random());
-                    lock(&self.schedule).set(name, at);
+                    self.schedule_by_lifetime(name, &current);
                     return self.serving(name, &current);
                 }
             }
@@ -157,12 +168,12 @@ impl Certs {
         // Once per cluster: a failure another node recorded holds this node back too, and only
         // the lease holder renews.
         if let Some(not_before) = self.backoff.recheck(name, now).await {
-            lock(&self.schedule).set(name, not_before.until);
+            self.schedule_at(name, not_before.until);
             return self.serving(name, &current);
         }
         let Some(claim) = self.claim(name).await? else {
             tracing::info!(domain = %name, "another node is renewing: checking again later");
-            lock(&self.schedule).set(name, now + self.claims.ttl);
+            self.schedule_at(name, now + self.claims.ttl);
             return self.serving(name, &current);
         };
         // Re-read under the lease: another node may have renewed since this check began.
@@ -174,8 +185,7 @@ impl Certs {
         if let Some(latest) = latest.filter(|l| l.not_after > current.not_after) {
             claim.release(false).await;
             tracing::info!(domain = %name, not_after = %rfc3339(latest.not_after), "already renewed by another node");
-            let (nb, na) = (latest.not_before, latest.not_after);
-            lock(&self.schedule).set(name, schedule::default_renew_at(nb, na, rand::random()));
+            self.schedule_by_lifetime(name, &latest);
             return self.serving(name, &latest);
         }
         let message = match self.issue(name, Some(&current), claim).await {
@@ -185,7 +195,7 @@ impl Certs {
             }
             Err(IssueOutcome::Superseded) => {
                 // The node that took over stores the renewal; look again after its lease.
-                lock(&self.schedule).set(name, now + self.claims.ttl);
+                self.schedule_at(name, now + self.claims.ttl);
                 return self.serving(name, &current);
             }
             Err(IssueOutcome::Failed(not_before)) => not_before.cause.detail,
