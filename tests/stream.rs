@@ -392,3 +392,70 @@ async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
     };
     assert!(status.success(), "clicks follow on a closed pipe: {status}");
 }
+
+/// TLS (`tls://`) to a server whose certificate the platform's roots vouch for (here through
+/// `SSL_CERT_FILE`), with the URL's user and percent-encoded password: the shipper's own
+/// connection and the stream's client both take them, and every click is shipped. The server
+/// takes no client without TLS or without the password, so shipping at all shows both were used;
+/// the log shows the URL without its password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipping_goes_over_tls_with_the_urls_user_and_password() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "NATS test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(path("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+    let nats = NatsServer::start_with(&[
+        "--tls",
+        "--tlscert",
+        &path("cert.pem"),
+        "--tlskey",
+        &path("key.pem"),
+        "--user",
+        "clicks",
+        "--pass",
+        "p@ss:word",
+    ]);
+    let url = format!("tls://clicks:p%40ss%3Aword@localhost:{}", nats.port);
+    let config = format!(
+        "[cluster]\nnode_id = \"{NODE}\"\n[clicks]\nstream = \"nats\"\nnats_url = \"{url}\"\n\
+         flush_interval = \"20ms\"\nmax_clicks_per_ip_per_sec = 0\n"
+    );
+    let edge = Edge::start_with_env(&[("SSL_CERT_FILE", &path("ca.pem"))], &config);
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    for _ in 0..30 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    let reader =
+        async_nats::ConnectOptions::with_user_and_password("clicks".into(), "p@ss:word".into())
+            .add_root_certificates(path("ca.pem").into())
+            .require_tls(true)
+            .connect(format!("tls://localhost:{}", nats.port))
+            .await
+            .expect("a TLS client with the password");
+    let msgs = wait_for_ids(&jetstream::new(reader), 30).await;
+    let ids: BTreeSet<u64> = msgs.iter().map(|(_, v)| click_seq(v)).collect();
+    assert_eq!(ids, (1..=30).collect());
+    wait_for_metric(&edge, "clickedge_clicks_shipped_total", |v| v >= 30.0).await;
+    // The log names the server, never the password.
+    let log = edge.stderr();
+    assert!(
+        log.contains("url=tls://clicks:***@localhost") && !log.contains("word"),
+        "{log}"
+    );
+}

@@ -68,9 +68,9 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
     let client = connect_options(&target)
         .await?
         .name(format!("clickedge-follow-{}", config.cluster.node_id()))
-        .connect(target.url.as_str())
+        .connect(target.server())
         .await
-        .with_context(|| format!("connecting to NATS at {} (--nats-url)", target.url))?;
+        .with_context(|| format!("connecting to NATS at {} (--nats-url)", target.shown()))?;
     let js = jetstream::new(client);
     let mut stream = js.get_stream(&target.stream).await.with_context(|| {
         format!(
@@ -115,7 +115,8 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
         .context("reading the stream's messages")?;
     eprintln!(
         "following stream {} at {} from {from}",
-        target.stream, target.url
+        target.stream,
+        target.shown()
     );
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());

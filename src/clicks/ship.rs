@@ -28,6 +28,7 @@ mod checkpoint;
 mod metrics;
 mod nats;
 mod reader;
+mod wire;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ use tokio::sync::watch;
 
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, Position};
 pub use metrics::ShipMetrics;
-pub use nats::{DUPLICATE_WINDOW, NatsError, NatsTarget, PublishError, connect_options};
+pub use nats::{DUPLICATE_WINDOW, NatsError, NatsTarget, PublishError, UrlAuth, connect_options};
 
 use super::line_click_id;
 use crate::clock::Clock;
@@ -173,7 +174,7 @@ impl Shipper {
         let acked = checkpoint.load()?;
         let nats = Nats::connect(target).await?;
         tracing::info!(
-            url = %nats.target().url,
+            url = %nats.target().shown(),
             stream = %nats.target().stream,
             subject = %nats.target().subject,
             from = %acked,
@@ -278,7 +279,7 @@ impl Shipper {
         let mut from = 0;
         while from < bytes.len() {
             let len = memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len() - from, |i| i + 1);
-            let line = bytes.slice(from..from + len);
+            let line = &bytes[from..from + len];
             from += len;
             offset += len as u64;
             if in_flight.len() >= MAX_IN_FLIGHT
@@ -287,8 +288,8 @@ impl Shipper {
                 let ack = self.nats.ack(n).await?;
                 self.acked(ack, &file, end);
             }
-            let id = line_click_id(&line);
-            let payload = line.slice(..line.len().saturating_sub(1));
+            let id = line_click_id(line);
+            let payload = line.strip_suffix(b"\n").unwrap_or(line);
             let n = self.nats.publish(id, payload).await?;
             in_flight.push_back((offset, n));
         }

@@ -14,11 +14,18 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     store: tempfile::TempDir,
+    /// More `nats-server` arguments (TLS, users).
+    args: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts `nats-server -js` on a free port.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// Starts `nats-server -js` on a free port with more arguments (`--tls`, `--user`...).
+    pub fn start_with(args: &[&str]) -> NatsServer {
         let found = std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nats-server").is_file()));
         assert!(
@@ -29,6 +36,7 @@ impl NatsServer {
             child: None,
             port: free_tcp_port(),
             store: tempfile::tempdir().expect("tempdir"),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         server.restart();
         server
@@ -47,6 +55,7 @@ impl NatsServer {
             .arg(self.port.to_string())
             .arg("-sd")
             .arg(self.store.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,16 +1,16 @@
 //! The shipper's NATS side (async-nats, JetStream): the connection, the stream it publishes to
 //! (created when missing), and one publish per click line with its `click_id` as `Nats-Msg-Id`.
 //!
-//! A publish is a plain NATS publish whose reply subject is `<inbox>.<n>`, the stream's
-//! acknowledgements all arriving on one subscription to `<inbox>.*` and taken in publishing
-//! order ([`Nats::ack`]; one that overtakes an earlier one, as a replicated stream's leader may
-//! answer a duplicate before a message still in consensus, is kept until its turn). This is what the JetStream context's own publish does, without its
-//! per-message costs (a fresh inbox name, a waiting table entry, a timer and a generic JSON
-//! response per line), which measured several µs of CPU per click (BENCHMARKS.md).
+//! The publishes themselves go over the shipper's own connection ([`super::wire`]): one frame
+//! per line with reply subject `<inbox>.<n>`, the stream's acknowledgements all arriving on one
+//! subscription to `<inbox>.*` and taken in publishing order ([`Nats::ack`]; one that overtakes an
+//! earlier one, as a replicated stream's leader may answer a duplicate before a message still in
+//! consensus, is kept until its turn). The async-nats client looks the stream up and creates it.
 //!
-//! The client connects in the background and reconnects by itself; a publish while NATS is away
-//! fails or times out, and the shipper backs off and re-publishes the same lines with the same
-//! ids. The stream is created with file storage, every node's subject (`{node_id}` as a
+//! The async-nats client connects in the background and reconnects by itself; the publishing
+//! connection is made at the first publish and again after any failure. A publish while NATS is
+//! away fails or times out, and the shipper backs off and re-publishes the same lines with the
+//! same ids. The stream is created with file storage, every node's subject (`{node_id}` as a
 //! wildcard) and a duplicate window of [`DUPLICATE_WINDOW`]: a re-publish inside it is
 //! acknowledged as a duplicate, not stored twice. Nothing here reads the click log.
 
@@ -20,10 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use async_nats::{HeaderMap, StatusCode, Subject, Subscriber, header::NATS_MESSAGE_ID};
-use bytes::Bytes;
-use futures_util::StreamExt as _;
 
+use super::wire::{Credentials, Wire};
 use crate::config::{Clicks, NodeId};
 
 /// How long the stream remembers message ids to drop re-published ones (the server's default).
@@ -31,7 +29,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// How long a publish waits for the stream's acknowledgement before it counts as failed (and is
 /// re-published with the same id).
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where clicks are published.
 #[derive(Debug, Clone)]
@@ -49,6 +47,35 @@ pub struct NatsTarget {
     pub credentials: Option<PathBuf>,
     /// Names the connection (`clickedge-{node_id}`) in the server's monitoring.
     pub client_name: String,
+    /// The URL's user and password, or token, percent-decoded.
+    pub auth: UrlAuth,
+}
+
+/// How the URL authenticates: `nats://user:password@host`, `nats://token@host`, or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlAuth {
+    /// No user in the URL.
+    None,
+    /// A user and a password.
+    UserPassword(String, String),
+    /// A user without a password: a token.
+    Token(String),
+}
+
+impl UrlAuth {
+    /// The URL's user and password, or token, percent-decoded (`%40` is `@`).
+    fn of(url: &url::Url) -> UrlAuth {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        match (url.username(), url.password()) {
+            ("", None) => UrlAuth::None,
+            (user, Some(pass)) => UrlAuth::UserPassword(decode(user), decode(pass)),
+            (token, None) => UrlAuth::Token(decode(token)),
+        }
+    }
 }
 
 impl NatsTarget {
@@ -68,7 +95,29 @@ impl NatsTarget {
             stream: clicks.nats_stream.clone(),
             credentials: clicks.nats_credentials.clone(),
             client_name: format!("clickedge-{node}"),
+            auth: UrlAuth::of(&clicks.nats_url),
         }
+    }
+
+    /// The server to connect to: the URL without its user and password, which the clients get
+    /// decoded from [`NatsTarget::auth`].
+    pub fn server(&self) -> String {
+        let mut url = self.url.clone();
+        // Only URLs that cannot have a user fail these (never a nats:// or tls:// one).
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        url.to_string()
+    }
+
+    /// The URL as logs and errors show it: without its password or token.
+    pub fn shown(&self) -> String {
+        let mut url = self.url.clone();
+        let _ = match self.auth {
+            UrlAuth::None => Ok(()),
+            UrlAuth::UserPassword(..) => url.set_password(Some("***")),
+            UrlAuth::Token(_) => url.set_username("***"),
+        };
+        url.to_string()
     }
 }
 
@@ -84,11 +133,19 @@ pub enum NatsError {
         #[source]
         source: std::io::Error,
     },
+    /// The credentials file holds no JWT and seed.
+    #[error("reading NATS credentials {path} (clicks.nats_credentials): {reason}")]
+    CredentialsFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
     /// The client could not be set up.
     #[error("connecting to NATS at {url}")]
     Connect {
-        /// `clicks.nats_url`.
-        url: url::Url,
+        /// `clicks.nats_url`, without its password.
+        url: String,
         /// The client's error.
         #[source]
         source: async_nats::ConnectError,
@@ -113,33 +170,38 @@ pub enum NatsError {
     },
 }
 
-/// The client options for `target`: its credentials file, if it has one (TLS follows from a
-/// `tls://` URL). Shared by the shipper and the stream's readers (`clickedge clicks follow`).
+/// The client options for `target`: its credentials file, if it has one, and the URL's user and
+/// password or token, decoded (TLS follows from a `tls://` URL). Connect to
+/// [`NatsTarget::server`]. Shared by the shipper and the stream's readers (`clickedge clicks
+/// follow`).
 pub async fn connect_options(target: &NatsTarget) -> Result<async_nats::ConnectOptions, NatsError> {
-    match &target.credentials {
+    let options = match &target.credentials {
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
             .map_err(|source| NatsError::Credentials {
                 path: path.clone(),
                 source,
-            }),
-        None => Ok(async_nats::ConnectOptions::new()),
-    }
+            })?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    Ok(match &target.auth {
+        UrlAuth::None => options,
+        UrlAuth::UserPassword(user, pass) => options.user_and_password(user.clone(), pass.clone()),
+        UrlAuth::Token(token) => options.token(token.clone()),
+    })
 }
 
-/// A JetStream context on one connection.
+/// The stream (through async-nats) and the publishing connection.
 pub(super) struct Nats {
-    client: async_nats::Client,
     js: jetstream::Context,
     target: NatsTarget,
-    /// `target.subject`, built once.
-    subject: Subject,
+    credentials: Option<Credentials>,
     /// The prefix of every reply subject: `<inbox>.`.
     inbox: String,
-    /// The subscription to `<inbox>.*`, made at the first publish.
-    acks: Option<Subscriber>,
-    /// Acknowledgements that came before their turn, by publish number.
-    early: BTreeMap<u64, async_nats::Message>,
+    /// The publishing connection, made at the first publish and after a failure.
+    wire: Option<Wire>,
+    /// Answers that came before their turn, by publish number.
+    early: BTreeMap<u64, Result<Ack, PublishError>>,
     /// The number of the next publish (its reply subject's last token).
     next: u64,
 }
@@ -157,21 +219,41 @@ pub(super) struct Ack {
 /// re-publishes from the last acknowledged line.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The client could not take the message (its connection is closed).
-    #[error("publishing to NATS")]
-    Send(#[source] async_nats::PublishError),
-    /// The subscription for acknowledgements could not be made.
-    #[error("subscribing to the stream's acknowledgements")]
-    Subscribe(#[source] async_nats::SubscribeError),
-    /// No acknowledgement (or no room in the client's queue) within the timeout.
+    /// The connection failed (refused, reset, closed while writing).
+    #[error("the connection to NATS failed")]
+    Io(#[source] std::io::Error),
+    /// The TLS handshake with NATS failed.
+    #[error("TLS to NATS: {0}")]
+    Tls(String),
+    /// The credentials could not be used.
+    #[error("authenticating to NATS: {0}")]
+    Auth(String),
+    /// The server said something this client does not read.
+    #[error("NATS protocol: {0}")]
+    Protocol(&'static str),
+    /// The server refused (`-ERR`): bad credentials, a permission, a limit.
+    #[error("NATS refused: {0}")]
+    Server(String),
+    /// No acknowledgement (or no room to write) within the timeout.
     #[error("no answer from NATS within {0:?}")]
     TimedOut(Duration),
-    /// The subscription ended (the client was closed).
+    /// The server closed the connection.
     #[error("the NATS connection closed")]
     Closed,
     /// Nothing listens on the subject: no stream takes it (deleted, or not yet created).
     #[error("no stream takes subject {0} (no responders)")]
     NoStream(String),
+    /// A status instead of an acknowledgement.
+    #[error("NATS answered a publish with status {0}")]
+    Status(String),
+    /// A click line larger than the server takes.
+    #[error("a click line of {bytes} bytes is more than NATS takes ({max}, max_payload)")]
+    TooLarge {
+        /// The message with its headers.
+        bytes: usize,
+        /// The server's `max_payload`.
+        max: usize,
+    },
     /// The stream answered with an error.
     #[error("the stream refused the message: {description} (err_code {err_code})")]
     Refused {
@@ -202,51 +284,63 @@ impl PublishError {
 /// A JetStream publish acknowledgement as sent: `{"stream", "seq", "duplicate"?}` or
 /// `{"error": {"code", "err_code", "description"}}`.
 #[derive(serde::Deserialize)]
-struct AckReply<'a> {
+pub(super) struct AckReply<'a> {
     #[serde(default)]
-    seq: u64,
+    pub seq: u64,
     #[serde(default)]
-    duplicate: bool,
+    pub duplicate: bool,
     #[serde(borrow)]
-    error: Option<ApiError<'a>>,
+    pub error: Option<ApiError<'a>>,
 }
 
 #[derive(serde::Deserialize)]
-struct ApiError<'a> {
+pub(super) struct ApiError<'a> {
     #[serde(default)]
-    err_code: u64,
+    pub err_code: u64,
     #[serde(borrow, default)]
-    description: Cow<'a, str>,
+    pub description: Cow<'a, str>,
 }
 
 impl Nats {
-    /// Starts the connection; it is made (and remade) in the background.
+    /// Starts the async-nats client (it connects in the background) and reads the credentials;
+    /// the publishing connection is made at the first publish.
     pub(super) async fn connect(target: NatsTarget) -> Result<Nats, NatsError> {
+        let credentials = match &target.credentials {
+            Some(path) => {
+                let text = tokio::fs::read_to_string(path).await.map_err(|source| {
+                    NatsError::Credentials {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let creds =
+                    Credentials::parse(&text).map_err(|reason| NatsError::CredentialsFormat {
+                        path: path.clone(),
+                        reason,
+                    })?;
+                Some(creds)
+            }
+            None => None,
+        };
         let client = connect_options(&target)
             .await?
             .name(&target.client_name)
             .retry_on_initial_connect()
-            // The subjects published on need no check per message: the configured one is
-            // checked when the config is loaded, and a reply subject is the client's own inbox
-            // and a number. The client's check of both on every message cost 3% of a shipped
-            // click's instructions (BENCHMARKS.md).
-            .skip_subject_validation(true)
-            .connect(target.url.as_str())
+            .connect(target.server())
             .await
             .map_err(|source| NatsError::Connect {
-                url: target.url.clone(),
+                url: target.shown(),
                 source,
             })?;
-        let mut js = jetstream::new(client.clone());
-        js.set_timeout(ACK_TIMEOUT);
         let inbox = format!("{}.", client.new_inbox());
+        let mut js = jetstream::new(client);
+        js.set_timeout(ACK_TIMEOUT);
         Ok(Nats {
-            subject: Subject::from(target.subject.as_str()),
-            client,
             js,
             target,
+            credentials,
             inbox,
-            acks: None,
+            wire: None,
             early: BTreeMap::new(),
             next: 0,
         })
@@ -289,36 +383,28 @@ impl Nats {
     }
 
     /// Publishes one click line (without its newline) with `id` as its `Nats-Msg-Id`; returns
-    /// the publish's number, which [`Nats::ack`] waits for.
+    /// the publish's number, which [`Nats::ack`] waits for. Connects first if there is no
+    /// connection.
     pub(super) async fn publish(
         &mut self,
         id: Option<&str>,
-        line: Bytes,
+        line: &[u8],
     ) -> Result<u64, PublishError> {
-        if self.acks.is_none() {
-            let all = format!("{}*", self.inbox);
-            let sub = self
-                .client
-                .subscribe(all)
-                .await
-                .map_err(PublishError::Subscribe)?;
-            self.acks = Some(sub);
-        }
-        let mut headers = HeaderMap::new();
-        if let Some(id) = id {
-            headers.insert(NATS_MESSAGE_ID, id);
-        }
         let n = self.next;
         self.next += 1;
-        let reply = Subject::from(reply_subject(&self.inbox, n));
-        // While NATS is away the client queues messages; once its queue is full this waits.
-        let send =
-            self.client
-                .publish_with_reply_and_headers(self.subject.clone(), reply, headers, line);
-        tokio::time::timeout(ACK_TIMEOUT, send)
-            .await
-            .map_err(|_| PublishError::TimedOut(ACK_TIMEOUT))?
-            .map_err(PublishError::Send)?;
+        let wire = match &mut self.wire {
+            Some(wire) => wire,
+            None => {
+                let connect = Wire::connect(&self.target, self.credentials.as_ref(), &self.inbox);
+                let wire = tokio::time::timeout(ACK_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| PublishError::TimedOut(ACK_TIMEOUT))??;
+                self.early.clear();
+                self.wire.insert(wire)
+            }
+        };
+        let sent = wire.publish(id, line, n).await;
+        self.keep_if_ok(sent)?;
         Ok(n)
     }
 
@@ -326,84 +412,38 @@ impl Nats {
     /// left from a failed attempt are dropped; newer ones that overtake it are kept for their
     /// turn (at most [`super::MAX_IN_FLIGHT`] of them: the shipper waits for none further out).
     pub(super) async fn ack(&mut self, n: u64) -> Result<Ack, PublishError> {
-        if let Some(msg) = self.early.remove(&n) {
-            return self.decode(&msg);
+        if let Some(ack) = self.early.remove(&n) {
+            return ack;
         }
         // Anything kept from before `n` belongs to an attempt given up on.
         self.early = self.early.split_off(&n);
-        let acks = self.acks.as_mut().ok_or(PublishError::Closed)?;
         loop {
-            let msg = tokio::time::timeout(ACK_TIMEOUT, acks.next())
-                .await
-                .map_err(|_| PublishError::TimedOut(ACK_TIMEOUT))?
-                .ok_or(PublishError::Closed)?;
-            let got = msg
-                .subject
-                .rsplit_once('.')
-                .and_then(|(_, n)| n.parse::<u64>().ok());
-            match got {
-                Some(got) if got == n => return self.decode(&msg),
+            let wire = self.wire.as_mut().ok_or(PublishError::Closed)?;
+            let reply = wire.reply().await;
+            let reply = self.keep_if_ok(reply)?;
+            match reply.n {
+                Some(got) if got == n => return reply.ack,
                 Some(got) if got > n && self.early.len() < super::MAX_IN_FLIGHT => {
-                    self.early.insert(got, msg);
+                    self.early.insert(got, reply.ack);
                 }
                 _ => {}
             }
         }
     }
 
-    /// The acknowledgement (or refusal) a reply says.
-    fn decode(&self, msg: &async_nats::Message) -> Result<Ack, PublishError> {
-        if msg.status == Some(StatusCode::NO_RESPONDERS) {
-            return Err(PublishError::NoStream(self.target.subject.clone()));
+    /// Drops the connection if `result` is a failure: what was written on it is unknown.
+    fn keep_if_ok<T>(&mut self, result: Result<T, PublishError>) -> Result<T, PublishError> {
+        if result.is_err() {
+            self.wire = None;
         }
-        parse_ack(&msg.payload)
+        result
     }
-}
-
-/// Publish `n`'s reply subject, `<inbox>.<n>` (`inbox` ends with its dot), built without the
-/// formatting machinery (about 550 instructions less per click shipped).
-fn reply_subject(inbox: &str, mut n: u64) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut subject = String::with_capacity(inbox.len() + digits.len() - at);
-    subject.push_str(inbox);
-    subject.extend(digits[at..].iter().map(|&d| char::from(d)));
-    subject
-}
-
-/// The acknowledgement in a reply's payload.
-fn parse_ack(payload: &[u8]) -> Result<Ack, PublishError> {
-    let reply: AckReply<'_> = serde_json::from_slice(payload).map_err(PublishError::Malformed)?;
-    if let Some(e) = reply.error {
-        return Err(PublishError::Refused {
-            err_code: e.err_code,
-            description: e.description.into_owned(),
-        });
-    }
-    Ok(Ack {
-        seq: reply.seq,
-        duplicate: reply.duplicate,
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::wire::parse_ack;
     use super::*;
-
-    #[test]
-    fn reply_subjects_end_with_the_publish_number() {
-        for n in [0, 7, 42, 1_000_000, u64::MAX] {
-            assert_eq!(reply_subject("_INBOX.abc.", n), format!("_INBOX.abc.{n}"));
-        }
-    }
 
     #[test]
     fn acknowledgements_are_read_as_jetstream_sends_them() {
@@ -437,6 +477,35 @@ mod tests {
         assert!(!err.stream_missing());
         assert!(err.to_string().contains(r#"x "y""#), "{err}");
         assert!(matches!(parse_ack(b"+OK"), Err(PublishError::Malformed(_))));
+    }
+
+    #[test]
+    fn the_urls_user_and_password_or_token_are_decoded_and_never_shown() {
+        let node = NodeId::parse("edge-a").unwrap();
+        let target = |url: &str| {
+            let clicks = Clicks {
+                nats_url: url::Url::parse(url).unwrap(),
+                ..Clicks::default()
+            };
+            NatsTarget::from_config(&clicks, &node)
+        };
+        let t = target("tls://clicks:p%40ss%3Aword@nats.example:4443");
+        assert_eq!(
+            t.auth,
+            UrlAuth::UserPassword("clicks".into(), "p@ss:word".into())
+        );
+        assert_eq!(t.server(), "tls://nats.example:4443");
+        assert_eq!(t.shown(), "tls://clicks:***@nats.example:4443");
+        let t = target("nats://s3cr%2Ft@127.0.0.1");
+        assert_eq!(t.auth, UrlAuth::Token("s3cr/t".into()));
+        assert_eq!(t.server(), "nats://127.0.0.1");
+        assert_eq!(t.shown(), "nats://***@127.0.0.1");
+        let t = target("nats://[::1]:4222");
+        assert_eq!(t.auth, UrlAuth::None);
+        assert_eq!(
+            (t.server(), t.shown()),
+            ("nats://[::1]:4222".into(), "nats://[::1]:4222".into())
+        );
     }
 
     #[test]
