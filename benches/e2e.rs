@@ -96,7 +96,8 @@ struct Opts {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Stream clickedge's clicks to a local `nats-server -js` (`clicks.stream = "nats"`, the
-    /// server unpinned); after the runs, wait for the shipper to drain and report it.
+    /// broker pinned beside the load generator); after the runs, wait for the shipper to drain
+    /// and report it.
     #[arg(long)]
     nats: bool,
     /// Keep the temp dir (configs, logs, click files) and print where it is.

@@ -1,7 +1,8 @@
 //! Clicks to NATS JetStream (issue 13), against a real `nats-server -js`: every click answered
 //! with a 302 reaches the stream under its `click_id` (the message's `Nats-Msg-Id`), with no gap
 //! in the node's sequence, whatever fails: NATS stopped under load and restarted, the edge
-//! SIGKILLed mid-shipping and restarted, the stream deleted and recreated by an operator.
+//! SIGKILLed mid-shipping and restarted, the stream deleted and recreated by an operator; and
+//! over TLS, with a URL's password or token, or a credentials file.
 
 mod common;
 
@@ -561,4 +562,28 @@ async fn shipping_authenticates_with_a_credentials_file() {
     let ids: BTreeSet<u64> = msgs.iter().map(|(_, v)| click_seq(v)).collect();
     assert_eq!(ids, (1..=30).collect());
     wait_for_metric(&edge, "clickedge_clicks_shipped_total", |v| v >= 30.0).await;
+}
+
+/// A token in the URL (`nats://TOKEN@host`, percent-encoded) authenticates both the shipper's
+/// connection and the stream's client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipping_authenticates_with_a_token_in_the_url() {
+    let nats = NatsServer::start_with(&["--auth", "s3cr/t"]);
+    let url = format!("nats://s3cr%2Ft@127.0.0.1:{}", nats.port);
+    let config = config(&nats, "buffered").replace(&nats.url(), &url);
+    let edge = Edge::start_with(&config);
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    for _ in 0..10 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    let reader = async_nats::ConnectOptions::with_token("s3cr/t".into())
+        .connect(nats.url())
+        .await
+        .expect("a client with the token");
+    let msgs = wait_for_ids(&jetstream::new(reader), 10).await;
+    assert_eq!(msgs.len(), 10);
+    wait_for_metric(&edge, "clickedge_clicks_shipped_total", |v| v >= 10.0).await;
+    assert!(!edge.stderr().contains("s3cr"), "{}", edge.stderr());
 }
