@@ -154,24 +154,12 @@ fn keygen_writes_a_private_key_once() {
 
 #[tokio::test]
 async fn with_sslmode_require_the_store_talks_tls_and_verifies_the_server() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "database test CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let server = postgres::PgServer::start_with_tls(&leaf.pem(), &key.serialize_pem());
+    let certs = common::test_certs("database test CA", &["127.0.0.1"]);
+    let server = postgres::PgServer::start_with_tls(&certs.cert, &certs.key);
     let url = format!("{}?sslmode=require", server.fresh_database());
     let dir = tempfile::tempdir().unwrap();
     let roots = dir.path().join("db-ca.pem");
-    std::fs::write(&roots, ca_cert.pem()).unwrap();
+    std::fs::write(&roots, &certs.ca).unwrap();
     let seal = "cd".repeat(32);
 
     // The system's roots do not vouch for the test CA: the start is refused.

@@ -394,6 +394,21 @@ async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
     assert!(status.success(), "clicks follow on a closed pipe: {status}");
 }
 
+/// Clicks a fresh link on `edge` `n` times and waits until the stream, read with `reader`, holds
+/// click ids 1 to `n` and the edge counts them shipped.
+async fn ships_every_click(edge: &Edge, reader: async_nats::Client, n: u64) {
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    for _ in 0..n {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    let msgs = wait_for_ids(&jetstream::new(reader), n as usize).await;
+    let ids: BTreeSet<u64> = msgs.iter().map(|(_, v)| click_seq(v)).collect();
+    assert_eq!(ids, (1..=n).collect());
+    wait_for_metric(edge, "clickedge_clicks_shipped_total", |v| v >= n as f64).await;
+}
+
 /// TLS (`tls://`) to a server whose certificate the platform's roots vouch for (here through
 /// `SSL_CERT_FILE`), with the URL's user and percent-encoded password: the shipper's own
 /// connection and the stream's client both take them, and every click is shipped. The server
@@ -401,24 +416,12 @@ async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
 /// the log shows the URL without its password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipping_goes_over_tls_with_the_urls_user_and_password() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "NATS test CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let certs = common::test_certs("NATS test CA", &["localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
-    std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
-    std::fs::write(path("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(path("ca.pem"), &certs.ca).unwrap();
+    std::fs::write(path("cert.pem"), &certs.cert).unwrap();
+    std::fs::write(path("key.pem"), &certs.key).unwrap();
     let nats = NatsServer::start_with(&[
         "--tls",
         "--tlscert",
@@ -436,12 +439,6 @@ async fn shipping_goes_over_tls_with_the_urls_user_and_password() {
          flush_interval = \"20ms\"\nmax_clicks_per_ip_per_sec = 0\n"
     );
     let edge = Edge::start_with_env(&[("SSL_CERT_FILE", &path("ca.pem"))], &config);
-    edge.add_domain(DOMAIN).await;
-    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
-    let client = edge.client(&[DOMAIN]);
-    for _ in 0..30 {
-        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
-    }
     let reader =
         async_nats::ConnectOptions::with_user_and_password("clicks".into(), "p@ss:word".into())
             .add_root_certificates(path("ca.pem").into())
@@ -449,10 +446,7 @@ async fn shipping_goes_over_tls_with_the_urls_user_and_password() {
             .connect(format!("tls://localhost:{}", nats.port))
             .await
             .expect("a TLS client with the password");
-    let msgs = wait_for_ids(&jetstream::new(reader), 30).await;
-    let ids: BTreeSet<u64> = msgs.iter().map(|(_, v)| click_seq(v)).collect();
-    assert_eq!(ids, (1..=30).collect());
-    wait_for_metric(&edge, "clickedge_clicks_shipped_total", |v| v >= 30.0).await;
+    ships_every_click(&edge, reader, 30).await;
     // The log names the server, never the password.
     let log = edge.stderr();
     assert!(
@@ -546,22 +540,13 @@ async fn shipping_authenticates_with_a_credentials_file() {
         creds.display()
     );
     let edge = Edge::start_with(&config);
-    edge.add_domain(DOMAIN).await;
-    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
-    let client = edge.client(&[DOMAIN]);
-    for _ in 0..30 {
-        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
-    }
     let reader = async_nats::ConnectOptions::with_credentials_file(&creds)
         .await
         .unwrap()
         .connect(nats.url())
         .await
         .expect("a client with the credentials");
-    let msgs = wait_for_ids(&jetstream::new(reader), 30).await;
-    let ids: BTreeSet<u64> = msgs.iter().map(|(_, v)| click_seq(v)).collect();
-    assert_eq!(ids, (1..=30).collect());
-    wait_for_metric(&edge, "clickedge_clicks_shipped_total", |v| v >= 30.0).await;
+    ships_every_click(&edge, reader, 30).await;
 }
 
 /// A token in the URL (`nats://TOKEN@host`, percent-encoded) authenticates both the shipper's
@@ -572,18 +557,10 @@ async fn shipping_authenticates_with_a_token_in_the_url() {
     let url = format!("nats://s3cr%2Ft@127.0.0.1:{}", nats.port);
     let config = config(&nats, "buffered").replace(&nats.url(), &url);
     let edge = Edge::start_with(&config);
-    edge.add_domain(DOMAIN).await;
-    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
-    let client = edge.client(&[DOMAIN]);
-    for _ in 0..10 {
-        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
-    }
     let reader = async_nats::ConnectOptions::with_token("s3cr/t".into())
         .connect(nats.url())
         .await
         .expect("a client with the token");
-    let msgs = wait_for_ids(&jetstream::new(reader), 10).await;
-    assert_eq!(msgs.len(), 10);
-    wait_for_metric(&edge, "clickedge_clicks_shipped_total", |v| v >= 10.0).await;
+    ships_every_click(&edge, reader, 10).await;
     assert!(!edge.stderr().contains("s3cr"), "{}", edge.stderr());
 }

@@ -11,8 +11,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
 /// ACME orders of an edge with `event` (`started`, `succeeded`, `failed`), every challenge type
 /// together, from its metrics.
 pub async fn orders(edge: &super::Edge, event: &str) -> f64 {
@@ -87,24 +85,13 @@ impl PebblePorts {
         need("pebble");
         need("pebble-challtestsrv");
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::default();
-        ca.distinguished_name
-            .push(DnType::CommonName, "pebble test CA");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
+        let certs = super::test_certs("pebble test CA", &["localhost", "127.0.0.1"]);
         let https_ca = dir.path().join("pebble-https-ca.pem");
-        std::fs::write(&https_ca, ca_cert.pem()).unwrap();
+        std::fs::write(&https_ca, &certs.ca).unwrap();
         let cert = dir.path().join("pebble-cert.pem");
-        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&cert, &certs.cert).unwrap();
         let key_path = dir.path().join("pebble-key.pem");
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::write(&key_path, &certs.key).unwrap();
         PebblePorts {
             listen: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),
             management: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),

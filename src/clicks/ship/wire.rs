@@ -174,34 +174,9 @@ impl Wire {
                     .map_err(|e| PublishError::Tls(e.to_string()))?,
             );
         }
-        let mut connect = serde_json::json!({
-            "verbose": false,
-            "pedantic": false,
-            "tls_required": tls,
-            "name": target.client_name,
-            "lang": "rust",
-            "version": env!("CARGO_PKG_VERSION"),
-            "protocol": 1,
-            "headers": true,
-            "no_responders": true,
-        });
-        if let Some(creds) = credentials {
-            let nonce = info.nonce.as_deref().ok_or(PublishError::Auth(
-                "the server sent no nonce to sign with the credentials".into(),
-            ))?;
-            connect["jwt"] = creds.jwt.as_str().into();
-            connect["sig"] = creds.sign(nonce)?.into();
-        }
-        match &target.auth {
-            UrlAuth::None => {}
-            UrlAuth::UserPassword(user, pass) => {
-                connect["user"] = user.as_str().into();
-                connect["pass"] = pass.as_str().into();
-            }
-            UrlAuth::Token(token) => connect["auth_token"] = token.as_str().into(),
-        }
+        let connect = connect_json(target, credentials, info.nonce.as_deref(), tls)?;
         wire.out.extend_from_slice(b"CONNECT ");
-        wire.out.extend_from_slice(connect.to_string().as_bytes());
+        wire.out.extend_from_slice(connect.as_bytes());
         wire.out.extend_from_slice(b"\r\nSUB ");
         wire.out.extend_from_slice(inbox.as_bytes());
         wire.out.extend_from_slice(b"* ");
@@ -325,6 +300,43 @@ impl Wire {
             self.fill().await?;
         }
     }
+}
+
+/// The `CONNECT` options: headers and "no responders" statuses on, no `+OK` per message, and
+/// the credentials (the JWT and `nonce` signed) or the URL's user and password or token.
+fn connect_json(
+    target: &NatsTarget,
+    credentials: Option<&Credentials>,
+    nonce: Option<&str>,
+    tls: bool,
+) -> Result<String, PublishError> {
+    let mut connect = serde_json::json!({
+        "verbose": false,
+        "pedantic": false,
+        "tls_required": tls,
+        "name": target.client_name,
+        "lang": "rust",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": 1,
+        "headers": true,
+        "no_responders": true,
+    });
+    if let Some(creds) = credentials {
+        let nonce = nonce.ok_or(PublishError::Auth(
+            "the server sent no nonce to sign with the credentials".into(),
+        ))?;
+        connect["jwt"] = creds.jwt.as_str().into();
+        connect["sig"] = creds.sign(nonce)?.into();
+    }
+    match &target.auth {
+        UrlAuth::None => {}
+        UrlAuth::UserPassword(user, pass) => {
+            connect["user"] = user.as_str().into();
+            connect["pass"] = pass.as_str().into();
+        }
+        UrlAuth::Token(token) => connect["auth_token"] = token.as_str().into(),
+    }
+    Ok(connect.to_string())
 }
 
 /// TLS to NATS: the server's certificate verified against the platform's roots (`SSL_CERT_FILE`
@@ -777,5 +789,50 @@ mod tests {
                 duplicate: true
             }
         );
+    }
+
+    #[test]
+    fn connect_carries_the_urls_user_or_token_or_the_signed_nonce() {
+        let node = crate::config::NodeId::parse("edge-a").unwrap();
+        let target = |url: &str| {
+            let clicks = crate::config::Clicks {
+                nats_url: url::Url::parse(url).unwrap(),
+                ..Default::default()
+            };
+            NatsTarget::from_config(&clicks, &node)
+        };
+        let json = |t: &NatsTarget, creds: Option<&Credentials>, nonce: Option<&str>| {
+            let text = connect_json(t, creds, nonce, false).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        let plain = json(&target("nats://127.0.0.1:4222"), None, None);
+        assert_eq!(plain["headers"], true);
+        assert_eq!(plain["no_responders"], true);
+        assert_eq!(plain["verbose"], false);
+        assert_eq!(plain["name"], "clickedge-edge-a");
+        for key in ["user", "pass", "auth_token", "jwt", "sig"] {
+            assert!(plain.get(key).is_none(), "{key} in {plain}");
+        }
+        let user = json(&target("nats://a%40b:p%3Aw@h"), None, None);
+        assert_eq!(
+            (&user["user"], &user["pass"]),
+            (&"a@b".into(), &"p:w".into())
+        );
+        let token = json(&target("nats://t0k%2Fen@h"), None, None);
+        assert_eq!(token["auth_token"], "t0k/en");
+
+        let seed = nkeys::KeyPair::new_user();
+        let creds = Credentials {
+            jwt: "header.claims.sig".into(),
+            key: nkeys::KeyPair::from_seed(&seed.seed().unwrap()).unwrap(),
+        };
+        let signed = json(&target("nats://h"), Some(&creds), Some("n0nce"));
+        assert_eq!(signed["jwt"], "header.claims.sig");
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(signed["sig"].as_str().unwrap())
+            .unwrap();
+        seed.verify(b"n0nce", &sig).unwrap();
+        let err = connect_json(&target("nats://h"), Some(&creds), None, false).unwrap_err();
+        assert!(err.to_string().contains("no nonce"), "{err}");
     }
 }
