@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 
 use super::nats::{ACK_TIMEOUT, Ack, NatsTarget, PublishError, UrlAuth};
 pub(super) use frames::parse_ack;
-use frames::{Op, frame, line_end, parse, publish_number, server_error};
+use frames::{Op, frame, parse, publish_number, server_error};
 
 mod frames;
 
@@ -110,17 +110,22 @@ pub(super) struct Reply {
 
 /// One connection, publishing on one subject, its acknowledgements on `<inbox>.*`.
 pub(super) struct Wire {
-    io: Box<dyn Io>,
-    /// Frames not yet written.
-    out: BytesMut,
-    /// Bytes read and not yet parsed.
-    input: BytesMut,
+    link: Link,
     /// `HPUB <subject> <inbox>.`: how every publish's frame starts.
     head: Vec<u8>,
     /// The subject, for errors.
     subject: String,
     /// The server's largest message (headers and payload).
     max_payload: usize,
+}
+
+/// The socket and its two buffers.
+struct Link {
+    io: Box<dyn Io>,
+    /// Frames not yet written.
+    out: BytesMut,
+    /// Bytes read and not yet parsed.
+    input: BytesMut,
 }
 
 impl Wire {
@@ -142,35 +147,34 @@ impl Wire {
             .await
             .map_err(PublishError::Io)?;
         tcp.set_nodelay(true).map_err(PublishError::Io)?;
-        let mut wire = Wire {
+        let mut link = Link {
             io: Box::new(tcp),
             out: BytesMut::with_capacity(WRITE_AT * 2),
             input: BytesMut::with_capacity(WRITE_AT),
-            head: [b"HPUB ", target.subject.as_bytes(), b" ", inbox.as_bytes()].concat(),
-            subject: target.subject.clone(),
-            max_payload: 0,
         };
-        let info: ServerInfo = {
-            let line = wire.line().await?;
-            let json = line
-                .strip_prefix(b"INFO ")
-                .ok_or(PublishError::Protocol("the server did not begin with INFO"))?;
-            serde_json::from_slice(json).map_err(PublishError::Malformed)?
-        };
+        let info: ServerInfo = link
+            .until(|op| match op {
+                Op::Info(json) => {
+                    Some(serde_json::from_slice(json).map_err(PublishError::Malformed))
+                }
+                _ => Some(Err(PublishError::Protocol(
+                    "the server did not begin with INFO",
+                ))),
+            })
+            .await??;
         if !info.headers {
             return Err(PublishError::Protocol(
                 "the server does not take headers (NATS 2.2 or later is needed)",
             ));
         }
-        wire.max_payload = info.max_payload;
         let tls = url.scheme() == "tls" || info.tls_required;
         if tls {
             let connector = tls_connector()?;
             let name = rustls::pki_types::ServerName::try_from(host)
                 .map_err(|e| PublishError::Tls(e.to_string()))?;
             // Nothing more is sent before CONNECT: the plain socket is all there is to upgrade.
-            let tcp = std::mem::replace(&mut wire.io, Box::new(tokio::io::empty()));
-            wire.io = Box::new(
+            let tcp = std::mem::replace(&mut link.io, Box::new(tokio::io::empty()));
+            link.io = Box::new(
                 connector
                     .connect(name, tcp)
                     .await
@@ -178,24 +182,26 @@ impl Wire {
             );
         }
         let connect = connect_json(target, credentials, info.nonce.as_deref(), tls)?;
-        wire.out.extend_from_slice(b"CONNECT ");
-        wire.out.extend_from_slice(connect.as_bytes());
-        wire.out.extend_from_slice(b"\r\nSUB ");
-        wire.out.extend_from_slice(inbox.as_bytes());
-        wire.out.extend_from_slice(b"* ");
-        wire.out.extend_from_slice(SID);
-        wire.out.extend_from_slice(b"\r\nPING\r\n");
-        // Everything before the PONG is the server's answer to CONNECT: an -ERR refuses it.
-        loop {
-            wire.write().await?;
-            let line = wire.line().await?;
-            match line.as_ref() {
-                b"PONG" => return Ok(wire),
-                b"PING" => wire.out.extend_from_slice(b"PONG\r\n"),
-                l if l.starts_with(b"-ERR") => return Err(server_error(l)),
-                _ => {}
-            }
+        for part in [
+            b"CONNECT ",
+            connect.as_bytes(),
+            b"\r\nSUB ",
+            inbox.as_bytes(),
+            b"* ",
+            SID,
+            b"\r\nPING\r\n",
+        ] {
+            link.out.extend_from_slice(part);
         }
+        // Everything before the PONG is the server's answer to CONNECT: an -ERR refuses it.
+        link.until(|op| matches!(op, Op::Pong).then_some(()))
+            .await?;
+        Ok(Wire {
+            link,
+            head: [b"HPUB ", target.subject.as_bytes(), b" ", inbox.as_bytes()].concat(),
+            subject: target.subject.clone(),
+            max_payload: info.max_payload,
+        })
     }
 
     /// Queues publish `n` of `payload` with `id` as its `Nats-Msg-Id`; writes once enough is
@@ -206,9 +212,16 @@ impl Wire {
         payload: &[u8],
         n: u64,
     ) -> Result<(), PublishError> {
-        frame(&mut self.out, &self.head, id, payload, n, self.max_payload)?;
-        if self.out.len() >= WRITE_AT {
-            self.write().await?;
+        frame(
+            &mut self.link.out,
+            &self.head,
+            id,
+            payload,
+            n,
+            self.max_payload,
+        )?;
+        if self.link.out.len() >= WRITE_AT {
+            self.link.write().await?;
         }
         Ok(())
     }
@@ -216,47 +229,64 @@ impl Wire {
     /// The next answer to a publish: from what was read already, or else, after writing what is
     /// queued, from the server.
     pub(super) async fn reply(&mut self) -> Result<Reply, PublishError> {
+        let subject = &self.subject;
+        self.link
+            .until(|op| match op {
+                Op::Msg {
+                    subject: reply_to,
+                    headers,
+                    payload,
+                } => Some(Reply {
+                    n: publish_number(reply_to),
+                    ack: decode(subject, headers, payload),
+                }),
+                _ => None,
+            })
+            .await
+    }
+}
+
+/// The acknowledgement (or refusal) a message to the inbox says; `subject` is the one published
+/// on.
+fn decode(subject: &str, headers: &[u8], payload: &[u8]) -> Result<Ack, PublishError> {
+    // `NATS/1.0 503\r\n...`: a status; 503 is "no responders", nothing takes the subject.
+    if let Some(status) = headers.strip_prefix(b"NATS/1.0 ") {
+        if status.starts_with(b"503") {
+            return Err(PublishError::NoStream(subject.to_owned()));
+        }
+        let line = status.split(|&b| b == b'\r').next().unwrap_or_default();
+        return Err(PublishError::Status(
+            String::from_utf8_lossy(line).into_owned(),
+        ));
+    }
+    parse_ack(payload)
+}
+
+impl Link {
+    /// Reads the server's operations until `take` makes something of one, answering `PING` on
+    /// the way; `-ERR` ends it. Writes what is queued before it waits for the server.
+    async fn until<T>(
+        &mut self,
+        mut take: impl FnMut(Op<'_>) -> Option<T>,
+    ) -> Result<T, PublishError> {
         loop {
             while let Some((op, used)) = parse(&self.input)? {
-                let reply = match op {
-                    Op::Msg {
-                        subject,
-                        headers,
-                        payload,
-                    } => Some(Reply {
-                        n: publish_number(subject),
-                        ack: self.decode(headers, payload),
-                    }),
+                let taken = match op {
                     Op::Ping => {
                         self.out.extend_from_slice(b"PONG\r\n");
                         None
                     }
-                    Op::Other => None,
                     Op::Err(text) => return Err(server_error(text)),
+                    op => take(op),
                 };
                 self.input.advance(used);
-                if let Some(reply) = reply {
-                    return Ok(reply);
+                if let Some(taken) = taken {
+                    return Ok(taken);
                 }
             }
             self.write().await?;
             self.fill().await?;
         }
-    }
-
-    /// The acknowledgement (or refusal) a message to the inbox says.
-    fn decode(&self, headers: &[u8], payload: &[u8]) -> Result<Ack, PublishError> {
-        // `NATS/1.0 503\r\n...`: a status; 503 is "no responders", nothing takes the subject.
-        if let Some(status) = headers.strip_prefix(b"NATS/1.0 ") {
-            if status.starts_with(b"503") {
-                return Err(PublishError::NoStream(self.subject.clone()));
-            }
-            let line = status.split(|&b| b == b'\r').next().unwrap_or_default();
-            return Err(PublishError::Status(
-                String::from_utf8_lossy(line).into_owned(),
-            ));
-        }
-        parse_ack(payload)
     }
 
     /// Writes every queued frame (failing after [`ACK_TIMEOUT`]).
@@ -276,7 +306,7 @@ impl Wire {
     }
 
     /// Reads more from the server (failing after [`ACK_TIMEOUT`] without a byte). Only here and
-    /// in [`Wire::write`] does the connection wait, so only they are timed: an answer already
+    /// in [`Link::write`] does the connection wait, so only they are timed: an answer already
     /// read costs no clock reading.
     async fn fill(&mut self) -> Result<(), PublishError> {
         if self.input.capacity() - self.input.len() < 4096 {
@@ -289,18 +319,6 @@ impl Wire {
             Ok(0) => Err(PublishError::Closed),
             Ok(_) => Ok(()),
             Err(e) => Err(PublishError::Io(e)),
-        }
-    }
-
-    /// The next protocol line, without its `\r\n` (during the handshake).
-    async fn line(&mut self) -> Result<BytesMut, PublishError> {
-        loop {
-            if let Some(end) = line_end(&self.input)? {
-                let line = self.input.split_to(end);
-                self.input.advance(2);
-                return Ok(line);
-            }
-            self.fill().await?;
         }
     }
 }

@@ -75,14 +75,17 @@ pub(super) enum Op<'a> {
         headers: &'a [u8],
         payload: &'a [u8],
     },
+    /// `INFO` and its JSON.
+    Info(&'a [u8]),
     Ping,
+    Pong,
     Err(&'a [u8]),
-    /// `PONG`, `+OK`, `INFO`: nothing to do.
+    /// `+OK` or anything else: nothing to do.
     Other,
 }
 
 /// Where the protocol line at the start of `buf` ends (its `\r`); `None` until it is all there.
-pub(super) fn line_end(buf: &[u8]) -> Result<Option<usize>, PublishError> {
+fn line_end(buf: &[u8]) -> Result<Option<usize>, PublishError> {
     match memchr::memchr(b'\n', buf) {
         Some(at) if at > 0 && buf[at - 1] == b'\r' => Ok(Some(at - 1)),
         Some(_) => Err(PublishError::Protocol("a protocol line not ended by CRLF")),
@@ -147,7 +150,9 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<(Op<'_>, usize)>, PublishError>
             };
             return Ok(Some((op, body + total + 2)));
         }
+        b"INFO" => Op::Info(line[4..].trim_ascii_start()),
         b"PING" => Op::Ping,
+        b"PONG" => Op::Pong,
         b"-ERR" => Op::Err(line),
         _ => Op::Other,
     };
