@@ -11,6 +11,7 @@
 
 mod admin;
 mod conn;
+mod h2;
 mod io;
 mod limits;
 mod park;
@@ -30,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::header::CONNECTION;
 use hyper::service::{Service as _, service_fn};
 use hyper::{Request, StatusCode, Version};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -45,32 +46,16 @@ use io::WriteDeadline;
 use limits::{ConnLimits, Gate, Place, Slot};
 use timed::Timed;
 
-/// Builders for the HTTP/1.1 and h2 connections, configured once from `[limits]`.
-#[derive(Clone)]
-struct Protocols {
-    h1: hyper::server::conn::http1::Builder,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-}
-
-impl Protocols {
-    /// HTTP/1.1 with the header timeout and size limit, h2 with the stream and header limits and
-    /// keep-alive PINGs.
-    fn new(limits: &Limits) -> Protocols {
-        let max_head = limits.max_header_bytes.get();
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_header_size(max_head)
-            // hyper's read buffer must hold the largest head we accept (and is at least 8 KiB).
-            .max_buf_size(max_head.max(8192) + 1024);
-        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
-            .keep_alive_interval(limits.h2_keepalive_interval)
-            .keep_alive_timeout(limits.h2_keepalive_timeout);
-        Protocols { h1, h2 }
-    }
+/// The HTTP/1.1 builder, configured once from `[limits]`: the header timeout and size limit.
+fn http1(limits: &Limits) -> hyper::server::conn::http1::Builder {
+    let max_head = limits.max_header_bytes.get();
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(max_head)
+        // hyper's read buffer must hold the largest head we accept (and is at least 8 KiB).
+        .max_buf_size(max_head.max(8192) + 1024);
+    h1
 }
 
 /// What the edge's accept loops share: the handler, the protocol builders, each listener's caps
@@ -81,7 +66,8 @@ pub struct Serving {
     redirect_seconds: prometheus::Histogram,
     /// HTTP/1.1, with idle connections parked (see [`park`]).
     h1: park::H1,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// h2, each connection running its own requests (see [`h2`]).
+    h2: h2::H2,
     https: Arc<ConnLimits>,
     http: Arc<ConnLimits>,
     timeouts: Timeouts,
@@ -104,17 +90,16 @@ impl Serving {
         stop: watch::Receiver<bool>,
     ) -> Serving {
         let per_ip = limits.max_connections_per_ip;
-        let Protocols { h1, h2 } = Protocols::new(limits);
         Serving {
             edge,
             redirect_seconds: metrics.redirect_seconds.clone(),
             h1: park::H1 {
-                builder: h1,
+                builder: http1(limits),
                 timeouts: Timeouts::new(limits),
                 head_timeout: limits.header_read_timeout,
                 parked: metrics.connections_parked.clone(),
             },
-            h2,
+            h2: h2::H2::new(limits),
             https: Arc::new(ConnLimits::edge(
                 limits.max_connections,
                 per_ip,
@@ -221,11 +206,11 @@ fn serve_tls(accepted: Accepted<TcpStream>, peer: SocketAddr, s: Serving) -> Box
         s.redirect_seconds.clone(),
     );
     if accepted.h2 {
-        // Each request's future boxed: hyper's h2 server spawns a task per request and moves the
-        // future into place several times, about 4 000 instructions of copies per h2 click
-        // unboxed. (HTTP/1.1 polls it in place: no box there.)
+        // Each request's future boxed: hyper's h2 server moves it into place several times
+        // before its executor gets it, about 4 000 instructions of copies per h2 click unboxed.
+        // (HTTP/1.1 polls it in place: no box there.)
         let service = service_fn(move |req| Box::pin(service.call(req)));
-        let conn = s.h2.serve_connection(TokioIo::new(io), service);
+        let conn = s.h2.serve(TokioIo::new(io), service);
         Box::pin(drive(Box::pin(conn), peer, activity, s.timeouts, s.stop))
     } else {
         Box::pin(park::drive_h1(io, service, peer, activity, s.h1, s.stop))
