@@ -1,8 +1,9 @@
 //! Where the HTTPS listeners are served: on the shared runtime (the default), or with
 //! `listen.https_threads` on threads of their own, each a single-threaded runtime with its own
-//! sockets (`SO_REUSEPORT`). On a thread, a connection and every task it spawns (h2 runs one
-//! per request) stay on it: no task moves to the other core and wakes its connection from
-//! there, which on two cores cost h2 about a third more CPU per click (BENCHMARKS.md).
+//! sockets (`SO_REUSEPORT`). On a thread, a connection stays on it. That once cut h2's CPU per
+//! click by a third on two cores, when h2 ran a task per request that the other core could
+//! steal; h2's requests now run on their connection's task, and the threads measure no cheaper
+//! than the shared runtime (BENCHMARKS.md).
 
 use std::sync::Arc;
 

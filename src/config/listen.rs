@@ -32,8 +32,8 @@ pub struct Listen {
     pub trusted_proxies: Vec<IpNet>,
     /// Threads that serve `https`, each with a single-threaded runtime and, from two on, its own
     /// socket per address (`SO_REUSEPORT`: the kernel spreads connections over them), so that a
-    /// connection and the tasks it spawns (h2's streams) stay on one thread. Default 0: `https`
-    /// is served by the process's shared runtime, like every other listener.
+    /// connection stays on one thread. Default 0: `https` is served by the process's shared
+    /// runtime, like every other listener.
     pub https_threads: usize,
 }
 
