@@ -53,7 +53,7 @@ use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
 use crate::policy::{Ask, AskSettings, Policy};
-use crate::store::{self, OrderRate};
+use crate::store::{self, DomainPages, OrderRate};
 use crate::tls::{self, Acceptor};
 
 use bind::{bind, bind_all, bind_copies};
@@ -144,7 +144,6 @@ impl App {
             .latest_version()
             .await
             .context("reading the store's version")?;
-        let domains = store.domains().await.context("loading domains")?;
         let ask = match &config.tls.ask {
             Some(url) => Some(
                 Ask::new(
@@ -163,8 +162,17 @@ impl App {
             None => None,
         };
         let policy = Arc::new(Policy::new([], ask));
-        for record in &domains {
-            policy.register_record(record);
+        // A page at a time: a large cluster's table is never in memory whole. Only the names
+        // backing off are kept, for the certificates' backoff below.
+        let mut backing_off = Vec::new();
+        let mut pages = DomainPages::new(&*store);
+        while let Some(page) = pages.next().await.context("loading domains")? {
+            for record in page {
+                policy.register_record(&record);
+                if record.retry_at.is_some() {
+                    backing_off.push(record);
+                }
+            }
         }
         let keys = Arc::new(
             LinkKeys::load(
@@ -219,7 +227,7 @@ impl App {
             .with_mirror(mirror::open(config, &registry, &policy)?),
         );
         certs.restore(
-            &domains,
+            &backing_off,
             &store
                 .cert_lifetimes()
                 .await

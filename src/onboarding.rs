@@ -39,7 +39,7 @@ use crate::certs::{Certs, Hold, IssueGate};
 use crate::clock::Clock;
 use crate::config::{ChallengeKind, Config, IssuerKind};
 use crate::errors::chain as error_chain;
-use crate::store::{DomainRecord, FailureKind, Store, StoreError};
+use crate::store::{DomainPages, DomainRecord, FailureKind, Store, StoreError};
 pub use dns::DnsView;
 pub use report::{Check, CheckId, CheckStatus, Report};
 pub use zone::FixRecord;
@@ -259,15 +259,18 @@ impl Onboarding {
         let now = self.clock.now();
         let period = self.settings.recheck_interval;
         let mut due = Vec::new();
-        for record in self.store.domains().await? {
-            let fresh = self
-                .latest(&record.name)
-                .is_some_and(|r| r.checked_at + period > now);
-            if fresh || lock(&self.running).contains(&record.name) {
-                continue;
-            }
-            if !certs.has_valid(&record.name).await {
-                due.push(record);
+        let mut pages = DomainPages::new(&*self.store);
+        while let Some(page) = pages.next().await? {
+            for record in page {
+                let fresh = self
+                    .latest(&record.name)
+                    .is_some_and(|r| r.checked_at + period > now);
+                if fresh || lock(&self.running).contains(&record.name) {
+                    continue;
+                }
+                if !certs.has_valid(&record.name).await {
+                    due.push(record);
+                }
             }
         }
         let mut tasks = JoinSet::new();

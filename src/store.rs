@@ -252,6 +252,51 @@ pub struct StoredLinkKey {
     pub retired_at: Option<SystemTime>,
 }
 
+/// Domains read per query by [`DomainPages`].
+const DOMAIN_PAGE: u32 = 10_000;
+
+/// Every registered domain, a page at a time ([`Store::domains_after`]): whoever walks a large
+/// cluster's domains (the start-up, the onboarding rechecks) holds one page, not the table.
+pub struct DomainPages<'a> {
+    store: &'a dyn Store,
+    after: Option<Domain>,
+    limit: u32,
+    done: bool,
+}
+
+impl<'a> DomainPages<'a> {
+    /// Pages of 10 000 domains.
+    pub fn new(store: &'a dyn Store) -> DomainPages<'a> {
+        DomainPages::with_limit(store, DOMAIN_PAGE)
+    }
+
+    /// Pages of at most `limit` domains.
+    pub fn with_limit(store: &'a dyn Store, limit: u32) -> DomainPages<'a> {
+        DomainPages {
+            store,
+            after: None,
+            limit,
+            done: false,
+        }
+    }
+
+    /// The next page; `None` once every domain has been read. A domain added or removed during
+    /// the walk may be missed or read: callers that must not miss one read the store's changes
+    /// from a version taken before (as the start-up does).
+    pub async fn next(&mut self) -> Result<Option<Vec<DomainRecord>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .store
+            .domains_after(self.after.as_ref(), self.limit)
+            .await?;
+        self.done = page.len() < usize::try_from(self.limit).unwrap_or(usize::MAX);
+        self.after = page.last().map(|r| r.name.clone());
+        Ok((!page.is_empty()).then_some(page))
+    }
+}
+
 /// A page of [`Store::certificates_after`]: each name with its certificate, or why the row is
 /// not usable.
 pub type CertPage = Vec<(Domain, Result<StoredCert, StoreError>)>;
@@ -275,6 +320,13 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
     fn queries(&self) -> prometheus::IntCounter;
     /// All registered domains, sorted by name.
     async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError>;
+    /// One page of registered domains: at most `limit`, in the store's order of names, those
+    /// after `after` (from the first with none). [`DomainPages`] walks them all this way.
+    async fn domains_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<DomainRecord>, StoreError>;
     /// One domain.
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError>;
     /// Registers a domain an operator added (origin [`Origin::Admin`]); `false` if it already

@@ -154,17 +154,7 @@ async fn random_sni_makes_no_order_and_restart_makes_none_either() {
 
     // Restart on the same data dir and ports: the stored certificate serves without an order,
     // and the stored account (not a new one) orders for the next domain.
-    let config = std::fs::read_to_string(edge.config_path()).unwrap();
-    let tables = config[config.find("[tls]").unwrap()..]
-        .split("[listen]")
-        .next()
-        .unwrap()
-        .to_owned();
-    let (https, http) = (edge.https.port(), edge.http.port());
-    let path = link[link.find("/c/").unwrap()..].to_owned();
-    let dir = edge.stop_keep_dir();
-    let edge = Edge::start_in_at(dir, &tables, https, http);
-    let link = format!("https://{DOMAIN}:{https}{path}");
+    let edge = restarted(edge);
     assert_eq!(click(&edge, &roots, &link).await.unwrap().status(), 302);
     assert_eq!(orders(&edge, "started").await, 0.0);
 
@@ -224,11 +214,35 @@ async fn refused_name_records_the_problem_and_backs_off() {
         3.0
     );
 
+    // A restart keeps the backoff (read back from the store): still no order.
+    let edge = restarted(edge);
+    let client = edge.client_trusting(&roots, &[blocked]).build().unwrap();
+    assert!(client.get(&link).send().await.is_err());
+    assert_eq!(orders(&edge, "failed").await, 0.0);
+    assert_eq!(
+        edge.metric("clickedge_tls_handshakes_total{outcome=\"no_certificate\"}")
+            .await,
+        1.0
+    );
+
     // Adding the domain again clears the backoff: the next handshake orders again.
     edge.add_domain(blocked).await;
     let client = edge.client_trusting(&roots, &[blocked]).build().unwrap();
     assert!(client.get(&link).send().await.is_err());
-    assert_eq!(orders(&edge, "failed").await, 2.0);
+    assert_eq!(orders(&edge, "failed").await, 1.0);
+}
+
+/// `edge` stopped and started again on its data dir, its `[tls]` settings and its ports.
+fn restarted(edge: Edge) -> Edge {
+    let config = std::fs::read_to_string(edge.config_path()).unwrap();
+    let tables = config[config.find("[tls]").unwrap()..]
+        .split("[listen]")
+        .next()
+        .unwrap()
+        .to_owned();
+    let (https, http) = (edge.https.port(), edge.http.port());
+    let dir = edge.stop_keep_dir();
+    Edge::start_in_at(dir, &tables, https, http)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

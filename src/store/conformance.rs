@@ -18,8 +18,8 @@ pub use changes::*;
 pub use cluster::*;
 
 use super::{
-    AcmeProblem, Changed, FailureKind, IssueFailure, IssueStatus, Origin, Store, StoreError,
-    StoredCert,
+    AcmeProblem, Changed, DomainPages, FailureKind, IssueFailure, IssueStatus, Origin, Store,
+    StoreError, StoredCert,
 };
 use crate::Domain;
 use crate::clock::from_unix_secs;
@@ -39,6 +39,7 @@ macro_rules! store_conformance_tests {
             a_fallback_url_is_kept_with_its_domain_and_propagates,
             certificates_round_trip_with_their_keys,
             certificates_are_read_in_pages_each_once,
+            domains_are_read_in_pages_each_once,
             certificate_summary_counts_and_finds_the_soonest_expiry,
             issuance_status_round_trips_and_resets,
             domain_checks_round_trip_and_go_with_the_domain,
@@ -305,6 +306,42 @@ pub async fn certificates_are_read_in_pages_each_once(store: &dyn Store) -> Resu
         .map(|(i, name)| (d(name), cert(&format!("issuer {i}"), 10, 20 + i as u64)))
         .collect();
     expected.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(read, expected);
+    Ok(())
+}
+
+/// Walking the domains a page at a time ([`DomainPages`]) reads every registered one once, with
+/// its record, in pages no longer than asked; an empty store has no page.
+pub async fn domains_are_read_in_pages_each_once(store: &dyn Store) -> Result<(), StoreError> {
+    assert_eq!(DomainPages::with_limit(store, 2).next().await?, None);
+    // Names whose order differs by collation (`-` and `.` against letters).
+    let names = [
+        "a-b.example.com",
+        "ab.example.com",
+        "a.example.com",
+        "b.example.com",
+        "z.example.org",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        store.add_domain(&d(name), t(i as u64)).await?;
+    }
+    let mut read = Vec::new();
+    let mut pages = DomainPages::with_limit(store, 2);
+    while let Some(page) = pages.next().await? {
+        assert!(
+            (1..=2).contains(&page.len()),
+            "a page of {} asked 2",
+            page.len()
+        );
+        read.extend(page.into_iter().map(|r| (r.name, r.created_at)));
+    }
+    read.sort();
+    let mut expected: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (d(name), t(i as u64)))
+        .collect();
+    expected.sort();
     assert_eq!(read, expected);
     Ok(())
 }

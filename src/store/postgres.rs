@@ -57,6 +57,14 @@ impl Store for PgStore {
         self.read_domains().await
     }
 
+    async fn domains_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<DomainRecord>, StoreError> {
+        self.read_domains_after(after, limit).await
+    }
+
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError> {
         self.read_domain(name).await
     }

@@ -38,12 +38,23 @@ impl Store for SqliteStore {
     }
 
     async fn domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
+        // SQLite compares names byte by byte: its own order is the sorted one.
+        self.domains_after(None, u32::MAX).await
+    }
+
+    async fn domains_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<DomainRecord>, StoreError> {
+        // Every name sorts after the empty string: one query that walks the primary key.
+        let after = after.map_or_else(String::new, |d| d.as_str().to_owned());
         let rows = self
-            .with("listing domains", |c| {
+            .with("listing domains", move |c| {
                 let mut st = c.prepare_cached(&format!(
-                    "SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY name"
+                    "SELECT {DOMAIN_COLUMNS} FROM domains WHERE name > ?1 ORDER BY name LIMIT ?2"
                 ))?;
-                st.query_map([], row_domain)?
+                st.query_map(params![after, limit], row_domain)?
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;

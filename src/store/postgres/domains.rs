@@ -25,6 +25,30 @@ impl PgStore {
         rows.iter().map(|r| to_record(domain_row(r))).collect()
     }
 
+    /// In the database's collation, the primary key's order: each page is a range of its index.
+    /// (`ORDER BY ... COLLATE "C"` would sort the whole table for every page.)
+    pub(super) async fn read_domains_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<DomainRecord>, StoreError> {
+        let op = "listing domains";
+        // Every name sorts after the empty string, in any collation.
+        let after = after.map_or("", Domain::as_str);
+        let rows = self
+            .conn(op)
+            .await?
+            .query(
+                &format!(
+                    "SELECT {DOMAIN_COLUMNS} FROM domains WHERE name > $1 ORDER BY name LIMIT $2"
+                ),
+                &[&after, &i64::from(limit)],
+            )
+            .await
+            .map_err(db(op))?;
+        rows.iter().map(|r| to_record(domain_row(r))).collect()
+    }
+
     pub(super) async fn read_domain(
         &self,
         name: &Domain,
