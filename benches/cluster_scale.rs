@@ -82,7 +82,7 @@ async fn run(domains: u64, certs: u64, bench: bool) {
     );
     let inserted = inserting.elapsed();
     let storing = Instant::now();
-    store_certificates(&url, certs).await;
+    let cert_pem = store_certificates(&url, certs).await;
     let stored = storing.elapsed();
 
     let starting = Instant::now();
@@ -90,6 +90,19 @@ async fn run(domains: u64, certs: u64, bench: bool) {
     let start = starting.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = a.rss_kib();
+    let peak = a.peak_rss_kib();
+    // The domains were loaded to the end: a name late in name order (the store pages them by
+    // name) answers a handshake with its stored certificate.
+    let last = format!("d{}.scale.example", last_in_name_order(certs));
+    let client = a
+        .client_trusting(&cert_pem, &[&last])
+        .build()
+        .expect("client");
+    let answer = client
+        .get(format!("https://{last}:{}/", a.https.port()))
+        .send()
+        .await;
+    assert!(answer.is_ok(), "no handshake for {last}: {answer:?}");
     let deadline = Instant::now() + Duration::from_secs(600);
     while a.metric("clickedge_certificate_mirror_filled").await < 1.0 {
         assert!(
@@ -126,6 +139,7 @@ async fn run(domains: u64, certs: u64, bench: bool) {
     println!("  certificates stored            {stored:>10.1?}");
     println!("  node start-up to ready         {start:>10.1?}");
     println!("  node RSS at rest               {:>7} MiB", rss / 1024);
+    println!("  node peak RSS, start-up        {:>7} MiB", peak / 1024);
     println!("  start to mirror filled         {filled:>10.1?}  ({mirrored} certificates)");
     println!(
         "  node RSS, mirror filled        {:>7} MiB",
@@ -144,7 +158,8 @@ async fn run(domains: u64, certs: u64, bench: bool) {
 
 /// Stores `count` certificates (`d1.scale.example` …) through the store, as the edge does: one
 /// real leaf and key, the key sealed to each row.
-async fn store_certificates(url: &str, count: u64) {
+/// Stores one certificate (returned, as PEM) for each of the first `count` names.
+async fn store_certificates(url: &str, count: u64) -> String {
     let url = StoreUrl::parse(url).expect("store URL");
     let seal = SealKey::from_hex(&seal_hex(), "bench").expect("seal key");
     let store = Arc::new(PgStore::connect(&url, None, seal).await.expect("store"));
@@ -176,4 +191,15 @@ async fn store_certificates(url: &str, count: u64) {
     for w in writers {
         w.await.expect("writer");
     }
+    cert.chain_pem.clone()
+}
+
+/// Of the numbers 1..=n, the one whose decimal form sorts last as text: the longest run of
+/// nines not above `n` (the names `d1` … `dN` sort as text in the store).
+fn last_in_name_order(n: u64) -> u64 {
+    let mut nines = 9;
+    while nines * 10 + 9 <= n {
+        nines = nines * 10 + 9;
+    }
+    if nines <= n { nines } else { n }
 }
