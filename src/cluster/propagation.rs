@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::errors::chain as error_chain;
 use crate::keys::LinkKeys;
 use crate::policy::Policy;
-use crate::store::{Change, Changed, Store, StoreError};
+use crate::store::{Change, Changed, DomainPages, Store, StoreError};
 
 /// Changes read per query.
 const PAGE: u32 = 1000;
@@ -124,13 +124,11 @@ impl Propagation {
     /// no longer holds is forgotten (domains, with their certificates; link keys). Rows written
     /// meanwhile are the scan's.
     async fn forget_removed(&self) -> Result<(), StoreError> {
-        let stored: HashSet<_> = self
-            .store
-            .domains()
-            .await?
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let mut stored = HashSet::new();
+        let mut pages = DomainPages::new(&*self.store);
+        while let Some(page) = pages.next().await? {
+            stored.extend(page.into_iter().map(|d| d.name));
+        }
         let mut gone = 0;
         for name in self.policy.names() {
             if !stored.contains(&name) {
