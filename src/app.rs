@@ -188,7 +188,7 @@ impl App {
                 StoreKind::Postgres => config.cluster.key_seal_delay(),
             }),
         );
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(tls::provider());
         let challenges = Arc::new(Challenges::new(
             store.clone(),
             policy.clone(),

@@ -25,8 +25,11 @@ use crate::acme::challenges::{ACME_TLS_ALPN, Challenges};
 use crate::certs::{CertError, Certs};
 use crate::metrics::Metrics;
 
+mod hkdf;
 pub mod ja4;
 pub mod recorder;
+
+pub use hkdf::provider;
 
 pub use ja4::Ja4;
 use recorder::Recorder;

@@ -1,0 +1,225 @@
+//! TLS 1.3's key schedule (HKDF) over HMAC keys that are set up once per secret.
+//!
+//! rustls's aws-lc provider runs each HKDF step through aws-lc's `HKDF` functions, which set up
+//! the HMAC key (its two padded blocks hashed) at every call, and redo the extraction for every
+//! expansion of an extracted secret. A handshake derives about twenty keys, IVs and secrets from
+//! a handful of secrets. Here each secret becomes an HMAC key once ([`hmac::Key`] keeps the
+//! hashed pads), and every expansion from it starts from a copy: rustls's own HKDF over HMAC
+//! ([`HkdfUsingHmac`]) with aws-lc-rs's HMAC. The bytes derived are the same (RFC 5869); only the
+//! work to get them changes.
+
+use std::sync::LazyLock;
+
+use aws_lc_rs::hmac;
+use rustls::crypto::CryptoProvider;
+use rustls::crypto::aws_lc_rs::cipher_suite as suites;
+use rustls::crypto::hmac::{Hmac, Key, Tag};
+use rustls::crypto::tls13::HkdfUsingHmac;
+use rustls::{CipherSuite, CipherSuiteCommon, SupportedCipherSuite, Tls13CipherSuite};
+
+/// aws-lc-rs's HMAC for one hash.
+struct AwsLcHmac(hmac::Algorithm);
+
+impl Hmac for AwsLcHmac {
+    fn with_key(&self, key: &[u8]) -> Box<dyn Key> {
+        Box::new(AwsLcHmacKey(hmac::Key::new(self.0, key)))
+    }
+
+    fn hash_output_len(&self) -> usize {
+        self.0.digest_algorithm().output_len()
+    }
+}
+
+/// A key whose padded blocks are hashed once; each tag starts from a copy of that state.
+struct AwsLcHmacKey(hmac::Key);
+
+impl Key for AwsLcHmacKey {
+    fn sign_concat(&self, first: &[u8], middle: &[&[u8]], last: &[u8]) -> Tag {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(first);
+        for part in middle {
+            ctx.update(part);
+        }
+        ctx.update(last);
+        Tag::new(ctx.sign().as_ref())
+    }
+
+    fn tag_len(&self) -> usize {
+        self.0.algorithm().digest_algorithm().output_len()
+    }
+}
+
+static HMAC_SHA256: AwsLcHmac = AwsLcHmac(hmac::HMAC_SHA256);
+static HMAC_SHA384: AwsLcHmac = AwsLcHmac(hmac::HMAC_SHA384);
+static HKDF_SHA256: HkdfUsingHmac<'static> = HkdfUsingHmac(&HMAC_SHA256);
+static HKDF_SHA384: HkdfUsingHmac<'static> = HkdfUsingHmac(&HMAC_SHA384);
+
+static AES_128_GCM_SHA256: LazyLock<Tls13CipherSuite> =
+    LazyLock::new(|| with_hkdf(suites::TLS13_AES_128_GCM_SHA256, &HKDF_SHA256));
+static AES_256_GCM_SHA384: LazyLock<Tls13CipherSuite> =
+    LazyLock::new(|| with_hkdf(suites::TLS13_AES_256_GCM_SHA384, &HKDF_SHA384));
+static CHACHA20_POLY1305_SHA256: LazyLock<Tls13CipherSuite> =
+    LazyLock::new(|| with_hkdf(suites::TLS13_CHACHA20_POLY1305_SHA256, &HKDF_SHA256));
+
+/// The aws-lc provider with its TLS 1.3 suites deriving their keys here; everything else (TLS
+/// 1.2, key exchange, signatures, record protection, the suites' order) as it is.
+pub fn provider() -> CryptoProvider {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    for suite in &mut provider.cipher_suites {
+        let ours: &'static Tls13CipherSuite = match suite.suite() {
+            CipherSuite::TLS13_AES_128_GCM_SHA256 => &AES_128_GCM_SHA256,
+            CipherSuite::TLS13_AES_256_GCM_SHA384 => &AES_256_GCM_SHA384,
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => &CHACHA20_POLY1305_SHA256,
+            _ => continue,
+        };
+        *suite = SupportedCipherSuite::Tls13(ours);
+    }
+    provider
+}
+
+/// aws-lc's `suite` with `hkdf` in place of its own.
+fn with_hkdf(
+    suite: SupportedCipherSuite,
+    hkdf: &'static HkdfUsingHmac<'static>,
+) -> Tls13CipherSuite {
+    let SupportedCipherSuite::Tls13(theirs) = suite else {
+        unreachable!("a TLS 1.3 suite");
+    };
+    Tls13CipherSuite {
+        common: CipherSuiteCommon {
+            suite: theirs.common.suite,
+            hash_provider: theirs.common.hash_provider,
+            confidentiality_limit: theirs.common.confidentiality_limit,
+        },
+        hkdf_provider: hkdf,
+        aead_alg: theirs.aead_alg,
+        quic: theirs.quic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::crypto::tls13::Hkdf;
+
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn aws_lcs_own(suite: SupportedCipherSuite) -> &'static dyn Hkdf {
+        let SupportedCipherSuite::Tls13(suite) = suite else {
+            panic!("a TLS 1.3 suite");
+        };
+        suite.hkdf_provider
+    }
+
+    #[test]
+    fn rfc_5869_test_case_1() {
+        let (ikm, salt, info) = (
+            [0x0b_u8; 22],
+            (0x00..=0x0c).collect::<Vec<u8>>(),
+            (0xf0..=0xf9).collect::<Vec<u8>>(),
+        );
+        let mut okm = [0; 42];
+        HKDF_SHA256
+            .extract_from_secret(Some(&salt), &ikm)
+            .expand_slice(&[&info], &mut okm)
+            .unwrap();
+        assert_eq!(
+            hex(&okm),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+        );
+    }
+
+    #[test]
+    fn every_step_of_the_key_schedule_derives_what_aws_lcs_own_hkdf_does() {
+        let pairs: [(&dyn Hkdf, &dyn Hkdf); 3] = [
+            (
+                AES_128_GCM_SHA256.hkdf_provider,
+                aws_lcs_own(suites::TLS13_AES_128_GCM_SHA256),
+            ),
+            (
+                AES_256_GCM_SHA384.hkdf_provider,
+                aws_lcs_own(suites::TLS13_AES_256_GCM_SHA384),
+            ),
+            (
+                CHACHA20_POLY1305_SHA256.hkdf_provider,
+                aws_lcs_own(suites::TLS13_CHACHA20_POLY1305_SHA256),
+            ),
+        ];
+        let inputs: [(Option<&[u8]>, &[u8]); 3] = [
+            (None, &[7; 32]),
+            (Some(&[1; 48]), &[9; 48]),
+            (Some(&[]), &[3; 5]),
+        ];
+        let label: [&[u8]; 3] = [b"\x00\x10", b"tls13 key", b""];
+        for (ours, theirs) in pairs {
+            for (salt, secret) in inputs {
+                let (a, b) = (
+                    ours.extract_from_secret(salt, secret),
+                    theirs.extract_from_secret(salt, secret),
+                );
+                for len in [12, 16, 32, 48, 100] {
+                    let (mut x, mut y) = (vec![0; len], vec![0; len]);
+                    a.expand_slice(&label, &mut x).unwrap();
+                    b.expand_slice(&label, &mut y).unwrap();
+                    assert_eq!(x, y, "{len} bytes");
+                }
+                let okm = a.expand_block(&label);
+                assert_eq!(okm.as_ref(), b.expand_block(&label).as_ref());
+                assert_eq!(
+                    ours.hmac_sign(&okm, b"transcript hash").as_ref(),
+                    theirs.hmac_sign(&okm, b"transcript hash").as_ref()
+                );
+                assert_eq!(
+                    ours.expander_for_okm(&okm).expand_block(&label).as_ref(),
+                    theirs.expander_for_okm(&okm).expand_block(&label).as_ref()
+                );
+                assert_eq!(
+                    ours.extract_from_zero_ikm(salt)
+                        .expand_block(&label)
+                        .as_ref(),
+                    theirs
+                        .extract_from_zero_ikm(salt)
+                        .expand_block(&label)
+                        .as_ref()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_provider_derives_tls_1_3_keys_here_and_keeps_the_rest() {
+        let (ours, theirs) = (provider(), rustls::crypto::aws_lc_rs::default_provider());
+        let names = |p: &CryptoProvider| {
+            p.cipher_suites
+                .iter()
+                .map(|s| s.suite())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&ours), names(&theirs), "same suites, same order");
+        let ours_tls13: Vec<_> = ours
+            .cipher_suites
+            .iter()
+            .filter_map(|s| match s {
+                SupportedCipherSuite::Tls13(t) => Some(*t),
+                SupportedCipherSuite::Tls12(_) => None,
+            })
+            .collect();
+        assert_eq!(ours_tls13.len(), 3);
+        for suite in ours_tls13 {
+            assert!(
+                [
+                    &*AES_128_GCM_SHA256,
+                    &*AES_256_GCM_SHA384,
+                    &*CHACHA20_POLY1305_SHA256
+                ]
+                .iter()
+                .any(|s| std::ptr::eq(*s, suite)),
+                "{:?} is aws-lc's own",
+                suite.common.suite
+            );
+        }
+    }
+}
