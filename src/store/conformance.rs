@@ -265,19 +265,21 @@ pub async fn certificates_round_trip_with_their_keys(store: &dyn Store) -> Resul
     Ok(())
 }
 
+/// Names whose order differs by collation (`-` and `.` against letters), for the paged reads.
+const COLLATION_SENSITIVE: [&str; 5] = [
+    "a-b.example.com",
+    "ab.example.com",
+    "a.example.com",
+    "b.example.com",
+    "z.example.org",
+];
+
 /// Paging through the certificates (each page after the last name of the one before) reads
 /// every stored one once, with its key, in pages no longer than asked; an empty store is one
 /// empty page.
 pub async fn certificates_are_read_in_pages_each_once(store: &dyn Store) -> Result<(), StoreError> {
     assert!(store.certificates_after(None, 10).await?.is_empty());
-    // Names whose order differs by collation (`-` and `.` against letters).
-    let names = [
-        "a-b.example.com",
-        "ab.example.com",
-        "a.example.com",
-        "b.example.com",
-        "z.example.org",
-    ];
+    let names = COLLATION_SENSITIVE;
     for (i, name) in names.iter().enumerate() {
         store.add_domain(&d(name), t(1)).await?;
         let issuer = format!("issuer {i}");
@@ -314,14 +316,7 @@ pub async fn certificates_are_read_in_pages_each_once(store: &dyn Store) -> Resu
 /// its record, in pages no longer than asked; an empty store has no page.
 pub async fn domains_are_read_in_pages_each_once(store: &dyn Store) -> Result<(), StoreError> {
     assert_eq!(DomainPages::with_limit(store, 2).next().await?, None);
-    // Names whose order differs by collation (`-` and `.` against letters).
-    let names = [
-        "a-b.example.com",
-        "ab.example.com",
-        "a.example.com",
-        "b.example.com",
-        "z.example.org",
-    ];
+    let names = COLLATION_SENSITIVE;
     for (i, name) in names.iter().enumerate() {
         store.add_domain(&d(name), t(i as u64)).await?;
     }

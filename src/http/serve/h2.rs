@@ -9,7 +9,9 @@
 //! across threads; a connection's requests share its task as they share its socket.
 //!
 //! A request that waits (a synced click, a POST body) waits with its own waker, so the others
-//! and the connection go on meanwhile. A connection is done once hyper's connection has ended
+//! and the connection go on meanwhile. A request that panicked ends its connection, as it does
+//! on HTTP/1.1 (where hyper polls the request in the connection's task too); with a task each,
+//! only that stream would have been reset. A connection is done once hyper's connection has ended
 //! and every request it handed over has finished (hyper itself ends a request whose stream was
 //! reset); at shutdown the edge's wait for its connections is therefore a wait for their
 //! requests too.
@@ -93,11 +95,14 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, request: F) {
-        // Only the connection's task locks it, so the lock is never contended; a panic while it
-        // was held lost nothing a later request needs.
-        let mut spawned = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        spawned.push(Box::pin(request));
+        lock(&self.0).push(Box::pin(request));
     }
+}
+
+/// The queue of requests handed over. Only the connection's task locks it, so the lock is never
+/// contended; a panic while it was held lost nothing a later request needs.
+fn lock(spawned: &Mutex<Vec<Request>>) -> std::sync::MutexGuard<'_, Vec<Request>> {
+    spawned.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An h2 connection with the requests it started: polled as one future (see the module's
@@ -125,15 +130,19 @@ where
         {
             this.ended = Some(ended);
         }
-        {
-            let mut spawned = this.spawned.lock().unwrap_or_else(PoisonError::into_inner);
-            for request in spawned.drain(..) {
+        // A request can hand over work of its own when polled (hyper's task for an upgraded
+        // stream): taken in and polled until none is left, never left waiting for a wake-up.
+        loop {
+            for request in lock(&this.spawned).drain(..) {
                 this.running.push(request);
             }
+            // A request that finishes hands its answer to the connection, which wakes this task
+            // to write it.
+            while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {}
+            if lock(&this.spawned).is_empty() {
+                break;
+            }
         }
-        // A request that finishes hands its answer to the connection, which wakes this task
-        // to write it.
-        while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {}
         if this.running.is_empty()
             && let Some(ended) = this.ended.take()
         {
@@ -234,6 +243,57 @@ mod tests {
         let (task, ended) = serving.await.unwrap();
         ended.unwrap();
         assert_eq!(*ran_on.lock().unwrap(), vec![Some(task); REQUESTS]);
+    }
+
+    /// A connection that hands `first` to its executor when first polled, and ends.
+    struct Handing {
+        spawner: Spawner,
+        first: Option<super::Request>,
+    }
+
+    impl Future for Handing {
+        type Output = Result<(), std::io::Error>;
+
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            if let Some(first) = self.first.take() {
+                hyper::rt::Executor::execute(&self.spawner, first);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Closable for Handing {
+        type Error = std::io::Error;
+        fn close(self: Pin<&mut Self>) {}
+    }
+
+    #[test]
+    fn work_a_request_hands_over_runs_in_the_same_poll() {
+        let spawner = Spawner::default();
+        let ran = Arc::new(AtomicBool::new(false));
+        let second = {
+            let ran = ran.clone();
+            async move { ran.store(true, Ordering::SeqCst) }
+        };
+        let first: super::Request = {
+            let spawner = spawner.clone();
+            Box::pin(async move { hyper::rt::Executor::execute(&spawner, second) })
+        };
+        let mut streams = Streams {
+            conn: Box::pin(Handing {
+                spawner: spawner.clone(),
+                first: Some(first),
+            }),
+            spawned: spawner.0.clone(),
+            running: FuturesUnordered::new(),
+            ended: None,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut streams).poll(&mut cx).is_ready());
+        assert!(
+            ran.load(Ordering::SeqCst),
+            "ended with work handed over unrun"
+        );
     }
 
     #[tokio::test]
