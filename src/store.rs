@@ -256,7 +256,8 @@ pub struct StoredLinkKey {
 const DOMAIN_PAGE: u32 = 10_000;
 
 /// Every registered domain, a page at a time ([`Store::domains_after`]): whoever walks a large
-/// cluster's domains (the start-up, the onboarding rechecks) holds one page, not the table.
+/// cluster's domains (the start-up, the onboarding rechecks, a node comparing its names after
+/// missed deletes) holds one page, not the table.
 pub struct DomainPages<'a> {
     store: &'a dyn Store,
     after: Option<Domain>,
