@@ -53,6 +53,11 @@ pub(super) trait Transport {
     /// and the `close_notify` after it leave in one write. `None`: this transport writes at
     /// once (plain TCP).
     fn write_later(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>>;
+
+    /// Keeps what is written next from leaving in a segment shorter than a full one until the
+    /// shutdown (`TCP_CORK`): the FIN then rides in the last answer's segment instead of one of
+    /// its own, which both ends' kernels would have to send, deliver and acknowledge.
+    fn cork(&self) -> io::Result<()>;
 }
 
 impl Transport for TcpStream {
@@ -62,6 +67,10 @@ impl Transport for TcpStream {
 
     fn write_later(&mut self, _: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
         None
+    }
+
+    fn cork(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).set_tcp_cork(true)
     }
 }
 
@@ -73,6 +82,10 @@ impl<T: Transport> Transport for Box<T> {
     fn write_later(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
         (**self).write_later(bufs)
     }
+
+    fn cork(&self) -> io::Result<()> {
+        (**self).cork()
+    }
 }
 
 impl<T: Transport> Transport for TlsStream<T> {
@@ -82,6 +95,10 @@ impl<T: Transport> Transport for TlsStream<T> {
 
     fn write_later(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
         Some(self.get_mut().1.writer().write_vectored(bufs))
+    }
+
+    fn cork(&self) -> io::Result<()> {
+        self.get_ref().0.cork()
     }
 }
 
@@ -96,6 +113,10 @@ impl<T: Transport> Transport for WriteDeadline<T> {
             self.progressed();
         }
         taken
+    }
+
+    fn cork(&self) -> io::Result<()> {
+        self.get_ref().cork()
     }
 }
 
@@ -153,6 +174,8 @@ struct Watched<T> {
     /// flush leaves them there, and its shutdown sends them with the `close_notify` (or its next
     /// read, should hyper read again after all, sends them first).
     held: bool,
+    /// The shutdown has corked the socket (see [`Transport::cork`]).
+    corked: bool,
 }
 
 impl<T: Transport + AsyncWrite + Unpin> Watched<T> {
@@ -242,6 +265,13 @@ impl<T: Transport + AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.held && !self.corked {
+            // The held answer and the `close_notify` go out in the shutdown's write, the FIN
+            // right after it: corked, the three leave in one segment. Should corking fail, the
+            // FIN takes a segment of its own, as it would have.
+            let _ = self.inner.cork();
+            self.corked = true;
+        }
         ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
         self.held = false;
         Poll::Ready(Ok(()))
@@ -282,6 +312,7 @@ pub(super) async fn drive_h1<T, S>(
         wire: wire.clone(),
         activity: activity.clone(),
         held: false,
+        corked: false,
     };
     let mut may_park = true;
     loop {
@@ -310,7 +341,7 @@ pub(super) async fn drive_h1<T, S>(
                 // back untouched, and a last answer held for the shutdown goes out here.
                 let io = unbox(conn).into_parts().io.into_inner();
                 if io.held {
-                    shut(io.inner, h1.timeouts).await;
+                    shut(io, h1.timeouts).await;
                 }
                 return;
             }
@@ -377,6 +408,8 @@ mod tests {
     struct Recorder {
         held: Vec<u8>,
         writes: Vec<Vec<u8>>,
+        /// How many writes had gone out when the socket was corked.
+        corked_after: std::cell::Cell<Option<usize>>,
     }
 
     impl Recorder {
@@ -430,6 +463,11 @@ mod tests {
             bufs.iter().for_each(|b| self.held.extend_from_slice(b));
             Some(Ok(self.held.len() - before))
         }
+
+        fn cork(&self) -> io::Result<()> {
+            self.corked_after.set(Some(self.writes.len()));
+            Ok(())
+        }
     }
 
     fn watched(activity: &Arc<Activity>) -> Watched<Recorder> {
@@ -439,6 +477,7 @@ mod tests {
             wire: Arc::default(),
             activity: activity.clone(),
             held: false,
+            corked: false,
         }
     }
 
@@ -451,6 +490,11 @@ mod tests {
         assert_eq!(io.inner.writes, [b"answer".to_vec()]);
         io.shutdown().await.unwrap();
         assert_eq!(io.inner.writes, [b"answer".to_vec(), b"<close>".to_vec()]);
+        assert_eq!(
+            io.inner.corked_after.get(),
+            None,
+            "nothing held, nothing to cork"
+        );
     }
 
     #[tokio::test]
@@ -468,6 +512,11 @@ mod tests {
         );
         io.shutdown().await.unwrap();
         assert_eq!(io.inner.writes, [b"last answer<close>".to_vec()]);
+        assert_eq!(
+            io.inner.corked_after.get(),
+            Some(0),
+            "corked before the write the FIN is to ride in"
+        );
     }
 
     #[tokio::test]
