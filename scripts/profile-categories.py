@@ -41,7 +41,14 @@ def main():
         if not m:
             continue
         share, dso, symbol = float(m.group(1)), m.group(2), m.group(3)
-        key = f"{dso} {symbol}" if dso.startswith("[kernel") else f"{symbol} {dso}"
+        # The DSO counts for the kernel and the C library only: the edge's own binary may be
+        # named anything (`EDGE=`), and its name must not decide a category.
+        if dso.startswith("[kernel"):
+            key = f"{dso} {symbol}"
+        elif re.search(r"libc\.so|\[vdso\]|ld-linux", dso):
+            key = f"{symbol} {dso}"
+        else:
+            key = symbol
         for name, pattern in CATEGORIES:
             if re.search(pattern, key):
                 sums[name] += share
