@@ -246,8 +246,13 @@ pub enum PublishError {
     /// A status instead of an acknowledgement.
     #[error("NATS answered a publish with status {0}")]
     Status(String),
-    /// A click line larger than the server takes.
-    #[error("a click line of {bytes} bytes is more than NATS takes ({max}, max_payload)")]
+    /// A click line larger than the server takes. Shipping stops at it (the clicks after it
+    /// wait in the log, in order) until the server takes more: each retry connects again and
+    /// reads the server's limit anew.
+    #[error(
+        "a click line of {bytes} bytes is more than the NATS server takes (max_payload {max}): \
+         raise max_payload in the server's config; shipping resumes at this line"
+    )]
     TooLarge {
         /// The message with its headers.
         bytes: usize,
@@ -444,6 +449,18 @@ impl Nats {
 mod tests {
     use super::super::wire::parse_ack;
     use super::*;
+
+    #[test]
+    fn a_line_too_large_names_both_sizes_and_the_fix() {
+        let e = PublishError::TooLarge {
+            bytes: 2000,
+            max: 1024,
+        };
+        let text = e.to_string();
+        assert!(text.contains("2000 bytes"), "{text}");
+        assert!(text.contains("max_payload 1024"), "{text}");
+        assert!(text.contains("raise max_payload"), "{text}");
+    }
 
     #[test]
     fn acknowledgements_are_read_as_jetstream_sends_them() {
