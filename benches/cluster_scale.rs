@@ -157,8 +157,7 @@ async fn run(domains: u64, certs: u64, bench: bool) {
 }
 
 /// Stores `count` certificates (`d1.scale.example` …) through the store, as the edge does: one
-/// real leaf and key, the key sealed to each row.
-/// Stores one certificate (returned, as PEM) for each of the first `count` names.
+/// real leaf and key, the key sealed to each row. Returns the leaf's chain, as PEM.
 async fn store_certificates(url: &str, count: u64) -> String {
     let url = StoreUrl::parse(url).expect("store URL");
     let seal = SealKey::from_hex(&seal_hex(), "bench").expect("seal key");

@@ -174,8 +174,6 @@ struct Watched<T> {
     /// flush leaves them there, and its shutdown sends them with the `close_notify` (or its next
     /// read, should hyper read again after all, sends them first).
     held: bool,
-    /// The shutdown has corked the socket (see [`Transport::cork`]).
-    corked: bool,
 }
 
 impl<T: Transport + AsyncWrite + Unpin> Watched<T> {
@@ -265,12 +263,12 @@ impl<T: Transport + AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.held && !self.corked {
+        if self.held {
             // The held answer and the `close_notify` go out in the shutdown's write, the FIN
             // right after it: corked, the three leave in one segment. Should corking fail, the
-            // FIN takes a segment of its own, as it would have.
+            // FIN takes a segment of its own, as it would have. (A shutdown polled again, its
+            // write blocked, corks again: harmless.)
             let _ = self.inner.cork();
-            self.corked = true;
         }
         ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
         self.held = false;
@@ -312,7 +310,6 @@ pub(super) async fn drive_h1<T, S>(
         wire: wire.clone(),
         activity: activity.clone(),
         held: false,
-        corked: false,
     };
     let mut may_park = true;
     loop {
@@ -477,7 +474,6 @@ mod tests {
             wire: Arc::default(),
             activity: activity.clone(),
             held: false,
-            corked: false,
         }
     }
 
