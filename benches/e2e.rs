@@ -287,11 +287,10 @@ fn run_workload(
     if opts.both_cores {
         extra.extend(["--threads".into(), "2".into()]);
     }
-    let (summary, cpu, other) =
-        run_load(exe, t, &extra, opts.duration + Duration::from_secs(60), pin)?;
-    let smp = sample(t.server.name, w, round, &summary, cpu, other);
+    let (summary, server) = run_load(exe, t, &extra, opts.duration + Duration::from_secs(60), pin)?;
+    let smp = sample(t.server.name, w, round, &summary, &server);
     eprintln!(
-        "e2e: round {}/{} {:<9} {:<12} {:>7} ok {:>8.0}/s{}  server {:>6.1} µs/click, busy {:>3.0}% (client {:>3.0}%)  p50 {:.2} ms p99 {:.2} ms{}{}",
+        "e2e: round {}/{} {:<9} {:<12} {:>7} ok {:>8.0}/s{}  server {:>6.1} µs/click, busy {:>3.0}% (client {:>3.0}%), {:.2} switches/click  p50 {:.2} ms p99 {:.2} ms{}{}",
         round + 1,
         opts.rounds,
         t.server.name,
@@ -302,6 +301,7 @@ fn run_workload(
         smp.cpu_us,
         smp.busy * 100.0,
         smp.client_busy * 100.0,
+        smp.switches,
         smp.p50_ms,
         smp.p99_ms,
         if smp.bad > 0 {
@@ -327,6 +327,16 @@ fn run_workload(
     Ok((smp, summary.ok))
 }
 
+/// What one load run cost the server.
+struct Cost {
+    /// CPU time of its process tree, seconds.
+    cpu: f64,
+    /// Context switches of all its threads.
+    switches: u64,
+    /// The share of the server's core busy with other work (noise).
+    other: f64,
+}
+
 /// Runs the load generator pinned to the client core against `t`, measuring the server's CPU.
 fn run_load(
     exe: &Path,
@@ -334,7 +344,7 @@ fn run_load(
     extra: &[String],
     timeout: Duration,
     pin: bool,
-) -> Result<(Summary, f64, f64), String> {
+) -> Result<(Summary, Cost), String> {
     let tck = procs::clock_ticks();
     let mut cmd = procs::pinned(pin.then_some(CLIENT_CORE), exe);
     cmd.arg("loadgen")
@@ -350,6 +360,7 @@ fn run_load(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let cpu0 = t.server.proc.cpu_seconds(tck);
+    let switches0 = t.server.proc.context_switches();
     let core0 = procs::core_ticks(SERVER_CORE);
     let mut child = cmd
         .spawn()
@@ -369,6 +380,7 @@ fn run_load(
         std::thread::sleep(Duration::from_millis(20));
     };
     let cpu1 = t.server.proc.cpu_seconds(tck);
+    let switches = t.server.proc.context_switches().saturating_sub(switches0);
     let core1 = procs::core_ticks(SERVER_CORE);
     let mut out = String::new();
     if let Some(mut s) = child.stdout.take() {
@@ -395,17 +407,19 @@ fn run_load(
     let core_busy = (busy1 - busy0) as f64 / tck;
     let core_wall = ((total1 - total0) as f64 / tck).max(1e-9);
     let other = ((core_busy - server_cpu) / core_wall).max(0.0);
-    Ok((summary, server_cpu, other))
+    Ok((
+        summary,
+        Cost {
+            cpu: server_cpu,
+            switches,
+            other,
+        },
+    ))
 }
 
-fn sample(
-    server: &'static str,
-    w: &Workload,
-    round: usize,
-    s: &Summary,
-    cpu: f64,
-    other: f64,
-) -> Sample {
+fn sample(server: &'static str, w: &Workload, round: usize, s: &Summary, cost: &Cost) -> Sample {
+    let cpu = cost.cpu;
+    let per_answer = |x: f64| if s.ok > 0 { x / s.ok as f64 } else { f64::NAN };
     Sample {
         server,
         workload: w.key,
@@ -414,14 +428,11 @@ fn sample(
         bad: s.bad(),
         rate: s.rate,
         cpu_s: cpu,
-        cpu_us: if s.ok > 0 {
-            cpu * 1e6 / s.ok as f64
-        } else {
-            f64::NAN
-        },
+        cpu_us: per_answer(cpu * 1e6),
         busy: cpu / s.elapsed_s.max(1e-9),
         client_busy: s.client_cpu_s / s.elapsed_s.max(1e-9),
-        core0_other: other,
+        switches: per_answer(cost.switches as f64),
+        core0_other: cost.other,
         p50_ms: s.latency_ms.p50,
         p99_ms: s.latency_ms.p99,
         handshakes: s.handshakes.clone(),
@@ -754,7 +765,7 @@ fn bench(opts: &Opts) -> Result<(), String> {
 fn rows(opts: &Opts) -> Vec<Row> {
     let rate = opts.rate;
     let row = |label: String, workload, value: fn(&Sample) -> f64, decimals| Row {
-        ratio: !label.contains("busy"),
+        ratio: !label.contains("busy") && !label.contains("switches"),
         label,
         workload,
         value,
@@ -784,11 +795,25 @@ fn rows(opts: &Opts) -> Vec<Row> {
             |s| s.cpu_us,
             1,
         ),
+        // A server that outruns the load generator sleeps and is woken again; its CPU per
+        // click pays for that, a saturated one's does not.
+        row(
+            "  server context switches per click".into(),
+            "new-x25519",
+            |s| s.switches,
+            2,
+        ),
         row(
             "server CPU µs per new-connection click, X25519MLKEM768 offered".into(),
             "new-pq",
             |s| s.cpu_us,
             1,
+        ),
+        row(
+            "  server context switches per click".into(),
+            "new-pq",
+            |s| s.switches,
+            2,
         ),
         row(
             format!("server CPU µs per new-connection click at {rate}/s"),

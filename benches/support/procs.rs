@@ -79,6 +79,28 @@ pub fn tree(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Voluntary and involuntary context switches of every thread of one process, from
+/// `/proc/PID/task/*/status` (threads that have exited are not counted).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// `VmRSS` of one process, KiB.
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -196,6 +218,12 @@ impl Proc {
             .filter_map(|p| stat(p).map(|(_, t)| t))
             .sum();
         ticks as f64 / ticks_per_second
+    }
+
+    /// Context switches of every thread of the process and its descendants: a server that runs
+    /// out of work sleeps in `epoll_wait` and is woken again, and its CPU time pays for both.
+    pub fn context_switches(&self) -> u64 {
+        tree(self.pid()).into_iter().map(context_switches).sum()
     }
 
     /// Resident memory of the process and its descendants, KiB (pages shared between them are
