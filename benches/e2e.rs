@@ -287,8 +287,8 @@ fn run_workload(
     if opts.both_cores {
         extra.extend(["--threads".into(), "2".into()]);
     }
-    let (summary, server) = run_load(exe, t, &extra, opts.duration + Duration::from_secs(60), pin)?;
-    let smp = sample(t.server.name, w, round, &summary, &server);
+    let (summary, cost) = run_load(exe, t, &extra, opts.duration + Duration::from_secs(60), pin)?;
+    let smp = sample(t.server.name, w, round, &summary, &cost);
     eprintln!(
         "e2e: round {}/{} {:<9} {:<12} {:>7} ok {:>8.0}/s{}  server {:>6.1} µs/click, busy {:>3.0}% (client {:>3.0}%), {:.2} switches/click  p50 {:.2} ms p99 {:.2} ms{}{}",
         round + 1,
@@ -331,13 +331,14 @@ fn run_workload(
 struct Cost {
     /// CPU time of its process tree, seconds.
     cpu: f64,
-    /// Context switches of all its threads.
+    /// Context switches of its threads (voluntary and involuntary).
     switches: u64,
     /// The share of the server's core busy with other work (noise).
     other: f64,
 }
 
-/// Runs the load generator pinned to the client core against `t`, measuring the server's CPU.
+/// Runs the load generator pinned to the client core against `t`, measuring the server's CPU
+/// and context switches.
 fn run_load(
     exe: &Path,
     t: &mut Target<'_>,
@@ -359,8 +360,9 @@ fn run_load(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    // Read outside the CPU readings: each reading walks /proc.
+    let switches0 = t.server.proc.switches();
     let cpu0 = t.server.proc.cpu_seconds(tck);
-    let switches0 = t.server.proc.context_switches();
     let core0 = procs::core_ticks(SERVER_CORE);
     let mut child = cmd
         .spawn()
@@ -380,8 +382,8 @@ fn run_load(
         std::thread::sleep(Duration::from_millis(20));
     };
     let cpu1 = t.server.proc.cpu_seconds(tck);
-    let switches = t.server.proc.context_switches().saturating_sub(switches0);
     let core1 = procs::core_ticks(SERVER_CORE);
+    let switches = procs::switches_between(&switches0, &t.server.proc.switches());
     let mut out = String::new();
     if let Some(mut s) = child.stdout.take() {
         let _ = std::io::Read::read_to_string(&mut s, &mut out);
@@ -796,7 +798,7 @@ fn rows(opts: &Opts) -> Vec<Row> {
             1,
         ),
         // A server that outruns the load generator sleeps and is woken again; its CPU per
-        // click pays for that, a saturated one's does not.
+        // click pays for that, a saturated one's does not. No ratio: nginx's are near zero.
         row(
             "  server context switches per click".into(),
             "new-x25519",

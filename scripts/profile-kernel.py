@@ -1,10 +1,11 @@
-"""The kernel's share of a profile by the system call it ran in, for scripts/profile-clicks.
+"""A profile's samples by the system call they ran in, for scripts/profile-clicks.
 
 Reads `perf script -F ip,sym` of a profile recorded with call graphs (`perf record -g`) on
 standard input. Each sample is charged to the first system call found walking its stack from the
 leaf: `writev` then counts the loopback delivery to the client that the server's core runs
-inside it, and `epoll_wait` the sleeps and wake-ups of a server with nothing to do. Samples with
-no system call on their stack are user space, or interrupts and page faults. Prints each one's share of all the
+inside it, and `epoll_wait` the sleeps and wake-ups of a server with nothing to do. A sample in
+the kernel under no system call named below counts as "other system calls" (under a system call
+entry) or "interrupts and page faults"; the rest is "user space". Prints each share of all the
 samples, largest first.
 """
 
@@ -12,7 +13,9 @@ import collections
 import sys
 
 # Kernel functions that name the system call a stack is in (the syscall wrappers are inlined
-# into do_syscall_64 on some kernels, so the work functions stand for them).
+# into do_syscall_64 on some kernels, so the work functions stand for them). `close` releases
+# the socket inside the call on Linux 6.7 and later; before that the release runs as task work
+# after the call and lands in "other system calls".
 SYSCALLS = {
     "do_writev": "writev",
     "__x64_sys_writev": "writev",

@@ -4,6 +4,7 @@
 //!
 //! Linux only. No `libc`: signals go through `kill(1)`, limits through `prlimit(1)`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -79,38 +80,48 @@ pub fn tree(pid: u32) -> Vec<u32> {
     out
 }
 
-/// Voluntary and involuntary context switches of every thread of one process, from
-/// `/proc/PID/task/*/status` (threads that have exited are not counted).
-fn context_switches(pid: u32) -> u64 {
+/// The number after `key` in the text of a `/proc/.../status` file (`VmRSS:  1234 kB`: 1234).
+fn status_field(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Context switches of each thread of one process (voluntary: it slept; involuntary: it was
+/// preempted), from `/proc/PID/task/*/status`, as (thread id, count).
+fn thread_switches(pid: u32) -> Vec<(u32, u64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return Vec::new();
     };
     tasks
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter_map(|l| {
-                    l.strip_prefix("voluntary_ctxt_switches:")
-                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-                })
-                .filter_map(|v| v.trim().parse::<u64>().ok())
-                .collect::<Vec<_>>()
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            let count = status_field(&status, "voluntary_ctxt_switches:")?
+                + status_field(&status, "nonvoluntary_ctxt_switches:")?;
+            Some((tid, count))
         })
-        .sum()
+        .collect()
 }
 
 /// `VmRSS` of one process, KiB.
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
+        .and_then(|s| status_field(&s, "VmRSS:"))
         .unwrap_or(0)
+}
+
+/// Context switches a process tree made between two readings of [`Proc::switches`], summed
+/// thread by thread: a thread that started meanwhile counts from zero, and one that ended
+/// meanwhile is left out (what it made before it ended is lost).
+pub fn switches_between(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// Busy and total ticks of one CPU, from `/proc/stat`. Niced time counts as idle: background
@@ -220,10 +231,14 @@ impl Proc {
         ticks as f64 / ticks_per_second
     }
 
-    /// Context switches of every thread of the process and its descendants: a server that runs
-    /// out of work sleeps in `epoll_wait` and is woken again, and its CPU time pays for both.
-    pub fn context_switches(&self) -> u64 {
-        tree(self.pid()).into_iter().map(context_switches).sum()
+    /// Context switches of each thread of the process and its descendants, by thread id: a
+    /// server that runs out of work sleeps in `epoll_wait` and is woken again, and its CPU time
+    /// pays for both (see [`switches_between`]).
+    pub fn switches(&self) -> BTreeMap<u32, u64> {
+        tree(self.pid())
+            .into_iter()
+            .flat_map(thread_switches)
+            .collect()
     }
 
     /// Resident memory of the process and its descendants, KiB (pages shared between them are

@@ -26,7 +26,8 @@ pub struct Sample {
     pub busy: f64,
     /// The load generator's CPU over the run's wall time.
     pub client_busy: f64,
-    /// The server's context switches per expected answer (its threads sleeping and woken).
+    /// The server's context switches per expected answer (its threads sleeping and woken, or
+    /// preempted).
     pub switches: f64,
     /// Core 0's busy share not spent by the server (other processes not niced, interrupts):
     /// noise.

@@ -308,12 +308,18 @@ fn alpn_code(alpn: Option<&[u8]>) -> [u8; 2] {
     }
 }
 
-/// Feeds `values` as 4-digit lowercase hex, comma-separated, written out 64 values at a time
-/// (one update each, not one per value: a browser's hello has 15-20 of each list).
+/// Values `hex_list` writes out before each hash update.
+const CHUNK: usize = 64;
+/// A comma and four hex digits.
+const WIDTH: usize = 5;
+
+/// Feeds `values` as 4-digit lowercase hex, comma-separated: written out `CHUNK` values at a
+/// time, one update per chunk rather than per value (a browser's hello has 15-20 ciphers and as
+/// many extensions).
 fn hex_list(h: &mut digest::Context, values: &[u16]) {
-    let mut text = [0u8; 64 * 5];
-    for (i, chunk) in values.chunks(64).enumerate() {
-        for (out, v) in text.chunks_exact_mut(5).zip(chunk) {
+    let mut text = [0u8; CHUNK * WIDTH];
+    for (i, chunk) in values.chunks(CHUNK).enumerate() {
+        for (out, v) in text.chunks_exact_mut(WIDTH).zip(chunk) {
             let b = v.to_be_bytes();
             out.copy_from_slice(&[
                 b',',
@@ -323,9 +329,9 @@ fn hex_list(h: &mut digest::Context, values: &[u16]) {
                 HEX[usize::from(b[1] & 0xf)],
             ]);
         }
-        // No comma before the first value of the list.
+        // No comma before the list's first value; later chunks keep theirs.
         let start = usize::from(i == 0);
-        h.update(&text[start..chunk.len() * 5]);
+        h.update(&text[start..chunk.len() * WIDTH]);
     }
 }
 

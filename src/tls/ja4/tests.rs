@@ -191,6 +191,25 @@ fn parse_accepts_only_the_ja4_shape() {
     }
 }
 
+#[test]
+fn hex_lists_hash_as_their_comma_separated_text_across_chunks() {
+    for n in [0usize, 1, 2, 63, 64, 65, 128, 200] {
+        let values: Vec<u16> = (0..n).map(|i| (i * 0x0101 + 0x0a0b) as u16).collect();
+        let text = values
+            .iter()
+            .map(|v| format!("{v:04x}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut h = digest::Context::new(&digest::SHA256);
+        hex_list(&mut h, &values);
+        assert_eq!(
+            h.finish().as_ref(),
+            digest::digest(&digest::SHA256, text.as_bytes()).as_ref(),
+            "{n} values"
+        );
+    }
+}
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
@@ -206,24 +225,5 @@ proptest! {
         if let Some(j) = fingerprint(&bytes) {
             prop_assert!(Ja4::parse(j.as_str()).is_some(), "{j}");
         }
-    }
-}
-
-#[test]
-fn hex_lists_hash_as_their_comma_separated_text_across_chunks() {
-    for n in [1usize, 2, 63, 64, 65, 128, 200] {
-        let values: Vec<u16> = (0..n).map(|i| (i * 0x0101 + 0x0a0b) as u16).collect();
-        let text = values
-            .iter()
-            .map(|v| format!("{v:04x}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut h = digest::Context::new(&digest::SHA256);
-        hex_list(&mut h, &values);
-        assert_eq!(
-            h.finish().as_ref(),
-            digest::digest(&digest::SHA256, text.as_bytes()).as_ref(),
-            "{n} values"
-        );
     }
 }
