@@ -14,6 +14,14 @@
 //! disabled, and the client's rustls `Resumption::disabled()`; the client counts resumed
 //! handshakes, and there must be none.
 //!
+//! In the flat-out new-connection runs the client offers the same key shares on every
+//! connection (`--reuse-key-shares`) and skips certificate checks: a handshake then costs the
+//! client less than the server, so one client core keeps one server core busy, and a fast
+//! server is measured saturated, as a slow one is, rather than paying for sleeping and being
+//! woken between clicks. The server's work per handshake does not change (it generates its own
+//! share and computes the whole key exchange every time); the fixed-rate run is a browser's
+//! handshake, fresh shares and certificates checked.
+//!
 //! After the rounds, latency near saturation: each server gets new-connection clicks at 80%
 //! (`--near-saturation`) of its own median flat-out X25519 rate, certificates not verified so
 //! that the load generator's core is not the one saturated; its busy share is in the table.
@@ -38,6 +46,8 @@ mod peers;
 mod procs;
 #[path = "support/report.rs"]
 mod report;
+#[path = "support/shares.rs"]
+mod shares;
 #[path = "support/targets.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod targets;
@@ -139,13 +149,13 @@ struct Workload {
 const WORKLOADS: &[Workload] = &[
     Workload {
         key: "new-x25519",
-        args: "--mode new-conn --http 1.1 --kx x25519 -c 128",
+        args: "--mode new-conn --http 1.1 --kx x25519 -c 128 --reuse-key-shares",
         fixed_rate: false,
         verify: false,
     },
     Workload {
         key: "new-pq",
-        args: "--mode new-conn --http 1.1 --kx x25519mlkem768 -c 128",
+        args: "--mode new-conn --http 1.1 --kx x25519mlkem768 -c 128 --reuse-key-shares",
         fixed_rate: false,
         verify: false,
     },
@@ -173,7 +183,7 @@ const WORKLOADS: &[Workload] = &[
 /// rounds, so it is not in [`WORKLOADS`].
 const NEAR_SATURATION: Workload = Workload {
     key: "new-near-sat",
-    args: "--mode new-conn --http 1.1 --kx x25519 -c 128",
+    args: "--mode new-conn --http 1.1 --kx x25519 -c 128 --reuse-key-shares",
     fixed_rate: true,
     verify: false,
 };
@@ -1113,6 +1123,27 @@ fn smoke() {
             "--mode", "new-conn", "--http", "1.1", "--kx", "x25519", "-n", "4", "--rate", "200",
         ],
         &["--mode", "new-conn", "--http", "2", "-n", "4"],
+        // The same key shares on every connection, as the flat-out runs offer them.
+        &[
+            "--mode",
+            "new-conn",
+            "--http",
+            "1.1",
+            "-n",
+            "8",
+            "--reuse-key-shares",
+        ],
+        &[
+            "--mode",
+            "new-conn",
+            "--http",
+            "1.1",
+            "--kx",
+            "x25519",
+            "-n",
+            "4",
+            "--reuse-key-shares",
+        ],
         &[
             "--mode",
             "keep-alive",
@@ -1173,6 +1204,17 @@ fn smoke() {
             "{extra:?}:\n{}\n{}",
             summary.text(),
             edge.proc.log_tail()
+        );
+        // Each run's key share is the one it offered first, reused or not.
+        let kx = if extra.contains(&"x25519") {
+            "X25519 "
+        } else {
+            "X25519MLKEM768 "
+        };
+        assert!(
+            summary.kx_groups.keys().all(|g| g.starts_with(kx)),
+            "{extra:?}: negotiated {:?}",
+            summary.kx_groups
         );
         sent += summary.ok;
     }

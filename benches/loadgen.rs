@@ -21,6 +21,8 @@ mod hist;
 #[path = "support/loadgen.rs"]
 #[allow(dead_code)] // shared with the e2e bench, which uses other parts
 mod loadgen;
+#[path = "support/shares.rs"]
+mod shares;
 #[path = "support/targets.rs"]
 #[allow(dead_code)] // shared with the e2e bench, which uses other parts
 mod targets;

@@ -103,6 +103,8 @@ pub struct TlsOptions {
     pub insecure_no_verify: bool,
     /// Key shares offered.
     pub kx: Kx,
+    /// Offer the same key shares on every connection (see [`crate::shares`]).
+    pub reuse_key_shares: bool,
     /// Preferred cipher suite.
     pub suite: Suite,
     /// The one ALPN protocol offered.
@@ -113,9 +115,14 @@ pub struct TlsOptions {
 /// aws-lc-rs.
 pub fn client_config(o: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let (x25519, hybrid) = if o.reuse_key_shares {
+        crate::shares::groups()?
+    } else {
+        (kx_group::X25519, kx_group::X25519MLKEM768)
+    };
     provider.kx_groups = match o.kx {
-        Kx::X25519Mlkem768 => vec![kx_group::X25519MLKEM768, kx_group::X25519],
-        Kx::X25519 => vec![kx_group::X25519],
+        Kx::X25519Mlkem768 => vec![hybrid, x25519],
+        Kx::X25519 => vec![x25519],
     };
     let (a128, a256, chacha) = (
         suites::TLS13_AES_128_GCM_SHA256,

@@ -96,6 +96,12 @@ pub struct LoadArgs {
     /// the client about two ECDSA verifications per handshake).
     #[arg(long)]
     pub insecure_no_verify: bool,
+    /// Offer the same key shares on every connection instead of fresh ones (saves the client
+    /// its key generation, so that one client core can keep one server core busy with
+    /// new-connection clicks; the server's work per handshake does not change). Load
+    /// generation only: it gives up forward secrecy between the client's connections.
+    #[arg(long)]
+    pub reuse_key_shares: bool,
     /// Connection use.
     #[arg(long, value_enum, default_value = "new-conn")]
     pub mode: Mode,
@@ -229,6 +235,7 @@ impl Plan {
             ca: args.ca.clone(),
             insecure_no_verify: args.insecure_no_verify,
             kx: args.kx,
+            reuse_key_shares: args.reuse_key_shares,
             suite: args.suite,
             alpn,
         })?;

@@ -1,0 +1,156 @@
+//! `--reuse-key-shares`: the client computes its key shares once and offers the same ones on
+//! every connection.
+//!
+//! A new-connection click costs the client about what it costs the server: both generate a key
+//! share and compute the shared secret, and with X25519MLKEM768 the client also generates an
+//! ML-KEM-768 key pair and decapsulates. One client core then cannot keep one server core busy:
+//! the server runs out of work, sleeps, and pays for being woken again in CPU time per click
+//! that a saturated server does not pay. Reusing its own shares saves the client its key
+//! generation (an X25519 base-point multiplication, an ML-KEM-768 key pair) on every connection.
+//! The server cannot tell: it still generates a fresh share of its own and computes the whole
+//! key exchange for each handshake, so its work per click is what a browser's click costs it.
+//!
+//! Only for load generation: a client that reuses its key shares gives up forward secrecy
+//! between its own connections.
+
+use std::sync::Arc;
+
+use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
+use aws_lc_rs::kem::{Ciphertext, DecapsulationKey, ML_KEM_768};
+use rustls::crypto::{ActiveKeyExchange, SharedSecret, SupportedKxGroup};
+use rustls::{Error, NamedGroup, PeerMisbehaved};
+
+/// An ML-KEM-768 ciphertext, the first part of the server's X25519MLKEM768 share.
+const MLKEM768_CIPHERTEXT: usize = 1088;
+
+/// The client's key material, generated once.
+struct Keys {
+    x25519: PrivateKey,
+    x25519_public: Vec<u8>,
+    mlkem: DecapsulationKey,
+    /// X25519MLKEM768's share: the ML-KEM-768 encapsulation key, then the X25519 public key.
+    hybrid_public: Vec<u8>,
+}
+
+impl Keys {
+    fn generate() -> Result<Keys, String> {
+        let fail = |what: &str| format!("generating the client's {what} key share");
+        let x25519 = PrivateKey::generate(&X25519).map_err(|_| fail("X25519"))?;
+        let x25519_public = x25519
+            .compute_public_key()
+            .map_err(|_| fail("X25519"))?
+            .as_ref()
+            .to_vec();
+        let mlkem = DecapsulationKey::generate(&ML_KEM_768).map_err(|_| fail("ML-KEM-768"))?;
+        let encapsulation = mlkem
+            .encapsulation_key()
+            .and_then(|k| k.key_bytes())
+            .map_err(|_| fail("ML-KEM-768"))?;
+        let hybrid_public = [encapsulation.as_ref(), &x25519_public].concat();
+        Ok(Keys {
+            x25519,
+            x25519_public,
+            mlkem,
+            hybrid_public,
+        })
+    }
+
+    fn x25519_secret(&self, server_share: &[u8]) -> Result<Vec<u8>, Error> {
+        agreement::agree(
+            &self.x25519,
+            UnparsedPublicKey::new(&X25519, server_share),
+            Error::from(PeerMisbehaved::InvalidKeyShare),
+            |secret| Ok(secret.to_vec()),
+        )
+    }
+
+    fn hybrid_secret(&self, server_share: &[u8]) -> Result<Vec<u8>, Error> {
+        let invalid = || Error::from(PeerMisbehaved::InvalidKeyShare);
+        if server_share.len() != MLKEM768_CIPHERTEXT + self.x25519_public.len() {
+            return Err(invalid());
+        }
+        let (ciphertext, x25519) = server_share.split_at(MLKEM768_CIPHERTEXT);
+        let mlkem = self
+            .mlkem
+            .decapsulate(Ciphertext::from(ciphertext))
+            .map_err(|_| invalid())?;
+        Ok([mlkem.as_ref(), &self.x25519_secret(x25519)?].concat())
+    }
+}
+
+/// X25519 and X25519MLKEM768 (with its X25519 part offered beside it, as rustls and browsers
+/// do), each offering the same share on every connection.
+pub fn groups() -> Result<(&'static dyn SupportedKxGroup, &'static dyn SupportedKxGroup), String> {
+    let keys = Arc::new(Keys::generate()?);
+    let group = |name| -> &'static dyn SupportedKxGroup {
+        Box::leak(Box::new(Reused {
+            keys: keys.clone(),
+            name,
+        }))
+    };
+    Ok((group(NamedGroup::X25519), group(NamedGroup::X25519MLKEM768)))
+}
+
+/// One group of [`groups`].
+struct Reused {
+    keys: Arc<Keys>,
+    name: NamedGroup,
+}
+
+impl std::fmt::Debug for Reused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} (reused key share)", self.name)
+    }
+}
+
+impl SupportedKxGroup for Reused {
+    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
+        Ok(Box::new(Offer {
+            keys: self.keys.clone(),
+            name: self.name,
+        }))
+    }
+
+    fn name(&self) -> NamedGroup {
+        self.name
+    }
+}
+
+/// A handshake's offer of a [`Reused`] share.
+struct Offer {
+    keys: Arc<Keys>,
+    name: NamedGroup,
+}
+
+impl ActiveKeyExchange for Offer {
+    fn complete(self: Box<Self>, server_share: &[u8]) -> Result<SharedSecret, Error> {
+        let secret = match self.name {
+            NamedGroup::X25519MLKEM768 => self.keys.hybrid_secret(server_share)?,
+            _ => self.keys.x25519_secret(server_share)?,
+        };
+        Ok(SharedSecret::from(secret))
+    }
+
+    fn hybrid_component(&self) -> Option<(NamedGroup, &[u8])> {
+        (self.name == NamedGroup::X25519MLKEM768)
+            .then_some((NamedGroup::X25519, &self.keys.x25519_public[..]))
+    }
+
+    fn complete_hybrid_component(
+        self: Box<Self>,
+        server_share: &[u8],
+    ) -> Result<SharedSecret, Error> {
+        Ok(SharedSecret::from(self.keys.x25519_secret(server_share)?))
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        match self.name {
+            NamedGroup::X25519MLKEM768 => &self.keys.hybrid_public,
+            _ => &self.keys.x25519_public,
+        }
+    }
+
+    fn group(&self) -> NamedGroup {
+        self.name
+    }
+}
