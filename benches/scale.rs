@@ -40,6 +40,8 @@ mod peers;
 #[path = "support/procs.rs"]
 #[allow(dead_code)] // shared with the e2e bench
 mod procs;
+#[path = "support/shares.rs"]
+mod shares;
 #[path = "support/targets.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod targets;
