@@ -14,13 +14,13 @@
 //! disabled, and the client's rustls `Resumption::disabled()`; the client counts resumed
 //! handshakes, and there must be none.
 //!
-//! In the flat-out new-connection runs the client offers the same key shares on every
-//! connection (`--reuse-key-shares`) and skips certificate checks: a handshake then costs the
-//! client less than the server, so one client core keeps one server core busy, and a fast
-//! server is measured saturated, as a slow one is, rather than paying for sleeping and being
-//! woken between clicks. The server's work per handshake does not change (it generates its own
-//! share and computes the whole key exchange every time); the fixed-rate run is a browser's
-//! handshake, fresh shares and certificates checked.
+//! In the flat-out new-connection runs the client offers key shares it generated at the start
+//! (256 sets taken in turn, `--reuse-key-shares`) and skips certificate checks: a handshake
+//! then costs the client less than the server, so one client core keeps one server core busy,
+//! and a fast server is measured saturated, as a slow one is, rather than paying for sleeping
+//! and being woken between clicks. The server's work per handshake does not change (it
+//! generates its own share and computes the whole key exchange every time); the fixed-rate run
+//! is a browser's handshake, fresh shares and certificates checked.
 //!
 //! After the rounds, latency near saturation: each server gets new-connection clicks at 80%
 //! (`--near-saturation`) of its own median flat-out X25519 rate, certificates not verified so
@@ -300,7 +300,7 @@ fn run_workload(
     let (summary, cost) = run_load(exe, t, &extra, opts.duration + Duration::from_secs(60), pin)?;
     let smp = sample(t.server.name, w, round, &summary, &cost);
     eprintln!(
-        "e2e: round {}/{} {:<9} {:<12} {:>7} ok {:>8.0}/s{}  server {:>6.1} µs/click, busy {:>3.0}% (client {:>3.0}%), {:.2} switches/click  p50 {:.2} ms p99 {:.2} ms{}{}",
+        "e2e: round {}/{} {:<9} {:<12} {:>7} ok {:>8.0}/s{}  server {:>6.1} µs/click ({:.1} in the kernel), busy {:>3.0}% (client {:>3.0}%), {:.2} switches/click  p50 {:.2} ms p99 {:.2} ms{}{}",
         round + 1,
         opts.rounds,
         t.server.name,
@@ -309,6 +309,7 @@ fn run_workload(
         smp.rate,
         rate.map_or_else(String::new, |r| format!(" (offered {r}/s)")),
         smp.cpu_us,
+        smp.kernel_us,
         smp.busy * 100.0,
         smp.client_busy * 100.0,
         smp.switches,
@@ -341,6 +342,8 @@ fn run_workload(
 struct Cost {
     /// CPU time of its process tree, seconds.
     cpu: f64,
+    /// The part of `cpu` spent in the kernel (`stime`).
+    kernel: f64,
     /// Context switches of its threads (voluntary and involuntary).
     switches: u64,
     /// The share of the server's core busy with other work (noise).
@@ -372,7 +375,7 @@ fn run_load(
         .stderr(Stdio::inherit());
     // Read outside the CPU readings: each reading walks /proc.
     let switches0 = t.server.proc.switches();
-    let cpu0 = t.server.proc.cpu_seconds(tck);
+    let cpu0 = t.server.proc.cpu(tck);
     let core0 = procs::core_ticks(SERVER_CORE);
     let mut child = cmd
         .spawn()
@@ -391,7 +394,7 @@ fn run_load(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let cpu1 = t.server.proc.cpu_seconds(tck);
+    let cpu1 = t.server.proc.cpu(tck);
     let core1 = procs::core_ticks(SERVER_CORE);
     let switches = procs::switches_between(&switches0, &t.server.proc.switches());
     let mut out = String::new();
@@ -415,7 +418,8 @@ fn run_load(
         .ok_or_else(|| format!("no summary from the load generator: {out:?}"))?;
     let (busy0, total0) = core0;
     let (busy1, total1) = core1;
-    let server_cpu = cpu1 - cpu0;
+    let server_cpu = cpu1.total() - cpu0.total();
+    let kernel = cpu1.system - cpu0.system;
     let core_busy = (busy1 - busy0) as f64 / tck;
     let core_wall = ((total1 - total0) as f64 / tck).max(1e-9);
     let other = ((core_busy - server_cpu) / core_wall).max(0.0);
@@ -423,6 +427,7 @@ fn run_load(
         summary,
         Cost {
             cpu: server_cpu,
+            kernel,
             switches,
             other,
         },
@@ -441,6 +446,7 @@ fn sample(server: &'static str, w: &Workload, round: usize, s: &Summary, cost: &
         rate: s.rate,
         cpu_s: cpu,
         cpu_us: per_answer(cpu * 1e6),
+        kernel_us: per_answer(cost.kernel * 1e6),
         busy: cpu / s.elapsed_s.max(1e-9),
         client_busy: s.client_cpu_s / s.elapsed_s.max(1e-9),
         switches: per_answer(cost.switches as f64),
@@ -815,6 +821,14 @@ fn rows(opts: &Opts) -> Vec<Row> {
             |s| s.switches,
             2,
         ),
+        // The kernel's share: TCP and the socket calls, much the same work for every server
+        // (most of a keep-alive click), and what a server's own code can change is the rest.
+        row(
+            "  of which in the kernel (stime)".into(),
+            "new-x25519",
+            |s| s.kernel_us,
+            1,
+        ),
         row(
             "server CPU µs per new-connection click, X25519MLKEM768 offered".into(),
             "new-pq",
@@ -840,9 +854,21 @@ fn rows(opts: &Opts) -> Vec<Row> {
             2,
         ),
         row(
+            "  of which in the kernel (stime)".into(),
+            "ka-h1",
+            |s| s.kernel_us,
+            2,
+        ),
+        row(
             "server CPU µs per keep-alive click, h2".into(),
             "ka-h2",
             |s| s.cpu_us,
+            2,
+        ),
+        row(
+            "  of which in the kernel (stime)".into(),
+            "ka-h2",
+            |s| s.kernel_us,
             2,
         ),
         row(
@@ -1123,7 +1149,7 @@ fn smoke() {
             "--mode", "new-conn", "--http", "1.1", "--kx", "x25519", "-n", "4", "--rate", "200",
         ],
         &["--mode", "new-conn", "--http", "2", "-n", "4"],
-        // The same key shares on every connection, as the flat-out runs offer them.
+        // Key shares generated once and offered again, as in the flat-out runs.
         &[
             "--mode",
             "new-conn",

@@ -103,7 +103,7 @@ pub struct TlsOptions {
     pub insecure_no_verify: bool,
     /// Key shares offered.
     pub kx: Kx,
-    /// Offer the same key shares on every connection (see [`crate::shares`]).
+    /// Offer key shares generated once, at the start (see [`crate::shares`]).
     pub reuse_key_shares: bool,
     /// Preferred cipher suite.
     pub suite: Suite,

@@ -96,10 +96,11 @@ pub struct LoadArgs {
     /// the client about two ECDSA verifications per handshake).
     #[arg(long)]
     pub insecure_no_verify: bool,
-    /// Offer the same key shares on every connection instead of fresh ones (saves the client
-    /// its key generation, so that one client core can keep one server core busy with
-    /// new-connection clicks; the server's work per handshake does not change). Load
-    /// generation only: it gives up forward secrecy between the client's connections.
+    /// Offer key shares generated at the start (256 sets, taken in turn) instead of fresh ones
+    /// on every connection: saves the client its key generation, so that one client core can
+    /// keep one server core busy with new-connection clicks; the server's work per handshake
+    /// does not change. Load generation only: it gives up forward secrecy between the
+    /// client's connections.
     #[arg(long)]
     pub reuse_key_shares: bool,
     /// Connection use.

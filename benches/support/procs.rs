@@ -9,6 +9,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// CPU time, seconds: `utime` (user space) and `stime` (the kernel: system calls, and the
+/// network stack's work done on the process's behalf, such as delivering what it sends over
+/// loopback to the receiving socket).
+#[derive(Debug, Clone, Copy)]
+pub struct Cpu {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl Cpu {
+    /// `utime + stime`.
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
 /// A `Command` for `program`, pinned to `core` when `taskset` is installed.
 pub fn pinned(core: Option<usize>, program: impl AsRef<std::ffi::OsStr>) -> Command {
     match core {
@@ -45,8 +61,8 @@ pub fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// `(ppid, utime + stime in ticks)` of one process, from `/proc/PID/stat`.
-fn stat(pid: u32) -> Option<(u32, u64)> {
+/// `(ppid, utime, stime)` of one process, the times in ticks, from `/proc/PID/stat`.
+fn stat(pid: u32) -> Option<(u32, u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = &text[text.rfind(')')? + 2..];
@@ -55,7 +71,7 @@ fn stat(pid: u32) -> Option<(u32, u64)> {
     let ppid = f.get(1)?.parse().ok()?;
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
+    Some((ppid, utime, stime))
 }
 
 /// `pid` and every descendant of it.
@@ -64,7 +80,7 @@ pub fn tree(pid: u32) -> Vec<u32> {
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
             if let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
-                && let Some((ppid, _)) = stat(p)
+                && let Some((ppid, _, _)) = stat(p)
             {
                 all.push((p, ppid));
             }
@@ -222,13 +238,16 @@ impl Proc {
         matches!(self.child().try_wait(), Ok(None))
     }
 
-    /// CPU time of the process and its descendants, seconds.
-    pub fn cpu_seconds(&self, ticks_per_second: f64) -> f64 {
-        let ticks: u64 = tree(self.pid())
+    /// CPU time of the process and its descendants, in user space and in the kernel.
+    pub fn cpu(&self, ticks_per_second: f64) -> Cpu {
+        let (user, system) = tree(self.pid())
             .into_iter()
-            .filter_map(|p| stat(p).map(|(_, t)| t))
-            .sum();
-        ticks as f64 / ticks_per_second
+            .filter_map(stat)
+            .fold((0, 0), |(u, s), (_, utime, stime)| (u + utime, s + stime));
+        Cpu {
+            user: user as f64 / ticks_per_second,
+            system: system as f64 / ticks_per_second,
+        }
     }
 
     /// Context switches of each thread of the process and its descendants, by thread id: a

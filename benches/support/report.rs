@@ -22,6 +22,8 @@ pub struct Sample {
     pub cpu_s: f64,
     /// Server CPU per expected answer, microseconds.
     pub cpu_us: f64,
+    /// The part of `cpu_us` spent in the kernel (`stime`).
+    pub kernel_us: f64,
     /// Server CPU over the run's wall time: 1.0 is one core saturated.
     pub busy: f64,
     /// The load generator's CPU over the run's wall time.

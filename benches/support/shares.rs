@@ -1,5 +1,5 @@
-//! `--reuse-key-shares`: the client computes its key shares once and offers the same ones on
-//! every connection.
+//! `--reuse-key-shares`: the client computes its key shares once, at the start, and offers them
+//! again and again.
 //!
 //! A new-connection click costs the client about what it costs the server: both generate a key
 //! share and compute the shared secret, and with X25519MLKEM768 the client also generates an
@@ -7,18 +7,25 @@
 //! the server runs out of work, sleeps, and pays for being woken again in CPU time per click
 //! that a saturated server does not pay. Reusing its own shares saves the client its key
 //! generation (an X25519 base-point multiplication, an ML-KEM-768 key pair) on every connection.
-//! The server cannot tell: it still generates a fresh share of its own and computes the whole
-//! key exchange for each handshake, so its work per click is what a browser's click costs it.
+//! The server still generates a fresh share of its own and computes the whole key exchange for
+//! each handshake, so its work per click is what a browser's click costs it. The client keeps
+//! [`POOL`] sets of shares and takes them in turn, so that the server does not see the same
+//! share on consecutive connections either (ML-KEM's matrix comes from rejection sampling,
+//! whose branches a CPU could learn for one key repeated).
 //!
 //! Only for load generation: a client that reuses its key shares gives up forward secrecy
 //! between its own connections.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
 use aws_lc_rs::kem::{Ciphertext, DecapsulationKey, ML_KEM_768};
 use rustls::crypto::{ActiveKeyExchange, SharedSecret, SupportedKxGroup};
 use rustls::{Error, NamedGroup, PeerMisbehaved};
+
+/// Sets of key shares generated at the start and taken in turn.
+const POOL: usize = 256;
 
 /// An ML-KEM-768 ciphertext, the first part of the server's X25519MLKEM768 share.
 const MLKEM768_CIPHERTEXT: usize = 1088;
@@ -79,21 +86,28 @@ impl Keys {
 }
 
 /// X25519 and X25519MLKEM768 (with its X25519 part offered beside it, as rustls and browsers
-/// do), each offering the same share on every connection.
+/// do), offering shares from one pool generated now.
 pub fn groups() -> Result<(&'static dyn SupportedKxGroup, &'static dyn SupportedKxGroup), String> {
-    let keys = Arc::new(Keys::generate()?);
-    let group = |name| -> &'static dyn SupportedKxGroup {
-        Box::leak(Box::new(Reused {
-            keys: keys.clone(),
-            name,
-        }))
-    };
+    let pool: &'static Pool = Box::leak(Box::new(Pool {
+        keys: (0..POOL)
+            .map(|_| Keys::generate().map(Arc::new))
+            .collect::<Result<_, _>>()?,
+        next: AtomicUsize::new(0),
+    }));
+    let group =
+        |name| -> &'static dyn SupportedKxGroup { Box::leak(Box::new(Reused { pool, name })) };
     Ok((group(NamedGroup::X25519), group(NamedGroup::X25519MLKEM768)))
+}
+
+/// The key shares, and which set the next connection offers.
+struct Pool {
+    keys: Vec<Arc<Keys>>,
+    next: AtomicUsize,
 }
 
 /// One group of [`groups`].
 struct Reused {
-    keys: Arc<Keys>,
+    pool: &'static Pool,
     name: NamedGroup,
 }
 
@@ -105,8 +119,9 @@ impl std::fmt::Debug for Reused {
 
 impl SupportedKxGroup for Reused {
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
+        let turn = self.pool.next.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(Offer {
-            keys: self.keys.clone(),
+            keys: self.pool.keys[turn % POOL].clone(),
             name: self.name,
         }))
     }
