@@ -22,6 +22,7 @@ mod hist;
 #[allow(dead_code)] // shared with the e2e bench, which uses other parts
 mod loadgen;
 #[path = "support/shares.rs"]
+#[allow(dead_code)] // shared with the e2e bench, which uses other parts
 mod shares;
 #[path = "support/targets.rs"]
 #[allow(dead_code)] // shared with the e2e bench, which uses other parts

@@ -41,6 +41,7 @@ mod peers;
 #[allow(dead_code)] // shared with the e2e bench
 mod procs;
 #[path = "support/shares.rs"]
+#[allow(dead_code)] // shared with the e2e bench, which uses other parts
 mod shares;
 #[path = "support/targets.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
