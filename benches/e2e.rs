@@ -64,7 +64,7 @@ use clap::Parser as _;
 
 use loadgen::{LoadArgs, Summary};
 use peers::Server;
-use report::{Once, Row, Sample};
+use report::{Once, Sample};
 
 /// The server's core and the load generator's.
 const SERVER_CORE: usize = 0;
@@ -687,7 +687,7 @@ fn bench(opts: &Opts) -> Result<(), String> {
         None => None,
     };
 
-    let rows = rows(opts);
+    let rows = report::rows(opts.rate, opts.near_saturation);
     println!();
     println!(
         "clickedge e2e: {} round(s) of {:.0} s runs, {}{}, {} names, {} links; {}",
@@ -780,191 +780,6 @@ fn bench(opts: &Opts) -> Result<(), String> {
         println!("kept {}", kept.display());
     }
     Ok(())
-}
-
-fn rows(opts: &Opts) -> Vec<Row> {
-    let rate = opts.rate;
-    let row = |label: String, workload, value: fn(&Sample) -> f64, decimals| Row {
-        ratio: !label.contains("busy") && !label.contains("switches"),
-        label,
-        workload,
-        value,
-        decimals,
-    };
-    // The busy shares of both cores under a throughput row: ratios make no sense for them.
-    let busy = |workload| {
-        [
-            row(
-                "  server core busy %".into(),
-                workload,
-                |s| s.busy * 100.0,
-                0,
-            ),
-            row(
-                "  load generator core busy %".into(),
-                workload,
-                |s| s.client_busy * 100.0,
-                0,
-            ),
-        ]
-    };
-    let mut rows: Vec<Row> = [
-        row(
-            "server CPU µs per new-connection click, X25519".into(),
-            "new-x25519",
-            |s| s.cpu_us,
-            1,
-        ),
-        // The kernel's share (`stime`): the system calls, and TCP's work for the segments each
-        // click sends and receives, including their delivery over loopback; most of a
-        // keep-alive HTTP/1.1 click, for every server.
-        row(
-            "  of which in the kernel (stime)".into(),
-            "new-x25519",
-            |s| s.kernel_us,
-            1,
-        ),
-        // A server that outruns the load generator sleeps and is woken again; its CPU per
-        // click pays for that, a saturated one's does not. No ratio: nginx's are near zero.
-        row(
-            "  server context switches per click".into(),
-            "new-x25519",
-            |s| s.switches,
-            2,
-        ),
-        row(
-            "server CPU µs per new-connection click, X25519MLKEM768 offered".into(),
-            "new-pq",
-            |s| s.cpu_us,
-            1,
-        ),
-        row(
-            "  server context switches per click".into(),
-            "new-pq",
-            |s| s.switches,
-            2,
-        ),
-        row(
-            format!("server CPU µs per new-connection click at {rate}/s"),
-            "new-rate",
-            |s| s.cpu_us,
-            1,
-        ),
-        row(
-            "server CPU µs per keep-alive click, HTTP/1.1".into(),
-            "ka-h1",
-            |s| s.cpu_us,
-            2,
-        ),
-        row(
-            "  of which in the kernel (stime)".into(),
-            "ka-h1",
-            |s| s.kernel_us,
-            2,
-        ),
-        row(
-            "server CPU µs per keep-alive click, h2".into(),
-            "ka-h2",
-            |s| s.cpu_us,
-            2,
-        ),
-        row(
-            "  of which in the kernel (stime)".into(),
-            "ka-h2",
-            |s| s.kernel_us,
-            2,
-        ),
-        row(
-            format!("latency p50 ms, new connections at {rate}/s"),
-            "new-rate",
-            |s| s.p50_ms,
-            2,
-        ),
-        row(
-            format!("latency p99 ms, new connections at {rate}/s"),
-            "new-rate",
-            |s| s.p99_ms,
-            2,
-        ),
-        row(
-            "new-connection clicks/s, flat out, 128 in flight (X25519)".into(),
-            "new-x25519",
-            |s| s.rate,
-            0,
-        ),
-    ]
-    .into_iter()
-    .chain(busy("new-x25519"))
-    .chain([
-        row(
-            "  clicks/s per server core (10⁶ / µs per click)".into(),
-            "new-x25519",
-            |s| 1e6 / s.cpu_us,
-            0,
-        ),
-        row(
-            "new-connection clicks/s, flat out (X25519MLKEM768)".into(),
-            "new-pq",
-            |s| s.rate,
-            0,
-        ),
-    ])
-    .chain(busy("new-pq"))
-    .chain([row(
-        "keep-alive clicks/s, HTTP/1.1, 256 connections".into(),
-        "ka-h1",
-        |s| s.rate,
-        0,
-    )])
-    .chain(busy("ka-h1"))
-    .chain([row(
-        "keep-alive clicks/s, h2, 8 connections × 32 streams".into(),
-        "ka-h2",
-        |s| s.rate,
-        0,
-    )])
-    .chain(busy("ka-h2"))
-    .collect();
-    if opts.near_saturation > 0.0 {
-        // After the fixed-rate rows, before the flat-out ones.
-        let at = rows
-            .iter()
-            .position(|r| r.workload == "new-x25519" && r.label.contains("clicks/s"))
-            .unwrap_or(rows.len());
-        rows.splice(
-            at..at,
-            [
-                row(
-                    format!(
-                        "latency p50 ms, new connections at {:.0}% of the server's flat-out rate",
-                        opts.near_saturation * 100.0
-                    ),
-                    "new-near-sat",
-                    |s| s.p50_ms,
-                    2,
-                ),
-                row(
-                    format!(
-                        "latency p99 ms, new connections at {:.0}% of the server's flat-out rate",
-                        opts.near_saturation * 100.0
-                    ),
-                    "new-near-sat",
-                    |s| s.p99_ms,
-                    2,
-                ),
-                row(
-                    "  clicks/s answered (the rate offered: that fraction of each server's own)"
-                        .into(),
-                    "new-near-sat",
-                    |s| s.rate,
-                    0,
-                ),
-            ]
-            .into_iter()
-            .chain(busy("new-near-sat")),
-        );
-    }
-    rows
 }
 
 /// Opens `n` idle h2 connections (one click each) and holds them; returns the server's RSS

@@ -1,5 +1,6 @@
-//! The end-to-end bench's measurements and its one table: per server and workload, the median of
-//! the rounds with min–max, and clickedge's ratio to nginx and to Caddy from the same run.
+//! The end-to-end bench's measurements and its one table (its rows, [`rows`], and how it
+//! prints): per server and workload, the median of the rounds with min–max, and clickedge's
+//! ratio to nginx and to Caddy from the same run.
 
 use std::collections::BTreeMap;
 
@@ -197,4 +198,191 @@ pub fn table(
         out.push_str(&render(l));
     }
     out
+}
+
+/// The table's rows, in order: CPU per click, latency, throughput and their sub-rows. `rate`:
+/// the fixed-rate run's; `near_saturation`: the near-saturation run's share of each server's
+/// flat-out rate (0: no such run, no rows).
+pub fn rows(rate: f64, near_saturation: f64) -> Vec<Row> {
+    let row = |label: String, workload, value: fn(&Sample) -> f64, decimals| Row {
+        ratio: !label.contains("busy") && !label.contains("switches"),
+        label,
+        workload,
+        value,
+        decimals,
+    };
+    // The busy shares of both cores under a throughput row: ratios make no sense for them.
+    let busy = |workload| {
+        [
+            row(
+                "  server core busy %".into(),
+                workload,
+                |s| s.busy * 100.0,
+                0,
+            ),
+            row(
+                "  load generator core busy %".into(),
+                workload,
+                |s| s.client_busy * 100.0,
+                0,
+            ),
+        ]
+    };
+    let mut rows: Vec<Row> = [
+        row(
+            "server CPU µs per new-connection click, X25519".into(),
+            "new-x25519",
+            |s| s.cpu_us,
+            1,
+        ),
+        // The kernel's share (`stime`): the system calls, and TCP's work for the segments each
+        // click sends and receives, including their delivery over loopback; most of a
+        // keep-alive HTTP/1.1 click, for every server.
+        row(
+            "  of which in the kernel (stime)".into(),
+            "new-x25519",
+            |s| s.kernel_us,
+            1,
+        ),
+        // A server that outruns the load generator sleeps and is woken again; its CPU per
+        // click pays for that, a saturated one's does not. No ratio: nginx's are near zero.
+        row(
+            "  server context switches per click".into(),
+            "new-x25519",
+            |s| s.switches,
+            2,
+        ),
+        row(
+            "server CPU µs per new-connection click, X25519MLKEM768 offered".into(),
+            "new-pq",
+            |s| s.cpu_us,
+            1,
+        ),
+        row(
+            "  server context switches per click".into(),
+            "new-pq",
+            |s| s.switches,
+            2,
+        ),
+        row(
+            format!("server CPU µs per new-connection click at {rate}/s"),
+            "new-rate",
+            |s| s.cpu_us,
+            1,
+        ),
+        row(
+            "server CPU µs per keep-alive click, HTTP/1.1".into(),
+            "ka-h1",
+            |s| s.cpu_us,
+            2,
+        ),
+        row(
+            "  of which in the kernel (stime)".into(),
+            "ka-h1",
+            |s| s.kernel_us,
+            2,
+        ),
+        row(
+            "server CPU µs per keep-alive click, h2".into(),
+            "ka-h2",
+            |s| s.cpu_us,
+            2,
+        ),
+        row(
+            "  of which in the kernel (stime)".into(),
+            "ka-h2",
+            |s| s.kernel_us,
+            2,
+        ),
+        row(
+            format!("latency p50 ms, new connections at {rate}/s"),
+            "new-rate",
+            |s| s.p50_ms,
+            2,
+        ),
+        row(
+            format!("latency p99 ms, new connections at {rate}/s"),
+            "new-rate",
+            |s| s.p99_ms,
+            2,
+        ),
+        row(
+            "new-connection clicks/s, flat out, 128 in flight (X25519)".into(),
+            "new-x25519",
+            |s| s.rate,
+            0,
+        ),
+    ]
+    .into_iter()
+    .chain(busy("new-x25519"))
+    .chain([
+        row(
+            "  clicks/s per server core (10⁶ / µs per click)".into(),
+            "new-x25519",
+            |s| 1e6 / s.cpu_us,
+            0,
+        ),
+        row(
+            "new-connection clicks/s, flat out (X25519MLKEM768)".into(),
+            "new-pq",
+            |s| s.rate,
+            0,
+        ),
+    ])
+    .chain(busy("new-pq"))
+    .chain([row(
+        "keep-alive clicks/s, HTTP/1.1, 256 connections".into(),
+        "ka-h1",
+        |s| s.rate,
+        0,
+    )])
+    .chain(busy("ka-h1"))
+    .chain([row(
+        "keep-alive clicks/s, h2, 8 connections × 32 streams".into(),
+        "ka-h2",
+        |s| s.rate,
+        0,
+    )])
+    .chain(busy("ka-h2"))
+    .collect();
+    if near_saturation > 0.0 {
+        // After the fixed-rate rows, before the flat-out ones.
+        let at = rows
+            .iter()
+            .position(|r| r.workload == "new-x25519" && r.label.contains("clicks/s"))
+            .unwrap_or(rows.len());
+        rows.splice(
+            at..at,
+            [
+                row(
+                    format!(
+                        "latency p50 ms, new connections at {:.0}% of the server's flat-out rate",
+                        near_saturation * 100.0
+                    ),
+                    "new-near-sat",
+                    |s| s.p50_ms,
+                    2,
+                ),
+                row(
+                    format!(
+                        "latency p99 ms, new connections at {:.0}% of the server's flat-out rate",
+                        near_saturation * 100.0
+                    ),
+                    "new-near-sat",
+                    |s| s.p99_ms,
+                    2,
+                ),
+                row(
+                    "  clicks/s answered (the rate offered: that fraction of each server's own)"
+                        .into(),
+                    "new-near-sat",
+                    |s| s.rate,
+                    0,
+                ),
+            ]
+            .into_iter()
+            .chain(busy("new-near-sat")),
+        );
+    }
+    rows
 }
