@@ -1,0 +1,94 @@
+use super::super::wire::parse_ack;
+use super::*;
+
+#[test]
+fn a_line_too_large_names_both_sizes_and_the_fix() {
+    let e = PublishError::TooLarge {
+        bytes: 2000,
+        max: 1024,
+    };
+    let text = e.to_string();
+    assert!(text.contains("2000 bytes"), "{text}");
+    assert!(text.contains("max_payload 1024"), "{text}");
+    assert!(text.contains("raise max_payload"), "{text}");
+}
+
+#[test]
+fn acknowledgements_are_read_as_jetstream_sends_them() {
+    let ack = parse_ack(br#"{"stream":"CLICKS","seq":42}"#).unwrap();
+    assert_eq!(
+        ack,
+        Ack {
+            seq: 42,
+            duplicate: false
+        }
+    );
+    let ack = parse_ack(br#"{"stream":"CLICKS","domain":"hub","seq":7,"duplicate":true}"#);
+    assert_eq!(
+        ack.unwrap(),
+        Ack {
+            seq: 7,
+            duplicate: true
+        }
+    );
+    let err =
+        parse_ack(br#"{"error":{"code":404,"err_code":10059,"description":"stream not found"}}"#)
+            .unwrap_err();
+    assert!(err.stream_missing(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the stream refused the message: stream not found (err_code 10059)"
+    );
+    let err = parse_ack(br#"{"error":{"code":503,"err_code":10077,"description":"x \"y\""}}"#)
+        .unwrap_err();
+    assert!(!err.stream_missing());
+    assert!(err.to_string().contains(r#"x "y""#), "{err}");
+    assert!(matches!(parse_ack(b"+OK"), Err(PublishError::Malformed(_))));
+}
+
+#[test]
+fn the_urls_user_and_password_or_token_are_decoded_and_never_shown() {
+    let node = NodeId::parse("edge-a").unwrap();
+    let target = |url: &str| {
+        let clicks = Clicks {
+            nats_url: url::Url::parse(url).unwrap(),
+            ..Clicks::default()
+        };
+        NatsTarget::from_config(&clicks, &node)
+    };
+    let t = target("tls://clicks:p%40ss%3Aword@nats.example:4443");
+    assert_eq!(
+        t.auth,
+        UrlAuth::UserPassword("clicks".into(), "p@ss:word".into())
+    );
+    assert_eq!(t.server(), "tls://nats.example:4443");
+    assert_eq!(t.shown(), "tls://clicks:***@nats.example:4443");
+    let t = target("nats://s3cr%2Ft@127.0.0.1");
+    assert_eq!(t.auth, UrlAuth::Token("s3cr/t".into()));
+    assert_eq!(t.server(), "nats://127.0.0.1");
+    assert_eq!(t.shown(), "nats://***@127.0.0.1");
+    let t = target("nats://[::1]:4222");
+    assert_eq!(t.auth, UrlAuth::None);
+    assert_eq!(
+        (t.server(), t.shown()),
+        ("nats://[::1]:4222".into(), "nats://[::1]:4222".into())
+    );
+}
+
+#[test]
+fn the_stream_subject_takes_every_node_and_the_subject_this_one() {
+    let node = NodeId::parse("edge-a.eu").unwrap();
+    let mut clicks = Clicks::default();
+    let t = NatsTarget::from_config(&clicks, &node);
+    assert_eq!(t.subject, "clicks.edge-a.eu");
+    assert_eq!(t.stream_subject, "clicks.>");
+    clicks.nats_subject = "acme.{node_id}.clicks".into();
+    let t = NatsTarget::from_config(&clicks, &node);
+    assert_eq!(t.subject, "acme.edge-a.eu.clicks");
+    assert_eq!(t.stream_subject, "acme.*.clicks");
+    clicks.nats_subject = "clicks".into();
+    assert_eq!(
+        NatsTarget::from_config(&clicks, &node).stream_subject,
+        "clicks"
+    );
+}
