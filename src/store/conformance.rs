@@ -6,16 +6,19 @@
 //! clickedge::store_conformance_tests!(async { MyStore::connect(fresh_database()).await.unwrap() });
 //! ```
 //!
-//! Only the behaviour the rest of the edge relies on is asserted, not how a store gets there. Public so that a store living outside this crate's
-//! unit tests can run the same suite; not part of the edge's API.
+//! Only the behaviour the rest of the edge relies on is asserted, not how a store gets there.
+//! Public so that a store living outside this crate's unit tests can run the same suite; not
+//! part of the edge's API.
 
 mod changes;
 mod cluster;
+mod secrets;
 
 use std::time::SystemTime;
 
 pub use changes::*;
 pub use cluster::*;
+pub use secrets::*;
 
 use super::{
     AcmeProblem, Changed, DomainPages, FailureKind, IssueFailure, IssueStatus, Origin, Store,
@@ -23,7 +26,6 @@ use super::{
 };
 use crate::Domain;
 use crate::clock::from_unix_secs;
-use crate::config::ChallengeKind;
 
 /// Defines one `#[tokio::test]` per conformance behaviour; `$fresh` is an expression (usually an
 /// `async` block) evaluated anew in every test, giving an empty store.
@@ -412,101 +414,6 @@ pub async fn domain_checks_round_trip_and_go_with_the_domain(
     );
     store.remove_domain(&a).await?;
     assert!(store.domain_checks().await?.is_empty());
-    Ok(())
-}
-
-/// A published response is answered until (not at) its expiry, only for its kind, replaced when
-/// published again, and gone once withdrawn.
-pub async fn challenges_are_kept_per_kind_until_they_expire(
-    store: &dyn Store,
-) -> Result<(), StoreError> {
-    let http = ChallengeKind::Http01;
-    store.put_challenge(http, "tok", "auth", t(100)).await?;
-    assert_eq!(
-        store.challenge(http, "tok", t(50)).await?.as_deref(),
-        Some("auth")
-    );
-    assert_eq!(store.challenge(http, "tok", t(100)).await?, None, "expired");
-    let alpn = ChallengeKind::TlsAlpn01;
-    assert_eq!(
-        store.challenge(alpn, "tok", t(50)).await?,
-        None,
-        "other kind"
-    );
-    assert_eq!(store.challenge(http, "other", t(50)).await?, None);
-    store.put_challenge(http, "tok", "auth2", t(200)).await?;
-    assert_eq!(
-        store.challenge(http, "tok", t(150)).await?.as_deref(),
-        Some("auth2")
-    );
-    store.put_challenge(alpn, "tok", "digest", t(200)).await?;
-    store.remove_challenge(http, "tok", t(0)).await?;
-    assert_eq!(store.challenge(http, "tok", t(50)).await?, None);
-    assert_eq!(
-        store.challenge(alpn, "tok", t(50)).await?.as_deref(),
-        Some("digest")
-    );
-    Ok(())
-}
-
-/// Withdrawing one response also drops every response that expired by then, and no other.
-pub async fn withdrawing_a_challenge_also_drops_expired_ones(
-    store: &dyn Store,
-) -> Result<(), StoreError> {
-    let http = ChallengeKind::Http01;
-    store.put_challenge(http, "old", "a", t(10)).await?;
-    store.put_challenge(http, "live", "b", t(100)).await?;
-    store.remove_challenge(http, "gone", t(50)).await?;
-    // Asked as of before its expiry: a store that kept it would still answer.
-    assert_eq!(store.challenge(http, "old", t(5)).await?, None);
-    assert_eq!(
-        store.challenge(http, "live", t(50)).await?.as_deref(),
-        Some("b")
-    );
-    Ok(())
-}
-
-/// Link keys are numbered from 1, each new one after the highest (`clickedge keys remove 1`
-/// means the first key everywhere), read back with their secret and time, and removal says
-/// whether the key was there.
-pub async fn link_keys_get_increasing_ids_and_can_be_removed(
-    store: &dyn Store,
-) -> Result<(), StoreError> {
-    assert!(store.link_keys().await?.is_empty());
-    assert_eq!(store.add_link_key([1; 32], t(1)).await?, 1);
-    assert_eq!(store.add_link_key([2; 32], t(2)).await?, 2);
-    assert!(store.remove_link_key(1).await?);
-    assert!(!store.remove_link_key(1).await?);
-    assert_eq!(store.add_link_key([3; 32], t(3)).await?, 3);
-    let mut keys: Vec<_> = store
-        .link_keys()
-        .await?
-        .into_iter()
-        .map(|k| (k.id, k.secret, k.created_at))
-        .collect();
-    keys.sort_by_key(|k| k.0);
-    assert_eq!(keys, vec![(2, [2; 32], t(2)), (3, [3; 32], t(3))]);
-    Ok(())
-}
-
-/// Retiring a key keeps it (secret and all) and records when; retiring it again keeps the first
-/// time, and a key that is not there is reported.
-pub async fn a_retired_link_key_is_kept_with_its_first_retirement_time(
-    store: &dyn Store,
-) -> Result<(), StoreError> {
-    assert_eq!(store.add_link_key([1; 32], t(1)).await?, 1);
-    assert_eq!(store.add_link_key([2; 32], t(2)).await?, 2);
-    assert!(store.retire_link_key(1, t(5)).await?);
-    assert!(store.retire_link_key(1, t(9)).await?);
-    assert!(!store.retire_link_key(7, t(9)).await?);
-    let mut keys: Vec<_> = store
-        .link_keys()
-        .await?
-        .into_iter()
-        .map(|k| (k.id, k.secret, k.retired_at))
-        .collect();
-    keys.sort_by_key(|k| k.0);
-    assert_eq!(keys, vec![(1, [1; 32], Some(t(5))), (2, [2; 32], None)]);
     Ok(())
 }
 
