@@ -342,10 +342,8 @@ fn run_workload(
 
 /// What one load run cost the server.
 struct Cost {
-    /// CPU time of its process tree, seconds.
-    cpu: f64,
-    /// The part of `cpu` spent in the kernel (`stime`).
-    kernel: f64,
+    /// CPU time of its process tree, in user space and in the kernel.
+    cpu: procs::Cpu,
     /// Context switches of its threads (voluntary and involuntary).
     switches: u64,
     /// The share of the server's core busy with other work (noise).
@@ -420,16 +418,14 @@ fn run_load(
         .ok_or_else(|| format!("no summary from the load generator: {out:?}"))?;
     let (busy0, total0) = core0;
     let (busy1, total1) = core1;
-    let server_cpu = cpu1.total() - cpu0.total();
-    let kernel = cpu1.system - cpu0.system;
+    let cpu = cpu1 - cpu0;
     let core_busy = (busy1 - busy0) as f64 / tck;
     let core_wall = ((total1 - total0) as f64 / tck).max(1e-9);
-    let other = ((core_busy - server_cpu) / core_wall).max(0.0);
+    let other = ((core_busy - cpu.total()) / core_wall).max(0.0);
     Ok((
         summary,
         Cost {
-            cpu: server_cpu,
-            kernel,
+            cpu,
             switches,
             other,
         },
@@ -437,7 +433,7 @@ fn run_load(
 }
 
 fn sample(server: &'static str, w: &Workload, round: usize, s: &Summary, cost: &Cost) -> Sample {
-    let cpu = cost.cpu;
+    let cpu = cost.cpu.total();
     let per_answer = |x: f64| if s.ok > 0 { x / s.ok as f64 } else { f64::NAN };
     Sample {
         server,
@@ -448,7 +444,7 @@ fn sample(server: &'static str, w: &Workload, round: usize, s: &Summary, cost: &
         rate: s.rate,
         cpu_s: cpu,
         cpu_us: per_answer(cpu * 1e6),
-        kernel_us: per_answer(cost.kernel * 1e6),
+        kernel_us: per_answer(cost.cpu.system * 1e6),
         busy: cpu / s.elapsed_s.max(1e-9),
         client_busy: s.client_cpu_s / s.elapsed_s.max(1e-9),
         switches: per_answer(cost.switches as f64),

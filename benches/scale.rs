@@ -317,7 +317,7 @@ impl Edge {
 /// Runs `f` and measures the wall time, clickedge's CPU and the client core's busy share.
 fn timed<T>(edge: &Edge, f: impl FnOnce() -> Result<T, String>) -> Result<(T, Timed), String> {
     let tck = procs::clock_ticks();
-    let cpu0 = edge.server.proc.cpu(tck).total();
+    let cpu0 = edge.server.proc.cpu(tck);
     let (busy0, total0) = procs::core_ticks(CLIENT_CORE);
     let t0 = Instant::now();
     let out = f()?;
@@ -327,7 +327,7 @@ fn timed<T>(edge: &Edge, f: impl FnOnce() -> Result<T, String>) -> Result<(T, Ti
         out,
         Timed {
             wall_s,
-            server_cpu_s: edge.server.proc.cpu(tck).total() - cpu0,
+            server_cpu_s: (edge.server.proc.cpu(tck) - cpu0).total(),
             client_busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64,
         },
     ))

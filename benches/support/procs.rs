@@ -25,6 +25,18 @@ impl Cpu {
     }
 }
 
+/// The CPU time spent between two readings.
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+
+    fn sub(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
 /// A `Command` for `program`, pinned to `core` when `taskset` is installed.
 pub fn pinned(core: Option<usize>, program: impl AsRef<std::ffi::OsStr>) -> Command {
     match core {
