@@ -12,17 +12,71 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
+use super::Addrs;
+use crate::config::Config;
+
 /// The kernel's queue of connections not yet accepted (tokio's and std's choice too).
 const BACKLOG: i32 = 1024;
 
+/// Every listener of a config, bound.
+pub(super) struct Listeners {
+    /// `listen.https`: one list per address, a socket per HTTPS thread (else one).
+    pub https: Vec<Vec<TcpListener>>,
+    /// `listen.http`.
+    pub http: Vec<TcpListener>,
+    /// `listen.admin`.
+    pub admin: TcpListener,
+    /// `listen.metrics`, if configured.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener of `config`; the first refused names its key.
+    pub(super) fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let https_threads = config.listen.https_threads.max(1);
+        Ok(Listeners {
+            https: bind_copies(config.listen.https.all(), "listen.https", https_threads)?,
+            http: bind_all(config.listen.http.all(), "listen.http")?,
+            admin: bind(config.listen.admin, "listen.admin")?,
+            metrics: config
+                .listen
+                .metrics
+                .map(|addr| bind(addr, "listen.metrics"))
+                .transpose()?,
+        })
+    }
+
+    /// The addresses bound (the ports the kernel chose for port 0).
+    pub(super) fn addrs(&self) -> std::io::Result<Addrs> {
+        Ok(Addrs {
+            https: self
+                .https
+                .iter()
+                .map(|copies| copies[0].local_addr())
+                .collect::<std::io::Result<_>>()?,
+            http: self
+                .http
+                .iter()
+                .map(TcpListener::local_addr)
+                .collect::<std::io::Result<_>>()?,
+            admin: self.admin.local_addr()?,
+            metrics: self
+                .metrics
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
+        })
+    }
+}
+
 /// Binds each of `addrs`, the value of config key `key`.
-pub(super) fn bind_all(addrs: &[SocketAddr], key: &str) -> anyhow::Result<Vec<TcpListener>> {
+fn bind_all(addrs: &[SocketAddr], key: &str) -> anyhow::Result<Vec<TcpListener>> {
     Ok(bind_copies(addrs, key, 1)?.into_iter().flatten().collect())
 }
 
 /// Binds each of `addrs` `copies` times, `SO_REUSEPORT` when more than once (the kernel spreads
 /// an address's connections over its sockets): one list of sockets per address.
-pub(super) fn bind_copies(
+fn bind_copies(
     addrs: &[SocketAddr],
     key: &str,
     copies: usize,
@@ -49,7 +103,7 @@ pub(super) fn bind_copies(
 }
 
 /// Binds `addr`, the value of config key `key`.
-pub(super) fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     bind_socket(addr, key, false, false)
 }
 

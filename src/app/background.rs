@@ -1,0 +1,83 @@
+//! The edge's work besides requests, each a task that ends when `stop` turns true: certificate
+//! maintenance and the mirror, propagation of other nodes' changes, shipping clicks, expiring
+//! visitors' salts, re-reading `clicks.networks_file` and the periodic domain checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::HEARTBEAT_INTERVAL;
+use super::edge::RequestPath;
+use super::state::State;
+use crate::clicks::ship::Shipper;
+use crate::clock::Clock;
+use crate::cluster::{Propagation, Settings as PropagationSettings, StatusReader};
+use crate::config::Config;
+use crate::store::OrderRate;
+
+/// How often `clicks.networks_file` is checked for changes.
+const NETWORKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often a past day's visitor salt is looked for and dropped: within the hour after its day.
+const VISITOR_SALT_CHECK: Duration = Duration::from_secs(3600);
+
+/// Spawns the background tasks into `tasks`; returns what the admin API reads of the cluster.
+pub(super) fn spawn(
+    config: &Config,
+    state: &State,
+    path: &RequestPath,
+    shipper: Option<Shipper>,
+    clock: &Clock,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Arc<StatusReader> {
+    let certs = &state.certs;
+    tasks.push(tokio::spawn(certs.clone().run_maintenance(stop.clone())));
+    tasks.push(tokio::spawn(certs.clone().fill_mirror(stop.clone())));
+    let propagation = Arc::new(Propagation::new(
+        state.store.clone(),
+        state.policy.clone(),
+        certs.clone(),
+        state.keys.clone(),
+        clock.clone(),
+        PropagationSettings {
+            node_id: config.cluster.node_id().to_string(),
+            scan_interval: config.cluster.scan_interval,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+        },
+        state.version,
+    ));
+    tasks.push(tokio::spawn(propagation.clone().run(stop.clone())));
+    if let Some(shipper) = shipper {
+        tasks.push(tokio::spawn(shipper.run(stop.clone())));
+    }
+    if let Some(visitors) = &path.visitors {
+        tasks.push(tokio::spawn(visitors.clone().expire(
+            clock.clone(),
+            VISITOR_SALT_CHECK,
+            stop.clone(),
+        )));
+    }
+    if let Some(file) = config.clicks.networks_file.clone() {
+        tasks.push(tokio::spawn(path.catalogue.clone().watch(
+            file,
+            NETWORKS_RELOAD_INTERVAL,
+            stop.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(
+        state
+            .onboarding
+            .clone()
+            .run_periodic(certs.clone(), stop.clone()),
+    ));
+    Arc::new(StatusReader::new(
+        state.store.clone(),
+        propagation,
+        OrderRate::per_window(config.acme.max_orders.get(), config.acme.order_window),
+        HEARTBEAT_INTERVAL,
+        clock.clone(),
+    ))
+}

@@ -1,0 +1,174 @@
+//! What the edge loads from its store before it serves: the domains (into the policy), the link
+//! keys, the domain checks and the certificates, with the issuer behind them. Nothing here
+//! listens or spawns; the background work over this state starts in `background`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use prometheus::Registry;
+use rustls::crypto::CryptoProvider;
+
+use super::{issuer, mirror};
+use crate::acme::challenges::Challenges;
+use crate::certs::{Certs, ClaimSettings, Settings as CertSettings};
+use crate::clock::Clock;
+use crate::config::{Config, StoreKind};
+use crate::keys::LinkKeys;
+use crate::metrics::Metrics;
+use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
+use crate::policy::{Ask, AskSettings, Policy};
+use crate::store::{self, DomainPages, Store};
+use crate::tls;
+
+/// The edge's state, loaded.
+pub(super) struct State {
+    pub store: Arc<dyn Store>,
+    /// The store's version read before loading: propagation applies what changed after it.
+    pub version: u64,
+    pub policy: Arc<Policy>,
+    pub keys: Arc<LinkKeys>,
+    pub provider: Arc<CryptoProvider>,
+    pub challenges: Arc<Challenges>,
+    pub onboarding: Arc<Onboarding>,
+    pub certs: Arc<Certs>,
+}
+
+impl State {
+    /// Opens the store of `config` and loads everything the edge serves from.
+    pub(super) async fn load(
+        config: &Config,
+        clock: &Clock,
+        registry: &Registry,
+        metrics: &Metrics,
+    ) -> anyhow::Result<State> {
+        let store = store::open(config)
+            .await
+            .with_context(|| match config.store.kind() {
+                StoreKind::Sqlite => format!("opening the store {}", config.store_path().display()),
+                // PostgreSQL errors name the URL themselves, its password redacted.
+                StoreKind::Postgres => "opening the store".to_owned(),
+            })?;
+        registry
+            .register(Box::new(store.queries()))
+            .context("registering metrics")?;
+        // The status pages' name is served like any registered domain (its certificate on demand).
+        if let Some(url) = &config.onboarding.public_url {
+            store
+                .add_domain(&url.host, clock.now())
+                .await
+                .context("registering onboarding.public_url")?;
+        }
+        // Read before loading: a change made while loading is applied again, never missed.
+        let version = store
+            .latest_version()
+            .await
+            .context("reading the store's version")?;
+        let policy = Arc::new(Policy::new([], ask(config, &store, metrics, clock)?));
+        // A page at a time: a large cluster's table is never in memory whole. Only the names
+        // backing off are kept, for the certificates' backoff below.
+        let mut backing_off = Vec::new();
+        let mut pages = DomainPages::new(&*store);
+        while let Some(page) = pages.next().await.context("loading domains")? {
+            for record in page {
+                policy.register_record(&record);
+                if record.retry_at.is_some() {
+                    backing_off.push(record);
+                }
+            }
+        }
+        let keys = Arc::new(
+            LinkKeys::load(
+                store.clone(),
+                policy.clone(),
+                config.limits.max_uri_bytes.get(),
+                clock.clone(),
+            )
+            .await
+            .context("loading link keys")?
+            .with_seal_delay(match config.store.kind() {
+                StoreKind::Sqlite => Duration::ZERO,
+                StoreKind::Postgres => config.cluster.key_seal_delay(),
+            }),
+        );
+        let provider = Arc::new(tls::provider());
+        let challenges = Arc::new(Challenges::new(
+            store.clone(),
+            policy.clone(),
+            provider.clone(),
+            clock.clone(),
+        ));
+
+        let issuer = issuer::build(config, &store, &challenges, metrics, clock)?;
+        let onboarding = Arc::new(Onboarding::new(
+            OnboardingSettings::from_config(config),
+            store.clone(),
+            clock.clone(),
+        ));
+        onboarding
+            .restore()
+            .await
+            .context("reading domain checks")?;
+        let certs = Arc::new(
+            Certs::new(
+                CertSettings {
+                    cache_capacity: config.tls.cert_cache_capacity.get(),
+                    on_demand_timeout: config.tls.on_demand_timeout,
+                },
+                store.clone(),
+                issuer,
+                policy.clone(),
+                provider.clone(),
+                metrics.clone(),
+                clock.clone(),
+            )
+            .with_gate(onboarding.clone())
+            .with_claims(ClaimSettings {
+                holder: config.cluster.node_id().to_string(),
+                ttl: config.acme.lease_ttl,
+            })
+            .with_mirror(mirror::open(config, registry, &policy)?),
+        );
+        certs.restore(
+            &backing_off,
+            &store
+                .cert_lifetimes()
+                .await
+                .context("reading certificate lifetimes")?,
+        );
+        certs
+            .refresh_gauges()
+            .await
+            .context("reading certificate summary")?;
+        Ok(State {
+            store,
+            version,
+            policy,
+            keys,
+            provider,
+            challenges,
+            onboarding,
+            certs,
+        })
+    }
+}
+
+/// `tls.ask`, the platform's endpoint asked about names the store does not know, if configured.
+fn ask(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    metrics: &Metrics,
+    clock: &Clock,
+) -> anyhow::Result<Option<Ask>> {
+    let Some(url) = &config.tls.ask else {
+        return Ok(None);
+    };
+    let settings = AskSettings {
+        cache_ttl: config.tls.ask_cache_ttl,
+        rate: config.tls.ask_rate,
+        burst: config.tls.ask_burst,
+    };
+    Ask::new(url.clone(), settings, store.clone(), metrics, clock.clone())
+        .map(Some)
+        .context("setting up tls.ask")
+}
