@@ -2,13 +2,21 @@
 //!
 //! SQLite calls are blocking, so each runs on tokio's blocking pool behind one connection mutex;
 //! nothing here is on the request path.
+//!
+//! This file is the [`Store`] trait over the connection and the domain rows; the other concerns
+//! have files of their own: `certs` (certificate pages), `keys` (link keys), `values` (kv and
+//! challenges), `cluster` (leases, fenced writes and the order budget), `changes` (propagation
+//! and nodes), `schema` (migrations), `conn` (the connection and its blocking calls) and `rows`
+//! (conversions).
 
 mod certs;
 mod changes;
 pub(super) mod cluster;
 mod conn;
+mod keys;
 pub(super) mod rows;
 mod schema;
+mod values;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -20,7 +28,6 @@ use super::{
     OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
-use crate::clock::unix_secs;
 use crate::config::ChallengeKind;
 use rows::{DOMAIN_COLUMNS, row_domain, secs, time, to_link_key, to_record};
 
@@ -286,24 +293,13 @@ impl Store for SqliteStore {
 
     async fn kv(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = key.to_owned();
-        self.with("reading kv", move |c| {
-            c.query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-        })
-        .await
+        self.with("reading kv", move |c| values::kv(c, &key)).await
     }
 
     async fn put_kv(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.with("writing kv", move |c| {
-            c.execute(
-                "INSERT INTO kv (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = ?2",
-                params![key, value],
-            )
-            .map(drop)
-        })
-        .await
+        self.with("writing kv", move |c| values::put_kv(c, &key, &value))
+            .await
     }
 
     async fn put_challenge(
@@ -314,14 +310,8 @@ impl Store for SqliteStore {
         expires_at: SystemTime,
     ) -> Result<(), StoreError> {
         let (name, value) = (name.to_owned(), value.to_owned());
-        let expires_at = unix_secs(expires_at) as i64;
         self.with("publishing challenge", move |c| {
-            c.execute(
-                "INSERT INTO challenges (kind, name, value, expires_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(kind, name) DO UPDATE SET value = ?3, expires_at = ?4",
-                params![kind.as_str(), name, value, expires_at],
-            )
-            .map(drop)
+            values::put_challenge(c, kind, &name, &value, expires_at)
         })
         .await
     }
@@ -333,14 +323,8 @@ impl Store for SqliteStore {
         now: SystemTime,
     ) -> Result<Option<String>, StoreError> {
         let name = name.to_owned();
-        let now = unix_secs(now) as i64;
         self.with("reading challenge", move |c| {
-            c.query_row(
-                "SELECT value FROM challenges WHERE kind = ?1 AND name = ?2 AND expires_at > ?3",
-                params![kind.as_str(), name, now],
-                |r| r.get(0),
-            )
-            .optional()
+            values::challenge(c, kind, &name, now)
         })
         .await
     }
@@ -352,13 +336,8 @@ impl Store for SqliteStore {
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let name = name.to_owned();
-        let now = unix_secs(now) as i64;
         self.with("removing challenge", move |c| {
-            c.execute(
-                "DELETE FROM challenges WHERE (kind = ?1 AND name = ?2) OR expires_at <= ?3",
-                params![kind.as_str(), name, now],
-            )
-            .map(drop)
+            values::remove_challenge(c, kind, &name, now)
         })
         .await
     }
@@ -433,22 +412,7 @@ impl Store for SqliteStore {
     }
 
     async fn link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError> {
-        let rows = self
-            .with("reading link keys", |c| {
-                let mut st = c.prepare_cached(
-                    "SELECT id, secret, created_at, retired_at FROM link_keys ORDER BY id",
-                )?;
-                st.query_map([], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .await?;
+        let rows = self.with("reading link keys", keys::all).await?;
         rows.into_iter()
             .map(|(id, secret, created_at, retired_at)| {
                 to_link_key(id, secret, created_at, retired_at)
@@ -463,17 +427,7 @@ impl Store for SqliteStore {
     ) -> Result<u16, StoreError> {
         let id = self
             .with("adding link key", move |c| {
-                let tx = c.unchecked_transaction()?;
-                let id: i64 =
-                    tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM link_keys", [], |r| {
-                        r.get(0)
-                    })?;
-                tx.execute(
-                    "INSERT INTO link_keys (id, secret, created_at) VALUES (?1, ?2, ?3)",
-                    params![id, &secret[..], secs(created_at)],
-                )?;
-                tx.commit()?;
-                Ok(id)
+                keys::insert(c, &secret, created_at)
             })
             .await?;
         u16::try_from(id)
@@ -481,22 +435,13 @@ impl Store for SqliteStore {
     }
 
     async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError> {
-        self.with("removing link key", move |c| {
-            c.execute("DELETE FROM link_keys WHERE id = ?1", [i64::from(id)])
-                .map(|n| n == 1)
-        })
-        .await
+        self.with("removing link key", move |c| keys::remove(c, id))
+            .await
     }
 
     async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError> {
-        self.with("retiring link key", move |c| {
-            c.execute(
-                "UPDATE link_keys SET retired_at = COALESCE(retired_at, ?2) WHERE id = ?1",
-                params![i64::from(id), secs(at)],
-            )
-            .map(|n| n == 1)
-        })
-        .await
+        self.with("retiring link key", move |c| keys::retire(c, id, at))
+            .await
     }
 
     async fn domain_checks(&self) -> Result<Vec<(Domain, String)>, StoreError> {

@@ -1,0 +1,53 @@
+//! SQLite's link key rows: the ring in id order, a new key under the next id, a key retired or
+//! removed. Secrets are stored as they are: the file is the node's own, mode 0600.
+
+use std::time::SystemTime;
+
+use rusqlite::{Connection, params};
+
+use super::rows::secs;
+
+/// A link key row: id, secret, created and retired (seconds since the Unix epoch).
+pub(super) type Row = (i64, Vec<u8>, i64, Option<i64>);
+
+/// Every link key, in id order.
+pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<Row>> {
+    let mut st =
+        c.prepare_cached("SELECT id, secret, created_at, retired_at FROM link_keys ORDER BY id")?;
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect()
+}
+
+/// Stores `secret` under the next id, in one transaction; returns the id.
+pub(super) fn insert(
+    c: &Connection,
+    secret: &[u8; 32],
+    created_at: SystemTime,
+) -> rusqlite::Result<i64> {
+    let tx = c.unchecked_transaction()?;
+    let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM link_keys", [], |r| {
+        r.get(0)
+    })?;
+    tx.execute(
+        "INSERT INTO link_keys (id, secret, created_at) VALUES (?1, ?2, ?3)",
+        params![id, &secret[..], secs(created_at)],
+    )?;
+    tx.commit()?;
+    Ok(id)
+}
+
+/// Removes key `id`; whether it was there.
+pub(super) fn remove(c: &Connection, id: u16) -> rusqlite::Result<bool> {
+    c.execute("DELETE FROM link_keys WHERE id = ?1", [i64::from(id)])
+        .map(|n| n == 1)
+}
+
+/// Marks key `id` retired at `at`, unless it already was (the first retirement stands); whether
+/// it was there.
+pub(super) fn retire(c: &Connection, id: u16, at: SystemTime) -> rusqlite::Result<bool> {
+    c.execute(
+        "UPDATE link_keys SET retired_at = COALESCE(retired_at, ?2) WHERE id = ?1",
+        params![i64::from(id), secs(at)],
+    )
+    .map(|n| n == 1)
+}
