@@ -42,6 +42,8 @@ mod hist;
 #[path = "support/loadgen.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod loadgen;
+#[path = "support/measure.rs"]
+mod measure;
 #[path = "support/peers.rs"]
 mod peers;
 #[path = "support/procs.rs"]
@@ -62,7 +64,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 
-use loadgen::{LoadArgs, Summary};
+use loadgen::LoadArgs;
+use measure::{Target, run_load, run_workload};
 use peers::Server;
 use report::{Once, Sample};
 
@@ -267,198 +270,8 @@ fn ensure_peers(opts: &Opts) -> Vec<&'static str> {
     wanted.into_iter().filter(|s| !missing(s)).collect()
 }
 
-/// What every run against one server needs.
-struct Target<'a> {
-    server: &'a mut Server,
-    urls: &'a Path,
-    roots: &'a Path,
-}
-
-/// One run of `w` against `t` (at `rate` per second when given, else flat out), logged as it
-/// ends: its sample, and how many clicks were answered.
-fn run_workload(
-    exe: &Path,
-    t: &mut Target<'_>,
-    w: &Workload,
-    rate: Option<f64>,
-    round: usize,
-    opts: &Opts,
-    pin: bool,
-) -> Result<(Sample, u64), String> {
-    let mut extra: Vec<String> = w.args.split_whitespace().map(String::from).collect();
-    extra.extend([
-        "--duration".into(),
-        format!("{}s", opts.duration.as_secs_f64()),
-    ]);
-    if let Some(rate) = rate {
-        extra.extend(["--rate".into(), rate.to_string()]);
-    }
-    if !w.verify {
-        extra.push("--insecure-no-verify".into());
-    }
-    if opts.both_cores {
-        extra.extend(["--threads".into(), "2".into()]);
-    }
-    let (summary, cost) = run_load(exe, t, &extra, opts.duration + Duration::from_secs(60), pin)?;
-    let smp = sample(t.server.name, w, round, &summary, &cost);
-    eprintln!(
-        "e2e: round {}/{} {:<9} {:<12} {:>7} ok {:>8.0}/s{}  server {:>6.1} µs/click ({:.1} in the kernel), busy {:>3.0}% (client {:>3.0}%), {:.2} switches/click  p50 {:.2} ms p99 {:.2} ms{}{}",
-        round + 1,
-        opts.rounds,
-        t.server.name,
-        w.key,
-        smp.ok,
-        smp.rate,
-        rate.map_or_else(String::new, |r| format!(" (offered {r}/s)")),
-        smp.cpu_us,
-        smp.kernel_us,
-        smp.busy * 100.0,
-        smp.client_busy * 100.0,
-        smp.switches,
-        smp.p50_ms,
-        smp.p99_ms,
-        if smp.bad > 0 {
-            format!("  {} FAILED: {:?}", smp.bad, summary.error_samples)
-        } else {
-            String::new()
-        },
-        if smp.core0_other > 0.05 {
-            format!(
-                "  (core 0 also {:.0}% busy with other work)",
-                smp.core0_other * 100.0
-            )
-        } else {
-            String::new()
-        },
-    );
-    if summary.handshakes.contains_key("resumed") {
-        eprintln!(
-            "e2e: WARNING: {} resumed sessions in {}: new-connection figures are not full handshakes",
-            t.server.name, w.key
-        );
-    }
-    Ok((smp, summary.ok))
-}
-
-/// What one load run cost the server.
-struct Cost {
-    /// CPU time of its process tree, in user space and in the kernel.
-    cpu: procs::Cpu,
-    /// Context switches of its threads (voluntary and involuntary).
-    switches: u64,
-    /// The share of the server's core busy with other work (noise).
-    other: f64,
-}
-
-/// Runs the load generator pinned to the client core against `t`, measuring the server's CPU
-/// and context switches.
-fn run_load(
-    exe: &Path,
-    t: &mut Target<'_>,
-    extra: &[String],
-    timeout: Duration,
-    pin: bool,
-) -> Result<(Summary, Cost), String> {
-    let tck = procs::clock_ticks();
-    let mut cmd = procs::pinned(pin.then_some(CLIENT_CORE), exe);
-    cmd.arg("loadgen")
-        .arg("--target")
-        .arg(t.server.https.to_string())
-        .arg("--urls-file")
-        .arg(t.urls)
-        .arg("--ca")
-        .arg(t.roots)
-        .args(["--json", "--no-progress"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    // Read outside the CPU readings: each reading walks /proc.
-    let switches0 = t.server.proc.switches();
-    let cpu0 = t.server.proc.cpu(tck);
-    let core0 = procs::core_ticks(SERVER_CORE);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("starting the load generator: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "the load generator did not finish within {timeout:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let cpu1 = t.server.proc.cpu(tck);
-    let core1 = procs::core_ticks(SERVER_CORE);
-    let switches = procs::switches_between(&switches0, &t.server.proc.switches());
-    let mut out = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        let _ = std::io::Read::read_to_string(&mut s, &mut out);
-    }
-    if !status.success() {
-        return Err(format!("the load generator failed ({status})"));
-    }
-    if !t.server.proc.alive() {
-        return Err(format!(
-            "{} exited:\n{}",
-            t.server.name,
-            t.server.proc.log_tail()
-        ));
-    }
-    let summary: Summary = out
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| format!("no summary from the load generator: {out:?}"))?;
-    let (busy0, total0) = core0;
-    let (busy1, total1) = core1;
-    let cpu = cpu1 - cpu0;
-    let core_busy = (busy1 - busy0) as f64 / tck;
-    let core_wall = ((total1 - total0) as f64 / tck).max(1e-9);
-    let other = ((core_busy - cpu.total()) / core_wall).max(0.0);
-    Ok((
-        summary,
-        Cost {
-            cpu,
-            switches,
-            other,
-        },
-    ))
-}
-
-fn sample(server: &'static str, w: &Workload, round: usize, s: &Summary, cost: &Cost) -> Sample {
-    let cpu = cost.cpu.total();
-    let per_answer = |x: f64| if s.ok > 0 { x / s.ok as f64 } else { f64::NAN };
-    Sample {
-        server,
-        workload: w.key,
-        round,
-        ok: s.ok,
-        bad: s.bad(),
-        rate: s.rate,
-        cpu_s: cpu,
-        cpu_us: per_answer(cpu * 1e6),
-        kernel_us: per_answer(cost.cpu.system * 1e6),
-        busy: cpu / s.elapsed_s.max(1e-9),
-        client_busy: s.client_cpu_s / s.elapsed_s.max(1e-9),
-        switches: per_answer(cost.switches as f64),
-        core0_other: cost.other,
-        p50_ms: s.latency_ms.p50,
-        p99_ms: s.latency_ms.p99,
-        handshakes: s.handshakes.clone(),
-        kx_groups: s.kx_groups.clone(),
-    }
-}
-
 fn bench(opts: &Opts) -> Result<(), String> {
     let started = Instant::now();
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let pin = !opts.both_cores && procs::installed("taskset").is_some();
     if !pin && !opts.both_cores {
         eprintln!(
@@ -482,9 +295,7 @@ fn bench(opts: &Opts) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("creating a temp dir: {e}"))?;
     let dir = tmp.path().to_path_buf();
-    let core = pin.then_some(SERVER_CORE);
     let cert = peers::TestCert::generate(&dir)?;
-
     let names: Vec<String> = (0..opts.domains)
         .map(|i| format!("links{i}.example.com"))
         .collect();
@@ -497,174 +308,37 @@ fn bench(opts: &Opts) -> Result<(), String> {
         )?),
         false => None,
     };
-    let stream_config = nats.as_ref().map_or_else(String::new, |(_, url)| {
-        format!("stream = \"nats\"\nnats_url = \"{url}\"\n")
-    });
-    let mut running: Vec<Server> = Vec::new();
-    let mut clicks_sent: u64 = 0;
-    let roots = dir.join("roots.pem");
-    let urls = dir.join("urls.txt");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    for name in &servers {
-        let server = match *name {
-            "clickedge" => {
-                let s = peers::clickedge_with(
-                    env!("CARGO_BIN_EXE_clickedge"),
-                    &dir.join("clickedge"),
-                    core,
-                    &format!("https_threads = {}\n", opts.https_threads),
-                    &stream_config,
-                )?;
-                let data = s.data_dir.clone().expect("clickedge has a data dir");
-                let token = std::fs::read_to_string(data.join("admin-token"))
-                    .map_err(|e| format!("reading clickedge's admin token: {e}"))?;
-                let admin =
-                    targets::Admin::new(&format!("http://{}", s.admin.expect("admin")), &token);
-                eprintln!(
-                    "e2e: registering {} domains, minting {} links",
-                    names.len(),
-                    names.len() * opts.links_per_domain
-                );
-                let pairs = rt.block_on(admin.mint_all(&names, opts.links_per_domain, true))?;
-                let text: String = pairs
-                    .iter()
-                    .map(|(h, p)| format!("https://{h}{p}\n"))
-                    .collect();
-                std::fs::write(&urls, text).map_err(|e| e.to_string())?;
-                let mut pem =
-                    std::fs::read_to_string(data.join("ca.pem")).map_err(|e| e.to_string())?;
-                pem.push_str(&std::fs::read_to_string(&cert.ca).map_err(|e| e.to_string())?);
-                std::fs::write(&roots, pem).map_err(|e| e.to_string())?;
-                s
-            }
-            "nginx" => peers::nginx(&cert, &dir.join("nginx"), core, nofile)?,
-            _ => peers::caddy(&cert, &dir.join("caddy"), core)?,
-        };
-        running.push(server);
-    }
-    if !servers.contains(&"clickedge") {
-        // The peers answer any path: request plain paths under the same names.
-        let text: String = names
-            .iter()
-            .map(|h| format!("https://{h}/c/bench\n"))
-            .collect();
-        std::fs::write(&urls, text).map_err(|e| e.to_string())?;
-        std::fs::copy(&cert.ca, &roots).map_err(|e| e.to_string())?;
-    }
+    let run = Run {
+        opts,
+        exe: std::env::current_exe().map_err(|e| e.to_string())?,
+        pin,
+        nofile,
+        urls: dir.join("urls.txt"),
+        roots: dir.join("roots.pem"),
+    };
+    let stream = nats.as_ref().map(|(_, url)| url.as_str());
+    let mut running = run.start(&servers, &dir, &cert, &names, stream, &rt)?;
 
-    // Warm-up and check: every name once, certificates verified (clickedge issues them here).
-    for s in &mut running {
-        eprintln!(
-            "e2e: {}: pre-warming {} names (certificates verified)",
-            s.name,
-            names.len()
-        );
-        let mut t = Target {
-            server: s,
-            urls: &urls,
-            roots: &roots,
-        };
-        let extra: Vec<String> = [
-            "--mode",
-            "new-conn",
-            "--kx",
-            "x25519",
-            "-c",
-            "8",
-            "--timeout",
-            "30s",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .chain(["-n".into(), names.len().to_string()])
-        .collect();
-        let (summary, ..) = run_load(&exe, &mut t, &extra, Duration::from_secs(120), pin)?;
-        if t.server.name == "clickedge" {
-            clicks_sent += summary.ok;
-        }
-        if summary.ok != names.len() as u64 {
-            return Err(format!(
-                "{}: pre-warm answered {} of {} with 302:\n{}",
-                t.server.name,
-                summary.ok,
-                names.len(),
-                summary.text()
-            ));
-        }
-    }
-
+    let mut clicks_sent: u64 = 0;
     let mut samples: Vec<Sample> = Vec::new();
-    let secs = opts.duration.as_secs_f64();
-    for round in 0..opts.rounds {
-        // Rotate the order each round so slow drift of the machine does not favour a server.
-        let n = running.len();
-        for k in 0..n {
-            let s = &mut running[(k + round) % n];
-            for w in WORKLOADS {
-                let mut t = Target {
-                    server: s,
-                    urls: &urls,
-                    roots: &roots,
-                };
-                let rate = w.fixed_rate.then_some(opts.rate);
-                let (smp, ok) = run_workload(&exe, &mut t, w, rate, round, opts, pin)?;
-                if t.server.name == "clickedge" {
-                    clicks_sent += ok;
-                }
-                samples.push(smp);
-            }
-        }
+    for s in &mut running {
+        clicks_sent += run.prewarm(s, names.len())?;
     }
-
+    clicks_sent += run.rounds(&mut running, &mut samples)?;
     if opts.near_saturation > 0.0 {
-        let flat_out: BTreeMap<&str, f64> = running
-            .iter()
-            .map(|s| {
-                let rates: Vec<f64> = samples
-                    .iter()
-                    .filter(|x| x.server == s.name && x.workload == "new-x25519")
-                    .map(|x| x.rate)
-                    .collect();
-                (s.name, report::median(rates).unwrap_or(0.0))
-            })
-            .collect();
-        for round in 0..opts.rounds {
-            let n = running.len();
-            for k in 0..n {
-                let s = &mut running[(k + round) % n];
-                let rate = (flat_out[s.name] * opts.near_saturation).round();
-                if rate < 1.0 {
-                    eprintln!(
-                        "e2e: {}: no flat-out X25519 rate measured, no run near saturation",
-                        s.name
-                    );
-                    continue;
-                }
-                let mut t = Target {
-                    server: s,
-                    urls: &urls,
-                    roots: &roots,
-                };
-                let (smp, ok) =
-                    run_workload(&exe, &mut t, &NEAR_SATURATION, Some(rate), round, opts, pin)?;
-                if t.server.name == "clickedge" {
-                    clicks_sent += ok;
-                }
-                samples.push(smp);
-            }
-        }
+        clicks_sent += run.near_saturation(&mut running, &mut samples)?;
     }
-
     let mut once: BTreeMap<&'static str, Once> = BTreeMap::new();
     for s in &running {
         once.entry(s.name).or_default().rss_after_kib = s.proc.rss_kib();
     }
     if idle > 0 {
         for s in &mut running {
-            match hold_idle(&exe, s, &urls, &roots, idle, pin) {
+            match hold_idle(&run.exe, s, &run.urls, &run.roots, idle, pin) {
                 Ok((per_10k, held, ok)) => {
                     let o = once.entry(s.name).or_default();
                     o.idle_rss_per_10k_kib = Some(per_10k);
@@ -677,18 +351,16 @@ fn bench(opts: &Opts) -> Result<(), String> {
             }
         }
     }
-
     let click_check = match running.iter().find(|s| s.name == "clickedge") {
         Some(s) => Some(check_clicks(&rt, s, clicks_sent, nats.is_some())?),
         None => None,
     };
 
-    let rows = report::rows(opts.rate, opts.near_saturation);
     println!();
     println!(
         "clickedge e2e: {} round(s) of {:.0} s runs, {}{}, {} names, {} links; {}",
         opts.rounds,
-        secs,
+        opts.duration.as_secs_f64(),
         match (pin, opts.both_cores) {
             (true, _) =>
                 format!("server on core {SERVER_CORE}, load generator on core {CLIENT_CORE}"),
@@ -707,56 +379,12 @@ fn bench(opts: &Opts) -> Result<(), String> {
         "cells: median (min–max) of the rounds; ratios: clickedge's median over the peer's (CPU and latency: lower is better for clickedge below ×1)"
     );
     println!();
+    let rows = report::rows(opts.rate, opts.near_saturation);
     print!("{}", report::table(&servers, &rows, &samples, &once));
     println!();
-    for s in &servers {
-        if let Some(o) = once.get(s)
-            && o.idle_held > 0
-            && o.idle_held < idle as u64
-        {
-            println!(
-                "note: {s} held only {} of {idle} idle connections",
-                o.idle_held
-            );
-        }
-    }
-    let other: Vec<f64> = samples.iter().map(|s| s.core0_other).collect();
-    let worst = other.iter().copied().fold(0.0, f64::max);
-    if worst > 0.05 {
-        println!(
-            "note: core 0 was up to {:.0}% busy with work other than the server (not counting niced background jobs) during some runs (shared machine): absolute figures are noisy, ratios less so",
-            worst * 100.0
-        );
-    }
-    let mut limits: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for s in samples.iter().filter(|s| {
-        WORKLOADS
-            .iter()
-            .any(|w| w.key == s.workload && !w.fixed_rate)
-    }) {
-        let limit = if s.busy >= 0.9 {
-            "the server's core (saturated: clicks/s is the server's)"
-        } else if s.client_busy >= 0.9 {
-            "the load generator's core"
-        } else if s.core0_other >= 0.1 {
-            "other work sharing the server's core"
-        } else {
-            "neither core full (requests in flight, or other work on the client's core)"
-        };
-        limits.entry(limit).or_default().push(format!(
-            "{} {} r{}",
-            s.server,
-            s.workload,
-            s.round + 1
-        ));
-    }
-    if !limits.keys().all(|k| k.starts_with("the server's")) {
-        println!(
-            "note: what limited the flat-out runs (µs per click stays valid whatever the limit; clicks/s does not):"
-        );
-        for (limit, runs) in &limits {
-            println!("  {limit}: {}", runs.join(", "));
-        }
+    let flat_out = |key: &str| WORKLOADS.iter().any(|w| w.key == key && !w.fixed_rate);
+    for note in report::notes(&servers, &samples, &once, idle as u64, flat_out) {
+        println!("{note}");
     }
     if let Some(c) = click_check {
         println!("{c}");
@@ -776,6 +404,209 @@ fn bench(opts: &Opts) -> Result<(), String> {
         println!("kept {}", kept.display());
     }
     Ok(())
+}
+
+/// What every part of a bench run shares: the options, the load generator (this executable),
+/// whether it is pinned, the open-files limit, and the URLs and trusted roots every server is clicked with.
+struct Run<'a> {
+    opts: &'a Opts,
+    exe: PathBuf,
+    pin: bool,
+    /// The open-files limit, raised for the idle connections.
+    nofile: u64,
+    urls: PathBuf,
+    roots: PathBuf,
+}
+
+impl Run<'_> {
+    fn target<'s>(&'s self, server: &'s mut Server) -> Target<'s> {
+        Target {
+            server,
+            urls: &self.urls,
+            roots: &self.roots,
+        }
+    }
+
+    /// Starts `servers` under `dir`, pinned to the server core; clickedge (its clicks streamed to
+    /// the NATS server at `stream`, if any) gets `names` registered and links minted, written
+    /// to the URL file. Without clickedge, the peers are clicked on plain paths under `names`.
+    fn start(
+        &self,
+        servers: &[&'static str],
+        dir: &Path,
+        cert: &peers::TestCert,
+        names: &[String],
+        stream: Option<&str>,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<Vec<Server>, String> {
+        let core = self.pin.then_some(SERVER_CORE);
+        let stream_config = stream.map_or_else(String::new, |url| {
+            format!("stream = \"nats\"\nnats_url = \"{url}\"\n")
+        });
+        let mut running = Vec::new();
+        for name in servers {
+            running.push(match *name {
+                "clickedge" => {
+                    let s = peers::clickedge_with(
+                        env!("CARGO_BIN_EXE_clickedge"),
+                        &dir.join("clickedge"),
+                        core,
+                        &format!("https_threads = {}\n", self.opts.https_threads),
+                        &stream_config,
+                    )?;
+                    self.mint(&s, cert, names, rt)?;
+                    s
+                }
+                "nginx" => peers::nginx(cert, &dir.join("nginx"), core, self.nofile)?,
+                _ => peers::caddy(cert, &dir.join("caddy"), core)?,
+            });
+        }
+        if !servers.contains(&"clickedge") {
+            // The peers answer any path: request plain paths under the same names.
+            let text: String = names
+                .iter()
+                .map(|h| format!("https://{h}/c/bench\n"))
+                .collect();
+            std::fs::write(&self.urls, text).map_err(|e| e.to_string())?;
+            std::fs::copy(&cert.ca, &self.roots).map_err(|e| e.to_string())?;
+        }
+        Ok(running)
+    }
+
+    /// Registers `names` on clickedge `s` and mints its links into the URL file; the roots
+    /// trusted are its own CA's and the peers' test CA.
+    fn mint(
+        &self,
+        s: &Server,
+        cert: &peers::TestCert,
+        names: &[String],
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<(), String> {
+        let data = s.data_dir.clone().expect("clickedge has a data dir");
+        let token = std::fs::read_to_string(data.join("admin-token"))
+            .map_err(|e| format!("reading clickedge's admin token: {e}"))?;
+        let admin = targets::Admin::new(&format!("http://{}", s.admin.expect("admin")), &token);
+        let per_domain = self.opts.links_per_domain;
+        eprintln!(
+            "e2e: registering {} domains, minting {} links",
+            names.len(),
+            names.len() * per_domain
+        );
+        let pairs = rt.block_on(admin.mint_all(names, per_domain, true))?;
+        let text: String = pairs
+            .iter()
+            .map(|(h, p)| format!("https://{h}{p}\n"))
+            .collect();
+        std::fs::write(&self.urls, text).map_err(|e| e.to_string())?;
+        let mut pem = std::fs::read_to_string(data.join("ca.pem")).map_err(|e| e.to_string())?;
+        pem.push_str(&std::fs::read_to_string(&cert.ca).map_err(|e| e.to_string())?);
+        std::fs::write(&self.roots, pem).map_err(|e| e.to_string())
+    }
+
+    /// Warm-up and check: each of the `names` names once, certificates verified (clickedge
+    /// issues them here); every click must answer 302. Returns clickedge's clicks.
+    fn prewarm(&self, s: &mut Server, names: usize) -> Result<u64, String> {
+        eprintln!(
+            "e2e: {}: pre-warming {names} names (certificates verified)",
+            s.name
+        );
+        let extra: Vec<String> = "--mode new-conn --kx x25519 -c 8 --timeout 30s"
+            .split_whitespace()
+            .map(String::from)
+            .chain(["-n".into(), names.to_string()])
+            .collect();
+        let mut t = self.target(s);
+        let (summary, ..) = run_load(
+            &self.exe,
+            &mut t,
+            &extra,
+            Duration::from_secs(120),
+            self.pin,
+        )?;
+        if summary.ok != names as u64 {
+            return Err(format!(
+                "{}: pre-warm answered {} of {names} with 302:\n{}",
+                s.name,
+                summary.ok,
+                summary.text()
+            ));
+        }
+        Ok(clickedge_only(s, summary.ok))
+    }
+
+    /// Every workload against every server, `opts.rounds` times, the servers' order rotated
+    /// each round so that a slow drift of the machine favours none. Returns clickedge's clicks.
+    fn rounds(&self, running: &mut [Server], samples: &mut Vec<Sample>) -> Result<u64, String> {
+        let mut clicks = 0;
+        for round in 0..self.opts.rounds {
+            let n = running.len();
+            for k in 0..n {
+                let s = &mut running[(k + round) % n];
+                for w in WORKLOADS {
+                    let rate = w.fixed_rate.then_some(self.opts.rate);
+                    let (smp, ok) = self.workload(s, w, rate, round)?;
+                    clicks += clickedge_only(s, ok);
+                    samples.push(smp);
+                }
+            }
+        }
+        Ok(clicks)
+    }
+
+    /// Latency near saturation: each server at `opts.near_saturation` of its own median
+    /// flat-out X25519 rate in `samples`, as many rounds. Returns clickedge's clicks.
+    fn near_saturation(
+        &self,
+        running: &mut [Server],
+        samples: &mut Vec<Sample>,
+    ) -> Result<u64, String> {
+        let flat_out: BTreeMap<&str, f64> = running
+            .iter()
+            .map(|s| {
+                let rates: Vec<f64> = samples
+                    .iter()
+                    .filter(|x| x.server == s.name && x.workload == "new-x25519")
+                    .map(|x| x.rate)
+                    .collect();
+                (s.name, report::median(rates).unwrap_or(0.0))
+            })
+            .collect();
+        let mut clicks = 0;
+        for round in 0..self.opts.rounds {
+            let n = running.len();
+            for k in 0..n {
+                let s = &mut running[(k + round) % n];
+                let rate = (flat_out[s.name] * self.opts.near_saturation).round();
+                if rate < 1.0 {
+                    eprintln!(
+                        "e2e: {}: no flat-out X25519 rate measured, no run near saturation",
+                        s.name
+                    );
+                    continue;
+                }
+                let (smp, ok) = self.workload(s, &NEAR_SATURATION, Some(rate), round)?;
+                clicks += clickedge_only(s, ok);
+                samples.push(smp);
+            }
+        }
+        Ok(clicks)
+    }
+
+    fn workload(
+        &self,
+        s: &mut Server,
+        w: &Workload,
+        rate: Option<f64>,
+        round: usize,
+    ) -> Result<(Sample, u64), String> {
+        let mut t = self.target(s);
+        run_workload(&self.exe, &mut t, w, rate, round, self.opts, self.pin)
+    }
+}
+
+/// `clicks`, if `s` is clickedge (whose click log is checked against them at the end), else 0.
+fn clickedge_only(s: &Server, clicks: u64) -> u64 {
+    if s.name == "clickedge" { clicks } else { 0 }
 }
 
 /// Opens `n` idle h2 connections (one click each) and holds them; returns the server's RSS

@@ -1,6 +1,6 @@
 //! The end-to-end bench's measurements and its one table (its rows, [`rows`], and how it
 //! prints): per server and workload, the median of the rounds with min–max, and clickedge's
-//! ratio to nginx and to Caddy from the same run.
+//! ratio to nginx and to Caddy from the same run; then the [`notes`] under it.
 
 use std::collections::BTreeMap;
 
@@ -198,6 +198,65 @@ pub fn table(
         out.push_str(&render(l));
     }
     out
+}
+
+/// The notes printed under the table: a server that held fewer than `idle` idle connections,
+/// other work on the server's core, and what limited each flat-out run (`flat_out` tells a
+/// flat-out workload's key) unless every one saturated the server.
+pub fn notes(
+    servers: &[&str],
+    samples: &[Sample],
+    once: &BTreeMap<&str, Once>,
+    idle: u64,
+    flat_out: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for s in servers {
+        if let Some(o) = once.get(s)
+            && o.idle_held > 0
+            && o.idle_held < idle
+        {
+            notes.push(format!(
+                "note: {s} held only {} of {idle} idle connections",
+                o.idle_held
+            ));
+        }
+    }
+    let worst = samples.iter().map(|s| s.core0_other).fold(0.0, f64::max);
+    if worst > 0.05 {
+        notes.push(format!(
+            "note: core 0 was up to {:.0}% busy with work other than the server (not counting niced background jobs) during some runs (shared machine): absolute figures are noisy, ratios less so",
+            worst * 100.0
+        ));
+    }
+    let mut limits: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| flat_out(s.workload)) {
+        let limit = if s.busy >= 0.9 {
+            "the server's core (saturated: clicks/s is the server's)"
+        } else if s.client_busy >= 0.9 {
+            "the load generator's core"
+        } else if s.core0_other >= 0.1 {
+            "other work sharing the server's core"
+        } else {
+            "neither core full (requests in flight, or other work on the client's core)"
+        };
+        limits.entry(limit).or_default().push(format!(
+            "{} {} r{}",
+            s.server,
+            s.workload,
+            s.round + 1
+        ));
+    }
+    if !limits.keys().all(|k| k.starts_with("the server's")) {
+        notes.push(
+            "note: what limited the flat-out runs (µs per click stays valid whatever the limit; clicks/s does not):"
+                .into(),
+        );
+        for (limit, runs) in &limits {
+            notes.push(format!("  {limit}: {}", runs.join(", ")));
+        }
+    }
+    notes
 }
 
 /// The table's rows, in order: CPU per click, latency, throughput and their sub-rows. `rate`:
