@@ -1,6 +1,7 @@
 //! What the edge loads from its store before it serves: the domains (into the policy), the link
 //! keys, the domain checks and the certificates, with the issuer behind them. Nothing here
-//! listens or spawns; the background work over this state starts in `background`.
+//! listens; the only task started is the ACME directory's probe (`issuer`), and the background
+//! work over this state starts in `background`.
 
 use std::sync::Arc;
 use std::time::Duration;

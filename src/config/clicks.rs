@@ -121,6 +121,7 @@ pub struct Clicks {
     pub message_ttl: Duration,
     /// The most memory the message table may take, in bytes; the least recently used entries are
     /// evicted past it (counted). Default `67108864` (64 MiB).
+    #[serde(deserialize_with = "super::size::positive_u64")]
     pub message_table_bytes: NonZeroU64,
     /// What every line's `"ip"` keeps: `"full"` (default) or `"truncated"` (IPv4 /24, IPv6 /48).
     /// Verdicts judge the full address either way; it is cut before the line is queued.

@@ -149,6 +149,26 @@ token = "0123456789abcdef0123"
     assert_eq!(c.clicks_dir(), PathBuf::from("/var/log/clicks"));
 }
 
+/// README's "Configuration" block is the reference users copy: it must load as it stands (a key
+/// written twice there once made TOML refuse the whole file).
+#[test]
+fn readme_configuration_block_loads_as_it_stands() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split_once("\n## Configuration\n")
+        .expect("README has \"## Configuration\"")
+        .1;
+    let block = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .expect("a toml block under \"## Configuration\"")
+        .0;
+    if let Err(e) = parse(block) {
+        panic!("README's configuration block does not load: {e}");
+    }
+}
+
 #[test]
 fn unknown_key_names_key_and_file() {
     let err = parse("[tls]\nsession_resumptoin = false\n")
@@ -292,13 +312,15 @@ fn a_bad_value_is_shown_in_its_line_with_a_caret_and_expected_in_words() {
 fn byte_counts_take_human_sizes_and_plain_integers() {
     let c = parse(
         "[clicks]\nmax_file_bytes = \"64MiB\"\nmax_buffered_bytes = 1048576\n\
-         max_total_bytes = \"10 GiB\"\n[limits]\nmax_header_bytes = \"16KiB\"\n\
+         max_total_bytes = \"10 GiB\"\nmessage_table_bytes = \"32MiB\"\n\
+         [limits]\nmax_header_bytes = \"16KiB\"\n\
          max_uri_bytes = \"8kb\"\nadmin_max_body_bytes = 65536\n",
     )
     .unwrap();
     assert_eq!(c.clicks.max_file_bytes.get(), 64 << 20);
     assert_eq!(c.clicks.max_buffered_bytes.get(), 1 << 20);
     assert_eq!(c.clicks.max_total_bytes, 10 << 30);
+    assert_eq!(c.clicks.message_table_bytes.get(), 32 << 20);
     assert_eq!(c.limits.max_header_bytes.get(), 16 << 10);
     assert_eq!(c.limits.max_uri_bytes.get(), 8_000);
     assert_eq!(c.limits.admin_max_body_bytes.get(), 65_536);
