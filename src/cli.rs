@@ -31,7 +31,7 @@ pub use rewrite::RewriteArgs;
 /// Environment variable holding the admin token for client commands.
 pub const TOKEN_ENV: &str = "CLICKEDGE_ADMIN_TOKEN";
 
-const CONFIG_REFERENCE: &str = "\
+pub(crate) const CONFIG_REFERENCE: &str = "\
 Configuration (TOML; every key optional; unknown keys are an error):
   data_dir = \"./clickedge-data\"         store, local CA (ca.pem), admin-token, clicks
   shutdown_grace = \"10s\"                time for in-flight requests after SIGTERM/SIGINT/SIGQUIT
@@ -44,6 +44,9 @@ Configuration (TOML; every key optional; unknown keys are an error):
   http  = \"127.0.0.1:8080\"              ACME HTTP-01, upgrade to HTTPS
   admin = \"127.0.0.1:9180\"              admin API, /metrics, /healthz, /readyz
   metrics = (none)                      optional listener serving only /metrics (no token)
+  proxy_protocol = false                true: https and http expect a PROXY v1/v2 header
+  trusted_proxies = []                  the load balancers sending it: [\"10.0.0.0/8\", ...]
+  https_threads = 0                     0: https on the shared runtime; N: N threads of its own
   [store]
   kind = \"sqlite\"                       one embedded file, mode 0600; \"postgres\" with url
   path = \"<data_dir>/clickedge.db\"
@@ -120,9 +123,12 @@ Configuration (TOML; every key optional; unknown keys are an error):
   http_port = 80                        port of the HTTP reachability check
   recheck_interval = \"5m\"              re-check domains without a valid certificate
   danger_allow_private_addresses = false  tests only: let the HTTP check use loopback/private IPs
+  public_url = (none)                   https://NAME of the customers' status pages
   [admin]
   token = (generated)                   else generated once into <data_dir>/admin-token (0600)
   token_file = (none)                   read the token from this file (a mounted secret)
+  read_tokens = []                      read-only tokens (dashboards, support): no change
+  read_tokens_file = (none)             more read-only tokens, one a line
   hosts = []                            names answered besides IPs and localhost; others get 421
   secure_cookie = false                 true: the /ui/ session cookie is Secure (HTTPS proxy)
   [cluster]

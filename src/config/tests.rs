@@ -149,24 +149,60 @@ token = "0123456789abcdef0123"
     assert_eq!(c.clicks_dir(), PathBuf::from("/var/log/clicks"));
 }
 
+/// The first TOML block under README's "## Configuration".
+fn readme_config_block() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    readme
+        .split_once("\n## Configuration\n")
+        .and_then(|(_, s)| s.split_once("```toml\n"))
+        .and_then(|(_, s)| s.split_once("\n```"))
+        .expect("a toml block under README's \"## Configuration\"")
+        .0
+        .to_owned()
+}
+
 /// README's "Configuration" block is the reference users copy: it must load as it stands (a key
 /// written twice there once made TOML refuse the whole file).
 #[test]
 fn readme_configuration_block_loads_as_it_stands() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let section = readme
-        .split_once("\n## Configuration\n")
-        .expect("README has \"## Configuration\"")
-        .1;
-    let block = section
-        .split_once("```toml\n")
-        .and_then(|(_, rest)| rest.split_once("\n```"))
-        .expect("a toml block under \"## Configuration\"")
-        .0;
-    if let Err(e) = parse(block) {
+    if let Err(e) = parse(&readme_config_block()) {
         panic!("README's configuration block does not load: {e}");
     }
+}
+
+/// The `(table, key)` pairs a config listing names: a `[table]` line opens a table, and a line
+/// whose first word (after an optional `# `) is followed by `=` names keys (`a, b =` two).
+fn keys_named(listing: &str) -> std::collections::BTreeSet<(String, String)> {
+    let mut table = String::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for line in listing.lines().map(str::trim) {
+        let line = line.strip_prefix("# ").unwrap_or(line);
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split_once(']')) {
+            table = name.0.to_owned();
+        } else if let Some((names, _)) = line.split_once(" =") {
+            for name in names.split(", ").map(str::trim) {
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                    keys.insert((table.clone(), name.to_owned()));
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// README's "Configuration" block and `clickedge serve --help` name the same keys, each under
+/// the same table.
+#[test]
+fn serve_help_and_readme_name_the_same_config_keys() {
+    let readme = keys_named(&readme_config_block());
+    let help = keys_named(crate::cli::CONFIG_REFERENCE);
+    assert!(readme.len() > 50, "README's block read: {readme:?}");
+    let only = |a: &std::collections::BTreeSet<_>, b: &std::collections::BTreeSet<_>| {
+        a.difference(b).cloned().collect::<Vec<(String, String)>>()
+    };
+    assert_eq!(only(&readme, &help), [], "in README, not in serve --help");
+    assert_eq!(only(&help, &readme), [], "in serve --help, not in README");
 }
 
 #[test]
