@@ -252,6 +252,7 @@ async fn a_read_only_token_reads_and_checks_but_every_write_is_403() {
             (Method::GET, "/v1/domains/links.example.com", None),
             (Method::POST, "/v1/domains/links.example.com/check", None),
             (Method::GET, "/v1/keys", None),
+            (Method::GET, "/v1/cluster", None),
         ] {
             let (status, body) = edge
                 .admin_with_token(method.clone(), path, body, Some(token))
@@ -274,8 +275,15 @@ async fn a_read_only_token_reads_and_checks_but_every_write_is_403() {
                 "/v1/links",
                 Some(json!({"domain": "links.example.com", "url": "https://example.org/"})),
             ),
+            (
+                Method::PATCH,
+                "/v1/domains/links.example.com",
+                Some(json!({"fallback_url": "https://example.org/"})),
+            ),
+            (Method::POST, "/v1/domains/links.example.com/share", None),
             (Method::POST, "/v1/keys", None),
             (Method::DELETE, "/v1/keys/1", None),
+            (Method::POST, "/v1/keys/1/retire", None),
         ] {
             let (status, body) = edge
                 .admin_with_token(method.clone(), path, body, Some(token))
