@@ -186,6 +186,10 @@ const HANDSHAKE_OUTCOMES: [&str; 8] = [
     "acme_no_challenge",
 ];
 
+/// The values of `reason` in `clickedge_proxy_protocol_refused_total`
+/// (`http::serve::proxy::ProxyError::reason`).
+pub(crate) const PROXY_REFUSALS: [&str; 5] = ["untrusted", "missing", "timeout", "malformed", "io"];
+
 /// The values of `issuer` (`issuer::Issuer::kind`).
 const ISSUERS: [&str; 2] = ["local", "acme"];
 
@@ -480,6 +484,9 @@ impl Metrics {
         }
         for o in HANDSHAKE_OUTCOMES {
             self.handshakes.with_label_values(&[o]);
+        }
+        for reason in PROXY_REFUSALS {
+            self.proxy_refused.with_label_values(&[reason]);
         }
         for issuer in ISSUERS {
             self.certs_issued.with_label_values(&[issuer]);

@@ -114,3 +114,29 @@ fn only_header_starts_look_like_headers() {
     assert!(!looks_like_header(b"PRO"), "too short to tell");
     assert!(!looks_like_header(&[0x16, 0x03, 0x01, 0x02, 0x00]));
 }
+
+/// Every reason a refusal is counted under is one the metric shows at zero from the start.
+#[test]
+fn every_refusal_reason_is_a_precreated_series() {
+    let peer: SocketAddr = "192.0.2.7:1234".parse().unwrap();
+    for e in [
+        ProxyError::Untrusted { peer },
+        ProxyError::Missing { peer },
+        ProxyError::Timeout,
+        ProxyError::Truncated,
+        ProxyError::Oversized { max: V1_MAX },
+        ProxyError::Read(std::io::Error::other("reset")),
+    ] {
+        assert!(
+            crate::metrics::PROXY_REFUSALS.contains(&e.reason()),
+            "{e}: {}",
+            e.reason()
+        );
+    }
+    // Counted before any refusal: one series per reason, each at zero.
+    let metrics = crate::metrics::Metrics::unregistered();
+    let families = prometheus::core::Collector::collect(&metrics.proxy_refused);
+    let series = families[0].get_metric();
+    assert_eq!(series.len(), crate::metrics::PROXY_REFUSALS.len());
+    assert!(series.iter().all(|m| m.get_counter().get_value() == 0.0));
+}
