@@ -144,3 +144,46 @@ async fn the_metrics_listener_serves_only_metrics() {
         .unwrap();
     assert_eq!(with_token.status(), 404);
 }
+
+/// Every metric a fresh edge exports is named in README's "Metrics" section and in
+/// ARCHITECTURE.md's metrics table (without the `clickedge_` prefix), so an operator reading
+/// either finds what a scrape shows.
+#[tokio::test]
+async fn every_exported_metric_is_documented() {
+    let edge = Edge::start();
+    let text = edge.metrics().await;
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+    };
+    let readme = read("README.md");
+    let readme = readme
+        .split_once("\n## Metrics\n")
+        .and_then(|(_, s)| s.split_once("\n## "))
+        .expect("README has a \"## Metrics\" section")
+        .0
+        .to_owned();
+    let architecture = read("docs/ARCHITECTURE.md");
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP clickedge_"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.len() > 30, "{text}");
+    // The name whole: `name`, `name{labels}` or clickedge_name, not a longer name it begins.
+    let named = |doc: &str, name: &str| {
+        ["`", "clickedge_"].iter().any(|before| {
+            doc.match_indices(&format!("{before}{name}"))
+                .any(|(at, m)| {
+                    doc[at + m.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| !c.is_ascii_alphanumeric() && c != '_')
+                })
+        })
+    };
+    let missing: Vec<_> = names.iter().filter(|n| !named(&readme, n)).collect();
+    assert!(missing.is_empty(), "not in README's Metrics: {missing:?}");
+    let missing: Vec<_> = names.iter().filter(|n| !named(&architecture, n)).collect();
+    assert!(missing.is_empty(), "not in ARCHITECTURE.md: {missing:?}");
+}
