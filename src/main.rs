@@ -70,38 +70,7 @@ async fn serve(
     };
 
     let app = App::start(&config).await?;
-    let a = app.addrs();
-    let data = config.data_dir.display();
-    println!(
-        "clickedge {} listening: {} {} admin={}{}",
-        env!("CARGO_PKG_VERSION"),
-        words("https", &a.https),
-        words("http", &a.http),
-        a.admin,
-        a.metrics
-            .map(|m| format!(" metrics={m}"))
-            .unwrap_or_default()
-    );
-    println!(
-        "data dir {data} (clicks in {}); local CA root: {data}/ca.pem",
-        config.clicks_dir().display()
-    );
-    // The hints name this binary the way it was started, so they paste as they are.
-    let me = std::env::args()
-        .next()
-        .unwrap_or_else(|| "clickedge".into());
-    println!("try, in another terminal:");
-    println!("  {me} domain add links.example.com");
-    println!(
-        "  {me} link https://example.com/hello --domain links.example.com --meta campaign=spring"
-    );
-    if let Some(https) = a.https.first() {
-        println!(
-            "  curl -i --cacert {data}/ca.pem --resolve links.example.com:{port}:{ip} <the link with :{port} after the domain>",
-            port = https.port(),
-            ip = https.ip()
-        );
-    }
+    banner(&app, &config, config_path);
 
     let stop = loop {
         match next_signal(&mut signals).await {
@@ -123,6 +92,72 @@ async fn serve(
     });
     app.shutdown().await;
     Ok(())
+}
+
+/// Logs where the edge listens, and prints it with how to try it. Printed to stdout unless
+/// stdout is gone (a closed pipe, a detached terminal): the edge serves on without it.
+fn banner(app: &App, config: &Config, config_path: Option<&Path>) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let a = app.addrs();
+    let list = |addrs: &[std::net::SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    tracing::info!(
+        https = %list(&a.https),
+        http = %list(&a.http),
+        admin = %a.admin,
+        metrics = ?a.metrics,
+        "listening"
+    );
+    let data = config.data_dir.display();
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "clickedge {} listening: {} {} admin={}{}",
+        env!("CARGO_PKG_VERSION"),
+        words("https", &a.https),
+        words("http", &a.http),
+        a.admin,
+        a.metrics
+            .map(|m| format!(" metrics={m}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        text,
+        "data dir {data} (clicks in {}); local CA root: {data}/ca.pem",
+        config.clicks_dir().display()
+    );
+    // The hints name this binary and its config the way it was started, so they paste as they
+    // are.
+    let mut me = std::env::args()
+        .next()
+        .unwrap_or_else(|| "clickedge".into());
+    if let Some(path) = config_path {
+        me = format!("{me} --config {}", path.display());
+    }
+    let _ = writeln!(text, "try, in another terminal:");
+    let _ = writeln!(text, "  {me} domain add links.example.com");
+    let _ = writeln!(
+        text,
+        "  {me} link https://example.com/hello --domain links.example.com --meta campaign=spring"
+    );
+    if let Some(https) = a.https.first() {
+        let _ = writeln!(
+            text,
+            "  curl -i --cacert {data}/ca.pem --resolve links.example.com:{port}:{ip} <the link with :{port} after the domain>",
+            port = https.port(),
+            ip = https.ip()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        tracing::debug!(error = %e, "the start-up banner was not printed: stdout is closed");
+    }
 }
 
 /// Raises the open-files soft limit to the hard limit (each connection is a file descriptor), and

@@ -432,3 +432,61 @@ async fn output_into_a_closed_pipe_ends_quietly_with_success() {
         assert!(err.is_empty(), "{args:?}: {err}");
     }
 }
+
+/// `clickedge serve | head -1`, or a supervisor that closes stdout: the banner cannot be
+/// written, and the edge serves on (it once panicked on the broken pipe and exited).
+#[tokio::test]
+async fn serve_with_stdout_closed_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clickedge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reading end closed before the edge writes a byte
+    let admin = poll_log(&log, |text| {
+        text.lines()
+            .find(|l| l.contains("listening"))?
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("admin="))
+            .map(str::to_owned)
+    });
+    let ready = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(child.try_wait().unwrap().is_none(), "the edge exited");
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+/// Polls the file at `path` until `find` finds something in it (at most 30 s).
+fn poll_log<T>(path: &std::path::Path, find: impl Fn(&str) -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(found) = find(&text) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not in the log:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
