@@ -490,3 +490,41 @@ fn poll_log<T>(path: &std::path::Path, find: impl Fn(&str) -> Option<T>) -> T {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A client command that cannot use what it was given says which thing and what to give: the
+/// token refused names where it was read, a server that is not the admin API is told apart,
+/// and an `--admin` without `http://` is refused before anything is sent.
+#[tokio::test]
+async fn a_client_command_names_the_token_or_address_that_failed() {
+    let edge = Edge::start();
+    let run = |env: &[(&str, &str)], admin: &str| {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(edge.config_path())
+            .args(["domain", "list", "--admin", admin])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let admin = format!("http://{}", edge.admin);
+    let err = run(
+        &[("CLICKEDGE_ADMIN_TOKEN", "not-the-token-0123456789")],
+        &admin,
+    );
+    assert!(
+        err.contains("refused the token read from CLICKEDGE_ADMIN_TOKEN"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-token"), "{err}");
+
+    // The plain HTTP listener answers 404 in text, not as the admin API.
+    let err = run(&[], &format!("http://{}", edge.http));
+    assert!(err.contains("is it listen.admin's address?"), "{err}");
+    assert!(!err.contains("\\n"), "{err}");
+
+    let bare = edge.admin.to_string();
+    let err = run(&[], &bare);
+    assert!(err.contains(&format!("e.g. http://{bare}")), "{err}");
+}

@@ -69,7 +69,15 @@ async fn health_command_exits_zero_for_a_ready_edge_and_one_without_an_edge() {
     let port = common::pebble::free_tcp_port();
     let down = run(format!("http://127.0.0.1:{port}"));
     assert_eq!(down.status.code(), Some(1), "{down:?}");
-    assert!(String::from_utf8_lossy(&down.stderr).contains("is the edge running?"));
+    // What failed, once: no layer after layer of the HTTP client repeating the URL.
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(err.contains("is `clickedge serve` running?"), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert_eq!(
+        err.matches(&format!("127.0.0.1:{port}")).count(),
+        1,
+        "{err}"
+    );
 }
 
 #[tokio::test]

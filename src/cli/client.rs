@@ -2,7 +2,7 @@
 //! (`--admin`, else `listen.admin`), the token (`CLICKEDGE_ADMIN_TOKEN`, `admin.token`,
 //! `admin.token_file`, else the data dir's token file), and errors that say what to do.
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
 
 use super::{ClientArgs, TOKEN_ENV, health};
@@ -14,33 +14,30 @@ pub(super) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Where the token was read, for the answer that refuses it.
+    token_from: String,
 }
 
 impl Client {
     pub(super) fn new(config: &Config, args: &ClientArgs) -> anyhow::Result<Client> {
-        let base = args
-            .admin
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", health::reachable(config.listen.admin)));
-        let token = match std::env::var(TOKEN_ENV) {
-            Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+        let base = admin_base(config, args.admin.as_deref())?;
+        let (token, token_from) = match std::env::var(TOKEN_ENV) {
+            Ok(t) if !t.trim().is_empty() => (t, TOKEN_ENV.to_owned()),
             _ => match &config.admin.token {
-                Some(t) => t.trim().to_owned(),
+                Some(t) => (t.clone(), "admin.token in the config".to_owned()),
                 None => {
                     let path = config
                         .admin
                         .token_file
                         .clone()
                         .unwrap_or_else(|| config.data_dir.join(crate::app::ADMIN_TOKEN_FILE));
-                    std::fs::read_to_string(&path)
-                        .with_context(|| {
-                            format!(
-                                "reading the admin token from {} (set {TOKEN_ENV}, or run from the directory where `clickedge serve` runs, or pass --config)",
-                                path.display()
-                            )
-                        })?
-                        .trim()
-                        .to_owned()
+                    let token = std::fs::read_to_string(&path).with_context(|| {
+                        format!(
+                            "reading the admin token from {} (set {TOKEN_ENV}, or run from the directory where `clickedge serve` runs, or pass --config)",
+                            path.display()
+                        )
+                    })?;
+                    (token, path.display().to_string())
                 }
             },
         };
@@ -49,8 +46,9 @@ impl Client {
             .context("building HTTP client")?;
         Ok(Client {
             http,
-            base: base.trim_end_matches('/').to_owned(),
-            token,
+            base,
+            token: token.trim().to_owned(),
+            token_from,
         })
     }
 
@@ -65,23 +63,99 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.with_context(|| {
-            format!("reaching the admin API at {url} (is `clickedge serve` running? --admin URL sets another address)")
-        })?;
+        let res = req.send().await.map_err(|e| unreachable(&self.base, &e))?;
         let status = res.status();
         let text = res.text().await.context("reading the admin API's answer")?;
-        let value: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if !status.is_success() {
-            let msg = value
-                .get("error")
-                .and_then(Value::as_str)
-                .map_or_else(|| value.to_string(), str::to_owned);
-            bail!("{} (HTTP {status})", escape(&msg));
+        if status.is_success() {
+            return Ok(match text.as_str() {
+                "" => Value::Null,
+                _ => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            });
         }
-        Ok(value)
+        let json: Option<Value> = serde_json::from_str(&text).ok();
+        let Some(msg) = json
+            .as_ref()
+            .and_then(|v| v.get("error"))
+            .and_then(Value::as_str)
+        else {
+            // Not the admin API's JSON: another server (the HTTP listener, a proxy) answered.
+            bail!(
+                "{} answered {status} to {path}, not as the admin API does: is it listen.admin's address? ({})",
+                self.base,
+                escape(text.trim())
+            );
+        };
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            bail!(
+                "the admin API at {} refused the token read from {}: give the running edge's token (its data dir's admin-token, or its admin.token), e.g. with --config naming its config (HTTP {status})",
+                self.base,
+                self.token_from
+            );
+        }
+        bail!("{} (HTTP {status})", escape(msg));
+    }
+}
+
+/// The admin API's base URL: `admin` (`--admin`), else `http://` and `listen.admin`. An `admin`
+/// that is not an `http://` or `https://` URL with a host is refused, naming the fix.
+pub(super) fn admin_base(config: &Config, admin: Option<&str>) -> anyhow::Result<String> {
+    let Some(given) = admin else {
+        return Ok(format!("http://{}", health::reachable(config.listen.admin)));
+    };
+    let base = given.trim_end_matches('/');
+    match reqwest::Url::parse(base) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(base.to_owned())
+        }
+        _ => {
+            let example = match base.split_once("://") {
+                Some((_, rest)) => format!("http://{rest}"),
+                None => format!("http://{base}"),
+            };
+            bail!(
+                "--admin {given:?} is not the admin API's URL: give http://HOST:PORT, e.g. {example}"
+            )
+        }
+    }
+}
+
+/// The admin API at `base` could not be reached: the innermost cause (reqwest's own message
+/// repeats the URL at each layer), and what to check.
+pub(super) fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let refused = cause
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    let hint = if base.starts_with("https://") && !refused {
+        "listen.admin speaks plain HTTP: use http:// unless a TLS proxy stands in front of it"
+    } else {
+        "is `clickedge serve` running? --admin URL sets another address"
+    };
+    anyhow!("cannot reach the admin API at {base}: {cause} ({hint})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_address_without_scheme_is_refused_with_the_url_to_give() {
+        let config = Config::default();
+        let err = admin_base(&config, Some("127.0.0.1:19180"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("e.g. http://127.0.0.1:19180"), "{err}");
+        let err = admin_base(&config, Some("ftp://edge:9180"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("e.g. http://edge:9180"), "{err}");
+        assert_eq!(
+            admin_base(&config, Some("http://10.0.0.5:9180/")).unwrap(),
+            "http://10.0.0.5:9180"
+        );
+        assert_eq!(admin_base(&config, None).unwrap(), "http://127.0.0.1:9180");
     }
 }

@@ -21,10 +21,7 @@ pub(super) fn reachable(admin: SocketAddr) -> SocketAddr {
 
 /// GET `/readyz` on `admin` (a base URL), else on `listen.admin`; `Ok` only for a 200.
 pub(super) async fn run(config: &Config, admin: Option<&str>) -> anyhow::Result<()> {
-    let base = admin.map_or_else(
-        || format!("http://{}", reachable(config.listen.admin)),
-        |a| a.trim_end_matches('/').to_owned(),
-    );
+    let base = super::client::admin_base(config, admin)?;
     let url = format!("{base}/readyz");
     let res = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
@@ -33,7 +30,7 @@ pub(super) async fn run(config: &Config, admin: Option<&str>) -> anyhow::Result<
         .get(&url)
         .send()
         .await
-        .with_context(|| format!("asking {url} (is the edge running?)"))?;
+        .map_err(|e| super::client::unreachable(&base, &e))?;
     let status = res.status();
     let body = res.text().await.unwrap_or_default();
     if status != reqwest::StatusCode::OK {
