@@ -370,6 +370,21 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                         .await?
                 }
                 KeysAction::Remove { id, yes } => {
+                    // Asked only about a key that can be removed: the question is not the
+                    // answer's way to say it is not there.
+                    let keys = c.call(Method::GET, "/v1/keys", None).await?;
+                    let key = keys
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|k| k["id"] == *id);
+                    match key {
+                        None => bail!("no link key {id} (`clickedge keys list` shows them)"),
+                        Some(k) if k["active"].as_bool() == Some(true) => bail!(
+                            "key {id} is the sealing key; add a new key first (clickedge keys rotate)"
+                        ),
+                        Some(_) => {}
+                    }
                     confirm(
                         *yes,
                         &format!("remove key {id}; links it sealed stop opening"),
@@ -389,7 +404,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                     for k in v.as_array().cloned().unwrap_or_default() {
                         say!(
                             "{:<6} {:<8} {:<21} {}",
-                            k["id"],
+                            k["id"].to_string(),
                             if k["active"].as_bool() == Some(true) {
                                 "yes"
                             } else {

@@ -401,9 +401,14 @@ impl Config {
     }
 }
 
-/// The parser's message with Rust's type names (`a nonzero u32`, `u16`) in words.
+/// The parser's message with Rust's type names (`a nonzero u32`, `u16`) in words, and a
+/// duration it expected shown by example.
 fn in_words(message: &str) -> String {
-    const WORDS: [(&str, &str); 8] = [
+    const WORDS: [(&str, &str); 9] = [
+        (
+            "expected a duration",
+            "expected a duration such as \"100ms\", \"10s\", \"5m\" or \"1h\"",
+        ),
         ("expected a nonzero u64", "expected a whole number above 0"),
         ("expected a nonzero u32", "expected a whole number above 0"),
         (

@@ -40,9 +40,21 @@ pub enum DomainError {
     /// A character other than a-z, 0-9, `-` and `.`.
     #[error("invalid character {0:?} (use letters, digits, '-' and '.')")]
     BadChar(char),
-    /// A non-ASCII name that IDNA (UTS #46) does not map to A-labels.
+    /// A non-ASCII name that IDNA (UTS #46) does not map to A-labels, or an `xn--` label that is
+    /// not the A-label of one.
     #[error("not a valid internationalised domain name")]
     BadIdn,
+    /// A URL where a host name was wanted (`https://links.example.com/`).
+    #[error("a URL, not a host name: give the host alone (e.g. links.example.com)")]
+    Url,
+    /// A wildcard (`*.example.com`): certificates are issued per name, on demand.
+    #[error(
+        "wildcards are not served: give each name (each gets its certificate at its first click)"
+    )]
+    Wildcard,
+    /// A zone written as a wildcard (`*.example.com`): a zone already has every name under it.
+    #[error("a zone covers every name under it already: drop the '*.' (e.g. example.com)")]
+    WildcardZone,
     /// A label starts or ends with `-`.
     #[error("a label starts or ends with '-'")]
     BadHyphen,
@@ -86,7 +98,11 @@ impl Domain {
                 .chars()
                 .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
             {
-                return Err(DomainError::BadChar(bad));
+                return Err(match bad {
+                    ':' | '/' if input.contains("://") => DomainError::Url,
+                    '*' if label == "*" => DomainError::Wildcard,
+                    _ => DomainError::BadChar(bad),
+                });
             }
             if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
                 return Err(DomainError::BadHyphen);
@@ -96,6 +112,14 @@ impl Domain {
         }
         if labels < 2 || last_numeric {
             return Err(DomainError::NotQualified);
+        }
+        // An A-label must decode to the name it stands for (RFC 5891 §5.4); only names that
+        // have one pay for the check.
+        let a_label = |l: &str| l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--"));
+        if name.split('.').any(a_label)
+            && idna::domain_to_ascii_cow(name.as_bytes(), idna::AsciiDenyList::EMPTY).is_err()
+        {
+            return Err(DomainError::BadIdn);
         }
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
             Ok(Domain(name.to_ascii_lowercase().into()))
@@ -182,6 +206,22 @@ mod tests {
     }
 
     #[test]
+    fn a_url_or_a_wildcard_is_named_as_such() {
+        for url in ["https://links.example.com", "http://links.example.com/c/x"] {
+            assert_eq!(Domain::parse(url), Err(DomainError::Url), "{url}");
+        }
+        assert_eq!(Domain::parse("*.example.com"), Err(DomainError::Wildcard));
+        assert_eq!(
+            Domain::parse("a*.example.com"),
+            Err(DomainError::BadChar('*'))
+        );
+        assert_eq!(
+            Domain::parse("links.example.com:443"),
+            Err(DomainError::BadChar(':'))
+        );
+    }
+
+    #[test]
     fn refuses_invalid_names() {
         assert_eq!(Domain::parse(""), Err(DomainError::Empty));
         assert_eq!(Domain::parse("."), Err(DomainError::Empty));
@@ -192,6 +232,8 @@ mod tests {
         assert_eq!(Domain::parse("-a.com"), Err(DomainError::BadHyphen));
         assert_eq!(Domain::parse("a_b.com"), Err(DomainError::BadChar('_')));
         assert_eq!(Domain::parse("a b.com"), Err(DomainError::BadChar(' ')));
+        assert_eq!(Domain::parse("xn--zz.example"), Err(DomainError::BadIdn));
+        assert_eq!(Domain::parse("XN--ZZ.example"), Err(DomainError::BadIdn));
         let long_label = format!("{}.com", "a".repeat(64));
         assert_eq!(Domain::parse(&long_label), Err(DomainError::BadLabelLength));
         let long_name = format!("{}com", "abcdefghi.".repeat(26));

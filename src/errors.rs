@@ -5,8 +5,12 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        // Some errors print their source in their own message already: said once.
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s
@@ -22,5 +26,15 @@ mod tests {
     fn chain_joins_every_source() {
         let e = Outer(std::io::Error::other("inner"));
         assert_eq!(super::chain(&e), "outer: inner");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connecting: {0}")]
+    struct SaysItsSource(#[source] std::io::Error);
+
+    #[test]
+    fn a_source_already_in_the_message_is_said_once() {
+        let e = SaysItsSource(std::io::Error::other("refused"));
+        assert_eq!(super::chain(&e), "connecting: refused");
     }
 }

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", errors::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -111,7 +111,7 @@ fn banner(app: &App, config: &Config, config_path: Option<&Path>) {
         https = %list(&a.https),
         http = %list(&a.http),
         admin = %a.admin,
-        metrics = ?a.metrics,
+        metrics = %a.metrics.map_or_else(|| "none".to_owned(), |m| m.to_string()),
         "listening"
     );
     let data = config.data_dir.display();

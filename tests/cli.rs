@@ -528,3 +528,59 @@ async fn a_client_command_names_the_token_or_address_that_failed() {
     let err = run(&[], &bare);
     assert!(err.contains(&format!("e.g. http://{bare}")), "{err}");
 }
+
+/// Mistakes an operator makes with names and removals get an answer about the mistake: a URL or
+/// a wildcard is named as such, a name added again says so, and a removal of something that is
+/// not there fails before asking to confirm it.
+#[tokio::test]
+async fn domain_and_key_mistakes_are_answered_for_what_they_are() {
+    let edge = Edge::start();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(edge.config_path())
+            .args(args)
+            .args(["--admin", &format!("http://{}", edge.admin)])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, out) = run(&["domain", "add", "https://links.example.com/"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("a URL, not a host name"), "{out}");
+    let (code, out) = run(&["domain", "add", "*.example.com"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("wildcards are not served"), "{out}");
+
+    let (code, out) = run(&["domain", "add", "links.example.com"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("added links.example.com\n"), "{out}");
+    let (code, out) = run(&["domain", "add", "Links.Example.COM."]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("links.example.com (given as Links.Example.COM.) was registered already"),
+        "{out}"
+    );
+
+    // Standard input is not a terminal: a removal that could go ahead would ask for --yes.
+    let (code, out) = run(&["domain", "remove", "never.example.com"]);
+    assert_eq!(code, Some(1));
+    assert!(!out.contains("--yes"), "{out}");
+    assert!(out.contains("never.example.com"), "{out}");
+    let (code, out) = run(&["keys", "remove", "999"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("no link key 999"), "{out}");
+    assert!(!out.contains("--yes"), "{out}");
+    let (code, out) = run(&["keys", "remove", "1"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("key 1 is the sealing key"), "{out}");
+    let (code, out) = run(&["domain", "remove", "links.example.com"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("domain remove links.example.com --yes"),
+        "{out}"
+    );
+}

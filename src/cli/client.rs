@@ -52,12 +52,24 @@ impl Client {
         })
     }
 
+    /// Calls the API; its answer on success, else an error saying what to do.
     pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        Ok(self.send(method, path, body).await?.1)
+    }
+
+    /// [`Client::call`], with the status of a successful answer (`201` created, `200` there
+    /// already).
+    pub(super) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -67,10 +79,11 @@ impl Client {
         let status = res.status();
         let text = res.text().await.context("reading the admin API's answer")?;
         if status.is_success() {
-            return Ok(match text.as_str() {
+            let value = match text.as_str() {
                 "" => Value::Null,
                 _ => serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            });
+            };
+            return Ok((status, value));
         }
         let json: Option<Value> = serde_json::from_str(&text).ok();
         let Some(msg) = json

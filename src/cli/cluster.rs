@@ -41,7 +41,7 @@ pub async fn run(config: &Config, action: ClusterAction) -> anyhow::Result<()> {
                 .call(Method::GET, "/v1/cluster", None)
                 .await?;
             if client.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                say!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_status(&v);
             }
@@ -67,15 +67,18 @@ fn print_status(v: &Value) {
             .map_or_else(|| "-".to_owned(), |s| escape(s).into_owned())
     };
     let rows = |x: &Value| x.as_array().cloned().unwrap_or_default();
-    println!(
+    say!(
         "store version {} (asked {})",
         v["version"],
         text(&v["node_id"])
     );
-    println!();
-    println!(
+    say!();
+    say!(
         "{:<24} {:<6} {:>10} {:>6} LAST HEARTBEAT",
-        "NODE", "ALIVE", "APPLIED", "LAG"
+        "NODE",
+        "ALIVE",
+        "APPLIED",
+        "LAG"
     );
     for n in rows(&v["nodes"]) {
         let alive = if n["alive"].as_bool() == Some(true) {
@@ -83,7 +86,7 @@ fn print_status(v: &Value) {
         } else {
             "NO"
         };
-        println!(
+        say!(
             "{:<24} {:<6} {:>10} {:>6} {}",
             text(&n["node_id"]),
             alive,
@@ -92,18 +95,18 @@ fn print_status(v: &Value) {
             text(&n["heartbeat_at"])
         );
     }
-    println!();
+    say!();
     let leases = rows(&v["leases"]);
     let held = leases
         .iter()
         .filter(|l| l["held"].as_bool() == Some(true))
         .count();
-    println!(
+    say!(
         "leases held: {held}; orders in flight: {}",
         v["orders_in_flight"]
     );
     for l in &leases {
-        println!(
+        say!(
             "  {:<40} {:<24} fence {:<8} until {}{}",
             text(&l["name"]),
             text(&l["holder"]),
@@ -121,7 +124,7 @@ fn print_status(v: &Value) {
             .as_str()
             .map(|t| format!(", paused until {}", escape(t)))
             .unwrap_or_default();
-        println!(
+        say!(
             "order budget {}: {} of {} left{paused}",
             text(&b["name"]),
             b["left"],

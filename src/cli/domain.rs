@@ -82,13 +82,17 @@ pub(super) async fn run(
     action: DomainAction,
 ) -> anyhow::Result<()> {
     let c = Client::new(config, client)?;
+    // Whether an add registered the name (else it was there already).
+    let mut created = true;
     let v = match &action {
         DomainAction::Add { name, fallback_url } => {
             let mut body = json!({ "name": name });
             if let Some(url) = fallback_url {
                 body["fallback_url"] = url.as_str().into();
             }
-            c.call(Method::POST, "/v1/domains", Some(body)).await?
+            let (status, v) = c.send(Method::POST, "/v1/domains", Some(body)).await?;
+            created = status == reqwest::StatusCode::CREATED;
+            v
         }
         DomainAction::List => c.call(Method::GET, "/v1/domains", None).await?,
         DomainAction::Show { name } => {
@@ -124,6 +128,9 @@ pub(super) async fn run(
             .await?
         }
         DomainAction::Remove { name, yes } => {
+            // Asked only about a name that is there.
+            c.call(Method::GET, &format!("/v1/domains/{name}"), None)
+                .await?;
             confirm(
                 *yes,
                 &format!("remove domain {name} and delete its certificate"),
@@ -141,11 +148,25 @@ pub(super) async fn run(
         return Ok(());
     }
     match action {
-        DomainAction::Add { name, .. } => {
+        DomainAction::Add { name: given, .. } => {
             let name = v["name"]
                 .as_str()
-                .map_or(Cow::Borrowed(name.as_str()), escape);
-            say!("added {name}{}", also_shown_as(&v));
+                .map_or(Cow::Borrowed(given.as_str()), escape);
+            // The name as stored, when it differs from the one typed (case, a trailing dot).
+            let typed = match given.trim() {
+                typed if typed != name && v["unicode"].as_str() != Some(typed) => {
+                    format!(" (given as {})", escape(typed))
+                }
+                _ => String::new(),
+            };
+            if created {
+                say!("added {name}{}{typed}", also_shown_as(&v));
+            } else {
+                say!(
+                    "{name}{}{typed} was registered already (a wait after a failed certificate order, if any, is cleared)",
+                    also_shown_as(&v)
+                );
+            }
             match v["certificate"]["status"].as_str() {
                 Some("valid") => say!("certificate: valid"),
                 _ => {

@@ -70,7 +70,15 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
         .name(format!("clickedge-follow-{}", config.cluster.node_id()))
         .connect(target.server())
         .await
-        .with_context(|| format!("connecting to NATS at {} (--nats-url)", target.shown()))?;
+        .with_context(|| match (&config.clicks.stream, &args.nats_url) {
+            // Nothing says where a stream is: this edge keeps its clicks in files.
+            (None, None) => format!(
+                "connecting to NATS at {}: this config streams no clicks (clicks.stream is not set; they are in {}); give --config of an edge that streams, or --nats-url",
+                target.shown(),
+                config.clicks_dir().display()
+            ),
+            _ => format!("connecting to NATS at {} (--nats-url)", target.shown()),
+        })?;
     let js = jetstream::new(client);
     let mut stream = js.get_stream(&target.stream).await.with_context(|| {
         format!(

@@ -18,9 +18,11 @@ pub struct Listen {
     /// Plain HTTP listener(s) (HTTP-01 challenges, upgrade to HTTPS). Default `127.0.0.1:8080`.
     pub http: Addresses,
     /// Admin API, metrics and health. Default `127.0.0.1:9180`.
+    #[serde(deserialize_with = "one_address")]
     pub admin: SocketAddr,
     /// A listener serving only `/metrics` (no token, no API), for a Prometheus that must not
     /// reach the admin API. Default none (metrics on `admin` only).
+    #[serde(deserialize_with = "some_address")]
     pub metrics: Option<SocketAddr>,
     /// Connections to `https` and `http` from `trusted_proxies` start with a PROXY protocol
     /// header (v1 or v2) naming the client; a trusted proxy's connection without one is refused,
@@ -101,8 +103,8 @@ impl<'de> Deserialize<'de> for Addresses {
             expecting = "an address (\"0.0.0.0:443\") or a list of addresses"
         )]
         enum OneOrMany {
-            One(SocketAddr),
-            Many(Vec<SocketAddr>),
+            One(String),
+            Many(Vec<String>),
         }
         let all = match OneOrMany::deserialize(d)? {
             OneOrMany::One(a) => vec![a],
@@ -113,7 +115,53 @@ impl<'de> Deserialize<'de> for Addresses {
                 "an empty list of addresses: give at least one",
             ));
         }
-        Ok(Addresses(all))
+        all.iter()
+            .map(|a| address(a).map_err(serde::de::Error::custom))
+            .collect::<Result<_, _>>()
+            .map(Addresses)
+    }
+}
+
+fn one_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    address(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn some_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    one_address(d).map(Some)
+}
+
+/// `text` as a socket address, else what is wrong with it in words: a host name where an IP
+/// address is needed, a port missing or out of range, an IPv6 address without brackets.
+fn address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let example = "e.g. \"127.0.0.1:443\", \"0.0.0.0:443\" or \"[::]:443\"";
+    if text.parse::<IpAddr>().is_ok() {
+        let shown = match text.contains(':') {
+            true => format!("[{text}]:443"),
+            false => format!("{text}:443"),
+        };
+        return Err(format!(
+            "{text:?} has no port: give one, e.g. \"{shown}\" (IPv6 addresses in brackets)"
+        ));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "{text:?} is not an address with a port ({example})"
+        ));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<IpAddr>().is_err() {
+        return Err(format!(
+            "{text:?}: {host:?} is not an IP address; the edge binds addresses, not names ({example})"
+        ));
+    }
+    match port.parse::<u32>() {
+        Ok(p) if p > 65535 => Err(format!("{text:?}: port {p} is above 65535")),
+        _ => Err(format!(
+            "{text:?}: {port:?} is not a port from 0 to 65535 ({example})"
+        )),
     }
 }
 

@@ -336,6 +336,10 @@ fn a_bad_value_is_shown_in_its_line_with_a_caret_and_expected_in_words() {
     );
     for (text, words) in [
         ("[tls]\nask_rate = 0\n", "expected a whole number above 0"),
+        (
+            "shutdown_grace = \"5\"\n",
+            "expected a duration such as \"100ms\", \"10s\"",
+        ),
         ("[onboarding]\nhttp_port = 70000\n", "from 1 to 65535"),
     ] {
         let err = parse(text).unwrap_err().to_string();
@@ -391,6 +395,32 @@ fn a_listener_takes_one_address_or_a_list_but_not_an_empty_one() {
         err.contains("http") && err.contains("list of addresses"),
         "{err}"
     );
+}
+
+#[test]
+fn a_bad_listen_address_says_what_is_wrong_with_it() {
+    for (text, says) in [
+        (
+            "https = \"localhost:8443\"",
+            "\"localhost\" is not an IP address",
+        ),
+        ("https = [\"127.0.0.1:70000\"]", "port 70000 is above 65535"),
+        (
+            "http = \"127.0.0.1\"",
+            "has no port: give one, e.g. \"127.0.0.1:443\"",
+        ),
+        ("admin = \"::1\"", "e.g. \"[::1]:443\""),
+        ("admin = \"127.0.0.1:http\"", "\"http\" is not a port"),
+        ("metrics = \"edge.example.net:9181\"", "not an IP address"),
+    ] {
+        let err = parse(&format!("[listen]\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{text}: {err}");
+    }
+    let c = parse("[listen]\nadmin = \"[::1]:9180\"\nmetrics = \"127.0.0.1:9181\"\n").unwrap();
+    assert_eq!(c.listen.admin, "[::1]:9180".parse().unwrap());
+    assert_eq!(c.listen.metrics, Some("127.0.0.1:9181".parse().unwrap()));
 }
 
 #[test]

@@ -41,7 +41,10 @@ impl Zone {
         }
         // A zone is valid when a name directly under it is a valid host name, so one set of rules
         // (`Domain::parse`) decides both. The probe costs two of the 253 characters.
-        let probe = Domain::parse(&format!("x.{name}"))?;
+        let probe = Domain::parse(&format!("x.{name}")).map_err(|e| match e {
+            DomainError::Wildcard => DomainError::WildcardZone,
+            e => e,
+        })?;
         // The probe starts with the two ASCII bytes "x.", so index 2 is a character boundary.
         Ok(Zone(probe.as_str()[2..].into()))
     }
@@ -171,7 +174,7 @@ mod tests {
             Zone::parse(".example.com"),
             Err(DomainError::BadLabelLength)
         );
-        assert_eq!(Zone::parse("*.example.com"), Err(DomainError::BadChar('*')));
+        assert_eq!(Zone::parse("*.example.com"), Err(DomainError::WildcardZone));
         assert_eq!(Zone::parse("-a.com"), Err(DomainError::BadHyphen));
         assert_eq!(Zone::parse("10.0.0.1"), Err(DomainError::NotQualified));
         assert_eq!(Zone::parse("a b"), Err(DomainError::BadChar(' ')));
