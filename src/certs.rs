@@ -283,6 +283,12 @@ impl Certs {
         Ok(())
     }
 
+    /// Why the issuer will never vouch for `name`, when it knows that without asking anyone
+    /// (the built-in CA and its `tls.local_ca_names`): what to change, in words.
+    pub fn issuer_refuses(&self, name: &Domain) -> Option<String> {
+        self.issuer.refuses(name).map(|e| e.to_string())
+    }
+
     /// Clears the backoff of `name` so the next handshake may order again.
     pub async fn reset_backoff(&self, name: &Domain) -> Result<(), StoreError> {
         self.backoff.reset(name).await

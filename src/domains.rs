@@ -59,6 +59,10 @@ pub struct Added {
     pub created: bool,
     /// The domain after adding (and checking) it.
     pub domain: DomainState,
+    /// Why the configured issuer will never give it a certificate, if it knows already (a name
+    /// outside the built-in CA's `tls.local_ca_names`): added all the same, as the operator may
+    /// be about to change the issuer.
+    pub warning: Option<String>,
 }
 
 /// Domain lifecycle over the store, the policy, the certificates and the checks.
@@ -139,6 +143,7 @@ impl Domains {
         }
         Ok(Added {
             created,
+            warning: self.certs.issuer_refuses(&name),
             domain: self.state(record).await?,
         })
     }

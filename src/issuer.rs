@@ -174,6 +174,12 @@ pub trait Issuer: Send + Sync + 'static {
     /// Short name for metrics and status (`local`, `acme`).
     fn kind(&self) -> &'static str;
 
+    /// Why this issuer will never vouch for `domain`, when it knows without asking anyone (the
+    /// built-in CA's zones); `None` when it may.
+    fn refuses(&self, _domain: &Domain) -> Option<IssueError> {
+        None
+    }
+
     /// Issues a certificate for `domain` under `claim`; `replacing` is the certificate it
     /// renews, if any. An issuer whose work is one local step may ignore the claim (`certs`
     /// checks it again before writing).

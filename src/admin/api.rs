@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::Shared;
 use super::error::{ApiError, parse_name};
-use super::views::{DomainView, KeyView};
+use super::views::{AddedView, DomainView, KeyView};
 use crate::links::{ContextError, MessageContext, Role};
 
 /// The `/v1` routes (the token check is layered on by the caller). Those that change something
@@ -82,7 +82,11 @@ async fn add_domain(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(DomainView::from(added.domain))))
+    let view = AddedView {
+        domain: DomainView::from(added.domain),
+        warning: added.warning,
+    };
+    Ok((status, axum::Json(view)))
 }
 
 async fn show_domain(

@@ -30,6 +30,16 @@ pub(super) struct DomainView {
     pub(super) checked_at: Option<String>,
 }
 
+/// A domain as `POST /v1/domains` answers: its view, and why the issuer will never vouch for
+/// it if that is known already.
+#[derive(Serialize)]
+pub(super) struct AddedView {
+    #[serde(flatten)]
+    pub(super) domain: DomainView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) warning: Option<String>,
+}
+
 impl From<DomainState> for DomainView {
     fn from(d: DomainState) -> DomainView {
         DomainView {

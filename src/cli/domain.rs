@@ -167,6 +167,9 @@ pub(super) async fn run(
                     also_shown_as(&v)
                 );
             }
+            if let Some(warning) = v["warning"].as_str() {
+                say!("warning:     {}", escape(warning));
+            }
             match v["certificate"]["status"].as_str() {
                 Some("valid") => say!("certificate: valid"),
                 _ => {

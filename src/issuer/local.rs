@@ -290,19 +290,23 @@ impl Issuer for LocalCa {
         "local"
     }
 
+    fn refuses(&self, domain: &Domain) -> Option<IssueError> {
+        // Also for a root without constraints (older data dirs): the setting says what the
+        // operator means the CA to vouch for.
+        (!self.names.covers(domain)).then(|| IssueError::OutsideLocalNames {
+            domain: domain.clone(),
+            names: self.names.clone(),
+        })
+    }
+
     async fn issue(
         &self,
         domain: &Domain,
         _replacing: Option<&StoredCert>,
         _claim: &dyn OrderClaim,
     ) -> Result<StoredCert, IssueError> {
-        // Also for a root without constraints (older data dirs): the setting says what the
-        // operator means the CA to vouch for.
-        if !self.names.covers(domain) {
-            return Err(IssueError::OutsideLocalNames {
-                domain: domain.clone(),
-                names: self.names.clone(),
-            });
+        if let Some(refused) = self.refuses(domain) {
+            return Err(refused);
         }
         // Key generation and one P-256 signature: well under a millisecond, not worth a thread hop.
         self.sign(domain).map_err(|source| IssueError::Local {
