@@ -210,10 +210,16 @@ fn log_format_of(flag: Option<LogFormat>, config: &Config) -> anyhow::Result<Log
 /// swaps the filter through.
 fn init_logging(format: LogFormat, configured: Option<&str>) -> LogFilter {
     use std::io::IsTerminal as _;
+    // A bad CLICKEDGE_LOG does not stop the edge: it is said once logging is up.
+    let mut refused = None;
     let filter = std::env::var(LOG_ENV)
         .ok()
         .filter(|f| !f.trim().is_empty())
-        .and_then(|f| EnvFilter::try_new(f).ok())
+        .and_then(|f| {
+            EnvFilter::try_new(&f)
+                .map_err(|e| refused = Some((f, e.to_string())))
+                .ok()
+        })
         .or_else(|| configured.and_then(|f| EnvFilter::try_new(f).ok()))
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
@@ -225,6 +231,13 @@ fn init_logging(format: LogFormat, configured: Option<&str>) -> LogFilter {
         registry
             .with(layer.with_ansi(std::io::stderr().is_terminal()))
             .init();
+    }
+    if let Some((value, error)) = refused {
+        tracing::warn!(
+            %value,
+            %error,
+            "{LOG_ENV} is not a log filter (e.g. \"info\" or \"info,clickedge=debug\"); using the config's log, else info"
+        );
     }
     handle
 }

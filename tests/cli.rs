@@ -601,3 +601,11 @@ async fn adding_a_name_the_built_in_ca_will_not_vouch_for_warns_at_once() {
     let out = edge.cli(&["domain", "add", "links.example.com"]);
     assert!(!out.contains("warning"), "{out}");
 }
+
+/// A `CLICKEDGE_LOG` that is not a filter does not stop the edge, and is not ignored in silence.
+#[test]
+fn a_bad_log_filter_in_the_environment_is_said_once_logging_is_up() {
+    let edge = Edge::start_with_env(&[("CLICKEDGE_LOG", "[[[")], "");
+    let log = edge.wait_for_log("CLICKEDGE_LOG is not a log filter", 1);
+    assert!(log.contains("value=[[["), "{log}");
+}
