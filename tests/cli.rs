@@ -609,3 +609,27 @@ fn a_bad_log_filter_in_the_environment_is_said_once_logging_is_up() {
     let log = edge.wait_for_log("CLICKEDGE_LOG is not a log filter", 1);
     assert!(log.contains("value=[[["), "{log}");
 }
+
+/// The pixel and the decoy live in HTML: asking for them with a text part alone is refused
+/// before anything is sent, naming --html (they were dropped in silence).
+#[test]
+fn pixel_or_decoy_without_an_html_part_is_refused() {
+    for flag in ["--pixel", "--decoy"] {
+        let out = Command::new(bin())
+            .args([
+                "rewrite",
+                "--domain",
+                "links.example.com",
+                "--message",
+                "m1",
+            ])
+            .args(["--text", "-", flag])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--html <FILE>"),
+            "{out:?}"
+        );
+    }
+}

@@ -36,11 +36,11 @@ pub struct RewriteArgs {
     /// When the message is sent (RFC 3339).
     #[arg(long)]
     sent_at: Option<String>,
-    /// Insert an open pixel just before </body>.
-    #[arg(long)]
+    /// Insert an open pixel just before </body> (HTML only: needs --html).
+    #[arg(long, requires = "html")]
     pixel: bool,
-    /// Insert a hidden decoy link (a hit marks its source as a machine).
-    #[arg(long)]
+    /// Insert a hidden decoy link (a hit marks its source as a machine; HTML only: needs --html).
+    #[arg(long, requires = "html")]
     decoy: bool,
 }
 
