@@ -306,13 +306,20 @@ impl MessageArgs {
 
 /// A `--meta` value that is not `KEY=VALUE`.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not KEY=VALUE (e.g. --meta campaign=spring)")]
-pub struct MetaError(String);
+pub enum MetaError {
+    /// No `=` at all.
+    #[error("{0:?} is not KEY=VALUE (e.g. --meta campaign=spring)")]
+    NoEquals(String),
+    /// `=value`.
+    #[error("{0:?} has an empty key: give KEY=VALUE (e.g. --meta campaign=spring)")]
+    EmptyKey(String),
+}
 
 fn parse_meta(s: &str) -> Result<(String, String), MetaError> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(MetaError(s.to_owned())),
+        Some(("", _)) => Err(MetaError::EmptyKey(s.to_owned())),
+        Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+        None => Err(MetaError::NoEquals(s.to_owned())),
     }
 }
 

@@ -41,15 +41,42 @@ pub enum LinkError {
     /// The destination is not an absolute http(s) URL with a host.
     #[error("url {0:?} is not an absolute http:// or https:// URL with a host")]
     BadUrl(String),
+    /// The destination has whitespace where a URL cannot (a host copied with a space in it).
+    #[error("url {0:?} contains whitespace where a URL cannot: remove it")]
+    Whitespace(String),
+    /// The destination does not parse as a URL at all (a space in the host, a bad port, …).
+    #[error("url {url:?} does not parse: {reason}")]
+    Unparsable {
+        /// The URL given.
+        url: String,
+        /// What the URL parser found wrong.
+        reason: url::ParseError,
+    },
     /// The destination is longer than [`MAX_URL_LEN`].
     #[error("url is {0} bytes; at most 4096 are accepted")]
     UrlTooLong(usize),
     /// Too many metadata pairs.
     #[error("{0} metadata pairs; at most 32 are accepted")]
     TooManyPairs(usize),
-    /// A metadata key is empty or too long, or a value is too long.
-    #[error("metadata {0:?}: keys must be 1-64 bytes and values at most 512 bytes")]
-    BadMeta(String),
+    /// A metadata key is empty.
+    #[error("a metadata key is empty: give each pair as KEY=VALUE")]
+    EmptyMetaKey,
+    /// A metadata key is longer than [`MAX_META_KEY_LEN`].
+    #[error("metadata key {key:?} is {len} bytes; keys are at most 64")]
+    MetaKeyTooLong {
+        /// The key.
+        key: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A metadata value is longer than [`MAX_META_VALUE_LEN`].
+    #[error("metadata {key:?}: its value is {len} bytes; values are at most 512")]
+    MetaValueTooLong {
+        /// The key of the value.
+        key: String,
+        /// The value's length in bytes.
+        len: usize,
+    },
     /// The message context is refused.
     #[error("message context")]
     Context(#[source] ContextError),
@@ -66,10 +93,21 @@ impl Link {
         if meta.len() > MAX_META_PAIRS {
             return Err(LinkError::TooManyPairs(meta.len()));
         }
-        if let Some((k, _)) = meta.iter().find(|(k, v)| {
-            k.is_empty() || k.len() > MAX_META_KEY_LEN || v.len() > MAX_META_VALUE_LEN
-        }) {
-            return Err(LinkError::BadMeta(k.clone()));
+        for (key, value) in &meta {
+            if key.is_empty() {
+                return Err(LinkError::EmptyMetaKey);
+            }
+            if key.len() > MAX_META_KEY_LEN {
+                let len = key.len();
+                return Err(LinkError::MetaKeyTooLong {
+                    key: key.chars().take(MAX_META_KEY_LEN).collect::<String>() + "…",
+                    len,
+                });
+            }
+            if value.len() > MAX_META_VALUE_LEN {
+                let (key, len) = (key.clone(), value.len());
+                return Err(LinkError::MetaValueTooLong { key, len });
+            }
         }
         // At most 32 pairs: comparing each with the others is cheaper than a set.
         if let Some((_, (k, _))) = meta
@@ -102,7 +140,17 @@ pub fn destination(url: &str) -> Result<String, LinkError> {
     if url.len() > MAX_URL_LEN {
         return Err(LinkError::UrlTooLong(url.len()));
     }
-    let parsed = url::Url::parse(url).map_err(|_| LinkError::BadUrl(url.into()))?;
+    let parsed = url::Url::parse(url).map_err(|reason| match reason {
+        // No scheme: not a URL of the kind wanted, rather than a broken one.
+        url::ParseError::RelativeUrlWithoutBase => LinkError::BadUrl(url.into()),
+        // The parser encodes a space in a path and drops tabs and line breaks, as browsers
+        // do; whitespace it refuses (in the host) it names in words about domain names.
+        _ if url.contains(char::is_whitespace) => LinkError::Whitespace(url.into()),
+        reason => LinkError::Unparsable {
+            url: url.into(),
+            reason,
+        },
+    })?;
     if !names_its_host(url)
         || !matches!(parsed.scheme(), "http" | "https")
         || parsed.host_str().is_none_or(str::is_empty)
@@ -195,6 +243,32 @@ mod tests {
         ] {
             assert!(Link::new(bad, vec![], 1).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_refused_url_or_metadata_pair_says_what_is_wrong_with_it() {
+        let err = |url: &str, meta: Vec<(&str, String)>| {
+            let meta = meta.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            Link::new(url, meta, 1).unwrap_err().to_string()
+        };
+        let ok = "https://example.com/";
+        assert!(err("https://exa mple.com/", vec![]).contains("contains whitespace"));
+        // A space in a path is encoded, as a browser does.
+        let link = Link::new("https://example.com/a b", vec![], 1).unwrap();
+        assert_eq!(link.url, "https://example.com/a%20b");
+        assert!(err("https://example.com:99999/", vec![]).contains("invalid port number"));
+        assert_eq!(
+            err(ok, vec![("", "v".into())]),
+            "a metadata key is empty: give each pair as KEY=VALUE"
+        );
+        let long_key = "k".repeat(65);
+        assert!(
+            err(ok, vec![(&long_key, "v".into())]).contains("is 65 bytes; keys are at most 64")
+        );
+        assert_eq!(
+            err(ok, vec![("k", "v".repeat(513))]),
+            "metadata \"k\": its value is 513 bytes; values are at most 512"
+        );
     }
 
     #[test]
