@@ -135,6 +135,10 @@ fn bench_domain(c: &mut Criterion) {
     g.bench_function("parse_sni_mixed_case", |b| {
         b.iter(|| Domain::parse(black_box("Links.Example.COM.")))
     });
+    // An internationalised name's SNI (A-labels): validation plus the A-label's decoding check.
+    g.bench_function("parse_a_labels", |b| {
+        b.iter(|| Domain::parse(black_box("links.xn--bcher-kva.example")))
+    });
     g.finish();
 }
 

@@ -89,6 +89,7 @@ impl Domain {
         }
         let mut labels = 0usize;
         let mut last_numeric = false;
+        let mut a_labels = false;
         for label in name.split('.') {
             let bytes = label.as_bytes();
             if bytes.is_empty() || bytes.len() > MAX_LABEL_LEN {
@@ -109,14 +110,14 @@ impl Domain {
             }
             labels += 1;
             last_numeric = bytes.iter().all(u8::is_ascii_digit);
+            a_labels |= bytes.len() >= 4 && bytes[..4].eq_ignore_ascii_case(b"xn--");
         }
         if labels < 2 || last_numeric {
             return Err(DomainError::NotQualified);
         }
         // An A-label must decode to the name it stands for (RFC 5891 §5.4); only names that
         // have one pay for the check.
-        let a_label = |l: &str| l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--"));
-        if name.split('.').any(a_label)
+        if a_labels
             && idna::domain_to_ascii_cow(name.as_bytes(), idna::AsciiDenyList::EMPTY).is_err()
         {
             return Err(DomainError::BadIdn);
