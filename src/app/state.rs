@@ -43,12 +43,16 @@ impl State {
         registry: &Registry,
         metrics: &Metrics,
     ) -> anyhow::Result<State> {
+        // A store error starts with "store:"; SQLite's are told which file, PostgreSQL's name
+        // the URL themselves (its password redacted).
         let store = store::open(config)
             .await
-            .with_context(|| match config.store.kind() {
-                StoreKind::Sqlite => format!("opening the store {}", config.store_path().display()),
-                // PostgreSQL errors name the URL themselves, its password redacted.
-                StoreKind::Postgres => "opening the store".to_owned(),
+            .map_err(|e| match config.store.kind() {
+                StoreKind::Sqlite => anyhow::Error::new(e).context(format!(
+                    "the SQLite store {}",
+                    config.store_path().display()
+                )),
+                StoreKind::Postgres => e.into(),
             })?;
         registry
             .register(Box::new(store.queries()))
