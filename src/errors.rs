@@ -6,8 +6,9 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     let mut cur = e.source();
     while let Some(c) = cur {
         let text = c.to_string();
-        // Some errors print their source in their own message already: said once.
-        if !s.ends_with(&text) {
+        // Some errors print their source in their own message already (`outer: source`):
+        // said once.
+        if !s.ends_with(&format!(": {text}")) {
             s.push_str(": ");
             s.push_str(&text);
         }
@@ -36,5 +37,15 @@ mod tests {
     fn a_source_already_in_the_message_is_said_once() {
         let e = SaysItsSource(std::io::Error::other("refused"));
         assert_eq!(super::chain(&e), "connecting: refused");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the peer refused")]
+    struct EndsLikeItsSource(#[source] std::io::Error);
+
+    #[test]
+    fn a_source_the_message_merely_ends_with_is_still_said() {
+        let e = EndsLikeItsSource(std::io::Error::other("refused"));
+        assert_eq!(super::chain(&e), "the peer refused: refused");
     }
 }

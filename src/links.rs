@@ -145,7 +145,11 @@ pub fn destination(url: &str) -> Result<String, LinkError> {
         url::ParseError::RelativeUrlWithoutBase => LinkError::BadUrl(url.into()),
         // The parser encodes a space in a path and drops tabs and line breaks, as browsers
         // do; whitespace it refuses (in the host) it names in words about domain names.
-        _ if url.contains(char::is_whitespace) => LinkError::Whitespace(url.into()),
+        url::ParseError::IdnaError | url::ParseError::InvalidDomainCharacter
+            if url.contains(char::is_whitespace) =>
+        {
+            LinkError::Whitespace(url.into())
+        }
         reason => LinkError::Unparsable {
             url: url.into(),
             reason,
@@ -257,6 +261,7 @@ mod tests {
         let link = Link::new("https://example.com/a b", vec![], 1).unwrap();
         assert_eq!(link.url, "https://example.com/a%20b");
         assert!(err("https://example.com:99999/", vec![]).contains("invalid port number"));
+        assert!(err("https://example.com:99999/a b", vec![]).contains("invalid port number"));
         assert_eq!(
             err(ok, vec![("", "v".into())]),
             "a metadata key is empty: give each pair as KEY=VALUE"

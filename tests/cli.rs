@@ -554,6 +554,16 @@ async fn domain_and_key_mistakes_are_answered_for_what_they_are() {
     let (code, out) = run(&["domain", "add", "*.example.com"]);
     assert_eq!(code, Some(1));
     assert!(out.contains("wildcards are not served"), "{out}");
+    // Answered before any request: in a path it would only meet "no such endpoint".
+    let (code, out) = run(&["domain", "remove", "https://links.example.com/"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("a URL, not a host name"), "{out}");
+    let (code, out) = run(&["domain", "add", "xn--zz.example"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("not a valid internationalised domain name"),
+        "{out}"
+    );
 
     let (code, out) = run(&["domain", "add", "links.example.com"]);
     assert_eq!(code, Some(0), "{out}");

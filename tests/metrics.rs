@@ -145,9 +145,9 @@ async fn the_metrics_listener_serves_only_metrics() {
     assert_eq!(with_token.status(), 404);
 }
 
-/// Every metric a fresh edge exports is named in README's "Metrics" section and in
-/// ARCHITECTURE.md's metrics table (without the `clickedge_` prefix), so an operator reading
-/// either finds what a scrape shows.
+/// Every metric a fresh edge exports is named in README's "Metrics" section and somewhere in
+/// ARCHITECTURE.md (its metrics table lists them; without the `clickedge_` prefix), so an
+/// operator reading either finds what a scrape shows.
 #[tokio::test]
 async fn every_exported_metric_is_documented() {
     let edge = Edge::start();

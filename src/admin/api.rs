@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Shared;
-use super::error::{ApiError, parse_name};
+use super::error::{ApiError, parse_name, parse_new_name};
 use super::views::{AddedView, DomainView, KeyView};
 use crate::links::{ContextError, MessageContext, Role};
 
@@ -75,7 +75,7 @@ async fn add_domain(
     let req: AddDomain = parse_json(&body)?;
     let added = state
         .domains
-        .add(parse_name(&req.name)?, req.fallback_url.as_deref())
+        .add(parse_new_name(&req.name)?, req.fallback_url.as_deref())
         .await?;
     let status = if added.created {
         StatusCode::CREATED

@@ -56,6 +56,12 @@ pub(super) fn parse_name(name: &str) -> Result<Domain, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid domain name {name:?}: {e}")))
 }
 
+/// [`parse_name`] for a name being added (`Domain::parse_new`: its A-labels checked too).
+pub(super) fn parse_new_name(name: &str) -> Result<Domain, ApiError> {
+    Domain::parse_new(name)
+        .map_err(|e| ApiError::bad_request(format!("invalid domain name {name:?}: {e}")))
+}
+
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> ApiError {
         let status = match &e {

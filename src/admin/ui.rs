@@ -23,7 +23,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::Shared;
-use super::error::{ApiError, parse_name};
+use super::error::{ApiError, parse_name, parse_new_name};
 use super::views::DomainView;
 use render::{asset, error_page, forbidden, html, login_page, see_other, set_cookie};
 use session::same_origin;
@@ -116,7 +116,7 @@ async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         return refused;
     }
     let input = form(&body).remove("name").unwrap_or_default();
-    let name = match parse_name(input.trim()) {
+    let name = match parse_new_name(input.trim()) {
         Ok(name) => name,
         Err(e) => {
             return index_page(

@@ -91,12 +91,17 @@ impl Client {
             .and_then(|v| v.get("error"))
             .and_then(Value::as_str)
         else {
-            // Not the admin API's JSON: another server (the HTTP listener, a proxy) answered.
-            bail!(
-                "{} answered {status} to {path}, not as the admin API does: is it listen.admin's address? ({})",
-                self.base,
-                escape(text.trim())
-            );
+            // A path the admin API has answered in plain text: another server (the HTTP
+            // listener, a proxy) is at this address. Other plain answers (a body too large)
+            // are the API's own, shown as they are.
+            if matches!(status.as_u16(), 404 | 405) {
+                bail!(
+                    "{} answered {status} to {path}, not as the admin API does: is it listen.admin's address? ({})",
+                    self.base,
+                    escape(text.trim())
+                );
+            }
+            bail!("{} (HTTP {status})", escape(text.trim()));
         };
         if status == reqwest::StatusCode::UNAUTHORIZED {
             bail!(
@@ -139,11 +144,13 @@ pub(super) fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
     while let Some(next) = cause.source() {
         cause = next;
     }
+    // Nothing listening is said as such; past that, with https:// the likely cause is TLS
+    // spoken to the plain listener (reqwest's TLS errors reach here as text only).
     let refused = cause
         .downcast_ref::<std::io::Error>()
         .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
-    let hint = if base.starts_with("https://") && !refused {
-        "listen.admin speaks plain HTTP: use http:// unless a TLS proxy stands in front of it"
+    let hint = if base.starts_with("https://") && !refused && !e.is_timeout() {
+        "listen.admin itself speaks plain HTTP: use http:// unless a TLS proxy stands in front of it"
     } else {
         "is `clickedge serve` running? --admin URL sets another address"
     };

@@ -81,6 +81,20 @@ pub(super) async fn run(
     client: &ClientArgs,
     action: DomainAction,
 ) -> anyhow::Result<()> {
+    // A name that is no name (a URL, a wildcard) is answered here: in a request path it would
+    // only meet "no such endpoint".
+    let named = match &action {
+        DomainAction::List => None,
+        DomainAction::Add { name, .. }
+        | DomainAction::Show { name }
+        | DomainAction::Set { name, .. }
+        | DomainAction::Check { name }
+        | DomainAction::Share { name, .. }
+        | DomainAction::Remove { name, .. } => Some(name),
+    };
+    if let Some(name) = named {
+        crate::Domain::parse(name).map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
+    }
     let c = Client::new(config, client)?;
     // Whether an add registered the name (else it was there already).
     let mut created = true;

@@ -137,13 +137,25 @@ fn address(text: &str) -> Result<SocketAddr, String> {
         return Ok(addr);
     }
     let example = "e.g. \"127.0.0.1:443\", \"0.0.0.0:443\" or \"[::]:443\"";
-    if text.parse::<IpAddr>().is_ok() {
-        let shown = match text.contains(':') {
-            true => format!("[{text}]:443"),
-            false => format!("{text}:443"),
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        let mut shown = match ip {
+            IpAddr::V4(_) => format!("\"{ip}:443\""),
+            IpAddr::V6(_) => format!("\"[{ip}]:443\""),
         };
+        // `::1:9180` is an IPv6 address too; perhaps its last part was meant as the port.
+        if let Some((head, tail)) = bare.rsplit_once(':')
+            && ip.is_ipv6()
+            && tail.parse::<u16>().is_ok()
+            && head.parse::<IpAddr>().is_ok()
+        {
+            shown.push_str(&format!(", or \"[{head}]:{tail}\" if {tail} is the port"));
+        }
         return Err(format!(
-            "{text:?} has no port: give one, e.g. \"{shown}\" (IPv6 addresses in brackets)"
+            "{text:?} has no port: give one, e.g. {shown} (IPv6 addresses in brackets)"
         ));
     }
     let Some((host, port)) = text.rsplit_once(':') else {
@@ -151,6 +163,11 @@ fn address(text: &str) -> Result<SocketAddr, String> {
             "{text:?} is not an address with a port ({example})"
         ));
     };
+    if host.is_empty() {
+        return Err(format!(
+            "{text:?} has no address before the port: e.g. \"0.0.0.0{text}\" (every IPv4 address) or \"127.0.0.1{text}\""
+        ));
+    }
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.parse::<IpAddr>().is_err() {
         return Err(format!(

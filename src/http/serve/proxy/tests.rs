@@ -126,6 +126,7 @@ fn every_refusal_reason_is_a_precreated_series() {
         ProxyError::Truncated,
         ProxyError::Oversized { max: V1_MAX },
         ProxyError::Read(std::io::Error::other("reset")),
+        // V1 and V2 (parser errors) take the "malformed" arm with Truncated and Oversized.
     ] {
         assert!(
             crate::metrics::PROXY_REFUSALS.contains(&e.reason()),
