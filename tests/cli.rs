@@ -548,21 +548,30 @@ async fn domain_and_key_mistakes_are_answered_for_what_they_are() {
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.code(), text)
     };
-    let (code, out) = run(&["domain", "add", "https://links.example.com/"]);
-    assert_eq!(code, Some(1));
-    assert!(out.contains("a URL, not a host name"), "{out}");
-    let (code, out) = run(&["domain", "add", "*.example.com"]);
-    assert_eq!(code, Some(1));
-    assert!(out.contains("wildcards are not served"), "{out}");
-    // Answered before any request: in a path it would only meet "no such endpoint".
-    let (code, out) = run(&["domain", "remove", "https://links.example.com/"]);
-    assert_eq!(code, Some(1));
-    assert!(out.contains("a URL, not a host name"), "{out}");
-    let (code, out) = run(&["domain", "add", "xn--zz.example"]);
-    assert_eq!(code, Some(1));
-    assert!(
-        out.contains("not a valid internationalised domain name"),
-        "{out}"
+    // Refused, each with its words: before any request for a name that is no name (in a path it
+    // would only meet "no such endpoint"); standard input is not a terminal, so a removal that
+    // could go ahead would ask for --yes, and one that cannot must not.
+    let refused = |args: &[&str], says: &str| {
+        let (code, out) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {out}");
+        assert!(out.contains(says), "{args:?}: {out}");
+        out
+    };
+    refused(
+        &["domain", "add", "https://links.example.com/"],
+        "a URL, not a host name",
+    );
+    refused(
+        &["domain", "add", "*.example.com"],
+        "wildcards are not served",
+    );
+    refused(
+        &["domain", "remove", "https://links.example.com/"],
+        "a URL, not a host name",
+    );
+    refused(
+        &["domain", "add", "xn--zz.example"],
+        "not a valid internationalised domain name",
     );
 
     let (code, out) = run(&["domain", "add", "links.example.com"]);
@@ -575,23 +584,20 @@ async fn domain_and_key_mistakes_are_answered_for_what_they_are() {
         "{out}"
     );
 
-    // Standard input is not a terminal: a removal that could go ahead would ask for --yes.
-    let (code, out) = run(&["domain", "remove", "never.example.com"]);
-    assert_eq!(code, Some(1));
-    assert!(!out.contains("--yes"), "{out}");
-    assert!(out.contains("never.example.com"), "{out}");
-    let (code, out) = run(&["keys", "remove", "999"]);
-    assert_eq!(code, Some(1));
-    assert!(out.contains("no link key 999"), "{out}");
-    assert!(!out.contains("--yes"), "{out}");
-    let (code, out) = run(&["keys", "remove", "1"]);
-    assert_eq!(code, Some(1));
-    assert!(out.contains("key 1 is the sealing key"), "{out}");
-    let (code, out) = run(&["domain", "remove", "links.example.com"]);
-    assert_eq!(code, Some(1));
-    assert!(
-        out.contains("domain remove links.example.com --yes"),
-        "{out}"
+    for (args, says) in [
+        (
+            &["domain", "remove", "never.example.com"][..],
+            "never.example.com",
+        ),
+        (&["keys", "remove", "999"], "no link key 999"),
+        (&["keys", "remove", "1"], "key 1 is the sealing key"),
+    ] {
+        let out = refused(args, says);
+        assert!(!out.contains("--yes"), "{args:?}: {out}");
+    }
+    refused(
+        &["domain", "remove", "links.example.com"],
+        "domain remove links.example.com --yes",
     );
 }
 
