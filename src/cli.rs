@@ -385,11 +385,12 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                         .into_iter()
                         .flatten()
                         .find(|k| k["id"] == *id);
+                    // The store's own refusals, said before the question.
                     match key {
-                        None => bail!("no link key {id} (`clickedge keys list` shows them)"),
-                        Some(k) if k["active"].as_bool() == Some(true) => bail!(
-                            "key {id} is the sealing key; add a new key first (clickedge keys rotate)"
-                        ),
+                        None => return Err(crate::keys::KeyError::NoSuchKey(*id).into()),
+                        Some(k) if k["active"].as_bool() == Some(true) => {
+                            return Err(crate::keys::KeyError::Sealing(*id).into());
+                        }
                         Some(_) => {}
                     }
                     confirm(

@@ -457,7 +457,7 @@ async fn serve_with_stdout_closed_serves_on() {
         .spawn()
         .unwrap();
     drop(child.stdout.take()); // the reading end closed before the edge writes a byte
-    let admin = poll_log(&log, |text| {
+    let admin = common::poll_file(&log, "where the edge listens, logged", |text| {
         text.lines()
             .find(|l| l.contains("listening"))?
             .split_whitespace()
@@ -473,22 +473,6 @@ async fn serve_with_stdout_closed_serves_on() {
     assert!(child.wait().unwrap().success());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("panicked"), "{text}");
-}
-
-/// Polls the file at `path` until `find` finds something in it (at most 30 s).
-fn poll_log<T>(path: &std::path::Path, find: impl Fn(&str) -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(found) = find(&text) {
-            return found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not in the log:\n{text}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 /// A client command that cannot use what it was given says which thing and what to give: the

@@ -438,18 +438,10 @@ impl Edge {
 
     /// Polls stderr until it contains `text` `times` times (or fails after 20 s).
     pub fn wait_for_log(&self, text: &str, times: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = self.stderr();
-            if log.matches(text).count() >= times {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{text:?} not logged {times} time(s):\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let path = self.dir.path().join("stderr.log");
+        poll_file(&path, &format!("{text:?} logged {times} time(s)"), |log| {
+            (log.matches(text).count() >= times).then(|| log.to_owned())
+        })
     }
 
     /// Sends SIGTERM and waits for the exit.
@@ -689,5 +681,19 @@ pub fn test_certs(ca_name: &str, names: &[&str]) -> TestCerts {
         ca: ca_cert.pem(),
         cert: leaf.pem(),
         key: key.serialize_pem(),
+    }
+}
+
+/// Polls the file at `path` until `find` finds what is `wanted` in it (at most 20 s); what it
+/// found. Fails showing the file.
+pub fn poll_file<T>(path: &Path, wanted: &str, find: impl Fn(&str) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(found) = find(&text) {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "not {wanted}:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
