@@ -8,7 +8,10 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         let text = c.to_string();
         // Some errors print their source in their own message already (`outer: source`):
         // said once.
-        if !s.strip_suffix(&text).is_some_and(|said| said.ends_with(": ")) {
+        if !s
+            .strip_suffix(&text)
+            .is_some_and(|said| said.ends_with(": "))
+        {
             s.push_str(": ");
             s.push_str(&text);
         }
