@@ -50,6 +50,10 @@ pub struct DomainState {
     pub checks: Vec<Check>,
     /// When the checks ran; none if never.
     pub checked_at: Option<SystemTime>,
+    /// Why the configured issuer will never give it a certificate, if it knows without asking
+    /// (a name outside the built-in CA's `tls.local_ca_names`). The name stays registered, as
+    /// the operator may be about to change the issuer.
+    pub warning: Option<String>,
 }
 
 /// What [`Domains::add`] did.
@@ -57,12 +61,9 @@ pub struct DomainState {
 pub struct Added {
     /// True if the name was new; false if it was registered already (its backoff was reset).
     pub created: bool,
-    /// The domain after adding (and checking) it.
+    /// The domain after adding (and checking) it; its `warning` says at once if the issuer
+    /// will never vouch for it.
     pub domain: DomainState,
-    /// Why the configured issuer will never give it a certificate, if it knows already (a name
-    /// outside the built-in CA's `tls.local_ca_names`): added all the same, as the operator may
-    /// be about to change the issuer.
-    pub warning: Option<String>,
 }
 
 /// Domain lifecycle over the store, the policy, the certificates and the checks.
@@ -143,7 +144,6 @@ impl Domains {
         }
         Ok(Added {
             created,
-            warning: self.certs.issuer_refuses(&name),
             domain: self.state(record).await?,
         })
     }
@@ -228,6 +228,7 @@ impl Domains {
             None => (Vec::new(), None),
         };
         Ok(DomainState {
+            warning: self.certs.issuer_refuses(&record.name),
             record,
             certificate,
             checks,

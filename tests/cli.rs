@@ -586,7 +586,8 @@ async fn domain_and_key_mistakes_are_answered_for_what_they_are() {
 }
 
 /// The built-in CA vouches only for `tls.local_ca_names`: a name outside them is added, and the
-/// operator is told at once why it will get no certificate and what to change.
+/// operator is told at once, and by `domain show` from then on, why it will get no certificate
+/// and what to change.
 #[tokio::test]
 async fn adding_a_name_the_built_in_ca_will_not_vouch_for_warns_at_once() {
     let edge = Edge::start();
@@ -598,7 +599,16 @@ async fn adding_a_name_the_built_in_ca_will_not_vouch_for_warns_at_once() {
         ) && out.contains("not links.mycorp.io: add its zone there"),
         "{out}"
     );
+    let out = edge.cli(&["domain", "show", "links.mycorp.io"]);
+    assert!(
+        out.contains(
+            "warning:     the built-in CA vouches only for names under tls.local_ca_names"
+        ),
+        "domain show says it too: {out}"
+    );
     let out = edge.cli(&["domain", "add", "links.example.com"]);
+    assert!(!out.contains("warning"), "{out}");
+    let out = edge.cli(&["domain", "show", "links.example.com"]);
     assert!(!out.contains("warning"), "{out}");
 }
 

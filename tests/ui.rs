@@ -372,3 +372,66 @@ async fn the_page_shows_both_forms_of_an_internationalised_name_and_each_fallbac
         "{plain}"
     );
 }
+
+/// A name the built-in CA will never vouch for (outside `tls.local_ca_names`) is added from the
+/// form all the same, and its page and the list say at once why it will get no certificate,
+/// as the API's `"warning"` does; a name inside them carries no such word.
+#[tokio::test]
+async fn a_name_the_built_in_ca_will_not_vouch_for_says_so_on_its_page_and_in_the_list() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    let (status, cookie) = sign_in(&edge, &edge.token).await;
+    assert_eq!(status, 303);
+    let session = cookie.unwrap().split(';').next().unwrap().to_owned();
+    let res = form_post(
+        &no_redirects(),
+        &format!("http://{}/ui/domains", edge.admin),
+    )
+    .header(header::COOKIE, &session)
+    .header(header::ORIGIN, format!("http://{}", edge.admin))
+    .body(form(&[("name", "links.mycorp.io")]))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers()[header::LOCATION],
+        "/ui/domains/links.mycorp.io"
+    );
+    let get = |path: &str| {
+        let req = no_redirects()
+            .get(format!("http://{}{path}", edge.admin))
+            .header(header::COOKIE, &session);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+
+    let page = get("/ui/domains/links.mycorp.io").await;
+    assert!(
+        page.contains("No certificate will be issued for this name:</strong> the built-in CA vouches only for names under tls.local_ca_names"),
+        "{page}"
+    );
+    assert!(
+        !get("/ui/domains/links.example.com")
+            .await
+            .contains("No certificate will be issued")
+    );
+    let list = get("/ui/").await;
+    assert_eq!(
+        list.matches("the issuer will not vouch for it").count(),
+        1,
+        "{list}"
+    );
+    let (_, shown) = edge
+        .admin(reqwest::Method::GET, "/v1/domains/links.mycorp.io", None)
+        .await;
+    assert!(
+        shown["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("not links.mycorp.io: add its zone there")),
+        "{shown}"
+    );
+    let (_, other) = edge
+        .admin(reqwest::Method::GET, "/v1/domains/links.example.com", None)
+        .await;
+    assert!(other.get("warning").is_none(), "{other}");
+}

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::Shared;
 use super::error::{ApiError, parse_name, parse_new_name};
-use super::views::{AddedView, DomainView, KeyView};
+use super::views::{DomainView, KeyView};
 use crate::links::{ContextError, MessageContext, Role};
 
 /// The `/v1` routes (the token check is layered on by the caller). Those that change something
@@ -82,11 +82,7 @@ async fn add_domain(
     } else {
         StatusCode::OK
     };
-    let view = AddedView {
-        domain: DomainView::from(added.domain),
-        warning: added.warning,
-    };
-    Ok((status, axum::Json(view)))
+    Ok((status, axum::Json(DomainView::from(added.domain))))
 }
 
 async fn show_domain(

@@ -28,14 +28,8 @@ pub(super) struct DomainView {
     pub(super) checks: Vec<Check>,
     /// When the checks ran (RFC 3339); none if never.
     pub(super) checked_at: Option<String>,
-}
-
-/// A domain as `POST /v1/domains` answers: its view, and why the issuer will never vouch for
-/// it if that is known already.
-#[derive(Serialize)]
-pub(super) struct AddedView {
-    #[serde(flatten)]
-    pub(super) domain: DomainView,
+    /// Why the configured issuer will never vouch for it, when that is known without asking;
+    /// absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) warning: Option<String>,
 }
@@ -55,6 +49,7 @@ impl From<DomainState> for DomainView {
             certificate: d.certificate,
             checks: d.checks,
             checked_at: d.checked_at.map(rfc3339),
+            warning: d.warning,
         }
     }
 }

@@ -263,6 +263,9 @@ fn print_domain(v: &Value) {
     say!("name:        {}{}", field(&v["name"]), also_shown_as(v));
     say!("added:       {}", field(&v["created_at"]));
     say!("fallback:    {}", fallback(v));
+    if let Some(warning) = v["warning"].as_str() {
+        say!("warning:     {}", escape(warning));
+    }
     say!("certificate: {}", field(&cert["status"]));
     say!("  issuer:    {}", field(&cert["issuer"]));
     say!(

@@ -84,8 +84,9 @@ pub(super) fn index(
     html(status, "Domains", &b)
 }
 
-/// What the list shows under a domain's name: its Unicode form when it has one, and where its
-/// links that do not open send recipients.
+/// What the list shows under a domain's name: its Unicode form when it has one, that the issuer
+/// will never vouch for it when that is known, and where its links that do not open send
+/// recipients.
 fn also_known(v: &DomainView) -> String {
     let mut out = String::new();
     if v.unicode != v.name.as_str() {
@@ -94,6 +95,9 @@ fn also_known(v: &DomainView) -> String {
             "<span class=\"unicode\" lang=\"und\">{}</span>",
             esc(&v.unicode)
         );
+    }
+    if v.warning.is_some() {
+        out.push_str("<span class=\"issuer-warning\">the issuer will not vouch for it</span>");
     }
     if let Some(url) = &v.fallback_url {
         let _ = write!(
@@ -167,6 +171,14 @@ pub(super) fn domain_body(
             None => "shows a page saying the link is not valid or has expired.".to_owned(),
         }
     );
+    if let Some(warning) = &v.warning {
+        let _ = write!(
+            b,
+            "<p class=\"issuer-warning\" role=\"note\"><strong>No certificate will be issued \
+             for this name:</strong> {}</p>",
+            esc(warning)
+        );
+    }
     let (class, line) = summary(&v.checks, v.checked_at.is_some());
     let advice = match class {
         "fail" => " — apply the fix under each failure, then check again.",
