@@ -77,6 +77,29 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The SQLite database file could not be opened or set up (a file that is not one, no
+    /// permission, a full disk).
+    #[error("store: the SQLite database {}: {op}", path.display())]
+    Sqlite {
+        /// `store.path`.
+        path: std::path::PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `store.path` is in a directory that does not exist (the data dir is created; a directory
+    /// of the operator's choosing is not, lest a typo create one).
+    #[error(
+        "store: the SQLite database {}: its directory does not exist: create it, or set store.path \
+         to a file in one that does",
+        path.display()
+    )]
+    NoDirectory {
+        /// `store.path`.
+        path: std::path::PathBuf,
+    },
     /// A value read back is not what was written (corruption, manual edits).
     #[error("store: corrupt value in {0}")]
     Corrupt(&'static str),

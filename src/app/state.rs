@@ -43,17 +43,9 @@ impl State {
         registry: &Registry,
         metrics: &Metrics,
     ) -> anyhow::Result<State> {
-        // A store error starts with "store:"; SQLite's are told which file, PostgreSQL's name
-        // the URL themselves (its password redacted).
-        let store = store::open(config)
-            .await
-            .map_err(|e| match config.store.kind() {
-                StoreKind::Sqlite => anyhow::Error::new(e).context(format!(
-                    "the SQLite store {}",
-                    config.store_path().display()
-                )),
-                StoreKind::Postgres => e.into(),
-            })?;
+        // A store error opening it names the SQLite file or the PostgreSQL URL (its password
+        // redacted) itself.
+        let store = store::open(config).await?;
         registry
             .register(Box::new(store.queries()))
             .context("registering metrics")?;

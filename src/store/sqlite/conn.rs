@@ -21,18 +21,34 @@ pub(super) fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, restricted to its owner.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path).map_err(db("opening database"))?;
+        let failed = |op| {
+            move |e: rusqlite::Error| StoreError::Sqlite {
+                path: path.to_owned(),
+                op,
+                source: Box::new(e),
+            }
+        };
+        if path
+            .parent()
+            .is_some_and(|dir| !dir.as_os_str().is_empty() && !dir.is_dir())
+        {
+            return Err(StoreError::NoDirectory {
+                path: path.to_owned(),
+            });
+        }
+        let conn = Connection::open(path).map_err(failed("opening it"))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-            StoreError::Db {
-                op: "restricting database permissions",
+            StoreError::Sqlite {
+                path: path.to_owned(),
+                op: "restricting it to its owner (mode 0600)",
                 source: Box::new(e),
             }
         })?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
         )
-        .map_err(db("configuring database"))?;
-        migrate(&conn).map_err(db("migrating schema"))?;
+        .map_err(failed("setting it up (is it a SQLite database?)"))?;
+        migrate(&conn).map_err(failed("migrating its schema"))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             queries: crate::store::query_counter(),

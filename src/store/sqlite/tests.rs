@@ -33,6 +33,38 @@ fn reopening_keeps_data_and_does_not_rerun_migrations() {
     assert_eq!(rt.block_on(s.domains()).unwrap().len(), 1);
 }
 
+/// A store that cannot be opened is named, with what to do: a directory that does not exist is
+/// not created (a typo in `store.path` would make one), and a file that is not a database is
+/// said to be one, not "configuring database".
+#[test]
+fn a_file_that_cannot_be_a_store_is_named_with_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("clickedge.db");
+    let err = SqliteStore::open(&missing).err().unwrap();
+    assert!(matches!(err, StoreError::NoDirectory { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "store: the SQLite database {}: its directory does not exist: create it, or set \
+             store.path to a file in one that does",
+            missing.display()
+        )
+    );
+    assert!(!missing.parent().unwrap().exists());
+
+    let not_a_db = dir.path().join("clickedge.toml");
+    std::fs::write(&not_a_db, "data_dir = \"somewhere\"\n".repeat(100)).unwrap();
+    let err = SqliteStore::open(&not_a_db).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "store: the SQLite database {}: setting it up (is it a SQLite database?)",
+            not_a_db.display()
+        )
+    );
+    assert!(crate::errors::chain(&err).contains("file is not a database"));
+}
+
 #[test]
 fn failures_recorded_before_kinds_get_theirs_once() {
     let dir = tempfile::tempdir().unwrap();
