@@ -45,14 +45,24 @@ use crate::tls::Ja4;
 /// Why a trace line cannot be replayed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// Not a trace: bad JSON, a missing or unknown member.
-    #[error("trace line {line} is not a trace")]
+    /// Not JSON at all (another file, a line broken in two).
+    #[error(
+        "trace line {line} is not JSON (at column {column}): a trace is one JSON object on one \
+         line, as README's \"Replay and accuracy\" shows"
+    )]
+    NotJson {
+        /// The line number, from 1.
+        line: usize,
+        /// Where the JSON broke off, from 1.
+        column: usize,
+    },
+    /// JSON but not a trace: a missing or unknown member, a value of the wrong type.
+    #[error("trace line {line} is not a trace: {what}")]
     Json {
         /// The line number, from 1.
         line: usize,
-        /// What serde_json found.
-        #[source]
-        source: serde_json::Error,
+        /// What serde_json found, without its position (always line 1 of the one line).
+        what: String,
     },
     /// A member with a value the edge could not have seen.
     #[error("trace line {line}: {what}")]
@@ -216,8 +226,7 @@ impl Replay {
     /// Judges the trace on `text` (line number `line`, from 1) and appends the lines the edge
     /// would have written (the click, then any revisions it caused) to `out`.
     pub fn trace(&mut self, line: usize, text: &str, out: &mut Vec<u8>) -> Result<(), ReplayError> {
-        let trace: Trace =
-            serde_json::from_str(text).map_err(|source| ReplayError::Json { line, source })?;
+        let trace: Trace = serde_json::from_str(text).map_err(|e| not_a_trace(line, &e))?;
         let (mut click, headers) =
             event(&trace).map_err(|what| ReplayError::Invalid { line, what })?;
         let verdict = self.rules.judge(&Facts {
@@ -266,6 +275,22 @@ impl Replay {
 }
 
 /// The click and headers a trace describes, or what is wrong with it.
+/// Why trace `line` did not parse, in words that fit a file of one trace per line.
+fn not_a_trace(line: usize, e: &serde_json::Error) -> ReplayError {
+    if e.is_syntax() || e.is_eof() {
+        return ReplayError::NotJson {
+            line,
+            column: e.column(),
+        };
+    }
+    let what = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    ReplayError::Json {
+        line,
+        what: what.strip_suffix(&position).unwrap_or(&what).to_owned(),
+    }
+}
+
 fn event(t: &Trace) -> Result<(ClickEvent, HeaderMap), String> {
     let time = |name: &str, s: &str| {
         parse_rfc3339(s).ok_or_else(|| format!("{name} {s:?} is not an RFC 3339 time"))

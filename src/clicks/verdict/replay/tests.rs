@@ -125,7 +125,29 @@ fn bad_traces_name_their_line_and_member() {
         ),
         "trace line 7: method \"POST\" is not GET or HEAD"
     );
-    assert_eq!(err(&mut r, r#"{"time":1}"#), "trace line 7 is not a trace");
+    assert_eq!(
+        err(&mut r, r#"{"time":1}"#),
+        "trace line 7 is not a trace: invalid type: integer `1`, expected a string"
+    );
+    assert_eq!(
+        err(
+            &mut r,
+            r#"{"time":"2025-11-24T09:00:00Z","adress":"192.0.2.1"}"#
+        ),
+        "trace line 7 is not a trace: unknown field `adress`, expected one of `time`, \
+         `address`, `method`, `headers`, `tls_fp`, `context`, `minted_at`, `domain`, `url`, \
+         `label`, `note`"
+    );
+    assert_eq!(
+        err(&mut r, "time,address"),
+        "trace line 7 is not JSON (at column 2): a trace is one JSON object on one line, as \
+         README's \"Replay and accuracy\" shows"
+    );
+    assert_eq!(
+        err(&mut r, r#"{"time":"2025-11-24T09:00:00Z","#),
+        "trace line 7 is not JSON (at column 31): a trace is one JSON object on one line, as \
+         README's \"Replay and accuracy\" shows"
+    );
     r.trace(8, r#"{"time":"2025-11-24T09:00:00Z","address":"192.0.2.1","minted_at":"2025-11-20T09:00:00Z","method":"HEAD"}"#, &mut out).unwrap();
     assert_eq!(
         lines(&out)[0]["reasons"],
