@@ -1,5 +1,6 @@
 //! Click file names: `clicks-<UTC time of opening, ms>.jsonl` (`clicks-20261125T091000.123Z.jsonl`),
-//! so a plain sort of the directory is time order, with no characters that need quoting.
+//! so a plain sort of the directory is the order the files were written in (a new name always
+//! sorts after the newest, even if the clock was set back), with no characters that need quoting.
 //!
 //! The file being written carries `.open` after that name (`clicks-….jsonl.open`) and is renamed
 //! to its closed name when it is closed (on rotation, at shutdown, or by startup recovery after a
@@ -51,15 +52,30 @@ pub(super) fn is_log_file(name: &str) -> bool {
 }
 
 /// Creates a new click file in `dir` for appending, with `access`'s mode, under its open name
-/// for `clock`'s time, and returns it with its path. Never reuses a name, open or closed: if one
-/// is taken (two files within a millisecond) the next millisecond is tried, so the new name
-/// still sorts after every earlier one.
+/// for `clock`'s time, and returns it with its path. The new name sorts after every click file
+/// already in `dir`, open or closed: the shipper, retention and startup recovery take name
+/// order for the log's order. So a name taken (two files within a millisecond) or a clock set
+/// back (a host restored from a snapshot, a corrected clock) gets the millisecond after the
+/// newest name instead of its own, the latter with a warning.
 pub(super) fn create_next(
     dir: &Path,
     clock: &Clock,
     access: Access,
 ) -> io::Result<(File, PathBuf)> {
     let mut at = clock.now();
+    if let Some((newest, its_time)) = newest_name(dir)?
+        && its_time >= at
+    {
+        if its_time > at {
+            tracing::warn!(
+                newest = %newest,
+                now = %format_ts(at),
+                "the clock is behind the newest click file; the next one is named after it, so \
+                 that the log stays in order"
+            );
+        }
+        at = its_time + Duration::from_millis(1);
+    }
     loop {
         let closed = dir.join(file_name(at));
         let path = dir.join(open_name(&file_name(at)));
@@ -109,6 +125,34 @@ pub(super) fn close(path: &Path) -> io::Result<PathBuf> {
 
 fn file_name(t: SystemTime) -> String {
     format!("{PREFIX}{}{SUFFIX}", file_stamp(t))
+}
+
+/// The newest click file's closed name in `dir` (by name: time order) and the time it stands
+/// for; none if there is none whose name reads as a time.
+fn newest_name(dir: &Path) -> io::Result<Option<(String, SystemTime)>> {
+    let mut newest: Option<String> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(closed) = name.to_str().and_then(closed_name)
+            && newest.as_deref().is_none_or(|n| closed > n)
+        {
+            newest = Some(closed.to_owned());
+        }
+    }
+    Ok(newest.and_then(|n| {
+        let at = name_time(&n)?;
+        Some((n, at))
+    }))
+}
+
+/// The time a click file's closed name stands for (the inverse of [`file_name`]).
+fn name_time(closed: &str) -> Option<SystemTime> {
+    let stamp = closed.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    let format = time::macros::format_description!(
+        "[year][month][day]T[hour][minute][second].[subsecond digits:3]Z"
+    );
+    let t = time::PrimitiveDateTime::parse(stamp, format).ok()?;
+    Some(t.assume_utc().into())
 }
 
 /// `20261125T091000.123Z`: sortable, no characters that need quoting.
@@ -163,6 +207,34 @@ mod tests {
         assert!(is_log_file("clicks-20251124T160000.000Z.jsonl.torn"));
         assert!(is_log_file("clicks-20251124T160000.000Z.jsonl.torn.2"));
         assert!(!is_log_file("notes.txt"));
+    }
+
+    /// A clock set back (a restored snapshot, a corrected clock) must not name a file before
+    /// the newest one: the shipper, retention and recovery read the log in name order.
+    #[test]
+    fn a_clock_set_back_names_the_next_file_after_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let later = ManualClock::new(from_unix_secs(1_764_003_600)).clock();
+        let (_, first) = create_next(dir.path(), &later, Access::Private).unwrap();
+        close(&first).unwrap();
+        let earlier = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
+        let (_, next) = create_next(dir.path(), &earlier, Access::Private).unwrap();
+        assert!(
+            next.ends_with("clicks-20251124T170000.001Z.jsonl.open"),
+            "{}",
+            next.display()
+        );
+        // Open or closed, the newest counts; a clock ahead of it names by itself.
+        let (_, after) = create_next(dir.path(), &earlier, Access::Private).unwrap();
+        assert!(after.ends_with("clicks-20251124T170000.002Z.jsonl.open"));
+        let ahead = ManualClock::new(from_unix_secs(1_764_007_200)).clock();
+        let (_, own) = create_next(dir.path(), &ahead, Access::Private).unwrap();
+        assert!(own.ends_with("clicks-20251124T180000.000Z.jsonl.open"));
+        assert_eq!(
+            name_time("clicks-20251124T170000.001Z.jsonl"),
+            Some(from_unix_secs(1_764_003_600) + Duration::from_millis(1))
+        );
+        assert_eq!(name_time("clicks-notatime.jsonl"), None);
     }
 
     #[test]
