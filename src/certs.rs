@@ -93,7 +93,7 @@ impl From<Hold> for IssueFailure {
 /// The certificate source used by the TLS acceptor.
 pub struct Certs {
     cache: moka::sync::Cache<Domain, Entry>,
-    inflight: Mutex<HashMap<Domain, watch::Receiver<Outcome>>>,
+    inflight: Mutex<HashMap<Domain, (Flight, watch::Receiver<Outcome>)>>,
     backoff: Backoff,
     schedule: Mutex<Schedule>,
     wake: Notify,
@@ -194,14 +194,22 @@ impl Certs {
             self.metrics.cert_lookup_hits.inc();
             return Ok(entry.key);
         }
-        if let Some(pending) = self.backoff.pending(name, now) {
-            return Err(CertError::BackingOff {
-                domain: name.clone(),
-                retry_at: pending.until,
-                last_error: pending.cause,
-            });
+        // A name backing off fails from memory once its flight found nothing stored; until
+        // then it may be a failed renewal, whose certificate keeps serving.
+        if let Some(pending) = self.backoff.pending(name, now)
+            && pending.nothing_stored
+        {
+            return Err(flight::backing_off(name, pending));
         }
         self.metrics.cert_lookup_misses.inc();
+        // A renewal may take long (the CA's rate budget, an order): the certificate it replaces
+        // serves meanwhile, read from the store rather than waited for.
+        if self.renewing(name)
+            && let Some(entry) = self.stored(name).await?
+        {
+            self.cache.insert(name.clone(), entry.clone());
+            return Ok(entry.key);
+        }
         let mut rx = self.fly(name, Flight::Obtain);
         let outcome = tokio::time::timeout(self.on_demand_timeout, rx.wait_for(Option::is_some))
             .await
@@ -209,7 +217,13 @@ impl Certs {
             .map_err(|_| CertError::Timeout(name.clone()))?
             .clone();
         match outcome {
-            Some(Ok(entry)) => Ok(entry.key),
+            Some(Ok(entry)) if entry.not_after > self.clock.now() => Ok(entry.key),
+            // A renewal that failed hands back the certificate it keeps, which may have
+            // expired: that is never served.
+            Some(Ok(_)) => Err(self.backoff.pending(name, self.clock.now()).map_or_else(
+                || CertError::Timeout(name.clone()),
+                |p| flight::backing_off(name, p),
+            )),
             Some(Err(e)) => Err(e),
             None => Err(CertError::Timeout(name.clone())),
         }

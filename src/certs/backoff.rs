@@ -4,8 +4,11 @@
 //! no new order is placed, and why the last attempt failed ([`IssueStatus`]). It survives a
 //! restart, so a crash loop does not become an order loop, and the admin API reads it. [`Backoff`]
 //! is the only writer of those columns, and keeps in memory a copy of the rows that say "not
-//! before", written through on every change and loaded at start, so a handshake for a name that
-//! is backing off fails fast without a store query. Nothing else keeps backoff state.
+//! before", written through on every change and loaded at start. Backing off holds back orders,
+//! not the certificate a failed renewal keeps serving: a handshake for a name that backs off
+//! looks in the store once (it may be a renewal that failed, with a valid certificate stored),
+//! and once nothing is found there it fails fast without a store query. Nothing else keeps
+//! backoff state.
 //!
 //! A held-back order (a blocking onboarding check fails) is recorded and logged once per
 //! [`HELD_NOTICE_INTERVAL`] per name and reason, not once per handshake: a client retrying a
@@ -35,6 +38,10 @@ pub(super) struct NotBefore {
     pub(super) cause: IssueFailure,
     /// Failed attempts in a row.
     pub(super) failures: u32,
+    /// True once this node found no unexpired certificate of the name in the store while it
+    /// backs off: its handshakes then fail from memory. Until then they look (one store read
+    /// per flight), since a failed renewal leaves the current certificate serving.
+    pub(super) nothing_stored: bool,
 }
 
 /// The issuance status of every domain: recorded in the store, with an in-memory copy of the
@@ -73,6 +80,7 @@ impl Backoff {
                 until,
                 cause: cause.clone(),
                 failures: d.failures,
+                nothing_stored: false,
             };
             self.not_before.insert(d.name.clone(), not_before);
         } else {
@@ -112,6 +120,7 @@ impl Backoff {
             until,
             cause,
             failures: record.failures,
+            nothing_stored: false,
         };
         self.not_before.insert(name.clone(), not_before.clone());
         Some(not_before)
@@ -142,10 +151,23 @@ impl Backoff {
             retry_at: Some(until),
         };
         self.record_or_warn(name, &status).await;
+        if serving_until.is_none() {
+            self.nothing_stored(name);
+        }
         NotBefore {
             until,
             cause,
             failures,
+            nothing_stored: serving_until.is_none(),
+        }
+    }
+
+    /// Notes that the store holds no unexpired certificate of `name`, which backs off: its
+    /// handshakes fail from memory until its status changes (a new failure, a success, a
+    /// reset, another node's record).
+    pub(super) fn nothing_stored(&self, name: &Domain) {
+        if let Some(mut n) = self.not_before.get_mut(name) {
+            n.nothing_stored = true;
         }
     }
 
@@ -241,6 +263,7 @@ impl Backoff {
                     until,
                     cause: cause.clone(),
                     failures: status.failures,
+                    nothing_stored: false,
                 };
                 self.not_before.insert(name.clone(), not_before);
             }

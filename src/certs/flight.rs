@@ -41,11 +41,11 @@ impl Certs {
     /// Joins the flight for `name`, starting one if none is in the air.
     pub(super) fn fly(self: &Arc<Self>, name: &Domain, kind: Flight) -> watch::Receiver<Outcome> {
         let mut inflight = lock(&self.inflight);
-        if let Some(rx) = inflight.get(name) {
+        if let Some((_, rx)) = inflight.get(name) {
             return rx.clone();
         }
         let (tx, rx) = watch::channel(None);
-        inflight.insert(name.clone(), rx.clone());
+        inflight.insert(name.clone(), (kind, rx.clone()));
         drop(inflight);
         let this = self.clone();
         let name = name.clone();
@@ -67,6 +67,13 @@ impl Certs {
             let _ = tx.send(Some(result));
         });
         rx
+    }
+
+    /// True while a renewal of `name` is in the air on this node.
+    pub(super) fn renewing(&self, name: &Domain) -> bool {
+        lock(&self.inflight)
+            .get(name)
+            .is_some_and(|(kind, _)| *kind == Flight::Renew)
     }
 
     /// A valid certificate of `name` in the store, as a cache entry (scheduling its renewal if
@@ -105,6 +112,8 @@ impl Certs {
         if let Some(entry) = self.stored(name).await? {
             return Ok(entry);
         }
+        // Nothing valid is stored: if the name backs off, its next handshakes fail from memory.
+        self.backoff.nothing_stored(name);
         if let Some(hold) = self.gate.as_ref().and_then(|g| g.hold(name)) {
             // Recorded as the domain's last error (without backoff: asking the gate is free).
             if self
@@ -121,8 +130,10 @@ impl Certs {
         }
         let deadline = tokio::time::Instant::now() + self.on_demand_timeout;
         loop {
-            // A failure another node recorded backs the name off here too.
+            // A failure another node recorded backs the name off here too. Nothing valid was
+            // stored a moment ago: the name's next handshakes fail from memory.
             if let Some(not_before) = self.backoff.recheck(name, self.clock.now()).await {
+                self.backoff.nothing_stored(name);
                 return Err(backing_off(name, not_before));
             }
             if let Some(claim) = self.claim(name).await? {
@@ -270,7 +281,7 @@ pub(super) enum IssueOutcome {
 }
 
 /// The error of a handshake waiting on a name that backs off.
-fn backing_off(name: &Domain, not_before: NotBefore) -> CertError {
+pub(super) fn backing_off(name: &Domain, not_before: NotBefore) -> CertError {
     CertError::BackingOff {
         domain: name.clone(),
         retry_at: not_before.until,

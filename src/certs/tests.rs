@@ -10,11 +10,12 @@ use std::time::SystemTime;
 
 mod cluster;
 
-/// Counts issuances; fails while `fail` is set.
+/// Counts issuances; fails while `fail` is set; a renewal never ends while `stall_renewals` is.
 struct Counting {
     ca: LocalCa,
     calls: AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
+    stall_renewals: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -30,6 +31,10 @@ impl Issuer for Counting {
     ) -> Result<StoredCert, IssueError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::task::yield_now().await;
+        if r.is_some() && self.stall_renewals.load(Ordering::SeqCst) {
+            // A CA that never answers, or a rate budget hours away.
+            std::future::pending::<()>().await;
+        }
         if self.fail.load(Ordering::SeqCst) {
             return Err(refusal(d));
         }
@@ -55,6 +60,7 @@ fn setup_at(
         ca: LocalCa::load_or_create(dir, Zones::reserved(), clock.clock()).unwrap(),
         calls: AtomicUsize::new(0),
         fail: false.into(),
+        stall_renewals: false.into(),
     });
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let certs = certs_over(
@@ -383,6 +389,89 @@ async fn a_renewal_check_does_not_cache_a_name_nobody_clicked() {
     assert!(certs.cache.contains_key(&name));
 }
 
+/// Past the point a 90-day certificate issued at the start is renewed, with life left.
+const RENEWAL_DUE: Duration = Duration::from_secs(65 * 24 * 3600);
+
+/// A renewal that fails backs the name off for new orders, not for the certificate it keeps
+/// serving: a handshake that misses the cache (a restart, a reload, another node) loads the
+/// stored one. Once a name backing off is found to have none stored, its handshakes fail from
+/// memory again, without a store query each.
+#[tokio::test]
+async fn a_failed_renewal_backs_off_orders_while_the_stored_certificate_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::starting_now();
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    certs.resolve(&name).await.unwrap();
+    wall.advance(RENEWAL_DUE);
+    issuer.fail.store(true, Ordering::SeqCst);
+    certs.renew(&name).await.unwrap();
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "the renewal ordered"
+    );
+    assert!(
+        record(&store, &name).await.retry_at.is_some(),
+        "and backs off"
+    );
+
+    certs.reload().await.unwrap();
+    certs.resolve(&name).await.unwrap();
+    let restarted = Arc::new(certs_over(
+        &store,
+        issuer.clone(),
+        [name.clone()],
+        wall.clock(),
+    ));
+    restarted.restore(
+        &store.domains().await.unwrap(),
+        &store.cert_lifetimes().await.unwrap(),
+    );
+    restarted.resolve(&name).await.unwrap();
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "no order while backing off"
+    );
+
+    // The certificate expires, its renewal still failing: nothing to serve, and after one
+    // look in the store the handshakes fail from memory.
+    wall.advance(Duration::from_secs(30 * 24 * 3600));
+    restarted.cache.invalidate_all();
+    let err = restarted.resolve(&name).await.unwrap_err();
+    assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    let queries = store.queries().get();
+    for _ in 0..3 {
+        let err = restarted.resolve(&name).await.unwrap_err();
+        assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    }
+    assert_eq!(store.queries().get(), queries, "from memory");
+}
+
+/// A renewal can take hours (a CA that does not answer, the account's rate budget): a handshake
+/// that misses the cache meanwhile gets the stored certificate instead of waiting on it.
+#[tokio::test]
+async fn a_handshake_during_a_long_renewal_gets_the_stored_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::starting_now();
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    let first = certs.resolve(&name).await.unwrap();
+    wall.advance(RENEWAL_DUE);
+    issuer.stall_renewals.store(true, Ordering::SeqCst);
+    let renewal = certs.fly(&name, Flight::Renew);
+    while issuer.calls.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    certs.cache.invalidate_all();
+    let served = certs.resolve(&name).await.unwrap();
+    assert_eq!(served.cert, first.cert);
+    assert!(renewal.borrow().is_none(), "the renewal goes on");
+}
+
 /// Holds back every name while a hold is set.
 struct Gate(Mutex<Option<Hold>>);
 
@@ -517,6 +606,7 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
         ca: LocalCa::load_or_create(dir.path(), Zones::reserved(), wall.clock()).unwrap(),
         calls: AtomicUsize::new(0),
         fail: true.into(),
+        stall_renewals: false.into(),
     });
     let metrics = Metrics::unregistered();
     let ask = server.ask(store.clone(), &metrics, wall.clock(), None);
