@@ -52,7 +52,7 @@ impl Certs {
         tokio::spawn(async move {
             let result = match kind {
                 Flight::Obtain => this.obtain(&name).await,
-                Flight::Renew => this.renew(&name).await,
+                Flight::Renew => this.renewal_check(&name).await,
             };
             // Cache first, then leave the in-flight map: a handshake arriving in between finds
             // the certificate and starts no second order. A renewal check only replaces what is

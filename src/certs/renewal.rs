@@ -23,6 +23,9 @@ const MAINTENANCE_TICK: Duration = Duration::from_secs(60);
 const FIRST_CHECK_SPREAD_SECS: u64 = 6 * 3600;
 /// Renewal information is asked for again no sooner than this.
 const MIN_ARI_CHECK: Duration = Duration::from_secs(60);
+/// A renewal check that could not be made (the store failed, or storing the new certificate
+/// did) is made again this much later.
+const CHECK_AGAIN: Duration = Duration::from_secs(5 * 60);
 
 /// Renewal times by name, and names by time.
 #[derive(Debug, Default)]
@@ -127,6 +130,30 @@ impl Certs {
         }
     }
 
+    /// The renewal check of `name`, which the schedule no longer holds: one that fails before
+    /// it could decide (the store failed) is counted and made again [`CHECK_AGAIN`] later, so a
+    /// store's outage does not leave the name unscheduled to expire.
+    pub(super) async fn renewal_check(&self, name: &Domain) -> Result<Entry, CertError> {
+        let result = self.renew(name).await;
+        if let Err(e) = &result {
+            let nothing_to_renew = matches!(e, CertError::Unavailable { source, .. }
+                if matches!(**source, LoadError::NothingToRenew));
+            if !matches!(e, CertError::NotServed(_)) && !nothing_to_renew {
+                self.metrics.renewals.with_label_values(&["failed"]).inc();
+                tracing::warn!(domain = %name, error = %error_chain(e), "renewal check failed; checking again in 5 minutes");
+                self.check_again(name);
+            }
+        }
+        result
+    }
+
+    /// Schedules `name` [`CHECK_AGAIN`] from now unless it is scheduled already.
+    fn check_again(&self, name: &Domain) {
+        if !lock(&self.schedule).by_name.contains_key(name) {
+            self.schedule_at(name, self.clock.now() + CHECK_AGAIN);
+        }
+    }
+
     pub(super) async fn renew(&self, name: &Domain) -> Result<Entry, CertError> {
         if !self.policy.is_registered(name.as_str()) {
             return Err(CertError::NotServed(name.clone()));
@@ -198,11 +225,16 @@ impl Certs {
                 self.schedule_at(name, now + self.claims.ttl);
                 return self.serving(name, &current);
             }
+            // Scheduled by `issue`, at the retry time.
             Err(IssueOutcome::Failed(not_before)) => not_before.cause.detail,
-            Err(IssueOutcome::Unusable(e)) => error_chain(&e),
+            // Issued but not usable or not stored: nothing backs off, so check again soon.
+            Err(IssueOutcome::Unusable(e)) => {
+                self.check_again(name);
+                error_chain(&e)
+            }
         };
         self.metrics.renewals.with_label_values(&["failed"]).inc();
-        // The current certificate keeps serving; the schedule was set by `issue`.
+        // The current certificate keeps serving.
         tracing::warn!(domain = %name, error = %message, "renewal failed; the current certificate keeps serving");
         self.serving(name, &current)
     }

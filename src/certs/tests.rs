@@ -16,6 +16,8 @@ struct Counting {
     calls: AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
     stall_renewals: std::sync::atomic::AtomicBool,
+    /// Hands back a certificate whose chain does not parse.
+    unusable: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -34,6 +36,11 @@ impl Issuer for Counting {
         if r.is_some() && self.stall_renewals.load(Ordering::SeqCst) {
             // A CA that never answers, or a rate budget hours away.
             std::future::pending::<()>().await;
+        }
+        if self.unusable.load(Ordering::SeqCst) {
+            let mut cert = self.ca.issue(d, r, claim).await?;
+            cert.chain_pem = "not a certificate".into();
+            return Ok(cert);
         }
         if self.fail.load(Ordering::SeqCst) {
             return Err(refusal(d));
@@ -61,6 +68,7 @@ fn setup_at(
         calls: AtomicUsize::new(0),
         fail: false.into(),
         stall_renewals: false.into(),
+        unusable: false.into(),
     });
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let certs = certs_over(
@@ -450,6 +458,39 @@ async fn a_failed_renewal_backs_off_orders_while_the_stored_certificate_serves()
     assert_eq!(store.queries().get(), queries, "from memory");
 }
 
+/// A renewal check that ends without a decision recorded (here: the renewed certificate is not
+/// usable, so nothing backs off) is made again later: the schedule had let go of the name, and
+/// a name nobody schedules expires unnoticed.
+#[tokio::test]
+async fn a_renewal_check_that_fails_without_a_backoff_is_made_again_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::starting_now();
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    certs.resolve(&name).await.unwrap();
+    wall.advance(RENEWAL_DUE);
+    issuer.unusable.store(true, Ordering::SeqCst);
+    lock(&certs.schedule).pop_due(wall.clock().now());
+    assert!(!lock(&certs.schedule).by_name.contains_key(&name));
+    let mut done = certs.fly(&name, Flight::Renew);
+    done.wait_for(Option::is_some).await.unwrap();
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "the renewal ordered"
+    );
+    assert_eq!(
+        lock(&certs.schedule).by_name.get(&name).copied(),
+        Some(wall.clock().now() + Duration::from_secs(300))
+    );
+    assert_eq!(
+        certs.metrics.renewals.with_label_values(&["failed"]).get(),
+        1
+    );
+    assert!(record(&store, &name).await.retry_at.is_none(), "no backoff");
+}
+
 /// A renewal can take hours (a CA that does not answer, the account's rate budget): a handshake
 /// that misses the cache meanwhile gets the stored certificate instead of waiting on it.
 #[tokio::test]
@@ -607,6 +648,7 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
         calls: AtomicUsize::new(0),
         fail: true.into(),
         stall_renewals: false.into(),
+        unusable: false.into(),
     });
     let metrics = Metrics::unregistered();
     let ask = server.ask(store.clone(), &metrics, wall.clock(), None);
