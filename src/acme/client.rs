@@ -1,5 +1,7 @@
 //! The HTTP client instant-acme talks through: rustls with the platform's roots, or only
-//! `acme.ca_root` when set (private CAs, tests). It also watches every answer for a rate limit
+//! `acme.ca_root` when set (private CAs, tests). Every request is bounded in time
+//! ([`REQUEST_TIMEOUT`]): a CA that stalls fails the order (which backs off) instead of holding
+//! its flight and the name's lease for hours. It also watches every answer for a rate limit
 //! (`429`/`503` with `Retry-After`) and pauses the order budget accordingly.
 
 use std::future::Future;
@@ -20,6 +22,15 @@ use rustls_pki_types::pem::PemObject as _;
 use super::AcmeError;
 use super::budget::OrderBudget;
 use crate::clock::Clock;
+
+/// How long one request to the CA may take, connecting included: a CA answers in well under a
+/// second, finalizing an order in a few.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The error of a request the CA did not answer within [`REQUEST_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+#[error("the CA did not answer within {}s", REQUEST_TIMEOUT.as_secs())]
+struct NoAnswer;
 
 type Inner = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 
@@ -85,7 +96,9 @@ impl HttpClient for AcmeHttp {
         let budget = self.budget.clone();
         let clock = self.clock.clone();
         Box::pin(async move {
-            let rsp = fut.await?;
+            let rsp = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+                .await
+                .map_err(|_| instant_acme::Error::Other(Box::new(NoAnswer)))??;
             let status = rsp.parts.status.as_u16();
             if (status == 429 || status == 503)
                 && let Some(until) = retry_after(&rsp.parts.headers, clock.now())
@@ -114,6 +127,45 @@ fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<SystemTime>
 mod tests {
     use super::*;
     use crate::clock::from_unix_secs;
+    use crate::store::SqliteStore;
+
+    /// A CA that accepts the connection and never says a word: the request ends at
+    /// [`REQUEST_TIMEOUT`] (on tokio's paused clock, which moves on while every task waits)
+    /// with an error that says so.
+    #[tokio::test(start_paused = true)]
+    async fn a_ca_that_never_answers_fails_the_request_at_the_timeout() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root.pem");
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&root, ca.cert.pem()).unwrap();
+        let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let budget = Arc::new(OrderBudget::new(
+            store,
+            "https://ca/dir",
+            300,
+            Duration::from_secs(3 * 3600),
+            Clock::system(),
+        ));
+        let http = AcmeHttp::new(Some(&root), budget, Clock::system()).unwrap();
+        let req = Request::get(format!(
+            "https://localhost:{}/dir",
+            silent.local_addr().unwrap().port()
+        ))
+        .body(BodyWrapper::default())
+        .unwrap();
+        let started = tokio::time::Instant::now();
+        let err = match tokio::time::timeout(2 * REQUEST_TIMEOUT, HttpClient::request(&http, req))
+            .await
+        {
+            Err(_) => panic!("a silent CA held the request past the timeout"),
+            Ok(Ok(_)) => panic!("a silent CA answered"),
+            Ok(Err(e)) => e,
+        };
+        assert_eq!(err.to_string(), "the CA did not answer within 30s");
+        assert_eq!(started.elapsed(), REQUEST_TIMEOUT);
+        drop(silent);
+    }
 
     #[test]
     fn parses_both_retry_after_forms() {
