@@ -10,7 +10,9 @@
 //! callers turn into a status or a page.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
 
 use crate::Domain;
 use crate::certs::{CertStatus, Certs};
@@ -73,7 +75,16 @@ pub struct Domains {
     certs: Arc<Certs>,
     onboarding: Arc<Onboarding>,
     clock: Clock,
+    /// When a check last cleared a name's backoff without having seen anything fixed (its
+    /// previous run passed too), by name: at most once per [`RESET_WITHOUT_A_FIX_EVERY`].
+    resets_without_a_fix: DashMap<Domain, SystemTime>,
 }
+
+/// Checks that pass, having passed before too, clear a name's backoff at most this often: the
+/// cause may be one the CA sees and the checks do not (another vantage point, DNSSEC), and an
+/// open status page checks every 10 s; each clearing lets an order through, and a CA counts
+/// failed validations (Let's Encrypt: 5 per name per hour).
+const RESET_WITHOUT_A_FIX_EVERY: Duration = Duration::from_secs(3600);
 
 impl Domains {
     /// The lifecycle over these parts; `policy` must hold the domains of `store` (as built at
@@ -91,6 +102,7 @@ impl Domains {
             certs,
             onboarding,
             clock,
+            resets_without_a_fix: DashMap::new(),
         }
     }
 
@@ -150,20 +162,40 @@ impl Domains {
 
     /// Runs the checks of `name` now. Checks that pass again after a failure they can see the
     /// cause of are how a customer says "fixed": the backoff is reset, so the next handshake
-    /// may order at once.
+    /// may order at once. When they passed the time before too, nothing was seen fixed, and the
+    /// reset is made at most once per [`RESET_WITHOUT_A_FIX_EVERY`] (the CA may see what the
+    /// checks do not; a status page left open checks every 10 s).
     pub async fn check(&self, name: &Domain) -> Result<DomainState, DomainError> {
         let record = self.registered(name).await?;
+        let failed_before = self
+            .onboarding
+            .latest(name)
+            .is_some_and(|r| r.blocking().is_some());
         let report = self.onboarding.check(&record, &self.certs).await?;
+        let now = self.clock.now();
         if report.blocking().is_none()
-            && record.retry_at.is_some_and(|t| t > self.clock.now())
+            && record.retry_at.is_some_and(|t| t > now)
             && record
                 .last_error
                 .as_ref()
                 .is_some_and(|f| certificate::checks_cover(&f.kind))
+            && (failed_before || self.may_reset_without_a_fix(name, now))
         {
             self.certs.reset_backoff(name).await?;
         }
         self.show(name).await
+    }
+
+    /// Whether a check that saw nothing fixed may clear `name`'s backoff at `now` (noting it
+    /// if so): not if one did less than [`RESET_WITHOUT_A_FIX_EVERY`] ago.
+    fn may_reset_without_a_fix(&self, name: &Domain, now: SystemTime) -> bool {
+        if let Some(last) = self.resets_without_a_fix.get(name)
+            && now < *last + RESET_WITHOUT_A_FIX_EVERY
+        {
+            return false;
+        }
+        self.resets_without_a_fix.insert(name.clone(), now);
+        true
     }
 
     /// Sets the fallback URL of `name` (checked like a link destination), or clears it with
@@ -201,6 +233,7 @@ impl Domains {
         self.policy.unregister(name.as_str()).await;
         self.certs.forget(name);
         self.onboarding.forget(name);
+        self.resets_without_a_fix.remove(name);
         if !removed {
             return Err(DomainError::NotRegistered(name.clone()));
         }
@@ -385,6 +418,49 @@ mod tests {
         assert_eq!(again.record.failures, cleared.failures);
         assert_eq!(again.record.last_error, cleared.last_error);
         assert_eq!(again.record.retry_at, cleared.retry_at);
+    }
+
+    /// Checks that pass, having passed before, saw nothing fixed: they clear a backoff the CA
+    /// caused at most once an hour, however often a status page left open checks.
+    #[tokio::test]
+    async fn checks_that_saw_nothing_fixed_clear_a_backoff_at_most_once_an_hour() {
+        let f = fixture();
+        let (domains, store, clock) = (&f.domains, &f.store, &f.clock);
+        let a = d("a.example.com");
+        domains.add(a.clone(), None).await.unwrap();
+        let failed = || IssueStatus {
+            last_error: Some(IssueFailure {
+                kind: FailureKind::Problem(AcmeProblem::Caa),
+                detail: "urn:ietf:params:acme:error:caa".into(),
+            }),
+            failures: 1,
+            retry_at: Some(clock.clock().now() + Duration::from_secs(600)),
+        };
+        let checked = domains.check(&a).await.unwrap();
+        assert!(
+            checked
+                .checks
+                .iter()
+                .all(|c| !c.blocking || c.status != crate::onboarding::CheckStatus::Fail),
+            "{:?}",
+            checked.checks
+        );
+        let retry_at = |s: DomainState| s.record.retry_at;
+        store.set_status(&a, &failed()).await.unwrap();
+        assert_eq!(
+            retry_at(domains.check(&a).await.unwrap()),
+            None,
+            "the first clears it"
+        );
+        for _ in 0..3 {
+            clock.advance(Duration::from_secs(10));
+            store.set_status(&a, &failed()).await.unwrap();
+            let kept = retry_at(domains.check(&a).await.unwrap());
+            assert_eq!(kept, failed().retry_at, "then not for an hour");
+        }
+        clock.advance(Duration::from_secs(3600));
+        store.set_status(&a, &failed()).await.unwrap();
+        assert_eq!(retry_at(domains.check(&a).await.unwrap()), None);
     }
 
     #[tokio::test]
