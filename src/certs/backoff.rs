@@ -162,6 +162,29 @@ impl Backoff {
         }
     }
 
+    /// Records that an order for `name` could not be placed before `until` (the account's order
+    /// budget is spent): no new order before then, and, as the name itself did not fail, the
+    /// failures in a row stay as they were (the backoff does not grow for it).
+    pub(super) async fn waits_for_budget(
+        &self,
+        name: &Domain,
+        cause: IssueFailure,
+        until: SystemTime,
+    ) -> NotBefore {
+        let status = IssueStatus {
+            last_error: Some(cause.clone()),
+            retry_at: Some(until),
+            ..self.recorded(name).await
+        };
+        self.record_or_warn(name, &status).await;
+        NotBefore {
+            until,
+            cause,
+            failures: status.failures,
+            nothing_stored: false,
+        }
+    }
+
     /// Notes that the store holds no unexpired certificate of `name`, which backs off: its
     /// handshakes fail from memory until its status changes (a new failure, a success, a
     /// reset, another node's record).

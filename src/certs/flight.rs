@@ -257,10 +257,16 @@ impl Certs {
         serving_until: Option<SystemTime>,
     ) -> IssueOutcome {
         let failure = e.failure();
-        let not_before = self
-            .backoff
-            .failed(name, failure, self.clock.now(), serving_until)
-            .await;
+        let not_before = match e {
+            IssueError::OrderBudget { next, .. } => {
+                self.backoff.waits_for_budget(name, failure, *next).await
+            }
+            _ => {
+                self.backoff
+                    .failed(name, failure, self.clock.now(), serving_until)
+                    .await
+            }
+        };
         tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "certificate issuance failed");
         if serving_until.is_some() {
             self.schedule_at(name, not_before.until);

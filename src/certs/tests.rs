@@ -18,6 +18,8 @@ struct Counting {
     stall_renewals: std::sync::atomic::AtomicBool,
     /// Hands back a certificate whose chain does not parse.
     unusable: std::sync::atomic::AtomicBool,
+    /// Finds the account's order budget spent until then.
+    budget_spent_until: Mutex<Option<SystemTime>>,
 }
 
 #[async_trait::async_trait]
@@ -36,6 +38,12 @@ impl Issuer for Counting {
         if r.is_some() && self.stall_renewals.load(Ordering::SeqCst) {
             // A CA that never answers, or a rate budget hours away.
             std::future::pending::<()>().await;
+        }
+        if let Some(next) = *lock(&self.budget_spent_until) {
+            return Err(IssueError::OrderBudget {
+                domain: d.clone(),
+                next,
+            });
         }
         if self.unusable.load(Ordering::SeqCst) {
             let mut cert = self.ca.issue(d, r, claim).await?;
@@ -69,6 +77,7 @@ fn setup_at(
         fail: false.into(),
         stall_renewals: false.into(),
         unusable: false.into(),
+        budget_spent_until: Mutex::new(None),
     });
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let certs = certs_over(
@@ -458,6 +467,35 @@ async fn a_failed_renewal_backs_off_orders_while_the_stored_certificate_serves()
     assert_eq!(store.queries().get(), queries, "from memory");
 }
 
+/// A first order that finds the account's order budget spent waits for the budget, without a
+/// failure of the name counted: the backoff does not grow for it (1 min, 10 min, 100 min, then
+/// daily would leave the name dark long after the budget came back).
+#[tokio::test]
+async fn a_spent_order_budget_holds_a_name_back_until_it_refills_without_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    // Whole seconds, as the store keeps times.
+    let wall = ManualClock::new(from_unix_secs(1_800_000_000));
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    for _ in 0..3 {
+        let next = wall.clock().now() + Duration::from_secs(40);
+        *lock(&issuer.budget_spent_until) = Some(next);
+        let err = certs.resolve(&name).await.unwrap_err();
+        assert!(
+            matches!(err, CertError::BackingOff { retry_at, .. } if retry_at == next),
+            "{err}"
+        );
+        let rec = record(&store, &name).await;
+        assert_eq!((rec.failures, rec.retry_at), (0, Some(next)));
+        assert!(rec.last_error.unwrap().detail.contains("order budget"));
+        wall.advance(Duration::from_secs(40));
+    }
+    *lock(&issuer.budget_spent_until) = None;
+    certs.resolve(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 4);
+}
+
 /// A renewal check that ends without a decision recorded (here: the renewed certificate is not
 /// usable, so nothing backs off) is made again later: the schedule had let go of the name, and
 /// a name nobody schedules expires unnoticed.
@@ -649,6 +687,7 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
         fail: true.into(),
         stall_renewals: false.into(),
         unusable: false.into(),
+        budget_spent_until: Mutex::new(None),
     });
     let metrics = Metrics::unregistered();
     let ask = server.ask(store.clone(), &metrics, wall.clock(), None);
