@@ -198,9 +198,13 @@ impl<S: ClickSink> Batcher<S> {
             }
             if stop {
                 // Clones of the queue may have pushed after the stop marker; take those too.
+                // Then close the queue before the last write: a click pushed from now on (a
+                // connection still open after the shutdown grace) is refused and counted as
+                // dropped, not left in a queue nobody reads.
                 while let Ok(msg) = rx.try_recv() {
                     self.accept(msg);
                 }
+                drop(rx);
                 return self.finish();
             }
             self.step(Instant::now());

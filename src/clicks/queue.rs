@@ -68,6 +68,8 @@ pub struct ClickQueue {
     clock: Clock,
     /// The "queue full" log line.
     full_log: LogThrottle,
+    /// The "writer stopped" log line (clicks answered after shutdown closed the queue).
+    stopped_log: LogThrottle,
     /// The per-address rate bound, if any ([`ClickQueue::with_rate_per_address`]).
     rate: Option<Arc<AddressRate>>,
     /// The "over the per-address rate" log line.
@@ -108,6 +110,7 @@ impl ClickQueue {
             wake_depth: i64::try_from(capacity / 4).unwrap_or(i64::MAX).max(1),
             clock,
             full_log: LogThrottle::default(),
+            stopped_log: LogThrottle::default(),
             rate: None,
             rate_log: LogThrottle::default(),
         }
@@ -196,7 +199,12 @@ impl ClickQueue {
             Err(TrySendError::Disconnected(_)) => {
                 self.metrics.clicks_queued.dec();
                 self.metrics.clicks_dropped.inc();
-                tracing::error!("click writer stopped: click dropped");
+                if self.stopped_log.ready(&self.clock) {
+                    tracing::error!(
+                        dropped_total = self.metrics.clicks_dropped.get(),
+                        "click writer stopped: clicks are being dropped (counted in clickedge_clicks_dropped_total)"
+                    );
+                }
             }
         }
     }

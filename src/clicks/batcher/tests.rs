@@ -260,6 +260,9 @@ struct FakeSink {
     attempts: Arc<Mutex<Vec<Attempt>>>,
     failures: Arc<Mutex<usize>>,
     closed: Arc<Mutex<bool>>,
+    /// A queue that a click is pushed into while the sink closes (a connection still answering
+    /// at shutdown).
+    push_while_closing: Arc<Mutex<Option<ClickQueue>>>,
 }
 
 impl FakeSink {
@@ -300,6 +303,9 @@ impl ClickSink for FakeSink {
     }
 
     fn close(self) {
+        if let Some(queue) = self.push_while_closing.lock().unwrap().take() {
+            queue.push(event(99));
+        }
         *self.closed.lock().unwrap() = true;
     }
 
@@ -382,6 +388,28 @@ fn close_hands_the_sink_everything_queued_in_one_batch_then_closes_it() {
     );
     assert!(*sink.closed.lock().unwrap());
     assert_eq!(metrics.clicks_logged.get(), 5);
+}
+
+/// A click answered while the writer makes its last write at shutdown (a connection still open
+/// after the grace) is refused and counted as dropped, not left in a queue nobody reads.
+#[test]
+fn a_click_pushed_during_the_last_write_is_counted_as_dropped() {
+    let metrics = Metrics::unregistered();
+    let sink = FakeSink::default();
+    let (writer, queue) = ClickWriter::start(
+        sink.clone(),
+        batch_config(),
+        metrics.clone(),
+        crate::clicks::testing::still_clock(),
+    )
+    .unwrap();
+    queue.push(event(0));
+    *sink.push_while_closing.lock().unwrap() = Some(queue.clone());
+    writer.close();
+    assert!(*sink.closed.lock().unwrap());
+    assert_eq!(metrics.clicks_logged.get(), 1);
+    assert_eq!(metrics.clicks_dropped.get(), 1);
+    assert_eq!(metrics.clicks_queued.get(), 0);
 }
 
 #[test]
