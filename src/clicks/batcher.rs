@@ -127,10 +127,19 @@ pub(super) fn spawn<S: ClickSink>(
     metrics: Metrics,
     rx: Receiver<Msg>,
 ) -> Result<JoinHandle<()>, StartError> {
-    let batcher = Batcher::new(sink, config, metrics);
+    let batcher = Batcher::new(sink, config, metrics.clone());
     std::thread::Builder::new()
         .name("clickedge-clicks".into())
-        .spawn(move || batcher.run(rx))
+        .spawn(move || {
+            // A panic (a bug) must not leave the edge reporting a healthy sink: the clicks from
+            // now on are refused by the closed queue and counted as dropped, and this says why.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batcher.run(rx))).is_err() {
+                metrics.click_sink_healthy.set(0);
+                tracing::error!(
+                    "the click writer panicked: the clicks it held are lost, and none is written from now on (each counted in clickedge_clicks_dropped_total); restart the edge"
+                );
+            }
+        })
         .map_err(StartError)
 }
 

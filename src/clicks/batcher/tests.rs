@@ -263,6 +263,8 @@ struct FakeSink {
     /// A queue that a click is pushed into while the sink closes (a connection still answering
     /// at shutdown).
     push_while_closing: Arc<Mutex<Option<ClickQueue>>>,
+    /// Panics at the next write (a bug in a sink).
+    panic_on_write: Arc<Mutex<bool>>,
 }
 
 impl FakeSink {
@@ -282,6 +284,9 @@ impl ClickSink for FakeSink {
 
     fn write(&mut self, batch: &Batch<'_>) -> io::Result<()> {
         assert!(!*self.closed.lock().unwrap(), "write after close");
+        if std::mem::take(&mut *self.panic_on_write.lock().unwrap()) {
+            panic!("a bug in the sink");
+        }
         let urls: Vec<String> = batch
             .lines()
             .map(|l| line_url(std::str::from_utf8(l).unwrap()))
@@ -410,6 +415,28 @@ fn a_click_pushed_during_the_last_write_is_counted_as_dropped() {
     assert_eq!(metrics.clicks_logged.get(), 1);
     assert_eq!(metrics.clicks_dropped.get(), 1);
     assert_eq!(metrics.clicks_queued.get(), 0);
+}
+
+/// A writer thread that panics does not leave the sink reported healthy, and the clicks
+/// answered after it are counted as dropped.
+#[test]
+fn a_panicking_writer_marks_the_sink_unhealthy_and_later_clicks_are_counted_dropped() {
+    let metrics = Metrics::unregistered();
+    let sink = FakeSink::default();
+    *sink.panic_on_write.lock().unwrap() = true;
+    let (writer, queue) = ClickWriter::start(
+        sink.clone(),
+        batch_config(),
+        metrics.clone(),
+        crate::clicks::testing::still_clock(),
+    )
+    .unwrap();
+    assert_eq!(metrics.click_sink_healthy.get(), 1);
+    queue.push(event(0));
+    eventually("the writer's end", || metrics.click_sink_healthy.get() == 0);
+    queue.push(event(1));
+    assert_eq!(metrics.clicks_dropped.get(), 1);
+    writer.close();
 }
 
 #[test]
