@@ -201,11 +201,12 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError>;
     /// Stores the certificate of a domain obtained under the lease `fence`, guarded in the same
     /// statement: it never replaces a certificate that expires later, or one written with a
-    /// higher fence (an equal expiry is a reissue, and is replaced). Returns whether it wrote.
+    /// higher fence (an equal expiry is a reissue, and is replaced), and writes nothing for a
+    /// name no longer registered (removed while its order ran). Returns whether it wrote.
     ///
-    /// PostgreSQL: `INSERT INTO certificates (…, fence) VALUES (…, $fence) ON CONFLICT (domain)
-    /// DO UPDATE SET … WHERE certificates.not_after <= EXCLUDED.not_after AND certificates.fence
-    /// <= EXCLUDED.fence` (one row affected: written).
+    /// PostgreSQL: `INSERT INTO certificates (…, fence) SELECT …, $fence WHERE EXISTS (the
+    /// domain) ON CONFLICT (domain) DO UPDATE SET … WHERE certificates.not_after <=
+    /// EXCLUDED.not_after AND certificates.fence <= EXCLUDED.fence` (one row affected: written).
     async fn put_certificate_fenced(
         &self,
         name: &Domain,

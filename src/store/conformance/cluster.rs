@@ -191,11 +191,19 @@ pub async fn a_stale_fence_cannot_release_extend_or_keep_an_order(
 }
 
 /// A fenced write stores a first certificate, then replaces it only with one that expires no
-/// earlier, under a fence at least as high; an unguarded write keeps the stored fence.
+/// earlier, under a fence at least as high; an unguarded write keeps the stored fence. A name
+/// removed while its order ran gets nothing stored (no orphan key, no expiry counted forever).
 pub async fn fenced_writes_never_replace_a_later_expiry_or_a_higher_fence(
     store: &dyn Store,
 ) -> Result<(), StoreError> {
     let a = d("a.example.com");
+    assert!(
+        !store
+            .put_certificate_fenced(&a, &cert("f1", 10, 30), Fence(1))
+            .await?,
+        "not registered"
+    );
+    assert_eq!(store.certificate(&a).await?, None);
     store.add_domain(&a, t(1)).await?;
     assert!(
         store

@@ -90,7 +90,7 @@ pub(super) async fn put_fenced(
     c.execute(
         "INSERT INTO certificates
              (domain, issuer, chain_pem, key_sealed, not_before, not_after, fence)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM domains WHERE name = $1)
          ON CONFLICT (domain) DO UPDATE SET issuer = EXCLUDED.issuer,
              chain_pem = EXCLUDED.chain_pem, key_sealed = EXCLUDED.key_sealed,
              not_before = EXCLUDED.not_before, not_after = EXCLUDED.not_after,

@@ -117,7 +117,7 @@ pub(super) fn put_fenced(
 ) -> rusqlite::Result<bool> {
     c.execute(
         "INSERT INTO certificates (domain, issuer, chain_pem, key_pem, not_before, not_after, fence)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM domains WHERE name = ?1)
          ON CONFLICT(domain) DO UPDATE SET issuer = excluded.issuer,
              chain_pem = excluded.chain_pem, key_pem = excluded.key_pem,
              not_before = excluded.not_before, not_after = excluded.not_after,
