@@ -173,9 +173,10 @@ impl Certs {
     /// `tls.on_demand_timeout`). Names the policy does not permit are refused without I/O.
     ///
     /// Counts one `clickedge_certificate_lookups_total` per handshake that gets as far as a
-    /// lookup: `hit` when the certificate is in memory, `miss` when it joins a flight (whatever
-    /// the flight's outcome), so the hit rate says whether `tls.cert_cache_capacity` holds the
-    /// hot names. Refused and backing-off names count neither: no certificate was looked for.
+    /// lookup: `hit` when the certificate is in memory, `miss` when it looks in the store or
+    /// joins a flight (whatever the outcome), so the hit rate says whether
+    /// `tls.cert_cache_capacity` holds the hot names. Refused names, and backing-off names known
+    /// to have nothing stored, count neither: no certificate was looked for.
     pub async fn resolve(self: &Arc<Self>, name: &Domain) -> Result<Arc<CertifiedKey>, CertError> {
         let now = self.clock.now();
         if let Some(entry) = self.cache.get(name)
@@ -205,9 +206,9 @@ impl Certs {
         // A renewal may take long (the CA's rate budget, an order): the certificate it replaces
         // serves meanwhile, read from the store rather than waited for.
         if self.renewing(name)
-            && let Some(entry) = self.stored(name).await?
+            && let Ok(Some(entry)) = self.stored_scheduling(name, false).await
         {
-            self.cache.insert(name.clone(), entry.clone());
+            self.renewing_cache(name, &entry);
             return Ok(entry.key);
         }
         let mut rx = self.fly(name, Flight::Obtain);
@@ -218,12 +219,12 @@ impl Certs {
             .clone();
         match outcome {
             Some(Ok(entry)) if entry.not_after > self.clock.now() => Ok(entry.key),
-            // A renewal that failed hands back the certificate it keeps, which may have
-            // expired: that is never served.
-            Some(Ok(_)) => Err(self.backoff.pending(name, self.clock.now()).map_or_else(
-                || CertError::Timeout(name.clone()),
-                |p| flight::backing_off(name, p),
-            )),
+            // A renewal that did not replace it hands back the certificate it keeps, which may
+            // have expired: that is never served.
+            Some(Ok(_)) => Err(match self.backoff.pending(name, self.clock.now()) {
+                Some(p) => flight::backing_off(name, p),
+                None => CertError::unavailable(name, LoadError::Expired),
+            }),
             Some(Err(e)) => Err(e),
             None => Err(CertError::Timeout(name.clone())),
         }

@@ -204,8 +204,8 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
     /// higher fence (an equal expiry is a reissue, and is replaced), and writes nothing for a
     /// name no longer registered (removed while its order ran). Returns whether it wrote.
     ///
-    /// PostgreSQL: `INSERT INTO certificates (…, fence) SELECT …, $fence WHERE EXISTS (the
-    /// domain) ON CONFLICT (domain) DO UPDATE SET … WHERE certificates.not_after <=
+    /// PostgreSQL: `INSERT INTO certificates (…, fence) SELECT …, $fence FROM domains WHERE name
+    /// = $1 FOR SHARE ON CONFLICT (domain) DO UPDATE SET … WHERE certificates.not_after <=
     /// EXCLUDED.not_after AND certificates.fence <= EXCLUDED.fence` (one row affected: written).
     async fn put_certificate_fenced(
         &self,

@@ -76,11 +76,17 @@ impl Backoff {
         if let (Some(until), Some(cause)) = (d.retry_at, &d.last_error)
             && until > now
         {
+            // Any change of the row arrives here (a check's results too): what was found of
+            // the store holds while the status is the same.
+            let nothing_stored = self
+                .not_before
+                .get(&d.name)
+                .is_some_and(|n| n.nothing_stored && n.until == until && n.failures == d.failures);
             let not_before = NotBefore {
                 until,
                 cause: cause.clone(),
                 failures: d.failures,
-                nothing_stored: false,
+                nothing_stored,
             };
             self.not_before.insert(d.name.clone(), not_before);
         } else {

@@ -60,6 +60,9 @@ pub enum LoadError {
     /// A renewal came due for a name with no stored certificate.
     #[error("no certificate to renew")]
     NothingToRenew,
+    /// The certificate expired and no renewal has replaced it yet.
+    #[error("the certificate expired and no renewal has replaced it yet")]
+    Expired,
 }
 
 impl CertError {

@@ -58,12 +58,17 @@ impl Certs {
             // the certificate and starts no second order. A renewal check only replaces what is
             // cached: it visits every stored certificate, and caching each would fill memory
             // with names nobody clicks (the next handshake loads from the store anyway).
+            // Both under the in-flight lock, which a handshake holds to cache what it read
+            // during a renewal (`Certs::renewing_cache`): it never puts the old certificate
+            // back after this one.
+            let mut inflight = lock(&this.inflight);
             if let Ok(entry) = &result
                 && (kind == Flight::Obtain || this.cache.contains_key(&name))
             {
                 this.cache.insert(name.clone(), entry.clone());
             }
-            lock(&this.inflight).remove(&name);
+            inflight.remove(&name);
+            drop(inflight);
             let _ = tx.send(Some(result));
         });
         rx
@@ -76,10 +81,32 @@ impl Certs {
             .is_some_and(|(kind, _)| *kind == Flight::Renew)
     }
 
+    /// Caches `entry`, read from the store during a renewal of `name`, if that renewal is still
+    /// in the air (once it has landed, it cached what it renewed).
+    pub(super) fn renewing_cache(&self, name: &Domain, entry: &Entry) {
+        let inflight = lock(&self.inflight);
+        if inflight
+            .get(name)
+            .is_some_and(|(kind, _)| *kind == Flight::Renew)
+        {
+            self.cache.insert(name.clone(), entry.clone());
+        }
+    }
+
     /// A valid certificate of `name` in the store, as a cache entry (scheduling its renewal if
     /// nothing is scheduled yet); none when the store has none that is unexpired. When the store
     /// fails, the mirror's copy (see `mirror/fallback`).
     pub(super) async fn stored(&self, name: &Domain) -> Result<Option<Entry>, CertError> {
+        self.stored_scheduling(name, true).await
+    }
+
+    /// [`Certs::stored`], scheduling the renewal only if `schedule` (a renewal in the air
+    /// schedules what comes after it).
+    pub(super) async fn stored_scheduling(
+        &self,
+        name: &Domain,
+        schedule: bool,
+    ) -> Result<Option<Entry>, CertError> {
         let stored = match self.store.certificate(name).await {
             Ok(stored) => {
                 self.store_answered();
@@ -94,13 +121,15 @@ impl Certs {
         let entry = self
             .entry(&cert)
             .map_err(|e| CertError::unavailable(name, e))?;
-        let shared = self.shared(name);
-        let mut schedule = lock(&self.schedule);
-        if !schedule.by_name.contains_key(name) {
-            schedule.set(
-                &shared,
-                schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
-            );
+        if schedule {
+            let shared = self.shared(name);
+            let mut schedule = lock(&self.schedule);
+            if !schedule.by_name.contains_key(name) {
+                schedule.set(
+                    &shared,
+                    schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
+                );
+            }
         }
         Ok(Some(entry))
     }
@@ -109,8 +138,20 @@ impl Certs {
     /// else (another node holds the lease) the one that node stores, polled for at most
     /// `tls.on_demand_timeout`.
     async fn obtain(&self, name: &Domain) -> Result<Entry, CertError> {
-        if let Some(entry) = self.stored(name).await? {
-            return Ok(entry);
+        match self.stored(name).await {
+            Ok(Some(entry)) => return Ok(entry),
+            Ok(None) => {}
+            // The store fails and the mirror, if any, holds no copy: a name backing off fails
+            // from memory from now on rather than trying the store on every handshake.
+            Err(e) => {
+                return Err(match self.backoff.pending(name, self.clock.now()) {
+                    Some(pending) => {
+                        self.backoff.nothing_stored(name);
+                        backing_off(name, pending)
+                    }
+                    None => e,
+                });
+            }
         }
         // Nothing valid is stored: if the name backs off, its next handshakes fail from memory.
         self.backoff.nothing_stored(name);
@@ -148,6 +189,10 @@ impl Certs {
                         return Err(backing_off(name, not_before));
                     }
                     Err(IssueOutcome::Unusable(e)) => return Err(CertError::unavailable(name, e)),
+                    // Removed while its order ran: nothing was stored, nothing more to do.
+                    Err(IssueOutcome::Superseded) if !self.policy.is_registered(name.as_str()) => {
+                        return Err(CertError::NotServed(name.clone()));
+                    }
                     // Another node took over: wait for its certificate like any other waiter.
                     Err(IssueOutcome::Superseded) => {}
                 }
@@ -245,7 +290,11 @@ impl Certs {
     /// Another node took the name's work over (or stored a later certificate): this node
     /// writes nothing and records no failure.
     fn superseded(&self, name: &Domain) -> IssueOutcome {
-        tracing::info!(domain = %name, "certificate work taken over by another node: nothing written here");
+        if self.policy.is_registered(name.as_str()) {
+            tracing::info!(domain = %name, "certificate work taken over by another node: nothing written here");
+        } else {
+            tracing::info!(domain = %name, "domain removed while its certificate was ordered: nothing stored");
+        }
         IssueOutcome::Superseded
     }
 

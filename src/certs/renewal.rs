@@ -220,6 +220,9 @@ impl Certs {
                 self.metrics.renewals.with_label_values(&["ok"]).inc();
                 return Ok(entry);
             }
+            Err(IssueOutcome::Superseded) if !self.policy.is_registered(name.as_str()) => {
+                return Err(CertError::NotServed(name.clone()));
+            }
             Err(IssueOutcome::Superseded) => {
                 // The node that took over stores the renewal; look again after its lease.
                 self.schedule_at(name, now + self.claims.ttl);

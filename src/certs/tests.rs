@@ -20,6 +20,8 @@ struct Counting {
     unusable: std::sync::atomic::AtomicBool,
     /// Finds the account's order budget spent until then.
     budget_spent_until: Mutex<Option<SystemTime>>,
+    /// Runs once while the next order is in the air (the domain removed meanwhile).
+    during_next_order: Mutex<Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
 }
 
 #[async_trait::async_trait]
@@ -38,6 +40,10 @@ impl Issuer for Counting {
         if r.is_some() && self.stall_renewals.load(Ordering::SeqCst) {
             // A CA that never answers, or a rate budget hours away.
             std::future::pending::<()>().await;
+        }
+        let during = lock(&self.during_next_order).take();
+        if let Some(during) = during {
+            during.await;
         }
         if let Some(next) = *lock(&self.budget_spent_until) {
             return Err(IssueError::OrderBudget {
@@ -78,6 +84,7 @@ fn setup_at(
         stall_renewals: false.into(),
         unusable: false.into(),
         budget_spent_until: Mutex::new(None),
+        during_next_order: Mutex::new(None),
     });
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let certs = certs_over(
@@ -453,18 +460,47 @@ async fn a_failed_renewal_backs_off_orders_while_the_stored_certificate_serves()
         "no order while backing off"
     );
 
-    // The certificate expires, its renewal still failing: nothing to serve, and after one
-    // look in the store the handshakes fail from memory.
+    // The certificate expires while its renewal still backs off (a failure another node
+    // recorded, seen by a node starting now): nothing to serve, no order, and after one look
+    // in the store the handshakes fail from memory.
     wall.advance(Duration::from_secs(30 * 24 * 3600));
-    restarted.cache.invalidate_all();
-    let err = restarted.resolve(&name).await.unwrap_err();
+    let failing = IssueStatus {
+        last_error: record(&store, &name).await.last_error,
+        failures: 4,
+        retry_at: Some(wall.clock().now() + Duration::from_secs(3600)),
+    };
+    store.set_status(&name, &failing).await.unwrap();
+    let expired = Arc::new(certs_over(
+        &store,
+        issuer.clone(),
+        [name.clone()],
+        wall.clock(),
+    ));
+    expired.restore(
+        &store.domains().await.unwrap(),
+        &store.cert_lifetimes().await.unwrap(),
+    );
+    let err = expired.resolve(&name).await.unwrap_err();
     assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
     let queries = store.queries().get();
     for _ in 0..3 {
-        let err = restarted.resolve(&name).await.unwrap_err();
+        let err = expired.resolve(&name).await.unwrap_err();
         assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
     }
     assert_eq!(store.queries().get(), queries, "from memory");
+    // The row changing without its status changing (a check's results) keeps that.
+    expired.apply_status(&record(&store, &name).await);
+    expired.resolve(&name).await.unwrap_err();
+    assert_eq!(
+        store.queries().get(),
+        queries + 1,
+        "the test's own read of the row only"
+    );
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "no order while backing off"
+    );
 }
 
 /// A first order that finds the account's order budget spent waits for the budget, without a
@@ -494,6 +530,26 @@ async fn a_spent_order_budget_holds_a_name_back_until_it_refills_without_a_failu
     *lock(&issuer.budget_spent_until) = None;
     certs.resolve(&name).await.unwrap();
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 4);
+}
+
+/// A name removed while its first order is in the air gets nothing stored, and its flight
+/// ends there instead of ordering again until the handshake's timeout.
+#[tokio::test]
+async fn a_name_removed_while_its_order_runs_gets_nothing_stored_and_no_second_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, certs, name) = registered(dir.path()).await;
+    let removal = {
+        let (store, policy, name) = (store.clone(), certs.policy.clone(), name.clone());
+        async move {
+            store.remove_domain(&name).await.unwrap();
+            policy.unregister(name.as_str()).await;
+        }
+    };
+    *lock(&issuer.during_next_order) = Some(Box::pin(removal));
+    let err = certs.resolve(&name).await.unwrap_err();
+    assert!(matches!(err, CertError::NotServed(_)), "{err}");
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(store.certificate(&name).await.unwrap(), None);
 }
 
 /// A renewal check that ends without a decision recorded (here: the renewed certificate is not
@@ -688,6 +744,7 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
         stall_renewals: false.into(),
         unusable: false.into(),
         budget_spent_until: Mutex::new(None),
+        during_next_order: Mutex::new(None),
     });
     let metrics = Metrics::unregistered();
     let ask = server.ask(store.clone(), &metrics, wall.clock(), None);

@@ -127,22 +127,20 @@ fn file_name(t: SystemTime) -> String {
     format!("{PREFIX}{}{SUFFIX}", file_stamp(t))
 }
 
-/// The newest click file's closed name in `dir` (by name: time order) and the time it stands
-/// for; none if there is none whose name reads as a time.
+/// The newest click file's closed name in `dir` whose name reads as a time (a file named
+/// otherwise by hand does not count), and that time; none if there is none.
 fn newest_name(dir: &Path) -> io::Result<Option<(String, SystemTime)>> {
-    let mut newest: Option<String> = None;
+    let mut newest: Option<(String, SystemTime)> = None;
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         if let Some(closed) = name.to_str().and_then(closed_name)
-            && newest.as_deref().is_none_or(|n| closed > n)
+            && let Some(at) = name_time(closed)
+            && newest.as_ref().is_none_or(|(_, t)| at > *t)
         {
-            newest = Some(closed.to_owned());
+            newest = Some((closed.to_owned(), at));
         }
     }
-    Ok(newest.and_then(|n| {
-        let at = name_time(&n)?;
-        Some((n, at))
-    }))
+    Ok(newest)
 }
 
 /// The time a click file's closed name stands for (the inverse of [`file_name`]).

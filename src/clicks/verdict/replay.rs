@@ -274,7 +274,6 @@ impl Replay {
     }
 }
 
-/// The click and headers a trace describes, or what is wrong with it.
 /// Why trace `line` did not parse, in words that fit a file of one trace per line.
 fn not_a_trace(line: usize, e: &serde_json::Error) -> ReplayError {
     if e.is_syntax() || e.is_eof() {
@@ -291,6 +290,7 @@ fn not_a_trace(line: usize, e: &serde_json::Error) -> ReplayError {
     }
 }
 
+/// The click and headers a trace describes, or what is wrong with it.
 fn event(t: &Trace) -> Result<(ClickEvent, HeaderMap), String> {
     let time = |name: &str, s: &str| {
         parse_rfc3339(s).ok_or_else(|| format!("{name} {s:?} is not an RFC 3339 time"))

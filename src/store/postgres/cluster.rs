@@ -79,7 +79,10 @@ pub(super) async fn release(c: &Client, name: &str, fence: Fence) -> Result<bool
     .map(|n| n == 1)
 }
 
-/// The fenced write of a certificate whose private key is already sealed (`key_sealed`).
+/// The fenced write of a certificate whose private key is already sealed (`key_sealed`). Only
+/// for a registered name: the domain's row is locked (`FOR SHARE`), so a removal committing
+/// meanwhile is waited for and the write then finds no row, where a plain `EXISTS` would read
+/// the row as it was before the removal and store an orphan.
 pub(super) async fn put_fenced(
     c: &Client,
     name: &str,
@@ -90,7 +93,7 @@ pub(super) async fn put_fenced(
     c.execute(
         "INSERT INTO certificates
              (domain, issuer, chain_pem, key_sealed, not_before, not_after, fence)
-         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM domains WHERE name = $1)
+         SELECT $1, $2, $3, $4, $5, $6, $7 FROM domains WHERE name = $1 FOR SHARE
          ON CONFLICT (domain) DO UPDATE SET issuer = EXCLUDED.issuer,
              chain_pem = EXCLUDED.chain_pem, key_sealed = EXCLUDED.key_sealed,
              not_before = EXCLUDED.not_before, not_after = EXCLUDED.not_after,

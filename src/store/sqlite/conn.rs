@@ -28,9 +28,8 @@ impl SqliteStore {
                 source: Box::new(e),
             }
         };
-        if path
-            .parent()
-            .is_some_and(|dir| !dir.as_os_str().is_empty() && !dir.is_dir())
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && std::fs::metadata(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
         {
             return Err(StoreError::NoDirectory {
                 path: path.to_owned(),
@@ -47,7 +46,14 @@ impl SqliteStore {
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
         )
-        .map_err(failed("setting it up (is it a SQLite database?)"))?;
+        .map_err(|e| {
+            let op = if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) {
+                "setting it up (is it a SQLite database?)"
+            } else {
+                "setting it up"
+            };
+            failed(op)(e)
+        })?;
         migrate(&conn).map_err(failed("migrating its schema"))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
