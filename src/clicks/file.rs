@@ -299,13 +299,26 @@ impl FileSink {
             source,
         })?;
         tracing::info!(path = %path.display(), "click file opened");
-        Ok(OpenFile {
+        let file = OpenFile {
             file,
             path,
             bytes: 0,
             opened: Instant::now(),
             dir_synced: false,
-        })
+        };
+        self.mark_written(&file);
+        Ok(file)
+    }
+
+    /// Tells the shipper, if any, where `file` ends for good (it reads no further).
+    fn mark_written(&self, file: &OpenFile) {
+        let name = file.path.file_name().and_then(|n| n.to_str());
+        if let (Some(progress), Some(closed)) = (&self.config.shipped, name.and_then(closed_name)) {
+            progress.set_written(crate::clicks::ship::Position {
+                file: closed.to_owned(),
+                offset: file.bytes,
+            });
+        }
     }
 
     /// Syncs and closes the open file, renaming it to its closed name; it becomes the newest
@@ -405,6 +418,7 @@ impl ClickSink for FileSink {
         let good = file.bytes;
         let Err(e) = self.append(&mut file, batch) else {
             file.bytes += batch.bytes().len() as u64;
+            self.mark_written(&file);
             if let Some(seq) = batch.last_line().and_then(line_click_id).and_then(id_seq) {
                 self.last_seq = seq;
             }

@@ -78,6 +78,10 @@ struct ProgressInner {
     /// The persisted checkpoint.
     shipped: Mutex<Position>,
     behind: AtomicBool,
+    /// The end of what the file sink has written for good in the file it is writing: a write
+    /// that fails is rolled back (truncated), so bytes past this may vanish or change, and the
+    /// reader does not ship them.
+    written: Mutex<Option<Position>>,
 }
 
 impl Progress {
@@ -86,6 +90,7 @@ impl Progress {
         Progress(Arc::new(ProgressInner {
             shipped: Mutex::new(shipped),
             behind: AtomicBool::new(false),
+            written: Mutex::new(None),
         }))
     }
 
@@ -112,6 +117,28 @@ impl Progress {
             file: file.into(),
             offset: 0,
         });
+    }
+
+    /// The file sink's open file ends, for good, at `end` (set when it opens a file, and after
+    /// each write that succeeded).
+    pub(crate) fn set_written(&self, end: Position) {
+        *self
+            .0
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(end);
+    }
+
+    /// Where the click file `name` ends for good if the file sink is writing it; none for a
+    /// file it is done with.
+    pub(in crate::clicks) fn written_end(&self, name: &str) -> Option<u64> {
+        self.0
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|end| end.file == name)
+            .map(|end| end.offset)
     }
 
     fn set_shipped(&self, pos: Position) {
@@ -202,7 +229,8 @@ impl Shipper {
 
     /// Ships until `stop` turns true, then persists the checkpoint.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut reader = Reader::new(&self.dir, self.acked.clone(), CHUNK);
+        let mut reader =
+            Reader::new(&self.dir, self.acked.clone(), CHUNK).written_up_to(self.progress.clone());
         let mut stats_at = Instant::now();
         while !*stop.borrow() {
             if stats_at.elapsed() >= Duration::from_secs(1) {

@@ -179,8 +179,12 @@ fn write_that_lands_in_part_is_rolled_back_before_the_retry() {
     for i in 0..10 {
         queue.push(event(i));
     }
-    let mut sink =
-        FileSink::open(file_config(dir.path()), metrics.clone(), Clock::system()).unwrap();
+    let progress = crate::clicks::ship::Progress::new(Default::default());
+    let config = FileSinkConfig {
+        shipped: Some(progress.clone()),
+        ..file_config(dir.path())
+    };
+    let mut sink = FileSink::open(config, metrics.clone(), Clock::system()).unwrap();
     sink.faults.tear_writes = 1;
     let thread = batcher::spawn(sink, batch_config(), metrics.clone(), rx).unwrap();
     eventually("the retry", || metrics.clicks_logged.get() == 10);
@@ -192,6 +196,10 @@ fn write_that_lands_in_part_is_rolled_back_before_the_retry() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(lines, urls(0..10));
     assert_eq!(metrics.clicks_dropped.get(), 0);
+    // The shipper was told where the file ends for good: all of it, after the retry.
+    let name = files[0].file_name().unwrap().to_str().unwrap();
+    let len = std::fs::metadata(&files[0]).unwrap().len();
+    assert_eq!(progress.written_end(name), Some(len));
 }
 
 #[test]

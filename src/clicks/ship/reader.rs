@@ -7,6 +7,9 @@
 //! - Names: the file being written is `….jsonl.open` and is renamed `….jsonl` when closed. Files
 //!   are known (and positions name them) by their closed name in both states, and opened under
 //!   whichever name they have; a rename while the file is open changes nothing for the reader.
+//! - Written for good: in the file the sink is writing, nothing past the end of its last write
+//!   that succeeded ([`Progress::written_end`]); a failed write is rolled back, and what it left
+//!   for a moment is never shipped.
 //! - Whole lines: bytes after the last newline are a line still being written; they are left for
 //!   the next read. A finished file cannot end in a partial line (startup recovery quarantines a
 //!   torn tail), but if one does it is skipped with a warning rather than blocking the log.
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 
+use super::Progress;
 use super::checkpoint::Position;
 use crate::clicks::file::{closed_name, open_name};
 
@@ -48,6 +52,9 @@ pub(super) struct Reader {
     /// it) and so writes to pages already in memory. A fresh buffer per chunk cost a page fault
     /// for every 4 KiB shipped (BENCHMARKS.md).
     buf: BytesMut,
+    /// Where the file the sink is writing ends for good ([`Progress::written_end`]); none: the
+    /// files' lengths (a reader for statistics).
+    written: Option<Progress>,
 }
 
 struct OpenFile {
@@ -66,7 +73,15 @@ impl Reader {
             open: None,
             max_chunk,
             buf: BytesMut::new(),
+            written: None,
         }
+    }
+
+    /// Reads no further into the file the sink is writing than it has written for good: bytes
+    /// of a write that failed, and is rolled back, are never shipped.
+    pub(super) fn written_up_to(mut self, progress: Progress) -> Reader {
+        self.written = Some(progress);
+        self
     }
 
     /// Starts over from `pos` (after a failed publish: from the last acknowledged line).
@@ -178,7 +193,14 @@ impl Reader {
     fn read_lines(&mut self) -> io::Result<Option<Chunk>> {
         let (max, offset) = (self.max_chunk, self.pos.offset);
         let open = open_file(&mut self.open, &self.dir, &self.pos)?;
-        let len = open.file.metadata()?.len();
+        let mut len = open.file.metadata()?.len();
+        if let Some(end) = self
+            .written
+            .as_ref()
+            .and_then(|p| p.written_end(&open.name))
+        {
+            len = len.min(end);
+        }
         if len <= offset {
             return Ok(None);
         }
@@ -298,6 +320,49 @@ mod tests {
 
     const A: &str = "clicks-20251124T160000.000Z.jsonl";
     const B: &str = "clicks-20251124T170000.000Z.jsonl";
+
+    /// In the file the sink is writing, what a write left before it failed (and was rolled
+    /// back) is never shipped, even whole lines: only what the sink wrote for good.
+    #[test]
+    fn bytes_of_a_write_rolled_back_are_never_shipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Progress::new(Position::default());
+        let mut r =
+            Reader::new(dir.path(), Position::default(), 1 << 20).written_up_to(progress.clone());
+        let open = open_name(A);
+        let written = |file: &str, offset| {
+            progress.set_written(Position {
+                file: file.into(),
+                offset,
+            });
+        };
+        written(A, 0);
+        append(dir.path(), &open, "a1\n");
+        assert!(
+            r.next_chunk().unwrap().is_none(),
+            "not written for good yet"
+        );
+        written(A, 3);
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a1\n"));
+        // A batch lands, then its write fails: the sink truncates it away and writes again.
+        append(dir.path(), &open, "s1\nb1\n");
+        assert!(r.next_chunk().unwrap().is_none());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(&open))
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        append(dir.path(), &open, "b1\n");
+        written(A, 6);
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
+        // The sink moves on to a new file: that one is bounded now.
+        append(dir.path(), &open_name(B), "c1\n");
+        written(B, 0);
+        assert!(r.next_chunk().unwrap().is_none());
+        written(B, 3);
+        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("c1\n"));
+    }
 
     #[test]
     fn whole_lines_in_file_order_and_a_partial_line_waits() {
