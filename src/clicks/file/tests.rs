@@ -179,7 +179,7 @@ fn write_that_lands_in_part_is_rolled_back_before_the_retry() {
     for i in 0..10 {
         queue.push(event(i));
     }
-    let progress = crate::clicks::ship::Progress::new(Default::default());
+    let progress = Progress::new(Default::default());
     let config = FileSinkConfig {
         shipped: Some(progress.clone()),
         ..file_config(dir.path())
