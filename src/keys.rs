@@ -29,6 +29,25 @@ pub enum KeyError {
         "key {0} is the only key that seals new links; add a new key first (clickedge keys rotate)"
     )]
     LastSealing(u16),
+    /// Retiring the key that seals now would hand sealing to a key made too recently for every
+    /// node to have it (`cluster.key_seal_delay`): links minted meanwhile would not open
+    /// everywhere.
+    #[error(
+        "key {id} seals new links until key {next} is {} old ({}), by when every node has key \
+         {next}; retire key {id} after that",
+        humantime::format_duration(*delay),
+        crate::clock::rfc3339(*ready_at)
+    )]
+    NextNotReady {
+        /// The key to retire.
+        id: u16,
+        /// The key that would seal instead.
+        next: u16,
+        /// `cluster.key_seal_delay`.
+        delay: Duration,
+        /// When `next` is that old.
+        ready_at: SystemTime,
+    },
     /// No key has that id.
     #[error("no link key {0}")]
     NoSuchKey(u16),
@@ -157,7 +176,9 @@ impl LinkKeys {
 
     /// Retires a key: it seals no new link from now on and keeps opening the links it sealed,
     /// until it is removed. Retiring the only key that may seal is refused (add one first with
-    /// `keys rotate`); retiring a retired key changes nothing.
+    /// `keys rotate`), and so is retiring the key that seals while the next is younger than
+    /// the seal delay (it would seal before every node has it); retiring a retired key changes
+    /// nothing.
     pub async fn retire(&self, id: u16) -> Result<KeyInfo, KeyError> {
         let ring = self.ring.current();
         let Some(key) = ring.key(KeyId(id)) else {
@@ -169,6 +190,23 @@ impl LinkKeys {
             .any(|k| k.id() != KeyId(id) && !k.is_retired());
         if !key.is_retired() && !another_seals {
             return Err(KeyError::LastSealing(id));
+        }
+        let now = self.clock.now();
+        if !key.is_retired()
+            && self.sealing(&ring) == KeyId(id)
+            && let Some(next) = ring
+                .keys()
+                .iter()
+                .filter(|k| k.id() != KeyId(id) && !k.is_retired())
+                .min_by_key(|k| k.created_at())
+            && next.created_at() + self.seal_delay > now
+        {
+            return Err(KeyError::NextNotReady {
+                id,
+                next: next.id().0,
+                delay: self.seal_delay,
+                ready_at: next.created_at() + self.seal_delay,
+            });
         }
         if !self.store.retire_link_key(id, self.clock.now()).await? {
             return Err(KeyError::NoSuchKey(id));

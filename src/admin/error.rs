@@ -77,7 +77,9 @@ impl From<DomainError> for ApiError {
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> ApiError {
         let status = match &e {
-            KeyError::Sealing(_) | KeyError::LastSealing(_) => StatusCode::CONFLICT,
+            KeyError::Sealing(_) | KeyError::LastSealing(_) | KeyError::NextNotReady { .. } => {
+                StatusCode::CONFLICT
+            }
             KeyError::NoSuchKey(_) => StatusCode::NOT_FOUND,
             KeyError::Store(e) => return ApiError::internal(e),
         };

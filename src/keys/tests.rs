@@ -54,7 +54,24 @@ async fn with_a_seal_delay_a_new_key_opens_at_once_and_seals_once_it_is_old_enou
     let only_first = KeyRing::new(vec![keys.ring().current().keys()[1].clone()]).unwrap();
     assert!(opened_with(&only_first), "a node without key 2 opens it");
     assert!(matches!(keys.remove(1).await, Err(KeyError::Sealing(1))));
+    // Retiring key 1 now would make key 2 seal before every node has it.
+    let refused = keys.retire(1).await.unwrap_err();
+    assert!(
+        matches!(refused, KeyError::NextNotReady { id: 1, next: 2, .. }),
+        "{refused}"
+    );
+    assert_eq!(
+        refused.to_string(),
+        "key 1 seals new links until key 2 is 1m 5s old (1970-01-01T00:19:25Z), by when every \
+         node has key 2; retire key 1 after that"
+    );
+    let after_refusal = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
+    assert!(
+        links::open(&only_first, a.as_str(), token(&after_refusal)).is_ok(),
+        "still sealed with key 1"
+    );
     clock.advance(Duration::from_secs(65));
+    keys.retire(1).await.unwrap();
     let link = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
     assert!(links::open(&only_first, a.as_str(), token(&link)).is_err());
     assert!(links::open(&keys.ring().current(), a.as_str(), token(&link)).is_ok());
