@@ -179,6 +179,27 @@ impl Onboarding {
         Ok(())
     }
 
+    /// Takes the report stored for `name` now, which another node's checks may have written
+    /// (propagation of a change of its row): its orders are held back, or let go, as on that
+    /// node. None stored: none kept.
+    pub async fn reload(&self, name: &Domain) -> Result<(), StoreError> {
+        match self.store.domain_checks_of(name).await? {
+            Some(json) => match serde_json::from_str::<Report>(&json) {
+                Ok(report) => {
+                    self.latest.insert(name.clone(), Arc::new(report));
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    tracing::warn!(domain = %name, error = %escape::escape(&error), "stored checks do not parse");
+                }
+            },
+            None => {
+                self.latest.remove(name);
+            }
+        }
+        Ok(())
+    }
+
     /// The latest report for `name`, if it was ever checked.
     pub fn latest(&self, name: &Domain) -> Option<Arc<Report>> {
         self.latest.get(name).map(|r| r.clone())

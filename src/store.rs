@@ -346,6 +346,12 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
         Ok(out)
     }
 
+    /// The latest onboarding check report (JSON) of `name`, if it has one (propagation: another
+    /// node's checks).
+    async fn domain_checks_of(&self, name: &Domain) -> Result<Option<String>, StoreError> {
+        self.kv(&checks_key(name)).await
+    }
+
     /// Stores (replaces) the latest onboarding check report (JSON) of a registered domain.
     async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<(), StoreError> {
         self.put_kv(&checks_key(name), json).await

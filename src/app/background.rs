@@ -36,19 +36,22 @@ pub(super) fn spawn(
     let certs = &state.certs;
     tasks.push(tokio::spawn(certs.clone().run_maintenance(stop.clone())));
     tasks.push(tokio::spawn(certs.clone().fill_mirror(stop.clone())));
-    let propagation = Arc::new(Propagation::new(
-        state.store.clone(),
-        state.policy.clone(),
-        certs.clone(),
-        state.keys.clone(),
-        clock.clone(),
-        PropagationSettings {
-            node_id: config.cluster.node_id().to_string(),
-            scan_interval: config.cluster.scan_interval,
-            heartbeat_interval: HEARTBEAT_INTERVAL,
-        },
-        state.version,
-    ));
+    let propagation = Arc::new(
+        Propagation::new(
+            state.store.clone(),
+            state.policy.clone(),
+            certs.clone(),
+            state.keys.clone(),
+            clock.clone(),
+            PropagationSettings {
+                node_id: config.cluster.node_id().to_string(),
+                scan_interval: config.cluster.scan_interval,
+                heartbeat_interval: HEARTBEAT_INTERVAL,
+            },
+            state.version,
+        )
+        .with_onboarding(state.onboarding.clone()),
+    );
     tasks.push(tokio::spawn(propagation.clone().run(stop.clone())));
     if let Some(shipper) = shipper {
         tasks.push(tokio::spawn(shipper.run(stop.clone())));

@@ -26,6 +26,7 @@ use crate::certs::Certs;
 use crate::clock::Clock;
 use crate::errors::chain as error_chain;
 use crate::keys::LinkKeys;
+use crate::onboarding::Onboarding;
 use crate::policy::Policy;
 use crate::store::{Change, Changed, DomainPages, Store, StoreError};
 
@@ -55,6 +56,8 @@ pub struct Propagation {
     policy: Arc<Policy>,
     certs: Arc<Certs>,
     keys: Arc<LinkKeys>,
+    /// The domains' check reports, which gate orders; none: not kept (tests).
+    onboarding: Option<Arc<Onboarding>>,
     clock: Clock,
     settings: Settings,
     started_at: SystemTime,
@@ -81,11 +84,19 @@ impl Propagation {
             policy,
             certs,
             keys,
+            onboarding: None,
             clock,
             settings,
             applied: AtomicU64::new(applied),
             hint: Arc::new(Notify::new()),
         }
+    }
+
+    /// Also takes each changed domain's check report into `onboarding`, so that a check on
+    /// another node holds back (or lets go) this node's orders too.
+    pub fn with_onboarding(mut self, onboarding: Arc<Onboarding>) -> Propagation {
+        self.onboarding = Some(onboarding);
+        self
     }
 
     /// This node's id.
@@ -172,6 +183,9 @@ impl Propagation {
                         }
                         self.policy.register_record(&record);
                         self.certs.apply_status(&record);
+                        if let Some(onboarding) = &self.onboarding {
+                            onboarding.reload(name).await?;
+                        }
                     }
                     None => {
                         if self.policy.is_registered(name.as_str()) {
@@ -179,6 +193,9 @@ impl Propagation {
                         }
                         self.policy.unregister(name.as_str()).await;
                         self.certs.forget(name);
+                        if let Some(onboarding) = &self.onboarding {
+                            onboarding.forget(name);
+                        }
                     }
                 },
                 Changed::Certificate(name) => self.certs.reload_name(name).await?,

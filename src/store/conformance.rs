@@ -406,14 +406,21 @@ pub async fn domain_checks_round_trip_and_go_with_the_domain(
     store.add_domain(&a, t(1)).await?;
     store.add_domain(&b, t(1)).await?;
     assert!(store.domain_checks().await?.is_empty());
+    assert_eq!(store.domain_checks_of(&a).await?, None);
     store.put_domain_checks(&a, "{\"checks\":[]}").await?;
     store.put_domain_checks(&a, "{\"checks\":[1]}").await?;
     assert_eq!(
         store.domain_checks().await?,
         vec![(a.clone(), "{\"checks\":[1]}".to_owned())]
     );
+    assert_eq!(
+        store.domain_checks_of(&a).await?.as_deref(),
+        Some("{\"checks\":[1]}")
+    );
+    assert_eq!(store.domain_checks_of(&b).await?, None);
     store.remove_domain(&a).await?;
     assert!(store.domain_checks().await?.is_empty());
+    assert_eq!(store.domain_checks_of(&a).await?, None);
     Ok(())
 }
 

@@ -251,6 +251,10 @@ impl Store for PgStore {
         self.read_domain_checks().await
     }
 
+    async fn domain_checks_of(&self, name: &Domain) -> Result<Option<String>, StoreError> {
+        self.read_domain_checks_of(name).await
+    }
+
     async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<(), StoreError> {
         self.write_domain_checks(name, json).await
     }

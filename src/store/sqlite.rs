@@ -464,6 +464,17 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn domain_checks_of(&self, name: &Domain) -> Result<Option<String>, StoreError> {
+        let name = name.clone();
+        self.with("reading domain checks", move |c| {
+            c.prepare_cached("SELECT checks FROM domains WHERE name = ?1")?
+                .query_row([name.as_str()], |r| r.get::<_, Option<String>>(0))
+                .optional()
+                .map(Option::flatten)
+        })
+        .await
+    }
+
     async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<(), StoreError> {
         let (name, json) = (name.clone(), json.to_owned());
         self.with("recording domain checks", move |c| {

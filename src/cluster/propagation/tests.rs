@@ -221,3 +221,69 @@ async fn a_node_away_longer_than_tombstones_are_kept_still_forgets_what_was_remo
     );
     assert!(f.propagation.applied() >= f.store.pruned_through().await.unwrap());
 }
+
+/// A check report another node stored for a domain reaches this node with the domain's change:
+/// a failing check holds back this node's orders too, a passing one lets them go, and a removed
+/// domain's report is dropped.
+#[tokio::test]
+async fn another_nodes_checks_hold_back_and_let_go_this_nodes_orders() {
+    use crate::certs::IssueGate as _;
+    use crate::onboarding::{Check, CheckId, Onboarding, Report, Settings as CheckSettings};
+
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let mut settings = CheckSettings::from_config(&crate::config::Config::default());
+    settings.cname_target = Some(Domain::parse("edge.example.net").unwrap());
+    let onboarding = Arc::new(Onboarding::new(settings, f.store.clone(), clock.clock()));
+    let propagation = Propagation::new(
+        f.store.clone(),
+        f.policy.clone(),
+        f.certs.clone(),
+        f.keys.clone(),
+        clock.clock(),
+        Settings {
+            node_id: "edge-b".into(),
+            scan_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+        },
+        f.store.latest_version().await.unwrap(),
+    )
+    .with_onboarding(onboarding.clone());
+    let a = Domain::parse("a.example.com").unwrap();
+    f.store.add_domain(&a, clock.clock().now()).await.unwrap();
+    propagation.scan().await.unwrap();
+    assert!(onboarding.latest(&a).is_none());
+
+    let report = |check: Check| {
+        serde_json::to_string(&Report {
+            checked_at: clock.clock().now(),
+            checks: vec![check],
+        })
+        .unwrap()
+    };
+    let failing = Check::fail(
+        CheckId::PointsToEdge,
+        "a.example.com has no CNAME",
+        "add the CNAME".into(),
+        true,
+    );
+    f.store
+        .put_domain_checks(&a, &report(failing))
+        .await
+        .unwrap();
+    propagation.scan().await.unwrap();
+    assert!(onboarding.hold(&a).is_some(), "held back here too");
+
+    let passing = Check::pass(CheckId::PointsToEdge, "a.example.com points at the edge");
+    f.store
+        .put_domain_checks(&a, &report(passing))
+        .await
+        .unwrap();
+    propagation.scan().await.unwrap();
+    assert!(onboarding.latest(&a).is_some());
+    assert!(onboarding.hold(&a).is_none(), "let go here too");
+
+    f.store.remove_domain(&a).await.unwrap();
+    propagation.scan().await.unwrap();
+    assert!(onboarding.latest(&a).is_none());
+}

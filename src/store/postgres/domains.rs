@@ -178,6 +178,23 @@ impl PgStore {
             .collect()
     }
 
+    pub(super) async fn read_domain_checks_of(
+        &self,
+        name: &Domain,
+    ) -> Result<Option<String>, StoreError> {
+        let op = "reading domain checks";
+        let row = self
+            .conn(op)
+            .await?
+            .query_opt(
+                "SELECT checks FROM domains WHERE name = $1",
+                &[&name.as_str()],
+            )
+            .await
+            .map_err(db(op))?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
     pub(super) async fn write_domain_checks(
         &self,
         name: &Domain,
