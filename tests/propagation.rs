@@ -122,6 +122,20 @@ async fn with_notifications_lost_changes_arrive_by_the_scan() {
     let b = node(&url, "edge-b", "3s");
     let roots = roots(&[&a, &b]);
 
+    // Both listening first: a node is ready before its listener has connected (changes reach
+    // it by the scan meanwhile), and on a busy machine that can take a moment.
+    let listening = within(Duration::from_secs(30), || async {
+        server
+            .psql(
+                &db,
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query LIKE 'LISTEN %' AND datname = current_database()",
+            )
+            .trim()
+            == "2"
+    })
+    .await;
+    assert!(listening.is_some(), "both nodes listen within 30 s");
     // The listeners' backends killed: the nodes scan and listen again.
     let killed = server.psql(
         &db,
