@@ -32,7 +32,7 @@ mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
@@ -108,7 +108,14 @@ pub struct Certs {
     claims: ClaimSettings,
     gauges: GaugeScans,
     mirror: Option<Arc<CertMirror>>,
+    /// Names the store had no valid certificate for, and when that was read ([`Certs::has_valid`]
+    /// asks per plain-HTTP request): the answer holds for [`NO_VALID_FOR`].
+    no_valid: dashmap::DashMap<Domain, SystemTime>,
 }
+
+/// How long "no valid certificate stored" holds for [`Certs::has_valid`]: a name issued meanwhile
+/// on another node is upgraded to HTTPS this much later, its plain-HTTP clicks served as before.
+const NO_VALID_FOR: Duration = Duration::from_secs(10);
 
 impl Certs {
     /// A certificate source over `store` and `issuer`, serving the names `policy` permits.
@@ -138,6 +145,7 @@ impl Certs {
             claims: ClaimSettings::default(),
             gauges: GaugeScans::default(),
             mirror: None,
+            no_valid: dashmap::DashMap::new(),
         }
     }
 
@@ -230,18 +238,39 @@ impl Certs {
         }
     }
 
-    /// True if `name` has an unexpired certificate in memory or in the store.
+    /// True if `name` has an unexpired certificate in memory or in the store. Asked per
+    /// plain-HTTP request: one found in the store is cached, and "none" is remembered for
+    /// [`NO_VALID_FOR`], so a flood of requests for a name without one is not a store query each.
     pub async fn has_valid(&self, name: &Domain) -> bool {
         let now = self.clock.now();
         if let Some(entry) = self.cache.get(name) {
             return entry.not_after > now;
         }
-        matches!(self.store.certificate(name).await, Ok(Some(c)) if c.not_after > now)
+        if self
+            .no_valid
+            .get(name)
+            .is_some_and(|at| now < *at + NO_VALID_FOR)
+        {
+            return false;
+        }
+        match self.store.certificate(name).await {
+            Ok(Some(c)) if c.not_after > now => {
+                if let Ok(entry) = self.entry(&c) {
+                    self.cache.insert(name.clone(), entry);
+                }
+                true
+            }
+            _ => {
+                self.no_valid.insert(name.clone(), now);
+                false
+            }
+        }
     }
 
     /// Forgets everything about `name` in memory (after it was unregistered).
     pub fn forget(&self, name: &Domain) {
         self.cache.invalidate(name);
+        self.no_valid.remove(name);
         self.backoff.forget(name);
         lock(&self.schedule).remove(name);
         self.unmirror(name);

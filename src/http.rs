@@ -456,14 +456,17 @@ impl<V: VerdictStage> Edge<V> {
     }
 
     fn upgrade<B>(&self, domain: &Domain, req: &Request<B>) -> Response<Body> {
-        self.counters.upgrade.inc();
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let target = format!("https://{domain}{path}");
+        // A target that cannot make a `Location` value (the URI parser lets none through that
+        // we know of) is not a link: 404, never a 308 that leads nowhere.
+        let Ok(location) = HeaderValue::from_str(&format!("https://{domain}{path}")) else {
+            self.counters.not_found.inc();
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        };
+        self.counters.upgrade.inc();
         let mut res = Response::new(Body::default());
         *res.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        if let Ok(v) = HeaderValue::from_str(&target) {
-            res.headers_mut().insert(header::LOCATION, v);
-        }
+        res.headers_mut().insert(header::LOCATION, location);
         res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
         res
     }

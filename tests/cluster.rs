@@ -199,3 +199,65 @@ async fn with_sslmode_require_the_store_talks_tls_and_verifies_the_server() {
     );
     assert_eq!(plain.trim(), "0");
 }
+
+/// A session that stopped while holding the cluster's write lock (a node paused mid-write) does
+/// not hang every other write: the write waits at most the lock bound and answers 503, and the
+/// node writes again once the session is gone.
+#[tokio::test]
+async fn a_write_lock_held_elsewhere_fails_the_write_in_bounded_time_instead_of_hanging() {
+    let server = postgres::shared();
+    let url = server.fresh_database();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("seal.key");
+    assert!(keygen(&key).status.success());
+    let config = format!(
+        "{}[cluster]\nseal_key_file = \"{}\"\n",
+        store_config(&url),
+        key.display()
+    );
+    let edge = Edge::start_with(&config);
+    let mut holder = server.psql_in_background(
+        &db,
+        "BEGIN; SELECT pg_advisory_xact_lock(7162863372592195174); SELECT pg_sleep(120);",
+    );
+    // The lock is taken once the session shows up waiting in pg_sleep.
+    let held = common::within(std::time::Duration::from_secs(30), || async {
+        server
+            .psql(
+                &db,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            )
+            .trim()
+            == "1"
+    })
+    .await;
+    assert!(held.is_some(), "the lock taken");
+    let add = edge.admin(
+        reqwest::Method::POST,
+        "/v1/domains",
+        Some(json!({ "name": DOMAIN })),
+    );
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(60), add)
+        .await
+        .expect("the write answered, not hung");
+    assert_eq!(status, 503, "{body}");
+    // The server notices a client gone only when it next talks to it: end the session there.
+    server.psql(
+        &db,
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let again = common::within(std::time::Duration::from_secs(30), || async {
+        edge.admin(
+            reqwest::Method::POST,
+            "/v1/domains",
+            Some(json!({ "name": DOMAIN })),
+        )
+        .await
+        .0 == 201
+    })
+    .await;
+    assert!(again.is_some(), "written once the session is gone");
+}

@@ -7,6 +7,7 @@ mod common;
 
 use common::Edge;
 use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const DOMAIN: &str = "links.example.com";
 const DEST: &str = "https://shop.example.com/sale?utm_source=email";
@@ -111,7 +112,6 @@ async fn every_protocol_redirects_and_logs(edge: &Edge) {
 
 #[tokio::test]
 async fn a_click_that_asks_to_close_gets_its_whole_answer_then_close_notify() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let edge = Edge::start();
     edge.add_domain(DOMAIN).await;
     let link = edge.mint(DOMAIN, DEST, json!({})).await;
@@ -266,6 +266,57 @@ async fn plain_http_click_is_upgraded_once_a_certificate_exists() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+}
+
+/// A request that names its host ambiguously (two `Host` headers, or one that is not ASCII
+/// text) is answered as misdirected, never as the connection's own name.
+#[tokio::test]
+async fn an_ambiguous_host_is_misdirected_not_taken_for_the_sni_name() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
+    let path = link
+        .split_once(&format!(":{}", edge.https.port()))
+        .unwrap()
+        .1;
+    let hosts: [Vec<u8>; 3] = [
+        format!("Host: {DOMAIN}\r\nHost: other.example.com\r\n").into_bytes(),
+        b"Host: other.example.com\x80\r\n".to_vec(),
+        format!("Host: {DOMAIN}\r\n").into_bytes(),
+    ];
+    let mut answers = Vec::new();
+    for host in hosts {
+        let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+        let mut tls = edge
+            .tls_connector(b"http/1.1")
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let mut request = format!("GET {path} HTTP/1.1\r\n").into_bytes();
+        request.extend_from_slice(&host);
+        request.extend_from_slice(b"Connection: close\r\n\r\n");
+        tls.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        answers.push(String::from_utf8_lossy(&answer).into_owned());
+    }
+    assert!(
+        answers[0].starts_with("HTTP/1.1 421 "),
+        "two Host headers: {}",
+        answers[0]
+    );
+    assert!(
+        answers[1].starts_with("HTTP/1.1 421 "),
+        "not ASCII: {}",
+        answers[1]
+    );
+    assert!(
+        answers[2].starts_with("HTTP/1.1 302 "),
+        "the name itself: {}",
+        answers[2]
+    );
 }
 
 /// TLS handshakes the edge has done, whatever their outcome.

@@ -224,3 +224,25 @@ async fn a_fallback_url_is_checked_like_a_link_destination() {
         assert_eq!(status, 400, "{body}: {answer}");
     }
 }
+
+/// A HEAD for a link that does not open (as scanners send) gets the 404's headers and no body,
+/// over h2 too, where a client takes a body on a HEAD answer for a protocol error.
+#[tokio::test]
+async fn a_head_for_a_link_that_does_not_open_gets_the_404_without_a_body_over_h2() {
+    let edge = Edge::start();
+    edge.add_domain("links.example.com").await;
+    let client = edge.client(&["links.example.com"]);
+    let link = forged(&edge.mint("links.example.com", DEST, json!({})).await);
+    for accept in ["*/*", BROWSER_ACCEPT] {
+        let res = client
+            .head(&link)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HEAD with accept {accept}: {e:?}"));
+        assert_eq!(res.version(), reqwest::Version::HTTP_2);
+        assert_eq!(res.status(), 404, "{accept}");
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        assert!(res.bytes().await.unwrap().is_empty(), "{accept}");
+    }
+}

@@ -782,3 +782,35 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 2, "still backing off");
     assert_eq!(server.hits(), 1, "asked once, at the first handshake");
 }
+
+/// Plain HTTP asks per request whether a name has a valid certificate: a name without one costs
+/// one store read per 10 s, not one per request, and one found in the store is cached.
+#[tokio::test]
+async fn has_valid_reads_the_store_once_per_name_and_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::new(from_unix_secs(1_800_000_000));
+    let (_issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    let queries = store.queries().get();
+    for _ in 0..5 {
+        assert!(!certs.has_valid(&name).await);
+    }
+    assert_eq!(
+        store.queries().get(),
+        queries + 1,
+        "one read for five requests"
+    );
+    wall.advance(Duration::from_secs(10));
+    assert!(!certs.has_valid(&name).await);
+    assert_eq!(store.queries().get(), queries + 2, "read again after 10 s");
+
+    // Issued (here, as by another node): found at the next read, then held in memory.
+    let other = certs_over(&store, certs.issuer.clone(), [name.clone()], wall.clock());
+    Arc::new(other).resolve(&name).await.unwrap();
+    wall.advance(Duration::from_secs(10));
+    assert!(certs.has_valid(&name).await);
+    let queries = store.queries().get();
+    assert!(certs.has_valid(&name).await);
+    assert_eq!(store.queries().get(), queries, "cached");
+}

@@ -112,8 +112,9 @@ impl Propagation {
     /// Reads and applies every change since the last one applied; returns how many there were.
     /// On an error, what was applied stays applied and the next scan goes on from there.
     pub async fn scan(&self) -> Result<usize, StoreError> {
+        let from = self.applied();
         let pruned = self.store.pruned_through().await?;
-        if self.applied() < pruned {
+        if from < pruned {
             self.forget_removed().await?;
         }
         let mut total = 0;
@@ -123,9 +124,16 @@ impl Propagation {
             total += n;
             self.apply(changes).await?;
             if n < PAGE as usize {
-                // Everything up to `pruned` is read now: written rows by the scan, deletes by
-                // the comparison.
-                self.applied.fetch_max(pruned, Ordering::Relaxed);
+                // Another node may have pruned tombstones this scan had not read yet (pruning
+                // runs whenever a heartbeat finds it due): then compare as well.
+                let pruned_now = self.store.pruned_through().await?;
+                if pruned_now > pruned && from < pruned_now {
+                    self.forget_removed().await?;
+                }
+                // Everything up to the prune mark is read now: written rows by the scan,
+                // deletes by the comparison.
+                self.applied
+                    .fetch_max(pruned_now.max(pruned), Ordering::Relaxed);
                 return Ok(total);
             }
         }
@@ -175,37 +183,52 @@ impl Propagation {
             .filter(|c| latest.get(&c.what) == Some(&c.version))
             .partition(|c| matches!(c.what, Changed::Domain(_)));
         for c in domains.into_iter().chain(others) {
-            match &c.what {
-                Changed::Domain(name) => match self.store.domain(name).await? {
-                    Some(record) => {
-                        if !self.policy.is_registered(name.as_str()) {
-                            tracing::info!(domain = %name, "domain added on another node");
-                        }
-                        self.policy.register_record(&record);
-                        self.certs.apply_status(&record);
-                        if let Some(onboarding) = &self.onboarding {
-                            onboarding.reload(name).await?;
-                        }
-                    }
-                    None => {
-                        if self.policy.is_registered(name.as_str()) {
-                            tracing::info!(domain = %name, "domain removed on another node");
-                        }
-                        self.policy.unregister(name.as_str()).await;
-                        self.certs.forget(name);
-                        if let Some(onboarding) = &self.onboarding {
-                            onboarding.forget(name);
-                        }
-                    }
-                },
-                Changed::Certificate(name) => self.certs.reload_name(name).await?,
-                Changed::LinkKey(_) => keys_changed = true,
+            match self.apply_one(&c.what, &mut keys_changed).await {
+                Ok(()) => {}
+                // The database away: this page again at the next scan.
+                Err(e) if e.is_unavailable() => return Err(e),
+                // One row that cannot be read (damaged, sealed with another key) must not hold
+                // back every change after it on every node: it is skipped, loudly.
+                Err(e) => {
+                    tracing::error!(change = ?c.what, version = c.version, error = %error_chain(&e), "a changed row cannot be applied; skipped (fix or remove the row)");
+                }
             }
         }
         if keys_changed {
             self.keys.reload().await?;
         }
         self.applied.fetch_max(last, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies one changed row to this node's memory.
+    async fn apply_one(&self, what: &Changed, keys_changed: &mut bool) -> Result<(), StoreError> {
+        match what {
+            Changed::Domain(name) => match self.store.domain(name).await? {
+                Some(record) => {
+                    if !self.policy.is_registered(name.as_str()) {
+                        tracing::info!(domain = %name, "domain added on another node");
+                    }
+                    self.policy.register_record(&record);
+                    self.certs.apply_status(&record);
+                    if let Some(onboarding) = &self.onboarding {
+                        onboarding.reload(name).await?;
+                    }
+                }
+                None => {
+                    if self.policy.is_registered(name.as_str()) {
+                        tracing::info!(domain = %name, "domain removed on another node");
+                    }
+                    self.policy.unregister(name.as_str()).await;
+                    self.certs.forget(name);
+                    if let Some(onboarding) = &self.onboarding {
+                        onboarding.forget(name);
+                    }
+                }
+            },
+            Changed::Certificate(name) => self.certs.reload_name(name).await?,
+            Changed::LinkKey(_) => *keys_changed = true,
+        }
         Ok(())
     }
 

@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::header::CONNECTION;
+use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderValue};
 use hyper::service::{Service as _, service_fn};
-use hyper::{Request, StatusCode, Version};
+use hyper::{Method, Request, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -273,12 +273,31 @@ fn service(
                 conn.activity.last_request();
             }
             let received = Instant::now();
-            let res = edge.handle(&conn.info, req).await;
+            let head = req.method() == Method::HEAD;
+            let mut res = edge.handle(&conn.info, req).await;
+            if head {
+                headers_only(&mut res);
+            }
             let timed = (res.status() == StatusCode::FOUND)
                 .then(|| (received, conn.redirect_seconds.clone()));
             Ok::<_, Infallible>(res.map(|body| Timed::new(body, timed)))
         }
     })
+}
+
+/// The answer to a HEAD request: its headers, its length as a GET would have it, no body.
+/// hyper leaves the body out over HTTP/1.1 itself, but sends it over h2, where a client takes
+/// DATA on a HEAD answer for a protocol error (a scanner's HEAD to a link that does not open
+/// would see a reset stream instead of the 404).
+fn headers_only(res: &mut hyper::Response<super::Body>) {
+    use hyper::body::Body as _;
+    if let Some(len) = res.body().size_hint().exact()
+        && !res.headers().contains_key(CONTENT_LENGTH)
+    {
+        res.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    *res.body_mut() = super::Body::default();
 }
 
 /// Whether hyper closes an HTTP/1.x connection once `req` is answered, by hyper's own rule:

@@ -4,7 +4,7 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | format version: `1`, or `2` for a link with message context |
+//! | 1 | format version: `1`, `2` for a link with message context, `3` an open pixel's token (`4`, a status page's share token, is `links/share`'s) |
 //! | 2 | key id, big endian |
 //! | 24 | random nonce |
 //! | n | ciphertext of the payload |

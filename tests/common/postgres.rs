@@ -240,6 +240,20 @@ impl PgServer {
 
     /// Runs `sql` in database `db` with `psql` and returns its unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
+        String::from_utf8_lossy(&run("psql", self.psql_command(db, sql)).stdout).into_owned()
+    }
+
+    /// Starts `psql` running `sql` in database `db` in the background (a session holding a
+    /// lock, say); kill the child to end it.
+    pub fn psql_in_background(&self, db: &str, sql: &str) -> Child {
+        self.psql_command(db, sql)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting psql (Debian package postgresql)")
+    }
+
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
         let mut psql = Command::new(self.bin.join("psql"));
         psql.args([
             "-h",
@@ -254,7 +268,7 @@ impl PgServer {
         .arg("-p")
         .arg(self.port.to_string())
         .args(["-d", db, "-c", sql]);
-        String::from_utf8_lossy(&run("psql", psql).stdout).into_owned()
+        psql
     }
 
     /// The whole of database `db` as `pg_dump` writes it (SQL text).

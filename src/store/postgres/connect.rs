@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use rustls_platform_verifier::BuilderVerifierExt as _;
+use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{PgStore, schema};
@@ -26,6 +27,20 @@ const MAX_CONNECTIONS: usize = 8;
 /// so that with the database down an admin write answers 503 at once rather than hanging.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the server bounds on every session (`-c` options; a URL's own `options` come first and
+/// these win): a statement waiting on a lock (the cluster's write lock, held by a node that
+/// stopped mid-transaction), a statement running, and a transaction left open on a node that
+/// stopped, are each ended instead of holding every other node's writes. Migrations, which may
+/// wait for another node's, lift the first two for their own session.
+const SESSION_BOUNDS: &str =
+    "-c lock_timeout=10s -c statement_timeout=60s -c idle_in_transaction_session_timeout=60s";
+
+/// TCP keepalive: a connection whose peer vanished (a failover, a black-holed route) is found
+/// dead within about a minute instead of the kernel's quarter of an hour of retransmissions.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// A pool for `url`; `password` (from `PGPASSWORD`) is used only if the URL carries none. No
 /// connection is made yet.
 pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<(Pool, Listener), StoreError> {
@@ -41,6 +56,14 @@ pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<(Pool, List
     }
     pg.connect_timeout(CONNECT_TIMEOUT);
     pg.application_name("clickedge");
+    let options = match pg.get_options() {
+        Some(own) => format!("{own} {SESSION_BOUNDS}"),
+        None => SESSION_BOUNDS.to_owned(),
+    };
+    pg.options(options);
+    pg.keepalives_idle(KEEPALIVE_IDLE);
+    pg.keepalives_interval(KEEPALIVE_INTERVAL);
+    pg.keepalives_retries(KEEPALIVE_RETRIES);
     let tls = tls(url)?;
     let listener = Listener {
         config: pg.clone(),
@@ -141,12 +164,18 @@ impl PgStore {
     }
 }
 
-/// Maps a database error of the operation `op`: a lost connection is
-/// [`StoreError::Unavailable`], anything the server said is [`StoreError::Db`].
+/// Maps a database error of the operation `op`: a lost connection, or a statement the session
+/// bounds ended, is [`StoreError::Unavailable`]; anything else the server said is
+/// [`StoreError::Db`].
 pub(super) fn db(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
     move |e| {
         let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-        if e.is_closed() || io {
+        // The session bounds ended it: a lock held elsewhere (another node stopped holding the
+        // cluster's write lock) or the server too slow. Busy, not wrong: try again later.
+        let bounded = e
+            .code()
+            .is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED);
+        if e.is_closed() || io || bounded {
             StoreError::Unavailable {
                 op,
                 source: Box::new(e),

@@ -176,6 +176,19 @@ const MIGRATION_LOCK: i64 = 0x636c_6963_6b65_6467;
 /// [`MIGRATION_LOCK`]: a node that starts while another migrates waits, then finds the work done.
 /// Returns how many ran.
 pub(super) async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
+    // Another node may be migrating (this waits for its lock), and a migration may rewrite a
+    // large table: neither is bounded here, unlike every other statement.
+    client
+        .batch_execute("SET lock_timeout = 0; SET statement_timeout = 0")
+        .await?;
+    let ran = migrate_unbounded(client).await;
+    client
+        .batch_execute("RESET lock_timeout; RESET statement_timeout")
+        .await?;
+    ran
+}
+
+async fn migrate_unbounded(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
