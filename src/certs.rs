@@ -111,7 +111,15 @@ pub struct Certs {
     /// Names the store had no valid certificate for, and when that was read ([`Certs::has_valid`]
     /// asks per plain-HTTP request): the answer holds for [`NO_VALID_FOR`].
     no_valid: dashmap::DashMap<Domain, SystemTime>,
+    /// Names whose flight found no valid certificate stored and the gate holding back their
+    /// order, and when: while the gate still holds one, for at most [`HELD_UNSTORED_FOR`], its
+    /// handshakes fail from memory instead of a store read each.
+    held_unstored: dashmap::DashMap<Domain, SystemTime>,
 }
+
+/// How long a held-back name found with nothing stored fails from memory before a handshake
+/// looks in the store again (another node may have stored a certificate).
+const HELD_UNSTORED_FOR: Duration = Duration::from_secs(60);
 
 /// How long "no valid certificate stored" holds for [`Certs::has_valid`]: a name issued meanwhile
 /// on another node is upgraded to HTTPS this much later, its plain-HTTP clicks served as before.
@@ -146,6 +154,7 @@ impl Certs {
             gauges: GaugeScans::default(),
             mirror: None,
             no_valid: dashmap::DashMap::new(),
+            held_unstored: dashmap::DashMap::new(),
         }
     }
 
@@ -183,8 +192,8 @@ impl Certs {
     /// Counts one `clickedge_certificate_lookups_total` per handshake that gets as far as a
     /// lookup: `hit` when the certificate is in memory, `miss` when it looks in the store or
     /// joins a flight (whatever the outcome), so the hit rate says whether
-    /// `tls.cert_cache_capacity` holds the hot names. Refused names, and backing-off names known
-    /// to have nothing stored, count neither: no certificate was looked for.
+    /// `tls.cert_cache_capacity` holds the hot names. Refused names, and backing-off or held-back
+    /// names known to have nothing stored, count neither: no certificate was looked for.
     pub async fn resolve(self: &Arc<Self>, name: &Domain) -> Result<Arc<CertifiedKey>, CertError> {
         let now = self.clock.now();
         if let Some(entry) = self.cache.get(name)
@@ -209,6 +218,12 @@ impl Certs {
             && pending.nothing_stored
         {
             return Err(flight::backing_off(name, pending));
+        }
+        if let Some(hold) = self.held_from_memory(name, now) {
+            return Err(CertError::HeldBack {
+                domain: name.clone(),
+                hold,
+            });
         }
         self.metrics.cert_lookup_misses.inc();
         // A renewal may take long (the CA's rate budget, an order): the certificate it replaces
@@ -236,6 +251,20 @@ impl Certs {
             Some(Err(e)) => Err(e),
             None => Err(CertError::Timeout(name.clone())),
         }
+    }
+
+    /// Why `name`'s order is held back, from memory: its flight found nothing stored a moment
+    /// ago and the gate still holds it (checks that pass let it go at once).
+    fn held_from_memory(&self, name: &Domain, now: SystemTime) -> Option<Hold> {
+        let gate = self.gate.as_ref()?;
+        let recent = self
+            .held_unstored
+            .get(name)
+            .is_some_and(|at| now < *at + HELD_UNSTORED_FOR);
+        if !recent {
+            return None;
+        }
+        gate.hold(name)
     }
 
     /// True if `name` has an unexpired certificate in memory or in the store. Asked per
@@ -271,6 +300,7 @@ impl Certs {
     pub fn forget(&self, name: &Domain) {
         self.cache.invalidate(name);
         self.no_valid.remove(name);
+        self.held_unstored.remove(name);
         self.backoff.forget(name);
         lock(&self.schedule).remove(name);
         self.unmirror(name);

@@ -156,6 +156,8 @@ impl Certs {
         // Nothing valid is stored: if the name backs off, its next handshakes fail from memory.
         self.backoff.nothing_stored(name);
         if let Some(hold) = self.gate.as_ref().and_then(|g| g.hold(name)) {
+            // While the gate holds it, the name's next handshakes fail from memory.
+            self.held_unstored.insert(name.clone(), self.clock.now());
             // Recorded as the domain's last error (without backoff: asking the gate is free).
             if self
                 .backoff

@@ -697,9 +697,16 @@ async fn a_held_back_name_is_recorded_and_logged_once_a_minute_not_per_handshake
         .await
         .unwrap();
     manual.advance(backoff::HELD_NOTICE_INTERVAL - Duration::from_secs(1));
+    let queries = store.queries().get();
     for _ in 0..5 {
-        certs.resolve(&name).await.unwrap_err();
+        let err = certs.resolve(&name).await.unwrap_err();
+        assert!(matches!(err, CertError::HeldBack { .. }), "{err}");
     }
+    assert_eq!(
+        store.queries().get(),
+        queries,
+        "from memory, no store read each"
+    );
     assert_eq!(
         record(&store, &name).await.last_error,
         None,
