@@ -5,17 +5,13 @@
 //! Lookups happen only for registered names (a name `tls.ask` approves is registered before its
 //! first order), so a random name or token costs no storage query, and never an `ask` request:
 //! validation answers what the store has published, it does not decide who may get a
-//! certificate. A registered name's lookups are bounded too ([`LOOKUPS_PER_SEC`] each, a CA's
-//! validation takes a handful): link domains are public, and a flood of challenge requests for
-//! one must not become a store query each (it may delay that name's own validation, no other's).
+//! certificate.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use dashmap::DashMap;
 use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
@@ -26,7 +22,6 @@ use crate::clock::Clock;
 use crate::config::ChallengeKind;
 use crate::errors::chain as error_chain;
 use crate::policy::Policy;
-use crate::rate::Gcra;
 use crate::store::{Store, StoreError};
 
 use super::AcmeError;
@@ -34,19 +29,12 @@ use super::AcmeError;
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
-/// Challenge lookups a registered name may cost per second, and at once after a quiet spell.
-const LOOKUPS_PER_SEC: u32 = 20;
-const LOOKUP_BURST: u32 = 40;
-
 /// Challenge responses, published by orders and read by the listeners.
 pub struct Challenges {
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
     provider: Arc<CryptoProvider>,
     clock: Clock,
-    /// Each name's lookup bucket ([`Gcra`] arrival time, nanoseconds since the Unix epoch).
-    lookups: DashMap<Domain, u64>,
-    rate: Gcra,
 }
 
 impl Challenges {
@@ -63,28 +51,6 @@ impl Challenges {
             policy,
             provider,
             clock,
-            lookups: DashMap::new(),
-            rate: Gcra::new(
-                NonZeroU32::new(LOOKUPS_PER_SEC).unwrap_or(NonZeroU32::MIN),
-                NonZeroU32::new(LOOKUP_BURST).unwrap_or(NonZeroU32::MIN),
-            ),
-        }
-    }
-
-    /// Whether `name` may cost a challenge lookup now (its bucket takes one if so).
-    fn may_look_up(&self, name: &Domain) -> bool {
-        let now = self
-            .clock
-            .now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let mut tat = self.lookups.entry(name.clone()).or_insert(0);
-        match self.rate.step(*tat, now) {
-            Some(next) => {
-                *tat = next;
-                true
-            }
-            None => false,
         }
     }
 
@@ -114,8 +80,7 @@ impl Challenges {
 
     /// The HTTP-01 key authorization for `token`, if `host` is registered and it is published.
     pub async fn http01(&self, host: &Domain, token: &str) -> Option<String> {
-        if token.len() > 256 || !self.policy.is_registered(host.as_str()) || !self.may_look_up(host)
-        {
+        if token.len() > 256 || !self.policy.is_registered(host.as_str()) {
             return None;
         }
         self.lookup(ChallengeKind::Http01, token).await
@@ -124,7 +89,7 @@ impl Challenges {
     /// The TLS-ALPN-01 certificate for `domain`, if it is registered and a challenge is
     /// published.
     pub async fn tls_alpn01(&self, domain: &Domain) -> Option<Arc<CertifiedKey>> {
-        if !self.policy.is_registered(domain.as_str()) || !self.may_look_up(domain) {
+        if !self.policy.is_registered(domain.as_str()) {
             return None;
         }
         let digest = self
@@ -222,40 +187,6 @@ mod tests {
         assert_eq!(c.http01(&a, "other").await, None);
         c.withdraw(ChallengeKind::Http01, "tok").await;
         assert_eq!(c.http01(&a, "tok").await, None);
-    }
-
-    /// A flood of challenge requests for a registered name costs at most the bucket's store
-    /// reads: past the burst, lookups are refused without one until the bucket refills.
-    #[tokio::test]
-    async fn a_flood_of_lookups_for_one_name_is_bounded() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
-        let a = Domain::parse("a.example.com").unwrap();
-        let clock = ManualClock::starting_now();
-        let c = Challenges::new(
-            store.clone(),
-            Arc::new(Policy::new([a.clone()], None)),
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            clock.clock(),
-        );
-        let expires = clock.clock().now() + Duration::from_secs(600);
-        c.publish(ChallengeKind::Http01, "tok", "tok.thumb", expires)
-            .await
-            .unwrap();
-        let queries = store.queries().get();
-        let mut answered = 0;
-        for _ in 0..100 {
-            answered += u64::from(c.http01(&a, "random").await.is_some());
-            answered += u64::from(c.tls_alpn01(&a).await.is_some());
-        }
-        assert_eq!(answered, 0);
-        assert_eq!(
-            store.queries().get() - queries,
-            u64::from(LOOKUP_BURST),
-            "the burst, then none"
-        );
-        assert_eq!(c.http01(&a, "tok").await, None, "the bucket is empty");
-        clock.advance(Duration::from_secs(1));
-        assert_eq!(c.http01(&a, "tok").await.as_deref(), Some("tok.thumb"));
     }
 
     #[tokio::test]
