@@ -329,6 +329,9 @@ impl Certs {
     /// dropped when there is none); one not cached is left to the next handshake to load. The
     /// mirror, if any, copies it either way.
     pub async fn reload_name(&self, name: &Domain) -> Result<(), StoreError> {
+        // What was found missing is looked for again.
+        self.no_valid.remove(name);
+        self.held_unstored.remove(name);
         let cached = self.cache.contains_key(name);
         if !cached && !self.mirrors() {
             return Ok(());

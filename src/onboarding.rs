@@ -188,7 +188,10 @@ impl Onboarding {
                 Ok(report) => {
                     self.latest.insert(name.clone(), Arc::new(report));
                 }
+                // A report this node cannot read (written by a newer version, say) must not
+                // leave an older one holding orders back: none is kept.
                 Err(e) => {
+                    self.latest.remove(name);
                     let error = e.to_string();
                     tracing::warn!(domain = %name, error = %escape::escape(&error), "stored checks do not parse");
                 }

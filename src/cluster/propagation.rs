@@ -185,17 +185,23 @@ impl Propagation {
         for c in domains.into_iter().chain(others) {
             match self.apply_one(&c.what, &mut keys_changed).await {
                 Ok(()) => {}
-                // The database away: this page again at the next scan.
-                Err(e) if e.is_unavailable() => return Err(e),
-                // One row that cannot be read (damaged, sealed with another key) must not hold
+                // One row that cannot be read (damaged, sealed for another row) must not hold
                 // back every change after it on every node: it is skipped, loudly.
-                Err(e) => {
+                Err(e) if unreadable_row(&e) => {
                     tracing::error!(change = ?c.what, version = c.version, error = %error_chain(&e), "a changed row cannot be applied; skipped (fix or remove the row)");
                 }
+                // Anything else (the database away or restarting): this page again next scan.
+                Err(e) => return Err(e),
             }
         }
         if keys_changed {
-            self.keys.reload().await?;
+            match self.keys.reload().await {
+                Ok(_) => {}
+                Err(e) if unreadable_row(&e) => {
+                    tracing::error!(error = %error_chain(&e), "the link keys cannot be read again; the ring in use stays (fix or remove the key row)");
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.applied.fetch_max(last, Ordering::Relaxed);
         Ok(())
@@ -313,6 +319,12 @@ impl Propagation {
             tokio::time::sleep(self.settings.heartbeat_interval).await;
         }
     }
+}
+
+/// Whether `e` is about the row read, not the database: a row that cannot be opened or parsed,
+/// which reading again will not change.
+fn unreadable_row(e: &StoreError) -> bool {
+    matches!(e, StoreError::Seal(_) | StoreError::Corrupt(_))
 }
 
 #[cfg(test)]

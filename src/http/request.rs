@@ -42,7 +42,10 @@ pub(super) fn request_host<B>(req: &Request<B>) -> Option<&str> {
     let raw = match (req.uri().authority(), host) {
         (Some(a), Some(h))
             if req.version() == http::Version::HTTP_2
-                && !strip_port(h).eq_ignore_ascii_case(a.host()) =>
+                && !same_name(
+                    strip_port(h),
+                    a.host().strip_suffix('.').unwrap_or(a.host()),
+                ) =>
         {
             return Some("");
         }
@@ -117,6 +120,11 @@ mod tests {
         assert_eq!(
             name(HTTP_2, "https://a.example.com/c/x", &[b"A.example.com:443"]).as_deref(),
             Some("a.example.com")
+        );
+        assert_eq!(
+            name(HTTP_2, "https://a.example.com/c/x", &[b"a.example.com."]).as_deref(),
+            Some("a.example.com"),
+            "a trailing dot is the same name"
         );
         assert_eq!(
             name(HTTP_11, "https://a.example.com/c/x", &[b"b.example.com"]).as_deref(),

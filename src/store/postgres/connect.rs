@@ -7,7 +7,9 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use rustls_platform_verifier::BuilderVerifierExt as _;
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -27,13 +29,26 @@ const MAX_CONNECTIONS: usize = 8;
 /// so that with the database down an admin write answers 503 at once rather than hanging.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the server bounds on every session (`-c` options; a URL's own `options` come first and
-/// these win): a statement waiting on a lock (the cluster's write lock, held by a node that
-/// stopped mid-transaction), a statement running, and a transaction left open on a node that
-/// stopped, are each ended instead of holding every other node's writes. Migrations, which may
-/// wait for another node's, lift the first two for their own session.
-const SESSION_BOUNDS: &str =
-    "-c lock_timeout=10s -c statement_timeout=60s -c idle_in_transaction_session_timeout=60s";
+/// What the server bounds on every session (set on each new connection; a setting the URL's
+/// own `options` name is left as the URL says): a statement waiting on a lock (the cluster's
+/// write lock, held by a node that stopped mid-transaction), a statement running, and a
+/// transaction left open on a node that stopped, are each ended instead of holding every other
+/// node's writes. Migrations, which may wait for another node's, lift the first two for
+/// themselves; reading every domain's check report at start lifts the second.
+const SESSION_BOUNDS: [(&str, &str); 3] = [
+    ("lock_timeout", "10s"),
+    ("statement_timeout", "60s"),
+    ("idle_in_transaction_session_timeout", "60s"),
+];
+
+/// The `SET` statements of [`SESSION_BOUNDS`] but those `url_options` names.
+fn session_bounds(url_options: Option<&str>) -> String {
+    SESSION_BOUNDS
+        .iter()
+        .filter(|(name, _)| !url_options.is_some_and(|o| o.contains(name)))
+        .map(|(name, value)| format!("SET {name} = '{value}';"))
+        .collect()
+}
 
 /// TCP keepalive: a connection whose peer vanished (a failover, a black-holed route) is found
 /// dead within about a minute instead of the kernel's quarter of an hour of retransmissions.
@@ -43,7 +58,10 @@ const KEEPALIVE_RETRIES: u32 = 3;
 
 /// A pool for `url`; `password` (from `PGPASSWORD`) is used only if the URL carries none. No
 /// connection is made yet.
-pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<(Pool, Listener), StoreError> {
+pub(super) fn pool(
+    url: &StoreUrl,
+    password: Option<&str>,
+) -> Result<(Pool, Listener, String), StoreError> {
     let mut pg =
         tokio_postgres::Config::from_str(url.secret()).map_err(|source| StoreError::Url {
             url: url.redacted(),
@@ -56,11 +74,7 @@ pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<(Pool, List
     }
     pg.connect_timeout(CONNECT_TIMEOUT);
     pg.application_name("clickedge");
-    let options = match pg.get_options() {
-        Some(own) => format!("{own} {SESSION_BOUNDS}"),
-        None => SESSION_BOUNDS.to_owned(),
-    };
-    pg.options(options);
+    let bounds = session_bounds(pg.get_options());
     pg.keepalives_idle(KEEPALIVE_IDLE);
     pg.keepalives_interval(KEEPALIVE_INTERVAL);
     pg.keepalives_retries(KEEPALIVE_RETRIES);
@@ -76,7 +90,12 @@ pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<(Pool, List
             recycling_method: RecyclingMethod::Fast,
         },
     );
+    let set_bounds = bounds.clone();
     let pool = Pool::builder(manager)
+        .post_create(Hook::async_fn(move |client, _| {
+            let sql = set_bounds.clone();
+            Box::pin(async move { client.batch_execute(&sql).await.map_err(HookError::Backend) })
+        }))
         .max_size(MAX_CONNECTIONS)
         .runtime(Runtime::Tokio1)
         .create_timeout(Some(CONNECT_TIMEOUT))
@@ -87,7 +106,7 @@ pub(super) fn pool(url: &StoreUrl, password: Option<&str>) -> Result<(Pool, List
             url: url.redacted(),
             source: Box::new(source),
         })?;
-    Ok((pool, listener))
+    Ok((pool, listener, bounds))
 }
 
 /// What the listening connection is made from: the pool's driver config and TLS, outside the
@@ -122,7 +141,7 @@ impl PgStore {
         password: Option<&str>,
         seal: SealKey,
     ) -> Result<PgStore, StoreError> {
-        let (pool, listener) = pool(url, password)?;
+        let (pool, listener, bounds) = pool(url, password)?;
         let mut conn = pool.get().await.map_err(|source| StoreError::Unreachable {
             url: url.redacted(),
             source: Box::new(source),
@@ -130,6 +149,10 @@ impl PgStore {
         let ran = schema::migrate(&mut conn)
             .await
             .map_err(db("migrating schema"))?;
+        // The migration lifted the bounds for itself; the connection goes back to the pool.
+        conn.batch_execute(&bounds)
+            .await
+            .map_err(db("bounding the session"))?;
         if ran > 0 {
             tracing::info!(migrations = ran, store = %url, "store schema migrated");
         }
@@ -164,18 +187,22 @@ impl PgStore {
     }
 }
 
-/// Maps a database error of the operation `op`: a lost connection, or a statement the session
-/// bounds ended, is [`StoreError::Unavailable`]; anything else the server said is
-/// [`StoreError::Db`].
+/// Maps a database error of the operation `op`: a lost connection, or an error that says the
+/// database is away or busy (below), is [`StoreError::Unavailable`]; anything else the server
+/// said is [`StoreError::Db`].
 pub(super) fn db(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
     move |e| {
         let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-        // The session bounds ended it: a lock held elsewhere (another node stopped holding the
-        // cluster's write lock) or the server too slow. Busy, not wrong: try again later.
-        let bounded = e
-            .code()
-            .is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED);
-        if e.is_closed() || io || bounded {
+        // What says the database is away or busy, not that the request is wrong, so that
+        // trying again later may succeed: the session bounds (a lock held elsewhere, 55P03; a
+        // statement too slow, 57014), an operator's intervention (a restart or failover,
+        // class 57), a connection exception (08), a serialization failure or deadlock (40),
+        // insufficient resources (53).
+        let transient = e.code().is_some_and(|c| {
+            *c == SqlState::LOCK_NOT_AVAILABLE
+                || ["08", "40", "53", "57"].contains(&c.code().get(..2).unwrap_or_default())
+        });
+        if e.is_closed() || io || transient {
             StoreError::Unavailable {
                 op,
                 source: Box::new(e),

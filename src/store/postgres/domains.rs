@@ -163,9 +163,14 @@ impl PgStore {
 
     pub(super) async fn read_domain_checks(&self) -> Result<Vec<(Domain, String)>, StoreError> {
         let op = "reading domain checks";
-        let rows = self
-            .conn(op)
-            .await?
+        let mut conn = self.conn(op).await?;
+        // Every domain's report at once, at start: with a large cluster, longer than the
+        // session's statement bound allows, which is lifted for this read alone.
+        let tx = conn.transaction().await.map_err(db(op))?;
+        tx.batch_execute("SET LOCAL statement_timeout = 0")
+            .await
+            .map_err(db(op))?;
+        let rows = tx
             .query(
                 "SELECT name, checks FROM domains WHERE checks IS NOT NULL
                  ORDER BY name COLLATE \"C\"",
@@ -173,6 +178,7 @@ impl PgStore {
             )
             .await
             .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
         rows.iter()
             .map(|r| Ok((parse_domain(r.get(0), "domains.name")?, r.get(1))))
             .collect()

@@ -177,15 +177,12 @@ const MIGRATION_LOCK: i64 = 0x636c_6963_6b65_6467;
 /// Returns how many ran.
 pub(super) async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
     // Another node may be migrating (this waits for its lock), and a migration may rewrite a
-    // large table: neither is bounded here, unlike every other statement.
+    // large table: neither is bounded here, unlike every other statement (the caller bounds
+    // the session again after).
     client
         .batch_execute("SET lock_timeout = 0; SET statement_timeout = 0")
         .await?;
-    let ran = migrate_unbounded(client).await;
-    client
-        .batch_execute("RESET lock_timeout; RESET statement_timeout")
-        .await?;
-    ran
+    migrate_unbounded(client).await
 }
 
 async fn migrate_unbounded(client: &mut Client) -> Result<usize, tokio_postgres::Error> {

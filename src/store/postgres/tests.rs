@@ -24,7 +24,7 @@ fn db_name(url: &str) -> &str {
 #[tokio::test]
 async fn three_nodes_starting_at_once_migrate_the_schema_once() {
     let url = StoreUrl::parse(&harness::shared().fresh_database()).unwrap();
-    let (pool, _) = connect::pool(&url, None).unwrap();
+    let (pool, _, _) = connect::pool(&url, None).unwrap();
     let (mut a, mut b, mut c) = (
         pool.get().await.unwrap(),
         pool.get().await.unwrap(),
