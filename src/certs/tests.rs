@@ -416,12 +416,18 @@ async fn a_renewal_check_does_not_cache_a_name_nobody_clicked() {
 /// Past the point a 90-day certificate issued at the start is renewed, with life left.
 const RENEWAL_DUE: Duration = Duration::from_secs(65 * 24 * 3600);
 
-/// A renewal that fails backs the name off for new orders, not for the certificate it keeps
-/// serving: a handshake that misses the cache (a restart, a reload, another node) loads the
-/// stored one. Once a name backing off is found to have none stored, its handshakes fail from
-/// memory again, without a store query each.
-#[tokio::test]
-async fn a_failed_renewal_backs_off_orders_while_the_stored_certificate_serves() {
+/// `a.example.com` registered, issued its certificate, and the clock moved to when that is due
+/// for renewal.
+struct DueForRenewal {
+    wall: ManualClock,
+    issuer: Arc<Counting>,
+    store: Arc<dyn Store>,
+    certs: Arc<Certs>,
+    name: Domain,
+    _dir: tempfile::TempDir,
+}
+
+async fn due_for_renewal() -> DueForRenewal {
     let dir = tempfile::tempdir().unwrap();
     let wall = ManualClock::starting_now();
     let (issuer, store, certs) = setup_at(dir.path(), &wall);
@@ -429,6 +435,30 @@ async fn a_failed_renewal_backs_off_orders_while_the_stored_certificate_serves()
     store.add_domain(&name, wall.clock().now()).await.unwrap();
     certs.resolve(&name).await.unwrap();
     wall.advance(RENEWAL_DUE);
+    DueForRenewal {
+        wall,
+        issuer,
+        store,
+        certs,
+        name,
+        _dir: dir,
+    }
+}
+
+/// A renewal that fails backs the name off for new orders, not for the certificate it keeps
+/// serving: a handshake that misses the cache (a restart, a reload, another node) loads the
+/// stored one. Once a name backing off is found to have none stored, its handshakes fail from
+/// memory again, without a store query each.
+#[tokio::test]
+async fn a_failed_renewal_backs_off_orders_while_the_stored_certificate_serves() {
+    let DueForRenewal {
+        wall,
+        issuer,
+        store,
+        certs,
+        name,
+        _dir,
+    } = due_for_renewal().await;
     issuer.fail.store(true, Ordering::SeqCst);
     certs.renew(&name).await.unwrap();
     assert_eq!(
@@ -557,13 +587,14 @@ async fn a_name_removed_while_its_order_runs_gets_nothing_stored_and_no_second_o
 /// a name nobody schedules expires unnoticed.
 #[tokio::test]
 async fn a_renewal_check_that_fails_without_a_backoff_is_made_again_later() {
-    let dir = tempfile::tempdir().unwrap();
-    let wall = ManualClock::starting_now();
-    let (issuer, store, certs) = setup_at(dir.path(), &wall);
-    let name = Domain::parse("a.example.com").unwrap();
-    store.add_domain(&name, wall.clock().now()).await.unwrap();
-    certs.resolve(&name).await.unwrap();
-    wall.advance(RENEWAL_DUE);
+    let DueForRenewal {
+        wall,
+        issuer,
+        store,
+        certs,
+        name,
+        _dir,
+    } = due_for_renewal().await;
     issuer.unusable.store(true, Ordering::SeqCst);
     lock(&certs.schedule).pop_due(wall.clock().now());
     assert!(!lock(&certs.schedule).by_name.contains_key(&name));
@@ -589,13 +620,14 @@ async fn a_renewal_check_that_fails_without_a_backoff_is_made_again_later() {
 /// that misses the cache meanwhile gets the stored certificate instead of waiting on it.
 #[tokio::test]
 async fn a_handshake_during_a_long_renewal_gets_the_stored_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let wall = ManualClock::starting_now();
-    let (issuer, store, certs) = setup_at(dir.path(), &wall);
-    let name = Domain::parse("a.example.com").unwrap();
-    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    let DueForRenewal {
+        issuer,
+        certs,
+        name,
+        _dir,
+        ..
+    } = due_for_renewal().await;
     let first = certs.resolve(&name).await.unwrap();
-    wall.advance(RENEWAL_DUE);
     issuer.stall_renewals.store(true, Ordering::SeqCst);
     let renewal = certs.fly(&name, Flight::Renew);
     while issuer.calls.load(Ordering::SeqCst) < 2 {

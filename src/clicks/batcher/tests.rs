@@ -395,19 +395,23 @@ fn close_hands_the_sink_everything_queued_in_one_batch_then_closes_it() {
     assert_eq!(metrics.clicks_logged.get(), 5);
 }
 
-/// A click answered while the writer makes its last write at shutdown (a connection still open
-/// after the grace) is refused and counted as dropped, not left in a queue nobody reads.
-#[test]
-fn a_click_pushed_during_the_last_write_is_counted_as_dropped() {
-    let metrics = Metrics::unregistered();
-    let sink = FakeSink::default();
-    let (writer, queue) = ClickWriter::start(
+/// A writer over `sink` with the test batch config, counting into `metrics`.
+fn start_fake(sink: &FakeSink, metrics: &Metrics) -> (ClickWriter, ClickQueue) {
+    ClickWriter::start(
         sink.clone(),
         batch_config(),
         metrics.clone(),
         crate::clicks::testing::still_clock(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A click answered while the writer makes its last write at shutdown (a connection still open
+/// after the grace) is refused and counted as dropped, not left in a queue nobody reads.
+#[test]
+fn a_click_pushed_during_the_last_write_is_counted_as_dropped() {
+    let (sink, metrics) = (FakeSink::default(), Metrics::unregistered());
+    let (writer, queue) = start_fake(&sink, &metrics);
     queue.push(event(0));
     *sink.push_while_closing.lock().unwrap() = Some(queue.clone());
     writer.close();
@@ -421,16 +425,9 @@ fn a_click_pushed_during_the_last_write_is_counted_as_dropped() {
 /// answered after it are counted as dropped.
 #[test]
 fn a_panicking_writer_marks_the_sink_unhealthy_and_later_clicks_are_counted_dropped() {
-    let metrics = Metrics::unregistered();
-    let sink = FakeSink::default();
+    let (sink, metrics) = (FakeSink::default(), Metrics::unregistered());
     *sink.panic_on_write.lock().unwrap() = true;
-    let (writer, queue) = ClickWriter::start(
-        sink.clone(),
-        batch_config(),
-        metrics.clone(),
-        crate::clicks::testing::still_clock(),
-    )
-    .unwrap();
+    let (writer, queue) = start_fake(&sink, &metrics);
     assert_eq!(metrics.click_sink_healthy.get(), 1);
     queue.push(event(0));
     eventually("the writer's end", || metrics.click_sink_healthy.get() == 0);
