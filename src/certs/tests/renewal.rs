@@ -1,0 +1,258 @@
+//! Renewal: when a check renews, what a failing or slow renewal leaves serving, and the
+//! schedule's order.
+
+use super::*;
+
+#[tokio::test]
+async fn a_check_without_renewal_information_renews_only_when_the_lifetime_rule_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, certs, name) = registered(dir.path()).await;
+    certs.resolve(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    // The early check every stored certificate gets after a start: the issuer offers no
+    // renewal window and the certificate is young, so nothing is ordered, and the next
+    // check is set by the lifetime rule.
+    certs.renew(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    let cert = store.certificate(&name).await.unwrap().unwrap();
+    let due = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
+    let lifetime = cert.not_after.duration_since(cert.not_before).unwrap();
+    assert!(
+        due > certs.clock.now() && due >= cert.not_before + lifetime / 2,
+        "next check {due:?} for a certificate valid {:?}..{:?}",
+        cert.not_before,
+        cert.not_after
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_a_replaced_local_root_signed_is_renewed_at_its_first_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_issuer, store, certs, name) = registered(dir.path()).await;
+    certs.resolve(&name).await.unwrap();
+    let old = store.certificate(&name).await.unwrap().unwrap();
+    // `ca.pem` and `ca-key.pem` deleted: the restarted edge makes a new root, same store.
+    let clock = ManualClock::starting_now();
+    let new_dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(
+        LocalCa::load_or_create(new_dir.path(), Zones::reserved(), clock.clock()).unwrap(),
+    );
+    let certs = certs_over(&store, ca.clone(), [name.clone()], clock.clock());
+    certs.renew(&name).await.unwrap();
+    let renewed = store.certificate(&name).await.unwrap().unwrap();
+    assert_ne!(renewed.chain_pem, old.chain_pem);
+    // The new root's own: no longer due.
+    assert_eq!(ca.renewal_window(&name, &renewed).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_renewal_check_does_not_cache_a_name_nobody_clicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_issuer, _store, certs, name) = registered(dir.path()).await;
+    certs.resolve(&name).await.unwrap();
+    // As after a restart: stored, not in memory.
+    certs.cache.invalidate(&name);
+    let mut done = certs.fly(&name, Flight::Renew);
+    done.wait_for(Option::is_some).await.unwrap();
+    assert!(!certs.cache.contains_key(&name));
+    // A handshake's flight does cache it.
+    let mut done = certs.fly(&name, Flight::Obtain);
+    done.wait_for(Option::is_some).await.unwrap();
+    assert!(certs.cache.contains_key(&name));
+}
+
+/// Past the point a 90-day certificate issued at the start is renewed, with life left.
+const RENEWAL_DUE: Duration = Duration::from_secs(65 * 24 * 3600);
+
+/// `a.example.com` registered, issued its certificate, and the clock moved to when that is due
+/// for renewal.
+struct DueForRenewal {
+    wall: ManualClock,
+    issuer: Arc<Counting>,
+    store: Arc<dyn Store>,
+    certs: Arc<Certs>,
+    name: Domain,
+    _dir: tempfile::TempDir,
+}
+
+async fn due_for_renewal() -> DueForRenewal {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::starting_now();
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    certs.resolve(&name).await.unwrap();
+    wall.advance(RENEWAL_DUE);
+    DueForRenewal {
+        wall,
+        issuer,
+        store,
+        certs,
+        name,
+        _dir: dir,
+    }
+}
+
+/// A renewal that fails backs the name off for new orders, not for the certificate it keeps
+/// serving: a handshake that misses the cache (a restart, a reload, another node) loads the
+/// stored one. Once a name backing off is found to have none stored, its handshakes fail from
+/// memory again, without a store query each.
+#[tokio::test]
+async fn a_failed_renewal_backs_off_orders_while_the_stored_certificate_serves() {
+    let DueForRenewal {
+        wall,
+        issuer,
+        store,
+        certs,
+        name,
+        _dir,
+    } = due_for_renewal().await;
+    issuer.fail.store(true, Ordering::SeqCst);
+    certs.renew(&name).await.unwrap();
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "the renewal ordered"
+    );
+    assert!(
+        record(&store, &name).await.retry_at.is_some(),
+        "and backs off"
+    );
+
+    certs.reload().await.unwrap();
+    certs.resolve(&name).await.unwrap();
+    let restarted = Arc::new(certs_over(
+        &store,
+        issuer.clone(),
+        [name.clone()],
+        wall.clock(),
+    ));
+    restarted.restore(
+        &store.domains().await.unwrap(),
+        &store.cert_lifetimes().await.unwrap(),
+    );
+    restarted.resolve(&name).await.unwrap();
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "no order while backing off"
+    );
+
+    // The certificate expires while its renewal still backs off (a failure another node
+    // recorded, seen by a node starting now): nothing to serve, no order, and after one look
+    // in the store the handshakes fail from memory.
+    wall.advance(Duration::from_secs(30 * 24 * 3600));
+    let failing = IssueStatus {
+        last_error: record(&store, &name).await.last_error,
+        failures: 4,
+        retry_at: Some(wall.clock().now() + Duration::from_secs(3600)),
+    };
+    store.set_status(&name, &failing).await.unwrap();
+    let expired = Arc::new(certs_over(
+        &store,
+        issuer.clone(),
+        [name.clone()],
+        wall.clock(),
+    ));
+    expired.restore(
+        &store.domains().await.unwrap(),
+        &store.cert_lifetimes().await.unwrap(),
+    );
+    let err = expired.resolve(&name).await.unwrap_err();
+    assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    let queries = store.queries().get();
+    for _ in 0..3 {
+        let err = expired.resolve(&name).await.unwrap_err();
+        assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    }
+    assert_eq!(store.queries().get(), queries, "from memory");
+    // The row changing without its status changing (a check's results) keeps that.
+    expired.apply_status(&record(&store, &name).await);
+    expired.resolve(&name).await.unwrap_err();
+    assert_eq!(
+        store.queries().get(),
+        queries + 1,
+        "the test's own read of the row only"
+    );
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "no order while backing off"
+    );
+}
+
+/// A renewal check that ends without a decision recorded (here: the renewed certificate is not
+/// usable, so nothing backs off) is made again later: the schedule had let go of the name, and
+/// a name nobody schedules expires unnoticed.
+#[tokio::test]
+async fn a_renewal_check_that_fails_without_a_backoff_is_made_again_later() {
+    let DueForRenewal {
+        wall,
+        issuer,
+        store,
+        certs,
+        name,
+        _dir,
+    } = due_for_renewal().await;
+    issuer.unusable.store(true, Ordering::SeqCst);
+    lock(&certs.schedule).pop_due(wall.clock().now());
+    assert!(!lock(&certs.schedule).by_name.contains_key(&name));
+    let mut done = certs.fly(&name, Flight::Renew);
+    done.wait_for(Option::is_some).await.unwrap();
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "the renewal ordered"
+    );
+    assert_eq!(
+        lock(&certs.schedule).by_name.get(&name).copied(),
+        Some(wall.clock().now() + Duration::from_secs(300))
+    );
+    assert_eq!(
+        certs.metrics.renewals.with_label_values(&["failed"]).get(),
+        1
+    );
+    assert!(record(&store, &name).await.retry_at.is_none(), "no backoff");
+}
+
+/// A renewal can take hours (a CA that does not answer, the account's rate budget): a handshake
+/// that misses the cache meanwhile gets the stored certificate instead of waiting on it.
+#[tokio::test]
+async fn a_handshake_during_a_long_renewal_gets_the_stored_certificate() {
+    let DueForRenewal {
+        issuer,
+        certs,
+        name,
+        _dir,
+        ..
+    } = due_for_renewal().await;
+    let first = certs.resolve(&name).await.unwrap();
+    issuer.stall_renewals.store(true, Ordering::SeqCst);
+    let renewal = certs.fly(&name, Flight::Renew);
+    while issuer.calls.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    certs.cache.invalidate_all();
+    let served = certs.resolve(&name).await.unwrap();
+    assert_eq!(served.cert, first.cert);
+    assert!(renewal.borrow().is_none(), "the renewal goes on");
+}
+
+#[test]
+fn schedule_pops_in_time_order() {
+    let mut s = Schedule::default();
+    let a = Domain::parse("a.example.com").unwrap();
+    let b = Domain::parse("b.example.com").unwrap();
+    let t = from_unix_secs;
+    s.set(&a, t(10));
+    s.set(&b, t(5));
+    s.set(&a, t(20));
+    assert_eq!(s.next(), Some(t(5)));
+    assert_eq!(s.pop_due(t(10)), vec![b.clone()]);
+    assert_eq!(s.pop_due(t(19)), Vec::<Domain>::new());
+    assert_eq!(s.pop_due(t(20)), vec![a.clone()]);
+    assert_eq!(s.next(), None);
+    s.set(&a, t(1));
+    s.remove(&a);
+    assert_eq!(s.pop_due(t(100)), Vec::<Domain>::new());
+}
