@@ -50,8 +50,9 @@ pub trait Changes: Send + Sync + 'static {
     /// tombstones of rows deleted since. A row written several times is listed once, under its
     /// latest version.
     async fn changes_since(&self, version: u64, limit: u32) -> Result<Vec<Change>, StoreError>;
-    /// The highest version of any row or tombstone committed (0 for none): what a node that
-    /// loads everything now has seen.
+    /// The highest version of any row or tombstone committed, or the prune mark if higher (the
+    /// last write a delete whose tombstone is gone): what a node that loads everything now has
+    /// seen (0 for none).
     async fn latest_version(&self) -> Result<u64, StoreError>;
     /// Deletes the tombstones at least `keep` old, in one step that is due at most once per
     /// `keep` for every node sharing the store together (the call that finds it due does it):
@@ -122,4 +123,5 @@ pub(super) const LATEST_VERSION: &str = "SELECT COALESCE(MAX(v), 0) FROM (
     UNION ALL SELECT MAX(version) FROM certificates
     UNION ALL SELECT MAX(version) FROM link_keys
     UNION ALL SELECT MAX(version) FROM tombstones
+    UNION ALL SELECT pruned_through FROM tombstone_prune
 ) AS versions";
