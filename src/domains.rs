@@ -161,10 +161,11 @@ impl Domains {
     }
 
     /// Runs the checks of `name` now. Checks that pass again after a failure they can see the
-    /// cause of are how a customer says "fixed": the backoff is reset, so the next handshake
-    /// may order at once. When they passed the time before too, nothing was seen fixed, and the
-    /// reset is made at most once per [`RESET_WITHOUT_A_FIX_EVERY`] (the CA may see what the
-    /// checks do not; a status page left open checks every 10 s).
+    /// cause of are how a customer says "fixed": the backoff is reset (by the checks themselves,
+    /// [`Onboarding::check`]), so the next handshake may order at once. Asked for when they
+    /// passed the time before too, nothing was seen fixed, and the reset is made at most once
+    /// per [`RESET_WITHOUT_A_FIX_EVERY`] (the CA may see what the checks do not; a status page
+    /// left open checks every 10 s).
     pub async fn check(&self, name: &Domain) -> Result<DomainState, DomainError> {
         let record = self.registered(name).await?;
         let failed_before = self
@@ -173,13 +174,14 @@ impl Domains {
             .is_some_and(|r| r.blocking().is_some());
         let report = self.onboarding.check(&record, &self.certs).await?;
         let now = self.clock.now();
-        if report.blocking().is_none()
+        if !failed_before
+            && report.blocking().is_none()
             && record.retry_at.is_some_and(|t| t > now)
             && record
                 .last_error
                 .as_ref()
                 .is_some_and(|f| certificate::checks_cover(&f.kind))
-            && (failed_before || self.may_reset_without_a_fix(name, now))
+            && self.may_reset_without_a_fix(name, now)
         {
             self.certs.reset_backoff(name).await?;
         }
@@ -461,6 +463,48 @@ mod tests {
         clock.advance(Duration::from_secs(3600));
         store.set_status(&a, &failed()).await.unwrap();
         assert_eq!(retry_at(domains.check(&a).await.unwrap()), None);
+    }
+
+    /// Checks that failed and pass now saw something fixed: they clear a CA failure's backoff
+    /// whoever runs them, the periodic run too (here `Onboarding::check`, as it calls it).
+    #[tokio::test]
+    async fn checks_that_pass_after_failing_clear_the_backoff_whoever_runs_them() {
+        use crate::onboarding::{Check, CheckId, Report};
+        let f = fixture();
+        let (domains, store) = (&f.domains, &f.store);
+        let a = d("a.example.com");
+        domains.add(a.clone(), None).await.unwrap();
+        let failing = Report {
+            checked_at: f.clock.clock().now(),
+            checks: vec![Check::fail(
+                CheckId::PointsToEdge,
+                "a.example.com has no CNAME",
+                "add it".into(),
+                true,
+            )],
+        };
+        store
+            .put_domain_checks(&a, &serde_json::to_string(&failing).unwrap())
+            .await
+            .unwrap();
+        domains.onboarding.reload(&a).await.unwrap();
+        let failed = IssueStatus {
+            last_error: Some(IssueFailure {
+                kind: FailureKind::Problem(AcmeProblem::Caa),
+                detail: "urn:ietf:params:acme:error:caa".into(),
+            }),
+            failures: 2,
+            retry_at: Some(f.clock.clock().now() + Duration::from_secs(600)),
+        };
+        store.set_status(&a, &failed).await.unwrap();
+        let record = store.domain(&a).await.unwrap().unwrap();
+        let report = domains
+            .onboarding
+            .check(&record, &domains.certs)
+            .await
+            .unwrap();
+        assert!(report.blocking().is_none(), "{report:?}");
+        assert_eq!(store.domain(&a).await.unwrap().unwrap().retry_at, None);
     }
 
     #[tokio::test]

@@ -220,6 +220,7 @@ impl Onboarding {
         certs: &Certs,
     ) -> Result<Arc<Report>, StoreError> {
         let name = &record.name;
+        let failed_before = self.latest(name).is_some_and(|r| r.blocking().is_some());
         let running = Running::start(&self.running, name);
         let view = dns::gather(name, &self.settings.dns_servers).await;
         let mut list = checks::evaluate(&view, &self.settings);
@@ -249,6 +250,18 @@ impl Onboarding {
         {
             // The gate's own reason is resolved; any backoff a CA error set stays.
             certs.release_hold(name).await?;
+        }
+        // Checks that failed and pass now saw something fixed: a CA failure they can see the
+        // cause of is tried again at once, whoever ran them (a request, the periodic run).
+        if failed_before
+            && report.blocking().is_none()
+            && record.retry_at.is_some_and(|t| t > self.clock.now())
+            && record
+                .last_error
+                .as_ref()
+                .is_some_and(|f| certificate::checks_cover(&f.kind))
+        {
+            certs.reset_backoff(name).await?;
         }
         tracing::info!(
             domain = %name,
