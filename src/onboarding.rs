@@ -165,15 +165,9 @@ impl Onboarding {
     /// Loads the stored reports (at start).
     pub async fn restore(&self) -> Result<(), StoreError> {
         for (name, json) in self.store.domain_checks().await? {
-            match serde_json::from_str::<Report>(&json) {
-                Ok(report) => {
-                    self.latest.insert(name, Arc::new(report));
-                }
-                // An unreadable report is only stale diagnostics: the next run replaces it.
-                Err(e) => {
-                    let error = e.to_string();
-                    tracing::warn!(domain = %name, error = %escape::escape(&error), "stored checks do not parse");
-                }
+            // An unreadable report is only stale diagnostics: the next run replaces it.
+            if let Some(report) = parse_report(&name, &json) {
+                self.latest.insert(name, Arc::new(report));
             }
         }
         Ok(())
@@ -181,21 +175,14 @@ impl Onboarding {
 
     /// Takes the report stored for `name` now, which another node's checks may have written
     /// (propagation of a change of its row): its orders are held back, or let go, as on that
-    /// node. None stored: none kept.
+    /// node. None stored: none kept. One this node cannot read (written by a newer version,
+    /// say) must not leave an older one holding orders back: none is kept either.
     pub async fn reload(&self, name: &Domain) -> Result<(), StoreError> {
-        match self.store.domain_checks_of(name).await? {
-            Some(json) => match serde_json::from_str::<Report>(&json) {
-                Ok(report) => {
-                    self.latest.insert(name.clone(), Arc::new(report));
-                }
-                // A report this node cannot read (written by a newer version, say) must not
-                // leave an older one holding orders back: none is kept.
-                Err(e) => {
-                    self.latest.remove(name);
-                    let error = e.to_string();
-                    tracing::warn!(domain = %name, error = %escape::escape(&error), "stored checks do not parse");
-                }
-            },
+        let stored = self.store.domain_checks_of(name).await?;
+        match stored.and_then(|json| parse_report(name, &json)) {
+            Some(report) => {
+                self.latest.insert(name.clone(), Arc::new(report));
+            }
             None => {
                 self.latest.remove(name);
             }
@@ -325,6 +312,16 @@ impl Onboarding {
         while tasks.join_next().await.is_some() {}
         Ok(())
     }
+}
+
+/// The stored report `json` of `name`; none, with a warning, if it does not parse.
+fn parse_report(name: &Domain, json: &str) -> Option<Report> {
+    serde_json::from_str(json)
+        .map_err(|e| {
+            let error = e.to_string();
+            tracing::warn!(domain = %name, error = %escape::escape(&error), "stored checks do not parse");
+        })
+        .ok()
 }
 
 impl IssueGate for Onboarding {

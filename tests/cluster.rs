@@ -28,17 +28,24 @@ fn keygen(path: &Path) -> std::process::Output {
         .expect("running clickedge cluster keygen")
 }
 
-#[tokio::test]
-async fn two_nodes_on_one_postgres_store_share_domains_links_and_certificates() {
-    let url = postgres::shared().fresh_database();
+/// A node's config on the store at `url`, with a seal key made by `cluster keygen` in the
+/// returned directory (keep it while the node runs).
+fn cluster_config(url: &str) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("seal.key");
     assert!(keygen(&key).status.success());
     let config = format!(
         "{}[cluster]\nseal_key_file = \"{}\"\n",
-        store_config(&url),
+        store_config(url),
         key.display()
     );
+    (config, dir)
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_postgres_store_share_domains_links_and_certificates() {
+    let url = postgres::shared().fresh_database();
+    let (config, _dir) = cluster_config(&url);
     let a = Edge::start_with(&config);
     a.add_domain(DOMAIN).await;
     let link = a.mint(DOMAIN, DEST, json!({ "c": "1" })).await;
@@ -208,14 +215,7 @@ async fn a_write_lock_held_elsewhere_fails_the_write_in_bounded_time_instead_of_
     let server = postgres::shared();
     let url = server.fresh_database();
     let db = url.rsplit('/').next().unwrap().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("seal.key");
-    assert!(keygen(&key).status.success());
-    let config = format!(
-        "{}[cluster]\nseal_key_file = \"{}\"\n",
-        store_config(&url),
-        key.display()
-    );
+    let (config, _dir) = cluster_config(&url);
     let edge = Edge::start_with(&config);
     let mut holder = server.psql_in_background(
         &db,

@@ -234,18 +234,24 @@ async fn token_minted_for_one_domain_is_404_on_another() {
     assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
 }
 
-#[tokio::test]
-async fn plain_http_click_is_upgraded_once_a_certificate_exists() {
+/// An edge serving `DOMAIN`, whose first HTTPS click issued its certificate, and the path of
+/// that click's link.
+async fn issued() -> (Edge, String) {
     let edge = Edge::start();
     edge.add_domain(DOMAIN).await;
     let link = edge.mint(DOMAIN, DEST, json!({})).await;
-    // The first HTTPS click issues the certificate.
     assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
-
     let path = link
         .split_once(&format!(":{}", edge.https.port()))
         .unwrap()
-        .1;
+        .1
+        .to_owned();
+    (edge, path)
+}
+
+#[tokio::test]
+async fn plain_http_click_is_upgraded_once_a_certificate_exists() {
+    let (edge, path) = issued().await;
     let plain = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -272,14 +278,7 @@ async fn plain_http_click_is_upgraded_once_a_certificate_exists() {
 /// text) is answered as misdirected, never as the connection's own name.
 #[tokio::test]
 async fn an_ambiguous_host_is_misdirected_not_taken_for_the_sni_name() {
-    let edge = Edge::start();
-    edge.add_domain(DOMAIN).await;
-    let link = edge.mint(DOMAIN, DEST, json!({})).await;
-    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
-    let path = link
-        .split_once(&format!(":{}", edge.https.port()))
-        .unwrap()
-        .1;
+    let (edge, path) = issued().await;
     let hosts: [Vec<u8>; 3] = [
         format!("Host: {DOMAIN}\r\nHost: other.example.com\r\n").into_bytes(),
         b"Host: other.example.com\x80\r\n".to_vec(),

@@ -5,6 +5,7 @@
 //! takes it orders, the others poll the store for the certificate it writes (fenced), and a
 //! failure it records backs the name off on every node.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -76,19 +77,14 @@ impl Certs {
 
     /// True while a renewal of `name` is in the air on this node.
     pub(super) fn renewing(&self, name: &Domain) -> bool {
-        lock(&self.inflight)
-            .get(name)
-            .is_some_and(|(kind, _)| *kind == Flight::Renew)
+        renewal_in(&lock(&self.inflight), name)
     }
 
     /// Caches `entry`, read from the store during a renewal of `name`, if that renewal is still
     /// in the air (once it has landed, it cached what it renewed).
     pub(super) fn renewing_cache(&self, name: &Domain, entry: &Entry) {
         let inflight = lock(&self.inflight);
-        if inflight
-            .get(name)
-            .is_some_and(|(kind, _)| *kind == Flight::Renew)
-        {
+        if renewal_in(&inflight, name) {
             self.cache.insert(name.clone(), entry.clone());
         }
     }
@@ -335,6 +331,16 @@ pub(super) enum IssueOutcome {
     Unusable(LoadError),
     /// The claim was lost to another node, which does the work: nothing written or recorded.
     Superseded,
+}
+
+/// Whether `inflight` holds a renewal of `name`.
+fn renewal_in(
+    inflight: &HashMap<Domain, (Flight, watch::Receiver<Outcome>)>,
+    name: &Domain,
+) -> bool {
+    inflight
+        .get(name)
+        .is_some_and(|(kind, _)| *kind == Flight::Renew)
 }
 
 /// The error of a handshake waiting on a name that backs off.
