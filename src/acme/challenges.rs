@@ -3,9 +3,12 @@
 //! (RFC 8737) in the TLS acceptor for a ClientHello offering ALPN `acme-tls/1`.
 //!
 //! Lookups happen only for registered names (a name `tls.ask` approves is registered before its
-//! first order), so a random name or token costs no storage query, and never an `ask` request:
+//! first order) and, for HTTP-01, tokens a CA could have made (RFC 8555 §8.3: base64url, at least
+//! 128 bits), so a random name or token costs no storage query, and never an `ask` request:
 //! validation answers what the store has published, it does not decide who may get a
-//! certificate.
+//! certificate. At most [`LOOKUPS_IN_FLIGHT`] lookups run at once; more wait their turn, so a
+//! flood of requests for a registered name cannot take every store connection (PostgreSQL) or a
+//! blocking thread each (SQLite) from the certificate loads handshakes wait on.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,6 +19,7 @@ use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256}
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::sync::Semaphore;
 
 use crate::Domain;
 use crate::clock::Clock;
@@ -29,12 +33,20 @@ use super::AcmeError;
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
+/// How many challenge lookups read the store at once: a CA validates from a few vantage points,
+/// a few requests each.
+pub const LOOKUPS_IN_FLIGHT: usize = 4;
+
+/// The shortest token of RFC 8555 §8.3 (128 bits in base64url), and a bound on the longest read.
+const TOKEN_LEN: std::ops::RangeInclusive<usize> = 22..=256;
+
 /// Challenge responses, published by orders and read by the listeners.
 pub struct Challenges {
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
     provider: Arc<CryptoProvider>,
     clock: Clock,
+    lookups: Semaphore,
 }
 
 impl Challenges {
@@ -51,6 +63,7 @@ impl Challenges {
             policy,
             provider,
             clock,
+            lookups: Semaphore::new(LOOKUPS_IN_FLIGHT),
         }
     }
 
@@ -80,7 +93,7 @@ impl Challenges {
 
     /// The HTTP-01 key authorization for `token`, if `host` is registered and it is published.
     pub async fn http01(&self, host: &Domain, token: &str) -> Option<String> {
-        if token.len() > 256 || !self.policy.is_registered(host.as_str()) {
+        if !could_be_token(token) || !self.policy.is_registered(host.as_str()) {
             return None;
         }
         self.lookup(ChallengeKind::Http01, token).await
@@ -106,6 +119,8 @@ impl Challenges {
     }
 
     async fn lookup(&self, kind: ChallengeKind, key: &str) -> Option<String> {
+        // Never closed, so acquiring only waits.
+        let _turn = self.lookups.acquire().await.ok()?;
         match self.store.challenge(kind, key, self.clock.now()).await {
             Ok(v) => v,
             Err(e) => {
@@ -114,6 +129,15 @@ impl Challenges {
             }
         }
     }
+}
+
+/// Whether `token` has the shape RFC 8555 §8.3 asks of a challenge token: base64url without
+/// padding, at least 128 bits.
+fn could_be_token(token: &str) -> bool {
+    TOKEN_LEN.contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The self-signed certificate of RFC 8737 §3: the name as its only SAN and the critical
@@ -159,18 +183,21 @@ mod tests {
         (challenges, clock)
     }
 
+    /// A token of the shape Let's Encrypt and Pebble hand out: 32 random bytes in base64url.
+    const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
+
     #[tokio::test]
     async fn a_challenge_expires_when_the_clock_passes_it() {
         let (c, clock) = setup();
         let a = Domain::parse("a.example.com").unwrap();
         let expires = clock.clock().now() + Duration::from_secs(60);
-        c.publish(ChallengeKind::Http01, "tok", "tok.thumb", expires)
+        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
             .await
             .unwrap();
         clock.advance(Duration::from_secs(59));
-        assert_eq!(c.http01(&a, "tok").await.as_deref(), Some("tok.thumb"));
+        assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
         clock.advance(Duration::from_secs(1));
-        assert_eq!(c.http01(&a, "tok").await, None);
+        assert_eq!(c.http01(&a, TOKEN).await, None);
     }
 
     #[tokio::test]
@@ -179,14 +206,55 @@ mod tests {
         let a = Domain::parse("a.example.com").unwrap();
         let b = Domain::parse("b.example.com").unwrap();
         let expires = clock.clock().now() + Duration::from_secs(60);
-        c.publish(ChallengeKind::Http01, "tok", "tok.thumb", expires)
+        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
             .await
             .unwrap();
-        assert_eq!(c.http01(&a, "tok").await.as_deref(), Some("tok.thumb"));
-        assert_eq!(c.http01(&b, "tok").await, None);
-        assert_eq!(c.http01(&a, "other").await, None);
-        c.withdraw(ChallengeKind::Http01, "tok").await;
-        assert_eq!(c.http01(&a, "tok").await, None);
+        assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
+        assert_eq!(c.http01(&b, TOKEN).await, None);
+        assert_eq!(c.http01(&a, &TOKEN[1..]).await, None);
+        c.withdraw(ChallengeKind::Http01, TOKEN).await;
+        assert_eq!(c.http01(&a, TOKEN).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_path_no_ca_could_have_made_is_not_looked_up() {
+        let (c, clock) = setup();
+        let a = Domain::parse("a.example.com").unwrap();
+        let expires = clock.clock().now() + Duration::from_secs(60);
+        // Published under keys no token can have (too short: under 128 bits; outside base64url),
+        // so only the shape check keeps them unanswered.
+        let short = &TOKEN[..21];
+        let padded = format!("{}=", &TOKEN[..42]);
+        for key in [short, padded.as_str(), &format!("{}.", &TOKEN[..42])] {
+            c.publish(ChallengeKind::Http01, key, "x", expires)
+                .await
+                .unwrap();
+            assert_eq!(c.http01(&a, key).await, None, "{key}");
+        }
+        assert_eq!(c.http01(&a, &TOKEN[..22]).await, None);
+        c.publish(ChallengeKind::Http01, &TOKEN[..22], "y", expires)
+            .await
+            .unwrap();
+        assert_eq!(c.http01(&a, &TOKEN[..22]).await.as_deref(), Some("y"));
+    }
+
+    #[tokio::test]
+    async fn lookups_past_the_bound_wait_for_a_turn() {
+        let (c, clock) = setup();
+        let a = Domain::parse("a.example.com").unwrap();
+        let expires = clock.clock().now() + Duration::from_secs(60);
+        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
+            .await
+            .unwrap();
+        let held = c
+            .lookups
+            .acquire_many(LOOKUPS_IN_FLIGHT as u32)
+            .await
+            .unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(200), c.http01(&a, TOKEN)).await;
+        assert!(waiting.is_err(), "looked up with every turn taken");
+        drop(held);
+        assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
     }
 
     #[tokio::test]
