@@ -196,6 +196,10 @@ impl Domains {
         {
             return false;
         }
+        // Entries past the hour say nothing any more: dropped here, a name removed on another
+        // node (which never passes through `remove` on this one) is not kept for ever.
+        self.resets_without_a_fix
+            .retain(|_, last| now < *last + RESET_WITHOUT_A_FIX_EVERY);
         self.resets_without_a_fix.insert(name.clone(), now);
         true
     }
@@ -463,6 +467,23 @@ mod tests {
         clock.advance(Duration::from_secs(3600));
         store.set_status(&a, &failed()).await.unwrap();
         assert_eq!(retry_at(domains.check(&a).await.unwrap()), None);
+    }
+
+    /// A name's last reset is kept only while it still holds the next one back, so names
+    /// removed on another node (never through `remove` here) do not pile up.
+    #[test]
+    fn resets_past_the_hour_are_not_kept() {
+        let f = fixture();
+        let (domains, clock) = (&f.domains, &f.clock);
+        assert!(domains.may_reset_without_a_fix(&d("a.example.com"), clock.clock().now()));
+        clock.advance(RESET_WITHOUT_A_FIX_EVERY);
+        assert!(domains.may_reset_without_a_fix(&d("b.example.com"), clock.clock().now()));
+        let kept: Vec<Domain> = domains
+            .resets_without_a_fix
+            .iter()
+            .map(|e| e.key().clone())
+            .collect();
+        assert_eq!(kept, [d("b.example.com")]);
     }
 
     /// Checks that failed and pass now saw something fixed: they clear a CA failure's backoff
