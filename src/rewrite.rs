@@ -154,11 +154,16 @@ pub fn rewrite<M: Minter>(
             );
         }
     }
-    // The decoy leads where the message's first link does: a scanner following it sees a live
-    // page, and no person ever sees it.
+    // The decoy leads where the message's first content or footer link does: a scanner
+    // following it sees a live page, and no person ever sees it. Never where an unsubscribe or
+    // confirm link leads: a GET of the decoy is a plain redirect, and a scanner would
+    // unsubscribe or confirm on the recipient's behalf without passing the action link's
+    // confirm page. A message with only such links gets no decoy.
     if message.decoy
         && message.html.is_some()
-        && let Some(first) = targets.first()
+        && let Some(first) = targets
+            .iter()
+            .find(|t| matches!(t.role, Role::Content | Role::Footer))
     {
         let decoy = Target {
             url: first.url.clone(),

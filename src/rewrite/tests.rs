@@ -204,6 +204,41 @@ fn pixel_goes_before_body_end_and_decoy_after_body_start() {
     );
 }
 
+/// A scanner's GET of the decoy is a plain redirect, so it never leads where an action link does:
+/// that would unsubscribe or confirm without the action link's confirm page.
+#[test]
+fn the_decoy_never_leads_where_an_action_link_does() {
+    let rewrite_with_decoy = |h: &str| {
+        let mut m = Recorder::default();
+        let out = rewrite(
+            Message {
+                html: Some(h),
+                decoy: true,
+                ..Message::default()
+            },
+            &mut m,
+        )
+        .unwrap();
+        (out, m)
+    };
+    let (_, m) = rewrite_with_decoy(concat!(
+        r#"<body><a href="https://list.example/confirm?t=abc" data-clickedge-role="confirm">Confirm</a>"#,
+        r#"<a href="https://list.example/unsub" data-clickedge-role="unsubscribe">Unsubscribe</a>"#,
+        r#"<a href="https://shop.example/">Shop</a></body>"#,
+    ));
+    let decoy = m.links.iter().find(|(_, p)| p.role == Role::Decoy).unwrap();
+    assert_eq!(decoy.0, "https://shop.example/");
+
+    let (out, m) = rewrite_with_decoy(
+        r#"<body><a href="https://list.example/confirm?t=abc" data-clickedge-role="confirm">Confirm</a></body>"#,
+    );
+    assert!(m.links.iter().all(|(_, p)| p.role != Role::Decoy));
+    assert_eq!(
+        out.html.unwrap(),
+        r#"<body><a href="https://t.example/c/0">Confirm</a></body>"#
+    );
+}
+
 #[test]
 fn the_text_part_follows_the_html_links_and_opt_outs() {
     let mut m = Recorder::default();
