@@ -291,7 +291,8 @@ impl LinkKeys {
         self.located(domain, PIXEL_PATH, token)
     }
 
-    fn registered(&self, domain: &Domain) -> Result<(), MintError> {
+    /// `MintError::NotRegistered` unless `domain` is registered: what minting for it would say.
+    pub fn registered(&self, domain: &Domain) -> Result<(), MintError> {
         if self.policy.is_registered(domain.as_str()) {
             Ok(())
         } else {

@@ -134,6 +134,12 @@ async fn refusals_name_their_cause() {
             400,
             "not registered",
         ),
+        // Nothing to mint: still refused, as minting would.
+        (
+            json!({"domain": "other.example.com", "message": "m", "html": "<p>hi</p>"}),
+            400,
+            "not registered",
+        ),
         (
             json!({"domain": DOMAIN, "message": "", "html": "<a href=\"https://a.example/\">a</a>"}),
             400,

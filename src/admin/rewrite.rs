@@ -121,6 +121,8 @@ async fn rewrite_message(
     })?;
     let req: RewriteRequest = super::api::parse_json(&body)?;
     let domain = parse_name(&req.domain)?;
+    // Refused even when the message has nothing to mint, as a link for it would be.
+    state.keys.registered(&domain)?;
     let sent_at = req
         .sent_at
         .as_deref()
