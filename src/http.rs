@@ -288,12 +288,7 @@ impl<V: VerdictStage> Edge<V> {
                 Answer::Confirmed
             }
             // Built before the link's parts move into the click; returned once it is recorded.
-            (Some(role), _) => Answer::ConfirmPage(action::confirm_page(
-                &domain,
-                role,
-                &link.url,
-                method == "HEAD",
-            )),
+            (Some(role), _) => Answer::ConfirmPage(action::confirm_page(&domain, role, &link.url)),
         };
         // Past its address's click rate a client is still answered, but not logged (the queue
         // counts it): asked before the event is built, so a flood costs no allocation.

@@ -143,6 +143,7 @@ async fn a_scanner_fetching_action_links_gets_the_confirm_page_and_reaches_nothi
     for role in ["unsubscribe", "confirm"] {
         let message = format!("scan-{role}");
         let link = mint(&edge, &dest.url("/act?u=42"), &message, role).await;
+        let mut get_length = None;
         for (method, ua) in [
             (Method::GET, "Mozilla/5.0 (compatible; SafeLinks)"),
             (Method::HEAD, "Mozilla/5.0 (compatible; SafeLinks)"),
@@ -166,11 +167,15 @@ async fn a_scanner_fetching_action_links_gets_the_confirm_page_and_reaches_nothi
             assert!(csp.starts_with("default-src 'none';"), "{csp}");
             assert!(csp.contains("form-action 'self'"), "{csp}");
             assert!(!csp.contains("127.0.0.1"), "{csp}");
+            let length = h["content-length"].to_str().unwrap().to_owned();
             let page = res.text().await.unwrap();
             if method == Method::HEAD {
                 assert_eq!(page, "");
+                // The length the GET's page has (the same page: one domain, one role).
+                assert_eq!(Some(length), get_length, "{role}");
                 continue;
             }
+            get_length = Some(length);
             assert!(
                 page.contains(&format!("<strong>{DOMAIN}</strong>")),
                 "{page}"

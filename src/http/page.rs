@@ -36,20 +36,10 @@ pub(super) fn domain_name(domain: &Domain) -> String {
     escape(&domain.unicode().unwrap_or_else(|| domain.to_string()))
 }
 
-/// The response carrying `page` with `status` under `csp`; the headers alone when `head_only`
-/// (HEAD: an h2 client checks a body it is sent against the request).
-pub(super) fn respond(
-    status: StatusCode,
-    csp: HeaderValue,
-    page: String,
-    head_only: bool,
-) -> Response<Body> {
-    let body = if head_only {
-        Body::default()
-    } else {
-        Body::new(Bytes::from(page))
-    };
-    let mut res = Response::new(body);
+/// The response carrying `page` with `status` under `csp`. A HEAD gets its headers alone, its
+/// `content-length` included (`serve`'s `headers_only`).
+pub(super) fn respond(status: StatusCode, csp: HeaderValue, page: String) -> Response<Body> {
+    let mut res = Response::new(Body::new(Bytes::from(page)));
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(

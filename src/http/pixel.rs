@@ -64,20 +64,15 @@ impl<V: VerdictStage> Edge<V> {
             self.counters.opens[class as usize].inc();
             self.clicks.push(event);
         }
-        self.pixel(req)
+        self.pixel()
     }
 
     /// An open pixel's answer: the same transparent GIF whatever the token, never cached, never
-    /// a cookie.
-    fn pixel<B>(&self, req: &Request<B>) -> Response<Body> {
+    /// a cookie. A HEAD gets its headers alone, its `content-length` included (`serve`'s
+    /// `headers_only`).
+    fn pixel(&self) -> Response<Body> {
         self.counters.pixel.inc();
-        // HEAD: the headers alone (an h2 client checks a body it is sent against the request).
-        let body = if req.method() == Method::HEAD {
-            Body::default()
-        } else {
-            Body::new(Bytes::from_static(&PIXEL_GIF))
-        };
-        let mut res = Response::new(body);
+        let mut res = Response::new(Body::new(Bytes::from_static(&PIXEL_GIF)));
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
         h.insert(header::CACHE_CONTROL, PIXEL_CACHE);

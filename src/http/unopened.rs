@@ -37,7 +37,7 @@ pub(super) fn not_valid(domain: Option<&Domain>, accept: Option<&HeaderValue>) -
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"));
     if wants_html {
-        return page::respond(StatusCode::NOT_FOUND, CSP, render(domain), false);
+        return page::respond(StatusCode::NOT_FOUND, CSP, render(domain));
     }
     let mut res = Response::new(Body::new(Bytes::from_static(b"not found\n")));
     *res.status_mut() = StatusCode::NOT_FOUND;

@@ -578,6 +578,8 @@ pub async fn fetch_pixel(
         "no-cache, no-store, must-revalidate, max-age=0"
     );
     assert!(h.get("set-cookie").is_none());
+    // A HEAD's too: the length a GET's body has.
+    assert_eq!(h["content-length"], "43", "{method} {url}");
     res.bytes().await.expect("pixel body").to_vec()
 }
 
