@@ -147,6 +147,13 @@ impl Onboarding {
         }
     }
 
+    /// Reachability nonces sealed with the cluster's `key`: whichever node a check's fetch
+    /// lands on answers it.
+    pub fn with_sealed_nonces(mut self, key: crate::seal::SealKey) -> Onboarding {
+        self.nonces = Arc::new(reach::Nonces::sealed(key));
+        self
+    }
+
     /// The settings in use.
     pub fn settings(&self) -> &Settings {
         &self.settings

@@ -130,6 +130,44 @@ async fn correct_cname_passes_every_check_and_gets_its_certificate() {
     assert_eq!(res.status(), 404);
 }
 
+/// In a cluster the check's fetch lands on whichever node the name's addresses lead to: here
+/// the target leads only to node B, and node A's check passes through it, B answering A's
+/// nonce. A stranger there (a node of another cluster, with its own seal key) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_the_check_reaches_the_edge_through_another_node() {
+    let dns = Dns::start().await;
+    dns.add_a(TARGET, &["127.0.0.3"]).await;
+    let http = free_tcp_port();
+    let node = |ip: &str, url: &str, seal: &str| {
+        let config = format!(
+            "[store]\nurl = \"{url}\"\n[cluster]\nnode_id = \"node-{ip}\"\n[onboarding]\ncname_target = \"{TARGET}\"\ndns_servers = [\"{}\"]\nhttp_port = {http}\ndanger_allow_private_addresses = true\n",
+            dns.addr
+        );
+        Edge::start_on(
+            ip,
+            free_tcp_port(),
+            http,
+            &[("CLICKEDGE_SEAL_KEY", seal)],
+            &config,
+        )
+    };
+    let url = common::postgres::shared().fresh_database();
+    let a = node("127.0.0.2", &url, &"a1".repeat(32));
+    let _b = node("127.0.0.3", &url, &"a1".repeat(32));
+    let name = "links.cluster.example";
+    dns.set_cname(name, TARGET).await;
+    let d = add(&a, name).await;
+    assert_eq!(failing(&d), Vec::<String>::new(), "{d:#}");
+    let reach = find(&d, "http-reachable")["message"].as_str().unwrap();
+    assert!(reach.contains("127.0.0.3"), "{reach}");
+
+    drop(_b);
+    let stranger_db = common::postgres::shared().fresh_database();
+    let _stranger = node("127.0.0.3", &stranger_db, &"b2".repeat(32));
+    let d = check(&a, name).await;
+    assert_eq!(failing(&d), vec!["http-reachable"], "{d:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stray_a_record_fails_naming_it_holds_back_the_order_until_fixed() {
     let (dns, edge) = start().await;

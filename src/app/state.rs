@@ -19,6 +19,7 @@ use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
 use crate::policy::{Ask, AskSettings, Policy};
+use crate::seal::SealKey;
 use crate::store::{self, DomainPages, Store};
 use crate::tls;
 
@@ -97,11 +98,20 @@ impl State {
         ));
 
         let issuer = issuer::build(config, &store, &challenges, metrics, clock)?;
-        let onboarding = Arc::new(Onboarding::new(
+        let mut onboarding = Onboarding::new(
             OnboardingSettings::from_config(config),
             store.clone(),
             clock.clone(),
-        ));
+        );
+        // A cluster's check may fetch through any node: each answers the others' nonces. The
+        // store was opened with this key already.
+        if config.store.kind() == StoreKind::Postgres
+            && let Some(key) =
+                SealKey::from_config(&config.cluster).context("reading the seal key")?
+        {
+            onboarding = onboarding.with_sealed_nonces(key);
+        }
+        let onboarding = Arc::new(onboarding);
         onboarding
             .restore()
             .await
