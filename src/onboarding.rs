@@ -150,7 +150,7 @@ impl Onboarding {
     /// Reachability nonces sealed with the cluster's `key`: whichever node a check's fetch
     /// lands on answers it.
     pub fn with_sealed_nonces(mut self, key: crate::seal::SealKey) -> Onboarding {
-        self.nonces = Arc::new(reach::Nonces::sealed(key));
+        self.nonces = Arc::new(reach::Nonces::sealed(key, self.clock.clone()));
         self
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::clock::Clock;
 use crate::seal::SealKey;
 
 /// A nonce stops being answered after this long even if its run never ended.
@@ -27,24 +28,25 @@ const BINDING: &str = "check-nonce";
 #[derive(Debug, Default)]
 pub struct Nonces {
     live: Mutex<HashMap<String, Instant>>,
-    /// The cluster's seal key: nonces any node answers.
-    sealed: Option<SealKey>,
+    /// The cluster's seal key, and the clock their expiry is read on: nonces any node answers.
+    sealed: Option<(SealKey, Clock)>,
 }
 
 impl Nonces {
-    /// Nonces sealed with the cluster's `key`, answered by every node holding it.
-    pub fn sealed(key: SealKey) -> Nonces {
+    /// Nonces sealed with the cluster's `key`, answered by every node holding it until they
+    /// expire by `clock`.
+    pub fn sealed(key: SealKey, clock: Clock) -> Nonces {
         Nonces {
             live: Mutex::default(),
-            sealed: Some(key),
+            sealed: Some((key, clock)),
         }
     }
 
     /// A new nonce, answered until the guard is dropped (or [`NONCE_TTL`] passes); sealed, until
     /// [`NONCE_TTL`] passes.
     pub fn issue(&self) -> NonceGuard<'_> {
-        if let Some(key) = &self.sealed {
-            let expires = unix_secs(SystemTime::now() + NONCE_TTL);
+        if let Some((key, clock)) = &self.sealed {
+            let expires = unix_secs(clock.now() + NONCE_TTL);
             // Sealing fails only if the AEAD refuses its input, which 8 bytes never make it do;
             // a nonce no node answers then fails the check rather than the run.
             let nonce = key
@@ -74,7 +76,7 @@ impl Nonces {
     /// lookup or one AEAD open; no I/O.
     pub fn answers(&self, nonce: &str) -> bool {
         match &self.sealed {
-            Some(key) => opens(key, nonce, SystemTime::now()),
+            Some((key, clock)) => opens(key, nonce, clock.now()),
             None => self
                 .lock()
                 .get(nonce)
@@ -136,6 +138,7 @@ impl Drop for NonceGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     #[test]
     fn nonces_are_answered_only_while_their_run_lasts() {
@@ -154,9 +157,11 @@ mod tests {
         // Two nodes load the same key; a third cluster has its own.
         let text = "5e".repeat(32);
         let key = SealKey::generate();
+        let clock = ManualClock::starting_now();
+        let sealed = |key| Nonces::sealed(key, clock.clock());
         let (a, b) = (
-            Nonces::sealed(SealKey::from_hex(&text, "a").unwrap()),
-            Nonces::sealed(SealKey::from_hex(&text, "b").unwrap()),
+            sealed(SealKey::from_hex(&text, "a").unwrap()),
+            sealed(SealKey::from_hex(&text, "b").unwrap()),
         );
         let guard = a.issue();
         let n = guard.as_str().to_owned();
@@ -164,19 +169,20 @@ mod tests {
         assert!(a.answers(&n));
         drop(guard);
         assert!(b.answers(&n), "a sealed nonce outlives its run");
-        assert!(!Nonces::sealed(key).answers(&n), "another cluster's key");
+        assert!(!sealed(key).answers(&n), "another cluster's key");
         assert!(!Nonces::default().answers(&n), "a node without the key");
         let mut tampered = n.clone().into_bytes();
         tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
         assert!(!b.answers(std::str::from_utf8(&tampered).unwrap()));
         assert!(!b.answers("0123456789abcdef0123456789abcdef"));
 
-        let key = SealKey::from_hex(&text, "c").unwrap();
-        let later = SystemTime::now() + NONCE_TTL + CLOCK_SKEW;
-        assert!(opens(&key, &n, SystemTime::now()));
-        assert!(!opens(&key, &n, later), "expired");
+        clock.advance(NONCE_TTL + CLOCK_SKEW - Duration::from_secs(1));
+        assert!(b.answers(&n), "within the clock skew allowed");
+        clock.advance(Duration::from_secs(1));
+        assert!(!b.answers(&n), "expired");
         // Sealed for another purpose under the same key: not a nonce.
+        let key = SealKey::from_hex(&text, "c").unwrap();
         let other = URL_SAFE_NO_PAD.encode(key.seal("kv:x", &u64::MAX.to_be_bytes()).unwrap());
-        assert!(!opens(&key, &other, SystemTime::now()));
+        assert!(!opens(&key, &other, clock.clock().now()));
     }
 }
