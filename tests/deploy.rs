@@ -65,13 +65,9 @@ fn clickedge_names(text: &str) -> BTreeSet<String> {
 }
 
 /// An edge that has issued a certificate, handshaken and redirected a click, so that every
-/// metric it exports on demand (labelled series appear at their first event) is there.
-async fn edge_with_a_click() -> Edge {
-    clicked(Edge::start()).await
-}
-
-/// The same, streaming its clicks to a NATS JetStream server (returned with it, to keep it
-/// running): the shipping metrics exist only with a stream.
+/// metric it exports on demand (labelled series appear at their first event) is there; it
+/// streams its clicks to a NATS JetStream server (returned with it, to keep it running): the
+/// shipping metrics exist only with a stream.
 async fn streaming_edge_with_a_click() -> (NatsServer, Edge) {
     let nats = NatsServer::start();
     let config = format!(
@@ -126,6 +122,45 @@ fn systemd_unit_verifies() {
     );
 }
 
+/// The unit's `Key=value` settings, comments aside.
+fn unit_settings(unit: &str) -> Vec<(&str, &str)> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect()
+}
+
+#[test]
+fn systemd_unit_gives_the_click_log_a_directory_its_group_can_read() {
+    // The state directory is the owner's alone, so a shipping agent in the clickedge group reads
+    // the click log in the logs directory: writable under ProtectSystem=strict, and 0750 like the
+    // directory clicks.group_read makes.
+    let unit = std::fs::read_to_string(deploy("systemd/clickedge.service")).expect("unit");
+    let settings = unit_settings(&unit);
+    for setting in [
+        ("StateDirectoryMode", "0700"),
+        ("ProtectSystem", "strict"),
+        ("LogsDirectory", "clickedge"),
+        ("LogsDirectoryMode", "0750"),
+    ] {
+        assert!(settings.contains(&setting), "{setting:?} not in the unit");
+    }
+}
+
+#[test]
+fn systemd_unit_leaves_proc_stat_readable_for_the_process_start_time() {
+    // ProcSubset=pid hides /proc/stat, whose boot time process_start_time_seconds is made from
+    // (it would read 0); ProtectProc=invisible still hides other users' processes.
+    let unit = std::fs::read_to_string(deploy("systemd/clickedge.service")).expect("unit");
+    let settings = unit_settings(&unit);
+    assert!(
+        !settings.iter().any(|(k, _)| *k == "ProcSubset"),
+        "ProcSubset= in the unit"
+    );
+    assert!(settings.contains(&("ProtectProc", "invisible")));
+}
+
 #[test]
 fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     let dir = deploy("prometheus");
@@ -158,6 +193,37 @@ async fn dashboard_queries_name_only_metrics_a_running_edge_exports() {
         missing.is_empty(),
         "the dashboard queries metrics the edge does not export: {missing:?}"
     );
+}
+
+/// Gauges that count the store, not the node: every node sharing a PostgreSQL store reports the
+/// same value (`src/certs/gauges.rs`).
+const STORE_WIDE_GAUGES: &[&str] = &[
+    "clickedge_certificates_held",
+    "clickedge_certificates_expiring",
+];
+
+#[test]
+fn dashboard_does_not_add_up_store_wide_gauges_across_nodes() {
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/clickedge.json")).unwrap())
+            .expect("dashboard JSON");
+    let mut seen = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for gauge in STORE_WIDE_GAUGES {
+                if clickedge_names(expr).contains(*gauge) {
+                    seen += 1;
+                    assert!(
+                        expr.starts_with(&format!("max({gauge}{{")),
+                        "{}: {expr} (the same count from every node: max, not sum)",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(seen, STORE_WIDE_GAUGES.len());
 }
 
 /// Metrics the rules name that a local-CA edge does not export: ACME orders exist with
@@ -439,12 +505,115 @@ fn shipped_cluster_config_loads() {
     }
 }
 
+#[test]
+fn cluster_pods_take_the_seal_key_from_the_environment_not_a_secret_volume() {
+    let dir = deploy("kubernetes/overlays/cluster");
+    let config = clickedge::config::Config::load(Some(&dir.join("clickedge.toml"))).unwrap();
+    // The edge refuses both a key file and CLICKEDGE_SEAL_KEY.
+    assert_eq!(config.cluster.seal_key_file, None);
+    let workload = std::fs::read_to_string(dir.join("statefulset.yaml")).unwrap();
+    let env = format!(
+        "- name: {}\n              valueFrom:\n                secretKeyRef:\n                  name: clickedge-seal\n                  key: seal.key\n",
+        clickedge::seal::SEAL_KEY_ENV
+    );
+    assert!(workload.contains(&env), "no {env} in the StatefulSet");
+    // With fsGroup the kubelet makes a Secret volume's files 0440: a key file there is refused.
+    assert!(workload.contains("fsGroup: 10001"));
+    assert!(
+        !workload.contains("secretName: clickedge-seal"),
+        "the seal key mounted from a Secret volume"
+    );
+    // The Secret as the kustomization makes it: the file `clickedge cluster keygen` writes, under
+    // the key seal.key; its text (newline included) is the value the pods get.
+    let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    assert!(kustomization.contains(
+        "clickedge cluster keygen seal.key && kubectl -n clickedge create secret generic clickedge-seal --from-file=seal.key"
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("seal.key");
+    let out = run(
+        common::bin(),
+        &["cluster", "keygen", key.to_str().unwrap()],
+        tmp.path(),
+        "clickedge",
+    );
+    assert_ok("clickedge cluster keygen", &out);
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(text.trim_end().len(), 64, "{text:?}");
+    assert!(
+        clickedge::seal::SealKey::load(None, Some(&text))
+            .unwrap()
+            .is_some()
+    );
+    // What the same file would be on a Secret volume under fsGroup: refused.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o440)).unwrap();
+    assert!(clickedge::seal::SealKey::load(Some(&key), None).is_err());
+}
+
+#[test]
+fn cluster_store_url_names_the_database_host_not_a_kubernetes_alias() {
+    // sslmode=require verifies the server's certificate against the URL's host: a Service name
+    // (an ExternalName alias) is not the name a managed database's certificate carries.
+    let dir = deploy("kubernetes/overlays/cluster");
+    let text = std::fs::read_to_string(dir.join("clickedge.toml")).unwrap();
+    let config: toml::Table = toml::from_str(&text).unwrap();
+    let url = url::Url::parse(config["store"]["url"].as_str().expect("store.url")).unwrap();
+    assert!(
+        url.query().is_some_and(|q| q.contains("sslmode=require")),
+        "{url}"
+    );
+    let host = url.host_str().unwrap();
+    assert!(
+        !host.ends_with(".svc") && !host.contains(".svc."),
+        "store.url names the Service {host}"
+    );
+    let services = std::fs::read_to_string(dir.join("external-services.yaml")).unwrap();
+    assert!(!services.contains("name: postgres"), "{services}");
+}
+
+/// The `[clicks]` table shown in `text`'s comments (`#   [clicks]` and the `#   ` lines after it).
+fn commented_clicks_table(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim_end() != "#   [clicks]")
+        .map_while(|l| l.strip_prefix("#   "))
+        .collect();
+    assert!(!lines.is_empty(), "no commented [clicks] table");
+    lines.join("\n")
+}
+
 #[tokio::test]
 async fn vector_tails_the_click_files_the_edge_writes_with_checkpoints() {
-    let edge = edge_with_a_click().await;
-    let vector: toml::Table =
-        toml::from_str(&std::fs::read_to_string(deploy("vector/vector.toml")).unwrap())
-            .expect("vector.toml");
+    let text = std::fs::read_to_string(deploy("vector/vector.toml")).unwrap();
+    let vector: toml::Table = toml::from_str(&text).expect("vector.toml");
+    // The edge's config the comments of vector.toml and of the systemd unit show: the click log
+    // in the unit's logs directory, readable by the group Vector is in.
+    let unit = std::fs::read_to_string(deploy("systemd/clickedge.service")).unwrap();
+    for shown in [commented_clicks_table(&text), commented_clicks_table(&unit)] {
+        let config = clickedge::config::Config::parse(&shown, Path::new("<comment>"))
+            .unwrap_or_else(|e| panic!("{shown}: {e:#}"));
+        assert_eq!(
+            config.clicks.dir.as_deref(),
+            Some(Path::new("/var/log/clickedge"))
+        );
+        assert!(config.clicks.group_read, "{shown}");
+    }
+    // An edge writing such a log (in a directory of the test's own).
+    let log = tempfile::tempdir().unwrap();
+    let dir = log.path().join("clickedge");
+    let edge = Edge::start_with(&format!(
+        "[clicks]\ndir = \"{}\"\ngroup_read = true\n",
+        dir.display()
+    ));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/a", json!({})).await;
+    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::read_clicks(&dir).is_empty() {
+        assert!(Instant::now() < deadline, "no click in {}", dir.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         vector["data_dir"].as_str().is_some(),
         "checkpoints need data_dir"
@@ -461,15 +630,18 @@ async fn vector_tails_the_click_files_the_edge_writes_with_checkpoints() {
         include.iter().any(|glob| {
             let (dir, pattern) = glob.rsplit_once('/').unwrap();
             assert_eq!(
-                dir, "/var/lib/clickedge/clicks",
-                "the systemd data_dir's clicks"
+                dir, "/var/log/clickedge",
+                "the systemd unit's logs directory"
             );
             let (prefix, suffix) = pattern.split_once('*').unwrap();
             name.starts_with(prefix) && name.ends_with(suffix)
         })
     };
+    // The directory and the files are the group's to read.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o750);
     // While the edge runs: the file being written is tailed.
-    let dir = edge.data_dir().join("clicks");
     let names = |dir: &Path| -> Vec<String> {
         std::fs::read_dir(dir)
             .unwrap()
@@ -479,6 +651,9 @@ async fn vector_tails_the_click_files_the_edge_writes_with_checkpoints() {
     };
     let open = names(&dir);
     assert!(open.iter().any(|n| n.ends_with(".jsonl.open")), "{open:?}");
+    for name in &open {
+        assert_eq!(mode(&dir.join(name)), 0o640, "{name}");
+    }
     // Stopped: it is closed under its final name, tailed too; a quarantined tail is not.
     let mut edge = edge;
     assert!(edge.terminate().success());
