@@ -62,6 +62,8 @@ pub struct Settings {
     pub dns_servers: Vec<SocketAddr>,
     /// CAA identities of the CA, one of which must be allowed.
     pub caa_identities: Vec<String>,
+    /// The challenges the edge answers, which a CAA `validationmethods` must allow one of.
+    pub challenges: Vec<ChallengeKind>,
     /// Port of the HTTP reachability fetch.
     pub http_port: u16,
     /// Period of re-checks for domains without a valid certificate.
@@ -85,11 +87,14 @@ impl Settings {
             cname_target: o.cname_target.clone(),
             addresses: o.addresses.clone(),
             dns_servers: o.dns_servers.clone(),
+            // As a CA compares them: without case, and a fully qualified form (a trailing dot)
+            // is the same name; CAA values carry none.
             caa_identities: o
                 .caa_identities
                 .iter()
-                .map(|i| i.to_ascii_lowercase())
+                .map(|i| i.strip_suffix('.').unwrap_or(i).to_ascii_lowercase())
                 .collect(),
+            challenges: config.acme.challenges.clone(),
             http_port: o.http_port.get(),
             recheck_interval: o.recheck_interval,
             http_blocks: config.tls.issuer == IssuerKind::Acme
@@ -114,6 +119,7 @@ impl Settings {
             addresses: vec![IpAddr::from([203, 0, 113, 10])],
             dns_servers: vec![SocketAddr::from(([127, 0, 0, 1], 53))],
             caa_identities: vec!["letsencrypt.org".into()],
+            challenges: vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01],
             http_port: 80,
             recheck_interval: Duration::from_secs(300),
             http_blocks: false,

@@ -62,15 +62,17 @@ pub enum Verdict {
     /// An `issue` property names our identity but restricts validation methods to ones the
     /// edge does not use (RFC 8657 `validationmethods`).
     MethodsExcluded(String, String),
+    /// An `issue` property names our identity (the first) for one ACME account only (RFC 8657
+    /// `accounturi`, the second), and none without: the CA refuses unless it is the edge's.
+    AccountBound(String, String),
     /// A critical property the CA does not understand: no CA may issue (RFC 8659 §4.5).
     UnknownCritical(String),
 }
 
-/// Validation methods the edge can answer (RFC 8657 method names).
-const OUR_METHODS: [&str; 2] = ["http-01", "tls-alpn-01"];
-
-/// Applies RFC 8659 §4 to `set` for a CA known by any of `identities` (lowercase).
-pub fn verdict(set: Option<&CaaSet>, identities: &[String]) -> Verdict {
+/// Applies RFC 8659 §4 (and RFC 8657's parameters) to `set` for a CA known by any of
+/// `identities` (lowercase), validating with `methods` (RFC 8657 method names: the configured
+/// challenges).
+pub fn verdict(set: Option<&CaaSet>, identities: &[String], methods: &[&str]) -> Verdict {
     let Some(set) = set else {
         return Verdict::NoRecords;
     };
@@ -91,19 +93,24 @@ pub fn verdict(set: Option<&CaaSet>, identities: &[String]) -> Verdict {
     if issue.is_empty() {
         return Verdict::NoIssueProperty;
     }
-    let mut excluded = None;
+    let (mut excluded, mut bound) = (None, None);
     for (issuer, params) in &issue {
         if !identities.iter().any(|i| i == issuer) {
             continue;
         }
-        match params.iter().find(|(k, _)| k == "validationmethods") {
-            Some((_, methods)) if !methods.split(',').any(|m| OUR_METHODS.contains(&m.trim())) => {
-                excluded = Some(Verdict::MethodsExcluded(issuer.clone(), methods.clone()));
-            }
-            _ => return Verdict::Allowed(issuer.clone()),
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        if let Some(allowed) = param("validationmethods")
+            && !allowed.split(',').any(|m| methods.contains(&m.trim()))
+        {
+            excluded = Some(Verdict::MethodsExcluded(issuer.clone(), allowed.clone()));
+            continue;
+        }
+        match param("accounturi") {
+            Some(uri) => bound = Some(Verdict::AccountBound(issuer.clone(), uri.clone())),
+            None => return Verdict::Allowed(issuer.clone()),
         }
     }
-    if let Some(v) = excluded {
+    if let Some(v) = bound.or(excluded) {
         return v;
     }
     let mut allowed: Vec<String> = issue
@@ -136,7 +143,8 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         .first()
         .map_or("letsencrypt.org", String::as_str);
     let allow = |owner: &Domain| record(owner, "CAA", &format!("0 issue \"{ours}\""));
-    match (verdict(set, &s.caa_identities), set) {
+    let methods: Vec<&str> = s.challenges.iter().map(|c| c.as_str()).collect();
+    match (verdict(set, &s.caa_identities, &methods), set) {
         (Verdict::NoRecords, _) | (_, None) => Check::pass(
             CheckId::Caa,
             format!("no CAA record on {name} or its parents: every CA may issue"),
@@ -188,8 +196,9 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         (Verdict::MethodsExcluded(id, methods), Some(set)) => Check::fail(
             CheckId::Caa,
             format!(
-                "CAA at {} allows {id} only with validationmethods={methods}; the edge validates with http-01 or tls-alpn-01",
-                set.owner
+                "CAA at {} allows {id} only with validationmethods={methods}; the edge validates with {}",
+                set.owner,
+                list(&s.challenges.iter().map(|c| c.as_str()).collect::<Vec<_>>())
             ),
             format!(
                 "Add this record next to the existing ones:\n{}",
@@ -198,6 +207,18 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
             gate,
         )
         .with_records(vec![allow(&set.owner)]),
+        (Verdict::AccountBound(id, uri), Some(set)) => Check::warn(
+            CheckId::Caa,
+            format!(
+                "CAA at {} allows {id} only for the ACME account {}: {id} refuses to issue for {name} unless that is the edge's account",
+                set.owner,
+                escape(&uri)
+            ),
+            Some(format!(
+                "If the edge's certificates for {name} fail with a CAA error, that account is not the edge's: ask the edge operator for the account URL to put in accounturi, or add this record next to the existing ones:\n{}",
+                allow(&set.owner).line()
+            )),
+        ),
         (Verdict::UnknownCritical(tag), Some(set)) => {
             let delete: Vec<FixRecord> = set
                 .records
@@ -224,6 +245,7 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ChallengeKind;
 
     fn set(records: &[(bool, &str, &str)]) -> CaaSet {
         CaaSet {
@@ -243,26 +265,67 @@ mod tests {
         vec!["letsencrypt.org".into()]
     }
 
+    const METHODS: &[&str] = &["http-01", "tls-alpn-01"];
+
     #[test]
     fn no_records_or_no_issue_property_allow_any_ca() {
-        assert_eq!(verdict(None, &le()), Verdict::NoRecords);
+        assert_eq!(verdict(None, &le(), METHODS), Verdict::NoRecords);
         let s = set(&[
             (false, "iodef", "mailto:sec@example.com"),
             (false, "issuewild", ";"),
         ]);
-        assert_eq!(verdict(Some(&s), &le()), Verdict::NoIssueProperty);
+        assert_eq!(verdict(Some(&s), &le(), METHODS), Verdict::NoIssueProperty);
     }
 
     #[test]
     fn issue_for_our_identity_allows_with_or_without_parameters() {
         let s = set(&[
             (false, "issue", "other-ca.example"),
-            (false, "issue", "LetsEncrypt.org; accounturi=https://x"),
+            (false, "issue", "LetsEncrypt.org; validationmethods=http-01"),
         ]);
         assert_eq!(
-            verdict(Some(&s), &le()),
+            verdict(Some(&s), &le(), METHODS),
             Verdict::Allowed("letsencrypt.org".into())
         );
+    }
+
+    /// RFC 8657's `accounturi`: the edge cannot tell from DNS whether the account is its own,
+    /// so the check says what the CA will compare (a warning, holding nothing back); another
+    /// record for the identity without it allows outright.
+    #[test]
+    fn issue_bound_to_an_account_is_named() {
+        let s = set(&[(
+            false,
+            "issue",
+            "letsencrypt.org; accounturi=https://acme.example/acct/999",
+        )]);
+        assert_eq!(
+            verdict(Some(&s), &le(), METHODS),
+            Verdict::AccountBound(
+                "letsencrypt.org".into(),
+                "https://acme.example/acct/999".into()
+            )
+        );
+        let name = Domain::parse("links.example.com").unwrap();
+        let c = check(&name, Some(&s), &Settings::example(), true);
+        assert_eq!(c.status, crate::onboarding::CheckStatus::Warn);
+        assert!(
+            c.message.contains("https://acme.example/acct/999"),
+            "{}",
+            c.message
+        );
+        let s = set(&[
+            (
+                false,
+                "issue",
+                "letsencrypt.org; accounturi=https://acme.example/acct/999",
+            ),
+            (false, "issue", "letsencrypt.org"),
+        ]);
+        assert!(matches!(
+            verdict(Some(&s), &le(), METHODS),
+            Verdict::Allowed(_)
+        ));
     }
 
     #[test]
@@ -272,30 +335,36 @@ mod tests {
             (false, "issue", "other-ca.example"),
         ]);
         assert_eq!(
-            verdict(Some(&s), &le()),
+            verdict(Some(&s), &le(), METHODS),
             Verdict::NotAllowed(vec!["other-ca.example".into()])
         );
         let s = set(&[(false, "issue", ";")]);
-        assert_eq!(verdict(Some(&s), &le()), Verdict::NotAllowed(vec![]));
+        assert_eq!(
+            verdict(Some(&s), &le(), METHODS),
+            Verdict::NotAllowed(vec![])
+        );
     }
 
     #[test]
     fn unknown_critical_tag_forbids_issuance() {
         let s = set(&[(false, "issue", "letsencrypt.org"), (true, "tbs", "x")]);
         assert_eq!(
-            verdict(Some(&s), &le()),
+            verdict(Some(&s), &le(), METHODS),
             Verdict::UnknownCritical("tbs".into())
         );
         // Not critical: ignored.
         let s = set(&[(false, "issue", "letsencrypt.org"), (false, "tbs", "x")]);
-        assert!(matches!(verdict(Some(&s), &le()), Verdict::Allowed(_)));
+        assert!(matches!(
+            verdict(Some(&s), &le(), METHODS),
+            Verdict::Allowed(_)
+        ));
     }
 
     #[test]
     fn validation_methods_the_edge_does_not_use_are_reported() {
         let s = set(&[(false, "issue", "letsencrypt.org; validationmethods=dns-01")]);
         assert_eq!(
-            verdict(Some(&s), &le()),
+            verdict(Some(&s), &le(), METHODS),
             Verdict::MethodsExcluded("letsencrypt.org".into(), "dns-01".into())
         );
         let s = set(&[(
@@ -303,7 +372,47 @@ mod tests {
             "issue",
             "letsencrypt.org; validationmethods=dns-01,http-01",
         )]);
-        assert!(matches!(verdict(Some(&s), &le()), Verdict::Allowed(_)));
+        assert!(matches!(
+            verdict(Some(&s), &le(), METHODS),
+            Verdict::Allowed(_)
+        ));
+        // Methods the edge could use but is not configured to: excluded too.
+        let s = set(&[(
+            false,
+            "issue",
+            "letsencrypt.org; validationmethods=tls-alpn-01",
+        )]);
+        assert!(matches!(
+            verdict(Some(&s), &le(), METHODS),
+            Verdict::Allowed(_)
+        ));
+        assert_eq!(
+            verdict(Some(&s), &le(), &["http-01"]),
+            Verdict::MethodsExcluded("letsencrypt.org".into(), "tls-alpn-01".into())
+        );
+        let settings = Settings {
+            challenges: vec![ChallengeKind::Http01],
+            ..Settings::example()
+        };
+        let name = Domain::parse("links.example.com").unwrap();
+        let c = check(&name, Some(&s), &settings, true);
+        assert!(
+            c.message.ends_with("the edge validates with http-01"),
+            "{}",
+            c.message
+        );
+    }
+
+    #[test]
+    fn configured_identities_compare_without_a_trailing_dot() {
+        let mut config = crate::config::Config::default();
+        config.onboarding.caa_identities = vec!["LetsEncrypt.org.".into()];
+        let settings = Settings::from_config(&config);
+        let s = set(&[(false, "issue", "letsencrypt.org")]);
+        assert_eq!(
+            verdict(Some(&s), &settings.caa_identities, METHODS),
+            Verdict::Allowed("letsencrypt.org".into())
+        );
     }
 
     #[test]
