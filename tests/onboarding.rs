@@ -271,6 +271,37 @@ async fn caa_for_another_ca_fails_naming_the_identity_to_allow_but_does_not_hold
     assert_eq!(click(&edge, name).await.unwrap().status(), 302);
 }
 
+/// RFC 8659 follows a CNAME at the name: the CAA set found is the target's, and only there can
+/// it change (no record sits next to a CNAME), so the fix names it, outside the customer's zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caa_reached_through_the_cname_is_named_where_it_is() {
+    let (dns, edge) = start().await;
+    let name = "links.cnamed.example.com";
+    dns.set_cname(name, TARGET).await;
+    dns.add_caa_issue(TARGET, "other-ca.example").await;
+    let d = add(&edge, name).await;
+    assert_eq!(failing(&d), vec!["caa"], "{d:#}");
+    let c = find(&d, "caa");
+    let message = c["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "CAA at {TARGET} (where the CNAME of {name} leads) allows only other-ca.example"
+        )),
+        "{message}"
+    );
+    let fix = c["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("whoever runs the zone of {TARGET}")),
+        "{fix}"
+    );
+    assert!(
+        fix.ends_with(&format!("{TARGET}. 300 IN CAA 0 issue \"letsencrypt.org\"")),
+        "{fix}"
+    );
+    assert_eq!(c["fix_records"][0]["name"], TARGET, "{c:#}");
+    assert!(c["fix_records"][0]["host"].is_null(), "{c:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servfail_is_reported_as_a_dns_server_failure_naming_the_resolver() {
     let (dns, edge) = start().await;

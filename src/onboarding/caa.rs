@@ -41,10 +41,36 @@ impl CaaRecord {
 /// The relevant CAA RRset (RFC 8659 §3): the first non-empty one climbing from the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaaSet {
-    /// The name that holds it (the name itself or a parent).
+    /// The name that holds it: the name itself or a parent, or where a CNAME at one of them
+    /// leads.
     pub owner: Domain,
+    /// The name (the checked one or a parent) whose CNAME led to `owner`; none without one.
+    pub alias: Option<Domain>,
     /// Its records.
     pub records: Vec<CaaRecord>,
+}
+
+impl CaaSet {
+    /// Where the set is, for messages: `CAA at owner`, saying whose CNAME led there.
+    fn at(&self) -> String {
+        match &self.alias {
+            Some(alias) => format!("CAA at {} (where the CNAME of {alias} leads)", self.owner),
+            None => format!("CAA at {}", self.owner),
+        }
+    }
+
+    /// What a fix at `owner` needs said first: records outside the checked name's own zone
+    /// (reached through a CNAME) are changed by whoever runs that zone, and a record cannot
+    /// sit next to the CNAME.
+    fn who(&self) -> String {
+        match &self.alias {
+            Some(alias) => format!(
+                "These records are at {}, where the CNAME of {alias} leads (no CAA record can sit next to a CNAME): whoever runs the zone of {} changes them.\n",
+                self.owner, self.owner
+            ),
+            None => String::new(),
+        }
+    }
 }
 
 /// What the relevant RRset means for our CA.
@@ -151,27 +177,33 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         ),
         (Verdict::NoIssueProperty, Some(set)) => Check::pass(
             CheckId::Caa,
-            format!(
-                "CAA at {} has no issue property: every CA may issue",
-                set.owner
-            ),
+            format!("{} has no issue property: every CA may issue", set.at()),
         ),
         (Verdict::Allowed(id), Some(set)) => {
-            Check::pass(CheckId::Caa, format!("CAA at {} allows {id}", set.owner))
+            Check::pass(CheckId::Caa, format!("{} allows {id}", set.at()))
         }
         (Verdict::NotAllowed(others), Some(set)) if others.is_empty() => {
-            let (delete, add) = (
-                existing(&set.owner, "CAA", "0 issue \";\""),
-                allow(&set.owner),
-            );
+            // The record as DNS serves it (its flags and spacing), so deleting it matches.
+            let delete = set
+                .records
+                .iter()
+                .find(|r| {
+                    r.tag.eq_ignore_ascii_case("issue") && parse_issue_value(&r.value).0.is_empty()
+                })
+                .map_or_else(
+                    || existing(&set.owner, "CAA", "0 issue \";\""),
+                    |r| r.to_delete(&set.owner),
+                );
+            let add = allow(&set.owner);
             Check::fail(
                 CheckId::Caa,
                 format!(
-                    "CAA at {} forbids every CA (issue \";\"), so {ours} will refuse to issue for {name}",
-                    set.owner
+                    "{} forbids every CA (issue \";\"), so {ours} will refuse to issue for {name}",
+                    set.at()
                 ),
                 format!(
-                    "Replace the CAA record:\n{}\nwith:\n{}",
+                    "{}Replace the CAA record:\n{}\nwith:\n{}",
+                    set.who(),
                     delete.line(),
                     add.line()
                 ),
@@ -182,12 +214,13 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         (Verdict::NotAllowed(others), Some(set)) => Check::fail(
             CheckId::Caa,
             format!(
-                "CAA at {} allows only {}, not {ours}, so {ours} will refuse to issue for {name}",
-                set.owner,
+                "{} allows only {}, not {ours}, so {ours} will refuse to issue for {name}",
+                set.at(),
                 list(&others)
             ),
             format!(
-                "Add this record next to the existing ones (they keep working for their CA):\n{}",
+                "{}Add this record next to the existing ones (they keep working for their CA):\n{}",
+                set.who(),
                 allow(&set.owner).line()
             ),
             gate,
@@ -196,12 +229,13 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         (Verdict::MethodsExcluded(id, methods), Some(set)) => Check::fail(
             CheckId::Caa,
             format!(
-                "CAA at {} allows {id} only with validationmethods={methods}; the edge validates with {}",
-                set.owner,
+                "{} allows {id} only with validationmethods={methods}; the edge validates with {}",
+                set.at(),
                 list(&s.challenges.iter().map(|c| c.as_str()).collect::<Vec<_>>())
             ),
             format!(
-                "Add this record next to the existing ones:\n{}",
+                "{}Add this record next to the existing ones:\n{}",
+                set.who(),
                 allow(&set.owner).line()
             ),
             gate,
@@ -210,12 +244,13 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         (Verdict::AccountBound(id, uri), Some(set)) => Check::warn(
             CheckId::Caa,
             format!(
-                "CAA at {} allows {id} only for the ACME account {}: {id} refuses to issue for {name} unless that is the edge's account",
-                set.owner,
+                "{} allows {id} only for the ACME account {}: {id} refuses to issue for {name} unless that is the edge's account",
+                set.at(),
                 escape(&uri)
             ),
             Some(format!(
-                "If the edge's certificates for {name} fail with a CAA error, that account is not the edge's: ask the edge operator for the account URL to put in accounturi, or add this record next to the existing ones:\n{}",
+                "If the edge's certificates for {name} fail with a CAA error, that account is not the edge's: ask the edge operator for the account URL to put in accounturi, or add this record next to the existing ones:\n{}{}",
+                set.who(),
                 allow(&set.owner).line()
             )),
         ),
@@ -231,10 +266,13 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
             Check::fail(
                 CheckId::Caa,
                 format!(
-                    "CAA at {} has the critical property {tag:?}, which CAs do not understand: no CA may issue",
-                    set.owner
+                    "{} has the critical property {tag:?}, which CAs do not understand: no CA may issue",
+                    set.at()
                 ),
-                format!("Delete this record (or set its flags to 0):\n{line}"),
+                format!(
+                    "{}Delete this record (or set its flags to 0):\n{line}",
+                    set.who()
+                ),
                 gate,
             )
             .with_records(delete)
@@ -250,6 +288,7 @@ mod tests {
     fn set(records: &[(bool, &str, &str)]) -> CaaSet {
         CaaSet {
             owner: Domain::parse("example.com").unwrap(),
+            alias: None,
             records: records
                 .iter()
                 .map(|(critical, tag, value)| CaaRecord {

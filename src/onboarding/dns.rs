@@ -177,6 +177,16 @@ impl Dns {
 
     /// The records of `record_type` at `name` (CNAMEs followed, except when asking for CNAME).
     async fn records(&self, name: &str, record_type: RecordType) -> Result<Vec<RData>, DnsFailure> {
+        let records = self.owned_records(name, record_type).await?;
+        Ok(records.into_iter().map(|(_, data)| data).collect())
+    }
+
+    /// [`Dns::records`] with each record's owner: where a CNAME at `name` led, not `name`.
+    async fn owned_records(
+        &self,
+        name: &str,
+        record_type: RecordType,
+    ) -> Result<Vec<(String, RData)>, DnsFailure> {
         let failure = |kind| DnsFailure {
             name: name.to_owned(),
             record_type: type_name(record_type),
@@ -187,7 +197,7 @@ impl Dns {
                 .answers()
                 .iter()
                 .filter(|r| r.record_type() == record_type)
-                .map(|r| r.data.clone())
+                .map(|r| (r.name.to_ascii(), r.data.clone()))
                 .collect()),
             Err(NetError::Dns(DnsError::NoRecordsFound(none))) => match none.response_code {
                 ResponseCode::NoError | ResponseCode::NXDomain => Ok(Vec::new()),
@@ -250,9 +260,24 @@ impl Dns {
     }
 
     /// The zone holding `name`: the owner of the SOA record in the answer (the name is a zone
-    /// apex) or in the authority section of an empty answer. None if DNS names no zone that
-    /// contains the name (a SOA reached through a CNAME belongs to another zone).
+    /// apex) or in the authority section of an empty answer. A SOA reached through a CNAME
+    /// belongs to the target's zone, so then the parents are asked, closest first, until one's
+    /// answer names a zone that contains the name (a CNAME'd name is never an apex: its zone is
+    /// its parent's). None if DNS names no such zone.
     async fn zone(&self, name: &Domain) -> Option<Domain> {
+        for at in climb(name) {
+            if let Some(zone) = self.soa_owner(&at).await
+                && (name == &zone || name.as_str().ends_with(&format!(".{zone}")))
+            {
+                return Some(zone);
+            }
+        }
+        None
+    }
+
+    /// The owner of the SOA DNS gives for `name`: in the answer, or in the authority section of
+    /// an empty one.
+    async fn soa_owner(&self, name: &Domain) -> Option<Domain> {
         let owner = match self
             .resolver
             .lookup(format!("{name}."), RecordType::SOA)
@@ -268,31 +293,42 @@ impl Dns {
             }
             Err(_) => None,
         }?;
-        let zone = Domain::parse(owner.trim_end_matches('.')).ok()?;
-        let inside = name == &zone || name.as_str().ends_with(&format!(".{zone}"));
-        inside.then_some(zone)
+        Domain::parse(owner.trim_end_matches('.')).ok()
     }
 
     /// RFC 8659 §3: the CAA RRset of the name, else of its parent, and so on up to (not
     /// including) the top-level domain; the resolver follows CNAMEs at each name. The first
-    /// non-empty RRset is the relevant one.
+    /// non-empty RRset is the relevant one, kept with the name that holds it (a CNAME's target
+    /// when one was followed: only there can it be changed).
     async fn relevant_caa(&self, name: &Domain) -> Result<Option<CaaSet>, DnsFailure> {
-        for owner in climb(name) {
+        for asked in climb(name) {
+            let mut owner = None;
             let records: Vec<CaaRecord> = self
-                .records(owner.as_str(), RecordType::CAA)
+                .owned_records(asked.as_str(), RecordType::CAA)
                 .await?
                 .into_iter()
-                .filter_map(|r| match r {
-                    RData::CAA(caa) => Some(CaaRecord {
-                        critical: caa.issuer_critical,
-                        tag: caa.tag.clone(),
-                        value: String::from_utf8_lossy(&caa.value).into_owned(),
-                    }),
+                .filter_map(|(at, r)| match r {
+                    RData::CAA(caa) => {
+                        owner.get_or_insert(at);
+                        Some(CaaRecord {
+                            critical: caa.issuer_critical,
+                            tag: caa.tag.clone(),
+                            value: String::from_utf8_lossy(&caa.value).into_owned(),
+                        })
+                    }
                     _ => None,
                 })
                 .collect();
             if !records.is_empty() {
-                return Ok(Some(CaaSet { owner, records }));
+                let owner = owner
+                    .and_then(|o| Domain::parse(o.trim_end_matches('.')).ok())
+                    .unwrap_or_else(|| asked.clone());
+                let alias = (owner != asked).then_some(asked);
+                return Ok(Some(CaaSet {
+                    owner,
+                    alias,
+                    records,
+                }));
             }
         }
         Ok(None)
@@ -435,6 +471,101 @@ mod tests {
             ]
         );
         assert_eq!(climb(&d("example.com")), vec![d("example.com")]);
+    }
+
+    /// A tiny authoritative server on loopback UDP for what pebble-challtestsrv cannot serve
+    /// (SOA records): `customer.co.uk` and `eu.customer.com` are zones, `customer.com` too;
+    /// `links.customer.co.uk` and `links.eu.customer.com` are CNAMEs to names in other zones
+    /// (`provider.com`), whose SOA a query following them finds. Anything else is an empty
+    /// answer with its zone's SOA in the authority section.
+    async fn zones() -> SocketAddr {
+        use hickory_resolver::proto::op::{Message, MessageType, OpCode};
+        use hickory_resolver::proto::rr::rdata::{CNAME, SOA};
+        use hickory_resolver::proto::rr::{Name, Record};
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        fn name(s: &str) -> Name {
+            Name::from_ascii(s).unwrap()
+        }
+        let soa = |zone: &str| {
+            Record::from_rdata(
+                name(zone),
+                0,
+                RData::SOA(SOA::new(
+                    name("ns.example."),
+                    name("h.example."),
+                    1,
+                    1,
+                    1,
+                    1,
+                    0,
+                )),
+            )
+        };
+        let zone_of = |q: &str| {
+            [
+                "customer.co.uk.",
+                "eu.customer.com.",
+                "customer.com.",
+                "provider.com.",
+            ]
+            .into_iter()
+            .find(|z| q == *z || q.ends_with(&format!(".{z}")))
+            .unwrap_or(".")
+        };
+        let cname_of = |q: &str| match q {
+            "links.customer.co.uk." | "links.eu.customer.com." => Some("old.provider.com."),
+            _ => None,
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut answer =
+                    Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+                answer.metadata.authoritative = true;
+                answer.metadata.recursion_desired = query.metadata.recursion_desired;
+                answer.metadata.recursion_available = true;
+                for q in &query.queries {
+                    answer.add_query(q.clone());
+                    let mut at = q.name().to_ascii().to_ascii_lowercase();
+                    if let Some(target) = cname_of(&at) {
+                        answer.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            0,
+                            RData::CNAME(CNAME(name(target))),
+                        ));
+                        at = target.to_owned();
+                    }
+                    let zone = zone_of(&at);
+                    if q.query_type() == RecordType::SOA && at == zone {
+                        answer.add_answer(soa(zone));
+                    } else {
+                        answer.add_authority(soa(zone));
+                    }
+                }
+                let _ = sock.send_to(&answer.to_vec().unwrap(), from).await;
+            }
+        });
+        addr
+    }
+
+    /// A name whose CNAME leads into another zone is in its parent's zone, not the target's
+    /// and not a guess from its last two labels (which would be `co.uk`).
+    #[tokio::test]
+    async fn the_zone_of_a_cnamed_name_is_its_parents() {
+        let server = zones().await;
+        let (dns, _) = Dns::new(&[server]).unwrap();
+        for (asked, zone) in [
+            ("links.customer.co.uk", "customer.co.uk"),
+            ("links.eu.customer.com", "eu.customer.com"),
+            ("www.customer.com", "customer.com"),
+            ("customer.co.uk", "customer.co.uk"),
+        ] {
+            assert_eq!(dns.zone(&d(asked)).await, Some(d(zone)), "{asked}");
+        }
     }
 
     #[tokio::test]

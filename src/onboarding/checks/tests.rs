@@ -166,6 +166,7 @@ fn caa_for_another_ca_names_the_identity_to_allow() {
     let mut v = view(&["edge.example.net"], &["203.0.113.10"], &[]);
     v.caa = Ok(Some(CaaSet {
         owner: d("customer.com"),
+        alias: None,
         records: vec![CaaRecord {
             critical: false,
             tag: "issue".into(),
@@ -279,6 +280,7 @@ fn a_caa_forbidding_every_ca_is_replaced_at_the_zone_apex() {
     v.zone = Some(d("customer.com"));
     v.caa = Ok(Some(CaaSet {
         owner: d("customer.com"),
+        alias: None,
         records: vec![CaaRecord {
             critical: false,
             tag: "issue".into(),
