@@ -25,6 +25,9 @@ pub mod reach;
 mod report;
 pub mod zone;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -296,6 +299,11 @@ impl Onboarding {
         let now = self.clock.now();
         let period = self.settings.recheck_interval;
         let mut due = Vec::new();
+        // Which names hold a certificate valid now: one read of every stored certificate's
+        // lifetime per pass, made only if some name is due, instead of a certificate read (and
+        // a cache insertion) per name. Names with a valid certificate are never re-checked, so
+        // their reports never turn fresh: without it every pass read them all.
+        let mut valid: Option<HashSet<Domain>> = None;
         let mut pages = DomainPages::new(&*self.store);
         while let Some(page) = pages.next().await? {
             for record in page {
@@ -305,7 +313,17 @@ impl Onboarding {
                 if fresh || lock(&self.running).contains(&record.name) {
                     continue;
                 }
-                if !certs.has_valid(&record.name).await {
+                if valid.is_none() {
+                    let lifetimes = self.store.cert_lifetimes().await?;
+                    valid = Some(
+                        lifetimes
+                            .into_iter()
+                            .filter(|l| l.not_after > now)
+                            .map(|l| l.domain)
+                            .collect(),
+                    );
+                }
+                if !valid.as_ref().is_some_and(|v| v.contains(&record.name)) {
                     due.push(record);
                 }
             }

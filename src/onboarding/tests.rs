@@ -1,0 +1,86 @@
+//! The periodic re-check over a real (in-memory) store, certificates from the built-in CA.
+
+use std::time::Duration;
+
+use super::*;
+use crate::certs::Settings as CertSettings;
+use crate::domain::Zones;
+use crate::issuer::LocalCa;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::store::SqliteStore;
+
+/// An edge's store with `valid` names holding a certificate and `bare` names without, and
+/// checks that gate (a CNAME target set) asking a DNS server that is not there.
+async fn store_with(valid: usize, bare: usize) -> (Arc<dyn Store>, Vec<Domain>, tempfile::TempDir) {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let clock = crate::clock::ManualClock::starting_now();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let policy = Arc::new(Policy::default());
+    let certs = Arc::new(Certs::new(
+        CertSettings {
+            cache_capacity: 100,
+            on_demand_timeout: Duration::from_secs(5),
+        },
+        store.clone(),
+        Arc::new(LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap()),
+        policy.clone(),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        Metrics::unregistered(),
+        clock.clock(),
+    ));
+    let mut bare_names = Vec::new();
+    for i in 0..valid + bare {
+        let name = Domain::parse(&format!("n{i}.example.com")).unwrap();
+        store.add_domain(&name, clock.clock().now()).await.unwrap();
+        policy.register(name.clone());
+        if i < valid {
+            certs.resolve(&name).await.unwrap();
+        } else {
+            bare_names.push(name);
+        }
+    }
+    (store, bare_names, ca_dir)
+}
+
+/// Runs one periodic pass on a node just started on `store` (nothing cached); the store
+/// queries it made, and the names it checked.
+async fn one_pass(store: &Arc<dyn Store>) -> (u64, Vec<Domain>) {
+    let clock = crate::clock::ManualClock::starting_now();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let policy = Arc::new(Policy::default());
+    let certs = Arc::new(Certs::new(
+        CertSettings {
+            cache_capacity: 100,
+            on_demand_timeout: Duration::from_secs(5),
+        },
+        store.clone(),
+        Arc::new(LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap()),
+        policy,
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        Metrics::unregistered(),
+        clock.clock(),
+    ));
+    let mut settings = Settings::example();
+    // Nothing listens there: lookups fail at once, without the network.
+    settings.dns_servers = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
+    let onboarding = Arc::new(Onboarding::new(settings, store.clone(), clock.clock()));
+    let before = store.queries().get();
+    onboarding.recheck_due(&certs).await.unwrap();
+    let mut checked: Vec<Domain> = onboarding.latest.iter().map(|e| e.key().clone()).collect();
+    checked.sort();
+    (store.queries().get() - before, checked)
+}
+
+/// Names with a valid certificate are not re-checked, and finding them out costs the same
+/// however many there are: one read of every lifetime, not a certificate read each.
+#[tokio::test]
+async fn a_pass_reads_certificate_lifetimes_once_not_each_certificate() {
+    let (few, few_bare, _a) = store_with(2, 1).await;
+    let (many, many_bare, _b) = store_with(12, 1).await;
+    let (few_queries, few_checked) = one_pass(&few).await;
+    let (many_queries, many_checked) = one_pass(&many).await;
+    assert_eq!(few_checked, few_bare);
+    assert_eq!(many_checked, many_bare);
+    assert_eq!(few_queries, many_queries);
+}
