@@ -85,7 +85,7 @@ pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) ->
         None => String::new(),
     };
     let again = format!(
-        "Then run `clickedge domain check {name}`: once the checks pass, the next HTTPS request orders the certificate again."
+        "Then check again (\"Check again\" on the status page, or `clickedge domain check {name}`): once the checks pass, the next HTTPS request orders the certificate again."
     );
     // Only a problem document is the CA's own words; anything else is what the edge met.
     let said = match &failure.kind {
@@ -136,7 +136,7 @@ pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) ->
         FailureKind::Problem(AcmeProblem::Other(_)) => (
             "the CA could not issue the certificate".to_owned(),
             format!(
-                "If the CA's words name something in your DNS, fix it; otherwise tell the edge's operator.{retry} After a fix, `clickedge domain add {name}` retries at once."
+                "If the CA's words name something in your DNS, fix it; otherwise tell the edge's operator.{retry} After a fix, the edge's operator can retry at once (`clickedge domain add {name}`)."
             ),
         ),
         FailureKind::Order => (
