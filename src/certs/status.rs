@@ -43,9 +43,11 @@ impl Certs {
         let stored = self.store.certificate(name).await?;
         let now = self.clock.now();
         let pending = lock(&self.inflight).contains_key(name);
+        // A valid certificate stored is what handshakes get, a renewal in flight or not:
+        // "pending" is only for a name waiting for its first (or a replacing) certificate.
         let status = match &stored {
-            _ if pending => "pending",
             Some(c) if c.not_after > now => "valid",
+            _ if pending => "pending",
             _ if record.last_error.is_some() => "failed",
             _ => "none",
         };

@@ -221,6 +221,7 @@ async fn a_renewal_check_that_fails_without_a_backoff_is_made_again_later() {
 async fn a_handshake_during_a_long_renewal_gets_the_stored_certificate() {
     let DueForRenewal {
         issuer,
+        store,
         certs,
         name,
         _dir,
@@ -236,6 +237,9 @@ async fn a_handshake_during_a_long_renewal_gets_the_stored_certificate() {
     let served = certs.resolve(&name).await.unwrap();
     assert_eq!(served.cert, first.cert);
     assert!(renewal.borrow().is_none(), "the renewal goes on");
+    // Its status says what handshakes get: a valid certificate, not one being issued.
+    let record = store.domain(&name).await.unwrap().unwrap();
+    assert_eq!(certs.status(&record).await.unwrap().status, "valid");
 }
 
 #[test]
