@@ -434,9 +434,10 @@ impl<S: ClickSink> Batcher<S> {
     fn finish(mut self) {
         self.flush();
         let held = self.pending.clicks();
+        // Revisions held with the batch, and those whose click never came.
         self.metrics
             .verdict_revisions_lost
-            .inc_by(self.pending.revisions());
+            .inc_by(self.pending.revisions() + self.handles.waiting());
         if held > 0 {
             self.metrics.clicks_dropped.inc_by(held);
             tracing::error!(

@@ -3,18 +3,20 @@
 //! arrive before the click they name.
 //!
 //! Bounded both ways, allocated once: [`SLOTS`] handles are remembered (a handle's slot is the
-//! handle modulo the size, so a newer click overwrites an older one; revisions come within the
-//! message table's burst and decoy windows, seconds, long before [`SLOTS`] clicks with a
-//! message pass on one node at any realistic rate), and at most [`EARLY`] revisions wait for
-//! their click. A revision can overtake its click: the rules judge the click, then the request
-//! path queues it, and a second click on another connection can be judged and queue its
-//! revision in between. A revision that is never resolved (its click was not logged, or is too
-//! old) is given back as lost, for the batcher to count.
+//! handle modulo the size, so a newer click overwrites an older one), and at most [`EARLY`]
+//! revisions wait for their click. Burst and decoy revisions name clicks seconds old; coverage
+//! ones, clicks up to the message table's TTL (10 minutes by default) old, which [`SLOTS`]
+//! covers up to some 400 clicks with a message a second on one node (4 MiB). A revision can
+//! overtake its click: the rules judge the click, then the request path queues it, and a second
+//! click on another connection can be judged and queue its revision in between. A revision
+//! that is never resolved is given back as lost, for the batcher to count: at once when its
+//! click's slot already holds a newer click (handles only grow, so it can never come), else
+//! when a newer waiting revision pushes it out, or at shutdown.
 
 use crate::clicks::verdict::Revision;
 
 /// Handles remembered.
-const SLOTS: usize = 4096;
+const SLOTS: usize = 1 << 18;
 /// Revisions waiting for their click.
 const EARLY: usize = 64;
 
@@ -53,11 +55,16 @@ impl Handles {
     }
 
     /// The sequence number of the click `revision` names, or none yet: the revision then waits
-    /// for its click, and an older waiting revision it pushes out is returned as lost.
+    /// for its click, and an older waiting revision it pushes out is returned as lost. One whose
+    /// click is older than what the table remembers is lost itself.
     pub(super) fn resolve(&mut self, revision: Revision) -> Result<(u64, Revision), Lost> {
         let (handle, seq) = self.slots[Self::slot(revision.handle)];
         if handle == revision.handle && handle != 0 {
             return Ok((seq, revision));
+        }
+        if handle > revision.handle {
+            // Handles are handed out in increasing order: the click came and was forgotten.
+            return Err(Lost(true));
         }
         let lost = if self.early.len() == EARLY {
             Some(self.early.remove(0))
@@ -67,9 +74,15 @@ impl Handles {
         self.early.push(revision);
         Err(Lost(lost.is_some()))
     }
+
+    /// The revisions still waiting for their click: lost, at shutdown.
+    pub(super) fn waiting(&self) -> u64 {
+        self.early.len() as u64
+    }
 }
 
-/// A revision waits for its click; `Lost(true)` when an older one was given up for it.
+/// A revision is not written now; `Lost(true)` when one is given up (it, or an older waiting
+/// one pushed out for it), `Lost(false)` when it waits for its click.
 pub(super) struct Lost(pub(super) bool);
 
 #[cfg(test)]
@@ -97,9 +110,11 @@ mod tests {
         assert!(h.encoded(3, 11).is_empty());
         let ready = h.encoded(2, 12);
         assert_eq!(ready, [revision(2)]);
-        // A newer click in the same slot makes the old handle unknown.
+        // A newer click in the same slot: the old handle's click is forgotten, and its
+        // revision lost at once rather than waiting for a click that came already.
         h.encoded(1 + SLOTS as u64, 13);
-        assert!(h.resolve(revision(1)).is_err());
+        assert!(matches!(h.resolve(revision(1)), Err(Lost(true))));
+        assert_eq!(h.waiting(), 0);
     }
 
     #[test]
