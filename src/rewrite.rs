@@ -40,7 +40,9 @@ pub struct Message<'a> {
 pub struct Place {
     /// Position among the message's distinct links, from 0.
     pub index: u32,
-    /// How many distinct links the message has (the decoy included).
+    /// How many distinct links the message has that a person can click (the decoy left out, so
+    /// coverage, "most links of the message clicked", is read against what a person sees); the
+    /// decoy's own place counts every link, itself included (it comes last).
     pub count: u32,
     /// What the link is for.
     pub role: Role,
@@ -176,12 +178,13 @@ pub fn rewrite<M: Minter>(
     }
     // Invariant: at most MAX_LINKS_PER_MESSAGE (1000) targets, checked just above.
     let count = targets.len() as u32;
+    let visible = count - u32::from(targets.last().is_some_and(|t| t.role == Role::Decoy));
 
     let mut links = Vec::with_capacity(targets.len());
     for (index, t) in (0u32..).zip(&targets) {
         let place = Place {
             index,
-            count,
+            count: if t.role == Role::Decoy { count } else { visible },
             role: t.role,
         };
         let link = minter

@@ -112,7 +112,8 @@ async fn a_whole_message_is_rewritten_and_its_links_redirect_with_their_place_in
         assert_eq!(click["meta"], json!({"campaign": "spring"}));
         assert_eq!(
             click["message"],
-            json!({"id": "msg-1", "index": 1, "count": 3, "sent_at": "2025-11-24T09:00:00.000Z", "role": "unsubscribe"})
+            // Two links a person sees; the hidden decoy (the third) is not counted in theirs.
+            json!({"id": "msg-1", "index": 1, "count": 2, "sent_at": "2025-11-24T09:00:00.000Z", "role": "unsubscribe"})
         );
     }
 }

@@ -228,6 +228,16 @@ fn the_decoy_never_leads_where_an_action_link_does() {
     ));
     let decoy = m.links.iter().find(|(_, p)| p.role == Role::Decoy).unwrap();
     assert_eq!(decoy.0, "https://shop.example/");
+    // Coverage is read against the links a person sees: theirs count three, the decoy's four.
+    assert_eq!((decoy.1.index, decoy.1.count), (3, 4));
+    assert!(
+        m.links
+            .iter()
+            .filter(|(_, p)| p.role != Role::Decoy)
+            .all(|(_, p)| p.count == 3),
+        "{:?}",
+        m.links
+    );
 
     let (out, m) = rewrite_with_decoy(
         r#"<body><a href="https://list.example/confirm?t=abc" data-clickedge-role="confirm">Confirm</a></body>"#,
