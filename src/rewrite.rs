@@ -184,7 +184,11 @@ pub fn rewrite<M: Minter>(
     for (index, t) in (0u32..).zip(&targets) {
         let place = Place {
             index,
-            count: if t.role == Role::Decoy { count } else { visible },
+            count: if t.role == Role::Decoy {
+                count
+            } else {
+                visible
+            },
             role: t.role,
         };
         let link = minter
