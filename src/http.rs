@@ -314,7 +314,8 @@ impl<V: VerdictStage> Edge<V> {
                     .click_implies_open(event.domain.as_str(), &m.message);
         }
         self.privacy.apply(&mut event);
-        // Kept (once per message) to give the implied open back if the click is refused.
+        // Kept (once per message) to give the implied open back if the click is refused or
+        // dropped: the next click of a person on the message then says it.
         let implied = event
             .implied_open
             .then(|| {
@@ -326,10 +327,13 @@ impl<V: VerdictStage> Edge<V> {
             .flatten();
         // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
         // and a click that cannot be kept is refused rather than acknowledged.
-        if self.clicks.record(event).await.is_err() {
-            if let Some((domain, message)) = implied {
-                self.seen.forget(domain.as_str(), &message);
-            }
+        let recorded = self.clicks.record(event).await;
+        if recorded != Ok(true)
+            && let Some((domain, message)) = implied
+        {
+            self.seen.forget(domain.as_str(), &message);
+        }
+        if recorded.is_err() {
             self.counters.unavailable.inc();
             let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "try again\n");
             res.headers_mut()

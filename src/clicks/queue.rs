@@ -166,22 +166,20 @@ impl ClickQueue {
         &self.clock
     }
 
-    /// Logs a click the configured way: [`ClickQueue::push`] when buffered (always `Ok`),
-    /// [`ClickQueue::push_synced`] when synced. On `Err` the caller must not acknowledge the click
-    /// (answer 503).
-    pub async fn record(&self, event: ClickEvent) -> Result<(), ClickRejected> {
+    /// Logs a click the configured way: [`ClickQueue::push`] when buffered (`Ok`, saying
+    /// whether it was queued or dropped), [`ClickQueue::push_synced`] when synced (`Ok(true)`
+    /// once written). On `Err` the caller must not acknowledge the click (answer 503).
+    pub async fn record(&self, event: ClickEvent) -> Result<bool, ClickRejected> {
         match self.durability {
-            Durability::Buffered => {
-                self.push(event);
-                Ok(())
-            }
-            Durability::Synced => self.push_synced(event).await,
+            Durability::Buffered => Ok(self.push(event)),
+            Durability::Synced => self.push_synced(event).await.map(|()| true),
         }
     }
 
     /// Queues a click without blocking and without waiting for it to be written; a full or closed
-    /// queue counts a drop.
-    pub fn push(&self, event: ClickEvent) {
+    /// queue counts a drop. True if it was queued: what the click said (an open seen, say) must
+    /// not be remembered for a click that was dropped.
+    pub fn push(&self, event: ClickEvent) -> bool {
         // Counted before the send so the writer's decrement can never run first and take the
         // gauge below zero.
         self.metrics.clicks_queued.inc();
@@ -190,11 +188,13 @@ impl ClickQueue {
                 if self.metrics.clicks_queued.get() >= self.wake_depth {
                     self.writer.unpark();
                 }
+                true
             }
             Err(TrySendError::Full(_)) => {
                 self.metrics.clicks_queued.dec();
                 self.metrics.clicks_dropped.inc();
                 self.log_full();
+                false
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.metrics.clicks_queued.dec();
@@ -205,6 +205,7 @@ impl ClickQueue {
                         "click writer stopped: clicks are being dropped (counted in clickedge_clicks_dropped_total)"
                     );
                 }
+                false
             }
         }
     }

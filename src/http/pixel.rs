@@ -52,17 +52,24 @@ impl<V: VerdictStage> Edge<V> {
             });
             // Only an open that may be a person's makes a later click's open not implied:
             // Apple's prefetch and scanners fetch whether or not anyone reads.
-            if verdict.class != Class::Machine
-                && let Some(m) = &event.message
-            {
-                self.seen.open(event.domain.as_str(), &m.message);
-            }
+            let newly_seen = event
+                .message
+                .as_ref()
+                .filter(|_| verdict.class != Class::Machine)
+                .filter(|m| self.seen.open(event.domain.as_str(), &m.message))
+                .map(|m| (event.domain.clone(), m.message.clone()));
             event.open = Some(class);
             event.verdict = Some(verdict);
             self.privacy.apply(&mut event);
             // `OpenClass::ALL` lists the variants in declaration order.
             self.counters.opens[class as usize].inc();
-            self.clicks.push(event);
+            // An open line dropped (the queue full) must not keep the message seen opened: the
+            // next click of a person on it then says the open (`implied_open`).
+            if !self.clicks.push(event)
+                && let Some((domain, message)) = newly_seen
+            {
+                self.seen.forget(domain.as_str(), &message);
+            }
         }
         self.pixel()
     }

@@ -199,3 +199,42 @@ fn host_parsing() {
     assert!(same_name("A.Example.com.", "a.example.com"));
     assert!(!same_name("b.example.com", "a.example.com"));
 }
+
+/// An open whose line is dropped (here the writer has stopped) does not leave its message seen
+/// opened: the next person's click on it then says `implied_open`, so the open is not lost. One
+/// that is queued does.
+#[tokio::test]
+async fn a_dropped_open_leaves_its_message_unseen() {
+    for writer_stopped in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (edge, writer, ring, _) = edge_in(dir.path());
+        let writer = if writer_stopped {
+            tokio::task::spawn_blocking(move || writer.close())
+                .await
+                .unwrap();
+            None
+        } else {
+            Some(writer)
+        };
+        let context = links::MessageContext {
+            message: "m-1".into(),
+            ..Default::default()
+        };
+        let token = links::seal_pixel_with(&ring.keys()[0], DOMAIN, context, vec![], 1_764_000_000);
+        let res = edge
+            .handle(
+                &conn("203.0.113.7:50000"),
+                get(&format!("/o/{token}"), "Mozilla/5.0 Firefox/140.0"),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            edge.seen.click_implies_open(DOMAIN, "m-1"),
+            writer_stopped,
+            "writer stopped: {writer_stopped}"
+        );
+        if let Some(writer) = writer {
+            assert_eq!(lines(dir.path(), writer).await.len(), 1);
+        }
+    }
+}

@@ -44,9 +44,10 @@ impl SeenOpens {
         }
     }
 
-    /// Records that `message` of `domain` was opened.
-    pub fn open(&self, domain: &str, message: &str) {
-        self.test_and_set(domain, message);
+    /// Records that `message` of `domain` was opened; true if it was not seen opened before (for
+    /// [`SeenOpens::forget`] to undo should the open not be logged).
+    pub fn open(&self, domain: &str, message: &str) -> bool {
+        !self.test_and_set(domain, message)
     }
 
     /// Whether a person's click on `message` of `domain` implies an open not seen on this node:
@@ -56,8 +57,9 @@ impl SeenOpens {
         !self.test_and_set(domain, message)
     }
 
-    /// Undoes a click's [`SeenOpens::click_implies_open`] whose click could not be logged, so
-    /// that the next person's click on the message says `implied_open` again.
+    /// Undoes a click's [`SeenOpens::click_implies_open`] (or an open's [`SeenOpens::open`])
+    /// whose line could not be logged, so that the next person's click on the message says
+    /// `implied_open` again.
     pub fn forget(&self, domain: &str, message: &str) {
         let (fp, ways) = self.place(domain, message);
         for way in ways {
