@@ -66,7 +66,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
                     \"localhost\", \"test\"]  the only zones the built-in CA vouches for
   [acme]
   directory = \"https://acme-v02.api.letsencrypt.org/directory\"
-  contact = []                          e.g. [\"mailto:ops@example.com\"]
+  contact = []                          mailto: only, e.g. [\"mailto:ops@example.com\"]
   challenges = [\"http-01\", \"tls-alpn-01\"]  in order of preference
   ca_root = (none)                      only root trusted for the ACME server's HTTPS
   eab_kid, eab_hmac_key = (none)        external account binding (both or neither)
@@ -102,7 +102,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   [limits]
   header_read_timeout = \"10s\"           slowloris guard
   max_header_bytes = 16384              larger request heads get 431
-  max_uri_bytes = 8192                  longer URIs get 414
+  max_uri_bytes = 8192                  longer URIs get 414; at most max_header_bytes - 4096
   max_connections = 10000               HTTPS listener; past it, accept() waits (backpressure)
   http_max_connections = 1000           HTTP listener, a cap of its own; past it, accept() waits
   max_connections_per_ip = 256          per address (IPv6: per /64) and listener; 0: off
@@ -111,7 +111,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   write_timeout = \"30s\"                 writes stalled this long (client not reading): dropped
   h2_keepalive_interval = \"20s\"         h2 PING after this long without a frame
   h2_keepalive_timeout = \"10s\"          ...unanswered this long: dropped
-  h2_max_concurrent_streams = 100
+  h2_max_concurrent_streams = 100       at least 1
   admin_max_body_bytes = 65536          larger admin requests get 413
   admin_max_connections = 64            admin listener; past it, connections are closed
   admin_header_read_timeout = \"10s\"     half-sent admin requests are closed
@@ -389,7 +389,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                     match key {
                         None => return Err(crate::keys::KeyError::NoSuchKey(*id).into()),
                         Some(k) if k["active"].as_bool() == Some(true) => {
-                            return Err(crate::keys::KeyError::Sealing(*id).into());
+                            return Err(sealing_refusal(*id, &keys).into());
                         }
                         Some(_) => {}
                     }
@@ -427,10 +427,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                     "retired key {id}: it seals no new link and keeps opening its own; \
                      remove it when they are no longer clicked: clickedge keys remove {id}"
                 ),
-                KeysAction::Rotate => say!(
-                    "key {} now seals new links; older keys keep opening theirs",
-                    v["id"]
-                ),
+                KeysAction::Rotate => say!("{}", rotated(&v)),
                 KeysAction::Remove { id, .. } => {
                     say!("removed key {id}; links it sealed no longer open")
                 }
@@ -438,4 +435,45 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// What `keys rotate` says of the key in the API's answer: in a cluster a new key opens links at
+/// once but seals only from its `seals_from` (`"active": false` until then).
+fn rotated(key: &Value) -> String {
+    let id = &key["id"];
+    match key["seals_from"].as_str() {
+        Some(from) if key["active"].as_bool() != Some(true) => format!(
+            "key {id} opens links now and seals new links from {from}, once every node has it; \
+             until then the key sealing now keeps sealing them; older keys keep opening theirs"
+        ),
+        _ => format!("key {id} now seals new links; older keys keep opening theirs"),
+    }
+}
+
+/// Why the sealing key `id` cannot be removed, from the key list: as the edge would refuse it,
+/// saying when a newer key waiting out the seal delay takes over, if there is one.
+fn sealing_refusal(id: u16, keys: &Value) -> crate::keys::KeyError {
+    let time = |k: &Value, field: &str| k[field].as_str().and_then(crate::clock::parse_rfc3339);
+    let waiting = keys
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| {
+            Some((
+                k["id"].as_u64()?,
+                time(k, "created_at")?,
+                time(k, "seals_from")?,
+            ))
+        })
+        .min_by_key(|(_, _, ready_at)| *ready_at);
+    match waiting {
+        Some((next, created_at, ready_at)) => crate::keys::KeyError::NextNotReady {
+            id,
+            then: "remove",
+            next: u16::try_from(next).unwrap_or(u16::MAX),
+            delay: ready_at.duration_since(created_at).unwrap_or_default(),
+            ready_at,
+        },
+        None => crate::keys::KeyError::Sealing(id),
+    }
 }

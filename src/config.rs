@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use admin::{Admin, AdminHost, AdminHostError};
+pub use admin::{Admin, AdminHost, AdminHostError, NOT_TOKEN_TEXT, is_token_text};
 pub use clicks::{Clicks, Durability, IpField, SinkKind, StreamKind};
 pub use cluster::{Cluster, NodeId, NodeIdError};
 pub use limits::Limits;
@@ -194,7 +194,8 @@ pub struct Acme {
     pub contact: Vec<String>,
     /// Challenge types to use, in order of preference. Default `["http-01", "tls-alpn-01"]`.
     pub challenges: Vec<ChallengeKind>,
-    /// Extra root certificate (PEM) trusted for the ACME server's own HTTPS. Default none.
+    /// Root certificate (PEM) that is the only root trusted for the ACME server's HTTPS (private
+    /// CAs, tests); the platform's roots are then not trusted. Default none: the platform's.
     pub ca_root: Option<PathBuf>,
     /// External account binding key id. Default none.
     pub eab_kid: Option<String>,

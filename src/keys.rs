@@ -29,18 +29,20 @@ pub enum KeyError {
         "key {0} is the only key that seals new links; add a new key first (clickedge keys rotate)"
     )]
     LastSealing(u16),
-    /// Retiring the key that seals now would hand sealing to a key made too recently for every
-    /// node to have it (`cluster.key_seal_delay`): links minted meanwhile would not open
-    /// everywhere.
+    /// Retiring or removing the key that seals now would hand sealing to a key made too
+    /// recently for every node to have it (`cluster.key_seal_delay`): links minted meanwhile
+    /// would not open everywhere. The key seals until then, and can go after that.
     #[error(
         "key {id} seals new links until key {next} is {} old ({}), by when every node has key \
-         {next}; retire key {id} after that",
+         {next}; {then} key {id} after that",
         humantime::format_duration(*delay),
         crate::clock::rfc3339(*ready_at)
     )]
     NextNotReady {
-        /// The key to retire.
+        /// The key to retire or remove.
         id: u16,
+        /// What was asked, said as what to do then: `retire` or `remove`.
+        then: &'static str,
         /// The key that would seal instead.
         next: u16,
         /// `cluster.key_seal_delay`.
@@ -94,6 +96,9 @@ pub struct KeyInfo {
     pub active: bool,
     /// When it was retired (it seals no new link, keeps opening its own).
     pub retired_at: Option<SystemTime>,
+    /// When a key that does not seal yet starts to: in a cluster a new key seals only once it is
+    /// the seal delay old. None for the key that seals, a retired key, and one old enough.
+    pub seals_from: Option<SystemTime>,
 }
 
 /// Link keys over the store, and the ring in use.
@@ -148,29 +153,45 @@ impl LinkKeys {
     pub fn list(&self) -> Vec<KeyInfo> {
         let ring = self.ring.current();
         let active = self.sealing(&ring);
+        let now = self.clock.now();
         ring.keys()
             .iter()
-            .map(|k| KeyInfo {
-                id: k.id(),
-                created_at: k.created_at(),
-                active: k.id() == active,
-                retired_at: k.retired_at(),
+            .map(|k| {
+                let ready_at = k.created_at() + self.seal_delay;
+                let waits = k.id() != active && !k.is_retired() && ready_at > now;
+                KeyInfo {
+                    id: k.id(),
+                    created_at: k.created_at(),
+                    active: k.id() == active,
+                    retired_at: k.retired_at(),
+                    seals_from: waits.then_some(ready_at),
+                }
             })
             .collect()
     }
 
-    /// Adds a key, which seals new links from now on (in a cluster, once every node has it);
-    /// older keys keep opening theirs.
+    /// Adds a key, which seals new links from now on (in a cluster, once every node has it:
+    /// `seals_from` says when); older keys keep opening theirs.
     pub async fn rotate(&self) -> Result<KeyInfo, KeyError> {
         let now = self.clock.now();
         let id = self.store.add_link_key(rand::random(), now).await?;
         self.reload().await?;
-        tracing::info!(key = id, "link key added; it seals new links from now on");
+        let active = self.sealing(&self.ring.current()) == KeyId(id);
+        let seals_from = (!active).then_some(now + self.seal_delay);
+        match seals_from {
+            None => tracing::info!(key = id, "link key added; it seals new links from now on"),
+            Some(at) => tracing::info!(
+                key = id,
+                seals_from = %crate::clock::rfc3339(at),
+                "link key added; it opens links now and seals new links once every node has it"
+            ),
+        }
         Ok(KeyInfo {
             id: KeyId(id),
             created_at: now,
-            active: self.sealing(&self.ring.current()) == KeyId(id),
+            active,
             retired_at: None,
+            seals_from,
         })
     }
 
@@ -203,6 +224,7 @@ impl LinkKeys {
         {
             return Err(KeyError::NextNotReady {
                 id,
+                then: "retire",
                 next: next.id().0,
                 delay: self.seal_delay,
                 ready_at: next.created_at() + self.seal_delay,
@@ -224,10 +246,29 @@ impl LinkKeys {
             .ok_or(KeyError::NoSuchKey(id))
     }
 
-    /// Removes a key: links it sealed stop opening at once. The sealing key cannot be removed.
+    /// Removes a key: links it sealed stop opening at once. The sealing key cannot be removed;
+    /// when a newer key is only waiting out the seal delay, the refusal says when it takes over
+    /// (adding yet another key, as [`KeyError::Sealing`] asks, would not help).
     pub async fn remove(&self, id: u16) -> Result<(), KeyError> {
-        if self.sealing(&self.ring.current()) == KeyId(id) {
-            return Err(KeyError::Sealing(id));
+        let ring = self.ring.current();
+        if self.sealing(&ring) == KeyId(id) {
+            let now = self.clock.now();
+            let waiting = ring
+                .keys()
+                .iter()
+                .filter(|k| k.id() != KeyId(id) && !k.is_retired())
+                .filter(|k| k.created_at() + self.seal_delay > now)
+                .min_by_key(|k| k.created_at());
+            return Err(match waiting {
+                Some(next) => KeyError::NextNotReady {
+                    id,
+                    then: "remove",
+                    next: next.id().0,
+                    delay: self.seal_delay,
+                    ready_at: next.created_at() + self.seal_delay,
+                },
+                None => KeyError::Sealing(id),
+            });
         }
         if !self.store.remove_link_key(id).await? {
             return Err(KeyError::NoSuchKey(id));

@@ -322,3 +322,89 @@ async fn a_short_read_only_token_or_the_admin_token_reused_refuses_the_start() {
         );
     }
 }
+
+/// A token the admin listener could never be presented (it reads the header only as ASCII) is
+/// refused at start, naming where it is and never showing it: from the config, a token file,
+/// the read-only tokens' file and the data dir's token file.
+#[tokio::test]
+async fn a_token_outside_visible_ascii_refuses_the_start_naming_where_it_is() {
+    let secret = "jeton-secret-numéro-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token-secret");
+    std::fs::write(&token_file, format!("{secret}\n")).unwrap();
+    let read_file = dir.path().join("read-tokens");
+    std::fs::write(
+        &read_file,
+        format!("support-staff-token-0123456789\n{secret}\n"),
+    )
+    .unwrap();
+    for (config, says) in [
+        (
+            format!("[admin]\ntoken = \"{secret}\"\n"),
+            "admin.token has a character outside visible ASCII".to_owned(),
+        ),
+        (
+            format!("[admin]\nread_tokens = [\"{READ_TOKEN}\", \"with space 0123456789\"]\n"),
+            "admin.read_tokens entry 2 has a character outside visible ASCII".to_owned(),
+        ),
+        (
+            format!("[admin]\ntoken_file = \"{}\"\n", token_file.display()),
+            format!(
+                "admin.token_file {} has a character outside visible ASCII",
+                token_file.display()
+            ),
+        ),
+        (
+            format!("[admin]\nread_tokens_file = \"{}\"\n", read_file.display()),
+            format!(
+                "admin.read_tokens_file {} line 2 has a character outside visible ASCII",
+                read_file.display()
+            ),
+        ),
+    ] {
+        let err = refused_start(&config, &[]);
+        assert!(err.contains(&says), "{config}: {err}");
+        assert!(!err.contains("numéro"), "the token is shown: {err}");
+    }
+    // The data dir's token file, written by hand.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let path = dir.path().join("data").join("admin-token");
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    let err = common::refused_start_as(
+        std::process::Command::new(common::bin()),
+        dir.path(),
+        "[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    );
+    assert!(
+        err.contains(&format!(
+            "{} has a character outside visible ASCII",
+            path.display()
+        )) && err.contains("delete it to have a new token generated"),
+        "{err}"
+    );
+    assert!(!err.contains("numéro"), "the token is shown: {err}");
+}
+
+/// Every write route that reads a body refuses one over `limits.admin_max_body_bytes` the way
+/// it refuses any bad request: JSON `{"error"}`, naming the limit and its value.
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_json_413_naming_the_limit_on_every_route() {
+    let edge = Edge::start_with("[limits]\nadmin_max_body_bytes = 1024\n");
+    edge.add_domain("links.example.com").await;
+    let big = json!({ "name": "a".repeat(2048) });
+    for (method, path) in [
+        (Method::POST, "/v1/domains"),
+        (Method::PATCH, "/v1/domains/links.example.com"),
+        (Method::POST, "/v1/domains/links.example.com/share"),
+        (Method::POST, "/v1/links"),
+    ] {
+        let (status, body) = edge.admin(method.clone(), path, Some(big.clone())).await;
+        assert_eq!(status, 413, "{method} {path}: {body}");
+        let msg = body["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("over 1024 bytes, limits.admin_max_body_bytes"),
+            "{method} {path}: {body}"
+        );
+    }
+}

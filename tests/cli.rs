@@ -502,6 +502,19 @@ async fn a_client_command_names_the_token_or_address_that_failed() {
         "{err}"
     );
     assert!(!err.contains("not-the-token"), "{err}");
+    // A token no edge can hold (one outside visible ASCII is refused at its start) is refused
+    // before it is sent, saying what is wrong with it rather than that it was refused.
+    let err = run(
+        &[("CLICKEDGE_ADMIN_TOKEN", "jeton-numéro-0123456789")],
+        &admin,
+    );
+    assert!(
+        err.contains(
+            "the admin token read from CLICKEDGE_ADMIN_TOKEN has a character outside visible ASCII"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("numéro"), "{err}");
 
     // The plain HTTP listener answers 404 in text, not as the admin API.
     let err = run(&[], &format!("http://{}", edge.http));
@@ -511,6 +524,51 @@ async fn a_client_command_names_the_token_or_address_that_failed() {
     let bare = edge.admin.to_string();
     let err = run(&[], &bare);
     assert!(err.contains(&format!("e.g. http://{bare}")), "{err}");
+}
+
+/// In a cluster a rotated key seals only once every node has it: `keys rotate` says from when,
+/// and removing the key that seals meanwhile is refused saying when it can go, by the command
+/// and by the API, rather than asking for yet another key.
+#[tokio::test]
+async fn in_a_cluster_rotate_says_when_the_key_seals_and_remove_when_the_old_one_can_go() {
+    let url = common::postgres::shared().fresh_database();
+    let edge = Edge::start_with_env(
+        &[("CLICKEDGE_SEAL_KEY", &"5e".repeat(32))],
+        &format!(
+            "[store]\nurl = \"{url}\"\n[cluster]\nnode_id = \"edge-a\"\nscan_interval = \"1h\"\n"
+        ),
+    );
+    let (ok, out, err) = run_client(&edge, &["keys", "rotate"]);
+    assert!(ok, "{err}");
+    let (_, keys) = edge.admin(reqwest::Method::GET, "/v1/keys", None).await;
+    let new = &keys[0];
+    assert_eq!(
+        (&new["id"], &new["active"]),
+        (&2.into(), &false.into()),
+        "{keys}"
+    );
+    let from = new["seals_from"].as_str().expect("seals_from");
+    assert!(keys[1].get("seals_from").is_none(), "key 1 seals: {keys}");
+    assert!(
+        out.contains(&format!(
+            "key 2 opens links now and seals new links from {from}, once every node has it"
+        )),
+        "{out}"
+    );
+    let says = format!(
+        "key 1 seals new links until key 2 is 2h 5s old ({from}), by when every node has key 2; \
+         remove key 1 after that"
+    );
+    let (ok, _, err) = run_client(&edge, &["keys", "remove", "1", "--yes"]);
+    assert!(!ok);
+    assert!(err.contains(&says), "{err}");
+    let (status, body) = edge
+        .admin(reqwest::Method::DELETE, "/v1/keys/1", None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], says.as_str());
+    let (_, keys) = edge.admin(reqwest::Method::GET, "/v1/keys", None).await;
+    assert_eq!(keys.as_array().unwrap().len(), 2, "nothing removed: {keys}");
 }
 
 /// Mistakes an operator makes with names and removals get an answer about the mistake: a URL or

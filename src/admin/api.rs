@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
@@ -48,6 +48,32 @@ async fn cluster_status(State(state): State<Shared>) -> Result<impl IntoResponse
     Ok(axum::Json(state.cluster.read().await?))
 }
 
+/// A request body within `limits.admin_max_body_bytes`. Taking it rather than [`Bytes`] makes a
+/// body over the limit a JSON `413` naming the limit, where axum's own rejection is a text/plain
+/// line that names neither the key nor its value.
+pub(super) struct Body(Bytes);
+
+impl FromRequest<Shared> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Shared) -> Result<Body, ApiError> {
+        Bytes::from_request(req, state).await.map(Body).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the request body is over {} bytes, limits.admin_max_body_bytes: send a \
+                         smaller one, or raise limits.admin_max_body_bytes",
+                        state.max_body_bytes
+                    ),
+                )
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}"))
+            }
+        })
+    }
+}
+
 pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -70,7 +96,7 @@ struct AddDomain {
 
 async fn add_domain(
     State(state): State<Shared>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: AddDomain = parse_json(&body)?;
     let added = state
@@ -98,7 +124,7 @@ async fn show_domain(
 async fn change_domain(
     State(state): State<Shared>,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
     let fallback = match fields.remove("fallback_url") {
@@ -147,7 +173,7 @@ struct ShareDomain {
 async fn share_domain(
     State(state): State<Shared>,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: ShareDomain = if body.is_empty() {
         ShareDomain::default()
@@ -227,7 +253,7 @@ pub(super) fn parse_sent_at(s: &str) -> Result<u64, ApiError> {
 
 async fn mint_link(
     State(state): State<Shared>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: MintLink = parse_json(&body)?;
     let domain = parse_name(&req.domain)?;

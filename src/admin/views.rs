@@ -62,6 +62,10 @@ pub(super) struct KeyView {
     active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     retired_at: Option<String>,
+    /// When a key rotated in a cluster starts sealing (it opens links at once); absent for the
+    /// key that seals, retired keys and keys old enough.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seals_from: Option<String>,
 }
 
 impl From<KeyInfo> for KeyView {
@@ -71,6 +75,7 @@ impl From<KeyInfo> for KeyView {
             created_at: rfc3339(k.created_at),
             active: k.active,
             retired_at: k.retired_at.map(rfc3339),
+            seals_from: k.seals_from.map(rfc3339),
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use super::ADMIN_TOKEN_FILE;
 use crate::admin::Tokens;
-use crate::config::Config;
+use crate::config::{Config, NOT_TOKEN_TEXT, is_token_text};
 
 /// Shortest token accepted from configuration.
 const MIN_LEN: usize = 16;
@@ -26,12 +26,20 @@ pub(super) fn admin_tokens(config: &Config) -> anyhow::Result<Tokens> {
     if let Some(path) = &config.admin.read_tokens_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading admin.read_tokens_file {}", path.display()))?;
-        read.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned),
-        );
+        for (n, line) in text.lines().enumerate() {
+            let token = line.trim();
+            if token.is_empty() {
+                continue;
+            }
+            if !is_token_text(token) {
+                bail!(
+                    "admin.read_tokens_file {} line {} {NOT_TOKEN_TEXT}",
+                    path.display(),
+                    n + 1
+                );
+            }
+            read.push(token.to_owned());
+        }
     }
     for (n, t) in read.iter().enumerate() {
         if t.len() < MIN_LEN {
@@ -64,6 +72,9 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
                 path.display()
             );
         }
+        if !is_token_text(t.trim()) {
+            bail!("admin.token_file {} {NOT_TOKEN_TEXT}", path.display());
+        }
         return Ok(t.trim().to_owned());
     }
     if !config.listen.admin.ip().is_loopback() {
@@ -74,6 +85,10 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
     }
     let path = config.data_dir.join(ADMIN_TOKEN_FILE);
     match std::fs::read_to_string(&path) {
+        Ok(t) if !is_token_text(t.trim()) => bail!(
+            "{} {NOT_TOKEN_TEXT}; or delete it to have a new token generated",
+            path.display()
+        ),
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
         Ok(_) => bail!(
             "{} is empty: delete it to have a new token generated",

@@ -6,7 +6,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
 
 use super::{ClientArgs, TOKEN_ENV, health};
-use crate::config::Config;
+use crate::config::{Config, NOT_TOKEN_TEXT, is_token_text};
 use crate::onboarding::escape::escape;
 
 /// A client of the admin API.
@@ -41,6 +41,11 @@ impl Client {
                 }
             },
         };
+        // Refused here rather than sent: the edge refuses such tokens when it starts, so the
+        // answer would be a 401 that does not say what is wrong.
+        if !is_token_text(token.trim()) {
+            bail!("the admin token read from {token_from} {NOT_TOKEN_TEXT}");
+        }
         let http = reqwest::Client::builder()
             .build()
             .context("building HTTP client")?;

@@ -29,6 +29,20 @@ pub struct Admin {
     pub secure_cookie: bool,
 }
 
+/// Whether `token` (trimmed) can be an admin token: visible ASCII only, `!` to `~`, what a bearer
+/// token is made of (RFC 6750). The admin listener reads the `Authorization` header only when it
+/// is ASCII, so a token with a letter outside ASCII could never be presented; a space or a
+/// control character would not survive being typed, pasted or trimmed either.
+pub fn is_token_text(token: &str) -> bool {
+    token.bytes().all(|b| matches!(b, b'!'..=b'~'))
+}
+
+/// What is wrong with a token [`is_token_text`] refuses, and what to write instead; said after
+/// where the token is, never with the token itself.
+pub const NOT_TOKEN_TEXT: &str = "has a character outside visible ASCII (! to ~: no spaces, no \
+     letters outside ASCII), which no Authorization header can present: use letters, digits and \
+     punctuation only (e.g. 64 hex digits)";
+
 /// A host name in `admin.hosts`: lowercase, without a trailing dot and without a port (any port
 /// is answered: the name is what DNS rebinding forges).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,6 +117,36 @@ mod tests {
         ));
         for bad in ["a b", "-a.example", "a..b", "*.example.com", "[::1]"] {
             assert!(AdminHost::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_outside_visible_ascii_are_refused_naming_the_key_not_the_token() {
+        assert!(is_token_text("Abc-123_~!.:/+=0123456789"));
+        for bad in [
+            "tökén-0123456789abcdef",
+            "two words 0123456789",
+            "tab\t0123456789abcdef",
+        ] {
+            assert!(!is_token_text(bad), "{bad:?}");
+        }
+        let parse = |t: &str| super::super::Config::parse(t, std::path::Path::new("edge.toml"));
+        for (config, key) in [
+            (
+                "[admin]\ntoken = \"tökén-0123456789abcdef\"\n",
+                "admin.token ",
+            ),
+            (
+                "[admin]\nread_tokens = [\"read-only-0123456789\", \"zwei wörter 0123456789\"]\n",
+                "admin.read_tokens entry 2 ",
+            ),
+        ] {
+            let err = parse(config).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{key}{NOT_TOKEN_TEXT}")) && err.contains("edge.toml"),
+                "{err}"
+            );
+            assert!(!err.contains("ö"), "the token is not shown: {err}");
         }
     }
 

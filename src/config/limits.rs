@@ -98,22 +98,70 @@ impl Limits {
         caps.iter().map(|cap| cap.get() as u64).sum::<u64>() + OPEN_FILES_RESERVE
     }
 
-    /// What is wrong with these limits, if anything, saying how to fix it.
-    pub(super) fn invalid(&self) -> Option<&'static str> {
+    /// What is wrong with these limits, if anything, naming the key and its value and saying
+    /// how to fix it.
+    pub(super) fn invalid(&self) -> Option<String> {
+        // Zero is never "no timeout": hyper's header timer set to 0 fires at once, and an idle
+        // connection is closed the shorter of keepalive_timeout and header_read_timeout after
+        // its answer, so 0 in either would close every connection as soon as it has answered.
         let timeouts = [
-            self.close_timeout,
-            self.write_timeout,
-            self.h2_keepalive_interval,
-            self.h2_keepalive_timeout,
-            self.admin_header_read_timeout,
+            ("header_read_timeout", self.header_read_timeout, "10s"),
+            ("keepalive_timeout", self.keepalive_timeout, "60s"),
+            ("close_timeout", self.close_timeout, "10s"),
+            ("write_timeout", self.write_timeout, "30s"),
+            ("h2_keepalive_interval", self.h2_keepalive_interval, "20s"),
+            ("h2_keepalive_timeout", self.h2_keepalive_timeout, "10s"),
+            (
+                "admin_header_read_timeout",
+                self.admin_header_read_timeout,
+                "10s",
+            ),
         ];
-        timeouts.iter().any(Duration::is_zero).then_some(
-            "limits.close_timeout, limits.write_timeout, limits.h2_keepalive_interval, \
-             limits.h2_keepalive_timeout and limits.admin_header_read_timeout must be greater \
-             than zero (e.g. \"10s\")",
-        )
+        if let Some((key, value, example)) = timeouts.iter().find(|(_, d, _)| d.is_zero()) {
+            return Some(format!(
+                "limits.{key} = \"{}\" must be greater than zero (e.g. \"{example}\")",
+                humantime::format_duration(*value)
+            ));
+        }
+        if self.h2_max_concurrent_streams == 0 {
+            return Some(
+                "limits.h2_max_concurrent_streams = 0 would refuse every h2 request: expected a \
+                 whole number above 0 (e.g. 100)"
+                    .into(),
+            );
+        }
+        self.uri_leaves_no_room()
+    }
+
+    /// Refuses a `max_uri_bytes` that a request head of `max_header_bytes` cannot carry with
+    /// a browser's headers: hyper counts the request line (and so the URI) in the head, so a
+    /// link minted up to `max_uri_bytes` would otherwise be answered 431 on every click.
+    fn uri_leaves_no_room(&self) -> Option<String> {
+        let (uri, head) = (self.max_uri_bytes.get(), self.max_header_bytes.get());
+        if uri.saturating_add(HEAD_ROOM) <= head {
+            return None;
+        }
+        let lower = match head.checked_sub(HEAD_ROOM) {
+            Some(at_most) if at_most > 0 => {
+                format!("lower limits.max_uri_bytes to at most {at_most} or ")
+            }
+            _ => String::new(),
+        };
+        Some(format!(
+            "limits.max_uri_bytes = {uri} leaves less than {HEAD_ROOM} bytes under \
+             limits.max_header_bytes = {head} for the request line's rest and the headers: a \
+             request head counts its URI, so clicks on the longest links would get 431; \
+             {lower}raise limits.max_header_bytes to at least {}",
+            uri.saturating_add(HEAD_ROOM)
+        ))
     }
 }
+
+/// Bytes of a request head `max_header_bytes` keeps for what is not the URI: the method and
+/// version, and a browser's headers on a link click (host, user agent, accept, client hints,
+/// fetch metadata, a referer cut to its origin; no cookies on a link domain), which come to 1-2
+/// KiB; 4 KiB leaves room for longer ones. The defaults (8 KiB URI, 16 KiB head) keep 8 KiB.
+const HEAD_ROOM: usize = 4096;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -193,6 +241,8 @@ mod tests {
     #[test]
     fn zero_timeouts_and_caps_are_refused_naming_the_key() {
         for key in [
+            "header_read_timeout",
+            "keepalive_timeout",
             "close_timeout",
             "write_timeout",
             "h2_keepalive_interval",
@@ -200,11 +250,55 @@ mod tests {
             "admin_header_read_timeout",
         ] {
             let err = limits(&format!("[limits]\n{key} = \"0s\"\n")).unwrap_err();
-            assert!(err.contains(&format!("limits.{key}")), "{err}");
+            assert!(
+                err.contains(&format!("limits.{key} = \"0s\" must be greater than zero")),
+                "{err}"
+            );
         }
+        let err = limits("[limits]\nh2_max_concurrent_streams = 0\n").unwrap_err();
+        assert!(
+            err.contains("limits.h2_max_concurrent_streams = 0")
+                && err.contains("expected a whole number above 0"),
+            "{err}"
+        );
+        assert_eq!(
+            limits("[limits]\nh2_max_concurrent_streams = 1\n")
+                .unwrap()
+                .h2_max_concurrent_streams,
+            1
+        );
         for key in ["http_max_connections", "admin_max_connections"] {
             let err = limits(&format!("[limits]\n{key} = 0\n")).unwrap_err();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn a_uri_limit_that_leaves_no_room_for_the_headers_is_refused_naming_both_keys() {
+        // The defaults leave 8 KiB of a head for what is not the URI.
+        let l = limits("").unwrap();
+        assert_eq!(
+            (l.max_uri_bytes.get(), l.max_header_bytes.get()),
+            (8192, 16384)
+        );
+        // A head as large as the longest URI: every click on the longest links would get 431.
+        let err = limits("[limits]\nmax_header_bytes = 8192\n").unwrap_err();
+        assert!(
+            err.contains(
+                "limits.max_uri_bytes = 8192 leaves less than 4096 bytes under \
+                 limits.max_header_bytes = 8192"
+            ) && err.contains(
+                "lower limits.max_uri_bytes to at most 4096 or raise limits.max_header_bytes to \
+                 at least 12288"
+            ),
+            "{err}"
+        );
+        let err = limits("[limits]\nmax_header_bytes = 2048\nmax_uri_bytes = 100\n").unwrap_err();
+        assert!(
+            err.contains("; raise limits.max_header_bytes to at least 4196"),
+            "{err}"
+        );
+        let l = limits("[limits]\nmax_header_bytes = 8192\nmax_uri_bytes = 4096\n").unwrap();
+        assert_eq!(l.max_uri_bytes.get(), 4096);
     }
 }

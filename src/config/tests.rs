@@ -495,3 +495,54 @@ fn proxy_protocol_needs_trusted_proxies_and_they_need_it() {
         "{err}"
     );
 }
+
+#[test]
+fn acme_account_settings_are_checked_at_load_naming_the_key() {
+    let acme = |lines: &str| parse(&format!("[acme]\n{lines}\n")).map(|c| c.acme);
+    let a = acme(
+        "directory = \"https://ca.example:14000/dir\"\ncontact = [\"mailto:ops@example.com\", \
+         \"MAILTO:noc@example.com\"]\neab_kid = \"kid-1\"\neab_hmac_key = \
+         \"zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W\"",
+    )
+    .unwrap();
+    assert_eq!(a.contact.len(), 2);
+    // Padding is ignored, as the ACME client ignores it.
+    acme("eab_kid = \"k\"\neab_hmac_key = \"YWJj-_8=\"").unwrap();
+    for (lines, says) in [
+        (
+            "directory = \"http://ca.example/dir\"",
+            "acme.directory = \"http://ca.example/dir\" is not an https:// URL",
+        ),
+        (
+            "directory = \"acme-v02.api.letsencrypt.org/directory\"",
+            "acme.directory = \"acme-v02.api.letsencrypt.org/directory\" is not an https:// URL",
+        ),
+        (
+            "contact = [\"ops@example.com\"]",
+            "acme.contact entry \"ops@example.com\" is not a mailto: URL, the only contact CAs \
+             take: write it as \"mailto:ops@example.com\"",
+        ),
+        (
+            "contact = [\"tel:+15555550100\"]",
+            "acme.contact entry \"tel:+15555550100\" is not a mailto: URL",
+        ),
+        (
+            "contact = [\"mailto:\"]",
+            "acme.contact entry \"mailto:\" is not a mailto: URL",
+        ),
+        (
+            "eab_kid = \"k\"\neab_hmac_key = \"not/base64+url\"",
+            "acme.eab_hmac_key is not base64url",
+        ),
+    ] {
+        let err = acme(lines).unwrap_err().to_string();
+        assert!(
+            err.contains(says) && err.contains("edge.toml"),
+            "{lines}: {err}"
+        );
+        assert!(
+            !err.contains("not/base64+url"),
+            "the key is not shown: {err}"
+        );
+    }
+}

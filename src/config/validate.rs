@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Config, ConfigError};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::{Acme, Config, ConfigError, NOT_TOKEN_TEXT, is_token_text};
 
 /// The shortest `acme.lease_ttl`: its holder renews it every third, at least once a second.
 const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
@@ -56,7 +59,7 @@ impl Config {
             return Err(invalid(message));
         }
         if let Some(message) = self.limits.invalid() {
-            return Err(invalid(message.into()));
+            return Err(invalid(message));
         }
         if self.onboarding.caa_identities.is_empty()
             || self.onboarding.caa_identities.iter().any(|i| {
@@ -86,6 +89,9 @@ impl Config {
             return Err(invalid(
                 "acme.eab_kid and acme.eab_hmac_key go together: set both or neither".into(),
             ));
+        }
+        if let Some(message) = self.acme_invalid() {
+            return Err(invalid(message));
         }
         if self.acme.order_window.is_zero() || self.acme.order_timeout.is_zero() {
             return Err(invalid(
@@ -124,6 +130,25 @@ impl Config {
                     .into(),
             ));
         }
+        if self
+            .admin
+            .token
+            .as_deref()
+            .is_some_and(|t| !is_token_text(t.trim()))
+        {
+            return Err(invalid(format!("admin.token {NOT_TOKEN_TEXT}")));
+        }
+        if let Some(n) = self
+            .admin
+            .read_tokens
+            .iter()
+            .position(|t| !is_token_text(t.trim()))
+        {
+            return Err(invalid(format!(
+                "admin.read_tokens entry {} {NOT_TOKEN_TEXT}",
+                n + 1
+            )));
+        }
         if self.admin.token.is_some() && self.admin.token_file.is_some() {
             return Err(invalid(
                 "admin.token and admin.token_file are both set: keep one".into(),
@@ -131,4 +156,58 @@ impl Config {
         }
         Ok(self)
     }
+
+    /// What is wrong with `[acme]`'s account settings, if anything: said at start rather than
+    /// at the first order, which would fail on them after a customer's first handshake.
+    fn acme_invalid(&self) -> Option<String> {
+        let acme = &self.acme;
+        // The ACME client connects only over HTTPS (its connector is HTTPS-only).
+        let directory = url::Url::parse(&acme.directory);
+        if !directory
+            .as_ref()
+            .is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some_and(|h| !h.is_empty()))
+        {
+            return Some(format!(
+                "acme.directory = {:?} is not an https:// URL, and the ACME client speaks only \
+                 HTTPS: write the CA's directory URL, e.g. \"{}\"",
+                acme.directory,
+                Acme::default().directory
+            ));
+        }
+        if let Some(contact) = acme.contact.iter().find(|c| !is_mailto(c)) {
+            let instead = if contact.contains('@') && !contact.contains(':') {
+                format!("write it as \"mailto:{}\"", contact.trim())
+            } else {
+                "write an e-mail address as a mailto: URL, e.g. \"mailto:ops@example.com\""
+                    .to_owned()
+            };
+            return Some(format!(
+                "acme.contact entry {contact:?} is not a mailto: URL, the only contact CAs take: \
+                 {instead}"
+            ));
+        }
+        // Decoded as the ACME client decodes it when it creates the account: base64url, padding
+        // ignored. The key is a secret, so the message does not show it.
+        if let Some(key) = &acme.eab_hmac_key
+            && URL_SAFE_NO_PAD.decode(key.trim_end_matches('=')).is_err()
+        {
+            return Some(
+                "acme.eab_hmac_key is not base64url (letters, digits, '-' and '_', as the CA \
+                 hands it out): copy the HMAC key again from the CA's account page"
+                    .into(),
+            );
+        }
+        None
+    }
+}
+
+/// `mailto:` and an address: something, `@`, something, no spaces.
+fn is_mailto(contact: &str) -> bool {
+    contact
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("mailto:"))
+        && contact[7..]
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !contact.contains(char::is_whitespace)
 }

@@ -48,12 +48,22 @@ async fn with_a_seal_delay_a_new_key_opens_at_once_and_seals_once_it_is_old_enou
     clock.advance(Duration::from_secs(100));
     let added = keys.rotate().await.unwrap();
     assert_eq!((added.id, added.active), (KeyId(2), false));
+    assert_eq!(added.seals_from, Some(from_unix_secs(1_165)));
+    assert_eq!(keys.list()[0], added, "listed as rotate answered");
+    assert_eq!(keys.list()[1].seals_from, None, "key 1 seals");
     // Minted now: sealed with key 1, which every node has.
     let link = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
     let opened_with = |ring: &KeyRing| links::open(ring, a.as_str(), token(&link)).is_ok();
     let only_first = KeyRing::new(vec![keys.ring().current().keys()[1].clone()]).unwrap();
     assert!(opened_with(&only_first), "a node without key 2 opens it");
-    assert!(matches!(keys.remove(1).await, Err(KeyError::Sealing(1))));
+    // Key 1 cannot go while it seals, but a new key is there already: the refusal says when
+    // key 1 can go, not to add one.
+    let refused = keys.remove(1).await.unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "key 1 seals new links until key 2 is 1m 5s old (1970-01-01T00:19:25Z), by when every \
+         node has key 2; remove key 1 after that"
+    );
     // Retiring key 1 now would make key 2 seal before every node has it.
     let refused = keys.retire(1).await.unwrap_err();
     assert!(
@@ -82,8 +92,10 @@ async fn with_a_seal_delay_a_new_key_opens_at_once_and_seals_once_it_is_old_enou
             created_at: from_unix_secs(1_100),
             active: true,
             retired_at: None,
+            seals_from: None,
         }
     );
+    keys.remove(1).await.unwrap();
 }
 
 #[tokio::test]
