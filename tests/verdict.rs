@@ -159,6 +159,61 @@ async fn every_request_shape_gets_the_browsers_302_and_its_verdict_and_reasons_a
     );
 }
 
+/// Browsers send `Sec-Fetch-*` only to HTTPS URLs: a Chrome user agent without any is held
+/// against a click over HTTPS (`no-sec-fetch`), never against one over plain HTTP, where a real
+/// Chrome sends none either.
+#[tokio::test]
+async fn no_sec_fetch_is_held_against_https_clicks_only() {
+    let edge = start().await;
+    let plain_link = mint(&edge, "plain-1", 0, 1).await;
+    let https_link = mint(&edge, "https-1", 0, 1).await;
+    // Before any HTTPS handshake the name has no certificate, so the plain HTTP listener serves
+    // the click rather than upgrading it.
+    let path = &plain_link[plain_link.find("/c/").unwrap()..];
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = plain
+        .get(format!("http://{}{path}", edge.http))
+        .header("host", DOMAIN)
+        .header("user-agent", CHROME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let client = edge.client(&[DOMAIN]);
+    let res = client
+        .get(&https_link)
+        .header("user-agent", CHROME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let lines = edge.wait_for_clicks(2);
+    let clicks = clicks_only(&lines);
+    let of = |m: &str| {
+        clicks
+            .iter()
+            .find(|c| c["message"]["id"] == m)
+            .unwrap_or_else(|| panic!("no click of {m}: {lines:#?}"))
+    };
+    let p = of("plain-1");
+    assert_eq!(p["tls"], Value::Null, "{p}");
+    assert_eq!(
+        (&p["verdict"], &p["reasons"], &p["sec_fetch"]),
+        (&json!("human"), &json!([]), &json!("")),
+        "{p}"
+    );
+    let h = of("https-1");
+    assert_eq!(h["tls"], "1.3", "{h}");
+    assert_eq!(
+        (&h["verdict"], &h["reasons"]),
+        (&json!("unknown"), &json!(["no-sec-fetch"])),
+        "{h}"
+    );
+}
+
 #[tokio::test]
 async fn a_burst_across_links_of_one_message_revises_the_earlier_clicks_by_click_id() {
     let edge = start().await;

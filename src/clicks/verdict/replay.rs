@@ -360,7 +360,8 @@ fn event(t: &Trace) -> Result<(ClickEvent, HeaderMap), String> {
         ua,
         referer,
         method,
-        // Not in traces: the rules do not read them.
+        // Not in traces, which are taken for clicks over HTTPS: the rules read only whether
+        // TLS was used (`no-sec-fetch` counts only then), not its version.
         tls: Some("1.3"),
         http: "2",
         tls_fp,

@@ -6,9 +6,10 @@
 //!   catalogue range (`net:<name>`), `decoy`, `burst`, `coverage`; or a probable range and
 //!   `early` (within `probable_window` of the send); or two reasons that count against a click;
 //! - **unknown** on one reason that only counts against it: a probable range alone, `early`
-//!   (within `early_window` of the send, from anywhere), `no-sec-fetch` (an engine that always
-//!   sends `Sec-Fetch-*` sent none), `tls:<library>` or `tls:not-browser` (the connection's JA4
-//!   fingerprint is an HTTP library's, or not a browser's under a browser user agent); and
+//!   (within `early_window` of the send, from anywhere), `no-sec-fetch` (over HTTPS, an engine
+//!   that always sends `Sec-Fetch-*` there sent none), `tls:<library>` or `tls:not-browser` (the
+//!   connection's JA4 fingerprint is an HTTP library's, or not a browser's under a browser user
+//!   agent); and
 //!   `unconfirmed`: an action link (role `unsubscribe` or `confirm`) fetched, which shows its
 //!   confirm page: a person has not acted until the page's button is pressed, so a fetch of
 //!   one is never human;
@@ -170,7 +171,10 @@ impl VerdictStage for Rules {
             reasons.push("early");
             against += 1;
         }
-        if s.no_sec_fetch {
+        // Browsers send `Sec-Fetch-*` only to potentially trustworthy URLs (Fetch Metadata):
+        // a real Chrome following a plain-HTTP link sends none, so their absence says nothing
+        // there.
+        if s.no_sec_fetch && click.tls.is_some() {
             reasons.push("no-sec-fetch");
             against += 1;
         }

@@ -46,7 +46,8 @@ pub struct Shape {
     /// Reasons that make the click a machine, in order: `head`, `prefetch`, `no-ua`, `ua:…`.
     pub machine: [Option<&'static str>; 4],
     /// A browser engine that always sends `Sec-Fetch-*` sent none (`no-sec-fetch`): counts
-    /// against the click, never decides alone.
+    /// against the click, never decides alone, and only over TLS (the rules check that):
+    /// browsers send these headers only to potentially trustworthy URLs, none over plain HTTP.
     pub no_sec_fetch: bool,
     /// Which `Sec-Fetch-*` headers came, for the click log ([`sec_fetch_code`]).
     pub sec_fetch: u8,

@@ -138,6 +138,25 @@ fn early_alone_is_unknown_and_with_a_second_count_against_a_machine() {
     );
 }
 
+/// Browsers send `Sec-Fetch-*` only to potentially trustworthy (HTTPS) URLs: a Chrome user
+/// agent without them over plain HTTP is what a real Chrome sends there.
+#[test]
+fn no_sec_fetch_counts_only_over_tls() {
+    let (r, _, _) = rules();
+    let mut bare = HeaderMap::new();
+    bare.insert("user-agent", HeaderValue::from_static(CHROME));
+    let https = click("203.0.113.7", 3600);
+    let v = judge(&r, &https, &bare, None);
+    assert_eq!(
+        (v.class, v.reasons.clone()),
+        (Class::Unknown, vec!["no-sec-fetch"])
+    );
+    let plain = ClickEvent { tls: None, ..https };
+    let v = judge(&r, &plain, &bare, None);
+    assert_eq!((v.class, v.reasons.clone()), (Class::Human, vec![]));
+    assert_eq!(v.sec_fetch, Some(""), "the line still says none came");
+}
+
 #[test]
 fn sent_at_moves_the_timing_window() {
     let (r, _, _) = rules();
