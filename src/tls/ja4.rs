@@ -3,10 +3,10 @@
 //!
 //! `t13d1516h2_8daaf6152771_e5627efa2ab1` reads: TCP (`t`), the highest TLS version offered
 //! (`13`), a domain name in SNI (`d`; `i` without SNI), 15 cipher suites and 16 extensions, the
-//! first and last character of the first ALPN protocol (`h2`); then the first 12 hex digits of
-//! the SHA-256 of the sorted cipher suites, and of the sorted extensions (less SNI and ALPN)
-//! followed by the signature algorithms in their order. GREASE values (RFC 8701) are left out
-//! everywhere.
+//! first and last character of the first ALPN protocol (`h2`; of its hex when either is not a
+//! letter or digit); then the first 12 hex digits of the SHA-256 of the sorted cipher suites, and
+//! of the sorted extensions (less SNI and ALPN) followed by the signature algorithms in their
+//! order. GREASE values (RFC 8701) are left out everywhere.
 //!
 //! [`fingerprint`] reads the bytes a client sent up to its ClientHello (TLS records, as the
 //! acceptor's recorder kept them), reassembling a hello split across records. The parser is
@@ -34,8 +34,8 @@ impl Ja4 {
     }
 
     /// A fingerprint as written in a click line or a trace, or `None` if `s` does not have the
-    /// JA4 shape (`[tqd][0-9a-z]{2}[di][0-9]{4}..._[0-9a-f]{12}_[0-9a-f]{12}`, the ALPN pair
-    /// printable ASCII).
+    /// JA4 shape (`[tqd][0-9a-z]{2}[di][0-9]{4}[0-9A-Za-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}`: the
+    /// ALPN pair is letters or digits, as [`fingerprint`] writes it).
     pub fn parse(s: &str) -> Option<Ja4> {
         let b: [u8; LEN] = s.as_bytes().try_into().ok()?;
         let hex = |r: &[u8]| r.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
@@ -45,7 +45,7 @@ impl Ja4 {
                 .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
             && matches!(b[3], b'd' | b'i')
             && b[4..8].iter().all(u8::is_ascii_digit)
-            && b[8..10].iter().all(|c| (0x20..=0x7e).contains(c))
+            && b[8..10].iter().all(u8::is_ascii_alphanumeric)
             && b[10] == b'_'
             && hex(&b[11..23])
             && b[23] == b'_'
@@ -289,22 +289,22 @@ fn two_digits(out: &mut [u8], n: usize) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// The first and last byte of the first ALPN protocol, as FoxIO's implementations write them:
-/// printable ASCII as itself, a byte of 0x80 or more as `9`, and `99` when either end is a
-/// control byte; `00` for none.
+/// The first and last character of the first ALPN protocol, as FoxIO's JA4 specification has
+/// them: the bytes themselves when both are ASCII letters or digits; otherwise the first and last
+/// character of the protocol's hex (`0xAB 0xCD` is `ad`, `_x` is `58`), so the pair is always
+/// letters or digits whatever a client sends; `00` for none. A one-byte protocol is its own first
+/// and last byte.
 fn alpn_code(alpn: Option<&[u8]>) -> [u8; 2] {
     let Some((&first, rest)) = alpn.and_then(<[u8]>::split_first) else {
         return *b"00";
     };
     let last = rest.last().copied().unwrap_or(first);
-    let end = |b: u8| match b {
-        0x20..=0x7e => Some(b),
-        0x80.. => Some(b'9'),
-        _ => None,
-    };
-    match (end(first), end(last)) {
-        (Some(f), Some(l)) => [f, l],
-        _ => *b"99",
+    if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() {
+        [first, last]
+    } else {
+        // The hex of the whole protocol starts with the first byte's high digit and ends with
+        // the last byte's low one.
+        [HEX[usize::from(first >> 4)], HEX[usize::from(last & 0xf)]]
     }
 }
 

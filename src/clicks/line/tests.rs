@@ -388,7 +388,7 @@ proptest::proptest! {
         message in proptest::option::of(message()),
         tls_fp in proptest::option::of(proptest::sample::select(vec![
             "t13d1516h2_8daaf6152771_e5627efa2ab1",
-            "t12i0000\"\\_000000000000_000000000000",
+            "t12i0000bd_000000000000_000000000000",
             "t13d3112h2_e8f1e7e78f70_b26ce05bbdd6",
         ])),
         (ua_cut, referer_cut) in proptest::prelude::any::<(bool, bool)>(),

@@ -166,12 +166,42 @@ fn alpn_and_version_codes() {
     assert_eq!(alpn_code(Some(b"")), *b"00");
     assert_eq!(alpn_code(Some(b"h")), *b"hh");
     assert_eq!(alpn_code(Some(b"http/1.1")), *b"h1");
-    assert_eq!(alpn_code(Some(b"\xba\xad")), *b"99");
-    assert_eq!(alpn_code(Some(b"h\x1f")), *b"99");
+    assert_eq!(alpn_code(Some(b"h2")), *b"h2");
+    assert_eq!(alpn_code(Some(b"\xba\xad")), *b"bd");
+    assert_eq!(alpn_code(Some(b"h\x1f")), *b"6f");
     assert_eq!(version_code(0x0304), b"13");
     assert_eq!(version_code(0x0002), b"s2");
     assert_eq!(version_code(0x1234), b"00");
     assert!(grease(0x0a0a) && grease(0xfafa) && !grease(0x0a1a) && !grease(0x1301));
+}
+
+/// FoxIO's JA4 specification: when the first or last byte of the first ALPN protocol is not an
+/// ASCII letter or digit, the pair is the first and last character of the protocol's hex.
+#[test]
+fn an_alpn_ending_in_a_byte_that_is_not_a_letter_or_digit_is_written_as_its_hex_ends() {
+    for (alpn, code) in [
+        // The specification's examples.
+        (&b"\xab"[..], b"ab"),
+        (b"\xab\xcd", b"ad"),
+        (b"\x30\xab", b"3b"),
+        (b"\x30\x31\xab\xcd", b"3d"),
+        (b"\x30\xab\xcd\x31", b"01"),
+        // Printable punctuation too, at either end: `5f78`, `6832` and `682f`.
+        (b"_x", b"58"),
+        (b"h2_", b"6f"),
+        (b"/h", b"28"),
+        (b"h/", b"6f"),
+        // Letters and digits at both ends are themselves, whatever lies between.
+        (b"h\xff2", b"h2"),
+        (b"acme-tls/1", b"a1"),
+    ] {
+        assert_eq!(alpn_code(Some(alpn)), *code, "{alpn:02x?}");
+    }
+    // What a hello with such an ALPN gets is a fingerprint that reads back.
+    let hello = hello_message(&[0x1301], &[(0x0010, vec16(&vec8(b"\xab\xcd")))]);
+    let fp = fingerprint(&records(&hello, 16384)).unwrap();
+    assert_eq!(fp.alpn(), "ad");
+    assert_eq!(Ja4::parse(fp.as_str()), Some(fp));
 }
 
 #[test]
@@ -186,6 +216,9 @@ fn parse_accepts_only_the_ja4_shape() {
         "t13d1516h2-8daaf6152771_e5627efa2ab1",
         "t13d1516h2_8DAAF6152771_e5627efa2ab1",
         "t13d1516h2_8daaf6152771_e5627efa2ab1x",
+        // The ALPN pair is letters or digits, never punctuation.
+        "t13d1516h/_8daaf6152771_e5627efa2ab1",
+        "t13d1516 2_8daaf6152771_e5627efa2ab1",
     ] {
         assert_eq!(Ja4::parse(bad), None, "{bad}");
     }
