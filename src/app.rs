@@ -76,12 +76,20 @@ pub struct App {
     connections: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
     clicks: ClickWriter,
+    /// With `clicks.stream`, the shipper: stopped after `clicks`.
+    shipper: Option<ShipperTask>,
     grace: Duration,
     /// `shutdown_delay`: not ready but serving, before the listeners close.
     delay: Duration,
     readiness: Arc<admin::Readiness>,
     reloadable: Reloadable,
     _lock: DataDirLock,
+}
+
+/// The running click shipper and its own stop signal.
+struct ShipperTask {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 /// What SIGHUP re-reads from the store.
@@ -149,8 +157,15 @@ impl App {
         for listener in listeners.http {
             tasks.push(tokio::spawn(serve::serve_http(listener, serving.clone())));
         }
-        let cluster =
-            background::spawn(config, &state, &path, shipper, &clock, &stop_rx, &mut tasks);
+        let cluster = background::spawn(config, &state, &path, &clock, &stop_rx, &mut tasks);
+        // Stopped on its own, after the click writer: see `shutdown`.
+        let shipper = shipper.map(|shipper| {
+            let (stop, stop_rx) = watch::channel(false);
+            ShipperTask {
+                stop,
+                task: tokio::spawn(shipper.run(stop_rx)),
+            }
+        });
         if let Some(listener) = listeners.metrics {
             tasks.push(tokio::spawn(serve::serve_admin(
                 listener,
@@ -196,6 +211,7 @@ impl App {
             connections,
             tasks,
             clicks: click_writer,
+            shipper,
             grace: config.shutdown_grace,
             delay: config.shutdown_delay,
             readiness,
@@ -231,7 +247,8 @@ impl App {
     }
 
     /// Stops accepting, lets open connections finish within the grace period, writes every
-    /// queued click, and returns.
+    /// queued click, lets the shipper (with `clicks.stream`) ship them within its final drain,
+    /// and returns.
     pub async fn shutdown(self) {
         // Not ready first, still serving for `shutdown_delay`: load balancers probing /readyz
         // stop sending before the listeners close.
@@ -257,6 +274,17 @@ impl App {
             .is_err()
         {
             tracing::error!("flushing clicks failed");
+        }
+        // The shipper stops only now, after the writer's last write: its final drain ships the
+        // clicks written while connections drained and at the flush, and waits for the
+        // acknowledgements in flight, within `FINAL_DRAIN` (so a NATS that is away delays the
+        // exit only that long). Stopped with the other tasks, it would leave all of them to
+        // the next start.
+        if let Some(shipper) = self.shipper {
+            let _ = shipper.stop.send(true);
+            if shipper.task.await.is_err() {
+                tracing::error!("the click shipper panicked");
+            }
         }
         tracing::info!("stopped; every queued click was written");
     }

@@ -228,6 +228,86 @@ async fn edge_sigkilled_mid_shipping_ships_every_acknowledged_click_after_restar
     assert_eq!(msgs.len(), logged, "a click stored twice");
 }
 
+/// A clean stop ships what the click writer flushed at shutdown before the edge exits: the
+/// shipper stops after the writer's last write and drains. Clicks wait in the writer's queue
+/// (a flush interval of an hour) until the stop's final flush, so a shipper stopped before it
+/// would ship none of them in this run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_flushed_at_shutdown_are_in_the_stream_when_the_edge_exits() {
+    let nats = NatsServer::start();
+    let config = config(&nats, "buffered").replace("\"20ms\"", "\"1h\"");
+    let mut edge = Edge::start_with(&config);
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    for _ in 0..20 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    assert!(edge.clicks().is_empty(), "written before the stop");
+    let status = edge.terminate();
+    assert!(status.success(), "exit {status:?}\n{}", edge.stderr());
+    // Read once, after the exit: nothing ships them later.
+    let msgs = read_stream(&nats.jetstream().await, "CLICKS").await;
+    gapless(&seqs(&msgs), 20);
+    assert_eq!(msgs.len(), 20, "a click stored twice");
+    assert!(
+        edge.stderr()
+            .contains("click shipper stopped; every click is shipped"),
+        "{}",
+        edge.stderr()
+    );
+}
+
+/// Shipping caught up at the end of a file, then the edge restarts while NATS is down: the new
+/// clicks go to a new file, and the age of the oldest unshipped click (what the lag alert reads)
+/// grows rather than reading 0. Stopping the edge then ends its final drain without NATS, and
+/// says how much is left; the next start ships it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_with_nats_down_the_unshipped_age_shows_and_the_stop_says_what_is_left() {
+    let mut nats = NatsServer::start();
+    let config = config(&nats, "buffered");
+    let mut edge = Edge::start_with(&config);
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let path = link[link.find("/c/").unwrap()..].to_owned();
+    let client = edge.client(&[DOMAIN]);
+    for _ in 0..10 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    wait_for_ids(&nats.jetstream().await, 10).await;
+    wait_for_metric(&edge, "clickedge_click_unshipped_bytes", |v| v == 0.0).await;
+    let status = edge.terminate();
+    assert!(status.success(), "exit {status:?}\n{}", edge.stderr());
+
+    nats.stop();
+    let mut edge = Edge::start_in(edge.take_dir(), &config);
+    let link = edge.on_port(&format!("https://{DOMAIN}{path}"));
+    let client = edge.client(&[DOMAIN]);
+    for _ in 0..5 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    wait_for_metric(&edge, "clickedge_click_unshipped_bytes", |v| v > 0.0).await;
+    wait_for_metric(&edge, "clickedge_click_unshipped_oldest_age_seconds", |v| {
+        v >= 1.0
+    })
+    .await;
+    let status = edge.terminate();
+    assert!(status.success(), "exit {status:?}\n{}", edge.stderr());
+    let log = edge.stderr();
+    assert!(
+        log.contains("click shipper stopped with clicks not shipped yet")
+            && log.contains("unshipped_bytes="),
+        "{log}"
+    );
+
+    nats.restart();
+    let edge = Edge::start_in(edge.take_dir(), &config);
+    let msgs = wait_for_ids(&nats.jetstream().await, 15).await;
+    gapless(&seqs(&msgs), 15);
+    wait_for_metric(&edge, "clickedge_click_unshipped_bytes", |v| v == 0.0).await;
+    assert_eq!(msgs.len(), 15, "a click stored twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_and_recreated_stream_gets_shipping_from_the_checkpoint() {
     let nats = NatsServer::start();

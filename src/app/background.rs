@@ -1,6 +1,7 @@
 //! The edge's work besides requests, each a task that ends when `stop` turns true: certificate
-//! maintenance and the mirror, propagation of other nodes' changes, shipping clicks, expiring
-//! visitors' salts, re-reading `clicks.networks_file` and the periodic domain checks.
+//! maintenance and the mirror, propagation of other nodes' changes, expiring visitors' salts,
+//! re-reading `clicks.networks_file` and the periodic domain checks. Not the click shipper: it
+//! stops later, after the click writer (`App::shutdown`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,6 @@ use tokio::task::JoinHandle;
 use super::HEARTBEAT_INTERVAL;
 use super::edge::RequestPath;
 use super::state::State;
-use crate::clicks::ship::Shipper;
 use crate::clock::Clock;
 use crate::cluster::{Propagation, Settings as PropagationSettings, StatusReader};
 use crate::config::Config;
@@ -28,7 +28,6 @@ pub(super) fn spawn(
     config: &Config,
     state: &State,
     path: &RequestPath,
-    shipper: Option<Shipper>,
     clock: &Clock,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
@@ -53,9 +52,6 @@ pub(super) fn spawn(
         .with_onboarding(state.onboarding.clone()),
     );
     tasks.push(tokio::spawn(propagation.clone().run(stop.clone())));
-    if let Some(shipper) = shipper {
-        tasks.push(tokio::spawn(shipper.run(stop.clone())));
-    }
     if let Some(visitors) = &path.visitors {
         tasks.push(tokio::spawn(visitors.clone().expire(
             clock.clone(),

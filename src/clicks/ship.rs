@@ -21,8 +21,13 @@
 //!   logs what happened and goes on from the checkpoint: clicks acknowledged by the old stream
 //!   are not sent again.
 //! - Lag is visible: [`ShipMetrics`] (shipped, duplicates, errors, unshipped bytes, age of the
-//!   oldest unshipped click), and [`Progress::behind`] for the health endpoint. Retention asks
+//!   oldest unshipped click, found in a later file when the checkpoint is at the end of one),
+//!   and [`Progress::behind`] for the health endpoint. Retention asks
 //!   [`Progress::fully_shipped`] before deleting a click file.
+//! - Shutdown: the shipper is stopped after the click writer's last write, and drains for at
+//!   most [`FINAL_DRAIN`]: it ships what is left and waits for the acknowledgements in flight, so
+//!   the clicks of a clean stop are in the stream before the process exits; whatever the drain
+//!   could not ship (NATS away) is logged and shipped at the next start.
 
 mod checkpoint;
 mod metrics;
@@ -31,10 +36,10 @@ mod reader;
 mod wire;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -68,6 +73,12 @@ const CHUNK: usize = 256 << 10;
 
 /// Shipping is "behind" when its oldest unshipped click is this old (or publishing fails).
 const BEHIND_AFTER: Duration = Duration::from_secs(10);
+
+/// The longest the final drain at shutdown takes ([`Shipper::run`]): long enough for the last
+/// clicks and the acknowledgements in flight, short enough that a NATS that is away delays the
+/// exit only this much (it fits in the margin the deployment examples leave after
+/// `shutdown_grace`).
+pub const FINAL_DRAIN: Duration = Duration::from_secs(5);
 
 /// How far shipping has come, shared with retention and the health endpoint.
 #[derive(Debug, Clone, Default)]
@@ -227,12 +238,38 @@ impl Shipper {
         self.progress.clone()
     }
 
-    /// Ships until `stop` turns true, then persists the checkpoint.
+    /// Ships until `stop` turns true, then drains: goes on until every line in the log is
+    /// acknowledged, for at most [`FINAL_DRAIN`]; then persists the checkpoint and logs how much
+    /// is left unshipped.
+    ///
+    /// Turn `stop` true only after the click writer has written its last click (`close`): the
+    /// drain ships what the writer flushed at shutdown, and waits for the acknowledgements of
+    /// lines already published, instead of leaving both to the next start (which would
+    /// re-publish them, stored twice if that start comes after the stream's duplicate window).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut reader =
             Reader::new(&self.dir, self.acked.clone(), CHUNK).written_up_to(self.progress.clone());
         let mut stats_at = Instant::now();
-        while !*stop.borrow() {
+        // When the final drain ends: set once `stop` is seen true.
+        let mut until: Option<Instant> = None;
+        let mut draining = false;
+        loop {
+            if until.is_none() && *stop.borrow() {
+                until = Some(Instant::now() + FINAL_DRAIN);
+            }
+            if let Some(at) = until {
+                if !draining {
+                    draining = true;
+                    // A retry scheduled up to MAX_BACKOFF away could fall after the drain:
+                    // the last attempt is made now.
+                    if let Some(f) = &mut self.failure {
+                        f.retry_at = Instant::now();
+                    }
+                }
+                if at <= Instant::now() {
+                    break;
+                }
+            }
             if stats_at.elapsed() >= Duration::from_secs(1) {
                 self.update_stats().await;
                 stats_at = Instant::now();
@@ -242,9 +279,14 @@ impl Shipper {
             {
                 at - Instant::now()
             } else if !self.stream_ready {
-                match self.nats.ensure_stream().await {
-                    Ok(created) => self.stream_ready(created),
-                    Err(e) => self.failed(&e),
+                let ensured = tokio::select! {
+                    r = self.nats.ensure_stream() => Some(r),
+                    () = drain_over(&mut stop, &mut until) => None,
+                };
+                match ensured {
+                    Some(Ok(created)) => self.stream_ready(created),
+                    Some(Err(e)) => self.failed(&e),
+                    None => {}
                 }
                 continue;
             } else {
@@ -263,22 +305,28 @@ impl Shipper {
                 };
                 match next {
                     Ok(Some(chunk)) => {
+                        // Stopping lets a chunk under way finish, within the drain: cutting it
+                        // short would leave its published lines unacknowledged.
                         let shipped = tokio::select! {
-                            r = self.ship(chunk) => r,
-                            _ = stop.changed() => Ok(()),
+                            r = self.ship(chunk) => Some(r),
+                            () = drain_over(&mut stop, &mut until) => None,
                         };
                         match shipped {
-                            Ok(()) => {
+                            Some(Ok(())) => {
                                 self.recovered();
                                 self.persist(false).await;
                             }
-                            Err(e) => {
+                            Some(Err(e)) => {
                                 self.publish_failed(&e);
                                 reader.seek(self.acked.clone());
                             }
+                            // The drain's time is up; what is acknowledged so far is kept.
+                            None => {}
                         }
                         continue;
                     }
+                    // Draining, and every line written is acknowledged.
+                    Ok(None) if until.is_some() => break,
                     Ok(None) => {
                         self.persist(false).await;
                         POLL
@@ -290,12 +338,41 @@ impl Shipper {
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = stopped_or_drain_over(&mut stop, &mut until) => {}
             }
         }
         self.persist(true).await;
-        tracing::info!(at = %self.acked, "click shipper stopped");
+        self.report_stop().await;
+    }
+
+    /// Logs where shipping stopped and how much of the log the stream does not have yet.
+    async fn report_stop(&self) {
+        let (dir, acked) = (self.dir.clone(), self.acked.clone());
+        let left =
+            tokio::task::spawn_blocking(move || Reader::new(&dir, acked, 0).unshipped_bytes())
+                .await;
+        match left {
+            Ok(Ok(0)) => {
+                tracing::info!(at = %self.acked, "click shipper stopped; every click is shipped")
+            }
+            Ok(Ok(bytes)) => tracing::warn!(
+                at = %self.acked,
+                unshipped_bytes = bytes,
+                "click shipper stopped with clicks not shipped yet: they stay in the log and are \
+                 shipped at the next start"
+            ),
+            Ok(Err(e)) => tracing::warn!(
+                at = %self.acked,
+                error = %e,
+                "click shipper stopped; reading how much is left unshipped failed"
+            ),
+            Err(e) => tracing::error!(
+                at = %self.acked,
+                error = %e,
+                "click shipper stopped; reading how much is left unshipped panicked"
+            ),
+        }
     }
 
     /// Publishes the lines of `chunk`, waiting for their acknowledgements in order.
@@ -378,23 +455,11 @@ impl Shipper {
 
     /// Unshipped bytes, the age of the oldest unshipped click, and whether that is behind.
     async fn update_stats(&mut self) {
-        let (dir, acked) = (self.dir.clone(), self.acked.clone());
-        let stats = tokio::task::spawn_blocking(move || {
-            let mut r = Reader::new(&dir, acked, 0);
-            let bytes = r.unshipped_bytes()?;
-            // `{"ts":"2025-11-24T16:00:00.123Z"`: the timestamp is the first member.
-            let head = r.peek(40)?;
-            Ok::<_, std::io::Error>((bytes, head))
-        })
-        .await;
-        let Ok(Ok((bytes, head))) = stats else {
+        let (dir, acked, now) = (self.dir.clone(), self.acked.clone(), self.clock.now());
+        let stats = tokio::task::spawn_blocking(move || unshipped(&dir, acked, now)).await;
+        let Ok(Ok((bytes, age))) = stats else {
             return;
         };
-        let oldest = head.as_deref().and_then(line_ts);
-        let age = oldest
-            .and_then(|ts| self.clock.now().duration_since(ts).ok())
-            .unwrap_or_default();
-        let age = if bytes == 0 { Duration::ZERO } else { age };
         self.metrics
             .unshipped_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
@@ -469,12 +534,104 @@ impl Shipper {
     }
 }
 
+/// Resolves when the final drain's time is up: [`FINAL_DRAIN`] after `stop` turned true, which
+/// sets `until` if it is not set yet.
+async fn drain_over(stop: &mut watch::Receiver<bool>, until: &mut Option<Instant>) {
+    let at = stop_seen(stop, until).await;
+    tokio::time::sleep_until(at.into()).await;
+}
+
+/// Resolves when `stop` turns true (setting `until`), or once draining, when its time is up.
+async fn stopped_or_drain_over(stop: &mut watch::Receiver<bool>, until: &mut Option<Instant>) {
+    match *until {
+        None => _ = stop_seen(stop, until).await,
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+    }
+}
+
+/// Waits for `stop` to be true; the end of the final drain, set in `until` when it is not yet.
+async fn stop_seen(stop: &mut watch::Receiver<bool>, until: &mut Option<Instant>) -> Instant {
+    if let Some(at) = *until {
+        return at;
+    }
+    // An error: the sender is gone, which stops the shipper as well.
+    let _ = stop.wait_for(|s| *s).await;
+    *until.insert(Instant::now() + FINAL_DRAIN)
+}
+
+/// Bytes of the log in `dir` after the acknowledged position `acked`, and the age at `now` of
+/// the oldest click among them; zero when there is none. Blocking.
+///
+/// The oldest click is the first line after `acked`, which may be in a later file: when
+/// shipping caught up at the end of a file and the writer went on in a new one (or nothing was
+/// shipped yet), nothing is at `acked` itself while the clicks after it wait.
+fn unshipped(dir: &Path, acked: Position, now: SystemTime) -> std::io::Result<(u64, Duration)> {
+    let r = Reader::new(dir, acked, 0);
+    let bytes = r.unshipped_bytes()?;
+    if bytes == 0 {
+        return Ok((0, Duration::ZERO));
+    }
+    // `{"ts":"2025-11-24T16:00:00.123Z"`: the timestamp is the first member.
+    let head = r.peek(40)?;
+    let age = head
+        .as_deref()
+        .and_then(line_ts)
+        .and_then(|ts| now.duration_since(ts).ok())
+        .unwrap_or_default();
+    Ok((bytes, age))
+}
+
 /// The `ts` of a click line from its first bytes.
-fn line_ts(head: &[u8]) -> Option<std::time::SystemTime> {
+fn line_ts(head: &[u8]) -> Option<SystemTime> {
     let rest = head.strip_prefix(b"{\"ts\":\"")?;
     let end = rest.iter().position(|&b| b == b'"')?;
     let text = std::str::from_utf8(&rest[..end]).ok()?;
     let t =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     Some(t.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::parse_rfc3339;
+
+    const A: &str = "clicks-20251124T160000.000Z.jsonl";
+    const B: &str = "clicks-20251124T170000.000Z.jsonl";
+
+    fn line(ts: &str, seq: u64) -> String {
+        format!("{{\"ts\":\"{ts}\",\"kind\":\"click\",\"click_id\":\"edge-a-{seq}\"}}\n")
+    }
+
+    /// The lag alert reads the oldest unshipped click's age: with the checkpoint at the very end
+    /// of a file shipped whole (or no checkpoint yet), that click is in a later file, and its
+    /// age must show rather than 0 while unshipped bytes grow.
+    #[test]
+    fn the_oldest_unshipped_click_is_found_past_a_checkpoint_at_the_end_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = parse_rfc3339("2025-11-24T17:10:00.000Z").unwrap();
+        let a = line("2025-11-24T16:00:00.000Z", 1);
+        std::fs::write(dir.path().join(A), &a).unwrap();
+        let end_of_a = Position {
+            file: A.into(),
+            offset: a.len() as u64,
+        };
+        assert_eq!(
+            unshipped(dir.path(), end_of_a.clone(), now).unwrap(),
+            (0, Duration::ZERO),
+            "all shipped"
+        );
+        // The edge restarts while NATS is away: new clicks go to a new file, still open.
+        let b = line("2025-11-24T17:05:00.000Z", 2);
+        std::fs::write(dir.path().join(format!("{B}.open")), &b).unwrap();
+        assert_eq!(
+            unshipped(dir.path(), end_of_a, now).unwrap(),
+            (b.len() as u64, Duration::from_secs(300))
+        );
+        // Nothing shipped yet: the log's first click.
+        assert_eq!(
+            unshipped(dir.path(), Position::default(), now).unwrap(),
+            ((a.len() + b.len()) as u64, Duration::from_secs(70 * 60))
+        );
+    }
 }

@@ -172,21 +172,25 @@ impl Reader {
         Ok(total)
     }
 
-    /// The start of the first line after the position (enough for its `ts`), if there is one.
-    pub(super) fn peek(&mut self, bytes: usize) -> io::Result<Option<Vec<u8>>> {
-        if self.pos.file.is_empty() {
-            return Ok(None);
+    /// The first `bytes` of the first line after the position (enough for its `ts`), if there
+    /// is one: in the position's file, else at the start of the first later file with anything
+    /// in it. A position at the very end of a file (shipping caught up there, then the writer
+    /// moved on to a new file) or at the start of the log (no checkpoint yet) has nothing at it
+    /// while clicks wait in the files after it.
+    pub(super) fn peek(&self, bytes: usize) -> io::Result<Option<Vec<u8>>> {
+        if !self.pos.file.is_empty()
+            && let Some(head) = read_head(&self.dir, &self.pos.file, self.pos.offset, bytes)?
+        {
+            return Ok(Some(head));
         }
-        let offset = self.pos.offset;
-        let file = match open_file(&mut self.open, &self.dir, &self.pos) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut buf = vec![0; bytes];
-        let n = file.file.read_at(&mut buf, offset)?;
-        buf.truncate(n);
-        Ok((n > 0).then_some(buf))
+        for name in self.click_files()? {
+            if name > self.pos.file
+                && let Some(head) = read_head(&self.dir, &name, 0, bytes)?
+            {
+                return Ok(Some(head));
+            }
+        }
+        Ok(None)
     }
 
     /// Reads whole lines from the position in its file, syncing them first.
@@ -286,6 +290,20 @@ fn open_either(dir: &Path, closed: &str) -> io::Result<File> {
         return file;
     }
     File::open(dir.join(closed))
+}
+
+/// Up to `bytes` of the click file `name` in `dir` from `offset`; none if there are none there
+/// (or the file is gone).
+fn read_head(dir: &Path, name: &str, offset: u64, bytes: usize) -> io::Result<Option<Vec<u8>>> {
+    let file = match open_either(dir, name) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = vec![0; bytes];
+    let n = read_full_at(&file, &mut buf, offset)?;
+    buf.truncate(n);
+    Ok((n > 0).then_some(buf))
 }
 
 /// Reads into `buf` at `offset` until it is full or the file ends; how many bytes were read.
@@ -457,6 +475,39 @@ mod tests {
         );
         assert_eq!(r.peek(2).unwrap().as_deref(), Some(&b"b1"[..]));
         assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
+    }
+
+    /// The oldest unshipped line is looked for past a position with nothing at it: at the end
+    /// of a file shipped whole, or at the start of the log, the next file's first line.
+    #[test]
+    fn peek_finds_the_first_unshipped_line_in_a_later_file() {
+        const C: &str = "clicks-20251124T180000.000Z.jsonl";
+        let dir = tempfile::tempdir().unwrap();
+        let at = |file: &str, offset| {
+            Reader::new(
+                dir.path(),
+                Position {
+                    file: file.into(),
+                    offset,
+                },
+                0,
+            )
+        };
+        assert_eq!(at("", 0).peek(2).unwrap(), None, "an empty log");
+        append(dir.path(), A, "a1\na2\n");
+        assert_eq!(at(A, 6).peek(2).unwrap(), None, "all shipped");
+        // No checkpoint yet: the log's first line.
+        assert_eq!(at("", 0).peek(2).unwrap().as_deref(), Some(&b"a1"[..]));
+        // Caught up at the end of A; the writer made B (nothing in it yet), then C.
+        append(dir.path(), &open_name(B), "");
+        assert_eq!(at(A, 6).peek(2).unwrap(), None);
+        append(dir.path(), &open_name(C), "c1\n");
+        assert_eq!(at(A, 6).peek(2).unwrap().as_deref(), Some(&b"c1"[..]));
+        append(dir.path(), &open_name(B), "b1\n");
+        assert_eq!(at(A, 6).peek(2).unwrap().as_deref(), Some(&b"b1"[..]));
+        // A line at the position comes first; a file before the position never.
+        assert_eq!(at(A, 3).peek(2).unwrap().as_deref(), Some(&b"a2"[..]));
+        assert_eq!(at(B, 3).peek(2).unwrap().as_deref(), Some(&b"c1"[..]));
     }
 
     #[test]
