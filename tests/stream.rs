@@ -258,6 +258,39 @@ async fn clicks_flushed_at_shutdown_are_in_the_stream_when_the_edge_exits() {
     );
 }
 
+/// A node whose click directory was lost (a replaced volume, an operator) but that keeps its
+/// id goes on after its newest id in the stream, instead of handing out ids the stream has seen:
+/// JetStream would take them for re-publishes and drop them, and consumers deduplicating by
+/// `click_id` would skip them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_click_log_goes_on_after_its_newest_id_in_the_stream() {
+    let nats = NatsServer::start();
+    let config = config(&nats, "buffered");
+    let edge = Edge::start_with(&config);
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    for _ in 0..3 {
+        let res = edge.client(&[DOMAIN]).get(&link).send().await.unwrap();
+        assert_eq!(res.status(), 302);
+    }
+    let js = nats.jetstream().await;
+    wait_for_ids(&js, 3).await;
+    let (https, http) = (edge.https.port(), edge.http.port());
+    let dir = edge.stop_keep_dir();
+    std::fs::remove_dir_all(dir.path().join("data").join("clicks")).unwrap();
+    let edge = Edge::start_in_at(dir, &config, https, http);
+    let res = edge.client(&[DOMAIN]).get(&link).send().await.unwrap();
+    assert_eq!(res.status(), 302);
+    let msgs = wait_for_ids(&js, 4).await;
+    gapless(&seqs(&msgs), 4);
+    assert_eq!(edge.clicks().len(), 1);
+    assert!(
+        edge.stderr().contains("ids go on after the stream's"),
+        "{}",
+        edge.stderr()
+    );
+}
+
 /// Shipping caught up at the end of a file, then the edge restarts while NATS is down: the new
 /// clicks go to a new file, and the age of the oldest unshipped click (what the lag alert reads)
 /// grows rather than reading 0. Stopping the edge then ends its final drain without NATS, and

@@ -63,7 +63,22 @@ pub(super) async fn start(
         metrics.clone(),
         clock.clone(),
     )?;
-    let ids = ClickIds::new(config.cluster.node_id(), sink.next_click_seq());
+    let mut next = sink.next_click_seq();
+    if let Some(newest) = match &shipper {
+        Some(shipper) => shipper.newest_in_stream().await,
+        None => None,
+    } && newest >= next
+    {
+        // The local log lost what it shipped (a replaced volume, a deleted directory): ids it
+        // would hand out again are ones the stream and its consumers have seen.
+        tracing::warn!(
+            local = next,
+            after = newest,
+            "the stream holds newer click ids of this node than its click log: ids go on after the stream's"
+        );
+        next = newest.saturating_add(1);
+    }
+    let ids = ClickIds::new(config.cluster.node_id(), next);
     let (writer, mut queue) = ClickWriter::start(
         sink,
         BatchConfig {

@@ -80,6 +80,9 @@ const BEHIND_AFTER: Duration = Duration::from_secs(10);
 /// `shutdown_grace`).
 pub const FINAL_DRAIN: Duration = Duration::from_secs(5);
 
+/// How long the start waits to learn this node's newest click id in the stream.
+pub const NEWEST_WAIT: Duration = Duration::from_secs(3);
+
 /// How far shipping has come, shared with retention and the health endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Progress(Arc<ProgressInner>);
@@ -236,6 +239,26 @@ impl Shipper {
     /// The shared progress (for retention and health).
     pub fn progress(&self) -> Progress {
         self.progress.clone()
+    }
+
+    /// The sequence number of the newest click id this node published to the stream, asked once
+    /// at start, within [`NEWEST_WAIT`]: a node whose click directory was lost (a replaced
+    /// volume) but that keeps its id must go on after it, or JetStream would drop its new clicks
+    /// as re-publishes and consumers deduplicating by `click_id` would skip them. None when the
+    /// stream has none of this node's, or cannot be asked now (logged: the ids then go on from
+    /// the local log alone).
+    pub async fn newest_in_stream(&self) -> Option<u64> {
+        match tokio::time::timeout(NEWEST_WAIT, self.nats.newest_seq()).await {
+            Ok(Ok(seq)) => seq,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %errors::chain(&e), "could not read this node's newest click id in the stream: click ids go on from the local log");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(wait = ?NEWEST_WAIT, url = %self.nats.target().shown(), "NATS did not say this node's newest click id in the stream in time: click ids go on from the local log");
+                None
+            }
+        }
     }
 
     /// Ships until `stop` turns true, then drains: goes on until every line in the log is

@@ -168,6 +168,17 @@ pub enum NatsError {
         #[source]
         source: jetstream::context::CreateStreamError,
     },
+    /// The last message on the node's subject could not be read.
+    #[error("reading the last message on {subject} in stream {stream}")]
+    LastMessage {
+        /// The stream.
+        stream: String,
+        /// The node's subject.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: stream::LastRawMessageError,
+    },
 }
 
 /// The client options for `target`: its credentials file, if it has one, and the URL's user and
@@ -354,6 +365,43 @@ impl Nats {
     /// The target published to.
     pub(super) fn target(&self) -> &NatsTarget {
         &self.target
+    }
+
+    /// The sequence number of the newest id this node published to the stream: the
+    /// `Nats-Msg-Id` of the last message on its subject. None when the stream, or this node's
+    /// subject in it, holds nothing.
+    pub(super) async fn newest_seq(&self) -> Result<Option<u64>, NatsError> {
+        let name = &self.target.stream;
+        let stream = match self.js.get_stream(name).await {
+            Ok(stream) => stream,
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(NatsError::GetStream {
+                    stream: name.clone(),
+                    source,
+                });
+            }
+        };
+        match stream
+            .get_last_raw_message_by_subject(&self.target.subject)
+            .await
+        {
+            Ok(message) => Ok(message
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .and_then(|id| crate::clicks::id_seq(id.as_str()))),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(source) => Err(NatsError::LastMessage {
+                stream: name.clone(),
+                subject: self.target.subject.clone(),
+                source,
+            }),
+        }
     }
 
     /// Makes sure the stream exists; true if it had to be created.
