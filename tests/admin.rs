@@ -47,8 +47,8 @@ async fn missing_or_wrong_token_is_401_but_health_and_metrics_are_open() {
 async fn bad_input_is_400_with_a_message() {
     let edge = Edge::start();
     edge.add_domain("links.example.com").await;
-    let raw = |body: &'static str| {
-        let url = format!("http://{}/v1/domains", edge.admin);
+    let raw_to = |path: &'static str, body: &'static str| {
+        let url = format!("http://{}{path}", edge.admin);
         let token = edge.token.clone();
         async move {
             let res = reqwest::Client::new()
@@ -65,6 +65,7 @@ async fn bad_input_is_400_with_a_message() {
             )
         }
     };
+    let raw = |body: &'static str| raw_to("/v1/domains", body);
     let (status, body) = raw("{not json").await;
     assert_eq!(status, 400);
     assert!(
@@ -126,6 +127,14 @@ async fn bad_input_is_400_with_a_message() {
         )
         .await;
     assert_eq!(status, 400);
+    // A key given twice: refused, as the CLI refuses it, rather than one value kept in silence.
+    let (status, body) = raw_to(
+        "/v1/links",
+        r#"{"domain": "links.example.com", "url": "https://example.com/", "meta": {"c": "1", "c": "2"}}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("\"c\""), "{body}");
 }
 
 #[tokio::test]

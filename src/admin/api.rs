@@ -3,8 +3,6 @@
 //! (list, rotate, remove) and the cluster's status. Each handler parses the request, calls the service and shows the
 //! answer; statuses of errors are decided in [`super::error`].
 
-use std::collections::BTreeMap;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
@@ -192,13 +190,40 @@ async fn remove_domain(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A request's `meta` object, its pairs sorted by key. A key given twice is kept twice, so
+/// minting refuses it (`LinkError::DuplicateMeta`, 400) as the CLI does, instead of one of the
+/// values winning in silence.
+#[derive(Default)]
+pub(super) struct Meta(pub(super) Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Meta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Meta, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = Meta;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Meta, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, String>()? {
+                    pairs.push(pair);
+                }
+                pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok(Meta(pairs))
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MintLink {
     domain: String,
     url: String,
     #[serde(default)]
-    meta: BTreeMap<String, String>,
+    meta: Meta,
     /// Message context, sealed in the token (all optional; the others need `message`).
     message: Option<String>,
     index: Option<u32>,
@@ -258,10 +283,9 @@ async fn mint_link(
     let req: MintLink = parse_json(&body)?;
     let domain = parse_name(&req.domain)?;
     let context = req.context()?;
-    let link =
-        state
-            .keys
-            .mint_in_message(&domain, &req.url, req.meta.into_iter().collect(), context)?;
+    let link = state
+        .keys
+        .mint_in_message(&domain, &req.url, req.meta.0, context)?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "link": link }))))
 }
 

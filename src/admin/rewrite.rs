@@ -3,8 +3,6 @@
 //! metadata and send time. Bodies up to [`MAX_MESSAGE_BYTES`], whatever
 //! `limits.admin_max_body_bytes` says: an email is larger than the other requests.
 
-use std::collections::BTreeMap;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -40,7 +38,7 @@ struct RewriteRequest {
     html: Option<String>,
     text: Option<String>,
     #[serde(default)]
-    meta: BTreeMap<String, String>,
+    meta: super::api::Meta,
     /// RFC 3339.
     sent_at: Option<String>,
     #[serde(default)]
@@ -128,7 +126,7 @@ async fn rewrite_message(
         .as_deref()
         .map(super::api::parse_sent_at)
         .transpose()?;
-    let meta: Vec<(String, String)> = req.meta.into_iter().collect();
+    let meta = req.meta.0;
     let mut minter = KeysMinter {
         keys: &state.keys,
         domain: &domain,
