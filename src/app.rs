@@ -157,7 +157,9 @@ impl App {
         for listener in listeners.http {
             tasks.push(tokio::spawn(serve::serve_http(listener, serving.clone())));
         }
-        let cluster = background::spawn(config, &state, &path, &clock, &stop_rx, &mut tasks);
+        let cluster = background::spawn(
+            config, &state, &path, &metrics, &clock, &stop_rx, &mut tasks,
+        );
         // Stopped on its own, after the click writer: see `shutdown`.
         let shipper = shipper.map(|shipper| {
             let (stop, stop_rx) = watch::channel(false);

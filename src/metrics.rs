@@ -49,6 +49,8 @@ pub struct Metrics {
     pub verdict_revisions_lost: IntCounter,
     /// Entries (message and source) in the verdict's message table.
     pub message_table_entries: IntGauge,
+    /// 1 while another live node heartbeats under this node's `cluster.node_id`.
+    pub cluster_node_id_shared: IntGauge,
     /// Message table entries evicted by its memory cap.
     pub message_table_evictions: IntCounter,
     /// Bytes of the click files, the open one included: what `clicks.max_total_bytes` caps.
@@ -314,6 +316,10 @@ impl Metrics {
                 "clickedge_verdict_revisions_lost_total",
                 "Revisions not written: the queue was full, or the revised click was not logged or is too old for the writer to name",
             )?,
+            cluster_node_id_shared: IntGauge::new(
+                "clickedge_cluster_node_id_shared",
+                "1 while another live node heartbeats under this node's cluster.node_id (click ids collide)",
+            )?,
             message_table_entries: IntGauge::new(
                 "clickedge_message_table_entries",
                 "Entries (message and source) in the verdict's message table",
@@ -457,6 +463,7 @@ impl Metrics {
         registry.register(Box::new(m.verdict_revisions.clone()))?;
         registry.register(Box::new(m.verdict_revisions_lost.clone()))?;
         registry.register(Box::new(m.message_table_entries.clone()))?;
+        registry.register(Box::new(m.cluster_node_id_shared.clone()))?;
         registry.register(Box::new(m.message_table_evictions.clone()))?;
         registry.register(Box::new(m.click_log_bytes.clone()))?;
         registry.register(Box::new(m.click_log_deleted_files.clone()))?;

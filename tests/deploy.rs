@@ -374,7 +374,7 @@ async fn prometheus_scrapes_the_edge_with_the_shipped_config_and_evaluates_every
             assert_eq!(rule["state"], "inactive", "{rule}");
         }
     }
-    assert_eq!(count, 10, "{rules}");
+    assert_eq!(count, 11, "{rules}");
     // The scrape carried the edge's own series.
     let query = prometheus
         .api("query?query=clickedge_requests_total%7Boutcome%3D%22redirect%22%7D")

@@ -459,3 +459,23 @@ async fn an_unreadable_row_is_skipped_and_later_changes_still_arrive() {
         "a domain added after the bad row never reached b"
     );
 }
+
+/// Two live nodes with one `cluster.node_id` (cloned hosts, a shared host name) hand out the
+/// same click ids, and the stream keeps one click of each pair: each says so at its heartbeats,
+/// in its log and in `clickedge_cluster_node_id_shared`; a node with its own id does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_live_nodes_with_one_id_say_so() {
+    let url = postgres::shared().fresh_database();
+    let a = node(&url, "edge-a", "1h");
+    let twin = node(&url, "edge-a", "1h");
+    let own = node(&url, "edge-b", "1h");
+    let said = "another node runs with this node's cluster.node_id";
+    a.wait_for_log(said, 1);
+    twin.wait_for_log(said, 1);
+    assert_eq!(a.metric("clickedge_cluster_node_id_shared").await, 1.0);
+    // Two heartbeats later (the first node says it at each), the node with its own id has
+    // checked too, and said nothing.
+    a.wait_for_log(said, 3);
+    assert!(!own.stderr().contains(said), "{}", own.stderr());
+    assert_eq!(own.metric("clickedge_cluster_node_id_shared").await, 0.0);
+}

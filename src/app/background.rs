@@ -15,6 +15,7 @@ use super::state::State;
 use crate::clock::Clock;
 use crate::cluster::{Propagation, Settings as PropagationSettings, StatusReader};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::OrderRate;
 
 /// How often `clicks.networks_file` is checked for changes.
@@ -28,6 +29,7 @@ pub(super) fn spawn(
     config: &Config,
     state: &State,
     path: &RequestPath,
+    metrics: &Metrics,
     clock: &Clock,
     stop: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
@@ -49,7 +51,8 @@ pub(super) fn spawn(
             },
             state.version,
         )
-        .with_onboarding(state.onboarding.clone()),
+        .with_onboarding(state.onboarding.clone())
+        .with_id_shared_gauge(metrics.cluster_node_id_shared.clone()),
     );
     tasks.push(tokio::spawn(propagation.clone().run(stop.clone())));
     if let Some(visitors) = &path.visitors {

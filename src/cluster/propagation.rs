@@ -63,6 +63,8 @@ pub struct Propagation {
     started_at: SystemTime,
     applied: AtomicU64,
     hint: Arc<Notify>,
+    /// 1 while another live node heartbeats under this node's id.
+    id_shared: Option<prometheus::IntGauge>,
 }
 
 impl Propagation {
@@ -89,7 +91,15 @@ impl Propagation {
             settings,
             applied: AtomicU64::new(applied),
             hint: Arc::new(Notify::new()),
+            id_shared: None,
         }
+    }
+
+    /// Sets `gauge` (`clickedge_cluster_node_id_shared`) to 1 while another live node heartbeats
+    /// under this node's id, 0 otherwise.
+    pub fn with_id_shared_gauge(mut self, gauge: prometheus::IntGauge) -> Propagation {
+        self.id_shared = Some(gauge);
+        self
     }
 
     /// Also takes each changed domain's check report into `onboarding`, so that a check on
@@ -297,15 +307,20 @@ impl Propagation {
     }
 
     async fn heartbeat_loop(&self) {
+        let mut beaten = false;
         loop {
+            if beaten {
+                self.check_id_is_ours().await;
+            }
             let beat = self.store.heartbeat(
                 &self.settings.node_id,
                 self.started_at,
                 self.applied(),
                 self.clock.now(),
             );
-            if let Err(e) = beat.await {
-                tracing::debug!(error = %error_chain(&e), "recording the heartbeat");
+            match beat.await {
+                Ok(()) => beaten = true,
+                Err(e) => tracing::debug!(error = %error_chain(&e), "recording the heartbeat"),
             }
             match self
                 .store
@@ -317,6 +332,39 @@ impl Propagation {
                 Err(e) => tracing::debug!(error = %error_chain(&e), "pruning tombstones"),
             }
             tokio::time::sleep(self.settings.heartbeat_interval).await;
+        }
+    }
+}
+
+impl Propagation {
+    /// After this node's own heartbeat, its row can only hold another start time if another
+    /// process wrote it since: a live node with the same `cluster.node_id`. Their click ids then
+    /// collide, and the stream drops one node's clicks as re-publishes of the other's, so it is
+    /// said loudly at each heartbeat (a process of this node that died writes nothing).
+    async fn check_id_is_ours(&self) {
+        let nodes = match self.store.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::debug!(error = %error_chain(&e), "reading the nodes' heartbeats");
+                return;
+            }
+        };
+        let ms = |t: SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        };
+        let other = nodes.iter().find(|n| {
+            n.node_id == self.settings.node_id && ms(n.started_at) != ms(self.started_at)
+        });
+        if let Some(gauge) = &self.id_shared {
+            gauge.set(i64::from(other.is_some()));
+        }
+        if let Some(other) = other {
+            tracing::error!(
+                node_id = %self.settings.node_id,
+                other_started_at = %crate::clock::rfc3339(other.started_at),
+                "another node runs with this node's cluster.node_id: their click ids collide and the stream drops one's clicks as the other's; give each node its own cluster.node_id"
+            );
         }
     }
 }
