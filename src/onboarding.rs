@@ -224,6 +224,8 @@ impl Onboarding {
     ) -> Result<Arc<Report>, StoreError> {
         let name = &record.name;
         let failed_before = self.latest(name).is_some_and(|r| r.blocking().is_some());
+        // A report is stamped with when its run started: what DNS said is that old.
+        let started = self.clock.now();
         let running = Running::start(&self.running, name);
         let view = dns::gather(name, &self.settings.dns_servers).await;
         let mut list = checks::evaluate(&view, &self.settings);
@@ -238,9 +240,14 @@ impl Onboarding {
                 .any(|c| c.status == CheckStatus::Fail && c.blocking);
         list.push(certificate::check(name, &cert?, held));
         let report = Arc::new(Report {
-            checked_at: self.clock.now(),
+            checked_at: started,
             checks: list,
         });
+        // Runs overlap (a request, the status page, the periodic run): one that started later
+        // and ended first saw newer DNS, perhaps the customer's fix. Its report stands.
+        if let Some(newer) = self.latest(name).filter(|r| r.checked_at > started) {
+            return Ok(newer);
+        }
         let json = serde_json::to_string(report.as_ref())
             .map_err(|_| StoreError::Corrupt("domain checks (not serialisable)"))?;
         self.store.put_domain_checks(name, &json).await?;

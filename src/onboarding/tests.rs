@@ -84,3 +84,48 @@ async fn a_pass_reads_certificate_lifetimes_once_not_each_certificate() {
     assert_eq!(many_checked, many_bare);
     assert_eq!(few_queries, many_queries);
 }
+
+/// Runs overlap: one that started later and ended first saw newer DNS (perhaps the customer's
+/// fix), so a run that started before it and ends after it leaves that report standing.
+#[tokio::test]
+async fn a_run_that_started_earlier_does_not_replace_a_newer_report() {
+    let (store, bare, _dir) = store_with(0, 1).await;
+    let name = &bare[0];
+    let clock = crate::clock::ManualClock::starting_now();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(
+        CertSettings {
+            cache_capacity: 10,
+            on_demand_timeout: Duration::from_secs(5),
+        },
+        store.clone(),
+        Arc::new(LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap()),
+        Arc::new(Policy::default()),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        Metrics::unregistered(),
+        clock.clock(),
+    );
+    let mut settings = Settings::example();
+    settings.dns_servers = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
+    let onboarding = Onboarding::new(settings, store.clone(), clock.clock());
+    // What a run started a second from now stored while this one was under way.
+    let newer = Arc::new(Report {
+        checked_at: clock.clock().now() + Duration::from_secs(1),
+        checks: Vec::new(),
+    });
+    onboarding.latest.insert(name.clone(), newer.clone());
+    let record = store.domain(name).await.unwrap().unwrap();
+    let got = onboarding.check(&record, &certs).await.unwrap();
+    assert!(Arc::ptr_eq(&got, &newer));
+    assert!(Arc::ptr_eq(&onboarding.latest(name).unwrap(), &newer));
+    assert_eq!(
+        store.domain_checks_of(name).await.unwrap(),
+        None,
+        "nothing stored"
+    );
+    // A run that starts after it replaces it.
+    clock.advance(Duration::from_secs(2));
+    let got = onboarding.check(&record, &certs).await.unwrap();
+    assert!(got.checked_at > newer.checked_at);
+    assert!(store.domain_checks_of(name).await.unwrap().is_some());
+}
