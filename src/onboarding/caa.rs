@@ -169,8 +169,10 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         .first()
         .map_or("letsencrypt.org", String::as_str);
     let allow = |owner: &Domain| record(owner, "CAA", &format!("0 issue \"{ours}\""));
-    let methods: Vec<&str> = s.challenges.iter().map(|c| c.as_str()).collect();
-    match (verdict(set, &s.caa_identities, &methods), set) {
+    // Orders answer the first configured challenge the CA offers, and an ACME CA offers them
+    // all: that one is what `validationmethods` must allow.
+    let used = s.challenges.first().map_or("http-01", |c| c.as_str());
+    match (verdict(set, &s.caa_identities, &[used]), set) {
         (Verdict::NoRecords, _) | (_, None) => Check::pass(
             CheckId::Caa,
             format!("no CAA record on {name} or its parents: every CA may issue"),
@@ -229,12 +231,11 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         (Verdict::MethodsExcluded(id, methods), Some(set)) => Check::fail(
             CheckId::Caa,
             format!(
-                "{} allows {id} only with validationmethods={methods}; the edge validates with {}",
+                "{} allows {id} only with validationmethods={methods}; the edge's orders validate with {used}",
                 set.at(),
-                list(&s.challenges.iter().map(|c| c.as_str()).collect::<Vec<_>>())
             ),
             format!(
-                "{}Add this record next to the existing ones:\n{}",
+                "{}Add this record next to the existing ones (or, edge operator: put a method it allows first in acme.challenges):\n{}",
                 set.who(),
                 allow(&set.owner).line()
             ),
@@ -415,31 +416,32 @@ mod tests {
             verdict(Some(&s), &le(), METHODS),
             Verdict::Allowed(_)
         ));
-        // Methods the edge could use but is not configured to: excluded too.
+        // The check asks for the challenge orders use: the first configured one (the CA offers
+        // every one), whatever else is configured after it.
         let s = set(&[(
             false,
             "issue",
             "letsencrypt.org; validationmethods=tls-alpn-01",
         )]);
-        assert!(matches!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::Allowed(_)
-        ));
         assert_eq!(
             verdict(Some(&s), &le(), &["http-01"]),
             Verdict::MethodsExcluded("letsencrypt.org".into(), "tls-alpn-01".into())
         );
-        let settings = Settings {
-            challenges: vec![ChallengeKind::Http01],
-            ..Settings::example()
-        };
         let name = Domain::parse("links.example.com").unwrap();
-        let c = check(&name, Some(&s), &settings, true);
+        let c = check(&name, Some(&s), &Settings::example(), true);
+        assert_eq!(c.status, crate::onboarding::CheckStatus::Fail);
         assert!(
-            c.message.ends_with("the edge validates with http-01"),
+            c.message
+                .ends_with("the edge's orders validate with http-01"),
             "{}",
             c.message
         );
+        let settings = Settings {
+            challenges: vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01],
+            ..Settings::example()
+        };
+        let c = check(&name, Some(&s), &settings, true);
+        assert_eq!(c.status, crate::onboarding::CheckStatus::Pass);
     }
 
     #[test]
