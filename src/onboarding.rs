@@ -140,6 +140,10 @@ pub struct Onboarding {
     latest: DashMap<Domain, Arc<Report>>,
     /// Names being checked right now (a periodic run skips them).
     running: Mutex<HashSet<Domain>>,
+    /// Held while a run compares its report with the latest, stores it and keeps it, so a run
+    /// that started earlier cannot overwrite a newer report between the comparison and the
+    /// write. One store write long.
+    commit: tokio::sync::Mutex<()>,
     clock: Clock,
 }
 
@@ -152,6 +156,7 @@ impl Onboarding {
             nonces: Arc::new(reach::Nonces::default()),
             latest: DashMap::new(),
             running: Mutex::new(HashSet::new()),
+            commit: tokio::sync::Mutex::new(()),
             clock,
         }
     }
@@ -243,15 +248,19 @@ impl Onboarding {
             checked_at: started,
             checks: list,
         });
-        // Runs overlap (a request, the status page, the periodic run): one that started later
-        // and ended first saw newer DNS, perhaps the customer's fix. Its report stands.
-        if let Some(newer) = self.latest(name).filter(|r| r.checked_at > started) {
-            return Ok(newer);
-        }
         let json = serde_json::to_string(report.as_ref())
             .map_err(|_| StoreError::Corrupt("domain checks (not serialisable)"))?;
-        self.store.put_domain_checks(name, &json).await?;
-        self.latest.insert(name.clone(), report.clone());
+        {
+            let _commit = self.commit.lock().await;
+            // Runs overlap (a request, the status page, the periodic run): one that started
+            // later and ended first saw newer DNS, perhaps the customer's fix. Its report stands.
+            // (Across nodes the store keeps the last written.)
+            if let Some(newer) = self.latest(name).filter(|r| r.checked_at > started) {
+                return Ok(newer);
+            }
+            self.store.put_domain_checks(name, &json).await?;
+            self.latest.insert(name.clone(), report.clone());
+        }
         if report.blocking().is_none()
             && record
                 .last_error
