@@ -34,6 +34,8 @@ pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where clicks are published.
 #[derive(Debug, Clone)]
 pub struct NatsTarget {
+    /// This node's id: its click ids are `{node}-{seq}`.
+    pub node: String,
     /// `clicks.nats_url`.
     pub url: url::Url,
     /// `clicks.nats_subject` with this node's id in it.
@@ -89,6 +91,7 @@ impl NatsTarget {
             _ => template.replace("{node_id}", "*"),
         };
         NatsTarget {
+            node: node.to_string(),
             url: clicks.nats_url.clone(),
             subject: template.replace("{node_id}", node.as_str()),
             stream_subject,
@@ -391,10 +394,13 @@ impl Nats {
             .get_last_raw_message_by_subject(&self.target.subject)
             .await
         {
+            // Only this node's own id counts: a subject without `{node_id}` is every node's.
             Ok(message) => Ok(message
                 .headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
-                .and_then(|id| crate::clicks::id_seq(id.as_str()))),
+                .and_then(|id| id.as_str().strip_prefix(self.target.node.as_str()))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|seq| seq.parse().ok())),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(source) => Err(NatsError::LastMessage {
                 stream: name.clone(),
