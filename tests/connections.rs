@@ -194,7 +194,7 @@ async fn an_https_flood_at_its_cap_leaves_the_http_port_answering_acme_validatio
     let status = status_line(
         edge.http,
         &format!(
-            "GET /.well-known/acme-challenge/some-token HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+            "GET /.well-known/acme-challenge/evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
         ),
     )
     .await;

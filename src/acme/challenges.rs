@@ -6,9 +6,10 @@
 //! first order) and, for HTTP-01, tokens a CA could have made (RFC 8555 §8.3: base64url, at least
 //! 128 bits), so a random name or token costs no storage query, and never an `ask` request:
 //! validation answers what the store has published, it does not decide who may get a
-//! certificate. At most [`LOOKUPS_IN_FLIGHT`] lookups run at once; more wait their turn, so a
-//! flood of requests for a registered name cannot take every store connection (PostgreSQL) or a
-//! blocking thread each (SQLite) from the certificate loads handshakes wait on.
+//! certificate. At most [`LOOKUPS_IN_FLIGHT`] lookups run at once; more wait their turn (for
+//! [`LOOKUP_WAIT`] at most, then answer nothing), so a flood of requests for a registered name
+//! cannot take every store connection (PostgreSQL) or a blocking thread each (SQLite) from the
+//! certificate loads handshakes wait on.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -36,6 +37,10 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// How many challenge lookups read the store at once: a CA validates from a few vantage points,
 /// a few requests each.
 pub const LOOKUPS_IN_FLIGHT: usize = 4;
+
+/// The longest a lookup waits for its turn; past it, it answers nothing (404), so a flood's
+/// waiting requests do not hold connections for ever.
+pub const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The shortest token of RFC 8555 §8.3 (128 bits in base64url), and a bound on the longest read.
 const TOKEN_LEN: std::ops::RangeInclusive<usize> = 22..=256;
@@ -119,8 +124,11 @@ impl Challenges {
     }
 
     async fn lookup(&self, kind: ChallengeKind, key: &str) -> Option<String> {
-        // Never closed, so acquiring only waits.
-        let _turn = self.lookups.acquire().await.ok()?;
+        // Never closed, so acquiring only waits, and at most LOOKUP_WAIT.
+        let _turn = tokio::time::timeout(LOOKUP_WAIT, self.lookups.acquire())
+            .await
+            .ok()?
+            .ok()?;
         match self.store.challenge(kind, key, self.clock.now()).await {
             Ok(v) => v,
             Err(e) => {
@@ -255,6 +263,26 @@ mod tests {
         assert!(waiting.is_err(), "looked up with every turn taken");
         drop(held);
         assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
+    }
+
+    /// A lookup waits for its turn at most LOOKUP_WAIT, then answers nothing: a flood's waiting
+    /// requests do not hold their connections for ever.
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_gives_up_waiting_for_a_turn() {
+        let (c, clock) = setup();
+        let a = Domain::parse("a.example.com").unwrap();
+        let expires = clock.clock().now() + Duration::from_secs(3600);
+        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
+            .await
+            .unwrap();
+        let _held = c
+            .lookups
+            .acquire_many(LOOKUPS_IN_FLIGHT as u32)
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(c.http01(&a, TOKEN).await, None);
+        assert_eq!(started.elapsed(), LOOKUP_WAIT);
     }
 
     #[tokio::test]
