@@ -526,6 +526,39 @@ mod tests {
             .unwrap();
         assert!(report.blocking().is_none(), "{report:?}");
         assert_eq!(store.domain(&a).await.unwrap().unwrap().retry_at, None);
+
+        // Flapping checks (fail, pass, fail, pass) clear it again only once FIX_RESET_EVERY has
+        // passed: not an order every few seconds.
+        let flap = |at_secs: u64| {
+            let (domains, store, clock) = (&f.domains, &f.store, &f.clock);
+            let (a, failed) = (a.clone(), &failed);
+            let mut failing = failing.clone();
+            async move {
+                clock.advance(Duration::from_secs(at_secs));
+                failing.checked_at = clock.clock().now();
+                store
+                    .put_domain_checks(&a, &serde_json::to_string(&failing).unwrap())
+                    .await
+                    .unwrap();
+                domains.onboarding.reload(&a).await.unwrap();
+                let failed = IssueStatus {
+                    retry_at: Some(clock.clock().now() + Duration::from_secs(600)),
+                    ..failed.clone()
+                };
+                store.set_status(&a, &failed).await.unwrap();
+                let record = store.domain(&a).await.unwrap().unwrap();
+                domains
+                    .onboarding
+                    .check(&record, &domains.certs)
+                    .await
+                    .unwrap();
+                store.domain(&a).await.unwrap().unwrap().retry_at
+            }
+        };
+        assert!(flap(20).await.is_some(), "20 s after the last: kept");
+        let last = crate::onboarding::FIX_RESET_EVERY.as_secs();
+        assert!(flap(last - 40).await.is_some(), "still within the period");
+        assert_eq!(flap(20).await, None, "a period after the last: cleared");
     }
 
     #[tokio::test]

@@ -49,6 +49,11 @@ pub use zone::FixRecord;
 
 /// Domains checked at the same time by the periodic re-check.
 const PERIODIC_CONCURRENCY: usize = 8;
+/// Checks that pass after failing clear a name's backoff at most this often: a check that flaps
+/// (a resolver timing out now and then, name servers mid-migration) under a status page that
+/// checks every 10 s would otherwise let an order through every few seconds, each a failed
+/// validation at the CA (Let's Encrypt allows 5 per name an hour).
+pub const FIX_RESET_EVERY: Duration = Duration::from_secs(15 * 60);
 /// How the words of a held-back order start (the kind, [`FailureKind::HeldBack`], is what a later
 /// passing run looks for to clear exactly that reason and no CA error).
 pub const HELD_BACK: &str = "no certificate order while the";
@@ -140,6 +145,9 @@ pub struct Onboarding {
     latest: DashMap<Domain, Arc<Report>>,
     /// Names being checked right now (a periodic run skips them).
     running: Mutex<HashSet<Domain>>,
+    /// When checks that passed after failing last cleared a name's backoff, by name: at most
+    /// once per [`FIX_RESET_EVERY`].
+    fix_resets: DashMap<Domain, std::time::SystemTime>,
     /// Held while a run compares its report with the latest, stores it and keeps it, so a run
     /// that started earlier cannot overwrite a newer report between the comparison and the
     /// write. One store write long.
@@ -157,6 +165,7 @@ impl Onboarding {
             latest: DashMap::new(),
             running: Mutex::new(HashSet::new()),
             commit: tokio::sync::Mutex::new(()),
+            fix_resets: DashMap::new(),
             clock,
         }
     }
@@ -271,14 +280,17 @@ impl Onboarding {
             certs.release_hold(name).await?;
         }
         // Checks that failed and pass now saw something fixed: a CA failure they can see the
-        // cause of is tried again at once, whoever ran them (a request, the periodic run).
+        // cause of is tried again at once, whoever ran them (a request, the periodic run), at
+        // most once per FIX_RESET_EVERY.
+        let now = self.clock.now();
         if failed_before
             && report.blocking().is_none()
-            && record.retry_at.is_some_and(|t| t > self.clock.now())
+            && record.retry_at.is_some_and(|t| t > now)
             && record
                 .last_error
                 .as_ref()
                 .is_some_and(|f| certificate::checks_cover(&f.kind))
+            && self.may_reset_for_a_fix(name, now)
         {
             certs.reset_backoff(name).await?;
         }
@@ -289,6 +301,21 @@ impl Onboarding {
             "domain checked"
         );
         Ok(report)
+    }
+
+    /// Whether checks that saw a fix may clear `name`'s backoff at `now` (noting it if so): not
+    /// if some did less than [`FIX_RESET_EVERY`] ago.
+    fn may_reset_for_a_fix(&self, name: &Domain, now: std::time::SystemTime) -> bool {
+        if let Some(last) = self.fix_resets.get(name)
+            && now < *last + FIX_RESET_EVERY
+        {
+            return false;
+        }
+        // Entries past the period say nothing any more (a removed name's included).
+        self.fix_resets
+            .retain(|_, last| now < *last + FIX_RESET_EVERY);
+        self.fix_resets.insert(name.clone(), now);
+        true
     }
 
     /// Checks again, every `recheck_interval`, the domains without a valid certificate whose
