@@ -293,8 +293,14 @@ impl FileSink {
 
     /// A new file, named for now.
     fn create(&self) -> Result<OpenFile, WriteError> {
-        let (file, path) = naming::create_next(&self.config.dir, &self.clock, self.config.access)
-            .map_err(|source| WriteError::Create {
+        let shipped = self.config.shipped.as_ref().map(|p| p.shipped_file());
+        let (file, path) = naming::create_next(
+            &self.config.dir,
+            &self.clock,
+            self.config.access,
+            shipped.as_deref(),
+        )
+        .map_err(|source| WriteError::Create {
             dir: self.config.dir.clone(),
             source,
         })?;

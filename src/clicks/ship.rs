@@ -119,6 +119,16 @@ impl Progress {
         *name < *shipped.file
     }
 
+    /// The click file the persisted checkpoint is in (empty before the first).
+    pub fn shipped_file(&self) -> String {
+        self.0
+            .shipped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .file
+            .clone()
+    }
+
     /// Whether publishing fails, or the oldest unshipped click is older than 10 s.
     pub fn behind(&self) -> bool {
         self.0.behind.load(Ordering::Relaxed)

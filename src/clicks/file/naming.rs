@@ -53,17 +53,25 @@ pub(super) fn is_log_file(name: &str) -> bool {
 
 /// Creates a new click file in `dir` for appending, with `access`'s mode, under its open name
 /// for `clock`'s time, and returns it with its path. The new name sorts after every click file
-/// already in `dir`, open or closed: the shipper, retention and startup recovery take name
-/// order for the log's order. So a name taken (two files within a millisecond) or a clock set
-/// back (a host restored from a snapshot, a corrected clock) gets the millisecond after the
-/// newest name instead of its own, the latter with a warning.
+/// already in `dir`, open or closed, and after `after` (the file the shipper's checkpoint is in,
+/// which may be gone): the shipper, retention and startup recovery take name order for the
+/// log's order, and the shipper reads only from its checkpoint's name on. So a name taken (two
+/// files within a millisecond) or a clock set back (a host restored from a snapshot, a
+/// corrected clock) gets the millisecond after the newest name instead of its own, the latter
+/// with a warning.
 pub(super) fn create_next(
     dir: &Path,
     clock: &Clock,
     access: Access,
+    after: Option<&str>,
 ) -> io::Result<(File, PathBuf)> {
     let mut at = clock.now();
-    if let Some((newest, its_time)) = newest_name(dir)?
+    let checkpoint = after.and_then(|name| Some((name.to_owned(), name_time(name)?)));
+    let newest = match (newest_name(dir)?, checkpoint) {
+        (Some(a), Some(b)) => Some(if b.1 > a.1 { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    if let Some((newest, its_time)) = newest
         && its_time >= at
     {
         if its_time > at {
@@ -170,7 +178,7 @@ mod tests {
         let clock = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
         let names: Vec<String> = (0..3)
             .map(|_| {
-                let (_, path) = create_next(dir.path(), &clock, Access::Private).unwrap();
+                let (_, path) = create_next(dir.path(), &clock, Access::Private, None).unwrap();
                 path.file_name().unwrap().to_str().unwrap().to_owned()
             })
             .collect();
@@ -193,7 +201,7 @@ mod tests {
         assert!(!dir.path().join(&names[0]).exists());
         assert_eq!(close(&closed).unwrap(), closed);
         let clock = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
-        let (_, next) = create_next(dir.path(), &clock, Access::Private).unwrap();
+        let (_, next) = create_next(dir.path(), &clock, Access::Private, None).unwrap();
         assert!(next.ends_with("clicks-20251124T160000.003Z.jsonl.open"));
         assert!(is_click_file("clicks-20251124T160000.000Z.jsonl"));
         assert_eq!(
@@ -213,26 +221,50 @@ mod tests {
     fn a_clock_set_back_names_the_next_file_after_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let later = ManualClock::new(from_unix_secs(1_764_003_600)).clock();
-        let (_, first) = create_next(dir.path(), &later, Access::Private).unwrap();
+        let (_, first) = create_next(dir.path(), &later, Access::Private, None).unwrap();
         close(&first).unwrap();
         let earlier = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
-        let (_, next) = create_next(dir.path(), &earlier, Access::Private).unwrap();
+        let (_, next) = create_next(dir.path(), &earlier, Access::Private, None).unwrap();
         assert!(
             next.ends_with("clicks-20251124T170000.001Z.jsonl.open"),
             "{}",
             next.display()
         );
         // Open or closed, the newest counts; a clock ahead of it names by itself.
-        let (_, after) = create_next(dir.path(), &earlier, Access::Private).unwrap();
+        let (_, after) = create_next(dir.path(), &earlier, Access::Private, None).unwrap();
         assert!(after.ends_with("clicks-20251124T170000.002Z.jsonl.open"));
         let ahead = ManualClock::new(from_unix_secs(1_764_007_200)).clock();
-        let (_, own) = create_next(dir.path(), &ahead, Access::Private).unwrap();
+        let (_, own) = create_next(dir.path(), &ahead, Access::Private, None).unwrap();
         assert!(own.ends_with("clicks-20251124T180000.000Z.jsonl.open"));
         assert_eq!(
             name_time("clicks-20251124T170000.001Z.jsonl"),
             Some(from_unix_secs(1_764_003_600) + Duration::from_millis(1))
         );
         assert_eq!(name_time("clicks-notatime.jsonl"), None);
+    }
+
+    /// Every file gone (deleted by hand or by an agent) and the clock set back: the next file
+    /// still sorts after the one the shipper's checkpoint is in, which the shipper reads on from.
+    #[test]
+    fn a_clock_set_back_names_the_next_file_after_the_shippers_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = ManualClock::new(from_unix_secs(1_764_000_000)).clock();
+        let checkpoint = "clicks-20251124T170000.000Z.jsonl";
+        let (_, next) =
+            create_next(dir.path(), &earlier, Access::Private, Some(checkpoint)).unwrap();
+        assert!(
+            next.ends_with("clicks-20251124T170000.001Z.jsonl.open"),
+            "{}",
+            next.display()
+        );
+        // Before any checkpoint (an empty name): named for now.
+        let fresh = tempfile::tempdir().unwrap();
+        let (_, own) = create_next(fresh.path(), &earlier, Access::Private, Some("")).unwrap();
+        assert!(
+            own.ends_with("clicks-20251124T160000.000Z.jsonl.open"),
+            "{}",
+            own.display()
+        );
     }
 
     #[test]
