@@ -12,14 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
-
 use crate::Domain;
 use crate::certs::{CertStatus, Certs};
 use crate::clock::Clock;
 use crate::errors::chain as error_chain;
 use crate::links::{self, LinkError};
-use crate::onboarding::{Check, Onboarding, Settings, certificate};
+use crate::onboarding::{Check, Onboarding, OncePer, Settings, certificate};
 use crate::policy::Policy;
 use crate::store::{DomainRecord, Store, StoreError};
 
@@ -75,9 +73,9 @@ pub struct Domains {
     certs: Arc<Certs>,
     onboarding: Arc<Onboarding>,
     clock: Clock,
-    /// When a check last cleared a name's backoff without having seen anything fixed (its
-    /// previous run passed too), by name: at most once per [`RESET_WITHOUT_A_FIX_EVERY`].
-    resets_without_a_fix: DashMap<Domain, SystemTime>,
+    /// Checks that saw nothing fixed (their previous run passed too) clear a name's backoff at
+    /// most once per [`RESET_WITHOUT_A_FIX_EVERY`].
+    resets_without_a_fix: OncePer,
 }
 
 /// Checks that pass, having passed before too, clear a name's backoff at most this often: the
@@ -102,7 +100,7 @@ impl Domains {
             certs,
             onboarding,
             clock,
-            resets_without_a_fix: DashMap::new(),
+            resets_without_a_fix: OncePer::new(RESET_WITHOUT_A_FIX_EVERY),
         }
     }
 
@@ -181,27 +179,11 @@ impl Domains {
                 .last_error
                 .as_ref()
                 .is_some_and(|f| certificate::checks_cover(&f.kind))
-            && self.may_reset_without_a_fix(name, now)
+            && self.resets_without_a_fix.may(name, now)
         {
             self.certs.reset_backoff(name).await?;
         }
         self.show(name).await
-    }
-
-    /// Whether a check that saw nothing fixed may clear `name`'s backoff at `now` (noting it
-    /// if so): not if one did less than [`RESET_WITHOUT_A_FIX_EVERY`] ago.
-    fn may_reset_without_a_fix(&self, name: &Domain, now: SystemTime) -> bool {
-        if let Some(last) = self.resets_without_a_fix.get(name)
-            && now < *last + RESET_WITHOUT_A_FIX_EVERY
-        {
-            return false;
-        }
-        // Entries past the hour say nothing any more: dropped here, a name removed on another
-        // node (which never passes through `remove` on this one) is not kept for ever.
-        self.resets_without_a_fix
-            .retain(|_, last| now < *last + RESET_WITHOUT_A_FIX_EVERY);
-        self.resets_without_a_fix.insert(name.clone(), now);
-        true
     }
 
     /// Sets the fallback URL of `name` (checked like a link destination), or clears it with
@@ -239,7 +221,7 @@ impl Domains {
         self.policy.unregister(name.as_str()).await;
         self.certs.forget(name);
         self.onboarding.forget(name);
-        self.resets_without_a_fix.remove(name);
+        self.resets_without_a_fix.forget(name);
         if !removed {
             return Err(DomainError::NotRegistered(name.clone()));
         }
@@ -467,23 +449,6 @@ mod tests {
         clock.advance(Duration::from_secs(3600));
         store.set_status(&a, &failed()).await.unwrap();
         assert_eq!(retry_at(domains.check(&a).await.unwrap()), None);
-    }
-
-    /// A name's last reset is kept only while it still holds the next one back, so names
-    /// removed on another node (never through `remove` here) do not pile up.
-    #[test]
-    fn resets_past_the_hour_are_not_kept() {
-        let f = fixture();
-        let (domains, clock) = (&f.domains, &f.clock);
-        assert!(domains.may_reset_without_a_fix(&d("a.example.com"), clock.clock().now()));
-        clock.advance(RESET_WITHOUT_A_FIX_EVERY);
-        assert!(domains.may_reset_without_a_fix(&d("b.example.com"), clock.clock().now()));
-        let kept: Vec<Domain> = domains
-            .resets_without_a_fix
-            .iter()
-            .map(|e| e.key().clone())
-            .collect();
-        assert_eq!(kept, [d("b.example.com")]);
     }
 
     /// Checks that failed and pass now saw something fixed: they clear a CA failure's backoff

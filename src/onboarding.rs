@@ -54,6 +54,49 @@ const PERIODIC_CONCURRENCY: usize = 8;
 /// checks every 10 s would otherwise let an order through every few seconds, each a failed
 /// validation at the CA (Let's Encrypt allows 5 per name an hour).
 pub const FIX_RESET_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// Something done for a name at most once per period (clearing its backoff), remembered in
+/// memory: per node, forgotten at a restart.
+pub(crate) struct OncePer {
+    every: Duration,
+    last: DashMap<Domain, std::time::SystemTime>,
+}
+
+impl OncePer {
+    /// At most once per `every`.
+    pub(crate) fn new(every: Duration) -> OncePer {
+        OncePer {
+            every,
+            last: DashMap::new(),
+        }
+    }
+
+    /// Whether it may be done for `name` at `now` (noting it if so): not if it was less than the
+    /// period ago.
+    pub(crate) fn may(&self, name: &Domain, now: std::time::SystemTime) -> bool {
+        if let Some(last) = self.last.get(name)
+            && now < *last + self.every
+        {
+            return false;
+        }
+        // Entries past the period say nothing any more: dropped here, a name removed on another
+        // node (which never passes through a removal on this one) is not kept for ever.
+        self.last.retain(|_, last| now < *last + self.every);
+        self.last.insert(name.clone(), now);
+        true
+    }
+
+    /// Forgets `name` (removed).
+    pub(crate) fn forget(&self, name: &Domain) {
+        self.last.remove(name);
+    }
+
+    /// The names it remembers (tests).
+    #[cfg(test)]
+    pub(crate) fn names(&self) -> Vec<Domain> {
+        self.last.iter().map(|e| e.key().clone()).collect()
+    }
+}
 /// How the words of a held-back order start (the kind, [`FailureKind::HeldBack`], is what a later
 /// passing run looks for to clear exactly that reason and no CA error).
 pub const HELD_BACK: &str = "no certificate order while the";
@@ -145,9 +188,9 @@ pub struct Onboarding {
     latest: DashMap<Domain, Arc<Report>>,
     /// Names being checked right now (a periodic run skips them).
     running: Mutex<HashSet<Domain>>,
-    /// When checks that passed after failing last cleared a name's backoff, by name: at most
-    /// once per [`FIX_RESET_EVERY`].
-    fix_resets: DashMap<Domain, std::time::SystemTime>,
+    /// Checks that passed after failing clear a name's backoff at most once per
+    /// [`FIX_RESET_EVERY`].
+    fix_resets: OncePer,
     /// Held while a run compares its report with the latest, stores it and keeps it, so a run
     /// that started earlier cannot overwrite a newer report between the comparison and the
     /// write. One store write long.
@@ -165,7 +208,7 @@ impl Onboarding {
             latest: DashMap::new(),
             running: Mutex::new(HashSet::new()),
             commit: tokio::sync::Mutex::new(()),
-            fix_resets: DashMap::new(),
+            fix_resets: OncePer::new(FIX_RESET_EVERY),
             clock,
         }
     }
@@ -290,7 +333,7 @@ impl Onboarding {
                 .last_error
                 .as_ref()
                 .is_some_and(|f| certificate::checks_cover(&f.kind))
-            && self.may_reset_for_a_fix(name, now)
+            && self.fix_resets.may(name, now)
         {
             certs.reset_backoff(name).await?;
         }
@@ -301,21 +344,6 @@ impl Onboarding {
             "domain checked"
         );
         Ok(report)
-    }
-
-    /// Whether checks that saw a fix may clear `name`'s backoff at `now` (noting it if so): not
-    /// if some did less than [`FIX_RESET_EVERY`] ago.
-    fn may_reset_for_a_fix(&self, name: &Domain, now: std::time::SystemTime) -> bool {
-        if let Some(last) = self.fix_resets.get(name)
-            && now < *last + FIX_RESET_EVERY
-        {
-            return false;
-        }
-        // Entries past the period say nothing any more (a removed name's included).
-        self.fix_resets
-            .retain(|_, last| now < *last + FIX_RESET_EVERY);
-        self.fix_resets.insert(name.clone(), now);
-        true
     }
 
     /// Checks again, every `recheck_interval`, the domains without a valid certificate whose

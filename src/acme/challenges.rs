@@ -246,19 +246,27 @@ mod tests {
         assert_eq!(c.http01(&a, &TOKEN[..22]).await.as_deref(), Some("y"));
     }
 
+    /// `TOKEN` published for `a.example.com` on `c`, and every lookup turn taken (held while
+    /// the returned permit lives).
+    async fn every_turn_taken<'a>(
+        c: &'a Challenges,
+        clock: &ManualClock,
+    ) -> tokio::sync::SemaphorePermit<'a> {
+        let expires = clock.clock().now() + Duration::from_secs(3600);
+        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
+            .await
+            .unwrap();
+        c.lookups
+            .acquire_many(LOOKUPS_IN_FLIGHT as u32)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn lookups_past_the_bound_wait_for_a_turn() {
         let (c, clock) = setup();
         let a = Domain::parse("a.example.com").unwrap();
-        let expires = clock.clock().now() + Duration::from_secs(60);
-        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
-            .await
-            .unwrap();
-        let held = c
-            .lookups
-            .acquire_many(LOOKUPS_IN_FLIGHT as u32)
-            .await
-            .unwrap();
+        let held = every_turn_taken(&c, &clock).await;
         let waiting = tokio::time::timeout(Duration::from_millis(200), c.http01(&a, TOKEN)).await;
         assert!(waiting.is_err(), "looked up with every turn taken");
         drop(held);
@@ -271,15 +279,7 @@ mod tests {
     async fn a_lookup_gives_up_waiting_for_a_turn() {
         let (c, clock) = setup();
         let a = Domain::parse("a.example.com").unwrap();
-        let expires = clock.clock().now() + Duration::from_secs(3600);
-        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
-            .await
-            .unwrap();
-        let _held = c
-            .lookups
-            .acquire_many(LOOKUPS_IN_FLIGHT as u32)
-            .await
-            .unwrap();
+        let _held = every_turn_taken(&c, &clock).await;
         let started = tokio::time::Instant::now();
         assert_eq!(c.http01(&a, TOKEN).await, None);
         assert_eq!(started.elapsed(), LOOKUP_WAIT);

@@ -4,31 +4,51 @@ use std::time::Duration;
 
 use super::*;
 use crate::certs::Settings as CertSettings;
+use crate::clock::ManualClock;
 use crate::domain::Zones;
 use crate::issuer::LocalCa;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::store::SqliteStore;
 
-/// An edge's store with `valid` names holding a certificate and `bare` names without, and
-/// checks that gate (a CNAME target set) asking a DNS server that is not there.
-async fn store_with(valid: usize, bare: usize) -> (Arc<dyn Store>, Vec<Domain>, tempfile::TempDir) {
+/// Certificates from the built-in CA (whose files live in the returned directory) over `store`.
+fn certs_on(
+    store: &Arc<dyn Store>,
+    policy: &Arc<Policy>,
+    clock: &ManualClock,
+) -> (Arc<Certs>, tempfile::TempDir) {
     let ca_dir = tempfile::tempdir().unwrap();
-    let clock = crate::clock::ManualClock::starting_now();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
-    let policy = Arc::new(Policy::default());
-    let certs = Arc::new(Certs::new(
+    let ca = LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap();
+    let certs = Certs::new(
         CertSettings {
             cache_capacity: 100,
             on_demand_timeout: Duration::from_secs(5),
         },
         store.clone(),
-        Arc::new(LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap()),
+        Arc::new(ca),
         policy.clone(),
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         Metrics::unregistered(),
         clock.clock(),
-    ));
+    );
+    (Arc::new(certs), ca_dir)
+}
+
+/// Checks that gate (a CNAME target set) asking a DNS server that is not there: lookups fail at
+/// once, without the network.
+fn offline() -> Settings {
+    let mut settings = Settings::example();
+    settings.dns_servers = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
+    settings
+}
+
+/// An edge's store with `valid` names holding a certificate and `bare` names without (returned),
+/// and the CA's directory to keep while it is used.
+async fn store_with(valid: usize, bare: usize) -> (Arc<dyn Store>, Vec<Domain>, tempfile::TempDir) {
+    let clock = ManualClock::starting_now();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let policy = Arc::new(Policy::default());
+    let (certs, ca_dir) = certs_on(&store, &policy, &clock);
     let mut bare_names = Vec::new();
     for i in 0..valid + bare {
         let name = Domain::parse(&format!("n{i}.example.com")).unwrap();
@@ -46,25 +66,9 @@ async fn store_with(valid: usize, bare: usize) -> (Arc<dyn Store>, Vec<Domain>, 
 /// Runs one periodic pass on a node just started on `store` (nothing cached); the store
 /// queries it made, and the names it checked.
 async fn one_pass(store: &Arc<dyn Store>) -> (u64, Vec<Domain>) {
-    let clock = crate::clock::ManualClock::starting_now();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let policy = Arc::new(Policy::default());
-    let certs = Arc::new(Certs::new(
-        CertSettings {
-            cache_capacity: 100,
-            on_demand_timeout: Duration::from_secs(5),
-        },
-        store.clone(),
-        Arc::new(LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap()),
-        policy,
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        Metrics::unregistered(),
-        clock.clock(),
-    ));
-    let mut settings = Settings::example();
-    // Nothing listens there: lookups fail at once, without the network.
-    settings.dns_servers = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
-    let onboarding = Arc::new(Onboarding::new(settings, store.clone(), clock.clock()));
+    let clock = ManualClock::starting_now();
+    let (certs, _ca_dir) = certs_on(store, &Arc::new(Policy::default()), &clock);
+    let onboarding = Arc::new(Onboarding::new(offline(), store.clone(), clock.clock()));
     let before = store.queries().get();
     onboarding.recheck_due(&certs).await.unwrap();
     let mut checked: Vec<Domain> = onboarding.latest.iter().map(|e| e.key().clone()).collect();
@@ -91,23 +95,9 @@ async fn a_pass_reads_certificate_lifetimes_once_not_each_certificate() {
 async fn a_run_that_started_earlier_does_not_replace_a_newer_report() {
     let (store, bare, _dir) = store_with(0, 1).await;
     let name = &bare[0];
-    let clock = crate::clock::ManualClock::starting_now();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let certs = Certs::new(
-        CertSettings {
-            cache_capacity: 10,
-            on_demand_timeout: Duration::from_secs(5),
-        },
-        store.clone(),
-        Arc::new(LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap()),
-        Arc::new(Policy::default()),
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        Metrics::unregistered(),
-        clock.clock(),
-    );
-    let mut settings = Settings::example();
-    settings.dns_servers = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
-    let onboarding = Onboarding::new(settings, store.clone(), clock.clock());
+    let clock = ManualClock::starting_now();
+    let (certs, _ca_dir) = certs_on(&store, &Arc::new(Policy::default()), &clock);
+    let onboarding = Onboarding::new(offline(), store.clone(), clock.clock());
     // What a run started a second from now stored while this one was under way.
     let newer = Arc::new(Report {
         checked_at: clock.clock().now() + Duration::from_secs(1),
@@ -128,4 +118,22 @@ async fn a_run_that_started_earlier_does_not_replace_a_newer_report() {
     let got = onboarding.check(&record, &certs).await.unwrap();
     assert!(got.checked_at > newer.checked_at);
     assert!(store.domain_checks_of(name).await.unwrap().is_some());
+}
+
+/// A name is remembered only while it still holds the next time back, so names removed on
+/// another node (never through a removal here) do not pile up.
+#[test]
+fn once_per_keeps_only_the_names_within_their_period() {
+    let every = Duration::from_secs(3600);
+    let limit = OncePer::new(every);
+    let t0 = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
+    let (a, b) = (
+        Domain::parse("a.example.com").unwrap(),
+        Domain::parse("b.example.com").unwrap(),
+    );
+    assert!(limit.may(&a, t0));
+    assert!(!limit.may(&a, t0 + every - Duration::from_secs(1)));
+    assert!(limit.may(&b, t0 + every));
+    assert_eq!(limit.names(), [b]);
+    assert!(limit.may(&a, t0 + every), "a period after: again");
 }
