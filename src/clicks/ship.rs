@@ -32,13 +32,12 @@
 mod checkpoint;
 mod metrics;
 mod nats;
+mod progress;
 mod reader;
 mod wire;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
@@ -46,6 +45,7 @@ use tokio::sync::watch;
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, Position};
 pub use metrics::ShipMetrics;
 pub use nats::{DUPLICATE_WINDOW, NatsError, NatsTarget, PublishError, UrlAuth, connect_options};
+pub use progress::Progress;
 
 use super::line_click_id;
 use crate::clock::Clock;
@@ -82,97 +82,6 @@ pub const FINAL_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long the start waits to learn this node's newest click id in the stream.
 pub const NEWEST_WAIT: Duration = Duration::from_secs(3);
-
-/// How far shipping has come, shared with retention and the health endpoint.
-#[derive(Debug, Clone, Default)]
-pub struct Progress(Arc<ProgressInner>);
-
-#[derive(Debug, Default)]
-struct ProgressInner {
-    /// The persisted checkpoint.
-    shipped: Mutex<Position>,
-    behind: AtomicBool,
-    /// The end of what the file sink has written for good in the file it is writing: a write
-    /// that fails is rolled back (truncated), so bytes past this may vanish or change, and the
-    /// reader does not ship them.
-    written: Mutex<Option<Position>>,
-}
-
-impl Progress {
-    /// Progress starting at the persisted position `shipped`.
-    pub fn new(shipped: Position) -> Progress {
-        Progress(Arc::new(ProgressInner {
-            shipped: Mutex::new(shipped),
-            behind: AtomicBool::new(false),
-            written: Mutex::new(None),
-        }))
-    }
-
-    /// Whether every line of the click file `name` is acknowledged by the stream, by the
-    /// persisted checkpoint: it is past the file.
-    pub fn fully_shipped(&self, name: &str) -> bool {
-        let shipped = self
-            .0
-            .shipped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *name < *shipped.file
-    }
-
-    /// The click file the persisted checkpoint is in (empty before the first).
-    pub fn shipped_file(&self) -> String {
-        self.0
-            .shipped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .file
-            .clone()
-    }
-
-    /// Whether publishing fails, or the oldest unshipped click is older than 10 s.
-    pub fn behind(&self) -> bool {
-        self.0.behind.load(Ordering::Relaxed)
-    }
-
-    /// Test-only: the checkpoint is at the start of `file`.
-    #[cfg(test)]
-    pub(crate) fn set_shipped_for_tests(&self, file: &str) {
-        self.set_shipped(Position {
-            file: file.into(),
-            offset: 0,
-        });
-    }
-
-    /// The file sink's open file ends, for good, at `end` (set when it opens a file, and after
-    /// each write that succeeded).
-    pub(crate) fn set_written(&self, end: Position) {
-        *self
-            .0
-            .written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(end);
-    }
-
-    /// Where the click file `name` ends for good if the file sink is writing it; none for a
-    /// file it is done with.
-    pub(in crate::clicks) fn written_end(&self, name: &str) -> Option<u64> {
-        self.0
-            .written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .filter(|end| end.file == name)
-            .map(|end| end.offset)
-    }
-
-    fn set_shipped(&self, pos: Position) {
-        *self
-            .0
-            .shipped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = pos;
-    }
-}
 
 /// The shipper could not start.
 #[derive(Debug, thiserror::Error)]
@@ -499,10 +408,8 @@ impl Shipper {
         self.metrics
             .oldest_unshipped_seconds
             .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
-        self.progress.0.behind.store(
-            self.failure.is_some() || age >= BEHIND_AFTER,
-            Ordering::Relaxed,
-        );
+        self.progress
+            .set_behind(self.failure.is_some() || age >= BEHIND_AFTER);
     }
 
     fn stream_ready(&mut self, created: bool) {
@@ -532,7 +439,7 @@ impl Shipper {
     /// shipping is behind.
     fn failed(&mut self, e: &(dyn std::error::Error + 'static)) {
         self.metrics.errors.inc();
-        self.progress.0.behind.store(true, Ordering::Relaxed);
+        self.progress.set_behind(true);
         let now = Instant::now();
         match &mut self.failure {
             None => {
