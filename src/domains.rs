@@ -174,11 +174,7 @@ impl Domains {
         let now = self.clock.now();
         if !failed_before
             && report.blocking().is_none()
-            && record.retry_at.is_some_and(|t| t > now)
-            && record
-                .last_error
-                .as_ref()
-                .is_some_and(|f| certificate::checks_cover(&f.kind))
+            && certificate::backing_off_for_what_checks_see(&record, now)
             && self.resets_without_a_fix.may(name, now)
         {
             self.certs.reset_backoff(name).await?;

@@ -3,10 +3,12 @@
 //! held-back order, …) in plain words with the step that fixes it. Pure; it reads the kind, never
 //! the words.
 
+use std::time::SystemTime;
+
 use super::{Check, CheckId};
 use crate::Domain;
 use crate::certs::CertStatus;
-use crate::store::{AcmeProblem, FailureKind, IssueFailure};
+use crate::store::{AcmeProblem, DomainRecord, FailureKind, IssueFailure};
 
 /// The certificate check for `name` in state `cert`; `held` if a failing check holds back its
 /// order.
@@ -59,6 +61,16 @@ pub fn check(name: &Domain, cert: &CertStatus, held: bool) -> Check {
             None,
         ),
     }
+}
+
+/// True if `record` is backing off at `now` after a failure the checks can see the cause of:
+/// checks that pass may then clear the backoff, so the next handshake orders at once.
+pub fn backing_off_for_what_checks_see(record: &DomainRecord, now: SystemTime) -> bool {
+    record.retry_at.is_some_and(|t| t > now)
+        && record
+            .last_error
+            .as_ref()
+            .is_some_and(|f| checks_cover(&f.kind))
 }
 
 /// True if a failure of this kind is one the DNS and reachability checks can see the cause of
