@@ -295,14 +295,16 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
                 .map(|ip| existing(owner, address_type(ip), &ip.to_string())),
         );
     }
+    let same_family = |ip: &&IpAddr| judged.first().is_some_and(|j| ip.is_ipv4() == j.is_ipv4());
     let add: Vec<FixRecord> = match &s.cname_target {
         Some(_) => wanted(name, s),
-        None if f.chain.is_empty() => s
+        // The edge has addresses of the family judged: those it lacks. It has none (only IPv4
+        // edge addresses for a name with only AAAA records): all of its own, or deleting the
+        // stray ones would leave the name without any.
+        None if f.chain.is_empty() && s.addresses.iter().any(|ip| same_family(&ip)) => s
             .addresses
             .iter()
-            .filter(|ip| {
-                !judged.contains(ip) && judged.first().is_some_and(|j| ip.is_ipv4() == j.is_ipv4())
-            })
+            .filter(|ip| !judged.contains(ip) && same_family(ip))
             .map(|ip| address_record(name, ip))
             .collect(),
         None => wanted(name, s),

@@ -125,6 +125,21 @@ fn addresses_only_edge_asks_for_the_missing_a_record() {
     );
 }
 
+/// Only AAAA records, none the edge's, and only IPv4 edge addresses: deleting them alone would
+/// leave the name without any, so the fix adds the edge's A records too.
+#[test]
+fn aaaa_only_elsewhere_with_an_ipv4_edge_gets_the_a_records_to_add() {
+    let mut s = settings();
+    s.cname_target = None;
+    let checks = evaluate(&view(&[], &[], &["2001:db8::5"]), &s);
+    let fix = find(&checks, CheckId::PointsToEdge).fix.clone().unwrap();
+    assert!(fix.contains("IN AAAA 2001:db8::5"), "{fix}");
+    assert!(
+        fix.contains("links.customer.com. 300 IN A 203.0.113.10"),
+        "{fix}"
+    );
+}
+
 #[test]
 fn no_records_fails_with_the_record_to_add_and_skips_what_depends_on_it() {
     let checks = evaluate(&view(&[], &[], &[]), &settings());
