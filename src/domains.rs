@@ -318,6 +318,18 @@ mod tests {
         Domain::parse(name).unwrap()
     }
 
+    /// The CA refused for CAA `failures` times in a row; no order before `retry_at`.
+    fn caa_refused(failures: u32, retry_at: SystemTime) -> IssueStatus {
+        IssueStatus {
+            last_error: Some(IssueFailure {
+                kind: FailureKind::Problem(AcmeProblem::Caa),
+                detail: "urn:ietf:params:acme:error:caa".into(),
+            }),
+            failures,
+            retry_at: Some(retry_at),
+        }
+    }
+
     #[tokio::test]
     async fn adding_and_removing_keep_the_store_and_the_policy_in_step() {
         let f = fixture();
@@ -385,14 +397,7 @@ mod tests {
         let (domains, store) = (&f.domains, &f.store);
         let a = d("a.example.com");
         domains.add(a.clone(), None).await.unwrap();
-        let failed = IssueStatus {
-            last_error: Some(IssueFailure {
-                kind: FailureKind::Problem(AcmeProblem::Caa),
-                detail: "urn:ietf:params:acme:error:caa".into(),
-            }),
-            failures: 3,
-            retry_at: Some(from_unix_secs(5_000)),
-        };
+        let failed = caa_refused(3, from_unix_secs(5_000));
         store.set_status(&a, &failed).await.unwrap();
         let shown = domains.show(&a).await.unwrap();
         assert_eq!(shown.certificate.failures, 3);
@@ -412,14 +417,7 @@ mod tests {
         let (domains, store, clock) = (&f.domains, &f.store, &f.clock);
         let a = d("a.example.com");
         domains.add(a.clone(), None).await.unwrap();
-        let failed = || IssueStatus {
-            last_error: Some(IssueFailure {
-                kind: FailureKind::Problem(AcmeProblem::Caa),
-                detail: "urn:ietf:params:acme:error:caa".into(),
-            }),
-            failures: 1,
-            retry_at: Some(clock.clock().now() + Duration::from_secs(600)),
-        };
+        let failed = || caa_refused(1, clock.clock().now() + Duration::from_secs(600));
         let checked = domains.check(&a).await.unwrap();
         assert!(
             checked
@@ -453,9 +451,8 @@ mod tests {
     async fn checks_that_pass_after_failing_clear_the_backoff_whoever_runs_them() {
         use crate::onboarding::{Check, CheckId, Report};
         let f = fixture();
-        let (domains, store) = (&f.domains, &f.store);
         let a = d("a.example.com");
-        domains.add(a.clone(), None).await.unwrap();
+        f.domains.add(a.clone(), None).await.unwrap();
         let failing = Report {
             checked_at: f.clock.clock().now(),
             checks: vec![Check::fail(
@@ -465,34 +462,12 @@ mod tests {
                 true,
             )],
         };
-        store
-            .put_domain_checks(&a, &serde_json::to_string(&failing).unwrap())
-            .await
-            .unwrap();
-        domains.onboarding.reload(&a).await.unwrap();
-        let failed = IssueStatus {
-            last_error: Some(IssueFailure {
-                kind: FailureKind::Problem(AcmeProblem::Caa),
-                detail: "urn:ietf:params:acme:error:caa".into(),
-            }),
-            failures: 2,
-            retry_at: Some(f.clock.clock().now() + Duration::from_secs(600)),
-        };
-        store.set_status(&a, &failed).await.unwrap();
-        let record = store.domain(&a).await.unwrap().unwrap();
-        let report = domains
-            .onboarding
-            .check(&record, &domains.certs)
-            .await
-            .unwrap();
-        assert!(report.blocking().is_none(), "{report:?}");
-        assert_eq!(store.domain(&a).await.unwrap().unwrap().retry_at, None);
-
-        // Flapping checks (fail, pass, fail, pass) clear it again only once FIX_RESET_EVERY has
-        // passed: not an order every few seconds.
-        let flap = |at_secs: u64| {
+        // The CA refused, then checks that failed pass: the backoff is cleared. Flapping checks
+        // (fail, pass, fail, pass) clear it again only once FIX_RESET_EVERY has passed: not an
+        // order every few seconds.
+        let run = |at_secs: u64| {
             let (domains, store, clock) = (&f.domains, &f.store, &f.clock);
-            let (a, failed) = (a.clone(), &failed);
+            let a = a.clone();
             let mut failing = failing.clone();
             async move {
                 clock.advance(Duration::from_secs(at_secs));
@@ -502,20 +477,22 @@ mod tests {
                     .await
                     .unwrap();
                 domains.onboarding.reload(&a).await.unwrap();
-                let failed = IssueStatus {
-                    retry_at: Some(clock.clock().now() + Duration::from_secs(600)),
-                    ..failed.clone()
-                };
+                let failed = caa_refused(2, clock.clock().now() + Duration::from_secs(600));
                 store.set_status(&a, &failed).await.unwrap();
                 let record = store.domain(&a).await.unwrap().unwrap();
-                domains
+                let report = domains
                     .onboarding
                     .check(&record, &domains.certs)
                     .await
                     .unwrap();
-                store.domain(&a).await.unwrap().unwrap().retry_at
+                (report, store.domain(&a).await.unwrap().unwrap().retry_at)
             }
         };
+        let flap = |at_secs: u64| async move { run(at_secs).await.1 };
+        let (report, retry_at) = run(0).await;
+        assert!(report.blocking().is_none(), "{report:?}");
+        assert_eq!(retry_at, None);
+
         assert!(flap(20).await.is_some(), "20 s after the last: kept");
         let last = crate::onboarding::FIX_RESET_EVERY.as_secs();
         assert!(flap(last - 40).await.is_some(), "still within the period");
