@@ -126,20 +126,10 @@ async fn a_click_that_asks_to_close_gets_its_whole_answer_then_close_notify() {
         ("HTTP/1.0", ""),
         ("HTTP/1.1", upgrade),
     ] {
-        let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
-        let mut tls = edge
-            .tls_connector(b"http/1.1")
-            .connect(name, tcp)
-            .await
-            .unwrap();
         let request = format!("GET {path} {version}\r\nHost: {DOMAIN}\r\n{connection}\r\n");
-        tls.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
+        let (answer, read) = over_tls(&edge, request.as_bytes()).await;
         // rustls reports an end without close_notify as an error (UnexpectedEof).
-        tls.read_to_end(&mut answer)
-            .await
-            .unwrap_or_else(|e| panic!("{version}: the answer, then close_notify: {e}"));
+        read.unwrap_or_else(|e| panic!("{version}: the answer, then close_notify: {e}"));
         let answer = String::from_utf8(answer).unwrap();
         assert!(answer.contains(" 302 Found\r\n"), "{version}: {answer}");
         assert!(
@@ -286,19 +276,10 @@ async fn an_ambiguous_host_is_misdirected_not_taken_for_the_sni_name() {
     ];
     let mut answers = Vec::new();
     for host in hosts {
-        let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
-        let mut tls = edge
-            .tls_connector(b"http/1.1")
-            .connect(name, tcp)
-            .await
-            .unwrap();
         let mut request = format!("GET {path} HTTP/1.1\r\n").into_bytes();
         request.extend_from_slice(&host);
         request.extend_from_slice(b"Connection: close\r\n\r\n");
-        tls.write_all(&request).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = tls.read_to_end(&mut answer).await;
+        let (answer, _) = over_tls(&edge, &request).await;
         answers.push(String::from_utf8_lossy(&answer).into_owned());
     }
     assert!(
@@ -362,4 +343,20 @@ async fn removing_a_domain_stops_its_links_on_connections_already_open() {
         1.0
     );
     assert_eq!(edge.wait_for_clicks(1).len(), 1);
+}
+
+/// Sends `request` as raw bytes over a verified TLS connection to the edge for `DOMAIN` and reads
+/// until it ends: what came, and how the read ended (an end without close_notify is an error).
+async fn over_tls(edge: &Edge, request: &[u8]) -> (Vec<u8>, std::io::Result<usize>) {
+    let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+    let mut tls = edge
+        .tls_connector(b"http/1.1")
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tls.read_to_end(&mut answer).await;
+    (answer, read)
 }
