@@ -215,7 +215,7 @@ impl Onboarding {
 
     /// Reachability nonces sealed with the cluster's `key`: whichever node a check's fetch
     /// lands on answers it.
-    pub fn with_sealed_nonces(mut self, key: crate::seal::SealKey) -> Onboarding {
+    pub fn with_sealed_nonces(mut self, key: Arc<crate::seal::SealKey>) -> Onboarding {
         self.nonces = Arc::new(reach::Nonces::sealed(key, self.clock.clone()));
         self
     }

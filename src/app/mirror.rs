@@ -11,23 +11,33 @@ use crate::config::{Config, StoreKind};
 use crate::policy::Policy;
 use crate::seal::SealKey;
 
-/// The mirror this node keeps, opened; none with SQLite.
+/// The cluster's seal key for what the node seals besides the store's rows (the mirror, the
+/// reachability nonces); none with SQLite. The store was opened with the same key already:
+/// reading it again cannot find it missing unless the file changed in between, which this
+/// reports.
+pub(super) fn seal_key(config: &Config) -> anyhow::Result<Option<Arc<SealKey>>> {
+    if config.store.kind() != StoreKind::Postgres {
+        return Ok(None);
+    }
+    let seal = SealKey::from_config(&config.cluster)
+        .context("reading the seal key")?
+        .context("the seal key is no longer set (cluster.seal_key_file or CLICKEDGE_SEAL_KEY)")?;
+    Ok(Some(Arc::new(seal)))
+}
+
+/// The mirror this node keeps, sealed with `seal` (the cluster's key), opened; none without one
+/// (SQLite).
 pub(super) fn open(
     config: &Config,
     registry: &Registry,
     policy: &Arc<Policy>,
+    seal: Option<&Arc<SealKey>>,
 ) -> anyhow::Result<Option<Arc<CertMirror>>> {
-    if config.store.kind() != StoreKind::Postgres {
+    let Some(seal) = seal.cloned() else {
         return Ok(None);
-    }
-    // The store was opened with the same key already: reading it again cannot find it missing
-    // unless the file changed in between, which this reports.
-    let seal = SealKey::from_config(&config.cluster)
-        .context("reading the seal key for the certificate mirror")?
-        .context("the seal key is no longer set (cluster.seal_key_file or CLICKEDGE_SEAL_KEY)")?;
+    };
     let metrics = MirrorMetrics::new(registry).context("registering metrics")?;
     let path = config.data_dir.join(MIRROR_FILE);
-    let seal = Arc::new(seal);
     // The mirror is a copy: one that cannot be opened (damaged, or not a database) is set aside
     // and made again from the store by the fill, rather than stopping the node.
     let mirror = match CertMirror::open(&path, seal.clone(), metrics.clone()) {

@@ -19,7 +19,6 @@ use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
 use crate::policy::{Ask, AskSettings, Policy};
-use crate::seal::SealKey;
 use crate::store::{self, DomainPages, Store};
 use crate::tls;
 
@@ -98,18 +97,15 @@ impl State {
         ));
 
         let issuer = issuer::build(config, &store, &challenges, metrics, clock)?;
+        let seal = mirror::seal_key(config)?;
         let mut onboarding = Onboarding::new(
             OnboardingSettings::from_config(config),
             store.clone(),
             clock.clone(),
         );
-        // A cluster's check may fetch through any node: each answers the others' nonces. The
-        // store was opened with this key already.
-        if config.store.kind() == StoreKind::Postgres
-            && let Some(key) =
-                SealKey::from_config(&config.cluster).context("reading the seal key")?
-        {
-            onboarding = onboarding.with_sealed_nonces(key);
+        // A cluster's check may fetch through any node: each answers the others' nonces.
+        if let Some(key) = &seal {
+            onboarding = onboarding.with_sealed_nonces(key.clone());
         }
         let onboarding = Arc::new(onboarding);
         onboarding
@@ -134,7 +130,7 @@ impl State {
                 holder: config.cluster.node_id().to_string(),
                 ttl: config.acme.lease_ttl,
             })
-            .with_mirror(mirror::open(config, registry, &policy)?),
+            .with_mirror(mirror::open(config, registry, &policy, seal.as_ref())?),
         );
         certs.restore(
             &backing_off,

@@ -8,7 +8,7 @@
 //! and only an edge holding that key can (a stranger's server answering there still fails).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -29,13 +29,13 @@ const BINDING: &str = "check-nonce";
 pub struct Nonces {
     live: Mutex<HashMap<String, Instant>>,
     /// The cluster's seal key, and the clock their expiry is read on: nonces any node answers.
-    sealed: Option<(SealKey, Clock)>,
+    sealed: Option<(Arc<SealKey>, Clock)>,
 }
 
 impl Nonces {
     /// Nonces sealed with the cluster's `key`, answered by every node holding it until they
     /// expire by `clock`.
-    pub fn sealed(key: SealKey, clock: Clock) -> Nonces {
+    pub fn sealed(key: Arc<SealKey>, clock: Clock) -> Nonces {
         Nonces {
             live: Mutex::default(),
             sealed: Some((key, clock)),
@@ -158,7 +158,7 @@ mod tests {
         let text = "5e".repeat(32);
         let key = SealKey::generate();
         let clock = ManualClock::starting_now();
-        let sealed = |key| Nonces::sealed(key, clock.clock());
+        let sealed = |key| Nonces::sealed(Arc::new(key), clock.clock());
         let (a, b) = (
             sealed(SealKey::from_hex(&text, "a").unwrap()),
             sealed(SealKey::from_hex(&text, "b").unwrap()),
