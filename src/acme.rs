@@ -30,7 +30,7 @@ use crate::clock::{Clock, from_unix_secs};
 use crate::config::{self, ChallengeKind};
 use crate::issuer::{IssueError, Issuer, OrderClaim, RenewalWindow};
 use crate::metrics::Metrics;
-use crate::store::{OrderTurn, Store, StoredCert};
+use crate::store::{OrderTurn, Store, StoreError, StoredCert};
 use budget::OrderBudget;
 use challenges::Challenges;
 use client::AcmeHttp;
@@ -83,7 +83,7 @@ impl AcmeIssuer {
     }
 
     fn account_key(&self) -> String {
-        format!("acme.account {}", self.settings.directory)
+        account_key(&self.settings.directory)
     }
 
     /// The account: loaded from the store, or created once and stored.
@@ -399,6 +399,23 @@ impl Issuer for AcmeIssuer {
             Err(e) => Err(acme_error(domain, e)),
         }
     }
+}
+
+/// The store key of the account the edge uses with the CA at `directory`.
+fn account_key(directory: &str) -> String {
+    format!("acme.account {directory}")
+}
+
+/// The URL of the edge's account with the CA at `directory` (what a CAA `accounturi` names,
+/// RFC 8657), once one was created: by any node, the first time one ordered.
+pub async fn account_url(store: &dyn Store, directory: &str) -> Result<Option<String>, StoreError> {
+    /// The part of the stored credentials that names the account.
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let stored = store.kv(&account_key(directory)).await?;
+    Ok(stored.and_then(|json| serde_json::from_str::<Id>(&json).ok().map(|a| a.id)))
 }
 
 fn challenge_type(kind: ChallengeKind) -> ChallengeType {

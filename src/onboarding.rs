@@ -30,7 +30,7 @@ mod tests;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -128,6 +128,9 @@ pub struct Settings {
     /// True if the reachability check may connect to loopback, private and link-local
     /// addresses (tests and labs only).
     pub danger_allow_private_addresses: bool,
+    /// `acme.directory` when the issuer is ACME: the CA whose account a CAA `accounturi` must
+    /// name.
+    pub acme_directory: Option<String>,
 }
 
 impl Settings {
@@ -152,6 +155,8 @@ impl Settings {
                 && !config.acme.challenges.contains(&ChallengeKind::TlsAlpn01),
             caa_blocks: config.tls.issuer == IssuerKind::Acme,
             danger_allow_private_addresses: o.danger_allow_private_addresses,
+            acme_directory: (config.tls.issuer == IssuerKind::Acme)
+                .then(|| config.acme.directory.clone()),
         }
     }
 
@@ -176,6 +181,7 @@ impl Settings {
             http_blocks: false,
             caa_blocks: true,
             danger_allow_private_addresses: false,
+            acme_directory: None,
         }
     }
 }
@@ -195,6 +201,8 @@ pub struct Onboarding {
     /// that started earlier cannot overwrite a newer report between the comparison and the
     /// write. One store write long.
     commit: tokio::sync::Mutex<()>,
+    /// The URL of the edge's ACME account, once one exists (it never changes after).
+    account: OnceLock<String>,
     clock: Clock,
 }
 
@@ -209,6 +217,7 @@ impl Onboarding {
             running: Mutex::new(HashSet::new()),
             commit: tokio::sync::Mutex::new(()),
             fix_resets: OncePer::new(FIX_RESET_EVERY),
+            account: OnceLock::new(),
             clock,
         }
     }
@@ -273,6 +282,18 @@ impl Onboarding {
         self.latest.remove(name);
     }
 
+    /// The URL of the edge's account with its ACME CA, once any node created it: read from the
+    /// store until then, kept after.
+    async fn edge_account(&self) -> Result<Option<&str>, StoreError> {
+        if self.account.get().is_none()
+            && let Some(directory) = &self.settings.acme_directory
+            && let Some(url) = crate::acme::account_url(&*self.store, directory).await?
+        {
+            let _ = self.account.set(url);
+        }
+        Ok(self.account.get().map(String::as_str))
+    }
+
     /// Runs every check for `record` now, stores and returns the report.
     pub async fn check(
         &self,
@@ -285,7 +306,8 @@ impl Onboarding {
         let started = self.clock.now();
         let running = Running::start(&self.running, name);
         let view = dns::gather(name, &self.settings.dns_servers).await;
-        let mut list = checks::evaluate(&view, &self.settings);
+        let account = self.edge_account().await?;
+        let mut list = checks::evaluate(&view, &self.settings, account);
         if let Some(reach) = reach::check(&view, &list, &self.settings, &self.nonces).await {
             list.push(reach);
         }

@@ -434,6 +434,71 @@ async fn a_refusal_by_a_real_acme_ca_is_explained_in_plain_words() {
     );
 }
 
+/// A CAA `issue` bound to an ACME account (RFC 8657 `accounturi`): before the edge has an
+/// account the check can only name the one required (a warning); once the first order created
+/// the edge's account with the real CA, another account fails, naming the edge's and the record
+/// to add, and adding that record passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caa_bound_to_an_acme_account_is_compared_with_the_edges_account() {
+    let dns = Dns::start().await;
+    let (first, bound) = ("first.example.com", "bound.example.com");
+    dns.add_a(first, &["127.0.0.1"]).await;
+    dns.add_a(bound, &["127.0.0.1"]).await;
+    dns.add_caa_issue(
+        bound,
+        "letsencrypt.org; accounturi=https://ca.example/acct/999",
+    )
+    .await;
+    let ports = PebblePorts::reserve();
+    let (https, http) = (free_tcp_port(), free_tcp_port());
+    let config = format!(
+        "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{}[onboarding]\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\ndanger_allow_private_addresses = true\n",
+        ports.acme_toml(&["http-01"]),
+        dns.addr
+    );
+    let edge = Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http);
+    let ca = ports.listen;
+    let pebble = ports.start(http, https, &PebbleOptions::default()).await;
+
+    let d = add(&edge, bound).await;
+    let c = find(&d, "caa");
+    assert_eq!(c["status"], "warn", "no account yet: {d:#}");
+    assert!(
+        c["message"].as_str().unwrap().contains("no account"),
+        "{c:#}"
+    );
+
+    // The first certificate creates the edge's account.
+    assert_eq!(failing(&add(&edge, first).await), Vec::<String>::new());
+    let link = edge.mint(first, "https://example.com/", json!({})).await;
+    let roots = pebble.issuing_roots().await;
+    let client = edge.client_trusting(&roots, &[first]).build().unwrap();
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+
+    let d = check(&edge, bound).await;
+    assert_eq!(failing(&d), vec!["caa"], "{d:#}");
+    let c = find(&d, "caa");
+    let message = c["message"].as_str().unwrap();
+    assert!(message.contains("https://ca.example/acct/999"), "{message}");
+    let records = c["fix_records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{c:#}");
+    let value = records[0]["value"].as_str().unwrap();
+    let account = value
+        .strip_prefix("0 issue \"letsencrypt.org; accounturi=")
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("a record naming the edge's account: {value}"));
+    assert!(
+        account.starts_with(&format!("https://{ca}/")),
+        "the account is the one the CA gave the edge: {account}"
+    );
+    assert!(message.contains(account), "{message}");
+
+    dns.add_caa_issue(bound, &format!("letsencrypt.org; accounturi={account}"))
+        .await;
+    let d = check(&edge, bound).await;
+    assert_eq!(find(&d, "caa")["status"], "pass", "{d:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domain_check_prints_each_check_and_exits_by_the_result() {
     let (dns, edge) = start().await;

@@ -89,16 +89,26 @@ pub enum Verdict {
     /// edge does not use (RFC 8657 `validationmethods`).
     MethodsExcluded(String, String),
     /// An `issue` property names our identity (the first) for one ACME account only (RFC 8657
-    /// `accounturi`, the second), and none without: the CA refuses unless it is the edge's.
+    /// `accounturi`, the second), and none without, and the edge has no account yet to compare
+    /// it with: the CA refuses unless it is the one the edge creates.
     AccountBound(String, String),
+    /// Every `issue` property naming our identity (the first) binds it to an ACME account
+    /// (the second) other than the edge's (the third): the CA refuses.
+    OtherAccount(String, String, String),
     /// A critical property the CA does not understand: no CA may issue (RFC 8659 §4.5).
     UnknownCritical(String),
 }
 
 /// Applies RFC 8659 §4 (and RFC 8657's parameters) to `set` for a CA known by any of
 /// `identities` (lowercase), validating with `methods` (RFC 8657 method names: the configured
-/// challenges).
-pub fn verdict(set: Option<&CaaSet>, identities: &[String], methods: &[&str]) -> Verdict {
+/// challenges), through the edge's ACME `account` (its URL; None before the first order
+/// creates it).
+pub fn verdict(
+    set: Option<&CaaSet>,
+    identities: &[String],
+    methods: &[&str],
+    account: Option<&str>,
+) -> Verdict {
     let Some(set) = set else {
         return Verdict::NoRecords;
     };
@@ -131,10 +141,17 @@ pub fn verdict(set: Option<&CaaSet>, identities: &[String], methods: &[&str]) ->
             excluded = Some(Verdict::MethodsExcluded(issuer.clone(), allowed.clone()));
             continue;
         }
-        match param("accounturi") {
-            Some(uri) => bound = Some(Verdict::AccountBound(issuer.clone(), uri.clone())),
-            None => return Verdict::Allowed(issuer.clone()),
-        }
+        // RFC 8657 §3: the CA compares the account's URL as it is.
+        bound = match (param("accounturi"), account) {
+            (None, _) => return Verdict::Allowed(issuer.clone()),
+            (Some(uri), Some(ours)) if uri == ours => return Verdict::Allowed(issuer.clone()),
+            (Some(uri), Some(ours)) => Some(Verdict::OtherAccount(
+                issuer.clone(),
+                uri.clone(),
+                ours.to_owned(),
+            )),
+            (Some(uri), None) => Some(Verdict::AccountBound(issuer.clone(), uri.clone())),
+        };
     }
     if let Some(v) = bound.or(excluded) {
         return v;
@@ -162,8 +179,15 @@ pub fn parse_issue_value(value: &str) -> (String, Vec<(String, String)>) {
     (issuer, params)
 }
 
-/// The `caa` check over the relevant RRset `set` of `name`.
-pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> Check {
+/// The `caa` check over the relevant RRset `set` of `name`, for the edge's ACME `account` (see
+/// [`verdict`]).
+pub fn check(
+    name: &Domain,
+    set: Option<&CaaSet>,
+    s: &Settings,
+    account: Option<&str>,
+    gate: bool,
+) -> Check {
     let ours = s
         .caa_identities
         .first()
@@ -172,7 +196,7 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
     // Orders answer the first configured challenge the CA offers, and an ACME CA offers them
     // all: that one is what `validationmethods` must allow.
     let used = s.challenges.first().map_or("http-01", |c| c.as_str());
-    match (verdict(set, &s.caa_identities, &[used]), set) {
+    match (verdict(set, &s.caa_identities, &[used], account), set) {
         (Verdict::NoRecords, _) | (_, None) => Check::pass(
             CheckId::Caa,
             format!("no CAA record on {name} or its parents: every CA may issue"),
@@ -245,16 +269,39 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
         (Verdict::AccountBound(id, uri), Some(set)) => Check::warn(
             CheckId::Caa,
             format!(
-                "{} allows {id} only for the ACME account {}: {id} refuses to issue for {name} unless that is the edge's account",
+                "{} allows {id} only for the ACME account {}, and the edge has no account with {id} yet (its first order creates one): {id} will refuse to issue for {name} unless the record names that account",
                 set.at(),
                 escape(&uri)
             ),
             Some(format!(
-                "If the edge's certificates for {name} fail with a CAA error, that account is not the edge's: ask the edge operator for the account URL to put in accounturi, or add this record next to the existing ones:\n{}{}",
+                "Once the edge has ordered a certificate for any name, this check names its account for accounturi. Or add this record next to the existing ones:\n{}{}",
                 set.who(),
                 allow(&set.owner).line()
             )),
         ),
+        (Verdict::OtherAccount(id, uri, ours_account), Some(set)) => {
+            let add = record(
+                &set.owner,
+                "CAA",
+                &format!("0 issue \"{id}; accounturi={ours_account}\""),
+            );
+            Check::fail(
+                CheckId::Caa,
+                format!(
+                    "{} allows {id} only for the ACME account {}, not the edge's ({}), so {id} will refuse to issue for {name}",
+                    set.at(),
+                    escape(&uri),
+                    escape(&ours_account)
+                ),
+                format!(
+                    "{}Add this record next to the existing ones (they keep working for their account):\n{}",
+                    set.who(),
+                    add.line()
+                ),
+                gate,
+            )
+            .with_records(vec![add])
+        }
         (Verdict::UnknownCritical(tag), Some(set)) => {
             let delete: Vec<FixRecord> = set
                 .records
@@ -282,217 +329,4 @@ pub fn check(name: &Domain, set: Option<&CaaSet>, s: &Settings, gate: bool) -> C
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ChallengeKind;
-
-    fn set(records: &[(bool, &str, &str)]) -> CaaSet {
-        CaaSet {
-            owner: Domain::parse("example.com").unwrap(),
-            alias: None,
-            records: records
-                .iter()
-                .map(|(critical, tag, value)| CaaRecord {
-                    critical: *critical,
-                    tag: (*tag).into(),
-                    value: (*value).into(),
-                })
-                .collect(),
-        }
-    }
-
-    fn le() -> Vec<String> {
-        vec!["letsencrypt.org".into()]
-    }
-
-    const METHODS: &[&str] = &["http-01", "tls-alpn-01"];
-
-    #[test]
-    fn no_records_or_no_issue_property_allow_any_ca() {
-        assert_eq!(verdict(None, &le(), METHODS), Verdict::NoRecords);
-        let s = set(&[
-            (false, "iodef", "mailto:sec@example.com"),
-            (false, "issuewild", ";"),
-        ]);
-        assert_eq!(verdict(Some(&s), &le(), METHODS), Verdict::NoIssueProperty);
-    }
-
-    #[test]
-    fn issue_for_our_identity_allows_with_or_without_parameters() {
-        let s = set(&[
-            (false, "issue", "other-ca.example"),
-            (false, "issue", "LetsEncrypt.org; validationmethods=http-01"),
-        ]);
-        assert_eq!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::Allowed("letsencrypt.org".into())
-        );
-    }
-
-    /// RFC 8657's `accounturi`: the edge cannot tell from DNS whether the account is its own,
-    /// so the check says what the CA will compare (a warning, holding nothing back); another
-    /// record for the identity without it allows outright.
-    #[test]
-    fn issue_bound_to_an_account_is_named() {
-        let s = set(&[(
-            false,
-            "issue",
-            "letsencrypt.org; accounturi=https://acme.example/acct/999",
-        )]);
-        assert_eq!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::AccountBound(
-                "letsencrypt.org".into(),
-                "https://acme.example/acct/999".into()
-            )
-        );
-        let name = Domain::parse("links.example.com").unwrap();
-        let c = check(&name, Some(&s), &Settings::example(), true);
-        assert_eq!(c.status, crate::onboarding::CheckStatus::Warn);
-        assert!(
-            c.message.contains("https://acme.example/acct/999"),
-            "{}",
-            c.message
-        );
-        let s = set(&[
-            (
-                false,
-                "issue",
-                "letsencrypt.org; accounturi=https://acme.example/acct/999",
-            ),
-            (false, "issue", "letsencrypt.org"),
-        ]);
-        assert!(matches!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::Allowed(_)
-        ));
-    }
-
-    #[test]
-    fn issue_for_another_ca_or_nobody_is_named() {
-        let s = set(&[
-            (false, "issue", "other-ca.example"),
-            (false, "issue", "other-ca.example"),
-        ]);
-        assert_eq!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::NotAllowed(vec!["other-ca.example".into()])
-        );
-        let s = set(&[(false, "issue", ";")]);
-        assert_eq!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::NotAllowed(vec![])
-        );
-    }
-
-    #[test]
-    fn unknown_critical_tag_forbids_issuance() {
-        let s = set(&[(false, "issue", "letsencrypt.org"), (true, "tbs", "x")]);
-        assert_eq!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::UnknownCritical("tbs".into())
-        );
-        // Not critical: ignored.
-        let s = set(&[(false, "issue", "letsencrypt.org"), (false, "tbs", "x")]);
-        assert!(matches!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::Allowed(_)
-        ));
-    }
-
-    #[test]
-    fn validation_methods_the_edge_does_not_use_are_reported() {
-        let s = set(&[(false, "issue", "letsencrypt.org; validationmethods=dns-01")]);
-        assert_eq!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::MethodsExcluded("letsencrypt.org".into(), "dns-01".into())
-        );
-        let s = set(&[(
-            false,
-            "issue",
-            "letsencrypt.org; validationmethods=dns-01,http-01",
-        )]);
-        assert!(matches!(
-            verdict(Some(&s), &le(), METHODS),
-            Verdict::Allowed(_)
-        ));
-        // The check asks for the challenge orders use: the first configured one (the CA offers
-        // every one), whatever else is configured after it.
-        let s = set(&[(
-            false,
-            "issue",
-            "letsencrypt.org; validationmethods=tls-alpn-01",
-        )]);
-        assert_eq!(
-            verdict(Some(&s), &le(), &["http-01"]),
-            Verdict::MethodsExcluded("letsencrypt.org".into(), "tls-alpn-01".into())
-        );
-        let name = Domain::parse("links.example.com").unwrap();
-        let c = check(&name, Some(&s), &Settings::example(), true);
-        assert_eq!(c.status, crate::onboarding::CheckStatus::Fail);
-        assert!(
-            c.message
-                .ends_with("the edge's orders validate with http-01"),
-            "{}",
-            c.message
-        );
-        let settings = Settings {
-            challenges: vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01],
-            ..Settings::example()
-        };
-        let c = check(&name, Some(&s), &settings, true);
-        assert_eq!(c.status, crate::onboarding::CheckStatus::Pass);
-    }
-
-    #[test]
-    fn configured_identities_compare_without_a_trailing_dot() {
-        let mut config = crate::config::Config::default();
-        config.onboarding.caa_identities = vec!["LetsEncrypt.org.".into()];
-        let settings = Settings::from_config(&config);
-        let s = set(&[(false, "issue", "letsencrypt.org")]);
-        assert_eq!(
-            verdict(Some(&s), &settings.caa_identities, METHODS),
-            Verdict::Allowed("letsencrypt.org".into())
-        );
-    }
-
-    #[test]
-    fn values_with_control_characters_are_shown_escaped() {
-        let settings = Settings::example();
-        let name = Domain::parse("links.example.com").unwrap();
-        let hostile = "ca.example\u{1b}[2J\u{7}\n\u{9b}31m\u{2028}\u{202e}";
-        let s = set(&[(false, "issue", hostile)]);
-        let c = check(&name, Some(&s), &settings, true);
-        assert!(
-            c.message
-                .contains("ca.example\\u{1b}[2j\\u{7}\\u{a}\\u{9b}31m\\u{2028}\\u{202e}"),
-            "{}",
-            c.message
-        );
-        let s = set(&[(true, "tbs", hostile)]);
-        let c = check(&name, Some(&s), &settings, true);
-        let fix = c.fix.unwrap();
-        assert_eq!(fix.lines().count(), 2, "{fix}");
-        for text in [&c.message, &fix] {
-            assert!(
-                !text
-                    .chars()
-                    .any(|ch| ch != '\n' && crate::onboarding::escape::is_unsafe(ch)),
-                "{text:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn zone_line_quotes_the_value() {
-        let r = CaaRecord {
-            critical: false,
-            tag: "issue".into(),
-            value: "letsencrypt.org".into(),
-        };
-        assert_eq!(
-            r.zone_line(&Domain::parse("example.com").unwrap()),
-            "example.com. IN CAA 0 issue \"letsencrypt.org\""
-        );
-    }
-}
+mod tests;

@@ -18,8 +18,9 @@ use super::zone::{
 use super::{Check, CheckId, CheckStatus, Settings};
 use crate::Domain;
 
-/// Evaluates every DNS check.
-pub fn evaluate(view: &DnsView, s: &Settings) -> Vec<Check> {
+/// Evaluates every DNS check; `account` is the URL of the edge's ACME account, if it has one
+/// (what a CAA `accounturi` must name).
+pub fn evaluate(view: &DnsView, s: &Settings, account: Option<&str>) -> Vec<Check> {
     // Failures hold back orders only when the edge knows what the DNS should be.
     let gate = s.is_configured();
     let mut out = vec![dns_server(view, gate)];
@@ -45,6 +46,7 @@ pub fn evaluate(view: &DnsView, s: &Settings) -> Vec<Check> {
             &view.name,
             set.as_ref(),
             s,
+            account,
             gate && s.caa_blocks,
         ));
     }

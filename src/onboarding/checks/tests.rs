@@ -35,6 +35,7 @@ fn cname_to_the_target_passes_everything() {
     let checks = evaluate(
         &view(&["edge.example.net"], &["203.0.113.10"], &["2001:db8::1"]),
         &settings(),
+        None,
     );
     assert_eq!(failing(&checks), vec![], "{checks:#?}");
     assert!(
@@ -51,7 +52,7 @@ fn cname_to_the_target_passes_everything() {
 
 #[test]
 fn stray_a_record_is_named_and_the_cname_to_add_is_given() {
-    let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &settings());
+    let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &settings(), None);
     assert_eq!(failing(&checks), vec![CheckId::PointsToEdge]);
     let c = find(&checks, CheckId::PointsToEdge);
     assert!(c.blocking);
@@ -66,7 +67,7 @@ fn stray_a_record_is_named_and_the_cname_to_add_is_given() {
 
 #[test]
 fn a_records_at_edge_addresses_pass_without_a_cname() {
-    let checks = evaluate(&view(&[], &["203.0.113.10"], &[]), &settings());
+    let checks = evaluate(&view(&[], &["203.0.113.10"], &[]), &settings(), None);
     assert_eq!(failing(&checks), vec![]);
 }
 
@@ -75,6 +76,7 @@ fn aaaa_elsewhere_while_a_is_right_fails_on_its_own() {
     let checks = evaluate(
         &view(&[], &["203.0.113.10"], &["2001:db8::99"]),
         &settings(),
+        None,
     );
     assert_eq!(failing(&checks), vec![CheckId::NoStrayAaaa]);
     let c = find(&checks, CheckId::NoStrayAaaa);
@@ -97,6 +99,7 @@ fn cname_elsewhere_is_replaced() {
     let checks = evaluate(
         &view(&["old.provider.example"], &["198.51.100.1"], &[]),
         &settings(),
+        None,
     );
     let c = find(&checks, CheckId::PointsToEdge);
     assert_eq!(c.status, CheckStatus::Fail);
@@ -116,7 +119,7 @@ fn cname_elsewhere_is_replaced() {
 fn addresses_only_edge_asks_for_the_missing_a_record() {
     let mut s = settings();
     s.cname_target = None;
-    let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &s);
+    let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &s, None);
     let fix = find(&checks, CheckId::PointsToEdge).fix.clone().unwrap();
     assert!(fix.contains("IN A 192.0.2.7"), "{fix}");
     assert!(
@@ -131,7 +134,7 @@ fn addresses_only_edge_asks_for_the_missing_a_record() {
 fn aaaa_only_elsewhere_with_an_ipv4_edge_gets_the_a_records_to_add() {
     let mut s = settings();
     s.cname_target = None;
-    let checks = evaluate(&view(&[], &[], &["2001:db8::5"]), &s);
+    let checks = evaluate(&view(&[], &[], &["2001:db8::5"]), &s, None);
     let fix = find(&checks, CheckId::PointsToEdge).fix.clone().unwrap();
     assert!(fix.contains("IN AAAA 2001:db8::5"), "{fix}");
     assert!(
@@ -142,7 +145,7 @@ fn aaaa_only_elsewhere_with_an_ipv4_edge_gets_the_a_records_to_add() {
 
 #[test]
 fn no_records_fails_with_the_record_to_add_and_skips_what_depends_on_it() {
-    let checks = evaluate(&view(&[], &[], &[]), &settings());
+    let checks = evaluate(&view(&[], &[], &[]), &settings(), None);
     assert_eq!(failing(&checks), vec![CheckId::Resolves]);
     let c = find(&checks, CheckId::Resolves);
     assert!(c.message.contains("no CNAME, A or AAAA record"));
@@ -165,7 +168,7 @@ fn servfail_is_a_dns_server_failure_naming_the_resolver() {
     };
     v.a = Err(failure("A"));
     v.caa = Err(failure("CAA"));
-    let checks = evaluate(&v, &settings());
+    let checks = evaluate(&v, &settings(), None);
     assert_eq!(failing(&checks), vec![CheckId::DnsServer]);
     let c = find(&checks, CheckId::DnsServer);
     assert!(c.blocking);
@@ -188,7 +191,7 @@ fn caa_for_another_ca_names_the_identity_to_allow() {
             value: "other-ca.example".into(),
         }],
     }));
-    let checks = evaluate(&v, &settings());
+    let checks = evaluate(&v, &settings(), None);
     assert_eq!(failing(&checks), vec![CheckId::Caa]);
     let c = find(&checks, CheckId::Caa);
     assert!(
@@ -208,9 +211,9 @@ fn unconfigured_edge_warns_and_blocks_nothing() {
     let mut s = settings();
     s.cname_target = None;
     s.addresses.clear();
-    let checks = evaluate(&view(&[], &[], &[]), &s);
+    let checks = evaluate(&view(&[], &[], &[]), &s, None);
     assert!(checks.iter().all(|c| !c.blocking), "{checks:#?}");
-    let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &s);
+    let checks = evaluate(&view(&[], &["192.0.2.7"], &[]), &s, None);
     assert_eq!(
         find(&checks, CheckId::PointsToEdge).status,
         CheckStatus::Warn
@@ -242,7 +245,7 @@ fn records(c: &Check) -> Vec<RecordFields> {
 fn a_cname_elsewhere_is_fixed_by_records_relative_to_the_zone() {
     let mut v = view(&["old.provider.example"], &["198.51.100.1"], &[]);
     v.zone = Some(d("customer.com"));
-    let checks = evaluate(&v, &settings());
+    let checks = evaluate(&v, &settings(), None);
     let c = find(&checks, CheckId::PointsToEdge);
     let s = |x: &str| x.to_owned();
     assert_eq!(
@@ -280,7 +283,7 @@ fn a_cname_elsewhere_is_fixed_by_records_relative_to_the_zone() {
 
 #[test]
 fn without_a_zone_from_dns_the_last_two_labels_are_taken() {
-    let checks = evaluate(&view(&[], &[], &[]), &settings());
+    let checks = evaluate(&view(&[], &[], &[]), &settings(), None);
     let c = find(&checks, CheckId::Resolves);
     let r = &c.fix_records[0];
     assert_eq!(
@@ -302,7 +305,7 @@ fn a_caa_forbidding_every_ca_is_replaced_at_the_zone_apex() {
             value: ";".into(),
         }],
     }));
-    let checks = evaluate(&v, &settings());
+    let checks = evaluate(&v, &settings(), None);
     let c = find(&checks, CheckId::Caa);
     let s = |x: &str| x.to_owned();
     assert_eq!(
@@ -334,7 +337,7 @@ fn passing_checks_and_text_only_fixes_have_no_records() {
         record_type: "A",
         kind: FailureKind::ServFail,
     });
-    let checks = evaluate(&v, &settings());
+    let checks = evaluate(&v, &settings(), None);
     assert!(
         checks.iter().all(|c| c.fix_records.is_empty()),
         "{checks:#?}"
