@@ -325,13 +325,19 @@ impl<V: VerdictStage> Edge<V> {
                     .map(|m| (event.domain.clone(), m.message.clone()))
             })
             .flatten();
+        let handle = event.verdict.as_ref().and_then(|v| v.handle);
         // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
         // and a click that cannot be kept is refused rather than acknowledged.
         let recorded = self.clicks.record(event).await;
-        if recorded != Ok(true)
-            && let Some((domain, message)) = implied
-        {
-            self.seen.forget(domain.as_str(), &message);
+        if recorded != Ok(true) {
+            // Not logged: no later judgement may name it (a revision of a line that is not in
+            // the log), and its implied open goes back.
+            if let Some(handle) = handle {
+                self.verdict.unlogged(handle);
+            }
+            if let Some((domain, message)) = implied {
+                self.seen.forget(domain.as_str(), &message);
+            }
         }
         if recorded.is_err() {
             self.counters.unavailable.inc();

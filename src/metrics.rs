@@ -297,7 +297,7 @@ impl Metrics {
             clicks_by_verdict: IntCounterVec::new(
                 Opts::new(
                     "clickedge_clicks_by_verdict_total",
-                    "Clicks judged, by verdict (human, machine, unknown)",
+                    "Click lines written, by verdict (human, machine, unknown); a click dropped or refused is not counted",
                 ),
                 &["verdict"],
             )?,

@@ -152,11 +152,17 @@ async fn every_request_shape_gets_the_browsers_302_and_its_verdict_and_reasons_a
             ),
         ]
     );
-    assert_eq!(
-        edge.metric("clickedge_clicks_by_verdict_total{verdict=\"machine\"}")
-            .await,
-        4.0
-    );
+    // Counted as the lines are written: the file may show them a moment before the counter.
+    let machine = "clickedge_clicks_by_verdict_total{verdict=\"machine\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while edge.metric(machine).await < 4.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "machine clicks not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(edge.metric(machine).await, 4.0);
 }
 
 /// Browsers send `Sec-Fetch-*` only to HTTPS URLs: a Chrome user agent without any is held

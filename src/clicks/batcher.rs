@@ -8,6 +8,10 @@
 //! holding a synced click is written at once as a durable batch, and then every synced click in
 //! it is acknowledged.
 //!
+//! Click lines are counted by verdict when written (`clickedge_clicks_by_verdict_total`), so the
+//! counts are those of the log: a click refused or dropped is in none of them, its client's retry
+//! once. A click that is not logged is marked as such in `handles`, so no revision names it.
+//!
 //! Failure (the sink returns an error): synced clicks of the batch are refused; buffered clicks
 //! are held in memory, up to `max_buffered_bytes`, and the batch is retried with a backoff of at
 //! most [`MAX_RETRY_BACKOFF`]. Past the bound new buffered clicks are dropped and counted. The
@@ -24,9 +28,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
+
 use super::id::{ClickId, ClickIds};
 use super::queue::{Ack, Msg};
-use super::verdict::Revision;
+use super::verdict::{Class, Revision};
 use super::{ClickEvent, ClickQueue, ClickRejected, ClickSink};
 use crate::clock::Clock;
 use crate::config::{Durability, NodeId};
@@ -161,11 +167,15 @@ struct Batcher<S> {
     failure: Option<Failure>,
     /// The click ids of judged clicks, for revisions to name them.
     handles: Handles,
+    /// `clickedge_clicks_by_verdict_total`, in the order of [`Class::ALL`], resolved once.
+    by_verdict: [IntCounter; 3],
 }
 
 impl<S: ClickSink> Batcher<S> {
     fn new(sink: S, config: BatchConfig, metrics: Metrics) -> Batcher<S> {
         metrics.click_sink_healthy.set(1);
+        let by_verdict =
+            Class::ALL.map(|c| metrics.clicks_by_verdict.with_label_values(&[c.as_str()]));
         Batcher {
             sink,
             config,
@@ -173,6 +183,7 @@ impl<S: ClickSink> Batcher<S> {
             pending: Pending::new(),
             failure: None,
             handles: Handles::new(),
+            by_verdict,
         }
     }
 
@@ -266,14 +277,17 @@ impl<S: ClickSink> Batcher<S> {
             bound,
             self.config.flush_interval,
         );
+        let handle = event.verdict.as_ref().and_then(|v| v.handle);
         if pushed.is_ok() {
             let seq = self.config.ids.peek().seq();
             self.config.ids.advance();
-            if let Some(handle) = event.verdict.as_ref().and_then(|v| v.handle) {
+            if let Some(handle) = handle {
                 for revision in self.handles.encoded(handle, seq) {
                     self.revise(&revision, seq);
                 }
             }
+        } else if let Some(handle) = handle {
+            self.unlogged(handle);
         }
         match pushed {
             Ok(()) if self.failure.is_some() => {
@@ -300,6 +314,13 @@ impl<S: ClickSink> Batcher<S> {
                 }
             }
         }
+    }
+
+    /// The click judged under `handle` is not logged: its revisions are lost (counted), the
+    /// waiting ones now and any later one at once.
+    fn unlogged(&mut self, handle: u64) {
+        let lost = self.handles.unlogged(handle);
+        self.metrics.verdict_revisions_lost.inc_by(lost);
     }
 
     /// Encodes a revision of click `seq` into the batch, after that click; past the memory bound
@@ -372,6 +393,11 @@ impl<S: ClickSink> Batcher<S> {
             );
         }
         self.metrics.clicks_logged.inc_by(self.pending.clicks());
+        for (counter, n) in self.by_verdict.iter().zip(self.pending.verdicts()) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
         self.metrics
             .verdict_revisions
             .inc_by(self.pending.revisions());
@@ -418,12 +444,17 @@ impl<S: ClickSink> Batcher<S> {
         }
     }
 
-    /// Takes the synced clicks out of the batch, counting them as rejected and updating the held
+    /// Takes the synced clicks out of the batch, counting them as rejected (and the revision
+    /// lines naming them as lost: no revision of them is ever written) and updating the held
     /// bytes. The caller refuses them once every gauge is settled, so a waiter that looks at the
     /// metrics sees the state that refused it.
     fn take_synced(&mut self) -> Vec<Waiter> {
-        let refused = self.pending.take_synced();
+        let (refused, revisions) = self.pending.take_synced();
         self.metrics.clicks_rejected.inc_by(refused.len() as u64);
+        self.metrics.verdict_revisions_lost.inc_by(revisions);
+        for handle in refused.iter().filter_map(Waiter::handle) {
+            self.unlogged(handle);
+        }
         self.metrics
             .click_sink_held_bytes
             .set(gauge(self.pending.bytes()));

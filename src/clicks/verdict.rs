@@ -38,6 +38,9 @@ pub enum Class {
 }
 
 impl Class {
+    /// Every class, in declaration order (so `class as usize` indexes it).
+    pub const ALL: [Class; 3] = [Class::Human, Class::Machine, Class::Unknown];
+
     /// The value of the line's `"verdict"` field.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -59,8 +62,8 @@ pub struct Verdict {
     /// rules a verdict came from.
     pub rules: &'static str,
     /// The stage's name for the click, if a later judgement may revise it: the batcher learns
-    /// which `click_id` the click got under it, so a [`Revision`] can name the click. Not on the
-    /// line.
+    /// which `click_id` the click got under it, so a [`Revision`] can name the click. A click
+    /// that is not logged gives it back ([`VerdictStage::unlogged`]). Not on the line.
     pub handle: Option<u64>,
     /// Which `Sec-Fetch-*` headers came ([`shape::sec_fetch_code`]): the line's `"sec_fetch"`,
     /// none from a stage that did not look.
@@ -116,6 +119,14 @@ pub trait VerdictStage: Send + Sync + 'static {
     /// `apple_mpp`); [`Rules`] looks the address up too.
     fn judge_open(&self, facts: &Facts<'_>) -> (crate::clicks::opens::OpenClass, Verdict) {
         open_verdict(facts, None)
+    }
+
+    /// The click judged under `handle` ([`Verdict::handle`]) was not logged: dropped by the
+    /// queue, or refused with a 503. No later judgement may name it, or its revision would name
+    /// a line the log does not hold. Called off the logged path only; by default nothing (a
+    /// stage that hands out no handles has nothing to forget).
+    fn unlogged(&self, handle: u64) {
+        let _ = handle;
     }
 }
 

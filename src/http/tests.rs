@@ -5,7 +5,9 @@ use std::time::Duration;
 use super::request::strip_port;
 use super::*;
 use crate::clicks::file::{FileSink, FileSinkConfig};
-use crate::clicks::verdict::{Class, Verdict};
+use crate::clicks::verdict::messages;
+use crate::clicks::verdict::networks::{Catalogue, SharedCatalogue};
+use crate::clicks::verdict::{Class, Revise, Rules, Timing, Verdict};
 use crate::clicks::{BatchConfig, ClickWriter};
 use crate::clock::{ManualClock, from_unix_secs};
 use crate::domain::Zones;
@@ -34,6 +36,20 @@ const DOMAIN: &str = "links.example.com";
 /// An edge over one registered domain, logging to files under `dir` through a writer whose
 /// clock is the returned manual one; and the key ring its links are sealed with.
 fn edge_in(dir: &std::path::Path) -> (Edge, ClickWriter, KeyRing, ManualClock) {
+    let file = FileSinkConfig {
+        dir: dir.join("clicks"),
+        ..FileSinkConfig::default()
+    };
+    let (edge, writer, ring, manual, _) = edge_with(dir, BatchConfig::default(), file);
+    (edge, writer, ring, manual)
+}
+
+/// [`edge_in`] with the writer and its sink configured, and the edge's metrics.
+fn edge_with(
+    dir: &std::path::Path,
+    batch: BatchConfig,
+    file: FileSinkConfig,
+) -> (Edge, ClickWriter, KeyRing, ManualClock, Metrics) {
     let metrics = Metrics::unregistered();
     let domain = Domain::parse(DOMAIN).unwrap();
     let store = Arc::new(SqliteStore::in_memory().unwrap());
@@ -53,17 +69,8 @@ fn edge_in(dir: &std::path::Path) -> (Edge, ClickWriter, KeyRing, ManualClock) {
         metrics.clone(),
         clock.clone(),
     ));
-    let sink = FileSink::open(
-        FileSinkConfig {
-            dir: dir.join("clicks"),
-            ..FileSinkConfig::default()
-        },
-        metrics.clone(),
-        clock.clone(),
-    )
-    .unwrap();
-    let (writer, clicks) =
-        ClickWriter::start(sink, BatchConfig::default(), metrics.clone(), clock.clone()).unwrap();
+    let sink = FileSink::open(file, metrics.clone(), clock.clone()).unwrap();
+    let (writer, clicks) = ClickWriter::start(sink, batch, metrics.clone(), clock.clone()).unwrap();
     let ring = KeyRing::new(vec![LinkKey::new(KeyId(1), [7; 32], from_unix_secs(0))]).unwrap();
     let edge = Edge::new(
         Arc::new(SharedKeyRing::new(ring.clone())),
@@ -74,7 +81,7 @@ fn edge_in(dir: &std::path::Path) -> (Edge, ClickWriter, KeyRing, ManualClock) {
         4096,
         &metrics,
     );
-    (edge, writer, ring, manual)
+    (edge, writer, ring, manual, metrics)
 }
 
 fn conn(peer: &str) -> ConnInfo {
@@ -236,5 +243,151 @@ async fn a_dropped_open_leaves_its_message_unseen() {
         if let Some(writer) = writer {
             assert_eq!(lines(dir.path(), writer).await.len(), 1);
         }
+    }
+}
+
+/// The rule set as `serve` builds it, revising through `revise`.
+fn rules(metrics: &Metrics, revise: Box<dyn Revise>) -> Rules {
+    let catalogue = SharedCatalogue::new(Catalogue::defaults());
+    let table = messages::Config {
+        ttl: Duration::from_secs(600),
+        max_bytes: 1 << 20,
+    };
+    Rules::new(
+        Arc::new(catalogue),
+        table,
+        Timing::default(),
+        metrics,
+        revise,
+    )
+}
+
+/// The path of link `index` of a three-link message `message`, minted long before the clicks.
+fn message_link(ring: &KeyRing, message: &str, index: u32) -> String {
+    let mut link = Link::new(&format!("https://example.com/{index}"), vec![], 0).unwrap();
+    link.context = Some(links::MessageContext {
+        message: message.into(),
+        index: Some(index),
+        count: Some(3),
+        ..Default::default()
+    });
+    format!("/c/{}", links::seal(ring, DOMAIN, &link))
+}
+
+/// Clicks by verdict, all verdicts together.
+fn judged(metrics: &Metrics) -> u64 {
+    ["human", "machine", "unknown"]
+        .map(|v| metrics.clicks_by_verdict.with_label_values(&[v]).get())
+        .iter()
+        .sum()
+}
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+/// A synced click refused with a 503 because its batch could not be written is not in the log,
+/// so it leaves nothing a later judgement could revise (its revision line would name a
+/// `click_id` the log does not hold), and only the client's retry that was logged is counted by
+/// verdict: `clickedge_clicks_by_verdict_total` counts the click lines in the log.
+#[tokio::test]
+async fn a_refused_synced_click_is_neither_revised_nor_counted_by_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks");
+    let batch = BatchConfig {
+        durability: crate::config::Durability::Synced,
+        flush_interval: Duration::from_millis(1),
+        ..BatchConfig::default()
+    };
+    // Every write after the first opens a new file, so it fails while the directory is gone.
+    let file = FileSinkConfig {
+        dir: clicks.clone(),
+        max_file_bytes: 1,
+        ..FileSinkConfig::default()
+    };
+    let (edge, writer, ring, _, metrics) = edge_with(dir.path(), batch, file);
+    let revise = Box::new(edge.clicks.clone());
+    let edge = edge.with_verdict(rules(&metrics, revise));
+    let peer = conn("203.0.113.7:50000");
+    let click = |path: String| edge.handle(&peer, get(&path, FIREFOX));
+    let first = click(message_link(&ring, "m-0", 0)).await;
+    assert_eq!(first.status(), StatusCode::FOUND);
+    // The directory lost the way a lost mount loses it (a file in its place, for root too).
+    let away = dir.path().join("clicks.away");
+    std::fs::rename(&clicks, &away).unwrap();
+    std::fs::write(&clicks, b"").unwrap();
+    let refused = click(message_link(&ring, "m-1", 0)).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    std::fs::remove_file(&clicks).unwrap();
+    std::fs::rename(&away, &clicks).unwrap();
+    // The client retries until the log takes the click (refused while the writer backs off).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while click(message_link(&ring, "m-1", 0)).await.status() != StatusCode::FOUND {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retry never logged"
+        );
+    }
+    // The same client's next link of the message at once: a burst, which revises its earlier
+    // clicks on the message.
+    let burst = click(message_link(&ring, "m-1", 1)).await;
+    assert_eq!(burst.status(), StatusCode::FOUND);
+    let lines = lines(dir.path(), writer).await;
+    let id = |l: &serde_json::Value| l["click_id"].as_str().unwrap().to_owned();
+    let logged: Vec<String> = lines
+        .iter()
+        .filter(|l| l["kind"] == "click")
+        .map(id)
+        .collect();
+    let revised: Vec<String> = lines
+        .iter()
+        .filter(|l| l["kind"] == "verdict")
+        .map(id)
+        .collect();
+    assert_eq!(logged.len(), 3, "{lines:?}");
+    assert!(
+        revised.iter().all(|r| logged.contains(r)),
+        "a revision names a click the log does not hold: {revised:?}, logged {logged:?}"
+    );
+    assert_eq!(revised.len(), 1, "the retry, revised once: {revised:?}");
+    assert_eq!(judged(&metrics), 3, "the click lines in the log");
+}
+
+/// The same for a buffered click the queue drops (here the writer has stopped): no revision
+/// names it, and it is not counted by verdict.
+#[tokio::test]
+async fn a_dropped_click_is_neither_revised_nor_counted_by_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileSinkConfig {
+        dir: dir.path().join("clicks"),
+        ..FileSinkConfig::default()
+    };
+    let (edge, writer, ring, _, metrics) = edge_with(dir.path(), BatchConfig::default(), file);
+    let revisions = Revisions::default();
+    let edge = edge.with_verdict(rules(&metrics, Box::new(revisions.clone())));
+    tokio::task::spawn_blocking(move || writer.close())
+        .await
+        .unwrap();
+    let peer = conn("203.0.113.7:50000");
+    for index in [0, 1] {
+        let res = edge
+            .handle(&peer, get(&message_link(&ring, "m-1", index), FIREFOX))
+            .await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+    }
+    assert_eq!(metrics.clicks_dropped.get(), 2);
+    assert_eq!(
+        *revisions.0.lock().unwrap(),
+        Vec::<u64>::new(),
+        "the dropped click revised"
+    );
+    assert_eq!(judged(&metrics), 0);
+}
+
+/// The handles of the revisions the rules send.
+#[derive(Clone, Default)]
+struct Revisions(Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl Revise for Revisions {
+    fn revise(&self, revision: crate::clicks::verdict::Revision) {
+        self.0.lock().unwrap().push(revision.handle);
     }
 }

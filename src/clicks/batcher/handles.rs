@@ -12,6 +12,11 @@
 //! that is never resolved is given back as lost, for the batcher to count: at once when its
 //! click's slot already holds a newer click (handles only grow, so it can never come), else
 //! when a newer waiting revision pushes it out, or at shutdown.
+//!
+//! A click that is not logged (a synced click refused after its batch failed, a click dropped
+//! past the memory bound) is marked so in its slot ([`Handles::unlogged`]): a revision of it is
+//! lost at once, never resolved to the sequence number it was encoded under, which no line in
+//! the log carries.
 
 use crate::clicks::verdict::Revision;
 
@@ -19,6 +24,8 @@ use crate::clicks::verdict::Revision;
 const SLOTS: usize = 1 << 18;
 /// Revisions waiting for their click.
 const EARLY: usize = 64;
+/// The sequence number a slot holds for a click that was not logged (no click gets it).
+const UNLOGGED: u64 = u64::MAX;
 
 pub(super) struct Handles {
     /// `(handle, seq)` per slot; handle 0 is never handed out, so it marks an empty slot.
@@ -60,6 +67,9 @@ impl Handles {
     pub(super) fn resolve(&mut self, revision: Revision) -> Result<(u64, Revision), Lost> {
         let (handle, seq) = self.slots[Self::slot(revision.handle)];
         if handle == revision.handle && handle != 0 {
+            if seq == UNLOGGED {
+                return Err(Lost(true));
+            }
             return Ok((seq, revision));
         }
         if handle > revision.handle {
@@ -73,6 +83,19 @@ impl Handles {
         };
         self.early.push(revision);
         Err(Lost(lost.is_some()))
+    }
+
+    /// The click judged under `handle` was not logged: a revision of it from now on is lost at
+    /// once. Returns how many revisions waiting for it are given up (lost).
+    pub(super) fn unlogged(&mut self, handle: u64) -> u64 {
+        let slot = &mut self.slots[Self::slot(handle)];
+        // A newer click in the slot stays: this one's revisions are lost against it anyway.
+        if slot.0 <= handle {
+            *slot = (handle, UNLOGGED);
+        }
+        let waiting = self.early.len();
+        self.early.retain(|r| r.handle != handle);
+        (waiting - self.early.len()) as u64
     }
 
     /// The revisions still waiting for their click: lost, at shutdown.
@@ -114,6 +137,20 @@ mod tests {
         // revision lost at once rather than waiting for a click that came already.
         h.encoded(1 + SLOTS as u64, 13);
         assert!(matches!(h.resolve(revision(1)), Err(Lost(true))));
+        assert_eq!(h.waiting(), 0);
+    }
+
+    #[test]
+    fn a_click_that_was_not_logged_resolves_no_revision() {
+        let mut h = Handles::new();
+        // Encoded into a batch that then failed: its sequence number is on no line.
+        h.encoded(1, 10);
+        assert_eq!(h.unlogged(1), 0);
+        assert!(matches!(h.resolve(revision(1)), Err(Lost(true))));
+        // Dropped before it was encoded, with a revision that overtook it waiting.
+        assert!(matches!(h.resolve(revision(2)), Err(Lost(false))));
+        assert_eq!(h.unlogged(2), 1, "the waiting revision is given up");
+        assert!(matches!(h.resolve(revision(2)), Err(Lost(true))));
         assert_eq!(h.waiting(), 0);
     }
 

@@ -1,6 +1,7 @@
-//! The batch being built: encoded lines in arrival order, how many, which of them are synced
-//! clicks and who waits for each, and when the oldest is due. What the batcher holds while the
-//! sink fails is this, so its size in bytes is the memory bound.
+//! The batch being built: encoded lines in arrival order, how many (click lines also by
+//! verdict), which of them are synced clicks and who waits for each, the revision lines naming
+//! those, and when the oldest is due. What the batcher holds while the sink fails is this, so its
+//! size in bytes is the memory bound.
 //!
 //! Bookkeeping only: when to write, and every counter, are the batcher's.
 
@@ -9,13 +10,26 @@ use std::time::{Duration, Instant};
 
 use crate::clicks::id::ClickId;
 use crate::clicks::queue::Ack;
-use crate::clicks::verdict::Revision;
+use crate::clicks::verdict::{Class, Revision};
 use crate::clicks::{Batch, ClickEvent, ClickRejected};
 
 /// A synced click in the batch: its bytes in [`Pending::buf`] and who waits for it.
 pub(super) struct Waiter {
     lines: Range<usize>,
     ack: Ack,
+    /// Its sequence number, for the revision lines that name it.
+    seq: u64,
+    /// Its verdict handle, if a revision may name it.
+    handle: Option<u64>,
+    /// What it counts in [`Pending::verdicts`].
+    verdict: Option<Class>,
+}
+
+impl Waiter {
+    /// The click's verdict handle, if a revision may name it.
+    pub(super) fn handle(&self) -> Option<u64> {
+        self.handle
+    }
 }
 
 pub(super) struct Pending {
@@ -25,8 +39,13 @@ pub(super) struct Pending {
     clicks: u64,
     /// Revision lines in `buf`.
     revisions: u64,
-    /// Synced clicks in `buf`, in order.
+    /// Click lines in `buf` by verdict, in the order of [`Class::ALL`] (open lines and clicks
+    /// not judged in none).
+    verdicts: [u64; 3],
+    /// Synced clicks in `buf`, in order (so by sequence number).
     waiters: Vec<Waiter>,
+    /// Revision lines in `buf` naming one of `waiters`: taken out with them.
+    synced_revisions: Vec<Range<usize>>,
     /// When the oldest click in `buf` is due to be written.
     due_at: Option<Instant>,
 }
@@ -37,7 +56,9 @@ impl Pending {
             buf: Vec::with_capacity(64 << 10),
             clicks: 0,
             revisions: 0,
+            verdicts: [0; 3],
             waiters: Vec::new(),
+            synced_revisions: Vec::new(),
             due_at: None,
         }
     }
@@ -57,6 +78,11 @@ impl Pending {
 
     pub(super) fn revisions(&self) -> u64 {
         self.revisions
+    }
+
+    /// Click lines by verdict, in the order of [`Class::ALL`].
+    pub(super) fn verdicts(&self) -> [u64; 3] {
+        self.verdicts
     }
 
     /// Whether a synced click waits in the batch.
@@ -92,10 +118,21 @@ impl Pending {
             return Err(ack);
         }
         self.clicks += 1;
+        // A click line (not an open's) counts by the verdict it carries.
+        let verdict = match (&event.open, &event.verdict) {
+            (None, Some(v)) => Some(v.class),
+            _ => None,
+        };
+        if let Some(class) = verdict {
+            self.verdicts[class as usize] += 1;
+        }
         if let Some(ack) = ack {
             self.waiters.push(Waiter {
                 lines: start..self.buf.len(),
                 ack,
+                seq: id.seq(),
+                handle: event.verdict.as_ref().and_then(|v| v.handle),
+                verdict,
             });
         }
         self.due_at
@@ -120,6 +157,14 @@ impl Pending {
             return false;
         }
         self.revisions += 1;
+        // It goes with its click should that be refused.
+        if self
+            .waiters
+            .binary_search_by_key(&revises.seq(), |w| w.seq)
+            .is_ok()
+        {
+            self.synced_revisions.push(start..self.buf.len());
+        }
         self.due_at
             .get_or_insert_with(|| Instant::now() + flush_interval);
         true
@@ -136,29 +181,41 @@ impl Pending {
         self.buf.shrink_to(2 * super::BATCH_BYTES);
         self.clicks = 0;
         self.revisions = 0;
+        self.verdicts = [0; 3];
+        self.synced_revisions.clear();
         self.due_at = None;
     }
 
-    /// Takes the synced clicks out of the batch, lines and all; the buffered clicks around them
-    /// stay, in order. The caller counts them and then [`refuse`]s them.
-    pub(super) fn take_synced(&mut self) -> Vec<Waiter> {
+    /// Takes the synced clicks out of the batch, lines and all, with the revision lines naming
+    /// them (a revision of a click the log does not hold would name nothing); the buffered
+    /// clicks around them stay, in order. Returns them and how many revision lines went with
+    /// them; the caller counts both and then [`refuse`]s the clicks.
+    pub(super) fn take_synced(&mut self) -> (Vec<Waiter>, u64) {
         if self.waiters.is_empty() {
-            return Vec::new();
+            return (Vec::new(), 0);
         }
+        let revisions = std::mem::take(&mut self.synced_revisions);
+        let mut cut: Vec<Range<usize>> = self.waiters.iter().map(|w| w.lines.clone()).collect();
+        cut.extend(revisions.iter().cloned());
+        cut.sort_unstable_by_key(|r| r.start);
         let mut kept = Vec::with_capacity(self.buf.len());
         let mut from = 0;
-        for waiter in &self.waiters {
-            kept.extend_from_slice(&self.buf[from..waiter.lines.start]);
-            from = waiter.lines.end;
+        for lines in cut {
+            kept.extend_from_slice(&self.buf[from..lines.start]);
+            from = lines.end;
         }
         kept.extend_from_slice(&self.buf[from..]);
         self.buf = kept;
         let taken = std::mem::take(&mut self.waiters);
         self.clicks -= taken.len() as u64;
+        self.revisions -= revisions.len() as u64;
+        for class in taken.iter().filter_map(|w| w.verdict) {
+            self.verdicts[class as usize] -= 1;
+        }
         if self.buf.is_empty() {
             self.due_at = None;
         }
-        taken
+        (taken, revisions.len() as u64)
     }
 }
 

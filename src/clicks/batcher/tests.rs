@@ -14,6 +14,7 @@ use crate::clicks::testing::{
     FIRST_SEQ, batch_config, break_dir, encode, event, eventually, file_config, line_url, lines,
     start_file, test_queue, url, urls,
 };
+use crate::clicks::verdict::{Class, Revise as _, Revision, Verdict};
 use crate::clicks::{Batch, line_click_id};
 use crate::clock::from_unix_secs;
 
@@ -289,7 +290,7 @@ impl ClickSink for FakeSink {
         }
         let urls: Vec<String> = batch
             .lines()
-            .map(|l| line_url(std::str::from_utf8(l).unwrap()))
+            .map(|l| fake_line(std::str::from_utf8(l).unwrap()))
             .collect();
         assert_eq!(urls.len() as u64, batch.clicks());
         let mut failures = self.failures.lock().unwrap();
@@ -316,6 +317,15 @@ impl ClickSink for FakeSink {
 
     fn target(&self) -> impl std::fmt::Display + '_ {
         "memory"
+    }
+}
+
+/// What [`FakeSink`] records of a line: a click's URL, or which click a revision names.
+fn fake_line(line: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    match v["kind"].as_str() {
+        Some("verdict") => format!("revises {}", v["click_id"].as_str().unwrap()),
+        _ => line_url(line),
     }
 }
 
@@ -436,30 +446,79 @@ fn a_panicking_writer_marks_the_sink_unhealthy_and_later_clicks_are_counted_drop
     writer.close();
 }
 
-#[test]
-fn a_revision_is_its_own_line_naming_the_click_id_of_the_click_it_revises() {
-    use crate::clicks::verdict::{Class, Revise as _, Revision, Verdict};
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = Metrics::unregistered();
-    let (writer, queue) = start_file(file_config(dir.path()), batch_config(), &metrics);
-    let judged = |i, handle| {
-        let mut e = event(i);
-        e.verdict = Some(Verdict {
-            class: Class::Human,
-            reasons: vec![],
-            rules: "r",
-            handle: Some(handle),
-            sec_fetch: None,
-        });
-        e
-    };
-    let revision = |handle| Revision {
+/// Click `i`, judged human under verdict handle `handle`.
+fn judged(i: usize, handle: u64) -> ClickEvent {
+    let mut e = event(i);
+    e.verdict = Some(Verdict {
+        class: Class::Human,
+        reasons: vec![],
+        rules: "r",
+        handle: Some(handle),
+        sec_fetch: None,
+    });
+    e
+}
+
+/// A burst's revision of the click judged under `handle`.
+fn revision(handle: u64) -> Revision {
+    Revision {
         ts: from_unix_secs(1_764_000_001),
         handle,
         class: Class::Machine,
         reasons: vec!["burst"],
         rules: "r",
-    };
+    }
+}
+
+/// A synced click refused because its batch failed is not in the log: no revision line may name
+/// it, neither one judged while it waited (in its batch, after it) nor one judged after the
+/// refusal; and `clicks_by_verdict_total` counts only the click lines written.
+#[tokio::test]
+async fn a_refused_synced_click_is_never_revised_nor_counted_by_verdict() {
+    let metrics = Metrics::unregistered();
+    let (tx, rx) = sync_channel(100);
+    let queue = test_queue(tx.clone(), &metrics, Durability::Buffered, 100);
+    let synced = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.push_synced(judged(0, 11)).await }
+    });
+    while metrics.clicks_queued.get() < 1 {
+        tokio::task::yield_now().await;
+    }
+    queue.revise(revision(11));
+    queue.push(judged(1, 12));
+    let sink = FakeSink::failing(1);
+    let thread = spawn(sink.clone(), batch_config(), metrics.clone(), rx).unwrap();
+    assert_eq!(synced.await.unwrap(), Err(ClickRejected::SinkUnavailable));
+    queue.revise(revision(11));
+    queue.revise(revision(12));
+    ClickWriter { tx, thread }.close();
+    let attempts = sink.attempts();
+    let id = |seq: u64| format!("revises edge-t-{}", FIRST_SEQ + seq);
+    assert_eq!(
+        attempts[0].urls,
+        [url(0), id(0), url(1)],
+        "one batch, failed"
+    );
+    let written: Vec<String> = attempts
+        .into_iter()
+        .filter(|a| a.ok)
+        .flat_map(|a| a.urls)
+        .collect();
+    // Ids 0 and 1 went to the refused click and its revision.
+    assert_eq!(written, [url(1), id(2)]);
+    assert_eq!(metrics.verdict_revisions.get(), 1);
+    assert_eq!(metrics.verdict_revisions_lost.get(), 2);
+    assert_eq!(metrics.clicks_logged.get(), 1);
+    let human = metrics.clicks_by_verdict.with_label_values(&["human"]);
+    assert_eq!(human.get(), 1, "the click line written");
+}
+
+#[test]
+fn a_revision_is_its_own_line_naming_the_click_id_of_the_click_it_revises() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let (writer, queue) = start_file(file_config(dir.path()), batch_config(), &metrics);
     queue.push(judged(0, 11));
     queue.push(judged(1, 12));
     queue.revise(revision(11));

@@ -64,11 +64,33 @@ pub trait Revise: Send + Sync + 'static {
     fn revise(&self, revision: Revision);
 }
 
-/// Per-verdict counters, resolved once.
-struct Counters {
-    human: IntCounter,
-    machine: IntCounter,
-    unknown: IntCounter,
+/// Handles of clicks that were judged but not logged ([`VerdictStage::unlogged`]), so that no
+/// later judgement names them: a fixed table (32 KiB, allocated once), a handle's slot its value
+/// modulo the size, 0 for none (never handed out). Read only when a judgement revises earlier
+/// clicks, written only for a click not logged: the logged path never touches it. A newer
+/// unlogged handle in the same slot forgets an older one; a revision of that one then reaches
+/// the batcher, which never resolved its handle to a line, and is lost there.
+struct Unlogged(Box<[AtomicU64]>);
+
+impl Unlogged {
+    const SLOTS: usize = 1 << 12;
+
+    fn new() -> Unlogged {
+        Unlogged((0..Self::SLOTS).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn slot(&self, handle: u64) -> &AtomicU64 {
+        // Invariant: the remainder is below SLOTS, a usize.
+        &self.0[(handle % Self::SLOTS as u64) as usize]
+    }
+
+    fn insert(&self, handle: u64) {
+        self.slot(handle).store(handle, Ordering::Relaxed);
+    }
+
+    fn contains(&self, handle: u64) -> bool {
+        self.slot(handle).load(Ordering::Relaxed) == handle
+    }
 }
 
 /// The rule set.
@@ -76,10 +98,14 @@ pub struct Rules {
     catalogue: Arc<SharedCatalogue>,
     table: MessageTable,
     timing: Timing,
-    counters: Counters,
     revise: Box<dyn Revise>,
     /// The next click handle.
     handles: AtomicU64,
+    /// Clicks judged here that were not logged.
+    unlogged: Unlogged,
+    /// Revisions not sent because the click they name was not logged
+    /// (`clickedge_verdict_revisions_lost_total`).
+    lost: IntCounter,
 }
 
 impl Rules {
@@ -91,7 +117,6 @@ impl Rules {
         metrics: &Metrics,
         revise: Box<dyn Revise>,
     ) -> Rules {
-        let by = |v| metrics.clicks_by_verdict.with_label_values(&[v]);
         Rules {
             catalogue,
             table: MessageTable::new(
@@ -102,13 +127,10 @@ impl Rules {
                 },
             ),
             timing,
-            counters: Counters {
-                human: by("human"),
-                machine: by("machine"),
-                unknown: by("unknown"),
-            },
             revise,
             handles: AtomicU64::new(1),
+            unlogged: Unlogged::new(),
+            lost: metrics.verdict_revisions_lost.clone(),
         }
     }
 
@@ -213,10 +235,15 @@ impl VerdictStage for Rules {
                 }
             }
             if !found.is_empty() {
-                for earlier in &f.revise {
+                for &earlier in &f.revise {
+                    // A click that was never logged has no line to revise.
+                    if self.unlogged.contains(earlier) {
+                        self.lost.inc();
+                        continue;
+                    }
                     self.revise.revise(Revision {
                         ts: click.ts,
-                        handle: *earlier,
+                        handle: earlier,
                         class: Class::Machine,
                         reasons: found.clone(),
                         rules: RULES_VERSION,
@@ -234,13 +261,10 @@ impl VerdictStage for Rules {
             }
         }
         let class = if decisive || against >= 2 {
-            self.counters.machine.inc();
             Class::Machine
         } else if against == 1 || unconfirmed {
-            self.counters.unknown.inc();
             Class::Unknown
         } else {
-            self.counters.human.inc();
             Class::Human
         };
         Some(Verdict {
@@ -255,7 +279,6 @@ impl VerdictStage for Rules {
     /// Human, reason `confirmed`: pressing a button is what a scanner fetching links does not
     /// do. Not entered in the message table: the fetch that showed the page was.
     fn confirmed(&self, facts: &Facts<'_>) -> Option<Verdict> {
-        self.counters.human.inc();
         Some(Verdict {
             class: Class::Human,
             reasons: vec!["confirmed"],
@@ -271,6 +294,13 @@ impl VerdictStage for Rules {
     /// address (scope opens or all); they never enter the message table.
     fn judge_open(&self, facts: &Facts<'_>) -> (crate::clicks::opens::OpenClass, Verdict) {
         super::open_verdict(facts, self.catalogue.lookup(facts.click.ip))
+    }
+
+    /// Remembered, so that the message table's later findings never send a revision naming it.
+    /// Its request still counts as its source's behaviour on the message (a burst, coverage, a
+    /// decoy hit): what the source did happened, whether or not the edge could log it.
+    fn unlogged(&self, handle: u64) {
+        self.unlogged.insert(handle);
     }
 }
 

@@ -95,7 +95,11 @@ fn a_browser_an_hour_after_the_send_is_human() {
     let v = judge(&r, &click("203.0.113.7", 3600), &browser(), None);
     assert_eq!((v.class, v.reasons.as_slice()), (Class::Human, &[][..]));
     assert_eq!(v.rules, RULES_VERSION);
-    assert_eq!(m.clicks_by_verdict.with_label_values(&["human"]).get(), 1);
+    assert_eq!(
+        m.clicks_by_verdict.with_label_values(&["human"]).get(),
+        0,
+        "counted when its line is written, not when judged"
+    );
 }
 
 #[test]
@@ -193,6 +197,36 @@ fn a_burst_judges_the_second_click_and_revises_the_first() {
     assert_eq!(*seen.0.lock().unwrap(), [(1, vec!["burst"])]);
 }
 
+/// A click the edge could not log (dropped, or refused with a 503 and retried) is never named
+/// by a later revision: its revision line would name a `click_id` the log does not hold.
+#[test]
+fn a_click_that_was_not_logged_is_never_revised() {
+    let (r, seen, m) = rules();
+    let at = |index| MessageContext {
+        message: "m-1".into(),
+        index: Some(index),
+        count: Some(6),
+        ..MessageContext::default()
+    };
+    let refused = judge(&r, &click("203.0.113.7", 3600), &browser(), Some(&at(0)));
+    r.unlogged(refused.handle.unwrap());
+    // The client's retry of the same link, logged this time.
+    let retried = judge(&r, &click("203.0.113.7", 3600), &browser(), Some(&at(0)));
+    assert_eq!(
+        retried.class,
+        Class::Human,
+        "the same link again is no burst"
+    );
+    let second = judge(&r, &click("203.0.113.7", 3601), &browser(), Some(&at(1)));
+    assert_eq!(second.reasons, ["burst"]);
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [(retried.handle.unwrap(), vec!["burst"])],
+        "only the logged click is revised"
+    );
+    assert_eq!(m.verdict_revisions_lost.get(), 1);
+}
+
 #[test]
 fn head_and_scripts_keep_every_reason_in_order() {
     let (r, _, _) = rules();
@@ -213,7 +247,7 @@ fn head_and_scripts_keep_every_reason_in_order() {
 
 #[test]
 fn an_action_link_fetched_is_never_human_and_its_confirmation_always_is() {
-    let (r, _, m) = rules();
+    let (r, _, _) = rules();
     let action = |role| MessageContext {
         message: "m-2".into(),
         index: Some(0),
@@ -264,5 +298,4 @@ fn an_action_link_fetched_is_never_human_and_its_confirmation_always_is() {
         (Class::Human, &["confirmed"][..], RULES_VERSION, None)
     );
     assert_eq!(v.sec_fetch, Some("dest,mode,site"));
-    assert_eq!(m.clicks_by_verdict.with_label_values(&["human"]).get(), 2);
 }
