@@ -9,6 +9,7 @@ pub mod budget;
 pub mod challenges;
 pub mod client;
 mod error;
+pub mod limits;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,6 +36,7 @@ use budget::OrderBudget;
 use challenges::Challenges;
 use client::AcmeHttp;
 pub use error::AcmeError;
+pub use limits::RateLimit;
 
 /// Extra time a published challenge stays answerable after the order's own timeout.
 const CHALLENGE_SLACK: Duration = Duration::from_secs(60);
@@ -82,6 +84,24 @@ impl AcmeIssuer {
         })
     }
 
+    /// Maps an instant-acme error: problem documents keep the CA's type and detail, and a rate
+    /// limit says which one it is, whose orders it holds back and until when.
+    fn acme_error(&self, domain: &Domain, e: instant_acme::Error) -> IssueError {
+        match e {
+            instant_acme::Error::Api(problem) => match self.http.rate_limit(&problem) {
+                Some((limit, until)) => IssueError::RateLimited {
+                    domain: domain.clone(),
+                    limit,
+                    until,
+                    problem_type: problem.r#type.clone(),
+                    detail: words(&problem),
+                },
+                None => refused(domain, &problem),
+            },
+            other => failed(domain, AcmeError::Protocol(other)),
+        }
+    }
+
     fn account_key(&self) -> String {
         account_key(&self.settings.directory)
     }
@@ -100,7 +120,7 @@ impl AcmeIssuer {
                     return builder
                         .from_credentials(credentials)
                         .await
-                        .map_err(|e| acme_error(domain, e));
+                        .map_err(|e| self.acme_error(domain, e));
                 }
                 let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
                 let eab = match (&self.settings.eab_kid, &self.settings.eab_hmac_key) {
@@ -123,7 +143,7 @@ impl AcmeIssuer {
                         eab.as_ref(),
                     )
                     .await
-                    .map_err(|e| acme_error(domain, e))?;
+                    .map_err(|e| self.acme_error(domain, e))?;
                 let json = serde_json::to_string(&credentials)
                     .map_err(|e| failed(AcmeError::SerialiseAccount(e)))?;
                 self.store
@@ -212,7 +232,7 @@ impl AcmeIssuer {
             },
             None => account.new_order(&NewOrder::new(&identifiers)).await,
         }
-        .map_err(|e| acme_error(domain, e))
+        .map_err(|e| self.acme_error(domain, e))
     }
 
     async fn order(
@@ -240,7 +260,7 @@ impl AcmeIssuer {
         let expires_at = self.clock.now() + self.settings.order_timeout + CHALLENGE_SLACK;
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| acme_error(domain, e))?;
+            let mut authz = authz.map_err(|e| self.acme_error(domain, e))?;
             match authz.status {
                 AuthorizationStatus::Valid => continue,
                 AuthorizationStatus::Pending => {}
@@ -279,7 +299,7 @@ impl AcmeIssuer {
                 && let Err(e) = handle.set_ready().await
             {
                 if *created {
-                    return Err(acme_error(domain, e));
+                    return Err(self.acme_error(domain, e));
                 }
                 tracing::debug!(%domain, error = %e, "resumed order: the challenge was not answered again");
             }
@@ -291,7 +311,7 @@ impl AcmeIssuer {
             .timeout(self.settings.order_timeout);
         match poll_settled(&mut order, self.settings.order_timeout)
             .await
-            .map_err(|e| acme_error(domain, e))?
+            .map_err(|e| self.acme_error(domain, e))?
         {
             OrderStatus::Ready => {}
             // Finalized by the node that held the lease while this one was stalled past it:
@@ -313,11 +333,11 @@ impl AcmeIssuer {
         order
             .finalize_csr(csr.der())
             .await
-            .map_err(|e| acme_error(domain, e))?;
+            .map_err(|e| self.acme_error(domain, e))?;
         let chain_pem = order
             .poll_certificate(&retries)
             .await
-            .map_err(|e| acme_error(domain, e))?;
+            .map_err(|e| self.acme_error(domain, e))?;
         let (not_before, not_after) = validity(&chain_pem).map_err(|e| failed(domain, e))?;
         Ok(StoredCert {
             issuer: "acme".into(),
@@ -396,7 +416,7 @@ impl Issuer for AcmeIssuer {
                 check_after,
             })),
             Err(instant_acme::Error::Unsupported(_)) => Ok(None),
-            Err(e) => Err(acme_error(domain, e)),
+            Err(e) => Err(self.acme_error(domain, e)),
         }
     }
 }
@@ -449,14 +469,6 @@ fn validity(chain_pem: &str) -> Result<(SystemTime, SystemTime), AcmeError> {
     Ok((time(v.not_before), time(v.not_after)))
 }
 
-/// Maps an instant-acme error: problem documents keep the CA's type and detail.
-fn acme_error(domain: &Domain, e: instant_acme::Error) -> IssueError {
-    match e {
-        instant_acme::Error::Api(problem) => refused(domain, &problem),
-        other => failed(domain, AcmeError::Protocol(other)),
-    }
-}
-
 /// An order for `domain` failed for a reason other than a refusal.
 fn failed(domain: &Domain, source: impl Into<AcmeError>) -> IssueError {
     IssueError::Failed {
@@ -466,6 +478,15 @@ fn failed(domain: &Domain, source: impl Into<AcmeError>) -> IssueError {
 }
 
 fn refused(domain: &Domain, problem: &Problem) -> IssueError {
+    IssueError::Refused {
+        domain: domain.clone(),
+        problem_type: problem.r#type.clone(),
+        detail: words(problem),
+    }
+}
+
+/// The detail of `problem` and of its subproblems.
+fn words(problem: &Problem) -> String {
     let mut detail = problem.detail.clone().unwrap_or_default();
     for sub in &problem.subproblems {
         if let Some(d) = &sub.detail {
@@ -473,11 +494,7 @@ fn refused(domain: &Domain, problem: &Problem) -> IssueError {
             detail.push_str(d);
         }
     }
-    IssueError::Refused {
-        domain: domain.clone(),
-        problem_type: problem.r#type.clone(),
-        detail,
-    }
+    detail
 }
 
 /// The reason an order became invalid: the failed challenge's problem, if the CA says.

@@ -12,11 +12,13 @@ use std::time::{Duration, SystemTime};
 pub use local::LocalCa;
 
 use crate::Domain;
-use crate::acme::AcmeError;
+use crate::acme::{AcmeError, RateLimit};
 use crate::clock::rfc3339;
 use crate::domain::Zones;
 use crate::errors::chain as error_chain;
-use crate::store::{AcmeProblem, FailureKind, IssueFailure, StoreError, StoredCert};
+use crate::store::{
+    AcmeProblem, FailureKind, IssueFailure, RateLimitScope, StoreError, StoredCert,
+};
 
 /// Why a certificate could not be issued.
 ///
@@ -66,6 +68,26 @@ pub enum IssueError {
         /// The CA's explanation.
         detail: String,
     },
+    /// The CA answered with a rate limit (a `rateLimited` problem, or an overload): `limit`,
+    /// which holds back this name's orders or every name's ([`RateLimit::scope`]), until
+    /// `until` when the CA said (`Retry-After`).
+    #[error(
+        "{}: {}{detail}",
+        held_back_by(domain, *limit, *until),
+        problem_type.as_deref().map(|t| format!("{t}: ")).unwrap_or_default()
+    )]
+    RateLimited {
+        /// The name.
+        domain: Domain,
+        /// The limit, as the CA's words name it.
+        limit: RateLimit,
+        /// When the CA allows orders again, if it said.
+        until: Option<SystemTime>,
+        /// The problem type, if the CA gave one.
+        problem_type: Option<String>,
+        /// The CA's explanation.
+        detail: String,
+    },
     /// Talking to the CA failed (network, protocol, timeout).
     #[error("obtaining a certificate for {domain}")]
     Failed {
@@ -108,6 +130,11 @@ impl IssueError {
                 .as_deref()
                 .and_then(AcmeProblem::from_type)
                 .map_or(FailureKind::Refused, FailureKind::Problem),
+            // A limit of the account paused all issuance only if the CA said until when.
+            IssueError::RateLimited { limit, until, .. } => match (limit.scope(), until) {
+                (RateLimitScope::Account, None) => FailureKind::Problem(AcmeProblem::RateLimited),
+                (scope, _) => FailureKind::RateLimited(scope),
+            },
             IssueError::Failed { .. } | IssueError::ClaimLost { .. } | IssueError::Claim { .. } => {
                 FailureKind::Order
             }
@@ -121,6 +148,29 @@ impl IssueError {
             kind: self.kind(),
             detail: error_chain(self),
         }
+    }
+}
+
+/// Whose orders the CA's rate limit `limit` holds back, and until when, in words.
+fn held_back_by(domain: &Domain, limit: RateLimit, until: Option<SystemTime>) -> String {
+    let (scope, limit) = (limit.scope(), limit.name());
+    match (scope, until) {
+        (RateLimitScope::Name, until) => {
+            let until = until
+                .map(|t| format!(" until {}", rfc3339(t)))
+                .unwrap_or_default();
+            format!(
+                "the CA's rate limit \"{limit}\" pauses orders for {domain}{until}; other names keep issuing"
+            )
+        }
+        (RateLimitScope::Account, Some(until)) => format!(
+            "the CA's rate limit \"{limit}\" pauses all issuance until {}, for every name on every node (met ordering {domain})",
+            rfc3339(until)
+        ),
+        // No time to pause until (no `Retry-After`): nothing was paused, the name backs off.
+        (RateLimitScope::Account, None) => format!(
+            "the CA's rate limit \"{limit}\" holds back the whole account, without a time to retry (met ordering {domain})"
+        ),
     }
 }
 

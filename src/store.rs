@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use changes::{Change, Changed, Changes};
-pub use failure::{AcmeProblem, FailureKind, IssueFailure};
+pub use failure::{AcmeProblem, FailureKind, IssueFailure, RateLimitScope};
 pub use lease::{Fence, Lease, OrderRate, OrderTurn};
 pub use nodes::{BudgetRecord, ClusterView, LeaseRecord, NodeRecord};
 pub use postgres::{PASSWORD_ENV, PgStore};

@@ -1,8 +1,9 @@
 //! The account-wide order budget, shared by every node over the store: a GCRA bucket (the
 //! algorithm Let's Encrypt uses: 300 new orders per account per 3 hours is one order per 36 s
 //! with a burst of 300) that queues new orders rather than letting the account run into the CA's
-//! rate limit, and a pause until the time a CA's `Retry-After` names, which stops new orders on
-//! every node.
+//! rate limit, and a pause until the time a CA's `Retry-After` names for a rate limit of the
+//! whole account (see `acme/limits`), which stops new orders on every node. A rate limit of one
+//! name does not pause it: that name backs off alone (`certs/backoff`).
 //!
 //! Each order takes its token from the store in one atomic step ([`Store::take_order`]), so N
 //! nodes together never place more than the budget; the wall clock is the injected [`Clock`].
@@ -10,7 +11,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::clock::Clock;
+use super::limits::RateLimit;
+use crate::clock::{Clock, rfc3339};
 use crate::errors::chain as error_chain;
 use crate::store::{OrderRate, OrderTurn, Store, StoreError};
 
@@ -69,16 +71,20 @@ impl OrderBudget {
         }
     }
 
-    /// The CA said `Retry-After: until`: no new order before then, on any node. A failure to
+    /// The CA answered `limit`, a rate limit of the whole account, in `detail`, with
+    /// `Retry-After: until`: no new order for any name before then, on any node. A failure to
     /// record it is logged (the CA will say it again).
-    pub async fn pause_until(&self, until: SystemTime) {
+    pub async fn pause_until(&self, until: SystemTime, limit: RateLimit, detail: &str) {
         let Ok(delay) = until.duration_since(self.clock.now()) else {
             return;
         };
         match self.store.pause_orders(&self.name, until).await {
             Ok(()) => tracing::warn!(
+                limit = limit.name(),
+                until = %rfc3339(until),
                 seconds = delay.as_secs(),
-                "the CA asked to retry later: new orders wait, on every node"
+                ca_said = detail,
+                "the CA rate-limits the whole account: all issuance is paused until then, on every node"
             ),
             Err(e) => tracing::warn!(error = %error_chain(&e), "recording the CA's Retry-After"),
         }
@@ -117,7 +123,8 @@ mod tests {
         let a = OrderBudget::new(store.clone(), "https://ca/dir", 300, window, wall.clock());
         let b = OrderBudget::new(store, "https://ca/dir", 300, window, wall.clock());
         let until = wall.clock().now() + Duration::from_secs(120);
-        a.pause_until(until).await;
+        a.pause_until(until, RateLimit::NewOrders, "too many new orders")
+            .await;
         assert_eq!(b.try_acquire().await.unwrap(), OrderTurn::Wait(until));
         wall.advance(Duration::from_secs(120));
         assert_eq!(b.try_acquire().await.unwrap(), OrderTurn::Taken);

@@ -2,7 +2,9 @@
 //! `acme.ca_root` when set (private CAs, tests). Every request is bounded in time
 //! ([`REQUEST_TIMEOUT`]): a CA that stalls fails the order (which backs off) instead of holding
 //! its flight and the name's lease for hours. It also watches every answer for a rate limit
-//! (`429`/`503` with `Retry-After`) and pauses the order budget accordingly.
+//! (`429`/`503` with `Retry-After`): one that holds back every name pauses the order budget until
+//! then, and every one is kept for the order that met it ([`SeenLimits`]), which backs off its
+//! name alone for a limit of the name's (see `acme/limits`).
 
 use std::future::Future;
 use std::path::Path;
@@ -21,7 +23,9 @@ use rustls_pki_types::pem::PemObject as _;
 
 use super::AcmeError;
 use super::budget::OrderBudget;
+use super::limits::{RateLimit, SeenLimits, problem_words};
 use crate::clock::Clock;
+use crate::store::RateLimitScope;
 
 /// How long one request to the CA may take, from connecting to the answer's last byte: a CA
 /// answers in well under a second, finalizing an order in a few.
@@ -39,6 +43,8 @@ type Inner = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrappe
 pub struct AcmeHttp {
     inner: Inner,
     budget: Arc<OrderBudget>,
+    /// The rate limits met, for the orders that met them.
+    limits: Arc<SeenLimits>,
     clock: Clock,
     /// [`REQUEST_TIMEOUT`], shorter in tests.
     timeout: Duration,
@@ -84,9 +90,23 @@ impl AcmeHttp {
         Ok(AcmeHttp {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector),
             budget,
+            limits: Arc::default(),
             clock,
             timeout: REQUEST_TIMEOUT,
         })
+    }
+
+    /// The rate limit `problem` reports, if it is one, and until when if its answer said
+    /// (`Retry-After`): as this client met it, or else as the problem alone says.
+    pub fn rate_limit(
+        &self,
+        problem: &instant_acme::Problem,
+    ) -> Option<(RateLimit, Option<SystemTime>)> {
+        let detail = problem.detail.as_deref().unwrap_or_default();
+        if let Some((limit, until)) = self.limits.take(detail) {
+            return Some((limit, Some(until)));
+        }
+        RateLimit::of(problem.status, problem.r#type.as_deref(), detail).map(|limit| (limit, None))
     }
 }
 
@@ -97,6 +117,7 @@ impl HttpClient for AcmeHttp {
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = HttpClient::request(&self.inner, req);
         let budget = self.budget.clone();
+        let limits = self.limits.clone();
         let clock = self.clock.clone();
         let timeout = self.timeout;
         Box::pin(async move {
@@ -108,21 +129,27 @@ impl HttpClient for AcmeHttp {
                     .into_bytes()
                     .await
                     .map_err(instant_acme::Error::Other)?;
-                Ok::<_, instant_acme::Error>(BytesResponse {
-                    parts: rsp.parts,
-                    body: Box::new(body),
-                })
+                Ok::<_, instant_acme::Error>((rsp.parts, body))
             };
-            let rsp = tokio::time::timeout(timeout, whole)
+            let (parts, body) = tokio::time::timeout(timeout, whole)
                 .await
                 .map_err(|_| instant_acme::Error::Other(Box::new(NoAnswer(timeout))))??;
-            let status = rsp.parts.status.as_u16();
+            let status = parts.status.as_u16();
             if (status == 429 || status == 503)
-                && let Some(until) = retry_after(&rsp.parts.headers, clock.now())
+                && let Some(until) = retry_after(&parts.headers, clock.now())
             {
-                budget.pause_until(until).await;
+                let (problem_type, detail) = problem_words(&body);
+                let limit = RateLimit::of(Some(status), problem_type.as_deref(), &detail)
+                    .unwrap_or(RateLimit::Unrecognised);
+                if limit.scope() == RateLimitScope::Account {
+                    budget.pause_until(until, limit, &detail).await;
+                }
+                limits.note(detail, limit, until);
             }
-            Ok(rsp)
+            Ok(BytesResponse {
+                parts,
+                body: Box::new(body),
+            })
         })
     }
 }
@@ -143,8 +170,8 @@ fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<SystemTime>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::from_unix_secs;
-    use crate::store::SqliteStore;
+    use crate::clock::{ManualClock, from_unix_secs};
+    use crate::store::{OrderTurn, SqliteStore};
 
     /// A client of a CA at `port` on loopback whose root is `root`, timing out after
     /// `timeout`, and a request for its directory.
@@ -152,6 +179,16 @@ mod tests {
         root: &rcgen::Certificate,
         port: u16,
         timeout: Duration,
+    ) -> (AcmeHttp, Request<BodyWrapper<Bytes>>, tempfile::TempDir) {
+        client_at(root, port, timeout, Clock::system())
+    }
+
+    /// [`client`] reading the time from `clock`.
+    fn client_at(
+        root: &rcgen::Certificate,
+        port: u16,
+        timeout: Duration,
+        clock: Clock,
     ) -> (AcmeHttp, Request<BodyWrapper<Bytes>>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("root.pem");
@@ -162,9 +199,9 @@ mod tests {
             "https://ca/dir",
             300,
             Duration::from_secs(3 * 3600),
-            Clock::system(),
+            clock.clone(),
         ));
-        let mut http = AcmeHttp::new(Some(&path), budget, Clock::system()).unwrap();
+        let mut http = AcmeHttp::new(Some(&path), budget, clock).unwrap();
         http.timeout = timeout;
         let req = Request::get(format!("https://localhost:{port}/dir"))
             .body(BodyWrapper::default())
@@ -197,11 +234,13 @@ mod tests {
         drop(silent);
     }
 
-    /// A CA that sends its answer's head and then stalls in the body is bounded the same (the
-    /// body is read within the timeout, not after it). Real time, a short timeout: the head
-    /// must arrive first, which a paused clock would not wait for.
-    #[tokio::test]
-    async fn a_ca_that_stalls_after_the_head_fails_the_request_at_the_timeout() {
+    /// A CA on loopback (its self-signed certificate for `localhost`) that reads one request
+    /// and writes `answer`, then calls `after` and holds the connection open; its certificate
+    /// and port.
+    async fn ca_answering(
+        answer: Vec<u8>,
+        after: impl FnOnce() + Send + 'static,
+    ) -> (rcgen::CertifiedKey<rcgen::KeyPair>, u16) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ca.signing_key.serialize_der().into());
@@ -215,26 +254,96 @@ mod tests {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (sent_head, head_sent) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
             let mut tls = acceptor.accept(tcp).await.unwrap();
             let mut request = [0u8; 4096];
             let _ = tls.read(&mut request).await.unwrap();
-            tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
-                .await
-                .unwrap();
+            tls.write_all(&answer).await.unwrap();
             tls.flush().await.unwrap();
-            let _ = sent_head.send(());
+            after();
             std::future::pending::<()>().await;
         });
+        (ca, port)
+    }
+
+    /// A CA that sends its answer's head and then stalls in the body is bounded the same (the
+    /// body is read within the timeout, not after it). Real time, a short timeout: the head
+    /// must arrive first, which a paused clock would not wait for.
+    #[tokio::test]
+    async fn a_ca_that_stalls_after_the_head_fails_the_request_at_the_timeout() {
+        let (sent_head, head_sent) = tokio::sync::oneshot::channel();
+        let head =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{";
+        let (ca, port) = ca_answering(head.to_vec(), move || {
+            let _ = sent_head.send(());
+        })
+        .await;
         let (http, req, _dir) = client(&ca.cert, port, Duration::from_secs(3));
         let err = failure(&http, req).await;
         assert_eq!(err.to_string(), "the CA did not answer within 3s");
         head_sent
             .await
             .expect("the head was sent before the timeout");
+    }
+
+    /// Let's Encrypt's answers to a new order, as Boulder words them (its `ratelimits`
+    /// package), each with `Retry-After: 120`: a limit of the order's name leaves the account's
+    /// order budget alone, one of the account (or an overload, or words the edge does not
+    /// recognise) pauses it until then; either way the order that met it reads which limit it
+    /// was and until when from the problem instant-acme hands it, once.
+    #[tokio::test]
+    async fn only_a_rate_limit_of_the_account_pauses_the_order_budget() {
+        for (status, detail, limit) in [
+            (
+                429,
+                "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2027-01-15 08:02:00 UTC: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-identifiers",
+                RateLimit::ExactSet,
+            ),
+            (
+                429,
+                "too many failed authorizations (5) for \"links.example.com\" in the last 1h0m0s, retry after 2027-01-15 08:02:00 UTC: see https://letsencrypt.org/docs/rate-limits/#authorization-failures-per-identifier-per-account",
+                RateLimit::FailedAuthorizations,
+            ),
+            (
+                429,
+                "too many certificates (50) already issued for \"example.com\" in the last 168h0m0s, retry after 2027-01-15 08:02:00 UTC: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-registered-domain",
+                RateLimit::RegisteredDomain,
+            ),
+            (
+                429,
+                "too many new orders (300) from this account in the last 3h0m0s, retry after 2027-01-15 08:02:00 UTC: see https://letsencrypt.org/docs/rate-limits/#new-orders-per-account",
+                RateLimit::NewOrders,
+            ),
+            (503, "Service busy; retry later.", RateLimit::Overload),
+            (429, "slow down", RateLimit::Unrecognised),
+        ] {
+            let body = serde_json::json!({
+                "type": "urn:ietf:params:acme:error:rateLimited",
+                "detail": detail,
+                "status": status,
+            })
+            .to_string();
+            let answer = format!(
+                "HTTP/1.1 {status} Rate Limited\r\ncontent-type: application/problem+json\r\nretry-after: 120\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let (ca, port) = ca_answering(answer.into_bytes(), || {}).await;
+            let wall = ManualClock::new(from_unix_secs(1_800_000_000));
+            let (http, req, _dir) = client_at(&ca.cert, port, REQUEST_TIMEOUT, wall.clock());
+            let rsp = HttpClient::request(&http, req).await.unwrap();
+            assert_eq!(rsp.parts.status.as_u16(), status);
+            let until = wall.clock().now() + Duration::from_secs(120);
+            let turn = http.budget.try_acquire().await.unwrap();
+            match limit.scope() {
+                RateLimitScope::Name => assert_eq!(turn, OrderTurn::Taken, "{detail}"),
+                RateLimitScope::Account => assert_eq!(turn, OrderTurn::Wait(until), "{detail}"),
+            }
+            let problem: instant_acme::Problem = serde_json::from_str(&body).unwrap();
+            assert_eq!(http.rate_limit(&problem), Some((limit, Some(until))));
+            assert_eq!(http.rate_limit(&problem), Some((limit, None)), "read once");
+        }
     }
 
     #[test]

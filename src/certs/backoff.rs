@@ -134,13 +134,15 @@ impl Backoff {
 
     /// Records a failed order at `now`: one more failure in a row, and no new order before the
     /// time [`schedule::retry_at`] says (never later than half-way to `serving_until`, the expiry
-    /// of a certificate still serving).
+    /// of a certificate still serving), nor before `ca_until`, the time the CA named for this
+    /// name's rate limit (asking earlier would only be refused again).
     pub(super) async fn failed(
         &self,
         name: &Domain,
         cause: IssueFailure,
         now: SystemTime,
         serving_until: Option<SystemTime>,
+        ca_until: Option<SystemTime>,
     ) -> NotBefore {
         let failures = self
             .store
@@ -150,7 +152,7 @@ impl Backoff {
             .flatten()
             .map_or(0, |d| d.failures)
             .saturating_add(1);
-        let until = schedule::retry_at(now, failures, serving_until);
+        let until = schedule::retry_at(now, failures, serving_until).max(ca_until.unwrap_or(now));
         let status = IssueStatus {
             last_error: Some(cause.clone()),
             failures,
@@ -169,8 +171,9 @@ impl Backoff {
     }
 
     /// Records that an order for `name` could not be placed before `until` (the account's order
-    /// budget is spent): no new order before then, and, as the name itself did not fail, the
-    /// failures in a row stay as they were (the backoff does not grow for it).
+    /// budget is spent, or the CA paused all issuance): no new order before then, and, as the
+    /// name itself did not fail, the failures in a row stay as they were (the backoff does not
+    /// grow for it).
     pub(super) async fn waits_for_budget(
         &self,
         name: &Domain,

@@ -20,7 +20,7 @@ use crate::Domain;
 use crate::clock::rfc3339;
 use crate::errors::chain as error_chain;
 use crate::issuer::{IssueError, OrderClaim as _};
-use crate::store::StoredCert;
+use crate::store::{RateLimitScope, StoredCert};
 
 /// While another node holds a name's lease, its store is read this often for the certificate
 /// (and the lease tried again, in case its holder died).
@@ -304,17 +304,44 @@ impl Certs {
         serving_until: Option<SystemTime>,
     ) -> IssueOutcome {
         let failure = e.failure();
+        let now = self.clock.now();
         let not_before = match e {
             IssueError::OrderBudget { next, .. } => {
                 self.backoff.waits_for_budget(name, failure, *next).await
             }
+            // Every name waits for the CA (the client paused the order budget): not a failure
+            // of this one.
+            IssueError::RateLimited {
+                limit,
+                until: Some(until),
+                ..
+            } if limit.scope() == RateLimitScope::Account => {
+                self.backoff.waits_for_budget(name, failure, *until).await
+            }
+            // This name alone waits, for at least as long as the CA said.
+            IssueError::RateLimited { limit, until, .. }
+                if limit.scope() == RateLimitScope::Name =>
+            {
+                self.backoff
+                    .failed(name, failure, now, serving_until, *until)
+                    .await
+            }
             _ => {
                 self.backoff
-                    .failed(name, failure, self.clock.now(), serving_until)
+                    .failed(name, failure, now, serving_until, None)
                     .await
             }
         };
-        tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "certificate issuance failed");
+        let what = match e {
+            IssueError::RateLimited { limit, .. } if limit.scope() == RateLimitScope::Name => {
+                "the CA rate-limits this name: its orders are paused until retry_at; other names keep issuing"
+            }
+            IssueError::RateLimited { until: Some(_), .. } => {
+                "the CA rate-limits the whole account: all issuance is paused until retry_at"
+            }
+            _ => "certificate issuance failed",
+        };
+        tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "{what}");
         if serving_until.is_some() {
             self.schedule_at(name, not_before.until);
             self.wake.notify_one();

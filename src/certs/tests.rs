@@ -1,10 +1,11 @@
 //! Tests of the certificate layer over a real SQLite store and the built-in CA.
 
 use super::*;
+use crate::acme::RateLimit;
 use crate::clock::{ManualClock, from_unix_secs};
 use crate::domain::Zones;
 use crate::issuer::{IssueError, LocalCa, OrderClaim};
-use crate::store::{AcmeProblem, IssueStatus, Origin, SqliteStore, StoredCert};
+use crate::store::{AcmeProblem, IssueStatus, Origin, RateLimitScope, SqliteStore, StoredCert};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
@@ -22,6 +23,8 @@ struct Counting {
     unusable: std::sync::atomic::AtomicBool,
     /// Finds the account's order budget spent until then.
     budget_spent_until: Mutex<Option<SystemTime>>,
+    /// Meets this rate limit of the CA, which allows orders again then.
+    rate_limited: Mutex<Option<(RateLimit, SystemTime)>>,
     /// Runs once while the next order is in the air (the domain removed meanwhile).
     during_next_order: Mutex<Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
 }
@@ -51,6 +54,15 @@ impl Issuer for Counting {
             return Err(IssueError::OrderBudget {
                 domain: d.clone(),
                 next,
+            });
+        }
+        if let Some((limit, until)) = *lock(&self.rate_limited) {
+            return Err(IssueError::RateLimited {
+                domain: d.clone(),
+                limit,
+                until: Some(until),
+                problem_type: Some("urn:ietf:params:acme:error:rateLimited".into()),
+                detail: "too many".into(),
             });
         }
         if self.unusable.load(Ordering::SeqCst) {
@@ -86,6 +98,7 @@ fn setup_at(
         stall_renewals: false.into(),
         unusable: false.into(),
         budget_spent_until: Mutex::new(None),
+        rate_limited: Mutex::new(None),
         during_next_order: Mutex::new(None),
     });
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
@@ -386,6 +399,62 @@ async fn a_spent_order_budget_holds_a_name_back_until_it_refills_without_a_failu
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 4);
 }
 
+/// A rate limit of the name's own (here the duplicate certificate limit, two hours away) pauses
+/// that name until the time the CA named, not the first minute of its backoff, and counts as
+/// its failure; one of the whole account pauses it until then without a failure of its own.
+#[tokio::test]
+async fn a_ca_rate_limit_pauses_the_name_until_the_cas_time_and_says_whose_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::new(from_unix_secs(1_800_000_000));
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    let until = wall.clock().now() + Duration::from_secs(7200);
+    *lock(&issuer.rate_limited) = Some((RateLimit::ExactSet, until));
+    let err = certs.resolve(&name).await.unwrap_err();
+    assert!(
+        matches!(err, CertError::BackingOff { retry_at, .. } if retry_at == until),
+        "{err}"
+    );
+    let rec = record(&store, &name).await;
+    assert_eq!((rec.failures, rec.retry_at), (1, Some(until)));
+    let last = rec.last_error.unwrap();
+    assert_eq!(last.kind, FailureKind::RateLimited(RateLimitScope::Name));
+    assert!(
+        last.detail
+            .contains("pauses orders for a.example.com until"),
+        "{}",
+        last.detail
+    );
+    // Past the first minute of a backoff, and a second short of the CA's time: no order.
+    wall.advance(Duration::from_secs(7199));
+    assert!(certs.resolve(&name).await.is_err());
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+
+    wall.advance(Duration::from_secs(1));
+    let until = wall.clock().now() + Duration::from_secs(300);
+    *lock(&issuer.rate_limited) = Some((RateLimit::NewOrders, until));
+    let err = certs.resolve(&name).await.unwrap_err();
+    assert!(
+        matches!(err, CertError::BackingOff { retry_at, .. } if retry_at == until),
+        "{err}"
+    );
+    let rec = record(&store, &name).await;
+    assert_eq!(
+        (rec.failures, rec.retry_at),
+        (1, Some(until)),
+        "not one more"
+    );
+    let last = rec.last_error.unwrap();
+    assert_eq!(last.kind, FailureKind::RateLimited(RateLimitScope::Account));
+    assert!(
+        last.detail.contains("pauses all issuance"),
+        "{}",
+        last.detail
+    );
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 2);
+}
+
 /// A name removed while its first order is in the air gets nothing stored, and its flight
 /// ends there instead of ordering again until the handshake's timeout.
 #[tokio::test]
@@ -419,6 +488,7 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
         stall_renewals: false.into(),
         unusable: false.into(),
         budget_spent_until: Mutex::new(None),
+        rate_limited: Mutex::new(None),
         during_next_order: Mutex::new(None),
     });
     let metrics = Metrics::unregistered();

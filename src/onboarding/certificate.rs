@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use super::{Check, CheckId};
 use crate::Domain;
 use crate::certs::CertStatus;
-use crate::store::{AcmeProblem, DomainRecord, FailureKind, IssueFailure};
+use crate::store::{AcmeProblem, DomainRecord, FailureKind, IssueFailure, RateLimitScope};
 
 /// The certificate check for `name` in state `cert`; `held` if a failing check holds back its
 /// order.
@@ -101,7 +101,7 @@ pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) ->
     );
     // Only a problem document is the CA's own words; anything else is what the edge met.
     let said = match &failure.kind {
-        FailureKind::Problem(_) | FailureKind::Refused => {
+        FailureKind::Problem(_) | FailureKind::RateLimited(_) | FailureKind::Refused => {
             format!(" (the CA said: {})", failure.detail)
         }
         _ => format!(" ({})", failure.detail),
@@ -144,6 +144,18 @@ pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) ->
         FailureKind::Problem(AcmeProblem::RateLimited) => (
             "the CA's rate limit for this name or account was reached".to_owned(),
             format!("Nothing to change: wait.{retry}"),
+        ),
+        FailureKind::RateLimited(RateLimitScope::Name) => (
+            format!(
+                "the CA's rate limit for {name} was reached: orders for {name} are paused, other names keep getting certificates"
+            ),
+            format!(
+                "Wait: the CA allows {name} again at the time it named.{retry} If earlier attempts failed validation, fix what the checks above name first. If the CA's words link a page to unpause the name, the edge's operator can unpause it there."
+            ),
+        ),
+        FailureKind::RateLimited(RateLimitScope::Account) => (
+            "the CA's rate limit for the edge's whole ACME account was reached: all certificate issuance is paused, not only this name's".to_owned(),
+            format!("Nothing to change on the domain: wait.{retry}"),
         ),
         FailureKind::Problem(AcmeProblem::Other(_)) => (
             "the CA could not issue the certificate".to_owned(),
@@ -279,6 +291,57 @@ mod tests {
         ));
         assert_eq!(held.status, crate::onboarding::CheckStatus::Warn);
         assert_eq!(held.message, "not ordered yet: the `caa` check fails");
+    }
+
+    /// A rate limit says whose orders it pauses: this name's only, or every name's.
+    #[test]
+    fn a_rate_limit_says_whether_it_pauses_this_name_or_all_issuance() {
+        let limited = |limit, detail: &str| {
+            IssueError::RateLimited {
+                domain: name(),
+                limit,
+                until: Some(crate::clock::from_unix_secs(1_800_000_000)),
+                problem_type: Some("urn:ietf:params:acme:error:rateLimited".into()),
+                detail: detail.into(),
+            }
+            .failure()
+        };
+        let one = limited(
+            crate::acme::RateLimit::ExactSet,
+            "too many certificates (5) already issued for this exact set of identifiers",
+        );
+        let check = check_now(&status("failed", Some(one)));
+        assert!(
+            check
+                .message
+                .contains("orders for links.example.com are paused, other names keep"),
+            "{}",
+            check.message
+        );
+        assert!(
+            check
+                .message
+                .contains("New Certificates per Exact Set of Identifiers"),
+            "{}",
+            check.message
+        );
+        assert!(
+            check.message.contains("2027-01-15T08:00:00Z"),
+            "{}",
+            check.message
+        );
+        let all = limited(crate::acme::RateLimit::NewOrders, "too many new orders");
+        let check = check_now(&status("failed", Some(all)));
+        assert!(
+            check.message.contains("all certificate issuance is paused"),
+            "{}",
+            check.message
+        );
+        assert!(
+            check.message.contains("New Orders per Account"),
+            "{}",
+            check.message
+        );
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! acts on (onboarding explains it, the admin API decides whether passing checks may retry at
 //! once), next to the words a person reads.
 //!
-//! The kind is stored as a short code (`held-back:caa`, `acme:rateLimited`, `order`, …), never
-//! recovered from the words. This module does not explain failures (`onboarding::certificate`
-//! does) and does not classify errors (`issuer::IssueError::kind` does).
+//! The kind is stored as a short code (`held-back:caa`, `acme:caa`, `acme:rateLimited:name`,
+//! `order`, …), never recovered from the words. This module does not explain failures
+//! (`onboarding::certificate` does) and does not classify errors (`issuer::IssueError::kind`
+//! does).
 
 use std::fmt;
 
@@ -33,6 +34,10 @@ pub enum FailureKind {
     },
     /// The CA refused with an ACME problem type (RFC 8555 §6.7).
     Problem(AcmeProblem),
+    /// The CA answered with a rate limit the edge told apart: one that holds back this name's
+    /// orders only, or every name's. (A rate limit recorded before scopes were told apart is
+    /// `Problem(AcmeProblem::RateLimited)`.)
+    RateLimited(RateLimitScope),
     /// The CA refused without an ACME problem type.
     Refused,
     /// Talking to the CA failed (network, protocol, timeout, an order left invalid).
@@ -41,6 +46,27 @@ pub enum FailureKind {
     Local,
     /// Recorded before kinds were stored, and not recognisable from its words.
     Unknown,
+}
+
+/// Whose orders a CA's rate limit holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitScope {
+    /// The order's name only (a limit per identifier, identifier set or registered domain):
+    /// other names keep being ordered.
+    Name,
+    /// Every name of the account (a limit per account, an overloaded CA, or a limit the edge
+    /// does not recognise).
+    Account,
+}
+
+impl RateLimitScope {
+    /// The scope as it follows `acme:rateLimited:` in a stored code.
+    pub fn name(self) -> &'static str {
+        match self {
+            RateLimitScope::Name => "name",
+            RateLimitScope::Account => "account",
+        }
+    }
 }
 
 /// The ACME problem types (`urn:ietf:params:acme:error:…`) the edge tells apart.
@@ -114,12 +140,17 @@ impl AcmeProblem {
 }
 
 impl FailureKind {
-    /// The kind as stores record it: `held-back:<check>`, `acme:<problem>`, `refused`, `order`,
-    /// `local` or `unknown`.
+    /// The kind as stores record it: `held-back:<check>`, `acme:<problem>`,
+    /// `acme:rateLimited:<scope>`, `refused`, `order`, `local` or `unknown`.
+    ///
+    /// NOTE: a scoped rate limit is `acme:rateLimited:name` rather than a code of its own, so a
+    /// node of an earlier version sharing the store reads it as `acme:rateLimited` (a problem's
+    /// name ends at its first character that is not a letter or digit).
     pub fn code(&self) -> String {
         match self {
             FailureKind::HeldBack { check } => format!("held-back:{check}"),
             FailureKind::Problem(p) => format!("acme:{}", p.name()),
+            FailureKind::RateLimited(scope) => format!("acme:rateLimited:{}", scope.name()),
             FailureKind::Refused => "refused".into(),
             FailureKind::Order => "order".into(),
             FailureKind::Local => "local".into(),
@@ -136,6 +167,11 @@ impl FailureKind {
             };
         }
         if let Some(name) = code.strip_prefix("acme:") {
+            match name.strip_prefix("rateLimited:") {
+                Some("name") => return FailureKind::RateLimited(RateLimitScope::Name),
+                Some("account") => return FailureKind::RateLimited(RateLimitScope::Account),
+                _ => {}
+            }
             return FailureKind::Problem(AcmeProblem::from_name(name));
         }
         match code {
@@ -159,6 +195,8 @@ mod tests {
             },
             FailureKind::Problem(AcmeProblem::Caa),
             FailureKind::Problem(AcmeProblem::RateLimited),
+            FailureKind::RateLimited(RateLimitScope::Name),
+            FailureKind::RateLimited(RateLimitScope::Account),
             FailureKind::Problem(AcmeProblem::Other("badCSR".into())),
             FailureKind::Refused,
             FailureKind::Order,
@@ -170,6 +208,19 @@ mod tests {
         assert_eq!(
             FailureKind::from_code("from-the-future"),
             FailureKind::Unknown
+        );
+    }
+
+    /// A node of an earlier version reads a scoped rate limit as the CA's `rateLimited`
+    /// problem; this one reads a scope it does not know the same way.
+    #[test]
+    fn a_scoped_rate_limit_reads_as_rate_limited_without_its_scope() {
+        let scoped = FailureKind::RateLimited(RateLimitScope::Name).code();
+        let name = scoped.strip_prefix("acme:").unwrap();
+        assert_eq!(AcmeProblem::from_name(name), AcmeProblem::RateLimited);
+        assert_eq!(
+            FailureKind::from_code("acme:rateLimited:planet"),
+            FailureKind::Problem(AcmeProblem::RateLimited)
         );
     }
 

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod dns;
+pub mod fake_acme;
 pub mod nats;
 pub mod pebble;
 pub mod postgres;
