@@ -23,6 +23,7 @@ use dashmap::DashMap;
 
 use super::schedule;
 use crate::Domain;
+use crate::clock::unix_secs;
 use crate::errors::chain as error_chain;
 use crate::store::{DomainRecord, FailureKind, IssueFailure, IssueStatus, Store, StoreError};
 
@@ -76,12 +77,14 @@ impl Backoff {
         if let (Some(until), Some(cause)) = (d.retry_at, &d.last_error)
             && until > now
         {
-            // Any change of the row arrives here (a check's results too): what was found of
-            // the store holds while the status is the same.
-            let nothing_stored = self
-                .not_before
-                .get(&d.name)
-                .is_some_and(|n| n.nothing_stored && n.until == until && n.failures == d.failures);
+            // Any change of the row arrives here (a check's results too, and on one node its
+            // own writes): what was found of the store holds while the status is the same. The
+            // row keeps whole seconds, the copy written here may not.
+            let nothing_stored = self.not_before.get(&d.name).is_some_and(|n| {
+                n.nothing_stored
+                    && unix_secs(n.until) == unix_secs(until)
+                    && n.failures == d.failures
+            });
             let not_before = NotBefore {
                 until,
                 cause: cause.clone(),
@@ -204,10 +207,13 @@ impl Backoff {
     }
 
     /// Records why an order was held back, keeping the failures and retry time a CA error set
-    /// (asking again costs nothing, so holding back does not back off).
+    /// (asking again costs nothing, so holding back does not back off). A CA failure whose retry
+    /// time is still ahead of `now` is left as it is: its words say why the name waits, and a
+    /// hold recorded over it would take its backoff along when released.
     ///
     /// Returns false, recording nothing, when the same reason was recorded for `name` less than
-    /// [`HELD_NOTICE_INTERVAL`] before `now`; the caller then does not log either.
+    /// [`HELD_NOTICE_INTERVAL`] before `now`, or a CA failure still backs it off; the caller then
+    /// does not log either.
     pub(super) async fn held_back(
         &self,
         name: &Domain,
@@ -221,8 +227,16 @@ impl Backoff {
         if recent {
             return false;
         }
-        self.held.insert(name.clone(), (cause.kind.clone(), now));
         let mut status = self.recorded(name).await;
+        let ca_backoff = status.retry_at.is_some_and(|until| until > now)
+            && status
+                .last_error
+                .as_ref()
+                .is_some_and(|f| !matches!(f.kind, FailureKind::HeldBack { .. }));
+        if ca_backoff {
+            return false;
+        }
+        self.held.insert(name.clone(), (cause.kind.clone(), now));
         status.last_error = Some(cause);
         self.record_or_warn(name, &status).await;
         true

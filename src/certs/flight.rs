@@ -39,11 +39,18 @@ pub(super) enum Flight {
 }
 
 impl Certs {
-    /// Joins the flight for `name`, starting one if none is in the air.
+    /// Joins the flight for `name`, starting one if none is in the air. A renewal that joins a
+    /// handshake's flight keeps the name scheduled: that flight checks no renewal, and may
+    /// schedule none (its store read failed, the mirror answered).
     pub(super) fn fly(self: &Arc<Self>, name: &Domain, kind: Flight) -> watch::Receiver<Outcome> {
         let mut inflight = lock(&self.inflight);
-        if let Some((_, rx)) = inflight.get(name) {
-            return rx.clone();
+        if let Some((running, rx)) = inflight.get(name) {
+            let (running, rx) = (*running, rx.clone());
+            drop(inflight);
+            if kind == Flight::Renew && running != Flight::Renew {
+                self.check_again(name);
+            }
+            return rx;
         }
         let (tx, rx) = watch::channel(None);
         inflight.insert(name.clone(), (kind, rx.clone()));
@@ -149,8 +156,14 @@ impl Certs {
                 });
             }
         }
-        // Nothing valid is stored: if the name backs off, its next handshakes fail from memory.
-        self.backoff.nothing_stored(name);
+        // Nothing valid is stored: a name that backs off (a failure recorded here or by another
+        // node) fails, and its next handshakes fail from memory. Asked before the gate, so a CA
+        // failure keeps its retry time and its words while a check fails meanwhile (a hold
+        // recorded over it would be released, backoff and all, by the next check that passes).
+        if let Some(not_before) = self.backoff.recheck(name, self.clock.now()).await {
+            self.backoff.nothing_stored(name);
+            return Err(backing_off(name, not_before));
+        }
         if let Some(hold) = self.gate.as_ref().and_then(|g| g.hold(name)) {
             // While the gate holds it, the name's next handshakes fail from memory.
             self.held_unstored.insert(name.clone(), self.clock.now());
@@ -169,12 +182,6 @@ impl Certs {
         }
         let deadline = tokio::time::Instant::now() + self.on_demand_timeout;
         loop {
-            // A failure another node recorded backs the name off here too. Nothing valid was
-            // stored a moment ago: the name's next handshakes fail from memory.
-            if let Some(not_before) = self.backoff.recheck(name, self.clock.now()).await {
-                self.backoff.nothing_stored(name);
-                return Err(backing_off(name, not_before));
-            }
             if let Some(claim) = self.claim(name).await? {
                 // The previous holder may have stored one between our read and our claim.
                 if let Some(entry) = self.stored(name).await? {
@@ -201,6 +208,12 @@ impl Certs {
             tokio::time::sleep(CLAIM_POLL).await;
             if let Some(entry) = self.stored(name).await? {
                 return Ok(entry);
+            }
+            // A failure another node recorded backs the name off here too. Nothing valid was
+            // stored a moment ago: the name's next handshakes fail from memory.
+            if let Some(not_before) = self.backoff.recheck(name, self.clock.now()).await {
+                self.backoff.nothing_stored(name);
+                return Err(backing_off(name, not_before));
             }
         }
     }
@@ -255,9 +268,19 @@ impl Certs {
                 return Err(outcome);
             }
         };
-        // Nothing is written under a lost claim; the fence guards the write itself too.
-        if claim.confirm().await.is_err() {
-            return Err(self.superseded(name));
+        // Nothing is written under a lost claim. A store that did not answer says nothing of
+        // the claim: the fenced write decides, and the certificate the CA issued is not thrown
+        // away (ordering it again would count against the CA's duplicate certificate limit).
+        match claim.confirm().await {
+            Ok(()) => {}
+            Err(IssueError::ClaimLost { .. }) => return Err(self.superseded(name)),
+            Err(e) => {
+                let cause = match &e {
+                    IssueError::Claim { source, .. } => error_chain(source),
+                    other => error_chain(other),
+                };
+                tracing::warn!(domain = %name, error = %cause, "the store did not confirm the lease; storing the certificate under its fence");
+            }
         }
         match self
             .store

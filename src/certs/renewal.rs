@@ -108,12 +108,7 @@ impl Certs {
     /// Renews certificates when the schedule says so, until `stop` turns true.
     pub async fn run_maintenance(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
-            let now = self.clock.now();
-            let due = lock(&self.schedule).pop_due(now);
-            for name in due {
-                // The flight runs on its own; nobody waits for it here.
-                drop(self.fly(&name, Flight::Renew));
-            }
+            self.start_due_renewals();
             if let Err(e) = self.refresh_gauges().await {
                 tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
             }
@@ -127,6 +122,16 @@ impl Certs {
                 _ = self.wake.notified() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+        }
+    }
+
+    /// Starts a renewal flight for each name the schedule says is due, and takes it off the
+    /// schedule (the flight schedules what comes next).
+    pub(super) fn start_due_renewals(self: &Arc<Self>) {
+        let due = lock(&self.schedule).pop_due(self.clock.now());
+        for name in due {
+            // The flight runs on its own; nobody waits for it here.
+            drop(self.fly(&name, Flight::Renew));
         }
     }
 
@@ -148,7 +153,7 @@ impl Certs {
     }
 
     /// Schedules `name` [`CHECK_AGAIN`] from now unless it is scheduled already.
-    fn check_again(&self, name: &Domain) {
+    pub(super) fn check_again(&self, name: &Domain) {
         if !lock(&self.schedule).by_name.contains_key(name) {
             self.schedule_at(name, self.clock.now() + CHECK_AGAIN);
         }

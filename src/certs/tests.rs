@@ -9,6 +9,7 @@ use crate::store::{AcmeProblem, IssueStatus, Origin, RateLimitScope, SqliteStore
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
+mod blips;
 mod cluster;
 mod held;
 mod renewal;

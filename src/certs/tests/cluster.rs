@@ -285,3 +285,30 @@ async fn a_due_certificate_is_renewed_once_not_once_per_node() {
     let renewed = store.certificate(&name).await.unwrap().unwrap();
     assert!(renewed.not_after > first.not_after);
 }
+
+/// A store that fails to confirm the lease once the CA has issued (a pool's wait timing out)
+/// says nothing of the lease: the certificate is stored under its fence, not thrown away and
+/// bought again.
+#[tokio::test]
+async fn a_store_blip_after_the_ca_issued_keeps_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let blips = blips::Blips::over(store.clone());
+    blips.extend_lease.store(1, Ordering::SeqCst);
+    let blipping: Arc<dyn Store> = blips.clone();
+    let ca = FakeCa::new(dir.path(), &clock, None);
+    let served = node(&blipping, ca.clone(), "edge-a", &clock)
+        .resolve(&name)
+        .await
+        .expect("the certificate is stored");
+    assert_eq!(
+        blips.extend_lease.load(Ordering::SeqCst),
+        0,
+        "the confirmation failed"
+    );
+    assert_eq!(ca.issued.lock().unwrap().len(), 1, "issued once");
+    assert!(ca.resumed.lock().unwrap().is_empty(), "nor resumed");
+    let stored = store.certificate(&name).await.unwrap().unwrap();
+    assert_eq!(leaf(&served), stored_leaf(&stored));
+}

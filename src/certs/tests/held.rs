@@ -1,5 +1,5 @@
 //! Orders held back by a failing onboarding check: nothing ordered, the reason recorded (once
-//! a minute), handshakes answered from memory.
+//! a minute), handshakes answered from memory; a CA failure's backoff outlasts a hold.
 
 use super::*;
 
@@ -113,4 +113,91 @@ async fn a_held_back_name_is_recorded_and_logged_once_a_minute_not_per_handshake
     certs.resolve(&name).await.unwrap_err();
     assert!(record(&store, &name).await.last_error.is_some());
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 0);
+}
+
+/// A check that fails while a CA failure backs the name off, then passes, leaves that backoff
+/// in place: the next handshake fails from it instead of ordering again. On one node too, where
+/// propagation applies the node's own row (whole seconds) over its copy (not).
+#[tokio::test]
+async fn a_check_failing_then_passing_keeps_the_backoff_a_ca_failure_set() {
+    let dir = tempfile::tempdir().unwrap();
+    // Part of a second past a whole one, as a real clock shows.
+    let wall = ManualClock::new(from_unix_secs(1_800_000_000) + Duration::from_millis(500));
+    let (issuer, store, _) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    let gate = Arc::new(Gate(Mutex::new(None)));
+    let certs = certs_over(&store, issuer.clone(), [name.clone()], wall.clock());
+    let certs = Arc::new(certs.with_gate(gate.clone()));
+    issuer.fail.store(true, Ordering::SeqCst);
+    let err = certs.resolve(&name).await.unwrap_err();
+    assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    let failed = record(&store, &name).await;
+    // Propagation reads the row back.
+    certs.apply_status(&failed);
+    // A blocking check fails (a resolver timing out), then passes again.
+    *lock(&gate.0) = Some(Hold {
+        check: "points-to-edge".into(),
+        message: "the `points-to-edge` check fails".into(),
+    });
+    certs.resolve(&name).await.unwrap_err();
+    *lock(&gate.0) = None;
+    certs.release_hold(&name).await.unwrap();
+    let err = certs.resolve(&name).await.unwrap_err();
+    assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1, "no second order");
+    let rec = record(&store, &name).await;
+    assert_eq!(
+        (&rec.last_error, rec.failures, rec.retry_at),
+        (&failed.last_error, 1, failed.retry_at),
+        "the CA's failure stands"
+    );
+}
+
+/// A hold is not recorded over a CA failure whose retry time is ahead: its words say why the
+/// name waits, and releasing the hold would release the backoff with it.
+#[tokio::test]
+async fn a_hold_leaves_a_ca_failure_that_still_backs_off_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let HeldBack {
+        store,
+        certs,
+        name,
+        gate,
+        clock,
+        ..
+    } = held_back(dir.path()).await;
+    let now = clock.clock().now();
+    let ca = refusal(&name).failure();
+    certs.backoff.failed(&name, ca, now, None, None).await;
+    let failed = record(&store, &name).await;
+    let hold: IssueFailure = lock(&gate.0).clone().unwrap().into();
+    assert!(!certs.backoff.held_back(&name, hold.clone(), now).await);
+    assert_eq!(record(&store, &name).await, failed);
+    // Once its retry time has passed, the hold is what the name waits for.
+    let after = failed.retry_at.unwrap();
+    assert!(certs.backoff.held_back(&name, hold.clone(), after).await);
+    assert_eq!(record(&store, &name).await.last_error, Some(hold));
+}
+
+/// Propagation applies a node's own row too: its backoff (kept in whole seconds) is the one this
+/// node recorded, and the handshakes of a name found with nothing stored keep failing from
+/// memory, without a store read each.
+#[tokio::test]
+async fn a_nodes_own_backoff_read_back_keeps_its_handshakes_failing_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::new(from_unix_secs(1_800_000_000) + Duration::from_millis(500));
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    issuer.fail.store(true, Ordering::SeqCst);
+    certs.resolve(&name).await.unwrap_err();
+    certs.apply_status(&record(&store, &name).await);
+    let queries = store.queries().get();
+    for _ in 0..3 {
+        let err = certs.resolve(&name).await.unwrap_err();
+        assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    }
+    assert_eq!(store.queries().get(), queries, "from memory");
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
 }

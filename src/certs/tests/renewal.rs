@@ -242,6 +242,53 @@ async fn a_handshake_during_a_long_renewal_gets_the_stored_certificate() {
     assert_eq!(certs.status(&record).await.unwrap().status, "valid");
 }
 
+/// A renewal that comes due while a handshake's flight for the name is in the air joins it,
+/// and that flight checks no renewal (here its store read fails, so it schedules nothing
+/// either): the name stays scheduled, and its renewal is checked later.
+#[tokio::test]
+async fn a_renewal_due_during_a_handshakes_flight_stays_scheduled() {
+    let DueForRenewal {
+        wall,
+        issuer,
+        store,
+        name,
+        _dir,
+        ..
+    } = due_for_renewal().await;
+    // A node as after a restart: nothing cached, the stored certificate due.
+    let blips = blips::Blips::over(store.clone());
+    let blipping: Arc<dyn Store> = blips.clone();
+    let certs = Arc::new(certs_over(
+        &blipping,
+        issuer.clone(),
+        [name.clone()],
+        wall.clock(),
+    ));
+    certs.schedule_at(&name, wall.clock().now());
+    blips.certificate.store(1, Ordering::SeqCst);
+    // The handshake's flight starts; the renewal comes due before it has run.
+    let mut handshake = certs.fly(&name, Flight::Obtain);
+    certs.start_due_renewals();
+    let outcome = handshake.wait_for(Option::is_some).await.unwrap().clone();
+    assert!(matches!(outcome, Some(Err(_))), "the store failed");
+    assert!(
+        lock(&certs.schedule).by_name.contains_key(&name),
+        "still scheduled"
+    );
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        1,
+        "nothing renewed yet"
+    );
+    // When it comes due again, the renewal check runs and renews.
+    wall.advance(Duration::from_secs(5 * 60));
+    certs.start_due_renewals();
+    assert!(certs.renewing(&name), "the renewal check runs");
+    let mut renewal = certs.fly(&name, Flight::Renew);
+    renewal.wait_for(Option::is_some).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 2, "renewed");
+}
+
 #[test]
 fn schedule_pops_in_time_order() {
     let mut s = Schedule::default();
