@@ -2,8 +2,8 @@
 //! reproduces an attack against the real binary and shows it now fails: an h2 client that never
 //! answers a PING, an HTTP/1.1 client that pipelines requests and never reads the responses, a
 //! flood of held connections at one listener's cap, many connections from one address, and a
-//! half-sent request or a crowd on the admin port. Also: the binary raises its open-files limit
-//! and says when the caps cannot fit in it.
+//! half-sent request (head or body) or a crowd on the admin port. Also: the binary raises its
+//! open-files limit and says when the caps cannot fit in it.
 //!
 //! Configured timeouts are small (1 s) so the tests are quick; "closed in time" means within the
 //! configured deadline plus [`SLACK`] for a loaded machine.
@@ -17,6 +17,7 @@ use common::Edge;
 use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpSocket, TcpStream};
 
 const DOMAIN: &str = "links.example.com";
@@ -303,6 +304,68 @@ async fn admin_port_refuses_connections_past_its_cap() {
             "the freed admin place was not reused"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends the head of `POST /ui/login` announcing a 1000-byte body, then a byte every 100 ms for
+/// as long as the connection takes them (the body would take 100 s); returns the reading half.
+async fn login_with_a_trickling_body(addr: SocketAddr) -> OwnedReadHalf {
+    let (read, mut write) = TcpStream::connect(addr).await.unwrap().into_split();
+    write
+        .write_all(
+            b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while write.write_all(b"t").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    read
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_requests_with_trickling_bodies_get_408_and_leave_room_for_the_probes() {
+    let edge = Edge::start_with(
+        "[limits]\nadmin_max_connections = 2\nadmin_header_read_timeout = \"1s\"\n",
+    );
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        slow.push(login_with_a_trickling_body(edge.admin).await);
+    }
+    // Every admin place holds a request whose body trickles in; once its time is up the places
+    // are free again, and the probes are answered.
+    let deadline = Instant::now() + Duration::from_secs(1) + SLACK;
+    loop {
+        let mut tcp = TcpStream::connect(edge.admin).await.unwrap();
+        let _ = tcp
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        // Refused (closed at once, maybe reset) while every place is held.
+        let _ = tokio::time::timeout(SLACK, tcp.read_to_end(&mut answer)).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz not answered with every admin place held by a trickling body"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for mut read in slow {
+        let mut answer = Vec::new();
+        // A reset (the rest of the body unread) counts as closed.
+        let _ = tokio::time::timeout(SLACK, read.read_to_end(&mut answer))
+            .await
+            .expect("a trickling admin request body was not cut off");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
     }
 }
 

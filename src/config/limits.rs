@@ -76,8 +76,9 @@ pub struct Limits {
     /// Open connections on the admin listener; past it a new connection is closed at once.
     /// Default `64`.
     pub admin_max_connections: NonZeroUsize,
-    /// Time an admin API client has to send a request's headers; a half-sent request is closed
-    /// after it. Default `10s`.
+    /// Time an admin API client has to send a request's headers, and again its body once the
+    /// headers are in (a total, not per read); a half-sent head is closed after it, a half-sent
+    /// body answered `408` and its connection closed. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub admin_header_read_timeout: Duration,
 }

@@ -11,6 +11,7 @@
 
 mod admin;
 mod conn;
+mod deadline;
 mod h2;
 mod io;
 mod limits;

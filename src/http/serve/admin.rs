@@ -1,15 +1,19 @@
 //! The admin listener: the admin API's router served over HTTP/1.1 with its own connection cap
-//! (refusing past it), its own header timeout, and the same idle, close and write timeouts as the
-//! edge listeners.
+//! (refusing past it), its own header timeout (which bounds a request's body too, see
+//! [`super::deadline`]), and the same idle, close and write timeouts as the edge listeners.
 //!
 //! What the API answers is [`crate::admin`]'s business; this file only moves connections.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use hyper::Request;
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::{Service as _, service_fn};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -17,6 +21,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{Activity, Timeouts, drive};
+use super::deadline::Deadline;
 use super::io::WriteDeadline;
 use super::limits::{ConnLimits, Gate};
 use crate::config::Limits;
@@ -34,6 +39,7 @@ pub fn serve_admin(
     h1.timer(TokioTimer::new())
         .header_read_timeout(limits.admin_header_read_timeout);
     let timeouts = Timeouts::new(limits);
+    let body_within = limits.admin_header_read_timeout;
     let places = Arc::new(ConnLimits::admin(limits.admin_max_connections));
     let mut gate = Gate::new(listener, places, stop.clone());
     let router = TowerToHyperService::new(router);
@@ -46,10 +52,20 @@ pub fn serve_admin(
             let service = {
                 let (router, activity) = (router.clone(), activity.clone());
                 service_fn(move |req: Request<Incoming>| {
-                    let (answer, activity) = (router.call(req), activity.clone());
+                    // The request is in flight while its body arrives, which keeps the connection
+                    // from its idle close: the body gets the header timeout, counted from the head.
+                    let (parts, body) = req.into_parts();
+                    let body = Deadline::new(body, body_within);
+                    let expired = body.expired();
+                    let answer = router.call(Request::from_parts(parts, body));
+                    let activity = activity.clone();
                     async move {
                         let _busy = activity.busy();
-                        answer.await
+                        let res = answer.await;
+                        if expired.load(Ordering::Relaxed) {
+                            return Ok(body_timed_out(body_within));
+                        }
+                        res
                     }
                 })
             };
@@ -67,4 +83,26 @@ pub fn serve_admin(
             });
         }
     }
+}
+
+/// The answer to a request whose body was not all in within `within`, whatever the handler made
+/// of the failed read: `408`, and the connection closes after it (the rest of the body may still
+/// be on its way).
+fn body_timed_out(within: Duration) -> Response<Body> {
+    let message = format!(
+        "request body not received within {} (limits.admin_header_read_timeout); send the whole \
+         request at once",
+        humantime::format_duration(within)
+    );
+    let mut res = Response::new(Body::from(
+        serde_json::json!({ "error": message }).to_string(),
+    ));
+    *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }

@@ -50,11 +50,16 @@ fn session_bounds(url_options: Option<&str>) -> String {
         .collect()
 }
 
-/// TCP keepalive: a connection whose peer vanished (a failover, a black-holed route) is found
-/// dead within about a minute instead of the kernel's quarter of an hour of retransmissions.
+/// A connection whose peer vanished (a failover, a black-holed route) is found dead within about
+/// a minute instead of the kernel's quarter of an hour of retransmissions. Two settings, since
+/// each covers what the other does not: TCP keepalive finds a silent peer while nothing is sent,
+/// and the user timeout (`TCP_USER_TIMEOUT`, Linux) one that stops acknowledging what was sent,
+/// a query waiting for its answer, when the kernel sends no keepalive probes at all and only
+/// retransmits (`tcp_retries2`). A `tcp_user_timeout` in the URL (seconds) is left as it says.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 3;
+pub(super) const USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A pool for `url`; `password` (from `PGPASSWORD`) is used only if the URL carries none. No
 /// connection is made yet.
@@ -78,6 +83,9 @@ pub(super) fn pool(
     pg.keepalives_idle(KEEPALIVE_IDLE);
     pg.keepalives_interval(KEEPALIVE_INTERVAL);
     pg.keepalives_retries(KEEPALIVE_RETRIES);
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(USER_TIMEOUT);
+    }
     let tls = tls(url)?;
     let listener = Listener {
         config: pg.clone(),

@@ -88,6 +88,26 @@ async fn an_unreachable_database_is_named_with_its_password_redacted() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
+#[tokio::test]
+async fn a_connection_gives_up_on_a_peer_that_stops_acknowledging_within_the_user_timeout() {
+    // Keepalive alone sends no probe while a query waits unacknowledged: only the user timeout
+    // bounds that wait (else the kernel retransmits for about a quarter of an hour).
+    let url = StoreUrl::parse("postgres://edge@127.0.0.1:5432/clickedge").unwrap();
+    let (_, listener, _) = connect::pool(&url, None).unwrap();
+    assert_eq!(
+        listener.config.get_tcp_user_timeout(),
+        Some(&connect::USER_TIMEOUT)
+    );
+    // The URL's own value stands.
+    let url =
+        StoreUrl::parse("postgres://edge@127.0.0.1:5432/clickedge?tcp_user_timeout=5").unwrap();
+    let (_, listener, _) = connect::pool(&url, None).unwrap();
+    assert_eq!(
+        listener.config.get_tcp_user_timeout(),
+        Some(&Duration::from_secs(5))
+    );
+}
+
 const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+6lcBwZsSYLiIDU0Ky9zrj5Fe4d8Fh\n-----END PRIVATE KEY-----\n";
 const ACCOUNT: &str = "{\"id\":\"https://ca/acct/1\",\"key_pkcs8\":\"c2VjcmV0LWFjY291bnQta2V5\"}";
 
