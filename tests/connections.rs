@@ -288,21 +288,29 @@ async fn admin_port_refuses_connections_past_its_cap() {
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     // A place freed is a place served again.
     held.pop();
-    let deadline = Instant::now() + SLACK;
+    probe_until_answered(
+        edge.admin,
+        "/healthz",
+        Instant::now() + SLACK,
+        "the freed admin place was not reused",
+    )
+    .await;
+}
+
+/// Asks the admin listener at `addr` for `path` until it answers 200, failing with `why` past
+/// `deadline` (a connection refused, closed at once or reset while every place is held is asked
+/// again).
+async fn probe_until_answered(addr: SocketAddr, path: &str, deadline: Instant, why: &str) {
     loop {
-        let mut tcp = TcpStream::connect(edge.admin).await.unwrap();
-        let _ = tcp
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-            .await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        let _ = tcp.write_all(request.as_bytes()).await;
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(SLACK, tcp.read_to_end(&mut answer)).await;
         if answer.starts_with(b"HTTP/1.1 200") {
-            break;
+            return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the freed admin place was not reused"
-        );
+        assert!(Instant::now() < deadline, "{why}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -337,24 +345,13 @@ async fn admin_requests_with_trickling_bodies_get_408_and_leave_room_for_the_pro
     }
     // Every admin place holds a request whose body trickles in; once its time is up the places
     // are free again, and the probes are answered.
-    let deadline = Instant::now() + Duration::from_secs(1) + SLACK;
-    loop {
-        let mut tcp = TcpStream::connect(edge.admin).await.unwrap();
-        let _ = tcp
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-            .await;
-        let mut answer = Vec::new();
-        // Refused (closed at once, maybe reset) while every place is held.
-        let _ = tokio::time::timeout(SLACK, tcp.read_to_end(&mut answer)).await;
-        if answer.starts_with(b"HTTP/1.1 200") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz not answered with every admin place held by a trickling body"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    probe_until_answered(
+        edge.admin,
+        "/readyz",
+        Instant::now() + Duration::from_secs(1) + SLACK,
+        "/readyz not answered with every admin place held by a trickling body",
+    )
+    .await;
     for mut read in slow {
         let mut answer = Vec::new();
         // A reset (the rest of the body unread) counts as closed.
