@@ -3,8 +3,9 @@
 //!
 //! rustls's certificate resolver is synchronous, so the certificate is found (and, on a first
 //! handshake, issued) in the acceptor before the handshake continues, then handed to the resolver
-//! through a task-local: the resolver itself never does I/O or a cache lookup. This module does
-//! not talk to a CA.
+//! through a task-local set for the whole handshake (after a HelloRetryRequest rustls resolves
+//! again, on the second ClientHello): the resolver itself never does I/O or a cache lookup. This
+//! module does not talk to a CA.
 //!
 //! The bytes up to the ClientHello are kept while rustls reads it ([`recorder`]), and the
 //! connection's JA4 fingerprint ([`ja4`]) is computed from them once the handshake is done.
@@ -298,17 +299,11 @@ impl Acceptor {
                 return Err(HandshakeError::NoCertificate(e));
             }
         };
-        // rustls resolves the certificate while `into_stream` builds the connection from the
-        // buffered ClientHello, synchronously: the task-local only needs to be set for that call.
         let config = self
             .configs
             .for_hello(start.client_hello().cipher_suites())
             .clone();
-        let handshake = SELECTED.sync_scope(key, || start.into_stream(config));
-        let stream = tokio::time::timeout(self.handshake_timeout, handshake)
-            .await
-            .map_err(|_| HandshakeError::Timeout)?
-            .map_err(HandshakeError::Io)?;
+        let stream = finished(self.finish(start, config, key).await)?;
         let conn = stream.get_ref().1;
         let tls_version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
@@ -340,16 +335,45 @@ impl Acceptor {
             refuse(start.io, Alert::UnrecognizedName).await;
             return Err(HandshakeError::NoChallenge(domain));
         };
-        let handshake =
-            SELECTED.sync_scope(key, || start.into_stream(self.challenge_config.clone()));
-        let mut stream = tokio::time::timeout(self.handshake_timeout, handshake)
-            .await
-            .map_err(|_| HandshakeError::Timeout)?
-            .map_err(HandshakeError::Io)?;
+        let config = self.challenge_config.clone();
+        let mut stream = finished(self.finish(start, config, key).await)?;
         tracing::debug!(%domain, "answered TLS-ALPN-01 validation");
         let _ = stream.shutdown().await;
         Err(HandshakeError::ChallengeAnswered)
     }
+
+    /// The rest of the handshake `start` began on `config`, serving `key`, within the handshake
+    /// timeout.
+    ///
+    /// rustls asks the resolver for the certificate on every ClientHello it reads: the first
+    /// while `into_stream` builds the connection, and after a HelloRetryRequest (RFC 8446
+    /// §4.1.4: the client sent no key share for the group chosen) the second, which arrives
+    /// while the handshake is awaited. So the task-local is set for the whole handshake, not only
+    /// the call that starts it. A plain function wrapping the started handshake, not an `async`
+    /// frame around `into_stream`: the connection's future grows by the key's slot alone, where
+    /// a frame keeping `start` beside the handshake grew it by more than a kilobyte; the price is
+    /// one more reference count on the key.
+    fn finish<IO>(
+        &self,
+        start: tokio_rustls::StartHandshake<IO>,
+        config: Arc<ServerConfig>,
+        key: Arc<CertifiedKey>,
+    ) -> impl Future<Output = Result<io::Result<TlsStream<IO>>, tokio::time::error::Elapsed>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let handshake = SELECTED.sync_scope(key.clone(), || start.into_stream(config));
+        SELECTED.scope(key, tokio::time::timeout(self.handshake_timeout, handshake))
+    }
+}
+
+/// The outcome of [`Acceptor::finish`].
+fn finished<IO>(
+    outcome: Result<io::Result<TlsStream<IO>>, tokio::time::error::Elapsed>,
+) -> Result<TlsStream<IO>, HandshakeError> {
+    outcome
+        .map_err(|_| HandshakeError::Timeout)?
+        .map_err(HandshakeError::Io)
 }
 
 /// Sends a fatal alert as a plaintext TLS record and closes. Before the ServerHello no keys
@@ -360,3 +384,6 @@ async fn refuse<IO: AsyncWrite + Unpin>(mut io: IO, alert: Alert) {
     let _ = io.write_all(&record).await;
     let _ = io.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -175,6 +175,54 @@ async fn upper_case_and_trailing_dot_sni_are_served_as_the_registered_name() {
     still_serving(&mut edge, &link).await;
 }
 
+/// A rustls client whose first key share is for pure ML-KEM-768, a group the edge does not
+/// enable: the edge picks X25519, the client's next group, and asks for it with a
+/// HelloRetryRequest (RFC 8446 §4.1.4).
+fn hello_retry_connector(edge: &Edge) -> TlsConnector {
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(edge.ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let provider = rustls::crypto::CryptoProvider {
+        kx_groups: vec![kx_group::MLKEM768, kx_group::X25519],
+        ..default_provider()
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.into())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(std::sync::Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asked_to_retry_its_hello_completes_the_handshake_and_is_redirected() {
+    let (mut edge, link) = edge_with_link("").await;
+    let path = &link[link.find("/c/").unwrap()..];
+    let tcp = TcpStream::connect(edge.https).await.unwrap();
+    let mut tls = hello_retry_connector(&edge)
+        .connect(ServerName::try_from(DOMAIN).unwrap(), tcp)
+        .await
+        .expect("handshake after a HelloRetryRequest");
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::FullWithHelloRetryRequest),
+        "the edge was expected to ask for another key share"
+    );
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    assert!(
+        status_of(&answer).starts_with("HTTP/1.1 302"),
+        "{}",
+        status_of(&answer)
+    );
+    still_serving(&mut edge, &link).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_http_is_answered_with_an_error_never_a_redirect() {
     let (mut edge, link) = edge_with_link("").await;
