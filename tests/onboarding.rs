@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::Command;
 
 use common::dns::Dns;
-use common::pebble::{PebbleOptions, PebblePorts, free_tcp_port};
+use common::pebble::{Pebble, PebbleOptions, PebblePorts, free_tcp_port};
 use common::{Edge, bin};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -384,11 +384,9 @@ async fn an_unreachable_http_port_fails_naming_the_address_to_open() {
     assert_eq!(click(&edge, name).await.unwrap().status(), 302);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusal_by_a_real_acme_ca_is_explained_in_plain_words() {
-    let dns = Dns::start().await;
-    let blocked = "blocked.example.com";
-    dns.add_a(blocked, &["127.0.0.1"]).await;
+/// An edge ordering from Pebble (HTTP-01, answered on the edge's HTTP port) with checks asking
+/// `dns`, names pointing at 127.0.0.1; Pebble, started with `options`, and its ACME address.
+async fn with_pebble(dns: &Dns, options: &PebbleOptions) -> (Edge, Pebble, SocketAddr) {
     let ports = PebblePorts::reserve();
     let (https, http) = (free_tcp_port(), free_tcp_port());
     let config = format!(
@@ -397,11 +395,21 @@ async fn a_refusal_by_a_real_acme_ca_is_explained_in_plain_words() {
         dns.addr
     );
     let edge = Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http);
+    let ca = ports.listen;
+    let pebble = ports.start(http, https, options).await;
+    (edge, pebble, ca)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_by_a_real_acme_ca_is_explained_in_plain_words() {
+    let dns = Dns::start().await;
+    let blocked = "blocked.example.com";
+    dns.add_a(blocked, &["127.0.0.1"]).await;
     let options = PebbleOptions {
         blocklist: vec![blocked.into()],
         ..Default::default()
     };
-    let pebble = ports.start(http, https, &options).await;
+    let (edge, pebble, _) = with_pebble(&dns, &options).await;
     let d = add(&edge, blocked).await;
     assert_eq!(failing(&d), Vec::<String>::new(), "{d:#}");
     // With HTTP-01 as the only challenge, reachability would hold back the order.
@@ -449,16 +457,7 @@ async fn caa_bound_to_an_acme_account_is_compared_with_the_edges_account() {
         "letsencrypt.org; accounturi=https://ca.example/acct/999",
     )
     .await;
-    let ports = PebblePorts::reserve();
-    let (https, http) = (free_tcp_port(), free_tcp_port());
-    let config = format!(
-        "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{}[onboarding]\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\ndanger_allow_private_addresses = true\n",
-        ports.acme_toml(&["http-01"]),
-        dns.addr
-    );
-    let edge = Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http);
-    let ca = ports.listen;
-    let pebble = ports.start(http, https, &PebbleOptions::default()).await;
+    let (edge, pebble, ca) = with_pebble(&dns, &PebbleOptions::default()).await;
 
     let d = add(&edge, bound).await;
     let c = find(&d, "caa");
