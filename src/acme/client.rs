@@ -103,10 +103,13 @@ impl AcmeHttp {
         problem: &instant_acme::Problem,
     ) -> Option<(RateLimit, Option<SystemTime>)> {
         let detail = problem.detail.as_deref().unwrap_or_default();
-        if let Some((limit, until)) = self.limits.take(detail) {
-            return Some((limit, Some(until)));
+        // Only a rate limit's problem takes what its answer said: another problem that happens
+        // to read the same never does.
+        let limit = RateLimit::of(problem.status, problem.r#type.as_deref(), detail)?;
+        match self.limits.take(detail) {
+            Some((noted, until)) => Some((noted, Some(until))),
+            None => Some((limit, None)),
         }
-        RateLimit::of(problem.status, problem.r#type.as_deref(), detail).map(|limit| (limit, None))
     }
 }
 
@@ -144,7 +147,11 @@ impl HttpClient for AcmeHttp {
                 if limit.scope() == RateLimitScope::Account {
                     budget.pause_until(until, limit, &detail).await;
                 }
-                limits.note(detail, limit, until);
+                // A body without a problem's words (an HTML page of a proxy) reaches no order as
+                // a problem: nothing to keep for one.
+                if !detail.is_empty() {
+                    limits.note(detail, limit, until);
+                }
             }
             Ok(BytesResponse {
                 parts,
@@ -341,6 +348,14 @@ mod tests {
                 RateLimitScope::Account => assert_eq!(turn, OrderTurn::Wait(until), "{detail}"),
             }
             let problem: instant_acme::Problem = serde_json::from_str(&body).unwrap();
+            // Another problem reading the same is no rate limit, and takes nothing.
+            let other: instant_acme::Problem = serde_json::from_value(serde_json::json!({
+                "type": "urn:ietf:params:acme:error:unauthorized",
+                "detail": detail,
+                "status": 403,
+            }))
+            .unwrap();
+            assert_eq!(http.rate_limit(&other), None);
             assert_eq!(http.rate_limit(&problem), Some((limit, Some(until))));
             assert_eq!(http.rate_limit(&problem), Some((limit, None)), "read once");
         }

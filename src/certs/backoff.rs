@@ -232,7 +232,10 @@ impl Backoff {
             && status
                 .last_error
                 .as_ref()
-                .is_some_and(|f| !matches!(f.kind, FailureKind::HeldBack { .. }));
+                // The edge's own waits (its order budget, its store) say less than the check.
+                .is_some_and(|f| {
+                    !matches!(f.kind, FailureKind::HeldBack { .. } | FailureKind::Local)
+                });
         if ca_backoff {
             return false;
         }

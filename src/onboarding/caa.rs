@@ -141,10 +141,11 @@ pub fn verdict(
             excluded = Some(Verdict::MethodsExcluded(issuer.clone(), allowed.clone()));
             continue;
         }
-        // RFC 8657 §3: the CA compares the account's URL as it is.
         bound = match (param("accounturi"), account) {
             (None, _) => return Verdict::Allowed(issuer.clone()),
-            (Some(uri), Some(ours)) if uri == ours => return Verdict::Allowed(issuer.clone()),
+            (Some(uri), Some(ours)) if same_account(uri, ours) => {
+                return Verdict::Allowed(issuer.clone());
+            }
             (Some(uri), Some(ours)) => Some(Verdict::OtherAccount(
                 issuer.clone(),
                 uri.clone(),
@@ -163,6 +164,21 @@ pub fn verdict(
         .collect();
     allowed.dedup();
     Verdict::NotAllowed(allowed)
+}
+
+/// Whether a CAA `accounturi` names the account at `ours`. A CA may know one account by
+/// several URLs (Let's Encrypt takes both its API versions' forms, `…/acme/reg/ID` and
+/// `…/acme/acct/ID`), all ending in the account's id: a record for the CA's identity naming the
+/// edge's id is the edge's account; another id never is.
+fn same_account(uri: &str, ours: &str) -> bool {
+    let id = |u: &str| {
+        u.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .map(str::to_owned)
+    };
+    uri == ours
+        || (uri.contains('/') && id(uri).is_some_and(|i| !i.is_empty() && Some(i) == id(ours)))
 }
 
 /// Splits an `issue` value (RFC 8659 §4.2) into the issuer domain (lowercase; empty for `;`)

@@ -177,6 +177,21 @@ async fn a_hold_leaves_a_ca_failure_that_still_backs_off_as_it_is() {
     // Once its retry time has passed, the hold is what the name waits for.
     let after = failed.retry_at.unwrap();
     assert!(certs.backoff.held_back(&name, hold.clone(), after).await);
+    assert_eq!(record(&store, &name).await.last_error, Some(hold.clone()));
+    // The edge's own wait (its order budget, its store) is no CA's answer: the failing check is
+    // what the customer must see.
+    let own = IssueFailure {
+        kind: FailureKind::Local,
+        detail: "the order budget is spent".into(),
+    };
+    let hour = Duration::from_secs(3600);
+    certs
+        .backoff
+        .failed(&name, own, after, None, Some(after + hour))
+        .await;
+    let later = after + backoff::HELD_NOTICE_INTERVAL;
+    assert!(record(&store, &name).await.retry_at.unwrap() > later);
+    assert!(certs.backoff.held_back(&name, hold.clone(), later).await);
     assert_eq!(record(&store, &name).await.last_error, Some(hold));
 }
 

@@ -134,6 +134,17 @@ fn issue_bound_to_an_account_is_compared_with_the_edges() {
         )]
     );
 
+    // Its other URL at the same CA (Let's Encrypt's v1 form of the account) is the same account.
+    let v1 = set(&[(
+        false,
+        "issue",
+        "letsencrypt.org; accounturi=https://acme-v01.example/acme/reg/7",
+    )]);
+    assert_eq!(
+        verdict(Some(&v1), &le(), METHODS, Some(OURS)),
+        Verdict::Allowed("letsencrypt.org".into())
+    );
+
     let both = set(&[
         (
             false,

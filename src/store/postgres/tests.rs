@@ -89,7 +89,7 @@ async fn an_unreachable_database_is_named_with_its_password_redacted() {
 }
 
 #[tokio::test]
-async fn a_connection_gives_up_on_a_peer_that_stops_acknowledging_within_the_user_timeout() {
+async fn connections_are_configured_to_give_up_on_a_peer_that_stops_acknowledging() {
     // Keepalive alone sends no probe while a query waits unacknowledged: only the user timeout
     // bounds that wait (else the kernel retransmits for about a quarter of an hour).
     let url = StoreUrl::parse("postgres://edge@127.0.0.1:5432/clickedge").unwrap();
