@@ -21,6 +21,7 @@ mod views;
 
 pub use hosts::Hosts;
 pub use ready::Readiness;
+pub use rewrite::MAX_MESSAGE_BYTES;
 pub use scope::{Scope, Tokens};
 pub use ui::Sessions;
 

@@ -17,7 +17,7 @@ use common::Edge;
 use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
 const DOMAIN: &str = "links.example.com";
@@ -334,36 +334,60 @@ async fn login_with_a_trickling_body(addr: SocketAddr) -> OwnedReadHalf {
     read
 }
 
+/// Sends the head of `POST /ui/login` announcing a 1000-byte body, then 10 bytes of it, and
+/// nothing more; returns both halves (the writing one kept open, so the edge sees no end).
+async fn login_with_a_stalled_body(addr: SocketAddr) -> (OwnedReadHalf, OwnedWriteHalf) {
+    let (read, mut write) = TcpStream::connect(addr).await.unwrap().into_split();
+    write
+        .write_all(
+            b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n\
+              token=0123",
+        )
+        .await
+        .unwrap();
+    (read, write)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_requests_with_trickling_bodies_get_408_and_leave_room_for_the_probes() {
     let edge = Edge::start_with(
         "[limits]\nadmin_max_connections = 2\nadmin_header_read_timeout = \"1s\"\n",
     );
-    let mut slow = Vec::new();
-    for _ in 0..2 {
-        slow.push(login_with_a_trickling_body(edge.admin).await);
-    }
-    // Every admin place holds a request whose body trickles in; once its time is up the places
-    // are free again, and the probes are answered.
+    // One body trickles on, one stops part way; together they hold every admin place.
+    let trickling = login_with_a_trickling_body(edge.admin).await;
+    let (mut stalled, _write) = login_with_a_stalled_body(edge.admin).await;
+    // Once their time is up (the header timeout, and a little for 1000 bytes) the places are
+    // free again, and the probes are answered.
     probe_until_answered(
         edge.admin,
         "/readyz",
-        Instant::now() + Duration::from_secs(1) + SLACK,
+        Instant::now() + Duration::from_secs(2) + SLACK,
         "/readyz not answered with every admin place held by a trickling body",
     )
     .await;
-    for mut read in slow {
-        let mut answer = Vec::new();
-        // A reset (the rest of the body unread) counts as closed.
-        let _ = tokio::time::timeout(SLACK, read.read_to_end(&mut answer))
-            .await
-            .expect("a trickling admin request body was not cut off");
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(
-            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
-            "{answer}"
-        );
-    }
+
+    // The stalled body has nothing left unread, so the close does not reset the 408.
+    let mut answer = Vec::new();
+    tokio::time::timeout(SLACK, stalled.read_to_end(&mut answer))
+        .await
+        .expect("a stalled admin request body was not cut off")
+        .expect("the answer to a stalled admin request body was reset");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 408"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+
+    let mut answer = Vec::new();
+    let mut trickling = trickling;
+    // A reset (the rest of the body unread) counts as closed.
+    let _ = tokio::time::timeout(SLACK, trickling.read_to_end(&mut answer))
+        .await
+        .expect("a trickling admin request body was not cut off");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
 }
 
 /// The soft and hard open-files limits of process `pid`.

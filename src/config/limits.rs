@@ -76,9 +76,11 @@ pub struct Limits {
     /// Open connections on the admin listener; past it a new connection is closed at once.
     /// Default `64`.
     pub admin_max_connections: NonZeroUsize,
-    /// Time an admin API client has to send a request's headers, and again its body once the
-    /// headers are in (a total, not per read); a half-sent head is closed after it, a half-sent
-    /// body answered `408` and its connection closed. Default `10s`.
+    /// Time an admin API client has to send a request's headers; a half-sent head is closed
+    /// after it. Its body then has this again, plus a second per 16 KiB of its `Content-Length`
+    /// (of the largest body an admin route takes, 2 MiB or `admin_max_body_bytes`, when chunked),
+    /// counted from the head as a total, not per read; a body not all read by then is answered
+    /// `408` and its connection closed. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub admin_header_read_timeout: Duration,
 }

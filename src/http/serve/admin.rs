@@ -1,6 +1,6 @@
 //! The admin listener: the admin API's router served over HTTP/1.1 with its own connection cap
-//! (refusing past it), its own header timeout (which bounds a request's body too, see
-//! [`super::deadline`]), and the same idle, close and write timeouts as the edge listeners.
+//! (refusing past it), its own header timeout (which, stretched with the body's size, bounds a
+//! request's body too, see [`super::deadline`]), and the same idle, close and write timeouts as the edge listeners.
 //!
 //! What the API answers is [`crate::admin`]'s business; this file only moves connections.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::{Service as _, service_fn};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{Activity, Timeouts, drive};
-use super::deadline::Deadline;
+use super::deadline::{Deadline, body_time};
 use super::io::WriteDeadline;
 use super::limits::{ConnLimits, Gate};
 use crate::config::Limits;
@@ -39,7 +39,13 @@ pub fn serve_admin(
     h1.timer(TokioTimer::new())
         .header_read_timeout(limits.admin_header_read_timeout);
     let timeouts = Timeouts::new(limits);
-    let body_within = limits.admin_header_read_timeout;
+    let head_timeout = limits.admin_header_read_timeout;
+    // The largest body any admin route takes: what a body with no `Content-Length` is given time
+    // for, and the most an announced one is.
+    let largest = u64::try_from(limits.admin_max_body_bytes.get())
+        .unwrap_or(u64::MAX)
+        // `POST /v1/rewrite` has its own cap, whatever `limits.admin_max_body_bytes` says.
+        .max(u64::try_from(crate::admin::MAX_MESSAGE_BYTES).unwrap_or(u64::MAX));
     let places = Arc::new(ConnLimits::admin(limits.admin_max_connections));
     let mut gate = Gate::new(listener, places, stop.clone());
     let router = TowerToHyperService::new(router);
@@ -53,8 +59,11 @@ pub fn serve_admin(
                 let (router, activity) = (router.clone(), activity.clone());
                 service_fn(move |req: Request<Incoming>| {
                     // The request is in flight while its body arrives, which keeps the connection
-                    // from its idle close: the body gets the header timeout, counted from the head.
+                    // from its idle close: the body gets the header timeout and time for its size
+                    // (hyper's exact size hint is the `Content-Length`; chunked has none),
+                    // counted from the head.
                     let (parts, body) = req.into_parts();
+                    let body_within = body_time(head_timeout, body.size_hint().exact(), largest);
                     let body = Deadline::new(body, body_within);
                     let expired = body.expired();
                     let answer = router.call(Request::from_parts(parts, body));
@@ -90,9 +99,12 @@ pub fn serve_admin(
 /// be on its way).
 fn body_timed_out(within: Duration) -> Response<Body> {
     let message = format!(
-        "request body not received within {} (limits.admin_header_read_timeout); send the whole \
-         request at once",
-        humantime::format_duration(within)
+        "request body not received within {} (limits.admin_header_read_timeout, plus a second \
+         per {} KiB of body); send the whole request at once",
+        humantime::format_duration(Duration::from_millis(
+            u64::try_from(within.as_millis()).unwrap_or(u64::MAX)
+        )),
+        super::deadline::MIN_RATE / 1024
     );
     let mut res = Response::new(Body::from(
         serde_json::json!({ "error": message }).to_string(),
