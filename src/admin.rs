@@ -19,6 +19,7 @@ mod share;
 mod ui;
 mod views;
 
+pub use error::error_response;
 pub use hosts::Hosts;
 pub use ready::Readiness;
 pub use rewrite::MAX_MESSAGE_BYTES;

@@ -103,6 +103,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// An admin error answer made outside the routes (by the listener itself): `status` and
+/// `{"error": message}`, as every admin error reads.
+pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    ApiError::new(status, message).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(json!({ "error": self.message }))).into_response()

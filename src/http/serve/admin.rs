@@ -106,15 +106,8 @@ fn body_timed_out(within: Duration) -> Response<Body> {
         )),
         super::deadline::MIN_RATE / 1024
     );
-    let mut res = Response::new(Body::from(
-        serde_json::json!({ "error": message }).to_string(),
-    ));
-    *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut res = crate::admin::error_response(StatusCode::REQUEST_TIMEOUT, message);
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
 }
