@@ -158,6 +158,29 @@ impl Certs {
         }
     }
 
+    /// The certificate source of unit tests: 100 cached, 5 s for an order, aws-lc-rs, metrics
+    /// of its own.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        store: Arc<dyn Store>,
+        issuer: Arc<dyn Issuer>,
+        policy: Arc<Policy>,
+        clock: Clock,
+    ) -> Certs {
+        Certs::new(
+            Settings {
+                cache_capacity: 100,
+                on_demand_timeout: Duration::from_secs(5),
+            },
+            store,
+            issuer,
+            policy,
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            Metrics::unregistered(),
+            clock,
+        )
+    }
+
     /// Consults `gate` before every first order (not renewals: a serving certificate keeps
     /// being renewed).
     pub fn with_gate(mut self, gate: Arc<dyn IssueGate>) -> Certs {

@@ -265,12 +265,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::certs::Settings as CertSettings;
     use crate::clock::{ManualClock, from_unix_secs};
     use crate::config::Config;
     use crate::domain::Zones;
     use crate::issuer::LocalCa;
-    use crate::metrics::Metrics;
     use crate::onboarding::Settings;
     use crate::store::{AcmeProblem, FailureKind, IssueFailure, IssueStatus, SqliteStore};
 
@@ -288,18 +286,12 @@ mod tests {
         let clock = ManualClock::new(from_unix_secs(1_000));
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let policy = Arc::new(Policy::default());
-        let certs = Arc::new(Certs::new(
-            CertSettings {
-                cache_capacity: 100,
-                on_demand_timeout: Duration::from_secs(5),
-            },
+        let certs = Arc::new(Certs::for_tests(
             store.clone(),
             Arc::new(
                 LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap(),
             ),
             policy.clone(),
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            Metrics::unregistered(),
             clock.clock(),
         ));
         let mut settings = Settings::from_config(&Config::default());

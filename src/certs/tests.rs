@@ -123,16 +123,10 @@ pub(in crate::certs) fn certs_over(
     names: impl IntoIterator<Item = Domain>,
     clock: Clock,
 ) -> Certs {
-    Certs::new(
-        Settings {
-            cache_capacity: 100,
-            on_demand_timeout: Duration::from_secs(5),
-        },
+    Certs::for_tests(
         store.clone(),
         issuer,
         Arc::new(Policy::new(names, None)),
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        Metrics::unregistered(),
         clock,
     )
 }
@@ -494,16 +488,10 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
     });
     let metrics = Metrics::unregistered();
     let ask = server.ask(store.clone(), &metrics, wall.clock(), None);
-    let certs = Arc::new(Certs::new(
-        Settings {
-            cache_capacity: 100,
-            on_demand_timeout: Duration::from_secs(5),
-        },
+    let certs = Arc::new(Certs::for_tests(
         store.clone(),
         issuer.clone(),
         Arc::new(Policy::new([], Some(ask))),
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        metrics,
         wall.clock(),
     ));
     let name = Domain::parse("ok-approved.example.com").unwrap();

@@ -3,11 +3,9 @@
 use std::time::Duration;
 
 use super::*;
-use crate::certs::Settings as CertSettings;
 use crate::clock::ManualClock;
 use crate::domain::Zones;
 use crate::issuer::LocalCa;
-use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::store::SqliteStore;
 
@@ -19,18 +17,7 @@ fn certs_on(
 ) -> (Arc<Certs>, tempfile::TempDir) {
     let ca_dir = tempfile::tempdir().unwrap();
     let ca = LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap();
-    let certs = Certs::new(
-        CertSettings {
-            cache_capacity: 100,
-            on_demand_timeout: Duration::from_secs(5),
-        },
-        store.clone(),
-        Arc::new(ca),
-        policy.clone(),
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        Metrics::unregistered(),
-        clock.clock(),
-    );
+    let certs = Certs::for_tests(store.clone(), Arc::new(ca), policy.clone(), clock.clock());
     (Arc::new(certs), ca_dir)
 }
 

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use super::*;
 use crate::Domain;
-use crate::certs::{CertError, Settings as CertSettings};
+use crate::certs::CertError;
 use crate::clock::ManualClock;
 use crate::domain::Zones;
 use crate::issuer::{Issuer, LocalCa, Unclaimed};
-use crate::metrics::Metrics;
 use crate::store::{FailureKind, IssueFailure, IssueStatus, SqliteStore};
 
 /// This node's parts over a store another node writes to, and its propagation.
@@ -31,16 +30,10 @@ async fn fixture(clock: &ManualClock) -> Fixture {
     let policy = Arc::new(Policy::new([], None));
     let issuer: Arc<dyn Issuer> =
         Arc::new(LocalCa::load_or_create(dirs.0.path(), Zones::reserved(), clock.clock()).unwrap());
-    let certs = Arc::new(Certs::new(
-        CertSettings {
-            cache_capacity: 100,
-            on_demand_timeout: Duration::from_secs(5),
-        },
+    let certs = Arc::new(Certs::for_tests(
         store.clone(),
         issuer,
         policy.clone(),
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        Metrics::unregistered(),
         clock.clock(),
     ));
     let keys = Arc::new(
