@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 
 use super::id::{ClickId, ClickIds};
-use super::queue::{Ack, Msg};
+use super::queue::{Ack, Msg, Queued};
 use super::verdict::{Class, Revision};
 use super::{ClickEvent, ClickQueue, ClickRejected, ClickSink};
 use crate::clock::Clock;
@@ -88,7 +88,7 @@ pub struct StartError(#[source] std::io::Error);
 
 /// The running batcher thread. [`ClickWriter::close`] writes everything queued and stops it.
 pub struct ClickWriter {
-    pub(super) tx: SyncSender<Msg>,
+    pub(super) tx: SyncSender<Queued>,
     pub(super) thread: JoinHandle<()>,
 }
 
@@ -118,7 +118,7 @@ impl ClickWriter {
         // its flush deadline: wake it first to make that room, and again to see the marker.
         let writer = self.thread.thread();
         writer.unpark();
-        let sent = self.tx.send(Msg::Stop).is_ok();
+        let sent = self.tx.send(Queued::stop()).is_ok();
         writer.unpark();
         if sent && self.thread.join().is_err() {
             tracing::error!("click writer panicked");
@@ -131,14 +131,15 @@ pub(super) fn spawn<S: ClickSink>(
     sink: S,
     config: BatchConfig,
     metrics: Metrics,
-    rx: Receiver<Msg>,
+    rx: Receiver<Queued>,
 ) -> Result<JoinHandle<()>, StartError> {
     let batcher = Batcher::new(sink, config, metrics.clone());
     std::thread::Builder::new()
         .name("clickedge-clicks".into())
         .spawn(move || {
             // A panic (a bug) must not leave the edge reporting a healthy sink: the clicks from
-            // now on are refused by the closed queue and counted as dropped, and this says why.
+            // now on are refused by the closed queue and counted as dropped (those it left in the
+            // queue count themselves, see `Queued`), and this says why.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batcher.run(rx))).is_err() {
                 metrics.click_sink_healthy.set(0);
                 tracing::error!(
@@ -191,7 +192,7 @@ impl<S: ClickSink> Batcher<S> {
     /// the batch is due instead of watching the queue, so buffered clicks queue up without waking
     /// it one by one; [`ClickQueue`] wakes it early for a synced click, the stop marker, or a
     /// queue a quarter full.
-    fn run(mut self, rx: Receiver<Msg>) {
+    fn run(mut self, rx: Receiver<Queued>) {
         loop {
             let mut stop = match self.wake_at() {
                 None => rx.recv().map_or(true, |msg| self.accept(msg)),
@@ -220,7 +221,9 @@ impl<S: ClickSink> Batcher<S> {
                 // Clones of the queue may have pushed after the stop marker; take those too.
                 // Then close the queue before the last write: a click pushed from now on (a
                 // connection still open after the shutdown grace) is refused and counted as
-                // dropped, not left in a queue nobody reads.
+                // dropped, not left in a queue nobody reads. One that lands after the last
+                // `try_recv` and before the receiver drops is dropped unread with it, and counts
+                // itself (`Queued`): nothing queued is lost uncounted.
                 while let Ok(msg) = rx.try_recv() {
                     self.accept(msg);
                 }
@@ -243,8 +246,8 @@ impl<S: ClickSink> Batcher<S> {
     }
 
     /// Adds a message to the batch; true for the stop marker.
-    fn accept(&mut self, msg: Msg) -> bool {
-        let (event, ack) = match msg {
+    fn accept(&mut self, msg: Queued) -> bool {
+        let (event, ack) = match msg.take() {
             Msg::Click(event) => (event, None),
             Msg::Synced(event, ack) => (event, Some(ack)),
             Msg::Revision(revision) => {

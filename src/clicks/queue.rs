@@ -5,6 +5,9 @@
 //!
 //! The queue never waits for room and never does I/O. It wakes the batcher only when it must act
 //! before its flush deadline: for a synced click, or once the queue is a quarter full.
+//!
+//! A message the queue took and the writer never did (it closed the queue at shutdown, or died)
+//! counts itself when the queue discards it: see [`Queued`].
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -13,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::thread::Thread;
 
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::oneshot;
 
 use super::ClickEvent;
@@ -53,10 +57,96 @@ pub(super) enum Msg {
     Stop,
 }
 
+/// A [`Msg`] in the queue, which counts itself if the writer never takes it.
+///
+/// The writer closes the queue at shutdown by dropping its receiver after a last look that found
+/// it empty; a push can land between the two, and the channel drops what it still holds with
+/// the receiver. Shutting that window with a "closed" flag would cost every push a check and the
+/// writer a wait for pushes under way. Instead every message accounts for itself, by ownership:
+/// once sent it belongs to the channel until either the writer receives it ([`Queued::take`],
+/// after which it counts nothing) or the channel drops it (its `Drop` counts it), whatever the
+/// interleaving and whichever thread drops it; exactly one of the two happens. A message the
+/// channel refuses comes back to the sender, who takes it and counts it as for any full or closed
+/// queue. Dropped unread, a buffered click counts as dropped, a synced one as rejected (its
+/// waiter, if still there, is answered [`ClickRejected::Stopped`]), each leaving
+/// `clickedge_clicks_queued`; a revision counts as lost. The same holds for what a panicking
+/// writer leaves in the queue.
+pub(super) struct Queued {
+    msg: Msg,
+    /// Where it counts itself; `None` for the stop marker, which counts nothing.
+    unread: Option<&'static Unread>,
+}
+
+impl Queued {
+    /// The stop marker, sent by [`super::ClickWriter::close`].
+    pub(super) fn stop() -> Queued {
+        Queued {
+            msg: Msg::Stop,
+            unread: None,
+        }
+    }
+
+    /// The message, received by the writer (or refused by the channel): it no longer counts
+    /// itself.
+    pub(super) fn take(mut self) -> Msg {
+        // `Stop` counts nothing when `self` drops.
+        std::mem::replace(&mut self.msg, Msg::Stop)
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let Some(unread) = self.unread else {
+            return;
+        };
+        // Counted out of the queue last, as the writer does: whoever sees the queue empty sees
+        // every other counter settled, the waiter too.
+        match std::mem::replace(&mut self.msg, Msg::Stop) {
+            Msg::Click(_) => {
+                unread.dropped.inc();
+                unread.queued.dec();
+            }
+            Msg::Synced(_, ack) => {
+                unread.rejected.inc();
+                unread.queued.dec();
+                // The waiter may have gone (client hung up); nothing to tell then.
+                let _ = ack.send(Err(ClickRejected::Stopped));
+            }
+            Msg::Revision(_) => unread.revisions_lost.inc(),
+            Msg::Stop => {}
+        }
+    }
+}
+
+/// The counters a message dropped unread counts itself in (see [`Queued`]), one set per queue.
+///
+/// NOTE: leaked, once per queue made (the app makes one per process), so that a message carries
+/// a plain reference: an `Arc` would cost an atomic increment per push and a decrement per
+/// receive on a cache line every request thread shares.
+pub(super) struct Unread {
+    dropped: IntCounter,
+    rejected: IntCounter,
+    queued: IntGauge,
+    revisions_lost: IntCounter,
+}
+
+impl Unread {
+    fn leak(metrics: &Metrics) -> &'static Unread {
+        Box::leak(Box::new(Unread {
+            dropped: metrics.clicks_dropped.clone(),
+            rejected: metrics.clicks_rejected.clone(),
+            queued: metrics.clicks_queued.clone(),
+            revisions_lost: metrics.verdict_revisions_lost.clone(),
+        }))
+    }
+}
+
 /// The request path's end of the click queue. Cheap to clone.
 #[derive(Clone)]
 pub struct ClickQueue {
-    tx: SyncSender<Msg>,
+    tx: SyncSender<Queued>,
+    /// What a message left unread counts itself in ([`Queued`]).
+    unread: &'static Unread,
     metrics: Metrics,
     durability: Durability,
     /// The writer thread. It sleeps while a batch waits for its flush deadline; a push wakes it
@@ -93,7 +183,7 @@ impl LogThrottle {
 impl ClickQueue {
     /// A queue of `capacity` into the writer thread `writer`.
     pub(super) fn new(
-        tx: SyncSender<Msg>,
+        tx: SyncSender<Queued>,
         metrics: Metrics,
         durability: Durability,
         writer: Thread,
@@ -102,6 +192,7 @@ impl ClickQueue {
     ) -> ClickQueue {
         ClickQueue {
             tx,
+            unread: Unread::leak(&metrics),
             metrics,
             durability,
             writer,
@@ -146,6 +237,19 @@ impl ClickQueue {
         false
     }
 
+    /// Sends `msg` without blocking; a message the channel refuses comes back to the caller, who
+    /// counts it.
+    fn send(&self, msg: Msg) -> Result<(), TrySendError<Msg>> {
+        let queued = Queued {
+            msg,
+            unread: Some(self.unread),
+        };
+        self.tx.try_send(queued).map_err(|e| match e {
+            TrySendError::Full(q) => TrySendError::Full(q.take()),
+            TrySendError::Disconnected(q) => TrySendError::Disconnected(q.take()),
+        })
+    }
+
     fn log_full(&self) {
         if self.full_log.ready(&self.clock) {
             tracing::warn!(
@@ -183,7 +287,7 @@ impl ClickQueue {
         // Counted before the send so the writer's decrement can never run first and take the
         // gauge below zero.
         self.metrics.clicks_queued.inc();
-        match self.tx.try_send(Msg::Click(Box::new(event))) {
+        match self.send(Msg::Click(Box::new(event))) {
             Ok(()) => {
                 if self.metrics.clicks_queued.get() >= self.wake_depth {
                     self.writer.unpark();
@@ -218,13 +322,14 @@ impl ClickQueue {
     pub async fn push_synced(&self, event: ClickEvent) -> Result<(), ClickRejected> {
         let (ack, acked) = oneshot::channel();
         self.metrics.clicks_queued.inc();
-        let refused = match self.tx.try_send(Msg::Synced(Box::new(event), ack)) {
+        let refused = match self.send(Msg::Synced(Box::new(event), ack)) {
             // The writer answers every synced click it takes and counts its own refusals.
             Ok(()) => {
                 self.writer.unpark();
                 match acked.await {
                     Ok(answer) => return answer,
-                    // The writer dropped the sender unanswered: it died mid-batch.
+                    // The writer dropped the sender unanswered: it died mid-batch. (A click the
+                    // writer never took is answered by its `Queued`, counted there.)
                     Err(_) => ClickRejected::Stopped,
                 }
             }
@@ -243,11 +348,12 @@ impl ClickQueue {
 }
 
 /// Revisions go through the queue like buffered clicks, so the batcher writes them after the
-/// click they name, through the same sink. One that cannot be queued (queue full, writer gone)
-/// is counted in `clickedge_verdict_revisions_lost_total`, never silently.
+/// click they name, through the same sink. One that cannot be queued (queue full, writer gone),
+/// or that the writer never takes ([`Queued`]), is counted in
+/// `clickedge_verdict_revisions_lost_total`, never silently.
 impl Revise for ClickQueue {
     fn revise(&self, revision: Revision) {
-        match self.tx.try_send(Msg::Revision(Box::new(revision))) {
+        match self.send(Msg::Revision(Box::new(revision))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.metrics.verdict_revisions_lost.inc();
@@ -258,10 +364,25 @@ impl Revise for ClickQueue {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future as _;
+    use std::pin::pin;
     use std::sync::mpsc::sync_channel;
+    use std::task::{Context, Poll, Waker};
 
     use super::*;
     use crate::clicks::testing::{event, test_queue};
+    use crate::clicks::verdict::Class;
+    use crate::clock::from_unix_secs;
+
+    fn revision() -> Revision {
+        Revision {
+            ts: from_unix_secs(1_764_000_001),
+            handle: 7,
+            class: Class::Machine,
+            reasons: vec!["burst"],
+            rules: "r",
+        }
+    }
 
     #[test]
     fn clicks_past_the_address_rate_are_not_admitted_and_are_counted() {
@@ -310,7 +431,63 @@ mod tests {
             Err(ClickRejected::Stopped)
         );
         assert_eq!(metrics.clicks_rejected.get(), 3);
-        assert_eq!(metrics.clicks_dropped.get(), 0);
+        // The buffered click the queue held, dropped unread with the receiver.
+        assert_eq!(metrics.clicks_dropped.get(), 1);
+        assert_eq!(metrics.clicks_queued.get(), 0);
+    }
+
+    // The writer's close: its last look finds the queue empty, a push lands, then the writer
+    // drops its receiver, which discards what is still queued. Each test below takes the queue
+    // to that state and drops the receiver as the writer does.
+
+    #[test]
+    fn a_click_queued_after_the_writers_last_look_is_counted_as_dropped() {
+        let metrics = Metrics::unregistered();
+        let (tx, rx) = sync_channel(10);
+        let queue = test_queue(tx, &metrics, Durability::Buffered, 10);
+        assert!(queue.push(event(0)));
         assert_eq!(metrics.clicks_queued.get(), 1);
+        drop(rx);
+        assert_eq!(metrics.clicks_dropped.get(), 1);
+        assert_eq!(metrics.clicks_queued.get(), 0);
+        // Later ones find the queue closed, as before.
+        assert!(!queue.push(event(1)));
+        assert_eq!(metrics.clicks_dropped.get(), 2);
+        assert_eq!(metrics.clicks_queued.get(), 0);
+    }
+
+    #[test]
+    fn a_synced_click_queued_after_the_writers_last_look_is_refused_and_counted() {
+        let metrics = Metrics::unregistered();
+        let (tx, rx) = sync_channel(10);
+        let queue = test_queue(tx, &metrics, Durability::Synced, 10);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut waiting = pin!(queue.push_synced(event(0)));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending(), "not queued");
+        // Its client hangs up while it waits: the click is still accounted for.
+        let mut hung_up = Box::pin(queue.push_synced(event(1)));
+        assert!(hung_up.as_mut().poll(&mut cx).is_pending(), "not queued");
+        drop(hung_up);
+        assert_eq!(metrics.clicks_queued.get(), 2);
+        drop(rx);
+        assert_eq!(
+            waiting.as_mut().poll(&mut cx),
+            Poll::Ready(Err(ClickRejected::Stopped))
+        );
+        assert_eq!(metrics.clicks_rejected.get(), 2);
+        assert_eq!(metrics.clicks_dropped.get(), 0);
+        assert_eq!(metrics.clicks_queued.get(), 0);
+    }
+
+    #[test]
+    fn a_revision_queued_after_the_writers_last_look_is_counted_as_lost() {
+        let metrics = Metrics::unregistered();
+        let (tx, rx) = sync_channel(10);
+        let queue = test_queue(tx, &metrics, Durability::Buffered, 10);
+        queue.revise(revision());
+        drop(rx);
+        assert_eq!(metrics.verdict_revisions_lost.get(), 1);
+        assert_eq!(metrics.clicks_dropped.get(), 0);
+        assert_eq!(metrics.clicks_queued.get(), 0);
     }
 }

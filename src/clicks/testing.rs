@@ -7,7 +7,7 @@ use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use super::file::{FileSink, FileSinkConfig};
-use super::queue::Msg;
+use super::queue::Queued;
 use super::{
     BatchConfig, ClickEvent, ClickId, ClickIds, ClickQueue, ClickWriter,
     DEFAULT_MAX_BUFFERED_BYTES, Truncated,
@@ -70,7 +70,7 @@ pub(super) fn still_clock() -> Clock {
 /// A queue whose writer is started by hand, or not at all: it wakes the test thread instead,
 /// which is harmless.
 pub(super) fn test_queue(
-    tx: SyncSender<Msg>,
+    tx: SyncSender<Queued>,
     metrics: &Metrics,
     durability: Durability,
     capacity: usize,
