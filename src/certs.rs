@@ -16,8 +16,9 @@
 //! (certificate metrics), `error`, `mirror` (a cluster node's sealed local copy of every stored
 //! certificate, read when the store fails).
 //!
-//! Wall-clock time comes from the [`Clock`] handed to [`Certs::new`]; the on-demand timeout and
-//! the maintenance loop's sleeps are tokio's.
+//! Wall-clock time comes from the [`Clock`] handed to [`Certs::new`]; the on-demand timeout, the
+//! bound on a store read a client waits on (`STORE_READ_BOUND`) and the maintenance loop's
+//! sleeps are tokio's.
 
 mod backoff;
 mod claim;
@@ -36,18 +37,20 @@ use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::Domain;
 use crate::clock::Clock;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::store::{CertLifetime, DomainRecord, FailureKind, IssueFailure, Store, StoreError};
+use crate::store::{
+    CertLifetime, DomainRecord, FailureKind, IssueFailure, Store, StoreError, StoredCert,
+};
 use backoff::Backoff;
 pub use claim::ClaimSettings;
 pub use error::{CertError, LoadError};
-use flight::{Flight, Outcome};
+use flight::{Flight, InFlight};
 use gauges::GaugeScans;
 use key::Entry;
 pub use key::{KeyError, certified_key};
@@ -93,7 +96,7 @@ impl From<Hold> for IssueFailure {
 /// The certificate source used by the TLS acceptor.
 pub struct Certs {
     cache: moka::sync::Cache<Domain, Entry>,
-    inflight: Mutex<HashMap<Domain, (Flight, watch::Receiver<Outcome>)>>,
+    inflight: Mutex<InFlight>,
     backoff: Backoff,
     schedule: Mutex<Schedule>,
     wake: Notify,
@@ -124,6 +127,23 @@ const HELD_UNSTORED_FOR: Duration = Duration::from_secs(60);
 /// How long "no valid certificate stored" holds for [`Certs::has_valid`]: a name issued meanwhile
 /// on another node is upgraded to HTTPS this much later, its plain-HTTP clicks served as before.
 const NO_VALID_FOR: Duration = Duration::from_secs(10);
+
+/// The longest a client waits on the store for one certificate read: a handshake whose
+/// certificate is not in memory, a plain-HTTP request asking whether to upgrade. A database
+/// that answers reads a row by its key in milliseconds; one that vanished (a black-holed route,
+/// a failover) leaves the read waiting until the connection's `TCP_USER_TIMEOUT` ends it, a
+/// minute later: far past `tls.on_demand_timeout` and `tls.handshake_timeout` (10 s each by
+/// default), so the handshake would fail although the certificate mirror holds its
+/// certificate. Past this bound the read counts as a store failure: the mirror answers (or a
+/// handshake fails, a request stays on plain HTTP) with most of the default on-demand wait
+/// left. It is also under the pool's 5 s wait for a free connection, so reads queued behind
+/// hung ones end here too.
+///
+/// NOTE: a constant, not a setting: it only needs to sit well above a database's answer and
+/// well below the handshake timeouts. Reads no client waits on (change propagation, renewal
+/// checks) keep the connection's own bounds, as does the admin API's status, whose request
+/// reads the domain's row from the store just before, unbounded.
+const STORE_READ_BOUND: Duration = Duration::from_secs(3);
 
 impl Certs {
     /// A certificate source over `store` and `issuer`, serving the names `policy` permits.
@@ -305,10 +325,10 @@ impl Certs {
         {
             return false;
         }
-        match self.store.certificate(name).await {
+        match self.certificate_for_client(name).await {
             Ok(Some(c)) if c.not_after > now => {
                 if let Ok(entry) = self.entry(&c) {
-                    self.cache.insert(name.clone(), entry);
+                    self.cache_registered(&lock(&self.inflight), name, entry);
                 }
                 true
             }
@@ -319,12 +339,35 @@ impl Certs {
         }
     }
 
+    /// `name`'s stored certificate, read for a client waiting on it: a store that has not
+    /// answered within [`STORE_READ_BOUND`] has failed (the read is dropped, and an answer that
+    /// comes later with it).
+    async fn certificate_for_client(
+        &self,
+        name: &Domain,
+    ) -> Result<Option<StoredCert>, StoreError> {
+        match tokio::time::timeout(STORE_READ_BOUND, self.store.certificate(name)).await {
+            Ok(read) => read,
+            Err(_) => Err(StoreError::Unavailable {
+                op: "reading a certificate",
+                source: format!("no answer within {} s", STORE_READ_BOUND.as_secs()).into(),
+            }),
+        }
+    }
+
     /// Forgets everything about `name` in memory (after it was unregistered).
     pub fn forget(&self, name: &Domain) {
-        self.cache.invalidate(name);
+        // Under the in-flight lock, which whatever caches a certificate holds while it checks
+        // that the name is still registered (`Certs::cache_registered`): a flight landing now
+        // either cached before this drops it, or finds the name gone.
+        {
+            let _inflight = lock(&self.inflight);
+            self.cache.invalidate(name);
+        }
         self.no_valid.remove(name);
         self.held_unstored.remove(name);
         self.backoff.forget(name);
+        // Likewise under the schedule's lock (`Certs::schedule_at`).
         lock(&self.schedule).remove(name);
         self.unmirror(name);
     }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
 
@@ -17,7 +17,7 @@ use crate::Domain;
 use crate::clock::Clock;
 use crate::errors::chain as error_chain;
 use crate::issuer::{IssueError, OrderClaim};
-use crate::store::{Fence, Store, StoreError};
+use crate::store::{Fence, LeaseRecord, Store, StoreError};
 
 /// How a node claims names: who it is, and how long a claim lasts without a heartbeat.
 #[derive(Debug, Clone)]
@@ -34,6 +34,64 @@ impl Default for ClaimSettings {
         ClaimSettings {
             holder: "node".into(),
             ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Who holds a name's lease that this node could not take, as the store's lease records say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Holder {
+    /// This node's own id: a lease an earlier attempt of this node took and did not free (it
+    /// expires within its TTL), or another process running under the same `cluster.node_id`.
+    ThisNode,
+    /// Another node, by its id.
+    Other(String),
+    /// Not known: the leases could not be read, or this one expired or was freed since.
+    Unknown,
+}
+
+impl Holder {
+    /// Who holds `name`'s lease at `now` according to `leases`, for the node named `this`.
+    pub(super) fn of(leases: &[LeaseRecord], name: &Domain, this: &str, now: SystemTime) -> Holder {
+        match leases
+            .iter()
+            .find(|l| l.name == name.as_str() && l.expires_at > now)
+        {
+            Some(lease) if lease.holder == this => Holder::ThisNode,
+            Some(lease) => Holder::Other(lease.holder.clone()),
+            None => Holder::Unknown,
+        }
+    }
+
+    /// Who holds the lease of `name` that [`Claim::take`] could not take: one read of the
+    /// cluster's leases (a few rows: the names being worked on and the orders kept), made only
+    /// when a claim is refused.
+    pub(super) async fn read(
+        store: &Arc<dyn Store>,
+        name: &Domain,
+        settings: &ClaimSettings,
+        clock: &Clock,
+    ) -> Holder {
+        let now = clock.now();
+        match store.leases(now).await {
+            Ok(leases) => Holder::of(&leases, name, &settings.holder, now),
+            Err(e) => {
+                tracing::debug!(domain = %name, error = %error_chain(&e), "reading who holds a lease");
+                Holder::Unknown
+            }
+        }
+    }
+
+    /// What a due renewal that waits for this holder's lease logs.
+    pub(super) fn renewal_waits(&self) -> &'static str {
+        match self {
+            Holder::ThisNode => {
+                "this node's own lease from an earlier attempt is unexpired: checking again later"
+            }
+            Holder::Other(_) => "another node is renewing: checking again later",
+            Holder::Unknown => {
+                "the lease is held and its holder could not be read: checking again later"
+            }
         }
     }
 }
@@ -189,5 +247,41 @@ async fn heartbeat(
                 tracing::warn!(domain = %name, error = %error_chain(&e), "extending a lease");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::from_unix_secs;
+
+    fn lease(name: &str, holder: &str, expires_at: u64) -> LeaseRecord {
+        LeaseRecord {
+            name: name.into(),
+            holder: holder.into(),
+            fence: Fence(1),
+            expires_at: from_unix_secs(expires_at),
+            order_url: None,
+        }
+    }
+
+    #[test]
+    fn a_lease_under_this_nodes_id_is_told_apart_from_another_nodes() {
+        let name = Domain::parse("a.example.com").unwrap();
+        let now = from_unix_secs(100);
+        let leases = [
+            lease("a.example.com", "edge-a", 160),
+            lease("b.example.com", "edge-b", 160),
+        ];
+        let holder = Holder::of(&leases, &name, "edge-a", now);
+        assert_eq!(holder, Holder::ThisNode);
+        assert!(!holder.renewal_waits().contains("another node"));
+        let holder = Holder::of(&leases, &name, "edge-b", now);
+        assert_eq!(holder, Holder::Other("edge-a".into()));
+        assert!(holder.renewal_waits().contains("another node"));
+        // Expired (kept only for its order): nobody holds it now.
+        let kept = [lease("a.example.com", "edge-a", 100)];
+        assert_eq!(Holder::of(&kept, &name, "edge-b", now), Holder::Unknown);
+        assert_eq!(Holder::of(&[], &name, "edge-b", now), Holder::Unknown);
     }
 }

@@ -68,13 +68,22 @@ impl Certs {
             // with names nobody clicks (the next handshake loads from the store anyway).
             // Both under the in-flight lock, which a handshake holds to cache what it read
             // during a renewal (`Certs::renewing_cache`): it never puts the old certificate
-            // back after this one.
+            // back after this one. A name removed while the flight was in the air gets nothing
+            // cached, and its waiters are refused as its later handshakes are (asked under the
+            // lock: see `Certs::cache_registered`).
             let mut inflight = lock(&this.inflight);
-            if let Ok(entry) = &result
-                && (kind == Flight::Obtain || this.cache.contains_key(&name))
-            {
-                this.cache.insert(name.clone(), entry.clone());
-            }
+            let result = match result {
+                Ok(_) if !this.policy.is_registered(name.as_str()) => {
+                    Err(CertError::NotServed(name.clone()))
+                }
+                Ok(entry) => {
+                    if kind == Flight::Obtain || this.cache.contains_key(&name) {
+                        this.cache.insert(name.clone(), entry.clone());
+                    }
+                    Ok(entry)
+                }
+                failed => failed,
+            };
             inflight.remove(&name);
             drop(inflight);
             let _ = tx.send(Some(result));
@@ -92,7 +101,17 @@ impl Certs {
     pub(super) fn renewing_cache(&self, name: &Domain, entry: &Entry) {
         let inflight = lock(&self.inflight);
         if renewal_in(&inflight, name) {
-            self.cache.insert(name.clone(), entry.clone());
+            self.cache_registered(&inflight, name, entry.clone());
+        }
+    }
+
+    /// Caches `entry` as `name`'s certificate unless the policy no longer registers the name (it
+    /// was removed while its certificate was read). Called with the in-flight lock held
+    /// (`_inflight`), under which [`Certs::forget`] drops a cached certificate after the policy
+    /// dropped its name: either this finds the name gone, or `forget` drops what this cached.
+    pub(super) fn cache_registered(&self, _inflight: &InFlight, name: &Domain, entry: Entry) {
+        if self.policy.is_registered(name.as_str()) {
+            self.cache.insert(name.clone(), entry);
         }
     }
 
@@ -110,12 +129,13 @@ impl Certs {
         name: &Domain,
         schedule: bool,
     ) -> Result<Option<Entry>, CertError> {
-        let stored = match self.store.certificate(name).await {
+        let stored = match self.certificate_for_client(name).await {
             Ok(stored) => {
                 self.store_answered();
                 stored
             }
-            // The store failed (not "none"): the mirror's copy, if this node keeps one.
+            // The store failed (not "none"), or did not answer in time: the mirror's copy, if
+            // this node keeps one.
             Err(e) => return self.mirrored(name, e).await,
         };
         let Some(cert) = stored.filter(|c| c.not_after > self.clock.now()) else {
@@ -125,14 +145,8 @@ impl Certs {
             .entry(&cert)
             .map_err(|e| CertError::unavailable(name, e))?;
         if schedule {
-            let shared = self.shared(name);
-            let mut schedule = lock(&self.schedule);
-            if !schedule.by_name.contains_key(name) {
-                schedule.set(
-                    &shared,
-                    schedule::default_renew_at(cert.not_before, cert.not_after, rand::random()),
-                );
-            }
+            let at = schedule::default_renew_at(cert.not_before, cert.not_after, rand::random());
+            self.schedule_unscheduled(name, at);
         }
         Ok(Some(entry))
     }
@@ -383,11 +397,11 @@ pub(super) enum IssueOutcome {
     Superseded,
 }
 
+/// The flights in the air, by name (what `Certs::inflight` guards).
+pub(super) type InFlight = HashMap<Domain, (Flight, watch::Receiver<Outcome>)>;
+
 /// Whether `inflight` holds a renewal of `name`.
-fn renewal_in(
-    inflight: &HashMap<Domain, (Flight, watch::Receiver<Outcome>)>,
-    name: &Domain,
-) -> bool {
+fn renewal_in(inflight: &InFlight, name: &Domain) -> bool {
     inflight
         .get(name)
         .is_some_and(|(kind, _)| *kind == Flight::Renew)

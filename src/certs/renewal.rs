@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use super::claim::Holder;
 use super::error::LoadError;
 use super::flight::{Flight, IssueOutcome};
 use super::key::Entry;
@@ -80,10 +81,32 @@ impl Certs {
             .unwrap_or_else(|| name.clone())
     }
 
-    /// Checks `name` next at `at` (replacing the time it had), keyed by [`Certs::shared`].
+    /// Checks `name` next at `at` (replacing the time it had), keyed by the policy's copy of
+    /// the name ([`Certs::shared`]); a name the policy no longer registers (removed while its
+    /// certificate was read, issued or checked) is not scheduled.
     pub(super) fn schedule_at(&self, name: &Domain, at: SystemTime) {
-        let name = self.shared(name);
-        lock(&self.schedule).set(&name, at);
+        let mut schedule = lock(&self.schedule);
+        if let Some(name) = self.still_registered(&schedule, name) {
+            schedule.set(&name, at);
+        }
+    }
+
+    /// [`Certs::schedule_at`], unless `name` is scheduled already.
+    pub(super) fn schedule_unscheduled(&self, name: &Domain, at: SystemTime) {
+        let mut schedule = lock(&self.schedule);
+        if schedule.by_name.contains_key(name) {
+            return;
+        }
+        if let Some(name) = self.still_registered(&schedule, name) {
+            schedule.set(&name, at);
+        }
+    }
+
+    /// The policy's copy of `name` if it still registers it; asked with the schedule's lock held
+    /// (`_schedule`), under which [`Certs::forget`] unschedules a name after the policy dropped
+    /// it: either the name is found gone here, or `forget` removes what is scheduled now.
+    fn still_registered(&self, _schedule: &Schedule, name: &Domain) -> Option<Domain> {
+        self.policy.registered_name(name.as_str())
     }
 
     /// Checks `name` next when the lifetime rule says for `cert`.
@@ -154,9 +177,7 @@ impl Certs {
 
     /// Schedules `name` [`CHECK_AGAIN`] from now unless it is scheduled already.
     pub(super) fn check_again(&self, name: &Domain) {
-        if !lock(&self.schedule).by_name.contains_key(name) {
-            self.schedule_at(name, self.clock.now() + CHECK_AGAIN);
-        }
+        self.schedule_unscheduled(name, self.clock.now() + CHECK_AGAIN);
     }
 
     pub(super) async fn renew(&self, name: &Domain) -> Result<Entry, CertError> {
@@ -204,7 +225,13 @@ impl Certs {
             return self.serving(name, &current);
         }
         let Some(claim) = self.claim(name).await? else {
-            tracing::info!(domain = %name, "another node is renewing: checking again later");
+            let holder = Holder::read(&self.store, name, &self.claims, &self.clock).await;
+            let lease_holder = match &holder {
+                Holder::ThisNode => self.claims.holder.as_str(),
+                Holder::Other(id) => id.as_str(),
+                Holder::Unknown => "unknown",
+            };
+            tracing::info!(domain = %name, lease_holder = %lease_holder, "{}", holder.renewal_waits());
             self.schedule_at(name, now + self.claims.ttl);
             return self.serving(name, &current);
         };

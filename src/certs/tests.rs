@@ -13,6 +13,7 @@ mod blips;
 mod cluster;
 mod held;
 mod renewal;
+mod stalled;
 
 /// Counts issuances; fails while `fail` is set; a renewal never ends while `stall_renewals` is.
 struct Counting {

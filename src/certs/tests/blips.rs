@@ -1,9 +1,11 @@
 //! A store that fails chosen operations a given number of times (a pool's wait timing out, a
-//! connection dropped), and otherwise passes every call to the store it wraps.
+//! connection dropped), or holds their answers until the test lets them go (a database whose
+//! answer is slow to arrive, or never does), and otherwise passes every call to the store it
+//! wraps.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::*;
 use crate::config::ChallengeKind;
@@ -19,6 +21,52 @@ pub(super) struct Blips {
     pub(super) extend_lease: AtomicU32,
     /// How many of the next [`Store::certificate`] calls fail.
     pub(super) certificate: AtomicU32,
+    /// Holds the answers of [`Store::certificate`] calls once armed.
+    pub(super) stall_certificate: Stall,
+}
+
+/// Holds calls once armed: each gets the wrapped store's answer, then waits with it until
+/// [`Stall::release`] (never, if the test does not call it).
+pub(super) struct Stall {
+    armed: AtomicBool,
+    held: Notify,
+    released: watch::Sender<bool>,
+}
+
+impl Stall {
+    fn new() -> Stall {
+        Stall {
+            armed: AtomicBool::new(false),
+            held: Notify::new(),
+            released: watch::Sender::new(false),
+        }
+    }
+
+    /// Holds every call from now on.
+    pub(super) fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Returns once a call is held.
+    pub(super) async fn held(&self) {
+        self.held.notified().await;
+    }
+
+    /// Lets the held calls go, and holds no more.
+    pub(super) fn release(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+        self.released.send_replace(true);
+    }
+
+    /// Waits here while armed, until released.
+    async fn pass(&self) {
+        if !self.armed.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut released = self.released.subscribe();
+        self.held.notify_one();
+        let _ = released.wait_for(|r| *r).await;
+    }
 }
 
 impl Blips {
@@ -27,6 +75,7 @@ impl Blips {
             inner,
             extend_lease: AtomicU32::new(0),
             certificate: AtomicU32::new(0),
+            stall_certificate: Stall::new(),
         })
     }
 
@@ -128,7 +177,9 @@ impl Store for Blips {
     }
     async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError> {
         Blips::blip(&self.certificate)?;
-        self.inner.certificate(name).await
+        let answer = self.inner.certificate(name).await;
+        self.stall_certificate.pass().await;
+        answer
     }
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError> {
         self.inner.put_certificate(name, cert).await

@@ -289,6 +289,73 @@ async fn a_renewal_due_during_a_handshakes_flight_stays_scheduled() {
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 2, "renewed");
 }
 
+/// Lines logged (plain text) on this thread while `f` runs.
+async fn logged<T>(f: impl Future<Output = T>) -> (T, String) {
+    /// Appends what is logged to a shared buffer.
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let lines = lines.clone();
+        move || Captured(lines.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .finish();
+    let out = {
+        let _logging = tracing::subscriber::set_default(subscriber);
+        f.await
+    };
+    let text = String::from_utf8_lossy(&lock(&lines)).into_owned();
+    (out, text)
+}
+
+/// A due renewal that finds the name's lease held says whose it is: this node's own (an
+/// earlier attempt whose lease has not expired) is not "another node".
+#[tokio::test]
+async fn a_renewal_held_back_by_a_lease_says_whether_this_node_or_another_holds_it() {
+    let DueForRenewal {
+        wall,
+        store,
+        certs,
+        name,
+        _dir,
+        ..
+    } = due_for_renewal().await;
+    let ttl = Duration::from_secs(60);
+    // This node's id in the unit tests' claims: "node".
+    let own = store
+        .acquire_lease(&name, "node", wall.clock().now(), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let (renewed, log) = logged(certs.renew(&name)).await;
+    renewed.unwrap();
+    assert!(log.contains("this node's own lease"), "{log}");
+    assert!(log.contains("lease_holder=node"), "{log}");
+    assert!(!log.contains("another node"), "{log}");
+
+    assert!(store.release_lease(&name, own.fence).await.unwrap());
+    store
+        .acquire_lease(&name, "edge-b", wall.clock().now(), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let (renewed, log) = logged(certs.renew(&name)).await;
+    renewed.unwrap();
+    assert!(log.contains("another node is renewing"), "{log}");
+    assert!(log.contains("lease_holder=edge-b"), "{log}");
+}
+
 #[test]
 fn schedule_pops_in_time_order() {
     let mut s = Schedule::default();
