@@ -478,6 +478,9 @@ impl Minter for RingMinter<'_> {
     fn pixel(&mut self) -> Result<String, links::LinkError> {
         Ok(format!("https://{DOMAIN}/o/pixel"))
     }
+    fn is_edge_domain(&self, host: &str) -> bool {
+        host == DOMAIN
+    }
 }
 
 const LOREM: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod \

@@ -14,7 +14,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::Domain;
 use crate::clock::Clock;
-use crate::links::{self, KeyId, KeyRing, Link, LinkError, LinkKey, MessageContext, SharedKeyRing};
+use crate::links::{
+    self, KeyId, KeyRing, LINK_PATH, Link, LinkError, LinkKey, MessageContext, PIXEL_PATH,
+    SharedKeyRing,
+};
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 
@@ -67,6 +70,13 @@ pub enum MintError {
     /// The destination or the metadata is refused.
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// The destination is a link or pixel of this edge: a link to it would redirect twice and
+    /// log each click twice.
+    #[error(
+        "url {0:?} is already a link of this edge (its host is a domain of the edge and its path \
+         one of the edge's routes, /c/ or /o/); mint a link to the destination it leads to"
+    )]
+    EdgeLink(String),
     /// The link's path would be longer than the edge accepts (it would answer 414).
     #[error(
         "the link's path would be {length} bytes, over limits.max_uri_bytes ({limit}), the longest \
@@ -79,11 +89,6 @@ pub enum MintError {
         limit: usize,
     },
 }
-
-/// The path of a link before its token, as the edge routes it (`http::router`).
-const LINK_PATH: &str = "/c/";
-/// The path of an open pixel before its token.
-const PIXEL_PATH: &str = "/o/";
 
 /// One key as listed (no secret).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +304,9 @@ impl LinkKeys {
     ) -> Result<String, MintError> {
         self.registered(domain)?;
         let mut link = Link::new(url, meta, self.clock.unix_secs())?;
+        if links::edge_route(&link.url).is_some_and(|(host, _)| self.is_edge_domain(&host)) {
+            return Err(MintError::EdgeLink(link.url));
+        }
         if let Some(context) = context {
             link = link.with_context(context)?;
         }
@@ -330,6 +338,12 @@ impl LinkKeys {
         let token =
             links::seal_pixel_with(key, domain.as_str(), context, meta, self.clock.unix_secs());
         self.located(domain, PIXEL_PATH, token)
+    }
+
+    /// True when `host` is one of the edge's domains (registered): its `/c/` and `/o/` URLs are
+    /// the edge's own links and pixels.
+    pub fn is_edge_domain(&self, host: &str) -> bool {
+        self.policy.is_registered(host)
     }
 
     /// `MintError::NotRegistered` unless `domain` is registered: what minting for it would say.

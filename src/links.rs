@@ -193,6 +193,41 @@ pub fn is_redirectable(url: &str) -> bool {
     (lower("https://") || lower("http://")) && !control
 }
 
+/// The path of a link before its token, as the edge routes it (`http::router`).
+pub const LINK_PATH: &str = "/c/";
+/// The path of an open pixel before its token.
+pub const PIXEL_PATH: &str = "/o/";
+
+/// One of the edge's token routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeRoute {
+    /// [`LINK_PATH`]: a link, which redirects and logs a click.
+    Link,
+    /// [`PIXEL_PATH`]: an open pixel.
+    Pixel,
+}
+
+/// The host of `url` and the edge's token route its path is, when it is one. On one of the
+/// edge's domains such a URL is the edge's own link or pixel rather than a destination: a link
+/// to it would redirect twice and log each click twice. The host reads as domains are
+/// registered (lowercase, A-labels, no final dot); `None` for any other path, and for a URL
+/// that does not parse.
+pub fn edge_route(url: &str) -> Option<(String, EdgeRoute)> {
+    let parsed = url::Url::parse(url).ok()?;
+    let route = if parsed.path().starts_with(LINK_PATH) {
+        EdgeRoute::Link
+    } else if parsed.path().starts_with(PIXEL_PATH) {
+        EdgeRoute::Pixel
+    } else {
+        return None;
+    };
+    let host = parsed
+        .host_str()?
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    Some((host, route))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +318,28 @@ mod tests {
         assert!(!is_redirectable("javascript:alert(1)"));
         assert!(!is_redirectable("https://"));
         assert!(!is_redirectable("https://a\r\nSet-Cookie: x"));
+    }
+
+    #[test]
+    fn edge_routes_are_links_and_pixels_whatever_the_host_is_written_as() {
+        let route = |url: &str| edge_route(url);
+        assert_eq!(
+            route("https://Links.Example.com./c/tok?x=1"),
+            Some(("links.example.com".to_owned(), EdgeRoute::Link))
+        );
+        assert_eq!(
+            route("http://user@links.example.com:8443/o/px"),
+            Some(("links.example.com".to_owned(), EdgeRoute::Pixel))
+        );
+        for other in [
+            "https://links.example.com/",
+            "https://links.example.com/s/tok",
+            "https://links.example.com/c",
+            "https://links.example.com/x/c/tok",
+            "mailto:a@links.example.com",
+            "not a url",
+        ] {
+            assert_eq!(route(other), None, "{other}");
+        }
     }
 }

@@ -6,7 +6,10 @@
 //! expressions: only the `href` of `<a>` and `<area>` elements changes (their start tag is
 //! re-serialised, nothing else is), the text of a link never does. The plain-text part's URLs are
 //! found by a linkifier ([`text`]). Which links are tracked is [`href`]'s decision: absolute
-//! `http`/`https` URLs, unless the element carries an opt-out attribute.
+//! `http`/`https` URLs, unless the element carries an opt-out attribute or the URL is the edge's
+//! own link or pixel, so a message rewritten again keeps its links, its pixel and its decoy as
+//! they are. Links inside `<noscript>` (markup to a mail client, which runs no script) are
+//! tracked like any other.
 //!
 //! Pure: minting is the caller's [`Minter`] (the message id, metadata and send time are its
 //! business); this module decides what is minted, in which order, and where it goes. Two passes
@@ -29,9 +32,11 @@ pub struct Message<'a> {
     pub html: Option<&'a str>,
     /// The plain-text part.
     pub text: Option<&'a str>,
-    /// Insert an open pixel just before `</body>` (at the end without one).
+    /// Insert an open pixel just before `</body>` (at the end without one), unless the HTML part
+    /// carries the edge's pixel already.
     pub pixel: bool,
-    /// Insert a hidden decoy link (HTML part only) right after `<body>` (at the end without one).
+    /// Insert a hidden decoy link (HTML part only) right after `<body>` (at the end without one),
+    /// unless the HTML part carries the edge's decoy already.
     pub decoy: bool,
 }
 
@@ -56,6 +61,10 @@ pub trait Minter {
     fn link(&mut self, url: &str, place: Place) -> Result<String, Self::Error>;
     /// The open pixel's URL for the message.
     fn pixel(&mut self) -> Result<String, Self::Error>;
+    /// True when `host` is one of the edge's domains: there, a `/c/` or `/o/` URL is a link or
+    /// pixel the edge made (an earlier rewrite, `POST /v1/links`), left as written rather than
+    /// wrapped in a second redirect that would log every click twice.
+    fn is_edge_domain(&self, host: &str) -> bool;
 }
 
 /// One distinct link of a rewritten message.
@@ -80,7 +89,8 @@ pub struct Rewritten {
     pub text: Option<String>,
     /// The distinct links, by index.
     pub links: Vec<MintedLink>,
-    /// The pixel's URL, when asked.
+    /// The pixel's URL, when asked: the one the HTML part carries already, if any, else a new
+    /// one.
     pub pixel: Option<String>,
 }
 
@@ -124,11 +134,15 @@ pub fn rewrite<M: Minter>(
 ) -> Result<Rewritten, RewriteError<M::Error>> {
     // Pass one: the distinct links, HTML first, then the text part's (which reuse the HTML's
     // link to the same destination and leave alone what the HTML opted out).
+    let is_edge_domain = |host: &str| minter.is_edge_domain(host);
     let found = match message.html {
-        Some(h) => html::collect(h)?,
+        Some(h) => html::collect(h, &is_edge_domain)?,
         None => html::Found::default(),
     };
-    let text_urls = message.text.map(text::find).unwrap_or_default();
+    let text_urls = message
+        .text
+        .map(|t| text::find(t, &is_edge_domain))
+        .unwrap_or_default();
     let mut targets: Vec<Target> = Vec::new();
     let mut seen: HashMap<Target, u32> = HashMap::new();
     let mut by_url: HashMap<String, u32> = HashMap::new();
@@ -156,13 +170,19 @@ pub fn rewrite<M: Minter>(
             );
         }
     }
+    // The limit is on the links a person sees; the decoy comes after them.
+    if targets.len() > MAX_LINKS_PER_MESSAGE as usize {
+        return Err(RewriteError::TooManyLinks(targets.len()));
+    }
     // The decoy leads where the message's first content or footer link does: a scanner
     // following it sees a live page, and no person ever sees it. Never where an unsubscribe or
     // confirm link leads: a GET of the decoy is a plain redirect, and a scanner would
     // unsubscribe or confirm on the recipient's behalf without passing the action link's
-    // confirm page. A message with only such links gets no decoy.
+    // confirm page. A message with only such links gets no decoy, and so does one that
+    // carries the edge's decoy already (rewritten before: that one stays as it is).
     if message.decoy
         && message.html.is_some()
+        && !found.decoy
         && let Some(first) = targets
             .iter()
             .find(|t| matches!(t.role, Role::Content | Role::Footer))
@@ -173,10 +193,7 @@ pub fn rewrite<M: Minter>(
         };
         targets.push(decoy);
     }
-    if targets.len() > MAX_LINKS_PER_MESSAGE as usize {
-        return Err(RewriteError::TooManyLinks(targets.len()));
-    }
-    // Invariant: at most MAX_LINKS_PER_MESSAGE (1000) targets, checked just above.
+    // Invariant: at most MAX_LINKS_PER_MESSAGE (1000) targets and the decoy, checked above.
     let count = targets.len() as u32;
     let visible = count - u32::from(targets.last().is_some_and(|t| t.role == Role::Decoy));
 
@@ -204,13 +221,14 @@ pub fn rewrite<M: Minter>(
             role: t.role,
         });
     }
-    let pixel = if message.pixel {
-        Some(minter.pixel().map_err(|source| RewriteError::Mint {
+    // A part that carries the edge's pixel already (rewritten before) gets no second one: two
+    // pixels would count every open twice.
+    let new_pixel = match (message.pixel, &found.pixel) {
+        (true, None) => Some(minter.pixel().map_err(|source| RewriteError::Mint {
             url: String::new(),
             source,
-        })?)
-    } else {
-        None
+        })?),
+        _ => None,
     };
 
     // Pass two: write the links.
@@ -223,13 +241,15 @@ pub fn rewrite<M: Minter>(
         .iter()
         .find(|l| l.role == Role::Decoy)
         .map(|l| l.link.as_str());
+    let is_edge_domain = |host: &str| minter.is_edge_domain(host);
     let html = match message.html {
         Some(h) => Some(html::write(
             h,
             &html::Writes {
                 links: &lookup,
-                pixel: pixel.as_deref(),
+                pixel: new_pixel.as_deref(),
                 decoy,
+                is_edge_domain: &is_edge_domain,
             },
         )?),
         None => None,
@@ -239,6 +259,11 @@ pub fn rewrite<M: Minter>(
             by_url.get(url).map(|&i| links[i as usize].link.as_str())
         })
     });
+    let pixel = if message.pixel {
+        new_pixel.or(found.pixel)
+    } else {
+        None
+    };
     Ok(Rewritten {
         html,
         text,

@@ -228,6 +228,21 @@ async fn key_rotation_keeps_old_links_and_removal_stops_them() {
     assert_eq!(client.get(&new).send().await.unwrap().status(), 302);
     let (_, keys) = edge.admin(Method::GET, "/v1/keys", None).await;
     assert_eq!(keys.as_array().unwrap().len(), 1);
+    // An id no key can have says which ids there are.
+    for bad in ["70000", "0", "two"] {
+        for (method, path) in [
+            (Method::DELETE, format!("/v1/keys/{bad}")),
+            (Method::POST, format!("/v1/keys/{bad}/retire")),
+        ] {
+            let (status, body) = edge.admin(method, &path, None).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            let error = body["error"].as_str().unwrap();
+            assert!(
+                error.contains(&format!("{bad:?}")) && error.contains("from 1 to 65535"),
+                "{error}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

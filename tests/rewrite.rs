@@ -1,6 +1,6 @@
 //! Preparing a whole message on a running edge: `POST /v1/rewrite` and `clickedge rewrite`
 //! against the real binary; the links it returns redirect and log their message context; the
-//! 2 MiB body limit.
+//! 2 MiB body limit; the edge's own links left as written, so a second rewrite changes nothing.
 
 mod common;
 
@@ -151,6 +151,17 @@ async fn refusals_name_their_cause() {
             400,
             "sent_at \"yesterday\" is not an RFC 3339 time",
         ),
+        // A message id minting would refuse, with nothing to mint.
+        (
+            json!({"domain": DOMAIN, "message": "", "html": "<p>hi</p>"}),
+            400,
+            "message id must be 1-128 bytes, not 0",
+        ),
+        (
+            json!({"domain": DOMAIN, "message": "m".repeat(200), "text": "no links"}),
+            400,
+            "message id must be 1-128 bytes, not 200",
+        ),
     ];
     for (body, status, words) in cases {
         let (got, answer) = rewrite(&edge, body.clone()).await;
@@ -298,4 +309,96 @@ async fn the_pixel_answers_the_same_transparent_gif_never_cached_and_without_a_c
     let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["open", "open", "click"], "{lines:?}");
     assert_eq!(lines[2]["url"], "https://a.example/");
+}
+
+#[tokio::test]
+async fn the_edges_own_links_are_left_as_written_and_a_second_rewrite_changes_nothing() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let (status, body) = edge
+        .admin(
+            Method::POST,
+            "/v1/links",
+            Some(json!({"domain": DOMAIN, "url": "https://shop.example/"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let minted = body["link"].as_str().unwrap().to_owned();
+    // A link made by POST /v1/links is the edge's own: left as it is, not reported.
+    let html = format!("<p><a href=\"{minted}\">a</a></p>");
+    let (status, out) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "m", "html": html, "text": minted}),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["html"], html);
+    assert_eq!(out["text"], minted.as_str());
+    assert_eq!(out["links"], json!([]));
+    // Nor is it minted as a destination.
+    let (status, answer) = edge
+        .admin(
+            Method::POST,
+            "/v1/links",
+            Some(json!({"domain": DOMAIN, "url": minted})),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains(&format!("{minted:?}")), "{error}");
+    assert!(error.contains("already a link of this edge"), "{error}");
+
+    // A message rewritten again: one pixel, one decoy, nothing minted but the link the first
+    // rewrite left as written for its opt-out attribute, which it removed from the output.
+    let first =
+        json!({"domain": DOMAIN, "message": "m", "html": HTML, "pixel": true, "decoy": true});
+    let (status, once) = rewrite(&edge, first).await;
+    assert_eq!(status, 200, "{once}");
+    let again = json!({"domain": DOMAIN, "message": "m", "html": once["html"], "pixel": true, "decoy": true});
+    let (status, twice) = rewrite(&edge, again).await;
+    assert_eq!(status, 200, "{twice}");
+    assert_eq!(twice["pixel"], once["pixel"]);
+    let minted = twice["links"].as_array().unwrap();
+    assert_eq!(minted.len(), 1, "{minted:?}");
+    assert_eq!(minted[0]["url"], "https://shop.example/terms");
+    let terms = minted[0]["link"].as_str().unwrap();
+    let once_html = once["html"].as_str().unwrap();
+    assert_eq!(
+        twice["html"].as_str().unwrap(),
+        once_html.replace("https://shop.example/terms", terms)
+    );
+    let html = twice["html"].as_str().unwrap();
+    assert_eq!(html.matches("/o/").count(), 1, "{html}");
+    assert_eq!(html.matches("aria-hidden").count(), 1, "{html}");
+}
+
+#[tokio::test]
+async fn a_thousand_links_and_the_decoy_are_sealed_and_one_more_link_is_refused() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let links = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("<a href=\"https://a.example/{i}\">{i}</a>"))
+            .collect()
+    };
+    let (status, out) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "m", "html": links(1000), "decoy": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", out["error"]);
+    let sealed = out["links"].as_array().unwrap();
+    assert_eq!(sealed.len(), 1001);
+    assert_eq!(sealed[1000]["role"], "decoy");
+    let (status, out) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "m", "html": links(1001), "decoy": true}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let error = out["error"].as_str().unwrap();
+    assert!(
+        error.contains("the message has 1001 distinct links"),
+        "{error}"
+    );
 }

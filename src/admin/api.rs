@@ -315,7 +315,11 @@ async fn retire_key(
     Ok(axum::Json(KeyView::from(key)))
 }
 
+/// A key id from the path: 1 to 65535, as the store hands them out.
 fn key_id(id: &str) -> Result<u16, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad_request(format!("invalid key id {id:?}: expected a number")))
+    id.parse().ok().filter(|&id: &u16| id != 0).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "invalid key id {id:?}: key ids are numbers from 1 to 65535 (GET /v1/keys lists them)"
+        ))
+    })
 }

@@ -90,9 +90,10 @@ impl From<KeyError> for ApiError {
 impl From<MintError> for ApiError {
     fn from(e: MintError) -> ApiError {
         match e {
-            MintError::NotRegistered(_) | MintError::Link(_) | MintError::TooLong { .. } => {
-                ApiError::bad_request(crate::errors::chain(&e))
-            }
+            MintError::NotRegistered(_)
+            | MintError::Link(_)
+            | MintError::EdgeLink(_)
+            | MintError::TooLong { .. } => ApiError::bad_request(crate::errors::chain(&e)),
         }
     }
 }

@@ -16,7 +16,7 @@ use super::Shared;
 use super::error::{ApiError, parse_name};
 use crate::Domain;
 use crate::keys::{LinkKeys, MintError};
-use crate::links::MessageContext;
+use crate::links::{LinkError, MessageContext};
 use crate::rewrite::{self, Message, Minter, Place, RewriteError};
 
 /// Largest `POST /v1/rewrite` body: 2 MiB.
@@ -98,6 +98,10 @@ impl Minter for KeysMinter<'_> {
         self.keys
             .mint_pixel(self.domain, context, self.meta.to_vec())
     }
+
+    fn is_edge_domain(&self, host: &str) -> bool {
+        self.keys.is_edge_domain(host)
+    }
 }
 
 async fn rewrite_message(
@@ -119,8 +123,15 @@ async fn rewrite_message(
     })?;
     let req: RewriteRequest = super::api::parse_json(&body)?;
     let domain = parse_name(&req.domain)?;
-    // Refused even when the message has nothing to mint, as a link for it would be.
+    // Refused even when the message has nothing to mint, as a link for it would be; so is a
+    // message id minting would refuse.
     state.keys.registered(&domain)?;
+    MessageContext {
+        message: req.message.clone(),
+        ..MessageContext::default()
+    }
+    .validate()
+    .map_err(|e| MintError::Link(LinkError::Context(e)))?;
     let sent_at = req
         .sent_at
         .as_deref()

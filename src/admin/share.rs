@@ -14,6 +14,9 @@ use crate::clock::{rfc3339, unix_secs};
 
 /// How long an address opens unless the request says.
 pub(super) const DEFAULT_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// The shortest an address may open: its expiry is kept in whole seconds, and a shorter one
+/// could round down to an address that never opens.
+const MIN_TTL: Duration = Duration::from_secs(1);
 /// The longest an address may open.
 const MAX_TTL: Duration = Duration::from_secs(366 * 86_400);
 
@@ -41,17 +44,7 @@ pub(super) async fn share(
             "status pages are off: set [onboarding] public_url in the edge's config",
         ));
     };
-    let ttl = match ttl {
-        None => DEFAULT_TTL,
-        Some(t) => humantime::parse_duration(t.trim())
-            .ok()
-            .filter(|d| !d.is_zero() && *d <= MAX_TTL)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "ttl {t:?} must be a duration from 1s to 366d, e.g. \"30d\""
-                ))
-            })?,
-    };
+    let ttl = parse_ttl(ttl)?;
     state.domains.show(name).await?;
     let expires_at = state.clock.now() + ttl;
     let token = state.keys.seal_share(name, unix_secs(expires_at))?;
@@ -60,4 +53,44 @@ pub(super) async fn share(
         domain: name.clone(),
         expires_at: rfc3339(expires_at),
     })
+}
+
+/// How long an address opens: `ttl` as given (`30d`), [`MIN_TTL`] to [`MAX_TTL`], or
+/// [`DEFAULT_TTL`] without one.
+fn parse_ttl(ttl: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(t) = ttl else {
+        return Ok(DEFAULT_TTL);
+    };
+    humantime::parse_duration(t.trim())
+        .ok()
+        .filter(|d| (MIN_TTL..=MAX_TTL).contains(d))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "ttl {t:?} must be a duration from 1s to 366d, e.g. \"30d\""
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{ManualClock, from_unix_secs};
+
+    #[test]
+    fn a_ttl_under_a_second_is_refused_and_the_shortest_address_opens() {
+        for bad in ["500ms", "999ms", "0s", "367d", "soon"] {
+            let err = parse_ttl(Some(bad)).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(err.message.contains(&format!("{bad:?}")), "{}", err.message);
+            assert!(err.message.contains("from 1s to 366d"), "{}", err.message);
+        }
+        assert_eq!(parse_ttl(None).unwrap(), DEFAULT_TTL);
+        assert_eq!(parse_ttl(Some("366d")).unwrap(), MAX_TTL);
+        // Just before a second turns, the shortest address still opens: its expiry, in whole
+        // seconds as sealed, is after now as the status page reads it.
+        let clock = ManualClock::new(from_unix_secs(1_000) + Duration::from_millis(999));
+        let ttl = parse_ttl(Some("1s")).unwrap();
+        let expires_at = unix_secs(clock.clock().now() + ttl);
+        assert!(expires_at > clock.clock().unix_secs());
+    }
 }

@@ -228,3 +228,48 @@ async fn no_link_is_minted_longer_than_the_edge_opens() {
         assert!(message.contains(part), "{message}");
     }
 }
+
+#[tokio::test]
+async fn a_link_or_pixel_of_the_edge_is_never_minted_as_a_destination() {
+    let clock = ManualClock::new(from_unix_secs(1_000));
+    let keys = keys(&clock).await;
+    let a = Domain::parse("a.example.com").unwrap();
+    let link = keys.mint(&a, "https://example.com/", Vec::new()).unwrap();
+    let context = MessageContext {
+        message: "m-1".into(),
+        ..MessageContext::default()
+    };
+    let pixel = keys.mint_pixel(&a, context, Vec::new()).unwrap();
+    for own in [
+        link.as_str(),
+        pixel.as_str(),
+        "HTTP://A.Example.com./c/anything",
+    ] {
+        let err = keys.mint(&a, own, Vec::new()).unwrap_err();
+        assert!(matches!(&err, MintError::EdgeLink(_)), "{own}: {err:?}");
+        let words = err.to_string();
+        assert!(words.contains("already a link of this edge"), "{words}");
+        assert!(
+            words.contains("mint a link to the destination it leads to"),
+            "{words}"
+        );
+    }
+    let err = keys.mint(&a, &link, Vec::new()).unwrap_err().to_string();
+    assert!(err.contains(&format!("{link:?}")), "names the value: {err}");
+    // What the router serves is what minting refuses.
+    let path = link.strip_prefix("https://a.example.com").unwrap();
+    assert_eq!(route(path), Route::Click(token(&link)));
+    assert_eq!(
+        links::edge_route(&link),
+        Some(("a.example.com".to_owned(), links::EdgeRoute::Link))
+    );
+    // Another host's /c/, and the status pages' /s/, are destinations like any other.
+    assert!(
+        keys.mint(&a, "https://b.example.com/c/x", Vec::new())
+            .is_ok()
+    );
+    assert!(
+        keys.mint(&a, "https://a.example.com/s/tok", Vec::new())
+            .is_ok()
+    );
+}

@@ -5,7 +5,8 @@
 
 /// Longest message id accepted, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 128;
-/// Most links a message may declare (`count`).
+/// Most links a message may declare (`count`); a decoy's own count, which includes the decoy
+/// after them, may be one more.
 pub const MAX_LINKS_PER_MESSAGE: u32 = 1000;
 
 /// What a link is for within its message.
@@ -81,8 +82,11 @@ pub enum ContextError {
     /// The message id is empty or too long.
     #[error("message id must be 1-128 bytes, not {0}")]
     BadMessage(usize),
-    /// `count` is 0 or over [`MAX_LINKS_PER_MESSAGE`].
-    #[error("count {0} is out of range; a message has 1-1000 links")]
+    /// `count` is 0 or over [`MAX_LINKS_PER_MESSAGE`] (one more for a decoy).
+    #[error(
+        "count {0} is out of range; a message has 1-1000 links (a decoy's count, which includes \
+         the decoy, up to 1001)"
+    )]
     BadCount(u32),
     /// `index` is not below `count`.
     #[error("index {index} is not below count {count} (indexes start at 0)")]
@@ -104,7 +108,9 @@ impl MessageContext {
             return Err(ContextError::BadMessage(self.message.len()));
         }
         if let Some(count) = self.count {
-            if count == 0 || count > MAX_LINKS_PER_MESSAGE {
+            // The decoy comes after the message's links and its count includes itself.
+            let most = MAX_LINKS_PER_MESSAGE + u32::from(self.role == Some(Role::Decoy));
+            if count == 0 || count > most {
                 return Err(ContextError::BadCount(count));
             }
             if let Some(index) = self.index.filter(|i| *i >= count) {
@@ -145,6 +151,23 @@ mod tests {
         };
         assert_eq!(bad(|c| c.message.clear()), ContextError::BadMessage(0));
         assert_eq!(bad(|c| c.count = Some(0)), ContextError::BadCount(0));
+        assert_eq!(bad(|c| c.count = Some(1001)), ContextError::BadCount(1001));
+        // After a message's 1000 links, its decoy counts itself too.
+        let decoy = MessageContext {
+            index: Some(1000),
+            count: Some(1001),
+            role: Some(Role::Decoy),
+            ..ok.clone()
+        };
+        assert_eq!(decoy.validate(), Ok(()));
+        assert_eq!(
+            MessageContext {
+                count: Some(1002),
+                ..decoy
+            }
+            .validate(),
+            Err(ContextError::BadCount(1002))
+        );
         assert_eq!(
             bad(|c| c.index = Some(3)),
             ContextError::IndexOutOfRange { index: 3, count: 3 }

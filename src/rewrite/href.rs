@@ -1,11 +1,12 @@
 //! Which links are tracked: an absolute `http`/`https` URL with a host, read as a browser reads
 //! the attribute (entities decoded, surrounding whitespace stripped), on an element without an
 //! opt-out attribute. `mailto:`, `tel:`, `sms:`, fragments, relative links and anything else are
-//! left exactly as written. The attributes this module reads (opt-outs and
+//! left exactly as written, and so are the edge's own links and pixels ([`edge_route`]: `/c/` and
+//! `/o/` on one of its domains). The attributes this module reads (opt-outs and
 //! `data-clickedge-role`) are for the sender's tooling, not the recipient: they are removed from
 //! the output.
 
-use crate::links::{Link, Role};
+use crate::links::{self, EdgeRoute, Link, Role};
 
 /// The per-link opt-out attributes of the field, and ours, with the value that opts out (none:
 /// the attribute's presence does). SendGrid, Postmark, Mailgun, Amazon SES, clickedge.
@@ -50,6 +51,15 @@ pub fn url_destination(url: &str) -> Option<String> {
         return None;
     }
     Link::new(url, Vec::new(), 0).ok().map(|l| l.url)
+}
+
+/// The edge's own route `url` (a destination as [`destination`] returns it) is, when its host is
+/// one of the edge's domains (`is_edge_domain`): a link or pixel the edge made (an earlier
+/// rewrite, `POST /v1/links`), left as written rather than wrapped in a second redirect.
+pub fn edge_route(url: &str, is_edge_domain: &dyn Fn(&str) -> bool) -> Option<EdgeRoute> {
+    links::edge_route(url)
+        .filter(|(host, _)| is_edge_domain(host))
+        .map(|(_, route)| route)
 }
 
 #[cfg(test)]

@@ -4,20 +4,28 @@
 //! not asked to change byte for byte; a start tag it changes is re-serialised (attributes
 //! separated by one space), its other attributes kept as written. Not strict: HTML a browser
 //! would parse ambiguously (a `<script>` in a `<select>`, …) is rewritten like any other.
+//! `<noscript>` text, raw text to lol_html, goes through the same pass as markup (a mail client
+//! runs no script). The edge's own links are left as written, and a part that carries its pixel
+//! or its decoy already gets no second one.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use lol_html::errors::RewritingError;
 use lol_html::html_content::{ContentType, Element};
-use lol_html::{EndTagHandler, HtmlRewriter, Settings, element, end};
+use lol_html::{EndTagHandler, HtmlRewriter, Settings, element, end, text};
 
 use super::href::{self, ROLE_ATTRIBUTE};
 use super::{RewriteError, Target};
-use crate::links::Role;
+use crate::links::{EdgeRoute, Role};
 
 /// The elements whose `href` is a link.
 const LINKS: &str = "a[href], area[href]";
+/// The elements that may be the edge's pixel.
+const IMAGES: &str = "img[src]";
+/// Raw text to lol_html, markup to a mail client (see [`held_noscript`]).
+const NOSCRIPT: &str = "noscript";
 
 /// The links of the HTML part.
 #[derive(Debug, Default)]
@@ -26,7 +34,14 @@ pub(crate) struct Found {
     pub(crate) tracked: Vec<Target>,
     /// Destinations of links that opted out.
     pub(crate) opted_out: HashSet<String>,
+    /// The edge's own pixel, when the part carries one already (rewritten before).
+    pub(crate) pixel: Option<String>,
+    /// The part carries the edge's decoy already: a hidden link of the edge's own.
+    pub(crate) decoy: bool,
 }
+
+/// True when a host is one of the edge's domains.
+pub(crate) type IsEdgeDomain<'a> = &'a dyn Fn(&str) -> bool;
 
 /// What one link element is.
 enum Kind {
@@ -34,6 +49,12 @@ enum Kind {
     Tracked(Target),
     /// Carries an opt-out attribute; its destination when it is one the edge would track.
     OptedOut(Option<String>),
+    /// The edge's own link or pixel (rewritten before): left as written. A hidden link of the
+    /// edge's own is its decoy.
+    Own {
+        /// Hidden from people (`aria-hidden="true"`), as the decoy is.
+        decoy: bool,
+    },
     /// Not a link the edge tracks.
     Left,
 }
@@ -43,7 +64,7 @@ enum Kind {
 #[error("data-clickedge-role {0:?}")]
 struct BadRole(String, String);
 
-fn inspect(el: &Element<'_, '_>) -> Result<Kind, BadRole> {
+fn inspect(el: &Element<'_, '_>, is_edge_domain: IsEdgeDomain<'_>) -> Result<Kind, BadRole> {
     let href = el.get_attribute("href").unwrap_or_default();
     let opted_out = el
         .attributes()
@@ -56,23 +77,61 @@ fn inspect(el: &Element<'_, '_>) -> Result<Kind, BadRole> {
         Some(v) => href::role(&v).ok_or_else(|| BadRole(v, href.clone()))?,
         None => Role::Content,
     };
-    Ok(match href::destination(&href) {
-        Some(url) => Kind::Tracked(Target { url, role }),
-        None => Kind::Left,
+    let Some(url) = href::destination(&href) else {
+        return Ok(Kind::Left);
+    };
+    Ok(match href::edge_route(&url, is_edge_domain) {
+        Some(route) => Kind::Own {
+            decoy: route == EdgeRoute::Link
+                && el
+                    .get_attribute("aria-hidden")
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+        },
+        None => Kind::Tracked(Target { url, role }),
     })
 }
 
-/// The links of `html`, or the first refused role.
-pub(crate) fn collect<E: std::error::Error>(html: &str) -> Result<Found, RewriteError<E>> {
+/// The links of `html`, or the first refused role. Links on one of the edge's domains
+/// (`is_edge_domain`) at its own routes are not tracked.
+pub(crate) fn collect<E: std::error::Error>(
+    html: &str,
+    is_edge_domain: IsEdgeDomain<'_>,
+) -> Result<Found, RewriteError<E>> {
     let found = RefCell::new(Found::default());
     let bad = RefCell::new(None);
-    let settings = Settings::new()
+    let result = collect_part(html, is_edge_domain, &found, &bad, Part::Document);
+    if let Some((value, link)) = bad.into_inner() {
+        return Err(RewriteError::BadRole(value, link));
+    }
+    result.map_err(RewriteError::Html)?;
+    Ok(found.into_inner())
+}
+
+/// Which part of the HTML a pass reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The whole part: `<noscript>` text goes through a pass of its own, the insertions go in.
+    Document,
+    /// The text of a `<noscript>`: its links only (a `<noscript>` inside it stays text).
+    Noscript,
+}
+
+fn collect_part(
+    html: &str,
+    is_edge_domain: IsEdgeDomain<'_>,
+    found: &RefCell<Found>,
+    bad: &RefCell<Option<(String, String)>>,
+    part: Part,
+) -> Result<(), RewritingError> {
+    let held = RefCell::new(String::new());
+    let mut settings = Settings::new()
         .append_element_content_handler(element!(LINKS, |el| {
-            match inspect(el) {
+            match inspect(el, is_edge_domain) {
                 Ok(Kind::Tracked(t)) => found.borrow_mut().tracked.push(t),
                 Ok(Kind::OptedOut(Some(url))) => {
                     found.borrow_mut().opted_out.insert(url);
                 }
+                Ok(Kind::Own { decoy }) => found.borrow_mut().decoy |= decoy,
                 Ok(Kind::OptedOut(None) | Kind::Left) => {}
                 Err(e) => {
                     *bad.borrow_mut() = Some((e.0.clone(), e.1.clone()));
@@ -81,13 +140,36 @@ pub(crate) fn collect<E: std::error::Error>(html: &str) -> Result<Found, Rewrite
             }
             Ok(())
         }))
-        .with_strict(false);
-    let result = run(html, settings);
-    if let Some((value, link)) = bad.into_inner() {
-        return Err(RewriteError::BadRole(value, link));
+        .append_element_content_handler(element!(IMAGES, |el| {
+            let src = el.get_attribute("src").unwrap_or_default();
+            if let Some(url) = href::destination(&src)
+                && href::edge_route(&url, is_edge_domain) == Some(EdgeRoute::Pixel)
+            {
+                found.borrow_mut().pixel.get_or_insert(url);
+            }
+            Ok(())
+        }));
+    if part == Part::Document {
+        settings = settings.append_element_content_handler(text!(NOSCRIPT, |t| {
+            if let Some(fragment) = held_noscript(&held, t.as_str(), t.last_in_text_node()) {
+                collect_part(&fragment, is_edge_domain, found, bad, Part::Noscript)?;
+            }
+            Ok(())
+        }));
     }
-    result.map_err(RewriteError::Html)?;
-    Ok(found.into_inner())
+    run(html, settings.with_strict(false)).map(drop)
+}
+
+/// Holds back the text of a `<noscript>` until its last chunk, then hands back the whole of it.
+///
+/// lol_html reads `<noscript>` as a browser with scripts does: raw text. A mail client runs no
+/// script and reads it as markup, so its links are visible and clickable: the text goes through
+/// the same pass as a fragment of its own (one level: a `<noscript>` inside it stays text, as it
+/// would be nowhere but in a document nested on purpose).
+fn held_noscript(held: &RefCell<String>, chunk: &str, last: bool) -> Option<String> {
+    let mut held = held.borrow_mut();
+    held.push_str(chunk);
+    last.then(|| std::mem::take(&mut *held))
 }
 
 /// What [`write`] puts in.
@@ -98,6 +180,8 @@ pub(crate) struct Writes<'a> {
     pub(crate) pixel: Option<&'a str>,
     /// The decoy's link.
     pub(crate) decoy: Option<&'a str>,
+    /// Which hosts are the edge's domains (their links are left as written).
+    pub(crate) is_edge_domain: IsEdgeDomain<'a>,
 }
 
 /// `html` with its tracked links replaced, the sender's attributes removed, the decoy right
@@ -106,62 +190,79 @@ pub(crate) fn write<E: std::error::Error>(
     html: &str,
     writes: &Writes<'_>,
 ) -> Result<String, RewriteError<E>> {
-    let pixel = writes.pixel.map(pixel_html);
-    let decoy = writes.decoy.map(decoy_html);
+    let out = write_part(html, writes, Part::Document).map_err(RewriteError::Html)?;
+    // lol_html writes what it read (UTF-8 in, UTF-8 out) and inserts only our ASCII.
+    String::from_utf8(out)
+        .map_err(|e| RewriteError::Html(RewritingError::ContentHandlerError(Box::new(e))))
+}
+
+fn write_part(html: &str, writes: &Writes<'_>, part: Part) -> Result<Vec<u8>, RewritingError> {
+    let document = part == Part::Document;
+    let pixel = writes.pixel.filter(|_| document).map(pixel_html);
+    let decoy = writes.decoy.filter(|_| document).map(decoy_html);
     let decoy_done = Cell::new(decoy.is_none());
     let pixel_done = Rc::new(Cell::new(pixel.is_none()));
-    let settings = Settings::new()
-        .append_element_content_handler(element!(LINKS, |el| {
-            let kind = inspect(el)?;
-            strip_sender_attributes(el);
-            if let Kind::Tracked(t) = kind
-                && let Some(link) = writes.links.get(&t)
-            {
-                el.set_attribute("href", link)?;
-            }
-            Ok(())
-        }))
-        .append_element_content_handler(element!("body", |el| {
-            if let Some(d) = decoy.as_deref()
-                && !decoy_done.replace(true)
-            {
-                el.prepend(d, ContentType::Html);
-            }
-            if let Some(p) = pixel.clone()
-                && !pixel_done.get()
-            {
-                let done = pixel_done.clone();
-                let before_end: EndTagHandler<'static> = Box::new(move |end| {
-                    if !done.replace(true) {
-                        end.before(&p, ContentType::Html);
+    let held = RefCell::new(String::new());
+    let mut settings = Settings::new().append_element_content_handler(element!(LINKS, |el| {
+        let kind = inspect(el, writes.is_edge_domain)?;
+        strip_sender_attributes(el);
+        if let Kind::Tracked(t) = kind
+            && let Some(link) = writes.links.get(&t)
+        {
+            el.set_attribute("href", link)?;
+        }
+        Ok(())
+    }));
+    if document {
+        settings = settings
+            .append_element_content_handler(text!(NOSCRIPT, |t| {
+                // Every chunk but the last is held back; the last carries the whole text,
+                // rewritten. Nothing in it can close the `<noscript>`: only `href` values
+                // change, to sealed links, and attribute values are escaped.
+                match held_noscript(&held, t.as_str(), t.last_in_text_node()) {
+                    Some(fragment) => {
+                        let out = write_part(&fragment, writes, Part::Noscript)?;
+                        t.replace(&String::from_utf8(out)?, ContentType::Html);
                     }
-                    Ok(())
-                });
-                el.on_end_tag(before_end)?;
-            }
-            Ok(())
-        }))
-        .append_document_content_handler(end!(|end| {
-            if let Some(d) = decoy.as_deref()
-                && !decoy_done.replace(true)
-            {
-                end.append(d, ContentType::Html);
-            }
-            if let Some(p) = pixel.as_deref()
-                && !pixel_done.replace(true)
-            {
-                end.append(p, ContentType::Html);
-            }
-            Ok(())
-        }))
-        .with_strict(false);
-    let out = run(html, settings).map_err(RewriteError::Html)?;
-    // lol_html writes what it read (UTF-8 in, UTF-8 out) and inserts only our ASCII.
-    String::from_utf8(out).map_err(|e| {
-        RewriteError::Html(lol_html::errors::RewritingError::ContentHandlerError(
-            Box::new(e),
-        ))
-    })
+                    None => t.remove(),
+                }
+                Ok(())
+            }))
+            .append_element_content_handler(element!("body", |el| {
+                if let Some(d) = decoy.as_deref()
+                    && !decoy_done.replace(true)
+                {
+                    el.prepend(d, ContentType::Html);
+                }
+                if let Some(p) = pixel.clone()
+                    && !pixel_done.get()
+                {
+                    let done = pixel_done.clone();
+                    let before_end: EndTagHandler<'static> = Box::new(move |end| {
+                        if !done.replace(true) {
+                            end.before(&p, ContentType::Html);
+                        }
+                        Ok(())
+                    });
+                    el.on_end_tag(before_end)?;
+                }
+                Ok(())
+            }))
+            .append_document_content_handler(end!(|end| {
+                if let Some(d) = decoy.as_deref()
+                    && !decoy_done.replace(true)
+                {
+                    end.append(d, ContentType::Html);
+                }
+                if let Some(p) = pixel.as_deref()
+                    && !pixel_done.replace(true)
+                {
+                    end.append(p, ContentType::Html);
+                }
+                Ok(())
+            }));
+    }
+    run(html, settings.with_strict(false))
 }
 
 /// Removes the opt-out and role attributes: they are for the sender's tooling.
@@ -196,10 +297,7 @@ fn decoy_html(url: &str) -> String {
     )
 }
 
-fn run(
-    html: &str,
-    settings: Settings<'_, '_>,
-) -> Result<Vec<u8>, lol_html::errors::RewritingError> {
+fn run(html: &str, settings: Settings<'_, '_>) -> Result<Vec<u8>, RewritingError> {
     let mut out = Vec::with_capacity(html.len() + 512);
     let mut rewriter = HtmlRewriter::new(settings, |c: &[u8]| out.extend_from_slice(c));
     rewriter.write(html.as_bytes())?;

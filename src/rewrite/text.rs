@@ -1,19 +1,23 @@
 //! The plain-text part: URLs found by linkify (which gets the boundaries right around
-//! punctuation and brackets), the tracked ones replaced, every other byte kept.
+//! punctuation and brackets), the tracked ones replaced, every other byte kept. The edge's own
+//! links and pixels are not tracked.
 
 use std::ops::Range;
 
 use linkify::{LinkFinder, LinkKind};
 
 use super::href;
+use super::html::IsEdgeDomain;
 
-/// The tracked URLs of `text`: where each is and its normalised destination.
-pub(crate) fn find(text: &str) -> Vec<(Range<usize>, String)> {
+/// The tracked URLs of `text`: where each is and its normalised destination. URLs on one of the
+/// edge's domains (`is_edge_domain`) at its own routes are left alone.
+pub(crate) fn find(text: &str, is_edge_domain: IsEdgeDomain<'_>) -> Vec<(Range<usize>, String)> {
     let mut finder = LinkFinder::new();
     finder.kinds(&[LinkKind::Url]);
     finder
         .links(text)
         .filter_map(|l| Some((l.start()..l.end(), href::url_destination(l.as_str())?)))
+        .filter(|(_, url)| href::edge_route(url, is_edge_domain).is_none())
         .collect()
 }
 

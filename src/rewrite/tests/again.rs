@@ -1,0 +1,199 @@
+//! A message that holds the edge's own links (rewritten before, or made by `POST /v1/links`),
+//! the link limit with a decoy, and links inside `<noscript>`.
+
+use super::*;
+
+fn rewrite_html(h: &str, pixel: bool, decoy: bool) -> (Rewritten, Recorder) {
+    let mut m = Recorder::default();
+    let out = rewrite(
+        Message {
+            html: Some(h),
+            pixel,
+            decoy,
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap();
+    (out, m)
+}
+
+#[test]
+fn the_edges_own_links_are_left_as_written_and_not_reported() {
+    let own = concat!(
+        r#"<a href="https://t.example/c/x">a</a>"#,
+        r#"<a href="HTTP://T.Example./c/y?z=1">b</a>"#,
+        r#"<area href="https://t.example/o/px">"#,
+    );
+    let (out, m) = rewrite_html(own, false, false);
+    assert_eq!(out.html.as_deref(), Some(own));
+    assert!(out.links.is_empty(), "{:?}", out.links);
+    assert!(m.links.is_empty(), "{:?}", m.links);
+
+    // In the text part too.
+    let mut m = Recorder::default();
+    let text = "Read https://t.example/c/x now.";
+    let out = rewrite(
+        Message {
+            text: Some(text),
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(out.text.as_deref(), Some(text));
+    assert!(out.links.is_empty());
+
+    // Another host's /c/, and the edge's other paths (a status page), are destinations.
+    let (out, m) = rewrite_html(
+        r#"<a href="https://other.example/c/x">a</a><a href="https://t.example/s/tok">s</a>"#,
+        false,
+        false,
+    );
+    assert_eq!(
+        out.html.unwrap(),
+        r#"<a href="https://t.example/c/0">a</a><a href="https://t.example/c/1">s</a>"#
+    );
+    assert_eq!(m.links.len(), 2);
+}
+
+#[test]
+fn a_message_rewritten_again_keeps_its_one_pixel_its_decoy_and_its_links() {
+    let input = r#"<html><body><a href="https://a.example/">a</a></body></html>"#;
+    let (once, _) = rewrite_html(input, true, true);
+    let once_html = once.html.unwrap();
+    let (twice, m) = rewrite_html(&once_html, true, true);
+    let twice_html = twice.html.unwrap();
+    assert_eq!(twice_html, once_html);
+    assert_eq!(twice_html.matches(PIXEL).count(), 1, "{twice_html}");
+    assert_eq!(twice_html.matches("aria-hidden").count(), 1, "{twice_html}");
+    assert!(m.links.is_empty(), "nothing minted: {:?}", m.links);
+    assert_eq!(m.pixels, 0);
+    // The pixel the message carries is the one reported.
+    assert_eq!(twice.pixel.as_deref(), Some("https://t.example/o/px"));
+    assert!(twice.links.is_empty());
+
+    // A link added since is tracked; the pixel and the decoy stay the ones there.
+    let grown = once_html.replace("</body>", r#"<a href="https://b.example/">b</a></body>"#);
+    let (out, m) = rewrite_html(&grown, true, true);
+    let html = out.html.unwrap();
+    assert_eq!(
+        html,
+        grown.replace("https://b.example/", "https://t.example/c/0")
+    );
+    assert_eq!(html.matches(PIXEL).count(), 1);
+    assert_eq!(html.matches("aria-hidden").count(), 1);
+    assert_eq!(m.links.len(), 1);
+    assert_eq!(m.links[0].1.role, Role::Content);
+    assert_eq!(m.pixels, 0);
+}
+
+#[test]
+fn a_thousand_links_and_the_decoy_are_accepted_and_the_decoy_counts_itself() {
+    let links = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!(r#"<a href="https://a.example/{i}">{i}</a>"#))
+            .collect()
+    };
+    let (out, m) = rewrite_html(&links(1000), false, true);
+    assert_eq!(out.links.len(), 1001);
+    let decoy = m.links.last().unwrap();
+    assert_eq!(
+        decoy.1,
+        Place {
+            index: 1000,
+            count: 1001,
+            role: Role::Decoy
+        }
+    );
+    assert!(m.links[..1000].iter().all(|(_, p)| p.count == 1000));
+
+    let err = rewrite(
+        Message {
+            html: Some(&links(1001)),
+            decoy: true,
+            ..Message::default()
+        },
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RewriteError::TooManyLinks(1001)), "{err}");
+}
+
+#[test]
+fn links_inside_noscript_are_rewritten_as_any_other() {
+    let input = concat!(
+        r#"<body><a href="https://a.example/">a</a>"#,
+        r#"<noscript><p class=x>No scripts &amp; <a href="https://o.example/" data-pm-no-track>off</a> "#,
+        r#"<a href="https://n.example/" data-clickedge-role="footer" title="t">n</a> "#,
+        r#"<a href="https://a.example/">a again</a></p></noscript></body>"#,
+    );
+    let mut m = Recorder::default();
+    let out = rewrite(
+        Message {
+            html: Some(input),
+            text: Some("o: https://o.example/ n: https://n.example/"),
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(
+        out.html.unwrap(),
+        concat!(
+            r#"<body><a href="https://t.example/c/0">a</a>"#,
+            r#"<noscript><p class=x>No scripts &amp; <a href="https://o.example/">off</a> "#,
+            r#"<a href="https://t.example/c/1" title="t">n</a> "#,
+            r#"<a href="https://t.example/c/0">a again</a></p></noscript></body>"#,
+        )
+    );
+    assert_eq!(m.links[1].0, "https://n.example/");
+    assert_eq!(m.links[1].1.role, Role::Footer);
+    // The text part follows the links and opt-outs inside the noscript.
+    assert_eq!(
+        out.text.unwrap(),
+        "o: https://o.example/ n: https://t.example/c/1"
+    );
+
+    // A role refused inside a noscript is refused as anywhere.
+    let err = rewrite(
+        Message {
+            html: Some(r#"<noscript><a href="https://n.example/" data-clickedge-role="x">n</a>"#),
+            ..Message::default()
+        },
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, RewriteError::BadRole(v, _) if v == "x"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_noscript_left_open_or_cut_inside_a_tag_keeps_its_bytes() {
+    // Unclosed to the end of the part.
+    let (out, _) = rewrite_html(
+        r#"<noscript><a href="https://n.example/">n</a>"#,
+        true,
+        false,
+    );
+    assert_eq!(
+        out.html.unwrap(),
+        format!(r#"<noscript><a href="https://t.example/c/0">n</a>{PIXEL}"#)
+    );
+    // An attribute that holds `</noscript>` ends the noscript there, as in a browser with
+    // scripts; what follows is read as the rest of the document.
+    let input = r#"<noscript><a title="</noscript><a href="https://a.example/">">x</a>"#;
+    let (out, m) = rewrite_html(input, false, false);
+    assert_eq!(
+        out.html.unwrap(),
+        r#"<noscript><a title="</noscript><a href="https://t.example/c/0">">x</a>"#
+    );
+    assert_eq!(m.links.len(), 1);
+    // A noscript inside a noscript stays text.
+    let nested = r#"<noscript><noscript><a href="https://n.example/">n</a></noscript>"#;
+    let (out, m) = rewrite_html(nested, false, false);
+    assert_eq!(out.html.as_deref(), Some(nested));
+    assert!(m.links.is_empty());
+}
