@@ -391,9 +391,9 @@ impl Certs {
     }
 
     /// Takes the certificate of `name` as the store now holds it, after another node stored,
-    /// renewed or removed it (change propagation): a cached one is replaced by the stored one (or
-    /// dropped when there is none); one not cached is left to the next handshake to load. The
-    /// mirror, if any, copies it either way.
+    /// renewed or removed it (change propagation): a cached one is replaced by the stored one
+    /// when that differs (or dropped when there is none); one not cached is left to the next
+    /// handshake to load. The mirror, if any, copies it either way.
     pub async fn reload_name(&self, name: &Domain) -> Result<(), StoreError> {
         // What was found missing is looked for again.
         self.no_valid.remove(name);
@@ -409,6 +409,9 @@ impl Certs {
         }
         let now = self.clock.now();
         match stored.filter(|c| c.not_after > now) {
+            // The certificate cached already (this node's own write, come back): kept as it
+            // is, and its next check too.
+            Some(cert) if self.cache.get(name).is_some_and(|e| e.is_of(&cert)) => {}
             Some(cert) => match self.entry(&cert) {
                 Ok(entry) => {
                     self.cache.insert(name.clone(), entry);

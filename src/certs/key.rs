@@ -37,6 +37,19 @@ pub(super) struct Entry {
     pub(super) not_after: SystemTime,
 }
 
+impl Entry {
+    /// True when `cert` is the certificate this entry was built from: the same chain, so the
+    /// same key (the leaf carries its public half), and building it again would change nothing.
+    /// A certificate this node wrote comes back to it through change propagation; the check
+    /// decodes the chain's base64 and skips the private key's load, which costs far more.
+    pub(super) fn is_of(&self, cert: &StoredCert) -> bool {
+        self.not_after == cert.not_after
+            && CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+                .map(|der| der.ok())
+                .eq(self.key.cert.iter().map(|c| Some(c.clone())))
+    }
+}
+
 impl Certs {
     /// The cache entry for `cert`.
     pub(super) fn entry(&self, cert: &StoredCert) -> Result<Entry, KeyError> {

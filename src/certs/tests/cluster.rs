@@ -312,3 +312,41 @@ async fn a_store_blip_after_the_ca_issued_keeps_the_certificate() {
     let stored = store.certificate(&name).await.unwrap().unwrap();
     assert_eq!(leaf(&served), stored_leaf(&stored));
 }
+
+/// Change propagation hands every node the certificates written, its own included: a node
+/// keeps what it has cached when the stored certificate is the same (no second build of the
+/// key), and takes the other node's renewal.
+#[tokio::test]
+async fn a_propagated_certificate_replaces_the_cached_one_only_when_it_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let ca = FakeCa::new(dir.path(), &clock, None);
+    let (a, b) = (
+        node(&store, ca.clone(), "edge-a", &clock),
+        node(&store, ca.clone(), "edge-b", &clock),
+    );
+    a.resolve(&name).await.unwrap();
+    b.resolve(&name).await.unwrap();
+    let cached = |certs: &Certs| certs.cache.get(&name).unwrap().key;
+    let (a_first, b_first) = (cached(&a), cached(&b));
+    a.reload_name(&name).await.unwrap();
+    b.reload_name(&name).await.unwrap();
+    assert!(Arc::ptr_eq(&cached(&a), &a_first), "rebuilt its own");
+    assert!(Arc::ptr_eq(&cached(&b), &b_first), "rebuilt the same");
+
+    clock.advance(Duration::from_secs(70 * 24 * 3600));
+    let mut renewal = a.fly(&name, Flight::Renew);
+    let renewed = renewal.wait_for(Option::is_some).await.unwrap().clone();
+    assert!(matches!(renewed, Some(Ok(_))));
+    let a_renewed = cached(&a);
+    assert!(!Arc::ptr_eq(&a_renewed, &a_first));
+    a.reload_name(&name).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&cached(&a), &a_renewed),
+        "rebuilt its own renewal"
+    );
+    b.reload_name(&name).await.unwrap();
+    assert!(!Arc::ptr_eq(&cached(&b), &b_first), "kept the old one");
+    assert_eq!(cached(&b).cert, a_renewed.cert);
+}
