@@ -56,9 +56,9 @@ pub async fn withdrawing_a_challenge_also_drops_expired_ones(
     Ok(())
 }
 
-/// Link keys are numbered from 1, each new one after the highest (`clickedge keys remove 1`
-/// means the first key everywhere), read back with their secret and time, and removal says
-/// whether the key was there.
+/// Link keys are numbered from 1, each new one after the highest ever handed out (`clickedge
+/// keys remove 1` means the first key everywhere), read back with their secret and time, and
+/// removal says whether the key was there.
 pub async fn link_keys_get_increasing_ids_and_can_be_removed(
     store: &dyn Store,
 ) -> Result<(), StoreError> {
@@ -76,6 +76,9 @@ pub async fn link_keys_get_increasing_ids_and_can_be_removed(
         .collect();
     keys.sort_by_key(|k| k.0);
     assert_eq!(keys, vec![(2, [2; 32], t(2)), (3, [3; 32], t(3))]);
+    // The newest removed: its id is not handed out again (its links would read as forged).
+    assert!(store.remove_link_key(3).await?);
+    assert_eq!(store.add_link_key([4; 32], t(4)).await?, 4);
     Ok(())
 }
 

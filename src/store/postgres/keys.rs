@@ -41,8 +41,14 @@ impl PgStore {
         tx.batch_execute("LOCK TABLE link_keys IN SHARE ROW EXCLUSIVE MODE")
             .await
             .map_err(db(op))?;
+        // One above every id handed out before, removed keys' included.
         let id: i32 = tx
-            .query_one("SELECT COALESCE(MAX(id), 0) + 1 FROM link_keys", &[])
+            .query_one(
+                "UPDATE link_key_ids \
+                 SET last = GREATEST(last, (SELECT COALESCE(MAX(id), 0) FROM link_keys)) + 1 \
+                 RETURNING last",
+                &[],
+            )
             .await
             .map_err(db(op))?
             .get(0);

@@ -166,6 +166,15 @@ INSERT INTO tombstone_prune (pruned_through, mark, marked_at) VALUES (0, 0, 0);
 -- an index-only scan instead of the table's rows.
 CREATE INDEX certificates_not_after ON certificates (not_after);
 ",
+    "
+-- The highest link key id handed out, so a removed key's id never comes back: a new key under
+-- it would read the old key's links as forged instead of sealed by a key that is gone.
+CREATE TABLE link_key_ids (
+    one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    last INTEGER NOT NULL
+);
+INSERT INTO link_key_ids (last) SELECT COALESCE(MAX(id), 0) FROM link_keys;
+",
 ];
 
 /// The advisory lock key the migrating transaction holds (`clickedg` in ASCII): any number

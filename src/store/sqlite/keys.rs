@@ -18,16 +18,15 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<Row>> {
         .collect()
 }
 
-/// Stores `secret` under the next id, in one transaction; returns the id.
+/// Stores `secret` under the next id, one above every id handed out before (removed keys'
+/// included), in one transaction; returns the id.
 pub(super) fn insert(
     c: &Connection,
     secret: &[u8; 32],
     created_at: SystemTime,
 ) -> rusqlite::Result<i64> {
     let tx = c.unchecked_transaction()?;
-    let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM link_keys", [], |r| {
-        r.get(0)
-    })?;
+    let id: i64 = tx.query_row(NEXT_ID, [], |r| r.get(0))?;
     tx.execute(
         "INSERT INTO link_keys (id, secret, created_at) VALUES (?1, ?2, ?3)",
         params![id, &secret[..], secs(created_at)],
@@ -35,6 +34,11 @@ pub(super) fn insert(
     tx.commit()?;
     Ok(id)
 }
+
+/// Takes the next key id: one above the last handed out and every stored one.
+const NEXT_ID: &str = "UPDATE link_key_ids \
+     SET last = MAX(last, (SELECT COALESCE(MAX(id), 0) FROM link_keys)) + 1 \
+     WHERE id = 1 RETURNING last";
 
 /// Removes key `id`; whether it was there.
 pub(super) fn remove(c: &Connection, id: u16) -> rusqlite::Result<bool> {

@@ -189,6 +189,15 @@ INSERT INTO tombstone_prune (id, pruned_through, mark, marked_at) VALUES (1, 0, 
 -- answered from this index instead of every row's certificate and key.
 CREATE INDEX certificates_not_after ON certificates (not_after);
 ",
+    "
+-- The highest link key id handed out, so a removed key's id never comes back: a new key under
+-- it would read the old key's links as forged instead of sealed by a key that is gone.
+CREATE TABLE link_key_ids (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO link_key_ids (id, last) SELECT 1, COALESCE(MAX(id), 0) FROM link_keys;
+",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

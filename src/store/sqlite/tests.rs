@@ -150,3 +150,33 @@ fn failures_recorded_before_kinds_get_theirs_once() {
     );
     assert_eq!((rec.failures, rec.retry_at), (1, Some(t(100))));
 }
+
+#[test]
+fn a_database_from_before_key_ids_were_kept_hands_out_ids_after_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        // A database as the version before the last key id was kept: keys 1 and 3 (2 removed).
+        let conn = Connection::open(&path).unwrap();
+        let before = MIGRATIONS.len() - 1;
+        for (i, sql) in MIGRATIONS.iter().take(before).enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        for id in [1, 3] {
+            conn.execute(
+                "INSERT INTO link_keys (id, secret, created_at) VALUES (?1, ?2, 1)",
+                params![id, &[7u8; 32][..]],
+            )
+            .unwrap();
+        }
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert!(s.remove_link_key(3).await.unwrap());
+        assert_eq!(s.add_link_key([8; 32], t(2)).await.unwrap(), 4);
+    });
+}
