@@ -12,7 +12,8 @@
 //! open the directory and files get their mode (`access`), a torn tail left by a crash is
 //! quarantined and files left open are closed (`recover`). File names sort in time order, so the
 //! oldest files are the ones deleted to keep the log under `clicks.max_total_bytes`
-//! (`retention`), which only ever deletes closed files. This module never
+//! (`retention`), which only ever deletes closed files, and with a stream only shipped ones (a
+//! write that would pass the cap otherwise fails). This module never
 //! reads the log back; what to do while it fails (hold, retry, drop, refuse) is the batcher's
 //! business.
 
@@ -29,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use access::Access;
-pub(in crate::clicks) use naming::{closed_name, open_name};
+pub(in crate::clicks) use naming::{closed_name, is_stray, open_name, warn_stray};
 
 use super::ship::Progress;
 use super::{Batch, ClickSink, id_seq, line_click_id};
@@ -100,6 +101,32 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
+    /// A click file left open by a crash could not be renamed to its closed name.
+    #[error(
+        "closing click file {path}, left open by a crash, by renaming it to its closed name; if \
+         a file of that name exists, move one of the two out of the directory, else fix the \
+         directory's permissions; then restart"
+    )]
+    Close {
+        /// The file left open.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Where click ids go on from could not be read: the newest click line, or the stored floor
+    /// (`click-seq`).
+    #[error(
+        "reading {path} to learn where click ids go on from; fix what the cause says (the file's \
+         permissions or contents), then restart"
+    )]
+    ClickIds {
+        /// The click file or the floor's file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A batch could not be written; the file is as it was before it (or, if the rollback failed
@@ -130,7 +157,8 @@ pub enum WriteError {
     /// The log is at `clicks.max_total_bytes` and its oldest file is not shipped yet.
     #[error(
         "click log at clicks.max_total_bytes and its oldest file {path} is not shipped to the \
-         stream yet; bring the stream back or raise clicks.max_total_bytes"
+         stream yet, so new clicks cannot be written; get shipping going again (the shipper's \
+         errors say why it stopped) or raise clicks.max_total_bytes"
     )]
     Unshipped {
         /// The oldest click file.
@@ -218,15 +246,21 @@ impl FileSink {
         };
         access::prepare_dir(&config.dir, config.access).map_err(dir_error)?;
         access::restrict_files(&config.dir, config.access).map_err(dir_error)?;
-        recover::recover(&config.dir, config.access, &metrics).map_err(|e| OpenError::Recover {
-            path: e.path,
-            source: e.source,
+        recover::recover(&config.dir, config.access, &metrics).map_err(|e| match e.step {
+            recover::Step::Torn => OpenError::Recover {
+                path: e.path,
+                source: e.source,
+            },
+            recover::Step::Close => OpenError::Close {
+                path: e.path,
+                source: e.source,
+            },
         })?;
-        let last = recover::last_line(&config.dir).map_err(|source| OpenError::Recover {
+        let last = recover::last_line(&config.dir).map_err(|source| OpenError::ClickIds {
             path: config.dir.clone(),
             source,
         })?;
-        let floor = floor::load(&config.dir).map_err(|source| OpenError::Recover {
+        let floor = floor::load(&config.dir).map_err(|source| OpenError::ClickIds {
             path: config.dir.join(floor::FLOOR_FILE),
             source,
         })?;
@@ -387,8 +421,9 @@ impl FileSink {
             self.close_file(f);
         }
         // NOTE: a batch larger than the whole cap (a cap under one batch: 1 MiB, or
-        // max_buffered_bytes after a failure) still does not fit; it is written alone, and the
-        // next write deletes it.
+        // max_buffered_bytes after a failure) still does not fit; it is written alone, over the
+        // cap, and a later write deletes its file once that is closed and, with a stream,
+        // shipped (until then, that write fails with `Unshipped`).
         self.retention
             .make_room(incoming, &self.metrics)
             .map_err(deleting)?;

@@ -9,9 +9,16 @@
 //! name for good: positions in the log (the shipper's checkpoint) use it in both states.
 //!
 //! Both ways: naming a new file ([`create_next`]) and closing it ([`close`]), and recognising
-//! them ([`is_click_file`]: closed; [`closed_name`]: either state), which startup recovery and the
-//! shipper rely on, and which files of the directory are the log's at all ([`is_log_file`]: click
-//! files and their quarantined tails).
+//! them ([`is_click_file`]: closed; [`closed_name`]: either state), which startup recovery,
+//! retention and the shipper rely on, and which files of the directory are the log's at all
+//! ([`is_log_file`]: click files and their quarantined tails).
+//!
+//! A click file's name is the prefix, a time in exactly the form above, and the suffix: nothing
+//! else is one, because name order is the log's order only for such names. A file named by hand
+//! (`clicks-restored.jsonl`) would sort after every real one (letters after digits), and the
+//! shipper would move to it and never come back, retention would count everything before it as
+//! shipped, and recovery would read its tail for click ids. Such a file is left alone
+//! ([`is_stray`] finds it, to warn about it): neither read, shipped, counted nor deleted.
 
 use std::fs::File;
 use std::io;
@@ -27,10 +34,29 @@ const SUFFIX: &str = ".jsonl";
 /// After [`SUFFIX`] while the file is written.
 const OPEN: &str = ".open";
 
-/// Whether `name` is a closed click file's name (not one being written, not a quarantined tail,
-/// not anything else).
+/// Whether `name` is a closed click file's name: the prefix, a time as [`create_next`] writes
+/// it, and the suffix (not one being written, not a quarantined tail, not a file named by hand,
+/// not anything else). The one test of what belongs to the log, which everything that lists the
+/// directory uses (through [`closed_name`]).
 pub(in crate::clicks) fn is_click_file(name: &str) -> bool {
-    name.starts_with(PREFIX) && name.ends_with(SUFFIX)
+    name_time(name).is_some()
+}
+
+/// Whether `name` looks like a click file, closed or open, but is not one ([`is_click_file`]):
+/// a file named by hand, which the log ignores and an operator should move out of the directory.
+pub(in crate::clicks) fn is_stray(name: &str) -> bool {
+    let closed = name.strip_suffix(OPEN).unwrap_or(name);
+    closed.starts_with(PREFIX) && closed.ends_with(SUFFIX) && !is_click_file(closed)
+}
+
+/// Warns that the file `name` in `dir` is ignored ([`is_stray`]), and what to do about it.
+pub(in crate::clicks) fn warn_stray(dir: &Path, name: &str) {
+    tracing::warn!(
+        file = %dir.join(name).display(),
+        "file in the click log directory is named like a click file but not \
+         clicks-<UTC time, as yyyymmddThhmmss.mmmZ>.jsonl: ignored (never read, shipped, counted \
+         or deleted); move it out of the directory"
+    );
 }
 
 /// The closed name of the click file `name`, in either state (`….jsonl` or `….jsonl.open`);
@@ -46,9 +72,13 @@ pub(in crate::clicks) fn open_name(closed: &str) -> String {
 }
 
 /// Whether `name` is one of the click log's files: a click file in either state, or a torn tail
-/// quarantined next to one (`<click file>.torn`, `<click file>.torn.<n>`).
+/// quarantined next to one (`<click file>.torn`, `<click file>.torn.<n>`). A file named like a
+/// click file by hand ([`is_stray`]) counts too: it is ignored by the log, but it may hold clicks,
+/// so it gets the click files' mode.
 pub(super) fn is_log_file(name: &str) -> bool {
-    closed_name(name).is_some() || (name.starts_with(PREFIX) && name.contains(".jsonl.torn"))
+    closed_name(name).is_some()
+        || is_stray(name)
+        || (name.starts_with(PREFIX) && name.contains(".jsonl.torn"))
 }
 
 /// Creates a new click file in `dir` for appending, with `access`'s mode, under its open name
@@ -135,8 +165,8 @@ fn file_name(t: SystemTime) -> String {
     format!("{PREFIX}{}{SUFFIX}", file_stamp(t))
 }
 
-/// The newest click file's closed name in `dir` whose name reads as a time (a file named
-/// otherwise by hand does not count), and that time; none if there is none.
+/// The newest click file's closed name in `dir` (a file named otherwise by hand is none), and
+/// the time it reads as; none if there is none.
 fn newest_name(dir: &Path) -> io::Result<Option<(String, SystemTime)>> {
     let mut newest: Option<(String, SystemTime)> = None;
     for entry in std::fs::read_dir(dir)? {
@@ -151,14 +181,18 @@ fn newest_name(dir: &Path) -> io::Result<Option<(String, SystemTime)>> {
     Ok(newest)
 }
 
-/// The time a click file's closed name stands for (the inverse of [`file_name`]).
+/// The time a click file's closed name stands for (the inverse of [`file_name`]); none for any
+/// name [`file_name`] would not write, so that names in order are times in order.
 fn name_time(closed: &str) -> Option<SystemTime> {
     let stamp = closed.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
     let format = time::macros::format_description!(
         "[year][month][day]T[hour][minute][second].[subsecond digits:3]Z"
     );
-    let t = time::PrimitiveDateTime::parse(stamp, format).ok()?;
-    Some(t.assume_utc().into())
+    let t: SystemTime = time::PrimitiveDateTime::parse(stamp, format)
+        .ok()?
+        .assume_utc()
+        .into();
+    (file_stamp(t) == stamp).then_some(t)
 }
 
 /// `20261125T091000.123Z`: sortable, no characters that need quoting.
@@ -264,6 +298,49 @@ mod tests {
             own.ends_with("clicks-20251124T160000.000Z.jsonl.open"),
             "{}",
             own.display()
+        );
+    }
+
+    /// Name order is the log's order only for names written as times: anything else named
+    /// `clicks-*.jsonl` by hand would sort after every real file and take the log with it.
+    #[test]
+    fn only_a_name_written_as_a_time_is_a_click_file() {
+        let real = "clicks-20251124T160000.000Z.jsonl";
+        assert!(is_click_file(real));
+        assert_eq!(closed_name(&open_name(real)), Some(real));
+        for stray in [
+            "clicks-restored.jsonl",
+            "clicks-.jsonl",
+            "clicks-20251124T160000.000Z-copy.jsonl",
+            "clicks-20251124T160000Z.jsonl",
+            "clicks-20251124t160000.000z.jsonl",
+            "clicks-20251124T160000.0000Z.jsonl",
+        ] {
+            assert!(!is_click_file(stray), "{stray}");
+            assert_eq!(closed_name(stray), None, "{stray}");
+            assert_eq!(closed_name(&open_name(stray)), None, "{stray}");
+            assert!(is_stray(stray) && is_stray(&open_name(stray)), "{stray}");
+            // Ignored by the log, but given the click files' mode all the same.
+            assert!(is_log_file(stray), "{stray}");
+        }
+        for other in [
+            real,
+            "notes.txt",
+            "clicks-x.jsonl.torn",
+            "ship-checkpoint.json",
+        ] {
+            assert!(!is_stray(other), "{other}");
+        }
+        // Never the newest, so never what the next name is put after.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(real), b"").unwrap();
+        std::fs::write(dir.path().join("clicks-restored.jsonl"), b"").unwrap();
+        assert_eq!(
+            newest_name(dir.path())
+                .unwrap()
+                .map(|(name, _)| name)
+                .as_deref(),
+            Some(real)
         );
     }
 

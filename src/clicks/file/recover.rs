@@ -31,8 +31,19 @@ const CHUNK: usize = 64 << 10;
 #[error("recovering click file {path}")]
 pub(super) struct RecoverError {
     pub(super) path: PathBuf,
+    /// What failed.
+    pub(super) step: Step,
     #[source]
     pub(super) source: io::Error,
+}
+
+/// The step of recovery that failed: each wants its own fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Listing the directory, or checking the newest file for a torn tail and moving it aside.
+    Torn,
+    /// Closing a file left open: renaming it to its closed name.
+    Close,
 }
 
 /// What recovery did to a torn file.
@@ -50,19 +61,20 @@ pub(super) struct Quarantined {
 
 /// Repairs the newest non-empty click file in `dir` if it ends in a torn line (the quarantine file
 /// gets `access`'s mode): warns, counts `clickedge_click_log_torn_total`, and says what it did
-/// (`None` when the log is clean). Then closes the files left open.
+/// (`None` when the log is clean). Then warns about each file named like a click file by hand
+/// (`naming::is_stray`: ignored), and closes the files left open.
 pub(super) fn recover(
     dir: &Path,
     access: Access,
     metrics: &Metrics,
 ) -> Result<Option<Quarantined>, RecoverError> {
-    let err = |path: &Path| {
+    let err = |path: &Path, step| {
         let path = path.to_path_buf();
-        move |source| RecoverError { path, source }
+        move |source| RecoverError { path, step, source }
     };
-    let newest = newest_click_file(dir).map_err(err(dir))?;
+    let newest = newest_click_file(dir).map_err(err(dir, Step::Torn))?;
     let quarantined = match newest {
-        Some(path) => quarantine_torn_tail(&path, access).map_err(err(&path))?,
+        Some(path) => quarantine_torn_tail(&path, access).map_err(err(&path, Step::Torn))?,
         None => None,
     };
     if let Some(done) = &quarantined {
@@ -75,11 +87,19 @@ pub(super) fn recover(
             "click log ended in a torn line (crash during a write); moved the partial line aside"
         );
     }
-    for path in click_files(dir).map_err(err(dir))? {
+    for entry in std::fs::read_dir(dir).map_err(err(dir, Step::Torn))? {
+        let name = entry.map_err(err(dir, Step::Torn))?.file_name();
+        if let Some(name) = name.to_str()
+            && naming::is_stray(name)
+        {
+            naming::warn_stray(dir, name);
+        }
+    }
+    for path in click_files(dir).map_err(err(dir, Step::Torn))? {
         if naming::is_click_file(&name_of(&path)) {
             continue;
         }
-        let closed = naming::close(&path).map_err(err(&path))?;
+        let closed = naming::close(&path).map_err(err(&path, Step::Close))?;
         tracing::warn!(
             file = %closed.display(),
             bytes = std::fs::metadata(&closed).map_or(0, |m| m.len()),
@@ -379,6 +399,33 @@ mod tests {
             None
         );
         assert_eq!(metrics.click_log_torn.get(), 1);
+    }
+
+    /// A file named like a click file by hand sorts after every real one: were it taken for
+    /// the newest, its tail would be cut and click ids would go on from its last line.
+    #[test]
+    fn a_file_named_by_hand_is_neither_repaired_nor_read_for_click_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "clicks-20251124T160000.000Z.jsonl",
+            LINE_A.as_bytes(),
+        );
+        let stray = format!("{LINE_B}{{\"y\"");
+        let restored = write(dir.path(), "clicks-restored.jsonl", stray.as_bytes());
+        let open = write(dir.path(), "clicks-restored.jsonl.open", b"{");
+        let metrics = Metrics::unregistered();
+        assert_eq!(
+            recover(dir.path(), Access::Private, &metrics).unwrap(),
+            None
+        );
+        assert_eq!(std::fs::read_to_string(&restored).unwrap(), stray);
+        assert_eq!(std::fs::read(&open).unwrap(), b"{");
+        assert_eq!(metrics.click_log_torn.get(), 0);
+        assert_eq!(
+            last_line(dir.path()).unwrap().unwrap(),
+            LINE_A.trim_end().as_bytes()
+        );
     }
 
     #[test]

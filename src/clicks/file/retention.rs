@@ -13,11 +13,13 @@
 //! too, at the next write, each logged and counted the same way.
 //!
 //! With a stream (`clicks.stream`), a file is deleted by neither rule before the shipper's
-//! checkpoint is past it ([`Progress::fully_shipped`]): at the cap with the oldest file not yet
-//! shipped, the write fails instead ([`DeleteError::Unshipped`]), and the batcher holds, then
-//! drops and counts new clicks, as for a full disk. Clicks already kept are never the ones lost.
+//! checkpoint is past it or at its very end ([`Progress::fully_shipped`]): at the cap with the
+//! oldest file not yet shipped, the write fails instead ([`DeleteError::Unshipped`]), and the
+//! batcher holds, then drops and counts new clicks, as for a full disk. Clicks already kept are
+//! never the ones lost.
 //!
-//! What counts is the click files (`clicks-*.jsonl`, all closed once startup recovery has run),
+//! What counts is the click files (`clicks-<time>.jsonl` as `naming` writes them, all closed
+//! once startup recovery has run; a file named so by hand is not one),
 //! found at open and then tracked as they are written, closed and deleted; only closed files are
 //! ever deleted (the open one is closed first, see `FileSink::make_room`); quarantined tails (`.torn`, at most one partial batch each) and
 //! anything else in the directory are neither counted nor deleted. A file someone else deleted
@@ -139,7 +141,7 @@ impl Retention {
             let old = now
                 .duration_since(oldest.closed_at)
                 .is_ok_and(|age| age > max_age);
-            if !old || !self.is_shipped(&oldest.path) {
+            if !old || !self.is_shipped(oldest) {
                 return Ok(());
             }
             self.delete_oldest(
@@ -161,7 +163,7 @@ impl Retention {
             let Some(oldest) = self.closed.front() else {
                 return Ok(false);
             };
-            if !self.is_shipped(&oldest.path) {
+            if !self.is_shipped(oldest) {
                 return Err(DeleteError::Unshipped {
                     path: oldest.path.clone(),
                 });
@@ -175,14 +177,17 @@ impl Retention {
     }
 
     /// Whether the file may go as far as shipping is concerned.
-    fn is_shipped(&self, path: &Path) -> bool {
-        let name = path
+    fn is_shipped(&self, file: &Closed) -> bool {
+        let name = file
+            .path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         // Positions name files by their closed name (one whose rename failed keeps `.open`).
         let name = naming::closed_name(name).unwrap_or(name);
-        self.shipped.as_ref().is_none_or(|p| p.fully_shipped(name))
+        self.shipped
+            .as_ref()
+            .is_none_or(|p| p.fully_shipped(name, file.bytes))
     }
 
     /// Deletes the oldest closed file (one there is), logging `why`.
@@ -259,13 +264,69 @@ mod tests {
         ));
         assert!(a.exists());
         // The checkpoint is in the second file: the first is shipped and goes, the second stays.
-        shipped.set_shipped_for_tests("clicks-20251124T170000.000Z.jsonl");
+        shipped.set_shipped_for_tests("clicks-20251124T170000.000Z.jsonl", 0);
         r.expire(later, &metrics).unwrap();
         assert!(!a.exists() && b.exists());
         assert_eq!(metrics.click_log_deleted_files.get(), 1);
         // Not old yet: kept.
         r.expire(written, &metrics).unwrap();
         assert!(b.exists());
+    }
+
+    /// Shipping caught up at the very end of a closed file (the newest, closed to make room):
+    /// it is shipped, and the cap deletes it, or the writer could never write again.
+    #[test]
+    fn a_closed_file_shipped_to_its_end_is_deleted_to_make_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "clicks-20251124T160000.000Z.jsonl";
+        let f = file(dir.path(), name, 100);
+        let shipped = Progress::new(crate::clicks::ship::Position::default());
+        let metrics = Metrics::unregistered();
+        let mut r = Retention::scan(
+            dir.path(),
+            Bounds {
+                cap: NonZeroU64::new(150),
+                max_age: None,
+                shipped: Some(shipped.clone()),
+            },
+        )
+        .unwrap();
+        shipped.set_shipped_for_tests(name, 99);
+        assert!(matches!(
+            r.make_room(60, &metrics),
+            Err(DeleteError::Unshipped { path }) if path == f
+        ));
+        shipped.set_shipped_for_tests(name, 100);
+        assert!(r.make_room(60, &metrics).unwrap());
+        assert!(!f.exists());
+        assert_eq!(r.closed_bytes(), 0);
+        assert_eq!(metrics.click_log_deleted_files.get(), 1);
+    }
+
+    /// A file named like a click file by hand is not the log's: never counted, never deleted.
+    #[test]
+    fn a_file_named_by_hand_is_neither_counted_nor_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 100);
+        let stray = file(dir.path(), "clicks-restored.jsonl", 1000);
+        let shipped = Progress::new(crate::clicks::ship::Position::default());
+        let metrics = Metrics::unregistered();
+        let mut r = Retention::scan(
+            dir.path(),
+            Bounds {
+                cap: NonZeroU64::new(150),
+                max_age: None,
+                shipped: Some(shipped.clone()),
+            },
+        )
+        .unwrap();
+        assert_eq!(r.closed_bytes(), 100);
+        assert!(r.make_room(50, &metrics).unwrap());
+        assert!(matches!(
+            r.make_room(60, &metrics),
+            Err(DeleteError::Unshipped { path }) if path == a
+        ));
+        assert!(a.exists() && stray.exists());
     }
 
     fn file(dir: &Path, name: &str, len: usize) -> PathBuf {

@@ -338,3 +338,73 @@ fn click_ids_go_on_after_every_closed_file_is_deleted() {
     let reopened = FileSink::open(file_config(dir.path()), metrics, Clock::system()).unwrap();
     assert_eq!(reopened.next_click_seq(), FIRST_SEQ + 5);
 }
+
+/// With a stream, a batch that does not fit beside the file being written: the file is closed,
+/// and deleted to make room only once it is shipped whole. One line short of that, the write
+/// fails naming it, and the file stays. Shipped to its very end (the checkpoint still in it),
+/// it goes: were it counted as unshipped, every write after would fail until a restart.
+#[test]
+fn a_file_shipped_to_its_end_is_deleted_to_make_room_for_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let progress = Progress::new(Default::default());
+    let mut sink = FileSink::open(
+        FileSinkConfig {
+            max_total_bytes: NonZeroU64::new(100),
+            shipped: Some(progress.clone()),
+            ..file_config(dir.path())
+        },
+        metrics.clone(),
+        Clock::system(),
+    )
+    .unwrap();
+    let a = format!("{{\"url\":\"{}\"}}\n", "a".repeat(50));
+    let b = format!("{{\"url\":\"{}\"}}\n", "b".repeat(50));
+    sink.write(&Batch::new(a.as_bytes(), 1, false)).unwrap();
+    let (files, _) = lines(dir.path());
+    let name = closed_name(files[0].file_name().unwrap().to_str().unwrap()).unwrap();
+    progress.set_shipped_for_tests(name, a.len() as u64 - 1);
+    let err = sink.write(&Batch::new(b.as_bytes(), 1, false)).unwrap_err();
+    let closed = dir.path().join(name);
+    assert!(
+        matches!(&err, WriteError::Unshipped { path } if *path == closed),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&closed.display().to_string()));
+    assert!(closed.exists());
+    assert_eq!(metrics.click_log_deleted_files.get(), 0);
+    progress.set_shipped_for_tests(name, a.len() as u64);
+    sink.write(&Batch::new(b.as_bytes(), 1, false)).unwrap();
+    sink.close();
+    let (files, kept) = lines(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(kept, ["b".repeat(50)]);
+    assert_eq!(metrics.click_log_deleted_files.get(), 1);
+}
+
+/// A file left open that cannot take its closed name (a file of that name is there already)
+/// stops the start with an error that says so, not one about torn lines.
+#[test]
+fn a_file_left_open_that_cannot_be_closed_says_what_to_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = dir.path().join("clicks-20251124T160000.000Z.jsonl");
+    std::fs::write(&closed, b"{}\n").unwrap();
+    std::fs::write(
+        dir.path()
+            .join(open_name("clicks-20251124T160000.000Z.jsonl")),
+        b"{}\n",
+    )
+    .unwrap();
+    let Err(err) = FileSink::open(
+        file_config(dir.path()),
+        Metrics::unregistered(),
+        Clock::system(),
+    ) else {
+        panic!("opened beside a file that cannot be closed");
+    };
+    assert!(matches!(err, OpenError::Close { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("left open by a crash"), "{text}");
+    assert!(text.contains("move one of the two"), "{text}");
+    assert!(!text.contains("torn"), "{text}");
+}

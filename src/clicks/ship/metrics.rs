@@ -1,7 +1,7 @@
 //! The shipper's metrics, registered into the registry it is handed only when a stream is
 //! configured (an edge that ships nothing exports no shipping series).
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// What the shipper exports.
 #[derive(Clone)]
@@ -15,9 +15,17 @@ pub struct ShipMetrics {
     pub errors: IntCounter,
     /// Bytes of the click log after the checkpoint.
     pub unshipped_bytes: IntGauge,
-    /// Age in seconds of the oldest click not yet acknowledged; 0 when everything is shipped.
+    /// Age in seconds of the oldest click not yet acknowledged; 0 when everything is shipped,
+    /// or when the first unshipped bytes hold no `ts` to read (a line still being written).
     pub oldest_unshipped_seconds: IntGauge,
+    /// What the reader skipped and never shipped, by `reason`: `partial_line` (a finished
+    /// file's last line without its newline), `file_gone` (the rest of a file deleted by someone
+    /// else before it was shipped whole).
+    pub skipped: IntCounterVec,
 }
+
+/// The `reason`s of [`ShipMetrics::skipped`], each a series from the start.
+pub const SKIP_REASONS: [&str; 2] = ["partial_line", "file_gone"];
 
 impl ShipMetrics {
     /// Creates the metrics and registers them into `registry`.
@@ -28,6 +36,7 @@ impl ShipMetrics {
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.unshipped_bytes.clone()))?;
         registry.register(Box::new(m.oldest_unshipped_seconds.clone()))?;
+        registry.register(Box::new(m.skipped.clone()))?;
         Ok(m)
     }
 
@@ -36,7 +45,19 @@ impl ShipMetrics {
         // Invariant: the names and help texts are valid literals.
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                "clickedge_click_ship_skipped_total",
+                "Click log parts the shipper skipped and never shipped: a finished file's partial last line, or the rest of a file deleted before it was shipped",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in SKIP_REASONS {
+            skipped.with_label_values(&[reason]);
+        }
         ShipMetrics {
+            skipped,
             shipped: counter(
                 "clickedge_clicks_shipped_total",
                 "Click lines acknowledged by the stream, duplicates included",
@@ -55,7 +76,7 @@ impl ShipMetrics {
             ),
             oldest_unshipped_seconds: gauge(
                 "clickedge_click_unshipped_oldest_age_seconds",
-                "Age of the oldest click not yet acknowledged by the stream; 0 when all are",
+                "Age of the oldest click not yet acknowledged by the stream; 0 when all are (or no timestamp is readable yet)",
             ),
         }
     }

@@ -171,6 +171,22 @@ pub enum NatsError {
         #[source]
         source: jetstream::context::CreateStreamError,
     },
+    /// The stream exists but its subjects do not take the node's: every publish would find no
+    /// responders.
+    #[error(
+        "stream {stream} exists but does not take subject {subject} (its subjects: {subjects}): \
+         add {subject} (or {stream_subject} for every node) to the stream's subjects"
+    )]
+    SubjectNotInStream {
+        /// The stream.
+        stream: String,
+        /// The node's subject.
+        subject: String,
+        /// The subject that would take every node's (`clicks.nats_subject` with a wildcard).
+        stream_subject: String,
+        /// The stream's subjects, comma-separated.
+        subjects: String,
+    },
     /// The last message on the node's subject could not be read.
     #[error("reading the last message on {subject} in stream {stream}")]
     LastMessage {
@@ -254,9 +270,18 @@ pub enum PublishError {
     /// The server closed the connection.
     #[error("the NATS connection closed")]
     Closed,
-    /// Nothing listens on the subject: no stream takes it (deleted, or not yet created).
-    #[error("no stream takes subject {0} (no responders)")]
-    NoStream(String),
+    /// Nothing listens on the subject: no stream takes it (deleted, or not yet created, or one
+    /// whose subjects leave it out).
+    #[error(
+        "no stream takes subject {subject} (no responders): stream {stream} is missing (it is \
+         created again) or does not take the subject (add it to the stream's subjects)"
+    )]
+    NoStream {
+        /// The subject published on.
+        subject: String,
+        /// `clicks.nats_stream`.
+        stream: String,
+    },
     /// A status instead of an acknowledgement.
     #[error("NATS answered a publish with status {0}")]
     Status(String),
@@ -284,6 +309,12 @@ pub enum PublishError {
     /// The answer was not a JetStream acknowledgement.
     #[error("the stream's answer is not an acknowledgement")]
     Malformed(#[source] serde_json::Error),
+    /// The answer was JSON without a stream and a sequence number: not the stream's.
+    #[error(
+        "an answer to a publish names no stream and sequence number: something other than a \
+         JetStream stream answers on the subject; stop that subscriber"
+    )]
+    NotAck,
 }
 
 /// JetStream's error code for "stream not found".
@@ -293,7 +324,7 @@ impl PublishError {
     /// Whether the stream is missing (to be created again before the next attempt).
     pub(super) fn stream_missing(&self) -> bool {
         match self {
-            PublishError::NoStream(_) => true,
+            PublishError::NoStream { .. } => true,
             PublishError::Refused { err_code, .. } => *err_code == STREAM_NOT_FOUND,
             _ => false,
         }
@@ -301,11 +332,14 @@ impl PublishError {
 }
 
 /// A JetStream publish acknowledgement as sent: `{"stream", "seq", "duplicate"?}` or
-/// `{"error": {"code", "err_code", "description"}}`.
+/// `{"error": {"code", "err_code", "description"}}`. Without `stream` and `seq` it is no
+/// acknowledgement: something other than a stream answered.
 #[derive(serde::Deserialize)]
 pub(super) struct AckReply<'a> {
     #[serde(default)]
-    pub seq: u64,
+    pub stream: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub seq: Option<u64>,
     #[serde(default)]
     pub duplicate: bool,
     #[serde(borrow)]
@@ -410,11 +444,29 @@ impl Nats {
         }
     }
 
-    /// Makes sure the stream exists; true if it had to be created.
+    /// Makes sure the stream exists and takes this node's subject; true if it had to be
+    /// created.
     pub(super) async fn ensure_stream(&self) -> Result<bool, NatsError> {
         let name = &self.target.stream;
         match self.js.get_stream(name).await {
-            Ok(_) => return Ok(false),
+            Ok(stream) => {
+                let config = &stream.cached_info().config;
+                // A stream without subjects takes the subject of its own name.
+                let subjects = if config.subjects.is_empty() {
+                    std::slice::from_ref(name)
+                } else {
+                    &config.subjects[..]
+                };
+                if subjects.iter().any(|s| takes(s, &self.target.subject)) {
+                    return Ok(false);
+                }
+                return Err(NatsError::SubjectNotInStream {
+                    stream: name.clone(),
+                    subject: self.target.subject.clone(),
+                    stream_subject: self.target.stream_subject.clone(),
+                    subjects: subjects.join(", "),
+                });
+            }
             Err(e)
                 if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
                     if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {}
@@ -462,9 +514,21 @@ impl Nats {
                 self.wire.insert(wire)
             }
         };
-        let sent = wire.publish(id, line, n).await;
-        self.keep_if_ok(sent)?;
-        Ok(n)
+        match wire.publish(id, line, n).await {
+            // Refused before a byte of it was queued: the connection is as it was, with the
+            // lines before it still to be acknowledged on it.
+            Err(e @ PublishError::TooLarge { .. }) => Err(e),
+            sent => {
+                self.keep_if_ok(sent)?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// Drops the publishing connection: the next publish connects again (and reads the
+    /// server's limits anew).
+    pub(super) fn disconnect(&mut self) {
+        self.wire = None;
     }
 
     /// Waits for the acknowledgement of publish `n`, the oldest still waited for. Older ones
@@ -497,6 +561,22 @@ impl Nats {
         }
         result
     }
+}
+
+/// Whether the stream subject `pattern` takes `subject`: token by token, `*` any one token, `>`
+/// (last) one or more.
+fn takes(pattern: &str, subject: &str) -> bool {
+    let mut subject = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, subject.next()) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            ("*", Some(_)) => {}
+            (p, Some(s)) if p == s => {}
+            _ => return false,
+        }
+    }
+    subject.next().is_none()
 }
 
 #[cfg(test)]

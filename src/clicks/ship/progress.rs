@@ -33,15 +33,17 @@ impl Progress {
         }))
     }
 
-    /// Whether every line of the click file `name` is acknowledged by the stream, by the
-    /// persisted checkpoint: it is past the file.
-    pub fn fully_shipped(&self, name: &str) -> bool {
+    /// Whether every line of the closed click file `name`, `len` bytes long, is acknowledged by
+    /// the stream, by the persisted checkpoint: it is past the file, or at its very end (shipping
+    /// caught up with a file since closed, which may be the newest: were that one unshipped, the
+    /// cap could never delete it and the writer would stop for good).
+    pub fn fully_shipped(&self, name: &str, len: u64) -> bool {
         let shipped = self
             .0
             .shipped
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *name < *shipped.file
+        *name < *shipped.file || (*name == *shipped.file && shipped.offset >= len)
     }
 
     /// The click file the persisted checkpoint is in (empty before the first).
@@ -59,12 +61,12 @@ impl Progress {
         self.0.behind.load(Ordering::Relaxed)
     }
 
-    /// Test-only: the checkpoint is at the start of `file`.
+    /// Test-only: the checkpoint is at byte `offset` of `file`.
     #[cfg(test)]
-    pub(crate) fn set_shipped_for_tests(&self, file: &str) {
+    pub(crate) fn set_shipped_for_tests(&self, file: &str, offset: u64) {
         self.set_shipped(Position {
             file: file.into(),
-            offset: 0,
+            offset,
         });
     }
 

@@ -12,7 +12,13 @@
 //!   for a moment is never shipped.
 //! - Whole lines: bytes after the last newline are a line still being written; they are left for
 //!   the next read. A finished file cannot end in a partial line (startup recovery quarantines a
-//!   torn tail), but if one does it is skipped with a warning rather than blocking the log.
+//!   torn tail), but if one does it is skipped with a warning rather than blocking the log, and
+//!   counted (`clickedge_click_ship_skipped_total{reason="partial_line"}`).
+//! - Gone: a file missing from a listing is opened before it is given up for deleted (a listing
+//!   made while the file is renamed may show neither name); one that is gone before it was
+//!   shipped whole is skipped with a warning, and counted (`reason="file_gone"`).
+//! - Only click files: a file named like one by hand (`clicks-restored.jsonl`) is not part of
+//!   the log (see `clicks::file`'s naming): warned about once, never read.
 //! - Durable only: before lines are handed out, the file is `fdatasync`ed (and its directory,
 //!   once per file). The writer syncs only synced clicks; buffered ones may sit in the page cache.
 //!   A click the stream has seen must survive a power cut, or its sequence number, recovered from
@@ -20,6 +26,7 @@
 //!
 //! Blocking file I/O: the shipper calls it from a blocking task.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
@@ -27,9 +34,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 
-use super::Progress;
 use super::checkpoint::Position;
-use crate::clicks::file::{closed_name, open_name};
+use super::{Progress, ShipMetrics};
+use crate::clicks::file::{closed_name, is_stray, open_name, warn_stray};
 
 /// Whole lines of one click file, read from `start.offset`.
 #[derive(Debug)]
@@ -55,7 +62,14 @@ pub(super) struct Reader {
     /// Where the file the sink is writing ends for good ([`Progress::written_end`]); none: the
     /// files' lengths (a reader for statistics).
     written: Option<Progress>,
+    /// Where what is skipped is counted; none: not counted (a reader for statistics).
+    metrics: Option<ShipMetrics>,
+    /// Files named like click files but not ones, warned about already.
+    strays: HashSet<String>,
 }
+
+/// The click files' closed names in order, and the files named like click files but not ones.
+type Listing = (Vec<String>, Vec<String>);
 
 struct OpenFile {
     name: String,
@@ -74,7 +88,15 @@ impl Reader {
             max_chunk,
             buf: BytesMut::new(),
             written: None,
+            metrics: None,
+            strays: HashSet::new(),
         }
+    }
+
+    /// Counts what is skipped in `metrics` (see [`ShipMetrics::skipped`]).
+    pub(super) fn counting(mut self, metrics: ShipMetrics) -> Reader {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Reads no further into the file the sink is writing than it has written for good: bytes
@@ -95,27 +117,47 @@ impl Reader {
     /// The next whole lines after the position, durable, and moves past them; `None` when the
     /// log holds nothing more yet.
     pub(super) fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        self.next_chunk_listing(list)
+    }
+
+    /// [`Reader::next_chunk`], listing the directory with `list`.
+    fn next_chunk_listing(
+        &mut self,
+        mut list: impl FnMut(&Path) -> io::Result<Listing>,
+    ) -> io::Result<Option<Chunk>> {
         loop {
-            let files = self.click_files()?;
-            // The file at the position, or the first after it (the start of the log, or a file
-            // deleted before it was shipped).
-            let Some(current) = files.iter().find(|f| **f >= self.pos.file) else {
-                return Ok(None);
-            };
-            if *current != self.pos.file {
-                // Retention never deletes a file the checkpoint has not passed: someone else
-                // did, whole (offset 0) or after part of it was shipped.
-                if !self.pos.file.is_empty() {
-                    tracing::warn!(
-                        file = %self.pos.file,
-                        offset = self.pos.offset,
-                        "click file gone before it was fully shipped; shipping goes on with the next"
-                    );
+            let (files, strays) = list(&self.dir)?;
+            for name in strays {
+                if !self.strays.contains(&name) {
+                    warn_stray(&self.dir, &name);
+                    self.strays.insert(name);
                 }
-                self.seek(Position {
-                    file: current.clone(),
-                    offset: 0,
-                });
+            }
+            if files.binary_search(&self.pos.file).is_err() {
+                // Not listed: the start of the log, a file deleted before it was shipped whole,
+                // or one the listing missed (made while it was renamed). The first file after
+                // the position is where reading goes on, once the file is known to be gone.
+                let Some(next) = files.iter().find(|f| **f > self.pos.file) else {
+                    return Ok(None);
+                };
+                let start = self.pos.file.is_empty();
+                if start || !self.still_there()? {
+                    if !start {
+                        // Retention never deletes a file the checkpoint has not reached the end
+                        // of: someone else did, whole (offset 0) or after part of it was shipped.
+                        tracing::warn!(
+                            file = %self.pos.file,
+                            offset = self.pos.offset,
+                            "click file gone before it was fully shipped; shipping goes on with \
+                             the next"
+                        );
+                        self.count_skip("file_gone");
+                    }
+                    self.seek(Position {
+                        file: next.clone(),
+                        offset: 0,
+                    });
+                }
             }
             let newer = files.iter().any(|f| *f > self.pos.file);
             if let Some(chunk) = self.read_lines()? {
@@ -139,6 +181,7 @@ impl Reader {
                     bytes = len - self.pos.offset,
                     "finished click file ends in a partial line; skipped it"
                 );
+                self.count_skip("partial_line");
             }
             let next = files.iter().find(|f| **f > self.pos.file).cloned();
             // Invariant: `newer` said there is one.
@@ -147,6 +190,23 @@ impl Reader {
                 file: next,
                 offset: 0,
             });
+        }
+    }
+
+    /// Whether the file at the position can still be opened (or is open already), under either
+    /// name.
+    fn still_there(&mut self) -> io::Result<bool> {
+        match open_file(&mut self.open, &self.dir, &self.pos) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Counts a skip for `reason` (one of [`super::metrics::SKIP_REASONS`]).
+    fn count_skip(&self, reason: &str) {
+        if let Some(m) = &self.metrics {
+            m.skipped.with_label_values(&[reason]).inc();
         }
     }
 
@@ -243,18 +303,29 @@ impl Reader {
 
     /// The click files' closed names, in order.
     fn click_files(&self) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let name = entry?.file_name();
-            if let Some(name) = name.to_str().and_then(closed_name) {
-                names.push(name.to_owned());
-            }
-        }
-        names.sort();
-        // A file seen under both names (renamed while the directory was read) counts once.
-        names.dedup();
-        Ok(names)
+        Ok(list(&self.dir)?.0)
     }
+}
+
+/// The click files of `dir` by closed name, in order, and the files named like click files that
+/// are not ones.
+fn list(dir: &Path) -> io::Result<Listing> {
+    let (mut names, mut strays) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if let Some(closed) = closed_name(name) {
+            names.push(closed.to_owned());
+        } else if is_stray(name) {
+            strays.push(name.to_owned());
+        }
+    }
+    names.sort();
+    // A file seen under both names (renamed while the directory was read) counts once.
+    names.dedup();
+    Ok((names, strays))
 }
 
 /// The file at `pos`, opened (in `open`) if it is not the one open already.
@@ -319,225 +390,4 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn append(dir: &Path, name: &str, text: &str) {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(name))
-            .unwrap();
-        f.write_all(text.as_bytes()).unwrap();
-    }
-
-    fn text(c: Option<Chunk>) -> Option<String> {
-        c.map(|c| String::from_utf8(c.bytes.to_vec()).unwrap())
-    }
-
-    const A: &str = "clicks-20251124T160000.000Z.jsonl";
-    const B: &str = "clicks-20251124T170000.000Z.jsonl";
-
-    /// In the file the sink is writing, what a write left before it failed (and was rolled
-    /// back) is never shipped, even whole lines: only what the sink wrote for good.
-    #[test]
-    fn bytes_of_a_write_rolled_back_are_never_shipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let progress = Progress::new(Position::default());
-        let mut r =
-            Reader::new(dir.path(), Position::default(), 1 << 20).written_up_to(progress.clone());
-        let open = open_name(A);
-        let written = |file: &str, offset| {
-            progress.set_written(Position {
-                file: file.into(),
-                offset,
-            });
-        };
-        written(A, 0);
-        append(dir.path(), &open, "a1\n");
-        assert!(
-            r.next_chunk().unwrap().is_none(),
-            "not written for good yet"
-        );
-        written(A, 3);
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a1\n"));
-        // A batch lands, then its write fails: the sink truncates it away and writes again.
-        append(dir.path(), &open, "s1\nb1\n");
-        assert!(r.next_chunk().unwrap().is_none());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.path().join(&open))
-            .unwrap()
-            .set_len(3)
-            .unwrap();
-        append(dir.path(), &open, "b1\n");
-        written(A, 6);
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
-        // The sink moves on to a new file: that one is bounded now.
-        append(dir.path(), &open_name(B), "c1\n");
-        written(B, 0);
-        assert!(r.next_chunk().unwrap().is_none());
-        written(B, 3);
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("c1\n"));
-    }
-
-    #[test]
-    fn whole_lines_in_file_order_and_a_partial_line_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut r = Reader::new(dir.path(), Position::default(), 1 << 20);
-        assert!(r.next_chunk().unwrap().is_none());
-        append(dir.path(), A, "a1\na2\na3");
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a1\na2\n"));
-        // The third line is still being written.
-        assert!(r.next_chunk().unwrap().is_none());
-        append(dir.path(), A, "\n");
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a3\n"));
-        // A newer file: the old one is finished once read to its end.
-        append(dir.path(), A, "a4\n");
-        append(dir.path(), B, "b1\n");
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a4\n"));
-        let chunk = r.next_chunk().unwrap().unwrap();
-        assert_eq!(
-            chunk.start,
-            Position {
-                file: B.into(),
-                offset: 0
-            }
-        );
-        assert_eq!(&chunk.bytes[..], b"b1\n");
-        assert_eq!(r.unshipped_bytes().unwrap(), 0);
-        // Back to an acknowledged position: the same lines again.
-        r.seek(Position {
-            file: A.into(),
-            offset: 6,
-        });
-        assert_eq!(r.unshipped_bytes().unwrap(), 6 + 3);
-        assert_eq!(r.peek(2).unwrap().as_deref(), Some(&b"a3"[..]));
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a3\na4\n"));
-    }
-
-    #[test]
-    fn a_chunk_still_held_is_never_overwritten_and_a_dropped_ones_room_is_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut r = Reader::new(dir.path(), Position::default(), 1 << 10);
-        append(dir.path(), A, "a1\na2\n");
-        let first = r.next_chunk().unwrap().unwrap();
-        // Held (lines still in flight): the next read goes elsewhere.
-        append(dir.path(), A, "a3\na4\n");
-        let second = r.next_chunk().unwrap().unwrap();
-        assert_eq!(&first.bytes[..], b"a1\na2\n");
-        assert_eq!(&second.bytes[..], b"a3\na4\n");
-        // Dropped (every line published): the next read lands in its room, even a longer one
-        // (a size an allocator would not serve from the same place).
-        let room = second.bytes.as_ptr();
-        drop((first, second));
-        let long = format!("a5{}\n", "x".repeat(200));
-        append(dir.path(), A, &long);
-        let third = r.next_chunk().unwrap().unwrap();
-        assert_eq!(&third.bytes[..], long.as_bytes());
-        assert_eq!(third.bytes.as_ptr(), room, "a new buffer for every chunk");
-    }
-
-    #[test]
-    fn a_file_is_read_on_across_its_close_and_known_by_its_closed_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let open = format!("{A}.open");
-        append(dir.path(), &open, "a1\na2");
-        let mut r = Reader::new(dir.path(), Position::default(), 1 << 20);
-        let chunk = r.next_chunk().unwrap().unwrap();
-        assert_eq!(chunk.start.file, A, "positions name the closed file");
-        assert_eq!(&chunk.bytes[..], b"a1\n");
-        append(dir.path(), &open, "\n");
-        std::fs::rename(dir.path().join(&open), dir.path().join(A)).unwrap();
-        append(dir.path(), &format!("{B}.open"), "b1\n");
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a2\n"));
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
-        // A reader starting from a checkpoint in a file that has been closed since.
-        let mut r = Reader::new(
-            dir.path(),
-            Position {
-                file: A.into(),
-                offset: 3,
-            },
-            1 << 20,
-        );
-        assert_eq!(r.unshipped_bytes().unwrap(), 3 + 3);
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a2\n"));
-        // And one in the file still open.
-        let mut r = Reader::new(
-            dir.path(),
-            Position {
-                file: B.into(),
-                offset: 0,
-            },
-            1 << 20,
-        );
-        assert_eq!(r.peek(2).unwrap().as_deref(), Some(&b"b1"[..]));
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
-    }
-
-    /// The oldest unshipped line is looked for past a position with nothing at it: at the end
-    /// of a file shipped whole, or at the start of the log, the next file's first line.
-    #[test]
-    fn peek_finds_the_first_unshipped_line_in_a_later_file() {
-        const C: &str = "clicks-20251124T180000.000Z.jsonl";
-        let dir = tempfile::tempdir().unwrap();
-        let at = |file: &str, offset| {
-            Reader::new(
-                dir.path(),
-                Position {
-                    file: file.into(),
-                    offset,
-                },
-                0,
-            )
-        };
-        assert_eq!(at("", 0).peek(2).unwrap(), None, "an empty log");
-        append(dir.path(), A, "a1\na2\n");
-        assert_eq!(at(A, 6).peek(2).unwrap(), None, "all shipped");
-        // No checkpoint yet: the log's first line.
-        assert_eq!(at("", 0).peek(2).unwrap().as_deref(), Some(&b"a1"[..]));
-        // Caught up at the end of A; the writer made B (nothing in it yet), then C.
-        append(dir.path(), &open_name(B), "");
-        assert_eq!(at(A, 6).peek(2).unwrap(), None);
-        append(dir.path(), &open_name(C), "c1\n");
-        assert_eq!(at(A, 6).peek(2).unwrap().as_deref(), Some(&b"c1"[..]));
-        append(dir.path(), &open_name(B), "b1\n");
-        assert_eq!(at(A, 6).peek(2).unwrap().as_deref(), Some(&b"b1"[..]));
-        // A line at the position comes first; a file before the position never.
-        assert_eq!(at(A, 3).peek(2).unwrap().as_deref(), Some(&b"a2"[..]));
-        assert_eq!(at(B, 3).peek(2).unwrap().as_deref(), Some(&b"c1"[..]));
-    }
-
-    #[test]
-    fn chunks_are_bounded_but_a_long_line_comes_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        append(dir.path(), A, "0123456789\nab\ncd\n");
-        let mut r = Reader::new(dir.path(), Position::default(), 4);
-        assert_eq!(
-            text(r.next_chunk().unwrap()).as_deref(),
-            Some("0123456789\nab\ncd\n")
-        );
-        let mut r = Reader::new(
-            dir.path(),
-            Position {
-                file: A.into(),
-                offset: 11,
-            },
-            4,
-        );
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("ab\n"));
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("cd\n"));
-    }
-
-    #[test]
-    fn a_finished_file_ending_in_a_partial_line_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        append(dir.path(), A, "a1\ntorn");
-        append(dir.path(), B, "b1\n");
-        let mut r = Reader::new(dir.path(), Position::default(), 1 << 20);
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a1\n"));
-        assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
-    }
-}
+mod tests;

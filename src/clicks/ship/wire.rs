@@ -113,8 +113,9 @@ pub(super) struct Wire {
     link: Link,
     /// `HPUB <subject> <inbox>.`: how every publish's frame starts.
     head: Vec<u8>,
-    /// The subject, for errors.
+    /// The subject and the stream, for errors.
     subject: String,
+    stream: String,
     /// The server's largest message (headers and payload).
     max_payload: usize,
 }
@@ -200,6 +201,7 @@ impl Wire {
             link,
             head: [b"HPUB ", target.subject.as_bytes(), b" ", inbox.as_bytes()].concat(),
             subject: target.subject.clone(),
+            stream: target.stream.clone(),
             max_payload: info.max_payload,
         })
     }
@@ -229,7 +231,7 @@ impl Wire {
     /// The next answer to a publish: from what was read already, or else, after writing what is
     /// queued, from the server.
     pub(super) async fn reply(&mut self) -> Result<Reply, PublishError> {
-        let subject = &self.subject;
+        let (subject, stream) = (&self.subject, &self.stream);
         self.link
             .until(|op| match op {
                 Op::Msg {
@@ -238,7 +240,7 @@ impl Wire {
                     payload,
                 } => Some(Reply {
                     n: publish_number(reply_to),
-                    ack: decode(subject, headers, payload),
+                    ack: decode(subject, stream, headers, payload),
                 }),
                 _ => None,
             })
@@ -247,12 +249,20 @@ impl Wire {
 }
 
 /// The acknowledgement (or refusal) a message to the inbox says; `subject` is the one published
-/// on.
-fn decode(subject: &str, headers: &[u8], payload: &[u8]) -> Result<Ack, PublishError> {
+/// on, `stream` the one meant to take it.
+fn decode(
+    subject: &str,
+    stream: &str,
+    headers: &[u8],
+    payload: &[u8],
+) -> Result<Ack, PublishError> {
     // `NATS/1.0 503\r\n...`: a status; 503 is "no responders", nothing takes the subject.
     if let Some(status) = headers.strip_prefix(b"NATS/1.0 ") {
         if status.starts_with(b"503") {
-            return Err(PublishError::NoStream(subject.to_owned()));
+            return Err(PublishError::NoStream {
+                subject: subject.to_owned(),
+                stream: stream.to_owned(),
+            });
         }
         let line = status.split(|&b| b == b'\r').next().unwrap_or_default();
         return Err(PublishError::Status(

@@ -92,3 +92,42 @@ fn the_stream_subject_takes_every_node_and_the_subject_this_one() {
         "clicks"
     );
 }
+
+#[test]
+fn a_stream_subject_takes_subjects_as_nats_matches_them() {
+    for (pattern, subject) in [
+        ("clicks.>", "clicks.edge-a"),
+        ("clicks.>", "clicks.edge-a.eu"),
+        ("clicks.*", "clicks.edge-a"),
+        ("acme.*.clicks", "acme.edge-a.clicks"),
+        ("clicks", "clicks"),
+        (">", "clicks.edge-a"),
+    ] {
+        assert!(takes(pattern, subject), "{pattern} {subject}");
+    }
+    for (pattern, subject) in [
+        ("other.>", "clicks.edge-a"),
+        ("clicks.>", "clicks"),
+        ("clicks.*", "clicks.edge-a.eu"),
+        ("clicks.edge-b", "clicks.edge-a"),
+        ("clicks", "clicks.edge-a"),
+        ("clicks.edge-a.x", "clicks.edge-a"),
+    ] {
+        assert!(!takes(pattern, subject), "{pattern} {subject}");
+    }
+}
+
+/// "No responders" is the first error an operator sees of a stream that does not take the
+/// subject: it names the stream and the fix, not only the subject.
+#[test]
+fn no_responders_names_the_stream_and_the_fix() {
+    let e = PublishError::NoStream {
+        subject: "clicks.edge-a".into(),
+        stream: "CLICKS".into(),
+    };
+    assert!(e.stream_missing());
+    let text = e.to_string();
+    assert!(text.contains("subject clicks.edge-a"), "{text}");
+    assert!(text.contains("stream CLICKS"), "{text}");
+    assert!(text.contains("add it to the stream's subjects"), "{text}");
+}

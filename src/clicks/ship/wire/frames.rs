@@ -8,6 +8,10 @@ use super::super::nats::{Ack, AckReply, PublishError};
 /// The longest protocol line read (an `INFO` can list a cluster's URLs).
 const MAX_LINE: usize = 64 << 10;
 
+/// The largest message read: nats-server's ceiling for `max_payload` (64 MiB), which no message
+/// it delivers passes. A size over it is not waited for (nor added to, which could overflow).
+const MAX_MSG: usize = 64 << 20;
+
 /// Appends publish `n`'s frame to `out`: `HPUB <subject> <inbox>.<n> <hdr> <total>\r\n`, the
 /// headers (`Nats-Msg-Id` when there is an id), the payload and `\r\n`.
 pub(super) fn frame(
@@ -137,18 +141,25 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<(Op<'_>, usize)>, PublishError>
             if hdr > total {
                 return Err(PublishError::Protocol("an HMSG whose headers outsize it"));
             }
-            if buf.len() < body + total + 2 {
+            if total > MAX_MSG {
+                return Err(PublishError::Protocol(
+                    "a MSG larger than any server's max_payload",
+                ));
+            }
+            // `body` is within `buf` and `total` at most MAX_MSG: the sum cannot overflow.
+            let end = body + total;
+            if buf.len() < end + 2 {
                 return Ok(None);
             }
-            if &buf[body + total..body + total + 2] != b"\r\n" {
+            if &buf[end..end + 2] != b"\r\n" {
                 return Err(PublishError::Protocol("a message not followed by CRLF"));
             }
             let op = Op::Msg {
                 subject: args[0],
                 headers: &buf[body..body + hdr],
-                payload: &buf[body + hdr..body + total],
+                payload: &buf[body + hdr..end],
             };
-            return Ok(Some((op, body + total + 2)));
+            return Ok(Some((op, end + 2)));
         }
         b"INFO" => Op::Info(line[4..].trim_ascii_start()),
         b"PING" => Op::Ping,
@@ -225,8 +236,12 @@ pub(in super::super) fn parse_ack(payload: &[u8]) -> Result<Ack, PublishError> {
             description: e.description.into_owned(),
         });
     }
+    // `{}` or any other JSON: not a stream's answer, and nothing is known to be stored.
+    let (Some(_), Some(seq)) = (reply.stream, reply.seq) else {
+        return Err(PublishError::NotAck);
+    };
     Ok(Ack {
-        seq: reply.seq,
+        seq,
         duplicate: reply.duplicate,
     })
 }
@@ -308,6 +323,53 @@ mod tests {
         assert!(parse(&[b'x'; 100]).unwrap().is_none());
     }
 
+    /// A size from the network is never added to unchecked: near `usize::MAX` it would wrap (a
+    /// slice out of bounds) or overflow (a panic in a debug build).
+    #[test]
+    fn a_message_size_past_any_max_payload_is_a_protocol_error_not_a_panic() {
+        for bad in [
+            &b"MSG _INBOX.x.1 1 18446744073709551614\r\n{}\r\n"[..],
+            b"MSG _INBOX.x.1 1 18446744073709551615\r\n{}\r\n",
+            b"HMSG _INBOX.x.1 1 12 18446744073709551614\r\nNATS/1.0\r\n\r\n{}\r\n",
+            format!("MSG _INBOX.x.1 1 {}\r\n", MAX_MSG + 1).as_bytes(),
+        ] {
+            assert!(
+                matches!(parse(bad), Err(PublishError::Protocol(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // The largest a server may send is still waited for.
+        let line = format!("MSG _INBOX.x.1 1 {MAX_MSG}\r\n");
+        assert!(parse(line.as_bytes()).unwrap().is_none());
+    }
+
+    /// Only a stream's answer says the message is stored: JSON without its fields (another
+    /// subscriber answering on the subject) is not a successful publish.
+    #[test]
+    fn an_answer_without_stream_and_seq_is_no_acknowledgement() {
+        for p in [
+            &b"{}"[..],
+            br#"{"seq":5}"#,
+            br#"{"stream":"CLICKS"}"#,
+            br#"{"ok":true}"#,
+            br#"{"stream":"CLICKS","seq":null}"#,
+        ] {
+            assert!(
+                matches!(parse_ack(p), Err(PublishError::NotAck)),
+                "{}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        assert_eq!(
+            parse_ack(br#"{"stream":"CLICKS","domain":"hub","seq":7}"#).unwrap(),
+            Ack {
+                seq: 7,
+                duplicate: false
+            }
+        );
+    }
+
     #[test]
     fn a_publish_is_one_hpub_frame_with_the_id_as_its_only_header() {
         let mut out = BytesMut::new();
@@ -373,8 +435,8 @@ mod tests {
     fn the_plain_acknowledgement_reads_as_the_json_parser_reads_it() {
         let json = |p: &[u8]| {
             let r: AckReply<'_> = serde_json::from_slice(p).ok()?;
-            r.error.is_none().then_some(Ack {
-                seq: r.seq,
+            (r.error.is_none() && r.stream.is_some()).then_some(Ack {
+                seq: r.seq?,
                 duplicate: r.duplicate,
             })
         };
