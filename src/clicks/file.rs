@@ -256,10 +256,8 @@ impl FileSink {
                 source: e.source,
             },
         })?;
-        let last = recover::last_line(&config.dir).map_err(|source| OpenError::ClickIds {
-            path: config.dir.clone(),
-            source,
-        })?;
+        let last = recover::last_line(&config.dir)
+            .map_err(|(path, source)| OpenError::ClickIds { path, source })?;
         let floor = floor::load(&config.dir).map_err(|source| OpenError::ClickIds {
             path: config.dir.join(floor::FLOOR_FILE),
             source,

@@ -124,6 +124,10 @@ struct Failure {
     /// after "no responders" need not take the subject, and ending the episode there would reset
     /// the backoff before every publish that fails the same way.
     publishing: bool,
+    /// The last error, as logged: one that says something else is logged as a warning too
+    /// (the stream found missing first, then found not to take the subject, which names the
+    /// fix), the same one again only at debug level.
+    error: String,
 }
 
 impl Shipper {
@@ -439,12 +443,25 @@ impl Shipper {
     }
 
     /// Unshipped bytes, the age of the oldest unshipped click, and whether that is behind.
+    ///
+    /// Also marks the checkpoint at the end of its file ([`Position::END`], persisted at once)
+    /// when that file is finished and acknowledged to its last byte: retention may then delete
+    /// it, and a shipper that starts after it is gone knows it was shipped whole.
     async fn update_stats(&mut self) {
         let (dir, acked, now) = (self.dir.clone(), self.acked.clone(), self.clock.now());
-        let stats = tokio::task::spawn_blocking(move || unshipped(&dir, acked, now)).await;
-        let Ok(Ok((bytes, age))) = stats else {
+        let stats = tokio::task::spawn_blocking(move || {
+            let acked = at_end_if_finished(&dir, acked);
+            unshipped(&dir, acked.clone(), now).map(|stats| (acked, stats))
+        })
+        .await;
+        let Ok(Ok((acked, (bytes, age)))) = stats else {
             return;
         };
+        if acked != self.acked {
+            self.acked = acked;
+            self.dirty_since.get_or_insert_with(Instant::now);
+            self.persist(true).await;
+        }
         self.metrics
             .unshipped_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
@@ -491,10 +508,11 @@ impl Shipper {
         self.metrics.errors.inc();
         self.progress.set_behind(true);
         let now = Instant::now();
+        let error = errors::chain(e);
         match &mut self.failure {
             None => {
                 tracing::warn!(
-                    error = %errors::chain(e),
+                    error = %error,
                     at = %self.acked,
                     "shipping clicks to NATS failed: clicks stay in the log, retrying with backoff"
                 );
@@ -503,10 +521,20 @@ impl Shipper {
                     backoff: MIN_BACKOFF,
                     retry_at: now + MIN_BACKOFF,
                     publishing: false,
+                    error,
                 });
             }
             Some(f) => {
-                tracing::debug!(error = %errors::chain(e), "shipping still failing");
+                if f.error == error {
+                    tracing::debug!(error = %error, "shipping still failing");
+                } else {
+                    tracing::warn!(
+                        error = %error,
+                        at = %self.acked,
+                        "shipping clicks to NATS still failing, now for another reason"
+                    );
+                    f.error = error;
+                }
                 f.backoff = (f.backoff * 2).min(MAX_BACKOFF);
                 f.retry_at = now + f.backoff;
             }
@@ -548,6 +576,22 @@ async fn stop_seen(stop: &mut watch::Receiver<bool>, until: &mut Option<Instant>
     // An error: the sender is gone, which stops the shipper as well.
     let _ = stop.wait_for(|s| *s).await;
     *until.insert(Instant::now() + FINAL_DRAIN)
+}
+
+/// `acked` at the end of its file ([`Position::END`]) when that file is finished (its closed
+/// name is there: it is never written again) and acknowledged to its last byte; else `acked`
+/// as it is. Blocking.
+fn at_end_if_finished(dir: &Path, acked: Position) -> Position {
+    if acked.file.is_empty() || acked.is_end() {
+        return acked;
+    }
+    match std::fs::metadata(dir.join(&acked.file)) {
+        Ok(m) if m.len() <= acked.offset => Position {
+            offset: Position::END,
+            ..acked
+        },
+        _ => acked,
+    }
 }
 
 /// Bytes of the log in `dir` after the acknowledged position `acked`, and the age at `now` of

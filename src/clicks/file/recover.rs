@@ -110,19 +110,25 @@ pub(super) fn recover(
 }
 
 /// The last line of the newest non-empty click file (after [`recover`], a whole line), without
-/// its newline: where the sequence of click ids goes on from at start.
-pub(super) fn last_line(dir: &Path) -> io::Result<Option<Vec<u8>>> {
-    let Some(path) = newest_click_file(dir)? else {
+/// its newline: where the sequence of click ids goes on from at start. On failure, the file
+/// that could not be read (the directory when listing it failed) with the error.
+pub(super) fn last_line(dir: &Path) -> Result<Option<Vec<u8>>, (PathBuf, io::Error)> {
+    let Some(path) = newest_click_file(dir).map_err(|e| (dir.to_path_buf(), e))? else {
         return Ok(None);
     };
-    let file = File::open(&path)?;
+    read_last_line(&path).map(Some).map_err(|e| (path, e))
+}
+
+/// The last line of the click file at `path`, which is not empty and ends in a newline.
+fn read_last_line(path: &Path) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
     let len = file.metadata()?.len();
     // The file is not empty and ends in a newline: the line is what follows the newline before.
     let end = len.saturating_sub(1);
     let start = rfind_newline(&file, end)?.map_or(0, |nl| nl + 1);
     let mut line = vec![0; usize::try_from(end - start).map_err(io::Error::other)?];
     file.read_exact_at(&mut line, start)?;
-    Ok(Some(line))
+    Ok(line)
 }
 
 /// The newest click file (open or closed) that is not empty. Names sort in time order (see

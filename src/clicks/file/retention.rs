@@ -13,7 +13,8 @@
 //! too, at the next write, each logged and counted the same way.
 //!
 //! With a stream (`clicks.stream`), a file is deleted by neither rule before the shipper's
-//! checkpoint is past it or at its very end ([`Progress::fully_shipped`]): at the cap with the
+//! checkpoint is past it or at its end as a finished file ([`Progress::fully_shipped`],
+//! `Position::END`; an empty file holds nothing to ship): at the cap with the
 //! oldest file not yet shipped, the write fails instead ([`DeleteError::Unshipped`]), and the
 //! batcher holds, then drops and counts new clicks, as for a full disk. Clicks already kept are
 //! never the ones lost.
@@ -236,23 +237,26 @@ mod tests {
         }
     }
 
+    /// Retention of `dir` under a cap of `bytes` (and `max_age`) with a stream, nothing shipped
+    /// yet: the progress the test moves along.
+    fn shipping(dir: &Path, bytes: u64, max_age: Option<Duration>) -> (Retention, Progress) {
+        let shipped = Progress::new(crate::clicks::ship::Position::default());
+        let bounds = Bounds {
+            cap: NonZeroU64::new(bytes),
+            max_age,
+            shipped: Some(shipped.clone()),
+        };
+        (Retention::scan(dir, bounds).unwrap(), shipped)
+    }
+
     #[test]
     fn old_files_go_only_once_shipped_and_unshipped_ones_stop_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let a = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 100);
         let b = file(dir.path(), "clicks-20251124T170000.000Z.jsonl", 100);
-        let shipped = Progress::new(crate::clicks::ship::Position::default());
         let metrics = Metrics::unregistered();
         let day = Duration::from_secs(86_400);
-        let mut r = Retention::scan(
-            dir.path(),
-            Bounds {
-                cap: NonZeroU64::new(250),
-                max_age: Some(day),
-                shipped: Some(shipped.clone()),
-            },
-        )
-        .unwrap();
+        let (mut r, shipped) = shipping(dir.path(), 250, Some(day));
         let written = std::fs::metadata(&b).unwrap().modified().unwrap();
         let later = written + 2 * day;
         // Old, but nothing is shipped: kept, and the cap cannot be kept either.
@@ -273,34 +277,42 @@ mod tests {
         assert!(b.exists());
     }
 
-    /// Shipping caught up at the very end of a closed file (the newest, closed to make room):
-    /// it is shipped, and the cap deletes it, or the writer could never write again.
+    /// Shipping caught up at the very end of a closed file (the newest, closed to make room),
+    /// and the shipper marked it so (`Position::END`): it is shipped, and the cap deletes it,
+    /// or the writer could never write again.
     #[test]
     fn a_closed_file_shipped_to_its_end_is_deleted_to_make_room() {
         let dir = tempfile::tempdir().unwrap();
         let name = "clicks-20251124T160000.000Z.jsonl";
         let f = file(dir.path(), name, 100);
-        let shipped = Progress::new(crate::clicks::ship::Position::default());
         let metrics = Metrics::unregistered();
-        let mut r = Retention::scan(
-            dir.path(),
-            Bounds {
-                cap: NonZeroU64::new(150),
-                max_age: None,
-                shipped: Some(shipped.clone()),
-            },
-        )
-        .unwrap();
-        shipped.set_shipped_for_tests(name, 99);
-        assert!(matches!(
-            r.make_room(60, &metrics),
-            Err(DeleteError::Unshipped { path }) if path == f
-        ));
-        shipped.set_shipped_for_tests(name, 100);
+        let (mut r, shipped) = shipping(dir.path(), 150, None);
+        // At its last byte, as a file still written could be: not known to be shipped whole.
+        for offset in [99, 100] {
+            shipped.set_shipped_for_tests(name, offset);
+            assert!(matches!(
+                r.make_room(60, &metrics),
+                Err(DeleteError::Unshipped { path }) if path == f
+            ));
+        }
+        shipped.set_shipped_for_tests(name, crate::clicks::ship::Position::END);
         assert!(r.make_room(60, &metrics).unwrap());
         assert!(!f.exists());
         assert_eq!(r.closed_bytes(), 0);
         assert_eq!(metrics.click_log_deleted_files.get(), 1);
+    }
+
+    /// An empty closed file (a crash right after a new file was made) holds nothing to ship:
+    /// the cap deletes it though the checkpoint has not reached it, or, the newest, it would
+    /// stop every write with a batch larger than the cap.
+    #[test]
+    fn an_empty_closed_file_is_deleted_whatever_the_checkpoint_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 0);
+        let metrics = Metrics::unregistered();
+        let (mut r, _shipped) = shipping(dir.path(), 150, None);
+        assert!(!r.make_room(200, &metrics).unwrap(), "over the cap alone");
+        assert!(!empty.exists());
     }
 
     /// A file named like a click file by hand is not the log's: never counted, never deleted.
@@ -309,17 +321,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = file(dir.path(), "clicks-20251124T160000.000Z.jsonl", 100);
         let stray = file(dir.path(), "clicks-restored.jsonl", 1000);
-        let shipped = Progress::new(crate::clicks::ship::Position::default());
         let metrics = Metrics::unregistered();
-        let mut r = Retention::scan(
-            dir.path(),
-            Bounds {
-                cap: NonZeroU64::new(150),
-                max_age: None,
-                shipped: Some(shipped.clone()),
-            },
-        )
-        .unwrap();
+        let (mut r, _shipped) = shipping(dir.path(), 150, None);
         assert_eq!(r.closed_bytes(), 100);
         assert!(r.make_room(50, &metrics).unwrap());
         assert!(matches!(

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const CHECKPOINT_FILE: &str = "ship-checkpoint.json";
 
 /// A place in the click log: every line of the files named before `file`, and the first
-/// `offset` bytes of `file`. The empty name is the start of the log.
+/// `offset` bytes of `file`. The empty name is the start of the log; [`Position::END`] as the
+/// offset is the end of a finished file, shipped whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Position {
     /// A click file's name (`clicks-….jsonl`), without directory.
@@ -27,10 +28,26 @@ pub struct Position {
     pub offset: u64,
 }
 
+impl Position {
+    /// The offset that says every line of a finished (closed) file is acknowledged, whatever its
+    /// length. A checkpoint at a file's last byte cannot say that: the file might have been
+    /// written on, and once it is deleted nobody can tell whether it was shipped whole. With
+    /// this one, retention may delete the file and the shipper, finding it gone, goes on with
+    /// the next without a warning.
+    pub const END: u64 = u64::MAX;
+
+    /// Whether the position is the end of its finished file ([`Position::END`]).
+    pub fn is_end(&self) -> bool {
+        self.offset == Position::END
+    }
+}
+
 impl std::fmt::Display for Position {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.file.is_empty() {
             f.write_str("the start of the click log")
+        } else if self.is_end() {
+            write!(f, "the end of {}", self.file)
         } else {
             write!(f, "{} at byte {}", self.file, self.offset)
         }

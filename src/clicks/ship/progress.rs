@@ -34,16 +34,17 @@ impl Progress {
     }
 
     /// Whether every line of the closed click file `name`, `len` bytes long, is acknowledged by
-    /// the stream, by the persisted checkpoint: it is past the file, or at its very end (shipping
-    /// caught up with a file since closed, which may be the newest: were that one unshipped, the
-    /// cap could never delete it and the writer would stop for good).
+    /// the stream, by the persisted checkpoint: it is past the file, or at the end of it as a
+    /// finished file ([`Position::END`]: the shipper marks so a closed file it caught up with,
+    /// which may be the newest: were that one unshipped, the cap could never delete it and the
+    /// writer would stop for good). An empty file holds nothing to ship.
     pub fn fully_shipped(&self, name: &str, len: u64) -> bool {
         let shipped = self
             .0
             .shipped
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *name < *shipped.file || (*name == *shipped.file && shipped.offset >= len)
+        len == 0 || *name < *shipped.file || (*name == *shipped.file && shipped.is_end())
     }
 
     /// The click file the persisted checkpoint is in (empty before the first).

@@ -133,30 +133,39 @@ impl Reader {
                     self.strays.insert(name);
                 }
             }
+            if self.pos.is_end() {
+                // A finished file shipped whole, deleted since or not: on with the next.
+                if !self.move_on(&mut list)? {
+                    return Ok(None);
+                }
+                continue;
+            }
             if files.binary_search(&self.pos.file).is_err() {
                 // Not listed: the start of the log, a file deleted before it was shipped whole,
                 // or one the listing missed (made while it was renamed). The first file after
                 // the position is where reading goes on, once the file is known to be gone.
-                let Some(next) = files.iter().find(|f| **f > self.pos.file) else {
+                if !files.iter().any(|f| *f > self.pos.file) {
                     return Ok(None);
-                };
+                }
                 let start = self.pos.file.is_empty();
                 if start || !self.still_there()? {
+                    let gone = self.pos.clone();
+                    if !self.move_on(&mut list)? {
+                        return Ok(None);
+                    }
                     if !start {
-                        // Retention never deletes a file the checkpoint has not reached the end
-                        // of: someone else did, whole (offset 0) or after part of it was shipped.
+                        // Retention deletes a file only once the checkpoint is past it or at
+                        // its end as a finished file: someone else did, whole (offset 0) or
+                        // after part of it was shipped.
                         tracing::warn!(
-                            file = %self.pos.file,
-                            offset = self.pos.offset,
+                            file = %gone.file,
+                            offset = gone.offset,
                             "click file gone before it was fully shipped; shipping goes on with \
                              the next"
                         );
                         self.count_skip("file_gone");
                     }
-                    self.seek(Position {
-                        file: next.clone(),
-                        offset: 0,
-                    });
+                    continue;
                 }
             }
             let newer = files.iter().any(|f| *f > self.pos.file);
@@ -175,22 +184,35 @@ impl Reader {
                 .file
                 .metadata()?
                 .len();
-            if len > self.pos.offset {
+            let finished = self.pos.clone();
+            if !self.move_on(&mut list)? {
+                return Ok(None);
+            }
+            if len > finished.offset {
                 tracing::warn!(
-                    file = %self.pos.file,
-                    bytes = len - self.pos.offset,
+                    file = %finished.file,
+                    bytes = len - finished.offset,
                     "finished click file ends in a partial line; skipped it"
                 );
                 self.count_skip("partial_line");
             }
-            let next = files.iter().find(|f| **f > self.pos.file).cloned();
-            // Invariant: `newer` said there is one.
-            let next = next.unwrap_or_default();
-            self.seek(Position {
-                file: next,
-                offset: 0,
-            });
         }
+    }
+
+    /// Moves the position to the start of the first click file after its file, as a listing
+    /// taken now shows it: not the listing that showed the file finished or gone, which may
+    /// miss a file being renamed while it was read (under neither name), and skip it. That
+    /// rename is over by now. Whether it moved: it stays put when there is none (yet).
+    fn move_on(&mut self, list: &mut impl FnMut(&Path) -> io::Result<Listing>) -> io::Result<bool> {
+        let (files, _) = list(&self.dir)?;
+        let Some(next) = files.into_iter().find(|f| *f > self.pos.file) else {
+            return Ok(false);
+        };
+        self.seek(Position {
+            file: next,
+            offset: 0,
+        });
+        Ok(true)
     }
 
     /// Whether the file at the position can still be opened (or is open already), under either
@@ -239,6 +261,7 @@ impl Reader {
     /// while clicks wait in the files after it.
     pub(super) fn peek(&self, bytes: usize) -> io::Result<Option<Vec<u8>>> {
         if !self.pos.file.is_empty()
+            && !self.pos.is_end()
             && let Some(head) = read_head(&self.dir, &self.pos.file, self.pos.offset, bytes)?
         {
             return Ok(Some(head));

@@ -3,6 +3,7 @@
 //! `nats-server`) where the server is the point.
 
 use super::*;
+use crate::clicks::file::open_name;
 use crate::clock::parse_rfc3339;
 
 const A: &str = "clicks-20251124T160000.000Z.jsonl";
@@ -42,6 +43,31 @@ fn the_oldest_unshipped_click_is_found_past_a_checkpoint_at_the_end_of_a_file() 
         unshipped(dir.path(), Position::default(), now).unwrap(),
         ((a.len() + b.len()) as u64, Duration::from_secs(70 * 60))
     );
+}
+
+/// Runs `f` on this thread with what it logs at warning level or above collected as text.
+pub(super) fn warnings<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Collected(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Collected {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let collected = Collected::default();
+    let writer = collected.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(collected.0.lock().unwrap().clone()).unwrap();
+    (out, text)
 }
 
 /// A real `nats-server -js` on a free loopback port, its store and config in a temporary
@@ -298,4 +324,61 @@ async fn the_checkpoint_moves_to_the_next_file_with_its_first_chunk() {
     let chunk = r.next_chunk().unwrap().unwrap();
     assert_eq!((chunk.start, &chunk.bytes[..]), (start_of_b, b.as_bytes()));
     assert_eq!(metrics.skipped.with_label_values(&["file_gone"]).get(), 0);
+}
+
+/// A checkpoint at the last byte of a finished (closed) file becomes the end of that file,
+/// persisted at the next stats pass whether or not NATS takes anything: retention may then
+/// delete the file, and a start after that skips nothing and warns of nothing. A file still
+/// being written is not finished, however far it is acknowledged.
+#[tokio::test]
+async fn a_checkpoint_at_the_last_byte_of_a_finished_file_becomes_its_end() {
+    // JetStream with no stream yet: nothing is ever acknowledged.
+    let server = Server::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let a = line("2025-11-24T16:00:00.000Z", 1);
+    let b = line("2025-11-24T17:00:00.000Z", 2);
+    std::fs::write(dir.path().join(A), &a).unwrap();
+    std::fs::write(dir.path().join(open_name(B)), &b).unwrap();
+    let checkpoint = Checkpoint::in_dir(dir.path());
+    let at = |file: &str, offset: u64| Position {
+        file: file.into(),
+        offset,
+    };
+    checkpoint.store(&at(A, a.len() as u64)).unwrap();
+    let mut s = shipper(dir.path(), &server.url()).await;
+    assert!(!s.progress.fully_shipped(A, a.len() as u64));
+    s.update_stats().await;
+    let end_of_a = at(A, Position::END);
+    assert_eq!(s.acked, end_of_a);
+    assert_eq!(checkpoint.load().unwrap(), end_of_a);
+    assert!(s.progress.fully_shipped(A, a.len() as u64));
+    assert_eq!(s.metrics.unshipped_bytes.get(), b.len() as i64);
+
+    checkpoint.store(&at(B, b.len() as u64)).unwrap();
+    let mut s = shipper(dir.path(), &server.url()).await;
+    s.update_stats().await;
+    assert_eq!(s.acked, at(B, b.len() as u64), "still written");
+    assert_eq!(checkpoint.load().unwrap(), at(B, b.len() as u64));
+}
+
+/// A failure that goes on for another reason says so at warning level (the stream found
+/// missing, then found not to take the subject, which names the fix); the same one again is
+/// not repeated there.
+#[tokio::test]
+async fn a_failure_that_changes_its_reason_is_warned_about_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = shipper(dir.path(), "nats://127.0.0.1:1").await;
+    let refused = std::io::Error::other("connection refused");
+    let no_stream = PublishError::NoStream {
+        subject: "clicks.edge-a".into(),
+        stream: "CLICKS".into(),
+    };
+    let ((), logged) = warnings(|| {
+        s.failed(&refused);
+        s.failed(&refused);
+    });
+    assert_eq!(logged.matches("connection refused").count(), 1, "{logged}");
+    let ((), logged) = warnings(|| s.publish_failed(&no_stream));
+    assert!(logged.contains("now for another reason"), "{logged}");
+    assert!(logged.contains("CLICKS"), "{logged}");
 }

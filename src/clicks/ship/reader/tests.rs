@@ -1,6 +1,7 @@
 //! The reader on a real directory: order, names, partial lines, rollbacks and what is skipped.
 
 use super::*;
+use crate::clicks::ship::tests::warnings;
 
 fn append(dir: &Path, name: &str, text: &str) {
     use std::io::Write as _;
@@ -14,31 +15,6 @@ fn append(dir: &Path, name: &str, text: &str) {
 
 fn text(c: Option<Chunk>) -> Option<String> {
     c.map(|c| String::from_utf8(c.bytes.to_vec()).unwrap())
-}
-
-/// Runs `f` on this thread with what it logs at warning level or above collected as text.
-fn warnings<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Collected(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl io::Write for Collected {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let collected = Collected::default();
-    let writer = collected.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(collected.0.lock().unwrap().clone()).unwrap();
-    (out, text)
 }
 
 const A: &str = "clicks-20251124T160000.000Z.jsonl";
@@ -348,4 +324,65 @@ fn what_is_skipped_is_counted() {
     assert!(logged.contains("ends in a partial line"), "{logged}");
     assert!(logged.contains(B), "{logged}");
     assert_eq!(count("file_gone"), 1);
+}
+
+/// A file being closed (renamed) while the reader moves past a finished file may be missing
+/// from the listing that showed the older one finished, with a newer file listed: the reader
+/// moves on by a listing taken after, and ships it rather than jumping past it.
+#[test]
+fn a_file_missing_from_the_listing_that_finished_the_one_before_is_not_jumped() {
+    const C: &str = "clicks-20251124T180000.000Z.jsonl";
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), A, "a1\n");
+    append(dir.path(), B, "b1\n");
+    append(dir.path(), C, "c1\n");
+    let metrics = ShipMetrics::unregistered();
+    let at_end_of_a = Position {
+        file: A.into(),
+        offset: 3,
+    };
+    let mut r = Reader::new(dir.path(), at_end_of_a, 1 << 20).counting(metrics.clone());
+    let mut first = true;
+    let chunk = r
+        .next_chunk_listing(|dir| {
+            let (mut files, strays) = list(dir)?;
+            if std::mem::take(&mut first) {
+                files.retain(|f| f != B);
+            }
+            Ok((files, strays))
+        })
+        .unwrap();
+    assert_eq!(text(chunk).as_deref(), Some("b1\n"));
+    assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("c1\n"));
+    assert_eq!(
+        metrics.skipped.with_label_values(&["partial_line"]).get(),
+        0
+    );
+}
+
+/// A checkpoint at the end of a finished file ([`Position::END`]) goes on with the next file,
+/// whether the file is still there or retention deleted it: nothing skipped, nothing warned.
+#[test]
+fn the_end_of_a_finished_file_goes_on_with_the_next_whether_it_is_there_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), A, "a1\n");
+    let metrics = ShipMetrics::unregistered();
+    let end_of_a = Position {
+        file: A.into(),
+        offset: Position::END,
+    };
+    let mut r = Reader::new(dir.path(), end_of_a.clone(), 1 << 20).counting(metrics.clone());
+    assert_eq!(text(r.next_chunk().unwrap()), None, "nothing after A yet");
+    assert_eq!(r.unshipped_bytes().unwrap(), 0);
+    assert_eq!(r.peek(40).unwrap(), None);
+    append(dir.path(), B, "b1\n");
+    assert_eq!(r.peek(40).unwrap().as_deref(), Some(&b"b1\n"[..]));
+    assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
+
+    std::fs::remove_file(dir.path().join(A)).unwrap();
+    let mut r = Reader::new(dir.path(), end_of_a, 1 << 20).counting(metrics.clone());
+    let (b, logged) = warnings(|| text(r.next_chunk().unwrap()));
+    assert_eq!(b.as_deref(), Some("b1\n"));
+    assert_eq!(logged, "");
+    assert_eq!(metrics.skipped.with_label_values(&["file_gone"]).get(), 0);
 }
