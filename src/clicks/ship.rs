@@ -21,8 +21,8 @@
 //!   logs what happened and goes on from the checkpoint: clicks acknowledged by the old stream
 //!   are not sent again.
 //! - Lag is visible: [`ShipMetrics`] (shipped, duplicates, errors, unshipped bytes, age of the
-//!   oldest unshipped click, found in a later file when the checkpoint is at the end of one),
-//!   and [`Progress::behind`] for the health endpoint. Retention asks
+//!   oldest unshipped click, found in a later file when the checkpoint is at the end of one:
+//!   [`lag`]), and [`Progress::behind`] for the health endpoint. Retention asks
 //!   [`Progress::fully_shipped`] before deleting a click file.
 //! - Shutdown: the shipper is stopped after the click writer's last write, and drains for at
 //!   most [`FINAL_DRAIN`]: it ships what is left and waits for the acknowledgements in flight, so
@@ -30,6 +30,7 @@
 //!   could not ship (NATS away) is logged and shipped at the next start.
 
 mod checkpoint;
+mod lag;
 mod metrics;
 mod nats;
 mod progress;
@@ -37,8 +38,8 @@ mod reader;
 mod wire;
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -51,6 +52,7 @@ use super::file::closed_name;
 use super::line_click_id;
 use crate::clock::Clock;
 use crate::errors;
+use lag::{at_end_if_finished, unshipped};
 use nats::{Ack, Nats};
 use reader::Reader;
 
@@ -576,56 +578,6 @@ async fn stop_seen(stop: &mut watch::Receiver<bool>, until: &mut Option<Instant>
     // An error: the sender is gone, which stops the shipper as well.
     let _ = stop.wait_for(|s| *s).await;
     *until.insert(Instant::now() + FINAL_DRAIN)
-}
-
-/// `acked` at the end of its file ([`Position::END`]) when that file is finished (its closed
-/// name is there: it is never written again) and acknowledged to its last byte; else `acked`
-/// as it is. Blocking.
-fn at_end_if_finished(dir: &Path, acked: Position) -> Position {
-    if acked.file.is_empty() || acked.is_end() {
-        return acked;
-    }
-    match std::fs::metadata(dir.join(&acked.file)) {
-        Ok(m) if m.len() <= acked.offset => Position {
-            offset: Position::END,
-            ..acked
-        },
-        _ => acked,
-    }
-}
-
-/// Bytes of the log in `dir` after the acknowledged position `acked`, and the age at `now` of
-/// the oldest click among them; zero when there is none. Blocking.
-///
-/// The oldest click is the first line after `acked`, which may be in a later file: when
-/// shipping caught up at the end of a file and the writer went on in a new one (or nothing was
-/// shipped yet), nothing is at `acked` itself while the clicks after it wait.
-fn unshipped(dir: &Path, acked: Position, now: SystemTime) -> std::io::Result<(u64, Duration)> {
-    let r = Reader::new(dir, acked, 0);
-    let bytes = r.unshipped_bytes()?;
-    if bytes == 0 {
-        return Ok((0, Duration::ZERO));
-    }
-    // `{"ts":"2025-11-24T16:00:00.123Z"`: the timestamp is the first member.
-    let head = r.peek(40)?;
-    // No `ts` to read (a line still being written, not yet as long as its timestamp): 0, as
-    // the metric's documentation says; the bytes still show.
-    let age = head
-        .as_deref()
-        .and_then(line_ts)
-        .and_then(|ts| now.duration_since(ts).ok())
-        .unwrap_or_default();
-    Ok((bytes, age))
-}
-
-/// The `ts` of a click line from its first bytes.
-fn line_ts(head: &[u8]) -> Option<SystemTime> {
-    let rest = head.strip_prefix(b"{\"ts\":\"")?;
-    let end = rest.iter().position(|&b| b == b'"')?;
-    let text = std::str::from_utf8(&rest[..end]).ok()?;
-    let t =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    Some(t.into())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use super::*;
 use crate::clicks::file::open_name;
 use crate::clock::parse_rfc3339;
+use std::path::Path;
 
 const A: &str = "clicks-20251124T160000.000Z.jsonl";
 const B: &str = "clicks-20251124T170000.000Z.jsonl";
