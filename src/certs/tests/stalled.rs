@@ -81,11 +81,10 @@ async fn a_plain_http_request_is_not_held_by_a_store_read_that_never_answers() {
     assert!(!answer, "as when the store fails");
 }
 
-/// Removed (as the domain lifecycle does: store, policy, then memory) while this node's
-/// handshake flight waits for the stored certificate: when the answer arrives, the flight
-/// caches and schedules nothing, and its waiters are refused.
-#[tokio::test(start_paused = true)]
-async fn a_name_removed_while_its_flight_reads_the_store_is_neither_cached_nor_scheduled() {
+/// Removed (as the domain lifecycle does: store, policy, then memory) while this node's `kind`
+/// flight waits for the stored certificate: when the answer arrives, the flight caches and
+/// schedules nothing, and its waiters are refused.
+async fn removed_while_its_flight_reads_the_store(kind: Flight) {
     let Restarted {
         store,
         blips,
@@ -94,7 +93,7 @@ async fn a_name_removed_while_its_flight_reads_the_store_is_neither_cached_nor_s
         ..
     } = restarted(false).await;
     blips.stall_certificate.arm();
-    let mut flight = node.fly(&name, Flight::Obtain);
+    let mut flight = node.fly(&name, kind);
     blips.stall_certificate.held().await;
     assert!(store.remove_domain(&name).await.unwrap());
     node.policy.unregister(name.as_str()).await;
@@ -113,33 +112,15 @@ async fn a_name_removed_while_its_flight_reads_the_store_is_neither_cached_nor_s
     );
 }
 
-/// The same for a renewal check that reads the (young) certificate, then would schedule its
-/// next check by the lifetime rule.
+/// A handshake's flight.
+#[tokio::test(start_paused = true)]
+async fn a_name_removed_while_its_flight_reads_the_store_is_neither_cached_nor_scheduled() {
+    removed_while_its_flight_reads_the_store(Flight::Obtain).await;
+}
+
+/// A renewal check that reads the (young) certificate, then would schedule its next check by
+/// the lifetime rule.
 #[tokio::test(start_paused = true)]
 async fn a_name_removed_while_its_renewal_check_reads_the_store_is_not_scheduled() {
-    let Restarted {
-        store,
-        blips,
-        node,
-        name,
-        ..
-    } = restarted(false).await;
-    blips.stall_certificate.arm();
-    let mut flight = node.fly(&name, Flight::Renew);
-    blips.stall_certificate.held().await;
-    assert!(store.remove_domain(&name).await.unwrap());
-    node.policy.unregister(name.as_str()).await;
-    node.forget(&name);
-    blips.stall_certificate.release();
-    let outcome = flight.wait_for(Option::is_some).await.unwrap().clone();
-    assert!(!node.cache.contains_key(&name), "cached");
-    assert!(
-        !lock(&node.schedule).by_name.contains_key(&name),
-        "scheduled"
-    );
-    assert!(
-        matches!(outcome, Some(Err(CertError::NotServed(_)))),
-        "{:?}",
-        outcome.map(|o| o.map(drop))
-    );
+    removed_while_its_flight_reads_the_store(Flight::Renew).await;
 }

@@ -17,6 +17,19 @@ fn text(c: Option<Chunk>) -> Option<String> {
     c.map(|c| String::from_utf8(c.bytes.to_vec()).unwrap())
 }
 
+/// A listing of the directory that misses `name` the first time (as one made while the file is
+/// renamed may), and not after.
+fn missing_once(name: &'static str) -> impl FnMut(&Path) -> io::Result<Listing> {
+    let mut first = true;
+    move |dir| {
+        let (mut files, strays) = list(dir)?;
+        if std::mem::take(&mut first) {
+            files.retain(|f| f != name);
+        }
+        Ok((files, strays))
+    }
+}
+
 const A: &str = "clicks-20251124T160000.000Z.jsonl";
 const B: &str = "clicks-20251124T170000.000Z.jsonl";
 
@@ -269,16 +282,7 @@ fn a_file_missing_from_one_listing_is_read_on_not_skipped() {
         1 << 20,
     )
     .counting(metrics.clone());
-    let mut first = true;
-    let chunk = r
-        .next_chunk_listing(|dir| {
-            let (mut files, strays) = list(dir)?;
-            if std::mem::take(&mut first) {
-                files.retain(|f| f != A);
-            }
-            Ok((files, strays))
-        })
-        .unwrap();
+    let chunk = r.next_chunk_listing(missing_once(A)).unwrap();
     assert_eq!(text(chunk).as_deref(), Some("a2\n"));
     assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("b1\n"));
     assert_eq!(metrics.skipped.with_label_values(&["file_gone"]).get(), 0);
@@ -342,16 +346,7 @@ fn a_file_missing_from_the_listing_that_finished_the_one_before_is_not_jumped() 
         offset: 3,
     };
     let mut r = Reader::new(dir.path(), at_end_of_a, 1 << 20).counting(metrics.clone());
-    let mut first = true;
-    let chunk = r
-        .next_chunk_listing(|dir| {
-            let (mut files, strays) = list(dir)?;
-            if std::mem::take(&mut first) {
-                files.retain(|f| f != B);
-            }
-            Ok((files, strays))
-        })
-        .unwrap();
+    let chunk = r.next_chunk_listing(missing_once(B)).unwrap();
     assert_eq!(text(chunk).as_deref(), Some("b1\n"));
     assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("c1\n"));
     assert_eq!(
