@@ -481,6 +481,9 @@ impl Minter for RingMinter<'_> {
     fn is_edge_domain(&self, host: &str) -> bool {
         host == DOMAIN
     }
+    fn made_for_this_message(&self, _: &str) -> Option<rewrite::Made> {
+        None
+    }
 }
 
 const LOREM: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod \

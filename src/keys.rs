@@ -340,6 +340,27 @@ impl LinkKeys {
         self.located(domain, PIXEL_PATH, token)
     }
 
+    /// The link or pixel `url` is, opened as the edge opens it on `domain`: `None` when its host
+    /// is not `domain`, its path is not one of the edge's token routes, or its token does not
+    /// open there (another domain's, a removed key's, not a token).
+    pub fn open_own(&self, domain: &Domain, url: &str) -> Option<(links::EdgeRoute, Link)> {
+        let (host, route) = links::edge_route(url)?;
+        if host != domain.as_str() {
+            return None;
+        }
+        let path = url::Url::parse(url).ok()?.path().to_owned();
+        let ring = self.ring.current();
+        let opened = match route {
+            links::EdgeRoute::Link => {
+                links::open(&ring, domain.as_str(), path.strip_prefix(LINK_PATH)?)
+            }
+            links::EdgeRoute::Pixel => {
+                links::open_pixel(&ring, domain.as_str(), path.strip_prefix(PIXEL_PATH)?)
+            }
+        };
+        opened.ok().map(|link| (route, link))
+    }
+
     /// True when `host` is one of the edge's domains (registered): its `/c/` and `/o/` URLs are
     /// the edge's own links and pixels.
     pub fn is_edge_domain(&self, host: &str) -> bool {

@@ -8,11 +8,12 @@
 //! found by a linkifier ([`text`]). Which links are tracked is [`href`]'s decision: absolute
 //! `http`/`https` URLs, unless the element carries an opt-out attribute or the URL is the edge's
 //! own link or pixel, so a message rewritten again keeps its links, its pixel and its decoy as
-//! they are. Links inside `<noscript>` (markup to a mail client, which runs no script) are
+//! they are (one that gained links since is refused: their places would repeat the earlier
+//! ones'). Links inside `<noscript>` (markup to a mail client, which runs no script) are
 //! tracked like any other.
 //!
-//! Pure: minting is the caller's [`Minter`] (the message id, metadata and send time are its
-//! business); this module decides what is minted, in which order, and where it goes. Two passes
+//! Pure: minting, and telling which of the edge's links in the message were made for it, is
+//! the caller's [`Minter`] (the message id, metadata, send time and keys are its business); this module decides what is minted, in which order, and where it goes. Two passes
 //! over the HTML: the first finds the links (the count must be sealed in every token), the
 //! second writes them.
 
@@ -22,8 +23,8 @@ pub mod text;
 
 use std::collections::HashMap;
 
-use crate::links::Role;
 use crate::links::context::MAX_LINKS_PER_MESSAGE;
+use crate::links::{EdgeRoute, Role};
 
 /// A message to prepare.
 #[derive(Debug, Clone, Copy, Default)]
@@ -65,6 +66,20 @@ pub trait Minter {
     /// pixel the edge made (an earlier rewrite, `POST /v1/links`), left as written rather than
     /// wrapped in a second redirect that would log every click twice.
     fn is_edge_domain(&self, host: &str) -> bool;
+    /// What the edge's link or pixel `url` is to this message: made for it (its
+    /// token opens on the message's domain and carries the message's id), or `None` (made for
+    /// another message, or not to be opened here). Only a pixel or decoy made for this message
+    /// stands in for the one asked; another message's, quoted in this one, does not.
+    fn made_for_this_message(&self, url: &str) -> Option<Made>;
+}
+
+/// An edge link or pixel made for the message being rewritten (rewritten before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// Its open pixel.
+    Pixel,
+    /// One of its links, with the role sealed in it.
+    Link(Role),
 }
 
 /// One distinct link of a rewritten message.
@@ -106,6 +121,19 @@ pub enum RewriteError<E: std::error::Error + 'static> {
          (on the link to {1})"
     )]
     BadRole(String, String),
+    /// The message holds links made for it already (it was rewritten before) and links that
+    /// are not: the new ones' places would repeat the old ones'.
+    #[error(
+        "the message was rewritten before: it holds {made} links this edge made for its message \
+         id and {added} it did not, whose places in the message would repeat the earlier ones'; \
+         rewrite the original message instead"
+    )]
+    RewrittenBefore {
+        /// Links made for the message already.
+        made: usize,
+        /// Distinct links that are not.
+        added: usize,
+    },
     /// The HTML could not be processed.
     #[error("rewriting the HTML part")]
     Html(#[source] lol_html::errors::RewritingError),
@@ -118,6 +146,20 @@ pub enum RewriteError<E: std::error::Error + 'static> {
         #[source]
         source: E,
     },
+}
+
+/// How the passes tell the edge's own links and pixels (see [`Minter::is_edge_domain`] and
+/// [`Minter::made_for_this_message`]).
+pub(crate) struct Edge<'a> {
+    pub(crate) is_edge_domain: &'a dyn Fn(&str) -> bool,
+    pub(crate) made: &'a dyn Fn(&str) -> Option<Made>,
+}
+
+impl Edge<'_> {
+    /// The edge route of `url` when it is the edge's own link or pixel.
+    pub(crate) fn route(&self, url: &str) -> Option<EdgeRoute> {
+        href::edge_route(url, self.is_edge_domain)
+    }
 }
 
 /// A distinct link of the message: its destination and role.
@@ -135,13 +177,18 @@ pub fn rewrite<M: Minter>(
     // Pass one: the distinct links, HTML first, then the text part's (which reuse the HTML's
     // link to the same destination and leave alone what the HTML opted out).
     let is_edge_domain = |host: &str| minter.is_edge_domain(host);
+    let made = |url: &str| minter.made_for_this_message(url);
+    let edge = Edge {
+        is_edge_domain: &is_edge_domain,
+        made: &made,
+    };
     let found = match message.html {
-        Some(h) => html::collect(h, &is_edge_domain)?,
+        Some(h) => html::collect(h, &edge)?,
         None => html::Found::default(),
     };
-    let text_urls = message
+    let (text_urls, text_made) = message
         .text
-        .map(|t| text::find(t, &is_edge_domain))
+        .map(|t| text::find(t, &edge))
         .unwrap_or_default();
     let mut targets: Vec<Target> = Vec::new();
     let mut seen: HashMap<Target, u32> = HashMap::new();
@@ -173,6 +220,16 @@ pub fn rewrite<M: Minter>(
     // The limit is on the links a person sees; the decoy comes after them.
     if targets.len() > MAX_LINKS_PER_MESSAGE as usize {
         return Err(RewriteError::TooManyLinks(targets.len()));
+    }
+    // Rewritten before, with links added since: numbered from 0 again, the new links would
+    // share places with the old ones, and the verdict's count of distinct links clicked (and
+    // coverage) would read two links as one. Rewritten before with nothing added: unchanged.
+    let made_links = found.made_links + text_made;
+    if made_links > 0 && !targets.is_empty() {
+        return Err(RewriteError::RewrittenBefore {
+            made: made_links,
+            added: targets.len(),
+        });
     }
     // The decoy leads where the message's first content or footer link does: a scanner
     // following it sees a live page, and no person ever sees it. Never where an unsubscribe or
@@ -242,6 +299,12 @@ pub fn rewrite<M: Minter>(
         .find(|l| l.role == Role::Decoy)
         .map(|l| l.link.as_str());
     let is_edge_domain = |host: &str| minter.is_edge_domain(host);
+    // Pass two only leaves the edge's links as written; what they are to the message is known.
+    let made = |_: &str| None;
+    let edge = Edge {
+        is_edge_domain: &is_edge_domain,
+        made: &made,
+    };
     let html = match message.html {
         Some(h) => Some(html::write(
             h,
@@ -249,7 +312,7 @@ pub fn rewrite<M: Minter>(
                 links: &lookup,
                 pixel: new_pixel.as_deref(),
                 decoy,
-                is_edge_domain: &is_edge_domain,
+                edge: &edge,
             },
         )?),
         None => None,

@@ -348,28 +348,52 @@ async fn the_edges_own_links_are_left_as_written_and_a_second_rewrite_changes_no
     assert!(error.contains(&format!("{minted:?}")), "{error}");
     assert!(error.contains("already a link of this edge"), "{error}");
 
-    // A message rewritten again: one pixel, one decoy, nothing minted but the link the first
-    // rewrite left as written for its opt-out attribute, which it removed from the output.
+    // A message rewritten again comes back as it was: one pixel, one decoy, nothing minted.
+    let plain = "<html><body><p><a href=\"https://shop.example/a\">a</a></p></body></html>";
     let first =
-        json!({"domain": DOMAIN, "message": "m", "html": HTML, "pixel": true, "decoy": true});
+        json!({"domain": DOMAIN, "message": "m", "html": plain, "pixel": true, "decoy": true});
     let (status, once) = rewrite(&edge, first).await;
     assert_eq!(status, 200, "{once}");
     let again = json!({"domain": DOMAIN, "message": "m", "html": once["html"], "pixel": true, "decoy": true});
     let (status, twice) = rewrite(&edge, again).await;
     assert_eq!(status, 200, "{twice}");
+    assert_eq!(twice["html"], once["html"]);
     assert_eq!(twice["pixel"], once["pixel"]);
-    let minted = twice["links"].as_array().unwrap();
-    assert_eq!(minted.len(), 1, "{minted:?}");
-    assert_eq!(minted[0]["url"], "https://shop.example/terms");
-    let terms = minted[0]["link"].as_str().unwrap();
-    let once_html = once["html"].as_str().unwrap();
-    assert_eq!(
-        twice["html"].as_str().unwrap(),
-        once_html.replace("https://shop.example/terms", terms)
-    );
+    assert_eq!(twice["links"], json!([]));
     let html = twice["html"].as_str().unwrap();
     assert_eq!(html.matches("/o/").count(), 1, "{html}");
     assert_eq!(html.matches("aria-hidden").count(), 1, "{html}");
+
+    // Quoted in another message, it is that message's content: its links and pixel are left as
+    // written, and the other message gets a pixel of its own.
+    let quoted = json!({"domain": DOMAIN, "message": "n", "html": once["html"], "pixel": true});
+    let (status, other) = rewrite(&edge, quoted).await;
+    assert_eq!(status, 200, "{other}");
+    assert_ne!(other["pixel"], once["pixel"]);
+    let html = other["html"].as_str().unwrap();
+    assert_eq!(html.matches("/o/").count(), 2, "{html}");
+    assert!(html.contains(once["pixel"].as_str().unwrap()), "{html}");
+
+    // Rewritten again with a link it did not have (here the one its opt-out attribute kept
+    // out, the attribute removed from the output): refused, saying to rewrite the original.
+    let (status, opted) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "m", "html": HTML}),
+    )
+    .await;
+    assert_eq!(status, 200, "{opted}");
+    let (status, answer) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "m", "html": opted["html"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("the message was rewritten before"),
+        "{error}"
+    );
+    assert!(error.contains("rewrite the original message"), "{error}");
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@ use super::Shared;
 use super::error::{ApiError, parse_name};
 use crate::Domain;
 use crate::keys::{LinkKeys, MintError};
-use crate::links::{LinkError, MessageContext};
-use crate::rewrite::{self, Message, Minter, Place, RewriteError};
+use crate::links::{EdgeRoute, LinkError, MessageContext, Role};
+use crate::rewrite::{self, Made, Message, Minter, Place, RewriteError};
 
 /// Largest `POST /v1/rewrite` body: 2 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
@@ -101,6 +101,15 @@ impl Minter for KeysMinter<'_> {
 
     fn is_edge_domain(&self, host: &str) -> bool {
         self.keys.is_edge_domain(host)
+    }
+
+    fn made_for_this_message(&self, url: &str) -> Option<Made> {
+        let (route, link) = self.keys.open_own(self.domain, url)?;
+        let context = link.context.filter(|c| c.message == self.message)?;
+        Some(match route {
+            EdgeRoute::Pixel => Made::Pixel,
+            EdgeRoute::Link => Made::Link(context.role.unwrap_or(Role::Content)),
+        })
     }
 }
 

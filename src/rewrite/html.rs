@@ -17,7 +17,7 @@ use lol_html::html_content::{ContentType, Element};
 use lol_html::{EndTagHandler, HtmlRewriter, Settings, element, end, text};
 
 use super::href::{self, ROLE_ATTRIBUTE};
-use super::{RewriteError, Target};
+use super::{Edge, Made, RewriteError, Target};
 use crate::links::{EdgeRoute, Role};
 
 /// The elements whose `href` is a link.
@@ -34,14 +34,13 @@ pub(crate) struct Found {
     pub(crate) tracked: Vec<Target>,
     /// Destinations of links that opted out.
     pub(crate) opted_out: HashSet<String>,
-    /// The edge's own pixel, when the part carries one already (rewritten before).
+    /// The message's own pixel, when the part carries it already (rewritten before).
     pub(crate) pixel: Option<String>,
-    /// The part carries the edge's decoy already: a hidden link of the edge's own.
+    /// The part carries the message's own decoy already.
     pub(crate) decoy: bool,
+    /// Links made for this message the part carries (rewritten before), the decoy included.
+    pub(crate) made_links: usize,
 }
-
-/// True when a host is one of the edge's domains.
-pub(crate) type IsEdgeDomain<'a> = &'a dyn Fn(&str) -> bool;
 
 /// What one link element is.
 enum Kind {
@@ -49,12 +48,9 @@ enum Kind {
     Tracked(Target),
     /// Carries an opt-out attribute; its destination when it is one the edge would track.
     OptedOut(Option<String>),
-    /// The edge's own link or pixel (rewritten before): left as written. A hidden link of the
-    /// edge's own is its decoy.
-    Own {
-        /// Hidden from people (`aria-hidden="true"`), as the decoy is.
-        decoy: bool,
-    },
+    /// The edge's own link (rewritten before, or quoted from another message): left as
+    /// written; what it is to this message, if it was made for it.
+    Own(Option<Made>),
     /// Not a link the edge tracks.
     Left,
 }
@@ -64,7 +60,7 @@ enum Kind {
 #[error("data-clickedge-role {0:?}")]
 struct BadRole(String, String);
 
-fn inspect(el: &Element<'_, '_>, is_edge_domain: IsEdgeDomain<'_>) -> Result<Kind, BadRole> {
+fn inspect(el: &Element<'_, '_>, edge: &Edge<'_>) -> Result<Kind, BadRole> {
     let href = el.get_attribute("href").unwrap_or_default();
     let opted_out = el
         .attributes()
@@ -80,26 +76,21 @@ fn inspect(el: &Element<'_, '_>, is_edge_domain: IsEdgeDomain<'_>) -> Result<Kin
     let Some(url) = href::destination(&href) else {
         return Ok(Kind::Left);
     };
-    Ok(match href::edge_route(&url, is_edge_domain) {
-        Some(route) => Kind::Own {
-            decoy: route == EdgeRoute::Link
-                && el
-                    .get_attribute("aria-hidden")
-                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
-        },
+    Ok(match edge.route(&url) {
+        Some(_) => Kind::Own((edge.made)(&url)),
         None => Kind::Tracked(Target { url, role }),
     })
 }
 
-/// The links of `html`, or the first refused role. Links on one of the edge's domains
-/// (`is_edge_domain`) at its own routes are not tracked.
+/// The links of `html`, or the first refused role. The edge's own links and pixels (`edge`) are
+/// not tracked; those made for this message are counted.
 pub(crate) fn collect<E: std::error::Error>(
     html: &str,
-    is_edge_domain: IsEdgeDomain<'_>,
+    edge: &Edge<'_>,
 ) -> Result<Found, RewriteError<E>> {
     let found = RefCell::new(Found::default());
     let bad = RefCell::new(None);
-    let result = collect_part(html, is_edge_domain, &found, &bad, Part::Document);
+    let result = collect_part(html, edge, &found, &bad, Part::Document);
     if let Some((value, link)) = bad.into_inner() {
         return Err(RewriteError::BadRole(value, link));
     }
@@ -118,7 +109,7 @@ enum Part {
 
 fn collect_part(
     html: &str,
-    is_edge_domain: IsEdgeDomain<'_>,
+    edge: &Edge<'_>,
     found: &RefCell<Found>,
     bad: &RefCell<Option<(String, String)>>,
     part: Part,
@@ -126,12 +117,17 @@ fn collect_part(
     let held = RefCell::new(String::new());
     let mut settings = Settings::new()
         .append_element_content_handler(element!(LINKS, |el| {
-            match inspect(el, is_edge_domain) {
+            match inspect(el, edge) {
                 Ok(Kind::Tracked(t)) => found.borrow_mut().tracked.push(t),
                 Ok(Kind::OptedOut(Some(url))) => {
                     found.borrow_mut().opted_out.insert(url);
                 }
-                Ok(Kind::Own { decoy }) => found.borrow_mut().decoy |= decoy,
+                Ok(Kind::Own(Some(Made::Link(role)))) => {
+                    let mut found = found.borrow_mut();
+                    found.made_links += 1;
+                    found.decoy |= role == Role::Decoy;
+                }
+                Ok(Kind::Own(_)) => {}
                 Ok(Kind::OptedOut(None) | Kind::Left) => {}
                 Err(e) => {
                     *bad.borrow_mut() = Some((e.0.clone(), e.1.clone()));
@@ -143,7 +139,8 @@ fn collect_part(
         .append_element_content_handler(element!(IMAGES, |el| {
             let src = el.get_attribute("src").unwrap_or_default();
             if let Some(url) = href::destination(&src)
-                && href::edge_route(&url, is_edge_domain) == Some(EdgeRoute::Pixel)
+                && edge.route(&url) == Some(EdgeRoute::Pixel)
+                && (edge.made)(&url) == Some(Made::Pixel)
             {
                 found.borrow_mut().pixel.get_or_insert(url);
             }
@@ -152,7 +149,7 @@ fn collect_part(
     if part == Part::Document {
         settings = settings.append_element_content_handler(text!(NOSCRIPT, |t| {
             if let Some(fragment) = held_noscript(&held, t.as_str(), t.last_in_text_node()) {
-                collect_part(&fragment, is_edge_domain, found, bad, Part::Noscript)?;
+                collect_part(&fragment, edge, found, bad, Part::Noscript)?;
             }
             Ok(())
         }));
@@ -180,8 +177,8 @@ pub(crate) struct Writes<'a> {
     pub(crate) pixel: Option<&'a str>,
     /// The decoy's link.
     pub(crate) decoy: Option<&'a str>,
-    /// Which hosts are the edge's domains (their links are left as written).
-    pub(crate) is_edge_domain: IsEdgeDomain<'a>,
+    /// The edge's own links and pixels (left as written).
+    pub(crate) edge: &'a Edge<'a>,
 }
 
 /// `html` with its tracked links replaced, the sender's attributes removed, the decoy right
@@ -204,7 +201,7 @@ fn write_part(html: &str, writes: &Writes<'_>, part: Part) -> Result<Vec<u8>, Re
     let pixel_done = Rc::new(Cell::new(pixel.is_none()));
     let held = RefCell::new(String::new());
     let mut settings = Settings::new().append_element_content_handler(element!(LINKS, |el| {
-        let kind = inspect(el, writes.is_edge_domain)?;
+        let kind = inspect(el, writes.edge)?;
         strip_sender_attributes(el);
         if let Kind::Tracked(t) = kind
             && let Some(link) = writes.links.get(&t)

@@ -4,11 +4,13 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// Mints `https://t.example/c/<index>` and remembers every call.
+/// Mints `https://t.example/c/<index>` and remembers every call; `made` says which of the
+/// edge's links and pixels were made for the message (as opening their tokens would).
 #[derive(Default)]
 struct Recorder {
     links: Vec<(String, Place)>,
     pixels: usize,
+    made: HashMap<String, Made>,
 }
 
 impl Minter for Recorder {
@@ -23,6 +25,9 @@ impl Minter for Recorder {
     }
     fn is_edge_domain(&self, host: &str) -> bool {
         host == "t.example"
+    }
+    fn made_for_this_message(&self, url: &str) -> Option<Made> {
+        self.made.get(url).copied()
     }
 }
 

@@ -6,19 +6,27 @@ use std::ops::Range;
 
 use linkify::{LinkFinder, LinkKind};
 
-use super::href;
-use super::html::IsEdgeDomain;
+use super::{Edge, Made, href};
 
-/// The tracked URLs of `text`: where each is and its normalised destination. URLs on one of the
-/// edge's domains (`is_edge_domain`) at its own routes are left alone.
-pub(crate) fn find(text: &str, is_edge_domain: IsEdgeDomain<'_>) -> Vec<(Range<usize>, String)> {
+/// The tracked URLs of `text`: where each is and its normalised destination; and how many of
+/// the edge's own links it carries that were made for this message. The edge's own links and
+/// pixels (`edge`) are left alone.
+pub(crate) fn find(text: &str, edge: &Edge<'_>) -> (Vec<(Range<usize>, String)>, usize) {
     let mut finder = LinkFinder::new();
     finder.kinds(&[LinkKind::Url]);
-    finder
+    let mut made = 0;
+    let tracked = finder
         .links(text)
         .filter_map(|l| Some((l.start()..l.end(), href::url_destination(l.as_str())?)))
-        .filter(|(_, url)| href::edge_route(url, is_edge_domain).is_none())
-        .collect()
+        .filter(|(_, url)| match edge.route(url) {
+            None => true,
+            Some(_) => {
+                made += usize::from(matches!((edge.made)(url), Some(Made::Link(_))));
+                false
+            }
+        })
+        .collect();
+    (tracked, made)
 }
 
 /// `text` with each URL of `found` that `link` maps replaced by its sealed link.

@@ -4,7 +4,16 @@
 use super::*;
 
 fn rewrite_html(h: &str, pixel: bool, decoy: bool) -> (Rewritten, Recorder) {
-    let mut m = Recorder::default();
+    let (out, m) = rewrite_html_with(Recorder::default(), h, pixel, decoy);
+    (out.unwrap(), m)
+}
+
+fn rewrite_html_with(
+    mut m: Recorder,
+    h: &str,
+    pixel: bool,
+    decoy: bool,
+) -> (Result<Rewritten, RewriteError<Infallible>>, Recorder) {
     let out = rewrite(
         Message {
             html: Some(h),
@@ -13,9 +22,22 @@ fn rewrite_html(h: &str, pixel: bool, decoy: bool) -> (Rewritten, Recorder) {
             ..Message::default()
         },
         &mut m,
-    )
-    .unwrap();
+    );
     (out, m)
+}
+
+/// A minter that knows what `first` made for the message (as opening the tokens tells).
+fn after(first: &Rewritten) -> Recorder {
+    let mut made: HashMap<String, Made> = first
+        .links
+        .iter()
+        .map(|l| (l.link.clone(), Made::Link(l.role)))
+        .collect();
+    made.extend(first.pixel.clone().map(|p| (p, Made::Pixel)));
+    Recorder {
+        made,
+        ..Recorder::default()
+    }
 }
 
 #[test]
@@ -61,8 +83,9 @@ fn the_edges_own_links_are_left_as_written_and_not_reported() {
 fn a_message_rewritten_again_keeps_its_one_pixel_its_decoy_and_its_links() {
     let input = r#"<html><body><a href="https://a.example/">a</a></body></html>"#;
     let (once, _) = rewrite_html(input, true, true);
-    let once_html = once.html.unwrap();
-    let (twice, m) = rewrite_html(&once_html, true, true);
+    let once_html = once.html.clone().unwrap();
+    let (twice, m) = rewrite_html_with(after(&once), &once_html, true, true);
+    let twice = twice.unwrap();
     let twice_html = twice.html.unwrap();
     assert_eq!(twice_html, once_html);
     assert_eq!(twice_html.matches(PIXEL).count(), 1, "{twice_html}");
@@ -73,19 +96,57 @@ fn a_message_rewritten_again_keeps_its_one_pixel_its_decoy_and_its_links() {
     assert_eq!(twice.pixel.as_deref(), Some("https://t.example/o/px"));
     assert!(twice.links.is_empty());
 
-    // A link added since is tracked; the pixel and the decoy stay the ones there.
+    // A link added since would take a place the earlier links hold: refused, nothing minted.
     let grown = once_html.replace("</body>", r#"<a href="https://b.example/">b</a></body>"#);
-    let (out, m) = rewrite_html(&grown, true, true);
-    let html = out.html.unwrap();
-    assert_eq!(
-        html,
-        grown.replace("https://b.example/", "https://t.example/c/0")
+    let (err, m) = rewrite_html_with(after(&once), &grown, true, true);
+    let err = err.unwrap_err();
+    assert!(
+        matches!(err, RewriteError::RewrittenBefore { made: 2, added: 1 }),
+        "{err}"
     );
-    assert_eq!(html.matches(PIXEL).count(), 1);
-    assert_eq!(html.matches("aria-hidden").count(), 1);
-    assert_eq!(m.links.len(), 1);
-    assert_eq!(m.links[0].1.role, Role::Content);
-    assert_eq!(m.pixels, 0);
+    assert!(err.to_string().contains("rewrite the original message"));
+    assert!(m.links.is_empty() && m.pixels == 0);
+    // The same in the text part: the original text with the rewritten HTML.
+    let mut m = after(&once);
+    let err = rewrite(
+        Message {
+            html: Some(&once_html),
+            text: Some("https://c.example/"),
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, RewriteError::RewrittenBefore { made: 2, added: 1 }),
+        "{err}"
+    );
+}
+
+/// Another message's links, pixel and decoy quoted in this one (a forward, a digest) are left
+/// as written, and stand in for nothing of this message's: it gets its own pixel and decoy,
+/// and its links are numbered as if they were not there.
+#[test]
+fn another_messages_pixel_and_decoy_do_not_stand_in_for_this_ones() {
+    let (other, _) = rewrite_html(
+        r#"<html><body><a href="https://a.example/">a</a></body></html>"#,
+        true,
+        true,
+    );
+    let quoted = other
+        .html
+        .unwrap()
+        .replace("</body>", r#"<a href="https://b.example/">b</a></body>"#);
+    let (out, m) = rewrite_html(&quoted, true, true);
+    let html = out.html.unwrap();
+    assert_eq!(m.pixels, 1);
+    assert_eq!(out.pixel.as_deref(), Some("https://t.example/o/px"));
+    assert_eq!(html.matches(PIXEL).count(), 2, "{html}");
+    assert_eq!(html.matches("aria-hidden").count(), 2, "{html}");
+    assert_eq!(m.links.len(), 2, "b and its decoy: {:?}", m.links);
+    assert_eq!(m.links[0].0, "https://b.example/");
+    assert_eq!((m.links[0].1.index, m.links[0].1.count), (0, 1));
+    assert_eq!(m.links[1].1.role, Role::Decoy);
 }
 
 #[test]
