@@ -402,7 +402,13 @@ impl Certs {
         if !cached && !self.mirrors() {
             return Ok(());
         }
-        let stored = self.store.certificate(name).await?;
+        // A name no longer registered (removed while this read ran) keeps no copy: the mirror
+        // is read only for registered names, and its copy would outlive the removal.
+        let stored = self
+            .store
+            .certificate(name)
+            .await?
+            .filter(|_| self.policy.is_registered(name.as_str()));
         self.mirror_stored(name, stored.as_ref()).await;
         if !cached {
             return Ok(());
@@ -414,7 +420,7 @@ impl Certs {
             Some(cert) if self.cache.get(name).is_some_and(|e| e.is_of(&cert)) => {}
             Some(cert) => match self.entry(&cert) {
                 Ok(entry) => {
-                    self.cache.insert(name.clone(), entry);
+                    self.cache_registered(&lock(&self.inflight), name, entry);
                     self.schedule_by_lifetime(name, &cert);
                 }
                 Err(e) => {

@@ -86,11 +86,13 @@ impl Holder {
     pub(super) fn renewal_waits(&self) -> &'static str {
         match self {
             Holder::ThisNode => {
-                "this node's own lease from an earlier attempt is unexpired: checking again later"
+                "the lease is held under this node's id (an earlier attempt's, unexpired, or \
+                 another process running with this cluster.node_id): checking again later"
             }
             Holder::Other(_) => "another node is renewing: checking again later",
             Holder::Unknown => {
-                "the lease is held and its holder could not be read: checking again later"
+                "the lease was not free, and who holds it could not be read (or it has expired \
+                 or been freed since): checking again later"
             }
         }
     }

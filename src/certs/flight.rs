@@ -197,10 +197,19 @@ impl Certs {
         let deadline = tokio::time::Instant::now() + self.on_demand_timeout;
         loop {
             if let Some(claim) = self.claim(name).await? {
-                // The previous holder may have stored one between our read and our claim.
-                if let Some(entry) = self.stored(name).await? {
-                    claim.release(false).await;
-                    return Ok(entry);
+                // The previous holder may have stored one between our read and our claim. A
+                // read that fails frees the claim at once: held to its TTL, it would keep
+                // every node's order for the name waiting.
+                match self.stored(name).await {
+                    Ok(None) => {}
+                    Ok(Some(entry)) => {
+                        claim.release(false).await;
+                        return Ok(entry);
+                    }
+                    Err(e) => {
+                        claim.release(false).await;
+                        return Err(e);
+                    }
                 }
                 match self.issue(name, None, claim).await {
                     Ok(entry) => return Ok(entry),

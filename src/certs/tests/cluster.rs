@@ -350,3 +350,33 @@ async fn a_propagated_certificate_replaces_the_cached_one_only_when_it_differs()
     assert!(!Arc::ptr_eq(&cached(&b), &b_first), "kept the old one");
     assert_eq!(cached(&b).cert, a_renewed.cert);
 }
+
+/// A store read that fails right after the name's lease was taken (a look for a certificate the
+/// previous holder may have stored meanwhile) frees the lease at once: held to its TTL, it
+/// would keep every node's order for the name waiting.
+#[tokio::test]
+async fn a_store_read_that_fails_after_the_claim_frees_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let blips = blips::Blips::over(store.clone());
+    // The flight's first read finds nothing; the one after the claim fails.
+    blips.certificate_after.store(1, Ordering::SeqCst);
+    blips.certificate.store(1, Ordering::SeqCst);
+    let blipping: Arc<dyn Store> = blips.clone();
+    let ca = FakeCa::new(dir.path(), &clock, None);
+    let a = node(&blipping, ca.clone(), "edge-a", &clock);
+    let err = a.resolve(&name).await.expect_err("the store failed");
+    assert!(matches!(err, CertError::Unavailable { .. }), "{err}");
+    assert_eq!(
+        blips.certificate.load(Ordering::SeqCst),
+        0,
+        "the read failed"
+    );
+    let taken = store
+        .acquire_lease(&name, "edge-b", clock.clock().now(), TTL)
+        .await
+        .unwrap();
+    assert!(taken.is_some(), "the lease was left held");
+    assert_eq!(ca.orders.load(Ordering::SeqCst), 0);
+}

@@ -340,7 +340,7 @@ async fn a_renewal_held_back_by_a_lease_says_whether_this_node_or_another_holds_
         .unwrap();
     let (renewed, log) = logged(certs.renew(&name)).await;
     renewed.unwrap();
-    assert!(log.contains("this node's own lease"), "{log}");
+    assert!(log.contains("held under this node's id"), "{log}");
     assert!(log.contains("lease_holder=node"), "{log}");
     assert!(!log.contains("another node"), "{log}");
 
