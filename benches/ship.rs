@@ -46,7 +46,7 @@ fn run(clicks: u64) -> Run {
     let log = dir.path().join("clicks");
     std::fs::create_dir_all(&log).expect("click dir");
     let mut file = std::io::BufWriter::new(
-        std::fs::File::create(log.join("clicks-1764411870123.jsonl")).expect("click file"),
+        std::fs::File::create(log.join("clicks-20261129T102430.123Z.jsonl")).expect("click file"),
     );
     for i in 0..clicks {
         writeln!(
