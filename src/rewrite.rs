@@ -34,10 +34,10 @@ pub struct Message<'a> {
     /// The plain-text part.
     pub text: Option<&'a str>,
     /// Insert an open pixel just before `</body>` (at the end without one), unless the HTML part
-    /// carries the edge's pixel already.
+    /// carries this message's pixel already.
     pub pixel: bool,
     /// Insert a hidden decoy link (HTML part only) right after `<body>` (at the end without one),
-    /// unless the HTML part carries the edge's decoy already.
+    /// unless the HTML part carries this message's decoy already.
     pub decoy: bool,
 }
 
@@ -236,7 +236,7 @@ pub fn rewrite<M: Minter>(
     // confirm link leads: a GET of the decoy is a plain redirect, and a scanner would
     // unsubscribe or confirm on the recipient's behalf without passing the action link's
     // confirm page. A message with only such links gets no decoy, and so does one that
-    // carries the edge's decoy already (rewritten before: that one stays as it is).
+    // carries its own decoy already (rewritten before: that one stays as it is).
     if message.decoy
         && message.html.is_some()
         && !found.decoy

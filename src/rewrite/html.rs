@@ -5,8 +5,8 @@
 //! separated by one space), its other attributes kept as written. Not strict: HTML a browser
 //! would parse ambiguously (a `<script>` in a `<select>`, …) is rewritten like any other.
 //! `<noscript>` text, raw text to lol_html, goes through the same pass as markup (a mail client
-//! runs no script). The edge's own links are left as written, and a part that carries its pixel
-//! or its decoy already gets no second one.
+//! runs no script). The edge's own links are left as written, and a part that carries the
+//! message's own pixel or decoy already gets no second one.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
