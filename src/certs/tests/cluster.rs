@@ -91,6 +91,38 @@ async fn shared_store() -> (Arc<dyn Store>, Domain) {
     (store, name)
 }
 
+/// Two nodes, `edge-a` and `edge-b`, over one store with `a.example.com` registered, ordering
+/// from one CA, on one clock.
+struct TwoNodes {
+    clock: ManualClock,
+    store: Arc<dyn Store>,
+    name: Domain,
+    ca: Arc<FakeCa>,
+    a: Arc<Certs>,
+    b: Arc<Certs>,
+    _dir: tempfile::TempDir,
+}
+
+async fn two_nodes() -> TwoNodes {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let ca = FakeCa::new(dir.path(), &clock, None);
+    let (a, b) = (
+        node(&store, ca.clone(), "edge-a", &clock),
+        node(&store, ca.clone(), "edge-b", &clock),
+    );
+    TwoNodes {
+        clock,
+        store,
+        name,
+        ca,
+        a,
+        b,
+        _dir: dir,
+    }
+}
+
 fn leaf(key: &CertifiedKey) -> Vec<u8> {
     key.cert[0].to_vec()
 }
@@ -235,15 +267,8 @@ async fn a_lease_holder_stalled_past_its_ttl_records_no_failure_afterwards() {
 
 #[tokio::test]
 async fn a_name_in_backoff_fails_fast_on_both_nodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::starting_now();
-    let (store, name) = shared_store().await;
-    let ca = FakeCa::new(dir.path(), &clock, None);
+    let TwoNodes { ca, a, b, name, .. } = two_nodes().await;
     ca.fail.store(true, Ordering::SeqCst);
-    let (a, b) = (
-        node(&store, ca.clone(), "edge-a", &clock),
-        node(&store, ca.clone(), "edge-b", &clock),
-    );
     let err = a.resolve(&name).await.expect_err("the CA refuses");
     assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
     for _ in 0..2 {
@@ -260,14 +285,15 @@ async fn a_name_in_backoff_fails_fast_on_both_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_due_certificate_is_renewed_once_not_once_per_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::starting_now();
-    let (store, name) = shared_store().await;
-    let ca = FakeCa::new(dir.path(), &clock, None);
-    let (a, b) = (
-        node(&store, ca.clone(), "edge-a", &clock),
-        node(&store, ca.clone(), "edge-b", &clock),
-    );
+    let TwoNodes {
+        clock,
+        store,
+        name,
+        ca,
+        a,
+        b,
+        _dir,
+    } = two_nodes().await;
     a.resolve(&name).await.unwrap();
     let first = store.certificate(&name).await.unwrap().unwrap();
     // Past the latest point the lifetime rule picks: due on both nodes.
@@ -318,14 +344,14 @@ async fn a_store_blip_after_the_ca_issued_keeps_the_certificate() {
 /// key), and takes the other node's renewal.
 #[tokio::test]
 async fn a_propagated_certificate_replaces_the_cached_one_only_when_it_differs() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::starting_now();
-    let (store, name) = shared_store().await;
-    let ca = FakeCa::new(dir.path(), &clock, None);
-    let (a, b) = (
-        node(&store, ca.clone(), "edge-a", &clock),
-        node(&store, ca.clone(), "edge-b", &clock),
-    );
+    let TwoNodes {
+        clock,
+        name,
+        a,
+        b,
+        _dir,
+        ..
+    } = two_nodes().await;
     a.resolve(&name).await.unwrap();
     b.resolve(&name).await.unwrap();
     let cached = |certs: &Certs| certs.cache.get(&name).unwrap().key;
