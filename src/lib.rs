@@ -22,6 +22,8 @@ pub mod http;
 pub mod issuer;
 pub mod keys;
 pub mod links;
+#[cfg(test)]
+mod logged;
 pub mod metrics;
 pub mod onboarding;
 pub mod policy;

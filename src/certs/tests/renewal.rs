@@ -2,6 +2,8 @@
 //! schedule's order.
 
 use super::*;
+use crate::logged::logged_async;
+use tracing::Level;
 
 #[tokio::test]
 async fn a_check_without_renewal_information_renews_only_when_the_lifetime_rule_says() {
@@ -289,36 +291,6 @@ async fn a_renewal_due_during_a_handshakes_flight_stays_scheduled() {
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 2, "renewed");
 }
 
-/// Lines logged (plain text) on this thread while `f` runs.
-async fn logged<T>(f: impl Future<Output = T>) -> (T, String) {
-    /// Appends what is logged to a shared buffer.
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            lock(&self.0).extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let writer = {
-        let lines = lines.clone();
-        move || Captured(lines.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .finish();
-    let out = {
-        let _logging = tracing::subscriber::set_default(subscriber);
-        f.await
-    };
-    let text = String::from_utf8_lossy(&lock(&lines)).into_owned();
-    (out, text)
-}
-
 /// A due renewal that finds the name's lease held says whose it is: this node's own (an
 /// earlier attempt whose lease has not expired) is not "another node".
 #[tokio::test]
@@ -338,7 +310,7 @@ async fn a_renewal_held_back_by_a_lease_says_whether_this_node_or_another_holds_
         .await
         .unwrap()
         .unwrap();
-    let (renewed, log) = logged(certs.renew(&name)).await;
+    let (renewed, log) = logged_async(Level::INFO, certs.renew(&name)).await;
     renewed.unwrap();
     assert!(log.contains("held under this node's id"), "{log}");
     assert!(log.contains("lease_holder=node"), "{log}");
@@ -350,7 +322,7 @@ async fn a_renewal_held_back_by_a_lease_says_whether_this_node_or_another_holds_
         .await
         .unwrap()
         .unwrap();
-    let (renewed, log) = logged(certs.renew(&name)).await;
+    let (renewed, log) = logged_async(Level::INFO, certs.renew(&name)).await;
     renewed.unwrap();
     assert!(log.contains("another node is renewing"), "{log}");
     assert!(log.contains("lease_holder=edge-b"), "{log}");

@@ -46,29 +46,9 @@ fn the_oldest_unshipped_click_is_found_past_a_checkpoint_at_the_end_of_a_file() 
     );
 }
 
-/// Runs `f` on this thread with what it logs at warning level or above collected as text.
+/// What `f` logs on this thread at warning level or above.
 pub(super) fn warnings<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Collected(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Collected {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let collected = Collected::default();
-    let writer = collected.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(collected.0.lock().unwrap().clone()).unwrap();
-    (out, text)
+    crate::logged::logged(tracing::Level::WARN, f)
 }
 
 /// A real `nats-server -js` on a free loopback port, its store and config in a temporary
