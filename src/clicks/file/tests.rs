@@ -280,19 +280,27 @@ fn log_stays_under_its_cap_by_deleting_the_oldest_files() {
     assert_eq!(metrics.clicks_dropped.get(), 0);
 }
 
-#[test]
-fn open_file_is_deleted_too_when_it_alone_leaves_no_room() {
-    let dir = tempfile::tempdir().unwrap();
+/// A sink in `dir` whose click files may add up to 100 bytes, shipping `shipped` if a stream
+/// is set; its metrics.
+fn capped_at_100_bytes(dir: &Path, shipped: Option<Progress>) -> (FileSink, Metrics) {
     let metrics = Metrics::unregistered();
-    let mut sink = FileSink::open(
+    let sink = FileSink::open(
         FileSinkConfig {
             max_total_bytes: NonZeroU64::new(100),
-            ..file_config(dir.path())
+            shipped,
+            ..file_config(dir)
         },
         metrics.clone(),
         Clock::system(),
     )
     .unwrap();
+    (sink, metrics)
+}
+
+#[test]
+fn open_file_is_deleted_too_when_it_alone_leaves_no_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sink, metrics) = capped_at_100_bytes(dir.path(), None);
     let a = format!("{{\"url\":\"{}\"}}\n", "a".repeat(50));
     let b = format!("{{\"url\":\"{}\"}}\n", "b".repeat(50));
     sink.write(&Batch::new(a.as_bytes(), 1, false)).unwrap();
@@ -347,18 +355,8 @@ fn click_ids_go_on_after_every_closed_file_is_deleted() {
 #[test]
 fn a_file_shipped_to_its_end_is_deleted_to_make_room_for_the_next_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = Metrics::unregistered();
     let progress = Progress::new(Default::default());
-    let mut sink = FileSink::open(
-        FileSinkConfig {
-            max_total_bytes: NonZeroU64::new(100),
-            shipped: Some(progress.clone()),
-            ..file_config(dir.path())
-        },
-        metrics.clone(),
-        Clock::system(),
-    )
-    .unwrap();
+    let (mut sink, metrics) = capped_at_100_bytes(dir.path(), Some(progress.clone()));
     let a = format!("{{\"url\":\"{}\"}}\n", "a".repeat(50));
     let b = format!("{{\"url\":\"{}\"}}\n", "b".repeat(50));
     sink.write(&Batch::new(a.as_bytes(), 1, false)).unwrap();
