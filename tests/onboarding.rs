@@ -3,20 +3,25 @@
 //! records each fail naming what is wrong and what to add; a failing check holds back the
 //! certificate order until the DNS is fixed; `clickedge domain check` prints and exits by the
 //! result; reports survive a restart; an edge without `[onboarding]` holds nothing back; a real
-//! ACME CA's (Pebble's) refusal is explained in plain words. And what a hostile DNS cannot do:
-//! make the reachability check connect anywhere but the edge's own public addresses, learn what
-//! answered there, or put control characters on a terminal or in the log.
+//! ACME CA's (Pebble's) refusal is explained in plain words (`onboarding/acme.rs`). And what a
+//! hostile DNS cannot do: make the reachability check connect anywhere but the edge's own public
+//! addresses, learn what answered there, or put control characters on a terminal or in the log
+//! (`onboarding/hostile_dns.rs`).
 //!
 //! Everything runs on loopback, so most edges here set
 //! `onboarding.danger_allow_private_addresses`; the tests of the address rules say when not.
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+#[path = "onboarding/acme.rs"]
+mod acme;
+#[path = "onboarding/hostile_dns.rs"]
+mod hostile_dns;
+
 use std::process::Command;
 
 use common::dns::Dns;
-use common::pebble::{Pebble, PebbleOptions, PebblePorts, free_tcp_port};
+use common::pebble::free_tcp_port;
 use common::{Edge, bin};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -384,120 +389,6 @@ async fn an_unreachable_http_port_fails_naming_the_address_to_open() {
     assert_eq!(click(&edge, name).await.unwrap().status(), 302);
 }
 
-/// An edge ordering from Pebble (HTTP-01, answered on the edge's HTTP port) with checks asking
-/// `dns`, names pointing at 127.0.0.1; Pebble, started with `options`, and its ACME address.
-async fn with_pebble(dns: &Dns, options: &PebbleOptions) -> (Edge, Pebble, SocketAddr) {
-    let ports = PebblePorts::reserve();
-    let (https, http) = (free_tcp_port(), free_tcp_port());
-    let config = format!(
-        "[tls]\nissuer = \"acme\"\non_demand_timeout = \"60s\"\n{}[onboarding]\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {http}\ndanger_allow_private_addresses = true\n",
-        ports.acme_toml(&["http-01"]),
-        dns.addr
-    );
-    let edge = Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http);
-    let ca = ports.listen;
-    let pebble = ports.start(http, https, options).await;
-    (edge, pebble, ca)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusal_by_a_real_acme_ca_is_explained_in_plain_words() {
-    let dns = Dns::start().await;
-    let blocked = "blocked.example.com";
-    dns.add_a(blocked, &["127.0.0.1"]).await;
-    let options = PebbleOptions {
-        blocklist: vec![blocked.into()],
-        ..Default::default()
-    };
-    let (edge, pebble, _) = with_pebble(&dns, &options).await;
-    let d = add(&edge, blocked).await;
-    assert_eq!(failing(&d), Vec::<String>::new(), "{d:#}");
-    // With HTTP-01 as the only challenge, reachability would hold back the order.
-    assert_eq!(find(&d, "http-reachable")["status"], "pass");
-
-    let link = edge.mint(blocked, "https://example.com/", json!({})).await;
-    let roots = pebble.issuing_roots().await;
-    let client = edge.client_trusting(&roots, &[blocked]).build().unwrap();
-    assert!(
-        client.get(&link).send().await.is_err(),
-        "refused: no certificate"
-    );
-    let d = check(&edge, blocked).await;
-    let c = find(&d, "certificate");
-    assert_eq!(c["status"], "fail", "{d:#}");
-    let message = c["message"].as_str().unwrap();
-    assert!(
-        message.starts_with(
-            "the CA will not issue for blocked.example.com: its policy forbids this name"
-        ),
-        "{message}"
-    );
-    assert!(
-        message.contains("rejectedIdentifier"),
-        "the CA's words stay: {message}"
-    );
-    assert!(
-        c["fix"].as_str().unwrap().starts_with("Use another name"),
-        "{c:#}"
-    );
-}
-
-/// A CAA `issue` bound to an ACME account (RFC 8657 `accounturi`): before the edge has an
-/// account the check can only name the one required (a warning); once the first order created
-/// the edge's account with the real CA, another account fails, naming the edge's and the record
-/// to add, and adding that record passes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn caa_bound_to_an_acme_account_is_compared_with_the_edges_account() {
-    let dns = Dns::start().await;
-    let (first, bound) = ("first.example.com", "bound.example.com");
-    dns.add_a(first, &["127.0.0.1"]).await;
-    dns.add_a(bound, &["127.0.0.1"]).await;
-    dns.add_caa_issue(
-        bound,
-        "letsencrypt.org; accounturi=https://ca.example/acct/999",
-    )
-    .await;
-    let (edge, pebble, ca) = with_pebble(&dns, &PebbleOptions::default()).await;
-
-    let d = add(&edge, bound).await;
-    let c = find(&d, "caa");
-    assert_eq!(c["status"], "warn", "no account yet: {d:#}");
-    assert!(
-        c["message"].as_str().unwrap().contains("no account"),
-        "{c:#}"
-    );
-
-    // The first certificate creates the edge's account.
-    assert_eq!(failing(&add(&edge, first).await), Vec::<String>::new());
-    let link = edge.mint(first, "https://example.com/", json!({})).await;
-    let roots = pebble.issuing_roots().await;
-    let client = edge.client_trusting(&roots, &[first]).build().unwrap();
-    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
-
-    let d = check(&edge, bound).await;
-    assert_eq!(failing(&d), vec!["caa"], "{d:#}");
-    let c = find(&d, "caa");
-    let message = c["message"].as_str().unwrap();
-    assert!(message.contains("https://ca.example/acct/999"), "{message}");
-    let records = c["fix_records"].as_array().unwrap();
-    assert_eq!(records.len(), 1, "{c:#}");
-    let value = records[0]["value"].as_str().unwrap();
-    let account = value
-        .strip_prefix("0 issue \"letsencrypt.org; accounturi=")
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("a record naming the edge's account: {value}"));
-    assert!(
-        account.starts_with(&format!("https://{ca}/")),
-        "the account is the one the CA gave the edge: {account}"
-    );
-    assert!(message.contains(account), "{message}");
-
-    dns.add_caa_issue(bound, &format!("letsencrypt.org; accounturi={account}"))
-        .await;
-    let d = check(&edge, bound).await;
-    assert_eq!(find(&d, "caa")["status"], "pass", "{d:#}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domain_check_prints_each_check_and_exits_by_the_result() {
     let (dns, edge) = start().await;
@@ -651,203 +542,4 @@ async fn an_edge_without_onboarding_config_checks_on_request_and_holds_nothing_b
         click(&edge, "stray.example.com").await.unwrap().status(),
         302
     );
-}
-
-/// Listeners that must never be connected to, on `ips` and one port free on all of them.
-struct Tripwire(Vec<TcpListener>);
-
-impl Tripwire {
-    fn on(ips: &[&str]) -> Tripwire {
-        let ips: Vec<IpAddr> = ips.iter().map(|ip| ip.parse().unwrap()).collect();
-        for _ in 0..50 {
-            let first = TcpListener::bind((ips[0], 0)).unwrap();
-            let port = first.local_addr().unwrap().port();
-            let rest: Result<Vec<TcpListener>, _> = ips[1..]
-                .iter()
-                .map(|ip| TcpListener::bind((*ip, port)))
-                .collect();
-            if let Ok(rest) = rest {
-                return Tripwire::arm(std::iter::once(first).chain(rest).collect());
-            }
-        }
-        panic!("no port free on all of {ips:?}");
-    }
-
-    fn at(addrs: &[SocketAddr]) -> Tripwire {
-        Tripwire::arm(
-            addrs
-                .iter()
-                .map(|a| TcpListener::bind(a).unwrap_or_else(|e| panic!("binding {a}: {e}")))
-                .collect(),
-        )
-    }
-
-    fn arm(listeners: Vec<TcpListener>) -> Tripwire {
-        for l in &listeners {
-            l.set_nonblocking(true).unwrap();
-        }
-        Tripwire(listeners)
-    }
-
-    fn port(&self) -> u16 {
-        self.0[0].local_addr().unwrap().port()
-    }
-
-    /// The listeners something connected to. No waiting: a check run's answer comes after its
-    /// fetches, and the kernel queues a connection for accept() as soon as it is made.
-    fn tripped(&self) -> Vec<SocketAddr> {
-        self.0
-            .iter()
-            .filter(|l| l.accept().is_ok())
-            .map(|l| l.local_addr().unwrap())
-            .collect()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reachability_never_connects_to_loopback_answers_without_the_test_setting() {
-    let dns = Dns::start().await;
-    // The edge's own name and the customers' names all lead to loopback, over IPv4 and IPv6.
-    dns.add_a(TARGET, &["127.0.0.1"]).await;
-    dns.add_aaaa(TARGET, &["::1"]).await;
-    let by_cname = "cname.example.com";
-    dns.set_cname(by_cname, TARGET).await;
-    let by_address = "address.example.com";
-    dns.add_a(by_address, &["127.0.0.1"]).await;
-    dns.add_aaaa(by_address, &["::1"]).await;
-    let wire = Tripwire::on(&["127.0.0.1", "::1"]);
-    let edge = Edge::start_with(&format!(
-        "[onboarding]\ncname_target = \"{TARGET}\"\naddresses = [\"127.0.0.1\"]\ndns_servers = [\"{}\"]\nhttp_port = {}\n",
-        dns.addr,
-        wire.port()
-    ));
-    let mut checked = Vec::new();
-    for name in [by_cname, by_address] {
-        checked.push(add(&edge, name).await);
-    }
-    assert_eq!(wire.tripped(), Vec::<SocketAddr>::new(), "nothing connects");
-    for d in &checked {
-        assert_eq!(find(d, "points-to-edge")["status"], "pass", "{d:#}");
-        let c = find(d, "http-reachable");
-        assert_eq!(c["status"], "warn", "{d:#}");
-        let message = c["message"].as_str().unwrap();
-        assert!(message.starts_with("not checked: "), "{message}");
-        assert!(
-            c["fix"]
-                .as_str()
-                .unwrap()
-                .contains("danger_allow_private_addresses"),
-            "{c:#}"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reachability_connects_only_to_the_edges_own_addresses_whatever_dns_answers() {
-    let dns = Dns::start().await;
-    dns.add_a(TARGET, &["127.0.0.1"]).await;
-    let edge = edge_with(&dns, "");
-    // Where a hostile DNS would send the check: another loopback host and IPv6 loopback, on
-    // the port the check uses. Only the edge's own 127.0.0.1 may be fetched through.
-    let port = edge.http.port();
-    let wire = Tripwire::at(&[
-        SocketAddr::from(([127, 0, 0, 2], port)),
-        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-    ]);
-
-    // The CNAME query leads to the edge's name, the A and AAAA queries to other hosts: the
-    // server answers them for the hop, which claims to be a CNAME to the edge.
-    let hostile = "hostile.example.com";
-    let hop = "hop.customer.example";
-    dns.set_cname(hostile, hop).await;
-    dns.set_cname(hop, TARGET).await;
-    dns.add_a(hop, &["127.0.0.2"]).await;
-    dns.add_aaaa(hop, &["::1"]).await;
-    // Addresses mode: the A record is the edge's, the AAAA record is not.
-    let stray = "stray-aaaa.example.com";
-    dns.add_a(stray, &["127.0.0.1"]).await;
-    dns.add_aaaa(stray, &["::1"]).await;
-    let (d, d_stray) = (add(&edge, hostile).await, add(&edge, stray).await);
-    assert_eq!(wire.tripped(), Vec::<SocketAddr>::new(), "nothing connects");
-
-    let points = find(&d, "points-to-edge")["message"].as_str().unwrap();
-    assert!(
-        points.contains(&format!("CNAME to {TARGET} (through {hop})")),
-        "{d:#}"
-    );
-    let resolves = find(&d, "resolves")["message"].as_str().unwrap();
-    assert!(resolves.contains("127.0.0.2"), "the answers: {resolves}");
-    let reach = find(&d, "http-reachable");
-    assert_eq!(reach["status"], "pass", "{d:#}");
-    assert!(
-        reach["message"]
-            .as_str()
-            .unwrap()
-            .ends_with(" through 127.0.0.1"),
-        "{reach:#}"
-    );
-
-    let d = d_stray;
-    assert_eq!(failing(&d), vec!["no-stray-aaaa"], "{d:#}");
-    assert!(
-        find(&d, "http-reachable")["message"]
-            .as_str()
-            .unwrap()
-            .ends_with(" through 127.0.0.1"),
-        "{d:#}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_characters_from_dns_reach_neither_the_terminal_nor_the_log() {
-    // An ACME issuer, which honours CAA, so the failing check holds back the order (the
-    // built-in CA is never held back by CAA); the order itself never starts.
-    let dns = Dns::start().await;
-    dns.add_a(TARGET, &["127.0.0.1"]).await;
-    let edge = edge_with(
-        &dns,
-        "[tls]\nissuer = \"acme\"\n[acme]\ndirectory = \"https://127.0.0.1:1/directory\"\n",
-    );
-    let name = "links.controls.example.com";
-    dns.set_cname(name, TARGET).await;
-    // A CAA value that would retitle the terminal, clear it, forge a line and reverse the text.
-    let hostile =
-        "other-ca.example\u{1b}[2J\r\nforged\u{9b}31m\u{85}\u{2028}\u{202e}\u{1b}]0;pwned\u{7}";
-    dns.add_caa_issue("controls.example.com", hostile).await;
-    let unsafe_chars = |text: &str| -> Vec<char> {
-        text.chars()
-            .filter(|&c| {
-                c != '\n'
-                    && (c.is_control()
-                        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}'))
-            })
-            .collect()
-    };
-
-    let d = add(&edge, name).await;
-    assert_eq!(failing(&d), vec!["caa"], "{d:#}");
-    let message = find(&d, "caa")["message"].as_str().unwrap();
-    assert_eq!(unsafe_chars(message), Vec::<char>::new(), "{message:?}");
-    assert!(message.contains("other-ca.example\\u{1b}"), "{message}");
-
-    let admin = format!("http://{}", edge.admin);
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(edge.config_path())
-        .args(["domain", "check", name, "--admin", &admin])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(unsafe_chars(&stdout), Vec::<char>::new(), "{stdout:?}");
-    assert!(
-        stdout.contains("other-ca.example\\u{1b}[2j\\u{d}\\u{a}forged\\u{9b}31m"),
-        "{stdout}"
-    );
-
-    // The held-back order is logged with the check's message.
-    assert!(click(&edge, name).await.is_err());
-    let log = edge.stderr();
-    assert!(log.contains("certificate order held back"), "{log}");
-    assert_eq!(unsafe_chars(&log), Vec::<char>::new(), "{log:?}");
 }
