@@ -1,0 +1,130 @@
+//! `clickedge clicks follow`: the stream printed as the logged lines.
+
+use super::*;
+
+/// `clickedge clicks follow ARGS` as a child process, its output lines read on a thread; killed
+/// on drop.
+struct Follow {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Follow {
+    /// Starts it and waits until it follows the stream (its line on stderr).
+    fn start(args: &[&str]) -> Follow {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(common::bin())
+            .args(["clicks", "follow"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting clickedge clicks follow");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        assert!(
+            first.starts_with("following stream CLICKS"),
+            "clicks follow said: {first}"
+        );
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Follow { child, lines }
+    }
+
+    /// The next `n` lines (each within 20 s).
+    fn take(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                self.lines
+                    .recv_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("line {i} of {n}: {e}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
+    let nats = NatsServer::start();
+    let edge = Edge::start_with(&config(&nats, "buffered"));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    let click = async || assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    for _ in 0..20 {
+        click().await;
+    }
+    wait_for_ids(&nats.jetstream().await, 20).await;
+    let logged = || common::read_click_lines(&edge.data_dir().join("clicks"));
+    let config = edge.config_path();
+    let config = config.to_str().unwrap();
+
+    // The config's [clicks] nats settings, from the start: every line exactly as logged.
+    let all = Follow::start(&["--config", config, "--from-start"]);
+    assert_eq!(all.take(20), logged());
+    // The last 3, with the server and stream named on the command line instead.
+    let last = Follow::start(&[
+        "--last",
+        "3",
+        "--nats-url",
+        &nats.url(),
+        "--stream",
+        "CLICKS",
+    ]);
+    assert_eq!(last.take(3), logged()[17..]);
+    // By default only what comes after it starts; both followers get the new clicks.
+    let new = Follow::start(&["--config", config]);
+    for _ in 0..5 {
+        click().await;
+    }
+    let after = new.take(5);
+    assert_eq!(after, logged()[20..]);
+    assert_eq!(all.take(5), after);
+    let ids: BTreeSet<u64> = after
+        .iter()
+        .map(|l| click_seq(&serde_json::from_str(l).unwrap()))
+        .collect();
+    assert_eq!(ids, (21..=25).collect());
+    // Nothing between: the next line is the next click.
+    click().await;
+    let next: Value = serde_json::from_str(&new.take(1)[0]).unwrap();
+    assert_eq!(next["click_id"], format!("{NODE}-26"));
+
+    // `| head`: once its reader is gone, the next click ends it, with success.
+    let mut new = new;
+    drop(std::mem::replace(
+        &mut new.lines,
+        std::sync::mpsc::channel().1,
+    ));
+    drop(all);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        click().await;
+        if let Some(status) = new.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clicks follow went on after its reader left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "clicks follow on a closed pipe: {status}");
+}
