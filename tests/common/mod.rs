@@ -4,16 +4,27 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod certs;
 pub mod cluster;
 pub mod dns;
 pub mod fake_acme;
+pub mod files;
 pub mod nats;
 pub mod pebble;
 pub mod postgres;
+pub mod refused;
+
+// Each test binary uses some of these, like the rest of the harness (`dead_code` above).
+#[allow(unused_imports)]
+pub use certs::{TestCerts, test_certs};
+#[allow(unused_imports)]
+pub use files::{poll_file, read_click_files, read_click_lines, read_clicks, replay, replayed};
+#[allow(unused_imports)]
+pub use refused::{refused_start, refused_start_as};
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -469,6 +480,15 @@ impl Edge {
     }
 }
 
+impl Drop for Edge {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 pub fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -502,62 +522,6 @@ where
     None
 }
 
-pub fn read_clicks(dir: &Path) -> Vec<Value> {
-    read_click_lines(dir)
-        .iter()
-        .map(|l| serde_json::from_str::<Value>(l).expect("click line is JSON"))
-        .collect()
-}
-
-/// Every click line in `dir` as written (without its newline), files in time order.
-pub fn read_click_lines(dir: &Path) -> Vec<String> {
-    read_click_files(dir)
-        .iter()
-        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
-        .collect()
-}
-
-/// The text of every click file in `dir` in time order: the closed ones (`clicks-….jsonl`) and
-/// the one being written (`clicks-….jsonl.open`, renamed to its closed name when closed).
-pub fn read_click_files(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut closed: Vec<String> = entries
-        .map(|e| {
-            e.expect("entry")
-                .file_name()
-                .into_string()
-                .expect("UTF-8 name")
-        })
-        .filter_map(|n| {
-            let n = n.strip_suffix(".open").unwrap_or(&n);
-            (n.starts_with("clicks-") && n.ends_with(".jsonl")).then(|| n.to_owned())
-        })
-        .collect();
-    closed.sort();
-    closed.dedup();
-    closed
-        .iter()
-        .map(|name| {
-            // Under its open name, else closed since the directory was read.
-            let open = dir.join(format!("{name}.open"));
-            std::fs::read_to_string(&open)
-                .or_else(|_| std::fs::read_to_string(dir.join(name)))
-                .expect("click file")
-        })
-        .collect()
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Fetches the open pixel at `url` with `method` (and `ua` as `User-Agent`), checks that it is
 /// the pixel's answer (200, a GIF, never cached, no cookie) and returns its body.
 pub async fn fetch_pixel(
@@ -582,121 +546,4 @@ pub async fn fetch_pixel(
     // A HEAD's too: the length a GET's body has.
     assert_eq!(h["content-length"], "43", "{method} {url}");
     res.bytes().await.expect("pixel body").to_vec()
-}
-
-/// Runs `clickedge serve` with `config` and `env`, expecting it to refuse to start; returns its
-/// stderr. Bounded: a start that does not end within 30 s fails the test.
-pub fn refused_start(config: &str, env: &[(&str, &str)]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(bin());
-    command
-        .env_remove("CLICKEDGE_SEAL_KEY")
-        .envs(env.iter().copied());
-    refused_start_as(
-        command,
-        dir.path(),
-        &format!(
-            "[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{config}"
-        ),
-    )
-}
-
-/// [`refused_start`] through `command` (the binary, or a program that runs it as another user:
-/// `serve --config FILE` is appended), with the data dir under `dir` and `config` after it.
-pub fn refused_start_as(mut command: Command, dir: &Path, config: &str) -> String {
-    let path = dir.join("clickedge.toml");
-    std::fs::write(
-        &path,
-        format!("data_dir = \"{}\"\n{config}", dir.join("data").display()),
-    )
-    .unwrap();
-    let mut child = command
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning clickedge");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("clickedge serve neither started nor refused within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = child.wait_with_output().unwrap();
-    assert!(!status.success());
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `clickedge classify --replay FILE` without a config file: its whole output, succeeded or not.
-pub fn replay(file: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_clickedge"))
-        .args(["classify", "--replay"])
-        .arg(file)
-        .env_remove("CLICKEDGE_CONFIG")
-        .output()
-        .expect("running clickedge classify")
-}
-
-/// The click log `clickedge classify --replay FILE` writes, which must succeed.
-pub fn replayed(file: &Path) -> String {
-    let out = replay(file);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("the click log is UTF-8")
-}
-
-/// A test CA and a server certificate it signed, as PEM.
-pub struct TestCerts {
-    /// The CA's certificate: what a client trusts.
-    pub ca: String,
-    /// The server's certificate, for `names`.
-    pub cert: String,
-    /// The server's private key.
-    pub key: String,
-}
-
-/// A CA named `ca_name` and a server certificate for `names` signed by it.
-pub fn test_certs(ca_name: &str, names: &[&str]) -> TestCerts {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name.push(DnType::CommonName, ca_name);
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    let leaf = CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    TestCerts {
-        ca: ca_cert.pem(),
-        cert: leaf.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
-/// Polls the file at `path` until `find` finds what is `wanted` in it (at most 20 s); what it
-/// found. Fails showing the file.
-pub fn poll_file<T>(path: &Path, wanted: &str, find: impl Fn(&str) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(found) = find(&text) {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "not {wanted}:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
