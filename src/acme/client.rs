@@ -161,17 +161,26 @@ impl HttpClient for AcmeHttp {
     }
 }
 
-/// `Retry-After` as seconds after `now` or an HTTP date (RFC 9110 §10.2.3).
+/// The furthest a CA's `Retry-After` is taken to reach: Let's Encrypt's longest limit window.
+/// A later time (a CA or a proxy in front of it gone wrong) is taken as this, so that one answer
+/// cannot stop issuance for good, and a number of seconds too large for the clock does not
+/// overflow it.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `Retry-After` as seconds after `now` or an HTTP date (RFC 9110 §10.2.3), at most
+/// [`LONGEST_RETRY_AFTER`] ahead.
 fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<SystemTime> {
     let value = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
-    match value.parse::<u64>() {
-        Ok(secs) => Some(now + Duration::from_secs(secs)),
-        Err(_) => httpdate::parse_http_date(value).ok(),
-    }
+    let latest = now + LONGEST_RETRY_AFTER;
+    let until = match value.parse::<u64>() {
+        Ok(secs) => now.checked_add(Duration::from_secs(secs)).unwrap_or(latest),
+        Err(_) => httpdate::parse_http_date(value).ok()?,
+    };
+    Some(until.min(latest))
 }
 
 #[cfg(test)]
@@ -371,13 +380,30 @@ mod tests {
         assert!((118..=120).contains(&secs));
         h.insert(
             http::header::RETRY_AFTER,
-            "Fri, 31 Dec 2100 23:59:59 GMT".parse().unwrap(),
+            "Sun, 17 Jan 2027 08:00:00 GMT".parse().unwrap(),
         );
         assert_eq!(
             retry_after(&h, now).unwrap(),
-            httpdate::parse_http_date("Fri, 31 Dec 2100 23:59:59 GMT").unwrap()
+            httpdate::parse_http_date("Sun, 17 Jan 2027 08:00:00 GMT").unwrap()
         );
         h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h, now), None);
+    }
+
+    /// A time past the longest limit window, or seconds past what the clock can hold (it
+    /// panicked: the flight's task unwound), is taken as 7 days.
+    #[test]
+    fn retry_after_reaches_at_most_seven_days() {
+        let now = from_unix_secs(1_800_000_000);
+        let week = now + Duration::from_secs(7 * 24 * 3600);
+        let mut h = http::HeaderMap::new();
+        for far in [
+            "18446744073709551615",
+            "31536000",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            h.insert(http::header::RETRY_AFTER, far.parse().unwrap());
+            assert_eq!(retry_after(&h, now), Some(week), "{far}");
+        }
     }
 }

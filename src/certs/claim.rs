@@ -98,8 +98,9 @@ impl Holder {
     }
 }
 
-/// A lease this node holds on a name, with its heartbeat. Dropping it stops the heartbeat (the
-/// lease then expires within its TTL); [`Claim::release`] frees it at once.
+/// A lease this node holds on a name, with its heartbeat. [`Claim::release`] frees it; dropped
+/// without that (its flight unwound or was cancelled), it is freed from a task of its own, or,
+/// with no runtime left to run one, expires within its TTL.
 pub(super) struct Claim {
     store: Arc<dyn Store>,
     name: Domain,
@@ -109,6 +110,7 @@ pub(super) struct Claim {
     ttl: Duration,
     lost: Arc<AtomicBool>,
     heartbeat: JoinHandle<()>,
+    released: bool,
 }
 
 impl Claim {
@@ -143,6 +145,7 @@ impl Claim {
             ttl: settings.ttl,
             lost,
             heartbeat,
+            released: false,
         }))
     }
 
@@ -154,7 +157,8 @@ impl Claim {
     /// Frees the lease for the next holder; `finished`: the order is done, and is forgotten
     /// rather than kept for the next holder to resume. Failures are logged (the lease then
     /// expires on its own).
-    pub(super) async fn release(self, finished: bool) {
+    pub(super) async fn release(mut self, finished: bool) {
+        self.released = true;
         self.heartbeat.abort();
         if finished
             && let Err(e) = self
@@ -187,6 +191,18 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        // Freed all the same, so the name's next flight need not wait out the TTL; the order,
+        // if any, stays for it to resume.
+        if !self.released
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (store, name, fence) = (self.store.clone(), self.name.clone(), self.fence);
+            runtime.spawn(async move {
+                if let Err(e) = store.release_lease(&name, fence).await {
+                    tracing::warn!(domain = %name, error = %error_chain(&e), "releasing a lease");
+                }
+            });
+        }
     }
 }
 

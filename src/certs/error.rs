@@ -63,6 +63,9 @@ pub enum LoadError {
     /// The certificate expired and no renewal has replaced it yet.
     #[error("the certificate expired and no renewal has replaced it yet")]
     Expired,
+    /// The flight that loaded or ordered it stopped without an answer (its task unwound).
+    #[error("loading or ordering the certificate stopped without an answer")]
+    Abandoned,
 }
 
 impl CertError {

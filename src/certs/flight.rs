@@ -38,6 +38,67 @@ pub(super) enum Flight {
     Renew,
 }
 
+/// A flight's end: what it found is cached and handed to its waiters, and the name leaves the
+/// in-flight map. Dropped without landing (its task unwound: a panic in the issuer or the
+/// store), it lands as failed, so the name's next handshake starts a new flight instead of
+/// waiting on one that will never land.
+struct Landing {
+    certs: Arc<Certs>,
+    name: Domain,
+    kind: Flight,
+    tx: Option<watch::Sender<Outcome>>,
+}
+
+impl Landing {
+    fn land(mut self, result: Result<Entry, CertError>) {
+        self.land_once(result);
+    }
+
+    fn land_once(&mut self, result: Result<Entry, CertError>) {
+        let Some(tx) = self.tx.take() else {
+            return;
+        };
+        let (certs, name) = (&self.certs, &self.name);
+        // Cache first, then leave the in-flight map: a handshake arriving in between finds the
+        // certificate and starts no second order. A renewal check only replaces what is cached:
+        // it visits every stored certificate, and caching each would fill memory with names
+        // nobody clicks (the next handshake loads from the store anyway). Both under the
+        // in-flight lock, which a handshake holds to cache what it read during a renewal
+        // (`Certs::renewing_cache`): it never puts the old certificate back after this one. A
+        // name removed while the flight was in the air gets nothing cached, and its waiters are
+        // refused as its later handshakes are (asked under the lock: see
+        // `Certs::cache_registered`).
+        let mut inflight = lock(&certs.inflight);
+        let result = match result {
+            Ok(_) if !certs.policy.is_registered(name.as_str()) => {
+                Err(CertError::NotServed(name.clone()))
+            }
+            Ok(entry) => {
+                if self.kind == Flight::Obtain || certs.cache.contains_key(name) {
+                    certs.cache.insert(name.clone(), entry.clone());
+                }
+                Ok(entry)
+            }
+            failed => failed,
+        };
+        inflight.remove(name);
+        drop(inflight);
+        let _ = tx.send(Some(result));
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            tracing::error!(domain = %self.name, "a certificate flight ended without landing; the next handshake tries again");
+            self.land_once(Err(CertError::unavailable(
+                &self.name,
+                LoadError::Abandoned,
+            )));
+        }
+    }
+}
+
 impl Certs {
     /// Joins the flight for `name`, starting one if none is in the air. A renewal that joins a
     /// handshake's flight keeps the name scheduled: that flight checks no renewal, and may
@@ -55,38 +116,18 @@ impl Certs {
         let (tx, rx) = watch::channel(None);
         inflight.insert(name.clone(), (kind, rx.clone()));
         drop(inflight);
-        let this = self.clone();
-        let name = name.clone();
+        let landing = Landing {
+            certs: self.clone(),
+            name: name.clone(),
+            kind,
+            tx: Some(tx),
+        };
         tokio::spawn(async move {
             let result = match kind {
-                Flight::Obtain => this.obtain(&name).await,
-                Flight::Renew => this.renewal_check(&name).await,
+                Flight::Obtain => landing.certs.obtain(&landing.name).await,
+                Flight::Renew => landing.certs.renewal_check(&landing.name).await,
             };
-            // Cache first, then leave the in-flight map: a handshake arriving in between finds
-            // the certificate and starts no second order. A renewal check only replaces what is
-            // cached: it visits every stored certificate, and caching each would fill memory
-            // with names nobody clicks (the next handshake loads from the store anyway).
-            // Both under the in-flight lock, which a handshake holds to cache what it read
-            // during a renewal (`Certs::renewing_cache`): it never puts the old certificate
-            // back after this one. A name removed while the flight was in the air gets nothing
-            // cached, and its waiters are refused as its later handshakes are (asked under the
-            // lock: see `Certs::cache_registered`).
-            let mut inflight = lock(&this.inflight);
-            let result = match result {
-                Ok(_) if !this.policy.is_registered(name.as_str()) => {
-                    Err(CertError::NotServed(name.clone()))
-                }
-                Ok(entry) => {
-                    if kind == Flight::Obtain || this.cache.contains_key(&name) {
-                        this.cache.insert(name.clone(), entry.clone());
-                    }
-                    Ok(entry)
-                }
-                failed => failed,
-            };
-            inflight.remove(&name);
-            drop(inflight);
-            let _ = tx.send(Some(result));
+            landing.land(result);
         });
         rx
     }

@@ -27,8 +27,27 @@ struct Counting {
     budget_spent_until: Mutex<Option<SystemTime>>,
     /// Meets this rate limit of the CA, which allows orders again then.
     rate_limited: Mutex<Option<(RateLimit, SystemTime)>>,
+    /// The next order panics (a bug in the issuer or what it calls).
+    panic_once: std::sync::atomic::AtomicBool,
     /// Runs once while the next order is in the air (the domain removed meanwhile).
     during_next_order: Mutex<Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
+}
+
+impl Counting {
+    /// Issuing with `ca`, each setting off.
+    fn over(ca: LocalCa) -> Counting {
+        Counting {
+            ca,
+            calls: AtomicUsize::new(0),
+            fail: false.into(),
+            stall_renewals: false.into(),
+            unusable: false.into(),
+            budget_spent_until: Mutex::new(None),
+            rate_limited: Mutex::new(None),
+            panic_once: false.into(),
+            during_next_order: Mutex::new(None),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -44,6 +63,9 @@ impl Issuer for Counting {
     ) -> Result<StoredCert, IssueError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::task::yield_now().await;
+        if self.panic_once.swap(false, Ordering::SeqCst) {
+            panic!("the issuer's bug");
+        }
         if r.is_some() && self.stall_renewals.load(Ordering::SeqCst) {
             // A CA that never answers, or a rate budget hours away.
             std::future::pending::<()>().await;
@@ -93,16 +115,9 @@ fn setup_at(
     dir: &std::path::Path,
     clock: &ManualClock,
 ) -> (Arc<Counting>, Arc<dyn Store>, Arc<Certs>) {
-    let issuer = Arc::new(Counting {
-        ca: LocalCa::load_or_create(dir, Zones::reserved(), clock.clock()).unwrap(),
-        calls: AtomicUsize::new(0),
-        fail: false.into(),
-        stall_renewals: false.into(),
-        unusable: false.into(),
-        budget_spent_until: Mutex::new(None),
-        rate_limited: Mutex::new(None),
-        during_next_order: Mutex::new(None),
-    });
+    let issuer = Arc::new(Counting::over(
+        LocalCa::load_or_create(dir, Zones::reserved(), clock.clock()).unwrap(),
+    ));
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let certs = certs_over(
         &store,
@@ -207,6 +222,24 @@ async fn concurrent_misses_share_one_issuance() {
     let status = certs.status(&record(&store, &name).await).await.unwrap();
     assert_eq!(status.status, "valid");
     assert!(status.next_renewal.is_some());
+}
+
+/// A flight whose task panics still lands: its waiters get an error, and the name's next
+/// handshake starts a new flight (it used to wait on the dead one's channel for good, failing at
+/// once as timed out).
+#[tokio::test]
+async fn a_flight_that_panics_fails_its_waiters_and_the_next_handshake_orders_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, _store, certs, name) = registered(dir.path()).await;
+    issuer.panic_once.store(true, Ordering::SeqCst);
+    let failed = certs.resolve(&name).await.map(|_| ());
+    assert!(
+        matches!(&failed, Err(CertError::Unavailable { source, .. }) if matches!(**source, LoadError::Abandoned)),
+        "{failed:?}"
+    );
+    assert!(lock(&certs.inflight).is_empty());
+    certs.resolve(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -478,14 +511,10 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
     let wall = ManualClock::starting_now();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let issuer = Arc::new(Counting {
-        ca: LocalCa::load_or_create(dir.path(), Zones::reserved(), wall.clock()).unwrap(),
-        calls: AtomicUsize::new(0),
         fail: true.into(),
-        stall_renewals: false.into(),
-        unusable: false.into(),
-        budget_spent_until: Mutex::new(None),
-        rate_limited: Mutex::new(None),
-        during_next_order: Mutex::new(None),
+        ..Counting::over(
+            LocalCa::load_or_create(dir.path(), Zones::reserved(), wall.clock()).unwrap(),
+        )
     });
     let metrics = Metrics::unregistered();
     let ask = server.ask(store.clone(), &metrics, wall.clock(), None);
