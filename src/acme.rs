@@ -32,6 +32,7 @@ use crate::config::{self, ChallengeKind};
 use crate::issuer::{IssueError, Issuer, OrderClaim, RenewalWindow};
 use crate::metrics::Metrics;
 use crate::store::{OrderTurn, Store, StoreError, StoredCert};
+use crate::sync::lock;
 use budget::OrderBudget;
 use challenges::Challenges;
 use client::AcmeHttp;
@@ -50,6 +51,9 @@ pub struct AcmeIssuer {
     challenges: Arc<Challenges>,
     http: AcmeHttp,
     account: OnceCell<Account>,
+    /// An account the CA created whose credentials could not be stored yet: stored at the next
+    /// try instead of creating another.
+    unstored: std::sync::Mutex<Option<String>>,
     budget: Arc<OrderBudget>,
     metrics: Metrics,
     clock: Clock,
@@ -78,6 +82,7 @@ impl AcmeIssuer {
             challenges,
             http,
             account: OnceCell::new(),
+            unstored: std::sync::Mutex::new(None),
             budget,
             metrics,
             clock,
@@ -106,54 +111,80 @@ impl AcmeIssuer {
         account_key(&self.settings.directory)
     }
 
-    /// The account: loaded from the store, or created once and stored.
+    /// The account: loaded from the store, or created once and stored. Nodes creating one at the
+    /// same moment each use the one stored first; an account whose credentials could not be
+    /// stored is stored at the next try rather than created again (each creation counts against
+    /// the CA's registrations per address, and an EAB key may be good for one).
     async fn account(&self, domain: &Domain) -> Result<&Account, IssueError> {
         let failed = |e: AcmeError| failed(domain, e);
         self.account
             .get_or_try_init(|| async {
                 let key = self.account_key();
-                let builder = Account::builder_with_http(Box::new(self.http.clone()));
-                let stored = self.store.kv(&key).await.map_err(|e| failed(e.into()))?;
-                if let Some(json) = stored {
-                    let credentials: AccountCredentials = serde_json::from_str(&json)
-                        .map_err(|e| failed(AcmeError::StoredAccount(e)))?;
-                    return builder
-                        .from_credentials(credentials)
-                        .await
-                        .map_err(|e| self.acme_error(domain, e));
-                }
-                let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
-                let eab = match (&self.settings.eab_kid, &self.settings.eab_hmac_key) {
-                    (Some(kid), Some(hmac)) => {
-                        let key = URL_SAFE_NO_PAD
-                            .decode(hmac.trim_end_matches('='))
-                            .map_err(|_| failed(AcmeError::EabKey))?;
-                        Some(ExternalAccountKey::new(kid.clone(), &key))
+                let json = match self.store.kv(&key).await.map_err(|e| failed(e.into()))? {
+                    Some(json) => json,
+                    None => {
+                        let created = match self.unstored_account() {
+                            Some(json) => json,
+                            None => self.create_account(domain).await?,
+                        };
+                        let kept = self
+                            .store
+                            .add_kv(&key, &created)
+                            .await
+                            .map_err(|e| failed(e.into()))?;
+                        *lock(&self.unstored) = None;
+                        if kept == created {
+                            tracing::info!(directory = %self.settings.directory, "ACME account created");
+                        } else {
+                            tracing::info!(directory = %self.settings.directory, "another node stored an ACME account first; using that one");
+                        }
+                        kept
                     }
-                    _ => None,
                 };
-                let (account, credentials) = builder
-                    .create(
-                        &NewAccount {
-                            contact: &contact,
-                            terms_of_service_agreed: true,
-                            only_return_existing: false,
-                        },
-                        self.settings.directory.clone(),
-                        eab.as_ref(),
-                    )
+                let credentials: AccountCredentials = serde_json::from_str(&json)
+                    .map_err(|e| failed(AcmeError::StoredAccount(e)))?;
+                Account::builder_with_http(Box::new(self.http.clone()))
+                    .from_credentials(credentials)
                     .await
-                    .map_err(|e| self.acme_error(domain, e))?;
-                let json = serde_json::to_string(&credentials)
-                    .map_err(|e| failed(AcmeError::SerialiseAccount(e)))?;
-                self.store
-                    .put_kv(&key, &json)
-                    .await
-                    .map_err(|e| failed(e.into()))?;
-                tracing::info!(directory = %self.settings.directory, account = account.id(), "ACME account created");
-                Ok(account)
+                    .map_err(|e| self.acme_error(domain, e))
             })
             .await
+    }
+
+    fn unstored_account(&self) -> Option<String> {
+        lock(&self.unstored).clone()
+    }
+
+    /// Creates an account with the CA; its credentials as JSON, kept in memory until stored.
+    async fn create_account(&self, domain: &Domain) -> Result<String, IssueError> {
+        let failed = |e: AcmeError| failed(domain, e);
+        let contact: Vec<&str> = self.settings.contact.iter().map(String::as_str).collect();
+        let eab = match (&self.settings.eab_kid, &self.settings.eab_hmac_key) {
+            (Some(kid), Some(hmac)) => {
+                let key = URL_SAFE_NO_PAD
+                    .decode(hmac.trim_end_matches('='))
+                    .map_err(|_| failed(AcmeError::EabKey))?;
+                Some(ExternalAccountKey::new(kid.clone(), &key))
+            }
+            _ => None,
+        };
+        let (account, credentials) = Account::builder_with_http(Box::new(self.http.clone()))
+            .create(
+                &NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                self.settings.directory.clone(),
+                eab.as_ref(),
+            )
+            .await
+            .map_err(|e| self.acme_error(domain, e))?;
+        let json = serde_json::to_string(&credentials)
+            .map_err(|e| failed(AcmeError::SerialiseAccount(e)))?;
+        tracing::info!(directory = %self.settings.directory, account = account.id(), "ACME account registered with the CA");
+        *lock(&self.unstored) = Some(json.clone());
+        Ok(json)
     }
 
     /// The order kept with `claim`, if the CA still has it and it can be carried on with (its

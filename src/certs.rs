@@ -47,6 +47,7 @@ use crate::policy::Policy;
 use crate::store::{
     CertLifetime, DomainRecord, FailureKind, IssueFailure, Store, StoreError, StoredCert,
 };
+use crate::sync::lock;
 use backoff::Backoff;
 pub use claim::ClaimSettings;
 pub use error::{CertError, LoadError};
@@ -451,12 +452,6 @@ impl Certs {
     pub async fn release_hold(&self, name: &Domain) -> Result<(), StoreError> {
         self.backoff.release_hold(name).await
     }
-}
-
-/// Locks a mutex that is only ever held for map updates without `.await` or panics inside, so a
-/// poisoned lock still guards consistent data.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub mod seal;
 pub mod signals;
 pub mod status;
 pub mod store;
+mod sync;
 pub mod tls;
 
 pub use domain::Domain;

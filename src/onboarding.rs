@@ -43,6 +43,7 @@ use crate::clock::Clock;
 use crate::config::{ChallengeKind, Config, IssuerKind};
 use crate::errors::chain as error_chain;
 use crate::store::{DomainPages, DomainRecord, FailureKind, Store, StoreError};
+use crate::sync::lock;
 pub use dns::DnsView;
 pub use report::{Check, CheckId, CheckStatus, Report};
 pub use zone::FixRecord;
@@ -485,9 +486,4 @@ impl Drop for Running<'_> {
     fn drop(&mut self) {
         lock(self.set).remove(&self.name);
     }
-}
-
-/// Locks a mutex only held for set updates without `.await` or panics inside.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -232,6 +232,10 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
     async fn kv(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Stores a small value by key.
     async fn put_kv(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Stores `value` under `key` unless a value is stored there already; the value stored now:
+    /// `value`, or the one written first (by another node at the same moment: the ACME account
+    /// that every node then uses).
+    async fn add_kv(&self, key: &str, value: &str) -> Result<String, StoreError>;
     /// Publishes (replaces) an ACME challenge response until `expires_at`; `name` is the
     /// HTTP-01 token or the TLS-ALPN-01 domain. Responses of different kinds never mix.
     async fn put_challenge(

@@ -6,24 +6,32 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::Edge;
 use common::fake_acme::{FakeAcme, Refusal};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// The `Retry-After` the CA sends, far enough away to outlast any test, and how the edge
-/// writes it back.
-const RETRY_AFTER: &str = "Fri, 31 Dec 2100 23:59:59 GMT";
-const RETRY_AT: &str = "2100-12-31T23:59:59Z";
+/// The time the CA's `Retry-After` names, three days away: far enough to outlast any test, and
+/// within the 7 days the edge takes at most. As the CA sends it, and as the edge writes it back.
+fn retry_after() -> (String, String) {
+    let at = clickedge::clock::Clock::system().now() + Duration::from_secs(3 * 24 * 3600);
+    (httpdate::fmt_http_date(at), clickedge::clock::rfc3339(at))
+}
 
-/// A fake CA refusing new orders for `name` with `status` and `detail`, and an edge ordering
-/// from it.
-async fn edge_refusing(name: &str, status: u16, detail: &str) -> (Edge, FakeAcme) {
+/// A fake CA refusing new orders for `name` with `status` and `detail`, `Retry-After` the first
+/// of `retry_after`, and an edge ordering from it.
+async fn edge_refusing(
+    name: &str,
+    status: u16,
+    detail: &str,
+    retry_after: &(String, String),
+) -> (Edge, FakeAcme) {
     let refusal = Refusal {
         status,
         detail: detail.into(),
-        retry_after: RETRY_AFTER.into(),
+        retry_after: retry_after.0.clone(),
     };
     let ca = FakeAcme::start(HashMap::from([(name.to_owned(), refusal)])).await;
     let edge = Edge::start_with(&format!(
@@ -61,10 +69,12 @@ async fn budget_paused_until(edge: &Edge) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_of_one_name_pauses_it_alone_while_other_names_get_certificates() {
     let (limited, other) = ("limited.example.com", "other.example.com");
+    let later = retry_after();
     let (edge, ca) = edge_refusing(
         limited,
         429,
-        "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2100-12-31 23:59:59 UTC: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-identifiers",
+        &format!("too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after {}: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-identifiers", later.0),
+        &later,
     )
     .await;
     edge.add_domain(limited).await;
@@ -82,10 +92,13 @@ async fn a_rate_limit_of_one_name_pauses_it_alone_while_other_names_get_certific
 
     let cert = certificate(&edge, limited).await;
     assert_eq!(cert["status"], "failed", "{cert}");
-    assert_eq!(cert["retry_at"], RETRY_AT, "{cert}");
+    assert_eq!(cert["retry_at"], later.1, "{cert}");
     let said = cert["last_error"].as_str().unwrap();
     for words in [
-        "\"New Certificates per Exact Set of Identifiers\" pauses orders for limited.example.com until 2100-12-31T23:59:59Z; other names keep issuing",
+        &format!(
+            "\"New Certificates per Exact Set of Identifiers\" pauses orders for limited.example.com until {}; other names keep issuing",
+            later.1
+        ),
         "exact set of identifiers in the last 168h0m0s",
     ] {
         assert!(said.contains(words), "{said}");
@@ -101,10 +114,12 @@ async fn a_rate_limit_of_one_name_pauses_it_alone_while_other_names_get_certific
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_of_the_account_pauses_all_issuance_until_the_cas_time() {
     let (first, other) = ("first.example.com", "other.example.com");
+    let later = retry_after();
     let (edge, ca) = edge_refusing(
         first,
         429,
-        "too many new orders (300) from this account in the last 3h0m0s, retry after 2100-12-31 23:59:59 UTC: see https://letsencrypt.org/docs/rate-limits/#new-orders-per-account",
+        &format!("too many new orders (300) from this account in the last 3h0m0s, retry after {}: see https://letsencrypt.org/docs/rate-limits/#new-orders-per-account", later.0),
+        &later,
     )
     .await;
     edge.add_domain(first).await;
@@ -113,20 +128,23 @@ async fn a_rate_limit_of_the_account_pauses_all_issuance_until_the_cas_time() {
     assert_eq!(click(&edge, &ca, first).await, None);
     assert_eq!(click(&edge, &ca, other).await, None, "paused too");
     assert_eq!(ca.new_orders(), [first], "no order for the other name");
-    assert_eq!(budget_paused_until(&edge).await, RETRY_AT);
+    assert_eq!(budget_paused_until(&edge).await, later.1);
 
     let cert = certificate(&edge, first).await;
     assert_eq!(
         (cert["failures"].as_u64(), &cert["retry_at"]),
-        (Some(0), &json!(RETRY_AT)),
+        (Some(0), &json!(later.1)),
         "{cert}"
     );
     let said = cert["last_error"].as_str().unwrap();
     assert!(
-        said.contains("\"New Orders per Account\" pauses all issuance until 2100-12-31T23:59:59Z, for every name on every node"),
+        said.contains(&format!(
+            "\"New Orders per Account\" pauses all issuance until {}, for every name on every node",
+            later.1
+        )),
         "{said}"
     );
     let cert = certificate(&edge, other).await;
-    assert_eq!(cert["retry_at"], RETRY_AT, "{cert}");
+    assert_eq!(cert["retry_at"], later.1, "{cert}");
     edge.wait_for_log("all issuance is paused until then, on every node", 1);
 }

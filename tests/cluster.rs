@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::fake_acme::FakeAcme;
 use common::postgres;
 use common::{Edge, bin, refused_start};
 use serde_json::json;
@@ -222,7 +225,7 @@ async fn a_write_lock_held_elsewhere_fails_the_write_in_bounded_time_instead_of_
         "BEGIN; SELECT pg_advisory_xact_lock(7162863372592195174); SELECT pg_sleep(120);",
     );
     // The lock is taken once the session shows up waiting in pg_sleep.
-    let held = common::within(std::time::Duration::from_secs(30), || async {
+    let held = common::within(Duration::from_secs(30), || async {
         server
             .psql(
                 &db,
@@ -239,7 +242,7 @@ async fn a_write_lock_held_elsewhere_fails_the_write_in_bounded_time_instead_of_
         Some(json!({ "name": DOMAIN })),
     );
     // Within the lock bound (10 s) and well short of the statement bound (60 s).
-    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(30), add)
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), add)
         .await
         .expect("the write answered, not hung");
     assert_eq!(status, 503, "{body}");
@@ -250,7 +253,7 @@ async fn a_write_lock_held_elsewhere_fails_the_write_in_bounded_time_instead_of_
     );
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let again = common::within(std::time::Duration::from_secs(30), || async {
+    let again = common::within(Duration::from_secs(30), || async {
         edge.admin(
             reqwest::Method::POST,
             "/v1/domains",
@@ -261,4 +264,44 @@ async fn a_write_lock_held_elsewhere_fails_the_write_in_bounded_time_instead_of_
     })
     .await;
     assert!(again.is_some(), "written once the session is gone");
+}
+
+/// Two nodes of a fresh cluster meeting their first handshakes at once each find no ACME account
+/// stored and have the CA create one: both then order under the one stored first (the account a
+/// CAA `accounturi` must name), never each under its own.
+#[tokio::test]
+async fn nodes_creating_the_acme_account_at_once_order_under_the_one_stored_first() {
+    let url = postgres::shared().fresh_database();
+    // Slow enough that the second node asks before the first has stored its account.
+    let ca = FakeAcme::start_with(HashMap::new(), Duration::from_millis(500)).await;
+    let seal = "c1".repeat(32);
+    let node = |id: &str| {
+        let config = format!(
+            "[tls]\nissuer = \"acme\"\n{}{}[cluster]\nnode_id = \"{id}\"\n",
+            ca.acme_toml(),
+            store_config(&url)
+        );
+        Edge::start_with_env(&[("CLICKEDGE_SEAL_KEY", &seal)], &config)
+    };
+    let (a, b) = (node("edge-a"), node("edge-b"));
+    a.add_domain("a.example.com").await;
+    b.add_domain("b.example.com").await;
+    let on_a = a.mint("a.example.com", DEST, json!({})).await;
+    let on_b = b.mint("b.example.com", DEST, json!({})).await;
+    let click = |edge: &Edge, name: &str, link: String| {
+        let client = edge
+            .client_trusting(&ca.root_pem, &[name])
+            .build()
+            .expect("client");
+        async move { client.get(&link).send().await.map(|r| r.status()) }
+    };
+    let (res_a, res_b) = tokio::join!(
+        click(&a, "a.example.com", on_a),
+        click(&b, "b.example.com", on_b)
+    );
+    assert_eq!(res_a.expect("click on a"), 302);
+    assert_eq!(res_b.expect("click on b"), 302);
+    let accounts = ca.order_accounts();
+    assert_eq!(accounts.len(), 2, "{accounts:?}");
+    assert_eq!(accounts[0], accounts[1], "one account for the cluster");
 }

@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::store::RateLimitScope;
+use crate::sync::lock;
 
 /// A CA's rate limit, as the edge tells them apart (Let's Encrypt's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,12 +226,6 @@ impl SeenLimits {
         let at = seen.iter().rposition(|s| s.detail == detail)?;
         seen.remove(at).map(|s| (s.limit, s.until))
     }
-}
-
-/// Locks a mutex held for a push or a removal only, so a poisoned lock still guards
-/// consistent data.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ macro_rules! store_conformance_tests {
             link_keys_get_increasing_ids_and_can_be_removed,
             a_retired_link_key_is_kept_with_its_first_retirement_time,
             small_values_round_trip,
+            a_small_value_added_keeps_the_first,
             a_lease_goes_to_one_holder_until_it_expires,
             concurrent_acquires_grant_one_lease,
             fences_grow_across_names,
@@ -421,6 +422,26 @@ pub async fn domain_checks_round_trip_and_go_with_the_domain(
     store.remove_domain(&a).await?;
     assert!(store.domain_checks().await?.is_empty());
     assert_eq!(store.domain_checks_of(&a).await?, None);
+    Ok(())
+}
+
+/// A small value added (the ACME account two nodes create at once) keeps the first written:
+/// each writer gets that one back.
+pub async fn a_small_value_added_keeps_the_first(store: &dyn Store) -> Result<(), StoreError> {
+    assert_eq!(
+        store.add_kv("acme.account", "{\"id\":1}").await?,
+        "{\"id\":1}"
+    );
+    assert_eq!(
+        store.add_kv("acme.account", "{\"id\":2}").await?,
+        "{\"id\":1}"
+    );
+    assert_eq!(
+        store.kv("acme.account").await?.as_deref(),
+        Some("{\"id\":1}")
+    );
+    let (a, b) = tokio::join!(store.add_kv("at.once", "a"), store.add_kv("at.once", "b"));
+    assert_eq!(a?, b?);
     Ok(())
 }
 

@@ -134,6 +134,10 @@ impl Store for PgStore {
         self.write_kv(key, value).await
     }
 
+    async fn add_kv(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        self.insert_kv(key, value).await
+    }
+
     async fn put_challenge(
         &self,
         kind: ChallengeKind,

@@ -302,6 +302,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn add_kv(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.with("adding kv", move |c| values::add_kv(c, &key, &value))
+            .await
+    }
+
     async fn put_challenge(
         &self,
         kind: ChallengeKind,

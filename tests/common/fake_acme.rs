@@ -3,12 +3,14 @@
 //! (no authorization to answer), finalized by signing the CSR with a test CA whose root the
 //! client trusts. A name given a [`Refusal`] is answered with it at new-order instead.
 //!
-//! It checks no JWS signature and keeps no account: what is under test is the edge's client,
-//! not a CA. It runs on the test's runtime and stops when dropped.
+//! It checks no JWS signature and keeps no account (each new account gets a URL of its own, and
+//! each new order's is noted): what is under test is the edge's client, not a CA. It runs on the test's runtime and stops when dropped.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -39,6 +41,8 @@ pub struct FakeAcme {
     pub root_pem: String,
     /// The names new orders were asked for, in order.
     pub new_orders: Arc<Mutex<Vec<String>>>,
+    /// The account (`kid`) each new order was asked under, in order.
+    order_accounts: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
 }
@@ -57,13 +61,24 @@ struct State {
     refusals: HashMap<String, Refusal>,
     issued: Mutex<HashMap<String, String>>,
     new_orders: Arc<Mutex<Vec<String>>>,
-    nonces: std::sync::atomic::AtomicU64,
+    order_accounts: Arc<Mutex<Vec<String>>>,
+    accounts: AtomicU64,
+    account_delay: Duration,
+    nonces: AtomicU64,
 }
 
 impl FakeAcme {
     /// Starts the CA on a free loopback port, answering new orders for the names in
     /// `refusals` with their refusal.
     pub async fn start(refusals: HashMap<String, Refusal>) -> FakeAcme {
+        FakeAcme::start_with(refusals, Duration::ZERO).await
+    }
+
+    /// [`FakeAcme::start`], answering each new account only after `account_delay`.
+    pub async fn start_with(
+        refusals: HashMap<String, Refusal>,
+        account_delay: Duration,
+    ) -> FakeAcme {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::default();
@@ -92,6 +107,7 @@ impl FakeAcme {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("https://{}", listener.local_addr().unwrap());
         let new_orders = Arc::new(Mutex::new(Vec::new()));
+        let order_accounts = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(State {
             base: base.clone(),
             issuer,
@@ -99,6 +115,9 @@ impl FakeAcme {
             refusals,
             issued: Mutex::new(HashMap::new()),
             new_orders: new_orders.clone(),
+            order_accounts: order_accounts.clone(),
+            accounts: 0.into(),
+            account_delay,
             nonces: 0.into(),
         });
         let task = tokio::spawn(async move {
@@ -126,6 +145,7 @@ impl FakeAcme {
             ca_root,
             root_pem: root.pem(),
             new_orders,
+            order_accounts,
             _dir: dir,
             task,
         }
@@ -144,13 +164,18 @@ impl FakeAcme {
     pub fn new_orders(&self) -> Vec<String> {
         self.new_orders.lock().unwrap().clone()
     }
+
+    /// The account each new order was asked under, in order.
+    pub fn order_accounts(&self) -> Vec<String> {
+        self.order_accounts.lock().unwrap().clone()
+    }
 }
 
 /// The answer to `req`, with a fresh nonce.
 async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let body = req.into_body().collect().await.unwrap().to_bytes();
-    let payload = jws_payload(&body);
+    let (protected, payload) = (jws_part(&body, "protected"), jws_part(&body, "payload"));
     let base = &state.base;
     let (status, location, content) = match (method, path.as_str()) {
         (Method::GET, "/dir") => (
@@ -164,17 +189,23 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             .to_string(),
         ),
         (Method::HEAD | Method::GET, "/nonce") => (StatusCode::OK, None, String::new()),
-        (Method::POST, "/account") => (
-            StatusCode::CREATED,
-            Some(format!("{base}/account/1")),
-            json!({"status": "valid"}).to_string(),
-        ),
+        (Method::POST, "/account") => {
+            tokio::time::sleep(state.account_delay).await;
+            let n = state.accounts.fetch_add(1, Ordering::SeqCst) + 1;
+            (
+                StatusCode::CREATED,
+                Some(format!("{base}/account/{n}")),
+                json!({"status": "valid"}).to_string(),
+            )
+        }
         (Method::POST, "/order") => {
             let name = payload["identifiers"][0]["value"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
             state.new_orders.lock().unwrap().push(name.clone());
+            let kid = protected["kid"].as_str().unwrap_or_default().to_owned();
+            state.order_accounts.lock().unwrap().push(kid);
             if let Some(refusal) = state.refusals.get(&name) {
                 return refused(state, refusal);
             }
@@ -259,10 +290,11 @@ fn sign(state: &State, csr: &[u8]) -> String {
     format!("{}{}", leaf.pem(), state.root_pem)
 }
 
-/// The payload of a flattened JWS body (RFC 7515 §7.2.2), as JSON; null if there is none.
-fn jws_payload(body: &[u8]) -> Value {
+/// A part (`protected`, `payload`) of a flattened JWS body (RFC 7515 §7.2.2), as JSON; null if
+/// there is none.
+fn jws_part(body: &[u8], part: &str) -> Value {
     let jws: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    jws["payload"]
+    jws[part]
         .as_str()
         .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
         .and_then(|p| serde_json::from_slice(&p).ok())
@@ -270,8 +302,6 @@ fn jws_payload(body: &[u8]) -> Value {
 }
 
 fn nonce(state: &State) -> String {
-    let n = state
-        .nonces
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let n = state.nonces.fetch_add(1, Ordering::SeqCst);
     format!("nonce-{n}")
 }

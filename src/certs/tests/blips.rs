@@ -219,6 +219,9 @@ impl Store for Blips {
     async fn put_kv(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.inner.put_kv(key, value).await
     }
+    async fn add_kv(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        self.inner.add_kv(key, value).await
+    }
     async fn put_challenge(
         &self,
         kind: ChallengeKind,

@@ -17,7 +17,7 @@
 //! requests too.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::StreamExt as _;
@@ -27,6 +27,7 @@ use hyper_util::rt::TokioTimer;
 
 use super::conn::Closable;
 use crate::config::Limits;
+use crate::sync::lock;
 
 /// A request's future, as hyper hands it over.
 type Request = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -97,12 +98,6 @@ where
     fn execute(&self, request: F) {
         lock(&self.0).push(Box::pin(request));
     }
-}
-
-/// The queue of requests handed over. Only the connection's task locks it, so the lock is never
-/// contended; a panic while it was held lost nothing a later request needs.
-fn lock(spawned: &Mutex<Vec<Request>>) -> std::sync::MutexGuard<'_, Vec<Request>> {
-    spawned.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An h2 connection with the requests it started: polled as one future (see the module's

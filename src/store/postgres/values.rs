@@ -41,6 +41,27 @@ impl PgStore {
         Ok(())
     }
 
+    /// [`Store::add_kv`](crate::store::Store::add_kv): the row is locked by the write that
+    /// finds it there, so the value read back is the one stored first.
+    pub(super) async fn insert_kv(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let op = "adding kv";
+        let sealed = self.seal(&kv_binding(key), value.as_bytes())?;
+        let stored: Vec<u8> = self
+            .conn(op)
+            .await?
+            .query_one(
+                "INSERT INTO kv (key, value_sealed) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value_sealed = kv.value_sealed
+                 RETURNING value_sealed",
+                &[&key, &sealed],
+            )
+            .await
+            .map_err(db(op))?
+            .get(0);
+        let stored = self.open(&kv_binding(key), &stored)?;
+        utf8(stored, "kv.value_sealed")
+    }
+
     pub(super) async fn insert_challenge(
         &self,
         kind: ChallengeKind,

@@ -24,6 +24,16 @@ pub(super) fn put_kv(c: &Connection, key: &str, value: &str) -> rusqlite::Result
     .map(drop)
 }
 
+/// Sets `key` to `value` unless it has a value; the value it has now.
+pub(super) fn add_kv(c: &Connection, key: &str, value: &str) -> rusqlite::Result<String> {
+    c.query_row(
+        "INSERT INTO kv (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = value RETURNING value",
+        params![key, value],
+        |r| r.get(0),
+    )
+}
+
 /// Publishes (or replaces) the challenge `kind` for `name` until `expires_at`.
 pub(super) fn put_challenge(
     c: &Connection,
