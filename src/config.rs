@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use admin::{Admin, AdminHost, AdminHostError, NOT_TOKEN_TEXT, is_token_text};
-pub use clicks::{Clicks, Durability, IpField, SinkKind, StreamKind};
+pub use clicks::{Clicks, Durability, IpField, SinkKind, StreamKind, nats_url_shown};
 pub use cluster::{Cluster, NodeId, NodeIdError};
 pub use limits::Limits;
 pub use listen::{Addresses, Listen};

@@ -203,12 +203,14 @@ fn log_format_of(flag: Option<LogFormat>, config: &Config) -> anyhow::Result<Log
     if let Some(f) = flag {
         return Ok(f);
     }
-    match std::env::var("CLICKEDGE_LOG_FORMAT") {
-        Ok(v) => LogFormat::from_str(&v, true).map_err(|_| {
+    let Some(v) = std::env::var_os("CLICKEDGE_LOG_FORMAT") else {
+        return Ok(config.log_format);
+    };
+    v.to_str()
+        .and_then(|v| LogFormat::from_str(v, true).ok())
+        .ok_or_else(|| {
             anyhow::anyhow!("CLICKEDGE_LOG_FORMAT={v:?} is not a log format: use json or text")
-        }),
-        Err(_) => Ok(config.log_format),
-    }
+        })
 }
 
 /// Logs go to stderr: human-readable (`text`) or one JSON object per line (`json`); the level
@@ -218,8 +220,14 @@ fn init_logging(format: LogFormat, configured: Option<&str>) -> LogFilter {
     use std::io::IsTerminal as _;
     // A bad CLICKEDGE_LOG does not stop the edge: it is said once logging is up.
     let mut refused = None;
-    let filter = std::env::var(LOG_ENV)
-        .ok()
+    let filter = std::env::var_os(LOG_ENV)
+        .and_then(|f| match f.into_string() {
+            Ok(f) => Some(f),
+            Err(f) => {
+                refused = Some((format!("{f:?}"), "not UTF-8".to_owned()));
+                None
+            }
+        })
         .filter(|f| !f.trim().is_empty())
         .and_then(|f| {
             EnvFilter::try_new(&f)

@@ -9,6 +9,8 @@ mod domains;
 #[path = "cli/keys.rs"]
 mod keys;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
 use std::process::Command;
 
 use common::{Edge, bin};
@@ -290,7 +292,7 @@ async fn serve_with_stdout_closed_serves_on() {
 #[tokio::test]
 async fn a_client_command_names_the_token_or_address_that_failed() {
     let edge = Edge::start();
-    let run = |env: &[(&str, &str)], admin: &str| {
+    let run = |env: &[(&str, &OsStr)], admin: &str| {
         let out = Command::new(bin())
             .arg("--config")
             .arg(edge.config_path())
@@ -303,7 +305,10 @@ async fn a_client_command_names_the_token_or_address_that_failed() {
     };
     let admin = format!("http://{}", edge.admin);
     let err = run(
-        &[("CLICKEDGE_ADMIN_TOKEN", "not-the-token-0123456789")],
+        &[(
+            "CLICKEDGE_ADMIN_TOKEN",
+            OsStr::new("not-the-token-0123456789"),
+        )],
         &admin,
     );
     assert!(
@@ -313,17 +318,27 @@ async fn a_client_command_names_the_token_or_address_that_failed() {
     assert!(!err.contains("not-the-token"), "{err}");
     // A token no edge can hold (one outside visible ASCII is refused at its start) is refused
     // before it is sent, saying what is wrong with it rather than that it was refused.
+    let refused =
+        "the admin token read from CLICKEDGE_ADMIN_TOKEN has a character outside visible ASCII";
     let err = run(
-        &[("CLICKEDGE_ADMIN_TOKEN", "jeton-numéro-0123456789")],
+        &[(
+            "CLICKEDGE_ADMIN_TOKEN",
+            OsStr::new("jeton-numéro-0123456789"),
+        )],
         &admin,
     );
-    assert!(
-        err.contains(
-            "the admin token read from CLICKEDGE_ADMIN_TOKEN has a character outside visible ASCII"
-        ),
-        "{err}"
-    );
+    assert!(err.contains(refused), "{err}");
     assert!(!err.contains("numéro"), "{err}");
+    // Nor one that is not UTF-8 at all, which is not passed over for the token file either (it
+    // was, in silence: that token may be another, wider one).
+    let err = run(
+        &[(
+            "CLICKEDGE_ADMIN_TOKEN",
+            OsStr::from_bytes(b"jeton-\xff-0123456789"),
+        )],
+        &admin,
+    );
+    assert!(err.contains(refused), "{err}");
 
     // The plain HTTP listener answers 404 in text, not as the admin API.
     let err = run(&[], &format!("http://{}", edge.http));

@@ -128,4 +128,20 @@ async fn log_format_flag_wins_over_the_config() {
         String::from_utf8_lossy(&out.stderr).contains("CLICKEDGE_LOG_FORMAT=\"xml\""),
         "{out:?}"
     );
+    // Not UTF-8: refused the same (it fell back to the config's format in silence).
+    let out = Command::new(common::bin())
+        .args(["serve"])
+        .arg("--config")
+        .arg(&config)
+        .env(
+            "CLICKEDGE_LOG_FORMAT",
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"js\xffon"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CLICKEDGE_LOG_FORMAT=\"js\\xFFon\""),
+        "{out:?}"
+    );
 }

@@ -23,6 +23,10 @@ impl Client {
         let base = admin_base(config, args.admin.as_deref())?;
         let (token, token_from) = match std::env::var(TOKEN_ENV) {
             Ok(t) if !t.trim().is_empty() => (t, TOKEN_ENV.to_owned()),
+            // Not passed over for the config's token, which may be another (wider) one.
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("the admin token read from {TOKEN_ENV} {NOT_TOKEN_TEXT}")
+            }
             _ => match &config.admin.token {
                 Some(t) => (t.clone(), "admin.token in the config".to_owned()),
                 None => {

@@ -89,7 +89,12 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
     let (deliver_policy, from) = match (&args.since, args.last) {
         _ if args.from_start => (DeliverPolicy::All, "its start".to_owned()),
         (Some(ago), _) => {
-            let at = Clock::system().now() - *ago;
+            // No click is older than 1970: further back (`--since 20000y`, which panicked
+            // here) is the whole stream.
+            let at = Clock::system()
+                .now()
+                .checked_sub(*ago)
+                .map_or(std::time::UNIX_EPOCH, |at| at.max(std::time::UNIX_EPOCH));
             let start_time = time::OffsetDateTime::from(at);
             let shown = humantime::format_duration(*ago);
             (

@@ -177,8 +177,9 @@ impl Clicks {
         let url = &self.nats_url;
         if !matches!(url.scheme(), "nats" | "tls") || url.host_str().is_none_or(str::is_empty) {
             return Some(format!(
-                "clicks.nats_url = \"{url}\" is not a NATS server address: write \
-                 \"nats://host:4222\", or \"tls://host:4222\" for TLS"
+                "clicks.nats_url = \"{}\" is not a NATS server address: write \
+                 \"nats://host:4222\", or \"tls://host:4222\" for TLS",
+                nats_url_shown(url)
             ));
         }
         let subject = self.nats_subject.replace("{node_id}", "node");
@@ -211,4 +212,19 @@ impl Clicks {
         }
         None
     }
+}
+
+/// `url` as logs and errors show it: its password, or its user when that is a token (a user
+/// without a password), as `***`.
+pub fn nats_url_shown(url: &url::Url) -> String {
+    let mut url = url.clone();
+    // Only URLs that cannot have a user fail these.
+    let _ = if url.password().is_some() {
+        url.set_password(Some("***"))
+    } else if !url.username().is_empty() {
+        url.set_username("***")
+    } else {
+        Ok(())
+    };
+    url.to_string()
 }

@@ -546,3 +546,24 @@ fn acme_account_settings_are_checked_at_load_naming_the_key() {
         );
     }
 }
+
+/// A NATS URL that is not one is named without its secret: the password, or a token (a user
+/// without a password), shows as `***`.
+#[test]
+fn a_bad_nats_url_is_named_without_its_password_or_token() {
+    for (url, shown) in [
+        ("https://u:hunter2@nats:4222", "https://u:***@nats:4222/"),
+        ("https://hunter2@nats:4222", "https://***@nats:4222/"),
+    ] {
+        let err = parse(&format!("[clicks]\nnats_url = \"{url}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "clicks.nats_url = \"{shown}\" is not a NATS server address"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

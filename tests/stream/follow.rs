@@ -89,6 +89,10 @@ async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
         "CLICKS",
     ]);
     assert_eq!(last.take(3), logged()[17..]);
+    // Further back than any click (it panicked): the whole stream.
+    let long_ago = Follow::start(&["--config", config, "--since", "20000y"]);
+    assert_eq!(long_ago.take(20), logged());
+    drop(long_ago);
     // By default only what comes after it starts; both followers get the new clicks.
     let new = Follow::start(&["--config", config]);
     for _ in 0..5 {

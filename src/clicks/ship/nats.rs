@@ -114,13 +114,7 @@ impl NatsTarget {
 
     /// The URL as logs and errors show it: without its password or token.
     pub fn shown(&self) -> String {
-        let mut url = self.url.clone();
-        let _ = match self.auth {
-            UrlAuth::None => Ok(()),
-            UrlAuth::UserPassword(..) => url.set_password(Some("***")),
-            UrlAuth::Token(_) => url.set_username("***"),
-        };
-        url.to_string()
+        crate::config::nats_url_shown(&self.url)
     }
 }
 
