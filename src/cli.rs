@@ -79,7 +79,8 @@ Configuration (TOML; every key optional; unknown keys are an error):
   dir = \"<data_dir>/clicks\"
   durability = \"buffered\"               or \"synced\": the 302 waits for fdatasync
   flush_interval = \"100ms\"
-  queue_capacity = 65536                clicks waiting for the writer; beyond, counted drops
+  queue_capacity = 65536                clicks waiting for the writer (at most 1048576);
+                                        beyond, counted drops
   max_file_bytes = 67108864             rotate past 64 MiB...
   rotate_interval = \"1h\"                ...or past this age
   max_buffered_bytes = 67108864         held in memory while the log cannot be written

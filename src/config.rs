@@ -7,6 +7,7 @@
 mod admin;
 mod clicks;
 mod cluster;
+mod duration;
 mod limits;
 mod listen;
 pub mod size;
@@ -82,11 +83,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT/SIGQUIT before connections
     /// are closed. Default `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_grace: Duration,
     /// How long `/readyz` answers 503 after SIGTERM/SIGINT while the edge still serves, before
     /// the listeners close: time for load balancers to stop sending. Default `0s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_delay: Duration,
     /// Log lines: `text` (human-readable) or `json` (one object per line). `--log-format` and
     /// `CLICKEDGE_LOG_FORMAT` win over it. Default `text`.
@@ -131,13 +132,13 @@ pub struct Tls {
     /// `local` (default) or `acme`.
     pub issuer: IssuerKind,
     /// How long a first handshake waits for its certificate. Default `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub on_demand_timeout: Duration,
     /// Session tickets and a session cache. Default `true`; `false` forces full handshakes.
     pub session_resumption: bool,
     /// How long a client may take to send its ClientHello and finish the handshake
     /// (not counting on-demand issuance). Default `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub handshake_timeout: Duration,
     /// Certificates kept in memory (least recently used are evicted and reloaded from the
     /// store). Default `100000`.
@@ -148,7 +149,7 @@ pub struct Tls {
     pub ask: Option<url::Url>,
     /// How long an `ask` answer (approval or denial) is remembered; a failed ask (no answer, or
     /// a 5xx) is remembered for at most 10 s. Default `5m`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub ask_cache_ttl: Duration,
     /// `ask` requests per second, sustained, for all names together; a name that would exceed
     /// it is refused without a request (and asked again at a later handshake). Default `10`.
@@ -206,16 +207,16 @@ pub struct Acme {
     /// at once (their handshakes cannot wait) and back off. Default `300`.
     pub max_orders: NonZeroU32,
     /// The window of `max_orders`. Default `3h`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub order_window: Duration,
     /// Longest time one order may take, from creation to the certificate. Default `90s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub order_timeout: Duration,
     /// How long a node's claim on a name's certificate work (its lease in the store) lasts
     /// without a heartbeat; the holder renews it every third of this. A node that dies holding
     /// one delays that name's order on the others by at most this long. At least `3s`.
     /// Default `60s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub lease_ttl: Duration,
 }
 
@@ -238,7 +239,7 @@ pub struct Onboarding {
     /// Port the HTTP reachability check connects to on the name's addresses. Default `80`.
     pub http_port: std::num::NonZeroU16,
     /// How often domains without a valid certificate are checked again. Default `5m`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub recheck_interval: Duration,
     /// Lets the HTTP reachability check connect to loopback, private (RFC 1918, RFC 6598,
     /// unique local) and link-local addresses of the edge. For tests and labs only: in

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The most clicks `clicks.queue_capacity` may queue: 16 times the default. Each place is
+/// reserved at start, so a mistyped number would take all memory there.
+const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
 /// How clicks reach storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,7 +60,7 @@ pub struct Clicks {
     /// `buffered` (default) or `synced`.
     pub durability: Durability,
     /// Longest time a click waits in memory before it is written. Default `100ms`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub flush_interval: Duration,
     /// Clicks queued between the request path and the writer; past it clicks are dropped and
     /// counted. Default `65536`.
@@ -65,7 +69,7 @@ pub struct Clicks {
     #[serde(deserialize_with = "super::size::positive_u64")]
     pub max_file_bytes: NonZeroU64,
     /// ...or past this age. Default `1h`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub rotate_interval: Duration,
     /// Clicks held in memory while the click log cannot be written (disk full, unwritable
     /// directory), in bytes; past it buffered clicks are dropped (counted) and synced clicks get
@@ -88,7 +92,7 @@ pub struct Clicks {
     pub max_clicks_per_ip_per_sec: u32,
     /// Closed click files older than this are deleted (each logged and counted); when a stream
     /// is configured, only once fully shipped. Default none: kept until `max_total_bytes`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration::optional")]
     pub retention: Option<Duration>,
     /// Ship every click line to a stream: `"nats"`. Default none (files only).
     pub stream: Option<StreamKind>,
@@ -109,15 +113,15 @@ pub struct Clicks {
     pub networks_file: Option<PathBuf>,
     /// A click this soon after its message was sent (or its link minted) counts against it.
     /// Default `60s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub early_window: Duration,
     /// A click this soon after the send from a probable scanner network is a machine. Default
     /// `600s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub probable_window: Duration,
     /// How long the message table remembers a source's clicks on a message after its last one.
     /// Default `10m`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub message_ttl: Duration,
     /// The most memory the message table may take, in bytes; the least recently used entries are
     /// evicted past it (counted). Default `67108864` (64 MiB).
@@ -167,6 +171,13 @@ impl Clicks {
     /// What is wrong with the stream and retention settings, in words that say what to write
     /// instead; none when they are usable.
     pub(super) fn invalid(&self) -> Option<String> {
+        if self.queue_capacity.get() > MAX_QUEUE_CAPACITY {
+            return Some(format!(
+                "clicks.queue_capacity is {}; use at most {MAX_QUEUE_CAPACITY} (each place in the \
+                 queue is reserved when the edge starts), for example 65536",
+                self.queue_capacity
+            ));
+        }
         if self.retention.is_some_and(|r| r < Duration::from_secs(60)) {
             return Some(
                 "clicks.retention must be at least 1m (e.g. \"30d\"), or left out to keep files \

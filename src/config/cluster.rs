@@ -21,7 +21,7 @@ pub struct Cluster {
     /// How often a node reads every change since the last one it applied, whatever the change
     /// notifications said (they are only a hint, and can be lost). A new link key seals only
     /// after two of these (plus 5 s), once every node opens it. Default 30 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub scan_interval: Duration,
 }
 

@@ -19,7 +19,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Time a client has to send a request's headers (slowloris guard; HTTP/1.1). Default `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers), in bytes; larger gets 431. Default
     /// `16384`.
@@ -49,24 +49,24 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// An idle keep-alive connection (HTTP/1.1 or h2: no request in flight) is asked to close
     /// after this long. Default `60s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub keepalive_timeout: Duration,
     /// How long a connection asked to close for being idle may take to do so (HTTP/1.1 writing
     /// its last response, h2 waiting for the answer to its GOAWAY's PING) before it is dropped.
     /// At shutdown `shutdown_grace` applies instead. Default `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub close_timeout: Duration,
     /// A connection whose writes make no progress for this long (a client that sends requests
     /// but does not read the responses) is dropped. Default `30s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub write_timeout: Duration,
     /// An h2 connection sends a keep-alive PING after this long without hearing from the client.
     /// Default `20s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub h2_keepalive_interval: Duration,
     /// An h2 connection whose keep-alive PING is not answered within this is dropped. Default
     /// `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub h2_keepalive_timeout: Duration,
     /// Concurrent streams per h2 connection. Default `100`.
     pub h2_max_concurrent_streams: u32,
@@ -81,7 +81,7 @@ pub struct Limits {
     /// (of the largest body an admin route takes, 2 MiB or `admin_max_body_bytes`, when chunked),
     /// counted from the head as a total, not per read; a body not all read by then is answered
     /// `408` and its connection closed. Default `10s`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub admin_header_read_timeout: Duration,
 }
 

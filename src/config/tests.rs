@@ -567,3 +567,29 @@ fn a_bad_nats_url_is_named_without_its_password_or_token() {
         assert!(!err.contains("hunter2"), "{err}");
     }
 }
+
+/// Numbers past any use are refused naming the key, instead of overflowing the clock where a
+/// time is computed from them (a panic) or reserving all memory at start (an abort).
+#[test]
+fn durations_past_100_years_and_a_queue_past_a_million_clicks_are_refused_by_key() {
+    for (text, key) in [
+        ("[acme]\norder_timeout = \"400000000000y\"\n", "order_timeout"),
+        ("[cluster]\nscan_interval = \"200y\"\n", "scan_interval"),
+        ("[clicks]\nretention = \"101y\"\n", "retention"),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains(key) && err.contains("longer than the 100 years a duration may be"),
+            "{text}: {err}"
+        );
+    }
+    assert!(parse("[clicks]\nretention = \"99y\"\n").is_ok());
+    let err = parse("[clicks]\nqueue_capacity = 1000000000000\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("clicks.queue_capacity is 1000000000000; use at most 1048576"),
+        "{err}"
+    );
+    assert!(parse("[clicks]\nqueue_capacity = 1048576\n").is_ok());
+}
