@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -89,6 +89,16 @@ pub fn router(state: Shared) -> Router {
             get(|State(state): State<Shared>| async move { state.readiness.answer() }),
         )
         .route("/healthz", get(health))
+        // Every route's, so it is set once they are all in: a JSON error like any other.
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{method} is not a method of {}: see the Allow header for those it takes",
+                    uri.path()
+                ),
+            )
+        })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
 }

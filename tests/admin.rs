@@ -135,6 +135,42 @@ async fn bad_input_is_400_with_a_message() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("\"c\""), "{body}");
+    // A path part that is not UTF-8 once decoded: JSON too (it was axum's text).
+    for path in ["/v1/keys/%FF/retire", "/v1/domains/%C3%28/check"] {
+        let (status, body) = edge.admin(Method::POST, path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("is not UTF-8"),
+            "{path}: {body}"
+        );
+    }
+}
+
+/// A method a route does not take is a JSON 405 like every other error, with the methods it
+/// takes in `Allow` (it was axum's, with no body: the CLI took it for another server).
+#[tokio::test]
+async fn a_method_a_route_does_not_take_is_a_json_405_naming_it() {
+    let edge = Edge::start();
+    for (method, path) in [
+        (Method::PUT, "/v1/domains"),
+        (Method::POST, "/v1/cluster"),
+        (Method::DELETE, "/readyz"),
+    ] {
+        let res = reqwest::Client::new()
+            .request(method.clone(), format!("http://{}{path}", edge.admin))
+            .bearer_auth(&edge.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        let allow = res.headers()["allow"].to_str().unwrap().to_owned();
+        assert!(allow.contains("GET"), "{method} {path}: {allow}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(
+            body["error"],
+            format!("{method} is not a method of {path}: see the Allow header for those it takes")
+        );
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Shared;
-use super::error::{ApiError, parse_name, parse_new_name};
+use super::error::{ApiError, Segment, parse_name, parse_new_name};
 use super::views::{DomainView, KeyView};
 use crate::links::{ContextError, MessageContext, Role};
 
@@ -111,7 +111,7 @@ async fn add_domain(
 
 async fn show_domain(
     State(state): State<Shared>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<impl IntoResponse, ApiError> {
     let domain = state.domains.show(&parse_name(&name)?).await?;
     Ok(axum::Json(DomainView::from(domain)))
@@ -121,7 +121,7 @@ async fn show_domain(
 /// one field is required (null clears it), so an empty body is a mistake, not a no-op.
 async fn change_domain(
     State(state): State<Shared>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
     Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
@@ -153,7 +153,7 @@ async fn change_domain(
 
 async fn check_domain(
     State(state): State<Shared>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<impl IntoResponse, ApiError> {
     let domain = state.domains.check(&parse_name(&name)?).await?;
     Ok(axum::Json(DomainView::from(domain)))
@@ -170,7 +170,7 @@ struct ShareDomain {
 /// customer, and when it stops opening.
 async fn share_domain(
     State(state): State<Shared>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
     Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: ShareDomain = if body.is_empty() {
@@ -184,7 +184,7 @@ async fn share_domain(
 
 async fn remove_domain(
     State(state): State<Shared>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<impl IntoResponse, ApiError> {
     state.domains.remove(&parse_name(&name)?).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -301,7 +301,7 @@ async fn rotate_key(State(state): State<Shared>) -> Result<impl IntoResponse, Ap
 
 async fn remove_key(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<impl IntoResponse, ApiError> {
     state.keys.remove(key_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -309,7 +309,7 @@ async fn remove_key(
 
 async fn retire_key(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<impl IntoResponse, ApiError> {
     let key = state.keys.retire(key_id(&id)?).await?;
     Ok(axum::Json(KeyView::from(key)))

@@ -1,7 +1,9 @@
 //! Errors as the admin listener answers them: the one place a service error gets its HTTP status
 //! (and a store failure its log line), for the API and the page alike.
 
+use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -113,5 +115,29 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// The one segment a route takes from its path (a domain name, a key id), percent-decoded; one
+/// that does not decode to UTF-8 is a JSON 400 like any other bad input (axum's own rejection
+/// is plain text).
+pub(super) struct Segment(pub(super) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Segment, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(segment)| Segment(segment))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{} does not name a domain or key: percent-decoded, its last part is not UTF-8",
+                        parts.uri.path()
+                    ),
+                )
+            })
     }
 }

@@ -573,7 +573,10 @@ fn a_bad_nats_url_is_named_without_its_password_or_token() {
 #[test]
 fn durations_past_100_years_and_a_queue_past_a_million_clicks_are_refused_by_key() {
     for (text, key) in [
-        ("[acme]\norder_timeout = \"400000000000y\"\n", "order_timeout"),
+        (
+            "[acme]\norder_timeout = \"400000000000y\"\n",
+            "order_timeout",
+        ),
         ("[cluster]\nscan_interval = \"200y\"\n", "scan_interval"),
         ("[clicks]\nretention = \"101y\"\n", "retention"),
     ] {
