@@ -72,15 +72,30 @@ async fn serve(
     let app = App::start(&config).await?;
     banner(&app, &config, config_path);
 
+    // A reload runs beside the signals, not instead of them: one that waits on a store away for
+    // a minute must not hold back a stop. A SIGHUP during a reload runs one more after it.
+    let mut reloading = None;
+    let mut again = false;
     let stop = loop {
-        match next_signal(&mut signals).await {
-            Event::Stop(name) => break name,
-            Event::Reload => reload(&app, config_path, &log_filter).await,
-            Event::Ignored(name) => {
-                tracing::info!("{name} received; it means nothing to clickedge")
+        tokio::select! {
+            event = next_signal(&mut signals) => match event {
+                Event::Stop(name) => break name,
+                Event::Reload if reloading.is_some() => again = true,
+                Event::Reload => {
+                    reloading = Some(Box::pin(reload(&app, config_path, &log_filter)));
+                }
+                Event::Ignored(name) => {
+                    tracing::info!("{name} received; it means nothing to clickedge")
+                }
+            },
+            () = async { reloading.as_mut().expect("guarded").await }, if reloading.is_some() => {
+                reloading = std::mem::take(&mut again)
+                    .then(|| Box::pin(reload(&app, config_path, &log_filter)));
             }
         }
     };
+    // A reload still running is given up: nothing it would load is needed to stop.
+    drop(reloading);
     tracing::info!(
         "{stop}: shutting down: no new connections; finishing requests and writing clicks"
     );

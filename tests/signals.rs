@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Edge;
 use serde_json::json;
 
@@ -89,4 +91,55 @@ async fn sighup_applies_the_log_filter_of_the_config_file() {
     assert!(edge.alive());
     let status = edge.terminate();
     assert!(status.success());
+}
+
+/// A stop is taken while a SIGHUP reload waits on the store (here on a lock another session
+/// holds on the certificates table; in production a database away for a minute): the edge
+/// shuts down at once and gives the reload up. It used to finish the reload first, answering
+/// `/readyz` 200 all the while.
+#[tokio::test]
+async fn a_stop_during_a_reload_waiting_on_the_store_is_taken_at_once() {
+    let pg = common::postgres::shared();
+    let url = pg.fresh_database();
+    let db = url
+        .rsplit('/')
+        .next()
+        .expect("a database in the URL")
+        .to_owned();
+    let mut edge = Edge::start_with_env(
+        &[("CLICKEDGE_SEAL_KEY", &"c1".repeat(32))],
+        &format!("[store]\nurl = \"{url}\"\n"),
+    );
+    let mut locker = pg.psql_in_background(
+        &db,
+        "BEGIN; LOCK TABLE certificates IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(30);",
+    );
+    // Sessions holding (`granted`) or queued for a lock on the table.
+    let on_the_table = async |granted: &str| {
+        let sql = format!(
+            "SELECT count(*) > 0 FROM pg_locks WHERE relation = 'certificates'::regclass \
+             AND granted = {granted} AND database = \
+             (SELECT oid FROM pg_database WHERE datname = current_database())"
+        );
+        let found = common::within(Duration::from_secs(20), || async {
+            pg.psql(&db, &sql).trim() == "t"
+        })
+        .await;
+        assert!(found.is_some(), "never true: {sql}");
+    };
+    on_the_table("true").await;
+    edge.signal("HUP");
+    // The reload's read, queued behind the lock.
+    on_the_table("false").await;
+    edge.signal("TERM");
+    let status = edge.wait();
+    let _ = locker.kill();
+    let _ = locker.wait();
+    assert!(status.success(), "{status:?}");
+    let log = edge.stderr();
+    let stop = log.find("shutting down").expect("the stop in the log");
+    assert!(
+        !log[..stop].contains("SIGHUP:"),
+        "the reload ended before the stop was taken:\n{log}"
+    );
 }
