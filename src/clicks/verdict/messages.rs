@@ -6,18 +6,21 @@
 //!   [`BURST_WINDOW`] (field data: scanners follow every link of a message within a second or
 //!   two; a person reads between clicks);
 //! - `coverage`: most links of a message of at least three links clicked by one source (all of
-//!   three or four, four in five above: see [`covers`]);
+//!   three or four, four in five above: see [`covers`]), up to the largest message a rewrite
+//!   makes (1000 links and its decoy): every earlier click of the source is revised;
 //! - `decoy`: a hit on the message's decoy link (no person sees it), and every click of the same
 //!   source on that message within [`DECOY_WINDOW`] of it, before or after.
 //!
 //! Earlier clicks a later one makes suspect are returned as handles to revise; each is revised
 //! once. The table is a `moka` cache: entries live [`Config::ttl`] after their last click, and the
-//! memory cap evicts the least recently used first (counted). The TTL is also read against the
+//! memory cap evicts the least recently used first (counted); an entry is weighed by what it
+//! holds (a source that clicked hundreds of links weighs more than a person's few clicks). The TTL is also read against the
 //! clicks' own times (a source's clicks on a message more than the TTL apart start afresh), so a
 //! replay of recorded clicks (`clickedge classify --replay`) judges as the edge did. A source is a client as
 //! [`crate::client::key`] counts it (an IPv6 /64). The key is a 64-bit keyed hash, so a lookup
 //! allocates nothing; only a source's first click on a message allocates its entry.
 
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -27,6 +30,7 @@ use moka::notification::RemovalCause;
 use prometheus::{IntCounter, IntGauge};
 
 use crate::links::Role;
+use crate::sync::lock;
 
 /// Distinct links of one message from one source that make a burst.
 pub const BURST_LINKS: usize = 2;
@@ -34,14 +38,22 @@ pub const BURST_LINKS: usize = 2;
 pub const BURST_WINDOW: Duration = Duration::from_secs(5);
 /// How far from a decoy hit the same source's clicks are machines too.
 pub const DECOY_WINDOW: Duration = Duration::from_secs(10);
-/// Clicks remembered per message and source (the oldest forgotten first).
-const REMEMBERED: usize = 16;
-/// Distinct links remembered per message and source, for coverage.
-const DISTINCT: usize = 64;
-/// What one entry costs, for the memory cap: the state, its vectors at their bounds, the key and
-/// the cache's own bookkeeping.
-pub const ENTRY_BYTES: u32 =
-    (size_of::<State>() + REMEMBERED * size_of::<Seen>() + DISTINCT * 4 + 160) as u32;
+/// Clicks remembered whole per message and source, for the rules of a time window (burst,
+/// decoy), the oldest forgotten first.
+const RECENT: usize = 16;
+/// Clicks of a message and source remembered by their handle alone once past [`RECENT`] and not
+/// revised, the oldest forgotten first: with the recent ones, one per link of the largest
+/// message a rewrite makes (1000 links and its decoy), so that a coverage found at its last link
+/// still revises the click on its first.
+const OLDER: usize = 1024 - RECENT;
+/// Link indexes below this are counted in an entry's bit set, for coverage.
+const INDEXED: u32 = 1024;
+/// Other links (a hash of the URL, an index past [`INDEXED`]) counted per entry, for coverage.
+const OTHERS: usize = 64;
+/// What an entry costs at first, for the memory cap: the state, its recent clicks, the key and
+/// the cache's own bookkeeping. One remembering older clicks, or links without an index, weighs
+/// the room those take as well ([`State::weight`]).
+pub const ENTRY_BYTES: u32 = (size_of::<State>() + RECENT * size_of::<Seen>() + 160) as u32;
 
 /// The table's bounds.
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +82,8 @@ pub struct Click<'a> {
     pub message: &'a str,
     /// The client address.
     pub ip: IpAddr,
-    /// Which link of the message: its index, or a hash of its URL when it has none.
-    pub link: u32,
+    /// Which link of the message.
+    pub link: Link,
     /// The message's link count, if known.
     pub count: Option<u32>,
     /// The link's role, if known.
@@ -80,6 +92,15 @@ pub struct Click<'a> {
     pub at_ms: u64,
     /// The click's handle, named again if it is revised.
     pub handle: u64,
+}
+
+/// Which link of a message a click is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Its index in the message, as its context says.
+    Index(u32),
+    /// A hash of its URL: a link minted without an index.
+    Url(u32),
 }
 
 /// What the table says about a click.
@@ -98,7 +119,7 @@ pub struct Findings {
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     at_ms: u64,
-    link: u32,
+    link: Link,
     handle: u64,
     revised: bool,
 }
@@ -106,7 +127,12 @@ struct Seen {
 #[derive(Debug, Default)]
 struct State {
     clicks: Vec<Seen>,
-    distinct: Vec<u32>,
+    /// The handles of clicks past the recent ones, not revised yet, at most [`OLDER`].
+    older: VecDeque<u64>,
+    /// The distinct links clicked with an index below [`INDEXED`], a bit each.
+    indexed: [u64; INDEXED as usize / 64],
+    /// The other distinct links clicked, at most [`OTHERS`].
+    others: Vec<Link>,
     decoy_at_ms: Option<u64>,
     /// The latest click's time.
     last_ms: Option<u64>,
@@ -126,7 +152,7 @@ impl MessageTable {
         let evictions = gauges.evictions.clone();
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|_, _| ENTRY_BYTES)
+            .weigher(|_, state: &Arc<Mutex<State>>| lock(state).weight())
             .time_to_idle(config.ttl)
             .eviction_listener(move |_, _, cause| {
                 if cause == RemovalCause::Size {
@@ -157,10 +183,17 @@ impl MessageTable {
                 .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
         }
         let state = entry.into_value();
-        // A panic cannot happen while the lock is held (arithmetic and vector pushes), so a
-        // poisoned state is still whole.
-        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        state.judge(click, self.ttl_ms)
+        let (findings, grew) = {
+            let mut held = lock(&state);
+            let weight = held.weight();
+            let findings = held.judge(click, self.ttl_ms);
+            (findings, held.weight() > weight)
+        };
+        // Put back to be weighed again (a few times in an entry's life: its room doubles).
+        if grew {
+            self.cache.insert(key, state);
+        }
+        findings
     }
 
     /// Runs the cache's pending maintenance (evictions, expiry) now; for tests and the gauge.
@@ -182,9 +215,7 @@ impl State {
         }
         self.last_ms = Some(self.last_ms.map_or(c.at_ms, |last| last.max(c.at_ms)));
         let mut f = Findings::default();
-        if !self.distinct.contains(&c.link) && self.distinct.len() < DISTINCT {
-            self.distinct.push(c.link);
-        }
+        self.count_distinct(c.link);
         let near = |at: u64, window: Duration| {
             at.abs_diff(c.at_ms) <= u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
         };
@@ -192,14 +223,17 @@ impl State {
             self.decoy_at_ms = Some(c.at_ms);
         }
         f.decoy = self.decoy_at_ms.is_some_and(|d| near(d, DECOY_WINDOW));
-        let mut in_burst: Vec<u32> = Vec::new();
+        let mut in_burst: Vec<Link> = Vec::new();
         for s in self.clicks.iter().filter(|s| near(s.at_ms, BURST_WINDOW)) {
             if s.link != c.link && !in_burst.contains(&s.link) {
                 in_burst.push(s.link);
             }
         }
         f.burst = in_burst.len() + 1 >= BURST_LINKS;
-        f.coverage = c.count.is_some_and(|n| covers(self.distinct.len(), n));
+        f.coverage = c.count.is_some_and(|n| covers(self.distinct(), n));
+        if f.coverage {
+            f.revise.extend(self.older.drain(..));
+        }
         for s in &mut self.clicks {
             let suspect = (f.decoy && near(s.at_ms, DECOY_WINDOW))
                 || (f.burst && near(s.at_ms, BURST_WINDOW))
@@ -209,8 +243,14 @@ impl State {
                 f.revise.push(s.handle);
             }
         }
-        if self.clicks.len() == REMEMBERED {
-            self.clicks.remove(0);
+        if self.clicks.len() == RECENT {
+            let oldest = self.clicks.remove(0);
+            if !oldest.revised {
+                if self.older.len() == OLDER {
+                    self.older.pop_front();
+                }
+                self.older.push_back(oldest.handle);
+            }
         }
         self.clicks.push(Seen {
             at_ms: c.at_ms,
@@ -219,6 +259,31 @@ impl State {
             revised: f.burst || f.coverage || f.decoy,
         });
         f
+    }
+
+    fn count_distinct(&mut self, link: Link) {
+        match link {
+            Link::Index(i) if i < INDEXED => self.indexed[i as usize / 64] |= 1 << (i % 64),
+            other => {
+                if !self.others.contains(&other) && self.others.len() < OTHERS {
+                    self.others.push(other);
+                }
+            }
+        }
+    }
+
+    /// The distinct links clicked.
+    fn distinct(&self) -> usize {
+        let indexed: u32 = self.indexed.iter().map(|w| w.count_ones()).sum();
+        indexed as usize + self.others.len()
+    }
+
+    /// What the entry costs, for the memory cap: [`ENTRY_BYTES`], and the room for its older
+    /// clicks and its links without an index.
+    fn weight(&self) -> u32 {
+        let more =
+            self.older.capacity() * size_of::<u64>() + self.others.capacity() * size_of::<Link>();
+        ENTRY_BYTES.saturating_add(u32::try_from(more).unwrap_or(u32::MAX))
     }
 }
 
@@ -250,7 +315,7 @@ mod tests {
             domain: "links.example.com",
             message: "m1",
             ip: "203.0.113.7".parse().unwrap(),
-            link,
+            link: Link::Index(link),
             count: Some(5),
             role: Some(Role::Content),
             at_ms,
@@ -295,6 +360,67 @@ mod tests {
         let f = t.observe(&click(3, 180_000, 3));
         assert!(f.coverage && !f.burst);
         assert_eq!(f.revise, [0, 1, 2]);
+    }
+
+    /// A message of up to 1000 links (and its decoy) clicked link by link, slowly, from one
+    /// source: coverage at four links in five, revising every click before it. It never fired
+    /// past 80 links (64 distinct ones were counted at most), and revised only the last 16.
+    #[test]
+    fn coverage_of_a_long_message_revises_every_earlier_click() {
+        for count in [30u32, 100, 1001] {
+            let (t, _) = table(1 << 30);
+            let at = |i: u32| u64::from(i) * 30_000;
+            let first = (1..=count).find(|&n| covers(n as usize, count)).unwrap();
+            for i in 0..first - 1 {
+                let mut c = click(i, at(i), u64::from(i));
+                c.count = Some(count);
+                assert_eq!(t.observe(&c), Findings::default(), "{count}: link {i}");
+            }
+            let mut c = click(first - 1, at(first - 1), u64::from(first - 1));
+            c.count = Some(count);
+            let f = t.observe(&c);
+            assert!(f.coverage && !f.burst, "{count}: {f:?}");
+            assert_eq!(
+                f.revise,
+                (0..u64::from(first - 1)).collect::<Vec<_>>(),
+                "{count}"
+            );
+        }
+    }
+
+    /// Links without an index count by their URL's hash, apart from indexed ones.
+    #[test]
+    fn links_without_an_index_count_apart_from_indexed_ones() {
+        let (t, _) = table(1 << 20);
+        for (i, link) in [Link::Index(0), Link::Url(0), Link::Url(7)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut c = click(0, i as u64 * 60_000, i as u64);
+            c.link = link;
+            c.count = Some(3);
+            assert_eq!(t.observe(&c).coverage, i == 2, "{link:?}");
+        }
+    }
+
+    /// An entry is weighed by what it holds: one source's thousand clicks take the room of
+    /// many people's few.
+    #[test]
+    fn an_entry_holding_many_clicks_weighs_more() {
+        // Room for 12 people's entries; the one source's older clicks take as much as ten.
+        let (t, g) = table(u64::from(ENTRY_BYTES) * 12);
+        for i in 0..8u32 {
+            let mut c = click(0, 0, u64::from(i));
+            c.ip = IpAddr::from([198, 51, 100, i as u8]);
+            t.observe(&c);
+        }
+        for i in 0..1000u32 {
+            let mut c = click(i, u64::from(i) * 30_000, 100 + u64::from(i));
+            c.count = Some(1000);
+            t.observe(&c);
+        }
+        t.sync();
+        assert!(g.evictions.get() > 0, "{} entries", g.entries.get());
     }
 
     #[test]

@@ -218,7 +218,10 @@ impl VerdictStage for Rules {
                 domain: click.domain.as_str(),
                 message: &c.message,
                 ip: click.ip,
-                link: c.index.unwrap_or_else(|| url_key(&click.url)),
+                link: c.index.map_or_else(
+                    || messages::Link::Url(url_key(&click.url)),
+                    messages::Link::Index,
+                ),
                 count: c.count,
                 role: c.role,
                 at_ms: unix_ms(click.ts),
