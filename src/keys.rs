@@ -114,6 +114,12 @@ pub struct LinkKeys {
     max_uri_bytes: usize,
     clock: Clock,
     seal_delay: Duration,
+    /// Held by a rotation, retirement or removal from its checks to its reload: two at once
+    /// would each check against a ring without the other's change (and could retire every key).
+    changing: tokio::sync::Mutex<()>,
+    /// Held by a reload from its read of the store to the ring's replacement, so that reloads
+    /// install rings in the order they read them (an older read never replaces a newer one).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl LinkKeys {
@@ -134,6 +140,8 @@ impl LinkKeys {
             max_uri_bytes,
             clock,
             seal_delay: Duration::ZERO,
+            changing: tokio::sync::Mutex::new(()),
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -178,6 +186,7 @@ impl LinkKeys {
     /// Adds a key, which seals new links from now on (in a cluster, once every node has it:
     /// `seals_from` says when); older keys keep opening theirs.
     pub async fn rotate(&self) -> Result<KeyInfo, KeyError> {
+        let _changing = self.changing.lock().await;
         let now = self.clock.now();
         let id = self.store.add_link_key(rand::random(), now).await?;
         self.reload().await?;
@@ -206,7 +215,7 @@ impl LinkKeys {
     /// the seal delay (it would seal before every node has it); retiring a retired key changes
     /// nothing.
     pub async fn retire(&self, id: u16) -> Result<KeyInfo, KeyError> {
-        let ring = self.ring.current();
+        let (_changing, ring) = self.changing_ring().await?;
         let Some(key) = ring.key(KeyId(id)) else {
             return Err(KeyError::NoSuchKey(id));
         };
@@ -255,7 +264,7 @@ impl LinkKeys {
     /// when a newer key is only waiting out the seal delay, the refusal says when it takes over
     /// (adding yet another key, as [`KeyError::Sealing`] asks, would not help).
     pub async fn remove(&self, id: u16) -> Result<(), KeyError> {
-        let ring = self.ring.current();
+        let (_changing, ring) = self.changing_ring().await?;
         if self.sealing(&ring) == KeyId(id) {
             let now = self.clock.now();
             let waiting = ring
@@ -404,9 +413,20 @@ impl LinkKeys {
         Ok(links::share::seal(key, &share))
     }
 
+    /// Takes the right to change the keys, and the ring as stored now (another node's change
+    /// included) to check the change against.
+    async fn changing_ring(
+        &self,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Arc<KeyRing>), StoreError> {
+        let changing = self.changing.lock().await;
+        self.reload().await?;
+        Ok((changing, self.ring.current()))
+    }
+
     /// Replaces the ring in use with the keys stored now (after a change here or on another
     /// node, or on SIGHUP); returns how many keys it holds.
     pub async fn reload(&self) -> Result<usize, StoreError> {
+        let _reloading = self.reloading.lock().await;
         let ring = load_ring(self.store.as_ref(), &self.clock).await?;
         let keys = ring.keys().len();
         self.ring.replace(ring);

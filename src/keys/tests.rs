@@ -145,6 +145,39 @@ async fn a_retired_key_stops_sealing_and_keeps_opening_but_the_last_sealing_one_
     assert_eq!(again.retired_at, Some(from_unix_secs(1_060)));
 }
 
+/// Two changes at once each check against the keys as the other left them: of two keys
+/// retired together, or one retired while the other is removed, one change is refused, and a
+/// key not retired stays to seal. Both used to pass their checks against the same ring, leaving
+/// every key retired (a retired key then sealed, and every status page address failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_changes_at_once_never_leave_no_key_to_seal() {
+    let clock = ManualClock::new(from_unix_secs(1_000));
+    for remove_first in [false, true] {
+        let keys = Arc::new(keys(&clock).await);
+        keys.rotate().await.unwrap();
+        let (a, b) = (keys.clone(), keys.clone());
+        let first = tokio::spawn(async move {
+            if remove_first {
+                a.remove(1).await
+            } else {
+                a.retire(1).await.map(drop)
+            }
+        });
+        let second = tokio::spawn(async move { b.retire(2).await.map(drop) });
+        let (first, second) = (first.await.unwrap(), second.await.unwrap());
+        assert!(
+            first.is_err() || second.is_err(),
+            "both passed: {first:?} {second:?}"
+        );
+        let ring = keys.ring().current();
+        assert!(
+            ring.keys().iter().any(|k| !k.is_retired()),
+            "{:?}",
+            keys.list()
+        );
+    }
+}
+
 #[tokio::test]
 async fn links_are_minted_now_and_only_for_registered_domains() {
     let clock = ManualClock::new(from_unix_secs(1_000));
