@@ -167,18 +167,47 @@ pub fn verdict(
 }
 
 /// Whether a CAA `accounturi` names the account at `ours`. A CA may know one account by
-/// several URLs (Let's Encrypt takes both its API versions' forms, `…/acme/reg/ID` and
-/// `…/acme/acct/ID`), all ending in the account's id: a record for the CA's identity naming the
-/// edge's id is the edge's account; another id never is.
+/// several URLs (Let's Encrypt takes both its API versions' forms,
+/// `https://acme-v01.api.letsencrypt.org/acme/reg/ID` and
+/// `https://acme-v02.api.letsencrypt.org/acme/acct/ID`), all ending in the account's id, on the
+/// CA's host or a sibling of it: a URL so placed naming the edge's id is the edge's account;
+/// another id, or the same id on another CA's host, never is.
 fn same_account(uri: &str, ours: &str) -> bool {
-    let id = |u: &str| {
-        u.trim_end_matches('/')
+    if uri == ours {
+        return true;
+    }
+    let (Ok(theirs), Ok(ours)) = (url::Url::parse(uri), url::Url::parse(ours)) else {
+        return false;
+    };
+    let id = |u: &url::Url| {
+        u.path()
+            .trim_end_matches('/')
             .rsplit('/')
             .next()
+            .filter(|id| !id.is_empty())
             .map(str::to_owned)
     };
-    uri == ours
-        || (uri.contains('/') && id(uri).is_some_and(|i| !i.is_empty() && Some(i) == id(ours)))
+    theirs.scheme() == ours.scheme()
+        && theirs.port_or_known_default() == ours.port_or_known_default()
+        && same_ca_host(theirs.host_str(), ours.host_str())
+        && id(&theirs).is_some_and(|i| Some(i) == id(&ours))
+}
+
+/// The same host, or siblings under a parent of at least two labels
+/// (`acme-v01.api.letsencrypt.org` and `acme-v02.api.letsencrypt.org`; not `a.example` and
+/// `b.example`).
+fn same_ca_host(a: Option<&str>, b: Option<&str>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return false;
+    };
+    a.eq_ignore_ascii_case(b) || parent(a).is_some_and(|p| parent(b) == Some(p))
+}
+
+/// `h` without its first label, when what is left has two labels or more.
+fn parent(h: &str) -> Option<&str> {
+    h.split_once('.')
+        .map(|(_, p)| p)
+        .filter(|p| p.contains('.'))
 }
 
 /// Splits an `issue` value (RFC 8659 §4.2) into the issuer domain (lowercase; empty for `;`)

@@ -134,16 +134,37 @@ fn issue_bound_to_an_account_is_compared_with_the_edges() {
         )]
     );
 
-    // Its other URL at the same CA (Let's Encrypt's v1 form of the account) is the same account.
-    let v1 = set(&[(
+    // Its other URL at the same CA (Let's Encrypt's v1 form of the account, on a sibling host)
+    // is the same account; the same id on another CA's host is not.
+    let ours = "https://acme-v02.api.example.com/acme/acct/7";
+    for (theirs, same) in [
+        ("https://acme-v01.api.example.com/acme/reg/7", true),
+        ("https://acme-v02.api.example.com/acme/acct/7/", true),
+        ("https://evil.example.net/acct/7", false),
+        ("https://acme-v02.api.example.com/acme/acct/70", false),
+        ("http://acme-v02.api.example.com/acme/acct/7", false),
+    ] {
+        let record = set(&[(
+            false,
+            "issue",
+            &format!("letsencrypt.org; accounturi={theirs}"),
+        )]);
+        let v = verdict(Some(&record), &le(), METHODS, Some(ours));
+        assert_eq!(
+            v == Verdict::Allowed("letsencrypt.org".into()),
+            same,
+            "{theirs}: {v:?}"
+        );
+    }
+    let elsewhere = set(&[(
         false,
         "issue",
-        "letsencrypt.org; accounturi=https://acme-v01.example/acme/reg/7",
+        "letsencrypt.org; accounturi=https://evil.example/acct/7",
     )]);
-    assert_eq!(
-        verdict(Some(&v1), &le(), METHODS, Some(OURS)),
-        Verdict::Allowed("letsencrypt.org".into())
-    );
+    assert!(matches!(
+        verdict(Some(&elsewhere), &le(), METHODS, Some(OURS)),
+        Verdict::OtherAccount(..)
+    ));
 
     let both = set(&[
         (
