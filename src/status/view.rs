@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::domains::DomainState;
-use crate::onboarding::{Check, CheckStatus, Settings};
+use crate::onboarding::{Check, CheckId, CheckStatus, Settings};
 
 /// One domain as its status page shows it. Part of the public contract (`.json`).
 #[derive(Debug, Serialize)]
@@ -50,9 +50,9 @@ impl StatusView {
         let cert = state.certificate;
         let ready = cert.status == "valid"
             && !checks.is_empty()
-            && checks.iter().all(|c| {
-                c.status == CheckStatus::Pass || c.id == crate::onboarding::CheckId::Certificate
-            });
+            && checks
+                .iter()
+                .all(|c| c.status == CheckStatus::Pass || c.id == CheckId::Certificate);
         StatusView {
             unicode: state
                 .record
@@ -73,11 +73,44 @@ impl StatusView {
     }
 }
 
-/// `check` with the edge's resolver addresses replaced by words.
+/// `check` with the edge's resolver addresses replaced by words: those configured now, and in
+/// the DNS server check, whose every address is a resolver's, any (a report written before the
+/// resolvers changed, or by another node with resolvers of its own).
 fn redact(mut check: Check, s: &Settings) -> Check {
-    check.message = scrub(&check.message, s);
-    check.fix = check.fix.map(|f| scrub(&f, s));
+    let every_address = check.id == CheckId::DnsServer;
+    check.message = scrubbed(&check.message, s, every_address);
+    check.fix = check.fix.map(|f| scrubbed(&f, s, every_address));
     check
+}
+
+/// [`scrub`], and with `every_address` [`without_addresses`] too.
+fn scrubbed(text: &str, s: &Settings, every_address: bool) -> String {
+    let text = scrub(text, s);
+    if every_address {
+        without_addresses(&text)
+    } else {
+        text
+    }
+}
+
+/// `text` with every IP address in it, with or without a port, named in words.
+fn without_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let bare = word.trim_matches(|c: char| matches!(c, '(' | ')' | ',' | ';' | ':'));
+        let is_address = !bare.is_empty()
+            && (bare.parse::<std::net::IpAddr>().is_ok()
+                || bare.parse::<std::net::SocketAddr>().is_ok());
+        if is_address {
+            out.push_str(&word.replacen(bare, "the edge's DNS resolver", 1));
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
 }
 
 /// `text` with every resolver of `s` (and the system resolver's addresses) named in words.
@@ -103,7 +136,6 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::onboarding::CheckId;
 
     #[test]
     fn the_edges_resolver_is_not_named() {
@@ -128,5 +160,37 @@ mod tests {
             system.message,
             "the edge's DNS resolver answered every query"
         );
+        // A resolver no longer configured (the report kept from before a change, or written by
+        // another node), over IPv4 or IPv6.
+        for old in ["10.9.9.9:53", "[2001:db8::53]:53", "2001:db8::53"] {
+            let c = Check::fail(
+                CheckId::DnsServer,
+                format!("DNS server failure: {old} answered SERVFAIL for links.customer.com (A)"),
+                format!("If only this edge sees it, its resolver ({old}) is at fault"),
+                true,
+            );
+            let c = redact(c, &s);
+            assert_eq!(
+                c.message,
+                "DNS server failure: the edge's DNS resolver answered SERVFAIL for links.customer.com (A)"
+            );
+            assert_eq!(
+                c.fix.as_deref(),
+                Some(
+                    "If only this edge sees it, its resolver (the edge's DNS resolver) is at fault"
+                )
+            );
+        }
+        // Another check's addresses are the customer's records: kept.
+        let c = redact(
+            Check::fail(
+                CheckId::PointsToEdge,
+                "links.customer.com has A 198.51.100.7",
+                String::new(),
+                true,
+            ),
+            &s,
+        );
+        assert!(c.message.contains("198.51.100.7"), "{}", c.message);
     }
 }
