@@ -31,7 +31,7 @@ mod tests;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use tokio::sync::watch;
@@ -60,7 +60,7 @@ pub const FIX_RESET_EVERY: Duration = Duration::from_secs(15 * 60);
 /// memory: per node, forgotten at a restart.
 pub(crate) struct OncePer {
     every: Duration,
-    last: DashMap<Domain, std::time::SystemTime>,
+    last: DashMap<Domain, SystemTime>,
 }
 
 impl OncePer {
@@ -74,7 +74,7 @@ impl OncePer {
 
     /// Whether it may be done for `name` at `now` (noting it if so): not if it was less than the
     /// period ago.
-    pub(crate) fn may(&self, name: &Domain, now: std::time::SystemTime) -> bool {
+    pub(crate) fn may(&self, name: &Domain, now: SystemTime) -> bool {
         if let Some(last) = self.last.get(name)
             && now < *last + self.every
         {
@@ -386,9 +386,23 @@ impl Onboarding {
     }
 
     async fn recheck_due(self: &Arc<Self>, certs: &Arc<Certs>) -> Result<(), StoreError> {
+        // Each page's due names are checked as it is read (at most `PERIODIC_CONCURRENCY` at
+        // once), so a pass holds one page of records, and checks none long after reading it.
+        let mut tasks = JoinSet::new();
+        let read = self.spawn_due(certs, &mut tasks).await;
+        // A failed read of the store ends the pass; the checks under way finish first.
+        while tasks.join_next().await.is_some() {}
+        read
+    }
+
+    /// Reads every domain, a page at a time, starting a check of each that is due in `tasks`.
+    async fn spawn_due(
+        self: &Arc<Self>,
+        certs: &Arc<Certs>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let period = self.settings.recheck_interval;
-        let mut due = Vec::new();
         // Which names hold a certificate valid now: one read of every stored certificate's
         // lifetime per pass, made only if some name is due, instead of a certificate read (and
         // a cache insertion) per name. Names with a valid certificate are never re-checked, so
@@ -413,24 +427,20 @@ impl Onboarding {
                             .collect(),
                     );
                 }
-                if !valid.as_ref().is_some_and(|v| v.contains(&record.name)) {
-                    due.push(record);
+                if valid.as_ref().is_some_and(|v| v.contains(&record.name)) {
+                    continue;
                 }
+                while tasks.len() >= PERIODIC_CONCURRENCY {
+                    tasks.join_next().await;
+                }
+                let (this, certs) = (self.clone(), certs.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = this.check(&record, &certs).await {
+                        tracing::warn!(domain = %record.name, error = %error_chain(&e), "checking domain");
+                    }
+                });
             }
         }
-        let mut tasks = JoinSet::new();
-        for record in due {
-            while tasks.len() >= PERIODIC_CONCURRENCY {
-                tasks.join_next().await;
-            }
-            let (this, certs) = (self.clone(), certs.clone());
-            tasks.spawn(async move {
-                if let Err(e) = this.check(&record, &certs).await {
-                    tracing::warn!(domain = %record.name, error = %error_chain(&e), "checking domain");
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
         Ok(())
     }
 }
