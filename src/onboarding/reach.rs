@@ -57,7 +57,10 @@ enum Miss {
     Refused,
     /// No answer within [`FETCH_TIMEOUT`].
     TimedOut,
-    /// No connection for another reason (unreachable network, local error).
+    /// This host has no route to the address (no IPv6 in a container, no address of that
+    /// family): the edge cannot dial it, whatever the customer's DNS or a firewall says.
+    NoRoute,
+    /// No connection for another reason (a host that does not answer, a local error).
     NoConnection,
     /// Something answered, but not with the nonce (another server, or a broken exchange).
     OtherAnswer,
@@ -68,6 +71,7 @@ impl Miss {
         match self {
             Miss::Refused => "connection refused",
             Miss::TimedOut => "timed out",
+            Miss::NoRoute => "no route from the edge",
             Miss::NoConnection => "no connection",
             Miss::OtherAnswer => "answered, but not as this edge",
         }
@@ -164,7 +168,17 @@ fn dialable(own: &[IpAddr], allow_private: bool) -> Vec<IpAddr> {
 
 fn judge(name: &Domain, port: u16, results: &[(IpAddr, Outcome)], blocking: bool) -> Check {
     let url = base_url(name, port);
-    let Some((ip, _)) = results.iter().find(|(_, o)| *o != Outcome::Reached) else {
+    let no_route = |o: &Outcome| *o == Outcome::Missed(Miss::NoRoute);
+    let missed = |o: &Outcome| *o != Outcome::Reached && !no_route(o);
+    let Some((ip, _)) = results.iter().find(|(_, o)| missed(o)) else {
+        let unroutable: Vec<IpAddr> = results
+            .iter()
+            .filter(|(_, o)| no_route(o))
+            .map(|(ip, _)| *ip)
+            .collect();
+        if !unroutable.is_empty() {
+            return cannot_dial(&url, &unroutable);
+        }
         return Check::pass(
             CheckId::HttpReachable,
             format!(
@@ -181,6 +195,22 @@ fn judge(name: &Domain, port: u16, results: &[(IpAddr, Outcome)], blocking: bool
             "Port {port} of {ip} must reach the edge's HTTP listener: open it in the firewall, security group or load balancer in front of the edge, and make sure no other server answers there. The CA validates HTTP-01 certificates on port 80."
         ),
         blocking,
+    )
+}
+
+/// The edge has no route to some of its own addresses (every other one reached it): nothing the
+/// customer can change, and nothing the check can vouch for.
+fn cannot_dial(url: &str, unroutable: &[IpAddr]) -> Check {
+    Check::warn(
+        CheckId::HttpReachable,
+        format!(
+            "{url} not checked through {}: the edge has no route to it from where it runs",
+            list(unroutable)
+        ),
+        Some(
+            "Edge operator: give the edge a route to its own public addresses (a container without IPv6, a load balancer that does not send a backend's own requests back to it), or the check cannot tell whether the CA reaches the edge there. Nothing for the domain's owner to change."
+                .into(),
+        ),
     )
 }
 
@@ -262,6 +292,9 @@ fn classify(e: &reqwest::Error) -> Miss {
             return match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => Miss::Refused,
                 std::io::ErrorKind::TimedOut => Miss::TimedOut,
+                std::io::ErrorKind::NetworkUnreachable
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::AddrNotAvailable => Miss::NoRoute,
                 _ => Miss::NoConnection,
             };
         }

@@ -116,6 +116,46 @@ fn a_miss_names_the_edge_address_and_says_what_to_open_but_not_what_answered() {
     );
 }
 
+/// An address the edge has no route to (a container without IPv6) is not the customer's to fix:
+/// a warning for the operator, holding nothing back, naming no firewall; any other miss beside
+/// it still fails.
+#[test]
+fn an_address_the_edge_cannot_route_to_is_a_warning_for_the_operator() {
+    let name = d("links.example.com");
+    let (v4, v6): (IpAddr, IpAddr) = (
+        "203.0.113.10".parse().unwrap(),
+        "2001:db8::10".parse().unwrap(),
+    );
+    for results in [
+        vec![(v4, Outcome::Reached), (v6, Outcome::Missed(Miss::NoRoute))],
+        vec![(v6, Outcome::Missed(Miss::NoRoute))],
+    ] {
+        let c = judge(&name, 80, &results, true);
+        assert_eq!(c.status, CheckStatus::Warn, "{c:?}");
+        assert!(!c.blocking);
+        assert_eq!(
+            c.message,
+            "http://links.example.com/ not checked through 2001:db8::10: the edge has no route to it from where it runs"
+        );
+        let fix = c.fix.unwrap();
+        assert!(
+            fix.starts_with("Edge operator: ") && !fix.contains("firewall"),
+            "{fix}"
+        );
+    }
+    let c = judge(
+        &name,
+        80,
+        &[
+            (v6, Outcome::Missed(Miss::NoRoute)),
+            (v4, Outcome::Missed(Miss::Refused)),
+        ],
+        true,
+    );
+    assert_eq!((c.status, c.blocking), (CheckStatus::Fail, true));
+    assert!(c.message.contains("203.0.113.10:80"), "{}", c.message);
+}
+
 #[test]
 fn non_public_edge_addresses_are_a_warning_for_the_operator() {
     let c = not_public(&d("links.example.com"), &ips(&["127.0.0.1"]));
