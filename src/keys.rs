@@ -19,7 +19,7 @@ use crate::links::{
     SharedKeyRing,
 };
 use crate::policy::Policy;
-use crate::store::{Store, StoreError};
+use crate::store::{KeyChange, Store, StoreError};
 
 /// Why a key operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -244,8 +244,11 @@ impl LinkKeys {
                 ready_at: next.created_at() + self.seal_delay,
             });
         }
-        if !self.store.retire_link_key(id, self.clock.now()).await? {
-            return Err(KeyError::NoSuchKey(id));
+        match self.store.retire_link_key(id, self.clock.now()).await? {
+            KeyChange::Done => {}
+            KeyChange::NoSuchKey => return Err(KeyError::NoSuchKey(id)),
+            // Another node retired or removed the other keys meanwhile.
+            KeyChange::LastNotRetired => return Err(KeyError::LastSealing(id)),
         }
         self.reload().await?;
         let active = self.sealing(&self.ring.current());
@@ -284,8 +287,10 @@ impl LinkKeys {
                 None => KeyError::Sealing(id),
             });
         }
-        if !self.store.remove_link_key(id).await? {
-            return Err(KeyError::NoSuchKey(id));
+        match self.store.remove_link_key(id).await? {
+            KeyChange::Done => {}
+            KeyChange::NoSuchKey => return Err(KeyError::NoSuchKey(id)),
+            KeyChange::LastNotRetired => return Err(KeyError::Sealing(id)),
         }
         self.reload().await?;
         tracing::warn!(key = id, "link key removed; links it sealed no longer open");

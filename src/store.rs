@@ -25,7 +25,7 @@ pub use lease::{Fence, Lease, OrderRate, OrderTurn};
 pub use nodes::{BudgetRecord, ClusterView, LeaseRecord, NodeRecord};
 pub use postgres::{PASSWORD_ENV, PgStore};
 pub use records::{
-    CertLifetime, CertPage, CertSummary, DomainPages, DomainRecord, IssueStatus, Origin,
+    CertLifetime, CertPage, CertSummary, DomainPages, DomainRecord, IssueStatus, KeyChange, Origin,
     StoredCert, StoredLinkKey,
 };
 pub use sqlite::SqliteStore;
@@ -330,11 +330,13 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
         secret: [u8; 32],
         created_at: SystemTime,
     ) -> Result<u16, StoreError>;
-    /// Removes a link key; `false` if there was none with that id.
-    async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError>;
-    /// Retires a link key at `at` (it stops sealing, keeps opening); a key already retired keeps
-    /// its first time. `false` if there was none with that id.
-    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError>;
+    /// Removes a link key, unless it is the last one not retired: checked and done in one step,
+    /// so two nodes changing keys at once cannot leave none to seal with.
+    async fn remove_link_key(&self, id: u16) -> Result<KeyChange, StoreError>;
+    /// Retires a link key at `at` (it stops sealing, keeps opening), unless it is the last one
+    /// not retired (in one step, as [`Store::remove_link_key`]); a key already retired keeps its
+    /// first time.
+    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<KeyChange, StoreError>;
 
     /// The latest onboarding check report (JSON) of every domain that has one.
     ///

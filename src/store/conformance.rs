@@ -49,6 +49,7 @@ macro_rules! store_conformance_tests {
             withdrawing_a_challenge_also_drops_expired_ones,
             link_keys_get_increasing_ids_and_can_be_removed,
             a_retired_link_key_is_kept_with_its_first_retirement_time,
+            the_last_key_not_retired_stays_whatever_changes_at_once,
             small_values_round_trip,
             a_small_value_added_keeps_the_first,
             a_lease_goes_to_one_holder_until_it_expires,

@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::Pool;
 
 use super::{
-    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate,
-    OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
+    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, KeyChange, Lease,
+    OrderRate, OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::config::ChallengeKind;
@@ -243,11 +243,11 @@ impl Store for PgStore {
         self.insert_link_key(secret, created_at).await
     }
 
-    async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError> {
+    async fn remove_link_key(&self, id: u16) -> Result<KeyChange, StoreError> {
         self.delete_link_key(id).await
     }
 
-    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError> {
+    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<KeyChange, StoreError> {
         self.retire_key(id, at).await
     }
 

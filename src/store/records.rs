@@ -116,6 +116,30 @@ impl fmt::Debug for StoredCert {
     }
 }
 
+/// What a link key's retirement or removal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// Done (or there already: a retired key retired again keeps its first time).
+    Done,
+    /// No key has that id.
+    NoSuchKey,
+    /// Refused: no other key would be left that is not retired, none to seal with.
+    LastNotRetired,
+}
+
+impl KeyChange {
+    /// What changing a key does: `retired`, none when there is no such key; `others`, whether
+    /// another key not retired is left. A retired key may always change: the keys that seal stay
+    /// as they were.
+    pub(crate) fn of(retired: Option<bool>, others: bool) -> KeyChange {
+        match retired {
+            None => KeyChange::NoSuchKey,
+            Some(false) if !others => KeyChange::LastNotRetired,
+            Some(_) => KeyChange::Done,
+        }
+    }
+}
+
 /// A stored link key: id, 32 secret bytes, creation time.
 #[derive(Clone)]
 pub struct StoredLinkKey {

@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, Lease, OrderRate,
-    OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
+    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, KeyChange, Lease,
+    OrderRate, OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::config::ChallengeKind;
@@ -440,12 +440,12 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Corrupt("link_keys.id (more than 65535 rotations)"))
     }
 
-    async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError> {
+    async fn remove_link_key(&self, id: u16) -> Result<KeyChange, StoreError> {
         self.with("removing link key", move |c| keys::remove(c, id))
             .await
     }
 
-    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError> {
+    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<KeyChange, StoreError> {
         self.with("retiring link key", move |c| keys::retire(c, id, at))
             .await
     }

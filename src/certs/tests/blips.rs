@@ -10,8 +10,8 @@ use tokio::sync::{Notify, watch};
 use super::*;
 use crate::config::ChallengeKind;
 use crate::store::{
-    BudgetRecord, CertPage, CertSummary, Change, Changes, ClusterView, Fence, Lease, LeaseRecord,
-    NodeRecord, OrderRate, OrderTurn, StoredLinkKey,
+    BudgetRecord, CertPage, CertSummary, Change, Changes, ClusterView, Fence, KeyChange, Lease,
+    LeaseRecord, NodeRecord, OrderRate, OrderTurn, StoredLinkKey,
 };
 
 /// `inner`, with blips.
@@ -303,10 +303,10 @@ impl Store for Blips {
     ) -> Result<u16, StoreError> {
         self.inner.add_link_key(secret, created_at).await
     }
-    async fn remove_link_key(&self, id: u16) -> Result<bool, StoreError> {
+    async fn remove_link_key(&self, id: u16) -> Result<KeyChange, StoreError> {
         self.inner.remove_link_key(id).await
     }
-    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError> {
+    async fn retire_link_key(&self, id: u16, at: SystemTime) -> Result<KeyChange, StoreError> {
         self.inner.retire_link_key(id, at).await
     }
     async fn domain_checks(&self) -> Result<Vec<(Domain, String)>, StoreError> {

@@ -32,8 +32,10 @@ pub async fn every_write_and_delete_is_a_change_since_the_last_version(
     store.add_domain(&a, t(1)).await?;
     store.add_domain(&b, t(1)).await?;
     let key = store.add_link_key([7; 32], t(1)).await?;
+    // Another key to seal with, so that the first may go.
+    store.add_link_key([8; 32], t(1)).await?;
     let seen = store.latest_version().await?;
-    assert_eq!(since(store, 0).await?.len(), 3);
+    assert_eq!(since(store, 0).await?.len(), 4);
     assert_eq!(
         since(store, seen).await?,
         vec![],

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use super::rows::link_key_binding;
 use super::{PgStore, db};
 use crate::store::sqlite::rows::{secs, to_link_key};
-use crate::store::{StoreError, StoredLinkKey};
+use crate::store::{KeyChange, StoreError, StoredLinkKey};
 
 impl PgStore {
     pub(super) async fn stored_link_keys(&self) -> Result<Vec<StoredLinkKey>, StoreError> {
@@ -65,29 +65,68 @@ impl PgStore {
         Ok(id16)
     }
 
-    pub(super) async fn delete_link_key(&self, id: u16) -> Result<bool, StoreError> {
-        let op = "removing link key";
-        let n = self
-            .conn(op)
-            .await?
-            .execute("DELETE FROM link_keys WHERE id = $1", &[&i32::from(id)])
-            .await
-            .map_err(db(op))?;
-        Ok(n == 1)
+    pub(super) async fn delete_link_key(&self, id: u16) -> Result<KeyChange, StoreError> {
+        self.change_key(
+            "removing link key",
+            id,
+            "DELETE FROM link_keys WHERE id = $1",
+            None,
+        )
+        .await
     }
 
-    pub(super) async fn retire_key(&self, id: u16, at: SystemTime) -> Result<bool, StoreError> {
-        let op = "retiring link key";
-        let n = self
-            .conn(op)
-            .await?
-            .execute(
-                "UPDATE link_keys SET retired_at = COALESCE(retired_at, $2), \
-                 version = nextval('row_version') WHERE id = $1",
-                &[&i32::from(id), &secs(at)],
+    pub(super) async fn retire_key(
+        &self,
+        id: u16,
+        at: SystemTime,
+    ) -> Result<KeyChange, StoreError> {
+        self.change_key(
+            "retiring link key",
+            id,
+            "UPDATE link_keys SET retired_at = COALESCE(retired_at, $2), \
+             version = nextval('row_version') WHERE id = $1",
+            Some(secs(at)),
+        )
+        .await
+    }
+
+    /// Runs `sql` on key `id` (`$1`, and `at` as `$2`) in one transaction with the check that
+    /// another key not retired is left. The keys not retired and the key changed are locked
+    /// first: of two nodes changing keys at once, the second sees the first's change.
+    async fn change_key(
+        &self,
+        op: &'static str,
+        id: u16,
+        sql: &str,
+        at: Option<i64>,
+    ) -> Result<KeyChange, StoreError> {
+        let id = i32::from(id);
+        let mut conn = self.conn(op).await?;
+        let tx = conn.transaction().await.map_err(db(op))?;
+        let rows = tx
+            .query(
+                "SELECT id, retired_at IS NOT NULL FROM link_keys \
+                 WHERE retired_at IS NULL OR id = $1 FOR UPDATE",
+                &[&id],
             )
             .await
             .map_err(db(op))?;
-        Ok(n == 1)
+        let retired = rows
+            .iter()
+            .find(|r| r.get::<_, i32>(0) == id)
+            .map(|r| r.get::<_, bool>(1));
+        let others = rows
+            .iter()
+            .any(|r| r.get::<_, i32>(0) != id && !r.get::<_, bool>(1));
+        let outcome = KeyChange::of(retired, others);
+        if outcome == KeyChange::Done {
+            match at {
+                Some(at) => tx.execute(sql, &[&id, &at]).await,
+                None => tx.execute(sql, &[&id]).await,
+            }
+            .map_err(db(op))?;
+            tx.commit().await.map_err(db(op))?;
+        }
+        Ok(outcome)
     }
 }

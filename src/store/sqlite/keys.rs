@@ -3,9 +3,10 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::rows::secs;
+use crate::store::KeyChange;
 
 /// A link key row: id, secret, created and retired (seconds since the Unix epoch).
 pub(super) type Row = (i64, Vec<u8>, i64, Option<i64>);
@@ -40,18 +41,50 @@ const NEXT_ID: &str = "UPDATE link_key_ids \
      SET last = MAX(last, (SELECT COALESCE(MAX(id), 0) FROM link_keys)) + 1 \
      WHERE id = 1 RETURNING last";
 
-/// Removes key `id`; whether it was there.
-pub(super) fn remove(c: &Connection, id: u16) -> rusqlite::Result<bool> {
-    c.execute("DELETE FROM link_keys WHERE id = ?1", [i64::from(id)])
-        .map(|n| n == 1)
+/// Removes key `id` unless it is the last one not retired.
+pub(super) fn remove(c: &Connection, id: u16) -> rusqlite::Result<KeyChange> {
+    changed(c, id, |tx| {
+        tx.execute("DELETE FROM link_keys WHERE id = ?1", [i64::from(id)])
+            .map(drop)
+    })
 }
 
-/// Marks key `id` retired at `at`, unless it already was (the first retirement stands); whether
-/// it was there.
-pub(super) fn retire(c: &Connection, id: u16, at: SystemTime) -> rusqlite::Result<bool> {
-    c.execute(
-        "UPDATE link_keys SET retired_at = COALESCE(retired_at, ?2) WHERE id = ?1",
-        params![i64::from(id), secs(at)],
-    )
-    .map(|n| n == 1)
+/// Marks key `id` retired at `at` unless it is the last one not retired, or it already was (the
+/// first retirement stands).
+pub(super) fn retire(c: &Connection, id: u16, at: SystemTime) -> rusqlite::Result<KeyChange> {
+    changed(c, id, |tx| {
+        tx.execute(
+            "UPDATE link_keys SET retired_at = COALESCE(retired_at, ?2) WHERE id = ?1",
+            params![i64::from(id), secs(at)],
+        )
+        .map(drop)
+    })
+}
+
+/// Runs `change` of key `id` in one transaction with the check that another key not retired is
+/// left ([`KeyChange`]).
+fn changed(
+    c: &Connection,
+    id: u16,
+    change: impl FnOnce(&Connection) -> rusqlite::Result<()>,
+) -> rusqlite::Result<KeyChange> {
+    let tx = c.unchecked_transaction()?;
+    let retired: Option<Option<i64>> = tx
+        .query_row(
+            "SELECT retired_at FROM link_keys WHERE id = ?1",
+            [i64::from(id)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let others: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM link_keys WHERE id <> ?1 AND retired_at IS NULL",
+        [i64::from(id)],
+        |r| r.get(0),
+    )?;
+    let outcome = KeyChange::of(retired.map(|r| r.is_some()), others > 0);
+    if outcome == KeyChange::Done {
+        change(&tx)?;
+        tx.commit()?;
+    }
+    Ok(outcome)
 }

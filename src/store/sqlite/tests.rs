@@ -176,7 +176,7 @@ fn a_database_from_before_key_ids_were_kept_hands_out_ids_after_its_keys() {
         .build()
         .unwrap();
     rt.block_on(async {
-        assert!(s.remove_link_key(3).await.unwrap());
+        assert_eq!(s.remove_link_key(3).await.unwrap(), KeyChange::Done);
         assert_eq!(s.add_link_key([8; 32], t(2)).await.unwrap(), 4);
     });
 }
