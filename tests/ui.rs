@@ -156,6 +156,30 @@ async fn index_status(edge: &Edge, cookie: &str) -> u16 {
         .as_u16()
 }
 
+/// Signing in again from a browser already signed in ends its old session on the edge: sign-out
+/// then ends the only one, and a copy of the old cookie stops working with it.
+#[tokio::test]
+async fn signing_in_again_ends_the_session_the_browser_held() {
+    let edge = Edge::start();
+    let (_, old) = sign_in(&edge, &edge.token).await;
+    let old = old.unwrap().split(';').next().unwrap().to_owned();
+    let res = form_post(&no_redirects(), &format!("http://{}/ui/login", edge.admin))
+        .header(header::COOKIE, &old)
+        .body(form(&[("token", &edge.token)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let new = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    let new = new.split(';').next().unwrap().to_owned();
+    assert_eq!(
+        index_status(&edge, &old).await,
+        401,
+        "the old session ended"
+    );
+    assert_eq!(index_status(&edge, &new).await, 200);
+}
+
 #[tokio::test]
 async fn signing_out_ends_the_session_on_the_server_so_a_copied_cookie_stops_working() {
     let edge = Edge::start();

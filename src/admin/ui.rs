@@ -93,6 +93,9 @@ async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         .and_then(|t| state.tokens.scope_of(t.trim()))
     {
         Some(scope) => {
+            // The session the browser held until now ends on the edge too: sign-out ends only
+            // the new one, and a copy of the old cookie must not outlive it.
+            state.sessions.end(&headers);
             let mut res = see_other("/ui/");
             set_cookie(&mut res, &state.sessions.start(state.clock.now(), scope));
             res

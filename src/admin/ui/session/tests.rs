@@ -79,6 +79,20 @@ fn the_table_stays_bounded_and_drops_the_session_ending_soonest() {
     assert_eq!(sessions.lock().len(), 1);
 }
 
+/// A full table drops a session of the new one's scope first: signing in again and again with
+/// a read-only token never signs out the holder of the admin token.
+#[test]
+fn read_only_sign_ins_never_push_out_a_full_session() {
+    let sessions = Sessions::new(false);
+    let t0 = from_unix_secs(1_000);
+    let full = sent(&sessions.start(t0, Scope::Full));
+    for i in 1..=2 * MAX_SESSIONS as u64 {
+        sessions.start(t0 + Duration::from_secs(i), Scope::Read);
+    }
+    assert_eq!(sessions.lock().len(), MAX_SESSIONS);
+    assert_eq!(sessions.scope(&full, t0), Some(Scope::Full));
+}
+
 #[test]
 fn cross_site_posts_are_refused() {
     let mut h = HeaderMap::new();
