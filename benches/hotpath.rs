@@ -315,6 +315,46 @@ fn bench_verdict(c: &mut Criterion) {
     g.bench_function("shape_scanner", |b| {
         b.iter(|| shape(black_box("GET"), black_box(&scanner)))
     });
+    // The message table, for a link with its message's context: a recipient's one click (a
+    // new entry each time, every recipient clicking from an address of their own; past the
+    // memory cap the least recently used go), and one source clicking link after link of a
+    // 1000-link message 30 s apart (coverage from the 800th, every earlier click revised).
+    let table = || {
+        messages::MessageTable::new(
+            messages::Config {
+                ttl: Duration::from_secs(600),
+                max_bytes: 64 << 20,
+            },
+            messages::Gauges {
+                entries: prometheus::IntGauge::new("entries", "entries").expect("gauge"),
+                evictions: prometheus::IntCounter::new("evictions", "evictions").expect("counter"),
+            },
+        )
+    };
+    let click = |n: u32, ip: u32, count: u32| messages::Click {
+        domain: DOMAIN,
+        message: "msg-2025-11-24-0001",
+        ip: std::net::IpAddr::from(ip.to_be_bytes()),
+        link: messages::Link::Index(n % count),
+        count: Some(count),
+        role: Some(links::Role::Content),
+        at_ms: 1_764_000_000_000 + u64::from(n) * 30_000,
+        handle: u64::from(n),
+    };
+    let (first, mut n) = (table(), 0u32);
+    g.bench_function("message_first_click", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            first.observe(black_box(&click(0, n, 12)))
+        })
+    });
+    let (same, mut n) = (table(), 0u32);
+    g.bench_function("message_same_source", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            same.observe(black_box(&click(n, 7, 1000)))
+        })
+    });
     g.finish();
 }
 
