@@ -244,6 +244,13 @@ impl Propagation {
             },
             Changed::Certificate(name) => self.certs.reload_name(name).await?,
             Changed::LinkKey(_) => *keys_changed = true,
+            Changed::Unreadable { table, key } => {
+                tracing::error!(
+                    table = %table,
+                    key = %crate::onboarding::escape::escape(key),
+                    "a changed row's key cannot be read; skipped (fix or remove the row)"
+                );
+            }
         }
         Ok(())
     }

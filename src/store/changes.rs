@@ -30,6 +30,14 @@ pub enum Changed {
     Certificate(Domain),
     /// A link key was added or removed.
     LinkKey(u16),
+    /// A row whose key does not read as its table's (a damaged row): listed so that the scan
+    /// goes past it, applied as nothing but an error in the log.
+    Unreadable {
+        /// The table, as the change list names it.
+        table: String,
+        /// The key as stored.
+        key: String,
+    },
 }
 
 /// One change: what, the version it took, and whether it was a delete (a tombstone).
@@ -72,28 +80,25 @@ pub trait Changes: Send + Sync + 'static {
     async fn listen(&self, hint: Arc<Notify>) -> Result<(), StoreError>;
 }
 
-/// The [`Change`] of a row as listed by both stores: its table (`kind`) and key as text.
-pub(super) fn to_change(
-    version: i64,
-    kind: &str,
-    key: &str,
-    removed: bool,
-) -> Result<Change, StoreError> {
-    let domain = |column| Domain::parse(key).map_err(|_| StoreError::Corrupt(column));
+/// The [`Change`] of a row as listed by both stores: its table (`kind`) and key as text. A key
+/// that does not read as its table's is [`Changed::Unreadable`]: one damaged row must not stop
+/// every later change on every node.
+pub(super) fn to_change(version: i64, kind: &str, key: &str, removed: bool) -> Change {
     let what = match kind {
-        "domains" => Changed::Domain(domain("domains.name")?),
-        "certificates" => Changed::Certificate(domain("certificates.domain")?),
-        "link_keys" => Changed::LinkKey(
-            key.parse()
-                .map_err(|_| StoreError::Corrupt("link_keys.id"))?,
-        ),
-        _ => return Err(StoreError::Corrupt("tombstones.kind")),
+        "domains" => Domain::parse(key).ok().map(Changed::Domain),
+        "certificates" => Domain::parse(key).ok().map(Changed::Certificate),
+        "link_keys" => key.parse().ok().map(Changed::LinkKey),
+        _ => None,
     };
-    Ok(Change {
+    let what = what.unwrap_or_else(|| Changed::Unreadable {
+        table: kind.to_owned(),
+        key: key.to_owned(),
+    });
+    Change {
         version: u64::try_from(version).unwrap_or(0),
         what,
         removed,
-    })
+    }
 }
 
 /// The query listing changes since `?1`/`$1` (limit `?2`/`$2`), the same text for both stores
@@ -125,3 +130,32 @@ pub(super) const LATEST_VERSION: &str = "SELECT COALESCE(MAX(v), 0) FROM (
     UNION ALL SELECT MAX(version) FROM tombstones
     UNION ALL SELECT pruned_through FROM tombstone_prune
 ) AS versions";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_does_not_read_as_its_tables_is_listed_as_unreadable() {
+        for (kind, key) in [
+            ("domains", "not a name!"),
+            ("certificates", ""),
+            ("link_keys", "70000"),
+            ("other", "x"),
+        ] {
+            let c = to_change(7, kind, key, true);
+            assert_eq!(
+                c.what,
+                Changed::Unreadable {
+                    table: kind.into(),
+                    key: key.into()
+                }
+            );
+            assert_eq!(c.version, 7);
+        }
+        assert_eq!(
+            to_change(8, "link_keys", "3", false).what,
+            Changed::LinkKey(3)
+        );
+    }
+}

@@ -280,3 +280,43 @@ async fn another_nodes_checks_hold_back_and_let_go_this_nodes_orders() {
     propagation.scan().await.unwrap();
     assert!(onboarding.latest(&a).is_none());
 }
+
+/// A changed row whose key does not read (a damaged row) is skipped with an error, and the
+/// changes listed after it are applied: it used to fail the whole page, on every scan of every
+/// node, holding back every later change.
+#[tokio::test]
+async fn an_unreadable_changed_row_is_skipped_and_the_changes_after_it_applied() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let a = Domain::parse("a.example.com").unwrap();
+    f.store.add_domain(&a, clock.clock().now()).await.unwrap();
+    let v = f.store.latest_version().await.unwrap();
+    let damaged = Change {
+        version: v - 1,
+        what: Changed::Unreadable {
+            table: "domains".into(),
+            key: "not a name!".into(),
+        },
+        removed: true,
+    };
+    let listed = Change {
+        version: v,
+        what: Changed::Domain(a.clone()),
+        removed: false,
+    };
+    let (applied, logs) = crate::logged::logged_async(
+        tracing::Level::ERROR,
+        f.propagation.apply(vec![damaged, listed]),
+    )
+    .await;
+    applied.unwrap();
+    assert!(
+        f.policy.is_registered(a.as_str()),
+        "the change after it applied"
+    );
+    assert_eq!(f.propagation.applied(), v);
+    assert!(
+        logs.contains("a changed row's key cannot be read; skipped"),
+        "{logs}"
+    );
+}

@@ -32,9 +32,10 @@ impl Changes for PgStore {
             )
             .await
             .map_err(db(op))?;
-        rows.iter()
+        Ok(rows
+            .iter()
             .map(|r| to_change(r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect()
+            .collect())
     }
 
     async fn latest_version(&self) -> Result<u64, StoreError> {

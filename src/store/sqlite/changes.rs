@@ -34,9 +34,10 @@ impl Changes for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;
-        rows.iter()
+        Ok(rows
+            .iter()
             .map(|(v, kind, key, removed)| to_change(*v, kind, key, *removed))
-            .collect()
+            .collect())
     }
 
     async fn latest_version(&self) -> Result<u64, StoreError> {

@@ -20,7 +20,9 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<Row>> {
 }
 
 /// Stores `secret` under the next id, one above every id handed out before (removed keys'
-/// included), in one transaction; returns the id.
+/// included), in one transaction; returns the id. An id past 65535 is returned with nothing
+/// stored (the transaction rolled back), for the caller to refuse: stored, it would make the
+/// whole ring unreadable.
 pub(super) fn insert(
     c: &Connection,
     secret: &[u8; 32],
@@ -28,6 +30,9 @@ pub(super) fn insert(
 ) -> rusqlite::Result<i64> {
     let tx = c.unchecked_transaction()?;
     let id: i64 = tx.query_row(NEXT_ID, [], |r| r.get(0))?;
+    if u16::try_from(id).is_err() {
+        return Ok(id);
+    }
     tx.execute(
         "INSERT INTO link_keys (id, secret, created_at) VALUES (?1, ?2, ?3)",
         params![id, &secret[..], secs(created_at)],

@@ -180,3 +180,28 @@ fn a_database_from_before_key_ids_were_kept_hands_out_ids_after_its_keys() {
         assert_eq!(s.add_link_key([8; 32], t(2)).await.unwrap(), 4);
     });
 }
+
+/// The key id after 65535 is refused with nothing stored: stored, it made the whole ring
+/// unreadable and the edge unable to start.
+#[test]
+fn a_key_id_past_65535_is_refused_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let s = SqliteStore::open(&path).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async { s.add_link_key([1; 32], t(1)).await.unwrap() });
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE link_key_ids SET last = 65535", [])
+        .unwrap();
+    rt.block_on(async {
+        assert!(matches!(
+            s.add_link_key([2; 32], t(2)).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        let keys = s.link_keys().await.unwrap();
+        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), [1]);
+    });
+}
