@@ -436,6 +436,17 @@ impl Certs {
         Ok(())
     }
 
+    /// Takes every cached certificate as the store now holds it ([`Certs::reload_name`] for
+    /// each): after deletes this node missed (their tombstones pruned), a name removed and
+    /// added again keeps no certificate the store dropped with it. Returns how many were read.
+    pub async fn reload_cached(&self) -> Result<usize, StoreError> {
+        let names: Vec<Domain> = self.cache.iter().map(|(name, _)| (*name).clone()).collect();
+        for name in &names {
+            self.reload_name(name).await?;
+        }
+        Ok(names.len())
+    }
+
     /// Why the issuer will never vouch for `name`, when it knows that without asking anyone
     /// (the built-in CA and its `tls.local_ca_names`): what to change, in words.
     pub fn issuer_refuses(&self, name: &Domain) -> Option<String> {

@@ -150,8 +150,8 @@ impl Propagation {
     }
 
     /// The deletes this node missed had their tombstones pruned: what it serves and the store
-    /// no longer holds is forgotten (domains, with their certificates; link keys). Rows written
-    /// meanwhile are the scan's.
+    /// no longer holds is forgotten (domains, with their certificates; the certificates of names
+    /// removed and added again; link keys). Rows written meanwhile are the scan's.
     async fn forget_removed(&self) -> Result<(), StoreError> {
         let mut stored = HashSet::new();
         let mut pages = DomainPages::new(&*self.store);
@@ -166,10 +166,14 @@ impl Propagation {
                 gone += 1;
             }
         }
+        // A name removed and added again while away is registered still, but its certificate
+        // was deleted with it.
+        let cached = self.certs.reload_cached().await?;
         self.keys.reload().await?;
         tracing::warn!(
             applied = self.applied(),
             removed = gone,
+            certificates_read_again = cached,
             "deletes missed for longer than tombstones are kept: compared with the store"
         );
         Ok(())

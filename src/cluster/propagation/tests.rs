@@ -215,6 +215,40 @@ async fn a_node_away_longer_than_tombstones_are_kept_still_forgets_what_was_remo
     assert!(f.propagation.applied() >= f.store.pruned_through().await.unwrap());
 }
 
+/// A name removed and added again while this node scanned nothing, past the tombstones' keep:
+/// the certificate it cached before is dropped with the one the store deleted, and the next
+/// handshake gets a new one. It used to be served on: the name was registered still, and no
+/// certificate change was left to read.
+#[tokio::test]
+async fn a_name_removed_and_added_again_while_away_keeps_no_certificate_the_store_dropped() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let a = Domain::parse("a.example.com").unwrap();
+    f.store.add_domain(&a, clock.clock().now()).await.unwrap();
+    f.propagation.scan().await.unwrap();
+    let before = leaf(&f.certs.resolve(&a).await.unwrap());
+    f.propagation.scan().await.unwrap();
+
+    f.store.remove_domain(&a).await.unwrap();
+    f.store.add_domain(&a, clock.clock().now()).await.unwrap();
+    let now = clock.clock().now();
+    f.store.prune_tombstones(now, TOMBSTONE_KEEP).await.unwrap();
+    f.store
+        .prune_tombstones(now + TOMBSTONE_KEEP, TOMBSTONE_KEEP)
+        .await
+        .unwrap();
+    assert!(f.propagation.applied() < f.store.pruned_through().await.unwrap());
+    assert!(f.store.certificate(&a).await.unwrap().is_none());
+
+    f.propagation.scan().await.unwrap();
+    assert!(f.policy.is_registered(a.as_str()));
+    let after = leaf(&f.certs.resolve(&a).await.unwrap());
+    assert_ne!(
+        after, before,
+        "the certificate deleted with the name is not served on"
+    );
+}
+
 /// A check report another node stored for a domain reaches this node with the domain's change:
 /// a failing check holds back this node's orders too, a passing one lets them go, and a removed
 /// domain's report is dropped.
