@@ -318,7 +318,7 @@ impl LinkKeys {
     ) -> Result<String, MintError> {
         self.registered(domain)?;
         let mut link = Link::new(url, meta, self.clock.unix_secs())?;
-        if links::edge_route(&link.url).is_some_and(|(host, _)| self.is_edge_domain(&host)) {
+        if links::edge_route(&link.url).is_some_and(|edge| self.is_edge_domain(&edge.host)) {
             return Err(MintError::EdgeLink(link.url));
         }
         if let Some(context) = context {
@@ -358,21 +358,16 @@ impl LinkKeys {
     /// is not `domain`, its path is not one of the edge's token routes, or its token does not
     /// open there (another domain's, a removed key's, not a token).
     pub fn open_own(&self, domain: &Domain, url: &str) -> Option<(links::EdgeRoute, Link)> {
-        let (host, route) = links::edge_route(url)?;
-        if host != domain.as_str() {
+        let edge = links::edge_route(url)?;
+        if edge.host != domain.as_str() {
             return None;
         }
-        let path = url::Url::parse(url).ok()?.path().to_owned();
         let ring = self.ring.current();
-        let opened = match route {
-            links::EdgeRoute::Link => {
-                links::open(&ring, domain.as_str(), path.strip_prefix(LINK_PATH)?)
-            }
-            links::EdgeRoute::Pixel => {
-                links::open_pixel(&ring, domain.as_str(), path.strip_prefix(PIXEL_PATH)?)
-            }
+        let opened = match edge.route {
+            links::EdgeRoute::Link => links::open(&ring, domain.as_str(), &edge.token),
+            links::EdgeRoute::Pixel => links::open_pixel(&ring, domain.as_str(), &edge.token),
         };
-        opened.ok().map(|link| (route, link))
+        opened.ok().map(|link| (edge.route, link))
     }
 
     /// True when `host` is one of the edge's domains (registered): its `/c/` and `/o/` URLs are

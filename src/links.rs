@@ -207,17 +207,28 @@ pub enum EdgeRoute {
     Pixel,
 }
 
-/// The host of `url` and the edge's token route its path is, when it is one. On one of the
-/// edge's domains such a URL is the edge's own link or pixel rather than a destination: a link
-/// to it would redirect twice and log each click twice. The host reads as domains are
-/// registered (lowercase, A-labels, no final dot); `None` for any other path, and for a URL
-/// that does not parse.
-pub fn edge_route(url: &str) -> Option<(String, EdgeRoute)> {
+/// A URL on one of the edge's token routes, read apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeUrl {
+    /// The host, as domains are registered (lowercase, A-labels, no final dot).
+    pub host: String,
+    /// Which route.
+    pub route: EdgeRoute,
+    /// The path after the route's prefix: the token, if the URL is the edge's.
+    pub token: String,
+}
+
+/// `url` read apart when its path is one of the edge's token routes. On one of the edge's
+/// domains such a URL is the edge's own link or pixel rather than a destination: a link to it
+/// would redirect twice and log each click twice. `None` for any other path, and for a URL that
+/// does not parse.
+pub fn edge_route(url: &str) -> Option<EdgeUrl> {
     let parsed = url::Url::parse(url).ok()?;
-    let route = if parsed.path().starts_with(LINK_PATH) {
-        EdgeRoute::Link
-    } else if parsed.path().starts_with(PIXEL_PATH) {
-        EdgeRoute::Pixel
+    let path = parsed.path();
+    let (route, token) = if let Some(token) = path.strip_prefix(LINK_PATH) {
+        (EdgeRoute::Link, token)
+    } else if let Some(token) = path.strip_prefix(PIXEL_PATH) {
+        (EdgeRoute::Pixel, token)
     } else {
         return None;
     };
@@ -225,7 +236,11 @@ pub fn edge_route(url: &str) -> Option<(String, EdgeRoute)> {
         .host_str()?
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    Some((host, route))
+    Some(EdgeUrl {
+        host,
+        route,
+        token: token.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -323,13 +338,20 @@ mod tests {
     #[test]
     fn edge_routes_are_links_and_pixels_whatever_the_host_is_written_as() {
         let route = |url: &str| edge_route(url);
+        let edge = |route, token: &str| {
+            Some(EdgeUrl {
+                host: "links.example.com".to_owned(),
+                route,
+                token: token.to_owned(),
+            })
+        };
         assert_eq!(
             route("https://Links.Example.com./c/tok?x=1"),
-            Some(("links.example.com".to_owned(), EdgeRoute::Link))
+            edge(EdgeRoute::Link, "tok")
         );
         assert_eq!(
             route("http://user@links.example.com:8443/o/px"),
-            Some(("links.example.com".to_owned(), EdgeRoute::Pixel))
+            edge(EdgeRoute::Pixel, "px")
         );
         for other in [
             "https://links.example.com/",

@@ -294,7 +294,11 @@ async fn a_link_or_pixel_of_the_edge_is_never_minted_as_a_destination() {
     assert_eq!(route(path), Route::Click(token(&link)));
     assert_eq!(
         links::edge_route(&link),
-        Some(("a.example.com".to_owned(), links::EdgeRoute::Link))
+        Some(links::EdgeUrl {
+            host: "a.example.com".to_owned(),
+            route: links::EdgeRoute::Link,
+            token: token(&link).to_owned(),
+        })
     );
     // Another host's /c/, and the status pages' /s/, are destinations like any other.
     assert!(

@@ -58,8 +58,8 @@ pub fn url_destination(url: &str) -> Option<String> {
 /// rewrite, `POST /v1/links`), left as written rather than wrapped in a second redirect.
 pub fn edge_route(url: &str, is_edge_domain: &dyn Fn(&str) -> bool) -> Option<EdgeRoute> {
     links::edge_route(url)
-        .filter(|(host, _)| is_edge_domain(host))
-        .map(|(_, route)| route)
+        .filter(|edge| is_edge_domain(&edge.host))
+        .map(|edge| edge.route)
 }
 
 #[cfg(test)]
