@@ -61,6 +61,9 @@ pub const MAX_IN_FLIGHT: usize = 512;
 
 /// Longest wait between attempts while NATS fails.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the unshipped bytes, the oldest unshipped click's age and whether shipping is
+/// behind are read again.
+const STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// First wait after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -235,14 +238,16 @@ impl Shipper {
                     break;
                 }
             }
-            if stats_at.elapsed() >= Duration::from_secs(1) {
+            if stats_at.elapsed() >= STATS_EVERY {
                 self.update_stats().await;
                 stats_at = Instant::now();
             }
             let wait = if let Some(at) = self.failure.as_ref().map(|f| f.retry_at)
                 && at > Instant::now()
             {
-                at - Instant::now()
+                // Backing off: the retry time is kept, and the gauges (unshipped bytes, the
+                // oldest click's age, /healthz) are brought up to date meanwhile.
+                (at - Instant::now()).min(STATS_EVERY)
             } else if !self.stream_ready {
                 let ensured = tokio::select! {
                     r = self.nats.ensure_stream() => Some(r),
