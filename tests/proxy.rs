@@ -228,3 +228,29 @@ async fn headers_from_strangers_missing_truncated_or_oversized_are_refused() {
         "refused connections log no click"
     );
 }
+
+/// A peer that is not a trusted proxy is served as itself, and counted against its address at
+/// once, before the edge waits for its first bytes: silent connections from one address take
+/// `limits.max_connections_per_ip` places, no more. They used to be counted only once their
+/// first bytes came (or the handshake timeout passed), so one address could hold every place.
+#[tokio::test]
+async fn a_strangers_silent_connections_are_counted_against_its_address_at_once() {
+    let (edge, path) =
+        edge_with_link("[limits]\nmax_connections_per_ip = 2\nmax_connections = 8\n").await;
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(connect(STRANGER, edge.https).await);
+    }
+    let refused = common::within(Duration::from_secs(20), || async {
+        edge.metric("clickedge_connections_refused_total").await >= 6.0
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "refused: {}",
+        edge.metric("clickedge_connections_refused_total").await
+    );
+    let v1 = b"PROXY TCP4 203.0.113.9 192.0.2.1 4711 443\r\n";
+    assert_eq!(click(&edge, "127.0.0.1", v1, &path).await, Some(302));
+    drop(silent);
+}

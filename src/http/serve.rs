@@ -133,18 +133,30 @@ impl Serving {
         peer: SocketAddr,
         place: Place,
     ) -> Option<(SocketAddr, Slot)> {
-        let client = match &self.proxy {
-            None => peer,
-            Some(proxy) => match proxy.client(tcp, peer).await {
-                Ok(client) => client,
-                Err(e) => {
-                    self.proxy_refused.with_label_values(&[e.reason()]).inc();
-                    tracing::debug!(%peer, error = %error_chain(&e), "connection refused");
-                    return None;
-                }
-            },
+        let Some(proxy) = &self.proxy else {
+            return Some((peer, place.admit(peer)?));
         };
-        Some((client, place.admit(client)?))
+        // A peer that is not a trusted proxy is served as itself, so it is counted against its
+        // address before its first bytes are awaited, as without PROXY protocol: else one
+        // address could hold every place with connections that send nothing.
+        // Ok: counted already; Err: the place, for the client the header names.
+        let counted = if proxy.trusts(peer) {
+            Err(place)
+        } else {
+            Ok(place.admit(peer)?)
+        };
+        let client = match proxy.client(tcp, peer).await {
+            Ok(client) => client,
+            Err(e) => {
+                self.proxy_refused.with_label_values(&[e.reason()]).inc();
+                tracing::debug!(%peer, error = %error_chain(&e), "connection refused");
+                return None;
+            }
+        };
+        match counted {
+            Ok(slot) => Some((client, slot)),
+            Err(place) => Some((client, place.admit(client)?)),
+        }
     }
 }
 

@@ -96,6 +96,11 @@ impl ProxyProtocol {
         ProxyProtocol { trusted, timeout }
     }
 
+    /// Whether `peer` is a trusted proxy, whose connections must start with a header.
+    pub(super) fn trusts(&self, peer: SocketAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&peer.ip()))
+    }
+
     /// The client of a connection from `peer` (canonical): the header's source when `peer` is a
     /// trusted proxy, `peer` itself when it is not (and sent no header), or when the proxy's
     /// header names no client (v2 `LOCAL`, v1 `UNKNOWN`: the proxy's own health checks).
@@ -104,7 +109,7 @@ impl ProxyProtocol {
         tcp: &mut TcpStream,
         peer: SocketAddr,
     ) -> Result<SocketAddr, ProxyError> {
-        let trusted = self.trusted.iter().any(|net| net.contains(&peer.ip()));
+        let trusted = self.trusts(peer);
         let read = async {
             if trusted {
                 read_header(tcp, peer).await
