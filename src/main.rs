@@ -245,12 +245,12 @@ fn init_logging(format: LogFormat, configured: Option<&str>) -> LogFilter {
         })
         .filter(|f| !f.trim().is_empty())
         .and_then(|f| {
-            EnvFilter::try_new(&f)
+            filter_of(&f)
                 .map_err(|e| refused = Some((f, e.to_string())))
                 .ok()
         })
-        .or_else(|| configured.and_then(|f| EnvFilter::try_new(f).ok()))
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .or_else(|| configured.and_then(|f| filter_of(f).ok()))
+        .unwrap_or_else(|| filter_of("info").expect("a valid filter"));
     let (filter, handle) = reload::Layer::new(filter);
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
@@ -269,6 +269,17 @@ fn init_logging(format: LogFormat, configured: Option<&str>) -> LogFilter {
         );
     }
     handle
+}
+
+/// The log filter `text` says, with rustls's own log lines at `error` unless it names rustls:
+/// rustls warns of a client's odd hello (an address as its name, a name that is no name), with
+/// the client's bytes in the line, so at `warn` every client could write to the log at will.
+fn filter_of(text: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    if text.contains("rustls") {
+        EnvFilter::try_new(text)
+    } else {
+        EnvFilter::try_new(format!("{text},rustls=error"))
+    }
 }
 
 /// SIGHUP: re-reads the config file for its `log` filter, and the certificates and link keys
@@ -306,7 +317,7 @@ async fn reload(app: &App, config_path: Option<&Path>, log_filter: &LogFilter) {
     // Last, so the lines above are logged whatever the new filter lets through. The config
     // validated the filter: it parses.
     if let Some(filter) = filter
-        && let Ok(parsed) = EnvFilter::try_new(&filter)
+        && let Ok(parsed) = filter_of(&filter)
         && let Err(e) = log_filter.reload(parsed)
     {
         tracing::warn!(error = %e, "SIGHUP: the log filter could not be replaced");

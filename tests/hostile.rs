@@ -487,3 +487,19 @@ async fn poke_quick(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut out)).await;
     Ok(())
 }
+
+/// What a client sends does not set what the edge logs: hellos rustls finds odd (an address as
+/// the server name, a name that is no name) write nothing at the default levels. Each wrote a
+/// warning, the client's name copied in whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_hellos_write_nothing_to_the_log() {
+    let (mut edge, link) = edge_with_link("").await;
+    for sni in [&b"1.2.3.4"[..], b"links_ex ample.com", &[1u8; 2000]] {
+        for _ in 0..3 {
+            poke(edge.https, &client_hello(sni)).await;
+        }
+    }
+    still_serving(&mut edge, &link).await;
+    let log = edge.stderr();
+    assert!(!log.contains("rustls"), "{log}");
+}
