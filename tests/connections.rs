@@ -550,6 +550,31 @@ async fn a_parked_http1_connection_is_closed_when_hyper_would_have_closed_it() {
     wait_for_open(&edge, 0).await;
 }
 
+/// A parked connection woken by the first bytes of a head it never finishes is closed when it
+/// would have been without them: header_read_timeout after its last answer. It used to get a
+/// whole header timeout more from its first byte (hyper's new connection starts its own timer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_woken_by_half_a_head_closes_when_it_would_have() {
+    let (edge, mut https, path) =
+        after_one_click("[limits]\nheader_read_timeout = \"15s\"\n").await;
+    let answered = Instant::now();
+    wait_for_parked(&edge, 1).await;
+    tokio::time::sleep_until((answered + Duration::from_secs(14)).into()).await;
+    https
+        .write_all(format!("GET {path} HTTP/1.1\r\nHo").as_bytes())
+        .await
+        .unwrap();
+    https.flush().await.unwrap();
+    // Due a second from now, and closed then at once; with its own new timer it stayed 15 s more,
+    // and up to close_timeout (10 s) besides.
+    closed_within(
+        &mut https,
+        Duration::from_secs(1) + SLACK,
+        "woken by half a head",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_request_head_is_never_parked_and_closed_at_the_header_timeout() {
     // A slow client after a first click: a head begun and never finished. Parking would restart

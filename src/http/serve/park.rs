@@ -312,21 +312,37 @@ pub(super) async fn drive_h1<T, S>(
         held: false,
     };
     let mut may_park = true;
+    // Woken from parked: the next request's head is due when the parked connection would have
+    // been closed, not a whole header timeout after its first byte (hyper's new connection
+    // starts its own timer).
+    let mut head_due: Option<(Instant, Instant)> = None;
     loop {
         wire.read_waiting.store(false, Ordering::Relaxed);
         // Boxed: the task keeps no room for hyper's connection while parked.
         let mut conn = Box::new(h1.builder.serve_connection(TokioIo::new(io), service));
         let quiet = || wire.quiet();
         let park = may_park.then_some((PARK_AFTER, &quiet as &(dyn Fn() -> bool + Sync)));
-        let why = serve_until(
+        let serving = serve_until(
             Pin::new(&mut *conn),
             peer,
             &activity,
             h1.timeouts,
             &mut stop,
             park,
-        )
-        .await;
+        );
+        let why = match head_due.take() {
+            None => serving.await,
+            Some((since, due)) => tokio::select! {
+                why = serving => why,
+                () = head_overdue(&activity, since, due) => {
+                    // Half a head at most, no request in flight: closed as a parked connection
+                    // is, at once.
+                    tracing::debug!(%peer, "closing idle connection (its next head came short)");
+                    let io = unbox(conn).into_parts().io.into_inner();
+                    return shut(io.inner, h1.timeouts).await;
+                }
+            },
+        };
         match why {
             Some(Interrupted::Parkable) => {}
             ended => {
@@ -378,6 +394,16 @@ pub(super) async fn drive_h1<T, S>(
         if !woken {
             return shut(io.inner, h1.timeouts).await;
         }
+        head_due = Some((since, deadline));
+    }
+}
+
+/// Ends at `due` if no request has come since the connection went idle at `since`; never once
+/// one has (from then on hyper's own timers bound the connection).
+async fn head_overdue(activity: &Activity, since: Instant, due: Instant) {
+    tokio::time::sleep_until(due).await;
+    if activity.idle_since() != Some(since) {
+        std::future::pending::<()>().await;
     }
 }
 
