@@ -26,7 +26,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderValue};
@@ -337,12 +337,6 @@ fn closes_after<B>(req: &Request<B>) -> bool {
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens at shutdown.
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Accept errors (out of file descriptors, mostly) are transient: log, back off briefly, go on.
-async fn accept_error(e: std::io::Error) {
-    tracing::warn!(error = %e, "accept failed");
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use super::{accept_error, stopped};
+use super::stopped;
 use crate::client;
 use crate::metrics::Metrics;
 
@@ -124,14 +125,42 @@ impl Drop for Slot {
     }
 }
 
+/// How long the accept loop waits after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
 /// A listener behind its caps: hands out the connections that fit, until shutdown.
 pub(super) struct Gate {
     listener: TcpListener,
     limits: Arc<ConnLimits>,
     stop: watch::Receiver<bool>,
+    /// Accept failures since the last connection accepted, and when the first of them came.
+    failing: Option<(u64, Instant)>,
 }
 
 impl Gate {
+    /// An accept failed: said once when failures begin (they come every [`ACCEPT_BACKOFF`]
+    /// while they last), counted until one succeeds.
+    fn failed(&mut self, e: &std::io::Error) {
+        match &mut self.failing {
+            Some((n, _)) => *n += 1,
+            None => {
+                tracing::warn!(error = %e, "accept failed; trying again every 50 ms, said again once it works");
+                self.failing = Some((1, Instant::now()));
+            }
+        }
+    }
+
+    /// A connection was accepted: a run of failures, if any, is over.
+    fn accepting(&mut self) {
+        if let Some((failures, since)) = self.failing.take() {
+            tracing::warn!(
+                failures,
+                for_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "accept works again"
+            );
+        }
+    }
+
     pub(super) fn new(
         listener: TcpListener,
         limits: Arc<ConnLimits>,
@@ -140,6 +169,7 @@ impl Gate {
         Gate {
             listener,
             limits,
+            failing: None,
             stop,
         }
     }
@@ -151,8 +181,16 @@ impl Gate {
             let (tcp, peer) = tokio::select! {
                 _ = stopped(&mut self.stop) => return None,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((tcp, peer)) => (tcp, client::canonical(peer)),
-                    Err(e) => { accept_error(e).await; continue; }
+                    Ok((tcp, peer)) => {
+                        self.accepting();
+                        (tcp, client::canonical(peer))
+                    }
+                    Err(e) => {
+                        self.failed(&e);
+                        // Transient (out of file descriptors, mostly): back off briefly.
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
                 },
             };
             let permit = match (
@@ -213,5 +251,32 @@ mod tests {
             limits.admit(a, permit()).is_some(),
             "a freed place is reused"
         );
+    }
+
+    /// A run of accept failures (out of file descriptors: one every 50 ms while it lasts) is
+    /// said once as it begins and once as it ends, with its count; it was a warning each time.
+    #[tokio::test]
+    async fn a_run_of_accept_failures_is_said_when_it_begins_and_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let limits = Arc::new(ConnLimits {
+            places: Arc::new(Semaphore::new(1)),
+            at_cap: AtCap::Wait,
+            per_ip: 1,
+            by_ip: DashMap::new(),
+            metrics: None,
+        });
+        let (_stop_tx, stop) = watch::channel(false);
+        let mut gate = Gate::new(listener, limits, stop);
+        let emfile = || std::io::Error::from_raw_os_error(24);
+        let ((), said) = crate::logged::logged(tracing::Level::WARN, || {
+            for _ in 0..100 {
+                gate.failed(&emfile());
+            }
+            gate.accepting();
+            gate.accepting();
+        });
+        assert_eq!(said.matches("accept failed").count(), 1, "{said}");
+        assert_eq!(said.matches("accept works again").count(), 1, "{said}");
+        assert!(said.contains("failures=100"), "{said}");
     }
 }
