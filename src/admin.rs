@@ -81,6 +81,9 @@ pub fn router(state: Shared) -> Router {
         .merge(api)
         .merge(ui::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        // Before the host check's layer, so inside it: a wrong method under a stranger's Host
+        // is refused as the Host (421), not answered.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), hosts::check))
         // After the host check's layer, so outside it: health says nothing, and load balancers
         // probe it under whatever name they like.
@@ -89,18 +92,21 @@ pub fn router(state: Shared) -> Router {
             get(|State(state): State<Shared>| async move { state.readiness.answer() }),
         )
         .route("/healthz", get(health))
-        // Every route's, so it is set once they are all in: a JSON error like any other.
-        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!(
-                    "{method} is not a method of {}: see the Allow header for those it takes",
-                    uri.path()
-                ),
-            )
-        })
+        // The health checks' (the routes above keep theirs).
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
+}
+
+/// A method a route does not take: a JSON error like any other (axum's own has no body).
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not a method of {}: see the Allow header for those it takes",
+            uri.path()
+        ),
+    )
 }
 
 /// `ok`, and with a click stream a second line, `shipping: current` or `shipping: behind`

@@ -439,12 +439,18 @@ impl Certs {
     /// Takes every cached certificate as the store now holds it ([`Certs::reload_name`] for
     /// each): after deletes this node missed (their tombstones pruned), a name removed and
     /// added again keeps no certificate the store dropped with it. Returns how many were read.
-    pub async fn reload_cached(&self) -> Result<usize, StoreError> {
+    /// One read per cached name, in turn: this runs only after a node was away past the
+    /// tombstones' keep.
+    /// A name the store cannot be read for is logged and left as it is, not the end of the
+    /// others.
+    pub async fn reload_cached(&self) -> usize {
         let names: Vec<Domain> = self.cache.iter().map(|(name, _)| (*name).clone()).collect();
         for name in &names {
-            self.reload_name(name).await?;
+            if let Err(e) = self.reload_name(name).await {
+                tracing::warn!(domain = %name, error = %crate::errors::chain(&e), "reading a cached certificate again");
+            }
         }
-        Ok(names.len())
+        names.len()
     }
 
     /// Why the issuer will never vouch for `name`, when it knows that without asking anyone

@@ -171,6 +171,15 @@ async fn a_method_a_route_does_not_take_is_a_json_405_naming_it() {
             format!("{method} is not a method of {path}: see the Allow header for those it takes")
         );
     }
+    // Under a stranger's Host (DNS rebinding) the Host is refused first, as for any method.
+    let res = reqwest::Client::new()
+        .put(format!("http://{}/v1/domains", edge.admin))
+        .header("host", "evil.example")
+        .bearer_auth(&edge.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 421);
 }
 
 #[tokio::test]

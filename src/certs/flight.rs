@@ -90,7 +90,8 @@ impl Landing {
 impl Drop for Landing {
     fn drop(&mut self) {
         if self.tx.is_some() {
-            tracing::error!(domain = %self.name, "a certificate flight ended without landing; the next handshake tries again");
+            // A panic says so itself; at shutdown every flight in the air ends this way.
+            tracing::warn!(domain = %self.name, "a certificate flight ended without landing (a panic, or the edge stopping); the next handshake tries again");
             self.land_once(Err(CertError::unavailable(
                 &self.name,
                 LoadError::Abandoned,

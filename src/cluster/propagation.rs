@@ -168,7 +168,7 @@ impl Propagation {
         }
         // A name removed and added again while away is registered still, but its certificate
         // was deleted with it.
-        let cached = self.certs.reload_cached().await?;
+        let cached = self.certs.reload_cached().await;
         self.keys.reload().await?;
         tracing::warn!(
             applied = self.applied(),

@@ -145,10 +145,11 @@ async fn a_retired_key_stops_sealing_and_keeps_opening_but_the_last_sealing_one_
     assert_eq!(again.retired_at, Some(from_unix_secs(1_060)));
 }
 
-/// Two changes at once each check against the keys as the other left them: of two keys
-/// retired together, or one retired while the other is removed, one change is refused, and a
-/// key not retired stays to seal. Both used to pass their checks against the same ring, leaving
-/// every key retired (a retired key then sealed, and every status page address failed).
+/// Two changes at once never leave no key to seal: of two keys retired together, or one retired
+/// while the other is removed, one change is refused. Both used to pass their checks against
+/// the same ring, leaving every key retired (a retired key then sealed, and every status page
+/// address failed). The node's own lock and the store's check (`KeyChange`, which alone would
+/// pass this test now) each keep it so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_changes_at_once_never_leave_no_key_to_seal() {
     let clock = ManualClock::new(from_unix_secs(1_000));

@@ -58,7 +58,7 @@ enum Miss {
     /// No answer within [`FETCH_TIMEOUT`].
     TimedOut,
     /// This host has no route to the address (no IPv6 in a container, no address of that
-    /// family): the edge cannot dial it, whatever the customer's DNS or a firewall says.
+    /// family to send from): the edge cannot dial it, whatever the customer's DNS says.
     NoRoute,
     /// No connection for another reason (a host that does not answer, a local error).
     NoConnection,
@@ -292,9 +292,12 @@ fn classify(e: &reqwest::Error) -> Miss {
             return match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => Miss::Refused,
                 std::io::ErrorKind::TimedOut => Miss::TimedOut,
-                std::io::ErrorKind::NetworkUnreachable
-                | std::io::ErrorKind::HostUnreachable
-                | std::io::ErrorKind::AddrNotAvailable => Miss::NoRoute,
+                // Raised by this host itself: no route of that family, no address to send from.
+                // (A host unreachable may be a firewall's reject in front of the edge: the
+                // customer's path to fix, a miss like any other.)
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::AddrNotAvailable => {
+                    Miss::NoRoute
+                }
                 _ => Miss::NoConnection,
             };
         }

@@ -19,9 +19,9 @@ use crate::admin::Scope;
 const COOKIE: &str = "clickedge_ui";
 /// How long a sign-in lasts.
 const SESSION: Duration = Duration::from_secs(12 * 3600);
-/// Most sessions held at once; past it the one ending soonest of the new one's scope is dropped
-/// (so sign-ins with a read-only token never sign out a holder of the admin token), else the one
-/// ending soonest.
+/// Most sessions held at once; past it the read-only session ending soonest is dropped (so
+/// sign-ins with a read-only token never sign out a holder of the admin token), else the full
+/// one ending soonest.
 const MAX_SESSIONS: usize = 1024;
 
 type Digest = [u8; 32];
@@ -52,7 +52,7 @@ impl Sessions {
         if live.len() >= MAX_SESSIONS
             && let Some(soonest) = live
                 .iter()
-                .min_by_key(|(_, (end, s))| (*s != scope, *end))
+                .min_by_key(|(_, (end, s))| (*s == Scope::Full, *end))
                 .map(|(d, _)| *d)
         {
             live.remove(&soonest);

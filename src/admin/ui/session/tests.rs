@@ -79,8 +79,8 @@ fn the_table_stays_bounded_and_drops_the_session_ending_soonest() {
     assert_eq!(sessions.lock().len(), 1);
 }
 
-/// A full table drops a session of the new one's scope first: signing in again and again with
-/// a read-only token never signs out the holder of the admin token.
+/// A full table drops a read-only session first: signing in again and again with a read-only
+/// token never signs out a holder of the admin token, nor does another one signing in.
 #[test]
 fn read_only_sign_ins_never_push_out_a_full_session() {
     let sessions = Sessions::new(false);
@@ -91,6 +91,10 @@ fn read_only_sign_ins_never_push_out_a_full_session() {
     }
     assert_eq!(sessions.lock().len(), MAX_SESSIONS);
     assert_eq!(sessions.scope(&full, t0), Some(Scope::Full));
+    let later = t0 + Duration::from_secs(3 * MAX_SESSIONS as u64);
+    let other = sent(&sessions.start(later, Scope::Full));
+    assert_eq!(sessions.scope(&full, t0), Some(Scope::Full));
+    assert_eq!(sessions.scope(&other, later), Some(Scope::Full));
 }
 
 #[test]
