@@ -151,6 +151,8 @@ impl AcmeIssuer {
             .await
     }
 
+    /// The credentials kept from a creation the store did not take. A function of its own so
+    /// that the lock is let go here, not held over the creation that may follow.
     fn unstored_account(&self) -> Option<String> {
         lock(&self.unstored).clone()
     }

@@ -223,15 +223,15 @@ impl Gate {
 mod tests {
     use super::*;
 
+    /// An edge listener's limits: `places` in all, `per_ip` per address.
+    fn limits(places: usize, per_ip: usize) -> Arc<ConnLimits> {
+        let places = NonZeroUsize::new(places).expect("places");
+        Arc::new(ConnLimits::edge(places, per_ip, Metrics::unregistered()))
+    }
+
     #[test]
     fn per_address_places_are_counted_and_freed() {
-        let limits = Arc::new(ConnLimits {
-            places: Arc::new(Semaphore::new(10)),
-            at_cap: AtCap::Wait,
-            per_ip: 2,
-            by_ip: DashMap::new(),
-            metrics: None,
-        });
+        let limits = limits(10, 2);
         let permit = || limits.places.clone().try_acquire_owned().unwrap();
         let a: IpAddr = "2001:db8::1".parse().unwrap();
         let b: IpAddr = "2001:db8::2".parse().unwrap();
@@ -258,13 +258,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_of_accept_failures_is_said_when_it_begins_and_ends() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let limits = Arc::new(ConnLimits {
-            places: Arc::new(Semaphore::new(1)),
-            at_cap: AtCap::Wait,
-            per_ip: 1,
-            by_ip: DashMap::new(),
-            metrics: None,
-        });
+        let limits = limits(1, 1);
         let (_stop_tx, stop) = watch::channel(false);
         let mut gate = Gate::new(listener, limits, stop);
         let emfile = || std::io::Error::from_raw_os_error(24);
