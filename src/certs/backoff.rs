@@ -173,6 +173,25 @@ impl Backoff {
         }
     }
 
+    /// Backs `name` off in memory at once after a flight that ordered for it panicked, as one
+    /// more failure in a row: its next handshakes fail from memory rather than each ordering
+    /// (and panicking) again. The caller then records it with [`Backoff::failed`], which the
+    /// store's count of failures corrects.
+    pub(super) fn panicked(&self, name: &Domain, cause: IssueFailure, now: SystemTime) {
+        let failures = self
+            .not_before
+            .get(name)
+            .map_or(0, |n| n.failures)
+            .saturating_add(1);
+        let not_before = NotBefore {
+            until: schedule::retry_at(now, failures, None),
+            cause,
+            failures,
+            nothing_stored: true,
+        };
+        self.not_before.insert(name.clone(), not_before);
+    }
+
     /// Records that an order for `name` could not be placed before `until` (the account's order
     /// budget is spent, or the CA paused all issuance): no new order before then, and, as the
     /// name itself did not fail, the failures in a row stay as they were (the backoff does not

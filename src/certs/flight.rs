@@ -20,7 +20,7 @@ use crate::Domain;
 use crate::clock::rfc3339;
 use crate::errors::chain as error_chain;
 use crate::issuer::{IssueError, OrderClaim as _};
-use crate::store::{RateLimitScope, StoredCert};
+use crate::store::{FailureKind, IssueFailure, RateLimitScope, StoredCert};
 
 /// While another node holds a name's lease, its store is read this often for the certificate
 /// (and the lease tried again, in case its holder died).
@@ -87,11 +87,36 @@ impl Landing {
     }
 }
 
+impl Landing {
+    /// A handshake's flight that panicked counts as a failed order: the name backs off (in
+    /// memory before the flight lands, then in the store), so a panic that comes back on every
+    /// attempt does not become an order, and a panic, on every handshake.
+    fn back_off_after_panic(&self) {
+        let cause = IssueFailure {
+            kind: FailureKind::Local,
+            detail: "the edge failed while loading or ordering the certificate (see its log)"
+                .into(),
+        };
+        let (certs, name) = (&self.certs, &self.name);
+        let now = certs.clock.now();
+        certs.backoff.panicked(name, cause.clone(), now);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (certs, name) = (certs.clone(), name.clone());
+            runtime.spawn(async move {
+                certs.backoff.failed(&name, cause, now, None, None).await;
+            });
+        }
+    }
+}
+
 impl Drop for Landing {
     fn drop(&mut self) {
         if self.tx.is_some() {
             // A panic says so itself; at shutdown every flight in the air ends this way.
-            tracing::warn!(domain = %self.name, "a certificate flight ended without landing (a panic, or the edge stopping); the next handshake tries again");
+            tracing::warn!(domain = %self.name, "a certificate flight ended without landing (a panic, or the edge stopping); after a panic the name backs off as after a failed order");
+            if std::thread::panicking() && self.kind == Flight::Obtain {
+                self.back_off_after_panic();
+            }
             self.land_once(Err(CertError::unavailable(
                 &self.name,
                 LoadError::Abandoned,

@@ -5,9 +5,11 @@ use crate::acme::RateLimit;
 use crate::clock::{ManualClock, from_unix_secs};
 use crate::domain::Zones;
 use crate::issuer::{IssueError, LocalCa, OrderClaim};
-use crate::store::{AcmeProblem, IssueStatus, Origin, RateLimitScope, SqliteStore, StoredCert};
+use crate::store::{
+    AcmeProblem, FailureKind, IssueStatus, Origin, RateLimitScope, SqliteStore, StoredCert,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 mod blips;
 mod cluster;
@@ -224,13 +226,20 @@ async fn concurrent_misses_share_one_issuance() {
     assert!(status.next_renewal.is_some());
 }
 
-/// A flight whose task panics still lands: its waiters get an error, and the name's next
-/// handshake starts a new flight (it used to wait on the dead one's channel for good, failing at
-/// once as timed out).
+/// A flight whose task panics still lands: its waiters get an error (they used to wait on the
+/// dead one's channel for good). The name then backs off as after a failed order, so a panic on
+/// every attempt is not an order on every handshake; once the backoff ends, the next handshake
+/// orders again.
 #[tokio::test]
-async fn a_flight_that_panics_fails_its_waiters_and_the_next_handshake_orders_again() {
+async fn a_flight_that_panics_fails_its_waiters_and_backs_the_name_off() {
     let dir = tempfile::tempdir().unwrap();
-    let (issuer, _store, certs, name) = registered(dir.path()).await;
+    let clock = ManualClock::starting_now();
+    let (issuer, store, certs) = setup_at(dir.path(), &clock);
+    let name = Domain::parse("a.example.com").unwrap();
+    store
+        .add_domain(&name, SystemTime::UNIX_EPOCH)
+        .await
+        .unwrap();
     issuer.panic_once.store(true, Ordering::SeqCst);
     let failed = certs.resolve(&name).await.map(|_| ());
     assert!(
@@ -238,6 +247,29 @@ async fn a_flight_that_panics_fails_its_waiters_and_the_next_handshake_orders_ag
         "{failed:?}"
     );
     assert!(lock(&certs.inflight).is_empty());
+
+    let again = certs.resolve(&name).await.map(|_| ());
+    assert!(
+        matches!(&again, Err(CertError::BackingOff { .. })),
+        "{again:?}"
+    );
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+    // Recorded in the store by a task of its own.
+    let mut recorded = record(&store, &name).await;
+    for _ in 0..1000 {
+        if recorded.last_error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        recorded = record(&store, &name).await;
+    }
+    assert_eq!(
+        recorded.last_error.map(|e| e.kind),
+        Some(FailureKind::Local)
+    );
+    assert_eq!(recorded.failures, 1);
+
+    clock.advance(schedule::backoff(1) + Duration::from_secs(1));
     certs.resolve(&name).await.unwrap();
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 2);
 }
