@@ -1,13 +1,20 @@
 //! The PostgreSQL schema, as the migrations that build it: each runs once, in order, and the
 //! `schema_version` row records how many have. Nodes starting at the same moment serialise on
 //! one advisory lock held by the migrating transaction, so each migration runs exactly once.
+//! A migration's statement waits at most [`TABLE_LOCK_WAIT`] for a table another session holds
+//! (a long query, a transaction left open), then the whole transaction rolls back and is tried
+//! again: queued behind that session, its lock request would hold every other node's queries
+//! on the table for as long.
 //!
 //! Every mutable row carries a `version` drawn from one sequence (`row_version`), set anew on
 //! every write, so that a node can later fetch what changed since the last version it saw.
 //! Secrets (`key_sealed`, `secret_sealed`, `value_sealed`) are sealed by the store, never
 //! stored in the clear. Times are whole Unix seconds, as in the SQLite schema.
 
+use std::time::Duration;
+
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 /// Schema migrations, applied in order; `schema_version.version` records how many have run.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -181,22 +188,53 @@ INSERT INTO link_key_ids (last) SELECT COALESCE(MAX(id), 0) FROM link_keys;
 /// would do, as long as every node uses the same one.
 const MIGRATION_LOCK: i64 = 0x636c_6963_6b65_6467;
 
+/// How long a migration's statement waits for a table's lock before giving way.
+const TABLE_LOCK_WAIT: &str = "5s";
+
+/// The pause before a migration that gave way is tried again, and how many tries in all (some
+/// six minutes): past them, the start fails naming the lock timeout.
+const GIVE_WAY_PAUSE: Duration = Duration::from_secs(1);
+const MIGRATE_TRIES: u32 = 60;
+
 /// Applies the migrations this database has not seen, in one transaction holding
 /// [`MIGRATION_LOCK`]: a node that starts while another migrates waits, then finds the work done.
 /// Returns how many ran.
 pub(super) async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
+    migrate_to(client, MIGRATIONS.len()).await
+}
+
+/// [`migrate`], up to the first `upto` migrations.
+pub(super) async fn migrate_to(
+    client: &mut Client,
+    upto: usize,
+) -> Result<usize, tokio_postgres::Error> {
     // Another node may be migrating (this waits for its lock), and a migration may rewrite a
     // large table: neither is bounded here, unlike every other statement (the caller bounds
-    // the session again after).
+    // the session again after). Waiting for a table's lock is bounded per transaction.
     client
         .batch_execute("SET lock_timeout = 0; SET statement_timeout = 0")
         .await?;
-    migrate_unbounded(client).await
+    let mut tries = 1;
+    loop {
+        match migrate_once(client, upto).await {
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) && tries < MIGRATE_TRIES => {
+                tracing::warn!(
+                    tries,
+                    "a schema migration waited {TABLE_LOCK_WAIT} for a table another session holds (a long query, or a transaction left open): rolled back so the others' queries go on, trying again"
+                );
+                tries += 1;
+                tokio::time::sleep(GIVE_WAY_PAUSE).await;
+            }
+            result => return result,
+        }
+    }
 }
 
-async fn migrate_unbounded(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
+async fn migrate_once(client: &mut Client, upto: usize) -> Result<usize, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{TABLE_LOCK_WAIT}'"))
         .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_version (
@@ -212,7 +250,7 @@ async fn migrate_unbounded(client: &mut Client) -> Result<usize, tokio_postgres:
         .get(0);
     let done = usize::try_from(done).unwrap_or(0);
     let mut ran = 0;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(upto).skip(done) {
         tx.batch_execute(sql).await?;
         let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
         tx.execute("UPDATE schema_version SET version = $1", &[&version])
