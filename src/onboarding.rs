@@ -75,16 +75,28 @@ impl OncePer {
     /// Whether it may be done for `name` at `now` (noting it if so): not if it was less than the
     /// period ago.
     pub(crate) fn may(&self, name: &Domain, now: SystemTime) -> bool {
-        if let Some(last) = self.last.get(name)
-            && now < *last + self.every
-        {
-            return false;
-        }
+        self.try_at(name, now).is_ok()
+    }
+
+    /// Notes it done for `name` at `now`, unless it was less than the period ago: then the time
+    /// left. Two callers at once for one name: one of them.
+    pub(crate) fn try_at(&self, name: &Domain, now: SystemTime) -> Result<(), Duration> {
         // Entries past the period say nothing any more: dropped here, a name removed on another
         // node (which never passes through a removal on this one) is not kept for ever.
         self.last.retain(|_, last| now < *last + self.every);
-        self.last.insert(name.clone(), now);
-        true
+        match self.last.entry(name.clone()) {
+            dashmap::Entry::Occupied(mut last) => {
+                let next = *last.get() + self.every;
+                if now < next {
+                    return Err(next.duration_since(now).unwrap_or_default());
+                }
+                last.insert(now);
+            }
+            dashmap::Entry::Vacant(none) => {
+                none.insert(now);
+            }
+        }
+        Ok(())
     }
 
     /// Forgets `name` (removed).

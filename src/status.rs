@@ -16,10 +16,9 @@ mod page;
 mod view;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
@@ -30,6 +29,7 @@ use crate::errors::chain as error_chain;
 use crate::http::Body;
 use crate::keys::LinkKeys;
 use crate::links::share;
+use crate::onboarding::OncePer;
 pub use view::StatusView;
 
 /// Least time between two check runs a status page asks for, per domain.
@@ -43,8 +43,8 @@ pub struct StatusPages {
     keys: Arc<LinkKeys>,
     domains: Arc<Domains>,
     clock: Clock,
-    /// When a page last ran the checks of a domain.
-    last_run: DashMap<Domain, SystemTime>,
+    /// When a page last ran the checks of a domain, for runs less than [`RECHECK_EVERY`] ago.
+    last_run: OncePer,
 }
 
 impl StatusPages {
@@ -60,7 +60,7 @@ impl StatusPages {
             keys,
             domains,
             clock,
-            last_run: DashMap::new(),
+            last_run: OncePer::new(RECHECK_EVERY),
         }
     }
 
@@ -138,18 +138,7 @@ impl StatusPages {
     /// Runs the checks of `name` unless a page did less than [`RECHECK_EVERY`] ago; then the
     /// time left.
     async fn recheck(&self, name: &Domain) -> Result<(), Duration> {
-        let now = self.clock.now();
-        {
-            let mut last = self
-                .last_run
-                .entry(name.clone())
-                .or_insert(SystemTime::UNIX_EPOCH);
-            let next = *last + RECHECK_EVERY;
-            if next > now {
-                return Err(next.duration_since(now).unwrap_or_default());
-            }
-            *last = now;
-        }
+        self.last_run.try_at(name, self.clock.now())?;
         if let Err(e) = self.domains.check(name).await {
             tracing::warn!(domain = %name, error = %error_chain(&e), "status page check");
         }

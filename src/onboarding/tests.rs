@@ -124,3 +124,18 @@ fn once_per_keeps_only_the_names_within_their_period() {
     assert_eq!(limit.names(), [b]);
     assert!(limit.may(&a, t0 + every), "a period after: again");
 }
+
+/// Held back, it says how long is left; the status pages' rechecks answer `429` with it.
+#[test]
+fn once_per_says_the_time_left() {
+    let every = Duration::from_secs(10);
+    let limit = OncePer::new(every);
+    let t0 = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
+    let a = Domain::parse("a.example.com").unwrap();
+    assert_eq!(limit.try_at(&a, t0), Ok(()));
+    assert_eq!(
+        limit.try_at(&a, t0 + Duration::from_secs(3)),
+        Err(Duration::from_secs(7))
+    );
+    assert_eq!(limit.try_at(&a, t0 + every), Ok(()));
+}
