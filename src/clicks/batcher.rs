@@ -180,8 +180,8 @@ impl<S: ClickSink> Batcher<S> {
         Batcher {
             sink,
             config,
+            pending: Pending::new(&metrics),
             metrics,
-            pending: Pending::new(),
             failure: None,
             handles: Handles::new(),
             by_verdict,

@@ -335,6 +335,12 @@ impl ClickQueue {
             }
             Err(TrySendError::Full(_)) => {
                 self.metrics.clicks_queued.dec();
+                if self.full_log.ready(&self.clock) {
+                    tracing::warn!(
+                        rejected_total = self.metrics.clicks_rejected.get() + 1,
+                        "click queue full: synced clicks are answered 503 (counted in clickedge_clicks_rejected_total); raise clicks.queue_capacity, or see why the click log writes slowly"
+                    );
+                }
                 ClickRejected::QueueFull
             }
             Err(TrySendError::Disconnected(_)) => {

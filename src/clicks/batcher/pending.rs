@@ -8,10 +8,13 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
+
 use crate::clicks::id::ClickId;
 use crate::clicks::queue::Ack;
 use crate::clicks::verdict::{Class, Revision};
 use crate::clicks::{Batch, ClickEvent, ClickRejected};
+use crate::metrics::Metrics;
 
 /// A synced click in the batch: its bytes in [`Pending::buf`] and who waits for it.
 pub(super) struct Waiter {
@@ -33,6 +36,8 @@ impl Waiter {
 }
 
 pub(super) struct Pending {
+    /// `clicks_dropped` and `verdict_revisions_lost`, for what a panic loses (see the `Drop`).
+    lost: (IntCounter, IntCounter),
     /// Encoded lines not yet written, in arrival order.
     buf: Vec<u8>,
     /// Clicks in `buf`.
@@ -51,8 +56,12 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub(super) fn new() -> Pending {
+    pub(super) fn new(metrics: &Metrics) -> Pending {
         Pending {
+            lost: (
+                metrics.clicks_dropped.clone(),
+                metrics.verdict_revisions_lost.clone(),
+            ),
             buf: Vec::with_capacity(64 << 10),
             clicks: 0,
             revisions: 0,
@@ -216,6 +225,19 @@ impl Pending {
             self.due_at = None;
         }
         (taken, revisions.len() as u64)
+    }
+}
+
+impl Drop for Pending {
+    /// A panic unwinding through the writer: the buffered clicks and the revision lines held are
+    /// lost, and counted so. The synced clicks' waiters learn it from their dropped acks, which
+    /// count as rejected.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let (dropped, revisions_lost) = &self.lost;
+            dropped.inc_by(self.clicks - self.waiters.len() as u64);
+            revisions_lost.inc_by(self.revisions);
+        }
     }
 }
 

@@ -431,18 +431,19 @@ fn a_click_pushed_during_the_last_write_is_counted_as_dropped() {
     assert_eq!(metrics.clicks_queued.get(), 0);
 }
 
-/// A writer thread that panics does not leave the sink reported healthy, and the clicks
-/// answered after it are counted as dropped.
+/// A writer thread that panics does not leave the sink reported healthy, and both the click
+/// it held when it panicked and the clicks answered after it are counted as dropped.
 #[test]
-fn a_panicking_writer_marks_the_sink_unhealthy_and_later_clicks_are_counted_dropped() {
+fn a_panicking_writer_marks_the_sink_unhealthy_and_counts_every_click_it_loses() {
     let (sink, metrics) = (FakeSink::default(), Metrics::unregistered());
     *sink.panic_on_write.lock().unwrap() = true;
     let (writer, queue) = start_fake(&sink, &metrics);
     assert_eq!(metrics.click_sink_healthy.get(), 1);
     queue.push(event(0));
     eventually("the writer's end", || metrics.click_sink_healthy.get() == 0);
+    assert_eq!(metrics.clicks_dropped.get(), 1, "the click it held");
     queue.push(event(1));
-    assert_eq!(metrics.clicks_dropped.get(), 1);
+    assert_eq!(metrics.clicks_dropped.get(), 2);
     writer.close();
 }
 
