@@ -87,7 +87,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   group_read = false                    true: click dir 0750, files 0640 (else 0700, 0600)
   max_total_bytes = 10737418240         10 GiB; oldest click files deleted past it (0: no cap)
   max_clicks_per_ip_per_sec = 10        past it, redirected but not logged (counted); 0: no bound
-  retention = (none)                    closed click files older than this deleted (once shipped)
+  retention = (none)                    closed click files last written longer ago deleted (once shipped)
   stream = (none)                       \"nats\": ship every click to NATS JetStream
   nats_url = \"nats://127.0.0.1:4222\"    tls:// for TLS
   nats_subject = \"clicks.{node_id}\"     {node_id} from [cluster]

@@ -22,6 +22,7 @@ pub mod http;
 pub mod issuer;
 pub mod keys;
 pub mod links;
+mod lockfile;
 #[cfg(test)]
 mod logged;
 pub mod metrics;

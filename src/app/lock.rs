@@ -7,12 +7,9 @@
 //! commands (which talk to the admin API) never take it.
 
 use std::fs::File;
-use std::io::{Read as _, Seek as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FlockOperation, flock};
-use rustix::io::Errno;
+use crate::lockfile;
 
 /// The lock file's name under the data dir.
 pub const LOCK_FILE: &str = "clickedge.lock";
@@ -52,36 +49,14 @@ impl DataDirLock {
     /// Takes the lock on `data_dir` without waiting and writes this process's pid into it.
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
         let path = data_dir.join(LOCK_FILE);
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
-        // Not truncated on open: a refused second process must still read the holder's pid.
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(Errno::WOULDBLOCK) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(LockError::InUse {
-                    dir: data_dir.to_path_buf(),
-                    pid: if pid.is_empty() { "unknown" } else { pid }.to_owned(),
-                });
-            }
-            Err(e) => return Err(io(e.into())),
+        match lockfile::acquire(&path) {
+            Ok(file) => Ok(DataDirLock { _file: file }),
+            Err(lockfile::Refused::Held { pid }) => Err(LockError::InUse {
+                dir: data_dir.to_path_buf(),
+                pid,
+            }),
+            Err(lockfile::Refused::Io(source)) => Err(LockError::Io { path, source }),
         }
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(DataDirLock { _file: file })
     }
 }
 

@@ -27,7 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use access::Access;
 pub(in crate::clicks) use naming::{closed_name, is_stray, open_name, warn_stray};
@@ -35,6 +35,7 @@ pub(in crate::clicks) use naming::{closed_name, is_stray, open_name, warn_stray}
 use super::ship::Progress;
 use super::{Batch, ClickSink, id_seq, line_click_id};
 use crate::clock::Clock;
+use crate::lockfile;
 use crate::metrics::Metrics;
 use retention::Retention;
 
@@ -59,6 +60,10 @@ pub struct FileSinkConfig {
     pub shipped: Option<Progress>,
 }
 
+/// The lock file in the click log directory: one process writes a click log
+/// ([`OpenError::InUse`]).
+pub const LOCK_FILE: &str = "clicks.lock";
+
 /// Suggested [`FileSinkConfig::max_total_bytes`]: 10 GiB, some 20 million clicks of 450 bytes.
 pub const DEFAULT_MAX_TOTAL_BYTES: NonZeroU64 = NonZeroU64::new(10 << 30).expect("non-zero");
 
@@ -80,6 +85,18 @@ impl Default for FileSinkConfig {
 /// The file sink could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// Another process writes this click log (its lock file names it).
+    #[error(
+        "click log dir {dir} is in use by another clickedge serve (pid {pid}); give each edge its \
+         own clicks.dir (two writing one directory would close, truncate and delete each \
+         other's files)"
+    )]
+    InUse {
+        /// The click log directory.
+        dir: PathBuf,
+        /// The holder's pid as it wrote it, or `unknown`.
+        pid: String,
+    },
     /// The click log directory could not be created or read.
     #[error("preparing click log directory {dir}")]
     Dir {
@@ -211,6 +228,8 @@ pub struct FileSink {
     /// The stored floor ([`floor`]): the newest sequence number in a closed file.
     floor: u64,
     faults: Faults,
+    /// The lock on the directory ([`LOCK_FILE`]), held as long as the sink.
+    _lock: File,
 }
 
 struct OpenFile {
@@ -219,6 +238,8 @@ struct OpenFile {
     /// Length after the last successful write: where a failed write is rolled back to.
     bytes: u64,
     opened: Instant,
+    /// When it was created or last written to (its age for `clicks.retention` once closed).
+    last_write: SystemTime,
     /// Whether the directory entry has been synced (needed once before a durable batch is done).
     dir_synced: bool,
 }
@@ -230,6 +251,7 @@ struct TornFile {
     path: PathBuf,
     bytes: u64,
     opened: Instant,
+    last_write: SystemTime,
 }
 
 impl FileSink {
@@ -245,6 +267,16 @@ impl FileSink {
             source,
         };
         access::prepare_dir(&config.dir, config.access).map_err(dir_error)?;
+        let lock = match lockfile::acquire(&config.dir.join(LOCK_FILE)) {
+            Ok(lock) => lock,
+            Err(lockfile::Refused::Held { pid }) => {
+                return Err(OpenError::InUse {
+                    dir: config.dir.clone(),
+                    pid,
+                });
+            }
+            Err(lockfile::Refused::Io(source)) => return Err(dir_error(source)),
+        };
         access::restrict_files(&config.dir, config.access).map_err(dir_error)?;
         recover::recover(&config.dir, config.access, &metrics).map_err(|e| match e.step {
             recover::Step::Torn => OpenError::Recover {
@@ -263,6 +295,19 @@ impl FileSink {
             source,
         })?;
         let next_seq = super::id::next_seq_after(last.as_deref()).max(floor.saturating_add(1));
+        // Recovery may have closed a file a crash left open, whose clicks the floor does not
+        // cover yet: covered now, before that file can be deleted (every file is closed after
+        // the floor covers it, see `floor`).
+        let newest = next_seq - 1;
+        let floor = if newest > floor {
+            floor::store(&config.dir, newest).map_err(|source| OpenError::ClickIds {
+                path: config.dir.join(floor::FLOOR_FILE),
+                source,
+            })?;
+            newest
+        } else {
+            floor
+        };
         let bounds = retention::Bounds {
             cap: config.max_total_bytes,
             max_age: config.max_age,
@@ -281,6 +326,7 @@ impl FileSink {
             last_seq: 0,
             floor,
             faults: Faults::default(),
+            _lock: lock,
         })
     }
 
@@ -342,6 +388,7 @@ impl FileSink {
             path,
             bytes: 0,
             opened: Instant::now(),
+            last_write: self.clock.now(),
             dir_synced: false,
         };
         self.mark_written(&file);
@@ -394,7 +441,7 @@ impl FileSink {
             }
         };
         tracing::info!(path = %path.display(), bytes = f.bytes, "click file closed");
-        self.retention.push_closed(path, f.bytes, self.clock.now());
+        self.retention.push_closed(path, f.bytes, f.last_write);
     }
 
     /// Keeps the log under the cap with `incoming` more bytes: deletes the oldest closed files,
@@ -457,6 +504,7 @@ impl ClickSink for FileSink {
         let good = file.bytes;
         let Err(e) = self.append(&mut file, batch) else {
             file.bytes += batch.bytes().len() as u64;
+            file.last_write = self.clock.now();
             self.mark_written(&file);
             if let Some(seq) = batch.last_line().and_then(line_click_id).and_then(id_seq) {
                 self.last_seq = seq;
@@ -483,6 +531,7 @@ impl ClickSink for FileSink {
                     path: file.path,
                     bytes: good,
                     opened: file.opened,
+                    last_write: file.last_write,
                 });
             }
         }
@@ -522,6 +571,7 @@ impl TornFile {
             path: self.path.clone(),
             bytes: self.bytes,
             opened: self.opened,
+            last_write: self.last_write,
             // Not known to have been synced before the failure.
             dir_synced: false,
         }))

@@ -11,6 +11,7 @@ use crate::clicks::testing::{
     url, urls,
 };
 use crate::clicks::{Batch, BatchConfig, ClickQueue};
+use crate::clock::ManualClock;
 use crate::config::Durability;
 
 #[test]
@@ -345,6 +346,85 @@ fn click_ids_go_on_after_every_closed_file_is_deleted() {
     }
     let reopened = FileSink::open(file_config(dir.path()), metrics, Clock::system()).unwrap();
     assert_eq!(reopened.next_click_seq(), FIRST_SEQ + 5);
+}
+
+/// One process writes a click log: a second sink on the directory is refused, naming the first's
+/// pid and the setting to change, and gets it once the first is gone.
+#[test]
+fn a_second_sink_on_one_directory_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        FileSink::open(
+            file_config(dir.path()),
+            Metrics::unregistered(),
+            Clock::system(),
+        )
+    };
+    let first = open().unwrap();
+    let refused = open().err().expect("a second sink on the same directory");
+    let message = refused.to_string();
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())) && message.contains("clicks.dir"),
+        "{message}"
+    );
+    drop(first);
+    open().unwrap();
+}
+
+/// A file a crash left open holds clicks the floor does not cover: the start that closes it
+/// covers them, so deleting it afterwards does not make a later start hand out its ids again.
+#[test]
+fn click_ids_go_on_after_a_file_a_crash_left_open_is_closed_at_start_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let (sink, queue) = start_file(file_config(dir.path()), batch_config(), &metrics);
+    for i in 0..5 {
+        queue.push(event(i));
+    }
+    sink.close();
+    // As a crash leaves it: the file under its open name, the floor not yet moved past it.
+    let (files, _) = lines(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let closed = files[0].file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::rename(&files[0], dir.path().join(open_name(&closed))).unwrap();
+    std::fs::remove_file(dir.path().join(floor::FLOOR_FILE)).unwrap();
+
+    let recovered = FileSink::open(file_config(dir.path()), metrics.clone(), Clock::system());
+    assert_eq!(recovered.unwrap().next_click_seq(), FIRST_SEQ + 5);
+    let (files, _) = lines(dir.path());
+    for f in files {
+        std::fs::remove_file(f).unwrap();
+    }
+    let reopened = FileSink::open(file_config(dir.path()), metrics, Clock::system()).unwrap();
+    assert_eq!(reopened.next_click_seq(), FIRST_SEQ + 5);
+}
+
+/// `clicks.retention` counts a file's age from its last write, not from when a later write
+/// closed it: a file written once and then left through a quiet month goes at the next write.
+#[test]
+fn retention_counts_a_files_age_from_its_last_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(crate::clock::from_unix_secs(1_000_000));
+    let day = Duration::from_secs(86_400);
+    let line = |c: char| format!("{{\"url\":\"{}\"}}\n", c.to_string().repeat(20));
+    let (a, b) = (line('a'), line('b'));
+    let mut sink = FileSink::open(
+        FileSinkConfig {
+            max_file_bytes: 1,
+            max_age: Some(30 * day),
+            ..file_config(dir.path())
+        },
+        Metrics::unregistered(),
+        clock.clock(),
+    )
+    .unwrap();
+    sink.write(&Batch::new(a.as_bytes(), 1, false)).unwrap();
+    clock.advance(40 * day);
+    // Closes the first file (past its size) and then finds it too old.
+    sink.write(&Batch::new(b.as_bytes(), 1, false)).unwrap();
+    sink.close();
+    let (_, kept) = lines(dir.path());
+    assert_eq!(kept, ["b".repeat(20)]);
 }
 
 /// With a stream, a batch that does not fit beside the file being written: the file is closed,
