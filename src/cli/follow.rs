@@ -4,21 +4,29 @@
 //!
 //! It reads with an ordered ephemeral consumer (a pull consumer the server forgets when the
 //! command ends, recreated by the client at the right sequence after a gap or a reconnect), so it
-//! needs no rights to create durable consumers and leaves nothing behind. Like any consumer it
-//! gets every click at least once: dedupe by `click_id`. Output is buffered and flushed whenever
-//! no message is waiting; a closed pipe (`| head`) ends it with success.
+//! needs no rights to create durable consumers and leaves nothing behind. A failed pull (the
+//! server restarting, away for a while) is said once on stderr and followed on: the client
+//! recreates the consumer once the server answers again. Like any consumer it gets every click at
+//! least once: dedupe by `click_id`. Output is buffered and flushed whenever no message is
+//! waiting; a closed pipe (`| head`) ends it with success, and so does `--no-follow` once it has
+//! printed what the stream held when it started.
 
 use std::io::{self, Write as _};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig, OrderedErrorKind};
 use clap::{Args, Subcommand};
 use futures_util::{FutureExt as _, StreamExt as _};
 
 use crate::clicks::ship::{NatsTarget, connect_options};
 use crate::clock::Clock;
 use crate::config::Config;
+
+/// How often a follower whose consumer was lost tries to make a new one.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 /// `clickedge clicks ...`
 #[derive(Debug, Subcommand)]
@@ -41,6 +49,11 @@ pub struct FollowArgs {
     /// Start with the last N clicks of the stream (every node's).
     #[arg(long, value_name = "N", group = "start")]
     pub last: Option<u64>,
+    /// Stop once the clicks the stream held when the command started are printed, instead of
+    /// following (for `| sort | uniq -c` and other readers that wait for the end). Needs
+    /// `--from-start`, `--since` or `--last`.
+    #[arg(long, requires = "start")]
+    pub no_follow: bool,
     /// The NATS server. Default: the config's `clicks.nats_url`.
     #[arg(long, value_name = "URL")]
     pub nats_url: Option<url::Url>,
@@ -86,6 +99,12 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
             target.stream
         )
     })?;
+    let last_sequence = stream
+        .info()
+        .await
+        .context("reading the stream's state")?
+        .state
+        .last_sequence;
     let (deliver_policy, from) = match (&args.since, args.last) {
         _ if args.from_start => (DeliverPolicy::All, "its start".to_owned()),
         (Some(ago), _) => {
@@ -102,19 +121,24 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
                 format!("{shown} ago"),
             )
         }
-        (None, Some(n)) => {
-            let info = stream.info().await.context("reading the stream's state")?;
-            let last = info.state.last_sequence;
-            let start_sequence = last.saturating_sub(n.saturating_sub(1)).max(1);
-            let policy = if n == 0 {
-                DeliverPolicy::New
-            } else {
-                DeliverPolicy::ByStartSequence { start_sequence }
+        // The last N, or (none) what comes after the last one there is now: a position in
+        // the stream rather than "new", so a consumer made again after an outage starts there.
+        (None, last) => {
+            let n = last.unwrap_or(0);
+            let start_sequence = last_sequence.saturating_sub(n.saturating_sub(1)).max(1);
+            let start_sequence = match n {
+                0 => last_sequence + 1,
+                _ => start_sequence,
             };
-            (policy, format!("its last {n} clicks"))
+            let from = match last {
+                Some(n) => format!("its last {n} clicks"),
+                None => "now".to_owned(),
+            };
+            (DeliverPolicy::ByStartSequence { start_sequence }, from)
         }
-        (None, None) => (DeliverPolicy::New, "now".to_owned()),
     };
+    // With --no-follow: the last message there is now (none: nothing to print).
+    let end = args.no_follow.then_some(last_sequence);
     let consumer = stream
         .create_consumer(OrderedConfig {
             deliver_policy,
@@ -122,17 +146,31 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
         })
         .await
         .context("creating an ordered consumer")?;
+    // With --no-follow and nothing to read from where it starts: done.
+    if end.is_some_and(|end| end == 0 || consumer.cached_info().num_pending == 0) {
+        eprintln!("stream {} holds no click from {from}", target.stream);
+        return Ok(());
+    }
     let mut messages = consumer
         .messages()
         .await
         .context("reading the stream's messages")?;
     eprintln!(
-        "following stream {} at {} from {from}",
+        "{} stream {} at {} from {from}",
+        if end.is_some() {
+            "reading"
+        } else {
+            "following"
+        },
         target.stream,
         target.shown()
     );
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    // Whether a failed pull was said since the last message.
+    let mut said = false;
+    // Where a consumer made again starts: after the last message printed.
+    let mut resume = deliver_policy;
     loop {
         let next = match messages.next().now_or_never() {
             Some(next) => next,
@@ -148,12 +186,70 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
             closed(out.flush())?;
             return Ok(());
         };
-        let message = message.context("reading the stream")?;
+        let message = match message {
+            Ok(message) => message,
+            // The server went away or restarted, and the consumer, which lives in its memory,
+            // with it: a new one after the last message printed, once NATS answers.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    OrderedErrorKind::Pull
+                        | OrderedErrorKind::MissingHeartbeat
+                        | OrderedErrorKind::Other
+                ) =>
+            {
+                if !said {
+                    eprintln!(
+                        "reading the stream: {}; following on as soon as NATS answers",
+                        crate::errors::chain(&e)
+                    );
+                    said = true;
+                }
+                closed(out.flush())?;
+                messages = reopen(&stream, resume).await;
+                continue;
+            }
+            Err(e) => return Err(e).context("reading the stream"),
+        };
+        said = false;
+        if let Ok(info) = message.info() {
+            resume = DeliverPolicy::ByStartSequence {
+                start_sequence: info.stream_sequence + 1,
+            };
+        }
         let written = out
             .write_all(&message.payload)
             .and_then(|()| out.write_all(b"\n"));
         if closed(written)? {
             return Ok(());
+        }
+        if let Some(end) = end {
+            let info = message
+                .info()
+                .map_err(|e| anyhow::anyhow!("reading a message's stream sequence: {e}"))?;
+            if info.stream_sequence >= end || info.pending == 0 {
+                closed(out.flush())?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A new ordered consumer on `stream` starting at `from`, and its messages: tried every second
+/// until NATS answers.
+async fn reopen(stream: &jetstream::stream::Stream, from: DeliverPolicy) -> Ordered {
+    loop {
+        tokio::time::sleep(REOPEN_EVERY).await;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: from,
+                ..Default::default()
+            })
+            .await;
+        if let Ok(consumer) = consumer
+            && let Ok(messages) = consumer.messages().await
+        {
+            return messages;
         }
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::NodeId;
+
 /// The most clicks `clicks.queue_capacity` may queue: 16 times the default. Each place is
 /// reserved at start, so a mistyped number would take all memory there.
 const MAX_QUEUE_CAPACITY: usize = 1 << 20;
@@ -168,6 +170,24 @@ impl Default for Clicks {
 }
 
 impl Clicks {
+    /// What is wrong with `nats_subject` for node `node` when a stream is set: `{node_id}` before
+    /// the subject's end stands for one token (the stream's `*`), which an id with dots is not.
+    pub(super) fn subject_invalid_for(&self, node: &NodeId) -> Option<String> {
+        let last = self.nats_subject.ends_with("{node_id}");
+        if self.stream.is_none() || last || !self.nats_subject.contains("{node_id}") {
+            return None;
+        }
+        node.as_str().contains('.').then(|| {
+            format!(
+                "clicks.nats_subject = {:?} puts {{node_id}} before its end, where the stream's \
+                 wildcard takes one token, but this node's id {:?} holds dots: set \
+                 cluster.node_id without dots, or put {{node_id}} last (e.g. \"clicks.{{node_id}}\")",
+                self.nats_subject,
+                node.as_str()
+            )
+        })
+    }
+
     /// What is wrong with the stream and retention settings, in words that say what to write
     /// instead; none when they are usable.
     pub(super) fn invalid(&self) -> Option<String> {
@@ -191,6 +211,19 @@ impl Clicks {
                 "clicks.nats_url = \"{}\" is not a NATS server address: write \
                  \"nats://host:4222\", or \"tls://host:4222\" for TLS",
                 nats_url_shown(url)
+            ));
+        }
+        let template_ok = self.nats_subject.matches("{node_id}").count() <= 1
+            && self
+                .nats_subject
+                .split('.')
+                .all(|token| token == "{node_id}" || !token.contains("{node_id}"));
+        if !template_ok {
+            return Some(format!(
+                "clicks.nats_subject = {:?} does not hold {{node_id}} as one whole token of its \
+                 own (the stream takes every node's subject with a wildcard in its place): write \
+                 it between dots, once, e.g. \"clicks.{{node_id}}\"",
+                self.nats_subject
             ));
         }
         let subject = self.nats_subject.replace("{node_id}", "node");

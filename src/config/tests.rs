@@ -596,3 +596,34 @@ fn durations_past_100_years_and_a_queue_past_a_million_clicks_are_refused_by_key
     );
     assert!(parse("[clicks]\nqueue_capacity = 1048576\n").is_ok());
 }
+
+/// The stream takes every node's subject with a wildcard where `{node_id}` stands: so it must be
+/// a whole token, and before the subject's end (`*`, one token) the node id may hold no dot.
+#[test]
+fn a_subject_template_the_stream_could_not_take_is_refused() {
+    for (subject, node) in [
+        ("clicks_{node_id}", "edge-a"),
+        ("clicks.{node_id}-x", "edge-a"),
+        ("clicks.{node_id}.{node_id}", "edge-a"),
+        ("acme.{node_id}.clicks", "edge-a.eu"),
+    ] {
+        let text = format!(
+            "[cluster]\nnode_id = \"{node}\"\n[clicks]\nstream = \"nats\"\nnats_subject = \"{subject}\"\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("clicks.nats_subject") && err.contains("{node_id}"),
+            "{subject}: {err}"
+        );
+    }
+    for (subject, node) in [
+        ("acme.{node_id}.clicks", "edge-a"),
+        ("clicks.{node_id}", "edge-a.eu"),
+        ("clicks", "edge-a.eu"),
+    ] {
+        let text = format!(
+            "[cluster]\nnode_id = \"{node}\"\n[clicks]\nstream = \"nats\"\nnats_subject = \"{subject}\"\n"
+        );
+        assert!(parse(&text).is_ok(), "{subject} on {node}");
+    }
+}

@@ -47,6 +47,9 @@ impl Config {
         if let Some(message) = self.clicks.invalid() {
             return Err(invalid(message));
         }
+        if let Some(message) = self.clicks.subject_invalid_for(&self.cluster.node_id()) {
+            return Err(invalid(message));
+        }
         if self.tls.on_demand_timeout.is_zero() || self.tls.handshake_timeout.is_zero() {
             return Err(invalid(
                 "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),

@@ -28,6 +28,12 @@ impl Follow {
             first.starts_with("following stream CLICKS"),
             "clicks follow said: {first}"
         );
+        std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let Ok(line) = line else { return };
+                eprintln!("clicks follow: {line}");
+            }
+        });
         let (tx, lines) = std::sync::mpsc::channel();
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         std::thread::spawn(move || {
@@ -41,12 +47,12 @@ impl Follow {
         Follow { child, lines }
     }
 
-    /// The next `n` lines (each within 20 s).
+    /// The next `n` lines (each within 60 s: a guard against a hang, not a bound on speed).
     fn take(&self, n: usize) -> Vec<String> {
         (0..n)
             .map(|i| {
                 self.lines
-                    .recv_timeout(Duration::from_secs(20))
+                    .recv_timeout(Duration::from_secs(60))
                     .unwrap_or_else(|e| panic!("line {i} of {n}: {e}"))
             })
             .collect()
@@ -131,4 +137,95 @@ async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "clicks follow on a closed pipe: {status}");
+}
+
+/// `clickedge clicks follow ARGS` to its end: its exit status, stdout lines and stderr (killed
+/// past 60 s, a guard against a hang).
+fn run_to_end(args: &[&str]) -> (std::process::ExitStatus, Vec<String>, String) {
+    let mut child = std::process::Command::new(common::bin())
+        .args(["clicks", "follow"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting clickedge clicks follow");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    (
+        out.status,
+        stdout.lines().map(str::to_owned).collect(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--no-follow` prints what the stream holds from where it starts and exits with success, so
+/// `| sort | uniq -c` gets its end; from where it holds nothing, at once. Without a start
+/// (which would print nothing, ever) it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_follow_no_follow_ends_after_what_the_stream_holds() {
+    let nats = NatsServer::start();
+    let edge = Edge::start_with(&config(&nats, "buffered"));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    for _ in 0..6 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    wait_for_ids(&nats.jetstream().await, 6).await;
+    let logged = common::read_click_lines(&edge.data_dir().join("clicks"));
+    let config = edge.config_path();
+    let config = config.to_str().unwrap();
+
+    let (status, lines, stderr) = run_to_end(&["--config", config, "--last", "3", "--no-follow"]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(lines, logged[3..]);
+    let (status, lines, stderr) = run_to_end(&["--config", config, "--from-start", "--no-follow"]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(lines, logged);
+    let (status, lines, stderr) = run_to_end(&["--config", config, "--last", "0", "--no-follow"]);
+    assert!(
+        status.success() && lines.is_empty(),
+        "{status} {lines:?}: {stderr}"
+    );
+    assert!(stderr.contains("holds no click"), "{stderr}");
+    let (status, _, stderr) = run_to_end(&["--config", config, "--no-follow"]);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("--from-start"), "{stderr}");
+}
+
+/// A follower outlives a NATS restart: the failed pull is said once on stderr, and the clicks
+/// after the restart are printed as they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_follow_goes_on_across_a_nats_restart() {
+    let mut nats = NatsServer::start();
+    let edge = Edge::start_with(&config(&nats, "buffered"));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    let click = async || assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    click().await;
+    wait_for_ids(&nats.jetstream().await, 1).await;
+    let config = edge.config_path();
+    let mut follow = Follow::start(&["--config", config.to_str().unwrap(), "--from-start"]);
+    assert_eq!(follow.take(1).len(), 1);
+
+    nats.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.restart();
+    click().await;
+    let next: Value = serde_json::from_str(&follow.take(1)[0]).unwrap();
+    assert_eq!(next["click_id"], format!("{NODE}-2"));
+    assert!(
+        follow.child.try_wait().unwrap().is_none(),
+        "clicks follow ended at the restart"
+    );
 }

@@ -181,6 +181,20 @@ pub enum NatsError {
         /// The stream's subjects, comma-separated.
         subjects: String,
     },
+    /// The stream exists but keeps or answers clicks in a way that loses them silently or never
+    /// acknowledges them.
+    #[error(
+        "stream {stream} has {setting}: {why}; change it (nats stream edit {stream}, or delete the \
+         stream and let the edge create it), or name another clicks.nats_stream"
+    )]
+    StreamUnfit {
+        /// The stream.
+        stream: String,
+        /// The setting as the stream has it.
+        setting: &'static str,
+        /// What it would do to clicks.
+        why: &'static str,
+    },
     /// The last message on the node's subject could not be read.
     #[error("reading the last message on {subject} in stream {stream}")]
     LastMessage {
@@ -452,7 +466,7 @@ impl Nats {
                     &config.subjects[..]
                 };
                 if subjects.iter().any(|s| takes(s, &self.target.subject)) {
-                    return Ok(false);
+                    return unfit(name, config).map(|()| false);
                 }
                 return Err(NatsError::SubjectNotInStream {
                     stream: name.clone(),
@@ -571,6 +585,50 @@ fn takes(pattern: &str, subject: &str) -> bool {
         }
     }
     subject.next().is_none()
+}
+
+/// Whether the settings of an existing stream keep what the shipper publishes: an error for one
+/// that would lose clicks silently (interest or work-queue retention: a message no consumer is
+/// interested in yet is acknowledged and not kept) or never acknowledge them (`no_ack`); a
+/// warning for a duplicate window too short to catch a re-publish after a timed-out answer.
+fn unfit(name: &str, config: &stream::Config) -> Result<(), NatsError> {
+    let refuse = |setting, why| NatsError::StreamUnfit {
+        stream: name.to_owned(),
+        setting,
+        why,
+    };
+    match config.retention {
+        stream::RetentionPolicy::Limits => {}
+        stream::RetentionPolicy::Interest => {
+            return Err(refuse(
+                "retention interest",
+                "clicks published while no consumer is interested are acknowledged and not kept, \
+                 so the edge would delete its copy of clicks the stream never stored; use limits",
+            ));
+        }
+        stream::RetentionPolicy::WorkQueue => {
+            return Err(refuse(
+                "retention workqueue",
+                "a click taken by one consumer is gone for every other; use limits",
+            ));
+        }
+    }
+    if config.no_ack {
+        return Err(refuse(
+            "no_ack",
+            "it never acknowledges a publish, so no click would ever count as shipped",
+        ));
+    }
+    if config.duplicate_window < DUPLICATE_WINDOW {
+        tracing::warn!(
+            stream = name,
+            duplicate_window = ?config.duplicate_window,
+            "the stream's duplicate window is shorter than {DUPLICATE_WINDOW:?}: a click published \
+             again after an answer that came too late may be stored twice (consumers deduplicate \
+             by Nats-Msg-Id)"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -217,6 +217,44 @@ async fn a_stream_that_does_not_take_the_subject_is_named_with_the_fix() {
     assert!(!ensure_stream(&s).await.unwrap());
 }
 
+/// A stream that would acknowledge clicks it does not keep (interest retention with no
+/// consumer), or acknowledge none (`no_ack`), is refused naming the setting, instead of the edge
+/// deleting clicks the stream never stored or retrying for ever.
+#[tokio::test]
+async fn a_stream_that_would_lose_or_never_acknowledge_clicks_is_refused_naming_the_setting() {
+    use async_nats::jetstream::stream::{Config, RetentionPolicy};
+    let server = Server::start("");
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let clicks = |retention, no_ack| Config {
+        name: "CLICKS".into(),
+        subjects: vec!["clicks.>".into()],
+        retention,
+        no_ack,
+        ..Default::default()
+    };
+    js.create_stream(clicks(RetentionPolicy::Interest, false))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = shipper(dir.path(), &server.url()).await;
+    let err = ensure_stream(&s).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("stream CLICKS has retention interest: ") && err.contains("use limits"),
+        "{err}"
+    );
+    js.delete_stream("CLICKS").await.unwrap();
+    js.create_stream(clicks(RetentionPolicy::Limits, true))
+        .await
+        .unwrap();
+    let err = ensure_stream(&s).await.unwrap_err().to_string();
+    assert!(err.starts_with("stream CLICKS has no_ack: "), "{err}");
+    js.delete_stream("CLICKS").await.unwrap();
+    js.create_stream(clicks(RetentionPolicy::Limits, false))
+        .await
+        .unwrap();
+    assert!(!ensure_stream(&s).await.unwrap());
+}
+
 /// A line over the server's max_payload in the middle of a chunk: the lines before it are
 /// written, so their acknowledgements are waited for and the checkpoint moves up to it. Dropped
 /// unacknowledged, they would be published again at every retry (stored twice once past the

@@ -82,10 +82,12 @@ fn the_stream_subject_takes_every_node_and_the_subject_this_one() {
     let t = NatsTarget::from_config(&clicks, &node);
     assert_eq!(t.subject, "clicks.edge-a.eu");
     assert_eq!(t.stream_subject, "clicks.>");
+    // Before the end `{node_id}` is one token: ids with dots are refused there (config).
     clicks.nats_subject = "acme.{node_id}.clicks".into();
-    let t = NatsTarget::from_config(&clicks, &node);
-    assert_eq!(t.subject, "acme.edge-a.eu.clicks");
+    let t = NatsTarget::from_config(&clicks, &NodeId::parse("edge-b").unwrap());
+    assert_eq!(t.subject, "acme.edge-b.clicks");
     assert_eq!(t.stream_subject, "acme.*.clicks");
+    assert!(takes(&t.stream_subject, &t.subject));
     clicks.nats_subject = "clicks".into();
     assert_eq!(
         NatsTarget::from_config(&clicks, &node).stream_subject,
