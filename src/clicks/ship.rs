@@ -110,8 +110,10 @@ pub struct Shipper {
     clock: Clock,
     /// The position after the last line acknowledged in order.
     acked: Position,
-    /// When `acked` was last persisted, if it moved since.
+    /// When `acked` was last persisted (or tried), if it moved since.
     dirty_since: Option<Instant>,
+    /// Whether the last write of the checkpoint failed (said once until one succeeds).
+    checkpoint_failing: bool,
     /// The stream's sequence number of the last new message acknowledged (0: none yet).
     last_seq: u64,
     /// Whether the stream is known to exist.
@@ -174,6 +176,7 @@ impl Shipper {
             clock,
             acked,
             dirty_since: None,
+            checkpoint_failing: false,
             last_seq: 0,
             stream_ready: false,
             failure: None,
@@ -437,15 +440,28 @@ impl Shipper {
         }
         let (cp, pos) = (self.checkpoint.clone(), self.acked.clone());
         let stored = tokio::task::spawn_blocking(move || cp.store(&pos)).await;
-        match stored {
+        let failed = match stored {
             Ok(Ok(())) => {
                 self.dirty_since = None;
                 self.progress.set_shipped(self.acked.clone());
+                if std::mem::take(&mut self.checkpoint_failing) {
+                    tracing::info!(at = %self.acked, "the shipping checkpoint is written again");
+                }
+                return;
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %errors::chain(&e), "writing the shipping checkpoint");
-            }
-            Err(e) => tracing::error!(error = %e, "writing the shipping checkpoint panicked"),
+            Ok(Err(e)) => errors::chain(&e),
+            Err(e) => format!("{e} (a panic)"),
+        };
+        // Tried again a CHECKPOINT_EVERY later, not at every poll; said once (until it is
+        // written), not 50 times a second while the disk is full.
+        self.dirty_since = Some(Instant::now());
+        if std::mem::replace(&mut self.checkpoint_failing, true) {
+            tracing::debug!(error = %failed, "writing the shipping checkpoint");
+        } else {
+            tracing::error!(
+                error = %failed,
+                "writing the shipping checkpoint: tried again every {CHECKPOINT_EVERY:?}, and until it is written, shipped files cannot be deleted and a restart re-publishes from the last one written (deduplicated by the stream within its window)"
+            );
         }
     }
 

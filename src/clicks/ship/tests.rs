@@ -157,6 +157,39 @@ async fn no_responders_backs_off_though_the_stream_is_found_by_name() {
     assert!(s.failure.is_none());
 }
 
+/// A checkpoint that cannot be written (a full disk) is said once and tried again every
+/// CHECKPOINT_EVERY, not at every 20 ms poll with an error line each; once written, it says so.
+#[tokio::test]
+async fn a_checkpoint_that_cannot_be_written_is_said_once_and_tried_again_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = shipper(dir.path(), "nats://127.0.0.1:1").await;
+    // Its temporary file cannot be created: a directory has its name.
+    let tmp = dir.path().join(format!("{CHECKPOINT_FILE}.tmp"));
+    std::fs::create_dir(&tmp).unwrap();
+    s.acked = Position {
+        file: A.into(),
+        offset: 10,
+    };
+    s.dirty_since = Some(Instant::now() - CHECKPOINT_EVERY);
+    let ((), said) = crate::logged::logged_async(tracing::Level::WARN, async {
+        for _ in 0..20 {
+            s.persist(false).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        said.matches("writing the shipping checkpoint").count(),
+        1,
+        "{said}"
+    );
+    assert!(s.dirty_since.is_some());
+    std::fs::remove_dir(&tmp).unwrap();
+    tokio::time::sleep(CHECKPOINT_EVERY).await;
+    let ((), said) = crate::logged::logged_async(tracing::Level::INFO, s.persist(false)).await;
+    assert!(said.contains("written again"), "{said}");
+    assert_eq!(s.progress.shipped_file(), A);
+}
+
 /// A checkpoint that names a file named by hand (left by a version that shipped from one) says
 /// nothing of where the real files stand: shipping starts over rather than wait at it forever.
 #[tokio::test]
