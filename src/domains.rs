@@ -33,6 +33,13 @@ pub enum DomainError {
     /// The fallback URL is not a destination a link could have.
     #[error("fallback_url")]
     BadFallback(#[source] LinkError),
+    /// The fallback URL is a link of the edge: a link that does not open would answer with one
+    /// (a loop when it does not open either, a click on another link when it does).
+    #[error(
+        "fallback_url {0:?} is a link of this edge (its host is a domain of the edge and its path \
+         one of the edge's routes, /c/ or /o/); give the page it should lead to instead"
+    )]
+    FallbackIsEdgeLink(String),
     /// The store failed.
     #[error("reading or writing domains in the store")]
     Store(#[from] StoreError),
@@ -124,13 +131,28 @@ impl Domains {
         self.state(record).await
     }
 
+    /// `url` as the fallback of `name`: as links take a destination (http or https, a host, at
+    /// most 4096 bytes), normalised, and not a link of the edge (`name`'s own, or another
+    /// domain's), as minting refuses one.
+    fn checked_fallback(&self, name: &Domain, url: &str) -> Result<String, DomainError> {
+        let url = links::destination(url.trim()).map_err(DomainError::BadFallback)?;
+        let edge = links::edge_route(&url)
+            .is_some_and(|e| e.host == name.as_str() || self.policy.is_registered(&e.host));
+        match edge {
+            true => Err(DomainError::FallbackIsEdgeLink(url)),
+            false => Ok(url),
+        }
+    }
+
     /// Registers `name` (again; a name `tls.ask` approved becomes the operator's, origin
     /// `admin`), with `fallback` as its fallback URL when one is given (none keeps what it has),
     /// and, when the edge knows what DNS must look like, checks it
     /// before answering, so the first certificate order already knows whether DNS is right and
     /// the customer sees what to fix. A fallback that is not a link destination changes nothing.
     pub async fn add(&self, name: Domain, fallback: Option<&str>) -> Result<Added, DomainError> {
-        let fallback = fallback.map(checked_fallback).transpose()?;
+        let fallback = fallback
+            .map(|url| self.checked_fallback(&name, url))
+            .transpose()?;
         let created = self.store.add_domain(&name, self.clock.now()).await?;
         if let Some(url) = &fallback {
             self.store.set_fallback_url(&name, Some(url)).await?;
@@ -190,7 +212,9 @@ impl Domains {
         name: &Domain,
         fallback: Option<&str>,
     ) -> Result<DomainState, DomainError> {
-        let fallback = fallback.map(checked_fallback).transpose()?;
+        let fallback = fallback
+            .map(|url| self.checked_fallback(name, url))
+            .transpose()?;
         if !self
             .store
             .set_fallback_url(name, fallback.as_deref())
@@ -252,12 +276,6 @@ impl Domains {
             checked_at,
         })
     }
-}
-
-/// A fallback URL as links take a destination (http or https, a host, at most 4096 bytes),
-/// normalised.
-fn checked_fallback(url: &str) -> Result<String, DomainError> {
-    links::destination(url.trim()).map_err(DomainError::BadFallback)
 }
 
 #[cfg(test)]
@@ -369,6 +387,36 @@ mod tests {
             assert!(domains.add(b.clone(), Some(bad)).await.is_err());
             assert!(!domains.policy.is_registered(b.as_str()), "{bad} added b");
         }
+        assert_eq!(domains.policy.fallback(a.as_str()).unwrap(), url);
+        // A link of the edge: its own (also while being added), or another domain's.
+        for edge_link in [
+            "https://a.example.com/c/x",
+            "https://A.example.com./o/x",
+            "http://a.example.com/c/",
+        ] {
+            let e = domains.set_fallback(&a, Some(edge_link)).await.unwrap_err();
+            assert!(
+                matches!(e, DomainError::FallbackIsEdgeLink(_)),
+                "{edge_link}: {e}"
+            );
+            let c = d("c.example.com");
+            let e = domains.add(c.clone(), Some(edge_link)).await.unwrap_err();
+            assert!(
+                matches!(e, DomainError::FallbackIsEdgeLink(_)),
+                "{edge_link}: {e}"
+            );
+        }
+        let e = domains
+            .add(d("c.example.com"), Some("https://c.example.com/c/x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DomainError::FallbackIsEdgeLink(_)), "{e}");
+        // Another site's /c/ path is a page like any other.
+        domains
+            .set_fallback(&a, Some("https://www.example.com/c/x"))
+            .await
+            .unwrap();
+        domains.set_fallback(&a, Some(url)).await.unwrap();
         assert_eq!(domains.policy.fallback(a.as_str()).unwrap(), url);
         // Adding again without a fallback keeps it.
         domains.add(a.clone(), None).await.unwrap();

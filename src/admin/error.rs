@@ -69,7 +69,9 @@ impl From<DomainError> for ApiError {
         let status = match &e {
             DomainError::NotRegistered(_) => StatusCode::NOT_FOUND,
             DomainError::RemovedConcurrently(_) => StatusCode::CONFLICT,
-            DomainError::BadFallback(_) => return ApiError::bad_request(error_chain(&e)),
+            DomainError::BadFallback(_) | DomainError::FallbackIsEdgeLink(_) => {
+                return ApiError::bad_request(error_chain(&e));
+            }
             DomainError::Store(e) => return ApiError::internal(e),
         };
         ApiError::new(status, e.to_string())
