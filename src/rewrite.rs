@@ -21,7 +21,7 @@ pub mod href;
 pub mod html;
 pub mod text;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::links::context::MAX_LINKS_PER_MESSAGE;
 use crate::links::{EdgeRoute, Role};
@@ -137,15 +137,18 @@ pub enum RewriteError<E: std::error::Error + 'static> {
     /// The HTML could not be processed.
     #[error("rewriting the HTML part")]
     Html(#[source] lol_html::errors::RewritingError),
-    /// A link or the pixel was not minted.
+    /// A link was not minted.
     #[error("minting the link to {url}")]
     Mint {
-        /// The destination (empty for the pixel).
+        /// The destination.
         url: String,
         /// Why.
         #[source]
         source: E,
     },
+    /// The open pixel was not minted.
+    #[error("minting the message's open pixel")]
+    MintPixel(#[source] E),
 }
 
 /// How the passes tell the edge's own links and pixels (see [`Minter::is_edge_domain`] and
@@ -204,10 +207,15 @@ pub fn rewrite<M: Minter>(
     for t in found.tracked {
         add(t, &mut targets);
     }
-    let html_links = targets.len();
+    // The limit is on the links a person sees; the decoy comes after them. Checked as they are
+    // found, so a message far over it is refused without matching all of them.
+    let too_many = |targets: &[Target]| targets.len() > MAX_LINKS_PER_MESSAGE as usize;
+    if too_many(&targets) {
+        return Err(RewriteError::TooManyLinks(targets.len()));
+    }
+    let html_urls: HashSet<String> = targets.iter().map(|t| t.url.clone()).collect();
     for (_, url) in &text_urls {
-        let known = targets[..html_links].iter().any(|t| &t.url == url);
-        if !known && !found.opted_out.contains(url) {
+        if !html_urls.contains(url) && !found.opted_out.contains(url) {
             add(
                 Target {
                     url: url.clone(),
@@ -215,11 +223,10 @@ pub fn rewrite<M: Minter>(
                 },
                 &mut targets,
             );
+            if too_many(&targets) {
+                return Err(RewriteError::TooManyLinks(targets.len()));
+            }
         }
-    }
-    // The limit is on the links a person sees; the decoy comes after them.
-    if targets.len() > MAX_LINKS_PER_MESSAGE as usize {
-        return Err(RewriteError::TooManyLinks(targets.len()));
     }
     // Rewritten before, with links added since: numbered from 0 again, the new links would
     // share places with the old ones, and the verdict's count of distinct links clicked (and
@@ -281,10 +288,7 @@ pub fn rewrite<M: Minter>(
     // A part that carries the edge's pixel already (rewritten before) gets no second one: two
     // pixels would count every open twice.
     let new_pixel = match (message.pixel, &found.pixel) {
-        (true, None) => Some(minter.pixel().map_err(|source| RewriteError::Mint {
-            url: String::new(),
-            source,
-        })?),
+        (true, None) => Some(minter.pixel().map_err(RewriteError::MintPixel)?),
         _ => None,
     };
 

@@ -162,6 +162,20 @@ async fn refusals_name_their_cause() {
             400,
             "message id must be 1-128 bytes, not 200",
         ),
+        // Metadata minting would refuse, with nothing to mint.
+        (
+            json!({"domain": DOMAIN, "message": "m", "html": "<p>hi</p>", "meta": {"": "x"}}),
+            400,
+            "a metadata key is empty",
+        ),
+        // A pixel that does not mint says so (its destination is no URL).
+        (
+            json!({"domain": DOMAIN, "message": "m", "html": "<p>hi</p>", "pixel": true,
+                   "meta": (0..32).map(|i| (format!("k{i}"), Value::from("v".repeat(512))))
+                       .collect::<serde_json::Map<String, Value>>()}),
+            400,
+            "minting the message's open pixel: the link's path would be",
+        ),
     ];
     for (body, status, words) in cases {
         let (got, answer) = rewrite(&edge, body.clone()).await;

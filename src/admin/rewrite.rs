@@ -16,7 +16,7 @@ use super::Shared;
 use super::error::{ApiError, parse_name};
 use crate::Domain;
 use crate::keys::{LinkKeys, MintError};
-use crate::links::{EdgeRoute, LinkError, MessageContext, Role};
+use crate::links::{EdgeRoute, Link, LinkError, MessageContext, Role};
 use crate::rewrite::{self, Made, Message, Minter, Place, RewriteError};
 
 /// Largest `POST /v1/rewrite` body: 2 MiB.
@@ -146,24 +146,38 @@ async fn rewrite_message(
         .as_deref()
         .map(super::api::parse_sent_at)
         .transpose()?;
-    let meta = req.meta.0;
-    let mut minter = KeysMinter {
-        keys: &state.keys,
-        domain: &domain,
-        message: &req.message,
-        meta: &meta,
-        sent_at,
-    };
-    let message = Message {
-        html: req.html.as_deref(),
-        text: req.text.as_deref(),
-        pixel: req.pixel,
-        decoy: req.decoy,
-    };
+    // And metadata minting would refuse (the destination is a placeholder, never sealed).
+    let meta = Link::new("https://meta.invalid/", req.meta.0, 0)
+        .map_err(MintError::Link)?
+        .meta;
+    // Off the runtime's workers, which also serve clicks: a 2 MiB message takes milliseconds.
+    let keys = state.keys.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut minter = KeysMinter {
+            keys: &keys,
+            domain: &domain,
+            message: &req.message,
+            meta: &meta,
+            sent_at,
+        };
+        let message = Message {
+            html: req.html.as_deref(),
+            text: req.text.as_deref(),
+            pixel: req.pixel,
+            decoy: req.decoy,
+        };
+        rewrite::rewrite(message, &mut minter)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rewriting the message failed: {e}"),
+        )
+    })?
     // Every refusal (a role, the link count, a link or the message id minting refuses) is the
     // request's: 400 with the whole chain, which names the link.
-    let out = rewrite::rewrite(message, &mut minter)
-        .map_err(|e: RewriteError<MintError>| ApiError::bad_request(crate::errors::chain(&e)))?;
+    .map_err(|e: RewriteError<MintError>| ApiError::bad_request(crate::errors::chain(&e)))?;
     Ok(axum::Json(RewriteAnswer {
         html: out.html,
         text: out.text,

@@ -44,13 +44,19 @@ pub fn destination(raw: &str) -> Option<String> {
 
 /// As [`destination`], for a URL as written in plain text.
 pub fn url_destination(url: &str) -> Option<String> {
-    // Browsers strip leading and trailing ASCII whitespace and C0 controls from URLs.
+    // Browsers strip leading and trailing ASCII whitespace and C0 controls from URLs, then
+    // every tab and line break within (`ht&Tab;tps:` is `https:`).
     let url = url.trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control());
+    let url: std::borrow::Cow<'_, str> = if url.contains(['\t', '\n', '\r']) {
+        url.replace(['\t', '\n', '\r'], "").into()
+    } else {
+        url.into()
+    };
     let scheme = url.split_once(':')?.0;
     if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
         return None;
     }
-    Link::new(url, Vec::new(), 0).ok().map(|l| l.url)
+    Link::new(&url, Vec::new(), 0).ok().map(|l| l.url)
 }
 
 /// The edge's own route `url` (a destination as [`destination`] returns it) is, when its host is
@@ -110,6 +116,26 @@ mod tests {
             destination("https://bücher.example/straße?q=grüße").as_deref(),
             Some("https://xn--bcher-kva.example/stra%C3%9Fe?q=gr%C3%BC%C3%9Fe")
         );
+    }
+
+    /// A tab or line break inside an href is dropped as a browser drops it, so the link a
+    /// person follows is the one tracked.
+    #[test]
+    fn tabs_and_line_breaks_within_are_dropped_as_a_browser_drops_them() {
+        for raw in [
+            "https:&#10;//example.com/",
+            "ht&#9;tps://example.com/",
+            "ht&Tab;tps://exa&NewLine;mple.com/",
+            "https:\r\n//example.com/",
+        ] {
+            assert_eq!(
+                destination(raw).as_deref(),
+                Some("https://example.com/"),
+                "{raw}"
+            );
+        }
+        // Other spaces within are no part of a scheme.
+        assert_eq!(destination("ht tps://example.com/"), None);
     }
 
     #[test]

@@ -301,6 +301,43 @@ fn more_than_a_thousand_links_are_refused() {
     assert!(matches!(err, RewriteError::TooManyLinks(1001)), "{err}");
 }
 
+/// The text part's links count towards the limit as they are found: a message with thousands
+/// of links in both parts is refused at the 1001st, and the text part's links that the HTML
+/// has already count once.
+#[test]
+fn links_of_both_parts_count_once_each_and_the_limit_stops_the_search() {
+    let html: String = (0..600)
+        .map(|i| format!(r#"<a href="https://a.example/{i}">{i}</a>"#))
+        .collect();
+    let text = |range: std::ops::Range<usize>| -> String {
+        range.map(|i| format!("https://a.example/{i}\n")).collect()
+    };
+    // The text repeats the HTML's 600 and adds 400: 1000, at the limit.
+    let at_limit = text(0..1000);
+    let out = rewrite(
+        Message {
+            html: Some(&html),
+            text: Some(&at_limit),
+            ..Message::default()
+        },
+        &mut Recorder::default(),
+    )
+    .unwrap();
+    assert_eq!(out.links.len(), 1000);
+    // 5000 more: refused at the first past it.
+    let over = text(0..6000);
+    let err = rewrite(
+        Message {
+            html: Some(&html),
+            text: Some(&over),
+            ..Message::default()
+        },
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RewriteError::TooManyLinks(1001)), "{err}");
+}
+
 /// An href as written and the destination it leads to.
 const URLS: [(&str, &str); 4] = [
     (
