@@ -92,6 +92,34 @@ fn kubernetes_pods_outlast_shutdown_delay_and_grace() {
     }
 }
 
+/// The click log's cap fits the volume it is on, with room left for the rest of the data dir: a
+/// cap over the volume fills the disk first, and then nothing (the cap included) frees it.
+/// Each pod also has a writable /tmp under its read-only root.
+#[test]
+fn kubernetes_click_logs_are_capped_below_their_volume() {
+    for overlay in ["single-node", "cluster"] {
+        let dir = deploy("kubernetes/overlays").join(overlay);
+        let config = clickedge::config::Config::load(Some(&dir.join("clickedge.toml"))).unwrap();
+        let workload = std::fs::read_to_string(dir.join("statefulset.yaml")).unwrap();
+        let gi: u64 = workload
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("storage: "))
+            .and_then(|v| v.strip_suffix("Gi"))
+            .expect("a volume claim's storage in Gi")
+            .parse()
+            .unwrap();
+        let cap = config.clicks.max_total_bytes;
+        assert!(
+            cap != 0 && cap <= gi * (1 << 30) * 9 / 10,
+            "{overlay}: clicks.max_total_bytes {cap} on a {gi}Gi volume"
+        );
+        assert!(
+            workload.contains("mountPath: /tmp") && workload.contains("emptyDir:"),
+            "{overlay}: no writable /tmp under the read-only root"
+        );
+    }
+}
+
 #[test]
 fn cluster_pods_take_the_seal_key_from_the_environment_not_a_secret_volume() {
     let dir = deploy("kubernetes/overlays/cluster");
