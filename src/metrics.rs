@@ -40,7 +40,7 @@ pub struct Metrics {
     pub click_fields_truncated: IntCounterVec,
     /// Clicks judged, by `verdict` (`human`, `machine`, `unknown`).
     pub clicks_by_verdict: IntCounterVec,
-    /// Opens logged, by `class` (`direct`, `apple_mpp`, `gmail_proxy`, `yahoo_proxy`, `scanner`).
+    /// Opens recorded (queued for the click log), by `class` (`direct`, `apple_mpp`, `gmail_proxy`, `yahoo_proxy`, `scanner`).
     pub opens: IntCounterVec,
     /// Revision lines written: earlier clicks revised by a later judgement (a burst, coverage, a
     /// decoy hit).
@@ -82,10 +82,12 @@ pub struct Metrics {
     pub ask_cache_hits: IntCounter,
     /// Certificates in the store.
     pub certs_held: IntGauge,
-    /// Unix time of the soonest certificate expiry; absent while none is held.
+    /// Unix time of the soonest expiry of a certificate still valid; absent while none is.
     pub certs_soonest_expiry: SoonestExpiry,
-    /// Certificates expiring within 7 days.
+    /// Certificates still valid that expire within 7 days.
     pub certs_expiring: IntGauge,
+    /// Certificates expired and not replaced.
+    pub certs_expired: IntGauge,
     /// Client connections open on the edge listeners.
     pub connections_open: IntGauge,
     /// Idle HTTP/1.1 connections held without hyper's buffers (see `http::serve::park`).
@@ -304,7 +306,7 @@ impl Metrics {
             opens: IntCounterVec::new(
                 Opts::new(
                     "clickedge_opens_total",
-                    "Opens logged, by who fetched the pixel (direct, apple_mpp, gmail_proxy, yahoo_proxy, scanner)",
+                    "Opens recorded (queued for the click log), by who fetched the pixel (direct, apple_mpp, gmail_proxy, yahoo_proxy, scanner)",
                 ),
                 &["class"],
             )?,
@@ -383,13 +385,17 @@ impl Metrics {
             certs_soonest_expiry: SoonestExpiry(GaugeVec::new(
                 Opts::new(
                     "clickedge_certificates_soonest_expiry_timestamp_seconds",
-                    "Unix time of the soonest certificate expiry; absent while none is held",
+                    "Unix time of the soonest expiry of a certificate still valid; absent while none is",
                 ),
                 &[],
             )?),
             certs_expiring: IntGauge::new(
                 "clickedge_certificates_expiring",
-                "Certificates expiring within 7 days",
+                "Certificates still valid that expire within 7 days",
+            )?,
+            certs_expired: IntGauge::new(
+                "clickedge_certificates_expired",
+                "Certificates expired and not replaced (their domain's renewal keeps failing)",
             )?,
             connections_open: IntGauge::new(
                 "clickedge_connections_open",
@@ -435,6 +441,7 @@ impl Metrics {
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.certs_expiring.clone()))?;
+        registry.register(Box::new(m.certs_expired.clone()))?;
         registry.register(Box::new(m.connections_open.clone()))?;
         registry.register(Box::new(m.connections_parked.clone()))?;
         registry.register(Box::new(m.connections_refused.clone()))?;

@@ -213,9 +213,13 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
         cert: &StoredCert,
         fence: Fence,
     ) -> Result<bool, StoreError>;
-    /// Count and soonest expiry of stored certificates, and how many expire before
-    /// `expiring_before`.
-    async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError>;
+    /// Count of stored certificates; of those valid at `now`, the soonest expiry and how many
+    /// expire before `expiring_before`; and how many have expired by `now`.
+    async fn cert_summary(
+        &self,
+        now: SystemTime,
+        expiring_before: SystemTime,
+    ) -> Result<CertSummary, StoreError>;
     /// Validity of every stored certificate (for renewal scheduling).
     async fn cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError>;
     /// One page of stored certificates with their keys: at most `limit`, in the store's order

@@ -206,6 +206,7 @@ async fn dashboard_queries_name_only_metrics_a_running_edge_exports() {
 const STORE_WIDE_GAUGES: &[&str] = &[
     "clickedge_certificates_held",
     "clickedge_certificates_expiring",
+    "clickedge_certificates_expired",
 ];
 
 #[test]

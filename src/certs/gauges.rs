@@ -1,4 +1,5 @@
-//! The certificate gauges (`clickedge_certificates_held`, `_expiring`, `_soonest_expiry_…`),
+//! The certificate gauges (`clickedge_certificates_held`, `_expiring`, `_expired`,
+//! `_soonest_expiry_…`),
 //! refreshed from one store scan shared by concurrent callers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,12 +38,11 @@ impl Certs {
             return Ok(());
         }
         let covers = self.gauges.asked.load(Ordering::SeqCst);
-        let summary = self
-            .store
-            .cert_summary(self.clock.now() + EXPIRING_SOON)
-            .await?;
+        let now = self.clock.now();
+        let summary = self.store.cert_summary(now, now + EXPIRING_SOON).await?;
         self.metrics.certs_held.set(summary.count as i64);
         self.metrics.certs_expiring.set(summary.expiring as i64);
+        self.metrics.certs_expired.set(summary.expired as i64);
         self.metrics
             .certs_soonest_expiry
             .set(summary.soonest_expiry.map(|at| unix_secs(at) as f64));

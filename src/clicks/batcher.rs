@@ -24,7 +24,7 @@
 mod handles;
 mod pending;
 
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -195,7 +195,7 @@ impl<S: ClickSink> Batcher<S> {
     fn run(mut self, rx: Receiver<Queued>) {
         loop {
             let mut stop = match self.wake_at() {
-                None => rx.recv().map_or(true, |msg| self.accept(msg)),
+                None => self.idle(&rx),
                 Some(at) => {
                     std::thread::park_timeout(at.saturating_duration_since(Instant::now()));
                     false
@@ -231,6 +231,22 @@ impl<S: ClickSink> Batcher<S> {
                 return self.finish();
             }
             self.step(Instant::now());
+        }
+    }
+
+    /// With nothing to write: waits for a message, doing the sink's own timed work (closing a
+    /// file at its age limit) when it comes due first. True for the stop marker or a queue gone.
+    fn idle(&mut self, rx: &Receiver<Queued>) -> bool {
+        loop {
+            let received = match self.sink.due() {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            match received {
+                Ok(msg) => return self.accept(msg),
+                Err(RecvTimeoutError::Timeout) => self.sink.tick(),
+                Err(RecvTimeoutError::Disconnected) => return true,
+            }
         }
     }
 

@@ -553,6 +553,24 @@ impl ClickSink for FileSink {
     fn target(&self) -> impl std::fmt::Display + '_ {
         self.config.dir.display()
     }
+
+    /// The open file's age limit: a file is closed then even if no click comes to rotate it, so
+    /// a loader of closed files gets the last clicks before a quiet spell within
+    /// `rotate_interval`.
+    fn due(&self) -> Option<Instant> {
+        self.file
+            .as_ref()
+            .map(|f| f.opened + self.config.rotate_interval)
+    }
+
+    fn tick(&mut self) {
+        if let Some(f) = self
+            .file
+            .take_if(|f| f.opened.elapsed() >= self.config.rotate_interval)
+        {
+            self.close_file(f);
+        }
+    }
 }
 
 impl TornFile {

@@ -18,6 +18,7 @@
 //! harmless.
 
 use std::fmt;
+use std::time::Instant;
 
 /// Encoded click lines for one write, in arrival order.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +86,16 @@ pub trait ClickSink: Send + 'static {
     /// Flushes and releases the medium at shutdown, after the last write. Logs what it cannot
     /// finish (it has no one to return an error to).
     fn close(self);
+
+    /// When the medium has work of its own to do with no batch to write (a file to close at its
+    /// age limit while no click comes); `None` when it has none. The batcher calls
+    /// [`ClickSink::tick`] then, if it has nothing to write by that time.
+    fn due(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Does the medium's own work once [`ClickSink::due`] has come. Logs what fails.
+    fn tick(&mut self) {}
 
     /// Where the clicks go (a directory, a stream), for the batcher's log lines.
     fn target(&self) -> impl fmt::Display + '_;

@@ -21,8 +21,8 @@ pub use cluster::*;
 pub use secrets::*;
 
 use super::{
-    AcmeProblem, Changed, DomainPages, FailureKind, IssueFailure, IssueStatus, Origin, Store,
-    StoreError, StoredCert,
+    AcmeProblem, CertSummary, Changed, DomainPages, FailureKind, IssueFailure, IssueStatus, Origin,
+    Store, StoreError, StoredCert,
 };
 use crate::Domain;
 use crate::clock::from_unix_secs;
@@ -345,15 +345,21 @@ pub async fn domains_are_read_in_pages_each_once(store: &dyn Store) -> Result<()
     Ok(())
 }
 
-/// The summary counts certificates, finds the soonest expiry, and counts those expiring strictly
-/// before the time asked about.
+/// The summary counts certificates; of those still valid, finds the soonest expiry and counts
+/// those expiring strictly before the time asked about; and counts those expired apart (a
+/// certificate that expired unreplaced is not "expiring" for ever).
 pub async fn certificate_summary_counts_and_finds_the_soonest_expiry(
     store: &dyn Store,
 ) -> Result<(), StoreError> {
-    let empty = store.cert_summary(t(100)).await?;
+    let empty = store.cert_summary(t(0), t(100)).await?;
     assert_eq!(
-        (empty.count, empty.soonest_expiry, empty.expiring),
-        (0, None, 0)
+        (
+            empty.count,
+            empty.soonest_expiry,
+            empty.expiring,
+            empty.expired
+        ),
+        (0, None, 0, 0)
     );
     for (name, not_after) in [("a.example.com", 20), ("b.example.com", 40)] {
         store.add_domain(&d(name), t(1)).await?;
@@ -361,10 +367,14 @@ pub async fn certificate_summary_counts_and_finds_the_soonest_expiry(
             .put_certificate(&d(name), &cert("local", 10, not_after))
             .await?;
     }
-    let s = store.cert_summary(t(21)).await?;
-    assert_eq!((s.count, s.soonest_expiry, s.expiring), (2, Some(t(20)), 1));
-    assert_eq!(store.cert_summary(t(20)).await?.expiring, 0);
-    assert_eq!(store.cert_summary(t(41)).await?.expiring, 2);
+    let summary = |s: CertSummary| (s.count, s.soonest_expiry, s.expiring, s.expired);
+    let at = |now, before| store.cert_summary(t(now), t(before));
+    assert_eq!(summary(at(10, 21).await?), (2, Some(t(20)), 1, 0));
+    assert_eq!(summary(at(10, 20).await?), (2, Some(t(20)), 0, 0));
+    assert_eq!(summary(at(10, 41).await?), (2, Some(t(20)), 2, 0));
+    // a expired at 20: no longer expiring, nor the soonest.
+    assert_eq!(summary(at(21, 41).await?), (2, Some(t(40)), 1, 1));
+    assert_eq!(summary(at(41, 50).await?), (2, None, 0, 2));
     Ok(())
 }
 

@@ -110,8 +110,12 @@ impl Store for PgStore {
         self.write_certificate_fenced(name, cert, fence).await
     }
 
-    async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError> {
-        self.summarise_certificates(expiring_before).await
+    async fn cert_summary(
+        &self,
+        now: SystemTime,
+        expiring_before: SystemTime,
+    ) -> Result<CertSummary, StoreError> {
+        self.summarise_certificates(now, expiring_before).await
     }
 
     async fn cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError> {

@@ -208,8 +208,10 @@ pub type CertPage = Vec<(Domain, Result<StoredCert, StoreError>)>;
 pub struct CertSummary {
     /// Certificates held.
     pub count: u64,
-    /// Soonest `not_after`.
+    /// Soonest `not_after` of a certificate still valid.
     pub soonest_expiry: Option<SystemTime>,
-    /// Certificates whose `not_after` is before the time asked about.
+    /// Certificates still valid whose `not_after` is before the time asked about.
     pub expiring: u64,
+    /// Certificates expired, and not replaced (their domain's renewal keeps failing).
+    pub expired: u64,
 }

@@ -227,23 +227,36 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError> {
-        // Three queries, each answered from the `not_after` index alone (a count of its
-        // entries, its first entry, a range): a single aggregate over the table read every
-        // row's certificate and key, ~100 ms at 100 000 certificates, after every issuance.
+    async fn cert_summary(
+        &self,
+        now: SystemTime,
+        expiring_before: SystemTime,
+    ) -> Result<CertSummary, StoreError> {
+        // Four queries, each answered from the `not_after` index alone (a count of its
+        // entries, its first entry past a point, ranges): a single aggregate over the table read
+        // every row's certificate and key, ~100 ms at 100 000 certificates, after every issuance.
         self.with("summarising certificates", move |c| {
             let count: i64 = c.query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))?;
-            let soonest: Option<i64> =
-                c.query_row("SELECT MIN(not_after) FROM certificates", [], |r| r.get(0))?;
+            let soonest: Option<i64> = c.query_row(
+                "SELECT MIN(not_after) FROM certificates WHERE not_after >= ?1",
+                [secs(now)],
+                |r| r.get(0),
+            )?;
             let expiring: i64 = c.query_row(
+                "SELECT COUNT(*) FROM certificates WHERE not_after >= ?1 AND not_after < ?2",
+                [secs(now), secs(expiring_before)],
+                |r| r.get(0),
+            )?;
+            let expired: i64 = c.query_row(
                 "SELECT COUNT(*) FROM certificates WHERE not_after < ?1",
-                [secs(expiring_before)],
+                [secs(now)],
                 |r| r.get(0),
             )?;
             Ok(CertSummary {
                 count: count.max(0) as u64,
                 soonest_expiry: soonest.map(time),
                 expiring: expiring.max(0) as u64,
+                expired: expired.max(0) as u64,
             })
         })
         .await

@@ -200,8 +200,12 @@ impl Store for Blips {
     ) -> Result<bool, StoreError> {
         self.inner.put_certificate_fenced(name, cert, fence).await
     }
-    async fn cert_summary(&self, expiring_before: SystemTime) -> Result<CertSummary, StoreError> {
-        self.inner.cert_summary(expiring_before).await
+    async fn cert_summary(
+        &self,
+        now: SystemTime,
+        expiring_before: SystemTime,
+    ) -> Result<CertSummary, StoreError> {
+        self.inner.cert_summary(now, expiring_before).await
     }
     async fn cert_lifetimes(&self) -> Result<Vec<CertLifetime>, StoreError> {
         self.inner.cert_lifetimes().await

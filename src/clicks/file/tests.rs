@@ -139,6 +139,34 @@ fn rotates_by_age_and_names_sort_in_time_order() {
     assert_eq!(lines, urls(0..3));
 }
 
+#[test]
+fn a_file_past_its_age_is_closed_though_no_click_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let (sink, queue) = start_file(
+        FileSinkConfig {
+            rotate_interval: Duration::from_millis(50),
+            ..file_config(dir.path())
+        },
+        batch_config(),
+        &metrics,
+    );
+    queue.push(event(0));
+    eventually(
+        "the click closed in its file with no other to rotate it",
+        || closed_files(dir.path()).len() == 1,
+    );
+    let (files, written) = lines(dir.path());
+    assert_eq!(files.len(), 1, "no file open, none new: {files:?}");
+    assert_eq!(written, urls(0..1));
+    // The next click starts a new file.
+    queue.push(event(1));
+    eventually("the second click", || metrics.clicks_logged.get() == 2);
+    sink.close();
+    assert_eq!(closed_files(dir.path()).len(), 2);
+    assert_eq!(lines(dir.path()).1, urls(0..2));
+}
+
 #[tokio::test]
 async fn synced_click_is_acknowledged_only_once_its_line_is_in_the_file() {
     let dir = tempfile::tempdir().unwrap();

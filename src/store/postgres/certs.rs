@@ -82,6 +82,7 @@ impl PgStore {
 
     pub(super) async fn summarise_certificates(
         &self,
+        now: SystemTime,
         expiring_before: SystemTime,
     ) -> Result<CertSummary, StoreError> {
         let op = "summarising certificates";
@@ -89,9 +90,12 @@ impl PgStore {
             .conn(op)
             .await?
             .query_one(
-                "SELECT COUNT(*), MIN(not_after), COUNT(*) FILTER (WHERE not_after < $1)
+                "SELECT COUNT(*),
+                        MIN(not_after) FILTER (WHERE not_after >= $1),
+                        COUNT(*) FILTER (WHERE not_after >= $1 AND not_after < $2),
+                        COUNT(*) FILTER (WHERE not_after < $1)
                  FROM certificates",
-                &[&secs(expiring_before)],
+                &[&secs(now), &secs(expiring_before)],
             )
             .await
             .map_err(db(op))?;
@@ -99,6 +103,7 @@ impl PgStore {
             count: r.get::<_, i64>(0).max(0) as u64,
             soonest_expiry: r.get::<_, Option<i64>>(1).map(time),
             expiring: r.get::<_, i64>(2).max(0) as u64,
+            expired: r.get::<_, i64>(3).max(0) as u64,
         })
     }
 
