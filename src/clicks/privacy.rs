@@ -11,7 +11,9 @@
 //! node has its own: unique counts are per node and per process-day (a visitor reaching two
 //! nodes, or one node across a restart, counts twice). A salt is replaced at the first click of
 //! a later day and dropped by [`Visitors::expire`] within the hour after its day ends, whether
-//! or not a click comes: never kept two days.
+//! or not a click comes: never kept two days. A clock set back by more than a day (a host
+//! restored from a snapshot) does not keep the later day's salt in use until the clock catches
+//! up: the salt is replaced (and dropped by `expire`) as if its day were over.
 //!
 //! Applied on the request path after the verdict (which judges the full address) and before
 //! the line is queued: one HMAC over a few dozen bytes, no I/O, a read lock but at the turn of a
@@ -77,6 +79,14 @@ impl Default for Visitors {
     }
 }
 
+impl Salt {
+    /// Whether clicks of `day` take this salt: its own day's, and the day before's (stamped
+    /// before midnight, judged after); not a day before that (the clock was set back).
+    fn serves(&self, day: u64) -> bool {
+        self.day == day || self.day == day + 1
+    }
+}
+
 fn day_of(t: SystemTime) -> u64 {
     crate::clock::unix_secs(t) / 86_400
 }
@@ -89,17 +99,16 @@ impl Visitors {
             // A panic cannot happen while the lock is held (a signature or a swap), so a
             // poisoned lock still holds a whole salt.
             let salt = self.salt.read().unwrap_or_else(|p| p.into_inner());
-            // A click stamped just before midnight, judged just after, takes the new day's salt:
-            // the salt only moves forward.
+            // A click stamped just before midnight, judged just after, takes the new day's salt.
             match &*salt {
-                Some(s) if s.day >= day => Some(sign(&s.key, domain, ip, ua)),
+                Some(s) if s.serves(day) => Some(sign(&s.key, domain, ip, ua)),
                 _ => None,
             }
         };
         let tag = tag.unwrap_or_else(|| {
             let mut salt = self.salt.write().unwrap_or_else(|p| p.into_inner());
             let s = match &mut *salt {
-                Some(s) if s.day >= day => s,
+                Some(s) if s.serves(day) => s,
                 slot => slot.insert(Salt {
                     day,
                     key: self.new_key(),
@@ -116,10 +125,11 @@ impl Visitors {
         Visitor(hex)
     }
 
-    /// Drops the salt of a day before `now`'s.
+    /// Drops the salt of a day before `now`'s (or of a day `now` would not use: the clock was
+    /// set back).
     pub fn forget_before(&self, now: SystemTime) {
         let mut salt = self.salt.write().unwrap_or_else(|p| p.into_inner());
-        if salt.as_ref().is_some_and(|s| s.day < day_of(now)) {
+        if salt.as_ref().is_some_and(|s| !s.serves(day_of(now))) {
             *salt = None;
         }
     }
@@ -270,5 +280,27 @@ mod tests {
         v.forget_before(day + Duration::from_secs(86_400));
         assert!(v.salt.read().unwrap().is_none());
         assert_ne!(v.visitor(day, "d", ip("203.0.113.7"), None), a);
+    }
+
+    #[test]
+    fn a_clock_set_back_days_does_not_keep_the_later_days_salt() {
+        let v = Visitors::default();
+        let day = SystemTime::UNIX_EPOCH + Duration::from_secs(20_000 * 86_400);
+        let a = v.visitor(day, "d", ip("203.0.113.7"), None);
+        // A click stamped before midnight, judged after: today's salt.
+        let eve = day - Duration::from_secs(60);
+        assert_eq!(v.visitor(eve, "d", ip("203.0.113.7"), None), a);
+        v.forget_before(eve);
+        assert_eq!(v.visitor(day, "d", ip("203.0.113.7"), None), a, "kept");
+        // Set back three days: a new salt, not the one of a day yet to come.
+        let back = day - Duration::from_secs(3 * 86_400);
+        let b = v.visitor(back, "d", ip("203.0.113.7"), None);
+        assert_ne!(b, a);
+        assert_eq!(v.visitor(back, "d", ip("203.0.113.7"), None), b);
+        // The sweep drops a salt dated days ahead of the clock.
+        let v = Visitors::default();
+        v.visitor(day, "d", ip("203.0.113.7"), None);
+        v.forget_before(back);
+        assert!(v.salt.read().unwrap().is_none());
     }
 }
