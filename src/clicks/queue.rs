@@ -250,11 +250,14 @@ impl ClickQueue {
         })
     }
 
+    /// Says (at most once per throttle period) that the queue is full; for dropped clicks and
+    /// lost revisions alike, which have the one cause.
     fn log_full(&self) {
         if self.full_log.ready(&self.clock) {
             tracing::warn!(
                 dropped_total = self.metrics.clicks_dropped.get(),
-                "click queue full: clicks are being dropped (counted in clickedge_clicks_dropped_total)"
+                revisions_lost_total = self.metrics.verdict_revisions_lost.get(),
+                "click queue full: clicks are being dropped (counted in clickedge_clicks_dropped_total, verdict revisions in clickedge_verdict_revisions_lost_total); raise clicks.queue_capacity, or see why the click log writes slowly"
             );
         }
     }
@@ -361,9 +364,12 @@ impl Revise for ClickQueue {
     fn revise(&self, revision: Revision) {
         match self.send(Msg::Revision(Box::new(revision))) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Full(_)) => {
                 self.metrics.verdict_revisions_lost.inc();
+                self.log_full();
             }
+            // The writer stopped: the stop is logged, and so are the clicks dropped after it.
+            Err(TrySendError::Disconnected(_)) => self.metrics.verdict_revisions_lost.inc(),
         }
     }
 }
@@ -418,6 +424,21 @@ mod tests {
         assert_eq!(metrics.clicks_dropped.get(), 3);
         assert_eq!(metrics.clicks_queued.get(), 2);
         drop(rx);
+    }
+
+    #[test]
+    fn a_revision_lost_to_a_full_queue_is_counted_and_said() {
+        let metrics = Metrics::unregistered();
+        let (tx, _rx) = sync_channel(1);
+        let queue = test_queue(tx, &metrics, Durability::Buffered, 1);
+        queue.push(event(0));
+        let ((), logs) = crate::logged::logged(tracing::Level::WARN, || queue.revise(revision()));
+        assert_eq!(metrics.verdict_revisions_lost.get(), 1);
+        assert_eq!(metrics.clicks_dropped.get(), 0);
+        assert!(
+            logs.contains("click queue full") && logs.contains("revisions_lost_total=1"),
+            "{logs}"
+        );
     }
 
     #[tokio::test]
