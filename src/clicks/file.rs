@@ -35,6 +35,7 @@ pub(in crate::clicks) use naming::{closed_name, is_stray, open_name, warn_stray}
 use super::ship::Progress;
 use super::{Batch, ClickSink, id_seq, line_click_id};
 use crate::clock::Clock;
+use crate::errors;
 use crate::lockfile;
 use crate::metrics::Metrics;
 use retention::Retention;
@@ -227,6 +228,9 @@ pub struct FileSink {
     last_seq: u64,
     /// The stored floor ([`floor`]): the newest sequence number in a closed file.
     floor: u64,
+    /// With `clicks.retention`: when files past it are next looked for while no click comes
+    /// (a write looks each time).
+    next_sweep: Option<Instant>,
     faults: Faults,
     /// The lock on the directory ([`LOCK_FILE`]), held as long as the sink.
     _lock: File,
@@ -315,6 +319,7 @@ impl FileSink {
         };
         let retention = Retention::scan(&config.dir, bounds).map_err(dir_error)?;
         metrics.click_log_bytes.set(gauge(retention.closed_bytes()));
+        let next_sweep = config.max_age.map(|age| Instant::now() + sweep_every(age));
         Ok(FileSink {
             config,
             metrics,
@@ -324,6 +329,7 @@ impl FileSink {
             retention,
             next_seq,
             last_seq: 0,
+            next_sweep,
             floor,
             faults: Faults::default(),
             _lock: lock,
@@ -557,10 +563,14 @@ impl ClickSink for FileSink {
     /// The open file's age limit: a file is closed then even if no click comes to rotate it, so
     /// a loader of closed files gets the last clicks before a quiet spell within
     /// `rotate_interval`.
+    /// And, with `clicks.retention`, the next look for files past it, so an edge without
+    /// clicks does not keep them longer.
     fn due(&self) -> Option<Instant> {
-        self.file
+        let close = self
+            .file
             .as_ref()
-            .map(|f| f.opened + self.config.rotate_interval)
+            .map(|f| f.opened + self.config.rotate_interval);
+        close.into_iter().chain(self.next_sweep).min()
     }
 
     fn tick(&mut self) {
@@ -570,6 +580,21 @@ impl ClickSink for FileSink {
         {
             self.close_file(f);
         }
+        let (Some(at), Some(age)) = (self.next_sweep, self.config.max_age) else {
+            return;
+        };
+        if Instant::now() < at {
+            return;
+        }
+        self.next_sweep = Some(Instant::now() + sweep_every(age));
+        if let Err(e) = self.retention.expire(self.clock.now(), &self.metrics) {
+            self.metrics.click_sink_errors.inc();
+            tracing::error!(error = %errors::chain(&e), "deleting click files past clicks.retention");
+        }
+        let open = self.file.as_ref().map_or(0, |f| f.bytes);
+        self.metrics
+            .click_log_bytes
+            .set(gauge(self.retention.closed_bytes() + open));
     }
 }
 
@@ -594,6 +619,12 @@ impl TornFile {
             dir_synced: false,
         }))
     }
+}
+
+/// How often files past `clicks.retention` (`age`) are looked for while no click comes: every
+/// minute (the shortest retention allowed), sooner for a shorter one in tests.
+fn sweep_every(age: Duration) -> Duration {
+    age.min(Duration::from_secs(60))
 }
 
 fn gauge(bytes: u64) -> i64 {

@@ -10,7 +10,8 @@
 //! `clickedge_click_log_bytes` shows how close the log is to the cap.
 //!
 //! Age (`clicks.retention`): closed files older than the bound (by their last write) are deleted
-//! too, at the next write, each logged and counted the same way.
+//! too, at the next write (and while no click comes, every minute: `FileSink::tick`), each
+//! logged and counted the same way.
 //!
 //! With a stream (`clicks.stream`), a file is deleted by neither rule before the shipper's
 //! checkpoint is past it or at its end as a finished file ([`Progress::fully_shipped`],

@@ -455,6 +455,41 @@ fn retention_counts_a_files_age_from_its_last_write() {
     assert_eq!(kept, ["b".repeat(20)]);
 }
 
+#[test]
+fn retention_deletes_files_past_it_while_no_click_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(crate::clock::from_unix_secs(1_000_000));
+    let metrics = Metrics::unregistered();
+    let mut sink = FileSink::open(
+        FileSinkConfig {
+            rotate_interval: Duration::from_millis(1),
+            max_age: Some(Duration::from_millis(50)),
+            ..file_config(dir.path())
+        },
+        metrics.clone(),
+        clock.clock(),
+    )
+    .unwrap();
+    sink.write(&Batch::new(b"{\"url\":\"a\"}\n", 1, false))
+        .unwrap();
+    // What the batcher does while it has nothing to write: wait for the sink's deadline, tick.
+    let tick = |sink: &mut FileSink| {
+        let at = sink.due().expect("a deadline while a file is open or kept");
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        sink.tick();
+    };
+    tick(&mut sink);
+    tick(&mut sink);
+    assert_eq!(closed_files(dir.path()).len(), 1, "closed, not yet old");
+    assert_eq!(metrics.click_log_deleted_files.get(), 0);
+    clock.advance(Duration::from_secs(60));
+    tick(&mut sink);
+    assert_eq!(closed_files(dir.path()), Vec::<String>::new());
+    assert_eq!(metrics.click_log_deleted_files.get(), 1);
+    assert_eq!(metrics.click_log_bytes.get(), 0);
+    sink.close();
+}
+
 /// With a stream, a batch that does not fit beside the file being written: the file is closed,
 /// and deleted to make room only once it is shipped whole. One line short of that, the write
 /// fails naming it, and the file stays. Shipped to its end (the checkpoint still in it, marked
