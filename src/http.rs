@@ -33,7 +33,7 @@ use crate::clicks::privacy::Privacy;
 use crate::clicks::verdict::{Class, Facts, NoVerdict, VerdictStage};
 use crate::clicks::{ClickEvent, ClickQueue, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated};
 use crate::clock::from_unix_secs;
-use crate::links::{self, SharedKeyRing};
+use crate::links::{self, Role, SharedKeyRing};
 use crate::metrics::{Metrics, outcome};
 use crate::policy::Policy;
 use request::{header_text, http_version, request_host, same_name};
@@ -59,6 +59,7 @@ struct Counters {
     confirm_page: IntCounter,
     confirmed: IntCounter,
     body_refused: IntCounter,
+    bad_request: IntCounter,
     /// Clicks whose `User-Agent` / `Referer` was cut to its bound.
     ua_truncated: IntCounter,
     referer_truncated: IntCounter,
@@ -82,6 +83,7 @@ impl Counters {
             confirm_page: c(outcome::CONFIRM_PAGE),
             confirmed: c(outcome::CONFIRMED),
             body_refused: c(outcome::BODY_REFUSED),
+            bad_request: c(outcome::BAD_REQUEST),
             ua_truncated: m.click_fields_truncated.with_label_values(&["ua"]),
             referer_truncated: m.click_fields_truncated.with_label_values(&["referer"]),
             opens: OpenClass::ALL.map(|c| m.opens.with_label_values(&[c.as_str()])),
@@ -202,6 +204,14 @@ impl<V: VerdictStage> Edge<V> {
             self.counters.not_found.inc();
             return text(StatusCode::URI_TOO_LONG, "URI too long\n");
         }
+        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without one.
+        if req.version() == http::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+            self.counters.bad_request.inc();
+            return text(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/1.1 request needs a Host header\n",
+            );
+        }
         if let (Some(pages), Some(sni)) = (&self.status, &conn.sni)
             && sni == pages.host()
             && req.uri().path().starts_with(crate::status::PREFIX)
@@ -212,6 +222,11 @@ impl<V: VerdictStage> Edge<V> {
         let token = match route(req.uri().path()) {
             Route::Click(token) => token,
             Route::Open(token) => return self.open(conn, &req, token),
+            Route::AcmeChallenge(_) | Route::OnboardingCheck(_)
+                if !matches!(*req.method(), Method::GET | Method::HEAD) =>
+            {
+                return close_unread(&req, self.method_not_allowed(LINK_METHODS));
+            }
             Route::AcmeChallenge(token) if conn.sni.is_none() => {
                 return self.http01(request_host(&req), token).await;
             }
@@ -229,12 +244,13 @@ impl<V: VerdictStage> Edge<V> {
                 return text(StatusCode::NOT_FOUND, "not found\n");
             }
         };
+        // Any other method is refused once the link opens: an action link takes POST too, and
+        // its Allow says so.
         let method = match *req.method() {
-            Method::GET => "GET",
-            Method::HEAD => "HEAD",
-            // Only an action link takes one (known once its token opens).
-            Method::POST => "POST",
-            _ => return self.method_not_allowed(),
+            Method::GET => Some("GET"),
+            Method::HEAD => Some("HEAD"),
+            Method::POST => Some("POST"),
+            _ => None,
         };
         let host = request_host(&req);
         let domain = match &conn.sni {
@@ -277,19 +293,27 @@ impl<V: VerdictStage> Edge<V> {
             self.counters.bad_token.inc();
             return self.unopened(Some(&domain), &req);
         };
-        let answer = match (action::role(link.context.as_ref()), method) {
-            (None, "POST") => return self.method_not_allowed(),
-            (None, _) => Answer::Found,
-            (Some(_), "POST") => {
-                if let Err(e) = action::take_body(&mut req).await {
-                    self.counters.body_refused.inc();
-                    return e.response();
-                }
-                Answer::Confirmed
+        let role = action::role(link.context.as_ref());
+        let answer = match (role, method) {
+            (None, Some("POST") | None) => {
+                return close_unread(&req, self.method_not_allowed(LINK_METHODS));
             }
+            (Some(_), None) => return close_unread(&req, self.method_not_allowed(ACTION_METHODS)),
+            (None, Some(_)) => Answer::Found,
+            (Some(role), Some("POST")) => match action::take_body(&mut req).await {
+                Ok(body) if action::is_one_click(&body) => Answer::OneClick(role),
+                Ok(_) => Answer::Confirmed,
+                Err(e) => {
+                    self.counters.body_refused.inc();
+                    return close_unread(&req, e.response());
+                }
+            },
             // Built before the link's parts move into the click; returned once it is recorded.
-            (Some(role), _) => Answer::ConfirmPage(action::confirm_page(&domain, role, &link.url)),
+            (Some(role), Some(_)) => {
+                Answer::ConfirmPage(action::confirm_page(&domain, role, &link.url))
+            }
         };
+        let method = method.unwrap_or_default();
         // Past its address's click rate a client is still answered, but not logged (the queue
         // counts it): asked before the event is built, so a flood costs no allocation.
         if !self.clicks.admit(conn.peer.ip()) {
@@ -302,7 +326,7 @@ impl<V: VerdictStage> Edge<V> {
             context: event.message.as_ref(),
         };
         event.verdict = match &answer {
-            Answer::Confirmed => self.verdict.confirmed(&facts),
+            Answer::Confirmed | Answer::OneClick(_) => self.verdict.confirmed(&facts),
             _ => self.verdict.judge(&facts),
         };
         // A person's click implies the message was opened: said once per message this node did
@@ -362,6 +386,10 @@ impl<V: VerdictStage> Edge<V> {
                 self.counters.confirmed.inc();
                 action::see_other(location)
             }
+            Answer::OneClick(role) => {
+                self.counters.confirmed.inc();
+                action::done(role)
+            }
         }
     }
 
@@ -408,11 +436,11 @@ impl<V: VerdictStage> Edge<V> {
         }
     }
 
-    fn method_not_allowed(&self) -> Response<Body> {
+    /// `405` naming the methods the target takes (`allow`).
+    fn method_not_allowed(&self, allow: HeaderValue) -> Response<Body> {
         self.counters.method.inc();
         let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        res.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        res.headers_mut().insert(header::ALLOW, allow);
         res
     }
 
@@ -483,8 +511,29 @@ enum Answer {
     Found,
     /// An action link fetched: its confirm page.
     ConfirmPage(Response<Body>),
-    /// An action link's confirmation (its button, or RFC 8058): `303` to the destination.
+    /// An action link's confirmation by its button: `303` to the destination.
     Confirmed,
+    /// An action link's RFC 8058 one-click confirmation: `200`, no redirect.
+    OneClick(Role),
+}
+
+/// The methods a link takes, and an action link (unsubscribe, confirm).
+const LINK_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD");
+const ACTION_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD, POST");
+
+/// `res`, to a request whose body is left unread, with `Connection: close` on HTTP/1.x: hyper
+/// closes such a connection after the answer anyway, and a client told so does not send its
+/// next request into a closing socket (RFC 9112 §9.6; RFC 9110 §15.5.9 for a 408).
+fn close_unread<B>(req: &Request<B>, mut res: Response<Body>) -> Response<Body>
+where
+    B: hyper::body::Body,
+{
+    let unread = !req.body().is_end_stream();
+    if unread && req.version() < http::Version::HTTP_2 {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 fn text_owned(status: StatusCode, body: String) -> Response<Body> {

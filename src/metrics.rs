@@ -156,14 +156,16 @@ pub mod outcome {
     pub const PIXEL: &str = "pixel";
     /// An action link's confirm page (`GET`/`HEAD` of a link with role unsubscribe or confirm).
     pub const CONFIRM_PAGE: &str = "confirm_page";
-    /// An action link confirmed (`POST`): 303 to the destination.
+    /// An action link confirmed (`POST`): 303 to the destination (200 to an RFC 8058 one-click).
     pub const CONFIRMED: &str = "confirmed";
     /// An action link's `POST` whose body was refused (too large, too slow, broken off).
     pub const BODY_REFUSED: &str = "body_refused";
+    /// 400: an HTTP/1.1 request without `Host`.
+    pub const BAD_REQUEST: &str = "bad_request";
 }
 
 /// The values of `outcome` in `clickedge_requests_total`.
-const REQUEST_OUTCOMES: [&str; 12] = [
+const REQUEST_OUTCOMES: [&str; 13] = [
     outcome::REDIRECT,
     outcome::UPGRADE,
     outcome::BAD_TOKEN,
@@ -176,6 +178,7 @@ const REQUEST_OUTCOMES: [&str; 12] = [
     outcome::CONFIRM_PAGE,
     outcome::CONFIRMED,
     outcome::BODY_REFUSED,
+    outcome::BAD_REQUEST,
 ];
 
 /// The values of `outcome` in `clickedge_tls_handshakes_total` (`tls::HandshakeError::outcome`).

@@ -226,12 +226,13 @@ async fn a_scanner_fetching_action_links_gets_the_confirm_page_and_reaches_nothi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_post_confirms_and_rfc_8058_one_click_is_the_same_button() {
+async fn a_post_confirms_and_rfc_8058_one_click_is_the_same_button_answered_without_a_redirect() {
     let edge = start().await;
     let dest = Destination::start().await;
     let client = edge.client(&[DOMAIN]);
     let link = mint(&edge, &dest.url("/unsub?u=7"), "one-click", "unsubscribe").await;
-    // As a mail provider sends it (RFC 8058 §3.1).
+    // As a mail provider sends it (RFC 8058 §3.1), form-encoded: answered 200 by the edge,
+    // never redirected (the RFC forbids it).
     let res = client
         .post(&link)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -239,21 +240,54 @@ async fn a_post_confirms_and_rfc_8058_one_click_is_the_same_button() {
         .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("location").is_none());
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert!(res.headers().get("set-cookie").is_none());
+    assert_eq!(res.text().await.unwrap(), "unsubscribed\n");
+    // And as multipart/form-data, which the RFC prefers.
+    let res = client
+        .post(&link)
+        .header("content-type", "multipart/form-data; boundary=b1")
+        .body(
+            "--b1\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\n\
+             One-Click\r\n--b1--\r\n",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("location").is_none());
+    let lines = wait_for_clicks_of(&edge, "one-click", 2);
+    for line in &lines {
+        assert_eq!(line["method"], "POST");
+        assert_eq!(line["verdict"], "human", "{line:#}");
+        assert_eq!(line["reasons"], json!(["confirmed"]));
+        assert_eq!(line["url"], dest.url("/unsub?u=7"));
+    }
+    // The confirm page's button posts an empty form: 303 to the destination.
+    let res = client
+        .post(&link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], dest.url("/unsub?u=7"));
     assert_eq!(res.headers()["cache-control"], "no-store");
-    assert!(res.headers().get("set-cookie").is_none());
-    let lines = wait_for_clicks_of(&edge, "one-click", 1);
-    assert_eq!(lines[0]["method"], "POST");
-    assert_eq!(lines[0]["verdict"], "human", "{:#}", lines[0]);
-    assert_eq!(lines[0]["reasons"], json!(["confirmed"]));
-    assert_eq!(lines[0]["url"], dest.url("/unsub?u=7"));
+    wait_for_clicks_of(&edge, "one-click", 3);
 
     // Bodies are bounded: refused with 413 saying the limit, nothing logged, no redirect.
     let big = "List-Unsubscribe=One-Click&pad=".to_owned() + &"x".repeat(8192);
-    let res = client.post(&link).body(big).send().await.unwrap();
+    let res = client.post(&link).body(big.clone()).send().await.unwrap();
     assert_eq!(res.status(), 413);
     assert!(res.headers().get("location").is_none());
+    // Over HTTP/1.1 the body is left unread, and the client is told the connection ends.
+    let http1 = edge.client_builder(&[DOMAIN]).http1_only().build().unwrap();
+    let res = http1.post(&link).body(big).send().await.unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_11);
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.headers()["connection"], "close");
     assert_eq!(
         res.text().await.unwrap(),
         "request body too large: at most 4096 bytes\n"
@@ -264,6 +298,12 @@ async fn a_post_confirms_and_rfc_8058_one_click_is_the_same_button() {
     let res = client.post(&content).send().await.unwrap();
     assert_eq!(res.status(), 405);
     assert_eq!(res.headers()["allow"], "GET, HEAD");
+    // Other methods: 405, with the methods each link takes.
+    for (url, allow) in [(&content, "GET, HEAD"), (&link, "GET, HEAD, POST")] {
+        let res = client.put(url).send().await.unwrap();
+        assert_eq!(res.status(), 405);
+        assert_eq!(res.headers()["allow"], allow);
+    }
     let forged = format!("{}x", &link[..link.len() - 1]);
     let res = client
         .post(&forged)
@@ -277,10 +317,10 @@ async fn a_post_confirms_and_rfc_8058_one_click_is_the_same_button() {
     assert_eq!(
         edge.metric("clickedge_requests_total{outcome=\"body_refused\"}")
             .await,
-        1.0
+        2.0
     );
     let lines = edge.clicks();
-    assert_eq!(clicks_of(&lines, "one-click").len(), 1, "{lines:#?}");
+    assert_eq!(clicks_of(&lines, "one-click").len(), 3, "{lines:#?}");
     assert_eq!(clicks_of(&lines, "not-an-action").len(), 0, "{lines:#?}");
     // Nothing above followed a redirect.
     assert_eq!(dest.seen(), Vec::<String>::new());

@@ -2,11 +2,15 @@
 //! scanners fetch every link of a message, and a GET that unsubscribes lets them unsubscribe a
 //! whole list). `GET` and `HEAD` answer `200` with a one-button confirm page that names the
 //! link's domain and never its destination; the button POSTs back to the same URL, and that
-//! `POST` (or an RFC 8058 one-click `POST`, `List-Unsubscribe=One-Click`, which a mail client
-//! sends when its reader presses its own unsubscribe button) answers `303` to the destination.
+//! `POST` answers `303` to the destination. An RFC 8058 one-click `POST`
+//! (`List-Unsubscribe=One-Click`, which a mail provider sends when its reader presses the
+//! provider's own unsubscribe button) is confirmed the same way but answered `200` by the edge
+//! itself: RFC 8058 §3.1 forbids redirecting it (providers do not follow, or turn the POST into
+//! a GET), so the unsubscribe reaches the sender as the click line.
 //!
-//! A POST's body is read, within [`MAX_BODY_BYTES`] and [`BODY_TIMEOUT`], and not interpreted:
-//! the form's is empty, RFC 8058's comes form-encoded or as `multipart/form-data`.
+//! A POST's body is read within [`MAX_BODY_BYTES`] and [`BODY_TIMEOUT`], and only looked at for
+//! the one-click field: the form's is empty, RFC 8058's comes form-encoded or as
+//! `multipart/form-data`.
 
 use std::time::Duration;
 
@@ -93,6 +97,31 @@ pub(super) fn see_other(location: HeaderValue) -> Response<Body> {
     res
 }
 
+/// Whether `body` is an RFC 8058 one-click POST's: the field `List-Unsubscribe` with the value
+/// `One-Click`, form-encoded (`List-Unsubscribe=One-Click`) or as `multipart/form-data` (the
+/// field's name in its part's header, the value as its content). Letter case is not held to.
+pub(super) fn is_one_click(body: &[u8]) -> bool {
+    let body = body.to_ascii_lowercase();
+    let has = |s: &str| memchr::memmem::find(&body, s.as_bytes()).is_some();
+    has("list-unsubscribe") && has("one-click")
+}
+
+/// The answer to a one-click POST: `200`, no redirect (RFC 8058 §3.1), never cached.
+pub(super) fn done(role: Role) -> Response<Body> {
+    let said = match role {
+        Role::Unsubscribe => "unsubscribed\n",
+        _ => "confirmed\n",
+    };
+    let mut res = Response::new(Body::new(Bytes::from_static(said.as_bytes())));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
 /// Why a POST's body was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(super) enum BodyError {
@@ -127,9 +156,9 @@ impl BodyError {
     }
 }
 
-/// Reads and drops `req`'s body within the bounds: a declared length over the limit is refused
-/// before reading anything.
-pub(super) async fn take_body<B>(req: &mut Request<B>) -> Result<(), BodyError>
+/// Reads `req`'s body within the bounds: a declared length over the limit is refused before
+/// reading anything.
+pub(super) async fn take_body<B>(req: &mut Request<B>) -> Result<Bytes, BodyError>
 where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -144,7 +173,7 @@ where
     }
     let read = Limited::new(req.body_mut(), MAX_BODY_BYTES).collect();
     match tokio::time::timeout(BODY_TIMEOUT, read).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
         Ok(Err(_)) => Err(BodyError::Broken),
         Err(_) => Err(BodyError::TimedOut),
@@ -227,9 +256,12 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_are_bounded() {
-        assert_eq!(take_body(&mut post("", None)).await, Ok(()));
+        assert_eq!(take_body(&mut post("", None)).await, Ok(Bytes::new()));
         let one_click = "List-Unsubscribe=One-Click";
-        assert_eq!(take_body(&mut post(one_click, Some("26"))).await, Ok(()));
+        assert_eq!(
+            take_body(&mut post(one_click, Some("26"))).await,
+            Ok(Bytes::from_static(one_click.as_bytes()))
+        );
         let big: &'static str = "x".repeat(MAX_BODY_BYTES + 1).leak();
         assert_eq!(
             take_body(&mut post(big, None)).await,
@@ -245,5 +277,20 @@ mod tests {
             text(res).await,
             format!("request body too large: at most {MAX_BODY_BYTES} bytes\n")
         );
+    }
+
+    #[test]
+    fn a_one_click_body_is_told_from_the_buttons_in_either_encoding() {
+        for body in [
+            "List-Unsubscribe=One-Click",
+            "list-unsubscribe=one-click",
+            "--b1\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b1--\r\n",
+        ] {
+            assert!(is_one_click(body.as_bytes()), "{body}");
+        }
+        // The confirm page's button posts an empty form.
+        for body in ["", "List-Unsubscribe=", "One-Click", "confirm=1"] {
+            assert!(!is_one_click(body.as_bytes()), "{body}");
+        }
     }
 }

@@ -25,7 +25,7 @@ impl<V: VerdictStage> Edge<V> {
         let method = match *req.method() {
             Method::GET => "GET",
             Method::HEAD => "HEAD",
-            _ => return self.method_not_allowed(),
+            _ => return self.method_not_allowed(super::LINK_METHODS),
         };
         let host = request_host(req);
         let domain = match &conn.sni {

@@ -391,3 +391,50 @@ impl Revise for Revisions {
         self.0.lock().unwrap().push(revision.handle);
     }
 }
+
+#[tokio::test]
+async fn an_http_1_1_request_without_host_is_a_400_and_logs_no_click() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, writer, ring, _) = edge_in(dir.path());
+    let link = Link::new("https://example.com/", vec![], 1_764_000_000).unwrap();
+    let path = format!("/c/{}", links::seal(&ring, DOMAIN, &link));
+    let mut no_host = get(&path, "Firefox/140.0");
+    no_host.headers_mut().remove(header::HOST);
+    let res = edge.handle(&conn("203.0.113.7:50000"), no_host).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // HTTP/1.0 had no Host to require: served under the connection's name.
+    let mut old = get(&path, "Firefox/140.0");
+    old.headers_mut().remove(header::HOST);
+    *old.version_mut() = http::Version::HTTP_10;
+    let res = edge.handle(&conn("203.0.113.7:50000"), old).await;
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let lines = lines(dir.path(), writer).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["http"], "1.0");
+}
+
+#[tokio::test]
+async fn validation_routes_take_get_and_head_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, _writer, _, _) = edge_in(dir.path());
+    let plain = ConnInfo {
+        sni: None,
+        tls: None,
+        ..conn("203.0.113.7:50000")
+    };
+    for path in [
+        "/.well-known/acme-challenge/abc",
+        "/.well-known/clickedge-check/abc",
+    ] {
+        let req = Request::put(path)
+            .header(header::HOST, DOMAIN)
+            .body(String::new())
+            .unwrap();
+        let res = edge.handle(&plain, req).await;
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(res.headers()[header::ALLOW], "GET, HEAD", "{path}");
+        // A GET is answered (nothing is published here: 404).
+        let res = edge.handle(&plain, get(path, "curl/8")).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+}
