@@ -16,7 +16,7 @@ pub struct StatusView {
     pub name: String,
     /// Its Unicode form (the name itself when it has none).
     pub unicode: String,
-    /// True when no check fails or warns and the certificate is valid.
+    /// True when the certificate is valid and no check fails ([`is_ready`]).
     pub ready: bool,
     /// When the checks last ran (RFC 3339); null if never.
     pub checked_at: Option<String>,
@@ -48,11 +48,7 @@ impl StatusView {
             .map(|c| redact(c, settings))
             .collect();
         let cert = state.certificate;
-        let ready = cert.status == "valid"
-            && !checks.is_empty()
-            && checks
-                .iter()
-                .all(|c| c.status == CheckStatus::Pass || c.id == CheckId::Certificate);
+        let ready = is_ready(cert.status, &checks);
         StatusView {
             unicode: state
                 .record
@@ -71,6 +67,18 @@ impl StatusView {
             },
         }
     }
+}
+
+/// Whether a domain whose certificate has `cert_status` and whose checks are `checks` is ready:
+/// checked, its certificate valid, and no check failing. A warning is advice, shown but not
+/// waited for: most say what the edge's operator has not set up or could not check, nothing the
+/// customer can change, and the valid certificate shows the CA reached the edge.
+fn is_ready(cert_status: &str, checks: &[Check]) -> bool {
+    cert_status == "valid"
+        && !checks.is_empty()
+        && checks
+            .iter()
+            .all(|c| c.status != CheckStatus::Fail || c.id == CheckId::Certificate)
 }
 
 /// `check` with the edge's resolver addresses replaced by words: those configured now, and in
@@ -136,6 +144,24 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
+
+    #[test]
+    fn ready_is_a_valid_certificate_with_no_check_failing_warnings_aside() {
+        let pass = Check::pass(CheckId::Resolves, "resolves");
+        let warn = Check::warn(
+            CheckId::HttpReachable,
+            "not checked: the edge has no route to it from where it runs",
+            None,
+        );
+        let fail = Check::fail(CheckId::Caa, "refused", String::new(), true);
+        assert!(is_ready("valid", &[pass.clone(), warn.clone()]));
+        assert!(!is_ready("valid", &[pass.clone(), fail]));
+        assert!(!is_ready("pending", &[pass.clone(), warn]));
+        assert!(!is_ready("valid", &[]), "never checked");
+        // The certificate check describes the certificate, which is judged by its status.
+        let stale = Check::fail(CheckId::Certificate, "failed", String::new(), false);
+        assert!(is_ready("valid", &[pass, stale]));
+    }
 
     #[test]
     fn the_edges_resolver_is_not_named() {
