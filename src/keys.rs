@@ -398,9 +398,14 @@ impl LinkKeys {
         Ok(format!("https://{domain}{path}{token}"))
     }
 
-    /// Seals a status page token for the registered `domain`, expiring at `expires_at` (Unix
-    /// seconds), with the key that seals links now.
-    pub fn seal_share(&self, domain: &Domain, expires_at: u64) -> Result<String, MintError> {
+    /// Seals a status page token for the registered `domain` (registered at `registered_at`,
+    /// Unix seconds), expiring at `expires_at` (Unix seconds), with the key that seals links now.
+    pub fn seal_share(
+        &self,
+        domain: &Domain,
+        registered_at: u64,
+        expires_at: u64,
+    ) -> Result<String, MintError> {
         if !self.policy.is_registered(domain.as_str()) {
             return Err(MintError::NotRegistered(domain.clone()));
         }
@@ -409,6 +414,7 @@ impl LinkKeys {
         let share = links::share::Share {
             domain: domain.clone(),
             expires_at,
+            registered_at: Some(registered_at),
         };
         Ok(links::share::seal(key, &share))
     }

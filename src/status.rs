@@ -23,7 +23,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::Domain;
-use crate::clock::Clock;
+use crate::clock::{Clock, unix_secs};
 use crate::domains::Domains;
 use crate::errors::chain as error_chain;
 use crate::http::Body;
@@ -85,7 +85,7 @@ impl StatusPages {
             Some(t) => (t, true),
             None => (rest, false),
         };
-        let Some(name) = self.open(token) else {
+        let Some(name) = self.open(token).await else {
             return not_found();
         };
         let mut notice = None;
@@ -129,10 +129,23 @@ impl StatusPages {
         respond(status, "text/html; charset=utf-8", Bytes::from(html))
     }
 
-    /// The registered, unexpired domain `token` names.
-    fn open(&self, token: &str) -> Option<Domain> {
+    /// The domain `token` names, unexpired and registered: under the registration it was
+    /// sealed for (not one since the name was removed).
+    async fn open(&self, token: &str) -> Option<Domain> {
         let share = share::open(&self.keys.ring().current(), token).ok()?;
-        (share.expires_at > self.clock.unix_secs()).then_some(share.domain)
+        if share.expires_at <= self.clock.unix_secs() {
+            return None;
+        }
+        let Some(sealed_for) = share.registered_at else {
+            return Some(share.domain);
+        };
+        match self.domains.show(&share.domain).await {
+            Ok(state) => (unix_secs(state.record.created_at) == sealed_for).then_some(share.domain),
+            Err(e) => {
+                tracing::warn!(domain = %share.domain, error = %error_chain(&e), "status page");
+                None
+            }
+        }
     }
 
     /// Runs the checks of `name` unless a page did less than [`RECHECK_EVERY`] ago; then the

@@ -241,6 +241,20 @@ async fn wrong_expired_revoked_and_foreign_tokens_get_a_plain_404() {
         .await;
     assert_eq!(status, 204);
     plain_404(get(&edge, &fresh).await);
+    // Registered again (a second later: registrations are told apart by their second), by the
+    // same operator or another customer: the earlier address stays revoked, a new one opens.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = edge
+        .admin(Method::POST, "/v1/domains", Some(json!({ "name": BROKEN })))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    plain_404(get(&edge, &fresh).await);
+    let (again, _) = share(&edge, BROKEN, "1h").await;
+    assert_eq!(get(&edge, &again).await.0, 200);
+    let (status, _) = edge
+        .admin(Method::DELETE, &format!("/v1/domains/{BROKEN}"), None)
+        .await;
+    assert_eq!(status, 204);
     // Sharing needs a registered domain and a sane ttl.
     let (status, _) = edge
         .admin(Method::POST, &format!("/v1/domains/{BROKEN}/share"), None)

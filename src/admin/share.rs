@@ -45,9 +45,11 @@ pub(super) async fn share(
         ));
     };
     let ttl = parse_ttl(ttl)?;
-    state.domains.show(name).await?;
+    let registered = state.domains.show(name).await?.record.created_at;
     let expires_at = state.clock.now() + ttl;
-    let token = state.keys.seal_share(name, unix_secs(expires_at))?;
+    let token = state
+        .keys
+        .seal_share(name, unix_secs(registered), unix_secs(expires_at))?;
     Ok(SharedPage {
         url: format!("{}{}{token}", public.base(), crate::status::PREFIX),
         domain: name.clone(),

@@ -2,10 +2,17 @@
 //! sealed with the link key ring like links, in a format of its own.
 //!
 //! Layout (before base64url without padding): `4 ‖ key id (2, big endian) ‖ nonce (24) ‖
-//! XChaCha20-Poly1305(varint(expires_at) ‖ varint(len) domain) ‖ tag (16)`; the associated data
+//! XChaCha20-Poly1305(varint(expires_at) ‖ varint(len) domain ‖ varint(registered_at)) ‖ tag
+//! (16)`; the associated data
 //! is the 3-byte header followed by `share`. The version byte keeps the kinds apart: links and
 //! open pixels refuse format 4 as malformed, and [`open`] refuses every other format, so a share
 //! token never opens as a link or pixel, and neither opens a status page.
+//!
+//! `registered_at` is when the domain was registered (its record's `created_at`): the page opens
+//! only while that registration lasts, so removing a domain revokes its addresses for good, and
+//! the name registered again (by another customer, or by `tls.ask` at a stranger's handshake)
+//! does not open them. Tokens sealed before it was added end after the domain and still open,
+//! until they expire (at most 366 days after they were made).
 //!
 //! A share token opens only with a key that is not retired: retiring a link key (or removing
 //! it) revokes every status page address sealed with it, while the key's links keep opening.
@@ -25,8 +32,8 @@ use crate::Domain;
 const VERSION_SHARE: u8 = 4;
 /// What the associated data says after the header.
 const LABEL: &[u8] = b"share";
-/// Longest share token: a 253-byte name and a 10-byte expiry.
-const MAX_LEN: usize = (OVERHEAD + 10 + 2 + 253).div_ceil(3) * 4;
+/// Longest share token: a 253-byte name and two 10-byte times.
+const MAX_LEN: usize = (OVERHEAD + 10 + 2 + 253 + 10).div_ceil(3) * 4;
 
 /// What a share token carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +42,9 @@ pub struct Share {
     pub domain: Domain,
     /// When the address stops opening, Unix seconds.
     pub expires_at: u64,
+    /// When the domain was registered, Unix seconds: the address opens only for that
+    /// registration. `None` in a token sealed before registrations were told apart.
+    pub registered_at: Option<u64>,
 }
 
 /// Seals `share` with `key` (the ring's sealing key).
@@ -44,10 +54,13 @@ pub fn seal(key: &LinkKey, share: &Share) -> String {
         key,
         VERSION_SHARE,
         LABEL,
-        OVERHEAD + 12 + name.len(),
+        OVERHEAD + 22 + name.len(),
         |buf| {
             put_varint(buf, share.expires_at);
             put_bytes(buf, name);
+            if let Some(at) = share.registered_at {
+                put_varint(buf, at);
+            }
         },
     )
 }
@@ -72,10 +85,19 @@ pub fn open(ring: &KeyRing, token: &str) -> Result<Share, TokenError> {
     let expires_at = take_varint(&mut p).ok_or(TokenError::BadPayload)?;
     let name = take_str(&mut p).ok_or(TokenError::BadPayload)?;
     let domain = Domain::parse(&name).map_err(|_| TokenError::BadPayload)?;
+    let registered_at = if p.is_empty() {
+        None
+    } else {
+        Some(take_varint(&mut p).ok_or(TokenError::BadPayload)?)
+    };
     if !p.is_empty() {
         return Err(TokenError::BadPayload);
     }
-    Ok(Share { domain, expires_at })
+    Ok(Share {
+        domain,
+        expires_at,
+        registered_at,
+    })
 }
 
 #[cfg(test)]
@@ -93,6 +115,7 @@ mod tests {
         Share {
             domain: Domain::parse("links.customer.com").unwrap(),
             expires_at: 1_800_000_000,
+            registered_at: Some(1_700_000_000),
         }
     }
 
@@ -110,6 +133,12 @@ mod tests {
             Err(TokenError::Forged)
         );
         assert!(open(&ring, "short").is_err());
+        // A token sealed before registrations were told apart still opens, without one.
+        let old = Share {
+            registered_at: None,
+            ..share()
+        };
+        assert_eq!(open(&ring, &seal(ring.active(), &old)), Ok(old));
     }
 
     #[test]
