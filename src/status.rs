@@ -36,6 +36,8 @@ pub use view::StatusView;
 pub const RECHECK_EVERY: Duration = Duration::from_secs(10);
 /// The path prefix of status pages.
 pub const PREFIX: &str = "/s/";
+/// The test link's destination under [`PREFIX`]: a page of no domain.
+const WORKS: &str = "works";
 
 /// Serves the status pages on the public name.
 pub struct StatusPages {
@@ -79,6 +81,13 @@ impl StatusPages {
             (&Method::GET, "page.js") => {
                 return asset("text/javascript; charset=utf-8", page::SCRIPT);
             }
+            (&Method::GET | &Method::HEAD, WORKS) => {
+                return respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    Bytes::from(page::works()),
+                );
+            }
             _ => {}
         }
         let (token, json) = match rest.strip_suffix(".json") {
@@ -116,13 +125,15 @@ impl StatusPages {
             let body = serde_json::to_vec(&view).unwrap_or_default();
             return respond(status, "application/json", Bytes::from(body));
         }
-        // Ready: a real link of the domain, back to this page, to click through it.
+        // Ready: a real link of the domain, to click through it. Not back to this page: the
+        // destination is written into the click line, and the token would be a credential in
+        // every reader's hands.
         let test_link = view
             .ready
             .then(|| {
-                let back = format!("https://{}{PREFIX}{token}", self.host);
+                let works = format!("https://{}{PREFIX}{WORKS}", self.host);
                 let meta = vec![("clickedge".to_owned(), "status-test".to_owned())];
-                self.keys.mint(&name, &back, meta).ok()
+                self.keys.mint(&name, &works, meta).ok()
             })
             .flatten();
         let html = page::render(&view, token, notice.as_deref(), test_link.as_deref());

@@ -82,7 +82,8 @@ pub(super) fn render(
         let _ = write!(
             b,
             "<p class=\"test\">Try it: <a id=\"test-link\" href=\"{l}\">a test link</a> goes \
-             through {name} and comes back here.</p>",
+             through {name} to a page saying it worked (your browser's Back button returns \
+             here).</p>",
             l = esc(link)
         );
     }
@@ -152,6 +153,17 @@ fn hint(id: CheckId, status: CheckStatus) -> &'static str {
         }
         _ => "",
     }
+}
+
+/// Where the test link leads (`/s/works`): nothing of any domain or token, since a link's
+/// destination is written into every click line of it.
+pub(super) fn works() -> String {
+    page(
+        "It works",
+        "<main><h1>It works</h1><p class=\"verdict pass\">This page was reached through a \
+         link of your domain: its links redirect, over HTTPS with its own certificate.</p>\
+         <p class=\"muted\">Your browser's Back button returns to the status page.</p></main>",
+    )
 }
 
 fn page(title: &str, body: &str) -> String {
