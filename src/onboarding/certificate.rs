@@ -90,6 +90,33 @@ pub fn checks_cover(kind: &FailureKind) -> bool {
     )
 }
 
+/// Whether a failure's detail is the CA's own words (a problem document), not what the edge met.
+fn quotes_the_ca(kind: &FailureKind) -> bool {
+    matches!(
+        kind,
+        FailureKind::Problem(_) | FailureKind::RateLimited(_) | FailureKind::Refused
+    )
+}
+
+/// How [`explain`] quotes a failure the edge met (not the CA's words).
+fn edge_detail(failure: &IssueFailure) -> String {
+    format!(" ({})", failure.detail)
+}
+
+/// The certificate check `check` (made by [`check`] with `failure` its last error) as the
+/// domain's customer sees it on the status page: the CA's words stay, but what the edge met (a
+/// store, network or configuration error, naming its own paths, hosts or settings) is left to
+/// the edge's operator, who sees it in the admin API and the log.
+pub fn for_customer(mut check: Check, failure: &IssueFailure) -> Check {
+    if check.id != CheckId::Certificate || quotes_the_ca(&failure.kind) {
+        return check;
+    }
+    if let Some(plain) = check.message.strip_suffix(&edge_detail(failure)) {
+        check.message = format!("{plain} (the edge's operator has the details)");
+    }
+    check
+}
+
 /// The failure in plain words (quoting what was said), and what to do about it.
 pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) -> (String, String) {
     let retry = match retry_at {
@@ -100,11 +127,10 @@ pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) ->
         "Then check again (\"Check again\" on the status page, or `clickedge domain check {name}`): once the checks pass, the next HTTPS request orders the certificate again."
     );
     // Only a problem document is the CA's own words; anything else is what the edge met.
-    let said = match &failure.kind {
-        FailureKind::Problem(_) | FailureKind::RateLimited(_) | FailureKind::Refused => {
-            format!(" (the CA said: {})", failure.detail)
-        }
-        _ => format!(" ({})", failure.detail),
+    let said = if quotes_the_ca(&failure.kind) {
+        format!(" (the CA said: {})", failure.detail)
+    } else {
+        edge_detail(failure)
     };
     let (plain, fix) = match &failure.kind {
         FailureKind::Problem(AcmeProblem::Caa) => (
@@ -355,5 +381,50 @@ mod tests {
         assert!(!message.contains("the CA said"), "{message}");
         let (refusal, _) = explain(&name(), &refused("caa", "CAA forbids"), None);
         assert!(refusal.contains("(the CA said: "), "{refusal}");
+    }
+
+    #[test]
+    fn the_customer_reads_the_cas_words_but_not_what_the_edge_met() {
+        let edge_side = IssueFailure {
+            kind: FailureKind::Order,
+            detail:
+                "claiming links.example.com: database error: connection to 10.0.0.5:5432 refused"
+                    .into(),
+        };
+        let operator = check_now(&status("failed", Some(edge_side.clone())));
+        assert!(
+            operator.message.contains("10.0.0.5"),
+            "{}",
+            operator.message
+        );
+        let customer = for_customer(operator.clone(), &edge_side);
+        assert!(
+            !customer.message.contains("10.0.0.5"),
+            "{}",
+            customer.message
+        );
+        assert!(
+            customer
+                .message
+                .ends_with("(the edge's operator has the details)"),
+            "{}",
+            customer.message
+        );
+        assert_eq!(
+            (customer.status, customer.fix),
+            (operator.status, operator.fix)
+        );
+        // A renewal that failed the same way, the certificate still valid.
+        let renewing = check_now(&status("valid", Some(edge_side.clone())));
+        let customer = for_customer(renewing, &edge_side);
+        assert!(
+            !customer.message.contains("10.0.0.5"),
+            "{}",
+            customer.message
+        );
+        // The CA's own words are the customer's to read.
+        let ca = refused("caa", "CAA record for links.example.com prevents issuance");
+        let shown = check_now(&status("failed", Some(ca.clone())));
+        assert_eq!(for_customer(shown.clone(), &ca), shown);
     }
 }

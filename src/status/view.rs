@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::domains::DomainState;
-use crate::onboarding::{Check, CheckId, CheckStatus, Settings};
+use crate::onboarding::{Check, CheckId, CheckStatus, Settings, certificate};
 
 /// One domain as its status page shows it. Part of the public contract (`.json`).
 #[derive(Debug, Serialize)]
@@ -42,12 +42,16 @@ pub struct Certificate {
 impl StatusView {
     /// The view of `state`, checked against `settings`.
     pub fn new(state: DomainState, settings: &Settings) -> StatusView {
+        let cert = state.certificate;
         let checks: Vec<Check> = state
             .checks
             .into_iter()
+            .map(|c| match &cert.last_error {
+                Some(failure) => certificate::for_customer(c, failure),
+                None => c,
+            })
             .map(|c| redact(c, settings))
             .collect();
-        let cert = state.certificate;
         let ready = is_ready(cert.status, &checks);
         StatusView {
             unicode: state
