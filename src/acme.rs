@@ -411,9 +411,7 @@ impl Issuer for AcmeIssuer {
         )
         .await
         .unwrap_or_else(|_| Err(failed(domain, AcmeError::Timeout)));
-        for (kind, key) in published {
-            self.challenges.withdraw(kind, &key).await;
-        }
+        self.challenges.withdraw_under(claim, published).await;
         // Labelled by the challenge answered ("none": the CA reused a valid authorization, or
         // the order failed before a challenge was chosen).
         let label = challenge.map_or("none", ChallengeKind::as_str);

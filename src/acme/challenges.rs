@@ -2,14 +2,20 @@
 //! CA reaches can answer: HTTP-01 (RFC 8555 §8.3) on the plain HTTP listener, TLS-ALPN-01
 //! (RFC 8737) in the TLS acceptor for a ClientHello offering ALPN `acme-tls/1`.
 //!
-//! Lookups happen only for registered names (a name `tls.ask` approves is registered before its
-//! first order) and, for HTTP-01, tokens a CA could have made (RFC 8555 §8.3: base64url, at least
-//! 128 bits), so a random name or token costs no storage query, and never an `ask` request:
-//! validation answers what the store has published, it does not decide who may get a
-//! certificate. At most [`LOOKUPS_IN_FLIGHT`] lookups run at once; more wait their turn (for
-//! [`LOOKUP_WAIT`] at most, then answer nothing), so a flood of requests for a registered name
-//! cannot take every store connection (PostgreSQL) or a blocking thread each (SQLite) from the
-//! certificate loads handshakes wait on.
+//! Lookups are for names registered in this node's memory (a name `tls.ask` approves is
+//! registered before its first order) and, for HTTP-01, tokens a CA could have made (RFC 8555
+//! §8.3: base64url, at least 128 bits), and never make an `ask` request: validation answers what
+//! the store has published, it does not decide who may get a certificate. At most
+//! [`LOOKUPS_IN_FLIGHT`] lookups run at once; more wait their turn (for [`LOOKUP_WAIT`] at most,
+//! then answer nothing), so a flood of requests for a registered name cannot take every store
+//! connection (PostgreSQL) or a blocking thread each (SQLite) from the certificate loads
+//! handshakes wait on.
+//!
+//! A name this node does not know yet may be one another node of a cluster registered a moment
+//! ago and is ordering now, with the CA's validation reaching this node before the change did
+//! (a lost `NOTIFY` delays it up to `cluster.scan_interval`). Such lookups are answered too,
+//! but one at a time and without waiting ([`UNKNOWN_IN_FLIGHT`]): a flood of random names costs
+//! the store one query at a time and never the registered names' turns.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -26,6 +32,7 @@ use crate::Domain;
 use crate::clock::Clock;
 use crate::config::ChallengeKind;
 use crate::errors::chain as error_chain;
+use crate::issuer::OrderClaim;
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 
@@ -37,6 +44,10 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// How many challenge lookups read the store at once: a CA validates from a few vantage points,
 /// a few requests each.
 pub const LOOKUPS_IN_FLIGHT: usize = 4;
+
+/// How many lookups for names this node has not registered read the store at once; one more
+/// answers nothing at once.
+pub const UNKNOWN_IN_FLIGHT: usize = 1;
 
 /// The longest a lookup waits for its turn; past it, it answers nothing (404), so a flood's
 /// waiting requests do not hold connections for ever.
@@ -52,6 +63,8 @@ pub struct Challenges {
     provider: Arc<CryptoProvider>,
     clock: Clock,
     lookups: Semaphore,
+    /// Turns of the lookups for names not registered in memory.
+    unknown: Semaphore,
 }
 
 impl Challenges {
@@ -69,6 +82,7 @@ impl Challenges {
             provider,
             clock,
             lookups: Semaphore::new(LOOKUPS_IN_FLIGHT),
+            unknown: Semaphore::new(UNKNOWN_IN_FLIGHT),
         }
     }
 
@@ -96,22 +110,39 @@ impl Challenges {
         }
     }
 
-    /// The HTTP-01 key authorization for `token`, if `host` is registered and it is published.
-    pub async fn http01(&self, host: &Domain, token: &str) -> Option<String> {
-        if !could_be_token(token) || !self.policy.is_registered(host.as_str()) {
-            return None;
+    /// Withdraws the responses an order published, if its `claim` on the name still holds. A
+    /// node that lost the claim (stalled past its lease) leaves them to expire: the node that
+    /// took the name over may have published the same key since (TLS-ALPN-01 is keyed by the
+    /// name; a resumed order's HTTP-01 token is the same), with the CA validating it.
+    pub async fn withdraw_under(
+        &self,
+        claim: &dyn OrderClaim,
+        published: Vec<(ChallengeKind, String)>,
+    ) {
+        if published.is_empty() {
+            return;
         }
-        self.lookup(ChallengeKind::Http01, token).await
+        if let Err(e) = claim.confirm().await {
+            tracing::info!(error = %error_chain(&e), "not withdrawing this order's challenges: they expire on their own");
+            return;
+        }
+        for (kind, key) in published {
+            self.withdraw(kind, &key).await;
+        }
     }
 
-    /// The TLS-ALPN-01 certificate for `domain`, if it is registered and a challenge is
-    /// published.
-    pub async fn tls_alpn01(&self, domain: &Domain) -> Option<Arc<CertifiedKey>> {
-        if !self.policy.is_registered(domain.as_str()) {
+    /// The HTTP-01 key authorization for `token` on `host`, if it is published.
+    pub async fn http01(&self, host: &Domain, token: &str) -> Option<String> {
+        if !could_be_token(token) {
             return None;
         }
+        self.lookup(host, ChallengeKind::Http01, token).await
+    }
+
+    /// The TLS-ALPN-01 certificate for `domain`, if a challenge is published for it.
+    pub async fn tls_alpn01(&self, domain: &Domain) -> Option<Arc<CertifiedKey>> {
         let digest = self
-            .lookup(ChallengeKind::TlsAlpn01, domain.as_str())
+            .lookup(domain, ChallengeKind::TlsAlpn01, domain.as_str())
             .await?;
         let digest = URL_SAFE_NO_PAD.decode(digest).ok()?;
         match alpn_certificate(&self.provider, domain, &digest) {
@@ -123,12 +154,19 @@ impl Challenges {
         }
     }
 
-    async fn lookup(&self, kind: ChallengeKind, key: &str) -> Option<String> {
-        // Never closed, so acquiring only waits, and at most LOOKUP_WAIT.
-        let _turn = tokio::time::timeout(LOOKUP_WAIT, self.lookups.acquire())
-            .await
-            .ok()?
-            .ok()?;
+    /// The published value of `key`, asked for on behalf of `name`: a registered name waits
+    /// its turn, another gets one only if it is free.
+    async fn lookup(&self, name: &Domain, kind: ChallengeKind, key: &str) -> Option<String> {
+        // Never closed, so acquiring only waits (at most LOOKUP_WAIT), and a free turn is
+        // always taken.
+        let _turn = if self.policy.is_registered(name.as_str()) {
+            tokio::time::timeout(LOOKUP_WAIT, self.lookups.acquire())
+                .await
+                .ok()?
+                .ok()?
+        } else {
+            self.unknown.try_acquire().ok()?
+        };
         match self.store.challenge(kind, key, self.clock.now()).await {
             Ok(v) => v,
             Err(e) => {
@@ -208,20 +246,81 @@ mod tests {
         assert_eq!(c.http01(&a, TOKEN).await, None);
     }
 
+    /// A claim that holds, or was lost.
+    struct Held(bool);
+
+    #[async_trait::async_trait]
+    impl OrderClaim for Held {
+        fn resume(&self) -> Option<&str> {
+            None
+        }
+        async fn keep(&self, _url: &str) -> Result<(), crate::issuer::IssueError> {
+            Ok(())
+        }
+        async fn confirm(&self) -> Result<(), crate::issuer::IssueError> {
+            if self.0 {
+                Ok(())
+            } else {
+                Err(crate::issuer::IssueError::ClaimLost {
+                    domain: Domain::parse("a.example.com").unwrap(),
+                })
+            }
+        }
+    }
+
     #[tokio::test]
-    async fn http01_is_answered_only_for_permitted_hosts() {
+    async fn an_order_that_lost_its_claim_leaves_the_challenges_to_the_node_that_took_over() {
         let (c, clock) = setup();
         let a = Domain::parse("a.example.com").unwrap();
-        let b = Domain::parse("b.example.com").unwrap();
+        let expires = clock.clock().now() + Duration::from_secs(60);
+        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
+            .await
+            .unwrap();
+        let published = || vec![(ChallengeKind::Http01, TOKEN.to_owned())];
+        c.withdraw_under(&Held(false), published()).await;
+        assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
+        c.withdraw_under(&Held(true), published()).await;
+        assert_eq!(c.http01(&a, TOKEN).await, None);
+    }
+
+    #[tokio::test]
+    async fn http01_answers_what_is_published() {
+        let (c, clock) = setup();
+        let a = Domain::parse("a.example.com").unwrap();
         let expires = clock.clock().now() + Duration::from_secs(60);
         c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
             .await
             .unwrap();
         assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
-        assert_eq!(c.http01(&b, TOKEN).await, None);
         assert_eq!(c.http01(&a, &TOKEN[1..]).await, None);
         c.withdraw(ChallengeKind::Http01, TOKEN).await;
         assert_eq!(c.http01(&a, TOKEN).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_name_not_yet_registered_here_is_answered_one_lookup_at_a_time() {
+        let (c, clock) = setup();
+        // Registered by another node a moment ago: its order published both challenges.
+        let b = Domain::parse("b.example.com").unwrap();
+        let expires = clock.clock().now() + Duration::from_secs(60);
+        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
+            .await
+            .unwrap();
+        let digest = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        c.publish(ChallengeKind::TlsAlpn01, b.as_str(), &digest, expires)
+            .await
+            .unwrap();
+        assert_eq!(c.http01(&b, TOKEN).await.as_deref(), Some("tok.thumb"));
+        assert!(c.tls_alpn01(&b).await.is_some());
+        // While another such lookup runs, one more answers nothing at once, and the
+        // registered names' turns are untouched.
+        let busy = c.unknown.try_acquire().unwrap();
+        assert_eq!(c.http01(&b, TOKEN).await, None);
+        assert!(c.tls_alpn01(&b).await.is_none());
+        let a = Domain::parse("a.example.com").unwrap();
+        assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
+        drop(busy);
+        assert_eq!(c.http01(&b, TOKEN).await.as_deref(), Some("tok.thumb"));
     }
 
     #[tokio::test]
