@@ -154,6 +154,16 @@ impl Claim {
         self.fence
     }
 
+    /// Whether the heartbeat (or a confirmation) found the lease lost.
+    pub(super) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// How long the lease lasts without a heartbeat.
+    pub(super) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Frees the lease for the next holder; `finished`: the order is done, and is forgotten
     /// rather than kept for the next holder to resume. Failures are logged (the lease then
     /// expires on its own).

@@ -25,6 +25,10 @@ use crate::store::{FailureKind, IssueFailure, RateLimitScope, StoredCert};
 /// While another node holds a name's lease, its store is read this often for the certificate
 /// (and the lease tried again, in case its holder died).
 const CLAIM_POLL: Duration = Duration::from_millis(200);
+/// First wait before writing an issued certificate again after the store did not answer.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between two such writes.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// What a flight's waiters get: none until it lands.
 pub(super) type Outcome = Option<Result<Entry, CertError>>;
@@ -278,6 +282,13 @@ impl Certs {
                         return Err(e);
                     }
                 }
+                // Or its order failed: a holder records the failure before it frees the lease,
+                // so asked under the claim this cannot miss it (asked before, it could).
+                if let Some(not_before) = self.backoff.recheck(name, self.clock.now()).await {
+                    claim.release(false).await;
+                    self.backoff.nothing_stored(name);
+                    return Err(backing_off(name, not_before));
+                }
                 match self.issue(name, None, claim).await {
                     Ok(entry) => return Ok(entry),
                     Err(IssueOutcome::Failed(not_before)) => {
@@ -304,6 +315,40 @@ impl Certs {
             if let Some(not_before) = self.backoff.recheck(name, self.clock.now()).await {
                 self.backoff.nothing_stored(name);
                 return Err(backing_off(name, not_before));
+            }
+        }
+    }
+
+    /// Writes the certificate the CA issued under `claim`'s fence. A store that does not answer
+    /// (a restart, a lock held past `lock_timeout`, no free connection) is asked again, waits
+    /// growing to [`STORE_RETRY_MAX`], for as long as the lease lasts without a heartbeat and
+    /// while it is not found lost: the certificate is the CA's answer to an order, and ordering
+    /// it again counts against the CA's duplicate certificate limit. The fence keeps a late write
+    /// from replacing another holder's. `Ok(false)`: the fence refused it.
+    async fn store_issued(
+        &self,
+        name: &Domain,
+        cert: &StoredCert,
+        claim: &Claim,
+    ) -> Result<bool, crate::store::StoreError> {
+        let give_up = tokio::time::Instant::now() + claim.ttl();
+        let mut wait = STORE_RETRY_FIRST;
+        loop {
+            match self
+                .store
+                .put_certificate_fenced(name, cert, claim.fence())
+                .await
+            {
+                Err(e)
+                    if e.is_unavailable()
+                        && !claim.is_lost()
+                        && tokio::time::Instant::now() + wait < give_up =>
+                {
+                    tracing::warn!(domain = %name, error = %error_chain(&e), retry_in = ?wait, "storing the issued certificate failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(STORE_RETRY_MAX);
+                }
+                other => return other,
             }
         }
     }
@@ -372,11 +417,7 @@ impl Certs {
                 tracing::warn!(domain = %name, error = %cause, "the store did not confirm the lease; storing the certificate under its fence");
             }
         }
-        match self
-            .store
-            .put_certificate_fenced(name, &cert, claim.fence())
-            .await
-        {
+        match self.store_issued(name, &cert, claim).await {
             Ok(true) => {}
             Ok(false) => return Err(self.superseded(name)),
             Err(e) => {

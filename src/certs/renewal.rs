@@ -247,6 +247,12 @@ impl Certs {
             self.schedule_by_lifetime(name, &latest);
             return self.serving(name, &latest);
         }
+        // Or its renewal failed since the check above: recorded before the lease was freed.
+        if let Some(not_before) = self.backoff.recheck(name, self.clock.now()).await {
+            claim.release(false).await;
+            self.schedule_at(name, not_before.until);
+            return self.serving(name, &current);
+        }
         let message = match self.issue(name, Some(&current), claim).await {
             Ok(entry) => {
                 self.metrics.renewals.with_label_values(&["ok"]).inc();

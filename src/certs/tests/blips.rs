@@ -21,10 +21,14 @@ pub(super) struct Blips {
     pub(super) extend_lease: AtomicU32,
     /// How many of the next [`Store::certificate`] calls fail.
     pub(super) certificate: AtomicU32,
+    /// How many of the next [`Store::put_certificate_fenced`] calls fail.
+    pub(super) put_fenced: AtomicU32,
     /// How many [`Store::certificate`] calls pass before those failures begin.
     pub(super) certificate_after: AtomicU32,
     /// Holds the answers of [`Store::certificate`] calls once armed.
     pub(super) stall_certificate: Stall,
+    /// Holds [`Store::acquire_lease`] calls once armed, before they reach the store.
+    pub(super) stall_acquire: Stall,
 }
 
 /// Holds calls once armed: each gets the wrapped store's answer, then waits with it until
@@ -77,8 +81,10 @@ impl Blips {
             inner,
             extend_lease: AtomicU32::new(0),
             certificate: AtomicU32::new(0),
+            put_fenced: AtomicU32::new(0),
             certificate_after: AtomicU32::new(0),
             stall_certificate: Stall::new(),
+            stall_acquire: Stall::new(),
         })
     }
 
@@ -198,6 +204,7 @@ impl Store for Blips {
         cert: &StoredCert,
         fence: Fence,
     ) -> Result<bool, StoreError> {
+        Blips::blip(&self.put_fenced)?;
         self.inner.put_certificate_fenced(name, cert, fence).await
     }
     async fn cert_summary(
@@ -260,6 +267,7 @@ impl Store for Blips {
         now: SystemTime,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
+        self.stall_acquire.pass().await;
         self.inner.acquire_lease(name, holder, now, ttl).await
     }
     async fn extend_lease(

@@ -339,6 +339,74 @@ async fn a_store_blip_after_the_ca_issued_keeps_the_certificate() {
     assert_eq!(leaf(&served), stored_leaf(&stored));
 }
 
+/// The store does not answer the write of an issued certificate (a restart, a lock held past
+/// `lock_timeout`): the write is tried again under the fence, not the certificate thrown away
+/// and ordered again.
+#[tokio::test]
+async fn an_issued_certificate_the_store_did_not_take_at_once_is_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let blips = blips::Blips::over(store.clone());
+    blips.put_fenced.store(2, Ordering::SeqCst);
+    let blipping: Arc<dyn Store> = blips.clone();
+    let ca = FakeCa::new(dir.path(), &clock, None);
+    let served = node(&blipping, ca.clone(), "edge-a", &clock)
+        .resolve(&name)
+        .await
+        .expect("the certificate is stored");
+    assert_eq!(
+        blips.put_fenced.load(Ordering::SeqCst),
+        0,
+        "both writes failed"
+    );
+    assert_eq!(ca.issued.lock().unwrap().len(), 1, "issued once");
+    let stored = store.certificate(&name).await.unwrap().unwrap();
+    assert_eq!(leaf(&served), stored_leaf(&stored));
+}
+
+/// A node about to take a name's lease while its holder fails the order: the holder records the
+/// failure, then frees the lease, and the node that takes it reads the failure under it rather
+/// than ordering again at once (a second failed validation at the CA).
+#[tokio::test]
+async fn a_lease_freed_after_a_failure_is_taken_without_ordering_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (store, name) = shared_store().await;
+    let blips = blips::Blips::over(store.clone());
+    let blipping: Arc<dyn Store> = blips.clone();
+    let ca = FakeCa::new(dir.path(), &clock, None);
+    let b = node(&blipping, ca.clone(), "edge-b", &clock);
+    blips.stall_acquire.arm();
+    let flight = tokio::spawn({
+        let (b, name) = (b.clone(), name.clone());
+        async move { b.resolve(&name).await.map(|_| ()) }
+    });
+    // B found no failure and is on its way to the lease; meanwhile the holder's order failed.
+    blips.stall_acquire.held().await;
+    let failure = IssueError::Refused {
+        domain: name.clone(),
+        problem_type: Some("urn:ietf:params:acme:error:connection".into()),
+        detail: "connection refused".into(),
+    }
+    .failure();
+    store
+        .set_status(
+            &name,
+            &IssueStatus {
+                last_error: Some(failure),
+                failures: 1,
+                retry_at: Some(clock.clock().now() + Duration::from_secs(60)),
+            },
+        )
+        .await
+        .unwrap();
+    blips.stall_acquire.release();
+    let answer = flight.await.unwrap();
+    assert!(answer.is_err(), "served {answer:?}");
+    assert!(ca.issued.lock().unwrap().is_empty(), "ordered again");
+}
+
 /// Change propagation hands every node the certificates written, its own included: a node
 /// keeps what it has cached when the stored certificate is the same (no second build of the
 /// key), and takes the other node's renewal.
