@@ -232,14 +232,19 @@ mod tests {
     /// A token of the shape Let's Encrypt and Pebble hand out: 32 random bytes in base64url.
     const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
 
-    #[tokio::test]
-    async fn a_challenge_expires_when_the_clock_passes_it() {
-        let (c, clock) = setup();
-        let a = Domain::parse("a.example.com").unwrap();
+    /// Publishes [`TOKEN`] (HTTP-01, `tok.thumb`) for a minute from `clock`'s now.
+    async fn publish_token(c: &Challenges, clock: &ManualClock) {
         let expires = clock.clock().now() + Duration::from_secs(60);
         c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_challenge_expires_when_the_clock_passes_it() {
+        let (c, clock) = setup();
+        let a = Domain::parse("a.example.com").unwrap();
+        publish_token(&c, &clock).await;
         clock.advance(Duration::from_secs(59));
         assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
         clock.advance(Duration::from_secs(1));
@@ -272,10 +277,7 @@ mod tests {
     async fn an_order_that_lost_its_claim_leaves_the_challenges_to_the_node_that_took_over() {
         let (c, clock) = setup();
         let a = Domain::parse("a.example.com").unwrap();
-        let expires = clock.clock().now() + Duration::from_secs(60);
-        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
-            .await
-            .unwrap();
+        publish_token(&c, &clock).await;
         let published = || vec![(ChallengeKind::Http01, TOKEN.to_owned())];
         c.withdraw_under(&Held(false), published()).await;
         assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
@@ -287,10 +289,7 @@ mod tests {
     async fn http01_answers_what_is_published() {
         let (c, clock) = setup();
         let a = Domain::parse("a.example.com").unwrap();
-        let expires = clock.clock().now() + Duration::from_secs(60);
-        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
-            .await
-            .unwrap();
+        publish_token(&c, &clock).await;
         assert_eq!(c.http01(&a, TOKEN).await.as_deref(), Some("tok.thumb"));
         assert_eq!(c.http01(&a, &TOKEN[1..]).await, None);
         c.withdraw(ChallengeKind::Http01, TOKEN).await;
@@ -302,11 +301,9 @@ mod tests {
         let (c, clock) = setup();
         // Registered by another node a moment ago: its order published both challenges.
         let b = Domain::parse("b.example.com").unwrap();
-        let expires = clock.clock().now() + Duration::from_secs(60);
-        c.publish(ChallengeKind::Http01, TOKEN, "tok.thumb", expires)
-            .await
-            .unwrap();
+        publish_token(&c, &clock).await;
         let digest = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let expires = clock.clock().now() + Duration::from_secs(60);
         c.publish(ChallengeKind::TlsAlpn01, b.as_str(), &digest, expires)
             .await
             .unwrap();

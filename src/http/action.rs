@@ -112,7 +112,13 @@ pub(super) fn done(role: Role) -> Response<Body> {
         Role::Unsubscribe => "unsubscribed\n",
         _ => "confirmed\n",
     };
-    let mut res = Response::new(Body::new(Bytes::from_static(said.as_bytes())));
+    plain(StatusCode::OK, Bytes::from_static(said.as_bytes()))
+}
+
+/// A `text/plain` answer, never cached.
+fn plain(status: StatusCode, text: Bytes) -> Response<Body> {
+    let mut res = Response::new(Body::new(text));
+    *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -144,15 +150,7 @@ impl BodyError {
             BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
             BodyError::Broken => StatusCode::BAD_REQUEST,
         };
-        let mut res = Response::new(Body::new(Bytes::from(format!("{self}\n"))));
-        *res.status_mut() = status;
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        res
+        plain(status, Bytes::from(format!("{self}\n")))
     }
 }
 

@@ -9,18 +9,23 @@ struct Follow {
     lines: std::sync::mpsc::Receiver<String>,
 }
 
+/// `clickedge clicks follow ARGS`, its output piped.
+fn spawn_follow(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(common::bin())
+        .args(["clicks", "follow"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting clickedge clicks follow")
+}
+
 impl Follow {
     /// Starts it and waits until it follows the stream (its line on stderr).
     fn start(args: &[&str]) -> Follow {
         use std::io::BufRead as _;
-        let mut child = std::process::Command::new(common::bin())
-            .args(["clicks", "follow"])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("starting clickedge clicks follow");
+        let mut child = spawn_follow(args);
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         let mut first = String::new();
         stderr.read_line(&mut first).unwrap();
@@ -142,14 +147,7 @@ async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
 /// `clickedge clicks follow ARGS` to its end: its exit status, stdout lines and stderr (killed
 /// past 60 s, a guard against a hang).
 fn run_to_end(args: &[&str]) -> (std::process::ExitStatus, Vec<String>, String) {
-    let mut child = std::process::Command::new(common::bin())
-        .args(["clicks", "follow"])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting clickedge clicks follow");
+    let mut child = spawn_follow(args);
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {

@@ -312,57 +312,69 @@ async fn a_due_certificate_is_renewed_once_not_once_per_node() {
     assert!(renewed.not_after > first.not_after);
 }
 
-/// A store that fails to confirm the lease once the CA has issued (a pool's wait timing out)
-/// says nothing of the lease: the certificate is stored under its fence, not thrown away and
-/// bought again.
-#[tokio::test]
-async fn a_store_blip_after_the_ca_issued_keeps_the_certificate() {
+/// One node over a store with blips ([`blips::Blips`]), `a.example.com` registered.
+struct BlippingNode {
+    _dir: tempfile::TempDir,
+    clock: ManualClock,
+    /// The store under the blips.
+    store: Arc<dyn Store>,
+    name: Domain,
+    blips: Arc<blips::Blips>,
+    ca: Arc<FakeCa>,
+    node: Arc<Certs>,
+}
+
+async fn blipping_node() -> BlippingNode {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::starting_now();
     let (store, name) = shared_store().await;
     let blips = blips::Blips::over(store.clone());
-    blips.extend_lease.store(1, Ordering::SeqCst);
     let blipping: Arc<dyn Store> = blips.clone();
     let ca = FakeCa::new(dir.path(), &clock, None);
-    let served = node(&blipping, ca.clone(), "edge-a", &clock)
-        .resolve(&name)
+    let node = node(&blipping, ca.clone(), "edge-a", &clock);
+    BlippingNode {
+        _dir: dir,
+        clock,
+        store,
+        name,
+        blips,
+        ca,
+        node,
+    }
+}
+
+/// A store that blips once the CA has issued (`blips` say where and how often): the
+/// certificate is stored under its fence all the same, not thrown away and bought again.
+async fn issued_through_blips(
+    blips: impl Fn(&blips::Blips) -> &std::sync::atomic::AtomicU32,
+    times: u32,
+) {
+    let n = blipping_node().await;
+    blips(&n.blips).store(times, Ordering::SeqCst);
+    let served = n
+        .node
+        .resolve(&n.name)
         .await
         .expect("the certificate is stored");
-    assert_eq!(
-        blips.extend_lease.load(Ordering::SeqCst),
-        0,
-        "the confirmation failed"
-    );
-    assert_eq!(ca.issued.lock().unwrap().len(), 1, "issued once");
-    assert!(ca.resumed.lock().unwrap().is_empty(), "nor resumed");
-    let stored = store.certificate(&name).await.unwrap().unwrap();
+    assert_eq!(blips(&n.blips).load(Ordering::SeqCst), 0, "the blips came");
+    assert_eq!(n.ca.issued.lock().unwrap().len(), 1, "issued once");
+    assert!(n.ca.resumed.lock().unwrap().is_empty(), "nor resumed");
+    let stored = n.store.certificate(&n.name).await.unwrap().unwrap();
     assert_eq!(leaf(&served), stored_leaf(&stored));
 }
 
+/// A store that fails to confirm the lease once the CA has issued (a pool's wait timing out)
+/// says nothing of the lease: the certificate is stored under its fence.
+#[tokio::test]
+async fn a_store_blip_after_the_ca_issued_keeps_the_certificate() {
+    issued_through_blips(|b| &b.extend_lease, 1).await;
+}
+
 /// The store does not answer the write of an issued certificate (a restart, a lock held past
-/// `lock_timeout`): the write is tried again under the fence, not the certificate thrown away
-/// and ordered again.
+/// `lock_timeout`): the write is tried again under the fence.
 #[tokio::test]
 async fn an_issued_certificate_the_store_did_not_take_at_once_is_written_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::starting_now();
-    let (store, name) = shared_store().await;
-    let blips = blips::Blips::over(store.clone());
-    blips.put_fenced.store(2, Ordering::SeqCst);
-    let blipping: Arc<dyn Store> = blips.clone();
-    let ca = FakeCa::new(dir.path(), &clock, None);
-    let served = node(&blipping, ca.clone(), "edge-a", &clock)
-        .resolve(&name)
-        .await
-        .expect("the certificate is stored");
-    assert_eq!(
-        blips.put_fenced.load(Ordering::SeqCst),
-        0,
-        "both writes failed"
-    );
-    assert_eq!(ca.issued.lock().unwrap().len(), 1, "issued once");
-    let stored = store.certificate(&name).await.unwrap().unwrap();
-    assert_eq!(leaf(&served), stored_leaf(&stored));
+    issued_through_blips(|b| &b.put_fenced, 2).await;
 }
 
 /// A node about to take a name's lease while its holder fails the order: the holder records the
@@ -370,41 +382,31 @@ async fn an_issued_certificate_the_store_did_not_take_at_once_is_written_again()
 /// than ordering again at once (a second failed validation at the CA).
 #[tokio::test]
 async fn a_lease_freed_after_a_failure_is_taken_without_ordering_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::starting_now();
-    let (store, name) = shared_store().await;
-    let blips = blips::Blips::over(store.clone());
-    let blipping: Arc<dyn Store> = blips.clone();
-    let ca = FakeCa::new(dir.path(), &clock, None);
-    let b = node(&blipping, ca.clone(), "edge-b", &clock);
-    blips.stall_acquire.arm();
+    let n = blipping_node().await;
+    n.blips.stall_acquire.arm();
     let flight = tokio::spawn({
-        let (b, name) = (b.clone(), name.clone());
-        async move { b.resolve(&name).await.map(|_| ()) }
+        let (node, name) = (n.node.clone(), n.name.clone());
+        async move { node.resolve(&name).await.map(|_| ()) }
     });
-    // B found no failure and is on its way to the lease; meanwhile the holder's order failed.
-    blips.stall_acquire.held().await;
+    // The node found no failure and is on its way to the lease; meanwhile the holder's order
+    // failed.
+    n.blips.stall_acquire.held().await;
     let failure = IssueError::Refused {
-        domain: name.clone(),
+        domain: n.name.clone(),
         problem_type: Some("urn:ietf:params:acme:error:connection".into()),
         detail: "connection refused".into(),
     }
     .failure();
-    store
-        .set_status(
-            &name,
-            &IssueStatus {
-                last_error: Some(failure),
-                failures: 1,
-                retry_at: Some(clock.clock().now() + Duration::from_secs(60)),
-            },
-        )
-        .await
-        .unwrap();
-    blips.stall_acquire.release();
+    let status = IssueStatus {
+        last_error: Some(failure),
+        failures: 1,
+        retry_at: Some(n.clock.clock().now() + Duration::from_secs(60)),
+    };
+    n.store.set_status(&n.name, &status).await.unwrap();
+    n.blips.stall_acquire.release();
     let answer = flight.await.unwrap();
     assert!(answer.is_err(), "served {answer:?}");
-    assert!(ca.issued.lock().unwrap().is_empty(), "ordered again");
+    assert!(n.ca.issued.lock().unwrap().is_empty(), "ordered again");
 }
 
 /// Change propagation hands every node the certificates written, its own included: a node

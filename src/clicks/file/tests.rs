@@ -357,8 +357,8 @@ fn new_click_files_are_private() {
     assert_eq!(mode & 0o777, 0o700);
 }
 
-#[test]
-fn click_ids_go_on_after_every_closed_file_is_deleted() {
+/// A directory where a sink logged five clicks and closed, and the sink's metrics.
+fn five_clicks_logged() -> (tempfile::TempDir, Metrics) {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::unregistered();
     let (sink, queue) = start_file(file_config(dir.path()), batch_config(), &metrics);
@@ -366,6 +366,12 @@ fn click_ids_go_on_after_every_closed_file_is_deleted() {
         queue.push(event(i));
     }
     sink.close();
+    (dir, metrics)
+}
+
+#[test]
+fn click_ids_go_on_after_every_closed_file_is_deleted() {
+    let (dir, metrics) = five_clicks_logged();
     // What retention, a shipping agent or an operator may do to closed files.
     let (files, _) = lines(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
@@ -403,13 +409,7 @@ fn a_second_sink_on_one_directory_is_refused_naming_the_holder() {
 /// covers them, so deleting it afterwards does not make a later start hand out its ids again.
 #[test]
 fn click_ids_go_on_after_a_file_a_crash_left_open_is_closed_at_start_and_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = Metrics::unregistered();
-    let (sink, queue) = start_file(file_config(dir.path()), batch_config(), &metrics);
-    for i in 0..5 {
-        queue.push(event(i));
-    }
-    sink.close();
+    let (dir, metrics) = five_clicks_logged();
     // As a crash leaves it: the file under its open name, the floor not yet moved past it.
     let (files, _) = lines(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
