@@ -121,18 +121,35 @@ pub enum RewriteError<E: std::error::Error + 'static> {
          (on the link to {1})"
     )]
     BadRole(String, String),
-    /// The message holds links made for it already (it was rewritten before) and links that
-    /// are not: the new ones' places would repeat the old ones'.
+    /// The message holds links (or the open pixel) made for it already: it was rewritten
+    /// before, and it has links that are not: the new ones' places would repeat the old ones',
+    /// and a link the first rewrite left for its opt-out attribute (which it removed) would be
+    /// tracked now.
     #[error(
-        "the message was rewritten before: it holds {made} links this edge made for its message \
-         id and {added} it did not, whose places in the message would repeat the earlier ones'; \
-         rewrite the original message instead"
+        "the message was rewritten before: it holds {} this edge made for its message id and \
+         {added} links it did not (new ones, or ones the first rewrite left for their opt-out \
+         attribute, which it removed); rewrite the original message instead",
+        made_before(*made, *pixel)
     )]
     RewrittenBefore {
         /// Links made for the message already.
         made: usize,
+        /// Whether its open pixel is there already.
+        pixel: bool,
         /// Distinct links that are not.
         added: usize,
+    },
+    /// A link a browser follows that no sealed link can carry: left as it is, it would go out
+    /// untracked.
+    #[error(
+        "the link {href:?} cannot be tracked: {why}; write it as https://host/… within 4096 \
+         bytes, or opt it out (clicktracking=\"off\")"
+    )]
+    Untrackable {
+        /// The link as written.
+        href: String,
+        /// Why no sealed link carries it.
+        why: crate::links::LinkError,
     },
     /// The HTML could not be processed.
     #[error("rewriting the HTML part")]
@@ -149,6 +166,20 @@ pub enum RewriteError<E: std::error::Error + 'static> {
     /// The open pixel was not minted.
     #[error("minting the message's open pixel")]
     MintPixel(#[source] E),
+}
+
+/// What [`RewriteError::RewrittenBefore`] found made for the message already, in words.
+fn made_before(links: usize, pixel: bool) -> String {
+    let links = match links {
+        0 => None,
+        1 => Some("1 link".to_owned()),
+        n => Some(format!("{n} links")),
+    };
+    match (links, pixel) {
+        (Some(links), true) => format!("{links} and the open pixel"),
+        (Some(links), false) => links,
+        (None, _) => "the open pixel".to_owned(),
+    }
 }
 
 /// How the passes tell the edge's own links and pixels (see [`Minter::is_edge_domain`] and
@@ -189,10 +220,12 @@ pub fn rewrite<M: Minter>(
         Some(h) => html::collect(h, &edge)?,
         None => html::Found::default(),
     };
-    let (text_urls, text_made) = message
-        .text
-        .map(|t| text::find(t, &edge))
-        .unwrap_or_default();
+    let (text_urls, text_made) = match message.text.map(|t| text::find(t, &edge, &found.opted_out))
+    {
+        Some(Ok(found)) => found,
+        Some(Err((href, why))) => return Err(RewriteError::Untrackable { href, why }),
+        None => Default::default(),
+    };
     let mut targets: Vec<Target> = Vec::new();
     let mut seen: HashMap<Target, u32> = HashMap::new();
     let mut by_url: HashMap<String, u32> = HashMap::new();
@@ -232,9 +265,11 @@ pub fn rewrite<M: Minter>(
     // share places with the old ones, and the verdict's count of distinct links clicked (and
     // coverage) would read two links as one. Rewritten before with nothing added: unchanged.
     let made_links = found.made_links + text_made;
-    if made_links > 0 && !targets.is_empty() {
+    let pixel_before = found.pixel.is_some();
+    if (made_links > 0 || pixel_before) && !targets.is_empty() {
         return Err(RewriteError::RewrittenBefore {
             made: made_links,
+            pixel: pixel_before,
             added: targets.len(),
         });
     }
@@ -244,12 +279,17 @@ pub fn rewrite<M: Minter>(
     // unsubscribe or confirm on the recipient's behalf without passing the action link's
     // confirm page. A message with only such links gets no decoy, and so does one that
     // carries its own decoy already (rewritten before: that one stays as it is).
+    let action_urls: HashSet<&str> = targets
+        .iter()
+        .filter(|t| matches!(t.role, Role::Unsubscribe | Role::Confirm))
+        .map(|t| t.url.as_str())
+        .collect();
     if message.decoy
         && message.html.is_some()
         && !found.decoy
-        && let Some(first) = targets
-            .iter()
-            .find(|t| matches!(t.role, Role::Content | Role::Footer))
+        && let Some(first) = targets.iter().find(|t| {
+            matches!(t.role, Role::Content | Role::Footer) && !action_urls.contains(t.url.as_str())
+        })
     {
         let decoy = Target {
             url: first.url.clone(),

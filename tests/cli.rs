@@ -358,6 +358,26 @@ fn a_bad_log_filter_in_the_environment_is_said_once_logging_is_up() {
     assert!(log.contains("value=[[["), "{log}");
 }
 
+/// Both parts from stdin: the second would read nothing and be rewritten as empty. Refused
+/// before anything is sent, saying so.
+#[test]
+fn both_parts_from_stdin_are_refused() {
+    let out = Command::new(bin())
+        .args([
+            "rewrite",
+            "--domain",
+            "links.example.com",
+            "--message",
+            "m1",
+        ])
+        .args(["--html", "-", "--text", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("would both read stdin"), "{stderr}");
+}
+
 /// The pixel and the decoy live in HTML: asking for them with a text part alone is refused
 /// before anything is sent, naming --html (they were dropped in silence).
 #[test]

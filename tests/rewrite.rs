@@ -276,6 +276,16 @@ async fn the_cli_prints_the_rewritten_parts() {
         "{text_part}"
     );
 
+    // An HTML part that does not end its last line: the text part's header still starts one.
+    std::fs::write(&html, HTML.trim_end()).unwrap();
+    let both = run(&[
+        "--html",
+        html.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+    ]);
+    assert!(both.contains("</html>\n==> text <==\n"), "{both}");
+
     let json: Value = serde_json::from_str(&run(&["--text", "-", "--json"])).unwrap_or_default();
     assert_eq!(json["links"], json!([]), "stdin is empty here");
 }

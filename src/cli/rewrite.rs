@@ -57,6 +57,12 @@ pub(super) async fn run(config: &Config, args: RewriteArgs) -> anyhow::Result<()
     if args.html.is_none() && args.text.is_none() {
         anyhow::bail!("nothing to rewrite: give --html FILE, --text FILE or both");
     }
+    let stdin = Path::new("-");
+    if args.html.as_deref() == Some(stdin) && args.text.as_deref() == Some(stdin) {
+        anyhow::bail!(
+            "--html - and --text - would both read stdin (the text part would be empty): give one of them a file"
+        );
+    }
     let mut body = serde_json::Map::new();
     body.insert("domain".into(), args.domain.into());
     body.insert("message".into(), args.message.into());
@@ -91,6 +97,10 @@ pub(super) async fn run(config: &Config, args: RewriteArgs) -> anyhow::Result<()
                 say!("==> {part} <==");
             }
             text(s);
+            // The next part's header on a line of its own, as `head` prints it.
+            if both && part == "html" && !s.is_empty() && !s.ends_with('\n') {
+                say!("");
+            }
         }
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! `data-clickedge-role`) are for the sender's tooling, not the recipient: they are removed from
 //! the output.
 
-use crate::links::{self, EdgeRoute, Link, Role};
+use crate::links::{self, EdgeRoute, Link, LinkError, Role};
 
 /// The per-link opt-out attributes of the field, and ours, with the value that opts out (none:
 /// the attribute's presence does). SendGrid, Postmark, Mailgun, Amazon SES, clickedge.
@@ -35,15 +35,51 @@ pub fn role(value: &str) -> Option<Role> {
     Role::parse(value.trim()).filter(|r| *r != Role::Decoy)
 }
 
-/// The destination an `href` attribute's raw value (as written, entities and all) leads to, in
-/// the normalised form a sealed link carries, when it is a link the edge tracks.
-pub fn destination(raw: &str) -> Option<String> {
-    let decoded = htmlize::unescape_attribute(raw);
-    url_destination(&decoded)
+/// What an `href` (or a URL in text) is to the rewriter.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Href {
+    /// A link the edge tracks, to this destination in the normalised form a sealed link
+    /// carries.
+    Tracked(String),
+    /// Not a link the edge tracks (another scheme, relative, no host): left as written.
+    Left,
+    /// A URL a browser follows that no sealed link can carry (longer than links take, or its
+    /// host written `https:\\host` or `https:///host`): leaving it untracked silently would
+    /// send an untracked link, so the message is refused naming it (unless it opted out).
+    Untrackable {
+        /// The URL as a browser reads it (entities decoded, whitespace stripped).
+        url: String,
+        /// Why no sealed link carries it.
+        why: LinkError,
+    },
 }
 
-/// As [`destination`], for a URL as written in plain text.
-pub fn url_destination(url: &str) -> Option<String> {
+impl Href {
+    /// What an opt-out of this link is recorded as, for the text part to honour: its
+    /// destination, or as written when no link can carry it; none when it is no link.
+    pub fn opt_out_key(self) -> Option<String> {
+        match self {
+            Href::Tracked(url) | Href::Untrackable { url, .. } => Some(url),
+            Href::Left => None,
+        }
+    }
+}
+
+/// What an `href` attribute's raw value (as written, entities and all) is.
+pub fn classify(raw: &str) -> Href {
+    url_href(&htmlize::unescape_attribute(raw))
+}
+
+/// The destination an `href` attribute's raw value leads to, when it is a link the edge tracks.
+pub fn destination(raw: &str) -> Option<String> {
+    match classify(raw) {
+        Href::Tracked(url) => Some(url),
+        Href::Left | Href::Untrackable { .. } => None,
+    }
+}
+
+/// As [`classify`], for a URL as written in plain text.
+pub fn url_href(url: &str) -> Href {
     // Browsers strip leading and trailing ASCII whitespace and C0 controls from URLs, then
     // every tab and line break within (`ht&Tab;tps:` is `https:`).
     let url = url.trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control());
@@ -52,11 +88,25 @@ pub fn url_destination(url: &str) -> Option<String> {
     } else {
         url.into()
     };
-    let scheme = url.split_once(':')?.0;
+    let Some((scheme, _)) = url.split_once(':') else {
+        return Href::Left;
+    };
     if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
-        return None;
+        return Href::Left;
     }
-    Link::new(&url, Vec::new(), 0).ok().map(|l| l.url)
+    match Link::new(&url, Vec::new(), 0) {
+        Ok(link) => Href::Tracked(link.url),
+        // What a browser makes of it: a host it goes to, or nothing to follow.
+        Err(why)
+            if url::Url::parse(&url).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty())) =>
+        {
+            Href::Untrackable {
+                url: url.into_owned(),
+                why,
+            }
+        }
+        Err(_) => Href::Left,
+    }
 }
 
 /// The edge's own route `url` (a destination as [`destination`] returns it) is, when its host is

@@ -16,7 +16,7 @@ use lol_html::errors::RewritingError;
 use lol_html::html_content::{ContentType, Element};
 use lol_html::{EndTagHandler, HtmlRewriter, Settings, element, end, text};
 
-use super::href::{self, ROLE_ATTRIBUTE};
+use super::href::{self, Href, ROLE_ATTRIBUTE};
 use super::{Edge, Made, RewriteError, Target};
 use crate::links::{EdgeRoute, Role};
 
@@ -32,7 +32,7 @@ const NOSCRIPT: &str = "noscript";
 pub(crate) struct Found {
     /// Tracked links, in document order (repeats included).
     pub(crate) tracked: Vec<Target>,
-    /// Destinations of links that opted out.
+    /// Destinations of links that opted out (as written, for one no link can carry).
     pub(crate) opted_out: HashSet<String>,
     /// The message's own pixel, when the part carries it already (rewritten before).
     pub(crate) pixel: Option<String>,
@@ -55,26 +55,43 @@ enum Kind {
     Left,
 }
 
-/// A `data-clickedge-role` that names no role: the value and the link's `href`.
-#[derive(Debug, thiserror::Error)]
-#[error("data-clickedge-role {0:?}")]
-struct BadRole(String, String);
+/// A link that refuses the message.
+#[derive(Debug, Clone, thiserror::Error)]
+enum Refusal {
+    /// A `data-clickedge-role` that names no role: the value and the link's `href`.
+    #[error("data-clickedge-role {0:?}")]
+    BadRole(String, String),
+    /// An `href` a browser follows that no sealed link can carry.
+    #[error("link {0:?} cannot be tracked")]
+    Untrackable(String, crate::links::LinkError),
+}
 
-fn inspect(el: &Element<'_, '_>, edge: &Edge<'_>) -> Result<Kind, BadRole> {
+impl<E: std::error::Error> From<Refusal> for RewriteError<E> {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::BadRole(value, link) => RewriteError::BadRole(value, link),
+            Refusal::Untrackable(href, why) => RewriteError::Untrackable { href, why },
+        }
+    }
+}
+
+fn inspect(el: &Element<'_, '_>, edge: &Edge<'_>) -> Result<Kind, Refusal> {
     let href = el.get_attribute("href").unwrap_or_default();
     let opted_out = el
         .attributes()
         .iter()
         .any(|a| href::opts_out(&a.name(), &a.value()) == Some(true));
     if opted_out {
-        return Ok(Kind::OptedOut(href::destination(&href)));
+        return Ok(Kind::OptedOut(href::classify(&href).opt_out_key()));
     }
     let role = match el.get_attribute(ROLE_ATTRIBUTE) {
-        Some(v) => href::role(&v).ok_or_else(|| BadRole(v, href.clone()))?,
+        Some(v) => href::role(&v).ok_or_else(|| Refusal::BadRole(v, href.clone()))?,
         None => Role::Content,
     };
-    let Some(url) = href::destination(&href) else {
-        return Ok(Kind::Left);
+    let url = match href::classify(&href) {
+        Href::Tracked(url) => url,
+        Href::Left => return Ok(Kind::Left),
+        Href::Untrackable { why, .. } => return Err(Refusal::Untrackable(href, why)),
     };
     Ok(match edge.route(&url) {
         Some(_) => Kind::Own((edge.made)(&url)),
@@ -91,8 +108,8 @@ pub(crate) fn collect<E: std::error::Error>(
     let found = RefCell::new(Found::default());
     let bad = RefCell::new(None);
     let result = collect_part(html, edge, &found, &bad, Part::Document);
-    if let Some((value, link)) = bad.into_inner() {
-        return Err(RewriteError::BadRole(value, link));
+    if let Some(refusal) = bad.into_inner() {
+        return Err(refusal.into());
     }
     result.map_err(RewriteError::Html)?;
     Ok(found.into_inner())
@@ -111,7 +128,7 @@ fn collect_part(
     html: &str,
     edge: &Edge<'_>,
     found: &RefCell<Found>,
-    bad: &RefCell<Option<(String, String)>>,
+    bad: &RefCell<Option<Refusal>>,
     part: Part,
 ) -> Result<(), RewritingError> {
     let held = RefCell::new(String::new());
@@ -130,7 +147,7 @@ fn collect_part(
                 Ok(Kind::Own(_)) => {}
                 Ok(Kind::OptedOut(None) | Kind::Left) => {}
                 Err(e) => {
-                    *bad.borrow_mut() = Some((e.0.clone(), e.1.clone()));
+                    *bad.borrow_mut() = Some(e.clone());
                     return Err(Box::new(e));
                 }
             }

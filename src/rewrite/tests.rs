@@ -247,6 +247,16 @@ fn the_decoy_never_leads_where_an_action_link_does() {
         m.links
     );
 
+    // An action link's destination linked again without a role (a header's "Unsubscribe"):
+    // still not the decoy's.
+    let (_, m) = rewrite_with_decoy(concat!(
+        r#"<body><a href="https://list.example/unsub">Unsubscribe</a>"#,
+        r#"<a href="https://shop.example/">Shop</a>"#,
+        r#"<a href="https://list.example/unsub" data-clickedge-role="unsubscribe">Unsubscribe</a></body>"#,
+    ));
+    let decoy = m.links.iter().find(|(_, p)| p.role == Role::Decoy).unwrap();
+    assert_eq!(decoy.0, "https://shop.example/");
+
     let (out, m) = rewrite_with_decoy(
         r#"<body><a href="https://list.example/confirm?t=abc" data-clickedge-role="confirm">Confirm</a></body>"#,
     );
@@ -283,6 +293,66 @@ fn the_text_part_follows_the_html_links_and_opt_outs() {
     assert_eq!(out.links.len(), 2);
     assert_eq!(out.links[1].url, "https://c.example/c");
     assert!(m.links.iter().all(|(_, p)| p.count == 2));
+}
+
+#[test]
+fn a_link_a_browser_follows_that_no_sealed_link_carries_refuses_the_message() {
+    let long = format!("https://shop.example/?q={}", "x".repeat(4100));
+    for href in [
+        long.as_str(),
+        r"https:\\evil.example/x",
+        "https:///evil.example/x",
+    ] {
+        let (out, m) = rewrite_html_result(&format!(r#"<a href="{href}">x</a>"#));
+        let err = out.unwrap_err();
+        assert!(
+            matches!(&err, RewriteError::Untrackable { href: h, .. } if h == href),
+            "{href}: {err}"
+        );
+        assert!(err.to_string().contains("opt it out"), "{err}");
+        assert!(m.links.is_empty());
+    }
+    // In the text part too.
+    let mut m = Recorder::default();
+    let text = format!("Go to {long} now.");
+    let err = rewrite(
+        Message {
+            text: Some(&text),
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap_err();
+    assert!(matches!(err, RewriteError::Untrackable { .. }), "{err}");
+    // Opted out in the HTML, it is left in both parts.
+    let html_part = format!(r#"<a href="{long}" clicktracking="off">reset</a>"#);
+    let out = rewrite(
+        Message {
+            html: Some(&html_part),
+            text: Some(&text),
+            ..Message::default()
+        },
+        &mut Recorder::default(),
+    )
+    .unwrap();
+    assert_eq!(out.text.as_deref(), Some(text.as_str()));
+    assert!(out.links.is_empty());
+    // Not links a browser follows: left, as before.
+    let (out, _) = rewrite_html_result(r#"<a href="https://">x</a><a href="//x.example/">y</a>"#);
+    assert!(out.unwrap().links.is_empty());
+}
+
+/// Rewrites `h` as the HTML part alone.
+fn rewrite_html_result(h: &str) -> (Result<Rewritten, RewriteError<Infallible>>, Recorder) {
+    let mut m = Recorder::default();
+    let out = rewrite(
+        Message {
+            html: Some(h),
+            ..Message::default()
+        },
+        &mut m,
+    );
+    (out, m)
 }
 
 #[test]

@@ -2,31 +2,45 @@
 //! punctuation and brackets), the tracked ones replaced, every other byte kept. The edge's own
 //! links and pixels are not tracked.
 
+use std::collections::HashSet;
 use std::ops::Range;
 
 use linkify::{LinkFinder, LinkKind};
 
-use super::{Edge, Made, href};
+use super::href::{self, Href};
+use super::{Edge, Made};
+use crate::links::LinkError;
+
+/// A text part's tracked URLs (where each is, and its destination) and how many of the edge's
+/// own links made for the message it carries.
+pub(crate) type Found = (Vec<(Range<usize>, String)>, usize);
 
 /// The tracked URLs of `text`: where each is and its normalised destination; and how many of
 /// the edge's own links it carries that were made for this message. The edge's own links and
-/// pixels (`edge`) are left alone.
-pub(crate) fn find(text: &str, edge: &Edge<'_>) -> (Vec<(Range<usize>, String)>, usize) {
+/// pixels (`edge`) are left alone. `Err`: a URL no sealed link can carry (unless `opted_out`
+/// holds it, as the HTML part's opt-outs are recorded), and why.
+pub(crate) fn find(
+    text: &str,
+    edge: &Edge<'_>,
+    opted_out: &HashSet<String>,
+) -> Result<Found, (String, LinkError)> {
     let mut finder = LinkFinder::new();
     finder.kinds(&[LinkKind::Url]);
     let mut made = 0;
-    let tracked = finder
-        .links(text)
-        .filter_map(|l| Some((l.start()..l.end(), href::url_destination(l.as_str())?)))
-        .filter(|(_, url)| match edge.route(url) {
-            None => true,
-            Some(_) => {
-                made += usize::from(matches!((edge.made)(url), Some(Made::Link(_))));
-                false
-            }
-        })
-        .collect();
-    (tracked, made)
+    let mut tracked = Vec::new();
+    for l in finder.links(text) {
+        let url = match href::url_href(l.as_str()) {
+            Href::Tracked(url) => url,
+            Href::Left => continue,
+            Href::Untrackable { url, .. } if opted_out.contains(&url) => continue,
+            Href::Untrackable { why, .. } => return Err((l.as_str().to_owned(), why)),
+        };
+        match edge.route(&url) {
+            None => tracked.push((l.start()..l.end(), url)),
+            Some(_) => made += usize::from(matches!((edge.made)(&url), Some(Made::Link(_)))),
+        }
+    }
+    Ok((tracked, made))
 }
 
 /// `text` with each URL of `found` that `link` maps replaced by its sealed link.

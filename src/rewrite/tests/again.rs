@@ -80,6 +80,35 @@ fn the_edges_own_links_are_left_as_written_and_not_reported() {
 }
 
 #[test]
+fn a_message_whose_first_rewrite_tracked_nothing_is_refused_if_its_opt_outs_are_gone() {
+    // Only an opted-out link (a password reset): the first rewrite leaves it, removes the
+    // attribute, and adds the pixel.
+    let input =
+        r#"<body><a href="https://reset.example/?t=SECRET" clicktracking="off">Reset</a></body>"#;
+    let (once, _) = rewrite_html(input, true, true);
+    assert!(once.links.is_empty());
+    let once_html = once.html.clone().unwrap();
+    assert!(!once_html.contains("clicktracking"), "{once_html}");
+    // Sent through again (a retry): its pixel says it was rewritten, and tracking the reset
+    // link now would log its secret and give scanners a decoy to it.
+    let (again, m) = rewrite_html_with(after(&once), &once_html, true, true);
+    let err = again.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RewriteError::RewrittenBefore {
+                made: 0,
+                pixel: true,
+                added: 1
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("the open pixel"), "{err}");
+    assert!(m.links.is_empty());
+}
+
+#[test]
 fn a_message_rewritten_again_keeps_its_one_pixel_its_decoy_and_its_links() {
     let input = r#"<html><body><a href="https://a.example/">a</a></body></html>"#;
     let (once, _) = rewrite_html(input, true, true);
@@ -101,7 +130,14 @@ fn a_message_rewritten_again_keeps_its_one_pixel_its_decoy_and_its_links() {
     let (err, m) = rewrite_html_with(after(&once), &grown, true, true);
     let err = err.unwrap_err();
     assert!(
-        matches!(err, RewriteError::RewrittenBefore { made: 2, added: 1 }),
+        matches!(
+            err,
+            RewriteError::RewrittenBefore {
+                made: 2,
+                added: 1,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("rewrite the original message"));
@@ -118,7 +154,14 @@ fn a_message_rewritten_again_keeps_its_one_pixel_its_decoy_and_its_links() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, RewriteError::RewrittenBefore { made: 2, added: 1 }),
+        matches!(
+            err,
+            RewriteError::RewrittenBefore {
+                made: 2,
+                added: 1,
+                ..
+            }
+        ),
         "{err}"
     );
 }
