@@ -78,28 +78,28 @@ async fn prometheus_scrapes_the_edge_with_the_shipped_config_and_evaluates_every
     let (_nats, edge) = streaming_edge_with_a_click().await;
     let prometheus = Prometheus::scraping(&edge);
     let deadline = Instant::now() + Duration::from_secs(60);
-    // Every rule of every group evaluated at least once, with the edge's target up and scraped.
+    // Every rule of every group evaluated since the edge's target was first scraped up (an
+    // evaluation before it sees no `up` series at all, which ClickedgeNotScraped is about).
+    let time = |v: &Value| v.as_str().and_then(|t| humantime::parse_rfc3339(t).ok());
     let (targets, rules) = loop {
         let targets = prometheus.api("targets").await;
         let rules = prometheus.api("rules").await;
         let done = |t: &Option<Value>, r: &Option<Value>| -> Option<(Value, Value)> {
             let (t, r) = (t.as_ref()?, r.as_ref()?);
-            let up = t["data"]["activeTargets"]
+            let scraped = t["data"]["activeTargets"]
                 .as_array()?
                 .iter()
-                .any(|t| t["health"] == "up");
+                .find(|t| t["health"] == "up")
+                .and_then(|t| time(&t["lastScrape"]))?;
             let groups = r["data"]["groups"].as_array()?;
             let evaluated = !groups.is_empty()
                 && groups.iter().all(|g| {
                     g["rules"].as_array().is_some_and(|rs| {
-                        rs.iter().all(|r| {
-                            r["lastEvaluation"]
-                                .as_str()
-                                .is_some_and(|t| !t.starts_with("0001"))
-                        })
+                        rs.iter()
+                            .all(|r| time(&r["lastEvaluation"]).is_some_and(|at| at > scraped))
                     })
                 });
-            (up && evaluated).then(|| (t.clone(), r.clone()))
+            evaluated.then(|| (t.clone(), r.clone()))
         };
         if let Some(both) = done(&targets, &rules) {
             break both;
