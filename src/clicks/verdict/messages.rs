@@ -112,8 +112,30 @@ pub struct Findings {
     pub coverage: bool,
     /// A decoy hit, or near one.
     pub decoy: bool,
-    /// Earlier clicks of the same source on the message to revise (handles), each once.
-    pub revise: Vec<u64>,
+    /// Earlier clicks of the same source on the message to revise, each once, with what each
+    /// was part of.
+    pub revise: Vec<ToRevise>,
+}
+
+/// An earlier click to revise, and the findings it was part of (a click minutes before a burst
+/// was in no burst: only coverage takes every click of the source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToRevise {
+    /// The click's handle.
+    pub handle: u64,
+    /// Within the burst's window.
+    pub burst: bool,
+    /// Coverage fired.
+    pub coverage: bool,
+    /// Within the decoy's window.
+    pub decoy: bool,
+}
+
+impl Findings {
+    /// The handles to revise, in order.
+    pub fn handles(&self) -> Vec<u64> {
+        self.revise.iter().map(|r| r.handle).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -232,15 +254,23 @@ impl State {
         f.burst = in_burst.len() + 1 >= BURST_LINKS;
         f.coverage = c.count.is_some_and(|n| covers(self.distinct(), n));
         if f.coverage {
-            f.revise.extend(self.older.drain(..));
+            f.revise.extend(self.older.drain(..).map(|handle| ToRevise {
+                handle,
+                burst: false,
+                coverage: true,
+                decoy: false,
+            }));
         }
         for s in &mut self.clicks {
-            let suspect = (f.decoy && near(s.at_ms, DECOY_WINDOW))
-                || (f.burst && near(s.at_ms, BURST_WINDOW))
-                || f.coverage;
-            if suspect && !s.revised {
+            let why = ToRevise {
+                handle: s.handle,
+                burst: f.burst && near(s.at_ms, BURST_WINDOW),
+                coverage: f.coverage,
+                decoy: f.decoy && near(s.at_ms, DECOY_WINDOW),
+            };
+            if (why.burst || why.coverage || why.decoy) && !s.revised {
                 s.revised = true;
-                f.revise.push(s.handle);
+                f.revise.push(why);
             }
         }
         if self.clicks.len() == RECENT {
@@ -329,11 +359,11 @@ mod tests {
         assert_eq!(t.observe(&click(0, 1_000, 1)), Findings::default());
         let f = t.observe(&click(1, 3_000, 2));
         assert!(f.burst && !f.coverage && !f.decoy);
-        assert_eq!(f.revise, [1]);
+        assert_eq!(f.handles(), [1]);
         // Revised once only.
         let f = t.observe(&click(2, 4_000, 3));
         assert!(f.burst);
-        assert_eq!(f.revise, Vec::<u64>::new());
+        assert_eq!(f.handles(), Vec::<u64>::new());
     }
 
     #[test]
@@ -359,7 +389,28 @@ mod tests {
         }
         let f = t.observe(&click(3, 180_000, 3));
         assert!(f.coverage && !f.burst);
-        assert_eq!(f.revise, [0, 1, 2]);
+        assert_eq!(f.handles(), [0, 1, 2]);
+    }
+
+    /// Coverage and a burst at once: each earlier click is revised for what it was part of, the
+    /// clicks minutes before for coverage alone.
+    #[test]
+    fn each_revised_click_says_what_it_was_part_of() {
+        let (t, _) = table(1 << 20);
+        for (i, at) in [(0, 0), (1, 60_000), (2, 120_000)] {
+            t.observe(&click(i, at, u64::from(i)));
+        }
+        let f = t.observe(&click(3, 121_000, 3));
+        assert!(f.coverage && f.burst);
+        let why = |r: &ToRevise| (r.handle, r.burst, r.coverage, r.decoy);
+        assert_eq!(
+            f.revise.iter().map(why).collect::<Vec<_>>(),
+            [
+                (0, false, true, false),
+                (1, false, true, false),
+                (2, true, true, false)
+            ]
+        );
     }
 
     /// A message of up to 1000 links (and its decoy) clicked link by link, slowly, from one
@@ -381,7 +432,7 @@ mod tests {
             let f = t.observe(&c);
             assert!(f.coverage && !f.burst, "{count}: {f:?}");
             assert_eq!(
-                f.revise,
+                f.handles(),
                 (0..u64::from(first - 1)).collect::<Vec<_>>(),
                 "{count}"
             );
@@ -433,7 +484,7 @@ mod tests {
         let f = t.observe(&decoy);
         assert!(f.decoy);
         assert_eq!(
-            f.revise,
+            f.handles(),
             [2],
             "the click 6 s before, not the one 36 s before"
         );

@@ -238,17 +238,26 @@ impl VerdictStage for Rules {
                 }
             }
             if !found.is_empty() {
-                for &earlier in &f.revise {
+                for earlier in &f.revise {
                     // A click that was never logged has no line to revise.
-                    if self.unlogged.contains(earlier) {
+                    if self.unlogged.contains(earlier.handle) {
                         self.lost.inc();
                         continue;
                     }
+                    // Each with what it was part of, in the order the click's own are.
+                    let reasons = [
+                        (earlier.burst, "burst"),
+                        (earlier.coverage, "coverage"),
+                        (earlier.decoy, "decoy"),
+                    ]
+                    .into_iter()
+                    .filter_map(|(hit, reason)| hit.then_some(reason))
+                    .collect();
                     self.revise.revise(Revision {
                         ts: click.ts,
-                        handle: earlier,
+                        handle: earlier.handle,
                         class: Class::Machine,
-                        reasons: found.clone(),
+                        reasons,
                         rules: RULES_VERSION,
                     });
                 }
