@@ -37,7 +37,7 @@ use crate::links::Role;
 use crate::metrics::Metrics;
 
 /// The version of the rules and the compiled-in catalogue, the click line's `"rules"`.
-pub const RULES_VERSION: &str = "r3+n2";
+pub const RULES_VERSION: &str = "r4+n2";
 
 /// The timing windows.
 #[derive(Debug, Clone, Copy)]

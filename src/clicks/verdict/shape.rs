@@ -28,6 +28,8 @@ pub const UA_MARKERS: &[(&str, &str)] = &[
     ("aiohttp", "ua:aiohttp"),
     ("go-http-client", "ua:go-http-client"),
     ("java/", "ua:java"),
+    // The JDK's java.net.http client (11 and later): `Java-http-client/17.0.2`.
+    ("java-http-client", "ua:java"),
     ("okhttp", "ua:okhttp"),
     ("libwww-perl", "ua:libwww-perl"),
     ("httpclient", "ua:httpclient"),
@@ -311,6 +313,14 @@ mod tests {
         }
         let s = shape("GET", &headers(&[("user-agent", "  ")]));
         assert_eq!(reasons(&s), ["no-ua"]);
+    }
+
+    #[test]
+    fn java_clients_old_and_new_are_java() {
+        for ua in ["Java/1.8.0_392", "Java-http-client/17.0.2"] {
+            let s = shape("GET", &headers(&[("user-agent", ua)]));
+            assert_eq!(reasons(&s), ["ua:java"], "{ua}");
+        }
     }
 
     #[test]
