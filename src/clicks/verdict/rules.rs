@@ -184,14 +184,25 @@ impl VerdictStage for Rules {
         let sent = context
             .and_then(|c| c.sent_at)
             .map_or(click.minted_at, crate::clock::from_unix_secs);
-        let since = click.ts.duration_since(sent).unwrap_or(Duration::ZERO);
+        // A click before the send by less than the early window is a clock apart (the minting
+        // node's, or the sender's `sent_at`): at the send. Further before (a scheduled send, a
+        // wrong `sent_at`), time says nothing.
+        let since = match click.ts.duration_since(sent) {
+            Ok(since) => Some(since),
+            Err(before) if before.duration() <= self.timing.early_window => Some(Duration::ZERO),
+            Err(_) => None,
+        };
         let probable = net.is_some_and(|n| n.certainty == Certainty::Probable);
-        if probable && since <= self.timing.probable_window {
-            reasons.push("early");
-            decisive = true;
-        } else if since <= self.timing.early_window {
-            reasons.push("early");
-            against += 1;
+        match since {
+            Some(since) if probable && since <= self.timing.probable_window => {
+                reasons.push("early");
+                decisive = true;
+            }
+            Some(since) if since <= self.timing.early_window => {
+                reasons.push("early");
+                against += 1;
+            }
+            _ => {}
         }
         // Browsers send `Sec-Fetch-*` only to potentially trustworthy URLs (Fetch Metadata):
         // a real Chrome following a plain-HTTP link sends none, so their absence says nothing

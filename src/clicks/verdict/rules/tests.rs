@@ -171,6 +171,23 @@ fn sent_at_moves_the_timing_window() {
     };
     let v = judge(&r, &click("203.0.113.7", 3600), &browser(), Some(&ctx));
     assert_eq!(v.reasons, ["early"]);
+    // Seconds before the send: clocks apart, at the send.
+    let ctx = MessageContext {
+        sent_at: Some(SENT + 3630),
+        ..ctx
+    };
+    let v = judge(&r, &click("203.0.113.7", 3600), &browser(), Some(&ctx));
+    assert_eq!(v.reasons, ["early"]);
+    // Long before it (a scheduled send, a sent_at years ahead): time says nothing.
+    for ahead in [3600 + 3600, 3600 + 40 * 365 * 86_400] {
+        let ctx = MessageContext {
+            sent_at: Some(SENT + ahead),
+            ..ctx.clone()
+        };
+        let v = judge(&r, &click("203.0.113.7", 3600), &browser(), Some(&ctx));
+        assert_eq!(v.reasons, Vec::<&str>::new(), "{ahead}");
+        assert_eq!(v.class, Class::Human);
+    }
 }
 
 #[test]
