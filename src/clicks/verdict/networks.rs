@@ -178,7 +178,7 @@ impl Catalogue {
             ) else {
                 return Err(bad());
             };
-            let net: IpNet = net.parse().map_err(|_| bad())?;
+            let net = canonical(net.parse().map_err(|_| bad())?);
             let valid_name = name.len() <= 64
                 && name
                     .bytes()
@@ -211,7 +211,8 @@ impl Catalogue {
         Ok(())
     }
 
-    /// The most specific entry holding `ip` (an IPv4-mapped IPv6 address as IPv4).
+    /// The most specific entry holding `ip` (an IPv4-mapped IPv6 address as IPv4, as
+    /// [`canonical`] files a mapped range).
     pub fn lookup(&self, ip: IpAddr) -> Option<Network> {
         match ip.to_canonical() {
             IpAddr::V4(a) => self.v4.get_lpm(&Ipv4Net::from(a)).map(|(_, n)| *n),
@@ -321,6 +322,18 @@ fn read(path: &Path) -> Result<String, CatalogueError> {
     })
 }
 
+/// `net` as lookups read addresses: an IPv4-mapped IPv6 range (`::ffff:192.0.2.0/120`) as the
+/// IPv4 range it maps (`192.0.2.0/24`), else as written.
+fn canonical(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, n.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +383,16 @@ mod tests {
         assert_eq!(only.len(), 1);
         assert!(only.lookup(ip("40.92.0.1")).is_none());
         assert!(!only.lookup(ip("198.51.100.9")).unwrap().judges_clicks());
+    }
+
+    #[test]
+    fn a_range_written_ipv4_mapped_holds_the_ipv4_addresses() {
+        let c = Catalogue::parse("replace-defaults\n::ffff:198.51.100.0/120 lab clicks certain\n")
+            .unwrap();
+        for a in ["198.51.100.7", "::ffff:198.51.100.7"] {
+            assert_eq!(c.lookup(ip(a)).map(|n| n.reason), Some("net:lab"), "{a}");
+        }
+        assert!(c.lookup(ip("198.51.101.7")).is_none());
     }
 
     #[test]
