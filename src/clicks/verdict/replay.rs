@@ -325,6 +325,10 @@ fn event(t: &Trace) -> Result<(ClickEvent, HeaderMap), String> {
         }),
         None => None,
     };
+    // As the edge would have sealed it: a context minting refuses is no link the edge judged.
+    if let Some(c) = &context {
+        c.validate().map_err(|e| format!("context: {e}"))?;
+    }
     let minted_at: SystemTime = match (&t.minted_at, context.as_ref().and_then(|c| c.sent_at)) {
         (Some(m), _) => time("minted_at", m)?,
         (None, Some(sent)) => crate::clock::from_unix_secs(sent),

@@ -148,6 +148,12 @@ fn bad_traces_name_their_line_and_member() {
         "trace line 7 is not JSON (at column 31): a trace is one JSON object on one line, as \
          README's \"Replay and accuracy\" shows"
     );
+    // A context the edge would never have sealed.
+    let refused = err(
+        &mut r,
+        r#"{"time":"2025-11-24T09:00:00Z","address":"192.0.2.1","minted_at":"2025-11-24T09:00:00Z","context":{"message":"m","index":5,"count":3}}"#,
+    );
+    assert!(refused.starts_with("trace line 7: context: "), "{refused}");
     r.trace(8, r#"{"time":"2025-11-24T09:00:00Z","address":"192.0.2.1","minted_at":"2025-11-20T09:00:00Z","method":"HEAD"}"#, &mut out).unwrap();
     assert_eq!(
         lines(&out)[0]["reasons"],
