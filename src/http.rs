@@ -315,8 +315,11 @@ impl<V: VerdictStage> Edge<V> {
         };
         let method = method.unwrap_or_default();
         // Past its address's click rate a client is still answered, but not logged (the queue
-        // counts it): asked before the event is built, so a flood costs no allocation.
-        if !self.clicks.admit(conn.peer.ip()) {
+        // counts it): asked before the event is built, so a flood costs no allocation. Not a
+        // one-click: its line is the only word of it the sender gets (nothing follows the 200),
+        // and a provider's one-clicks come from a few addresses.
+        let one_click = matches!(answer, Answer::OneClick(_));
+        if !one_click && !self.clicks.admit(conn.peer.ip()) {
             return self.answer(answer, location);
         }
         let mut event = self.event(conn, &req, domain, link, method);
@@ -351,8 +354,14 @@ impl<V: VerdictStage> Edge<V> {
             .flatten();
         let handle = event.verdict.as_ref().and_then(|v| v.handle);
         // Buffered: queued without waiting. Synced: the 302 waits for the click to be on disk,
-        // and a click that cannot be kept is refused rather than acknowledged.
-        let recorded = self.clicks.record(event).await;
+        // and a click that cannot be kept is refused rather than acknowledged. A one-click is
+        // always synced: its 200 says the unsubscribe is kept, and a 503 makes the provider
+        // try again.
+        let recorded = if one_click {
+            self.clicks.push_synced(event).await.map(|()| true)
+        } else {
+            self.clicks.record(event).await
+        };
         if recorded != Ok(true) {
             // Not logged: no later judgement may name it (a revision of a line that is not in
             // the log), and its implied open goes back.

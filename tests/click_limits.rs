@@ -277,6 +277,47 @@ async fn flood_of_large_clicks_keeps_the_log_under_its_cap_by_deleting_the_oldes
     assert_eq!(edge.metric("clickedge_clicks_dropped_total").await, 0.0);
 }
 
+/// A provider's RFC 8058 one-click unsubscribes come from a few addresses, fast: each is logged
+/// whatever the address's rate (its line is the only word of it the sender gets), and answered
+/// 200 only once it is on disk.
+#[tokio::test]
+async fn one_click_unsubscribes_are_logged_past_the_address_rate() {
+    let edge = Edge::start_with("[clicks]\nmax_clicks_per_ip_per_sec = 1\n");
+    edge.add_domain(DOMAIN).await;
+    let (status, body) = edge
+        .admin(
+            reqwest::Method::POST,
+            "/v1/links",
+            Some(json!({"domain": DOMAIN, "url": DEST, "message": "m-1", "role": "unsubscribe"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let link = edge.on_port(body["link"].as_str().unwrap());
+    let provider = edge.client(&[DOMAIN]);
+    let posts: u64 = 10;
+    for _ in 0..posts {
+        let res = provider
+            .post(&link)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    // Answered once durable: every line is in the log already.
+    let lines = edge.clicks();
+    assert_eq!(
+        lines.iter().filter(|c| c["method"] == "POST").count() as u64,
+        posts,
+        "{lines:#?}"
+    );
+    let unlogged = edge
+        .metric("clickedge_clicks_unlogged_total{reason=\"rate\"}")
+        .await;
+    assert_eq!(unlogged, 0.0);
+}
+
 #[tokio::test]
 async fn one_address_clicking_fast_is_redirected_but_logged_only_up_to_its_rate() {
     let edge = Edge::start_with("[clicks]\nmax_clicks_per_ip_per_sec = 1\n");
