@@ -21,11 +21,16 @@ impl<V: VerdictStage> Edge<V> {
     /// An open pixel: the GIF, and for a pixel token that opens on the request's domain an open
     /// line, queued without waiting (whatever `clicks.durability`: the pixel never waits on the
     /// log and never answers anything but the GIF).
-    pub(super) fn open<B>(&self, conn: &ConnInfo, req: &Request<B>, token: &str) -> Response<Body> {
+    pub(super) fn open<B: hyper::body::Body>(
+        &self,
+        conn: &ConnInfo,
+        req: &Request<B>,
+        token: &str,
+    ) -> Response<Body> {
         let method = match *req.method() {
             Method::GET => "GET",
             Method::HEAD => "HEAD",
-            _ => return self.method_not_allowed(super::LINK_METHODS),
+            _ => return super::close_unread(req, self.method_not_allowed(super::LINK_METHODS)),
         };
         let host = request_host(req);
         let domain = match &conn.sni {

@@ -81,16 +81,23 @@ async fn prometheus_scrapes_the_edge_with_the_shipped_config_and_evaluates_every
     // Every rule of every group evaluated since the edge's target was first scraped up (an
     // evaluation before it sees no `up` series at all, which ClickedgeNotScraped is about).
     let time = |v: &Value| v.as_str().and_then(|t| humantime::parse_rfc3339(t).ok());
+    // The first scrape seen up, kept: the latest moves every second.
+    let mut first_up = None;
     let (targets, rules) = loop {
         let targets = prometheus.api("targets").await;
         let rules = prometheus.api("rules").await;
+        if first_up.is_none() {
+            first_up = targets.as_ref().and_then(|t| {
+                t["data"]["activeTargets"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["health"] == "up")
+                    .and_then(|t| time(&t["lastScrape"]))
+            });
+        }
         let done = |t: &Option<Value>, r: &Option<Value>| -> Option<(Value, Value)> {
             let (t, r) = (t.as_ref()?, r.as_ref()?);
-            let scraped = t["data"]["activeTargets"]
-                .as_array()?
-                .iter()
-                .find(|t| t["health"] == "up")
-                .and_then(|t| time(&t["lastScrape"]))?;
+            let scraped = first_up?;
             let groups = r["data"]["groups"].as_array()?;
             let evaluated = !groups.is_empty()
                 && groups.iter().all(|g| {
