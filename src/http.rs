@@ -204,8 +204,13 @@ impl<V: VerdictStage> Edge<V> {
             self.counters.not_found.inc();
             return text(StatusCode::URI_TOO_LONG, "URI too long\n");
         }
-        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without one.
-        if req.version() == http::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+        let host = request_host(&req);
+        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without one. Looked
+        // for only when no host was found, so a click pays nothing for it.
+        if host.is_none()
+            && req.version() == http::Version::HTTP_11
+            && !req.headers().contains_key(header::HOST)
+        {
             self.counters.bad_request.inc();
             return text(
                 StatusCode::BAD_REQUEST,
@@ -215,7 +220,7 @@ impl<V: VerdictStage> Edge<V> {
         if let (Some(pages), Some(sni)) = (&self.status, &conn.sni)
             && sni == pages.host()
             && req.uri().path().starts_with(crate::status::PREFIX)
-            && request_host(&req).is_none_or(|h| same_name(h, sni.as_str()))
+            && host.is_none_or(|h| same_name(h, sni.as_str()))
         {
             return pages.handle(&req).await;
         }
@@ -228,7 +233,7 @@ impl<V: VerdictStage> Edge<V> {
                 return close_unread(&req, self.method_not_allowed(LINK_METHODS));
             }
             Route::AcmeChallenge(token) if conn.sni.is_none() => {
-                return self.http01(request_host(&req), token).await;
+                return self.http01(host, token).await;
             }
             // The edge reaching itself through a customer's name: the nonce back, or 404.
             Route::OnboardingCheck(nonce)
@@ -252,7 +257,6 @@ impl<V: VerdictStage> Edge<V> {
             Method::POST => Some("POST"),
             _ => None,
         };
-        let host = request_host(&req);
         let domain = match &conn.sni {
             Some(sni) => {
                 // A Host for another name on this connection (domain fronting, or a client
