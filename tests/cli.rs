@@ -358,11 +358,10 @@ fn a_bad_log_filter_in_the_environment_is_said_once_logging_is_up() {
     assert!(log.contains("value=[[["), "{log}");
 }
 
-/// Both parts from stdin: the second would read nothing and be rewritten as empty. Refused
-/// before anything is sent, saying so.
-#[test]
-fn both_parts_from_stdin_are_refused() {
-    let out = Command::new(bin())
+/// `clickedge rewrite` of message m1 on links.example.com with `args`, no edge needed (each
+/// case is refused before anything is sent).
+fn rewrite_cli(args: &[&str]) -> std::process::Output {
+    Command::new(bin())
         .args([
             "rewrite",
             "--domain",
@@ -370,9 +369,16 @@ fn both_parts_from_stdin_are_refused() {
             "--message",
             "m1",
         ])
-        .args(["--html", "-", "--text", "-"])
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Both parts from stdin: the second would read nothing and be rewritten as empty. Refused
+/// before anything is sent, saying so.
+#[test]
+fn both_parts_from_stdin_are_refused() {
+    let out = rewrite_cli(&["--html", "-", "--text", "-"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("would both read stdin"), "{stderr}");
@@ -383,17 +389,7 @@ fn both_parts_from_stdin_are_refused() {
 #[test]
 fn pixel_or_decoy_without_an_html_part_is_refused() {
     for flag in ["--pixel", "--decoy"] {
-        let out = Command::new(bin())
-            .args([
-                "rewrite",
-                "--domain",
-                "links.example.com",
-                "--message",
-                "m1",
-            ])
-            .args(["--text", "-", flag])
-            .output()
-            .unwrap();
+        let out = rewrite_cli(&["--text", "-", flag]);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("--html <FILE>"),
