@@ -326,20 +326,24 @@ fn a_link_a_browser_follows_that_no_sealed_link_carries_refuses_the_message() {
     assert!(matches!(err, RewriteError::Untrackable { .. }), "{err}");
     // Opted out in the HTML, it is left in both parts.
     let html_part = format!(r#"<a href="{long}" clicktracking="off">reset</a>"#);
-    let out = rewrite(
-        Message {
-            html: Some(&html_part),
-            text: Some(&text),
-            ..Message::default()
-        },
-        &mut Recorder::default(),
-    )
-    .unwrap();
+    let out = rewrite_both(&html_part, &text).unwrap();
     assert_eq!(out.text.as_deref(), Some(text.as_str()));
     assert!(out.links.is_empty());
     // Not links a browser follows: left, as before.
     let (out, _) = rewrite_html_result(r#"<a href="https://">x</a><a href="//x.example/">y</a>"#);
     assert!(out.unwrap().links.is_empty());
+}
+
+/// Rewrites both parts, `html` and `text`.
+fn rewrite_both(html: &str, text: &str) -> Result<Rewritten, RewriteError<Infallible>> {
+    rewrite(
+        Message {
+            html: Some(html),
+            text: Some(text),
+            ..Message::default()
+        },
+        &mut Recorder::default(),
+    )
 }
 
 /// Rewrites `h` as the HTML part alone.
@@ -384,27 +388,11 @@ fn links_of_both_parts_count_once_each_and_the_limit_stops_the_search() {
     };
     // The text repeats the HTML's 600 and adds 400: 1000, at the limit.
     let at_limit = text(0..1000);
-    let out = rewrite(
-        Message {
-            html: Some(&html),
-            text: Some(&at_limit),
-            ..Message::default()
-        },
-        &mut Recorder::default(),
-    )
-    .unwrap();
+    let out = rewrite_both(&html, &at_limit).unwrap();
     assert_eq!(out.links.len(), 1000);
     // 5000 more: refused at the first past it.
     let over = text(0..6000);
-    let err = rewrite(
-        Message {
-            html: Some(&html),
-            text: Some(&over),
-            ..Message::default()
-        },
-        &mut Recorder::default(),
-    )
-    .unwrap_err();
+    let err = rewrite_both(&html, &over).unwrap_err();
     assert!(matches!(err, RewriteError::TooManyLinks(1001)), "{err}");
 }
 
