@@ -26,7 +26,7 @@ pub use nodes::{BudgetRecord, ClusterView, LeaseRecord, NodeRecord};
 pub use postgres::{PASSWORD_ENV, PgStore};
 pub use records::{
     CertLifetime, CertPage, CertSummary, DomainPages, DomainRecord, IssueStatus, KeyChange, Origin,
-    StoredCert, StoredLinkKey,
+    StatusChange, StoredCert, StoredLinkKey,
 };
 pub use sqlite::SqliteStore;
 
@@ -193,6 +193,17 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
     async fn remove_domain(&self, name: &Domain) -> Result<bool, StoreError>;
     /// Records the outcome of the last issuance attempt (error and backoff).
     async fn set_status(&self, name: &Domain, status: &IssueStatus) -> Result<(), StoreError>;
+    /// Changes the recorded outcome of the last issuance attempt in one step: `change` is given
+    /// the status as recorded and returns the one to record, or `None` to leave it. No other
+    /// write of the name's status lands between the read and the write (a row lock, a write
+    /// transaction), so a change built on a count of failures or a reason read here is never
+    /// lost to, nor loses, another writer's. The status written, or `None` if nothing was (the
+    /// domain is not registered, or `change` left it).
+    async fn update_status(
+        &self,
+        name: &Domain,
+        change: StatusChange,
+    ) -> Result<Option<IssueStatus>, StoreError>;
     /// The certificate of a domain.
     async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError>;
     /// Stores (replaces) the certificate of a domain, unguarded (the built-in CA outside the

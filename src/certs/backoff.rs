@@ -4,7 +4,10 @@
 //! no new order is placed, and why the last attempt failed ([`IssueStatus`]). It survives a
 //! restart, so a crash loop does not become an order loop, and the admin API reads it. [`Backoff`]
 //! is the only writer of those columns, and keeps in memory a copy of the rows that say "not
-//! before", written through on every change and loaded at start. Backing off holds back orders,
+//! before", written through on every change and loaded at start. A change built on what is
+//! recorded (one more failure, a hold, its release) is one step of the store
+//! ([`Store::update_status`]), so what another node or flight recorded meanwhile is neither lost
+//! nor overwritten. Backing off holds back orders,
 //! not the certificate a failed renewal keeps serving: a handshake for a name that backs off
 //! looks in the store once (it may be a renewal that failed, with a valid certificate stored),
 //! and once nothing is found there it fails fast without a store query. Nothing else keeps
@@ -147,26 +150,27 @@ impl Backoff {
         serving_until: Option<SystemTime>,
         ca_until: Option<SystemTime>,
     ) -> NotBefore {
-        let failures = self
-            .store
-            .domain(name)
-            .await
-            .ok()
-            .flatten()
-            .map_or(0, |d| d.failures)
-            .saturating_add(1);
-        let until = schedule::retry_at(now, failures, serving_until).max(ca_until.unwrap_or(now));
-        let status = IssueStatus {
-            last_error: Some(cause.clone()),
-            failures,
-            retry_at: Some(until),
+        let until = move |failures| {
+            schedule::retry_at(now, failures, serving_until).max(ca_until.unwrap_or(now))
         };
-        self.record_or_warn(name, &status).await;
+        let last_error = Some(cause.clone());
+        let recorded = self
+            .update_or_warn(name, move |current| {
+                let failures = current.failures.saturating_add(1);
+                Some(IssueStatus {
+                    last_error: last_error.clone(),
+                    failures,
+                    retry_at: Some(until(failures)),
+                })
+            })
+            .await;
+        // None: the name is not registered (any more), and its first failure is the answer.
+        let failures = recorded.map_or(1, |status| status.failures);
         if serving_until.is_none() {
             self.nothing_stored(name);
         }
         NotBefore {
-            until,
+            until: until(failures),
             cause,
             failures,
             nothing_stored: serving_until.is_none(),
@@ -202,16 +206,20 @@ impl Backoff {
         cause: IssueFailure,
         until: SystemTime,
     ) -> NotBefore {
-        let status = IssueStatus {
-            last_error: Some(cause.clone()),
-            retry_at: Some(until),
-            ..self.recorded(name).await
-        };
-        self.record_or_warn(name, &status).await;
+        let last_error = Some(cause.clone());
+        let recorded = self
+            .update_or_warn(name, move |current| {
+                Some(IssueStatus {
+                    last_error: last_error.clone(),
+                    retry_at: Some(until),
+                    ..current.clone()
+                })
+            })
+            .await;
         NotBefore {
             until,
             cause,
-            failures: status.failures,
+            failures: recorded.map_or(0, |status| status.failures),
             nothing_stored: false,
         }
     }
@@ -246,21 +254,28 @@ impl Backoff {
         if recent {
             return false;
         }
-        let mut status = self.recorded(name).await;
-        let ca_backoff = status.retry_at.is_some_and(|until| until > now)
-            && status
-                .last_error
-                .as_ref()
-                // The edge's own waits (its order budget, its store) say less than the check.
-                .is_some_and(|f| {
-                    !matches!(f.kind, FailureKind::HeldBack { .. } | FailureKind::Local)
-                });
-        if ca_backoff {
+        let kind = cause.kind.clone();
+        let recorded = self
+            .update_or_warn(name, move |current| {
+                let ca_backoff = current.retry_at.is_some_and(|until| until > now)
+                    && current
+                        .last_error
+                        .as_ref()
+                        // The edge's own waits (its order budget, its store) say less than the
+                        // check.
+                        .is_some_and(|f| {
+                            !matches!(f.kind, FailureKind::HeldBack { .. } | FailureKind::Local)
+                        });
+                (!ca_backoff).then(|| IssueStatus {
+                    last_error: Some(cause.clone()),
+                    ..current.clone()
+                })
+            })
+            .await;
+        if recorded.is_none() {
             return false;
         }
-        self.held.insert(name.clone(), (cause.kind.clone(), now));
-        status.last_error = Some(cause);
-        self.record_or_warn(name, &status).await;
+        self.held.insert(name.clone(), (kind, now));
         true
     }
 
@@ -276,21 +291,19 @@ impl Backoff {
 
     /// Clears a held-back reason once the checks pass, keeping any backoff a CA error set.
     pub(super) async fn release_hold(&self, name: &Domain) -> Result<(), StoreError> {
-        let Some(record) = self.store.domain(name).await? else {
-            return Ok(());
-        };
-        let held = record
-            .last_error
-            .as_ref()
-            .is_some_and(|f| matches!(f.kind, FailureKind::HeldBack { .. }));
-        if !held {
-            return Ok(());
-        }
-        let status = IssueStatus {
-            last_error: None,
-            ..IssueStatus::of(&record)
-        };
-        self.record(name, &status).await
+        self.update(name, |current| {
+            let held = current
+                .last_error
+                .as_ref()
+                .is_some_and(|f| matches!(f.kind, FailureKind::HeldBack { .. }));
+            held.then(|| IssueStatus {
+                last_error: None,
+                ..current.clone()
+            })
+        })
+        .await
+        .map(drop)
+        .map_err(|(e, _)| e)
     }
 
     /// Forgets the in-memory copy for `name` (after it was unregistered; the store dropped the
@@ -300,23 +313,74 @@ impl Backoff {
         self.held.remove(name);
     }
 
-    /// The recorded status of `name` (the default if it cannot be read).
-    async fn recorded(&self, name: &Domain) -> IssueStatus {
-        match self.store.domain(name).await {
-            Ok(Some(record)) => IssueStatus::of(&record),
-            _ => IssueStatus::default(),
-        }
-    }
-
     async fn record_or_warn(&self, name: &Domain, status: &IssueStatus) {
         if let Err(e) = self.record(name, status).await {
             tracing::warn!(domain = %name, error = %error_chain(&e), "recording certificate status");
         }
     }
 
-    /// Writes `status` to the store, then the in-memory copy, which follows even when the store
-    /// fails: a failing store must not turn every handshake into an order.
+    /// Writes `status` to the store, whatever it holds, then the in-memory copy, which follows
+    /// even when the store fails: a failing store must not turn every handshake into an order.
     async fn record(&self, name: &Domain, status: &IssueStatus) -> Result<(), StoreError> {
+        let written = self.store.set_status(name, status).await;
+        self.remember(name, status);
+        written
+    }
+
+    async fn update_or_warn(
+        &self,
+        name: &Domain,
+        change: impl Fn(&IssueStatus) -> Option<IssueStatus> + Clone + Send + 'static,
+    ) -> Option<IssueStatus> {
+        self.update(name, change).await.unwrap_or_else(|(e, status)| {
+            tracing::warn!(domain = %name, error = %error_chain(&e), "recording certificate status");
+            status
+        })
+    }
+
+    /// Changes the recorded status of `name` with `change` in one step of the store (a change
+    /// built on what another node or flight recorded meanwhile is never lost), then the
+    /// in-memory copy. The status recorded; `None` if nothing was (`change` left it, or the
+    /// name is not registered).
+    ///
+    /// When the store fails, the copy follows `change` applied to what it holds (a failing
+    /// store must not turn every handshake into an order), and that status comes with the error.
+    async fn update(
+        &self,
+        name: &Domain,
+        change: impl Fn(&IssueStatus) -> Option<IssueStatus> + Clone + Send + 'static,
+    ) -> Result<Option<IssueStatus>, (StoreError, Option<IssueStatus>)> {
+        let updated = self
+            .store
+            .update_status(name, Box::new(change.clone()))
+            .await;
+        let (status, failed) = match updated {
+            Ok(status) => (status, None),
+            Err(e) => (change(&self.remembered(name)), Some(e)),
+        };
+        if let Some(status) = &status {
+            self.remember(name, status);
+        }
+        match failed {
+            None => Ok(status),
+            Some(e) => Err((e, status)),
+        }
+    }
+
+    /// The status the in-memory copy holds of `name`: its backoff, if any.
+    fn remembered(&self, name: &Domain) -> IssueStatus {
+        self.not_before
+            .get(name)
+            .map(|n| IssueStatus {
+                last_error: Some(n.cause.clone()),
+                failures: n.failures,
+                retry_at: Some(n.until),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Takes `status` as the in-memory copy of `name`'s.
+    fn remember(&self, name: &Domain, status: &IssueStatus) {
         let still_held = status
             .last_error
             .as_ref()
@@ -324,7 +388,6 @@ impl Backoff {
         if !still_held {
             self.held.remove(name);
         }
-        let written = self.store.set_status(name, status).await;
         match (status.retry_at, &status.last_error) {
             (Some(until), Some(cause)) => {
                 let not_before = NotBefore {
@@ -339,6 +402,5 @@ impl Backoff {
                 self.not_before.remove(name);
             }
         }
-        written
     }
 }

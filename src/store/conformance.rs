@@ -10,6 +10,15 @@
 //! Public so that a store living outside this crate's unit tests can run the same suite; not
 //! part of the edge's API.
 
+/// Eight calls of `$call` at once on one store; their results in an array.
+macro_rules! eight_at_once {
+    ($call:expr) => {{
+        let (a, b, c, d, e, f, g, h) =
+            tokio::join!($call, $call, $call, $call, $call, $call, $call, $call);
+        [a, b, c, d, e, f, g, h]
+    }};
+}
+
 mod changes;
 mod cluster;
 mod secrets;
@@ -44,6 +53,8 @@ macro_rules! store_conformance_tests {
             domains_are_read_in_pages_each_once,
             certificate_summary_counts_and_finds_the_soonest_expiry,
             issuance_status_round_trips_and_resets,
+            a_status_update_changes_what_is_recorded,
+            concurrent_status_updates_are_never_lost,
             domain_checks_round_trip_and_go_with_the_domain,
             challenges_are_kept_per_kind_until_they_expire,
             withdrawing_a_challenge_also_drops_expired_ones,
@@ -407,6 +418,72 @@ pub async fn issuance_status_round_trips_and_resets(store: &dyn Store) -> Result
         (rec.last_error, rec.failures, rec.retry_at),
         (cleared.last_error, cleared.failures, cleared.retry_at)
     );
+    Ok(())
+}
+
+/// An update is given the status as recorded and records what it returns; one that returns
+/// none, or of a name not registered, records nothing.
+pub async fn a_status_update_changes_what_is_recorded(store: &dyn Store) -> Result<(), StoreError> {
+    let (a, b) = (d("a.example.com"), d("b.example.com"));
+    store.add_domain(&a, t(1)).await?;
+    let held = IssueStatus {
+        last_error: Some(IssueFailure {
+            kind: FailureKind::HeldBack {
+                check: "caa".into(),
+            },
+            detail: "held".into(),
+        }),
+        failures: 3,
+        retry_at: Some(t(70)),
+    };
+    store.set_status(&a, &held).await?;
+    let seen = held.clone();
+    let released = store
+        .update_status(
+            &a,
+            Box::new(move |current| {
+                assert_eq!(*current, seen, "the update is given the recorded status");
+                Some(IssueStatus {
+                    last_error: None,
+                    ..current.clone()
+                })
+            }),
+        )
+        .await?;
+    let expected = IssueStatus {
+        last_error: None,
+        ..held
+    };
+    assert_eq!(released.as_ref(), Some(&expected));
+    let rec = store.domain(&a).await?.expect("a is registered");
+    assert_eq!(IssueStatus::of(&rec), expected);
+    assert_eq!(store.update_status(&a, Box::new(|_| None)).await?, None);
+    let rec = store.domain(&a).await?.expect("a is registered");
+    assert_eq!(IssueStatus::of(&rec), expected, "left as it was");
+    let any = Box::new(|_: &IssueStatus| Some(IssueStatus::default()));
+    assert_eq!(store.update_status(&b, any).await?, None);
+    assert_eq!(store.domain(&b).await?, None, "an update registers nothing");
+    Ok(())
+}
+
+/// Updates of one name at once each see the status the one before recorded: eight counting a
+/// failure each count eight.
+pub async fn concurrent_status_updates_are_never_lost(store: &dyn Store) -> Result<(), StoreError> {
+    let a = d("a.example.com");
+    store.add_domain(&a, t(1)).await?;
+    let one_more = || -> super::StatusChange {
+        Box::new(|current| {
+            Some(IssueStatus {
+                failures: current.failures + 1,
+                ..current.clone()
+            })
+        })
+    };
+    for r in eight_at_once!(store.update_status(&a, one_more())) {
+        r?.expect("a is registered");
+    }
+    let rec = store.domain(&a).await?.expect("a is registered");
+    assert_eq!(rec.failures, 8, "no update lost another's");
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use deadpool_postgres::Pool;
 
 use super::{
     CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, KeyChange, Lease,
-    OrderRate, OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
+    OrderRate, OrderTurn, StatusChange, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::config::ChallengeKind;
@@ -91,6 +91,14 @@ impl Store for PgStore {
 
     async fn set_status(&self, name: &Domain, status: &IssueStatus) -> Result<(), StoreError> {
         self.write_status(name, status).await
+    }
+
+    async fn update_status(
+        &self,
+        name: &Domain,
+        change: StatusChange,
+    ) -> Result<Option<IssueStatus>, StoreError> {
+        self.change_status(name, change).await
     }
 
     async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError> {

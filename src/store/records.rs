@@ -79,6 +79,12 @@ impl IssueStatus {
     }
 }
 
+/// A change of a domain's recorded [`IssueStatus`], given the one recorded ([`Store::update_status`]):
+/// the status to record, or `None` to leave it.
+///
+/// [`Store::update_status`]: super::Store::update_status
+pub type StatusChange = Box<dyn FnOnce(&IssueStatus) -> Option<IssueStatus> + Send>;
+
 /// A certificate's validity, for renewal scheduling (no key material).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertLifetime {

@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
     CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, KeyChange, Lease,
-    OrderRate, OrderTurn, Store, StoreError, StoredCert, StoredLinkKey,
+    OrderRate, OrderTurn, StatusChange, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::config::ChallengeKind;
@@ -150,24 +150,40 @@ impl Store for SqliteStore {
         let name = name.clone();
         let status = status.clone();
         self.with("recording domain status", move |c| {
-            let (detail, kind) = match &status.last_error {
-                Some(f) => (Some(f.detail.as_str()), Some(f.kind.code())),
-                None => (None, None),
-            };
-            c.execute(
-                "UPDATE domains SET last_error = ?2, error_kind = ?3, failures = ?4, retry_at = ?5
-                 WHERE name = ?1",
-                params![
-                    name.as_str(),
-                    detail,
-                    kind,
-                    i64::from(status.failures),
-                    status.retry_at.map_or(0, secs)
-                ],
-            )
-            .map(drop)
+            write_status(c, &name, &status).map(drop)
         })
         .await
+    }
+
+    async fn update_status(
+        &self,
+        name: &Domain,
+        change: StatusChange,
+    ) -> Result<Option<IssueStatus>, StoreError> {
+        let name = name.clone();
+        // One call holds the one connection: nothing else writes between the read and the write.
+        self.with("updating domain status", move |c| {
+            let row = c
+                .query_row(
+                    &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"),
+                    [name.as_str()],
+                    row_domain,
+                )
+                .optional()?;
+            let Some(row) = row else {
+                return Ok(Ok(None));
+            };
+            let current = match to_record(row) {
+                Ok(record) => IssueStatus::of(&record),
+                Err(e) => return Ok(Err(e)),
+            };
+            let Some(status) = change(&current) else {
+                return Ok(Ok(None));
+            };
+            write_status(c, &name, &status)?;
+            Ok(Ok(Some(status)))
+        })
+        .await?
     }
 
     async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError> {
@@ -505,6 +521,25 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Writes the issuance status of `name`; the number of rows changed (0 if it is not registered).
+fn write_status(c: &Connection, name: &Domain, status: &IssueStatus) -> rusqlite::Result<usize> {
+    let (detail, kind) = match &status.last_error {
+        Some(f) => (Some(f.detail.as_str()), Some(f.kind.code())),
+        None => (None, None),
+    };
+    c.execute(
+        "UPDATE domains SET last_error = ?2, error_kind = ?3, failures = ?4, retry_at = ?5
+         WHERE name = ?1",
+        params![
+            name.as_str(),
+            detail,
+            kind,
+            i64::from(status.failures),
+            status.retry_at.map_or(0, secs)
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::*;
 use crate::config::ChallengeKind;
 use crate::store::{
     BudgetRecord, CertPage, CertSummary, Change, Changes, ClusterView, Fence, KeyChange, Lease,
-    LeaseRecord, NodeRecord, OrderRate, OrderTurn, StoredLinkKey,
+    LeaseRecord, NodeRecord, OrderRate, OrderTurn, StatusChange, StoredLinkKey,
 };
 
 /// `inner`, with blips.
@@ -183,6 +183,13 @@ impl Store for Blips {
     }
     async fn set_status(&self, name: &Domain, status: &IssueStatus) -> Result<(), StoreError> {
         self.inner.set_status(name, status).await
+    }
+    async fn update_status(
+        &self,
+        name: &Domain,
+        change: StatusChange,
+    ) -> Result<Option<IssueStatus>, StoreError> {
+        self.inner.update_status(name, change).await
     }
     async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError> {
         let passes = self

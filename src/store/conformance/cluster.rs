@@ -9,15 +9,6 @@ use crate::store::{Fence, OrderRate, OrderTurn, Store, StoreError};
 
 const TTL: Duration = Duration::from_secs(60);
 
-/// Eight calls of `$call` at once on one store; their results in an array.
-macro_rules! eight_at_once {
-    ($call:expr) => {{
-        let (a, b, c, d, e, f, g, h) =
-            tokio::join!($call, $call, $call, $call, $call, $call, $call, $call);
-        [a, b, c, d, e, f, g, h]
-    }};
-}
-
 /// A free lease goes to its first taker with a fence and no order; nobody else (its holder
 /// included) gets it until it expires, and then the next taker gets a larger fence.
 pub async fn a_lease_goes_to_one_holder_until_it_expires(

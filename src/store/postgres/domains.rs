@@ -4,11 +4,13 @@
 
 use std::time::SystemTime;
 
+use deadpool_postgres::GenericClient;
+
 use super::rows::{domain_row, parse_domain};
 use super::{PgStore, db};
 use crate::Domain;
 use crate::store::sqlite::rows::{DOMAIN_COLUMNS, secs, to_record};
-use crate::store::{DomainRecord, IssueStatus, StoreError};
+use crate::store::{DomainRecord, IssueStatus, StatusChange, StoreError};
 
 impl PgStore {
     pub(super) async fn read_domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
@@ -138,27 +140,37 @@ impl PgStore {
         status: &IssueStatus,
     ) -> Result<(), StoreError> {
         let op = "recording domain status";
-        let (detail, kind) = match &status.last_error {
-            Some(f) => (Some(f.detail.as_str()), Some(f.kind.code())),
-            None => (None, None),
-        };
-        self.conn(op)
-            .await?
-            .execute(
-                "UPDATE domains SET last_error = $2, error_kind = $3, failures = $4,
-                     retry_at = $5, version = nextval('row_version')
-                 WHERE name = $1",
-                &[
-                    &name.as_str(),
-                    &detail,
-                    &kind.as_deref(),
-                    &i64::from(status.failures),
-                    &status.retry_at.map_or(0, secs),
-                ],
+        let conn = self.conn(op).await?;
+        status_update(&conn, name, status).await.map_err(db(op))?;
+        Ok(())
+    }
+
+    /// The row is locked from the read to the commit: another writer's status waits for it.
+    pub(super) async fn change_status(
+        &self,
+        name: &Domain,
+        change: StatusChange,
+    ) -> Result<Option<IssueStatus>, StoreError> {
+        let op = "updating domain status";
+        let mut conn = self.conn(op).await?;
+        let tx = conn.transaction().await.map_err(db(op))?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1 FOR UPDATE"),
+                &[&name.as_str()],
             )
             .await
             .map_err(db(op))?;
-        Ok(())
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let current = IssueStatus::of(&to_record(domain_row(&row))?);
+        let Some(status) = change(&current) else {
+            return Ok(None);
+        };
+        status_update(&tx, name, &status).await.map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(Some(status))
     }
 
     pub(super) async fn read_domain_checks(&self) -> Result<Vec<(Domain, String)>, StoreError> {
@@ -235,4 +247,30 @@ impl PgStore {
             .map_err(db(op))?;
         Ok(n == 1)
     }
+}
+
+/// Writes the issuance status of `name`, a change of its row; the number of rows changed.
+async fn status_update(
+    client: &impl GenericClient,
+    name: &Domain,
+    status: &IssueStatus,
+) -> Result<u64, tokio_postgres::Error> {
+    let (detail, kind) = match &status.last_error {
+        Some(f) => (Some(f.detail.as_str()), Some(f.kind.code())),
+        None => (None, None),
+    };
+    client
+        .execute(
+            "UPDATE domains SET last_error = $2, error_kind = $3, failures = $4,
+                 retry_at = $5, version = nextval('row_version')
+             WHERE name = $1",
+            &[
+                &name.as_str(),
+                &detail,
+                &kind.as_deref(),
+                &i64::from(status.failures),
+                &status.retry_at.map_or(0, secs),
+            ],
+        )
+        .await
 }
