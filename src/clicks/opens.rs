@@ -76,7 +76,9 @@ pub struct Judged {
 }
 
 /// Judges an open from its user agent `ua`, the request's `shape` and the catalogue entry `net`
-/// of the client's address (any scope: the caller filters).
+/// of the client's address among the ranges judging opens ([`Scope::Opens`] lookup).
+///
+/// [`Scope::Opens`]: super::verdict::networks::Scope::Opens
 pub fn classify(ua: Option<&[u8]>, shape: &Shape, net: Option<Network>) -> Judged {
     let judged = |class, verdict, reasons| Judged {
         class,
@@ -99,7 +101,6 @@ pub fn classify(ua: Option<&[u8]>, shape: &Shape, net: Option<Network>) -> Judge
             );
         }
     }
-    let net = net.filter(|n| n.judges_opens());
     let apple = net.filter(|n| n.reason == APPLE_MPP_NETWORK);
     if let Some(n) = apple
         && ua == Some(APPLE_MPP_UA)
@@ -131,7 +132,7 @@ fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clicks::verdict::networks::{Catalogue, Certainty};
+    use crate::clicks::verdict::networks::{Catalogue, Certainty, Scope};
     use crate::clicks::verdict::shape::shape;
     use http::HeaderMap;
 
@@ -140,7 +141,7 @@ mod tests {
         if let Some(ua) = ua {
             headers.insert(http::header::USER_AGENT, ua.parse().unwrap());
         }
-        let net = Catalogue::defaults().lookup(ip.parse().unwrap());
+        let net = Catalogue::defaults().lookup(ip.parse().unwrap(), Scope::Opens);
         classify(ua.map(str::as_bytes), &shape(method, &headers), net)
     }
 
@@ -201,7 +202,7 @@ mod tests {
             "probable"
         );
         let lab = Catalogue::parse("198.51.100.0/24 lab opens certain\n").unwrap();
-        let n = lab.lookup("198.51.100.1".parse().unwrap());
+        let n = lab.lookup("198.51.100.1".parse().unwrap(), Scope::Opens);
         assert_eq!(n.map(|n| n.certainty), Some(Certainty::Certain));
         let s = classify(Some(SAFARI.as_bytes()), &Shape::default(), n);
         assert_eq!((s.class, s.reasons), (OpenClass::Scanner, vec!["net:lab"]));

@@ -3,8 +3,10 @@
 //! ([`DEFAULTS`], from the vendors' published ranges) are extended, or replaced, by the file
 //! `clicks.networks_file`, which [`SharedCatalogue::watch`] reloads when it changes.
 //!
-//! Lookups walk a prefix trie per address family (the `prefix-trie` crate): longest-prefix
-//! match, O(address bits), no allocation. The address is the client's as the edge sees it (the
+//! Lookups walk a prefix trie per address family (the `prefix-trie` crate): the most specific
+//! range holding the address among those judging the request's kind (a narrower `opens` range
+//! inside a wider `clicks` one leaves clicks to the wider range), O(address bits), no
+//! allocation. The address is the client's as the edge sees it (the
 //! TCP peer, or the PROXY protocol's source once a load balancer sits in front): whoever builds
 //! the click's address decides, this module only looks it up.
 
@@ -48,15 +50,11 @@ pub struct Network {
     pub certainty: Certainty,
 }
 
-impl Network {
-    /// Whether the range judges clicks.
-    pub fn judges_clicks(&self) -> bool {
-        matches!(self.scope, Scope::Clicks | Scope::All)
-    }
-
-    /// Whether the range judges opens (image loads).
-    pub fn judges_opens(&self) -> bool {
-        matches!(self.scope, Scope::Opens | Scope::All)
+impl Scope {
+    /// Whether a range of this scope judges `what` ([`Scope::Clicks`] or [`Scope::Opens`]; only
+    /// ranges of [`Scope::All`] judge `All`).
+    pub fn judges(self, what: Scope) -> bool {
+        self == Scope::All || self == what
     }
 }
 
@@ -211,13 +209,25 @@ impl Catalogue {
         Ok(())
     }
 
-    /// The most specific entry holding `ip` (an IPv4-mapped IPv6 address as IPv4, as
-    /// [`canonical`] files a mapped range).
-    pub fn lookup(&self, ip: IpAddr) -> Option<Network> {
+    /// The most specific entry holding `ip` that judges `what` (an IPv4-mapped IPv6 address as
+    /// IPv4, as [`canonical`] files a mapped range). Ranges of another scope are passed over, so
+    /// an `opens` range never hides the wider `clicks` range around it from a click.
+    pub fn lookup(&self, ip: IpAddr, what: Scope) -> Option<Network> {
+        let judging = |n: &&Network| n.scope.judges(what);
+        // Covering ranges come shortest prefix first.
         match ip.to_canonical() {
-            IpAddr::V4(a) => self.v4.get_lpm(&Ipv4Net::from(a)).map(|(_, n)| *n),
-            IpAddr::V6(a) => self.v6.get_lpm(&Ipv6Net::from(a)).map(|(_, n)| *n),
+            IpAddr::V4(a) => self
+                .v4
+                .cover_values(&Ipv4Net::from(a))
+                .filter(judging)
+                .last(),
+            IpAddr::V6(a) => self
+                .v6
+                .cover_values(&Ipv6Net::from(a))
+                .filter(judging)
+                .last(),
         }
+        .copied()
     }
 
     /// How many ranges it holds.
@@ -265,11 +275,15 @@ impl SharedCatalogue {
         Ok(SharedCatalogue::new(catalogue))
     }
 
-    /// Looks `ip` up in the catalogue in use (a read lock held for the lookup only).
-    pub fn lookup(&self, ip: IpAddr) -> Option<Network> {
+    /// Looks `ip` up in the catalogue in use among the ranges judging `what` (a read lock held
+    /// for the lookup only).
+    pub fn lookup(&self, ip: IpAddr, what: Scope) -> Option<Network> {
         // A panic cannot happen while the lock is held (a lookup or a swap), so a poisoned lock
         // still holds a whole catalogue.
-        self.0.read().unwrap_or_else(|p| p.into_inner()).lookup(ip)
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(ip, what)
     }
 
     /// Replaces the catalogue.
@@ -347,19 +361,31 @@ mod tests {
         let mut c = Catalogue::default();
         c.add(DEFAULTS).unwrap();
         assert_eq!(c.len(), Catalogue::defaults().len());
-        let eop = c.lookup(ip("40.93.1.2")).unwrap();
+        let eop = c.lookup(ip("40.93.1.2"), Scope::Clicks).unwrap();
         assert_eq!(
-            (eop.reason, eop.certainty, eop.judges_clicks()),
-            ("net:microsoft-eop", Certainty::Certain, true)
+            (eop.reason, eop.certainty),
+            ("net:microsoft-eop", Certainty::Certain)
         );
-        assert!(c.lookup(ip("2a01:111:f403:c000::1")).is_some());
-        assert!(c.lookup(ip("::ffff:40.107.9.9")).is_some(), "mapped IPv4");
-        assert_eq!(c.lookup(ip("40.94.0.1")), None, "just past 40.92.0.0/15");
+        assert_eq!(c.lookup(ip("40.93.1.2"), Scope::Opens), None, "clicks only");
+        assert!(
+            c.lookup(ip("2a01:111:f403:c000::1"), Scope::Clicks)
+                .is_some()
+        );
+        assert!(
+            c.lookup(ip("::ffff:40.107.9.9"), Scope::Clicks).is_some(),
+            "mapped IPv4"
+        );
         assert_eq!(
-            c.lookup(ip("148.163.130.5")).map(|n| n.certainty),
+            c.lookup(ip("40.94.0.1"), Scope::Clicks),
+            None,
+            "just past 40.92.0.0/15"
+        );
+        assert_eq!(
+            c.lookup(ip("148.163.130.5"), Scope::Clicks)
+                .map(|n| n.certainty),
             Some(Certainty::Probable)
         );
-        assert_eq!(c.lookup(ip("203.0.113.7")), None);
+        assert_eq!(c.lookup(ip("203.0.113.7"), Scope::Clicks), None);
     }
 
     #[test]
@@ -370,19 +396,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.lookup(ip("198.51.100.1")).unwrap().reason,
+            c.lookup(ip("198.51.100.1"), Scope::Clicks).unwrap().reason,
             "net:lab-scanner"
         );
-        let vpn = c.lookup(ip("198.51.100.200")).unwrap();
+        let vpn = c.lookup(ip("198.51.100.200"), Scope::Clicks).unwrap();
         assert_eq!(
             (vpn.reason, vpn.certainty),
             ("net:lab-vpn", Certainty::Probable)
         );
-        assert!(c.lookup(ip("40.92.0.1")).is_some(), "defaults kept");
+        assert!(
+            c.lookup(ip("40.92.0.1"), Scope::Clicks).is_some(),
+            "defaults kept"
+        );
         let only = Catalogue::parse("replace-defaults\n198.51.100.0/24 x opens certain\n").unwrap();
         assert_eq!(only.len(), 1);
-        assert!(only.lookup(ip("40.92.0.1")).is_none());
-        assert!(!only.lookup(ip("198.51.100.9")).unwrap().judges_clicks());
+        assert!(only.lookup(ip("40.92.0.1"), Scope::Clicks).is_none());
+        assert!(only.lookup(ip("198.51.100.9"), Scope::Clicks).is_none());
+        assert!(only.lookup(ip("198.51.100.9"), Scope::Opens).is_some());
+    }
+
+    #[test]
+    fn a_narrower_range_of_another_scope_leaves_the_wider_one_in_force() {
+        let c = Catalogue::parse(
+            "replace-defaults
+\
+             198.51.100.0/24 gateway clicks certain
+\
+             198.51.100.0/28 image-proxy opens probable
+",
+        )
+        .unwrap();
+        let reason = |what| c.lookup(ip("198.51.100.3"), what).map(|n| n.reason);
+        assert_eq!(reason(Scope::Clicks), Some("net:gateway"));
+        assert_eq!(reason(Scope::Opens), Some("net:image-proxy"));
+        assert_eq!(reason(Scope::All), None, "no range judges both");
+        assert_eq!(
+            c.lookup(ip("198.51.100.99"), Scope::Opens),
+            None,
+            "outside the narrower range"
+        );
     }
 
     #[test]
@@ -390,9 +442,13 @@ mod tests {
         let c = Catalogue::parse("replace-defaults\n::ffff:198.51.100.0/120 lab clicks certain\n")
             .unwrap();
         for a in ["198.51.100.7", "::ffff:198.51.100.7"] {
-            assert_eq!(c.lookup(ip(a)).map(|n| n.reason), Some("net:lab"), "{a}");
+            assert_eq!(
+                c.lookup(ip(a), Scope::Clicks).map(|n| n.reason),
+                Some("net:lab"),
+                "{a}"
+            );
         }
-        assert!(c.lookup(ip("198.51.101.7")).is_none());
+        assert!(c.lookup(ip("198.51.101.7"), Scope::Clicks).is_none());
     }
 
     #[test]
@@ -424,7 +480,10 @@ mod tests {
             Duration::from_millis(20),
             stop_rx,
         ));
-        let reason = |s: &SharedCatalogue| s.lookup(ip("198.51.100.1")).map(|n| n.reason);
+        let reason = |s: &SharedCatalogue| {
+            s.lookup(ip("198.51.100.1"), Scope::Clicks)
+                .map(|n| n.reason)
+        };
         assert_eq!(reason(&shared), Some("net:first"));
         std::fs::write(&path, "198.51.100.0/24 second-name clicks certain\n").unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -30,14 +30,14 @@ use prometheus::IntCounter;
 
 use super::fingerprints;
 use super::messages::{self, MessageTable};
-use super::networks::{Certainty, SharedCatalogue};
+use super::networks::{Certainty, Scope, SharedCatalogue};
 use super::shape::{sec_fetch_code, shape};
 use super::{Class, Facts, Revision, Verdict, VerdictStage};
 use crate::links::Role;
 use crate::metrics::Metrics;
 
 /// The version of the rules and the compiled-in catalogue, the click line's `"rules"`.
-pub const RULES_VERSION: &str = "r4+n2";
+pub const RULES_VERSION: &str = "r5+n2";
 
 /// The timing windows.
 #[derive(Debug, Clone, Copy)]
@@ -169,10 +169,7 @@ impl VerdictStage for Rules {
             reasons.push(r);
             decisive = true;
         }
-        let net = self
-            .catalogue
-            .lookup(click.ip)
-            .filter(|n| n.judges_clicks());
+        let net = self.catalogue.lookup(click.ip, Scope::Clicks);
         if let Some(n) = net {
             reasons.push(n.reason);
             match n.certainty {
@@ -316,7 +313,7 @@ impl VerdictStage for Rules {
     /// Opens are judged by [`crate::clicks::opens::classify`] with the catalogue entry of the
     /// address (scope opens or all); they never enter the message table.
     fn judge_open(&self, facts: &Facts<'_>) -> (crate::clicks::opens::OpenClass, Verdict) {
-        super::open_verdict(facts, self.catalogue.lookup(facts.click.ip))
+        super::open_verdict(facts, self.catalogue.lookup(facts.click.ip, Scope::Opens))
     }
 
     /// Remembered, so that the message table's later findings never send a revision naming it.
