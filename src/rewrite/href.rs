@@ -1,7 +1,8 @@
 //! Which links are tracked: an absolute `http`/`https` URL with a host, read as a browser reads
 //! the attribute (entities decoded, surrounding whitespace stripped), on an element without an
 //! opt-out attribute. `mailto:`, `tel:`, `sms:`, fragments, relative links and anything else are
-//! left exactly as written, and so are the edge's own links and pixels ([`edge_route`]: `/c/` and
+//! left exactly as written (a `<base href>` is not applied: a relative `href` may be a template's
+//! placeholder, `{{unsubscribe_url}}`, filled in after the rewrite), and so are the edge's own links and pixels ([`edge_route`]: `/c/` and
 //! `/o/` on one of its domains). The attributes this module reads (opt-outs and
 //! `data-clickedge-role`) are for the sender's tooling, not the recipient: they are removed from
 //! the output.

@@ -79,6 +79,24 @@ fn tracked_links_get_sealed_links_and_everything_else_is_left_alone() {
     assert!(m.links.iter().all(|(_, p)| p.count == 2));
 }
 
+/// A `<base href>` is not applied: a relative `href`, often a template's placeholder filled in
+/// after the rewrite, stays as written; absolute links are tracked as always.
+#[test]
+fn a_base_href_leaves_relative_links_as_written() {
+    let input = concat!(
+        r#"<head><base href="https://shop.example/spring/"></head><body>"#,
+        r#"<a href="sale">sale</a> <a href="{{unsubscribe_url}}">unsubscribe</a>"#,
+        r#" <a href="//cdn.example/p">p</a> <a href="https://shop.example/a">a</a></body>"#,
+    );
+    let (out, _) = html(input);
+    assert_eq!(
+        out.html.unwrap(),
+        input.replace("https://shop.example/a\"", "https://t.example/c/0\"")
+    );
+    let urls: Vec<_> = out.links.iter().map(|l| l.url.as_str()).collect();
+    assert_eq!(urls, ["https://shop.example/a"]);
+}
+
 #[test]
 fn opt_out_attributes_leave_the_link_and_are_removed() {
     for attr in [
