@@ -30,6 +30,7 @@
 //!   could not ship (NATS away) is logged and shipped at the next start.
 
 mod checkpoint;
+mod failure;
 mod lag;
 mod metrics;
 mod nats;
@@ -118,23 +119,7 @@ pub struct Shipper {
     last_seq: u64,
     /// Whether the stream is known to exist.
     stream_ready: bool,
-    failure: Option<Failure>,
-}
-
-/// A failure episode: from the first failed attempt to the next that succeeds.
-struct Failure {
-    since: Instant,
-    backoff: Duration,
-    /// When the next attempt is due.
-    retry_at: Instant,
-    /// A publish failed in it: only a publish that succeeds ends it then. A stream found by name
-    /// after "no responders" need not take the subject, and ending the episode there would reset
-    /// the backoff before every publish that fails the same way.
-    publishing: bool,
-    /// The last error, as logged: one that says something else is logged as a warning too
-    /// (the stream found missing first, then found not to take the subject, which names the
-    /// fix), the same one again only at debug level.
-    error: String,
+    failure: Option<failure::Failure>,
 }
 
 impl Shipper {
@@ -493,86 +478,6 @@ impl Shipper {
             .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
         self.progress
             .set_behind(self.failure.is_some() || age >= BEHIND_AFTER);
-    }
-
-    fn stream_ready(&mut self, created: bool) {
-        self.stream_ready = true;
-        if created {
-            // A new stream numbers from 1 again; not a sign of another recreation.
-            self.last_seq = 0;
-            tracing::warn!(
-                stream = %self.nats.target().stream,
-                subjects = %self.nats.target().stream_subject,
-                resume = %self.acked,
-                "stream was missing (new, or deleted by an operator): created it; shipping \
-                 resumes from the checkpoint"
-            );
-        }
-        // The stream is there. After a failed publish, that publishing works only a publish
-        // shows: the episode (and its backoff) goes on until one succeeds.
-        if !self.failure.as_ref().is_some_and(|f| f.publishing) {
-            self.recovered();
-        }
-    }
-
-    fn publish_failed(&mut self, e: &PublishError) {
-        if e.stream_missing() {
-            self.stream_ready = false;
-        }
-        self.failed(e);
-        if let Some(f) = &mut self.failure {
-            f.publishing = true;
-        }
-    }
-
-    /// Counts a failure and schedules the next attempt; the first of an episode is logged, and
-    /// shipping is behind.
-    fn failed(&mut self, e: &(dyn std::error::Error + 'static)) {
-        self.metrics.errors.inc();
-        self.progress.set_behind(true);
-        let now = Instant::now();
-        let error = errors::chain(e);
-        match &mut self.failure {
-            None => {
-                tracing::warn!(
-                    error = %error,
-                    at = %self.acked,
-                    "shipping clicks to NATS failed: clicks stay in the log, retrying with backoff"
-                );
-                self.failure = Some(Failure {
-                    since: now,
-                    backoff: MIN_BACKOFF,
-                    retry_at: now + MIN_BACKOFF,
-                    publishing: false,
-                    error,
-                });
-            }
-            Some(f) => {
-                if f.error == error {
-                    tracing::debug!(error = %error, "shipping still failing");
-                } else {
-                    tracing::warn!(
-                        error = %error,
-                        at = %self.acked,
-                        "shipping clicks to NATS still failing, now for another reason"
-                    );
-                    f.error = error;
-                }
-                f.backoff = (f.backoff * 2).min(MAX_BACKOFF);
-                f.retry_at = now + f.backoff;
-            }
-        }
-    }
-
-    /// Something succeeded: ends a failure episode.
-    fn recovered(&mut self) {
-        if let Some(f) = self.failure.take() {
-            tracing::info!(
-                failing_for = ?f.since.elapsed(),
-                at = %self.acked,
-                "shipping clicks to NATS recovered"
-            );
-        }
     }
 }
 
