@@ -33,12 +33,16 @@
 //! functional pass against clickedge: every request answered 302 and logged; no timing is
 //! checked.
 
+#[path = "e2e/checks.rs"]
+mod checks;
 #[path = "support/client.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod client;
 #[path = "support/hist.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod hist;
+#[path = "e2e/install.rs"]
+mod install;
 #[path = "support/loadgen.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod loadgen;
@@ -55,19 +59,22 @@ mod shares;
 #[path = "support/targets.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod targets;
+#[path = "e2e/workloads.rs"]
+mod workloads;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 
+use checks::{check_clicks, clickedge_only, hold_idle};
+use install::ensure_peers;
 use loadgen::LoadArgs;
 use measure::{Target, run_load, run_workload};
 use peers::Server;
 use report::{Once, Sample};
+use workloads::{NEAR_SATURATION, WORKLOADS, Workload};
 
 /// The server's core and the load generator's.
 const SERVER_CORE: usize = 0;
@@ -140,59 +147,6 @@ struct LoadCli {
     load: LoadArgs,
 }
 
-/// One kind of load run.
-struct Workload {
-    key: &'static str,
-    /// Load generator arguments, split at spaces.
-    args: &'static str,
-    /// A fixed rate (the `--rate` option) instead of flat out.
-    fixed_rate: bool,
-    /// Verify certificates (only where the client's CPU does not matter).
-    verify: bool,
-}
-
-const WORKLOADS: &[Workload] = &[
-    Workload {
-        key: "new-x25519",
-        args: "--mode new-conn --http 1.1 --kx x25519 -c 128 --reuse-key-shares",
-        fixed_rate: false,
-        verify: false,
-    },
-    Workload {
-        key: "new-pq",
-        args: "--mode new-conn --http 1.1 --kx x25519mlkem768 -c 128 --reuse-key-shares",
-        fixed_rate: false,
-        verify: false,
-    },
-    Workload {
-        key: "new-rate",
-        args: "--mode new-conn --http 1.1 --kx x25519 -c 64",
-        fixed_rate: true,
-        verify: true,
-    },
-    Workload {
-        key: "ka-h1",
-        args: "--mode keep-alive --http 1.1 --kx x25519 -c 256",
-        fixed_rate: false,
-        verify: false,
-    },
-    Workload {
-        key: "ka-h2",
-        args: "--mode keep-alive --http 2 --kx x25519 -c 256 --connections 8",
-        fixed_rate: false,
-        verify: false,
-    },
-];
-
-/// The latency run near saturation (`--near-saturation`): its rate is set per server after the
-/// rounds, so it is not in [`WORKLOADS`].
-const NEAR_SATURATION: Workload = Workload {
-    key: "new-near-sat",
-    args: "--mode new-conn --http 1.1 --kx x25519 -c 128 --reuse-key-shares",
-    fixed_rate: true,
-    verify: false,
-};
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("loadgen") {
@@ -218,56 +172,6 @@ fn main() {
         eprintln!("e2e: {e}");
         std::process::exit(1);
     }
-}
-
-/// Whether this process runs as root (for `apt-get`).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|v| v.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Installs nginx and Caddy if missing (as root), or says how; returns the servers to run.
-fn ensure_peers(opts: &Opts) -> Vec<&'static str> {
-    let wanted: Vec<&'static str> = ["clickedge", "nginx", "caddy"]
-        .into_iter()
-        .filter(|s| opts.servers.iter().any(|w| w == s))
-        .collect();
-    let missing = |s: &str| {
-        s != "clickedge"
-            && procs::installed(s).is_none()
-            && procs::installed(&format!("/usr/sbin/{s}")).is_none()
-    };
-    if wanted.iter().any(|s| missing(s)) {
-        let cmd = format!("apt-get install -y {}", peers::PEER_PACKAGES);
-        if is_root() && !opts.no_install {
-            eprintln!("e2e: installing the reference servers: apt-get update && {cmd}");
-            let ok = std::process::Command::new("apt-get")
-                .args(["update", "-qq"])
-                .status()
-                .is_ok_and(|s| s.success())
-                && std::process::Command::new("apt-get")
-                    .args(["install", "-y", "-qq", "nginx-light", "caddy"])
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status()
-                    .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("e2e: installing failed; the missing servers' columns are skipped");
-            }
-        } else {
-            eprintln!(
-                "e2e: nginx and/or Caddy are missing: run `sudo apt-get update && sudo {cmd}` \
-                 (note: on a systemd machine the packages also start their services on port 80); \
-                 their columns are skipped"
-            );
-        }
-    }
-    wanted.into_iter().filter(|s| !missing(s)).collect()
 }
 
 fn bench(opts: &Opts) -> Result<(), String> {
@@ -602,166 +506,6 @@ impl Run<'_> {
         let mut t = self.target(s);
         run_workload(&self.exe, &mut t, w, rate, round, self.opts, self.pin)
     }
-}
-
-/// `clicks`, if `s` is clickedge (whose click log is checked against them at the end), else 0.
-fn clickedge_only(s: &Server, clicks: u64) -> u64 {
-    if s.name == "clickedge" { clicks } else { 0 }
-}
-
-/// Opens `n` idle h2 connections (one click each) and holds them; returns the server's RSS
-/// growth per 10 000 connections (KiB), the connections held, and the 302s received.
-fn hold_idle(
-    exe: &Path,
-    s: &mut Server,
-    urls: &Path,
-    roots: &Path,
-    n: usize,
-    pin: bool,
-) -> Result<(f64, u64, u64), String> {
-    eprintln!("e2e: {}: opening {n} idle TLS connections", s.name);
-    let before = s.proc.rss_kib();
-    let mut cmd = procs::pinned(pin.then_some(CLIENT_CORE), exe);
-    cmd.arg("loadgen")
-        .arg("--target")
-        .arg(s.https.to_string())
-        .arg("--urls-file")
-        .arg(urls)
-        .arg("--ca")
-        .arg(roots)
-        .args([
-            "--mode",
-            "hold",
-            "--http",
-            "2",
-            "--kx",
-            "x25519",
-            "--insecure-no-verify",
-            "-c",
-            "64",
-        ])
-        .args([
-            "--timeout",
-            "30s",
-            "--duration",
-            "120s",
-            "--no-progress",
-            "--json",
-        ])
-        .arg("--connections")
-        .arg(n.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    let dir = s
-        .proc
-        .log
-        .parent()
-        .map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let mut child = procs::Proc::spawn("loadgen (hold)", cmd, &dir.join("hold.log"))?;
-    let stdout = child.child().stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| {
-        format!(
-            "connections not all open within 120 s:\n{}",
-            child.log_tail()
-        )
-    })?;
-    // "holding N connections, K ok"
-    let nums: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let (held, ok) = match nums.as_slice() {
-        [h, k, ..] => (*h, *k),
-        _ => return Err(format!("unexpected line from the load generator: {line:?}")),
-    };
-    // Let the server finish its side of the last handshakes and requests.
-    std::thread::sleep(Duration::from_millis(500));
-    let during = s.proc.rss_kib();
-    child.stop(Duration::from_secs(5));
-    if held == 0 {
-        return Err("no connection held".into());
-    }
-    let per_10k = during.saturating_sub(before) as f64 * 10_000.0 / held as f64;
-    eprintln!(
-        "e2e: {}: {held} idle connections: RSS {:.1} → {:.1} MiB ({:.1} MiB per 10 000)",
-        s.name,
-        before as f64 / 1024.0,
-        during as f64 / 1024.0,
-        per_10k / 1024.0
-    );
-    Ok((per_10k, held, ok))
-}
-
-/// Polls clickedge's click log until it holds `sent` lines (or 20 s pass) and reads its metrics.
-fn check_clicks(
-    rt: &tokio::runtime::Runtime,
-    s: &Server,
-    sent: u64,
-    shipping: bool,
-) -> Result<String, String> {
-    let dir = s.data_dir.as_ref().expect("clickedge").join("clicks");
-    let lines = peers::wait_for_click_lines(&dir, sent);
-    let scrape = || {
-        rt.block_on(async {
-            let url = format!("http://{}/metrics", s.admin.expect("admin"));
-            match reqwest::get(&url).await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            }
-        })
-    };
-    let value = |metrics: &str, name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-            .map_or_else(|| "?".into(), |v| v.trim().to_owned())
-    };
-    // With a stream: how long after the last run the shipper takes to have every byte
-    // acknowledged (bounded: 120 s).
-    let drained = shipping.then(|| {
-        let start = Instant::now();
-        let mut last = scrape();
-        while value(&last, "clickedge_click_unshipped_bytes") != "0"
-            && start.elapsed() < Duration::from_secs(120)
-        {
-            std::thread::sleep(Duration::from_millis(100));
-            last = scrape();
-        }
-        (start.elapsed(), last)
-    });
-    let metrics = scrape();
-    let metric = |name: &str| value(&metrics, name);
-    let shipped = drained.map_or_else(String::new, |(waited, at_end)| {
-        format!(
-            "; shipping: unshipped bytes {} after waiting {:.1} s for the drain, \
-             clickedge_clicks_shipped_total {}, duplicates {}, errors {}",
-            value(&at_end, "clickedge_click_unshipped_bytes"),
-            waited.as_secs_f64(),
-            metric("clickedge_clicks_shipped_total"),
-            metric("clickedge_click_ship_duplicates_total"),
-            metric("clickedge_click_ship_errors_total"),
-        )
-    });
-    let verdict = if lines == sent {
-        "every click logged"
-    } else {
-        "MISMATCH"
-    };
-    Ok(format!(
-        "clickedge clicks: {sent} answered 302 to the load generator, {lines} lines in its click log ({verdict}); \
-         clickedge_clicks_dropped_total {}, clickedge_clicks_logged_total {}, requests_total{{outcome=\"redirect\"}} {}{shipped}",
-        metric("clickedge_clicks_dropped_total"),
-        metric("clickedge_clicks_logged_total"),
-        metric("clickedge_requests_total{outcome=\"redirect\"}"),
-    ))
 }
 
 /// `cargo test`: a quick functional pass against clickedge only (no peers, no pinning, no timing).

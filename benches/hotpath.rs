@@ -41,8 +41,15 @@ use clickedge::issuer::LocalCa;
 use clickedge::links::{self, KeyId, KeyRing, Link, LinkKey, SharedKeyRing, TokenError};
 use clickedge::metrics::Metrics;
 use clickedge::policy::Policy;
-use clickedge::rewrite::{self, Message, Minter, Place};
 use clickedge::store::{SqliteStore, Store as _};
+
+#[path = "hotpath/floor.rs"]
+mod floor;
+#[path = "hotpath/rewrite.rs"]
+mod rewrite_bench;
+
+use floor::bench_floor;
+use rewrite_bench::bench_rewrite;
 
 /// The binary's allocator, so allocation costs are the ones the edge pays.
 #[global_allocator]
@@ -496,82 +503,6 @@ fn bench_handler(c: &mut Criterion) {
     );
 }
 
-/// Seals a message's links with the bench ring, as the admin API does (one token per link).
-struct RingMinter<'a>(&'a KeyRing);
-
-impl Minter for RingMinter<'_> {
-    type Error = links::LinkError;
-    fn link(&mut self, url: &str, place: Place) -> Result<String, links::LinkError> {
-        let link = Link::new(url, vec![("c".into(), "spring".into())], 1_764_000_000)?
-            .with_context(links::MessageContext {
-                message: "msg-2025-11-24-0001".into(),
-                index: Some(place.index),
-                count: Some(place.count),
-                sent_at: Some(1_764_000_000),
-                role: Some(place.role),
-            })?;
-        Ok(format!(
-            "https://{DOMAIN}/c/{}",
-            links::seal(self.0, DOMAIN, &link)
-        ))
-    }
-    fn pixel(&mut self) -> Result<String, links::LinkError> {
-        Ok(format!("https://{DOMAIN}/o/pixel"))
-    }
-    fn is_edge_domain(&self, host: &str) -> bool {
-        host == DOMAIN
-    }
-    fn made_for_this_message(&self, _: &str) -> Option<rewrite::Made> {
-        None
-    }
-}
-
-const LOREM: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod \
-    tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud.";
-
-/// A newsletter of about 100 KB with 200 distinct links: table layout, inline styles, entities
-/// in hrefs and text, a plain-text part with the same links.
-fn newsletter() -> (String, String) {
-    let mut html = String::from(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><style>td{padding:0}</style></head>\
-         <body style=\"margin:0\"><table role=\"presentation\" width=\"100%\">",
-    );
-    let mut text = String::new();
-    for i in 0..200 {
-        let url =
-            format!("https://shop.example.com/item/{i}?utm_source=email&amp;utm_campaign=spring");
-        html.push_str(&format!(
-            "<tr><td class=\"item\" style=\"font-family:Arial,sans-serif;font-size:14px;color:#333\">\
-             <h2>Item {i} &mdash; Fr&uuml;hling</h2><p>{LOREM}</p>\
-             <a href=\"{url}\" style=\"color:#06c;text-decoration:none\">See item {i} &rarr;</a>\
-             </td></tr><tr><td height=\"16\" style=\"font-size:0;line-height:0\">&nbsp;</td></tr>"
-        ));
-        text.push_str(&format!("Item {i}\n{}\n\n", url.replace("&amp;", "&")));
-    }
-    html.push_str("</table></body></html>");
-    (html, text)
-}
-
-/// A whole message prepared: two lol_html passes, 200 links sealed, the text part linkified.
-fn bench_rewrite(c: &mut Criterion) {
-    let ring = ring();
-    let (html, text) = newsletter();
-    assert!((95_000..=110_000).contains(&html.len()), "{}", html.len());
-    let message = Message {
-        html: Some(&html),
-        text: Some(&text),
-        pixel: true,
-        decoy: true,
-    };
-    let out = rewrite::rewrite(message, &mut RingMinter(&ring)).unwrap();
-    assert_eq!(out.links.len(), 201);
-    let mut g = c.benchmark_group("rewrite");
-    g.bench_function("newsletter_100k_200_links", |b| {
-        b.iter(|| rewrite::rewrite(black_box(message), &mut RingMinter(&ring)))
-    });
-    g.finish();
-}
-
 /// Revisions go nowhere in the benchmark (plain links carry no message).
 struct NoRevisions;
 
@@ -618,154 +549,6 @@ fn bench_ja4(c: &mut Criterion) {
         b.iter(|| ja4::fingerprint(black_box(&hello)))
     });
     g.finish();
-}
-
-/// The floor under a new-connection click's handshake, on this machine: the server's key
-/// exchange (its key share and the shared secret, as rustls computes them), the ECDSA P-256
-/// signature of the CertificateVerify, and a whole TLS 1.3 server handshake in memory (rustls
-/// alone: no sockets, no HTTP), timed on the server's side only, for each key share a browser
-/// sends, with aws-lc's provider as rustls ships it and with the edge's (`_edge`). The client
-/// offers AES-128-GCM first, as browsers do.
-fn bench_floor(c: &mut Criterion) {
-    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider, kx_group};
-    use rustls::crypto::{CryptoProvider, SupportedKxGroup};
-    use rustls::pki_types::ServerName;
-
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (certs, domain, root) = warm_certs(&rt, dir.path());
-    let key = rt
-        .block_on(certs.resolve(&domain))
-        .expect("cached certificate");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
-            root.as_bytes(),
-        )
-    {
-        roots
-            .add(cert.expect("root PEM"))
-            .expect("root certificate");
-    }
-    let server = |provider: CryptoProvider| {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Fixed(key.clone())));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
-        Arc::new(config)
-    };
-    // aws-lc's provider as rustls ships it, and the edge's (its TLS 1.3 key schedule, `tls::hkdf`).
-    let servers = [
-        ("", server(default_provider())),
-        ("_edge", server(clickedge::tls::provider())),
-    ];
-    let client = |group: &'static dyn SupportedKxGroup| {
-        let provider = CryptoProvider {
-            kx_groups: vec![group],
-            cipher_suites: vec![
-                cipher_suite::TLS13_AES_128_GCM_SHA256,
-                cipher_suite::TLS13_AES_256_GCM_SHA384,
-            ],
-            ..default_provider()
-        };
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config.resumption = rustls::client::Resumption::disabled();
-        Arc::new(config)
-    };
-    let name = ServerName::try_from(DOMAIN).expect("server name");
-
-    let mut g = c.benchmark_group("floor");
-    for (label, group) in [
-        ("x25519", kx_group::X25519),
-        ("x25519mlkem768", kx_group::X25519MLKEM768),
-    ] {
-        let share = group.start().expect("client key share");
-        g.bench_function(format!("kx_{label}"), |b| {
-            b.iter(|| group.start_and_complete(black_box(share.pub_key())))
-        });
-        let client = client(group);
-        for (provider, server) in &servers {
-            g.bench_function(format!("handshake_{label}{provider}"), |b| {
-                b.iter_custom(|iters| {
-                    let mut server_time = Duration::ZERO;
-                    for _ in 0..iters {
-                        let mut c = rustls::ClientConnection::new(client.clone(), name.clone())
-                            .expect("client");
-                        let mut s = rustls::ServerConnection::new(server.clone()).expect("server");
-                        while c.is_handshaking() || s.is_handshaking() {
-                            let mut wire = Vec::new();
-                            c.write_tls(&mut wire).expect("client writes");
-                            let start = Instant::now();
-                            if !wire.is_empty() {
-                                s.read_tls(&mut &wire[..]).expect("server reads");
-                                s.process_new_packets().expect("server handshake");
-                            }
-                            wire.clear();
-                            s.write_tls(&mut wire).expect("server writes");
-                            server_time += start.elapsed();
-                            if !wire.is_empty() {
-                                c.read_tls(&mut &wire[..]).expect("client reads");
-                                c.process_new_packets().expect("client handshake");
-                            }
-                        }
-                    }
-                    server_time
-                })
-            });
-        }
-    }
-    // One HMAC-SHA256 tag from a key set up once, the key schedule's unit of work (about 23 per
-    // handshake): aws-lc's `HMAC_CTX`, and RustCrypto's `hmac` that `tls::hkdf` uses.
-    let (secret, info) = ([7u8; 32], [1u8; 48]);
-    let aws = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
-    g.bench_function("hmac_sha256_tag_aws_lc", |b| {
-        b.iter(|| {
-            let mut ctx = aws_lc_rs::hmac::Context::with_key(&aws);
-            ctx.update(black_box(&info));
-            ctx.sign()
-        })
-    });
-    let keyed = <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(&secret)
-        .expect("HMAC takes any key length");
-    g.bench_function("hmac_sha256_tag_rustcrypto", |b| {
-        b.iter(|| {
-            let mut mac = keyed.clone();
-            hmac::digest::Mac::update(&mut mac, black_box(&info));
-            hmac::digest::Mac::finalize(mac)
-        })
-    });
-    let signer = key
-        .key
-        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
-        .expect("an ECDSA P-256 key");
-    // What TLS 1.3 signs: 64 spaces, the context string, a zero byte and a SHA-256 hash.
-    let message = [0x20u8; 130];
-    g.bench_function("ecdsa_p256_sign", |b| {
-        b.iter(|| signer.sign(black_box(&message)))
-    });
-    g.finish();
-}
-
-/// The certificate the floor's server presents for every name.
-#[derive(Debug)]
-struct Fixed(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::server::ResolvesServerCert for Fixed {
-    fn resolve(
-        &self,
-        _: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
 }
 
 /// The groups, in a private module: `criterion_group!` defines a `pub fn` it cannot document.

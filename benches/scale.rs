@@ -28,6 +28,8 @@
 #[path = "support/client.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod client;
+#[path = "scale/edge.rs"]
+mod edge;
 #[path = "support/hist.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod hist;
@@ -43,6 +45,8 @@ mod procs;
 #[path = "support/shares.rs"]
 #[allow(dead_code)] // shared with the e2e bench, which uses other parts
 mod shares;
+#[path = "scale/table.rs"]
+mod table;
 #[path = "support/targets.rs"]
 #[allow(dead_code)] // shared with the loadgen bench
 mod targets;
@@ -53,8 +57,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 
+use edge::{Edge, timed};
 use loadgen::{LoadArgs, Summary};
 use peers::Server;
+use table::print_table;
 use targets::Admin;
 
 /// The server's core and the client's (this process).
@@ -236,101 +242,6 @@ fn pin_self(core: usize) -> bool {
         .stdout(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// clickedge with its admin client.
-struct Edge {
-    server: Server,
-    admin: Admin,
-    data: PathBuf,
-}
-
-impl Edge {
-    fn start(dir: &Path, pin: bool) -> Result<Edge, String> {
-        let server = peers::clickedge(
-            env!("CARGO_BIN_EXE_clickedge"),
-            dir,
-            pin.then_some(SERVER_CORE),
-        )?;
-        let data = server.data_dir.clone().ok_or("clickedge has no data dir")?;
-        let token = std::fs::read_to_string(data.join("admin-token"))
-            .map_err(|e| format!("reading clickedge's admin token: {e}"))?;
-        let admin_addr = server.admin.ok_or("clickedge has no admin address")?;
-        Ok(Edge {
-            admin: Admin::new(&format!("http://{admin_addr}"), &token),
-            server,
-            data,
-        })
-    }
-
-    fn https(&self) -> SocketAddr {
-        self.server.https
-    }
-
-    /// `/metrics`, as text.
-    async fn metrics(&self) -> Result<String, String> {
-        let url = format!(
-            "http://{}/metrics",
-            self.server.admin.unwrap_or(self.https())
-        );
-        let res = reqwest::get(&url)
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        res.text().await.map_err(|e| format!("GET {url}: {e}"))
-    }
-
-    async fn lookups(&self) -> Result<Lookups, String> {
-        let text = self.metrics().await?;
-        let value = |result: &str| -> Result<u64, String> {
-            let key = format!("clickedge_certificate_lookups_total{{result=\"{result}\"}} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(&key))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .map(|v| v as u64)
-                .ok_or_else(|| format!("no {key}in clickedge's /metrics"))
-        };
-        Ok(Lookups {
-            hit: value("hit")?,
-            miss: value("miss")?,
-        })
-    }
-
-    /// Fails with the tail of clickedge's log if it is no longer running.
-    fn check_alive(&mut self) -> Result<(), String> {
-        if self.server.proc.alive() {
-            Ok(())
-        } else {
-            Err(format!(
-                "clickedge exited:\n{}",
-                self.server.proc.log_tail()
-            ))
-        }
-    }
-
-    /// RSS after `settle`.
-    fn rss_settled(&self, settle: Duration) -> u64 {
-        std::thread::sleep(settle);
-        self.server.proc.rss_kib()
-    }
-}
-
-/// Runs `f` and measures the wall time, clickedge's CPU and the client core's busy share.
-fn timed<T>(edge: &Edge, f: impl FnOnce() -> Result<T, String>) -> Result<(T, Timed), String> {
-    let tck = procs::clock_ticks();
-    let cpu0 = edge.server.proc.cpu(tck);
-    let (busy0, total0) = procs::core_ticks(CLIENT_CORE);
-    let t0 = Instant::now();
-    let out = f()?;
-    let wall_s = t0.elapsed().as_secs_f64();
-    let (busy1, total1) = procs::core_ticks(CLIENT_CORE);
-    Ok((
-        out,
-        Timed {
-            wall_s,
-            server_cpu_s: (edge.server.proc.cpu(tck) - cpu0).total(),
-            client_busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64,
-        },
-    ))
 }
 
 /// Runs `jobs` admin calls, `ADMIN_CONCURRENCY` at a time, stopping at the first failure.
@@ -630,210 +541,6 @@ fn dir_bytes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1}", kib as f64 / 1024.0)
-}
-
-/// Thousands separated by a space, as in BENCHMARKS.md.
-fn count(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn print_table(p: &Params, r: &Report) {
-    let per_s = |n: usize, t: &Timed| format!("{:.0}/s", n as f64 / t.wall_s.max(1e-9));
-    let cpu_us = |n: u64, t: &Timed| format!("{:.0}", t.server_cpu_s * 1e6 / n.max(1) as f64);
-    let (n, h) = (p.domains, p.hot);
-    let mut rows: Vec<(String, String)> = vec![
-        (
-            format!(
-                "register {} domains (admin API, {ADMIN_CONCURRENCY} in flight)",
-                count(n as u64)
-            ),
-            format!("{:.1} s, {}", r.register.wall_s, per_s(n, &r.register)),
-        ),
-        (
-            format!(
-                "issue {} certificates, one handshake each, {} in flight",
-                count(r.issued),
-                p.concurrency
-            ),
-            format!(
-                "{:.1} s, {}, {} µs server CPU each",
-                r.issue.wall_s,
-                per_s(n, &r.issue),
-                cpu_us(r.issued, &r.issue)
-            ),
-        ),
-        (
-            format!("RSS after issuing (all {} in memory)", count(n as u64)),
-            format!("{} MiB", mib(r.rss_issued_kib)),
-        ),
-        (
-            format!("mint {} links (admin API, 8 in flight)", count(h as u64)),
-            format!("{:.1} s, {}", r.mint.wall_s, per_s(h, &r.mint)),
-        ),
-        (
-            "data dir on disk (store and WAL)".into(),
-            format!("{} MiB", mib(r.store_bytes / 1024)),
-        ),
-        (
-            format!(
-                "restart with {} domains: start to /healthz",
-                count(n as u64)
-            ),
-            format!("{:.2} s", r.restart_s),
-        ),
-        (
-            "RSS at rest after the restart (cache empty)".into(),
-            format!("{} MiB", mib(r.rss_rest_kib)),
-        ),
-        (
-            format!(
-                "first click on each of {} hot domains (cold: store loads)",
-                count(h as u64)
-            ),
-            format!(
-                "{:.1} s, {}, {} µs server CPU each",
-                r.first_pass.wall_s,
-                per_s(h, &r.first_pass),
-                cpu_us(h as u64, &r.first_pass)
-            ),
-        ),
-        (
-            "  certificate lookups hit / miss".into(),
-            format!(
-                "{} / {}",
-                count(r.first_pass_lookups.hit),
-                count(r.first_pass_lookups.miss)
-            ),
-        ),
-    ];
-    if let Some(s) = &r.run_summary {
-        rows.extend([
-            (
-                format!(
-                    "new-connection clicks over {} hot domains, {:.0} s, {} in flight",
-                    count(h as u64),
-                    p.duration.as_secs_f64(),
-                    p.concurrency
-                ),
-                format!(
-                    "{} clicks, {:.0}/s, {} µs server CPU each",
-                    count(s.ok),
-                    s.rate,
-                    cpu_us(s.ok, &r.run)
-                ),
-            ),
-            (
-                "  server core busy / client core busy".into(),
-                format!(
-                    "{:.0}% / {:.0}%",
-                    100.0 * r.run.server_cpu_s / r.run.wall_s.max(1e-9),
-                    100.0 * r.run.client_busy
-                ),
-            ),
-            (
-                "  latency p50 / p99".into(),
-                format!("{:.2} / {:.2} ms", s.latency_ms.p50, s.latency_ms.p99),
-            ),
-            (
-                "  certificate lookups hit / miss (hit rate)".into(),
-                format!(
-                    "{} / {} ({:.2}%)",
-                    count(r.run_lookups.hit),
-                    count(r.run_lookups.miss),
-                    100.0 * r.run_lookups.rate()
-                ),
-            ),
-        ]);
-        let since = Lookups {
-            hit: r.first_pass_lookups.hit + r.run_lookups.hit,
-            miss: r.first_pass_lookups.miss + r.run_lookups.miss,
-        };
-        rows.push((
-            "  hit rate since the restart (first clicks included)".into(),
-            format!("{:.2}%", 100.0 * since.rate()),
-        ));
-    }
-    rows.push((
-        format!(
-            "RSS with the {} hot certificates in memory",
-            count(h as u64)
-        ),
-        format!(
-            "{} MiB (+{} MiB over rest)",
-            mib(r.rss_hot_kib),
-            mib(r.rss_hot_kib.saturating_sub(r.rss_rest_kib))
-        ),
-    ));
-    if let Some((t, l, rss)) = &r.touch {
-        let more = n.saturating_sub(h).max(1) as f64;
-        rows.extend([
-            (
-                format!("one handshake to each of {} domains", count(n as u64)),
-                format!(
-                    "{:.1} s, {}, lookups hit / miss {} / {}",
-                    t.wall_s,
-                    per_s(n, t),
-                    count(l.hit),
-                    count(l.miss)
-                ),
-            ),
-            (
-                format!("RSS with all {} certificates in memory", count(n as u64)),
-                format!("{} MiB", mib(*rss)),
-            ),
-            (
-                "  memory per cached certificate".into(),
-                format!("{:.1} KiB", rss.saturating_sub(r.rss_hot_kib) as f64 / more),
-            ),
-        ]);
-    }
-    rows.extend([
-        (
-            "failed or unexpected answers, all phases".into(),
-            count(r.failures),
-        ),
-        (
-            "clicks answered 302 / lines in the click log".into(),
-            format!(
-                "{} / {} ({}), clicks_dropped_total {}",
-                count(r.clicks_sent),
-                count(r.clicks_logged),
-                if r.clicks_sent == r.clicks_logged {
-                    "every click logged"
-                } else {
-                    "MISMATCH"
-                },
-                r.dropped
-            ),
-        ),
-    ]);
-    println!();
-    println!(
-        "clickedge scale: {} registered domains, {} hot; server on core {SERVER_CORE}, client on core {CLIENT_CORE}{}; {}",
-        count(n as u64),
-        count(h as u64),
-        if p.pin { "" } else { " (NOT pinned)" },
-        procs::cpu_model()
-    );
-    println!();
-    println!("| | |");
-    println!("| --- | ---: |");
-    for (k, v) in rows {
-        println!("| {k} | {v} |");
-    }
-    println!();
 }
 
 /// `cargo test`: the same phases with tiny numbers, not pinned; checks outcomes, not timing.
