@@ -134,9 +134,10 @@ impl HttpClient for AcmeHttp {
                     .map_err(instant_acme::Error::Other)?;
                 Ok::<_, instant_acme::Error>((rsp.parts, body))
             };
-            let (parts, body) = tokio::time::timeout(timeout, whole)
+            let (mut parts, body) = tokio::time::timeout(timeout, whole)
                 .await
                 .map_err(|_| instant_acme::Error::Other(Box::new(NoAnswer(timeout))))??;
+            bound_retry_after(&mut parts.headers);
             let status = parts.status.as_u16();
             if (status == 429 || status == 503)
                 && let Some(until) = retry_after(&parts.headers, clock.now())
@@ -167,8 +168,13 @@ impl HttpClient for AcmeHttp {
 /// overflow it.
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// `Retry-After` as seconds after `now` or an HTTP date (RFC 9110 §10.2.3), at most
-/// [`LONGEST_RETRY_AFTER`] ahead.
+/// The shortest pause a CA's rate limit is taken to ask for: a `Retry-After` of 0, or a date
+/// this node's clock has passed already (a skewed clock), would otherwise pause nothing, and
+/// every handshake would order again straight into the same limit.
+const SHORTEST_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// `Retry-After` as seconds after `now` or an HTTP date (RFC 9110 §10.2.3), at least
+/// [`SHORTEST_RETRY_AFTER`] and at most [`LONGEST_RETRY_AFTER`] ahead.
 fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<SystemTime> {
     let value = headers
         .get(http::header::RETRY_AFTER)?
@@ -180,7 +186,22 @@ fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<SystemTime>
         Ok(secs) => now.checked_add(Duration::from_secs(secs)).unwrap_or(latest),
         Err(_) => httpdate::parse_http_date(value).ok()?,
     };
-    Some(until.min(latest))
+    Some(until.clamp(now + SHORTEST_RETRY_AFTER, latest))
+}
+
+/// Caps a `Retry-After` in seconds at [`LONGEST_RETRY_AFTER`], in place, on every answer:
+/// instant-acme adds the seconds to the clock wherever it reads one (renewal information, an
+/// order polled), and a number too large for the clock would panic there.
+fn bound_retry_after(headers: &mut http::HeaderMap) {
+    let longest = LONGEST_RETRY_AFTER.as_secs();
+    let too_far = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|secs| secs > longest);
+    if too_far {
+        headers.insert(http::header::RETRY_AFTER, longest.into());
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +425,51 @@ mod tests {
         ] {
             h.insert(http::header::RETRY_AFTER, far.parse().unwrap());
             assert_eq!(retry_after(&h, now), Some(week), "{far}");
+        }
+    }
+
+    /// A pause of nothing (0 s, or a date the clock has passed) is taken as a minute: the
+    /// limit's next order would otherwise go out at once, into the same limit.
+    #[test]
+    fn retry_after_pauses_at_least_a_minute() {
+        let now = from_unix_secs(1_800_000_000);
+        let mut h = http::HeaderMap::new();
+        for soon in ["0", "30", "Thu, 01 Jan 2015 00:00:00 GMT"] {
+            h.insert(http::header::RETRY_AFTER, soon.parse().unwrap());
+            assert_eq!(
+                retry_after(&h, now),
+                Some(now + SHORTEST_RETRY_AFTER),
+                "{soon}"
+            );
+        }
+    }
+
+    /// Any answer's `Retry-After` in seconds reaches instant-acme capped at 7 days (it adds
+    /// the seconds to the clock for renewal information and polled orders, and panicked on a
+    /// number the clock cannot hold); a date, or a smaller number, reaches it as sent.
+    #[tokio::test]
+    async fn a_retry_after_past_the_clock_reaches_instant_acme_capped() {
+        for (sent, seen) in [
+            ("18446744073709551615", "604800"),
+            ("120", "120"),
+            (
+                "Sun, 17 Jan 2027 08:00:00 GMT",
+                "Sun, 17 Jan 2027 08:00:00 GMT",
+            ),
+        ] {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nretry-after: {sent}\r\ncontent-length: 2\r\n\r\n{{}}"
+            );
+            let (ca, port) = ca_answering(answer.into_bytes(), || {}).await;
+            let (http, req, _dir) = client(&ca.cert, port, REQUEST_TIMEOUT);
+            let rsp = HttpClient::request(&http, req).await.unwrap();
+            assert_eq!(
+                rsp.parts.headers[http::header::RETRY_AFTER]
+                    .to_str()
+                    .unwrap(),
+                seen,
+                "{sent}"
+            );
         }
     }
 }
