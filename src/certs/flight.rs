@@ -118,8 +118,13 @@ impl Drop for Landing {
         if self.tx.is_some() {
             // A panic says so itself; at shutdown every flight in the air ends this way.
             tracing::warn!(domain = %self.name, "a certificate flight ended without landing (a panic, or the edge stopping); after a panic the name backs off as after a failed order");
-            if std::thread::panicking() && self.kind == Flight::Obtain {
-                self.back_off_after_panic();
+            if std::thread::panicking() {
+                match self.kind {
+                    Flight::Obtain => self.back_off_after_panic(),
+                    // The schedule let go of the name when the renewal started: without it,
+                    // nothing would check the name again, and its certificate would expire.
+                    Flight::Renew => self.certs.check_again(&self.name),
+                }
             }
             self.land_once(Err(CertError::unavailable(
                 &self.name,
@@ -131,14 +136,15 @@ impl Drop for Landing {
 
 impl Certs {
     /// Joins the flight for `name`, starting one if none is in the air. A renewal that joins a
-    /// handshake's flight keeps the name scheduled: that flight checks no renewal, and may
-    /// schedule none (its store read failed, the mirror answered).
+    /// running flight keeps the name scheduled: a handshake's flight checks no renewal, and may
+    /// schedule none (its store read failed, the mirror answered); a renewal in the air may have
+    /// scheduled its retry already, the very entry that started this one.
     pub(super) fn fly(self: &Arc<Self>, name: &Domain, kind: Flight) -> watch::Receiver<Outcome> {
         let mut inflight = lock(&self.inflight);
-        if let Some((running, rx)) = inflight.get(name) {
-            let (running, rx) = (*running, rx.clone());
+        if let Some((_, rx)) = inflight.get(name) {
+            let rx = rx.clone();
             drop(inflight);
-            if kind == Flight::Renew && running != Flight::Renew {
+            if kind == Flight::Renew {
                 self.check_again(name);
             }
             return rx;

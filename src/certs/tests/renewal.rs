@@ -291,6 +291,69 @@ async fn a_renewal_due_during_a_handshakes_flight_stays_scheduled() {
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 2, "renewed");
 }
 
+/// A renewal whose flight panics leaves the name scheduled (the schedule let go of it when the
+/// renewal started): it is checked again later rather than never, to expire unrenewed.
+#[tokio::test]
+async fn a_renewal_that_panics_is_checked_again() {
+    let DueForRenewal {
+        wall,
+        issuer,
+        certs,
+        name,
+        _dir,
+        ..
+    } = due_for_renewal().await;
+    certs.schedule_at(&name, wall.clock().now());
+    issuer.panic_once.store(true, Ordering::SeqCst);
+    certs.start_due_renewals();
+    assert!(!lock(&certs.schedule).by_name.contains_key(&name));
+    // Waited for without joining the flight (a renewal that joins keeps the name scheduled).
+    while certs.renewing(&name) {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "it ordered, and panicked"
+    );
+    let check_again = Duration::from_secs(5 * 60);
+    assert_eq!(
+        lock(&certs.schedule).by_name.get(&name).copied(),
+        Some(wall.clock().now() + check_again)
+    );
+    wall.advance(check_again);
+    certs.start_due_renewals();
+    let mut renewal = certs.fly(&name, Flight::Renew);
+    renewal.wait_for(Option::is_some).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 3, "renewed");
+}
+
+/// A renewal that comes due while the name's renewal is still in the air (it scheduled its
+/// retry and woke the schedule before landing) joins it, and keeps the name scheduled: the
+/// entry that started it was that retry.
+#[tokio::test]
+async fn a_renewal_joining_a_renewal_in_the_air_keeps_the_name_scheduled() {
+    let DueForRenewal {
+        wall,
+        issuer,
+        certs,
+        name,
+        _dir,
+        ..
+    } = due_for_renewal().await;
+    issuer.stall_renewals.store(true, Ordering::SeqCst);
+    let _running = certs.fly(&name, Flight::Renew);
+    while issuer.calls.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    certs.schedule_at(&name, wall.clock().now());
+    certs.start_due_renewals();
+    assert!(
+        lock(&certs.schedule).by_name.contains_key(&name),
+        "scheduled again"
+    );
+}
+
 /// A due renewal that finds the name's lease held says whose it is: this node's own (an
 /// earlier attempt whose lease has not expired) is not "another node".
 #[tokio::test]
