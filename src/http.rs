@@ -205,9 +205,10 @@ impl<V: VerdictStage> Edge<V> {
             return text(StatusCode::URI_TOO_LONG, "URI too long\n");
         }
         let host = request_host(&req);
-        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without one. Looked
-        // for only when no host was found, so a click pays nothing for it.
-        if host.is_none()
+        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without one, its
+        // target in absolute form (`GET https://name/…`) too. Looked for only when no host was
+        // found or the target names one, so a click pays nothing for it.
+        if (host.is_none() || req.uri().authority().is_some())
             && req.version() == http::Version::HTTP_11
             && !req.headers().contains_key(header::HOST)
         {

@@ -402,6 +402,11 @@ async fn an_http_1_1_request_without_host_is_a_400_and_logs_no_click() {
     no_host.headers_mut().remove(header::HOST);
     let res = edge.handle(&conn("203.0.113.7:50000"), no_host).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // The target in absolute form names the host, and still needs the header.
+    let mut absolute = get(&format!("https://{DOMAIN}{path}"), "Firefox/140.0");
+    absolute.headers_mut().remove(header::HOST);
+    let res = edge.handle(&conn("203.0.113.7:50000"), absolute).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     // HTTP/1.0 had no Host to require: served under the connection's name.
     let mut old = get(&path, "Firefox/140.0");
     old.headers_mut().remove(header::HOST);
