@@ -331,9 +331,11 @@ impl FileSink {
             retention::DeleteError::Io { path, source } => WriteError::Delete { path, source },
             retention::DeleteError::Unshipped { path } => WriteError::Unshipped { path },
         };
-        self.retention
-            .expire(self.clock.now(), &self.metrics)
-            .map_err(deleting)?;
+        // A file past its age that cannot be deleted fails no write (only the cap can): the
+        // sweep (`tick`) says so, once per sweep rather than once per write.
+        if let Err(e) = self.retention.expire(self.clock.now(), &self.metrics) {
+            tracing::debug!(error = %errors::chain(&e), "deleting click files past clicks.retention");
+        }
         let open = self.file.as_ref().map_or(0, |f| f.bytes);
         if self
             .retention

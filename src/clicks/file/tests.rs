@@ -455,6 +455,39 @@ fn retention_counts_a_files_age_from_its_last_write() {
     assert_eq!(kept, ["b".repeat(20)]);
 }
 
+/// A file past `clicks.retention` that cannot be deleted (here a directory in its place; in
+/// life an immutable file, or one in a sticky directory owned by someone else) fails no write:
+/// only the size cap can.
+#[test]
+fn a_file_past_retention_that_cannot_be_deleted_fails_no_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(crate::clock::from_unix_secs(1_000_000));
+    let day = Duration::from_secs(86_400);
+    let mut sink = FileSink::open(
+        FileSinkConfig {
+            max_file_bytes: 1,
+            max_age: Some(30 * day),
+            ..file_config(dir.path())
+        },
+        Metrics::unregistered(),
+        clock.clock(),
+    )
+    .unwrap();
+    sink.write(&Batch::new(b"{\"url\":\"a\"}\n", 1, false))
+        .unwrap();
+    sink.write(&Batch::new(b"{\"url\":\"b\"}\n", 1, false))
+        .unwrap();
+    let first = dir.path().join(&closed_files(dir.path())[0]);
+    std::fs::remove_file(&first).unwrap();
+    std::fs::create_dir(&first).unwrap();
+    std::fs::write(first.join("held"), b"").unwrap();
+    clock.advance(40 * day);
+    sink.write(&Batch::new(b"{\"url\":\"c\"}\n", 1, false))
+        .unwrap();
+    assert!(first.is_dir(), "still there, and the write went on");
+    sink.close();
+}
+
 #[test]
 fn retention_deletes_files_past_it_while_no_click_comes() {
     let dir = tempfile::tempdir().unwrap();
