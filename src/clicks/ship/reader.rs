@@ -199,13 +199,22 @@ impl Reader {
         }
     }
 
-    /// Moves the position to the start of the first click file after its file, as a listing
-    /// taken now shows it: not the listing that showed the file finished or gone, which may
-    /// miss a file being renamed while it was read (under neither name), and skip it. That
-    /// rename is over by now. Whether it moved: it stays put when there is none (yet).
+    /// Moves the position to the start of the first click file after its file, as listings
+    /// taken now show it: not the listing that showed the file finished or gone. A listing read
+    /// while a file is renamed (closed) may miss it under both names, and skip it; its rename
+    /// is over before the next listing begins, so the first file after the position in either
+    /// of two listings is the next one. Whether it moved: it stays put when there is none (yet).
     fn move_on(&mut self, list: &mut impl FnMut(&Path) -> io::Result<Listing>) -> io::Result<bool> {
-        let (files, _) = list(&self.dir)?;
-        let Some(next) = files.into_iter().find(|f| *f > self.pos.file) else {
+        let mut next: Option<String> = None;
+        for _ in 0..2 {
+            let (files, _) = list(&self.dir)?;
+            let first = files.into_iter().find(|f| *f > self.pos.file);
+            next = match (next, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let Some(next) = next else {
             return Ok(false);
         };
         self.seek(Position {

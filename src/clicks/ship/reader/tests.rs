@@ -355,6 +355,36 @@ fn a_file_missing_from_the_listing_that_finished_the_one_before_is_not_jumped() 
     );
 }
 
+/// The listing the reader moves on by may itself be read while the next file is renamed, and
+/// miss it: a second listing, taken after, shows it, and the reader does not jump past it.
+#[test]
+fn a_file_missing_from_the_listing_the_reader_moves_on_by_is_not_jumped() {
+    const C: &str = "clicks-20251124T180000.000Z.jsonl";
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), A, "a1\n");
+    append(dir.path(), B, "b1\n");
+    append(dir.path(), C, "c1\n");
+    let at_end_of_a = Position {
+        file: A.into(),
+        offset: 3,
+    };
+    let mut r = Reader::new(dir.path(), at_end_of_a, 1 << 20);
+    let mut calls = 0;
+    // The first listing finds A finished; the second, the reader's first to move on by, is
+    // read during B's rename.
+    let listing = move |dir: &Path| {
+        calls += 1;
+        let (mut files, strays) = list(dir)?;
+        if calls == 2 {
+            files.retain(|f| f != B);
+        }
+        Ok((files, strays))
+    };
+    let chunk = r.next_chunk_listing(listing).unwrap();
+    assert_eq!(text(chunk).as_deref(), Some("b1\n"));
+    assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("c1\n"));
+}
+
 /// A checkpoint at the end of a finished file ([`Position::END`]) goes on with the next file,
 /// whether the file is still there or retention deleted it: nothing skipped, nothing warned.
 #[test]
