@@ -300,7 +300,21 @@ impl Certs {
                     Err(IssueOutcome::Failed(not_before)) => {
                         return Err(backing_off(name, not_before));
                     }
-                    Err(IssueOutcome::Unusable(e)) => return Err(CertError::unavailable(name, e)),
+                    // Issued but not usable, or not stored: a failure of the edge's own, backed
+                    // off like any other, or each next handshake would order (and get) another.
+                    Err(IssueOutcome::Unusable(e)) => {
+                        let cause = IssueFailure {
+                            kind: FailureKind::Local,
+                            detail: format!(
+                                "the certificate the CA issued could not be used or stored: {}",
+                                error_chain(&e)
+                            ),
+                        };
+                        let now = self.clock.now();
+                        let not_before = self.backoff.failed(name, cause, now, None, None).await;
+                        tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "certificate issuance failed");
+                        return Err(CertError::unavailable(name, e));
+                    }
                     // Removed while its order ran: nothing was stored, nothing more to do.
                     Err(IssueOutcome::Superseded) if !self.policy.is_registered(name.as_str()) => {
                         return Err(CertError::NotServed(name.clone()));

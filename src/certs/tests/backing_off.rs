@@ -208,3 +208,29 @@ async fn a_name_ask_approved_whose_orders_fail_backs_off_like_a_registered_one()
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 2, "still backing off");
     assert_eq!(server.hits(), 1, "asked once, at the first handshake");
 }
+
+/// A first certificate the CA issued that cannot be used (or stored) backs the name off as a
+/// failure of the edge's own: the next handshake does not order (and get) another.
+#[tokio::test]
+async fn an_issued_certificate_that_cannot_be_used_backs_the_name_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, certs, name) = registered(dir.path()).await;
+    issuer.unusable.store(true, Ordering::SeqCst);
+    let failed = certs.resolve(&name).await.map(|_| ());
+    assert!(
+        matches!(&failed, Err(CertError::Unavailable { .. })),
+        "{failed:?}"
+    );
+    let recorded = record(&store, &name).await;
+    assert_eq!(
+        recorded.last_error.map(|e| e.kind),
+        Some(FailureKind::Local)
+    );
+    assert_eq!(recorded.failures, 1);
+    let again = certs.resolve(&name).await.map(|_| ());
+    assert!(
+        matches!(&again, Err(CertError::BackingOff { .. })),
+        "{again:?}"
+    );
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1, "no second order");
+}
