@@ -211,13 +211,16 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
     /// first one), so a fenced writer with an older fence still cannot replace it.
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError>;
     /// Stores the certificate of a domain obtained under the lease `fence`, guarded in the same
-    /// statement: it never replaces a certificate that expires later, or one written with a
-    /// higher fence (an equal expiry is a reissue, and is replaced), and writes nothing for a
-    /// name no longer registered (removed while its order ran). Returns whether it wrote.
+    /// statement: it never replaces a certificate issued later (a later `not_before`), or one
+    /// written with a higher fence (one issued at the same time is a reissue, and is replaced),
+    /// and writes nothing for a name no longer registered (removed while its order ran).
+    /// Returns whether it wrote. Issuance orders certificates, not expiry: a renewal the CA
+    /// issues with a shorter lifetime (an early renewal its renewal information asked for, a
+    /// CA shortening lifetimes) replaces the one it renews.
     ///
     /// PostgreSQL: `INSERT INTO certificates (…, fence) SELECT …, $fence FROM domains WHERE name
-    /// = $1 FOR SHARE ON CONFLICT (domain) DO UPDATE SET … WHERE certificates.not_after <=
-    /// EXCLUDED.not_after AND certificates.fence <= EXCLUDED.fence` (one row affected: written).
+    /// = $1 FOR SHARE ON CONFLICT (domain) DO UPDATE SET … WHERE certificates.not_before <=
+    /// EXCLUDED.not_before AND certificates.fence <= EXCLUDED.fence` (one row affected: written).
     async fn put_certificate_fenced(
         &self,
         name: &Domain,

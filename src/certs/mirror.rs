@@ -5,10 +5,10 @@
 //! One SQLite file under the data dir ([`MIRROR_FILE`], mode 0600), one row per name. The whole
 //! certificate (issuer, chain, private key, validity) is one value sealed with the cluster's seal
 //! key and bound to its name (`cert-mirror:<domain>`): no private key is on disk in the clear,
-//! and a row altered, or moved to another name, does not open. Its expiry is kept beside it in
-//! the clear only to guard writes: a row is replaced by a certificate expiring as late or later,
-//! never by one expiring earlier (the store's own guard), so a start-up copy that read a row
-//! before a renewal never undoes the renewal.
+//! and a row altered, or moved to another name, does not open. Its validity is kept beside it
+//! in the clear only to guard writes: a row is replaced by a certificate issued at the same time
+//! or later, never by one issued earlier (the store's own guard, whatever each expires), so a
+//! start-up copy that read a row before a renewal never undoes the renewal.
 //!
 //! SQLite rather than a file per certificate: 100 000 certificates are 200 batched
 //! transactions rather than 100 000 files written, synced and renamed, a replace is atomic, and
@@ -128,10 +128,26 @@ impl CertMirror {
                  domain TEXT PRIMARY KEY,
                  not_after INTEGER NOT NULL,
                  sealed BLOB NOT NULL,
-                 generation INTEGER NOT NULL
+                 generation INTEGER NOT NULL,
+                 not_before INTEGER NOT NULL DEFAULT 0
              );",
         )
         .map_err(db("creating the table"))?;
+        // A mirror made before rows were ordered by issuance: its rows read as issued at the
+        // epoch, so the next copy of each replaces it.
+        let ordered: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('certificates') WHERE name = 'not_before'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(db("reading the table's columns"))?;
+        if !ordered {
+            conn.execute_batch(
+                "ALTER TABLE certificates ADD COLUMN not_before INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(db("adding the issue time"))?;
+        }
         let (rows, generation): (i64, i64) = conn
             .query_row(
                 "SELECT COUNT(*), COALESCE(MAX(generation), 0) FROM certificates",
@@ -156,12 +172,12 @@ impl CertMirror {
         self
     }
 
-    /// Copies `name`'s certificate, unless the copy already expires later; whether it wrote.
+    /// Copies `name`'s certificate, unless the copy is of one issued later; whether it wrote.
     pub async fn put(&self, name: &Domain, cert: &StoredCert) -> Result<bool, MirrorError> {
         Ok(self.put_all(vec![(name.clone(), cert.clone())]).await? == 1)
     }
 
-    /// Copies certificates in one transaction, each unless its copy already expires later; how
+    /// Copies certificates in one transaction, each unless its copy is of one issued later; how
     /// many were written.
     pub async fn put_all(&self, certs: Vec<(Domain, StoredCert)>) -> Result<usize, MirrorError> {
         let seal = self.seal.clone();
@@ -180,11 +196,14 @@ impl CertMirror {
                 {
                     continue;
                 }
-                let not_after = secs(unix_secs(cert.not_after));
+                let (not_before, not_after) = (
+                    secs(unix_secs(cert.not_before)),
+                    secs(unix_secs(cert.not_after)),
+                );
                 let sealed = seal_row(&seal, name, cert)?;
                 let before: Option<i64> = tx
                     .query_row(
-                        "SELECT not_after FROM certificates WHERE domain = ?1",
+                        "SELECT not_before FROM certificates WHERE domain = ?1",
                         [name.as_str()],
                         |r| r.get(0),
                     )
@@ -192,13 +211,15 @@ impl CertMirror {
                     .map_err(db("reading"))?;
                 // The stamp is renewed either way: the store holds the name.
                 tx.execute(
-                    "INSERT INTO certificates (domain, not_after, sealed, generation)
-                     VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO certificates (domain, not_before, not_after, sealed, generation)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(domain) DO UPDATE SET generation = excluded.generation,
-                         sealed = CASE WHEN excluded.not_after >= certificates.not_after
+                         sealed = CASE WHEN excluded.not_before >= certificates.not_before
                              THEN excluded.sealed ELSE certificates.sealed END,
-                         not_after = MAX(excluded.not_after, certificates.not_after)",
-                    params![name.as_str(), not_after, sealed, generation],
+                         not_after = CASE WHEN excluded.not_before >= certificates.not_before
+                             THEN excluded.not_after ELSE certificates.not_after END,
+                         not_before = MAX(excluded.not_before, certificates.not_before)",
+                    params![name.as_str(), not_before, not_after, sealed, generation],
                 )
                 .map_err(db("writing"))?;
                 match before {
@@ -206,7 +227,7 @@ impl CertMirror {
                         added += 1;
                         written += 1;
                     }
-                    Some(old) if not_after >= old => written += 1,
+                    Some(old) if not_before >= old => written += 1,
                     Some(_) => {}
                 }
             }

@@ -241,7 +241,7 @@ impl Certs {
             .certificate(name)
             .await
             .map_err(|e| CertError::unavailable(name, e))?;
-        if let Some(latest) = latest.filter(|l| l.not_after > current.not_after) {
+        if let Some(latest) = latest.filter(|l| l.not_before > current.not_before) {
             claim.release(false).await;
             tracing::info!(domain = %name, not_after = %rfc3339(latest.not_after), "already renewed by another node");
             self.schedule_by_lifetime(name, &latest);

@@ -69,7 +69,7 @@ macro_rules! store_conformance_tests {
             a_lease_extends_only_under_its_fence_while_unexpired,
             the_order_url_is_kept_across_release_and_takeover,
             a_stale_fence_cannot_release_extend_or_keep_an_order,
-            fenced_writes_never_replace_a_later_expiry_or_a_higher_fence,
+            fenced_writes_never_replace_a_later_issue_or_a_higher_fence,
             the_order_budget_is_a_gcra_bucket,
             concurrent_takes_never_exceed_the_budget,
             a_pause_stops_orders_until_it_ends,

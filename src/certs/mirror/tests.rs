@@ -1,5 +1,5 @@
 //! The mirror over a real SQLite file: rows round-trip sealed, are replaced only by
-//! certificates expiring as late or later, are deleted, survive a reopen, and a row altered or
+//! certificates issued as late or later, are deleted, survive a reopen, and a row altered or
 //! moved does not open. The start-up fill copies a store and sweeps what it no longer holds.
 
 use std::sync::Arc;
@@ -20,11 +20,15 @@ fn t(secs: u64) -> SystemTime {
 }
 
 fn cert(tag: &str, not_after: u64) -> StoredCert {
+    issued(tag, 10, not_after)
+}
+
+fn issued(tag: &str, not_before: u64, not_after: u64) -> StoredCert {
     StoredCert {
         issuer: "acme".into(),
         chain_pem: format!("chain {tag}"),
         key_pem: format!("PRIVATE KEY {tag}"),
-        not_before: t(10),
+        not_before: t(not_before),
         not_after: t(not_after),
     }
 }
@@ -42,8 +46,9 @@ async fn two_copies(m: &CertMirror) -> (Domain, Domain) {
     (a, b)
 }
 
+/// Whatever each expires: a renewal may be shorter-lived than the certificate it renews.
 #[tokio::test]
-async fn a_copy_reads_back_and_is_replaced_only_by_a_later_or_equal_expiry() {
+async fn a_copy_reads_back_and_is_replaced_only_by_one_issued_as_late_or_later() {
     let dir = tempfile::tempdir().unwrap();
     let m = open(
         &dir.path().join(MIRROR_FILE),
@@ -51,14 +56,42 @@ async fn a_copy_reads_back_and_is_replaced_only_by_a_later_or_equal_expiry() {
     );
     let a = d("a.example.com");
     assert_eq!(m.read(&a).await.unwrap(), None);
-    assert!(m.put(&a, &cert("first", 100)).await.unwrap());
-    assert_eq!(m.read(&a).await.unwrap(), Some(cert("first", 100)));
-    assert!(m.put(&a, &cert("renewed", 200)).await.unwrap());
-    assert!(!m.put(&a, &cert("older", 150)).await.unwrap());
-    assert_eq!(m.read(&a).await.unwrap(), Some(cert("renewed", 200)));
-    assert!(m.put(&a, &cert("reissued", 200)).await.unwrap());
-    assert_eq!(m.read(&a).await.unwrap(), Some(cert("reissued", 200)));
+    assert!(m.put(&a, &issued("first", 10, 100)).await.unwrap());
+    assert_eq!(m.read(&a).await.unwrap(), Some(issued("first", 10, 100)));
+    assert!(m.put(&a, &issued("renewed", 20, 90)).await.unwrap());
+    assert!(!m.put(&a, &issued("older", 15, 150)).await.unwrap());
+    assert_eq!(m.read(&a).await.unwrap(), Some(issued("renewed", 20, 90)));
+    assert!(m.put(&a, &issued("reissued", 20, 90)).await.unwrap());
+    assert_eq!(m.read(&a).await.unwrap(), Some(issued("reissued", 20, 90)));
     assert_eq!(m.metrics.entries.get(), 1);
+}
+
+/// A mirror written before rows were ordered by issuance gains the column on opening; its rows
+/// read as issued at the epoch, and the next copy of each replaces it.
+#[tokio::test]
+async fn a_mirror_from_before_issue_times_takes_the_next_copy_of_each_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(MIRROR_FILE);
+    let key = Arc::new(SealKey::generate());
+    let a = d("a.example.com");
+    {
+        let m = open(&path, &key);
+        assert!(m.put(&a, &issued("old", 10, 500)).await.unwrap());
+    }
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE TABLE earlier (domain TEXT PRIMARY KEY, not_after INTEGER NOT NULL,
+             sealed BLOB NOT NULL, generation INTEGER NOT NULL);
+         INSERT INTO earlier SELECT domain, not_after, sealed, generation FROM certificates;
+         DROP TABLE certificates;
+         ALTER TABLE earlier RENAME TO certificates;",
+    )
+    .unwrap();
+    drop(raw);
+    let m = open(&path, &key);
+    assert_eq!(m.read(&a).await.unwrap(), Some(issued("old", 10, 500)));
+    assert!(m.put(&a, &issued("renewed", 5, 90)).await.unwrap());
+    assert_eq!(m.read(&a).await.unwrap(), Some(issued("renewed", 5, 90)));
 }
 
 #[tokio::test]

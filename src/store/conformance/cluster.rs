@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{cert, d, t};
-use crate::store::{Fence, OrderRate, OrderTurn, Store, StoreError};
+use crate::store::{Fence, OrderRate, OrderTurn, Store, StoreError, StoredCert};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -181,68 +181,45 @@ pub async fn a_stale_fence_cannot_release_extend_or_keep_an_order(
     Ok(())
 }
 
-/// A fenced write stores a first certificate, then replaces it only with one that expires no
-/// earlier, under a fence at least as high; an unguarded write keeps the stored fence. A name
-/// removed while its order ran gets nothing stored (no orphan key, no expiry counted forever).
-pub async fn fenced_writes_never_replace_a_later_expiry_or_a_higher_fence(
+/// A fenced write stores a first certificate, then replaces it only with one issued no earlier
+/// (whatever it expires: a renewal may be shorter-lived than what it renews), under a fence at
+/// least as high; an unguarded write keeps the stored fence. A name removed while its order ran
+/// gets nothing stored (no orphan key, no expiry counted forever).
+pub async fn fenced_writes_never_replace_a_later_issue_or_a_higher_fence(
     store: &dyn Store,
 ) -> Result<(), StoreError> {
-    let a = d("a.example.com");
+    let a = &d("a.example.com");
+    let put = |c: StoredCert, fence: u64| async move {
+        store.put_certificate_fenced(a, &c, Fence(fence)).await
+    };
+    assert!(!put(cert("f1", 10, 30), 1).await?, "not registered");
+    assert_eq!(store.certificate(a).await?, None);
+    store.add_domain(a, t(1)).await?;
+    assert!(put(cert("f2", 10, 30), 2).await?);
+    assert!(!put(cert("f1", 10, 40), 1).await?, "older fence");
     assert!(
-        !store
-            .put_certificate_fenced(&a, &cert("f1", 10, 30), Fence(1))
-            .await?,
-        "not registered"
+        !put(cert("f3", 5, 40), 3).await?,
+        "issued earlier, however late it expires"
     );
-    assert_eq!(store.certificate(&a).await?, None);
-    store.add_domain(&a, t(1)).await?;
+    assert_eq!(store.certificate(a).await?, Some(cert("f2", 10, 30)));
     assert!(
-        store
-            .put_certificate_fenced(&a, &cert("f2", 10, 30), Fence(2))
-            .await?
-    );
-    assert!(
-        !store
-            .put_certificate_fenced(&a, &cert("f1", 10, 40), Fence(1))
-            .await?,
-        "older fence"
+        put(cert("f3", 10, 30), 3).await?,
+        "issued at the same time is a reissue, not an older certificate"
     );
     assert!(
-        !store
-            .put_certificate_fenced(&a, &cert("f3", 10, 20), Fence(3))
-            .await?,
-        "earlier expiry"
+        put(cert("f3", 15, 20), 3).await?,
+        "issued later and expiring earlier: a shorter-lived renewal"
     );
-    assert_eq!(store.certificate(&a).await?, Some(cert("f2", 10, 30)));
-    assert!(
-        store
-            .put_certificate_fenced(&a, &cert("f3", 12, 30), Fence(3))
-            .await?,
-        "the same expiry is a reissue, not an older certificate"
-    );
-    assert!(
-        store
-            .put_certificate_fenced(&a, &cert("f3", 15, 40), Fence(3))
-            .await?
-    );
-    store.put_certificate(&a, &cert("admin", 20, 35)).await?;
+    assert_eq!(store.certificate(a).await?, Some(cert("f3", 15, 20)));
+    store.put_certificate(a, &cert("admin", 20, 35)).await?;
     assert_eq!(
-        store.certificate(&a).await?,
+        store.certificate(a).await?,
         Some(cert("admin", 20, 35)),
         "unguarded"
     );
-    assert!(
-        !store
-            .put_certificate_fenced(&a, &cert("f2", 10, 50), Fence(2))
-            .await?,
-        "fence kept"
-    );
-    assert!(
-        store
-            .put_certificate_fenced(&a, &cert("f3", 30, 50), Fence(3))
-            .await?
-    );
-    assert_eq!(store.certificate(&a).await?, Some(cert("f3", 30, 50)));
+    assert!(!put(cert("f2", 25, 50), 2).await?, "fence kept");
+    assert!(put(cert("f3", 30, 50), 3).await?);
+    assert_eq!(store.certificate(a).await?, Some(cert("f3", 30, 50)));
     Ok(())
 }
 

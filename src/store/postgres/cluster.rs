@@ -98,7 +98,7 @@ pub(super) async fn put_fenced(
              chain_pem = EXCLUDED.chain_pem, key_sealed = EXCLUDED.key_sealed,
              not_before = EXCLUDED.not_before, not_after = EXCLUDED.not_after,
              fence = EXCLUDED.fence, version = nextval('row_version')
-         WHERE certificates.not_after <= EXCLUDED.not_after
+         WHERE certificates.not_before <= EXCLUDED.not_before
              AND certificates.fence <= EXCLUDED.fence",
         &[
             &name,

@@ -122,7 +122,7 @@ pub(super) fn put_fenced(
              chain_pem = excluded.chain_pem, key_pem = excluded.key_pem,
              not_before = excluded.not_before, not_after = excluded.not_after,
              fence = excluded.fence
-         WHERE certificates.not_after <= excluded.not_after
+         WHERE certificates.not_before <= excluded.not_before
              AND certificates.fence <= excluded.fence",
         params![
             name,
