@@ -427,27 +427,34 @@ fn click_ids_go_on_after_a_file_a_crash_left_open_is_closed_at_start_and_deleted
     assert_eq!(reopened.next_click_seq(), FIRST_SEQ + 5);
 }
 
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A sink in `dir` on `clock` that starts a new file at every write and keeps closed files 30
+/// days.
+fn month_kept(dir: &Path, clock: &ManualClock) -> FileSink {
+    FileSink::open(
+        FileSinkConfig {
+            max_file_bytes: 1,
+            max_age: Some(30 * DAY),
+            ..file_config(dir)
+        },
+        Metrics::unregistered(),
+        clock.clock(),
+    )
+    .unwrap()
+}
+
 /// `clicks.retention` counts a file's age from its last write, not from when a later write
 /// closed it: a file written once and then left through a quiet month goes at the next write.
 #[test]
 fn retention_counts_a_files_age_from_its_last_write() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(crate::clock::from_unix_secs(1_000_000));
-    let day = Duration::from_secs(86_400);
     let line = |c: char| format!("{{\"url\":\"{}\"}}\n", c.to_string().repeat(20));
     let (a, b) = (line('a'), line('b'));
-    let mut sink = FileSink::open(
-        FileSinkConfig {
-            max_file_bytes: 1,
-            max_age: Some(30 * day),
-            ..file_config(dir.path())
-        },
-        Metrics::unregistered(),
-        clock.clock(),
-    )
-    .unwrap();
+    let mut sink = month_kept(dir.path(), &clock);
     sink.write(&Batch::new(a.as_bytes(), 1, false)).unwrap();
-    clock.advance(40 * day);
+    clock.advance(40 * DAY);
     // Closes the first file (past its size) and then finds it too old.
     sink.write(&Batch::new(b.as_bytes(), 1, false)).unwrap();
     sink.close();
@@ -462,17 +469,7 @@ fn retention_counts_a_files_age_from_its_last_write() {
 fn a_file_past_retention_that_cannot_be_deleted_fails_no_write() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(crate::clock::from_unix_secs(1_000_000));
-    let day = Duration::from_secs(86_400);
-    let mut sink = FileSink::open(
-        FileSinkConfig {
-            max_file_bytes: 1,
-            max_age: Some(30 * day),
-            ..file_config(dir.path())
-        },
-        Metrics::unregistered(),
-        clock.clock(),
-    )
-    .unwrap();
+    let mut sink = month_kept(dir.path(), &clock);
     sink.write(&Batch::new(b"{\"url\":\"a\"}\n", 1, false))
         .unwrap();
     sink.write(&Batch::new(b"{\"url\":\"b\"}\n", 1, false))
@@ -481,7 +478,7 @@ fn a_file_past_retention_that_cannot_be_deleted_fails_no_write() {
     std::fs::remove_file(&first).unwrap();
     std::fs::create_dir(&first).unwrap();
     std::fs::write(first.join("held"), b"").unwrap();
-    clock.advance(40 * day);
+    clock.advance(40 * DAY);
     sink.write(&Batch::new(b"{\"url\":\"c\"}\n", 1, false))
         .unwrap();
     assert!(first.is_dir(), "still there, and the write went on");
