@@ -240,7 +240,7 @@ impl Domains {
         let removed = self.store.remove_domain(name).await?;
         self.policy.unregister(name.as_str()).await;
         self.certs.forget(name);
-        self.onboarding.forget(name);
+        self.onboarding.forget(name).await;
         self.resets_without_a_fix.forget(name);
         if !removed {
             return Err(DomainError::NotRegistered(name.clone()));

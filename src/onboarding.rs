@@ -290,9 +290,14 @@ impl Onboarding {
         self.latest.get(name).map(|r| r.clone())
     }
 
-    /// Forgets the report of a removed domain (the store drops it with the domain).
-    pub fn forget(&self, name: &Domain) {
+    /// Forgets the report of a removed domain (the store drops it with the domain), and when a
+    /// fix last cleared its backoff. After a run that was keeping its report, if one was: a
+    /// run that ends later finds the domain gone from the store and keeps nothing, so a report
+    /// of the removed registration never holds back the orders of the next.
+    pub async fn forget(&self, name: &Domain) {
+        let _commit = self.commit.lock().await;
         self.latest.remove(name);
+        self.fix_resets.forget(name);
     }
 
     /// The URL of the edge's account with its ACME CA, once any node created it: read from the
@@ -345,7 +350,10 @@ impl Onboarding {
             if let Some(newer) = self.latest(name).filter(|r| r.checked_at > started) {
                 return Ok(newer);
             }
-            self.store.put_domain_checks(name, &json).await?;
+            if !self.store.put_domain_checks(name, &json).await? {
+                // Removed while its checks ran: nothing to keep, and nothing more to do.
+                return Ok(report);
+            }
             self.latest.insert(name.clone(), report.clone());
         }
         if report.blocking().is_none()

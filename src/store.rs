@@ -376,9 +376,14 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
         self.kv(&checks_key(name)).await
     }
 
-    /// Stores (replaces) the latest onboarding check report (JSON) of a registered domain.
-    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<(), StoreError> {
-        self.put_kv(&checks_key(name), json).await
+    /// Stores (replaces) the latest onboarding check report (JSON) of a registered domain;
+    /// `false`, and nothing stored, if it is not registered (removed while its checks ran).
+    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<bool, StoreError> {
+        if self.domain(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.put_kv(&checks_key(name), json).await?;
+        Ok(true)
     }
 }
 

@@ -242,7 +242,7 @@ impl Propagation {
                     self.policy.unregister(name.as_str()).await;
                     self.certs.forget(name);
                     if let Some(onboarding) = &self.onboarding {
-                        onboarding.forget(name);
+                        onboarding.forget(name).await;
                     }
                 }
             },

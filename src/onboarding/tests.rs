@@ -107,6 +107,23 @@ async fn a_run_that_started_earlier_does_not_replace_a_newer_report() {
     assert!(store.domain_checks_of(name).await.unwrap().is_some());
 }
 
+/// A run that ends after its domain was removed keeps no report: were it kept, a report of the
+/// removed registration could hold back the orders of the name registered again.
+#[tokio::test]
+async fn a_run_that_ends_after_its_domain_was_removed_keeps_nothing() {
+    let (store, bare, _dir) = store_with(0, 1).await;
+    let name = &bare[0];
+    let clock = ManualClock::starting_now();
+    let (certs, _ca_dir) = certs_on(&store, &Arc::new(Policy::default()), &clock);
+    let onboarding = Onboarding::new(offline(), store.clone(), clock.clock());
+    let record = store.domain(name).await.unwrap().unwrap();
+    // Removed while the run was under way (its record read before).
+    assert!(store.remove_domain(name).await.unwrap());
+    onboarding.forget(name).await;
+    onboarding.check(&record, &certs).await.unwrap();
+    assert!(onboarding.latest(name).is_none());
+}
+
 /// A name is remembered only while it still holds the next time back, so names removed on
 /// another node (never through a removal here) do not pile up.
 #[test]

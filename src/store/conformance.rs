@@ -496,8 +496,8 @@ pub async fn domain_checks_round_trip_and_go_with_the_domain(
     store.add_domain(&b, t(1)).await?;
     assert!(store.domain_checks().await?.is_empty());
     assert_eq!(store.domain_checks_of(&a).await?, None);
-    store.put_domain_checks(&a, "{\"checks\":[]}").await?;
-    store.put_domain_checks(&a, "{\"checks\":[1]}").await?;
+    assert!(store.put_domain_checks(&a, "{\"checks\":[]}").await?);
+    assert!(store.put_domain_checks(&a, "{\"checks\":[1]}").await?);
     assert_eq!(
         store.domain_checks().await?,
         vec![(a.clone(), "{\"checks\":[1]}".to_owned())]
@@ -509,6 +509,11 @@ pub async fn domain_checks_round_trip_and_go_with_the_domain(
     assert_eq!(store.domain_checks_of(&b).await?, None);
     store.remove_domain(&a).await?;
     assert!(store.domain_checks().await?.is_empty());
+    assert_eq!(store.domain_checks_of(&a).await?, None);
+    assert!(
+        !store.put_domain_checks(&a, "{\"checks\":[2]}").await?,
+        "removed while its checks ran: nothing stored"
+    );
     assert_eq!(store.domain_checks_of(&a).await?, None);
     Ok(())
 }

@@ -271,7 +271,7 @@ impl Store for PgStore {
         self.read_domain_checks_of(name).await
     }
 
-    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<(), StoreError> {
+    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<bool, StoreError> {
         self.write_domain_checks(name, json).await
     }
 }

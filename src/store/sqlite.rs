@@ -510,14 +510,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<(), StoreError> {
+    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<bool, StoreError> {
         let (name, json) = (name.clone(), json.to_owned());
         self.with("recording domain checks", move |c| {
             c.execute(
                 "UPDATE domains SET checks = ?2 WHERE name = ?1",
                 params![name.as_str(), json],
             )
-            .map(drop)
+            .map(|n| n == 1)
         })
         .await
     }

@@ -334,7 +334,7 @@ impl Store for Blips {
     async fn domain_checks_of(&self, name: &Domain) -> Result<Option<String>, StoreError> {
         self.inner.domain_checks_of(name).await
     }
-    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<(), StoreError> {
+    async fn put_domain_checks(&self, name: &Domain, json: &str) -> Result<bool, StoreError> {
         self.inner.put_domain_checks(name, json).await
     }
 }

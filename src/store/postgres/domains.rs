@@ -217,9 +217,10 @@ impl PgStore {
         &self,
         name: &Domain,
         json: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let op = "recording domain checks";
-        self.conn(op)
+        let n = self
+            .conn(op)
             .await?
             .execute(
                 "UPDATE domains SET checks = $2, version = nextval('row_version') WHERE name = $1",
@@ -227,7 +228,7 @@ impl PgStore {
             )
             .await
             .map_err(db(op))?;
-        Ok(())
+        Ok(n == 1)
     }
 
     pub(super) async fn write_fallback_url(
