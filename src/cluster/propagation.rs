@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, watch};
@@ -62,6 +62,9 @@ pub struct Propagation {
     settings: Settings,
     started_at: SystemTime,
     applied: AtomicU64,
+    /// A comparison of the domains with the store's (deletes missed past the tombstones' keep)
+    /// met a row it could not read: each scan compares again until one completes.
+    compare_domains: AtomicBool,
     hint: Arc<Notify>,
     /// 1 while another live node heartbeats under this node's id.
     id_shared: Option<prometheus::IntGauge>,
@@ -90,6 +93,7 @@ impl Propagation {
             clock,
             settings,
             applied: AtomicU64::new(applied),
+            compare_domains: AtomicBool::new(false),
             hint: Arc::new(Notify::new()),
             id_shared: None,
         }
@@ -124,7 +128,7 @@ impl Propagation {
     pub async fn scan(&self) -> Result<usize, StoreError> {
         let from = self.applied();
         let pruned = self.store.pruned_through().await?;
-        if from < pruned {
+        if from < pruned || self.compare_domains.load(Ordering::Relaxed) {
             self.forget_removed().await?;
         }
         let mut total = 0;
@@ -152,24 +156,46 @@ impl Propagation {
     /// The deletes this node missed had their tombstones pruned: what it serves and the store
     /// no longer holds is forgotten (domains, with their certificates; the certificates of names
     /// removed and added again; link keys). Rows written meanwhile are the scan's.
+    ///
+    /// A row that cannot be read (damaged, sealed for another row) must not stop every later
+    /// change, as in [`Propagation::apply`]: a domain row leaves the domains compared again at
+    /// each scan until it reads, a key row leaves the ring in use.
     async fn forget_removed(&self) -> Result<(), StoreError> {
         let mut stored = HashSet::new();
         let mut pages = DomainPages::new(&*self.store);
-        while let Some(page) = pages.next().await? {
-            stored.extend(page.into_iter().map(|d| d.name));
-        }
         let mut gone = 0;
-        for name in self.policy.names() {
-            if !stored.contains(&name) {
-                self.policy.unregister(name.as_str()).await;
-                self.certs.forget(&name);
-                gone += 1;
+        loop {
+            match pages.next().await {
+                Ok(Some(page)) => stored.extend(page.into_iter().map(|d| d.name)),
+                Ok(None) => {
+                    for name in self.policy.names() {
+                        if !stored.contains(&name) {
+                            self.policy.unregister(name.as_str()).await;
+                            self.certs.forget(&name);
+                            gone += 1;
+                        }
+                    }
+                    self.compare_domains.store(false, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) if unreadable_row(&e) => {
+                    tracing::error!(error = %error_chain(&e), "a domain row cannot be read: the domains removed while this node was away stay served here until it reads (fix or remove the row); every other change applies");
+                    self.compare_domains.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
         // A name removed and added again while away is registered still, but its certificate
         // was deleted with it.
         let cached = self.certs.reload_cached().await;
-        self.keys.reload().await?;
+        match self.keys.reload().await {
+            Ok(_) => {}
+            Err(e) if unreadable_row(&e) => {
+                tracing::error!(error = %error_chain(&e), "the link keys cannot be read again; the ring in use stays (fix or remove the key row)");
+            }
+            Err(e) => return Err(e),
+        }
         tracing::warn!(
             applied = self.applied(),
             removed = gone,

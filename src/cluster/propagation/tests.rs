@@ -14,6 +14,8 @@ use crate::store::{FailureKind, IssueFailure, IssueStatus, SqliteStore};
 /// This node's parts over a store another node writes to, and its propagation.
 struct Fixture {
     store: Arc<dyn Store>,
+    /// The same store, for statements no edge would make.
+    sqlite: SqliteStore,
     policy: Arc<Policy>,
     certs: Arc<Certs>,
     keys: Arc<LinkKeys>,
@@ -24,7 +26,8 @@ struct Fixture {
 }
 
 async fn fixture(clock: &ManualClock) -> Fixture {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let sqlite = SqliteStore::in_memory().unwrap();
+    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let version = store.latest_version().await.unwrap();
     let policy = Arc::new(Policy::new([], None));
@@ -57,6 +60,7 @@ async fn fixture(clock: &ManualClock) -> Fixture {
     Fixture {
         other_ca: LocalCa::load_or_create(dirs.1.path(), Zones::reserved(), clock.clock()).unwrap(),
         store,
+        sqlite,
         policy,
         certs,
         keys,
@@ -213,6 +217,53 @@ async fn a_node_away_longer_than_tombstones_are_kept_still_forgets_what_was_remo
         "b's status, written while away, applied too"
     );
     assert!(f.propagation.applied() >= f.store.pruned_through().await.unwrap());
+}
+
+/// A node away past the tombstones' keep compares its domains with the store's; a domain row it
+/// cannot read (damaged) holds back no other change: the comparison waits, scan after scan,
+/// for the row to be fixed, and then the removals reach the node too.
+#[tokio::test]
+async fn a_damaged_domain_row_holds_back_no_change_of_a_node_away_past_the_tombstones() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let (a, b) = (
+        Domain::parse("a.example.com").unwrap(),
+        Domain::parse("b.example.com").unwrap(),
+    );
+    f.store.add_domain(&a, clock.clock().now()).await.unwrap();
+    f.propagation.scan().await.unwrap();
+    f.store.remove_domain(&a).await.unwrap();
+    let now = clock.clock().now();
+    f.store.prune_tombstones(now, TOMBSTONE_KEEP).await.unwrap();
+    f.store
+        .prune_tombstones(now + TOMBSTONE_KEEP, TOMBSTONE_KEEP)
+        .await
+        .unwrap();
+    f.sqlite
+        .execute_raw("INSERT INTO domains (name, created_at) VALUES ('not a name!', 1)")
+        .await
+        .unwrap();
+    f.store.add_domain(&b, clock.clock().now()).await.unwrap();
+
+    let (scanned, logs) =
+        crate::logged::logged_async(tracing::Level::ERROR, f.propagation.scan()).await;
+    scanned.unwrap();
+    assert!(f.policy.is_registered(b.as_str()), "b, added while away");
+    assert!(
+        f.policy.is_registered(a.as_str()),
+        "a's removal waits for the comparison"
+    );
+    assert!(logs.contains("a domain row cannot be read"), "{logs}");
+    f.propagation.scan().await.unwrap();
+    assert!(f.policy.is_registered(a.as_str()), "still waiting");
+
+    f.sqlite
+        .execute_raw("DELETE FROM domains WHERE name = 'not a name!'")
+        .await
+        .unwrap();
+    f.propagation.scan().await.unwrap();
+    assert!(!f.policy.is_registered(a.as_str()), "a removed while away");
+    assert!(f.policy.is_registered(b.as_str()));
 }
 
 /// A name removed and added again while this node scanned nothing, past the tombstones' keep:

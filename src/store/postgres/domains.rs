@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use deadpool_postgres::GenericClient;
 
 use super::rows::{domain_row, parse_domain};
+use super::schema::WRITE_LOCK;
 use super::{PgStore, db};
 use crate::Domain;
 use crate::store::sqlite::rows::{DOMAIN_COLUMNS, secs, to_record};
@@ -146,6 +147,7 @@ impl PgStore {
     }
 
     /// The row is locked from the read to the commit: another writer's status waits for it.
+    /// The write lock first, as every writer takes it (see [`WRITE_LOCK`]).
     pub(super) async fn change_status(
         &self,
         name: &Domain,
@@ -154,6 +156,9 @@ impl PgStore {
         let op = "updating domain status";
         let mut conn = self.conn(op).await?;
         let tx = conn.transaction().await.map_err(db(op))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .await
+            .map_err(db(op))?;
         let row = tx
             .query_opt(
                 &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1 FOR UPDATE"),

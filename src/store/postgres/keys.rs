@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use super::rows::link_key_binding;
+use super::schema::WRITE_LOCK;
 use super::{PgStore, db};
 use crate::store::sqlite::rows::{secs, to_link_key};
 use crate::store::{KeyChange, StoreError, StoredLinkKey};
@@ -92,7 +93,8 @@ impl PgStore {
 
     /// Runs `sql` on key `id` (`$1`, and `at` as `$2`) in one transaction with the check that
     /// another key not retired is left. The keys not retired and the key changed are locked
-    /// first: of two nodes changing keys at once, the second sees the first's change.
+    /// first (after the write lock, as every writer takes it: see [`WRITE_LOCK`]): of two nodes
+    /// changing keys at once, the second sees the first's change.
     async fn change_key(
         &self,
         op: &'static str,
@@ -103,6 +105,9 @@ impl PgStore {
         let id = i32::from(id);
         let mut conn = self.conn(op).await?;
         let tx = conn.transaction().await.map_err(db(op))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .await
+            .map_err(db(op))?;
         let rows = tx
             .query(
                 "SELECT id, retired_at IS NOT NULL FROM link_keys \

@@ -184,6 +184,12 @@ INSERT INTO link_key_ids (last) SELECT COALESCE(MAX(id), 0) FROM link_keys;
 ",
 ];
 
+/// The advisory lock every write to a propagated table takes first (`clickedge_write_lock`, a
+/// statement trigger): a transaction that locks such a row before it writes (a read `FOR
+/// UPDATE`) takes this lock before that, as the trigger would, or it and a writer holding the
+/// lock and waiting for the row deadlock.
+pub(super) const WRITE_LOCK: i64 = 7162863372592195174;
+
 /// The advisory lock key the migrating transaction holds (`clickedg` in ASCII): any number
 /// would do, as long as every node uses the same one.
 const MIGRATION_LOCK: i64 = 0x636c_6963_6b65_6467;
@@ -259,4 +265,16 @@ async fn migrate_once(client: &mut Client, upto: usize) -> Result<usize, tokio_p
     }
     tx.commit().await?;
     Ok(ran)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transaction that takes the write lock before its row lock takes the trigger's.
+    #[test]
+    fn the_write_lock_is_the_triggers() {
+        let taken = format!("pg_advisory_xact_lock({WRITE_LOCK})");
+        assert!(MIGRATIONS.iter().any(|m| m.contains(&taken)), "{taken}");
+    }
 }

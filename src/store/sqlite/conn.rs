@@ -71,6 +71,13 @@ impl SqliteStore {
         })
     }
 
+    /// Runs `sql` as it is (tests: a row damaged as no write of the edge's would leave it).
+    #[cfg(test)]
+    pub(crate) async fn execute_raw(&self, sql: &'static str) -> Result<(), StoreError> {
+        self.with("a test's statement", move |c| c.execute_batch(sql))
+            .await
+    }
+
     /// Runs `f` on the connection as the operation `op`, counted as a store query.
     pub(super) async fn with<T: Send + 'static>(
         &self,
