@@ -53,6 +53,26 @@ pub enum KeyError {
         /// When `next` is that old.
         ready_at: SystemTime,
     },
+    /// Removing a key retired too recently for every node to have seen it retired
+    /// (`cluster.key_seal_delay`): a node that has not may still seal new links with it, which
+    /// would then open nowhere. It can go after that.
+    #[error(
+        "key {id} was retired at {}: a node that has not seen that yet may still seal new links \
+         with it; remove key {id} after {} (cluster.key_seal_delay is {})",
+        crate::clock::rfc3339(*retired_at),
+        crate::clock::rfc3339(*removable_at),
+        humantime::format_duration(*delay)
+    )]
+    RecentlyRetired {
+        /// The key to remove.
+        id: u16,
+        /// When it was retired.
+        retired_at: SystemTime,
+        /// `cluster.key_seal_delay`.
+        delay: Duration,
+        /// When every node has seen the retirement.
+        removable_at: SystemTime,
+    },
     /// No key has that id.
     #[error("no link key {0}")]
     NoSuchKey(u16),
@@ -265,9 +285,21 @@ impl LinkKeys {
 
     /// Removes a key: links it sealed stop opening at once. The sealing key cannot be removed;
     /// when a newer key is only waiting out the seal delay, the refusal says when it takes over
-    /// (adding yet another key, as [`KeyError::Sealing`] asks, would not help).
+    /// (adding yet another key, as [`KeyError::Sealing`] asks, would not help). Nor can a key
+    /// retired less than the seal delay ago: a node that has not seen it retired may still seal
+    /// with it.
     pub async fn remove(&self, id: u16) -> Result<(), KeyError> {
         let (_changing, ring) = self.changing_ring().await?;
+        if let Some(retired_at) = ring.key(KeyId(id)).and_then(|k| k.retired_at())
+            && retired_at + self.seal_delay > self.clock.now()
+        {
+            return Err(KeyError::RecentlyRetired {
+                id,
+                retired_at,
+                delay: self.seal_delay,
+                removable_at: retired_at + self.seal_delay,
+            });
+        }
         if self.sealing(&ring) == KeyId(id) {
             let now = self.clock.now();
             let waiting = ring

@@ -81,9 +81,10 @@ impl From<DomainError> for ApiError {
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> ApiError {
         let status = match &e {
-            KeyError::Sealing(_) | KeyError::LastSealing(_) | KeyError::NextNotReady { .. } => {
-                StatusCode::CONFLICT
-            }
+            KeyError::Sealing(_)
+            | KeyError::LastSealing(_)
+            | KeyError::NextNotReady { .. }
+            | KeyError::RecentlyRetired { .. } => StatusCode::CONFLICT,
             KeyError::NoSuchKey(_) => StatusCode::NOT_FOUND,
             KeyError::Store(e) => return ApiError::internal(e),
         };

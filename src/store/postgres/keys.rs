@@ -38,7 +38,11 @@ impl PgStore {
         let op = "adding link key";
         let mut conn = self.conn(op).await?;
         let tx = conn.transaction().await.map_err(db(op))?;
-        // Two nodes rotating at once take turns, each getting the next id.
+        // Two nodes rotating at once take turns, each getting the next id; the write lock
+        // before the table's, as every writer takes it (see [`WRITE_LOCK`]).
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .await
+            .map_err(db(op))?;
         tx.batch_execute("LOCK TABLE link_keys IN SHARE ROW EXCLUSIVE MODE")
             .await
             .map_err(db(op))?;

@@ -185,9 +185,9 @@ INSERT INTO link_key_ids (last) SELECT COALESCE(MAX(id), 0) FROM link_keys;
 ];
 
 /// The advisory lock every write to a propagated table takes first (`clickedge_write_lock`, a
-/// statement trigger): a transaction that locks such a row before it writes (a read `FOR
-/// UPDATE`) takes this lock before that, as the trigger would, or it and a writer holding the
-/// lock and waiting for the row deadlock.
+/// statement trigger): a transaction that locks such a row or table before it writes (a read
+/// `FOR UPDATE`, a `LOCK TABLE`) takes this lock before that, as the trigger would, or it and a
+/// writer holding the lock and waiting for the row deadlock.
 pub(super) const WRITE_LOCK: i64 = 7162863372592195174;
 
 /// The advisory lock key the migrating transaction holds (`clickedg` in ASCII): any number
