@@ -260,11 +260,18 @@ impl App {
             tokio::time::sleep(self.delay).await;
         }
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        // One grace for the background work and the connections, which drain meanwhile (each
+        // was asked to close by `stop`): a task in the middle of its work (an onboarding pass
+        // over many domains, a renewal) is left at the deadline rather than holding back the
+        // clicks' flush until the service manager kills the process. The listeners are among
+        // the tasks, so no connection is accepted once the wait for connections begins.
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let tasks = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout_at(deadline, tasks).await.is_err() {
+            tracing::warn!(grace = ?self.grace, "background work still running after the grace period; left unfinished");
         }
         self.connections.close();
-        if tokio::time::timeout(self.grace, self.connections.wait())
+        if tokio::time::timeout_at(deadline, self.connections.wait())
             .await
             .is_err()
         {

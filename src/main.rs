@@ -275,11 +275,24 @@ fn init_logging(format: LogFormat, configured: Option<&str>) -> LogFilter {
 /// rustls warns of a client's odd hello (an address as its name, a name that is no name), with
 /// the client's bytes in the line, so at `warn` every client could write to the log at will.
 fn filter_of(text: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
-    if text.contains("rustls") {
+    if names_rustls(text) {
         EnvFilter::try_new(text)
     } else {
         EnvFilter::try_new(format!("{text},rustls=error"))
     }
+}
+
+/// Whether a directive of the filter `text` is for rustls's target or one of its modules
+/// (`rustls=warn`, `rustls::server=debug`), not another crate's (`tokio_rustls=debug`).
+fn names_rustls(text: &str) -> bool {
+    text.split(',').any(|directive| {
+        let target = directive
+            .split(['=', '['])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        target == "rustls" || target.starts_with("rustls::")
+    })
 }
 
 /// SIGHUP: re-reads the config file for its `log` filter, and the certificates and link keys
@@ -342,4 +355,26 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn words(key: &str, addrs: &[std::net::SocketAddr]) -> String {
     let words: Vec<String> = addrs.iter().map(|a| format!("{key}={a}")).collect();
     words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a directive for rustls itself keeps its warnings in the log; one for a crate whose
+    /// name holds the word does not.
+    #[test]
+    fn only_a_directive_for_rustls_itself_names_it() {
+        for named in [
+            "rustls=warn",
+            "info,rustls::server=debug",
+            "info,rustls",
+            "info, rustls[handshake]=debug",
+        ] {
+            assert!(names_rustls(named), "{named}");
+        }
+        for other in ["info", "info,tokio_rustls=debug", "hyper_rustls=trace"] {
+            assert!(!names_rustls(other), "{other}");
+        }
+    }
 }

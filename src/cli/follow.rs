@@ -90,7 +90,11 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
                 target.shown(),
                 config.clicks_dir().display()
             ),
-            _ => format!("connecting to NATS at {} (--nats-url)", target.shown()),
+            (_, Some(_)) => format!("connecting to NATS at {} (--nats-url)", target.shown()),
+            (Some(_), None) => format!(
+                "connecting to NATS at {} (clicks.nats_url; --nats-url to read another)",
+                target.shown()
+            ),
         })?;
     let js = jetstream::new(client);
     let mut stream = js.get_stream(&target.stream).await.with_context(|| {

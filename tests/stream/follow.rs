@@ -227,3 +227,30 @@ async fn clicks_follow_goes_on_across_a_nats_restart() {
         "clicks follow ended at the restart"
     );
 }
+
+/// A NATS that does not answer is named by where its URL came from: the config's
+/// `clicks.nats_url`, or `--nats-url`.
+#[test]
+fn a_nats_that_does_not_answer_is_named_by_where_its_url_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        "[clicks]\nstream = \"nats\"\nnats_url = \"nats://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let (status, _, stderr) = run_to_end(&["--config", config, "--from-start", "--no-follow"]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("nats://127.0.0.1:1 (clicks.nats_url; --nats-url to read another)"),
+        "{stderr}"
+    );
+    let other = "nats://127.0.0.1:2";
+    let (status, _, stderr) = run_to_end(&["--config", config, "--nats-url", other]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("nats://127.0.0.1:2 (--nats-url)"),
+        "{stderr}"
+    );
+}
