@@ -69,6 +69,16 @@ async fn fixture(clock: &ManualClock) -> Fixture {
     }
 }
 
+/// Prunes every tombstone there is at `now`: marked by one run, deleted by the next a bound
+/// later. How many the second run deleted.
+async fn prune_every_tombstone(store: &Arc<dyn Store>, now: SystemTime) -> Option<u64> {
+    store.prune_tombstones(now, TOMBSTONE_KEEP).await.unwrap();
+    store
+        .prune_tombstones(now + TOMBSTONE_KEEP, TOMBSTONE_KEEP)
+        .await
+        .unwrap()
+}
+
 fn leaf(key: &rustls::sign::CertifiedKey) -> Vec<u8> {
     key.cert[0].to_vec()
 }
@@ -190,13 +200,7 @@ async fn a_node_away_longer_than_tombstones_are_kept_still_forgets_what_was_remo
     f.store.remove_domain(&a).await.unwrap();
     f.store.remove_link_key(id).await.unwrap();
     let now = clock.clock().now();
-    f.store.prune_tombstones(now, TOMBSTONE_KEEP).await.unwrap();
-    let pruned = f
-        .store
-        .prune_tombstones(now + TOMBSTONE_KEEP, TOMBSTONE_KEEP)
-        .await
-        .unwrap();
-    assert_eq!(pruned, Some(2));
+    assert_eq!(prune_every_tombstone(&f.store, now).await, Some(2));
     let backoff = IssueStatus {
         failures: 1,
         retry_at: Some(now + Duration::from_secs(600)),
@@ -233,12 +237,7 @@ async fn a_damaged_domain_row_holds_back_no_change_of_a_node_away_past_the_tombs
     f.store.add_domain(&a, clock.clock().now()).await.unwrap();
     f.propagation.scan().await.unwrap();
     f.store.remove_domain(&a).await.unwrap();
-    let now = clock.clock().now();
-    f.store.prune_tombstones(now, TOMBSTONE_KEEP).await.unwrap();
-    f.store
-        .prune_tombstones(now + TOMBSTONE_KEEP, TOMBSTONE_KEEP)
-        .await
-        .unwrap();
+    prune_every_tombstone(&f.store, clock.clock().now()).await;
     f.sqlite
         .execute_raw("INSERT INTO domains (name, created_at) VALUES ('not a name!', 1)")
         .await
@@ -282,12 +281,7 @@ async fn a_name_removed_and_added_again_while_away_keeps_no_certificate_the_stor
 
     f.store.remove_domain(&a).await.unwrap();
     f.store.add_domain(&a, clock.clock().now()).await.unwrap();
-    let now = clock.clock().now();
-    f.store.prune_tombstones(now, TOMBSTONE_KEEP).await.unwrap();
-    f.store
-        .prune_tombstones(now + TOMBSTONE_KEEP, TOMBSTONE_KEEP)
-        .await
-        .unwrap();
+    prune_every_tombstone(&f.store, clock.clock().now()).await;
     assert!(f.propagation.applied() < f.store.pruned_through().await.unwrap());
     assert!(f.store.certificate(&a).await.unwrap().is_none());
 

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use deadpool_postgres::GenericClient;
 
 use super::rows::{domain_row, parse_domain};
-use super::schema::WRITE_LOCK;
+use super::schema::take_write_lock;
 use super::{PgStore, db};
 use crate::Domain;
 use crate::store::sqlite::rows::{DOMAIN_COLUMNS, secs, to_record};
@@ -147,7 +147,7 @@ impl PgStore {
     }
 
     /// The row is locked from the read to the commit: another writer's status waits for it.
-    /// The write lock first, as every writer takes it (see [`WRITE_LOCK`]).
+    /// The write lock first, as every writer takes it (see [`take_write_lock`]).
     pub(super) async fn change_status(
         &self,
         name: &Domain,
@@ -156,9 +156,7 @@ impl PgStore {
         let op = "updating domain status";
         let mut conn = self.conn(op).await?;
         let tx = conn.transaction().await.map_err(db(op))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .await
-            .map_err(db(op))?;
+        take_write_lock(&tx).await.map_err(db(op))?;
         let row = tx
             .query_opt(
                 &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1 FOR UPDATE"),

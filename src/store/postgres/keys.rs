@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use super::rows::link_key_binding;
-use super::schema::WRITE_LOCK;
+use super::schema::take_write_lock;
 use super::{PgStore, db};
 use crate::store::sqlite::rows::{secs, to_link_key};
 use crate::store::{KeyChange, StoreError, StoredLinkKey};
@@ -39,10 +39,8 @@ impl PgStore {
         let mut conn = self.conn(op).await?;
         let tx = conn.transaction().await.map_err(db(op))?;
         // Two nodes rotating at once take turns, each getting the next id; the write lock
-        // before the table's, as every writer takes it (see [`WRITE_LOCK`]).
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .await
-            .map_err(db(op))?;
+        // before the table's, as every writer takes it (see [`take_write_lock`]).
+        take_write_lock(&tx).await.map_err(db(op))?;
         tx.batch_execute("LOCK TABLE link_keys IN SHARE ROW EXCLUSIVE MODE")
             .await
             .map_err(db(op))?;
@@ -109,9 +107,7 @@ impl PgStore {
         let id = i32::from(id);
         let mut conn = self.conn(op).await?;
         let tx = conn.transaction().await.map_err(db(op))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .await
-            .map_err(db(op))?;
+        take_write_lock(&tx).await.map_err(db(op))?;
         let rows = tx
             .query(
                 "SELECT id, retired_at IS NOT NULL FROM link_keys \

@@ -188,7 +188,16 @@ INSERT INTO link_key_ids (last) SELECT COALESCE(MAX(id), 0) FROM link_keys;
 /// statement trigger): a transaction that locks such a row or table before it writes (a read
 /// `FOR UPDATE`, a `LOCK TABLE`) takes this lock before that, as the trigger would, or it and a
 /// writer holding the lock and waiting for the row deadlock.
-pub(super) const WRITE_LOCK: i64 = 7162863372592195174;
+const WRITE_LOCK: i64 = 7162863372592195174;
+
+/// Takes [`WRITE_LOCK`] in `tx`, before any row or table lock of a propagated table.
+pub(super) async fn take_write_lock(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+        .await
+        .map(drop)
+}
 
 /// The advisory lock key the migrating transaction holds (`clickedg` in ASCII): any number
 /// would do, as long as every node uses the same one.
