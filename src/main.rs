@@ -69,7 +69,23 @@ async fn serve(
         }
     };
 
-    let app = App::start(&config).await?;
+    // A start can wait minutes on the store (migrations queued behind another node's, a
+    // database slow to answer): a stop meanwhile is taken at once, with nothing yet served.
+    let start = App::start(&config);
+    let mut start = std::pin::pin!(start);
+    let app = loop {
+        tokio::select! {
+            app = &mut start => break app?,
+            event = next_signal(&mut signals) => match event {
+                Event::Stop(name) => {
+                    tracing::info!("{name} while starting: stopped before serving");
+                    return Ok(());
+                }
+                // Nothing is loaded yet to load again.
+                Event::Reload | Event::Ignored(_) => {}
+            },
+        }
+    };
     banner(&app, &config, config_path);
 
     // A reload runs beside the signals, not instead of them: one that waits on a store away for

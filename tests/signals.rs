@@ -93,6 +93,79 @@ async fn sighup_applies_the_log_filter_of_the_config_file() {
     assert!(status.success());
 }
 
+/// Waits until a session holds (`granted` true) or is queued for (false) a lock on `table` of
+/// `db`.
+async fn lock_on(pg: &common::postgres::PgServer, db: &str, table: &str, granted: &str) {
+    let sql = format!(
+        "SELECT count(*) > 0 FROM pg_locks WHERE relation = '{table}'::regclass \
+         AND granted = {granted} AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())"
+    );
+    let found = common::within(Duration::from_secs(20), || async {
+        pg.psql(db, &sql).trim() == "t"
+    })
+    .await;
+    assert!(found.is_some(), "never true: {sql}");
+}
+
+/// A stop is taken while the edge starts and waits on the store (here its read of the domains
+/// queued behind a lock another session holds; in production migrations queued behind another
+/// node's, or a database slow to answer): it exits at once, having served nothing. It used to
+/// be taken only once the start was over, and the start waited on.
+#[tokio::test]
+async fn a_stop_while_starting_and_waiting_on_the_store_is_taken_at_once() {
+    let pg = common::postgres::shared();
+    let url = pg.fresh_database();
+    let db = url
+        .rsplit('/')
+        .next()
+        .expect("a database in the URL")
+        .to_owned();
+    let seal = "c1".repeat(32);
+    let store = format!("[store]\nurl = \"{url}\"\n");
+    // A first start migrates the database, so the second waits on the lock, not a migration.
+    let mut first = Edge::start_with_env(&[("CLICKEDGE_SEAL_KEY", &seal)], &store);
+    assert!(first.terminate().success());
+    let mut locker = pg.psql_in_background(
+        &db,
+        "BEGIN; LOCK TABLE domains IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(30);",
+    );
+    lock_on(pg, &db, "domains", "true").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clickedge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+             admin = \"127.0.0.1:0\"\n{store}",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let mut starting = std::process::Command::new(common::bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("CLICKEDGE_SEAL_KEY", &seal)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    // The start's read, queued behind the lock.
+    lock_on(pg, &db, "domains", "false").await;
+    common::signal(&starting, "TERM");
+    let status = starting.wait().unwrap();
+    let _ = locker.kill();
+    let _ = locker.wait();
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(
+        log.contains("SIGTERM while starting: stopped before serving"),
+        "{log}"
+    );
+}
+
 /// A stop is taken while a SIGHUP reload waits on the store (here on a lock another session
 /// holds on the certificates table; in production a database away for a minute): the edge
 /// shuts down at once and gives the reload up. It used to finish the reload first, answering
@@ -114,23 +187,10 @@ async fn a_stop_during_a_reload_waiting_on_the_store_is_taken_at_once() {
         &db,
         "BEGIN; LOCK TABLE certificates IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(30);",
     );
-    // Sessions holding (`granted`) or queued for a lock on the table.
-    let on_the_table = async |granted: &str| {
-        let sql = format!(
-            "SELECT count(*) > 0 FROM pg_locks WHERE relation = 'certificates'::regclass \
-             AND granted = {granted} AND database = \
-             (SELECT oid FROM pg_database WHERE datname = current_database())"
-        );
-        let found = common::within(Duration::from_secs(20), || async {
-            pg.psql(&db, &sql).trim() == "t"
-        })
-        .await;
-        assert!(found.is_some(), "never true: {sql}");
-    };
-    on_the_table("true").await;
+    lock_on(pg, &db, "certificates", "true").await;
     edge.signal("HUP");
     // The reload's read, queued behind the lock.
-    on_the_table("false").await;
+    lock_on(pg, &db, "certificates", "false").await;
     edge.signal("TERM");
     let status = edge.wait();
     let _ = locker.kill();
