@@ -93,6 +93,17 @@ async fn sighup_applies_the_log_filter_of_the_config_file() {
     assert!(status.success());
 }
 
+/// A fresh database of `pg`: its URL and its name.
+fn fresh_database(pg: &common::postgres::PgServer) -> (String, String) {
+    let url = pg.fresh_database();
+    let db = url
+        .rsplit('/')
+        .next()
+        .expect("a database in the URL")
+        .to_owned();
+    (url, db)
+}
+
 /// Waits until a session holds (`granted` true) or is queued for (false) a lock on `table` of
 /// `db`.
 async fn lock_on(pg: &common::postgres::PgServer, db: &str, table: &str, granted: &str) {
@@ -115,12 +126,7 @@ async fn lock_on(pg: &common::postgres::PgServer, db: &str, table: &str, granted
 #[tokio::test]
 async fn a_stop_while_starting_and_waiting_on_the_store_is_taken_at_once() {
     let pg = common::postgres::shared();
-    let url = pg.fresh_database();
-    let db = url
-        .rsplit('/')
-        .next()
-        .expect("a database in the URL")
-        .to_owned();
+    let (url, db) = fresh_database(pg);
     let seal = "c1".repeat(32);
     let store = format!("[store]\nurl = \"{url}\"\n");
     // A first start migrates the database, so the second waits on the lock, not a migration.
@@ -173,12 +179,7 @@ async fn a_stop_while_starting_and_waiting_on_the_store_is_taken_at_once() {
 #[tokio::test]
 async fn a_stop_during_a_reload_waiting_on_the_store_is_taken_at_once() {
     let pg = common::postgres::shared();
-    let url = pg.fresh_database();
-    let db = url
-        .rsplit('/')
-        .next()
-        .expect("a database in the URL")
-        .to_owned();
+    let (url, db) = fresh_database(pg);
     let mut edge = Edge::start_with_env(
         &[("CLICKEDGE_SEAL_KEY", &"c1".repeat(32))],
         &format!("[store]\nurl = \"{url}\"\n"),
