@@ -7,21 +7,45 @@ use std::time::{Duration, SystemTime};
 
 use super::Position;
 use super::reader::Reader;
+use crate::clicks::file::{closed_name, open_name};
 
-/// `acked` at the end of its file ([`Position::END`]) when that file is finished (its closed
-/// name is there: it is never written again) and acknowledged to its last byte; else `acked`
-/// as it is. Blocking.
+/// `acked` at the end of its file ([`Position::END`]) when that file is finished and
+/// acknowledged to its last byte; else `acked` as it is. Blocking.
+///
+/// Finished: its closed name is there (it is never written again), or, when its rename to that
+/// name failed (the next start renames it), a newer click file is: the writer moved on.
 pub(super) fn at_end_if_finished(dir: &Path, acked: Position) -> Position {
     if acked.file.is_empty() || acked.is_end() {
         return acked;
     }
-    match std::fs::metadata(dir.join(&acked.file)) {
-        Ok(m) if m.len() <= acked.offset => Position {
+    let len = match std::fs::metadata(dir.join(&acked.file)) {
+        Ok(m) => m.len(),
+        // Listed only once it is acknowledged to its end (the writer's file, usually).
+        Err(_) => match std::fs::metadata(dir.join(open_name(&acked.file))) {
+            Ok(m) if m.len() <= acked.offset && newer_exists(dir, &acked.file) => m.len(),
+            _ => return acked,
+        },
+    };
+    if len <= acked.offset {
+        Position {
             offset: Position::END,
             ..acked
-        },
-        _ => acked,
+        }
+    } else {
+        acked
     }
+}
+
+/// Whether `dir` holds a click file newer than `file` (a closed name), under either name.
+fn newer_exists(dir: &Path, file: &str) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(closed_name)
+                .is_some_and(|closed| closed > file)
+        })
+    })
 }
 
 /// Bytes of the log in `dir` after the acknowledged position `acked`, and the age at `now` of

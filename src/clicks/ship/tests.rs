@@ -413,6 +413,36 @@ async fn a_checkpoint_at_the_last_byte_of_a_finished_file_becomes_its_end() {
     assert_eq!(checkpoint.load().unwrap(), at(B, b.len() as u64));
 }
 
+/// A file whose rename to its closed name failed keeps its open name (the next start renames
+/// it); once the writer moved on to a newer file, it is finished all the same: a checkpoint at
+/// its last byte becomes its end, and retention may delete it. It used to stay unshipped for
+/// retention, and with the size cap every write failed until a restart.
+#[tokio::test]
+async fn a_finished_file_left_under_its_open_name_is_marked_at_its_end() {
+    let server = Server::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let a = line("2025-11-24T16:00:00.000Z", 1);
+    std::fs::write(dir.path().join(open_name(A)), &a).unwrap();
+    let checkpoint = Checkpoint::in_dir(dir.path());
+    let at = |file: &str, offset: u64| Position {
+        file: file.into(),
+        offset,
+    };
+    checkpoint.store(&at(A, a.len() as u64)).unwrap();
+    let mut s = shipper(dir.path(), &server.url()).await;
+    s.update_stats().await;
+    assert_eq!(
+        s.acked,
+        at(A, a.len() as u64),
+        "no newer file: still written"
+    );
+    let b = line("2025-11-24T17:00:00.000Z", 2);
+    std::fs::write(dir.path().join(open_name(B)), &b).unwrap();
+    s.update_stats().await;
+    assert_eq!(s.acked, at(A, Position::END));
+    assert!(s.progress.fully_shipped(A, a.len() as u64));
+}
+
 /// A failure that goes on for another reason says so at warning level (the stream found
 /// missing, then found not to take the subject, which names the fix); the same one again is
 /// not repeated there.
