@@ -42,7 +42,7 @@ use crate::certs::{Certs, Hold, IssueGate};
 use crate::clock::Clock;
 use crate::config::{ChallengeKind, Config, IssuerKind};
 use crate::errors::chain as error_chain;
-use crate::store::{DomainPages, DomainRecord, FailureKind, Store, StoreError};
+use crate::store::{DomainPages, DomainRecord, IssueStatus, Store, StoreError};
 use crate::sync::lock;
 pub use dns::DnsView;
 pub use report::{Check, CheckId, CheckStatus, Report};
@@ -356,12 +356,7 @@ impl Onboarding {
             }
             self.latest.insert(name.clone(), report.clone());
         }
-        if report.blocking().is_none()
-            && record
-                .last_error
-                .as_ref()
-                .is_some_and(|f| matches!(f.kind, FailureKind::HeldBack { .. }))
-        {
+        if report.blocking().is_none() && IssueStatus::of(record).held_back() {
             // The gate's own reason is resolved; any backoff a CA error set stays.
             certs.release_hold(name).await?;
         }

@@ -48,6 +48,31 @@ pub(super) struct NotBefore {
     pub(super) nothing_stored: bool,
 }
 
+impl NotBefore {
+    /// The backoff `status` records: its retry time and why, if it has both (nothing found of
+    /// the store yet).
+    fn of(status: IssueStatus) -> Option<NotBefore> {
+        let (Some(until), Some(cause)) = (status.retry_at, status.last_error) else {
+            return None;
+        };
+        Some(NotBefore {
+            until,
+            cause,
+            failures: status.failures,
+            nothing_stored: false,
+        })
+    }
+
+    /// The status that records this backoff.
+    fn status(&self) -> IssueStatus {
+        IssueStatus {
+            last_error: Some(self.cause.clone()),
+            failures: self.failures,
+            retry_at: Some(self.until),
+        }
+    }
+}
+
 /// The issuance status of every domain: recorded in the store, with an in-memory copy of the
 /// retry times for the handshake path.
 pub(super) struct Backoff {
@@ -77,26 +102,21 @@ impl Backoff {
     /// Takes the status recorded in `d` as the in-memory copy (at start, and when another node
     /// recorded it): a retry time ahead of `now` is kept, anything else clears the copy.
     pub(super) fn apply(&self, d: &DomainRecord, now: SystemTime) {
-        if let (Some(until), Some(cause)) = (d.retry_at, &d.last_error)
-            && until > now
-        {
-            // Any change of the row arrives here (a check's results too, and on one node its
-            // own writes): what was found of the store holds while the status is the same. The
-            // row keeps whole seconds, the copy written here may not.
-            let nothing_stored = self.not_before.get(&d.name).is_some_and(|n| {
-                n.nothing_stored
-                    && unix_secs(n.until) == unix_secs(until)
-                    && n.failures == d.failures
-            });
-            let not_before = NotBefore {
-                until,
-                cause: cause.clone(),
-                failures: d.failures,
-                nothing_stored,
-            };
-            self.not_before.insert(d.name.clone(), not_before);
-        } else {
-            self.not_before.remove(&d.name);
+        match NotBefore::of(IssueStatus::of(d)).filter(|n| n.until > now) {
+            Some(mut not_before) => {
+                // Any change of the row arrives here (a check's results too, and on one node its
+                // own writes): what was found of the store holds while the status is the same.
+                // The row keeps whole seconds, the copy written here may not.
+                not_before.nothing_stored = self.not_before.get(&d.name).is_some_and(|n| {
+                    n.nothing_stored
+                        && unix_secs(n.until) == unix_secs(not_before.until)
+                        && n.failures == not_before.failures
+                });
+                self.not_before.insert(d.name.clone(), not_before);
+            }
+            None => {
+                self.not_before.remove(&d.name);
+            }
         }
     }
 
@@ -122,18 +142,7 @@ impl Backoff {
                 return None;
             }
         };
-        let (Some(until), Some(cause)) = (record.retry_at, record.last_error) else {
-            return None;
-        };
-        if until <= now {
-            return None;
-        }
-        let not_before = NotBefore {
-            until,
-            cause,
-            failures: record.failures,
-            nothing_stored: false,
-        };
+        let not_before = NotBefore::of(IssueStatus::of(&record)).filter(|n| n.until > now)?;
         self.not_before.insert(name.clone(), not_before.clone());
         Some(not_before)
     }
@@ -292,11 +301,7 @@ impl Backoff {
     /// Clears a held-back reason once the checks pass, keeping any backoff a CA error set.
     pub(super) async fn release_hold(&self, name: &Domain) -> Result<(), StoreError> {
         self.update(name, |current| {
-            let held = current
-                .last_error
-                .as_ref()
-                .is_some_and(|f| matches!(f.kind, FailureKind::HeldBack { .. }));
-            held.then(|| IssueStatus {
+            current.held_back().then(|| IssueStatus {
                 last_error: None,
                 ..current.clone()
             })
@@ -371,34 +376,20 @@ impl Backoff {
     fn remembered(&self, name: &Domain) -> IssueStatus {
         self.not_before
             .get(name)
-            .map(|n| IssueStatus {
-                last_error: Some(n.cause.clone()),
-                failures: n.failures,
-                retry_at: Some(n.until),
-            })
+            .map(|n| n.status())
             .unwrap_or_default()
     }
 
     /// Takes `status` as the in-memory copy of `name`'s.
     fn remember(&self, name: &Domain, status: &IssueStatus) {
-        let still_held = status
-            .last_error
-            .as_ref()
-            .is_some_and(|f| matches!(f.kind, FailureKind::HeldBack { .. }));
-        if !still_held {
+        if !status.held_back() {
             self.held.remove(name);
         }
-        match (status.retry_at, &status.last_error) {
-            (Some(until), Some(cause)) => {
-                let not_before = NotBefore {
-                    until,
-                    cause: cause.clone(),
-                    failures: status.failures,
-                    nothing_stored: false,
-                };
+        match NotBefore::of(status.clone()) {
+            Some(not_before) => {
                 self.not_before.insert(name.clone(), not_before);
             }
-            _ => {
+            None => {
                 self.not_before.remove(name);
             }
         }

@@ -189,13 +189,7 @@ impl Propagation {
         // A name removed and added again while away is registered still, but its certificate
         // was deleted with it.
         let cached = self.certs.reload_cached().await;
-        match self.keys.reload().await {
-            Ok(_) => {}
-            Err(e) if unreadable_row(&e) => {
-                tracing::error!(error = %error_chain(&e), "the link keys cannot be read again; the ring in use stays (fix or remove the key row)");
-            }
-            Err(e) => return Err(e),
-        }
+        self.reload_keys().await?;
         tracing::warn!(
             applied = self.applied(),
             removed = gone,
@@ -235,16 +229,23 @@ impl Propagation {
             }
         }
         if keys_changed {
-            match self.keys.reload().await {
-                Ok(_) => {}
-                Err(e) if unreadable_row(&e) => {
-                    tracing::error!(error = %error_chain(&e), "the link keys cannot be read again; the ring in use stays (fix or remove the key row)");
-                }
-                Err(e) => return Err(e),
-            }
+            self.reload_keys().await?;
         }
         self.applied.fetch_max(last, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Reads the link key ring again; a key row that cannot be read leaves the ring in use (with
+    /// an error log) rather than holding back every later change.
+    async fn reload_keys(&self) -> Result<(), StoreError> {
+        match self.keys.reload().await {
+            Ok(_) => Ok(()),
+            Err(e) if unreadable_row(&e) => {
+                tracing::error!(error = %error_chain(&e), "the link keys cannot be read again; the ring in use stays (fix or remove the key row)");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Applies one changed row to this node's memory.

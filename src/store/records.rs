@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use super::{IssueFailure, Store, StoreError};
+use super::{FailureKind, IssueFailure, Store, StoreError};
 use crate::Domain;
 
 /// A registered domain.
@@ -76,6 +76,13 @@ impl IssueStatus {
             failures: record.failures,
             retry_at: record.retry_at,
         }
+    }
+
+    /// Whether the last attempt was an order a failing onboarding check held back.
+    pub fn held_back(&self) -> bool {
+        self.last_error
+            .as_ref()
+            .is_some_and(|f| matches!(f.kind, FailureKind::HeldBack { .. }))
     }
 }
 

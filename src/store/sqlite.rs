@@ -70,17 +70,10 @@ impl Store for SqliteStore {
 
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError> {
         let name = name.clone();
-        self.with("reading domain", move |c| {
-            c.query_row(
-                &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"),
-                [name.as_str()],
-                row_domain,
-            )
-            .optional()
-        })
-        .await?
-        .map(to_record)
-        .transpose()
+        self.with("reading domain", move |c| read_domain(c, &name))
+            .await?
+            .map(to_record)
+            .transpose()
     }
 
     async fn add_domain(&self, name: &Domain, created_at: SystemTime) -> Result<bool, StoreError> {
@@ -163,14 +156,7 @@ impl Store for SqliteStore {
         let name = name.clone();
         // One call holds the one connection: nothing else writes between the read and the write.
         self.with("updating domain status", move |c| {
-            let row = c
-                .query_row(
-                    &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"),
-                    [name.as_str()],
-                    row_domain,
-                )
-                .optional()?;
-            let Some(row) = row else {
+            let Some(row) = read_domain(c, &name)? else {
                 return Ok(Ok(None));
             };
             let current = match to_record(row) {
@@ -521,6 +507,16 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// The row of `name`, if it is registered.
+fn read_domain(c: &Connection, name: &Domain) -> rusqlite::Result<Option<rows::DomainRow>> {
+    c.query_row(
+        &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"),
+        [name.as_str()],
+        row_domain,
+    )
+    .optional()
 }
 
 /// Writes the issuance status of `name`; the number of rows changed (0 if it is not registered).

@@ -111,6 +111,14 @@ impl Drop for Server {
     }
 }
 
+/// The position at byte `offset` of `file`.
+fn at(file: &str, offset: u64) -> Position {
+    Position {
+        file: file.into(),
+        offset,
+    }
+}
+
 /// A shipper of the click log in `dir` for node `edge-a` to `url` (the defaults' stream
 /// `CLICKS` and subject `clicks.edge-a`).
 async fn shipper(dir: &Path, url: &str) -> Shipper {
@@ -392,10 +400,6 @@ async fn a_checkpoint_at_the_last_byte_of_a_finished_file_becomes_its_end() {
     std::fs::write(dir.path().join(A), &a).unwrap();
     std::fs::write(dir.path().join(open_name(B)), &b).unwrap();
     let checkpoint = Checkpoint::in_dir(dir.path());
-    let at = |file: &str, offset: u64| Position {
-        file: file.into(),
-        offset,
-    };
     checkpoint.store(&at(A, a.len() as u64)).unwrap();
     let mut s = shipper(dir.path(), &server.url()).await;
     assert!(!s.progress.fully_shipped(A, a.len() as u64));
@@ -424,10 +428,6 @@ async fn a_finished_file_left_under_its_open_name_is_marked_at_its_end() {
     let a = line("2025-11-24T16:00:00.000Z", 1);
     std::fs::write(dir.path().join(open_name(A)), &a).unwrap();
     let checkpoint = Checkpoint::in_dir(dir.path());
-    let at = |file: &str, offset: u64| Position {
-        file: file.into(),
-        offset,
-    };
     checkpoint.store(&at(A, a.len() as u64)).unwrap();
     let mut s = shipper(dir.path(), &server.url()).await;
     s.update_stats().await;
