@@ -153,6 +153,7 @@ impl Domains {
         let fallback = fallback
             .map(|url| self.checked_fallback(&name, url))
             .transpose()?;
+        let changing = self.policy.changing().await;
         let created = self.store.add_domain(&name, self.clock.now()).await?;
         if let Some(url) = &fallback {
             self.store.set_fallback_url(&name, Some(url)).await?;
@@ -170,6 +171,7 @@ impl Domains {
             .await?
             .ok_or_else(|| DomainError::RemovedConcurrently(name.clone()))?;
         self.policy.register_record(&record);
+        drop(changing);
         if self.onboarding.is_configured() {
             self.onboarding.check(&record, &self.certs).await?;
             record = self.store.domain(&name).await?.unwrap_or(record);
@@ -215,6 +217,7 @@ impl Domains {
         let fallback = fallback
             .map(|url| self.checked_fallback(name, url))
             .transpose()?;
+        let changing = self.policy.changing().await;
         if !self
             .store
             .set_fallback_url(name, fallback.as_deref())
@@ -224,6 +227,7 @@ impl Domains {
         }
         let record = self.registered(name).await?;
         self.policy.register_record(&record);
+        drop(changing);
         match &record.fallback_url {
             Some(url) => tracing::info!(domain = %name, fallback_url = %url, "domain fallback set"),
             None => tracing::info!(domain = %name, "domain fallback cleared"),
@@ -237,9 +241,11 @@ impl Domains {
         // The store first: a remove that fails (the database is unreachable) leaves the name
         // served here as on every other node. Not in the store (removed by another node whose
         // change has not arrived yet): forgotten here too.
+        let changing = self.policy.changing().await;
         let removed = self.store.remove_domain(name).await?;
         self.policy.unregister(name.as_str()).await;
         self.certs.forget(name);
+        drop(changing);
         self.onboarding.forget(name).await;
         self.resets_without_a_fix.forget(name);
         if !removed {
@@ -300,9 +306,12 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
+        fixture_over(Arc::new(SqliteStore::in_memory().unwrap()))
+    }
+
+    fn fixture_over(store: Arc<dyn Store>) -> Fixture {
         let ca_dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(from_unix_secs(1_000));
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let policy = Arc::new(Policy::default());
         let certs = Arc::new(Certs::for_tests(
             store.clone(),
@@ -368,6 +377,37 @@ mod tests {
             domains.check(&a).await,
             Err(DomainError::NotRegistered(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_removal_while_an_add_reads_its_row_back_leaves_the_policy_as_the_store_says() {
+        let blips = crate::store::blips::Blips::over(Arc::new(SqliteStore::in_memory().unwrap()));
+        let f = fixture_over(blips.clone());
+        let a = d("a.example.com");
+        blips.stall_domain.arm();
+        let add = f.domains.add(a.clone(), None);
+        let remove_meanwhile = async {
+            // The add has written the row and read it back, and has not registered it yet.
+            blips.stall_domain.held().await;
+            let remove = f.domains.remove(&a);
+            tokio::pin!(remove);
+            // The removal runs to its end here unless something holds it back until the add
+            // has registered what it read.
+            let ran = tokio::time::timeout(Duration::from_millis(200), &mut remove).await;
+            blips.stall_domain.release();
+            match ran {
+                Ok(removed) => removed,
+                Err(_) => remove.await,
+            }
+        };
+        let (added, removed) = tokio::join!(add, remove_meanwhile);
+        added.unwrap();
+        removed.unwrap();
+        assert!(f.store.domain(&a).await.unwrap().is_none());
+        assert!(
+            !f.domains.policy.is_registered(a.as_str()),
+            "served with no row in the store"
+        );
     }
 
     #[tokio::test]

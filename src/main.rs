@@ -71,8 +71,11 @@ async fn serve(
 
     // A start can wait minutes on the store (migrations queued behind another node's, a
     // database slow to answer): a stop meanwhile is taken at once, with nothing yet served.
+    // A SIGHUP meanwhile may be for a change the start read before it was made: it is acted on
+    // once the edge serves.
     let start = App::start(&config);
     let mut start = std::pin::pin!(start);
+    let mut hup_while_starting = false;
     let app = loop {
         tokio::select! {
             app = &mut start => break app?,
@@ -81,8 +84,11 @@ async fn serve(
                     tracing::info!("{name} while starting: stopped before serving");
                     return Ok(());
                 }
-                // Nothing is loaded yet to load again.
-                Event::Reload | Event::Ignored(_) => {}
+                Event::Reload => {
+                    tracing::info!("SIGHUP while starting: reloading once started");
+                    hup_while_starting = true;
+                }
+                Event::Ignored(_) => {}
             },
         }
     };
@@ -90,7 +96,8 @@ async fn serve(
 
     // A reload runs beside the signals, not instead of them: one that waits on a store away for
     // a minute must not hold back a stop. A SIGHUP during a reload runs one more after it.
-    let mut reloading = None;
+    let mut reloading =
+        hup_while_starting.then(|| Box::pin(reload(&app, config_path, &log_filter)));
     let mut again = false;
     let stop = loop {
         tokio::select! {

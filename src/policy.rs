@@ -30,6 +30,10 @@ pub struct Policy {
     /// The `Location` of each domain that has a fallback URL (none: the recipient page).
     fallbacks: DashMap<Domain, HeaderValue>,
     ask: Option<Ask>,
+    /// Held by whoever writes a name's membership to the store and then to this set, so that a
+    /// removal cannot fall between another writer's store write (or read) and its set change,
+    /// leaving a name served that the store no longer holds (or the reverse).
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl Policy {
@@ -39,6 +43,7 @@ impl Policy {
             registered: domains.into_iter().collect(),
             fallbacks: DashMap::new(),
             ask,
+            changing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -67,8 +72,21 @@ impl Policy {
         if !ask.approves(name).await {
             return false;
         }
+        let _changing = self.changing().await;
+        if !ask.record(name).await {
+            return false;
+        }
         self.registered.insert(name.clone());
         true
+    }
+
+    /// The membership lock: held from a store write (or the read of what the store holds) of a
+    /// name's registration until the set here follows it. Store writes and answers are not
+    /// ordered with the set otherwise: an add that read its row back, then a whole removal, then
+    /// the add registering the row it read, would serve a name the store no longer holds, until
+    /// a restart. Never held on the request path.
+    pub async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changing.lock().await
     }
 
     /// Starts serving `name` (the domain lifecycle's job, once the store has it).

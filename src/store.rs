@@ -6,6 +6,8 @@
 //! Nothing here sits on the request path: certificates are cached in memory by `certs`, the
 //! domain set by `policy`, and the key ring by `links`.
 
+#[cfg(test)]
+pub(crate) mod blips;
 mod changes;
 #[doc(hidden)]
 pub mod conformance;

@@ -119,57 +119,126 @@ async fn lock_on(pg: &common::postgres::PgServer, db: &str, table: &str, granted
     assert!(found.is_some(), "never true: {sql}");
 }
 
-/// A stop is taken while the edge starts and waits on the store (here its read of the domains
-/// queued behind a lock another session holds; in production migrations queued behind another
-/// node's, or a database slow to answer): it exits at once, having served nothing. It used to
-/// be taken only once the start was over, and the start waited on.
+/// An edge starting over PostgreSQL whose read of the domains is queued behind a lock another
+/// session holds (in production: migrations queued behind another node's, or a database slow
+/// to answer).
+struct Starting {
+    edge: std::process::Child,
+    locker: std::process::Child,
+    db: String,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Starting {
+    async fn behind_a_lock(pg: &common::postgres::PgServer) -> Starting {
+        let (url, db) = fresh_database(pg);
+        let seal = "c1".repeat(32);
+        let store = format!("[store]\nurl = \"{url}\"\n");
+        // A first start migrates the database, so the second waits on the lock, not a
+        // migration.
+        let mut first = Edge::start_with_env(&[("CLICKEDGE_SEAL_KEY", &seal)], &store);
+        assert!(first.terminate().success());
+        let locker = pg.psql_in_background(
+            &db,
+            "BEGIN; LOCK TABLE domains IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(30);",
+        );
+        lock_on(pg, &db, "domains", "true").await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("clickedge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+                 admin = \"127.0.0.1:0\"\n{store}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let stderr = dir.path().join("stderr.log");
+        let edge = std::process::Command::new(common::bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CLICKEDGE_SEAL_KEY", &seal)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        // The start's read, queued behind the lock.
+        lock_on(pg, &db, "domains", "false").await;
+        Starting {
+            edge,
+            locker,
+            db,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+
+    /// Waits until the log holds `line` (or the edge ended).
+    async fn wait_for_log(&self, line: &str) -> String {
+        let found = common::within(Duration::from_secs(30), || async {
+            self.log().contains(line)
+        })
+        .await;
+        let log = self.log();
+        assert!(found.is_some(), "never logged {line:?}:\n{log}");
+        log
+    }
+
+    /// Ends the session holding the lock, so the start goes on.
+    fn unlock(&mut self, pg: &common::postgres::PgServer) {
+        pg.psql(
+            &self.db,
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = 'domains'::regclass \
+             AND granted AND pid <> pg_backend_pid()",
+        );
+        let _ = self.locker.kill();
+        let _ = self.locker.wait();
+    }
+}
+
+/// A stop is taken while the edge starts and waits on the store: it exits at once, having
+/// served nothing. It used to be taken only once the start was over, and the start waited on.
 #[tokio::test]
 async fn a_stop_while_starting_and_waiting_on_the_store_is_taken_at_once() {
     let pg = common::postgres::shared();
-    let (url, db) = fresh_database(pg);
-    let seal = "c1".repeat(32);
-    let store = format!("[store]\nurl = \"{url}\"\n");
-    // A first start migrates the database, so the second waits on the lock, not a migration.
-    let mut first = Edge::start_with_env(&[("CLICKEDGE_SEAL_KEY", &seal)], &store);
-    assert!(first.terminate().success());
-    let mut locker = pg.psql_in_background(
-        &db,
-        "BEGIN; LOCK TABLE domains IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(30);",
-    );
-    lock_on(pg, &db, "domains", "true").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("clickedge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
-             admin = \"127.0.0.1:0\"\n{store}",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let stderr = dir.path().join("stderr.log");
-    let mut starting = std::process::Command::new(common::bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("CLICKEDGE_SEAL_KEY", &seal)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    // The start's read, queued behind the lock.
-    lock_on(pg, &db, "domains", "false").await;
-    common::signal(&starting, "TERM");
-    let status = starting.wait().unwrap();
-    let _ = locker.kill();
-    let _ = locker.wait();
-    let log = std::fs::read_to_string(&stderr).unwrap();
+    let mut starting = Starting::behind_a_lock(pg).await;
+    common::signal(&starting.edge, "TERM");
+    let status = starting.edge.wait().unwrap();
+    starting.unlock(pg);
+    let log = starting.log();
     assert!(status.success(), "{status:?}\n{log}");
     assert!(
         log.contains("SIGTERM while starting: stopped before serving"),
         "{log}"
     );
+}
+
+/// A SIGHUP while the edge starts (the operator changed what the start may have read already)
+/// is acted on once the edge serves. It used to be dropped.
+#[tokio::test]
+async fn a_sighup_while_starting_reloads_once_started() {
+    let pg = common::postgres::shared();
+    let mut starting = Starting::behind_a_lock(pg).await;
+    common::signal(&starting.edge, "HUP");
+    starting
+        .wait_for_log("SIGHUP while starting: reloading once started")
+        .await;
+    starting.unlock(pg);
+    let log = starting
+        .wait_for_log("SIGHUP: reloaded certificates and link keys")
+        .await;
+    let listening = log.find("listening").expect("the edge serves");
+    assert!(listening < log.find("SIGHUP: reloaded").unwrap(), "{log}");
+    common::signal(&starting.edge, "TERM");
+    let status = starting.edge.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", starting.log());
 }
 
 /// A stop is taken while a SIGHUP reload waits on the store (here on a lock another session

@@ -5,6 +5,7 @@ use crate::acme::RateLimit;
 use crate::clock::{ManualClock, from_unix_secs};
 use crate::domain::Zones;
 use crate::issuer::{IssueError, LocalCa, OrderClaim};
+use crate::store::blips;
 use crate::store::{
     AcmeProblem, FailureKind, IssueStatus, Origin, RateLimitScope, SqliteStore, StoredCert,
 };
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 mod backing_off;
-mod blips;
 mod cluster;
 mod held;
 mod renewal;

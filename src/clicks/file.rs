@@ -356,14 +356,9 @@ impl FileSink {
             .map_err(deleting)?;
         Ok(())
     }
-}
 
-impl ClickSink for FileSink {
-    type Error = WriteError;
-
-    /// Appends the batch to the current file (repairing, rotating or opening one first as
-    /// needed). On error the file is as it was before.
-    fn write(&mut self, batch: &Batch<'_>) -> Result<(), WriteError> {
+    /// [`ClickSink::write`] but for the log's size, which the caller reports after it.
+    fn append_batch(&mut self, batch: &Batch<'_>) -> Result<(), WriteError> {
         if let Some(torn) = &self.torn {
             self.file = torn.repair().map_err(|source| WriteError::Repair {
                 path: torn.path.clone(),
@@ -391,9 +386,6 @@ impl ClickSink for FileSink {
             if let Some(seq) = batch.last_line().and_then(line_click_id).and_then(id_seq) {
                 self.last_seq = seq;
             }
-            self.metrics
-                .click_log_bytes
-                .set(gauge(self.retention.closed_bytes() + file.bytes));
             self.file = Some(file);
             return Ok(());
         };
@@ -418,6 +410,29 @@ impl ClickSink for FileSink {
             }
         }
         Err(e)
+    }
+
+    /// Sets `clickedge_click_log_bytes` to what the log holds now.
+    fn report_bytes(&self) {
+        let open = (self.file.as_ref().map(|f| f.bytes))
+            .or(self.torn.as_ref().map(|t| t.bytes))
+            .unwrap_or(0);
+        self.metrics
+            .click_log_bytes
+            .set(gauge(self.retention.closed_bytes() + open));
+    }
+}
+
+impl ClickSink for FileSink {
+    type Error = WriteError;
+
+    /// Appends the batch to the current file (repairing, rotating or opening one first as
+    /// needed). On error the file is as it was before.
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), WriteError> {
+        let written = self.append_batch(batch);
+        // Failed or not, the write may have closed, deleted or rolled back a file.
+        self.report_bytes();
+        written
     }
 
     fn close(mut self) {
@@ -467,10 +482,7 @@ impl ClickSink for FileSink {
             self.metrics.click_sink_errors.inc();
             tracing::error!(error = %errors::chain(&e), "deleting click files past clicks.retention");
         }
-        let open = self.file.as_ref().map_or(0, |f| f.bytes);
-        self.metrics
-            .click_log_bytes
-            .set(gauge(self.retention.closed_bytes() + open));
+        self.report_bytes();
     }
 }
 

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, watch};
 
+use crate::Domain;
 use crate::certs::Certs;
 use crate::clock::Clock;
 use crate::errors::chain as error_chain;
@@ -169,9 +170,7 @@ impl Propagation {
                 Ok(Some(page)) => stored.extend(page.into_iter().map(|d| d.name)),
                 Ok(None) => {
                     for name in self.policy.names() {
-                        if !stored.contains(&name) {
-                            self.policy.unregister(name.as_str()).await;
-                            self.certs.forget(&name);
+                        if !stored.contains(&name) && self.forget_if_gone(&name).await? {
                             gone += 1;
                         }
                     }
@@ -197,6 +196,22 @@ impl Propagation {
             "deletes missed for longer than tombstones are kept: compared with the store"
         );
         Ok(())
+    }
+
+    /// Forgets `name` unless the store holds it now: it was missing from the pages read, but an
+    /// add on this node may have come after they were.
+    async fn forget_if_gone(&self, name: &Domain) -> Result<bool, StoreError> {
+        let _changing = self.policy.changing().await;
+        match self.store.domain(name).await {
+            Ok(None) => {}
+            // Written meanwhile, or a row the scan reports: served still.
+            Ok(Some(_)) => return Ok(false),
+            Err(e) if unreadable_row(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.policy.unregister(name.as_str()).await;
+        self.certs.forget(name);
+        Ok(true)
     }
 
     /// Applies one page, each row once (at its last version in the page): domains first, then
@@ -251,28 +266,33 @@ impl Propagation {
     /// Applies one changed row to this node's memory.
     async fn apply_one(&self, what: &Changed, keys_changed: &mut bool) -> Result<(), StoreError> {
         match what {
-            Changed::Domain(name) => match self.store.domain(name).await? {
-                Some(record) => {
-                    if !self.policy.is_registered(name.as_str()) {
-                        tracing::info!(domain = %name, "domain added on another node");
+            Changed::Domain(name) => {
+                let changing = self.policy.changing().await;
+                match self.store.domain(name).await? {
+                    Some(record) => {
+                        if !self.policy.is_registered(name.as_str()) {
+                            tracing::info!(domain = %name, "domain added on another node");
+                        }
+                        self.policy.register_record(&record);
+                        self.certs.apply_status(&record);
+                        drop(changing);
+                        if let Some(onboarding) = &self.onboarding {
+                            onboarding.reload(name).await?;
+                        }
                     }
-                    self.policy.register_record(&record);
-                    self.certs.apply_status(&record);
-                    if let Some(onboarding) = &self.onboarding {
-                        onboarding.reload(name).await?;
+                    None => {
+                        if self.policy.is_registered(name.as_str()) {
+                            tracing::info!(domain = %name, "domain removed on another node");
+                        }
+                        self.policy.unregister(name.as_str()).await;
+                        self.certs.forget(name);
+                        drop(changing);
+                        if let Some(onboarding) = &self.onboarding {
+                            onboarding.forget(name).await;
+                        }
                     }
                 }
-                None => {
-                    if self.policy.is_registered(name.as_str()) {
-                        tracing::info!(domain = %name, "domain removed on another node");
-                    }
-                    self.policy.unregister(name.as_str()).await;
-                    self.certs.forget(name);
-                    if let Some(onboarding) = &self.onboarding {
-                        onboarding.forget(name).await;
-                    }
-                }
-            },
+            }
             Changed::Certificate(name) => self.certs.reload_name(name).await?,
             Changed::LinkKey(_) => *keys_changed = true,
             Changed::Unreadable { table, key } => {

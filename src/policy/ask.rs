@@ -139,9 +139,8 @@ impl Ask {
         })
     }
 
-    /// True if the endpoint approves `name` and the approval is recorded as a domain of origin
-    /// `ask` (or `name` was registered meanwhile). Refused over the rate limit, or when the store
-    /// fails (the answer is kept: the next handshake records it without asking).
+    /// True if the endpoint approves `name` (asked now, or an answer still cached). Refused over
+    /// the rate limit. Serving it takes [`Ask::record`] too.
     pub(super) async fn approves(&self, name: &Domain) -> bool {
         // Concurrent questions about one name share one request, and one token.
         let answer = self
@@ -161,7 +160,7 @@ impl Ask {
         if !answer.is_fresh() {
             self.cache_hits.inc();
         }
-        answer.into_value() == Answer::Allowed && self.record(name).await
+        answer.into_value() == Answer::Allowed
     }
 
     /// Forgets the answer about `name` (after it was removed).
@@ -202,7 +201,10 @@ impl Ask {
         }
     }
 
-    async fn record(&self, name: &Domain) -> bool {
+    /// True once the approval of `name` is recorded as a domain of origin `ask` (or `name` was
+    /// registered meanwhile); false when the store fails (the answer is kept: the next handshake
+    /// records it without asking).
+    pub(super) async fn record(&self, name: &Domain) -> bool {
         match self.store.add_approved_domain(name, self.clock.now()).await {
             Ok(created) => {
                 if created {

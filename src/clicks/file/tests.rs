@@ -581,3 +581,43 @@ fn a_file_left_open_that_cannot_be_closed_says_what_to_move() {
     assert!(text.contains("move one of the two"), "{text}");
     assert!(!text.contains("torn"), "{text}");
 }
+
+/// A write that fails after deleting a file to make room (the next oldest is not shipped yet)
+/// leaves `clickedge_click_log_bytes` at what the files hold, not at what they held before.
+#[test]
+fn a_failed_write_leaves_the_log_size_as_the_files_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let progress = Progress::new(Default::default());
+    let metrics = Metrics::unregistered();
+    let mut sink = FileSink::open(
+        FileSinkConfig {
+            max_total_bytes: NonZeroU64::new(100),
+            // Every write after the first closes the file before it.
+            max_file_bytes: 1,
+            shipped: Some(progress.clone()),
+            ..file_config(dir.path())
+        },
+        metrics.clone(),
+        Clock::system(),
+    )
+    .unwrap();
+    let line = |c: &str, n| format!("{{\"url\":\"{}\"}}\n", c.repeat(n));
+    for c in ["a", "b", "c"] {
+        sink.write(&Batch::new(line(c, 20).as_bytes(), 1, false))
+            .unwrap();
+    }
+    let (files, _) = lines(dir.path());
+    assert_eq!(files.len(), 3, "{files:?}");
+    let oldest = closed_name(files[0].file_name().unwrap().to_str().unwrap()).unwrap();
+    progress.set_shipped_for_tests(oldest, crate::clicks::ship::Position::END);
+    // Room for it takes the two oldest files: the first goes, the second is not shipped.
+    let err = sink
+        .write(&Batch::new(line("d", 50).as_bytes(), 1, false))
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Unshipped { .. }), "{err:?}");
+    assert_eq!(metrics.click_log_deleted_files.get(), 1);
+    let (files, _) = lines(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(metrics.click_log_bytes.get() as u64, log_bytes(&files));
+    sink.close();
+}

@@ -3,37 +3,34 @@
 //! answer is slow to arrive, or never does), and otherwise passes every call to the store it
 //! wraps.
 
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tokio::sync::{Notify, watch};
 
 use super::*;
-use crate::config::ChallengeKind;
-use crate::store::{
-    BudgetRecord, CertPage, CertSummary, Change, Changes, ClusterView, Fence, KeyChange, Lease,
-    LeaseRecord, NodeRecord, OrderRate, OrderTurn, StatusChange, StoredLinkKey,
-};
 
 /// `inner`, with blips.
-pub(super) struct Blips {
+pub(crate) struct Blips {
     inner: Arc<dyn Store>,
     /// How many of the next [`Store::extend_lease`] calls fail.
-    pub(super) extend_lease: AtomicU32,
+    pub(crate) extend_lease: AtomicU32,
     /// How many of the next [`Store::certificate`] calls fail.
-    pub(super) certificate: AtomicU32,
+    pub(crate) certificate: AtomicU32,
     /// How many of the next [`Store::put_certificate_fenced`] calls fail.
-    pub(super) put_fenced: AtomicU32,
+    pub(crate) put_fenced: AtomicU32,
     /// How many [`Store::certificate`] calls pass before those failures begin.
-    pub(super) certificate_after: AtomicU32,
+    pub(crate) certificate_after: AtomicU32,
     /// Holds the answers of [`Store::certificate`] calls once armed.
-    pub(super) stall_certificate: Stall,
+    pub(crate) stall_certificate: Stall,
     /// Holds [`Store::acquire_lease`] calls once armed, before they reach the store.
-    pub(super) stall_acquire: Stall,
+    pub(crate) stall_acquire: Stall,
+    /// Holds the answers of [`Store::domain`] calls once armed.
+    pub(crate) stall_domain: Stall,
 }
 
 /// Holds calls once armed: each gets the wrapped store's answer, then waits with it until
 /// [`Stall::release`] (never, if the test does not call it).
-pub(super) struct Stall {
+pub(crate) struct Stall {
     armed: AtomicBool,
     held: Notify,
     released: watch::Sender<bool>,
@@ -49,17 +46,17 @@ impl Stall {
     }
 
     /// Holds every call from now on.
-    pub(super) fn arm(&self) {
+    pub(crate) fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
     }
 
     /// Returns once a call is held.
-    pub(super) async fn held(&self) {
+    pub(crate) async fn held(&self) {
         self.held.notified().await;
     }
 
     /// Lets the held calls go, and holds no more.
-    pub(super) fn release(&self) {
+    pub(crate) fn release(&self) {
         self.armed.store(false, Ordering::SeqCst);
         self.released.send_replace(true);
     }
@@ -76,7 +73,7 @@ impl Stall {
 }
 
 impl Blips {
-    pub(super) fn over(inner: Arc<dyn Store>) -> Arc<Blips> {
+    pub(crate) fn over(inner: Arc<dyn Store>) -> Arc<Blips> {
         Arc::new(Blips {
             inner,
             extend_lease: AtomicU32::new(0),
@@ -85,6 +82,7 @@ impl Blips {
             certificate_after: AtomicU32::new(0),
             stall_certificate: Stall::new(),
             stall_acquire: Stall::new(),
+            stall_domain: Stall::new(),
         })
     }
 
@@ -163,7 +161,9 @@ impl Store for Blips {
         self.inner.domains_after(after, limit).await
     }
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError> {
-        self.inner.domain(name).await
+        let answer = self.inner.domain(name).await;
+        self.stall_domain.pass().await;
+        answer
     }
     async fn add_domain(&self, name: &Domain, created_at: SystemTime) -> Result<bool, StoreError> {
         self.inner.add_domain(name, created_at).await
