@@ -107,6 +107,50 @@ pub struct Rewritten {
     /// The pixel's URL, when asked: the one the HTML part carries already, if any, else a new
     /// one.
     pub pixel: Option<String>,
+    /// What became of the decoy, when asked.
+    pub decoy: Option<Decoy>,
+}
+
+/// What became of the decoy a rewrite was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoy {
+    /// Added: the last of the links, role decoy.
+    Added,
+    /// The HTML part carries this message's decoy already (rewritten before): kept as it is.
+    Kept,
+    /// None could be placed.
+    Skipped(NoDecoy),
+}
+
+/// Why a decoy asked for was not placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoDecoy {
+    /// The decoy is an HTML link; the message has no HTML part.
+    #[error("the message has no HTML part (the decoy is a hidden HTML link)")]
+    NoHtml,
+    /// No link a decoy may lead to.
+    #[error(
+        "the message has no content or footer link for the decoy to lead to (never where an \
+         unsubscribe or confirm link leads)"
+    )]
+    NoDestination,
+    /// Rewritten before without one: its links are numbered already, the decoy's place with them.
+    #[error(
+        "the message was rewritten before without a decoy; one is added only when the original \
+         message is rewritten (and has a content or footer link to lead to)"
+    )]
+    RewrittenWithout,
+}
+
+impl Decoy {
+    /// As the API writes it: `added`, `kept` or `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decoy::Added => "added",
+            Decoy::Kept => "kept",
+            Decoy::Skipped(_) => "skipped",
+        }
+    }
 }
 
 /// Why a message was not rewritten.
@@ -284,19 +328,29 @@ pub fn rewrite<M: Minter>(
         .filter(|t| matches!(t.role, Role::Unsubscribe | Role::Confirm))
         .map(|t| t.url.as_str())
         .collect();
-    if message.decoy
-        && message.html.is_some()
-        && !found.decoy
-        && let Some(first) = targets.iter().find(|t| {
+    let first = targets
+        .iter()
+        .find(|t| {
             matches!(t.role, Role::Content | Role::Footer) && !action_urls.contains(t.url.as_str())
         })
-    {
-        let decoy = Target {
-            url: first.url.clone(),
-            role: Role::Decoy,
-        };
-        targets.push(decoy);
-    }
+        .map(|t| t.url.clone());
+    let decoy = match (message.decoy, message.html, found.decoy, first) {
+        (false, ..) => None,
+        (true, None, ..) => Some(Decoy::Skipped(NoDecoy::NoHtml)),
+        (true, Some(_), true, _) => Some(Decoy::Kept),
+        // Rewritten before (made links or the pixel refuse any target above).
+        (true, Some(_), false, None) if made_links > 0 || pixel_before => {
+            Some(Decoy::Skipped(NoDecoy::RewrittenWithout))
+        }
+        (true, Some(_), false, None) => Some(Decoy::Skipped(NoDecoy::NoDestination)),
+        (true, Some(_), false, Some(url)) => {
+            targets.push(Target {
+                url,
+                role: Role::Decoy,
+            });
+            Some(Decoy::Added)
+        }
+    };
     // Invariant: at most MAX_LINKS_PER_MESSAGE (1000) targets and the decoy, checked above.
     let count = targets.len() as u32;
     let visible = count - u32::from(targets.last().is_some_and(|t| t.role == Role::Decoy));
@@ -338,7 +392,7 @@ pub fn rewrite<M: Minter>(
         .zip(&links)
         .map(|(t, l)| (t, l.link.as_str()))
         .collect();
-    let decoy = links
+    let decoy_link = links
         .iter()
         .find(|l| l.role == Role::Decoy)
         .map(|l| l.link.as_str());
@@ -355,7 +409,7 @@ pub fn rewrite<M: Minter>(
             &html::Writes {
                 links: &lookup,
                 pixel: new_pixel.as_deref(),
-                decoy,
+                decoy: decoy_link,
                 edge: &edge,
             },
         )?),
@@ -376,6 +430,7 @@ pub fn rewrite<M: Minter>(
         text,
         links,
         pixel,
+        decoy,
     })
 }
 

@@ -288,6 +288,38 @@ async fn the_cli_prints_the_rewritten_parts() {
 
     let json: Value = serde_json::from_str(&run(&["--text", "-", "--json"])).unwrap_or_default();
     assert_eq!(json["links"], json!([]), "stdin is empty here");
+
+    // A decoy asked for and not placed: the parts are printed, and a warning says why.
+    std::fs::write(
+        &html,
+        r#"<body><a href="https://list.example/confirm" data-clickedge-role="confirm">Yes</a></body>"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clickedge"))
+        .arg("--config")
+        .arg(edge.config_path())
+        .args([
+            "rewrite",
+            "--domain",
+            DOMAIN,
+            "--message",
+            "msg-cli",
+            "--decoy",
+        ])
+        .args(["--html", html.to_str().unwrap()])
+        .args(["--admin", &format!("http://{}", edge.admin)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("<a href=\"{link_prefix}")),
+        "{out:?}"
+    );
+    assert!(
+        stderr.contains("warning: no decoy: the message has no content or footer link"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -387,6 +419,28 @@ async fn the_edges_own_links_are_left_as_written_and_a_second_rewrite_changes_no
     let html = twice["html"].as_str().unwrap();
     assert_eq!(html.matches("/o/").count(), 1, "{html}");
     assert_eq!(html.matches("aria-hidden").count(), 1, "{html}");
+    assert_eq!(
+        (&once["decoy"], &twice["decoy"]),
+        (&json!("added"), &json!("kept"))
+    );
+    assert_eq!(twice["decoy_skipped"], json!(null));
+
+    // Rewritten the first time without a decoy, a decoy asked for the second time is skipped,
+    // and the answer says why.
+    let (status, without) = rewrite(
+        &edge,
+        json!({"domain": DOMAIN, "message": "w", "html": plain, "pixel": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{without}");
+    assert_eq!(without["decoy"], json!(null));
+    let again = json!({"domain": DOMAIN, "message": "w", "html": without["html"], "pixel": true, "decoy": true});
+    let (status, skipped) = rewrite(&edge, again).await;
+    assert_eq!(status, 200, "{skipped}");
+    assert_eq!(skipped["html"], without["html"]);
+    assert_eq!(skipped["decoy"], "skipped");
+    let why = skipped["decoy_skipped"].as_str().unwrap();
+    assert!(why.contains("rewritten before without a decoy"), "{why}");
 
     // Quoted in another message, it is that message's content: its links and pixel are left as
     // written, and the other message gets a pixel of its own.

@@ -17,7 +17,7 @@ use super::error::{ApiError, parse_name};
 use crate::Domain;
 use crate::keys::{LinkKeys, MintError};
 use crate::links::{EdgeRoute, Link, LinkError, MessageContext, Role};
-use crate::rewrite::{self, Made, Message, Minter, Place, RewriteError};
+use crate::rewrite::{self, Decoy, Made, Message, Minter, Place, RewriteError};
 
 /// Largest `POST /v1/rewrite` body: 2 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
@@ -53,6 +53,10 @@ struct RewriteAnswer {
     text: Option<String>,
     links: Vec<LinkAnswer>,
     pixel: Option<String>,
+    /// `added`, `kept` or `skipped`; null when not asked.
+    decoy: Option<&'static str>,
+    /// Why the decoy asked for was not placed.
+    decoy_skipped: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -192,5 +196,10 @@ async fn rewrite_message(
             })
             .collect(),
         pixel: out.pixel,
+        decoy: out.decoy.map(Decoy::as_str),
+        decoy_skipped: match out.decoy {
+            Some(Decoy::Skipped(why)) => Some(why.to_string()),
+            _ => None,
+        },
     }))
 }

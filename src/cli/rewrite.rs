@@ -90,6 +90,9 @@ pub(super) async fn run(config: &Config, args: RewriteArgs) -> anyhow::Result<()
         say!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    if let Some(why) = v["decoy_skipped"].as_str() {
+        eprintln!("warning: no decoy: {why}");
+    }
     let both = args.html.is_some() && args.text.is_some();
     for part in ["html", "text"] {
         if let Some(s) = v[part].as_str() {

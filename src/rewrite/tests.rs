@@ -208,6 +208,7 @@ fn pixel_goes_before_body_end_and_decoy_after_body_start() {
         )
     );
     assert_eq!(out.pixel.as_deref(), Some("https://t.example/o/px"));
+    assert_eq!(out.decoy, Some(Decoy::Added));
 
     // Without a body, both go at the end.
     let mut m = Recorder::default();
@@ -283,6 +284,19 @@ fn the_decoy_never_leads_where_an_action_link_does() {
         out.html.unwrap(),
         r#"<body><a href="https://t.example/c/0">Confirm</a></body>"#
     );
+    assert_eq!(out.decoy, Some(Decoy::Skipped(NoDecoy::NoDestination)));
+
+    // The decoy is an HTML link: a text part alone gets none, and says so.
+    let out = rewrite(
+        Message {
+            text: Some("https://shop.example/"),
+            decoy: true,
+            ..Message::default()
+        },
+        &mut Recorder::default(),
+    )
+    .unwrap();
+    assert_eq!(out.decoy, Some(Decoy::Skipped(NoDecoy::NoHtml)));
 }
 
 #[test]

@@ -124,6 +124,17 @@ fn a_message_rewritten_again_keeps_its_one_pixel_its_decoy_and_its_links() {
     // The pixel the message carries is the one reported.
     assert_eq!(twice.pixel.as_deref(), Some("https://t.example/o/px"));
     assert!(twice.links.is_empty());
+    assert_eq!(once.decoy, Some(Decoy::Added));
+    assert_eq!(twice.decoy, Some(Decoy::Kept));
+    // Rewritten the first time without a decoy: one asked for now is not added, and the answer
+    // says why.
+    let (plain, _) = rewrite_html(input, true, false);
+    assert_eq!(plain.decoy, None);
+    let (again, m) = rewrite_html_with(after(&plain), plain.html.as_deref().unwrap(), true, true);
+    let again = again.unwrap();
+    assert_eq!(again.html, plain.html);
+    assert_eq!(again.decoy, Some(Decoy::Skipped(NoDecoy::RewrittenWithout)));
+    assert!(m.links.is_empty());
 
     // A link added since would take a place the earlier links hold: refused, nothing minted.
     let grown = once_html.replace("</body>", r#"<a href="https://b.example/">b</a></body>"#);
