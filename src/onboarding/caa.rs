@@ -11,8 +11,8 @@ use crate::Domain;
 /// One CAA record: flags, tag and raw value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaaRecord {
-    /// The issuer-critical flag (RFC 8659 §4.1).
-    pub critical: bool,
+    /// The flags octet as DNS serves it (RFC 8659 §4.1).
+    pub flags: u8,
     /// The property tag (`issue`, `issuewild`, `iodef`, …).
     pub tag: String,
     /// The property value as text.
@@ -20,6 +20,13 @@ pub struct CaaRecord {
 }
 
 impl CaaRecord {
+    /// Whether the record is marked critical: the issuer-critical bit (128), or the bit of
+    /// value 1, which zone tools misreading the RFC set meaning it, and which Let's Encrypt
+    /// reads as critical too.
+    pub fn critical(&self) -> bool {
+        self.flags & (128 | 1) != 0
+    }
+
     /// The record in zone-file form, at `owner`; control characters of the tag and value (as
     /// the customer's DNS served them) escaped, so the line stays one line.
     pub fn zone_line(&self, owner: &Domain) -> String {
@@ -30,7 +37,7 @@ impl CaaRecord {
     pub fn to_delete(&self, owner: &Domain) -> FixRecord {
         let value = format!(
             "{} {} \"{}\"",
-            if self.critical { 128 } else { 0 },
+            self.flags,
             escape(&self.tag),
             escape(&self.value)
         );
@@ -97,6 +104,9 @@ pub enum Verdict {
     OtherAccount(String, String, String),
     /// A critical property the CA does not understand: no CA may issue (RFC 8659 §4.5).
     UnknownCritical(String),
+    /// An `issue` property names our identity (the first) with a value (the second) a CA does
+    /// not parse (why: the third), and no other allows: the CA ignores it, and refuses.
+    Malformed(String, String, String),
 }
 
 /// Applies RFC 8659 §4 (and RFC 8657's parameters) to `set` for a CA known by any of
@@ -116,30 +126,52 @@ pub fn verdict(
     if let Some(r) = set
         .records
         .iter()
-        .find(|r| r.critical && !known(&r.tag.to_ascii_lowercase()))
+        .find(|r| r.critical() && !known(&r.tag.to_ascii_lowercase()))
     {
         return Verdict::UnknownCritical(r.tag.clone());
     }
-    let issue: Vec<(String, Vec<(String, String)>)> = set
+    let issue: Vec<(&str, IssueValue)> = set
         .records
         .iter()
         .filter(|r| r.tag.eq_ignore_ascii_case("issue"))
-        .map(|r| parse_issue_value(&r.value))
+        .map(|r| (r.value.as_str(), parse_issue_value(&r.value)))
         .collect();
     if issue.is_empty() {
         return Verdict::NoIssueProperty;
     }
-    let (mut excluded, mut bound) = (None, None);
-    for (issuer, params) in &issue {
+    let (mut excluded, mut bound, mut malformed) = (None, None, None);
+    for (value, IssueValue { issuer, params }) in &issue {
         if !identities.iter().any(|i| i == issuer) {
             continue;
         }
+        let params = match params {
+            Ok(params) => params,
+            Err(why) => {
+                malformed = Some(Verdict::Malformed(
+                    issuer.clone(),
+                    (*value).to_owned(),
+                    why.clone(),
+                ));
+                continue;
+            }
+        };
         let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-        if let Some(allowed) = param("validationmethods")
-            && !allowed.split(',').any(|m| methods.contains(&m.trim()))
-        {
-            excluded = Some(Verdict::MethodsExcluded(issuer.clone(), allowed.clone()));
-            continue;
+        if let Some(allowed) = param("validationmethods") {
+            // RFC 8657 §4: a method that is not one is a malformed record, not one left out.
+            if let Some(bad) = allowed.split(',').find(|m| {
+                m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }) {
+                malformed = Some(Verdict::Malformed(
+                    issuer.clone(),
+                    (*value).to_owned(),
+                    format!("validationmethods has {bad:?}, which is no method name"),
+                ));
+                continue;
+            }
+            if !allowed.split(',').any(|m| methods.contains(&m)) {
+                excluded = Some(Verdict::MethodsExcluded(issuer.clone(), allowed.clone()));
+                continue;
+            }
         }
         bound = match (param("accounturi"), account) {
             (None, _) => return Verdict::Allowed(issuer.clone()),
@@ -154,74 +186,105 @@ pub fn verdict(
             (Some(uri), None) => Some(Verdict::AccountBound(issuer.clone(), uri.clone())),
         };
     }
-    if let Some(v) = bound.or(excluded) {
+    if let Some(v) = bound.or(malformed).or(excluded) {
         return v;
     }
     let mut allowed: Vec<String> = issue
         .into_iter()
-        .map(|(issuer, _)| issuer)
+        .map(|(_, v)| v.issuer)
         .filter(|i| !i.is_empty())
         .collect();
     allowed.dedup();
     Verdict::NotAllowed(allowed)
 }
 
-/// Whether a CAA `accounturi` names the account at `ours`. A CA may know one account by
-/// several URLs (Let's Encrypt takes both its API versions' forms,
-/// `https://acme-v01.api.letsencrypt.org/acme/reg/ID` and
-/// `https://acme-v02.api.letsencrypt.org/acme/acct/ID`), all ending in the account's id, on the
-/// CA's host or a sibling of it: a URL so placed naming the edge's id is the edge's account;
-/// another id, or the same id on another CA's host, never is.
+/// Whether a CAA `accounturi` names the account at `ours`: the same URL, as a CA compares it
+/// (RFC 8657 §3). Let's Encrypt also knows each account by its ACME v1 URL (`acme/reg/ID` on
+/// the v1 host of the same environment), and takes that form too.
 fn same_account(uri: &str, ours: &str) -> bool {
-    if uri == ours {
-        return true;
-    }
-    let (Ok(theirs), Ok(ours)) = (url::Url::parse(uri), url::Url::parse(ours)) else {
-        return false;
-    };
-    let id = |u: &url::Url| {
-        u.path()
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-    };
-    theirs.scheme() == ours.scheme()
-        && theirs.port_or_known_default() == ours.port_or_known_default()
-        && same_ca_host(theirs.host_str(), ours.host_str())
-        && id(&theirs).is_some_and(|i| Some(i) == id(&ours))
+    uri == ours || lets_encrypt_v1_url(ours).is_some_and(|v1| uri == v1)
 }
 
-/// The same host, or siblings under a parent of at least two labels
-/// (`acme-v01.api.letsencrypt.org` and `acme-v02.api.letsencrypt.org`; not `a.example` and
-/// `b.example`).
-fn same_ca_host(a: Option<&str>, b: Option<&str>) -> bool {
-    let (Some(a), Some(b)) = (a, b) else {
-        return false;
-    };
-    a.eq_ignore_ascii_case(b) || parent(a).is_some_and(|p| parent(b) == Some(p))
+/// The ACME v1 URL Let's Encrypt also knows the account at `ours` by, for its production and
+/// staging v2 URLs.
+fn lets_encrypt_v1_url(ours: &str) -> Option<String> {
+    const FORMS: [(&str, &str); 2] = [
+        (
+            "https://acme-v02.api.letsencrypt.org/acme/acct/",
+            "https://acme-v01.api.letsencrypt.org/acme/reg/",
+        ),
+        (
+            "https://acme-staging-v02.api.letsencrypt.org/acme/acct/",
+            "https://acme-staging.api.letsencrypt.org/acme/reg/",
+        ),
+    ];
+    FORMS.iter().find_map(|(v2, v1)| {
+        let id = ours.strip_prefix(v2)?;
+        Some(format!("{v1}{id}"))
+    })
 }
 
-/// `h` without its first label, when what is left has two labels or more.
-fn parent(h: &str) -> Option<&str> {
-    h.split_once('.')
-        .map(|(_, p)| p)
-        .filter(|p| p.contains('.'))
+/// An `issue` value (RFC 8659 §4.2), split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueValue {
+    /// The issuer domain, lowercase; empty for `;`.
+    pub issuer: String,
+    /// Its `tag=value` parameters (tags lowercase), or why they do not parse as a CA parses
+    /// them: the record then allows no CA.
+    pub params: Result<Vec<(String, String)>, String>,
 }
 
-/// Splits an `issue` value (RFC 8659 §4.2) into the issuer domain (lowercase; empty for `;`)
-/// and its `key=value` parameters. Lenient about spaces, as CAs are.
-pub fn parse_issue_value(value: &str) -> (String, Vec<(String, String)>) {
+/// Splits an `issue` value as a CA does (RFC 8659 §4.2): spaces and tabs around the issuer,
+/// the tags and the values are allowed, as is one `;` with nothing after it; a parameter without
+/// `=`, an empty one (`;;`), a tag of other than letters, digits and inner hyphens, or a value
+/// with a space, a control character or a non-ASCII byte (`validationmethods=http-01,
+/// tls-alpn-01`) makes the record malformed.
+pub fn parse_issue_value(value: &str) -> IssueValue {
+    let wsp = |c: char| c == ' ' || c == '\t';
     let mut parts = value.split(';');
-    let issuer = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let params = parts
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        })
-        .collect();
-    (issuer, params)
+    let issuer = parts
+        .next()
+        .unwrap_or("")
+        .trim_matches(wsp)
+        .to_ascii_lowercase();
+    let rest: Vec<&str> = parts.collect();
+    let params = match rest.as_slice() {
+        [] => Ok(Vec::new()),
+        [only] if only.trim_matches(wsp).is_empty() => Ok(Vec::new()),
+        params => params.iter().map(|p| parse_parameter(p, wsp)).collect(),
+    };
+    IssueValue { issuer, params }
+}
+
+/// One `tag=value` parameter of an `issue` value.
+fn parse_parameter(p: &str, wsp: impl Fn(char) -> bool + Copy) -> Result<(String, String), String> {
+    let Some((tag, value)) = p.split_once('=') else {
+        return Err(format!(
+            "the parameter {:?} is not written tag=value",
+            escape(p)
+        ));
+    };
+    let (tag, value) = (tag.trim_matches(wsp), value.trim_matches(wsp));
+    let tag_ok = !tag.is_empty()
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !tag.starts_with('-')
+        && !tag.ends_with('-');
+    if !tag_ok {
+        return Err(format!(
+            "the parameter tag {:?} is not letters and digits",
+            escape(tag)
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|&c| !matches!(c, '\x21'..='\x3a' | '\x3c'..='\x7e'))
+    {
+        return Err(format!(
+            "the value of {tag} has {:?}, which a parameter value cannot hold (no spaces)",
+            escape(&bad.to_string())
+        ));
+    }
+    Ok((tag.to_ascii_lowercase(), value.to_owned()))
 }
 
 /// The `caa` check over the relevant RRset `set` of `name`, for the edge's ACME `account` (see
@@ -259,7 +322,7 @@ pub fn check(
                 .records
                 .iter()
                 .find(|r| {
-                    r.tag.eq_ignore_ascii_case("issue") && parse_issue_value(&r.value).0.is_empty()
+                    r.tag.eq_ignore_ascii_case("issue") && parse_issue_value(&r.value).issuer.is_empty()
                 })
                 .map_or_else(
                     || existing(&set.owner, "CAA", "0 issue \";\""),
@@ -351,7 +414,7 @@ pub fn check(
             let delete: Vec<FixRecord> = set
                 .records
                 .iter()
-                .find(|r| r.critical && r.tag == tag)
+                .find(|r| r.critical() && r.tag == tag)
                 .map(|r| r.to_delete(&set.owner))
                 .into_iter()
                 .collect();
@@ -369,6 +432,33 @@ pub fn check(
                 gate,
             )
             .with_records(delete)
+        }
+        (Verdict::Malformed(id, value, why), Some(set)) => {
+            let delete = set
+                .records
+                .iter()
+                .find(|r| r.tag.eq_ignore_ascii_case("issue") && r.value == value)
+                .map_or_else(
+                    || existing(&set.owner, "CAA", &format!("0 issue \"{}\"", escape(&value))),
+                    |r| r.to_delete(&set.owner),
+                );
+            let add = allow(&set.owner);
+            Check::fail(
+                CheckId::Caa,
+                format!(
+                    "{} has issue \"{}\" for {id}, but CAs ignore that record: {why}; so {id} will refuse to issue for {name}",
+                    set.at(),
+                    escape(&value)
+                ),
+                format!(
+                    "{}Replace the CAA record:\n{}\nwith:\n{}\n(a parameter it had goes back as tag=value, with no spaces in the value: validationmethods=http-01,tls-alpn-01)",
+                    set.who(),
+                    delete.line(),
+                    add.line()
+                ),
+                gate,
+            )
+            .with_records(vec![delete, add])
         }
     }
 }

@@ -305,7 +305,7 @@ impl Dns {
     }
 
     /// RFC 8659 §3: the CAA RRset of the name, else of its parent, and so on up to (not
-    /// including) the top-level domain; the resolver follows CNAMEs at each name. The first
+    /// including, unlike a CA: no top-level domain holds CAA records) the top-level domain; the resolver follows CNAMEs at each name. The first
     /// non-empty RRset is the relevant one, kept with the name that holds it (a CNAME's target
     /// when one was followed: only there can it be changed).
     async fn relevant_caa(&self, name: &Domain) -> Result<Option<CaaSet>, DnsFailure> {
@@ -319,7 +319,7 @@ impl Dns {
                     RData::CAA(caa) => {
                         owner.get_or_insert(at);
                         Some(CaaRecord {
-                            critical: caa.issuer_critical,
+                            flags: (u8::from(caa.issuer_critical) << 7) | caa.reserved_flags,
                             tag: caa.tag.clone(),
                             value: String::from_utf8_lossy(&caa.value).into_owned(),
                         })

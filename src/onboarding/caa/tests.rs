@@ -8,7 +8,7 @@ fn set(records: &[(bool, &str, &str)]) -> CaaSet {
         records: records
             .iter()
             .map(|(critical, tag, value)| CaaRecord {
-                critical: *critical,
+                flags: if *critical { 128 } else { 0 },
                 tag: (*tag).into(),
                 value: (*value).into(),
             })
@@ -134,15 +134,23 @@ fn issue_bound_to_an_account_is_compared_with_the_edges() {
         )]
     );
 
-    // Its other URL at the same CA (Let's Encrypt's v1 form of the account, on a sibling host)
-    // is the same account; the same id on another CA's host is not.
-    let ours = "https://acme-v02.api.example.com/acme/acct/7";
+    // Compared as the CA compares it: the same URL, or for Let's Encrypt the account's ACME v1
+    // URL in the same environment; nothing else ending in the same id.
+    let ours = "https://acme-v02.api.letsencrypt.org/acme/acct/7";
     for (theirs, same) in [
-        ("https://acme-v01.api.example.com/acme/reg/7", true),
-        ("https://acme-v02.api.example.com/acme/acct/7/", true),
+        ("https://acme-v02.api.letsencrypt.org/acme/acct/7", true),
+        ("https://acme-v01.api.letsencrypt.org/acme/reg/7", true),
+        ("https://acme-v02.api.letsencrypt.org/acme/acct/7/", false),
+        ("https://acme-v02.api.letsencrypt.org/acme/acct/7?x", false),
+        (
+            "https://acme-staging-v02.api.letsencrypt.org/acme/acct/7",
+            false,
+        ),
+        ("https://acme-staging.api.letsencrypt.org/acme/reg/7", false),
+        ("https://acme-v02.api.letsencrypt.org/other/7", false),
         ("https://evil.example.net/acct/7", false),
-        ("https://acme-v02.api.example.com/acme/acct/70", false),
-        ("http://acme-v02.api.example.com/acme/acct/7", false),
+        ("https://acme-v02.api.letsencrypt.org/acme/acct/70", false),
+        ("http://acme-v02.api.letsencrypt.org/acme/acct/7", false),
     ] {
         let record = set(&[(
             false,
@@ -207,6 +215,21 @@ fn unknown_critical_tag_forbids_issuance() {
     assert_eq!(
         verdict(Some(&s), &le(), METHODS, None),
         Verdict::UnknownCritical("tbs".into())
+    );
+    // Flags 1: the bit zone tools set meaning critical, which Let's Encrypt reads so too. The
+    // record to delete is written with the flags DNS serves.
+    let mut s = set(&[(false, "issue", "letsencrypt.org"), (false, "tbs", "x")]);
+    s.records[1].flags = 1;
+    assert_eq!(
+        verdict(Some(&s), &le(), METHODS, None),
+        Verdict::UnknownCritical("tbs".into())
+    );
+    let name = Domain::parse("links.example.com").unwrap();
+    let c = check(&name, Some(&s), &Settings::example(), None, true);
+    assert_eq!(c.status, crate::onboarding::CheckStatus::Fail);
+    assert_eq!(
+        c.fix_records.iter().map(|r| r.line()).collect::<Vec<_>>(),
+        ["example.com. IN CAA 1 tbs \"x\""]
     );
     // Not critical: ignored.
     let s = set(&[(false, "issue", "letsencrypt.org"), (false, "tbs", "x")]);
@@ -302,7 +325,7 @@ fn values_with_control_characters_are_shown_escaped() {
 #[test]
 fn zone_line_quotes_the_value() {
     let r = CaaRecord {
-        critical: false,
+        flags: 0,
         tag: "issue".into(),
         value: "letsencrypt.org".into(),
     };
@@ -310,4 +333,63 @@ fn zone_line_quotes_the_value() {
         r.zone_line(&Domain::parse("example.com").unwrap()),
         "example.com. IN CAA 0 issue \"letsencrypt.org\""
     );
+}
+
+/// An `issue` record a CA does not parse (RFC 8659 §4.2) allows no CA, whatever it names: the
+/// check says which record and why, rather than that it allows the edge's CA.
+#[test]
+fn a_malformed_issue_record_allows_no_ca_and_is_named() {
+    let name = Domain::parse("links.example.com").unwrap();
+    for (value, why) in [
+        (
+            "letsencrypt.org; validationmethods=http-01, tls-alpn-01",
+            "no spaces",
+        ),
+        ("letsencrypt.org; accounturi", "not written tag=value"),
+        (
+            "letsencrypt.org;; validationmethods=http-01",
+            "not written tag=value",
+        ),
+        (
+            "letsencrypt.org; validationmethods=http-01,",
+            "no method name",
+        ),
+        ("letsencrypt.org; bad_tag=x", "not letters and digits"),
+    ] {
+        let s = set(&[(false, "issue", value)]);
+        let v = verdict(Some(&s), &le(), METHODS, None);
+        assert!(
+            matches!(&v, Verdict::Malformed(id, v, w) if id == "letsencrypt.org" && v == value && w.contains(why)),
+            "{value}: {v:?}"
+        );
+        let c = check(&name, Some(&s), &Settings::example(), None, true);
+        assert_eq!(c.status, crate::onboarding::CheckStatus::Fail, "{value}");
+        assert!(
+            c.message.contains("CAs ignore that record"),
+            "{}",
+            c.message
+        );
+        let fix: Vec<String> = c.fix_records.iter().map(|r| r.line()).collect();
+        assert_eq!(
+            fix[1],
+            "example.com. 300 IN CAA 0 issue \"letsencrypt.org\""
+        );
+        // Another record for the identity that parses still allows.
+        let s = set(&[(false, "issue", value), (false, "issue", "letsencrypt.org")]);
+        assert!(matches!(
+            verdict(Some(&s), &le(), METHODS, None),
+            Verdict::Allowed(_)
+        ));
+    }
+    // What RFC 8659 allows: spaces and tabs around the parts, one trailing `;`.
+    for value in [
+        " letsencrypt.org ;\tvalidationmethods = http-01,tls-alpn-01 ",
+        "letsencrypt.org;",
+        "letsencrypt.org ; ",
+        "letsencrypt.org; validationmethods=http-01; accounturi=https://a.example/acct/1; x-y=z",
+    ] {
+        let s = set(&[(false, "issue", value)]);
+        let v = verdict(Some(&s), &le(), METHODS, Some("https://a.example/acct/1"));
+        assert_eq!(v, Verdict::Allowed("letsencrypt.org".into()), "{value}");
+    }
 }

@@ -186,7 +186,7 @@ fn caa_for_another_ca_names_the_identity_to_allow() {
         owner: d("customer.com"),
         alias: None,
         records: vec![CaaRecord {
-            critical: false,
+            flags: 0,
             tag: "issue".into(),
             value: "other-ca.example".into(),
         }],
@@ -300,7 +300,7 @@ fn a_caa_forbidding_every_ca_is_replaced_at_the_zone_apex() {
         owner: d("customer.com"),
         alias: None,
         records: vec![CaaRecord {
-            critical: false,
+            flags: 0,
             tag: "issue".into(),
             value: ";".into(),
         }],
