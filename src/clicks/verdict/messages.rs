@@ -176,6 +176,10 @@ impl MessageTable {
             .max_capacity(config.max_bytes)
             .weigher(|_, state: &Arc<Mutex<State>>| lock(state).weight())
             .time_to_idle(config.ttl)
+            // moka's default (TinyLFU) admits a new entry only if it is used more often than
+            // those it would push out: at the cap, a new source's first click would be kept
+            // nowhere, and its second link seconds later would find no burst.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .eviction_listener(move |_, _, cause| {
                 if cause == RemovalCause::Size {
                     evictions.inc();
@@ -237,7 +241,10 @@ impl State {
         }
         self.last_ms = Some(self.last_ms.map_or(c.at_ms, |last| last.max(c.at_ms)));
         let mut f = Findings::default();
-        self.count_distinct(c.link);
+        // Coverage is read against the links a person sees: the decoy is not one.
+        if c.role != Some(Role::Decoy) {
+            self.count_distinct(c.link);
+        }
         let near = |at: u64, window: Duration| {
             at.abs_diff(c.at_ms) <= u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
         };
@@ -520,5 +527,37 @@ mod tests {
             "{} evictions",
             g.evictions.get()
         );
+        // At the cap, a new source is remembered (the least recently used goes): its second
+        // link is a burst.
+        let mut first = click(0, 1_000, 1_000);
+        first.ip = "203.0.113.200".parse().unwrap();
+        t.observe(&first);
+        t.sync();
+        let second = Click {
+            link: Link::Index(1),
+            at_ms: 2_000,
+            handle: 1_001,
+            ..first
+        };
+        assert!(t.observe(&second).burst, "the new source was not kept");
+    }
+
+    /// The decoy is no link a person sees: clicking it and two of three content links is not
+    /// most of the message.
+    #[test]
+    fn the_decoy_is_not_counted_for_coverage() {
+        let (t, _) = table(1 << 20);
+        let mut decoy = click(3, 0, 0);
+        decoy.count = Some(4);
+        decoy.role = Some(Role::Decoy);
+        t.observe(&decoy);
+        for (i, at) in [(0, 60_000), (1, 120_000)] {
+            let mut c = click(i, at, u64::from(i) + 1);
+            c.count = Some(3);
+            assert!(!t.observe(&c).coverage, "link {i}");
+        }
+        let mut last = click(2, 180_000, 3);
+        last.count = Some(3);
+        assert!(t.observe(&last).coverage);
     }
 }

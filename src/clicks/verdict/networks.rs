@@ -145,7 +145,9 @@ impl Catalogue {
     /// has a line `replace-defaults`. Each other line is `CIDR NAME SCOPE CERTAINTY`; `#` starts
     /// a comment; a later line for the same range wins.
     pub fn parse(text: &str) -> Result<Catalogue, CatalogueError> {
-        let replace = text.lines().any(|l| l.trim() == "replace-defaults");
+        let replace = text
+            .lines()
+            .any(|l| l.split('#').next().unwrap_or_default().trim() == "replace-defaults");
         let mut c = if replace {
             Catalogue::default()
         } else {
@@ -409,6 +411,12 @@ mod tests {
             "defaults kept"
         );
         let only = Catalogue::parse("replace-defaults\n198.51.100.0/24 x opens certain\n").unwrap();
+        // With a comment after it, as any line may have.
+        let commented =
+            Catalogue::parse("replace-defaults   # ours only\n198.51.100.0/24 x opens certain\n")
+                .unwrap();
+        assert!(commented.replaced);
+        assert_eq!(commented.len(), 1);
         assert_eq!(only.len(), 1);
         assert!(only.lookup(ip("40.92.0.1"), Scope::Clicks).is_none());
         assert!(only.lookup(ip("198.51.100.9"), Scope::Clicks).is_none());

@@ -13,15 +13,17 @@
 //! `time` and `address` are required; `method` is `GET` (default) or `HEAD`; `headers` is the
 //! request's header set (names case-insensitive); `context` is the message context the link
 //! carried; `minted_at` (default: `context.sent_at`; one of the two is required), `domain` and
-//! `url` stand for the link; `tls_fp` is the connection's JA4 fingerprint (judged as the edge
+//! `url` stand for the link (`url` is required with a `context` without `index`: it tells the
+//! message's links apart); `tls_fp` is the connection's JA4 fingerprint (judged as the edge
 //! judges it, and written on the click line); `label` (`human`, `machine`) is the truth, when
 //! known; `note` is carried along, not judged.
 //!
 //! Each trace is judged by the same [`Rules`] as the edge's, through [`VerdictStage::judge`],
 //! with the trace's time as the click's: timing windows, bursts and the message table's TTL all
 //! read the click's time, never the wall clock, so a replay judges as the edge did. Replay writes
-//! what the edge would have logged: a click line per trace (`click_id` `replay-<line>`), and a
-//! revision line when a later trace makes an earlier one suspect; the [`Tally`] counts final
+//! what the edge would have logged: a click line per trace, and a revision line when a later
+//! trace makes an earlier one suspect (`click_id` `replay-<n>`, numbered in the order the lines
+//! are written: click and revision lines share the count, so `n` is not the trace's line); the [`Tally`] counts final
 //! verdicts (after revisions) against the labels.
 
 use std::collections::{BTreeMap, HashMap};
@@ -328,6 +330,11 @@ fn event(t: &Trace) -> Result<(ClickEvent, HeaderMap), String> {
     // As the edge would have sealed it: a context minting refuses is no link the edge judged.
     if let Some(c) = &context {
         c.validate().map_err(|e| format!("context: {e}"))?;
+        // Without an index, the destination tells the message's links apart: without either,
+        // every link would be one, and no burst or coverage found.
+        if c.index.is_none() && t.url.is_none() {
+            return Err("context without index needs url (the link's destination)".into());
+        }
     }
     let minted_at: SystemTime = match (&t.minted_at, context.as_ref().and_then(|c| c.sent_at)) {
         (Some(m), _) => time("minted_at", m)?,

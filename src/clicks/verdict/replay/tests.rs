@@ -126,6 +126,13 @@ fn bad_traces_name_their_line_and_member() {
         "trace line 7: method \"POST\" is not GET or HEAD"
     );
     assert_eq!(
+        err(
+            &mut r,
+            r#"{"time":"2025-11-24T09:00:00Z","address":"192.0.2.1","context":{"message":"m","sent_at":"2025-11-24T09:00:00Z"}}"#
+        ),
+        "trace line 7: context without index needs url (the link's destination)"
+    );
+    assert_eq!(
         err(&mut r, r#"{"time":1}"#),
         "trace line 7 is not a trace: invalid type: integer `1`, expected a string"
     );
