@@ -129,8 +129,7 @@ async fn require_token(
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     if let Some(scope) = presented.and_then(|t| state.tokens.scope_of(t)) {
         req.extensions_mut().insert(scope);
         next.run(req).await
@@ -146,6 +145,15 @@ async fn require_token(
         );
         res
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is matched without case
+/// (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// The router of `listen.metrics`: `/metrics` and nothing else (no token, no API, no page), for a

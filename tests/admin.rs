@@ -41,6 +41,23 @@ async fn missing_or_wrong_token_is_401_but_health_and_metrics_are_open() {
     // Nothing was registered by the refused calls.
     let (_, list) = edge.admin(Method::GET, "/v1/domains", None).await;
     assert_eq!(list, json!([]));
+    // The scheme is matched without case (RFC 9110 §11.1); only the token must be right.
+    for scheme in ["bearer", "BEARER", "Bearer "] {
+        let res = reqwest::Client::new()
+            .get(format!("http://{}/v1/domains", edge.admin))
+            .header("authorization", format!("{scheme} {}", edge.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{scheme:?}");
+    }
+    let res = reqwest::Client::new()
+        .get(format!("http://{}/v1/domains", edge.admin))
+        .header("authorization", format!("Basic {}", edge.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
 }
 
 #[tokio::test]

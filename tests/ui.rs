@@ -107,6 +107,21 @@ async fn the_page_needs_the_admin_token_and_refuses_cross_site_posts() {
         .unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("secret.example.com"));
+    // A domain's page whose name is not UTF-8 once decoded: the page's own error, naming why.
+    let page = client
+        .get(format!("{ui}domains/%FF"))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 400);
+    assert!(
+        page.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("is not UTF-8"));
 
     // A form on another site, with the session cookie (as if SameSite were ignored).
     let res = form_post(&client, &format!("{ui}domains"))

@@ -17,13 +17,13 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::Shared;
-use super::error::{ApiError, parse_name, parse_new_name};
+use super::error::{ApiError, Segment, parse_name, parse_new_name};
 use super::views::DomainView;
 use render::{asset, error_page, forbidden, html, login_page, see_other, set_cookie};
 use session::same_origin;
@@ -96,8 +96,18 @@ async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
             // The session the browser held until now ends on the edge too: sign-out ends only
             // the new one, and a copy of the old cookie must not outlive it.
             state.sessions.end(&headers);
+            let Some(cookie) = state.sessions.start(state.clock.now(), scope) else {
+                return login_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(
+                        "Every session the page can hold is one signed in with the admin token, \
+                         and a read-only sign-in never signs one out: try again once some have \
+                         signed out or ended (after 12 hours).",
+                    ),
+                );
+            };
             let mut res = see_other("/ui/");
-            set_cookie(&mut res, &state.sessions.start(state.clock.now(), scope));
+            set_cookie(&mut res, &cookie);
             res
         }
         None => login_page(StatusCode::UNAUTHORIZED, Some("That token is not right.")),
@@ -151,13 +161,13 @@ async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes
 async fn domain(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    name: Result<Segment, ApiError>,
 ) -> Response {
     if !logged_in(&state, &headers) {
         return login_page(StatusCode::UNAUTHORIZED, None);
     }
     let found = async {
-        let name = parse_name(&name)?;
+        let name = parse_name(&name?.0)?;
         Ok::<_, ApiError>(DomainView::from(state.domains.show(&name).await?))
     };
     match found.await {
@@ -176,7 +186,7 @@ async fn domain(
 async fn check_domain(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    name: Result<Segment, ApiError>,
 ) -> Response {
     if !same_origin(&headers) {
         return forbidden();
@@ -185,7 +195,7 @@ async fn check_domain(
         return login_page(StatusCode::UNAUTHORIZED, None);
     }
     let checked = async {
-        let name = parse_name(&name)?;
+        let name = parse_name(&name?.0)?;
         state.domains.check(&name).await?;
         Ok::<_, ApiError>(name)
     };
@@ -199,13 +209,13 @@ async fn check_domain(
 async fn share_domain(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    name: Result<Segment, ApiError>,
 ) -> Response {
     if let Some(refused) = refusal_to_change(&state, &headers) {
         return refused;
     }
     let shared = async {
-        let name = parse_name(&name)?;
+        let name = parse_name(&name?.0)?;
         let shared = super::share::share(&state, &name, None).await?;
         Ok::<_, ApiError>((DomainView::from(state.domains.show(&name).await?), shared))
     };

@@ -19,9 +19,9 @@ use crate::admin::Scope;
 const COOKIE: &str = "clickedge_ui";
 /// How long a sign-in lasts.
 const SESSION: Duration = Duration::from_secs(12 * 3600);
-/// Most sessions held at once; past it the read-only session ending soonest is dropped (so
-/// sign-ins with a read-only token never sign out a holder of the admin token), else the full
-/// one ending soonest.
+/// Most sessions held at once; past it the read-only session ending soonest is dropped, else,
+/// for a sign-in with the admin token, the full one ending soonest. A read-only sign-in never
+/// signs out a holder of the admin token: with only full sessions left, it is refused.
 const MAX_SESSIONS: usize = 1024;
 
 type Digest = [u8; 32];
@@ -35,7 +35,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// No session yet. `secure` marks the cookie `Secure`: browsers reach the page over HTTPS
-    /// (`admin.secure_cookie`, or a listener serving TLS itself).
+    /// (`admin.secure_cookie`: through a proxy that terminates TLS).
     pub fn new(secure: bool) -> Sessions {
         Sessions {
             live: Mutex::new(HashMap::new()),
@@ -44,22 +44,23 @@ impl Sessions {
     }
 
     /// Starts a session at `now` with a token's `scope`; returns the `Set-Cookie` value carrying
-    /// it.
-    pub(super) fn start(&self, now: SystemTime, scope: Scope) -> String {
+    /// it, or `None` for a read-only sign-in when every session held is a full one (see
+    /// [`MAX_SESSIONS`]).
+    pub(super) fn start(&self, now: SystemTime, scope: Scope) -> Option<String> {
         let id: [u8; 32] = rand::random();
         let mut live = self.lock();
         live.retain(|_, (end, _)| *end > now);
-        if live.len() >= MAX_SESSIONS
-            && let Some(soonest) = live
+        if live.len() >= MAX_SESSIONS {
+            let soonest = live
                 .iter()
+                .filter(|(_, (_, s))| scope == Scope::Full || *s != Scope::Full)
                 .min_by_key(|(_, (end, s))| (*s == Scope::Full, *end))
-                .map(|(d, _)| *d)
-        {
+                .map(|(d, _)| *d)?;
             live.remove(&soonest);
         }
         live.insert(digest_of(&id), (now + SESSION, scope));
         drop(live);
-        self.cookie(&hex(&id), SESSION.as_secs())
+        Some(self.cookie(&hex(&id), SESSION.as_secs()))
     }
 
     /// The scope of the session live at `now` the request carries, if any (the widest, should
