@@ -21,6 +21,7 @@ pub mod href;
 pub mod html;
 pub mod text;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use crate::links::context::MAX_LINKS_PER_MESSAGE;
@@ -153,9 +154,24 @@ impl Decoy {
     }
 }
 
+/// The most a rewritten message (both parts) may come to: 16 MiB, eight times the largest
+/// message `POST /v1/rewrite` takes.
+pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
+
 /// Why a message was not rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError<E: std::error::Error + 'static> {
+    /// The rewritten message would be over [`MAX_OUTPUT_BYTES`] (links repeated many times,
+    /// each sealed link longer than the URL it replaces).
+    #[error(
+        "the rewritten message would be {bytes} bytes, over the 16777216 (16 MiB) a message may \
+         come to: its links appear too often, or their metadata makes each sealed link long; \
+         send less metadata, or fewer copies of the links"
+    )]
+    TooLarge {
+        /// What it would have come to.
+        bytes: usize,
+    },
     /// More distinct links than a message may declare.
     #[error("the message has {0} distinct links; at most 1000 can be tracked (opt some out)")]
     TooManyLinks(usize),
@@ -272,20 +288,38 @@ pub fn rewrite<M: Minter>(
     };
     let mut targets: Vec<Target> = Vec::new();
     let mut seen: HashMap<Target, u32> = HashMap::new();
+    // The link the text part's URL gets: the HTML's first to it, or its unsubscribe or confirm
+    // link when it has one (a plain redirect would act on a scanner's GET).
     let mut by_url: HashMap<String, u32> = HashMap::new();
+    let is_action = |role: Role| matches!(role, Role::Unsubscribe | Role::Confirm);
     let mut add = |t: Target, targets: &mut Vec<Target>| {
         let next = u32::try_from(targets.len()).unwrap_or(u32::MAX);
         let index = *seen.entry(t.clone()).or_insert(next);
         if index == next {
-            by_url.entry(t.url.clone()).or_insert(index);
+            match by_url.entry(t.url.clone()) {
+                Entry::Vacant(e) => {
+                    e.insert(index);
+                }
+                Entry::Occupied(mut e)
+                    if is_action(t.role) && !is_action(targets[*e.get() as usize].role) =>
+                {
+                    e.insert(index);
+                }
+                Entry::Occupied(_) => {}
+            }
             targets.push(t);
         }
+        index as usize
     };
+    // How often each link appears in the HTML part, for the size of what is written.
+    let mut uses: Vec<usize> = Vec::new();
     for t in found.tracked {
-        add(t, &mut targets);
+        let index = add(t, &mut targets);
+        uses.resize(uses.len().max(index + 1), 0);
+        uses[index] += 1;
     }
-    // The limit is on the links a person sees; the decoy comes after them. Checked as they are
-    // found, so a message far over it is refused without matching all of them.
+    // The limit is on the links a person sees; the decoy comes after them. Checked once the
+    // parts' links are collected, before any is minted.
     let too_many = |targets: &[Target]| targets.len() > MAX_LINKS_PER_MESSAGE as usize;
     if too_many(&targets) {
         return Err(RewriteError::TooManyLinks(targets.len()));
@@ -385,6 +419,23 @@ pub fn rewrite<M: Minter>(
         (true, None) => Some(minter.pixel().map_err(RewriteError::MintPixel)?),
         _ => None,
     };
+
+    // What pass two would write, before it is written: a message within 2 MiB that repeats one
+    // URL could otherwise grow to gigabytes of sealed links (each up to limits.max_uri_bytes).
+    let sealed = |index: u32| links.get(index as usize).map_or(0, |l| l.link.len());
+    let html_growth: usize = (0u32..).zip(&uses).map(|(i, n)| n * sealed(i)).sum();
+    let text_growth: usize = text_urls
+        .iter()
+        .filter_map(|(_, url)| by_url.get(url))
+        .map(|&i| sealed(i))
+        .sum();
+    let bytes = message.html.map_or(0, str::len)
+        + message.text.map_or(0, str::len)
+        + html_growth
+        + text_growth;
+    if bytes > MAX_OUTPUT_BYTES {
+        return Err(RewriteError::TooLarge { bytes });
+    }
 
     // Pass two: write the links.
     let lookup: HashMap<&Target, &str> = targets

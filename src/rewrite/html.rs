@@ -281,12 +281,16 @@ fn write_part(html: &str, writes: &Writes<'_>, part: Part) -> Result<Vec<u8>, Re
 
 /// Removes the opt-out and role attributes: they are for the sender's tooling.
 fn strip_sender_attributes(el: &mut Element<'_, '_>) {
-    let names: Vec<String> = el
+    let mut names: Vec<String> = el
         .attributes()
         .iter()
         .map(|a| a.name())
         .filter(|n| n == ROLE_ATTRIBUTE || href::opts_out(n, "").is_some())
         .collect();
+    // Once each: removing a name removes every copy of it, and a tag repeating one thousands
+    // of times would otherwise be scanned again for each copy.
+    names.sort_unstable();
+    names.dedup();
     for n in names {
         let value = el.get_attribute(&n).unwrap_or_default();
         if n == ROLE_ATTRIBUTE || href::opts_out(&n, &value) == Some(true) {

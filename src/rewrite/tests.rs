@@ -11,13 +11,19 @@ struct Recorder {
     links: Vec<(String, Place)>,
     pixels: usize,
     made: HashMap<String, Made>,
+    /// Bytes added to each sealed link (metadata making it long).
+    pad: usize,
 }
 
 impl Minter for Recorder {
     type Error = Infallible;
     fn link(&mut self, url: &str, place: Place) -> Result<String, Infallible> {
         self.links.push((url.to_owned(), place));
-        Ok(format!("https://t.example/c/{}", place.index))
+        Ok(format!(
+            "https://t.example/c/{}{}",
+            place.index,
+            "x".repeat(self.pad)
+        ))
     }
     fn pixel(&mut self) -> Result<String, Infallible> {
         self.pixels += 1;
@@ -86,7 +92,7 @@ fn a_base_href_leaves_relative_links_as_written() {
     let input = concat!(
         r#"<head><base href="https://shop.example/spring/"></head><body>"#,
         r#"<a href="sale">sale</a> <a href="{{unsubscribe_url}}">unsubscribe</a>"#,
-        r#" <a href="//cdn.example/p">p</a> <a href="https://shop.example/a">a</a></body>"#,
+        r#" <a href="https://shop.example/a">a</a></body>"#,
     );
     let (out, _) = html(input);
     assert_eq!(
@@ -361,8 +367,20 @@ fn a_link_a_browser_follows_that_no_sealed_link_carries_refuses_the_message() {
     let out = rewrite_both(&html_part, &text).unwrap();
     assert_eq!(out.text.as_deref(), Some(text.as_str()));
     assert!(out.links.is_empty());
-    // Not links a browser follows: left, as before.
-    let (out, _) = rewrite_html_result(r#"<a href="https://">x</a><a href="//x.example/">y</a>"#);
+    // Not a link a browser follows: left, as before.
+    let (out, _) = rewrite_html_result(r#"<a href="https://">x</a><a href="//">y</a>"#);
+    assert!(out.unwrap().links.is_empty());
+    // Protocol-relative: a webmail page over HTTPS follows it, so it is refused naming it,
+    // unless it opts out.
+    let (out, _) = rewrite_html_result(r#"<a href="//x.example/sale">y</a>"#);
+    let err = out.unwrap_err();
+    assert!(matches!(err, RewriteError::Untrackable { .. }), "{err}");
+    assert!(err.to_string().contains("\"//x.example/sale\""), "{err}");
+    assert!(
+        err.to_string().contains("write it as https://host/"),
+        "{err}"
+    );
+    let (out, _) = rewrite_html_result(r#"<a href="//x.example/sale" clicktracking="off">y</a>"#);
     assert!(out.unwrap().links.is_empty());
 }
 
@@ -407,11 +425,11 @@ fn more_than_a_thousand_links_are_refused() {
     assert!(matches!(err, RewriteError::TooManyLinks(1001)), "{err}");
 }
 
-/// The text part's links count towards the limit as they are found: a message with thousands
-/// of links in both parts is refused at the 1001st, and the text part's links that the HTML
-/// has already count once.
+/// The text part's links count towards the limit as they are added: a message with thousands
+/// of links in both parts is refused at the 1001st, before any is minted, and the text part's
+/// links that the HTML has already count once.
 #[test]
-fn links_of_both_parts_count_once_each_and_the_limit_stops_the_search() {
+fn links_of_both_parts_count_once_each_and_the_limit_stops_the_adding() {
     let html: String = (0..600)
         .map(|i| format!(r#"<a href="https://a.example/{i}">{i}</a>"#))
         .collect();
@@ -426,6 +444,60 @@ fn links_of_both_parts_count_once_each_and_the_limit_stops_the_search() {
     let over = text(0..6000);
     let err = rewrite_both(&html, &over).unwrap_err();
     assert!(matches!(err, RewriteError::TooManyLinks(1001)), "{err}");
+}
+
+/// A text part's unsubscribe URL gets the HTML's unsubscribe link, not a plain redirect the
+/// HTML's first link to it (a header's "Unsubscribe" without a role) would have given it.
+#[test]
+fn the_text_part_gets_the_action_link_to_its_url() {
+    let out = rewrite_both(
+        concat!(
+            r#"<a href="https://list.example/unsub">Unsubscribe</a>"#,
+            r#"<a href="https://list.example/unsub" data-clickedge-role="unsubscribe">u</a>"#,
+        ),
+        "Unsubscribe: https://list.example/unsub",
+    )
+    .unwrap();
+    assert_eq!(out.links[1].role, Role::Unsubscribe);
+    assert_eq!(
+        out.text.as_deref(),
+        Some("Unsubscribe: https://t.example/c/1")
+    );
+}
+
+/// A message whose output would be over 16 MiB (one URL repeated, each sealed link long with
+/// its metadata) is refused before it is written.
+#[test]
+fn a_rewrite_that_would_grow_past_its_limit_is_refused() {
+    let text = "https://a.example/ ".repeat(2_100);
+    let mut m = Recorder {
+        pad: 8_000,
+        ..Recorder::default()
+    };
+    let err = rewrite(
+        Message {
+            text: Some(&text),
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, RewriteError::TooLarge { bytes } if bytes > MAX_OUTPUT_BYTES),
+        "{err}"
+    );
+    assert!(err.to_string().contains("16 MiB"), "{err}");
+    // Half as often, it is written.
+    let text = "https://a.example/ ".repeat(1_000);
+    let out = rewrite(
+        Message {
+            text: Some(&text),
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap();
+    assert!(out.text.unwrap().len() > 8_000_000);
 }
 
 mod again;
