@@ -331,6 +331,7 @@ fn bench_verdict(c: &mut Criterion) {
             messages::Config {
                 ttl: Duration::from_secs(600),
                 max_bytes: 64 << 20,
+                idle_expiry: true,
             },
             messages::Gauges {
                 entries: prometheus::IntGauge::new("entries", "entries").expect("gauge"),
@@ -440,6 +441,7 @@ fn bench_handler(c: &mut Criterion) {
             messages::Config {
                 ttl: Duration::from_secs(600),
                 max_bytes: 64 << 20,
+                idle_expiry: true,
             },
             Timing::default(),
             &metrics,

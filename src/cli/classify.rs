@@ -24,7 +24,7 @@ pub(super) fn run(config: &Config, file: &Path) -> anyhow::Result<()> {
     );
     let metrics = Metrics::new(&prometheus::Registry::new()).context("building the counters")?;
     let mut replay =
-        Replay::new(|revise| Rules::configured(catalogue, &config.clicks, &metrics, revise));
+        Replay::new(|revise| Rules::replaying(catalogue, &config.clicks, &metrics, revise));
     let input: Box<dyn std::io::Read> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {

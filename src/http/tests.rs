@@ -252,6 +252,7 @@ fn rules(metrics: &Metrics, revise: Box<dyn Revise>) -> Rules {
     let table = messages::Config {
         ttl: Duration::from_secs(600),
         max_bytes: 1 << 20,
+        idle_expiry: true,
     };
     Rules::new(
         Arc::new(catalogue),

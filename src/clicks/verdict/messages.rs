@@ -62,6 +62,10 @@ pub struct Config {
     pub ttl: Duration,
     /// The most memory the entries may take, in bytes.
     pub max_bytes: u64,
+    /// Whether an entry also goes once `ttl` of real time passed without a click (the live
+    /// edge). Without, only the clicks' own times are read (a replay, which may take longer
+    /// than the TTL to read a file whose clicks are seconds apart).
+    pub idle_expiry: bool,
 }
 
 /// The table's counters.
@@ -172,10 +176,13 @@ impl MessageTable {
     /// An empty table within `config`, counting into `gauges`.
     pub fn new(config: Config, gauges: Gauges) -> MessageTable {
         let evictions = gauges.evictions.clone();
-        let cache = moka::sync::Cache::builder()
+        let mut builder = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|_, state: &Arc<Mutex<State>>| lock(state).weight())
-            .time_to_idle(config.ttl)
+            .weigher(|_, state: &Arc<Mutex<State>>| lock(state).weight());
+        if config.idle_expiry {
+            builder = builder.time_to_idle(config.ttl);
+        }
+        let cache = builder
             // moka's default (TinyLFU) admits a new entry only if it is used more often than
             // those it would push out: at the cap, a new source's first click would be kept
             // nowhere, and its second link seconds later would find no burst.
@@ -343,6 +350,7 @@ mod tests {
         let config = Config {
             ttl: Duration::from_secs(600),
             max_bytes,
+            idle_expiry: true,
         };
         (MessageTable::new(config, gauges.clone()), gauges)
     }
@@ -540,6 +548,27 @@ mod tests {
             ..first
         };
         assert!(t.observe(&second).burst, "the new source was not kept");
+    }
+
+    /// Without idle expiry (a replay), only the clicks' own times age an entry: two clicks
+    /// 10 ms apart by their times are one source's burst however long passed in between.
+    #[test]
+    fn without_idle_expiry_only_the_clicks_times_age_an_entry() {
+        for idle_expiry in [true, false] {
+            let gauges = Gauges {
+                entries: IntGauge::new("e", "e").unwrap(),
+                evictions: IntCounter::new("v", "v").unwrap(),
+            };
+            let config = Config {
+                ttl: Duration::from_millis(50),
+                max_bytes: 1 << 20,
+                idle_expiry,
+            };
+            let t = MessageTable::new(config, gauges);
+            t.observe(&click(0, 1_000, 1));
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(t.observe(&click(1, 1_010, 2)).burst, !idle_expiry);
+        }
     }
 
     /// The decoy is no link a person sees: clicking it and two of three content links is not

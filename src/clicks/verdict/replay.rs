@@ -20,7 +20,10 @@
 //!
 //! Each trace is judged by the same [`Rules`] as the edge's, through [`VerdictStage::judge`],
 //! with the trace's time as the click's: timing windows, bursts and the message table's TTL all
-//! read the click's time, never the wall clock, so a replay judges as the edge did. Replay writes
+//! read the click's time, never the wall clock ([`Rules::replaying`]), so a replay judges as the
+//! edge did. One difference: the edge neither logs nor judges a click past its address's click
+//! rate (`clicks.max_clicks_per_ip_per_sec`), and a replay judges every trace; a source
+//! sweeping a message faster than that may be found covering it in a replay and not live. Replay writes
 //! what the edge would have logged: a click line per trace, and a revision line when a later
 //! trace makes an earlier one suspect (`click_id` `replay-<n>`, numbered in the order the lines
 //! are written: click and revision lines share the count, so `n` is not the trace's line); the [`Tally`] counts final

@@ -135,18 +135,40 @@ impl Rules {
     }
 
     /// Rules over `catalogue` with the windows and table bounds of `config`: what `serve` judges
-    /// with, and `classify --replay` too.
+    /// with.
     pub fn configured(
         catalogue: Arc<SharedCatalogue>,
         config: &crate::config::Clicks,
         metrics: &Metrics,
         revise: Box<dyn Revise>,
     ) -> Rules {
+        Rules::from_config(catalogue, config, metrics, revise, true)
+    }
+
+    /// [`Rules::configured`] for `classify --replay`: the message table's entries expire by the
+    /// clicks' own times only, however long reading the file takes.
+    pub fn replaying(
+        catalogue: Arc<SharedCatalogue>,
+        config: &crate::config::Clicks,
+        metrics: &Metrics,
+        revise: Box<dyn Revise>,
+    ) -> Rules {
+        Rules::from_config(catalogue, config, metrics, revise, false)
+    }
+
+    fn from_config(
+        catalogue: Arc<SharedCatalogue>,
+        config: &crate::config::Clicks,
+        metrics: &Metrics,
+        revise: Box<dyn Revise>,
+        idle_expiry: bool,
+    ) -> Rules {
         Rules::new(
             catalogue,
             messages::Config {
                 ttl: config.message_ttl,
                 max_bytes: config.message_table_bytes.get(),
+                idle_expiry,
             },
             Timing {
                 early_window: config.early_window,

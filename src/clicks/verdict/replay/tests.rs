@@ -13,6 +13,7 @@ fn replay() -> Replay {
             messages::Config {
                 ttl: std::time::Duration::from_secs(600),
                 max_bytes: 1 << 20,
+                idle_expiry: false,
             },
             Timing::default(),
             &metrics,

@@ -40,6 +40,7 @@ fn rules() -> (Rules, Arc<Seen>, Metrics) {
         messages::Config {
             ttl: Duration::from_secs(600),
             max_bytes: 1 << 20,
+            idle_expiry: true,
         },
         Timing::default(),
         &metrics,
