@@ -28,7 +28,7 @@ pub mod zone;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -206,7 +206,7 @@ pub struct Onboarding {
     nonces: Arc<reach::Nonces>,
     latest: DashMap<Domain, Arc<Report>>,
     /// Names being checked right now (a periodic run skips them).
-    running: Mutex<HashSet<Domain>>,
+    running: Mutex<HashMap<Domain, usize>>,
     /// Checks that passed after failing clear a name's backoff at most once per
     /// [`FIX_RESET_EVERY`].
     fix_resets: OncePer,
@@ -227,7 +227,7 @@ impl Onboarding {
             store,
             nonces: Arc::new(reach::Nonces::default()),
             latest: DashMap::new(),
-            running: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
             commit: tokio::sync::Mutex::new(()),
             fix_resets: OncePer::new(FIX_RESET_EVERY),
             account: OnceLock::new(),
@@ -429,7 +429,7 @@ impl Onboarding {
                 let fresh = self
                     .latest(&record.name)
                     .is_some_and(|r| r.checked_at + period > now);
-                if fresh || lock(&self.running).contains(&record.name) {
+                if fresh || lock(&self.running).contains_key(&record.name) {
                     continue;
                 }
                 if valid.is_none() {
@@ -491,17 +491,18 @@ impl IssueGate for Onboarding {
 }
 
 /// Marks a name as being checked until dropped (also when the run is cancelled midway, e.g. by
-/// an admin client that hung up).
+/// an admin client that hung up). Runs of one name overlapping are counted: the name is being
+/// checked until the last ends.
 struct Running<'a> {
-    set: &'a Mutex<HashSet<Domain>>,
+    runs: &'a Mutex<HashMap<Domain, usize>>,
     name: Domain,
 }
 
 impl<'a> Running<'a> {
-    fn start(set: &'a Mutex<HashSet<Domain>>, name: &Domain) -> Running<'a> {
-        lock(set).insert(name.clone());
+    fn start(runs: &'a Mutex<HashMap<Domain, usize>>, name: &Domain) -> Running<'a> {
+        *lock(runs).entry(name.clone()).or_default() += 1;
         Running {
-            set,
+            runs,
             name: name.clone(),
         }
     }
@@ -509,6 +510,12 @@ impl<'a> Running<'a> {
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        lock(self.set).remove(&self.name);
+        let mut runs = lock(self.runs);
+        if let Some(n) = runs.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                runs.remove(&self.name);
+            }
+        }
     }
 }

@@ -103,7 +103,7 @@ pub async fn check(view: &DnsView, done: &[Check], s: &Settings, nonces: &Nonces
         },
         Own::Configured(addrs) => addrs,
     };
-    let addrs = dialable(&own, s.danger_allow_private_addresses);
+    let (addrs, untried) = dialable(&own, s.danger_allow_private_addresses);
     if addrs.is_empty() {
         if own.is_empty() {
             return None;
@@ -138,7 +138,7 @@ pub async fn check(view: &DnsView, done: &[Check], s: &Settings, nonces: &Nonces
             tracing::info!(domain = %name, %address, reason = miss.as_str(), "reachability check did not reach the edge");
         }
     }
-    Some(judge(name, s.http_port, &results, s.http_blocks))
+    Some(judge(name, s.http_port, &results, untried, s.http_blocks))
 }
 
 /// Whose addresses the fetch may go through (see the module docs): decided from the settings
@@ -157,16 +157,26 @@ fn own(view: &DnsView, s: &Settings) -> Own {
     )
 }
 
-/// The addresses of `own` the check may connect to, at most [`MAX_ADDRESSES`].
-fn dialable(own: &[IpAddr], allow_private: bool) -> Vec<IpAddr> {
-    own.iter()
+/// The addresses of `own` the check may connect to, at most [`MAX_ADDRESSES`], and how many more
+/// it may connect to but leaves untried.
+fn dialable(own: &[IpAddr], allow_private: bool) -> (Vec<IpAddr>, usize) {
+    let mut addrs: Vec<IpAddr> = own
+        .iter()
         .copied()
         .filter(|ip| may_connect(*ip, allow_private))
-        .take(MAX_ADDRESSES)
-        .collect()
+        .collect();
+    let untried = addrs.len().saturating_sub(MAX_ADDRESSES);
+    addrs.truncate(MAX_ADDRESSES);
+    (addrs, untried)
 }
 
-fn judge(name: &Domain, port: u16, results: &[(IpAddr, Outcome)], blocking: bool) -> Check {
+fn judge(
+    name: &Domain,
+    port: u16,
+    results: &[(IpAddr, Outcome)],
+    untried: usize,
+    blocking: bool,
+) -> Check {
     let url = base_url(name, port);
     let no_route = |o: &Outcome| *o == Outcome::Missed(Miss::NoRoute);
     let missed = |o: &Outcome| *o != Outcome::Reached && !no_route(o);
@@ -179,10 +189,16 @@ fn judge(name: &Domain, port: u16, results: &[(IpAddr, Outcome)], blocking: bool
         if !unroutable.is_empty() {
             return cannot_dial(&url, &unroutable);
         }
+        let rest = match untried {
+            0 => String::new(),
+            n => format!(
+                " ({n} more of its addresses not tried: the check fetches through {MAX_ADDRESSES} at most)"
+            ),
+        };
         return Check::pass(
             CheckId::HttpReachable,
             format!(
-                "the edge reached itself at {url} through {}",
+                "the edge reached itself at {url} through {}{rest}",
                 list(&results.iter().map(|(ip, _)| *ip).collect::<Vec<_>>())
             ),
         );

@@ -156,3 +156,17 @@ fn once_per_says_the_time_left() {
     );
     assert_eq!(limit.try_at(&a, t0 + every), Ok(()));
 }
+
+/// Two runs of one name at once: the name is being checked until the last ends, so a periodic
+/// pass does not start a third while the second still runs.
+#[test]
+fn overlapping_runs_of_a_name_keep_it_marked_until_the_last_ends() {
+    let runs = Mutex::new(HashMap::new());
+    let name = Domain::parse("links.example.com").unwrap();
+    let first = Running::start(&runs, &name);
+    let second = Running::start(&runs, &name);
+    drop(first);
+    assert!(runs.lock().unwrap().contains_key(&name));
+    drop(second);
+    assert!(runs.lock().unwrap().is_empty());
+}

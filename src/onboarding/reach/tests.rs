@@ -69,12 +69,15 @@ fn only_public_addresses_are_dialled_unless_the_test_setting_allows_local_ones()
     ]);
     assert_eq!(
         dialable(&own, false),
-        ips(&["198.51.99.1", "2606:4700::1111"])
+        (ips(&["198.51.99.1", "2606:4700::1111"]), 0)
     );
     assert_eq!(
         dialable(&own, true),
-        ips(&["127.0.0.1", "::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"]),
-        "at most {MAX_ADDRESSES}, unspecified never"
+        (
+            ips(&["127.0.0.1", "::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"]),
+            3
+        ),
+        "at most {MAX_ADDRESSES}, the others counted, unspecified never"
     );
 }
 
@@ -88,7 +91,7 @@ fn a_miss_names_the_edge_address_and_says_what_to_open_but_not_what_answered() {
         Miss::NoConnection,
         Miss::OtherAnswer,
     ] {
-        let c = judge(&name, 80, &[(ip, Outcome::Missed(miss))], true);
+        let c = judge(&name, 80, &[(ip, Outcome::Missed(miss))], 0, true);
         assert_eq!(c.status, CheckStatus::Fail);
         assert!(c.blocking);
         assert_eq!(
@@ -105,14 +108,21 @@ fn a_miss_names_the_edge_address_and_says_what_to_open_but_not_what_answered() {
         &name,
         8080,
         &[(ip, Outcome::Missed(Miss::OtherAnswer))],
+        0,
         false,
     );
     assert!(!c.blocking);
-    let c = judge(&name, 8080, &[(ip, Outcome::Reached)], false);
+    let c = judge(&name, 8080, &[(ip, Outcome::Reached)], 0, false);
     assert_eq!(c.status, CheckStatus::Pass);
     assert_eq!(
         c.message,
         "the edge reached itself at http://links.example.com:8080/ through 203.0.113.10"
+    );
+    // Addresses past the ones fetched through are said to be untried, not vouched for.
+    let c = judge(&name, 8080, &[(ip, Outcome::Reached)], 2, false);
+    assert_eq!(
+        c.message,
+        "the edge reached itself at http://links.example.com:8080/ through 203.0.113.10 (2 more of its addresses not tried: the check fetches through 4 at most)"
     );
 }
 
@@ -130,7 +140,7 @@ fn an_address_the_edge_cannot_route_to_is_a_warning_for_the_operator() {
         vec![(v4, Outcome::Reached), (v6, Outcome::Missed(Miss::NoRoute))],
         vec![(v6, Outcome::Missed(Miss::NoRoute))],
     ] {
-        let c = judge(&name, 80, &results, true);
+        let c = judge(&name, 80, &results, 0, true);
         assert_eq!(c.status, CheckStatus::Warn, "{c:?}");
         assert!(!c.blocking);
         assert_eq!(
@@ -150,6 +160,7 @@ fn an_address_the_edge_cannot_route_to_is_a_warning_for_the_operator() {
             (v6, Outcome::Missed(Miss::NoRoute)),
             (v4, Outcome::Missed(Miss::Refused)),
         ],
+        0,
         true,
     );
     assert_eq!((c.status, c.blocking), (CheckStatus::Fail, true));
