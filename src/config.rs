@@ -378,10 +378,10 @@ impl Config {
     /// Parses TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         // The parser's message keeps its lines: the snippet of the file with a caret under the
-        // bad value is what shows the user where to look.
+        // bad value is what shows the user where to look; but not a line that may hold a secret.
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: in_words(e.to_string().trim_end()),
+            message: in_words(&without_secrets(text, &e)),
         })?;
         config.validated(path)
     }
@@ -405,6 +405,40 @@ impl Config {
 
 /// The parser's message with Rust's type names (`a nonzero u32`, `u16`) in words, and a
 /// duration it expected shown by example.
+/// Keys whose values may be secrets (a password in a URL, a token, a key): a parse error on
+/// their line shows where it is, not the line.
+const SECRET_KEY_PARTS: [&str; 5] = ["url", "token", "key", "password", "secret"];
+
+/// The parser's message for `e` in `text`, with the file's line left out when its key (the one
+/// the bad value belongs to, for a value inside a multi-line array too) may name a secret.
+fn without_secrets(text: &str, e: &toml::de::Error) -> String {
+    let full = e.to_string().trim_end().to_owned();
+    let Some(span) = e.span() else {
+        return full;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    // The key of the value: on the error's line, else on the nearest line above with one.
+    let lines: Vec<&str> = text.lines().take(line).collect();
+    let key = lines.iter().rev().find_map(|l| {
+        l.split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+    });
+    let secret = key.is_some_and(|k| {
+        let k = k.to_ascii_lowercase();
+        SECRET_KEY_PARTS.iter().any(|part| k.contains(part))
+    });
+    if !secret {
+        return full;
+    }
+    format!(
+        "TOML parse error at line {line}, column {column} (the line is not shown: it may hold a \
+         secret)\n{}",
+        e.message().trim_end()
+    )
+}
+
 fn in_words(message: &str) -> String {
     const WORDS: [(&str, &str); 9] = [
         (

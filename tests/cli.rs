@@ -348,6 +348,25 @@ async fn a_client_command_names_the_token_or_address_that_failed() {
     let bare = edge.admin.to_string();
     let err = run(&[], &bare);
     assert!(err.contains(&format!("e.g. http://{bare}")), "{err}");
+
+    // A server that answers 200 with a page (a proxy's): not an empty list, exit 0.
+    let page = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = page.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = page.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = std::io::Read::read(&mut conn, &mut request);
+        let body = "<html>Welcome</html>";
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        std::io::Write::write_all(&mut conn, answer.as_bytes()).unwrap();
+    });
+    let err = run(&[], &format!("http://{at}"));
+    server.join().unwrap();
+    assert!(err.contains("something other than JSON"), "{err}");
+    assert!(err.contains("is it listen.admin's address?"), "{err}");
 }
 
 /// A `CLICKEDGE_LOG` that is not a filter does not stop the edge, and is not ignored in silence.

@@ -235,14 +235,13 @@ impl Certs {
         match self.stored(name).await {
             Ok(Some(entry)) => return Ok(entry),
             Ok(None) => {}
-            // The store fails and the mirror, if any, holds no copy: a name backing off fails
-            // from memory from now on rather than trying the store on every handshake.
+            // The store fails and the mirror, if any, holds no copy: this handshake fails (as
+            // backing off, for a name that does). Not marked as having nothing stored: a
+            // failed renewal's certificate may be there still, and a blip of the store must
+            // not shut the name out until its next retry (a day, at most).
             Err(e) => {
                 return Err(match self.backoff.pending(name, self.clock.now()) {
-                    Some(pending) => {
-                        self.backoff.nothing_stored(name);
-                        backing_off(name, pending)
-                    }
+                    Some(pending) => backing_off(name, pending),
                     None => e,
                 });
             }

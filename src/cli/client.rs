@@ -88,9 +88,18 @@ impl Client {
         let status = res.status();
         let text = res.text().await.context("reading the admin API's answer")?;
         if status.is_success() {
-            let value = match text.as_str() {
-                "" => Value::Null,
-                _ => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            if text.is_empty() {
+                return Ok((status, Value::Null));
+            }
+            // Every answer of the admin API is JSON: another server (a proxy's page) answering
+            // 200 must not read as an empty list or checks that pass.
+            let Ok(value) = serde_json::from_str(&text) else {
+                let start: String = text.trim().chars().take(200).collect();
+                bail!(
+                    "{} answered {status} to {path} with something other than JSON, not as the admin API does: is it listen.admin's address? ({})",
+                    self.base,
+                    escape(&start)
+                );
             };
             return Ok((status, value));
         }

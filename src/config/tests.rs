@@ -525,3 +525,27 @@ fn a_subject_template_the_stream_could_not_take_is_refused() {
 }
 
 mod docs;
+
+/// A value that does not parse on a line that may hold a secret (a password in a URL, a token,
+/// a key) is located by line and column, and the line is not shown: the error reaches stderr,
+/// and on SIGHUP the log.
+#[test]
+fn a_bad_secret_value_is_located_without_showing_its_line() {
+    for text in [
+        "[store]\nurl = \"postgres://edge:ab/cd@db/x\"\n",
+        "[store]\nurl = \"postgress://edge:hunter2@db/x\"\n",
+        "[admin]\ntoken = \"hunter2\\q\"\n",
+        "[admin]\nread_tokens = [\n  \"fine\",\n  \"hunter2\\q\",\n]\n",
+        "[acme]\neab_hmac_key = \"hunter2\\q\"\n",
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(!err.contains("hunter2") && !err.contains("ab/cd"), "{err}");
+        assert!(err.contains("TOML parse error at line "), "{err}");
+        assert!(err.contains("the line is not shown"), "{err}");
+    }
+    // Other lines are shown as before.
+    let err = parse("[clicks]\nmax_file_bytes = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_file_bytes = \"x\""), "{err}");
+}

@@ -95,6 +95,41 @@ async fn due_for_renewal() -> DueForRenewal {
     }
 }
 
+/// A failed renewal backs the name off; a handshake that then misses the cache and meets a
+/// store that fails once fails itself, and the next one loads the certificate still stored. It
+/// was marked as having nothing stored, failing from memory until the next retry (up to a day).
+#[tokio::test]
+async fn a_store_blip_while_backing_off_does_not_shut_the_stored_certificate_out() {
+    let DueForRenewal {
+        wall,
+        issuer,
+        store,
+        certs,
+        name,
+        _dir,
+    } = due_for_renewal().await;
+    issuer.fail.store(true, Ordering::SeqCst);
+    certs.renew(&name).await.unwrap();
+    assert!(record(&store, &name).await.retry_at.is_some(), "backs off");
+    let blips = blips::Blips::over(store.clone());
+    let blipping: Arc<dyn Store> = blips.clone();
+    let restarted = Arc::new(certs_over(
+        &blipping,
+        issuer.clone(),
+        [name.clone()],
+        wall.clock(),
+    ));
+    restarted.restore(
+        &store.domains().await.unwrap(),
+        &store.cert_lifetimes().await.unwrap(),
+    );
+    blips.certificate.store(1, Ordering::SeqCst);
+    let err = restarted.resolve(&name).await.unwrap_err();
+    assert!(matches!(err, CertError::BackingOff { .. }), "{err}");
+    assert_eq!(blips.certificate.load(Ordering::SeqCst), 0, "the blip came");
+    restarted.resolve(&name).await.unwrap();
+}
+
 /// A renewal that fails backs the name off for new orders, not for the certificate it keeps
 /// serving: a handshake that misses the cache (a restart, a reload, another node) loads the
 /// stored one. Once a name backing off is found to have none stored, its handshakes fail from
