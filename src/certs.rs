@@ -119,6 +119,9 @@ pub struct Certs {
     /// order, and when: while the gate still holds one, for at most [`HELD_UNSTORED_FOR`], its
     /// handshakes fail from memory instead of a store read each.
     held_unstored: dashmap::DashMap<Domain, SystemTime>,
+    /// Names whose last renewal attempt here failed (`clickedge_certificate_renewals_failing`):
+    /// until a renewal succeeds, here or on another node, or the name is removed.
+    renewals_failing: dashmap::DashSet<Domain>,
 }
 
 /// How long a held-back name found with nothing stored fails from memory before a handshake
@@ -176,6 +179,7 @@ impl Certs {
             mirror: None,
             no_valid: dashmap::DashMap::new(),
             held_unstored: dashmap::DashMap::new(),
+            renewals_failing: dashmap::DashSet::new(),
         }
     }
 
@@ -367,6 +371,7 @@ impl Certs {
         }
         self.no_valid.remove(name);
         self.held_unstored.remove(name);
+        self.renewal_failing(name, false);
         self.backoff.forget(name);
         // Likewise under the schedule's lock (`Certs::schedule_at`).
         lock(&self.schedule).remove(name);
@@ -423,6 +428,8 @@ impl Certs {
                 Ok(entry) => {
                     self.cache_registered(&lock(&self.inflight), name, entry);
                     self.schedule_by_lifetime(name, &cert);
+                    // Renewed by another node, or issued anew.
+                    self.renewal_failing(name, false);
                 }
                 Err(e) => {
                     tracing::warn!(domain = %name, error = %crate::errors::chain(&e), "a stored certificate is not usable; keeping the cached one");

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub certs_expiring: IntGauge,
     /// Certificates expired and not replaced.
     pub certs_expired: IntGauge,
+    /// Names whose last renewal attempt on this node failed (`clickedge_certificate_renewals_failing`).
+    pub renewals_failing: IntGauge,
     /// Client connections open on the edge listeners.
     pub connections_open: IntGauge,
     /// Idle HTTP/1.1 connections held without hyper's buffers (see `http::serve::park`).
@@ -400,6 +402,10 @@ impl Metrics {
                 "clickedge_certificates_expired",
                 "Certificates expired and not replaced (their domain's renewal keeps failing)",
             )?,
+            renewals_failing: IntGauge::new(
+                "clickedge_certificate_renewals_failing",
+                "Names whose last renewal attempt on this node failed (their current certificate keeps serving until a retry succeeds)",
+            )?,
             connections_open: IntGauge::new(
                 "clickedge_connections_open",
                 "Client connections open on the edge listeners",
@@ -445,6 +451,7 @@ impl Metrics {
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.certs_expiring.clone()))?;
         registry.register(Box::new(m.certs_expired.clone()))?;
+        registry.register(Box::new(m.renewals_failing.clone()))?;
         registry.register(Box::new(m.connections_open.clone()))?;
         registry.register(Box::new(m.connections_parked.clone()))?;
         registry.register(Box::new(m.connections_refused.clone()))?;

@@ -27,6 +27,7 @@ const FROM_START: &[&str] = &[
     "clickedge_certificates_issued_total{issuer=\"local\"} 0",
     "clickedge_certificates_failed_total{issuer=\"acme\"} 0",
     "clickedge_certificate_renewals_total{outcome=\"failed\"} 0",
+    "clickedge_certificate_renewals_failing 0",
     "clickedge_acme_orders_total{challenge=\"http-01\",event=\"started\"} 0",
     "clickedge_certificate_lookups_total{result=\"hit\"} 0",
     "clickedge_clicks_unlogged_total{reason=\"rate\"} 0",

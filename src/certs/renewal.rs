@@ -168,11 +168,28 @@ impl Certs {
                 if matches!(**source, LoadError::NothingToRenew));
             if !matches!(e, CertError::NotServed(_)) && !nothing_to_renew {
                 self.metrics.renewals.with_label_values(&["failed"]).inc();
+                self.renewal_failing(name, true);
                 tracing::warn!(domain = %name, error = %error_chain(e), "renewal check failed; checking again in 5 minutes");
                 self.check_again(name);
             }
         }
         result
+    }
+
+    /// Counts `name` among the names whose last renewal attempt here failed, or no longer
+    /// (`clickedge_certificate_renewals_failing`): a failure is retried on a schedule that soon
+    /// spaces out to a day, so a counter's increase over a window cannot say it still fails.
+    pub(super) fn renewal_failing(&self, name: &Domain, failing: bool) {
+        let changed = if failing {
+            self.renewals_failing.insert(name.clone())
+        } else {
+            self.renewals_failing.remove(name).is_some()
+        };
+        if changed {
+            self.metrics
+                .renewals_failing
+                .set(i64::try_from(self.renewals_failing.len()).unwrap_or(i64::MAX));
+        }
     }
 
     /// Schedules `name` [`CHECK_AGAIN`] from now unless it is scheduled already.
@@ -243,6 +260,7 @@ impl Certs {
             .map_err(|e| CertError::unavailable(name, e))?;
         if let Some(latest) = latest.filter(|l| l.not_before > current.not_before) {
             claim.release(false).await;
+            self.renewal_failing(name, false);
             tracing::info!(domain = %name, not_after = %rfc3339(latest.not_after), "already renewed by another node");
             self.schedule_by_lifetime(name, &latest);
             return self.serving(name, &latest);
@@ -256,6 +274,7 @@ impl Certs {
         let message = match self.issue(name, Some(&current), claim).await {
             Ok(entry) => {
                 self.metrics.renewals.with_label_values(&["ok"]).inc();
+                self.renewal_failing(name, false);
                 return Ok(entry);
             }
             Err(IssueOutcome::Superseded) if !self.policy.is_registered(name.as_str()) => {
@@ -275,6 +294,7 @@ impl Certs {
             }
         };
         self.metrics.renewals.with_label_values(&["failed"]).inc();
+        self.renewal_failing(name, true);
         // The current certificate keeps serving.
         tracing::warn!(domain = %name, error = %message, "renewal failed; the current certificate keeps serving");
         self.serving(name, &current)

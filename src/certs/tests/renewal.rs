@@ -130,6 +130,34 @@ async fn a_store_blip_while_backing_off_does_not_shut_the_stored_certificate_out
     restarted.resolve(&name).await.unwrap();
 }
 
+/// A failed renewal counts its name as failing until a renewal succeeds: the gauge an alert
+/// reads, since failures retried a day apart leave a counter's hourly increase at zero.
+#[tokio::test]
+async fn a_failing_renewal_is_counted_until_one_succeeds() {
+    let DueForRenewal {
+        wall,
+        issuer,
+        certs,
+        name,
+        _dir,
+        ..
+    } = due_for_renewal().await;
+    issuer.fail.store(true, Ordering::SeqCst);
+    certs.renew(&name).await.unwrap();
+    assert_eq!(certs.metrics.renewals_failing.get(), 1);
+    issuer.fail.store(false, Ordering::SeqCst);
+    certs.reset_backoff(&name).await.unwrap();
+    certs.renew(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 3, "renewed");
+    assert_eq!(certs.metrics.renewals_failing.get(), 0);
+    wall.advance(RENEWAL_DUE);
+    issuer.fail.store(true, Ordering::SeqCst);
+    certs.renew(&name).await.unwrap();
+    assert_eq!(certs.metrics.renewals_failing.get(), 1);
+    certs.forget(&name);
+    assert_eq!(certs.metrics.renewals_failing.get(), 0, "removed");
+}
+
 /// A renewal that fails backs the name off for new orders, not for the certificate it keeps
 /// serving: a handshake that misses the cache (a restart, a reload, another node) loads the
 /// stored one. Once a name backing off is found to have none stored, its handshakes fail from
