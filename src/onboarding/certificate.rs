@@ -108,13 +108,41 @@ fn edge_detail(failure: &IssueFailure) -> String {
 /// store, network or configuration error, naming its own paths, hosts or settings) is left to
 /// the edge's operator, who sees it in the admin API and the log.
 pub fn for_customer(mut check: Check, failure: &IssueFailure) -> Check {
-    if check.id != CheckId::Certificate || quotes_the_ca(&failure.kind) {
+    if check.id != CheckId::Certificate {
+        return check;
+    }
+    if quotes_the_ca(&failure.kind) {
+        // The CA's words may link a page meant for the account's holder (Let's Encrypt's
+        // unpause page carries a token for the edge's ACME account in its address).
+        check.message = without_links(&check.message);
         return check;
     }
     if let Some(plain) = check.message.strip_suffix(&edge_detail(failure)) {
         check.message = format!("{plain} (the edge's operator has the details)");
     }
     check
+}
+
+/// `text` with each `http://` or `https://` address replaced by a note that the edge's operator
+/// has it.
+fn without_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest
+        .find("http://")
+        .into_iter()
+        .chain(rest.find("https://"))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ')')
+            .map_or(rest.len(), |n| at + n);
+        out.push_str("(a link the edge's operator has)");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The failure in plain words (quoting what was said), and what to do about it.
@@ -426,5 +454,29 @@ mod tests {
         let ca = refused("caa", "CAA record for links.example.com prevents issuance");
         let shown = check_now(&status("failed", Some(ca.clone())));
         assert_eq!(for_customer(shown.clone(), &ca), shown);
+        // But not a link they carry: Let's Encrypt's unpause page holds a token for the edge's
+        // ACME account in its address.
+        let paused = IssueFailure {
+            kind: FailureKind::RateLimited(RateLimitScope::Name),
+            detail: "Your account is temporarily prevented from requesting certificates for \
+                     links.example.com and possibly others. Please visit: \
+                     https://portal.letsencrypt.org/sfe/v1/unpause?jwt=x.y.z"
+                .into(),
+        };
+        let operator = check_now(&status("failed", Some(paused.clone())));
+        assert!(
+            operator.message.contains("jwt=x.y.z"),
+            "{}",
+            operator.message
+        );
+        let customer = for_customer(operator, &paused);
+        assert!(!customer.message.contains("jwt"), "{}", customer.message);
+        assert!(
+            customer
+                .message
+                .contains("Please visit: (a link the edge's operator has)"),
+            "{}",
+            customer.message
+        );
     }
 }
