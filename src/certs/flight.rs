@@ -78,7 +78,13 @@ impl Landing {
                 Err(CertError::NotServed(name.clone()))
             }
             Ok(entry) => {
-                if self.kind == Flight::Obtain || certs.cache.contains_key(name) {
+                // Never over a certificate issued later (another node's renewal, cached by
+                // change propagation while this flight read the one it replaced).
+                let cached = certs.cache.get(name);
+                let later_cached = cached
+                    .as_ref()
+                    .is_some_and(|c| c.not_before > entry.not_before);
+                if (self.kind == Flight::Obtain || cached.is_some()) && !later_cached {
                     certs.cache.insert(name.clone(), entry.clone());
                 }
                 Ok(entry)

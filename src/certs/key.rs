@@ -34,6 +34,8 @@ pub enum KeyError {
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
     pub(super) key: Arc<CertifiedKey>,
+    /// When the certificate was issued: a later issue replaces it, an earlier one never does.
+    pub(super) not_before: SystemTime,
     pub(super) not_after: SystemTime,
 }
 
@@ -56,6 +58,7 @@ impl Certs {
         let key = certified_key(&self.provider, cert)?;
         Ok(Entry {
             key: Arc::new(key),
+            not_before: cert.not_before,
             not_after: cert.not_after,
         })
     }
@@ -77,5 +80,13 @@ pub fn certified_key(
         .key_provider
         .load_private_key(key)
         .map_err(KeyError::Unusable)?;
-    Ok(CertifiedKey::new(chain, signing))
+    // A key that is not the leaf's (a row written wrong, a restored backup mixing two) would
+    // fail every handshake at the client; refused here, it is reported and backed off.
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(e) => Err(KeyError::Unusable(e)),
+    }
 }

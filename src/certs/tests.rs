@@ -405,3 +405,21 @@ async fn has_valid_reads_the_store_once_per_name_and_interval() {
     assert!(certs.has_valid(&name).await);
     assert_eq!(store.queries().get(), queries, "cached");
 }
+
+/// A stored key that is not the leaf's (a row written wrong, a backup restored half) is refused
+/// as unusable, reported and backed off like any other, rather than served to fail every
+/// handshake at the client.
+#[tokio::test]
+async fn a_stored_key_that_is_not_the_certificates_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store, certs, name) = registered(dir.path()).await;
+    certs.resolve(&name).await.unwrap();
+    let stored = store.certificate(&name).await.unwrap().unwrap();
+    assert!(certs.entry(&stored).is_ok());
+    let mixed = StoredCert {
+        key_pem: rcgen::KeyPair::generate().unwrap().serialize_pem(),
+        ..stored
+    };
+    let err = certs.entry(&mixed).map(drop).unwrap_err();
+    assert!(matches!(err, KeyError::Unusable(_)), "{err:?}");
+}

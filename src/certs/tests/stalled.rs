@@ -124,3 +124,37 @@ async fn a_name_removed_while_its_flight_reads_the_store_is_neither_cached_nor_s
 async fn a_name_removed_while_its_renewal_check_reads_the_store_is_not_scheduled() {
     removed_while_its_flight_reads_the_store(Flight::Renew).await;
 }
+
+/// A renewal check that read the certificate (young: not due) lands it; meanwhile another node's
+/// renewal, issued later, was cached here through change propagation. The later one stays: the
+/// check used to put the one it read back, served until the next check, hours later.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_check_never_puts_an_earlier_certificate_back_in_the_cache() {
+    let Restarted {
+        store,
+        blips,
+        node,
+        name,
+        ..
+    } = restarted(false).await;
+    node.resolve(&name).await.unwrap();
+    let read = store.certificate(&name).await.unwrap().unwrap();
+    blips.stall_certificate.arm();
+    let mut flight = node.fly(&name, Flight::Renew);
+    blips.stall_certificate.held().await;
+    // Another node's renewal (the same key pair stands in for it), as propagation caches it.
+    let renewed = StoredCert {
+        not_before: read.not_before + Duration::from_secs(3600),
+        ..read.clone()
+    };
+    node.cache
+        .insert(name.clone(), node.entry(&renewed).unwrap());
+    blips.stall_certificate.release();
+    let outcome = flight.wait_for(Option::is_some).await.unwrap().clone();
+    assert!(matches!(outcome, Some(Ok(_))));
+    assert_eq!(
+        node.cache.get(&name).unwrap().not_before,
+        renewed.not_before,
+        "the earlier certificate was put back"
+    );
+}
