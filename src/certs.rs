@@ -334,6 +334,10 @@ impl Certs {
             Ok(Some(c)) if c.not_after > now => {
                 if let Ok(entry) = self.entry(&c) {
                     self.cache_registered(&lock(&self.inflight), name, entry);
+                    // Its handshakes now find it cached and never load it (which schedules):
+                    // scheduled here, or no node but the one that issued it would renew it.
+                    let at = schedule::default_renew_at(c.not_before, c.not_after, rand::random());
+                    self.schedule_unscheduled(name, at);
                 }
                 true
             }

@@ -423,3 +423,17 @@ async fn a_stored_key_that_is_not_the_certificates_is_refused() {
     let err = certs.entry(&mixed).map(drop).unwrap_err();
     assert!(matches!(err, KeyError::Unusable(_)), "{err:?}");
 }
+
+/// A plain-HTTP request that finds a certificate another node issued caches it, and schedules
+/// its renewal: the name's handshakes then hit the cache and never load it (which schedules), so
+/// only the node that issued it would have renewed it.
+#[tokio::test]
+async fn a_certificate_found_by_a_plain_http_request_is_scheduled_for_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, store, first, name) = registered(dir.path()).await;
+    first.resolve(&name).await.unwrap();
+    let other = certs_over(&store, issuer, [name.clone()], first.clock.clone());
+    assert!(other.has_valid(&name).await);
+    assert!(other.cache.contains_key(&name));
+    assert!(lock(&other.schedule).by_name.contains_key(&name));
+}
