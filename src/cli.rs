@@ -335,6 +335,20 @@ fn meta_object(meta: Vec<(String, String)>) -> anyhow::Result<serde_json::Map<St
     Ok(pairs)
 }
 
+impl Command {
+    /// Whether the command reads the config: `cluster keygen` runs locally, and `health
+    /// --admin URL` is told where to ask, so a config file that is missing or does not load
+    /// (`$CLICKEDGE_CONFIG` naming another host's) must not stop them.
+    pub fn needs_config(&self) -> bool {
+        !matches!(
+            self,
+            Command::Cluster {
+                action: ClusterAction::Keygen { .. }
+            } | Command::Health { admin: Some(_) }
+        )
+    }
+}
+
 /// Runs a client command against the admin API.
 pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()> {
     use reqwest::Method;

@@ -362,7 +362,10 @@ impl Default for Acme {
 impl Config {
     /// Loads `path` if given, else the file named by `CLICKEDGE_CONFIG`, else the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        // Empty is unset, as for every CLICKEDGE_ variable (a compose file's `CLICKEDGE_CONFIG=`).
+        let from_env = std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
         match path.map(Path::to_path_buf).or(from_env) {
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {

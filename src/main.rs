@@ -42,7 +42,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+    let config = match cli.command.needs_config() {
+        true => Config::load(cli.config.as_deref())?,
+        false => Config::default(),
+    };
     match cli.command {
         Command::Serve => serve(config, cli.config.as_deref(), cli.log_format).await,
         command => clickedge::cli::run_client(&config, command).await,
@@ -241,7 +244,7 @@ fn log_format_of(flag: Option<LogFormat>, config: &Config) -> anyhow::Result<Log
     if let Some(f) = flag {
         return Ok(f);
     }
-    let Some(v) = std::env::var_os("CLICKEDGE_LOG_FORMAT") else {
+    let Some(v) = std::env::var_os("CLICKEDGE_LOG_FORMAT").filter(|v| !v.is_empty()) else {
         return Ok(config.log_format);
     };
     v.to_str()

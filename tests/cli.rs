@@ -416,3 +416,28 @@ fn pixel_or_decoy_without_an_html_part_is_refused() {
         );
     }
 }
+
+/// `cluster keygen` runs locally: a `$CLICKEDGE_CONFIG` naming a file this host does not have
+/// does not stop it. An empty `$CLICKEDGE_CONFIG` is unset (it was the path ""), as for every
+/// other variable of the edge's.
+#[test]
+fn keygen_reads_no_config_and_an_empty_config_variable_is_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["cluster", "keygen"])
+        .arg(dir.path().join("seal.key"))
+        .env("CLICKEDGE_CONFIG", dir.path().join("missing.toml"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path().join("seal.key").exists());
+    let out = Command::new(bin())
+        .args(["classify", "--replay", "tests/data/verdict-corpus.jsonl"])
+        .env("CLICKEDGE_CONFIG", "")
+        .env("CLICKEDGE_LOG_FORMAT", "")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::Deserializer;
 
-/// The longest duration any key takes.
-pub const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// The longest duration any key takes: 100 years as humantime counts them (365.25 days each), so
+/// `"100y"` is accepted.
+pub const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// A duration, at most [`LONGEST`] (`#[serde(with = "duration")]`).
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -126,6 +126,17 @@ impl Limits {
                 humantime::format_duration(*value)
             ));
         }
+        let caps = [
+            ("max_connections", self.max_connections),
+            ("http_max_connections", self.http_max_connections),
+            ("admin_max_connections", self.admin_max_connections),
+        ];
+        if let Some((key, value)) = caps.iter().find(|(_, cap)| cap.get() > MAX_CONNECTIONS) {
+            return Some(format!(
+                "limits.{key} = {value} is more connections than a process can hold open: \
+                 expected at most {MAX_CONNECTIONS} (each is a file descriptor)"
+            ));
+        }
         if self.h2_max_concurrent_streams == 0 {
             return Some(
                 "limits.h2_max_concurrent_streams = 0 would refuse every h2 request: expected a \
@@ -159,6 +170,10 @@ impl Limits {
         ))
     }
 }
+
+/// The most connections a listener's cap may allow: each is a file descriptor, and Linux's
+/// `fs.nr_open` allows at most 1048576 per process by default (2^30 at most, ever).
+const MAX_CONNECTIONS: usize = 1 << 30;
 
 /// Bytes of a request head `max_header_bytes` keeps for what is not the URI: the method and
 /// version, and a browser's headers on a link click (host, user agent, accept, client hints,

@@ -482,7 +482,16 @@ fn durations_past_100_years_and_a_queue_past_a_million_clicks_are_refused_by_key
             "{text}: {err}"
         );
     }
-    assert!(parse("[clicks]\nretention = \"99y\"\n").is_ok());
+    // 100 years as written, humantime's years (365.25 days) included.
+    assert!(parse("[clicks]\nretention = \"100y\"\n").is_ok());
+    // A connection cap past what a process can hold open (it panicked at start).
+    let err = parse("[limits]\nmax_connections = 9223372036854775807\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("limits.max_connections = 9223372036854775807 is more connections"),
+        "{err}"
+    );
     let err = parse("[clicks]\nqueue_capacity = 1000000000000\n")
         .unwrap_err()
         .to_string();
