@@ -79,6 +79,17 @@ pub enum LocalCaError {
         #[source]
         source: x509_parser::error::X509Error,
     },
+    /// The key file holds another key than the root certificate's: every certificate signed
+    /// with it would fail to verify.
+    #[error(
+        "local CA key {key} is not the key of the root {root} (one of the two was replaced or deleted and made again): to make a new CA, {REPLACE_ROOT}"
+    )]
+    KeyMismatch {
+        /// The key file.
+        key: PathBuf,
+        /// The root file.
+        root: PathBuf,
+    },
     /// The existing root vouches for other zones than the configuration lists.
     #[error(
         "local CA root {path} vouches for names under {root}, but tls.local_ca_names lists {config}: set tls.local_ca_names to the first list or, to make a new CA, {REPLACE_ROOT}"
@@ -148,6 +159,21 @@ impl LocalCa {
                 source,
             }
         })?;
+        match root::public_key(&der) {
+            Ok(public) if public == key.public_key_raw() => {}
+            Ok(_) => {
+                return Err(LocalCaError::KeyMismatch {
+                    key: key_path.to_path_buf(),
+                    root: cert_path.to_path_buf(),
+                });
+            }
+            Err(source) => {
+                return Err(LocalCaError::Constraints {
+                    path: cert_path.to_path_buf(),
+                    source,
+                });
+            }
+        }
         let issuer =
             RcgenIssuer::from_ca_cert_der(&der, key).map_err(|source| LocalCaError::Cert {
                 what: "certificate does not parse",

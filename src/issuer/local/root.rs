@@ -25,6 +25,12 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, X509Error> {
         })
 }
 
+/// The root certificate `der`'s public key: the bits of its SubjectPublicKeyInfo (for an
+/// ECDSA key, the curve point).
+pub(super) fn public_key(der: &[u8]) -> Result<Vec<u8>, X509Error> {
+    Ok(parse(der)?.public_key().subject_public_key.data.to_vec())
+}
+
 /// The scope of the root certificate `der`.
 pub(super) fn scope(der: &[u8]) -> Result<RootScope, X509Error> {
     let cert = parse(der)?;

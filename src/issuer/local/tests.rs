@@ -229,3 +229,26 @@ async fn a_leaf_of_a_replaced_root_is_due_for_renewal_at_once() {
     };
     assert_eq!(new.renewal_window(&name, &acme).await.unwrap(), None);
 }
+
+/// A key file that is not the root's key (one of the two replaced, or deleted and made again)
+/// stops the start naming both files: every certificate signed with it would fail to verify.
+#[test]
+fn a_key_that_is_not_the_roots_fails_to_load_naming_both_files() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    LocalCa::load_or_create(a.path(), Zones::reserved(), clock()).unwrap();
+    LocalCa::load_or_create(b.path(), Zones::reserved(), clock()).unwrap();
+    std::fs::copy(
+        b.path().join(LocalCa::KEY_FILE),
+        a.path().join(LocalCa::KEY_FILE),
+    )
+    .unwrap();
+    let err = LocalCa::load_or_create(a.path(), Zones::reserved(), clock())
+        .err()
+        .expect("a key of another root");
+    assert!(matches!(err, LocalCaError::KeyMismatch { .. }), "{err:?}");
+    let words = err.to_string();
+    assert!(
+        words.contains("ca-key.pem") && words.contains("ca.pem"),
+        "{words}"
+    );
+}
