@@ -288,7 +288,16 @@ impl Acceptor {
         if acme {
             return self.answer_challenge(start, domain).await;
         }
-        let key = match self.certs.resolve(&domain).await {
+        // Memory answers most handshakes at once; anything else (an `ask` approval, a store
+        // read, an order) within the handshake timeout, so a store or endpoint that hangs holds
+        // no connection past it.
+        let resolved = match self.certs.cached(&domain) {
+            Some(key) => Ok(key),
+            None => tokio::time::timeout(self.handshake_timeout, self.certs.resolve(&domain))
+                .await
+                .unwrap_or_else(|_| Err(CertError::Timeout(domain.clone()))),
+        };
+        let key = match resolved {
             Ok(key) => key,
             Err(CertError::NotServed(d)) => {
                 refuse(start.io, Alert::UnrecognizedName).await;
@@ -331,7 +340,9 @@ impl Acceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let Some(key) = self.challenges.tls_alpn01(&domain).await else {
+        let lookup =
+            tokio::time::timeout(self.handshake_timeout, self.challenges.tls_alpn01(&domain));
+        let Some(key) = lookup.await.ok().flatten() else {
             refuse(start.io, Alert::UnrecognizedName).await;
             return Err(HandshakeError::NoChallenge(domain));
         };
