@@ -311,6 +311,11 @@ impl Certs {
         gate.hold(name)
     }
 
+    /// How long a first handshake waits for its certificate's order (`tls.on_demand_timeout`).
+    pub fn on_demand_timeout(&self) -> Duration {
+        self.on_demand_timeout
+    }
+
     /// `name`'s certificate when memory has it, unexpired, for a name registered: what most
     /// handshakes get, without awaiting anything (counted as a hit).
     pub fn cached(&self, name: &Domain) -> Option<Arc<CertifiedKey>> {

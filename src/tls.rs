@@ -289,13 +289,17 @@ impl Acceptor {
             return self.answer_challenge(start, domain).await;
         }
         // Memory answers most handshakes at once; anything else (an `ask` approval, a store
-        // read, an order) within the handshake timeout, so a store or endpoint that hangs holds
-        // no connection past it.
+        // read, then the wait for an order, which `tls.on_demand_timeout` bounds) within the
+        // handshake timeout on top of that, so a store or endpoint that hangs holds no
+        // connection past it.
         let resolved = match self.certs.cached(&domain) {
             Some(key) => Ok(key),
-            None => tokio::time::timeout(self.handshake_timeout, self.certs.resolve(&domain))
-                .await
-                .unwrap_or_else(|_| Err(CertError::Timeout(domain.clone()))),
+            None => {
+                let bound = self.handshake_timeout + self.certs.on_demand_timeout();
+                tokio::time::timeout(bound, self.certs.resolve(&domain))
+                    .await
+                    .unwrap_or_else(|_| Err(CertError::Timeout(domain.clone())))
+            }
         };
         let key = match resolved {
             Ok(key) => key,

@@ -52,13 +52,12 @@ async fn started(c: &Cluster) -> f64 {
 }
 
 /// A domain added on node 0, pointed at node `answering` in Pebble's DNS, once every node has
-/// it in memory (propagation takes under a second; the challenge is answered by a node that
-/// serves the name).
+/// it in memory (the challenge is answered by a node that serves the name).
 async fn registered(c: &Cluster, answering: usize) -> String {
     c.node(0).add_domain(DOMAIN).await;
     c.pebble.point(DOMAIN, ADDRESSES[answering]).await;
     let link = mint(c.node(0)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.until_every_node_serves(DOMAIN, &link).await;
     link
 }
 

@@ -40,13 +40,13 @@ async fn sighup_under_clicks_reloads_and_loses_no_acknowledged_click() {
     }
     // Signals land while the clicks are being answered.
     for (i, sig) in ["HUP", "PIPE", "USR1", "USR2", "HUP"].iter().enumerate() {
-        while edge
-            .metric("clickedge_requests_total{outcome=\"redirect\"}")
-            .await
-            < (20 * (i + 1)) as f64
-        {
-            tokio::task::yield_now().await;
-        }
+        let answered = common::within(Duration::from_secs(60), || async {
+            edge.metric("clickedge_requests_total{outcome=\"redirect\"}")
+                .await
+                >= (20 * (i + 1)) as f64
+        })
+        .await;
+        assert!(answered.is_some(), "the clicks stopped before {sig}");
         edge.signal(sig);
     }
     edge.wait_for_log("SIGHUP: reloaded certificates and link keys", 1);

@@ -55,6 +55,31 @@ impl Cluster {
     }
 
     /// Node `i`.
+    /// Waits until every node serves `name` from memory (its registration, made on one node,
+    /// arrived everywhere): a node's plain HTTP listener answers a click of `link` (minted for
+    /// `name`) with 302 once it knows the name, 404 before. Fails after a minute: a hang guard.
+    pub async fn until_every_node_serves(&self, name: &str, link: &str) {
+        let path = &link[link.find("/c/").expect("a link")..];
+        for edge in &self.nodes {
+            let url = format!("http://{name}:{}{path}", edge.http.port());
+            let client = reqwest::Client::builder()
+                .resolve(name, edge.http)
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .expect("client");
+            let served = super::within(std::time::Duration::from_secs(60), || async {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 302)
+            })
+            .await;
+            assert!(served.is_some(), "{name} is not served by {}", edge.http);
+        }
+    }
+
     pub fn node(&self, i: usize) -> &Edge {
         &self.nodes[i]
     }
