@@ -26,6 +26,8 @@ mod lockfile;
 #[cfg(test)]
 mod logged;
 pub mod metrics;
+#[doc(hidden)]
+pub mod netns;
 pub mod onboarding;
 pub mod policy;
 pub mod rate;

@@ -11,8 +11,13 @@ use serde_json::json;
 
 #[tokio::test]
 async fn an_ipv4_client_of_a_dual_stack_listener_is_logged_and_limited_as_ipv4() {
-    // Bound on every address for the dual stack (IPv4 clients arrive IPv4-mapped); the test's
-    // clients only ever use loopback. One click per second per address makes the bound visible.
+    // Bound on every address for the dual stack (IPv4 clients arrive IPv4-mapped): in a network
+    // namespace holding only loopback. One click per second per address makes the bound visible.
+    if !clickedge::netns::entered(
+        "an_ipv4_client_of_a_dual_stack_listener_is_logged_and_limited_as_ipv4",
+    ) {
+        return;
+    }
     let edge = Edge::start_with(
         "[listen]\nhttps = \"[::]:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
          [clicks]\nflush_interval = \"10ms\"\nmax_clicks_per_ip_per_sec = 1\n",

@@ -165,6 +165,11 @@ fn bind_hint(addr: SocketAddr, key: &str, kind: std::io::ErrorKind) -> String {
 mod tests {
     #[tokio::test]
     async fn a_wildcard_ipv6_listener_takes_ipv4_unless_an_ipv4_wildcard_is_beside_it() {
+        if !crate::netns::entered(
+            "app::bind::tests::a_wildcard_ipv6_listener_takes_ipv4_unless_an_ipv4_wildcard_is_beside_it",
+        ) {
+            return;
+        }
         let dual = bind_all(&["[::]:0".parse().unwrap()], "listen.https").unwrap();
         let port = dual[0].local_addr().unwrap().port();
         tokio::net::TcpStream::connect(("127.0.0.1", port))
