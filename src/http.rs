@@ -202,7 +202,7 @@ impl<V: VerdictStage> Edge<V> {
         // Longer than any link we mint: refused before routing, so it costs no cryptography.
         if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_bytes {
             self.counters.not_found.inc();
-            return text(StatusCode::URI_TOO_LONG, "URI too long\n");
+            return close_unread(&req, text(StatusCode::URI_TOO_LONG, "URI too long\n"));
         }
         let host = request_host(&req);
         // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without one, its
@@ -213,9 +213,12 @@ impl<V: VerdictStage> Edge<V> {
             && !req.headers().contains_key(header::HOST)
         {
             self.counters.bad_request.inc();
-            return text(
-                StatusCode::BAD_REQUEST,
-                "an HTTP/1.1 request needs a Host header\n",
+            return close_unread(
+                &req,
+                text(
+                    StatusCode::BAD_REQUEST,
+                    "an HTTP/1.1 request needs a Host header\n",
+                ),
             );
         }
         if let (Some(pages), Some(sni)) = (&self.status, &conn.sni)
@@ -247,7 +250,7 @@ impl<V: VerdictStage> Edge<V> {
             }
             Route::AcmeChallenge(_) | Route::OnboardingCheck(_) | Route::NotFound => {
                 self.counters.not_found.inc();
-                return text(StatusCode::NOT_FOUND, "not found\n");
+                return close_unread(&req, text(StatusCode::NOT_FOUND, "not found\n"));
             }
         };
         // Any other method is refused once the link opens: an action link takes POST too, and
@@ -264,26 +267,29 @@ impl<V: VerdictStage> Edge<V> {
                 // coalescing connections) is not ours to answer (RFC 9110 §15.5.20).
                 if host.is_some_and(|h| !same_name(h, sni.as_str())) {
                     self.counters.misdirected.inc();
-                    return text(StatusCode::MISDIRECTED_REQUEST, "misdirected request\n");
+                    return close_unread(
+                        &req,
+                        text(StatusCode::MISDIRECTED_REQUEST, "misdirected request\n"),
+                    );
                 }
                 // A domain removed while this connection stayed open: its links stop with it,
                 // as on the plain HTTP listener (one in-memory lookup, before any crypto).
                 if !self.policy.is_registered(sni.as_str()) {
                     self.counters.not_found.inc();
-                    return self.unopened(Some(sni), &req);
+                    return close_unread(&req, self.unopened(Some(sni), &req));
                 }
                 sni.clone()
             }
             None => match host.map(Domain::parse) {
                 Some(Ok(d)) if self.policy.is_registered(d.as_str()) => {
                     if self.certs.has_valid(&d).await {
-                        return self.upgrade(&d, &req);
+                        return close_unread(&req, self.upgrade(&d, &req));
                     }
                     d
                 }
                 _ => {
                     self.counters.not_found.inc();
-                    return self.unopened(None, &req);
+                    return close_unread(&req, self.unopened(None, &req));
                 }
             },
         };
@@ -291,12 +297,12 @@ impl<V: VerdictStage> Edge<V> {
             Ok(link) if links::is_redirectable(&link.url) => link,
             _ => {
                 self.counters.bad_token.inc();
-                return self.unopened(Some(&domain), &req);
+                return close_unread(&req, self.unopened(Some(&domain), &req));
             }
         };
         let Ok(location) = HeaderValue::from_str(&link.url) else {
             self.counters.bad_token.inc();
-            return self.unopened(Some(&domain), &req);
+            return close_unread(&req, self.unopened(Some(&domain), &req));
         };
         let role = action::role(link.context.as_ref());
         let answer = match (role, method) {
