@@ -91,8 +91,11 @@ pub struct ProxyProtocol {
 }
 
 impl ProxyProtocol {
-    /// Headers accepted from peers in `trusted` only, each read within `timeout`.
+    /// Headers accepted from peers in `trusted` only, each read within `timeout`. A network
+    /// written IPv4-mapped (`::ffff:10.0.0.0/104`) is taken as the IPv4 one it maps: peers are
+    /// compared in canonical form, an IPv4 client of a dual-stack listener as IPv4.
     pub fn new(trusted: Vec<IpNet>, timeout: Duration) -> ProxyProtocol {
+        let trusted = trusted.into_iter().map(canonical_net).collect();
         ProxyProtocol { trusted, timeout }
     }
 
@@ -124,24 +127,51 @@ impl ProxyProtocol {
     }
 }
 
-/// A connection from a peer that may not send a header: refused if it starts like one.
+/// `net` written IPv4-mapped (within `::ffff:0:0/96`) as the IPv4 network it maps; any other
+/// as it is.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// A connection from a peer that may not send a header: refused if it starts like one. Bytes
+/// that start like a header but are too few to tell are peeked at again once more arrive
+/// (within the caller's timeout), so a header sent in small pieces is refused too.
 async fn refuse_header(tcp: &TcpStream, peer: SocketAddr) -> Result<(), ProxyError> {
     let mut first = [0; FIRST_READ];
-    let n = tcp.peek(&mut first).await.map_err(ProxyError::Read)?;
-    if looks_like_header(&first[..n]) {
-        return Err(ProxyError::Untrusted { peer });
+    loop {
+        let n = tcp.peek(&mut first).await.map_err(ProxyError::Read)?;
+        if looks_like_header(&first[..n]) {
+            return Err(ProxyError::Untrusted { peer });
+        }
+        if n == 0 || n >= 5 || !starts_like_header(&first[..n]) {
+            return Ok(());
+        }
+        // `peek` answers at once while those bytes wait: look again a moment later.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(())
 }
 
 /// True if `bytes` (the first of a connection, at least five to tell) start a v1 or v2 header;
 /// neither a TLS record nor an HTTP request starts like one.
 fn looks_like_header(bytes: &[u8]) -> bool {
+    bytes.len() >= 5 && starts_like_header(bytes)
+}
+
+/// True if `bytes`, however few, are the start of a v1 or v2 header.
+fn starts_like_header(bytes: &[u8]) -> bool {
     let starts = |signature: &[u8]| {
         let n = bytes.len().min(signature.len());
         bytes[..n] == signature[..n]
     };
-    bytes.len() >= 5 && (starts(&V2_SIGNATURE) || starts(V1_PREFIX))
+    starts(&V2_SIGNATURE) || starts(V1_PREFIX)
 }
 
 /// Reads a trusted proxy's header, exactly its bytes; the client it names, if any.
@@ -175,6 +205,12 @@ async fn read_v2(
     }
     header.resize(16 + len, 0);
     read_exact(tcp, &mut header[16..]).await?;
+    // Version 2, command LOCAL (the proxy's own connection, a health check): its address block
+    // is ignored, whatever family it says (the spec; parsing would refuse a family with a
+    // shorter block than it needs).
+    if header[12] == 0x20 {
+        return Ok(None);
+    }
     let parsed = ppp::v2::Header::try_from(&header[..]).map_err(ProxyError::V2)?;
     if parsed.command == ppp::v2::Command::Local {
         return Ok(None);

@@ -105,6 +105,41 @@ async fn an_untrusted_peer_without_a_header_is_itself_and_keeps_its_bytes() {
     assert_eq!(rest, b"GET / HTTP/1.1\r\nREST");
 }
 
+/// An untrusted peer sending a header in pieces of fewer than five bytes is refused as one
+/// sending it at once is (it was served as itself, the header never parsed nor counted).
+#[tokio::test]
+async fn an_untrusted_peers_header_in_small_pieces_is_refused() {
+    let (client, _, peer) = through(
+        &trusting("192.0.2.0/24"),
+        &[b"PRO", b"XY TCP4 203.0.113.9 192.0.2.1 4711 443\r\n"],
+    )
+    .await;
+    assert!(
+        matches!(client, Err(ProxyError::Untrusted { peer: p }) if p == peer),
+        "{client:?}"
+    );
+}
+
+/// A v2 `LOCAL` header (a proxy's health check) whose family says TCP4 but whose address block
+/// is empty: its addresses are ignored, as the spec says, not refused.
+#[tokio::test]
+async fn a_v2_local_header_is_taken_whatever_its_address_block() {
+    let mut header = V2_SIGNATURE.to_vec();
+    header.extend([0x20, 0x11, 0, 0]);
+    let (client, rest, peer) = through(&trusting("127.0.0.1/32"), &[&header]).await;
+    assert_eq!(client.unwrap(), peer);
+    assert_eq!(rest, b"REST");
+}
+
+/// A trusted network written IPv4-mapped is the IPv4 one: peers are compared as IPv4.
+#[test]
+fn an_ipv4_mapped_trusted_network_trusts_its_ipv4_peers() {
+    let proxy = trusting("::ffff:10.0.0.0/104");
+    assert!(proxy.trusts("10.1.2.3:4000".parse().unwrap()));
+    assert!(!proxy.trusts("11.0.0.1:4000".parse().unwrap()));
+    assert!(trusting("2001:db8::/32").trusts("[2001:db8::1]:4000".parse().unwrap()));
+}
+
 #[test]
 fn only_header_starts_look_like_headers() {
     assert!(looks_like_header(b"PROXY TCP4"));
