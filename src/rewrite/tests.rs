@@ -353,14 +353,7 @@ fn a_link_a_browser_follows_that_no_sealed_link_carries_refuses_the_message() {
     // In the text part too.
     let mut m = Recorder::default();
     let text = format!("Go to {long} now.");
-    let err = rewrite(
-        Message {
-            text: Some(&text),
-            ..Message::default()
-        },
-        &mut m,
-    )
-    .unwrap_err();
+    let err = rewrite_text(&text, &mut m).unwrap_err();
     assert!(matches!(err, RewriteError::Untrackable { .. }), "{err}");
     // Opted out in the HTML, it is left in both parts.
     let html_part = format!(r#"<a href="{long}" clicktracking="off">reset</a>"#);
@@ -382,6 +375,17 @@ fn a_link_a_browser_follows_that_no_sealed_link_carries_refuses_the_message() {
     );
     let (out, _) = rewrite_html_result(r#"<a href="//x.example/sale" clicktracking="off">y</a>"#);
     assert!(out.unwrap().links.is_empty());
+}
+
+/// Rewrites a message of a text part alone, minting with `m`.
+fn rewrite_text(text: &str, m: &mut Recorder) -> Result<Rewritten, RewriteError<Infallible>> {
+    rewrite(
+        Message {
+            text: Some(text),
+            ..Message::default()
+        },
+        m,
+    )
 }
 
 /// Rewrites both parts, `html` and `text`.
@@ -474,14 +478,7 @@ fn a_rewrite_that_would_grow_past_its_limit_is_refused() {
         pad: 8_000,
         ..Recorder::default()
     };
-    let err = rewrite(
-        Message {
-            text: Some(&text),
-            ..Message::default()
-        },
-        &mut m,
-    )
-    .unwrap_err();
+    let err = rewrite_text(&text, &mut m).unwrap_err();
     assert!(
         matches!(err, RewriteError::TooLarge { bytes } if bytes > MAX_OUTPUT_BYTES),
         "{err}"
@@ -489,14 +486,7 @@ fn a_rewrite_that_would_grow_past_its_limit_is_refused() {
     assert!(err.to_string().contains("16 MiB"), "{err}");
     // Half as often, it is written.
     let text = "https://a.example/ ".repeat(1_000);
-    let out = rewrite(
-        Message {
-            text: Some(&text),
-            ..Message::default()
-        },
-        &mut m,
-    )
-    .unwrap();
+    let out = rewrite_text(&text, &mut m).unwrap();
     assert!(out.text.unwrap().len() > 8_000_000);
 }
 
