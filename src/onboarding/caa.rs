@@ -316,35 +316,18 @@ pub fn check(
         (Verdict::Allowed(id), Some(set)) => {
             Check::pass(CheckId::Caa, format!("{} allows {id}", set.at()))
         }
-        (Verdict::NotAllowed(others), Some(set)) if others.is_empty() => {
-            // The record as DNS serves it (its flags and spacing), so deleting it matches.
-            let delete = set
-                .records
-                .iter()
-                .find(|r| {
-                    r.tag.eq_ignore_ascii_case("issue") && parse_issue_value(&r.value).issuer.is_empty()
-                })
-                .map_or_else(
-                    || existing(&set.owner, "CAA", "0 issue \";\""),
-                    |r| r.to_delete(&set.owner),
-                );
-            let add = allow(&set.owner);
-            Check::fail(
-                CheckId::Caa,
-                format!(
-                    "{} forbids every CA (issue \";\"), so {ours} will refuse to issue for {name}",
-                    set.at()
-                ),
-                format!(
-                    "{}Replace the CAA record:\n{}\nwith:\n{}",
-                    set.who(),
-                    delete.line(),
-                    add.line()
-                ),
-                gate,
-            )
-            .with_records(vec![delete, add])
-        }
+        (Verdict::NotAllowed(others), Some(set)) if others.is_empty() => replace_issue(
+            set,
+            |r| parse_issue_value(&r.value).issuer.is_empty(),
+            "0 issue \";\"",
+            allow(&set.owner),
+            format!(
+                "{} forbids every CA (issue \";\"), so {ours} will refuse to issue for {name}",
+                set.at()
+            ),
+            "",
+            gate,
+        ),
         (Verdict::NotAllowed(others), Some(set)) => Check::fail(
             CheckId::Caa,
             format!(
@@ -433,34 +416,49 @@ pub fn check(
             )
             .with_records(delete)
         }
-        (Verdict::Malformed(id, value, why), Some(set)) => {
-            let delete = set
-                .records
-                .iter()
-                .find(|r| r.tag.eq_ignore_ascii_case("issue") && r.value == value)
-                .map_or_else(
-                    || existing(&set.owner, "CAA", &format!("0 issue \"{}\"", escape(&value))),
-                    |r| r.to_delete(&set.owner),
-                );
-            let add = allow(&set.owner);
-            Check::fail(
-                CheckId::Caa,
-                format!(
-                    "{} has issue \"{}\" for {id}, but CAs ignore that record: {why}; so {id} will refuse to issue for {name}",
-                    set.at(),
-                    escape(&value)
-                ),
-                format!(
-                    "{}Replace the CAA record:\n{}\nwith:\n{}\n(a parameter it had goes back as tag=value, with no spaces in the value: validationmethods=http-01,tls-alpn-01)",
-                    set.who(),
-                    delete.line(),
-                    add.line()
-                ),
-                gate,
-            )
-            .with_records(vec![delete, add])
-        }
+        (Verdict::Malformed(id, value, why), Some(set)) => replace_issue(
+            set,
+            |r| r.value == value,
+            &format!("0 issue \"{}\"", escape(&value)),
+            allow(&set.owner),
+            format!(
+                "{} has issue \"{}\" for {id}, but CAs ignore that record: {why}; so {id} will refuse to issue for {name}",
+                set.at(),
+                escape(&value)
+            ),
+            "\n(a parameter it had goes back as tag=value, with no spaces in the value: validationmethods=http-01,tls-alpn-01)",
+            gate,
+        ),
     }
+}
+
+/// A failed `caa` check whose fix replaces the `issue` record of `set` that `matches` (as DNS
+/// serves it, its flags and spacing, so deleting it matches; `written` when none is found) with
+/// `add`, the fix's text ending with `after`.
+fn replace_issue(
+    set: &CaaSet,
+    matches: impl Fn(&CaaRecord) -> bool,
+    written: &str,
+    add: FixRecord,
+    message: String,
+    after: &str,
+    gate: bool,
+) -> Check {
+    let delete = set
+        .records
+        .iter()
+        .find(|r| r.tag.eq_ignore_ascii_case("issue") && matches(r))
+        .map_or_else(
+            || existing(&set.owner, "CAA", written),
+            |r| r.to_delete(&set.owner),
+        );
+    let fix = format!(
+        "{}Replace the CAA record:\n{}\nwith:\n{}{after}",
+        set.who(),
+        delete.line(),
+        add.line()
+    );
+    Check::fail(CheckId::Caa, message, fix, gate).with_records(vec![delete, add])
 }
 
 #[cfg(test)]
