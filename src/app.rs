@@ -38,7 +38,7 @@ use crate::admin::{self, AdminState};
 use crate::certs::Certs;
 use crate::clicks::ClickWriter;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::http::serve::{self, ProxyProtocol, Serving};
 use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
@@ -76,6 +76,8 @@ pub struct App {
     connections: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
     clicks: ClickWriter,
+    /// `clickedge_clicks_dropped_total`: what it gains while stopping is lost for good.
+    clicks_dropped: prometheus::IntCounter,
     /// With `clicks.stream`, the shipper: stopped after `clicks`.
     shipper: Option<ShipperTask>,
     grace: Duration,
@@ -112,7 +114,10 @@ impl App {
     pub async fn start(config: &Config) -> anyhow::Result<App> {
         let data_dir = &config.data_dir;
         create_private_dir(data_dir)?;
-        let lock = DataDirLock::acquire(data_dir)?;
+        let lock = match config.store.kind() {
+            StoreKind::Sqlite => DataDirLock::acquire(data_dir)?.and_store(&config.store_path())?,
+            StoreKind::Postgres => DataDirLock::acquire(data_dir)?,
+        };
         let tokens = tokens::admin_tokens(config)?;
 
         let clock = Clock::system();
@@ -213,6 +218,7 @@ impl App {
             connections,
             tasks,
             clicks: click_writer,
+            clicks_dropped: metrics.clicks_dropped.clone(),
             shipper,
             grace: config.shutdown_grace,
             delay: config.shutdown_delay,
@@ -251,7 +257,12 @@ impl App {
     /// Stops accepting, lets open connections finish within the grace period, writes every
     /// queued click, lets the shipper (with `clicks.stream`) ship them within its final drain,
     /// and returns.
-    pub async fn shutdown(self) {
+    ///
+    /// An error if clicks were lost while stopping (dropped when the queue filled as connections
+    /// drained, or at the last write of a failing click sink): nothing is left running to count
+    /// them, so the exit status says it.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let dropped_before = self.clicks_dropped.get();
         // Not ready first, still serving for `shutdown_delay`: load balancers probing /readyz
         // stop sending before the listeners close.
         self.readiness.set(false);
@@ -295,8 +306,16 @@ impl App {
                 tracing::error!("the click shipper panicked");
             }
         }
-        // Whether every click was written is said above (the writer logs what it dropped).
+        // The writer logged why it dropped what it dropped.
+        let lost = self.clicks_dropped.get() - dropped_before;
+        if lost > 0 {
+            anyhow::bail!(
+                "stopped, but {lost} clicks could not be written while stopping (see the errors \
+                 above): they are lost"
+            );
+        }
         tracing::info!("stopped");
+        Ok(())
     }
 }
 

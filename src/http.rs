@@ -305,6 +305,9 @@ impl<V: VerdictStage> Edge<V> {
             return close_unread(&req, self.unopened(Some(&domain), &req));
         };
         let role = action::role(link.context.as_ref());
+        // An action link's POST may be a one-click, whose repeats are told apart by their token:
+        // kept, as reading the body takes the request (one copy, for a rare request).
+        let action_token = (role.is_some() && method == Some("POST")).then(|| token.to_owned());
         let answer = match (role, method) {
             (None, Some("POST") | None) => {
                 return close_unread(&req, self.method_not_allowed(LINK_METHODS));
@@ -326,11 +329,18 @@ impl<V: VerdictStage> Edge<V> {
         };
         let method = method.unwrap_or_default();
         // Past its address's click rate a client is still answered, but not logged (the queue
-        // counts it): asked before the event is built, so a flood costs no allocation. Not a
-        // one-click: its line is the only word of it the sender gets (nothing follows the 200),
-        // and a provider's one-clicks come from a few addresses.
-        let one_click = matches!(answer, Answer::OneClick(_));
-        if !one_click && !self.clicks.admit(conn.peer.ip()) {
+        // counts it): asked before the event is built, so a flood costs no allocation. A
+        // one-click's line is the only word of it the sender gets (nothing follows the 200), and
+        // a provider's one-clicks come from a few addresses: only its link's repeats are bound.
+        let one_click = match (&answer, &action_token) {
+            (Answer::OneClick(_), Some(token)) => Some(token.as_str()),
+            _ => None,
+        };
+        let admitted = match one_click {
+            Some(token) => self.clicks.admit_one_click(conn.peer.ip(), token),
+            None => self.clicks.admit(conn.peer.ip()),
+        };
+        if !admitted {
             return self.answer(answer, location);
         }
         let mut event = self.event(conn, &req, domain, link, method);
@@ -368,8 +378,12 @@ impl<V: VerdictStage> Edge<V> {
         // and a click that cannot be kept is refused rather than acknowledged. A one-click is
         // always synced: its 200 says the unsubscribe is kept, and a 503 makes the provider
         // try again.
-        let recorded = if one_click {
-            self.clicks.push_synced(event).await.map(|()| true)
+        let recorded = if let Some(token) = one_click {
+            let recorded = self.clicks.push_synced(event).await.map(|()| true);
+            if recorded.is_ok() {
+                self.clicks.one_click_logged(token);
+            }
+            recorded
         } else {
             self.clicks.record(event).await
         };

@@ -131,8 +131,7 @@ async fn serve(
         eprintln!("second signal: exiting now");
         std::process::exit(130);
     });
-    app.shutdown().await;
-    Ok(())
+    app.shutdown().await
 }
 
 /// Logs where the edge listens, and prints it with how to try it. Printed to stdout unless

@@ -136,6 +136,37 @@ async fn buffered_clicks_survive_a_failing_sink_and_are_written_after() {
     assert_eq!(edge.metric("clickedge_clicks_dropped_total").await, 0.0);
 }
 
+/// Clicks the last write at a stop cannot keep are lost with nothing left running to count
+/// them: the exit status says so, for the service manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_lost_at_a_stop_make_the_exit_status_a_failure() {
+    let mut edge = Edge::start_with(
+        "[clicks]\nmax_file_bytes = 1\nflush_interval = \"20ms\"\nmax_clicks_per_ip_per_sec = 0\n",
+    );
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    edge.wait_for_clicks(1);
+    break_dir(&edge.data_dir().join("clicks"));
+    for _ in 0..3 {
+        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while edge.metric("clickedge_click_sink_healthy").await != 0.0 {
+        assert!(Instant::now() < deadline, "sink failure not reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = edge.terminate();
+    assert_eq!(status.code(), Some(1), "{}", edge.stderr());
+    assert!(
+        edge.stderr()
+            .contains("3 clicks could not be written while stopping"),
+        "{}",
+        edge.stderr()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synced_mode_answers_503_rather_than_acknowledge_an_unkept_click() {
     let edge = Edge::start_with("[clicks]\ndurability = \"synced\"\nmax_file_bytes = 1\n");

@@ -5,6 +5,11 @@
 //! local CA; the second one refuses to start instead, naming the first. The kernel releases the
 //! lock when the process ends, however it ends, so a stale file never blocks a restart. Client
 //! commands (which talk to the admin API) never take it.
+//!
+//! A SQLite store is locked the same way (`<store.path>.lock`), since `store.path` may point
+//! out of the data dir: two edges with data dirs of their own on one SQLite file would each
+//! take themselves for its only node (certificates renewed twice, changes never seen). A
+//! cluster shares PostgreSQL instead.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,18 @@ pub enum LockError {
         /// The holder's pid as it wrote it, or `unknown`.
         pid: String,
     },
+    /// Another process holds the SQLite store's lock.
+    #[error(
+        "store.path {path} is in use by another clickedge serve (pid {pid}) with a data dir of \
+         its own; edges must not share a SQLite file: give this one its own store.path, or run \
+         them as a cluster on PostgreSQL (store.url)"
+    )]
+    StoreInUse {
+        /// The SQLite file.
+        path: PathBuf,
+        /// The holder's pid as it wrote it, or `unknown`.
+        pid: String,
+    },
     /// The lock file could not be opened, locked or written.
     #[error("locking the data dir with {path}")]
     Io {
@@ -43,6 +60,8 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
+    /// A SQLite store's lock ([`DataDirLock::and_store`]).
+    _store: Option<File>,
 }
 
 impl DataDirLock {
@@ -50,9 +69,31 @@ impl DataDirLock {
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
         let path = data_dir.join(LOCK_FILE);
         match lockfile::acquire(&path) {
-            Ok(file) => Ok(DataDirLock { _file: file }),
+            Ok(file) => Ok(DataDirLock {
+                _file: file,
+                _store: None,
+            }),
             Err(lockfile::Refused::Held { pid }) => Err(LockError::InUse {
                 dir: data_dir.to_path_buf(),
+                pid,
+            }),
+            Err(lockfile::Refused::Io(source)) => Err(LockError::Io { path, source }),
+        }
+    }
+
+    /// Takes the lock of the SQLite store at `store` too (`<store>.lock`), held as long as the
+    /// data dir's.
+    pub fn and_store(mut self, store: &Path) -> Result<DataDirLock, LockError> {
+        let mut name = store.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        match lockfile::acquire(&path) {
+            Ok(file) => {
+                self._store = Some(file);
+                Ok(self)
+            }
+            Err(lockfile::Refused::Held { pid }) => Err(LockError::StoreInUse {
+                path: store.to_path_buf(),
                 pid,
             }),
             Err(lockfile::Refused::Io(source)) => Err(LockError::Io { path, source }),
@@ -78,5 +119,38 @@ mod tests {
         );
         drop(held);
         assert!(DataDirLock::acquire(dir.path()).is_ok(), "released on drop");
+    }
+
+    #[test]
+    fn two_data_dirs_on_one_sqlite_file_are_refused_naming_the_key() {
+        let (a, b, shared) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let store = shared.path().join("edge.db");
+        let held = DataDirLock::acquire(a.path())
+            .unwrap()
+            .and_store(&store)
+            .unwrap();
+        let err = DataDirLock::acquire(b.path())
+            .unwrap()
+            .and_store(&store)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("store.path {}", store.display()))
+                && err.contains(&format!("pid {}", std::process::id()))
+                && err.contains("store.url"),
+            "{err}"
+        );
+        drop(held);
+        assert!(
+            DataDirLock::acquire(b.path())
+                .unwrap()
+                .and_store(&store)
+                .is_ok(),
+            "released with the data dir's"
+        );
     }
 }

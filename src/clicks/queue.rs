@@ -20,7 +20,7 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::sync::oneshot;
 
 use super::ClickEvent;
-use super::rate::AddressRate;
+use super::rate::{AddressRate, OneClicks};
 use super::verdict::{Revise, Revision};
 use crate::clock::Clock;
 use crate::config::Durability;
@@ -160,8 +160,9 @@ pub struct ClickQueue {
     full_log: LogThrottle,
     /// The "writer stopped" log line (clicks answered after shutdown closed the queue).
     stopped_log: LogThrottle,
-    /// The per-address rate bound, if any ([`ClickQueue::with_rate_per_address`]).
-    rate: Option<Arc<AddressRate>>,
+    /// The per-address rate bound, if any ([`ClickQueue::with_rate_per_address`]), and the
+    /// one-click unsubscribes it let past as firsts of their link.
+    rate: Option<Arc<(AddressRate, OneClicks)>>,
     /// The "over the per-address rate" log line.
     rate_log: LogThrottle,
 }
@@ -210,7 +211,7 @@ impl ClickQueue {
     /// Logs at most `per_sec` clicks a second from one client address (IPv6: one /64), in
     /// bursts of up to `per_sec`; see [`ClickQueue::admit`].
     pub fn with_rate_per_address(mut self, per_sec: NonZeroU32) -> ClickQueue {
-        self.rate = Some(Arc::new(AddressRate::new(per_sec)));
+        self.rate = Some(Arc::new((AddressRate::new(per_sec), OneClicks::default())));
         self
     }
 
@@ -219,12 +220,41 @@ impl ClickQueue {
     /// `clickedge_clicks_unlogged_total{reason="rate"}` (with a warning at most once a second),
     /// never silently. Ask before building the [`ClickEvent`], so a flood costs no allocation.
     pub fn admit(&self, ip: IpAddr) -> bool {
-        let Some(rate) = &self.rate else {
+        let Some((rate, _)) = self.rate.as_deref() else {
             return true;
         };
         if rate.admit(ip) {
             return true;
         }
+        self.count_unlogged(ip);
+        false
+    }
+
+    /// Whether an RFC 8058 one-click unsubscribe from `ip` of the link with `token` is to be
+    /// logged: always the first of its link, which the sender must hear of however fast a
+    /// provider sends them; a repeat of one already logged ([`ClickQueue::one_click_logged`])
+    /// only within its address's rate, as [`ClickQueue::admit`], so one link posted in a loop
+    /// cannot flood the log.
+    pub fn admit_one_click(&self, ip: IpAddr, token: &str) -> bool {
+        let Some((rate, one_clicks)) = self.rate.as_deref() else {
+            return true;
+        };
+        if !one_clicks.logged(token) || rate.admit(ip) {
+            return true;
+        }
+        self.count_unlogged(ip);
+        false
+    }
+
+    /// Says that a one-click of the link with `token` is in the log: its repeats are bound.
+    pub fn one_click_logged(&self, token: &str) {
+        if let Some((_, one_clicks)) = self.rate.as_deref() {
+            one_clicks.log(token);
+        }
+    }
+
+    /// Counts (and says, at most once a second) a click from `ip` not logged for its rate.
+    fn count_unlogged(&self, ip: IpAddr) {
         self.metrics.clicks_unlogged_rate.inc();
         if self.rate_log.ready(&self.clock) {
             tracing::warn!(
@@ -234,7 +264,6 @@ impl ClickQueue {
                  (counted in clickedge_clicks_unlogged_total{{reason=\"rate\"}})"
             );
         }
-        false
     }
 
     /// Sends `msg` without blocking; a message the channel refuses comes back to the caller, who
@@ -411,6 +440,32 @@ mod tests {
         assert!((1..20).contains(&admitted), "{admitted}");
         assert_eq!(metrics.clicks_unlogged_rate.get(), 20 - admitted as u64);
         assert_eq!(metrics.clicks_queued.get(), 0);
+    }
+
+    #[test]
+    fn a_links_first_one_click_is_admitted_past_the_rate_and_its_repeats_are_bound() {
+        let metrics = Metrics::unregistered();
+        let (tx, _rx) = sync_channel(10);
+        let queue = test_queue(tx, &metrics, Durability::Buffered, 10)
+            .with_rate_per_address(NonZeroU32::new(1).unwrap());
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        // The address's one click a second is spent.
+        assert!(queue.admit(ip));
+        assert!(!queue.admit(ip));
+        // A provider's one-clicks of different links all pass, and take no token.
+        for link in ["link-a", "link-b", "link-c"] {
+            assert!(queue.admit_one_click(ip, link));
+            queue.one_click_logged(link);
+        }
+        // Not yet logged (refused, or dropped): still a first.
+        assert!(queue.admit_one_click(ip, "link-d"));
+        assert!(queue.admit_one_click(ip, "link-d"));
+        // Repeats of a logged one are clicks like any other: past the rate, counted.
+        let repeats = (0..20)
+            .filter(|_| queue.admit_one_click(ip, "link-a"))
+            .count();
+        assert!(repeats < 20, "{repeats}");
+        assert_eq!(metrics.clicks_unlogged_rate.get(), 1 + 20 - repeats as u64);
     }
 
     #[test]

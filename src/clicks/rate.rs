@@ -16,6 +16,12 @@
 //!
 //! An IPv6 client is keyed by its /64, the block one subscriber gets (one host can use any
 //! address in it); an IPv4-mapped IPv6 address counts as its IPv4 address.
+//!
+//! An RFC 8058 one-click unsubscribe is bound only when it repeats: the first one-click of a
+//! link is always logged (its line is the only word of the unsubscribe the sender gets, and a
+//! provider sends many from a few addresses), a repeat of one already logged counts against its
+//! address's rate like any click. [`OneClicks`] remembers which links were one-clicked, in
+//! fixed memory too.
 
 use std::hash::{BuildHasher as _, RandomState};
 use std::net::IpAddr;
@@ -79,6 +85,45 @@ impl AddressRate {
     }
 }
 
+/// The links whose one-click unsubscribe was logged, as fingerprints (a keyed hash of the link
+/// token) in [`SLOTS`] slots: 512 KiB whatever the number of links. A link whose fingerprint
+/// was pushed out by another's is taken as never one-clicked, so at worst a repeat is logged
+/// again; two tokens with one 64-bit fingerprint are not told apart.
+pub struct OneClicks {
+    slots: Box<[AtomicU64]>,
+    hasher: RandomState,
+}
+
+impl Default for OneClicks {
+    fn default() -> OneClicks {
+        OneClicks {
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl OneClicks {
+    /// Whether a one-click of the link with `token` was logged (and not pushed out since).
+    pub fn logged(&self, token: &str) -> bool {
+        let (slot, print) = self.fingerprint(token);
+        self.slots[slot].load(Ordering::Relaxed) == print
+    }
+
+    /// Remembers that a one-click of the link with `token` was logged.
+    pub fn log(&self, token: &str) {
+        let (slot, print) = self.fingerprint(token);
+        self.slots[slot].store(print, Ordering::Relaxed);
+    }
+
+    /// The slot and the (never zero: an empty slot) fingerprint of `token`.
+    fn fingerprint(&self, token: &str) -> (usize, u64) {
+        let print = self.hasher.hash_one(token) | 1;
+        // Truncating is the point: the low bits pick the slot.
+        (print as usize & (SLOTS - 1), print)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +184,15 @@ mod tests {
         assert!(r.admit_at(other, 0));
         assert!(r.admit_at(ip("192.0.2.1"), 0));
         assert!(!r.admit_at(ip("::ffff:192.0.2.1"), 0));
+    }
+
+    #[test]
+    fn a_one_click_is_remembered_once_logged_and_others_stay_unknown() {
+        let seen = OneClicks::default();
+        assert!(!seen.logged("token-a"));
+        seen.log("token-a");
+        assert!(seen.logged("token-a"));
+        assert!(!seen.logged("token-b"));
     }
 
     proptest::proptest! {

@@ -89,8 +89,8 @@ pub struct Clicks {
     pub max_total_bytes: u64,
     /// Clicks logged per second from one client address (an IPv6 client: its /64), in bursts of
     /// up to as many; past it the client is still redirected but its clicks are not logged
-    /// (counted in `clickedge_clicks_unlogged_total{reason="rate"}`). `0`: no bound. Default
-    /// `10`.
+    /// (counted in `clickedge_clicks_unlogged_total{reason="rate"}`); a link's first RFC 8058
+    /// one-click unsubscribe is logged past it. `0`: no bound. Default `10`.
     pub max_clicks_per_ip_per_sec: u32,
     /// Closed click files older than this are deleted (each logged and counted); when a stream
     /// is configured, only once fully shipped. Default none: kept until `max_total_bytes`.

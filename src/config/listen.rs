@@ -80,8 +80,59 @@ impl Listen {
                     .into(),
             );
         }
+        self.clash()
+    }
+
+    /// Two listeners on one port of one address (or one of them on every address), which the
+    /// kernel would refuse as a port in use, or worse share: said with both keys. Port 0 (the
+    /// kernel picks) never clashes.
+    fn clash(&self) -> Option<String> {
+        let mut all: Vec<(&str, SocketAddr)> = Vec::new();
+        all.extend(self.https.all().iter().map(|a| ("listen.https", *a)));
+        all.extend(self.http.all().iter().map(|a| ("listen.http", *a)));
+        all.push(("listen.admin", self.admin));
+        all.extend(self.metrics.map(|a| ("listen.metrics", a)));
+        for (i, &(key, a)) in all.iter().enumerate() {
+            for &(other, b) in &all[i + 1..] {
+                // One listener's `[::]` beside its `0.0.0.0` is bound IPv6 only (`app::bind`).
+                let split_wildcards = key == other
+                    && a.ip().is_unspecified()
+                    && b.ip().is_unspecified()
+                    && a.is_ipv4() != b.is_ipv4();
+                if a.port() == 0 || a.port() != b.port() || split_wildcards {
+                    continue;
+                }
+                if a.ip() == b.ip() {
+                    return Some(format!(
+                        "{key} = \"{a}\" and {other} = \"{b}\" are the same address: give each \
+                         listener a port of its own"
+                    ));
+                }
+                if let Some((wide, narrow)) =
+                    [(a, b), (b, a)].into_iter().find(|(w, n)| covers(*w, *n))
+                {
+                    let (wide_key, narrow_key) = if wide == a {
+                        (key, other)
+                    } else {
+                        (other, key)
+                    };
+                    return Some(format!(
+                        "{wide_key} = \"{wide}\" listens on port {port} of every address, so \
+                         {narrow_key} = \"{narrow}\" cannot have it: give {narrow_key} another \
+                         port, or {wide_key} a single address",
+                        port = a.port()
+                    ));
+                }
+            }
+        }
         None
     }
+}
+
+/// Whether a listener on `wide` takes `narrow`'s address too (same port): `0.0.0.0` takes every
+/// IPv4 address, `[::]` every address (it is bound dual-stack).
+fn covers(wide: SocketAddr, narrow: SocketAddr) -> bool {
+    wide.ip().is_unspecified() && (wide.is_ipv6() || narrow.is_ipv4())
 }
 
 /// One listener's addresses: one or more, each bound with its own accept loop.

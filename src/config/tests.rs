@@ -360,6 +360,40 @@ fn https_threads_default_to_the_shared_runtime_and_are_bounded() {
 }
 
 #[test]
+fn two_listeners_on_one_port_of_one_address_are_refused_naming_both_keys() {
+    let err = |text: &str| parse(text).unwrap_err().to_string();
+    let e = err("[listen]\nhttp = \"127.0.0.1:9180\"\n");
+    assert!(
+        e.contains("listen.http = \"127.0.0.1:9180\" and listen.admin = \"127.0.0.1:9180\"")
+            && e.contains("a port of its own"),
+        "{e}"
+    );
+    let e = err("[listen]\nhttps = [\"127.0.0.1:8443\", \"127.0.0.1:8443\"]\n");
+    assert!(
+        e.contains("listen.https = \"127.0.0.1:8443\" and listen.https"),
+        "{e}"
+    );
+    // A wildcard takes the port on every address of its family, `[::]` on every address.
+    let e = err("[listen]\nhttps = \"0.0.0.0:9180\"\n");
+    assert!(
+        e.contains("listen.https = \"0.0.0.0:9180\" listens on port 9180 of every address")
+            && e.contains("give listen.admin another port"),
+        "{e}"
+    );
+    let e = err("[listen]\nmetrics = \"[::]:8080\"\n");
+    assert!(e.contains("listen.metrics = \"[::]:8080\""), "{e}");
+    // Not clashes: other addresses, other families, one listener's two wildcards, port 0.
+    for ok in [
+        "[listen]\nhttp = \"127.0.0.2:9180\"\n",
+        "[listen]\nhttps = \"0.0.0.0:9443\"\nadmin = \"[::1]:9443\"\n",
+        "[listen]\nhttps = [\"0.0.0.0:443\", \"[::]:443\"]\nhttp = [\"0.0.0.0:80\", \"[::]:80\"]\n",
+        "[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    ] {
+        assert!(parse(ok).is_ok(), "{ok}: {:?}", parse(ok).err());
+    }
+}
+
+#[test]
 fn proxy_protocol_needs_trusted_proxies_and_they_need_it() {
     let err = parse("[listen]\nproxy_protocol = true\n")
         .unwrap_err()
