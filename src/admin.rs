@@ -36,9 +36,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
+use crate::Domain;
 use crate::clicks::ship::Progress;
 use crate::clock::Clock;
-use crate::domains::Domains;
+use crate::domains::{DomainState, Domains};
 use crate::keys::LinkKeys;
 use error::ApiError;
 
@@ -68,7 +69,35 @@ pub struct AdminState {
     pub cluster: Arc<crate::cluster::StatusReader>,
     /// Where customers' status pages are (`onboarding.public_url`); none: no sharing.
     pub public_url: Option<crate::config::PublicUrl>,
+    /// When a read-only token last ran a domain's checks ([`AdminState::check`]).
+    pub(crate) read_checks: crate::onboarding::OncePer,
 }
+
+impl AdminState {
+    /// Runs the checks of `name` for a caller of `scope`. A read-only token is a dashboard's,
+    /// handed out more widely than the admin token, and each run sends DNS queries and
+    /// connections to the customer's addresses: with it a domain's checks run at most once per
+    /// [`READ_CHECK_EVERY`] (sooner: `429` with the wait); the admin token is not bound.
+    async fn check(&self, name: &Domain, scope: Scope) -> Result<DomainState, ApiError> {
+        if scope == Scope::Read
+            && let Err(wait) = self.read_checks.try_at(name, self.clock.now())
+        {
+            return Err(ApiError::too_many(
+                format!(
+                    "{name} was checked less than {}s ago with a read-only token: its checks run \
+                     at most that often with one; try again in {}s, or use the admin token",
+                    READ_CHECK_EVERY.as_secs(),
+                    wait.as_secs() + 1
+                ),
+                wait,
+            ));
+        }
+        Ok(self.domains.check(name).await?)
+    }
+}
+
+/// How often a read-only token may run one domain's checks (a status page's rate too).
+pub const READ_CHECK_EVERY: std::time::Duration = crate::status::RECHECK_EVERY;
 
 type Shared = Arc<AdminState>;
 

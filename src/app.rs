@@ -201,6 +201,7 @@ impl App {
             shipping,
             cluster,
             public_url: config.onboarding.public_url.clone(),
+            read_checks: crate::onboarding::OncePer::new(admin::READ_CHECK_EVERY),
         }));
         tasks.push(tokio::spawn(serve::serve_admin(
             listeners.admin,

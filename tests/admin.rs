@@ -323,7 +323,7 @@ async fn admin_token_file_is_private() {
 const READ_TOKEN: &str = "read-only-dashboard-token-0123456789";
 
 #[tokio::test]
-async fn a_read_only_token_reads_and_checks_but_every_write_is_403() {
+async fn a_read_only_token_reads_and_checks_at_a_bounded_rate_but_every_write_is_403() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("read-tokens");
     std::fs::write(&file, "\nsupport-staff-token-0123456789\n").unwrap();
@@ -336,7 +336,6 @@ async fn a_read_only_token_reads_and_checks_but_every_write_is_403() {
         for (method, path, body) in [
             (Method::GET, "/v1/domains", None),
             (Method::GET, "/v1/domains/links.example.com", None),
-            (Method::POST, "/v1/domains/links.example.com/check", None),
             (Method::GET, "/v1/keys", None),
             (Method::GET, "/v1/cluster", None),
         ] {
@@ -380,6 +379,37 @@ async fn a_read_only_token_reads_and_checks_but_every_write_is_403() {
             assert!(!msg.contains(token), "{msg}");
         }
     }
+    // A read-only token checks a domain, but each one's checks at most once per 10 s whichever
+    // read-only token asks (each run queries DNS and connects to the customer's addresses);
+    // the admin token is not bound.
+    let check = "/v1/domains/links.example.com/check";
+    let (status, body) = edge
+        .admin_with_token(Method::POST, check, None, Some(READ_TOKEN))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["checks"].is_array(), "{body}");
+    let res = reqwest::Client::new()
+        .post(format!("http://{}{check}", edge.admin))
+        .bearer_auth("support-staff-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&wait), "{wait}");
+    let body: serde_json::Value = res.json().await.unwrap();
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("links.example.com was checked less than 10s ago"),
+        "{msg}"
+    );
+    assert!(msg.contains("admin token"), "{msg}");
+    let (status, body) = edge.admin(Method::POST, check, None).await;
+    assert_eq!(status, 200, "{body}");
     // Nothing changed; the full token still writes.
     let (_, list) = edge.admin(Method::GET, "/v1/domains", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");

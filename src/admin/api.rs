@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Extension, FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::Shared;
 use super::error::{ApiError, Segment, parse_name, parse_new_name};
+use super::scope::Scope;
 use super::views::{DomainView, KeyView};
 use crate::links::{ContextError, MessageContext, Role};
 
@@ -153,9 +154,10 @@ async fn change_domain(
 
 async fn check_domain(
     State(state): State<Shared>,
+    Extension(scope): Extension<Scope>,
     Segment(name): Segment,
 ) -> Result<impl IntoResponse, ApiError> {
-    let domain = state.domains.check(&parse_name(&name)?).await?;
+    let domain = state.check(&parse_name(&name)?, scope).await?;
     Ok(axum::Json(DomainView::from(domain)))
 }
 

@@ -2,8 +2,8 @@
 //! (and a store failure its log line), for the API and the page alike.
 
 use axum::extract::{FromRequestParts, Path};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -18,6 +18,8 @@ use crate::store::StoreError;
 pub(super) struct ApiError {
     pub(super) status: StatusCode,
     pub(super) message: String,
+    /// Seconds for a `Retry-After` header (a `429`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -25,6 +27,16 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `429 Too Many Requests`, to be tried again in `wait` (said in `Retry-After`, whole
+    /// seconds rounded up).
+    pub(super) fn too_many(message: impl Into<String>, wait: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
         }
     }
 
@@ -117,7 +129,11 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+        let mut res = (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }
 

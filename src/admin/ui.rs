@@ -191,12 +191,12 @@ async fn check_domain(
     if !same_origin(&headers) {
         return forbidden();
     }
-    if !logged_in(&state, &headers) {
+    let Some(scope) = signed_in(&state, &headers) else {
         return login_page(StatusCode::UNAUTHORIZED, None);
-    }
+    };
     let checked = async {
         let name = parse_name(&name?.0)?;
-        state.domains.check(&name).await?;
+        state.check(&name, scope).await?;
         Ok::<_, ApiError>(name)
     };
     match checked.await {
