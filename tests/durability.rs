@@ -106,10 +106,10 @@ fn repair_dir(dir: &Path) {
     std::fs::rename(dir.with_extension("aside"), dir).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buffered_clicks_survive_a_failing_sink_and_are_written_after() {
-    // Every flush needs a new file, so a broken directory fails every write.
-    // Twenty clicks at once from one client: no per-address bound, every click must be logged.
+/// An edge that logged one click, then `clicks` more after its click directory broke, once it
+/// reports its sink failing; and that directory. Every flush needs a new file, so a broken
+/// directory fails every write.
+async fn clicks_held_by_a_failing_sink(clicks: usize) -> (Edge, std::path::PathBuf) {
     let edge = Edge::start_with(
         "[clicks]\nmax_file_bytes = 1\nflush_interval = \"20ms\"\nmax_clicks_per_ip_per_sec = 0\n",
     );
@@ -120,7 +120,7 @@ async fn buffered_clicks_survive_a_failing_sink_and_are_written_after() {
     edge.wait_for_clicks(1);
     let dir = edge.data_dir().join("clicks");
     break_dir(&dir);
-    for _ in 0..20 {
+    for _ in 0..clicks {
         assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -128,6 +128,13 @@ async fn buffered_clicks_survive_a_failing_sink_and_are_written_after() {
         assert!(Instant::now() < deadline, "sink failure not reported");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (edge, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_clicks_survive_a_failing_sink_and_are_written_after() {
+    // Twenty clicks at once from one client: no per-address bound, every click must be logged.
+    let (edge, dir) = clicks_held_by_a_failing_sink(20).await;
     assert!(edge.metric("clickedge_click_sink_errors_total").await >= 1.0);
     repair_dir(&dir);
     let clicks = edge.wait_for_clicks(21);
@@ -140,23 +147,7 @@ async fn buffered_clicks_survive_a_failing_sink_and_are_written_after() {
 /// them: the exit status says so, for the service manager.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_lost_at_a_stop_make_the_exit_status_a_failure() {
-    let mut edge = Edge::start_with(
-        "[clicks]\nmax_file_bytes = 1\nflush_interval = \"20ms\"\nmax_clicks_per_ip_per_sec = 0\n",
-    );
-    edge.add_domain(DOMAIN).await;
-    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
-    let client = edge.client(&[DOMAIN]);
-    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
-    edge.wait_for_clicks(1);
-    break_dir(&edge.data_dir().join("clicks"));
-    for _ in 0..3 {
-        assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while edge.metric("clickedge_click_sink_healthy").await != 0.0 {
-        assert!(Instant::now() < deadline, "sink failure not reported");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut edge, _) = clicks_held_by_a_failing_sink(3).await;
     let status = edge.terminate();
     assert_eq!(status.code(), Some(1), "{}", edge.stderr());
     assert!(
