@@ -79,15 +79,17 @@ impl AdminState {
     /// connections to the customer's addresses: with it a domain's checks run at most once per
     /// [`READ_CHECK_EVERY`] (sooner: `429` with the wait); the admin token is not bound.
     async fn check(&self, name: &Domain, scope: Scope) -> Result<DomainState, ApiError> {
+        // A name not registered is not remembered: its check answers 404.
         if scope == Scope::Read
+            && self.domains.is_registered(name)
             && let Err(wait) = self.read_checks.try_at(name, self.clock.now())
         {
             return Err(ApiError::too_many(
                 format!(
                     "{name} was checked less than {}s ago with a read-only token: its checks run \
-                     at most that often with one; try again in {}s, or use the admin token",
+                     at most that often with one; try again in a few seconds (Retry-After), or \
+                     use the admin token",
                     READ_CHECK_EVERY.as_secs(),
-                    wait.as_secs() + 1
                 ),
                 wait,
             ));

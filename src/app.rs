@@ -259,11 +259,10 @@ impl App {
     /// queued click, lets the shipper (with `clicks.stream`) ship them within its final drain,
     /// and returns.
     ///
-    /// An error if clicks were lost while stopping (dropped when the queue filled as connections
-    /// drained, or at the last write of a failing click sink): nothing is left running to count
-    /// them, so the exit status says it.
+    /// An error if clicks were lost while stopping, once the listeners were told to close
+    /// (dropped when the queue filled as connections drained, or at the last write of a failing
+    /// click sink): nothing is left running to count them, so the exit status says it.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let dropped_before = self.clicks_dropped.get();
         // Not ready first, still serving for `shutdown_delay`: load balancers probing /readyz
         // stop sending before the listeners close.
         self.readiness.set(false);
@@ -271,6 +270,9 @@ impl App {
             tracing::info!(delay = ?self.delay, "draining: /readyz answers 503; still serving");
             tokio::time::sleep(self.delay).await;
         }
+        // Counted from here: what is dropped while the edge still served (`shutdown_delay`) the
+        // metrics showed, as any other time.
+        let dropped_before = self.clicks_dropped.get();
         let _ = self.stop.send(true);
         // One grace for the background work and the connections, which drain meanwhile (each
         // was asked to close by `stop`): a task in the middle of its work (an onboarding pass

@@ -182,6 +182,11 @@ impl Domains {
         })
     }
 
+    /// Whether `name` is registered in this node's memory (no store read).
+    pub fn is_registered(&self, name: &Domain) -> bool {
+        self.policy.is_registered(name.as_str())
+    }
+
     /// Runs the checks of `name` now. Checks that pass again after a failure they can see the
     /// cause of are how a customer says "fixed": the backoff is reset (by the checks themselves,
     /// [`Onboarding::check`]), so the next handshake may order at once. Asked for when they

@@ -383,31 +383,51 @@ async fn a_read_only_token_reads_and_checks_at_a_bounded_rate_but_every_write_is
     // read-only token asks (each run queries DNS and connects to the customer's addresses);
     // the admin token is not bound.
     let check = "/v1/domains/links.example.com/check";
-    let (status, body) = edge
-        .admin_with_token(Method::POST, check, None, Some(READ_TOKEN))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let read_check = |token: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://{}{check}", edge.admin))
+            .bearer_auth(token)
+            .send()
+    };
+    // Two at once: one runs the checks, the other is told to wait.
+    let (a, b) = tokio::join!(
+        read_check(READ_TOKEN),
+        read_check("support-staff-token-0123456789")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (ran, waits) = match a.status().as_u16() {
+        200 => (a, b),
+        _ => (b, a),
+    };
+    assert_eq!(ran.status(), 200);
+    let body: serde_json::Value = ran.json().await.unwrap();
     assert!(body["checks"].is_array(), "{body}");
-    let res = reqwest::Client::new()
-        .post(format!("http://{}{check}", edge.admin))
-        .bearer_auth("support-staff-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 429);
-    let wait: u64 = res.headers()["retry-after"]
+    assert_eq!(waits.status(), 429);
+    let wait: u64 = waits.headers()["retry-after"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
     assert!((1..=10).contains(&wait), "{wait}");
-    let body: serde_json::Value = res.json().await.unwrap();
+    let body: serde_json::Value = waits.json().await.unwrap();
     let msg = body["error"].as_str().unwrap();
     assert!(
         msg.contains("links.example.com was checked less than 10s ago"),
         "{msg}"
     );
     assert!(msg.contains("admin token"), "{msg}");
+    // A name not registered is not found, however often it is asked for.
+    for _ in 0..2 {
+        let (status, body) = edge
+            .admin_with_token(
+                Method::POST,
+                "/v1/domains/nosuch.example.com/check",
+                None,
+                Some(READ_TOKEN),
+            )
+            .await;
+        assert_eq!(status, 404, "{body}");
+    }
     let (status, body) = edge.admin(Method::POST, check, None).await;
     assert_eq!(status, 200, "{body}");
     // Nothing changed; the full token still writes.

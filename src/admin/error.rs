@@ -44,6 +44,13 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// Adds the error's `Retry-After`, if it has one, to `res` (its JSON answer, or the page's).
+    pub(super) fn add_retry_after(&self, res: &mut Response) {
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+    }
+
     /// 503 when the database is unreachable (the edge keeps serving from memory; the write can
     /// be retried once it is back), else 500; the cause in the edge's log rather than in the
     /// answer.
@@ -129,10 +136,8 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.status, axum::Json(json!({ "error": self.message }))).into_response();
-        if let Some(secs) = self.retry_after {
-            res.headers_mut().insert(header::RETRY_AFTER, secs.into());
-        }
+        let mut res = (self.status, axum::Json(json!({ "error": &self.message }))).into_response();
+        self.add_retry_after(&mut res);
         res
     }
 }

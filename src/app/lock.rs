@@ -45,6 +45,20 @@ pub enum LockError {
         /// The holder's pid as it wrote it, or `unknown`.
         pid: String,
     },
+    /// The SQLite store's lock file could not be opened, locked or written.
+    #[error(
+        "locking store.path {path} with {lock}: the edge must be able to create files beside \
+         its SQLite file (as SQLite does for its journal)"
+    )]
+    StoreIo {
+        /// The SQLite file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The lock file could not be opened, locked or written.
     #[error("locking the data dir with {path}")]
     Io {
@@ -82,12 +96,19 @@ impl DataDirLock {
     }
 
     /// Takes the lock of the SQLite store at `store` too (`<store>.lock`), held as long as the
-    /// data dir's.
+    /// data dir's. None when the store's directory does not exist: opening the store says so,
+    /// with its fix.
     pub fn and_store(mut self, store: &Path) -> Result<DataDirLock, LockError> {
+        if store
+            .parent()
+            .is_some_and(|dir| !dir.as_os_str().is_empty() && !dir.is_dir())
+        {
+            return Ok(self);
+        }
         let mut name = store.as_os_str().to_owned();
         name.push(".lock");
-        let path = PathBuf::from(name);
-        match lockfile::acquire(&path) {
+        let lock = PathBuf::from(name);
+        match lockfile::acquire(&lock) {
             Ok(file) => {
                 self._store = Some(file);
                 Ok(self)
@@ -96,7 +117,11 @@ impl DataDirLock {
                 path: store.to_path_buf(),
                 pid,
             }),
-            Err(lockfile::Refused::Io(source)) => Err(LockError::Io { path, source }),
+            Err(lockfile::Refused::Io(source)) => Err(LockError::StoreIo {
+                path: store.to_path_buf(),
+                lock,
+                source,
+            }),
         }
     }
 }
@@ -144,6 +169,16 @@ mod tests {
                 && err.contains("store.url"),
             "{err}"
         );
+        // A store in a directory that does not exist takes no lock: opening the store refuses
+        // it, naming the fix (`StoreError::NoDirectory`).
+        let missing = shared.path().join("no-such-dir").join("edge.db");
+        assert!(
+            DataDirLock::acquire(tempfile::tempdir().unwrap().path())
+                .unwrap()
+                .and_store(&missing)
+                .is_ok()
+        );
+        assert!(!missing.parent().unwrap().exists());
         drop(held);
         assert!(
             DataDirLock::acquire(b.path())

@@ -21,7 +21,9 @@
 //! link is always logged (its line is the only word of the unsubscribe the sender gets, and a
 //! provider sends many from a few addresses), a repeat of one already logged counts against its
 //! address's rate like any click. [`OneClicks`] remembers which links were one-clicked, in
-//! fixed memory too.
+//! fixed memory too. NOTE: a link counts as one-clicked once its line is on disk, so one-clicks
+//! of it sent at once, before the first is written, all pass as firsts: a burst once per link
+//! (and per restart), never a stream.
 
 use std::hash::{BuildHasher as _, RandomState};
 use std::net::IpAddr;
@@ -118,9 +120,10 @@ impl OneClicks {
 
     /// The slot and the (never zero: an empty slot) fingerprint of `token`.
     fn fingerprint(&self, token: &str) -> (usize, u64) {
-        let print = self.hasher.hash_one(token) | 1;
-        // Truncating is the point: the low bits pick the slot.
-        (print as usize & (SLOTS - 1), print)
+        let hash = self.hasher.hash_one(token);
+        // Truncating is the point: the low bits pick the slot (taken before the bit that keeps
+        // a fingerprint from zero, or only odd slots would ever be used).
+        (hash as usize & (SLOTS - 1), hash | 1)
     }
 }
 
@@ -193,6 +196,11 @@ mod tests {
         seen.log("token-a");
         assert!(seen.logged("token-a"));
         assert!(!seen.logged("token-b"));
+        // Every slot is in use, even and odd.
+        let slots: std::collections::HashSet<usize> = (0..1000)
+            .map(|i| seen.fingerprint(&format!("token-{i}")).0 % 2)
+            .collect();
+        assert_eq!(slots.len(), 2);
     }
 
     proptest::proptest! {

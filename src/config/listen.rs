@@ -92,36 +92,10 @@ impl Listen {
         all.extend(self.http.all().iter().map(|a| ("listen.http", *a)));
         all.push(("listen.admin", self.admin));
         all.extend(self.metrics.map(|a| ("listen.metrics", a)));
-        for (i, &(key, a)) in all.iter().enumerate() {
-            for &(other, b) in &all[i + 1..] {
-                // One listener's `[::]` beside its `0.0.0.0` is bound IPv6 only (`app::bind`).
-                let split_wildcards = key == other
-                    && a.ip().is_unspecified()
-                    && b.ip().is_unspecified()
-                    && a.is_ipv4() != b.is_ipv4();
-                if a.port() == 0 || a.port() != b.port() || split_wildcards {
-                    continue;
-                }
-                if a.ip() == b.ip() {
-                    return Some(format!(
-                        "{key} = \"{a}\" and {other} = \"{b}\" are the same address: give each \
-                         listener a port of its own"
-                    ));
-                }
-                if let Some((wide, narrow)) =
-                    [(a, b), (b, a)].into_iter().find(|(w, n)| covers(*w, *n))
-                {
-                    let (wide_key, narrow_key) = if wide == a {
-                        (key, other)
-                    } else {
-                        (other, key)
-                    };
-                    return Some(format!(
-                        "{wide_key} = \"{wide}\" listens on port {port} of every address, so \
-                         {narrow_key} = \"{narrow}\" cannot have it: give {narrow_key} another \
-                         port, or {wide_key} a single address",
-                        port = a.port()
-                    ));
+        for (i, &a) in all.iter().enumerate() {
+            for &b in &all[i + 1..] {
+                if let Some(message) = clash(a, b) {
+                    return Some(message);
                 }
             }
         }
@@ -129,10 +103,43 @@ impl Listen {
     }
 }
 
+/// What is wrong with listening on `key = a` and `other = b` both, if anything.
+fn clash((key, a): (&str, SocketAddr), (other, b): (&str, SocketAddr)) -> Option<String> {
+    // An IPv4-mapped address (`[::ffff:127.0.0.1]`) is the IPv4 address the kernel takes it for.
+    let (ip_a, ip_b) = (a.ip().to_canonical(), b.ip().to_canonical());
+    // One listener's `[::]` beside its `0.0.0.0` is bound IPv6 only (`app::bind`).
+    let split_wildcards = key == other
+        && ip_a.is_unspecified()
+        && ip_b.is_unspecified()
+        && ip_a.is_ipv4() != ip_b.is_ipv4();
+    if a.port() == 0 || a.port() != b.port() || split_wildcards {
+        return None;
+    }
+    if ip_a == ip_b {
+        return Some(format!(
+            "{key} = \"{a}\" and {other} = \"{b}\" are the same address: give each listener a \
+             port of its own"
+        ));
+    }
+    let ((wide_key, wide), (narrow_key, narrow)) = if covers(ip_a, ip_b) {
+        ((key, a), (other, b))
+    } else if covers(ip_b, ip_a) {
+        ((other, b), (key, a))
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{wide_key} = \"{wide}\" listens on port {port} of every address, so {narrow_key} = \
+         \"{narrow}\" cannot have it: give {narrow_key} another port, or {wide_key} a single \
+         address",
+        port = a.port()
+    ))
+}
+
 /// Whether a listener on `wide` takes `narrow`'s address too (same port): `0.0.0.0` takes every
 /// IPv4 address, `[::]` every address (it is bound dual-stack).
-fn covers(wide: SocketAddr, narrow: SocketAddr) -> bool {
-    wide.ip().is_unspecified() && (wide.is_ipv6() || narrow.is_ipv4())
+fn covers(wide: IpAddr, narrow: IpAddr) -> bool {
+    wide.is_unspecified() && (wide.is_ipv6() || narrow.is_ipv4())
 }
 
 /// One listener's addresses: one or more, each bound with its own accept loop.

@@ -382,6 +382,16 @@ fn two_listeners_on_one_port_of_one_address_are_refused_naming_both_keys() {
     );
     let e = err("[listen]\nmetrics = \"[::]:8080\"\n");
     assert!(e.contains("listen.metrics = \"[::]:8080\""), "{e}");
+    // An IPv4-mapped address is its IPv4 address.
+    let e = err("[listen]\nhttp = \"[::ffff:127.0.0.1]:9180\"\n");
+    assert!(
+        e.contains(
+            "listen.http = \"[::ffff:127.0.0.1]:9180\" and listen.admin = \"127.0.0.1:9180\""
+        ),
+        "{e}"
+    );
+    let e = err("[listen]\nhttps = \"0.0.0.0:9443\"\nadmin = \"[::ffff:10.0.0.1]:9443\"\n");
+    assert!(e.contains("give listen.admin another port"), "{e}");
     // Not clashes: other addresses, other families, one listener's two wildcards, port 0.
     for ok in [
         "[listen]\nhttp = \"127.0.0.2:9180\"\n",

@@ -287,7 +287,9 @@ pub(super) fn error_page(e: ApiError) -> Response {
         "<p class=\"back\"><a href=\"/ui/\">← All domains</a></p><p class=\"error\" role=\"alert\">{}</p>",
         esc(&e.message)
     );
-    html(e.status, "Error", &b)
+    let mut res = html(e.status, "Error", &b);
+    e.add_retry_after(&mut res);
+    res
 }
 
 pub(super) fn forbidden() -> Response {
