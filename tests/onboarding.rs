@@ -378,10 +378,9 @@ async fn an_unreachable_http_port_fails_naming_the_address_to_open() {
         "the operator log keeps the reason: {log}"
     );
     assert!(
-        c["fix"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("Port {closed} of 127.0.0.1 must reach the edge")),
+        c["fix"].as_str().unwrap().starts_with(&format!(
+            "Edge operator: port {closed} of 127.0.0.1 must reach the edge"
+        )),
         "{c:#}"
     );
     // The local issuer validates nothing over HTTP: this does not hold back the certificate.

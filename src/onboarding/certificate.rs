@@ -117,7 +117,15 @@ pub fn for_customer(mut check: Check, failure: &IssueFailure) -> Check {
         check.message = without_links(&check.message);
         return check;
     }
-    if let Some(plain) = check.message.strip_suffix(&edge_detail(failure)) {
+    // A check's message is escaped when made (a database's error spans lines): the detail is
+    // looked for as it was stored, escaped, or raw in a report an older edge stored.
+    let raw = edge_detail(failure);
+    let escaped = super::escape::escape(&raw);
+    let plain = check
+        .message
+        .strip_suffix(escaped.as_ref())
+        .or_else(|| check.message.strip_suffix(&raw));
+    if let Some(plain) = plain {
         check.message = format!("{plain} (the edge's operator has the details)");
     }
     check
@@ -441,6 +449,24 @@ mod tests {
         assert_eq!(
             (customer.status, customer.fix),
             (operator.status, operator.fix)
+        );
+        // A detail over several lines (a database's DETAIL and HINT) is escaped in the message,
+        // and still left out.
+        let multiline = IssueFailure {
+            kind: FailureKind::Order,
+            detail: "claiming links.example.com: db error: ERROR: deadlock\nDETAIL: process 7 on 10.0.0.5".into(),
+        };
+        let customer = for_customer(
+            check_now(&status("failed", Some(multiline.clone()))),
+            &multiline,
+        );
+        assert!(
+            !customer.message.contains("10.0.0.5")
+                && customer
+                    .message
+                    .ends_with("(the edge's operator has the details)"),
+            "{}",
+            customer.message
         );
         // A renewal that failed the same way, the certificate still valid.
         let renewing = check_now(&status("valid", Some(edge_side.clone())));

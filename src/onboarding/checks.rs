@@ -156,11 +156,10 @@ fn dns_server(view: &DnsView, gate: bool) -> Check {
             view.servers
         ),
         FailureKind::Refused => format!(
-            "If {} is the edge's resolver, it must answer recursive queries from the edge (edge operator: onboarding.dns_servers); otherwise the zone holding {name} is not served where its NS records point.",
-            view.servers
+            "Edge operator: the edge's resolver refused to answer; it must answer recursive queries from the edge (onboarding.dns_servers, or let the edge's address query that resolver). If it only passes on a refusal from the zone's own name servers, the zone holding {name} is not served where its NS records point: its owner checks them at the registrar."
         ),
         FailureKind::Other(_) => {
-            "The edge could not ask DNS at all: tell the edge's operator (onboarding.dns_servers, /etc/resolv.conf).".to_owned()
+            "Edge operator: the edge could not ask DNS at all (onboarding.dns_servers, /etc/resolv.conf). Nothing for the domain's owner to change.".to_owned()
         }
     };
     Check::fail(CheckId::DnsServer, message, fix, gate)

@@ -208,7 +208,7 @@ fn judge(
         CheckId::HttpReachable,
         format!("{url} through {at} did not reach the edge"),
         format!(
-            "Port {port} of {ip} must reach the edge's HTTP listener: open it in the firewall, security group or load balancer in front of the edge, and make sure no other server answers there. The CA validates HTTP-01 certificates on port 80."
+            "Edge operator: port {port} of {ip} must reach the edge's HTTP listener: open it in the firewall, security group or load balancer in front of the edge, and make sure no other server answers there. The CA validates HTTP-01 certificates on port 80. Nothing for the domain's owner to change: the name points at the edge."
         ),
         blocking,
     )

@@ -147,7 +147,23 @@ impl Check {
         self.fix_records = records.into_iter().map(FixRecord::escaped).collect();
         self
     }
+
+    /// Whether what this check asks is the edge operator's to do, nothing the domain's owner
+    /// can change: its fix says so first ([`FOR_THE_OPERATOR`]).
+    pub fn waits_on_the_operator(&self) -> bool {
+        self.fix
+            .as_deref()
+            .is_some_and(|f| FOR_THE_OPERATOR.iter().any(|p| f.starts_with(p)))
+    }
 }
+
+/// How a fix that is the edge operator's begins (the checks write them so): a status page
+/// tells the domain's owner there is nothing for them to change.
+pub const FOR_THE_OPERATOR: [&str; 3] = [
+    "Edge operator:",
+    "Tell the edge's operator",
+    "Nothing to change on the domain",
+];
 
 /// The latest results for one domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use super::view::StatusView;
 use crate::html::escape as esc;
 use crate::html::records;
-use crate::onboarding::{CheckId, CheckStatus};
+use crate::onboarding::{Check, CheckId, CheckStatus};
 
 /// Everything the page loads comes from its own origin; nothing may frame it.
 pub(super) const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
@@ -35,22 +35,29 @@ pub(super) fn render(
 ) -> String {
     let mut b = String::new();
     let name = esc(&v.unicode);
-    let failing = v
-        .checks
-        .iter()
-        .filter(|c| c.status == CheckStatus::Fail)
-        .count();
+    let failing = |operators: bool| {
+        v.checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Fail && c.waits_on_the_operator() == operators)
+            .count()
+    };
+    let (yours, operators) = (failing(false), failing(true));
     let (class, verdict) = if v.ready {
         ("pass", format!("{name} is ready"))
     } else if v.checks.is_empty() {
         ("warn", format!("{name} has not been checked yet"))
-    } else if failing > 0 {
+    } else if yours > 0 {
         (
             "fail",
             format!(
-                "{name}: {failing} {} to fix at your DNS provider",
-                if failing == 1 { "thing" } else { "things" }
+                "{name}: {yours} {} to fix at your DNS provider",
+                if yours == 1 { "thing" } else { "things" }
             ),
+        )
+    } else if operators > 0 {
+        (
+            "fail",
+            format!("{name}: waiting on the edge's operator; nothing for you to change"),
         )
     } else {
         ("warn", format!("{name}: almost there"))
@@ -109,7 +116,7 @@ pub(super) fn render(
                 "<div class=\"fix\"><h3>What to change</h3>{}<pre>{}</pre>{}</div>",
                 records::table(&c.fix_records),
                 esc(fix),
-                hint(c.id, c.status),
+                hint(c),
             );
         }
         b.push_str("</li>");
@@ -137,10 +144,14 @@ fn certificate(b: &mut String, v: &StatusView) {
     );
 }
 
-/// Advice for DNS providers where the usual mistake is theirs to explain.
-fn hint(id: CheckId, status: CheckStatus) -> &'static str {
-    match (id, status) {
-        (CheckId::PointsToEdge | CheckId::Resolves | CheckId::HttpReachable, CheckStatus::Fail) => {
+/// Advice for DNS providers where the usual mistake is theirs to explain; none for what the
+/// edge's operator must fix.
+fn hint(c: &Check) -> &'static str {
+    if c.waits_on_the_operator() {
+        return "";
+    }
+    match (c.id, c.status) {
+        (CheckId::PointsToEdge | CheckId::Resolves, CheckStatus::Fail) => {
             "<p class=\"hint\">Cloudflare: set the record to <strong>DNS only</strong> (grey \
              cloud), not Proxied, at least until the certificate is issued; a proxied record \
              points elsewhere. Changes can take a few minutes to show (up to the old record's \
@@ -149,7 +160,8 @@ fn hint(id: CheckId, status: CheckStatus) -> &'static str {
         (CheckId::Caa, CheckStatus::Fail) => {
             "<p class=\"hint\">CAA records are often set at the zone's top (<code>@</code>); \
              many providers take the flags, tag and value in separate fields: \
-             <code>0</code>, <code>issue</code>, and the name in quotes.</p>"
+             <code>0</code>, <code>issue</code>, and the CA's name without quotes (quotes \
+             belong only in a record written on one line).</p>"
         }
         _ => "",
     }
@@ -174,4 +186,56 @@ fn page(title: &str, body: &str) -> String {
          <title>{title} · status</title><link rel=\"stylesheet\" href=\"/s/style.css\">\
          <script src=\"/s/page.js\" defer></script></head><body>{body}</body></html>"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::view::Certificate;
+
+    fn view(checks: Vec<Check>) -> StatusView {
+        StatusView {
+            name: "links.customer.com".into(),
+            unicode: "links.customer.com".into(),
+            ready: false,
+            checked_at: None,
+            checks,
+            certificate: Certificate {
+                status: "pending",
+                issuer: None,
+                issued_at: None,
+                expires_at: None,
+            },
+        }
+    }
+
+    /// A failure the edge's operator must fix is not counted as the customer's, and gets no
+    /// advice about DNS providers.
+    #[test]
+    fn the_verdict_counts_only_what_the_customer_can_fix() {
+        let theirs = Check::fail(
+            CheckId::PointsToEdge,
+            "links.customer.com has A 198.51.100.7",
+            "Add a CNAME".into(),
+            true,
+        );
+        let operators = Check::fail(
+            CheckId::HttpReachable,
+            "http://links.customer.com/ through 203.0.113.9:80 did not reach the edge",
+            "Edge operator: port 80 of 203.0.113.9 must reach the edge's HTTP listener".into(),
+            true,
+        );
+        let page = render(&view(vec![theirs, operators.clone()]), "t", None, None);
+        assert!(
+            page.contains("links.customer.com: 1 thing to fix at your DNS provider"),
+            "{page}"
+        );
+        assert_eq!(page.matches("Cloudflare").count(), 1, "{page}");
+        let page = render(&view(vec![operators]), "t", None, None);
+        assert!(
+            page.contains("waiting on the edge's operator; nothing for you to change"),
+            "{page}"
+        );
+        assert!(!page.contains("Cloudflare"), "{page}");
+    }
 }

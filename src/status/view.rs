@@ -89,6 +89,19 @@ fn is_ready(cert_status: &str, checks: &[Check]) -> bool {
 /// the DNS server check, whose every address is a resolver's, any (a report written before the
 /// resolvers changed, or by another node with resolvers of its own).
 fn redact(mut check: Check, s: &Settings) -> Check {
+    // Whether the edge reaches itself is the operator's to set up, and what it says names the
+    // edge's own addresses (private ones among them, behind a split-horizon resolver).
+    if check.id == CheckId::HttpReachable
+        && check.status == CheckStatus::Warn
+        && check.waits_on_the_operator()
+    {
+        check.message = "not checked from where the edge runs".to_owned();
+        check.fix = Some(
+            "Edge operator: the edge's log and admin API say why. Nothing for you to change."
+                .to_owned(),
+        );
+        return check;
+    }
     let every_address = check.id == CheckId::DnsServer;
     check.message = scrubbed(&check.message, s, every_address);
     check.fix = check.fix.map(|f| scrubbed(&f, s, every_address));
@@ -222,5 +235,27 @@ mod tests {
             &s,
         );
         assert!(c.message.contains("198.51.100.7"), "{}", c.message);
+    }
+
+    /// What the reachability check could not check names the edge's own addresses (private
+    /// ones behind a split-horizon resolver): the page says only that it was not checked.
+    #[test]
+    fn the_edges_own_addresses_are_not_shown_when_its_reach_was_not_checked() {
+        let settings = Settings::example();
+        let warn = Check::warn(
+            CheckId::HttpReachable,
+            "not checked: the edge's addresses for links.customer.com (10.20.0.15) are not public",
+            Some("Edge operator: the CA reaches the edge only through public addresses".into()),
+        );
+        assert!(warn.waits_on_the_operator());
+        let shown = redact(warn, &settings);
+        assert_eq!(shown.message, "not checked from where the edge runs");
+        assert!(
+            shown
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("Nothing for you to change")),
+            "{shown:?}"
+        );
     }
 }

@@ -101,7 +101,7 @@ fn a_miss_names_the_edge_address_and_says_what_to_open_but_not_what_answered() {
         assert!(
             c.fix
                 .unwrap()
-                .starts_with("Port 80 of 203.0.113.10 must reach the edge")
+                .starts_with("Edge operator: port 80 of 203.0.113.10 must reach the edge")
         );
     }
     let c = judge(
