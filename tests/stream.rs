@@ -385,3 +385,46 @@ async fn a_deleted_and_recreated_stream_gets_shipping_from_the_checkpoint() {
         "no log line about the stream: {log}"
     );
 }
+
+/// A click log the shipper cannot read is a failure like NATS being away: counted, shipping
+/// behind in /healthz, retried; once readable again, every click is shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_click_log_shows_shipping_behind_until_it_can_be_read_again() {
+    let nats = NatsServer::start();
+    let edge = Edge::start_with(&config(&nats, "buffered"));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    wait_for_metric(&edge, "clickedge_clicks_shipped_total", |v| v >= 1.0).await;
+    // A plain file where the click directory was: neither the writer nor the shipper can use
+    // it.
+    let dir = edge.data_dir().join("clicks");
+    std::fs::rename(&dir, dir.with_extension("aside")).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    wait_for_metric(&edge, "clickedge_click_ship_errors_total", |v| v >= 1.0).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !health(&edge).await.contains("shipping: behind") {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never said shipping is behind"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        edge.stderr().contains("reading the click log at"),
+        "{}",
+        edge.stderr()
+    );
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(dir.with_extension("aside"), &dir).unwrap();
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    let js = nats.jetstream().await;
+    let msgs = wait_for_ids(&js, 2).await;
+    assert_eq!(msgs.len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !health(&edge).await.contains("shipping: current") {
+        assert!(Instant::now() < deadline, "shipping never current again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -257,7 +257,16 @@ impl Shipper {
                 (reader, next) = match read {
                     Ok(done) => done,
                     Err(e) => {
-                        tracing::error!(error = %e, "the click shipper's reader panicked");
+                        // A bug: said as such, and shipping shows behind from now on (in
+                        // /healthz and the error count) rather than its last figures.
+                        self.metrics.errors.inc();
+                        self.progress.set_behind(true);
+                        tracing::error!(
+                            error = %e,
+                            at = %self.acked,
+                            "the click shipper's reader panicked: no click is shipped from now \
+                             on (they stay in the log); restart the edge"
+                        );
                         break;
                     }
                 };
@@ -288,12 +297,21 @@ impl Shipper {
                     // Draining, and every line written is acknowledged.
                     Ok(None) if until.is_some() => break,
                     Ok(None) => {
+                        // Read to its end: a read that failed before works again (a failed
+                        // publish ends only with one that succeeds).
+                        if self.failure.as_ref().is_some_and(|f| !f.publishing) {
+                            self.recovered();
+                        }
                         self.persist(false).await;
                         POLL
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, at = %self.acked, "reading the click log to ship it");
-                        MAX_BACKOFF
+                    // An episode like a failed publish: counted, behind, retried with backoff.
+                    Err(source) => {
+                        self.failed(&ReadError {
+                            at: self.acked.clone(),
+                            source,
+                        });
+                        continue;
                     }
                 }
             };
@@ -479,6 +497,18 @@ impl Shipper {
         self.progress
             .set_behind(self.failure.is_some() || age >= BEHIND_AFTER);
     }
+}
+
+/// The click log could not be read to ship it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "reading the click log at {at} to ship it (the edge must be able to read its click \
+     directory and every file in it: check their owner and mode)"
+)]
+struct ReadError {
+    at: Position,
+    #[source]
+    source: std::io::Error,
 }
 
 /// Resolves when the final drain's time is up: [`FINAL_DRAIN`] after `stop` turned true, which

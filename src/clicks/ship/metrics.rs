@@ -11,7 +11,8 @@ pub struct ShipMetrics {
     /// Of those, lines the stream acknowledged as duplicates of a message it already had (a
     /// re-publish after a timeout or a restart).
     pub duplicates: IntCounter,
-    /// Failed publishes and stream set-ups (each episode's retries included).
+    /// Failed publishes, stream set-ups and reads of the click log (each episode's retries
+    /// included).
     pub errors: IntCounter,
     /// Bytes of the click log after the checkpoint.
     pub unshipped_bytes: IntGauge,
@@ -68,7 +69,7 @@ impl ShipMetrics {
             ),
             errors: counter(
                 "clickedge_click_ship_errors_total",
-                "Failed publishes or stream set-ups, retries included",
+                "Failed publishes, stream set-ups or reads of the click log, retries included",
             ),
             unshipped_bytes: gauge(
                 "clickedge_click_unshipped_bytes",
