@@ -22,7 +22,10 @@
 //! - Durable only: before lines are handed out, the file is `fdatasync`ed (and its directory,
 //!   once per file). The writer syncs only synced clicks; buffered ones may sit in the page cache.
 //!   A click the stream has seen must survive a power cut, or its sequence number, recovered from
-//!   the log at the next start, would be handed to another click (see `clicks::id`).
+//!   the log at the next start, would be handed to another click (see `clicks::id`). A sync that
+//!   failed is not tried again on the file: the kernel reports a lost writeback once, so a
+//!   second sync would pass over lines that are not on disk; shipping of that file stops there,
+//!   said as an error every attempt.
 //!
 //! Blocking file I/O: the shipper calls it from a blocking task.
 
@@ -66,6 +69,10 @@ pub(super) struct Reader {
     metrics: Option<ShipMetrics>,
     /// Files named like click files but not ones, warned about already.
     strays: HashSet<String>,
+    /// A click file whose sync failed, and the error. Linux reports a failed writeback once and
+    /// may drop the pages it could not write, so a sync tried again "succeeds" on lines that are
+    /// not on disk: none past what was synced before is handed out of it again.
+    sync_failed: Option<(String, io::ErrorKind, String)>,
 }
 
 /// The click files' closed names in order, and the files named like click files but not ones.
@@ -90,6 +97,7 @@ impl Reader {
             written: None,
             metrics: None,
             strays: HashSet::new(),
+            sync_failed: None,
         }
     }
 
@@ -321,7 +329,16 @@ impl Reader {
         };
         let upto = offset + end as u64;
         if open.synced < upto {
-            open.file.sync_data()?;
+            if let Some((name, kind, error)) = &self.sync_failed
+                && *name == open.name
+            {
+                return Err(sync_failed(name, *kind, error));
+            }
+            if let Err(e) = open.file.sync_data() {
+                let failed = sync_failed(&open.name, e.kind(), &e.to_string());
+                self.sync_failed = Some((open.name.clone(), e.kind(), e.to_string()));
+                return Err(failed);
+            }
             if open.synced == 0 {
                 File::open(&self.dir)?.sync_all()?;
             }
@@ -337,6 +354,18 @@ impl Reader {
     fn click_files(&self) -> io::Result<Vec<String>> {
         Ok(list(&self.dir)?.0)
     }
+}
+
+/// The error of a click file whose sync failed, each time it would be read past what was synced.
+fn sync_failed(name: &str, kind: io::ErrorKind, error: &str) -> io::Error {
+    io::Error::new(
+        kind,
+        format!(
+            "syncing {name} failed ({error}): its lines past those already shipped may not be on \
+             disk, so none is shipped until the edge is restarted; check the disk (the kernel's \
+             log says what failed)"
+        ),
+    )
 }
 
 /// The click files of `dir` by closed name, in order, and the files named like click files that

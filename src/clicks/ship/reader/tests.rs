@@ -411,3 +411,25 @@ fn the_end_of_a_finished_file_goes_on_with_the_next_whether_it_is_there_or_not()
     assert_eq!(logged, "");
     assert_eq!(metrics.skipped.with_label_values(&["file_gone"]).get(), 0);
 }
+
+/// Once a sync of a click file failed, its later lines are never handed out: tried again, the
+/// sync would "succeed" on pages the kernel could not write and dropped.
+#[test]
+fn after_a_failed_sync_no_later_line_of_the_file_is_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Reader::new(dir.path(), Position::default(), 1 << 20);
+    append(dir.path(), A, "a1\n");
+    assert_eq!(text(r.next_chunk().unwrap()).as_deref(), Some("a1\n"));
+    let name = r.open.as_ref().unwrap().name.clone();
+    // As `read_lines` records a sync that failed.
+    r.sync_failed = Some((name, io::ErrorKind::Other, "Input/output error".into()));
+    append(dir.path(), A, "a2\n");
+    for _ in 0..2 {
+        let e = r.next_chunk().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("syncing {A} failed (Input/output error)"))
+                && e.contains("not shipped"),
+            "{e}"
+        );
+    }
+}
