@@ -428,7 +428,7 @@ fn after_a_failed_sync_no_later_line_of_the_file_is_handed_out() {
         let e = r.next_chunk().unwrap_err().to_string();
         assert!(
             e.contains(&format!("syncing {A} failed (Input/output error)"))
-                && e.contains("not shipped"),
+                && e.contains("none is shipped until the edge is restarted"),
             "{e}"
         );
     }
