@@ -140,6 +140,15 @@ async fn health(edge: &Edge) -> String {
     res.text().await.unwrap()
 }
 
+/// Polls /healthz until it says `says` (or fails after 40 s).
+async fn health_says(edge: &Edge, says: &str) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !health(edge).await.contains(says) {
+        assert!(Instant::now() < deadline, "/healthz never said {says:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_stopped_under_load_for_ten_seconds_loses_and_doubles_no_click() {
     let mut nats = NatsServer::start();
@@ -403,14 +412,7 @@ async fn an_unreadable_click_log_shows_shipping_behind_until_it_can_be_read_agai
     std::fs::rename(&dir, dir.with_extension("aside")).unwrap();
     std::fs::write(&dir, b"not a directory").unwrap();
     wait_for_metric(&edge, "clickedge_click_ship_errors_total", |v| v >= 1.0).await;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !health(&edge).await.contains("shipping: behind") {
-        assert!(
-            Instant::now() < deadline,
-            "/healthz never said shipping is behind"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    health_says(&edge, "shipping: behind").await;
     assert!(
         edge.stderr().contains("reading the click log at"),
         "{}",
@@ -422,9 +424,5 @@ async fn an_unreadable_click_log_shows_shipping_behind_until_it_can_be_read_agai
     let js = nats.jetstream().await;
     let msgs = wait_for_ids(&js, 2).await;
     assert_eq!(msgs.len(), 2);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !health(&edge).await.contains("shipping: current") {
-        assert!(Instant::now() < deadline, "shipping never current again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    health_says(&edge, "shipping: current").await;
 }
