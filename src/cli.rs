@@ -349,6 +349,24 @@ impl Command {
     }
 }
 
+/// `field` of the admin API's answer `v`, a string; an error naming it when the answer has none
+/// (an edge of another version), rather than an empty line a script takes for one.
+pub(crate) fn answered<'a>(v: &'a Value, field: &str) -> anyhow::Result<&'a str> {
+    v[field].as_str().ok_or_else(|| {
+        anyhow::anyhow!("the admin API's answer has no \"{field}\": {v}; is the edge the same version as this command?")
+    })
+}
+
+/// `word` as it pastes into a POSIX shell: as it is when it is one plain word, else quoted.
+pub fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        std::borrow::Cow::Borrowed(word)
+    } else {
+        std::borrow::Cow::Owned(format!("'{}'", word.replace('\'', r"'\''")))
+    }
+}
+
 /// Runs a client command against the admin API.
 pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()> {
     use reqwest::Method;
@@ -379,7 +397,7 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
             if client.json {
                 say!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                say!("{}", v["link"].as_str().unwrap_or_default());
+                say!("{}", answered(&v, "link")?);
             }
         }
         Command::Keys { client, action } => {
@@ -411,7 +429,6 @@ pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()>
                     confirm(
                         *yes,
                         &format!("remove key {id}; links it sealed stop opening"),
-                        &format!("clickedge keys remove {id}"),
                     )?;
                     c.call(Method::DELETE, &format!("/v1/keys/{id}"), None)
                         .await?

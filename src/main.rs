@@ -178,13 +178,9 @@ fn banner(app: &App, config: &Config, config_path: Option<&Path>) {
         .next()
         .unwrap_or_else(|| "clickedge".into());
     if let Some(path) = config_path {
-        let path = path.display().to_string();
         // Quoted for a shell when it would not paste as one word.
-        let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c);
-        match path.chars().all(plain) {
-            true => me = format!("{me} --config {path}"),
-            false => me = format!("{me} --config '{}'", path.replace('\'', r"'\''")),
-        }
+        let path = path.display().to_string();
+        me = format!("{me} --config {}", clickedge::cli::shell_word(&path));
     }
     let _ = writeln!(text, "try, in another terminal:");
     let _ = writeln!(text, "  {me} domain add links.example.com");

@@ -162,8 +162,12 @@ async fn client_commands_add_list_link_and_remove() {
     assert_eq!(v["certificate"]["status"], "valid");
     let (ok, _, err) = run(&["domain", "remove", "links.example.com"]);
     assert!(!ok, "removed without --yes and without a terminal");
+    // The command as it was run, --config and --admin included, to paste with --yes.
     assert!(
-        err.contains("clickedge domain remove links.example.com --yes"),
+        err.contains(&format!(
+            " --config {} domain remove links.example.com --admin {admin} --yes",
+            edge.config_path().display()
+        )),
         "{err}"
     );
     let (ok, _, _) = run(&["domain", "show", "links.example.com"]);
@@ -184,6 +188,32 @@ fn client(edge: &Edge, args: &[&str]) -> Command {
         .args(args)
         .args(["--admin", &format!("http://{}", edge.admin)]);
     command
+}
+
+/// A proxy set in the environment is not used for the admin API: the token would go to it, and
+/// the edge's address is not the proxy's to reach.
+#[tokio::test]
+async fn client_commands_reach_the_admin_api_past_a_proxy_in_the_environment() {
+    let edge = Edge::start();
+    // Nothing listens there: a command that went through it would fail.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    for command in [&["domain", "list"][..], &["health"][..]] {
+        let out = client(&edge, command)
+            .env("HTTP_PROXY", &proxy)
+            .env("http_proxy", &proxy)
+            .env("ALL_PROXY", &proxy)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[tokio::test]

@@ -50,9 +50,7 @@ impl Client {
         if !is_token_text(token.trim()) {
             bail!("the admin token read from {token_from} {NOT_TOKEN_TEXT}");
         }
-        let http = reqwest::Client::builder()
-            .build()
-            .context("building HTTP client")?;
+        let http = http_client()?;
         Ok(Client {
             http,
             base,
@@ -157,6 +155,24 @@ pub(super) fn admin_base(config: &Config, admin: Option<&str>) -> anyhow::Result
 
 /// The admin API at `base` could not be reached: the innermost cause (reqwest's own message
 /// repeats the URL at each layer), and what to check.
+/// The HTTP client of the admin API: never through a proxy from the environment (the token
+/// would go to it, and a loopback address is not the proxy's to reach), and bounded: a
+/// connection within [`CONNECT_TIMEOUT`], then no read waiting longer than [`READ_TIMEOUT`]
+/// (a domain's checks take seconds; an edge that is stopped or wedged answers never).
+pub(super) fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .build()
+        .context("building HTTP client")
+}
+
+/// The longest wait for the admin API's listener to take a connection.
+pub(super) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest wait for the next bytes of an answer.
+pub(super) const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub(super) fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
     let mut cause: &dyn std::error::Error = e;
     while let Some(next) = cause.source() {
@@ -170,7 +186,7 @@ pub(super) fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
     let hint = if base.starts_with("https://") && !refused && !e.is_timeout() {
         "listen.admin itself speaks plain HTTP: use http:// unless a TLS proxy stands in front of it"
     } else {
-        "is `clickedge serve` running? --admin URL sets another address"
+        "is `clickedge serve` running, and answering? --admin URL sets another address"
     };
     anyhow!("cannot reach the admin API at {base}: {cause} ({hint})")
 }

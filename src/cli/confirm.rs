@@ -7,11 +7,16 @@ use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
 use anyhow::{Context as _, bail};
 
 /// Goes ahead when `yes` (`--yes` given) or when the user answers `y`/`yes` to `question` on a
-/// terminal; errors otherwise, naming `--yes` and `command` (what to run to skip the question).
-pub(super) fn confirm(yes: bool, question: &str, command: &str) -> anyhow::Result<()> {
+/// terminal; errors otherwise, naming the command as run with `--yes` (what skips the question).
+pub(super) fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }
+    // The command as it was run (its --config and --admin too), to paste with `--yes`.
+    let command = std::env::args()
+        .map(|a| super::shell_word(&a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
     let stdin = io::stdin();
     if !stdin.is_terminal() {
         bail!(

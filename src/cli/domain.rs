@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::checks::{checks_verdict, count_status, print_checks, shown, with_progress};
 use super::out::say;
-use super::{Client, ClientArgs, confirm, escape};
+use super::{Client, ClientArgs, answered, confirm, escape};
 use crate::config::Config;
 
 /// `clickedge domain ...`
@@ -148,7 +148,6 @@ pub(super) async fn run(
             confirm(
                 *yes,
                 &format!("remove domain {name} and delete its certificate"),
-                &format!("clickedge domain remove {name}"),
             )?;
             c.call(Method::DELETE, &format!("/v1/domains/{name}"), None)
                 .await?
@@ -231,7 +230,7 @@ pub(super) async fn run(
         DomainAction::Show { .. } => print_domain(&v),
         DomainAction::Set { name, .. } => say!("{name}: fallback {}", fallback(&v)),
         DomainAction::Share { .. } => {
-            say!("{}", shown(&v["url"]));
+            say!("{}", answered(&v, "url")?);
             say!("expires {}", shown(&v["expires_at"]));
         }
         DomainAction::Remove { name, .. } => say!("removed {name}"),

@@ -24,6 +24,7 @@ pub(super) async fn run(config: &Config, admin: Option<&str>) -> anyhow::Result<
     let base = super::client::admin_base(config, admin)?;
     let url = format!("{base}/readyz");
     let res = reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(3))
         .build()
         .context("building HTTP client")?

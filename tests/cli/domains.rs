@@ -202,7 +202,10 @@ async fn domain_and_key_mistakes_are_answered_for_what_they_are() {
     }
     refused(
         &["domain", "remove", "links.example.com"],
-        "domain remove links.example.com --yes",
+        &format!(
+            "domain remove links.example.com --admin http://{} --yes",
+            edge.admin
+        ),
     );
 }
 

@@ -58,7 +58,10 @@ async fn keys_retire_then_remove_which_without_yes_off_a_terminal_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.contains(&format!("clickedge keys remove {oldest} --yes")),
+        err.contains(&format!(
+            "keys remove {oldest} --admin http://{} --yes",
+            edge.admin
+        )),
         "{err}"
     );
     let (_, keys) = edge.admin(reqwest::Method::GET, "/v1/keys", None).await;
