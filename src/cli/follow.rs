@@ -27,6 +27,8 @@ use crate::config::Config;
 
 /// How often a follower whose consumer was lost tries to make a new one.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// With `--no-follow`, the longest wait for the next message while more are to be read.
+const NO_FOLLOW_WAIT: Duration = Duration::from_secs(30);
 
 /// `clickedge clicks ...`
 #[derive(Debug, Subcommand)]
@@ -183,7 +185,24 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
                 if closed(out.flush())? {
                     return Ok(());
                 }
-                messages.next().await
+                // With --no-follow the messages are known to be there: a stream that sends
+                // none for a while (NATS away, which the library retries without a word)
+                // ends the command rather than hold a script for ever.
+                match end {
+                    None => messages.next().await,
+                    Some(_) => tokio::time::timeout(NO_FOLLOW_WAIT, messages.next())
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "reading the stream {} at {}: no message for {}s, with more \
+                                 to read (is NATS answering?); with --no-follow this stops \
+                                 rather than wait: run it again once NATS answers",
+                                target.stream,
+                                target.shown(),
+                                NO_FOLLOW_WAIT.as_secs()
+                            )
+                        })?,
+                }
             }
         };
         let Some(message) = next else {
@@ -202,6 +221,12 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
                         | OrderedErrorKind::Other
                 ) =>
             {
+                if end.is_some() {
+                    return Err(e).context(
+                        "reading the stream (with --no-follow this stops rather than wait for \
+                         NATS: run it again once NATS answers)",
+                    );
+                }
                 if !said {
                     eprintln!(
                         "reading the stream: {}; following on as soon as NATS answers",
