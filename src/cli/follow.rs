@@ -56,8 +56,15 @@ pub struct FollowArgs {
     /// `--from-start`, `--since` or `--last`.
     #[arg(long, requires = "start")]
     pub no_follow: bool,
-    /// The NATS server. Default: the config's `clicks.nats_url`.
-    #[arg(long, value_name = "URL")]
+    /// The NATS server. Default: the config's `clicks.nats_url`. A URL with a user and password
+    /// in it is better given as `CLICKEDGE_NATS_URL` than on the command line, where `ps` shows
+    /// it.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CLICKEDGE_NATS_URL",
+        hide_env_values = true
+    )]
     pub nats_url: Option<url::Url>,
     /// The stream. Default: the config's `clicks.nats_stream`.
     #[arg(long, value_name = "NAME")]
@@ -92,7 +99,7 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
                 target.shown(),
                 config.clicks_dir().display()
             ),
-            (_, Some(_)) => format!("connecting to NATS at {} (--nats-url)", target.shown()),
+            (_, Some(_)) => format!("connecting to NATS at {} (--nats-url or CLICKEDGE_NATS_URL)", target.shown()),
             (Some(_), None) => format!(
                 "connecting to NATS at {} (clicks.nats_url; --nats-url to read another)",
                 target.shown()

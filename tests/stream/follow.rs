@@ -250,7 +250,32 @@ fn a_nats_that_does_not_answer_is_named_by_where_its_url_came_from() {
     let (status, _, stderr) = run_to_end(&["--config", config, "--nats-url", other]);
     assert!(!status.success(), "{stderr}");
     assert!(
-        stderr.contains("nats://127.0.0.1:2 (--nats-url)"),
+        stderr.contains("nats://127.0.0.1:2 (--nats-url or CLICKEDGE_NATS_URL)"),
+        "{stderr}"
+    );
+    // From the environment, out of `ps`; a password in it is never shown.
+    let mut child = std::process::Command::new(common::bin())
+        .args(["clicks", "follow", "--config", config])
+        .env("CLICKEDGE_NATS_URL", "nats://reader:s3cret@127.0.0.1:3")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "follow did not give up on a dead NATS"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:3 (--nats-url or CLICKEDGE_NATS_URL)")
+            && !stderr.contains("s3cret"),
         "{stderr}"
     );
 }
