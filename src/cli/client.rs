@@ -186,7 +186,7 @@ pub(super) fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
     let hint = if base.starts_with("https://") && !refused && !e.is_timeout() {
         "listen.admin itself speaks plain HTTP: use http:// unless a TLS proxy stands in front of it"
     } else {
-        "is `clickedge serve` running, and answering? --admin URL sets another address"
+        "is `clickedge serve` running? --admin URL sets another address"
     };
     anyhow!("cannot reach the admin API at {base}: {cause} ({hint})")
 }
