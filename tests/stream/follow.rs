@@ -11,9 +11,15 @@ struct Follow {
 
 /// `clickedge clicks follow ARGS`, its output piped.
 fn spawn_follow(args: &[&str]) -> std::process::Child {
+    spawn_follow_with(args, &[])
+}
+
+/// [`spawn_follow`] with `env` set too.
+fn spawn_follow_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
     std::process::Command::new(common::bin())
         .args(["clicks", "follow"])
         .args(args)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -147,7 +153,15 @@ async fn clicks_follow_prints_the_stream_as_the_logged_lines() {
 /// `clickedge clicks follow ARGS` to its end: its exit status, stdout lines and stderr (killed
 /// past 60 s, a guard against a hang).
 fn run_to_end(args: &[&str]) -> (std::process::ExitStatus, Vec<String>, String) {
-    let mut child = spawn_follow(args);
+    run_to_end_with(args, &[])
+}
+
+/// [`run_to_end`] with `env` set too.
+fn run_to_end_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, Vec<String>, String) {
+    let mut child = spawn_follow_with(args, env);
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -254,25 +268,11 @@ fn a_nats_that_does_not_answer_is_named_by_where_its_url_came_from() {
         "{stderr}"
     );
     // From the environment, out of `ps`; a password in it is never shown.
-    let mut child = std::process::Command::new(common::bin())
-        .args(["clicks", "follow", "--config", config])
-        .env("CLICKEDGE_NATS_URL", "nats://reader:s3cret@127.0.0.1:3")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "follow did not give up on a dead NATS"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(!out.status.success(), "{stderr}");
+    let (status, _, stderr) = run_to_end_with(
+        &["--config", config],
+        &[("CLICKEDGE_NATS_URL", "nats://reader:s3cret@127.0.0.1:3")],
+    );
+    assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("127.0.0.1:3 (--nats-url or CLICKEDGE_NATS_URL)")
             && !stderr.contains("s3cret"),
