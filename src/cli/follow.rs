@@ -65,7 +65,7 @@ pub struct FollowArgs {
         env = "CLICKEDGE_NATS_URL",
         hide_env_values = true
     )]
-    pub nats_url: Option<url::Url>,
+    pub nats_url: Option<String>,
     /// The stream. Default: the config's `clicks.nats_stream`.
     #[arg(long, value_name = "NAME")]
     pub stream: Option<String>,
@@ -80,8 +80,8 @@ pub(super) async fn run(config: &Config, action: ClicksAction) -> anyhow::Result
 
 async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
     let mut clicks = config.clicks.clone();
-    if let Some(url) = args.nats_url.clone() {
-        clicks.nats_url = url;
+    if let Some(url) = &args.nats_url {
+        clicks.nats_url = nats_url(url)?;
     }
     if let Some(stream) = args.stream.clone() {
         clicks.nats_stream = stream;
@@ -273,6 +273,25 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
 
 /// A new ordered consumer on `stream` starting at `from`, and its messages: tried every second
 /// until NATS answers.
+/// `--nats-url` parsed here rather than by clap, whose error would repeat the value, password
+/// and all.
+fn nats_url(given: &str) -> anyhow::Result<url::Url> {
+    url::Url::parse(given).map_err(|e| {
+        // The user and password end at the last '@' before the path; shown as `***`.
+        let authority = given.find("://").map_or(0, |i| i + 3);
+        let end = given[authority..]
+            .find('/')
+            .map_or(given.len(), |i| authority + i);
+        let shown = match given[authority..end].rfind('@') {
+            Some(at) => format!("{}***{}", &given[..authority], &given[authority + at..]),
+            None => given.to_owned(),
+        };
+        anyhow::anyhow!(
+            "--nats-url (or CLICKEDGE_NATS_URL) {shown:?} is not a URL: {e}; e.g. nats://127.0.0.1:4222"
+        )
+    })
+}
+
 async fn reopen(stream: &jetstream::stream::Stream, from: DeliverPolicy) -> Ordered {
     loop {
         tokio::time::sleep(REOPEN_EVERY).await;
