@@ -92,6 +92,27 @@ async fn a_name_ask_approves_is_listed_served_and_removable_like_a_registered_on
     assert_eq!(domains(&edge).await[0]["origin"], "admin");
 }
 
+/// The endpoint is asked directly: a proxy in the edge's environment (set for the CA, say) would
+/// answer for a loopback endpoint with its own host's, here with nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_is_asked_past_a_proxy_in_the_environment() {
+    let server = AskServer::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let edge = Edge::start_with_env(
+        &[
+            ("HTTP_PROXY", proxy.as_str()),
+            ("ALL_PROXY", proxy.as_str()),
+        ],
+        &format!("[tls]\nask = \"{}\"\n", server.url),
+    );
+    handshake(&edge, "ok-links.example.com", b"http/1.1")
+        .await
+        .expect("approved by the endpoint itself");
+    assert_eq!(server.hits(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_or_any_answer_but_200_approves_nothing() {
     let server = AskServer::start().await;

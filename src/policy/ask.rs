@@ -7,8 +7,9 @@
 //! - Amplify a flood. One token bucket (`tls.ask_rate` per second, `tls.ask_burst` at once)
 //!   bounds requests for all names together; a name over it is refused without a request and
 //!   nothing is remembered about it. Every answer is remembered per name: approvals and denials
-//!   for `tls.ask_cache_ttl`, failures (no answer, a 5xx) for at most [`FAILURE_TTL`], so the
-//!   same name asks again soon after an outage but not at every handshake.
+//!   for `tls.ask_cache_ttl`, failures (no answer, a 5xx, a 408, 425 or 429) for at most
+//!   [`FAILURE_TTL`], so the same name asks again soon after an outage but not at every
+//!   handshake.
 //! - Get certificates outside the books. An approval is recorded in the store as a domain of
 //!   origin `ask` before the name is served, so its status, backoff (the order budget),
 //!   certificate, renewal and removal are a registered name's, and `GET /v1/domains` lists it.
@@ -39,7 +40,7 @@ use crate::store::Store;
 const ANSWER_CACHE_ENTRIES: u64 = 100_000;
 /// How long one request may take; no answer in time is a failure.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a failed request (no answer, or a 5xx) is remembered for its name.
+/// Longest a failed request (no answer, a 5xx, a 408, 425 or 429) is remembered for its name.
 pub const FAILURE_TTL: Duration = Duration::from_secs(10);
 
 /// Why the `ask` client could not be built.
@@ -69,8 +70,17 @@ enum Answer {
     Allowed,
     /// Any other status, redirects included.
     Denied,
-    /// No answer in time, or a 5xx.
+    /// No answer in time, a 5xx, or a status that says the question was not decided.
     Failed,
+}
+
+/// `408 Request Timeout`, `425 Too Early`, `429 Too Many Requests`: the endpoint did not decide,
+/// so the name is asked about again soon rather than denied for `tls.ask_cache_ttl`.
+fn not_an_answer(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_EARLY | StatusCode::TOO_MANY_REQUESTS
+    )
 }
 
 /// Approvals and denials live for the cache TTL, failures for less.
@@ -110,6 +120,9 @@ impl Ask {
         clock: Clock,
     ) -> Result<Ask, AskError> {
         let client = reqwest::Client::builder()
+            // The endpoint is the operator's own, often on loopback: a proxy from the
+            // environment would answer for its own host.
+            .no_proxy()
             .timeout(REQUEST_TIMEOUT)
             // Only a direct 200 approves: a redirect is an answer, not a way to one.
             .redirect(reqwest::redirect::Policy::none())
@@ -183,7 +196,8 @@ impl Ask {
                 self.requests.allowed.inc();
                 Answer::Allowed
             }
-            Ok(res) if res.status().is_server_error() => {
+            // An endpoint too busy or too slow to decide has not denied.
+            Ok(res) if res.status().is_server_error() || not_an_answer(res.status()) => {
                 self.requests.error.inc();
                 tracing::warn!(domain = %name, status = %res.status(), "ask endpoint failed: refusing");
                 Answer::Failed

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// An `ask` endpoint: names starting with `ok` get a 200, `redirect` a 302 to a URL that answers
-/// 200, `empty` a 204, `fail` a 500, anything else a 403.
+/// 200, `empty` a 204, `fail` a 500, `busy` a 429, anything else a 403.
 pub struct AskServer {
     /// `http://127.0.0.1:PORT/ask`.
     pub url: url::Url,
@@ -100,6 +100,8 @@ fn answer(name: &str) -> axum::response::Response {
         StatusCode::NO_CONTENT.into_response()
     } else if name.starts_with("fail") {
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    } else if name.starts_with("busy") {
+        StatusCode::TOO_MANY_REQUESTS.into_response()
     } else {
         StatusCode::FORBIDDEN.into_response()
     }

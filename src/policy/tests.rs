@@ -139,6 +139,17 @@ async fn denials_and_failures_are_remembered() {
     assert_eq!(metrics.ask_cache_hits.get(), 8);
 }
 
+/// A 429 is the endpoint not deciding: a failure, remembered for seconds, not a denial
+/// remembered for `ask_cache_ttl`.
+#[tokio::test]
+async fn an_endpoint_too_busy_to_answer_has_failed_not_denied() {
+    let server = AskServer::start().await;
+    let (p, _store, metrics) = over(&server, None);
+    assert!(!p.allows(&d("busy.example.com")).await);
+    assert_eq!(metrics.ask_requests.error.get(), 1);
+    assert_eq!(metrics.ask_requests.denied.get(), 0);
+}
+
 #[tokio::test]
 async fn an_unreachable_endpoint_refuses() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
