@@ -443,7 +443,7 @@ impl Certs {
             Some(cert) => match self.entry(&cert) {
                 Ok(entry) => {
                     self.cache_registered(&lock(&self.inflight), name, entry);
-                    self.schedule_by_lifetime(name, &cert);
+                    self.schedule_polling(name, &cert);
                     // Renewed by another node, or issued anew.
                     self.renewal_failing(name, false);
                 }

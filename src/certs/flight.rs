@@ -455,7 +455,7 @@ impl Certs {
             .issuance_seconds
             .observe(started.elapsed().as_secs_f64());
         self.backoff.succeeded(name).await;
-        self.schedule_by_lifetime(name, &cert);
+        self.schedule_polling(name, &cert);
         self.wake.notify_one();
         if let Err(e) = self.refresh_gauges().await {
             tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");

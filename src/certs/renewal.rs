@@ -24,6 +24,11 @@ const MAINTENANCE_TICK: Duration = Duration::from_secs(60);
 const FIRST_CHECK_SPREAD_SECS: u64 = 6 * 3600;
 /// Renewal information is asked for again no sooner than this.
 const MIN_ARI_CHECK: Duration = Duration::from_secs(60);
+/// A certificate just issued, or whose renewal information could not be had, is checked again
+/// within this (whole seconds, the second half of it at random), unless the lifetime rule says
+/// sooner: a CA may move the window forward, before a revocation say (RFC 9773 §4.3), and such
+/// a certificate is otherwise not asked about until a third of its lifetime is left.
+const ARI_POLL_SECS: u64 = 6 * 3600;
 /// A renewal check that could not be made (the store failed, or storing the new certificate
 /// did) is made again this much later.
 const CHECK_AGAIN: Duration = Duration::from_secs(5 * 60);
@@ -113,6 +118,15 @@ impl Certs {
     pub(super) fn schedule_by_lifetime(&self, name: &Domain, cert: &StoredCert) {
         let at = schedule::default_renew_at(cert.not_before, cert.not_after, rand::random());
         self.schedule_at(name, at);
+    }
+
+    /// [`Certs::schedule_by_lifetime`], or within [`ARI_POLL_SECS`] if that is sooner: for a
+    /// certificate just issued, or one whose renewal information could not be had.
+    pub(super) fn schedule_polling(&self, name: &Domain, cert: &StoredCert) {
+        let poll = self.clock.now()
+            + Duration::from_secs(rand::random_range(ARI_POLL_SECS / 2..ARI_POLL_SECS));
+        let at = schedule::default_renew_at(cert.not_before, cert.not_after, rand::random());
+        self.schedule_at(name, at.min(poll));
     }
 
     /// Schedules the first check of every stored certificate (at start): when the lifetime rule
@@ -210,7 +224,8 @@ impl Certs {
         let now = self.clock.now();
         match self.issuer.renewal_window(name, &current).await {
             Ok(Some(w)) => {
-                let at = schedule::ari_renew_at(w.start, w.end, now, rand::random());
+                let frac = schedule::cert_fraction(&current.chain_pem);
+                let at = schedule::ari_renew_at(w.start, w.end, frac);
                 if at > now {
                     let check = now + w.check_after.max(MIN_ARI_CHECK);
                     self.schedule_at(name, at.min(check));
@@ -223,15 +238,24 @@ impl Certs {
             // hours of a start), and renewing on it would reissue every certificate after every
             // restart.
             info => {
-                if let Err(e) = info {
-                    tracing::warn!(domain = %name, error = %error_chain(&e), "renewal information unavailable");
-                }
                 // Renew once the earliest point the rule can pick has passed; a fresh random
                 // point here could defer a check that came on time.
                 let (nb, na) = (current.not_before, current.not_after);
-                if now < schedule::default_renew_at(nb, na, 1.0) {
-                    self.schedule_by_lifetime(name, &current);
-                    return self.serving(name, &current);
+                let due = now >= schedule::default_renew_at(nb, na, 1.0);
+                match info {
+                    Err(e) => {
+                        tracing::warn!(domain = %name, error = %error_chain(&e), "renewal information unavailable");
+                        if !due {
+                            // Asked again within hours, not when the lifetime rule says.
+                            self.schedule_polling(name, &current);
+                            return self.serving(name, &current);
+                        }
+                    }
+                    Ok(_) if !due => {
+                        self.schedule_by_lifetime(name, &current);
+                        return self.serving(name, &current);
+                    }
+                    Ok(_) => {}
                 }
             }
         }
@@ -262,7 +286,7 @@ impl Certs {
             claim.release(false).await;
             self.renewal_failing(name, false);
             tracing::info!(domain = %name, not_after = %rfc3339(latest.not_after), "already renewed by another node");
-            self.schedule_by_lifetime(name, &latest);
+            self.schedule_polling(name, &latest);
             return self.serving(name, &latest);
         }
         // Or its renewal failed since the check above: recorded before the lease was freed.

@@ -6,11 +6,13 @@
 //!   to 1/30 of the lifetime so that certificates issued together don't renew together. This
 //!   works the same for a 90-day and a 90-second certificate.
 //! - With ACME Renewal Information (RFC 9773 §4.2): a uniformly random point of the suggested
-//!   window, or now if the window has started already.
+//!   window, the certificate's own (the same at every check), or now once it has passed.
 //! - After a failure: 1 min, 10 min, 100 min, then daily; never later than half-way to the expiry
 //!   of the certificate still serving, so a failing renewal keeps retrying before it is too late.
 
 use std::time::{Duration, SystemTime};
+
+use sha2::{Digest as _, Sha256};
 
 /// Delays after the 1st, 2nd and 3rd failure in a row; daily after that.
 const BACKOFF: [u64; 3] = [60, 600, 6000];
@@ -31,15 +33,23 @@ pub fn default_renew_at(not_before: SystemTime, not_after: SystemTime, jitter: f
     not_after - Duration::from_secs(lifetime / 3 + jitter)
 }
 
-/// Renewal time from an ARI window: a point `frac` (in `[0, 1)`) of the way through the part of
-/// the window that is still ahead of `now`; `now` once the window is over.
-pub fn ari_renew_at(start: SystemTime, end: SystemTime, now: SystemTime, frac: f64) -> SystemTime {
-    let start = start.max(now);
-    if end <= start {
-        return now;
-    }
-    let ahead = secs_between(start, end) as f64;
-    start + Duration::from_secs((ahead * frac.clamp(0.0, 1.0)) as u64)
+/// Renewal time from an ARI window: the point `frac` (in `[0, 1)`) of the way through it, to
+/// renew at once that point has passed (at once for a window moved into the past). `frac` is
+/// the certificate's own ([`cert_fraction`]), so every check of one window names the same point:
+/// a point drawn afresh from what is left of the window at each check would slide to its end.
+pub fn ari_renew_at(start: SystemTime, end: SystemTime, frac: f64) -> SystemTime {
+    let len = secs_between(start, end) as f64;
+    start + Duration::from_secs((len * frac.clamp(0.0, 1.0)) as u64)
+}
+
+/// A fraction in `[0, 1)` that is `chain_pem`'s own: uniform across certificates, the same at
+/// every check and on every node.
+pub fn cert_fraction(chain_pem: &str) -> f64 {
+    let digest = Sha256::digest(chain_pem.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // The top 53 bits: every such fraction is exact in an f64, and below 1.
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Next attempt after `failures` failures in a row at `now`, for a certificate valid until
@@ -125,15 +135,12 @@ mod tests {
         let start = SystemTime::from(info.suggested_window.start);
         let end = SystemTime::from(info.suggested_window.end);
         assert_eq!(start, unix("2025-01-02T04:00:00Z"));
-        let before = unix("2025-01-01T00:00:00Z");
-        assert_eq!(ari_renew_at(start, end, before, 0.0), start);
-        assert_eq!(ari_renew_at(start, end, before, 0.5), start + 12 * HOUR);
-        // Inside the window: a point of what is left of it.
-        let inside = start + 12 * HOUR;
-        assert_eq!(ari_renew_at(start, end, inside, 0.5), inside + 6 * HOUR);
-        // Window over (e.g. the CA moved it into the past after a revocation): renew now.
-        let after = end + Duration::from_secs(1);
-        assert_eq!(ari_renew_at(start, end, after, 0.7), after);
+        assert_eq!(ari_renew_at(start, end, 0.0), start);
+        assert_eq!(ari_renew_at(start, end, 0.5), start + 12 * HOUR);
+        assert_eq!(
+            ari_renew_at(start, end, 0.999_999),
+            end - Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -144,13 +151,35 @@ mod tests {
         )
         .unwrap();
         let now = unix("2025-06-01T00:00:00Z");
-        let at = ari_renew_at(
-            info.suggested_window.start.into(),
-            info.suggested_window.end.into(),
-            now,
-            0.3,
-        );
-        assert_eq!(at, now);
+        for frac in [0.0, 0.3, 0.999] {
+            let at = ari_renew_at(
+                info.suggested_window.start.into(),
+                info.suggested_window.end.into(),
+                frac,
+            );
+            assert!(at <= now, "{frac}");
+        }
+    }
+
+    /// The point is the certificate's: checks of one window agree on it, and certificates
+    /// spread over the window rather than meeting at its start or end.
+    #[test]
+    fn each_certificate_has_its_own_point_of_the_window() {
+        let a = "-----BEGIN CERTIFICATE-----\nMIIB...a\n-----END CERTIFICATE-----\n";
+        assert_eq!(cert_fraction(a), cert_fraction(a));
+        let fractions: Vec<f64> = (0..1000)
+            .map(|i| cert_fraction(&format!("{a}{i}")))
+            .collect();
+        assert!(fractions.iter().all(|f| (0.0..1.0).contains(f)));
+        // A tenth of the window holds about a tenth of the certificates (100 ± 40 of 1000).
+        for tenth in 0..10 {
+            let low = f64::from(tenth) / 10.0;
+            let n = fractions
+                .iter()
+                .filter(|f| (low..low + 0.1).contains(*f))
+                .count();
+            assert!((60..=140).contains(&n), "tenth {tenth}: {n}");
+        }
     }
 
     proptest! {
@@ -161,10 +190,9 @@ mod tests {
         }
 
         #[test]
-        fn ari_point_is_inside_the_window_or_now(s in 0u64..1 << 40, len in 0u64..DAY, now in 0u64..1 << 40, f in 0.0f64..1.0) {
-            let at = ari_renew_at(t(s), t(s + len), t(now), f);
-            prop_assert!(at >= t(now.min(s + len)));
-            prop_assert!(at <= t((s + len).max(now)));
+        fn ari_point_is_inside_the_window(s in 0u64..1 << 40, len in 0u64..DAY, f in 0.0f64..1.0) {
+            let at = ari_renew_at(t(s), t(s + len), f);
+            prop_assert!(at >= t(s) && at <= t(s + len));
         }
     }
 }

@@ -4,7 +4,7 @@ use super::*;
 use crate::acme::RateLimit;
 use crate::clock::{ManualClock, from_unix_secs};
 use crate::domain::Zones;
-use crate::issuer::{IssueError, LocalCa, OrderClaim};
+use crate::issuer::{IssueError, LocalCa, OrderClaim, RenewalWindow};
 use crate::store::blips;
 use crate::store::{
     AcmeProblem, FailureKind, IssueStatus, Origin, RateLimitScope, SqliteStore, StoredCert,
@@ -34,6 +34,8 @@ struct Counting {
     panic_once: std::sync::atomic::AtomicBool,
     /// Runs once while the next order is in the air (the domain removed meanwhile).
     during_next_order: Mutex<Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
+    /// What the CA says of renewal windows: none offered (`None`), this window, or a failure.
+    renewal_info: Mutex<Option<Result<RenewalWindow, ()>>>,
 }
 
 impl Counting {
@@ -49,6 +51,7 @@ impl Counting {
             rate_limited: Mutex::new(None),
             panic_once: false.into(),
             during_next_order: Mutex::new(None),
+            renewal_info: Mutex::new(None),
         }
     }
 }
@@ -101,6 +104,17 @@ impl Issuer for Counting {
             return Err(refusal(d));
         }
         self.ca.issue(d, r, claim).await
+    }
+    async fn renewal_window(
+        &self,
+        d: &Domain,
+        _cert: &StoredCert,
+    ) -> Result<Option<RenewalWindow>, IssueError> {
+        match *lock(&self.renewal_info) {
+            None => Ok(None),
+            Some(Ok(window)) => Ok(Some(window)),
+            Some(Err(())) => Err(refusal(d)),
+        }
     }
 }
 

@@ -27,6 +27,87 @@ async fn a_check_without_renewal_information_renews_only_when_the_lifetime_rule_
     );
 }
 
+/// `a.example.com` registered and its certificate issued, on `clock`; when it is checked next.
+async fn issued_at(
+    dir: &std::path::Path,
+    clock: &ManualClock,
+) -> (Arc<Counting>, Arc<Certs>, Domain, SystemTime) {
+    let (issuer, store, certs) = setup_at(dir, clock);
+    let name = Domain::parse("a.example.com").unwrap();
+    store
+        .add_domain(&name, SystemTime::UNIX_EPOCH)
+        .await
+        .unwrap();
+    certs.resolve(&name).await.unwrap();
+    let next = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
+    (issuer, certs, name, next)
+}
+
+/// RFC 9773 §4.3: a window may move (before a revocation), so a certificate just issued, or one
+/// whose renewal information could not be had, is asked about within hours, not first when a
+/// third of its 90 days is left.
+#[tokio::test]
+async fn renewal_information_is_asked_for_within_hours_of_issuance_and_of_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (issuer, certs, name, next) = issued_at(dir.path(), &clock).await;
+    let hours = |at: SystemTime| at.duration_since(clock.clock().now()).unwrap().as_secs() / 3600;
+    assert!(hours(next) < 6, "first check in {}h", hours(next));
+
+    *lock(&issuer.renewal_info) = Some(Err(()));
+    clock.advance(Duration::from_secs(3600));
+    certs.renew(&name).await.unwrap();
+    let next = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
+    assert!(
+        hours(next) < 6,
+        "after a failure, next check in {}h",
+        hours(next)
+    );
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1, "nothing renewed");
+}
+
+/// Every check of one window names the certificate's own point of it: a point drawn afresh from
+/// what is left of the window at each check slid to its very end.
+#[tokio::test]
+async fn every_check_of_a_renewal_window_names_the_same_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (issuer, certs, name, _) = issued_at(dir.path(), &clock).await;
+    let now = clock.clock().now();
+    let day = Duration::from_secs(86_400);
+    *lock(&issuer.renewal_info) = Some(Ok(RenewalWindow {
+        start: now + day,
+        end: now + 3 * day,
+        check_after: 30 * day,
+    }));
+    certs.renew(&name).await.unwrap();
+    let point = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
+    assert!(point >= now + day && point <= now + 3 * day, "{point:?}");
+    // Checks at the window's start, half-way to the point, and a second before it.
+    let half = (point.duration_since(now + day).unwrap()) / 2;
+    for to in [now + day, now + day + half, point - Duration::from_secs(1)] {
+        let Ok(by) = to.duration_since(clock.clock().now()) else {
+            continue;
+        };
+        clock.advance(by);
+        certs.renew(&name).await.unwrap();
+        let next = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
+        assert_eq!(next, point);
+    }
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        1,
+        "not renewed before its point"
+    );
+    clock.advance(Duration::from_secs(1));
+    certs.renew(&name).await.unwrap();
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        2,
+        "renewed at its point"
+    );
+}
+
 #[tokio::test]
 async fn a_certificate_a_replaced_local_root_signed_is_renewed_at_its_first_check() {
     let dir = tempfile::tempdir().unwrap();
