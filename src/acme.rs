@@ -41,8 +41,6 @@ pub use limits::RateLimit;
 
 /// Extra time a published challenge stays answerable after the order's own timeout.
 const CHALLENGE_SLACK: Duration = Duration::from_secs(60);
-/// The problem a CA answers an order whose `replaces` names a certificate already replaced.
-const ALREADY_REPLACED: &str = "urn:ietf:params:acme:error:alreadyReplaced";
 
 /// Issues certificates from an ACME directory.
 pub struct AcmeIssuer {
@@ -251,14 +249,8 @@ impl AcmeIssuer {
                 .new_order(&NewOrder::new(&identifiers).replaces(id.clone()))
                 .await
             {
-                // NOTE: `alreadyReplaced`: an order naming it exists (a node finalized one and
-                // died before storing its certificate); a plain order still renews.
-                Err(instant_acme::Error::Unsupported(_)) => {
-                    account.new_order(&NewOrder::new(&identifiers)).await
-                }
-                Err(instant_acme::Error::Api(p))
-                    if p.r#type.as_deref() == Some(ALREADY_REPLACED) =>
-                {
+                Err(e) if limits::plain_order_after(&e) => {
+                    tracing::info!(domain = %domain, error = %crate::errors::chain(&e), "the CA refused an order naming the certificate it replaces: ordering without");
                     account.new_order(&NewOrder::new(&identifiers)).await
                 }
                 other => other,

@@ -228,6 +228,25 @@ impl SeenLimits {
     }
 }
 
+/// Whether an order refused with `e` while naming the certificate it `replaces` (RFC 9773 §5) is
+/// placed again without: a renewal is still a renewal. The CA may offer no renewal information,
+/// not know the certificate (another CA's or another account's, after `acme.directory`
+/// changed: Let's Encrypt refuses such an order rather than ignoring the field), or find it
+/// replaced already (`alreadyReplaced`: a node finalized an order naming it and stopped before
+/// storing the certificate). A rate limit or an overloaded CA is not asked again at once.
+pub(super) fn plain_order_after(e: &instant_acme::Error) -> bool {
+    match e {
+        instant_acme::Error::Unsupported(_) => true,
+        instant_acme::Error::Api(p) => RateLimit::of(
+            p.status,
+            p.r#type.as_deref(),
+            p.detail.as_deref().unwrap_or_default(),
+        )
+        .is_none(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +380,52 @@ mod tests {
             seen.take(&KEPT.to_string()),
             Some((RateLimit::NewOrders, t))
         );
+    }
+
+    fn problem(status: u16, problem_type: &str, detail: &str) -> instant_acme::Error {
+        let json = serde_json::json!({ "type": problem_type, "status": status, "detail": detail });
+        instant_acme::Error::Api(serde_json::from_value(json).unwrap())
+    }
+
+    /// A renewal refused for naming the certificate it replaces is placed again without: Boulder
+    /// refuses a `replaces` it cannot find, or of another account, rather than ignoring it (the
+    /// certificates of the directory used before). Not so after a rate limit or an overload.
+    #[test]
+    fn a_renewal_refused_for_its_replaces_is_ordered_again_without() {
+        for e in [
+            instant_acme::Error::Unsupported("ACME renewal information (ARI)"),
+            problem(
+                409,
+                "urn:ietf:params:acme:error:alreadyReplaced",
+                "already replaced",
+            ),
+            problem(
+                404,
+                "urn:ietf:params:acme:error:malformed",
+                "unable to find certificate being replaced",
+            ),
+            problem(
+                403,
+                "urn:ietf:params:acme:error:unauthorized",
+                "requester account did not request the certificate being replaced by this order",
+            ),
+        ] {
+            assert!(plain_order_after(&e), "{e}");
+        }
+        for e in [
+            problem(
+                429,
+                "urn:ietf:params:acme:error:rateLimited",
+                "too many new orders recently",
+            ),
+            problem(
+                503,
+                "urn:ietf:params:acme:error:rateLimited",
+                "Service busy; retry later.",
+            ),
+            instant_acme::Error::Timeout(None),
+        ] {
+            assert!(!plain_order_after(&e), "{e}");
+        }
     }
 }
