@@ -39,7 +39,16 @@ pub enum ClickRejected {
     /// The writer has stopped (shutdown).
     #[error("click writer stopped")]
     Stopped,
+    /// The sink did not make the click durable within [`SYNCED_WAIT`] (a disk or network volume
+    /// that stopped answering). The click stays queued: written once the sink answers, or
+    /// refused or dropped by the writer and counted there.
+    #[error("click log stalled")]
+    Stalled,
 }
+
+/// Longest a synced click's request waits for its line to be durable before it is answered 503:
+/// a stalled disk otherwise holds every such request, and its connection's place, for ever.
+pub const SYNCED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How the writer tells a synced click's waiter that the click is durable, or why not.
 pub(super) type Ack = oneshot::Sender<Result<(), ClickRejected>>;
@@ -160,6 +169,8 @@ pub struct ClickQueue {
     full_log: LogThrottle,
     /// The "writer stopped" log line (clicks answered after shutdown closed the queue).
     stopped_log: LogThrottle,
+    /// The "click log stalled" log line.
+    stalled_log: LogThrottle,
     /// The per-address rate bound, if any ([`ClickQueue::with_rate_per_address`]), and the
     /// one-click unsubscribes it let past as firsts of their link.
     rate: Option<Arc<(AddressRate, OneClicks)>>,
@@ -203,6 +214,7 @@ impl ClickQueue {
             clock,
             full_log: LogThrottle::default(),
             stopped_log: LogThrottle::default(),
+            stalled_log: LogThrottle::default(),
             rate: None,
             rate_log: LogThrottle::default(),
         }
@@ -358,11 +370,21 @@ impl ClickQueue {
             // The writer answers every synced click it takes and counts its own refusals.
             Ok(()) => {
                 self.writer.unpark();
-                match acked.await {
-                    Ok(answer) => return answer,
+                match tokio::time::timeout(SYNCED_WAIT, acked).await {
+                    Ok(Ok(answer)) => return answer,
                     // The writer dropped the sender unanswered: it died mid-batch. (A click the
                     // writer never took is answered by its `Queued`, counted there.)
-                    Err(_) => ClickRejected::Stopped,
+                    Ok(Err(_)) => ClickRejected::Stopped,
+                    // Not counted: the click is still the writer's to write or count.
+                    Err(_) => {
+                        if self.stalled_log.ready(&self.clock) {
+                            tracing::warn!(
+                                wait_secs = SYNCED_WAIT.as_secs(),
+                                "click log stalled: a synced click was not durable in time and is answered 503 (it stays queued); see why the click log's disk does not answer"
+                            );
+                        }
+                        return Err(ClickRejected::Stalled);
+                    }
                 }
             }
             Err(TrySendError::Full(_)) => {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::clicks::file::{FileSink, FileSinkConfig};
+use crate::clicks::queue::SYNCED_WAIT;
 use crate::clicks::testing::{
     FIRST_SEQ, batch_config, break_dir, encode, event, eventually, file_config, line_url, lines,
     start_file, test_queue, url, urls,
@@ -266,6 +267,8 @@ struct FakeSink {
     push_while_closing: Arc<Mutex<Option<ClickQueue>>>,
     /// Panics at the next write (a bug in a sink).
     panic_on_write: Arc<Mutex<bool>>,
+    /// Writes wait while this is set (a disk that stopped answering).
+    stalled: Arc<Mutex<bool>>,
 }
 
 impl FakeSink {
@@ -287,6 +290,9 @@ impl ClickSink for FakeSink {
         assert!(!*self.closed.lock().unwrap(), "write after close");
         if std::mem::take(&mut *self.panic_on_write.lock().unwrap()) {
             panic!("a bug in the sink");
+        }
+        while *self.stalled.lock().unwrap() {
+            std::thread::sleep(Duration::from_millis(5));
         }
         let urls: Vec<String> = batch
             .lines()
@@ -414,6 +420,32 @@ fn start_fake(sink: &FakeSink, metrics: &Metrics) -> (ClickWriter, ClickQueue) {
         crate::clicks::testing::still_clock(),
     )
     .unwrap()
+}
+
+/// A disk that stops answering (a stuck network volume, a dying device) does not hold a synced
+/// click's request, and its connection, for ever: it is answered 503 after [`SYNCED_WAIT`],
+/// uncounted, and the click is still written once the disk answers.
+#[tokio::test(start_paused = true)]
+async fn a_synced_click_on_a_stalled_sink_is_refused_in_time_and_written_after() {
+    let sink = FakeSink::default();
+    *sink.stalled.lock().unwrap() = true;
+    let metrics = Metrics::unregistered();
+    let (writer, queue) = start_fake(&sink, &metrics);
+    let started = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(2 * SYNCED_WAIT, queue.push_synced(event(1))).await;
+    assert_eq!(answer, Ok(Err(ClickRejected::Stalled)));
+    assert_eq!(started.elapsed(), SYNCED_WAIT);
+    assert_eq!(metrics.clicks_rejected.get(), 0);
+    *sink.stalled.lock().unwrap() = false;
+    eventually("the stalled click written", || {
+        metrics.clicks_logged.get() == 1
+    });
+    assert_eq!(
+        metrics.clicks_rejected.get() + metrics.clicks_dropped.get(),
+        0
+    );
+    drop(queue);
+    writer.close();
 }
 
 /// A click answered while the writer makes its last write at shutdown (a connection still open
