@@ -43,8 +43,11 @@ impl SqliteStore {
                 source: Box::new(e),
             }
         })?;
+        // `synchronous=FULL`: each commit is on disk before it returns. A store write is rare
+        // and never on a click's path, and what it keeps must survive a power cut: a link key
+        // lost after links were sealed with it leaves them unopenable, its id handed out again.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
         )
         .map_err(|e| {
             let op = if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) {

@@ -33,6 +33,23 @@ fn reopening_keeps_data_and_does_not_rerun_migrations() {
     assert_eq!(rt.block_on(s.domains()).unwrap().len(), 1);
 }
 
+/// Every commit to the file is durable when it returns (`synchronous=FULL`; NORMAL in WAL mode
+/// may lose the last commits to a power cut, a new link key among them).
+#[test]
+fn commits_to_the_file_are_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+    let conn = s.conn.lock().unwrap();
+    let synchronous: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(synchronous, 2, "FULL");
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
 /// A store that cannot be opened is named, with what to do: a directory that does not exist is
 /// not created (a typo in `store.path` would make one), and a file that is not a database is
 /// said to be one, not "configuring database".
