@@ -157,10 +157,14 @@ impl PgStore {
         let ran = schema::migrate(&mut conn)
             .await
             .map_err(db("migrating schema"))?;
-        // The migration lifted the bounds for itself; the connection goes back to the pool.
-        conn.batch_execute(&bounds)
-            .await
-            .map_err(db("bounding the session"))?;
+        // The migration lifted the bounds for itself; the connection goes back to the pool
+        // bounded again: RESET to what the URL's `options` set, then the edge's own bounds for
+        // the settings those leave alone.
+        conn.batch_execute(&format!(
+            "RESET lock_timeout; RESET statement_timeout; {bounds}"
+        ))
+        .await
+        .map_err(db("bounding the session"))?;
         if ran > 0 {
             tracing::info!(migrations = ran, store = %url, "store schema migrated");
         }

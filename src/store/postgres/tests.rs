@@ -158,6 +158,29 @@ async fn connections_are_configured_to_give_up_on_a_peer_that_stops_acknowledgin
     );
 }
 
+/// The connection that ran the migrations (which lift the bounds for themselves) goes back to
+/// the pool bounded again, by the URL's `options` where they name a setting: it kept no bound
+/// at all when they did, so a query on it could wait for ever on another node's lock.
+#[tokio::test]
+async fn the_migrating_connection_is_bounded_again_by_the_urls_options() {
+    let url = format!(
+        "{}?options=-c%20lock_timeout%3D7s",
+        harness::shared().fresh_database()
+    );
+    let store = PgStore::connect(&StoreUrl::parse(&url).unwrap(), None, SealKey::generate())
+        .await
+        .unwrap_or_else(|e| panic!("{}", crate::errors::chain(&e)));
+    let conn = store.conn("test").await.unwrap();
+    let show = async |setting: &str| -> String {
+        conn.query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(show("lock_timeout").await, "7s");
+    assert_eq!(show("statement_timeout").await, "1min");
+}
+
 const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+6lcBwZsSYLiIDU0Ky9zrj5Fe4d8Fh\n-----END PRIVATE KEY-----\n";
 const ACCOUNT: &str = "{\"id\":\"https://ca/acct/1\",\"key_pkcs8\":\"c2VjcmV0LWFjY291bnQta2V5\"}";
 
