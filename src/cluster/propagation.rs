@@ -201,7 +201,7 @@ impl Propagation {
     /// Forgets `name` unless the store holds it now: it was missing from the pages read, but an
     /// add on this node may have come after they were.
     async fn forget_if_gone(&self, name: &Domain) -> Result<bool, StoreError> {
-        let _changing = self.policy.changing().await;
+        let changing = self.policy.changing().await;
         match self.store.domain(name).await {
             Ok(None) => {}
             // Written meanwhile, or a row the scan reports: served still.
@@ -211,6 +211,12 @@ impl Propagation {
         }
         self.policy.unregister(name.as_str()).await;
         self.certs.forget(name);
+        drop(changing);
+        // As a removal applied from its tombstone: no report of the registration gone is kept
+        // to hold back the name's orders should it come back.
+        if let Some(onboarding) = &self.onboarding {
+            onboarding.forget(name).await;
+        }
         Ok(true)
     }
 

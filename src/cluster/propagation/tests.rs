@@ -294,16 +294,14 @@ async fn a_name_removed_and_added_again_while_away_keeps_no_certificate_the_stor
     );
 }
 
-/// A check report another node stored for a domain reaches this node with the domain's change:
-/// a failing check holds back this node's orders too, a passing one lets them go, and a removed
-/// domain's report is dropped.
-#[tokio::test]
-async fn another_nodes_checks_hold_back_and_let_go_this_nodes_orders() {
-    use crate::certs::IssueGate as _;
-    use crate::onboarding::{Check, CheckId, Onboarding, Report, Settings as CheckSettings};
+/// A node with onboarding checks (`edge-b`) over the fixture's store, and the report of `check`
+/// as the store keeps it.
+async fn checked_node(
+    f: &Fixture,
+    clock: &ManualClock,
+) -> (Arc<Onboarding>, Propagation) {
+    use crate::onboarding::Settings as CheckSettings;
 
-    let clock = ManualClock::starting_now();
-    let f = fixture(&clock).await;
     let mut settings = CheckSettings::from_config(&crate::config::Config::default());
     settings.cname_target = Some(Domain::parse("edge.example.net").unwrap());
     let onboarding = Arc::new(Onboarding::new(settings, f.store.clone(), clock.clock()));
@@ -321,26 +319,44 @@ async fn another_nodes_checks_hold_back_and_let_go_this_nodes_orders() {
         f.store.latest_version().await.unwrap(),
     )
     .with_onboarding(onboarding.clone());
+    (onboarding, propagation)
+}
+
+fn report(clock: &ManualClock, check: crate::onboarding::Check) -> String {
+    serde_json::to_string(&crate::onboarding::Report {
+        checked_at: clock.clock().now(),
+        checks: vec![check],
+    })
+    .unwrap()
+}
+
+fn no_cname() -> crate::onboarding::Check {
+    crate::onboarding::Check::fail(
+        crate::onboarding::CheckId::PointsToEdge,
+        "a.example.com has no CNAME",
+        "add the CNAME".into(),
+        true,
+    )
+}
+
+/// Checks run on another node reach this one through the store (a domain's report is a change):
+/// a failing check holds back this node's orders too, a passing one lets them go, and a removed
+/// domain's report is dropped.
+#[tokio::test]
+async fn another_nodes_checks_hold_back_and_let_go_this_nodes_orders() {
+    use crate::certs::IssueGate as _;
+    use crate::onboarding::{Check, CheckId};
+
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let (onboarding, propagation) = checked_node(&f, &clock).await;
     let a = Domain::parse("a.example.com").unwrap();
     f.store.add_domain(&a, clock.clock().now()).await.unwrap();
     propagation.scan().await.unwrap();
     assert!(onboarding.latest(&a).is_none());
 
-    let report = |check: Check| {
-        serde_json::to_string(&Report {
-            checked_at: clock.clock().now(),
-            checks: vec![check],
-        })
-        .unwrap()
-    };
-    let failing = Check::fail(
-        CheckId::PointsToEdge,
-        "a.example.com has no CNAME",
-        "add the CNAME".into(),
-        true,
-    );
     f.store
-        .put_domain_checks(&a, &report(failing))
+        .put_domain_checks(&a, &report(&clock, no_cname()))
         .await
         .unwrap();
     propagation.scan().await.unwrap();
@@ -348,7 +364,7 @@ async fn another_nodes_checks_hold_back_and_let_go_this_nodes_orders() {
 
     let passing = Check::pass(CheckId::PointsToEdge, "a.example.com points at the edge");
     f.store
-        .put_domain_checks(&a, &report(passing))
+        .put_domain_checks(&a, &report(&clock, passing))
         .await
         .unwrap();
     propagation.scan().await.unwrap();
@@ -358,6 +374,34 @@ async fn another_nodes_checks_hold_back_and_let_go_this_nodes_orders() {
     f.store.remove_domain(&a).await.unwrap();
     propagation.scan().await.unwrap();
     assert!(onboarding.latest(&a).is_none());
+}
+
+/// A removal found by the comparison of a node away past the tombstones drops the domain's
+/// report as one applied from its tombstone does: kept, it held back the name's orders should it
+/// come back (approved by `tls.ask` on this node, say).
+#[tokio::test]
+async fn a_removal_found_by_the_comparison_drops_the_domains_report() {
+    use crate::certs::IssueGate as _;
+
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let (onboarding, propagation) = checked_node(&f, &clock).await;
+    let a = Domain::parse("a.example.com").unwrap();
+    f.store.add_domain(&a, clock.clock().now()).await.unwrap();
+    f.store
+        .put_domain_checks(&a, &report(&clock, no_cname()))
+        .await
+        .unwrap();
+    propagation.scan().await.unwrap();
+    assert!(onboarding.hold(&a).is_some());
+
+    f.store.remove_domain(&a).await.unwrap();
+    prune_every_tombstone(&f.store, clock.clock().now()).await;
+    assert!(propagation.applied() < f.store.pruned_through().await.unwrap());
+    propagation.scan().await.unwrap();
+    assert!(!f.policy.is_registered(a.as_str()));
+    assert!(onboarding.latest(&a).is_none());
+    assert!(onboarding.hold(&a).is_none());
 }
 
 /// A changed row whose key does not read (a damaged row) is skipped with an error, and the
