@@ -110,15 +110,21 @@ impl Policy {
         self.fallbacks.get(name).map(|v| v.value().clone())
     }
 
-    /// Sets or clears the fallback URL of `name` (already checked as a destination; one that is
-    /// not a valid header value, which a checked URL never is, is cleared with a warning).
+    /// Sets or clears the fallback URL of `name`. Checked when it was set, and again here as a
+    /// link's destination is at every redirect: one a store holds that is not http(s), or not a
+    /// valid header value (written by hand, or by another program), is cleared with a warning.
     fn set_fallback(&self, name: &Domain, url: Option<&str>) {
-        match url.map(HeaderValue::from_str) {
-            Some(Ok(location)) => {
+        let checked = url.map(|url| {
+            HeaderValue::from_str(url)
+                .ok()
+                .filter(|_| crate::links::is_redirectable(url))
+        });
+        match checked {
+            Some(Some(location)) => {
                 self.fallbacks.insert(name.clone(), location);
             }
-            Some(Err(_)) => {
-                tracing::warn!(domain = %name, "stored fallback URL is not a valid Location; the recipient page is shown instead");
+            Some(None) => {
+                tracing::warn!(domain = %name, "stored fallback URL is not an http(s) URL fit for a Location; the recipient page is shown instead");
                 self.fallbacks.remove(name.as_str());
             }
             None => {

@@ -83,6 +83,16 @@ async fn a_fallback_is_served_while_its_domain_is_registered() {
         None,
         "registered again: no fallback"
     );
+    // Written to the store past the API's check: never a Location.
+    for bad in [
+        "javascript:alert(1)",
+        "data:text/html,x",
+        "ftp://example.com/",
+    ] {
+        store.set_fallback_url(&a, Some(bad)).await.unwrap();
+        p.register_record(&record(&store).await);
+        assert_eq!(p.fallback("a.example.com"), None, "{bad}");
+    }
 }
 
 #[tokio::test]

@@ -296,10 +296,7 @@ async fn a_name_removed_and_added_again_while_away_keeps_no_certificate_the_stor
 
 /// A node with onboarding checks (`edge-b`) over the fixture's store, and the report of `check`
 /// as the store keeps it.
-async fn checked_node(
-    f: &Fixture,
-    clock: &ManualClock,
-) -> (Arc<Onboarding>, Propagation) {
+async fn checked_node(f: &Fixture, clock: &ManualClock) -> (Arc<Onboarding>, Propagation) {
     use crate::onboarding::Settings as CheckSettings;
 
     let mut settings = CheckSettings::from_config(&crate::config::Config::default());
