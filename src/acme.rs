@@ -222,6 +222,7 @@ impl AcmeIssuer {
         account: &Account,
         domain: &Domain,
         replacing: Option<&StoredCert>,
+        claim: &dyn OrderClaim,
     ) -> Result<Order, IssueError> {
         match replacing {
             // NOTE: a first certificate is waited for by handshakes, which cannot wait for the
@@ -240,7 +241,12 @@ impl AcmeIssuer {
                     });
                 }
             }
-            Some(_) => self.budget.acquire().await.map_err(|e| failed(domain, e))?,
+            // The wait may be long: the claim (the lease, and the name still registered) is
+            // confirmed again before the order is placed.
+            Some(_) => {
+                self.budget.acquire().await.map_err(|e| failed(domain, e))?;
+                claim.confirm().await?;
+            }
         }
         let identifiers = [Identifier::Dns(domain.to_string())];
         let replaces = replacing.and_then(|c| certificate_id(c).ok());
@@ -273,7 +279,7 @@ impl AcmeIssuer {
         let mut order = match self.resumed(account, domain, claim).await {
             Some(order) => order,
             None => {
-                let order = self.new_order(account, domain, replacing).await?;
+                let order = self.new_order(account, domain, replacing, claim).await?;
                 *created = true;
                 // Kept before any challenge is answered: a node taking over resumes this order
                 // (an ARI `replaces` is sent once per certificate).

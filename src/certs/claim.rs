@@ -17,6 +17,7 @@ use crate::Domain;
 use crate::clock::Clock;
 use crate::errors::chain as error_chain;
 use crate::issuer::{IssueError, OrderClaim};
+use crate::policy::Policy;
 use crate::store::{Fence, LeaseRecord, Store, StoreError};
 
 /// How a node claims names: who it is, and how long a claim lasts without a heartbeat.
@@ -103,6 +104,8 @@ impl Holder {
 /// with no runtime left to run one, expires within its TTL.
 pub(super) struct Claim {
     store: Arc<dyn Store>,
+    /// Whether the name is still registered: a claim on a removed name no longer holds.
+    policy: Arc<Policy>,
     name: Domain,
     fence: Fence,
     order_url: Option<String>,
@@ -117,6 +120,7 @@ impl Claim {
     /// Takes the lease of `name`, or none while another node holds it.
     pub(super) async fn take(
         store: &Arc<dyn Store>,
+        policy: &Arc<Policy>,
         name: &Domain,
         settings: &ClaimSettings,
         clock: &Clock,
@@ -138,6 +142,7 @@ impl Claim {
         ));
         Ok(Some(Claim {
             store: store.clone(),
+            policy: policy.clone(),
             name: name.clone(),
             fence: lease.fence,
             order_url: lease.order_url,
@@ -235,7 +240,9 @@ impl OrderClaim for Claim {
     }
 
     async fn confirm(&self) -> Result<(), IssueError> {
-        if self.lost.load(Ordering::Relaxed) {
+        // A name removed meanwhile (while a renewal waited hours for the order budget, say) is
+        // not worth the CA's certificate: the store would refuse to keep it.
+        if self.lost.load(Ordering::Relaxed) || !self.policy.is_registered(self.name.as_str()) {
             return Err(self.lost());
         }
         // Asked of the store, not of the heartbeat's last word: a node that was stopped past

@@ -380,7 +380,7 @@ impl Certs {
 
     /// Takes the lease of `name` for this node; none while another node holds it.
     pub(super) async fn claim(&self, name: &Domain) -> Result<Option<Claim>, CertError> {
-        Claim::take(&self.store, name, &self.claims, &self.clock)
+        Claim::take(&self.store, &self.policy, name, &self.claims, &self.clock)
             .await
             .map_err(|e| CertError::unavailable(name, e))
     }

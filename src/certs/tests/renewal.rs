@@ -552,3 +552,23 @@ fn schedule_pops_in_time_order() {
     s.remove(&a);
     assert_eq!(s.pop_due(t(100)), Vec::<Domain>::new());
 }
+
+/// A claim on a name removed since it was taken no longer holds: an order confirms it after a
+/// renewal's wait for the order budget (hours, at worst) and before finalizing, so a removed
+/// name gets no certificate from the CA.
+#[tokio::test]
+async fn a_claim_on_a_removed_name_no_longer_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_issuer, _store, certs, name) = registered(dir.path()).await;
+    let claim = certs
+        .claim(&name)
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    claim.confirm().await.expect("held");
+    certs.policy.unregister(name.as_str()).await;
+    assert!(matches!(
+        claim.confirm().await,
+        Err(IssueError::ClaimLost { .. })
+    ));
+}
