@@ -224,29 +224,24 @@ impl AcmeIssuer {
         replacing: Option<&StoredCert>,
         claim: &dyn OrderClaim,
     ) -> Result<Order, IssueError> {
-        match replacing {
-            // NOTE: a first certificate is waited for by handshakes, which cannot wait for the
-            // budget's next order (one per `order_window / max_orders`): it fails at once and
-            // the name backs off, on every node. A renewal has time, and queues.
-            None => {
-                if let OrderTurn::Wait(next) = self
-                    .budget
-                    .try_acquire()
-                    .await
-                    .map_err(|e| failed(domain, e))?
-                {
-                    return Err(IssueError::OrderBudget {
-                        domain: domain.clone(),
-                        next,
-                    });
-                }
-            }
-            // The wait may be long: the claim (the lease, and the name still registered) is
-            // confirmed again before the order is placed.
-            Some(_) => {
-                self.budget.acquire().await.map_err(|e| failed(domain, e))?;
-                claim.confirm().await?;
-            }
+        // NOTE: a first certificate is waited for by handshakes, which cannot wait for the
+        // budget's next order (one per `order_window / max_orders`): it fails at once and the
+        // name backs off, on every node. A renewal has time, and queues for up to one
+        // `order_window`; past that it is rescheduled for its turn, not counted as failed.
+        let turn = match replacing {
+            None => self.budget.try_acquire().await,
+            Some(_) => self.budget.acquire_within(self.settings.order_window).await,
+        };
+        if let OrderTurn::Wait(next) = turn.map_err(|e| failed(domain, e))? {
+            return Err(IssueError::OrderBudget {
+                domain: domain.clone(),
+                next,
+            });
+        }
+        // The wait may have been long: the claim (the lease, and the name still registered) is
+        // confirmed again before the order is placed.
+        if replacing.is_some() {
+            claim.confirm().await?;
         }
         let identifiers = [Identifier::Dns(domain.to_string())];
         let replaces = replacing.and_then(|c| certificate_id(c).ok());
@@ -396,7 +391,8 @@ impl Issuer for AcmeIssuer {
         let mut created = false;
         let mut published = Vec::new();
         let result = tokio::time::timeout(
-            // The budget may queue the order; the order itself gets `order_timeout`.
+            // The budget may queue a renewal for up to `order_window`; the order itself gets
+            // `order_timeout` after that.
             self.settings.order_timeout + self.settings.order_window,
             self.order(
                 domain,

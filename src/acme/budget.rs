@@ -56,11 +56,15 @@ impl OrderBudget {
             .await
     }
 
-    /// Waits until a new order may be placed, and takes it from the budget.
-    pub async fn acquire(&self) -> Result<(), StoreError> {
+    /// Waits until a new order may be placed, and takes it from the budget; gives up once the
+    /// next turn is later than `within` from now, saying when it is (a renewal then waits
+    /// without counting a failure, instead of holding its lease for hours).
+    pub async fn acquire_within(&self, within: Duration) -> Result<OrderTurn, StoreError> {
+        let deadline = self.clock.now() + within;
         loop {
             let until = match self.try_acquire().await? {
-                OrderTurn::Taken => return Ok(()),
+                OrderTurn::Taken => return Ok(OrderTurn::Taken),
+                OrderTurn::Wait(until) if until > deadline => return Ok(OrderTurn::Wait(until)),
                 OrderTurn::Wait(until) => until,
             };
             let wait = until
@@ -140,14 +144,36 @@ mod tests {
             Duration::from_millis(50),
             Clock::system(),
         );
-        budget.acquire().await.unwrap();
+        let within = Duration::from_secs(1);
+        assert_eq!(
+            budget.acquire_within(within).await.unwrap(),
+            OrderTurn::Taken
+        );
         assert!(matches!(
             budget.try_acquire().await.unwrap(),
             OrderTurn::Wait(_)
         ));
-        tokio::time::timeout(Duration::from_secs(10), budget.acquire())
+        let turn = tokio::time::timeout(Duration::from_secs(10), budget.acquire_within(within))
             .await
-            .expect("the next token comes within its interval")
-            .unwrap();
+            .expect("the next token comes within its interval");
+        assert_eq!(turn.unwrap(), OrderTurn::Taken);
+    }
+
+    /// A turn further away than the caller would wait is said at once, not waited for: the
+    /// renewal is rescheduled for it, without counting a failure or holding its lease meanwhile.
+    #[tokio::test]
+    async fn a_turn_further_than_the_wait_is_said_not_waited_for() {
+        let (store, wall) = (store(), ManualClock::new(from_unix_secs(1_800_000_000)));
+        let window = Duration::from_secs(3 * 3600);
+        let budget = OrderBudget::new(store, "https://ca/dir", 1, window, wall.clock());
+        assert_eq!(budget.try_acquire().await.unwrap(), OrderTurn::Taken);
+        let next = wall.clock().now() + window;
+        let turn = tokio::time::timeout(
+            Duration::from_secs(10),
+            budget.acquire_within(Duration::from_secs(60)),
+        )
+        .await
+        .expect("said at once");
+        assert_eq!(turn.unwrap(), OrderTurn::Wait(next));
     }
 }
