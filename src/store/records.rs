@@ -47,7 +47,8 @@ impl Origin {
         }
     }
 
-    /// The origin `code` names ([`Origin::as_str`]); none for anything else.
+    /// The origin `code` names ([`Origin::as_str`]); none for anything else (a store reads that
+    /// as [`Origin::Admin`]).
     pub fn from_code(code: &str) -> Option<Origin> {
         match code {
             "admin" => Some(Origin::Admin),

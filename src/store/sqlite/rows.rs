@@ -55,7 +55,10 @@ pub(in crate::store) fn to_record(
 ) -> Result<DomainRecord, StoreError> {
     Ok(DomainRecord {
         name: Domain::parse(&name).map_err(|_| StoreError::Corrupt("domains.name"))?,
-        origin: Origin::from_code(&origin).ok_or(StoreError::Corrupt("domains.origin"))?,
+        // An origin this version does not know (a newer node's, in a rolling upgrade) only says
+        // why the name is there: it is served all the same, shown as an operator's. Refusing the
+        // row stopped every node of the old version from starting.
+        origin: Origin::from_code(&origin).unwrap_or(Origin::Admin),
         created_at: time(created_at),
         last_error: last_error.map(|detail| IssueFailure {
             kind: error_kind

@@ -50,6 +50,27 @@ fn commits_to_the_file_are_synced() {
     assert_eq!(journal, "wal");
 }
 
+/// A domain whose origin this version does not know (written by a newer node sharing the store)
+/// is read, as an operator's: refusing the row failed every start of every older node.
+#[tokio::test]
+async fn a_domain_of_an_origin_this_version_does_not_know_is_read_as_an_operators() {
+    let s = SqliteStore::in_memory().unwrap();
+    let a = d("a.example.com");
+    s.add_domain(&a, t(1)).await.unwrap();
+    s.conn
+        .lock()
+        .unwrap()
+        .execute(
+            "UPDATE domains SET origin = 'import' WHERE name = 'a.example.com'",
+            [],
+        )
+        .unwrap();
+    let all = s.domains().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].origin, Origin::Admin);
+    assert_eq!(s.domain(&a).await.unwrap().unwrap().origin, Origin::Admin);
+}
+
 /// A store that cannot be opened is named, with what to do: a directory that does not exist is
 /// not created (a typo in `store.path` would make one), and a file that is not a database is
 /// said to be one, not "configuring database".
