@@ -84,7 +84,8 @@ impl Policy {
     /// name's registration until the set here follows it. Store writes and answers are not
     /// ordered with the set otherwise: an add that read its row back, then a whole removal, then
     /// the add registering the row it read, would serve a name the store no longer holds, until
-    /// a restart. Never held on the request path.
+    /// a restart. Never held on a request; on a handshake only to record an `ask` approval (once
+    /// per name, or once per few seconds while the store fails).
     pub async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.changing.lock().await
     }

@@ -216,8 +216,9 @@ impl Ask {
     }
 
     /// True once the approval of `name` is recorded as a domain of origin `ask` (or `name` was
-    /// registered meanwhile); false when the store fails (the answer is kept: the next handshake
-    /// records it without asking).
+    /// registered meanwhile); false when the store fails. The approval is then remembered as a
+    /// failure, for at most [`FAILURE_TTL`]: while the store is down, a name's handshakes make one
+    /// write a while, under the membership lock admin writes need too, not one each.
     pub(super) async fn record(&self, name: &Domain) -> bool {
         match self.store.add_approved_domain(name, self.clock.now()).await {
             Ok(created) => {
@@ -228,6 +229,7 @@ impl Ask {
             }
             Err(e) => {
                 tracing::warn!(domain = %name, error = %error_chain(&e), "recording a domain tls.ask approved: refusing it for now");
+                self.answers.insert(name.clone(), Answer::Failed).await;
                 false
             }
         }

@@ -160,6 +160,27 @@ async fn an_endpoint_too_busy_to_answer_has_failed_not_denied() {
     assert_eq!(metrics.ask_requests.denied.get(), 0);
 }
 
+/// An approval the store could not record is refused, and not recorded again at each of the
+/// name's handshakes while the store is down (each write waits on the membership lock and on the
+/// store): it is asked about and recorded afresh after a failure's few seconds.
+#[tokio::test]
+async fn an_approval_the_store_could_not_record_is_not_retried_at_every_handshake() {
+    let server = AskServer::start().await;
+    let blips = crate::store::blips::Blips::over(Arc::new(SqliteStore::in_memory().unwrap()));
+    blips
+        .add_approved
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let metrics = Metrics::unregistered();
+    let clock = ManualClock::new(from_unix_secs(1_000)).clock();
+    let p = Policy::new([], Some(server.ask(blips.clone(), &metrics, clock, None)));
+    let ok = d("ok.example.com");
+    assert!(!p.allows(&ok).await, "not recorded: refused");
+    // The store answers again, but the failure is remembered: no write, no request.
+    assert!(!p.allows(&ok).await);
+    assert_eq!(server.hits(), 1);
+    assert!(blips.domains().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn an_unreachable_endpoint_refuses() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());

@@ -18,6 +18,8 @@ pub(crate) struct Blips {
     pub(crate) certificate: AtomicU32,
     /// How many of the next [`Store::put_certificate_fenced`] calls fail.
     pub(crate) put_fenced: AtomicU32,
+    /// How many of the next [`Store::add_approved_domain`] calls fail.
+    pub(crate) add_approved: AtomicU32,
     /// How many [`Store::certificate`] calls pass before those failures begin.
     pub(crate) certificate_after: AtomicU32,
     /// Holds the answers of [`Store::certificate`] calls once armed.
@@ -79,6 +81,7 @@ impl Blips {
             extend_lease: AtomicU32::new(0),
             certificate: AtomicU32::new(0),
             put_fenced: AtomicU32::new(0),
+            add_approved: AtomicU32::new(0),
             certificate_after: AtomicU32::new(0),
             stall_certificate: Stall::new(),
             stall_acquire: Stall::new(),
@@ -173,6 +176,7 @@ impl Store for Blips {
         name: &Domain,
         created_at: SystemTime,
     ) -> Result<bool, StoreError> {
+        Blips::blip(&self.add_approved)?;
         self.inner.add_approved_domain(name, created_at).await
     }
     async fn set_fallback_url(&self, name: &Domain, url: Option<&str>) -> Result<bool, StoreError> {
