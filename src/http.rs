@@ -341,7 +341,7 @@ impl<V: VerdictStage> Edge<V> {
             None => self.clicks.admit(conn.peer.ip()),
         };
         if !admitted {
-            return self.answer(answer, location);
+            return close_unread(&req, self.answer(answer, location));
         }
         let mut event = self.event(conn, &req, domain, link, method);
         let facts = Facts {
@@ -402,9 +402,9 @@ impl<V: VerdictStage> Edge<V> {
             let mut res = text(StatusCode::SERVICE_UNAVAILABLE, "try again\n");
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return res;
+            return close_unread(&req, res);
         }
-        self.answer(answer, location)
+        close_unread(&req, self.answer(answer, location))
     }
 
     /// A link's answer once it opened: the redirect, or an action link's confirm page or

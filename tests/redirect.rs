@@ -143,6 +143,30 @@ async fn a_click_that_asks_to_close_gets_its_whole_answer_then_close_notify() {
     assert_eq!(edge.wait_for_clicks(3).len(), 3);
 }
 
+/// A click or pixel request whose body is left unread (a GET with one, half sent) is answered
+/// with `Connection: close`: hyper closes such a connection after the answer, and a client not
+/// told so sends its next request into the closing socket.
+#[tokio::test]
+async fn an_answer_leaving_a_body_unread_says_the_connection_closes() {
+    let edge = Edge::start();
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    let path = reqwest::Url::parse(&link).unwrap().path().to_owned();
+    let pixel = "/o/anything";
+    for (path, status) in [(path.as_str(), " 302 Found\r\n"), (pixel, " 200 OK\r\n")] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nContent-Length: 5000\r\n\r\npart of it"
+        );
+        let (answer, _) = over_tls(&edge, request.as_bytes()).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.contains(status), "{path}: {answer}");
+        assert!(
+            answer.contains("\r\nconnection: close\r\n"),
+            "{path}: {answer}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn tampered_truncated_and_garbage_tokens_never_redirect() {
     let mut edge = Edge::start_with(common::HELD_CLICKS);

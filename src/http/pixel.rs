@@ -76,7 +76,7 @@ impl<V: VerdictStage> Edge<V> {
                 self.seen.forget(domain.as_str(), &message);
             }
         }
-        self.pixel()
+        super::close_unread(req, self.pixel())
     }
 
     /// An open pixel's answer: the same transparent GIF whatever the token, never cached, never
