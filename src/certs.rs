@@ -436,6 +436,9 @@ impl Certs {
             return Ok(());
         }
         let now = self.clock.now();
+        // An expired certificate still stored is a renewal that keeps failing: it stays on the
+        // schedule, to be tried again when its backoff says (not first at the next handshake).
+        let expired_stored = stored.as_ref().is_some_and(|c| c.not_after <= now);
         match stored.filter(|c| c.not_after > now) {
             // The certificate cached already (this node's own write, come back): kept as it
             // is, and its next check too.
@@ -453,7 +456,9 @@ impl Certs {
             },
             None => {
                 self.cache.invalidate(name);
-                lock(&self.schedule).remove(name);
+                if !expired_stored {
+                    lock(&self.schedule).remove(name);
+                }
             }
         }
         Ok(())

@@ -572,3 +572,16 @@ async fn a_claim_on_a_removed_name_no_longer_holds() {
         Err(IssueError::ClaimLost { .. })
     ));
 }
+
+/// A certificate that expired in the store (its renewal failing all along) stays on the renewal
+/// schedule when another node's change makes this one read it again: it was taken off, and only
+/// a handshake brought the name back.
+#[tokio::test]
+async fn an_expired_certificate_read_again_stays_scheduled() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (_issuer, certs, name, _) = issued_at(dir.path(), &clock).await;
+    clock.advance(Duration::from_secs(91 * 86_400));
+    certs.reload_name(&name).await.unwrap();
+    assert!(lock(&certs.schedule).by_name.contains_key(&name));
+}
