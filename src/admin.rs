@@ -79,9 +79,12 @@ impl AdminState {
     /// connections to the customer's addresses: with it a domain's checks run at most once per
     /// [`READ_CHECK_EVERY`] (sooner: `429` with the wait); the admin token is not bound.
     async fn check(&self, name: &Domain, scope: Scope) -> Result<DomainState, ApiError> {
-        // A name not registered is not remembered: its check answers 404.
+        // A name the store does not hold is not remembered: its check answers 404. One this node
+        // has not loaded yet (added on another node a moment ago) is bound all the same.
+        if scope == Scope::Read && !self.domains.is_registered(name) {
+            self.domains.stored(name).await?;
+        }
         if scope == Scope::Read
-            && self.domains.is_registered(name)
             && let Err(wait) = self.read_checks.try_at(name, self.clock.now())
         {
             return Err(ApiError::too_many(

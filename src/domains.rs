@@ -125,6 +125,12 @@ impl Domains {
         Ok(out)
     }
 
+    /// The record of `name` as the store holds it, whether or not this node serves it yet;
+    /// [`DomainError::NotRegistered`] if it holds none.
+    pub async fn stored(&self, name: &Domain) -> Result<DomainRecord, DomainError> {
+        self.registered(name).await
+    }
+
     /// One registered domain.
     pub async fn show(&self, name: &Domain) -> Result<DomainState, DomainError> {
         let record = self.registered(name).await?;
