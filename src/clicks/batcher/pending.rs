@@ -36,8 +36,9 @@ impl Waiter {
 }
 
 pub(super) struct Pending {
-    /// `clicks_dropped` and `verdict_revisions_lost`, for what a panic loses (see the `Drop`).
-    lost: (IntCounter, IntCounter),
+    /// `clicks_dropped`, `verdict_revisions_lost` and `clicks_rejected`, for what a panic loses
+    /// (see the `Drop`).
+    lost: (IntCounter, IntCounter, IntCounter),
     /// Encoded lines not yet written, in arrival order.
     buf: Vec<u8>,
     /// Clicks in `buf`.
@@ -61,6 +62,7 @@ impl Pending {
             lost: (
                 metrics.clicks_dropped.clone(),
                 metrics.verdict_revisions_lost.clone(),
+                metrics.clicks_rejected.clone(),
             ),
             buf: Vec::with_capacity(64 << 10),
             clicks: 0,
@@ -230,13 +232,18 @@ impl Pending {
 
 impl Drop for Pending {
     /// A panic unwinding through the writer: the buffered clicks and the revision lines held are
-    /// lost, and counted so. The synced clicks' waiters learn it from their dropped acks, which
-    /// count as rejected.
+    /// lost, and counted so; each synced click is counted as rejected here and its waiter told,
+    /// as the waiter may be gone (its client hung up, or it was answered 503 when the log
+    /// stalled) and could not count it.
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let (dropped, revisions_lost) = &self.lost;
+            let (dropped, revisions_lost, rejected) = &self.lost;
             dropped.inc_by(self.clicks - self.waiters.len() as u64);
             revisions_lost.inc_by(self.revisions);
+            for waiter in self.waiters.drain(..) {
+                rejected.inc();
+                let _ = waiter.ack.send(Err(ClickRejected::Stopped));
+            }
         }
     }
 }
