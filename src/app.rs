@@ -19,6 +19,7 @@ mod lock;
 mod mirror;
 mod probe;
 mod state;
+mod supervise;
 mod threads;
 mod tokens;
 
@@ -48,6 +49,7 @@ use clicks::ClickLog;
 use edge::RequestPath;
 pub use lock::{DataDirLock, LOCK_FILE, LockError};
 use state::State;
+use supervise::Supervisor;
 
 /// File under the data dir holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -85,6 +87,8 @@ pub struct App {
     delay: Duration,
     readiness: Arc<admin::Readiness>,
     reloadable: Reloadable,
+    /// The long-lived tasks' supervisor: which one panicked, if one did.
+    supervisor: Supervisor,
     _lock: DataDirLock,
 }
 
@@ -137,6 +141,7 @@ impl App {
 
         let (stop, stop_rx) = watch::channel(false);
         let connections = TaskTracker::new();
+        let supervisor = Supervisor::new();
         let mut serving = Serving::new(
             path.edge.clone(),
             &config.limits,
@@ -157,30 +162,44 @@ impl App {
             &path.acceptor,
             &serving,
             &connections,
+            &supervisor,
         )
         .await?;
         for listener in listeners.http {
-            tasks.push(tokio::spawn(serve::serve_http(listener, serving.clone())));
+            tasks.push(supervisor.spawn(
+                "HTTP accept loop",
+                serve::serve_http(listener, serving.clone()),
+            ));
         }
-        let cluster = background::spawn(
-            config, &state, &path, &metrics, &clock, &stop_rx, &mut tasks,
+        let (cluster, background) = background::spawn(
+            config,
+            &state,
+            &path,
+            &metrics,
+            &clock,
+            &stop_rx,
+            &supervisor,
         );
+        tasks.extend(background);
         // Stopped on its own, after the click writer: see `shutdown`.
         let shipper = shipper.map(|shipper| {
             let (stop, stop_rx) = watch::channel(false);
             ShipperTask {
                 stop,
-                task: tokio::spawn(shipper.run(stop_rx)),
+                task: supervisor.spawn("click shipper", shipper.run(stop_rx)),
             }
         });
         if let Some(listener) = listeners.metrics {
-            tasks.push(tokio::spawn(serve::serve_admin(
-                listener,
-                admin::metrics_router(registry.clone()),
-                &config.limits,
-                connections.clone(),
-                stop_rx.clone(),
-            )));
+            tasks.push(supervisor.spawn(
+                "metrics listener",
+                serve::serve_admin(
+                    listener,
+                    admin::metrics_router(registry.clone()),
+                    &config.limits,
+                    connections.clone(),
+                    stop_rx.clone(),
+                ),
+            ));
         }
         let reloadable = Reloadable {
             keys: state.keys.clone(),
@@ -203,13 +222,16 @@ impl App {
             public_url: config.onboarding.public_url.clone(),
             read_checks: crate::onboarding::OncePer::new(admin::READ_CHECK_EVERY),
         }));
-        tasks.push(tokio::spawn(serve::serve_admin(
-            listeners.admin,
-            admin_router,
-            &config.limits,
-            connections.clone(),
-            stop_rx,
-        )));
+        tasks.push(supervisor.spawn(
+            "admin listener",
+            serve::serve_admin(
+                listeners.admin,
+                admin_router,
+                &config.limits,
+                connections.clone(),
+                stop_rx,
+            ),
+        ));
 
         // The store is loaded and every listener bound and served: traffic is welcome.
         readiness.set(true);
@@ -225,6 +247,7 @@ impl App {
             delay: config.shutdown_delay,
             readiness,
             reloadable,
+            supervisor,
             _lock: lock,
         })
     }
@@ -248,6 +271,11 @@ impl App {
             certificates,
             link_keys,
         })
+    }
+
+    /// Once a long-lived task has ended in a panic, its name: the edge must stop (exit 1).
+    pub async fn failed(&self) -> &'static str {
+        self.supervisor.failed().await
     }
 
     /// Where the edge listens (useful with port 0).
@@ -305,9 +333,8 @@ impl App {
         // the next start.
         if let Some(shipper) = self.shipper {
             let _ = shipper.stop.send(true);
-            if shipper.task.await.is_err() {
-                tracing::error!("the click shipper panicked");
-            }
+            // A panic is the supervisor's to say (below).
+            let _ = shipper.task.await;
         }
         // The writer logged why it dropped what it dropped.
         let lost = self.clicks_dropped.get() - dropped_before;
@@ -316,6 +343,9 @@ impl App {
                 "stopped, but {lost} clicks could not be written while stopping (see the errors \
                  above): they are lost"
             );
+        }
+        if let Some(task) = self.supervisor.failed_now() {
+            anyhow::bail!("stopped because the {task} task panicked (see the error above)");
         }
         tracing::info!("stopped");
         Ok(())

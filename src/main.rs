@@ -104,6 +104,8 @@ async fn serve(
     let mut again = false;
     let stop = loop {
         tokio::select! {
+            // A long-lived task died (a bug): stopped like a SIGTERM, then exit 1 (`shutdown`).
+            _ = app.failed() => break "a task's panic",
             event = next_signal(&mut signals) => match event {
                 Event::Stop(name) => break name,
                 Event::Reload if reloading.is_some() => again = true,

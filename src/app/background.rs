@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use super::HEARTBEAT_INTERVAL;
 use super::edge::RequestPath;
 use super::state::State;
+use super::supervise::Supervisor;
 use crate::clock::Clock;
 use crate::cluster::{Propagation, Settings as PropagationSettings, StatusReader};
 use crate::config::Config;
@@ -24,7 +25,8 @@ const NETWORKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a past day's visitor salt is looked for and dropped: within the hour after its day.
 const VISITOR_SALT_CHECK: Duration = Duration::from_secs(3600);
 
-/// Spawns the background tasks into `tasks`; returns what the admin API reads of the cluster.
+/// Spawns the background tasks, supervised; returns what the admin API reads of the cluster, and
+/// the tasks.
 pub(super) fn spawn(
     config: &Config,
     state: &State,
@@ -32,11 +34,18 @@ pub(super) fn spawn(
     metrics: &Metrics,
     clock: &Clock,
     stop: &watch::Receiver<bool>,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Arc<StatusReader> {
+    supervisor: &Supervisor,
+) -> (Arc<StatusReader>, Vec<JoinHandle<()>>) {
+    let mut tasks = Vec::new();
     let certs = &state.certs;
-    tasks.push(tokio::spawn(certs.clone().run_maintenance(stop.clone())));
-    tasks.push(tokio::spawn(certs.clone().fill_mirror(stop.clone())));
+    tasks.push(supervisor.spawn(
+        "certificate maintenance",
+        certs.clone().run_maintenance(stop.clone()),
+    ));
+    tasks.push(supervisor.spawn(
+        "certificate mirror",
+        certs.clone().fill_mirror(stop.clone()),
+    ));
     let propagation = Arc::new(
         Propagation::new(
             state.store.clone(),
@@ -54,32 +63,42 @@ pub(super) fn spawn(
         .with_onboarding(state.onboarding.clone())
         .with_id_shared_gauge(metrics.cluster_node_id_shared.clone()),
     );
-    tasks.push(tokio::spawn(propagation.clone().run(stop.clone())));
+    tasks.push(supervisor.spawn("change propagation", propagation.clone().run(stop.clone())));
     if let Some(visitors) = &path.visitors {
-        tasks.push(tokio::spawn(visitors.clone().expire(
-            clock.clone(),
-            VISITOR_SALT_CHECK,
-            stop.clone(),
-        )));
+        tasks.push(
+            supervisor.spawn(
+                "visitor salt expiry",
+                visitors
+                    .clone()
+                    .expire(clock.clone(), VISITOR_SALT_CHECK, stop.clone()),
+            ),
+        );
     }
     if let Some(file) = config.clicks.networks_file.clone() {
-        tasks.push(tokio::spawn(path.catalogue.clone().watch(
-            file,
-            NETWORKS_RELOAD_INTERVAL,
-            stop.clone(),
-        )));
+        tasks.push(
+            supervisor.spawn(
+                "networks file watch",
+                path.catalogue
+                    .clone()
+                    .watch(file, NETWORKS_RELOAD_INTERVAL, stop.clone()),
+            ),
+        );
     }
-    tasks.push(tokio::spawn(
-        state
-            .onboarding
-            .clone()
-            .run_periodic(certs.clone(), stop.clone()),
-    ));
-    Arc::new(StatusReader::new(
+    tasks.push(
+        supervisor.spawn(
+            "onboarding rechecks",
+            state
+                .onboarding
+                .clone()
+                .run_periodic(certs.clone(), stop.clone()),
+        ),
+    );
+    let status = Arc::new(StatusReader::new(
         state.store.clone(),
         propagation,
         OrderRate::per_window(config.acme.max_orders.get(), config.acme.order_window),
         HEARTBEAT_INTERVAL,
         clock.clone(),
-    ))
+    ));
+    (status, tasks)
 }

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+use super::supervise::Supervisor;
 use crate::http::serve::{self, Serving};
 use crate::tls::Acceptor;
 
@@ -24,15 +25,21 @@ pub(super) async fn serve_https(
     acceptor: &Arc<Acceptor>,
     serving: &Serving,
     connections: &TaskTracker,
+    supervisor: &Supervisor,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     if threads == 0 {
-        return Ok(accept_loops(https.into_iter().flatten(), acceptor, serving));
+        return Ok(accept_loops(
+            https.into_iter().flatten(),
+            acceptor,
+            serving,
+            supervisor,
+        ));
     }
     let mut copies: Vec<_> = https.into_iter().map(Vec::into_iter).collect();
     let mut tasks = Vec::with_capacity(threads);
     for i in 0..threads {
         let listeners = copies.iter_mut().filter_map(Iterator::next).collect();
-        tasks.push(on_thread(i, listeners, acceptor, serving, connections).await?);
+        tasks.push(on_thread(i, listeners, acceptor, serving, connections, supervisor).await?);
     }
     Ok(tasks)
 }
@@ -47,6 +54,7 @@ async fn on_thread(
     acceptor: &Arc<Acceptor>,
     serving: &Serving,
     connections: &TaskTracker,
+    supervisor: &Supervisor,
 ) -> anyhow::Result<JoinHandle<()>> {
     let listeners = listeners
         .into_iter()
@@ -54,6 +62,7 @@ async fn on_thread(
         .collect::<std::io::Result<Vec<_>>>()
         .context("taking an HTTPS listener to its thread")?;
     let (acceptor, serving, connections) = (acceptor.clone(), serving.clone(), connections.clone());
+    let supervisor = supervisor.clone();
     let (started, starting) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
     let (done, accepting) = tokio::sync::oneshot::channel::<()>();
     // The runtime is made, used and dropped on the thread: a runtime may not be dropped inside
@@ -87,7 +96,7 @@ async fn on_thread(
                     }
                 };
                 let _ = started.send(Ok(()));
-                for l in accept_loops(listeners, &acceptor, &serving) {
+                for l in accept_loops(listeners, &acceptor, &serving, &supervisor) {
                     let _ = l.await;
                 }
                 drop(done);
@@ -104,14 +113,20 @@ async fn on_thread(
     }))
 }
 
-/// An accept loop per listener, spawned on the current runtime.
+/// An accept loop per listener, spawned (supervised) on the current runtime.
 fn accept_loops(
     listeners: impl IntoIterator<Item = TcpListener>,
     acceptor: &Arc<Acceptor>,
     serving: &Serving,
+    supervisor: &Supervisor,
 ) -> Vec<JoinHandle<()>> {
     listeners
         .into_iter()
-        .map(|l| tokio::spawn(serve::serve_https(l, acceptor.clone(), serving.clone())))
+        .map(|l| {
+            supervisor.spawn(
+                "HTTPS accept loop",
+                serve::serve_https(l, acceptor.clone(), serving.clone()),
+            )
+        })
         .collect()
 }
