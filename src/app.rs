@@ -104,13 +104,14 @@ struct Reloadable {
     certs: Arc<Certs>,
 }
 
-/// What a reload found in the store.
-#[derive(Debug, Clone, Copy)]
+/// What a reload found in the store, each part on its own: one failing (the store away for a
+/// moment) does not keep the other from being read.
+#[derive(Debug)]
 pub struct Reloaded {
     /// Certificates stored; the in-memory cache reloads each from the store at its next handshake.
-    pub certificates: usize,
+    pub certificates: anyhow::Result<usize>,
     /// Link keys now opening tokens.
-    pub link_keys: usize,
+    pub link_keys: anyhow::Result<usize>,
 }
 
 impl App {
@@ -254,23 +255,23 @@ impl App {
 
     /// Re-reads the link keys and the certificates from the store (SIGHUP), for changes made
     /// outside this process; requests go on being served meanwhile, and no click is touched.
-    pub async fn reload(&self) -> anyhow::Result<Reloaded> {
+    pub async fn reload(&self) -> Reloaded {
         let link_keys = self
             .reloadable
             .keys
             .reload()
             .await
-            .context("reloading link keys")?;
+            .context("reloading link keys");
         let certificates = self
             .reloadable
             .certs
             .reload()
             .await
-            .context("reloading certificates")?;
-        Ok(Reloaded {
+            .context("reloading certificates");
+        Reloaded {
             certificates,
             link_keys,
-        })
+        }
     }
 
     /// Once a long-lived task has ended in a panic, its name: the edge must stop (exit 1).

@@ -332,11 +332,13 @@ async fn reload(app: &App, config_path: Option<&Path>, log_filter: &LogFilter) {
             None
         }
     };
-    match app.reload().await {
-        Ok(r) => tracing::info!(
-            certificates = r.certificates,
-            link_keys = r.link_keys,
-            log = filter.as_deref().unwrap_or("(unchanged)"),
+    let reloaded = app.reload().await;
+    let log = filter.as_deref().unwrap_or("(unchanged)");
+    match (&reloaded.certificates, &reloaded.link_keys) {
+        (Ok(certificates), Ok(link_keys)) => tracing::info!(
+            certificates,
+            link_keys,
+            log,
             "SIGHUP: reloaded certificates and link keys from the store{}; other config changes \
              take effect at restart",
             if filter.is_some() {
@@ -345,10 +347,19 @@ async fn reload(app: &App, config_path: Option<&Path>, log_filter: &LogFilter) {
                 ""
             }
         ),
-        Err(e) => tracing::warn!(
-            error = %format!("{e:#}"),
-            "SIGHUP: reloading from the store failed; serving on with what was loaded"
-        ),
+        // Each part says whether it was reloaded: one may have been though the other failed.
+        (certificates, link_keys) => {
+            let said = |part: &anyhow::Result<usize>| match part {
+                Ok(n) => format!("reloaded ({n})"),
+                Err(e) => format!("failed, serving on with what was loaded: {e:#}"),
+            };
+            tracing::warn!(
+                certificates = %said(certificates),
+                link_keys = %said(link_keys),
+                log,
+                "SIGHUP: reloading from the store failed in part; run it again once the store answers"
+            );
+        }
     }
     // Last, so the lines above are logged whatever the new filter lets through. The config
     // validated the filter: it parses.
