@@ -58,6 +58,10 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// while its last heartbeat is at most three of these old).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The longest wait at a stop for the click log's last write (every queued click written and
+/// synced): far more than it takes on a disk that answers.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
 /// Where a started edge listens.
 #[derive(Debug, Clone)]
 pub struct Addrs {
@@ -80,6 +84,8 @@ pub struct App {
     clicks: ClickWriter,
     /// `clickedge_clicks_dropped_total`: what it gains while stopping is lost for good.
     clicks_dropped: prometheus::IntCounter,
+    /// `clickedge_clicks_queued`: what a last write that never finishes leaves behind.
+    clicks_queued: prometheus::IntGauge,
     /// With `clicks.stream`, the shipper: stopped after `clicks`.
     shipper: Option<ShipperTask>,
     grace: Duration,
@@ -243,6 +249,7 @@ impl App {
             tasks,
             clicks: click_writer,
             clicks_dropped: metrics.clicks_dropped.clone(),
+            clicks_queued: metrics.clicks_queued.clone(),
             shipper,
             grace: config.shutdown_grace,
             delay: config.shutdown_delay,
@@ -321,12 +328,22 @@ impl App {
             tracing::warn!(grace = ?self.grace, "connections still open after the grace period; closing them");
         }
         let clicks = self.clicks;
-        if tokio::task::spawn_blocking(move || clicks.close())
-            .await
-            .is_err()
-        {
-            tracing::error!("flushing clicks failed");
-        }
+        let flush = tokio::task::spawn_blocking(move || clicks.close());
+        let stalled = match tokio::time::timeout(FINAL_FLUSH, flush).await {
+            Ok(Ok(())) => false,
+            Ok(Err(_)) => {
+                tracing::error!("flushing clicks failed");
+                false
+            }
+            Err(_) => {
+                tracing::error!(
+                    wait_secs = FINAL_FLUSH.as_secs(),
+                    queued = self.clicks_queued.get(),
+                    "the click log's last write did not finish in time (a disk that stopped answering?): stopping without it"
+                );
+                true
+            }
+        };
         // The shipper stops only now, after the writer's last write: its final drain ships the
         // clicks written while connections drained and at the flush, and waits for the
         // acknowledgements in flight, within `FINAL_DRAIN` (so a NATS that is away delays the
@@ -343,6 +360,13 @@ impl App {
             anyhow::bail!(
                 "stopped, but {lost} clicks could not be written while stopping (see the errors \
                  above): they are lost"
+            );
+        }
+        if stalled {
+            anyhow::bail!(
+                "stopped, but the click log's last write did not finish within {}s: the clicks \
+                 it held may be lost",
+                FINAL_FLUSH.as_secs()
             );
         }
         if let Some(task) = self.supervisor.failed_now() {

@@ -32,7 +32,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // What is left running (a click log's last write on a disk that stopped answering, work
+    // left at the grace's end) does not hold back the exit: dropping the runtime would wait for
+    // its blocking tasks for ever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", errors::chain(e.as_ref()));

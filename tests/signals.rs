@@ -286,10 +286,7 @@ async fn a_reload_failing_in_part_says_which_part_took() {
         .unwrap();
     edge.signal("HUP");
     let log = edge.wait_for_log("SIGHUP: reloading from the store failed in part", 1);
-    let line = log
-        .lines()
-        .find(|l| l.contains("failed in part"))
-        .unwrap();
+    let line = log.lines().find(|l| l.contains("failed in part")).unwrap();
     assert!(line.contains("link_keys=reloaded (1)"), "{line}");
     assert!(
         line.contains("certificates=failed, serving on with what was loaded"),
