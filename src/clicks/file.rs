@@ -308,8 +308,20 @@ impl FileSink {
                 }
             }
         }
-        let path = match naming::close(&f.path) {
-            Ok(closed) => closed,
+        // Once renamed the file goes by its closed name, whatever the directory's sync says:
+        // retention must find it by that name to delete it at the cap or its age.
+        let path = match naming::rename_closed(&f.path) {
+            Ok(closed) => {
+                if let Err(e) = naming::sync_dir_of(&closed) {
+                    self.metrics.click_sink_errors.inc();
+                    tracing::error!(
+                        path = %closed.display(),
+                        error = %e,
+                        "syncing the click directory after closing a file: a crash may bring back its open name, which the next start closes again"
+                    );
+                }
+                closed
+            }
             Err(e) => {
                 self.metrics.click_sink_errors.inc();
                 tracing::error!(

@@ -137,6 +137,14 @@ pub(super) fn create_next(
 /// directory, so the closed name survives a crash. Returns the closed path (`path` itself if it
 /// was closed already). Refuses to replace a file that has the closed name.
 pub(super) fn close(path: &Path) -> io::Result<PathBuf> {
+    let closed = rename_closed(path)?;
+    sync_dir_of(&closed)?;
+    Ok(closed)
+}
+
+/// [`close`] without the directory's sync: once renamed the file has its closed name whatever
+/// the sync says, and the caller must go on with that name.
+pub(super) fn rename_closed(path: &Path) -> io::Result<PathBuf> {
     let Some(closed) = path
         .to_str()
         .and_then(|p| p.strip_suffix(OPEN))
@@ -155,10 +163,15 @@ pub(super) fn close(path: &Path) -> io::Result<PathBuf> {
         ));
     }
     std::fs::rename(path, &closed)?;
-    if let Some(dir) = closed.parent() {
-        File::open(dir)?.sync_all()?;
-    }
     Ok(closed)
+}
+
+/// Syncs the directory holding `path`, so that a name given to a file in it survives a crash.
+pub(super) fn sync_dir_of(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 fn file_name(t: SystemTime) -> String {
