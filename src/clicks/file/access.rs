@@ -55,6 +55,13 @@ pub(super) fn prepare_dir(dir: &Path, access: Access) -> io::Result<()> {
         .recursive(true)
         .mode(access.dir_mode())
         .create(dir)?;
+    if !existed {
+        // The new directory's own entry made durable, before an acknowledged click can depend
+        // on it (its parents, if they were made too, are the data dir's, made at each start).
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
     let mode = std::fs::metadata(dir)?.permissions().mode();
     let wanted = (mode & !PERMISSION_BITS) | access.dir_mode();
     if mode == wanted {
