@@ -325,7 +325,7 @@ impl App {
             .await
             .is_err()
         {
-            tracing::warn!(grace = ?self.grace, "connections still open after the grace period; closing them");
+            tracing::warn!(grace = ?self.grace, "connections still open after the grace period: left to the exit, the clicks they answer from now on are counted as dropped");
         }
         let clicks = self.clicks;
         let flush = tokio::task::spawn_blocking(move || clicks.close());
