@@ -491,11 +491,27 @@ fn a_bad_nats_url_is_refused_without_its_password() {
         .env("CLICKEDGE_NATS_URL", given)
         .output()
         .unwrap();
-    for out in [from_flag, from_env] {
+    // A password with a '/' in it (not percent-encoded: why it is no URL) is hidden too.
+    let slashed = Command::new(bin())
+        .current_dir(dir.path())
+        .args([
+            "clicks",
+            "follow",
+            "--nats-url",
+            "nats://reader:s3/cret@127.0.0.1:4222",
+        ])
+        .env_remove("CLICKEDGE_CONFIG")
+        .output()
+        .unwrap();
+    for (out, shown) in [
+        (from_flag, "nats://***@[::1/x"),
+        (from_env, "nats://***@[::1/x"),
+        (slashed, "nats://***@127.0.0.1:4222"),
+    ] {
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("--nats-url"), "{stderr}");
-        assert!(stderr.contains("nats://***@[::1/x"), "{stderr}");
-        assert!(!stderr.contains("s3cret"), "{stderr}");
+        assert!(stderr.contains(shown), "{stderr}");
+        assert!(!stderr.contains("s3"), "{stderr}");
     }
 }

@@ -271,19 +271,15 @@ async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
     }
 }
 
-/// A new ordered consumer on `stream` starting at `from`, and its messages: tried every second
-/// until NATS answers.
 /// `--nats-url` parsed here rather than by clap, whose error would repeat the value, password
 /// and all.
 fn nats_url(given: &str) -> anyhow::Result<url::Url> {
     url::Url::parse(given).map_err(|e| {
-        // The user and password end at the last '@' before the path; shown as `***`.
+        // Everything up to the last '@' may be a user and password, any character in them
+        // (one that does not belong is what made it no URL): shown as `***`.
         let authority = given.find("://").map_or(0, |i| i + 3);
-        let end = given[authority..]
-            .find('/')
-            .map_or(given.len(), |i| authority + i);
-        let shown = match given[authority..end].rfind('@') {
-            Some(at) => format!("{}***{}", &given[..authority], &given[authority + at..]),
+        let shown = match given.rfind('@').filter(|&at| at >= authority) {
+            Some(at) => format!("{}***{}", &given[..authority], &given[at..]),
             None => given.to_owned(),
         };
         anyhow::anyhow!(
@@ -292,6 +288,8 @@ fn nats_url(given: &str) -> anyhow::Result<url::Url> {
     })
 }
 
+/// A new ordered consumer on `stream` starting at `from`, and its messages: tried every second
+/// until NATS answers.
 async fn reopen(stream: &jetstream::stream::Stream, from: DeliverPolicy) -> Ordered {
     loop {
         tokio::time::sleep(REOPEN_EVERY).await;
