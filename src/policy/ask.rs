@@ -65,7 +65,7 @@ pub struct AskSettings {
 
 /// What the endpoint said about a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
+pub(super) enum Answer {
     /// A direct `200`.
     Allowed,
     /// Any other status, redirects included.
@@ -84,16 +84,34 @@ fn not_an_answer(status: StatusCode) -> bool {
 }
 
 /// Approvals and denials live for the cache TTL, failures for less.
-struct AnswerExpiry {
-    ttl: Duration,
+pub(super) struct AnswerExpiry {
+    pub(super) ttl: Duration,
+}
+
+impl AnswerExpiry {
+    fn ttl_of(&self, answer: Answer) -> Duration {
+        match answer {
+            Answer::Failed => self.ttl.min(FAILURE_TTL),
+            Answer::Allowed | Answer::Denied => self.ttl,
+        }
+    }
 }
 
 impl moka::Expiry<Domain, Answer> for AnswerExpiry {
     fn expire_after_create(&self, _: &Domain, answer: &Answer, _: Instant) -> Option<Duration> {
-        Some(match answer {
-            Answer::Failed => self.ttl.min(FAILURE_TTL),
-            Answer::Allowed | Answer::Denied => self.ttl,
-        })
+        Some(self.ttl_of(*answer))
+    }
+
+    /// An answer replaced (an approval the store could not record, now a failure) lives as its
+    /// new kind does, not for what was left of the old one's.
+    fn expire_after_update(
+        &self,
+        _: &Domain,
+        answer: &Answer,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.ttl_of(*answer))
     }
 }
 

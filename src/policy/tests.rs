@@ -181,6 +181,27 @@ async fn an_approval_the_store_could_not_record_is_not_retried_at_every_handshak
     assert!(blips.domains().await.unwrap().is_empty());
 }
 
+/// A replaced answer lives as its new kind does: an approval turned failure (not recorded) is
+/// asked about again within seconds, not at the end of the approval's `ask_cache_ttl`.
+#[test]
+fn an_answer_replaced_by_a_failure_expires_as_a_failure() {
+    use moka::Expiry as _;
+    let expiry = ask::AnswerExpiry {
+        ttl: std::time::Duration::from_secs(3600),
+    };
+    let name = d("ok.example.com");
+    let now = Instant::now();
+    let left = Some(std::time::Duration::from_secs(3599));
+    assert_eq!(
+        expiry.expire_after_update(&name, &ask::Answer::Failed, now, left),
+        Some(ask::FAILURE_TTL)
+    );
+    assert_eq!(
+        expiry.expire_after_create(&name, &ask::Answer::Allowed, now),
+        Some(std::time::Duration::from_secs(3600))
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_endpoint_refuses() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
