@@ -31,7 +31,9 @@ use crate::certs::Certs;
 use crate::clicks::opens::{OpenClass, SeenOpens};
 use crate::clicks::privacy::Privacy;
 use crate::clicks::verdict::{Class, Facts, NoVerdict, VerdictStage};
-use crate::clicks::{ClickEvent, ClickQueue, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated};
+use crate::clicks::{
+    ClickEvent, ClickQueue, ClickRejected, MAX_REFERER_BYTES, MAX_UA_BYTES, Truncated,
+};
 use crate::clock::from_unix_secs;
 use crate::links::{self, Role, SharedKeyRing};
 use crate::metrics::{Metrics, outcome};
@@ -380,14 +382,16 @@ impl<V: VerdictStage> Edge<V> {
         // try again.
         let recorded = if let Some(token) = one_click {
             let recorded = self.clicks.push_synced(event).await.map(|()| true);
-            if recorded.is_ok() {
+            if matches!(recorded, Ok(_) | Err(ClickRejected::Stalled)) {
                 self.clicks.one_click_logged(token);
             }
             recorded
         } else {
             self.clicks.record(event).await
         };
-        if recorded != Ok(true) {
+        // A click answered 503 because the log stalled is still queued, to be written once the
+        // disk answers: it keeps its verdict handle and its implied open.
+        if !matches!(recorded, Ok(true) | Err(ClickRejected::Stalled)) {
             // Not logged: no later judgement may name it (a revision of a line that is not in
             // the log), and its implied open goes back.
             if let Some(handle) = handle {
