@@ -302,7 +302,7 @@ impl Certs {
                 }
                 match self.issue(name, None, claim).await {
                     Ok(entry) => return Ok(entry),
-                    Err(IssueOutcome::Failed(not_before)) => {
+                    Err(IssueOutcome::Failed(not_before) | IssueOutcome::Waits(not_before)) => {
                         return Err(backing_off(name, not_before));
                     }
                     // Issued but not usable, or not stored: a failure of the edge's own, backed
@@ -423,6 +423,8 @@ impl Certs {
         let (cert, entry) = match result {
             Ok(ok) => ok,
             Err(IssueOutcome::Superseded) => return Err(self.superseded(name)),
+            // Every name waits for the account: nothing of this one's failed.
+            Err(outcome @ IssueOutcome::Waits(_)) => return Err(outcome),
             Err(outcome) => {
                 self.metrics.certs_failed.with_label_values(&[kind]).inc();
                 return Err(outcome);
@@ -484,6 +486,11 @@ impl Certs {
     ) -> IssueOutcome {
         let failure = e.failure();
         let now = self.clock.now();
+        // The account's order budget spent, or a rate limit of the whole account: every name
+        // waits, and this one has not failed.
+        let waits = matches!(e, IssueError::OrderBudget { .. })
+            || matches!(e, IssueError::RateLimited { limit, until: Some(_), .. }
+                if limit.scope() == RateLimitScope::Account);
         let not_before = match e {
             IssueError::OrderBudget { next, .. } => {
                 self.backoff.waits_for_budget(name, failure, *next).await
@@ -520,12 +527,24 @@ impl Certs {
             }
             _ => "certificate issuance failed",
         };
-        tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "{what}");
+        match e {
+            // A renewal has time: the certificate it replaces keeps serving meanwhile.
+            IssueError::OrderBudget { .. } if serving_until.is_some() => {
+                tracing::info!(domain = %name, retry_at = %rfc3339(not_before.until), "renewal waits for the account's order budget (acme.max_orders per acme.order_window); the current certificate keeps serving");
+            }
+            _ => {
+                tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "{what}");
+            }
+        }
         if serving_until.is_some() {
             self.schedule_at(name, not_before.until);
             self.wake.notify_one();
         }
-        IssueOutcome::Failed(not_before)
+        if waits {
+            IssueOutcome::Waits(not_before)
+        } else {
+            IssueOutcome::Failed(not_before)
+        }
     }
 }
 
@@ -533,6 +552,9 @@ impl Certs {
 pub(super) enum IssueOutcome {
     /// The issuer failed; recorded, backing off.
     Failed(NotBefore),
+    /// No order could be placed before `NotBefore::until` for any name (the account's order
+    /// budget spent, or a rate limit of the whole account): recorded, not a failure of the name.
+    Waits(NotBefore),
     /// The certificate could not be used or stored.
     Unusable(LoadError),
     /// The claim was lost to another node, which does the work: nothing written or recorded.

@@ -309,6 +309,8 @@ impl Certs {
                 self.schedule_at(name, now + self.claims.ttl);
                 return self.serving(name, &current);
             }
+            // Scheduled by `issue`, at the time the account may order again: not a failure.
+            Err(IssueOutcome::Waits(_)) => return self.serving(name, &current),
             // Scheduled by `issue`, at the retry time.
             Err(IssueOutcome::Failed(not_before)) => not_before.cause.detail,
             // Issued but not usable or not stored: nothing backs off, so check again soon.

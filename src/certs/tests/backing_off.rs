@@ -110,6 +110,34 @@ async fn a_spent_order_budget_holds_a_name_back_until_it_refills_without_a_failu
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 4);
 }
 
+/// A renewal that finds the account's order budget spent is rescheduled for the budget's turn,
+/// and is no failed renewal: neither counted nor among the renewals failing (alerts fire on
+/// those), and the name's failures do not grow.
+#[tokio::test]
+async fn a_renewal_waiting_for_the_order_budget_is_not_a_failed_renewal() {
+    let renewal::DueForRenewal {
+        wall,
+        issuer,
+        store,
+        certs,
+        name,
+        _dir,
+    } = renewal::due_for_renewal().await;
+    let next = wall.clock().now() + Duration::from_secs(600);
+    *lock(&issuer.budget_spent_until) = Some(next);
+    certs
+        .renew(&name)
+        .await
+        .expect("the current certificate serves");
+    assert_eq!(
+        certs.metrics.renewals.with_label_values(&["failed"]).get(),
+        0
+    );
+    assert_eq!(certs.metrics.renewals_failing.get(), 0);
+    assert_eq!(record(&store, &name).await.failures, 0);
+    assert_eq!(lock(&certs.schedule).by_name.get(&name), Some(&next));
+}
+
 /// A rate limit of the name's own (here the duplicate certificate limit, two hours away) pauses
 /// that name until the time the CA named, not the first minute of its backoff, and counts as
 /// its failure; one of the whole account pauses it until then without a failure of its own.

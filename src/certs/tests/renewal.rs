@@ -149,16 +149,16 @@ const RENEWAL_DUE: Duration = Duration::from_secs(65 * 24 * 3600);
 
 /// `a.example.com` registered, issued its certificate, and the clock moved to when that is due
 /// for renewal.
-struct DueForRenewal {
-    wall: ManualClock,
-    issuer: Arc<Counting>,
-    store: Arc<dyn Store>,
-    certs: Arc<Certs>,
-    name: Domain,
-    _dir: tempfile::TempDir,
+pub(super) struct DueForRenewal {
+    pub(super) wall: ManualClock,
+    pub(super) issuer: Arc<Counting>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) certs: Arc<Certs>,
+    pub(super) name: Domain,
+    pub(super) _dir: tempfile::TempDir,
 }
 
-async fn due_for_renewal() -> DueForRenewal {
+pub(super) async fn due_for_renewal() -> DueForRenewal {
     let dir = tempfile::tempdir().unwrap();
     let wall = ManualClock::starting_now();
     let (issuer, store, certs) = setup_at(dir.path(), &wall);
