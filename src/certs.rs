@@ -122,6 +122,10 @@ pub struct Certs {
     /// Names whose last renewal attempt here failed (`clickedge_certificate_renewals_failing`):
     /// until a renewal succeeds, here or on another node, or the name is removed.
     renewals_failing: dashmap::DashSet<Domain>,
+    /// Names whose renewal information could not be had at their last check here: warned of
+    /// once, not at every check of hours apart until the lifetime rule renews them (a
+    /// certificate the CA does not know, from the directory used before, fails every time).
+    ari_failing: dashmap::DashSet<Domain>,
 }
 
 /// How long a held-back name found with nothing stored fails from memory before a handshake
@@ -180,6 +184,7 @@ impl Certs {
             no_valid: dashmap::DashMap::new(),
             held_unstored: dashmap::DashMap::new(),
             renewals_failing: dashmap::DashSet::new(),
+            ari_failing: dashmap::DashSet::new(),
         }
     }
 
@@ -388,6 +393,7 @@ impl Certs {
         self.no_valid.remove(name);
         self.held_unstored.remove(name);
         self.renewal_failing(name, false);
+        self.ari_failing.remove(name);
         self.backoff.forget(name);
         // Likewise under the schedule's lock (`Certs::schedule_at`).
         lock(&self.schedule).remove(name);

@@ -222,7 +222,11 @@ impl Certs {
             .map_err(|e| CertError::unavailable(name, e))?
             .ok_or_else(|| CertError::unavailable(name, LoadError::NothingToRenew))?;
         let now = self.clock.now();
-        match self.issuer.renewal_window(name, &current).await {
+        let info = self.issuer.renewal_window(name, &current).await;
+        if info.is_ok() && self.ari_failing.remove(name).is_some() {
+            tracing::info!(domain = %name, "renewal information available again");
+        }
+        match info {
             Ok(Some(w)) => {
                 let frac = schedule::cert_fraction(&current.chain_pem);
                 let at = schedule::ari_renew_at(w.start, w.end, frac);
@@ -244,7 +248,11 @@ impl Certs {
                 let due = now >= schedule::default_renew_at(nb, na, 1.0);
                 match info {
                     Err(e) => {
-                        tracing::warn!(domain = %name, error = %error_chain(&e), "renewal information unavailable");
+                        if self.ari_failing.insert(name.clone()) {
+                            tracing::warn!(domain = %name, error = %error_chain(&e), "renewal information unavailable; asked again within hours (said again only once it was had)");
+                        } else {
+                            tracing::debug!(domain = %name, error = %error_chain(&e), "renewal information still unavailable");
+                        }
                         if !due {
                             // Asked again within hours, not when the lifetime rule says.
                             self.schedule_polling(name, &current);

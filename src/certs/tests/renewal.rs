@@ -56,7 +56,9 @@ async fn renewal_information_is_asked_for_within_hours_of_issuance_and_of_a_fail
 
     *lock(&issuer.renewal_info) = Some(Err(()));
     clock.advance(Duration::from_secs(3600));
-    certs.renew(&name).await.unwrap();
+    let (renewed, log) = logged_async(Level::WARN, certs.renew(&name)).await;
+    renewed.unwrap();
+    assert!(log.contains("renewal information unavailable"), "{log}");
     let next = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
     assert!(
         hours(next) < 6,
@@ -64,6 +66,15 @@ async fn renewal_information_is_asked_for_within_hours_of_issuance_and_of_a_fail
         hours(next)
     );
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 1, "nothing renewed");
+    // Failing at every check (a certificate the CA does not know): said once, not every time.
+    clock.advance(Duration::from_secs(6 * 3600));
+    let (renewed, log) = logged_async(Level::WARN, certs.renew(&name)).await;
+    renewed.unwrap();
+    assert!(log.is_empty(), "{log}");
+    *lock(&issuer.renewal_info) = None;
+    let (renewed, log) = logged_async(Level::INFO, certs.renew(&name)).await;
+    renewed.unwrap();
+    assert!(log.contains("renewal information available again"), "{log}");
 }
 
 /// Every check of one window names the certificate's own point of it: a point drawn afresh from
