@@ -99,8 +99,11 @@ pub enum IssueError {
     },
     /// The claim on the name's certificate work was lost (its lease expired or another node
     /// took it over): the work stopped before the CA's last step, and nothing was written.
-    /// Another node's work, not a failure of the name.
-    #[error("the claim on {domain}'s certificate work was lost to another node")]
+    /// Another node's work, or a name removed meanwhile: not a failure of the name.
+    #[error(
+        "the claim on {domain}'s certificate work no longer holds (lost to another node, or the \
+         domain removed)"
+    )]
     ClaimLost {
         /// The name.
         domain: Domain,

@@ -557,7 +557,8 @@ pub(super) enum IssueOutcome {
     Waits(NotBefore),
     /// The certificate could not be used or stored.
     Unusable(LoadError),
-    /// The claim was lost to another node, which does the work: nothing written or recorded.
+    /// The claim was lost to another node, which does the work, or the name was removed:
+    /// nothing written or recorded.
     Superseded,
 }
 
