@@ -122,7 +122,9 @@ pub fn verdict(
     let Some(set) = set else {
         return Verdict::NoRecords;
     };
-    let known = |tag: &str| ["issue", "issuewild", "iodef"].contains(&tag);
+    // As Let's Encrypt knows them: `issuemail` (RFC 9495, S/MIME) too, so a critical one does
+    // not hold back a TLS certificate.
+    let known = |tag: &str| ["issue", "issuewild", "iodef", "issuemail"].contains(&tag);
     if let Some(r) = set
         .records
         .iter()
@@ -142,6 +144,21 @@ pub fn verdict(
     let (mut excluded, mut bound, mut malformed) = (None, None, None);
     for (value, IssueValue { issuer, params }) in &issue {
         if !identities.iter().any(|i| i == issuer) {
+            // The CA compares the name as written: `LetsEncrypt.org` or `letsencrypt.org.` is
+            // another CA's to it.
+            if let Some(id) = identities
+                .iter()
+                .find(|i| issuer.trim_end_matches('.').eq_ignore_ascii_case(i))
+            {
+                malformed = Some(Verdict::Malformed(
+                    id.clone(),
+                    (*value).to_owned(),
+                    format!(
+                        "the CA compares its name exactly as written, and {:?} is not {id:?}",
+                        escape(issuer)
+                    ),
+                ));
+            }
             continue;
         }
         let params = match params {
@@ -155,6 +172,19 @@ pub fn verdict(
                 continue;
             }
         };
+        // RFC 8657 §3: a property with two `accounturi` can match no account; Let's Encrypt
+        // refuses two `validationmethods` too.
+        if let Some(twice) = ["accounturi", "validationmethods"]
+            .into_iter()
+            .find(|t| params.iter().filter(|(k, _)| k == t).count() > 1)
+        {
+            malformed = Some(Verdict::Malformed(
+                issuer.clone(),
+                (*value).to_owned(),
+                format!("{twice} is given twice, which matches nothing"),
+            ));
+            continue;
+        }
         let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         if let Some(allowed) = param("validationmethods") {
             // RFC 8657 §4: a method that is not one is a malformed record, not one left out.
@@ -227,7 +257,7 @@ fn lets_encrypt_v1_url(ours: &str) -> Option<String> {
 /// An `issue` value (RFC 8659 §4.2), split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueValue {
-    /// The issuer domain, lowercase; empty for `;`.
+    /// The issuer domain as written (a CA compares it so); empty for `;`.
     pub issuer: String,
     /// Its `tag=value` parameters (tags lowercase), or why they do not parse as a CA parses
     /// them: the record then allows no CA.
@@ -236,17 +266,13 @@ pub struct IssueValue {
 
 /// Splits an `issue` value as a CA does (RFC 8659 §4.2): spaces and tabs around the issuer,
 /// the tags and the values are allowed, as is one `;` with nothing after it; a parameter without
-/// `=`, an empty one (`;;`), a tag of other than letters, digits and inner hyphens, or a value
-/// with a space, a control character or a non-ASCII byte (`validationmethods=http-01,
-/// tls-alpn-01`) makes the record malformed.
+/// `=`, an empty one (`;;`), a tag of other than letters and digits (RFC 8659 allows inner
+/// hyphens, Let's Encrypt does not), or a value with a space, a control character or a
+/// non-ASCII byte (`validationmethods=http-01, tls-alpn-01`) makes the record malformed.
 pub fn parse_issue_value(value: &str) -> IssueValue {
     let wsp = |c: char| c == ' ' || c == '\t';
     let mut parts = value.split(';');
-    let issuer = parts
-        .next()
-        .unwrap_or("")
-        .trim_matches(wsp)
-        .to_ascii_lowercase();
+    let issuer = parts.next().unwrap_or("").trim_matches(wsp).to_owned();
     let rest: Vec<&str> = parts.collect();
     let params = match rest.as_slice() {
         [] => Ok(Vec::new()),
@@ -265,11 +291,7 @@ fn parse_parameter(p: &str, wsp: impl Fn(char) -> bool + Copy) -> Result<(String
         ));
     };
     let (tag, value) = (tag.trim_matches(wsp), value.trim_matches(wsp));
-    let tag_ok = !tag.is_empty()
-        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !tag.starts_with('-')
-        && !tag.ends_with('-');
-    if !tag_ok {
+    if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(format!(
             "the parameter tag {:?} is not letters and digits",
             escape(tag)

@@ -205,14 +205,14 @@ pub fn explain(name: &Domain, failure: &IssueFailure, retry_at: Option<&str>) ->
         ),
         FailureKind::Problem(AcmeProblem::RateLimited) => (
             "the CA's rate limit for this name or account was reached".to_owned(),
-            format!("Nothing to change: wait.{retry}"),
+            format!("Nothing to change on the domain: wait.{retry}"),
         ),
         FailureKind::RateLimited(RateLimitScope::Name) => (
             format!(
                 "the CA's rate limit for {name} was reached: orders for {name} are paused, other names keep getting certificates"
             ),
             format!(
-                "Wait: the CA allows {name} again at the time it named.{retry} If earlier attempts failed validation, fix what the checks above name first. If the CA's words link a page to unpause the name, the edge's operator can unpause it there."
+                "Nothing to change on the domain: wait, the CA allows {name} again at the time it named.{retry} If earlier attempts failed validation, fix what the checks above name first. If the CA's words link a page to unpause the name, the edge's operator can unpause it there."
             ),
         ),
         FailureKind::RateLimited(RateLimitScope::Account) => (
@@ -324,10 +324,11 @@ mod tests {
                 .0
                 .contains("policy forbids")
         );
+        // A rate limit is nothing the domain's owner can change: the status page says so.
         assert!(
             explain(&name(), &e("rateLimited"), None)
                 .1
-                .starts_with("Nothing to change")
+                .starts_with("Nothing to change on the domain")
         );
         assert!(
             explain(&name(), &e("connection"), None)
@@ -495,6 +496,8 @@ mod tests {
             "{}",
             operator.message
         );
+        // A paused name is nothing the domain's owner can change.
+        assert!(operator.waits_on_the_operator(), "{:?}", operator.fix);
         let customer = for_customer(operator, &paused);
         assert!(!customer.message.contains("jwt"), "{}", customer.message);
         assert!(

@@ -42,13 +42,23 @@ pub fn evaluate(view: &DnsView, s: &Settings, account: Option<&str>) -> Vec<Chec
         }
     }
     if let Ok(set) = &view.caa {
-        out.push(caa::check(
-            &view.name,
-            set.as_ref(),
-            s,
-            account,
-            gate && s.caa_blocks,
-        ));
+        let mut c = caa::check(&view.name, set.as_ref(), s, account, gate && s.caa_blocks);
+        // CAA records the name's CNAME reaches through the edge's own name are in the
+        // operator's zone (or its provider's): theirs to change, not the domain owner's.
+        let through_edge = set.as_ref().is_some_and(|set| {
+            set.alias.as_ref() == Some(&view.name)
+                && s.cname_target.as_ref().is_some_and(|target| {
+                    view.cname
+                        .as_ref()
+                        .is_ok_and(|chain| chain.contains(target))
+                })
+        });
+        if through_edge {
+            c.fix = c
+                .fix
+                .map(|f| format!("Tell the edge's operator: {}", lowercase_first(&f)));
+        }
+        out.push(c);
     }
     let zone = view
         .zone
@@ -194,7 +204,7 @@ fn resolves(f: &Found<'_>, s: &Settings, gate: bool) -> Check {
     );
     let fix = match &s.cname_target {
         Some(target) if f.chain.contains(target) => format!(
-            "{target} is the edge's own name and does not resolve: tell the edge's operator; nothing to change on your side."
+            "Tell the edge's operator: {target}, the edge's own name, does not resolve. Nothing to change on your side."
         ),
         _ if s.is_configured() => {
             let delete = existing(name, "CNAME", f.chain[0].as_str());

@@ -39,7 +39,50 @@ fn no_records_or_no_issue_property_allow_any_ca() {
 fn issue_for_our_identity_allows_with_or_without_parameters() {
     let s = set(&[
         (false, "issue", "other-ca.example"),
-        (false, "issue", "LetsEncrypt.org; validationmethods=http-01"),
+        (false, "issue", "letsencrypt.org; validationmethods=http-01"),
+    ]);
+    assert_eq!(
+        verdict(Some(&s), &le(), METHODS, None),
+        Verdict::Allowed("letsencrypt.org".into())
+    );
+}
+
+/// Let's Encrypt compares the issuer name as written: in capitals or with a final dot it names
+/// another CA, and the check says which spelling the CA reads.
+#[test]
+fn issue_for_our_identity_misspelled_allows_nothing_and_is_named() {
+    let name = Domain::parse("links.example.com").unwrap();
+    for value in [
+        "LetsEncrypt.org",
+        "letsencrypt.org.",
+        "LETSENCRYPT.ORG; accounturi=x",
+    ] {
+        let s = set(&[(false, "issue", value)]);
+        let v = verdict(Some(&s), &le(), METHODS, None);
+        assert!(
+            matches!(&v, Verdict::Malformed(id, v, why) if id == "letsencrypt.org" && v == value && why.contains("exactly as written")),
+            "{value}: {v:?}"
+        );
+        let c = check(&name, Some(&s), &Settings::example(), None, true);
+        assert_eq!(c.status, crate::onboarding::CheckStatus::Fail, "{value}");
+        let fix: Vec<String> = c.fix_records.iter().map(|r| r.line()).collect();
+        assert_eq!(
+            fix,
+            [
+                format!("example.com. IN CAA 0 issue \"{value}\""),
+                "example.com. 300 IN CAA 0 issue \"letsencrypt.org\"".into()
+            ]
+        );
+    }
+}
+
+/// A critical `issuemail` (RFC 9495, S/MIME) is a property Let's Encrypt knows: it holds back
+/// no TLS certificate.
+#[test]
+fn a_critical_issuemail_property_is_known() {
+    let s = set(&[
+        (false, "issue", "letsencrypt.org"),
+        (true, "issuemail", "ca.example"),
     ]);
     assert_eq!(
         verdict(Some(&s), &le(), METHODS, None),
@@ -304,7 +347,7 @@ fn values_with_control_characters_are_shown_escaped() {
     let c = check(&name, Some(&s), &settings, None, true);
     assert!(
         c.message
-            .contains("ca.example\\u{1b}[2j\\u{7}\\u{a}\\u{9b}31m\\u{2028}\\u{202e}"),
+            .contains("ca.example\\u{1b}[2J\\u{7}\\u{a}\\u{9b}31m\\u{2028}\\u{202e}"),
         "{}",
         c.message
     );
@@ -355,6 +398,15 @@ fn a_malformed_issue_record_allows_no_ca_and_is_named() {
             "no method name",
         ),
         ("letsencrypt.org; bad_tag=x", "not letters and digits"),
+        ("letsencrypt.org; x-note=a", "not letters and digits"),
+        (
+            "letsencrypt.org; accounturi=https://a.example/acct/1; accounturi=https://b.example/acct/2",
+            "accounturi is given twice",
+        ),
+        (
+            "letsencrypt.org; validationmethods=http-01; validationmethods=dns-01",
+            "validationmethods is given twice",
+        ),
     ] {
         let s = set(&[(false, "issue", value)]);
         let v = verdict(Some(&s), &le(), METHODS, None);
@@ -386,7 +438,7 @@ fn a_malformed_issue_record_allows_no_ca_and_is_named() {
         " letsencrypt.org ;\tvalidationmethods = http-01,tls-alpn-01 ",
         "letsencrypt.org;",
         "letsencrypt.org ; ",
-        "letsencrypt.org; validationmethods=http-01; accounturi=https://a.example/acct/1; x-y=z",
+        "letsencrypt.org; validationmethods=http-01; accounturi=https://a.example/acct/1; xy=z",
     ] {
         let s = set(&[(false, "issue", value)]);
         let v = verdict(Some(&s), &le(), METHODS, Some("https://a.example/acct/1"));

@@ -206,6 +206,44 @@ fn caa_for_another_ca_names_the_identity_to_allow() {
     );
 }
 
+/// CAA records reached through the edge's own name are the operator's to change: the status
+/// page tells the domain's owner there is nothing for them to do.
+#[test]
+fn caa_at_the_edges_own_name_is_the_operators_to_fix() {
+    let mut v = view(&["edge.example.net"], &["203.0.113.10"], &[]);
+    let caa = CaaSet {
+        owner: d("edge.example.net"),
+        alias: Some(d("links.customer.com")),
+        records: vec![CaaRecord {
+            flags: 0,
+            tag: "issue".into(),
+            value: "other-ca.example".into(),
+        }],
+    };
+    v.caa = Ok(Some(caa.clone()));
+    let checks = evaluate(&v, &settings(), None);
+    let c = find(&checks, CheckId::Caa);
+    assert_eq!(c.status, CheckStatus::Fail);
+    assert!(c.waits_on_the_operator(), "{:?}", c.fix);
+    // The same records at the customer's own CNAME target elsewhere are the customer's.
+    let mut v = view(&["lb.customer-cdn.net"], &["203.0.113.10"], &[]);
+    v.caa = Ok(Some(CaaSet {
+        owner: d("lb.customer-cdn.net"),
+        ..caa
+    }));
+    let c = find(&evaluate(&v, &settings(), None), CheckId::Caa).clone();
+    assert!(!c.waits_on_the_operator(), "{:?}", c.fix);
+}
+
+/// When the edge's own name does not resolve, nothing on the domain can fix it.
+#[test]
+fn the_edges_own_name_not_resolving_is_the_operators_to_fix() {
+    let checks = evaluate(&view(&["edge.example.net"], &[], &[]), &settings(), None);
+    let c = find(&checks, CheckId::Resolves);
+    assert_eq!(c.status, CheckStatus::Fail);
+    assert!(c.waits_on_the_operator(), "{:?}", c.fix);
+}
+
 #[test]
 fn unconfigured_edge_warns_and_blocks_nothing() {
     let mut s = settings();
