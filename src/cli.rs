@@ -188,7 +188,8 @@ pub enum Command {
         /// Where and how to reach the admin API.
         #[command(flatten)]
         client: ClientArgs,
-        /// Destination URL: http:// or https:// with a host, at most 4096 bytes.
+        /// Destination URL: http:// or https:// with a host, at most 4096 bytes, no user name or
+        /// password before the host.
         url: String,
         /// Link domain (must be registered; an internationalised name may be given in Unicode).
         #[arg(long)]

@@ -158,6 +158,13 @@ impl Edge {
     }
 }
 
+impl<V> Edge<V> {
+    /// What judges the clicks.
+    pub fn verdict(&self) -> &V {
+        &self.verdict
+    }
+}
+
 impl<V: VerdictStage> Edge<V> {
     /// Judges every click with `verdict` before it is logged.
     pub fn with_verdict<W: VerdictStage>(self, verdict: W) -> Edge<W> {

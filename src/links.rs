@@ -44,6 +44,13 @@ pub enum LinkError {
     /// The destination has whitespace where a URL cannot (a host copied with a space in it).
     #[error("url {0:?} contains whitespace where a URL cannot: remove it")]
     Whitespace(String),
+    /// A user name or password before the host: shown masked, the host after it.
+    #[error(
+        "url {0:?} has a user name or password before its host: a link does not carry \
+         credentials (every click line would show them, and browsers warn before following \
+         them); remove the part before the @"
+    )]
+    Credentials(String),
     /// The destination does not parse as a URL at all (a space in the host, a bad port, …).
     #[error("url {url:?} does not parse: {reason}")]
     Unparsable {
@@ -160,6 +167,13 @@ pub fn destination(url: &str) -> Result<String, LinkError> {
         || parsed.host_str().is_none_or(str::is_empty)
     {
         return Err(LinkError::BadUrl(url.into()));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let host = parsed.host_str().unwrap_or_default();
+        return Err(LinkError::Credentials(format!(
+            "{}://***@{host}/…",
+            parsed.scheme()
+        )));
     }
     let url = String::from(parsed);
     if url.len() > MAX_URL_LEN {
@@ -312,6 +326,17 @@ mod tests {
         assert_eq!(link.url, "https://example.com/a%20b");
         assert!(err("https://example.com:99999/", vec![]).contains("invalid port number"));
         assert!(err("https://example.com:99999/a b", vec![]).contains("invalid port number"));
+        // Credentials are refused, and not repeated in the refusal.
+        for url in [
+            "https://user:hunter2@example.com/",
+            "https://good.example@evil.example/",
+            "http://:hunter2@example.com/",
+        ] {
+            let e = err(url, vec![]);
+            assert!(e.contains("user name or password"), "{e}");
+            assert!(e.contains("://***@"), "{e}");
+            assert!(!e.contains("hunter2") && !e.contains("good.example"), "{e}");
+        }
         assert_eq!(
             err(ok, vec![("", "v".into())]),
             "a metadata key is empty: give each pair as KEY=VALUE"

@@ -105,8 +105,8 @@ pub struct Rewritten {
     pub text: Option<String>,
     /// The distinct links, by index.
     pub links: Vec<MintedLink>,
-    /// The pixel's URL, when asked: the one the HTML part carries already, if any, else a new
-    /// one.
+    /// The pixel's URL, when asked and the message has an HTML part: the one it carries
+    /// already, if any, else a new one.
     pub pixel: Option<String>,
     /// What became of the decoy, when asked.
     pub decoy: Option<Decoy>,
@@ -414,9 +414,9 @@ pub fn rewrite<M: Minter>(
         });
     }
     // A part that carries the edge's pixel already (rewritten before) gets no second one: two
-    // pixels would count every open twice.
-    let new_pixel = match (message.pixel, &found.pixel) {
-        (true, None) => Some(minter.pixel().map_err(RewriteError::MintPixel)?),
+    // pixels would count every open twice. A message without an HTML part has no place for one.
+    let new_pixel = match (message.pixel, message.html, &found.pixel) {
+        (true, Some(_), None) => Some(minter.pixel().map_err(RewriteError::MintPixel)?),
         _ => None,
     };
 

@@ -141,7 +141,7 @@ async fn every_open_names_who_fetched_it_and_tokens_that_do_not_open_write_nothi
             assert_eq!(l["url"], Value::Null, "{l}");
             assert_eq!(l["domain"], DOMAIN, "{l}");
             assert_eq!(l["message"]["id"], "m", "{l}");
-            assert_eq!(l["rules"], "r5+n2", "{l}");
+            assert_eq!(l["rules"], "r6+n2", "{l}");
             (
                 l["open_class"].as_str().unwrap(),
                 l["verdict"].as_str().unwrap(),

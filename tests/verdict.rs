@@ -113,7 +113,7 @@ async fn every_request_shape_gets_the_browsers_302_and_its_verdict_and_reasons_a
     let got: Vec<(String, Value, Value, &str)> = clicks_only(&lines)
         .into_iter()
         .map(|c| {
-            assert_eq!(c["rules"], "r5+n2");
+            assert_eq!(c["rules"], "r6+n2");
             (
                 c["message"]["id"].as_str().unwrap().to_owned(),
                 c["verdict"].clone(),
@@ -249,7 +249,7 @@ async fn a_burst_across_links_of_one_message_revises_the_earlier_clicks_by_click
     assert_eq!(r["click_id"], clicks[0]["click_id"]);
     assert_eq!(r["verdict"], "machine");
     assert_eq!(r["reasons"], json!(["burst"]));
-    assert_eq!(r["rules"], "r5+n2");
+    assert_eq!(r["rules"], "r6+n2");
     // Its own id, from the same sequence, different from every click's.
     let own = r["revision_id"].as_str().unwrap();
     assert!(clicks.iter().all(|c| c["click_id"] != own), "{lines:#?}");

@@ -22,6 +22,9 @@ use crate::store::OrderRate;
 /// How often `clicks.networks_file` is checked for changes.
 const NETWORKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often the verdict's message table drops expired entries and counts itself.
+const MESSAGE_TABLE_UPKEEP: Duration = Duration::from_secs(30);
+
 /// How often a past day's visitor salt is looked for and dropped: within the hour after its day.
 const VISITOR_SALT_CHECK: Duration = Duration::from_secs(3600);
 
@@ -74,6 +77,15 @@ pub(super) fn spawn(
             ),
         );
     }
+    let (edge, mut stopped) = (path.edge.clone(), stop.clone());
+    tasks.push(supervisor.spawn("message table upkeep", async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(MESSAGE_TABLE_UPKEEP) => edge.verdict().upkeep(),
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
+    }));
     if let Some(file) = config.clicks.networks_file.clone() {
         tasks.push(
             supervisor.spawn(

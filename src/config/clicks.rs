@@ -205,6 +205,15 @@ impl Clicks {
                     .into(),
             );
         }
+        let shortest = crate::clicks::verdict::messages::DECOY_WINDOW;
+        if self.message_ttl < shortest {
+            return Some(format!(
+                "clicks.message_ttl is {}; use at least {} (the decoy rule looks that far across \
+                 a source's clicks on a message, the burst rule 5s), for example \"10m\"",
+                humantime::format_duration(self.message_ttl),
+                humantime::format_duration(shortest)
+            ));
+        }
         let url = &self.nats_url;
         if !matches!(url.scheme(), "nats" | "tls") || url.host_str().is_none_or(str::is_empty) {
             return Some(format!(

@@ -218,6 +218,23 @@ fn lease_ttl_defaults_to_a_minute_and_must_leave_room_for_heartbeats() {
     assert!(err.contains("at least 3s"), "{err}");
 }
 
+/// A message table forgetting faster than the rules look back would silently judge no burst or
+/// decoy at all.
+#[test]
+fn message_ttl_must_cover_the_message_rules_windows() {
+    assert!(parse("[clicks]\nmessage_ttl = \"10s\"\n").is_ok());
+    for short in ["0s", "3s"] {
+        let err = parse(&format!("[clicks]\nmessage_ttl = \"{short}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("clicks.message_ttl is {short}")),
+            "{err}"
+        );
+        assert!(err.contains("at least 10s"), "{err}");
+    }
+}
+
 #[test]
 fn a_bad_value_is_shown_in_its_line_with_a_caret_and_expected_in_words() {
     let err = parse("[clicks]\nmax_file_bytes = 0\n")

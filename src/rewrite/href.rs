@@ -89,12 +89,15 @@ pub fn url_href(url: &str) -> Href {
     } else {
         url.into()
     };
-    // Protocol-relative (`//host/path`): a webmail page served over HTTPS follows it to
-    // `https://host/path`, so it is a link a browser follows, and none a sealed link carries as
-    // written.
-    if url.starts_with("//")
-        && url::Url::parse(&format!("https:{url}"))
-            .is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+    // Protocol-relative (`//host/path`, or with either slash a backslash, which a browser reads
+    // as one): a webmail page served over HTTPS follows it to `https://host/path`, so it is a
+    // link a browser follows, and none a sealed link carries as written.
+    let mut lead = url.chars();
+    if matches!(
+        (lead.next(), lead.next()),
+        (Some('/' | '\\'), Some('/' | '\\'))
+    ) && url::Url::parse(&format!("https:{url}"))
+        .is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
     {
         return Href::Untrackable {
             url: url.to_string(),

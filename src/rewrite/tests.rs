@@ -375,6 +375,38 @@ fn a_link_a_browser_follows_that_no_sealed_link_carries_refuses_the_message() {
     );
     let (out, _) = rewrite_html_result(r#"<a href="//x.example/sale" clicktracking="off">y</a>"#);
     assert!(out.unwrap().links.is_empty());
+    // A backslash for either slash, as a browser reads it, entity-written too.
+    for href in [
+        r"\\x.example/sale",
+        r"/\x.example/sale",
+        r"\/x.example/sale",
+        "/&#x5C;x.example/sale",
+    ] {
+        let (out, m) = rewrite_html_result(&format!(r#"<a href="{href}">y</a>"#));
+        let err = out.unwrap_err();
+        assert!(
+            matches!(err, RewriteError::Untrackable { .. }),
+            "{href}: {err}"
+        );
+        assert!(m.links.is_empty());
+    }
+}
+
+/// A pixel is an image in the HTML part: a message of text alone gets none, and says so.
+#[test]
+fn a_pixel_asked_for_a_message_without_html_is_none() {
+    let mut m = Recorder::default();
+    let out = rewrite(
+        Message {
+            text: Some("Hello https://shop.example/"),
+            pixel: true,
+            ..Message::default()
+        },
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(out.pixel, None);
+    assert_eq!(m.pixels, 0);
 }
 
 /// Rewrites a message of a text part alone, minting with `m`.

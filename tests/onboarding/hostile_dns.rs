@@ -197,7 +197,7 @@ async fn control_characters_from_dns_reach_neither_the_terminal_nor_the_log() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(unsafe_chars(&stdout), Vec::<char>::new(), "{stdout:?}");
     assert!(
-        stdout.contains("other-ca.example\\u{1b}[2j\\u{d}\\u{a}forged\\u{9b}31m"),
+        stdout.contains("other-ca.example\\u{1b}[2J\\u{d}\\u{a}forged\\u{9b}31m"),
         "{stdout}"
     );
 

@@ -229,7 +229,7 @@ impl MessageTable {
         findings
     }
 
-    /// Runs the cache's pending maintenance (evictions, expiry) now; for tests and the gauge.
+    /// Runs the cache's pending maintenance (evictions, expiry) now, and sets the entries gauge.
     pub fn sync(&self) {
         self.cache.run_pending_tasks();
         self.gauges
@@ -240,18 +240,21 @@ impl MessageTable {
 
 impl State {
     fn judge(&mut self, c: &Click<'_>, ttl_ms: u64) -> Findings {
+        // Either way: a click more than the TTL before the latest (a replay out of order, a
+        // clock stepped back) is another visit too.
         if self
             .last_ms
-            .is_some_and(|last| c.at_ms.saturating_sub(last) > ttl_ms)
+            .is_some_and(|last| c.at_ms.abs_diff(last) > ttl_ms)
         {
             *self = State::default();
         }
         self.last_ms = Some(self.last_ms.map_or(c.at_ms, |last| last.max(c.at_ms)));
         let mut f = Findings::default();
-        // Coverage is read against the links a person sees: the decoy is not one.
-        if c.role != Some(Role::Decoy) {
-            self.count_distinct(c.link);
-        }
+        // Coverage is read against the links a person sees: the decoy is not one. Only a click
+        // that reaches a link anew covers: once a source has covered the message, its clicks
+        // again on links it reached (a person behind the gateway's address, minutes later) are
+        // judged on their own.
+        let new_link = c.role != Some(Role::Decoy) && self.count_distinct(c.link);
         let near = |at: u64, window: Duration| {
             at.abs_diff(c.at_ms) <= u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
         };
@@ -266,7 +269,7 @@ impl State {
             }
         }
         f.burst = in_burst.len() + 1 >= BURST_LINKS;
-        f.coverage = c.count.is_some_and(|n| covers(self.distinct(), n));
+        f.coverage = new_link && c.count.is_some_and(|n| covers(self.distinct(), n));
         if f.coverage {
             f.revise.extend(self.older.drain(..).map(|handle| ToRevise {
                 handle,
@@ -305,13 +308,21 @@ impl State {
         f
     }
 
-    fn count_distinct(&mut self, link: Link) {
+    /// Counts `link` as reached by the source; whether it was not before.
+    fn count_distinct(&mut self, link: Link) -> bool {
         match link {
-            Link::Index(i) if i < INDEXED => self.indexed[i as usize / 64] |= 1 << (i % 64),
+            Link::Index(i) if i < INDEXED => {
+                let (word, bit) = (&mut self.indexed[i as usize / 64], 1 << (i % 64));
+                let new = *word & bit == 0;
+                *word |= bit;
+                new
+            }
             other => {
-                if !self.others.contains(&other) && self.others.len() < OTHERS {
+                let new = !self.others.contains(&other) && self.others.len() < OTHERS;
+                if new {
                     self.others.push(other);
                 }
+                new
             }
         }
     }
@@ -405,6 +416,23 @@ mod tests {
         let f = t.observe(&click(3, 180_000, 3));
         assert!(f.coverage && !f.burst);
         assert_eq!(f.handles(), [0, 1, 2]);
+    }
+
+    /// A gateway covers the message from an office's address; the person behind the same
+    /// address clicks a link it reached minutes later: judged on its own, not as coverage.
+    #[test]
+    fn a_link_clicked_again_after_coverage_is_not_coverage() {
+        let (t, _) = table(1 << 20);
+        let of_four = |link, at, handle| {
+            let mut c = click(link, at, handle);
+            c.count = Some(4);
+            c
+        };
+        for (i, at) in [(0, 0), (1, 300), (2, 600)] {
+            assert!(!t.observe(&of_four(i, at, u64::from(i))).coverage);
+        }
+        assert!(t.observe(&of_four(3, 900, 3)).coverage);
+        assert_eq!(t.observe(&of_four(0, 240_000, 4)), Findings::default());
     }
 
     /// Coverage and a burst at once: each earlier click is revised for what it was part of, the
@@ -518,6 +546,22 @@ mod tests {
         assert_eq!(f, Findings::default());
         let f = t.observe(&click(4, 720_002, 4));
         assert!(f.burst, "the table still remembers from there on");
+    }
+
+    /// A click more than the TTL before the latest (a replay out of order) starts afresh too:
+    /// clicks a day apart never add up to coverage.
+    #[test]
+    fn a_click_long_before_the_latest_starts_afresh() {
+        let (t, _) = table(1 << 20);
+        let day = 86_400_000;
+        let of_three = |link, at, handle| {
+            let mut c = click(link, at, handle);
+            c.count = Some(3);
+            c
+        };
+        t.observe(&of_three(0, 2 * day, 0));
+        t.observe(&of_three(1, day, 1));
+        assert!(!t.observe(&of_three(2, day + 1_000, 2)).coverage);
     }
 
     #[test]

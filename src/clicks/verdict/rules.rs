@@ -37,7 +37,7 @@ use crate::links::Role;
 use crate::metrics::Metrics;
 
 /// The version of the rules and the compiled-in catalogue, the click line's `"rules"`.
-pub const RULES_VERSION: &str = "r5+n2";
+pub const RULES_VERSION: &str = "r6+n2";
 
 /// The timing windows.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +143,12 @@ impl Rules {
         revise: Box<dyn Revise>,
     ) -> Rules {
         Rules::from_config(catalogue, config, metrics, revise, true)
+    }
+
+    /// Drops the message table's expired entries and sets its gauge: without clicks the table
+    /// does neither on its own (`serve` calls this every half minute).
+    pub fn upkeep(&self) {
+        self.table.sync();
     }
 
     /// [`Rules::configured`] for `classify --replay`: the message table's entries expire by the

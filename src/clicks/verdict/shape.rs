@@ -126,6 +126,9 @@ pub fn ua_marker(ua: &[u8]) -> Option<&'static str> {
     UaScan::of(ua).marker(ua)
 }
 
+/// The index of the bare `bot` marker in [`UA_MARKERS`].
+const BOT: usize = UA_MARKERS.len() - 1;
+
 /// Engine markers, searched in the same pass as [`UA_MARKERS`] (their pattern ids follow).
 const ENGINES: [&str; 4] = ["chrome/", "firefox/", "iphone", "ipad"];
 
@@ -160,6 +163,11 @@ impl UaScan {
         for m in MARKERS.find_overlapping_iter(ua) {
             let id = m.pattern().as_usize();
             match id.checked_sub(UA_MARKERS.len()) {
+                // A phone maker's name in an Android WebView's user agent (`CUBOT KINGKONG 9
+                // Build/…; wv`) is no bot.
+                None if id == BOT
+                    && m.start() >= 2
+                    && ua[m.start() - 2..m.start()].eq_ignore_ascii_case(b"cu") => {}
                 None => scan.marker = Some(scan.marker.map_or(id, |first| first.min(id))),
                 Some(0) => _ = scan.chrome.get_or_insert(m.end()),
                 Some(1) => _ = scan.firefox.get_or_insert(m.end()),
@@ -366,6 +374,17 @@ mod tests {
         }
         assert_eq!(ua_marker(CHROME.as_bytes()), None);
         assert_eq!(ua_marker(b"Mozilla/5.0 Chrome/420.0"), None);
+        assert_eq!(UA_MARKERS[BOT].0, "bot");
+        // A phone maker's name in Outlook's in-app browser on Android is no bot; a bot's name
+        // next to it still is.
+        let cubot = "Mozilla/5.0 (Linux; Android 13; CUBOT KINGKONG 9 Build/TP1A.220624.014; wv) \
+                     AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.230 \
+                     Mobile Safari/537.36";
+        assert_eq!(ua_marker(cubot.as_bytes()), None);
+        assert_eq!(
+            ua_marker(format!("{cubot} Cubot-bot/1").as_bytes()),
+            Some("ua:bot")
+        );
     }
 
     #[test]
@@ -378,10 +397,17 @@ mod tests {
     /// The marker search as it was written first: one case-insensitive scan per marker, in the
     /// list's order, then the old-Chrome check on the first `chrome/`.
     fn marker_by_scans(ua: &[u8]) -> Option<&'static str> {
-        if let Some((_, reason)) = UA_MARKERS
-            .iter()
-            .find(|(m, _)| find_ci(ua, m.as_bytes()).is_some())
-        {
+        // `bot` anywhere but in `cubot`.
+        let bot = |ua: &[u8]| {
+            (0..ua.len().saturating_sub(2)).any(|i| {
+                ua[i..i + 3].eq_ignore_ascii_case(b"bot")
+                    && !(i >= 2 && ua[i - 2..i].eq_ignore_ascii_case(b"cu"))
+            })
+        };
+        if let Some((_, reason)) = UA_MARKERS.iter().find(|(m, _)| match *m {
+            "bot" => bot(ua),
+            m => find_ci(ua, m.as_bytes()).is_some(),
+        }) {
             return Some(reason);
         }
         let version = &ua[find_ci(ua, b"chrome/")? + 7..];
@@ -397,7 +423,7 @@ mod tests {
                 proptest::prop_oneof![
                     proptest::sample::select(
                         UA_MARKERS.iter().map(|(m, _)| *m).chain(ENGINES)
-                            .chain(["Chrome/41.0", "chrome/4", "CHROME/39", "Firefox/95.0"])
+                            .chain(["Chrome/41.0", "chrome/4", "CHROME/39", "Firefox/95.0", "cu", "CUBOT"])
                             .collect::<Vec<_>>()
                     ).prop_map(str::to_owned),
                     "[ -~]{0,12}",
