@@ -10,7 +10,8 @@
 //! The latest report per domain is kept in memory and in the store. When the edge knows where
 //! names must point (`[onboarding] cname_target` or `addresses`), reports also hold back
 //! certificate orders while a blocking check fails (the [`IssueGate`] that `certs` consults,
-//! without I/O), and domains without a valid certificate are checked again periodically. With
+//! without I/O), and domains without a valid certificate, or whose renewal failed on what the
+//! checks see, are checked again periodically. With
 //! neither set, checks run only on request and never hold anything back.
 //!
 //! This module does not serve HTTP (the edge's HTTP listener answers the reachability nonces
@@ -420,7 +421,8 @@ impl Onboarding {
         let period = self.settings.recheck_interval;
         // Which names hold a certificate valid now: one read of every stored certificate's
         // lifetime per pass, made only if some name is due, instead of a certificate read (and
-        // a cache insertion) per name. Names with a valid certificate are never re-checked, so
+        // a cache insertion) per name. Names with a valid certificate are not re-checked (unless its
+        // renewal failed on what the checks see), so
         // their reports never turn fresh: without it every pass read them all.
         let mut valid: Option<HashSet<Domain>> = None;
         let mut pages = DomainPages::new(&*self.store);
@@ -432,18 +434,27 @@ impl Onboarding {
                 if fresh || lock(&self.running).contains_key(&record.name) {
                     continue;
                 }
-                if valid.is_none() {
-                    let lifetimes = self.store.cert_lifetimes().await?;
-                    valid = Some(
-                        lifetimes
-                            .into_iter()
-                            .filter(|l| l.not_after > now)
-                            .map(|l| l.domain)
-                            .collect(),
-                    );
-                }
-                if valid.as_ref().is_some_and(|v| v.contains(&record.name)) {
-                    continue;
+                // A renewal that failed on what the checks see (a CAA record changed since
+                // issuance) is checked again like a name without a certificate, so what the
+                // report shows is what the renewal met.
+                let renewal_failing = record
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|f| certificate::checks_cover(&f.kind));
+                if !renewal_failing {
+                    if valid.is_none() {
+                        let lifetimes = self.store.cert_lifetimes().await?;
+                        valid = Some(
+                            lifetimes
+                                .into_iter()
+                                .filter(|l| l.not_after > now)
+                                .map(|l| l.domain)
+                                .collect(),
+                        );
+                    }
+                    if valid.as_ref().is_some_and(|v| v.contains(&record.name)) {
+                        continue;
+                    }
                 }
                 while tasks.len() >= PERIODIC_CONCURRENCY {
                     tasks.join_next().await;

@@ -76,6 +76,43 @@ async fn a_pass_reads_certificate_lifetimes_once_not_each_certificate() {
     assert_eq!(few_queries, many_queries);
 }
 
+/// A name whose renewal failed on what the checks see (a CAA record changed since issuance) is
+/// checked again though its certificate is valid: its report shows what the renewal met. Other
+/// failures (a rate limit) leave it alone.
+#[tokio::test]
+async fn a_valid_name_whose_renewal_failed_on_what_checks_see_is_checked_again() {
+    let (store, _, _dir) = store_with(3, 0).await;
+    let name = |i: usize| Domain::parse(&format!("n{i}.example.com")).unwrap();
+    let failed = |kind: crate::store::FailureKind| IssueStatus {
+        last_error: Some(crate::store::IssueFailure {
+            kind,
+            detail: "refused".into(),
+        }),
+        failures: 1,
+        retry_at: None,
+    };
+    store
+        .set_status(
+            &name(0),
+            &failed(crate::store::FailureKind::Problem(
+                crate::store::AcmeProblem::Caa,
+            )),
+        )
+        .await
+        .unwrap();
+    store
+        .set_status(
+            &name(1),
+            &failed(crate::store::FailureKind::Problem(
+                crate::store::AcmeProblem::RateLimited,
+            )),
+        )
+        .await
+        .unwrap();
+    let (_, checked) = one_pass(&store).await;
+    assert_eq!(checked, [name(0)]);
+}
+
 /// Runs overlap: one that started later and ended first saw newer DNS (perhaps the customer's
 /// fix), so a run that started before it and ends after it leaves that report standing.
 #[tokio::test]
