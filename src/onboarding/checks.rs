@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use super::caa;
-use super::dns::{DnsFailure, DnsView, FailureKind, QUERY_TIMEOUT};
+use super::dns::{DnsFailure, DnsView, FailureKind, QUERY_TIMEOUT, cname_loop};
 use super::zone::{
     FixRecord, address_record, address_type, existing, guessed_zone, lines, list, plural, record,
 };
@@ -24,12 +24,20 @@ pub fn evaluate(view: &DnsView, s: &Settings, account: Option<&str>) -> Vec<Chec
     // Failures hold back orders only when the edge knows what the DNS should be.
     let gate = s.is_configured();
     let mut out = vec![dns_server(view, gate)];
-    if let (Ok(chain), Ok(a), Ok(aaaa)) = (&view.cname, &view.a, &view.aaaa) {
+    // A resolver may answer a CNAME loop's addresses with SERVFAIL: the loop is still what
+    // `resolves` names.
+    let looped = matches!(&view.cname, Ok(chain) if cname_loop(&view.name, chain));
+    let addresses = match (&view.a, &view.aaaa) {
+        (Ok(a), Ok(aaaa)) => Some((a.clone(), aaaa.clone())),
+        _ if looped => Some((Vec::new(), Vec::new())),
+        _ => None,
+    };
+    if let (Ok(chain), Some((a, aaaa))) = (&view.cname, addresses) {
         let found = Found {
             name: &view.name,
             chain,
-            v4: a.iter().copied().map(IpAddr::V4).collect(),
-            v6: aaaa.iter().copied().map(IpAddr::V6).collect(),
+            v4: a.into_iter().map(IpAddr::V4).collect(),
+            v6: aaaa.into_iter().map(IpAddr::V6).collect(),
         };
         let resolves = resolves(&found, s, gate);
         let resolved = resolves.status == CheckStatus::Pass;
@@ -158,6 +166,9 @@ fn dns_server(view: &DnsView, gate: bool) -> Check {
     );
     let name = &view.name;
     let fix = match &first.kind {
+        FailureKind::ServFail if matches!(&view.cname, Ok(c) if cname_loop(name, c)) => format!(
+            "The CNAMEs of {name} loop, which resolvers answer with SERVFAIL: the resolves check says which CNAME to change."
+        ),
         FailureKind::ServFail => format!(
             "SERVFAIL means the name servers of the zone holding {name} could not answer. Usually the delegation is broken (NS records at the registrar name servers that do not serve the zone) or DNSSEC does not match (a DS record at the registrar for a zone that is unsigned or signed with another key). Check the NS and DS records of your domain at your registrar and DNS provider, then check again. CAs refuse to issue while this lasts."
         ),
@@ -198,10 +209,21 @@ fn resolves(f: &Found<'_>, s: &Settings, gate: bool) -> Check {
         let add = wanted(name, s);
         return Check::fail(CheckId::Resolves, message, add_text(&add), gate).with_records(add);
     };
-    let message = format!(
-        "{name} is a CNAME to {}, but {last} has no A or AAAA record",
-        list(f.chain)
-    );
+    let message = if cname_loop(name, f.chain) {
+        format!(
+            "{name}'s CNAMEs loop ({name} → {}), so it resolves to no address",
+            f.chain
+                .iter()
+                .map(Domain::as_str)
+                .collect::<Vec<_>>()
+                .join(" → ")
+        )
+    } else {
+        format!(
+            "{name} is a CNAME to {}, but {last} has no A or AAAA record",
+            list(f.chain)
+        )
+    };
     let fix = match &s.cname_target {
         Some(target) if f.chain.contains(target) => format!(
             "Tell the edge's operator: {target}, the edge's own name, does not resolve. Nothing to change on your side."

@@ -59,7 +59,8 @@ pub struct DnsView {
     pub name: Domain,
     /// The resolvers asked, for messages (`127.0.0.1:53`, or the system's).
     pub servers: String,
-    /// The CNAME chain from the name: first hop first; empty if the name is no alias.
+    /// The CNAME chain from the name: first hop first; empty if the name is no alias. A chain
+    /// that loops ends with the name it comes back to.
     pub cname: Result<Vec<Domain>, DnsFailure>,
     /// IPv4 addresses of the name, after following CNAMEs.
     pub a: Result<Vec<Ipv4Addr>, DnsFailure>,
@@ -236,6 +237,8 @@ impl Dns {
         Ok(records.into_iter().filter_map(pick).collect())
     }
 
+    /// The CNAME chain from `name`, at most [`MAX_CNAME_HOPS`] long; a chain that loops ends
+    /// with the name it comes back to (see [`cname_loop`]).
     async fn cname_chain(&self, name: &Domain) -> Result<Vec<Domain>, DnsFailure> {
         let mut chain: Vec<Domain> = Vec::new();
         let mut at = name.clone();
@@ -248,13 +251,13 @@ impl Dns {
                     RData::CNAME(target) => Domain::parse(&target.0.to_ascii()).ok(),
                     _ => None,
                 });
-            match next {
-                Some(target) if target != *name && !chain.contains(&target) => {
-                    chain.push(target.clone());
-                    at = target;
-                }
-                _ => break,
+            let Some(target) = next else { break };
+            let looped = target == *name || chain.contains(&target);
+            chain.push(target.clone());
+            if looped {
+                break;
             }
+            at = target;
         }
         Ok(chain)
     }
@@ -408,6 +411,13 @@ pub async fn addresses(name: &Domain, servers: &[SocketAddr]) -> Result<Vec<IpAd
     let v4 = a?.into_iter().map(IpAddr::V4);
     let v6 = aaaa?.into_iter().map(IpAddr::V6);
     Ok(v4.chain(v6).collect())
+}
+
+/// Whether the CNAME `chain` of `name` loops: it ends with a name it came through.
+pub fn cname_loop(name: &Domain, chain: &[Domain]) -> bool {
+    chain
+        .split_last()
+        .is_some_and(|(last, before)| last == name || before.contains(last))
 }
 
 /// The names whose CAA records may apply to `name`: itself, then each parent, down to two

@@ -158,6 +158,44 @@ fn no_records_fails_with_the_record_to_add_and_skips_what_depends_on_it() {
     assert!(!checks.iter().any(|c| c.id == CheckId::PointsToEdge));
 }
 
+/// CNAMEs that loop resolve to nothing: `resolves` names the loop and the CNAME to replace,
+/// also when the resolver answers the loop's addresses with SERVFAIL (and then the DNS server
+/// check does not send the customer to their registrar's NS and DS records).
+#[test]
+fn a_cname_loop_is_named_with_the_cname_to_replace() {
+    for servfail in [false, true] {
+        let mut v = view(&["a.customer.com", "links.customer.com"], &[], &[]);
+        if servfail {
+            v.a = Err(DnsFailure {
+                name: "links.customer.com".into(),
+                record_type: "A",
+                kind: FailureKind::ServFail,
+            });
+        }
+        let checks = evaluate(&v, &settings(), None);
+        let c = find(&checks, CheckId::Resolves);
+        assert_eq!(c.status, CheckStatus::Fail, "{servfail}");
+        assert_eq!(
+            c.message,
+            "links.customer.com's CNAMEs loop (links.customer.com → a.customer.com → \
+             links.customer.com), so it resolves to no address"
+        );
+        let fix = c.fix.as_deref().unwrap();
+        assert!(
+            fix.starts_with("Delete the CNAME:\nlinks.customer.com. IN CNAME a.customer.com."),
+            "{fix}"
+        );
+        assert!(
+            fix.ends_with("links.customer.com. 300 IN CNAME edge.example.net."),
+            "{fix}"
+        );
+        if servfail {
+            let d = find(&checks, CheckId::DnsServer);
+            assert!(d.fix.as_deref().unwrap().contains("loop"), "{:?}", d.fix);
+        }
+    }
+}
+
 #[test]
 fn servfail_is_a_dns_server_failure_naming_the_resolver() {
     let mut v = view(&[], &[], &[]);

@@ -63,6 +63,8 @@ async fn zones() -> SocketAddr {
     let cname_of = |q: &str| match q {
         "links.customer.co.uk." | "links.eu.customer.com." => Some("old.provider.com."),
         "deep.eu.customer.com." => Some("edge.customer.com."),
+        "loop.customer.com." => Some("back.customer.com."),
+        "back.customer.com." => Some("loop.customer.com."),
         _ => None,
     };
     tokio::spawn(async move {
@@ -121,6 +123,23 @@ async fn the_zone_of_a_cnamed_name_is_its_parents() {
         let view = gather(&d(asked), &[server]).await;
         assert_eq!(view.zone, zone.map(d), "{asked}");
     }
+}
+
+/// CNAMEs that lead back: the chain ends with the name it came back to, which the checks
+/// name as a loop.
+#[tokio::test]
+async fn a_cname_chain_that_loops_ends_where_it_came_back() {
+    let server = zones().await;
+    let view = gather(&d("loop.customer.com"), &[server]).await;
+    assert_eq!(
+        view.cname,
+        Ok(vec![d("back.customer.com"), d("loop.customer.com")])
+    );
+    assert!(cname_loop(&view.name, view.cname.as_ref().unwrap()));
+    assert!(!cname_loop(
+        &d("links.customer.co.uk"),
+        &[d("old.provider.com")]
+    ));
 }
 
 #[tokio::test]
