@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
 use prometheus::{IntCounter, IntGauge};
 
 use crate::links::Role;
@@ -224,9 +225,18 @@ impl MessageTable {
         };
         // Put back to be weighed again (a few times in an entry's life: its room doubles).
         if grew {
-            self.cache.insert(key, state);
+            self.put_back(key, state);
         }
         findings
+    }
+
+    /// Puts `state` back under `key`, unless the entry was evicted meanwhile and another click
+    /// made a new one: overwriting it would lose that click.
+    fn put_back(&self, key: u64, state: Arc<Mutex<State>>) {
+        self.cache.entry(key).and_compute_with(|now| match now {
+            Some(e) if !Arc::ptr_eq(e.value(), &state) => Op::Nop,
+            _ => Op::Put(state),
+        });
     }
 
     /// Runs the cache's pending maintenance (evictions, expiry) now, and sets the entries gauge.
@@ -562,6 +572,20 @@ mod tests {
         t.observe(&of_three(0, 2 * day, 0));
         t.observe(&of_three(1, day, 1));
         assert!(!t.observe(&of_three(2, day + 1_000, 2)).coverage);
+    }
+
+    /// An entry evicted while a click was judged on it, and made anew by another click: the
+    /// first click's put-back leaves the new entry (and its click) standing.
+    #[test]
+    fn putting_an_entry_back_keeps_one_made_meanwhile() {
+        let (t, _) = table(1 << 20);
+        let (old, newer) = (Arc::default(), Arc::default());
+        t.cache.insert(7, Arc::clone(&newer));
+        t.put_back(7, Arc::clone(&old));
+        assert!(Arc::ptr_eq(&t.cache.get(&7).unwrap(), &newer));
+        t.cache.invalidate(&7);
+        t.put_back(7, Arc::clone(&old));
+        assert!(Arc::ptr_eq(&t.cache.get(&7).unwrap(), &old));
     }
 
     #[test]
