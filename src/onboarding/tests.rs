@@ -83,32 +83,18 @@ async fn a_pass_reads_certificate_lifetimes_once_not_each_certificate() {
 async fn a_valid_name_whose_renewal_failed_on_what_checks_see_is_checked_again() {
     let (store, _, _dir) = store_with(3, 0).await;
     let name = |i: usize| Domain::parse(&format!("n{i}.example.com")).unwrap();
-    let failed = |kind: crate::store::FailureKind| IssueStatus {
-        last_error: Some(crate::store::IssueFailure {
-            kind,
-            detail: "refused".into(),
-        }),
-        failures: 1,
-        retry_at: None,
-    };
-    store
-        .set_status(
-            &name(0),
-            &failed(crate::store::FailureKind::Problem(
-                crate::store::AcmeProblem::Caa,
-            )),
-        )
-        .await
-        .unwrap();
-    store
-        .set_status(
-            &name(1),
-            &failed(crate::store::FailureKind::Problem(
-                crate::store::AcmeProblem::RateLimited,
-            )),
-        )
-        .await
-        .unwrap();
+    use crate::store::{AcmeProblem, FailureKind, IssueFailure};
+    for (i, problem) in [(0, AcmeProblem::Caa), (1, AcmeProblem::RateLimited)] {
+        let failed = IssueStatus {
+            last_error: Some(IssueFailure {
+                kind: FailureKind::Problem(problem),
+                detail: "refused".into(),
+            }),
+            failures: 1,
+            retry_at: None,
+        };
+        store.set_status(&name(i), &failed).await.unwrap();
+    }
     let (_, checked) = one_pass(&store).await;
     assert_eq!(checked, [name(0)]);
 }
