@@ -40,6 +40,13 @@ pub enum DomainError {
          one of the edge's routes, /c/ or /o/); give the page it should lead to instead"
     )]
     FallbackIsEdgeLink(String),
+    /// The name is the status pages' own (`onboarding.public_url`), registered at every start.
+    #[error(
+        "domain {0} is where the status pages are served (onboarding.public_url): removed, every \
+         customer's status link would stop loading; take onboarding.public_url out of the \
+         config and restart first"
+    )]
+    StatusHost(Domain),
     /// The store failed.
     #[error("reading or writing domains in the store")]
     Store(#[from] StoreError),
@@ -83,6 +90,8 @@ pub struct Domains {
     /// Checks that saw nothing fixed (their previous run passed too) clear a name's backoff at
     /// most once per [`RESET_WITHOUT_A_FIX_EVERY`].
     resets_without_a_fix: OncePer,
+    /// The status pages' name (`onboarding.public_url`), which is not removed.
+    status_host: Option<Domain>,
 }
 
 /// Checks that pass, having passed before too, clear a name's backoff at most this often: the
@@ -108,7 +117,15 @@ impl Domains {
             onboarding,
             clock,
             resets_without_a_fix: OncePer::new(RESET_WITHOUT_A_FIX_EVERY),
+            status_host: None,
         }
+    }
+
+    /// These domains with the status pages served on `host`, which [`Domains::remove`]
+    /// refuses.
+    pub fn with_status_host(mut self, host: Option<Domain>) -> Domains {
+        self.status_host = host;
+        self
     }
 
     /// What the checks compare DNS against (the page shows customers where to point).
@@ -249,6 +266,9 @@ impl Domains {
     /// Unregisters `name`: handshakes for it fail from now on, and its certificate and checks
     /// are deleted. A name `tls.ask` approved is asked about afresh at its next handshake.
     pub async fn remove(&self, name: &Domain) -> Result<(), DomainError> {
+        if self.status_host.as_ref() == Some(name) {
+            return Err(DomainError::StatusHost(name.clone()));
+        }
         // The store first: a remove that fails (the database is unreachable) leaves the name
         // served here as on every other node. Not in the store (removed by another node whose
         // change has not arrived yet): forgotten here too.

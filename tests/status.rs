@@ -271,6 +271,21 @@ async fn wrong_expired_revoked_and_foreign_tokens_get_a_plain_404() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
+    // The status pages' own name is not removed: every shared link would stop loading.
+    dns.set_cname(OTHER, TARGET).await;
+    edge.add_domain(OTHER).await;
+    let (live, _) = share(&edge, OTHER, "1h").await;
+    let (status, body) = edge
+        .admin(Method::DELETE, &format!("/v1/domains/{STATUS}"), None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("onboarding.public_url")),
+        "{body}"
+    );
+    assert_eq!(get(&edge, &live).await.0, 200);
 }
 
 /// The customer's way through, in headless Chromium: the page of a broken domain shows the

@@ -87,7 +87,9 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> ApiError {
         let status = match &e {
             DomainError::NotRegistered(_) => StatusCode::NOT_FOUND,
-            DomainError::RemovedConcurrently(_) => StatusCode::CONFLICT,
+            DomainError::RemovedConcurrently(_) | DomainError::StatusHost(_) => {
+                StatusCode::CONFLICT
+            }
             DomainError::BadFallback(_) | DomainError::FallbackIsEdgeLink(_) => {
                 return ApiError::bad_request(error_chain(&e));
             }

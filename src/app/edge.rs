@@ -62,13 +62,22 @@ impl RequestPath {
             // Revisions are written as lines of the click log, after the clicks they name.
             Box::new(clicks.clone()),
         );
-        let domains = Arc::new(Domains::new(
-            state.store.clone(),
-            state.policy.clone(),
-            state.certs.clone(),
-            state.onboarding.clone(),
-            clock.clone(),
-        ));
+        let domains = Arc::new(
+            Domains::new(
+                state.store.clone(),
+                state.policy.clone(),
+                state.certs.clone(),
+                state.onboarding.clone(),
+                clock.clone(),
+            )
+            .with_status_host(
+                config
+                    .onboarding
+                    .public_url
+                    .as_ref()
+                    .map(|u| u.host.clone()),
+            ),
+        );
         let visitors = config.clicks.visitor.then(|| Arc::new(Visitors::default()));
         let mut edge = Edge::new(
             state.keys.ring(),
