@@ -235,7 +235,7 @@ impl<V: VerdictStage> Edge<V> {
             && req.uri().path().starts_with(crate::status::PREFIX)
             && host.is_none_or(|h| same_name(h, sni.as_str()))
         {
-            return pages.handle(&req).await;
+            return close_unread(&req, pages.handle(&req).await);
         }
         let token = match route(req.uri().path()) {
             Route::Click(token) => token,
@@ -246,7 +246,7 @@ impl<V: VerdictStage> Edge<V> {
                 return close_unread(&req, self.method_not_allowed(LINK_METHODS));
             }
             Route::AcmeChallenge(token) if conn.sni.is_none() => {
-                return self.http01(host, token).await;
+                return close_unread(&req, self.http01(host, token).await);
             }
             // The edge reaching itself through a customer's name: the nonce back, or 404.
             Route::OnboardingCheck(nonce)
@@ -255,7 +255,7 @@ impl<V: VerdictStage> Edge<V> {
             {
                 // Counted with the ACME challenges: both are validation requests.
                 self.counters.acme.inc();
-                return text_owned(StatusCode::OK, nonce.to_owned());
+                return close_unread(&req, text_owned(StatusCode::OK, nonce.to_owned()));
             }
             Route::AcmeChallenge(_) | Route::OnboardingCheck(_) | Route::NotFound => {
                 self.counters.not_found.inc();

@@ -165,6 +165,25 @@ async fn an_answer_leaving_a_body_unread_says_the_connection_closes() {
             "{path}: {answer}"
         );
     }
+    // On the plain HTTP listener too: a CA's challenge fetch and the edge's own check.
+    for path in [
+        "/.well-known/acme-challenge/none",
+        "/.well-known/clickedge-check/none",
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nContent-Length: 5000\r\n\r\npart of it"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.contains(" 404 Not Found\r\n"), "{path}: {answer}");
+        assert!(
+            answer.contains("\r\nconnection: close\r\n"),
+            "{path}: {answer}"
+        );
+    }
 }
 
 #[tokio::test]

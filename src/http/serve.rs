@@ -282,12 +282,15 @@ fn service(
         let (edge, conn) = (edge.clone(), conn.clone());
         async move {
             let _busy = conn.activity.busy();
-            if closes_after(&req) {
-                conn.activity.last_request();
-            }
+            let closes = closes_after(&req);
             let received = Instant::now();
             let head = req.method() == Method::HEAD;
             let mut res = edge.handle(&conn.info, req).await;
+            // Marked once the answer is made, not before: hyper's `100 Continue`, written while
+            // the handler reads the body, is no last answer to hold back.
+            if closes {
+                conn.activity.last_request();
+            }
             if head {
                 headers_only(&mut res);
             }
