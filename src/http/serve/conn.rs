@@ -155,6 +155,10 @@ pub(super) async fn serve_until<C: Closable>(
     let mut timer = std::pin::pin!(timer);
     loop {
         tokio::select! {
+            // The connection first: a request already received when the edge stops is read and
+            // started before the graceful close, which then lets it finish (hyper closes a
+            // connection that has read nothing at once).
+            biased;
             result = conn.as_mut() => {
                 ended(peer, result);
                 return None;
@@ -326,6 +330,57 @@ mod tests {
         // Busy for 150 s, then idle for keepalive.
         assert!(asked - start >= Duration::from_secs(150) + TIMEOUTS.keepalive);
         assert!(asked - start < Duration::from_secs(151) + TIMEOUTS.keepalive);
+    }
+
+    /// A connection polled after it was asked to close is remembered as such.
+    struct Eager {
+        asked: Arc<AtomicBool>,
+        /// Whether it had been asked to close when first polled.
+        first_poll_asked: Arc<std::sync::OnceLock<bool>>,
+    }
+
+    impl Future for Eager {
+        type Output = Result<(), std::io::Error>;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            let asked = self.asked.load(Ordering::Relaxed);
+            self.first_poll_asked.get_or_init(|| asked);
+            if asked {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    impl Closable for Eager {
+        type Error = std::io::Error;
+        fn close(self: Pin<&mut Self>) {
+            self.asked.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A request already received when the edge stops: the connection is polled (its request
+    /// read and started) before it is asked to close, every time; which came first was a coin
+    /// toss, and hyper closes a connection that has read nothing at once, unanswered.
+    #[tokio::test(start_paused = true)]
+    async fn at_shutdown_a_connection_is_polled_before_it_is_asked_to_close() {
+        for _ in 0..32 {
+            let first_poll_asked = Arc::new(std::sync::OnceLock::new());
+            let conn = Eager {
+                asked: Arc::new(AtomicBool::new(false)),
+                first_poll_asked: first_poll_asked.clone(),
+            };
+            let (_stop_tx, stop) = watch::channel(true);
+            drive(
+                Box::pin(conn),
+                peer(),
+                Arc::new(Activity::new()),
+                TIMEOUTS,
+                stop,
+            )
+            .await;
+            assert_eq!(first_poll_asked.get(), Some(&false));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -383,6 +383,8 @@ pub(super) async fn drive_h1<T, S>(
         let deadline = since + h1.timeouts.keepalive.min(h1.head_timeout);
         let parked = Parked::new(&h1.parked);
         let woken = tokio::select! {
+            // Its next request first, should it come as the edge stops: served, then closed.
+            biased;
             ready = io.inner.readable() => ready.is_ok(),
             _ = stopped(&mut stop) => false,
             _ = tokio::time::sleep_until(deadline) => {
