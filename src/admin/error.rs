@@ -59,8 +59,10 @@ impl ApiError {
             tracing::warn!(error = %error_chain(e), "admin request failed: the database is unreachable");
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unreachable: nothing was changed; links and known domains are \
-                 still served from memory; retry once the database is back",
+                "the database is unreachable: the change was not made, or not all of it (a \
+                 domain added may be stored without its checks); links and known domains are \
+                 still served from memory; retry once the database is back (adding or removing \
+                 a domain again is harmless)",
             );
         }
         tracing::error!(error = %error_chain(e), "admin request failed in the store");
