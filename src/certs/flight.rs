@@ -308,15 +308,11 @@ impl Certs {
                     // Issued but not usable, or not stored: a failure of the edge's own, backed
                     // off like any other, or each next handshake would order (and get) another.
                     Err(IssueOutcome::Unusable(e)) => {
-                        let cause = IssueFailure {
-                            kind: FailureKind::Local,
-                            detail: format!(
-                                "the certificate the CA issued could not be used or stored: {}",
-                                error_chain(&e)
-                            ),
-                        };
                         let now = self.clock.now();
-                        let not_before = self.backoff.failed(name, cause, now, None, None).await;
+                        let not_before = self
+                            .backoff
+                            .failed(name, unusable(&e), now, None, None)
+                            .await;
                         tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "certificate issuance failed");
                         return Err(CertError::unavailable(name, e));
                     }
@@ -477,6 +473,24 @@ impl Certs {
         IssueOutcome::Superseded
     }
 
+    /// Records a renewal whose certificate could not be used or stored as a failure and backs
+    /// off, serving `current` meanwhile: checked again in minutes, each check would order (and
+    /// get) another certificate, into the CA's limit on duplicates.
+    pub(super) async fn renewal_unusable(
+        &self,
+        name: &Domain,
+        e: &LoadError,
+        current: &StoredCert,
+    ) -> String {
+        let now = self.clock.now();
+        let not_before = self
+            .backoff
+            .failed(name, unusable(e), now, Some(current.not_after), None)
+            .await;
+        self.schedule_at(name, not_before.until);
+        not_before.cause.detail
+    }
+
     /// Records a failed order and backs off; a failing renewal is tried again at the retry time.
     async fn failed(
         &self,
@@ -578,5 +592,16 @@ pub(super) fn backing_off(name: &Domain, not_before: NotBefore) -> CertError {
         domain: name.clone(),
         retry_at: not_before.until,
         last_error: not_before.cause,
+    }
+}
+
+/// What a certificate the CA issued that could not be used or stored (`e`) is to the backoff.
+fn unusable(e: &LoadError) -> IssueFailure {
+    IssueFailure {
+        kind: FailureKind::Local,
+        detail: format!(
+            "the certificate the CA issued could not be used or stored: {}",
+            error_chain(e)
+        ),
     }
 }

@@ -321,11 +321,8 @@ impl Certs {
             Err(IssueOutcome::Waits(_)) => return self.serving(name, &current),
             // Scheduled by `issue`, at the retry time.
             Err(IssueOutcome::Failed(not_before)) => not_before.cause.detail,
-            // Issued but not usable or not stored: nothing backs off, so check again soon.
-            Err(IssueOutcome::Unusable(e)) => {
-                self.check_again(name);
-                error_chain(&e)
-            }
+            // Issued but not usable or not stored: backed off like a failed order.
+            Err(IssueOutcome::Unusable(e)) => self.renewal_unusable(name, &e, &current).await,
         };
         self.metrics.renewals.with_label_values(&["failed"]).inc();
         self.renewal_failing(name, true);

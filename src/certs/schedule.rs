@@ -53,15 +53,27 @@ pub fn cert_fraction(chain_pem: &str) -> f64 {
 }
 
 /// Next attempt after `failures` failures in a row at `now`, for a certificate valid until
-/// `not_after` (or none). Bounded by expiry: at most half the time left, and at least 1 s away.
+/// `not_after` (or none). Bounded by expiry: at most half the time left, and at least 1 s away;
+/// from the third failure in a row at least [`FAILING_FLOOR`] away, even past expiry, or a
+/// renewal failing day after day would halve its waits down to seconds in its last hour.
 pub fn retry_at(now: SystemTime, failures: u32, not_after: Option<SystemTime>) -> SystemTime {
     let wait = backoff(failures).as_secs();
     let wait = match not_after {
         Some(na) if na > now => wait.min(secs_between(now, na) / 2),
         _ => wait,
     };
-    now + Duration::from_secs(wait.max(1))
+    let floor = if failures >= 3 {
+        FAILING_FLOOR.as_secs().min(backoff(failures).as_secs())
+    } else {
+        1
+    };
+    now + Duration::from_secs(wait.max(floor))
 }
+
+/// The shortest wait from a name's third failure in a row on: Let's Encrypt allows 5 failed
+/// validations per name an hour, and a customer's fix in the last hour must find the name
+/// allowed.
+pub const FAILING_FLOOR: Duration = Duration::from_secs(12 * 60);
 
 /// Whole seconds from `from` to `to` (0 if `to` is not later).
 fn secs_between(from: SystemTime, to: SystemTime) -> u64 {
@@ -108,6 +120,18 @@ mod tests {
         assert_eq!(retry_at(t(now), 1, Some(t(now + 40))), t(now + 20));
         assert_eq!(retry_at(t(now), 1, Some(t(now + 1))), t(now + 1));
         assert_eq!(retry_at(t(now), 1, Some(t(now - 5))), t(now + 60));
+        // Failing day after day up to its last hour: at most 5 attempts in that hour, not 13.
+        let expiry = now + 2 * DAY;
+        let (mut at, mut failures, mut last_hour) = (now, 4, 0);
+        while at < expiry {
+            at = retry_at(t(at), failures, Some(t(expiry)))
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            failures += 1;
+            last_hour += u32::from(at >= expiry - 3600 && at < expiry);
+        }
+        assert!(last_hour <= 5, "{last_hour} attempts in the last hour");
     }
 
     /// A renewalInfo response as Let's Encrypt serves it (RFC 9773 §4.2).

@@ -338,11 +338,11 @@ async fn a_failed_renewal_backs_off_orders_while_the_stored_certificate_serves()
     );
 }
 
-/// A renewal check that ends without a decision recorded (here: the renewed certificate is not
-/// usable, so nothing backs off) is made again later: the schedule had let go of the name, and
+/// A renewal whose certificate cannot be used (or stored) is a failure backed off like any
+/// other, and the name is scheduled again at the retry time: the schedule had let go of it, and
 /// a name nobody schedules expires unnoticed.
 #[tokio::test]
-async fn a_renewal_check_that_fails_without_a_backoff_is_made_again_later() {
+async fn a_renewal_whose_certificate_cannot_be_used_backs_off() {
     let DueForRenewal {
         wall,
         issuer,
@@ -361,15 +361,17 @@ async fn a_renewal_check_that_fails_without_a_backoff_is_made_again_later() {
         2,
         "the renewal ordered"
     );
-    assert_eq!(
-        lock(&certs.schedule).by_name.get(&name).copied(),
-        Some(wall.clock().now() + Duration::from_secs(300))
-    );
+    // Backed off like a failed order (checked again every 5 minutes, each check ordered and
+    // got another certificate), and scheduled for the retry time.
+    let secs = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let retry_at = record(&store, &name).await.retry_at.map(secs);
+    assert_eq!(retry_at, Some(secs(wall.clock().now()) + 60));
+    let scheduled = lock(&certs.schedule).by_name.get(&name).copied().map(secs);
+    assert_eq!(scheduled, retry_at);
     assert_eq!(
         certs.metrics.renewals.with_label_values(&["failed"]).get(),
         1
     );
-    assert!(record(&store, &name).await.retry_at.is_none(), "no backoff");
 }
 
 /// A renewal can take hours (a CA that does not answer, the account's rate budget): a handshake
