@@ -127,7 +127,21 @@ impl Propagation {
     /// Reads and applies every change since the last one applied; returns how many there were.
     /// On an error, what was applied stays applied and the next scan goes on from there.
     pub async fn scan(&self) -> Result<usize, StoreError> {
-        let from = self.applied();
+        let mut from = self.applied();
+        // A store whose version went back (a failover that lost its last writes, a restore)
+        // numbers its next changes below what this node applied: read it all again, or they
+        // would never be.
+        let latest = self.store.latest_version().await?;
+        if latest < from {
+            tracing::error!(
+                applied = from,
+                store_version = latest,
+                "the store's version went back (a database failover that lost writes, or a restore): reading every row again"
+            );
+            self.forget_removed().await?;
+            self.applied.store(0, Ordering::Relaxed);
+            from = 0;
+        }
         let pruned = self.store.pruned_through().await?;
         if from < pruned || self.compare_domains.load(Ordering::Relaxed) {
             self.forget_removed().await?;

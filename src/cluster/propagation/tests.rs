@@ -87,6 +87,48 @@ fn ids(keys: &LinkKeys) -> Vec<u16> {
     keys.list().iter().map(|k| k.id.0).collect()
 }
 
+/// The store's version went back (a failover that lost the last writes, a restore): the changes
+/// numbered below what this node applied are read all the same, and a name the store lost is
+/// forgotten.
+#[tokio::test]
+async fn changes_after_the_stores_version_went_back_still_reach_the_node() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let name = |n: &str| Domain::parse(n).unwrap();
+    for n in ["a.example.com", "b.example.com", "c.example.com"] {
+        f.store
+            .add_domain(&name(n), clock.clock().now())
+            .await
+            .unwrap();
+    }
+    f.propagation.scan().await.unwrap();
+    assert!(f.policy.is_registered("c.example.com"));
+    // Restored to a point with only a.example.com (and the key), its version with it.
+    f.sqlite
+        .execute_raw(
+            "DELETE FROM domains WHERE name <> 'a.example.com';
+             DELETE FROM tombstones;
+             UPDATE row_version SET last = 2 WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    f.store
+        .add_domain(&name("d.example.com"), clock.clock().now())
+        .await
+        .unwrap();
+    assert!(f.store.latest_version().await.unwrap() < f.propagation.applied());
+    f.propagation.scan().await.unwrap();
+    assert!(
+        f.policy.is_registered("d.example.com"),
+        "written after the restore"
+    );
+    assert!(f.policy.is_registered("a.example.com"));
+    assert!(
+        !f.policy.is_registered("c.example.com"),
+        "lost with the restore"
+    );
+}
+
 #[tokio::test]
 async fn domains_and_their_backoff_reach_the_other_node_at_its_next_scan() {
     let clock = ManualClock::starting_now();
