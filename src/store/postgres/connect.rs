@@ -41,13 +41,31 @@ const SESSION_BOUNDS: [(&str, &str); 3] = [
     ("idle_in_transaction_session_timeout", "60s"),
 ];
 
-/// The `SET` statements of [`SESSION_BOUNDS`] but those `url_options` names.
+/// The `SET` statements of [`SESSION_BOUNDS`] but those `url_options` set.
 fn session_bounds(url_options: Option<&str>) -> String {
+    let set = url_options.map(settings_named).unwrap_or_default();
     SESSION_BOUNDS
         .iter()
-        .filter(|(name, _)| !url_options.is_some_and(|o| o.contains(name)))
+        .filter(|(name, _)| !set.iter().any(|s| s.eq_ignore_ascii_case(name)))
         .map(|(name, value)| format!("SET {name} = '{value}';"))
         .collect()
+}
+
+/// The settings a libpq `options` string sets (`-c name=value`, `-cname=value`,
+/// `--name=value`), by name: `deadlock_timeout` is not `lock_timeout`.
+fn settings_named(options: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut words = options.split_whitespace();
+    while let Some(word) = words.next() {
+        let setting = match word {
+            "-c" => words.next(),
+            w => w.strip_prefix("--").or_else(|| w.strip_prefix("-c")),
+        };
+        if let Some(name) = setting.and_then(|s| s.split('=').next()) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// A connection whose peer vanished (a failover, a black-holed route) is found dead within about
@@ -225,5 +243,32 @@ pub(super) fn db(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Stor
                 source: Box::new(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A setting the URL's options make is left to them, named exactly: `deadlock_timeout` kept
+    /// the 10 s `lock_timeout` out.
+    #[test]
+    fn the_urls_options_replace_only_the_bounds_they_name() {
+        let all = session_bounds(None);
+        assert_eq!(all.matches("SET ").count(), 3, "{all}");
+        for (options, left_out) in [
+            ("-c lock_timeout=1s", "lock_timeout"),
+            ("-clock_timeout=1s", "lock_timeout"),
+            ("--statement_timeout=0", "statement_timeout"),
+        ] {
+            let bounds = session_bounds(Some(options));
+            assert!(
+                !bounds.contains(&format!("SET {left_out} ")),
+                "{options}: {bounds}"
+            );
+            assert_eq!(bounds.matches("SET ").count(), 2, "{options}: {bounds}");
+        }
+        let bounds = session_bounds(Some("-c deadlock_timeout=1s"));
+        assert_eq!(bounds, all);
     }
 }

@@ -11,10 +11,25 @@ use super::SqliteStore;
 use super::schema::migrate;
 use crate::store::StoreError;
 
+/// `op` failed with `e`: the database away for now (busy past the busy timeout, locked, an I/O
+/// error, a full disk: an admin write answers 503 and an issued certificate's write is tried
+/// again, as on PostgreSQL), or failed.
 pub(super) fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Db {
-        op,
-        source: Box::new(e),
+    use rusqlite::ErrorCode;
+    move |e| match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull,
+        ) => StoreError::Unavailable {
+            op,
+            source: Box::new(e),
+        },
+        _ => StoreError::Db {
+            op,
+            source: Box::new(e),
+        },
     }
 }
 

@@ -18,6 +18,22 @@ fn t(secs: u64) -> SystemTime {
     from_unix_secs(secs)
 }
 
+/// A database another process holds locked past the busy timeout is away for now, as an
+/// unreachable PostgreSQL is: an admin write answers 503, an issued certificate's write is
+/// tried again.
+#[tokio::test]
+async fn a_database_locked_past_the_busy_timeout_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let s = SqliteStore::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let e = s.add_domain(&d("a.example.com"), t(1)).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    other.execute_batch("ROLLBACK;").unwrap();
+    assert!(s.add_domain(&d("a.example.com"), t(1)).await.unwrap());
+}
+
 #[test]
 fn reopening_keeps_data_and_does_not_rerun_migrations() {
     let dir = tempfile::tempdir().unwrap();
