@@ -26,7 +26,7 @@ async fn a_database_locked_past_the_busy_timeout_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let s = SqliteStore::open(&path).unwrap();
-    let other = rusqlite::Connection::open(&path).unwrap();
+    let other = Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE;").unwrap();
     let e = s.add_domain(&d("a.example.com"), t(1)).await.unwrap_err();
     assert!(e.is_unavailable(), "{e:?}");
