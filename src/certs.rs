@@ -347,18 +347,21 @@ impl Certs {
         {
             return false;
         }
-        match self.certificate_for_client(name).await {
-            Ok(Some(c)) if c.not_after > now => {
-                if let Ok(entry) = self.entry(&c) {
-                    self.cache_registered(&lock(&self.inflight), name, entry);
-                    // Its handshakes now find it cached and never load it (which schedules):
-                    // scheduled here, or no node but the one that issued it would renew it.
-                    let at = schedule::default_renew_at(c.not_before, c.not_after, rand::random());
-                    self.schedule_unscheduled(name, at);
-                }
+        // One that does not load serves no handshake: no redirect to HTTPS for it.
+        let usable = match self.certificate_for_client(name).await {
+            Ok(Some(c)) if c.not_after > now => self.entry(&c).ok().map(|entry| (c, entry)),
+            _ => None,
+        };
+        match usable {
+            Some((c, entry)) => {
+                self.cache_registered(&lock(&self.inflight), name, entry);
+                // Its handshakes now find it cached and never load it (which schedules):
+                // scheduled here, or no node but the one that issued it would renew it.
+                let at = schedule::default_renew_at(c.not_before, c.not_after, rand::random());
+                self.schedule_unscheduled(name, at);
                 true
             }
-            _ => {
+            None => {
                 self.no_valid.insert(name.clone(), now);
                 false
             }

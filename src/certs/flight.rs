@@ -224,9 +224,16 @@ impl Certs {
         let Some(cert) = stored.filter(|c| c.not_after > self.clock.now()) else {
             return Ok(None);
         };
-        let entry = self
-            .entry(&cert)
-            .map_err(|e| CertError::unavailable(name, e))?;
+        // One that does not load (a row written wrong, a backup restored half: its key not the
+        // leaf's) is nothing usable: a new one is ordered, under the backoff, rather than every
+        // handshake failing until it expires.
+        let entry = match self.entry(&cert) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(domain = %name, error = %error_chain(&e), "the stored certificate cannot be used: a new one is ordered");
+                return Ok(None);
+            }
+        };
         if schedule {
             let at = schedule::default_renew_at(cert.not_before, cert.not_after, rand::random());
             self.schedule_unscheduled(name, at);

@@ -421,12 +421,11 @@ async fn has_valid_reads_the_store_once_per_name_and_interval() {
 }
 
 /// A stored key that is not the leaf's (a row written wrong, a backup restored half) is refused
-/// as unusable, reported and backed off like any other, rather than served to fail every
-/// handshake at the client.
+/// as unusable rather than served to fail every handshake at the client, and replaced.
 #[tokio::test]
 async fn a_stored_key_that_is_not_the_certificates_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, store, certs, name) = registered(dir.path()).await;
+    let (issuer, store, certs, name) = registered(dir.path()).await;
     certs.resolve(&name).await.unwrap();
     let stored = store.certificate(&name).await.unwrap().unwrap();
     assert!(certs.entry(&stored).is_ok());
@@ -436,6 +435,21 @@ async fn a_stored_key_that_is_not_the_certificates_is_refused() {
     };
     let err = certs.entry(&mixed).map(drop).unwrap_err();
     assert!(matches!(err, KeyError::Unusable(_)), "{err:?}");
+    // Stored so, it is nothing usable: no redirect to HTTPS for it, and a handshake orders a
+    // new certificate (every handshake failed until it expired).
+    store.put_certificate(&name, &mixed).await.unwrap();
+    let fresh = Arc::new(certs_over(
+        &store,
+        issuer.clone(),
+        [name.clone()],
+        certs.clock.clone(),
+    ));
+    assert!(!fresh.has_valid(&name).await);
+    let calls = issuer.calls.load(Ordering::SeqCst);
+    fresh.resolve(&name).await.unwrap();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), calls + 1);
+    let now = store.certificate(&name).await.unwrap().unwrap();
+    assert!(fresh.entry(&now).is_ok());
 }
 
 /// A plain-HTTP request that finds a certificate another node issued caches it, and schedules
