@@ -229,7 +229,15 @@ impl Certs {
         match info {
             Ok(Some(w)) => {
                 let frac = schedule::cert_fraction(&current.chain_pem);
-                let at = schedule::ari_renew_at(w.start, w.end, frac);
+                // Never in the certificate's last tenth, whatever the window says (a CA or proxy
+                // that answers one ending after expiry).
+                let last_tenth = current
+                    .not_after
+                    .duration_since(current.not_before)
+                    .unwrap_or_default()
+                    / 10;
+                let at = schedule::ari_renew_at(w.start, w.end, frac)
+                    .min(current.not_after - last_tenth);
                 if at > now {
                     let check = now + w.check_after.max(MIN_ARI_CHECK);
                     self.schedule_at(name, at.min(check));

@@ -119,6 +119,26 @@ async fn every_check_of_a_renewal_window_names_the_same_point() {
     );
 }
 
+/// A window that ends after the certificate does (a broken CA or a proxy answering for it)
+/// still renews it before its last tenth.
+#[tokio::test]
+async fn a_renewal_window_past_expiry_is_held_to_the_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (issuer, certs, name, _) = issued_at(dir.path(), &clock).await;
+    let cert = certs.store.certificate(&name).await.unwrap().unwrap();
+    let life = cert.not_after.duration_since(cert.not_before).unwrap();
+    let day = Duration::from_secs(86_400);
+    *lock(&issuer.renewal_info) = Some(Ok(RenewalWindow {
+        start: cert.not_after + day,
+        end: cert.not_after + 2 * day,
+        check_after: 400 * day,
+    }));
+    certs.renew(&name).await.unwrap();
+    let point = lock(&certs.schedule).by_name.get(&name).copied().unwrap();
+    assert!(point <= cert.not_after - life / 10, "{point:?}");
+}
+
 #[tokio::test]
 async fn a_certificate_a_replaced_local_root_signed_is_renewed_at_its_first_check() {
     let dir = tempfile::tempdir().unwrap();
