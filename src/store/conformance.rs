@@ -68,6 +68,7 @@ macro_rules! store_conformance_tests {
             fences_grow_across_names,
             a_lease_extends_only_under_its_fence_while_unexpired,
             the_order_url_is_kept_across_release_and_takeover,
+            an_order_kept_for_a_removed_name_is_not_listed,
             a_stale_fence_cannot_release_extend_or_keep_an_order,
             fenced_writes_never_replace_a_later_issue_or_a_higher_fence,
             the_order_budget_is_a_gcra_bucket,

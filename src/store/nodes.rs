@@ -59,7 +59,8 @@ pub trait ClusterView: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Every node that ever sent a heartbeat, by id.
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
-    /// The leases unexpired at `now` or keeping an unfinished order, by name.
+    /// The leases unexpired at `now` or keeping an unfinished order of a registered name, by
+    /// name.
     async fn leases(&self, now: SystemTime) -> Result<Vec<LeaseRecord>, StoreError>;
     /// Every order budget, by name.
     async fn order_budgets(&self) -> Result<Vec<BudgetRecord>, StoreError>;

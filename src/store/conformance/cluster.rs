@@ -147,6 +147,31 @@ pub async fn the_order_url_is_kept_across_release_and_takeover(
     Ok(())
 }
 
+/// The leases listed (`cluster status`, its orders in flight) keep an order only while its name
+/// is registered: a removed name's order URL, kept for a holder that resumes it, is in flight
+/// nowhere.
+pub async fn an_order_kept_for_a_removed_name_is_not_listed(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let a = d("a.example.com");
+    store.add_domain(&a, t(1)).await?;
+    let lease = store
+        .acquire_lease(&a, "edge-a", t(1000), TTL)
+        .await?
+        .expect("free");
+    assert!(
+        store
+            .set_lease_order(&a, lease.fence, Some("https://ca.example/order/1"), t(1001))
+            .await?
+    );
+    assert!(store.release_lease(&a, lease.fence).await?);
+    let listed = store.leases(t(1002)).await?;
+    assert_eq!(listed.len(), 1, "an unfinished order of a registered name");
+    assert!(store.remove_domain(&a).await?);
+    assert_eq!(store.leases(t(1002)).await?, Vec::new());
+    Ok(())
+}
+
 /// A holder whose lease was taken over can neither release it, nor keep an order with it, nor
 /// extend it: its fence is stale.
 pub async fn a_stale_fence_cannot_release_extend_or_keep_an_order(

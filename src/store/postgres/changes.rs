@@ -187,7 +187,9 @@ impl ClusterView for PgStore {
             .await?
             .query(
                 "SELECT name, holder, fence, expires_at, order_url FROM leases
-                 WHERE expires_at > $1 OR order_url IS NOT NULL ORDER BY name COLLATE \"C\"",
+                 WHERE expires_at > $1
+                    OR (order_url IS NOT NULL AND name IN (SELECT name FROM domains))
+                 ORDER BY name COLLATE \"C\"",
                 &[&ms(now)],
             )
             .await

@@ -138,7 +138,9 @@ impl ClusterView for SqliteStore {
         self.with("listing leases", move |c| {
             let mut st = c.prepare_cached(
                 "SELECT name, holder, fence, expires_at, order_url FROM leases
-                 WHERE expires_at > ?1 OR order_url IS NOT NULL ORDER BY name",
+                 WHERE expires_at > ?1
+                    OR (order_url IS NOT NULL AND name IN (SELECT name FROM domains))
+                 ORDER BY name",
             )?;
             st.query_map([ms(now)], |r| {
                 Ok(LeaseRecord {
