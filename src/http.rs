@@ -9,12 +9,15 @@
 //! module knows nothing about SQL or the CA.
 
 mod action;
+mod answer;
 mod page;
 mod pixel;
 mod request;
 pub mod router;
 pub mod serve;
 mod unopened;
+
+use answer::{close_unread, text, text_owned};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -565,37 +568,6 @@ enum Answer {
 /// The methods a link takes, and an action link (unsubscribe, confirm).
 const LINK_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD");
 const ACTION_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD, POST");
-
-/// `res`, to a request whose body is left unread, with `Connection: close` on HTTP/1.x: hyper
-/// closes such a connection after the answer anyway, and a client told so does not send its
-/// next request into a closing socket (RFC 9112 §9.6; RFC 9110 §15.5.9 for a 408).
-fn close_unread<B>(req: &Request<B>, mut res: Response<Body>) -> Response<Body>
-where
-    B: hyper::body::Body,
-{
-    let unread = !req.body().is_end_stream();
-    if unread && req.version() < http::Version::HTTP_2 {
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    res
-}
-
-fn text_owned(status: StatusCode, body: String) -> Response<Body> {
-    let mut res = Response::new(Body::new(Bytes::from(body)));
-    *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, TEXT);
-    res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
-    res
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut res = Response::new(Body::new(Bytes::from_static(body.as_bytes())));
-    *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, TEXT);
-    res.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
-    res
-}
 
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,11 @@
 //! takes it orders, the others poll the store for the certificate it writes (fenced), and a
 //! failure it records backs the name off on every node.
 
+mod failure;
+
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -20,7 +22,8 @@ use crate::Domain;
 use crate::clock::rfc3339;
 use crate::errors::chain as error_chain;
 use crate::issuer::{IssueError, OrderClaim as _};
-use crate::store::{FailureKind, IssueFailure, RateLimitScope, StoredCert};
+use crate::store::{FailureKind, IssueFailure, StoredCert};
+use failure::unusable;
 
 /// While another node holds a name's lease, its store is read this often for the certificate
 /// (and the lease tried again, in case its holder died).
@@ -479,94 +482,6 @@ impl Certs {
         }
         IssueOutcome::Superseded
     }
-
-    /// Records a renewal whose certificate could not be used or stored as a failure and backs
-    /// off, serving `current` meanwhile: checked again in minutes, each check would order (and
-    /// get) another certificate, into the CA's limit on duplicates.
-    pub(super) async fn renewal_unusable(
-        &self,
-        name: &Domain,
-        e: &LoadError,
-        current: &StoredCert,
-    ) -> String {
-        let now = self.clock.now();
-        let not_before = self
-            .backoff
-            .failed(name, unusable(e), now, Some(current.not_after), None)
-            .await;
-        self.schedule_at(name, not_before.until);
-        not_before.cause.detail
-    }
-
-    /// Records a failed order and backs off; a failing renewal is tried again at the retry time.
-    async fn failed(
-        &self,
-        name: &Domain,
-        e: &IssueError,
-        serving_until: Option<SystemTime>,
-    ) -> IssueOutcome {
-        let failure = e.failure();
-        let now = self.clock.now();
-        // The account's order budget spent, or a rate limit of the whole account: every name
-        // waits, and this one has not failed.
-        let waits = matches!(e, IssueError::OrderBudget { .. })
-            || matches!(e, IssueError::RateLimited { limit, until: Some(_), .. }
-                if limit.scope() == RateLimitScope::Account);
-        let not_before = match e {
-            IssueError::OrderBudget { next, .. } => {
-                self.backoff.waits_for_budget(name, failure, *next).await
-            }
-            // Every name waits for the CA (the client paused the order budget): not a failure
-            // of this one.
-            IssueError::RateLimited {
-                limit,
-                until: Some(until),
-                ..
-            } if limit.scope() == RateLimitScope::Account => {
-                self.backoff.waits_for_budget(name, failure, *until).await
-            }
-            // This name alone waits, for at least as long as the CA said.
-            IssueError::RateLimited { limit, until, .. }
-                if limit.scope() == RateLimitScope::Name =>
-            {
-                self.backoff
-                    .failed(name, failure, now, serving_until, *until)
-                    .await
-            }
-            _ => {
-                self.backoff
-                    .failed(name, failure, now, serving_until, None)
-                    .await
-            }
-        };
-        let what = match e {
-            IssueError::RateLimited { limit, .. } if limit.scope() == RateLimitScope::Name => {
-                "the CA rate-limits this name: its orders are paused until retry_at; other names keep issuing"
-            }
-            IssueError::RateLimited { until: Some(_), .. } => {
-                "the CA rate-limits the whole account: all issuance is paused until retry_at"
-            }
-            _ => "certificate issuance failed",
-        };
-        match e {
-            // A renewal has time: the certificate it replaces keeps serving meanwhile.
-            IssueError::OrderBudget { .. } if serving_until.is_some() => {
-                tracing::info!(domain = %name, retry_at = %rfc3339(not_before.until), "renewal waits for the account's order budget (acme.max_orders per acme.order_window); the current certificate keeps serving");
-            }
-            _ => {
-                tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "{what}");
-            }
-        }
-        if serving_until.is_some() {
-            self.schedule_at(name, not_before.until);
-            self.wake.notify_one();
-        }
-        if waits {
-            IssueOutcome::Waits(not_before)
-        } else {
-            IssueOutcome::Failed(not_before)
-        }
-    }
 }
 
 /// Why `Certs::issue` produced no certificate.
@@ -599,16 +514,5 @@ pub(super) fn backing_off(name: &Domain, not_before: NotBefore) -> CertError {
         domain: name.clone(),
         retry_at: not_before.until,
         last_error: not_before.cause,
-    }
-}
-
-/// What a certificate the CA issued that could not be used or stored (`e`) is to the backoff.
-fn unusable(e: &LoadError) -> IssueFailure {
-    IssueFailure {
-        kind: FailureKind::Local,
-        detail: format!(
-            "the certificate the CA issued could not be used or stored: {}",
-            error_chain(e)
-        ),
     }
 }

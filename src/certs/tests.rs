@@ -12,6 +12,7 @@ use crate::store::{
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+mod ari;
 mod backing_off;
 mod cluster;
 mod held;
