@@ -26,6 +26,14 @@ fn click(link: u32, at_ms: u64, handle: u64) -> Click<'static> {
     }
 }
 
+/// [`click`] on a message of `count` links.
+fn counted(count: u32, link: u32, at_ms: u64, handle: u64) -> Click<'static> {
+    Click {
+        count: Some(count),
+        ..click(link, at_ms, handle)
+    }
+}
+
 #[test]
 fn two_links_within_five_seconds_are_a_burst_and_revise_the_first() {
     let (t, _) = table(1 << 20);
@@ -70,16 +78,11 @@ fn most_links_clicked_is_coverage() {
 #[test]
 fn a_link_clicked_again_after_coverage_is_not_coverage() {
     let (t, _) = table(1 << 20);
-    let of_four = |link, at, handle| {
-        let mut c = click(link, at, handle);
-        c.count = Some(4);
-        c
-    };
     for (i, at) in [(0, 0), (1, 300), (2, 600)] {
-        assert!(!t.observe(&of_four(i, at, u64::from(i))).coverage);
+        assert!(!t.observe(&counted(4, i, at, u64::from(i))).coverage);
     }
-    assert!(t.observe(&of_four(3, 900, 3)).coverage);
-    assert_eq!(t.observe(&of_four(0, 240_000, 4)), Findings::default());
+    assert!(t.observe(&counted(4, 3, 900, 3)).coverage);
+    assert_eq!(t.observe(&counted(4, 0, 240_000, 4)), Findings::default());
 }
 
 /// Coverage and a burst at once: each earlier click is revised for what it was part of, the
@@ -201,14 +204,9 @@ fn clicks_further_apart_than_the_ttl_start_afresh() {
 fn a_click_long_before_the_latest_starts_afresh() {
     let (t, _) = table(1 << 20);
     let day = 86_400_000;
-    let of_three = |link, at, handle| {
-        let mut c = click(link, at, handle);
-        c.count = Some(3);
-        c
-    };
-    t.observe(&of_three(0, 2 * day, 0));
-    t.observe(&of_three(1, day, 1));
-    assert!(!t.observe(&of_three(2, day + 1_000, 2)).coverage);
+    t.observe(&counted(3, 0, 2 * day, 0));
+    t.observe(&counted(3, 1, day, 1));
+    assert!(!t.observe(&counted(3, 2, day + 1_000, 2)).coverage);
 }
 
 /// An entry evicted while a click was judged on it, and made anew by another click: the
