@@ -430,6 +430,12 @@ impl Certs {
         self.no_valid.remove(name);
         self.held_unstored.remove(name);
         let cached = self.cache.contains_key(name);
+        if !cached && self.renewals_failing.contains(name) {
+            // Its renewal failed here, and another node may have renewed it since: checked again
+            // now (a check that finds nothing due no longer counts it failing).
+            self.schedule_at(name, self.clock.now());
+            self.wake.notify_one();
+        }
         if !cached && !self.mirrors() {
             return Ok(());
         }

@@ -241,7 +241,7 @@ impl Certs {
                 if at > now {
                     let check = now + w.check_after.max(MIN_ARI_CHECK);
                     self.schedule_at(name, at.min(check));
-                    return self.serving(name, &current);
+                    return self.not_due(name, &current);
                 }
                 tracing::info!(domain = %name, window_start = %rfc3339(w.start), "renewal window open: renewing");
             }
@@ -264,12 +264,12 @@ impl Certs {
                         if !due {
                             // Asked again within hours, not when the lifetime rule says.
                             self.schedule_polling(name, &current);
-                            return self.serving(name, &current);
+                            return self.not_due(name, &current);
                         }
                     }
                     Ok(_) if !due => {
                         self.schedule_by_lifetime(name, &current);
-                        return self.serving(name, &current);
+                        return self.not_due(name, &current);
                     }
                     Ok(_) => {}
                 }
@@ -340,6 +340,14 @@ impl Certs {
     }
 
     /// `cert`, which keeps serving `name`, as a cache entry.
+    /// `cert`, which a check found not yet due: nothing to renew is nothing failing (a check
+    /// that failed on the store before deciding, or a renewal another node made since this one
+    /// failed, would otherwise stay counted until the next renewal, months away).
+    fn not_due(&self, name: &Domain, cert: &StoredCert) -> Result<Entry, CertError> {
+        self.renewal_failing(name, false);
+        self.serving(name, cert)
+    }
+
     fn serving(&self, name: &Domain, cert: &StoredCert) -> Result<Entry, CertError> {
         self.entry(cert)
             .map_err(|e| CertError::unavailable(name, e))

@@ -312,6 +312,44 @@ async fn a_due_certificate_is_renewed_once_not_once_per_node() {
     assert!(renewed.not_after > first.not_after);
 }
 
+/// A renewal that failed on one node and succeeded on another no longer counts as failing on
+/// the first once the certificate's change reaches it, cached there or not (one not cached
+/// stayed counted until its own renewal months later).
+#[tokio::test]
+async fn a_renewal_made_by_another_node_ends_this_ones_failing_count() {
+    let TwoNodes {
+        clock,
+        store,
+        name,
+        ca,
+        a,
+        b,
+        ..
+    } = two_nodes().await;
+    a.resolve(&name).await.unwrap();
+    let first = store.certificate(&name).await.unwrap().unwrap();
+    clock.advance(Duration::from_secs(70 * 24 * 3600));
+    ca.fail.store(true, Ordering::SeqCst);
+    a.renew(&name).await.unwrap();
+    assert_eq!(a.metrics.renewals_failing.get(), 1);
+    ca.fail.store(false, Ordering::SeqCst);
+    b.reset_backoff(&name).await.unwrap();
+    b.renew(&name).await.unwrap();
+    let renewed = store.certificate(&name).await.unwrap().unwrap();
+    assert!(renewed.not_after > first.not_after, "renewed on b");
+    let orders = ca.orders.load(Ordering::SeqCst);
+    // The change reaches `a`, which no longer caches the name (evicted, or never clicked).
+    a.cache.invalidate(&name);
+    a.reload_name(&name).await.unwrap();
+    renewal::run_due_renewals(&a, &name).await;
+    assert_eq!(a.metrics.renewals_failing.get(), 0);
+    assert_eq!(
+        ca.orders.load(Ordering::SeqCst),
+        orders,
+        "nothing ordered on a"
+    );
+}
+
 /// One node over a store with blips ([`blips::Blips`]), `a.example.com` registered.
 struct BlippingNode {
     _dir: tempfile::TempDir,

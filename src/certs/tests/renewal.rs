@@ -174,6 +174,29 @@ async fn a_failing_renewal_is_counted_until_one_succeeds() {
     assert_eq!(certs.metrics.renewals_failing.get(), 0, "removed");
 }
 
+/// A check that failed on the store, before it could say whether anything is due, counts the
+/// name failing; the check made again finds nothing due and counts it no longer (it stayed
+/// counted until the renewal months later, the alert firing all along).
+#[tokio::test]
+async fn a_check_that_finds_nothing_due_no_longer_counts_the_name_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::starting_now();
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    certs.resolve(&name).await.unwrap();
+    drop(certs);
+    let blips = blips::Blips::over(store.clone());
+    let blipping: Arc<dyn Store> = blips.clone();
+    let certs = certs_over(&blipping, issuer.clone(), [name.clone()], wall.clock());
+    blips.certificate.store(1, Ordering::SeqCst);
+    certs.renewal_check(&name).await.unwrap_err();
+    assert_eq!(certs.metrics.renewals_failing.get(), 1);
+    certs.renewal_check(&name).await.unwrap();
+    assert_eq!(certs.metrics.renewals_failing.get(), 0);
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1, "nothing renewed");
+}
+
 /// A renewal that fails backs the name off for new orders, not for the certificate it keeps
 /// serving: a handshake that misses the cache (a restart, a reload, another node) loads the
 /// stored one. Once a name backing off is found to have none stored, its handshakes fail from
@@ -371,7 +394,7 @@ async fn a_renewal_due_during_a_handshakes_flight_stays_scheduled() {
 
 /// Starts the renewals due and waits until `name`'s has landed, without joining its flight (a
 /// renewal that joins one keeps the name scheduled).
-async fn run_due_renewals(certs: &Arc<Certs>, name: &Domain) {
+pub(super) async fn run_due_renewals(certs: &Arc<Certs>, name: &Domain) {
     certs.start_due_renewals();
     while certs.renewing(name) {
         tokio::task::yield_now().await;
