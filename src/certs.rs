@@ -424,7 +424,9 @@ impl Certs {
     /// Takes the certificate of `name` as the store now holds it, after another node stored,
     /// renewed or removed it (change propagation): a cached one is replaced by the stored one
     /// when that differs (or dropped when there is none); one not cached is left to the next
-    /// handshake to load. The mirror, if any, copies it either way.
+    /// handshake to load, and put on the renewal schedule unless it is there already (as a
+    /// start does for every stored certificate: the node that issued it may leave the cluster
+    /// for good). The mirror, if any, copies it either way.
     pub async fn reload_name(&self, name: &Domain) -> Result<(), StoreError> {
         // What was found missing is looked for again.
         self.no_valid.remove(name);
@@ -436,9 +438,6 @@ impl Certs {
             self.schedule_at(name, self.clock.now());
             self.wake.notify_one();
         }
-        if !cached && !self.mirrors() {
-            return Ok(());
-        }
         // A name no longer registered (removed while this read ran) keeps no copy: the mirror
         // is read only for registered names, and its copy would outlive the removal.
         let stored = self
@@ -447,10 +446,13 @@ impl Certs {
             .await?
             .filter(|_| self.policy.is_registered(name.as_str()));
         self.mirror_stored(name, stored.as_ref()).await;
+        let now = self.clock.now();
         if !cached {
+            if let Some(cert) = stored.filter(|c| c.not_after > now) {
+                self.schedule_polling_unscheduled(name, &cert);
+            }
             return Ok(());
         }
-        let now = self.clock.now();
         // An expired certificate still stored is a renewal that keeps failing: it stays on the
         // schedule, to be tried again when its backoff says (not first at the next handshake).
         let expired_stored = stored.as_ref().is_some_and(|c| c.not_after <= now);

@@ -123,10 +123,21 @@ impl Certs {
     /// [`Certs::schedule_by_lifetime`], or within [`ARI_POLL_SECS`] if that is sooner: for a
     /// certificate just issued, or one whose renewal information could not be had.
     pub(super) fn schedule_polling(&self, name: &Domain, cert: &StoredCert) {
+        self.schedule_at(name, self.polling_at(cert));
+    }
+
+    /// [`Certs::schedule_polling`], unless `name` is scheduled already.
+    pub(super) fn schedule_polling_unscheduled(&self, name: &Domain, cert: &StoredCert) {
+        self.schedule_unscheduled(name, self.polling_at(cert));
+    }
+
+    /// When a check of `cert`, just stored, polls its renewal information (within hours), or
+    /// the lifetime rule says to renew it if that comes first.
+    fn polling_at(&self, cert: &StoredCert) -> SystemTime {
         let poll = self.clock.now()
             + Duration::from_secs(rand::random_range(ARI_POLL_SECS / 2..ARI_POLL_SECS));
         let at = schedule::default_renew_at(cert.not_before, cert.not_after, rand::random());
-        self.schedule_at(name, at.min(poll));
+        at.min(poll)
     }
 
     /// Schedules the first check of every stored certificate (at start): when the lifetime rule

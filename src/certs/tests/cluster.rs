@@ -312,6 +312,35 @@ async fn a_due_certificate_is_renewed_once_not_once_per_node() {
     assert!(renewed.not_after > first.not_after);
 }
 
+/// A certificate another node issued is renewed by this one once that node is gone: its
+/// change puts it on this node's schedule, as a start does (only the issuing node had it
+/// scheduled; scaled away, nobody renewed it until a restart).
+#[tokio::test]
+async fn a_certificate_another_node_issued_is_on_this_ones_renewal_schedule() {
+    let TwoNodes {
+        clock,
+        store,
+        name,
+        ca,
+        a,
+        b,
+        ..
+    } = two_nodes().await;
+    b.resolve(&name).await.unwrap();
+    drop(b);
+    a.reload_name(&name).await.unwrap();
+    assert!(
+        !a.cache.contains_key(&name),
+        "nothing loaded before a click"
+    );
+    let first = store.certificate(&name).await.unwrap().unwrap();
+    clock.advance(Duration::from_secs(70 * 24 * 3600));
+    renewal::run_due_renewals(&a, &name).await;
+    assert_eq!(ca.orders.load(Ordering::SeqCst), 2, "renewed on a");
+    let renewed = store.certificate(&name).await.unwrap().unwrap();
+    assert!(renewed.not_after > first.not_after);
+}
+
 /// A renewal that failed on one node and succeeded on another no longer counts as failing on
 /// the first once the certificate's change reaches it, cached there or not (one not cached
 /// stayed counted until its own renewal months later).
