@@ -58,12 +58,6 @@ impl Certs {
         }
     }
 
-    /// Whether certificates not in memory are worth reading on a change: they are when a
-    /// mirror copies every one.
-    pub(in crate::certs) fn mirrors(&self) -> bool {
-        self.mirror.is_some()
-    }
-
     /// Copies what the store now holds for `name` (none: deletes the copy).
     pub(in crate::certs) async fn mirror_stored(&self, name: &Domain, stored: Option<&StoredCert>) {
         let Some(mirror) = &self.mirror else {
