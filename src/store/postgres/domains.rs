@@ -121,6 +121,10 @@ impl PgStore {
         let op = "removing domain";
         let mut conn = self.conn(op).await?;
         let tx = conn.transaction().await.map_err(db(op))?;
+        // The write lock before the first statement, whose snapshot is taken when it starts:
+        // waiting for the lock inside it (its trigger) would leave a certificate's first write,
+        // committed meanwhile, unseen and undeleted.
+        take_write_lock(&tx).await.map_err(db(op))?;
         tx.execute(
             "DELETE FROM certificates WHERE domain = $1",
             &[&name.as_str()],

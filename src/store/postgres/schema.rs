@@ -182,6 +182,11 @@ CREATE TABLE link_key_ids (
 );
 INSERT INTO link_key_ids (last) SELECT COALESCE(MAX(id), 0) FROM link_keys;
 ",
+    "
+-- Certificates whose domain is gone: a removal that began while a name's first certificate was
+-- being written could leave that certificate behind, counted as expired once it expires.
+DELETE FROM certificates WHERE domain NOT IN (SELECT name FROM domains);
+",
 ];
 
 /// The advisory lock every write to a propagated table takes first (`clickedge_write_lock`, a
