@@ -10,6 +10,7 @@ mod cluster;
 mod duration;
 mod limits;
 mod listen;
+mod secret_url;
 pub mod size;
 mod store;
 mod validate;
@@ -146,6 +147,7 @@ pub struct Tls {
     /// Optional permission URL for names that are not registered: `GET <ask>?domain=NAME`; only
     /// a direct `200` approves (redirects are not followed), and an approved name is registered
     /// with origin `ask` (compatible with Caddy's on-demand `ask`). Default none.
+    #[serde(with = "secret_url::optional")]
     pub ask: Option<url::Url>,
     /// How long an `ask` answer (approval or denial) is remembered; a failed ask (no answer, or
     /// a 5xx) is remembered for at most 10 s. Default `5m`.
@@ -412,6 +414,10 @@ impl Config {
 /// their line shows where it is, not the line.
 const SECRET_KEY_PARTS: [&str; 5] = ["url", "token", "key", "password", "secret"];
 
+/// Keys whose values may be secrets though their names do not say so: `tls.ask`, a URL that may
+/// carry a password or a token in its query.
+const SECRET_KEYS: [&str; 1] = ["ask"];
+
 /// The parser's message for `e` in `text`, with the file's line left out when its key (the one
 /// the bad value belongs to, for a value inside a multi-line array too) may name a secret.
 fn without_secrets(text: &str, e: &toml::de::Error) -> String {
@@ -422,15 +428,21 @@ fn without_secrets(text: &str, e: &toml::de::Error) -> String {
     let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    // The key of the value: on the error's line, else on the nearest line above with one.
+    // The key of the value: on the error's line, else on the nearest line above with one. A
+    // key is bare (as every key here is), so an '=' inside a quoted value, such as a token in
+    // a multi-line array, is not taken for one.
     let lines: Vec<&str> = text.lines().take(line).collect();
     let key = lines.iter().rev().find_map(|l| {
-        l.split_once('=')
-            .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        l.split_once('=').map(|(k, _)| k.trim()).filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        })
     });
     let secret = key.is_some_and(|k| {
         let k = k.to_ascii_lowercase();
-        SECRET_KEY_PARTS.iter().any(|part| k.contains(part))
+        let last = k.rsplit('.').next().unwrap_or(&k);
+        SECRET_KEY_PARTS.iter().any(|part| k.contains(part)) || SECRET_KEYS.contains(&last)
     });
     if !secret {
         return full;

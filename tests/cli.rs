@@ -515,3 +515,26 @@ fn a_bad_nats_url_is_refused_without_its_password() {
         assert!(!stderr.contains("s3"), "{stderr}");
     }
 }
+
+/// An empty `CLICKEDGE_NATS_URL` is unset, as every `CLICKEDGE_` variable: the config's
+/// `clicks.nats_url` is used (it was refused as no URL).
+#[test]
+fn an_empty_nats_url_variable_leaves_the_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    // A port nobody listens on.
+    std::fs::write(&config, "[clicks]\nnats_url = \"nats://127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(bin())
+        .current_dir(dir.path())
+        .args(["clicks", "follow", "--config"])
+        .arg(&config)
+        .env("CLICKEDGE_NATS_URL", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("connecting to NATS at nats://127.0.0.1:1"),
+        "{stderr}"
+    );
+}

@@ -78,7 +78,9 @@ pub(super) async fn run(config: &Config, action: ClicksAction) -> anyhow::Result
     }
 }
 
-async fn follow(config: &Config, args: FollowArgs) -> anyhow::Result<()> {
+async fn follow(config: &Config, mut args: FollowArgs) -> anyhow::Result<()> {
+    // An empty `CLICKEDGE_NATS_URL` is unset, as every `CLICKEDGE_` variable.
+    args.nats_url = args.nats_url.filter(|url| !url.is_empty());
     let mut clicks = config.clicks.clone();
     if let Some(url) = &args.nats_url {
         clicks.nats_url = nats_url(url)?;

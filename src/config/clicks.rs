@@ -100,6 +100,7 @@ pub struct Clicks {
     pub stream: Option<StreamKind>,
     /// The NATS server: `nats://host:port`, or `tls://host:port` for TLS. Default
     /// `nats://127.0.0.1:4222`.
+    #[serde(with = "super::secret_url")]
     pub nats_url: url::Url,
     /// The subject every click of this node is published on; `{node_id}` is replaced by
     /// `[cluster] node_id`. Default `clicks.{node_id}`.

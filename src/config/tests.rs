@@ -451,6 +451,9 @@ fn a_bad_secret_value_is_located_without_showing_its_line() {
         "[admin]\ntoken = \"hunter2\\q\"\n",
         "[admin]\nread_tokens = [\n  \"fine\",\n  \"hunter2\\q\",\n]\n",
         "[acme]\neab_hmac_key = \"hunter2\\q\"\n",
+        "[admin]\nread_tokens = [\n  \"fine\",\n  \"abc=hunter2\\q\",\n]\n",
+        "[clicks]\nnats_url = \"nats://clicks:ab/cd@nats:4222\"\n",
+        "[tls]\nask = \"https://u:ab/cd@ask.internal/check\"\n",
     ] {
         let err = parse(text).unwrap_err().to_string();
         assert!(!err.contains("hunter2") && !err.contains("ab/cd"), "{err}");
