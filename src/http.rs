@@ -391,11 +391,10 @@ impl<V: VerdictStage> Edge<V> {
         // always synced: its 200 says the unsubscribe is kept, and a 503 makes the provider
         // try again.
         let recorded = if let Some(token) = one_click {
-            let recorded = self.clicks.push_synced(event).await.map(|()| true);
-            if matches!(recorded, Ok(_) | Err(ClickRejected::Stalled)) {
-                self.clicks.one_click_logged(token);
-            }
-            recorded
+            self.clicks
+                .push_one_click(event, token)
+                .await
+                .map(|()| true)
         } else {
             self.clicks.record(event).await
         };

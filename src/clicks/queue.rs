@@ -258,11 +258,23 @@ impl ClickQueue {
         false
     }
 
-    /// Says that a one-click of the link with `token` is in the log: its repeats are bound.
-    pub fn one_click_logged(&self, token: &str) {
-        if let Some((_, one_clicks)) = self.rate.as_deref() {
+    /// A one-click of the link with `token`, synced ([`ClickQueue::push_synced`]): once its line
+    /// is on disk the link's repeats are bound by the address rate. One answered `Stalled` is
+    /// not marked, though still queued: the disk may fail it yet, and a repeat bound then would
+    /// be answered `200` with no line of the unsubscribe anywhere (the provider's retry may log
+    /// it twice instead, which an analyst counting unsubscribes by link does not see).
+    pub async fn push_one_click(
+        &self,
+        event: ClickEvent,
+        token: &str,
+    ) -> Result<(), ClickRejected> {
+        let recorded = self.push_synced(event).await;
+        if recorded.is_ok()
+            && let Some((_, one_clicks)) = self.rate.as_deref()
+        {
             one_clicks.log(token);
         }
+        recorded
     }
 
     /// Counts (and says, at most once a second) a click from `ip` not logged for its rate.

@@ -37,11 +37,24 @@ fn clicks_past_the_address_rate_are_not_admitted_and_are_counted() {
     assert_eq!(metrics.clicks_queued.get(), 0);
 }
 
-#[test]
-fn a_links_first_one_click_is_admitted_past_the_rate_and_its_repeats_are_bound() {
+/// A writer on its own thread that writes nothing and answers every synced click `Ok`, as
+/// though its line were on disk, until the queue's sender is dropped.
+fn acknowledging_writer(rx: std::sync::mpsc::Receiver<Queued>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while let Ok(queued) = rx.recv() {
+            if let Msg::Synced(_, ack) = queued.take() {
+                let _ = ack.send(Ok(()));
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_links_first_one_click_is_admitted_past_the_rate_and_its_repeats_are_bound() {
     let metrics = Metrics::unregistered();
-    let (tx, _rx) = sync_channel(10);
-    let queue = test_queue(tx, &metrics, Durability::Buffered, 10)
+    let (tx, rx) = sync_channel(10);
+    let _writer = acknowledging_writer(rx);
+    let queue = test_queue(tx, &metrics, Durability::Synced, 10)
         .with_rate_per_address(NonZeroU32::new(1).unwrap());
     let ip: IpAddr = "203.0.113.7".parse().unwrap();
     // The address's one click a second is spent (a refusal within a thousand tries).
@@ -50,7 +63,7 @@ fn a_links_first_one_click_is_admitted_past_the_rate_and_its_repeats_are_bound()
     // A provider's one-clicks of different links all pass, and take no token.
     for link in ["link-a", "link-b", "link-c"] {
         assert!(queue.admit_one_click(ip, link));
-        queue.one_click_logged(link);
+        queue.push_one_click(event(0), link).await.unwrap();
     }
     // Not yet logged (refused, or dropped): still a first.
     assert!(queue.admit_one_click(ip, "link-d"));
@@ -64,6 +77,26 @@ fn a_links_first_one_click_is_admitted_past_the_rate_and_its_repeats_are_bound()
         metrics.clicks_unlogged_rate.get(),
         refused + 20 - repeats as u64
     );
+}
+
+/// A one-click answered 503 because the log stalled is not taken as logged: the disk may still
+/// fail it, and its retry, bound by the address rate as a repeat, was then answered `200` with
+/// no line of the unsubscribe anywhere.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_one_click_is_still_a_first_for_its_retry() {
+    let metrics = Metrics::unregistered();
+    // A writer that takes nothing: the disk does not answer.
+    let (tx, _rx) = sync_channel(10);
+    let queue = test_queue(tx, &metrics, Durability::Synced, 10)
+        .with_rate_per_address(NonZeroU32::new(1).unwrap());
+    let ip: IpAddr = "203.0.113.7".parse().unwrap();
+    assert!((0..1000).any(|_| !queue.admit(ip)));
+    assert!(queue.admit_one_click(ip, "link-a"));
+    assert_eq!(
+        queue.push_one_click(event(0), "link-a").await,
+        Err(ClickRejected::Stalled)
+    );
+    assert!(queue.admit_one_click(ip, "link-a"), "the retry is a first");
 }
 
 #[test]
