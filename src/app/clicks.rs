@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use prometheus::Registry;
 
 use crate::clicks::file::{Access, FileSink, FileSinkConfig};
-use crate::clicks::ship::{NatsTarget, Progress, ShipMetrics, Shipper};
+use crate::clicks::ship::{MAX_IN_FLIGHT, NatsTarget, Progress, ShipMetrics, Shipper};
 use crate::clicks::{BatchConfig, ClickIds, ClickQueue, ClickWriter};
 use crate::clock::Clock;
 use crate::config::{Config, StreamKind};
@@ -70,13 +70,17 @@ pub(super) async fn start(
     } && newest >= next
     {
         // The local log lost what it shipped (a replaced volume, a deleted directory): ids it
-        // would hand out again are ones the stream and its consumers have seen.
+        // would hand out again are ones the stream and its consumers have seen. The last message
+        // is not always the newest id: a line published again after a refusal lands after
+        // those in flight with it (at most `MAX_IN_FLIGHT`), which the stream kept already.
+        let after = newest.saturating_add(MAX_IN_FLIGHT as u64);
         tracing::warn!(
             local = next,
-            after = newest,
+            newest,
+            after,
             "the stream holds newer click ids of this node than its click log: ids go on after the stream's"
         );
-        next = newest.saturating_add(1);
+        next = after.saturating_add(1);
     }
     let ids = ClickIds::new(config.cluster.node_id(), next);
     let (writer, mut queue) = ClickWriter::start(

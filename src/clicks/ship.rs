@@ -257,17 +257,23 @@ impl Shipper {
                 (reader, next) = match read {
                     Ok(done) => done,
                     Err(e) => {
-                        // A bug: said as such, and shipping shows behind from now on (in
-                        // /healthz and the error count) rather than its last figures.
+                        // A bug: said as such, and shipping shows behind (in /healthz and the
+                        // error count) rather than its last figures.
                         self.metrics.errors.inc();
                         self.progress.set_behind(true);
                         tracing::error!(
                             error = %e,
                             at = %self.acked,
-                            "the click shipper's reader panicked: no click is shipped from now \
-                             on (they stay in the log); restart the edge"
+                            "the click shipper's reader panicked (the clicks stay in the log)"
                         );
-                        break;
+                        // What is acknowledged is kept; the panic goes on to the supervisor,
+                        // which stops the edge for its service manager to start it again (ended
+                        // here quietly, the edge served on shipping nothing, gauges frozen).
+                        self.persist(true).await;
+                        match e.try_into_panic() {
+                            Ok(panic) => std::panic::resume_unwind(panic),
+                            Err(_) => break,
+                        }
                     }
                 };
                 match next {
