@@ -293,9 +293,22 @@ impl Backoff {
         self.record_or_warn(name, &IssueStatus::default()).await;
     }
 
-    /// Clears the backoff of `name` so the next handshake may order again.
+    /// Clears the backoff of `name` so the next handshake may order again. Its failures in a
+    /// row are kept until one succeeds: a failure after the reset waits as the next one would
+    /// (from the third, at least [`schedule::FAILING_FLOOR`]); counted afresh, every reset
+    /// handed out two retries a minute or ten apart, into the CA's limit of failed
+    /// validations per name an hour.
     pub(super) async fn reset(&self, name: &Domain) -> Result<(), StoreError> {
-        self.record(name, &IssueStatus::default()).await
+        self.update(name, |current| {
+            Some(IssueStatus {
+                last_error: None,
+                retry_at: None,
+                failures: current.failures,
+            })
+        })
+        .await
+        .map(drop)
+        .map_err(|(e, _)| e)
     }
 
     /// Clears a held-back reason once the checks pass, keeping any backoff a CA error set.

@@ -55,6 +55,38 @@ async fn a_failure_backs_off_instead_of_ordering_again() {
     );
 }
 
+/// A reset lets the next handshake order at once, but a failure after it waits as the next in
+/// the row would: resets (a customer's fix seen by the checks, an add again) cannot hand out
+/// quick retries into Let's Encrypt's 5 failed validations per name an hour.
+#[tokio::test]
+async fn a_failure_after_a_reset_waits_as_the_next_in_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::starting_now();
+    let (issuer, store, certs) = setup_at(dir.path(), &wall);
+    let name = Domain::parse("a.example.com").unwrap();
+    store.add_domain(&name, wall.clock().now()).await.unwrap();
+    issuer.fail.store(true, Ordering::SeqCst);
+    for failures in 1..=2 {
+        certs.reset_backoff(&name).await.unwrap();
+        certs.resolve(&name).await.unwrap_err();
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), failures);
+    }
+    let rec = record(&store, &name).await;
+    assert_eq!((rec.failures, rec.last_error.is_some()), (2, true));
+    certs.reset_backoff(&name).await.unwrap();
+    let rec = record(&store, &name).await;
+    assert_eq!(
+        (rec.failures, rec.retry_at, &rec.last_error),
+        (2, None, &None)
+    );
+    assert_eq!(certs.status(&rec).await.unwrap().status, "none");
+    certs.resolve(&name).await.unwrap_err();
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 3, "ordered at once");
+    let rec = record(&store, &name).await;
+    assert_eq!(rec.failures, 3);
+    assert!(rec.retry_at.unwrap() >= wall.clock().now() + schedule::FAILING_FLOOR);
+}
+
 #[tokio::test]
 async fn a_backoff_ends_when_the_clock_passes_its_retry_time() {
     let dir = tempfile::tempdir().unwrap();
