@@ -10,6 +10,7 @@ pub mod challenges;
 pub mod client;
 mod error;
 pub mod limits;
+mod poll;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -38,6 +39,7 @@ use challenges::Challenges;
 use client::AcmeHttp;
 pub use error::AcmeError;
 pub use limits::RateLimit;
+use poll::poll_settled;
 
 /// Extra time a published challenge stays answerable after the order's own timeout.
 const CHALLENGE_SLACK: Duration = Duration::from_secs(60);
@@ -523,32 +525,6 @@ fn words(problem: &Problem) -> String {
 }
 
 /// The reason an order became invalid: the failed challenge's problem, if the CA says.
-/// Polls `order` until it leaves `pending`, backing off from 250 ms by 1.5 up to `timeout`:
-/// ready to finalize, invalid, or already finalized (`processing`, `valid`). instant-acme's
-/// `poll_ready` waits only for ready or invalid, so an order another node finalized meanwhile
-/// would be polled until the timeout.
-async fn poll_settled(
-    order: &mut Order,
-    timeout: Duration,
-) -> Result<OrderStatus, instant_acme::Error> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(250);
-    loop {
-        let state = order.refresh().await?;
-        if let Some(problem) = &state.error {
-            return Err(instant_acme::Error::Api(problem.clone()));
-        }
-        if state.status != OrderStatus::Pending {
-            return Ok(state.status);
-        }
-        if tokio::time::Instant::now() + delay > deadline {
-            return Err(instant_acme::Error::Timeout(None));
-        }
-        tokio::time::sleep(delay).await;
-        delay = delay.mul_f64(1.5);
-    }
-}
-
 async fn invalid_order(domain: &Domain, order: &mut Order) -> IssueError {
     if let Some(problem) = &order.state().error {
         return refused(domain, &problem.clone());

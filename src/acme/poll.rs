@@ -1,0 +1,74 @@
+//! Polling an order until the CA has settled it, within `acme.order_timeout`.
+
+use std::time::Duration;
+
+use instant_acme::{Order, OrderStatus};
+
+/// Polls `order` until it leaves `pending`, backing off from 250 ms by 1.5 up to `timeout`:
+/// ready to finalize, invalid, or already finalized (`processing`, `valid`). instant-acme's
+/// `poll_ready` waits only for ready or invalid, so an order another node finalized meanwhile
+/// would be polled until the timeout.
+pub(super) async fn poll_settled(
+    order: &mut Order,
+    timeout: Duration,
+) -> Result<OrderStatus, instant_acme::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let state = order.refresh().await?;
+        if let Some(problem) = &state.error {
+            return Err(instant_acme::Error::Api(problem.clone()));
+        }
+        if state.status != OrderStatus::Pending {
+            return Ok(state.status);
+        }
+        let Some(wait) = next_poll(tokio::time::Instant::now(), deadline, delay) else {
+            return Err(instant_acme::Error::Timeout(None));
+        };
+        tokio::time::sleep(wait).await;
+        delay = delay.mul_f64(1.5);
+    }
+}
+
+/// How long to wait before polling again at `now`, `delay` after the last poll: cut short to
+/// poll once more at `deadline` (giving up a whole delay early, an order the CA validated in
+/// the last third of `acme.order_timeout` failed); none once `deadline` has passed.
+fn next_poll(
+    now: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+    delay: Duration,
+) -> Option<Duration> {
+    let left = deadline
+        .checked_duration_since(now)
+        .filter(|d| !d.is_zero())?;
+    Some(delay.min(left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_is_polled_once_more_at_its_deadline() {
+        let now = tokio::time::Instant::now();
+        let deadline = now + Duration::from_secs(90);
+        assert_eq!(
+            next_poll(now, deadline, Duration::from_millis(250)),
+            Some(Duration::from_millis(250))
+        );
+        // The polls from 250 ms growing by half: the delay after the one near 64 s is longer
+        // than what is left.
+        let (mut at, mut delay, mut polls) = (now, Duration::from_millis(250), 0);
+        while let Some(wait) = next_poll(at, deadline, delay) {
+            at += wait;
+            delay = delay.mul_f64(1.5);
+            polls += 1;
+        }
+        assert_eq!(at, deadline, "the last poll is at the deadline");
+        assert!(polls > 10, "{polls}");
+        assert_eq!(
+            next_poll(deadline + Duration::from_millis(1), deadline, delay),
+            None
+        );
+    }
+}
