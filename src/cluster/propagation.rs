@@ -290,7 +290,8 @@ impl Propagation {
                 let changing = self.policy.changing().await;
                 match self.store.domain(name).await? {
                     Some(record) => {
-                        if !self.policy.is_registered(name.as_str()) {
+                        let added = !self.policy.is_registered(name.as_str());
+                        if added {
                             tracing::info!(domain = %name, "domain added on another node");
                         }
                         self.policy.register_record(&record);
@@ -298,6 +299,12 @@ impl Propagation {
                         drop(changing);
                         if let Some(onboarding) = &self.onboarding {
                             onboarding.reload(name).await?;
+                        }
+                        // Its certificate's change may have come first, in an earlier page (the
+                        // domain's row written again since), and found the name unknown: read
+                        // now, for the renewal schedule and the mirror.
+                        if added {
+                            self.certs.reload_name(name).await?;
                         }
                     }
                     None => {

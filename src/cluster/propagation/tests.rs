@@ -200,6 +200,36 @@ async fn a_certificate_another_node_stored_replaces_the_cached_one() {
     );
 }
 
+/// A certificate whose change comes a page before its domain's (the domain's row written again
+/// since: changes are read at each row's newest version) is taken once the domain is: it was
+/// read while the name was unknown, and never again, so this node did not schedule its
+/// renewal nor mirror it.
+#[tokio::test]
+async fn a_certificate_read_before_its_domain_is_taken_once_the_domain_is() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let a = Domain::parse("a.example.com").unwrap();
+    f.store.add_domain(&a, clock.clock().now()).await.unwrap();
+    let theirs = f.other_ca.issue(&a, None, &Unclaimed).await.unwrap();
+    f.store.put_certificate(&a, &theirs).await.unwrap();
+    for i in 0..PAGE {
+        let filler = Domain::parse(&format!("filler-{i}.example.com")).unwrap();
+        f.store
+            .add_domain(&filler, clock.clock().now())
+            .await
+            .unwrap();
+    }
+    f.store
+        .set_status(&a, &IssueStatus::default())
+        .await
+        .unwrap();
+    f.propagation.scan().await.unwrap();
+    let record = f.store.domain(&a).await.unwrap().unwrap();
+    let status = f.certs.status(&record).await.unwrap();
+    assert_eq!(status.status, "valid");
+    assert!(status.next_renewal.is_some(), "scheduled: {status:?}");
+}
+
 #[tokio::test]
 async fn keys_added_or_removed_elsewhere_reach_the_ring() {
     let clock = ManualClock::starting_now();
