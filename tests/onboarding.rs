@@ -182,6 +182,14 @@ async fn stray_a_record_fails_naming_it_holds_back_the_order_until_fixed() {
     assert_eq!(failing(&d), vec!["points-to-edge"], "{d:#}");
     let c = find(&d, "points-to-edge");
     assert_eq!(c["blocking"], true);
+    // `domain add` says what holds the certificate back.
+    let out = edge.cli(&["domain", "add", name]);
+    assert!(
+        out.contains(
+            "certificate: none until points-to-edge passes; then issued at the first HTTPS request"
+        ) && out.contains("no certificate until these are fixed"),
+        "{out}"
+    );
     let message = c["message"].as_str().unwrap();
     assert!(message.contains("an A record 192.0.2.7"), "{message}");
     let fix = c["fix"].as_str().unwrap();
@@ -273,6 +281,13 @@ async fn caa_for_another_ca_fails_naming_the_identity_to_allow_but_does_not_hold
     );
     // The built-in CA does not read CAA: a warning about the CA to come, not a hold.
     assert_eq!(c["blocking"], false, "{c:#}");
+    let out = edge.cli(&["domain", "add", name]);
+    assert!(
+        out.contains("certificate: issued at the first HTTPS request for this name")
+            && out.contains("once these are fixed, run: clickedge domain check")
+            && !out.contains("no certificate until"),
+        "{out}"
+    );
     assert_eq!(click(&edge, name).await.unwrap().status(), 302);
 }
 

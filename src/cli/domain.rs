@@ -183,8 +183,27 @@ pub(super) async fn run(
             if let Some(warning) = v["warning"].as_str() {
                 say!("warning:     {}", escape(warning));
             }
+            // Only a check marked `blocking` holds back orders (others, failing, say what else
+            // to fix); the warning says why the issuer never vouches for the name.
+            let blocking: Vec<Cow<'_, str>> = v["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["blocking"] == true)
+                .map(|c| shown(&c["id"]))
+                .collect();
             match v["certificate"]["status"].as_str() {
                 Some("valid") => say!("certificate: valid"),
+                _ if v["warning"].is_string() => say!("certificate: none (see the warning)"),
+                _ if !blocking.is_empty() => say!(
+                    "certificate: none until {} {}; then issued at the first HTTPS request",
+                    blocking.join(" and "),
+                    if blocking.len() == 1 {
+                        "passes"
+                    } else {
+                        "pass"
+                    }
+                ),
                 _ => {
                     say!("certificate: issued at the first HTTPS request for this name")
                 }
@@ -193,10 +212,12 @@ pub(super) async fn run(
             if v["checks"].as_array().is_some_and(|c| !c.is_empty()) {
                 say!();
                 print_checks(&v);
-                if count_status(&v, "fail") > 0 {
+                if !blocking.is_empty() {
                     say!(
                         "\nno certificate until these are fixed; then run: clickedge domain check {name}"
                     );
+                } else if count_status(&v, "fail") > 0 {
+                    say!("\nonce these are fixed, run: clickedge domain check {name}");
                 }
             }
         }

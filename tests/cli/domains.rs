@@ -223,6 +223,10 @@ async fn adding_a_name_the_built_in_ca_will_not_vouch_for_warns_at_once() {
         ) && out.contains("not links.mycorp.io: add its zone there"),
         "{out}"
     );
+    assert!(
+        out.contains("certificate: none (see the warning)"),
+        "no promise of a certificate: {out}"
+    );
     let out = edge.cli(&["domain", "show", "links.mycorp.io"]);
     assert!(
         out.contains(
@@ -232,6 +236,10 @@ async fn adding_a_name_the_built_in_ca_will_not_vouch_for_warns_at_once() {
     );
     let out = edge.cli(&["domain", "add", "links.example.com"]);
     assert!(!out.contains("warning"), "{out}");
+    assert!(
+        out.contains("certificate: issued at the first HTTPS request for this name"),
+        "{out}"
+    );
     let out = edge.cli(&["domain", "show", "links.example.com"]);
     assert!(!out.contains("warning"), "{out}");
 }
