@@ -82,12 +82,13 @@ Configuration (TOML; every key optional; unknown keys are an error):
   queue_capacity = 65536                clicks waiting for the writer (at most 1048576);
                                         beyond, counted drops
   max_file_bytes = 67108864             rotate past 64 MiB...
-  rotate_interval = \"1h\"                ...or past this age
+  rotate_interval = \"1h\"                ...or past this age (at least 1s)
   max_buffered_bytes = 67108864         held in memory while the log cannot be written
   group_read = false                    true: click dir 0750, files 0640 (else 0700, 0600)
   max_total_bytes = 10737418240         10 GiB; oldest click files deleted past it (0: no cap)
   max_clicks_per_ip_per_sec = 10        past it, redirected but not logged (counted); 0: no bound
-  retention = (none)                    closed click files last written longer ago deleted (once shipped)
+  retention = (none)                    closed click files last written longer ago deleted (once
+                                        shipped; at least 1m)
   stream = (none)                       \"nats\": ship every click to NATS JetStream
   nats_url = \"nats://127.0.0.1:4222\"    tls:// for TLS
   nats_subject = \"clicks.{node_id}\"     {node_id} from [cluster]
@@ -122,7 +123,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   dns_servers = []                      resolvers (ip:port); default the system's
   caa_identities = [\"letsencrypt.org\"]  CAA identities of the CA, one must be allowed
   http_port = 80                        port of the HTTP reachability check
-  recheck_interval = \"5m\"              re-check domains without a valid certificate
+  recheck_interval = \"5m\"              re-check domains without a valid certificate (at least 10s)
   danger_allow_private_addresses = false  tests only: let the HTTP check use loopback/private IPs
   public_url = (none)                   https://NAME of the customers' status pages
   [admin]
@@ -273,7 +274,8 @@ pub enum KeysAction {
 /// The message a minted link belongs to (`clickedge link`), all optional.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct MessageArgs {
-    /// The message's id: links of one message are judged together (bursts, coverage, decoys).
+    /// The message's id (1 to 128 bytes): links of one message are judged together (bursts,
+    /// coverage, decoys).
     #[arg(long)]
     message: Option<String>,
     /// This link's position among the message's links, from 0.

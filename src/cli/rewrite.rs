@@ -21,7 +21,7 @@ pub struct RewriteArgs {
     /// Link domain (must be registered).
     #[arg(long)]
     domain: String,
-    /// The message's id, sealed in every link and the pixel.
+    /// The message's id (1 to 128 bytes), sealed in every link and the pixel.
     #[arg(long)]
     message: String,
     /// The HTML part (`-` for stdin).

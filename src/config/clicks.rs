@@ -199,12 +199,12 @@ impl Clicks {
                 self.queue_capacity
             ));
         }
-        if self.retention.is_some_and(|r| r < Duration::from_secs(60)) {
-            return Some(
-                "clicks.retention must be at least 1m (e.g. \"30d\"), or left out to keep files \
-                 until clicks.max_total_bytes"
-                    .into(),
-            );
+        if let Some(r) = self.retention.filter(|r| *r < Duration::from_secs(60)) {
+            return Some(format!(
+                "clicks.retention = \"{}\" is under 1m; use at least 1m, for example \"30d\", or \
+                 leave it out to keep files until clicks.max_total_bytes",
+                humantime::format_duration(r)
+            ));
         }
         let shortest = crate::clicks::verdict::messages::DECOY_WINDOW;
         if self.message_ttl < shortest {

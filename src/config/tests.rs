@@ -92,6 +92,40 @@ fn onboarding_defaults_and_bad_values() {
     assert!(err.contains("onboarding.caa_identities"), "{err}");
 }
 
+/// A value checked beyond its type is refused naming its key and the value given.
+#[test]
+fn values_under_their_minimum_are_refused_naming_the_key_and_the_value() {
+    for (text, said) in [
+        (
+            "[clicks]\nrotate_interval = \"500ms\"\n",
+            "clicks.rotate_interval = \"500ms\" is under 1s",
+        ),
+        (
+            "[clicks]\nretention = \"30s\"\n",
+            "clicks.retention = \"30s\" is under 1m",
+        ),
+        (
+            "[onboarding]\nrecheck_interval = \"5s\"\n",
+            "onboarding.recheck_interval = \"5s\" is under 10s",
+        ),
+        (
+            "[onboarding]\ncaa_identities = [\"letsencrypt.org\", \"lets encrypt\"]\n",
+            "onboarding.caa_identities has \"lets encrypt\"",
+        ),
+        (
+            "[tls]\nhandshake_timeout = \"0s\"\n",
+            "tls.handshake_timeout = \"0s\" must be greater than zero",
+        ),
+        (
+            "[acme]\norder_timeout = \"0s\"\n",
+            "acme.order_timeout = \"0s\" must be greater than zero",
+        ),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(said), "{text}: {err}");
+    }
+}
+
 #[test]
 fn ask_is_off_by_default_and_rate_limited_when_on() {
     let t = parse("").unwrap().tls;

@@ -33,9 +33,10 @@ impl Config {
             ));
         }
         if self.clicks.rotate_interval < Duration::from_secs(1) {
-            return Err(invalid(
-                "clicks.rotate_interval must be at least 1s (e.g. \"1h\")".into(),
-            ));
+            return Err(invalid(format!(
+                "clicks.rotate_interval = \"{}\" is under 1s; use at least 1s, for example \"1h\"",
+                shown(self.clicks.rotate_interval)
+            )));
         }
         let min_total = self.clicks.max_file_bytes.get().saturating_mul(2);
         if self.clicks.max_total_bytes != 0 && self.clicks.max_total_bytes < min_total {
@@ -50,10 +51,15 @@ impl Config {
         if let Some(message) = self.clicks.subject_invalid_for(&self.cluster.node_id()) {
             return Err(invalid(message));
         }
-        if self.tls.on_demand_timeout.is_zero() || self.tls.handshake_timeout.is_zero() {
-            return Err(invalid(
-                "tls.on_demand_timeout and tls.handshake_timeout must be greater than zero".into(),
-            ));
+        for (key, value) in [
+            ("tls.on_demand_timeout", self.tls.on_demand_timeout),
+            ("tls.handshake_timeout", self.tls.handshake_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(format!(
+                    "{key} = \"0s\" must be greater than zero, for example \"10s\""
+                )));
+            }
         }
         if let Some(message) = self.listen.invalid() {
             return Err(invalid(message));
@@ -64,23 +70,30 @@ impl Config {
         if let Some(message) = self.limits.invalid() {
             return Err(invalid(message));
         }
-        if self.onboarding.caa_identities.is_empty()
-            || self.onboarding.caa_identities.iter().any(|i| {
-                i.is_empty()
-                    || !i
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            })
-        {
+        if self.onboarding.caa_identities.is_empty() {
             return Err(invalid(
-                "onboarding.caa_identities must list the CA's CAA domains, e.g. [\"letsencrypt.org\"]"
+                "onboarding.caa_identities is empty; list the CA's CAA domains, for example \
+                 [\"letsencrypt.org\"]"
                     .into(),
             ));
         }
+        if let Some(bad) = self.onboarding.caa_identities.iter().find(|i| {
+            i.is_empty()
+                || !i
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        }) {
+            return Err(invalid(format!(
+                "onboarding.caa_identities has {bad:?}, which is not a CA's CAA domain (letters, \
+                 digits, '.' and '-'); list the CA's CAA domains, for example [\"letsencrypt.org\"]"
+            )));
+        }
         if self.onboarding.recheck_interval < Duration::from_secs(10) {
-            return Err(invalid(
-                "onboarding.recheck_interval must be at least 10s (e.g. \"5m\")".into(),
-            ));
+            return Err(invalid(format!(
+                "onboarding.recheck_interval = \"{}\" is under 10s; use at least 10s, for \
+                 example \"5m\"",
+                shown(self.onboarding.recheck_interval)
+            )));
         }
         if self.acme.challenges.is_empty() {
             return Err(invalid(
@@ -96,10 +109,15 @@ impl Config {
         if let Some(message) = self.acme_invalid() {
             return Err(invalid(message));
         }
-        if self.acme.order_window.is_zero() || self.acme.order_timeout.is_zero() {
-            return Err(invalid(
-                "acme.order_window and acme.order_timeout must be greater than zero".into(),
-            ));
+        for (key, value, example) in [
+            ("acme.order_window", self.acme.order_window, "3h"),
+            ("acme.order_timeout", self.acme.order_timeout, "90s"),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(format!(
+                    "{key} = \"0s\" must be greater than zero, for example \"{example}\""
+                )));
+            }
         }
         if self.cluster.scan_interval < Duration::from_secs(1) {
             return Err(invalid(format!(
@@ -213,4 +231,9 @@ fn is_mailto(contact: &str) -> bool {
             .split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
         && !contact.contains(char::is_whitespace)
+}
+
+/// `d` as a config value is written (`"1h 30m"`, `"500ms"`).
+fn shown(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
