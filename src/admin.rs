@@ -170,7 +170,10 @@ async fn require_token(
     } else {
         let mut res = ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token: send Authorization: Bearer <token> (the token is in <data_dir>/admin-token)",
+            format!(
+                "missing or wrong admin token: send Authorization: Bearer <token> (the token is {})",
+                state.tokens.whence()
+            ),
         )
         .into_response();
         res.headers_mut().insert(

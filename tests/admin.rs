@@ -26,7 +26,13 @@ async fn missing_or_wrong_token_is_401_but_health_and_metrics_are_open() {
                 )
                 .await;
             assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
-            assert!(body["error"].as_str().unwrap().contains("token"));
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("the token is in <data_dir>/admin-token"),
+                "{body}"
+            );
         }
     }
     let (status, _) = edge
@@ -58,6 +64,23 @@ async fn missing_or_wrong_token_is_401_but_health_and_metrics_are_open() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
+}
+
+/// The 401 says where the token is as this edge is configured: a token set in the config has
+/// no `admin-token` file to point at.
+#[tokio::test]
+async fn a_401_points_at_where_the_configured_token_is() {
+    let edge = Edge::start_with("[admin]\ntoken = \"the-full-admin-token-0123456789\"\n");
+    let (status, body) = edge
+        .admin_with_token(Method::GET, "/v1/domains", None, None)
+        .await;
+    assert_eq!(status, 401);
+    let said = body["error"].as_str().unwrap();
+    assert!(
+        said.contains("the token is admin.token in the edge's config"),
+        "{said}"
+    );
+    assert!(!said.contains("admin-token"), "{said}");
 }
 
 #[tokio::test]

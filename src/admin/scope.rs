@@ -24,12 +24,20 @@ pub enum Scope {
 pub struct Tokens {
     full: String,
     read: Vec<String>,
+    /// Where an operator finds the full token, for the 401's words.
+    whence: &'static str,
 }
 
 impl Tokens {
-    /// The full token and the read-only ones.
-    pub fn new(full: String, read: Vec<String>) -> Tokens {
-        Tokens { full, read }
+    /// The full token, found where `whence` says (for the 401: `admin.token`, the file
+    /// `admin.token_file` names, `<data_dir>/admin-token`), and the read-only ones.
+    pub fn new(full: String, whence: &'static str, read: Vec<String>) -> Tokens {
+        Tokens { full, read, whence }
+    }
+
+    /// Where an operator finds the full token, in words (never the token).
+    pub fn whence(&self) -> &'static str {
+        self.whence
     }
 
     /// The scope of a presented token, or `None` when it matches none.
@@ -76,7 +84,11 @@ mod tests {
 
     #[test]
     fn scopes_follow_the_token() {
-        let t = Tokens::new("f".repeat(32), vec!["r".repeat(32), "s".repeat(20)]);
+        let t = Tokens::new(
+            "f".repeat(32),
+            "admin.token",
+            vec!["r".repeat(32), "s".repeat(20)],
+        );
         assert_eq!(t.scope_of(&"f".repeat(32)), Some(Scope::Full));
         assert_eq!(t.scope_of(&"r".repeat(32)), Some(Scope::Read));
         assert_eq!(t.scope_of(&"s".repeat(20)), Some(Scope::Read));

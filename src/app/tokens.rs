@@ -17,6 +17,13 @@ const MIN_LEN: usize = 16;
 /// The full token and the read-only ones.
 pub(super) fn admin_tokens(config: &Config) -> anyhow::Result<Tokens> {
     let full = admin_token(config)?;
+    let whence = if config.admin.token.is_some() {
+        "admin.token in the edge's config"
+    } else if config.admin.token_file.is_some() {
+        "in the file admin.token_file names"
+    } else {
+        "in <data_dir>/admin-token"
+    };
     let mut read: Vec<String> = config
         .admin
         .read_tokens
@@ -55,7 +62,7 @@ pub(super) fn admin_tokens(config: &Config) -> anyhow::Result<Tokens> {
             );
         }
     }
-    Ok(Tokens::new(full, read))
+    Ok(Tokens::new(full, whence, read))
 }
 
 /// The configured admin token, or the one in `<data_dir>/admin-token`, generated on first use.
