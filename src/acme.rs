@@ -240,6 +240,8 @@ impl AcmeIssuer {
                 next,
             });
         }
+        // Spent from here on, whether the CA takes the order or not.
+        self.metrics.acme_budget_taken.inc();
         // The wait may have been long: the claim (the lease, and the name still registered) is
         // confirmed again before the order is placed.
         if replacing.is_some() {

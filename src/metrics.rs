@@ -103,6 +103,8 @@ pub struct Metrics {
     pub renewals: IntCounterVec,
     /// ACME orders by challenge type and event (`started`, `succeeded`, `failed`).
     pub acme_orders: IntCounterVec,
+    /// Orders taken from the account's order budget by this node, whatever the CA then said.
+    pub acme_budget_taken: IntCounter,
     /// Seconds from a click request handed to the handler until its `302` is written.
     pub redirect_seconds: Histogram,
 }
@@ -204,9 +206,9 @@ const ISSUERS: [&str; 2] = ["local", "acme"];
 
 /// Buckets of the redirect latency: a redirect takes tens of microseconds of server time, so
 /// the resolution is there, up to the seconds a stalled writer or a synced click may take.
-const REDIRECT_BUCKETS: [f64; 14] = [
+const REDIRECT_BUCKETS: [f64; 15] = [
     0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.5, 2.5,
+    0.5, 2.5, 5.0,
 ];
 
 /// `clickedge_build_info{version} 1`, and the standard `process_*` series of this process (RSS,
@@ -370,8 +372,12 @@ impl Metrics {
                     "clickedge_certificate_issuance_seconds",
                     "Time to obtain a certificate",
                 )
+                // The built-in CA in milliseconds; an ACME order in seconds to minutes, up to
+                // `acme.order_timeout`; a renewal waiting for the order budget up to
+                // `acme.order_window` (3 h by default).
                 .buckets(vec![
-                    0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 180.0,
+                    600.0, 1800.0, 3600.0, 10800.0,
                 ]),
             )?,
             cert_lookup_hits: cert_lookups.with_label_values(&["hit"]),
@@ -440,6 +446,11 @@ impl Metrics {
                 ),
                 &["challenge", "event"],
             )?,
+            acme_budget_taken: IntCounter::new(
+                "clickedge_acme_order_budget_taken_total",
+                "Orders taken from the account's order budget by this node (a new order the CA \
+                 refused or never answered included)",
+            )?,
             redirect_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "clickedge_redirect_duration_seconds",
@@ -458,6 +469,7 @@ impl Metrics {
         registry.register(Box::new(m.proxy_refused.clone()))?;
         registry.register(Box::new(m.renewals.clone()))?;
         registry.register(Box::new(m.acme_orders.clone()))?;
+        registry.register(Box::new(m.acme_budget_taken.clone()))?;
         registry.register(Box::new(m.clicks_logged.clone()))?;
         registry.register(Box::new(m.clicks_dropped.clone()))?;
         registry.register(Box::new(m.clicks_queued.clone()))?;

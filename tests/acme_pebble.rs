@@ -60,6 +60,10 @@ async fn issue_and_click(challenge: &str, options: PebbleOptions) {
         1.0
     );
     assert_eq!(orders(&edge, "started").await, 1.0);
+    assert_eq!(
+        edge.metric("clickedge_acme_order_budget_taken_total").await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,6 +212,12 @@ async fn refused_name_records_the_problem_and_backs_off() {
     assert!(cert["retry_at"].is_string(), "{d}");
     // Three handshakes, one order attempt (refused at new-order): the others hit the backoff.
     assert_eq!(orders(&edge, "failed").await, 1.0);
+    // Never started, yet taken from the account's order budget all the same.
+    assert_eq!(orders(&edge, "started").await, 0.0);
+    assert_eq!(
+        edge.metric("clickedge_acme_order_budget_taken_total").await,
+        1.0
+    );
     assert_eq!(
         edge.metric("clickedge_tls_handshakes_total{outcome=\"no_certificate\"}")
             .await,
