@@ -20,6 +20,20 @@ const LOG_ENV: &str = "CLICKEDGE_LOG";
 /// Swaps the log filter of the running process (SIGHUP).
 type LogFilter = reload::Handle<EnvFilter, Registry>;
 
+/// Set once `serve` logs as JSON: what the process says on its way out is then a log line too,
+/// so a pipeline reading one JSON object per line (the journal, kubelet) sees why it stopped.
+static JSON_LOGS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// Says `message` on stderr as the log is written: a JSON error event once `serve` logs JSON,
+/// else plain text.
+fn say_error(message: &str) {
+    if JSON_LOGS.get().is_some() {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("{message}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -40,7 +54,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", errors::chain(e.as_ref()));
+            say_error(&format!("error: {}", errors::chain(e.as_ref())));
             ExitCode::FAILURE
         }
     }
@@ -62,7 +76,11 @@ async fn serve(
     config_path: Option<&Path>,
     log_format: Option<LogFormat>,
 ) -> anyhow::Result<()> {
-    let log_filter = init_logging(log_format_of(log_format, &config)?, config.log.as_deref());
+    let log_format = log_format_of(log_format, &config)?;
+    let log_filter = init_logging(log_format, config.log.as_deref());
+    if log_format == LogFormat::Json {
+        let _ = JSON_LOGS.set(());
+    }
     // The only global: rustls's process-wide crypto provider (aws-lc-rs), for any client config
     // built without an explicit provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -135,7 +153,7 @@ async fn serve(
     // A second stop signal stops at once; SIGHUP no longer reloads anything.
     tokio::spawn(async move {
         while !matches!(next_signal(&mut signals).await, Event::Stop(_)) {}
-        eprintln!("second signal: exiting now");
+        say_error("second signal: exiting now");
         std::process::exit(130);
     });
     app.shutdown().await
@@ -145,7 +163,6 @@ async fn serve(
 /// stdout is gone (a closed pipe, a detached terminal): the edge serves on without it.
 fn banner(app: &App, config: &Config, config_path: Option<&Path>) {
     use std::fmt::Write as _;
-    use std::io::Write as _;
     let a = app.addrs();
     let list = |addrs: &[std::net::SocketAddr]| {
         addrs
@@ -161,6 +178,23 @@ fn banner(app: &App, config: &Config, config_path: Option<&Path>) {
         metrics = %a.metrics.map_or_else(|| "none".to_owned(), |m| m.to_string()),
         "listening"
     );
+    // With JSON logs the banner is one JSON object too (the journal or kubelet mixes stdout
+    // into the log), the addresses and no hints.
+    if JSON_LOGS.get().is_some() {
+        let strings = |addrs: &[std::net::SocketAddr]| -> Vec<String> {
+            addrs.iter().map(ToString::to_string).collect()
+        };
+        let line = serde_json::json!({
+            "message": "listening",
+            "version": env!("CARGO_PKG_VERSION"),
+            "https": strings(&a.https),
+            "http": strings(&a.http),
+            "admin": a.admin.to_string(),
+            "metrics": a.metrics.map(|m| m.to_string()),
+        });
+        print_banner(&format!("{line}\n"));
+        return;
+    }
     let data = config.data_dir.display();
     let mut text = String::new();
     let _ = writeln!(
@@ -203,6 +237,13 @@ fn banner(app: &App, config: &Config, config_path: Option<&Path>) {
             ip = https.ip()
         );
     }
+    print_banner(&text);
+}
+
+/// Prints `text` to stdout, unless stdout is gone (a closed pipe, a detached terminal): the
+/// edge serves on without it.
+fn print_banner(text: &str) {
+    use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         tracing::debug!(error = %e, "the start-up banner was not printed: stdout is closed");

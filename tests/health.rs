@@ -102,6 +102,72 @@ async fn json_logs_are_one_object_per_line_with_stable_fields_and_never_the_toke
     assert!(!stderr.contains(&token), "the admin token was logged");
 }
 
+/// With JSON logs every line the edge writes is a JSON object, stdout's banner and the error a
+/// start fails with included: the journal and kubelet mix stdout into stderr, and a pipeline
+/// reading JSON lines would drop the reason a pod crash-loops.
+#[test]
+fn with_json_logs_the_banner_and_a_failed_start_are_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "log_format = \"json\"\ndata_dir = \"{}\"\n[listen]\nhttps = \"127.0.0.1:0\"\n\
+             http = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let banner: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(banner["message"], "listening", "{banner}");
+    assert!(banner["https"][0].as_str().is_some(), "{banner}");
+
+    // A data dir that cannot be made: the start fails once logging is up.
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "log_format = \"json\"\ndata_dir = \"{}\"\n",
+            dir.path().join("file").join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: Value = stderr
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("not JSON: {stderr}"));
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("error: ")),
+        "{last}"
+    );
+}
+
 #[tokio::test]
 async fn log_format_flag_wins_over_the_config() {
     let dir = tempfile::tempdir().unwrap();

@@ -192,13 +192,12 @@ impl Edge {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        let listening = listening_of(&first);
         let addr = |key: &str| -> SocketAddr {
-            first
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("no {key}= in {first:?}"))
-                .parse()
-                .expect("address")
+            listening
+                .iter()
+                .find_map(|(k, a)| (k == key).then_some(*a))
+                .unwrap_or_else(|| panic!("no {key} in {first:?}"))
         };
         let data = dir.path().join("data");
         // None when the config sets the token (a call with it then gets 401).
@@ -207,20 +206,14 @@ impl Edge {
             .unwrap_or_default();
         // Only the local issuer writes ca.pem; ACME tests trust the CA's roots instead.
         let ca_pem = std::fs::read_to_string(data.join("ca.pem")).unwrap_or_default();
-        let listening = first
-            .split_whitespace()
-            .filter_map(|w| w.split_once('='))
-            .filter_map(|(k, a)| Some((k.to_owned(), a.parse().ok()?)))
-            .collect();
         Edge {
-            listening,
             https: addr("https"),
             http: addr("http"),
             admin: addr("admin"),
-            metrics: first
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("metrics="))
-                .map(|a| a.parse().expect("address")),
+            metrics: listening
+                .iter()
+                .find_map(|(k, a)| (k == "metrics").then_some(*a)),
+            listening,
             child: Some(child),
             dir,
             token,
@@ -577,4 +570,30 @@ pub async fn fetch_pixel(
     // A HEAD's too: the length a GET's body has.
     assert_eq!(h["content-length"], "43", "{method} {url}");
     res.bytes().await.expect("pixel body").to_vec()
+}
+
+/// Each `key=address` of the banner's first line, in order; with JSON logs the banner is one
+/// JSON object, its addresses under the same keys (a list for `https` and `http`).
+fn listening_of(first: &str) -> Vec<(String, SocketAddr)> {
+    if first.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(first).expect("a JSON banner");
+        return ["https", "http", "admin", "metrics"]
+            .into_iter()
+            .flat_map(|key| {
+                let addrs = match &v[key] {
+                    serde_json::Value::Array(list) => list.clone(),
+                    one => vec![one.clone()],
+                };
+                addrs
+                    .into_iter()
+                    .filter_map(|a| Some((key.to_owned(), a.as_str()?.parse().ok()?)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    }
+    first
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, a)| Some((k.to_owned(), a.parse().ok()?)))
+        .collect()
 }
