@@ -576,12 +576,12 @@ pub async fn fetch_pixel(
 /// JSON object, its addresses under the same keys (a list for `https` and `http`).
 fn listening_of(first: &str) -> Vec<(String, SocketAddr)> {
     if first.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(first).expect("a JSON banner");
+        let v: Value = serde_json::from_str(first).expect("a JSON banner");
         return ["https", "http", "admin", "metrics"]
             .into_iter()
             .flat_map(|key| {
                 let addrs = match &v[key] {
-                    serde_json::Value::Array(list) => list.clone(),
+                    Value::Array(list) => list.clone(),
                     one => vec![one.clone()],
                 };
                 addrs
