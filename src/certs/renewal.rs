@@ -350,7 +350,6 @@ impl Certs {
         self.serving(name, &current)
     }
 
-    /// `cert`, which keeps serving `name`, as a cache entry.
     /// `cert`, which a check found not yet due: nothing to renew is nothing failing (a check
     /// that failed on the store before deciding, or a renewal another node made since this one
     /// failed, would otherwise stay counted until the next renewal, months away).
@@ -359,6 +358,7 @@ impl Certs {
         self.serving(name, cert)
     }
 
+    /// `cert`, which keeps serving `name`, as a cache entry.
     fn serving(&self, name: &Domain, cert: &StoredCert) -> Result<Entry, CertError> {
         self.entry(cert)
             .map_err(|e| CertError::unavailable(name, e))
