@@ -192,11 +192,12 @@ async fn adding_a_domain_again_clears_its_backoff() {
     let shown = domains.show(&a).await.unwrap();
     assert_eq!(shown.certificate.failures, 3);
 
+    // The next handshake may order at once; the failures in a row are kept until one succeeds
+    // (a failure after the reset waits as the fourth would).
     let again = domains.add(a.clone(), None).await.unwrap().domain;
-    let cleared = IssueStatus::default();
-    assert_eq!(again.record.failures, cleared.failures);
-    assert_eq!(again.record.last_error, cleared.last_error);
-    assert_eq!(again.record.retry_at, cleared.retry_at);
+    assert_eq!(again.record.failures, 3);
+    assert_eq!(again.record.last_error, None);
+    assert_eq!(again.record.retry_at, None);
 }
 
 /// Checks that pass, having passed before, saw nothing fixed: they clear a backoff the CA
