@@ -94,6 +94,10 @@ pub struct Domains {
     status_host: Option<Domain>,
 }
 
+/// Domains a listing of them all reads per store query ([`Domains::list`]); also the most a
+/// page of `GET /v1/domains` may ask for.
+pub const LIST_PAGE: u32 = 1000;
+
 /// Checks that pass, having passed before too, clear a name's backoff at most this often: the
 /// cause may be one the CA sees and the checks do not (another vantage point, DNSSEC), and an
 /// open status page checks every 10 s; each clearing lets an order through, and a CA counts
@@ -133,13 +137,38 @@ impl Domains {
         self.onboarding.settings()
     }
 
-    /// Every registered domain, sorted by name.
-    pub async fn list(&self) -> Result<Vec<DomainState>, DomainError> {
-        let mut out = Vec::new();
-        for record in self.store.domains().await? {
-            out.push(self.state(record).await?);
+    /// Every registered domain after `after` (all with none), sorted by name byte by byte: a
+    /// page of [`LIST_PAGE`] domains per store query ([`Store::listing_after`]), no certificate
+    /// key opened.
+    pub async fn list(&self, after: Option<&Domain>) -> Result<Vec<DomainState>, DomainError> {
+        let mut out: Vec<DomainState> = Vec::new();
+        loop {
+            let from = out.last().map_or(after, |d| Some(&d.record.name));
+            let page = self.page(from, LIST_PAGE).await?;
+            let done = page.len() < LIST_PAGE as usize;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
         }
-        Ok(out)
+    }
+
+    /// At most `limit` registered domains, sorted by name byte by byte, those after `after`
+    /// (from the first with none): the next page starts after the last name of this one, and a
+    /// page shorter than `limit` is the last.
+    pub async fn page(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<DomainState>, DomainError> {
+        let page = self.store.listing_after(after, limit).await?;
+        Ok(page
+            .into_iter()
+            .map(|(record, cert)| {
+                let certificate = self.certs.status_of(&record, cert.as_ref());
+                self.state_with(record, certificate)
+            })
+            .collect())
     }
 
     /// The record of `name` as the store holds it, whether or not this node serves it yet;
@@ -298,6 +327,11 @@ impl Domains {
 
     async fn state(&self, record: DomainRecord) -> Result<DomainState, DomainError> {
         let certificate = self.certs.status(&record).await?;
+        Ok(self.state_with(record, certificate))
+    }
+
+    /// `record` as it stands with its certificate's status read already.
+    fn state_with(&self, record: DomainRecord, certificate: CertStatus) -> DomainState {
         let (checks, checked_at) = match self.onboarding.latest(&record.name) {
             Some(report) => (
                 report.with_certificate(&record.name, &certificate),
@@ -305,13 +339,13 @@ impl Domains {
             ),
             None => (Vec::new(), None),
         };
-        Ok(DomainState {
+        DomainState {
             warning: self.certs.issuer_refuses(&record.name),
             record,
             certificate,
             checks,
             checked_at,
-        })
+        }
     }
 }
 

@@ -27,8 +27,8 @@ pub use lease::{Fence, Lease, OrderRate, OrderTurn};
 pub use nodes::{BudgetRecord, ClusterView, LeaseRecord, NodeRecord};
 pub use postgres::{PASSWORD_ENV, PgStore};
 pub use records::{
-    CertLifetime, CertPage, CertSummary, DomainPages, DomainRecord, IssueStatus, KeyChange, Origin,
-    StatusChange, StoredCert, StoredLinkKey,
+    CertInfo, CertLifetime, CertPage, CertSummary, DomainPages, DomainRecord, IssueStatus,
+    KeyChange, Origin, StatusChange, StoredCert, StoredLinkKey,
 };
 pub use sqlite::SqliteStore;
 
@@ -174,6 +174,15 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
         after: Option<&Domain>,
         limit: u32,
     ) -> Result<Vec<DomainRecord>, StoreError>;
+    /// One page of registered domains as [`Store::domains_after`] reads them, each with what a
+    /// listing shows of its stored certificate ([`CertInfo`]; none without one), in one round
+    /// trip that reads no chain and opens no key: a listing of every domain costs a query per
+    /// page, not a sealed key per domain.
+    async fn listing_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError>;
     /// One domain.
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError>;
     /// Registers a domain an operator added (origin [`Origin::Admin`]); `false` if it already

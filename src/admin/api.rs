@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, FromRequest, Request, State};
+use axum::extract::{Extension, FromRequest, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
@@ -16,6 +16,8 @@ use super::Shared;
 use super::error::{ApiError, Segment, parse_name, parse_new_name};
 use super::scope::Scope;
 use super::views::{DomainView, KeyView};
+use crate::Domain;
+use crate::domains::LIST_PAGE;
 use crate::links::{ContextError, MessageContext, Role};
 
 /// The `/v1` routes (the token check is layered on by the caller). Those that change something
@@ -78,11 +80,47 @@ pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-async fn list_domains(State(state): State<Shared>) -> Result<impl IntoResponse, ApiError> {
-    let list = state.domains.list().await?;
+/// `GET /v1/domains[?after=NAME][&limit=N]`: every domain, or a page of them. Domains are sorted
+/// by name; `after` starts after that name (registered or not), `limit` (1 to [`LIST_PAGE`])
+/// caps the count, and a page shorter than its limit is the last.
+async fn list_domains(
+    State(state): State<Shared>,
+    RawQuery(query): RawQuery,
+) -> Result<impl IntoResponse, ApiError> {
+    let (after, limit) = list_query(query.as_deref().unwrap_or(""))?;
+    let list = match limit {
+        Some(limit) => state.domains.page(after.as_ref(), limit).await?,
+        None => state.domains.list(after.as_ref()).await?,
+    };
     Ok(axum::Json(
         list.into_iter().map(DomainView::from).collect::<Vec<_>>(),
     ))
+}
+
+/// The `after` and `limit` of a listing's query string; a `400` naming the bad value otherwise.
+fn list_query(query: &str) -> Result<(Option<Domain>, Option<u32>), ApiError> {
+    let (mut after, mut limit) = (None, None);
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "after" => after = Some(parse_name(&value)?),
+            "limit" => {
+                let n = value.parse().ok().filter(|n| (1..=LIST_PAGE).contains(n));
+                let Some(n) = n else {
+                    return Err(ApiError::bad_request(format!(
+                        "limit {value:?}: give a whole number of domains from 1 to {LIST_PAGE}"
+                    )));
+                };
+                limit = Some(n);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}: a listing takes after=NAME (start after \
+                     that name) and limit=N (at most N domains, 1 to {LIST_PAGE})"
+                )));
+            }
+        }
+    }
+    Ok((after, limit))
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,7 @@
 
 use super::{Certs, lock};
 use crate::clock::rfc3339;
-use crate::store::{DomainRecord, IssueFailure, StoreError};
+use crate::store::{CertInfo, DomainRecord, IssueFailure, StoreError};
 
 /// Status of a domain's certificate, for the admin API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,28 +39,34 @@ fn words<S: serde::Serializer>(failure: &Option<IssueFailure>, s: S) -> Result<S
 impl Certs {
     /// Certificate status of `name` for the admin API.
     pub async fn status(&self, record: &DomainRecord) -> Result<CertStatus, StoreError> {
+        let stored = self.store.certificate(&record.name).await?;
+        Ok(self.status_of(record, stored.as_ref().map(CertInfo::from).as_ref()))
+    }
+
+    /// Certificate status of a domain whose stored certificate (`stored`, none without one) was
+    /// read already, as a listing reads them a page at a time.
+    pub fn status_of(&self, record: &DomainRecord, stored: Option<&CertInfo>) -> CertStatus {
         let name = &record.name;
-        let stored = self.store.certificate(name).await?;
         let now = self.clock.now();
         let pending = lock(&self.inflight).contains_key(name);
         // A valid certificate stored is what handshakes get, a renewal in flight or not:
         // "pending" is only for a name waiting for its first (or a replacing) certificate.
-        let status = match &stored {
+        let status = match stored {
             Some(c) if c.not_after > now => "valid",
             _ if pending => "pending",
             _ if record.last_error.is_some() => "failed",
             _ => "none",
         };
         let next_renewal = lock(&self.schedule).by_name.get(name).copied();
-        Ok(CertStatus {
+        CertStatus {
             status,
-            issuer: stored.as_ref().map(|c| c.issuer.clone()),
-            not_before: stored.as_ref().map(|c| rfc3339(c.not_before)),
-            not_after: stored.as_ref().map(|c| rfc3339(c.not_after)),
-            next_renewal: stored.as_ref().and(next_renewal).map(rfc3339),
+            issuer: stored.map(|c| c.issuer.clone()),
+            not_before: stored.map(|c| rfc3339(c.not_before)),
+            not_after: stored.map(|c| rfc3339(c.not_after)),
+            next_renewal: stored.and(next_renewal).map(rfc3339),
             failures: record.failures,
             retry_at: record.retry_at.filter(|t| *t > now).map(rfc3339),
             last_error: record.last_error.clone(),
-        })
+        }
     }
 }

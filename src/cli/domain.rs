@@ -29,8 +29,16 @@ pub enum DomainAction {
         #[arg(long, value_name = "URL")]
         fallback_url: Option<String>,
     },
-    /// List registered domains with their certificate status and fallback URL.
-    List,
+    /// List registered domains, sorted by name, with their certificate status and fallback
+    /// URL: all of them, or a page (--limit) at a time.
+    List {
+        /// Start after this name (it need not be registered): the last name of the page before.
+        #[arg(long, value_name = "NAME")]
+        after: Option<String>,
+        /// At most this many domains (1 to 1000); a full page says how to ask for the next.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::domains::LIST_PAGE)))]
+        limit: Option<u32>,
+    },
     /// Show one domain, with its latest checks.
     Show {
         /// The domain.
@@ -84,7 +92,7 @@ pub(super) async fn run(
     // A name that is no name (a URL, a wildcard) is answered here: in a request path it would
     // only meet "no such endpoint".
     let named = match &action {
-        DomainAction::List => None,
+        DomainAction::List { after, .. } => after.as_ref(),
         DomainAction::Add { name, .. }
         | DomainAction::Show { name }
         | DomainAction::Set { name, .. }
@@ -108,7 +116,20 @@ pub(super) async fn run(
             created = status == reqwest::StatusCode::CREATED;
             v
         }
-        DomainAction::List => c.call(Method::GET, "/v1/domains", None).await?,
+        DomainAction::List { after, limit } => {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(after) = after {
+                query.append_pair("after", after);
+            }
+            if let Some(limit) = limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+            let path = match query.finish() {
+                q if q.is_empty() => "/v1/domains".to_owned(),
+                q => format!("/v1/domains?{q}"),
+            };
+            c.call(Method::GET, &path, None).await?
+        }
         DomainAction::Show { name } => {
             c.call(Method::GET, &format!("/v1/domains/{name}"), None)
                 .await?
@@ -225,20 +246,22 @@ pub(super) async fn run(
             print_checks(&v);
             return checks_verdict(&name, &v);
         }
-        DomainAction::List => {
+        DomainAction::List { after, limit } => {
             let rows = v.as_array().cloned().unwrap_or_default();
-            if rows.is_empty() {
+            if let (true, Some(after)) = (rows.is_empty(), &after) {
+                say!("no domains after {}", escape(after));
+            } else if rows.is_empty() {
                 say!("no domains; add one with: clickedge domain add links.example.com");
             } else {
                 say!("{:<40} {:<8} {:<21} FALLBACK", "NAME", "CERT", "EXPIRES");
-                for d in rows {
+                for d in &rows {
                     let cert = &d["certificate"];
                     let expires = cert["not_after"]
                         .as_str()
                         .map_or(Cow::Borrowed("-"), escape);
                     say!(
                         "{:<40} {:<8} {:<21} {}",
-                        format!("{}{}", shown(&d["name"]), also_shown_as(&d)),
+                        format!("{}{}", shown(&d["name"]), also_shown_as(d)),
                         shown(&cert["status"]),
                         expires,
                         d["fallback_url"]
@@ -246,6 +269,16 @@ pub(super) async fn run(
                             .map_or(Cow::Borrowed("-"), escape)
                     );
                 }
+            }
+            // A full page may have more after it; a shorter one is the last.
+            let last = rows.last().and_then(|d| d["name"].as_str());
+            if let (Some(limit), Some(last)) = (limit, last)
+                && rows.len() == limit as usize
+            {
+                say!(
+                    "\nmore may follow: clickedge domain list --after {} --limit {limit}",
+                    escape(last)
+                );
             }
         }
         DomainAction::Show { .. } => print_domain(&v),

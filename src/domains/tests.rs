@@ -71,7 +71,7 @@ async fn adding_and_removing_keep_the_store_and_the_policy_in_step() {
     assert!(added.domain.checks.is_empty() && added.domain.checked_at.is_none());
     assert!(domains.policy.is_registered(a.as_str()));
     assert!(!domains.add(a.clone(), None).await.unwrap().created);
-    assert_eq!(domains.list().await.unwrap().len(), 1);
+    assert_eq!(domains.list(None).await.unwrap().len(), 1);
 
     domains.remove(&a).await.unwrap();
     assert!(!domains.policy.is_registered(a.as_str()));
@@ -300,4 +300,72 @@ async fn a_check_on_request_is_stamped_by_the_clock() {
     let checked = domains.check(&a).await.unwrap();
     assert_eq!(checked.checked_at, Some(from_unix_secs(1_030)));
     assert!(!checked.checks.is_empty());
+}
+
+/// A stored certificate of `issuer` valid from 0 to `not_after` seconds (its chain and key are
+/// never read by a listing).
+fn stored_cert(issuer: &str, not_after: u64) -> crate::store::StoredCert {
+    crate::store::StoredCert {
+        issuer: issuer.into(),
+        chain_pem: "chain".into(),
+        key_pem: "key".into(),
+        not_before: from_unix_secs(0),
+        not_after: from_unix_secs(not_after),
+    }
+}
+
+#[tokio::test]
+async fn a_listing_reads_a_page_per_query_and_shows_each_domain_as_showing_it_does() {
+    let f = fixture();
+    let domains = &f.domains;
+    // In byte order "a-c" comes before "ab" ('-' < 'b'), where a locale's collation that
+    // skips punctuation puts it after.
+    let names = ["a-c.example.com", "ab.example.com", "b.example.com"].map(d);
+    for name in &names {
+        domains.add(name.clone(), None).await.unwrap();
+    }
+    let (valid, expired) = (&names[0], &names[2]);
+    f.store
+        .put_certificate(valid, &stored_cert("acme", 5_000))
+        .await
+        .unwrap();
+    f.store
+        .put_certificate(expired, &stored_cert("local", 500))
+        .await
+        .unwrap();
+
+    let before = f.store.queries().get();
+    let listed = domains.list(None).await.unwrap();
+    assert_eq!(
+        f.store.queries().get() - before,
+        1,
+        "one query for the page"
+    );
+    let listed_names: Vec<&Domain> = listed.iter().map(|s| &s.record.name).collect();
+    assert_eq!(listed_names, names.iter().collect::<Vec<_>>());
+    for state in &listed {
+        let shown = domains.show(&state.record.name).await.unwrap();
+        assert_eq!(
+            serde_json::to_value(&state.certificate).unwrap(),
+            serde_json::to_value(&shown.certificate).unwrap(),
+            "{}",
+            state.record.name
+        );
+    }
+    assert_eq!(listed[0].certificate.status, "valid");
+    assert_eq!(listed[0].certificate.issuer.as_deref(), Some("acme"));
+    assert_eq!(listed[1].certificate.status, "none");
+    assert_eq!(listed[2].certificate.status, "none");
+    assert_eq!(listed[2].certificate.issuer.as_deref(), Some("local"));
+
+    let first = domains.page(None, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let rest = domains.page(Some(&first[1].record.name), 2).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].record.name, names[2]);
+    let after_first = domains.list(Some(&names[0])).await.unwrap();
+    assert_eq!(after_first.len(), 2);
+    // `after` need not be registered.
+    let after_gap = domains.list(Some(&d("aa.example.com"))).await.unwrap();
+    assert_eq!(after_gap[0].record.name, names[1]);
 }

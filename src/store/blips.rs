@@ -163,6 +163,13 @@ impl Store for Blips {
     ) -> Result<Vec<DomainRecord>, StoreError> {
         self.inner.domains_after(after, limit).await
     }
+    async fn listing_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError> {
+        self.inner.listing_after(after, limit).await
+    }
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError> {
         let answer = self.inner.domain(name).await;
         self.stall_domain.pass().await;

@@ -30,8 +30,8 @@ pub use cluster::*;
 pub use secrets::*;
 
 use super::{
-    AcmeProblem, CertSummary, Changed, DomainPages, FailureKind, IssueFailure, IssueStatus, Origin,
-    Store, StoreError, StoredCert,
+    AcmeProblem, CertInfo, CertSummary, Changed, DomainPages, FailureKind, IssueFailure,
+    IssueStatus, Origin, Store, StoreError, StoredCert,
 };
 use crate::Domain;
 use crate::clock::from_unix_secs;
@@ -51,6 +51,7 @@ macro_rules! store_conformance_tests {
             certificates_round_trip_with_their_keys,
             certificates_are_read_in_pages_each_once,
             domains_are_read_in_pages_each_once,
+            a_listing_pages_in_byte_order_with_each_certificate,
             certificate_summary_counts_and_finds_the_soonest_expiry,
             issuance_status_round_trips_and_resets,
             a_status_update_changes_what_is_recorded,
@@ -354,6 +355,43 @@ pub async fn domains_are_read_in_pages_each_once(store: &dyn Store) -> Result<()
         .collect();
     expected.sort();
     assert_eq!(read, expected);
+    Ok(())
+}
+
+/// A listing's pages ([`Store::listing_after`]) follow each other in byte order of names,
+/// whatever the database's collation, each domain with its certificate's issuer and validity
+/// (none without one); past the last name, an empty page.
+pub async fn a_listing_pages_in_byte_order_with_each_certificate(
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    let mut names = COLLATION_SENSITIVE.map(d);
+    for (i, name) in names.iter().enumerate() {
+        store.add_domain(name, t(i as u64)).await?;
+    }
+    let with_cert = d("ab.example.com");
+    store
+        .put_certificate(&with_cert, &cert("acme", 10, 20))
+        .await?;
+    names.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    let mut read = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.listing_after(after.as_ref(), 2).await?;
+        assert!(page.len() <= 2, "a page of {} asked 2", page.len());
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.name.clone());
+        read.extend(page);
+    }
+    let read_names: Vec<_> = read.iter().map(|(r, _)| r.name.clone()).collect();
+    assert_eq!(read_names, names);
+    for (record, info) in &read {
+        let expected = (record.name == with_cert).then(|| CertInfo {
+            issuer: "acme".into(),
+            not_before: t(10),
+            not_after: t(20),
+        });
+        assert_eq!(info, &expected, "{}", record.name);
+    }
     Ok(())
 }
 

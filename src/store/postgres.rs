@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::Pool;
 
 use super::{
-    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, KeyChange, Lease,
-    OrderRate, OrderTurn, StatusChange, Store, StoreError, StoredCert, StoredLinkKey,
+    CertInfo, CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, KeyChange,
+    Lease, OrderRate, OrderTurn, StatusChange, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::config::ChallengeKind;
@@ -63,6 +63,14 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<DomainRecord>, StoreError> {
         self.read_domains_after(after, limit).await
+    }
+
+    async fn listing_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError> {
+        self.read_listing_after(after, limit).await
     }
 
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError> {

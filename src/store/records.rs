@@ -104,6 +104,30 @@ pub struct CertLifetime {
     pub not_after: SystemTime,
 }
 
+/// What a listing shows of a domain's stored certificate: who issued it and its validity, read
+/// without the chain or the key ([`Store::listing_after`]).
+///
+/// [`Store::listing_after`]: super::Store::listing_after
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Which issuer made it (`local`, `acme`).
+    pub issuer: String,
+    /// Validity start.
+    pub not_before: SystemTime,
+    /// Validity end.
+    pub not_after: SystemTime,
+}
+
+impl From<&StoredCert> for CertInfo {
+    fn from(cert: &StoredCert) -> CertInfo {
+        CertInfo {
+            issuer: cert.issuer.clone(),
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+        }
+    }
+}
+
 /// A certificate chain and its private key, as stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredCert {

@@ -24,12 +24,14 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, KeyChange, Lease,
-    OrderRate, OrderTurn, StatusChange, Store, StoreError, StoredCert, StoredLinkKey,
+    CertInfo, CertLifetime, CertPage, CertSummary, DomainRecord, Fence, IssueStatus, KeyChange,
+    Lease, OrderRate, OrderTurn, StatusChange, Store, StoreError, StoredCert, StoredLinkKey,
 };
 use crate::Domain;
 use crate::config::ChallengeKind;
-use rows::{DOMAIN_COLUMNS, row_domain, secs, time, to_link_key, to_record};
+use rows::{
+    DOMAIN_COLUMNS, listing_query, row_domain, secs, time, to_link_key, to_listed, to_record,
+};
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -66,6 +68,26 @@ impl Store for SqliteStore {
             })
             .await?;
         rows.into_iter().map(to_record).collect()
+    }
+
+    async fn listing_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError> {
+        let after = after.map_or_else(String::new, |d| d.as_str().to_owned());
+        let rows = self
+            .with("listing domains", move |c| {
+                let mut st = c.prepare_cached(&listing_query("domains.name", "?1", "?2"))?;
+                st.query_map(params![after, limit], |r| {
+                    Ok((row_domain(r)?, (r.get(8)?, r.get(9)?, r.get(10)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(domain, cert)| to_listed(domain, cert))
+            .collect()
     }
 
     async fn domain(&self, name: &Domain) -> Result<Option<DomainRecord>, StoreError> {

@@ -243,3 +243,92 @@ async fn adding_a_name_the_built_in_ca_will_not_vouch_for_warns_at_once() {
     let out = edge.cli(&["domain", "show", "links.example.com"]);
     assert!(!out.contains("warning"), "{out}");
 }
+
+#[tokio::test]
+async fn domains_are_listed_a_page_at_a_time_in_name_order_by_api_and_cli() {
+    let edge = Edge::start();
+    // Byte order: "a-c" before "ab" ('-' sorts before 'b').
+    let names = ["b.example.com", "ab.example.com", "a-c.example.com"];
+    for name in names {
+        edge.add_domain(name).await;
+    }
+    // One of them with a certificate: a listing shows it as showing the domain does.
+    let link = edge
+        .mint(
+            "ab.example.com",
+            "https://example.com/",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(edge.click_status("ab.example.com", &link).await, 302);
+    let get = |path: &'static str| edge.admin(reqwest::Method::GET, path, None);
+
+    let (status, all) = get("/v1/domains").await;
+    assert_eq!(status, 200, "{all}");
+    let listed: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["a-c.example.com", "ab.example.com", "b.example.com"]
+    );
+    let (_, shown) = get("/v1/domains/ab.example.com").await;
+    assert_eq!(all[1]["certificate"], shown["certificate"]);
+    assert_eq!(all[1]["certificate"]["status"], "valid");
+
+    let (_, first) = get("/v1/domains?limit=2").await;
+    assert_eq!(first.as_array().unwrap().len(), 2);
+    assert_eq!(first[1]["name"], "ab.example.com");
+    let (_, rest) = get("/v1/domains?after=ab.example.com&limit=2").await;
+    assert_eq!(rest.as_array().unwrap().len(), 1);
+    assert_eq!(rest[0]["name"], "b.example.com");
+    let (_, after) = get("/v1/domains?after=a-c.example.com").await;
+    assert_eq!(
+        after.as_array().unwrap().len(),
+        2,
+        "all after the name: {after}"
+    );
+
+    for (path, names) in [
+        ("/v1/domains?limit=0", "limit \"0\""),
+        ("/v1/domains?limit=1001", "limit \"1001\""),
+        ("/v1/domains?after=-bad-", "\"-bad-\""),
+        ("/v1/domains?page=2", "\"page\""),
+    ] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(names), "{path}: {error}");
+    }
+
+    let (ok, out, err) = run_client(&edge, &["domain", "list", "--limit", "2"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("more may follow: clickedge domain list --after ab.example.com --limit 2"),
+        "{out}"
+    );
+    let (ok, out, err) = run_client(
+        &edge,
+        &[
+            "domain",
+            "list",
+            "--after",
+            "ab.example.com",
+            "--limit",
+            "2",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("b.example.com") && !out.contains("more may follow"),
+        "{out}"
+    );
+    let (ok, out, err) = run_client(&edge, &["domain", "list", "--after", "b.example.com"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("no domains after b.example.com"), "{out}");
+    let (ok, _, err) = run_client(&edge, &["domain", "list", "--limit", "0"]);
+    assert!(!ok && err.contains("0"), "{err}");
+}

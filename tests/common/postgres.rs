@@ -227,14 +227,23 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
-    /// Creates a new, empty database and returns its URL.
+    /// Creates a new, empty database and returns its URL. Its collation is ICU's English with
+    /// punctuation ignored at first (`en-US-u-ka-shifted`, as glibc's `en_US.UTF-8` sorts):
+    /// "ab.example.com" sorts before "a-c.example.com", where byte order puts it after, so a
+    /// query that needs byte order and does not ask for it is caught.
     pub fn fresh_database(&self) -> String {
         let name = format!(
             "t{}_{}",
             std::process::id(),
             DATABASES.fetch_add(1, Ordering::Relaxed)
         );
-        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        self.psql(
+            "postgres",
+            &format!(
+                "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu \
+                 ICU_LOCALE 'en-US-u-ka-shifted'"
+            ),
+        );
         self.url(&name)
     }
 

@@ -10,8 +10,8 @@ use super::rows::{domain_row, parse_domain};
 use super::schema::take_write_lock;
 use super::{PgStore, db};
 use crate::Domain;
-use crate::store::sqlite::rows::{DOMAIN_COLUMNS, secs, to_record};
-use crate::store::{DomainRecord, IssueStatus, StatusChange, StoreError};
+use crate::store::sqlite::rows::{DOMAIN_COLUMNS, listing_query, secs, to_listed, to_record};
+use crate::store::{CertInfo, DomainRecord, IssueStatus, StatusChange, StoreError};
 
 impl PgStore {
     pub(super) async fn read_domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
@@ -50,6 +50,29 @@ impl PgStore {
             .await
             .map_err(db(op))?;
         rows.iter().map(|r| to_record(domain_row(r))).collect()
+    }
+
+    /// A listing page, in byte order (`COLLATE "C"`, as [`PgStore::read_domains`] sorts), each
+    /// page a range of the index `domains_name_bytes`.
+    pub(super) async fn read_listing_after(
+        &self,
+        after: Option<&Domain>,
+        limit: u32,
+    ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError> {
+        let op = "listing domains";
+        let after = after.map_or("", Domain::as_str);
+        let rows = self
+            .conn(op)
+            .await?
+            .query(
+                &listing_query(r#"domains.name COLLATE "C""#, "$1", "$2"),
+                &[&after, &i64::from(limit)],
+            )
+            .await
+            .map_err(db(op))?;
+        rows.iter()
+            .map(|r| to_listed(domain_row(r), (r.get(8), r.get(9), r.get(10))))
+            .collect()
     }
 
     pub(super) async fn read_domain(

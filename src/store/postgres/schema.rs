@@ -187,6 +187,11 @@ INSERT INTO link_key_ids (last) SELECT COALESCE(MAX(id), 0) FROM link_keys;
 -- being written could leave that certificate behind, counted as expired once it expires.
 DELETE FROM certificates WHERE domain NOT IN (SELECT name FROM domains);
 ",
+    "
+-- Names in byte order, as listings page through them (`GET /v1/domains`): each page a range
+-- of this index, where the primary key's order is the database's collation.
+CREATE INDEX domains_name_bytes ON domains (name COLLATE \"C\");
+",
 ];
 
 /// The advisory lock every write to a propagated table takes first (`clickedge_write_lock`, a

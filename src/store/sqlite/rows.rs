@@ -6,7 +6,9 @@ use std::time::SystemTime;
 
 use crate::Domain;
 use crate::clock::{from_unix_secs, unix_secs};
-use crate::store::{DomainRecord, FailureKind, IssueFailure, Origin, StoreError, StoredLinkKey};
+use crate::store::{
+    CertInfo, DomainRecord, FailureKind, IssueFailure, Origin, StoreError, StoredLinkKey,
+};
 
 /// A time as the schema stores it: whole seconds since the Unix epoch.
 pub(in crate::store) fn secs(t: SystemTime) -> i64 {
@@ -70,6 +72,41 @@ pub(in crate::store) fn to_record(
         retry_at: time_or_none(retry_at),
         fallback_url,
     })
+}
+
+/// The columns of a stored certificate a listing reads (issuer, validity), each null for a
+/// domain without one (the outer join of [`listing_query`]).
+pub(in crate::store) type CertInfoRow = (Option<String>, Option<i64>, Option<i64>);
+
+/// The query of a listing page ([`Store::listing_after`]): domain rows whose `name` (the name
+/// column as the store compares it, byte by byte) is after the one `after` binds, at most
+/// `limit` of them in that order, each with its certificate's issuer and validity (no chain, no
+/// key). `after` and `limit` are the placeholders in the store's syntax.
+///
+/// [`Store::listing_after`]: crate::store::Store::listing_after
+pub(in crate::store) fn listing_query(name: &str, after: &str, limit: &str) -> String {
+    format!(
+        "SELECT {DOMAIN_COLUMNS}, certificates.issuer, certificates.not_before, \
+         certificates.not_after FROM domains LEFT JOIN certificates \
+         ON certificates.domain = domains.name WHERE {name} > {after} \
+         ORDER BY {name} LIMIT {limit}"
+    )
+}
+
+/// A row of [`listing_query`] read back.
+pub(in crate::store) fn to_listed(
+    domain: DomainRow,
+    (issuer, not_before, not_after): CertInfoRow,
+) -> Result<(DomainRecord, Option<CertInfo>), StoreError> {
+    let cert = match (issuer, not_before, not_after) {
+        (Some(issuer), Some(not_before), Some(not_after)) => Some(CertInfo {
+            issuer,
+            not_before: time(not_before),
+            not_after: time(not_after),
+        }),
+        _ => None,
+    };
+    Ok((to_record(domain)?, cert))
 }
 
 /// A link key row read back: its id, its 32-byte secret (opened, where the store seals it), its
