@@ -137,13 +137,13 @@ impl Domains {
         self.onboarding.settings()
     }
 
-    /// Every registered domain after `after` (all with none), sorted by name byte by byte: a
-    /// page of [`LIST_PAGE`] domains per store query ([`Store::listing_after`]), no certificate
-    /// key opened.
-    pub async fn list(&self, after: Option<&Domain>) -> Result<Vec<DomainState>, DomainError> {
+    /// Every registered domain whose name comes after `after` byte by byte (a name or any
+    /// text; all with `""`), sorted so: a page of [`LIST_PAGE`] domains per store query
+    /// ([`Store::listing_after`]), no certificate key opened.
+    pub async fn list(&self, after: &str) -> Result<Vec<DomainState>, DomainError> {
         let mut out: Vec<DomainState> = Vec::new();
         loop {
-            let from = out.last().map_or(after, |d| Some(&d.record.name));
+            let from = out.last().map_or(after, |d| d.record.name.as_str());
             let page = self.page(from, LIST_PAGE).await?;
             let done = page.len() < LIST_PAGE as usize;
             out.extend(page);
@@ -154,13 +154,9 @@ impl Domains {
     }
 
     /// At most `limit` registered domains, sorted by name byte by byte, those after `after`
-    /// (from the first with none): the next page starts after the last name of this one, and a
+    /// (from the first with `""`): the next page starts after the last name of this one, and a
     /// page shorter than `limit` is the last.
-    pub async fn page(
-        &self,
-        after: Option<&Domain>,
-        limit: u32,
-    ) -> Result<Vec<DomainState>, DomainError> {
+    pub async fn page(&self, after: &str, limit: u32) -> Result<Vec<DomainState>, DomainError> {
         let page = self.store.listing_after(after, limit).await?;
         Ok(page
             .into_iter()

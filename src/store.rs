@@ -174,13 +174,14 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
         after: Option<&Domain>,
         limit: u32,
     ) -> Result<Vec<DomainRecord>, StoreError>;
-    /// One page of registered domains as [`Store::domains_after`] reads them, each with what a
-    /// listing shows of its stored certificate ([`CertInfo`]; none without one), in one round
-    /// trip that reads no chain and opens no key: a listing of every domain costs a query per
-    /// page, not a sealed key per domain.
+    /// One page of registered domains: at most `limit`, those whose name comes after `after`
+    /// byte by byte (any text: a name, a prefix; `""` from the first), in that order, each with
+    /// what a listing shows of its stored certificate ([`CertInfo`]; none without one), in one
+    /// round trip that reads no chain and opens no key: a listing of every domain costs a query
+    /// per page, not a sealed key per domain.
     async fn listing_after(
         &self,
-        after: Option<&Domain>,
+        after: &str,
         limit: u32,
     ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError>;
     /// One domain.

@@ -81,28 +81,46 @@ pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T
 }
 
 /// `GET /v1/domains[?after=NAME][&limit=N]`: every domain, or a page of them. Domains are sorted
-/// by name; `after` starts after that name (registered or not), `limit` (1 to [`LIST_PAGE`])
-/// caps the count, and a page shorter than its limit is the last.
+/// by name byte by byte; `after` starts after that name (registered or not; any text, such as a
+/// first letter, is a place to start), `limit` (1 to [`LIST_PAGE`]) caps the count, and a page
+/// shorter than its limit is the last.
 async fn list_domains(
     State(state): State<Shared>,
     RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     let (after, limit) = list_query(query.as_deref().unwrap_or(""))?;
     let list = match limit {
-        Some(limit) => state.domains.page(after.as_ref(), limit).await?,
-        None => state.domains.list(after.as_ref()).await?,
+        Some(limit) => state.domains.page(&after, limit).await?,
+        None => state.domains.list(&after).await?,
     };
     Ok(axum::Json(
         list.into_iter().map(DomainView::from).collect::<Vec<_>>(),
     ))
 }
 
-/// The `after` and `limit` of a listing's query string; a `400` naming the bad value otherwise.
-fn list_query(query: &str) -> Result<(Option<Domain>, Option<u32>), ApiError> {
+/// The `after` (as names are stored: a name in its A-label form, else the text in lower case)
+/// and `limit` of a listing's query string; a `400` naming the bad value otherwise.
+fn list_query(query: &str) -> Result<(String, Option<u32>), ApiError> {
     let (mut after, mut limit) = (None, None);
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let given_twice =
+            || ApiError::bad_request(format!("{key} is given twice in the query: give it once"));
         match &*key {
-            "after" => after = Some(parse_name(&value)?),
+            "after" if after.is_some() => return Err(given_twice()),
+            "after" if value.len() > 253 => {
+                return Err(ApiError::bad_request(format!(
+                    "after: {} bytes, longer than any domain name (253): give the last name \
+                     of the page before",
+                    value.len()
+                )));
+            }
+            "after" => {
+                after = Some(Domain::parse(&value).map_or_else(
+                    |_| value.to_ascii_lowercase(),
+                    |name| name.as_str().to_owned(),
+                ));
+            }
+            "limit" if limit.is_some() => return Err(given_twice()),
             "limit" => {
                 let n = value.parse().ok().filter(|n| (1..=LIST_PAGE).contains(n));
                 let Some(n) = n else {
@@ -120,7 +138,7 @@ fn list_query(query: &str) -> Result<(Option<Domain>, Option<u32>), ApiError> {
             }
         }
     }
-    Ok((after, limit))
+    Ok((after.unwrap_or_default(), limit))
 }
 
 #[derive(Deserialize)]

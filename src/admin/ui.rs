@@ -255,7 +255,7 @@ async fn index_page(
     error: Option<&str>,
     typed: &str,
 ) -> Response {
-    let views: Vec<DomainView> = match state.domains.list(None).await {
+    let views: Vec<DomainView> = match state.domains.list("").await {
         Ok(list) => list.into_iter().map(DomainView::from).collect(),
         Err(e) => return error_page(e.into()),
     };

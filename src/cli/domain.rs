@@ -32,7 +32,8 @@ pub enum DomainAction {
     /// List registered domains, sorted by name, with their certificate status and fallback
     /// URL: all of them, or a page (--limit) at a time.
     List {
-        /// Start after this name (it need not be registered): the last name of the page before.
+        /// Start after this name, in name order (it need not be registered; a first letter will
+        /// do): the last name of the page before.
         #[arg(long, value_name = "NAME")]
         after: Option<String>,
         /// At most this many domains (1 to 1000); a full page says how to ask for the next.
@@ -92,7 +93,7 @@ pub(super) async fn run(
     // A name that is no name (a URL, a wildcard) is answered here: in a request path it would
     // only meet "no such endpoint".
     let named = match &action {
-        DomainAction::List { after, .. } => after.as_ref(),
+        DomainAction::List { .. } => None,
         DomainAction::Add { name, .. }
         | DomainAction::Show { name }
         | DomainAction::Set { name, .. }
@@ -276,7 +277,7 @@ pub(super) async fn run(
                 && rows.len() == limit as usize
             {
                 say!(
-                    "\nmore may follow: clickedge domain list --after {} --limit {limit}",
+                    "\nmore may follow: run the same command with --after {}",
                     escape(last)
                 );
             }

@@ -165,7 +165,7 @@ impl Store for Blips {
     }
     async fn listing_after(
         &self,
-        after: Option<&Domain>,
+        after: &str,
         limit: u32,
     ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError> {
         self.inner.listing_after(after, limit).await

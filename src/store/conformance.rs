@@ -374,14 +374,18 @@ pub async fn a_listing_pages_in_byte_order_with_each_certificate(
         .await?;
     names.sort_by(|x, y| x.as_str().cmp(y.as_str()));
     let mut read = Vec::new();
-    let mut after = None;
+    let mut after = String::new();
     loop {
-        let page = store.listing_after(after.as_ref(), 2).await?;
+        let page = store.listing_after(&after, 2).await?;
         assert!(page.len() <= 2, "a page of {} asked 2", page.len());
         let Some((last, _)) = page.last() else { break };
-        after = Some(last.name.clone());
+        after = last.name.to_string();
         read.extend(page);
     }
+    // Any text is a place to start: after "ab" come the names from "ab.example.com" on.
+    let from_b = store.listing_after("ab", 10).await?;
+    assert_eq!(from_b.len(), 3, "{from_b:?}");
+    assert_eq!(from_b[0].0.name.as_str(), "ab.example.com");
     let read_names: Vec<_> = read.iter().map(|(r, _)| r.name.clone()).collect();
     assert_eq!(read_names, names);
     for (record, info) in &read {

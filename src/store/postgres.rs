@@ -67,7 +67,7 @@ impl Store for PgStore {
 
     async fn listing_after(
         &self,
-        after: Option<&Domain>,
+        after: &str,
         limit: u32,
     ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError> {
         self.read_listing_after(after, limit).await

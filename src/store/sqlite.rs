@@ -72,10 +72,10 @@ impl Store for SqliteStore {
 
     async fn listing_after(
         &self,
-        after: Option<&Domain>,
+        after: &str,
         limit: u32,
     ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError> {
-        let after = after.map_or_else(String::new, |d| d.as_str().to_owned());
+        let after = after.to_owned();
         let rows = self
             .with("listing domains", move |c| {
                 let mut st = c.prepare_cached(&listing_query("domains.name", "?1", "?2"))?;

@@ -291,14 +291,20 @@ async fn domains_are_listed_a_page_at_a_time_in_name_order_by_api_and_cli() {
         2,
         "all after the name: {after}"
     );
+    // Any text is a place to start, in the case names are stored in.
+    let (_, from_b) = get("/v1/domains?after=B").await;
+    assert_eq!(from_b.as_array().unwrap().len(), 1, "{from_b}");
+    assert_eq!(from_b[0]["name"], "b.example.com");
 
+    let long = format!("/v1/domains?after={}", "a".repeat(254));
     for (path, names) in [
         ("/v1/domains?limit=0", "limit \"0\""),
         ("/v1/domains?limit=1001", "limit \"1001\""),
-        ("/v1/domains?after=-bad-", "\"-bad-\""),
+        ("/v1/domains?limit=2&limit=1000", "limit is given twice"),
+        (long.as_str(), "after: 254 bytes"),
         ("/v1/domains?page=2", "\"page\""),
     ] {
-        let (status, body) = get(path).await;
+        let (status, body) = edge.admin(reqwest::Method::GET, path, None).await;
         assert_eq!(status, 400, "{path}: {body}");
         let error = body["error"].as_str().unwrap();
         assert!(error.contains(names), "{path}: {error}");
@@ -307,7 +313,7 @@ async fn domains_are_listed_a_page_at_a_time_in_name_order_by_api_and_cli() {
     let (ok, out, err) = run_client(&edge, &["domain", "list", "--limit", "2"]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("more may follow: clickedge domain list --after ab.example.com --limit 2"),
+        out.contains("more may follow: run the same command with --after ab.example.com"),
         "{out}"
     );
     let (ok, out, err) = run_client(

@@ -230,7 +230,8 @@ impl PgServer {
     /// Creates a new, empty database and returns its URL. Its collation is ICU's English with
     /// punctuation ignored at first (`en-US-u-ka-shifted`, as glibc's `en_US.UTF-8` sorts):
     /// "ab.example.com" sorts before "a-c.example.com", where byte order puts it after, so a
-    /// query that needs byte order and does not ask for it is caught.
+    /// query that needs byte order and does not ask for it is caught. (ICU locales in `CREATE
+    /// DATABASE` need PostgreSQL 15 or later: Debian 12's `postgresql`.)
     pub fn fresh_database(&self) -> String {
         let name = format!(
             "t{}_{}",

@@ -29,7 +29,6 @@ impl PgStore {
     }
 
     /// In the database's collation, the primary key's order: each page is a range of its index.
-    /// (`ORDER BY ... COLLATE "C"` would sort the whole table for every page.)
     pub(super) async fn read_domains_after(
         &self,
         after: Option<&Domain>,
@@ -56,11 +55,10 @@ impl PgStore {
     /// page a range of the index `domains_name_bytes`.
     pub(super) async fn read_listing_after(
         &self,
-        after: Option<&Domain>,
+        after: &str,
         limit: u32,
     ) -> Result<Vec<(DomainRecord, Option<CertInfo>)>, StoreError> {
         let op = "listing domains";
-        let after = after.map_or("", Domain::as_str);
         let rows = self
             .conn(op)
             .await?
