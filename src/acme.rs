@@ -294,7 +294,11 @@ impl AcmeIssuer {
             match authz.status {
                 AuthorizationStatus::Valid => continue,
                 AuthorizationStatus::Pending => {}
-                other => return Err(failed(domain, AcmeError::Authorization(other))),
+                // An authorization that is not pending or valid makes its order invalid.
+                other => {
+                    claim.forget().await;
+                    return Err(failed(domain, AcmeError::Authorization(other)));
+                }
             }
             let Some(kind) = self.settings.challenges.iter().copied().find(|k| {
                 authz
@@ -348,9 +352,18 @@ impl AcmeIssuer {
             // under a lost claim that is the other node's certificate, not a failure here.
             OrderStatus::Processing | OrderStatus::Valid => {
                 claim.confirm().await?;
+                claim.forget().await;
                 return Err(failed(domain, AcmeError::FinalizedElsewhere));
             }
-            _ => return Err(invalid_order(domain, &mut order).await),
+            _ => {
+                claim.forget().await;
+                // The order's own problem, as any other answer of the CA's is read (a rate
+                // limit is one); else the failed challenge's.
+                return Err(match order.state().error.clone() {
+                    Some(problem) => self.acme_error(domain, instant_acme::Error::Api(problem)),
+                    None => invalid_order(domain, &mut order).await,
+                });
+            }
         }
 
         // The last step the CA takes for us: never under a lost claim.

@@ -201,6 +201,11 @@ pub trait OrderClaim: Send + Sync {
     /// Whether the claim still holds; asked before finalizing an order.
     /// [`IssueError::ClaimLost`] when it does not.
     async fn confirm(&self) -> Result<(), IssueError>;
+    /// Forgets the order kept with the claim: the CA made it invalid (or it was finalized), so
+    /// the next holder places a new one instead of reading this one first, and it is not
+    /// shown in flight. A failure to forget is logged, not returned: the next holder finds
+    /// the order dead all the same.
+    async fn forget(&self);
 }
 
 /// Work nobody else can take over (tests): no order to resume, nothing kept, always held.
@@ -219,6 +224,7 @@ impl OrderClaim for Unclaimed {
     async fn confirm(&self) -> Result<(), IssueError> {
         Ok(())
     }
+    async fn forget(&self) {}
 }
 
 /// Something that turns a domain name into a certificate chain and key.

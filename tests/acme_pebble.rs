@@ -242,6 +242,27 @@ async fn refused_name_records_the_problem_and_backs_off() {
     assert_eq!(orders(&edge, "failed").await, 1.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_the_ca_made_invalid_is_not_kept_in_flight() {
+    let (edge, pebble) = edge_with_pebble(&["http-01"], PebbleOptions::default()).await;
+    edge.add_domain(DOMAIN).await;
+    // Nothing answers there: the HTTP-01 validation fails and the order turns invalid.
+    pebble.point(DOMAIN, "127.0.0.9").await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let roots = pebble.issuing_roots().await;
+    assert!(click(&edge, &roots, &link).await.is_err(), "no certificate");
+    let (_, d) = edge
+        .admin(Method::GET, &format!("/v1/domains/{DOMAIN}"), None)
+        .await;
+    assert_eq!(d["certificate"]["status"], "failed", "{d}");
+    assert_eq!(orders(&edge, "started").await, 1.0, "{}", pebble.log());
+    // Dead at the CA: not shown in flight, and the next order is a new one, not a read of it.
+    let (_, cluster) = edge.admin(Method::GET, "/v1/cluster", None).await;
+    assert_eq!(cluster["orders_in_flight"], 0, "{cluster}");
+    let kept = cluster["leases"].as_array().unwrap();
+    assert!(kept.iter().all(|l| l["order_url"].is_null()), "{cluster}");
+}
+
 /// `edge` stopped and started again on its data dir, its `[tls]` settings and its ports.
 fn restarted(edge: Edge) -> Edge {
     let config = std::fs::read_to_string(edge.config_path()).unwrap();

@@ -271,6 +271,7 @@ mod tests {
                 })
             }
         }
+        async fn forget(&self) {}
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@ use instant_acme::{Order, OrderStatus};
 /// Polls `order` until it leaves `pending`, backing off from 250 ms by 1.5 up to `timeout`:
 /// ready to finalize, invalid, or already finalized (`processing`, `valid`). instant-acme's
 /// `poll_ready` waits only for ready or invalid, so an order another node finalized meanwhile
-/// would be polled until the timeout.
+/// would be polled until the timeout. An order with an `error` is invalid, whatever its status
+/// says: the error is in its state for the caller to report.
 pub(super) async fn poll_settled(
     order: &mut Order,
     timeout: Duration,
@@ -16,8 +17,8 @@ pub(super) async fn poll_settled(
     let mut delay = Duration::from_millis(250);
     loop {
         let state = order.refresh().await?;
-        if let Some(problem) = &state.error {
-            return Err(instant_acme::Error::Api(problem.clone()));
+        if state.error.is_some() {
+            return Ok(OrderStatus::Invalid);
         }
         if state.status != OrderStatus::Pending {
             return Ok(state.status);

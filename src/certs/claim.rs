@@ -175,16 +175,23 @@ impl Claim {
     pub(super) async fn release(mut self, finished: bool) {
         self.released = true;
         self.heartbeat.abort();
-        if finished
-            && let Err(e) = self
-                .store
-                .set_lease_order(&self.name, self.fence, None, self.clock.now())
-                .await
-        {
-            tracing::warn!(domain = %self.name, error = %error_chain(&e), "forgetting a finished order");
+        if finished {
+            self.forget_order().await;
         }
         if let Err(e) = self.store.release_lease(&self.name, self.fence).await {
             tracing::warn!(domain = %self.name, error = %error_chain(&e), "releasing a lease");
+        }
+    }
+
+    /// Forgets the order kept with the lease (none is kept from then on); a failure is
+    /// logged.
+    async fn forget_order(&self) {
+        if let Err(e) = self
+            .store
+            .set_lease_order(&self.name, self.fence, None, self.clock.now())
+            .await
+        {
+            tracing::warn!(domain = %self.name, error = %error_chain(&e), "forgetting a finished order");
         }
     }
 
@@ -237,6 +244,10 @@ impl OrderClaim for Claim {
             Ok(false) => Err(self.lost()),
             Err(e) => Err(self.store_failed(e)),
         }
+    }
+
+    async fn forget(&self) {
+        self.forget_order().await;
     }
 
     async fn confirm(&self) -> Result<(), IssueError> {
