@@ -163,6 +163,8 @@ struct Report {
     store_bytes: u64,
     restart_s: f64,
     rss_rest_kib: u64,
+    list: Timed,
+    list_bytes: usize,
     first_pass: Timed,
     first_pass_lookups: Lookups,
     run: Timed,
@@ -424,6 +426,27 @@ fn run(p: &Params, dir: &Path) -> Result<Report, String> {
             "certificate lookups before any handshake: {at_rest:?}"
         ));
     }
+
+    // The operator's view of them all, every domain with its certificate's status.
+    eprintln!("scale: listing every domain (GET /v1/domains)");
+    let (listed, t) = timed(&edge, || {
+        rt.block_on(async {
+            let bound = Duration::from_secs(60 + p.domains as u64 / 1000);
+            tokio::time::timeout(bound, edge.admin.get("/v1/domains"))
+                .await
+                .map_err(|_| format!("listing the domains took over {bound:?}"))?
+        })
+    })?;
+    let listed = listed.as_array().cloned().unwrap_or_default();
+    if listed.len() != p.domains {
+        return Err(format!(
+            "GET /v1/domains listed {} of {} domains",
+            listed.len(),
+            p.domains
+        ));
+    }
+    report.list = t;
+    report.list_bytes = serde_json::to_string(&listed).map_or(0, |s| s.len());
 
     // 4. The hot names: once each (cold), then flat out.
     eprintln!("scale: clicking each of {} hot domains once", p.hot);

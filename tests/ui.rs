@@ -474,3 +474,49 @@ async fn a_name_the_built_in_ca_will_not_vouch_for_says_so_on_its_page_and_in_th
         .await;
     assert!(other.get("warning").is_none(), "{other}");
 }
+
+/// The list shows 500 domains a page, in name order; a full page links to the domains after
+/// its last name, and that page links back to the first.
+#[tokio::test]
+async fn the_domain_list_comes_a_page_of_500_at_a_time() {
+    use futures_util::StreamExt as _;
+    let edge = Edge::start();
+    let names: Vec<String> = (0..501).map(|i| format!("d{i:03}.example.com")).collect();
+    futures_util::stream::iter(&names)
+        .for_each_concurrent(16, |name| edge.add_domain(name))
+        .await;
+    let (_, cookie) = sign_in(&edge, &edge.token).await;
+    let session = cookie.unwrap().split(';').next().unwrap().to_owned();
+    let get = |path: String| {
+        let req = no_redirects()
+            .get(format!("http://{}{path}", edge.admin))
+            .header(header::COOKIE, &session);
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status(), res.text().await.unwrap())
+        }
+    };
+    let rows = |page: &str| page.matches("<a href=\"/ui/domains/").count();
+
+    let (status, first) = get("/ui/".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(rows(&first), 500);
+    assert!(first.contains("d000.example.com") && !first.contains("d500.example.com"));
+    let next = "<a href=\"/ui/?after=d499.example.com\">";
+    assert!(first.contains(next), "{first}");
+
+    let (_, second) = get("/ui/?after=d499.example.com".into()).await;
+    assert_eq!(rows(&second), 1, "{second}");
+    assert!(second.contains("d500.example.com"));
+    assert!(
+        second.contains("<a href=\"/ui/\">from the first</a>"),
+        "{second}"
+    );
+    assert!(!second.contains("/ui/?after="), "the last page: {second}");
+    let (_, past) = get("/ui/?after=e".into()).await;
+    assert!(past.contains("No domains after this one."), "{past}");
+
+    let (status, refused) = get(format!("/ui/?after={}", "a".repeat(254))).await;
+    assert_eq!(status, 400);
+    assert!(refused.contains("254 bytes"), "{refused}");
+}

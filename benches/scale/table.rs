@@ -68,6 +68,15 @@ pub(super) fn print_table(p: &Params, r: &Report) {
             format!("{} MiB", mib(r.rss_rest_kib)),
         ),
         (
+            format!("list all {} domains (GET /v1/domains)", count(n as u64)),
+            format!(
+                "{:.2} s, {:.0} ms server CPU, {} MiB of JSON",
+                r.list.wall_s,
+                r.list.server_cpu_s * 1e3,
+                mib(r.list_bytes as u64 / 1024)
+            ),
+        ),
+        (
             format!(
                 "first click on each of {} hot domains (cold: store loads)",
                 count(h as u64)

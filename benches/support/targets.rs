@@ -187,6 +187,24 @@ impl Admin {
         serde_json::from_str(&text).map_err(|e| format!("POST {url}: {e}: {text}"))
     }
 
+    /// `GET path` as JSON.
+    pub async fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+        let url = format!("{}{path}", self.base);
+        let res = self
+            .client
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = res.status();
+        let text = res.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("GET {url}: {status} {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}"))
+    }
+
     /// Registers `name` (`POST /v1/domains`); an existing name is fine.
     pub async fn add_domain(&self, name: &str) -> Result<(), String> {
         self.post("/v1/domains", serde_json::json!({ "name": name }))

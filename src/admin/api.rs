@@ -98,8 +98,24 @@ async fn list_domains(
     ))
 }
 
-/// The `after` (as names are stored: a name in its A-label form, else the text in lower case)
-/// and `limit` of a listing's query string; a `400` naming the bad value otherwise.
+/// Where a listing starts, `after` as given: a name in its stored (A-label) form, any other
+/// text in lower case; a `400` past the longest name.
+pub(super) fn listing_cursor(after: &str) -> Result<String, ApiError> {
+    if after.len() > 253 {
+        return Err(ApiError::bad_request(format!(
+            "after: {} bytes, longer than any domain name (253): give the last name of the \
+             page before",
+            after.len()
+        )));
+    }
+    Ok(Domain::parse(after).map_or_else(
+        |_| after.to_ascii_lowercase(),
+        |name| name.as_str().to_owned(),
+    ))
+}
+
+/// The `after` ([`listing_cursor`]) and `limit` of a listing's query string; a `400` naming
+/// the bad value otherwise.
 fn list_query(query: &str) -> Result<(String, Option<u32>), ApiError> {
     let (mut after, mut limit) = (None, None);
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -107,19 +123,7 @@ fn list_query(query: &str) -> Result<(String, Option<u32>), ApiError> {
             || ApiError::bad_request(format!("{key} is given twice in the query: give it once"));
         match &*key {
             "after" if after.is_some() => return Err(given_twice()),
-            "after" if value.len() > 253 => {
-                return Err(ApiError::bad_request(format!(
-                    "after: {} bytes, longer than any domain name (253): give the last name \
-                     of the page before",
-                    value.len()
-                )));
-            }
-            "after" => {
-                after = Some(Domain::parse(&value).map_or_else(
-                    |_| value.to_ascii_lowercase(),
-                    |name| name.as_str().to_owned(),
-                ));
-            }
+            "after" => after = Some(listing_cursor(&value)?),
             "limit" if limit.is_some() => return Err(given_twice()),
             "limit" => {
                 let n = value.parse().ok().filter(|n| (1..=LIST_PAGE).contains(n));

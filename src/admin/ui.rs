@@ -13,6 +13,9 @@
 mod render;
 mod session;
 
+/// Domains the list shows per page; a full page links to the next.
+const UI_PAGE: u32 = 500;
+
 use std::collections::HashMap;
 
 use axum::Router;
@@ -23,6 +26,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::Shared;
+use super::api::listing_cursor;
 use super::error::{ApiError, Segment, parse_name, parse_new_name};
 use super::views::DomainView;
 use render::{asset, error_page, forbidden, html, login_page, see_other, set_cookie};
@@ -81,7 +85,15 @@ async fn index(
     let Some(scope) = signed_in(&state, &headers) else {
         return login_page(StatusCode::UNAUTHORIZED, None);
     };
-    index_page(&state, scope, StatusCode::OK, None, "").await
+    // `?after=NAME`: the page of domains after that name (the "next" link's).
+    let after = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).find_map(|(k, v)| (k == "after").then_some(v))
+    });
+    let after = match after.as_deref().map(listing_cursor).transpose() {
+        Ok(after) => after.unwrap_or_default(),
+        Err(e) => return error_page(e),
+    };
+    index_page(&state, scope, StatusCode::OK, None, "", &after).await
 }
 
 async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -138,6 +150,7 @@ async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes
                 e.status,
                 Some(&e.message),
                 input.trim(),
+                "",
             )
             .await;
         }
@@ -152,6 +165,7 @@ async fn add_domain(State(state): State<Shared>, headers: HeaderMap, body: Bytes
                 e.status,
                 Some(&e.message),
                 name.as_str(),
+                "",
             )
             .await
         }
@@ -248,19 +262,26 @@ fn can_share(state: &Shared, headers: &HeaderMap) -> bool {
     state.public_url.is_some() && signed_in(state, headers) == Some(Scope::Full)
 }
 
+/// The domain list, a page of [`UI_PAGE`] domains after `after` (from the first with `""`).
 async fn index_page(
     state: &Shared,
     scope: Scope,
     status: StatusCode,
     error: Option<&str>,
     typed: &str,
+    after: &str,
 ) -> Response {
-    let views: Vec<DomainView> = match state.domains.list("").await {
+    let views: Vec<DomainView> = match state.domains.page(after, UI_PAGE).await {
         Ok(list) => list.into_iter().map(DomainView::from).collect(),
         Err(e) => return error_page(e.into()),
     };
+    let page = render::Page {
+        after,
+        more: views.len() == UI_PAGE as usize,
+    };
     render::index(
         &views,
+        &page,
         state.domains.check_settings(),
         scope,
         status,

@@ -21,6 +21,7 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-
 /// redisplay a refused name.
 pub(super) fn index(
     views: &[DomainView],
+    page: &Page<'_>,
     s: &Settings,
     scope: Scope,
     status: StatusCode,
@@ -56,7 +57,16 @@ pub(super) fn index(
         );
     }
     b.push_str("</section><section><h2>Domains</h2>");
-    if views.is_empty() {
+    if !page.after.is_empty() {
+        let _ = write!(
+            b,
+            "<p class=\"hint\">Domains after <code>{}</code> · <a href=\"/ui/\">from the first</a></p>",
+            esc(page.after)
+        );
+    }
+    if views.is_empty() && !page.after.is_empty() {
+        b.push_str("<p class=\"empty\">No domains after this one.</p>");
+    } else if views.is_empty() {
         b.push_str("<p class=\"empty\">No domains yet: add one above.</p>");
     } else {
         b.push_str(
@@ -80,8 +90,22 @@ pub(super) fn index(
         }
         b.push_str("</tbody></table>");
     }
+    if let (true, Some(last)) = (page.more, views.last()) {
+        let last = esc(last.name.as_str());
+        let _ = write!(
+            b,
+            "<p class=\"more\"><a href=\"/ui/?after={last}\">Next: the domains after {last}</a></p>"
+        );
+    }
     b.push_str("</section>");
     html(status, "Domains", &b)
+}
+
+/// Which page of the domain list is shown: the one after `after` (`""`: the first), and
+/// whether more may follow (it is full).
+pub(super) struct Page<'a> {
+    pub after: &'a str,
+    pub more: bool,
 }
 
 /// What the list shows under a domain's name: its Unicode form when it has one, that the issuer
