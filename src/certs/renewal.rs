@@ -153,12 +153,20 @@ impl Certs {
         }
     }
 
-    /// Renews certificates when the schedule says so, until `stop` turns true.
+    /// Renews certificates when the schedule says so, until `stop` turns true. The certificate
+    /// gauges are read again at most once per [`MAINTENANCE_TICK`] here (for the time that
+    /// passed, and other nodes' certificates): an issuance reads them itself, and after a start
+    /// with many certificates, their first checks spread over hours wake this loop every few
+    /// hundred milliseconds.
     pub async fn run_maintenance(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut gauges_due = tokio::time::Instant::now();
         loop {
             self.start_due_renewals();
-            if let Err(e) = self.refresh_gauges().await {
-                tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
+            if tokio::time::Instant::now() >= gauges_due {
+                gauges_due = tokio::time::Instant::now() + MAINTENANCE_TICK;
+                if let Err(e) = self.refresh_gauges().await {
+                    tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");
+                }
             }
             let next = lock(&self.schedule).next();
             let sleep = next.map_or(MAINTENANCE_TICK, |at| {

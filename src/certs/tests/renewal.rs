@@ -545,3 +545,28 @@ async fn an_expired_certificate_read_again_stays_scheduled() {
     certs.reload_name(&name).await.unwrap();
     assert!(lock(&certs.schedule).by_name.contains_key(&name));
 }
+
+/// After a start with many certificates their first checks are spread over hours, and the
+/// maintenance loop wakes for each: the certificate gauges are read from the store once per
+/// minute all the same, not at every wake.
+#[tokio::test(start_paused = true)]
+async fn the_maintenance_loop_reads_the_gauges_once_a_minute_however_often_it_wakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let (_issuer, _store, certs) = setup_at(dir.path(), &clock);
+    let name = Domain::parse("a.example.com").unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(certs.clone().run_maintenance(stop));
+    // A check due every 250 ms for 30 s (the name has no certificate: each check finds nothing
+    // to renew and leaves it unscheduled).
+    for _ in 0..120 {
+        certs.schedule_at(&name, clock.clock().now() + Duration::from_millis(250));
+        certs.wake.notify_one();
+        clock.advance(Duration::from_millis(250));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = stop_tx.send(true);
+    running.await.unwrap();
+    let scans = certs.gauges.asked.load(Ordering::SeqCst);
+    assert_eq!(scans, 1, "gauge scans in 30 s: the one at the start");
+}
