@@ -99,8 +99,15 @@ async fn list_domains(
 }
 
 /// Where a listing starts, `after` as given: a name in its stored (A-label) form, any other
-/// text in lower case; a `400` past the longest name.
+/// text in lower case; a `400` past the longest name, or for a control character (which no
+/// name has, and PostgreSQL's text refuses).
 pub(super) fn listing_cursor(after: &str) -> Result<String, ApiError> {
+    if after.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "after {after:?}: a control character is in no domain name; give the last name of \
+             the page before"
+        )));
+    }
     if after.len() > 253 {
         return Err(ApiError::bad_request(format!(
             "after: {} bytes, longer than any domain name (253): give the last name of the \

@@ -301,6 +301,10 @@ async fn domains_are_listed_a_page_at_a_time_in_name_order_by_api_and_cli() {
         ("/v1/domains?limit=0", "limit \"0\""),
         ("/v1/domains?limit=1001", "limit \"1001\""),
         ("/v1/domains?limit=2&limit=1000", "limit is given twice"),
+        (
+            "/v1/domains?after=a%00b",
+            "after \"a\\0b\": a control character",
+        ),
         (long.as_str(), "after: 254 bytes"),
         ("/v1/domains?page=2", "\"page\""),
     ] {
