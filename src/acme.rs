@@ -203,18 +203,19 @@ impl AcmeIssuer {
             Ok(mut order) => match order.state().status {
                 OrderStatus::Pending | OrderStatus::Ready => {
                     tracing::info!(domain = %domain, order = url, "resuming the order kept with the lease");
-                    Some(order)
+                    return Some(order);
                 }
                 status => {
                     tracing::info!(domain = %domain, order = url, ?status, "the kept order cannot be resumed: placing a new one");
-                    None
                 }
             },
             Err(e) => {
                 tracing::warn!(domain = %domain, order = url, error = %crate::errors::chain(&e), "the kept order cannot be read: placing a new one");
-                None
             }
         }
+        // Not read again at the next try, should the new order not be placed.
+        claim.forget().await;
+        None
     }
 
     /// A new order, taken from the budget, naming `replacing` in `replaces` (RFC 9773) when the
@@ -366,8 +367,11 @@ impl AcmeIssuer {
             }
         }
 
-        // The last step the CA takes for us: never under a lost claim.
+        // The last step the CA takes for us: never under a lost claim. Finalized, the order is
+        // no other holder's to resume (the certificate's key is this node's), whatever comes
+        // of it: forgotten first.
         claim.confirm().await?;
+        claim.forget().await;
         let csr_failed = |e| failed(domain, AcmeError::Csr(e));
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(csr_failed)?;
         let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(csr_failed)?;

@@ -201,10 +201,10 @@ pub trait OrderClaim: Send + Sync {
     /// Whether the claim still holds; asked before finalizing an order.
     /// [`IssueError::ClaimLost`] when it does not.
     async fn confirm(&self) -> Result<(), IssueError>;
-    /// Forgets the order kept with the claim: the CA made it invalid (or it was finalized), so
-    /// the next holder places a new one instead of reading this one first, and it is not
-    /// shown in flight. A failure to forget is logged, not returned: the next holder finds
-    /// the order dead all the same.
+    /// Forgets the order kept with the claim: the CA made it invalid, it cannot be read, or it
+    /// is being (or was) finalized, so the next holder places a new one instead of reading this
+    /// one first, and it is not shown in flight. A failure to forget is logged, not returned:
+    /// the next holder finds the order dead all the same.
     async fn forget(&self);
 }
 

@@ -263,6 +263,52 @@ async fn an_order_the_ca_made_invalid_is_not_kept_in_flight() {
     assert!(kept.iter().all(|l| l["order_url"].is_null()), "{cluster}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_order_that_cannot_be_read_is_forgotten_though_no_new_order_is_placed() {
+    let blocked = "blocked.example.com";
+    let (edge, pebble) = edge_with_pebble(
+        &["http-01"],
+        PebbleOptions {
+            blocklist: vec![blocked.into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    edge.add_domain(blocked).await;
+    // An order another node placed and kept with the name's lease (expired since), which the CA
+    // no longer knows.
+    let config = std::fs::read_to_string(edge.config_path()).unwrap();
+    let directory = config
+        .lines()
+        .find_map(|l| l.strip_prefix("directory = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let gone = directory.replace("/dir", "/my-order/gone");
+    rusqlite::Connection::open(edge.data_dir().join("clickedge.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO leases (name, holder, fence, expires_at, order_url) \
+             VALUES (?1, 'another node', 1, 0, ?2)",
+            rusqlite::params![blocked, gone],
+        )
+        .unwrap();
+    let (_, cluster) = edge.admin(Method::GET, "/v1/cluster", None).await;
+    assert_eq!(cluster["orders_in_flight"], 1, "{cluster}");
+
+    // The next try reads it, finds it gone, and places a new order, which the CA refuses.
+    let link = edge.mint(blocked, "https://example.com/", json!({})).await;
+    let roots = pebble.issuing_roots().await;
+    let client = edge.client_trusting(&roots, &[blocked]).build().unwrap();
+    assert!(client.get(&link).send().await.is_err(), "no certificate");
+    let (_, d) = edge
+        .admin(Method::GET, &format!("/v1/domains/{blocked}"), None)
+        .await;
+    let err = d["certificate"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("rejectedIdentifier"), "{d}");
+    let (_, cluster) = edge.admin(Method::GET, "/v1/cluster", None).await;
+    assert_eq!(cluster["orders_in_flight"], 0, "{cluster}");
+}
+
 /// `edge` stopped and started again on its data dir, its `[tls]` settings and its ports.
 fn restarted(edge: Edge) -> Edge {
     let config = std::fs::read_to_string(edge.config_path()).unwrap();

@@ -109,6 +109,9 @@ pub(super) struct Claim {
     name: Domain,
     fence: Fence,
     order_url: Option<String>,
+    /// Whether an order may be kept with the lease in the store (one was when it was taken, or
+    /// [`OrderClaim::keep`] kept one since): what [`Claim::forget_order`] has to clear.
+    order_kept: AtomicBool,
     clock: Clock,
     ttl: Duration,
     lost: Arc<AtomicBool>,
@@ -145,6 +148,7 @@ impl Claim {
             policy: policy.clone(),
             name: name.clone(),
             fence: lease.fence,
+            order_kept: AtomicBool::new(lease.order_url.is_some()),
             order_url: lease.order_url,
             clock: clock.clone(),
             ttl: settings.ttl,
@@ -183,15 +187,20 @@ impl Claim {
         }
     }
 
-    /// Forgets the order kept with the lease (none is kept from then on); a failure is
-    /// logged.
+    /// Forgets the order kept with the lease, if one is (none is kept from then on); a failure
+    /// is logged. A lease expired meanwhile is not written: its next holder finds the order
+    /// dead when it reads it.
     async fn forget_order(&self) {
+        if !self.order_kept.swap(false, Ordering::Relaxed) {
+            return;
+        }
         if let Err(e) = self
             .store
             .set_lease_order(&self.name, self.fence, None, self.clock.now())
             .await
         {
-            tracing::warn!(domain = %self.name, error = %error_chain(&e), "forgetting a finished order");
+            self.order_kept.store(true, Ordering::Relaxed);
+            tracing::warn!(domain = %self.name, error = %error_chain(&e), "forgetting the order kept with the lease");
         }
     }
 
@@ -240,7 +249,10 @@ impl OrderClaim for Claim {
             .set_lease_order(&self.name, self.fence, Some(url), self.clock.now())
             .await
         {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                self.order_kept.store(true, Ordering::Relaxed);
+                Ok(())
+            }
             Ok(false) => Err(self.lost()),
             Err(e) => Err(self.store_failed(e)),
         }
