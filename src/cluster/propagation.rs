@@ -36,6 +36,9 @@ const PAGE: u32 = 1000;
 
 /// How long a tombstone is kept: a node away for less reads every delete it missed.
 pub const TOMBSTONE_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// A node whose last heartbeat is this old is forgotten (`cluster status` stops listing it): a
+/// deploy that names its pods anew leaves one row per pod otherwise, read at every heartbeat.
+pub const NODE_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Wait before listening again after the listening connection failed or dropped.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
@@ -406,6 +409,14 @@ impl Propagation {
             match beat.await {
                 Ok(()) => beaten = true,
                 Err(e) => tracing::debug!(error = %error_chain(&e), "recording the heartbeat"),
+            }
+            let silent_since = self.clock.now().checked_sub(NODE_KEEP);
+            if let Some(before) = silent_since {
+                match self.store.forget_nodes(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(forgotten = n, "nodes silent for 7 days forgotten"),
+                    Err(e) => tracing::debug!(error = %error_chain(&e), "forgetting silent nodes"),
+                }
             }
             match self
                 .store

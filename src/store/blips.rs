@@ -140,6 +140,9 @@ impl ClusterView for Blips {
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         self.inner.nodes().await
     }
+    async fn forget_nodes(&self, before: SystemTime) -> Result<u64, StoreError> {
+        self.inner.forget_nodes(before).await
+    }
     async fn leases(&self, now: SystemTime) -> Result<Vec<LeaseRecord>, StoreError> {
         self.inner.leases(now).await
     }

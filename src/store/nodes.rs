@@ -57,8 +57,11 @@ pub trait ClusterView: Send + Sync + 'static {
         applied: u64,
         now: SystemTime,
     ) -> Result<(), StoreError>;
-    /// Every node that ever sent a heartbeat, by id.
+    /// Every node that sent a heartbeat and was not forgotten since, by id.
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Forgets the nodes whose last heartbeat is older than `before` (scaled away, or replaced
+    /// under another id by a deploy); how many. Nothing else refers to a node's row.
+    async fn forget_nodes(&self, before: SystemTime) -> Result<u64, StoreError>;
     /// The leases unexpired at `now` or keeping an unfinished order of a registered name, by
     /// name.
     async fn leases(&self, now: SystemTime) -> Result<Vec<LeaseRecord>, StoreError>;

@@ -512,3 +512,39 @@ async fn an_unreadable_changed_row_is_skipped_and_the_changes_after_it_applied()
         "{logs}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_silent_for_a_week_is_forgotten_at_a_heartbeat() {
+    let clock = ManualClock::starting_now();
+    let f = fixture(&clock).await;
+    let now = clock.clock().now();
+    let week_and_a_bit = NODE_KEEP + Duration::from_secs(60);
+    f.store
+        .heartbeat("scaled-away", now - week_and_a_bit, 1, now - week_and_a_bit)
+        .await
+        .unwrap();
+    f.store
+        .heartbeat(
+            "restarting",
+            now - NODE_KEEP,
+            1,
+            now - NODE_KEEP + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let (stop_tx, stop) = watch::channel(false);
+    let running = tokio::spawn(Arc::new(f.propagation).run(stop));
+    // The first heartbeat is at once; a paused clock lets the loops run to their sleeps.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop_tx.send(true);
+    running.await.unwrap();
+    let nodes: Vec<String> = f
+        .store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.node_id)
+        .collect();
+    assert_eq!(nodes, ["edge-b", "restarting"]);
+}

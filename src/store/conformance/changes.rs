@@ -138,7 +138,8 @@ pub async fn old_tombstones_are_pruned_once_per_bound(store: &dyn Store) -> Resu
     Ok(())
 }
 
-/// A node's heartbeat replaces its last one; nodes are listed by id.
+/// A node's heartbeat replaces its last one; nodes are listed by id; those silent since before
+/// a time are forgotten.
 pub async fn heartbeats_record_each_node_once(store: &dyn Store) -> Result<(), StoreError> {
     store.heartbeat("edge-b", t(10), 3, t(11)).await?;
     store.heartbeat("edge-a", t(10), 4, t(12)).await?;
@@ -150,5 +151,16 @@ pub async fn heartbeats_record_each_node_once(store: &dyn Store) -> Result<(), S
         .collect();
     assert_eq!(seen, vec![("edge-a", 4, t(12)), ("edge-b", 7, t(15))]);
     assert_eq!(nodes[1].started_at, t(10));
+
+    // Forgetting those silent since before a time keeps those heard from at it or later.
+    assert_eq!(store.forget_nodes(t(12)).await?, 0);
+    assert_eq!(store.forget_nodes(t(13)).await?, 1);
+    let left: Vec<String> = store
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|n| n.node_id)
+        .collect();
+    assert_eq!(left, vec!["edge-b"]);
     Ok(())
 }

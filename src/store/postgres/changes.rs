@@ -180,6 +180,15 @@ impl ClusterView for PgStore {
             .collect())
     }
 
+    async fn forget_nodes(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let op = "forgetting silent nodes";
+        self.conn(op)
+            .await?
+            .execute("DELETE FROM nodes WHERE heartbeat_at < $1", &[&ms(before)])
+            .await
+            .map_err(db(op))
+    }
+
     async fn leases(&self, now: SystemTime) -> Result<Vec<LeaseRecord>, StoreError> {
         let op = "listing leases";
         let rows = self

@@ -134,6 +134,17 @@ impl ClusterView for SqliteStore {
         .await
     }
 
+    async fn forget_nodes(&self, before: SystemTime) -> Result<u64, StoreError> {
+        self.with("forgetting silent nodes", move |c| {
+            c.execute(
+                "DELETE FROM nodes WHERE heartbeat_at < ?1",
+                params![ms(before)],
+            )
+        })
+        .await
+        .map(|n| n as u64)
+    }
+
     async fn leases(&self, now: SystemTime) -> Result<Vec<LeaseRecord>, StoreError> {
         self.with("listing leases", move |c| {
             let mut st = c.prepare_cached(
