@@ -28,6 +28,21 @@ async fn edge_with_pebble(challenges: &[&str], options: PebbleOptions) -> (Edge,
     (edge, pebble)
 }
 
+/// An edge against a Pebble that refuses `blocked` (`rejectedIdentifier` at new-order), with
+/// `blocked` registered.
+async fn edge_refusing(blocked: &str) -> (Edge, Pebble) {
+    let (edge, pebble) = edge_with_pebble(
+        &["http-01"],
+        PebbleOptions {
+            blocklist: vec![blocked.into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    edge.add_domain(blocked).await;
+    (edge, pebble)
+}
+
 async fn click(edge: &Edge, roots: &str, link: &str) -> reqwest::Result<reqwest::Response> {
     edge.client_trusting(roots, &[DOMAIN])
         .build()
@@ -179,15 +194,7 @@ async fn random_sni_makes_no_order_and_restart_makes_none_either() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_name_records_the_problem_and_backs_off() {
     let blocked = "blocked.example.com";
-    let (edge, pebble) = edge_with_pebble(
-        &["http-01"],
-        PebbleOptions {
-            blocklist: vec![blocked.into()],
-            ..Default::default()
-        },
-    )
-    .await;
-    edge.add_domain(blocked).await;
+    let (edge, pebble) = edge_refusing(blocked).await;
     let link = edge.mint(blocked, "https://example.com/", json!({})).await;
     let roots = pebble.issuing_roots().await;
     for _ in 0..3 {
@@ -266,15 +273,7 @@ async fn an_order_the_ca_made_invalid_is_not_kept_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_order_that_cannot_be_read_is_forgotten_though_no_new_order_is_placed() {
     let blocked = "blocked.example.com";
-    let (edge, pebble) = edge_with_pebble(
-        &["http-01"],
-        PebbleOptions {
-            blocklist: vec![blocked.into()],
-            ..Default::default()
-        },
-    )
-    .await;
-    edge.add_domain(blocked).await;
+    let (edge, pebble) = edge_refusing(blocked).await;
     // An order another node placed and kept with the name's lease (expired since), which the CA
     // no longer knows.
     let config = std::fs::read_to_string(edge.config_path()).unwrap();
