@@ -227,14 +227,14 @@ impl AcmeIssuer {
         replacing: Option<&StoredCert>,
         claim: &dyn OrderClaim,
     ) -> Result<Order, IssueError> {
-        // NOTE: a first certificate (or one replacing a certificate already expired) is
-        // waited for by handshakes, which cannot wait for the budget's next order: it fails at
-        // once and the name backs off, on every node. A renewal has time, and queues for up to
-        // one `order_window`; past that it is rescheduled for its turn, not counted as failed.
-        let turn = self
-            .budget
-            .take_for(replacing.map(|c| c.not_after), self.settings.order_window)
-            .await;
+        // NOTE: a first certificate is waited for by handshakes, which cannot wait for the
+        // budget's next order (one per `order_window / max_orders`): it fails at once and the
+        // name backs off, on every node. A renewal has time, and queues for up to one
+        // `order_window`; past that it is rescheduled for its turn, not counted as failed.
+        let turn = match replacing {
+            None => self.budget.try_acquire().await,
+            Some(_) => self.budget.acquire_within(self.settings.order_window).await,
+        };
         if let OrderTurn::Wait(next) = turn.map_err(|e| failed(domain, e))? {
             return Err(IssueError::OrderBudget {
                 domain: domain.clone(),

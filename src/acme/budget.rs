@@ -56,23 +56,6 @@ impl OrderBudget {
             .await
     }
 
-    /// Takes an order for a certificate that replaces one valid until `replacing` (none: a
-    /// first certificate). Handshakes wait for a first certificate, and for one replacing a
-    /// certificate already expired (which serves nothing), and cannot wait for the budget's next
-    /// turn (one per `window / orders`): taken now or not at all, the name then backing off on
-    /// every node. A renewal of a certificate still serving has time, and queues for up to
-    /// `within` ([`OrderBudget::acquire_within`]).
-    pub async fn take_for(
-        &self,
-        replacing: Option<SystemTime>,
-        within: Duration,
-    ) -> Result<OrderTurn, StoreError> {
-        match replacing {
-            Some(not_after) if not_after > self.clock.now() => self.acquire_within(within).await,
-            _ => self.try_acquire().await,
-        }
-    }
-
     /// Waits until a new order may be placed, and takes it from the budget; gives up once the
     /// next turn is later than `within` from now, saying when it is (a renewal then waits
     /// without counting a failure, instead of holding its lease for hours).
@@ -173,36 +156,6 @@ mod tests {
         let turn = tokio::time::timeout(Duration::from_secs(10), budget.acquire_within(within))
             .await
             .expect("the next token comes within its interval");
-        assert_eq!(turn.unwrap(), OrderTurn::Taken);
-    }
-
-    /// A renewal of a certificate still serving waits its turn; one whose certificate has
-    /// expired is a first certificate's: handshakes wait for it, so it is taken now or not at
-    /// all.
-    #[tokio::test(start_paused = true)]
-    async fn only_a_certificate_still_serving_waits_for_its_turn() {
-        let (store, wall) = (store(), ManualClock::new(from_unix_secs(1_800_000_000)));
-        let window = Duration::from_secs(60);
-        let budget = OrderBudget::new(store, "https://ca/dir", 1, window, wall.clock());
-        assert_eq!(budget.try_acquire().await.unwrap(), OrderTurn::Taken);
-        let now = wall.clock().now();
-        let next = now + window;
-        for expired in [None, Some(now), Some(now - Duration::from_secs(1))] {
-            assert_eq!(
-                budget.take_for(expired, window).await.unwrap(),
-                OrderTurn::Wait(next),
-                "{expired:?}"
-            );
-        }
-        // Still serving: it waits (the paused runtime's sleeps, the manual clock moved on by
-        // the waiter's side), then takes the next turn.
-        let serving = Some(now + Duration::from_secs(3600));
-        let waiting = budget.take_for(serving, window);
-        let advancing = async {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            wall.advance(window);
-        };
-        let (turn, ()) = tokio::join!(waiting, advancing);
         assert_eq!(turn.unwrap(), OrderTurn::Taken);
     }
 
