@@ -276,12 +276,20 @@ impl Certs {
         }
         self.metrics.cert_lookup_misses.inc();
         // A renewal may take long (the CA's rate budget, an order): the certificate it replaces
-        // serves meanwhile, read from the store rather than waited for.
-        if self.renewing(name)
-            && let Ok(Some(entry)) = self.stored_scheduling(name, false).await
-        {
-            self.renewing_cache(name, &entry);
-            return Ok(entry.key);
+        // serves meanwhile, read from the store rather than waited for. With nothing valid
+        // stored (it expired while its renewals failed, or while one queues for the budget,
+        // for up to `acme.order_window`), a handshake fails at once rather than wait
+        // `tls.on_demand_timeout` for nothing.
+        if self.renewing(name) {
+            match self.stored_scheduling(name, false).await {
+                Ok(Some(entry)) => {
+                    self.renewing_cache(name, &entry);
+                    return Ok(entry.key);
+                }
+                Ok(None) => return Err(CertError::unavailable(name, LoadError::Expired)),
+                // The store failed: the flight's answer is waited for, as for any load.
+                Err(_) => {}
+            }
         }
         let mut rx = self.fly(name, Flight::Obtain);
         let outcome = tokio::time::timeout(self.on_demand_timeout, rx.wait_for(Option::is_some))

@@ -7,6 +7,8 @@
 
 mod failure;
 
+pub(super) use failure::serving;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

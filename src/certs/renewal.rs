@@ -353,8 +353,9 @@ impl Certs {
         };
         self.metrics.renewals.with_label_values(&["failed"]).inc();
         self.renewal_failing(name, true);
-        // The current certificate keeps serving.
-        tracing::warn!(domain = %name, error = %message, "renewal failed; the current certificate keeps serving");
+        // The current certificate keeps serving, unless it has expired.
+        let left = super::flight::serving(Some(current.not_after), self.clock.now());
+        tracing::warn!(domain = %name, error = %message, "renewal failed; {left}");
         self.serving(name, &current)
     }
 

@@ -82,9 +82,10 @@ impl Certs {
             _ => "certificate issuance failed",
         };
         match e {
-            // A renewal has time: the certificate it replaces keeps serving meanwhile.
+            // A renewal has time: the certificate it replaces keeps serving meanwhile, unless
+            // it has expired.
             IssueError::OrderBudget { .. } if serving_until.is_some() => {
-                tracing::info!(domain = %name, retry_at = %rfc3339(not_before.until), "renewal waits for the account's order budget (acme.max_orders per acme.order_window); the current certificate keeps serving");
+                tracing::info!(domain = %name, retry_at = %rfc3339(not_before.until), "renewal waits for the account's order budget (acme.max_orders per acme.order_window); {}", serving(serving_until, now));
             }
             _ => {
                 tracing::warn!(domain = %name, error = %not_before.cause, failures = not_before.failures, retry_at = %rfc3339(not_before.until), "{what}");
@@ -110,5 +111,13 @@ pub(super) fn unusable(e: &LoadError) -> IssueFailure {
             "the certificate the CA issued could not be used or stored: {}",
             error_chain(e)
         ),
+    }
+}
+
+/// What a renewal that did not replace a certificate valid until `until` leaves serving.
+pub(in crate::certs) fn serving(until: Option<SystemTime>, now: SystemTime) -> &'static str {
+    match until {
+        Some(until) if until > now => "the current certificate keeps serving",
+        _ => "the certificate has expired: handshakes for the name fail until it is renewed",
     }
 }

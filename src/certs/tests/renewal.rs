@@ -570,3 +570,31 @@ async fn the_maintenance_loop_reads_the_gauges_once_a_minute_however_often_it_wa
     let scans = certs.gauges.asked.load(Ordering::SeqCst);
     assert_eq!(scans, 1, "gauge scans in 30 s: the one at the start");
 }
+
+/// A certificate that expired while its renewal is in the air (failing, or queued for the
+/// account's order budget for hours) serves nothing: a handshake fails at once, saying so,
+/// rather than waiting `tls.on_demand_timeout` for the renewal.
+#[tokio::test(start_paused = true)]
+async fn a_handshake_does_not_wait_for_the_renewal_of_an_expired_certificate() {
+    let DueForRenewal {
+        wall,
+        issuer,
+        certs,
+        name,
+        _dir,
+        ..
+    } = due_for_renewal().await;
+    issuer.stall_renewals.store(true, Ordering::SeqCst);
+    let renewal = certs.fly(&name, Flight::Renew);
+    while issuer.calls.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    wall.advance(Duration::from_secs(400 * 24 * 3600));
+    certs.cache.invalidate_all();
+    let err = certs.resolve(&name).await.unwrap_err();
+    assert!(
+        matches!(&err, CertError::Unavailable { source, .. } if matches!(**source, LoadError::Expired)),
+        "{err:?}"
+    );
+    assert!(renewal.borrow().is_none(), "the renewal goes on");
+}
