@@ -39,7 +39,7 @@ use challenges::Challenges;
 use client::AcmeHttp;
 pub use error::AcmeError;
 pub use limits::RateLimit;
-use poll::poll_settled;
+use poll::{order_gone, poll_settled};
 
 /// Extra time a published challenge stays answerable after the order's own timeout.
 const CHALLENGE_SLACK: Duration = Duration::from_secs(60);
@@ -209,8 +209,16 @@ impl AcmeIssuer {
                     tracing::info!(domain = %domain, order = url, ?status, "the kept order cannot be resumed: placing a new one");
                 }
             },
-            Err(e) => {
+            // The CA answered that the order is not there for this account (no such order, not
+            // this account's, a malformed URL), or answered something that is no order: it is
+            // gone. A problem of the CA's own (a 5xx, a rate limit) says nothing of the order.
+            Err(e) if order_gone(&e) => {
                 tracing::warn!(domain = %domain, order = url, error = %crate::errors::chain(&e), "the kept order cannot be read: placing a new one");
+            }
+            // The CA did not answer: the order may still be there for the next try.
+            Err(e) => {
+                tracing::warn!(domain = %domain, order = url, error = %crate::errors::chain(&e), "the kept order could not be read now: placing a new one (the kept one stays until another is kept)");
+                return None;
             }
         }
         // Not read again at the next try, should the new order not be placed.
@@ -367,11 +375,8 @@ impl AcmeIssuer {
             }
         }
 
-        // The last step the CA takes for us: never under a lost claim. Finalized, the order is
-        // no other holder's to resume (the certificate's key is this node's), whatever comes
-        // of it: forgotten first.
+        // The last step the CA takes for us: never under a lost claim.
         claim.confirm().await?;
-        claim.forget().await;
         let csr_failed = |e| failed(domain, AcmeError::Csr(e));
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(csr_failed)?;
         let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(csr_failed)?;
@@ -381,6 +386,10 @@ impl AcmeIssuer {
             .finalize_csr(csr.der())
             .await
             .map_err(|e| self.acme_error(domain, e))?;
+        // Finalized, the order is no other holder's to resume (the certificate's key is this
+        // node's), whatever comes of it: forgotten now. (One whose finalization failed may
+        // still be ready, for the next holder to finalize with its own key.)
+        claim.forget().await;
         let chain_pem = order
             .poll_certificate(&retries)
             .await

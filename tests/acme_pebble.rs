@@ -275,7 +275,7 @@ async fn a_kept_order_that_cannot_be_read_is_forgotten_though_no_new_order_is_pl
     let blocked = "blocked.example.com";
     let (edge, pebble) = edge_refusing(blocked).await;
     // An order another node placed and kept with the name's lease (expired since), which the CA
-    // no longer knows.
+    // no longer knows (Pebble answers an empty 404).
     let config = std::fs::read_to_string(edge.config_path()).unwrap();
     let directory = config
         .lines()

@@ -1,4 +1,5 @@
-//! Polling an order until the CA has settled it, within `acme.order_timeout`.
+//! Reading an order: polling it until the CA has settled it, within `acme.order_timeout`, and
+//! telling an order gone from a CA that did not answer.
 
 use std::time::Duration;
 
@@ -45,6 +46,26 @@ fn next_poll(
     Some(delay.min(left))
 }
 
+/// Whether the CA's answer to reading an order says the order is gone: a problem that is not
+/// the CA's own (not a 5xx, a server error or a rate limit), or an answer that is no order
+/// (Pebble answers an unknown order with an empty 404). Not a network failure or a timeout.
+pub(super) fn order_gone(e: &instant_acme::Error) -> bool {
+    match e {
+        instant_acme::Error::Api(p) => {
+            p.status.is_none_or(|s| s < 500)
+                && !matches!(
+                    p.r#type.as_deref(),
+                    Some(
+                        "urn:ietf:params:acme:error:serverInternal"
+                            | "urn:ietf:params:acme:error:rateLimited"
+                    )
+                )
+        }
+        instant_acme::Error::Json(_) => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +92,29 @@ mod tests {
             next_poll(deadline + Duration::from_millis(1), deadline, delay),
             None
         );
+    }
+
+    #[test]
+    fn an_order_is_gone_when_the_ca_says_so_not_when_it_fails() {
+        let problem = |v: serde_json::Value| {
+            instant_acme::Error::Api(serde_json::from_value(v).expect("a problem document"))
+        };
+        let gone = problem(serde_json::json!({
+            "type": "urn:ietf:params:acme:error:malformed", "status": 404
+        }));
+        assert!(order_gone(&gone));
+        let server = problem(serde_json::json!({
+            "type": "urn:ietf:params:acme:error:serverInternal", "status": 500
+        }));
+        assert!(!order_gone(&server));
+        let unavailable = problem(serde_json::json!({ "status": 503 }));
+        assert!(!order_gone(&unavailable));
+        let limited = problem(serde_json::json!({
+            "type": "urn:ietf:params:acme:error:rateLimited", "status": 429
+        }));
+        assert!(!order_gone(&limited));
+        let empty_404 = serde_json::from_str::<serde_json::Value>("").unwrap_err();
+        assert!(order_gone(&instant_acme::Error::Json(empty_404)));
+        assert!(!order_gone(&instant_acme::Error::Timeout(None)));
     }
 }

@@ -173,6 +173,9 @@ impl Certs {
                 let until = at.duration_since(self.clock.now()).unwrap_or_default();
                 until.min(MAINTENANCE_TICK)
             });
+            // Awake again when the gauges are due, not up to a tick after.
+            let sleep =
+                sleep.min(gauges_due.saturating_duration_since(tokio::time::Instant::now()));
             tokio::select! {
                 _ = tokio::time::sleep(sleep.max(Duration::from_millis(200))) => {}
                 _ = self.wake.notified() => {}
