@@ -133,8 +133,9 @@ pub struct Settings {
     pub http_port: u16,
     /// Period of re-checks for domains without a valid certificate.
     pub recheck_interval: Duration,
-    /// True if HTTP-01 is the only way the CA can validate (ACME with only `http-01`): then an
-    /// unreachable name holds back orders too.
+    /// True if orders are validated over HTTP (ACME with `http-01` first in `acme.challenges`:
+    /// an order answers the first configured challenge the CA offers, and CAs offer HTTP-01
+    /// for every name): then an unreachable name holds back orders too.
     pub http_blocks: bool,
     /// True if the issuer honours CAA (ACME CAs must, RFC 8659): then a failing CAA check holds
     /// back orders. The built-in local CA does not read CAA, so it is never held back by one.
@@ -166,7 +167,7 @@ impl Settings {
             http_port: o.http_port.get(),
             recheck_interval: o.recheck_interval,
             http_blocks: config.tls.issuer == IssuerKind::Acme
-                && !config.acme.challenges.contains(&ChallengeKind::TlsAlpn01),
+                && config.acme.challenges.first() == Some(&ChallengeKind::Http01),
             caa_blocks: config.tls.issuer == IssuerKind::Acme,
             danger_allow_private_addresses: o.danger_allow_private_addresses,
             acme_directory: (config.tls.issuer == IssuerKind::Acme)
@@ -357,8 +358,9 @@ impl Onboarding {
             }
             self.latest.insert(name.clone(), report.clone());
         }
-        if report.blocking().is_none() && IssueStatus::of(record).held_back() {
-            // The gate's own reason is resolved; any backoff a CA error set stays.
+        if report.blocking().is_none() {
+            // The gate's own reason is resolved; any backoff a CA error set stays. Asked of the
+            // store, not of `record`: a handshake may have been held back while this ran.
             certs.release_hold(name).await?;
         }
         // Checks that failed and pass now saw something fixed: a CA failure they can see the

@@ -193,3 +193,56 @@ fn overlapping_runs_of_a_name_keep_it_marked_until_the_last_ends() {
     drop(second);
     assert!(runs.lock().unwrap().is_empty());
 }
+
+/// An unreachable name holds back orders when orders validate over HTTP: with ACME and
+/// `http-01` first in `acme.challenges` (the default; an order answers the first configured
+/// challenge the CA offers), not with `tls-alpn-01` first, nor with the built-in CA.
+#[test]
+fn reachability_holds_back_orders_when_orders_validate_over_http() {
+    let blocks = |issuer: IssuerKind, challenges: &[ChallengeKind]| {
+        let mut config = Config::default();
+        config.tls.issuer = issuer;
+        config.acme.challenges = challenges.to_vec();
+        Settings::from_config(&config).http_blocks
+    };
+    let (http, alpn) = (ChallengeKind::Http01, ChallengeKind::TlsAlpn01);
+    assert!(blocks(IssuerKind::Acme, &Config::default().acme.challenges));
+    assert!(blocks(IssuerKind::Acme, &[http, alpn]));
+    assert!(blocks(IssuerKind::Acme, &[http]));
+    assert!(!blocks(IssuerKind::Acme, &[alpn, http]));
+    assert!(!blocks(IssuerKind::Acme, &[alpn]));
+    assert!(!blocks(IssuerKind::Local, &[http]));
+}
+
+/// Checks that hold nothing back let go of a hold recorded while they ran (a handshake's,
+/// after the record they were given was read): the hold is read from the store.
+#[tokio::test]
+async fn checks_that_pass_release_a_hold_recorded_while_they_ran() {
+    let clock = ManualClock::starting_now();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let policy = Arc::new(Policy::default());
+    let (certs, _ca_dir) = certs_on(&store, &policy, &clock);
+    let name = Domain::parse("links.example.com").unwrap();
+    store.add_domain(&name, clock.clock().now()).await.unwrap();
+    policy.register(name.clone());
+    let read_before = store.domain(&name).await.unwrap().unwrap();
+    let held = IssueStatus {
+        last_error: Some(crate::store::IssueFailure {
+            kind: crate::store::FailureKind::HeldBack {
+                check: "caa".into(),
+            },
+            detail: "held back: the caa check fails".into(),
+        }),
+        failures: 0,
+        retry_at: None,
+    };
+    store.set_status(&name, &held).await.unwrap();
+    // Not configured (no CNAME target, no addresses): no check holds anything back.
+    let mut settings = offline();
+    settings.cname_target = None;
+    settings.addresses.clear();
+    let onboarding = Onboarding::new(settings, store.clone(), clock.clock());
+    onboarding.check(&read_before, &certs).await.unwrap();
+    let after = store.domain(&name).await.unwrap().unwrap();
+    assert!(!IssueStatus::of(&after).held_back(), "{after:?}");
+}
