@@ -43,7 +43,7 @@ use crate::certs::{Certs, Hold, IssueGate};
 use crate::clock::Clock;
 use crate::config::{ChallengeKind, Config, IssuerKind};
 use crate::errors::chain as error_chain;
-use crate::store::{DomainPages, DomainRecord, IssueStatus, Store, StoreError};
+use crate::store::{DomainPages, DomainRecord, Store, StoreError};
 use crate::sync::lock;
 pub use dns::DnsView;
 pub use report::{Check, CheckId, CheckStatus, Report};

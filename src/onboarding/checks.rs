@@ -130,7 +130,8 @@ fn dns_server(view: &DnsView, gate: bool) -> Check {
         FailureKind::ServFail => "answered SERVFAIL".to_owned(),
         FailureKind::Refused => "refused to answer".to_owned(),
         FailureKind::Timeout => format!("did not answer within {}s", QUERY_TIMEOUT.as_secs()),
-        FailureKind::Other(e) => format!("could not be asked ({e})"),
+        FailureKind::Other(e) => format!("gave no usable answer ({e})"),
+        FailureKind::Unasked(e) => format!("could not be asked ({e})"),
     };
     // "answered SERVFAIL for a.example.com (A, AAAA), example.com (CAA)"
     let mut parts: Vec<(String, QueriesByName<'_>)> = Vec::new();
@@ -179,11 +180,18 @@ fn dns_server(view: &DnsView, gate: bool) -> Check {
         FailureKind::Refused => format!(
             "Edge operator: the edge's resolver refused to answer; it must answer recursive queries from the edge (onboarding.dns_servers, or let the edge's address query that resolver). If it only passes on a refusal from the zone's own name servers, the zone holding {name} is not served where its NS records point: its owner checks them at the registrar."
         ),
-        FailureKind::Other(_) => {
+        FailureKind::Other(_) => format!(
+            "If this lasts, the name servers of the zone holding {name} answer what no resolver can use: check its NS records at your registrar. If only this edge sees it, its resolver ({}) is at fault: tell the edge's operator.",
+            view.servers
+        ),
+        FailureKind::Unasked(_) => {
             "Edge operator: the edge could not ask DNS at all (onboarding.dns_servers, /etc/resolv.conf). Nothing for the domain's owner to change.".to_owned()
         }
     };
-    Check::fail(CheckId::DnsServer, message, fix, gate)
+    // The edge that could not ask DNS at all knows nothing of the name, and the CA asks its own
+    // resolvers: nothing to hold its orders back for.
+    let edge_side = matches!(first.kind, FailureKind::Unasked(_));
+    Check::fail(CheckId::DnsServer, message, fix, gate && !edge_side)
 }
 
 fn resolves(f: &Found<'_>, s: &Settings, gate: bool) -> Check {

@@ -39,6 +39,9 @@ pub enum FailureKind {
     Timeout,
     /// Anything else (I/O error, malformed answer, another response code).
     Other(String),
+    /// The edge could not ask at all: its resolver could not be set up (`onboarding.dns_servers`,
+    /// the system's resolver configuration).
+    Unasked(String),
 }
 
 /// A query that failed at the DNS server, as opposed to one that found no records.
@@ -356,7 +359,7 @@ pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
             let failure = |t| DnsFailure {
                 name: name.to_string(),
                 record_type: t,
-                kind: FailureKind::Other(message.clone()),
+                kind: FailureKind::Unasked(message.clone()),
             };
             return DnsView {
                 name: name.clone(),
@@ -403,7 +406,7 @@ pub async fn addresses(name: &Domain, servers: &[SocketAddr]) -> Result<Vec<IpAd
             return Err(DnsFailure {
                 name: name.to_string(),
                 record_type: "A",
-                kind: FailureKind::Other(error_chain(&e)),
+                kind: FailureKind::Unasked(error_chain(&e)),
             });
         }
     };

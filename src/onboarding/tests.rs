@@ -7,7 +7,7 @@ use crate::clock::ManualClock;
 use crate::domain::Zones;
 use crate::issuer::LocalCa;
 use crate::policy::Policy;
-use crate::store::SqliteStore;
+use crate::store::{IssueStatus, SqliteStore};
 
 /// Certificates from the built-in CA (whose files live in the returned directory) over `store`.
 fn certs_on(

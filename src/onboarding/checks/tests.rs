@@ -217,6 +217,26 @@ fn servfail_is_a_dns_server_failure_naming_the_resolver() {
     assert!(c.fix.as_deref().unwrap().contains("NS and DS records"));
 }
 
+/// An edge that could not ask DNS at all knows nothing of the name, and the CA asks its own
+/// resolvers: the failure is the operator's to fix, and holds back no order.
+#[test]
+fn a_resolver_the_edge_could_not_set_up_holds_back_no_order() {
+    let mut v = view(&[], &[], &[]);
+    let failure = |t| DnsFailure {
+        name: "links.customer.com".into(),
+        record_type: t,
+        kind: FailureKind::Unasked("no nameservers configured".into()),
+    };
+    v.a = Err(failure("A"));
+    v.caa = Err(failure("CAA"));
+    let checks = evaluate(&v, &settings(), None);
+    let c = find(&checks, CheckId::DnsServer);
+    assert_eq!(c.status, CheckStatus::Fail);
+    assert!(!c.blocking, "{c:?}");
+    assert!(c.message.contains("could not be asked"), "{}", c.message);
+    assert!(c.fix.as_deref().unwrap().starts_with("Edge operator"));
+}
+
 #[test]
 fn caa_for_another_ca_names_the_identity_to_allow() {
     let mut v = view(&["edge.example.net"], &["203.0.113.10"], &[]);
