@@ -20,11 +20,17 @@ pub(super) fn at_end_if_finished(dir: &Path, acked: Position) -> Position {
     }
     let len = match std::fs::metadata(dir.join(&acked.file)) {
         Ok(m) => m.len(),
-        // Listed only once it is acknowledged to its end (the writer's file, usually).
-        Err(_) => match std::fs::metadata(dir.join(open_name(&acked.file))) {
-            Ok(m) if m.len() <= acked.offset && newer_exists(dir, &acked.file) => m.len(),
-            _ => return acked,
-        },
+        // The writer's file, usually: finished once a newer file is there, which is looked for
+        // first. Once there is one the writer never writes this file again, so the length read
+        // after is its last (read before, a batch appended and a rotation between the two reads
+        // would mark unshipped lines shipped).
+        Err(_) if newer_exists(dir, &acked.file) => {
+            match std::fs::metadata(dir.join(open_name(&acked.file))) {
+                Ok(m) => m.len(),
+                Err(_) => return acked,
+            }
+        }
+        Err(_) => return acked,
     };
     if len <= acked.offset {
         Position {
