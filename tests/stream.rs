@@ -431,3 +431,31 @@ async fn an_unreadable_click_log_shows_shipping_behind_until_it_can_be_read_agai
     assert_eq!(msgs.len(), 2);
     health_says(&edge, "shipping: current").await;
 }
+
+/// A quiet edge keeps its connection to NATS: it answers the server's pings while no click
+/// comes (here one a second, the connection stale after one unanswered), so the first click
+/// after the quiet ships without a failed publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_edge_answers_the_servers_pings_and_ships_the_next_click_at_once() {
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(conf.path(), "ping_interval: \"1s\"\nping_max: 1\n").unwrap();
+    let nats = NatsServer::start_with(&["-c", conf.path().to_str().unwrap()]);
+    let mut edge = Edge::start_with(&config(&nats, "buffered"));
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, "https://example.com/", json!({})).await;
+    let client = edge.client(&[DOMAIN]);
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    let js = nats.jetstream().await;
+    wait_for_ids(&js, 1).await;
+    // Quiet for four of the server's ping intervals.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 302);
+    gapless(&seqs(&wait_for_ids(&js, 2).await), 2);
+    assert_eq!(
+        edge.metric("clickedge_click_ship_errors_total").await,
+        0.0,
+        "{}",
+        edge.stderr()
+    );
+    edge.terminate();
+}

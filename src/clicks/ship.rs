@@ -321,8 +321,10 @@ impl Shipper {
                     }
                 }
             };
+            // Waiting for clicks (or for a retry) keeps the connection answering the server's
+            // pings: a quiet night would otherwise end with the server dropping it as stale.
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = self.nats.idle(wait) => {}
                 () = stopped_or_drain_over(&mut stop, &mut until) => {}
             }
         }

@@ -25,6 +25,7 @@ use async_nats::jetstream::{self, stream};
 
 use super::wire::{Credentials, Wire};
 use crate::config::{Clicks, NodeId};
+use crate::errors::chain as error_chain;
 pub use error::{NatsError, PublishError};
 
 /// How long the stream remembers message ids to drop re-published ones (the server's default).
@@ -357,6 +358,18 @@ impl Nats {
                 self.keep_if_ok(sent)?;
                 Ok(n)
             }
+        }
+    }
+
+    /// Waits `wait` while nothing is published, keeping the connection alive
+    /// ([`Wire::idle`]); one that fails meanwhile is dropped (the next publish connects again).
+    pub(super) async fn idle(&mut self, wait: Duration) {
+        let Some(wire) = &mut self.wire else {
+            return tokio::time::sleep(wait).await;
+        };
+        if let Err(e) = wire.idle(wait).await {
+            tracing::debug!(error = %error_chain(&e), "the idle connection to NATS ended; the next click connects again");
+            self.wire = None;
         }
     }
 

@@ -228,6 +228,33 @@ impl Wire {
         Ok(())
     }
 
+    /// Waits up to `wait` while nothing is published (every publish acknowledged), answering
+    /// the server's `PING`s: a connection whose pings go unanswered is closed by the server as
+    /// stale (nats-server: after two, two minutes apart), and the next publish would fail on it.
+    /// What else comes is read past; `-ERR` ends it.
+    pub(super) async fn idle(&mut self, wait: std::time::Duration) -> Result<(), PublishError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let link = &mut self.link;
+        loop {
+            while let Some((op, used)) = parse(&link.input)? {
+                match op {
+                    Op::Ping => link.out.extend_from_slice(b"PONG\r\n"),
+                    Op::Err(text) => return Err(server_error(text)),
+                    _ => {}
+                }
+                link.input.advance(used);
+            }
+            link.write().await?;
+            // Only the read is cut short at the deadline: one not done takes nothing.
+            match tokio::time::timeout_at(deadline, link.io.read_buf(&mut link.input)).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(0)) => return Err(PublishError::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(PublishError::Io(e)),
+            }
+        }
+    }
+
     /// The next answer to a publish: from what was read already, or else, after writing what is
     /// queued, from the server.
     pub(super) async fn reply(&mut self) -> Result<Reply, PublishError> {
