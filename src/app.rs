@@ -61,6 +61,9 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest wait at a stop for the click log's last write (every queued click written and
 /// synced): far more than it takes on a disk that answers.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
+/// How much longer than its final drain the click shipper may take to stop (its last read of
+/// the log and its checkpoint's write) before the edge stops without it.
+const SHIPPER_STOP_SLACK: Duration = Duration::from_secs(5);
 
 /// Where a started edge listens.
 #[derive(Debug, Clone)]
@@ -351,8 +354,18 @@ impl App {
         // the next start.
         if let Some(shipper) = self.shipper {
             let _ = shipper.stop.send(true);
-            // A panic is the supervisor's to say (below).
-            let _ = shipper.task.await;
+            // A panic is the supervisor's to say (below). Bounded: only its waits for NATS are
+            // within the drain, and a disk that stopped answering would hold its reads and its
+            // checkpoint's write, and the exit, for ever.
+            let bound = crate::clicks::ship::FINAL_DRAIN + SHIPPER_STOP_SLACK;
+            let mut task = shipper.task;
+            if tokio::time::timeout(bound, &mut task).await.is_err() {
+                task.abort();
+                tracing::error!(
+                    wait_secs = bound.as_secs(),
+                    "the click shipper did not stop in time (a disk that stopped answering?): stopping without it; the clicks past its last saved checkpoint are shipped again at the next start"
+                );
+            }
         }
         // The writer logged why it dropped what it dropped.
         let lost = self.clicks_dropped.get() - dropped_before;
