@@ -172,8 +172,8 @@ pub(super) struct Ack {
 /// acknowledgement: something other than a stream answered.
 #[derive(serde::Deserialize)]
 pub(super) struct AckReply<'a> {
-    #[serde(default)]
-    pub stream: Option<serde::de::IgnoredAny>,
+    #[serde(borrow, default)]
+    pub stream: Option<Cow<'a, str>>,
     #[serde(default)]
     pub seq: Option<u64>,
     #[serde(default)]

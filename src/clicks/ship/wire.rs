@@ -296,7 +296,7 @@ fn decode(
             String::from_utf8_lossy(line).into_owned(),
         ));
     }
-    parse_ack(payload)
+    parse_ack(payload, subject, stream)
 }
 
 impl Link {

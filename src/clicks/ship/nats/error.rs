@@ -166,6 +166,21 @@ pub enum PublishError {
          JetStream stream answers on the subject; stop that subscriber"
     )]
     NotAck,
+    /// Another stream acknowledged: it takes the subject (an operator moved it there), and
+    /// counting its acknowledgements as `clicks.nats_stream`'s would delete click files the
+    /// stream never got.
+    #[error(
+        "stream {took} acknowledged a click meant for stream {stream}: it takes subject \
+         {subject}; take the subject out of {took}'s subjects (shipping waits until then)"
+    )]
+    OtherStream {
+        /// The subject published on.
+        subject: String,
+        /// `clicks.nats_stream`.
+        stream: String,
+        /// The stream that acknowledged.
+        took: String,
+    },
 }
 
 /// JetStream's error code for "stream not found".

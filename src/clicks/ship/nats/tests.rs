@@ -1,5 +1,10 @@
-use super::super::wire::parse_ack;
+use super::super::wire;
 use super::*;
+
+/// The acknowledgement in `payload` to a publish on `clicks.a`, meant for stream `CLICKS`.
+fn parse_ack(payload: &[u8]) -> Result<Ack, PublishError> {
+    wire::parse_ack(payload, "clicks.a", "CLICKS")
+}
 
 #[test]
 fn a_line_too_large_names_both_sizes_and_the_fix() {
@@ -44,6 +49,19 @@ fn acknowledgements_are_read_as_jetstream_sends_them() {
     assert!(!err.stream_missing());
     assert!(err.to_string().contains(r#"x "y""#), "{err}");
     assert!(matches!(parse_ack(b"+OK"), Err(PublishError::Malformed(_))));
+    // Another stream's acknowledgement, however written, is none of `CLICKS`'s.
+    for other in [
+        &br#"{"stream":"AUDIT","seq":42}"#[..],
+        br#"{"stream":"AUDIT","domain":"hub","seq":7}"#,
+    ] {
+        let err = parse_ack(other).unwrap_err();
+        assert!(matches!(err, PublishError::OtherStream { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "stream AUDIT acknowledged a click meant for stream CLICKS: it takes subject \
+             clicks.a; take the subject out of AUDIT's subjects (shipping waits until then)"
+        );
+    }
 }
 
 #[test]
