@@ -321,6 +321,20 @@ async fn a_renewal_whose_certificate_cannot_be_used_backs_off() {
     );
 }
 
+/// A renewal of `name` in the air, stalled at `issuer` (called, never answering).
+async fn stalled_renewal(
+    issuer: &Counting,
+    certs: &Arc<Certs>,
+    name: &Domain,
+) -> tokio::sync::watch::Receiver<flight::Outcome> {
+    issuer.stall_renewals.store(true, Ordering::SeqCst);
+    let renewal = certs.fly(name, Flight::Renew);
+    while issuer.calls.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    renewal
+}
+
 /// A renewal can take hours (a CA that does not answer, the account's rate budget): a handshake
 /// that misses the cache meanwhile gets the stored certificate instead of waiting on it.
 #[tokio::test]
@@ -334,11 +348,7 @@ async fn a_handshake_during_a_long_renewal_gets_the_stored_certificate() {
         ..
     } = due_for_renewal().await;
     let first = certs.resolve(&name).await.unwrap();
-    issuer.stall_renewals.store(true, Ordering::SeqCst);
-    let renewal = certs.fly(&name, Flight::Renew);
-    while issuer.calls.load(Ordering::SeqCst) < 2 {
-        tokio::task::yield_now().await;
-    }
+    let renewal = stalled_renewal(&issuer, &certs, &name).await;
     certs.cache.invalidate_all();
     let served = certs.resolve(&name).await.unwrap();
     assert_eq!(served.cert, first.cert);
@@ -444,11 +454,7 @@ async fn a_renewal_joining_a_renewal_in_the_air_keeps_the_name_scheduled() {
         _dir,
         ..
     } = due_for_renewal().await;
-    issuer.stall_renewals.store(true, Ordering::SeqCst);
-    let _running = certs.fly(&name, Flight::Renew);
-    while issuer.calls.load(Ordering::SeqCst) < 2 {
-        tokio::task::yield_now().await;
-    }
+    let _running = stalled_renewal(&issuer, &certs, &name).await;
     certs.schedule_at(&name, wall.clock().now());
     certs.start_due_renewals();
     assert!(
@@ -584,11 +590,7 @@ async fn a_handshake_does_not_wait_for_the_renewal_of_an_expired_certificate() {
         _dir,
         ..
     } = due_for_renewal().await;
-    issuer.stall_renewals.store(true, Ordering::SeqCst);
-    let renewal = certs.fly(&name, Flight::Renew);
-    while issuer.calls.load(Ordering::SeqCst) < 2 {
-        tokio::task::yield_now().await;
-    }
+    let renewal = stalled_renewal(&issuer, &certs, &name).await;
     wall.advance(Duration::from_secs(400 * 24 * 3600));
     certs.cache.invalidate_all();
     let err = certs.resolve(&name).await.unwrap_err();
