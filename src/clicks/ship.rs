@@ -301,8 +301,12 @@ impl Shipper {
                         continue;
                     }
                     // Draining, and every line written is acknowledged.
-                    Ok(None) if until.is_some() => break,
+                    Ok(None) if until.is_some() => {
+                        self.caught_up(&reader);
+                        break;
+                    }
                     Ok(None) => {
+                        self.caught_up(&reader);
                         // Read to its end: a read that failed before works again (a failed
                         // publish ends only with one that succeeds).
                         if self.failure.as_ref().is_some_and(|f| !f.publishing) {
@@ -365,6 +369,19 @@ impl Shipper {
     /// server would not take ([`PublishError::TooLarge`]) ends it, after the acknowledgements
     /// of the lines before it: those are written, and were they dropped unacknowledged, every
     /// retry would publish them again.
+    /// Caught up with the log: a file the reader moved past without a chunk (a finished file's
+    /// partial last line skipped, or a file gone) is behind the checkpoint too, as at the first
+    /// chunk of the next file ([`Shipper::ship`]). Left in the file before, the lag counted the
+    /// skipped bytes (and the partial line's time as the oldest unshipped click) until the next
+    /// click came, and retention kept the file.
+    fn caught_up(&mut self, reader: &Reader) {
+        let at = reader.position();
+        if at.offset == 0 && at.file > self.acked.file {
+            self.acked = at.clone();
+            self.dirty_since.get_or_insert_with(Instant::now);
+        }
+    }
+
     async fn ship(&mut self, chunk: reader::Chunk) -> Result<(), PublishError> {
         if chunk.start.offset == 0 && chunk.start.file > self.acked.file {
             // The reader moves on to a file only past the end of the one before (or past what

@@ -114,6 +114,11 @@ impl Reader {
         self
     }
 
+    /// Where the next chunk starts.
+    pub(super) fn position(&self) -> &Position {
+        &self.pos
+    }
+
     /// Starts over from `pos` (after a failed publish: from the last acknowledged line).
     pub(super) fn seek(&mut self, pos: Position) {
         if self.open.as_ref().is_some_and(|o| o.name != pos.file) {

@@ -386,6 +386,31 @@ async fn the_checkpoint_moves_to_the_next_file_with_its_first_chunk() {
     assert_eq!(metrics.skipped.with_label_values(&["file_gone"]).get(), 0);
 }
 
+/// A finished file whose last line is partial is skipped to its end (counted, warned about):
+/// once the shipper has caught up, its checkpoint is past it, in the next file, so the lag
+/// does not count the skipped bytes and retention may delete the file.
+#[tokio::test]
+async fn caught_up_past_a_skipped_partial_line_the_checkpoint_is_in_the_next_file() {
+    let server = Server::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let a = line("2025-11-24T16:00:00.000Z", 1);
+    let partial = r#"{"ts":"2025-11-24T16:00:01.000Z","kind":"cl"#;
+    std::fs::write(dir.path().join(A), format!("{a}{partial}")).unwrap();
+    std::fs::write(dir.path().join(open_name(B)), "").unwrap();
+    Checkpoint::in_dir(dir.path())
+        .store(&at(A, a.len() as u64))
+        .unwrap();
+    let mut s = shipper(dir.path(), &server.url()).await;
+    let mut reader = Reader::new(dir.path(), s.acked.clone(), CHUNK);
+    let (next, _) = warnings(|| reader.next_chunk().unwrap());
+    assert!(next.is_none(), "nothing to ship");
+    s.caught_up(&reader);
+    assert_eq!(s.acked, at(B, 0));
+    s.update_stats().await;
+    assert_eq!(s.metrics.unshipped_bytes.get(), 0);
+    assert_eq!(s.metrics.oldest_unshipped_seconds.get(), 0);
+}
+
 /// A checkpoint at the last byte of a finished (closed) file becomes the end of that file,
 /// persisted at the next stats pass whether or not NATS takes anything: retention may then
 /// delete the file, and a start after that skips nothing and warns of nothing. A file still
