@@ -40,7 +40,8 @@ pub enum FailureKind {
     /// Anything else (I/O error, malformed answer, another response code).
     Other(String),
     /// The edge could not ask at all: its resolver could not be set up (`onboarding.dns_servers`,
-    /// the system's resolver configuration).
+    /// the system's resolver configuration), or not be reached (refused, no route, none left
+    /// to ask).
     Unasked(String),
 }
 
@@ -209,6 +210,10 @@ impl Dns {
             },
             Err(NetError::Dns(DnsError::ResponseCode(code))) => Err(failure(from_code(code))),
             Err(NetError::Timeout) => Err(failure(FailureKind::Timeout)),
+            // The edge's own side: its resolver not reached (refused, no route), none to ask.
+            Err(e @ (NetError::Io(_) | NetError::NoConnections | NetError::Busy)) => {
+                Err(failure(FailureKind::Unasked(e.to_string())))
+            }
             Err(e) => Err(failure(FailureKind::Other(e.to_string()))),
         }
     }
