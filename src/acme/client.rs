@@ -156,10 +156,21 @@ impl HttpClient for AcmeHttp {
             }
             Ok(BytesResponse {
                 parts,
-                body: Box::new(body),
+                body: Box::new(problem_with_status(status, body)),
             })
         })
     }
+}
+
+/// An error answer's body, as a problem document when it is none (a proxy's HTML page, an
+/// empty body): `{"status", "detail"}` with the HTTP status, so that what reads it as a problem
+/// knows the status (a 502 is not an order gone, a 404 is) instead of failing to parse it.
+fn problem_with_status(status: u16, body: Bytes) -> Bytes {
+    if status < 400 || serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+        return body;
+    }
+    let detail = format!("the CA answered HTTP {status} without a problem document");
+    Bytes::from(serde_json::json!({ "status": status, "detail": detail }).to_string())
 }
 
 /// The furthest a CA's `Retry-After` is taken to reach: Let's Encrypt's longest limit window.
@@ -207,6 +218,30 @@ fn bound_retry_after(headers: &mut http::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error answer without a problem document gets one carrying its status; a problem
+    /// document, and any answer that is not an error, are left as they are.
+    #[test]
+    fn an_error_answer_without_a_problem_document_gets_one_with_its_status() {
+        let problem = |status, body: &'static [u8]| {
+            let body = problem_with_status(status, Bytes::from_static(body));
+            serde_json::from_slice::<serde_json::Value>(&body).ok()
+        };
+        assert_eq!(
+            problem(404, b""),
+            Some(serde_json::json!({
+                "status": 404,
+                "detail": "the CA answered HTTP 404 without a problem document"
+            }))
+        );
+        assert_eq!(
+            problem(502, b"<html>bad gateway</html>").unwrap()["status"],
+            502
+        );
+        let doc = br#"{"type":"urn:ietf:params:acme:error:malformed","status":404}"#;
+        assert_eq!(problem_with_status(404, Bytes::from_static(doc)), &doc[..]);
+        assert_eq!(problem_with_status(200, Bytes::from_static(b"")), &b""[..]);
+    }
     use crate::clock::{ManualClock, from_unix_secs};
     use crate::store::{OrderTurn, SqliteStore};
 

@@ -47,8 +47,9 @@ fn next_poll(
 }
 
 /// Whether the CA's answer to reading an order says the order is gone: a problem that is not
-/// the CA's own (not a 5xx, a server error or a rate limit), or an answer that is no order
-/// (Pebble answers an unknown order with an empty 404). Not a network failure or a timeout.
+/// the CA's own (not a 5xx, a server error or a rate limit; an error answer without a problem
+/// document gets one with its status from the client, Pebble's empty 404 for an unknown order
+/// included). Not a network failure, a timeout, or an answer that does not parse.
 pub(super) fn order_gone(e: &instant_acme::Error) -> bool {
     match e {
         instant_acme::Error::Api(p) => {
@@ -61,7 +62,6 @@ pub(super) fn order_gone(e: &instant_acme::Error) -> bool {
                     )
                 )
         }
-        instant_acme::Error::Json(_) => true,
         _ => false,
     }
 }
@@ -113,8 +113,10 @@ mod tests {
             "type": "urn:ietf:params:acme:error:rateLimited", "status": 429
         }));
         assert!(!order_gone(&limited));
-        let empty_404 = serde_json::from_str::<serde_json::Value>("").unwrap_err();
-        assert!(order_gone(&instant_acme::Error::Json(empty_404)));
+        let untyped_404 = problem(serde_json::json!({ "status": 404 }));
+        assert!(order_gone(&untyped_404));
+        let unparsed = serde_json::from_str::<serde_json::Value>("<html>").unwrap_err();
+        assert!(!order_gone(&instant_acme::Error::Json(unparsed)));
         assert!(!order_gone(&instant_acme::Error::Timeout(None)));
     }
 }
