@@ -241,7 +241,15 @@ impl AcmeIssuer {
         // `order_window`; past that it is rescheduled for its turn, not counted as failed.
         let turn = match replacing {
             None => self.budget.try_acquire().await,
-            Some(_) => self.budget.acquire_within(self.settings.order_window).await,
+            Some(_) => match self.budget.try_acquire().await {
+                Ok(OrderTurn::Wait(_)) => {
+                    claim.queued(true);
+                    let turn = self.budget.acquire_within(self.settings.order_window).await;
+                    claim.queued(false);
+                    turn
+                }
+                taken => taken,
+            },
         };
         if let OrderTurn::Wait(next) = turn.map_err(|e| failed(domain, e))? {
             return Err(IssueError::OrderBudget {

@@ -119,6 +119,10 @@ pub struct Certs {
     /// order, and when: while the gate still holds one, for at most [`HELD_UNSTORED_FOR`], its
     /// handshakes fail from memory instead of a store read each.
     held_unstored: dashmap::DashMap<Domain, SystemTime>,
+    /// Names whose work waits for the account's order budget ([`OrderClaim::queued`]).
+    ///
+    /// [`OrderClaim::queued`]: crate::issuer::OrderClaim::queued
+    budget_queued: Arc<dashmap::DashSet<Domain>>,
     /// Names whose last renewal attempt here failed (`clickedge_certificate_renewals_failing`):
     /// until a renewal succeeds, here or on another node, or the name is removed.
     renewals_failing: dashmap::DashSet<Domain>,
@@ -183,6 +187,7 @@ impl Certs {
             mirror: None,
             no_valid: dashmap::DashMap::new(),
             held_unstored: dashmap::DashMap::new(),
+            budget_queued: Default::default(),
             renewals_failing: dashmap::DashSet::new(),
             ari_failing: dashmap::DashSet::new(),
         }
@@ -277,18 +282,20 @@ impl Certs {
         self.metrics.cert_lookup_misses.inc();
         // A renewal may take long (the CA's rate budget, an order): the certificate it replaces
         // serves meanwhile, read from the store rather than waited for. With nothing valid
-        // stored (it expired while its renewals failed, or while one queues for the budget,
-        // for up to `acme.order_window`), a handshake fails at once rather than wait
-        // `tls.on_demand_timeout` for nothing.
+        // stored, the renewal is waited for, as it may land within `tls.on_demand_timeout`,
+        // unless it is queued for the account's order budget (for up to `acme.order_window`):
+        // then a handshake fails at once rather than wait for nothing.
         if self.renewing(name) {
             match self.stored_scheduling(name, false).await {
                 Ok(Some(entry)) => {
                     self.renewing_cache(name, &entry);
                     return Ok(entry.key);
                 }
-                Ok(None) => return Err(CertError::unavailable(name, LoadError::Expired)),
-                // The store failed: the flight's answer is waited for, as for any load.
-                Err(_) => {}
+                Ok(None) if self.budget_queued.contains(name) => {
+                    return Err(CertError::unavailable(name, LoadError::WaitsForBudget));
+                }
+                // Nothing valid stored, or the store failed: the flight's answer is waited for.
+                Ok(None) | Err(_) => {}
             }
         }
         let mut rx = self.fly(name, Flight::Obtain);

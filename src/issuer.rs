@@ -206,6 +206,10 @@ pub trait OrderClaim: Send + Sync {
     /// one first, and it is not shown in flight. A failure to forget is logged, not returned:
     /// the next holder finds the order dead all the same.
     async fn forget(&self);
+    /// Says whether the work waits for the account's order budget (a renewal queued for its
+    /// turn, for up to `acme.order_window`): meanwhile a handshake for a name with nothing
+    /// valid stored fails at once instead of waiting for it.
+    fn queued(&self, _waiting: bool) {}
 }
 
 /// Work nobody else can take over (tests): no order to resume, nothing kept, always held.

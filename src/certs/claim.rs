@@ -112,6 +112,9 @@ pub(super) struct Claim {
     /// Whether an order may be kept with the lease in the store (one was when it was taken, or
     /// [`OrderClaim::keep`] kept one since): what [`Claim::forget_order`] has to clear.
     order_kept: AtomicBool,
+    /// Where [`OrderClaim::queued`] says the name waits for the order budget (the certificate
+    /// layer's set); cleared when the claim ends.
+    budget_queued: Arc<dashmap::DashSet<Domain>>,
     clock: Clock,
     ttl: Duration,
     lost: Arc<AtomicBool>,
@@ -127,6 +130,7 @@ impl Claim {
         name: &Domain,
         settings: &ClaimSettings,
         clock: &Clock,
+        budget_queued: &Arc<dashmap::DashSet<Domain>>,
     ) -> Result<Option<Claim>, StoreError> {
         let Some(lease) = store
             .acquire_lease(name, &settings.holder, clock.now(), settings.ttl)
@@ -149,6 +153,7 @@ impl Claim {
             name: name.clone(),
             fence: lease.fence,
             order_kept: AtomicBool::new(lease.order_url.is_some()),
+            budget_queued: budget_queued.clone(),
             order_url: lease.order_url,
             clock: clock.clone(),
             ttl: settings.ttl,
@@ -222,6 +227,7 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        self.budget_queued.remove(&self.name);
         // Freed all the same, so the name's next flight need not wait out the TTL; the order,
         // if any, stays for it to resume.
         if !self.released
@@ -260,6 +266,14 @@ impl OrderClaim for Claim {
 
     async fn forget(&self) {
         self.forget_order().await;
+    }
+
+    fn queued(&self, waiting: bool) {
+        if waiting {
+            self.budget_queued.insert(self.name.clone());
+        } else {
+            self.budget_queued.remove(&self.name);
+        }
     }
 
     async fn confirm(&self) -> Result<(), IssueError> {

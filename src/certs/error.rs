@@ -63,6 +63,12 @@ pub enum LoadError {
     /// The certificate expired and no renewal has replaced it yet.
     #[error("the certificate expired and no renewal has replaced it yet")]
     Expired,
+    /// Nothing valid is stored, and the renewal waits for the account's order budget.
+    #[error(
+        "no valid certificate is stored, and its renewal waits for the account's order budget \
+         (acme.max_orders per acme.order_window)"
+    )]
+    WaitsForBudget,
     /// The flight that loaded or ordered it stopped without an answer (its task unwound).
     #[error("loading or ordering the certificate stopped without an answer")]
     Abandoned,

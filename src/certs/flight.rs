@@ -388,9 +388,16 @@ impl Certs {
 
     /// Takes the lease of `name` for this node; none while another node holds it.
     pub(super) async fn claim(&self, name: &Domain) -> Result<Option<Claim>, CertError> {
-        Claim::take(&self.store, &self.policy, name, &self.claims, &self.clock)
-            .await
-            .map_err(|e| CertError::unavailable(name, e))
+        Claim::take(
+            &self.store,
+            &self.policy,
+            name,
+            &self.claims,
+            &self.clock,
+            &self.budget_queued,
+        )
+        .await
+        .map_err(|e| CertError::unavailable(name, e))
     }
 
     /// Issues under `claim`, stores with its fence and schedules a certificate, or records the

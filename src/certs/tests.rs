@@ -25,6 +25,8 @@ struct Counting {
     calls: AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
     stall_renewals: std::sync::atomic::AtomicBool,
+    /// A stalled renewal says it waits for the order budget ([`OrderClaim::queued`]).
+    queue_renewals: std::sync::atomic::AtomicBool,
     /// Hands back a certificate whose chain does not parse.
     unusable: std::sync::atomic::AtomicBool,
     /// Finds the account's order budget spent until then.
@@ -47,6 +49,7 @@ impl Counting {
             calls: AtomicUsize::new(0),
             fail: false.into(),
             stall_renewals: false.into(),
+            queue_renewals: false.into(),
             unusable: false.into(),
             budget_spent_until: Mutex::new(None),
             rate_limited: Mutex::new(None),
@@ -75,6 +78,7 @@ impl Issuer for Counting {
         }
         if r.is_some() && self.stall_renewals.load(Ordering::SeqCst) {
             // A CA that never answers, or a rate budget hours away.
+            claim.queued(self.queue_renewals.load(Ordering::SeqCst));
             std::future::pending::<()>().await;
         }
         let during = lock(&self.during_next_order).take();

@@ -577,26 +577,34 @@ async fn the_maintenance_loop_reads_the_gauges_once_a_minute_however_often_it_wa
     assert_eq!(scans, 1, "gauge scans in 30 s: the one at the start");
 }
 
-/// A certificate that expired while its renewal is in the air (failing, or queued for the
-/// account's order budget for hours) serves nothing: a handshake fails at once, saying so,
-/// rather than waiting `tls.on_demand_timeout` for the renewal.
+/// A certificate that expired while its renewal is in the air serves nothing. A renewal
+/// queued for the account's order budget (for up to `acme.order_window`) is not waited for: a
+/// handshake fails at once, saying so. One ordering is waited for (it may land within
+/// `tls.on_demand_timeout`), here until the timeout, the CA never answering.
 #[tokio::test(start_paused = true)]
-async fn a_handshake_does_not_wait_for_the_renewal_of_an_expired_certificate() {
-    let DueForRenewal {
-        wall,
-        issuer,
-        certs,
-        name,
-        _dir,
-        ..
-    } = due_for_renewal().await;
-    let renewal = stalled_renewal(&issuer, &certs, &name).await;
-    wall.advance(Duration::from_secs(400 * 24 * 3600));
-    certs.cache.invalidate_all();
-    let err = certs.resolve(&name).await.unwrap_err();
-    assert!(
-        matches!(&err, CertError::Unavailable { source, .. } if matches!(**source, LoadError::Expired)),
-        "{err:?}"
-    );
-    assert!(renewal.borrow().is_none(), "the renewal goes on");
+async fn a_handshake_waits_for_the_renewal_of_an_expired_certificate_unless_it_is_queued() {
+    for queued in [true, false] {
+        let DueForRenewal {
+            wall,
+            issuer,
+            certs,
+            name,
+            _dir,
+            ..
+        } = due_for_renewal().await;
+        issuer.queue_renewals.store(queued, Ordering::SeqCst);
+        let renewal = stalled_renewal(&issuer, &certs, &name).await;
+        wall.advance(Duration::from_secs(400 * 24 * 3600));
+        certs.cache.invalidate_all();
+        let err = certs.resolve(&name).await.unwrap_err();
+        match queued {
+            true => assert!(
+                matches!(&err, CertError::Unavailable { source, .. }
+                    if matches!(**source, LoadError::WaitsForBudget)),
+                "{err:?}"
+            ),
+            false => assert!(matches!(err, CertError::Timeout(_)), "{err:?}"),
+        }
+        assert!(renewal.borrow().is_none(), "the renewal goes on");
+    }
 }
