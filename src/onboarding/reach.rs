@@ -180,7 +180,7 @@ fn judge(
     let url = base_url(name, port);
     let no_route = |o: &Outcome| *o == Outcome::Missed(Miss::NoRoute);
     let missed = |o: &Outcome| *o != Outcome::Reached && !no_route(o);
-    let Some((ip, _)) = results.iter().find(|(_, o)| missed(o)) else {
+    let Some((ip, outcome)) = results.iter().find(|(_, o)| missed(o)) else {
         let unroutable: Vec<IpAddr> = results
             .iter()
             .filter(|(_, o)| no_route(o))
@@ -204,13 +204,23 @@ fn judge(
         );
     };
     let at = SocketAddr::new(*ip, port);
+    // No answer at all may be the edge's own path, not the CA's: a load balancer or NAT that
+    // does not send a backend's requests to its own public address back to it (hairpinning)
+    // drops them. Said, but holding back no order; a refusal or another server's answer is
+    // what the CA would meet too.
+    let silent = *outcome == Outcome::Missed(Miss::TimedOut);
+    let also = if silent {
+        " If the CA does reach the edge there and only the edge's requests to its own address time out (a load balancer or NAT without hairpinning), this check cannot vouch for it: orders are not held back for a timeout."
+    } else {
+        ""
+    };
     Check::fail(
         CheckId::HttpReachable,
         format!("{url} through {at} did not reach the edge"),
         format!(
-            "Edge operator: port {port} of {ip} must reach the edge's HTTP listener: open it in the firewall, security group or load balancer in front of the edge, and make sure no other server answers there. The CA validates HTTP-01 certificates on port 80. Nothing for the domain's owner to change: the name points at the edge."
+            "Edge operator: port {port} of {ip} must reach the edge's HTTP listener: open it in the firewall, security group or load balancer in front of the edge, and make sure no other server answers there. The CA validates HTTP-01 certificates on port 80. Nothing for the domain's owner to change: the name points at the edge.{also}"
         ),
-        blocking,
+        blocking && !silent,
     )
 }
 
