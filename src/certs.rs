@@ -529,6 +529,12 @@ impl Certs {
     pub async fn release_hold(&self, name: &Domain) -> Result<(), StoreError> {
         self.backoff.release_hold(name).await
     }
+
+    /// Whether a handshake here recorded a hold of `name`'s order that no release has cleared
+    /// (from memory).
+    pub fn held_here(&self, name: &Domain) -> bool {
+        self.backoff.held_here(name)
+    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ use crate::certs::{Certs, Hold, IssueGate};
 use crate::clock::Clock;
 use crate::config::{ChallengeKind, Config, IssuerKind};
 use crate::errors::chain as error_chain;
-use crate::store::{DomainPages, DomainRecord, Store, StoreError};
+use crate::store::{DomainPages, DomainRecord, IssueStatus, Store, StoreError};
 use crate::sync::lock;
 pub use dns::DnsView;
 pub use report::{Check, CheckId, CheckStatus, Report};
@@ -358,10 +358,15 @@ impl Onboarding {
             }
             self.latest.insert(name.clone(), report.clone());
         }
-        if report.blocking().is_none() {
-            // The gate's own reason is resolved; any backoff a CA error set stays. Asked of the
-            // store, not of `record`: a handshake may have been held back while this ran.
-            certs.release_hold(name).await?;
+        // The gate's own reason is resolved; any backoff a CA error set stays. A hold recorded
+        // by a handshake here while this ran counts too (not in `record`, read before). Only
+        // then is the store's row locked and read again (a transaction under the writers'
+        // lock on PostgreSQL), not at every run.
+        if report.blocking().is_none()
+            && (IssueStatus::of(record).held_back() || certs.held_here(name))
+            && let Err(e) = certs.release_hold(name).await
+        {
+            tracing::warn!(domain = %name, error = %crate::errors::chain(&e), "releasing the hold of a domain whose checks pass; released at its next check");
         }
         // Checks that failed and pass now saw something fixed: a CA failure they can see the
         // cause of is tried again at once, whoever ran them (a request, the periodic run), at

@@ -288,6 +288,11 @@ impl Backoff {
         true
     }
 
+    /// Whether a hold of `name` recorded here ([`Backoff::held_back`]) is still remembered.
+    pub(super) fn held_here(&self, name: &Domain) -> bool {
+        self.held.contains_key(name)
+    }
+
     /// Records a success: no failure, no retry time.
     pub(super) async fn succeeded(&self, name: &Domain) {
         self.record_or_warn(name, &IssueStatus::default()).await;

@@ -214,29 +214,36 @@ fn reachability_holds_back_orders_when_orders_validate_over_http() {
     assert!(!blocks(IssuerKind::Local, &[http]));
 }
 
-/// Checks that hold nothing back let go of a hold recorded while they ran (a handshake's,
-/// after the record they were given was read): the hold is read from the store.
+/// Checks that hold nothing back let go of a hold a handshake here recorded while they ran
+/// (after the record they were given was read).
 #[tokio::test]
 async fn checks_that_pass_release_a_hold_recorded_while_they_ran() {
+    struct Holding;
+    impl IssueGate for Holding {
+        fn hold(&self, _: &Domain) -> Option<Hold> {
+            Some(Hold {
+                check: "caa".into(),
+                message: "the caa check fails".into(),
+            })
+        }
+    }
     let clock = ManualClock::starting_now();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let policy = Arc::new(Policy::default());
-    let (certs, _ca_dir) = certs_on(&store, &policy, &clock);
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = LocalCa::load_or_create(ca_dir.path(), Zones::reserved(), clock.clock()).unwrap();
+    let certs = Arc::new(
+        Certs::for_tests(store.clone(), Arc::new(ca), policy.clone(), clock.clock())
+            .with_gate(Arc::new(Holding)),
+    );
     let name = Domain::parse("links.example.com").unwrap();
     store.add_domain(&name, clock.clock().now()).await.unwrap();
     policy.register(name.clone());
     let read_before = store.domain(&name).await.unwrap().unwrap();
-    let held = IssueStatus {
-        last_error: Some(crate::store::IssueFailure {
-            kind: crate::store::FailureKind::HeldBack {
-                check: "caa".into(),
-            },
-            detail: "held back: the caa check fails".into(),
-        }),
-        failures: 0,
-        retry_at: None,
-    };
-    store.set_status(&name, &held).await.unwrap();
+    // A handshake while the checks run: held back, recorded.
+    assert!(certs.resolve(&name).await.is_err());
+    let held = store.domain(&name).await.unwrap().unwrap();
+    assert!(IssueStatus::of(&held).held_back(), "{held:?}");
     // Not configured (no CNAME target, no addresses): no check holds anything back.
     let mut settings = offline();
     settings.cname_target = None;
