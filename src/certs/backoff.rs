@@ -102,6 +102,10 @@ impl Backoff {
     /// Takes the status recorded in `d` as the in-memory copy (at start, and when another node
     /// recorded it): a retry time ahead of `now` is kept, anything else clears the copy.
     pub(super) fn apply(&self, d: &DomainRecord, now: SystemTime) {
+        // A hold released elsewhere is not one to remember here.
+        if !IssueStatus::of(d).held_back() {
+            self.held.remove(&d.name);
+        }
         match NotBefore::of(IssueStatus::of(d)).filter(|n| n.until > now) {
             Some(mut not_before) => {
                 // Any change of the row arrives here (a check's results too, and on one node its
@@ -325,7 +329,8 @@ impl Backoff {
             })
         })
         .await
-        .map(drop)
+        // Released now, or by another node before: either way no hold is left to remember.
+        .map(|_| drop(self.held.remove(name)))
         .map_err(|(e, _)| e)
     }
 
