@@ -190,7 +190,9 @@ fn dns_server(view: &DnsView, gate: bool) -> Check {
     };
     // The edge that could not ask DNS at all knows nothing of the name, and the CA asks its own
     // resolvers: nothing to hold its orders back for.
-    let edge_side = matches!(first.kind, FailureKind::Unasked(_));
+    let edge_side = failures
+        .iter()
+        .all(|f| matches!(f.kind, FailureKind::Unasked(_)));
     Check::fail(CheckId::DnsServer, message, fix, gate && !edge_side)
 }
 

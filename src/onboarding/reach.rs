@@ -180,7 +180,7 @@ fn judge(
     let url = base_url(name, port);
     let no_route = |o: &Outcome| *o == Outcome::Missed(Miss::NoRoute);
     let missed = |o: &Outcome| *o != Outcome::Reached && !no_route(o);
-    let Some((ip, outcome)) = results.iter().find(|(_, o)| missed(o)) else {
+    let Some(first_miss) = results.iter().find(|(_, o)| missed(o)) else {
         let unroutable: Vec<IpAddr> = results
             .iter()
             .filter(|(_, o)| no_route(o))
@@ -203,12 +203,17 @@ fn judge(
             ),
         );
     };
-    let at = SocketAddr::new(*ip, port);
     // No answer at all may be the edge's own path, not the CA's: a load balancer or NAT that
     // does not send a backend's requests to its own public address back to it (hairpinning)
     // drops them. Said, but holding back no order; a refusal or another server's answer is
-    // what the CA would meet too.
-    let silent = *outcome == Outcome::Missed(Miss::TimedOut);
+    // what the CA would meet too, and is the one named when there is one.
+    let timed_out = |o: &Outcome| *o == Outcome::Missed(Miss::TimedOut);
+    let &(ip, ref outcome) = results
+        .iter()
+        .find(|(_, o)| missed(o) && !timed_out(o))
+        .unwrap_or(first_miss);
+    let at = SocketAddr::new(ip, port);
+    let silent = timed_out(outcome);
     let also = if silent {
         " If the CA does reach the edge there and only the edge's requests to its own address time out (a load balancer or NAT without hairpinning), this check cannot vouch for it: orders are not held back for a timeout."
     } else {

@@ -235,6 +235,14 @@ fn a_resolver_the_edge_could_not_set_up_holds_back_no_order() {
     assert!(!c.blocking, "{c:?}");
     assert!(c.message.contains("could not be asked"), "{}", c.message);
     assert!(c.fix.as_deref().unwrap().starts_with("Edge operator"));
+    // One query the edge could not make beside the zone's own SERVFAIL: that one holds back.
+    v.caa = Err(DnsFailure {
+        name: "links.customer.com".into(),
+        record_type: "CAA",
+        kind: FailureKind::ServFail,
+    });
+    let checks = evaluate(&v, &settings(), None);
+    assert!(find(&checks, CheckId::DnsServer).blocking);
 }
 
 #[test]

@@ -185,3 +185,21 @@ fn non_public_edge_addresses_are_a_warning_for_the_operator() {
             .contains("onboarding.danger_allow_private_addresses")
     );
 }
+
+/// Of several addresses, a refusal (what the CA would meet too) decides over a timeout (maybe
+/// only the edge's own path): named, and holding back orders.
+#[test]
+fn a_refusal_through_one_address_holds_back_though_another_timed_out() {
+    let name = d("links.example.com");
+    let (a, b): (IpAddr, IpAddr) = (
+        "203.0.113.10".parse().unwrap(),
+        "203.0.113.11".parse().unwrap(),
+    );
+    let results = [
+        (a, Outcome::Missed(Miss::TimedOut)),
+        (b, Outcome::Missed(Miss::Refused)),
+    ];
+    let c = judge(&name, 80, &results, 0, true);
+    assert!(c.blocking);
+    assert!(c.message.contains("203.0.113.11:80"), "{}", c.message);
+}
