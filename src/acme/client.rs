@@ -162,11 +162,12 @@ impl HttpClient for AcmeHttp {
     }
 }
 
-/// An error answer's body, as a problem document when it is none (a proxy's HTML page, an
-/// empty body): `{"status", "detail"}` with the HTTP status, so that what reads it as a problem
-/// knows the status (a 502 is not an order gone, a 404 is) instead of failing to parse it.
+/// A `404` answer's body, as a problem document when it is none (Pebble's empty answer for an
+/// unknown order): `{"status": 404, "detail"}`, so that reading an order that is gone says so
+/// instead of failing to parse. Other error answers without one (a proxy's 502 page) are left
+/// to fail as they did: a CA that did not answer, its order kept for the next try.
 fn problem_with_status(status: u16, body: Bytes) -> Bytes {
-    if status < 400 || serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+    if status != 404 || serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
         return body;
     }
     let detail = format!("the CA answered HTTP {status} without a problem document");
@@ -218,11 +219,13 @@ fn bound_retry_after(headers: &mut http::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{ManualClock, from_unix_secs};
+    use crate::store::{OrderTurn, SqliteStore};
 
-    /// An error answer without a problem document gets one carrying its status; a problem
-    /// document, and any answer that is not an error, are left as they are.
+    /// A 404 without a problem document gets one carrying its status; a problem document, any
+    /// other error answer, and any answer that is not an error, are left as they are.
     #[test]
-    fn an_error_answer_without_a_problem_document_gets_one_with_its_status() {
+    fn a_404_without_a_problem_document_gets_one_with_its_status() {
         let problem = |status, body: &'static [u8]| {
             let body = problem_with_status(status, Bytes::from_static(body));
             serde_json::from_slice::<serde_json::Value>(&body).ok()
@@ -234,16 +237,15 @@ mod tests {
                 "detail": "the CA answered HTTP 404 without a problem document"
             }))
         );
+        let page = b"<html>bad gateway</html>";
         assert_eq!(
-            problem(502, b"<html>bad gateway</html>").unwrap()["status"],
-            502
+            problem_with_status(502, Bytes::from_static(page)),
+            &page[..]
         );
         let doc = br#"{"type":"urn:ietf:params:acme:error:malformed","status":404}"#;
         assert_eq!(problem_with_status(404, Bytes::from_static(doc)), &doc[..]);
         assert_eq!(problem_with_status(200, Bytes::from_static(b"")), &b""[..]);
     }
-    use crate::clock::{ManualClock, from_unix_secs};
-    use crate::store::{OrderTurn, SqliteStore};
 
     /// A client of a CA at `port` on loopback whose root is `root`, timing out after
     /// `timeout`, and a request for its directory.

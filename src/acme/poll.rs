@@ -47,9 +47,9 @@ fn next_poll(
 }
 
 /// Whether the CA's answer to reading an order says the order is gone: a problem that is not
-/// the CA's own (not a 5xx, a server error or a rate limit; an error answer without a problem
-/// document gets one with its status from the client, Pebble's empty 404 for an unknown order
-/// included). Not a network failure, a timeout, or an answer that does not parse.
+/// the CA's own (not a 5xx, a server error or a rate limit; a 404 without a problem document
+/// gets one with its status from the client: Pebble's empty answer for an unknown order). Not a
+/// network failure, a timeout, or an answer that does not parse (a proxy's 502 page).
 pub(super) fn order_gone(e: &instant_acme::Error) -> bool {
     match e {
         instant_acme::Error::Api(p) => {
