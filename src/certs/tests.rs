@@ -16,6 +16,7 @@ mod ari;
 mod backing_off;
 mod cluster;
 mod held;
+mod in_the_air;
 mod renewal;
 mod stalled;
 
