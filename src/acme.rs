@@ -210,8 +210,8 @@ impl AcmeIssuer {
                 }
             },
             // The CA answered that the order is not there for this account (no such order, not
-            // this account's, a malformed URL), or answered something that is no order: it is
-            // gone. A problem of the CA's own (a 5xx, a rate limit) says nothing of the order.
+            // this account's, a malformed URL): it is gone. A problem of the CA's own (a 5xx,
+            // a rate limit), or an answer that does not parse, says nothing of the order.
             Err(e) if order_gone(&e) => {
                 tracing::warn!(domain = %domain, order = url, error = %crate::errors::chain(&e), "the kept order cannot be read: placing a new one");
             }
