@@ -170,39 +170,42 @@ impl Admin {
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
-        let url = format!("{}{path}", self.base);
-        let res = self
-            .client
-            .post(&url)
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        let status = res.status();
-        let text = res.text().await.map_err(|e| format!("POST {url}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("POST {url}: {status} {text}"));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("POST {url}: {e}: {text}"))
+        self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
     /// `GET path` as JSON.
     pub async fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// `method path` with the token and `body` as JSON; the answer as JSON, an error naming the
+    /// call otherwise (with the answer's text when it is short).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
         let url = format!("{}{path}", self.base);
-        let res = self
-            .client
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let status = res.status();
-        let text = res.text().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("GET {url}: {status} {text}"));
+        let what = format!("{method} {url}");
+        let mut req = self.client.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = &body {
+            req = req.json(body);
         }
-        serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}"))
+        let res = req.send().await.map_err(|e| format!("{what}: {e}"))?;
+        let status = res.status();
+        let text = res.text().await.map_err(|e| format!("{what}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{what}: {status} {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| {
+            let shown = if text.len() <= 1024 {
+                text.as_str()
+            } else {
+                "(long answer)"
+            };
+            format!("{what}: {e}: {shown}")
+        })
     }
 
     /// Registers `name` (`POST /v1/domains`); an existing name is fine.
