@@ -118,7 +118,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   admin_max_connections = 64            admin listener; past it, connections are closed
   admin_header_read_timeout = \"10s\"     half-sent admin requests are closed
   [onboarding]
-  cname_target = (none)                 the name customers CNAME to
+  cname_target = (none)                 the name customers CNAME to (an apex: ALIAS, or its IPs)
   addresses = []                        edge IPs A/AAAA records may point to
   dns_servers = []                      resolvers (ip:port); default the system's
   caa_identities = [\"letsencrypt.org\"]  CAA identities of the CA, one must be allowed

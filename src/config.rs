@@ -229,7 +229,8 @@ pub struct Acme {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Onboarding {
-    /// The name customers CNAME their link domain to. Default none.
+    /// The name customers CNAME their link domain to; A/AAAA records at the addresses it resolves
+    /// to point at the edge too (a zone's apex, a flattened CNAME). Default none.
     pub cname_target: Option<crate::Domain>,
     /// Edge addresses that A/AAAA records may point to. Default none.
     pub addresses: Vec<std::net::IpAddr>,

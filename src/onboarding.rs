@@ -325,7 +325,12 @@ impl Onboarding {
         // A report is stamped with when its run started: what DNS said is that old.
         let started = self.clock.now();
         let running = Running::start(&self.running, name);
-        let view = dns::gather(name, &self.settings.dns_servers).await;
+        let view = dns::gather(
+            name,
+            self.settings.cname_target.as_ref(),
+            &self.settings.dns_servers,
+        )
+        .await;
         let account = self.edge_account().await?;
         let mut list = checks::evaluate(&view, &self.settings, account);
         if let Some(reach) = reach::check(&view, &list, &self.settings, &self.nonces).await {

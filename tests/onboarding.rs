@@ -2,7 +2,8 @@
 //! passes and gets its certificate; a stray A record, CAA for another CA, SERVFAIL and no
 //! records each fail naming what is wrong and what to add; a failing check holds back the
 //! certificate order until the DNS is fixed; `clickedge domain check` prints and exits by the
-//! result; reports survive a restart; an edge without `[onboarding]` holds nothing back; a real
+//! result; reports survive a restart; an edge without `[onboarding]` holds nothing back; a zone's
+//! apex and a flattened CNAME point at the target's addresses (`onboarding/apex.rs`); a real
 //! ACME CA's (Pebble's) refusal is explained in plain words (`onboarding/acme.rs`). And what a
 //! hostile DNS cannot do: make the reachability check connect anywhere but the edge's own public
 //! addresses, learn what answered there, or put control characters on a terminal or in the log
@@ -15,6 +16,8 @@ mod common;
 
 #[path = "onboarding/acme.rs"]
 mod acme;
+#[path = "onboarding/apex.rs"]
+mod apex;
 #[path = "onboarding/hostile_dns.rs"]
 mod hostile_dns;
 

@@ -1,7 +1,11 @@
 //! The DNS checks, as pure functions of a [`DnsView`] and the [`Settings`]: whether the DNS
 //! server answered, whether the name resolves, whether it points at the edge (a CNAME to
-//! `cname_target`, or A/AAAA records only at `addresses`), whether an AAAA record points
-//! elsewhere, and whether CAA allows the CA.
+//! `cname_target`, or A/AAAA records only at the edge's addresses: `addresses` and what
+//! `cname_target` resolves to), whether an AAAA record points elsewhere, and whether CAA allows
+//! the CA.
+//!
+//! A zone's apex can hold no CNAME: there the fix asks for the provider's ALIAS (ANAME, CNAME
+//! flattening) to `cname_target`, or address records at the edge's addresses.
 //!
 //! Each failure names the records involved with their values and says what to change, as DNS
 //! records in zone-file form (`name. TTL IN TYPE value`) a customer can paste at their DNS
@@ -38,6 +42,8 @@ pub fn evaluate(view: &DnsView, s: &Settings, account: Option<&str>) -> Vec<Chec
             chain,
             v4: a.into_iter().map(IpAddr::V4).collect(),
             v6: aaaa.into_iter().map(IpAddr::V6).collect(),
+            edge: edge_addresses(view, s),
+            apex: view.is_apex(),
         };
         let resolves = resolves(&found, s, gate);
         let resolved = resolves.status == CheckStatus::Pass;
@@ -78,12 +84,28 @@ pub fn evaluate(view: &DnsView, s: &Settings, account: Option<&str>) -> Vec<Chec
     out
 }
 
+/// The edge's addresses: `addresses`, then those `cname_target` resolves to (the ones a name
+/// that cannot be a CNAME to it points at) that are not among them.
+pub(super) fn edge_addresses(view: &DnsView, s: &Settings) -> Vec<IpAddr> {
+    let mut out = s.addresses.clone();
+    for ip in view.edge.as_deref().unwrap_or_default() {
+        if !out.contains(ip) {
+            out.push(*ip);
+        }
+    }
+    out
+}
+
 /// The name's records as found.
 struct Found<'a> {
     name: &'a Domain,
     chain: &'a [Domain],
     v4: Vec<IpAddr>,
     v6: Vec<IpAddr>,
+    /// The edge's addresses ([`edge_addresses`]).
+    edge: Vec<IpAddr>,
+    /// The name is its zone's apex: it can hold no CNAME.
+    apex: bool,
 }
 
 impl Found<'_> {
@@ -95,24 +117,48 @@ impl Found<'_> {
     fn all(&self) -> impl Iterator<Item = &IpAddr> {
         self.v4.iter().chain(&self.v6)
     }
-}
 
-/// The records the name should have: a CNAME to the target, else one per edge address.
-fn wanted(name: &Domain, s: &Settings) -> Vec<FixRecord> {
-    match &s.cname_target {
-        Some(target) => vec![record(name, "CNAME", target.as_str())],
-        None => s
-            .addresses
-            .iter()
-            .map(|ip| address_record(name, ip))
-            .collect(),
+    /// True if the name must point at the edge with address records (or its provider's ALIAS):
+    /// the edge has no `cname_target`, or the name is a zone's apex.
+    fn by_address(&self, s: &Settings) -> bool {
+        s.cname_target.is_none() || self.apex
     }
 }
 
-/// The text of a fix that adds `records`.
-fn add_text(records: &[FixRecord]) -> String {
+/// The records the name should have: a CNAME to the target, else one per edge address (none
+/// when the edge knows no address: an apex whose target did not resolve).
+fn wanted(f: &Found<'_>, s: &Settings) -> Vec<FixRecord> {
+    match &s.cname_target {
+        Some(target) if !f.apex => vec![record(f.name, "CNAME", target.as_str())],
+        _ => f.edge.iter().map(|ip| address_record(f.name, ip)).collect(),
+    }
+}
+
+/// The text of a fix that adds `records` (at an apex with a `cname_target`, the ALIAS first).
+fn add_text(f: &Found<'_>, s: &Settings, records: &[FixRecord]) -> String {
     let what = plural(records.len(), "this record", "these records");
-    format!("Add {what} at your DNS provider:\n{}", lines(records))
+    let add = format!("Add {what} at your DNS provider:\n{}", lines(records));
+    match apex_alias(f, s) {
+        Some(alias) if records.is_empty() => alias,
+        Some(alias) => format!("{alias} Otherwise {}", lowercase_first(&add)),
+        None => add,
+    }
+}
+
+/// At a zone's apex with a `cname_target`: what points it at the target without a CNAME.
+fn apex_alias(f: &Found<'_>, s: &Settings) -> Option<String> {
+    let target = s.cname_target.as_ref().filter(|_| f.apex)?;
+    let name = f.name;
+    let addresses = if f.edge.is_empty() {
+        format!(
+            " If it has none, ask the edge's operator for its addresses ({target} does not resolve now)."
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "Point {name} at {target} with your DNS provider's ALIAS, ANAME or CNAME flattening, if it has one: {name} is its zone's apex, where DNS allows no CNAME.{addresses}"
+    ))
 }
 
 /// Failed queries grouped by name: `[("a.example.com", ["A", "AAAA"])]`.
@@ -216,8 +262,9 @@ fn resolves(f: &Found<'_>, s: &Settings, gate: bool) -> Check {
             let fix = "Add a CNAME (or A/AAAA records) for this name that points at the edge; ask the edge's operator for its name or addresses.";
             return Check::fail(CheckId::Resolves, message, fix.into(), gate);
         }
-        let add = wanted(name, s);
-        return Check::fail(CheckId::Resolves, message, add_text(&add), gate).with_records(add);
+        let add = wanted(f, s);
+        let fix = add_text(f, s, &add);
+        return Check::fail(CheckId::Resolves, message, fix, gate).with_records(add);
     };
     let message = if cname_loop(name, f.chain) {
         format!(
@@ -240,11 +287,11 @@ fn resolves(f: &Found<'_>, s: &Settings, gate: bool) -> Check {
         ),
         _ if s.is_configured() => {
             let delete = existing(name, "CNAME", f.chain[0].as_str());
-            let add = wanted(name, s);
+            let add = wanted(f, s);
             let fix = format!(
                 "Delete the CNAME:\n{}\nthen {}",
                 delete.line(),
-                lowercase_first(&add_text(&add))
+                lowercase_first(&add_text(f, s, &add))
             );
             let records = std::iter::once(delete).chain(add).collect();
             return Check::fail(CheckId::Resolves, message, fix, gate).with_records(records);
@@ -283,19 +330,23 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
     }
     // Judge IPv4 when there is any (the no-stray-aaaa check covers IPv6), else IPv6.
     let judged = if f.v4.is_empty() { &f.v6 } else { &f.v4 };
-    let stray: Vec<&IpAddr> = judged
-        .iter()
-        .filter(|ip| !s.addresses.contains(ip))
-        .collect();
-    if stray.is_empty() && !s.addresses.is_empty() {
+    let stray: Vec<&IpAddr> = judged.iter().filter(|ip| !f.edge.contains(ip)).collect();
+    if stray.is_empty() && !f.edge.is_empty() {
         let at = if f.chain.is_empty() {
             String::new()
         } else {
             format!(" through the CNAME {}", list(f.chain))
         };
+        // Addresses only the target resolves to: an ALIAS or a flattened CNAME, or copies.
+        let of_target = match &s.cname_target {
+            Some(target) if judged.iter().any(|ip| !s.addresses.contains(ip)) => {
+                format!(", the addresses of {target}")
+            }
+            _ => String::new(),
+        };
         return Check::pass(
             CheckId::PointsToEdge,
-            format!("{name} points at the edge{at}: {}", list(judged)),
+            format!("{name} points at the edge{at}: {}{of_target}", list(judged)),
         );
     }
     let owner = f.owner();
@@ -323,10 +374,11 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
     };
     // A CNAME cannot share its name with other records: replacing with a CNAME deletes every
     // address record; pointing with addresses deletes the stray ones and any CNAME.
+    let by_address = f.by_address(s);
     let mut delete: Vec<FixRecord> = Vec::new();
     if let Some(first) = f.chain.first() {
         delete.push(existing(name, "CNAME", first.as_str()));
-    } else if s.cname_target.is_some() {
+    } else if !by_address {
         delete.extend(
             f.all()
                 .map(|ip| existing(owner, address_type(ip), &ip.to_string())),
@@ -339,20 +391,22 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
         );
     }
     let same_family = |ip: &&IpAddr| judged.first().is_some_and(|j| ip.is_ipv4() == j.is_ipv4());
-    let add: Vec<FixRecord> = match &s.cname_target {
-        Some(_) => wanted(name, s),
+    let add: Vec<FixRecord> = match by_address {
         // The edge has addresses of the family judged: those it lacks. It has none (only IPv4
         // edge addresses for a name with only AAAA records): all of its own, or deleting the
         // stray ones would leave the name without any.
-        None if f.chain.is_empty() && s.addresses.iter().any(|ip| same_family(&ip)) => s
-            .addresses
+        true if f.chain.is_empty() && f.edge.iter().any(|ip| same_family(&ip)) => f
+            .edge
             .iter()
             .filter(|ip| !judged.contains(ip) && same_family(ip))
             .map(|ip| address_record(name, ip))
             .collect(),
-        None => wanted(name, s),
+        _ => wanted(f, s),
     };
-    let fix = delete_then_add(&delete, &add);
+    let mut fix = delete_then_add(&delete, &add);
+    if let Some(alias) = apex_alias(f, s) {
+        fix = format!("{alias} Otherwise:\n{fix}");
+    }
     let records = delete.into_iter().chain(add).collect();
     Check::fail(CheckId::PointsToEdge, message, fix, true).with_records(records)
 }
@@ -367,7 +421,7 @@ fn no_stray_aaaa(f: &Found<'_>, s: &Settings) -> Check {
             format!("{name}'s IPv6 addresses come from {target}"),
         );
     }
-    let stray: Vec<&IpAddr> = f.v6.iter().filter(|ip| !s.addresses.contains(ip)).collect();
+    let stray: Vec<&IpAddr> = f.v6.iter().filter(|ip| !f.edge.contains(ip)).collect();
     if stray.is_empty() {
         let message = if f.v6.is_empty() {
             format!("{name} has no AAAA record")
@@ -377,7 +431,7 @@ fn no_stray_aaaa(f: &Found<'_>, s: &Settings) -> Check {
         return Check::pass(CheckId::NoStrayAaaa, message);
     }
     let owner = f.owner();
-    let a_right = !f.v4.is_empty() && f.v4.iter().all(|ip| s.addresses.contains(ip));
+    let a_right = !f.v4.is_empty() && f.v4.iter().all(|ip| f.edge.contains(ip));
     let message = format!(
         "{owner} has {} {} that {} not the edge's{}: IPv6 clients, and the CA (which tries IPv6 first), reach another server",
         plural(stray.len(), "an AAAA record", "AAAA records"),
@@ -393,14 +447,14 @@ fn no_stray_aaaa(f: &Found<'_>, s: &Settings) -> Check {
         .iter()
         .map(|ip| existing(owner, "AAAA", &ip.to_string()))
         .collect();
-    let add: Vec<FixRecord> = match s.cname_target {
-        Some(_) => Vec::new(),
-        None => s
-            .addresses
+    let add: Vec<FixRecord> = if f.by_address(s) {
+        f.edge
             .iter()
             .filter(|ip| ip.is_ipv6() && !f.v6.contains(ip))
             .map(|ip| address_record(owner, ip))
-            .collect(),
+            .collect()
+    } else {
+        Vec::new()
     };
     let fix = delete_then_add(&delete, &add);
     let records = delete.into_iter().chain(add).collect();

@@ -20,6 +20,7 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use super::caa::{CaaRecord, CaaSet};
+use super::zone::guessed_zone;
 use crate::Domain;
 use crate::errors::chain as error_chain;
 
@@ -75,6 +76,11 @@ pub struct DnsView {
     /// The zone holding the name, from an SOA answer or authority record; None if DNS did not
     /// say (fix records then take the name's last two labels).
     pub zone: Option<Domain>,
+    /// What `cname_target`, the edge's own name, resolves to (A then AAAA); empty when it is not
+    /// set. The addresses a name that cannot be a CNAME to it (a zone's apex, a provider that
+    /// flattens CNAMEs) may point at. Not among [`DnsView::failures`]: the edge's name is not
+    /// the customer's to fix.
+    pub edge: Result<Vec<IpAddr>, DnsFailure>,
 }
 
 impl DnsView {
@@ -110,7 +116,17 @@ impl DnsView {
                 .collect()),
             caa: Ok(None),
             zone: None,
+            edge: Ok(Vec::new()),
         }
+    }
+
+    /// True if the name is its zone's apex (as DNS says, else as guessed), where it can hold no
+    /// CNAME.
+    pub fn is_apex(&self) -> bool {
+        self.zone
+            .clone()
+            .unwrap_or_else(|| guessed_zone(&self.name))
+            == self.name
     }
 
     /// All addresses of the name (A then AAAA); empty if a lookup failed.
@@ -234,6 +250,14 @@ impl Dns {
         .await
     }
 
+    /// The addresses of `name`, A then AAAA, CNAMEs followed.
+    async fn addresses(&self, name: &Domain) -> Result<Vec<IpAddr>, DnsFailure> {
+        let (a, aaaa) = tokio::join!(self.a(name), self.aaaa(name));
+        let v4 = a?.into_iter().map(IpAddr::V4);
+        let v6 = aaaa?.into_iter().map(IpAddr::V6);
+        Ok(v4.chain(v6).collect())
+    }
+
     /// The records of `record_type` at `name` that `pick` takes.
     async fn picked<T>(
         &self,
@@ -354,9 +378,10 @@ impl Dns {
     }
 }
 
-/// Asks DNS everything the checks need about `name`, using `servers` (empty: the system's).
-/// Never fails: a resolver that cannot even be set up is reported as a failure of every query.
-pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
+/// Asks DNS everything the checks need about `name`, and what the edge's own name `target`
+/// resolves to, using `servers` (empty: the system's). Never fails: a resolver that cannot even
+/// be set up is reported as a failure of every query.
+pub async fn gather(name: &Domain, target: Option<&Domain>, servers: &[SocketAddr]) -> DnsView {
     let (dns, described) = match Dns::new(servers) {
         Ok(ok) => ok,
         Err(e) => {
@@ -374,6 +399,7 @@ pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
                 aaaa: Err(failure("AAAA")),
                 caa: Err(failure("CAA")),
                 zone: None,
+                edge: Err(failure("A")),
             };
         }
     };
@@ -384,11 +410,18 @@ pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
         let zone = dns.zone(name, alias).await;
         (cname, zone)
     };
-    let ((cname, zone), a, aaaa, caa) = tokio::join!(
+    let edge = async {
+        match target {
+            Some(target) => dns.addresses(target).await,
+            None => Ok(Vec::new()),
+        }
+    };
+    let ((cname, zone), a, aaaa, caa, edge) = tokio::join!(
         cname_and_zone,
         dns.a(name),
         dns.aaaa(name),
         dns.relevant_caa(name),
+        edge,
     );
     DnsView {
         name: name.clone(),
@@ -398,27 +431,8 @@ pub async fn gather(name: &Domain, servers: &[SocketAddr]) -> DnsView {
         aaaa,
         caa,
         zone,
+        edge,
     }
-}
-
-/// The addresses of `name` (A then AAAA, CNAMEs followed), asking `servers` (empty: the
-/// system's). For the edge's own name (`cname_target`), whose addresses are the only ones the
-/// reachability check connects to when a customer's name is a CNAME to it.
-pub async fn addresses(name: &Domain, servers: &[SocketAddr]) -> Result<Vec<IpAddr>, DnsFailure> {
-    let dns = match Dns::new(servers) {
-        Ok((dns, _)) => dns,
-        Err(e) => {
-            return Err(DnsFailure {
-                name: name.to_string(),
-                record_type: "A",
-                kind: FailureKind::Unasked(error_chain(&e)),
-            });
-        }
-    };
-    let (a, aaaa) = tokio::join!(dns.a(name), dns.aaaa(name));
-    let v4 = a?.into_iter().map(IpAddr::V4);
-    let v6 = aaaa?.into_iter().map(IpAddr::V6);
-    Ok(v4.chain(v6).collect())
 }
 
 /// Whether the CNAME `chain` of `name` loops: it ends with a name it came through.

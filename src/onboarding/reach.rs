@@ -11,8 +11,9 @@
 //! - a name that is a CNAME to `cname_target` is fetched through the addresses `cname_target`
 //!   itself resolves to, never through the name's own A/AAAA answers (a hostile DNS server can
 //!   answer the CNAME query with the edge's name and the A query with an internal address);
-//! - any other name only through its A and AAAA records that are in `addresses` (a stray AAAA
-//!   record is reported by `no-stray-aaaa`, never fetched);
+//! - any other name only through its A and AAAA records that are in `addresses` or among what
+//!   `cname_target` resolves to (a flattened CNAME, an apex's records; a stray AAAA record is
+//!   reported by `no-stray-aaaa`, never fetched);
 //! - of those, only public unicast addresses (`ranges`), unless
 //!   `onboarding.danger_allow_private_addresses` (tests and labs) allows local ones.
 //!
@@ -25,7 +26,8 @@ mod ranges;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::dns::{self, DnsView};
+use super::checks::edge_addresses;
+use super::dns::DnsView;
 use super::zone::list;
 use super::{Check, CheckId, CheckStatus, Settings};
 use crate::Domain;
@@ -83,7 +85,8 @@ impl Miss {
 enum Own {
     /// The name is a CNAME to `cname_target`: what that name itself resolves to.
     Target(Domain),
-    /// The name's A and AAAA records that are among `addresses`.
+    /// The name's A and AAAA records that are the edge's: among `addresses` or what
+    /// `cname_target` resolves to.
     Configured(Vec<IpAddr>),
 }
 
@@ -97,8 +100,8 @@ pub async fn check(view: &DnsView, done: &[Check], s: &Settings, nonces: &Nonces
     }
     let name = &view.name;
     let own = match own(view, s) {
-        Own::Target(target) => match dns::addresses(&target, &s.dns_servers).await {
-            Ok(addrs) if !addrs.is_empty() => addrs,
+        Own::Target(target) => match &view.edge {
+            Ok(addrs) if !addrs.is_empty() => addrs.clone(),
             _ => return Some(target_unresolved(&target)),
         },
         Own::Configured(addrs) => addrs,
@@ -149,10 +152,11 @@ fn own(view: &DnsView, s: &Settings) -> Own {
     {
         return Own::Target(target.clone());
     }
+    let edge = edge_addresses(view, s);
     Own::Configured(
         view.addresses()
             .into_iter()
-            .filter(|ip| s.addresses.contains(ip))
+            .filter(|ip| edge.contains(ip))
             .collect(),
     )
 }

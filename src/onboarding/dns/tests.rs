@@ -120,7 +120,7 @@ async fn the_zone_of_a_cnamed_name_is_its_parents() {
         ("customer.co.uk", Some("customer.co.uk")),
         ("a.sf.customer.com", None),
     ] {
-        let view = gather(&d(asked), &[server]).await;
+        let view = gather(&d(asked), None, &[server]).await;
         assert_eq!(view.zone, zone.map(d), "{asked}");
     }
 }
@@ -130,7 +130,7 @@ async fn the_zone_of_a_cnamed_name_is_its_parents() {
 #[tokio::test]
 async fn a_cname_chain_that_loops_ends_where_it_came_back() {
     let server = zones().await;
-    let view = gather(&d("loop.customer.com"), &[server]).await;
+    let view = gather(&d("loop.customer.com"), None, &[server]).await;
     assert_eq!(
         view.cname,
         Ok(vec![d("back.customer.com"), d("loop.customer.com")])
@@ -148,8 +148,15 @@ async fn an_unreachable_server_is_a_timeout_not_an_empty_answer() {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = sock.local_addr().unwrap();
     drop(sock);
-    let view = gather(&d("links.example.com"), &[addr]).await;
+    let view = gather(
+        &d("links.example.com"),
+        Some(&d("edge.example.net")),
+        &[addr],
+    )
+    .await;
     assert_eq!(view.servers, addr.to_string());
     assert!(view.a.is_err(), "{view:?}");
+    assert!(view.edge.is_err(), "{view:?}");
+    // The edge's own name is not the customer's DNS: no failure of theirs.
     assert_eq!(view.failures().len(), 4, "{view:?}");
 }
