@@ -514,9 +514,8 @@ async fn a_failing_domain_is_checked_again_on_its_own_until_it_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_checks_survive_a_restart() {
-    let dns = Dns::start().await;
+    let (dns, edge) = start().await;
     dns.add_a("stray.example.com", &["192.0.2.7"]).await;
-    let edge = edge_with(&dns, "");
     let before = add(&edge, "stray.example.com").await;
     let (https, http) = (edge.https.port(), edge.http.port());
     let config = std::fs::read_to_string(edge.config_path()).unwrap();

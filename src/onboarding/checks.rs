@@ -43,6 +43,7 @@ pub fn evaluate(view: &DnsView, s: &Settings, account: Option<&str>) -> Vec<Chec
             v4: a.into_iter().map(IpAddr::V4).collect(),
             v6: aaaa.into_iter().map(IpAddr::V6).collect(),
             edge: edge_addresses(view, s),
+            target_unknown: target_unknown(view, s),
             apex: view.is_apex(),
         };
         let resolves = resolves(&found, s, gate);
@@ -96,6 +97,44 @@ pub(super) fn edge_addresses(view: &DnsView, s: &Settings) -> Vec<IpAddr> {
     out
 }
 
+/// Why the addresses of `cname_target` are not known, if it is set: its lookup failed, or it has
+/// none. Addresses outside `addresses` may then be the edge's: not the customer's to change.
+fn target_unknown(view: &DnsView, s: &Settings) -> Option<String> {
+    s.cname_target.as_ref()?;
+    match &view.edge {
+        Err(f) => Some(format!("the resolver {}", failure_words(&f.kind))),
+        Ok(addrs) if addrs.is_empty() => Some("it has no A or AAAA record".into()),
+        Ok(_) => None,
+    }
+}
+
+/// What went wrong with a query, in words: "answered SERVFAIL".
+fn failure_words(kind: &FailureKind) -> String {
+    match kind {
+        FailureKind::ServFail => "answered SERVFAIL".to_owned(),
+        FailureKind::Refused => "refused to answer".to_owned(),
+        FailureKind::Timeout => format!("did not answer within {}s", QUERY_TIMEOUT.as_secs()),
+        FailureKind::Other(e) => format!("gave no usable answer ({e})"),
+        FailureKind::Unasked(e) => format!("could not be asked ({e})"),
+    }
+}
+
+/// The check `id` left to the operator: `addresses` of `name` may be the edge's, but what
+/// `cname_target` resolves to is not known (`why`).
+fn not_judged(id: CheckId, name: &Domain, addresses: &[&IpAddr], s: &Settings, why: &str) -> Check {
+    let target = s.cname_target.as_ref().map_or("", Domain::as_str);
+    Check::warn(
+        id,
+        format!(
+            "not checked: {name} points at {}, and the addresses of {target}, the edge's own name, are not known ({why})",
+            list(addresses)
+        ),
+        Some(format!(
+            "Tell the edge's operator: {target} must resolve from the edge; then check again."
+        )),
+    )
+}
+
 /// The name's records as found.
 struct Found<'a> {
     name: &'a Domain,
@@ -104,6 +143,8 @@ struct Found<'a> {
     v6: Vec<IpAddr>,
     /// The edge's addresses ([`edge_addresses`]).
     edge: Vec<IpAddr>,
+    /// Why what `cname_target` resolves to is not known ([`target_unknown`]).
+    target_unknown: Option<String>,
     /// The name is its zone's apex: it can hold no CNAME.
     apex: bool,
 }
@@ -172,13 +213,7 @@ fn dns_server(view: &DnsView, gate: bool) -> Check {
             format!("{} answered every query", view.servers),
         );
     };
-    let what = |f: &DnsFailure| match &f.kind {
-        FailureKind::ServFail => "answered SERVFAIL".to_owned(),
-        FailureKind::Refused => "refused to answer".to_owned(),
-        FailureKind::Timeout => format!("did not answer within {}s", QUERY_TIMEOUT.as_secs()),
-        FailureKind::Other(e) => format!("gave no usable answer ({e})"),
-        FailureKind::Unasked(e) => format!("could not be asked ({e})"),
-    };
+    let what = |f: &DnsFailure| failure_words(&f.kind);
     // "answered SERVFAIL for a.example.com (A, AAAA), example.com (CAA)"
     let mut parts: Vec<(String, QueriesByName<'_>)> = Vec::new();
     for f in &failures {
@@ -338,9 +373,16 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
             format!(" through the CNAME {}", list(f.chain))
         };
         // Addresses only the target resolves to: an ALIAS or a flattened CNAME, or copies.
+        let from_target: Vec<&IpAddr> = judged
+            .iter()
+            .filter(|ip| !s.addresses.contains(ip))
+            .collect();
         let of_target = match &s.cname_target {
-            Some(target) if judged.iter().any(|ip| !s.addresses.contains(ip)) => {
-                format!(", the addresses of {target}")
+            Some(target) if from_target.len() == judged.len() => {
+                format!(", as {target} does")
+            }
+            Some(target) if !from_target.is_empty() => {
+                format!(" ({} as {target} does)", list(&from_target))
             }
             _ => String::new(),
         };
@@ -348,6 +390,9 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
             CheckId::PointsToEdge,
             format!("{name} points at the edge{at}: {}{of_target}", list(judged)),
         );
+    }
+    if let Some(why) = &f.target_unknown {
+        return not_judged(CheckId::PointsToEdge, name, &stray, s, why);
     }
     let owner = f.owner();
     let message = if let Some(first) = f.chain.first() {
@@ -429,6 +474,9 @@ fn no_stray_aaaa(f: &Found<'_>, s: &Settings) -> Check {
             format!("{name}'s AAAA records point at the edge: {}", list(&f.v6))
         };
         return Check::pass(CheckId::NoStrayAaaa, message);
+    }
+    if let Some(why) = &f.target_unknown {
+        return not_judged(CheckId::NoStrayAaaa, name, &stray, s, why);
     }
     let owner = f.owner();
     let a_right = !f.v4.is_empty() && f.v4.iter().all(|ip| f.edge.contains(ip));

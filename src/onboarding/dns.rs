@@ -98,7 +98,10 @@ impl DnsView {
     }
 
     /// A view of `links.customer.com` as the unit tests need it: this CNAME chain and these
-    /// addresses, no CAA, every query answered by `127.0.0.1:53`.
+    /// addresses, no CAA, the edge's name at 203.0.113.10 (as [`Settings::example`]'s
+    /// `addresses`), every query answered by `127.0.0.1:53`.
+    ///
+    /// [`Settings::example`]: super::Settings::example
     #[cfg(test)]
     pub(crate) fn example(chain: &[&str], a: &[&str], aaaa: &[&str]) -> DnsView {
         let name = |s: &str| Domain::parse(s).expect("a valid name");
@@ -116,7 +119,7 @@ impl DnsView {
                 .collect()),
             caa: Ok(None),
             zone: None,
-            edge: Ok(Vec::new()),
+            edge: Ok(vec![IpAddr::from([203, 0, 113, 10])]),
         }
     }
 

@@ -37,7 +37,7 @@ async fn an_apex_at_the_targets_address_passes_and_a_stray_one_gets_that_address
     let points = find(&d, "points-to-edge")["message"].as_str().unwrap();
     assert_eq!(
         points,
-        format!("{name} points at the edge: 127.0.0.1, the addresses of {TARGET}")
+        format!("{name} points at the edge: 127.0.0.1, as {TARGET} does")
     );
     assert_eq!(find(&d, "http-reachable")["status"], "pass", "{d:#}");
     assert_eq!(click(&edge, name).await.unwrap().status(), 302);

@@ -471,7 +471,10 @@ fn addresses_of_the_target_pass_where_a_provider_flattens_the_cname() {
         let checks = evaluate(&v, &s, None);
         assert_eq!(failing(&checks), vec![], "{name}: {checks:#?}");
         let m = &find(&checks, CheckId::PointsToEdge).message;
-        assert!(m.contains("the addresses of edge.example.net"), "{m}");
+        assert!(
+            m.ends_with(": 203.0.113.20, as edge.example.net does"),
+            "{m}"
+        );
     }
     // One address the target does not have is still stray, in either family.
     let (v, s) = target_only("customer.com", &["203.0.113.20"], &["2001:db8::99"]);
@@ -530,6 +533,54 @@ fn an_apex_is_pointed_by_alias_or_the_targets_addresses_never_a_cname() {
     let (v, s) = target_only("links.customer.com", &[], &[]);
     let c = find(&evaluate(&v, &s, None), CheckId::Resolves).clone();
     assert_eq!(c.fix_records[0].rtype, "CNAME");
+}
+
+#[test]
+fn addresses_from_both_settings_say_which_are_the_targets() {
+    let (v, _) = target_only("customer.com", &["203.0.113.10", "203.0.113.20"], &[]);
+    let checks = evaluate(&v, &settings(), None);
+    let m = &find(&checks, CheckId::PointsToEdge).message;
+    assert!(
+        m.ends_with(": 203.0.113.10, 203.0.113.20 (203.0.113.20 as edge.example.net does)"),
+        "{m}"
+    );
+}
+
+/// The target's addresses not known (its lookup failed, or it has none): addresses outside
+/// `addresses` may be the edge's, so nothing is to be deleted, and no order is held back.
+#[test]
+fn addresses_are_not_judged_while_the_targets_are_not_known() {
+    let failure = DnsFailure {
+        name: "edge.example.net".into(),
+        record_type: "A",
+        kind: FailureKind::Timeout,
+    };
+    for (edge, why) in [
+        (Err(failure), "the resolver did not answer within 2s"),
+        (Ok(Vec::new()), "it has no A or AAAA record"),
+    ] {
+        for name in ["customer.com", "links.customer.com"] {
+            let (mut v, s) = target_only(name, &["203.0.113.20"], &["2001:db8::20"]);
+            v.edge = edge.clone();
+            let checks = evaluate(&v, &s, None);
+            assert_eq!(failing(&checks), vec![], "{name}: {checks:#?}");
+            for id in [CheckId::PointsToEdge, CheckId::NoStrayAaaa] {
+                let c = find(&checks, id);
+                assert_eq!(c.status, CheckStatus::Warn, "{c:#?}");
+                assert!(c.fix_records.is_empty(), "{c:#?}");
+                assert!(c.message.contains(why), "{}", c.message);
+                assert!(c.waits_on_the_operator(), "{c:#?}");
+            }
+        }
+    }
+    // What `addresses` holds is still judged.
+    let (mut v, _) = target_only("customer.com", &["203.0.113.10"], &[]);
+    v.edge = Ok(Vec::new());
+    let checks = evaluate(&v, &settings(), None);
+    assert_eq!(
+        find(&checks, CheckId::PointsToEdge).status,
+        CheckStatus::Pass
+    );
 }
 
 #[test]

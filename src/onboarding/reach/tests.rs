@@ -55,6 +55,28 @@ fn addresses_mode_fetches_only_through_configured_addresses_aaaa_included() {
     assert_eq!(own(&v, &s), Own::Configured(ips(&["203.0.113.10"])));
 }
 
+/// A name that cannot be a CNAME (an apex, a flattened one): only its addresses that the
+/// target resolves to, never another of its answers; none while the target's are not known.
+#[test]
+fn a_name_at_the_targets_addresses_is_fetched_only_through_those() {
+    let s = Settings {
+        addresses: Vec::new(),
+        ..Settings::example()
+    };
+    let mut v = view(&[], &["203.0.113.20", "10.0.0.1"], &["2001:db8::20", "::1"]);
+    v.edge = Ok(ips(&["203.0.113.20", "2001:db8::20"]));
+    assert_eq!(
+        own(&v, &s),
+        Own::Configured(ips(&["203.0.113.20", "2001:db8::20"]))
+    );
+    v.edge = Err(crate::onboarding::dns::DnsFailure {
+        name: "edge.example.net".into(),
+        record_type: "A",
+        kind: crate::onboarding::dns::FailureKind::Timeout,
+    });
+    assert_eq!(own(&v, &s), Own::Configured(Vec::new()));
+}
+
 #[test]
 fn only_public_addresses_are_dialled_unless_the_test_setting_allows_local_ones() {
     let own = ips(&[
