@@ -260,6 +260,7 @@ fn bench_clicks(c: &mut Criterion) {
         truncated: Truncated::default(),
         open: None,
         implied_open: false,
+        marked_seen: false,
         visitor: None,
     };
     let judged = ClickEvent {

@@ -47,6 +47,7 @@ fn event(clock: &Clock, domain: &Domain, ip: IpAddr, i: u64) -> ClickEvent {
         truncated: Truncated::default(),
         open: None,
         implied_open: false,
+        marked_seen: false,
         visitor: None,
     }
 }

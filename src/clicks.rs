@@ -98,6 +98,10 @@ pub struct ClickEvent {
     /// A person's click on a message whose open this node had not seen: the line's
     /// `"implied_open": true` (absent when false).
     pub implied_open: bool,
+    /// This event marked its message seen opened in [`ClickQueue::seen`] (an open that may be a
+    /// person's, or a click saying `implied_open`): a line the writer drops unmarks it, so the
+    /// next person's click on the message says the open. Not in the line.
+    pub marked_seen: bool,
     /// The keyed hash of the client's network and user agent ([`privacy`]): the line's
     /// `"visitor"`, when `clicks.visitor` is on.
     pub visitor: Option<privacy::Visitor>,

@@ -31,7 +31,7 @@ use prometheus::IntCounter;
 use crate::Domain;
 use crate::acme::challenges::Challenges;
 use crate::certs::Certs;
-use crate::clicks::opens::{OpenClass, SeenOpens};
+use crate::clicks::opens::OpenClass;
 use crate::clicks::privacy::Privacy;
 use crate::clicks::verdict::{Class, Facts, NoVerdict, VerdictStage};
 use crate::clicks::{
@@ -124,8 +124,6 @@ pub struct Edge<V = NoVerdict> {
     status: Option<Arc<crate::status::StatusPages>>,
     /// What every line keeps of its client (`clicks.ip`, `clicks.visitor`).
     privacy: Privacy,
-    /// Messages seen opened on this node, for a click's `"implied_open"`.
-    seen: SeenOpens,
     verdict: V,
 }
 
@@ -155,7 +153,6 @@ impl Edge {
             check_nonces: None,
             status: None,
             privacy: Privacy::default(),
-            seen: SeenOpens::default(),
             verdict: NoVerdict,
         }
     }
@@ -182,7 +179,6 @@ impl<V: VerdictStage> Edge<V> {
             check_nonces: self.check_nonces,
             status: self.status,
             privacy: self.privacy,
-            seen: self.seen,
             verdict,
         }
     }
@@ -370,12 +366,14 @@ impl<V: VerdictStage> Edge<V> {
         if let (Some(m), Some(v)) = (&event.message, &event.verdict) {
             event.implied_open = v.class == Class::Human
                 && self
-                    .seen
+                    .clicks
+                    .seen()
                     .click_implies_open(event.domain.as_str(), &m.message);
+            event.marked_seen = event.implied_open;
         }
         self.privacy.apply(&mut event);
-        // Kept (once per message) to give the implied open back if the click is refused or
-        // dropped: the next click of a person on the message then says it.
+        // Kept (once per message) to give the implied open back if the click is refused (the
+        // writer gives back one it drops): the next click of a person on the message says it.
         let implied = event
             .implied_open
             .then(|| {
@@ -407,7 +405,7 @@ impl<V: VerdictStage> Edge<V> {
                 self.verdict.unlogged(handle);
             }
             if let Some((domain, message)) = implied {
-                self.seen.forget(domain.as_str(), &message);
+                self.clicks.seen().forget(domain.as_str(), &message);
             }
         }
         if recorded.is_err() {
@@ -479,6 +477,7 @@ impl<V: VerdictStage> Edge<V> {
             },
             open: None,
             implied_open: false,
+            marked_seen: false,
             visitor: None,
         }
     }

@@ -24,6 +24,7 @@
 mod handles;
 mod pending;
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 
 use super::id::{ClickId, ClickIds};
+use super::opens::SeenOpens;
 use super::queue::{Ack, Msg, Queued};
 use super::verdict::{Class, Revision};
 use super::{ClickEvent, ClickQueue, ClickRejected, ClickSink};
@@ -103,9 +105,18 @@ impl ClickWriter {
     ) -> Result<(ClickWriter, ClickQueue), StartError> {
         let (tx, rx) = sync_channel(config.queue_capacity);
         let (capacity, durability) = (config.queue_capacity, config.durability);
-        let thread = spawn(sink, config, metrics.clone(), rx)?;
+        let seen = Arc::new(SeenOpens::default());
+        let thread = spawn(sink, config, metrics.clone(), rx, seen.clone())?;
         let writer = thread.thread().clone();
-        let queue = ClickQueue::new(tx.clone(), metrics, durability, writer, capacity, clock);
+        let queue = ClickQueue::new(
+            tx.clone(),
+            metrics,
+            durability,
+            writer,
+            capacity,
+            clock,
+            seen,
+        );
         Ok((ClickWriter { tx, thread }, queue))
     }
 
@@ -126,14 +137,16 @@ impl ClickWriter {
     }
 }
 
-/// Starts the batcher thread over `sink`, draining `rx`.
+/// Starts the batcher thread over `sink`, draining `rx`; it unmarks in `seen` the messages of
+/// the lines it drops.
 pub(super) fn spawn<S: ClickSink>(
     sink: S,
     config: BatchConfig,
     metrics: Metrics,
     rx: Receiver<Queued>,
+    seen: Arc<SeenOpens>,
 ) -> Result<JoinHandle<()>, StartError> {
-    let batcher = Batcher::new(sink, config, metrics.clone());
+    let batcher = Batcher::new(sink, config, metrics.clone(), seen);
     std::thread::Builder::new()
         .name("clickedge-clicks".into())
         .spawn(move || {
@@ -170,10 +183,12 @@ struct Batcher<S> {
     handles: Handles,
     /// `clickedge_clicks_by_verdict_total`, in the order of [`Class::ALL`], resolved once.
     by_verdict: [IntCounter; 3],
+    /// Messages seen opened ([`ClickQueue::seen`]).
+    seen: Arc<SeenOpens>,
 }
 
 impl<S: ClickSink> Batcher<S> {
-    fn new(sink: S, config: BatchConfig, metrics: Metrics) -> Batcher<S> {
+    fn new(sink: S, config: BatchConfig, metrics: Metrics, seen: Arc<SeenOpens>) -> Batcher<S> {
         metrics.click_sink_healthy.set(1);
         let by_verdict =
             Class::ALL.map(|c| metrics.clicks_by_verdict.with_label_values(&[c.as_str()]));
@@ -185,6 +200,7 @@ impl<S: ClickSink> Batcher<S> {
             failure: None,
             handles: Handles::new(),
             by_verdict,
+            seen,
         }
     }
 
@@ -322,6 +338,12 @@ impl<S: ClickSink> Batcher<S> {
             }
             Err(None) => {
                 self.metrics.clicks_dropped.inc();
+                // Not in the log: its open, seen or implied, is not either.
+                if event.marked_seen
+                    && let Some(m) = &event.message
+                {
+                    self.seen.forget(event.domain.as_str(), &m.message);
+                }
                 if let Some(failure) = &mut self.failure {
                     if failure.dropped == 0 {
                         tracing::error!(

@@ -20,6 +20,7 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::sync::oneshot;
 
 use super::ClickEvent;
+use super::opens::SeenOpens;
 use super::rate::{AddressRate, OneClicks};
 use super::verdict::{Revise, Revision};
 use crate::clock::Clock;
@@ -176,6 +177,8 @@ pub struct ClickQueue {
     rate: Option<Arc<(AddressRate, OneClicks)>>,
     /// The "over the per-address rate" log line.
     rate_log: LogThrottle,
+    /// Messages seen opened on this node, shared with the writer ([`ClickQueue::seen`]).
+    seen: Arc<SeenOpens>,
 }
 
 /// At most one log line a second for an event, however often it happens (each occurrence is
@@ -201,6 +204,7 @@ impl ClickQueue {
         writer: Thread,
         capacity: usize,
         clock: Clock,
+        seen: Arc<SeenOpens>,
     ) -> ClickQueue {
         ClickQueue {
             tx,
@@ -217,7 +221,15 @@ impl ClickQueue {
             stalled_log: LogThrottle::default(),
             rate: None,
             rate_log: LogThrottle::default(),
+            seen,
         }
+    }
+
+    /// Messages seen opened on this node, for a click's `"implied_open"`. The writer unmarks
+    /// the message of a line it drops ([`ClickEvent::marked_seen`]); one the queue refuses is
+    /// unmarked by whoever pushed it.
+    pub fn seen(&self) -> &SeenOpens {
+        &self.seen
     }
 
     /// Logs at most `per_sec` clicks a second from one client address (IPv6: one /64), in

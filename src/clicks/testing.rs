@@ -42,6 +42,7 @@ pub(super) fn event(i: usize) -> ClickEvent {
         truncated: Truncated::default(),
         open: None,
         implied_open: false,
+        marked_seen: false,
         visitor: None,
     }
 }
@@ -83,6 +84,7 @@ pub(super) fn test_queue(
         thread,
         capacity,
         still_clock(),
+        Default::default(),
     )
 }
 

@@ -61,19 +61,21 @@ impl<V: VerdictStage> Edge<V> {
                 .message
                 .as_ref()
                 .filter(|_| verdict.class != Class::Machine)
-                .filter(|m| self.seen.open(event.domain.as_str(), &m.message))
+                .filter(|m| self.clicks.seen().open(event.domain.as_str(), &m.message))
                 .map(|m| (event.domain.clone(), m.message.clone()));
+            event.marked_seen = newly_seen.is_some();
             event.open = Some(class);
             event.verdict = Some(verdict);
             self.privacy.apply(&mut event);
             // `OpenClass::ALL` lists the variants in declaration order.
             self.counters.opens[class as usize].inc();
-            // An open line dropped (the queue full) must not keep the message seen opened: the
-            // next click of a person on it then says the open (`implied_open`).
+            // An open line refused (the queue full) must not keep the message seen opened: the
+            // next click of a person on it then says the open (`implied_open`). The writer
+            // does the same for one it drops.
             if !self.clicks.push(event)
                 && let Some((domain, message)) = newly_seen
             {
-                self.seen.forget(domain.as_str(), &message);
+                self.clicks.seen().forget(domain.as_str(), &message);
             }
         }
         super::close_unread(req, self.pixel())

@@ -236,7 +236,7 @@ async fn a_dropped_open_leaves_its_message_unseen() {
             .await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(
-            edge.seen.click_implies_open(DOMAIN, "m-1"),
+            edge.clicks.seen().click_implies_open(DOMAIN, "m-1"),
             writer_stopped,
             "writer stopped: {writer_stopped}"
         );

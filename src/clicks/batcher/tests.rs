@@ -93,7 +93,14 @@ async fn synced_clicks_queued_together_share_one_write_and_one_fsync() {
         tokio::task::yield_now().await;
     }
     let sink = FileSink::open(file_config(dir.path()), metrics.clone(), Clock::system()).unwrap();
-    let writer = spawn(sink, batch_config(), metrics.clone(), rx).unwrap();
+    let writer = spawn(
+        sink,
+        batch_config(),
+        metrics.clone(),
+        rx,
+        Default::default(),
+    )
+    .unwrap();
     while let Some(acked) = waiting.join_next().await {
         acked.unwrap().unwrap();
     }
@@ -192,13 +199,33 @@ fn clicks_past_the_memory_bound_are_dropped_and_counted_while_failing() {
     });
     queue.push(event(1));
     eventually("the failure", || metrics.click_sink_healthy.get() == 0);
+    // Click 9 says the open of message m-9 (which it marked seen).
+    let domain = event(0).domain;
+    let saying_its_open = |i: usize| {
+        let message = format!("m-{i}");
+        assert!(queue.seen().click_implies_open(domain.as_str(), &message));
+        ClickEvent {
+            message: Some(crate::links::MessageContext {
+                message,
+                index: None,
+                count: None,
+                sent_at: None,
+                role: None,
+            }),
+            implied_open: true,
+            marked_seen: true,
+            ..event(i)
+        }
+    };
     for i in 2..10 {
-        queue.push(event(i));
+        queue.push(if i == 9 { saying_its_open(i) } else { event(i) });
     }
     eventually("the queue to drain", || metrics.clicks_queued.get() == 0);
     // Clicks 1 to 3 fill the bound; 4 to 9 are dropped.
     assert_eq!(metrics.clicks_dropped.get(), 6);
     assert_eq!(metrics.click_sink_held_bytes.get(), 3 * line.len() as i64);
+    // The dropped click's open goes back, so the next person's click says it.
+    assert!(queue.seen().click_implies_open(domain.as_str(), "m-9"));
 
     restore();
     eventually("the recovery", || metrics.clicks_logged.get() == 4);
@@ -353,7 +380,14 @@ async fn a_failed_batch_is_retried_in_arrival_order_without_its_refused_synced_c
     }
     queue.push(event(2));
     let sink = FakeSink::failing(1);
-    let thread = spawn(sink.clone(), batch_config(), metrics.clone(), rx).unwrap();
+    let thread = spawn(
+        sink.clone(),
+        batch_config(),
+        metrics.clone(),
+        rx,
+        Default::default(),
+    )
+    .unwrap();
     assert_eq!(synced.await.unwrap(), Err(ClickRejected::SinkUnavailable));
     eventually("the retry", || metrics.clicks_logged.get() == 2);
     ClickWriter { tx, thread }.close();
@@ -497,7 +531,14 @@ async fn a_refused_synced_click_is_never_revised_nor_counted_by_verdict() {
     queue.revise(revision(11));
     queue.push(judged(1, 12));
     let sink = FakeSink::failing(1);
-    let thread = spawn(sink.clone(), batch_config(), metrics.clone(), rx).unwrap();
+    let thread = spawn(
+        sink.clone(),
+        batch_config(),
+        metrics.clone(),
+        rx,
+        Default::default(),
+    )
+    .unwrap();
     assert_eq!(synced.await.unwrap(), Err(ClickRejected::SinkUnavailable));
     queue.revise(revision(11));
     queue.revise(revision(12));

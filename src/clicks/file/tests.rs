@@ -215,7 +215,14 @@ fn write_that_lands_in_part_is_rolled_back_before_the_retry() {
     };
     let mut sink = FileSink::open(config, metrics.clone(), Clock::system()).unwrap();
     sink.faults.tear_writes = 1;
-    let thread = batcher::spawn(sink, batch_config(), metrics.clone(), rx).unwrap();
+    let thread = batcher::spawn(
+        sink,
+        batch_config(),
+        metrics.clone(),
+        rx,
+        Default::default(),
+    )
+    .unwrap();
     eventually("the retry", || metrics.clicks_logged.get() == 10);
     assert_eq!(metrics.click_sink_errors.get(), 1);
     assert_eq!(metrics.click_sink_healthy.get(), 1);

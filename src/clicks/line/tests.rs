@@ -43,6 +43,7 @@ fn contract_event() -> ClickEvent {
         truncated: Truncated::default(),
         open: None,
         implied_open: false,
+        marked_seen: false,
         visitor: None,
     }
 }
@@ -420,6 +421,8 @@ proptest::proptest! {
             truncated: Truncated { ua: ua_cut, referer: referer_cut },
             open,
             implied_open,
+            // What the writer does with a line it drops, never written.
+            marked_seen: implied_open,
             visitor,
         };
         let mut out = Vec::new();

@@ -387,6 +387,7 @@ fn event(t: &Trace) -> Result<(ClickEvent, HeaderMap), String> {
         },
         open: None,
         implied_open: false,
+        marked_seen: false,
         visitor: None,
     };
     Ok((click, headers))

@@ -68,6 +68,7 @@ fn click(ip: &str, after_send: u64) -> ClickEvent {
         truncated: Truncated::default(),
         open: None,
         implied_open: false,
+        marked_seen: false,
         visitor: None,
     }
 }
