@@ -77,8 +77,10 @@ impl StatusPages {
             return not_found();
         };
         match (req.method(), rest) {
-            (&Method::GET, "style.css") => return asset("text/css; charset=utf-8", page::STYLE),
-            (&Method::GET, "page.js") => {
+            (&Method::GET | &Method::HEAD, "style.css") => {
+                return asset("text/css; charset=utf-8", page::STYLE);
+            }
+            (&Method::GET | &Method::HEAD, "page.js") => {
                 return asset("text/javascript; charset=utf-8", page::SCRIPT);
             }
             (&Method::GET | &Method::HEAD, WORKS) => {
@@ -102,12 +104,16 @@ impl StatusPages {
         match *req.method() {
             Method::GET | Method::HEAD => {}
             Method::POST => match self.recheck(&name).await {
-                Ok(()) => notice = Some("Checked again just now.".to_owned()),
+                Ok(true) => notice = Some("Checked again just now.".to_owned()),
+                Ok(false) => {
+                    notice = Some("Could not check just now: try again in a moment.".to_owned());
+                }
                 Err(wait) => {
                     status = StatusCode::TOO_MANY_REQUESTS;
+                    // Rounded up: waiting what it says is enough.
                     notice = Some(format!(
                         "Checked a moment ago: you can check again in {} s.",
-                        wait.as_secs().max(1)
+                        wait.as_millis().div_ceil(1000).max(1)
                     ));
                 }
             },
@@ -159,14 +165,15 @@ impl StatusPages {
         }
     }
 
-    /// Runs the checks of `name` unless a page did less than [`RECHECK_EVERY`] ago; then the
-    /// time left.
-    async fn recheck(&self, name: &Domain) -> Result<(), Duration> {
+    /// Runs the checks of `name` unless a page did less than [`RECHECK_EVERY`] ago (then the
+    /// time left); false if they could not run (the store failing: logged).
+    async fn recheck(&self, name: &Domain) -> Result<bool, Duration> {
         self.last_run.try_at(name, self.clock.now())?;
         if let Err(e) = self.domains.check(name).await {
             tracing::warn!(domain = %name, error = %error_chain(&e), "status page check");
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 }
 

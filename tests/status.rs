@@ -2,8 +2,9 @@
 //! address opens the page of its one domain, with the fix as records, the edge's resolver and
 //! admin token nowhere; `POST` checks again at most once per 10 s; once the DNS is fixed and the
 //! certificate issued the page says ready, with the issuer, the expiry and a test link that
-//! redirects through the domain back to the page. A wrong, expired or revoked token, a link
-//! token, or a removed domain gets a plain 404; a share token never opens as a link.
+//! redirects through the domain to a page saying it works. A wrong, expired or revoked token, a
+//! link token, or a removed domain gets a plain 404 (an open page then says the address no
+//! longer opens); a share token never opens as a link.
 
 mod common;
 
@@ -95,9 +96,19 @@ async fn a_shared_page_shows_its_domain_rechecks_and_turns_ready_with_a_test_lin
     assert!(!html.contains(OTHER), "{html}");
     assert!(!html.contains(&edge.token), "{html}");
     assert!(!html.contains(&dns.addr.to_string()), "{html}");
-    // No external resource: every src/href is on this origin.
+    // No external resource: every src/href is on this origin. Those it has answer HEAD too.
     for attr in ["src=\"http", "href=\"http"] {
         assert!(!html.contains(attr), "{attr} in {html}");
+    }
+    let origin = &url[..url.rfind("/s/").unwrap()];
+    for asset in ["/s/style.css", "/s/page.js"] {
+        assert!(html.contains(asset), "{asset} in {html}");
+        let res = client(&edge)
+            .head(format!("{origin}{asset}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "HEAD {asset}");
     }
 
     let json_url = format!("{url}.json");
@@ -292,7 +303,8 @@ async fn wrong_expired_revoked_and_foreign_tokens_get_a_plain_404() {
 /// record to change (screenshots at desktop and at a 390 px phone width keep it visible); the
 /// DNS is fixed through the DNS server's API, the open page checks again by itself and, once
 /// the first certificate is issued, turns ready without a reload and offers the test link,
-/// which the customer clicks: a real redirect through the domain, logged, back to the page.
+/// which the customer clicks: a real redirect through the domain, logged, to a page saying it
+/// works. Another domain's open page, that domain removed, says its address no longer opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_browser_the_page_shows_the_fix_and_turns_ready_by_itself() {
     let (dns, edge) = start().await;
@@ -311,6 +323,8 @@ async fn in_a_browser_the_page_shows_the_fix_and_turns_ready_by_itself() {
     let browser = common::browser::Browser::start_with(edge.dir.path(), &args).await;
     browser.goto(&url).await;
     browser.wait_for("", "data-copy=\"edge.example.net\"").await;
+    // Gone if the page is reloaded rather than updated in place.
+    browser.execute("window.kept = true; return true;").await;
     // Kept after the run (README's pictures come from here).
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status");
     browser.screenshot(&shots.join("broken.png")).await;
@@ -351,7 +365,11 @@ async fn in_a_browser_the_page_shows_the_fix_and_turns_ready_by_itself() {
         .await;
     let page = browser.wait_for("", "is ready").await;
     assert!(page.contains("id=\"test-link\""), "{page}");
-    assert_eq!(browser.current_url().await, url, "the page was reloaded");
+    assert_eq!(
+        browser.execute("return window.kept === true;").await,
+        true,
+        "the page was reloaded"
+    );
     browser.screenshot(&shots.join("ready.png")).await;
 
     // The customer clicks the test link: a real redirect through their own domain, logged as a
@@ -372,4 +390,17 @@ async fn in_a_browser_the_page_shows_the_fix_and_turns_ready_by_itself() {
         !clicks[0].to_string().contains(token),
         "the share token is in the click line: {clicks:?}"
     );
+    // The page that says it works checks nothing again.
+    assert!(!browser.source().await.contains("page.js"));
+
+    // A page left open on a domain that is then removed stops checking, and says why.
+    edge.add_domain(OTHER).await;
+    let (other, _) = share(&edge, OTHER, "1h").await;
+    browser.goto(&other).await;
+    browser.wait_for("", "data-ready=\"false\"").await;
+    let (status, _) = edge
+        .admin(Method::DELETE, &format!("/v1/domains/{OTHER}"), None)
+        .await;
+    assert_eq!(status, 204);
+    browser.wait_for("", "This address no longer opens").await;
 }

@@ -122,7 +122,7 @@ pub(super) fn render(
         b.push_str("</li>");
     }
     b.push_str("</ol></main>");
-    page(&name, &b)
+    page(&name, &b, true)
 }
 
 /// The certificate: when it was issued, by whom, until when.
@@ -168,23 +168,30 @@ fn hint(c: &Check) -> &'static str {
 }
 
 /// Where the test link leads (`/s/works`): nothing of any domain or token, since a link's
-/// destination is written into every click line of it.
+/// destination is written into every click line of it. No script: nothing to check again.
 pub(super) fn works() -> String {
     page(
         "It works",
         "<main><h1>It works</h1><p class=\"verdict pass\">This page was reached through a \
          link of your domain: its links redirect, over HTTPS with its own certificate.</p>\
          <p class=\"muted\">Your browser's Back button returns to the status page.</p></main>",
+        false,
     )
 }
 
-fn page(title: &str, body: &str) -> String {
+/// The page's shell; with `script`, the one that checks again until the domain is ready.
+fn page(title: &str, body: &str, script: bool) -> String {
+    let script = if script {
+        "<script src=\"/s/page.js\" defer></script>"
+    } else {
+        ""
+    };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"referrer\" content=\"no-referrer\">\
          <title>{title} · status</title><link rel=\"stylesheet\" href=\"/s/style.css\">\
-         <script src=\"/s/page.js\" defer></script></head><body>{body}</body></html>"
+         {script}</head><body>{body}</body></html>"
     )
 }
 
@@ -207,6 +214,14 @@ mod tests {
                 expires_at: None,
             },
         }
+    }
+
+    /// The status page checks again by itself; the page the test link leads to has nothing to
+    /// check.
+    #[test]
+    fn only_the_status_page_runs_the_script() {
+        assert!(render(&view(Vec::new()), "t", None, None).contains("/s/page.js"));
+        assert!(!works().contains("<script"));
     }
 
     /// A failure the edge's operator must fix is not counted as the customer's, and gets no

@@ -201,17 +201,23 @@ impl Browser {
         }
     }
 
-    /// The text the page shows (`innerText`: what is rendered, not the markup).
-    pub async fn visible_text(&self) -> String {
+    /// What `script` (a function body) returns, run in the page.
+    pub async fn execute(&self, script: &str) -> Value {
         self.call(
             reqwest::Method::POST,
             "/execute/sync",
-            Some(json!({ "script": "return document.body.innerText;", "args": [] })),
+            Some(json!({ "script": script, "args": [] })),
         )
         .await
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    }
+
+    /// The text the page shows (`innerText`: what is rendered, not the markup).
+    pub async fn visible_text(&self) -> String {
+        self.execute("return document.body.innerText;")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Narrows the window to a 390 px phone and checks the page: no sideways scrolling, `text`
