@@ -104,7 +104,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   [limits]
   header_read_timeout = \"10s\"           slowloris guard
   max_header_bytes = 16384              larger request heads get 431
-  max_uri_bytes = 8192                  longer URIs get 414; at most max_header_bytes - 4096
+  max_uri_bytes = 8192                  longer URIs get 414; 256 to max_header_bytes - 4096
   max_connections = 10000               HTTPS listener; past it, accept() waits (backpressure)
   http_max_connections = 1000           HTTP listener, a cap of its own; past it, accept() waits
   max_connections_per_ip = 256          per address (IPv6: per /64) and listener; 0: off

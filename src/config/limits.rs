@@ -144,7 +144,20 @@ impl Limits {
                     .into(),
             );
         }
-        self.uri_leaves_no_room()
+        self.uri_leaves_no_room().or_else(|| self.uri_too_short())
+    }
+
+    /// Refuses a `max_uri_bytes` under [`MIN_URI_BYTES`]: every status page address, and every
+    /// link but those to the shortest URLs, would be answered 414.
+    fn uri_too_short(&self) -> Option<String> {
+        let uri = self.max_uri_bytes.get();
+        (uri < MIN_URI_BYTES).then(|| {
+            format!(
+                "limits.max_uri_bytes = {uri} is shorter than the edge's own addresses (a status \
+                 page's is about 100 bytes, a link's token alone about 70): expected at least \
+                 {MIN_URI_BYTES} (default 8192)"
+            )
+        })
     }
 
     /// Refuses a `max_uri_bytes` that a request head of `max_header_bytes` cannot carry with
@@ -170,6 +183,10 @@ impl Limits {
         ))
     }
 }
+
+/// The shortest `max_uri_bytes` allowed: a status page address (`/s/` and a share token) is
+/// about 100 bytes, a link's path about 70 plus its URL and metadata.
+const MIN_URI_BYTES: usize = 256;
 
 /// The most connections a listener's cap may allow: each is a file descriptor, and Linux's
 /// `fs.nr_open` allows at most 1048576 per process by default (2^30 at most, ever).
@@ -318,5 +335,19 @@ mod tests {
         );
         let l = limits("[limits]\nmax_header_bytes = 8192\nmax_uri_bytes = 4096\n").unwrap();
         assert_eq!(l.max_uri_bytes.get(), 4096);
+        // Shorter than the edge's own addresses: every status page address would get 414.
+        let err = limits("[limits]\nmax_uri_bytes = 100\n").unwrap_err();
+        assert!(
+            err.contains("limits.max_uri_bytes = 100 is shorter than")
+                && err.contains("at least 256"),
+            "{err}"
+        );
+        assert_eq!(
+            limits("[limits]\nmax_uri_bytes = 256\n")
+                .unwrap()
+                .max_uri_bytes
+                .get(),
+            256
+        );
     }
 }
