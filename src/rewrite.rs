@@ -211,6 +211,13 @@ pub enum RewriteError<E: std::error::Error + 'static> {
         /// Why no sealed link carries it.
         why: crate::links::LinkError,
     },
+    /// An `href` written `3D"…`: the HTML part is still quoted-printable (`=3D` is `=`), so no
+    /// link in it reads as one, and all would go out untracked.
+    #[error(
+        "the HTML part looks quoted-printable encoded (the link {0:?} starts with 3D, an encoded \
+         \"=\"): send each part decoded, as UTF-8 text"
+    )]
+    Encoded(String),
     /// The HTML could not be processed.
     #[error("rewriting the HTML part")]
     Html(#[source] lol_html::errors::RewritingError),

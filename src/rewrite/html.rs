@@ -64,6 +64,9 @@ enum Refusal {
     /// An `href` a browser follows that no sealed link can carry.
     #[error("link {0:?} cannot be tracked")]
     Untrackable(String, crate::links::LinkError),
+    /// An `href` of a part still quoted-printable.
+    #[error("link {0:?} is quoted-printable")]
+    Encoded(String),
 }
 
 impl<E: std::error::Error> From<Refusal> for RewriteError<E> {
@@ -71,12 +74,20 @@ impl<E: std::error::Error> From<Refusal> for RewriteError<E> {
         match refusal {
             Refusal::BadRole(value, link) => RewriteError::BadRole(value, link),
             Refusal::Untrackable(href, why) => RewriteError::Untrackable { href, why },
+            Refusal::Encoded(href) => RewriteError::Encoded(href),
         }
     }
 }
 
 fn inspect(el: &Element<'_, '_>, edge: &Edge<'_>) -> Result<Kind, Refusal> {
     let href = el.get_attribute("href").unwrap_or_default();
+    // `<a href=3D"https://…">`: the attribute unquoted, its value the encoded quote and all.
+    if let [a, b, c, ..] = href.as_bytes()
+        && [*a, *b].eq_ignore_ascii_case(b"3D")
+        && matches!(c, b'"' | b'\'')
+    {
+        return Err(Refusal::Encoded(href));
+    }
     let opted_out = el
         .attributes()
         .iter()

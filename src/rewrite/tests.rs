@@ -410,6 +410,55 @@ fn a_pixel_asked_for_a_message_without_html_is_none() {
 }
 
 /// Rewrites a message of a text part alone, minting with `m`.
+/// Text from HTML (a `&nbsp;` becomes U+00A0) and Japanese text run on after a URL with no
+/// ASCII space: the URL ends where the text resumes, and the text is kept.
+#[test]
+fn a_url_in_text_ends_at_a_no_break_space_or_cjk_punctuation() {
+    for (text, url, rest) in [
+        (
+            "Shop:\u{a0}https://x.example/sale\u{a0}— 50% off",
+            "https://x.example/sale",
+            "\u{a0}— 50% off",
+        ),
+        (
+            "詳細はhttps://x.example/sale\u{3000}までご確認ください。",
+            "https://x.example/sale",
+            "\u{3000}までご確認ください。",
+        ),
+        ("（https://x.example/a。）", "https://x.example/a", "。）"),
+        (
+            "see https://x.example/b.\u{a0}Then",
+            "https://x.example/b",
+            ".\u{a0}Then",
+        ),
+        // An IRI's own letters stay in it.
+        (
+            "https://x.example/東京 ok",
+            "https://x.example/%E6%9D%B1%E4%BA%AC",
+            " ok",
+        ),
+    ] {
+        let out = rewrite_text(text, &mut Recorder::default()).unwrap();
+        assert_eq!(out.links.len(), 1, "{text}");
+        assert_eq!(out.links[0].url, url, "{text}");
+        let written = out.text.unwrap();
+        assert!(
+            written.ends_with(&format!("https://t.example/c/0{rest}")),
+            "{text}: {written}"
+        );
+    }
+}
+
+/// A part still quoted-printable: no link in it reads as one, so it is refused, not returned
+/// with every link untracked.
+#[test]
+fn a_quoted_printable_html_part_is_refused_naming_the_encoding() {
+    let (out, _) = rewrite_html_result("<a href=3D\"https://x.example/a?b=3Dc\">x</a>");
+    let err = out.unwrap_err().to_string();
+    assert!(err.contains("looks quoted-printable encoded"), "{err}");
+    assert!(err.contains("send each part decoded"), "{err}");
+}
+
 fn rewrite_text(text: &str, m: &mut Recorder) -> Result<Rewritten, RewriteError<Infallible>> {
     rewrite(
         Message {

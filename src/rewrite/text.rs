@@ -1,6 +1,7 @@
 //! The plain-text part: URLs found by linkify (which gets the boundaries right around
-//! punctuation and brackets), the tracked ones replaced, every other byte kept. The edge's own
-//! links and pixels are not tracked.
+//! punctuation and brackets), cut where the text resumes after a space linkify does not stop
+//! at ([`cut`]), the tracked ones replaced, every other byte kept. The edge's own links and
+//! pixels are not tracked.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -29,18 +30,44 @@ pub(crate) fn find(
     let mut made = 0;
     let mut tracked = Vec::new();
     for l in finder.links(text) {
-        let url = match href::url_href(l.as_str()) {
+        let found = cut(l.as_str());
+        let url = match href::url_href(found) {
             Href::Tracked(url) => url,
             Href::Left => continue,
             Href::Untrackable { url, .. } if opted_out.contains(&url) => continue,
-            Href::Untrackable { why, .. } => return Err((l.as_str().to_owned(), why)),
+            Href::Untrackable { why, .. } => return Err((found.to_owned(), why)),
         };
         match edge.route(&url) {
-            None => tracked.push((l.start()..l.end(), url)),
+            None => tracked.push((l.start()..l.start() + found.len(), url)),
             Some(_) => made += usize::from(matches!((edge.made)(&url), Some(Made::Link(_)))),
         }
     }
     Ok((tracked, made))
+}
+
+/// A URL as linkify found it, up to where the text resumes: linkify lets an IRI run on through
+/// a no-break or ideographic space and CJK punctuation (`。`, `、`, `）`), which no URL holds
+/// unescaped, so one of those ends it, and the sentence punctuation before it is left out as
+/// linkify leaves it out at a URL's end.
+fn cut(url: &str) -> &str {
+    let Some(end) = url
+        .char_indices()
+        .find(|(_, c)| c.is_whitespace() || cjk_punctuation(*c))
+        .map(|(i, _)| i)
+    else {
+        return url;
+    };
+    url[..end].trim_end_matches(['.', ',', ':', ';', '!', '?', '\'', '"'])
+}
+
+/// CJK symbols and punctuation, and the fullwidth forms of ASCII punctuation.
+fn cjk_punctuation(c: char) -> bool {
+    matches!(c,
+        '\u{3000}'..='\u{303F}'
+        | '\u{FF01}'..='\u{FF0F}'
+        | '\u{FF1A}'..='\u{FF20}'
+        | '\u{FF3B}'..='\u{FF40}'
+        | '\u{FF5B}'..='\u{FF65}')
 }
 
 /// `text` with each URL of `found` that `link` maps replaced by its sealed link.
