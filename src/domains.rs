@@ -328,15 +328,16 @@ impl Domains {
 
     /// `record` as it stands with its certificate's status read already.
     fn state_with(&self, record: DomainRecord, certificate: CertStatus) -> DomainState {
+        let warning = self.certs.issuer_refuses(&record.name);
         let (checks, checked_at) = match self.onboarding.latest(&record.name) {
             Some(report) => (
-                report.with_certificate(&record.name, &certificate),
+                report.with_certificate(&record.name, &certificate, warning.as_deref()),
                 Some(report.checked_at),
             ),
             None => (Vec::new(), None),
         };
         DomainState {
-            warning: self.certs.issuer_refuses(&record.name),
+            warning,
             record,
             certificate,
             checks,

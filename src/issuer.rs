@@ -38,7 +38,7 @@ pub enum IssueError {
     /// The built-in CA refused a name outside the zones its root may vouch for: the edge's own
     /// configuration, not a CA's verdict.
     #[error(
-        "the built-in CA vouches only for names under tls.local_ca_names ({names}), not {domain}: add its zone there, or use tls.issuer = \"acme\""
+        "the built-in CA vouches only for names under tls.local_ca_names ({names}), not {domain}: add its zone there (which makes a new root: stop the edge, delete ca.pem and ca-key.pem from the data dir and start it again; clients must then trust the new ca.pem), or use tls.issuer = \"acme\""
     )]
     OutsideLocalNames {
         /// The name.

@@ -342,7 +342,8 @@ impl Onboarding {
             && list
                 .iter()
                 .any(|c| c.status == CheckStatus::Fail && c.blocking);
-        list.push(certificate::check(name, &cert?, held));
+        let refused = certs.issuer_refuses(name);
+        list.push(certificate::check(name, &cert?, held, refused.as_deref()));
         let report = Arc::new(Report {
             checked_at: started,
             checks: list,

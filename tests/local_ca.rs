@@ -121,8 +121,28 @@ async fn a_registered_name_outside_local_ca_names_gets_no_certificate_and_says_w
         &[
             "vouches only for names under tls.local_ca_names (example, example.com,",
             "not links.customer.com",
-            "add its zone there, or use tls.issuer = \"acme\"",
+            "add its zone there (which makes a new root: stop the edge, delete ca.pem and \
+             ca-key.pem from the data dir and start it again",
+            "or use tls.issuer = \"acme\"",
         ],
+    );
+    // Its checks say so too: not "none yet" (ready), a failure for the operator.
+    let (status, body) = edge
+        .admin(
+            reqwest::Method::POST,
+            "/v1/domains/links.customer.com/check",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cert = body["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == "certificate"))
+        .unwrap_or_else(|| panic!("no certificate check in {body}"));
+    assert_eq!(cert["status"], "fail", "{cert}");
+    assert_says(
+        cert["message"].as_str().unwrap(),
+        &["none will be issued", "vouches only for names under"],
     );
     assert_eq!(
         edge.metric("clickedge_certificates_issued_total{issuer=\"local\"}")

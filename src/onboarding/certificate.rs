@@ -11,8 +11,20 @@ use crate::certs::CertStatus;
 use crate::store::{AcmeProblem, DomainRecord, FailureKind, IssueFailure, RateLimitScope};
 
 /// The certificate check for `name` in state `cert`; `held` if a failing check holds back its
-/// order.
-pub fn check(name: &Domain, cert: &CertStatus, held: bool) -> Check {
+/// order; `refused`, why the edge's issuer never issues for the name (the built-in CA outside
+/// `tls.local_ca_names`), if it does not.
+pub fn check(name: &Domain, cert: &CertStatus, held: bool, refused: Option<&str>) -> Check {
+    if cert.status != "valid"
+        && let Some(why) = refused
+    {
+        return Check::fail(
+            CheckId::Certificate,
+            format!("none will be issued: {why}"),
+            "Edge operator: change the edge's config as the message says; nothing to change in the domain's DNS."
+                .into(),
+            false,
+        );
+    }
     let until = cert.not_after.as_deref().unwrap_or("?");
     let issuer = cert.issuer.as_deref().unwrap_or("?");
     match (cert.status, &cert.last_error) {
@@ -272,7 +284,7 @@ mod tests {
     }
 
     fn check_now(cert: &CertStatus) -> Check {
-        check(&name(), cert, false)
+        check(&name(), cert, false, None)
     }
 
     fn name() -> Domain {
@@ -290,7 +302,7 @@ mod tests {
         );
         assert_eq!(check_now(&status("none", None)).status, Warn);
         assert_eq!(check_now(&status("pending", None)).status, Warn);
-        let waiting = check(&name(), &status("none", None), true);
+        let waiting = check(&name(), &status("none", None), true, None);
         assert!(
             waiting
                 .message
@@ -313,6 +325,17 @@ mod tests {
         let fix = failed.fix.unwrap();
         assert!(fix.contains("DNS only"), "{fix}");
         assert!(fix.contains("2026-11-25T10:00:00Z"), "{fix}");
+        // A name the edge's issuer never vouches for: not "none yet", a failure for the
+        // operator (a valid certificate issued before still stands).
+        let why = "the built-in CA vouches only for names under tls.local_ca_names (example)";
+        let never = check(&name(), &status("none", None), false, Some(why));
+        assert_eq!((never.status, never.blocking), (Fail, false));
+        assert!(never.message.ends_with(why), "{}", never.message);
+        assert!(never.waits_on_the_operator(), "{never:?}");
+        assert_eq!(
+            check(&name(), &status("valid", None), false, Some(why)).status,
+            Pass
+        );
     }
 
     #[test]

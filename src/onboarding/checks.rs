@@ -58,6 +58,13 @@ pub fn evaluate(view: &DnsView, s: &Settings, account: Option<&str>) -> Vec<Chec
     }
     if let Ok(set) = &view.caa {
         let mut c = caa::check(&view.name, set.as_ref(), s, account, gate && s.caa_blocks);
+        // The built-in CA reads no CAA: what an ACME CA would refuse is a warning for later.
+        if !s.caa_blocks && c.status == CheckStatus::Fail {
+            c.status = CheckStatus::Warn;
+            c.message.push_str(
+                " (the edge's built-in CA does not read CAA: this matters once it issues through ACME)",
+            );
+        }
         // CAA records the name's CNAME reaches through the edge's own name are in the
         // operator's zone (or its provider's): theirs to change, not the domain owner's.
         let through_edge = set.as_ref().is_some_and(|set| {

@@ -185,8 +185,14 @@ impl Report {
     }
 
     /// The checks with the certificate check replaced by one describing `cert` now (the stored
-    /// one describes the certificate as it was when the checks ran).
-    pub fn with_certificate(&self, name: &Domain, cert: &CertStatus) -> Vec<Check> {
+    /// one describes the certificate as it was when the checks ran), `refused` as
+    /// [`certificate::check`] takes it.
+    pub fn with_certificate(
+        &self,
+        name: &Domain,
+        cert: &CertStatus,
+        refused: Option<&str>,
+    ) -> Vec<Check> {
         let mut checks: Vec<Check> = self
             .checks
             .iter()
@@ -194,7 +200,7 @@ impl Report {
             .cloned()
             .collect();
         let held = self.blocking().is_some();
-        checks.push(certificate::check(name, cert, held));
+        checks.push(certificate::check(name, cert, held, refused));
         checks
     }
 }

@@ -157,7 +157,9 @@ async fn names_outside_the_zones_are_refused_saying_what_to_do() {
         words,
         "the built-in CA vouches only for names under tls.local_ca_names (example, example.com, \
          example.net, example.org, invalid, localhost, test), not links.customer.com: add its zone \
-         there, or use tls.issuer = \"acme\""
+         there (which makes a new root: stop the edge, delete ca.pem and ca-key.pem from the data \
+         dir and start it again; clients must then trust the new ca.pem), or use tls.issuer = \
+         \"acme\""
     );
 }
 
