@@ -94,13 +94,16 @@ Configuration (TOML; every key optional; unknown keys are an error):
   nats_subject = \"clicks.{node_id}\"     {node_id} from [cluster]
   nats_stream = \"CLICKS\"                created if missing
   nats_credentials = (none)             NATS .creds file
-  networks_file = (none)                scanner ranges extending (or replacing) the built-in catalogue
+  networks_file = (none)                scanner ranges extending (or replacing) the
+                                        built-in catalogue
   early_window = \"60s\"                  a click this soon after the send counts against it
   probable_window = \"600s\"              this soon from a probable scanner network: a machine
   message_ttl = \"10m\"                   message table: a source's clicks on a message kept this long
   message_table_bytes = 67108864        message table memory cap (LRU eviction beyond, counted)
-  ip = \"full\"                           or \"truncated\": every line's ip cut to its IPv4 /24 or IPv6 /48
-  visitor = false                       true: lines get \"visitor\" (daily-salted hash, salt in memory only)
+  ip = \"full\"                           or \"truncated\": every line's ip cut to its IPv4 /24
+                                        or IPv6 /48
+  visitor = false                       true: lines get \"visitor\" (daily-salted hash, salt
+                                        in memory only)
   [limits]
   header_read_timeout = \"10s\"           slowloris guard
   max_header_bytes = 16384              larger request heads get 431
@@ -123,7 +126,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   dns_servers = []                      resolvers (ip:port); default the system's
   caa_identities = [\"letsencrypt.org\"]  CAA identities of the CA, one must be allowed
   http_port = 80                        port of the HTTP reachability check
-  recheck_interval = \"5m\"              re-check domains without a valid certificate (at least 10s)
+  recheck_interval = \"5m\"               re-check domains without a valid certificate (at least 10s)
   danger_allow_private_addresses = false  tests only: let the HTTP check use loopback/private IPs
   public_url = (none)                   https://NAME of the customers' status pages
   [admin]
@@ -137,7 +140,7 @@ Configuration (TOML; every key optional; unknown keys are an error):
   node_id = (host name)                 this node's unique name among a cluster's
   seal_key_file = (none)                seal key (clickedge cluster keygen FILE), mode 0600, or
                                         env CLICKEDGE_SEAL_KEY; required with store.url
-  scan_interval = \"30s\"                read every change since the last applied this often
+  scan_interval = \"30s\"                 read every change since the last applied this often
                                         (NOTIFY: sooner); a new link key seals after 2x + 5s
 
 The file is --config FILE, else $CLICKEDGE_CONFIG, else none (all defaults). Byte counts

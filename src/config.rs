@@ -233,8 +233,10 @@ pub struct Onboarding {
     /// to point at the edge too (a zone's apex, a flattened CNAME). Default none.
     pub cname_target: Option<crate::Domain>,
     /// Edge addresses that A/AAAA records may point to. Default none.
+    #[serde(deserialize_with = "listen::ip_addresses")]
     pub addresses: Vec<std::net::IpAddr>,
     /// Resolvers to ask (`ip:port`, UDP and TCP). Default: the system's (`/etc/resolv.conf`).
+    #[serde(deserialize_with = "listen::resolvers")]
     pub dns_servers: Vec<SocketAddr>,
     /// CAA issuer identities, one of which CAA records must allow. Default
     /// `["letsencrypt.org"]`.
@@ -419,6 +421,10 @@ const SECRET_KEY_PARTS: [&str; 5] = ["url", "token", "key", "password", "secret"
 /// carry a password or a token in its query.
 const SECRET_KEYS: [&str; 1] = ["ask"];
 
+/// Keys whose names say `url` but whose values hold no secret: `onboarding.public_url` is
+/// `https://NAME` only (its own error quotes it).
+const PUBLIC_KEYS: [&str; 1] = ["public_url"];
+
 /// The parser's message for `e` in `text`, with the file's line left out when its key (the one
 /// the bad value belongs to, for a value inside a multi-line array too) may name a secret.
 fn without_secrets(text: &str, e: &toml::de::Error) -> String {
@@ -443,7 +449,8 @@ fn without_secrets(text: &str, e: &toml::de::Error) -> String {
     let secret = key.is_some_and(|k| {
         let k = k.to_ascii_lowercase();
         let last = k.rsplit('.').next().unwrap_or(&k);
-        SECRET_KEY_PARTS.iter().any(|part| k.contains(part)) || SECRET_KEYS.contains(&last)
+        (SECRET_KEY_PARTS.iter().any(|part| k.contains(part)) && !PUBLIC_KEYS.contains(&last))
+            || SECRET_KEYS.contains(&last)
     });
     if !secret {
         return full;

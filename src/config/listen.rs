@@ -240,6 +240,39 @@ fn address(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// `onboarding.dns_servers`: resolvers as `ip:port`, each that is not named with the fix.
+pub(super) fn resolvers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                let fix = match s.trim_matches(['[', ']']).parse::<IpAddr>() {
+                    Ok(ip) => format!("add the port: {:?}", SocketAddr::new(ip, 53).to_string()),
+                    Err(_) => "write a resolver's IP address and port, e.g. \"127.0.0.1:53\" or \
+                               \"[2001:db8::53]:53\" (a name cannot be resolved without one)"
+                        .to_owned(),
+                };
+                serde::de::Error::custom(format!("{s:?} is not ip:port: {fix}"))
+            })
+        })
+        .collect()
+}
+
+/// `onboarding.addresses`: IP addresses, each that is not named with the fix.
+pub(super) fn ip_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<IpAddr>().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not an IP address: write the edge's public addresses, e.g. \
+                     \"203.0.113.10\" or \"2001:db8::10\" (the edge's name goes in cname_target)"
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Networks (`10.0.0.0/8`) or single addresses (`192.0.2.7`, a /32 or /128).
 fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     Vec::<String>::deserialize(d)?

@@ -90,6 +90,31 @@ fn onboarding_defaults_and_bad_values() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("onboarding.caa_identities"), "{err}");
+    // Addresses that are not: named, with the form to write.
+    for (line, says) in [
+        (
+            "dns_servers = [\"1.1.1.1\"]",
+            "\"1.1.1.1\" is not ip:port: add the port: \"1.1.1.1:53\"",
+        ),
+        (
+            "dns_servers = [\"dns.example\"]",
+            "\"dns.example\" is not ip:port: write a resolver's IP address and port",
+        ),
+        (
+            "addresses = [\"edge.example.net\"]",
+            "\"edge.example.net\" is not an IP address: write the edge's public addresses",
+        ),
+    ] {
+        let err = parse(&format!("[onboarding]\n{line}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{line}: {err}");
+    }
+    let o = parse("[onboarding]\ndns_servers = [\"[::1]:53\"]\naddresses = [\"2001:db8::10\"]\n")
+        .unwrap()
+        .onboarding;
+    assert_eq!(o.dns_servers[0].to_string(), "[::1]:53");
+    assert_eq!(o.addresses[0].to_string(), "2001:db8::10");
 }
 
 /// A value checked beyond its type is refused naming its key and the value given.
@@ -499,4 +524,10 @@ fn a_bad_secret_value_is_located_without_showing_its_line() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("max_file_bytes = \"x\""), "{err}");
+    // A URL that holds no secret is shown, and its own error does not claim otherwise.
+    let err = parse("[onboarding]\npublic_url = \"http://status.example.net\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("the line is not shown"), "{err}");
+    assert!(err.contains("must be https://NAME"), "{err}");
 }

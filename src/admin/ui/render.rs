@@ -280,7 +280,7 @@ pub(super) fn domain_body(
         row("Status", Some(cert.status)),
         row("Issuer", cert.issuer.as_deref()),
         row("Valid until", cert.not_after.as_deref()),
-        row("Next renewal", cert.next_renewal.as_deref()),
+        row("Next renewal check", cert.next_renewal.as_deref()),
         row("Retry after", cert.retry_at.as_deref()),
         row(
             "Last error",
