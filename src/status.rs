@@ -24,7 +24,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use crate::Domain;
 use crate::clock::{Clock, unix_secs};
-use crate::domains::Domains;
+use crate::domains::{DomainError, Domains};
 use crate::errors::chain as error_chain;
 use crate::http::Body;
 use crate::keys::LinkKeys;
@@ -96,8 +96,10 @@ impl StatusPages {
             Some(t) => (t, true),
             None => (rest, false),
         };
-        let Some(name) = self.open(token).await else {
-            return not_found();
+        let name = match self.open(token).await {
+            Ok(Some(name)) => name,
+            Ok(None) => return not_found(),
+            Err(()) => return unavailable(),
         };
         let mut notice = None;
         let mut status = StatusCode::OK;
@@ -121,9 +123,10 @@ impl StatusPages {
         }
         let state = match self.domains.show(&name).await {
             Ok(state) => state,
+            Err(DomainError::NotRegistered(_)) => return not_found(),
             Err(e) => {
                 tracing::warn!(domain = %name, error = %error_chain(&e), "status page");
-                return not_found();
+                return unavailable();
             }
         };
         let view = StatusView::new(state, self.domains.check_settings());
@@ -147,20 +150,26 @@ impl StatusPages {
     }
 
     /// The domain `token` names, unexpired and registered: under the registration it was
-    /// sealed for (not one since the name was removed).
-    async fn open(&self, token: &str) -> Option<Domain> {
-        let share = share::open(&self.keys.ring().current(), token).ok()?;
+    /// sealed for (not one since the name was removed). `Err` when the store could not say
+    /// (logged): an open page tries again, where a 404 tells it the address is gone.
+    async fn open(&self, token: &str) -> Result<Option<Domain>, ()> {
+        let Ok(share) = share::open(&self.keys.ring().current(), token) else {
+            return Ok(None);
+        };
         if share.expires_at <= self.clock.unix_secs() {
-            return None;
+            return Ok(None);
         }
         let Some(sealed_for) = share.registered_at else {
-            return Some(share.domain);
+            return Ok(Some(share.domain));
         };
         match self.domains.show(&share.domain).await {
-            Ok(state) => (unix_secs(state.record.created_at) == sealed_for).then_some(share.domain),
+            Ok(state) => {
+                Ok((unix_secs(state.record.created_at) == sealed_for).then_some(share.domain))
+            }
+            Err(DomainError::NotRegistered(_)) => Ok(None),
             Err(e) => {
                 tracing::warn!(domain = %share.domain, error = %error_chain(&e), "status page");
-                None
+                Err(())
             }
         }
     }
@@ -175,6 +184,18 @@ impl StatusPages {
         }
         Ok(true)
     }
+}
+
+/// The answer when the store could not say what an address shows: try again.
+fn unavailable() -> Response<Body> {
+    let mut res = respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(b"try again in a moment\n"),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    res
 }
 
 /// The answer to every status page address that does not open.

@@ -327,10 +327,10 @@ fn print_domain(v: &Value) {
         format_args!(" {}", field(&cert["not_before"]))
     );
     say!("  not_after: {}", field(&cert["not_after"]));
-    say!(
-        "  renewal:   checked next at {}",
-        field(&cert["next_renewal"])
-    );
+    match cert["next_renewal"].as_str() {
+        Some(at) => say!("  renewal:   checked next at {}", escape(at)),
+        None => say!("  renewal:   -"),
+    }
     if let Some(e) = cert["last_error"].as_str() {
         say!("  last_error: {}", escape(e));
         say!("  failures:  {}", cert["failures"]);

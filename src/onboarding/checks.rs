@@ -105,7 +105,8 @@ pub(super) fn edge_addresses(view: &DnsView, s: &Settings) -> Vec<IpAddr> {
 }
 
 /// Why the addresses of `cname_target` are not known, if it is set: its lookup failed, or it has
-/// none. Addresses outside `addresses` may then be the edge's: not the customer's to change.
+/// none. A name's own addresses outside `addresses` may then be the edge's (an ALIAS): not the
+/// customer's to change.
 fn target_unknown(view: &DnsView, s: &Settings) -> Option<String> {
     s.cname_target.as_ref()?;
     match &view.edge {
@@ -398,7 +399,11 @@ fn points_to_edge(f: &Found<'_>, s: &Settings) -> Check {
             format!("{name} points at the edge{at}: {}{of_target}", list(judged)),
         );
     }
-    if let Some(why) = &f.target_unknown {
+    // A name with address records of its own may be an ALIAS to the target; one that is a
+    // CNAME elsewhere is not, whatever the target resolves to.
+    if let Some(why) = &f.target_unknown
+        && f.chain.is_empty()
+    {
         return not_judged(CheckId::PointsToEdge, name, &stray, s, why);
     }
     let owner = f.owner();
@@ -482,7 +487,9 @@ fn no_stray_aaaa(f: &Found<'_>, s: &Settings) -> Check {
         };
         return Check::pass(CheckId::NoStrayAaaa, message);
     }
-    if let Some(why) = &f.target_unknown {
+    if let Some(why) = &f.target_unknown
+        && f.chain.is_empty()
+    {
         return not_judged(CheckId::NoStrayAaaa, name, &stray, s, why);
     }
     let owner = f.owner();

@@ -431,7 +431,17 @@ fn a_url_in_text_ends_at_a_no_break_space_or_cjk_punctuation() {
             "https://x.example/b",
             ".\u{a0}Then",
         ),
-        // An IRI's own letters stay in it.
+        (
+            "(see https://x.example/c)\u{a0}next",
+            "https://x.example/c",
+            ")\u{a0}next",
+        ),
+        // An IRI's own letters stay in it, 々 among them.
+        (
+            "https://x.example/佐々木\u{3000}様",
+            "https://x.example/%E4%BD%90%E3%80%85%E6%9C%A8",
+            "\u{3000}様",
+        ),
         (
             "https://x.example/東京 ok",
             "https://x.example/%E6%9D%B1%E4%BA%AC",

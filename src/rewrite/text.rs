@@ -57,13 +57,25 @@ fn cut(url: &str) -> &str {
     else {
         return url;
     };
-    url[..end].trim_end_matches(['.', ',', ':', ';', '!', '?', '\'', '"'])
+    let mut url = url[..end].trim_end_matches(['.', ',', ':', ';', '!', '?', '\'', '"']);
+    // A closing bracket with no opening one in the URL is the text's, as linkify reads it.
+    while let Some(rest) = url.strip_suffix(')')
+        && url.matches('(').count() < url.matches(')').count()
+    {
+        url = rest;
+    }
+    url
 }
 
-/// CJK symbols and punctuation, and the fullwidth forms of ASCII punctuation.
+/// CJK symbols and punctuation (but the letters among them: 々, 〆, 〇, the Suzhou numerals,
+/// the kana repeat marks), and the fullwidth forms of ASCII punctuation.
 fn cjk_punctuation(c: char) -> bool {
     matches!(c,
-        '\u{3000}'..='\u{303F}'
+        '\u{3000}'..='\u{3004}'
+        | '\u{3008}'..='\u{3020}'
+        | '\u{302A}'..='\u{3030}'
+        | '\u{3036}'..='\u{303A}'
+        | '\u{303D}'..='\u{303F}'
         | '\u{FF01}'..='\u{FF0F}'
         | '\u{FF1A}'..='\u{FF20}'
         | '\u{FF3B}'..='\u{FF40}'

@@ -102,6 +102,18 @@ fn redact(mut check: Check, s: &Settings) -> Check {
         );
         return check;
     }
+    // The edge's issuer never vouching for the name: the message is the edge's configuration
+    // (the zones of tls.local_ca_names, other customers' among them).
+    if check.id == CheckId::Certificate
+        && check.status == CheckStatus::Fail
+        && check.waits_on_the_operator()
+    {
+        check.message = "none will be issued as the edge is set up now".to_owned();
+        check.fix = Some(
+            "Edge operator: the edge's admin API says why. Nothing for you to change.".to_owned(),
+        );
+        return check;
+    }
     let every_address = check.id == CheckId::DnsServer;
     check.message = scrubbed(&check.message, s, every_address);
     check.fix = check.fix.map(|f| scrubbed(&f, s, every_address));
@@ -257,5 +269,31 @@ mod tests {
                 .is_some_and(|f| f.contains("Nothing for you to change")),
             "{shown:?}"
         );
+    }
+
+    /// A name the edge's issuer never vouches for: the reason is the edge's configuration
+    /// (other customers' zones in tls.local_ca_names), not shown on a customer's page.
+    #[test]
+    fn the_edges_issuer_settings_are_not_shown() {
+        let why = "the built-in CA vouches only for names under tls.local_ca_names (othershop.com)";
+        let cert = crate::certs::CertStatus {
+            status: "none",
+            issuer: None,
+            not_before: None,
+            not_after: None,
+            next_renewal: None,
+            failures: 0,
+            retry_at: None,
+            last_error: None,
+        };
+        let check = certificate::check(
+            &"links.customer.com".parse().unwrap(),
+            &cert,
+            false,
+            Some(why),
+        );
+        let shown = redact(check, &Settings::example());
+        assert!(!shown.message.contains("othershop"), "{shown:?}");
+        assert_eq!(shown.status, CheckStatus::Fail);
     }
 }

@@ -128,6 +128,12 @@ fn addresses_are_not_judged_while_the_targets_are_not_known() {
             }
         }
     }
+    // A CNAME elsewhere is no ALIAS, whatever the target resolves to: still the customer's.
+    let (mut v, s) = target_only("links.customer.com", &["203.0.113.20"], &[]);
+    v.cname = Ok(vec![d("old.provider.example")]);
+    v.edge = Ok(Vec::new());
+    let c = find(&evaluate(&v, &s, None), CheckId::PointsToEdge).clone();
+    assert_eq!((c.status, c.blocking), (CheckStatus::Fail, true), "{c:#?}");
     // What `addresses` holds is still judged.
     let (mut v, _) = target_only("customer.com", &["203.0.113.10"], &[]);
     v.edge = Ok(Vec::new());
