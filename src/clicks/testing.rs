@@ -3,13 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::file::{FileSink, FileSinkConfig};
 use super::queue::Queued;
 use super::{
-    BatchConfig, ClickEvent, ClickId, ClickIds, ClickQueue, ClickWriter,
+    BatchConfig, ClickEvent, ClickId, ClickIds, ClickQueue, ClickSink, ClickWriter,
     DEFAULT_MAX_BUFFERED_BYTES, Truncated,
 };
 use crate::Domain;
@@ -86,6 +87,23 @@ pub(super) fn test_queue(
         still_clock(),
         Default::default(),
     )
+}
+
+/// The writer thread over `sink` with the test batch config and a seen-opens table of its
+/// own, draining `rx` (the other end of a [`test_queue`]).
+pub(super) fn spawn_writer<S: ClickSink>(
+    sink: S,
+    metrics: &Metrics,
+    rx: Receiver<Queued>,
+) -> JoinHandle<()> {
+    super::batcher::spawn(
+        sink,
+        batch_config(),
+        metrics.clone(),
+        rx,
+        Default::default(),
+    )
+    .unwrap()
 }
 
 /// A file sink in `dir` that never rotates.

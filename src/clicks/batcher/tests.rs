@@ -13,7 +13,7 @@ use crate::clicks::file::{FileSink, FileSinkConfig};
 use crate::clicks::queue::SYNCED_WAIT;
 use crate::clicks::testing::{
     FIRST_SEQ, batch_config, break_dir, encode, event, eventually, file_config, line_url, lines,
-    start_file, test_queue, url, urls,
+    spawn_writer, start_file, test_queue, url, urls,
 };
 use crate::clicks::verdict::{Class, Revise as _, Revision, Verdict};
 use crate::clicks::{Batch, line_click_id};
@@ -94,14 +94,7 @@ async fn synced_clicks_queued_together_share_one_write_and_one_fsync() {
         tokio::task::yield_now().await;
     }
     let sink = FileSink::open(file_config(dir.path()), metrics.clone(), Clock::system()).unwrap();
-    let writer = spawn(
-        sink,
-        batch_config(),
-        metrics.clone(),
-        rx,
-        Default::default(),
-    )
-    .unwrap();
+    let writer = spawn_writer(sink, &metrics, rx);
     while let Some(acked) = waiting.join_next().await {
         acked.unwrap().unwrap();
     }
@@ -381,14 +374,7 @@ async fn a_failed_batch_is_retried_in_arrival_order_without_its_refused_synced_c
     }
     queue.push(event(2));
     let sink = FakeSink::failing(1);
-    let thread = spawn(
-        sink.clone(),
-        batch_config(),
-        metrics.clone(),
-        rx,
-        Default::default(),
-    )
-    .unwrap();
+    let thread = spawn_writer(sink.clone(), &metrics, rx);
     assert_eq!(synced.await.unwrap(), Err(ClickRejected::SinkUnavailable));
     eventually("the retry", || metrics.clicks_logged.get() == 2);
     ClickWriter { tx, thread }.close();

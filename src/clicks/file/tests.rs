@@ -5,10 +5,10 @@ use std::num::NonZeroU64;
 use std::sync::mpsc::sync_channel;
 
 use super::*;
-use crate::clicks::batcher::{self, ClickWriter};
+use crate::clicks::batcher::ClickWriter;
 use crate::clicks::testing::{
-    FIRST_SEQ, batch_config, encode, event, eventually, file_config, lines, start_file, test_queue,
-    url, urls,
+    FIRST_SEQ, batch_config, encode, event, eventually, file_config, lines, spawn_writer,
+    start_file, test_queue, url, urls,
 };
 use crate::clicks::{Batch, BatchConfig, ClickQueue};
 use crate::clock::ManualClock;
@@ -215,14 +215,7 @@ fn write_that_lands_in_part_is_rolled_back_before_the_retry() {
     };
     let mut sink = FileSink::open(config, metrics.clone(), Clock::system()).unwrap();
     sink.faults.tear_writes = 1;
-    let thread = batcher::spawn(
-        sink,
-        batch_config(),
-        metrics.clone(),
-        rx,
-        Default::default(),
-    )
-    .unwrap();
+    let thread = spawn_writer(sink, &metrics, rx);
     eventually("the retry", || metrics.clicks_logged.get() == 10);
     assert_eq!(metrics.click_sink_errors.get(), 1);
     assert_eq!(metrics.click_sink_healthy.get(), 1);

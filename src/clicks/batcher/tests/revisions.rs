@@ -45,14 +45,7 @@ async fn a_refused_synced_click_is_never_revised_nor_counted_by_verdict() {
     queue.revise(revision(11));
     queue.push(judged(1, 12));
     let sink = FakeSink::failing(1);
-    let thread = spawn(
-        sink.clone(),
-        batch_config(),
-        metrics.clone(),
-        rx,
-        Default::default(),
-    )
-    .unwrap();
+    let thread = spawn_writer(sink.clone(), &metrics, rx);
     assert_eq!(synced.await.unwrap(), Err(ClickRejected::SinkUnavailable));
     queue.revise(revision(11));
     queue.revise(revision(12));
