@@ -10,15 +10,18 @@ use super::common::dns::Dns;
 use super::common::pebble::free_tcp_port;
 use super::{TARGET, add, click, failing, find};
 
-/// An edge that knows only its name (`cname_target`), asks `dns`, and checks reachability on
-/// its own HTTP port.
-fn edge_knowing_only_its_name(dns: &Dns) -> Edge {
+/// A DNS server where the edge's name resolves to 127.0.0.1, and an edge that knows only that
+/// name (`cname_target`), asks it, and checks reachability on its own HTTP port.
+async fn start_knowing_only_its_name() -> (Dns, Edge) {
+    let dns = Dns::start().await;
+    dns.add_a(TARGET, &["127.0.0.1"]).await;
     let (https, http) = (free_tcp_port(), free_tcp_port());
     let config = format!(
         "[onboarding]\ncname_target = \"{TARGET}\"\ndns_servers = [\"{}\"]\nhttp_port = {http}\ndanger_allow_private_addresses = true\n",
         dns.addr
     );
-    Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http)
+    let edge = Edge::start_in_at(tempfile::tempdir().unwrap(), &config, https, http);
+    (dns, edge)
 }
 
 /// The apex's provider answers the target's address (an ALIAS): every check passes, the edge
@@ -26,9 +29,7 @@ fn edge_knowing_only_its_name(dns: &Dns) -> Edge {
 /// is replaced by the target's, not by a CNAME the apex cannot hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apex_at_the_targets_address_passes_and_a_stray_one_gets_that_address() {
-    let dns = Dns::start().await;
-    dns.add_a(TARGET, &["127.0.0.1"]).await;
-    let edge = edge_knowing_only_its_name(&dns);
+    let (dns, edge) = start_knowing_only_its_name().await;
 
     let name = "shop.test";
     dns.add_a(name, &["127.0.0.1"]).await;
@@ -81,9 +82,7 @@ async fn an_apex_at_the_targets_address_passes_and_a_stray_one_gets_that_address
 /// that passes, where a name at other addresses is still asked for the CNAME.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flattened_cname_passes_below_the_apex_and_a_stray_name_gets_the_cname() {
-    let dns = Dns::start().await;
-    dns.add_a(TARGET, &["127.0.0.1"]).await;
-    let edge = edge_knowing_only_its_name(&dns);
+    let (dns, edge) = start_knowing_only_its_name().await;
     let flat = "links.flat.test";
     dns.add_a(flat, &["127.0.0.1"]).await;
     let d = add(&edge, flat).await;
