@@ -218,6 +218,10 @@ pub trait Store: Changes + ClusterView + Send + Sync + 'static {
     ) -> Result<Option<IssueStatus>, StoreError>;
     /// The certificate of a domain.
     async fn certificate(&self, name: &Domain) -> Result<Option<StoredCert>, StoreError>;
+    /// What a listing shows of a domain's stored certificate ([`CertInfo`]: issuer and
+    /// validity), read without the chain or the key: showing a domain opens no sealed key, so a
+    /// certificate whose key does not open is shown (and its domain removable) all the same.
+    async fn certificate_info(&self, name: &Domain) -> Result<Option<CertInfo>, StoreError>;
     /// Stores (replaces) the certificate of a domain, unguarded (the built-in CA outside the
     /// issuance flight, operators). It keeps the fence of the certificate it replaces (0 for a
     /// first one), so a fenced writer with an older fence still cannot replace it.

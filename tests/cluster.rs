@@ -88,6 +88,41 @@ async fn two_nodes_on_one_postgres_store_share_domains_links_and_certificates() 
     assert!(!dump.contains("PRIVATE KEY"), "a private key in the dump");
 }
 
+/// A stored certificate whose sealed key does not open here (a row damaged, or written under
+/// another seal key) still shows by its issuer and validity, and its domain can be removed:
+/// showing a domain opens no key (it answered 500, and `domain remove`, which shows the domain
+/// first, could not remove it).
+#[tokio::test]
+async fn a_certificate_whose_key_does_not_open_is_shown_and_its_domain_removed() {
+    let url = postgres::shared().fresh_database();
+    let (config, _dir) = cluster_config(&url);
+    let edge = Edge::start_with(&config);
+    edge.add_domain(DOMAIN).await;
+    let link = edge.mint(DOMAIN, DEST, json!({})).await;
+    assert_eq!(edge.click_status(DOMAIN, &link).await, 302);
+    let db = url.rsplit('/').next().unwrap();
+    postgres::shared().psql(
+        db,
+        &format!(
+            "UPDATE certificates SET key_sealed = key_sealed || '\\x00'::bytea \
+             WHERE domain = '{DOMAIN}'"
+        ),
+    );
+
+    let (status, body) = edge
+        .admin(reqwest::Method::GET, &format!("/v1/domains/{DOMAIN}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["certificate"]["status"], "valid", "{body}");
+    assert!(body["certificate"]["not_after"].is_string(), "{body}");
+    edge.cli(&["domain", "remove", DOMAIN, "--yes"]);
+    let (status, body) = edge
+        .admin(reqwest::Method::GET, &format!("/v1/domains/{DOMAIN}"), None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(!postgres::shared().psql(db, "SELECT domain FROM certificates").contains(DOMAIN));
+}
+
 #[test]
 fn a_postgres_store_without_a_seal_key_refuses_to_start_saying_how_to_make_one() {
     let url = postgres::shared().fresh_database();

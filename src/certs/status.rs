@@ -39,8 +39,8 @@ fn words<S: serde::Serializer>(failure: &Option<IssueFailure>, s: S) -> Result<S
 impl Certs {
     /// Certificate status of `name` for the admin API.
     pub async fn status(&self, record: &DomainRecord) -> Result<CertStatus, StoreError> {
-        let stored = self.store.certificate(&record.name).await?;
-        Ok(self.status_of(record, stored.as_ref().map(CertInfo::from).as_ref()))
+        let stored = self.store.certificate_info(&record.name).await?;
+        Ok(self.status_of(record, stored.as_ref()))
     }
 
     /// Certificate status of a domain whose stored certificate (`stored`, none without one) was

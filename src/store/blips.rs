@@ -216,6 +216,9 @@ impl Store for Blips {
         self.stall_certificate.pass().await;
         answer
     }
+    async fn certificate_info(&self, name: &Domain) -> Result<Option<CertInfo>, StoreError> {
+        self.inner.certificate_info(name).await
+    }
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError> {
         self.inner.put_certificate(name, cert).await
     }

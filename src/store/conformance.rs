@@ -181,6 +181,10 @@ pub async fn an_operator_add_takes_over_an_approved_name(
     assert_eq!((rec.origin, rec.created_at), (Origin::Admin, t(1)));
     assert_eq!(IssueStatus::of(&rec), failed);
     assert_eq!(store.certificate(&a).await?, Some(cert("acme", 10, 20)));
+    assert_eq!(
+        store.certificate_info(&a).await?,
+        Some(CertInfo::from(&cert("acme", 10, 20)))
+    );
     Ok(())
 }
 
@@ -197,6 +201,7 @@ pub async fn removing_a_domain_deletes_its_certificate_and_checks(
     assert!(!store.remove_domain(&a).await?);
     assert_eq!(store.domain(&a).await?, None);
     assert_eq!(store.certificate(&a).await?, None);
+    assert_eq!(store.certificate_info(&a).await?, None);
     assert!(store.cert_lifetimes().await?.is_empty());
     store.add_domain(&a, t(2)).await?;
     assert_eq!(store.certificate(&a).await?, None);

@@ -113,6 +113,10 @@ impl Store for PgStore {
         self.read_certificate(name).await
     }
 
+    async fn certificate_info(&self, name: &Domain) -> Result<Option<CertInfo>, StoreError> {
+        self.read_certificate_info(name).await
+    }
+
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError> {
         self.write_certificate(name, cert).await
     }

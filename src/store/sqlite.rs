@@ -215,6 +215,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn certificate_info(&self, name: &Domain) -> Result<Option<CertInfo>, StoreError> {
+        let name = name.clone();
+        self.with("reading certificate", move |c| {
+            c.query_row(
+                "SELECT issuer, not_before, not_after FROM certificates WHERE domain = ?1",
+                [name.as_str()],
+                |r| {
+                    Ok(CertInfo {
+                        issuer: r.get(0)?,
+                        not_before: time(r.get(1)?),
+                        not_after: time(r.get(2)?),
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
     async fn put_certificate(&self, name: &Domain, cert: &StoredCert) -> Result<(), StoreError> {
         let name = name.clone();
         let cert = cert.clone();

@@ -8,7 +8,9 @@ use super::rows::{cert_binding, parse_domain, utf8};
 use super::{PgStore, cluster, db};
 use crate::Domain;
 use crate::store::sqlite::rows::{secs, time};
-use crate::store::{CertLifetime, CertPage, CertSummary, Fence, StoreError, StoredCert};
+use crate::store::{
+    CertInfo, CertLifetime, CertPage, CertSummary, Fence, StoreError, StoredCert,
+};
 
 impl PgStore {
     pub(super) async fn read_certificate(
@@ -36,6 +38,27 @@ impl PgStore {
             key_pem: utf8(key, "certificates.key_sealed")?,
             not_before: time(r.get(3)),
             not_after: time(r.get(4)),
+        }))
+    }
+
+    pub(super) async fn read_certificate_info(
+        &self,
+        name: &Domain,
+    ) -> Result<Option<CertInfo>, StoreError> {
+        let op = "reading certificate";
+        let row = self
+            .conn(op)
+            .await?
+            .query_opt(
+                "SELECT issuer, not_before, not_after FROM certificates WHERE domain = $1",
+                &[&name.as_str()],
+            )
+            .await
+            .map_err(db(op))?;
+        Ok(row.map(|r| CertInfo {
+            issuer: r.get(0),
+            not_before: time(r.get(1)),
+            not_after: time(r.get(2)),
         }))
     }
 
