@@ -27,6 +27,12 @@ pub enum DomainError {
     /// The name is not registered.
     #[error("domain {0} is not registered; add it with: clickedge domain add {0}")]
     NotRegistered(Domain),
+    /// The name asked to be removed is not registered (removed already, or never added).
+    #[error(
+        "domain {0} is not registered: there is nothing to remove (clickedge domain list shows \
+         the names that are)"
+    )]
+    NothingToRemove(Domain),
     /// The name was removed while it was being added.
     #[error("domain {0} was removed concurrently")]
     RemovedConcurrently(Domain),
@@ -305,7 +311,7 @@ impl Domains {
         self.onboarding.forget(name).await;
         self.resets_without_a_fix.forget(name);
         if !removed {
-            return Err(DomainError::NotRegistered(name.clone()));
+            return Err(DomainError::NothingToRemove(name.clone()));
         }
         if let Err(e) = self.certs.refresh_gauges().await {
             tracing::warn!(error = %error_chain(&e), "refreshing certificate gauges");

@@ -177,6 +177,11 @@ async fn client_commands_add_list_link_and_remove() {
     let (ok, _, err) = run(&["domain", "show", "links.example.com"]);
     assert!(!ok);
     assert!(err.contains("not registered"), "{err}");
+    // Removed already: nothing to remove, not a hint to add it.
+    let (ok, _, err) = run(&["domain", "remove", "links.example.com", "--yes"]);
+    assert!(!ok);
+    assert!(err.contains("nothing to remove"), "{err}");
+    assert!(!err.contains("domain add"), "{err}");
 }
 
 /// A client command against `edge`'s admin API, with its config.

@@ -120,7 +120,11 @@ async fn a_certificate_whose_key_does_not_open_is_shown_and_its_domain_removed()
         .admin(reqwest::Method::GET, &format!("/v1/domains/{DOMAIN}"), None)
         .await;
     assert_eq!(status, 404, "{body}");
-    assert!(!postgres::shared().psql(db, "SELECT domain FROM certificates").contains(DOMAIN));
+    assert!(
+        !postgres::shared()
+            .psql(db, "SELECT domain FROM certificates")
+            .contains(DOMAIN)
+    );
 }
 
 #[test]

@@ -88,7 +88,9 @@ pub(super) fn parse_new_name(name: &str) -> Result<Domain, ApiError> {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> ApiError {
         let status = match &e {
-            DomainError::NotRegistered(_) => StatusCode::NOT_FOUND,
+            DomainError::NotRegistered(_) | DomainError::NothingToRemove(_) => {
+                StatusCode::NOT_FOUND
+            }
             DomainError::RemovedConcurrently(_) | DomainError::StatusHost(_) => {
                 StatusCode::CONFLICT
             }

@@ -126,8 +126,21 @@ impl Client {
                 self.token_from
             );
         }
-        bail!("{} (HTTP {status})", escape(msg));
+        Err(Refused {
+            status,
+            message: escape(msg).into_owned(),
+        }
+        .into())
     }
+}
+
+/// What the admin API refused, in its own words, and its status: a caller that knows better
+/// words for a status (`404` for a name asked to be removed) looks for it in the error.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (HTTP {status})")]
+pub(super) struct Refused {
+    pub(super) status: reqwest::StatusCode,
+    message: String,
 }
 
 /// The admin API's base URL: `admin` (`--admin`), else `http://` and `listen.admin`. An `admin`

@@ -5,11 +5,13 @@
 
 use std::borrow::Cow;
 
+use anyhow::bail;
 use clap::{ArgGroup, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::checks::{checks_verdict, count_status, print_checks, shown, with_progress};
+use super::client::Refused;
 use super::out::say;
 use super::{Client, ClientArgs, answered, confirm, escape};
 use crate::config::Config;
@@ -165,8 +167,20 @@ pub(super) async fn run(
         }
         DomainAction::Remove { name, yes } => {
             // Asked only about a name that is there.
-            c.call(Method::GET, &format!("/v1/domains/{name}"), None)
-                .await?;
+            if let Err(e) = c
+                .call(Method::GET, &format!("/v1/domains/{name}"), None)
+                .await
+            {
+                if e.downcast_ref::<Refused>()
+                    .is_some_and(|r| r.status == reqwest::StatusCode::NOT_FOUND)
+                {
+                    bail!(
+                        "domain {} is not registered: there is nothing to remove (clickedge domain list shows the names that are)",
+                        escape(name)
+                    );
+                }
+                return Err(e);
+            }
             confirm(
                 *yes,
                 &format!("remove domain {name} and delete its certificate"),

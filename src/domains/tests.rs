@@ -77,7 +77,7 @@ async fn adding_and_removing_keep_the_store_and_the_policy_in_step() {
     assert!(!domains.policy.is_registered(a.as_str()));
     assert!(matches!(
         domains.remove(&a).await,
-        Err(DomainError::NotRegistered(_))
+        Err(DomainError::NothingToRemove(_))
     ));
     assert!(matches!(
         domains.show(&a).await,

@@ -8,9 +8,7 @@ use super::rows::{cert_binding, parse_domain, utf8};
 use super::{PgStore, cluster, db};
 use crate::Domain;
 use crate::store::sqlite::rows::{secs, time};
-use crate::store::{
-    CertInfo, CertLifetime, CertPage, CertSummary, Fence, StoreError, StoredCert,
-};
+use crate::store::{CertInfo, CertLifetime, CertPage, CertSummary, Fence, StoreError, StoredCert};
 
 impl PgStore {
     pub(super) async fn read_certificate(

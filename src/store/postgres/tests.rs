@@ -256,7 +256,10 @@ async fn a_dump_of_the_database_holds_no_private_key_or_link_secret() {
     assert!(matches!(err, StoreError::Seal(_)), "{err:?}");
     // What showing the domain reads of it opens no key: it is there, valid until its time.
     let info = store.certificate_info(&b).await.unwrap().unwrap();
-    assert_eq!(info.not_after, store.certificate(&a).await.unwrap().unwrap().not_after);
+    assert_eq!(
+        info.not_after,
+        store.certificate(&a).await.unwrap().unwrap().not_after
+    );
     // Read a page at a time, the bad row comes with its error and the others whole.
     let page = store.certificates_after(None, 10).await.unwrap();
     assert_eq!(page.len(), 2);
