@@ -157,10 +157,6 @@ pub struct Cli {
     /// Config file (TOML). Default: $CLICKEDGE_CONFIG, else built-in defaults.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Log lines of `serve`: `text` or `json` (one object per line). Default:
-    /// $CLICKEDGE_LOG_FORMAT, else the config's `log_format`, else `text`.
-    #[arg(long, global = true, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -171,7 +167,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the edge (HTTPS clicks, HTTP, admin API).
     #[command(after_long_help = CONFIG_REFERENCE)]
-    Serve,
+    Serve {
+        /// Log lines: `text` or `json` (one object per line). Default: $CLICKEDGE_LOG_FORMAT,
+        /// else the config's `log_format`, else `text`.
+        #[arg(long, value_name = "FORMAT")]
+        log_format: Option<LogFormat>,
+    },
     /// Ask a running edge whether it is ready (`/readyz`): exits 0 when it is, 1 when not.
     Health {
         /// Admin API base URL. Default: http://<listen.admin from the config>.
@@ -377,7 +378,7 @@ pub fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
 pub async fn run_client(config: &Config, command: Command) -> anyhow::Result<()> {
     use reqwest::Method;
     match command {
-        Command::Serve => unreachable!("serve is handled by main"),
+        Command::Serve { .. } => unreachable!("serve is handled by main"),
         Command::Health { admin } => health::run(config, admin.as_deref()).await?,
         Command::Cluster { action } => cluster::run(config, action).await?,
         Command::Clicks { action } => follow::run(config, action).await?,

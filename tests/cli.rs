@@ -49,6 +49,15 @@ fn serve_help_documents_every_config_key_with_its_default() {
     ] {
         assert!(help.contains(key), "missing {key:?} in:\n{help}");
     }
+    assert!(help.contains("--log-format"), "{help}");
+    // The log format is serve's: client commands log nothing, so their help does not offer it.
+    let domain = Command::new(bin())
+        .args(["domain", "list", "--help"])
+        .output()
+        .unwrap();
+    let domain = String::from_utf8(domain.stdout).unwrap();
+    assert!(domain.contains("--admin"), "{domain}");
+    assert!(!domain.contains("--log-format"), "{domain}");
     let version = Command::new(bin()).arg("--version").output().unwrap();
     assert!(
         String::from_utf8(version.stdout)
