@@ -332,11 +332,11 @@ impl App {
         }
         let clicks = self.clicks;
         let flush = tokio::task::spawn_blocking(move || clicks.close());
-        let stalled = match tokio::time::timeout(FINAL_FLUSH, flush).await {
-            Ok(Ok(())) => false,
+        let (stalled, durable) = match tokio::time::timeout(FINAL_FLUSH, flush).await {
+            Ok(Ok(durable)) => (false, durable),
             Ok(Err(_)) => {
                 tracing::error!("flushing clicks failed");
-                false
+                (false, true)
             }
             Err(_) => {
                 tracing::error!(
@@ -344,7 +344,7 @@ impl App {
                     queued = self.clicks_queued.get(),
                     "the click log's last write did not finish in time (a disk that stopped answering?): stopping without it"
                 );
-                true
+                (true, true)
             }
         };
         // The shipper stops only now, after the writer's last write: its final drain ships the
@@ -380,6 +380,12 @@ impl App {
                 "stopped, but the click log's last write did not finish within {}s: the clicks \
                  it held may be lost",
                 FINAL_FLUSH.as_secs()
+            );
+        }
+        if !durable {
+            anyhow::bail!(
+                "stopped, but the click log's last file could not be synced to disk (see the \
+                 error above): the clicks it holds may be lost if the machine stops now"
             );
         }
         if let Some(task) = self.supervisor.failed_now() {

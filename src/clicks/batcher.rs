@@ -91,7 +91,7 @@ pub struct StartError(#[source] std::io::Error);
 /// The running batcher thread. [`ClickWriter::close`] writes everything queued and stops it.
 pub struct ClickWriter {
     pub(super) tx: SyncSender<Queued>,
-    pub(super) thread: JoinHandle<()>,
+    pub(super) thread: JoinHandle<bool>,
 }
 
 impl ClickWriter {
@@ -122,8 +122,9 @@ impl ClickWriter {
 
     /// Writes every click queued so far, closes the sink, and stops the thread. Blocks; call from
     /// a blocking context. If the sink is failing, makes one last attempt; clicks it cannot write
-    /// are counted as dropped.
-    pub fn close(self) {
+    /// are counted as dropped. `false` if the sink could not make what it took durable as it
+    /// closed (a file's fsync failed; logged): its clicks may not be on disk.
+    pub fn close(self) -> bool {
         // A blocking send: if the queue is full this waits for the writer to make room, so the
         // stop marker lands after every click already queued. The writer may be asleep until
         // its flush deadline: wake it first to make that room, and again to see the marker.
@@ -131,9 +132,13 @@ impl ClickWriter {
         writer.unpark();
         let sent = self.tx.send(Queued::stop()).is_ok();
         writer.unpark();
-        if sent && self.thread.join().is_err() {
-            tracing::error!("click writer panicked");
+        if !sent {
+            return true;
         }
+        self.thread.join().unwrap_or_else(|_| {
+            tracing::error!("click writer panicked");
+            true
+        })
     }
 }
 
@@ -145,7 +150,7 @@ pub(super) fn spawn<S: ClickSink>(
     metrics: Metrics,
     rx: Receiver<Queued>,
     seen: Arc<SeenOpens>,
-) -> Result<JoinHandle<()>, StartError> {
+) -> Result<JoinHandle<bool>, StartError> {
     let batcher = Batcher::new(sink, config, metrics.clone(), seen);
     std::thread::Builder::new()
         .name("clickedge-clicks".into())
@@ -153,12 +158,14 @@ pub(super) fn spawn<S: ClickSink>(
             // A panic (a bug) must not leave the edge reporting a healthy sink: the clicks from
             // now on are refused by the closed queue and counted as dropped (those it left in the
             // queue count themselves, see `Queued`), and this says why.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batcher.run(rx))).is_err() {
-                metrics.click_sink_healthy.set(0);
-                tracing::error!(
-                    "the click writer panicked: the clicks it held are lost, and none is written from now on (each counted in clickedge_clicks_dropped_total); restart the edge"
-                );
-            }
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batcher.run(rx)))
+                .unwrap_or_else(|_| {
+                    metrics.click_sink_healthy.set(0);
+                    tracing::error!(
+                        "the click writer panicked: the clicks it held are lost, and none is written from now on (each counted in clickedge_clicks_dropped_total); restart the edge"
+                    );
+                    true
+                })
         })
         .map_err(StartError)
 }
@@ -208,7 +215,7 @@ impl<S: ClickSink> Batcher<S> {
     /// the batch is due instead of watching the queue, so buffered clicks queue up without waking
     /// it one by one; [`ClickQueue`] wakes it early for a synced click, the stop marker, or a
     /// queue a quarter full.
-    fn run(mut self, rx: Receiver<Queued>) {
+    fn run(mut self, rx: Receiver<Queued>) -> bool {
         loop {
             let mut stop = match self.wake_at() {
                 None => self.idle(&rx),
@@ -502,8 +509,9 @@ impl<S: ClickSink> Batcher<S> {
         refused
     }
 
-    /// Shutdown: one last attempt, even inside a retry backoff, then close the sink.
-    fn finish(mut self) {
+    /// Shutdown: one last attempt, even inside a retry backoff, then close the sink; whether it
+    /// closed durably.
+    fn finish(mut self) -> bool {
         self.flush();
         let held = self.pending.clicks();
         // Revisions held with the batch, and those whose click never came.
@@ -518,7 +526,8 @@ impl<S: ClickSink> Batcher<S> {
                 "click sink still failing at shutdown: held clicks dropped"
             );
         }
-        self.sink.close();
+        // The sink logged what it could not finish.
+        self.sink.close().is_ok()
     }
 }
 

@@ -288,10 +288,20 @@ impl FileSink {
 
     /// Syncs and closes the open file, renaming it to its closed name; it becomes the newest
     /// closed file. If the rename fails it keeps its open name (the next start closes it).
-    fn close_file(&mut self, f: OpenFile) {
-        if let Err(e) = f.file.sync_all() {
+    /// `Err` (logged and counted here): its fsync failed, so its clicks may not be on disk;
+    /// it is closed all the same (syncing again after a failure says nothing: the kernel may
+    /// have dropped the pages it could not write).
+    fn close_file(&mut self, f: OpenFile) -> Result<(), WriteError> {
+        let synced = f.file.sync_all().map_err(|source| WriteError::Sync {
+            path: f.path.clone(),
+            source,
+        });
+        if let Err(e) = &synced {
             self.metrics.click_sink_errors.inc();
-            tracing::error!(path = %f.path.display(), error = %e, "syncing click file");
+            tracing::error!(
+                error = %errors::chain(e),
+                "closing a click file: its clicks may not be on disk (check the disk under clicks.dir)"
+            );
         }
         drop(f.file);
         if self.last_seq > self.floor {
@@ -334,6 +344,7 @@ impl FileSink {
         };
         tracing::info!(path = %path.display(), bytes = f.bytes, "click file closed");
         self.retention.push_closed(path, f.bytes, f.last_write);
+        synced
     }
 
     /// Keeps the log under the cap with `incoming` more bytes: deletes the oldest closed files,
@@ -357,7 +368,8 @@ impl FileSink {
             return Ok(());
         }
         if let Some(f) = self.file.take() {
-            self.close_file(f);
+            // Closed to be deleted: whether it synced no longer matters.
+            let _ = self.close_file(f);
         }
         // NOTE: a batch larger than the whole cap (a cap under one batch: 1 MiB, or
         // max_buffered_bytes after a failure) still does not fit; it is written alone, over the
@@ -383,7 +395,8 @@ impl FileSink {
                 || f.opened.elapsed() >= self.config.rotate_interval
         });
         if due && let Some(f) = self.file.take() {
-            self.close_file(f);
+            // A failed sync is logged and counted; the clicks go on in a new file.
+            let _ = self.close_file(f);
         }
         self.make_room(batch.bytes().len() as u64)?;
         let mut file = match self.file.take() {
@@ -447,15 +460,16 @@ impl ClickSink for FileSink {
         written
     }
 
-    fn close(mut self) {
+    fn close(mut self) -> Result<(), WriteError> {
         if let Some(torn) = &self.torn {
             tracing::error!(
                 path = %torn.path.display(),
                 "click file may end in a torn line; it is repaired at the next start"
             );
         }
-        if let Some(f) = self.file.take() {
-            self.close_file(f);
+        match self.file.take() {
+            Some(f) => self.close_file(f),
+            None => Ok(()),
         }
     }
 
@@ -481,7 +495,8 @@ impl ClickSink for FileSink {
             .file
             .take_if(|f| f.opened.elapsed() >= self.config.rotate_interval)
         {
-            self.close_file(f);
+            // A failed sync is logged and counted; the clicks go on in a new file.
+            let _ = self.close_file(f);
         }
         let (Some(at), Some(age)) = (self.next_sweep, self.config.max_age) else {
             return;

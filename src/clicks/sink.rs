@@ -83,9 +83,10 @@ pub trait ClickSink: Send + 'static {
     /// id).
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), Self::Error>;
 
-    /// Flushes and releases the medium at shutdown, after the last write. Logs what it cannot
-    /// finish (it has no one to return an error to).
-    fn close(self);
+    /// Flushes and releases the medium at shutdown, after the last write, logging what it
+    /// cannot finish. `Err`: what it took may not be durable (a file's fsync failed), so the stop
+    /// cannot say every click was kept.
+    fn close(self) -> Result<(), Self::Error>;
 
     /// When the medium has work of its own to do with no batch to write (a file to close at its
     /// age limit while no click comes); `None` when it has none. The batcher calls

@@ -95,7 +95,7 @@ pub(super) fn spawn_writer<S: ClickSink>(
     sink: S,
     metrics: &Metrics,
     rx: Receiver<Queued>,
-) -> JoinHandle<()> {
+) -> JoinHandle<bool> {
     super::batcher::spawn(
         sink,
         batch_config(),

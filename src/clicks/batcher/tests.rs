@@ -271,6 +271,24 @@ fn a_failing_sink_holds_more_than_a_batch_and_still_closes() {
     assert_eq!(lines(&dir).1, urls(0..1));
 }
 
+/// A sink that cannot make what it wrote durable as it closes makes the writer's close say so
+/// (the edge's stop then fails), the clicks it wrote being counted logged all the same.
+#[test]
+fn a_sink_that_fails_to_close_durably_makes_the_close_say_so() {
+    let metrics = Metrics::unregistered();
+    let sink = FakeSink::default();
+    let (writer, queue) = start_fake(&sink, &metrics);
+    queue.push(event(0));
+    assert!(writer.close(), "a sink that closed durably");
+    let sink = FakeSink::default();
+    *sink.close_fails.lock().unwrap() = true;
+    let (writer, queue) = start_fake(&sink, &metrics);
+    queue.push(event(1));
+    assert!(!writer.close(), "the failed close was not told");
+    assert!(*sink.closed.lock().unwrap());
+    assert_eq!(metrics.clicks_logged.get(), 2);
+}
+
 /// One call of [`ClickSink::write`] as the fake saw it.
 #[derive(Debug, PartialEq, Eq)]
 struct Attempt {
@@ -292,6 +310,8 @@ struct FakeSink {
     panic_on_write: Arc<Mutex<bool>>,
     /// Writes wait while this is set (a disk that stopped answering).
     stalled: Arc<Mutex<bool>>,
+    /// Closing fails (a file's fsync failing as it closes).
+    close_fails: Arc<Mutex<bool>>,
 }
 
 impl FakeSink {
@@ -337,11 +357,15 @@ impl ClickSink for FakeSink {
         }
     }
 
-    fn close(self) {
+    fn close(self) -> io::Result<()> {
         if let Some(queue) = self.push_while_closing.lock().unwrap().take() {
             queue.push(event(99));
         }
         *self.closed.lock().unwrap() = true;
+        match *self.close_fails.lock().unwrap() {
+            true => Err(io::Error::other("injected failure to sync")),
+            false => Ok(()),
+        }
     }
 
     fn target(&self) -> impl std::fmt::Display + '_ {

@@ -33,7 +33,7 @@ fn close_writes_everything_in_order_and_rotates_by_size() {
             eventually("a batch", || metrics.clicks_logged.get() == i as u64 + 1);
         }
     }
-    sink.close();
+    assert!(sink.close(), "the sink closed durably");
     let (files, lines) = lines(dir.path());
     assert!(files.len() > 1, "expected rotation, got {files:?}");
     assert_eq!(lines, urls(0..500));
@@ -90,7 +90,7 @@ fn a_loader_listing_jsonl_files_never_sees_the_file_being_written() {
         );
         assert_eq!(lines, urls(0..=i));
     }
-    sink.close();
+    assert!(sink.close(), "the sink closed durably");
     let closed = closed_files(dir.path());
     assert_eq!(closed.len(), 3);
     assert_eq!(seen.len(), 2);
@@ -133,7 +133,7 @@ fn rotates_by_age_and_names_sort_in_time_order() {
         eventually("the click", || metrics.clicks_logged.get() == i as u64 + 1);
         std::thread::sleep(rotate_interval);
     }
-    sink.close();
+    assert!(sink.close(), "the sink closed durably");
     let (files, lines) = lines(dir.path());
     assert_eq!(files.len(), 3, "{files:?}");
     assert_eq!(lines, urls(0..3));
@@ -162,7 +162,7 @@ fn a_file_past_its_age_is_closed_though_no_click_comes() {
     // The next click starts a new file.
     queue.push(event(1));
     eventually("the second click", || metrics.clicks_logged.get() == 2);
-    sink.close();
+    assert!(sink.close(), "the sink closed durably");
     assert_eq!(closed_files(dir.path()).len(), 2);
     assert_eq!(lines(dir.path()).1, urls(0..2));
 }
@@ -193,7 +193,7 @@ async fn synced_click_is_acknowledged_only_once_its_line_is_in_the_file() {
     queue.record(event(2)).await.unwrap();
     assert_eq!(lines(dir.path()).1, urls(0..3));
     assert_eq!(metrics.click_fsyncs.get(), 2);
-    sink.close();
+    assert!(sink.close(), "the sink closed durably");
     assert_eq!(metrics.clicks_rejected.get(), 0);
 }
 
@@ -254,7 +254,7 @@ fn start_quarantines_a_torn_tail_and_writes_new_clicks_to_a_new_file() {
     assert_eq!(metrics.click_log_torn.get(), 1);
 
     queue.push(event(4));
-    sink.close();
+    assert!(sink.close(), "the sink closed durably");
     let (files, lines) = lines(dir.path());
     assert_eq!(files.len(), 2, "{files:?}");
     assert_eq!(files[0], crashed);
@@ -268,12 +268,30 @@ fn new_click_files_are_private() {
     let metrics = Metrics::unregistered();
     let (sink, queue) = start_file(file_config(dir.path()), batch_config(), &metrics);
     queue.push(event(0));
-    sink.close();
+    assert!(sink.close(), "the sink closed durably");
     let (files, _) = lines(dir.path());
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
+}
+
+/// A click file whose fsync fails as it closes (here a pipe in its place, where fsync says
+/// `EINVAL`; in life a disk's `EIO`) is counted, and `close` says its clicks may not be on disk:
+/// the edge's stop fails instead of saying every click was kept.
+#[test]
+fn a_failed_fsync_as_the_last_file_closes_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::unregistered();
+    let mut sink =
+        FileSink::open(file_config(dir.path()), metrics.clone(), Clock::system()).unwrap();
+    sink.write(&Batch::new(b"{\"url\":\"a\"}\n", 1, false))
+        .unwrap();
+    let (_reader, writer) = io::pipe().unwrap();
+    sink.file.as_mut().unwrap().file = File::from(std::os::fd::OwnedFd::from(writer));
+    let err = sink.close().unwrap_err();
+    assert!(matches!(err, WriteError::Sync { .. }), "{err:?}");
+    assert_eq!(metrics.click_sink_errors.get(), 1);
 }
 
 /// A directory where a sink logged five clicks and closed, and the sink's metrics.
@@ -284,7 +302,7 @@ fn five_clicks_logged() -> (tempfile::TempDir, Metrics) {
     for i in 0..5 {
         queue.push(event(i));
     }
-    sink.close();
+    assert!(sink.close(), "the sink closed durably");
     (dir, metrics)
 }
 

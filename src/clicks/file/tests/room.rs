@@ -36,7 +36,7 @@ fn log_stays_under_its_cap_by_deleting_the_oldest_files() {
         let (files, _) = lines(dir.path());
         assert!(log_bytes(&files) <= cap, "over the cap after click {i}");
     }
-    sink.close();
+    assert!(sink.close(), "the sink closed durably");
     let (files, kept) = lines(dir.path());
     // What is left is the newest clicks, whole and in order; the rest was deleted file by file,
     // oldest first, and counted.
@@ -76,7 +76,7 @@ fn open_file_is_deleted_too_when_it_alone_leaves_no_room() {
     let b = format!("{{\"url\":\"{}\"}}\n", "b".repeat(50));
     sink.write(&Batch::new(a.as_bytes(), 1, false)).unwrap();
     sink.write(&Batch::new(b.as_bytes(), 1, false)).unwrap();
-    sink.close();
+    sink.close().unwrap();
     let (files, kept) = lines(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(kept, ["b".repeat(50)]);
@@ -112,7 +112,7 @@ fn retention_counts_a_files_age_from_its_last_write() {
     clock.advance(40 * DAY);
     // Closes the first file (past its size) and then finds it too old.
     sink.write(&Batch::new(b.as_bytes(), 1, false)).unwrap();
-    sink.close();
+    sink.close().unwrap();
     let (_, kept) = lines(dir.path());
     assert_eq!(kept, ["b".repeat(20)]);
 }
@@ -137,7 +137,7 @@ fn a_file_past_retention_that_cannot_be_deleted_fails_no_write() {
     sink.write(&Batch::new(b"{\"url\":\"c\"}\n", 1, false))
         .unwrap();
     assert!(first.is_dir(), "still there, and the write went on");
-    sink.close();
+    sink.close().unwrap();
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn retention_deletes_files_past_it_while_no_click_comes() {
     assert_eq!(closed_files(dir.path()), Vec::<String>::new());
     assert_eq!(metrics.click_log_deleted_files.get(), 1);
     assert_eq!(metrics.click_log_bytes.get(), 0);
-    sink.close();
+    sink.close().unwrap();
 }
 
 /// With a stream, a batch that does not fit beside the file being written: the file is closed,
@@ -203,7 +203,7 @@ fn a_file_shipped_to_its_end_is_deleted_to_make_room_for_the_next_batch() {
     // The shipper marks a closed file it acknowledged to its last byte as shipped whole.
     progress.set_shipped_for_tests(name, crate::clicks::ship::Position::END);
     sink.write(&Batch::new(b.as_bytes(), 1, false)).unwrap();
-    sink.close();
+    sink.close().unwrap();
     let (files, kept) = lines(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(kept, ["b".repeat(50)]);
@@ -247,5 +247,5 @@ fn a_failed_write_leaves_the_log_size_as_the_files_are() {
     let (files, _) = lines(dir.path());
     assert_eq!(files.len(), 2, "{files:?}");
     assert_eq!(metrics.click_log_bytes.get() as u64, log_bytes(&files));
-    sink.close();
+    sink.close().unwrap();
 }
