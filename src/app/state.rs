@@ -96,7 +96,7 @@ impl State {
             clock.clone(),
         ));
 
-        let issuer = issuer::build(config, &store, &challenges, metrics, clock)?;
+        let issuer = issuer::build(config, &store, &challenges, metrics, clock).await?;
         let seal = mirror::seal_key(config)?;
         let mut onboarding = Onboarding::new(
             OnboardingSettings::from_config(config),

@@ -37,7 +37,8 @@ const BACKDATE: Duration = Duration::from_secs(3600);
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How to replace the root, as errors and warnings say it ([`LocalCa::ROOT_FILE`],
 /// [`LocalCa::KEY_FILE`]); the renewal is [`Issuer::renewal_window`]'s doing.
-const REPLACE_ROOT: &str = "stop the edge, delete ca.pem and ca-key.pem from the data dir and start it again: \
+const REPLACE_ROOT: &str = "stop the edge, delete ca.pem and ca-key.pem from the data dir and start it again \
+    (a cluster: stop every node, delete them on each and the stored root, DELETE FROM kv WHERE key = 'local-ca'): \
     clients must then trust the new ca.pem, and certificates the old root signed are renewed within hours";
 
 /// Why the CA could not be loaded or created.
@@ -266,6 +267,37 @@ impl LocalCa {
     /// The root certificate, PEM.
     pub fn root_pem(&self) -> &str {
         &self.root_pem
+    }
+
+    /// The root and its key as `dir` holds them (`ca.pem`, `ca-key.pem`), PEM: what a cluster's
+    /// first node stores for the others.
+    pub fn files(dir: &Path) -> Result<(String, String), LocalCaError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| LocalCaError::Io { path, source })
+        };
+        Ok((read(Self::ROOT_FILE)?, read(Self::KEY_FILE)?))
+    }
+
+    /// Makes `dir`'s root and key these (a cluster's, read from the store), replacing the ones
+    /// there if they differ; whether it replaced any. Each file is written whole under another
+    /// name and renamed over the old one.
+    pub fn replace_files(dir: &Path, root_pem: &str, key_pem: &str) -> Result<bool, LocalCaError> {
+        if Self::files(dir).is_ok_and(|(root, key)| root == root_pem && key == key_pem) {
+            return Ok(false);
+        }
+        // The key first, as at creation.
+        for (name, bytes, mode) in [
+            (Self::KEY_FILE, key_pem, 0o600),
+            (Self::ROOT_FILE, root_pem, 0o644),
+        ] {
+            let path = dir.join(name);
+            let tmp = dir.join(format!("{name}.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            write_file(&tmp, bytes.as_bytes(), mode)?;
+            std::fs::rename(&tmp, &path).map_err(|source| LocalCaError::Io { path, source })?;
+        }
+        Ok(true)
     }
 
     /// Signs a leaf for `domain`, whatever the name: [`Issuer::issue`] checks it first.
