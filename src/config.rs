@@ -426,7 +426,9 @@ const SECRET_KEYS: [&str; 1] = ["ask"];
 const PUBLIC_KEYS: [&str; 1] = ["public_url"];
 
 /// The parser's message for `e` in `text`, with the file's line left out when its key (the one
-/// the bad value belongs to, for a value inside a multi-line array too) may name a secret.
+/// the bad value belongs to, for a value inside a multi-line array too) may name a secret, or is
+/// not a key at all: a misspelt `url` or `token` holds the secret all the same, and the message
+/// names the key it did not know.
 fn without_secrets(text: &str, e: &toml::de::Error) -> String {
     let full = e.to_string().trim_end().to_owned();
     let Some(span) = e.span() else {
@@ -451,7 +453,7 @@ fn without_secrets(text: &str, e: &toml::de::Error) -> String {
         let last = k.rsplit('.').next().unwrap_or(&k);
         (SECRET_KEY_PARTS.iter().any(|part| k.contains(part)) && !PUBLIC_KEYS.contains(&last))
             || SECRET_KEYS.contains(&last)
-    });
+    }) || e.message().starts_with("unknown field");
     if !secret {
         return full;
     }

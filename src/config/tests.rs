@@ -513,11 +513,17 @@ fn a_bad_secret_value_is_located_without_showing_its_line() {
         "[admin]\nread_tokens = [\n  \"fine\",\n  \"abc=hunter2\\q\",\n]\n",
         "[clicks]\nnats_url = \"nats://clicks:ab/cd@nats:4222\"\n",
         "[tls]\nask = \"https://u:ab/cd@ask.internal/check\"\n",
+        // A misspelt key holds its secret all the same; the error names the key.
+        "[store]\nulr = \"postgres://edge:hunter2@db/x\"\n",
+        "[admin]\ntokn = \"hunter2\"\n",
     ] {
         let err = parse(text).unwrap_err().to_string();
         assert!(!err.contains("hunter2") && !err.contains("ab/cd"), "{err}");
         assert!(err.contains("TOML parse error at line "), "{err}");
         assert!(err.contains("the line is not shown"), "{err}");
+        if text.contains("ulr") {
+            assert!(err.contains("unknown field `ulr`"), "{err}");
+        }
     }
     // Other lines are shown as before.
     let err = parse("[clicks]\nmax_file_bytes = \"x\"\n")
