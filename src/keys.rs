@@ -33,7 +33,7 @@ pub enum KeyError {
     )]
     LastSealing(u16),
     /// Retiring or removing the key that seals now would hand sealing to a key made too
-    /// recently for every node to have it (`cluster.key_seal_delay`): links minted meanwhile
+    /// recently for every node to have it (2 × `cluster.scan_interval` + 5 s): links minted meanwhile
     /// would not open everywhere. The key seals until then, and can go after that.
     #[error(
         "key {id} seals new links until key {next} is {} old ({}), by when every node has key \
@@ -48,17 +48,17 @@ pub enum KeyError {
         then: &'static str,
         /// The key that would seal instead.
         next: u16,
-        /// `cluster.key_seal_delay`.
+        /// 2 × `cluster.scan_interval` + 5 s.
         delay: Duration,
         /// When `next` is that old.
         ready_at: SystemTime,
     },
     /// Removing a key retired too recently for every node to have seen it retired
-    /// (`cluster.key_seal_delay`): a node that has not may still seal new links with it, which
+    /// (2 × `cluster.scan_interval` + 5 s): a node that has not may still seal new links with it, which
     /// would then open nowhere. It can go after that.
     #[error(
         "key {id} was retired at {}: a node that has not seen that yet may still seal new links \
-         with it; remove key {id} after {} (cluster.key_seal_delay is {})",
+         with it; remove key {id} after {} (2 × cluster.scan_interval + 5 s: {})",
         crate::clock::rfc3339(*retired_at),
         crate::clock::rfc3339(*removable_at),
         humantime::format_duration(*delay)
@@ -68,7 +68,7 @@ pub enum KeyError {
         id: u16,
         /// When it was retired.
         retired_at: SystemTime,
-        /// `cluster.key_seal_delay`.
+        /// 2 × `cluster.scan_interval` + 5 s.
         delay: Duration,
         /// When every node has seen the retirement.
         removable_at: SystemTime,
@@ -165,7 +165,7 @@ impl LinkKeys {
         })
     }
 
-    /// A new key seals links only once it is `delay` old (`cluster.key_seal_delay`); until then
+    /// A new key seals links only once it is `delay` old (2 × `cluster.scan_interval` + 5 s); until then
     /// the newest older key does. Zero (the default, one node): at once.
     pub fn with_seal_delay(mut self, delay: Duration) -> LinkKeys {
         self.seal_delay = delay;

@@ -101,7 +101,7 @@ async fn with_a_seal_delay_a_new_key_opens_at_once_and_seals_once_it_is_old_enou
         refused.to_string(),
         "key 1 was retired at 1970-01-01T00:19:25Z: a node that has not seen that yet may still \
          seal new links with it; remove key 1 after 1970-01-01T00:20:30Z \
-         (cluster.key_seal_delay is 1m 5s)"
+         (2 × cluster.scan_interval + 5 s: 1m 5s)"
     );
     clock.advance(Duration::from_secs(65));
     keys.remove(1).await.unwrap();
