@@ -108,8 +108,9 @@ type Shared = Arc<AdminState>;
 
 /// The admin router.
 pub fn router(state: Shared) -> Router {
-    let api =
-        api::router().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let api = api::router()
+        .route_layer(middleware::from_fn(error::reads_unavailable))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
         .merge(api)

@@ -255,6 +255,12 @@ async fn with_the_database_stopped_three_nodes_keep_serving_refuse_writes_and_re
         let message = body["error"].as_str().unwrap_or_default();
         assert!(message.contains("database is unreachable"), "{message}");
     }
+    // A read of the store says it cannot read, not that a change was not made.
+    let (status, body) = a.admin(Method::GET, "/v1/cluster", None).await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("cannot be read now"), "{message}");
+    assert!(!message.contains("change"), "{message}");
     assert_eq!(click(&c, &roots, domain, &link).await, Some(302));
 
     // Every click answered is in a click log: none lost.

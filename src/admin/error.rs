@@ -3,7 +3,7 @@
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -20,6 +20,30 @@ pub(super) struct ApiError {
     pub(super) message: String,
     /// Seconds for a `Retry-After` header (a `429`).
     retry_after: Option<u64>,
+    /// The database was not reached: an API read says so in its own words ([`reads_unavailable`]).
+    unavailable: bool,
+}
+
+/// What an API read (`GET`, `HEAD`) answers when the database is unreachable: the write's words
+/// say a change was not made, which a read never asked for.
+const READ_UNAVAILABLE: &str = "the database is unreachable, so this cannot be read now; links and \
+     known domains are still served from memory; ask again once the database is back";
+
+/// The mark on an answer made for an unreachable database.
+#[derive(Clone, Copy)]
+struct StoreUnavailable;
+
+/// The API's reads answer an unreachable database with [`READ_UNAVAILABLE`].
+pub(super) async fn reads_unavailable(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let res = next.run(req).await;
+    match read && res.extensions().get::<StoreUnavailable>().is_some() {
+        true => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, READ_UNAVAILABLE).into_response(),
+        false => res,
+    }
 }
 
 impl ApiError {
@@ -28,6 +52,7 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            unavailable: false,
         }
     }
 
@@ -57,13 +82,16 @@ impl ApiError {
     fn internal(e: &StoreError) -> ApiError {
         if e.is_unavailable() {
             tracing::warn!(error = %error_chain(e), "admin request failed: the database is unreachable");
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unreachable: the change was not made, or not all of it (a \
-                 domain added may be stored without its checks); links and known domains are \
-                 still served from memory; retry once the database is back (adding or removing \
-                 a domain again is harmless)",
-            );
+            return ApiError {
+                unavailable: true,
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unreachable: the change was not made, or not all of it (a \
+                     domain added may be stored without its checks); links and known domains \
+                     are still served from memory; retry once the database is back (adding or \
+                     removing a domain again is harmless)",
+                )
+            };
         }
         tracing::error!(error = %error_chain(e), "admin request failed in the store");
         ApiError::new(
@@ -144,6 +172,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, axum::Json(json!({ "error": &self.message }))).into_response();
         self.add_retry_after(&mut res);
+        if self.unavailable {
+            res.extensions_mut().insert(StoreUnavailable);
+        }
         res
     }
 }
