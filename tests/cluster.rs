@@ -130,6 +130,21 @@ async fn a_certificate_whose_key_does_not_open_is_shown_and_its_domain_removed()
     );
 }
 
+/// A node given another seal key than the one the store's secrets were sealed with refuses to
+/// start, naming its key's file and the fix.
+#[tokio::test]
+async fn a_node_with_another_seal_key_refuses_to_start_naming_its_key() {
+    let url = postgres::shared().fresh_database();
+    let (config, _dir) = cluster_config(&url);
+    let first = Edge::start_with(&config);
+    drop(first);
+    let (other, dir) = cluster_config(&url);
+    let err = refused_start(&other, &[]);
+    let key = dir.path().join("seal.key");
+    assert!(err.contains(&key.display().to_string()), "{err}");
+    assert!(err.contains("key file of the cluster's other nodes"), "{err}");
+}
+
 #[test]
 fn a_postgres_store_without_a_seal_key_refuses_to_start_saying_how_to_make_one() {
     let url = postgres::shared().fresh_database();

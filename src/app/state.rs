@@ -19,7 +19,7 @@ use crate::keys::LinkKeys;
 use crate::metrics::Metrics;
 use crate::onboarding::{Onboarding, Settings as OnboardingSettings};
 use crate::policy::{Ask, AskSettings, Policy};
-use crate::store::{self, DomainPages, Store};
+use crate::store::{self, DomainPages, Store, StoreError};
 use crate::tls;
 
 /// The edge's state, loaded.
@@ -82,6 +82,7 @@ impl State {
                 clock.clone(),
             )
             .await
+            .map_err(|e| sealed_elsewhere(config, e))
             .context("loading link keys")?
             .with_seal_delay(match config.store.kind() {
                 StoreKind::Sqlite => Duration::ZERO,
@@ -174,4 +175,21 @@ fn ask(
     Ask::new(url.clone(), settings, store.clone(), metrics, clock.clone())
         .map(Some)
         .context("setting up tls.ask")
+}
+
+/// `e`, and when it is a link key that does not open, what that means at a start: this node's
+/// seal key is not the one the store's secrets were sealed with.
+fn sealed_elsewhere(config: &Config, e: StoreError) -> anyhow::Error {
+    let sealed = matches!(&e, StoreError::Seal(crate::seal::SealError::Open(_)));
+    if !sealed {
+        return e.into();
+    }
+    let source = config.cluster.seal_key_file.as_ref().map_or_else(
+        || format!("the key in {}", crate::seal::SEAL_KEY_ENV),
+        |f| format!("cluster.seal_key_file {}", f.display()),
+    );
+    anyhow::Error::new(e).context(format!(
+        "this node's seal key ({source}) is not the one the store's secrets were sealed with: give \
+         it the key file of the cluster's other nodes (a key made anew opens nothing they stored)"
+    ))
 }
