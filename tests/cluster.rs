@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::fake_acme::FakeAcme;
 use common::postgres;
-use common::{Edge, bin, refused_start};
+use common::{Edge, bin, refused_start, refused_start_as};
 use serde_json::json;
 
 const DOMAIN: &str = "links.example.com";
@@ -130,6 +130,38 @@ async fn a_certificate_whose_key_does_not_open_is_shown_and_its_domain_removed()
     );
 }
 
+/// A node whose data dir holds a built-in CA root of its own, not the cluster's (clients may
+/// trust it), refuses to start naming both ways out, its files untouched; a node with none
+/// takes the cluster's.
+#[tokio::test]
+async fn a_node_with_a_root_of_its_own_refuses_to_start_and_keeps_it() {
+    let url = postgres::shared().fresh_database();
+    let (config, _dir) = cluster_config(&url);
+    let first = Edge::start_with(&config);
+    let solo = Edge::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for file in ["ca.pem", "ca-key.pem"] {
+        std::fs::copy(solo.data_dir().join(file), data.join(file)).unwrap();
+    }
+    let err = refused_start_as(
+        Command::new(bin()),
+        dir.path(),
+        &format!(
+            "[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{config}"
+        ),
+    );
+    assert!(err.contains("is not the cluster's"), "{err}");
+    assert!(err.contains("DELETE FROM kv WHERE key = 'local-ca'"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("ca.pem")).unwrap(),
+        solo.ca_pem,
+        "the node's own root was replaced"
+    );
+    assert_ne!(solo.ca_pem, first.ca_pem);
+}
+
 /// A node given another seal key than the one the store's secrets were sealed with refuses to
 /// start, naming its key's file and the fix.
 #[tokio::test]
@@ -142,7 +174,10 @@ async fn a_node_with_another_seal_key_refuses_to_start_naming_its_key() {
     let err = refused_start(&other, &[]);
     let key = dir.path().join("seal.key");
     assert!(err.contains(&key.display().to_string()), "{err}");
-    assert!(err.contains("key file of the cluster's other nodes"), "{err}");
+    assert!(
+        err.contains("key file of the cluster's other nodes"),
+        "{err}"
+    );
 }
 
 #[test]

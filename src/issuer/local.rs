@@ -269,6 +269,12 @@ impl LocalCa {
         &self.root_pem
     }
 
+    /// Whether the root has no name constraints (made by a version before them): clients that
+    /// trust it take its certificates for any name.
+    pub fn vouches_for_any_name(&self) -> bool {
+        !matches!(root::scope(&self.root_der), Ok(RootScope::Under(_)))
+    }
+
     /// The root and its key as `dir` holds them (`ca.pem`, `ca-key.pem`), PEM: what a cluster's
     /// first node stores for the others.
     pub fn files(dir: &Path) -> Result<(String, String), LocalCaError> {
