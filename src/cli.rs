@@ -157,6 +157,15 @@ pub struct Cli {
     /// Config file (TOML). Default: $CLICKEDGE_CONFIG, else built-in defaults.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// `serve`'s `--log-format` written before the command (`clickedge --log-format json
+    /// serve`), as it could be when every command listed it; hidden.
+    #[arg(
+        long = "log-format",
+        id = "log_format_before",
+        value_name = "FORMAT",
+        hide = true
+    )]
+    pub log_format: Option<LogFormat>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

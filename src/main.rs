@@ -66,7 +66,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         false => Config::default(),
     };
     match cli.command {
-        Command::Serve { log_format } => serve(config, cli.config.as_deref(), log_format).await,
+        Command::Serve { log_format } => {
+            serve(config, cli.config.as_deref(), log_format.or(cli.log_format)).await
+        }
         command => clickedge::cli::run_client(&config, command).await,
     }
 }

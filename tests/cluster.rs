@@ -153,7 +153,10 @@ async fn a_node_with_a_root_of_its_own_refuses_to_start_and_keeps_it() {
         ),
     );
     assert!(err.contains("is not the cluster's"), "{err}");
-    assert!(err.contains("DELETE FROM kv WHERE key = 'local-ca'"), "{err}");
+    assert!(
+        err.contains("DELETE FROM kv WHERE key = 'local-ca'"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_to_string(data.join("ca.pem")).unwrap(),
         solo.ca_pem,

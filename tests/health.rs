@@ -194,6 +194,23 @@ async fn log_format_flag_wins_over_the_config() {
         String::from_utf8_lossy(&out.stderr).contains("CLICKEDGE_LOG_FORMAT=\"xml\""),
         "{out:?}"
     );
+    // Written before the command, as it could be when every command listed it, it still
+    // applies: the start's error comes as a JSON event.
+    let dir2 = tempfile::tempdir().unwrap();
+    let failing = dir2.path().join("c.toml");
+    std::fs::write(
+        &failing,
+        "[store]\npath = \"/nonexistent/x.db\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = Command::new(common::bin())
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&failing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"level\":\"ERROR\""), "{err}");
     // Not UTF-8: refused the same (it fell back to the config's format in silence).
     let out = Command::new(common::bin())
         .args(["serve"])

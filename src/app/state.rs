@@ -189,7 +189,9 @@ fn sealed_elsewhere(config: &Config, e: StoreError) -> anyhow::Error {
         |f| format!("cluster.seal_key_file {}", f.display()),
     );
     anyhow::Error::new(e).context(format!(
-        "this node's seal key ({source}) is not the one the store's secrets were sealed with: give \
-         it the key file of the cluster's other nodes (a key made anew opens nothing they stored)"
+        "a link key in the store does not open with this node's seal key ({source}): most likely \
+         it is not the key the cluster's secrets were sealed with, so give it the key file of the \
+         cluster's other nodes (a key made anew opens nothing they stored); if they start with \
+         this same key, the link key's row was altered or moved"
     ))
 }

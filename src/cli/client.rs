@@ -140,7 +140,7 @@ impl Client {
 #[error("{message} (HTTP {status})")]
 pub(super) struct Refused {
     pub(super) status: reqwest::StatusCode,
-    message: String,
+    pub(super) message: String,
 }
 
 /// The admin API's base URL: `admin` (`--admin`), else `http://` and `listen.admin`. An `admin`

@@ -171,9 +171,11 @@ pub(super) async fn run(
                 .call(Method::GET, &format!("/v1/domains/{name}"), None)
                 .await
             {
-                if e.downcast_ref::<Refused>()
-                    .is_some_and(|r| r.status == reqwest::StatusCode::NOT_FOUND)
-                {
+                if e.downcast_ref::<Refused>().is_some_and(|r| {
+                    // Not found as a domain, not as a path (an --admin URL with a prefix).
+                    r.status == reqwest::StatusCode::NOT_FOUND
+                        && r.message.contains("is not registered")
+                }) {
                     bail!(
                         "domain {} is not registered: there is nothing to remove (clickedge domain list shows the names that are)",
                         escape(name)
