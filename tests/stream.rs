@@ -352,6 +352,12 @@ async fn after_a_restart_with_nats_down_the_unshipped_age_shows_and_the_stop_say
             && log.contains("unshipped_bytes="),
         "{log}"
     );
+    // The start's wait for NATS says why it got no answer: nothing listens at its address.
+    assert!(
+        log.contains("did not say this node's newest click id")
+            && log.contains("Connection refused"),
+        "{log}"
+    );
 
     nats.restart();
     let edge = Edge::start_in(edge.take_dir(), &config);

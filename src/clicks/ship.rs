@@ -187,7 +187,13 @@ impl Shipper {
                 None
             }
             Err(_) => {
-                tracing::warn!(wait = ?NEWEST_WAIT, url = %self.nats.target().shown(), "NATS did not say this node's newest click id in the stream in time: click ids go on from the local log");
+                let target = self.nats.target();
+                tracing::warn!(
+                    wait = ?NEWEST_WAIT,
+                    url = %target.shown(),
+                    cause = %target.why_unanswered().await,
+                    "NATS did not say this node's newest click id in the stream in time: click ids go on from the local log"
+                );
                 None
             }
         }

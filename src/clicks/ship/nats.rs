@@ -120,6 +120,24 @@ impl NatsTarget {
     pub fn shown(&self) -> String {
         crate::config::nats_url_shown(&self.url)
     }
+
+    /// Why the server may not have answered, for a log line: its address tried once (for at
+    /// most a second) and what that said (`Connection refused`: nothing listens there), or, when
+    /// it takes connections, what to check then. The client library retries in silence, or in
+    /// its own words ("IO error"), which name neither.
+    pub async fn why_unanswered(&self) -> String {
+        let host = self.url.host_str().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = self.url.port().unwrap_or(4222);
+        let dial = tokio::net::TcpStream::connect((host, port));
+        match tokio::time::timeout(Duration::from_secs(1), dial).await {
+            Ok(Ok(_)) => "it takes connections: check the NATS user and password (or the \
+                          credentials file) and that JetStream is enabled"
+                .to_owned(),
+            Ok(Err(e)) => format!("connecting to {host}:{port}: {e}"),
+            Err(_) => format!("connecting to {host}:{port}: no answer within 1 s"),
+        }
+    }
 }
 
 /// The client options for `target`: its credentials file, if it has one, and the URL's user and
