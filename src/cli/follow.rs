@@ -237,10 +237,14 @@ async fn follow(config: &Config, mut args: FollowArgs) -> anyhow::Result<()> {
                     );
                 }
                 if !said {
-                    eprintln!(
-                        "reading the stream: {}; following on as soon as NATS answers",
-                        crate::errors::chain(&e)
-                    );
+                    // What NATS said of a consumer lost with a restart reads as a failure of
+                    // its own; it is the restart.
+                    let why = crate::errors::chain(&e);
+                    let why = match why.contains("consumer not found") {
+                        true => "NATS restarted (or lost this reader's consumer)".to_owned(),
+                        false => why,
+                    };
+                    eprintln!("reading the stream: {why}; following on as soon as NATS answers");
                     said = true;
                 }
                 closed(out.flush())?;

@@ -7,6 +7,8 @@ use super::*;
 struct Follow {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Its lines on stderr after the first.
+    said: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// `clickedge clicks follow ARGS`, its output piped.
@@ -39,10 +41,13 @@ impl Follow {
             first.starts_with("following stream CLICKS"),
             "clicks follow said: {first}"
         );
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = said.clone();
         std::thread::spawn(move || {
             for line in stderr.lines() {
                 let Ok(line) = line else { return };
                 eprintln!("clicks follow: {line}");
+                keep.lock().unwrap().push(line);
             }
         });
         let (tx, lines) = std::sync::mpsc::channel();
@@ -55,7 +60,7 @@ impl Follow {
                 }
             }
         });
-        Follow { child, lines }
+        Follow { child, lines, said }
     }
 
     /// The next `n` lines (each within 60 s: a guard against a hang, not a bound on speed).
@@ -240,6 +245,12 @@ async fn clicks_follow_goes_on_across_a_nats_restart() {
         follow.child.try_wait().unwrap().is_none(),
         "clicks follow ended at the restart"
     );
+    let said = follow.said.lock().unwrap().clone();
+    let following_on: Vec<_> = said
+        .iter()
+        .filter(|l| l.contains("following on as soon as NATS answers"))
+        .collect();
+    assert_eq!(following_on.len(), 1, "said once: {said:?}");
 }
 
 /// A NATS that does not answer is named by where its URL came from: the config's
