@@ -1,5 +1,7 @@
 //! `clickedge clicks follow`: the stream printed as the logged lines.
 
+use std::sync::Mutex;
+
 use super::*;
 
 /// `clickedge clicks follow ARGS` as a child process, its output lines read on a thread; killed
@@ -8,7 +10,7 @@ struct Follow {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     /// Its lines on stderr after the first.
-    said: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    said: Arc<Mutex<Vec<String>>>,
 }
 
 /// `clickedge clicks follow ARGS`, its output piped.
@@ -41,7 +43,7 @@ impl Follow {
             first.starts_with("following stream CLICKS"),
             "clicks follow said: {first}"
         );
-        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let said = Arc::new(Mutex::new(Vec::new()));
         let keep = said.clone();
         std::thread::spawn(move || {
             for line in stderr.lines() {
