@@ -290,7 +290,7 @@ impl Metrics {
             )?,
             click_fsyncs: IntCounter::new(
                 "clickedge_click_fsyncs_total",
-                "fdatasync calls on the click log (one per synced batch)",
+                "fdatasync calls for synced clicks (one per synced batch)",
             )?,
             click_log_torn: IntCounter::new(
                 "clickedge_click_log_torn_total",
